@@ -1,0 +1,32 @@
+# Everything a fresh clone needs: `make demo` and `make test` both set up
+# a project-local virtual environment first.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+BUILD  ?= build
+
+.PHONY: demo test golden bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	# The CPU wheel of torch first: a bare `torch` requirement would pull a CUDA build.
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e ".[torch,plot,dev]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	BUILD=$(BUILD) $(PY) examples/demo.py
+
+test: $(STAMP)
+	$(PY) -m pytest -n 2 -q -p no:cacheprovider
+
+# Regenerate tests/golden/ after an intended change to generated code.
+golden: $(STAMP)
+	$(PY) -m tests.regen_golden
+
+bench: $(STAMP)
+	$(PY) benchmarks/run.py
+
+clean:
+	rm -rf $(VENV) $(BUILD) .pytest_cache

@@ -1,0 +1,37 @@
+"""lossforge: losses written as mathematics, turned into code you can trust."""
+
+from .derive import Derivation as Derivation
+from .derive import derive as derive
+from .domains import Domain as Domain
+from .errors import AnalysisError as AnalysisError
+from .errors import DomainError as DomainError
+from .errors import LossforgeError as LossforgeError
+from .errors import ParseError as ParseError
+from .errors import RenderError as RenderError
+from .errors import RoleError as RoleError
+from .errors import SpecError as SpecError
+from .errors import UnknownNameError as UnknownNameError
+from .errors import UnsafeExpressionError as UnsafeExpressionError
+from .errors import VerifyError as VerifyError
+from .expr import axis_mean as axis_mean
+from .expr import axis_sum as axis_sum
+from .expr import clamp as clamp
+from .expr import cumsum as cumsum
+from .expr import expm1 as expm1
+from .expr import heaviside as heaviside
+from .expr import log1p as log1p
+from .expr import logsumexp as logsumexp
+from .expr import maximum as maximum
+from .expr import minimum as minimum
+from .expr import norm as norm
+from .expr import sigmoid as sigmoid
+from .expr import softplus as softplus
+from .expr import where as where
+from .expr import xlogy as xlogy
+from .spec import LossSpec as LossSpec
+from .spec import Var as Var
+from .spec import dumps as dumps
+from .spec import load as load
+from .spec import loads as loads
+
+__version__ = "0.1.0"

@@ -1,0 +1,121 @@
+"""Symbolic gradients, through elementwise functions and axis operations.
+
+Without axis symbols a gradient is just SymPy's ``diff``: every function knows
+its own derivative (``fdiff``). With them, the loss is a tree of *axis nodes*
+(``sum``, ``mean``, ``logsumexp``, ``norm``, ``cumsum``) over elementwise
+expressions. Forward-mode ``diff`` through such a node is wrong as soon as a
+reduced value is used again inside another reduction (``sum(y*(z -
+logsumexp(z)))``), so this module does reverse mode over the axis nodes only:
+
+1. each axis node, innermost first, is replaced by a placeholder symbol;
+2. the upstream gradient (adjoint) of each placeholder is accumulated from the
+   outermost expression down, with SymPy's ``diff`` for every local partial;
+3. a reduction hands its adjoint to its argument multiplied by its *local
+   weight* (the function's own ``fdiff``: 1 for ``sum``, the softmax for
+   ``logsumexp`` ...); ``cumsum`` hands down the reverse cumulative sum;
+4. a per-sample scalar receiving gradient from a vector expression sums it
+   over the axis.
+
+The result for a vector input is an elementwise expression (one entry per
+element of the axis), for a scalar input one value per sample: both print
+directly as vectorised array code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import sympy
+
+from .expr import AXIS_OPERATIONS, axis_sum, cumsum, rev_cumsum
+from .spec import FrozenMap, LossSpec
+
+
+@dataclass(frozen=True)
+class Derivation:
+    """A spec's loss and its gradients, as SymPy expressions.
+
+    ``loss`` is the per-sample loss; ``gradients`` maps each input name to the
+    derivative of the per-sample loss with respect to one element of it
+    (reduction scaling is the generated code's job).
+    """
+
+    spec: LossSpec
+    loss: sympy.Expr
+    gradients: FrozenMap
+
+    def exprs(self) -> dict[str, sympy.Expr]:
+        """``{"loss": ..., "gradient[NAME]": ...}``, the names the analysis reports."""
+        out = {"loss": self.loss}
+        out.update({f"gradient[{n}]": g for n, g in self.gradients.items()})
+        return out
+
+
+def _placeholder(index: int, vector: bool) -> sympy.Symbol:
+    # '__' names cannot collide with user symbols (expr.check_symbol_name).
+    return sympy.Symbol(f"__{'vec' if vector else 'red'}{index}", real=True)
+
+
+def gradients(loss: sympy.Expr, inputs: dict[str, sympy.Symbol], vectors: set[sympy.Symbol]) -> dict[str, sympy.Expr]:
+    """Per-element gradients of ``loss`` with respect to ``inputs``.
+
+    ``vectors`` is the set of symbols that stand for an element of a vector.
+    """
+    # 1. Replace axis nodes by placeholders, innermost first.
+    nodes: list[tuple[sympy.Symbol, type, sympy.Expr]] = []
+    top = loss
+    while True:
+        inner = [n for n in top.atoms(*AXIS_OPERATIONS) if not n.args[0].has(*AXIS_OPERATIONS)]
+        if not inner:
+            break
+        mapping = {}
+        for node in sorted(inner, key=sympy.default_sort_key):
+            holder = _placeholder(len(nodes), vector=node.func is cumsum)
+            nodes.append((holder, node.func, node.args[0]))
+            mapping[node] = holder
+        top = top.xreplace(mapping)
+    vector_like = set(vectors) | {h for h, f, _ in nodes if f is cumsum}
+    targets = set(inputs.values())
+
+    # 2-4. Reverse accumulation over the placeholders, outermost first.
+    adjoint: dict[sympy.Symbol, sympy.Expr] = {}
+
+    def push(expr: sympy.Expr, upstream: sympy.Expr, elementwise: bool) -> None:
+        for var in expr.free_symbols:
+            if var not in targets and var not in adjoint_keys:
+                continue
+            part = upstream * sympy.diff(expr, var)
+            if part == 0:
+                continue
+            if elementwise and var not in vector_like:
+                part = axis_sum(part)
+            adjoint[var] = adjoint.get(var, sympy.S.Zero) + part
+
+    adjoint_keys = {h for h, _, _ in nodes}
+    push(top, sympy.S.One, elementwise=False)
+    for holder, func, arg in reversed(nodes):
+        upstream = adjoint.get(holder)
+        if upstream is None:
+            continue
+        if func is cumsum:
+            down = rev_cumsum(upstream)
+        else:
+            down = upstream * func(arg).fdiff(1).xreplace({func(arg): holder})
+        push(arg, down, elementwise=True)
+
+    # Put the axis nodes back (each placeholder's full expression).
+    full: dict[sympy.Symbol, sympy.Expr] = {}
+    for holder, func, arg in nodes:
+        full[holder] = func(arg.xreplace(full))
+    return {name: adjoint.get(sym, sympy.S.Zero).xreplace(full) for name, sym in inputs.items()}
+
+
+@lru_cache(maxsize=256)
+def derive(spec: LossSpec) -> Derivation:
+    """Differentiate a spec: its per-sample loss and one gradient per input."""
+    table = spec.sympy_symbols
+    vectors = {table[n] for n, v in spec.symbols.items() if v.axis is not None}
+    inputs = {n: table[n] for n in spec.inputs}
+    grads = gradients(spec.sympy, inputs, vectors)
+    return Derivation(spec=spec, loss=spec.sympy, gradients=FrozenMap(grads))

@@ -1,0 +1,1002 @@
+"""The spec language: lossforge's own SymPy functions and the safe parser.
+
+Two things live here and nowhere else:
+
+* the functions a loss may use, each a :class:`sympy.Function` subclass in the
+  mould of :mod:`sympy.codegen.cfunctions`: its derivative (``fdiff``), its
+  assumptions (read by the hazard analysis), a rewrite to elementary form and a
+  docstring saying why it exists;
+* :func:`parse`, which turns spec-language text into a SymPy expression by
+  walking Python's ``ast`` under a whitelist. User text is never given to
+  ``eval``, ``exec``, ``sympify`` or ``parse_expr``.
+
+Axis (vector) symbols stand for one element of their vector; the axis
+operations ``sum``, ``mean``, ``logsumexp``, ``norm`` reduce an elementwise
+expression over the axis to one value per sample, and ``cumsum`` maps it to the
+vector of its running sums. :mod:`lossforge.derive` differentiates through them.
+"""
+
+from __future__ import annotations
+
+import ast
+import keyword
+import math
+from collections.abc import Mapping
+from fractions import Fraction
+
+import sympy
+from sympy import Function, S
+from sympy.core.logic import fuzzy_and, fuzzy_or
+from sympy.codegen.cfunctions import expm1, log1p
+from sympy.core.function import ArgumentIndexError
+from sympy.logic.boolalg import BooleanAtom, BooleanFunction
+from sympy.printing.str import StrPrinter
+
+from .errors import ParseError, SpecError, UnsafeExpressionError
+
+__all__ = [
+    "sigmoid",
+    "softplus",
+    "logsumexp",
+    "clamp",
+    "xlogy",
+    "heaviside",
+    "where",
+    "maximum",
+    "minimum",
+    "sign",
+    "axis_sum",
+    "axis_mean",
+    "norm",
+    "cumsum",
+    "rev_cumsum",
+    "axis_size",
+    "log1p",
+    "expm1",
+    "parse",
+    "to_text",
+    "check_symbol_name",
+]
+
+
+def _agree(facts) -> bool | None:
+    """True if every fact is True, False if every one is False, else unknown."""
+    facts = list(facts)
+    if all(f is True for f in facts):
+        return True
+    if all(f is False for f in facts):
+        return False
+    return None
+
+
+def _is_real(*args: sympy.Basic) -> bool | None:
+    return fuzzy_and(a.is_extended_real for a in args)
+
+
+# --------------------------------------------------------------------------
+# Elementwise functions
+# --------------------------------------------------------------------------
+
+
+class sigmoid(Function):
+    """The logistic function ``1 / (1 + exp(-x))``.
+
+    Why it exists: written out, ``1/(1 + exp(-x))`` overflows ``exp`` for
+    x < -709 in float64 (-88 in float32) and its derivative
+    ``exp(-x)/(1 + exp(-x))**2`` becomes ``inf/inf = nan``. As a function of its
+    own it prints as the framework's stable sigmoid, and its derivative is kept
+    as ``sigmoid(x) * sigmoid(-x)``, which never forms ``1 - sigmoid(x)`` (that
+    difference is exactly 0 in float32 from x = 16.6 on).
+    """
+
+    nargs = 1
+    spec_name = "sigmoid"
+
+    def fdiff(self, argindex=1):
+        if argindex != 1:
+            raise ArgumentIndexError(self, argindex)
+        x = self.args[0]
+        return sigmoid(x) * sigmoid(-x)
+
+    @classmethod
+    def eval(cls, x):
+        if x.is_zero:
+            return S.Half
+        if x.is_Number:
+            return 1 / (1 + sympy.exp(-x))
+        return None
+
+    def _eval_rewrite_as_exp(self, x, **kwargs):
+        return 1 / (1 + sympy.exp(-x))
+
+    _eval_rewrite_as_tractable = _eval_rewrite_as_exp
+
+    def _eval_is_extended_real(self):
+        return _is_real(self.args[0])
+
+    def _eval_is_positive(self):
+        return _is_real(self.args[0])
+
+    def _eval_is_finite(self):
+        return _is_real(self.args[0])
+
+
+class softplus(Function):
+    """``log(1 + exp(x))``, the smooth ReLU, as one stable function.
+
+    Why it exists: written out it overflows for x > 709 (float64) and loses all
+    precision for x < -37. The stable form ``max(x, 0) + log1p(exp(-|x|))`` is
+    what printers emit; its derivative is ``sigmoid(x)``. ``log(sigmoid(x))``
+    equals ``-softplus(-x)``: this is how log-sigmoid stays finite.
+    """
+
+    nargs = 1
+    spec_name = "softplus"
+
+    def fdiff(self, argindex=1):
+        if argindex != 1:
+            raise ArgumentIndexError(self, argindex)
+        return sigmoid(self.args[0])
+
+    @classmethod
+    def eval(cls, x):
+        if x.is_zero:
+            return sympy.log(2)
+        if x.is_Rational:
+            return sympy.log(1 + sympy.exp(x))
+        return None
+
+    def _eval_rewrite_as_log(self, x, **kwargs):
+        return sympy.log(1 + sympy.exp(x))
+
+    _eval_rewrite_as_tractable = _eval_rewrite_as_log
+
+    def _eval_is_extended_real(self):
+        return _is_real(self.args[0])
+
+    def _eval_is_positive(self):
+        return _is_real(self.args[0])
+
+    def _eval_is_finite(self):
+        return _is_real(self.args[0])
+
+
+class clamp(Function):
+    """``clamp(x, lo, hi)``: x limited to ``[lo, hi]``, as ``torch.clamp``.
+
+    Why it exists: guarding a log as ``log(clamp(p, eps, 1 - eps))`` is the
+    idiom PyTorch's own BCE uses. Its derivative follows torch: 1 where
+    ``lo <= x <= hi`` (the boundary included), 0 outside; the gradient reaching
+    ``lo`` or ``hi`` is 1 where x is below or above them.
+    """
+
+    nargs = 3
+    spec_name = "clamp"
+
+    def fdiff(self, argindex=1):
+        x, lo, hi = self.args
+        if argindex == 1:
+            return where(sympy.And(x >= lo, x <= hi), S.One, S.Zero)
+        if argindex == 2:
+            return where(x < lo, S.One, S.Zero)
+        if argindex == 3:
+            return where(x > hi, S.One, S.Zero)
+        raise ArgumentIndexError(self, argindex)
+
+    @classmethod
+    def eval(cls, x, lo, hi):
+        if x.is_Number and lo.is_Number and hi.is_Number:
+            return min(max(x, lo), hi)
+        return None
+
+    def _eval_rewrite_as_Piecewise(self, x, lo, hi, **kwargs):
+        return sympy.Min(sympy.Max(x, lo), hi)
+
+    def _eval_is_extended_real(self):
+        return _is_real(*self.args)
+
+    def _eval_is_positive(self):
+        x, lo, hi = self.args
+        if lo.is_positive and hi.is_positive:
+            return True
+        return None
+
+    def _eval_is_nonnegative(self):
+        x, lo, hi = self.args
+        if lo.is_nonnegative and hi.is_nonnegative:
+            return True
+        return None
+
+    def _eval_is_finite(self):
+        x, lo, hi = self.args
+        return fuzzy_and([lo.is_finite, hi.is_finite]) or None
+
+
+class xlogy(Function):
+    """``x * log(y)``, defined as 0 where ``x == 0`` (even when ``y == 0``).
+
+    Why it exists: entropy-like terms ``t * log(t)`` and ``t * log(q)`` are 0 at
+    ``t = 0`` by convention, but ``0 * log(0) = 0 * -inf = nan`` in floating
+    point. Its derivative follows ``torch.xlogy``: ``log(y)`` for x (0 where
+    x is 0) and ``x / y`` for y (0 where x is 0).
+    """
+
+    nargs = 2
+    spec_name = "xlogy"
+
+    def fdiff(self, argindex=1):
+        x, y = self.args
+        if argindex == 1:
+            return where(sympy.Ne(x, 0), sympy.log(y), S.Zero)
+        if argindex == 2:
+            return where(sympy.Eq(x, 0), S.Zero, x / y)
+        raise ArgumentIndexError(self, argindex)
+
+    @classmethod
+    def eval(cls, x, y):
+        if x.is_zero:
+            return S.Zero
+        if x.is_Number and y.is_Number:
+            return x * sympy.log(y)
+        return None
+
+    def _eval_rewrite_as_log(self, x, y, **kwargs):
+        return x * sympy.log(y)
+
+    def _eval_is_extended_real(self):
+        x, y = self.args
+        return fuzzy_and([x.is_extended_real, y.is_positive]) or None
+
+
+class heaviside(Function):
+    """The unit step: 1 where ``x > 0``, else 0 (so ``heaviside(0) == 0``).
+
+    Why it exists: SymPy's ``Heaviside(0)`` is 1/2 and ``torch.heaviside`` has no
+    autograd. This one has a fixed convention and a zero derivative, which is
+    exactly why the hazard analysis reports a loss term built from it as
+    ``zero-gradient``: training never sees it.
+    """
+
+    nargs = 1
+    spec_name = "heaviside"
+
+    def fdiff(self, argindex=1):
+        if argindex != 1:
+            raise ArgumentIndexError(self, argindex)
+        return S.Zero
+
+    @classmethod
+    def eval(cls, x):
+        if x.is_positive:
+            return S.One
+        if x.is_nonpositive:
+            return S.Zero
+        return None
+
+    def _eval_rewrite_as_Piecewise(self, x, **kwargs):
+        return sympy.Piecewise((S.One, x > 0), (S.Zero, True))
+
+    def _eval_is_extended_real(self):
+        return True
+
+    def _eval_is_nonnegative(self):
+        return True
+
+    def _eval_is_finite(self):
+        return True
+
+
+class sign(sympy.sign):
+    """``sign(x)`` in {-1, 0, 1}, with derivative 0.
+
+    Why it exists: SymPy's ``sign`` differentiates to ``2*DiracDelta(x)``,
+    which no framework can evaluate. Frameworks treat its gradient as 0, and so
+    does lossforge (the hazard analysis flags a loss that depends on it).
+    """
+
+    spec_name = "sign"
+
+    def _eval_derivative(self, x):
+        return S.Zero
+
+
+class where(Function):
+    """``where(cond, a, b)``: a where cond holds, else b, elementwise.
+
+    Why it exists: it is the only place a comparison may appear. Its derivative
+    is ``where(cond, da, db)``: the condition itself carries no gradient.
+    Printers emit it with the double-where pattern so that the untaken branch
+    never poisons a value or a gradient with NaN.
+    """
+
+    nargs = 3
+    spec_name = "where"
+
+    @classmethod
+    def eval(cls, cond, a, b):
+        if cond is S.true:
+            return a
+        if cond is S.false:
+            return b
+        if a == b:
+            return a
+        return None
+
+    def _eval_derivative(self, s):
+        cond, a, b = self.args
+        return where(cond, a.diff(s), b.diff(s))
+
+    def _eval_rewrite_as_Piecewise(self, cond, a, b, **kwargs):
+        return sympy.Piecewise((a, cond), (b, True))
+
+    # A fact holds for where(...) when it holds for both branches, and fails
+    # when it fails for both; otherwise it depends on the condition.
+    def _eval_is_extended_real(self):
+        return _agree(a.is_extended_real for a in self.args[1:])
+
+    def _eval_is_positive(self):
+        return _agree(a.is_positive for a in self.args[1:])
+
+    def _eval_is_nonnegative(self):
+        return _agree(a.is_nonnegative for a in self.args[1:])
+
+    def _eval_is_zero(self):
+        return _agree(a.is_zero for a in self.args[1:])
+
+    def _eval_is_finite(self):
+        return _agree(a.is_finite for a in self.args[1:])
+
+
+class _Extremum(Function):
+    """Shared body of :class:`maximum` and :class:`minimum`."""
+
+    nargs = 2
+    _pick = staticmethod(max)
+
+    @classmethod
+    def eval(cls, a, b):
+        if a.is_Number and b.is_Number:
+            return cls._pick(a, b)
+        if a == b:
+            return a
+        return None
+
+    def _eval_is_extended_real(self):
+        return _is_real(*self.args)
+
+    def _eval_is_finite(self):
+        return fuzzy_and(a.is_finite for a in self.args)
+
+
+class maximum(_Extremum):
+    """Elementwise ``max(a, b)``.
+
+    Why it exists: SymPy's ``Max`` prints as Python's ``max`` (which fails on
+    arrays) and differentiates to ``Heaviside(a - b)`` with the value 1/2 at the
+    tie. Here the derivative is ``heaviside(a - b)``: at a tie neither argument
+    gets gradient, so ``max(0, x)`` has the ReLU subgradient 0 at x = 0, as
+    ``torch.relu``.
+    """
+
+    spec_name = "max"
+    _pick = staticmethod(max)
+
+    def fdiff(self, argindex=1):
+        a, b = self.args
+        if argindex == 1:
+            return heaviside(a - b)
+        if argindex == 2:
+            return heaviside(b - a)
+        raise ArgumentIndexError(self, argindex)
+
+    def _eval_rewrite_as_Max(self, a, b, **kwargs):
+        return sympy.Max(a, b)
+
+    def _eval_is_positive(self):
+        return fuzzy_or(a.is_positive for a in self.args)
+
+    def _eval_is_nonnegative(self):
+        return fuzzy_or(a.is_nonnegative for a in self.args)
+
+
+class minimum(_Extremum):
+    """Elementwise ``min(a, b)``; at a tie neither argument gets gradient."""
+
+    spec_name = "min"
+    _pick = staticmethod(min)
+
+    def fdiff(self, argindex=1):
+        a, b = self.args
+        if argindex == 1:
+            return heaviside(b - a)
+        if argindex == 2:
+            return heaviside(a - b)
+        raise ArgumentIndexError(self, argindex)
+
+    def _eval_rewrite_as_Min(self, a, b, **kwargs):
+        return sympy.Min(a, b)
+
+    def _eval_is_positive(self):
+        return fuzzy_and(a.is_positive for a in self.args)
+
+    def _eval_is_nonnegative(self):
+        return fuzzy_and(a.is_nonnegative for a in self.args)
+
+
+# --------------------------------------------------------------------------
+# Axis operations
+# --------------------------------------------------------------------------
+
+
+class AxisFunction(Function):
+    """An operation over the axis of the vector symbols in its argument.
+
+    ``fdiff`` of a reduction is its *local weight*: the derivative of the
+    reduced value with respect to one element of its argument, itself an
+    elementwise expression. :mod:`lossforge.derive` multiplies the upstream
+    gradient by it.
+    """
+
+    nargs = 1
+    reduces = True
+
+    def _eval_is_extended_real(self):
+        return _is_real(self.args[0])
+
+
+class axis_sum(AxisFunction):
+    """``sum(e)``: the sum of an elementwise expression over its axis."""
+
+    spec_name = "sum"
+
+    def fdiff(self, argindex=1):
+        if argindex != 1:
+            raise ArgumentIndexError(self, argindex)
+        return S.One
+
+    def _eval_is_positive(self):
+        return self.args[0].is_positive
+
+    def _eval_is_nonnegative(self):
+        return self.args[0].is_nonnegative
+
+
+class axis_mean(AxisFunction):
+    """``mean(e)``: the mean of an elementwise expression over its axis."""
+
+    spec_name = "mean"
+
+    def fdiff(self, argindex=1):
+        if argindex != 1:
+            raise ArgumentIndexError(self, argindex)
+        return 1 / axis_size(self.args[0])
+
+    def _eval_is_positive(self):
+        return self.args[0].is_positive
+
+    def _eval_is_nonnegative(self):
+        return self.args[0].is_nonnegative
+
+
+class logsumexp(AxisFunction):
+    """``logsumexp(e) = log(sum(exp(e)))`` over the axis, with the max shift.
+
+    Why it exists: written out, ``exp`` overflows as soon as one logit passes
+    709 (float64) or 88.7 (float32). The printed form subtracts the maximum
+    first. Its local weight is the softmax ``exp(e - logsumexp(e))``, which is
+    finite for every input.
+    """
+
+    spec_name = "logsumexp"
+
+    def fdiff(self, argindex=1):
+        if argindex != 1:
+            raise ArgumentIndexError(self, argindex)
+        return sympy.exp(self.args[0] - self)
+
+    def _eval_rewrite_as_log(self, e, **kwargs):
+        return sympy.log(axis_sum(sympy.exp(e)))
+
+
+class norm(AxisFunction):
+    """``norm(e) = sqrt(sum(e**2))``, the Euclidean norm over the axis.
+
+    Its local weight is ``e / norm(e)``, infinite at the zero vector: add an eps
+    inside (``norm(a - b + eps)``, as ``F.pairwise_distance``) where the zero
+    vector is reachable. The hazard analysis reports it as ``division-by-zero``.
+    """
+
+    spec_name = "norm"
+
+    def fdiff(self, argindex=1):
+        if argindex != 1:
+            raise ArgumentIndexError(self, argindex)
+        return self.args[0] / self
+
+    def _eval_rewrite_as_sqrt(self, e, **kwargs):
+        return sympy.sqrt(axis_sum(e**2))
+
+    def _eval_is_nonnegative(self):
+        return True
+
+
+class cumsum(AxisFunction):
+    """``cumsum(e)``: the running sum along the axis (a vector, not a reduction).
+
+    Its Jacobian is lower triangular, so its gradient is the reverse cumulative
+    sum of the upstream gradient (:class:`rev_cumsum`); :mod:`lossforge.derive`
+    applies it.
+    """
+
+    spec_name = "cumsum"
+    reduces = False
+
+    def fdiff(self, argindex=1):
+        raise ArgumentIndexError(self, argindex)
+
+
+class rev_cumsum(AxisFunction):
+    """The reverse cumulative sum along the axis: the adjoint of :class:`cumsum`.
+
+    Appears only in gradients; it is not part of the spec language.
+    """
+
+    reduces = False
+
+    def fdiff(self, argindex=1):
+        raise ArgumentIndexError(self, argindex)
+
+
+class axis_size(Function):
+    """The length of the axis of a vector expression (a positive integer).
+
+    Appears in the local weight of ``mean``; it is constant for gradients.
+    """
+
+    nargs = 1
+
+    def _eval_derivative(self, s):
+        return S.Zero
+
+    def _eval_is_integer(self):
+        return True
+
+    def _eval_is_positive(self):
+        return True
+
+
+#: The axis operations the spec language offers, by spec name.
+AXIS_OPERATIONS: tuple[type[AxisFunction], ...] = (axis_sum, axis_mean, logsumexp, norm, cumsum)
+
+# --------------------------------------------------------------------------
+# The vocabulary of the spec language
+# --------------------------------------------------------------------------
+
+#: Every function the spec language offers: name -> (SymPy callable, arity).
+FUNCTIONS: dict[str, tuple[object, int]] = {
+    "exp": (sympy.exp, 1),
+    "log": (sympy.log, 1),
+    "log1p": (log1p, 1),
+    "expm1": (expm1, 1),
+    "xlogy": (xlogy, 2),
+    "sqrt": (sympy.sqrt, 1),
+    "abs": (sympy.Abs, 1),
+    "sign": (sign, 1),
+    "max": (maximum, 2),
+    "min": (minimum, 2),
+    "clamp": (clamp, 3),
+    "sigmoid": (sigmoid, 1),
+    "softplus": (softplus, 1),
+    "tanh": (sympy.tanh, 1),
+    "cosh": (sympy.cosh, 1),
+    "heaviside": (heaviside, 1),
+    "where": (where, 3),
+    **{op.spec_name: (op, 1) for op in AXIS_OPERATIONS},
+}
+
+#: Named constants of the spec language.
+CONSTANTS: dict[str, sympy.Expr] = {"pi": sympy.pi, "e": sympy.E}
+
+#: Bounds that keep pathological text from exhausting time or the stack.
+MAX_CHARS = 20_000
+MAX_NODES = 6_000
+MAX_DEPTH = 80
+
+_COMPARE = {
+    ast.Lt: sympy.Lt,
+    ast.LtE: sympy.Le,
+    ast.Gt: sympy.Gt,
+    ast.GtE: sympy.Ge,
+    ast.Eq: sympy.Eq,
+    ast.NotEq: sympy.Ne,
+}
+
+_BINOP_TOKENS = {
+    ast.FloorDiv: "//",
+    ast.Mod: "%",
+    ast.MatMult: "@",
+    ast.BitAnd: "&",
+    ast.BitOr: "|",
+    ast.BitXor: "^",
+    ast.LShift: "<<",
+    ast.RShift: ">>",
+}
+
+_NODE_WORDS = {
+    ast.Attribute: "attribute access",
+    ast.Subscript: "subscript",
+    ast.Lambda: "lambda",
+    ast.ListComp: "comprehension",
+    ast.SetComp: "comprehension",
+    ast.DictComp: "comprehension",
+    ast.GeneratorExp: "comprehension",
+    ast.IfExp: "conditional expression (use where(cond, a, b))",
+    ast.Dict: "dict literal",
+    ast.List: "list literal",
+    ast.Set: "set literal",
+    ast.Tuple: "tuple",
+    ast.Starred: "starred argument",
+    ast.JoinedStr: "f-string",
+    ast.NamedExpr: "assignment expression",
+    ast.Await: "await",
+    ast.Yield: "yield",
+    ast.YieldFrom: "yield",
+    ast.Slice: "slice",
+}
+
+
+def check_symbol_name(name: object) -> str:
+    """Return ``name`` if it can name a symbol, else raise naming it.
+
+    A symbol name is a plain ASCII identifier that is not a Python keyword,
+    does not start with ``__`` and does not shadow a function or constant of
+    the spec language.
+    """
+    if not isinstance(name, str):
+        raise SpecError(f"symbol name {name!r} is not a string", token=repr(name))
+    if not name.isascii() or not name.isidentifier():
+        raise SpecError(f"symbol name {name!r} is not a plain ASCII identifier", token=name)
+    if keyword.iskeyword(name) or keyword.issoftkeyword(name):
+        raise SpecError(f"symbol name {name!r} is a Python keyword", token=name)
+    if name.startswith("__"):
+        raise SpecError(f"symbol name {name!r} starts with '__', which lossforge reserves", token=name)
+    if name in FUNCTIONS or name in CONSTANTS:
+        raise SpecError(f"symbol name {name!r} shadows the spec language's {name!r}", token=name)
+    return name
+
+
+# --------------------------------------------------------------------------
+# The parser
+# --------------------------------------------------------------------------
+
+
+def _number(value: object, token: str) -> sympy.Expr:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise UnsafeExpressionError(f"constant {token} is not a number", token=token)
+    if isinstance(value, int):
+        return sympy.Integer(value)
+    if not math.isfinite(value):
+        raise ParseError(f"constant {token} is not a finite number", token=token)
+    exact = Fraction(value)
+    if exact.denominator <= 1024:  # integers and short dyadic fractions stay exact
+        return sympy.Rational(exact.numerator, exact.denominator)
+    return sympy.Float(value)
+
+
+class _Converter:
+    """Turns a whitelisted ``ast`` into SymPy, tracking each node's axis."""
+
+    def __init__(self, text: str, symbols: Mapping[str, sympy.Symbol], axes: Mapping[str, str | None]):
+        self.text = text
+        self.symbols = symbols
+        self.axes = axes
+
+    def token(self, node: ast.AST) -> str:
+        segment = ast.get_source_segment(self.text, node)
+        return segment if segment else type(node).__name__
+
+    def fail(self, node: ast.AST, what: str, cls: type[ParseError] = ParseError) -> ParseError:
+        tok = self.token(node)
+        return cls(f"{what}: {tok!r} (column {getattr(node, 'col_offset', 0) + 1})", token=tok)
+
+    def merge(self, node: ast.AST, *axes: str | None) -> str | None:
+        named = {a for a in axes if a is not None}
+        if len(named) > 1:
+            a, b = sorted(named)
+            raise self.fail(node, f"mixes vectors over axes {a!r} and {b!r}")
+        return named.pop() if named else None
+
+    def convert(self, node: ast.AST, in_cond: bool = False) -> tuple[sympy.Basic, str | None]:
+        if isinstance(node, ast.Expression):
+            return self.convert(node.body, in_cond)
+        if isinstance(node, ast.Constant):
+            return _number(node.value, self.token(node)), None
+        if isinstance(node, ast.Name):
+            return self.name(node)
+        if isinstance(node, ast.BinOp):
+            return self.binop(node, in_cond)
+        if isinstance(node, ast.UnaryOp):
+            return self.unary(node, in_cond)
+        if isinstance(node, ast.Call):
+            return self.call(node)
+        if isinstance(node, ast.Compare):
+            return self.compare(node, in_cond)
+        if isinstance(node, ast.BoolOp):
+            if not in_cond:
+                raise self.fail(node, "'and'/'or' are only allowed inside where(...)")
+            parts = [self.convert(v, True) for v in node.values]
+            op = sympy.And if isinstance(node.op, ast.And) else sympy.Or
+            return op(*(p for p, _ in parts)), self.merge(node, *(a for _, a in parts))
+        word = _NODE_WORDS.get(type(node))
+        if word is None:
+            word = f"{type(node).__name__} is not part of the spec language"
+        else:
+            word = f"{word} is not allowed"
+        raise self.fail(node, word, UnsafeExpressionError)
+
+    def name(self, node: ast.Name) -> tuple[sympy.Basic, str | None]:
+        ident = node.id
+        if ident in self.symbols:
+            return self.symbols[ident], self.axes.get(ident)
+        if ident in CONSTANTS:
+            return CONSTANTS[ident], None
+        if ident in FUNCTIONS:
+            raise self.fail(node, f"function {ident!r} used without a call")
+        if ident.startswith("__"):
+            raise self.fail(node, f"name {ident!r} is not allowed", UnsafeExpressionError)
+        raise ParseError(f"undeclared name {ident!r}: declare it in [symbols]", token=ident)
+
+    def binop(self, node: ast.BinOp, in_cond: bool) -> tuple[sympy.Basic, str | None]:
+        op = type(node.op)
+        if op in _BINOP_TOKENS:
+            tok = _BINOP_TOKENS[op]
+            raise ParseError(f"operator {tok!r} is not part of the spec language", token=tok)
+        # Walk a left-leaning chain of + - (or * /) iteratively: a long sum
+        # must not cost one Python frame per term.
+        group = (ast.Add, ast.Sub) if op in (ast.Add, ast.Sub) else (ast.Mult, ast.Div)
+        chain: list[tuple[type, ast.AST]] = []
+        cur: ast.AST = node
+        while isinstance(cur, ast.BinOp) and isinstance(cur.op, group):
+            chain.append((type(cur.op), cur.right))
+            cur = cur.left
+        if op is ast.Pow:
+            base, a1 = self.convert(node.left, in_cond)
+            expo, a2 = self.convert(node.right, in_cond)
+            return sympy.Pow(base, expo), self.merge(node, a1, a2)
+        acc, axis = self.convert(cur, in_cond)
+        terms = [acc]
+        axes = [axis]
+        for kind, right in reversed(chain):
+            value, a = self.convert(right, in_cond)
+            axes.append(a)
+            if kind is ast.Sub:
+                value = -value
+            elif kind is ast.Div:
+                value = 1 / value
+            terms.append(value)
+        combine = sympy.Add if group[0] is ast.Add else sympy.Mul
+        return combine(*terms), self.merge(node, *axes)
+
+    def unary(self, node: ast.UnaryOp, in_cond: bool) -> tuple[sympy.Basic, str | None]:
+        value, axis = self.convert(node.operand, in_cond)
+        if isinstance(node.op, ast.USub):
+            return -value, axis
+        if isinstance(node.op, ast.UAdd):
+            return value, axis
+        if isinstance(node.op, ast.Not) and in_cond:
+            return sympy.Not(value), axis
+        tok = {ast.Not: "not", ast.Invert: "~"}[type(node.op)]
+        raise ParseError(f"operator {tok!r} is not allowed here", token=tok)
+
+    def compare(self, node: ast.Compare, in_cond: bool) -> tuple[sympy.Basic, str | None]:
+        if not in_cond:
+            raise self.fail(node, "comparisons are only allowed inside where(...)")
+        left, axis = self.convert(node.left, True)
+        axes = [axis]
+        parts = []
+        for op, comp in zip(node.ops, node.comparators):
+            if type(op) not in _COMPARE:
+                tok = {ast.Is: "is", ast.IsNot: "is not", ast.In: "in", ast.NotIn: "not in"}[type(op)]
+                raise ParseError(f"comparison {tok!r} is not part of the spec language", token=tok)
+            right, a = self.convert(comp, True)
+            axes.append(a)
+            parts.append(_COMPARE[type(op)](left, right))
+            left = right
+        return sympy.And(*parts), self.merge(node, *axes)
+
+    def call(self, node: ast.Call) -> tuple[sympy.Basic, str | None]:
+        if not isinstance(node.func, ast.Name):
+            raise self.fail(node.func, "only the spec language's functions can be called", UnsafeExpressionError)
+        fname = node.func.id
+        if fname not in FUNCTIONS:
+            if fname in self.symbols:
+                raise ParseError(f"symbol {fname!r} is not a function", token=fname)
+            raise UnsafeExpressionError(f"unknown function {fname!r}", token=fname)
+        if node.keywords:
+            kw = node.keywords[0].arg or "**"
+            raise UnsafeExpressionError(f"keyword argument {kw!r} in call to {fname!r} is not allowed", token=kw)
+        func, arity = FUNCTIONS[fname]
+        if len(node.args) != arity:
+            raise ParseError(
+                f"function {fname!r} takes {arity} argument{'s' if arity != 1 else ''}, got {len(node.args)}",
+                token=fname,
+            )
+        if fname == "where":
+            cond, ca = self.convert(node.args[0], True)
+            a, aa = self.convert(node.args[1])
+            b, ab = self.convert(node.args[2])
+            if not _is_condition(cond):
+                raise self.fail(node.args[0], "the first argument of where(...) must be a comparison")
+            return where(cond, a, b), self.merge(node, ca, aa, ab)
+        args = [self.convert(a) for a in node.args]
+        for arg, sub in zip(args, node.args):
+            if _is_condition(arg[0]):
+                raise self.fail(sub, f"a comparison cannot be an argument of {fname!r}")
+        if isinstance(func, type) and issubclass(func, AxisFunction):
+            (value, axis), = args
+            if axis is None:
+                raise self.fail(node, f"{fname}() needs a vector (axis) argument")
+            return func(value), (axis if not func.reduces else None)
+        values = [v for v, _ in args]
+        return func(*values), self.merge(node, *(a for _, a in args))
+
+
+def _is_condition(value: sympy.Basic) -> bool:
+    """Whether a converted node is a truth value (a comparison or a combination of them)."""
+    return isinstance(value, (sympy.core.relational.Relational, BooleanFunction, BooleanAtom))
+
+
+def _depth(tree: ast.AST) -> int:
+    """Nesting depth, counting a left-leaning chain of + - or * / as one level."""
+    deepest = 0
+    stack: list[tuple[ast.AST, int]] = [(tree, 0)]
+    nodes = 0
+    while stack:
+        node, depth = stack.pop()
+        nodes += 1
+        if nodes > MAX_NODES:
+            return MAX_DEPTH + 1
+        deepest = max(deepest, depth)
+        for child in ast.iter_child_nodes(node):
+            same_chain = (
+                isinstance(node, ast.BinOp)
+                and child is node.left
+                and isinstance(child, ast.BinOp)
+                and {type(node.op), type(child.op)} <= {ast.Add, ast.Sub}
+                or isinstance(node, ast.BinOp)
+                and child is node.left
+                and isinstance(child, ast.BinOp)
+                and {type(node.op), type(child.op)} <= {ast.Mult, ast.Div}
+            )
+            stack.append((child, depth if same_chain else depth + 1))
+    return deepest
+
+
+def parse(
+    text: str,
+    symbols: Mapping[str, sympy.Symbol],
+    axes: Mapping[str, str | None] | None = None,
+) -> sympy.Expr:
+    """Parse spec-language ``text`` into a SymPy expression over ``symbols``.
+
+    ``axes`` maps each vector symbol's name to its axis. The result is one
+    value per sample: a vector symbol must sit inside an axis reduction.
+    Raises :class:`ParseError` (or :class:`UnsafeExpressionError`) naming the
+    offending token. Nothing in ``text`` is ever evaluated.
+    """
+    axes = dict(axes or {})
+    if not isinstance(text, str):
+        raise ParseError(f"expression must be a string, got {type(text).__name__}", token=repr(text))
+    if len(text) > MAX_CHARS:
+        raise ParseError(
+            f"expression is {len(text)} characters long; the limit is {MAX_CHARS}", token=text[:20] + "..."
+        )
+    if not text.strip():
+        raise ParseError("expression is empty", token="")
+    for ch in text:
+        if not ch.isascii():
+            raise ParseError(f"non-ASCII character {ch!r} in expression", token=ch)
+    depth = 0
+    for ch in text:
+        if ch in "([{":
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise ParseError(f"expression nests deeper than {MAX_DEPTH} brackets", token=ch)
+        elif ch in ")]}":
+            depth -= 1
+    try:
+        tree = ast.parse(text.strip(), mode="eval")
+    except SyntaxError as exc:
+        bad = ""
+        if exc.text and exc.offset:
+            bad = exc.text[exc.offset - 1 : exc.offset + 9].strip()
+        raise ParseError(f"syntax error at column {exc.offset}: {exc.msg} near {bad!r}", token=bad) from None
+    except (RecursionError, MemoryError, ValueError) as exc:
+        raise ParseError(
+            f"expression is nested too deeply to parse ({type(exc).__name__})", token=text[:20]
+        ) from None
+    if _depth(tree) > MAX_DEPTH:
+        raise ParseError(
+            f"expression is nested deeper than {MAX_DEPTH} levels or has more than {MAX_NODES} nodes",
+            token=text[:20],
+        )
+    converter = _Converter(text.strip(), symbols, axes)
+    value, axis = converter.convert(tree)
+    if _is_condition(value):
+        raise ParseError("the loss is a comparison, not a number: use where(cond, a, b)", token=text.strip())
+    if axis is not None:
+        vec = sorted(n for n, a in axes.items() if a == axis and symbols[n] in value.free_symbols)
+        name = vec[0] if vec else axis
+        raise ParseError(
+            f"the loss is a vector over axis {axis!r} (through {name!r}): reduce it with sum(), mean(), "
+            "logsumexp() or norm()",
+            token=name,
+        )
+    return value
+
+
+# --------------------------------------------------------------------------
+# Printing back to the spec language
+# --------------------------------------------------------------------------
+
+
+class SpecPrinter(StrPrinter):
+    """Prints a SymPy expression in the spec language, so that :func:`parse` reads it back."""
+
+    def _print_Function(self, expr):
+        name = getattr(expr.func, "spec_name", None)
+        if name is None:
+            return super()._print_Function(expr)
+        return f"{name}({', '.join(self._print(a) for a in expr.args)})"
+
+    def _print_Float(self, expr):
+        return repr(float(expr))
+
+    def _print_Exp1(self, expr):
+        return "e"
+
+    def _print_Abs(self, expr):
+        return f"abs({self._print(expr.args[0])})"
+
+    def _print_sign(self, expr):
+        return f"sign({self._print(expr.args[0])})"
+
+    def _print_Heaviside(self, expr):
+        return f"heaviside({self._print(expr.args[0])})"
+
+    def _nested(self, name, args):
+        out = self._print(args[-1])
+        for a in reversed(args[:-1]):
+            out = f"{name}({self._print(a)}, {out})"
+        return out
+
+    def _print_Max(self, expr):
+        return self._nested("max", expr.args)
+
+    def _print_Min(self, expr):
+        return self._nested("min", expr.args)
+
+    def _print_Piecewise(self, expr):
+        *pieces, (last, cond) = expr.args
+        out = self._print(last) if cond is S.true else f"where({self._print(cond)}, {self._print(last)}, nan)"
+        for value, cond in reversed(pieces):
+            out = f"where({self._print(cond)}, {self._print(value)}, {out})"
+        return out
+
+    def _print_Relational(self, expr):
+        op = {"==": "==", "!=": "!=", "<": "<", "<=": "<=", ">": ">", ">=": ">="}[expr.rel_op]
+        return f"{self.parenthesize(expr.lhs, 0)} {op} {self.parenthesize(expr.rhs, 0)}"
+
+    def _print_And(self, expr):
+        return " and ".join(f"({self._print(a)})" for a in expr.args)
+
+    def _print_Or(self, expr):
+        return " or ".join(f"({self._print(a)})" for a in expr.args)
+
+    def _print_Not(self, expr):
+        return f"not ({self._print(expr.args[0])})"
+
+
+def to_text(expr: sympy.Basic) -> str:
+    """The spec-language text of a SymPy expression."""
+    return SpecPrinter({"order": "none"}).doprint(expr)

@@ -1,0 +1,427 @@
+"""The spec model: :class:`Var`, :class:`LossSpec` and their TOML form.
+
+A :class:`LossSpec` is a frozen value. Constructing one validates it
+completely: its expression is parsed (:mod:`lossforge.expr`) against the
+declared symbols, so a spec that exists is a spec every later stage can use.
+The order in which symbols are declared is kept: it is the argument order of
+generated code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+import sys
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+import sympy
+
+from . import expr as _expr
+from .domains import CATALOGUE, Domain, domain_of
+from .errors import DomainError, LossforgeError, RoleError, SpecError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on Python 3.10 only
+    import tomli as tomllib
+
+ROLES = ("input", "target", "param")
+REDUCTIONS = ("mean", "sum", "none")
+
+#: Free-text fields a spec may carry, in the order ``dumps`` writes them.
+TEXT_FIELDS = ("description", "summary", "formula", "reference", "stable_form")
+
+
+class FrozenMap(Mapping):
+    """An ordered, immutable, hashable mapping (declaration order matters)."""
+
+    __slots__ = ("_items", "_index")
+
+    def __init__(self, items: Mapping | Iterable[tuple[Any, Any]] = ()) -> None:
+        pairs = tuple(items.items()) if isinstance(items, Mapping) else tuple(items)
+        self._items = pairs
+        self._index = {k: v for k, v in pairs}
+
+    def __getitem__(self, key):
+        return self._index[key]
+
+    def __iter__(self) -> Iterator:
+        return (k for k, _ in self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __hash__(self) -> int:
+        return hash(self._items)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, FrozenMap):
+            return self._items == other._items
+        if isinstance(other, Mapping):
+            return dict(self._items) == dict(other.items())
+        return NotImplemented
+
+    def __repr__(self) -> str:
+        return "{" + ", ".join(f"{k!r}: {v!r}" for k, v in self._items) + "}"
+
+
+@dataclass(frozen=True)
+class Var:
+    """A symbol's declaration: its role, default, domain and axis.
+
+    ``role`` is ``"input"`` (differentiated), ``"target"`` (data) or ``"param"``
+    (a scalar hyper-parameter with a ``default``). ``domain`` is a catalogue
+    name (``"positive"``, ``"probability"`` ...), ``"[lo, hi]"`` or a pair.
+    ``axis`` names the axis of a vector symbol (the last dimension of its array).
+    """
+
+    role: str
+    default: float | None = None
+    domain: Domain | str = "real"
+    axis: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.role not in ROLES:
+            raise RoleError(f"unknown role {self.role!r} (expected one of {', '.join(ROLES)})", token=str(self.role))
+        dom = domain_of(self.domain)
+        object.__setattr__(self, "domain", dom)
+        if self.axis is not None:
+            if not isinstance(self.axis, str) or not self.axis.isidentifier() or not self.axis.isascii():
+                raise SpecError(f"axis {self.axis!r} is not a plain identifier", token=str(self.axis))
+            if self.role == "param":
+                raise RoleError(f"a param cannot have an axis (axis {self.axis!r})", token=self.axis)
+        elif dom.vector:
+            raise DomainError(f"domain {dom.name!r} needs an axis: declare axis = \"NAME\"", token=dom.name)
+        if self.role == "param":
+            if self.default is None:
+                raise SpecError("a param needs a default value", token="default")
+            if isinstance(self.default, bool) or not isinstance(self.default, (int, float)):
+                raise SpecError(f"default {self.default!r} is not a number", token=repr(self.default))
+            value = float(self.default)
+            if not dom.contains(value):
+                raise DomainError(f"default {value!r} is outside the domain {dom.name!r}", token=repr(value))
+            object.__setattr__(self, "default", value)
+        elif self.default is not None:
+            raise RoleError(f"only a param takes a default, not an {self.role}", token="default")
+
+    def to_toml(self) -> str:
+        parts = [f"role = {_toml_value(self.role)}"]
+        if self.default is not None:
+            parts.append(f"default = {_toml_value(self.default)}")
+        if self.domain.name != "real":
+            parts.append(f"domain = {_toml_value(self.domain.spec_text())}")
+        if self.axis is not None:
+            parts.append(f"axis = {_toml_value(self.axis)}")
+        return "{ " + ", ".join(parts) + " }"
+
+
+_NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+
+
+def _as_var(name: str, value: object) -> Var:
+    if isinstance(value, Var):
+        return value
+    if isinstance(value, Mapping):
+        unknown = sorted(set(value) - {f.name for f in fields(Var)})
+        if unknown:
+            raise SpecError(f"symbol {name!r}: unknown key {unknown[0]!r}", token=unknown[0])
+        if "role" not in value:
+            raise RoleError(f"symbol {name!r} has no role (input, target or param)", token=name)
+        try:
+            return Var(**value)
+        except LossforgeError as exc:
+            raise type(exc)(f"symbol {name!r}: {exc}", token=exc.token) from None
+    raise SpecError(f"symbol {name!r}: expected Var(...) or a table, got {type(value).__name__}", token=name)
+
+
+@dataclass(frozen=True, eq=False)
+class LossSpec:
+    """A loss: an expression over declared symbols, and how it is reduced.
+
+    ``expr`` is spec-language text or a SymPy expression over symbols named as
+    in ``symbols``. ``reduction`` is how generated code reduces the per-sample
+    loss: ``"mean"`` (default), ``"sum"`` or ``"none"``. ``accept`` maps a
+    hazard kind to the reason it is carried on purpose. The remaining text
+    fields document the loss (the built-in library fills them in).
+    """
+
+    name: str
+    expr: str | sympy.Expr
+    symbols: Mapping[str, Var]
+    reduction: str = "mean"
+    description: str = ""
+    accept: Mapping[str, str] = field(default_factory=dict)
+    summary: str = ""
+    formula: str = ""
+    reference: str = ""
+    stable_form: str = ""
+    #: The parsed expression over lossforge's own symbols (set in __post_init__).
+    sympy: sympy.Expr = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not _NAME_RE.match(self.name):
+            raise SpecError(f"spec name {self.name!r} is not a plain identifier", token=str(self.name))
+        if self.reduction not in REDUCTIONS:
+            raise SpecError(
+                f"unknown reduction {self.reduction!r} (expected one of {', '.join(REDUCTIONS)})",
+                token=str(self.reduction),
+            )
+        for key in TEXT_FIELDS:
+            if not isinstance(getattr(self, key), str):
+                raise SpecError(f"{key} must be a string", token=key)
+        if not isinstance(self.symbols, Mapping) or not self.symbols:
+            raise SpecError("a spec needs a [symbols] table with at least one input", token="symbols")
+        symbols = FrozenMap((_expr.check_symbol_name(n), _as_var(n, v)) for n, v in self.symbols.items())
+        object.__setattr__(self, "symbols", symbols)
+        if not isinstance(self.accept, Mapping):
+            raise SpecError("accept must map a hazard kind to a reason", token="accept")
+        for kind, reason in self.accept.items():
+            if not isinstance(reason, str) or not reason.strip():
+                raise SpecError(f"[accept] {kind!r} needs a reason (a non-empty string)", token=str(kind))
+        object.__setattr__(self, "accept", FrozenMap(self.accept))
+        if not self.inputs:
+            raise RoleError("no symbol has role 'input': nothing to differentiate", token="input")
+        object.__setattr__(self, "sympy", self._parse())
+
+    # -- construction helpers -------------------------------------------------
+
+    def _parse(self) -> sympy.Expr:
+        table = self.sympy_symbols
+        axes = {n: v.axis for n, v in self.symbols.items() if v.axis is not None}
+        if isinstance(self.expr, str):
+            text = self.expr
+        elif isinstance(self.expr, sympy.Basic):
+            text = self._text_of(self.expr)
+        else:
+            raise SpecError(f"expr must be a string or a SymPy expression, got {type(self.expr).__name__}", token="expr")
+        value = _expr.parse(text, table, axes)
+        used = value.free_symbols
+        for name, var in self.symbols.items():
+            if var.role != "param" and table[name] not in used:
+                raise SpecError(f"{var.role} {name!r} is declared but does not appear in the expression", token=name)
+        return value
+
+    def _text_of(self, value: sympy.Basic) -> str:
+        """Spec-language text of a user's SymPy expression, symbols matched by name."""
+        for sym in sorted(value.free_symbols, key=str):
+            if str(sym) not in self.symbols:
+                raise SpecError(f"undeclared name {str(sym)!r}: declare it in symbols", token=str(sym))
+        return _expr.to_text(value)
+
+    # -- views ------------------------------------------------------------------
+
+    @property
+    def sympy_symbols(self) -> dict[str, sympy.Symbol]:
+        """The SymPy symbol of each declared name, with its domain's assumptions."""
+        return {n: sympy.Symbol(n, **v.domain.assumptions()) for n, v in self.symbols.items()}
+
+    def symbol(self, name: str) -> sympy.Symbol:
+        if name not in self.symbols:
+            raise SpecError(f"unknown symbol {name!r} in spec {self.name!r}", token=name)
+        return self.sympy_symbols[name]
+
+    def _role(self, role: str) -> tuple[str, ...]:
+        return tuple(n for n, v in self.symbols.items() if v.role == role)
+
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        return self._role("input")
+
+    @property
+    def targets(self) -> tuple[str, ...]:
+        return self._role("target")
+
+    @property
+    def params(self) -> tuple[str, ...]:
+        return self._role("param")
+
+    @property
+    def arrays(self) -> tuple[str, ...]:
+        """The positional arguments of generated code: inputs and targets in declaration order."""
+        return tuple(n for n, v in self.symbols.items() if v.role != "param")
+
+    @property
+    def text(self) -> str:
+        """The expression in the spec language (the user's own text when given as text)."""
+        return self.expr if isinstance(self.expr, str) else _expr.to_text(self.sympy)
+
+    def digest(self) -> str:
+        """A short content hash (sha256 of the canonical TOML), stable across runs."""
+        return hashlib.sha256(dumps(self).encode()).hexdigest()[:16]
+
+    # -- derived values -------------------------------------------------------
+
+    def gradient(self, wrt: str | Iterable[str] | None = None) -> dict[str, sympy.Expr]:
+        """The symbolic gradient: ``{input name: d loss / d input}`` (per element).
+
+        ``wrt`` limits it to some inputs; naming a target, a param or an
+        unknown symbol raises :class:`RoleError` naming it.
+        """
+        from .derive import derive  # a later stage, used on request only
+
+        names = [wrt] if isinstance(wrt, str) else (None if wrt is None else list(wrt))
+        for name in names or ():
+            if name not in self.symbols:
+                raise RoleError(f"no symbol {name!r} in spec {self.name!r}", token=name)
+            role = self.symbols[name].role
+            if role != "input":
+                raise RoleError(f"{name!r} is a {role}, not an input: it has no gradient", token=name)
+        grads = derive(self).gradients
+        return {n: g for n, g in grads.items() if names is None or n in names}
+
+    def rename(self, **mapping: str) -> LossSpec:
+        """The same loss with symbols renamed: ``spec.rename(target="box")``."""
+        for old, new in mapping.items():
+            if old not in self.symbols:
+                raise SpecError(f"cannot rename {old!r}: no such symbol in spec {self.name!r}", token=old)
+            _expr.check_symbol_name(new)
+        new_names = [mapping.get(n, n) for n in self.symbols]
+        if len(set(new_names)) != len(new_names):
+            dup = next(n for n in new_names if new_names.count(n) > 1)
+            raise SpecError(f"renaming would declare {dup!r} twice", token=dup)
+        symbols = {mapping.get(n, n): v for n, v in self.symbols.items()}
+        old_syms = self.sympy_symbols
+        new_syms = {mapping.get(n, n): sympy.Symbol(mapping.get(n, n), **v.domain.assumptions())
+                    for n, v in self.symbols.items()}
+        swapped = self.sympy.xreplace({old_syms[n]: new_syms[mapping.get(n, n)] for n in self.symbols})
+        return replace(self, expr=_expr.to_text(swapped), symbols=symbols)
+
+    # -- value semantics --------------------------------------------------------
+
+    def _key(self) -> tuple:
+        return (
+            self.name,
+            self.sympy,
+            self.symbols,
+            self.reduction,
+            self.accept,
+            *(getattr(self, k) for k in TEXT_FIELDS),
+        )
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, LossSpec):
+            return NotImplemented
+        return self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __repr__(self) -> str:
+        return f"LossSpec(name={self.name!r}, expr={self.text!r}, reduction={self.reduction!r})"
+
+
+# --------------------------------------------------------------------------
+# TOML
+# --------------------------------------------------------------------------
+
+_TOP_KEYS = ("name", "expr", "reduction", *TEXT_FIELDS, "symbols", "accept")
+
+
+def _toml_str(text: str) -> str:
+    out = ['"']
+    for ch in text:
+        if ch == '"':
+            out.append('\\"')
+        elif ch == "\\":
+            out.append("\\\\")
+        elif ch == "\n":
+            out.append("\\n")
+        elif ch == "\t":
+            out.append("\\t")
+        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
+            out.append(f"\\u{ord(ch):04x}")
+        else:
+            out.append(ch)
+    out.append('"')
+    return "".join(out)
+
+
+def _toml_value(value: object) -> str:
+    if isinstance(value, str):
+        return _toml_str(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise SpecError(f"{value!r} cannot be written to a spec", token=repr(value))
+        text = repr(value)
+        return text if any(c in text for c in ".e") else text + ".0"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise SpecError(f"{value!r} cannot be written to a spec", token=repr(value))
+
+
+def _toml_key(key: str) -> str:
+    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else _toml_str(key)
+
+
+def dumps(spec: LossSpec) -> str:
+    """The spec as TOML text; ``loads(dumps(spec)) == spec``."""
+    lines = [f"name = {_toml_str(spec.name)}"]
+    for key in TEXT_FIELDS[:2]:
+        if getattr(spec, key):
+            lines.append(f"{key} = {_toml_str(getattr(spec, key))}")
+    lines.append(f"expr = {_toml_str(spec.text)}")
+    lines.append(f"reduction = {_toml_str(spec.reduction)}")
+    for key in TEXT_FIELDS[2:]:
+        if getattr(spec, key):
+            lines.append(f"{key} = {_toml_str(getattr(spec, key))}")
+    lines += ["", "[symbols]"]
+    width = max(len(_toml_key(n)) for n in spec.symbols)
+    for name, var in spec.symbols.items():
+        lines.append(f"{_toml_key(name).ljust(width)} = {var.to_toml()}")
+    if spec.accept:
+        lines += ["", "[accept]"]
+        for kind, reason in spec.accept.items():
+            lines.append(f"{_toml_key(kind)} = {_toml_str(reason)}")
+    return "\n".join(lines) + "\n"
+
+
+def from_dict(data: Mapping[str, Any], source: str = "<spec>") -> LossSpec:
+    """Build a spec from a parsed TOML table, naming any unknown or missing key."""
+    unknown = [k for k in data if k not in _TOP_KEYS]
+    if unknown:
+        raise SpecError(f"{source}: unknown key {unknown[0]!r} (known: {', '.join(_TOP_KEYS)})", token=unknown[0])
+    for key in ("name", "expr", "symbols"):
+        if key not in data:
+            raise SpecError(f"{source}: missing key {key!r}", token=key)
+    symbols = data["symbols"]
+    if not isinstance(symbols, Mapping):
+        raise SpecError(f"{source}: [symbols] must be a table", token="symbols")
+    accept = data.get("accept", {})
+    if not isinstance(accept, Mapping):
+        raise SpecError(f"{source}: [accept] must be a table", token="accept")
+    if not isinstance(data["expr"], str):
+        raise SpecError(f"{source}: expr must be a string", token="expr")
+    kwargs = {k: data[k] for k in ("name", "expr", "reduction", *TEXT_FIELDS) if k in data}
+    return LossSpec(symbols={n: _as_var(n, v) for n, v in symbols.items()}, accept=accept, **kwargs)
+
+
+def loads(text: str, source: str = "<string>") -> LossSpec:
+    """Read a spec from TOML text."""
+    if not isinstance(text, str):
+        raise SpecError(f"{source}: expected TOML text, got {type(text).__name__}", token=source)
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise SpecError(f"{source}: malformed TOML: {exc}", token=source) from None
+    return from_dict(data, source)
+
+
+def load(path: str | Path) -> LossSpec:
+    """Read a spec from a TOML file."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SpecError(f"no such spec file: {str(path)!r}", token=str(path)) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SpecError(f"cannot read spec file {str(path)!r}: {exc}", token=str(path)) from None
+    return loads(text, source=str(path))
+
+
+__all__ = ["Var", "LossSpec", "FrozenMap", "load", "loads", "dumps", "from_dict", "CATALOGUE"]
