@@ -37,6 +37,14 @@ def main() -> None:
         print(f"d loss / d {name} =")
         print(sympy.pretty(grad, use_unicode=True, num_columns=110))
 
+    # -- stage: check / stabilize (issue 5) --
+
+    # -- stage: generate / compile (issue 4) --
+
+    # -- stage: verify (issue 7) --
+
+    # -- stage: CLI (issue 8) --
+
 
 if __name__ == "__main__":
     main()

@@ -159,6 +159,9 @@ class LossSpec:
     formula: str = ""
     reference: str = ""
     stable_form: str = ""
+    #: For a combined loss (``lf.combine``): term name -> (weight, term expression
+    #: text). ``expr`` then equals the weighted sum of the terms.
+    terms: Mapping[str, tuple[float, str]] = field(default_factory=dict)
     #: The parsed expression over lossforge's own symbols (set in __post_init__).
     sympy: sympy.Expr = field(init=False, repr=False)
 
@@ -186,6 +189,7 @@ class LossSpec:
         if not self.inputs:
             raise RoleError("no symbol has role 'input': nothing to differentiate", token="input")
         object.__setattr__(self, "sympy", self._parse())
+        object.__setattr__(self, "terms", self._check_terms())
 
     # -- construction helpers -------------------------------------------------
 
@@ -204,6 +208,33 @@ class LossSpec:
             if var.role != "param" and table[name] not in used:
                 raise SpecError(f"{var.role} {name!r} is declared but does not appear in the expression", token=name)
         return value
+
+    def _check_terms(self) -> FrozenMap:
+        """Validate ``terms``: each a (weight, text) pair whose weighted sum is ``expr``."""
+        if not isinstance(self.terms, Mapping):
+            raise SpecError("terms must map a term name to (weight, expr)", token="terms")
+        out = []
+        total = sympy.S.Zero
+        table = self.sympy_symbols
+        axes = {n: v.axis for n, v in self.symbols.items() if v.axis is not None}
+        for name, value in self.terms.items():
+            _expr.check_symbol_name(name)
+            if isinstance(value, Mapping):
+                value = (value.get("weight"), value.get("expr"))
+            if not isinstance(value, (tuple, list)) or len(value) != 2:
+                raise SpecError(f"term {name!r} must be (weight, expr)", token=name)
+            weight, text = value
+            if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight):
+                raise SpecError(f"term {name!r}: weight {weight!r} is not a finite number", token=name)
+            if isinstance(text, sympy.Basic):
+                text = self._text_of(text)
+            if not isinstance(text, str):
+                raise SpecError(f"term {name!r}: expr must be text", token=name)
+            total += sympy.Float(weight) * _expr.parse(text, table, axes)
+            out.append((name, (float(weight), text)))
+        if out and sympy.expand(total - self.sympy) != 0:
+            raise SpecError("expr is not the weighted sum of its terms", token="terms")
+        return FrozenMap(out)
 
     def _text_of(self, value: sympy.Basic) -> str:
         """Spec-language text of a user's SymPy expression, symbols matched by name."""
@@ -299,6 +330,7 @@ class LossSpec:
             self.symbols,
             self.reduction,
             self.accept,
+            self.terms,
             *(getattr(self, k) for k in TEXT_FIELDS),
         )
 
@@ -318,7 +350,7 @@ class LossSpec:
 # TOML
 # --------------------------------------------------------------------------
 
-_TOP_KEYS = ("name", "expr", "reduction", *TEXT_FIELDS, "symbols", "accept")
+_TOP_KEYS = ("name", "expr", "reduction", *TEXT_FIELDS, "symbols", "accept", "terms")
 
 
 def _toml_str(text: str) -> str:
@@ -378,6 +410,10 @@ def dumps(spec: LossSpec) -> str:
         lines += ["", "[accept]"]
         for kind, reason in spec.accept.items():
             lines.append(f"{_toml_key(kind)} = {_toml_str(reason)}")
+    if spec.terms:
+        lines += ["", "[terms]"]
+        for term, (weight, text) in spec.terms.items():
+            lines.append(f"{_toml_key(term)} = {{ weight = {_toml_value(weight)}, expr = {_toml_str(text)} }}")
     return "\n".join(lines) + "\n"
 
 
@@ -397,8 +433,14 @@ def from_dict(data: Mapping[str, Any], source: str = "<spec>") -> LossSpec:
         raise SpecError(f"{source}: [accept] must be a table", token="accept")
     if not isinstance(data["expr"], str):
         raise SpecError(f"{source}: expr must be a string", token="expr")
+    terms = data.get("terms", {})
+    if not isinstance(terms, Mapping):
+        raise SpecError(f"{source}: [terms] must be a table", token="terms")
+    for term, value in terms.items():
+        if not isinstance(value, Mapping) or set(value) != {"weight", "expr"}:
+            raise SpecError(f"{source}: term {term!r} must be {{ weight = ..., expr = ... }}", token=term)
     kwargs = {k: data[k] for k in ("name", "expr", "reduction", *TEXT_FIELDS) if k in data}
-    return LossSpec(symbols={n: _as_var(n, v) for n, v in symbols.items()}, accept=accept, **kwargs)
+    return LossSpec(symbols={n: _as_var(n, v) for n, v in symbols.items()}, accept=accept, terms=terms, **kwargs)
 
 
 def loads(text: str, source: str = "<string>") -> LossSpec:
