@@ -142,7 +142,7 @@ class softplus(Function):
     def eval(cls, x):
         if x.is_zero:
             return sympy.log(2)
-        if x.is_Rational:
+        if x.is_Number:
             return sympy.log(1 + sympy.exp(x))
         return None
 
@@ -841,6 +841,15 @@ class _Converter:
         return func(*values), self.merge(node, *(a for _, a in args))
 
 
+_NOT_REAL = {
+    S.ComplexInfinity: "an infinity",
+    S.Infinity: "an infinity",
+    S.NegativeInfinity: "an infinity",
+    S.NaN: "nan",
+    S.ImaginaryUnit: "a complex number",
+}
+
+
 def _is_condition(value: sympy.Basic) -> bool:
     """Whether a converted node is a truth value (a comparison or a combination of them)."""
     return isinstance(value, (sympy.core.relational.Relational, BooleanFunction, BooleanAtom))
@@ -924,6 +933,10 @@ def parse(
     value, axis = converter.convert(tree)
     if _is_condition(value):
         raise ParseError("the loss is a comparison, not a number: use where(cond, a, b)", token=text.strip())
+    for bad, what in _NOT_REAL.items():
+        if value.has(bad):
+            raise ParseError(f"the expression evaluates to {what} (e.g. a division by zero or log of a negative constant)",
+                             token=text.strip())
     if axis is not None:
         vec = sorted(n for n, a in axes.items() if a == axis and symbols[n] in value.free_symbols)
         name = vec[0] if vec else axis

@@ -1,0 +1,29 @@
+"""The README's Python example runs verbatim."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def python_blocks() -> list[str]:
+    return re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+
+
+def test_readme_names_the_two_commands_first():
+    text = README.read_text()
+    first_block = re.search(r"```sh\n(.*?)```", text, flags=re.S).group(1)
+    assert [line.split()[0:2] for line in first_block.strip().splitlines()] == [["make", "demo"], ["make", "test"]]
+
+
+def test_readme_example_runs(capsys):
+    blocks = python_blocks()
+    assert blocks, "README has no python example"
+    namespace: dict = {}
+    for block in blocks:
+        exec(compile(block, str(README), "exec"), namespace)  # our own README, not user text
+    out = capsys.readouterr().out
+    assert "2*w*(pred - target)" in out
+    assert "exp(z - logsumexp(z))" in out
