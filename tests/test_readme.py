@@ -25,5 +25,5 @@ def test_readme_example_runs(capsys):
     for block in blocks:
         exec(compile(block, str(README), "exec"), namespace)  # our own README, not user text
     out = capsys.readouterr().out
-    assert "2*w*(pred - target)" in out
-    assert "exp(z - logsumexp(z))" in out
+    assert "w*(2*pred - 2*target)" in out
+    assert "-y + exp(z - logsumexp(z))" in out
