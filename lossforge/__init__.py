@@ -28,6 +28,8 @@ from .expr import sigmoid as sigmoid
 from .expr import softplus as softplus
 from .expr import where as where
 from .expr import xlogy as xlogy
+from .library import builtin as builtin
+from .library import builtin_names as builtin_names
 from .spec import LossSpec as LossSpec
 from .spec import Var as Var
 from .spec import dumps as dumps

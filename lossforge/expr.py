@@ -649,8 +649,9 @@ def check_symbol_name(name: object) -> str:
     """Return ``name`` if it can name a symbol, else raise naming it.
 
     A symbol name is a plain ASCII identifier that is not a Python keyword,
-    does not start with ``__`` and does not shadow a function or constant of
-    the spec language.
+    does not start with ``__`` and does not shadow a constant of the spec
+    language. It may share a function's name (``mean`` is ``gaussian_nll``'s
+    argument, as in PyTorch): a name followed by ``(`` is always the function.
     """
     if not isinstance(name, str):
         raise SpecError(f"symbol name {name!r} is not a string", token=repr(name))
@@ -660,8 +661,8 @@ def check_symbol_name(name: object) -> str:
         raise SpecError(f"symbol name {name!r} is a Python keyword", token=name)
     if name.startswith("__"):
         raise SpecError(f"symbol name {name!r} starts with '__', which lossforge reserves", token=name)
-    if name in FUNCTIONS or name in CONSTANTS:
-        raise SpecError(f"symbol name {name!r} shadows the spec language's {name!r}", token=name)
+    if name in CONSTANTS:
+        raise SpecError(f"symbol name {name!r} shadows the spec language's constant {name!r}", token=name)
     return name
 
 

@@ -246,7 +246,7 @@ def test_to_text_writes_sympy_builtins_in_the_language():
 # -- symbol names ----------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["lambda", "class", "match", "_", "__x", "exp", "sum", "pi", "e", "x-y", "1x", "é", ""])
+@pytest.mark.parametrize("name", ["lambda", "class", "match", "_", "__x", "pi", "e", "x-y", "1x", "é", ""])
 def test_bad_symbol_names_are_refused_by_name(name):
     with pytest.raises(LossforgeError) as info:
         E.check_symbol_name(name)
@@ -256,6 +256,13 @@ def test_bad_symbol_names_are_refused_by_name(name):
 @pytest.mark.parametrize("name", ["x", "pred", "fn_weight", "_private", "x2", "np", "torch", "self", "loss"])
 def test_plain_identifiers_are_symbol_names(name):
     assert E.check_symbol_name(name) == name
+
+
+def test_a_symbol_may_share_a_function_name():
+    mean = sympy.Symbol("mean", real=True)
+    value = E.parse("mean(z) - mean", {"mean": mean, "z": Z}, AXES)
+    assert value == E.axis_mean(Z) - mean
+    assert E.parse(E.to_text(value), {"mean": mean, "z": Z}, AXES) == value
 
 
 @pytest.mark.parametrize("text", ["x/0", "log(-1) + x", "sqrt(-2)*x", "x*0**-1"])

@@ -1,0 +1,32 @@
+"""The built-in losses: one TOML spec per loss, in the language users write.
+
+The library is the spec format's first user: every file here is loaded with
+:func:`lossforge.loads`, exactly as a user's own spec would be.
+"""
+
+from __future__ import annotations
+
+import difflib
+from functools import cache
+from importlib import resources
+
+from ..errors import UnknownNameError
+from ..spec import LossSpec, loads
+
+
+@cache
+def builtin_names() -> tuple[str, ...]:
+    """The names of the built-in losses, sorted."""
+    files = resources.files(__name__).iterdir()
+    return tuple(sorted(f.name[: -len(".toml")] for f in files if f.name.endswith(".toml")))
+
+
+@cache
+def builtin(name: str) -> LossSpec:
+    """The built-in loss ``name`` as a :class:`LossSpec`."""
+    if name not in builtin_names():
+        close = difflib.get_close_matches(str(name), builtin_names(), n=3)
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        raise UnknownNameError(f"no built-in loss named {name!r}{hint}", token=str(name))
+    text = resources.files(__name__).joinpath(f"{name}.toml").read_text(encoding="utf-8")
+    return loads(text, source=f"lossforge/library/{name}.toml")
