@@ -1,5 +1,6 @@
 """lossforge: losses written as mathematics, turned into code you can trust."""
 
+from .combine import combine as combine
 from .derive import Derivation as Derivation
 from .derive import derive as derive
 from .domains import Domain as Domain

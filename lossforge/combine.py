@@ -1,0 +1,88 @@
+"""Composition: ``total = a*loss1 + b*loss2`` as one spec.
+
+:func:`combine` is a spec-to-spec function (it sits beside ``stabilize`` in
+the pipeline): the result is an ordinary :class:`LossSpec` whose ``terms``
+table remembers each weighted term, so generated code can return every
+term's value for logging.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+import sympy
+
+from . import expr as _expr
+from .errors import SpecError
+from .spec import LossSpec, Var
+
+
+def combine(
+    terms: Mapping[str, tuple[LossSpec, float]],
+    name: str = "combined",
+    reduction: str | None = None,
+) -> LossSpec:
+    """The weighted sum of specs: ``combine({"cls": (spec1, 1.0), "reg": (spec2, 0.5)})``.
+
+    Its value is the weighted sum of each term's reduced loss. Symbols of the
+    same name are shared (they must be declared identically); keep them apart
+    with ``spec.rename(old="new")``. The positional arguments are the terms'
+    inputs and targets in term order, shared ones once; params follow.
+    All terms must reduce the same way (``reduction`` overrides it for all).
+    """
+    if not isinstance(terms, Mapping) or not terms:
+        raise SpecError("combine() needs a mapping of term name -> (spec, weight)", token="terms")
+    arrays: dict[str, Var] = {}
+    params: dict[str, Var] = {}
+    owner: dict[str, str] = {}
+    accept: dict[str, str] = {}
+    reductions: dict[str, str] = {}
+    weighted: list[tuple[str, float, LossSpec]] = []
+    for term, value in terms.items():
+        _expr.check_symbol_name(term)
+        if not isinstance(value, tuple) or len(value) != 2 or not isinstance(value[0], LossSpec):
+            raise SpecError(f"term {term!r} must be (LossSpec, weight)", token=term)
+        spec, weight = value
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight):
+            raise SpecError(f"term {term!r}: weight {weight!r} is not a finite number", token=term)
+        if spec.terms:
+            raise SpecError(f"term {term!r} is itself combined: combine its terms directly", token=term)
+        for sym, var in spec.symbols.items():
+            table = params if var.role == "param" else arrays
+            if sym in arrays or sym in params:
+                seen = arrays.get(sym) or params.get(sym)
+                if seen != var:
+                    raise SpecError(
+                        f"symbol {sym!r} is declared differently in terms {owner[sym]!r} and {term!r}: "
+                        f"keep them apart with spec.rename({sym}=...)",
+                        token=sym,
+                    )
+                continue
+            table[sym] = var
+            owner[sym] = term
+        for kind, reason in spec.accept.items():
+            accept[kind] = f"{accept[kind]}; {term}: {reason}" if kind in accept else f"{term}: {reason}"
+        reductions[term] = spec.reduction
+        weighted.append((term, float(weight), spec))
+    if reduction is None:
+        kinds = sorted(set(reductions.values()))
+        if len(kinds) > 1:
+            a, b = (next(t for t, r in reductions.items() if r == k) for k in kinds[:2])
+            raise SpecError(
+                f"terms {a!r} and {b!r} reduce differently ({reductions[a]!r} vs {reductions[b]!r}): "
+                "pass reduction= to combine()",
+                token=b,
+            )
+        reduction = kinds[0]
+    total = sympy.Add(*(_expr._number(w, repr(w)) * s.sympy for _, w, s in weighted))
+    description = " + ".join(f"{w!r}*{t}({s.name})" for t, w, s in weighted)
+    return LossSpec(
+        name=name,
+        expr=_expr.to_text(total),
+        symbols={**arrays, **params},
+        reduction=reduction,
+        description=f"Weighted sum of losses: {description}.",
+        accept=accept,
+        terms={t: (w, s.text if isinstance(s.expr, str) else _expr.to_text(s.sympy)) for t, w, s in weighted},
+    )

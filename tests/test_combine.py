@@ -1,0 +1,79 @@
+"""Composition of losses: total = a*loss1 + b*loss2."""
+
+from __future__ import annotations
+
+import pytest
+import sympy
+
+import lossforge as lf
+from lossforge.errors import SpecError
+
+
+def multitask():
+    return lf.combine(
+        {
+            "cls": (lf.builtin("cross_entropy"), 1.0),
+            "box": (lf.builtin("huber").rename(pred="box_pred", target="box_target"), 0.5),
+        }
+    )
+
+
+def test_combined_value_is_the_weighted_sum_of_terms():
+    spec = multitask()
+    ce, hub = lf.builtin("cross_entropy"), lf.builtin("huber").rename(pred="box_pred", target="box_target")
+    assert sympy.expand(spec.sympy - (ce.sympy + hub.sympy / 2)) == 0
+    assert list(spec.terms) == ["cls", "box"]
+    assert spec.terms["box"][0] == 0.5
+
+
+def test_positional_arguments_are_inputs_and_targets_in_term_order_shared_once():
+    spec = lf.combine({"a": (lf.builtin("mse"), 1.0), "b": (lf.builtin("mae"), 2.0), "c": (lf.builtin("huber"), 1.0)})
+    assert spec.arrays == ("pred", "target")
+    assert spec.params == ("delta",)
+    spec = multitask()
+    assert spec.arrays == ("logits", "target", "box_pred", "box_target")
+    assert spec.params == ("label_smoothing", "delta")
+
+
+def test_same_name_different_declaration_is_refused_naming_it():
+    # bce's target is a probability, cross_entropy's a one-hot vector.
+    with pytest.raises(SpecError, match="'target'.*rename") as info:
+        lf.combine({"cls": (lf.builtin("cross_entropy"), 1.0), "bin": (lf.builtin("bce"), 1.0)})
+    assert info.value.token == "target"
+
+
+def test_terms_that_reduce_differently_need_an_explicit_reduction():
+    import dataclasses
+
+    summed = dataclasses.replace(lf.builtin("mae"), reduction="sum")
+    with pytest.raises(SpecError, match="reduce differently"):
+        lf.combine({"a": (lf.builtin("mse"), 1.0), "b": (summed, 1.0)})
+    assert lf.combine({"a": (lf.builtin("mse"), 1.0), "b": (summed, 1.0)}, reduction="sum").reduction == "sum"
+
+
+@pytest.mark.parametrize(
+    ("terms", "token"),
+    [
+        ({}, "terms"),
+        ({"a": (lf.builtin("mse"), float("nan"))}, "a"),
+        ({"a": ("mse", 1.0)}, "a"),
+        ({"class": (lf.builtin("mse"), 1.0)}, "class"),
+    ],
+)
+def test_bad_terms_name_the_token(terms, token):
+    with pytest.raises(SpecError) as info:
+        lf.combine(terms)
+    assert info.value.token == token
+
+
+def test_accepts_are_kept_per_term_and_the_spec_round_trips():
+    spec = lf.combine({"rate": (lf.builtin("poisson_nll"), 1.0), "reg": (lf.builtin("mse").rename(pred="log_rate"), 0.1)})
+    assert spec.accept["overflow"].startswith("rate: ")
+    assert lf.loads(lf.dumps(spec)) == spec
+
+
+def test_gradients_of_a_combination_are_the_weighted_sums():
+    spec = lf.combine({"a": (lf.builtin("mse"), 2.0), "b": (lf.builtin("mae"), 0.5)})
+    g = spec.gradient()["pred"]
+    mse_g, mae_g = lf.builtin("mse").gradient()["pred"], lf.builtin("mae").gradient()["pred"]
+    assert sympy.expand(g - (2 * mse_g + mae_g / 2)) == 0
