@@ -18,6 +18,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
+
 from .errors import DomainError
 
 INF = math.inf
@@ -93,13 +95,45 @@ class Domain:
         lo = -REAL_EXTREME if self.lo == -INF else self.lo
         hi = REAL_EXTREME if self.hi == INF else self.hi
         points = [lo, hi]
-        if self.lo_open:
+        if self.lo_open and math.isfinite(self.lo):
             points[0] = _just_above(self.lo)
-        if self.hi_open:
+        if self.hi_open and math.isfinite(self.hi):
             points[1] = _just_below(self.hi)
         if self.lo <= 0 <= self.hi and self.contains(0.0):
             points.append(0.0)
         return tuple(sorted(set(points)))
+
+    def sample(self, rng: np.random.Generator, shape: tuple[int, ...], edges: bool = True) -> np.ndarray:
+        """Draw an array of values of this domain (float64).
+
+        For a vector domain the last dimension of ``shape`` is the axis. With
+        ``edges`` about a quarter of the entries are the domain's extremes
+        (exact 0 and 1 for a probability, ±1000 for a real ...).
+        """
+        if self.name == "onehot":
+            k = shape[-1]
+            return np.eye(k)[rng.integers(0, k, size=shape[:-1])]
+        if self.name == "simplex":
+            logits = rng.normal(size=shape) * 2
+            if edges:
+                logits = np.where(rng.random(shape) < 0.2, -np.inf, logits)
+                logits[..., 0] = np.where(np.isinf(logits).all(-1), 0.0, logits[..., 0])
+            w = np.exp(logits - logits.max(-1, keepdims=True))
+            return w / w.sum(-1, keepdims=True)
+        if self.values is not None:
+            return rng.choice(np.asarray(self.values), size=shape)
+        lo = max(self.lo, -8.0) if self.lo == -INF else self.lo
+        hi = min(self.hi, 8.0) if self.hi == INF else self.hi
+        if self.lo == 0 and self.hi == INF:
+            hi = 8.0
+        out = rng.uniform(lo, hi, size=shape)
+        if self.lo_open:
+            out = np.maximum(out, _just_above(self.lo))
+        if edges:
+            ext = np.asarray(self.extremes())
+            pick = rng.random(shape) < 0.25
+            out = np.where(pick, rng.choice(ext, size=shape), out)
+        return out
 
     def spec_text(self) -> str | list[float]:
         """How the domain is written in a TOML spec."""
@@ -114,6 +148,8 @@ REAL_EXTREME = 1000.0
 
 
 def _just_above(x: float) -> float:
+    # Just above an open lower end; above 0 this is a tiny normal number rather
+    # than the smallest subnormal, which no framework keeps (flush-to-zero).
     return math.nextafter(x, INF) if x != 0 else 1e-30
 
 
