@@ -1,0 +1,107 @@
+"""Loss and gradient curves, to compare losses by looking (needs matplotlib).
+
+The first input of each spec sweeps its domain; every other argument is held
+at a documented value (:data:`HELD`): a real target at 0 (so the curve is the
+loss as a function of the residual), a probability, binary or sign target at
+1, a one-hot target at class 0, other inputs at their domain's centre. For a
+vector input only its first element moves.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .errors import LossforgeError
+from .spec import LossSpec
+
+#: The value each argument is held at while the first input sweeps, by domain.
+HELD = {
+    "real": 0.0,
+    "positive": 1.0,
+    "nonnegative": 1.0,
+    "probability": 1.0,
+    "binary": 1.0,
+    "sign": 1.0,
+}
+
+#: The swept range of the first input, by domain (before --lo/--hi).
+SWEEP = {"real": (-3.0, 3.0), "positive": (1e-3, 5.0), "nonnegative": (0.0, 5.0), "probability": (0.0, 1.0)}
+
+AXIS_LENGTH = 4
+POINTS = 401
+
+
+def _held(spec: LossSpec, name: str, n: int) -> np.ndarray:
+    var = spec.symbols[name]
+    dom = var.domain
+    if dom.name == "onehot":
+        base = np.zeros(AXIS_LENGTH)
+        base[0] = 1.0
+    elif dom.name == "simplex":
+        base = np.full(AXIS_LENGTH, 1.0 / AXIS_LENGTH)
+    elif dom.name in HELD:
+        base = HELD[dom.name]
+    else:  # an interval: its centre
+        base = (dom.lo + dom.hi) / 2
+    shape = (n, AXIS_LENGTH) if var.axis else (n,)
+    return np.broadcast_to(np.asarray(base, dtype=float), shape).copy()
+
+
+def curves(spec: LossSpec, lo: float | None = None, hi: float | None = None):
+    """``(x, loss, grad)`` arrays for the first input of ``spec``."""
+    from .codegen.render import compile as compile_spec
+
+    first = spec.inputs[0]
+    dom = spec.symbols[first].domain
+    default = SWEEP.get(dom.name, (dom.lo, dom.hi))
+    x = np.linspace(default[0] if lo is None else lo, default[1] if hi is None else hi, POINTS)
+    if not all(dom.contains(v) for v in x):
+        raise LossforgeError(f"the sweep [{x[0]}, {x[-1]}] leaves the domain {dom.name!r} of {first!r}", token=first)
+    arrays = []
+    for name in spec.arrays:
+        value = _held(spec, name, POINTS)
+        if name == first:
+            if spec.symbols[name].axis:
+                value[:, 0] = x
+            else:
+                value = x.copy()
+        arrays.append(value)
+    module = compile_spec(spec, "numpy")
+    loss, grads = module.loss_and_grad(*arrays, reduction="none")
+    grad = grads[0]
+    if grad.ndim > 1:
+        grad = grad[:, 0]
+    return x, np.asarray(loss, dtype=float), np.asarray(grad, dtype=float)
+
+
+def plot(specs: list[LossSpec], output: str | Path, lo: float | None = None, hi: float | None = None) -> Path:
+    """Write a PNG with two panels: the losses and their gradients."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise LossforgeError(
+            "plotting needs matplotlib: pip install 'lossforge[plot]'", token="matplotlib"
+        ) from None
+    fig, (ax_loss, ax_grad) = plt.subplots(1, 2, figsize=(11, 4.2), constrained_layout=True)
+    for spec in specs:
+        x, loss, grad = curves(spec, lo, hi)
+        first = spec.inputs[0]
+        ax_loss.plot(x, loss, label=spec.name)
+        ax_grad.plot(x, grad, label=f"d{spec.name}/d{first}")
+    ax_loss.set_title("loss (others held: real target 0, labels 1, one-hot class 0)")
+    ax_grad.set_title("gradient of the first input")
+    for ax in (ax_loss, ax_grad):
+        ax.set_xlabel(", ".join(dict.fromkeys(s.inputs[0] for s in specs)))
+        ax.grid(alpha=0.3)
+        ax.axhline(0, color="0.5", lw=0.6)
+        ax.legend()
+    path = Path(output)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
