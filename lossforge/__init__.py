@@ -1,5 +1,7 @@
 """lossforge: losses written as mathematics, turned into code you can trust."""
 
+from .codegen.render import compile as compile
+from .codegen.render import generate as generate
 from .combine import combine as combine
 from .derive import Derivation as Derivation
 from .derive import derive as derive

@@ -28,7 +28,7 @@ from functools import lru_cache
 
 import sympy
 
-from .expr import AXIS_OPERATIONS, axis_sum, cumsum, rev_cumsum
+from .expr import AXIS_OPERATIONS, axis_sum, cumsum, power, rev_cumsum
 from .spec import FrozenMap, LossSpec
 
 
@@ -62,6 +62,9 @@ def gradients(loss: sympy.Expr, inputs: dict[str, sympy.Symbol], vectors: set[sy
 
     ``vectors`` is the set of symbols that stand for an element of a vector.
     """
+    # Symbolic powers differentiate as e*b**(e-1), not SymPy's b**e*e/b (nan at b = 0).
+    loss = loss.replace(lambda n: n.is_Pow and not n.exp.is_number, lambda n: power(*n.args))
+
     # 1. Replace axis nodes by placeholders, innermost first.
     nodes: list[tuple[sympy.Symbol, type, sympy.Expr]] = []
     top = loss
@@ -108,7 +111,10 @@ def gradients(loss: sympy.Expr, inputs: dict[str, sympy.Symbol], vectors: set[sy
     full: dict[sympy.Symbol, sympy.Expr] = {}
     for holder, func, arg in nodes:
         full[holder] = func(arg.xreplace(full))
-    return {name: adjoint.get(sym, sympy.S.Zero).xreplace(full) for name, sym in inputs.items()}
+    return {
+        name: adjoint.get(sym, sympy.S.Zero).xreplace(full).replace(lambda n: isinstance(n, power), lambda n: n.args[0] ** n.args[1])
+        for name, sym in inputs.items()
+    }
 
 
 @lru_cache(maxsize=256)

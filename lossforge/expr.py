@@ -565,6 +565,34 @@ class axis_size(Function):
         return True
 
 
+class power(Function):
+    """``power(b, e) = b**e`` for a symbolic exponent, differentiated as e*b**(e - 1).
+
+    Why it exists: SymPy differentiates ``b**e`` with a symbolic ``e`` as
+    ``b**e * e / b``, which is ``0 * inf = nan`` where ``b = 0`` even when the
+    derivative is 0 (the focal loss at a perfectly classified example).
+    :mod:`lossforge.derive` differentiates through this function instead and
+    turns it back into a power; it is not part of the spec language.
+    """
+
+    nargs = 2
+
+    def fdiff(self, argindex=1):
+        b, e = self.args
+        if argindex == 1:
+            return e * power(b, e - 1)
+        if argindex == 2:
+            return power(b, e) * sympy.log(b)
+        raise ArgumentIndexError(self, argindex)
+
+    def _eval_rewrite_as_Pow(self, b, e, **kwargs):
+        return sympy.Pow(b, e)
+
+    def _eval_is_extended_real(self):
+        b, e = self.args
+        return True if b.is_nonnegative and e.is_extended_real else None
+
+
 #: The axis operations the spec language offers, by spec name.
 AXIS_OPERATIONS: tuple[type[AxisFunction], ...] = (axis_sum, axis_mean, logsumexp, norm, cumsum)
 

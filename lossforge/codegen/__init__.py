@@ -1,0 +1,1 @@
+"""Code generation: SymPy printers for NumPy and PyTorch, and the Jinja renderer."""

@@ -1,0 +1,404 @@
+"""Printers for generated code: SymPy's NumPy and Torch printers, plus lossforge's functions.
+
+SymPy's dispatch walks the expression; these classes only add a
+``_print_<Function>`` method per lossforge function and fix the SymPy 1.14
+defects a loss must not inherit:
+
+* ``Max(0, x)`` printed as Python's ``max`` (NumPyPrinter) or ``torch.max``
+  (which reduces, it is not elementwise): here ``maximum``/``minimum`` print
+  as ``np.maximum``/``torch.maximum`` (``torch.clamp`` against a number);
+* ``Heaviside`` printed as ``torch.heaviside`` (no autograd) with H(0) = 1/2:
+  here the step is ``(x > 0)`` cast to the working dtype, H(0) = 0;
+* no ``log1p``/``expm1``/``logaddexp`` in the Torch printer;
+* ``Piecewise`` printed as an eager select whose untaken branch poisons
+  gradients with NaN: here every ``where`` is first rewritten by
+  :func:`guard_where` (the double-where pattern) and then printed as one
+  ``np.where``/``torch.where``.
+
+Numbers print with ``repr`` (17 significant digits), never SymPy's 15.
+"""
+
+from __future__ import annotations
+
+import sympy
+from sympy.printing.numpy import NumPyPrinter
+from sympy.printing.pytorch import TorchPrinter
+
+from ..expr import (
+    axis_mean,
+    axis_size,
+    axis_sum,
+    clamp,
+    cumsum,
+    expm1,
+    heaviside,
+    log1p,
+    logsumexp,
+    maximum,
+    minimum,
+    norm,
+    rev_cumsum,
+    sigmoid,
+    softplus,
+    where,
+    xlogy,
+)
+
+# -- the double-where rewrite ---------------------------------------------------------
+
+#: Functions whose argument can make them non-finite, and a value where they are finite.
+_GUARDED_CALLS = ((sympy.log, 1), (log1p, 0), (sympy.exp, 0), (sympy.cosh, 0), (expm1, 0))
+
+
+def _needs_guard_pow(node: sympy.Basic) -> bool:
+    exp = node.exp
+    return bool(exp.is_negative or not exp.is_integer)
+
+
+def _guard_branch(branch: sympy.Expr, cond: sympy.Basic, arrays: frozenset) -> sympy.Expr:
+    """Replace the risky arguments inside ``branch`` by a safe value where ``cond`` is false."""
+
+    def varies(arg: sympy.Basic) -> bool:
+        return bool(arg.free_symbols & arrays)
+
+    def risky(node: sympy.Basic) -> bool:
+        if isinstance(node, tuple(f for f, _ in _GUARDED_CALLS)):
+            return varies(node.args[0])
+        if isinstance(node, sympy.Pow):
+            return _needs_guard_pow(node) and varies(node.base)
+        if isinstance(node, xlogy):
+            return varies(node.args[1])
+        return False
+
+    def guard(node: sympy.Basic) -> sympy.Basic:
+        for func, safe in _GUARDED_CALLS:
+            if isinstance(node, func):
+                return func(where(cond, node.args[0], safe), evaluate=False)
+        if isinstance(node, sympy.Pow):
+            return sympy.Pow(where(cond, node.base, 1), node.exp, evaluate=False)
+        return xlogy(node.args[0], where(cond, node.args[1], 1))
+
+    return branch.replace(risky, guard)
+
+
+def guard_where(expr: sympy.Expr, arrays: frozenset) -> sympy.Expr:
+    """The double-where pattern, applied to every ``where`` in ``expr``.
+
+    In ``where(c, a, b)`` both branches are evaluated; where c is false, a
+    ``log(x)`` in ``a`` may be ``log(0)``. Its value is discarded, but in
+    a derivative of the selection it still enters as ``0 * inf = nan``. So the
+    arguments of every such function (``log``, ``sqrt``, division, ``exp`` ...)
+    inside a branch are replaced by a value where they are finite, under the
+    branch's own condition: ``where(c, log(where(c, x, 1)), b)``. The result
+    equals ``expr`` wherever it is selected. ``arrays`` are the symbols that
+    vary per element: an argument made only of params needs no guard.
+    """
+
+    def rewrite(node: where) -> sympy.Basic:
+        cond, a, b = node.args
+        return where(cond, _guard_branch(a, cond, arrays), _guard_branch(b, sympy.Not(cond), arrays))
+
+    return expr.replace(lambda n: isinstance(n, where), rewrite)
+
+
+class grouped(sympy.Function):
+    """Parentheses SymPy keeps: the per-element part of a sum, evaluated first.
+
+    SymPy sorts ``anchor - positive + eps`` into ``anchor + eps - positive``
+    and CSE may then share ``anchor + eps``; in float32 at |anchor| = 1000,
+    ``anchor + 1e-6 == anchor``, so the eps is lost. Wrapping the per-element
+    terms keeps ``(anchor - positive) + eps``, the order a user (and
+    ``F.pairwise_distance``) writes. Only the printers see this function.
+    """
+
+    nargs = 1
+
+
+def group_sums(expr: sympy.Expr, arrays: frozenset) -> sympy.Expr:
+    """Group the per-element terms of every sum that also adds constants or params."""
+
+    def mixed(node: sympy.Basic) -> bool:
+        if not node.is_Add:
+            return False
+        varying = [t for t in node.args if t.free_symbols & arrays]
+        return len(varying) >= 2 and len(varying) < len(node.args)
+
+    def split(node: sympy.Add) -> sympy.Expr:
+        varying = [t for t in node.args if t.free_symbols & arrays]
+        rest = [t for t in node.args if not t.free_symbols & arrays]
+        return sympy.Add(grouped(sympy.Add(*varying)), *rest)
+
+    return expr.replace(mixed, split)
+
+
+def sympy_builtins_to_lossforge(expr: sympy.Expr) -> sympy.Expr:
+    """SymPy's Max/Min/Heaviside/Piecewise in lossforge's elementwise spellings."""
+
+    def piecewise(node):
+        out = sympy.nan
+        for value, cond in reversed(node.args):
+            out = value if cond is sympy.true else where(cond, value, out)
+        return out
+
+    def nested(func):
+        def build(node):
+            out = node.args[-1]
+            for arg in reversed(node.args[:-1]):
+                out = func(arg, out)
+            return out
+
+        return build
+
+    return (
+        expr.replace(lambda n: isinstance(n, sympy.Piecewise), piecewise)
+        .replace(lambda n: isinstance(n, sympy.Max), nested(maximum))
+        .replace(lambda n: isinstance(n, sympy.Min), nested(minimum))
+        .replace(lambda n: isinstance(n, sympy.Heaviside), lambda n: heaviside(n.args[0]))
+    )
+
+
+# -- printers ------------------------------------------------------------------------
+
+
+class _LossPrinterMixin:
+    """What both printers share: numbers, comparisons, axis sizes and the arrays' names."""
+
+    #: Set by the renderer: names of vector (axis) symbols, for ``axis_size``.
+    vector_names: frozenset = frozenset()
+    #: Set by the renderer: names of every array symbol (not params).
+    array_names: frozenset = frozenset()
+
+    def _print_Float(self, expr):
+        return repr(float(expr))
+
+    def _print_Relational(self, expr):
+        op = {"==": "==", "!=": "!=", "<": "<", "<=": "<=", ">": ">", ">=": ">="}[expr.rel_op]
+        return f"({self._print(expr.lhs)} {op} {self._print(expr.rhs)})"
+
+    def _print_And(self, expr):
+        return "(" + " & ".join(self._print(a) for a in expr.args) + ")"
+
+    def _print_Or(self, expr):
+        return "(" + " | ".join(self._print(a) for a in expr.args) + ")"
+
+    def _print_Not(self, expr):
+        return f"(~{self._print(expr.args[0])})"
+
+    def _as_ordered_terms(self, expr, order=None):
+        """Terms of a sum: those that vary per element first, constants and params last.
+
+        Evaluated left to right, ``anchor + eps - positive`` loses ``eps`` in
+        float32 when anchor is large (1000 + 1e-6 == 1000); ``anchor -
+        positive + eps`` keeps it, as ``F.pairwise_distance`` does.
+        """
+        terms = super()._as_ordered_terms(expr, order)
+        return sorted(terms, key=lambda t: not self._has_arrays(t))
+
+    def _has_arrays(self, expr: sympy.Basic) -> bool:
+        return any(s.name in self.array_names for s in expr.free_symbols)
+
+    def _print_grouped(self, expr):
+        return f"({self._print(expr.args[0])})"
+
+    def _print_axis_size(self, expr):
+        names = sorted(s.name for s in expr.args[0].free_symbols if s.name in self.vector_names)
+        return f"{names[0]}.shape[-1]"
+
+    def _print_where(self, expr):
+        cond, a, b = expr.args
+        if not self._has_arrays(cond):
+            return f"({self._print(a)} if {self._print(cond)} else {self._print(b)})"
+        return self._where(self._print(cond), a, b)
+
+    def _print_Piecewise(self, expr):
+        return self._print(sympy_builtins_to_lossforge(expr))
+
+    def _print_Max(self, expr):
+        return self._print(sympy_builtins_to_lossforge(expr))
+
+    _print_Min = _print_Max
+    _print_Heaviside = _print_Max
+
+    def _print_log1p(self, expr):
+        return f"{self._fn('log1p')}({self._print(expr.args[0])})"
+
+    def _print_expm1(self, expr):
+        return f"{self._fn('expm1')}({self._print(expr.args[0])})"
+
+    def _print_sign(self, expr):
+        return f"{self._fn('sign')}({self._print(expr.args[0])})"
+
+    def _print_Abs(self, expr):
+        return f"{self._fn('abs')}({self._print(expr.args[0])})"
+
+    def _print_Exp1(self, expr):
+        return repr(float(sympy.E))
+
+    def _print_Pi(self, expr):
+        return repr(float(sympy.pi))
+
+
+class NumpyLossPrinter(_LossPrinterMixin, NumPyPrinter):
+    """NumPy code for lossforge expressions (``import numpy as np``).
+
+    Arrays carry the axis as their last dimension; reductions keep it
+    (``keepdims=True``) so that per-sample values broadcast against vectors.
+    """
+
+    def __init__(self, settings=None):
+        super().__init__({"allow_unknown_functions": False, **(settings or {})})
+
+    def _module_format(self, fqn, register=True):
+        if fqn.startswith("numpy."):
+            fqn = "np." + fqn[len("numpy.") :]
+        return super()._module_format(fqn, register)
+
+    def _fn(self, name: str) -> str:
+        return f"np.{name}"
+
+    def _print_Pow(self, expr, rational=False):
+        return self._hprint_Pow(expr, rational=rational, sqrt="np.sqrt")
+
+    def _where(self, cond: str, a, b) -> str:
+        return f"np.where({cond}, {self._print(a)}, {self._print(b)})"
+
+    def _print_sigmoid(self, expr):
+        # exp(-log(1 + exp(-x))): logaddexp never overflows, exp of a non-positive number never does.
+        return f"np.exp(-np.logaddexp(0.0, -{self.parenthesize(expr.args[0], 50)}))"
+
+    def _print_softplus(self, expr):
+        return f"np.logaddexp(0.0, {self._print(expr.args[0])})"
+
+    def _print_logsumexp(self, expr):
+        return f"_logsumexp({self._print(expr.args[0])})"
+
+    def _print_axis_sum(self, expr):
+        return f"np.sum({self._print(expr.args[0])}, axis=-1, keepdims=True)"
+
+    def _print_axis_mean(self, expr):
+        return f"np.mean({self._print(expr.args[0])}, axis=-1, keepdims=True)"
+
+    def _print_norm(self, expr):
+        return f"np.sqrt(np.sum(np.square({self._print(expr.args[0])}), axis=-1, keepdims=True))"
+
+    def _print_cumsum(self, expr):
+        return f"np.cumsum({self._print(expr.args[0])}, axis=-1)"
+
+    def _print_rev_cumsum(self, expr):
+        return f"np.flip(np.cumsum(np.flip({self._print(expr.args[0])}, axis=-1), axis=-1), axis=-1)"
+
+    def _print_clamp(self, expr):
+        x, lo, hi = (self._print(a) for a in expr.args)
+        return f"np.clip({x}, {lo}, {hi})"
+
+    def _print_xlogy(self, expr):
+        x, y = expr.args
+        px, py = self._print(x), self._print(y)
+        return f"np.where({px} == 0, 0.0, {px} * np.log(np.where({px} == 0, 1.0, {py})))"
+
+    def _print_heaviside(self, expr):
+        return f"np.greater({self._print(expr.args[0])}, 0).astype(np.float64)"
+
+    def _print_maximum(self, expr):
+        return f"np.maximum({self._print(expr.args[0])}, {self._print(expr.args[1])})"
+
+    def _print_minimum(self, expr):
+        return f"np.minimum({self._print(expr.args[0])}, {self._print(expr.args[1])})"
+
+
+class TorchLossPrinter(_LossPrinterMixin, TorchPrinter):
+    """PyTorch code for lossforge expressions (``import torch``).
+
+    Every operation is a differentiable torch op, so a backward built from
+    this code can itself be differentiated (double backward). Python floats
+    stand for constants and params, so results keep the inputs' dtype and
+    device; ``dtype`` and ``device`` are locals of the generated function.
+    """
+
+    def _fn(self, name: str) -> str:
+        return f"torch.{name}"
+
+    def _print_Pow(self, expr, rational=False):
+        return self._hprint_Pow(expr, rational=rational, sqrt="torch.sqrt")
+
+    def _tensor(self, expr) -> str:
+        """A tensor operand: constants become tensors of the working dtype and device."""
+        text = self._print(expr)
+        if self._has_arrays(expr):
+            return text
+        return f"torch.as_tensor({text}, dtype=dtype, device=device)"
+
+    def _where(self, cond: str, a, b) -> str:
+        pa = self._tensor(a) if not (self._has_arrays(a) or self._has_arrays(b)) else self._print(a)
+        return f"torch.where({cond}, {pa}, {self._print(b)})"
+
+    def _print_sigmoid(self, expr):
+        return f"torch.sigmoid({self._print(expr.args[0])})"
+
+    def _print_softplus(self, expr):
+        x = self._print(expr.args[0])
+        # Exact everywhere (F.softplus switches to x above a threshold of 20).
+        return f"(torch.clamp({x}, min=0.0) + torch.log1p(torch.exp(-torch.abs({x}))))"
+
+    def _print_logsumexp(self, expr):
+        return f"torch.logsumexp({self._print(expr.args[0])}, dim=-1, keepdim=True)"
+
+    def _print_axis_sum(self, expr):
+        return f"torch.sum({self._print(expr.args[0])}, dim=-1, keepdim=True)"
+
+    def _print_axis_mean(self, expr):
+        return f"torch.mean({self._print(expr.args[0])}, dim=-1, keepdim=True)"
+
+    def _print_norm(self, expr):
+        return f"torch.sqrt(torch.sum(torch.square({self._print(expr.args[0])}), dim=-1, keepdim=True))"
+
+    def _print_cumsum(self, expr):
+        return f"torch.cumsum({self._print(expr.args[0])}, dim=-1)"
+
+    def _print_rev_cumsum(self, expr):
+        return f"torch.flip(torch.cumsum(torch.flip({self._print(expr.args[0])}, (-1,)), dim=-1), (-1,))"
+
+    def _print_clamp(self, expr):
+        x, lo, hi = expr.args
+        if not (self._has_arrays(lo) or self._has_arrays(hi)):
+            return f"torch.clamp({self._print(x)}, {self._print(lo)}, {self._print(hi)})"
+        return f"torch.minimum(torch.maximum({self._tensor(x)}, {self._tensor(lo)}), {self._tensor(hi)})"
+
+    def _print_xlogy(self, expr):
+        x, y = expr.args
+        return f"torch.xlogy({self._tensor(x)}, {self._print(y)})"
+
+    def _print_heaviside(self, expr):
+        return f"({self._print(expr.args[0])} > 0).to(dtype)"
+
+    def _extremum(self, expr, name: str, bound: str) -> str:
+        a, b = expr.args
+        if not self._has_arrays(a):
+            a, b = b, a
+        if not self._has_arrays(b):
+            return f"torch.clamp({self._print(a)}, {bound}={self._print(b)})"
+        return f"torch.{name}({self._print(a)}, {self._print(b)})"
+
+    def _print_maximum(self, expr):
+        return self._extremum(expr, "maximum", "min")
+
+    def _print_minimum(self, expr):
+        return self._extremum(expr, "minimum", "max")
+
+
+__all__ = [
+    "NumpyLossPrinter",
+    "TorchLossPrinter",
+    "guard_where",
+    "sympy_builtins_to_lossforge",
+    "axis_mean",
+    "axis_size",
+    "axis_sum",
+    "clamp",
+    "cumsum",
+    "logsumexp",
+    "norm",
+    "rev_cumsum",
+    "sigmoid",
+    "softplus",
+]

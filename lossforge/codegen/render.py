@@ -1,0 +1,436 @@
+"""From a spec to source code: prepare every string, then lay it out with Jinja.
+
+The renderer works in *terms*: a plain spec is one term of weight 1, a
+combined spec (``lf.combine``) one term per entry of its ``terms`` table. For
+each term it derives the per-sample loss and its gradients, applies the
+double-where rewrite, shares common subexpressions (``sympy.cse``) and prints
+them with the target's printer. The templates in ``templates/`` only arrange
+these strings; they compute nothing.
+"""
+
+from __future__ import annotations
+
+import builtins
+import keyword
+import re
+import sys
+import types
+from dataclasses import dataclass
+from functools import cache, lru_cache
+from importlib import resources
+from pathlib import Path
+
+import jinja2
+import sympy
+
+from .. import __name__ as _package
+from ..derive import derive
+from ..expr import axis_size
+from ..errors import LossforgeError, RenderError
+from ..spec import LossSpec, Var
+from .printers import NumpyLossPrinter, TorchLossPrinter, group_sums, guard_where
+
+VERSION = "0.1.0"
+
+#: Names the generated code uses itself; a symbol with one of them is renamed.
+RESERVED = frozenset(
+    {
+        "np", "torch", "F", "math", "self", "ctx", "loss", "loss_and_grad", "loss_terms", "terms", "grad",
+        "grads", "reduction", "value", "values", "dtype", "device", "batch", "scale", "params", "upstream",
+        "grad_output", "total", "name", "length", "args", "Loss", "l", "I", "O",
+    }
+    | set(dir(builtins))
+)
+
+
+@dataclass(frozen=True)
+class Target:
+    """A code generation target: its printer and template."""
+
+    name: str
+    printer: type
+    template: str
+
+
+TARGETS = {
+    "numpy": Target("numpy", NumpyLossPrinter, "numpy.py.j2"),
+    "torch": Target("torch", TorchLossPrinter, "torch.py.j2"),
+}
+
+
+@dataclass(frozen=True)
+class Arg:
+    """One symbol as the generated code sees it."""
+
+    name: str  # as declared
+    local: str  # its Python name in generated code
+    var: Var
+
+    @property
+    def axis(self) -> str | None:
+        return self.var.axis
+
+    @property
+    def onehot(self) -> bool:
+        return self.var.domain.name == "onehot"
+
+    @property
+    def default(self) -> str:
+        return repr(self.var.default)
+
+
+@dataclass(frozen=True)
+class Term:
+    """One weighted term: its arguments and its printed code."""
+
+    name: str
+    func: str
+    weight: str
+    args: tuple[Arg, ...]
+    params: tuple[Arg, ...]
+    inputs: tuple[Arg, ...]
+    has_axes: bool
+    batch: str
+    expand: tuple[str, ...]
+    value_lines: tuple[str, ...]
+    value: str
+    both_lines: tuple[str, ...]
+    both_value: str
+    both_grads: tuple[str, ...]
+    grad_lines: tuple[str, ...]
+    grads: tuple[str, ...]
+
+
+# -- names ------------------------------------------------------------------------
+
+
+def _mangle(names: list[str]) -> dict[str, str]:
+    """Python names for symbols: reserved or private-looking names get a trailing ``_``."""
+    taken: set[str] = set()
+    out = {}
+    for name in names:
+        local = name
+        while (
+            local in RESERVED
+            or local in taken
+            or local.startswith("_")
+            or local.startswith("grad_")
+            or keyword.iskeyword(local)
+        ):
+            local = local + "_" if not local.startswith("_") else "u" + local
+        taken.add(local)
+        out[name] = local
+    return out
+
+
+def class_name(spec: LossSpec) -> str:
+    """``cost_sensitive_bce`` -> ``CostSensitiveBceLoss``."""
+    camel = "".join(part[:1].upper() + part[1:] for part in spec.name.split("_") if part)
+    return camel if camel.endswith("Loss") else camel + "Loss"
+
+
+# -- expressions --------------------------------------------------------------------
+
+
+def _term_specs(spec: LossSpec) -> list[tuple[str, str, LossSpec]]:
+    """``(term name, weight, spec)`` for each term; a plain spec is its own single term."""
+    if not spec.terms:
+        return [(spec.name, "1.0", spec)]
+    out = []
+    for term, (weight, text) in spec.terms.items():
+        used = _used_symbols(spec, text)
+        symbols = {n: v for n, v in spec.symbols.items() if n in used}
+        if not any(v.role == "input" for v in symbols.values()):
+            raise RenderError(f"term {term!r} has no input symbol", token=term)
+        out.append((term, repr(weight), LossSpec(name=term, expr=text, symbols=symbols, reduction=spec.reduction)))
+    return out
+
+
+def _used_symbols(spec: LossSpec, text: str) -> set[str]:
+    from ..expr import parse
+
+    axes = {n: v.axis for n, v in spec.symbols.items() if v.axis is not None}
+    value = parse(text, spec.sympy_symbols, axes)
+    return {s.name for s in value.free_symbols}
+
+
+def _printer(target: Target, args: list[Arg]):
+    printer = target.printer()
+    printer.vector_names = frozenset(a.local for a in args if a.axis)
+    printer.array_names = frozenset(a.local for a in args if a.var.role != "param")
+    return printer
+
+
+def _code(printer, exprs: list[sympy.Expr]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Shared subexpressions as assignment lines, then the printed expressions."""
+    replacements, reduced = sympy.cse(exprs, symbols=sympy.numbered_symbols("_t"), optimizations=None,
+                                      order="canonical")
+    base = printer.array_names
+    lines = []
+    for sym, value in replacements:
+        lines.append(f"{sym} = {printer.doprint(value)}")
+        if printer._has_arrays(value):  # the temporary varies per element too
+            printer.array_names = printer.array_names | {sym.name}
+    out = tuple(lines), tuple(printer.doprint(e) for e in reduced)
+    printer.array_names = base
+    return out
+
+
+def _build_term(target: Target, term: str, weight: str, spec: LossSpec, local: dict[str, str]) -> Term:
+    args = [Arg(n, local[n], v) for n, v in spec.symbols.items()]
+    arrays = [a for a in args if a.var.role != "param"]
+    params = [a for a in args if a.var.role == "param"]
+    inputs = [a for a in args if a.var.role == "input"]
+    derivation = derive(spec)
+    table = spec.sympy_symbols
+    rename = {table[a.name]: sympy.Symbol(a.local, **a.var.domain.assumptions()) for a in args}
+    array_syms = frozenset(rename[table[a.name]] for a in arrays)
+
+    vector_syms = sorted((rename[table[a.name]] for a in arrays if a.axis), key=lambda s: s.name)
+
+    def axis_of(node: axis_size) -> axis_size:
+        # The length of an axis is that of any vector on it: name the first one,
+        # so that the printed code reads `z.shape[-1]` even after CSE.
+        return axis_size(next(s for s in vector_syms if node.args[0].has(s)))
+
+    def prepared(expr: sympy.Expr) -> sympy.Expr:
+        expr = expr.xreplace(rename).replace(lambda n: isinstance(n, axis_size), axis_of)
+        # Constant calls such as log(2) or sqrt(2) become float literals.
+        expr = expr.replace(lambda n: n.is_number and isinstance(n, (sympy.Function, sympy.Pow)) and not n.is_Rational,
+                            lambda n: sympy.Float(float(n.evalf(30))))
+        return group_sums(guard_where(expr, array_syms), array_syms)
+
+    loss = prepared(derivation.loss)
+    grads = [prepared(derivation.gradients[a.name]) for a in inputs]
+    printer = _printer(target, args)
+    try:
+        value_lines, (value,) = _code(printer, [loss])
+        both_lines, (both_value, *both_grads) = _code(printer, [loss, *grads])
+        grad_lines, grad_exprs = _code(printer, grads)
+    except LossforgeError:
+        raise
+    except Exception as exc:  # a printer that cannot print a construct
+        raise RenderError(f"cannot print spec {spec.name!r} for {target.name}: {exc}", token=spec.name) from None
+    has_axes = any(a.axis for a in arrays)
+    first = arrays[0]
+    batch = f"{first.local}.shape[:-1]" if first.axis else f"{first.local}.shape"
+    if not first.axis and has_axes:
+        batch = f"{first.local}.shape"
+    expand = tuple(a.local for a in arrays if has_axes and not a.axis)
+    return Term(
+        name=term,
+        func=re.sub(r"\W", "_", term),
+        weight=weight,
+        args=tuple(arrays),
+        params=tuple(params),
+        inputs=tuple(inputs),
+        has_axes=has_axes,
+        batch=batch,
+        expand=expand,
+        value_lines=value_lines,
+        value=value,
+        both_lines=both_lines,
+        both_value=both_value,
+        both_grads=tuple(both_grads),
+        grad_lines=grad_lines,
+        grads=tuple(grad_exprs),
+    )
+
+
+# -- docstrings -----------------------------------------------------------------------
+
+_EXAMPLE_VALUES = {
+    "real": "[0.5, -1.0]",
+    "positive": "[0.5, 2.0]",
+    "nonnegative": "[0.0, 2.0]",
+    "probability": "[0.25, 0.75]",
+    "binary": "[1.0, 0.0]",
+    "sign": "[1.0, -1.0]",
+}
+_EXAMPLE_VECTORS = {
+    "onehot": "[[1.0, 0.0, 0.0], [0.0, 0.0, 1.0]]",
+    "simplex": "[[0.5, 0.25, 0.25], [0.0, 0.0, 1.0]]",
+    "probability": "[[0.25, 0.5, 0.75], [1.0, 0.0, 0.5]]",
+    "binary": "[[1.0, 0.0, 1.0], [0.0, 0.0, 1.0]]",
+    "positive": "[[0.5, 1.0, 2.0], [1.5, 0.25, 1.0]]",
+    "nonnegative": "[[0.0, 1.0, 2.0], [1.5, 0.0, 1.0]]",
+    "real": "[[0.5, -1.0, 2.0], [1.5, 0.0, -0.5]]",
+}
+
+
+def example_values(var: Var) -> str:
+    """A small literal array in the variable's domain, for docstring examples."""
+    dom = var.domain
+    if var.axis:
+        return _EXAMPLE_VECTORS.get(dom.name, f"[[{dom.lo!r}, {dom.hi!r}, {dom.lo!r}], [{dom.hi!r}, {dom.lo!r}, {dom.hi!r}]]")
+    return _EXAMPLE_VALUES.get(dom.name, f"[{dom.lo!r}, {dom.hi!r}]")
+
+
+def _shape_lines(spec: LossSpec, local: dict[str, str]) -> list[str]:
+    lines = []
+    arrays = [n for n in spec.arrays]
+    first = {}
+    letters = {}
+    for n in arrays:
+        var = spec.symbols[n]
+        if var.axis:
+            letters.setdefault(var.axis, "C" if not letters else f"C{len(letters) + 1}")
+    for n in arrays:
+        var = spec.symbols[n]
+        dom = f"domain {var.domain.name}"
+        if var.axis:
+            k = letters[var.axis]
+            text = f"``(*, {k})``: {k} entries along axis ``{var.axis}``; {dom}"
+            if var.domain.name == "onehot":
+                text += f", or integer class indices of shape ``(*)``"
+        else:
+            ref = first.get("scalar")
+            text = "``(*)``, any batch shape" if ref is None else f"``(*)``, the same shape as {ref}"
+            text += f"; {dom}"
+            first.setdefault("scalar", local[n])
+        lines.append(f"- {local[n]}: {text}.")
+    out = "``(*)`` with ``reduction=\"none\"``" if not spec.terms else "``(*)`` with ``reduction=\"none\"`` (terms of equal shape)"
+    lines.append(f"- Output: a scalar; {out}.")
+    return lines
+
+
+def docstring(spec: LossSpec, target: Target, local: dict[str, str]) -> str:
+    """The generated docstring, in the shape of PyTorch's loss documentation."""
+    head = spec.summary or spec.description or f"The {spec.name} loss."
+    parts = [head]
+    if spec.description and spec.description != head:
+        parts += ["", spec.description]
+    call = ", ".join(local[n] for n in spec.arrays)
+    parts += ["", "The per-sample loss is::", "", f"    {spec.name}({call}) = {spec.formula or spec.text}"]
+    if spec.formula and spec.formula != spec.text:
+        parts += ["", "computed as::", "", f"    {spec.text}"]
+    if spec.terms:
+        parts += ["", "a weighted sum of terms, each reduced on its own::", ""]
+        parts += [f"    {w!r} * {t}: {text}" for t, (w, text) in spec.terms.items()]
+    parts += [
+        "",
+        "With ``reduction=\"mean\"`` (the default) the per-sample losses are averaged over every",
+        "element of the batch; ``\"sum\"`` adds them up; ``\"none\"`` returns them unreduced.",
+        "",
+        "Args:",
+        "    reduction (str, optional): ``\"mean\"`` | ``\"sum\"`` | ``\"none\"``. Default: ``\"mean\"``.",
+    ]
+    for n in spec.params:
+        var = spec.symbols[n]
+        parts.append(f"    {local[n]} (float, optional): domain {var.domain.name}. Default: ``{var.default!r}``.")
+    parts += ["", "Shape:"] + ["    " + line for line in _shape_lines(spec, local)]
+    if spec.stable_form:
+        parts += ["", "Stable form:", f"    {spec.stable_form}"]
+    if spec.reference:
+        parts += ["", "Reference:", f"    {spec.reference}"]
+    parts += ["", "Example::", ""]
+    values = ", ".join(f"{target.name == 'numpy' and 'np.array' or 'torch.tensor'}({example_values(spec.symbols[n])})"
+                       for n in spec.arrays)
+    if target.name == "numpy":
+        parts += [
+            "    >>> import numpy as np",
+            f"    >>> value, grads = loss_and_grad({values})",
+        ]
+    else:
+        first = spec.inputs[0]
+        parts += [
+            "    >>> import torch",
+            f"    >>> criterion = {class_name(spec)}()",
+            f"    >>> {local[first]} = torch.tensor({example_values(spec.symbols[first])}, requires_grad=True)",
+            "    >>> value = criterion(" + ", ".join(
+                local[n] if n == first else f"torch.tensor({example_values(spec.symbols[n])})" for n in spec.arrays
+            ) + ")",
+            "    >>> value.backward()",
+        ]
+    return "\n".join(parts)
+
+
+# -- the Jinja environment ---------------------------------------------------------------
+
+
+def _template_text(name: str) -> str:
+    try:
+        return resources.files(f"{_package}.templates").joinpath(name).read_text(encoding="utf-8")
+    except (ModuleNotFoundError, FileNotFoundError):  # a source checkout without the package mapping
+        return (Path(__file__).resolve().parents[2] / "templates" / name).read_text(encoding="utf-8")
+
+
+@cache
+def environment() -> jinja2.Environment:
+    """Jinja environment: strict undefined names, trailing newline kept, no autoescape."""
+    return jinja2.Environment(
+        loader=jinja2.FunctionLoader(_template_text),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        autoescape=False,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+
+
+def _target(name: str) -> Target:
+    if name not in TARGETS:
+        raise RenderError(f"unknown target {name!r} (expected one of {', '.join(TARGETS)})", token=str(name))
+    return TARGETS[name]
+
+
+@lru_cache(maxsize=256)
+def generate(spec: LossSpec, target: str) -> str:
+    """The standalone source of ``spec`` for ``target`` ("numpy" or "torch")."""
+    if not isinstance(spec, LossSpec):
+        raise RenderError(f"generate() needs a LossSpec, got {type(spec).__name__}", token=type(spec).__name__)
+    tgt = _target(target)
+    local = _mangle(list(spec.symbols))
+    if "reduction" in spec.params:
+        raise RenderError("a param named 'reduction' collides with the reduction argument: rename it",
+                          token="reduction")
+    terms = [_build_term(tgt, t, w, s, local) for t, w, s in _term_specs(spec)]
+    arrays = [Arg(n, local[n], spec.symbols[n]) for n in spec.arrays]
+    mates = {}
+    for a in arrays:
+        if a.onehot:
+            mate = next((b for b in arrays if b.axis == a.axis and not b.onehot), None)
+            mates[a.local] = mate.local if mate else None
+    context = {
+        "spec": spec,
+        "version": VERSION,
+        "digest": spec.digest(),
+        "formula": spec.text,
+        "docstring": docstring(spec, tgt, local),
+        "arrays": arrays,
+        "inputs": [a for a in arrays if a.var.role == "input"],
+        "params": [Arg(n, local[n], spec.symbols[n]) for n in spec.params],
+        "terms": terms,
+        "combined": bool(spec.terms),
+        "mates": mates,
+        "class_name": class_name(spec),
+        "needs_logsumexp": any("_logsumexp(" in line for t in terms
+                               for line in (*t.value_lines, t.value, *t.both_lines, *t.both_grads, t.both_value)),
+    }
+    try:
+        return environment().get_template(tgt.template).render(**context)
+    except jinja2.TemplateError as exc:
+        raise RenderError(f"template {tgt.template} failed for spec {spec.name!r}: {exc}", token=spec.name) from None
+
+
+def compile(spec: LossSpec, target: str):  # noqa: A001 - the public name of the contract
+    """Generate and import: the NumPy module, or the Torch ``nn.Module`` subclass."""
+    tgt = _target(target)
+    return _compiled(spec, tgt.name)
+
+
+@lru_cache(maxsize=256)
+def _compiled(spec: LossSpec, target: str):
+    source = generate(spec, target)
+    name = f"lossforge_generated_{spec.name}_{target}_{spec.digest()}"
+    module = types.ModuleType(name)
+    module.__file__ = f"<lossforge:{spec.name}:{target}>"
+    code = builtins.compile(source, module.__file__, "exec")  # our own generated code, never user text
+    exec(code, module.__dict__)  # noqa: S102
+    sys.modules.setdefault(name, module)
+    if target == "torch":
+        return module.Loss
+    return module
+
+
+__all__ = ["generate", "compile", "TARGETS", "class_name", "docstring", "environment"]

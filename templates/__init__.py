@@ -1,0 +1,1 @@
+"""Jinja templates of generated code (shipped inside the wheel as lossforge.templates)."""
