@@ -105,19 +105,22 @@ class Term:
 
 
 def _mangle(names: list[str]) -> dict[str, str]:
-    """Python names for symbols: reserved or private-looking names get a trailing ``_``."""
+    """Python names for symbols that cannot clash with the generated code's own names.
+
+    ``_``-prefixed names (the code's helpers and CSE temporaries) gain a ``u``,
+    ``grad_``-prefixed ones (gradient locals) a ``v_``, and reserved or
+    already-taken names a trailing ``_``.
+    """
     taken: set[str] = set()
     out = {}
     for name in names:
         local = name
-        while (
-            local in RESERVED
-            or local in taken
-            or local.startswith("_")
-            or local.startswith("grad_")
-            or keyword.iskeyword(local)
-        ):
-            local = local + "_" if not local.startswith("_") else "u" + local
+        if local.startswith("_"):
+            local = "u" + local
+        if local.startswith("grad_"):
+            local = "v_" + local
+        while local in RESERVED or local in taken or keyword.iskeyword(local):
+            local += "_"
         taken.add(local)
         out[name] = local
     return out
