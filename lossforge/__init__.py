@@ -39,4 +39,7 @@ from .spec import dumps as dumps
 from .spec import load as load
 from .spec import loads as loads
 
+from .verify import VerifyReport as VerifyReport
+from .verify import verify as verify
+
 __version__ = "0.1.0"

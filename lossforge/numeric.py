@@ -1,0 +1,167 @@
+"""High-precision evaluation of a spec's expressions, the reference for float results.
+
+Verification needs values it can trust more than the code under test. Here
+the loss and its gradients are evaluated in mpmath at 30 significant digits
+(by default): no overflow (``exp(1000)`` is an ordinary number), no
+underflow, no cancellation at float64's scale. Axis operations are written
+out element by element (:func:`expand`), lossforge's own functions are
+rewritten into elementary ones (:func:`elementary`), and the result is turned
+into mpmath code once with ``sympy.lambdify`` (our own parsed expression,
+never user text) and cached.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import mpmath
+import numpy as np
+import sympy
+
+from . import expr as E
+from .derive import derive
+from .spec import LossSpec
+
+
+def element_symbol(sym: sympy.Symbol, k: int) -> sympy.Symbol:
+    """The symbol for element ``k`` of a vector symbol (``z`` -> ``z_0``), same assumptions."""
+    return sympy.Symbol(f"{sym.name}_{k}", **{a: v for a, v in sym.assumptions0.items() if v is not None})
+
+
+def expand(expr: sympy.Expr, n: int, vectors: set[sympy.Symbol]) -> list[sympy.Expr]:
+    """The ``n`` explicit elements of ``expr`` over vector symbols of length ``n``.
+
+    ``sum(e)`` becomes ``e_0 + ... + e_{n-1}``, ``cumsum(e)`` the running
+    sums, ``mean``/``logsumexp``/``norm`` their written-out forms; a
+    per-sample expression has ``n`` equal elements.
+    """
+
+    def el(e: sympy.Basic, k: int) -> sympy.Basic:
+        if e in vectors:
+            return element_symbol(e, k)
+        if isinstance(e, E.axis_sum):
+            return sympy.Add(*(el(e.args[0], i) for i in range(n)))
+        if isinstance(e, E.axis_mean):
+            return sympy.Add(*(el(e.args[0], i) for i in range(n))) / n
+        if isinstance(e, E.logsumexp):
+            return sympy.log(sympy.Add(*(sympy.exp(el(e.args[0], i)) for i in range(n))))
+        if isinstance(e, E.norm):
+            return sympy.sqrt(sympy.Add(*(el(e.args[0], i) ** 2 for i in range(n))))
+        if isinstance(e, E.cumsum):
+            return sympy.Add(*(el(e.args[0], i) for i in range(k + 1)))
+        if isinstance(e, E.rev_cumsum):
+            return sympy.Add(*(el(e.args[0], i) for i in range(k, n)))
+        if isinstance(e, E.axis_size):
+            return sympy.Integer(n)
+        if not e.args:
+            return e
+        return e.func(*(el(a, k) for a in e.args))
+
+    return [el(expr, k) for k in range(n)]
+
+
+_ELEMENTARY = {
+    E.sigmoid: lambda x: 1 / (1 + sympy.exp(-x)),
+    E.softplus: lambda x: sympy.log(1 + sympy.exp(x)),
+    E.clamp: lambda x, lo, hi: sympy.Min(sympy.Max(x, lo), hi),
+    E.xlogy: lambda x, y: sympy.Piecewise((0, sympy.Eq(x, 0)), (x * sympy.log(y), True)),
+    E.heaviside: lambda x: sympy.Piecewise((1, x > 0), (0, True)),
+    E.where: lambda c, a, b: sympy.Piecewise((a, c), (b, True)),
+    E.maximum: lambda a, b: sympy.Max(a, b),
+    E.minimum: lambda a, b: sympy.Min(a, b),
+    E.log1p: lambda x: sympy.log(1 + x),
+    E.expm1: lambda x: sympy.exp(x) - 1,
+}
+
+
+def elementary(expr: sympy.Expr) -> sympy.Expr:
+    """lossforge's functions rewritten into SymPy's elementary ones (exact, not stable: for mpmath)."""
+    for func, rewrite in _ELEMENTARY.items():
+        expr = expr.replace(lambda n, f=func: isinstance(n, f), lambda n, r=rewrite: r(*n.args))
+    return expr
+
+
+class Evaluator:
+    """Loss and gradients of a spec in mpmath, for vectors of length ``length``."""
+
+    def __init__(self, spec: LossSpec, length: int = 4, dps: int = 30):
+        self.spec, self.length, self.dps = spec, length, dps
+        table = spec.sympy_symbols
+        vectors = {table[n] for n, v in spec.symbols.items() if v.axis}
+        self.args: list[sympy.Symbol] = []
+        for name in (*spec.arrays, *spec.params):
+            sym = table[name]
+            self.args += [element_symbol(sym, k) for k in range(length)] if sym in vectors else [sym]
+        derivation = derive(spec)
+        self._loss = self._compile([expand(derivation.loss, length, vectors)[0]])
+        self._grads = [
+            self._compile(expand(derivation.gradients[n], length, vectors)[: length if spec.symbols[n].axis else 1])
+            for n in spec.inputs
+        ]
+
+    def _compile(self, exprs: list[sympy.Expr]):
+        return sympy.lambdify(self.args, [elementary(e) for e in exprs], modules="mpmath")
+
+    def _flat(self, arrays: dict[str, np.ndarray], i: int, override: tuple[str, int, object] | None = None) -> list:
+        out = []
+        for name in self.spec.arrays:
+            row = np.atleast_1d(np.asarray(arrays[name][i], dtype=float))
+            values = [mpmath.mpf(float(v)) for v in row]
+            if override is not None and override[0] == name:
+                values[override[1]] = override[2]
+            out += values
+        out += [mpmath.mpf(self.spec.symbols[p].default) for p in self.spec.params]
+        return out
+
+    def __call__(self, arrays: dict[str, np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
+        """Per-sample loss (n,) and one gradient array per input, each of its input's shape."""
+        n = len(np.asarray(arrays[self.spec.arrays[0]]))
+        loss = np.empty(n)
+        grads = [np.empty(np.shape(arrays[name])) for name in self.spec.inputs]
+        with mpmath.workdps(self.dps):
+            for i in range(n):
+                flat = self._flat(arrays, i)
+                loss[i] = float(self._loss(*flat)[0])
+                for g, f in zip(grads, self._grads):
+                    g[i] = [float(v) for v in f(*flat)] if g.ndim > 1 else float(f(*flat)[0])
+        return loss, grads
+
+    def central_differences(self, arrays: dict[str, np.ndarray], step: str = "1e-12") -> list[np.ndarray]:
+        """Gradients by central differences of the loss, in the same precision."""
+        out = [np.empty(np.shape(arrays[name])) for name in self.spec.inputs]
+        n = len(np.asarray(arrays[self.spec.arrays[0]]))
+        with mpmath.workdps(self.dps):
+            h = mpmath.mpf(step)
+            for g, name in zip(out, self.spec.inputs):
+                for i in range(n):
+                    row = np.atleast_1d(np.asarray(arrays[name][i], dtype=float))
+                    for k, x in enumerate(row):
+                        up = self._loss(*self._flat(arrays, i, (name, k, mpmath.mpf(float(x)) + h)))[0]
+                        down = self._loss(*self._flat(arrays, i, (name, k, mpmath.mpf(float(x)) - h)))[0]
+                        value = float((up - down) / (2 * h))
+                        if g.ndim > 1:
+                            g[i, k] = value
+                        else:
+                            g[i] = value
+        return out
+
+
+@lru_cache(maxsize=128)
+def evaluator(spec: LossSpec, length: int = 4, dps: int = 30) -> Evaluator:
+    """A cached :class:`Evaluator`."""
+    return Evaluator(spec, length, dps)
+
+
+def _length(spec: LossSpec, arrays: dict[str, np.ndarray]) -> int:
+    lengths = {np.shape(arrays[n])[-1] for n in spec.arrays if spec.symbols[n].axis}
+    return lengths.pop() if lengths else 1
+
+
+def evaluate_batch(spec: LossSpec, arrays: dict[str, np.ndarray], dps: int = 30):
+    """``(loss, grads)`` of every sample in ``arrays`` (name -> array), evaluated at ``dps`` digits."""
+    return evaluator(spec, _length(spec, arrays), dps)(arrays)
+
+
+def finite_difference_batch(spec: LossSpec, arrays: dict[str, np.ndarray], dps: int = 30) -> list[np.ndarray]:
+    """Central-difference gradients of every sample, at ``dps`` digits."""
+    return evaluator(spec, _length(spec, arrays), dps).central_differences(arrays)
