@@ -1,5 +1,11 @@
 """lossforge: losses written as mathematics, turned into code you can trust."""
 
+from .analysis.hazards import Fix as Fix
+from .analysis.hazards import Hazard as Hazard
+from .analysis.hazards import Report as Report
+from .analysis.hazards import check as check
+from .analysis.hazards import explain as explain
+from .analysis.stabilize import stabilize as stabilize
 from .codegen.render import compile as compile
 from .codegen.render import generate as generate
 from .combine import combine as combine

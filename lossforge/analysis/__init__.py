@@ -1,0 +1,1 @@
+"""Analyses of a derivation: hazards (check), stable rewrites (stabilize), properties."""

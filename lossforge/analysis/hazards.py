@@ -1,0 +1,668 @@
+"""Hazard rules: where a loss or its gradient will produce NaN or inf.
+
+One rule per kind, each a small final class in the shape of a linter rule: a
+stable ``kind``, a ``severity``, a short message, a ``check`` that yields
+located :class:`Hazard` values and, where one exists, a :class:`Fix` marked
+*safe* (value-preserving) or *unsafe* (it changes values). The rule's
+docstring is its documentation: ``lf.explain(kind)`` prints it. ``RULES`` is
+the one ordered registry.
+
+Rules run over the expressions that will be emitted: the loss and every
+gradient (:func:`lossforge.derive.derive`), with lossforge's stable
+primitives (``sigmoid``, ``softplus``, ``logsumexp``, ``xlogy``, ``clamp``)
+taken as what the printers emit for them, and ``where`` as the double-where
+pattern (a branch is analysed only where its condition holds).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import sympy
+from sympy.codegen.cfunctions import expm1, log1p
+
+from .. import expr as E
+from ..derive import derive, gradients
+from ..errors import AnalysisError, UnknownNameError
+from ..spec import LossSpec
+from .intervals import EXP_MAX, FLOAT_MAX, Bounds, bounds_for, is_softmax_argument
+
+ERROR, WARNING, INFO = "error", "warning", "info"
+#: Value used by unsafe fixes (a float32-meaningful epsilon).
+EPS = sympy.Float(1e-7)
+
+
+@dataclass(frozen=True)
+class Fix:
+    """A rewrite of the offending subexpression; ``safe`` fixes preserve its value exactly."""
+
+    replacement: sympy.Expr
+    safe: bool
+    description: str
+
+    def __str__(self) -> str:
+        return f"{'safe' if self.safe else 'unsafe'}: {self.description}: {E.to_text(self.replacement)}"
+
+
+@dataclass(frozen=True)
+class Hazard:
+    """One finding: its kind, severity, location, offending subexpression and fix."""
+
+    kind: str
+    severity: str
+    where: str
+    expr: sympy.Expr
+    message: str
+    fix: Fix | None = None
+    accepted: bool = False
+    reason: str = ""
+
+    def __str__(self) -> str:
+        tag = f" (accepted: {self.reason})" if self.accepted else ""
+        return f"{self.where}: {self.kind}: {self.severity}: {self.message}: {E.to_text(self.expr)}{tag}"
+
+
+@dataclass(frozen=True)
+class Report:
+    """The hazards of a spec; ``ok`` unless an unaccepted error remains."""
+
+    spec: str
+    hazards: tuple[Hazard, ...] = field(default_factory=tuple)
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return not any(h.severity == ERROR and not h.accepted for h in self.hazards)
+
+    def kinds(self) -> set[str]:
+        return {h.kind for h in self.hazards}
+
+    def __str__(self) -> str:
+        lines = [f"check {self.spec}: {'ok' if self.ok else 'FAILED'} ({len(self.hazards)} findings)"]
+        for h in self.hazards:
+            lines.append(f"  {h}")
+            if h.fix is not None:
+                lines.append(f"      fix ({h.fix})")
+        return "\n".join(lines)
+
+
+@dataclass
+class Context:
+    """What a rule sees: the expression, where it is, the bounds, and the spec's inputs."""
+
+    expr: sympy.Expr
+    where: str
+    bounds: Bounds
+    inputs: frozenset
+    vectors: frozenset
+
+    def nodes(self, *types) -> Iterator[tuple[sympy.Basic, Bounds]]:
+        """Subexpressions of the given types, each with the bounds valid at its position.
+
+        Inside ``where(c, a, b)`` the branch ``a`` is seen with bounds narrowed
+        by ``c`` (and ``b`` by ``not c``): the emitted double-where never
+        evaluates a branch outside its condition.
+        """
+        stack = [(self.expr, self.bounds)]
+        while stack:
+            node, bounds = stack.pop()
+            if isinstance(node, types):
+                yield node, bounds
+            if isinstance(node, E.where):
+                cond, yes, no = node.args
+                stack.append((no, bounds.narrowed(sympy.Not(cond))))
+                stack.append((yes, bounds.narrowed(cond)))
+                stack.append((cond, bounds))
+                continue
+            stack.extend((arg, bounds) for arg in reversed(node.args))
+
+    def varies(self, expr: sympy.Basic) -> bool:
+        return bool(expr.free_symbols & self.inputs)
+
+
+class Rule:
+    """Base of the rules: subclasses set ``kind``, ``severity``, ``message`` and ``check``."""
+
+    kind: str = ""
+    severity: str = ERROR
+    message: str = ""
+    in_gradients: bool = True
+
+    def check(self, ctx: Context) -> Iterator[Hazard]:
+        raise NotImplementedError
+
+    def hazard(self, ctx: Context, node: sympy.Basic, fix: Fix | None = None, message: str | None = None) -> Hazard:
+        return Hazard(self.kind, self.severity, ctx.where, node, message or self.message, fix)
+
+
+# -- shape recognisers -------------------------------------------------------------------
+
+
+def sigmoid_form(u: sympy.Expr) -> sympy.Expr | None:
+    """x if ``u`` is sigmoid(x) in any common spelling, else None (1 - sigmoid(x) is sigmoid(-x))."""
+    if isinstance(u, E.sigmoid):
+        return u.args[0]
+    if u.is_Add and len(u.args) == 2 and sympy.S.One in u.args:
+        other = u - 1
+        inner = sigmoid_form(-other)
+        if inner is not None:
+            return -inner
+    if u.is_Pow and u.exp == -1 and u.base.is_Add and len(u.base.args) == 2 and sympy.S.One in u.base.args:
+        rest = u.base - 1
+        if isinstance(rest, sympy.exp):
+            return -rest.args[0]
+    if u.is_Mul:  # exp(x)/(1 + exp(x))
+        nums = [a for a in u.args if isinstance(a, sympy.exp)]
+        dens = [a for a in u.args if a.is_Pow and a.exp == -1]
+        if len(nums) == 1 and len(dens) == 1 and len(u.args) == 2:
+            if sympy.expand(dens[0].base - 1 - nums[0]) == 0:
+                return nums[0].args[0]
+    return None
+
+
+def one_plus(u: sympy.Expr) -> sympy.Expr | None:
+    """x if ``u`` is 1 + x, else None."""
+    if u.is_Add and sympy.S.One in u.args:
+        return u - 1
+    return None
+
+
+def exp_minus_one(u: sympy.Expr) -> tuple[sympy.Expr, int] | None:
+    """(x, sign) if ``u`` is exp(x) - 1 (sign 1) or 1 - exp(x) (sign -1)."""
+    if not u.is_Add or len(u.args) != 2:
+        return None
+    for sign in (1, -1):
+        rest = u + sign
+        if isinstance(sign * rest, sympy.exp):
+            return (sign * rest).args[0], sign
+    return None
+
+
+def sum_of_exps(u: sympy.Expr) -> sympy.Expr | None:
+    """z if ``u`` is sum(exp(z)) over an axis."""
+    if isinstance(u, E.axis_sum) and isinstance(u.args[0], sympy.exp):
+        return u.args[0].args[0]
+    return None
+
+
+# -- the rules -----------------------------------------------------------------------------
+
+
+class UnguardedLog(Rule):
+    """unguarded-log: the argument of a log can reach 0 or below.
+
+    What it does:
+        Finds ``log(u)`` (and ``xlogy(x, u)`` with x possibly nonzero) where the
+        interval of ``u`` over the declared domains reaches 0 or below, including
+        ``x*log(x)`` at x = 0 and ``log(1 - p)`` at p = 1, and ``log1p(u)`` with
+        u reaching -1.
+
+    Why is this bad?
+        ``log(0) = -inf`` and ``log`` of a negative number is NaN; the gradient
+        ``1/u`` is infinite. A probability reaches exactly 0 and 1 in floating
+        point (float32 sigmoid returns 1.0 from 16.6 on).
+
+    Example:
+        ``-(y*log(p) + (1 - y)*log(1 - p))`` with p a probability.
+
+    Use instead:
+        ``log(clamp(p, eps, 1 - eps))``, or work from logits:
+        ``y*softplus(-x) + (1 - y)*softplus(x)``; ``xlogy(x, x)`` for ``x*log(x)``.
+
+    References:
+        PyTorch clamps ``log`` at -100 inside ``F.binary_cross_entropy``.
+    """
+
+    kind = "unguarded-log"
+    message = "log of a value that can reach 0"
+
+    def check(self, ctx):
+        for node, b in ctx.nodes(sympy.log, log1p, E.xlogy):
+            if isinstance(node, log1p):
+                u = node.args[0]
+                if b(u).lo <= -1:
+                    yield self.hazard(ctx, node, Fix(log1p(E.maximum(u, EPS - 1)), False,
+                                                     "keep the argument above -1 + 1e-7"))
+                continue
+            if isinstance(node, E.xlogy):
+                x, u = node.args
+                if x == u and b(u).lo >= 0:
+                    continue  # xlogy(x, x) is 0 at x = 0 and finite elsewhere
+                if b(u).lo <= 0 and not (b(x).lo == b(x).hi == 0):
+                    yield self.hazard(ctx, node)
+                continue
+            u = node.args[0]
+            if sigmoid_form(u) is not None or sum_of_exps(u) is not None or isinstance(u, sympy.cosh):
+                continue  # the more specific rules report these
+            if b(u).lo <= 0:
+                yield self.hazard(ctx, node, self._fix(node, b))
+
+    @staticmethod
+    def _fix(node, b):
+        u = node.args[0]
+        if u.is_Mul and len(u.args) == 2 and u.args[0] == u.args[1]:
+            return None
+        if b(u).hi <= 1:
+            return Fix(sympy.log(E.clamp(u, EPS, 1)), False, "clamp the argument to [1e-7, 1]")
+        return Fix(sympy.log(E.maximum(u, EPS)), False, "keep the argument at least 1e-7")
+
+
+class Overflow(Rule):
+    """overflow: exp, cosh or a power can exceed the float range.
+
+    What it does:
+        Finds ``exp(u)`` with u able to pass 88.7 (float32's limit; float64's is
+        709.8), ``cosh(u)`` with |u| past 89.4, and powers or quotients whose
+        magnitude can pass 3.4e38, over the declared domains (±1000 for reals).
+
+    Why is this bad?
+        The value becomes inf, and inf - inf or 0 * inf later gives NaN; the
+        gradient of an overflowed term is inf or NaN as well.
+
+    Example:
+        ``log(1 + exp(x))``, ``1/(1 + exp(-x))``, ``log(cosh(x))`` for real x.
+
+    Use instead:
+        ``softplus(x)``, ``sigmoid(x)``, ``abs(x) + log1p(exp(-2*abs(x))) - log(2)``,
+        ``logsumexp(z)``: forms that only exponentiate non-positive numbers.
+        A quantity that is the rate itself (Poisson) can be ``[accept]``ed.
+
+    References:
+        float32 max 3.4028235e38 = exp(88.72); float64 max 1.798e308 = exp(709.78).
+    """
+
+    kind = "overflow"
+    message = "can exceed the float range"
+
+    def check(self, ctx):
+        for node, b in ctx.nodes(sympy.exp, sympy.cosh, sympy.Pow, sympy.log):
+            if isinstance(node, sympy.log):
+                continue
+            if isinstance(node, sympy.exp):
+                if is_softmax_argument(node.args[0]):
+                    continue
+                if b(node.args[0]).hi > EXP_MAX:
+                    yield self.hazard(ctx, node, self._fix(ctx, node), "exp can overflow")
+            elif isinstance(node, sympy.cosh):
+                if b(node.args[0]).magnitude > EXP_MAX + 0.69:
+                    yield self.hazard(ctx, node, None, "cosh can overflow")
+            elif node.exp.is_number and b(node).magnitude > FLOAT_MAX and not b(node.base).reaches_zero:
+                yield self.hazard(ctx, node, None, "power can exceed the float range")
+
+    @staticmethod
+    def _fix(ctx, node):
+        # The enclosing spellings have safe rewrites; stabilize() applies them from the log/ratio upward.
+        return None
+
+
+class DivisionByZero(Rule):
+    """division-by-zero: a denominator can reach 0.
+
+    What it does:
+        Finds ``1/u`` (a negative integer power) where the interval of u contains
+        0, including a sigmoid or softplus that underflows to exactly 0 in float
+        (sigmoid(x) = 0.0 below x = -104 in float32).
+
+    Why is this bad?
+        ``1/0 = inf``, ``0/0 = NaN``; in a gradient the NaN reaches every weight.
+
+    Example:
+        ``1/(1 - p)`` with p a probability; ``target/sigmoid(x)``.
+
+    Use instead:
+        Add a positive epsilon to a nonnegative denominator (``1/(s + eps)``), or
+        rewrite so the ratio never forms (``softplus`` instead of ``log(1 + exp)``).
+
+    References:
+        IEEE 754: x/0 is ±inf for x != 0 and NaN for x = 0.
+    """
+
+    kind = "division-by-zero"
+    message = "denominator can reach 0"
+
+    def check(self, ctx):
+        for node, b in ctx.nodes(sympy.Pow):
+            if node.exp.is_Integer and node.exp < 0 and b(node.base).reaches_zero:
+                if isinstance(node.base, E.norm):
+                    continue  # reported as sqrt-at-zero (the norm's own gradient)
+                yield self.hazard(ctx, node, self._fix(node, b))
+
+    @staticmethod
+    def _fix(node, b):
+        base = node.base
+        if b(base).lo >= 0:
+            return Fix(sympy.Pow(base + EPS, node.exp), False, "add 1e-7 to the nonnegative denominator")
+        return None
+
+
+class SqrtAtZero(Rule):
+    """sqrt-at-zero: a sqrt argument can reach 0, so its gradient is infinite there.
+
+    What it does:
+        Finds ``sqrt(u)`` (and ``u**(-1/2)`` in a gradient) with u able to reach
+        0, and ``norm(v)`` with v able to be the zero vector (the norm's gradient
+        ``v/norm(v)`` is 0/0 there).
+
+    Why is this bad?
+        d sqrt(u)/du = 1/(2 sqrt(u)) is infinite at 0; multiplied by a zero
+        upstream gradient it becomes NaN.
+
+    Example:
+        ``sqrt(sum((a - b)**2))`` for equal embeddings; ``norm(a - b)``.
+
+    Use instead:
+        ``sqrt(s + eps)``, or ``norm(a - b + eps)`` as ``F.pairwise_distance`` does.
+
+    References:
+        ``torch.nn.functional.pairwise_distance`` adds eps=1e-6 to the difference.
+    """
+
+    kind = "sqrt-at-zero"
+    message = "sqrt of a value that can reach 0: infinite gradient"
+
+    def check(self, ctx):
+        for node, b in ctx.nodes(sympy.Pow, E.norm):
+            if isinstance(node, E.norm):
+                if b(node.args[0]).reaches_zero:
+                    yield self.hazard(ctx, node, Fix(E.norm(node.args[0] + EPS), False, "add 1e-7 inside the norm"),
+                                      "norm of a vector that can be 0: its gradient is 0/0")
+                continue
+            if node.exp in (sympy.S.Half, -sympy.S.Half) and b(node.base).lo <= 0:
+                fix = Fix(sympy.sqrt(node.base + EPS), False, "add 1e-7 under the sqrt") if node.exp > 0 else None
+                yield self.hazard(ctx, node, fix)
+            elif node.exp.is_Integer and node.exp < 0 and isinstance(node.base, E.norm) and b(node.base).reaches_zero:
+                yield self.hazard(ctx, node, None, "division by a norm that can be 0")
+
+
+class PowDomain(Rule):
+    """pow-domain: a fractional power of a possibly negative base, or a negative power of a possibly zero base.
+
+    What it does:
+        Finds ``b**e`` with a non-integer e where b can be negative, and with a
+        negative non-integer e where b can be 0 (including a symbolic exponent
+        whose domain allows it, as ``(1 - p_t)**gamma`` with gamma < 1 has).
+
+    Why is this bad?
+        A fractional power of a negative number is NaN; a negative power of 0 is inf.
+
+    Example:
+        ``x**0.5`` with x real; ``(1 - p)**(gamma - 1)`` with gamma in [0, 1).
+
+    Use instead:
+        Restrict the base's domain, use ``abs(x)**e``, or declare the exponent's
+        domain so the power cannot go negative (``gamma`` in ``[1, 10]``).
+
+    References:
+        C99 pow: pow(x, y) is NaN for finite x < 0 and finite non-integer y.
+    """
+
+    kind = "pow-domain"
+    message = "power outside its real domain"
+
+    def check(self, ctx):
+        for node, b in ctx.nodes(sympy.Pow):
+            exp = node.exp
+            if exp.is_Integer or exp in (sympy.S.Half, -sympy.S.Half):
+                continue
+            base, e = b(node.base), b(exp)
+            integral = exp.is_integer is True
+            if base.lo < 0 and not integral:
+                yield self.hazard(ctx, node, None, "fractional power of a value that can be negative")
+            elif e.lo < 0 and base.reaches_zero:
+                yield self.hazard(ctx, node, None, "negative power of a value that can be 0")
+
+
+class LogSumExp(Rule):
+    """log-sum-exp: ``log(sum(exp(..)))`` without the max shift.
+
+    What it does:
+        Finds ``log(sum(exp(z)))`` over an axis (and ``log(exp(a) + exp(b))``)
+        where the exponents can overflow (above 88.7) or all underflow (below -87).
+
+    Why is this bad?
+        One logit above 88.7 makes the sum inf in float32; all logits below -87
+        make it 0 and the log -inf. Either way the softmax gradient is NaN.
+
+    Example:
+        ``log(sum(exp(z))) - sum(y*z)`` with real logits.
+
+    Use instead:
+        ``logsumexp(z)``, which subtracts the maximum before exponentiating.
+
+    References:
+        ``torch.logsumexp``; ``scipy.special.logsumexp``.
+    """
+
+    kind = "log-sum-exp"
+    message = "log(sum(exp(...))) without the max shift"
+
+    def check(self, ctx):
+        for node, b in ctx.nodes(sympy.log):
+            u = node.args[0]
+            z = sum_of_exps(u)
+            if z is not None:
+                zb = b(z)
+                if zb.hi > EXP_MAX or zb.lo < -87:
+                    yield self.hazard(ctx, node, Fix(E.logsumexp(z), True, "logsumexp with the max shift"))
+            elif u.is_Add and len(u.args) == 2 and all(isinstance(a, sympy.exp) for a in u.args):
+                a, c = (t.args[0] for t in u.args)
+                if max(b(a).hi, b(c).hi) > EXP_MAX or min(b(a).hi, b(c).hi) < -87:
+                    fix = E.maximum(a, c) + log1p(sympy.exp(-sympy.Abs(a - c)))
+                    yield self.hazard(ctx, node, Fix(fix, True, "logaddexp: max + log1p(exp(-|a - b|))"))
+
+
+class LogSigmoid(Rule):
+    """log-sigmoid: ``log(sigmoid(x))``, ``log(1 - sigmoid(x))`` or their exp spellings.
+
+    What it does:
+        Finds the log of a sigmoid in any common spelling (``sigmoid(x)``,
+        ``1 - sigmoid(x)``, ``1/(1 + exp(-x))``, ``exp(x)/(1 + exp(x))``) where the
+        sigmoid can saturate to exactly 0 or 1 in float.
+
+    Why is this bad?
+        In float32, ``1 - sigmoid(x)`` is exactly 0 from x = 16.6 (float64: 36.7),
+        and ``sigmoid(x)`` is 0 below -104: the log is -inf, the gradient NaN.
+
+    Example:
+        ``-(y*log(sigmoid(x)) + (1 - y)*log(1 - sigmoid(x)))``.
+
+    Use instead:
+        ``log(sigmoid(x)) = -softplus(-x)`` and ``log(1 - sigmoid(x)) = -softplus(x)``.
+
+    References:
+        optax.sigmoid_binary_cross_entropy: "log(1 - sigmoid(x)) = log_sigmoid(-x),
+        the latter more numerically stable".
+    """
+
+    kind = "log-sigmoid"
+    message = "log of a sigmoid that can saturate"
+
+    def check(self, ctx):
+        for node, b in ctx.nodes(sympy.log):
+            x = sigmoid_form(node.args[0])
+            if x is None:
+                continue
+            if b(node.args[0]).lo <= 0 or b(x).magnitude > 16.6:
+                yield self.hazard(ctx, node, Fix(-E.softplus(-x), True, "log(sigmoid(x)) = -softplus(-x)"))
+
+
+class ZeroGradient(Rule):
+    """zero-gradient: a term whose gradient is zero almost everywhere, so training never sees it.
+
+    What it does:
+        Finds additive terms of the loss that depend on an input only through a
+        step: ``heaviside``, ``sign``, or ``where`` with constant branches (a
+        comparison turned into a number). Their gradient is zero everywhere it exists.
+
+    Why is this bad?
+        The term changes the value the user monitors but contributes nothing to
+        the update: a penalty like ``mask.float().sum() * ratio`` on missed
+        positives never teaches the model to avoid them.
+
+    Example:
+        ``bce + ratio*y*heaviside(0.5 - p)``.
+
+    Use instead:
+        Weight the differentiable term itself: ``-(fn_weight*y*log(p) + (1 - y)*log(1 - p))``.
+
+    References:
+        The "medical" cost-sensitive loss of the loss-design chapter.
+    """
+
+    kind = "zero-gradient"
+    message = "term has zero gradient almost everywhere"
+    in_gradients = False
+
+    def check(self, ctx):
+        inputs = {s.name: s for s in ctx.inputs}
+        for term in sympy.Add.make_args(sympy.expand_mul(ctx.expr)):
+            if not ctx.varies(term):
+                continue
+            if not term.has(E.heaviside, E.sign, sympy.sign, E.where):
+                continue
+            grads = gradients(term, inputs, set(ctx.vectors))
+            if all(g == 0 for g in grads.values()):
+                yield self.hazard(ctx, term)
+
+
+class Cancellation(Rule):
+    """cancellation: ``log(1 + x)``, ``exp(x) - 1`` and kin lose precision for small x.
+
+    What it does:
+        Finds ``log(1 + x)`` and ``exp(x) - 1`` (or ``1 - exp(x)``) where x can be
+        near 0, and ``x*log(x)`` (safe as ``xlogy(x, x)``).
+
+    Why is this bad?
+        ``1 + 1e-10 == 1.0000000001`` keeps only 6 digits of x in float64 and none
+        in float32; ``exp(1e-10) - 1`` likewise. The value and its gradient lose
+        their relative precision.
+
+    Example:
+        ``log(1 + r**2)``, ``exp(x) - 1``.
+
+    Use instead:
+        ``log1p(x)``, ``expm1(x)``: exact rewrites.
+
+    References:
+        Goldberg, "What every computer scientist should know about floating-point
+        arithmetic" (1991), on catastrophic cancellation.
+    """
+
+    kind = "cancellation"
+    severity = WARNING
+    message = "loses precision when the argument is near 0"
+
+    def check(self, ctx):
+        for node, b in ctx.nodes(sympy.log, sympy.Add):
+            if isinstance(node, sympy.log):
+                x = one_plus(node.args[0])
+                if x is None or sigmoid_form(node.args[0]) is not None:
+                    continue
+                if isinstance(x, sympy.exp):
+                    continue  # log(1 + exp(x)): reported as overflow, fixed as softplus
+                if b(node.args[0]).lo <= 0:
+                    continue  # log(1 - p) reaching 0: reported as unguarded-log
+                if b(x).smallest_magnitude < 1e-3:
+                    yield self.hazard(ctx, node, Fix(log1p(x), True, "log(1 + x) = log1p(x)"))
+            else:
+                found = exp_minus_one(node)
+                if found is None:
+                    continue
+                x, sign = found
+                if b(x).smallest_magnitude < 1e-3:
+                    yield self.hazard(ctx, node, Fix(sign * expm1(x), True, "exp(x) - 1 = expm1(x)"))
+
+
+class NonDifferentiable(Rule):
+    """non-differentiable: a kink (abs, max, min, clamp, piecewise) where a subgradient convention is used.
+
+    What it does:
+        Lists ``abs``, ``max``, ``min``, ``clamp`` and ``where`` whose argument or
+        condition depends on an input.
+
+    Why is this bad?
+        It usually is not: the loss is continuous, and at the kink lossforge uses
+        PyTorch's conventions (``abs``/``relu``: 0, ``clamp``: 1 at the boundary).
+        It is listed so that a reader knows where second-order methods see a jump.
+
+    Example:
+        ``abs(pred - target)``, ``max(0, margin - y*s)``.
+
+    Use instead:
+        Nothing is required; ``huber`` or ``softplus`` are smooth alternatives.
+
+    References:
+        Clarke, "Optimization and Nonsmooth Analysis" (1983): subgradients.
+    """
+
+    kind = "non-differentiable"
+    severity = INFO
+    message = "kink: a subgradient convention is used"
+    in_gradients = False
+
+    def check(self, ctx):
+        for node, _ in ctx.nodes(sympy.Abs, E.maximum, E.minimum, E.clamp, E.where):
+            probe = node.args[0] if isinstance(node, (E.where, E.clamp)) else node
+            if ctx.varies(probe) and not (isinstance(node, E.where) and not ctx.varies(node.args[1]) and not ctx.varies(node.args[2])):
+                yield self.hazard(ctx, node)
+
+
+#: The one ordered registry of rules.
+RULES: tuple[Rule, ...] = (
+    UnguardedLog(),
+    Overflow(),
+    DivisionByZero(),
+    SqrtAtZero(),
+    PowDomain(),
+    LogSumExp(),
+    LogSigmoid(),
+    ZeroGradient(),
+    Cancellation(),
+    NonDifferentiable(),
+)
+KINDS = tuple(r.kind for r in RULES)
+_SEVERITY_ORDER = {ERROR: 0, WARNING: 1, INFO: 2}
+
+
+def explain(kind: str) -> str:
+    """The documentation of a hazard kind (its rule's docstring)."""
+    for rule in RULES:
+        if rule.kind == kind:
+            return type(rule).__doc__.strip()
+    raise UnknownNameError(f"unknown hazard kind {kind!r} (known: {', '.join(KINDS)})", token=str(kind))
+
+
+def check(spec: LossSpec) -> Report:
+    """Every hazard of the loss and of each gradient, over the declared domains."""
+    if not isinstance(spec, LossSpec):
+        raise AnalysisError(f"check() needs a LossSpec, got {type(spec).__name__}", token=type(spec).__name__)
+    for kind in spec.accept:
+        if kind not in KINDS:
+            raise UnknownNameError(f"[accept] names an unknown hazard kind {kind!r} (known: {', '.join(KINDS)})",
+                                   token=str(kind))
+    start = time.perf_counter()
+    bounds = bounds_for(spec)
+    table = spec.sympy_symbols
+    inputs = frozenset(table[n] for n in spec.inputs)
+    vectors = frozenset(table[n] for n, v in spec.symbols.items() if v.axis)
+    found: dict[tuple[str, sympy.Basic], Hazard] = {}
+    for where, expr in derive(spec).exprs().items():
+        ctx = Context(expr, where, bounds, inputs, vectors)
+        for rule in RULES:
+            if where != "loss" and not rule.in_gradients:
+                continue
+            for h in rule.check(ctx):
+                key = (where, h.expr)
+                old = found.get(key)
+                if old is None or _SEVERITY_ORDER[h.severity] < _SEVERITY_ORDER[old.severity]:
+                    found[key] = h
+    hazards = []
+    for h in found.values():
+        if h.kind in spec.accept:
+            h = Hazard(h.kind, h.severity, h.where, h.expr, h.message, h.fix, True, spec.accept[h.kind])
+        hazards.append(h)
+    order = {w: i for i, w in enumerate(derive(spec).exprs())}
+    hazards.sort(key=lambda h: (order[h.where], KINDS.index(h.kind), sympy.default_sort_key(h.expr)))
+    return Report(spec.name, tuple(hazards), time.perf_counter() - start)

@@ -1,0 +1,439 @@
+"""Interval bounds of expressions, in floating point.
+
+Each symbol starts from its domain's interval (``domains.py``); bounds then
+propagate through the expression, one function per SymPy class registered
+with :func:`functools.singledispatch` (SymPy's own class hierarchy does the
+dispatch, as in its printers). Three choices make this *float* reasoning:
+
+* an unbounded end stands for ±1000 (``REAL_EXTREME``), the magnitude the
+  analysis promises finiteness for, and ``positive`` starts at 1e-30, not at
+  the smallest subnormal;
+* functions that saturate are bounded with their float32 values: sigmoid(x)
+  is exactly 1.0 from x = 16.6 and exactly 0.0 below x = -104, softplus(x) is
+  0.0 below x = -104, so ``1 - sigmoid(x)`` and ``log(softplus(x))`` can be
+  exactly 0 and -inf;
+* overflow thresholds are float32's (exp overflows above 88.72), which also
+  covers float64.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import singledispatch
+
+import numpy as np
+import sympy
+from sympy.codegen.cfunctions import expm1, log1p
+
+from .. import expr as E
+from ..domains import REAL_EXTREME, Domain
+
+#: Largest finite float32, and the largest argument exp takes without overflowing.
+FLOAT_MAX = float(np.finfo(np.float32).max)
+EXP_MAX = math.log(FLOAT_MAX)  # 88.72
+#: The smallest magnitude the analysis treats as a value of "positive" (or of x > 0).
+TINY = 1e-30
+INF = math.inf
+
+
+@dataclass(frozen=True)
+class Bound:
+    """A closed interval [lo, hi]; ``nonzero`` when 0 itself is excluded (a sign, an open end)."""
+
+    lo: float
+    hi: float
+    nonzero: bool = False
+
+    @property
+    def reaches_zero(self) -> bool:
+        return self.lo <= 0 <= self.hi and not self.nonzero
+
+    @property
+    def magnitude(self) -> float:
+        return max(abs(self.lo), abs(self.hi))
+
+    @property
+    def smallest_magnitude(self) -> float:
+        if self.lo <= 0 <= self.hi:
+            return 0.0
+        return min(abs(self.lo), abs(self.hi))
+
+    def hull(self, other: Bound) -> Bound:
+        return Bound(min(self.lo, other.lo), max(self.hi, other.hi), self.nonzero and other.nonzero)
+
+
+REAL = Bound(-INF, INF)
+
+
+def of_domain(dom: Domain) -> Bound:
+    """The analysed interval of a domain."""
+    lo = -REAL_EXTREME if dom.lo == -INF else dom.lo
+    hi = REAL_EXTREME if dom.hi == INF else dom.hi
+    if dom.lo_open and dom.lo == 0:
+        lo = TINY
+    nonzero = dom.values is not None and 0 not in dom.values
+    return Bound(lo, hi, nonzero or lo > 0 or hi < 0)
+
+
+def _f32(func, x: float) -> float:
+    with np.errstate(all="ignore"):
+        return float(func(np.float32(x)))
+
+
+def _sigmoid32(x: float) -> float:
+    return _f32(lambda v: np.float32(1) / (np.float32(1) + np.exp(-v)), x)
+
+
+def _softplus32(x: float) -> float:
+    return _f32(lambda v: np.logaddexp(np.float32(0), v), x)
+
+
+def _mul(a: float, b: float) -> float:
+    if a == 0 or b == 0:
+        return 0.0
+    return a * b
+
+
+def _sorted(values) -> tuple[float, float]:
+    vals = [v for v in values if not math.isnan(v)]
+    return (min(vals), max(vals)) if vals else (-INF, INF)
+
+
+def _exp(x: float) -> float:
+    return math.exp(x) if x < 709 else INF
+
+
+class Bounds:
+    """Bounds of every subexpression of an analysed expression, memoized.
+
+    ``env`` maps symbols to their bounds; ``narrowed`` returns a copy whose
+    symbols are restricted by a condition (the branch of a ``where``).
+    """
+
+    def __init__(self, env: dict[sympy.Symbol, Bound], simplex: frozenset = frozenset()):
+        self.env = env
+        self.simplex = simplex  # symbols whose rows sum to 1 (simplex, onehot)
+        self._memo: dict[sympy.Basic, Bound] = {}
+
+    def __call__(self, expr: sympy.Basic) -> Bound:
+        found = self._memo.get(expr)
+        if found is None:
+            found = _bound(expr, self)
+            self._memo[expr] = found
+        return found
+
+    def narrowed(self, cond: sympy.Basic) -> Bounds:
+        """The same bounds where ``cond`` holds (simple comparisons of a symbol with a constant)."""
+        env = dict(self.env)
+        for rel in _conjuncts(cond):
+            _narrow(env, rel, self)
+        return Bounds(env, self.simplex)
+
+
+def _conjuncts(cond: sympy.Basic) -> list[sympy.Basic]:
+    if isinstance(cond, sympy.And):
+        return [c for a in cond.args for c in _conjuncts(a)]
+    if isinstance(cond, sympy.Not):
+        return [c.negated for c in _conjuncts(cond.args[0]) if isinstance(c, sympy.core.relational.Relational)]
+    return [cond]
+
+
+def _narrow(env: dict, rel: sympy.Basic, bounds: Bounds) -> None:
+    if not isinstance(rel, sympy.core.relational.Relational):
+        return
+    lhs, rhs, op = rel.lhs, rel.rhs, rel.rel_op
+    if not isinstance(lhs, sympy.Symbol):
+        if isinstance(rhs, sympy.Symbol):
+            lhs, rhs = rhs, lhs
+            op = {"<": ">", "<=": ">=", ">": "<", ">=": "<=", "==": "==", "!=": "!="}[op]
+        else:
+            return
+    if lhs not in env:
+        return
+    cur, lim = env[lhs], bounds(rhs)
+    if op in (">", ">="):
+        lo = max(cur.lo, lim.lo)
+        if op == ">" and lo == 0:
+            lo = TINY
+        env[lhs] = Bound(lo, cur.hi, cur.nonzero or lo > 0)
+    elif op in ("<", "<="):
+        hi = min(cur.hi, lim.hi)
+        if op == "<" and hi == 0:
+            hi = -TINY
+        env[lhs] = Bound(cur.lo, hi, cur.nonzero or hi < 0)
+    elif op == "!=" and lim.lo == lim.hi == 0:
+        env[lhs] = Bound(cur.lo, cur.hi, True)
+    elif op == "==":
+        env[lhs] = Bound(max(cur.lo, lim.lo), min(cur.hi, lim.hi), cur.nonzero)
+
+
+# -- one bound function per SymPy class ------------------------------------------------
+
+
+@singledispatch
+def _bound(expr: sympy.Basic, b: Bounds) -> Bound:
+    return REAL  # unknown construct: no claim
+
+
+@_bound.register
+def _(expr: sympy.Symbol, b: Bounds) -> Bound:
+    return b.env.get(expr, REAL)
+
+
+@_bound.register
+def _(expr: sympy.Number, b: Bounds) -> Bound:
+    v = float(expr)
+    return Bound(v, v, v != 0)
+
+
+@_bound.register
+def _(expr: sympy.NumberSymbol, b: Bounds) -> Bound:
+    v = float(expr)
+    return Bound(v, v, True)
+
+
+@_bound.register
+def _(expr: sympy.Add, b: Bounds) -> Bound:
+    lo = hi = 0.0
+    for arg in expr.args:
+        x = b(arg)
+        lo, hi = lo + x.lo, hi + x.hi
+    lo = -INF if math.isnan(lo) else lo
+    hi = INF if math.isnan(hi) else hi
+    nonzero = lo > 0 or hi < 0
+    return Bound(lo, hi, nonzero)
+
+
+@_bound.register
+def _(expr: sympy.Mul, b: Bounds) -> Bound:
+    out = Bound(1.0, 1.0, True)
+    for arg in expr.args:
+        x = b(arg)
+        lo, hi = _sorted([_mul(out.lo, x.lo), _mul(out.lo, x.hi), _mul(out.hi, x.lo), _mul(out.hi, x.hi)])
+        out = Bound(lo, hi, out.nonzero and x.nonzero)
+    return out
+
+
+@_bound.register
+def _(expr: sympy.Pow, b: Bounds) -> Bound:
+    base, exp = b(expr.base), expr.exp
+    if exp.is_Integer:
+        n = int(exp)
+        if n >= 0:
+            corners = [base.lo**n, base.hi**n] if abs(base.lo) < 1e300 and abs(base.hi) < 1e300 else [INF]
+            lo, hi = _sorted(corners)
+            if n % 2 == 0 and base.lo <= 0 <= base.hi:
+                lo = 0.0
+            return Bound(lo, hi, base.nonzero)
+        if base.reaches_zero or base.smallest_magnitude == 0:
+            return REAL
+        inv = Bound(*_sorted([1 / base.lo, 1 / base.hi]), True) if base.lo > 0 or base.hi < 0 else REAL
+        return _pow_inverse(inv, -n)
+    e = b(exp)
+    if base.lo < 0:
+        return REAL
+    corners = []
+    for x in (base.lo, base.hi):
+        for y in (e.lo, e.hi):
+            if x == 0 and y < 0:
+                corners.append(INF)
+            elif x == 0:
+                corners.append(0.0)
+            else:
+                try:
+                    corners.append(math.exp(y * math.log(x)) if y * math.log(x) < 709 else INF)
+                except (OverflowError, ValueError):
+                    corners.append(INF)
+    lo, hi = _sorted(corners)
+    return Bound(lo, hi, base.lo > 0)
+
+
+def _pow_inverse(inv: Bound, n: int) -> Bound:
+    corners = [inv.lo**n if abs(inv.lo) < 1e300 else INF, inv.hi**n if abs(inv.hi) < 1e300 else INF]
+    lo, hi = _sorted(corners)
+    if n % 2 == 0 and inv.lo <= 0 <= inv.hi:
+        lo = 0.0
+    return Bound(lo, hi, True)
+
+
+def is_softmax_argument(arg: sympy.Expr) -> bool:
+    """``u - logsumexp(u)``: its exp is a softmax, in [0, 1] whatever u is."""
+    for term in sympy.Add.make_args(arg):
+        if isinstance(-term, E.logsumexp) and sympy.expand(arg - term - (-term).args[0]) == 0:
+            return True
+    return False
+
+
+@_bound.register
+def _(expr: sympy.exp, b: Bounds) -> Bound:
+    if is_softmax_argument(expr.args[0]):
+        return Bound(0.0, 1.0)
+    x = b(expr.args[0])
+    lo = _exp(x.lo) if x.lo > -745 else 0.0
+    return Bound(lo, _exp(x.hi), x.lo > -87)
+
+
+@_bound.register
+def _(expr: sympy.log, b: Bounds) -> Bound:
+    x = b(expr.args[0])
+    lo = math.log(x.lo) if x.lo > 0 else -INF
+    hi = math.log(x.hi) if 0 < x.hi < INF else (INF if x.hi == INF else -INF)
+    return Bound(lo, hi)
+
+
+@_bound.register
+def _(expr: log1p, b: Bounds) -> Bound:
+    x = b(expr.args[0])
+    lo = math.log1p(x.lo) if x.lo > -1 else -INF
+    hi = math.log1p(x.hi) if -1 < x.hi < INF else (INF if x.hi == INF else -INF)
+    return Bound(lo, hi, x.nonzero)
+
+
+@_bound.register
+def _(expr: expm1, b: Bounds) -> Bound:
+    x = b(expr.args[0])
+    return Bound(math.expm1(max(x.lo, -745)), _exp(x.hi) - 1 if x.hi < 709 else INF, x.nonzero)
+
+
+@_bound.register
+def _(expr: sympy.Abs, b: Bounds) -> Bound:
+    x = b(expr.args[0])
+    return Bound(x.smallest_magnitude, x.magnitude, x.nonzero)
+
+
+@_bound.register
+def _(expr: sympy.sign, b: Bounds) -> Bound:
+    x = b(expr.args[0])
+    return Bound(-1.0 if x.lo < 0 else (0.0 if x.lo == 0 else 1.0), 1.0 if x.hi > 0 else (0.0 if x.hi == 0 else -1.0))
+
+
+@_bound.register
+def _(expr: sympy.tanh, b: Bounds) -> Bound:
+    x = b(expr.args[0])
+    return Bound(math.tanh(x.lo), math.tanh(x.hi), x.nonzero)
+
+
+@_bound.register
+def _(expr: sympy.cosh, b: Bounds) -> Bound:
+    x = b(expr.args[0])
+    top = x.magnitude
+    return Bound(math.cosh(x.smallest_magnitude) if x.smallest_magnitude < 709 else INF,
+                 math.cosh(top) if top < 709 else INF, True)
+
+
+@_bound.register
+def _(expr: E.sigmoid, b: Bounds) -> Bound:
+    x = b(expr.args[0])
+    return Bound(_sigmoid32(x.lo), _sigmoid32(x.hi), x.lo > -103)
+
+
+@_bound.register
+def _(expr: E.softplus, b: Bounds) -> Bound:
+    x = b(expr.args[0])
+    return Bound(_softplus32(x.lo), _softplus32(x.hi) if x.hi < 1e30 else INF, x.lo > -103)
+
+
+@_bound.register
+def _(expr: E.clamp, b: Bounds) -> Bound:
+    x, lo, hi = (b(a) for a in expr.args)
+    out_lo = min(max(x.lo, lo.lo), hi.lo)
+    out_hi = min(max(x.hi, lo.hi), hi.hi)
+    return Bound(out_lo, out_hi, out_lo > 0 or out_hi < 0)
+
+
+@_bound.register
+def _(expr: E.maximum, b: Bounds) -> Bound:
+    x, y = (b(a) for a in expr.args)
+    lo = max(x.lo, y.lo)
+    return Bound(lo, max(x.hi, y.hi), lo > 0)
+
+
+@_bound.register
+def _(expr: E.minimum, b: Bounds) -> Bound:
+    x, y = (b(a) for a in expr.args)
+    hi = min(x.hi, y.hi)
+    return Bound(min(x.lo, y.lo), hi, hi < 0)
+
+
+@_bound.register
+def _(expr: E.heaviside, b: Bounds) -> Bound:
+    return Bound(0.0, 1.0)
+
+
+@_bound.register
+def _(expr: E.where, b: Bounds) -> Bound:
+    cond, yes, no = expr.args
+    return b.narrowed(cond)(yes).hull(b.narrowed(sympy.Not(cond))(no))
+
+
+@_bound.register
+def _(expr: E.xlogy, b: Bounds) -> Bound:
+    x, y = (b(a) for a in expr.args)
+    if y.lo <= 0:
+        return REAL
+    ly = Bound(math.log(y.lo), math.log(y.hi) if y.hi < INF else INF)
+    lo, hi = _sorted([_mul(x.lo, ly.lo), _mul(x.lo, ly.hi), _mul(x.hi, ly.lo), _mul(x.hi, ly.hi)])
+    return Bound(lo, hi)
+
+
+def _weights_on_simplex(arg: sympy.Expr, b: Bounds) -> sympy.Expr | None:
+    """``y*e`` with y a simplex/one-hot symbol: sum(y*e) is a convex combination of e."""
+    if isinstance(arg, sympy.Symbol) and arg in b.simplex:
+        return sympy.S.One
+    if arg.is_Mul:
+        for factor in arg.args:
+            if factor in b.simplex:
+                return arg / factor
+    return None
+
+
+@_bound.register
+def _(expr: E.axis_sum, b: Bounds) -> Bound:
+    arg = expr.args[0]
+    rest = _weights_on_simplex(arg, b)
+    if rest is not None:
+        return b(rest)
+    x = b(arg)
+    if x.lo == x.hi == 0:
+        return x
+    return Bound(x.lo if x.lo >= 0 else -INF, x.hi if x.hi <= 0 else INF, x.nonzero and (x.lo > 0 or x.hi < 0))
+
+
+@_bound.register
+def _(expr: E.axis_mean, b: Bounds) -> Bound:
+    return b(expr.args[0])
+
+
+@_bound.register
+def _(expr: E.logsumexp, b: Bounds) -> Bound:
+    x = b(expr.args[0])
+    return Bound(x.lo, INF if x.hi == INF else x.hi + 30.0)  # log(K) <= 30 for any axis that fits in memory
+
+
+@_bound.register
+def _(expr: E.norm, b: Bounds) -> Bound:
+    x = b(expr.args[0])
+    return Bound(x.smallest_magnitude, INF, x.nonzero)
+
+
+@_bound.register
+def _(expr: E.cumsum, b: Bounds) -> Bound:
+    x = b(expr.args[0])
+    return Bound(x.lo if x.lo >= 0 else -INF, x.hi if x.hi <= 0 else INF)
+
+
+_bound.register(E.rev_cumsum, _bound.dispatch(E.cumsum))
+
+
+@_bound.register
+def _(expr: E.axis_size, b: Bounds) -> Bound:
+    return Bound(1.0, INF, True)
+
+
+def bounds_for(spec) -> Bounds:
+    """The starting bounds of a spec's symbols (their declared domains)."""
+    table = spec.sympy_symbols
+    env = {table[n]: of_domain(v.domain) for n, v in spec.symbols.items()}
+    simplex = frozenset(table[n] for n, v in spec.symbols.items() if v.domain.name in ("simplex", "onehot"))
+    return Bounds(env, simplex)

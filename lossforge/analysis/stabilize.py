@@ -1,0 +1,93 @@
+"""Stabilizing rewrites: a loss rewritten into forms that stay finite.
+
+A rewrite is a value, ``(name, query, replacement, safe)``, kept in one
+ordered tuple like SymPy's ``optims_numpy``. Safe rewrites preserve the value
+exactly (``log(1 + x) -> log1p(x)``); unsafe ones change it near the hazard
+(a clamp or an eps), and ``stabilize`` applies them only when asked. The
+unsafe ones come from the hazard rules' own fixes, applied where
+``lf.check`` reports a hazard, so stabilize and check never disagree.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import sympy
+from sympy.codegen.cfunctions import expm1, log1p
+
+from .. import expr as E
+from ..errors import AnalysisError
+from ..spec import LossSpec
+from .hazards import check, exp_minus_one, one_plus, sigmoid_form, sum_of_exps
+
+
+def _is_log_of(pred):
+    return lambda n: isinstance(n, sympy.log) and pred(n.args[0])
+
+
+def _x_log_x(n: sympy.Basic) -> bool:
+    if not n.is_Mul:
+        return False
+    logs = [a for a in n.args if isinstance(a, sympy.log)]
+    return any(sympy.simplify(n / lg - lg.args[0]) == 0 for lg in logs)
+
+
+def _xlogy(n: sympy.Mul) -> sympy.Expr:
+    lg = next(a for a in n.args if isinstance(a, sympy.log) and sympy.simplify(n / a - a.args[0]) == 0)
+    return E.xlogy(lg.args[0], lg.args[0])
+
+
+def _softplus_of(u: sympy.Expr) -> sympy.Expr | None:
+    x = one_plus(u)
+    return x.args[0] if isinstance(x, sympy.exp) else None
+
+
+def _log_cosh(x: sympy.Expr) -> sympy.Expr:
+    return sympy.Abs(x) + log1p(sympy.exp(-2 * sympy.Abs(x))) - sympy.log(2)
+
+
+#: The safe rewrites, in the order they are tried: each (name, query, replacement).
+SAFE_REWRITES = (
+    ("log(sigmoid(x)) -> -softplus(-x)", _is_log_of(lambda u: sigmoid_form(u) is not None),
+     lambda n: -E.softplus(-sigmoid_form(n.args[0]))),
+    ("log(1 + exp(x)) -> softplus(x)", _is_log_of(lambda u: _softplus_of(u) is not None),
+     lambda n: E.softplus(_softplus_of(n.args[0]))),
+    ("log(sum(exp(z))) -> logsumexp(z)", _is_log_of(lambda u: sum_of_exps(u) is not None),
+     lambda n: E.logsumexp(sum_of_exps(n.args[0]))),
+    ("log(cosh(x)) -> |x| + log1p(exp(-2|x|)) - log(2)", _is_log_of(lambda u: isinstance(u, sympy.cosh)),
+     lambda n: _log_cosh(n.args[0].args[0])),
+    ("log(1 + x) -> log1p(x)", _is_log_of(lambda u: one_plus(u) is not None), lambda n: log1p(one_plus(n.args[0]))),
+    ("exp(x) - 1 -> expm1(x)", lambda n: n.is_Add and exp_minus_one(n) is not None,
+     lambda n: exp_minus_one(n)[1] * expm1(exp_minus_one(n)[0])),
+    ("1/(1 + exp(-x)) -> sigmoid(x)",
+     lambda n: (n.is_Pow or n.is_Mul) and not isinstance(n, E.sigmoid) and sigmoid_form(n) is not None,
+     lambda n: E.sigmoid(sigmoid_form(n))),
+    ("x*log(x) -> xlogy(x, x)", _x_log_x, _xlogy),
+)
+
+
+def stabilize(spec: LossSpec, unsafe: bool = False) -> LossSpec:
+    """``spec`` with its hazards rewritten: safe (exact) rewrites, and unsafe ones if asked.
+
+    The result is a new spec with the same symbols; its ``expr`` is the
+    rewritten expression. Safe rewrites keep it symbolically equal to the
+    original; unsafe ones (clamps, eps) change values only near the hazard.
+    """
+    if not isinstance(spec, LossSpec):
+        raise AnalysisError(f"stabilize() needs a LossSpec, got {type(spec).__name__}", token=type(spec).__name__)
+    expr = spec.sympy
+    for _name, query, rewrite in SAFE_REWRITES:
+        expr = expr.replace(query, rewrite)
+    result = spec if expr == spec.sympy else replace(spec, expr=E.to_text(expr))
+    if not unsafe:
+        return result
+    for _ in range(8):  # each pass fixes what check still reports in the loss
+        fixes = {h.expr: h.fix.replacement for h in check(result).hazards
+                 if h.where == "loss" and h.fix is not None and not h.accepted}
+        if not fixes:
+            break
+        expr = result.sympy.xreplace(fixes)
+        if expr == result.sympy:
+            break
+        result = replace(result, expr=E.to_text(expr))
+    return result
