@@ -180,6 +180,11 @@ def exp_minus_one(u: sympy.Expr) -> tuple[sympy.Expr, int] | None:
     return None
 
 
+def _exp_pair(u: sympy.Expr) -> bool:
+    """``exp(a) + exp(b)``: the two-term log-sum-exp."""
+    return u.is_Add and len(u.args) == 2 and all(isinstance(a, sympy.exp) for a in u.args)
+
+
 def sum_of_exps(u: sympy.Expr) -> sympy.Expr | None:
     """z if ``u`` is sum(exp(z)) over an axis."""
     if isinstance(u, E.axis_sum) and isinstance(u.args[0], sympy.exp):
@@ -230,13 +235,13 @@ class UnguardedLog(Rule):
                 x, u = node.args
                 if x == u and b(u).lo >= 0:
                     continue  # xlogy(x, x) is 0 at x = 0 and finite elsewhere
-                if b(u).lo <= 0 and not (b(x).lo == b(x).hi == 0):
+                if not b(u).positive and not (b(x).lo == b(x).hi == 0):
                     yield self.hazard(ctx, node)
                 continue
             u = node.args[0]
-            if sigmoid_form(u) is not None or sum_of_exps(u) is not None or isinstance(u, sympy.cosh):
+            if sigmoid_form(u) is not None or sum_of_exps(u) is not None or isinstance(u, sympy.cosh) or _exp_pair(u):
                 continue  # the more specific rules report these
-            if b(u).lo <= 0:
+            if not b(u).positive:
                 yield self.hazard(ctx, node, self._fix(node, b))
 
     @staticmethod
@@ -404,9 +409,13 @@ class PowDomain(Rule):
     def check(self, ctx):
         for node, b in ctx.nodes(sympy.Pow):
             exp = node.exp
-            if exp.is_Integer or exp in (sympy.S.Half, -sympy.S.Half):
+            if exp.is_Integer:
                 continue
             base, e = b(node.base), b(exp)
+            if exp in (sympy.S.Half, -sympy.S.Half):  # sqrt: at 0 it is sqrt-at-zero's, below 0 NaN
+                if base.lo < 0:
+                    yield self.hazard(ctx, node, None, "sqrt of a value that can be negative")
+                continue
             integral = exp.is_integer is True
             if base.lo < 0 and not integral:
                 yield self.hazard(ctx, node, None, "fractional power of a value that can be negative")
@@ -446,7 +455,7 @@ class LogSumExp(Rule):
                 zb = b(z)
                 if zb.hi > EXP_MAX or zb.lo < -87:
                     yield self.hazard(ctx, node, Fix(E.logsumexp(z), True, "logsumexp with the max shift"))
-            elif u.is_Add and len(u.args) == 2 and all(isinstance(a, sympy.exp) for a in u.args):
+            elif _exp_pair(u):
                 a, c = (t.args[0] for t in u.args)
                 if max(b(a).hi, b(c).hi) > EXP_MAX or min(b(a).hi, b(c).hi) < -87:
                     fix = E.maximum(a, c) + log1p(sympy.exp(-sympy.Abs(a - c)))
@@ -623,7 +632,6 @@ RULES: tuple[Rule, ...] = (
     NonDifferentiable(),
 )
 KINDS = tuple(r.kind for r in RULES)
-_SEVERITY_ORDER = {ERROR: 0, WARNING: 1, INFO: 2}
 
 
 def explain(kind: str) -> str:
@@ -647,17 +655,14 @@ def check(spec: LossSpec) -> Report:
     table = spec.sympy_symbols
     inputs = frozenset(table[n] for n in spec.inputs)
     vectors = frozenset(table[n] for n, v in spec.symbols.items() if v.axis)
-    found: dict[tuple[str, sympy.Basic], Hazard] = {}
+    found: dict[tuple[str, str, sympy.Basic], Hazard] = {}
     for where, expr in derive(spec).exprs().items():
         ctx = Context(expr, where, bounds, inputs, vectors)
         for rule in RULES:
             if where != "loss" and not rule.in_gradients:
                 continue
             for h in rule.check(ctx):
-                key = (where, h.expr)
-                old = found.get(key)
-                if old is None or _SEVERITY_ORDER[h.severity] < _SEVERITY_ORDER[old.severity]:
-                    found[key] = h
+                found.setdefault((where, h.kind, h.expr), h)
     hazards = []
     for h in found.values():
         if h.kind in spec.accept:

@@ -50,6 +50,11 @@ class Bound:
         return self.lo <= 0 <= self.hi and not self.nonzero
 
     @property
+    def positive(self) -> bool:
+        """Every value is > 0 (an interval starting at 0 with 0 excluded counts)."""
+        return self.lo > 0 or (self.lo == 0 and self.nonzero)
+
+    @property
     def magnitude(self) -> float:
         return max(abs(self.lo), abs(self.hi))
 
