@@ -5,6 +5,8 @@ from .analysis.hazards import Hazard as Hazard
 from .analysis.hazards import Report as Report
 from .analysis.hazards import check as check
 from .analysis.hazards import explain as explain
+from .analysis.properties import Properties as Properties
+from .analysis.properties import properties as properties
 from .analysis.stabilize import stabilize as stabilize
 from .codegen.render import compile as compile
 from .codegen.render import generate as generate

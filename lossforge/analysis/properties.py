@@ -1,0 +1,271 @@
+"""Properties of a loss, derived from its expression: convexity, gradient bound, smoothness, zero at target.
+
+Each property is decided from the loss itself, never looked up: numerical
+evidence on the expression (written out element by element and evaluated in
+float64, or in 30-digit mpmath where magnitudes are large) decides it, and
+``evidence`` says how. A property is False on a counterexample, True when the
+evidence holds on every probe, and None where it does not apply.
+
+* ``convex``: midpoint convexity, f((u + v)/2) <= (f(u) + f(v))/2, on random
+  pairs of input points (all inputs jointly) at fixed targets and params,
+  including pairs that straddle the target (where kinks sit);
+* ``bounded_gradient``: the largest gradient magnitude on inputs of size 1e1,
+  1e3 and 1e5 (30 digits, so nothing overflows): a gradient that keeps
+  growing with the input is unbounded ("sensitive to outliers");
+* ``smoothness``: the loss and its gradient scanned along random lines:
+  "smooth" (both continuous), "kinked" (the gradient jumps: abs, hinge) or
+  "discontinuous" (the loss itself jumps: a step);
+* ``zero_at_target``: the loss at input = target is identically 0 (for one
+  input and one target over the same axis).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+import mpmath
+import numpy as np
+import sympy
+
+from ..derive import derive
+from ..numeric import element_symbol, elementary, evaluator, expand
+from ..spec import FrozenMap, LossSpec
+
+LENGTH = 3  # vector length for axis symbols
+PAIRS = 300
+LINES = 6
+STEPS = 1201
+
+
+@dataclass(frozen=True)
+class Properties:
+    """What a loss is like, and the evidence for each answer."""
+
+    convex: bool | None
+    bounded_gradient: bool | None
+    smoothness: str
+    zero_at_target: bool | None
+    evidence: FrozenMap = field(default_factory=FrozenMap)
+
+
+class _Numpy:
+    """The loss and its directional structure in float64, vectorised over points."""
+
+    def __init__(self, spec: LossSpec):
+        table = spec.sympy_symbols
+        vectors = {table[n] for n, v in spec.symbols.items() if v.axis}
+        self.spec = spec
+        self.names = list(spec.arrays)
+        self.args = []
+        for name in self.names:
+            sym = table[name]
+            self.args += [element_symbol(sym, k) for k in range(LENGTH)] if sym in vectors else [sym]
+        params = {table[p]: spec.symbols[p].default for p in spec.params}
+        loss = elementary(expand(derive(spec).loss, LENGTH, vectors)[0]).xreplace(params)
+        self.f = sympy.lambdify(self.args, loss, modules="numpy")
+
+    def __call__(self, flat: np.ndarray) -> np.ndarray:
+        with np.errstate(all="ignore"):
+            out = self.f(*flat)
+        return np.broadcast_to(np.asarray(out, dtype=float), flat.shape[1:])
+
+    def columns(self) -> list[tuple[str, int]]:
+        out = []
+        for name in self.names:
+            width = LENGTH if self.spec.symbols[name].axis else 1
+            out += [(name, k) for k in range(width)]
+        return out
+
+
+def _sample(spec: LossSpec, cols, rng, n: int, scale: float = 1.0) -> np.ndarray:
+    """Points (columns x n): inputs from their domain (scaled when unbounded), targets likewise."""
+    flat = np.empty((len(cols), n))
+    for i, (name, _) in enumerate(cols):
+        dom = spec.symbols[name].domain
+        if dom.vector or dom.values is not None or (np.isfinite(dom.lo) and np.isfinite(dom.hi)):
+            flat[i] = dom.sample(rng, (n,), edges=False) if not dom.vector else rng.random(n)
+        elif np.isfinite(dom.lo):
+            flat[i] = dom.lo + scale * rng.random(n) * 3
+        else:
+            flat[i] = scale * rng.normal(size=n) * 2
+    return flat
+
+
+def _input_rows(spec: LossSpec, cols) -> np.ndarray:
+    return np.array([spec.symbols[name].role == "input" for name, _ in cols])
+
+
+def _clip_to_domains(spec: LossSpec, cols, flat: np.ndarray) -> np.ndarray:
+    out = flat.copy()
+    for i, (name, _) in enumerate(cols):
+        dom = spec.symbols[name].domain
+        lo = dom.lo if np.isfinite(dom.lo) else -np.inf
+        hi = dom.hi if np.isfinite(dom.hi) else np.inf
+        out[i] = np.clip(out[i], lo, hi)
+    return out
+
+
+def _convex(spec: LossSpec, f: _Numpy, rng) -> tuple[bool | None, str]:
+    cols = f.columns()
+    rows = _input_rows(spec, cols)
+    base = _sample(spec, cols, rng, PAIRS)
+    u, v = base.copy(), base.copy()
+    u[rows] = _sample(spec, cols, rng, PAIRS)[rows]
+    v[rows] = _sample(spec, cols, rng, PAIRS)[rows]
+    # a third of the pairs straddle the targets: u = t + a, v = t - b
+    targets = [i for i, (n, _) in enumerate(cols) if spec.symbols[n].role == "target"]
+    k = PAIRS // 3
+    for i in np.flatnonzero(rows):
+        if targets:
+            t = base[targets[min(len(targets) - 1, 0)], :k]
+            u[i, :k], v[i, :k] = t + rng.random(k), t - 2 * rng.random(k)
+    u, v = _clip_to_domains(spec, cols, u), _clip_to_domains(spec, cols, v)
+    fu, fv, fm = f(u), f(v), f((u + v) / 2)
+    ok = np.isfinite(fu) & np.isfinite(fv) & np.isfinite(fm)
+    if not ok.any():
+        return None, "no finite probe"
+    gap = fm - (fu + fv) / 2
+    tol = 1e-9 * (1 + np.abs(fu) + np.abs(fv))
+    bad = np.flatnonzero(ok & (gap > tol))
+    if bad.size:
+        i = bad[0]
+        return False, f"midpoint above the chord at {_describe(cols, u[:, i])} / {_describe(cols, v[:, i])}"
+    return True, f"midpoint convexity held on {int(ok.sum())} pairs"
+
+
+def _describe(cols, column) -> str:
+    return ", ".join(f"{n}{f'[{k}]' if k else ''}={x:.3g}" for (n, k), x in zip(cols, column))
+
+
+def _bounded(spec: LossSpec, rng) -> tuple[bool | None, str]:
+    ev = evaluator(spec, LENGTH, 30)
+    names = list(spec.arrays)
+    scales = (1e1, 1e3, 1e5)
+    peaks = []
+    unbounded_inputs = [n for n in spec.inputs if not np.isfinite(spec.symbols[n].domain.hi)
+                        or not np.isfinite(spec.symbols[n].domain.lo)]
+    if not unbounded_inputs:
+        return True, "inputs range over a bounded domain; gradient checked finite by lf.check"
+    for scale in scales:
+        arrays = {}
+        for name in names:
+            var = spec.symbols[name]
+            shape = (8, LENGTH) if var.axis else (8,)
+            if name in unbounded_inputs:
+                sign = rng.choice([-1.0, 1.0], size=shape) if not np.isfinite(var.domain.lo) else 1.0
+                arrays[name] = sign * scale * (0.5 + rng.random(shape))
+            else:
+                arrays[name] = var.domain.sample(rng, shape, edges=False)
+        _, grads = ev(arrays)
+        peaks.append(max(float(np.max(np.abs(g))) for g in grads))
+    growth = peaks[-1] / max(peaks[1], 1e-300)
+    text = "max |gradient| at inputs of size " + ", ".join(f"{s:.0e}: {p:.3g}" for s, p in zip(scales, peaks))
+    if growth > 10 and peaks[-1] > 10 * max(peaks[0], 1.0):
+        return False, text + " (grows with the input: unbounded)"
+    return True, text
+
+
+def _in_domains(spec: LossSpec, cols, points: np.ndarray) -> np.ndarray:
+    ok = np.ones(points.shape[1], dtype=bool)
+    for i, (name, _) in enumerate(cols):
+        dom = spec.symbols[name].domain
+        ok &= (points[i] >= dom.lo) & (points[i] <= dom.hi)
+    return ok
+
+
+def _persists(f: _Numpy, start, direction, a: float, b: float, order: int) -> bool:
+    """Whether a jump of the values (order 0) or slopes (order 1) between s = a and b survives zooming in.
+
+    A continuous function's jump shrinks with the width of the interval; a
+    step keeps its height. Five 40x zooms tell them apart, steep logs included.
+    """
+    previous = None
+    for _ in range(5):
+        s = np.linspace(a, b, 41)
+        values = f(start[:, None] + direction[:, None] * s[None, :])
+        if not np.isfinite(values).all():
+            return False
+        slopes = np.diff(values) / (s[1] - s[0])
+        diffs = np.diff(values) if order == 0 else np.diff(slopes)
+        j = int(np.argmax(np.abs(diffs)))
+        jump = abs(diffs[j])
+        floor = 1e-9 * (np.abs(values).max() + 1.0) if order == 0 else 1e-6 * (np.abs(slopes).max() + 1.0)
+        if jump <= floor or (previous is not None and jump < 0.5 * previous):
+            return False
+        previous = jump
+        a, b = (s[j], s[j + 1]) if order == 0 else (s[max(j - 1, 0)], s[min(j + 2, len(s) - 1)])
+    return True
+
+
+def _smoothness(spec: LossSpec, f: _Numpy, rng) -> tuple[str, str]:
+    cols = f.columns()
+    rows = _input_rows(spec, cols)
+    targets = [i for i, (n, _) in enumerate(cols) if spec.symbols[n].role == "target"]
+    kinked = False
+    s = np.linspace(-3, 3, STEPS)
+    for _ in range(LINES):
+        start = _sample(spec, cols, rng, 1)[:, 0]
+        direction = np.where(rows, rng.normal(size=len(cols)), 0.0)
+        for i in np.flatnonzero(rows):  # lines through the target cross the kinks at input = target
+            if targets and rng.random() < 0.7:
+                start[i] = start[targets[0]]
+        points = start[:, None] + direction[:, None] * s[None, :]
+        keep = _in_domains(spec, cols, points)  # a straight segment inside the domains, never clipped
+        if keep.sum() < 50:
+            continue
+        seg = s[keep]
+        values = f(points[:, keep])
+        if not np.isfinite(values).all():
+            continue
+        j = int(np.argmax(np.abs(np.diff(values))))
+        if _persists(f, start, direction, seg[j], seg[j + 1], 0):
+            return "discontinuous", "the loss jumps along a line through the inputs (a step)"
+        slopes = np.diff(values) / (seg[1] - seg[0])
+        k = int(np.argmax(np.abs(np.diff(slopes))))
+        if not kinked and _persists(f, start, direction, seg[max(k - 1, 0)], seg[min(k + 2, len(seg) - 1)], 1):
+            kinked = True
+    if kinked:
+        return "kinked", "the gradient jumps along a line through the inputs (a kink)"
+    return "smooth", f"loss and slope continuous along {LINES} random lines ({STEPS} points each)"
+
+
+def _zero_at_target(spec: LossSpec) -> tuple[bool | None, str]:
+    if len(spec.inputs) != 1 or len(spec.targets) != 1:
+        return None, "needs exactly one input and one target"
+    i, t = spec.inputs[0], spec.targets[0]
+    if spec.symbols[i].axis != spec.symbols[t].axis:
+        return None, "input and target live on different axes"
+    table = spec.sympy_symbols
+    at = spec.sympy.xreplace({table[i]: table[t]})
+    probes = [sympy.simplify(at)] if at.count_ops() < 60 else [at]
+    if probes[0] == 0:
+        return True, f"loss({i} = {t}) simplifies to 0"
+    ev = evaluator(spec, LENGTH, 30)
+    rng = np.random.default_rng(7)
+    arrays = {}
+    for name in spec.arrays:
+        var = spec.symbols[name]
+        arrays[name] = var.domain.sample(rng, (6, LENGTH) if var.axis else (6,), edges=False)
+    arrays[i] = arrays[t].copy()
+    with mpmath.workdps(30):
+        values, _ = ev(arrays)
+    if np.all(np.abs(values) < 1e-12):
+        return True, f"loss is 0 at {i} = {t} on 6 probes"
+    return False, f"loss at {i} = {t} is {values[0]:.3g} (not 0)"
+
+
+@lru_cache(maxsize=128)
+def properties(spec: LossSpec) -> Properties:
+    """Convexity, gradient bound, smoothness and zero-at-target of ``spec``, with evidence."""
+    rng = np.random.default_rng(0)
+    f = _Numpy(spec)
+    convex, convex_why = _convex(spec, f, rng)
+    bounded, bounded_why = _bounded(spec, rng)
+    smooth, smooth_why = _smoothness(spec, f, rng)
+    zero, zero_why = _zero_at_target(spec)
+    evidence = FrozenMap(
+        (("convex", convex_why), ("bounded_gradient", bounded_why), ("smoothness", smooth_why),
+         ("zero_at_target", zero_why))
+    )
+    return Properties(convex, bounded, smooth, zero, evidence)
