@@ -348,10 +348,17 @@ class where(Function):
 
 
 class _Extremum(Function):
-    """Shared body of :class:`maximum` and :class:`minimum`."""
+    """Shared body of :class:`maximum` and :class:`minimum`.
+
+    ``_sign`` is +1 for the maximum and -1 for the minimum: argument ``a``
+    wins where ``_sign*(a - b) > 0``; ``_any`` combines the arguments' facts
+    (a maximum is positive if either argument is, a minimum only if both are).
+    """
 
     nargs = 2
     _pick = staticmethod(max)
+    _sign = 1
+    _any = staticmethod(fuzzy_or)
 
     @classmethod
     def eval(cls, a, b):
@@ -361,11 +368,25 @@ class _Extremum(Function):
             return a
         return None
 
+    def fdiff(self, argindex=1):
+        a, b = self.args
+        if argindex == 1:
+            return heaviside(self._sign * (a - b))
+        if argindex == 2:
+            return heaviside(self._sign * (b - a))
+        raise ArgumentIndexError(self, argindex)
+
     def _eval_is_extended_real(self):
         return _is_real(*self.args)
 
     def _eval_is_finite(self):
         return fuzzy_and(a.is_finite for a in self.args)
+
+    def _eval_is_positive(self):
+        return self._any(a.is_positive for a in self.args)
+
+    def _eval_is_nonnegative(self):
+        return self._any(a.is_nonnegative for a in self.args)
 
 
 class maximum(_Extremum):
@@ -379,24 +400,9 @@ class maximum(_Extremum):
     """
 
     spec_name = "max"
-    _pick = staticmethod(max)
-
-    def fdiff(self, argindex=1):
-        a, b = self.args
-        if argindex == 1:
-            return heaviside(a - b)
-        if argindex == 2:
-            return heaviside(b - a)
-        raise ArgumentIndexError(self, argindex)
 
     def _eval_rewrite_as_Max(self, a, b, **kwargs):
         return sympy.Max(a, b)
-
-    def _eval_is_positive(self):
-        return fuzzy_or(a.is_positive for a in self.args)
-
-    def _eval_is_nonnegative(self):
-        return fuzzy_or(a.is_nonnegative for a in self.args)
 
 
 class minimum(_Extremum):
@@ -404,23 +410,11 @@ class minimum(_Extremum):
 
     spec_name = "min"
     _pick = staticmethod(min)
-
-    def fdiff(self, argindex=1):
-        a, b = self.args
-        if argindex == 1:
-            return heaviside(b - a)
-        if argindex == 2:
-            return heaviside(a - b)
-        raise ArgumentIndexError(self, argindex)
+    _sign = -1
+    _any = staticmethod(fuzzy_and)
 
     def _eval_rewrite_as_Min(self, a, b, **kwargs):
         return sympy.Min(a, b)
-
-    def _eval_is_positive(self):
-        return fuzzy_and(a.is_positive for a in self.args)
-
-    def _eval_is_nonnegative(self):
-        return fuzzy_and(a.is_nonnegative for a in self.args)
 
 
 # --------------------------------------------------------------------------
@@ -501,9 +495,9 @@ class logsumexp(AxisFunction):
 class norm(AxisFunction):
     """``norm(e) = sqrt(sum(e**2))``, the Euclidean norm over the axis.
 
-    Its local weight is ``e / norm(e)``, infinite at the zero vector: add an eps
+    Its local weight is ``e / norm(e)``, 0/0 at the zero vector: add an eps
     inside (``norm(a - b + eps)``, as ``F.pairwise_distance``) where the zero
-    vector is reachable. The hazard analysis reports it as ``division-by-zero``.
+    vector is reachable. The hazard analysis reports it as ``sqrt-at-zero``.
     """
 
     spec_name = "norm"

@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import math
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -446,7 +447,9 @@ def _classify(fn, spec: LossSpec, probe: dict[str, np.ndarray]):
     for kind, call in (("torch", _call_torch), ("numpy", _call_numpy)):
         for indices in ((False, True) if has_onehot else (False,)):
             try:
-                call(fn, spec, probe, indices, grad=False)
+                with warnings.catch_warnings():  # a NumPy function handed tensors may warn before failing
+                    warnings.simplefilter("ignore")
+                    call(fn, spec, probe, indices, grad=False)
             except Exception as exc:  # noqa: BLE001 - any failure means "not this kind"
                 errors.append(f"{kind}{' (class indices)' if indices else ''}: {type(exc).__name__}: {exc}")
                 continue

@@ -376,7 +376,7 @@ def _finite_everywhere(spec, point: dict[str, float], dtype) -> bool:
     grads = [t.grad for t, n in zip(tensors, spec.arrays) if spec.symbols[n].role == "input"]
     with np.errstate(all="ignore"):
         nv, ng = lf.compile(spec, "numpy").loss_and_grad(*args, reduction="sum")
-    return (math.isfinite(float(value)) and all(bool(g.isfinite().all()) for g in grads)
+    return (math.isfinite(value.item()) and all(bool(g.isfinite().all()) for g in grads)
             and math.isfinite(float(nv)) and all(np.isfinite(g).all() for g in ng))
 
 
