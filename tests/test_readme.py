@@ -18,7 +18,8 @@ def test_readme_names_the_two_commands_first():
     assert [line.split()[0:2] for line in first_block.strip().splitlines()] == [["make", "demo"], ["make", "test"]]
 
 
-def test_readme_example_runs(capsys):
+def test_readme_example_runs(capsys, monkeypatch):
+    monkeypatch.chdir(README.parent)  # the examples use paths relative to the repository
     blocks = python_blocks()
     assert blocks, "README has no python example"
     namespace: dict = {}
