@@ -426,3 +426,18 @@ def test_runs_on_cuda_with_constants_on_the_device():
     out = lf.compile(s, "torch")()(x, t)
     out.backward()
     assert out.device.type == "cuda" and x.grad.device.type == "cuda" and x.grad.dtype == torch.float32
+
+
+def test_templates_ship_inside_the_wheel(tmp_path):
+    import zipfile
+
+    out = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation", "-w", str(tmp_path),
+         str(ROOT)],
+        capture_output=True, text=True,
+    )
+    assert out.returncode == 0, out.stderr
+    (wheel,) = tmp_path.glob("lossforge-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    assert {"lossforge/templates/numpy.py.j2", "lossforge/templates/torch.py.j2"} <= names
+    assert "lossforge/library/focal.toml" in names
