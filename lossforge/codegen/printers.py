@@ -167,6 +167,8 @@ class _LossPrinterMixin:
     vector_names: frozenset = frozenset()
     #: Set by the renderer: names of every array symbol (not params).
     array_names: frozenset = frozenset()
+    #: Filled while printing: module-level helpers the printed code calls.
+    helpers: set
 
     def _print_Float(self, expr):
         return repr(float(expr))
@@ -247,6 +249,7 @@ class NumpyLossPrinter(_LossPrinterMixin, NumPyPrinter):
 
     def __init__(self, settings=None):
         super().__init__({"allow_unknown_functions": False, **(settings or {})})
+        self.helpers = set()
 
     def _module_format(self, fqn, register=True):
         if fqn.startswith("numpy."):
@@ -270,6 +273,7 @@ class NumpyLossPrinter(_LossPrinterMixin, NumPyPrinter):
         return f"np.logaddexp(0.0, {self._print(expr.args[0])})"
 
     def _print_logsumexp(self, expr):
+        self.helpers.add("_logsumexp")
         return f"_logsumexp({self._print(expr.args[0])})"
 
     def _print_axis_sum(self, expr):
@@ -314,6 +318,10 @@ class TorchLossPrinter(_LossPrinterMixin, TorchPrinter):
     stand for constants and params, so results keep the inputs' dtype and
     device; ``dtype`` and ``device`` are locals of the generated function.
     """
+
+    def __init__(self, settings=None):
+        super().__init__(settings)
+        self.helpers = set()
 
     def _fn(self, name: str) -> str:
         return f"torch.{name}"

@@ -99,6 +99,7 @@ class Term:
     both_grads: tuple[str, ...]
     grad_lines: tuple[str, ...]
     grads: tuple[str, ...]
+    helpers: frozenset[str]
 
 
 # -- names ------------------------------------------------------------------------
@@ -237,6 +238,7 @@ def _build_term(target: Target, term: str, weight: str, spec: LossSpec, local: d
         both_grads=tuple(both_grads),
         grad_lines=grad_lines,
         grads=tuple(grad_exprs),
+        helpers=frozenset(printer.helpers),
     )
 
 
@@ -407,8 +409,8 @@ def generate(spec: LossSpec, target: str) -> str:
         "combined": bool(spec.terms),
         "mates": mates,
         "class_name": class_name(spec),
-        "needs_logsumexp": any("_logsumexp(" in line for t in terms
-                               for line in (*t.value_lines, t.value, *t.both_lines, *t.both_grads, t.both_value)),
+        "needs_logsumexp": any("_logsumexp" in t.helpers for t in terms),
+        "grad_names": ", ".join(f"grad_{a.local}" for a in arrays if a.var.role == "input"),
     }
     try:
         return environment().get_template(tgt.template).render(**context)
