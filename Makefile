@@ -27,6 +27,7 @@ golden: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/run.py
+	$(PY) benchmarks/cost.py
 
 clean:
 	rm -rf $(VENV) $(BUILD) .pytest_cache

@@ -9,7 +9,6 @@ shorthand ``"x: real, p: probability, y: binary target, z[c]: real, eps=1e-7: po
 from __future__ import annotations
 
 import math
-import time
 
 import numpy as np
 import pytest
@@ -330,20 +329,18 @@ def test_every_builtin_checks_without_unaccepted_errors(name):
             assert h.accepted and lf.builtin(name).accept[h.kind].strip()
 
 
-def test_check_is_fast_on_big_and_deep_expressions():
+def test_check_handles_big_and_deep_expressions():
+    # Their cost is measured in benchmarks/cost.py, not asserted here.
     terms = " + ".join(f"w{k % 7}*log(1 + exp(x*{k % 11 + 1})) + (x - {k})**2" for k in range(60))
     spec = lf.LossSpec(name="big", expr=terms, symbols={"x": lf.Var("input"), **{f"w{k}": lf.Var("param", default=1.0) for k in range(7)}})
     assert len(sympy.Add.make_args(spec.sympy)) >= 120
-    start = time.perf_counter()
-    lf.check(spec)
-    big = time.perf_counter() - start
+    report = lf.check(spec)
+    assert "overflow" in report.kinds()  # log(1 + exp(x*k)) over real x
     deep = "x"
     for k in range(25):
         deep = f"tanh({deep} + {k % 3})" if k % 2 else f"softplus({deep})*0.5"
     spec = lf.LossSpec(name="deep", expr=deep, symbols={"x": lf.Var("input")})
-    start = time.perf_counter()
-    lf.check(spec)
-    assert big < 10 and time.perf_counter() - start < 10
+    assert lf.check(spec).ok
 
 
 # -- soundness: a spec the checker calls clean is finite on every draw ----------------------

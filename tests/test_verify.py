@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 
 import numpy as np
 import pytest
@@ -23,12 +22,6 @@ def test_every_builtin_verifies(name):
     assert any("gradgradcheck" in n for n in names)
     assert any("finite" in n for n in names)
     assert all(r.tolerance >= 0 for r in report.rows)
-
-
-def test_whole_library_verifies_in_under_a_minute():
-    start = time.perf_counter()
-    assert all(lf.verify(lf.builtin(n)).ok for n in lf.builtin_names())
-    assert time.perf_counter() - start < 60
 
 
 def test_a_wrong_symbolic_gradient_would_be_caught_by_the_difference_row(monkeypatch):
