@@ -74,6 +74,7 @@ FIXTURES = {
             ("log(1 + x**2)", "x: real"),
             ("log(exp(-abs(x)) + 1)", "x: real"),
             ("xlogy(t, t) - t*z", "z: real, t: probability target"),
+            ("xlogy(p, p) + xlogy(1 - p, 1 - p)", "p: probability"),
             ("log(max(p, 1e-7))", "p: probability"),
             ("where(x > 0, log(x), 0)", "x: real"),
             ("log(2 + tanh(x))", "x: real"),
@@ -159,6 +160,7 @@ FIXTURES = {
             ("log(sum(exp(z))) - sum(y*z)", "z[c]: real, y[c]: onehot target"),
             ("log(exp(a) + exp(b))", "a: real, b: real"),
             ("log(sum(exp(z*x)))", "z[c]: real, x: real"),
+            ("-sum(y*log(exp(z)/sum(exp(z))))", "z[c]: real, y[c]: onehot target"),
         ],
         [
             ("logsumexp(z) - sum(y*z)", "z[c]: real, y[c]: onehot target"),

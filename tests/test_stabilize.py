@@ -20,6 +20,7 @@ SAFE_CASES = [
     ("-(y*log(1/(1 + exp(-x))) + (1 - y)*log(1 - 1/(1 + exp(-x))))", "x: real, y: binary target", "log-sigmoid",
      "softplus"),
     ("log(sum(exp(z))) - sum(y*z)", "z[c]: real, y[c]: onehot target", "log-sum-exp", "logsumexp"),
+    ("-sum(y*log(exp(z)/sum(exp(z))))", "z[c]: real, y[c]: onehot target", "log-sum-exp", "logsumexp"),
     ("log(cosh(x - t))", "x: real, t: real target", "overflow", "log1p"),
     ("x*log(x) - x", "x: probability", "unguarded-log", "xlogy"),
     ("exp(x) - 1", "x: [-1; 1]", "cancellation", "expm1"),

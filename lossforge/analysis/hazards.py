@@ -180,6 +180,17 @@ def exp_minus_one(u: sympy.Expr) -> tuple[sympy.Expr, int] | None:
     return None
 
 
+def softmax_form(u: sympy.Expr) -> tuple[sympy.Expr, sympy.Expr] | None:
+    """(w, z) if ``u`` is exp(w)/sum(exp(z)): a softmax written without the max shift."""
+    if not u.is_Mul:
+        return None
+    inverse = [a for a in u.args if a.is_Pow and a.exp == -1 and sum_of_exps(a.base) is not None]
+    numer = [a for a in u.args if isinstance(a, sympy.exp)]
+    if len(inverse) == 1 and len(numer) == 1 and len(u.args) == 2:
+        return numer[0].args[0], sum_of_exps(inverse[0].base)
+    return None
+
+
 def _exp_pair(u: sympy.Expr) -> bool:
     """``exp(a) + exp(b)``: the two-term log-sum-exp."""
     return u.is_Add and len(u.args) == 2 and all(isinstance(a, sympy.exp) for a in u.args)
@@ -239,7 +250,8 @@ class UnguardedLog(Rule):
                     yield self.hazard(ctx, node)
                 continue
             u = node.args[0]
-            if sigmoid_form(u) is not None or sum_of_exps(u) is not None or isinstance(u, sympy.cosh) or _exp_pair(u):
+            if (sigmoid_form(u) is not None or sum_of_exps(u) is not None or isinstance(u, sympy.cosh)
+                    or _exp_pair(u) or softmax_form(u) is not None):
                 continue  # the more specific rules report these
             if not b(u).positive:
                 yield self.hazard(ctx, node, self._fix(node, b))
@@ -428,7 +440,8 @@ class LogSumExp(Rule):
 
     What it does:
         Finds ``log(sum(exp(z)))`` over an axis (and ``log(exp(a) + exp(b))``)
-        where the exponents can overflow (above 88.7) or all underflow (below -87).
+        where the exponents can overflow (above 88.7) or all underflow (below -87),
+        and the log of a softmax written out, ``log(exp(z)/sum(exp(z)))``.
 
     Why is this bad?
         One logit above 88.7 makes the sum inf in float32; all logits below -87
@@ -451,7 +464,11 @@ class LogSumExp(Rule):
         for node, b in ctx.nodes(sympy.log):
             u = node.args[0]
             z = sum_of_exps(u)
-            if z is not None:
+            soft = softmax_form(u)
+            if soft is not None:
+                yield self.hazard(ctx, node, Fix(soft[0] - E.logsumexp(soft[1]), True,
+                                                 "log-softmax: w - logsumexp(z)"), "log of a softmax without the max shift")
+            elif z is not None:
                 zb = b(z)
                 if zb.hi > EXP_MAX or zb.lo < -87:
                     yield self.hazard(ctx, node, Fix(E.logsumexp(z), True, "logsumexp with the max shift"))

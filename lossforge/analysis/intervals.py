@@ -116,10 +116,10 @@ class Bounds:
     symbols are restricted by a condition (the branch of a ``where``).
     """
 
-    def __init__(self, env: dict[sympy.Symbol, Bound], simplex: frozenset = frozenset()):
-        self.env = env
+    def __init__(self, env: dict[sympy.Basic, Bound], simplex: frozenset = frozenset()):
+        self.env = env  # symbols, and subexpressions pinned by a condition (``1 - p != 0``)
         self.simplex = simplex  # symbols whose rows sum to 1 (simplex, onehot)
-        self._memo: dict[sympy.Basic, Bound] = {}
+        self._memo: dict[sympy.Basic, Bound] = {k: v for k, v in env.items() if not isinstance(k, sympy.Symbol)}
 
     def __call__(self, expr: sympy.Basic) -> Bound:
         found = self._memo.get(expr)
@@ -148,15 +148,12 @@ def _narrow(env: dict, rel: sympy.Basic, bounds: Bounds) -> None:
     if not isinstance(rel, sympy.core.relational.Relational):
         return
     lhs, rhs, op = rel.lhs, rel.rhs, rel.rel_op
-    if not isinstance(lhs, sympy.Symbol):
-        if isinstance(rhs, sympy.Symbol):
-            lhs, rhs = rhs, lhs
-            op = {"<": ">", "<=": ">=", ">": "<", ">=": "<=", "==": "==", "!=": "!="}[op]
-        else:
-            return
-    if lhs not in env:
+    if lhs.is_number and not rhs.is_number:
+        lhs, rhs = rhs, lhs
+        op = {"<": ">", "<=": ">=", ">": "<", ">=": "<=", "==": "==", "!=": "!="}[op]
+    if isinstance(lhs, sympy.Symbol) and lhs not in env:
         return
-    cur, lim = env[lhs], bounds(rhs)
+    cur, lim = (env[lhs] if lhs in env else bounds(lhs)), bounds(rhs)
     if op in (">", ">="):
         lo = max(cur.lo, lim.lo)
         if op == ">" and lo == 0:

@@ -18,7 +18,7 @@ from sympy.codegen.cfunctions import expm1, log1p
 from .. import expr as E
 from ..errors import AnalysisError
 from ..spec import LossSpec
-from .hazards import check, exp_minus_one, one_plus, sigmoid_form, sum_of_exps
+from .hazards import check, exp_minus_one, one_plus, sigmoid_form, softmax_form, sum_of_exps
 
 
 def _is_log_of(pred):
@@ -52,6 +52,8 @@ SAFE_REWRITES = (
      lambda n: -E.softplus(-sigmoid_form(n.args[0]))),
     ("log(1 + exp(x)) -> softplus(x)", _is_log_of(lambda u: _softplus_of(u) is not None),
      lambda n: E.softplus(_softplus_of(n.args[0]))),
+    ("log(exp(w)/sum(exp(z))) -> w - logsumexp(z)", _is_log_of(lambda u: softmax_form(u) is not None),
+     lambda n: softmax_form(n.args[0])[0] - E.logsumexp(softmax_form(n.args[0])[1])),
     ("log(sum(exp(z))) -> logsumexp(z)", _is_log_of(lambda u: sum_of_exps(u) is not None),
      lambda n: E.logsumexp(sum_of_exps(n.args[0]))),
     ("log(cosh(x)) -> |x| + log1p(exp(-2|x|)) - log(2)", _is_log_of(lambda u: isinstance(u, sympy.cosh)),
