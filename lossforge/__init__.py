@@ -46,7 +46,6 @@ from .spec import Var as Var
 from .spec import dumps as dumps
 from .spec import load as load
 from .spec import loads as loads
-
 from .verify import VerifyReport as VerifyReport
 from .verify import verify as verify
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import sympy
 
 import lossforge as lf
+
 from .errors import LossforgeError
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2

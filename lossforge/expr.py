@@ -26,9 +26,9 @@ from fractions import Fraction
 
 import sympy
 from sympy import Function, S
-from sympy.core.logic import fuzzy_and, fuzzy_or
 from sympy.codegen.cfunctions import expm1, log1p
 from sympy.core.function import ArgumentIndexError
+from sympy.core.logic import fuzzy_and, fuzzy_or
 from sympy.logic.boolalg import BooleanAtom, BooleanFunction
 from sympy.printing.str import StrPrinter
 

@@ -107,7 +107,7 @@ def test_matches_reference_at_ordinary_points(name, dtype, reduction, modules):
         torch.testing.assert_close(ours, ref, rtol=TOL[dtype], atol=TOL[dtype])
         for got, want, inp in zip(gours, gref, spec.inputs):
             assert got.dtype == dtype
-            torch.testing.assert_close(got, want, rtol=TOL[dtype], atol=TOL[dtype], msg=lambda m: f"d/d{inp}: {m}")
+            torch.testing.assert_close(got, want, rtol=TOL[dtype], atol=TOL[dtype], msg=lambda m, inp=inp: f"d/d{inp}: {m}")
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["float64", "float32"])
@@ -136,7 +136,7 @@ def test_extreme_points_are_finite_and_match_where_the_reference_is(name, dtype,
 
 @pytest.mark.parametrize("name", ["cross_entropy", "nll", "multi_margin"])
 def test_onehot_targets_also_take_class_indices(name, modules):
-    row, spec = ROWS[name], lf.builtin(name)
+    row = ROWS[name]
     g = torch.Generator().manual_seed(3)
     x, onehot = row.ordinary(g, torch.float64)
     loss = modules(name)()

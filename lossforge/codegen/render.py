@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import builtins
 import keyword
-import re
 import sys
 import types
 from dataclasses import dataclass
@@ -25,8 +24,8 @@ import sympy
 
 from .. import __name__ as _package
 from ..derive import derive
-from ..expr import axis_size
 from ..errors import LossforgeError, RenderError
+from ..expr import axis_size
 from ..spec import LossSpec, Var
 from .printers import NumpyLossPrinter, TorchLossPrinter, group_sums, guard_where
 
@@ -189,7 +188,6 @@ def _build_term(target: Target, term: str, weight: str, spec: LossSpec, local: d
     table = spec.sympy_symbols
     rename = {table[a.name]: sympy.Symbol(a.local, **a.var.domain.assumptions()) for a in args}
     array_syms = frozenset(rename[table[a.name]] for a in arrays)
-
     vector_syms = sorted((rename[table[a.name]] for a in arrays if a.axis), key=lambda s: s.name)
 
     def axis_of(node: axis_size) -> axis_size:
@@ -213,17 +211,15 @@ def _build_term(target: Target, term: str, weight: str, spec: LossSpec, local: d
         grad_lines, grad_exprs = _code(printer, grads)
     except LossforgeError:
         raise
-    except Exception as exc:  # a printer that cannot print a construct
+    except Exception as exc:  # noqa: BLE001 - a construct a printer cannot print, named for the user
         raise RenderError(f"cannot print spec {spec.name!r} for {target.name}: {exc}", token=spec.name) from None
     has_axes = any(a.axis for a in arrays)
-    first = arrays[0]
+    first = arrays[0]  # the batch shape is its shape, less the axis of a vector
     batch = f"{first.local}.shape[:-1]" if first.axis else f"{first.local}.shape"
-    if not first.axis and has_axes:
-        batch = f"{first.local}.shape"
     expand = tuple(a.local for a in arrays if has_axes and not a.axis)
     return Term(
         name=term,
-        func=re.sub(r"\W", "_", term),
+        func=term,
         weight=weight,
         args=tuple(arrays),
         params=tuple(params),
@@ -287,7 +283,7 @@ def _shape_lines(spec: LossSpec, local: dict[str, str]) -> list[str]:
             k = letters[var.axis]
             text = f"``(*, {k})``: {k} entries along axis ``{var.axis}``; {dom}"
             if var.domain.name == "onehot":
-                text += f", or integer class indices of shape ``(*)``"
+                text += ", or integer class indices of shape ``(*)``"
         else:
             ref = first.get("scalar")
             text = "``(*)``, any batch shape" if ref is None else f"``(*)``, the same shape as {ref}"
