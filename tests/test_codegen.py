@@ -294,6 +294,25 @@ def test_untaken_where_branch_never_poisons_value_gradient_or_hessian():
     assert np.isfinite(value).all() and np.isfinite(grad).all()
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
+def test_bitwise_select_equals_torch_where_and_drops_an_overflowed_branch(dtype):
+    # The generated _where selects bits on CPU when autograd is off (the forward, a plain
+    # backward). x**4 overflows in the branch not taken for |x| >= 2: the result must be |x|,
+    # and values and gradients must equal torch.where's, with and without create_graph.
+    s = spec("where(abs(x) < 2, x**4, abs(x))", reduction="none", x=V("input"))
+    big = torch.finfo(dtype).max ** 0.5
+    x = torch.tensor([0.0, 1.5, -1.5, 2.0, -3.0, big, -big], dtype=dtype, requires_grad=True)
+    module = lf.compile(s, "torch")(reduction="none")
+    out = module(x)
+    expected = torch.where(x.abs() < 2, x**4, x.abs())
+    assert out.dtype == dtype and torch.equal(out, expected)
+    (grad,) = torch.autograd.grad(out.sum(), x)
+    (grad_graph,) = torch.autograd.grad(module(x).sum(), x, create_graph=True)
+    expected_grad = torch.where(x.abs() < 2, 4 * x.detach() ** 3, torch.sign(x.detach()))
+    assert torch.equal(grad, expected_grad) and torch.equal(grad_graph, expected_grad)
+    assert "_where(" in lf.generate(s, "torch")
+
+
 def test_guard_where_is_symbolically_equal_where_selected():
     x = sympy.Symbol("x", real=True)
     e = lf.where(x > 0, sympy.log(x) / x, sympy.exp(x))

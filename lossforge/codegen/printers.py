@@ -13,7 +13,7 @@ defects a loss must not inherit:
 * ``Piecewise`` printed as an eager select whose untaken branch poisons
   gradients with NaN: here every ``where`` is first rewritten by
   :func:`guard_where` (the double-where pattern) and then printed as one
-  ``np.where``/``torch.where``.
+  ``np.where``/``torch.where`` (through the generated ``_where`` helper).
 
 Numbers print with ``repr`` (17 significant digits), never SymPy's 15.
 """
@@ -338,7 +338,8 @@ class TorchLossPrinter(_LossPrinterMixin, TorchPrinter):
 
     def _where(self, cond: str, a, b) -> str:
         pa = self._tensor(a) if not (self._has_arrays(a) or self._has_arrays(b)) else self._print(a)
-        return f"torch.where({cond}, {pa}, {self._print(b)})"
+        self.helpers.add("_where")
+        return f"_where({cond}, {pa}, {self._print(b)})"
 
     def _print_sigmoid(self, expr):
         return f"torch.sigmoid({self._print(expr.args[0])})"

@@ -405,7 +405,7 @@ def generate(spec: LossSpec, target: str) -> str:
         "combined": bool(spec.terms),
         "mates": mates,
         "class_name": class_name(spec),
-        "needs_logsumexp": any("_logsumexp" in t.helpers for t in terms),
+        "helpers": frozenset().union(*(t.helpers for t in terms)),
         "grad_names": ", ".join(f"grad_{a.local}" for a in arrays if a.var.role == "input"),
     }
     try:

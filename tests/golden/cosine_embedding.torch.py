@@ -48,6 +48,30 @@ def _reduce(value, reduction):
     return value.mean() if reduction == "mean" else value.sum()
 
 
+_BITS = {torch.float64: torch.int64, torch.float32: torch.int32, torch.float16: torch.int16, torch.bfloat16: torch.int16}
+
+
+def _where(cond, a, b):
+    """``torch.where(cond, a, b)``, selected bit by bit on CPU when autograd is off.
+
+    On CPU, ``torch.where`` costs several times a whole arithmetic kernel. With
+    no graph being recorded (the forward of an autograd Function, a backward
+    that is not itself differentiated) the result is built from the bits
+    instead, ``b ^ ((a ^ b) & mask)``: every bit of the branch not taken is
+    masked out, so a NaN or inf there never reaches the result, exactly as
+    with ``torch.where``. Otherwise, and on other devices, ``torch.where``.
+    """
+    if torch.is_grad_enabled() or cond.device.type != "cpu":
+        return torch.where(cond, a, b)
+    dtype = a.dtype if isinstance(a, torch.Tensor) else b.dtype
+    bits = _BITS.get(dtype)
+    if bits is None:
+        return torch.where(cond, a, b)
+    cond, a, b = torch.broadcast_tensors(cond, torch.as_tensor(a, dtype=dtype), torch.as_tensor(b, dtype=dtype))
+    a, b = a.view(bits), b.view(bits)
+    return (b ^ ((a ^ b) & cond.to(bits).neg())).view(dtype)
+
+
 def _prepare(x1, x2, target):
     """Tensors in the inputs' floating dtype (one-hot targets from class indices), shapes checked."""
     x1 = torch.as_tensor(x1)
@@ -70,8 +94,8 @@ def _cosine_embedding_value(x1, x2, target, margin):
     _t2 = torch.sum(x1**2, dim=-1, keepdim=True) + 1e-12
     _t3 = torch.sum(x2**2, dim=-1, keepdim=True) + 1e-12
     _t4 = (target <= 0)
-    _t5 = (_t1/(torch.sqrt(torch.where(_t4, _t2, 1))*torch.sqrt(torch.where(_t4, _t3, 1))) - margin >= 0)
-    return _fill(torch.where(_t0, -_t1/(torch.sqrt(torch.where(_t0, _t2, 1))*torch.sqrt(torch.where(_t0, _t3, 1))) + 1, torch.where(_t5, _t1/(torch.sqrt(torch.where(_t4, torch.where(_t5, _t2, 1), 1))*torch.sqrt(torch.where(_t4, torch.where(_t5, _t3, 1), 1))) - margin, 0)), batch + (1,), dtype, device)[..., 0]
+    _t5 = (_t1/(torch.sqrt(_where(_t4, _t2, 1))*torch.sqrt(_where(_t4, _t3, 1))) - margin >= 0)
+    return _fill(_where(_t0, -_t1/(torch.sqrt(_where(_t0, _t2, 1))*torch.sqrt(_where(_t0, _t3, 1))) + 1, _where(_t5, _t1/(torch.sqrt(_where(_t4, _where(_t5, _t2, 1), 1))*torch.sqrt(_where(_t4, _where(_t5, _t3, 1), 1))) - margin, 0)), batch + (1,), dtype, device)[..., 0]
 
 
 def _cosine_embedding_grads(x1, x2, target, margin):
@@ -80,23 +104,23 @@ def _cosine_embedding_grads(x1, x2, target, margin):
     target = target[..., None]
     _t0 = (target > 0)
     _t1 = torch.sum(x1**2, dim=-1, keepdim=True) + 1e-12
-    _t2 = torch.where(_t0, _t1, 1)
+    _t2 = _where(_t0, _t1, 1)
     _t3 = 1/torch.sqrt(_t2)
     _t4 = torch.sum(x2**2, dim=-1, keepdim=True) + 1e-12
-    _t5 = torch.where(_t0, _t4, 1)
+    _t5 = _where(_t0, _t4, 1)
     _t6 = 1/torch.sqrt(_t5)
     _t7 = torch.sum(x1*x2, dim=-1, keepdim=True)
     _t8 = (target <= 0)
-    _t9 = (_t7/(torch.sqrt(torch.where(_t8, _t1, 1))*torch.sqrt(torch.where(_t8, _t4, 1))) - margin >= 0)
-    _t10 = torch.where(_t8, torch.where(_t9, _t1, 1), 1)
+    _t9 = (_t7/(torch.sqrt(_where(_t8, _t1, 1))*torch.sqrt(_where(_t8, _t4, 1))) - margin >= 0)
+    _t10 = _where(_t8, _where(_t9, _t1, 1), 1)
     _t11 = 1/torch.sqrt(_t10)
-    _t12 = torch.where(_t8, torch.where(_t9, _t4, 1), 1)
+    _t12 = _where(_t8, _where(_t9, _t4, 1), 1)
     _t13 = 1/torch.sqrt(_t12)
-    _t14 = torch.where(_t0, -_t3*_t6, torch.where(_t9, _t11*_t13, 0))
+    _t14 = _where(_t0, -_t3*_t6, _where(_t9, _t11*_t13, 0))
     _t15 = (1/2)*_t7
     return (
-        _fill(_t14*x2 + 2*x1*torch.where(_t0, _t15*_t6/_t2**(3/2), torch.where(_t9, -_t13*_t15/_t10**(3/2), 0)), x1.shape, dtype, device),
-        _fill(_t14*x1 + 2*x2*torch.where(_t0, _t15*_t3/_t5**(3/2), torch.where(_t9, -_t11*_t15/_t12**(3/2), 0)), x2.shape, dtype, device),
+        _fill(_t14*x2 + 2*x1*_where(_t0, _t15*_t6/_t2**(3/2), _where(_t9, -_t13*_t15/_t10**(3/2), 0)), x1.shape, dtype, device),
+        _fill(_t14*x1 + 2*x2*_where(_t0, _t15*_t3/_t5**(3/2), _where(_t9, -_t11*_t15/_t12**(3/2), 0)), x2.shape, dtype, device),
     )
 
 

@@ -48,6 +48,30 @@ def _reduce(value, reduction):
     return value.mean() if reduction == "mean" else value.sum()
 
 
+_BITS = {torch.float64: torch.int64, torch.float32: torch.int32, torch.float16: torch.int16, torch.bfloat16: torch.int16}
+
+
+def _where(cond, a, b):
+    """``torch.where(cond, a, b)``, selected bit by bit on CPU when autograd is off.
+
+    On CPU, ``torch.where`` costs several times a whole arithmetic kernel. With
+    no graph being recorded (the forward of an autograd Function, a backward
+    that is not itself differentiated) the result is built from the bits
+    instead, ``b ^ ((a ^ b) & mask)``: every bit of the branch not taken is
+    masked out, so a NaN or inf there never reaches the result, exactly as
+    with ``torch.where``. Otherwise, and on other devices, ``torch.where``.
+    """
+    if torch.is_grad_enabled() or cond.device.type != "cpu":
+        return torch.where(cond, a, b)
+    dtype = a.dtype if isinstance(a, torch.Tensor) else b.dtype
+    bits = _BITS.get(dtype)
+    if bits is None:
+        return torch.where(cond, a, b)
+    cond, a, b = torch.broadcast_tensors(cond, torch.as_tensor(a, dtype=dtype), torch.as_tensor(b, dtype=dtype))
+    a, b = a.view(bits), b.view(bits)
+    return (b ^ ((a ^ b) & cond.to(bits).neg())).view(dtype)
+
+
 def _prepare(mean, target, var):
     """Tensors in the inputs' floating dtype (one-hot targets from class indices), shapes checked."""
     mean = torch.as_tensor(mean)
@@ -64,7 +88,7 @@ def _prepare(mean, target, var):
 def _gaussian_nll_value(mean, target, var, eps):
     """Per-sample loss."""
     dtype, device, batch = mean.dtype, mean.device, mean.shape
-    _t0 = torch.where((var >= eps), var, eps)
+    _t0 = _where((var >= eps), var, eps)
     return _fill((1/2)*torch.log(_t0) + (1/2)*(mean - target)**2/_t0, batch, dtype, device)
 
 
@@ -72,9 +96,9 @@ def _gaussian_nll_grads(mean, target, var, eps):
     """Gradient of the per-sample loss for each input, per element."""
     dtype, device = mean.dtype, mean.device
     _t0 = (var >= eps)
-    _t1 = torch.where(_t0, var, eps)
+    _t1 = _where(_t0, var, eps)
     _t2 = 1/_t1
-    _t3 = torch.where(_t0, torch.as_tensor(1, dtype=dtype, device=device), 0)
+    _t3 = _where(_t0, torch.as_tensor(1, dtype=dtype, device=device), 0)
     return (
         _fill((1/2)*_t2*(2*mean - 2*target), mean.shape, dtype, device),
         _fill((1/2)*_t2*_t3 - 1/2*_t3*(mean - target)**2/_t1**2, var.shape, dtype, device),

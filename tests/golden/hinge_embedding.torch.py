@@ -48,6 +48,30 @@ def _reduce(value, reduction):
     return value.mean() if reduction == "mean" else value.sum()
 
 
+_BITS = {torch.float64: torch.int64, torch.float32: torch.int32, torch.float16: torch.int16, torch.bfloat16: torch.int16}
+
+
+def _where(cond, a, b):
+    """``torch.where(cond, a, b)``, selected bit by bit on CPU when autograd is off.
+
+    On CPU, ``torch.where`` costs several times a whole arithmetic kernel. With
+    no graph being recorded (the forward of an autograd Function, a backward
+    that is not itself differentiated) the result is built from the bits
+    instead, ``b ^ ((a ^ b) & mask)``: every bit of the branch not taken is
+    masked out, so a NaN or inf there never reaches the result, exactly as
+    with ``torch.where``. Otherwise, and on other devices, ``torch.where``.
+    """
+    if torch.is_grad_enabled() or cond.device.type != "cpu":
+        return torch.where(cond, a, b)
+    dtype = a.dtype if isinstance(a, torch.Tensor) else b.dtype
+    bits = _BITS.get(dtype)
+    if bits is None:
+        return torch.where(cond, a, b)
+    cond, a, b = torch.broadcast_tensors(cond, torch.as_tensor(a, dtype=dtype), torch.as_tensor(b, dtype=dtype))
+    a, b = a.view(bits), b.view(bits)
+    return (b ^ ((a ^ b) & cond.to(bits).neg())).view(dtype)
+
+
 def _prepare(distance, target):
     """Tensors in the inputs' floating dtype (one-hot targets from class indices), shapes checked."""
     distance = torch.as_tensor(distance)
@@ -63,14 +87,14 @@ def _hinge_embedding_value(distance, target, margin):
     """Per-sample loss."""
     dtype, device, batch = distance.dtype, distance.device, distance.shape
     _t0 = -distance + margin
-    return _fill(torch.where((target > 0), distance, torch.where((_t0 >= 0), _t0, 0)), batch, dtype, device)
+    return _fill(_where((target > 0), distance, _where((_t0 >= 0), _t0, 0)), batch, dtype, device)
 
 
 def _hinge_embedding_grads(distance, target, margin):
     """Gradient of the per-sample loss for each input, per element."""
     dtype, device = distance.dtype, distance.device
     return (
-        _fill(torch.where((target > 0), 1, torch.where((-distance + margin >= 0), torch.as_tensor(-1, dtype=dtype, device=device), 0)), distance.shape, dtype, device),
+        _fill(_where((target > 0), 1, _where((-distance + margin >= 0), torch.as_tensor(-1, dtype=dtype, device=device), 0)), distance.shape, dtype, device),
     )
 
 

@@ -48,6 +48,30 @@ def _reduce(value, reduction):
     return value.mean() if reduction == "mean" else value.sum()
 
 
+_BITS = {torch.float64: torch.int64, torch.float32: torch.int32, torch.float16: torch.int16, torch.bfloat16: torch.int16}
+
+
+def _where(cond, a, b):
+    """``torch.where(cond, a, b)``, selected bit by bit on CPU when autograd is off.
+
+    On CPU, ``torch.where`` costs several times a whole arithmetic kernel. With
+    no graph being recorded (the forward of an autograd Function, a backward
+    that is not itself differentiated) the result is built from the bits
+    instead, ``b ^ ((a ^ b) & mask)``: every bit of the branch not taken is
+    masked out, so a NaN or inf there never reaches the result, exactly as
+    with ``torch.where``. Otherwise, and on other devices, ``torch.where``.
+    """
+    if torch.is_grad_enabled() or cond.device.type != "cpu":
+        return torch.where(cond, a, b)
+    dtype = a.dtype if isinstance(a, torch.Tensor) else b.dtype
+    bits = _BITS.get(dtype)
+    if bits is None:
+        return torch.where(cond, a, b)
+    cond, a, b = torch.broadcast_tensors(cond, torch.as_tensor(a, dtype=dtype), torch.as_tensor(b, dtype=dtype))
+    a, b = a.view(bits), b.view(bits)
+    return (b ^ ((a ^ b) & cond.to(bits).neg())).view(dtype)
+
+
 def _prepare(x1, x2, target):
     """Tensors in the inputs' floating dtype (one-hot targets from class indices), shapes checked."""
     x1 = torch.as_tensor(x1)
@@ -65,7 +89,7 @@ def _margin_ranking_value(x1, x2, target, margin):
     """Per-sample loss."""
     dtype, device, batch = x1.dtype, x1.device, x1.shape
     _t0 = -target*(x1 - x2) + margin
-    return _fill(torch.where((_t0 >= 0), _t0, 0), batch, dtype, device)
+    return _fill(_where((_t0 >= 0), _t0, 0), batch, dtype, device)
 
 
 def _margin_ranking_grads(x1, x2, target, margin):
@@ -73,8 +97,8 @@ def _margin_ranking_grads(x1, x2, target, margin):
     dtype, device = x1.dtype, x1.device
     _t0 = (-target*(x1 - x2) + margin >= 0)
     return (
-        _fill(torch.where(_t0, -target, 0), x1.shape, dtype, device),
-        _fill(torch.where(_t0, target, 0), x2.shape, dtype, device),
+        _fill(_where(_t0, -target, 0), x1.shape, dtype, device),
+        _fill(_where(_t0, target, 0), x2.shape, dtype, device),
     )
 
 

@@ -48,6 +48,30 @@ def _reduce(value, reduction):
     return value.mean() if reduction == "mean" else value.sum()
 
 
+_BITS = {torch.float64: torch.int64, torch.float32: torch.int32, torch.float16: torch.int16, torch.bfloat16: torch.int16}
+
+
+def _where(cond, a, b):
+    """``torch.where(cond, a, b)``, selected bit by bit on CPU when autograd is off.
+
+    On CPU, ``torch.where`` costs several times a whole arithmetic kernel. With
+    no graph being recorded (the forward of an autograd Function, a backward
+    that is not itself differentiated) the result is built from the bits
+    instead, ``b ^ ((a ^ b) & mask)``: every bit of the branch not taken is
+    masked out, so a NaN or inf there never reaches the result, exactly as
+    with ``torch.where``. Otherwise, and on other devices, ``torch.where``.
+    """
+    if torch.is_grad_enabled() or cond.device.type != "cpu":
+        return torch.where(cond, a, b)
+    dtype = a.dtype if isinstance(a, torch.Tensor) else b.dtype
+    bits = _BITS.get(dtype)
+    if bits is None:
+        return torch.where(cond, a, b)
+    cond, a, b = torch.broadcast_tensors(cond, torch.as_tensor(a, dtype=dtype), torch.as_tensor(b, dtype=dtype))
+    a, b = a.view(bits), b.view(bits)
+    return (b ^ ((a ^ b) & cond.to(bits).neg())).view(dtype)
+
+
 def _prepare(anchor, positive, negative):
     """Tensors in the inputs' floating dtype (one-hot targets from class indices), shapes checked."""
     anchor = torch.as_tensor(anchor)
@@ -65,7 +89,7 @@ def _triplet_value(anchor, positive, negative, margin, eps):
     """Per-sample loss."""
     dtype, device, batch = anchor.dtype, anchor.device, anchor.shape[:-1]
     _t0 = (-torch.sqrt(torch.sum(torch.square((anchor - negative) + eps), dim=-1, keepdim=True)) + torch.sqrt(torch.sum(torch.square((anchor - positive) + eps), dim=-1, keepdim=True))) + margin
-    return _fill(torch.where((_t0 >= 0), _t0, 0), batch + (1,), dtype, device)[..., 0]
+    return _fill(_where((_t0 >= 0), _t0, 0), batch + (1,), dtype, device)[..., 0]
 
 
 def _triplet_grads(anchor, positive, negative, margin, eps):
@@ -76,8 +100,8 @@ def _triplet_grads(anchor, positive, negative, margin, eps):
     _t2 = (anchor - positive) + eps
     _t3 = torch.sqrt(torch.sum(torch.square(_t2), dim=-1, keepdim=True))
     _t4 = ((-_t1 + _t3) + margin >= 0)
-    _t5 = _t0*torch.where(_t4, torch.as_tensor(-1, dtype=dtype, device=device), 0)/_t1
-    _t6 = _t2*torch.where(_t4, torch.as_tensor(1, dtype=dtype, device=device), 0)/_t3
+    _t5 = _t0*_where(_t4, torch.as_tensor(-1, dtype=dtype, device=device), 0)/_t1
+    _t6 = _t2*_where(_t4, torch.as_tensor(1, dtype=dtype, device=device), 0)/_t3
     return (
         _fill(_t5 + _t6, anchor.shape, dtype, device),
         _fill(-_t6, positive.shape, dtype, device),
