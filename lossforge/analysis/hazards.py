@@ -16,6 +16,7 @@ pattern (a branch is analysed only where its condition holds).
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -305,8 +306,15 @@ class Overflow(Rule):
             elif isinstance(node, sympy.cosh):
                 if b(node.args[0]).magnitude > EXP_MAX + 0.69:
                     yield self.hazard(ctx, node, None, "cosh can overflow")
-            elif node.exp.is_number and b(node).magnitude > FLOAT_MAX and not b(node.base).reaches_zero:
+            elif node.exp.is_number and self._power_overflows(node, b):
                 yield self.hazard(ctx, node, None, "power can exceed the float range")
+
+    @staticmethod
+    def _power_overflows(node: sympy.Pow, b: Bounds) -> bool:
+        base = b(node.base)
+        if node.exp > 0:  # |base|**e, whatever the sign (a negative base is pow-domain's)
+            return base.magnitude > 0 and float(node.exp) * math.log(base.magnitude) > EXP_MAX
+        return not base.reaches_zero and b(node).magnitude > FLOAT_MAX  # 1/tiny; 1/0 is division's
 
     @staticmethod
     def _fix(ctx, node):
@@ -318,9 +326,11 @@ class DivisionByZero(Rule):
     """division-by-zero: a denominator can reach 0.
 
     What it does:
-        Finds ``1/u`` (a negative integer power) where the interval of u contains
-        0, including a sigmoid or softplus that underflows to exactly 0 in float
-        (sigmoid(x) = 0.0 below x = -104 in float32).
+        Finds ``1/u`` (any negative power) where the interval of u contains 0,
+        including a sigmoid or softplus that underflows to exactly 0 in float
+        (sigmoid(x) = 0.0 below x = -104 in float32). In a gradient,
+        ``1/sqrt(u)`` and ``1/norm(v)`` are the derivatives of a sqrt or a
+        norm, and are reported as sqrt-at-zero instead.
 
     Why is this bad?
         ``1/0 = inf``, ``0/0 = NaN``; in a gradient the NaN reaches every weight.
@@ -341,9 +351,10 @@ class DivisionByZero(Rule):
 
     def check(self, ctx):
         for node, b in ctx.nodes(sympy.Pow):
-            if node.exp.is_Integer and node.exp < 0 and b(node.base).reaches_zero:
-                if isinstance(node.base, E.norm):
-                    continue  # reported as sqrt-at-zero (the norm's own gradient)
+            exp = node.exp
+            if ctx.where != "loss" and (exp == -sympy.S.Half or isinstance(node.base, E.norm)):
+                continue  # in a gradient, the derivative of a sqrt or a norm: reported as sqrt-at-zero
+            if exp.is_number and exp < 0 and b(node.base).reaches_zero:
                 yield self.hazard(ctx, node, self._fix(node, b))
 
     @staticmethod
@@ -389,8 +400,6 @@ class SqrtAtZero(Rule):
             if node.exp in (sympy.S.Half, -sympy.S.Half) and b(node.base).lo <= 0:
                 fix = Fix(sympy.sqrt(node.base + EPS), False, "add 1e-7 under the sqrt") if node.exp > 0 else None
                 yield self.hazard(ctx, node, fix)
-            elif node.exp.is_Integer and node.exp < 0 and isinstance(node.base, E.norm) and b(node.base).reaches_zero:
-                yield self.hazard(ctx, node, None, "division by a norm that can be 0")
 
 
 class PowDomain(Rule):
@@ -558,7 +567,9 @@ class Cancellation(Rule):
 
     What it does:
         Finds ``log(1 + x)`` and ``exp(x) - 1`` (or ``1 - exp(x)``) where x can be
-        near 0, and ``x*log(x)`` (safe as ``xlogy(x, x)``).
+        near 0, and ``x*log(x)`` (safe as ``xlogy(x, x)``). A log whose argument
+        also holds a guard term (``log(1 - p + eps)``) is the eps idiom, not
+        flagged.
 
     Why is this bad?
         ``1 + 1e-10 == 1.0000000001`` keeps only 6 digits of x in float64 and none
@@ -590,6 +601,8 @@ class Cancellation(Rule):
                     continue  # log(1 + exp(x)): reported as overflow, fixed as softplus
                 if b(node.args[0]).lo <= 0:
                     continue  # log(1 - p) reaching 0: reported as unguarded-log
+                if not all(ctx.varies(t) for t in sympy.Add.make_args(x)):
+                    continue  # log(1 - p + eps): the eps-guard idiom, not a log(1 + x)
                 if b(x).smallest_magnitude < 1e-3:
                     yield self.hazard(ctx, node, Fix(log1p(x), True, "log(1 + x) = log1p(x)"))
             else:

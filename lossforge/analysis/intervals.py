@@ -35,6 +35,8 @@ EXP_MAX = math.log(FLOAT_MAX)  # 88.72
 #: The smallest magnitude the analysis treats as a value of "positive" (or of x > 0).
 TINY = 1e-30
 INF = math.inf
+#: The longest axis the analysis allows for: 1e13 elements is beyond any memory (log(1e13) = 29.9).
+AXIS_MAX = 1e13
 
 
 @dataclass(frozen=True)
@@ -144,25 +146,42 @@ def _conjuncts(cond: sympy.Basic) -> list[sympy.Basic]:
     return [cond]
 
 
+_FLIPPED = {"<": ">", "<=": ">=", ">": "<", ">=": "<=", "==": "==", "!=": "!="}
+
+
+def _above(lo: float) -> float:
+    """The least float64 strictly above ``lo`` (TINY above 0): the bound a strict ``x > lo`` gives.
+
+    Past a nonzero ``lo`` it is one float64 step, which is below float32's
+    step, so the bound holds in both; ``x - lo`` is then nonzero (Sterbenz).
+    """
+    if lo == 0:
+        return TINY
+    return math.nextafter(lo, INF) if math.isfinite(lo) else lo
+
+
 def _narrow(env: dict, rel: sympy.Basic, bounds: Bounds) -> None:
     if not isinstance(rel, sympy.core.relational.Relational):
         return
     lhs, rhs, op = rel.lhs, rel.rhs, rel.rel_op
     if lhs.is_number and not rhs.is_number:
         lhs, rhs = rhs, lhs
-        op = {"<": ">", "<=": ">=", ">": "<", ">=": "<=", "==": "==", "!=": "!="}[op]
+        op = _FLIPPED[op]
     if isinstance(lhs, sympy.Symbol) and lhs not in env:
         return
+    if not rhs.is_number and op in (">", ">=", "<", "<="):  # x > t also pins x - t > 0 and t - x < 0
+        _narrow(env, sympy.Rel(lhs - rhs, 0, op), bounds)
+        _narrow(env, sympy.Rel(rhs - lhs, 0, _FLIPPED[op]), bounds)
     cur, lim = (env[lhs] if lhs in env else bounds(lhs)), bounds(rhs)
     if op in (">", ">="):
         lo = max(cur.lo, lim.lo)
-        if op == ">" and lo == 0:
-            lo = TINY
+        if op == ">":
+            lo = _above(lo)
         env[lhs] = Bound(lo, cur.hi, cur.nonzero or lo > 0)
     elif op in ("<", "<="):
         hi = min(cur.hi, lim.hi)
-        if op == "<" and hi == 0:
-            hi = -TINY
+        if op == "<":
+            hi = -_above(-hi)
         env[lhs] = Bound(cur.lo, hi, cur.nonzero or hi < 0)
     elif op == "!=" and lim.lo == lim.hi == 0:
         env[lhs] = Bound(cur.lo, cur.hi, True)
@@ -399,7 +418,8 @@ def _(expr: E.axis_sum, b: Bounds) -> Bound:
     x = b(arg)
     if x.lo == x.hi == 0:
         return x
-    return Bound(x.lo if x.lo >= 0 else -INF, x.hi if x.hi <= 0 else INF, x.nonzero and (x.lo > 0 or x.hi < 0))
+    return Bound(x.lo if x.lo >= 0 else x.lo * AXIS_MAX, x.hi if x.hi <= 0 else x.hi * AXIS_MAX,
+                 x.nonzero and (x.lo > 0 or x.hi < 0))
 
 
 @_bound.register
@@ -410,19 +430,19 @@ def _(expr: E.axis_mean, b: Bounds) -> Bound:
 @_bound.register
 def _(expr: E.logsumexp, b: Bounds) -> Bound:
     x = b(expr.args[0])
-    return Bound(x.lo, INF if x.hi == INF else x.hi + 30.0)  # log(K) <= 30 for any axis that fits in memory
+    return Bound(x.lo, x.hi + math.log(AXIS_MAX))
 
 
 @_bound.register
 def _(expr: E.norm, b: Bounds) -> Bound:
     x = b(expr.args[0])
-    return Bound(x.smallest_magnitude, INF, x.nonzero)
+    return Bound(x.smallest_magnitude, x.magnitude * math.sqrt(AXIS_MAX), x.nonzero)
 
 
 @_bound.register
 def _(expr: E.cumsum, b: Bounds) -> Bound:
     x = b(expr.args[0])
-    return Bound(x.lo if x.lo >= 0 else -INF, x.hi if x.hi <= 0 else INF)
+    return Bound(min(x.lo, x.lo * AXIS_MAX), max(x.hi, x.hi * AXIS_MAX))
 
 
 _bound.register(E.rev_cumsum, _bound.dispatch(E.cumsum))
@@ -430,7 +450,7 @@ _bound.register(E.rev_cumsum, _bound.dispatch(E.cumsum))
 
 @_bound.register
 def _(expr: E.axis_size, b: Bounds) -> Bound:
-    return Bound(1.0, INF, True)
+    return Bound(1.0, AXIS_MAX, True)
 
 
 def bounds_for(spec) -> Bounds:
