@@ -124,6 +124,7 @@ FIXTURES = {
             ("sum(y*exp(z - logsumexp(z)))", "z[c]: real, y[c]: onehot target"),
             ("(x - t)**2*exp(-v) + v", "x: real, t: real target, v: [-10; 10]"),
             ("where(x > 1, 1/(x - 1), 0)", "x: real"),
+            ("(log1p(x) - log1p(t))**2", "x: real, t: nonnegative target"),  # its -inf is unguarded-log's
         ],
     ),
     "division-by-zero": (
@@ -169,6 +170,7 @@ FIXTURES = {
             ("sqrt(1 - p**2)", "p: probability"),
             ("sum(a*b)/(norm(a)*norm(b) + 1e-8)", "a[f]: [-1; 1], b[f]: [-1; 1]"),
             ("where(t <= x, sqrt(x - t), 0)", "x: real, t: real target"),
+            ("sqrt((x - t)**2 + eps**2)", "x: real, t: real target, eps=1e-3: positive"),  # 1e-30**2 == 0 in float32
         ],
         [
             ("sqrt(x**2 + eps)", "x: real, eps=1e-6: [1e-6; 1]"),
@@ -177,6 +179,7 @@ FIXTURES = {
             ("sqrt(1 + x**2)", "x: real"),
             ("abs(x)", "x: real"),
             ("where(t < x, sqrt(x - t), 0)", "x: real, t: real target"),
+            ("sqrt((x - t)**2 + eps**2)", "x: real, t: real target, eps=1e-3: [1e-6; 1]"),
         ],
     ),
     "pow-domain": (
@@ -223,6 +226,7 @@ FIXTURES = {
             ("log(sigmoid(x))", "x: [-5; 5]"),
             ("sigmoid(x)", "x: real"),
             ("-softplus(-x)", "x: real"),
+            ("log(sigmoid(x))", "x: [-50; 50]"),  # sigmoid(-50) = 1.9e-22 > 0 in float32; it saturates below -103
         ],
     ),
     "zero-gradient": (
@@ -347,6 +351,11 @@ def test_float_reasoning_one_minus_sigmoid():
     # exp overflows float32 above 88.7
     assert "overflow" in kinds(make("exp(x)", "x: [0; 89]"))
     assert "overflow" not in kinds(make("exp(x)", "x: [0; 88]"))
+    # products and powers underflow to 0 below float32's 1.4e-45: 1e-30 * 1e-30 == 0
+    assert "unguarded-log" in kinds(make("log(x*y)", "x: positive, y: positive"))
+    assert "unguarded-log" not in kinds(make("log(x*y)", "x: [1e-6; 1], y: [1e-6; 1]"))
+    assert "division-by-zero" in kinds(make("1/(x*y + x*z)", "x: positive, y: positive, z: positive"))
+    assert "division-by-zero" not in kinds(make("1/(x*y + x*z)", "x: [1e-6; 1], y: [1e-6; 1], z: [1e-6; 1]"))
 
 
 def test_accepted_hazards_are_listed_but_do_not_fail():

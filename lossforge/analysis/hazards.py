@@ -313,6 +313,8 @@ class Overflow(Rule):
     def _power_overflows(node: sympy.Pow, b: Bounds) -> bool:
         base = b(node.base)
         if node.exp > 0:  # |base|**e, whatever the sign (a negative base is pow-domain's)
+            if not math.isfinite(base.magnitude):
+                return False  # the base is already inf: reported where it became so (a log, an exp)
             return base.magnitude > 0 and float(node.exp) * math.log(base.magnitude) > EXP_MAX
         return not base.reaches_zero and b(node).magnitude > FLOAT_MAX  # 1/tiny; 1/0 is division's
 
@@ -519,7 +521,7 @@ class LogSigmoid(Rule):
             x = sigmoid_form(node.args[0])
             if x is None:
                 continue
-            if b(node.args[0]).lo <= 0 or b(x).magnitude > 16.6:
+            if b(node.args[0]).lo <= 0:  # saturated to exactly 0 in float32 (bounds model it)
                 yield self.hazard(ctx, node, Fix(-E.softplus(-x), True, "log(sigmoid(x)) = -softplus(-x)"))
 
 

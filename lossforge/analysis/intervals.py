@@ -3,7 +3,7 @@
 Each symbol starts from its domain's interval (``domains.py``); bounds then
 propagate through the expression, one function per SymPy class registered
 with :func:`functools.singledispatch` (SymPy's own class hierarchy does the
-dispatch, as in its printers). Three choices make this *float* reasoning:
+dispatch, as in its printers). These choices make this *float* reasoning:
 
 * an unbounded end stands for ±1000 (``REAL_EXTREME``), the magnitude the
   analysis promises finiteness for, and ``positive`` starts at 1e-30, not at
@@ -13,7 +13,13 @@ dispatch, as in its printers). Three choices make this *float* reasoning:
   0.0 below x = -104, so ``1 - sigmoid(x)`` and ``log(softplus(x))`` can be
   exactly 0 and -inf;
 * overflow thresholds are float32's (exp overflows above 88.72), which also
-  covers float64.
+  covers float64;
+* products and powers underflow as float32 does: a magnitude below its
+  smallest subnormal (1.4e-45) may be exactly 0, so ``eps**2`` with eps
+  down to 1e-30 can be 0 and ``sqrt(r**2 + eps**2)`` can be sqrt(0);
+* an axis is at most 1e13 elements long, so sums over it stay bounded;
+* a strict condition ``x > c`` (in a ``where``) keeps x at least one float64
+  step above c, and ``x > t`` pins ``x - t`` above 0 as well.
 """
 
 from __future__ import annotations
@@ -35,6 +41,8 @@ EXP_MAX = math.log(FLOAT_MAX)  # 88.72
 #: The smallest magnitude the analysis treats as a value of "positive" (or of x > 0).
 TINY = 1e-30
 INF = math.inf
+#: Magnitudes below float32's smallest subnormal (1.4e-45) round to 0: 1e-30 * 1e-30 == 0.
+F32_TINY = float(np.finfo(np.float32).smallest_subnormal)
 #: The longest axis the analysis allows for: 1e13 elements is beyond any memory (log(1e13) = 29.9).
 AXIS_MAX = 1e13
 
@@ -226,14 +234,26 @@ def _(expr: sympy.Add, b: Bounds) -> Bound:
     return Bound(lo, hi, nonzero)
 
 
+def _least(x: Bound) -> float:
+    """The least magnitude of a nonzero bound; one that spans 0 is a sign-like set {lo, hi}."""
+    return min(abs(x.lo), abs(x.hi))
+
+
+def _underflowed(x: Bound, least: float) -> Bound:
+    """``x`` with 0 added when its least magnitude rounds to 0 in float32."""
+    if x.nonzero and least < F32_TINY:
+        return Bound(min(x.lo, 0.0), max(x.hi, 0.0), False)
+    return x
+
+
 @_bound.register
 def _(expr: sympy.Mul, b: Bounds) -> Bound:
-    out = Bound(1.0, 1.0, True)
+    out, least = Bound(1.0, 1.0, True), 1.0
     for arg in expr.args:
         x = b(arg)
         lo, hi = _sorted([_mul(out.lo, x.lo), _mul(out.lo, x.hi), _mul(out.hi, x.lo), _mul(out.hi, x.hi)])
-        out = Bound(lo, hi, out.nonzero and x.nonzero)
-    return out
+        out, least = Bound(lo, hi, out.nonzero and x.nonzero), least * _least(x)
+    return _underflowed(out, least)
 
 
 @_bound.register
@@ -246,7 +266,7 @@ def _(expr: sympy.Pow, b: Bounds) -> Bound:
             lo, hi = _sorted(corners)
             if n % 2 == 0 and base.lo <= 0 <= base.hi:
                 lo = 0.0
-            return Bound(lo, hi, base.nonzero)
+            return _underflowed(Bound(lo, hi, base.nonzero), _least(base) ** n if n else 1.0)
         if base.reaches_zero or base.smallest_magnitude == 0:
             return REAL
         inv = Bound(*_sorted([1 / base.lo, 1 / base.hi]), True) if base.lo > 0 or base.hi < 0 else REAL
@@ -267,7 +287,7 @@ def _(expr: sympy.Pow, b: Bounds) -> Bound:
                 except (OverflowError, ValueError):
                     corners.append(INF)
     lo, hi = _sorted(corners)
-    return Bound(lo, hi, base.lo > 0)
+    return _underflowed(Bound(lo, hi, base.lo > 0), lo)
 
 
 def _pow_inverse(inv: Bound, n: int) -> Bound:
@@ -275,7 +295,7 @@ def _pow_inverse(inv: Bound, n: int) -> Bound:
     lo, hi = _sorted(corners)
     if n % 2 == 0 and inv.lo <= 0 <= inv.hi:
         lo = 0.0
-    return Bound(lo, hi, True)
+    return _underflowed(Bound(lo, hi, True), _least(inv) ** n)
 
 
 def is_softmax_argument(arg: sympy.Expr) -> bool:
