@@ -56,6 +56,7 @@ __all__ = [
     "parse",
     "to_text",
     "check_symbol_name",
+    "softmax_argument",
 ]
 
 
@@ -490,6 +491,18 @@ class logsumexp(AxisFunction):
 
     def _eval_rewrite_as_log(self, e, **kwargs):
         return sympy.log(axis_sum(sympy.exp(e)))
+
+
+def softmax_argument(arg: sympy.Expr) -> sympy.Expr | None:
+    """``u`` if ``arg`` is ``u - logsumexp(u)``: then ``exp(arg)`` is the softmax of u.
+
+    The softmax lies in [0, 1] whatever u is (the analysis reads that), and
+    prints as one fused call where the framework has one (``torch.softmax``).
+    """
+    for term in sympy.Add.make_args(arg):
+        if isinstance(-term, logsumexp) and sympy.expand(arg - term - (-term).args[0]) == 0:
+            return (-term).args[0]
+    return None
 
 
 class norm(AxisFunction):

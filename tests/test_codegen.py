@@ -281,6 +281,28 @@ def test_log1p_expm1_and_logaddexp_forms_are_printed():
     assert value == 2e-20
 
 
+def test_torch_softplus_is_one_kernel_and_exact_across_its_threshold():
+    import mpmath
+
+    x, _, t_p = _printers()
+    assert t_p.doprint(lf.softplus(x)) == "torch.nn.functional.softplus(x, beta=1.0, threshold=40.0)"
+    s = spec("softplus(x)", reduction="none", x=V("input"))
+    points = [-745.0, -100.0, -20.0, -1e-8, 0.0, 1e-8, 19.5, 20.5, 36.0, 39.9, 40.1, 700.0]
+    for dtype in (torch.float64, torch.float32):
+        got = lf.compile(s, "torch")(reduction="none")(torch.tensor(points, dtype=dtype))
+        exact = torch.tensor([float(mpmath.log1p(mpmath.exp(mpmath.mpf(v)))) for v in points], dtype=dtype)
+        # F.softplus's default threshold of 20 would be 1e-10 off at 20.5 in float64
+        torch.testing.assert_close(got, exact, rtol=2 * torch.finfo(dtype).eps, atol=0.0)
+
+
+def test_exp_of_u_minus_logsumexp_prints_as_one_softmax():
+    z = sympy.Symbol("z", real=True)
+    printer = TorchLossPrinter()
+    printer.vector_names = printer.array_names = frozenset({"z"})
+    assert printer.doprint(sympy.exp(z - lf.logsumexp(z))) == "torch.softmax(z, dim=-1)"
+    assert "torch.softmax" in lf.generate(lf.builtin("cross_entropy"), "torch")
+
+
 def test_untaken_where_branch_never_poisons_value_gradient_or_hessian():
     s = spec("where(x > 0, x*log(x), 0) + where(x < 1, sqrt(1 - x), 0)", x=V("input"))
     assert "np.select" not in lf.generate(s, "numpy")

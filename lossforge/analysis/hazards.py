@@ -28,7 +28,7 @@ from .. import expr as E
 from ..derive import derive, gradients
 from ..errors import AnalysisError, UnknownNameError
 from ..spec import LossSpec
-from .intervals import EXP_MAX, FLOAT_MAX, Bounds, bounds_for, is_softmax_argument
+from .intervals import EXP_MAX, FLOAT_MAX, Bounds, bounds_for
 
 ERROR, WARNING, INFO = "error", "warning", "info"
 #: Value used by unsafe fixes (a float32-meaningful epsilon).
@@ -299,7 +299,7 @@ class Overflow(Rule):
             if isinstance(node, sympy.log):
                 continue
             if isinstance(node, sympy.exp):
-                if is_softmax_argument(node.args[0]):
+                if E.softmax_argument(node.args[0]) is not None:
                     continue
                 if b(node.args[0]).hi > EXP_MAX:
                     yield self.hazard(ctx, node, self._fix(ctx, node), "exp can overflow")

@@ -298,17 +298,9 @@ def _pow_inverse(inv: Bound, n: int) -> Bound:
     return _underflowed(Bound(lo, hi, True), _least(inv) ** n)
 
 
-def is_softmax_argument(arg: sympy.Expr) -> bool:
-    """``u - logsumexp(u)``: its exp is a softmax, in [0, 1] whatever u is."""
-    for term in sympy.Add.make_args(arg):
-        if isinstance(-term, E.logsumexp) and sympy.expand(arg - term - (-term).args[0]) == 0:
-            return True
-    return False
-
-
 @_bound.register
 def _(expr: sympy.exp, b: Bounds) -> Bound:
-    if is_softmax_argument(expr.args[0]):
+    if E.softmax_argument(expr.args[0]) is not None:
         return Bound(0.0, 1.0)
     x = b(expr.args[0])
     lo = _exp(x.lo) if x.lo > -745 else 0.0

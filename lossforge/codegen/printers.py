@@ -39,6 +39,7 @@ from ..expr import (
     norm,
     rev_cumsum,
     sigmoid,
+    softmax_argument,
     softplus,
     where,
     xlogy,
@@ -345,9 +346,16 @@ class TorchLossPrinter(_LossPrinterMixin, TorchPrinter):
         return f"torch.sigmoid({self._print(expr.args[0])})"
 
     def _print_softplus(self, expr):
-        x = self._print(expr.args[0])
-        # Exact everywhere (F.softplus switches to x above a threshold of 20).
-        return f"(torch.clamp({x}, min=0.0) + torch.log1p(torch.exp(-torch.abs({x}))))"
+        # One fused kernel. Above the threshold softplus(x) is x: log1p(exp(-40)) = 4e-18 is
+        # below float64's resolution of 40, so the switch is exact in every dtype (the default
+        # threshold of 20 is not, in float64).
+        return f"torch.nn.functional.softplus({self._print(expr.args[0])}, beta=1.0, threshold=40.0)"
+
+    def _print_exp(self, expr):
+        u = softmax_argument(expr.args[0])
+        if u is not None:  # exp(u - logsumexp(u)): one fused softmax
+            return f"torch.softmax({self._print(u)}, dim=-1)"
+        return self._print_Function(expr)
 
     def _print_logsumexp(self, expr):
         return f"torch.logsumexp({self._print(expr.args[0])}, dim=-1, keepdim=True)"

@@ -62,7 +62,7 @@ def _prepare(logits, target):
 def _bce_logits_value(logits, target, pos_weight):
     """Per-sample loss."""
     dtype, device, batch = logits.dtype, logits.device, logits.shape
-    return _fill(pos_weight*target*(torch.clamp(-logits, min=0.0) + torch.log1p(torch.exp(-torch.abs(-logits)))) + (-target + 1)*(torch.clamp(logits, min=0.0) + torch.log1p(torch.exp(-torch.abs(logits)))), batch, dtype, device)
+    return _fill(pos_weight*target*torch.nn.functional.softplus(-logits, beta=1.0, threshold=40.0) + (-target + 1)*torch.nn.functional.softplus(logits, beta=1.0, threshold=40.0), batch, dtype, device)
 
 
 def _bce_logits_grads(logits, target, pos_weight):

@@ -64,7 +64,7 @@ def _focal_value(logits, target, alpha, gamma):
     dtype, device, batch = logits.dtype, logits.device, logits.shape
     _t0 = -target + 1
     _t1 = -logits
-    return _fill((_t0*(1 - alpha) + alpha*target)*(_t0*torch.sigmoid(logits) + target*torch.sigmoid(_t1))**gamma*(_t0*(torch.clamp(logits, min=0.0) + torch.log1p(torch.exp(-torch.abs(logits)))) + target*(torch.clamp(_t1, min=0.0) + torch.log1p(torch.exp(-torch.abs(_t1))))), batch, dtype, device)
+    return _fill((_t0*(1 - alpha) + alpha*target)*(_t0*torch.sigmoid(logits) + target*torch.sigmoid(_t1))**gamma*(_t0*torch.nn.functional.softplus(logits, beta=1.0, threshold=40.0) + target*torch.nn.functional.softplus(_t1, beta=1.0, threshold=40.0)), batch, dtype, device)
 
 
 def _focal_grads(logits, target, alpha, gamma):
@@ -78,7 +78,7 @@ def _focal_grads(logits, target, alpha, gamma):
     _t5 = torch.sigmoid(logits)
     _t6 = _t0*_t5 + _t4
     return (
-        _fill(_t1*_t6**gamma*(_t0*_t5 - _t4) + _t1*_t6**(gamma - 1)*gamma*(_t0*(torch.clamp(logits, min=0.0) + torch.log1p(torch.exp(-torch.abs(logits)))) + target*(torch.clamp(_t2, min=0.0) + torch.log1p(torch.exp(-torch.abs(_t2)))))*(_t0*_t3*_t5 - _t4*_t5), logits.shape, dtype, device),
+        _fill(_t1*_t6**gamma*(_t0*_t5 - _t4) + _t1*_t6**(gamma - 1)*gamma*(_t0*torch.nn.functional.softplus(logits, beta=1.0, threshold=40.0) + target*torch.nn.functional.softplus(_t2, beta=1.0, threshold=40.0))*(_t0*_t3*_t5 - _t4*_t5), logits.shape, dtype, device),
     )
 
 

@@ -62,7 +62,7 @@ def _prepare(score, target):
 def _soft_margin_value(score, target):
     """Per-sample loss."""
     dtype, device, batch = score.dtype, score.device, score.shape
-    return _fill((torch.clamp(-score*target, min=0.0) + torch.log1p(torch.exp(-torch.abs(-score*target)))), batch, dtype, device)
+    return _fill(torch.nn.functional.softplus(-score*target, beta=1.0, threshold=40.0), batch, dtype, device)
 
 
 def _soft_margin_grads(score, target):
