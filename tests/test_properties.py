@@ -26,6 +26,10 @@ CLAIMS = {
     "cross_entropy": (True, True, "smooth", False),
     "soft_margin": (True, True, "smooth", False),
     "wasserstein": (True, True, "smooth", False),
+    # The clamp at eps = 1e-7 is a kink, and a concave one: below eps the loss is flat at
+    # -log(eps), above it falls, so the clamped loss is neither smooth nor convex (on [0, 1]).
+    "bce": (False, True, "kinked", False),
+    "cost_sensitive_bce": (False, True, "kinked", False),
 }
 
 
@@ -68,3 +72,13 @@ def test_every_builtin_has_properties(name):
     p = lf.properties(lf.builtin(name))
     assert p.smoothness in ("smooth", "kinked", "discontinuous")
     assert p.convex in (True, False) and p.bounded_gradient in (True, False)
+
+
+def test_a_kink_on_the_thin_side_of_a_clamp_is_found_where_it_is():
+    # Random lines through [0, 1] almost never pass below 1e-7: the break of the clamp is solved for.
+    spec = lf.LossSpec(name="c", expr="-log(clamp(p, 1e-7, 1))", symbols={"p": V("input", domain="probability")})
+    p = lf.properties(spec)
+    assert p.smoothness == "kinked" and "p=1e-07" in p.evidence["smoothness"]
+    assert p.convex is False
+    smooth = lf.LossSpec(name="c", expr="-log(p + 1e-7)", symbols={"p": V("input", domain="probability")})
+    assert lf.properties(smooth).smoothness == "smooth" and lf.properties(smooth).convex is True

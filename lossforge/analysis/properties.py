@@ -15,6 +15,10 @@ evidence holds on every probe, and None where it does not apply.
 * ``smoothness``: the loss and its gradient scanned along random lines:
   "smooth" (both continuous), "kinked" (the gradient jumps: abs, hinge) or
   "discontinuous" (the loss itself jumps: a step);
+* for both, the break of every abs, max, min, clamp, where, sign and
+  heaviside (the place its argument crosses, ``p = eps`` for
+  ``clamp(p, eps, 1)``) is solved for an input it is linear in and probed
+  directly, since random probes would almost never land within 1e-7 of 0;
 * ``zero_at_target``: the loss at input = target is identically 0 (for one
   input and one target over the same axis).
 """
@@ -28,6 +32,7 @@ import mpmath
 import numpy as np
 import sympy
 
+from .. import expr as E
 from ..derive import derive
 from ..numeric import element_symbol, elementary, evaluator, expand
 from ..spec import FrozenMap, LossSpec
@@ -62,8 +67,9 @@ class _Numpy:
             sym = table[name]
             self.args += [element_symbol(sym, k) for k in range(LENGTH)] if sym in vectors else [sym]
         params = {table[p]: spec.symbols[p].default for p in spec.params}
-        loss = elementary(expand(derive(spec).loss, LENGTH, vectors)[0]).xreplace(params)
-        self.f = sympy.lambdify(self.args, loss, modules="numpy")
+        #: The loss written out element by element, params at their defaults (lossforge's functions kept).
+        self.loss = expand(derive(spec).loss, LENGTH, vectors)[0].xreplace(params)
+        self.f = sympy.lambdify(self.args, elementary(self.loss), modules="numpy")
 
     def __call__(self, flat: np.ndarray) -> np.ndarray:
         with np.errstate(all="ignore"):
@@ -106,10 +112,69 @@ def _clip_to_domains(spec: LossSpec, cols, flat: np.ndarray) -> np.ndarray:
     return out
 
 
+#: Where each non-smooth function breaks: the expressions that are 0 at its kink or step.
+_BREAKS = {
+    sympy.Abs: lambda a: [a[0]],
+    E.sign: lambda a: [a[0]],
+    E.heaviside: lambda a: [a[0]],
+    E.maximum: lambda a: [a[0] - a[1]],
+    E.minimum: lambda a: [a[0] - a[1]],
+    E.clamp: lambda a: [a[0] - a[1], a[0] - a[2]],
+    E.where: lambda a: [r.lhs - r.rhs for r in a[0].atoms(sympy.core.relational.Relational)],
+}
+
+
+def _break_points(spec: LossSpec, f: _Numpy, rng, per_break: int = 4) -> list[tuple[np.ndarray, int, float]]:
+    """Points where a non-smooth function of the loss breaks, each with the input column to cross it on.
+
+    Random lines rarely pass the thin side of a clamp at eps = 1e-7; so each
+    break ``g = 0`` that is linear in an input is solved for that input, at
+    a few sampled values of the others. Returns (point, column, half-width)
+    where the segment point +- half-width along the column stays in the domains.
+    """
+    cols = f.columns()
+    rows = _input_rows(spec, cols)
+    index = {sym: i for i, sym in enumerate(f.args)}
+    found = []
+    for node in sorted(f.loss.atoms(*_BREAKS), key=sympy.default_sort_key):
+        for g in _BREAKS[type(node)](node.args):
+            for sym in sorted(g.free_symbols & set(f.args), key=lambda x: x.name):
+                if not rows[index[sym]]:
+                    continue
+                try:
+                    poly = sympy.Poly(g, sym)
+                except sympy.PolynomialError:
+                    continue
+                if poly.degree() != 1:
+                    continue
+                a, b = poly.all_coeffs()
+                root = sympy.lambdify(f.args, -b / a, modules="numpy")
+                base = _sample(spec, cols, rng, per_break)
+                with np.errstate(all="ignore"):
+                    at = np.broadcast_to(np.asarray(root(*base), dtype=float), (per_break,))
+                i = index[sym]
+                dom = spec.symbols[cols[i][0]].domain
+                for k in range(per_break):
+                    point, r = base[:, k].copy(), at[k]
+                    width = min(0.5 * abs(r) if r else 0.5, r - dom.lo, dom.hi - r)
+                    if not np.isfinite(r) or not width > 0:
+                        continue
+                    point[i] = r
+                    found.append((point, i, width))
+    return found
+
+
 def _convex(spec: LossSpec, f: _Numpy, rng) -> tuple[bool | None, str]:
     cols = f.columns()
     rows = _input_rows(spec, cols)
     base = _sample(spec, cols, rng, PAIRS)
+    breaks = _break_points(spec, f, rng)
+    if breaks:  # pairs that straddle each break: p -+ w along its input
+        extra_u = np.stack([p for p, _, _ in breaks], axis=1)
+        extra_v = extra_u.copy()
+        for j, (_, i, w) in enumerate(breaks):
+            extra_u[i, j] -= w
+            extra_v[i, j] += w
     u, v = base.copy(), base.copy()
     u[rows] = _sample(spec, cols, rng, PAIRS)[rows]
     v[rows] = _sample(spec, cols, rng, PAIRS)[rows]
@@ -121,6 +186,8 @@ def _convex(spec: LossSpec, f: _Numpy, rng) -> tuple[bool | None, str]:
             t = base[targets[min(len(targets) - 1, 0)], :k]
             u[i, :k], v[i, :k] = t + rng.random(k), t - 2 * rng.random(k)
     u, v = _clip_to_domains(spec, cols, u), _clip_to_domains(spec, cols, v)
+    if breaks:
+        u, v = np.concatenate([u, extra_u], axis=1), np.concatenate([v, extra_v], axis=1)
     fu, fv, fm = f(u), f(v), f((u + v) / 2)
     ok = np.isfinite(fu) & np.isfinite(fv) & np.isfinite(fm)
     if not ok.any():
@@ -225,6 +292,13 @@ def _smoothness(spec: LossSpec, f: _Numpy, rng) -> tuple[str, str]:
         k = int(np.argmax(np.abs(np.diff(slopes))))
         if not kinked and _persists(f, start, direction, seg[max(k - 1, 0)], seg[min(k + 2, len(seg) - 1)], 1):
             kinked = True
+    for point, i, width in _break_points(spec, f, rng):
+        direction = np.zeros(len(cols))
+        direction[i] = 1.0
+        if _persists(f, point, direction, -width, width, 0):
+            return "discontinuous", f"the loss jumps at {_describe(cols, point)} (a step)"
+        if not kinked and _persists(f, point, direction, -width, width, 1):
+            return "kinked", f"the gradient jumps at {_describe(cols, point)} (a kink)"
     if kinked:
         return "kinked", "the gradient jumps along a line through the inputs (a kink)"
     return "smooth", f"loss and slope continuous along {LINES} random lines ({STEPS} points each)"
