@@ -165,3 +165,25 @@ def test_malformed_and_unsafe_specs_are_user_errors(tmp_path):
 def test_every_command_has_help(command):
     proc = run(command, "--help")
     assert proc.returncode == 0 and "usage: lossforge" in proc.stdout
+
+
+def test_verify_shows_progress_on_a_terminal_only():
+    import pty
+
+    master, slave = pty.openpty()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST")}
+    proc = subprocess.run([sys.executable, "-m", "lossforge", "verify", "mse", "mae"], stdout=subprocess.PIPE,
+                          stderr=slave, cwd=ROOT, env=env, timeout=300, text=True)
+    os.close(slave)
+    seen = b""
+    try:
+        while chunk := os.read(master, 4096):
+            seen += chunk
+    except OSError:  # the terminal is closed once everything is read
+        pass
+    os.close(master)
+    assert proc.returncode == 0
+    assert "[1/2] verifying mse" in seen.decode() and "[2/2] verifying mae" in seen.decode()
+    assert "== mse ==" in proc.stdout and "== mae ==" in proc.stdout
+    piped = run("verify", "mse", "mae")
+    assert piped.returncode == 0 and "verifying" not in piped.stderr
