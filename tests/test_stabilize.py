@@ -25,6 +25,8 @@ SAFE_CASES = [
     ("x*log(x) - x", "x: probability", "unguarded-log", "xlogy"),
     ("exp(x) - 1", "x: [-1; 1]", "cancellation", "expm1"),
     ("t*x - 1/(1 + exp(-x))", "x: real, t: real target", "overflow", "sigmoid"),
+    ("t*exp(x)/(1 + exp(x))", "x: real, t: real target", "overflow", "sigmoid"),
+    ("log(exp(a) + exp(b))", "a: real, b: real", "log-sum-exp", "log1p"),
 ]
 
 

@@ -154,13 +154,26 @@ def sigmoid_form(u: sympy.Expr) -> sympy.Expr | None:
         rest = u.base - 1
         if isinstance(rest, sympy.exp):
             return -rest.args[0]
-    if u.is_Mul:  # exp(x)/(1 + exp(x))
-        nums = [a for a in u.args if isinstance(a, sympy.exp)]
-        dens = [a for a in u.args if a.is_Pow and a.exp == -1]
-        if len(nums) == 1 and len(dens) == 1 and len(u.args) == 2:
-            if sympy.expand(dens[0].base - 1 - nums[0]) == 0:
-                return nums[0].args[0]
+    found = sigmoid_factors(u)  # exp(x)/(1 + exp(x))
+    if found is not None and found[1] == 1:
+        return found[0]
     return None
+
+
+def sigmoid_factors(u: sympy.Expr) -> tuple[sympy.Expr, sympy.Expr] | None:
+    """(x, rest) if the product ``u`` is ``rest * exp(x)/(1 + exp(x))``, else None."""
+    if not u.is_Mul:
+        return None
+    for num in (a for a in u.args if isinstance(a, sympy.exp)):
+        for den in (a for a in u.args if a.is_Pow and a.exp == -1):
+            if sympy.expand(den.base - 1 - num) == 0:
+                return num.args[0], u / (num * den)
+    return None
+
+
+def logaddexp(a: sympy.Expr, b: sympy.Expr) -> sympy.Expr:
+    """``log(exp(a) + exp(b))`` in the form that exponentiates only non-positive numbers."""
+    return E.maximum(a, b) + log1p(sympy.exp(-sympy.Abs(a - b)))
 
 
 def one_plus(u: sympy.Expr) -> sympy.Expr | None:
@@ -192,7 +205,7 @@ def softmax_form(u: sympy.Expr) -> tuple[sympy.Expr, sympy.Expr] | None:
     return None
 
 
-def _exp_pair(u: sympy.Expr) -> bool:
+def exp_pair(u: sympy.Expr) -> bool:
     """``exp(a) + exp(b)``: the two-term log-sum-exp."""
     return u.is_Add and len(u.args) == 2 and all(isinstance(a, sympy.exp) for a in u.args)
 
@@ -252,7 +265,7 @@ class UnguardedLog(Rule):
                 continue
             u = node.args[0]
             if (sigmoid_form(u) is not None or sum_of_exps(u) is not None or isinstance(u, sympy.cosh)
-                    or _exp_pair(u) or softmax_form(u) is not None):
+                    or exp_pair(u) or softmax_form(u) is not None):
                 continue  # the more specific rules report these
             if not b(u).positive:
                 yield self.hazard(ctx, node, self._fix(node, b))
@@ -483,11 +496,10 @@ class LogSumExp(Rule):
                 zb = b(z)
                 if zb.hi > EXP_MAX or zb.lo < -87:
                     yield self.hazard(ctx, node, Fix(E.logsumexp(z), True, "logsumexp with the max shift"))
-            elif _exp_pair(u):
+            elif exp_pair(u):
                 a, c = (t.args[0] for t in u.args)
                 if max(b(a).hi, b(c).hi) > EXP_MAX or min(b(a).hi, b(c).hi) < -87:
-                    fix = E.maximum(a, c) + log1p(sympy.exp(-sympy.Abs(a - c)))
-                    yield self.hazard(ctx, node, Fix(fix, True, "logaddexp: max + log1p(exp(-|a - b|))"))
+                    yield self.hazard(ctx, node, Fix(logaddexp(a, c), True, "logaddexp: max + log1p(exp(-|a - b|))"))
 
 
 class LogSigmoid(Rule):

@@ -3,9 +3,10 @@
 A rewrite is a value, ``(name, query, replacement, safe)``, kept in one
 ordered tuple like SymPy's ``optims_numpy``. Safe rewrites preserve the value
 exactly (``log(1 + x) -> log1p(x)``); unsafe ones change it near the hazard
-(a clamp or an eps), and ``stabilize`` applies them only when asked. The
-unsafe ones come from the hazard rules' own fixes, applied where
-``lf.check`` reports a hazard, so stabilize and check never disagree.
+(a clamp or an eps), and ``stabilize`` applies them only when asked. Then the
+hazard rules' own fixes are applied where ``lf.check`` reports a hazard (the
+safe ones always, such as the two-term log-sum-exp; the unsafe ones when
+asked), so stabilize and check never disagree.
 """
 
 from __future__ import annotations
@@ -18,7 +19,15 @@ from sympy.codegen.cfunctions import expm1, log1p
 from .. import expr as E
 from ..errors import AnalysisError
 from ..spec import LossSpec
-from .hazards import check, exp_minus_one, one_plus, sigmoid_form, softmax_form, sum_of_exps
+from .hazards import (
+    check,
+    exp_minus_one,
+    one_plus,
+    sigmoid_factors,
+    sigmoid_form,
+    softmax_form,
+    sum_of_exps,
+)
 
 
 def _is_log_of(pred):
@@ -61,6 +70,8 @@ SAFE_REWRITES = (
     ("log(1 + x) -> log1p(x)", _is_log_of(lambda u: one_plus(u) is not None), lambda n: log1p(one_plus(n.args[0]))),
     ("exp(x) - 1 -> expm1(x)", lambda n: n.is_Add and exp_minus_one(n) is not None,
      lambda n: exp_minus_one(n)[1] * expm1(exp_minus_one(n)[0])),
+    ("exp(x)/(1 + exp(x)) -> sigmoid(x)", lambda n: sigmoid_factors(n) is not None,
+     lambda n: sigmoid_factors(n)[1] * E.sigmoid(sigmoid_factors(n)[0])),
     ("1/(1 + exp(-x)) -> sigmoid(x)",
      lambda n: (n.is_Pow or n.is_Mul) and not isinstance(n, E.sigmoid) and sigmoid_form(n) is not None,
      lambda n: E.sigmoid(sigmoid_form(n))),
@@ -81,11 +92,9 @@ def stabilize(spec: LossSpec, unsafe: bool = False) -> LossSpec:
     for _name, query, rewrite in SAFE_REWRITES:
         expr = expr.replace(query, rewrite)
     result = spec if expr == spec.sympy else replace(spec, expr=E.to_text(expr))
-    if not unsafe:
-        return result
-    for _ in range(8):  # each pass fixes what check still reports in the loss
+    for _ in range(8):  # each pass fixes what check still reports in the loss (safe fixes, unsafe if asked)
         fixes = {h.expr: h.fix.replacement for h in check(result).hazards
-                 if h.where == "loss" and h.fix is not None and not h.accepted}
+                 if h.where == "loss" and h.fix is not None and not h.accepted and (unsafe or h.fix.safe)}
         if not fixes:
             break
         expr = result.sympy.xreplace(fixes)
