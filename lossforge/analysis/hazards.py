@@ -253,8 +253,9 @@ class UnguardedLog(Rule):
             if isinstance(node, log1p):
                 u = node.args[0]
                 if b(u).lo <= -1:
-                    yield self.hazard(ctx, node, Fix(log1p(E.maximum(u, EPS - 1)), False,
-                                                     "keep the argument above -1 + 1e-7"))
+                    v = -u  # log1p(-p): cap p, which reads better than a floor on -p
+                    guarded = -E.minimum(v, 1 - EPS) if v.could_extract_minus_sign() is False else E.maximum(u, EPS - 1)
+                    yield self.hazard(ctx, node, Fix(log1p(guarded), False, "keep the argument above -1 + 1e-7"))
                 continue
             if isinstance(node, E.xlogy):
                 x, u = node.args
