@@ -1,12 +1,12 @@
 """Stabilizing rewrites: a loss rewritten into forms that stay finite.
 
-A rewrite is a value, ``(name, query, replacement, safe)``, kept in one
-ordered tuple like SymPy's ``optims_numpy``. Safe rewrites preserve the value
-exactly (``log(1 + x) -> log1p(x)``); unsafe ones change it near the hazard
-(a clamp or an eps), and ``stabilize`` applies them only when asked. Then the
-hazard rules' own fixes are applied where ``lf.check`` reports a hazard (the
-safe ones always, such as the two-term log-sum-exp; the unsafe ones when
-asked), so stabilize and check never disagree.
+A safe rewrite is a value, ``(name, query, replacement)``, kept in one
+ordered tuple like SymPy's ``optims_numpy``: it preserves the value exactly
+(``log(1 + x) -> log1p(x)``) and is applied wherever its pattern appears.
+Then the hazard rules' own fixes are applied where ``lf.check`` reports a
+hazard: the safe ones always (the two-term log-sum-exp), the unsafe ones,
+which change values near the hazard (a clamp or an eps), only when asked.
+So stabilize and check never disagree.
 """
 
 from __future__ import annotations
