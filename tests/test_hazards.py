@@ -270,12 +270,14 @@ FIXTURES = {
             ("min(x, 1)", "x: real"),
             ("clamp(x, -1, 1)", "x: real"),
             ("where(abs(x) < 1, x**2/2, abs(x) - 0.5)", "x: real"),
+            ("x*where(x > 0, 2, 1)", "x: real"),  # a step times a varying factor: its slope jumps
         ],
         [
             ("(x - t)**2", "x: real, t: real target"),
             ("softplus(x)", "x: real"),
             ("abs(t)*x", "x: real, t: real target"),
             ("where(t > 0, x, -x)", "x: real, t: real target"),
+            ("where(t > 0, 2, 1)*x", "x: real, t: real target"),
         ],
     ),
 }

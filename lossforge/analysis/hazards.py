@@ -657,10 +657,22 @@ class NonDifferentiable(Rule):
     in_gradients = False
 
     def check(self, ctx):
+        steps_in_gradient = None
         for node, _ in ctx.nodes(sympy.Abs, E.maximum, E.minimum, E.clamp, E.where):
             probe = node.args[0] if isinstance(node, (E.where, E.clamp)) else node
-            if ctx.varies(probe) and not (isinstance(node, E.where) and not ctx.varies(node.args[1]) and not ctx.varies(node.args[2])):
-                yield self.hazard(ctx, node)
+            if not ctx.varies(probe):
+                continue
+            if isinstance(node, E.where) and not ctx.varies(node.args[1]) and not ctx.varies(node.args[2]):
+                # A step: alone it is zero-gradient's; times a varying factor (x*where(x > 0, 2, 1))
+                # it reaches the gradient, whose jump there is a kink of the loss.
+                if ctx.where != "loss":
+                    continue
+                if steps_in_gradient is None:
+                    grads = gradients(ctx.expr, {s.name: s for s in ctx.inputs}, set(ctx.vectors))
+                    steps_in_gradient = {n for g in grads.values() for n in g.atoms(E.where)}
+                if node not in steps_in_gradient:
+                    continue
+            yield self.hazard(ctx, node)
 
 
 #: The one ordered registry of rules.
