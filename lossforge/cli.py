@@ -78,7 +78,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     print()
     print("Properties:")
     for key in ("convex", "bounded_gradient", "smoothness", "zero_at_target"):
-        print(f"  {key:<17} {getattr(props, key)}")
+        print(f"  {key:<17} {getattr(props, key)!s:<7} {props.evidence[key]}")
     if spec.stable_form:
         print()
         print(f"Stable form: {spec.stable_form}")

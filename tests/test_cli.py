@@ -61,6 +61,7 @@ def test_show_prints_formula_params_gradient_and_properties():
     out = proc.stdout
     for word in ("huber", "delta", "default 1.0", "d loss / d pred", "convex", "bounded_gradient", "smoothness"):
         assert word in out, word
+    assert "midpoint convexity held" in out  # each property with its evidence
 
 
 def test_check_text_output_is_linter_like_and_exit_codes(tmp_path):
