@@ -383,10 +383,20 @@ def test_names_that_collide_with_generated_code_still_work():
     assert float(Loss(reduction="sum", batch_=2.0)(*map(torch.tensor, args))) == pytest.approx(expected)
 
 
-def test_a_param_named_reduction_is_refused():
+def test_symbols_named_reduction_work_under_mangled_names():
+    # A param named `reduction` becomes the keyword `reduction_`; `reduction=` stays the reduction.
     s = lf.LossSpec(name="r", expr="x*reduction", symbols={"x": V("input"), "reduction": V("param", default=1.0)})
-    with pytest.raises(RenderError, match="reduction"):
-        lf.generate(s, "numpy")
+    x = np.array([1.0, 2.0, 3.0])
+    assert lf.compile(s, "numpy").loss(x, reduction="sum", reduction_=2.0) == 12.0
+    Loss = lf.compile(s, "torch")
+    assert "reduction_ (float, optional)" in Loss.__doc__
+    assert float(Loss(reduction="mean", reduction_=2.0)(torch.tensor(x))) == 4.0
+    # An input named `reduction` is positional, as every array is.
+    s = lf.LossSpec(name="r", expr="(reduction - t)**2", symbols={"reduction": V("input"), "t": V("target")})
+    value, (grad,) = lf.compile(s, "numpy").loss_and_grad(x, np.zeros(3), reduction="sum")
+    assert value == 14.0 and grad.tolist() == [2.0, 4.0, 6.0]
+    out = lf.compile(s, "torch")(reduction="sum")(torch.tensor(x, requires_grad=True), torch.zeros(3))
+    assert out.item() == 14.0
 
 
 def test_unknown_target_names_it():

@@ -382,9 +382,6 @@ def generate(spec: LossSpec, target: str) -> str:
         raise RenderError(f"generate() needs a LossSpec, got {type(spec).__name__}", token=type(spec).__name__)
     tgt = _target(target)
     local = _mangle(list(spec.symbols))
-    if "reduction" in spec.params:
-        raise RenderError("a param named 'reduction' collides with the reduction argument: rename it",
-                          token="reduction")
     terms = [_build_term(tgt, t, w, s, local) for t, w, s in _term_specs(spec)]
     arrays = [Arg(n, local[n], spec.symbols[n]) for n in spec.arrays]
     mates = {}
