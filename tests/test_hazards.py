@@ -463,3 +463,13 @@ def test_clean_specs_are_finite_at_every_draw(expr, decl, data):
     for dtype in (np.float64, np.float32):
         p = {n: float(dtype(v)) for n, v in point.items()}
         assert _finite_everywhere(spec, p, dtype), (expr, p, dtype)
+
+
+def test_a_strict_condition_keeps_its_branch_finite_one_step_past_the_edge():
+    # where(x > 1, 1/(x - 1), 0) is clean: x > 1 means x >= 1 + one ulp, so x - 1 is never 0.
+    spec = make("where(x > 1, 1/(x - 1), 0)", "x: real")
+    assert lf.check(spec).ok
+    for dtype in (np.float64, np.float32):
+        edge = float(np.nextafter(dtype(1), dtype(2)))
+        assert _finite_everywhere(spec, {"x": edge}, dtype)
+        assert _finite_everywhere(spec, {"x": 1.0}, dtype)
