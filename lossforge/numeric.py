@@ -81,6 +81,26 @@ def elementary(expr: sympy.Expr) -> sympy.Expr:
     return expr
 
 
+def _real(value) -> mpmath.mpf:
+    """An mpmath result as a real: a complex one (the log of a negative number) is NaN, as in IEEE."""
+    if isinstance(value, mpmath.mpc):
+        return value.real if value.imag == 0 else mpmath.mpf("nan")
+    return value
+
+
+def _results(f, flat: list, count: int) -> list:
+    """``f(*flat)`` as reals; an undefined point is NaN, so callers see a non-finite value.
+
+    mpmath raises where IEEE arithmetic gives inf or NaN: on 1/0, and on
+    comparing a complex intermediate (the log of a negative number inside a
+    max) with a real one.
+    """
+    try:
+        return [_real(v) for v in f(*flat)]
+    except (ZeroDivisionError, ValueError, OverflowError, TypeError):
+        return [mpmath.mpf("nan")] * count
+
+
 class Evaluator:
     """Loss and gradients of a spec in mpmath, for vectors of length ``length``."""
 
@@ -121,9 +141,10 @@ class Evaluator:
         with mpmath.workdps(self.dps):
             for i in range(n):
                 flat = self._flat(arrays, i)
-                loss[i] = float(self._loss(*flat)[0])
+                loss[i] = float(_results(self._loss, flat, 1)[0])
                 for g, f in zip(grads, self._grads):
-                    g[i] = [float(v) for v in f(*flat)] if g.ndim > 1 else float(f(*flat)[0])
+                    values = _results(f, flat, g.shape[1] if g.ndim > 1 else 1)
+                    g[i] = [float(v) for v in values] if g.ndim > 1 else float(values[0])
         return loss, grads
 
     def central_differences(self, arrays: dict[str, np.ndarray], step: str = "1e-12") -> list[np.ndarray]:
@@ -136,8 +157,8 @@ class Evaluator:
                 for i in range(n):
                     row = np.atleast_1d(np.asarray(arrays[name][i], dtype=float))
                     for k, x in enumerate(row):
-                        up = self._loss(*self._flat(arrays, i, (name, k, mpmath.mpf(float(x)) + h)))[0]
-                        down = self._loss(*self._flat(arrays, i, (name, k, mpmath.mpf(float(x)) - h)))[0]
+                        up = _results(self._loss, self._flat(arrays, i, (name, k, mpmath.mpf(float(x)) + h)), 1)[0]
+                        down = _results(self._loss, self._flat(arrays, i, (name, k, mpmath.mpf(float(x)) - h)), 1)[0]
                         value = float((up - down) / (2 * h))
                         if g.ndim > 1:
                             g[i, k] = value

@@ -188,6 +188,27 @@ def test_values_and_gradients_match_hand_written_torch(case, reduction):
         np.testing.assert_allclose(g, ref_in[i].grad.numpy(), rtol=1e-9, atol=1e-9)
 
 
+@pytest.mark.parametrize(
+    "expr",
+    ["x*exp(-s)", "x*sigmoid(s) + softplus(s)*x**2", "x*log(abs(s) + 1)", "x*max(s, 0.5) + min(0.25, s)*x",
+     "clamp(x, -abs(s), abs(s))", "x*abs(s)**0.5 + tanh(s)*cosh(s)*x", "x*heaviside(s) + expm1(s)*x"],
+)
+@pytest.mark.parametrize("s_value", [0.7, -1.3])
+def test_functions_of_params_alone_are_tensors_of_the_working_dtype(expr, s_value):
+    # Params arrive as Python floats; torch.exp(0.7) would be a TypeError.
+    spec_ = spec(expr, reduction="sum", x=V("input"), s=V("param", default=0.7))
+    x = np.array([-2.0, 0.5, 3.0])
+    value, (grad,) = lf.compile(spec_, "numpy").loss_and_grad(x, reduction="sum", s=s_value)
+    for dtype in (torch.float64, torch.float32):
+        xt = torch.tensor(x, dtype=dtype, requires_grad=True)
+        out = lf.compile(spec_, "torch")(reduction="sum", s=s_value)(xt)
+        out.backward()
+        assert out.dtype == dtype
+        tol = 1e-12 if dtype == torch.float64 else 1e-5
+        assert out.item() == pytest.approx(float(value), rel=tol, abs=tol)
+        np.testing.assert_allclose(xt.grad.numpy(), grad, rtol=tol, atol=tol)
+
+
 def test_float32_stays_float32():
     # float32 resolution is 6e-8; a handful of operations stays well inside 1e-5 relative.
     s, ref, make = CUSTOM["axis_logsumexp_norm_sum"]

@@ -140,3 +140,20 @@ def test_report_str_is_a_table():
     text = str(lf.verify(lf.builtin("mse")))
     assert text.splitlines()[0] == "verify mse: ok"
     assert "max error" in text and "tolerance" in text and "pass" in text
+
+
+@pytest.mark.parametrize(
+    ("expr", "domains"),
+    [
+        ("log(x)", {"x": [-2.0, 3.0]}),  # complex in exact arithmetic below 0
+        ("sqrt(sqrt(x))", {"x": "nonnegative"}),  # 1/0 in the gradient at 0
+        ("tanh(log(x))*min(x/y, 1)", {"x": [-2.0, 3.0], "y": "positive"}),  # a complex value inside a min
+    ],
+)
+def test_a_hazardous_spec_fails_its_report_instead_of_raising(expr, domains):
+    symbols = {n: lf.Var("input", domain=d) for n, d in domains.items()}
+    spec = lf.LossSpec(name="bad", expr=expr, symbols=symbols)
+    report = lf.verify(spec)
+    assert not report.ok
+    assert not next(r for r in report.rows if r.name.startswith("finite")).ok
+    lf.properties(spec)  # evaluates without raising as well

@@ -148,7 +148,7 @@ def _break_points(spec: LossSpec, f: _Numpy, rng, per_break: int = 4) -> list[tu
                 if poly.degree() != 1:
                     continue
                 a, b = poly.all_coeffs()
-                root = sympy.lambdify(f.args, -b / a, modules="numpy")
+                root = sympy.lambdify(f.args, elementary(-b / a), modules="numpy")
                 base = _sample(spec, cols, rng, per_break)
                 with np.errstate(all="ignore"):
                     at = np.broadcast_to(np.asarray(root(*base), dtype=float), (per_break,))

@@ -115,6 +115,17 @@ class grouped(sympy.Function):
     nargs = 1
 
 
+class as_tensor(sympy.Function):  # noqa: N801 - a SymPy function, lower case like SymPy's
+    """A scalar made of params and constants, as a tensor of the working dtype and device.
+
+    Python floats stand for params, and ``torch.exp(0.7)`` is a TypeError: a
+    torch function of params alone gets its argument through this wrapper.
+    Only the Torch printer sees it.
+    """
+
+    nargs = 1
+
+
 def group_sums(expr: sympy.Expr, arrays: frozenset) -> sympy.Expr:
     """Group the per-element terms of every sum that also adds constants or params."""
 
@@ -324,6 +335,27 @@ class TorchLossPrinter(_LossPrinterMixin, TorchPrinter):
         super().__init__(settings)
         self.helpers = set()
 
+    def doprint(self, expr, assign_to=None):
+        return super().doprint(self._params_as_tensors(expr), assign_to)
+
+    def _params_as_tensors(self, expr: sympy.Expr) -> sympy.Expr:
+        """Arguments of torch calls on params alone (``exp(w)``, ``w**0.5``) wrapped in :class:`as_tensor`."""
+
+        def of_params(node: sympy.Basic) -> bool:
+            if node.is_number or self._has_arrays(node) or not node.free_symbols:
+                return False
+            if isinstance(node, sympy.Pow):
+                return not node.exp.is_integer
+            return isinstance(node, sympy.Function) and not isinstance(node, (where, as_tensor, grouped))
+
+        def wrap(node: sympy.Basic) -> sympy.Basic:
+            return node.func(*(as_tensor(a) if not a.is_number else a for a in node.args), evaluate=False)
+
+        return expr.replace(of_params, wrap)
+
+    def _print_as_tensor(self, expr):
+        return self._tensor(expr.args[0])
+
     def _fn(self, name: str) -> str:
         return f"torch.{name}"
 
@@ -390,8 +422,8 @@ class TorchLossPrinter(_LossPrinterMixin, TorchPrinter):
 
     def _extremum(self, expr, name: str, bound: str) -> str:
         a, b = expr.args
-        if not self._has_arrays(a):
-            a, b = b, a
+        if not self._has_arrays(a) and (self._has_arrays(b) or a.is_number):
+            a, b = b, a  # the clamped operand is a tensor: the array, else the (wrapped) param
         if not self._has_arrays(b):
             return f"torch.clamp({self._print(a)}, {bound}={self._print(b)})"
         return f"torch.{name}({self._print(a)}, {self._print(b)})"
@@ -405,6 +437,7 @@ class TorchLossPrinter(_LossPrinterMixin, TorchPrinter):
 
 __all__ = [
     "NumpyLossPrinter",
+    "as_tensor",
     "TorchLossPrinter",
     "guard_where",
     "sympy_builtins_to_lossforge",
