@@ -15,6 +15,7 @@ from .derive import Derivation as Derivation
 from .derive import derive as derive
 from .domains import Domain as Domain
 from .errors import AnalysisError as AnalysisError
+from .errors import DeriveError as DeriveError
 from .errors import DomainError as DomainError
 from .errors import LossforgeError as LossforgeError
 from .errors import ParseError as ParseError

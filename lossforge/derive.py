@@ -28,7 +28,8 @@ from functools import lru_cache
 
 import sympy
 
-from .expr import AXIS_OPERATIONS, axis_sum, cumsum, power, rev_cumsum
+from .errors import DeriveError
+from .expr import AXIS_OPERATIONS, NOT_REAL, axis_sum, cumsum, power, rev_cumsum
 from .spec import FrozenMap, LossSpec
 
 
@@ -124,4 +125,12 @@ def derive(spec: LossSpec) -> Derivation:
     vectors = {table[n] for n, v in spec.symbols.items() if v.axis is not None}
     inputs = {n: table[n] for n in spec.inputs}
     grads = gradients(spec.sympy, inputs, vectors)
+    for name, grad in grads.items():
+        for bad, what in NOT_REAL.items():
+            if grad.has(bad):
+                raise DeriveError(
+                    f"the gradient with respect to {name!r} holds {what} as written: a derivative is taken at a "
+                    f"constant singular point (such as xlogy(x, 0) or sqrt(0)); gradient: {grad}",
+                    token=name,
+                )
     return Derivation(spec=spec, loss=spec.sympy, gradients=FrozenMap(grads))

@@ -36,6 +36,10 @@ class RoleError(SpecError):
     """A symbol used in a way its role forbids (e.g. a gradient asked for a target)."""
 
 
+class DeriveError(SpecError):
+    """The gradient is undefined as written: a derivative taken at a constant singular point."""
+
+
 class UnknownNameError(LossforgeError, KeyError):
     """An unknown built-in, hazard kind or target name."""
 

@@ -57,6 +57,7 @@ __all__ = [
     "to_text",
     "check_symbol_name",
     "softmax_argument",
+    "NOT_REAL",
 ]
 
 
@@ -237,8 +238,10 @@ class xlogy(Function):
     def eval(cls, x, y):
         if x.is_zero:
             return S.Zero
-        if x.is_Number and y.is_Number:
-            return x * sympy.log(y)
+        if y == 1:
+            return S.Zero
+        if (x.is_Number or x.is_zero is False) and y.is_Number:
+            return x * sympy.log(y)  # xlogy(2, 0) is -inf: the parser refuses it by name
         return None
 
     def _eval_rewrite_as_log(self, x, y, **kwargs):
@@ -836,6 +839,10 @@ class _Converter:
                 raise ParseError(f"comparison {tok!r} is not part of the spec language", token=tok)
             right, a = self.convert(comp, True)
             axes.append(a)
+            for side in (left, right):
+                for bad, what in NOT_REAL.items():
+                    if side.has(bad):
+                        raise self.fail(node, f"a side of this comparison evaluates to {what}")
             parts.append(_COMPARE[type(op)](left, right))
             left = right
         return sympy.And(*parts), self.merge(node, *axes)
@@ -877,7 +884,8 @@ class _Converter:
         return func(*values), self.merge(node, *(a for _, a in args))
 
 
-_NOT_REAL = {
+#: Values a real loss (or a gradient) must never hold, with the words for them.
+NOT_REAL = {
     S.ComplexInfinity: "an infinity",
     S.Infinity: "an infinity",
     S.NegativeInfinity: "an infinity",
@@ -969,7 +977,7 @@ def parse(
     value, axis = converter.convert(tree)
     if _is_condition(value):
         raise ParseError("the loss is a comparison, not a number: use where(cond, a, b)", token=text.strip())
-    for bad, what in _NOT_REAL.items():
+    for bad, what in NOT_REAL.items():
         if value.has(bad):
             raise ParseError(f"the expression evaluates to {what} (e.g. a division by zero or log of a negative constant)",
                              token=text.strip())

@@ -81,6 +81,14 @@ def elementary(expr: sympy.Expr) -> sympy.Expr:
     return expr
 
 
+def _elementary_or_nan(expr: sympy.Expr) -> sympy.Expr:
+    """``elementary(expr)`` for mpmath; where writing it out exposes a constant 1/0 it is NaN there."""
+    try:
+        return elementary(expr).xreplace({sympy.zoo: sympy.nan})
+    except TypeError:  # a comparison with an infinity (zoo > 0) while rebuilding: undefined
+        return sympy.nan
+
+
 def _real(value) -> mpmath.mpf:
     """An mpmath result as a real: a complex one (the log of a negative number) is NaN, as in IEEE."""
     if isinstance(value, mpmath.mpc):
@@ -120,7 +128,7 @@ class Evaluator:
         ]
 
     def _compile(self, exprs: list[sympy.Expr]):
-        return sympy.lambdify(self.args, [elementary(e) for e in exprs], modules="mpmath")
+        return sympy.lambdify(self.args, [_elementary_or_nan(e) for e in exprs], modules="mpmath")
 
     def _flat(self, arrays: dict[str, np.ndarray], i: int, override: tuple[str, int, object] | None = None) -> list:
         out = []

@@ -187,3 +187,13 @@ def test_clamp_and_max_follow_torch_subgradients():
     relu_at_zero = lf.maximum(0, x).diff(x).subs(x, 0)
     assert relu_at_zero == 0  # torch.relu: subgradient 0 at the kink
     assert sympy.Abs(x).diff(x).subs(x, 0) == 0
+
+
+def test_a_gradient_at_a_constant_singular_point_is_refused_by_name():
+    # xlogy(x, 0) is 0 at x = 0 and -inf elsewhere: its derivative in x holds log(0).
+    spec = lf.LossSpec(name="s", expr="x**2 + xlogy(x, 0)", symbols={"x": lf.Var("input")})
+    with pytest.raises(lf.DeriveError) as info:
+        spec.gradient()
+    assert info.value.token == "x" and "'x'" in str(info.value)
+    with pytest.raises(lf.LossforgeError):
+        lf.check(spec)

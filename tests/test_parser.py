@@ -264,7 +264,19 @@ def test_a_symbol_may_share_a_function_name():
     assert E.parse(E.to_text(value), {"mean": mean, "z": Z}, AXES) == value
 
 
-@pytest.mark.parametrize("text", ["x/0", "log(-1) + x", "sqrt(-2)*x", "x*0**-1"])
+@pytest.mark.parametrize("text", ["x/0", "log(-1) + x", "sqrt(-2)*x", "x*0**-1", "xlogy(2, 0) + x",
+                                  "xlogy(sigmoid(x), x - x)"])
 def test_constant_nonsense_is_refused(text):
     with pytest.raises(ParseError):
         parse(text)
+
+
+def test_a_comparison_with_an_infinite_side_is_refused_by_name():
+    # xlogy(y, 0) with y > 0 is -inf; SymPy itself raises a TypeError on comparing it.
+    with pytest.raises(ParseError) as info:
+        E.parse("where(xlogy(sigmoid(y), x - x) > 0, x, -x)", SYMS, AXES)
+    assert "xlogy(sigmoid(y), x - x) > 0" in info.value.token
+
+
+def test_xlogy_of_one_is_zero():
+    assert parse("xlogy(x, 1) + x") == X
