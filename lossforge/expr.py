@@ -374,11 +374,15 @@ class _Extremum(Function):
 
     def fdiff(self, argindex=1):
         a, b = self.args
-        if argindex == 1:
-            return heaviside(self._sign * (a - b))
-        if argindex == 2:
-            return heaviside(self._sign * (b - a))
-        raise ArgumentIndexError(self, argindex)
+        if argindex not in (1, 2):
+            raise ArgumentIndexError(self, argindex)
+        mine, other = (a, b) if argindex == 1 else (b, a)
+        wins = heaviside(self._sign * (mine - other))
+        if a.is_number or b.is_number:
+            return wins  # against a constant (max(0, x)): relu's subgradient, 0 at the tie
+        # Two varying arguments share the tie evenly, as torch.maximum does; where they
+        # coincide on a whole region (min(max(x, y), x)) the gradient is then still right.
+        return where(sympy.Eq(a, b), S.Half, wins)
 
     def _eval_is_extended_real(self):
         return _is_real(*self.args)
@@ -398,9 +402,9 @@ class maximum(_Extremum):
 
     Why it exists: SymPy's ``Max`` prints as Python's ``max`` (which fails on
     arrays) and differentiates to ``Heaviside(a - b)`` with the value 1/2 at the
-    tie. Here the derivative is ``heaviside(a - b)``: at a tie neither argument
-    gets gradient, so ``max(0, x)`` has the ReLU subgradient 0 at x = 0, as
-    ``torch.relu``.
+    tie. Here the derivative is ``heaviside(a - b)`` against a constant, so
+    ``max(0, x)`` has the ReLU subgradient 0 at x = 0, as ``torch.relu``; two
+    varying arguments share a tie half and half, as ``torch.maximum``.
     """
 
     spec_name = "max"
@@ -410,7 +414,7 @@ class maximum(_Extremum):
 
 
 class minimum(_Extremum):
-    """Elementwise ``min(a, b)``; at a tie neither argument gets gradient."""
+    """Elementwise ``min(a, b)``; at a tie the same convention as :class:`maximum`."""
 
     spec_name = "min"
     _pick = staticmethod(min)

@@ -197,3 +197,19 @@ def test_a_gradient_at_a_constant_singular_point_is_refused_by_name():
     assert info.value.token == "x" and "'x'" in str(info.value)
     with pytest.raises(lf.LossforgeError):
         lf.check(spec)
+
+
+def test_extremum_ties_follow_torch():
+    x, y = sympy.symbols("x y", real=True)
+    # Against a constant: relu's subgradient, 0 at the tie.
+    relu = lf.LossSpec(name="r", expr="max(x, 0)", symbols={"x": lf.Var("input")})
+    assert relu.gradient()["x"].subs(relu.symbol("x"), 0) == 0
+    # Two varying arguments share the tie, as torch.maximum; a whole region of ties stays right.
+    both = lf.LossSpec(name="b", expr="max(x, y)", symbols={"x": lf.Var("input"), "y": lf.Var("input")})
+    g = both.gradient()
+    point = {both.symbol("x"): 1.5, both.symbol("y"): 1.5}
+    assert g["x"].subs(point) == sympy.Rational(1, 2) and g["y"].subs(point) == sympy.Rational(1, 2)
+    region = lf.LossSpec(name="c", expr="min(max(x, y), x)", symbols={"x": lf.Var("input"), "y": lf.Var("input")})
+    g = region.gradient()
+    point = {region.symbol("x"): 2.0, region.symbol("y"): -1.0}  # min(max(x, y), x) = x here
+    assert g["x"].subs(point) == 1 and g["y"].subs(point) == 0

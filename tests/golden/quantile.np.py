@@ -98,10 +98,12 @@ def _quantile_value_and_grads(pred, target, tau):
     _t0 = -pred + target
     _t1 = _t0*tau
     _t2 = tau - 1
-    _t3 = -_t0*_t2 + _t1
-    value = _fill(np.maximum(_t1, _t0*_t2), batch)
+    _t3 = _t0*_t2
+    _t4 = (_t1 == _t3)
+    _t5 = -_t0*_t2 + _t1
+    value = _fill(np.maximum(_t1, _t3), batch)
     grads = (
-        _fill(-_t2*np.greater(-_t3, 0).astype(np.float64) - tau*np.greater(_t3, 0).astype(np.float64), pred.shape),
+        _fill(-_t2*np.where(_t4, 1/2, np.greater(-_t5, 0).astype(np.float64)) - tau*np.where(_t4, 1/2, np.greater(_t5, 0).astype(np.float64)), pred.shape),
     )
     return value, grads
 
