@@ -200,7 +200,6 @@ def test_a_gradient_at_a_constant_singular_point_is_refused_by_name():
 
 
 def test_extremum_ties_follow_torch():
-    x, y = sympy.symbols("x y", real=True)
     # Against a constant: relu's subgradient, 0 at the tie.
     relu = lf.LossSpec(name="r", expr="max(x, 0)", symbols={"x": lf.Var("input")})
     assert relu.gradient()["x"].subs(relu.symbol("x"), 0) == 0
