@@ -29,7 +29,7 @@ from functools import lru_cache
 import sympy
 
 from .errors import DeriveError
-from .expr import AXIS_OPERATIONS, NOT_REAL, axis_sum, cumsum, power, rev_cumsum
+from .expr import AXIS_OPERATIONS, NOT_REAL, axis_ones, axis_sum, cumsum, power, rev_cumsum
 from .spec import FrozenMap, LossSpec
 
 
@@ -103,6 +103,9 @@ def gradients(loss: sympy.Expr, inputs: dict[str, sympy.Symbol], vectors: set[sy
         if upstream is None:
             continue
         if func is cumsum:
+            if not upstream.free_symbols & vector_like:  # sum(cumsum(z)): give the constant the axis
+                anchors = sorted(arg.free_symbols & set(vectors), key=sympy.default_sort_key)
+                upstream = upstream * axis_ones(anchors[0] if anchors else arg)
             down = rev_cumsum(upstream)
         else:
             down = upstream * func(arg).fdiff(1).xreplace({func(arg): holder})

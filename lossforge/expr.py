@@ -51,6 +51,7 @@ __all__ = [
     "cumsum",
     "rev_cumsum",
     "axis_size",
+    "axis_ones",
     "log1p",
     "expm1",
     "parse",
@@ -565,6 +566,27 @@ class axis_size(Function):
     """The length of the axis of a vector expression (a positive integer).
 
     Appears in the local weight of ``mean``; it is constant for gradients.
+    """
+
+    nargs = 1
+
+    def _eval_derivative(self, s):
+        return S.Zero
+
+    def _eval_is_integer(self):
+        return True
+
+    def _eval_is_positive(self):
+        return True
+
+
+class axis_ones(Function):
+    """A vector of ones along the axis of ``e``.
+
+    Appears only in gradients: the adjoint of ``cumsum`` receives a constant
+    or per-sample upstream gradient (``sum(cumsum(z))``), and the reverse
+    cumulative sum of it needs the axis to run along. Not part of the spec
+    language.
     """
 
     nargs = 1

@@ -53,6 +53,8 @@ def expand(expr: sympy.Expr, n: int, vectors: set[sympy.Symbol]) -> list[sympy.E
             return sympy.Add(*(el(e.args[0], i) for i in range(k, n)))
         if isinstance(e, E.axis_size):
             return sympy.Integer(n)
+        if isinstance(e, E.axis_ones):
+            return sympy.S.One
         if not e.args:
             return e
         return e.func(*(el(a, k) for a in e.args))

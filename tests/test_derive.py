@@ -66,6 +66,8 @@ CASES = {
     "scalar_inside_reduction": _spec(
         "mean(z**2)*x + sum(z*sum(z)) + sum(z*sigmoid(x))", z=V("input", axis="c"), x=V("input")
     ),
+    "cumsum_of_constant_upstream": _spec("x*sum(cumsum(z)) + sum(cumsum(softplus(z)))", z=V("input", axis="c"),
+                                         x=V("input")),
     "nested_cumsum": _spec("sum(cumsum(cumsum(z))**2) + logsumexp(cumsum(z))", z=V("input", axis="c")),
     "cosine": _spec("sum(a*b)/(norm(a)*norm(b))", a=V("input", axis="f"), b=V("input", axis="f")),
 }

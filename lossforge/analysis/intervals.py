@@ -465,6 +465,11 @@ def _(expr: E.axis_size, b: Bounds) -> Bound:
     return Bound(1.0, AXIS_MAX, True)
 
 
+@_bound.register
+def _(expr: E.axis_ones, b: Bounds) -> Bound:
+    return Bound(1.0, 1.0, True)
+
+
 def bounds_for(spec) -> Bounds:
     """The starting bounds of a spec's symbols (their declared domains)."""
     table = spec.sympy_symbols

@@ -214,9 +214,15 @@ class _LossPrinterMixin:
     def _print_grouped(self, expr):
         return f"({self._print(expr.args[0])})"
 
+    def _axis_anchor(self, expr) -> str:
+        """The first vector named in ``expr``: its last dimension is the axis."""
+        return sorted(s.name for s in expr.free_symbols if s.name in self.vector_names)[0]
+
     def _print_axis_size(self, expr):
-        names = sorted(s.name for s in expr.args[0].free_symbols if s.name in self.vector_names)
-        return f"{names[0]}.shape[-1]"
+        return f"{self._axis_anchor(expr.args[0])}.shape[-1]"
+
+    def _print_axis_ones(self, expr):
+        return f"{self._fn('ones_like')}({self._axis_anchor(expr.args[0])})"
 
     def _print_where(self, expr):
         cond, a, b = expr.args

@@ -25,7 +25,7 @@ import sympy
 from .. import __name__ as _package
 from ..derive import derive
 from ..errors import LossforgeError, RenderError
-from ..expr import axis_size
+from ..expr import axis_ones, axis_size
 from ..spec import LossSpec, Var
 from .printers import NumpyLossPrinter, TorchLossPrinter, group_sums, guard_where
 
@@ -190,13 +190,13 @@ def _build_term(target: Target, term: str, weight: str, spec: LossSpec, local: d
     array_syms = frozenset(rename[table[a.name]] for a in arrays)
     vector_syms = sorted((rename[table[a.name]] for a in arrays if a.axis), key=lambda s: s.name)
 
-    def axis_of(node: axis_size) -> axis_size:
-        # The length of an axis is that of any vector on it: name the first one,
+    def axis_of(node: axis_size | axis_ones) -> axis_size | axis_ones:
+        # The length (or ones) of an axis is that of any vector on it: name the first one,
         # so that the printed code reads `z.shape[-1]` even after CSE.
-        return axis_size(next(s for s in vector_syms if node.args[0].has(s)))
+        return node.func(next(s for s in vector_syms if node.args[0].has(s)))
 
     def prepared(expr: sympy.Expr) -> sympy.Expr:
-        expr = expr.xreplace(rename).replace(lambda n: isinstance(n, axis_size), axis_of)
+        expr = expr.xreplace(rename).replace(lambda n: isinstance(n, (axis_size, axis_ones)), axis_of)
         # Constant calls such as log(2) or sqrt(2) become float literals.
         expr = expr.replace(lambda n: n.is_number and isinstance(n, (sympy.Function, sympy.Pow)) and not n.is_Rational,
                             lambda n: sympy.Float(float(n.evalf(30))))
