@@ -29,7 +29,7 @@ from functools import lru_cache
 import sympy
 
 from .errors import DeriveError
-from .expr import AXIS_OPERATIONS, NOT_REAL, axis_ones, axis_sum, cumsum, power, rev_cumsum
+from .expr import AXIS_OPERATIONS, NOT_REAL, axis_ones, axis_sum, cumsum, power, real_abs, rev_cumsum
 from .spec import FrozenMap, LossSpec
 
 
@@ -63,8 +63,11 @@ def gradients(loss: sympy.Expr, inputs: dict[str, sympy.Symbol], vectors: set[sy
 
     ``vectors`` is the set of symbols that stand for an element of a vector.
     """
-    # Symbolic powers differentiate as e*b**(e-1), not SymPy's b**e*e/b (nan at b = 0).
+    # Symbolic powers differentiate as e*b**(e-1), not SymPy's b**e*e/b (nan at b = 0);
+    # abs of an argument SymPy cannot prove real as sign(u)*du, not through re/im.
     loss = loss.replace(lambda n: n.is_Pow and not n.exp.is_number, lambda n: power(*n.args))
+    loss = loss.replace(lambda n: isinstance(n, sympy.Abs) and not n.args[0].is_extended_real,
+                        lambda n: real_abs(n.args[0]))
 
     # 1. Replace axis nodes by placeholders, innermost first.
     nodes: list[tuple[sympy.Symbol, type, sympy.Expr]] = []
@@ -115,10 +118,19 @@ def gradients(loss: sympy.Expr, inputs: dict[str, sympy.Symbol], vectors: set[sy
     full: dict[sympy.Symbol, sympy.Expr] = {}
     for holder, func, arg in nodes:
         full[holder] = func(arg.xreplace(full))
-    return {
-        name: adjoint.get(sym, sympy.S.Zero).xreplace(full).replace(lambda n: isinstance(n, power), lambda n: n.args[0] ** n.args[1])
-        for name, sym in inputs.items()
-    }
+    return {name: _real_form(adjoint.get(sym, sympy.S.Zero).xreplace(full)) for name, sym in inputs.items()}
+
+
+def _real_form(grad: sympy.Expr) -> sympy.Expr:
+    """Powers and abs back from :class:`power` and :class:`real_abs`; any ``re(u)`` as u, ``im(u)`` as 0.
+
+    Every quantity of a loss is real, or inf/NaN where a hazard is, never
+    complex; SymPy may still produce ``re``/``im`` where it cannot prove that.
+    """
+    grad = grad.replace(lambda n: isinstance(n, power), lambda n: n.args[0] ** n.args[1])
+    grad = grad.replace(lambda n: isinstance(n, real_abs), lambda n: sympy.Abs(n.args[0]))
+    return grad.replace(lambda n: isinstance(n, sympy.im), lambda n: sympy.S.Zero).replace(
+        lambda n: isinstance(n, sympy.re), lambda n: n.args[0])
 
 
 @lru_cache(maxsize=256)

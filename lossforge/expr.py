@@ -249,8 +249,8 @@ class xlogy(Function):
         return x * sympy.log(y)
 
     def _eval_is_extended_real(self):
-        x, y = self.args
-        return fuzzy_and([x.is_extended_real, y.is_positive]) or None
+        x, y = self.args  # log(0) = -inf is extended real, and xlogy(0, 0) = 0
+        return fuzzy_and([x.is_extended_real, y.is_extended_nonnegative]) or None
 
 
 class heaviside(Function):
@@ -627,6 +627,25 @@ class power(Function):
     def _eval_is_extended_real(self):
         b, e = self.args
         return True if b.is_nonnegative and e.is_extended_real else None
+
+
+class real_abs(Function):
+    """``abs(u)`` of a u that is real (or inf/NaN), differentiated as ``sign(u) * du``.
+
+    Why it exists: SymPy cannot always prove an argument real (``log(x)`` for
+    a real x, ``xlogy(p, p)``) and then differentiates ``abs`` through
+    ``re``/``im`` as ``u*du/|u|``: 0/0 at u = 0, and ``torch.imag`` of a real
+    tensor is an error. A loss is real everywhere it is finite, so
+    :mod:`lossforge.derive` differentiates through this function and turns it
+    back into ``Abs``; it is not part of the spec language.
+    """
+
+    nargs = 1
+
+    def fdiff(self, argindex=1):
+        if argindex != 1:
+            raise ArgumentIndexError(self, argindex)
+        return sign(self.args[0])
 
 
 #: The axis operations the spec language offers, by spec name.

@@ -83,12 +83,26 @@ def elementary(expr: sympy.Expr) -> sympy.Expr:
     return expr
 
 
-def _elementary_or_nan(expr: sympy.Expr) -> sympy.Expr:
-    """``elementary(expr)`` for mpmath; where writing it out exposes a constant 1/0 it is NaN there."""
+def evaluable(expr: sympy.Expr) -> sympy.Expr:
+    """``elementary(expr)`` ready for lambdify: where writing it out exposes a constant 1/0, NaN there.
+
+    Written out, ``2/xlogy(y, x)`` holds the branch ``2/0`` (y = 0): SymPy folds
+    it to ``zoo``, which no printer can print, and may then fail to order it.
+    Both become NaN, the IEEE value a caller sees as non-finite.
+    """
     try:
         return elementary(expr).xreplace({sympy.zoo: sympy.nan})
-    except TypeError:  # a comparison with an infinity (zoo > 0) while rebuilding: undefined
+    except TypeError:  # ordering an infinity or a NaN (zoo > 0) while rebuilding: undefined
         return sympy.nan
+
+
+def compiled(args: list[sympy.Symbol], expr: sympy.Expr, module: str):
+    """``lambdify`` of :func:`evaluable`; an expression SymPy cannot print once written out is NaN everywhere."""
+    try:
+        return sympy.lambdify(args, evaluable(expr), modules=module)
+    except TypeError:  # printing sorts factors, and a NaN factor cannot be ordered
+        nan = mpmath.mpf("nan") if module == "mpmath" else float("nan")
+        return lambda *values: nan
 
 
 def _real(value) -> mpmath.mpf:
@@ -130,7 +144,8 @@ class Evaluator:
         ]
 
     def _compile(self, exprs: list[sympy.Expr]):
-        return sympy.lambdify(self.args, [_elementary_or_nan(e) for e in exprs], modules="mpmath")
+        parts = [compiled(self.args, e, "mpmath") for e in exprs]
+        return lambda *flat: [part(*flat) for part in parts]
 
     def _flat(self, arrays: dict[str, np.ndarray], i: int, override: tuple[str, int, object] | None = None) -> list:
         out = []

@@ -214,3 +214,14 @@ def test_extremum_ties_follow_torch():
     g = region.gradient()
     point = {region.symbol("x"): 2.0, region.symbol("y"): -1.0}  # min(max(x, y), x) = x here
     assert g["x"].subs(point) == 1 and g["y"].subs(point) == 0
+
+
+def test_abs_of_an_argument_sympy_cannot_prove_real_differentiates_as_sign():
+    # SymPy would write d|u| through re(u) and im(u), 0/0 at u = 0 and torch.imag on real tensors.
+    spec = lf.LossSpec(name="a", expr="abs(xlogy(p, p) + 0.2)", symbols={"p": lf.Var("input", domain="probability")})
+    grad = spec.gradient()["p"]
+    assert not grad.has(sympy.re, sympy.im)
+    p = spec.symbol("p")
+    # at p = 1/2, u = 0.5*log(0.5) + 0.2 < 0: the slope is -(log(p) + 1)
+    assert grad.subs(p, sympy.Rational(1, 2)).evalf() == pytest.approx(-float(sympy.log(0.5) + 1))
+    assert lf.verify(spec).ok

@@ -148,6 +148,7 @@ def test_report_str_is_a_table():
         ("log(x)", {"x": [-2.0, 3.0]}),  # complex in exact arithmetic below 0
         ("sqrt(sqrt(x))", {"x": "nonnegative"}),  # 1/0 in the gradient at 0
         ("tanh(log(x))*min(x/y, 1)", {"x": [-2.0, 3.0], "y": "positive"}),  # a complex value inside a min
+        ("log(2/xlogy(y, x))", {"x": "nonnegative", "y": "nonnegative"}),  # written out: a 2/0 branch
     ],
 )
 def test_a_hazardous_spec_fails_its_report_instead_of_raising(expr, domains):

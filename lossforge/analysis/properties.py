@@ -34,7 +34,7 @@ import sympy
 
 from .. import expr as E
 from ..derive import derive
-from ..numeric import element_symbol, elementary, evaluator, expand
+from ..numeric import compiled, element_symbol, evaluator, expand
 from ..spec import FrozenMap, LossSpec
 
 LENGTH = 3  # vector length for axis symbols
@@ -69,7 +69,7 @@ class _Numpy:
         params = {table[p]: spec.symbols[p].default for p in spec.params}
         #: The loss written out element by element, params at their defaults (lossforge's functions kept).
         self.loss = expand(derive(spec).loss, LENGTH, vectors)[0].xreplace(params)
-        self.f = sympy.lambdify(self.args, elementary(self.loss), modules="numpy")
+        self.f = compiled(self.args, self.loss, "numpy")
 
     def __call__(self, flat: np.ndarray) -> np.ndarray:
         with np.errstate(all="ignore"):
@@ -148,7 +148,7 @@ def _break_points(spec: LossSpec, f: _Numpy, rng, per_break: int = 4) -> list[tu
                 if poly.degree() != 1:
                     continue
                 a, b = poly.all_coeffs()
-                root = sympy.lambdify(f.args, elementary(-b / a), modules="numpy")
+                root = compiled(f.args, -b / a, "numpy")
                 base = _sample(spec, cols, rng, per_break)
                 with np.errstate(all="ignore"):
                     at = np.broadcast_to(np.asarray(root(*base), dtype=float), (per_break,))
