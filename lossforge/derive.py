@@ -29,7 +29,17 @@ from functools import lru_cache
 import sympy
 
 from .errors import DeriveError
-from .expr import AXIS_OPERATIONS, NOT_REAL, axis_ones, axis_sum, cumsum, power, real_abs, rev_cumsum
+from .expr import (
+    AXIS_OPERATIONS,
+    NOT_REAL,
+    axis_ones,
+    axis_size,
+    axis_sum,
+    cumsum,
+    power,
+    real_abs,
+    rev_cumsum,
+)
 from .spec import FrozenMap, LossSpec
 
 
@@ -88,6 +98,11 @@ def gradients(loss: sympy.Expr, inputs: dict[str, sympy.Symbol], vectors: set[sy
     # 2-4. Reverse accumulation over the placeholders, outermost first.
     adjoint: dict[sympy.Symbol, sympy.Expr] = {}
 
+    def anchored(expr: sympy.Expr):
+        """A vector symbol of ``expr`` (its axis), else ``expr`` itself (the renderer anchors that)."""
+        anchors = sorted(expr.free_symbols & set(vectors), key=sympy.default_sort_key)
+        return anchors[0] if anchors else expr
+
     def push(expr: sympy.Expr, upstream: sympy.Expr, elementwise: bool) -> None:
         for var in expr.free_symbols:
             if var not in targets and var not in adjoint_keys:
@@ -96,7 +111,11 @@ def gradients(loss: sympy.Expr, inputs: dict[str, sympy.Symbol], vectors: set[sy
             if part == 0:
                 continue
             if elementwise and var not in vector_like:
-                part = axis_sum(part)
+                # A per-sample value feeds every element: sum its parts over the axis (a part that is
+                # the same for every element, as in mean(z - x), sums to that part times the length).
+                sizes = {n: sympy.S.One for n in part.atoms(axis_size)}  # a length is the same for every element
+                varies = part.xreplace(sizes).free_symbols & vector_like
+                part = axis_sum(part) if varies else part * axis_size(anchored(expr))
             adjoint[var] = adjoint.get(var, sympy.S.Zero) + part
 
     adjoint_keys = {h for h, _, _ in nodes}
@@ -107,8 +126,7 @@ def gradients(loss: sympy.Expr, inputs: dict[str, sympy.Symbol], vectors: set[sy
             continue
         if func is cumsum:
             if not upstream.free_symbols & vector_like:  # sum(cumsum(z)): give the constant the axis
-                anchors = sorted(arg.free_symbols & set(vectors), key=sympy.default_sort_key)
-                upstream = upstream * axis_ones(anchors[0] if anchors else arg)
+                upstream = upstream * axis_ones(anchored(arg))
             down = rev_cumsum(upstream)
         else:
             down = upstream * func(arg).fdiff(1).xreplace({func(arg): holder})

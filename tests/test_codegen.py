@@ -155,6 +155,12 @@ CUSTOM = {
         lambda g: (torch.rand(4, 6, generator=g, dtype=R) + 0.1, torch.rand(4, 6, generator=g, dtype=R),
                    torch.randn(4, generator=g, dtype=R)),
     ),
+    # A per-sample input inside a reduction: its gradient is summed over the axis (mean(z - x): -1).
+    "per_sample_inside_mean": (
+        spec("mean(z - x) + x*sum(z**2)", z=V("input", axis="b"), x=V("input")),
+        lambda z, x: (z - x[..., None]).mean(-1) + x * (z**2).sum(-1),
+        lambda g: (torch.randn(4, 5, generator=g, dtype=R), torch.randn(4, generator=g, dtype=R)),
+    ),
     # The adjoint of cumsum receives a per-sample upstream (x) or a constant: it needs the axis.
     "cumsum_of_a_constant_upstream": (
         spec("x*sum(cumsum(z)) + sum(cumsum(softplus(z)))", z=V("input", axis="b"), x=V("input")),

@@ -68,6 +68,7 @@ CASES = {
     ),
     "cumsum_of_constant_upstream": _spec("x*sum(cumsum(z)) + sum(cumsum(softplus(z)))", z=V("input", axis="c"),
                                          x=V("input")),
+    "per_sample_inside_mean": _spec("mean(z - x)**2 + x*sum(z)", z=V("input", axis="c"), x=V("input")),
     "nested_cumsum": _spec("sum(cumsum(cumsum(z))**2) + logsumexp(cumsum(z))", z=V("input", axis="c")),
     "cosine": _spec("sum(a*b)/(norm(a)*norm(b))", a=V("input", axis="f"), b=V("input", axis="f")),
 }

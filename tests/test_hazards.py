@@ -171,6 +171,7 @@ FIXTURES = {
             ("sum(a*b)/(norm(a)*norm(b) + 1e-8)", "a[f]: [-1; 1], b[f]: [-1; 1]"),
             ("where(t <= x, sqrt(x - t), 0)", "x: real, t: real target"),
             ("sqrt((x - t)**2 + eps**2)", "x: real, t: real target, eps=1e-3: positive"),  # 1e-30**2 == 0 in float32
+            ("norm(z)", "z[c]: positive"),  # its squares underflow: norm([1e-30, 1e-30]) == 0 in float32
         ],
         [
             ("sqrt(x**2 + eps)", "x: real, eps=1e-6: [1e-6; 1]"),
@@ -180,6 +181,7 @@ FIXTURES = {
             ("abs(x)", "x: real"),
             ("where(t < x, sqrt(x - t), 0)", "x: real, t: real target"),
             ("sqrt((x - t)**2 + eps**2)", "x: real, t: real target, eps=1e-3: [1e-6; 1]"),
+            ("norm(z)", "z[c]: [1e-6; 1]"),
         ],
     ),
     "pow-domain": (

@@ -409,7 +409,7 @@ class SqrtAtZero(Rule):
     def check(self, ctx):
         for node, b in ctx.nodes(sympy.Pow, E.norm):
             if isinstance(node, E.norm):
-                if b(node.args[0]).reaches_zero:
+                if b(node).reaches_zero:  # a zero vector, or one whose squares underflow in float32
                     yield self.hazard(ctx, node, Fix(E.norm(node.args[0] + EPS), False, "add 1e-7 inside the norm"),
                                       "norm of a vector that can be 0: its gradient is 0/0")
                 continue

@@ -447,8 +447,8 @@ def _(expr: E.logsumexp, b: Bounds) -> Bound:
 
 @_bound.register
 def _(expr: E.norm, b: Bounds) -> Bound:
-    x = b(expr.args[0])
-    return Bound(x.smallest_magnitude, x.magnitude * math.sqrt(AXIS_MAX), x.nonzero)
+    x = b(expr.args[0])  # its squares underflow in float32 as a product does: norm([1e-30]) == 0
+    return _underflowed(Bound(x.smallest_magnitude, x.magnitude * math.sqrt(AXIS_MAX), x.nonzero), _least(x) ** 2)
 
 
 @_bound.register
