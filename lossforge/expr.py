@@ -924,6 +924,8 @@ class _Converter:
             (value, axis), = args
             if axis is None:
                 raise self.fail(node, f"{fname}() needs a vector (axis) argument")
+            if not any(self.axes.get(s.name) == axis for s in value.free_symbols):
+                raise self.fail(node, f"{fname}() needs an argument that varies along its axis; this one is {value}")
             return func(value), (axis if not func.reduces else None)
         values = [v for v, _ in args]
         return func(*values), self.merge(node, *(a for _, a in args))

@@ -280,3 +280,10 @@ def test_a_comparison_with_an_infinite_side_is_refused_by_name():
 
 def test_xlogy_of_one_is_zero():
     assert parse("xlogy(x, 1) + x") == X
+
+
+def test_a_reduction_of_something_constant_along_its_axis_is_refused():
+    # z/z is 1: norm(softplus(1)) has no axis left to reduce (and could not be printed as array code).
+    with pytest.raises(ParseError) as info:
+        parse("norm(softplus(z/z)) + x")
+    assert info.value.token == "norm(softplus(z/z))"
