@@ -127,3 +127,11 @@ def test_unsafe_fixes_only_when_asked_and_then_clean():
 def test_builtins_are_already_stable(name):
     spec = lf.builtin(name)
     assert lf.stabilize(spec) == spec
+
+
+def test_a_rewrite_that_leaves_an_input_out_names_it():
+    # log(y) of a possibly negative y is clamped; softplus of a real is positive, so sign(...) is 1.
+    spec = make("sign(softplus(log(y)))", "y: [-2; 3]")
+    with pytest.raises(lf.AnalysisError) as info:
+        lf.stabilize(spec, unsafe=True)
+    assert info.value.token == "y" and "no longer depends on 'y'" in str(info.value)

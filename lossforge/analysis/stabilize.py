@@ -17,7 +17,7 @@ import sympy
 from sympy.codegen.cfunctions import expm1, log1p
 
 from .. import expr as E
-from ..errors import AnalysisError
+from ..errors import AnalysisError, SpecError
 from ..spec import LossSpec
 from .hazards import (
     check,
@@ -79,6 +79,19 @@ SAFE_REWRITES = (
 )
 
 
+def _rewritten(spec: LossSpec, expr: sympy.Expr) -> LossSpec:
+    """``spec`` with ``expr``; an input that the rewrite made irrelevant is named, not a bare SpecError."""
+    try:
+        return replace(spec, expr=E.to_text(expr))
+    except SpecError as exc:
+        gone = sorted(n for n in spec.symbols if n not in {s.name for s in expr.free_symbols})
+        if not gone:
+            raise
+        raise AnalysisError(
+            f"stabilized, the loss no longer depends on {', '.join(map(repr, gone))}: it simplifies to {expr}, "
+            "so that symbol reached the loss only through the hazard", token=gone[0]) from exc
+
+
 def stabilize(spec: LossSpec, unsafe: bool = False) -> LossSpec:
     """``spec`` with its hazards rewritten: safe (exact) rewrites, and unsafe ones if asked.
 
@@ -91,7 +104,7 @@ def stabilize(spec: LossSpec, unsafe: bool = False) -> LossSpec:
     expr = spec.sympy
     for _name, query, rewrite in SAFE_REWRITES:
         expr = expr.replace(query, rewrite)
-    result = spec if expr == spec.sympy else replace(spec, expr=E.to_text(expr))
+    result = spec if expr == spec.sympy else _rewritten(spec, expr)
     for _ in range(8):  # each pass fixes what check still reports in the loss (safe fixes, unsafe if asked)
         fixes = {h.expr: h.fix.replacement for h in check(result).hazards
                  if h.where == "loss" and h.fix is not None and not h.accepted and (unsafe or h.fix.safe)}
@@ -100,5 +113,5 @@ def stabilize(spec: LossSpec, unsafe: bool = False) -> LossSpec:
         expr = result.sympy.xreplace(fixes)
         if expr == result.sympy:
             break
-        result = replace(result, expr=E.to_text(expr))
+        result = _rewritten(result, expr)
     return result
