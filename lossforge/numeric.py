@@ -121,7 +121,8 @@ def _results(f, flat: list, count: int) -> list:
     """
     try:
         return [_real(v) for v in f(*flat)]
-    except (ZeroDivisionError, ValueError, OverflowError, TypeError):
+    except (ZeroDivisionError, ValueError, OverflowError, TypeError, MemoryError):
+        # MemoryError: mpmath asked for exp(exp(1e33)), an overflow it tries to represent exactly
         return [mpmath.mpf("nan")] * count
 
 

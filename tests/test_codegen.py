@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 import lossforge as lf
-from lossforge.codegen.printers import NumpyLossPrinter, TorchLossPrinter, guard_where
+from lossforge.codegen.printers import NumpyLossPrinter, TorchLossPrinter, guard_where, softmaxes
 from lossforge.errors import RenderError
 
 from .regen_golden import TARGETS, golden_path, golden_specs
@@ -328,12 +328,21 @@ def test_torch_softplus_is_one_kernel_and_exact_across_its_threshold():
         torch.testing.assert_close(got, exact, rtol=2 * torch.finfo(dtype).eps, atol=0.0)
 
 
-def test_exp_of_u_minus_logsumexp_prints_as_one_softmax():
+def test_exp_of_u_minus_logsumexp_is_one_softmax_exact_at_huge_logits():
     z = sympy.Symbol("z", real=True)
-    printer = TorchLossPrinter()
-    printer.vector_names = printer.array_names = frozenset({"z"})
-    assert printer.doprint(sympy.exp(z - lf.logsumexp(z))) == "torch.softmax(z, dim=-1)"
-    assert "torch.softmax" in lf.generate(lf.builtin("cross_entropy"), "torch")
+    whole = softmaxes(sympy.exp(z - lf.logsumexp(z)))
+    for printer, text in ((TorchLossPrinter(), "torch.softmax(z, dim=-1)"), (NumpyLossPrinter(), "_softmax(z)")):
+        printer.vector_names = printer.array_names = frozenset({"z"})
+        assert printer.doprint(whole) == text
+    # exp(z - logsumexp(z)) at z ~ 1e10 keeps only ~6 digits (z - lse rounds at 1e10 * 2**-52); the softmax
+    # form subtracts the max exactly: both targets give 1/2 to each of two equal largest logits, to the last bit.
+    ce = lf.builtin("cross_entropy")
+    logits, target = np.array([[1e10 + 0.25, 1e10 + 0.25, 3.0]]), np.array([[0.0, 0.0, 1.0]])
+    _, (grad,) = lf.compile(ce, "numpy").loss_and_grad(logits, target, reduction="sum")
+    assert grad.tolist() == [[0.5, 0.5, -1.0]]
+    zt = torch.tensor(logits, requires_grad=True)
+    lf.compile(ce, "torch")(reduction="sum")(zt, torch.tensor(target)).backward()
+    assert zt.grad.tolist() == [[0.5, 0.5, -1.0]]
 
 
 def test_untaken_where_branch_never_poisons_value_gradient_or_hessian():

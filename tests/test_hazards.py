@@ -103,6 +103,7 @@ FIXTURES = {
             ("x**2/s", "x: real, s: [1e-30; 1]"),
             ("exp(x/2)", "x: [-1000; 1000]"),
             ("x**100", "x: real"),
+            ("cosh(z)/x", "z: [0; 80], x: positive"),  # 2.7e34 and 1e30, each finite: their product is not
             ("exp(x)", "x: [0; 100]"),
             ("exp(x**2)", "x: real"),
             ("sum(y*exp(z)/sum(exp(z)))", "z[c]: real, y[c]: onehot target"),
@@ -120,6 +121,7 @@ FIXTURES = {
             ("logsumexp(z) - sum(y*z)", "z[c]: real, y[c]: onehot target"),
             ("exp(p)", "p: probability"),
             ("sqrt(sum((a - b)**2) + 1e-6)", "a[f]: real, b[f]: real"),
+            ("sum(a*b)/sqrt((sum(a**2) + 1e-12)*(sum(b**2) + 1e-12))", "a[f]: real, b[f]: real"),  # correlated
             ("sqrt(x - t)", "x: real, t: real target"),
             ("sum(y*exp(z - logsumexp(z)))", "z[c]: real, y[c]: onehot target"),
             ("(x - t)**2*exp(-v) + v", "x: real, t: real target, v: [-10; 10]"),

@@ -62,6 +62,12 @@ FOUND = [
     ("logsumexp(z) + sum(cumsum(softplus(z)))", {"z": V("input", domain="positive", axis="c")}),
     ("mean(z - x)", {"z": V("input", domain="probability", axis="c"), "x": V("input", domain="positive")}),
     ("norm(z) + sum(tanh(0.5*y))", {"z": V("input", domain="positive", axis="c"), "y": V("target", axis="c")}),
+    # a product of two finite factors that overflows; an underflowing norm behind a min; a huge softmax
+    ("sum(abs(cumsum(xlogy(cosh(sqrt(z)), abs(x)))))", {"z": V("input", domain="positive", axis="c"),
+                                                       "x": V("input", domain="positive")}),
+    ("norm(min(max(sigmoid(0.5), 0.5), z))", {"z": V("input", domain="positive", axis="c")}),
+    ("logsumexp(cosh(sqrt(z))/abs(softplus(z))) + logsumexp(sigmoid(x) - z)",
+     {"z": V("input", domain="positive", axis="c"), "x": V("input", domain="positive")}),
     # stabilized, the loss is a constant: the input reached it only through the hazard
     ("sign(softplus(log(y)))", {"y": V("input", domain=[-2.0, 3.0])}),
 ]

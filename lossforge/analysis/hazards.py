@@ -286,8 +286,9 @@ class Overflow(Rule):
 
     What it does:
         Finds ``exp(u)`` with u able to pass 88.7 (float32's limit; float64's is
-        709.8), ``cosh(u)`` with |u| past 89.4, and powers or quotients whose
-        magnitude can pass 3.4e38, over the declared domains (±1000 for reals).
+        709.8), ``cosh(u)`` with |u| past 89.4, and powers, quotients or
+        products of finite factors whose magnitude can pass 3.4e38, over the
+        declared domains (±1000 for reals).
 
     Why is this bad?
         The value becomes inf, and inf - inf or 0 * inf later gives NaN; the
@@ -309,8 +310,10 @@ class Overflow(Rule):
     message = "can exceed the float range"
 
     def check(self, ctx):
-        for node, b in ctx.nodes(sympy.exp, sympy.cosh, sympy.Pow, sympy.log):
-            if isinstance(node, sympy.log):
+        for node, b in ctx.nodes(sympy.exp, sympy.cosh, sympy.Pow, sympy.Mul):
+            if isinstance(node, sympy.Mul):
+                if self._product_overflows(node, b):
+                    yield self.hazard(ctx, node, None, "product can exceed the float range")
                 continue
             if isinstance(node, sympy.exp):
                 if E.softmax_argument(node.args[0]) is not None:
@@ -322,6 +325,22 @@ class Overflow(Rule):
                     yield self.hazard(ctx, node, None, "cosh can overflow")
             elif node.exp.is_number and self._power_overflows(node, b):
                 yield self.hazard(ctx, node, None, "power can exceed the float range")
+
+    @staticmethod
+    def _product_overflows(node: sympy.Mul, b: Bounds) -> bool:
+        """Finite factors of independent symbols whose product passes the float range (cosh(z)/x, x = 1e-30).
+
+        A large numerator and a large denominator that share a symbol are
+        correlated (``sum(a*b)/norm(a)`` is small where ``1/norm(a)`` is large):
+        their interval product overstates, so they are left to the rules of
+        their own parts.
+        """
+        if b(node).magnitude <= FLOAT_MAX or any(b(f).magnitude > FLOAT_MAX for f in node.args):
+            return False
+        large = [f for f in node.args if b(f).magnitude > 1]  # bounded factors cannot make it overflow
+        over = [f for f in large if f.is_Pow and f.exp.is_negative]
+        under = set().union(*(_magnitude_symbols(f) for f in large if f not in over))
+        return not any(_magnitude_symbols(f) & under for f in over)
 
     @staticmethod
     def _power_overflows(node: sympy.Pow, b: Bounds) -> bool:
@@ -336,6 +355,14 @@ class Overflow(Rule):
     def _fix(ctx, node):
         # The enclosing spellings have safe rewrites; stabilize() applies them from the log/ratio upward.
         return None
+
+
+_BOUNDED = (E.sign, sympy.sign, E.heaviside, E.sigmoid, sympy.tanh)
+
+
+def _magnitude_symbols(expr: sympy.Expr) -> set:
+    """The symbols that move the magnitude of ``expr``: not those seen only through a sign, step or sigmoid."""
+    return expr.replace(lambda n: isinstance(n, _BOUNDED), lambda n: sympy.S.One).free_symbols
 
 
 class DivisionByZero(Rule):

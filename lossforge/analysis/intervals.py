@@ -241,7 +241,7 @@ def _least(x: Bound) -> float:
 
 def _underflowed(x: Bound, least: float) -> Bound:
     """``x`` with 0 added when its least magnitude rounds to 0 in float32."""
-    if x.nonzero and least < F32_TINY:
+    if least < F32_TINY and not x.reaches_zero:
         return Bound(min(x.lo, 0.0), max(x.hi, 0.0), False)
     return x
 

@@ -126,6 +126,23 @@ class as_tensor(sympy.Function):  # noqa: N801 - a SymPy function, lower case li
     nargs = 1
 
 
+class softmax(sympy.Function):  # noqa: N801 - a SymPy function, lower case like SymPy's
+    """``exp(u - logsumexp(u))`` over the axis, kept whole so that CSE cannot split it.
+
+    Printed as one softmax (``torch.softmax``, the NumPy helper
+    ``exp(u - max)/sum``): exact at the largest entries, where ``u - logsumexp(u)``
+    would round away the digits of a huge u. Only the printers see it.
+    """
+
+    nargs = 1
+
+
+def softmaxes(expr: sympy.Expr) -> sympy.Expr:
+    """Every ``exp(u - logsumexp(u))`` in ``expr`` as :class:`softmax`."""
+    return expr.replace(lambda n: isinstance(n, sympy.exp) and softmax_argument(n.args[0]) is not None,
+                        lambda n: softmax(softmax_argument(n.args[0])))
+
+
 def group_sums(expr: sympy.Expr, arrays: frozenset) -> sympy.Expr:
     """Group the per-element terms of every sum that also adds constants or params."""
 
@@ -294,6 +311,10 @@ class NumpyLossPrinter(_LossPrinterMixin, NumPyPrinter):
         self.helpers.add("_logsumexp")
         return f"_logsumexp({self._print(expr.args[0])})"
 
+    def _print_softmax(self, expr):
+        self.helpers.add("_softmax")
+        return f"_softmax({self._print(expr.args[0])})"
+
     def _print_axis_sum(self, expr):
         return f"np.sum({self._print(expr.args[0])}, axis=-1, keepdims=True)"
 
@@ -389,11 +410,8 @@ class TorchLossPrinter(_LossPrinterMixin, TorchPrinter):
         # threshold of 20 is not, in float64).
         return f"torch.nn.functional.softplus({self._print(expr.args[0])}, beta=1.0, threshold=40.0)"
 
-    def _print_exp(self, expr):
-        u = softmax_argument(expr.args[0])
-        if u is not None:  # exp(u - logsumexp(u)): one fused softmax
-            return f"torch.softmax({self._print(u)}, dim=-1)"
-        return self._print_Function(expr)
+    def _print_softmax(self, expr):
+        return f"torch.softmax({self._print(expr.args[0])}, dim=-1)"
 
     def _print_logsumexp(self, expr):
         return f"torch.logsumexp({self._print(expr.args[0])}, dim=-1, keepdim=True)"

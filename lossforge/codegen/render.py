@@ -27,7 +27,7 @@ from ..derive import derive
 from ..errors import LossforgeError, RenderError
 from ..expr import axis_ones, axis_size
 from ..spec import LossSpec, Var
-from .printers import NumpyLossPrinter, TorchLossPrinter, group_sums, guard_where
+from .printers import NumpyLossPrinter, TorchLossPrinter, group_sums, guard_where, softmaxes
 
 VERSION = "0.1.0"
 
@@ -200,7 +200,7 @@ def _build_term(target: Target, term: str, weight: str, spec: LossSpec, local: d
         # Constant calls such as log(2) or sqrt(2) become float literals.
         expr = expr.replace(lambda n: n.is_number and isinstance(n, (sympy.Function, sympy.Pow)) and not n.is_Rational,
                             lambda n: sympy.Float(float(n.evalf(30))))
-        return group_sums(guard_where(expr, array_syms), array_syms)
+        return group_sums(guard_where(softmaxes(expr), array_syms), array_syms)
 
     loss = prepared(derivation.loss)
     grads = [prepared(derivation.gradients[a.name]) for a in inputs]

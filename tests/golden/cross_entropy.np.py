@@ -96,6 +96,12 @@ def _logsumexp(a):
     return top + np.log(np.sum(np.exp(a - top), axis=-1, keepdims=True))
 
 
+def _softmax(a):
+    """exp(a - logsumexp(a)) over the last axis, as exp(a - max) / sum: no log rounds away the digits of huge entries."""
+    e = np.exp(a - np.max(a, axis=-1, keepdims=True))
+    return e / np.sum(e, axis=-1, keepdims=True)
+
+
 def _prepare(logits, target):
     """Arrays as float64 (one-hot targets from class indices) with checked shapes."""
     logits = np.asarray(logits, dtype=np.float64)
@@ -113,11 +119,10 @@ def _cross_entropy_value(logits, target, label_smoothing):
 def _cross_entropy_value_and_grads(logits, target, label_smoothing):
     """Per-sample loss and its gradient for each input, per element."""
     batch = logits.shape[:-1]
-    _t0 = -_logsumexp(logits)
-    _t1 = label_smoothing - 1
-    value = _fill(-_t0 + _t1*np.sum(logits*target, axis=-1, keepdims=True) - label_smoothing*np.mean(logits, axis=-1, keepdims=True), batch + (1,))[..., 0]
+    _t0 = label_smoothing - 1
+    value = _fill(_t0*np.sum(logits*target, axis=-1, keepdims=True) - label_smoothing*np.mean(logits, axis=-1, keepdims=True) + _logsumexp(logits), batch + (1,))[..., 0]
     grads = (
-        _fill(_t1*target - label_smoothing/logits.shape[-1] + np.exp(_t0 + logits), logits.shape),
+        _fill(_t0*target - label_smoothing/logits.shape[-1] + _softmax(logits), logits.shape),
     )
     return value, grads
 
