@@ -68,6 +68,9 @@ FOUND = [
     ("norm(min(max(sigmoid(0.5), 0.5), z))", {"z": V("input", domain="positive", axis="c")}),
     ("logsumexp(cosh(sqrt(z))/abs(softplus(z))) + logsumexp(sigmoid(x) - z)",
      {"z": V("input", domain="positive", axis="c"), "x": V("input", domain="positive")}),
+    # a param default that makes a condition complex (log(0.7) < 0 inside xlogy)
+    ("where(xlogy(sqrt(0.5), log(w)) > 0, max(x, 0), sigmoid(sigmoid(x)))",
+     {"x": V("input", domain=[-2.0, 3.0]), "w": V("param", default=0.7, domain="positive")}),
     # stabilized, the loss is a constant: the input reached it only through the hazard
     ("sign(softplus(log(y)))", {"y": V("input", domain=[-2.0, 3.0])}),
 ]

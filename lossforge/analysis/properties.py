@@ -66,10 +66,18 @@ class _Numpy:
         for name in self.names:
             sym = table[name]
             self.args += [element_symbol(sym, k) for k in range(LENGTH)] if sym in vectors else [sym]
-        params = {table[p]: spec.symbols[p].default for p in spec.params}
-        #: The loss written out element by element, params at their defaults (lossforge's functions kept).
-        self.loss = expand(derive(spec).loss, LENGTH, vectors)[0].xreplace(params)
-        self.f = compiled(self.args, self.loss, "numpy")
+        # Params stay symbols, passed their defaults at each call: substituting them into the
+        # expression could fold it into a complex constant SymPy cannot compare.
+        self.params = [table[p] for p in spec.params]
+        self.defaults = [float(spec.symbols[p].default) for p in spec.params]
+        #: The loss written out element by element (lossforge's functions kept).
+        self.loss = expand(derive(spec).loss, LENGTH, vectors)[0]
+        self.f = self.function(self.loss)
+
+    def function(self, expr: sympy.Expr):
+        """``expr`` as a NumPy function of the columns (params at their defaults)."""
+        compiled_expr = compiled([*self.args, *self.params], expr, "numpy")
+        return lambda *columns: compiled_expr(*columns, *self.defaults)
 
     def __call__(self, flat: np.ndarray) -> np.ndarray:
         with np.errstate(all="ignore"):
@@ -148,7 +156,7 @@ def _break_points(spec: LossSpec, f: _Numpy, rng, per_break: int = 4) -> list[tu
                 if poly.degree() != 1:
                     continue
                 a, b = poly.all_coeffs()
-                root = compiled(f.args, -b / a, "numpy")
+                root = f.function(-b / a)
                 base = _sample(spec, cols, rng, per_break)
                 with np.errstate(all="ignore"):
                     at = np.broadcast_to(np.asarray(root(*base), dtype=float), (per_break,))
