@@ -121,9 +121,17 @@ def _results(f, flat: list, count: int) -> list:
     """
     try:
         return [_real(v) for v in f(*flat)]
-    except (ZeroDivisionError, ValueError, OverflowError, TypeError, MemoryError):
+    except TypeError as exc:
+        if not any(word in str(exc) for word in _COMPLEX_WORDS):
+            raise  # a TypeError about anything else is a bug, not an undefined point
+        return [mpmath.mpf("nan")] * count
+    except (ZeroDivisionError, ValueError, OverflowError, MemoryError):
         # MemoryError: mpmath asked for exp(exp(1e33)), an overflow it tries to represent exactly
         return [mpmath.mpf("nan")] * count
+
+
+#: What mpmath says when a complex intermediate meets an ordering (max, a comparison).
+_COMPLEX_WORDS = ("complex", "mpc", "non-real", "NaN")
 
 
 class Evaluator:
