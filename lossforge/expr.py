@@ -368,7 +368,7 @@ class _Extremum(Function):
     @classmethod
     def eval(cls, a, b):
         if a.is_Number and b.is_Number:
-            return cls._pick(a, b)
+            return S.NaN if S.NaN in (a, b) else cls._pick(a, b)
         if a == b:
             return a
         return None

@@ -71,6 +71,9 @@ FOUND = [
     # a param default that makes a condition complex (log(0.7) < 0 inside xlogy)
     ("where(xlogy(sqrt(0.5), log(w)) > 0, max(x, 0), sigmoid(sigmoid(x)))",
      {"x": V("input", domain=[-2.0, 3.0]), "w": V("param", default=0.7, domain="positive")}),
+    # simplify meets a NaN inside max(sign(t), 1/2) while proving zero at the target
+    ("max(sign(t), abs(0.5))*(w**3 - (x + 2))", {"x": V("input"), "t": V("target", domain=[-2.0, 3.0]),
+                                                 "w": V("param", default=0.7, domain="positive")}),
     # stabilized, the loss is a constant: the input reached it only through the hazard
     ("sign(softplus(log(y)))", {"y": V("input", domain=[-2.0, 3.0])}),
 ]
