@@ -96,10 +96,34 @@ def evaluable(expr: sympy.Expr) -> sympy.Expr:
         return sympy.nan
 
 
+#: Beyond this argument exp and cosh are inf for any float (e**709.8 is float64's limit). mpmath would
+#: compute exp(exp(6907)) exactly, for minutes; the reference only needs to know it is not finite.
+_HUGE = mpmath.mpf(1e6)
+
+
+def _capped(func, huge):
+    """``func`` for mpmath, with ``huge(x)`` where x is past _HUGE; a complex x (a log of a negative) is NaN."""
+
+    def capped(x):
+        if isinstance(x, mpmath.mpc):
+            return mpmath.nan
+        return huge(x) if abs(x) > _HUGE else func(x)
+
+    return capped
+
+
+_MPMATH_CAPPED = {
+    "exp": _capped(mpmath.exp, lambda x: mpmath.inf if x > 0 else mpmath.mpf(0)),
+    "cosh": _capped(mpmath.cosh, lambda x: mpmath.inf),
+    "sinh": _capped(mpmath.sinh, lambda x: mpmath.sign(x) * mpmath.inf),
+}
+
+
 def compiled(args: list[sympy.Symbol], expr: sympy.Expr, module: str):
     """``lambdify`` of :func:`evaluable`; an expression SymPy cannot print once written out is NaN everywhere."""
+    modules = [_MPMATH_CAPPED, "mpmath"] if module == "mpmath" else module
     try:
-        return sympy.lambdify(args, evaluable(expr), modules=module)
+        return sympy.lambdify(args, evaluable(expr), modules=modules)
     except TypeError:  # printing sorts factors, and a NaN factor cannot be ordered
         nan = mpmath.mpf("nan") if module == "mpmath" else float("nan")
         return lambda *values: nan
