@@ -285,10 +285,10 @@ class Overflow(Rule):
     """overflow: exp, cosh or a power can exceed the float range.
 
     What it does:
-        Finds ``exp(u)`` with u able to pass 88.7 (float32's limit; float64's is
-        709.8), ``cosh(u)`` with |u| past 89.4, and powers, quotients or
-        products of finite factors whose magnitude can pass 3.4e38, over the
-        declared domains (±1000 for reals).
+        Finds ``exp(u)`` or ``expm1(u)`` with u able to pass 88.7 (float32's
+        limit; float64's is 709.8), ``cosh(u)`` with |u| past 89.4, and powers,
+        quotients or products of finite factors whose magnitude can pass
+        3.4e38, over the declared domains (±1000 for reals).
 
     Why is this bad?
         The value becomes inf, and inf - inf or 0 * inf later gives NaN; the
@@ -310,16 +310,16 @@ class Overflow(Rule):
     message = "can exceed the float range"
 
     def check(self, ctx):
-        for node, b in ctx.nodes(sympy.exp, sympy.cosh, sympy.Pow, sympy.Mul):
+        for node, b in ctx.nodes(sympy.exp, expm1, sympy.cosh, sympy.Pow, sympy.Mul):
             if isinstance(node, sympy.Mul):
                 if self._product_overflows(node, b):
                     yield self.hazard(ctx, node, None, "product can exceed the float range")
                 continue
-            if isinstance(node, sympy.exp):
+            if isinstance(node, (sympy.exp, expm1)):
                 if E.softmax_argument(node.args[0]) is not None:
                     continue
                 if b(node.args[0]).hi > EXP_MAX:
-                    yield self.hazard(ctx, node, self._fix(ctx, node), "exp can overflow")
+                    yield self.hazard(ctx, node, self._fix(ctx, node), f"{node.func.__name__} can overflow")
             elif isinstance(node, sympy.cosh):
                 if b(node.args[0]).magnitude > EXP_MAX + 0.69:
                     yield self.hazard(ctx, node, None, "cosh can overflow")
