@@ -31,11 +31,11 @@ import sympy
 from .errors import DeriveError
 from .expr import (
     AXIS_OPERATIONS,
-    NOT_REAL,
     axis_ones,
     axis_size,
     axis_sum,
     cumsum,
+    not_real,
     power,
     real_abs,
     rev_cumsum,
@@ -159,11 +159,10 @@ def derive(spec: LossSpec) -> Derivation:
     inputs = {n: table[n] for n in spec.inputs}
     grads = gradients(spec.sympy, inputs, vectors)
     for name, grad in grads.items():
-        for bad, what in NOT_REAL.items():
-            if grad.has(bad):
-                raise DeriveError(
-                    f"the gradient with respect to {name!r} holds {what} as written: a derivative is taken at a "
-                    f"constant singular point (such as xlogy(x, 0) or sqrt(0)); gradient: {grad}",
-                    token=name,
-                )
+        if (what := not_real(grad)) is not None:
+            raise DeriveError(
+                f"the gradient with respect to {name!r} holds {what} as written: a derivative is taken at a "
+                f"constant singular point (such as xlogy(x, 0) or sqrt(0)); gradient: {grad}",
+                token=name,
+            )
     return Derivation(spec=spec, loss=spec.sympy, gradients=FrozenMap(grads))

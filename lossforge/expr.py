@@ -58,7 +58,7 @@ __all__ = [
     "to_text",
     "check_symbol_name",
     "softmax_argument",
-    "NOT_REAL",
+    "not_real",
 ]
 
 
@@ -885,9 +885,8 @@ class _Converter:
             right, a = self.convert(comp, True)
             axes.append(a)
             for side in (left, right):
-                for bad, what in NOT_REAL.items():
-                    if side.has(bad):
-                        raise self.fail(node, f"a side of this comparison evaluates to {what}")
+                if (what := not_real(side)) is not None:
+                    raise self.fail(node, f"a side of this comparison evaluates to {what}")
             parts.append(_COMPARE[type(op)](left, right))
             left = right
         return sympy.And(*parts), self.merge(node, *axes)
@@ -932,13 +931,18 @@ class _Converter:
 
 
 #: Values a real loss (or a gradient) must never hold, with the words for them.
-NOT_REAL = {
+_NOT_REAL = {
     S.ComplexInfinity: "an infinity",
     S.Infinity: "an infinity",
     S.NegativeInfinity: "an infinity",
     S.NaN: "nan",
     S.ImaginaryUnit: "a complex number",
 }
+
+
+def not_real(expr: sympy.Basic) -> str | None:
+    """The words for a value no real loss (or gradient) may hold, if ``expr`` holds one (zoo, oo, nan, I)."""
+    return next((what for bad, what in _NOT_REAL.items() if expr.has(bad)), None)
 
 
 def _is_condition(value: sympy.Basic) -> bool:
@@ -1024,10 +1028,9 @@ def parse(
     value, axis = converter.convert(tree)
     if _is_condition(value):
         raise ParseError("the loss is a comparison, not a number: use where(cond, a, b)", token=text.strip())
-    for bad, what in NOT_REAL.items():
-        if value.has(bad):
-            raise ParseError(f"the expression evaluates to {what} (e.g. a division by zero or log of a negative constant)",
-                             token=text.strip())
+    if (what := not_real(value)) is not None:
+        raise ParseError(f"the expression evaluates to {what} (e.g. a division by zero or log of a negative constant)",
+                         token=text.strip())
     if axis is not None:
         vec = sorted(n for n, a in axes.items() if a == axis and symbols[n] in value.free_symbols)
         name = vec[0] if vec else axis
