@@ -172,17 +172,10 @@ def _break_points(spec: LossSpec, f: _Numpy, rng, per_break: int = 4) -> list[tu
     return found
 
 
-def _convex(spec: LossSpec, f: _Numpy, rng) -> tuple[bool | None, str]:
+def _convex(spec: LossSpec, f: _Numpy, rng, breaks: list) -> tuple[bool | None, str]:
     cols = f.columns()
     rows = _input_rows(spec, cols)
     base = _sample(spec, cols, rng, PAIRS)
-    breaks = _break_points(spec, f, rng)
-    if breaks:  # pairs that straddle each break: p -+ w along its input
-        extra_u = np.stack([p for p, _, _ in breaks], axis=1)
-        extra_v = extra_u.copy()
-        for j, (_, i, w) in enumerate(breaks):
-            extra_u[i, j] -= w
-            extra_v[i, j] += w
     u, v = base.copy(), base.copy()
     u[rows] = _sample(spec, cols, rng, PAIRS)[rows]
     v[rows] = _sample(spec, cols, rng, PAIRS)[rows]
@@ -194,8 +187,13 @@ def _convex(spec: LossSpec, f: _Numpy, rng) -> tuple[bool | None, str]:
             t = base[targets[min(len(targets) - 1, 0)], :k]
             u[i, :k], v[i, :k] = t + rng.random(k), t - 2 * rng.random(k)
     u, v = _clip_to_domains(spec, cols, u), _clip_to_domains(spec, cols, v)
-    if breaks:
-        u, v = np.concatenate([u, extra_u], axis=1), np.concatenate([v, extra_v], axis=1)
+    if breaks:  # and pairs that straddle each break: point -+ width along its input
+        at = np.stack([point for point, _, _ in breaks], axis=1)
+        left, right = at.copy(), at.copy()
+        for j, (_, i, width) in enumerate(breaks):
+            left[i, j] -= width
+            right[i, j] += width
+        u, v = np.concatenate([u, left], axis=1), np.concatenate([v, right], axis=1)
     fu, fv, fm = f(u), f(v), f((u + v) / 2)
     ok = np.isfinite(fu) & np.isfinite(fv) & np.isfinite(fm)
     if not ok.any():
@@ -273,7 +271,7 @@ def _persists(f: _Numpy, start, direction, a: float, b: float, order: int) -> bo
     return True
 
 
-def _smoothness(spec: LossSpec, f: _Numpy, rng) -> tuple[str, str]:
+def _smoothness(spec: LossSpec, f: _Numpy, rng, breaks: list) -> tuple[str, str]:
     cols = f.columns()
     rows = _input_rows(spec, cols)
     targets = [i for i, (n, _) in enumerate(cols) if spec.symbols[n].role == "target"]
@@ -300,7 +298,7 @@ def _smoothness(spec: LossSpec, f: _Numpy, rng) -> tuple[str, str]:
         k = int(np.argmax(np.abs(np.diff(slopes))))
         if not kinked and _persists(f, start, direction, seg[max(k - 1, 0)], seg[min(k + 2, len(seg) - 1)], 1):
             kinked = True
-    for point, i, width in _break_points(spec, f, rng):
+    for point, i, width in breaks:
         direction = np.zeros(len(cols))
         direction[i] = 1.0
         if _persists(f, point, direction, -width, width, 0):
@@ -346,9 +344,10 @@ def properties(spec: LossSpec) -> Properties:
     """Convexity, gradient bound, smoothness and zero-at-target of ``spec``, with evidence."""
     rng = np.random.default_rng(0)
     f = _Numpy(spec)
-    convex, convex_why = _convex(spec, f, rng)
+    breaks = _break_points(spec, f, rng)  # solved once, probed by both convexity and smoothness
+    convex, convex_why = _convex(spec, f, rng, breaks)
     bounded, bounded_why = _bounded(spec, rng)
-    smooth, smooth_why = _smoothness(spec, f, rng)
+    smooth, smooth_why = _smoothness(spec, f, rng, breaks)
     zero, zero_why = _zero_at_target(spec)
     evidence = FrozenMap(
         (("convex", convex_why), ("bounded_gradient", bounded_why), ("smoothness", smooth_why),
