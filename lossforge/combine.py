@@ -8,7 +8,6 @@ term's value for logging.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 
 import sympy
@@ -44,8 +43,9 @@ def combine(
         if not isinstance(value, tuple) or len(value) != 2 or not isinstance(value[0], LossSpec):
             raise SpecError(f"term {term!r} must be (LossSpec, weight)", token=term)
         spec, weight = value
-        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight):
-            raise SpecError(f"term {term!r}: weight {weight!r} is not a finite number", token=term)
+        if _expr.finite_float(weight) is None:
+            shown = f"{str(weight)[:20]}..." if isinstance(weight, int) else repr(weight)
+            raise SpecError(f"term {term!r}: weight {shown} is not a finite float64 number", token=term)
         if spec.terms:
             raise SpecError(f"term {term!r} is itself combined: combine its terms directly", token=term)
         for sym, var in spec.symbols.items():

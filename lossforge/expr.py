@@ -21,6 +21,7 @@ from __future__ import annotations
 import ast
 import keyword
 import math
+import sys
 from collections.abc import Mapping
 from fractions import Fraction
 
@@ -59,6 +60,7 @@ __all__ = [
     "check_symbol_name",
     "softmax_argument",
     "not_real",
+    "finite_float",
 ]
 
 
@@ -754,15 +756,37 @@ def check_symbol_name(name: object) -> str:
 # --------------------------------------------------------------------------
 
 
+#: The largest finite float64, and the natural logs of the float64 range (overflow, underflow to 0).
+FLOAT_MAX = sys.float_info.max
+_LOG_MAX = math.log(FLOAT_MAX)
+_LOG_MIN = math.log(5e-324)
+#: Integers beyond this are not exact in float64: they are kept as floats, as the generated code computes them.
+_EXACT_INT = 2**53
+
+
+def finite_float(value: object) -> float | None:
+    """``value`` as a finite float if it is a real number (not a bool) that fits float64, else None.
+
+    Unlike ``float()`` it never raises: a 400-digit integer is simply not a float64.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    if isinstance(value, int) and abs(value) > FLOAT_MAX:
+        return None
+    out = float(value)
+    return out if math.isfinite(out) else None
+
+
 def _number(value: object, token: str) -> sympy.Expr:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise UnsafeExpressionError(f"constant {token} is not a number", token=token)
+    if finite_float(value) is None:
+        digits = f" ({len(str(abs(value)))} digits)" if isinstance(value, int) else ""
+        raise ParseError(f"constant {token[:40]}{digits} is beyond float64's range (about 1.8e308)", token=token[:40])
     if isinstance(value, int):
-        return sympy.Integer(value)
-    if not math.isfinite(value):
-        raise ParseError(f"constant {token} is not a finite number", token=token)
+        return sympy.Integer(value) if abs(value) <= _EXACT_INT else sympy.Float(float(value))
     exact = Fraction(value)
-    if exact.denominator <= 1024:  # integers and short dyadic fractions stay exact
+    if exact.denominator <= 1024 and abs(value) <= _EXACT_INT:  # integers and short dyadic fractions stay exact
         return sympy.Rational(exact.numerator, exact.denominator)
     return sympy.Float(value)
 
@@ -791,6 +815,50 @@ class _Converter:
         return named.pop() if named else None
 
     def convert(self, node: ast.AST, in_cond: bool = False) -> tuple[sympy.Basic, str | None]:
+        value, axis = self._convert(node, in_cond)
+        return self.bounded(node, value), axis
+
+    def bounded(self, node: ast.AST, value: sympy.Basic) -> sympy.Basic:
+        """``value`` once its constants are known to be real float64 numbers.
+
+        Nodes are checked as they are built, innermost first, so every constant
+        reaching SymPy's evaluation has arguments in float64's range and costs
+        microseconds (``exp(exp(10))`` is refused, never ``exp`` of it). Only the
+        node itself and its direct arguments can be new constants: everything
+        below was checked when it was built. Exact integers past 2**53 become
+        floats, as the generated code holds them.
+        """
+        if _is_condition(value):
+            return value
+        parts = (value, *value.args) if not value.is_Atom else (value,)
+        for part in parts:
+            if part.is_number:
+                self.constant(node, part)
+        huge = {p: sympy.Float(float(p)) for p in parts if p.is_Integer and abs(p) > _EXACT_INT}
+        return value.xreplace(huge) if huge else value
+
+    def constant(self, node: ast.AST, value: sympy.Expr) -> None:
+        """Refuse a constant that is not a finite real float64 number, naming it."""
+        if value.is_Rational:
+            if value.is_Integer and abs(value) <= _EXACT_INT:
+                return
+            size = abs(value.p).bit_length() - value.q.bit_length()
+            if size > 1024:
+                raise self.fail(node, "this constant is beyond float64's range (about 1.8e308)")
+            return
+        approx = value.evalf(17)
+        if not approx.is_number or approx.free_symbols or approx.has(sympy.Function):
+            return  # lossforge's own functions of constants (softplus(pi)) stay symbolic, bounded by their arguments
+        if approx.has(S.NaN, S.ComplexInfinity, S.Infinity, S.NegativeInfinity):
+            raise self.fail(node, "this constant is not a finite number (e.g. a division by zero or log(0))")
+        re_part, im_part = approx.as_real_imag()
+        if im_part != 0:
+            raise self.fail(node, f"this constant is complex ({approx}): use a real expression, "
+                                  "e.g. -(8**(1/3)) instead of (-8)**(1/3)")
+        if abs(re_part) > FLOAT_MAX:
+            raise self.fail(node, f"this constant is about {sympy.Float(re_part, 3)}, beyond float64's range (1.8e308)")
+
+    def _convert(self, node: ast.AST, in_cond: bool = False) -> tuple[sympy.Basic, str | None]:
         if isinstance(node, ast.Expression):
             return self.convert(node.body, in_cond)
         if isinstance(node, ast.Constant):
@@ -809,6 +877,10 @@ class _Converter:
             if not in_cond:
                 raise self.fail(node, "'and'/'or' are only allowed inside where(...)")
             parts = [self.convert(v, True) for v in node.values]
+            for (value, _), sub in zip(parts, node.values):
+                if not _is_condition(value):
+                    word = "and" if isinstance(node.op, ast.And) else "or"
+                    raise self.fail(sub, f"each side of {word!r} must be a comparison (x > 0 {word} y < 1)")
             op = sympy.And if isinstance(node.op, ast.And) else sympy.Or
             return op(*(p for p, _ in parts)), self.merge(node, *(a for _, a in parts))
         word = _NODE_WORDS.get(type(node))
@@ -846,6 +918,7 @@ class _Converter:
         if op is ast.Pow:
             base, a1 = self.convert(node.left, in_cond)
             expo, a2 = self.convert(node.right, in_cond)
+            self.power_fits(node, base, expo)
             return sympy.Pow(base, expo), self.merge(node, a1, a2)
         acc, axis = self.convert(cur, in_cond)
         terms = [acc]
@@ -861,6 +934,25 @@ class _Converter:
         combine = sympy.Add if group[0] is ast.Add else sympy.Mul
         return combine(*terms), self.merge(node, *axes)
 
+    def power_fits(self, node: ast.AST, base: sympy.Basic, expo: sympy.Basic) -> None:
+        """Refuse a constant power whose value is beyond float64, before SymPy computes it.
+
+        ``9**9**9`` is an integer of 370 million digits: SymPy would compute it
+        exactly. Its size is known from logarithms in microseconds.
+        """
+        if not (base.is_number and expo.is_number) or _is_condition(base) or _is_condition(expo):
+            return
+        b, e = abs(float(base.evalf(17))), float(expo.evalf(17))
+        if b in (0.0, 1.0):
+            return
+        size = e * math.log(b)
+        if size > _LOG_MAX:
+            raise self.fail(node, f"this power is about 10**{size / math.log(10):.4g}, beyond float64's range "
+                                  "(1.8e308)")
+        if size < _LOG_MIN:
+            raise self.fail(node, f"this power is about 10**{size / math.log(10):.4g}, which float64 rounds to 0: "
+                                  "write 0")
+
     def unary(self, node: ast.UnaryOp, in_cond: bool) -> tuple[sympy.Basic, str | None]:
         value, axis = self.convert(node.operand, in_cond)
         if isinstance(node.op, ast.USub):
@@ -868,6 +960,8 @@ class _Converter:
         if isinstance(node.op, ast.UAdd):
             return value, axis
         if isinstance(node.op, ast.Not) and in_cond:
+            if not _is_condition(value):
+                raise self.fail(node.operand, "'not' needs a comparison (not (x > 0))")
             return sympy.Not(value), axis
         tok = {ast.Not: "not", ast.Invert: "~"}[type(node.op)]
         raise ParseError(f"operator {tok!r} is not allowed here", token=tok)
@@ -945,6 +1039,18 @@ def not_real(expr: sympy.Basic) -> str | None:
     return next((what for bad, what in _NOT_REAL.items() if expr.has(bad)), None)
 
 
+#: Characters refused in expression text before parsing: (character, what it is, the fix).
+_NOT_IN_TEXT = (
+    ("#", "a '#' comment", "put comments in the TOML file, outside the expression string"),
+    ("\\", "a backslash (line continuation)",
+     "a TOML multi-line string (\"\"\"...\"\"\") may span lines inside parentheses as it is"),
+    ("\0", "a NUL character", "remove it"),
+)
+
+
+_WHITESPACE = str.maketrans("\n\r\t\f\v", "     ")
+
+
 def _is_condition(value: sympy.Basic) -> bool:
     """Whether a converted node is a truth value (a comparison or a combination of them)."""
     return isinstance(value, (sympy.core.relational.Relational, BooleanFunction, BooleanAtom))
@@ -1000,6 +1106,10 @@ def parse(
     for ch in text:
         if not ch.isascii():
             raise ParseError(f"non-ASCII character {ch!r} in expression", token=ch)
+    for bad, what, fix in _NOT_IN_TEXT:
+        if bad in text:
+            raise ParseError(f"{what} at column {text.index(bad) + 1} is not part of the spec language: {fix}",
+                             token=bad)
     depth = 0
     for ch in text:
         if ch in "([{":
@@ -1008,14 +1118,22 @@ def parse(
                 raise ParseError(f"expression nests deeper than {MAX_DEPTH} brackets", token=ch)
         elif ch in ")]}":
             depth -= 1
+    # A TOML multi-line expression may break lines anywhere: in the spec language a line
+    # break is a space (one character for one, so columns in messages stay right).
+    text = text.translate(_WHITESPACE)
     try:
         tree = ast.parse(text.strip(), mode="eval")
     except SyntaxError as exc:
+        if "Exceeds the limit" in str(exc.msg):
+            raise ParseError("an integer constant has more than 4300 digits, far beyond float64's range",
+                             token=text[:20]) from None
         bad = ""
         if exc.text and exc.offset:
             bad = exc.text[exc.offset - 1 : exc.offset + 9].strip()
         raise ParseError(f"syntax error at column {exc.offset}: {exc.msg} near {bad!r}", token=bad) from None
-    except (RecursionError, MemoryError, ValueError) as exc:
+    except ValueError as exc:  # Python refuses integer literals of more than 4300 digits
+        raise ParseError(f"a constant in the expression is too long ({exc})", token=text[:20]) from None
+    except (RecursionError, MemoryError) as exc:
         raise ParseError(
             f"expression is nested too deeply to parse ({type(exc).__name__})", token=text[:20]
         ) from None

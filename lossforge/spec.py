@@ -101,7 +101,10 @@ class Var:
                 raise SpecError("a param needs a default value", token="default")
             if isinstance(self.default, bool) or not isinstance(self.default, (int, float)):
                 raise SpecError(f"default {self.default!r} is not a number", token=repr(self.default))
-            value = float(self.default)
+            value = _expr.finite_float(self.default)
+            if value is None:
+                shown = f"{str(self.default)[:20]}..." if isinstance(self.default, int) else repr(self.default)
+                raise SpecError(f"default {shown} is not a finite float64 number", token=shown)
             if not dom.contains(value):
                 raise DomainError(f"default {value!r} is outside the domain {dom.name!r}", token=repr(value))
             object.__setattr__(self, "default", value)
@@ -224,8 +227,9 @@ class LossSpec:
             if not isinstance(value, (tuple, list)) or len(value) != 2:
                 raise SpecError(f"term {name!r} must be (weight, expr)", token=name)
             weight, text = value
-            if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight):
-                raise SpecError(f"term {name!r}: weight {weight!r} is not a finite number", token=name)
+            if _expr.finite_float(weight) is None:
+                shown = f"{str(weight)[:20]}..." if isinstance(weight, int) else repr(weight)
+                raise SpecError(f"term {name!r}: weight {shown} is not a finite float64 number", token=name)
             if isinstance(text, sympy.Basic):
                 text = self._text_of(text)
             if not isinstance(text, str):
@@ -324,9 +328,12 @@ class LossSpec:
     # -- value semantics --------------------------------------------------------
 
     def _key(self) -> tuple:
+        # The exact text, not only the mathematics: equal expressions written differently are
+        # different specs (their generated source, header and docstring differ), so caches keyed
+        # by specs never hand one spec's code to the other.
         return (
             self.name,
-            self.sympy,
+            self.text,
             self.symbols,
             self.reduction,
             self.accept,

@@ -11,9 +11,12 @@ these strings; they compute nothing.
 from __future__ import annotations
 
 import builtins
+import hashlib
 import keyword
 import sys
+import threading
 import types
+from collections import OrderedDict
 from dataclasses import dataclass
 from functools import cache, lru_cache
 from importlib import resources
@@ -26,18 +29,42 @@ from .. import __name__ as _package
 from ..derive import derive
 from ..errors import LossforgeError, RenderError
 from ..expr import axis_ones, axis_size
-from ..spec import LossSpec, Var
+from ..spec import LossSpec, Var, dumps, loads
+from ..text import inert, one_line
 from .printers import NumpyLossPrinter, TorchLossPrinter, group_sums, guard_where, softmaxes
 
 VERSION = "0.1.0"
 
-#: Names the generated code uses itself; a symbol with one of them is renamed.
+#: Public attributes of ``torch.nn.Module`` (torch 2.13), which a param stored as ``self.<name>``
+#: would shadow or break; a test checks this set against the installed torch.
+MODULE_ATTRIBUTES = frozenset(
+    {
+        "T_destination", "add_module", "apply", "bfloat16", "buffers", "call_super_init", "children", "compile",
+        "cpu", "cuda", "double", "dump_patches", "eval", "extra_repr", "float", "forward", "get_buffer",
+        "get_extra_state", "get_parameter", "get_submodule", "half", "ipu", "load_state_dict", "modules", "mtia",
+        "named_buffers", "named_children", "named_modules", "named_parameters", "parameters",
+        "register_backward_hook", "register_buffer", "register_forward_hook", "register_forward_pre_hook",
+        "register_full_backward_hook", "register_full_backward_pre_hook", "register_load_state_dict_post_hook",
+        "register_load_state_dict_pre_hook", "register_module", "register_parameter",
+        "register_state_dict_post_hook", "register_state_dict_pre_hook", "requires_grad_", "set_extra_state",
+        "set_submodule", "share_memory", "state_dict", "to", "to_empty", "train", "training", "type", "xpu",
+        "zero_grad", "backward", "terms",
+    }
+)
+
+#: Names a symbol's local may not take: the module's globals, every name bound in a function
+#: that also binds symbols (the templates' locals: ``part`` in backward, ``out`` in loss_terms),
+#: Python's builtins and the module attributes. A test collects the bound names of generated
+#: code and checks them against this set. ``_``-prefixed and ``grad_``-prefixed names are
+#: handled by prefixing (see :func:`_mangle`); the class names are added per spec.
 RESERVED = frozenset(
     {
         "np", "torch", "F", "math", "self", "ctx", "loss", "loss_and_grad", "loss_terms", "terms", "grad",
         "grads", "reduction", "value", "values", "dtype", "device", "batch", "scale", "params", "upstream",
-        "grad_output", "total", "name", "length", "args", "Loss", "l", "I", "O",
+        "grad_output", "total", "name", "length", "args", "Loss", "PARAMS", "part", "out", "weight", "v",
+        "reduce", "l", "I", "O",
     }
+    | MODULE_ATTRIBUTES
     | set(dir(builtins))
 )
 
@@ -104,7 +131,7 @@ class Term:
 # -- names ------------------------------------------------------------------------
 
 
-def _mangle(names: list[str]) -> dict[str, str]:
+def _mangle(names: list[str], also: frozenset[str] = frozenset()) -> dict[str, str]:
     """Python names for symbols that cannot clash with the generated code's own names.
 
     ``_``-prefixed names (the code's helpers and CSE temporaries) gain a ``u``,
@@ -119,7 +146,7 @@ def _mangle(names: list[str]) -> dict[str, str]:
             local = "u" + local
         if local.startswith("grad_"):
             local = "v_" + local
-        while local in RESERVED or local in taken or keyword.iskeyword(local):
+        while local in RESERVED or local in also or local in taken or keyword.iskeyword(local):
             local += "_"
         taken.add(local)
         out[name] = local
@@ -296,18 +323,25 @@ def _shape_lines(spec: LossSpec, local: dict[str, str]) -> list[str]:
 
 
 def docstring(spec: LossSpec, target: Target, local: dict[str, str]) -> str:
-    """The generated docstring, in the shape of PyTorch's loss documentation."""
+    """The generated docstring, in the shape of PyTorch's loss documentation.
+
+    The text is plain: the renderer passes it through :func:`lossforge.text.inert`.
+    Expression text is one line (a TOML multi-line expression's line breaks are
+    spaces); free text keeps its lines, indented with the block it sits in.
+    """
     head = spec.summary or spec.description or f"The {spec.name} loss."
     parts = [head]
     if spec.description and spec.description != head:
         parts += ["", spec.description]
     call = ", ".join(local[n] for n in spec.arrays)
-    parts += ["", "The per-sample loss is::", "", f"    {spec.name}({call}) = {spec.formula or spec.text}"]
+    text = one_line(spec.text)
+    formula = (spec.formula or text).replace("\n", "\n    ")
+    parts += ["", "The per-sample loss is::", "", f"    {spec.name}({call}) = {formula}"]
     if spec.formula and spec.formula != spec.text:
-        parts += ["", "computed as::", "", f"    {spec.text}"]
+        parts += ["", "computed as::", "", f"    {text}"]
     if spec.terms:
         parts += ["", "a weighted sum of terms, each reduced on its own::", ""]
-        parts += [f"    {w!r} * {t}: {text}" for t, (w, text) in spec.terms.items()]
+        parts += [f"    {w!r} * {t}: {one_line(term)}" for t, (w, term) in spec.terms.items()]
     parts += [
         "",
         "With ``reduction=\"mean\"`` (the default) the per-sample losses are averaged over every",
@@ -321,9 +355,9 @@ def docstring(spec: LossSpec, target: Target, local: dict[str, str]) -> str:
         parts.append(f"    {local[n]} (float, optional): domain {var.domain.name}. Default: ``{var.default!r}``.")
     parts += ["", "Shape:"] + ["    " + line for line in _shape_lines(spec, local)]
     if spec.stable_form:
-        parts += ["", "Stable form:", f"    {spec.stable_form}"]
+        parts += ["", "Stable form:", "    " + spec.stable_form.replace("\n", "\n    ")]
     if spec.reference:
-        parts += ["", "Reference:", f"    {spec.reference}"]
+        parts += ["", "Reference:", "    " + spec.reference.replace("\n", "\n    ")]
     parts += ["", "Example::", ""]
     values = ", ".join(f"{target.name == 'numpy' and 'np.array' or 'torch.tensor'}({example_values(spec.symbols[n])})"
                        for n in spec.arrays)
@@ -358,8 +392,13 @@ def _template_text(name: str) -> str:
 
 @cache
 def environment() -> jinja2.Environment:
-    """Jinja environment: strict undefined names, trailing newline kept, no autoescape."""
-    return jinja2.Environment(
+    """Jinja environment: strict undefined names, trailing newline kept, no autoescape.
+
+    No autoescape, because the output is Python, not HTML: text is made inert by
+    the ``comment`` and ``literal`` filters and by :func:`docstring`, all of them
+    :func:`lossforge.text.inert`.
+    """
+    env = jinja2.Environment(
         loader=jinja2.FunctionLoader(_template_text),
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
@@ -367,6 +406,10 @@ def environment() -> jinja2.Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
+    # The only ways text reaches the source: each filter is lossforge.text.inert for one place.
+    env.filters["comment"] = lambda text: inert(text, "comment")
+    env.filters["literal"] = lambda text: inert(text, "string")
+    return env
 
 
 def _target(name: str) -> Target:
@@ -381,7 +424,7 @@ def generate(spec: LossSpec, target: str) -> str:
     if not isinstance(spec, LossSpec):
         raise RenderError(f"generate() needs a LossSpec, got {type(spec).__name__}", token=type(spec).__name__)
     tgt = _target(target)
-    local = _mangle(list(spec.symbols))
+    local = _mangle(list(spec.symbols), also=frozenset({class_name(spec)}))
     terms = [_build_term(tgt, t, w, s, local) for t, w, s in _term_specs(spec)]
     arrays = [Arg(n, local[n], spec.symbols[n]) for n in spec.arrays]
     mates = {}
@@ -393,8 +436,9 @@ def generate(spec: LossSpec, target: str) -> str:
         "spec": spec,
         "version": VERSION,
         "digest": spec.digest(),
-        "formula": spec.text,
-        "docstring": docstring(spec, tgt, local),
+        "header": (f'Generated by lossforge {VERSION} from spec "{spec.name}" (digest {spec.digest()}). Do not edit.\n'
+                   f"Formula: {one_line(spec.text)}"),
+        "docstring": inert(docstring(spec, tgt, local), "docstring"),
         "arrays": arrays,
         "inputs": [a for a in arrays if a.var.role == "input"],
         "params": [Arg(n, local[n], spec.symbols[n]) for n in spec.params],
@@ -412,23 +456,65 @@ def generate(spec: LossSpec, target: str) -> str:
 
 
 def compile(spec: LossSpec, target: str):  # noqa: A001 - the public name of the contract
-    """Generate and import: the NumPy module, or the Torch ``nn.Module`` subclass."""
+    """Generate and import: the NumPy module, or the Torch ``nn.Module`` subclass.
+
+    One module per spec and target in a process, also under threads: compiling
+    the same spec again returns the same module (the same class). The modules are
+    registered in ``sys.modules`` (so classes and functions pickle by reference in
+    this process), at most :data:`MAX_MODULES` of them, the least recently
+    compiled leaving first. A Torch loss instance pickles by its spec: unpickled in
+    a fresh process, it is rebuilt from the spec's TOML text and its state.
+    """
+    if not isinstance(spec, LossSpec):
+        raise RenderError(f"compile() needs a LossSpec, got {type(spec).__name__}", token=type(spec).__name__)
     tgt = _target(target)
-    return _compiled(spec, tgt.name)
+    key = (tgt.name, dumps(spec))  # the spec's full identity: every field, its exact text
+    with _LOCK:
+        module = _MODULES.pop(key, None)
+        if module is None:
+            module = _load(spec, tgt.name, key[1])
+        _MODULES[key] = module  # most recent last
+        while len(_MODULES) > MAX_MODULES:
+            _, old = _MODULES.popitem(last=False)
+            if sys.modules.get(old.__name__) is old:
+                del sys.modules[old.__name__]
+    return module.Loss if tgt.name == "torch" else module
 
 
-@lru_cache(maxsize=256)
-def _compiled(spec: LossSpec, target: str):
+#: How many generated modules a process keeps registered (one per distinct spec and target).
+MAX_MODULES = 512
+_MODULES: OrderedDict[tuple[str, str], types.ModuleType] = OrderedDict()
+_LOCK = threading.RLock()
+
+
+def _load(spec: LossSpec, target: str, text: str) -> types.ModuleType:
     source = generate(spec, target)
-    name = f"lossforge_generated_{spec.name}_{target}_{spec.digest()}"
+    digest = hashlib.sha256(f"{VERSION}\0{target}\0{text}".encode()).hexdigest()[:20]
+    name = f"lossforge_generated_{spec.name}_{target}_{digest}"
+    module = sys.modules.get(name)
+    if isinstance(module, types.ModuleType) and getattr(module, "__lossforge_spec__", None) == text:
+        return module  # registered earlier in this process and evicted from _MODULES since
     module = types.ModuleType(name)
     module.__file__ = f"<lossforge:{spec.name}:{target}>"
-    code = builtins.compile(source, module.__file__, "exec")  # our own generated code, never user text
+    code = builtins.compile(source, module.__file__, "exec")  # our own generated code; spec text is inert in it
     exec(code, module.__dict__)  # noqa: S102
-    sys.modules.setdefault(name, module)
+    module.__lossforge_spec__ = text
     if target == "torch":
-        return module.Loss
+        module.Loss.__reduce__ = _reduce_loss
+    sys.modules[name] = module
     return module
+
+
+def _reduce_loss(self):
+    """Pickle a generated Torch loss by its spec: ``(rebuild, (spec text, ...), state)``."""
+    text = sys.modules[type(self).__module__].__lossforge_spec__
+    return (rebuild, (text, "torch"), self.__getstate__())
+
+
+def rebuild(text: str, target: str):
+    """Unpickling: a new, uninitialised instance of the loss ``text`` (a spec's TOML) compiles to."""
+    cls = compile(loads(text, source="<pickle>"), target)
+    return cls.__new__(cls)
 
 
 __all__ = ["generate", "compile", "TARGETS", "class_name", "docstring", "environment"]
