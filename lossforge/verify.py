@@ -34,6 +34,7 @@ import numpy as np
 
 from .errors import VerifyError
 from .spec import LossSpec, dumps
+from .text import inert
 
 #: Tolerances, each an error measured as |got - want| / (1 + |want|) (mixed
 #: absolute/relative, so that both huge losses and values near 0 are judged fairly).
@@ -163,7 +164,7 @@ def _spec_line(spec: LossSpec) -> str:
 
     if spec.name in builtin_names() and builtin(spec.name) == spec:
         return f"spec = lf.builtin({spec.name!r})"
-    return f"spec = lf.loads({dumps(spec)!r})"
+    return f"spec = lf.loads({inert(dumps(spec), 'string')})"
 
 
 def _point_text(spec: LossSpec, arrays: dict[str, np.ndarray], i: int) -> str:

@@ -301,3 +301,13 @@ def test_a_multiline_toml_expression_is_one_line_in_generated_code():
         source = lf.generate(s, target)
         assert "# Formula: (x - y)**2 + abs(x)\n" in source
         assert "(x\n" not in source
+
+
+@pytest.mark.parametrize("w, expected", [(0.5, [1.0, 4.0]), (2.0, [3.0, 6.0]), (-1.0, [3.0, 6.0])])
+def test_and_or_not_of_params_alone_are_python_logic(w, expected):
+    # ~True is -2 (truthy) in Python: a condition on params alone must not use ~ & |.
+    s = spec("where(not (w > 1 or w < 0), x**2, 3*x)", x=V("input"), w=V("param", default=0.0))
+    x = np.array([1.0, 2.0])
+    np.testing.assert_allclose(lf.compile(s, "numpy").loss(x, reduction="none", w=w), expected)
+    out = lf.compile(s, "torch")(reduction="none", w=w)(torch.tensor(x))
+    np.testing.assert_allclose(out.numpy(), expected)

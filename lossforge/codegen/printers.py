@@ -8,7 +8,15 @@ defects a loss must not inherit:
   (which reduces, it is not elementwise): here ``maximum``/``minimum`` print
   as ``np.maximum``/``torch.maximum`` (``torch.clamp`` against a number);
 * ``Heaviside`` printed as ``torch.heaviside`` (no autograd) with H(0) = 1/2:
-  here the step is ``(x > 0)`` cast to the working dtype, H(0) = 0;
+  here the step is ``sign(max(x, 0))`` (NumPy) or ``ceil(clamp(x, 0, 1))`` (Torch),
+  H(0) = 0, and a NaN stays NaN (a cast comparison ``(x > 0)`` would make it 0);
+* ``torch.sign(nan)`` is 0: the Torch ``sign`` is the generated ``_sign`` helper,
+  which keeps a NaN (``np.sign`` already does);
+* the length of an axis, in ``1/n`` (the local weight of ``mean``), printed as a
+  Python int: an empty axis raised ``ZeroDivisionError``; here it is ``(n or nan)``,
+  and NumPy's ``mean`` over an axis is the generated ``_mean`` helper (np.mean's
+  sum and division, the same bits; NaN and no "Mean of empty slice" warning on
+  an empty axis);
 * no ``log1p``/``expm1``/``logaddexp`` in the Torch printer;
 * ``Piecewise`` printed as an eager select whose untaken branch poisons
   gradients with NaN: here every ``where`` is first rewritten by
@@ -56,11 +64,23 @@ def _needs_guard_pow(node: sympy.Basic) -> bool:
     return bool(exp.is_negative or not exp.is_integer)
 
 
-def _guard_branch(branch: sympy.Expr, cond: sympy.Basic, arrays: frozenset) -> sympy.Expr:
-    """Replace the risky arguments inside ``branch`` by a safe value where ``cond`` is false."""
+def _guard_branch(branch: sympy.Expr, cond: sympy.Basic, arrays: frozenset, taken: bool) -> sympy.Expr:
+    """Replace the risky arguments inside ``branch`` by a safe value where the branch is not selected.
+
+    ``branch`` is the then-branch of ``where(cond, ...)`` when ``taken`` is true, else its
+    else-branch. A guard must keep its argument exactly where the outer ``where``
+    selects the branch, NaN included: the then-branch is selected where ``cond`` is
+    true, so its guard is ``where(cond, arg, safe)``; the else-branch is selected
+    where ``cond`` is *not true*, which for a NaN operand (every comparison but ``!=``
+    is false) is not the same as where ``Not(cond)`` is true, so its guard is
+    ``where(cond, safe, arg)``, never ``where(Not(cond), arg, safe)``.
+    """
 
     def varies(arg: sympy.Basic) -> bool:
         return bool(arg.free_symbols & arrays)
+
+    def keep(arg: sympy.Basic, safe) -> sympy.Basic:
+        return where(cond, arg, safe) if taken else where(cond, safe, arg)
 
     def risky(node: sympy.Basic) -> bool:
         if isinstance(node, tuple(f for f, _ in _GUARDED_CALLS)):
@@ -74,32 +94,99 @@ def _guard_branch(branch: sympy.Expr, cond: sympy.Basic, arrays: frozenset) -> s
     def guard(node: sympy.Basic) -> sympy.Basic:
         for func, safe in _GUARDED_CALLS:
             if isinstance(node, func):
-                return func(where(cond, node.args[0], safe), evaluate=False)
+                return func(keep(node.args[0], safe), evaluate=False)
         if isinstance(node, sympy.Pow):
-            return sympy.Pow(where(cond, node.base, 1), node.exp, evaluate=False)
-        return xlogy(node.args[0], where(cond, node.args[1], 1))
+            return sympy.Pow(keep(node.base, 1), node.exp, evaluate=False)
+        return xlogy(node.args[0], keep(node.args[1], 1))
 
     return branch.replace(risky, guard)
 
 
-def guard_where(expr: sympy.Expr, arrays: frozenset) -> sympy.Expr:
-    """The double-where pattern, applied to every ``where`` in ``expr``.
+# -- the NaN-propagating select -------------------------------------------------------
 
-    In ``where(c, a, b)`` both branches are evaluated; where c is false, a
+#: Orderings: a NaN operand makes them false, and their negations (``~Ge(u, v)`` is ``Lt(u, v)``) too.
+_ORDERINGS = (sympy.StrictLessThan, sympy.LessThan, sympy.StrictGreaterThan, sympy.GreaterThan)
+
+
+def nan_selects_varying(expr: sympy.Expr, arrays: frozenset) -> sympy.Expr:
+    """Every ``where`` whose NaN case picks a constant branch, rewritten to pick the varying one.
+
+    ``where(m >= 0, m, 0)`` (the clamp_min of hinge, triplet and margin losses) selects 0
+    where ``m`` is NaN, because a comparison with NaN is false: the NaN is swallowed,
+    where torch's loss is NaN. For a condition that is one comparison, a NaN operand
+    makes ``<, <=, >, >=, ==`` false and ``!=`` true. Where the branch it then selects
+    is constant with respect to the arrays and the other branch varies:
+
+    * an ordering is negated and the branches exchanged, ``where(m < 0, 0, m)``: its
+      negation is again false on NaN, so a NaN now selects ``m``, which carries it;
+    * ``where(u == v, a, c)`` becomes ``where((u < v) | (u > v), c, a)`` and
+      ``where(u != v, c, b)`` becomes ``where((u < v) | (u > v), c, b)``: ``==`` and ``!=``
+      negate into each other, which a NaN makes true and false in turn, so only the
+      two orderings (both false on NaN) send it to the varying branch.
+
+    Wherever no operand is NaN, ``u < v`` is exactly ``not (u >= v)`` and ``u != v``
+    exactly ``(u < v) | (u > v)`` (ties, zeros of either sign and infinities
+    included), so the value is unchanged. The gradients (derived from the loss before
+    any rewrite, ``where(c, da, db)``) are rewritten on their own by the same rule, which
+    is exact for them too: ``where(m >= 0, d, 0)`` becomes ``where(m < 0, 0, d)``, and a
+    NaN reaches ``d``. Left alone: conditions made of ``And``/``Or``, conditions on
+    params alone, selects between two constants (``where(m >= 0, 1, 0)``, the gradient
+    of a clamp: no branch carries the NaN) or two varying branches, and those whose NaN
+    case already selects the varying branch. Nested ``where`` are rewritten inside out,
+    each by its own condition.
+    """
+
+    def varies(node: sympy.Basic) -> bool:
+        return bool(node.free_symbols & arrays)
+
+    def nan_picks(node: where) -> tuple[sympy.Basic, sympy.Basic] | None:
+        """(the branch a NaN operand selects, the other), or None for a condition not handled."""
+        cond, a, b = node.args
+        if not isinstance(cond, sympy.core.relational.Relational) or not varies(cond):
+            return None
+        if isinstance(cond, (*_ORDERINGS, sympy.Equality)):
+            return b, a
+        if isinstance(cond, sympy.Unequality):
+            return a, b
+        return None
+
+    def swappable(node: sympy.Basic) -> bool:
+        if not isinstance(node, where):
+            return False
+        picks = nan_picks(node)
+        return picks is not None and not varies(picks[0]) and varies(picks[1])
+
+    def swap(node: where) -> sympy.Basic:
+        cond, a, b = node.args
+        if isinstance(cond, _ORDERINGS):
+            return where(cond.negated, b, a)
+        differ = sympy.Or(sympy.Lt(cond.lhs, cond.rhs), sympy.Gt(cond.lhs, cond.rhs))
+        return where(differ, b, a) if isinstance(cond, sympy.Equality) else where(differ, a, b)
+
+    return expr.replace(swappable, swap)
+
+
+def guard_where(expr: sympy.Expr, arrays: frozenset) -> sympy.Expr:
+    """The NaN-propagating select, then the double-where pattern, applied to every ``where`` in ``expr``.
+
+    First :func:`nan_selects_varying`, so that a NaN selects the branch that carries it.
+    Then, in ``where(c, a, b)`` both branches are evaluated; where c is false, a
     ``log(x)`` in ``a`` may be ``log(0)``. Its value is discarded, but in
     a derivative of the selection it still enters as ``0 * inf = nan``. So the
     arguments of every such function (``log``, ``sqrt``, division, ``exp`` ...)
     inside a branch are replaced by a value where they are finite, under the
-    branch's own condition: ``where(c, log(where(c, x, 1)), b)``. The result
-    equals ``expr`` wherever it is selected. ``arrays`` are the symbols that
-    vary per element: an argument made only of params needs no guard.
+    branch's own selection: ``where(c, log(where(c, x, 1)), b)``, and in the
+    else-branch ``where(c, a, log(where(c, 1, x)))`` (selected where c is not true,
+    NaN included, see :func:`_guard_branch`). The result equals ``expr`` wherever it
+    is selected, NaN operands included. ``arrays`` are the symbols that vary per
+    element: an argument made only of params needs no guard.
     """
 
     def rewrite(node: where) -> sympy.Basic:
         cond, a, b = node.args
-        return where(cond, _guard_branch(a, cond, arrays), _guard_branch(b, sympy.Not(cond), arrays))
+        return where(cond, _guard_branch(a, cond, arrays, True), _guard_branch(b, cond, arrays, False))
 
-    return expr.replace(lambda n: isinstance(n, where), rewrite)
+    return nan_selects_varying(expr, arrays).replace(lambda n: isinstance(n, where), rewrite)
 
 
 class grouped(sympy.Function):
@@ -206,14 +293,18 @@ class _LossPrinterMixin:
         op = {"==": "==", "!=": "!=", "<": "<", "<=": "<=", ">": ">", ">=": ">="}[expr.rel_op]
         return f"({self._print(expr.lhs)} {op} {self._print(expr.rhs)})"
 
+    # Conditions on arrays combine elementwise (& | ~); conditions on params alone are Python
+    # bools, where ~True is -2 (truthy): they combine with and/or/not.
     def _print_And(self, expr):
-        return "(" + " & ".join(self._print(a) for a in expr.args) + ")"
+        word = " & " if self._has_arrays(expr) else " and "
+        return "(" + word.join(self._print(a) for a in expr.args) + ")"
 
     def _print_Or(self, expr):
-        return "(" + " | ".join(self._print(a) for a in expr.args) + ")"
+        word = " | " if self._has_arrays(expr) else " or "
+        return "(" + word.join(self._print(a) for a in expr.args) + ")"
 
     def _print_Not(self, expr):
-        return f"(~{self._print(expr.args[0])})"
+        return f"({'~' if self._has_arrays(expr) else 'not '}{self._print(expr.args[0])})"
 
     def _as_ordered_terms(self, expr, order=None):
         """Terms of a sum: those that vary per element first, constants and params last.
@@ -236,7 +327,9 @@ class _LossPrinterMixin:
         return sorted(s.name for s in expr.free_symbols if s.name in self.vector_names)[0]
 
     def _print_axis_size(self, expr):
-        return f"{self._axis_anchor(expr.args[0])}.shape[-1]"
+        # ``or nan``: a Python int 0 would make ``1/n`` a ZeroDivisionError; NaN is what a mean
+        # over an empty axis is (and the gradient it weighs is empty there anyway).
+        return f"({self._axis_anchor(expr.args[0])}.shape[-1] or {self._nan})"
 
     def _print_axis_ones(self, expr):
         return f"{self._fn('ones_like')}({self._axis_anchor(expr.args[0])})"
@@ -291,6 +384,8 @@ class NumpyLossPrinter(_LossPrinterMixin, NumPyPrinter):
             fqn = "np." + fqn[len("numpy.") :]
         return super()._module_format(fqn, register)
 
+    _nan = "np.nan"
+
     def _fn(self, name: str) -> str:
         return f"np.{name}"
 
@@ -319,7 +414,9 @@ class NumpyLossPrinter(_LossPrinterMixin, NumPyPrinter):
         return f"np.sum({self._print(expr.args[0])}, axis=-1, keepdims=True)"
 
     def _print_axis_mean(self, expr):
-        return f"np.mean({self._print(expr.args[0])}, axis=-1, keepdims=True)"
+        # np.mean's own sum and division (the same bits), with no warning on an empty axis.
+        self.helpers.add("_mean")
+        return f"_mean({self._print(expr.args[0])})"
 
     def _print_norm(self, expr):
         return f"np.sqrt(np.sum(np.square({self._print(expr.args[0])}), axis=-1, keepdims=True))"
@@ -340,7 +437,8 @@ class NumpyLossPrinter(_LossPrinterMixin, NumPyPrinter):
         return f"np.where({px} == 0, 0.0, {px} * np.log(np.where({px} == 0, 1.0, {py})))"
 
     def _print_heaviside(self, expr):
-        return f"np.greater({self._print(expr.args[0])}, 0).astype(np.float64)"
+        # 1 where x > 0, 0 where x <= 0 (inf included), NaN where x is NaN.
+        return f"np.sign(np.maximum({self._print(expr.args[0])}, 0.0))"
 
     def _print_maximum(self, expr):
         return f"np.maximum({self._print(expr.args[0])}, {self._print(expr.args[1])})"
@@ -383,8 +481,14 @@ class TorchLossPrinter(_LossPrinterMixin, TorchPrinter):
     def _print_as_tensor(self, expr):
         return self._tensor(expr.args[0])
 
+    _nan = 'float("nan")'
+
     def _fn(self, name: str) -> str:
         return f"torch.{name}"
+
+    def _print_sign(self, expr):
+        self.helpers.update(("_sign", "_where"))
+        return f"_sign({self._print(expr.args[0])})"
 
     def _print_Pow(self, expr, rational=False):
         return self._hprint_Pow(expr, rational=rational, sqrt="torch.sqrt")
@@ -442,7 +546,8 @@ class TorchLossPrinter(_LossPrinterMixin, TorchPrinter):
         return f"torch.xlogy({self._tensor(x)}, {self._print(y)})"
 
     def _print_heaviside(self, expr):
-        return f"({self._print(expr.args[0])} > 0).to(dtype)"
+        # 1 where x > 0, 0 where x <= 0 (inf included), NaN where x is NaN; zero gradient.
+        return f"torch.ceil(torch.clamp({self._print(expr.args[0])}, 0.0, 1.0))"
 
     def _extremum(self, expr, name: str, bound: str) -> str:
         a, b = expr.args
@@ -464,6 +569,7 @@ __all__ = [
     "as_tensor",
     "TorchLossPrinter",
     "guard_where",
+    "nan_selects_varying",
     "sympy_builtins_to_lossforge",
     "axis_mean",
     "axis_size",

@@ -77,6 +77,15 @@ def _fill(value, shape):
     return value if value.shape == shape else np.broadcast_to(value, shape).copy()
 
 
+def _reduce(value, reduction):
+    """The per-sample losses reduced as torch does: the mean of an empty batch is NaN, its sum 0."""
+    if reduction == "none":
+        return value
+    if reduction == "sum":
+        return value.sum()
+    return value.sum() / value.size if value.size else np.float64(np.nan)
+
+
 def _prepare(logits, target):
     """Arrays as float64 (one-hot targets from class indices) with checked shapes."""
     logits = np.asarray(logits, dtype=np.float64)
@@ -112,9 +121,7 @@ def loss(logits, target, reduction="mean", pos_weight=1.0):
     _check_reduction(reduction)
     logits, target = _prepare(logits, target)
     value = _bce_logits_value(logits, target, pos_weight)
-    if reduction == "none":
-        return value
-    return value.mean() if reduction == "mean" else value.sum()
+    return _reduce(value, reduction)
 
 
 def loss_and_grad(logits, target, reduction="mean", pos_weight=1.0):
@@ -128,7 +135,7 @@ def loss_and_grad(logits, target, reduction="mean", pos_weight=1.0):
     logits, target = _prepare(logits, target)
     grad_logits = np.zeros_like(logits)
     value, grads = _bce_logits_value_and_grads(logits, target, pos_weight)
-    scale = 1.0 / value.size if reduction == "mean" else 1.0
+    scale = 1.0 / max(value.size, 1) if reduction == "mean" else 1.0
     grad_logits += scale * grads[0]
-    total = value if reduction == "none" else (value.mean() if reduction == "mean" else value.sum())
+    total = _reduce(value, reduction)
     return total, (grad_logits,)

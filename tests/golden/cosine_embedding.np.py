@@ -78,6 +78,15 @@ def _fill(value, shape):
     return value if value.shape == shape else np.broadcast_to(value, shape).copy()
 
 
+def _reduce(value, reduction):
+    """The per-sample losses reduced as torch does: the mean of an empty batch is NaN, its sum 0."""
+    if reduction == "none":
+        return value
+    if reduction == "sum":
+        return value.sum()
+    return value.sum() / value.size if value.size else np.float64(np.nan)
+
+
 def _prepare(x1, x2, target):
     """Arrays as float64 (one-hot targets from class indices) with checked shapes."""
     x1 = np.asarray(x1, dtype=np.float64)
@@ -95,9 +104,8 @@ def _cosine_embedding_value(x1, x2, target, margin):
     _t1 = np.sum(x1*x2, axis=-1, keepdims=True)
     _t2 = np.sum(x1**2, axis=-1, keepdims=True) + 1e-12
     _t3 = np.sum(x2**2, axis=-1, keepdims=True) + 1e-12
-    _t4 = (target <= 0)
-    _t5 = (_t1/(np.sqrt(np.where(_t4, _t2, 1))*np.sqrt(np.where(_t4, _t3, 1))) - margin >= 0)
-    return _fill(np.where(_t0, -_t1/(np.sqrt(np.where(_t0, _t2, 1))*np.sqrt(np.where(_t0, _t3, 1))) + 1, np.where(_t5, _t1/(np.sqrt(np.where(_t4, np.where(_t5, _t2, 1), 1))*np.sqrt(np.where(_t4, np.where(_t5, _t3, 1), 1))) - margin, 0)), batch + (1,))[..., 0]
+    _t4 = (_t1/(np.sqrt(np.where(_t0, 1, _t2))*np.sqrt(np.where(_t0, 1, _t3))) - margin < 0)
+    return _fill(np.where(_t0, -_t1/(np.sqrt(np.where(_t0, _t2, 1))*np.sqrt(np.where(_t0, _t3, 1))) + 1, np.where(_t4, 0, _t1/(np.sqrt(np.where(_t0, 1, np.where(_t4, 1, _t2)))*np.sqrt(np.where(_t0, 1, np.where(_t4, 1, _t3)))) - margin)), batch + (1,))[..., 0]
 
 
 def _cosine_embedding_value_and_grads(x1, x2, target, margin):
@@ -113,18 +121,17 @@ def _cosine_embedding_value_and_grads(x1, x2, target, margin):
     _t6 = np.where(_t0, _t5, 1)
     _t7 = 1/np.sqrt(_t6)
     _t8 = _t4*_t7
-    _t9 = (target <= 0)
-    _t10 = (_t1/(np.sqrt(np.where(_t9, _t2, 1))*np.sqrt(np.where(_t9, _t5, 1))) - margin >= 0)
-    _t11 = np.where(_t9, np.where(_t10, _t2, 1), 1)
-    _t12 = 1/np.sqrt(_t11)
-    _t13 = np.where(_t9, np.where(_t10, _t5, 1), 1)
-    _t14 = 1/np.sqrt(_t13)
-    _t15 = np.where(_t0, -_t8, np.where(_t10, _t12*_t14, 0))
-    _t16 = (1/2)*_t1
-    value = _fill(np.where(_t0, -_t1*_t8 + 1, np.where(_t10, _t1*_t12*_t14 - margin, 0)), batch + (1,))[..., 0]
+    _t9 = (_t1/(np.sqrt(np.where(_t0, 1, _t2))*np.sqrt(np.where(_t0, 1, _t5))) - margin < 0)
+    _t10 = np.where(_t0, 1, np.where(_t9, 1, _t2))
+    _t11 = 1/np.sqrt(_t10)
+    _t12 = np.where(_t0, 1, np.where(_t9, 1, _t5))
+    _t13 = 1/np.sqrt(_t12)
+    _t14 = np.where(_t0, -_t8, np.where(_t9, 0, _t11*_t13))
+    _t15 = (1/2)*_t1
+    value = _fill(np.where(_t0, -_t1*_t8 + 1, np.where(_t9, 0, _t1*_t11*_t13 - margin)), batch + (1,))[..., 0]
     grads = (
-        _fill(_t15*x2 + 2*x1*np.where(_t0, _t16*_t7/_t3**(3/2), np.where(_t10, -_t14*_t16/_t11**(3/2), 0)), x1.shape),
-        _fill(_t15*x1 + 2*x2*np.where(_t0, _t16*_t4/_t6**(3/2), np.where(_t10, -_t12*_t16/_t13**(3/2), 0)), x2.shape),
+        _fill(_t14*x2 + 2*x1*np.where(_t0, _t15*_t7/_t3**(3/2), np.where(_t9, 0, -_t13*_t15/_t10**(3/2))), x1.shape),
+        _fill(_t14*x1 + 2*x2*np.where(_t0, _t15*_t4/_t6**(3/2), np.where(_t9, 0, -_t11*_t15/_t12**(3/2))), x2.shape),
     )
     return value, grads
 
@@ -137,9 +144,7 @@ def loss(x1, x2, target, reduction="mean", margin=0.0):
     _check_reduction(reduction)
     x1, x2, target = _prepare(x1, x2, target)
     value = _cosine_embedding_value(x1, x2, target, margin)
-    if reduction == "none":
-        return value
-    return value.mean() if reduction == "mean" else value.sum()
+    return _reduce(value, reduction)
 
 
 def loss_and_grad(x1, x2, target, reduction="mean", margin=0.0):
@@ -154,8 +159,8 @@ def loss_and_grad(x1, x2, target, reduction="mean", margin=0.0):
     grad_x1 = np.zeros_like(x1)
     grad_x2 = np.zeros_like(x2)
     value, grads = _cosine_embedding_value_and_grads(x1, x2, target, margin)
-    scale = 1.0 / value.size if reduction == "mean" else 1.0
+    scale = 1.0 / max(value.size, 1) if reduction == "mean" else 1.0
     grad_x1 += scale * grads[0]
     grad_x2 += scale * grads[1]
-    total = value if reduction == "none" else (value.mean() if reduction == "mean" else value.sum())
+    total = _reduce(value, reduction)
     return total, (grad_x1, grad_x2)

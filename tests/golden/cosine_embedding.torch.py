@@ -93,9 +93,8 @@ def _cosine_embedding_value(x1, x2, target, margin):
     _t1 = torch.sum(x1*x2, dim=-1, keepdim=True)
     _t2 = torch.sum(x1**2, dim=-1, keepdim=True) + 1e-12
     _t3 = torch.sum(x2**2, dim=-1, keepdim=True) + 1e-12
-    _t4 = (target <= 0)
-    _t5 = (_t1/(torch.sqrt(_where(_t4, _t2, 1))*torch.sqrt(_where(_t4, _t3, 1))) - margin >= 0)
-    return _fill(_where(_t0, -_t1/(torch.sqrt(_where(_t0, _t2, 1))*torch.sqrt(_where(_t0, _t3, 1))) + 1, _where(_t5, _t1/(torch.sqrt(_where(_t4, _where(_t5, _t2, 1), 1))*torch.sqrt(_where(_t4, _where(_t5, _t3, 1), 1))) - margin, 0)), batch + (1,), dtype, device)[..., 0]
+    _t4 = (_t1/(torch.sqrt(_where(_t0, 1, _t2))*torch.sqrt(_where(_t0, 1, _t3))) - margin < 0)
+    return _fill(_where(_t0, -_t1/(torch.sqrt(_where(_t0, _t2, 1))*torch.sqrt(_where(_t0, _t3, 1))) + 1, _where(_t4, 0, _t1/(torch.sqrt(_where(_t0, 1, _where(_t4, 1, _t2)))*torch.sqrt(_where(_t0, 1, _where(_t4, 1, _t3)))) - margin)), batch + (1,), dtype, device)[..., 0]
 
 
 def _cosine_embedding_grads(x1, x2, target, margin):
@@ -110,17 +109,16 @@ def _cosine_embedding_grads(x1, x2, target, margin):
     _t5 = _where(_t0, _t4, 1)
     _t6 = 1/torch.sqrt(_t5)
     _t7 = torch.sum(x1*x2, dim=-1, keepdim=True)
-    _t8 = (target <= 0)
-    _t9 = (_t7/(torch.sqrt(_where(_t8, _t1, 1))*torch.sqrt(_where(_t8, _t4, 1))) - margin >= 0)
-    _t10 = _where(_t8, _where(_t9, _t1, 1), 1)
-    _t11 = 1/torch.sqrt(_t10)
-    _t12 = _where(_t8, _where(_t9, _t4, 1), 1)
-    _t13 = 1/torch.sqrt(_t12)
-    _t14 = _where(_t0, -_t3*_t6, _where(_t9, _t11*_t13, 0))
-    _t15 = (1/2)*_t7
+    _t8 = (_t7/(torch.sqrt(_where(_t0, 1, _t1))*torch.sqrt(_where(_t0, 1, _t4))) - margin < 0)
+    _t9 = _where(_t0, 1, _where(_t8, 1, _t1))
+    _t10 = 1/torch.sqrt(_t9)
+    _t11 = _where(_t0, 1, _where(_t8, 1, _t4))
+    _t12 = 1/torch.sqrt(_t11)
+    _t13 = _where(_t0, -_t3*_t6, _where(_t8, 0, _t10*_t12))
+    _t14 = (1/2)*_t7
     return (
-        _fill(_t14*x2 + 2*x1*_where(_t0, _t15*_t6/_t2**(3/2), _where(_t9, -_t13*_t15/_t10**(3/2), 0)), x1.shape, dtype, device),
-        _fill(_t14*x1 + 2*x2*_where(_t0, _t15*_t3/_t5**(3/2), _where(_t9, -_t11*_t15/_t12**(3/2), 0)), x2.shape, dtype, device),
+        _fill(_t13*x2 + 2*x1*_where(_t0, _t14*_t6/_t2**(3/2), _where(_t8, 0, -_t12*_t14/_t9**(3/2))), x1.shape, dtype, device),
+        _fill(_t13*x1 + 2*x2*_where(_t0, _t14*_t3/_t5**(3/2), _where(_t8, 0, -_t10*_t14/_t11**(3/2))), x2.shape, dtype, device),
     )
 
 

@@ -77,6 +77,15 @@ def _fill(value, shape):
     return value if value.shape == shape else np.broadcast_to(value, shape).copy()
 
 
+def _reduce(value, reduction):
+    """The per-sample losses reduced as torch does: the mean of an empty batch is NaN, its sum 0."""
+    if reduction == "none":
+        return value
+    if reduction == "sum":
+        return value.sum()
+    return value.sum() / value.size if value.size else np.float64(np.nan)
+
+
 def _onehot(name, value, length):
     """One-hot rows from integer class indices (floats pass through)."""
     value = np.asarray(value)
@@ -91,6 +100,8 @@ def _onehot(name, value, length):
 
 def _logsumexp(a):
     """log(sum(exp(a))) over the last axis, shifted by the maximum so that exp never overflows."""
+    if not a.shape[-1]:
+        return np.full(a.shape[:-1] + (1,), -np.inf)
     top = np.max(a, axis=-1, keepdims=True)
     top = np.where(np.isfinite(top), top, 0.0)
     return top + np.log(np.sum(np.exp(a - top), axis=-1, keepdims=True))
@@ -98,8 +109,13 @@ def _logsumexp(a):
 
 def _softmax(a):
     """exp(a - logsumexp(a)) over the last axis, as exp(a - max) / sum: no log rounds away the digits of huge entries."""
-    e = np.exp(a - np.max(a, axis=-1, keepdims=True))
+    e = np.exp(a - np.max(a, axis=-1, keepdims=True, initial=-np.inf))
     return e / np.sum(e, axis=-1, keepdims=True)
+
+
+def _mean(a):
+    """The mean over the last axis, as np.mean computes it; NaN (and no warning) on an empty axis."""
+    return np.sum(a, axis=-1, keepdims=True) / (a.shape[-1] or np.nan)
 
 
 def _prepare(logits, target):
@@ -113,16 +129,16 @@ def _prepare(logits, target):
 def _cross_entropy_value(logits, target, label_smoothing):
     """Per-sample loss."""
     batch = logits.shape[:-1]
-    return _fill(-label_smoothing*np.mean(logits, axis=-1, keepdims=True) - (1 - label_smoothing)*np.sum(logits*target, axis=-1, keepdims=True) + _logsumexp(logits), batch + (1,))[..., 0]
+    return _fill(-label_smoothing*_mean(logits) - (1 - label_smoothing)*np.sum(logits*target, axis=-1, keepdims=True) + _logsumexp(logits), batch + (1,))[..., 0]
 
 
 def _cross_entropy_value_and_grads(logits, target, label_smoothing):
     """Per-sample loss and its gradient for each input, per element."""
     batch = logits.shape[:-1]
     _t0 = label_smoothing - 1
-    value = _fill(_t0*np.sum(logits*target, axis=-1, keepdims=True) - label_smoothing*np.mean(logits, axis=-1, keepdims=True) + _logsumexp(logits), batch + (1,))[..., 0]
+    value = _fill(_t0*np.sum(logits*target, axis=-1, keepdims=True) - label_smoothing*_mean(logits) + _logsumexp(logits), batch + (1,))[..., 0]
     grads = (
-        _fill(_t0*target - label_smoothing/logits.shape[-1] + _softmax(logits), logits.shape),
+        _fill(_t0*target - label_smoothing/(logits.shape[-1] or np.nan) + _softmax(logits), logits.shape),
     )
     return value, grads
 
@@ -135,9 +151,7 @@ def loss(logits, target, reduction="mean", label_smoothing=0.0):
     _check_reduction(reduction)
     logits, target = _prepare(logits, target)
     value = _cross_entropy_value(logits, target, label_smoothing)
-    if reduction == "none":
-        return value
-    return value.mean() if reduction == "mean" else value.sum()
+    return _reduce(value, reduction)
 
 
 def loss_and_grad(logits, target, reduction="mean", label_smoothing=0.0):
@@ -151,7 +165,7 @@ def loss_and_grad(logits, target, reduction="mean", label_smoothing=0.0):
     logits, target = _prepare(logits, target)
     grad_logits = np.zeros_like(logits)
     value, grads = _cross_entropy_value_and_grads(logits, target, label_smoothing)
-    scale = 1.0 / value.size if reduction == "mean" else 1.0
+    scale = 1.0 / max(value.size, 1) if reduction == "mean" else 1.0
     grad_logits += scale * grads[0]
-    total = value if reduction == "none" else (value.mean() if reduction == "mean" else value.sum())
+    total = _reduce(value, reduction)
     return total, (grad_logits,)

@@ -80,7 +80,7 @@ def _cross_entropy_grads(logits, target, label_smoothing):
     """Gradient of the per-sample loss for each input, per element."""
     dtype, device = logits.dtype, logits.device
     return (
-        _fill(-label_smoothing/logits.shape[-1] + target*(label_smoothing - 1) + torch.softmax(logits, dim=-1), logits.shape, dtype, device),
+        _fill(-label_smoothing/(logits.shape[-1] or float("nan")) + target*(label_smoothing - 1) + torch.softmax(logits, dim=-1), logits.shape, dtype, device),
     )
 
 

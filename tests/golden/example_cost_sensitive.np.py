@@ -66,6 +66,15 @@ def _fill(value, shape):
     return value if value.shape == shape else np.broadcast_to(value, shape).copy()
 
 
+def _reduce(value, reduction):
+    """The per-sample losses reduced as torch does: the mean of an empty batch is NaN, its sum 0."""
+    if reduction == "none":
+        return value
+    if reduction == "sum":
+        return value.sum()
+    return value.sum() / value.size if value.size else np.float64(np.nan)
+
+
 def _prepare(p, y):
     """Arrays as float64 (one-hot targets from class indices) with checked shapes."""
     p = np.asarray(p, dtype=np.float64)
@@ -104,9 +113,7 @@ def loss(p, y, reduction="mean", fn_weight=5.0, eps=1e-07):
     _check_reduction(reduction)
     p, y = _prepare(p, y)
     value = _cost_sensitive_bce_value(p, y, fn_weight, eps)
-    if reduction == "none":
-        return value
-    return value.mean() if reduction == "mean" else value.sum()
+    return _reduce(value, reduction)
 
 
 def loss_and_grad(p, y, reduction="mean", fn_weight=5.0, eps=1e-07):
@@ -120,7 +127,7 @@ def loss_and_grad(p, y, reduction="mean", fn_weight=5.0, eps=1e-07):
     p, y = _prepare(p, y)
     grad_p = np.zeros_like(p)
     value, grads = _cost_sensitive_bce_value_and_grads(p, y, fn_weight, eps)
-    scale = 1.0 / value.size if reduction == "mean" else 1.0
+    scale = 1.0 / max(value.size, 1) if reduction == "mean" else 1.0
     grad_p += scale * grads[0]
-    total = value if reduction == "none" else (value.mean() if reduction == "mean" else value.sum())
+    total = _reduce(value, reduction)
     return total, (grad_p,)

@@ -78,6 +78,15 @@ def _fill(value, shape):
     return value if value.shape == shape else np.broadcast_to(value, shape).copy()
 
 
+def _reduce(value, reduction):
+    """The per-sample losses reduced as torch does: the mean of an empty batch is NaN, its sum 0."""
+    if reduction == "none":
+        return value
+    if reduction == "sum":
+        return value.sum()
+    return value.sum() / value.size if value.size else np.float64(np.nan)
+
+
 def _prepare(mean, target, var):
     """Arrays as float64 (one-hot targets from class indices) with checked shapes."""
     mean = np.asarray(mean, dtype=np.float64)
@@ -90,23 +99,22 @@ def _prepare(mean, target, var):
 def _gaussian_nll_value(mean, target, var, eps):
     """Per-sample loss."""
     batch = mean.shape
-    _t0 = np.where((var >= eps), var, eps)
+    _t0 = np.where((var < eps), eps, var)
     return _fill((1/2)*np.log(_t0) + (1/2)*(mean - target)**2/_t0, batch)
 
 
 def _gaussian_nll_value_and_grads(mean, target, var, eps):
     """Per-sample loss and its gradient for each input, per element."""
     batch = mean.shape
-    _t0 = (var >= eps)
-    _t1 = np.where(_t0, var, eps)
-    _t2 = (mean - target)**2
-    _t3 = 1/_t1
-    _t4 = (1/2)*_t3
-    _t5 = np.where(_t0, 1, 0)
-    value = _fill(_t2*_t4 + (1/2)*np.log(_t1), batch)
+    _t0 = np.where((var < eps), eps, var)
+    _t1 = (mean - target)**2
+    _t2 = 1/_t0
+    _t3 = (1/2)*_t2
+    _t4 = np.where((var >= eps), 1, 0)
+    value = _fill(_t1*_t3 + (1/2)*np.log(_t0), batch)
     grads = (
-        _fill(_t4*(2*mean - 2*target), mean.shape),
-        _fill((1/2)*_t3*_t5 - 1/2*_t2*_t5/_t1**2, var.shape),
+        _fill(_t3*(2*mean - 2*target), mean.shape),
+        _fill((1/2)*_t2*_t4 - 1/2*_t1*_t4/_t0**2, var.shape),
     )
     return value, grads
 
@@ -119,9 +127,7 @@ def loss(mean, target, var, reduction="mean", eps=1e-06):
     _check_reduction(reduction)
     mean, target, var = _prepare(mean, target, var)
     value = _gaussian_nll_value(mean, target, var, eps)
-    if reduction == "none":
-        return value
-    return value.mean() if reduction == "mean" else value.sum()
+    return _reduce(value, reduction)
 
 
 def loss_and_grad(mean, target, var, reduction="mean", eps=1e-06):
@@ -136,8 +142,8 @@ def loss_and_grad(mean, target, var, reduction="mean", eps=1e-06):
     grad_mean = np.zeros_like(mean)
     grad_var = np.zeros_like(var)
     value, grads = _gaussian_nll_value_and_grads(mean, target, var, eps)
-    scale = 1.0 / value.size if reduction == "mean" else 1.0
+    scale = 1.0 / max(value.size, 1) if reduction == "mean" else 1.0
     grad_mean += scale * grads[0]
     grad_var += scale * grads[1]
-    total = value if reduction == "none" else (value.mean() if reduction == "mean" else value.sum())
+    total = _reduce(value, reduction)
     return total, (grad_mean, grad_var)

@@ -88,20 +88,19 @@ def _prepare(mean, target, var):
 def _gaussian_nll_value(mean, target, var, eps):
     """Per-sample loss."""
     dtype, device, batch = mean.dtype, mean.device, mean.shape
-    _t0 = _where((var >= eps), var, eps)
+    _t0 = _where((var < eps), eps, var)
     return _fill((1/2)*torch.log(_t0) + (1/2)*(mean - target)**2/_t0, batch, dtype, device)
 
 
 def _gaussian_nll_grads(mean, target, var, eps):
     """Gradient of the per-sample loss for each input, per element."""
     dtype, device = mean.dtype, mean.device
-    _t0 = (var >= eps)
-    _t1 = _where(_t0, var, eps)
-    _t2 = 1/_t1
-    _t3 = _where(_t0, torch.as_tensor(1, dtype=dtype, device=device), 0)
+    _t0 = _where((var < eps), eps, var)
+    _t1 = 1/_t0
+    _t2 = _where((var >= eps), torch.as_tensor(1, dtype=dtype, device=device), 0)
     return (
-        _fill((1/2)*_t2*(2*mean - 2*target), mean.shape, dtype, device),
-        _fill((1/2)*_t2*_t3 - 1/2*_t3*(mean - target)**2/_t1**2, var.shape, dtype, device),
+        _fill((1/2)*_t1*(2*mean - 2*target), mean.shape, dtype, device),
+        _fill((1/2)*_t1*_t2 - 1/2*_t2*(mean - target)**2/_t0**2, var.shape, dtype, device),
     )
 
 

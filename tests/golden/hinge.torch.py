@@ -69,7 +69,7 @@ def _hinge_grads(score, target, margin):
     """Gradient of the per-sample loss for each input, per element."""
     dtype, device = score.dtype, score.device
     return (
-        _fill(-target*(-score*target + margin > 0).to(dtype), score.shape, dtype, device),
+        _fill(-target*torch.ceil(torch.clamp(-score*target + margin, 0.0, 1.0)), score.shape, dtype, device),
     )
 
 

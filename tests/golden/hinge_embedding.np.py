@@ -77,6 +77,15 @@ def _fill(value, shape):
     return value if value.shape == shape else np.broadcast_to(value, shape).copy()
 
 
+def _reduce(value, reduction):
+    """The per-sample losses reduced as torch does: the mean of an empty batch is NaN, its sum 0."""
+    if reduction == "none":
+        return value
+    if reduction == "sum":
+        return value.sum()
+    return value.sum() / value.size if value.size else np.float64(np.nan)
+
+
 def _prepare(distance, target):
     """Arrays as float64 (one-hot targets from class indices) with checked shapes."""
     distance = np.asarray(distance, dtype=np.float64)
@@ -89,7 +98,7 @@ def _hinge_embedding_value(distance, target, margin):
     """Per-sample loss."""
     batch = distance.shape
     _t0 = -distance + margin
-    return _fill(np.where((target > 0), distance, np.where((_t0 >= 0), _t0, 0)), batch)
+    return _fill(np.where((target > 0), distance, np.where((_t0 < 0), 0, _t0)), batch)
 
 
 def _hinge_embedding_value_and_grads(distance, target, margin):
@@ -97,10 +106,9 @@ def _hinge_embedding_value_and_grads(distance, target, margin):
     batch = distance.shape
     _t0 = (target > 0)
     _t1 = -distance + margin
-    _t2 = (_t1 >= 0)
-    value = _fill(np.where(_t0, distance, np.where(_t2, _t1, 0)), batch)
+    value = _fill(np.where(_t0, distance, np.where((_t1 < 0), 0, _t1)), batch)
     grads = (
-        _fill(np.where(_t0, 1, np.where(_t2, -1, 0)), distance.shape),
+        _fill(np.where(_t0, 1, np.where((_t1 >= 0), -1, 0)), distance.shape),
     )
     return value, grads
 
@@ -113,9 +121,7 @@ def loss(distance, target, reduction="mean", margin=1.0):
     _check_reduction(reduction)
     distance, target = _prepare(distance, target)
     value = _hinge_embedding_value(distance, target, margin)
-    if reduction == "none":
-        return value
-    return value.mean() if reduction == "mean" else value.sum()
+    return _reduce(value, reduction)
 
 
 def loss_and_grad(distance, target, reduction="mean", margin=1.0):
@@ -129,7 +135,7 @@ def loss_and_grad(distance, target, reduction="mean", margin=1.0):
     distance, target = _prepare(distance, target)
     grad_distance = np.zeros_like(distance)
     value, grads = _hinge_embedding_value_and_grads(distance, target, margin)
-    scale = 1.0 / value.size if reduction == "mean" else 1.0
+    scale = 1.0 / max(value.size, 1) if reduction == "mean" else 1.0
     grad_distance += scale * grads[0]
-    total = value if reduction == "none" else (value.mean() if reduction == "mean" else value.sum())
+    total = _reduce(value, reduction)
     return total, (grad_distance,)

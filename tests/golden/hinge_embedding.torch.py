@@ -87,7 +87,7 @@ def _hinge_embedding_value(distance, target, margin):
     """Per-sample loss."""
     dtype, device, batch = distance.dtype, distance.device, distance.shape
     _t0 = -distance + margin
-    return _fill(_where((target > 0), distance, _where((_t0 >= 0), _t0, 0)), batch, dtype, device)
+    return _fill(_where((target > 0), distance, _where((_t0 < 0), 0, _t0)), batch, dtype, device)
 
 
 def _hinge_embedding_grads(distance, target, margin):

@@ -77,6 +77,15 @@ def _fill(value, shape):
     return value if value.shape == shape else np.broadcast_to(value, shape).copy()
 
 
+def _reduce(value, reduction):
+    """The per-sample losses reduced as torch does: the mean of an empty batch is NaN, its sum 0."""
+    if reduction == "none":
+        return value
+    if reduction == "sum":
+        return value.sum()
+    return value.sum() / value.size if value.size else np.float64(np.nan)
+
+
 def _prepare(pred, target):
     """Arrays as float64 (one-hot targets from class indices) with checked shapes."""
     pred = np.asarray(pred, dtype=np.float64)
@@ -114,9 +123,7 @@ def loss(pred, target, reduction="mean", delta=1.0):
     _check_reduction(reduction)
     pred, target = _prepare(pred, target)
     value = _huber_value(pred, target, delta)
-    if reduction == "none":
-        return value
-    return value.mean() if reduction == "mean" else value.sum()
+    return _reduce(value, reduction)
 
 
 def loss_and_grad(pred, target, reduction="mean", delta=1.0):
@@ -130,7 +137,7 @@ def loss_and_grad(pred, target, reduction="mean", delta=1.0):
     pred, target = _prepare(pred, target)
     grad_pred = np.zeros_like(pred)
     value, grads = _huber_value_and_grads(pred, target, delta)
-    scale = 1.0 / value.size if reduction == "mean" else 1.0
+    scale = 1.0 / max(value.size, 1) if reduction == "mean" else 1.0
     grad_pred += scale * grads[0]
-    total = value if reduction == "none" else (value.mean() if reduction == "mean" else value.sum())
+    total = _reduce(value, reduction)
     return total, (grad_pred,)

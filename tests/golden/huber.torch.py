@@ -72,6 +72,11 @@ def _where(cond, a, b):
     return (b ^ ((a ^ b) & cond.to(bits).neg())).view(dtype)
 
 
+def _sign(x):
+    """``torch.sign``, except that a NaN stays NaN (``torch.sign(nan)`` is 0); zero gradient."""
+    return _where(torch.isnan(x), x, torch.sign(x))
+
+
 def _prepare(pred, target):
     """Tensors in the inputs' floating dtype (one-hot targets from class indices), shapes checked."""
     pred = torch.as_tensor(pred)
@@ -96,7 +101,7 @@ def _huber_grads(pred, target, delta):
     dtype, device = pred.dtype, pred.device
     _t0 = pred - target
     return (
-        _fill(_where((torch.abs(_t0) < delta), _t0, delta*torch.sign(_t0)), pred.shape, dtype, device),
+        _fill(_where((torch.abs(_t0) < delta), _t0, delta*_sign(_t0)), pred.shape, dtype, device),
     )
 
 

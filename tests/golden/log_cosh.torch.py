@@ -48,6 +48,35 @@ def _reduce(value, reduction):
     return value.mean() if reduction == "mean" else value.sum()
 
 
+_BITS = {torch.float64: torch.int64, torch.float32: torch.int32, torch.float16: torch.int16, torch.bfloat16: torch.int16}
+
+
+def _where(cond, a, b):
+    """``torch.where(cond, a, b)``, selected bit by bit on CPU when autograd is off.
+
+    On CPU, ``torch.where`` costs several times a whole arithmetic kernel. With
+    no graph being recorded (the forward of an autograd Function, a backward
+    that is not itself differentiated) the result is built from the bits
+    instead, ``b ^ ((a ^ b) & mask)``: every bit of the branch not taken is
+    masked out, so a NaN or inf there never reaches the result, exactly as
+    with ``torch.where``. Otherwise, and on other devices, ``torch.where``.
+    """
+    if torch.is_grad_enabled() or cond.device.type != "cpu":
+        return torch.where(cond, a, b)
+    dtype = a.dtype if isinstance(a, torch.Tensor) else b.dtype
+    bits = _BITS.get(dtype)
+    if bits is None:
+        return torch.where(cond, a, b)
+    cond, a, b = torch.broadcast_tensors(cond, torch.as_tensor(a, dtype=dtype), torch.as_tensor(b, dtype=dtype))
+    a, b = a.view(bits), b.view(bits)
+    return (b ^ ((a ^ b) & cond.to(bits).neg())).view(dtype)
+
+
+def _sign(x):
+    """``torch.sign``, except that a NaN stays NaN (``torch.sign(nan)`` is 0); zero gradient."""
+    return _where(torch.isnan(x), x, torch.sign(x))
+
+
 def _prepare(pred, target):
     """Tensors in the inputs' floating dtype (one-hot targets from class indices), shapes checked."""
     pred = torch.as_tensor(pred)
@@ -70,7 +99,7 @@ def _log_cosh_grads(pred, target):
     """Gradient of the per-sample loss for each input, per element."""
     dtype, device = pred.dtype, pred.device
     _t0 = pred - target
-    _t1 = torch.sign(_t0)
+    _t1 = _sign(_t0)
     _t2 = torch.exp(-2*torch.abs(_t0))
     return (
         _fill(-2*_t1*_t2/(_t2 + 1) + _t1, pred.shape, dtype, device),

@@ -78,6 +78,15 @@ def _fill(value, shape):
     return value if value.shape == shape else np.broadcast_to(value, shape).copy()
 
 
+def _reduce(value, reduction):
+    """The per-sample losses reduced as torch does: the mean of an empty batch is NaN, its sum 0."""
+    if reduction == "none":
+        return value
+    if reduction == "sum":
+        return value.sum()
+    return value.sum() / value.size if value.size else np.float64(np.nan)
+
+
 def _prepare(x1, x2, target):
     """Arrays as float64 (one-hot targets from class indices) with checked shapes."""
     x1 = np.asarray(x1, dtype=np.float64)
@@ -91,18 +100,18 @@ def _margin_ranking_value(x1, x2, target, margin):
     """Per-sample loss."""
     batch = x1.shape
     _t0 = -target*(x1 - x2) + margin
-    return _fill(np.where((_t0 >= 0), _t0, 0), batch)
+    return _fill(np.where((_t0 < 0), 0, _t0), batch)
 
 
 def _margin_ranking_value_and_grads(x1, x2, target, margin):
     """Per-sample loss and its gradient for each input, per element."""
     batch = x1.shape
     _t0 = -target*(x1 - x2) + margin
-    _t1 = (_t0 >= 0)
-    value = _fill(np.where(_t1, _t0, 0), batch)
+    _t1 = (_t0 < 0)
+    value = _fill(np.where(_t1, 0, _t0), batch)
     grads = (
-        _fill(np.where(_t1, -target, 0), x1.shape),
-        _fill(np.where(_t1, target, 0), x2.shape),
+        _fill(np.where(_t1, 0, -target), x1.shape),
+        _fill(np.where(_t1, 0, target), x2.shape),
     )
     return value, grads
 
@@ -115,9 +124,7 @@ def loss(x1, x2, target, reduction="mean", margin=0.0):
     _check_reduction(reduction)
     x1, x2, target = _prepare(x1, x2, target)
     value = _margin_ranking_value(x1, x2, target, margin)
-    if reduction == "none":
-        return value
-    return value.mean() if reduction == "mean" else value.sum()
+    return _reduce(value, reduction)
 
 
 def loss_and_grad(x1, x2, target, reduction="mean", margin=0.0):
@@ -132,8 +139,8 @@ def loss_and_grad(x1, x2, target, reduction="mean", margin=0.0):
     grad_x1 = np.zeros_like(x1)
     grad_x2 = np.zeros_like(x2)
     value, grads = _margin_ranking_value_and_grads(x1, x2, target, margin)
-    scale = 1.0 / value.size if reduction == "mean" else 1.0
+    scale = 1.0 / max(value.size, 1) if reduction == "mean" else 1.0
     grad_x1 += scale * grads[0]
     grad_x2 += scale * grads[1]
-    total = value if reduction == "none" else (value.mean() if reduction == "mean" else value.sum())
+    total = _reduce(value, reduction)
     return total, (grad_x1, grad_x2)

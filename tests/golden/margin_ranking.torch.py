@@ -89,16 +89,16 @@ def _margin_ranking_value(x1, x2, target, margin):
     """Per-sample loss."""
     dtype, device, batch = x1.dtype, x1.device, x1.shape
     _t0 = -target*(x1 - x2) + margin
-    return _fill(_where((_t0 >= 0), _t0, 0), batch, dtype, device)
+    return _fill(_where((_t0 < 0), 0, _t0), batch, dtype, device)
 
 
 def _margin_ranking_grads(x1, x2, target, margin):
     """Gradient of the per-sample loss for each input, per element."""
     dtype, device = x1.dtype, x1.device
-    _t0 = (-target*(x1 - x2) + margin >= 0)
+    _t0 = (-target*(x1 - x2) + margin < 0)
     return (
-        _fill(_where(_t0, -target, 0), x1.shape, dtype, device),
-        _fill(_where(_t0, target, 0), x2.shape, dtype, device),
+        _fill(_where(_t0, 0, -target), x1.shape, dtype, device),
+        _fill(_where(_t0, 0, target), x2.shape, dtype, device),
     )
 
 

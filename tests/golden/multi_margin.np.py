@@ -77,6 +77,15 @@ def _fill(value, shape):
     return value if value.shape == shape else np.broadcast_to(value, shape).copy()
 
 
+def _reduce(value, reduction):
+    """The per-sample losses reduced as torch does: the mean of an empty batch is NaN, its sum 0."""
+    if reduction == "none":
+        return value
+    if reduction == "sum":
+        return value.sum()
+    return value.sum() / value.size if value.size else np.float64(np.nan)
+
+
 def _onehot(name, value, length):
     """One-hot rows from integer class indices (floats pass through)."""
     value = np.asarray(value)
@@ -87,6 +96,11 @@ def _onehot(name, value, length):
     if value.size and (value.min() < 0 or value.max() >= length):
         raise ValueError(f"{name}: class index out of range [0, {length})")
     return np.eye(length)[value]
+
+
+def _mean(a):
+    """The mean over the last axis, as np.mean computes it; NaN (and no warning) on an empty axis."""
+    return np.sum(a, axis=-1, keepdims=True) / (a.shape[-1] or np.nan)
 
 
 def _prepare(scores, target):
@@ -100,7 +114,7 @@ def _prepare(scores, target):
 def _multi_margin_value(scores, target, margin):
     """Per-sample loss."""
     batch = scores.shape[:-1]
-    return _fill(np.mean((-target + 1)*np.maximum(0, (scores - np.sum(scores*target, axis=-1, keepdims=True)) + margin), axis=-1, keepdims=True), batch + (1,))[..., 0]
+    return _fill(_mean((-target + 1)*np.maximum(0, (scores - np.sum(scores*target, axis=-1, keepdims=True)) + margin)), batch + (1,))[..., 0]
 
 
 def _multi_margin_value_and_grads(scores, target, margin):
@@ -108,8 +122,8 @@ def _multi_margin_value_and_grads(scores, target, margin):
     batch = scores.shape[:-1]
     _t0 = -target + 1
     _t1 = (scores - np.sum(scores*target, axis=-1, keepdims=True)) + margin
-    _t2 = _t0*np.greater(_t1, 0).astype(np.float64)/scores.shape[-1]
-    value = _fill(np.mean(_t0*np.maximum(0, _t1), axis=-1, keepdims=True), batch + (1,))[..., 0]
+    _t2 = _t0*np.sign(np.maximum(_t1, 0.0))/(scores.shape[-1] or np.nan)
+    value = _fill(_mean(_t0*np.maximum(0, _t1)), batch + (1,))[..., 0]
     grads = (
         _fill(_t2 + target*np.sum(-_t2, axis=-1, keepdims=True), scores.shape),
     )
@@ -124,9 +138,7 @@ def loss(scores, target, reduction="mean", margin=1.0):
     _check_reduction(reduction)
     scores, target = _prepare(scores, target)
     value = _multi_margin_value(scores, target, margin)
-    if reduction == "none":
-        return value
-    return value.mean() if reduction == "mean" else value.sum()
+    return _reduce(value, reduction)
 
 
 def loss_and_grad(scores, target, reduction="mean", margin=1.0):
@@ -140,7 +152,7 @@ def loss_and_grad(scores, target, reduction="mean", margin=1.0):
     scores, target = _prepare(scores, target)
     grad_scores = np.zeros_like(scores)
     value, grads = _multi_margin_value_and_grads(scores, target, margin)
-    scale = 1.0 / value.size if reduction == "mean" else 1.0
+    scale = 1.0 / max(value.size, 1) if reduction == "mean" else 1.0
     grad_scores += scale * grads[0]
-    total = value if reduction == "none" else (value.mean() if reduction == "mean" else value.sum())
+    total = _reduce(value, reduction)
     return total, (grad_scores,)

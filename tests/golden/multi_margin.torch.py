@@ -79,7 +79,7 @@ def _multi_margin_value(scores, target, margin):
 def _multi_margin_grads(scores, target, margin):
     """Gradient of the per-sample loss for each input, per element."""
     dtype, device = scores.dtype, scores.device
-    _t0 = (-target + 1)*((scores - torch.sum(scores*target, dim=-1, keepdim=True)) + margin > 0).to(dtype)/scores.shape[-1]
+    _t0 = (-target + 1)*torch.ceil(torch.clamp((scores - torch.sum(scores*target, dim=-1, keepdim=True)) + margin, 0.0, 1.0))/(scores.shape[-1] or float("nan"))
     return (
         _fill(_t0 + target*torch.sum(-_t0, dim=-1, keepdim=True), scores.shape, dtype, device),
     )

@@ -72,6 +72,15 @@ def _fill(value, shape):
     return value if value.shape == shape else np.broadcast_to(value, shape).copy()
 
 
+def _reduce(value, reduction):
+    """The per-sample losses reduced as torch does: the mean of an empty batch is NaN, its sum 0."""
+    if reduction == "none":
+        return value
+    if reduction == "sum":
+        return value.sum()
+    return value.sum() / value.size if value.size else np.float64(np.nan)
+
+
 def _onehot(name, value, length):
     """One-hot rows from integer class indices (floats pass through)."""
     value = np.asarray(value)
@@ -116,9 +125,7 @@ def loss(logp, target, reduction="mean"):
     _check_reduction(reduction)
     logp, target = _prepare(logp, target)
     value = _nll_value(logp, target)
-    if reduction == "none":
-        return value
-    return value.mean() if reduction == "mean" else value.sum()
+    return _reduce(value, reduction)
 
 
 def loss_and_grad(logp, target, reduction="mean"):
@@ -132,7 +139,7 @@ def loss_and_grad(logp, target, reduction="mean"):
     logp, target = _prepare(logp, target)
     grad_logp = np.zeros_like(logp)
     value, grads = _nll_value_and_grads(logp, target)
-    scale = 1.0 / value.size if reduction == "mean" else 1.0
+    scale = 1.0 / max(value.size, 1) if reduction == "mean" else 1.0
     grad_logp += scale * grads[0]
-    total = value if reduction == "none" else (value.mean() if reduction == "mean" else value.sum())
+    total = _reduce(value, reduction)
     return total, (grad_logp,)

@@ -76,6 +76,15 @@ def _fill(value, shape):
     return value if value.shape == shape else np.broadcast_to(value, shape).copy()
 
 
+def _reduce(value, reduction):
+    """The per-sample losses reduced as torch does: the mean of an empty batch is NaN, its sum 0."""
+    if reduction == "none":
+        return value
+    if reduction == "sum":
+        return value.sum()
+    return value.sum() / value.size if value.size else np.float64(np.nan)
+
+
 def _prepare(log_rate, target):
     """Arrays as float64 (one-hot targets from class indices) with checked shapes."""
     log_rate = np.asarray(log_rate, dtype=np.float64)
@@ -109,9 +118,7 @@ def loss(log_rate, target, reduction="mean"):
     _check_reduction(reduction)
     log_rate, target = _prepare(log_rate, target)
     value = _poisson_nll_value(log_rate, target)
-    if reduction == "none":
-        return value
-    return value.mean() if reduction == "mean" else value.sum()
+    return _reduce(value, reduction)
 
 
 def loss_and_grad(log_rate, target, reduction="mean"):
@@ -125,7 +132,7 @@ def loss_and_grad(log_rate, target, reduction="mean"):
     log_rate, target = _prepare(log_rate, target)
     grad_log_rate = np.zeros_like(log_rate)
     value, grads = _poisson_nll_value_and_grads(log_rate, target)
-    scale = 1.0 / value.size if reduction == "mean" else 1.0
+    scale = 1.0 / max(value.size, 1) if reduction == "mean" else 1.0
     grad_log_rate += scale * grads[0]
-    total = value if reduction == "none" else (value.mean() if reduction == "mean" else value.sum())
+    total = _reduce(value, reduction)
     return total, (grad_log_rate,)

@@ -99,7 +99,7 @@ def _quantile_grads(pred, target, tau):
     _t3 = (_t1 == _t0*_t2)
     _t4 = -_t0*_t2 + _t1
     return (
-        _fill(-_t2*_where(_t3, 1/2, (-_t4 > 0).to(dtype)) - tau*_where(_t3, 1/2, (_t4 > 0).to(dtype)), pred.shape, dtype, device),
+        _fill(-_t2*_where(_t3, 1/2, torch.ceil(torch.clamp(-_t4, 0.0, 1.0))) - tau*_where(_t3, 1/2, torch.ceil(torch.clamp(_t4, 0.0, 1.0))), pred.shape, dtype, device),
     )
 
 

@@ -72,6 +72,11 @@ def _where(cond, a, b):
     return (b ^ ((a ^ b) & cond.to(bits).neg())).view(dtype)
 
 
+def _sign(x):
+    """``torch.sign``, except that a NaN stays NaN (``torch.sign(nan)`` is 0); zero gradient."""
+    return _where(torch.isnan(x), x, torch.sign(x))
+
+
 def _prepare(pred, target):
     """Tensors in the inputs' floating dtype (one-hot targets from class indices), shapes checked."""
     pred = torch.as_tensor(pred)
@@ -96,7 +101,7 @@ def _smooth_l1_grads(pred, target, beta):
     dtype, device = pred.dtype, pred.device
     _t0 = pred - target
     return (
-        _fill(_where((torch.abs(_t0) < beta), (1/2)*(2*pred - 2*target)/beta, torch.sign(_t0)), pred.shape, dtype, device),
+        _fill(_where((torch.abs(_t0) < beta), (1/2)*(2*pred - 2*target)/beta, _sign(_t0)), pred.shape, dtype, device),
     )
 
 

@@ -79,6 +79,15 @@ def _fill(value, shape):
     return value if value.shape == shape else np.broadcast_to(value, shape).copy()
 
 
+def _reduce(value, reduction):
+    """The per-sample losses reduced as torch does: the mean of an empty batch is NaN, its sum 0."""
+    if reduction == "none":
+        return value
+    if reduction == "sum":
+        return value.sum()
+    return value.sum() / value.size if value.size else np.float64(np.nan)
+
+
 def _prepare(anchor, positive, negative):
     """Arrays as float64 (one-hot targets from class indices) with checked shapes."""
     anchor = np.asarray(anchor, dtype=np.float64)
@@ -92,7 +101,7 @@ def _triplet_value(anchor, positive, negative, margin, eps):
     """Per-sample loss."""
     batch = anchor.shape[:-1]
     _t0 = (-np.sqrt(np.sum(np.square((anchor - negative) + eps), axis=-1, keepdims=True)) + np.sqrt(np.sum(np.square((anchor - positive) + eps), axis=-1, keepdims=True))) + margin
-    return _fill(np.where((_t0 >= 0), _t0, 0), batch + (1,))[..., 0]
+    return _fill(np.where((_t0 < 0), 0, _t0), batch + (1,))[..., 0]
 
 
 def _triplet_value_and_grads(anchor, positive, negative, margin, eps):
@@ -106,7 +115,7 @@ def _triplet_value_and_grads(anchor, positive, negative, margin, eps):
     _t5 = (_t4 >= 0)
     _t6 = _t0*np.where(_t5, -1, 0)/_t1
     _t7 = _t2*np.where(_t5, 1, 0)/_t3
-    value = _fill(np.where(_t5, _t4, 0), batch + (1,))[..., 0]
+    value = _fill(np.where((_t4 < 0), 0, _t4), batch + (1,))[..., 0]
     grads = (
         _fill(_t6 + _t7, anchor.shape),
         _fill(-_t7, positive.shape),
@@ -123,9 +132,7 @@ def loss(anchor, positive, negative, reduction="mean", margin=1.0, eps=1e-06):
     _check_reduction(reduction)
     anchor, positive, negative = _prepare(anchor, positive, negative)
     value = _triplet_value(anchor, positive, negative, margin, eps)
-    if reduction == "none":
-        return value
-    return value.mean() if reduction == "mean" else value.sum()
+    return _reduce(value, reduction)
 
 
 def loss_and_grad(anchor, positive, negative, reduction="mean", margin=1.0, eps=1e-06):
@@ -141,9 +148,9 @@ def loss_and_grad(anchor, positive, negative, reduction="mean", margin=1.0, eps=
     grad_positive = np.zeros_like(positive)
     grad_negative = np.zeros_like(negative)
     value, grads = _triplet_value_and_grads(anchor, positive, negative, margin, eps)
-    scale = 1.0 / value.size if reduction == "mean" else 1.0
+    scale = 1.0 / max(value.size, 1) if reduction == "mean" else 1.0
     grad_anchor += scale * grads[0]
     grad_positive += scale * grads[1]
     grad_negative += scale * grads[2]
-    total = value if reduction == "none" else (value.mean() if reduction == "mean" else value.sum())
+    total = _reduce(value, reduction)
     return total, (grad_anchor, grad_positive, grad_negative)

@@ -89,7 +89,7 @@ def _triplet_value(anchor, positive, negative, margin, eps):
     """Per-sample loss."""
     dtype, device, batch = anchor.dtype, anchor.device, anchor.shape[:-1]
     _t0 = (-torch.sqrt(torch.sum(torch.square((anchor - negative) + eps), dim=-1, keepdim=True)) + torch.sqrt(torch.sum(torch.square((anchor - positive) + eps), dim=-1, keepdim=True))) + margin
-    return _fill(_where((_t0 >= 0), _t0, 0), batch + (1,), dtype, device)[..., 0]
+    return _fill(_where((_t0 < 0), 0, _t0), batch + (1,), dtype, device)[..., 0]
 
 
 def _triplet_grads(anchor, positive, negative, margin, eps):

@@ -76,6 +76,15 @@ def _fill(value, shape):
     return value if value.shape == shape else np.broadcast_to(value, shape).copy()
 
 
+def _reduce(value, reduction):
+    """The per-sample losses reduced as torch does: the mean of an empty batch is NaN, its sum 0."""
+    if reduction == "none":
+        return value
+    if reduction == "sum":
+        return value.sum()
+    return value.sum() / value.size if value.size else np.float64(np.nan)
+
+
 def _prepare(score, target):
     """Arrays as float64 (one-hot targets from class indices) with checked shapes."""
     score = np.asarray(score, dtype=np.float64)
@@ -108,9 +117,7 @@ def loss(score, target, reduction="mean"):
     _check_reduction(reduction)
     score, target = _prepare(score, target)
     value = _wasserstein_value(score, target)
-    if reduction == "none":
-        return value
-    return value.mean() if reduction == "mean" else value.sum()
+    return _reduce(value, reduction)
 
 
 def loss_and_grad(score, target, reduction="mean"):
@@ -124,7 +131,7 @@ def loss_and_grad(score, target, reduction="mean"):
     score, target = _prepare(score, target)
     grad_score = np.zeros_like(score)
     value, grads = _wasserstein_value_and_grads(score, target)
-    scale = 1.0 / value.size if reduction == "mean" else 1.0
+    scale = 1.0 / max(value.size, 1) if reduction == "mean" else 1.0
     grad_score += scale * grads[0]
-    total = value if reduction == "none" else (value.mean() if reduction == "mean" else value.sum())
+    total = _reduce(value, reduction)
     return total, (grad_score,)
