@@ -3,20 +3,30 @@
 Each command resolves its spec argument (a built-in name or a TOML file),
 calls one public function and prints its result. Every user error exits 2
 with a one-line message on stderr; a failed check or verification exits 1.
+
+A spec file is shared like any document, so all text the CLI prints for a
+person (stdout and stderr, error messages included) goes through
+:func:`lossforge.text.terminal`: no control character of a spec reaches a
+terminal raw. Files are read by :func:`_read_spec` and written by
+:func:`_write_output` only, which turn every ``OSError`` into a one-line user
+error naming the path and never write over an input spec.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 
 import sympy
 
 import lossforge as lf
 
-from .errors import LossforgeError
+from .errors import LossforgeError, SpecError
+from .text import terminal
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 
@@ -25,16 +35,154 @@ class _Parser(argparse.ArgumentParser):
     """argparse with a one-line error and exit status 2."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        sys.stderr.write(f"{self.prog}: error: {message}\n")
+        sys.stderr.write(f"{self.prog}: error: {_one_line(message)}\n")
         raise SystemExit(EXIT_USAGE)
+
+
+def _say(text: object = "", file=None) -> None:
+    """Print ``text`` for a person: control characters spelled out (``\\x1b``), never raw."""
+    print(terminal(text), file=file)
+
+
+def _one_line(message: object) -> str:
+    """The first line of an error message, made safe for a terminal."""
+    lines = str(message).splitlines()
+    return terminal(lines[0] if lines else "")
+
+
+def _q(path: object) -> str:
+    """A path quoted for a message, as the rest of lossforge quotes names."""
+    return repr(str(path))
+
+
+# -- files ------------------------------------------------------------------------
+
+
+def _spec_file(ref: str) -> Path | None:
+    """The path ``ref`` names, or None when it names a built-in."""
+    path = Path(ref)
+    if ref.endswith(".toml") or path.exists() or "/" in ref or os.sep in ref:
+        return path
+    return None
+
+
+def _read_spec(path: Path):
+    """Load the spec file ``path`` (``lf.load`` with messages that say how to fix a file error)."""
+    where = _q(path)
+    if path.is_dir():
+        raise SpecError(f"cannot read {where}: it is a directory (name a .toml spec file)", token=str(path))
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        missing = next((p for p in reversed(path.parents) if not p.exists()), None)
+        hint = f"no such directory {_q(missing)}" if missing is not None else "check the path"
+        raise SpecError(
+            f"no such spec file: {where} ({hint}; 'lossforge list' names the built-ins)", token=str(path)
+        ) from None
+    except PermissionError:
+        raise SpecError(f"cannot read {where}: permission denied (check its permissions)", token=str(path)) from None
+    except OSError as exc:
+        raise SpecError(f"cannot read {where}: {exc.strerror or exc} (check the path)", token=str(path)) from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SpecError(
+            f"cannot read {where}: not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start}); "
+            "save it as UTF-8",
+            token=str(path),
+        ) from None
+    try:
+        return lf.loads(text, source=str(path))
+    except LossforgeError as exc:
+        if str(path) in str(exc):
+            raise
+        try:  # name the file too: "bad.toml: syntax error at column 5 ..."
+            named = type(exc)(f"{path}: {exc}", token=exc.token)
+        except TypeError:  # an error class with another signature: as it is
+            raise exc from None
+        raise named from None
 
 
 def _resolve(ref: str):
     """A built-in name or a path to a TOML spec."""
-    path = Path(ref)
-    if ref.endswith(".toml") or path.exists() or "/" in ref:
-        return lf.load(path)
-    return lf.builtin(ref)
+    path = _spec_file(ref)
+    return lf.builtin(ref) if path is None else _read_spec(path)
+
+
+def _spec_files(refs: Iterable[str]) -> list[Path]:
+    """The spec files among ``refs`` (the inputs no output may replace)."""
+    return [path for path in map(_spec_file, refs) if path is not None]
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """Whether ``a`` is the existing file ``b`` (by inode, so also through a link or another spelling)."""
+    try:
+        return a.exists() and b.exists() and os.path.samefile(a, b)
+    except OSError:
+        return a.resolve() == b.resolve()
+
+
+_ELSEWHERE = "write to another file"
+
+
+def _check_output(output: str, inputs: Iterable[Path], elsewhere: str = _ELSEWHERE) -> Path:
+    """``output`` as a path, once it is known not to be an input spec or an impossible place to write."""
+    path = Path(output)
+    where = _q(path)
+    for spec in inputs:
+        if _same_file(path, spec):
+            raise LossforgeError(f"refusing to write {where}: it is the input spec {_q(spec)} ({elsewhere})",
+                                 token=str(path))
+    if path.is_dir():
+        raise LossforgeError(f"cannot write {where}: it is a directory (name a file inside it)", token=str(path))
+    parent = path.parent
+    for above in (parent, *parent.parents):  # the nearest ancestor that exists must be a directory
+        if above.exists():
+            if not above.is_dir():
+                raise LossforgeError(f"cannot write {where}: {_q(above)} is not a directory", token=str(path))
+            break
+    if not parent.exists():
+        raise LossforgeError(f"cannot write {where}: no such directory {_q(parent)} (create it first)",
+                             token=str(path))
+    return path
+
+
+def _write_output(output: str, data: str | bytes, inputs: Iterable[Path], elsewhere: str = _ELSEWHERE) -> Path:
+    """Write ``data`` to ``output``: the one place the CLI writes a file; every failure is a user error."""
+    inputs = list(inputs)
+    path = _check_output(output, inputs, elsewhere)
+    raw = data.encode("utf-8") if isinstance(data, str) else data
+    try:
+        path.write_bytes(raw)
+    except PermissionError:
+        target = path if path.exists() else path.parent
+        raise LossforgeError(
+            f"cannot write {_q(path)}: permission denied (check the permissions of {_q(target)}, or write elsewhere)",
+            token=str(path),
+        ) from None
+    except OSError as exc:
+        _check_output(output, inputs, elsewhere)  # it may have changed since: the precise message first
+        raise LossforgeError(f"cannot write {_q(path)}: {exc.strerror or exc} (write elsewhere)",
+                             token=str(path)) from None
+    return path
+
+
+def _toml_for_terminal(text: str) -> str:
+    """TOML from ``lf.dumps`` with every character a terminal would act on as a TOML escape.
+
+    ``dumps`` already escapes the C0 controls and DEL; C1 controls and format
+    characters (bidi overrides) are left raw there. Every such character is
+    inside a basic string, where ``\\uXXXX`` reads back as the same text.
+    """
+    out = []
+    for ch in text:
+        if ch == "\n" or ch.isprintable():
+            out.append(ch)
+        elif ord(ch) < 0x10000:
+            out.append(f"\\u{ord(ch):04x}")
+        else:
+            out.append(f"\\U{ord(ch):08x}")
+    return "".join(out)
 
 
 def _pretty(expr: sympy.Basic) -> str:
@@ -48,40 +196,40 @@ def cmd_list(args: argparse.Namespace) -> int:
     names = lf.builtin_names()
     width = max(map(len, names))
     for name in names:
-        print(f"{name:<{width}}  {lf.builtin(name).summary}")
+        _say(f"{name:<{width}}  {lf.builtin(name).summary}")
     return EXIT_OK
 
 
 def cmd_show(args: argparse.Namespace) -> int:
     spec = _resolve(args.spec)
-    print(f"{spec.name}: {spec.summary or spec.description}")
-    print()
-    print(f"  loss = {spec.text}")
-    print(f"  reduction = {spec.reduction}")
+    _say(f"{spec.name}: {spec.summary or spec.description}")
+    _say()
+    _say(f"  loss = {spec.text}")
+    _say(f"  reduction = {spec.reduction}")
     if spec.reference:
-        print(f"  reference: {spec.reference}")
-    print()
-    print("Symbols:")
+        _say(f"  reference: {spec.reference}")
+    _say()
+    _say("Symbols:")
     for name, var in spec.symbols.items():
         extra = f"default {var.default!r}" if var.default is not None else ""
         axis = f"axis {var.axis!r}" if var.axis else ""
         details = ", ".join(x for x in (f"domain {var.domain.name}", axis, extra) if x)
-        print(f"  {name:<14} {var.role:<7} {details}")
-    print()
-    print("Per-sample loss:")
-    print(_indent(_pretty(spec.sympy)))
+        _say(f"  {name:<14} {var.role:<7} {details}")
+    _say()
+    _say("Per-sample loss:")
+    _say(_indent(_pretty(spec.sympy)))
     for name, grad in spec.gradient().items():
-        print()
-        print(f"d loss / d {name}:")
-        print(_indent(_pretty(grad)))
+        _say()
+        _say(f"d loss / d {name}:")
+        _say(_indent(_pretty(grad)))
     props = lf.properties(spec)
-    print()
-    print("Properties:")
+    _say()
+    _say("Properties:")
     for key in ("convex", "bounded_gradient", "smoothness", "zero_at_target"):
-        print(f"  {key:<17} {getattr(props, key)!s:<7} {props.evidence[key]}")
+        _say(f"  {key:<17} {getattr(props, key)!s:<7} {props.evidence[key]}")
     if spec.stable_form:
-        print()
-        print(f"Stable form: {spec.stable_form}")
+        _say()
+        _say(f"Stable form: {spec.stable_form}")
     return EXIT_OK
 
 
@@ -103,56 +251,66 @@ def _hazard_dict(h) -> dict:
 
 def cmd_check(args: argparse.Namespace) -> int:
     failed = False
-    results = []
+    results, accepted = [], []
     for ref in args.specs:
         spec = _resolve(ref)
         report = lf.check(spec)
         failed |= not report.ok
         results.append({"spec": ref, "name": spec.name, "ok": report.ok,
                         "hazards": [_hazard_dict(h) for h in report.hazards]})
+        accepted.append([h.reason for h in report.hazards])
     if args.format == "json":
-        print(json.dumps(results, indent=2))
+        print(json.dumps(results, indent=2, ensure_ascii=True))  # control characters as \u001b, never raw
     else:
-        for res in results:
-            for h in res["hazards"]:
-                tag = " (accepted)" if h["accepted"] else ""
-                print(f"{res['spec']}: {h['where']}: {h['kind']}: {h['severity']}{tag}: {h['message']}: {h['expr']}")
+        for res, reasons in zip(results, accepted):
+            for h, reason in zip(res["hazards"], reasons):
+                tag = f" (accepted: {reason})" if h["accepted"] else ""
+                _say(f"{res['spec']}: {h['where']}: {h['kind']}: {h['severity']}{tag}: {h['message']}: {h['expr']}")
             status = "ok" if res["ok"] else "FAILED"
-            print(f"{res['spec']}: {status} ({len(res['hazards'])} finding{'s' * (len(res['hazards']) != 1)})")
+            _say(f"{res['spec']}: {status} ({len(res['hazards'])} finding{'s' * (len(res['hazards']) != 1)})")
     return EXIT_OK if not failed else EXIT_FAIL
 
 
+_IN_PLACE = "stabilize never rewrites its input in place: write to another file, then move it over the original"
+
+
 def cmd_stabilize(args: argparse.Namespace) -> int:
+    inputs = _spec_files([args.spec])
     spec = _resolve(args.spec)
+    if args.output:  # before the work: never over the input, nor where no file can be
+        _check_output(args.output, inputs, _IN_PLACE)
     result = lf.stabilize(spec, unsafe=args.unsafe)
-    text = lf.dumps(result)
+    text = _toml_for_terminal(lf.dumps(result))
     if args.output:
-        Path(args.output).write_text(text, encoding="utf-8")
+        written = _write_output(args.output, text, inputs, _IN_PLACE)
     else:
         sys.stdout.write(text)
     before = {(h.kind, h.where) for h in lf.check(spec).hazards}
     after = {(h.kind, h.where) for h in lf.check(result).hazards}
     out = sys.stderr if not args.output else sys.stdout
     if result.sympy == spec.sympy:
-        print("no changes", file=out)
+        _say("no changes", file=out)
     else:
-        print(f"- {spec.text}", file=out)
-        print(f"+ {result.text}", file=out)
+        _say(f"- {spec.text}", file=out)
+        _say(f"+ {result.text}", file=out)
     for kind, where in sorted(before - after):
-        print(f"fixed: {where}: {kind}", file=out)
+        _say(f"fixed: {where}: {kind}", file=out)
     for kind, where in sorted(after & before):
-        print(f"remaining: {where}: {kind}", file=out)
+        _say(f"remaining: {where}: {kind}", file=out)
     if args.output:
-        print(f"wrote {args.output}", file=out)
+        _say(f"wrote {written}", file=out)
     return EXIT_OK
 
 
 def cmd_gen(args: argparse.Namespace) -> int:
+    inputs = _spec_files([args.spec])
     spec = _resolve(args.spec)
-    source = lf.generate(spec, args.target)
     if args.output:
-        Path(args.output).write_text(source, encoding="utf-8")
-        print(f"wrote {args.output}", file=sys.stderr)
+        _check_output(args.output, inputs)
+    source = lf.generate(spec, args.target)  # spec text in it is made inert by lossforge.text.inert
+    if args.output:
+        written = _write_output(args.output, source, inputs)
+        _say(f"wrote {written}", file=sys.stderr)
     else:
         sys.stdout.write(source)
     return EXIT_OK
@@ -166,28 +324,31 @@ def cmd_verify(args: argparse.Namespace) -> int:
     ok = True
     for i, ref in enumerate(refs, 1):
         if progress:
-            sys.stderr.write(f"\r[{i}/{len(refs)}] verifying {ref:<24}")
+            sys.stderr.write("\r" + terminal(f"[{i}/{len(refs)}] verifying {ref:<24}"))
             sys.stderr.flush()
         report = lf.verify(_resolve(ref))
         ok &= report.ok
         if progress:
             sys.stderr.write("\r" + " " * 50 + "\r")
-        print(f"== {ref} ==")
-        print(report)
+        _say(f"== {ref} ==")
+        _say(report)
     return EXIT_OK if ok else EXIT_FAIL
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
-    print(lf.explain(args.kind))
+    _say(lf.explain(args.kind))
     return EXIT_OK
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
-    from .plot import plot  # needs the optional matplotlib extra
+    from .plot import output_format, render  # rendering needs the optional matplotlib extra
 
+    inputs = _spec_files(args.specs)
     specs = [_resolve(ref) for ref in args.specs]
-    path = plot(specs, args.output, lo=args.lo, hi=args.hi)
-    print(f"wrote {path}", file=sys.stderr)
+    _check_output(args.output, inputs)
+    fmt = output_format(args.output)  # before any work: .png, .pdf or .svg
+    written = _write_output(args.output, render(specs, fmt, lo=args.lo, hi=args.hi), inputs)
+    _say(f"wrote {written}", file=sys.stderr)
     return EXIT_OK
 
 
@@ -231,9 +392,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("kind", metavar="KIND")
     p.set_defaults(func=cmd_explain)
 
-    p = sub.add_parser("plot", help="plot loss and gradient curves to a PNG")
+    p = sub.add_parser("plot", help="plot loss and gradient curves to a PNG, PDF or SVG")
     p.add_argument("specs", metavar="NAME|FILE", nargs="+")
-    p.add_argument("-o", "--output", required=True, metavar="PNG")
+    p.add_argument("-o", "--output", required=True, metavar="FILE", help="the file to write: .png, .pdf or .svg")
     p.add_argument("--lo", type=float, default=None, help="left end of the input range")
     p.add_argument("--hi", type=float, default=None, help="right end of the input range")
     p.set_defaults(func=cmd_plot)
@@ -246,8 +407,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except LossforgeError as exc:
-        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        message = _one_line(exc) or type(exc).__name__
         sys.stderr.write(f"lossforge: error: {message}\n")
         return EXIT_USAGE
     except BrokenPipeError:  # `lossforge gen ... | head`
         return EXIT_OK
+    except OSError as exc:  # a file error no command turned into a message: still one line, no traceback
+        where = f"{_q(exc.filename)}: " if exc.filename else ""
+        sys.stderr.write(f"lossforge: error: {_one_line(where + (exc.strerror or str(exc)))}\n")
+        return EXIT_USAGE

@@ -28,6 +28,7 @@ from functools import lru_cache
 
 import sympy
 
+from . import budget
 from .errors import DeriveError
 from .expr import (
     AXIS_OPERATIONS,
@@ -68,11 +69,61 @@ def _placeholder(index: int, vector: bool) -> sympy.Symbol:
     return sympy.Symbol(f"__{'vec' if vector else 'red'}{index}", real=True)
 
 
-def gradients(loss: sympy.Expr, inputs: dict[str, sympy.Symbol], vectors: set[sympy.Symbol]) -> dict[str, sympy.Expr]:
+def _differentiator():
+    """``diff(expr, var)``, memoized per (node, var), with sums and products taken apart here.
+
+    SymPy differentiates an n-factor product through the general Leibniz rule,
+    differentiating every factor (through ``Derivative``'s machinery) for
+    every variable: a product of 200 sigmoids costs 200 x 200 of those per
+    gradient. Here only the factors that hold ``var`` are differentiated, and
+    each distinct subexpression once per variable; the terms are built exactly
+    as SymPy builds them (the factors in order, the derivative in its place),
+    so the result is the same expression. Anything else is SymPy's ``diff``.
+    """
+    memo: dict[tuple[sympy.Basic, sympy.Symbol], sympy.Expr] = {}
+    free: dict[sympy.Basic, frozenset] = {}
+
+    def symbols_of(expr: sympy.Basic) -> frozenset:
+        found = free.get(expr)
+        if found is None:
+            found = free[expr] = frozenset(expr.free_symbols)
+        return found
+
+    def diff(expr: sympy.Expr, var: sympy.Symbol) -> sympy.Expr:
+        if var not in symbols_of(expr):
+            return sympy.S.Zero
+        key = (expr, var)
+        found = memo.get(key)
+        if found is not None:
+            return found
+        budget.tick()
+        if expr.is_Add:
+            found = sympy.Add(*(diff(a, var) for a in expr.args))
+        elif expr.is_Mul:
+            args = expr.args
+            terms = []
+            for i, a in enumerate(args):
+                d = diff(a, var)
+                if d != 0:
+                    terms.append(sympy.Mul(*args[:i], d, *args[i + 1:]))
+            found = sympy.Add(*terms)
+        else:
+            found = sympy.diff(expr, var)
+        memo[key] = found
+        return found
+
+    return diff
+
+
+def gradients(loss: sympy.Expr, inputs: dict[str, sympy.Symbol], vectors: set[sympy.Symbol],
+              stage: str = "derive") -> dict[str, sympy.Expr]:
     """Per-element gradients of ``loss`` with respect to ``inputs``.
 
     ``vectors`` is the set of symbols that stand for an element of a vector.
+    The size of the result is checked against :mod:`lossforge.budget` before
+    each whole-tree rewrite (an excess raised as ``stage``'s), and the time between steps.
     """
+    diff = _differentiator()
     # Symbolic powers differentiate as e*b**(e-1), not SymPy's b**e*e/b (nan at b = 0);
     # abs of an argument SymPy cannot prove real as sign(u)*du, not through re/im.
     loss = loss.replace(lambda n: n.is_Pow and not n.exp.is_number, lambda n: power(*n.args))
@@ -107,7 +158,8 @@ def gradients(loss: sympy.Expr, inputs: dict[str, sympy.Symbol], vectors: set[sy
         for var in expr.free_symbols:
             if var not in targets and var not in adjoint_keys:
                 continue
-            part = upstream * sympy.diff(expr, var)
+            budget.tick()
+            part = upstream * diff(expr, var)
             if part == 0:
                 continue
             if elementwise and var not in vector_like:
@@ -132,11 +184,15 @@ def gradients(loss: sympy.Expr, inputs: dict[str, sympy.Symbol], vectors: set[sy
             down = upstream * func(arg).fdiff(1).xreplace({func(arg): holder})
         push(arg, down, elementwise=True)
 
-    # Put the axis nodes back (each placeholder's full expression).
+    # Put the axis nodes back (each placeholder's full expression): tree walks, so sizes are checked first.
+    found = {name: adjoint.get(sym, sympy.S.Zero) for name, sym in inputs.items()}
+    budget.check(stage, *found.values())
     full: dict[sympy.Symbol, sympy.Expr] = {}
     for holder, func, arg in nodes:
         full[holder] = func(arg.xreplace(full))
-    return {name: _real_form(adjoint.get(sym, sympy.S.Zero).xreplace(full)) for name, sym in inputs.items()}
+    found = {name: grad.xreplace(full) for name, grad in found.items()}
+    budget.check(stage, *found.values())
+    return {name: _real_form(grad) for name, grad in found.items()}
 
 
 def _real_form(grad: sympy.Expr) -> sympy.Expr:
@@ -145,19 +201,33 @@ def _real_form(grad: sympy.Expr) -> sympy.Expr:
     Every quantity of a loss is real, or inf/NaN where a hazard is, never
     complex; SymPy may still produce ``re``/``im`` where it cannot prove that.
     """
-    grad = grad.replace(lambda n: isinstance(n, power), lambda n: n.args[0] ** n.args[1])
-    grad = grad.replace(lambda n: isinstance(n, real_abs), lambda n: sympy.Abs(n.args[0]))
-    return grad.replace(lambda n: isinstance(n, sympy.im), lambda n: sympy.S.Zero).replace(
-        lambda n: isinstance(n, sympy.re), lambda n: n.args[0])
+    present = {type(n) for n in grad.atoms(power, real_abs, sympy.im, sympy.re)}  # one walk, not four
+    if power in present:
+        grad = grad.replace(lambda n: isinstance(n, power), lambda n: n.args[0] ** n.args[1])
+    if real_abs in present:
+        grad = grad.replace(lambda n: isinstance(n, real_abs), lambda n: sympy.Abs(n.args[0]))
+    if present & {power, real_abs}:  # a rebuilt power or Abs may evaluate to re/im
+        present |= {type(n) for n in grad.atoms(sympy.im, sympy.re)}
+    if any(issubclass(t, (sympy.im, sympy.re)) for t in present):
+        grad = grad.replace(lambda n: isinstance(n, sympy.im), lambda n: sympy.S.Zero).replace(
+            lambda n: isinstance(n, sympy.re), lambda n: n.args[0])
+    return grad
 
 
 @lru_cache(maxsize=256)
 def derive(spec: LossSpec) -> Derivation:
-    """Differentiate a spec: its per-sample loss and one gradient per input."""
+    """Differentiate a spec: its per-sample loss and one gradient per input.
+
+    Runs under :mod:`lossforge.budget`: a loss or gradient past its node
+    limit, or a derivation past its time limit, raises :class:`DeriveError`.
+    """
     table = spec.sympy_symbols
     vectors = {table[n] for n, v in spec.symbols.items() if v.axis is not None}
     inputs = {n: table[n] for n in spec.inputs}
-    grads = gradients(spec.sympy, inputs, vectors)
+    with budget.deadline("derive"):
+        budget.check("derive", spec.sympy)
+        grads = gradients(spec.sympy, inputs, vectors)
+        budget.check("derive", spec.sympy, *grads.values())
     for name, grad in grads.items():
         if (what := not_real(grad)) is not None:
             raise DeriveError(

@@ -18,6 +18,7 @@ import mpmath
 import numpy as np
 import sympy
 
+from . import budget
 from . import expr as E
 from .derive import derive
 from .spec import LossSpec
@@ -177,7 +178,10 @@ class Evaluator:
         ]
 
     def _compile(self, exprs: list[sympy.Expr]):
-        parts = [compiled(self.args, e, "mpmath") for e in exprs]
+        parts = []
+        for e in exprs:
+            budget.tick()  # under the caller's deadline (properties, verify)
+            parts.append(compiled(self.args, e, "mpmath"))
         return lambda *flat: [part(*flat) for part in parts]
 
     def _flat(self, arrays: dict[str, np.ndarray], i: int, override: tuple[str, int, object] | None = None) -> list:
@@ -198,6 +202,7 @@ class Evaluator:
         grads = [np.empty(np.shape(arrays[name])) for name in self.spec.inputs]
         with mpmath.workdps(self.dps):
             for i in range(n):
+                budget.tick()
                 flat = self._flat(arrays, i)
                 loss[i] = float(_results(self._loss, flat, 1)[0])
                 for g, f in zip(grads, self._grads):

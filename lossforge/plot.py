@@ -13,8 +13,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import LossforgeError
+from .errors import LossforgeError, SpecError
 from .spec import LossSpec
+
+#: The files ``plot`` writes, by extension: the formats that make sense for two panels of curves.
+FORMATS = {".png": "png", ".pdf": "pdf", ".svg": "svg"}
 
 #: The value each argument is held at while the first input sweeps, by domain.
 HELD = {
@@ -76,8 +79,23 @@ def curves(spec: LossSpec, lo: float | None = None, hi: float | None = None):
     return x, np.asarray(loss, dtype=float), np.asarray(grad, dtype=float)
 
 
-def plot(specs: list[LossSpec], output: str | Path, lo: float | None = None, hi: float | None = None) -> Path:
-    """Write a PNG with two panels: the losses and their gradients."""
+def output_format(output: str | Path) -> str:
+    """The format ``plot`` writes to ``output``, from its extension (``.png``, ``.pdf`` or ``.svg``).
+
+    Any other extension, or none, is a :class:`~lossforge.errors.SpecError`
+    (a ``ValueError``) naming the path and the accepted extensions.
+    """
+    path = Path(output)
+    fmt = FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        why = f"extension {path.suffix!r} is not supported" if path.suffix else "it has no extension"
+        raise SpecError(
+            f"cannot write a plot to {str(path)!r}: {why} (use one of {', '.join(FORMATS)})", token=str(path)
+        )
+    return fmt
+
+
+def _pyplot():
     try:
         import matplotlib
 
@@ -87,9 +105,15 @@ def plot(specs: list[LossSpec], output: str | Path, lo: float | None = None, hi:
         raise LossforgeError(
             "plotting needs matplotlib: pip install 'lossforge[plot]'", token="matplotlib"
         ) from None
+    return plt
+
+
+def figure(specs: list[LossSpec], lo: float | None = None, hi: float | None = None):
+    """A matplotlib figure with two panels: the losses and their gradients (the caller closes it)."""
+    plt = _pyplot()
+    curves_ = [curves(spec, lo, hi) for spec in specs]  # before the figure: an error leaves none open
     fig, (ax_loss, ax_grad) = plt.subplots(1, 2, figsize=(11, 4.2), constrained_layout=True)
-    for spec in specs:
-        x, loss, grad = curves(spec, lo, hi)
+    for spec, (x, loss, grad) in zip(specs, curves_):
         first = spec.inputs[0]
         ax_loss.plot(x, loss, label=spec.name)
         ax_grad.plot(x, grad, label=f"d{spec.name}/d{first}")
@@ -100,8 +124,34 @@ def plot(specs: list[LossSpec], output: str | Path, lo: float | None = None, hi:
         ax.grid(alpha=0.3)
         ax.axhline(0, color="0.5", lw=0.6)
         ax.legend()
+    return fig
+
+
+def render(specs: list[LossSpec], fmt: str, lo: float | None = None, hi: float | None = None) -> bytes:
+    """The plot of ``specs`` as the bytes of a ``fmt`` file (one of :data:`FORMATS`' values)."""
+    import io
+
+    if fmt not in FORMATS.values():
+        raise SpecError(f"cannot render a plot as {fmt!r} (use one of {', '.join(FORMATS.values())})", token=fmt)
+    fig = figure(specs, lo, hi)
+    try:
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format=fmt, dpi=110)
+    finally:
+        _pyplot().close(fig)
+    return buffer.getvalue()
+
+
+def plot(specs: list[LossSpec], output: str | Path, lo: float | None = None, hi: float | None = None) -> Path:
+    """Write a PNG, PDF or SVG (by ``output``'s extension) with two panels: the losses and their gradients.
+
+    Returns the path written, which is ``output`` itself (a missing parent
+    directory is created). An extension other than ``.png``, ``.pdf`` or
+    ``.svg`` raises :class:`~lossforge.errors.SpecError` before anything is computed.
+    """
+    fmt = output_format(output)
     path = Path(output)
+    data = render(specs, fmt, lo, hi)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    path.write_bytes(data)
     return path

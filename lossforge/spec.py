@@ -122,7 +122,7 @@ class Var:
         return "{ " + ", ".join(parts) + " }"
 
 
-_NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+_NAME_RE = re.compile(r"[A-Za-z][A-Za-z0-9_]*")  # used with fullmatch: "$" would let a trailing newline in
 
 
 def _as_var(name: str, value: object) -> Var:
@@ -139,6 +139,15 @@ def _as_var(name: str, value: object) -> Var:
         except LossforgeError as exc:
             raise type(exc)(f"symbol {name!r}: {exc}", token=exc.token) from None
     raise SpecError(f"symbol {name!r}: expected Var(...) or a table, got {type(value).__name__}", token=name)
+
+
+def _storable(field_name: str, text: str) -> None:
+    """Refuse text no file can hold: a lone surrogate cannot be encoded (UTF-8, TOML) at all."""
+    bad = next((ch for ch in text if 0xD800 <= ord(ch) <= 0xDFFF), None)
+    if bad is not None:
+        raise SpecError(f"{field_name} holds a lone surrogate U+{ord(bad):04X}, which no UTF-8 file or TOML "
+                        "spec can store: remove it (it is usually a decoding error upstream)",
+                        token=f"\\u{ord(bad):04x}")
 
 
 @dataclass(frozen=True, eq=False)
@@ -169,7 +178,7 @@ class LossSpec:
     sympy: sympy.Expr = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        if not isinstance(self.name, str) or not _NAME_RE.match(self.name):
+        if not isinstance(self.name, str) or not _NAME_RE.fullmatch(self.name):
             raise SpecError(f"spec name {self.name!r} is not a plain identifier", token=str(self.name))
         if self.reduction not in REDUCTIONS:
             raise SpecError(
@@ -179,6 +188,7 @@ class LossSpec:
         for key in TEXT_FIELDS:
             if not isinstance(getattr(self, key), str):
                 raise SpecError(f"{key} must be a string", token=key)
+            _storable(key, getattr(self, key))
         if not isinstance(self.symbols, Mapping) or not self.symbols:
             raise SpecError("a spec needs a [symbols] table with at least one input", token="symbols")
         symbols = FrozenMap((_expr.check_symbol_name(n), _as_var(n, v)) for n, v in self.symbols.items())
@@ -188,6 +198,7 @@ class LossSpec:
         for kind, reason in self.accept.items():
             if not isinstance(reason, str) or not reason.strip():
                 raise SpecError(f"[accept] {kind!r} needs a reason (a non-empty string)", token=str(kind))
+            _storable(f"[accept] {kind}", reason)
         object.__setattr__(self, "accept", FrozenMap(self.accept))
         if not self.inputs:
             raise RoleError("no symbol has role 'input': nothing to differentiate", token="input")
@@ -214,6 +225,7 @@ class LossSpec:
 
     def _check_terms(self) -> FrozenMap:
         """Validate ``terms``: each a (weight, text) pair whose weighted sum is ``expr``."""
+        from . import budget  # the size-bounded comparison of expressions
         if not isinstance(self.terms, Mapping):
             raise SpecError("terms must map a term name to (weight, expr)", token="terms")
         out = []
@@ -236,8 +248,13 @@ class LossSpec:
                 raise SpecError(f"term {name!r}: expr must be text", token=name)
             total += sympy.Float(weight) * _expr.parse(text, table, axes)
             out.append((name, (float(weight), text)))
-        if out and sympy.expand(total - self.sympy) != 0:
-            raise SpecError("expr is not the weighted sum of its terms", token="terms")
+        # Compared without expanding powers ((x0 + ... + x9)**30 has 211 million terms): SymPy's own
+        # canonical form, then products distributed over sums where that stays small.
+        if out and not budget.identically_zero(total - self.sympy):
+            raise SpecError(
+                "expr is not the weighted sum of its terms, as compared without expanding powers, exps or "
+                "logs: write expr as the literal weighted sum of the term expressions "
+                "(weight1*(term1) + weight2*(term2) + ...)", token="terms")
         return FrozenMap(out)
 
     def _text_of(self, value: sympy.Basic) -> str:
@@ -458,6 +475,8 @@ def loads(text: str, source: str = "<string>") -> LossSpec:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise SpecError(f"{source}: malformed TOML: {exc}", token=source) from None
+    except RecursionError:  # tomllib recurses once per nested array or inline table
+        raise SpecError(f"{source}: malformed TOML: arrays or inline tables nested too deeply", token=source) from None
     return from_dict(data, source)
 
 

@@ -311,3 +311,10 @@ def test_and_or_not_of_params_alone_are_python_logic(w, expected):
     np.testing.assert_allclose(lf.compile(s, "numpy").loss(x, reduction="none", w=w), expected)
     out = lf.compile(s, "torch")(reduction="none", w=w)(torch.tensor(x))
     np.testing.assert_allclose(out.numpy(), expected)
+
+
+def test_a_lone_surrogate_in_a_text_field_is_refused_by_name():
+    # No UTF-8 file or TOML spec can hold one: dumps, digest and `gen -o` failed with raw errors.
+    with pytest.raises(lf.SpecError, match="lone surrogate U\\+D800") as info:
+        lf.LossSpec(name="t", expr="x**2", symbols={"x": V("input")}, description="a\ud800b")
+    assert info.value.token == "\\ud800"

@@ -24,11 +24,12 @@ from dataclasses import dataclass, field
 import sympy
 from sympy.codegen.cfunctions import expm1, log1p
 
+from .. import budget
 from .. import expr as E
 from ..derive import derive, gradients
 from ..errors import AnalysisError, UnknownNameError
 from ..spec import LossSpec
-from .intervals import EXP_MAX, FLOAT_MAX, Bounds, bounds_for
+from .intervals import EXP_MAX, FLOAT_MAX, Bounds, as_float, bounds_for, softmax_argument
 
 ERROR, WARNING, INFO = "error", "warning", "info"
 #: Value used by unsafe fixes (a float32-meaningful epsilon).
@@ -105,10 +106,21 @@ class Context:
         Inside ``where(c, a, b)`` the branch ``a`` is seen with bounds narrowed
         by ``c`` (and ``b`` by ``not c``): the emitted double-where never
         evaluates a branch outside its condition.
+
+        Each distinct (node, bounds) pair is visited once: a gradient repeats
+        subexpressions (its tree can be far larger than its graph), and a
+        rule's finding depends on the node and its bounds only.
         """
         stack = [(self.expr, self.bounds)]
+        seen: set[tuple[int, int]] = set()
         while stack:
             node, bounds = stack.pop()
+            key = (id(node), id(bounds))
+            if key in seen:
+                continue
+            seen.add(key)
+            if len(seen) % 256 == 0:
+                budget.tick()
             if isinstance(node, types):
                 yield node, bounds
             if isinstance(node, E.where):
@@ -166,7 +178,7 @@ def sigmoid_factors(u: sympy.Expr) -> tuple[sympy.Expr, sympy.Expr] | None:
         return None
     for num in (a for a in u.args if isinstance(a, sympy.exp)):
         for den in (a for a in u.args if a.is_Pow and a.exp == -1):
-            if sympy.expand(den.base - 1 - num) == 0:
+            if budget.identically_zero(den.base - 1 - num):
                 return num.args[0], u / (num * den)
     return None
 
@@ -316,7 +328,7 @@ class Overflow(Rule):
                     yield self.hazard(ctx, node, None, "product can exceed the float range")
                 continue
             if isinstance(node, (sympy.exp, expm1)):
-                if E.softmax_argument(node.args[0]) is not None:
+                if softmax_argument(node.args[0]) is not None:
                     continue
                 if b(node.args[0]).hi > EXP_MAX:
                     yield self.hazard(ctx, node, self._fix(ctx, node), f"{node.func.__name__} can overflow")
@@ -348,7 +360,7 @@ class Overflow(Rule):
         if node.exp > 0:  # |base|**e, whatever the sign (a negative base is pow-domain's)
             if not math.isfinite(base.magnitude):
                 return False  # the base is already inf: reported where it became so (a log, an exp)
-            return base.magnitude > 0 and float(node.exp) * math.log(base.magnitude) > EXP_MAX
+            return base.magnitude > 0 and as_float(node.exp) * math.log(base.magnitude) > EXP_MAX
         return not base.reaches_zero and b(node).magnitude > FLOAT_MAX  # 1/tiny; 1/0 is division's
 
     @staticmethod
@@ -594,12 +606,14 @@ class ZeroGradient(Rule):
 
     def check(self, ctx):
         inputs = {s.name: s for s in ctx.inputs}
-        for term in sympy.Add.make_args(sympy.expand_mul(ctx.expr)):
+        distributed = budget.expand_mul(ctx.expr)  # None where distributing would pass the budget
+        for term in sympy.Add.make_args(ctx.expr if distributed is None else distributed):
+            budget.tick()
             if not ctx.varies(term):
                 continue
             if not term.has(E.heaviside, E.sign, sympy.sign, E.where):
                 continue
-            grads = gradients(term, inputs, set(ctx.vectors))
+            grads = gradients(term, inputs, set(ctx.vectors), stage="check")
             if all(g == 0 for g in grads.values()):
                 yield self.hazard(ctx, term)
 
@@ -695,7 +709,7 @@ class NonDifferentiable(Rule):
                 if ctx.where != "loss":
                     continue
                 if steps_in_gradient is None:
-                    grads = gradients(ctx.expr, {s.name: s for s in ctx.inputs}, set(ctx.vectors))
+                    grads = gradients(ctx.expr, {s.name: s for s in ctx.inputs}, set(ctx.vectors), stage="check")
                     steps_in_gradient = {n for g in grads.values() for n in g.atoms(E.where)}
                 if node not in steps_in_gradient:
                     continue
@@ -727,7 +741,11 @@ def explain(kind: str) -> str:
 
 
 def check(spec: LossSpec) -> Report:
-    """Every hazard of the loss and of each gradient, over the declared domains."""
+    """Every hazard of the loss and of each gradient, over the declared domains.
+
+    Runs under :mod:`lossforge.budget`: expressions past the node limit, or a
+    check past its time limit, raise :class:`AnalysisError` naming the stage.
+    """
     if not isinstance(spec, LossSpec):
         raise AnalysisError(f"check() needs a LossSpec, got {type(spec).__name__}", token=type(spec).__name__)
     for kind in spec.accept:
@@ -735,18 +753,22 @@ def check(spec: LossSpec) -> Report:
             raise UnknownNameError(f"[accept] names an unknown hazard kind {kind!r} (known: {', '.join(KINDS)})",
                                    token=str(kind))
     start = time.perf_counter()
-    bounds = bounds_for(spec)
-    table = spec.sympy_symbols
-    inputs = frozenset(table[n] for n in spec.inputs)
-    vectors = frozenset(table[n] for n, v in spec.symbols.items() if v.axis)
-    found: dict[tuple[str, str, sympy.Basic], Hazard] = {}
-    for where, expr in derive(spec).exprs().items():
-        ctx = Context(expr, where, bounds, inputs, vectors)
-        for rule in RULES:
-            if where != "loss" and not rule.in_gradients:
-                continue
-            for h in rule.check(ctx):
-                found.setdefault((where, h.kind, h.expr), h)
+    with budget.deadline("check"):
+        exprs = derive(spec).exprs()
+        budget.check("check", *exprs.values())
+        bounds = bounds_for(spec)
+        table = spec.sympy_symbols
+        inputs = frozenset(table[n] for n in spec.inputs)
+        vectors = frozenset(table[n] for n, v in spec.symbols.items() if v.axis)
+        found: dict[tuple[str, str, sympy.Basic], Hazard] = {}
+        for where, expr in exprs.items():
+            ctx = Context(expr, where, bounds, inputs, vectors)
+            for rule in RULES:
+                if where != "loss" and not rule.in_gradients:
+                    continue
+                budget.tick()
+                for h in rule.check(ctx):
+                    found.setdefault((where, h.kind, h.expr), h)
     hazards = []
     for h in found.values():
         if h.kind in spec.accept:

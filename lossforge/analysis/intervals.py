@@ -19,7 +19,11 @@ dispatch, as in its printers). These choices make this *float* reasoning:
   down to 1e-30 can be 0 and ``sqrt(r**2 + eps**2)`` can be sqrt(0);
 * an axis is at most 1e13 elements long, so sums over it stay bounded;
 * a strict condition ``x > c`` (in a ``where``) keeps x at least one float64
-  step above c, and ``x > t`` pins ``x - t`` above 0 as well.
+  step above c, and ``x > t`` pins ``x - t`` above 0 as well;
+* every operation is total: a result beyond float64 saturates to ±inf (Python's
+  ``float ** int``, ``math.exp``, ``math.cosh`` and ``math.expm1`` raise
+  ``OverflowError`` instead), a constant beyond float64 is ±inf, and an
+  undefined combination (inf - inf, 0 * inf) widens to the whole line.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ import numpy as np
 import sympy
 from sympy.codegen.cfunctions import expm1, log1p
 
+from .. import budget
 from .. import expr as E
 from ..domains import REAL_EXTREME, Domain
 
@@ -116,7 +121,41 @@ def _sorted(values) -> tuple[float, float]:
 
 
 def _exp(x: float) -> float:
-    return math.exp(x) if x < 709 else INF
+    return math.exp(x) if x < 709 else INF  # nan stays nan, -inf gives 0
+
+
+def _ipow(x: float, n: int) -> float:
+    """``x**n`` for an integer n >= 0, saturating to ±inf where Python's float power raises."""
+    if n == 0:
+        return 1.0
+    try:
+        return x**n
+    except OverflowError:
+        return -INF if x < 0 and n % 2 else INF
+    except ZeroDivisionError:  # not reached for n >= 0; kept total
+        return INF
+
+
+def as_float(value: sympy.Basic) -> float:
+    """A SymPy constant as a float, ±inf beyond float64's range (an Integer of 400 digits)."""
+    try:
+        return float(value)
+    except OverflowError:
+        return INF if value > 0 else -INF
+
+
+def softmax_argument(arg: sympy.Expr) -> sympy.Expr | None:
+    """:func:`lossforge.expr.softmax_argument`, where its ``expand`` is affordable (else None: no claim).
+
+    It expands ``arg`` minus a term in full, multinomials included; a softmax
+    argument is a short sum, and anything past the expansion budget is not
+    recognised as one (its exp is then bounded as any exp: wider, still sound).
+    """
+    if not any(isinstance(-t, E.logsumexp) for t in sympy.Add.make_args(arg)):
+        return None
+    if budget.expanded_terms(arg, multinomial=True) > budget.EXPAND_TERMS:
+        return None
+    return E.softmax_argument(arg)
 
 
 class Bounds:
@@ -130,6 +169,7 @@ class Bounds:
         self.env = env  # symbols, and subexpressions pinned by a condition (``1 - p != 0``)
         self.simplex = simplex  # symbols whose rows sum to 1 (simplex, onehot)
         self._memo: dict[sympy.Basic, Bound] = {k: v for k, v in env.items() if not isinstance(k, sympy.Symbol)}
+        self._narrowed: dict[sympy.Basic, Bounds] = {}
 
     def __call__(self, expr: sympy.Basic) -> Bound:
         found = self._memo.get(expr)
@@ -139,11 +179,18 @@ class Bounds:
         return found
 
     def narrowed(self, cond: sympy.Basic) -> Bounds:
-        """The same bounds where ``cond`` holds (simple comparisons of a symbol with a constant)."""
-        env = dict(self.env)
-        for rel in _conjuncts(cond):
-            _narrow(env, rel, self)
-        return Bounds(env, self.simplex)
+        """The same bounds where ``cond`` holds (simple comparisons of a symbol with a constant).
+
+        Kept per condition, so the branches of a repeated ``where`` share one
+        memo (a gradient repeats its ``where`` nodes many times over).
+        """
+        found = self._narrowed.get(cond)
+        if found is None:
+            env = dict(self.env)
+            for rel in _conjuncts(cond):
+                _narrow(env, rel, self)
+            found = self._narrowed[cond] = Bounds(env, self.simplex)
+        return found
 
 
 def _conjuncts(cond: sympy.Basic) -> list[sympy.Basic]:
@@ -212,13 +259,15 @@ def _(expr: sympy.Symbol, b: Bounds) -> Bound:
 
 @_bound.register
 def _(expr: sympy.Number, b: Bounds) -> Bound:
-    v = float(expr)
+    if not expr.is_finite:  # oo, zoo, nan: no claim
+        return REAL
+    v = as_float(expr)
     return Bound(v, v, v != 0)
 
 
 @_bound.register
 def _(expr: sympy.NumberSymbol, b: Bounds) -> Bound:
-    v = float(expr)
+    v = as_float(expr)
     return Bound(v, v, True)
 
 
@@ -252,8 +301,8 @@ def _(expr: sympy.Mul, b: Bounds) -> Bound:
     for arg in expr.args:
         x = b(arg)
         lo, hi = _sorted([_mul(out.lo, x.lo), _mul(out.lo, x.hi), _mul(out.hi, x.lo), _mul(out.hi, x.hi)])
-        out, least = Bound(lo, hi, out.nonzero and x.nonzero), least * _least(x)
-    return _underflowed(out, least)
+        out, least = Bound(lo, hi, out.nonzero and x.nonzero), _mul(least, _least(x))
+    return _underflowed(out, 0.0 if math.isnan(least) else least)
 
 
 @_bound.register
@@ -262,11 +311,10 @@ def _(expr: sympy.Pow, b: Bounds) -> Bound:
     if exp.is_Integer:
         n = int(exp)
         if n >= 0:
-            corners = [base.lo**n, base.hi**n] if abs(base.lo) < 1e300 and abs(base.hi) < 1e300 else [INF]
-            lo, hi = _sorted(corners)
+            lo, hi = _sorted([_ipow(base.lo, n), _ipow(base.hi, n)])  # monotone in each sign
             if n % 2 == 0 and base.lo <= 0 <= base.hi:
                 lo = 0.0
-            return _underflowed(Bound(lo, hi, base.nonzero), _least(base) ** n if n else 1.0)
+            return _underflowed(Bound(lo, hi, base.nonzero), _ipow(_least(base), n))
         if base.reaches_zero or base.smallest_magnitude == 0:
             return REAL
         inv = Bound(*_sorted([1 / base.lo, 1 / base.hi]), True) if base.lo > 0 or base.hi < 0 else REAL
@@ -282,25 +330,22 @@ def _(expr: sympy.Pow, b: Bounds) -> Bound:
             elif x == 0:
                 corners.append(0.0)
             else:
-                try:
-                    corners.append(math.exp(y * math.log(x)) if y * math.log(x) < 709 else INF)
-                except (OverflowError, ValueError):
-                    corners.append(INF)
+                t = y * math.log(x)  # x > 0 here: log is total; inf * 0 is nan
+                corners.append(INF if math.isnan(t) else _exp(t))
     lo, hi = _sorted(corners)
     return _underflowed(Bound(lo, hi, base.lo > 0), lo)
 
 
 def _pow_inverse(inv: Bound, n: int) -> Bound:
-    corners = [inv.lo**n if abs(inv.lo) < 1e300 else INF, inv.hi**n if abs(inv.hi) < 1e300 else INF]
-    lo, hi = _sorted(corners)
+    lo, hi = _sorted([_ipow(inv.lo, n), _ipow(inv.hi, n)])
     if n % 2 == 0 and inv.lo <= 0 <= inv.hi:
         lo = 0.0
-    return _underflowed(Bound(lo, hi, True), _least(inv) ** n)
+    return _underflowed(Bound(lo, hi, True), _ipow(_least(inv), n))
 
 
 @_bound.register
 def _(expr: sympy.exp, b: Bounds) -> Bound:
-    if E.softmax_argument(expr.args[0]) is not None:
+    if softmax_argument(expr.args[0]) is not None:
         return Bound(0.0, 1.0)
     x = b(expr.args[0])
     lo = _exp(x.lo) if x.lo > -745 else 0.0
@@ -326,7 +371,8 @@ def _(expr: log1p, b: Bounds) -> Bound:
 @_bound.register
 def _(expr: expm1, b: Bounds) -> Bound:
     x = b(expr.args[0])
-    return Bound(math.expm1(max(x.lo, -745)), _exp(x.hi) - 1 if x.hi < 709 else INF, x.nonzero)
+    lo = math.expm1(max(x.lo, -745)) if x.lo < 709 else INF
+    return Bound(lo, _exp(x.hi) - 1 if x.hi < 709 else INF, x.nonzero)
 
 
 @_bound.register
@@ -448,7 +494,7 @@ def _(expr: E.logsumexp, b: Bounds) -> Bound:
 @_bound.register
 def _(expr: E.norm, b: Bounds) -> Bound:
     x = b(expr.args[0])  # its squares underflow in float32 as a product does: norm([1e-30]) == 0
-    return _underflowed(Bound(x.smallest_magnitude, x.magnitude * math.sqrt(AXIS_MAX), x.nonzero), _least(x) ** 2)
+    return _underflowed(Bound(x.smallest_magnitude, x.magnitude * math.sqrt(AXIS_MAX), x.nonzero), _ipow(_least(x), 2))
 
 
 @_bound.register

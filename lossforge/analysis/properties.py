@@ -21,10 +21,16 @@ evidence holds on every probe, and None where it does not apply.
   directly, since random probes would almost never land within 1e-7 of 0;
 * ``zero_at_target``: the loss at input = target is identically 0 (for one
   input and one target over the same axis).
+
+The stage runs under :mod:`lossforge.budget`: the written-out loss is size
+checked before it is compiled, a break is solved (``Poly``) only when its
+expansion is small, ``simplify`` sees only small expressions, and the time
+is checked between probes.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -32,6 +38,7 @@ import mpmath
 import numpy as np
 import sympy
 
+from .. import budget
 from .. import expr as E
 from ..derive import derive
 from ..numeric import compiled, element_symbol, evaluator, expand
@@ -41,6 +48,8 @@ LENGTH = 3  # vector length for axis symbols
 PAIRS = 300
 LINES = 6
 STEPS = 1201
+#: The largest tree handed to ``sympy.simplify`` (whose cost grows far faster than its operand).
+SIMPLIFY_NODES = 1000
 
 
 @dataclass(frozen=True)
@@ -72,6 +81,7 @@ class _Numpy:
         self.defaults = [float(spec.symbols[p].default) for p in spec.params]
         #: The loss written out element by element (lossforge's functions kept).
         self.loss = expand(derive(spec).loss, LENGTH, vectors)[0]
+        budget.check_compiled("properties", self.loss)  # lambdify: a compiled node's cost
         self.f = self.function(self.loss)
 
     def function(self, expr: sympy.Expr):
@@ -147,8 +157,11 @@ def _break_points(spec: LossSpec, f: _Numpy, rng, per_break: int = 4) -> list[tu
     for node in sorted(f.loss.atoms(*_BREAKS), key=sympy.default_sort_key):
         for g in _BREAKS[type(node)](node.args):
             for sym in sorted(g.free_symbols & set(f.args), key=lambda x: x.name):
+                budget.tick()
                 if not rows[index[sym]]:
                     continue
+                if budget.expanded_terms(g, multinomial=True) > budget.EXPAND_TERMS:
+                    continue  # Poly would expand it in full: (x0 + ... + x9)**30 has 211 million terms
                 try:
                     poly = sympy.Poly(g, sym)
                 except sympy.PolynomialError:
@@ -198,8 +211,9 @@ def _convex(spec: LossSpec, f: _Numpy, rng, breaks: list) -> tuple[bool | None, 
     ok = np.isfinite(fu) & np.isfinite(fv) & np.isfinite(fm)
     if not ok.any():
         return None, "no finite probe"
-    gap = fm - (fu + fv) / 2
-    tol = 1e-9 * (1 + np.abs(fu) + np.abs(fv))
+    with np.errstate(all="ignore"):  # the non-finite probes are masked out by ok
+        gap = fm - (fu + fv) / 2
+        tol = 1e-9 * (1 + np.abs(fu) + np.abs(fv))
     bad = np.flatnonzero(ok & (gap > tol))
     if bad.size:
         i = bad[0]
@@ -211,8 +225,21 @@ def _describe(cols, column) -> str:
     return ", ".join(f"{n}{f'[{k}]' if k else ''}={x:.3g}" for (n, k), x in zip(cols, column))
 
 
+def _evaluator(spec: LossSpec):
+    """The cached 30-digit evaluator of the loss and every gradient, once the budget says it can be compiled.
+
+    It compiles the loss and, per input, one gradient per element (LENGTH for
+    a vector input), each written out element by element (about LENGTH times
+    larger where the spec has vectors).
+    """
+    d = derive(spec)
+    exprs = [d.loss, *(g for n, g in d.gradients.items() for _ in range(LENGTH if spec.symbols[n].axis else 1))]
+    scale = LENGTH if any(v.axis for v in spec.symbols.values()) else 1
+    budget.check_compiled("properties", *exprs, scale=scale)
+    return evaluator(spec, LENGTH, 30)
+
+
 def _bounded(spec: LossSpec, rng) -> tuple[bool | None, str]:
-    ev = evaluator(spec, LENGTH, 30)
     names = list(spec.arrays)
     scales = (1e1, 1e3, 1e5)
     peaks = []
@@ -220,7 +247,9 @@ def _bounded(spec: LossSpec, rng) -> tuple[bool | None, str]:
                         or not np.isfinite(spec.symbols[n].domain.lo)]
     if not unbounded_inputs:
         return True, "inputs range over a bounded domain; gradient checked finite by lf.check"
+    ev = _evaluator(spec)
     for scale in scales:
+        budget.tick()
         arrays = {}
         for name in names:
             var = spec.symbols[name]
@@ -234,6 +263,8 @@ def _bounded(spec: LossSpec, rng) -> tuple[bool | None, str]:
         peaks.append(max(float(np.max(np.abs(g))) for g in grads))
     growth = peaks[-1] / max(peaks[1], 1e-300)
     text = "max |gradient| at inputs of size " + ", ".join(f"{s:.0e}: {p:.3g}" for s, p in zip(scales, peaks))
+    if math.isinf(peaks[-1]):  # beyond float64 at large inputs ((x + y)**1000): inf / inf says nothing
+        return False, text + " (beyond float64: unbounded)"
     if growth > 10 and peaks[-1] > 10 * max(peaks[0], 1.0):
         return False, text + " (grows with the input: unbounded)"
     return True, text
@@ -278,6 +309,7 @@ def _smoothness(spec: LossSpec, f: _Numpy, rng, breaks: list) -> tuple[str, str]
     kinked = False
     s = np.linspace(-3, 3, STEPS)
     for _ in range(LINES):
+        budget.tick()
         start = _sample(spec, cols, rng, 1)[:, 0]
         direction = np.where(rows, rng.normal(size=len(cols)), 0.0)
         for i in np.flatnonzero(rows):  # lines through the target cross the kinks at input = target
@@ -299,6 +331,7 @@ def _smoothness(spec: LossSpec, f: _Numpy, rng, breaks: list) -> tuple[str, str]
         if not kinked and _persists(f, start, direction, seg[max(k - 1, 0)], seg[min(k + 2, len(seg) - 1)], 1):
             kinked = True
     for point, i, width in breaks:
+        budget.tick()
         direction = np.zeros(len(cols))
         direction[i] = 1.0
         if _persists(f, point, direction, -width, width, 0):
@@ -318,14 +351,14 @@ def _zero_at_target(spec: LossSpec) -> tuple[bool | None, str]:
         return None, "input and target live on different axes"
     table = spec.sympy_symbols
     at = spec.sympy.xreplace({table[i]: table[t]})
-    if at.count_ops() < 60:
+    if budget.tree_size(at, cap=SIMPLIFY_NODES) <= SIMPLIFY_NODES and at.count_ops() < 60:
         try:
             at = sympy.simplify(at)
         except (TypeError, ValueError):  # simplify's own manipulations met a NaN or an infinity
             pass
     if at == 0:
         return True, f"loss({i} = {t}) simplifies to 0"
-    ev = evaluator(spec, LENGTH, 30)
+    ev = _evaluator(spec)
     rng = np.random.default_rng(7)
     arrays = {}
     for name in spec.arrays:
@@ -341,14 +374,20 @@ def _zero_at_target(spec: LossSpec) -> tuple[bool | None, str]:
 
 @lru_cache(maxsize=128)
 def properties(spec: LossSpec) -> Properties:
-    """Convexity, gradient bound, smoothness and zero-at-target of ``spec``, with evidence."""
+    """Convexity, gradient bound, smoothness and zero-at-target of ``spec``, with evidence.
+
+    Runs under :mod:`lossforge.budget`: past its node or time limit it raises
+    :class:`AnalysisError` naming the stage.
+    """
     rng = np.random.default_rng(0)
-    f = _Numpy(spec)
-    breaks = _break_points(spec, f, rng)  # solved once, probed by both convexity and smoothness
-    convex, convex_why = _convex(spec, f, rng, breaks)
-    bounded, bounded_why = _bounded(spec, rng)
-    smooth, smooth_why = _smoothness(spec, f, rng, breaks)
-    zero, zero_why = _zero_at_target(spec)
+    with budget.deadline("properties"):
+        budget.check("properties", *derive(spec).exprs().values())
+        f = _Numpy(spec)
+        breaks = _break_points(spec, f, rng)  # solved once, probed by both convexity and smoothness
+        convex, convex_why = _convex(spec, f, rng, breaks)
+        bounded, bounded_why = _bounded(spec, rng)
+        smooth, smooth_why = _smoothness(spec, f, rng, breaks)
+        zero, zero_why = _zero_at_target(spec)
     evidence = FrozenMap(
         (("convex", convex_why), ("bounded_gradient", bounded_why), ("smoothness", smooth_why),
          ("zero_at_target", zero_why))

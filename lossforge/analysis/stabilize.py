@@ -7,6 +7,13 @@ Then the hazard rules' own fixes are applied where ``lf.check`` reports a
 hazard: the safe ones always (the two-term log-sum-exp), the unsafe ones,
 which change values near the hazard (a clamp or an eps), only when asked.
 So stabilize and check never disagree.
+
+Recognising a pattern never simplifies: ``x*log(x)`` is matched when the
+cofactor of the log *is* its argument, after SymPy's automatic
+canonicalisation (and products distributed, within the expansion budget).
+``simplify`` on a product that holds the rest of the loss costs time
+exponential in the nesting of ``where``. The whole stage runs under
+:mod:`lossforge.budget`.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ from dataclasses import replace
 import sympy
 from sympy.codegen.cfunctions import expm1, log1p
 
+from .. import budget
 from .. import expr as E
 from ..errors import AnalysisError, SpecError
 from ..spec import LossSpec
@@ -34,15 +42,23 @@ def _is_log_of(pred):
     return lambda n: isinstance(n, sympy.log) and pred(n.args[0])
 
 
-def _x_log_x(n: sympy.Basic) -> bool:
+def _log_of_cofactor(n: sympy.Basic) -> sympy.log | None:
+    """The factor ``log(u)`` of the product ``n`` whose cofactor is ``u`` (``n == u*log(u)``), if any."""
     if not n.is_Mul:
-        return False
-    logs = [a for a in n.args if isinstance(a, sympy.log)]
-    return any(sympy.simplify(n / lg - lg.args[0]) == 0 for lg in logs)
+        return None
+    for lg in (a for a in n.args if isinstance(a, sympy.log)):
+        budget.tick()
+        if budget.identically_zero(n / lg - lg.args[0]):
+            return lg
+    return None
+
+
+def _x_log_x(n: sympy.Basic) -> bool:
+    return _log_of_cofactor(n) is not None
 
 
 def _xlogy(n: sympy.Mul) -> sympy.Expr:
-    lg = next(a for a in n.args if isinstance(a, sympy.log) and sympy.simplify(n / a - a.args[0]) == 0)
+    lg = _log_of_cofactor(n)
     return E.xlogy(lg.args[0], lg.args[0])
 
 
@@ -101,17 +117,21 @@ def stabilize(spec: LossSpec, unsafe: bool = False) -> LossSpec:
     """
     if not isinstance(spec, LossSpec):
         raise AnalysisError(f"stabilize() needs a LossSpec, got {type(spec).__name__}", token=type(spec).__name__)
-    expr = spec.sympy
-    for _name, query, rewrite in SAFE_REWRITES:
-        expr = expr.replace(query, rewrite)
-    result = spec if expr == spec.sympy else _rewritten(spec, expr)
-    for _ in range(8):  # each pass fixes what check still reports in the loss (safe fixes, unsafe if asked)
-        fixes = {h.expr: h.fix.replacement for h in check(result).hazards
-                 if h.where == "loss" and h.fix is not None and not h.accepted and (unsafe or h.fix.safe)}
-        if not fixes:
-            break
-        expr = result.sympy.xreplace(fixes)
-        if expr == result.sympy:
-            break
-        result = _rewritten(result, expr)
+    with budget.deadline("stabilize"):
+        expr = spec.sympy
+        budget.check("stabilize", expr)
+        for _name, query, rewrite in SAFE_REWRITES:
+            expr = expr.replace(query, rewrite)
+            budget.check("stabilize", expr)
+        result = spec if expr == spec.sympy else _rewritten(spec, expr)
+        for _ in range(8):  # each pass fixes what check still reports in the loss (safe fixes, unsafe if asked)
+            fixes = {h.expr: h.fix.replacement for h in check(result).hazards
+                     if h.where == "loss" and h.fix is not None and not h.accepted and (unsafe or h.fix.safe)}
+            if not fixes:
+                break
+            expr = result.sympy.xreplace(fixes)
+            budget.check("stabilize", expr)
+            if expr == result.sympy:
+                break
+            result = _rewritten(result, expr)
     return result

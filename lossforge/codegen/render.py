@@ -26,6 +26,7 @@ import jinja2
 import sympy
 
 from .. import __name__ as _package
+from .. import budget
 from ..derive import derive
 from ..errors import LossforgeError, RenderError
 from ..expr import axis_ones, axis_size
@@ -76,11 +77,15 @@ class Target:
     name: str
     printer: type
     template: str
+    #: Whether its template prints the value and gradients in one function (NumPy's
+    #: ``loss_and_grad``) or the gradients on their own (Torch's backward): only that
+    #: pass is shared and printed.
+    joint: bool
 
 
 TARGETS = {
-    "numpy": Target("numpy", NumpyLossPrinter, "numpy.py.j2"),
-    "torch": Target("torch", TorchLossPrinter, "torch.py.j2"),
+    "numpy": Target("numpy", NumpyLossPrinter, "numpy.py.j2", joint=True),
+    "torch": Target("torch", TorchLossPrinter, "torch.py.j2", joint=False),
 }
 
 
@@ -192,18 +197,23 @@ def _printer(target: Target, args: list[Arg]):
 
 
 def _code(printer, exprs: list[sympy.Expr]) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """Shared subexpressions as assignment lines, then the printed expressions."""
-    replacements, reduced = sympy.cse(exprs, symbols=sympy.numbered_symbols("_t"), optimizations=None,
-                                      order="canonical")
+    """Shared subexpressions as assignment lines, then the printed expressions (under the render budget)."""
+    budget.check("render", *exprs)  # before cse: a RenderError naming the stage and the limit
     base = printer.array_names
-    lines = []
-    for sym, value in replacements:
-        lines.append(f"{sym} = {printer.doprint(value)}")
-        if printer._has_arrays(value):  # the temporary varies per element too
-            printer.array_names = printer.array_names | {sym.name}
-    out = tuple(lines), tuple(printer.doprint(e) for e in reduced)
-    printer.array_names = base
-    return out
+    try:
+        with budget.deadline("render"):
+            replacements, reduced = sympy.cse(exprs, symbols=sympy.numbered_symbols("_t"), optimizations=None,
+                                              order="canonical")
+            lines = []
+            for sym, value in replacements:
+                budget.tick()
+                lines.append(f"{sym} = {printer.doprint(value)}")
+                if printer._has_arrays(value):  # the temporary varies per element too
+                    printer.array_names = printer.array_names | {sym.name}
+            budget.tick()
+            return tuple(lines), tuple(printer.doprint(e) for e in reduced)
+    finally:
+        printer.array_names = base
 
 
 def _build_term(target: Target, term: str, weight: str, spec: LossSpec, local: dict[str, str]) -> Term:
@@ -222,8 +232,10 @@ def _build_term(target: Target, term: str, weight: str, spec: LossSpec, local: d
         # so that the printed code reads `z.shape[-1]` even after CSE.
         return node.func(next(s for s in vector_syms if node.args[0].has(s)))
 
+    rename = {old: new for old, new in rename.items() if old != new}  # most symbols keep their names
+
     def prepared(expr: sympy.Expr) -> sympy.Expr:
-        expr = expr.xreplace(rename).replace(lambda n: isinstance(n, (axis_size, axis_ones)), axis_of)
+        expr = (expr.xreplace(rename) if rename else expr).replace(lambda n: isinstance(n, (axis_size, axis_ones)), axis_of)
         # Constant calls such as log(2) or sqrt(2) become float literals.
         expr = expr.replace(lambda n: n.is_number and isinstance(n, (sympy.Function, sympy.Pow)) and not n.is_Rational,
                             lambda n: sympy.Float(float(n.evalf(30))))
@@ -234,8 +246,8 @@ def _build_term(target: Target, term: str, weight: str, spec: LossSpec, local: d
     printer = _printer(target, args)
     try:
         value_lines, (value,) = _code(printer, [loss])
-        both_lines, (both_value, *both_grads) = _code(printer, [loss, *grads])
-        grad_lines, grad_exprs = _code(printer, grads)
+        both_lines, (both_value, *both_grads) = _code(printer, [loss, *grads]) if target.joint else ((), ("",))
+        grad_lines, grad_exprs = ((), ()) if target.joint else _code(printer, grads)
     except LossforgeError:
         raise
     except Exception as exc:  # noqa: BLE001 - a construct a printer cannot print, named for the user
