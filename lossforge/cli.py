@@ -167,24 +167,6 @@ def _write_output(output: str, data: str | bytes, inputs: Iterable[Path], elsewh
     return path
 
 
-def _toml_for_terminal(text: str) -> str:
-    """TOML from ``lf.dumps`` with every character a terminal would act on as a TOML escape.
-
-    ``dumps`` already escapes the C0 controls and DEL; C1 controls and format
-    characters (bidi overrides) are left raw there. Every such character is
-    inside a basic string, where ``\\uXXXX`` reads back as the same text.
-    """
-    out = []
-    for ch in text:
-        if ch == "\n" or ch.isprintable():
-            out.append(ch)
-        elif ord(ch) < 0x10000:
-            out.append(f"\\u{ord(ch):04x}")
-        else:
-            out.append(f"\\U{ord(ch):08x}")
-    return "".join(out)
-
-
 def _pretty(expr: sympy.Basic) -> str:
     return sympy.pretty(expr, use_unicode=True, num_columns=100)
 
@@ -280,7 +262,7 @@ def cmd_stabilize(args: argparse.Namespace) -> int:
     if args.output:  # before the work: never over the input, nor where no file can be
         _check_output(args.output, inputs, _IN_PLACE)
     result = lf.stabilize(spec, unsafe=args.unsafe)
-    text = _toml_for_terminal(lf.dumps(result))
+    text = lf.dumps(result)
     if args.output:
         written = _write_output(args.output, text, inputs, _IN_PLACE)
     else:
