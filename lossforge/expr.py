@@ -65,13 +65,17 @@ __all__ = [
 
 
 def _agree(facts) -> bool | None:
-    """True if every fact is True, False if every one is False, else unknown."""
-    facts = list(facts)
-    if all(f is True for f in facts):
-        return True
-    if all(f is False for f in facts):
-        return False
-    return None
+    """True if every fact is True, False if every one is False, else unknown.
+
+    Lazy: the facts after the first unknown or disagreeing one are never asked (asking
+    is what costs, through the branches of nested where).
+    """
+    agreed = None
+    for i, fact in enumerate(facts):
+        if fact is None or (i and fact is not agreed):
+            return None
+        agreed = fact
+    return agreed
 
 
 def _is_real(*args: sympy.Basic) -> bool | None:

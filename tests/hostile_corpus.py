@@ -124,9 +124,9 @@ class Entry:
     spec_keywords: bool = False
     stabilize: bool = False
     text: str | None = None
-    #: The wall-clock bound of the whole pipeline. 2 s for every entry but the two large
-    #: accepted specs below, which take 2.5-4.5 s here (open work: generation of nested
-    #: where is quadratic in the depth; 200 gradients of 200 factors are 81,000 nodes).
+    #: The wall-clock bound of the whole pipeline. 2 s for every entry but two large accepted
+    #: specs (16 nested where, a product of 200 sigmoids), which take 1.6-2.0 s alone and
+    #: 2.0-3.1 s under the suite's load on 2 cores: open work, bounded here at 4 s.
     seconds: float = 2.0
 
     def __post_init__(self) -> None:
@@ -426,11 +426,11 @@ def _expr_entries() -> list[Entry]:
         refuse("expr-nested-tanh-79", "expr", "tanh(" * 79 + "x" + ")" * 79 + " + y", P, "deeper than 80"),
         accept("expr-nested-tanh-60", "expr", "tanh(" * 60 + "x" + ")" * 60 + " + y"),
         accept("expr-nested-exp-log-20", "expr", "log(1 + exp(" * 20 + "x" + "))" * 20 + " + y"),
-        accept("expr-nested-where-16", "expr", _nested_where(16), stabilize=True, seconds=6.0,
+        accept("expr-nested-where-16", "expr", _nested_where(16), stabilize=True, seconds=4.0,
                point=(("x", (0.5, 2.5, 20.0, 1.5)), ("y", (1.0, 0.25, -0.5, 2.0))),
                reference=_nested_where_ref(16)),
         accept("expr-sigmoid-product-200", "expr", " * ".join(f"sigmoid(x{i})" for i in range(200)),
-               symbols=_INPUTS200, point=_POINT200, reference=_prod_sigmoids, grad_reference=True, seconds=6.0),
+               symbols=_INPUTS200, point=_POINT200, reference=_prod_sigmoids, grad_reference=True, seconds=4.0),
     ]
     return E
 

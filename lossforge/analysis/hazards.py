@@ -20,6 +20,7 @@ import math
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import sympy
 from sympy.codegen.cfunctions import expm1, log1p
@@ -106,13 +107,20 @@ class Context:
         Inside ``where(c, a, b)`` the branch ``a`` is seen with bounds narrowed
         by ``c`` (and ``b`` by ``not c``): the emitted double-where never
         evaluates a branch outside its condition.
+        """
+        return ((node, bounds) for node, bounds in self._visits if isinstance(node, types))
 
-        Each distinct (node, bounds) pair is visited once: a gradient repeats
-        subexpressions (its tree can be far larger than its graph), and a
-        rule's finding depends on the node and its bounds only.
+    @cached_property
+    def _visits(self) -> tuple[tuple[sympy.Basic, Bounds], ...]:
+        """Every distinct (node, bounds) pair, in pre-order: walked once, shared by all the rules.
+
+        Each pair is visited once: a gradient repeats subexpressions (its tree can be
+        far larger than its graph), and a rule's finding depends on the node and its
+        bounds only.
         """
         stack = [(self.expr, self.bounds)]
         seen: set[tuple[int, int]] = set()
+        out = []
         while stack:
             node, bounds = stack.pop()
             key = (id(node), id(bounds))
@@ -121,8 +129,7 @@ class Context:
             seen.add(key)
             if len(seen) % 256 == 0:
                 budget.tick()
-            if isinstance(node, types):
-                yield node, bounds
+            out.append((node, bounds))
             if isinstance(node, E.where):
                 cond, yes, no = node.args
                 stack.append((no, bounds.narrowed(sympy.Not(cond))))
@@ -130,6 +137,7 @@ class Context:
                 stack.append((cond, bounds))
                 continue
             stack.extend((arg, bounds) for arg in reversed(node.args))
+        return tuple(out)
 
     def varies(self, expr: sympy.Basic) -> bool:
         return bool(expr.free_symbols & self.inputs)

@@ -64,23 +64,26 @@ def _needs_guard_pow(node: sympy.Basic) -> bool:
     return bool(exp.is_negative or not exp.is_integer)
 
 
-def _guard_branch(branch: sympy.Expr, cond: sympy.Basic, arrays: frozenset, taken: bool) -> sympy.Expr:
-    """Replace the risky arguments inside ``branch`` by a safe value where the branch is not selected.
+def _guarded(expr: sympy.Expr, arrays: frozenset) -> sympy.Expr:
+    """``expr`` with every risky argument inside a ``where`` branch replaced by a safe value
+    wherever that branch is not selected.
 
-    ``branch`` is the then-branch of ``where(cond, ...)`` when ``taken`` is true, else its
-    else-branch. A guard must keep its argument exactly where the outer ``where``
-    selects the branch, NaN included: the then-branch is selected where ``cond`` is
-    true, so its guard is ``where(cond, arg, safe)``; the else-branch is selected
-    where ``cond`` is *not true*, which for a NaN operand (every comparison but ``!=``
-    is false) is not the same as where ``Not(cond)`` is true, so its guard is
-    ``where(cond, safe, arg)``, never ``where(Not(cond), arg, safe)``.
+    One walk, top down, carrying the selections that lead to each node (outermost first):
+    a branch nested in others is guarded by all of them, innermost inside. A then-branch
+    is selected where its ``cond`` is true, so its guard is ``where(cond, arg, safe)``; an
+    else-branch where ``cond`` is *not true*, which for a NaN operand (every comparison
+    but ``!=`` is false) is not the same as where ``Not(cond)`` is true, so its guard is
+    ``where(cond, safe, arg)``, never ``where(Not(cond), arg, safe)``. Each (node,
+    selections) pair is rewritten once, so nested ``where`` cost the size of the result.
     """
 
     def varies(arg: sympy.Basic) -> bool:
         return bool(arg.free_symbols & arrays)
 
-    def keep(arg: sympy.Basic, safe) -> sympy.Basic:
-        return where(cond, arg, safe) if taken else where(cond, safe, arg)
+    def keep(arg: sympy.Basic, safe, selections: tuple) -> sympy.Basic:
+        for cond, taken in reversed(selections):
+            arg = where(cond, arg, safe) if taken else where(cond, safe, arg)
+        return arg
 
     def risky(node: sympy.Basic) -> bool:
         if isinstance(node, tuple(f for f, _ in _GUARDED_CALLS)):
@@ -91,15 +94,36 @@ def _guard_branch(branch: sympy.Expr, cond: sympy.Basic, arrays: frozenset, take
             return varies(node.args[1])
         return False
 
-    def guard(node: sympy.Basic) -> sympy.Basic:
+    def guard(node: sympy.Basic, args: list, selections: tuple) -> sympy.Basic:
         for func, safe in _GUARDED_CALLS:
             if isinstance(node, func):
-                return func(keep(node.args[0], safe), evaluate=False)
+                return func(keep(args[0], safe, selections), evaluate=False)
         if isinstance(node, sympy.Pow):
-            return sympy.Pow(keep(node.base, 1), node.exp, evaluate=False)
-        return xlogy(node.args[0], keep(node.args[1], 1))
+            return sympy.Pow(keep(args[0], 1, selections), args[1], evaluate=False)
+        return xlogy(args[0], keep(args[1], 1, selections))
 
-    return branch.replace(risky, guard)
+    memo: dict = {}
+
+    def walk(node: sympy.Basic, selections: tuple) -> sympy.Basic:
+        key = (node, selections)
+        if key in memo:
+            return memo[key]
+        if isinstance(node, where):
+            cond = walk(node.args[0], selections)  # guarded as the enclosing branches say, and its guards too
+            out = where(cond, walk(node.args[1], (*selections, (cond, True))),
+                        walk(node.args[2], (*selections, (cond, False))))
+        elif not node.args or not selections and not node.has(where):
+            out = node
+        else:
+            args = [walk(arg, selections) for arg in node.args]
+            if selections and risky(node):
+                out = guard(node, args, selections)
+            else:
+                out = node if all(x is y for x, y in zip(args, node.args)) else node.func(*args)
+        memo[key] = out
+        return out
+
+    return walk(expr, ())
 
 
 # -- the NaN-propagating select -------------------------------------------------------
@@ -177,16 +201,12 @@ def guard_where(expr: sympy.Expr, arrays: frozenset) -> sympy.Expr:
     inside a branch are replaced by a value where they are finite, under the
     branch's own selection: ``where(c, log(where(c, x, 1)), b)``, and in the
     else-branch ``where(c, a, log(where(c, 1, x)))`` (selected where c is not true,
-    NaN included, see :func:`_guard_branch`). The result equals ``expr`` wherever it
+    NaN included, see :func:`_guarded`). The result equals ``expr`` wherever it
     is selected, NaN operands included. ``arrays`` are the symbols that vary per
     element: an argument made only of params needs no guard.
     """
 
-    def rewrite(node: where) -> sympy.Basic:
-        cond, a, b = node.args
-        return where(cond, _guard_branch(a, cond, arrays, True), _guard_branch(b, cond, arrays, False))
-
-    return nan_selects_varying(expr, arrays).replace(lambda n: isinstance(n, where), rewrite)
+    return _guarded(nan_selects_varying(expr, arrays), arrays)
 
 
 class grouped(sympy.Function):

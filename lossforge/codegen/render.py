@@ -216,16 +216,19 @@ def _code(printer, exprs: list[sympy.Expr]) -> tuple[tuple[str, ...], tuple[str,
         printer.array_names = base
 
 
-def _build_term(target: Target, term: str, weight: str, spec: LossSpec, local: dict[str, str]) -> Term:
-    args = [Arg(n, local[n], v) for n, v in spec.symbols.items()]
-    arrays = [a for a in args if a.var.role != "param"]
-    params = [a for a in args if a.var.role == "param"]
-    inputs = [a for a in args if a.var.role == "input"]
+@lru_cache(maxsize=256)
+def _prepared(spec: LossSpec, local: tuple[tuple[str, str], ...]) -> tuple[sympy.Expr, ...]:
+    """The loss and each input's gradient as the printers take them, the same for every target.
+
+    Symbols renamed to their locals, constant calls as floats, the NaN-propagating
+    select and the double-where guards (:func:`guard_where`), sums grouped.
+    """
+    local = dict(local)
     derivation = derive(spec)
     table = spec.sympy_symbols
-    rename = {table[a.name]: sympy.Symbol(a.local, **a.var.domain.assumptions()) for a in args}
-    array_syms = frozenset(rename[table[a.name]] for a in arrays)
-    vector_syms = sorted((rename[table[a.name]] for a in arrays if a.axis), key=lambda s: s.name)
+    rename = {table[n]: sympy.Symbol(local[n], **v.domain.assumptions()) for n, v in spec.symbols.items()}
+    array_syms = frozenset(rename[table[n]] for n in spec.arrays)
+    vector_syms = sorted((rename[table[n]] for n in spec.arrays if spec.symbols[n].axis), key=lambda s: s.name)
 
     def axis_of(node: axis_size | axis_ones) -> axis_size | axis_ones:
         # The length (or ones) of an axis is that of any vector on it: name the first one,
@@ -241,8 +244,15 @@ def _build_term(target: Target, term: str, weight: str, spec: LossSpec, local: d
                             lambda n: sympy.Float(float(n.evalf(30))))
         return group_sums(guard_where(softmaxes(expr), array_syms), array_syms)
 
-    loss = prepared(derivation.loss)
-    grads = [prepared(derivation.gradients[a.name]) for a in inputs]
+    return (prepared(derivation.loss), *(prepared(derivation.gradients[n]) for n in spec.inputs))
+
+
+def _build_term(target: Target, term: str, weight: str, spec: LossSpec, local: dict[str, str]) -> Term:
+    args = [Arg(n, local[n], v) for n, v in spec.symbols.items()]
+    arrays = [a for a in args if a.var.role != "param"]
+    params = [a for a in args if a.var.role == "param"]
+    inputs = [a for a in args if a.var.role == "input"]
+    loss, *grads = _prepared(spec, tuple(local.items()))
     printer = _printer(target, args)
     try:
         value_lines, (value,) = _code(printer, [loss])
