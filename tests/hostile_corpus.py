@@ -125,7 +125,7 @@ class Entry:
     stabilize: bool = False
     text: str | None = None
     #: The wall-clock bound of the whole pipeline. 2 s for every entry but two large accepted
-    #: specs (16 nested where, a product of 200 sigmoids), which take 1.6-2.0 s alone and
+    #: specs (16 nested where, a product of 200 sigmoids), which take about 2 s alone and
     #: 2.0-3.1 s under the suite's load on 2 cores: open work, bounded here at 4 s.
     seconds: float = 2.0
 
