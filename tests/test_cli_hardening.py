@@ -119,7 +119,7 @@ def test_file_errors_on_any_oserror_while_writing(capsys, tmp_path, monkeypatch)
 
 
 @pytest.mark.parametrize("case", ["missing", "missing-directory", "directory", "not-utf8", "unreadable"])
-def test_file_errors_on_a_spec_exit_2_with_one_line(capsys, tmp_path, case):
+def test_file_errors_on_a_spec_exit_2_with_one_line(capsys, tmp_path, monkeypatch, case):
     words: tuple[str, ...] = ()
     if case == "missing":
         path, words = tmp_path / "gone.toml", ("no such spec file",)
@@ -132,10 +132,17 @@ def test_file_errors_on_a_spec_exit_2_with_one_line(capsys, tmp_path, case):
         path, words = tmp_path / "latin1.toml", ("not UTF-8", "0xe9", "save it as UTF-8")
         path.write_bytes('name = "caf\u00e9"\n'.encode("latin-1"))
     else:
-        if AS_ROOT:
-            pytest.skip("chmod does not stop root from reading")
         path, words = spec_file(tmp_path), ("permission denied",)
         path.chmod(0)
+        if AS_ROOT:  # chmod does not stop root: the read fails as it would for anyone else
+            real = Path.read_bytes
+
+            def denied(self):
+                if self == path:
+                    raise PermissionError(13, "Permission denied", str(self))
+                return real(self)
+
+            monkeypatch.setattr(Path, "read_bytes", denied)
     try:
         for args in (("show", path), ("check", path), ("gen", path, "--target", "numpy"), ("stabilize", path)):
             code, out, err = cli(capsys, *args)
