@@ -14,7 +14,7 @@ import sympy
 
 from . import expr as _expr
 from .errors import SpecError
-from .spec import LossSpec, Var
+from .spec import LossSpec, Var, finite_number
 
 
 def combine(
@@ -43,9 +43,7 @@ def combine(
         if not isinstance(value, tuple) or len(value) != 2 or not isinstance(value[0], LossSpec):
             raise SpecError(f"term {term!r} must be (LossSpec, weight)", token=term)
         spec, weight = value
-        if _expr.finite_float(weight) is None:
-            shown = f"{str(weight)[:20]}..." if isinstance(weight, int) else repr(weight)
-            raise SpecError(f"term {term!r}: weight {shown} is not a finite float64 number", token=term)
+        finite_number(weight, f"term {term!r}: weight", token=term)
         if spec.terms:
             raise SpecError(f"term {term!r} is itself combined: combine its terms directly", token=term)
         for sym, var in spec.symbols.items():

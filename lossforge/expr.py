@@ -33,6 +33,7 @@ from sympy.core.logic import fuzzy_and, fuzzy_or
 from sympy.logic.boolalg import BooleanAtom, BooleanFunction
 from sympy.printing.str import StrPrinter
 
+from . import budget
 from .errors import ParseError, SpecError, UnsafeExpressionError
 
 __all__ = [
@@ -512,8 +513,16 @@ def softmax_argument(arg: sympy.Expr) -> sympy.Expr | None:
 
     The softmax lies in [0, 1] whatever u is (the analysis reads that), and
     prints as one fused call where the framework has one (``torch.softmax``).
+    The test expands ``arg`` minus a term in full, multinomials included: a softmax
+    argument is a short sum, and one past the expansion budget is not recognised
+    (its exp is then bounded and printed as any exp: wider, still sound).
     """
-    for term in sympy.Add.make_args(arg):
+    terms = sympy.Add.make_args(arg)
+    if not any(isinstance(-t, logsumexp) for t in terms):
+        return None
+    if budget.expanded_terms(arg, multinomial=True) > budget.EXPAND_TERMS:
+        return None
+    for term in terms:
         if isinstance(-term, logsumexp) and sympy.expand(arg - term - (-term).args[0]) == 0:
             return (-term).args[0]
     return None
@@ -1047,7 +1056,7 @@ def not_real(expr: sympy.Basic) -> str | None:
 _NOT_IN_TEXT = (
     ("#", "a '#' comment", "put comments in the TOML file, outside the expression string"),
     ("\\", "a backslash (line continuation)",
-     "a TOML multi-line string (\"\"\"...\"\"\") may span lines inside parentheses as it is"),
+     "in a TOML multi-line string (\"\"\"...\"\"\") the expression may break lines anywhere without one"),
     ("\0", "a NUL character", "remove it"),
 )
 

@@ -69,6 +69,15 @@ class FrozenMap(Mapping):
         return "{" + ", ".join(f"{k!r}: {v!r}" for k, v in self._items) + "}"
 
 
+def finite_number(value: object, what: str, token: str | None = None) -> float:
+    """``value`` as a float64, or a SpecError naming ``what`` (a 400-digit integer, inf, a string ...)."""
+    out = _expr.finite_float(value)
+    if out is None:
+        shown = f"{str(value)[:20]}..." if isinstance(value, int) and not isinstance(value, bool) else repr(value)
+        raise SpecError(f"{what} {shown} is not a finite float64 number", token=shown if token is None else token)
+    return out
+
+
 @dataclass(frozen=True)
 class Var:
     """A symbol's declaration: its role, default, domain and axis.
@@ -101,10 +110,7 @@ class Var:
                 raise SpecError("a param needs a default value", token="default")
             if isinstance(self.default, bool) or not isinstance(self.default, (int, float)):
                 raise SpecError(f"default {self.default!r} is not a number", token=repr(self.default))
-            value = _expr.finite_float(self.default)
-            if value is None:
-                shown = f"{str(self.default)[:20]}..." if isinstance(self.default, int) else repr(self.default)
-                raise SpecError(f"default {shown} is not a finite float64 number", token=shown)
+            value = finite_number(self.default, "default")
             if not dom.contains(value):
                 raise DomainError(f"default {value!r} is outside the domain {dom.name!r}", token=repr(value))
             object.__setattr__(self, "default", value)
@@ -239,9 +245,7 @@ class LossSpec:
             if not isinstance(value, (tuple, list)) or len(value) != 2:
                 raise SpecError(f"term {name!r} must be (weight, expr)", token=name)
             weight, text = value
-            if _expr.finite_float(weight) is None:
-                shown = f"{str(weight)[:20]}..." if isinstance(weight, int) else repr(weight)
-                raise SpecError(f"term {name!r}: weight {shown} is not a finite float64 number", token=name)
+            finite_number(weight, f"term {name!r}: weight", token=name)
             if isinstance(text, sympy.Basic):
                 text = self._text_of(text)
             if not isinstance(text, str):

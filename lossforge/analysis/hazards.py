@@ -30,7 +30,7 @@ from .. import expr as E
 from ..derive import derive, gradients
 from ..errors import AnalysisError, UnknownNameError
 from ..spec import LossSpec
-from .intervals import EXP_MAX, FLOAT_MAX, Bounds, as_float, bounds_for, softmax_argument
+from .intervals import EXP_MAX, FLOAT_MAX, Bounds, as_float, bounds_for
 
 ERROR, WARNING, INFO = "error", "warning", "info"
 #: Value used by unsafe fixes (a float32-meaningful epsilon).
@@ -336,7 +336,7 @@ class Overflow(Rule):
                     yield self.hazard(ctx, node, None, "product can exceed the float range")
                 continue
             if isinstance(node, (sympy.exp, expm1)):
-                if softmax_argument(node.args[0]) is not None:
+                if E.softmax_argument(node.args[0]) is not None:
                     continue
                 if b(node.args[0]).hi > EXP_MAX:
                     yield self.hazard(ctx, node, self._fix(ctx, node), f"{node.func.__name__} can overflow")

@@ -36,7 +36,6 @@ import numpy as np
 import sympy
 from sympy.codegen.cfunctions import expm1, log1p
 
-from .. import budget
 from .. import expr as E
 from ..domains import REAL_EXTREME, Domain
 
@@ -142,20 +141,6 @@ def as_float(value: sympy.Basic) -> float:
         return float(value)
     except OverflowError:
         return INF if value > 0 else -INF
-
-
-def softmax_argument(arg: sympy.Expr) -> sympy.Expr | None:
-    """:func:`lossforge.expr.softmax_argument`, where its ``expand`` is affordable (else None: no claim).
-
-    It expands ``arg`` minus a term in full, multinomials included; a softmax
-    argument is a short sum, and anything past the expansion budget is not
-    recognised as one (its exp is then bounded as any exp: wider, still sound).
-    """
-    if not any(isinstance(-t, E.logsumexp) for t in sympy.Add.make_args(arg)):
-        return None
-    if budget.expanded_terms(arg, multinomial=True) > budget.EXPAND_TERMS:
-        return None
-    return E.softmax_argument(arg)
 
 
 class Bounds:
@@ -345,7 +330,7 @@ def _pow_inverse(inv: Bound, n: int) -> Bound:
 
 @_bound.register
 def _(expr: sympy.exp, b: Bounds) -> Bound:
-    if softmax_argument(expr.args[0]) is not None:
+    if E.softmax_argument(expr.args[0]) is not None:
         return Bound(0.0, 1.0)
     x = b(expr.args[0])
     lo = _exp(x.lo) if x.lo > -745 else 0.0

@@ -246,8 +246,16 @@ class softmax(sympy.Function):  # noqa: N801 - a SymPy function, lower case like
 
 def softmaxes(expr: sympy.Expr) -> sympy.Expr:
     """Every ``exp(u - logsumexp(u))`` in ``expr`` as :class:`softmax`."""
-    return expr.replace(lambda n: isinstance(n, sympy.exp) and softmax_argument(n.args[0]) is not None,
-                        lambda n: softmax(softmax_argument(n.args[0])))
+    found: dict[sympy.Basic, sympy.Expr | None] = {}  # each exp's softmax argument, asked once
+
+    def is_softmax(node: sympy.Basic) -> bool:
+        if not isinstance(node, sympy.exp):
+            return False
+        if node not in found:
+            found[node] = softmax_argument(node.args[0])
+        return found[node] is not None
+
+    return expr.replace(is_softmax, lambda n: softmax(found[n]))
 
 
 def group_sums(expr: sympy.Expr, arrays: frozenset) -> sympy.Expr:
