@@ -1,118 +1,70 @@
-"""Generated PyTorch modules against torch.nn.functional, side by side.
+"""Every benchmark `make bench` runs, printed as fixed-width tables, one per section.
 
-For each loss: median wall time of forward + backward (torch.utils.benchmark,
-which reports the median of many runs after warm-up), the bytes of tensors
-saved for backward (counted with torch.autograd.graph.saved_tensors_hooks:
-this is what drives a loss's peak memory in training), and the ratios
-lossforge / reference. Run with `make bench`; the numbers are printed, never
-asserted in tests.
+1. Torch forward + backward, float32, CPU, N = 2^8, 2^16, 2^22, 1 then 2
+   threads: generated modules (eager, fused) against torch.nn.functional or a
+   torch composite, eager and torch.compile'd (torch_bench.py).
+2. Peak memory of one forward + backward at N = 2^23, fresh subprocesses.
+3. Language-model cross-entropy, (2048, 32000) logits: time and peak memory.
+4. NumPy float64, N = 2^21: loss_and_grad against sympy.lambdify of the naive
+   formula and against hand-written NumPy (numpy_bench.py).
+5. lossforge's own stage costs and code generation time (cost.py).
+
+Every lossforge value and gradient is checked against its reference before it
+is timed; a mismatch aborts the run (exit status 1). Times are medians of
+alternated repetitions (see _timing.py); ratios are lossforge / reference, below
+1 meaning lossforge is faster or smaller. Nothing here is asserted in tests.
 """
 
 from __future__ import annotations
 
 import argparse
-import platform
 import sys
+import time
 from pathlib import Path
-
-import torch
-import torch.nn.functional as F
-from torch.utils import benchmark
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import lossforge as lf  # noqa: E402
+import _timing as T  # noqa: E402
+import cost  # noqa: E402
+import numpy_bench  # noqa: E402
+import torch  # noqa: E402
+import torch_bench  # noqa: E402
+from _cases import fused_available  # noqa: E402
 
-N, K = 65_536, 16
-
-
-def _inputs(name: str, dtype):
-    g = torch.Generator().manual_seed(0)
-    if name in ("mse", "mae", "huber", "smooth_l1", "log_cosh"):
-        return (torch.randn(N, generator=g, dtype=dtype), torch.randn(N, generator=g, dtype=dtype)), (0,)
-    if name in ("bce_logits", "focal"):
-        return (torch.randn(N, generator=g, dtype=dtype) * 4, (torch.rand(N, generator=g) < 0.5).to(dtype)), (0,)
-    if name == "bce":
-        return (torch.rand(N, generator=g, dtype=dtype).clamp(0.01, 0.99), (torch.rand(N, generator=g) < 0.5).to(dtype)), (0,)
-    if name == "cross_entropy":
-        return (torch.randn(N // K, K, generator=g, dtype=dtype), torch.randint(0, K, (N // K,), generator=g)), (0,)
-    if name == "triplet":
-        a, p, n = (torch.randn(N // K, K, generator=g, dtype=dtype) for _ in range(3))
-        return (a, p, n), (0, 1, 2)
-    raise KeyError(name)
-
-
-def _focal(x, t, alpha=0.25, gamma=2.0):
-    p = torch.sigmoid(x)
-    ce = F.binary_cross_entropy_with_logits(x, t, reduction="none")
-    p_t = p * t + (1 - p) * (1 - t)
-    return ((alpha * t + (1 - alpha) * (1 - t)) * ce * (1 - p_t) ** gamma).mean()
-
-
-REFERENCES = {
-    "mse": F.mse_loss,
-    "mae": F.l1_loss,
-    "huber": F.huber_loss,
-    "smooth_l1": F.smooth_l1_loss,
-    "log_cosh": lambda p, t: torch.log(torch.cosh(p - t)).mean(),
-    "bce": F.binary_cross_entropy,
-    "bce_logits": F.binary_cross_entropy_with_logits,
-    "focal": _focal,
-    "cross_entropy": F.cross_entropy,
-    "triplet": F.triplet_margin_loss,
-}
-
-
-def _step(fn, args, grads_of):
-    leaves = [a.detach().clone().requires_grad_(i in grads_of) for i, a in enumerate(args)]
-
-    def run():
-        for leaf in leaves:
-            leaf.grad = None
-        fn(*leaves).backward()
-
-    return run, leaves
-
-
-def saved_bytes(fn, args, grads_of) -> int:
-    total = 0
-
-    def pack(t):
-        nonlocal total
-        total += t.numel() * t.element_size()
-        return t
-
-    run, _ = _step(fn, args, grads_of)
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        run()
-    return total
-
-
-def median_seconds(fn, args, grads_of, min_run_time: float) -> float:
-    run, _ = _step(fn, args, grads_of)
-    timer = benchmark.Timer(stmt="run()", globals={"run": run})
-    return timer.blocked_autorange(min_run_time=min_run_time).median
+THREADS = [1, 2]
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--min-run-time", type=float, default=0.5)
-    parser.add_argument("--dtype", choices=("float32", "float64"), default="float32")
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="N = 2^16 only in section 1, fewer repetitions")
+    parser.add_argument("--no-fused", action="store_true", help="skip the fused=True modules")
+    parser.add_argument("--sections", default="1,2,3,4,5", help="comma-separated sections to run (default: all)")
     args = parser.parse_args()
-    dtype = getattr(torch, args.dtype)
-    torch.set_num_threads(1)
-    print(f"torch {torch.__version__}, {platform.machine()}, 1 thread, {args.dtype}, N = {N}")
-    print(f"{'loss':<15}{'lossforge':>12}{'reference':>12}{'time ratio':>12}{'saved lf':>12}{'saved ref':>12}{'mem ratio':>11}")
-    for name, ref in REFERENCES.items():
-        module = lf.compile(lf.builtin(name), "torch")()
-        tensors, grads_of = _inputs(name, dtype)
-        t_lf = median_seconds(module, tensors, grads_of, args.min_run_time)
-        t_ref = median_seconds(ref, tensors, grads_of, args.min_run_time)
-        m_lf = saved_bytes(module, tensors, grads_of)
-        m_ref = saved_bytes(ref, tensors, grads_of)
-        mem_ratio = f"{m_lf / m_ref:.2f}" if m_ref else "-"
-        print(f"{name:<15}{t_lf * 1e3:>10.3f}ms{t_ref * 1e3:>10.3f}ms{t_lf / t_ref:>12.2f}"
-              f"{m_lf / 1024:>10.0f}KB{m_ref / 1024:>10.0f}KB{mem_ratio:>11}")
+    sections = {int(s) for s in args.sections.split(",")}
+    fused = not args.no_fused
+    if fused and not fused_available():
+        T.fail("the generated Torch modules take no fused= constructor flag yet: run with --no-fused")
+    sizes = [2**16] if args.quick else [2**8, 2**16, 2**22]
+    threads = [t for t in THREADS if t <= torch.get_num_threads()] or [1]
+    print("lossforge benchmarks" + (" (--quick)" if args.quick else "") + (" (--no-fused)" if args.no_fused else ""))
+    for line in T.environment(threads):
+        print(f"  {line}")
+    steps = {
+        1: ("torch forward + backward", lambda: torch_bench.speed(sizes, threads, 5 if args.quick else 15, fused)),
+        2: ("peak memory", lambda: torch_bench.memory(2**23, fused)),
+        3: ("language-model cross-entropy", lambda: torch_bench.language_model(3 if args.quick else 7, fused,
+                                                                               threads[-1])),
+        4: ("NumPy", lambda: numpy_bench.numpy_speed(5 if args.quick else 11)),
+        5: ("lossforge's own costs", lambda: (cost.stage_costs(2 if args.quick else 5), cost.codegen_times())),
+    }
+    walls, start = [], time.perf_counter()
+    for number, (label, run) in steps.items():
+        if number in sections:
+            began = time.perf_counter()
+            run()
+            walls.append([f"{number}. {label}", T.seconds(time.perf_counter() - began)])
+    walls.append(["total", T.seconds(time.perf_counter() - start)])
+    T.table("Wall time per section", ["section", "wall"], walls, "lr")
 
 
 if __name__ == "__main__":

@@ -1049,7 +1049,9 @@ _NOT_REAL = {
 
 def not_real(expr: sympy.Basic) -> str | None:
     """The words for a value no real loss (or gradient) may hold, if ``expr`` holds one (zoo, oo, nan, I)."""
-    return next((what for bad, what in _NOT_REAL.items() if expr.has(bad)), None)
+    if not expr.has(*_NOT_REAL):  # one walk; the words are looked for only when there is something to name
+        return None
+    return next(what for bad, what in _NOT_REAL.items() if expr.has(bad))
 
 
 #: Characters refused in expression text before parsing: (character, what it is, the fix).

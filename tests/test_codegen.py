@@ -74,11 +74,13 @@ def test_header_names_spec_formula_and_hash():
 
 @pytest.mark.parametrize("target", list(TARGETS))
 def test_generated_modules_import_only_their_framework(target):
+    # and the standard library's warnings, for the one warning of fused=True falling back to eager
+    allowed = {target} | ({"warnings"} if target == "torch" else set())
     for key, s in SPECS.items():
         tree = ast.parse(lf.generate(s, target))
         imported = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom))
                     for a in n.names}
-        assert imported == {target}, (key, imported)
+        assert target in imported and imported <= allowed, (key, imported)
 
 
 def test_generated_modules_run_without_lossforge(tmp_path):
@@ -257,7 +259,7 @@ def test_gradcheck_and_gradgradcheck_with_non_unit_upstream(name):
     assert torch.autograd.gradgradcheck(f, xs, eps=1e-6, atol=1e-5, rtol=1e-4)
 
 
-def test_backward_is_the_derived_gradient_and_saves_only_arguments():
+def test_forward_saves_the_arguments_and_the_derived_gradient_only():
     s = lf.builtin("focal")
     x = torch.randn(10, dtype=torch.float64, requires_grad=True)
     t = (torch.rand(10) < 0.5).double()
@@ -268,9 +270,23 @@ def test_backward_is_the_derived_gradient_and_saves_only_arguments():
         return tensor
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
-        out = lf.compile(s, "torch")()(x, t)
+        out = lf.compile(s, "torch")(reduction="sum")(x, t)
     assert "FocalLossFunction" in type(out.grad_fn).__name__
-    assert len(saved) == 2 and saved[0] is x
+    # the arguments (references, no copies) and one per-element gradient, computed in the forward
+    assert len(saved) == 3 and saved[0] is x and saved[1] is t
+    _, (expected,) = lf.compile(s, "numpy").loss_and_grad(x.detach().numpy(), t.numpy(), reduction="sum")
+    np.testing.assert_allclose(saved[2].numpy(), expected, rtol=1e-13)
+    (grad,) = torch.autograd.grad(out, x)
+    assert torch.equal(grad, saved[2])  # backward scales the saved gradient by the upstream 1.0
+
+
+def test_no_autograd_function_without_a_gradient_to_compute():
+    module = lf.compile(lf.builtin("focal"), "torch")()
+    x, t = torch.randn(10, dtype=torch.float64), (torch.rand(10) < 0.5).double()
+    assert module(x, t).grad_fn is None  # no input requires grad
+    with torch.no_grad():
+        assert module(x.requires_grad_(), t).grad_fn is None
+    assert module(x, t).grad_fn is not None
 
 
 # -- SymPy 1.14 defects, each with a test ----------------------------------------------------
@@ -324,8 +340,10 @@ def test_torch_softplus_is_one_kernel_and_exact_across_its_threshold():
     for dtype in (torch.float64, torch.float32):
         got = lf.compile(s, "torch")(reduction="none")(torch.tensor(points, dtype=dtype))
         exact = torch.tensor([float(mpmath.log1p(mpmath.exp(mpmath.mpf(v)))) for v in points], dtype=dtype)
-        # F.softplus's default threshold of 20 would be 1e-10 off at 20.5 in float64
-        torch.testing.assert_close(got, exact, rtol=2 * torch.finfo(dtype).eps, atol=0.0)
+        # F.softplus's default threshold of 20 would be 1e-10 off at 20.5 in float64. At -745 the exact
+        # value (5e-324) is subnormal, where no relative accuracy exists: the vectorised exp of some CPUs
+        # flushes it to 0. Hence an absolute tolerance of the smallest normal number, and none above it.
+        torch.testing.assert_close(got, exact, rtol=2 * torch.finfo(dtype).eps, atol=torch.finfo(dtype).tiny)
 
 
 def test_exp_of_u_minus_logsumexp_is_one_softmax_exact_at_huge_logits():
@@ -359,10 +377,9 @@ def test_untaken_where_branch_never_poisons_value_gradient_or_hessian():
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
-def test_bitwise_select_equals_torch_where_and_drops_an_overflowed_branch(dtype):
-    # The generated _where selects bits on CPU when autograd is off (the forward, a plain
-    # backward). x**4 overflows in the branch not taken for |x| >= 2: the result must be |x|,
-    # and values and gradients must equal torch.where's, with and without create_graph.
+def test_select_drops_an_overflowed_branch_in_every_dtype(dtype):
+    # x**4 overflows in the branch not taken for |x| >= 2: the result must be |x|, and values
+    # and gradients must equal torch.where's, with and without create_graph.
     s = spec("where(abs(x) < 2, x**4, abs(x))", reduction="none", x=V("input"))
     big = torch.finfo(dtype).max ** 0.5
     x = torch.tensor([0.0, 1.5, -1.5, 2.0, -3.0, big, -big], dtype=dtype, requires_grad=True)
@@ -374,7 +391,7 @@ def test_bitwise_select_equals_torch_where_and_drops_an_overflowed_branch(dtype)
     (grad_graph,) = torch.autograd.grad(module(x).sum(), x, create_graph=True)
     expected_grad = torch.where(x.abs() < 2, 4 * x.detach() ** 3, torch.sign(x.detach()))
     assert torch.equal(grad, expected_grad) and torch.equal(grad_graph, expected_grad)
-    assert "_where(" in lf.generate(s, "torch")
+    assert "torch.where(" in lf.generate(s, "torch")
 
 
 def test_guard_where_is_symbolically_equal_where_selected():

@@ -129,7 +129,7 @@ def _keywords(fn, spec, params: dict, by_spec_name: bool) -> dict:
     """The generated code's keyword for each param, in declaration order, with the entry's values."""
     if by_spec_name:
         return dict(params)
-    names = list(inspect.signature(fn).parameters)
+    names = [n for n, p in inspect.signature(fn).parameters.items() if p.kind is not p.KEYWORD_ONLY]  # not fused=
     after = names[names.index("reduction") + 1:] if "reduction" in names else []
     if len(after) != len(spec.params):
         raise AssertionError(f"signature {names} does not end with one keyword per param {list(spec.params)}")

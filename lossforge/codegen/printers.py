@@ -21,7 +21,7 @@ defects a loss must not inherit:
 * ``Piecewise`` printed as an eager select whose untaken branch poisons
   gradients with NaN: here every ``where`` is first rewritten by
   :func:`guard_where` (the double-where pattern) and then printed as one
-  ``np.where``/``torch.where`` (through the generated ``_where`` helper).
+  ``np.where``/``torch.where``.
 
 Numbers print with ``repr`` (17 significant digits), never SymPy's 15.
 """
@@ -515,7 +515,7 @@ class TorchLossPrinter(_LossPrinterMixin, TorchPrinter):
         return f"torch.{name}"
 
     def _print_sign(self, expr):
-        self.helpers.update(("_sign", "_where"))
+        self.helpers.add("_sign")
         return f"_sign({self._print(expr.args[0])})"
 
     def _print_Pow(self, expr, rational=False):
@@ -530,8 +530,7 @@ class TorchLossPrinter(_LossPrinterMixin, TorchPrinter):
 
     def _where(self, cond: str, a, b) -> str:
         pa = self._tensor(a) if not (self._has_arrays(a) or self._has_arrays(b)) else self._print(a)
-        self.helpers.add("_where")
-        return f"_where({cond}, {pa}, {self._print(b)})"
+        return f"torch.where({cond}, {pa}, {self._print(b)})"
 
     def _print_sigmoid(self, expr):
         return f"torch.sigmoid({self._print(expr.args[0])})"

@@ -16,7 +16,7 @@ import keyword
 import sys
 import threading
 import types
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from dataclasses import dataclass
 from functools import cache, lru_cache
 from importlib import resources
@@ -49,7 +49,7 @@ MODULE_ATTRIBUTES = frozenset(
         "register_load_state_dict_pre_hook", "register_module", "register_parameter",
         "register_state_dict_post_hook", "register_state_dict_pre_hook", "requires_grad_", "set_extra_state",
         "set_submodule", "share_memory", "state_dict", "to", "to_empty", "train", "training", "type", "xpu",
-        "zero_grad", "backward", "terms",
+        "zero_grad", "backward", "terms", "fused",
     }
 )
 
@@ -63,7 +63,8 @@ RESERVED = frozenset(
         "np", "torch", "F", "math", "self", "ctx", "loss", "loss_and_grad", "loss_terms", "terms", "grad",
         "grads", "reduction", "value", "values", "dtype", "device", "batch", "scale", "params", "upstream",
         "grad_output", "total", "name", "length", "args", "Loss", "PARAMS", "part", "out", "weight", "v",
-        "reduce", "l", "I", "O",
+        "reduce", "l", "I", "O", "kernels", "saved", "recompute", "which", "fn", "term", "exc", "pair",
+        "warnings",
     }
     | MODULE_ATTRIBUTES
     | set(dir(builtins))
@@ -77,15 +78,11 @@ class Target:
     name: str
     printer: type
     template: str
-    #: Whether its template prints the value and gradients in one function (NumPy's
-    #: ``loss_and_grad``) or the gradients on their own (Torch's backward): only that
-    #: pass is shared and printed.
-    joint: bool
 
 
 TARGETS = {
-    "numpy": Target("numpy", NumpyLossPrinter, "numpy.py.j2", joint=True),
-    "torch": Target("torch", TorchLossPrinter, "torch.py.j2", joint=False),
+    "numpy": Target("numpy", NumpyLossPrinter, "numpy.py.j2"),
+    "torch": Target("torch", TorchLossPrinter, "torch.py.j2"),
 }
 
 
@@ -128,8 +125,6 @@ class Term:
     both_lines: tuple[str, ...]
     both_value: str
     both_grads: tuple[str, ...]
-    grad_lines: tuple[str, ...]
-    grads: tuple[str, ...]
     helpers: frozenset[str]
 
 
@@ -196,14 +191,57 @@ def _printer(target: Target, args: list[Arg]):
     return printer
 
 
-def _code(printer, exprs: list[sympy.Expr]) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """Shared subexpressions as assignment lines, then the printed expressions (under the render budget)."""
+@lru_cache(maxsize=256)
+def _shared(spec: LossSpec, local: tuple[tuple[str, str], ...]):
+    """One ``sympy.cse`` over the loss and every gradient (under the render budget), for every target.
+
+    Returns ``(replacements, (loss, *grads))``: the temporaries in order, then
+    the expressions in terms of them. Each target prints the same temporaries;
+    the value-only function keeps just the ones its value needs (:func:`_needed`).
+    """
+    exprs = _prepared(spec, local)
     budget.check("render", *exprs)  # before cse: a RenderError naming the stage and the limit
+    with budget.deadline("render"):
+        replacements, reduced = sympy.cse(list(exprs), symbols=sympy.numbered_symbols("_t"), optimizations=None,
+                                          order="canonical")
+    return tuple(replacements), tuple(reduced)
+
+
+def _needed(replacements, exprs) -> tuple[tuple, tuple]:
+    """The temporaries ``exprs`` depend on, in order, and ``exprs`` (for a function that prints only them).
+
+    A temporary the joint pass shares with a gradient may be used once here:
+    it is put back in its place, so that the value-only code reads as if it
+    had been shared on its own.
+    """
+    wanted = set().union(*(e.free_symbols for e in exprs))
+    keep = []
+    for sym, value in reversed(replacements):
+        if sym in wanted:
+            keep.append((sym, value))
+            wanted |= value.free_symbols
+    keep.reverse()
+    temps = {sym for sym, _ in keep}
+    uses: Counter = Counter()
+    for e in (*(v for _, v in keep), *exprs):
+        uses.update(n for n in sympy.preorder_traversal(e) if n in temps)
+    inline: dict = {}
+    lines = []
+    for sym, value in keep:
+        value = value.xreplace(inline) if inline else value
+        if uses[sym] == 1:
+            inline[sym] = value
+        else:
+            lines.append((sym, value))
+    exprs = tuple(e.xreplace(inline) for e in exprs) if inline else tuple(exprs)
+    return tuple(lines), exprs
+
+
+def _code(printer, replacements, exprs) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The temporaries as assignment lines, then the printed expressions."""
     base = printer.array_names
     try:
         with budget.deadline("render"):
-            replacements, reduced = sympy.cse(exprs, symbols=sympy.numbered_symbols("_t"), optimizations=None,
-                                              order="canonical")
             lines = []
             for sym, value in replacements:
                 budget.tick()
@@ -211,7 +249,7 @@ def _code(printer, exprs: list[sympy.Expr]) -> tuple[tuple[str, ...], tuple[str,
                 if printer._has_arrays(value):  # the temporary varies per element too
                     printer.array_names = printer.array_names | {sym.name}
             budget.tick()
-            return tuple(lines), tuple(printer.doprint(e) for e in reduced)
+            return tuple(lines), tuple(printer.doprint(e) for e in exprs)
     finally:
         printer.array_names = base
 
@@ -252,12 +290,11 @@ def _build_term(target: Target, term: str, weight: str, spec: LossSpec, local: d
     arrays = [a for a in args if a.var.role != "param"]
     params = [a for a in args if a.var.role == "param"]
     inputs = [a for a in args if a.var.role == "input"]
-    loss, *grads = _prepared(spec, tuple(local.items()))
     printer = _printer(target, args)
     try:
-        value_lines, (value,) = _code(printer, [loss])
-        both_lines, (both_value, *both_grads) = _code(printer, [loss, *grads]) if target.joint else ((), ("",))
-        grad_lines, grad_exprs = ((), ()) if target.joint else _code(printer, grads)
+        replacements, (loss, *grads) = _shared(spec, tuple(local.items()))
+        value_lines, (value,) = _code(printer, *_needed(replacements, [loss]))
+        both_lines, (both_value, *both_grads) = _code(printer, replacements, [loss, *grads])
     except LossforgeError:
         raise
     except Exception as exc:  # noqa: BLE001 - a construct a printer cannot print, named for the user
@@ -281,8 +318,6 @@ def _build_term(target: Target, term: str, weight: str, spec: LossSpec, local: d
         both_lines=both_lines,
         both_value=both_value,
         both_grads=tuple(both_grads),
-        grad_lines=grad_lines,
-        grads=tuple(grad_exprs),
         helpers=frozenset(printer.helpers),
     )
 

@@ -2,6 +2,8 @@
 # Formula: pos_weight * target * softplus(-logits) + (1 - target) * softplus(logits)
 """PyTorch module for the bce_logits loss, with its derived (analytic) backward."""
 
+import warnings
+
 import torch
 
 _REDUCTIONS = ("mean", "sum", "none")
@@ -65,40 +67,100 @@ def _bce_logits_value(logits, target, pos_weight):
     return _fill(pos_weight*target*torch.nn.functional.softplus(-logits, beta=1.0, threshold=40.0) + (-target + 1)*torch.nn.functional.softplus(logits, beta=1.0, threshold=40.0), batch, dtype, device)
 
 
-def _bce_logits_grads(logits, target, pos_weight):
-    """Gradient of the per-sample loss for each input, per element."""
-    dtype, device = logits.dtype, logits.device
-    return (
-        _fill(-pos_weight*target*torch.sigmoid(-logits) + (-target + 1)*torch.sigmoid(logits), logits.shape, dtype, device),
+def _bce_logits_value_and_grads(logits, target, pos_weight):
+    """Per-sample loss and its gradient for each input, per element, in one pass."""
+    dtype, device, batch = logits.dtype, logits.device, logits.shape
+    _t0 = -logits
+    _t1 = pos_weight*target
+    _t2 = -target + 1
+    value = _fill(_t1*torch.nn.functional.softplus(_t0, beta=1.0, threshold=40.0) + _t2*torch.nn.functional.softplus(logits, beta=1.0, threshold=40.0), batch, dtype, device)
+    grads = (
+        _fill(-_t1*torch.sigmoid(_t0) + _t2*torch.sigmoid(logits), logits.shape, dtype, device),
     )
+    return value, grads
+
+
+_EAGER = {
+    "bce_logits": (_bce_logits_value, _bce_logits_value_and_grads),
+}
+_FUSED = {}
+_FUSED_FAILED = set()
+
+
+def _kernels(fused, device, dtype):
+    """Each term's (value, value-and-gradients) functions: eager, or compiled by ``torch.compile``.
+
+    Compiled functions are made once per term (inductor: C++ on CPU, Triton on CUDA;
+    dynamic batch sizes; inductor caches the compiled code on disk) and compiled again
+    per dtype and device by torch's guards. Where compiling fails for a device and
+    dtype, that pair runs eagerly, with one warning.
+    """
+    if not fused or (device.type, dtype) in _FUSED_FAILED:
+        return _EAGER
+    if not _FUSED:
+        for name, pair in _EAGER.items():
+            _FUSED[name] = tuple(torch.compile(fn, dynamic=True, fullgraph=True) for fn in pair)
+    return _FUSED
+
+
+def _run(kernels, term, which, device, dtype, *args):
+    """``kernels[term][which](*args)``; a compiled kernel that fails falls back to eager, with one warning."""
+    fn = kernels[term][which]
+    if kernels is _EAGER:
+        return fn(*args)
+    try:
+        return fn(*args)
+    except Exception as exc:  # noqa: BLE001 - a compiler failure of any kind: the eager code is the same loss
+        _FUSED_FAILED.add((device.type, dtype))
+        warnings.warn(f"fused=True: torch.compile failed for {device.type} {dtype} ({type(exc).__name__}: "
+                      f"{str(exc).splitlines()[0] if str(exc) else ''}); running eagerly", RuntimeWarning, stacklevel=3)
+        return _EAGER[term][which](*args)
+
+
+def _loss(reduction, params, kernels, logits, target):
+    """The reduced loss, value only (no gradient is wanted)."""
+    pos_weight, = params
+    device, dtype = logits.device, logits.dtype
+    return _reduce(_run(kernels, "bce_logits", 0, device, dtype, logits, target, pos_weight), reduction)
 
 
 class _BceLogitsLossFunction(torch.autograd.Function):
-    """The loss as an autograd Function: backward is the derived gradient, not a replay.
+    """The loss as an autograd Function whose forward also computes the gradient.
 
-    Only the arguments are saved for backward. The backward is built from
-    differentiable torch operations, so it can itself be differentiated.
+    The forward evaluates the per-sample loss and its gradient with respect to
+    each input in one pass, sharing their subexpressions, and saves the
+    gradient; backward only scales it by the upstream gradient. When the
+    backward is itself recorded (``create_graph=True``, double backward), it
+    recomputes the gradient from the saved arguments with differentiable torch
+    operations instead, so that it can be differentiated again.
     """
 
     @staticmethod
-    def forward(ctx, reduction, params, logits, target):
+    def forward(ctx, reduction, params, kernels, logits, target):
         ctx.reduction = reduction
         ctx.params = params
-        ctx.save_for_backward(logits, target)
         pos_weight, = params
-        return _reduce(_bce_logits_value(logits, target, pos_weight), reduction)
+        device, dtype = logits.device, logits.dtype
+        value, grad_term_0 = _run(kernels, "bce_logits", 1, device, dtype, logits, target, pos_weight)
+        ctx.save_for_backward(logits, target, *grad_term_0)
+        return _reduce(value, reduction)
 
     @staticmethod
     def backward(ctx, grad_output):
-        logits, target = ctx.saved_tensors
+        saved = ctx.saved_tensors
+        logits, target = saved[:2]
         pos_weight, = ctx.params
+        recompute = torch.is_grad_enabled()  # create_graph=True: the gradient must be differentiable
         grad_logits = None
-        grads = _bce_logits_grads(logits, target, pos_weight)
+        if recompute:
+            grads = _bce_logits_value_and_grads(logits, target, pos_weight)[1]
+        else:
+            grads = saved[2:3]
         batch = logits.shape
-        upstream = 1.0 * (grad_output / batch.numel() if ctx.reduction == "mean" else grad_output)
+        upstream = (grad_output / batch.numel() if ctx.reduction == "mean" else grad_output)
         part = grads[0] * upstream
         grad_logits = part if grad_logits is None else grad_logits + part
-        return None, None, grad_logits, None
+        return None, None, None, grad_logits, None
 
 
 class BceLogitsLoss(torch.nn.Module):
@@ -141,10 +203,11 @@ class BceLogitsLoss(torch.nn.Module):
         >>> value.backward()
     """
 
-    def __init__(self, reduction="mean", pos_weight=1.0):
+    def __init__(self, reduction="mean", pos_weight=1.0, *, fused=False):
         super().__init__()
         _check_reduction(reduction)
         self.reduction = reduction
+        self.fused = bool(fused)
         self.pos_weight = float(pos_weight)
 
     def _params(self):
@@ -152,10 +215,14 @@ class BceLogitsLoss(torch.nn.Module):
 
     def forward(self, logits, target):
         logits, target = _prepare(logits, target)
-        return _BceLogitsLossFunction.apply(self.reduction, self._params(), logits, target)
+        kernels = _kernels(self.fused, logits.device, logits.dtype)
+        if torch.is_grad_enabled() and (logits.requires_grad):
+            return _BceLogitsLossFunction.apply(self.reduction, self._params(), kernels, logits, target)
+        return _loss(self.reduction, self._params(), kernels, logits, target)
 
     def extra_repr(self):
-        return ", ".join([f"reduction={self.reduction!r}", f"pos_weight={self.pos_weight!r}"])
+        return ", ".join([f"reduction={self.reduction!r}", f"pos_weight={self.pos_weight!r}"]
+                         + (["fused=True"] if self.fused else []))
 
 
 Loss = BceLogitsLoss

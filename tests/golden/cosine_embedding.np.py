@@ -103,9 +103,9 @@ def _cosine_embedding_value(x1, x2, target, margin):
     _t0 = (target > 0)
     _t1 = np.sum(x1*x2, axis=-1, keepdims=True)
     _t2 = np.sum(x1**2, axis=-1, keepdims=True) + 1e-12
-    _t3 = np.sum(x2**2, axis=-1, keepdims=True) + 1e-12
-    _t4 = (_t1/(np.sqrt(np.where(_t0, 1, _t2))*np.sqrt(np.where(_t0, 1, _t3))) - margin < 0)
-    return _fill(np.where(_t0, -_t1/(np.sqrt(np.where(_t0, _t2, 1))*np.sqrt(np.where(_t0, _t3, 1))) + 1, np.where(_t4, 0, _t1/(np.sqrt(np.where(_t0, 1, np.where(_t4, 1, _t2)))*np.sqrt(np.where(_t0, 1, np.where(_t4, 1, _t3)))) - margin)), batch + (1,))[..., 0]
+    _t5 = np.sum(x2**2, axis=-1, keepdims=True) + 1e-12
+    _t9 = (_t1/(np.sqrt(np.where(_t0, 1, _t2))*np.sqrt(np.where(_t0, 1, _t5))) - margin < 0)
+    return _fill(np.where(_t0, -_t1/(np.sqrt(np.where(_t0, _t2, 1))*np.sqrt(np.where(_t0, _t5, 1))) + 1, np.where(_t9, 0, _t1/(np.sqrt(np.where(_t0, 1, np.where(_t9, 1, _t2)))*np.sqrt(np.where(_t0, 1, np.where(_t9, 1, _t5)))) - margin)), batch + (1,))[..., 0]
 
 
 def _cosine_embedding_value_and_grads(x1, x2, target, margin):

@@ -2,6 +2,8 @@
 # Formula: -(fn_weight * target * log(clamp(p, eps, 1 - eps)) + (1 - target) * log(clamp(1 - p, eps, 1 - eps)))
 """PyTorch module for the cost_sensitive_bce loss, with its derived (analytic) backward."""
 
+import warnings
+
 import torch
 
 _REDUCTIONS = ("mean", "sum", "none")
@@ -48,30 +50,6 @@ def _reduce(value, reduction):
     return value.mean() if reduction == "mean" else value.sum()
 
 
-_BITS = {torch.float64: torch.int64, torch.float32: torch.int32, torch.float16: torch.int16, torch.bfloat16: torch.int16}
-
-
-def _where(cond, a, b):
-    """``torch.where(cond, a, b)``, selected bit by bit on CPU when autograd is off.
-
-    On CPU, ``torch.where`` costs several times a whole arithmetic kernel. With
-    no graph being recorded (the forward of an autograd Function, a backward
-    that is not itself differentiated) the result is built from the bits
-    instead, ``b ^ ((a ^ b) & mask)``: every bit of the branch not taken is
-    masked out, so a NaN or inf there never reaches the result, exactly as
-    with ``torch.where``. Otherwise, and on other devices, ``torch.where``.
-    """
-    if torch.is_grad_enabled() or cond.device.type != "cpu":
-        return torch.where(cond, a, b)
-    dtype = a.dtype if isinstance(a, torch.Tensor) else b.dtype
-    bits = _BITS.get(dtype)
-    if bits is None:
-        return torch.where(cond, a, b)
-    cond, a, b = torch.broadcast_tensors(cond, torch.as_tensor(a, dtype=dtype), torch.as_tensor(b, dtype=dtype))
-    a, b = a.view(bits), b.view(bits)
-    return (b ^ ((a ^ b) & cond.to(bits).neg())).view(dtype)
-
-
 def _prepare(p, target):
     """Tensors in the inputs' floating dtype (one-hot targets from class indices), shapes checked."""
     p = torch.as_tensor(p)
@@ -90,42 +68,103 @@ def _cost_sensitive_bce_value(p, target, fn_weight, eps):
     return _fill(-fn_weight*target*torch.log(torch.clamp(p, eps, _t0)) - (-target + 1)*torch.log(torch.clamp(-p + 1, eps, _t0)), batch, dtype, device)
 
 
-def _cost_sensitive_bce_grads(p, target, fn_weight, eps):
-    """Gradient of the per-sample loss for each input, per element."""
-    dtype, device = p.dtype, p.device
+def _cost_sensitive_bce_value_and_grads(p, target, fn_weight, eps):
+    """Per-sample loss and its gradient for each input, per element, in one pass."""
+    dtype, device, batch = p.dtype, p.device, p.shape
     _t0 = 1 - eps
-    _t1 = -p + 1
-    return (
-        _fill(-fn_weight*target*_where(((p >= eps) & (p <= _t0)), torch.as_tensor(1, dtype=dtype, device=device), 0)/torch.clamp(p, eps, _t0) + (-target + 1)*_where(((_t1 >= eps) & (_t1 <= _t0)), torch.as_tensor(1, dtype=dtype, device=device), 0)/torch.clamp(_t1, eps, _t0), p.shape, dtype, device),
+    _t1 = torch.clamp(p, eps, _t0)
+    _t2 = fn_weight*target
+    _t3 = -target + 1
+    _t4 = -p + 1
+    _t5 = torch.clamp(_t4, eps, _t0)
+    value = _fill(-_t2*torch.log(_t1) - _t3*torch.log(_t5), batch, dtype, device)
+    grads = (
+        _fill(_t3*torch.where(((_t4 >= eps) & (_t4 <= _t0)), torch.as_tensor(1, dtype=dtype, device=device), 0)/_t5 - _t2*torch.where(((p >= eps) & (p <= _t0)), torch.as_tensor(1, dtype=dtype, device=device), 0)/_t1, p.shape, dtype, device),
     )
+    return value, grads
+
+
+_EAGER = {
+    "cost_sensitive_bce": (_cost_sensitive_bce_value, _cost_sensitive_bce_value_and_grads),
+}
+_FUSED = {}
+_FUSED_FAILED = set()
+
+
+def _kernels(fused, device, dtype):
+    """Each term's (value, value-and-gradients) functions: eager, or compiled by ``torch.compile``.
+
+    Compiled functions are made once per term (inductor: C++ on CPU, Triton on CUDA;
+    dynamic batch sizes; inductor caches the compiled code on disk) and compiled again
+    per dtype and device by torch's guards. Where compiling fails for a device and
+    dtype, that pair runs eagerly, with one warning.
+    """
+    if not fused or (device.type, dtype) in _FUSED_FAILED:
+        return _EAGER
+    if not _FUSED:
+        for name, pair in _EAGER.items():
+            _FUSED[name] = tuple(torch.compile(fn, dynamic=True, fullgraph=True) for fn in pair)
+    return _FUSED
+
+
+def _run(kernels, term, which, device, dtype, *args):
+    """``kernels[term][which](*args)``; a compiled kernel that fails falls back to eager, with one warning."""
+    fn = kernels[term][which]
+    if kernels is _EAGER:
+        return fn(*args)
+    try:
+        return fn(*args)
+    except Exception as exc:  # noqa: BLE001 - a compiler failure of any kind: the eager code is the same loss
+        _FUSED_FAILED.add((device.type, dtype))
+        warnings.warn(f"fused=True: torch.compile failed for {device.type} {dtype} ({type(exc).__name__}: "
+                      f"{str(exc).splitlines()[0] if str(exc) else ''}); running eagerly", RuntimeWarning, stacklevel=3)
+        return _EAGER[term][which](*args)
+
+
+def _loss(reduction, params, kernels, p, target):
+    """The reduced loss, value only (no gradient is wanted)."""
+    fn_weight, eps = params
+    device, dtype = p.device, p.dtype
+    return _reduce(_run(kernels, "cost_sensitive_bce", 0, device, dtype, p, target, fn_weight, eps), reduction)
 
 
 class _CostSensitiveBceLossFunction(torch.autograd.Function):
-    """The loss as an autograd Function: backward is the derived gradient, not a replay.
+    """The loss as an autograd Function whose forward also computes the gradient.
 
-    Only the arguments are saved for backward. The backward is built from
-    differentiable torch operations, so it can itself be differentiated.
+    The forward evaluates the per-sample loss and its gradient with respect to
+    each input in one pass, sharing their subexpressions, and saves the
+    gradient; backward only scales it by the upstream gradient. When the
+    backward is itself recorded (``create_graph=True``, double backward), it
+    recomputes the gradient from the saved arguments with differentiable torch
+    operations instead, so that it can be differentiated again.
     """
 
     @staticmethod
-    def forward(ctx, reduction, params, p, target):
+    def forward(ctx, reduction, params, kernels, p, target):
         ctx.reduction = reduction
         ctx.params = params
-        ctx.save_for_backward(p, target)
         fn_weight, eps = params
-        return _reduce(_cost_sensitive_bce_value(p, target, fn_weight, eps), reduction)
+        device, dtype = p.device, p.dtype
+        value, grad_term_0 = _run(kernels, "cost_sensitive_bce", 1, device, dtype, p, target, fn_weight, eps)
+        ctx.save_for_backward(p, target, *grad_term_0)
+        return _reduce(value, reduction)
 
     @staticmethod
     def backward(ctx, grad_output):
-        p, target = ctx.saved_tensors
+        saved = ctx.saved_tensors
+        p, target = saved[:2]
         fn_weight, eps = ctx.params
+        recompute = torch.is_grad_enabled()  # create_graph=True: the gradient must be differentiable
         grad_p = None
-        grads = _cost_sensitive_bce_grads(p, target, fn_weight, eps)
+        if recompute:
+            grads = _cost_sensitive_bce_value_and_grads(p, target, fn_weight, eps)[1]
+        else:
+            grads = saved[2:3]
         batch = p.shape
-        upstream = 1.0 * (grad_output / batch.numel() if ctx.reduction == "mean" else grad_output)
+        upstream = (grad_output / batch.numel() if ctx.reduction == "mean" else grad_output)
         part = grads[0] * upstream
         grad_p = part if grad_p is None else grad_p + part
-        return None, None, grad_p, None
+        return None, None, None, grad_p, None
 
 
 class CostSensitiveBceLoss(torch.nn.Module):
@@ -169,10 +208,11 @@ class CostSensitiveBceLoss(torch.nn.Module):
         >>> value.backward()
     """
 
-    def __init__(self, reduction="mean", fn_weight=5.0, eps=1e-07):
+    def __init__(self, reduction="mean", fn_weight=5.0, eps=1e-07, *, fused=False):
         super().__init__()
         _check_reduction(reduction)
         self.reduction = reduction
+        self.fused = bool(fused)
         self.fn_weight = float(fn_weight)
         self.eps = float(eps)
 
@@ -181,10 +221,14 @@ class CostSensitiveBceLoss(torch.nn.Module):
 
     def forward(self, p, target):
         p, target = _prepare(p, target)
-        return _CostSensitiveBceLossFunction.apply(self.reduction, self._params(), p, target)
+        kernels = _kernels(self.fused, p.device, p.dtype)
+        if torch.is_grad_enabled() and (p.requires_grad):
+            return _CostSensitiveBceLossFunction.apply(self.reduction, self._params(), kernels, p, target)
+        return _loss(self.reduction, self._params(), kernels, p, target)
 
     def extra_repr(self):
-        return ", ".join([f"reduction={self.reduction!r}", f"fn_weight={self.fn_weight!r}", f"eps={self.eps!r}"])
+        return ", ".join([f"reduction={self.reduction!r}", f"fn_weight={self.fn_weight!r}", f"eps={self.eps!r}"]
+                         + (["fused=True"] if self.fused else []))
 
 
 Loss = CostSensitiveBceLoss

@@ -129,7 +129,7 @@ def _prepare(logits, target):
 def _cross_entropy_value(logits, target, label_smoothing):
     """Per-sample loss."""
     batch = logits.shape[:-1]
-    return _fill(-label_smoothing*_mean(logits) - (1 - label_smoothing)*np.sum(logits*target, axis=-1, keepdims=True) + _logsumexp(logits), batch + (1,))[..., 0]
+    return _fill(-label_smoothing*_mean(logits) + (label_smoothing - 1)*np.sum(logits*target, axis=-1, keepdims=True) + _logsumexp(logits), batch + (1,))[..., 0]
 
 
 def _cross_entropy_value_and_grads(logits, target, label_smoothing):

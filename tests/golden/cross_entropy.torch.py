@@ -2,6 +2,8 @@
 # Formula: logsumexp(logits) - (1 - label_smoothing) * sum(target * logits) - label_smoothing * mean(logits)
 """PyTorch module for the cross_entropy loss, with its derived (analytic) backward."""
 
+import warnings
+
 import torch
 
 _REDUCTIONS = ("mean", "sum", "none")
@@ -73,43 +75,101 @@ def _prepare(logits, target):
 def _cross_entropy_value(logits, target, label_smoothing):
     """Per-sample loss."""
     dtype, device, batch = logits.dtype, logits.device, logits.shape[:-1]
-    return _fill(-label_smoothing*torch.mean(logits, dim=-1, keepdim=True) - (1 - label_smoothing)*torch.sum(logits*target, dim=-1, keepdim=True) + torch.logsumexp(logits, dim=-1, keepdim=True), batch + (1,), dtype, device)[..., 0]
+    return _fill(-label_smoothing*torch.mean(logits, dim=-1, keepdim=True) + (label_smoothing - 1)*torch.sum(logits*target, dim=-1, keepdim=True) + torch.logsumexp(logits, dim=-1, keepdim=True), batch + (1,), dtype, device)[..., 0]
 
 
-def _cross_entropy_grads(logits, target, label_smoothing):
-    """Gradient of the per-sample loss for each input, per element."""
-    dtype, device = logits.dtype, logits.device
-    return (
-        _fill(-label_smoothing/(logits.shape[-1] or float("nan")) + target*(label_smoothing - 1) + torch.softmax(logits, dim=-1), logits.shape, dtype, device),
+def _cross_entropy_value_and_grads(logits, target, label_smoothing):
+    """Per-sample loss and its gradient for each input, per element, in one pass."""
+    dtype, device, batch = logits.dtype, logits.device, logits.shape[:-1]
+    _t0 = label_smoothing - 1
+    value = _fill(_t0*torch.sum(logits*target, dim=-1, keepdim=True) - label_smoothing*torch.mean(logits, dim=-1, keepdim=True) + torch.logsumexp(logits, dim=-1, keepdim=True), batch + (1,), dtype, device)[..., 0]
+    grads = (
+        _fill(_t0*target - label_smoothing/(logits.shape[-1] or float("nan")) + torch.softmax(logits, dim=-1), logits.shape, dtype, device),
     )
+    return value, grads
+
+
+_EAGER = {
+    "cross_entropy": (_cross_entropy_value, _cross_entropy_value_and_grads),
+}
+_FUSED = {}
+_FUSED_FAILED = set()
+
+
+def _kernels(fused, device, dtype):
+    """Each term's (value, value-and-gradients) functions: eager, or compiled by ``torch.compile``.
+
+    Compiled functions are made once per term (inductor: C++ on CPU, Triton on CUDA;
+    dynamic batch sizes; inductor caches the compiled code on disk) and compiled again
+    per dtype and device by torch's guards. Where compiling fails for a device and
+    dtype, that pair runs eagerly, with one warning.
+    """
+    if not fused or (device.type, dtype) in _FUSED_FAILED:
+        return _EAGER
+    if not _FUSED:
+        for name, pair in _EAGER.items():
+            _FUSED[name] = tuple(torch.compile(fn, dynamic=True, fullgraph=True) for fn in pair)
+    return _FUSED
+
+
+def _run(kernels, term, which, device, dtype, *args):
+    """``kernels[term][which](*args)``; a compiled kernel that fails falls back to eager, with one warning."""
+    fn = kernels[term][which]
+    if kernels is _EAGER:
+        return fn(*args)
+    try:
+        return fn(*args)
+    except Exception as exc:  # noqa: BLE001 - a compiler failure of any kind: the eager code is the same loss
+        _FUSED_FAILED.add((device.type, dtype))
+        warnings.warn(f"fused=True: torch.compile failed for {device.type} {dtype} ({type(exc).__name__}: "
+                      f"{str(exc).splitlines()[0] if str(exc) else ''}); running eagerly", RuntimeWarning, stacklevel=3)
+        return _EAGER[term][which](*args)
+
+
+def _loss(reduction, params, kernels, logits, target):
+    """The reduced loss, value only (no gradient is wanted)."""
+    label_smoothing, = params
+    device, dtype = logits.device, logits.dtype
+    return _reduce(_run(kernels, "cross_entropy", 0, device, dtype, logits, target, label_smoothing), reduction)
 
 
 class _CrossEntropyLossFunction(torch.autograd.Function):
-    """The loss as an autograd Function: backward is the derived gradient, not a replay.
+    """The loss as an autograd Function whose forward also computes the gradient.
 
-    Only the arguments are saved for backward. The backward is built from
-    differentiable torch operations, so it can itself be differentiated.
+    The forward evaluates the per-sample loss and its gradient with respect to
+    each input in one pass, sharing their subexpressions, and saves the
+    gradient; backward only scales it by the upstream gradient. When the
+    backward is itself recorded (``create_graph=True``, double backward), it
+    recomputes the gradient from the saved arguments with differentiable torch
+    operations instead, so that it can be differentiated again.
     """
 
     @staticmethod
-    def forward(ctx, reduction, params, logits, target):
+    def forward(ctx, reduction, params, kernels, logits, target):
         ctx.reduction = reduction
         ctx.params = params
-        ctx.save_for_backward(logits, target)
         label_smoothing, = params
-        return _reduce(_cross_entropy_value(logits, target, label_smoothing), reduction)
+        device, dtype = logits.device, logits.dtype
+        value, grad_term_0 = _run(kernels, "cross_entropy", 1, device, dtype, logits, target, label_smoothing)
+        ctx.save_for_backward(logits, target, *grad_term_0)
+        return _reduce(value, reduction)
 
     @staticmethod
     def backward(ctx, grad_output):
-        logits, target = ctx.saved_tensors
+        saved = ctx.saved_tensors
+        logits, target = saved[:2]
         label_smoothing, = ctx.params
+        recompute = torch.is_grad_enabled()  # create_graph=True: the gradient must be differentiable
         grad_logits = None
-        grads = _cross_entropy_grads(logits, target, label_smoothing)
+        if recompute:
+            grads = _cross_entropy_value_and_grads(logits, target, label_smoothing)[1]
+        else:
+            grads = saved[2:3]
         batch = logits.shape[:-1]
-        upstream = 1.0 * (grad_output / batch.numel() if ctx.reduction == "mean" else grad_output)
+        upstream = (grad_output / batch.numel() if ctx.reduction == "mean" else grad_output)
         part = grads[0] * (upstream[..., None] if ctx.reduction == "none" else upstream)
         grad_logits = part if grad_logits is None else grad_logits + part
-        return None, None, grad_logits, None
+        return None, None, None, grad_logits, None
 
 
 class CrossEntropyLoss(torch.nn.Module):
@@ -152,10 +212,11 @@ class CrossEntropyLoss(torch.nn.Module):
         >>> value.backward()
     """
 
-    def __init__(self, reduction="mean", label_smoothing=0.0):
+    def __init__(self, reduction="mean", label_smoothing=0.0, *, fused=False):
         super().__init__()
         _check_reduction(reduction)
         self.reduction = reduction
+        self.fused = bool(fused)
         self.label_smoothing = float(label_smoothing)
 
     def _params(self):
@@ -163,10 +224,14 @@ class CrossEntropyLoss(torch.nn.Module):
 
     def forward(self, logits, target):
         logits, target = _prepare(logits, target)
-        return _CrossEntropyLossFunction.apply(self.reduction, self._params(), logits, target)
+        kernels = _kernels(self.fused, logits.device, logits.dtype)
+        if torch.is_grad_enabled() and (logits.requires_grad):
+            return _CrossEntropyLossFunction.apply(self.reduction, self._params(), kernels, logits, target)
+        return _loss(self.reduction, self._params(), kernels, logits, target)
 
     def extra_repr(self):
-        return ", ".join([f"reduction={self.reduction!r}", f"label_smoothing={self.label_smoothing!r}"])
+        return ", ".join([f"reduction={self.reduction!r}", f"label_smoothing={self.label_smoothing!r}"]
+                         + (["fused=True"] if self.fused else []))
 
 
 Loss = CrossEntropyLoss

@@ -2,6 +2,8 @@
 # Formula: 1 - (2 * sum(p * target) + smooth) / (sum(p) + sum(target) + smooth)
 """PyTorch module for the dice loss, with its derived (analytic) backward."""
 
+import warnings
+
 import torch
 
 _REDUCTIONS = ("mean", "sum", "none")
@@ -65,41 +67,100 @@ def _dice_value(p, target, smooth):
     return _fill(-(2*torch.sum(p*target, dim=-1, keepdim=True) + smooth)/((torch.sum(p, dim=-1, keepdim=True) + torch.sum(target, dim=-1, keepdim=True)) + smooth) + 1, batch + (1,), dtype, device)[..., 0]
 
 
-def _dice_grads(p, target, smooth):
-    """Gradient of the per-sample loss for each input, per element."""
-    dtype, device = p.dtype, p.device
-    _t0 = (torch.sum(p, dim=-1, keepdim=True) + torch.sum(target, dim=-1, keepdim=True)) + smooth
-    return (
-        _fill(-2*target/_t0 + (2*torch.sum(p*target, dim=-1, keepdim=True) + smooth)/_t0**2, p.shape, dtype, device),
+def _dice_value_and_grads(p, target, smooth):
+    """Per-sample loss and its gradient for each input, per element, in one pass."""
+    dtype, device, batch = p.dtype, p.device, p.shape[:-1]
+    _t0 = 2*torch.sum(p*target, dim=-1, keepdim=True) + smooth
+    _t1 = (torch.sum(p, dim=-1, keepdim=True) + torch.sum(target, dim=-1, keepdim=True)) + smooth
+    _t2 = 1/_t1
+    value = _fill(-_t0*_t2 + 1, batch + (1,), dtype, device)[..., 0]
+    grads = (
+        _fill(_t0/_t1**2 - 2*_t2*target, p.shape, dtype, device),
     )
+    return value, grads
+
+
+_EAGER = {
+    "dice": (_dice_value, _dice_value_and_grads),
+}
+_FUSED = {}
+_FUSED_FAILED = set()
+
+
+def _kernels(fused, device, dtype):
+    """Each term's (value, value-and-gradients) functions: eager, or compiled by ``torch.compile``.
+
+    Compiled functions are made once per term (inductor: C++ on CPU, Triton on CUDA;
+    dynamic batch sizes; inductor caches the compiled code on disk) and compiled again
+    per dtype and device by torch's guards. Where compiling fails for a device and
+    dtype, that pair runs eagerly, with one warning.
+    """
+    if not fused or (device.type, dtype) in _FUSED_FAILED:
+        return _EAGER
+    if not _FUSED:
+        for name, pair in _EAGER.items():
+            _FUSED[name] = tuple(torch.compile(fn, dynamic=True, fullgraph=True) for fn in pair)
+    return _FUSED
+
+
+def _run(kernels, term, which, device, dtype, *args):
+    """``kernels[term][which](*args)``; a compiled kernel that fails falls back to eager, with one warning."""
+    fn = kernels[term][which]
+    if kernels is _EAGER:
+        return fn(*args)
+    try:
+        return fn(*args)
+    except Exception as exc:  # noqa: BLE001 - a compiler failure of any kind: the eager code is the same loss
+        _FUSED_FAILED.add((device.type, dtype))
+        warnings.warn(f"fused=True: torch.compile failed for {device.type} {dtype} ({type(exc).__name__}: "
+                      f"{str(exc).splitlines()[0] if str(exc) else ''}); running eagerly", RuntimeWarning, stacklevel=3)
+        return _EAGER[term][which](*args)
+
+
+def _loss(reduction, params, kernels, p, target):
+    """The reduced loss, value only (no gradient is wanted)."""
+    smooth, = params
+    device, dtype = p.device, p.dtype
+    return _reduce(_run(kernels, "dice", 0, device, dtype, p, target, smooth), reduction)
 
 
 class _DiceLossFunction(torch.autograd.Function):
-    """The loss as an autograd Function: backward is the derived gradient, not a replay.
+    """The loss as an autograd Function whose forward also computes the gradient.
 
-    Only the arguments are saved for backward. The backward is built from
-    differentiable torch operations, so it can itself be differentiated.
+    The forward evaluates the per-sample loss and its gradient with respect to
+    each input in one pass, sharing their subexpressions, and saves the
+    gradient; backward only scales it by the upstream gradient. When the
+    backward is itself recorded (``create_graph=True``, double backward), it
+    recomputes the gradient from the saved arguments with differentiable torch
+    operations instead, so that it can be differentiated again.
     """
 
     @staticmethod
-    def forward(ctx, reduction, params, p, target):
+    def forward(ctx, reduction, params, kernels, p, target):
         ctx.reduction = reduction
         ctx.params = params
-        ctx.save_for_backward(p, target)
         smooth, = params
-        return _reduce(_dice_value(p, target, smooth), reduction)
+        device, dtype = p.device, p.dtype
+        value, grad_term_0 = _run(kernels, "dice", 1, device, dtype, p, target, smooth)
+        ctx.save_for_backward(p, target, *grad_term_0)
+        return _reduce(value, reduction)
 
     @staticmethod
     def backward(ctx, grad_output):
-        p, target = ctx.saved_tensors
+        saved = ctx.saved_tensors
+        p, target = saved[:2]
         smooth, = ctx.params
+        recompute = torch.is_grad_enabled()  # create_graph=True: the gradient must be differentiable
         grad_p = None
-        grads = _dice_grads(p, target, smooth)
+        if recompute:
+            grads = _dice_value_and_grads(p, target, smooth)[1]
+        else:
+            grads = saved[2:3]
         batch = p.shape[:-1]
-        upstream = 1.0 * (grad_output / batch.numel() if ctx.reduction == "mean" else grad_output)
+        upstream = (grad_output / batch.numel() if ctx.reduction == "mean" else grad_output)
         part = grads[0] * (upstream[..., None] if ctx.reduction == "none" else upstream)
         grad_p = part if grad_p is None else grad_p + part
-        return None, None, grad_p, None
+        return None, None, None, grad_p, None
 
 
 class DiceLoss(torch.nn.Module):
@@ -142,10 +203,11 @@ class DiceLoss(torch.nn.Module):
         >>> value.backward()
     """
 
-    def __init__(self, reduction="mean", smooth=1.0):
+    def __init__(self, reduction="mean", smooth=1.0, *, fused=False):
         super().__init__()
         _check_reduction(reduction)
         self.reduction = reduction
+        self.fused = bool(fused)
         self.smooth = float(smooth)
 
     def _params(self):
@@ -153,10 +215,14 @@ class DiceLoss(torch.nn.Module):
 
     def forward(self, p, target):
         p, target = _prepare(p, target)
-        return _DiceLossFunction.apply(self.reduction, self._params(), p, target)
+        kernels = _kernels(self.fused, p.device, p.dtype)
+        if torch.is_grad_enabled() and (p.requires_grad):
+            return _DiceLossFunction.apply(self.reduction, self._params(), kernels, p, target)
+        return _loss(self.reduction, self._params(), kernels, p, target)
 
     def extra_repr(self):
-        return ", ".join([f"reduction={self.reduction!r}", f"smooth={self.smooth!r}"])
+        return ", ".join([f"reduction={self.reduction!r}", f"smooth={self.smooth!r}"]
+                         + (["fused=True"] if self.fused else []))
 
 
 Loss = DiceLoss

@@ -98,9 +98,9 @@ def _prepare(logits, target):
 def _focal_value(logits, target, alpha, gamma):
     """Per-sample loss."""
     batch = logits.shape
-    _t0 = -target + 1
-    _t1 = -logits
-    return _fill((_t0*(1 - alpha) + alpha*target)*(_t0*np.exp(-np.logaddexp(0.0, -logits)) + target*np.exp(-np.logaddexp(0.0, -_t1)))**gamma*(_t0*np.logaddexp(0.0, logits) + target*np.logaddexp(0.0, _t1)), batch)
+    _t0 = -logits
+    _t1 = -target + 1
+    return _fill((_t1*(1 - alpha) + alpha*target)*(_t1*np.exp(-np.logaddexp(0.0, -logits)) + target*np.exp(-np.logaddexp(0.0, -_t0)))**gamma*(_t1*np.logaddexp(0.0, logits) + target*np.logaddexp(0.0, _t0)), batch)
 
 
 def _focal_value_and_grads(logits, target, alpha, gamma):

@@ -2,6 +2,8 @@
 # Formula: (alpha * target + (1 - alpha) * (1 - target)) * (target * sigmoid(-logits) + (1 - target) * sigmoid(logits))**gamma * (target * softplus(-logits) + (1 - target) * softplus(logits))
 """PyTorch module for the focal loss, with its derived (analytic) backward."""
 
+import warnings
+
 import torch
 
 _REDUCTIONS = ("mean", "sum", "none")
@@ -62,52 +64,111 @@ def _prepare(logits, target):
 def _focal_value(logits, target, alpha, gamma):
     """Per-sample loss."""
     dtype, device, batch = logits.dtype, logits.device, logits.shape
-    _t0 = -target + 1
-    _t1 = -logits
-    return _fill((_t0*(1 - alpha) + alpha*target)*(_t0*torch.sigmoid(logits) + target*torch.sigmoid(_t1))**gamma*(_t0*torch.nn.functional.softplus(logits, beta=1.0, threshold=40.0) + target*torch.nn.functional.softplus(_t1, beta=1.0, threshold=40.0)), batch, dtype, device)
+    _t0 = -logits
+    _t1 = -target + 1
+    return _fill((_t1*(1 - alpha) + alpha*target)*(_t1*torch.sigmoid(logits) + target*torch.sigmoid(_t0))**gamma*(_t1*torch.nn.functional.softplus(logits, beta=1.0, threshold=40.0) + target*torch.nn.functional.softplus(_t0, beta=1.0, threshold=40.0)), batch, dtype, device)
 
 
-def _focal_grads(logits, target, alpha, gamma):
-    """Gradient of the per-sample loss for each input, per element."""
-    dtype, device = logits.dtype, logits.device
-    _t0 = -target + 1
-    _t1 = _t0*(1 - alpha) + alpha*target
-    _t2 = -logits
-    _t3 = torch.sigmoid(_t2)
+def _focal_value_and_grads(logits, target, alpha, gamma):
+    """Per-sample loss and its gradient for each input, per element, in one pass."""
+    dtype, device, batch = logits.dtype, logits.device, logits.shape
+    _t0 = -logits
+    _t1 = -target + 1
+    _t2 = _t1*torch.nn.functional.softplus(logits, beta=1.0, threshold=40.0) + target*torch.nn.functional.softplus(_t0, beta=1.0, threshold=40.0)
+    _t3 = torch.sigmoid(_t0)
     _t4 = _t3*target
     _t5 = torch.sigmoid(logits)
-    _t6 = _t0*_t5 + _t4
-    return (
-        _fill(_t1*_t6**gamma*(_t0*_t5 - _t4) + _t1*_t6**(gamma - 1)*gamma*(_t0*torch.nn.functional.softplus(logits, beta=1.0, threshold=40.0) + target*torch.nn.functional.softplus(_t2, beta=1.0, threshold=40.0))*(_t0*_t3*_t5 - _t4*_t5), logits.shape, dtype, device),
+    _t6 = _t1*_t5 + _t4
+    _t7 = _t1*(1 - alpha) + alpha*target
+    _t8 = _t6**gamma*_t7
+    value = _fill(_t2*_t8, batch, dtype, device)
+    grads = (
+        _fill(_t2*_t6**(gamma - 1)*_t7*gamma*(_t1*_t3*_t5 - _t4*_t5) + _t8*(_t1*_t5 - _t4), logits.shape, dtype, device),
     )
+    return value, grads
+
+
+_EAGER = {
+    "focal": (_focal_value, _focal_value_and_grads),
+}
+_FUSED = {}
+_FUSED_FAILED = set()
+
+
+def _kernels(fused, device, dtype):
+    """Each term's (value, value-and-gradients) functions: eager, or compiled by ``torch.compile``.
+
+    Compiled functions are made once per term (inductor: C++ on CPU, Triton on CUDA;
+    dynamic batch sizes; inductor caches the compiled code on disk) and compiled again
+    per dtype and device by torch's guards. Where compiling fails for a device and
+    dtype, that pair runs eagerly, with one warning.
+    """
+    if not fused or (device.type, dtype) in _FUSED_FAILED:
+        return _EAGER
+    if not _FUSED:
+        for name, pair in _EAGER.items():
+            _FUSED[name] = tuple(torch.compile(fn, dynamic=True, fullgraph=True) for fn in pair)
+    return _FUSED
+
+
+def _run(kernels, term, which, device, dtype, *args):
+    """``kernels[term][which](*args)``; a compiled kernel that fails falls back to eager, with one warning."""
+    fn = kernels[term][which]
+    if kernels is _EAGER:
+        return fn(*args)
+    try:
+        return fn(*args)
+    except Exception as exc:  # noqa: BLE001 - a compiler failure of any kind: the eager code is the same loss
+        _FUSED_FAILED.add((device.type, dtype))
+        warnings.warn(f"fused=True: torch.compile failed for {device.type} {dtype} ({type(exc).__name__}: "
+                      f"{str(exc).splitlines()[0] if str(exc) else ''}); running eagerly", RuntimeWarning, stacklevel=3)
+        return _EAGER[term][which](*args)
+
+
+def _loss(reduction, params, kernels, logits, target):
+    """The reduced loss, value only (no gradient is wanted)."""
+    alpha, gamma = params
+    device, dtype = logits.device, logits.dtype
+    return _reduce(_run(kernels, "focal", 0, device, dtype, logits, target, alpha, gamma), reduction)
 
 
 class _FocalLossFunction(torch.autograd.Function):
-    """The loss as an autograd Function: backward is the derived gradient, not a replay.
+    """The loss as an autograd Function whose forward also computes the gradient.
 
-    Only the arguments are saved for backward. The backward is built from
-    differentiable torch operations, so it can itself be differentiated.
+    The forward evaluates the per-sample loss and its gradient with respect to
+    each input in one pass, sharing their subexpressions, and saves the
+    gradient; backward only scales it by the upstream gradient. When the
+    backward is itself recorded (``create_graph=True``, double backward), it
+    recomputes the gradient from the saved arguments with differentiable torch
+    operations instead, so that it can be differentiated again.
     """
 
     @staticmethod
-    def forward(ctx, reduction, params, logits, target):
+    def forward(ctx, reduction, params, kernels, logits, target):
         ctx.reduction = reduction
         ctx.params = params
-        ctx.save_for_backward(logits, target)
         alpha, gamma = params
-        return _reduce(_focal_value(logits, target, alpha, gamma), reduction)
+        device, dtype = logits.device, logits.dtype
+        value, grad_term_0 = _run(kernels, "focal", 1, device, dtype, logits, target, alpha, gamma)
+        ctx.save_for_backward(logits, target, *grad_term_0)
+        return _reduce(value, reduction)
 
     @staticmethod
     def backward(ctx, grad_output):
-        logits, target = ctx.saved_tensors
+        saved = ctx.saved_tensors
+        logits, target = saved[:2]
         alpha, gamma = ctx.params
+        recompute = torch.is_grad_enabled()  # create_graph=True: the gradient must be differentiable
         grad_logits = None
-        grads = _focal_grads(logits, target, alpha, gamma)
+        if recompute:
+            grads = _focal_value_and_grads(logits, target, alpha, gamma)[1]
+        else:
+            grads = saved[2:3]
         batch = logits.shape
-        upstream = 1.0 * (grad_output / batch.numel() if ctx.reduction == "mean" else grad_output)
+        upstream = (grad_output / batch.numel() if ctx.reduction == "mean" else grad_output)
         part = grads[0] * upstream
         grad_logits = part if grad_logits is None else grad_logits + part
-        return None, None, grad_logits, None
+        return None, None, None, grad_logits, None
 
 
 class FocalLoss(torch.nn.Module):
@@ -151,10 +212,11 @@ class FocalLoss(torch.nn.Module):
         >>> value.backward()
     """
 
-    def __init__(self, reduction="mean", alpha=0.25, gamma=2.0):
+    def __init__(self, reduction="mean", alpha=0.25, gamma=2.0, *, fused=False):
         super().__init__()
         _check_reduction(reduction)
         self.reduction = reduction
+        self.fused = bool(fused)
         self.alpha = float(alpha)
         self.gamma = float(gamma)
 
@@ -163,10 +225,14 @@ class FocalLoss(torch.nn.Module):
 
     def forward(self, logits, target):
         logits, target = _prepare(logits, target)
-        return _FocalLossFunction.apply(self.reduction, self._params(), logits, target)
+        kernels = _kernels(self.fused, logits.device, logits.dtype)
+        if torch.is_grad_enabled() and (logits.requires_grad):
+            return _FocalLossFunction.apply(self.reduction, self._params(), kernels, logits, target)
+        return _loss(self.reduction, self._params(), kernels, logits, target)
 
     def extra_repr(self):
-        return ", ".join([f"reduction={self.reduction!r}", f"alpha={self.alpha!r}", f"gamma={self.gamma!r}"])
+        return ", ".join([f"reduction={self.reduction!r}", f"alpha={self.alpha!r}", f"gamma={self.gamma!r}"]
+                         + (["fused=True"] if self.fused else []))
 
 
 Loss = FocalLoss

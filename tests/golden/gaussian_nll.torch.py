@@ -2,6 +2,8 @@
 # Formula: (log(where(var >= eps, var, eps)) + (mean - target)**2 / where(var >= eps, var, eps)) / 2
 """PyTorch module for the gaussian_nll loss, with its derived (analytic) backward."""
 
+import warnings
+
 import torch
 
 _REDUCTIONS = ("mean", "sum", "none")
@@ -48,30 +50,6 @@ def _reduce(value, reduction):
     return value.mean() if reduction == "mean" else value.sum()
 
 
-_BITS = {torch.float64: torch.int64, torch.float32: torch.int32, torch.float16: torch.int16, torch.bfloat16: torch.int16}
-
-
-def _where(cond, a, b):
-    """``torch.where(cond, a, b)``, selected bit by bit on CPU when autograd is off.
-
-    On CPU, ``torch.where`` costs several times a whole arithmetic kernel. With
-    no graph being recorded (the forward of an autograd Function, a backward
-    that is not itself differentiated) the result is built from the bits
-    instead, ``b ^ ((a ^ b) & mask)``: every bit of the branch not taken is
-    masked out, so a NaN or inf there never reaches the result, exactly as
-    with ``torch.where``. Otherwise, and on other devices, ``torch.where``.
-    """
-    if torch.is_grad_enabled() or cond.device.type != "cpu":
-        return torch.where(cond, a, b)
-    dtype = a.dtype if isinstance(a, torch.Tensor) else b.dtype
-    bits = _BITS.get(dtype)
-    if bits is None:
-        return torch.where(cond, a, b)
-    cond, a, b = torch.broadcast_tensors(cond, torch.as_tensor(a, dtype=dtype), torch.as_tensor(b, dtype=dtype))
-    a, b = a.view(bits), b.view(bits)
-    return (b ^ ((a ^ b) & cond.to(bits).neg())).view(dtype)
-
-
 def _prepare(mean, target, var):
     """Tensors in the inputs' floating dtype (one-hot targets from class indices), shapes checked."""
     mean = torch.as_tensor(mean)
@@ -88,51 +66,110 @@ def _prepare(mean, target, var):
 def _gaussian_nll_value(mean, target, var, eps):
     """Per-sample loss."""
     dtype, device, batch = mean.dtype, mean.device, mean.shape
-    _t0 = _where((var < eps), eps, var)
+    _t0 = torch.where((var < eps), eps, var)
     return _fill((1/2)*torch.log(_t0) + (1/2)*(mean - target)**2/_t0, batch, dtype, device)
 
 
-def _gaussian_nll_grads(mean, target, var, eps):
-    """Gradient of the per-sample loss for each input, per element."""
-    dtype, device = mean.dtype, mean.device
-    _t0 = _where((var < eps), eps, var)
-    _t1 = 1/_t0
-    _t2 = _where((var >= eps), torch.as_tensor(1, dtype=dtype, device=device), 0)
-    return (
-        _fill((1/2)*_t1*(2*mean - 2*target), mean.shape, dtype, device),
-        _fill((1/2)*_t1*_t2 - 1/2*_t2*(mean - target)**2/_t0**2, var.shape, dtype, device),
+def _gaussian_nll_value_and_grads(mean, target, var, eps):
+    """Per-sample loss and its gradient for each input, per element, in one pass."""
+    dtype, device, batch = mean.dtype, mean.device, mean.shape
+    _t0 = torch.where((var < eps), eps, var)
+    _t1 = (mean - target)**2
+    _t2 = 1/_t0
+    _t3 = (1/2)*_t2
+    _t4 = torch.where((var >= eps), torch.as_tensor(1, dtype=dtype, device=device), 0)
+    value = _fill(_t1*_t3 + (1/2)*torch.log(_t0), batch, dtype, device)
+    grads = (
+        _fill(_t3*(2*mean - 2*target), mean.shape, dtype, device),
+        _fill((1/2)*_t2*_t4 - 1/2*_t1*_t4/_t0**2, var.shape, dtype, device),
     )
+    return value, grads
+
+
+_EAGER = {
+    "gaussian_nll": (_gaussian_nll_value, _gaussian_nll_value_and_grads),
+}
+_FUSED = {}
+_FUSED_FAILED = set()
+
+
+def _kernels(fused, device, dtype):
+    """Each term's (value, value-and-gradients) functions: eager, or compiled by ``torch.compile``.
+
+    Compiled functions are made once per term (inductor: C++ on CPU, Triton on CUDA;
+    dynamic batch sizes; inductor caches the compiled code on disk) and compiled again
+    per dtype and device by torch's guards. Where compiling fails for a device and
+    dtype, that pair runs eagerly, with one warning.
+    """
+    if not fused or (device.type, dtype) in _FUSED_FAILED:
+        return _EAGER
+    if not _FUSED:
+        for name, pair in _EAGER.items():
+            _FUSED[name] = tuple(torch.compile(fn, dynamic=True, fullgraph=True) for fn in pair)
+    return _FUSED
+
+
+def _run(kernels, term, which, device, dtype, *args):
+    """``kernels[term][which](*args)``; a compiled kernel that fails falls back to eager, with one warning."""
+    fn = kernels[term][which]
+    if kernels is _EAGER:
+        return fn(*args)
+    try:
+        return fn(*args)
+    except Exception as exc:  # noqa: BLE001 - a compiler failure of any kind: the eager code is the same loss
+        _FUSED_FAILED.add((device.type, dtype))
+        warnings.warn(f"fused=True: torch.compile failed for {device.type} {dtype} ({type(exc).__name__}: "
+                      f"{str(exc).splitlines()[0] if str(exc) else ''}); running eagerly", RuntimeWarning, stacklevel=3)
+        return _EAGER[term][which](*args)
+
+
+def _loss(reduction, params, kernels, mean, target, var):
+    """The reduced loss, value only (no gradient is wanted)."""
+    eps, = params
+    device, dtype = mean.device, mean.dtype
+    return _reduce(_run(kernels, "gaussian_nll", 0, device, dtype, mean, target, var, eps), reduction)
 
 
 class _GaussianNllLossFunction(torch.autograd.Function):
-    """The loss as an autograd Function: backward is the derived gradient, not a replay.
+    """The loss as an autograd Function whose forward also computes the gradient.
 
-    Only the arguments are saved for backward. The backward is built from
-    differentiable torch operations, so it can itself be differentiated.
+    The forward evaluates the per-sample loss and its gradient with respect to
+    each input in one pass, sharing their subexpressions, and saves the
+    gradient; backward only scales it by the upstream gradient. When the
+    backward is itself recorded (``create_graph=True``, double backward), it
+    recomputes the gradient from the saved arguments with differentiable torch
+    operations instead, so that it can be differentiated again.
     """
 
     @staticmethod
-    def forward(ctx, reduction, params, mean, target, var):
+    def forward(ctx, reduction, params, kernels, mean, target, var):
         ctx.reduction = reduction
         ctx.params = params
-        ctx.save_for_backward(mean, target, var)
         eps, = params
-        return _reduce(_gaussian_nll_value(mean, target, var, eps), reduction)
+        device, dtype = mean.device, mean.dtype
+        value, grad_term_0 = _run(kernels, "gaussian_nll", 1, device, dtype, mean, target, var, eps)
+        ctx.save_for_backward(mean, target, var, *grad_term_0)
+        return _reduce(value, reduction)
 
     @staticmethod
     def backward(ctx, grad_output):
-        mean, target, var = ctx.saved_tensors
+        saved = ctx.saved_tensors
+        mean, target, var = saved[:3]
         eps, = ctx.params
+        recompute = torch.is_grad_enabled()  # create_graph=True: the gradient must be differentiable
         grad_mean = None
         grad_var = None
-        grads = _gaussian_nll_grads(mean, target, var, eps)
+        if recompute:
+            grads = _gaussian_nll_value_and_grads(mean, target, var, eps)[1]
+        else:
+            grads = saved[3:5]
         batch = mean.shape
-        upstream = 1.0 * (grad_output / batch.numel() if ctx.reduction == "mean" else grad_output)
+        upstream = (grad_output / batch.numel() if ctx.reduction == "mean" else grad_output)
         part = grads[0] * upstream
         grad_mean = part if grad_mean is None else grad_mean + part
         part = grads[1] * upstream
         grad_var = part if grad_var is None else grad_var + part
-        return None, None, grad_mean, None, grad_var
+        return None, None, None, grad_mean, None, grad_var
 
 
 class GaussianNllLoss(torch.nn.Module):
@@ -176,10 +213,11 @@ class GaussianNllLoss(torch.nn.Module):
         >>> value.backward()
     """
 
-    def __init__(self, reduction="mean", eps=1e-06):
+    def __init__(self, reduction="mean", eps=1e-06, *, fused=False):
         super().__init__()
         _check_reduction(reduction)
         self.reduction = reduction
+        self.fused = bool(fused)
         self.eps = float(eps)
 
     def _params(self):
@@ -187,10 +225,14 @@ class GaussianNllLoss(torch.nn.Module):
 
     def forward(self, mean, target, var):
         mean, target, var = _prepare(mean, target, var)
-        return _GaussianNllLossFunction.apply(self.reduction, self._params(), mean, target, var)
+        kernels = _kernels(self.fused, mean.device, mean.dtype)
+        if torch.is_grad_enabled() and (mean.requires_grad or var.requires_grad):
+            return _GaussianNllLossFunction.apply(self.reduction, self._params(), kernels, mean, target, var)
+        return _loss(self.reduction, self._params(), kernels, mean, target, var)
 
     def extra_repr(self):
-        return ", ".join([f"reduction={self.reduction!r}", f"eps={self.eps!r}"])
+        return ", ".join([f"reduction={self.reduction!r}", f"eps={self.eps!r}"]
+                         + (["fused=True"] if self.fused else []))
 
 
 Loss = GaussianNllLoss

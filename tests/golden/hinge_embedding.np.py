@@ -97,8 +97,8 @@ def _prepare(distance, target):
 def _hinge_embedding_value(distance, target, margin):
     """Per-sample loss."""
     batch = distance.shape
-    _t0 = -distance + margin
-    return _fill(np.where((target > 0), distance, np.where((_t0 < 0), 0, _t0)), batch)
+    _t1 = -distance + margin
+    return _fill(np.where((target > 0), distance, np.where((_t1 < 0), 0, _t1)), batch)
 
 
 def _hinge_embedding_value_and_grads(distance, target, margin):

@@ -2,6 +2,8 @@
 # Formula: where(target > 0, distance, where(margin - distance >= 0, margin - distance, 0))
 """PyTorch module for the hinge_embedding loss, with its derived (analytic) backward."""
 
+import warnings
+
 import torch
 
 _REDUCTIONS = ("mean", "sum", "none")
@@ -48,30 +50,6 @@ def _reduce(value, reduction):
     return value.mean() if reduction == "mean" else value.sum()
 
 
-_BITS = {torch.float64: torch.int64, torch.float32: torch.int32, torch.float16: torch.int16, torch.bfloat16: torch.int16}
-
-
-def _where(cond, a, b):
-    """``torch.where(cond, a, b)``, selected bit by bit on CPU when autograd is off.
-
-    On CPU, ``torch.where`` costs several times a whole arithmetic kernel. With
-    no graph being recorded (the forward of an autograd Function, a backward
-    that is not itself differentiated) the result is built from the bits
-    instead, ``b ^ ((a ^ b) & mask)``: every bit of the branch not taken is
-    masked out, so a NaN or inf there never reaches the result, exactly as
-    with ``torch.where``. Otherwise, and on other devices, ``torch.where``.
-    """
-    if torch.is_grad_enabled() or cond.device.type != "cpu":
-        return torch.where(cond, a, b)
-    dtype = a.dtype if isinstance(a, torch.Tensor) else b.dtype
-    bits = _BITS.get(dtype)
-    if bits is None:
-        return torch.where(cond, a, b)
-    cond, a, b = torch.broadcast_tensors(cond, torch.as_tensor(a, dtype=dtype), torch.as_tensor(b, dtype=dtype))
-    a, b = a.view(bits), b.view(bits)
-    return (b ^ ((a ^ b) & cond.to(bits).neg())).view(dtype)
-
-
 def _prepare(distance, target):
     """Tensors in the inputs' floating dtype (one-hot targets from class indices), shapes checked."""
     distance = torch.as_tensor(distance)
@@ -86,44 +64,103 @@ def _prepare(distance, target):
 def _hinge_embedding_value(distance, target, margin):
     """Per-sample loss."""
     dtype, device, batch = distance.dtype, distance.device, distance.shape
-    _t0 = -distance + margin
-    return _fill(_where((target > 0), distance, _where((_t0 < 0), 0, _t0)), batch, dtype, device)
+    _t1 = -distance + margin
+    return _fill(torch.where((target > 0), distance, torch.where((_t1 < 0), 0, _t1)), batch, dtype, device)
 
 
-def _hinge_embedding_grads(distance, target, margin):
-    """Gradient of the per-sample loss for each input, per element."""
-    dtype, device = distance.dtype, distance.device
-    return (
-        _fill(_where((target > 0), 1, _where((-distance + margin >= 0), torch.as_tensor(-1, dtype=dtype, device=device), 0)), distance.shape, dtype, device),
+def _hinge_embedding_value_and_grads(distance, target, margin):
+    """Per-sample loss and its gradient for each input, per element, in one pass."""
+    dtype, device, batch = distance.dtype, distance.device, distance.shape
+    _t0 = (target > 0)
+    _t1 = -distance + margin
+    value = _fill(torch.where(_t0, distance, torch.where((_t1 < 0), 0, _t1)), batch, dtype, device)
+    grads = (
+        _fill(torch.where(_t0, 1, torch.where((_t1 >= 0), torch.as_tensor(-1, dtype=dtype, device=device), 0)), distance.shape, dtype, device),
     )
+    return value, grads
+
+
+_EAGER = {
+    "hinge_embedding": (_hinge_embedding_value, _hinge_embedding_value_and_grads),
+}
+_FUSED = {}
+_FUSED_FAILED = set()
+
+
+def _kernels(fused, device, dtype):
+    """Each term's (value, value-and-gradients) functions: eager, or compiled by ``torch.compile``.
+
+    Compiled functions are made once per term (inductor: C++ on CPU, Triton on CUDA;
+    dynamic batch sizes; inductor caches the compiled code on disk) and compiled again
+    per dtype and device by torch's guards. Where compiling fails for a device and
+    dtype, that pair runs eagerly, with one warning.
+    """
+    if not fused or (device.type, dtype) in _FUSED_FAILED:
+        return _EAGER
+    if not _FUSED:
+        for name, pair in _EAGER.items():
+            _FUSED[name] = tuple(torch.compile(fn, dynamic=True, fullgraph=True) for fn in pair)
+    return _FUSED
+
+
+def _run(kernels, term, which, device, dtype, *args):
+    """``kernels[term][which](*args)``; a compiled kernel that fails falls back to eager, with one warning."""
+    fn = kernels[term][which]
+    if kernels is _EAGER:
+        return fn(*args)
+    try:
+        return fn(*args)
+    except Exception as exc:  # noqa: BLE001 - a compiler failure of any kind: the eager code is the same loss
+        _FUSED_FAILED.add((device.type, dtype))
+        warnings.warn(f"fused=True: torch.compile failed for {device.type} {dtype} ({type(exc).__name__}: "
+                      f"{str(exc).splitlines()[0] if str(exc) else ''}); running eagerly", RuntimeWarning, stacklevel=3)
+        return _EAGER[term][which](*args)
+
+
+def _loss(reduction, params, kernels, distance, target):
+    """The reduced loss, value only (no gradient is wanted)."""
+    margin, = params
+    device, dtype = distance.device, distance.dtype
+    return _reduce(_run(kernels, "hinge_embedding", 0, device, dtype, distance, target, margin), reduction)
 
 
 class _HingeEmbeddingLossFunction(torch.autograd.Function):
-    """The loss as an autograd Function: backward is the derived gradient, not a replay.
+    """The loss as an autograd Function whose forward also computes the gradient.
 
-    Only the arguments are saved for backward. The backward is built from
-    differentiable torch operations, so it can itself be differentiated.
+    The forward evaluates the per-sample loss and its gradient with respect to
+    each input in one pass, sharing their subexpressions, and saves the
+    gradient; backward only scales it by the upstream gradient. When the
+    backward is itself recorded (``create_graph=True``, double backward), it
+    recomputes the gradient from the saved arguments with differentiable torch
+    operations instead, so that it can be differentiated again.
     """
 
     @staticmethod
-    def forward(ctx, reduction, params, distance, target):
+    def forward(ctx, reduction, params, kernels, distance, target):
         ctx.reduction = reduction
         ctx.params = params
-        ctx.save_for_backward(distance, target)
         margin, = params
-        return _reduce(_hinge_embedding_value(distance, target, margin), reduction)
+        device, dtype = distance.device, distance.dtype
+        value, grad_term_0 = _run(kernels, "hinge_embedding", 1, device, dtype, distance, target, margin)
+        ctx.save_for_backward(distance, target, *grad_term_0)
+        return _reduce(value, reduction)
 
     @staticmethod
     def backward(ctx, grad_output):
-        distance, target = ctx.saved_tensors
+        saved = ctx.saved_tensors
+        distance, target = saved[:2]
         margin, = ctx.params
+        recompute = torch.is_grad_enabled()  # create_graph=True: the gradient must be differentiable
         grad_distance = None
-        grads = _hinge_embedding_grads(distance, target, margin)
+        if recompute:
+            grads = _hinge_embedding_value_and_grads(distance, target, margin)[1]
+        else:
+            grads = saved[2:3]
         batch = distance.shape
-        upstream = 1.0 * (grad_output / batch.numel() if ctx.reduction == "mean" else grad_output)
+        upstream = (grad_output / batch.numel() if ctx.reduction == "mean" else grad_output)
         part = grads[0] * upstream
         grad_distance = part if grad_distance is None else grad_distance + part
-        return None, None, grad_distance, None
+        return None, None, None, grad_distance, None
 
 
 class HingeEmbeddingLoss(torch.nn.Module):
@@ -166,10 +203,11 @@ class HingeEmbeddingLoss(torch.nn.Module):
         >>> value.backward()
     """
 
-    def __init__(self, reduction="mean", margin=1.0):
+    def __init__(self, reduction="mean", margin=1.0, *, fused=False):
         super().__init__()
         _check_reduction(reduction)
         self.reduction = reduction
+        self.fused = bool(fused)
         self.margin = float(margin)
 
     def _params(self):
@@ -177,10 +215,14 @@ class HingeEmbeddingLoss(torch.nn.Module):
 
     def forward(self, distance, target):
         distance, target = _prepare(distance, target)
-        return _HingeEmbeddingLossFunction.apply(self.reduction, self._params(), distance, target)
+        kernels = _kernels(self.fused, distance.device, distance.dtype)
+        if torch.is_grad_enabled() and (distance.requires_grad):
+            return _HingeEmbeddingLossFunction.apply(self.reduction, self._params(), kernels, distance, target)
+        return _loss(self.reduction, self._params(), kernels, distance, target)
 
     def extra_repr(self):
-        return ", ".join([f"reduction={self.reduction!r}", f"margin={self.margin!r}"])
+        return ", ".join([f"reduction={self.reduction!r}", f"margin={self.margin!r}"]
+                         + (["fused=True"] if self.fused else []))
 
 
 Loss = HingeEmbeddingLoss

@@ -96,8 +96,8 @@ def _prepare(pred, target):
 def _log_cosh_value(pred, target):
     """Per-sample loss."""
     batch = pred.shape
-    _t0 = np.abs(pred - target)
-    return _fill((_t0 + np.log1p(np.exp(-2*_t0))) - 0.6931471805599453, batch)
+    _t1 = np.abs(pred - target)
+    return _fill((_t1 + np.log1p(np.exp(-2*_t1))) - 0.6931471805599453, batch)
 
 
 def _log_cosh_value_and_grads(pred, target):

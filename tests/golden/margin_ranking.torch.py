@@ -2,6 +2,8 @@
 # Formula: where(margin - target * (x1 - x2) >= 0, margin - target * (x1 - x2), 0)
 """PyTorch module for the margin_ranking loss, with its derived (analytic) backward."""
 
+import warnings
+
 import torch
 
 _REDUCTIONS = ("mean", "sum", "none")
@@ -48,30 +50,6 @@ def _reduce(value, reduction):
     return value.mean() if reduction == "mean" else value.sum()
 
 
-_BITS = {torch.float64: torch.int64, torch.float32: torch.int32, torch.float16: torch.int16, torch.bfloat16: torch.int16}
-
-
-def _where(cond, a, b):
-    """``torch.where(cond, a, b)``, selected bit by bit on CPU when autograd is off.
-
-    On CPU, ``torch.where`` costs several times a whole arithmetic kernel. With
-    no graph being recorded (the forward of an autograd Function, a backward
-    that is not itself differentiated) the result is built from the bits
-    instead, ``b ^ ((a ^ b) & mask)``: every bit of the branch not taken is
-    masked out, so a NaN or inf there never reaches the result, exactly as
-    with ``torch.where``. Otherwise, and on other devices, ``torch.where``.
-    """
-    if torch.is_grad_enabled() or cond.device.type != "cpu":
-        return torch.where(cond, a, b)
-    dtype = a.dtype if isinstance(a, torch.Tensor) else b.dtype
-    bits = _BITS.get(dtype)
-    if bits is None:
-        return torch.where(cond, a, b)
-    cond, a, b = torch.broadcast_tensors(cond, torch.as_tensor(a, dtype=dtype), torch.as_tensor(b, dtype=dtype))
-    a, b = a.view(bits), b.view(bits)
-    return (b ^ ((a ^ b) & cond.to(bits).neg())).view(dtype)
-
-
 def _prepare(x1, x2, target):
     """Tensors in the inputs' floating dtype (one-hot targets from class indices), shapes checked."""
     x1 = torch.as_tensor(x1)
@@ -89,48 +67,106 @@ def _margin_ranking_value(x1, x2, target, margin):
     """Per-sample loss."""
     dtype, device, batch = x1.dtype, x1.device, x1.shape
     _t0 = -target*(x1 - x2) + margin
-    return _fill(_where((_t0 < 0), 0, _t0), batch, dtype, device)
+    return _fill(torch.where((_t0 < 0), 0, _t0), batch, dtype, device)
 
 
-def _margin_ranking_grads(x1, x2, target, margin):
-    """Gradient of the per-sample loss for each input, per element."""
-    dtype, device = x1.dtype, x1.device
-    _t0 = (-target*(x1 - x2) + margin < 0)
-    return (
-        _fill(_where(_t0, 0, -target), x1.shape, dtype, device),
-        _fill(_where(_t0, 0, target), x2.shape, dtype, device),
+def _margin_ranking_value_and_grads(x1, x2, target, margin):
+    """Per-sample loss and its gradient for each input, per element, in one pass."""
+    dtype, device, batch = x1.dtype, x1.device, x1.shape
+    _t0 = -target*(x1 - x2) + margin
+    _t1 = (_t0 < 0)
+    value = _fill(torch.where(_t1, 0, _t0), batch, dtype, device)
+    grads = (
+        _fill(torch.where(_t1, 0, -target), x1.shape, dtype, device),
+        _fill(torch.where(_t1, 0, target), x2.shape, dtype, device),
     )
+    return value, grads
+
+
+_EAGER = {
+    "margin_ranking": (_margin_ranking_value, _margin_ranking_value_and_grads),
+}
+_FUSED = {}
+_FUSED_FAILED = set()
+
+
+def _kernels(fused, device, dtype):
+    """Each term's (value, value-and-gradients) functions: eager, or compiled by ``torch.compile``.
+
+    Compiled functions are made once per term (inductor: C++ on CPU, Triton on CUDA;
+    dynamic batch sizes; inductor caches the compiled code on disk) and compiled again
+    per dtype and device by torch's guards. Where compiling fails for a device and
+    dtype, that pair runs eagerly, with one warning.
+    """
+    if not fused or (device.type, dtype) in _FUSED_FAILED:
+        return _EAGER
+    if not _FUSED:
+        for name, pair in _EAGER.items():
+            _FUSED[name] = tuple(torch.compile(fn, dynamic=True, fullgraph=True) for fn in pair)
+    return _FUSED
+
+
+def _run(kernels, term, which, device, dtype, *args):
+    """``kernels[term][which](*args)``; a compiled kernel that fails falls back to eager, with one warning."""
+    fn = kernels[term][which]
+    if kernels is _EAGER:
+        return fn(*args)
+    try:
+        return fn(*args)
+    except Exception as exc:  # noqa: BLE001 - a compiler failure of any kind: the eager code is the same loss
+        _FUSED_FAILED.add((device.type, dtype))
+        warnings.warn(f"fused=True: torch.compile failed for {device.type} {dtype} ({type(exc).__name__}: "
+                      f"{str(exc).splitlines()[0] if str(exc) else ''}); running eagerly", RuntimeWarning, stacklevel=3)
+        return _EAGER[term][which](*args)
+
+
+def _loss(reduction, params, kernels, x1, x2, target):
+    """The reduced loss, value only (no gradient is wanted)."""
+    margin, = params
+    device, dtype = x1.device, x1.dtype
+    return _reduce(_run(kernels, "margin_ranking", 0, device, dtype, x1, x2, target, margin), reduction)
 
 
 class _MarginRankingLossFunction(torch.autograd.Function):
-    """The loss as an autograd Function: backward is the derived gradient, not a replay.
+    """The loss as an autograd Function whose forward also computes the gradient.
 
-    Only the arguments are saved for backward. The backward is built from
-    differentiable torch operations, so it can itself be differentiated.
+    The forward evaluates the per-sample loss and its gradient with respect to
+    each input in one pass, sharing their subexpressions, and saves the
+    gradient; backward only scales it by the upstream gradient. When the
+    backward is itself recorded (``create_graph=True``, double backward), it
+    recomputes the gradient from the saved arguments with differentiable torch
+    operations instead, so that it can be differentiated again.
     """
 
     @staticmethod
-    def forward(ctx, reduction, params, x1, x2, target):
+    def forward(ctx, reduction, params, kernels, x1, x2, target):
         ctx.reduction = reduction
         ctx.params = params
-        ctx.save_for_backward(x1, x2, target)
         margin, = params
-        return _reduce(_margin_ranking_value(x1, x2, target, margin), reduction)
+        device, dtype = x1.device, x1.dtype
+        value, grad_term_0 = _run(kernels, "margin_ranking", 1, device, dtype, x1, x2, target, margin)
+        ctx.save_for_backward(x1, x2, target, *grad_term_0)
+        return _reduce(value, reduction)
 
     @staticmethod
     def backward(ctx, grad_output):
-        x1, x2, target = ctx.saved_tensors
+        saved = ctx.saved_tensors
+        x1, x2, target = saved[:3]
         margin, = ctx.params
+        recompute = torch.is_grad_enabled()  # create_graph=True: the gradient must be differentiable
         grad_x1 = None
         grad_x2 = None
-        grads = _margin_ranking_grads(x1, x2, target, margin)
+        if recompute:
+            grads = _margin_ranking_value_and_grads(x1, x2, target, margin)[1]
+        else:
+            grads = saved[3:5]
         batch = x1.shape
-        upstream = 1.0 * (grad_output / batch.numel() if ctx.reduction == "mean" else grad_output)
+        upstream = (grad_output / batch.numel() if ctx.reduction == "mean" else grad_output)
         part = grads[0] * upstream
         grad_x1 = part if grad_x1 is None else grad_x1 + part
         part = grads[1] * upstream
         grad_x2 = part if grad_x2 is None else grad_x2 + part
-        return None, None, grad_x1, grad_x2, None
+        return None, None, None, grad_x1, grad_x2, None
 
 
 class MarginRankingLoss(torch.nn.Module):
@@ -174,10 +210,11 @@ class MarginRankingLoss(torch.nn.Module):
         >>> value.backward()
     """
 
-    def __init__(self, reduction="mean", margin=0.0):
+    def __init__(self, reduction="mean", margin=0.0, *, fused=False):
         super().__init__()
         _check_reduction(reduction)
         self.reduction = reduction
+        self.fused = bool(fused)
         self.margin = float(margin)
 
     def _params(self):
@@ -185,10 +222,14 @@ class MarginRankingLoss(torch.nn.Module):
 
     def forward(self, x1, x2, target):
         x1, x2, target = _prepare(x1, x2, target)
-        return _MarginRankingLossFunction.apply(self.reduction, self._params(), x1, x2, target)
+        kernels = _kernels(self.fused, x1.device, x1.dtype)
+        if torch.is_grad_enabled() and (x1.requires_grad or x2.requires_grad):
+            return _MarginRankingLossFunction.apply(self.reduction, self._params(), kernels, x1, x2, target)
+        return _loss(self.reduction, self._params(), kernels, x1, x2, target)
 
     def extra_repr(self):
-        return ", ".join([f"reduction={self.reduction!r}", f"margin={self.margin!r}"])
+        return ", ".join([f"reduction={self.reduction!r}", f"margin={self.margin!r}"]
+                         + (["fused=True"] if self.fused else []))
 
 
 Loss = MarginRankingLoss

@@ -2,6 +2,8 @@
 # Formula: mean((1 - target) * max(0, margin - sum(target * scores) + scores))
 """PyTorch module for the multi_margin loss, with its derived (analytic) backward."""
 
+import warnings
+
 import torch
 
 _REDUCTIONS = ("mean", "sum", "none")
@@ -76,41 +78,100 @@ def _multi_margin_value(scores, target, margin):
     return _fill(torch.mean((-target + 1)*torch.clamp((scores - torch.sum(scores*target, dim=-1, keepdim=True)) + margin, min=0), dim=-1, keepdim=True), batch + (1,), dtype, device)[..., 0]
 
 
-def _multi_margin_grads(scores, target, margin):
-    """Gradient of the per-sample loss for each input, per element."""
-    dtype, device = scores.dtype, scores.device
-    _t0 = (-target + 1)*torch.ceil(torch.clamp((scores - torch.sum(scores*target, dim=-1, keepdim=True)) + margin, 0.0, 1.0))/(scores.shape[-1] or float("nan"))
-    return (
-        _fill(_t0 + target*torch.sum(-_t0, dim=-1, keepdim=True), scores.shape, dtype, device),
+def _multi_margin_value_and_grads(scores, target, margin):
+    """Per-sample loss and its gradient for each input, per element, in one pass."""
+    dtype, device, batch = scores.dtype, scores.device, scores.shape[:-1]
+    _t0 = -target + 1
+    _t1 = (scores - torch.sum(scores*target, dim=-1, keepdim=True)) + margin
+    _t2 = _t0*torch.ceil(torch.clamp(_t1, 0.0, 1.0))/(scores.shape[-1] or float("nan"))
+    value = _fill(torch.mean(_t0*torch.clamp(_t1, min=0), dim=-1, keepdim=True), batch + (1,), dtype, device)[..., 0]
+    grads = (
+        _fill(_t2 + target*torch.sum(-_t2, dim=-1, keepdim=True), scores.shape, dtype, device),
     )
+    return value, grads
+
+
+_EAGER = {
+    "multi_margin": (_multi_margin_value, _multi_margin_value_and_grads),
+}
+_FUSED = {}
+_FUSED_FAILED = set()
+
+
+def _kernels(fused, device, dtype):
+    """Each term's (value, value-and-gradients) functions: eager, or compiled by ``torch.compile``.
+
+    Compiled functions are made once per term (inductor: C++ on CPU, Triton on CUDA;
+    dynamic batch sizes; inductor caches the compiled code on disk) and compiled again
+    per dtype and device by torch's guards. Where compiling fails for a device and
+    dtype, that pair runs eagerly, with one warning.
+    """
+    if not fused or (device.type, dtype) in _FUSED_FAILED:
+        return _EAGER
+    if not _FUSED:
+        for name, pair in _EAGER.items():
+            _FUSED[name] = tuple(torch.compile(fn, dynamic=True, fullgraph=True) for fn in pair)
+    return _FUSED
+
+
+def _run(kernels, term, which, device, dtype, *args):
+    """``kernels[term][which](*args)``; a compiled kernel that fails falls back to eager, with one warning."""
+    fn = kernels[term][which]
+    if kernels is _EAGER:
+        return fn(*args)
+    try:
+        return fn(*args)
+    except Exception as exc:  # noqa: BLE001 - a compiler failure of any kind: the eager code is the same loss
+        _FUSED_FAILED.add((device.type, dtype))
+        warnings.warn(f"fused=True: torch.compile failed for {device.type} {dtype} ({type(exc).__name__}: "
+                      f"{str(exc).splitlines()[0] if str(exc) else ''}); running eagerly", RuntimeWarning, stacklevel=3)
+        return _EAGER[term][which](*args)
+
+
+def _loss(reduction, params, kernels, scores, target):
+    """The reduced loss, value only (no gradient is wanted)."""
+    margin, = params
+    device, dtype = scores.device, scores.dtype
+    return _reduce(_run(kernels, "multi_margin", 0, device, dtype, scores, target, margin), reduction)
 
 
 class _MultiMarginLossFunction(torch.autograd.Function):
-    """The loss as an autograd Function: backward is the derived gradient, not a replay.
+    """The loss as an autograd Function whose forward also computes the gradient.
 
-    Only the arguments are saved for backward. The backward is built from
-    differentiable torch operations, so it can itself be differentiated.
+    The forward evaluates the per-sample loss and its gradient with respect to
+    each input in one pass, sharing their subexpressions, and saves the
+    gradient; backward only scales it by the upstream gradient. When the
+    backward is itself recorded (``create_graph=True``, double backward), it
+    recomputes the gradient from the saved arguments with differentiable torch
+    operations instead, so that it can be differentiated again.
     """
 
     @staticmethod
-    def forward(ctx, reduction, params, scores, target):
+    def forward(ctx, reduction, params, kernels, scores, target):
         ctx.reduction = reduction
         ctx.params = params
-        ctx.save_for_backward(scores, target)
         margin, = params
-        return _reduce(_multi_margin_value(scores, target, margin), reduction)
+        device, dtype = scores.device, scores.dtype
+        value, grad_term_0 = _run(kernels, "multi_margin", 1, device, dtype, scores, target, margin)
+        ctx.save_for_backward(scores, target, *grad_term_0)
+        return _reduce(value, reduction)
 
     @staticmethod
     def backward(ctx, grad_output):
-        scores, target = ctx.saved_tensors
+        saved = ctx.saved_tensors
+        scores, target = saved[:2]
         margin, = ctx.params
+        recompute = torch.is_grad_enabled()  # create_graph=True: the gradient must be differentiable
         grad_scores = None
-        grads = _multi_margin_grads(scores, target, margin)
+        if recompute:
+            grads = _multi_margin_value_and_grads(scores, target, margin)[1]
+        else:
+            grads = saved[2:3]
         batch = scores.shape[:-1]
-        upstream = 1.0 * (grad_output / batch.numel() if ctx.reduction == "mean" else grad_output)
+        upstream = (grad_output / batch.numel() if ctx.reduction == "mean" else grad_output)
         part = grads[0] * (upstream[..., None] if ctx.reduction == "none" else upstream)
         grad_scores = part if grad_scores is None else grad_scores + part
-        return None, None, grad_scores, None
+        return None, None, None, grad_scores, None
 
 
 class MultiMarginLoss(torch.nn.Module):
@@ -153,10 +214,11 @@ class MultiMarginLoss(torch.nn.Module):
         >>> value.backward()
     """
 
-    def __init__(self, reduction="mean", margin=1.0):
+    def __init__(self, reduction="mean", margin=1.0, *, fused=False):
         super().__init__()
         _check_reduction(reduction)
         self.reduction = reduction
+        self.fused = bool(fused)
         self.margin = float(margin)
 
     def _params(self):
@@ -164,10 +226,14 @@ class MultiMarginLoss(torch.nn.Module):
 
     def forward(self, scores, target):
         scores, target = _prepare(scores, target)
-        return _MultiMarginLossFunction.apply(self.reduction, self._params(), scores, target)
+        kernels = _kernels(self.fused, scores.device, scores.dtype)
+        if torch.is_grad_enabled() and (scores.requires_grad):
+            return _MultiMarginLossFunction.apply(self.reduction, self._params(), kernels, scores, target)
+        return _loss(self.reduction, self._params(), kernels, scores, target)
 
     def extra_repr(self):
-        return ", ".join([f"reduction={self.reduction!r}", f"margin={self.margin!r}"])
+        return ", ".join([f"reduction={self.reduction!r}", f"margin={self.margin!r}"]
+                         + (["fused=True"] if self.fused else []))
 
 
 Loss = MultiMarginLoss

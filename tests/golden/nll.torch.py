@@ -2,6 +2,8 @@
 # Formula: -sum(target * logp)
 """PyTorch module for the nll loss, with its derived (analytic) backward."""
 
+import warnings
+
 import torch
 
 _REDUCTIONS = ("mean", "sum", "none")
@@ -76,38 +78,94 @@ def _nll_value(logp, target):
     return _fill(-torch.sum(logp*target, dim=-1, keepdim=True), batch + (1,), dtype, device)[..., 0]
 
 
-def _nll_grads(logp, target):
-    """Gradient of the per-sample loss for each input, per element."""
-    dtype, device = logp.dtype, logp.device
-    return (
+def _nll_value_and_grads(logp, target):
+    """Per-sample loss and its gradient for each input, per element, in one pass."""
+    dtype, device, batch = logp.dtype, logp.device, logp.shape[:-1]
+    value = _fill(-torch.sum(logp*target, dim=-1, keepdim=True), batch + (1,), dtype, device)[..., 0]
+    grads = (
         _fill(-target, logp.shape, dtype, device),
     )
+    return value, grads
+
+
+_EAGER = {
+    "nll": (_nll_value, _nll_value_and_grads),
+}
+_FUSED = {}
+_FUSED_FAILED = set()
+
+
+def _kernels(fused, device, dtype):
+    """Each term's (value, value-and-gradients) functions: eager, or compiled by ``torch.compile``.
+
+    Compiled functions are made once per term (inductor: C++ on CPU, Triton on CUDA;
+    dynamic batch sizes; inductor caches the compiled code on disk) and compiled again
+    per dtype and device by torch's guards. Where compiling fails for a device and
+    dtype, that pair runs eagerly, with one warning.
+    """
+    if not fused or (device.type, dtype) in _FUSED_FAILED:
+        return _EAGER
+    if not _FUSED:
+        for name, pair in _EAGER.items():
+            _FUSED[name] = tuple(torch.compile(fn, dynamic=True, fullgraph=True) for fn in pair)
+    return _FUSED
+
+
+def _run(kernels, term, which, device, dtype, *args):
+    """``kernels[term][which](*args)``; a compiled kernel that fails falls back to eager, with one warning."""
+    fn = kernels[term][which]
+    if kernels is _EAGER:
+        return fn(*args)
+    try:
+        return fn(*args)
+    except Exception as exc:  # noqa: BLE001 - a compiler failure of any kind: the eager code is the same loss
+        _FUSED_FAILED.add((device.type, dtype))
+        warnings.warn(f"fused=True: torch.compile failed for {device.type} {dtype} ({type(exc).__name__}: "
+                      f"{str(exc).splitlines()[0] if str(exc) else ''}); running eagerly", RuntimeWarning, stacklevel=3)
+        return _EAGER[term][which](*args)
+
+
+def _loss(reduction, params, kernels, logp, target):
+    """The reduced loss, value only (no gradient is wanted)."""
+    device, dtype = logp.device, logp.dtype
+    return _reduce(_run(kernels, "nll", 0, device, dtype, logp, target), reduction)
 
 
 class _NllLossFunction(torch.autograd.Function):
-    """The loss as an autograd Function: backward is the derived gradient, not a replay.
+    """The loss as an autograd Function whose forward also computes the gradient.
 
-    Only the arguments are saved for backward. The backward is built from
-    differentiable torch operations, so it can itself be differentiated.
+    The forward evaluates the per-sample loss and its gradient with respect to
+    each input in one pass, sharing their subexpressions, and saves the
+    gradient; backward only scales it by the upstream gradient. When the
+    backward is itself recorded (``create_graph=True``, double backward), it
+    recomputes the gradient from the saved arguments with differentiable torch
+    operations instead, so that it can be differentiated again.
     """
 
     @staticmethod
-    def forward(ctx, reduction, params, logp, target):
+    def forward(ctx, reduction, params, kernels, logp, target):
         ctx.reduction = reduction
         ctx.params = params
-        ctx.save_for_backward(logp, target)
-        return _reduce(_nll_value(logp, target), reduction)
+        device, dtype = logp.device, logp.dtype
+        value, grad_term_0 = _run(kernels, "nll", 1, device, dtype, logp, target)
+        ctx.save_for_backward(logp, target, *grad_term_0)
+        return _reduce(value, reduction)
 
     @staticmethod
     def backward(ctx, grad_output):
-        logp, target = ctx.saved_tensors
+        saved = ctx.saved_tensors
+        logp, target = saved[:2]
+        recompute = torch.is_grad_enabled()  # create_graph=True: the gradient must be differentiable
         grad_logp = None
-        grads = _nll_grads(logp, target)
+        if recompute:
+            grads = _nll_value_and_grads(logp, target)[1]
+        else:
+            grads = saved[2:3]
         batch = logp.shape[:-1]
-        upstream = 1.0 * (grad_output / batch.numel() if ctx.reduction == "mean" else grad_output)
+        upstream = (grad_output / batch.numel() if ctx.reduction == "mean" else grad_output)
         part = grads[0] * (upstream[..., None] if ctx.reduction == "none" else upstream)
         grad_logp = part if grad_logp is None else grad_logp + part
-        return None, None, grad_logp, None
+        return None, None, None, grad_logp, None
 
 
 class NllLoss(torch.nn.Module):
@@ -145,20 +203,25 @@ class NllLoss(torch.nn.Module):
         >>> value.backward()
     """
 
-    def __init__(self, reduction="mean"):
+    def __init__(self, reduction="mean", *, fused=False):
         super().__init__()
         _check_reduction(reduction)
         self.reduction = reduction
+        self.fused = bool(fused)
 
     def _params(self):
         return ()
 
     def forward(self, logp, target):
         logp, target = _prepare(logp, target)
-        return _NllLossFunction.apply(self.reduction, self._params(), logp, target)
+        kernels = _kernels(self.fused, logp.device, logp.dtype)
+        if torch.is_grad_enabled() and (logp.requires_grad):
+            return _NllLossFunction.apply(self.reduction, self._params(), kernels, logp, target)
+        return _loss(self.reduction, self._params(), kernels, logp, target)
 
     def extra_repr(self):
-        return ", ".join([f"reduction={self.reduction!r}"])
+        return ", ".join([f"reduction={self.reduction!r}"]
+                         + (["fused=True"] if self.fused else []))
 
 
 Loss = NllLoss

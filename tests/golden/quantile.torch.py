@@ -2,6 +2,8 @@
 # Formula: max(tau * (target - pred), (tau - 1) * (target - pred))
 """PyTorch module for the quantile loss, with its derived (analytic) backward."""
 
+import warnings
+
 import torch
 
 _REDUCTIONS = ("mean", "sum", "none")
@@ -48,30 +50,6 @@ def _reduce(value, reduction):
     return value.mean() if reduction == "mean" else value.sum()
 
 
-_BITS = {torch.float64: torch.int64, torch.float32: torch.int32, torch.float16: torch.int16, torch.bfloat16: torch.int16}
-
-
-def _where(cond, a, b):
-    """``torch.where(cond, a, b)``, selected bit by bit on CPU when autograd is off.
-
-    On CPU, ``torch.where`` costs several times a whole arithmetic kernel. With
-    no graph being recorded (the forward of an autograd Function, a backward
-    that is not itself differentiated) the result is built from the bits
-    instead, ``b ^ ((a ^ b) & mask)``: every bit of the branch not taken is
-    masked out, so a NaN or inf there never reaches the result, exactly as
-    with ``torch.where``. Otherwise, and on other devices, ``torch.where``.
-    """
-    if torch.is_grad_enabled() or cond.device.type != "cpu":
-        return torch.where(cond, a, b)
-    dtype = a.dtype if isinstance(a, torch.Tensor) else b.dtype
-    bits = _BITS.get(dtype)
-    if bits is None:
-        return torch.where(cond, a, b)
-    cond, a, b = torch.broadcast_tensors(cond, torch.as_tensor(a, dtype=dtype), torch.as_tensor(b, dtype=dtype))
-    a, b = a.view(bits), b.view(bits)
-    return (b ^ ((a ^ b) & cond.to(bits).neg())).view(dtype)
-
-
 def _prepare(pred, target):
     """Tensors in the inputs' floating dtype (one-hot targets from class indices), shapes checked."""
     pred = torch.as_tensor(pred)
@@ -90,45 +68,103 @@ def _quantile_value(pred, target, tau):
     return _fill(torch.maximum(_t0*tau, _t0*(tau - 1)), batch, dtype, device)
 
 
-def _quantile_grads(pred, target, tau):
-    """Gradient of the per-sample loss for each input, per element."""
-    dtype, device = pred.dtype, pred.device
+def _quantile_value_and_grads(pred, target, tau):
+    """Per-sample loss and its gradient for each input, per element, in one pass."""
+    dtype, device, batch = pred.dtype, pred.device, pred.shape
     _t0 = -pred + target
     _t1 = _t0*tau
     _t2 = tau - 1
-    _t3 = (_t1 == _t0*_t2)
-    _t4 = -_t0*_t2 + _t1
-    return (
-        _fill(-_t2*_where(_t3, 1/2, torch.ceil(torch.clamp(-_t4, 0.0, 1.0))) - tau*_where(_t3, 1/2, torch.ceil(torch.clamp(_t4, 0.0, 1.0))), pred.shape, dtype, device),
+    _t3 = _t0*_t2
+    _t4 = (_t1 == _t3)
+    _t5 = -_t0*_t2 + _t1
+    value = _fill(torch.maximum(_t1, _t3), batch, dtype, device)
+    grads = (
+        _fill(-_t2*torch.where(_t4, 1/2, torch.ceil(torch.clamp(-_t5, 0.0, 1.0))) - tau*torch.where(_t4, 1/2, torch.ceil(torch.clamp(_t5, 0.0, 1.0))), pred.shape, dtype, device),
     )
+    return value, grads
+
+
+_EAGER = {
+    "quantile": (_quantile_value, _quantile_value_and_grads),
+}
+_FUSED = {}
+_FUSED_FAILED = set()
+
+
+def _kernels(fused, device, dtype):
+    """Each term's (value, value-and-gradients) functions: eager, or compiled by ``torch.compile``.
+
+    Compiled functions are made once per term (inductor: C++ on CPU, Triton on CUDA;
+    dynamic batch sizes; inductor caches the compiled code on disk) and compiled again
+    per dtype and device by torch's guards. Where compiling fails for a device and
+    dtype, that pair runs eagerly, with one warning.
+    """
+    if not fused or (device.type, dtype) in _FUSED_FAILED:
+        return _EAGER
+    if not _FUSED:
+        for name, pair in _EAGER.items():
+            _FUSED[name] = tuple(torch.compile(fn, dynamic=True, fullgraph=True) for fn in pair)
+    return _FUSED
+
+
+def _run(kernels, term, which, device, dtype, *args):
+    """``kernels[term][which](*args)``; a compiled kernel that fails falls back to eager, with one warning."""
+    fn = kernels[term][which]
+    if kernels is _EAGER:
+        return fn(*args)
+    try:
+        return fn(*args)
+    except Exception as exc:  # noqa: BLE001 - a compiler failure of any kind: the eager code is the same loss
+        _FUSED_FAILED.add((device.type, dtype))
+        warnings.warn(f"fused=True: torch.compile failed for {device.type} {dtype} ({type(exc).__name__}: "
+                      f"{str(exc).splitlines()[0] if str(exc) else ''}); running eagerly", RuntimeWarning, stacklevel=3)
+        return _EAGER[term][which](*args)
+
+
+def _loss(reduction, params, kernels, pred, target):
+    """The reduced loss, value only (no gradient is wanted)."""
+    tau, = params
+    device, dtype = pred.device, pred.dtype
+    return _reduce(_run(kernels, "quantile", 0, device, dtype, pred, target, tau), reduction)
 
 
 class _QuantileLossFunction(torch.autograd.Function):
-    """The loss as an autograd Function: backward is the derived gradient, not a replay.
+    """The loss as an autograd Function whose forward also computes the gradient.
 
-    Only the arguments are saved for backward. The backward is built from
-    differentiable torch operations, so it can itself be differentiated.
+    The forward evaluates the per-sample loss and its gradient with respect to
+    each input in one pass, sharing their subexpressions, and saves the
+    gradient; backward only scales it by the upstream gradient. When the
+    backward is itself recorded (``create_graph=True``, double backward), it
+    recomputes the gradient from the saved arguments with differentiable torch
+    operations instead, so that it can be differentiated again.
     """
 
     @staticmethod
-    def forward(ctx, reduction, params, pred, target):
+    def forward(ctx, reduction, params, kernels, pred, target):
         ctx.reduction = reduction
         ctx.params = params
-        ctx.save_for_backward(pred, target)
         tau, = params
-        return _reduce(_quantile_value(pred, target, tau), reduction)
+        device, dtype = pred.device, pred.dtype
+        value, grad_term_0 = _run(kernels, "quantile", 1, device, dtype, pred, target, tau)
+        ctx.save_for_backward(pred, target, *grad_term_0)
+        return _reduce(value, reduction)
 
     @staticmethod
     def backward(ctx, grad_output):
-        pred, target = ctx.saved_tensors
+        saved = ctx.saved_tensors
+        pred, target = saved[:2]
         tau, = ctx.params
+        recompute = torch.is_grad_enabled()  # create_graph=True: the gradient must be differentiable
         grad_pred = None
-        grads = _quantile_grads(pred, target, tau)
+        if recompute:
+            grads = _quantile_value_and_grads(pred, target, tau)[1]
+        else:
+            grads = saved[2:3]
         batch = pred.shape
-        upstream = 1.0 * (grad_output / batch.numel() if ctx.reduction == "mean" else grad_output)
+        upstream = (grad_output / batch.numel() if ctx.reduction == "mean" else grad_output)
         part = grads[0] * upstream
         grad_pred = part if grad_pred is None else grad_pred + part
-        return None, None, grad_pred, None
+        return None, None, None, grad_pred, None
 
 
 class QuantileLoss(torch.nn.Module):
@@ -171,10 +207,11 @@ class QuantileLoss(torch.nn.Module):
         >>> value.backward()
     """
 
-    def __init__(self, reduction="mean", tau=0.5):
+    def __init__(self, reduction="mean", tau=0.5, *, fused=False):
         super().__init__()
         _check_reduction(reduction)
         self.reduction = reduction
+        self.fused = bool(fused)
         self.tau = float(tau)
 
     def _params(self):
@@ -182,10 +219,14 @@ class QuantileLoss(torch.nn.Module):
 
     def forward(self, pred, target):
         pred, target = _prepare(pred, target)
-        return _QuantileLossFunction.apply(self.reduction, self._params(), pred, target)
+        kernels = _kernels(self.fused, pred.device, pred.dtype)
+        if torch.is_grad_enabled() and (pred.requires_grad):
+            return _QuantileLossFunction.apply(self.reduction, self._params(), kernels, pred, target)
+        return _loss(self.reduction, self._params(), kernels, pred, target)
 
     def extra_repr(self):
-        return ", ".join([f"reduction={self.reduction!r}", f"tau={self.tau!r}"])
+        return ", ".join([f"reduction={self.reduction!r}", f"tau={self.tau!r}"]
+                         + (["fused=True"] if self.fused else []))
 
 
 Loss = QuantileLoss

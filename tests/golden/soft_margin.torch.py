@@ -2,6 +2,8 @@
 # Formula: softplus(-target * score)
 """PyTorch module for the soft_margin loss, with its derived (analytic) backward."""
 
+import warnings
+
 import torch
 
 _REDUCTIONS = ("mean", "sum", "none")
@@ -65,38 +67,95 @@ def _soft_margin_value(score, target):
     return _fill(torch.nn.functional.softplus(-score*target, beta=1.0, threshold=40.0), batch, dtype, device)
 
 
-def _soft_margin_grads(score, target):
-    """Gradient of the per-sample loss for each input, per element."""
-    dtype, device = score.dtype, score.device
-    return (
-        _fill(-target*torch.sigmoid(-score*target), score.shape, dtype, device),
+def _soft_margin_value_and_grads(score, target):
+    """Per-sample loss and its gradient for each input, per element, in one pass."""
+    dtype, device, batch = score.dtype, score.device, score.shape
+    _t0 = -score*target
+    value = _fill(torch.nn.functional.softplus(_t0, beta=1.0, threshold=40.0), batch, dtype, device)
+    grads = (
+        _fill(-target*torch.sigmoid(_t0), score.shape, dtype, device),
     )
+    return value, grads
+
+
+_EAGER = {
+    "soft_margin": (_soft_margin_value, _soft_margin_value_and_grads),
+}
+_FUSED = {}
+_FUSED_FAILED = set()
+
+
+def _kernels(fused, device, dtype):
+    """Each term's (value, value-and-gradients) functions: eager, or compiled by ``torch.compile``.
+
+    Compiled functions are made once per term (inductor: C++ on CPU, Triton on CUDA;
+    dynamic batch sizes; inductor caches the compiled code on disk) and compiled again
+    per dtype and device by torch's guards. Where compiling fails for a device and
+    dtype, that pair runs eagerly, with one warning.
+    """
+    if not fused or (device.type, dtype) in _FUSED_FAILED:
+        return _EAGER
+    if not _FUSED:
+        for name, pair in _EAGER.items():
+            _FUSED[name] = tuple(torch.compile(fn, dynamic=True, fullgraph=True) for fn in pair)
+    return _FUSED
+
+
+def _run(kernels, term, which, device, dtype, *args):
+    """``kernels[term][which](*args)``; a compiled kernel that fails falls back to eager, with one warning."""
+    fn = kernels[term][which]
+    if kernels is _EAGER:
+        return fn(*args)
+    try:
+        return fn(*args)
+    except Exception as exc:  # noqa: BLE001 - a compiler failure of any kind: the eager code is the same loss
+        _FUSED_FAILED.add((device.type, dtype))
+        warnings.warn(f"fused=True: torch.compile failed for {device.type} {dtype} ({type(exc).__name__}: "
+                      f"{str(exc).splitlines()[0] if str(exc) else ''}); running eagerly", RuntimeWarning, stacklevel=3)
+        return _EAGER[term][which](*args)
+
+
+def _loss(reduction, params, kernels, score, target):
+    """The reduced loss, value only (no gradient is wanted)."""
+    device, dtype = score.device, score.dtype
+    return _reduce(_run(kernels, "soft_margin", 0, device, dtype, score, target), reduction)
 
 
 class _SoftMarginLossFunction(torch.autograd.Function):
-    """The loss as an autograd Function: backward is the derived gradient, not a replay.
+    """The loss as an autograd Function whose forward also computes the gradient.
 
-    Only the arguments are saved for backward. The backward is built from
-    differentiable torch operations, so it can itself be differentiated.
+    The forward evaluates the per-sample loss and its gradient with respect to
+    each input in one pass, sharing their subexpressions, and saves the
+    gradient; backward only scales it by the upstream gradient. When the
+    backward is itself recorded (``create_graph=True``, double backward), it
+    recomputes the gradient from the saved arguments with differentiable torch
+    operations instead, so that it can be differentiated again.
     """
 
     @staticmethod
-    def forward(ctx, reduction, params, score, target):
+    def forward(ctx, reduction, params, kernels, score, target):
         ctx.reduction = reduction
         ctx.params = params
-        ctx.save_for_backward(score, target)
-        return _reduce(_soft_margin_value(score, target), reduction)
+        device, dtype = score.device, score.dtype
+        value, grad_term_0 = _run(kernels, "soft_margin", 1, device, dtype, score, target)
+        ctx.save_for_backward(score, target, *grad_term_0)
+        return _reduce(value, reduction)
 
     @staticmethod
     def backward(ctx, grad_output):
-        score, target = ctx.saved_tensors
+        saved = ctx.saved_tensors
+        score, target = saved[:2]
+        recompute = torch.is_grad_enabled()  # create_graph=True: the gradient must be differentiable
         grad_score = None
-        grads = _soft_margin_grads(score, target)
+        if recompute:
+            grads = _soft_margin_value_and_grads(score, target)[1]
+        else:
+            grads = saved[2:3]
         batch = score.shape
-        upstream = 1.0 * (grad_output / batch.numel() if ctx.reduction == "mean" else grad_output)
+        upstream = (grad_output / batch.numel() if ctx.reduction == "mean" else grad_output)
         part = grads[0] * upstream
         grad_score = part if grad_score is None else grad_score + part
-        return None, None, grad_score, None
+        return None, None, None, grad_score, None
 
 
 class SoftMarginLoss(torch.nn.Module):
@@ -138,20 +197,25 @@ class SoftMarginLoss(torch.nn.Module):
         >>> value.backward()
     """
 
-    def __init__(self, reduction="mean"):
+    def __init__(self, reduction="mean", *, fused=False):
         super().__init__()
         _check_reduction(reduction)
         self.reduction = reduction
+        self.fused = bool(fused)
 
     def _params(self):
         return ()
 
     def forward(self, score, target):
         score, target = _prepare(score, target)
-        return _SoftMarginLossFunction.apply(self.reduction, self._params(), score, target)
+        kernels = _kernels(self.fused, score.device, score.dtype)
+        if torch.is_grad_enabled() and (score.requires_grad):
+            return _SoftMarginLossFunction.apply(self.reduction, self._params(), kernels, score, target)
+        return _loss(self.reduction, self._params(), kernels, score, target)
 
     def extra_repr(self):
-        return ", ".join([f"reduction={self.reduction!r}"])
+        return ", ".join([f"reduction={self.reduction!r}"]
+                         + (["fused=True"] if self.fused else []))
 
 
 Loss = SoftMarginLoss

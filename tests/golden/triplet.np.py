@@ -100,8 +100,8 @@ def _prepare(anchor, positive, negative):
 def _triplet_value(anchor, positive, negative, margin, eps):
     """Per-sample loss."""
     batch = anchor.shape[:-1]
-    _t0 = (-np.sqrt(np.sum(np.square((anchor - negative) + eps), axis=-1, keepdims=True)) + np.sqrt(np.sum(np.square((anchor - positive) + eps), axis=-1, keepdims=True))) + margin
-    return _fill(np.where((_t0 < 0), 0, _t0), batch + (1,))[..., 0]
+    _t4 = (-np.sqrt(np.sum(np.square((anchor - negative) + eps), axis=-1, keepdims=True)) + np.sqrt(np.sum(np.square((anchor - positive) + eps), axis=-1, keepdims=True))) + margin
+    return _fill(np.where((_t4 < 0), 0, _t4), batch + (1,))[..., 0]
 
 
 def _triplet_value_and_grads(anchor, positive, negative, margin, eps):

@@ -2,6 +2,8 @@
 # Formula: where(margin + norm(anchor - positive + eps) - norm(anchor - negative + eps) >= 0, margin + norm(anchor - positive + eps) - norm(anchor - negative + eps), 0)
 """PyTorch module for the triplet loss, with its derived (analytic) backward."""
 
+import warnings
+
 import torch
 
 _REDUCTIONS = ("mean", "sum", "none")
@@ -48,30 +50,6 @@ def _reduce(value, reduction):
     return value.mean() if reduction == "mean" else value.sum()
 
 
-_BITS = {torch.float64: torch.int64, torch.float32: torch.int32, torch.float16: torch.int16, torch.bfloat16: torch.int16}
-
-
-def _where(cond, a, b):
-    """``torch.where(cond, a, b)``, selected bit by bit on CPU when autograd is off.
-
-    On CPU, ``torch.where`` costs several times a whole arithmetic kernel. With
-    no graph being recorded (the forward of an autograd Function, a backward
-    that is not itself differentiated) the result is built from the bits
-    instead, ``b ^ ((a ^ b) & mask)``: every bit of the branch not taken is
-    masked out, so a NaN or inf there never reaches the result, exactly as
-    with ``torch.where``. Otherwise, and on other devices, ``torch.where``.
-    """
-    if torch.is_grad_enabled() or cond.device.type != "cpu":
-        return torch.where(cond, a, b)
-    dtype = a.dtype if isinstance(a, torch.Tensor) else b.dtype
-    bits = _BITS.get(dtype)
-    if bits is None:
-        return torch.where(cond, a, b)
-    cond, a, b = torch.broadcast_tensors(cond, torch.as_tensor(a, dtype=dtype), torch.as_tensor(b, dtype=dtype))
-    a, b = a.view(bits), b.view(bits)
-    return (b ^ ((a ^ b) & cond.to(bits).neg())).view(dtype)
-
-
 def _prepare(anchor, positive, negative):
     """Tensors in the inputs' floating dtype (one-hot targets from class indices), shapes checked."""
     anchor = torch.as_tensor(anchor)
@@ -88,59 +66,117 @@ def _prepare(anchor, positive, negative):
 def _triplet_value(anchor, positive, negative, margin, eps):
     """Per-sample loss."""
     dtype, device, batch = anchor.dtype, anchor.device, anchor.shape[:-1]
-    _t0 = (-torch.sqrt(torch.sum(torch.square((anchor - negative) + eps), dim=-1, keepdim=True)) + torch.sqrt(torch.sum(torch.square((anchor - positive) + eps), dim=-1, keepdim=True))) + margin
-    return _fill(_where((_t0 < 0), 0, _t0), batch + (1,), dtype, device)[..., 0]
+    _t4 = (-torch.sqrt(torch.sum(torch.square((anchor - negative) + eps), dim=-1, keepdim=True)) + torch.sqrt(torch.sum(torch.square((anchor - positive) + eps), dim=-1, keepdim=True))) + margin
+    return _fill(torch.where((_t4 < 0), 0, _t4), batch + (1,), dtype, device)[..., 0]
 
 
-def _triplet_grads(anchor, positive, negative, margin, eps):
-    """Gradient of the per-sample loss for each input, per element."""
-    dtype, device = anchor.dtype, anchor.device
+def _triplet_value_and_grads(anchor, positive, negative, margin, eps):
+    """Per-sample loss and its gradient for each input, per element, in one pass."""
+    dtype, device, batch = anchor.dtype, anchor.device, anchor.shape[:-1]
     _t0 = (anchor - negative) + eps
     _t1 = torch.sqrt(torch.sum(torch.square(_t0), dim=-1, keepdim=True))
     _t2 = (anchor - positive) + eps
     _t3 = torch.sqrt(torch.sum(torch.square(_t2), dim=-1, keepdim=True))
-    _t4 = ((-_t1 + _t3) + margin >= 0)
-    _t5 = _t0*_where(_t4, torch.as_tensor(-1, dtype=dtype, device=device), 0)/_t1
-    _t6 = _t2*_where(_t4, torch.as_tensor(1, dtype=dtype, device=device), 0)/_t3
-    return (
-        _fill(_t5 + _t6, anchor.shape, dtype, device),
-        _fill(-_t6, positive.shape, dtype, device),
-        _fill(-_t5, negative.shape, dtype, device),
+    _t4 = (-_t1 + _t3) + margin
+    _t5 = (_t4 >= 0)
+    _t6 = _t0*torch.where(_t5, torch.as_tensor(-1, dtype=dtype, device=device), 0)/_t1
+    _t7 = _t2*torch.where(_t5, torch.as_tensor(1, dtype=dtype, device=device), 0)/_t3
+    value = _fill(torch.where((_t4 < 0), 0, _t4), batch + (1,), dtype, device)[..., 0]
+    grads = (
+        _fill(_t6 + _t7, anchor.shape, dtype, device),
+        _fill(-_t7, positive.shape, dtype, device),
+        _fill(-_t6, negative.shape, dtype, device),
     )
+    return value, grads
+
+
+_EAGER = {
+    "triplet": (_triplet_value, _triplet_value_and_grads),
+}
+_FUSED = {}
+_FUSED_FAILED = set()
+
+
+def _kernels(fused, device, dtype):
+    """Each term's (value, value-and-gradients) functions: eager, or compiled by ``torch.compile``.
+
+    Compiled functions are made once per term (inductor: C++ on CPU, Triton on CUDA;
+    dynamic batch sizes; inductor caches the compiled code on disk) and compiled again
+    per dtype and device by torch's guards. Where compiling fails for a device and
+    dtype, that pair runs eagerly, with one warning.
+    """
+    if not fused or (device.type, dtype) in _FUSED_FAILED:
+        return _EAGER
+    if not _FUSED:
+        for name, pair in _EAGER.items():
+            _FUSED[name] = tuple(torch.compile(fn, dynamic=True, fullgraph=True) for fn in pair)
+    return _FUSED
+
+
+def _run(kernels, term, which, device, dtype, *args):
+    """``kernels[term][which](*args)``; a compiled kernel that fails falls back to eager, with one warning."""
+    fn = kernels[term][which]
+    if kernels is _EAGER:
+        return fn(*args)
+    try:
+        return fn(*args)
+    except Exception as exc:  # noqa: BLE001 - a compiler failure of any kind: the eager code is the same loss
+        _FUSED_FAILED.add((device.type, dtype))
+        warnings.warn(f"fused=True: torch.compile failed for {device.type} {dtype} ({type(exc).__name__}: "
+                      f"{str(exc).splitlines()[0] if str(exc) else ''}); running eagerly", RuntimeWarning, stacklevel=3)
+        return _EAGER[term][which](*args)
+
+
+def _loss(reduction, params, kernels, anchor, positive, negative):
+    """The reduced loss, value only (no gradient is wanted)."""
+    margin, eps = params
+    device, dtype = anchor.device, anchor.dtype
+    return _reduce(_run(kernels, "triplet", 0, device, dtype, anchor, positive, negative, margin, eps), reduction)
 
 
 class _TripletLossFunction(torch.autograd.Function):
-    """The loss as an autograd Function: backward is the derived gradient, not a replay.
+    """The loss as an autograd Function whose forward also computes the gradient.
 
-    Only the arguments are saved for backward. The backward is built from
-    differentiable torch operations, so it can itself be differentiated.
+    The forward evaluates the per-sample loss and its gradient with respect to
+    each input in one pass, sharing their subexpressions, and saves the
+    gradient; backward only scales it by the upstream gradient. When the
+    backward is itself recorded (``create_graph=True``, double backward), it
+    recomputes the gradient from the saved arguments with differentiable torch
+    operations instead, so that it can be differentiated again.
     """
 
     @staticmethod
-    def forward(ctx, reduction, params, anchor, positive, negative):
+    def forward(ctx, reduction, params, kernels, anchor, positive, negative):
         ctx.reduction = reduction
         ctx.params = params
-        ctx.save_for_backward(anchor, positive, negative)
         margin, eps = params
-        return _reduce(_triplet_value(anchor, positive, negative, margin, eps), reduction)
+        device, dtype = anchor.device, anchor.dtype
+        value, grad_term_0 = _run(kernels, "triplet", 1, device, dtype, anchor, positive, negative, margin, eps)
+        ctx.save_for_backward(anchor, positive, negative, *grad_term_0)
+        return _reduce(value, reduction)
 
     @staticmethod
     def backward(ctx, grad_output):
-        anchor, positive, negative = ctx.saved_tensors
+        saved = ctx.saved_tensors
+        anchor, positive, negative = saved[:3]
         margin, eps = ctx.params
+        recompute = torch.is_grad_enabled()  # create_graph=True: the gradient must be differentiable
         grad_anchor = None
         grad_positive = None
         grad_negative = None
-        grads = _triplet_grads(anchor, positive, negative, margin, eps)
+        if recompute:
+            grads = _triplet_value_and_grads(anchor, positive, negative, margin, eps)[1]
+        else:
+            grads = saved[3:6]
         batch = anchor.shape[:-1]
-        upstream = 1.0 * (grad_output / batch.numel() if ctx.reduction == "mean" else grad_output)
+        upstream = (grad_output / batch.numel() if ctx.reduction == "mean" else grad_output)
         part = grads[0] * (upstream[..., None] if ctx.reduction == "none" else upstream)
         grad_anchor = part if grad_anchor is None else grad_anchor + part
         part = grads[1] * (upstream[..., None] if ctx.reduction == "none" else upstream)
         grad_positive = part if grad_positive is None else grad_positive + part
         part = grads[2] * (upstream[..., None] if ctx.reduction == "none" else upstream)
         grad_negative = part if grad_negative is None else grad_negative + part
-        return None, None, grad_anchor, grad_positive, grad_negative
+        return None, None, None, grad_anchor, grad_positive, grad_negative
 
 
 class TripletLoss(torch.nn.Module):
@@ -185,10 +221,11 @@ class TripletLoss(torch.nn.Module):
         >>> value.backward()
     """
 
-    def __init__(self, reduction="mean", margin=1.0, eps=1e-06):
+    def __init__(self, reduction="mean", margin=1.0, eps=1e-06, *, fused=False):
         super().__init__()
         _check_reduction(reduction)
         self.reduction = reduction
+        self.fused = bool(fused)
         self.margin = float(margin)
         self.eps = float(eps)
 
@@ -197,10 +234,14 @@ class TripletLoss(torch.nn.Module):
 
     def forward(self, anchor, positive, negative):
         anchor, positive, negative = _prepare(anchor, positive, negative)
-        return _TripletLossFunction.apply(self.reduction, self._params(), anchor, positive, negative)
+        kernels = _kernels(self.fused, anchor.device, anchor.dtype)
+        if torch.is_grad_enabled() and (anchor.requires_grad or positive.requires_grad or negative.requires_grad):
+            return _TripletLossFunction.apply(self.reduction, self._params(), kernels, anchor, positive, negative)
+        return _loss(self.reduction, self._params(), kernels, anchor, positive, negative)
 
     def extra_repr(self):
-        return ", ".join([f"reduction={self.reduction!r}", f"margin={self.margin!r}", f"eps={self.eps!r}"])
+        return ", ".join([f"reduction={self.reduction!r}", f"margin={self.margin!r}", f"eps={self.eps!r}"]
+                         + (["fused=True"] if self.fused else []))
 
 
 Loss = TripletLoss
