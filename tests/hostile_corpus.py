@@ -426,11 +426,11 @@ def _expr_entries() -> list[Entry]:
         refuse("expr-nested-tanh-79", "expr", "tanh(" * 79 + "x" + ")" * 79 + " + y", P, "deeper than 80"),
         accept("expr-nested-tanh-60", "expr", "tanh(" * 60 + "x" + ")" * 60 + " + y"),
         accept("expr-nested-exp-log-20", "expr", "log(1 + exp(" * 20 + "x" + "))" * 20 + " + y"),
-        accept("expr-nested-where-16", "expr", _nested_where(16), stabilize=True, seconds=4.0,
+        accept("expr-nested-where-16", "expr", _nested_where(16), stabilize=True, seconds=5.0,
                point=(("x", (0.5, 2.5, 20.0, 1.5)), ("y", (1.0, 0.25, -0.5, 2.0))),
                reference=_nested_where_ref(16)),
         accept("expr-sigmoid-product-200", "expr", " * ".join(f"sigmoid(x{i})" for i in range(200)),
-               symbols=_INPUTS200, point=_POINT200, reference=_prod_sigmoids, grad_reference=True, seconds=4.0),
+               symbols=_INPUTS200, point=_POINT200, reference=_prod_sigmoids, grad_reference=True, seconds=8.0),
     ]
     return E
 

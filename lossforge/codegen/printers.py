@@ -348,7 +348,8 @@ class _LossPrinterMixin:
         return any(s.name in self.array_names for s in expr.free_symbols)
 
     def _print_grouped(self, expr):
-        return f"({self._print(expr.args[0])})"
+        inner = self._print(expr.args[0])
+        return inner if expr.args[0].is_Atom else f"({inner})"
 
     def _axis_anchor(self, expr) -> str:
         """The first vector named in ``expr``: its last dimension is the axis."""

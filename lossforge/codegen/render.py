@@ -13,6 +13,7 @@ from __future__ import annotations
 import builtins
 import hashlib
 import keyword
+import math
 import sys
 import threading
 import types
@@ -32,6 +33,7 @@ from ..errors import LossforgeError, RenderError
 from ..expr import axis_ones, axis_size
 from ..spec import LossSpec, Var, dumps, loads
 from ..text import inert, one_line
+from .forms import cheaper
 from .printers import NumpyLossPrinter, TorchLossPrinter, group_sums, guard_where, softmaxes
 
 VERSION = "0.1.0"
@@ -258,8 +260,9 @@ def _code(printer, replacements, exprs) -> tuple[tuple[str, ...], tuple[str, ...
 def _prepared(spec: LossSpec, local: tuple[tuple[str, str], ...]) -> tuple[sympy.Expr, ...]:
     """The loss and each input's gradient as the printers take them, the same for every target.
 
-    Symbols renamed to their locals, constant calls as floats, the NaN-propagating
-    select and the double-where guards (:func:`guard_where`), sums grouped.
+    Symbols renamed to their locals, constant calls as floats, the cheaper forms
+    (:func:`lossforge.codegen.forms.cheaper`), the NaN-propagating select and the
+    double-where guards (:func:`guard_where`), sums grouped.
     """
     local = dict(local)
     derivation = derive(spec)
@@ -278,11 +281,14 @@ def _prepared(spec: LossSpec, local: tuple[tuple[str, str], ...]) -> tuple[sympy
     def prepared(expr: sympy.Expr) -> sympy.Expr:
         expr = (expr.xreplace(rename) if rename else expr).replace(lambda n: isinstance(n, (axis_size, axis_ones)), axis_of)
         # Constant calls such as log(2) or sqrt(2) become float literals.
-        expr = expr.replace(lambda n: n.is_number and isinstance(n, (sympy.Function, sympy.Pow)) and not n.is_Rational,
+        return expr.replace(lambda n: n.is_number and isinstance(n, (sympy.Function, sympy.Pow)) and not n.is_Rational,
                             lambda n: sympy.Float(float(n.evalf(30))))
-        return group_sums(guard_where(softmaxes(expr), array_syms), array_syms)
 
-    return (prepared(derivation.loss), *(prepared(derivation.gradients[n]) for n in spec.inputs))
+    lower = {rename.get(table[n], table[n]): sympy.Float(v.domain.lo) for n, v in spec.symbols.items()
+             if math.isfinite(v.domain.lo)}
+    exprs = cheaper(tuple(prepared(e) for e in (derivation.loss, *(derivation.gradients[n] for n in spec.inputs))),
+                    lower)
+    return tuple(group_sums(guard_where(softmaxes(e), array_syms), array_syms) for e in exprs)
 
 
 def _build_term(target: Target, term: str, weight: str, spec: LossSpec, local: dict[str, str]) -> Term:

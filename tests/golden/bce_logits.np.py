@@ -97,18 +97,20 @@ def _prepare(logits, target):
 def _bce_logits_value(logits, target, pos_weight):
     """Per-sample loss."""
     batch = logits.shape
-    return _fill(pos_weight*target*np.logaddexp(0.0, -logits) + (-target + 1)*np.logaddexp(0.0, logits), batch)
+    _t0 = np.logaddexp(0.0, logits)
+    return _fill(_t0*(-target + 1) + pos_weight*target*(_t0 - logits), batch)
 
 
 def _bce_logits_value_and_grads(logits, target, pos_weight):
     """Per-sample loss and its gradient for each input, per element."""
     batch = logits.shape
-    _t0 = -logits
-    _t1 = pos_weight*target
-    _t2 = -target + 1
-    value = _fill(_t1*np.logaddexp(0.0, _t0) + _t2*np.logaddexp(0.0, logits), batch)
+    _t0 = np.logaddexp(0.0, logits)
+    _t1 = -target + 1
+    _t2 = pos_weight*target
+    _t3 = np.exp(-np.logaddexp(0.0, -logits))
+    value = _fill(_t0*_t1 + _t2*(_t0 - logits), batch)
     grads = (
-        _fill(-_t1*np.exp(-np.logaddexp(0.0, -_t0)) + _t2*np.exp(-np.logaddexp(0.0, -logits)), logits.shape),
+        _fill(_t1*_t3 - _t2*(-_t3 + 1), logits.shape),
     )
     return value, grads
 

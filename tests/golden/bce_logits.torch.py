@@ -64,18 +64,20 @@ def _prepare(logits, target):
 def _bce_logits_value(logits, target, pos_weight):
     """Per-sample loss."""
     dtype, device, batch = logits.dtype, logits.device, logits.shape
-    return _fill(pos_weight*target*torch.nn.functional.softplus(-logits, beta=1.0, threshold=40.0) + (-target + 1)*torch.nn.functional.softplus(logits, beta=1.0, threshold=40.0), batch, dtype, device)
+    _t0 = torch.nn.functional.softplus(logits, beta=1.0, threshold=40.0)
+    return _fill(_t0*(-target + 1) + pos_weight*target*(_t0 - logits), batch, dtype, device)
 
 
 def _bce_logits_value_and_grads(logits, target, pos_weight):
     """Per-sample loss and its gradient for each input, per element, in one pass."""
     dtype, device, batch = logits.dtype, logits.device, logits.shape
-    _t0 = -logits
-    _t1 = pos_weight*target
-    _t2 = -target + 1
-    value = _fill(_t1*torch.nn.functional.softplus(_t0, beta=1.0, threshold=40.0) + _t2*torch.nn.functional.softplus(logits, beta=1.0, threshold=40.0), batch, dtype, device)
+    _t0 = torch.nn.functional.softplus(logits, beta=1.0, threshold=40.0)
+    _t1 = -target + 1
+    _t2 = pos_weight*target
+    _t3 = torch.sigmoid(logits)
+    value = _fill(_t0*_t1 + _t2*(_t0 - logits), batch, dtype, device)
     grads = (
-        _fill(-_t1*torch.sigmoid(_t0) + _t2*torch.sigmoid(logits), logits.shape, dtype, device),
+        _fill(_t1*_t3 - _t2*(-_t3 + 1), logits.shape, dtype, device),
     )
     return value, grads
 

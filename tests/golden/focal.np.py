@@ -98,26 +98,29 @@ def _prepare(logits, target):
 def _focal_value(logits, target, alpha, gamma):
     """Per-sample loss."""
     batch = logits.shape
-    _t0 = -logits
-    _t1 = -target + 1
-    return _fill((_t1*(1 - alpha) + alpha*target)*(_t1*np.exp(-np.logaddexp(0.0, -logits)) + target*np.exp(-np.logaddexp(0.0, -_t0)))**gamma*(_t1*np.logaddexp(0.0, logits) + target*np.logaddexp(0.0, _t0)), batch)
+    _t0 = -target + 1
+    _t2 = np.logaddexp(0.0, logits)
+    _t4 = np.exp(-np.logaddexp(0.0, -logits))
+    _t7 = _t0*_t4 + target*(-_t4 + 1)
+    return _fill(_t7*(_t0*_t2 + target*(_t2 - logits))*(_t0*(1 - alpha) + alpha*target)*(_t7**(gamma - 1)), batch)
 
 
 def _focal_value_and_grads(logits, target, alpha, gamma):
     """Per-sample loss and its gradient for each input, per element."""
     batch = logits.shape
-    _t0 = -logits
-    _t1 = -target + 1
-    _t2 = _t1*np.logaddexp(0.0, logits) + target*np.logaddexp(0.0, _t0)
-    _t3 = np.exp(-np.logaddexp(0.0, -_t0))
-    _t4 = _t3*target
-    _t5 = np.exp(-np.logaddexp(0.0, -logits))
-    _t6 = _t1*_t5 + _t4
-    _t7 = _t1*(1 - alpha) + alpha*target
-    _t8 = _t6**gamma*_t7
-    value = _fill(_t2*_t8, batch)
+    _t0 = -target + 1
+    _t1 = _t0*(1 - alpha) + alpha*target
+    _t2 = np.logaddexp(0.0, logits)
+    _t3 = _t1*(_t0*_t2 + target*(_t2 - logits))
+    _t4 = np.exp(-np.logaddexp(0.0, -logits))
+    _t5 = -_t4 + 1
+    _t6 = _t5*target
+    _t7 = _t0*_t4 + _t6
+    _t8 = _t7**(gamma - 1)
+    _t9 = _t7*_t8
+    value = _fill(_t3*_t9, batch)
     grads = (
-        _fill(_t2*_t6**(gamma - 1)*_t7*gamma*(_t1*_t3*_t5 - _t4*_t5) + _t8*(_t1*_t5 - _t4), logits.shape),
+        _fill(_t1*_t9*(_t0*_t4 - _t6) + _t3*_t8*gamma*(_t0*_t4*_t5 - _t4*_t6), logits.shape),
     )
     return value, grads
 

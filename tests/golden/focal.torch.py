@@ -64,26 +64,29 @@ def _prepare(logits, target):
 def _focal_value(logits, target, alpha, gamma):
     """Per-sample loss."""
     dtype, device, batch = logits.dtype, logits.device, logits.shape
-    _t0 = -logits
-    _t1 = -target + 1
-    return _fill((_t1*(1 - alpha) + alpha*target)*(_t1*torch.sigmoid(logits) + target*torch.sigmoid(_t0))**gamma*(_t1*torch.nn.functional.softplus(logits, beta=1.0, threshold=40.0) + target*torch.nn.functional.softplus(_t0, beta=1.0, threshold=40.0)), batch, dtype, device)
+    _t0 = -target + 1
+    _t2 = torch.nn.functional.softplus(logits, beta=1.0, threshold=40.0)
+    _t4 = torch.sigmoid(logits)
+    _t7 = _t0*_t4 + target*(-_t4 + 1)
+    return _fill(_t7*(_t0*_t2 + target*(_t2 - logits))*(_t0*(1 - alpha) + alpha*target)*(_t7**(gamma - 1)), batch, dtype, device)
 
 
 def _focal_value_and_grads(logits, target, alpha, gamma):
     """Per-sample loss and its gradient for each input, per element, in one pass."""
     dtype, device, batch = logits.dtype, logits.device, logits.shape
-    _t0 = -logits
-    _t1 = -target + 1
-    _t2 = _t1*torch.nn.functional.softplus(logits, beta=1.0, threshold=40.0) + target*torch.nn.functional.softplus(_t0, beta=1.0, threshold=40.0)
-    _t3 = torch.sigmoid(_t0)
-    _t4 = _t3*target
-    _t5 = torch.sigmoid(logits)
-    _t6 = _t1*_t5 + _t4
-    _t7 = _t1*(1 - alpha) + alpha*target
-    _t8 = _t6**gamma*_t7
-    value = _fill(_t2*_t8, batch, dtype, device)
+    _t0 = -target + 1
+    _t1 = _t0*(1 - alpha) + alpha*target
+    _t2 = torch.nn.functional.softplus(logits, beta=1.0, threshold=40.0)
+    _t3 = _t1*(_t0*_t2 + target*(_t2 - logits))
+    _t4 = torch.sigmoid(logits)
+    _t5 = -_t4 + 1
+    _t6 = _t5*target
+    _t7 = _t0*_t4 + _t6
+    _t8 = _t7**(gamma - 1)
+    _t9 = _t7*_t8
+    value = _fill(_t3*_t9, batch, dtype, device)
     grads = (
-        _fill(_t2*_t6**(gamma - 1)*_t7*gamma*(_t1*_t3*_t5 - _t4*_t5) + _t8*(_t1*_t5 - _t4), logits.shape, dtype, device),
+        _fill(_t1*_t9*(_t0*_t4 - _t6) + _t3*_t8*gamma*(_t0*_t4*_t5 - _t4*_t6), logits.shape, dtype, device),
     )
     return value, grads
 

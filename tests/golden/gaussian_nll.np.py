@@ -100,21 +100,21 @@ def _gaussian_nll_value(mean, target, var, eps):
     """Per-sample loss."""
     batch = mean.shape
     _t0 = np.where((var < eps), eps, var)
-    return _fill((1/2)*np.log(_t0) + (1/2)*(mean - target)**2/_t0, batch)
+    return _fill((1/2)*(np.log(_t0) + (mean - target)**2/_t0), batch)
 
 
 def _gaussian_nll_value_and_grads(mean, target, var, eps):
     """Per-sample loss and its gradient for each input, per element."""
     batch = mean.shape
     _t0 = np.where((var < eps), eps, var)
-    _t1 = (mean - target)**2
-    _t2 = 1/_t0
-    _t3 = (1/2)*_t2
+    _t1 = mean - target
+    _t2 = _t1**2
+    _t3 = 1/_t0
     _t4 = np.where((var >= eps), 1, 0)
-    value = _fill(_t1*_t3 + (1/2)*np.log(_t0), batch)
+    value = _fill((1/2)*(_t2*_t3 + np.log(_t0)), batch)
     grads = (
-        _fill(_t3*(2*mean - 2*target), mean.shape),
-        _fill((1/2)*_t2*_t4 - 1/2*_t1*_t4/_t0**2, var.shape),
+        _fill(_t3*_t1, mean.shape),
+        _fill((1/2)*(_t3*_t4 - _t2*_t4/_t0**2), var.shape),
     )
     return value, grads
 

@@ -67,21 +67,21 @@ def _gaussian_nll_value(mean, target, var, eps):
     """Per-sample loss."""
     dtype, device, batch = mean.dtype, mean.device, mean.shape
     _t0 = torch.where((var < eps), eps, var)
-    return _fill((1/2)*torch.log(_t0) + (1/2)*(mean - target)**2/_t0, batch, dtype, device)
+    return _fill((1/2)*(torch.log(_t0) + (mean - target)**2/_t0), batch, dtype, device)
 
 
 def _gaussian_nll_value_and_grads(mean, target, var, eps):
     """Per-sample loss and its gradient for each input, per element, in one pass."""
     dtype, device, batch = mean.dtype, mean.device, mean.shape
     _t0 = torch.where((var < eps), eps, var)
-    _t1 = (mean - target)**2
-    _t2 = 1/_t0
-    _t3 = (1/2)*_t2
+    _t1 = mean - target
+    _t2 = _t1**2
+    _t3 = 1/_t0
     _t4 = torch.where((var >= eps), torch.as_tensor(1, dtype=dtype, device=device), 0)
-    value = _fill(_t1*_t3 + (1/2)*torch.log(_t0), batch, dtype, device)
+    value = _fill((1/2)*(_t2*_t3 + torch.log(_t0)), batch, dtype, device)
     grads = (
-        _fill(_t3*(2*mean - 2*target), mean.shape, dtype, device),
-        _fill((1/2)*_t2*_t4 - 1/2*_t1*_t4/_t0**2, var.shape, dtype, device),
+        _fill(_t3*_t1, mean.shape, dtype, device),
+        _fill((1/2)*(_t3*_t4 - _t2*_t4/_t0**2), var.shape, dtype, device),
     )
     return value, grads
 

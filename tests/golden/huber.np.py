@@ -99,7 +99,7 @@ def _huber_value(pred, target, delta):
     batch = pred.shape
     _t0 = pred - target
     _t1 = np.abs(_t0)
-    return _fill(np.where((_t1 < delta), (1/2)*_t0**2, delta*(_t1 - 1/2*delta)), batch)
+    return _fill(np.where((_t1 < delta), (1/2)*_t0**2, (1/2)*delta*(2*_t1 - delta)), batch)
 
 
 def _huber_value_and_grads(pred, target, delta):
@@ -107,10 +107,9 @@ def _huber_value_and_grads(pred, target, delta):
     batch = pred.shape
     _t0 = pred - target
     _t1 = np.abs(_t0)
-    _t2 = (_t1 < delta)
-    value = _fill(np.where(_t2, (1/2)*_t0**2, delta*(_t1 - 1/2*delta)), batch)
+    value = _fill(np.where((_t1 < delta), (1/2)*_t0**2, (1/2)*delta*(2*_t1 - delta)), batch)
     grads = (
-        _fill(np.where(_t2, _t0, delta*np.sign(_t0)), pred.shape),
+        _fill(np.clip(_t0, -delta, delta), pred.shape),
     )
     return value, grads
 

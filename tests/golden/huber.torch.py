@@ -50,11 +50,6 @@ def _reduce(value, reduction):
     return value.mean() if reduction == "mean" else value.sum()
 
 
-def _sign(x):
-    """``torch.sign``, except that a NaN stays NaN (``torch.sign(nan)`` is 0); zero gradient."""
-    return torch.where(torch.isnan(x), x, torch.sign(x))
-
-
 def _prepare(pred, target):
     """Tensors in the inputs' floating dtype (one-hot targets from class indices), shapes checked."""
     pred = torch.as_tensor(pred)
@@ -71,7 +66,7 @@ def _huber_value(pred, target, delta):
     dtype, device, batch = pred.dtype, pred.device, pred.shape
     _t0 = pred - target
     _t1 = torch.abs(_t0)
-    return _fill(torch.where((_t1 < delta), (1/2)*_t0**2, delta*(_t1 - 1/2*delta)), batch, dtype, device)
+    return _fill(torch.where((_t1 < delta), (1/2)*_t0**2, (1/2)*delta*(2*_t1 - delta)), batch, dtype, device)
 
 
 def _huber_value_and_grads(pred, target, delta):
@@ -79,10 +74,9 @@ def _huber_value_and_grads(pred, target, delta):
     dtype, device, batch = pred.dtype, pred.device, pred.shape
     _t0 = pred - target
     _t1 = torch.abs(_t0)
-    _t2 = (_t1 < delta)
-    value = _fill(torch.where(_t2, (1/2)*_t0**2, delta*(_t1 - 1/2*delta)), batch, dtype, device)
+    value = _fill(torch.where((_t1 < delta), (1/2)*_t0**2, (1/2)*delta*(2*_t1 - delta)), batch, dtype, device)
     grads = (
-        _fill(torch.where(_t2, _t0, delta*_sign(_t0)), pred.shape, dtype, device),
+        _fill(torch.clamp(_t0, -delta, delta), pred.shape, dtype, device),
     )
     return value, grads
 

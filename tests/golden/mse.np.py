@@ -98,9 +98,10 @@ def _mse_value(pred, target):
 def _mse_value_and_grads(pred, target):
     """Per-sample loss and its gradient for each input, per element."""
     batch = pred.shape
-    value = _fill((pred - target)**2, batch)
+    _t0 = pred - target
+    value = _fill(_t0**2, batch)
     grads = (
-        _fill(2*pred - 2*target, pred.shape),
+        _fill(2*_t0, pred.shape),
     )
     return value, grads
 

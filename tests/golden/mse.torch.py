@@ -70,9 +70,10 @@ def _mse_value(pred, target):
 def _mse_value_and_grads(pred, target):
     """Per-sample loss and its gradient for each input, per element, in one pass."""
     dtype, device, batch = pred.dtype, pred.device, pred.shape
-    value = _fill((pred - target)**2, batch, dtype, device)
+    _t0 = pred - target
+    value = _fill(_t0**2, batch, dtype, device)
     grads = (
-        _fill(2*pred - 2*target, pred.shape, dtype, device),
+        _fill(2*_t0, pred.shape, dtype, device),
     )
     return value, grads
 

@@ -99,7 +99,7 @@ def _smooth_l1_value(pred, target, beta):
     batch = pred.shape
     _t0 = pred - target
     _t1 = np.abs(_t0)
-    return _fill(np.where((_t1 < beta), (1/2)*_t0**2/beta, _t1 - 1/2*beta), batch)
+    return _fill(np.where((_t1 < beta), (1/2)*_t0**2/beta, (1/2)*(2*_t1 - beta)), batch)
 
 
 def _smooth_l1_value_and_grads(pred, target, beta):
@@ -107,11 +107,10 @@ def _smooth_l1_value_and_grads(pred, target, beta):
     batch = pred.shape
     _t0 = pred - target
     _t1 = np.abs(_t0)
-    _t2 = (_t1 < beta)
-    _t3 = (1/2)/beta
-    value = _fill(np.where(_t2, _t0**2*_t3, _t1 - 1/2*beta), batch)
+    _t2 = 1/beta
+    value = _fill(np.where((_t1 < beta), (1/2)*_t0**2*_t2, (1/2)*(2*_t1 - beta)), batch)
     grads = (
-        _fill(np.where(_t2, _t3*(2*pred - 2*target), np.sign(_t0)), pred.shape),
+        _fill(_t2*np.clip(_t0, -beta, beta), pred.shape),
     )
     return value, grads
 

@@ -50,11 +50,6 @@ def _reduce(value, reduction):
     return value.mean() if reduction == "mean" else value.sum()
 
 
-def _sign(x):
-    """``torch.sign``, except that a NaN stays NaN (``torch.sign(nan)`` is 0); zero gradient."""
-    return torch.where(torch.isnan(x), x, torch.sign(x))
-
-
 def _prepare(pred, target):
     """Tensors in the inputs' floating dtype (one-hot targets from class indices), shapes checked."""
     pred = torch.as_tensor(pred)
@@ -71,7 +66,7 @@ def _smooth_l1_value(pred, target, beta):
     dtype, device, batch = pred.dtype, pred.device, pred.shape
     _t0 = pred - target
     _t1 = torch.abs(_t0)
-    return _fill(torch.where((_t1 < beta), (1/2)*_t0**2/beta, _t1 - 1/2*beta), batch, dtype, device)
+    return _fill(torch.where((_t1 < beta), (1/2)*_t0**2/beta, (1/2)*(2*_t1 - beta)), batch, dtype, device)
 
 
 def _smooth_l1_value_and_grads(pred, target, beta):
@@ -79,11 +74,10 @@ def _smooth_l1_value_and_grads(pred, target, beta):
     dtype, device, batch = pred.dtype, pred.device, pred.shape
     _t0 = pred - target
     _t1 = torch.abs(_t0)
-    _t2 = (_t1 < beta)
-    _t3 = (1/2)/beta
-    value = _fill(torch.where(_t2, _t0**2*_t3, _t1 - 1/2*beta), batch, dtype, device)
+    _t2 = 1/beta
+    value = _fill(torch.where((_t1 < beta), (1/2)*_t0**2*_t2, (1/2)*(2*_t1 - beta)), batch, dtype, device)
     grads = (
-        _fill(torch.where(_t2, _t3*(2*pred - 2*target), _sign(_t0)), pred.shape, dtype, device),
+        _fill(_t2*torch.clamp(_t0, -beta, beta), pred.shape, dtype, device),
     )
     return value, grads
 

@@ -1,0 +1,173 @@
+"""Cheaper printed forms: the rewrite stage between the prepared expressions and the printers.
+
+The loss and its gradients are rewritten together (a form shared between the
+value and a gradient is the point of several rewrites), before the
+double-where guards and CSE. Each rewrite is a :class:`Form`: mathematically
+an identity on the domain it checks, so the printed code computes the same
+function with fewer or cheaper kernels. ``tests/test_forms.py`` checks each
+one symbolically and against mpmath at ordinary and extreme points.
+
+A rewrite that changes rounding says so in its summary: ``1 - sigmoid(u)``
+for ``sigmoid(-u)`` is torch's own form (``binary_cross_entropy_with_logits``
+and torchvision's focal loss compute it so), exact to an absolute error of
+one rounding of 1, never a NaN or an inf where the other form is finite.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import sympy
+
+from .. import budget
+from ..expr import clamp, sigmoid, softplus, where
+from .printers import grouped
+
+#: Lower bounds of symbols (from their domains) that a rewrite may rely on.
+Lower = dict
+
+
+@dataclass(frozen=True)
+class Form:
+    """One rewrite: its name, what it does, the node types it looks at, and how it rewrites one.
+
+    ``rule(found, lower)`` is given every node of ``types`` in the loss and its
+    gradients (a form may depend on what else is computed) and returns the
+    function from one such node to its replacement, or None to keep it.
+    """
+
+    name: str
+    summary: str
+    types: tuple[type, ...]
+    rule: Callable[[set, Lower], Callable[[sympy.Basic], sympy.Basic | None]]
+
+
+def _nonnegative(expr: sympy.Expr, lower: Lower) -> bool:
+    """Whether ``expr`` is provably >= 0, its symbols at or above their lower bounds."""
+    if expr.is_nonnegative:
+        return True
+    shifted = {s: lower[s] + sympy.Dummy(nonnegative=True) for s in expr.free_symbols if s in lower}
+    return bool(shifted) and expr.xreplace(shifted).is_nonnegative is True
+
+
+# -- clamp: a select between u and its bound -----------------------------------------
+
+
+def _clamp_select(node: sympy.Basic, lower: Lower):
+    """``where(|u| < d, k*u, k*d*sign(u))`` (or ``<=``) as ``k*clamp(u, -d, d)``, for d >= 0; else None."""
+    if not isinstance(node, where):
+        return None
+    cond, a, b = node.args
+    if not isinstance(cond, (sympy.StrictLessThan, sympy.LessThan)) or not isinstance(cond.lhs, sympy.Abs):
+        return None
+    u, d = cond.lhs.args[0], cond.rhs
+    if u.free_symbols & d.free_symbols or not _nonnegative(d, lower):
+        return None
+    k = sympy.cancel(a / u)
+    if k.free_symbols & u.free_symbols or k.has(sympy.sign, sympy.Abs, where):
+        return None
+    if sympy.cancel(b - k * d * sympy.sign(u)) != 0:
+        return None
+    return k * clamp(u, -d, d)
+
+
+def _clamps(found, lower):
+    return lambda node: _clamp_select(node, lower)
+
+
+# -- one sigmoid and one softplus per argument ---------------------------------------
+
+
+def _mirrored(func, mirror):
+    """The rule for ``func(-u)`` as ``mirror(func(u), u)`` where ``func(u)`` is computed too."""
+
+    def rule(found, lower):
+        args = {n.args[0] for n in found if isinstance(n, func)}
+
+        def rewrite(node):
+            u = -node.args[0]
+            return mirror(func(u), u) if node.args[0].could_extract_minus_sign() and u in args else None
+
+        return rewrite
+
+    return rule
+
+
+# -- u**e from u**(e - 1) --------------------------------------------------------------
+
+
+def _power_steps(found, lower):
+    """``u**e`` as ``(u**(e - 1))*u`` where ``u**(e - 1)`` is computed too and e - 1 >= 0.
+
+    One power (an exp and a log per element) becomes a multiplication. At u = 0
+    both forms are 0 (e >= 1), at inf both inf, NaN stays NaN. The product is
+    kept apart (``grouped``) so that SymPy does not fold it back into ``u**e``.
+    """
+    have = {(p.base, p.exp) for p in found if isinstance(p, sympy.Pow) and not p.exp.is_Number}
+
+    def rewrite(p):
+        if p.exp.is_Number or (p.base, p.exp - 1) not in have or not _nonnegative(p.exp - 1, lower):
+            return None
+        return grouped(p.base ** (p.exp - 1)) * p.base
+
+    return rewrite
+
+
+# -- common numeric factors ----------------------------------------------------------
+
+
+def _common_factors(found, lower):
+    """``2*p - 2*t`` as ``2*(p - t)``: one multiplication, and ``p - t`` is shared with the value.
+
+    Exact for a power-of-two factor; for any other, the factored form rounds once where the
+    expanded one rounds twice. SymPy distributes a number over a sum, so the sum is kept apart.
+    """
+
+    def rewrite(node):
+        content, rest = node.primitive()
+        return content * grouped(rest) if content not in (0, 1) and content.is_Rational else None
+
+    return rewrite
+
+
+FORMS: tuple[Form, ...] = (
+    Form("clamp", "where(|u| < d, k*u, k*d*sign(u)) -> k*clamp(u, -d, d), d >= 0: one kernel for a select, "
+         "an abs, a comparison and a sign (huber, smooth_l1 gradients)", (where,), _clamps),
+    Form("shared-sigmoid", "sigmoid(-u) -> 1 - sigmoid(u) where sigmoid(u) is computed too (torch's form)",
+         (sigmoid,), _mirrored(sigmoid, lambda s, u: 1 - s)),
+    Form("shared-softplus", "softplus(-u) -> softplus(u) - u where softplus(u) is computed too",
+         (softplus,), _mirrored(softplus, lambda s, u: s - u)),
+    Form("power-step", "u**e -> u**(e - 1)*u where u**(e - 1) is computed too and e >= 1", (sympy.Pow,),
+         _power_steps),
+    Form("common-factor", "c*a + c*b -> c*(a + b) for a rational c", (sympy.Add,), _common_factors),
+)
+
+
+def cheaper(exprs: tuple[sympy.Expr, ...], lower: Lower | None = None) -> tuple[sympy.Expr, ...]:
+    """``exprs`` (a loss and its gradients) with every :data:`FORMS` rewrite applied.
+
+    One walk collects the nodes every form looks at; each node takes the first
+    form that rewrites it; then ``xreplace`` (which rebuilds only what changes)
+    until nothing does: a rewritten node whose value holds another rewritten
+    one takes one more pass per level of nesting.
+    """
+    lower = lower or {}
+    types = tuple({t for form in FORMS for t in form.types})
+    found = set().union(*(e.atoms(*types) for e in exprs))
+    rules = [(form.types, form.rule(found, lower)) for form in FORMS]
+    mapping = {}
+    for node in found:
+        for kinds, rewrite in rules:
+            new = rewrite(node) if isinstance(node, kinds) else None
+            if new is not None and new != node:
+                mapping[node] = new
+                break
+    exprs = tuple(exprs)
+    while mapping:
+        budget.tick()
+        new = tuple(e.xreplace(mapping) for e in exprs)
+        if all(a is b for a, b in zip(new, exprs)):
+            break
+        exprs = new
+    return exprs
