@@ -425,8 +425,8 @@ class NumpyLossPrinter(_LossPrinterMixin, NumPyPrinter):
         return f"np.where({cond}, {self._print(a)}, {self._print(b)})"
 
     def _print_sigmoid(self, expr):
-        # exp(-log(1 + exp(-x))): logaddexp never overflows, exp of a non-positive number never does.
-        return f"np.exp(-np.logaddexp(0.0, -{self.parenthesize(expr.args[0], 50)}))"
+        self.helpers.add("_sigmoid")
+        return f"_sigmoid({self._print(expr.args[0])})"
 
     def _print_softplus(self, expr):
         return f"np.logaddexp(0.0, {self._print(expr.args[0])})"

@@ -86,6 +86,12 @@ def _reduce(value, reduction):
     return value.sum() / value.size if value.size else np.float64(np.nan)
 
 
+def _sigmoid(a):
+    """1 / (1 + exp(-a)) from exp(-|a|), which never overflows: one exp per element, NaN stays NaN."""
+    e = np.exp(-np.abs(a))
+    return np.where(a >= 0, 1.0, e) / (1.0 + e)
+
+
 def _prepare(logits, target):
     """Arrays as float64 (one-hot targets from class indices) with checked shapes."""
     logits = np.asarray(logits, dtype=np.float64)
@@ -107,7 +113,7 @@ def _bce_logits_value_and_grads(logits, target, pos_weight):
     _t0 = np.logaddexp(0.0, logits)
     _t1 = -target + 1
     _t2 = pos_weight*target
-    _t3 = np.exp(-np.logaddexp(0.0, -logits))
+    _t3 = _sigmoid(logits)
     value = _fill(_t0*_t1 + _t2*(_t0 - logits), batch)
     grads = (
         _fill(_t1*_t3 - _t2*(-_t3 + 1), logits.shape),

@@ -87,6 +87,12 @@ def _reduce(value, reduction):
     return value.sum() / value.size if value.size else np.float64(np.nan)
 
 
+def _sigmoid(a):
+    """1 / (1 + exp(-a)) from exp(-|a|), which never overflows: one exp per element, NaN stays NaN."""
+    e = np.exp(-np.abs(a))
+    return np.where(a >= 0, 1.0, e) / (1.0 + e)
+
+
 def _prepare(logits, target):
     """Arrays as float64 (one-hot targets from class indices) with checked shapes."""
     logits = np.asarray(logits, dtype=np.float64)
@@ -100,7 +106,7 @@ def _focal_value(logits, target, alpha, gamma):
     batch = logits.shape
     _t0 = -target + 1
     _t2 = np.logaddexp(0.0, logits)
-    _t4 = np.exp(-np.logaddexp(0.0, -logits))
+    _t4 = _sigmoid(logits)
     _t7 = _t0*_t4 + target*(-_t4 + 1)
     return _fill(_t7*(_t0*_t2 + target*(_t2 - logits))*(_t0*(1 - alpha) + alpha*target)*(_t7**(gamma - 1)), batch)
 
@@ -112,7 +118,7 @@ def _focal_value_and_grads(logits, target, alpha, gamma):
     _t1 = _t0*(1 - alpha) + alpha*target
     _t2 = np.logaddexp(0.0, logits)
     _t3 = _t1*(_t0*_t2 + target*(_t2 - logits))
-    _t4 = np.exp(-np.logaddexp(0.0, -logits))
+    _t4 = _sigmoid(logits)
     _t5 = -_t4 + 1
     _t6 = _t5*target
     _t7 = _t0*_t4 + _t6

@@ -85,6 +85,12 @@ def _reduce(value, reduction):
     return value.sum() / value.size if value.size else np.float64(np.nan)
 
 
+def _sigmoid(a):
+    """1 / (1 + exp(-a)) from exp(-|a|), which never overflows: one exp per element, NaN stays NaN."""
+    e = np.exp(-np.abs(a))
+    return np.where(a >= 0, 1.0, e) / (1.0 + e)
+
+
 def _prepare(score, target):
     """Arrays as float64 (one-hot targets from class indices) with checked shapes."""
     score = np.asarray(score, dtype=np.float64)
@@ -105,7 +111,7 @@ def _soft_margin_value_and_grads(score, target):
     _t0 = -score*target
     value = _fill(np.logaddexp(0.0, _t0), batch)
     grads = (
-        _fill(-target*np.exp(-np.logaddexp(0.0, -_t0)), score.shape),
+        _fill(-target*_sigmoid(_t0), score.shape),
     )
     return value, grads
 
