@@ -390,6 +390,14 @@ class _LossPrinterMixin:
     def _print_Abs(self, expr):
         return f"{self._fn('abs')}({self._print(expr.args[0])})"
 
+    def _print_pick(self, expr):
+        self.helpers.add("_pick")
+        return f"_pick({self._print(expr.args[0])}, {self._print(expr.args[1])})"
+
+    def _print_scatter(self, expr):
+        self.helpers.add("_scatter")
+        return "_scatter(" + ", ".join(self._print(a) for a in expr.args) + ")"
+
     def _print_Exp1(self, expr):
         return repr(float(sympy.E))
 

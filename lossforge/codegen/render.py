@@ -11,6 +11,7 @@ these strings; they compute nothing.
 from __future__ import annotations
 
 import builtins
+import dataclasses
 import hashlib
 import keyword
 import math
@@ -34,6 +35,7 @@ from ..expr import axis_ones, axis_size
 from ..spec import LossSpec, Var, dumps, loads
 from ..text import inert, one_line
 from .forms import cheaper
+from .indices import indexed
 from .printers import NumpyLossPrinter, TorchLossPrinter, group_sums, guard_where, softmaxes
 
 VERSION = "0.1.0"
@@ -66,7 +68,7 @@ RESERVED = frozenset(
         "grads", "reduction", "value", "values", "dtype", "device", "batch", "scale", "params", "upstream",
         "grad_output", "total", "name", "length", "args", "Loss", "PARAMS", "part", "out", "weight", "v",
         "reduce", "l", "I", "O", "kernels", "saved", "recompute", "which", "fn", "term", "exc", "pair",
-        "warnings",
+        "warnings", "indexed",
     }
     | MODULE_ATTRIBUTES
     | set(dir(builtins))
@@ -121,6 +123,8 @@ class Term:
     inputs: tuple[Arg, ...]
     has_axes: bool
     batch: str
+    #: The array whose dtype, device and batch shape the term's functions take (never class indices).
+    first: str
     expand: tuple[str, ...]
     value_lines: tuple[str, ...]
     value: str
@@ -128,6 +132,8 @@ class Term:
     both_value: str
     both_grads: tuple[str, ...]
     helpers: frozenset[str]
+    #: The same term with its one-hot symbol given as class indices (no one-hot matrix), if it has that form.
+    indexed: Term | None = None
 
 
 # -- names ------------------------------------------------------------------------
@@ -186,22 +192,25 @@ def _used_symbols(spec: LossSpec, text: str) -> set[str]:
     return {s.name for s in value.free_symbols}
 
 
-def _printer(target: Target, args: list[Arg]):
+def _printer(target: Target, args: list[Arg], indices: str | None = None):
     printer = target.printer()
-    printer.vector_names = frozenset(a.local for a in args if a.axis)
+    printer.vector_names = frozenset(a.local for a in args if a.axis and a.local != indices)
     printer.array_names = frozenset(a.local for a in args if a.var.role != "param")
     return printer
 
 
 @lru_cache(maxsize=256)
-def _shared(spec: LossSpec, local: tuple[tuple[str, str], ...]):
+def _shared(spec: LossSpec, local: tuple[tuple[str, str], ...], index: tuple[str, str] | None = None):
     """One ``sympy.cse`` over the loss and every gradient (under the render budget), for every target.
 
     Returns ``(replacements, (loss, *grads))``: the temporaries in order, then
     the expressions in terms of them. Each target prints the same temporaries;
     the value-only function keeps just the ones its value needs (:func:`_needed`).
+    None where ``index`` asks for a class-index form the loss does not have.
     """
-    exprs = _prepared(spec, local)
+    exprs = _prepared(spec, local, index)
+    if exprs is None:
+        return None
     budget.check("render", *exprs)  # before cse: a RenderError naming the stage and the limit
     with budget.deadline("render"):
         replacements, reduced = sympy.cse(list(exprs), symbols=sympy.numbered_symbols("_t"), optimizations=None,
@@ -257,19 +266,23 @@ def _code(printer, replacements, exprs) -> tuple[tuple[str, ...], tuple[str, ...
 
 
 @lru_cache(maxsize=256)
-def _prepared(spec: LossSpec, local: tuple[tuple[str, str], ...]) -> tuple[sympy.Expr, ...]:
+def _prepared(spec: LossSpec, local: tuple[tuple[str, str], ...], index: tuple[str, str] | None = None):
     """The loss and each input's gradient as the printers take them, the same for every target.
 
     Symbols renamed to their locals, constant calls as floats, the cheaper forms
     (:func:`lossforge.codegen.forms.cheaper`), the NaN-propagating select and the
-    double-where guards (:func:`guard_where`), sums grouped.
+    double-where guards (:func:`guard_where`), sums grouped. With ``index``, a
+    ``(one-hot symbol, vector on its axis)`` pair, the one-hot symbol stands for
+    class indices (:func:`lossforge.codegen.indices.indexed`); None if the loss has
+    no such form.
     """
     local = dict(local)
     derivation = derive(spec)
     table = spec.sympy_symbols
     rename = {table[n]: sympy.Symbol(local[n], **v.domain.assumptions()) for n, v in spec.symbols.items()}
     array_syms = frozenset(rename[table[n]] for n in spec.arrays)
-    vector_syms = sorted((rename[table[n]] for n in spec.arrays if spec.symbols[n].axis), key=lambda s: s.name)
+    vector_syms = sorted((rename[table[n]] for n in spec.arrays if spec.symbols[n].axis
+                          and not (index and n == index[0])), key=lambda s: s.name)
 
     def axis_of(node: axis_size | axis_ones) -> axis_size | axis_ones:
         # The length (or ones) of an axis is that of any vector on it: name the first one,
@@ -286,19 +299,29 @@ def _prepared(spec: LossSpec, local: tuple[tuple[str, str], ...]) -> tuple[sympy
 
     lower = {rename.get(table[n], table[n]): sympy.Float(v.domain.lo) for n, v in spec.symbols.items()
              if math.isfinite(v.domain.lo)}
-    exprs = cheaper(tuple(prepared(e) for e in (derivation.loss, *(derivation.gradients[n] for n in spec.inputs))),
-                    lower)
+    exprs = tuple(prepared(e) for e in (derivation.loss, *(derivation.gradients[n] for n in spec.inputs)))
+    if index is not None:
+        exprs = indexed(exprs, rename.get(table[index[0]], table[index[0]]), rename.get(table[index[1]], table[index[1]]),
+                        frozenset(vector_syms))
+        if exprs is None:
+            return None
+    exprs = cheaper(exprs, lower)
     return tuple(group_sums(guard_where(softmaxes(e), array_syms), array_syms) for e in exprs)
 
 
-def _build_term(target: Target, term: str, weight: str, spec: LossSpec, local: dict[str, str]) -> Term:
+def _build_term(target: Target, term: str, weight: str, spec: LossSpec, local: dict[str, str],
+                index: tuple[str, str] | None = None) -> Term | None:
+    """One term's printed code; with ``index``, its class-index form (None if it has none)."""
     args = [Arg(n, local[n], v) for n, v in spec.symbols.items()]
     arrays = [a for a in args if a.var.role != "param"]
     params = [a for a in args if a.var.role == "param"]
     inputs = [a for a in args if a.var.role == "input"]
-    printer = _printer(target, args)
+    printer = _printer(target, args, indices=local[index[0]] if index else None)
     try:
-        replacements, (loss, *grads) = _shared(spec, tuple(local.items()))
+        shared = _shared(spec, tuple(local.items()), index)
+        if shared is None:
+            return None
+        replacements, (loss, *grads) = shared
         value_lines, (value,) = _code(printer, *_needed(replacements, [loss]))
         both_lines, (both_value, *both_grads) = _code(printer, replacements, [loss, *grads])
     except LossforgeError:
@@ -306,18 +329,19 @@ def _build_term(target: Target, term: str, weight: str, spec: LossSpec, local: d
     except Exception as exc:  # noqa: BLE001 - a construct a printer cannot print, named for the user
         raise RenderError(f"cannot print spec {spec.name!r} for {target.name}: {exc}", token=spec.name) from None
     has_axes = any(a.axis for a in arrays)
-    first = arrays[0]  # the batch shape is its shape, less the axis of a vector
-    batch = f"{first.local}.shape[:-1]" if first.axis else f"{first.local}.shape"
+    first = next(a for a in arrays if not (index and a.name == index[0]))  # the batch shape is its shape,
+    batch = f"{first.local}.shape[:-1]" if first.axis else f"{first.local}.shape"  # less the axis of a vector
     expand = tuple(a.local for a in arrays if has_axes and not a.axis)
     return Term(
         name=term,
-        func=term,
+        func=f"{term}_indexed" if index else term,
         weight=weight,
         args=tuple(arrays),
         params=tuple(params),
         inputs=tuple(inputs),
         has_axes=has_axes,
         batch=batch,
+        first=first.local,
         expand=expand,
         value_lines=value_lines,
         value=value,
@@ -325,7 +349,18 @@ def _build_term(target: Target, term: str, weight: str, spec: LossSpec, local: d
         both_value=both_value,
         both_grads=tuple(both_grads),
         helpers=frozenset(printer.helpers),
+        indexed=_build_term(target, term, weight, spec, local, pair) if not index and (pair := _index_pair(spec)) else None,
     )
+
+
+def _index_pair(spec: LossSpec) -> tuple[str, str] | None:
+    """``(one-hot symbol, vector on its axis)`` when a term has exactly one one-hot symbol with such a mate."""
+    onehot = [n for n in spec.arrays if spec.symbols[n].axis and spec.symbols[n].domain.name == "onehot"]
+    if len(onehot) != 1:
+        return None
+    axis = spec.symbols[onehot[0]].axis
+    mate = next((n for n in spec.arrays if n != onehot[0] and spec.symbols[n].axis == axis), None)
+    return (onehot[0], mate) if mate else None
 
 
 # -- docstrings -----------------------------------------------------------------------
@@ -490,9 +525,16 @@ def generate(spec: LossSpec, target: str) -> str:
     local = _mangle(list(spec.symbols), also=frozenset({class_name(spec)}))
     terms = [_build_term(tgt, t, w, s, local) for t, w, s in _term_specs(spec)]
     arrays = [Arg(n, local[n], spec.symbols[n]) for n in spec.arrays]
+    pair = _index_pair(spec)
+    # Class indices are kept as indices when every term that holds the one-hot symbol has their form.
+    if pair and all(t.indexed for t, (_, _, s) in zip(terms, _term_specs(spec)) if pair[0] in s.symbols):
+        index = {"local": local[pair[0]], "mate": local[pair[1]]}
+    else:
+        index = None
+        terms = [dataclasses.replace(t, indexed=None) for t in terms]
     mates = {}
     for a in arrays:
-        if a.onehot:
+        if a.onehot and not (index and a.local == index["local"]):
             mate = next((b for b in arrays if b.axis == a.axis and not b.onehot), None)
             mates[a.local] = mate.local if mate else None
     context = {
@@ -508,8 +550,9 @@ def generate(spec: LossSpec, target: str) -> str:
         "terms": terms,
         "combined": bool(spec.terms),
         "mates": mates,
+        "index": index,
         "class_name": class_name(spec),
-        "helpers": frozenset().union(*(t.helpers for t in terms)),
+        "helpers": frozenset().union(*(t.helpers for t in terms), *(t.indexed.helpers for t in terms if t.indexed)),
         "grad_names": ", ".join(f"grad_{a.local}" for a in arrays if a.var.role == "input"),
     }
     try:

@@ -90,8 +90,9 @@ def _prepare(p, target):
     """Arrays as float64 (one-hot targets from class indices) with checked shapes."""
     p = np.asarray(p, dtype=np.float64)
     target = np.asarray(target, dtype=np.float64)
+    indexed = False
     _check_shapes([("p", p, None), ("target", target, None)])
-    return p, target
+    return p, target, indexed
 
 
 def _bce_value(p, target, eps):
@@ -116,14 +117,20 @@ def _bce_value_and_grads(p, target, eps):
     return value, grads
 
 
+#: Each term's (value, value-and-gradients) functions, by (term, whether the one-hot target is class indices).
+_FUNCTIONS = {
+    ("bce", False): (_bce_value, _bce_value_and_grads),
+}
+
+
 def loss(p, target, reduction="mean", eps=1e-07):
     """bce: the loss, reduced.
 
     See the module docstring for the formula, arguments and shapes.
     """
     _check_reduction(reduction)
-    p, target = _prepare(p, target)
-    value = _bce_value(p, target, eps)
+    p, target, indexed = _prepare(p, target)
+    value = _FUNCTIONS[("bce", False)][0](p, target, eps)
     return _reduce(value, reduction)
 
 
@@ -135,9 +142,9 @@ def loss_and_grad(p, target, reduction="mean", eps=1e-07):
     for the reduction (with ``"none"``, the gradient of the sum of the losses).
     """
     _check_reduction(reduction)
-    p, target = _prepare(p, target)
+    p, target, indexed = _prepare(p, target)
     grad_p = np.zeros_like(p)
-    value, grads = _bce_value_and_grads(p, target, eps)
+    value, grads = _FUNCTIONS[("bce", False)][1](p, target, eps)
     scale = 1.0 / max(value.size, 1) if reduction == "mean" else 1.0
     grad_p += scale * grads[0]
     total = _reduce(value, reduction)

@@ -57,8 +57,9 @@ def _prepare(p, target):
     dtype = p.dtype if p.is_floating_point() else torch.get_default_dtype()
     p = p.to(dtype)
     target = target.to(dtype)
+    indexed = False
     _check_shapes([("p", p, None), ("target", target, None)])
-    return p, target
+    return p, target, indexed
 
 
 def _bce_value(p, target, eps):
@@ -83,8 +84,9 @@ def _bce_value_and_grads(p, target, eps):
     return value, grads
 
 
+#: Each term's (value, value-and-gradients) functions, by (term, whether the one-hot target is class indices).
 _EAGER = {
-    "bce": (_bce_value, _bce_value_and_grads),
+    ("bce", False): (_bce_value, _bce_value_and_grads),
 }
 _FUSED = {}
 _FUSED_FAILED = set()
@@ -107,7 +109,8 @@ def _kernels(fused, device, dtype):
 
 
 def _run(kernels, term, which, device, dtype, *args):
-    """``kernels[term][which](*args)``; a compiled kernel that fails falls back to eager, with one warning."""
+    """``kernels[term][which](*args)``, ``term`` a key of ``_EAGER``; a compiled kernel that fails falls back
+    to eager, with one warning."""
     fn = kernels[term][which]
     if kernels is _EAGER:
         return fn(*args)
@@ -120,11 +123,11 @@ def _run(kernels, term, which, device, dtype, *args):
         return _EAGER[term][which](*args)
 
 
-def _loss(reduction, params, kernels, p, target):
+def _loss(reduction, params, kernels, indexed, p, target):
     """The reduced loss, value only (no gradient is wanted)."""
     eps, = params
     device, dtype = p.device, p.dtype
-    return _reduce(_run(kernels, "bce", 0, device, dtype, p, target, eps), reduction)
+    return _reduce(_run(kernels, ("bce", False), 0, device, dtype, p, target, eps), reduction)
 
 
 class _BceLossFunction(torch.autograd.Function):
@@ -139,12 +142,13 @@ class _BceLossFunction(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, reduction, params, kernels, p, target):
+    def forward(ctx, reduction, params, kernels, indexed, p, target):
         ctx.reduction = reduction
+        ctx.indexed = indexed
         ctx.params = params
         eps, = params
         device, dtype = p.device, p.dtype
-        value, grad_term_0 = _run(kernels, "bce", 1, device, dtype, p, target, eps)
+        value, grad_term_0 = _run(kernels, ("bce", False), 1, device, dtype, p, target, eps)
         ctx.save_for_backward(p, target, *grad_term_0)
         return _reduce(value, reduction)
 
@@ -156,14 +160,14 @@ class _BceLossFunction(torch.autograd.Function):
         recompute = torch.is_grad_enabled()  # create_graph=True: the gradient must be differentiable
         grad_p = None
         if recompute:
-            grads = _bce_value_and_grads(p, target, eps)[1]
+            grads = _EAGER[("bce", False)][1](p, target, eps)[1]
         else:
             grads = saved[2:3]
         batch = p.shape
         upstream = (grad_output / batch.numel() if ctx.reduction == "mean" else grad_output)
         part = grads[0] * upstream
         grad_p = part if grad_p is None else grad_p + part
-        return None, None, None, grad_p, None
+        return None, None, None, None, grad_p, None
 
 
 class BceLoss(torch.nn.Module):
@@ -217,11 +221,11 @@ class BceLoss(torch.nn.Module):
         return (self.eps,)
 
     def forward(self, p, target):
-        p, target = _prepare(p, target)
+        p, target, indexed = _prepare(p, target)
         kernels = _kernels(self.fused, p.device, p.dtype)
         if torch.is_grad_enabled() and (p.requires_grad):
-            return _BceLossFunction.apply(self.reduction, self._params(), kernels, p, target)
-        return _loss(self.reduction, self._params(), kernels, p, target)
+            return _BceLossFunction.apply(self.reduction, self._params(), kernels, indexed, p, target)
+        return _loss(self.reduction, self._params(), kernels, indexed, p, target)
 
     def extra_repr(self):
         return ", ".join([f"reduction={self.reduction!r}", f"eps={self.eps!r}"]

@@ -96,8 +96,9 @@ def _prepare(logits, target):
     """Arrays as float64 (one-hot targets from class indices) with checked shapes."""
     logits = np.asarray(logits, dtype=np.float64)
     target = np.asarray(target, dtype=np.float64)
+    indexed = False
     _check_shapes([("logits", logits, None), ("target", target, None)])
-    return logits, target
+    return logits, target, indexed
 
 
 def _bce_logits_value(logits, target, pos_weight):
@@ -121,14 +122,20 @@ def _bce_logits_value_and_grads(logits, target, pos_weight):
     return value, grads
 
 
+#: Each term's (value, value-and-gradients) functions, by (term, whether the one-hot target is class indices).
+_FUNCTIONS = {
+    ("bce_logits", False): (_bce_logits_value, _bce_logits_value_and_grads),
+}
+
+
 def loss(logits, target, reduction="mean", pos_weight=1.0):
     """bce_logits: the loss, reduced.
 
     See the module docstring for the formula, arguments and shapes.
     """
     _check_reduction(reduction)
-    logits, target = _prepare(logits, target)
-    value = _bce_logits_value(logits, target, pos_weight)
+    logits, target, indexed = _prepare(logits, target)
+    value = _FUNCTIONS[("bce_logits", False)][0](logits, target, pos_weight)
     return _reduce(value, reduction)
 
 
@@ -140,9 +147,9 @@ def loss_and_grad(logits, target, reduction="mean", pos_weight=1.0):
     for the reduction (with ``"none"``, the gradient of the sum of the losses).
     """
     _check_reduction(reduction)
-    logits, target = _prepare(logits, target)
+    logits, target, indexed = _prepare(logits, target)
     grad_logits = np.zeros_like(logits)
-    value, grads = _bce_logits_value_and_grads(logits, target, pos_weight)
+    value, grads = _FUNCTIONS[("bce_logits", False)][1](logits, target, pos_weight)
     scale = 1.0 / max(value.size, 1) if reduction == "mean" else 1.0
     grad_logits += scale * grads[0]
     total = _reduce(value, reduction)

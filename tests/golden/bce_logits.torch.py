@@ -57,8 +57,9 @@ def _prepare(logits, target):
     dtype = logits.dtype if logits.is_floating_point() else torch.get_default_dtype()
     logits = logits.to(dtype)
     target = target.to(dtype)
+    indexed = False
     _check_shapes([("logits", logits, None), ("target", target, None)])
-    return logits, target
+    return logits, target, indexed
 
 
 def _bce_logits_value(logits, target, pos_weight):
@@ -82,8 +83,9 @@ def _bce_logits_value_and_grads(logits, target, pos_weight):
     return value, grads
 
 
+#: Each term's (value, value-and-gradients) functions, by (term, whether the one-hot target is class indices).
 _EAGER = {
-    "bce_logits": (_bce_logits_value, _bce_logits_value_and_grads),
+    ("bce_logits", False): (_bce_logits_value, _bce_logits_value_and_grads),
 }
 _FUSED = {}
 _FUSED_FAILED = set()
@@ -106,7 +108,8 @@ def _kernels(fused, device, dtype):
 
 
 def _run(kernels, term, which, device, dtype, *args):
-    """``kernels[term][which](*args)``; a compiled kernel that fails falls back to eager, with one warning."""
+    """``kernels[term][which](*args)``, ``term`` a key of ``_EAGER``; a compiled kernel that fails falls back
+    to eager, with one warning."""
     fn = kernels[term][which]
     if kernels is _EAGER:
         return fn(*args)
@@ -119,11 +122,11 @@ def _run(kernels, term, which, device, dtype, *args):
         return _EAGER[term][which](*args)
 
 
-def _loss(reduction, params, kernels, logits, target):
+def _loss(reduction, params, kernels, indexed, logits, target):
     """The reduced loss, value only (no gradient is wanted)."""
     pos_weight, = params
     device, dtype = logits.device, logits.dtype
-    return _reduce(_run(kernels, "bce_logits", 0, device, dtype, logits, target, pos_weight), reduction)
+    return _reduce(_run(kernels, ("bce_logits", False), 0, device, dtype, logits, target, pos_weight), reduction)
 
 
 class _BceLogitsLossFunction(torch.autograd.Function):
@@ -138,12 +141,13 @@ class _BceLogitsLossFunction(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, reduction, params, kernels, logits, target):
+    def forward(ctx, reduction, params, kernels, indexed, logits, target):
         ctx.reduction = reduction
+        ctx.indexed = indexed
         ctx.params = params
         pos_weight, = params
         device, dtype = logits.device, logits.dtype
-        value, grad_term_0 = _run(kernels, "bce_logits", 1, device, dtype, logits, target, pos_weight)
+        value, grad_term_0 = _run(kernels, ("bce_logits", False), 1, device, dtype, logits, target, pos_weight)
         ctx.save_for_backward(logits, target, *grad_term_0)
         return _reduce(value, reduction)
 
@@ -155,14 +159,14 @@ class _BceLogitsLossFunction(torch.autograd.Function):
         recompute = torch.is_grad_enabled()  # create_graph=True: the gradient must be differentiable
         grad_logits = None
         if recompute:
-            grads = _bce_logits_value_and_grads(logits, target, pos_weight)[1]
+            grads = _EAGER[("bce_logits", False)][1](logits, target, pos_weight)[1]
         else:
             grads = saved[2:3]
         batch = logits.shape
         upstream = (grad_output / batch.numel() if ctx.reduction == "mean" else grad_output)
         part = grads[0] * upstream
         grad_logits = part if grad_logits is None else grad_logits + part
-        return None, None, None, grad_logits, None
+        return None, None, None, None, grad_logits, None
 
 
 class BceLogitsLoss(torch.nn.Module):
@@ -216,11 +220,11 @@ class BceLogitsLoss(torch.nn.Module):
         return (self.pos_weight,)
 
     def forward(self, logits, target):
-        logits, target = _prepare(logits, target)
+        logits, target, indexed = _prepare(logits, target)
         kernels = _kernels(self.fused, logits.device, logits.dtype)
         if torch.is_grad_enabled() and (logits.requires_grad):
-            return _BceLogitsLossFunction.apply(self.reduction, self._params(), kernels, logits, target)
-        return _loss(self.reduction, self._params(), kernels, logits, target)
+            return _BceLogitsLossFunction.apply(self.reduction, self._params(), kernels, indexed, logits, target)
+        return _loss(self.reduction, self._params(), kernels, indexed, logits, target)
 
     def extra_repr(self):
         return ", ".join([f"reduction={self.reduction!r}", f"pos_weight={self.pos_weight!r}"]

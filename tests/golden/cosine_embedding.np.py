@@ -92,8 +92,9 @@ def _prepare(x1, x2, target):
     x1 = np.asarray(x1, dtype=np.float64)
     x2 = np.asarray(x2, dtype=np.float64)
     target = np.asarray(target, dtype=np.float64)
+    indexed = False
     _check_shapes([("x1", x1, "feature"), ("x2", x2, "feature"), ("target", target, None)])
-    return x1, x2, target
+    return x1, x2, target, indexed
 
 
 def _cosine_embedding_value(x1, x2, target, margin):
@@ -136,14 +137,20 @@ def _cosine_embedding_value_and_grads(x1, x2, target, margin):
     return value, grads
 
 
+#: Each term's (value, value-and-gradients) functions, by (term, whether the one-hot target is class indices).
+_FUNCTIONS = {
+    ("cosine_embedding", False): (_cosine_embedding_value, _cosine_embedding_value_and_grads),
+}
+
+
 def loss(x1, x2, target, reduction="mean", margin=0.0):
     """cosine_embedding: the loss, reduced.
 
     See the module docstring for the formula, arguments and shapes.
     """
     _check_reduction(reduction)
-    x1, x2, target = _prepare(x1, x2, target)
-    value = _cosine_embedding_value(x1, x2, target, margin)
+    x1, x2, target, indexed = _prepare(x1, x2, target)
+    value = _FUNCTIONS[("cosine_embedding", False)][0](x1, x2, target, margin)
     return _reduce(value, reduction)
 
 
@@ -155,10 +162,10 @@ def loss_and_grad(x1, x2, target, reduction="mean", margin=0.0):
     for the reduction (with ``"none"``, the gradient of the sum of the losses).
     """
     _check_reduction(reduction)
-    x1, x2, target = _prepare(x1, x2, target)
+    x1, x2, target, indexed = _prepare(x1, x2, target)
     grad_x1 = np.zeros_like(x1)
     grad_x2 = np.zeros_like(x2)
-    value, grads = _cosine_embedding_value_and_grads(x1, x2, target, margin)
+    value, grads = _FUNCTIONS[("cosine_embedding", False)][1](x1, x2, target, margin)
     scale = 1.0 / max(value.size, 1) if reduction == "mean" else 1.0
     grad_x1 += scale * grads[0]
     grad_x2 += scale * grads[1]

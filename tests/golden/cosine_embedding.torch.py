@@ -59,8 +59,9 @@ def _prepare(x1, x2, target):
     x1 = x1.to(dtype)
     x2 = x2.to(dtype)
     target = target.to(dtype)
+    indexed = False
     _check_shapes([("x1", x1, "feature"), ("x2", x2, "feature"), ("target", target, None)])
-    return x1, x2, target
+    return x1, x2, target, indexed
 
 
 def _cosine_embedding_value(x1, x2, target, margin):
@@ -103,8 +104,9 @@ def _cosine_embedding_value_and_grads(x1, x2, target, margin):
     return value, grads
 
 
+#: Each term's (value, value-and-gradients) functions, by (term, whether the one-hot target is class indices).
 _EAGER = {
-    "cosine_embedding": (_cosine_embedding_value, _cosine_embedding_value_and_grads),
+    ("cosine_embedding", False): (_cosine_embedding_value, _cosine_embedding_value_and_grads),
 }
 _FUSED = {}
 _FUSED_FAILED = set()
@@ -127,7 +129,8 @@ def _kernels(fused, device, dtype):
 
 
 def _run(kernels, term, which, device, dtype, *args):
-    """``kernels[term][which](*args)``; a compiled kernel that fails falls back to eager, with one warning."""
+    """``kernels[term][which](*args)``, ``term`` a key of ``_EAGER``; a compiled kernel that fails falls back
+    to eager, with one warning."""
     fn = kernels[term][which]
     if kernels is _EAGER:
         return fn(*args)
@@ -140,11 +143,11 @@ def _run(kernels, term, which, device, dtype, *args):
         return _EAGER[term][which](*args)
 
 
-def _loss(reduction, params, kernels, x1, x2, target):
+def _loss(reduction, params, kernels, indexed, x1, x2, target):
     """The reduced loss, value only (no gradient is wanted)."""
     margin, = params
     device, dtype = x1.device, x1.dtype
-    return _reduce(_run(kernels, "cosine_embedding", 0, device, dtype, x1, x2, target, margin), reduction)
+    return _reduce(_run(kernels, ("cosine_embedding", False), 0, device, dtype, x1, x2, target, margin), reduction)
 
 
 class _CosineEmbeddingLossFunction(torch.autograd.Function):
@@ -159,12 +162,13 @@ class _CosineEmbeddingLossFunction(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, reduction, params, kernels, x1, x2, target):
+    def forward(ctx, reduction, params, kernels, indexed, x1, x2, target):
         ctx.reduction = reduction
+        ctx.indexed = indexed
         ctx.params = params
         margin, = params
         device, dtype = x1.device, x1.dtype
-        value, grad_term_0 = _run(kernels, "cosine_embedding", 1, device, dtype, x1, x2, target, margin)
+        value, grad_term_0 = _run(kernels, ("cosine_embedding", False), 1, device, dtype, x1, x2, target, margin)
         ctx.save_for_backward(x1, x2, target, *grad_term_0)
         return _reduce(value, reduction)
 
@@ -177,7 +181,7 @@ class _CosineEmbeddingLossFunction(torch.autograd.Function):
         grad_x1 = None
         grad_x2 = None
         if recompute:
-            grads = _cosine_embedding_value_and_grads(x1, x2, target, margin)[1]
+            grads = _EAGER[("cosine_embedding", False)][1](x1, x2, target, margin)[1]
         else:
             grads = saved[3:5]
         batch = x1.shape[:-1]
@@ -186,7 +190,7 @@ class _CosineEmbeddingLossFunction(torch.autograd.Function):
         grad_x1 = part if grad_x1 is None else grad_x1 + part
         part = grads[1] * (upstream[..., None] if ctx.reduction == "none" else upstream)
         grad_x2 = part if grad_x2 is None else grad_x2 + part
-        return None, None, None, grad_x1, grad_x2, None
+        return None, None, None, None, grad_x1, grad_x2, None
 
 
 class CosineEmbeddingLoss(torch.nn.Module):
@@ -241,11 +245,11 @@ class CosineEmbeddingLoss(torch.nn.Module):
         return (self.margin,)
 
     def forward(self, x1, x2, target):
-        x1, x2, target = _prepare(x1, x2, target)
+        x1, x2, target, indexed = _prepare(x1, x2, target)
         kernels = _kernels(self.fused, x1.device, x1.dtype)
         if torch.is_grad_enabled() and (x1.requires_grad or x2.requires_grad):
-            return _CosineEmbeddingLossFunction.apply(self.reduction, self._params(), kernels, x1, x2, target)
-        return _loss(self.reduction, self._params(), kernels, x1, x2, target)
+            return _CosineEmbeddingLossFunction.apply(self.reduction, self._params(), kernels, indexed, x1, x2, target)
+        return _loss(self.reduction, self._params(), kernels, indexed, x1, x2, target)
 
     def extra_repr(self):
         return ", ".join([f"reduction={self.reduction!r}", f"margin={self.margin!r}"]

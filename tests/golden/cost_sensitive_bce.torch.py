@@ -57,8 +57,9 @@ def _prepare(p, target):
     dtype = p.dtype if p.is_floating_point() else torch.get_default_dtype()
     p = p.to(dtype)
     target = target.to(dtype)
+    indexed = False
     _check_shapes([("p", p, None), ("target", target, None)])
-    return p, target
+    return p, target, indexed
 
 
 def _cost_sensitive_bce_value(p, target, fn_weight, eps):
@@ -84,8 +85,9 @@ def _cost_sensitive_bce_value_and_grads(p, target, fn_weight, eps):
     return value, grads
 
 
+#: Each term's (value, value-and-gradients) functions, by (term, whether the one-hot target is class indices).
 _EAGER = {
-    "cost_sensitive_bce": (_cost_sensitive_bce_value, _cost_sensitive_bce_value_and_grads),
+    ("cost_sensitive_bce", False): (_cost_sensitive_bce_value, _cost_sensitive_bce_value_and_grads),
 }
 _FUSED = {}
 _FUSED_FAILED = set()
@@ -108,7 +110,8 @@ def _kernels(fused, device, dtype):
 
 
 def _run(kernels, term, which, device, dtype, *args):
-    """``kernels[term][which](*args)``; a compiled kernel that fails falls back to eager, with one warning."""
+    """``kernels[term][which](*args)``, ``term`` a key of ``_EAGER``; a compiled kernel that fails falls back
+    to eager, with one warning."""
     fn = kernels[term][which]
     if kernels is _EAGER:
         return fn(*args)
@@ -121,11 +124,11 @@ def _run(kernels, term, which, device, dtype, *args):
         return _EAGER[term][which](*args)
 
 
-def _loss(reduction, params, kernels, p, target):
+def _loss(reduction, params, kernels, indexed, p, target):
     """The reduced loss, value only (no gradient is wanted)."""
     fn_weight, eps = params
     device, dtype = p.device, p.dtype
-    return _reduce(_run(kernels, "cost_sensitive_bce", 0, device, dtype, p, target, fn_weight, eps), reduction)
+    return _reduce(_run(kernels, ("cost_sensitive_bce", False), 0, device, dtype, p, target, fn_weight, eps), reduction)
 
 
 class _CostSensitiveBceLossFunction(torch.autograd.Function):
@@ -140,12 +143,13 @@ class _CostSensitiveBceLossFunction(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, reduction, params, kernels, p, target):
+    def forward(ctx, reduction, params, kernels, indexed, p, target):
         ctx.reduction = reduction
+        ctx.indexed = indexed
         ctx.params = params
         fn_weight, eps = params
         device, dtype = p.device, p.dtype
-        value, grad_term_0 = _run(kernels, "cost_sensitive_bce", 1, device, dtype, p, target, fn_weight, eps)
+        value, grad_term_0 = _run(kernels, ("cost_sensitive_bce", False), 1, device, dtype, p, target, fn_weight, eps)
         ctx.save_for_backward(p, target, *grad_term_0)
         return _reduce(value, reduction)
 
@@ -157,14 +161,14 @@ class _CostSensitiveBceLossFunction(torch.autograd.Function):
         recompute = torch.is_grad_enabled()  # create_graph=True: the gradient must be differentiable
         grad_p = None
         if recompute:
-            grads = _cost_sensitive_bce_value_and_grads(p, target, fn_weight, eps)[1]
+            grads = _EAGER[("cost_sensitive_bce", False)][1](p, target, fn_weight, eps)[1]
         else:
             grads = saved[2:3]
         batch = p.shape
         upstream = (grad_output / batch.numel() if ctx.reduction == "mean" else grad_output)
         part = grads[0] * upstream
         grad_p = part if grad_p is None else grad_p + part
-        return None, None, None, grad_p, None
+        return None, None, None, None, grad_p, None
 
 
 class CostSensitiveBceLoss(torch.nn.Module):
@@ -220,11 +224,11 @@ class CostSensitiveBceLoss(torch.nn.Module):
         return (self.fn_weight, self.eps)
 
     def forward(self, p, target):
-        p, target = _prepare(p, target)
+        p, target, indexed = _prepare(p, target)
         kernels = _kernels(self.fused, p.device, p.dtype)
         if torch.is_grad_enabled() and (p.requires_grad):
-            return _CostSensitiveBceLossFunction.apply(self.reduction, self._params(), kernels, p, target)
-        return _loss(self.reduction, self._params(), kernels, p, target)
+            return _CostSensitiveBceLossFunction.apply(self.reduction, self._params(), kernels, indexed, p, target)
+        return _loss(self.reduction, self._params(), kernels, indexed, p, target)
 
     def extra_repr(self):
         return ", ".join([f"reduction={self.reduction!r}", f"fn_weight={self.fn_weight!r}", f"eps={self.eps!r}"]

@@ -86,16 +86,26 @@ def _reduce(value, reduction):
     return value.sum() / value.size if value.size else np.float64(np.nan)
 
 
-def _onehot(name, value, length):
-    """One-hot rows from integer class indices (floats pass through)."""
-    value = np.asarray(value)
-    if value.dtype.kind not in "iu":
-        return value.astype(np.float64)
-    if length is None:
-        raise ValueError(f"{name}: class indices need another argument on the same axis; pass one-hot rows")
+def _indices(name, value, length):
+    """Integer class indices as int64, checked against the number of classes."""
+    value = np.asarray(value).astype(np.int64)
     if value.size and (value.min() < 0 or value.max() >= length):
         raise ValueError(f"{name}: class index out of range [0, {length})")
-    return np.eye(length)[value]
+    return value
+
+
+def _pick(values, index):
+    """``values`` at each sample's class index, the axis kept (length 1): no one-hot rows."""
+    values = np.asarray(values, dtype=np.float64)
+    return np.take_along_axis(np.broadcast_to(values, index.shape + values.shape[-1:]), index[..., None], axis=-1)
+
+
+def _scatter(base, add, index, like):
+    """``base + onehot(index) * add`` along the last axis of ``like``, without the one-hot rows."""
+    out = np.array(np.broadcast_to(base, like.shape), dtype=np.float64)
+    at = index[..., None]
+    np.put_along_axis(out, at, np.take_along_axis(out, at, axis=-1) + add, axis=-1)
+    return out
 
 
 def _logsumexp(a):
@@ -121,9 +131,10 @@ def _mean(a):
 def _prepare(logits, target):
     """Arrays as float64 (one-hot targets from class indices) with checked shapes."""
     logits = np.asarray(logits, dtype=np.float64)
-    target = _onehot("target", target, logits.shape[-1])
-    _check_shapes([("logits", logits, "class"), ("target", target, "class")])
-    return logits, target
+    indexed = np.asarray(target).dtype.kind in "iu"  # class indices: gathered, never one-hot rows
+    target = _indices("target", target, logits.shape[-1]) if indexed else np.asarray(target, dtype=np.float64)
+    _check_shapes([("logits", logits, "class"), ("target", target, None if indexed else "class")])
+    return logits, target, indexed
 
 
 def _cross_entropy_value(logits, target, label_smoothing):
@@ -143,14 +154,38 @@ def _cross_entropy_value_and_grads(logits, target, label_smoothing):
     return value, grads
 
 
+def _cross_entropy_indexed_value(logits, target, label_smoothing):
+    """Per-sample loss."""
+    batch = logits.shape[:-1]
+    return _fill(-label_smoothing*_mean(logits) + (label_smoothing - 1)*_pick(logits, target) + _logsumexp(logits), batch + (1,))[..., 0]
+
+
+def _cross_entropy_indexed_value_and_grads(logits, target, label_smoothing):
+    """Per-sample loss and its gradient for each input, per element."""
+    batch = logits.shape[:-1]
+    _t0 = label_smoothing - 1
+    value = _fill(_t0*_pick(logits, target) - label_smoothing*_mean(logits) + _logsumexp(logits), batch + (1,))[..., 0]
+    grads = (
+        _fill(_scatter(-label_smoothing/(logits.shape[-1] or np.nan) + _softmax(logits), _t0, target, logits), logits.shape),
+    )
+    return value, grads
+
+
+#: Each term's (value, value-and-gradients) functions, by (term, whether the one-hot target is class indices).
+_FUNCTIONS = {
+    ("cross_entropy", False): (_cross_entropy_value, _cross_entropy_value_and_grads),
+    ("cross_entropy", True): (_cross_entropy_indexed_value, _cross_entropy_indexed_value_and_grads),
+}
+
+
 def loss(logits, target, reduction="mean", label_smoothing=0.0):
     """cross_entropy: the loss, reduced.
 
     See the module docstring for the formula, arguments and shapes.
     """
     _check_reduction(reduction)
-    logits, target = _prepare(logits, target)
-    value = _cross_entropy_value(logits, target, label_smoothing)
+    logits, target, indexed = _prepare(logits, target)
+    value = _FUNCTIONS[("cross_entropy", indexed)][0](logits, target, label_smoothing)
     return _reduce(value, reduction)
 
 
@@ -162,9 +197,9 @@ def loss_and_grad(logits, target, reduction="mean", label_smoothing=0.0):
     for the reduction (with ``"none"``, the gradient of the sum of the losses).
     """
     _check_reduction(reduction)
-    logits, target = _prepare(logits, target)
+    logits, target, indexed = _prepare(logits, target)
     grad_logits = np.zeros_like(logits)
-    value, grads = _cross_entropy_value_and_grads(logits, target, label_smoothing)
+    value, grads = _FUNCTIONS[("cross_entropy", indexed)][1](logits, target, label_smoothing)
     scale = 1.0 / max(value.size, 1) if reduction == "mean" else 1.0
     grad_logits += scale * grads[0]
     total = _reduce(value, reduction)

@@ -50,15 +50,24 @@ def _reduce(value, reduction):
     return value.mean() if reduction == "mean" else value.sum()
 
 
-def _onehot(name, value, length, dtype):
-    """One-hot rows from integer class indices (floating tensors pass through)."""
-    if value.is_floating_point():
-        return value.to(dtype)
-    if length is None:
-        raise ValueError(f"{name}: class indices need another argument on the same axis; pass one-hot rows")
-    if value.numel() and (int(value.min()) < 0 or int(value.max()) >= length):
+def _indices(name, value, length):
+    """Integer class indices as int64, checked against the number of classes on CPU (no device sync elsewhere)."""
+    value = value.long()
+    if value.device.type == "cpu" and value.numel() and (int(value.min()) < 0 or int(value.max()) >= length):
         raise ValueError(f"{name}: class index out of range [0, {length})")
-    return torch.nn.functional.one_hot(value.long(), length).to(dtype)
+    return value
+
+
+def _pick(values, index):
+    """``values`` at each sample's class index, the axis kept (length 1): a gather, no one-hot rows."""
+    return torch.gather(values.expand(*index.shape, values.shape[-1]), -1, index[..., None])
+
+
+def _scatter(base, add, index, like):
+    """``base + onehot(index) * add`` along the last axis of ``like``, without the one-hot rows."""
+    base = torch.as_tensor(base, dtype=like.dtype, device=like.device).expand(like.shape)
+    add = torch.as_tensor(add, dtype=like.dtype, device=like.device).expand(*index.shape, 1)
+    return base.scatter_add(-1, index[..., None], add)
 
 
 def _prepare(logits, target):
@@ -67,9 +76,10 @@ def _prepare(logits, target):
     target = torch.as_tensor(target)
     dtype = logits.dtype if logits.is_floating_point() else torch.get_default_dtype()
     logits = logits.to(dtype)
-    target = _onehot("target", target, logits.shape[-1], dtype)
-    _check_shapes([("logits", logits, "class"), ("target", target, "class")])
-    return logits, target
+    indexed = not target.is_floating_point()  # class indices: gathered, never one-hot rows
+    target = _indices("target", target, logits.shape[-1]) if indexed else target.to(dtype)
+    _check_shapes([("logits", logits, "class"), ("target", target, None if indexed else "class")])
+    return logits, target, indexed
 
 
 def _cross_entropy_value(logits, target, label_smoothing):
@@ -89,8 +99,27 @@ def _cross_entropy_value_and_grads(logits, target, label_smoothing):
     return value, grads
 
 
+def _cross_entropy_indexed_value(logits, target, label_smoothing):
+    """Per-sample loss."""
+    dtype, device, batch = logits.dtype, logits.device, logits.shape[:-1]
+    return _fill(-label_smoothing*torch.mean(logits, dim=-1, keepdim=True) + (label_smoothing - 1)*_pick(logits, target) + torch.logsumexp(logits, dim=-1, keepdim=True), batch + (1,), dtype, device)[..., 0]
+
+
+def _cross_entropy_indexed_value_and_grads(logits, target, label_smoothing):
+    """Per-sample loss and its gradient for each input, per element, in one pass."""
+    dtype, device, batch = logits.dtype, logits.device, logits.shape[:-1]
+    _t0 = label_smoothing - 1
+    value = _fill(_t0*_pick(logits, target) - label_smoothing*torch.mean(logits, dim=-1, keepdim=True) + torch.logsumexp(logits, dim=-1, keepdim=True), batch + (1,), dtype, device)[..., 0]
+    grads = (
+        _fill(_scatter(-label_smoothing/(logits.shape[-1] or float("nan")) + torch.softmax(logits, dim=-1), _t0, target, logits), logits.shape, dtype, device),
+    )
+    return value, grads
+
+
+#: Each term's (value, value-and-gradients) functions, by (term, whether the one-hot target is class indices).
 _EAGER = {
-    "cross_entropy": (_cross_entropy_value, _cross_entropy_value_and_grads),
+    ("cross_entropy", False): (_cross_entropy_value, _cross_entropy_value_and_grads),
+    ("cross_entropy", True): (_cross_entropy_indexed_value, _cross_entropy_indexed_value_and_grads),
 }
 _FUSED = {}
 _FUSED_FAILED = set()
@@ -113,7 +142,8 @@ def _kernels(fused, device, dtype):
 
 
 def _run(kernels, term, which, device, dtype, *args):
-    """``kernels[term][which](*args)``; a compiled kernel that fails falls back to eager, with one warning."""
+    """``kernels[term][which](*args)``, ``term`` a key of ``_EAGER``; a compiled kernel that fails falls back
+    to eager, with one warning."""
     fn = kernels[term][which]
     if kernels is _EAGER:
         return fn(*args)
@@ -126,11 +156,11 @@ def _run(kernels, term, which, device, dtype, *args):
         return _EAGER[term][which](*args)
 
 
-def _loss(reduction, params, kernels, logits, target):
+def _loss(reduction, params, kernels, indexed, logits, target):
     """The reduced loss, value only (no gradient is wanted)."""
     label_smoothing, = params
     device, dtype = logits.device, logits.dtype
-    return _reduce(_run(kernels, "cross_entropy", 0, device, dtype, logits, target, label_smoothing), reduction)
+    return _reduce(_run(kernels, ("cross_entropy", indexed), 0, device, dtype, logits, target, label_smoothing), reduction)
 
 
 class _CrossEntropyLossFunction(torch.autograd.Function):
@@ -145,12 +175,13 @@ class _CrossEntropyLossFunction(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, reduction, params, kernels, logits, target):
+    def forward(ctx, reduction, params, kernels, indexed, logits, target):
         ctx.reduction = reduction
+        ctx.indexed = indexed
         ctx.params = params
         label_smoothing, = params
         device, dtype = logits.device, logits.dtype
-        value, grad_term_0 = _run(kernels, "cross_entropy", 1, device, dtype, logits, target, label_smoothing)
+        value, grad_term_0 = _run(kernels, ("cross_entropy", indexed), 1, device, dtype, logits, target, label_smoothing)
         ctx.save_for_backward(logits, target, *grad_term_0)
         return _reduce(value, reduction)
 
@@ -162,14 +193,14 @@ class _CrossEntropyLossFunction(torch.autograd.Function):
         recompute = torch.is_grad_enabled()  # create_graph=True: the gradient must be differentiable
         grad_logits = None
         if recompute:
-            grads = _cross_entropy_value_and_grads(logits, target, label_smoothing)[1]
+            grads = _EAGER[("cross_entropy", ctx.indexed)][1](logits, target, label_smoothing)[1]
         else:
             grads = saved[2:3]
         batch = logits.shape[:-1]
         upstream = (grad_output / batch.numel() if ctx.reduction == "mean" else grad_output)
         part = grads[0] * (upstream[..., None] if ctx.reduction == "none" else upstream)
         grad_logits = part if grad_logits is None else grad_logits + part
-        return None, None, None, grad_logits, None
+        return None, None, None, None, grad_logits, None
 
 
 class CrossEntropyLoss(torch.nn.Module):
@@ -223,11 +254,11 @@ class CrossEntropyLoss(torch.nn.Module):
         return (self.label_smoothing,)
 
     def forward(self, logits, target):
-        logits, target = _prepare(logits, target)
+        logits, target, indexed = _prepare(logits, target)
         kernels = _kernels(self.fused, logits.device, logits.dtype)
         if torch.is_grad_enabled() and (logits.requires_grad):
-            return _CrossEntropyLossFunction.apply(self.reduction, self._params(), kernels, logits, target)
-        return _loss(self.reduction, self._params(), kernels, logits, target)
+            return _CrossEntropyLossFunction.apply(self.reduction, self._params(), kernels, indexed, logits, target)
+        return _loss(self.reduction, self._params(), kernels, indexed, logits, target)
 
     def extra_repr(self):
         return ", ".join([f"reduction={self.reduction!r}", f"label_smoothing={self.label_smoothing!r}"]

@@ -90,8 +90,9 @@ def _prepare(p, target):
     """Arrays as float64 (one-hot targets from class indices) with checked shapes."""
     p = np.asarray(p, dtype=np.float64)
     target = np.asarray(target, dtype=np.float64)
+    indexed = False
     _check_shapes([("p", p, "pixel"), ("target", target, "pixel")])
-    return p, target
+    return p, target, indexed
 
 
 def _dice_value(p, target, smooth):
@@ -113,14 +114,20 @@ def _dice_value_and_grads(p, target, smooth):
     return value, grads
 
 
+#: Each term's (value, value-and-gradients) functions, by (term, whether the one-hot target is class indices).
+_FUNCTIONS = {
+    ("dice", False): (_dice_value, _dice_value_and_grads),
+}
+
+
 def loss(p, target, reduction="mean", smooth=1.0):
     """dice: the loss, reduced.
 
     See the module docstring for the formula, arguments and shapes.
     """
     _check_reduction(reduction)
-    p, target = _prepare(p, target)
-    value = _dice_value(p, target, smooth)
+    p, target, indexed = _prepare(p, target)
+    value = _FUNCTIONS[("dice", False)][0](p, target, smooth)
     return _reduce(value, reduction)
 
 
@@ -132,9 +139,9 @@ def loss_and_grad(p, target, reduction="mean", smooth=1.0):
     for the reduction (with ``"none"``, the gradient of the sum of the losses).
     """
     _check_reduction(reduction)
-    p, target = _prepare(p, target)
+    p, target, indexed = _prepare(p, target)
     grad_p = np.zeros_like(p)
-    value, grads = _dice_value_and_grads(p, target, smooth)
+    value, grads = _FUNCTIONS[("dice", False)][1](p, target, smooth)
     scale = 1.0 / max(value.size, 1) if reduction == "mean" else 1.0
     grad_p += scale * grads[0]
     total = _reduce(value, reduction)

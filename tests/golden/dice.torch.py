@@ -57,8 +57,9 @@ def _prepare(p, target):
     dtype = p.dtype if p.is_floating_point() else torch.get_default_dtype()
     p = p.to(dtype)
     target = target.to(dtype)
+    indexed = False
     _check_shapes([("p", p, "pixel"), ("target", target, "pixel")])
-    return p, target
+    return p, target, indexed
 
 
 def _dice_value(p, target, smooth):
@@ -80,8 +81,9 @@ def _dice_value_and_grads(p, target, smooth):
     return value, grads
 
 
+#: Each term's (value, value-and-gradients) functions, by (term, whether the one-hot target is class indices).
 _EAGER = {
-    "dice": (_dice_value, _dice_value_and_grads),
+    ("dice", False): (_dice_value, _dice_value_and_grads),
 }
 _FUSED = {}
 _FUSED_FAILED = set()
@@ -104,7 +106,8 @@ def _kernels(fused, device, dtype):
 
 
 def _run(kernels, term, which, device, dtype, *args):
-    """``kernels[term][which](*args)``; a compiled kernel that fails falls back to eager, with one warning."""
+    """``kernels[term][which](*args)``, ``term`` a key of ``_EAGER``; a compiled kernel that fails falls back
+    to eager, with one warning."""
     fn = kernels[term][which]
     if kernels is _EAGER:
         return fn(*args)
@@ -117,11 +120,11 @@ def _run(kernels, term, which, device, dtype, *args):
         return _EAGER[term][which](*args)
 
 
-def _loss(reduction, params, kernels, p, target):
+def _loss(reduction, params, kernels, indexed, p, target):
     """The reduced loss, value only (no gradient is wanted)."""
     smooth, = params
     device, dtype = p.device, p.dtype
-    return _reduce(_run(kernels, "dice", 0, device, dtype, p, target, smooth), reduction)
+    return _reduce(_run(kernels, ("dice", False), 0, device, dtype, p, target, smooth), reduction)
 
 
 class _DiceLossFunction(torch.autograd.Function):
@@ -136,12 +139,13 @@ class _DiceLossFunction(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, reduction, params, kernels, p, target):
+    def forward(ctx, reduction, params, kernels, indexed, p, target):
         ctx.reduction = reduction
+        ctx.indexed = indexed
         ctx.params = params
         smooth, = params
         device, dtype = p.device, p.dtype
-        value, grad_term_0 = _run(kernels, "dice", 1, device, dtype, p, target, smooth)
+        value, grad_term_0 = _run(kernels, ("dice", False), 1, device, dtype, p, target, smooth)
         ctx.save_for_backward(p, target, *grad_term_0)
         return _reduce(value, reduction)
 
@@ -153,14 +157,14 @@ class _DiceLossFunction(torch.autograd.Function):
         recompute = torch.is_grad_enabled()  # create_graph=True: the gradient must be differentiable
         grad_p = None
         if recompute:
-            grads = _dice_value_and_grads(p, target, smooth)[1]
+            grads = _EAGER[("dice", False)][1](p, target, smooth)[1]
         else:
             grads = saved[2:3]
         batch = p.shape[:-1]
         upstream = (grad_output / batch.numel() if ctx.reduction == "mean" else grad_output)
         part = grads[0] * (upstream[..., None] if ctx.reduction == "none" else upstream)
         grad_p = part if grad_p is None else grad_p + part
-        return None, None, None, grad_p, None
+        return None, None, None, None, grad_p, None
 
 
 class DiceLoss(torch.nn.Module):
@@ -214,11 +218,11 @@ class DiceLoss(torch.nn.Module):
         return (self.smooth,)
 
     def forward(self, p, target):
-        p, target = _prepare(p, target)
+        p, target, indexed = _prepare(p, target)
         kernels = _kernels(self.fused, p.device, p.dtype)
         if torch.is_grad_enabled() and (p.requires_grad):
-            return _DiceLossFunction.apply(self.reduction, self._params(), kernels, p, target)
-        return _loss(self.reduction, self._params(), kernels, p, target)
+            return _DiceLossFunction.apply(self.reduction, self._params(), kernels, indexed, p, target)
+        return _loss(self.reduction, self._params(), kernels, indexed, p, target)
 
     def extra_repr(self):
         return ", ".join([f"reduction={self.reduction!r}", f"smooth={self.smooth!r}"]

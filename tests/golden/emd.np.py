@@ -85,8 +85,9 @@ def _prepare(p, q):
     """Arrays as float64 (one-hot targets from class indices) with checked shapes."""
     p = np.asarray(p, dtype=np.float64)
     q = np.asarray(q, dtype=np.float64)
+    indexed = False
     _check_shapes([("p", p, "bin"), ("q", q, "bin")])
-    return p, q
+    return p, q, indexed
 
 
 def _emd_value(p, q):
@@ -106,14 +107,20 @@ def _emd_value_and_grads(p, q):
     return value, grads
 
 
+#: Each term's (value, value-and-gradients) functions, by (term, whether the one-hot target is class indices).
+_FUNCTIONS = {
+    ("emd", False): (_emd_value, _emd_value_and_grads),
+}
+
+
 def loss(p, q, reduction="mean"):
     """emd: the loss, reduced.
 
     See the module docstring for the formula, arguments and shapes.
     """
     _check_reduction(reduction)
-    p, q = _prepare(p, q)
-    value = _emd_value(p, q)
+    p, q, indexed = _prepare(p, q)
+    value = _FUNCTIONS[("emd", False)][0](p, q)
     return _reduce(value, reduction)
 
 
@@ -125,9 +132,9 @@ def loss_and_grad(p, q, reduction="mean"):
     for the reduction (with ``"none"``, the gradient of the sum of the losses).
     """
     _check_reduction(reduction)
-    p, q = _prepare(p, q)
+    p, q, indexed = _prepare(p, q)
     grad_p = np.zeros_like(p)
-    value, grads = _emd_value_and_grads(p, q)
+    value, grads = _FUNCTIONS[("emd", False)][1](p, q)
     scale = 1.0 / max(value.size, 1) if reduction == "mean" else 1.0
     grad_p += scale * grads[0]
     total = _reduce(value, reduction)

@@ -62,8 +62,9 @@ def _prepare(p, q):
     dtype = p.dtype if p.is_floating_point() else torch.get_default_dtype()
     p = p.to(dtype)
     q = q.to(dtype)
+    indexed = False
     _check_shapes([("p", p, "bin"), ("q", q, "bin")])
-    return p, q
+    return p, q, indexed
 
 
 def _emd_value(p, q):
@@ -83,8 +84,9 @@ def _emd_value_and_grads(p, q):
     return value, grads
 
 
+#: Each term's (value, value-and-gradients) functions, by (term, whether the one-hot target is class indices).
 _EAGER = {
-    "emd": (_emd_value, _emd_value_and_grads),
+    ("emd", False): (_emd_value, _emd_value_and_grads),
 }
 _FUSED = {}
 _FUSED_FAILED = set()
@@ -107,7 +109,8 @@ def _kernels(fused, device, dtype):
 
 
 def _run(kernels, term, which, device, dtype, *args):
-    """``kernels[term][which](*args)``; a compiled kernel that fails falls back to eager, with one warning."""
+    """``kernels[term][which](*args)``, ``term`` a key of ``_EAGER``; a compiled kernel that fails falls back
+    to eager, with one warning."""
     fn = kernels[term][which]
     if kernels is _EAGER:
         return fn(*args)
@@ -120,10 +123,10 @@ def _run(kernels, term, which, device, dtype, *args):
         return _EAGER[term][which](*args)
 
 
-def _loss(reduction, params, kernels, p, q):
+def _loss(reduction, params, kernels, indexed, p, q):
     """The reduced loss, value only (no gradient is wanted)."""
     device, dtype = p.device, p.dtype
-    return _reduce(_run(kernels, "emd", 0, device, dtype, p, q), reduction)
+    return _reduce(_run(kernels, ("emd", False), 0, device, dtype, p, q), reduction)
 
 
 class _EmdLossFunction(torch.autograd.Function):
@@ -138,11 +141,12 @@ class _EmdLossFunction(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, reduction, params, kernels, p, q):
+    def forward(ctx, reduction, params, kernels, indexed, p, q):
         ctx.reduction = reduction
+        ctx.indexed = indexed
         ctx.params = params
         device, dtype = p.device, p.dtype
-        value, grad_term_0 = _run(kernels, "emd", 1, device, dtype, p, q)
+        value, grad_term_0 = _run(kernels, ("emd", False), 1, device, dtype, p, q)
         ctx.save_for_backward(p, q, *grad_term_0)
         return _reduce(value, reduction)
 
@@ -153,14 +157,14 @@ class _EmdLossFunction(torch.autograd.Function):
         recompute = torch.is_grad_enabled()  # create_graph=True: the gradient must be differentiable
         grad_p = None
         if recompute:
-            grads = _emd_value_and_grads(p, q)[1]
+            grads = _EAGER[("emd", False)][1](p, q)[1]
         else:
             grads = saved[2:3]
         batch = p.shape[:-1]
         upstream = (grad_output / batch.numel() if ctx.reduction == "mean" else grad_output)
         part = grads[0] * (upstream[..., None] if ctx.reduction == "none" else upstream)
         grad_p = part if grad_p is None else grad_p + part
-        return None, None, None, grad_p, None
+        return None, None, None, None, grad_p, None
 
 
 class EmdLoss(torch.nn.Module):
@@ -208,11 +212,11 @@ class EmdLoss(torch.nn.Module):
         return ()
 
     def forward(self, p, q):
-        p, q = _prepare(p, q)
+        p, q, indexed = _prepare(p, q)
         kernels = _kernels(self.fused, p.device, p.dtype)
         if torch.is_grad_enabled() and (p.requires_grad):
-            return _EmdLossFunction.apply(self.reduction, self._params(), kernels, p, q)
-        return _loss(self.reduction, self._params(), kernels, p, q)
+            return _EmdLossFunction.apply(self.reduction, self._params(), kernels, indexed, p, q)
+        return _loss(self.reduction, self._params(), kernels, indexed, p, q)
 
     def extra_repr(self):
         return ", ".join([f"reduction={self.reduction!r}"]

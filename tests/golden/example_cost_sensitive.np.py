@@ -79,8 +79,9 @@ def _prepare(p, y):
     """Arrays as float64 (one-hot targets from class indices) with checked shapes."""
     p = np.asarray(p, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
+    indexed = False
     _check_shapes([("p", p, None), ("y", y, None)])
-    return p, y
+    return p, y, indexed
 
 
 def _cost_sensitive_bce_value(p, y, fn_weight, eps):
@@ -105,14 +106,20 @@ def _cost_sensitive_bce_value_and_grads(p, y, fn_weight, eps):
     return value, grads
 
 
+#: Each term's (value, value-and-gradients) functions, by (term, whether the one-hot target is class indices).
+_FUNCTIONS = {
+    ("cost_sensitive_bce", False): (_cost_sensitive_bce_value, _cost_sensitive_bce_value_and_grads),
+}
+
+
 def loss(p, y, reduction="mean", fn_weight=5.0, eps=1e-07):
     """cost_sensitive_bce: the loss, reduced.
 
     See the module docstring for the formula, arguments and shapes.
     """
     _check_reduction(reduction)
-    p, y = _prepare(p, y)
-    value = _cost_sensitive_bce_value(p, y, fn_weight, eps)
+    p, y, indexed = _prepare(p, y)
+    value = _FUNCTIONS[("cost_sensitive_bce", False)][0](p, y, fn_weight, eps)
     return _reduce(value, reduction)
 
 
@@ -124,9 +131,9 @@ def loss_and_grad(p, y, reduction="mean", fn_weight=5.0, eps=1e-07):
     for the reduction (with ``"none"``, the gradient of the sum of the losses).
     """
     _check_reduction(reduction)
-    p, y = _prepare(p, y)
+    p, y, indexed = _prepare(p, y)
     grad_p = np.zeros_like(p)
-    value, grads = _cost_sensitive_bce_value_and_grads(p, y, fn_weight, eps)
+    value, grads = _FUNCTIONS[("cost_sensitive_bce", False)][1](p, y, fn_weight, eps)
     scale = 1.0 / max(value.size, 1) if reduction == "mean" else 1.0
     grad_p += scale * grads[0]
     total = _reduce(value, reduction)

@@ -97,8 +97,9 @@ def _prepare(logits, target):
     """Arrays as float64 (one-hot targets from class indices) with checked shapes."""
     logits = np.asarray(logits, dtype=np.float64)
     target = np.asarray(target, dtype=np.float64)
+    indexed = False
     _check_shapes([("logits", logits, None), ("target", target, None)])
-    return logits, target
+    return logits, target, indexed
 
 
 def _focal_value(logits, target, alpha, gamma):
@@ -131,14 +132,20 @@ def _focal_value_and_grads(logits, target, alpha, gamma):
     return value, grads
 
 
+#: Each term's (value, value-and-gradients) functions, by (term, whether the one-hot target is class indices).
+_FUNCTIONS = {
+    ("focal", False): (_focal_value, _focal_value_and_grads),
+}
+
+
 def loss(logits, target, reduction="mean", alpha=0.25, gamma=2.0):
     """focal: the loss, reduced.
 
     See the module docstring for the formula, arguments and shapes.
     """
     _check_reduction(reduction)
-    logits, target = _prepare(logits, target)
-    value = _focal_value(logits, target, alpha, gamma)
+    logits, target, indexed = _prepare(logits, target)
+    value = _FUNCTIONS[("focal", False)][0](logits, target, alpha, gamma)
     return _reduce(value, reduction)
 
 
@@ -150,9 +157,9 @@ def loss_and_grad(logits, target, reduction="mean", alpha=0.25, gamma=2.0):
     for the reduction (with ``"none"``, the gradient of the sum of the losses).
     """
     _check_reduction(reduction)
-    logits, target = _prepare(logits, target)
+    logits, target, indexed = _prepare(logits, target)
     grad_logits = np.zeros_like(logits)
-    value, grads = _focal_value_and_grads(logits, target, alpha, gamma)
+    value, grads = _FUNCTIONS[("focal", False)][1](logits, target, alpha, gamma)
     scale = 1.0 / max(value.size, 1) if reduction == "mean" else 1.0
     grad_logits += scale * grads[0]
     total = _reduce(value, reduction)

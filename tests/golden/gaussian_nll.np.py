@@ -92,8 +92,9 @@ def _prepare(mean, target, var):
     mean = np.asarray(mean, dtype=np.float64)
     target = np.asarray(target, dtype=np.float64)
     var = np.asarray(var, dtype=np.float64)
+    indexed = False
     _check_shapes([("mean", mean, None), ("target", target, None), ("var", var, None)])
-    return mean, target, var
+    return mean, target, var, indexed
 
 
 def _gaussian_nll_value(mean, target, var, eps):
@@ -119,14 +120,20 @@ def _gaussian_nll_value_and_grads(mean, target, var, eps):
     return value, grads
 
 
+#: Each term's (value, value-and-gradients) functions, by (term, whether the one-hot target is class indices).
+_FUNCTIONS = {
+    ("gaussian_nll", False): (_gaussian_nll_value, _gaussian_nll_value_and_grads),
+}
+
+
 def loss(mean, target, var, reduction="mean", eps=1e-06):
     """gaussian_nll: the loss, reduced.
 
     See the module docstring for the formula, arguments and shapes.
     """
     _check_reduction(reduction)
-    mean, target, var = _prepare(mean, target, var)
-    value = _gaussian_nll_value(mean, target, var, eps)
+    mean, target, var, indexed = _prepare(mean, target, var)
+    value = _FUNCTIONS[("gaussian_nll", False)][0](mean, target, var, eps)
     return _reduce(value, reduction)
 
 
@@ -138,10 +145,10 @@ def loss_and_grad(mean, target, var, reduction="mean", eps=1e-06):
     for the reduction (with ``"none"``, the gradient of the sum of the losses).
     """
     _check_reduction(reduction)
-    mean, target, var = _prepare(mean, target, var)
+    mean, target, var, indexed = _prepare(mean, target, var)
     grad_mean = np.zeros_like(mean)
     grad_var = np.zeros_like(var)
-    value, grads = _gaussian_nll_value_and_grads(mean, target, var, eps)
+    value, grads = _FUNCTIONS[("gaussian_nll", False)][1](mean, target, var, eps)
     scale = 1.0 / max(value.size, 1) if reduction == "mean" else 1.0
     grad_mean += scale * grads[0]
     grad_var += scale * grads[1]

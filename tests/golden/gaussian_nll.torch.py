@@ -59,8 +59,9 @@ def _prepare(mean, target, var):
     mean = mean.to(dtype)
     target = target.to(dtype)
     var = var.to(dtype)
+    indexed = False
     _check_shapes([("mean", mean, None), ("target", target, None), ("var", var, None)])
-    return mean, target, var
+    return mean, target, var, indexed
 
 
 def _gaussian_nll_value(mean, target, var, eps):
@@ -86,8 +87,9 @@ def _gaussian_nll_value_and_grads(mean, target, var, eps):
     return value, grads
 
 
+#: Each term's (value, value-and-gradients) functions, by (term, whether the one-hot target is class indices).
 _EAGER = {
-    "gaussian_nll": (_gaussian_nll_value, _gaussian_nll_value_and_grads),
+    ("gaussian_nll", False): (_gaussian_nll_value, _gaussian_nll_value_and_grads),
 }
 _FUSED = {}
 _FUSED_FAILED = set()
@@ -110,7 +112,8 @@ def _kernels(fused, device, dtype):
 
 
 def _run(kernels, term, which, device, dtype, *args):
-    """``kernels[term][which](*args)``; a compiled kernel that fails falls back to eager, with one warning."""
+    """``kernels[term][which](*args)``, ``term`` a key of ``_EAGER``; a compiled kernel that fails falls back
+    to eager, with one warning."""
     fn = kernels[term][which]
     if kernels is _EAGER:
         return fn(*args)
@@ -123,11 +126,11 @@ def _run(kernels, term, which, device, dtype, *args):
         return _EAGER[term][which](*args)
 
 
-def _loss(reduction, params, kernels, mean, target, var):
+def _loss(reduction, params, kernels, indexed, mean, target, var):
     """The reduced loss, value only (no gradient is wanted)."""
     eps, = params
     device, dtype = mean.device, mean.dtype
-    return _reduce(_run(kernels, "gaussian_nll", 0, device, dtype, mean, target, var, eps), reduction)
+    return _reduce(_run(kernels, ("gaussian_nll", False), 0, device, dtype, mean, target, var, eps), reduction)
 
 
 class _GaussianNllLossFunction(torch.autograd.Function):
@@ -142,12 +145,13 @@ class _GaussianNllLossFunction(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, reduction, params, kernels, mean, target, var):
+    def forward(ctx, reduction, params, kernels, indexed, mean, target, var):
         ctx.reduction = reduction
+        ctx.indexed = indexed
         ctx.params = params
         eps, = params
         device, dtype = mean.device, mean.dtype
-        value, grad_term_0 = _run(kernels, "gaussian_nll", 1, device, dtype, mean, target, var, eps)
+        value, grad_term_0 = _run(kernels, ("gaussian_nll", False), 1, device, dtype, mean, target, var, eps)
         ctx.save_for_backward(mean, target, var, *grad_term_0)
         return _reduce(value, reduction)
 
@@ -160,7 +164,7 @@ class _GaussianNllLossFunction(torch.autograd.Function):
         grad_mean = None
         grad_var = None
         if recompute:
-            grads = _gaussian_nll_value_and_grads(mean, target, var, eps)[1]
+            grads = _EAGER[("gaussian_nll", False)][1](mean, target, var, eps)[1]
         else:
             grads = saved[3:5]
         batch = mean.shape
@@ -169,7 +173,7 @@ class _GaussianNllLossFunction(torch.autograd.Function):
         grad_mean = part if grad_mean is None else grad_mean + part
         part = grads[1] * upstream
         grad_var = part if grad_var is None else grad_var + part
-        return None, None, None, grad_mean, None, grad_var
+        return None, None, None, None, grad_mean, None, grad_var
 
 
 class GaussianNllLoss(torch.nn.Module):
@@ -224,11 +228,11 @@ class GaussianNllLoss(torch.nn.Module):
         return (self.eps,)
 
     def forward(self, mean, target, var):
-        mean, target, var = _prepare(mean, target, var)
+        mean, target, var, indexed = _prepare(mean, target, var)
         kernels = _kernels(self.fused, mean.device, mean.dtype)
         if torch.is_grad_enabled() and (mean.requires_grad or var.requires_grad):
-            return _GaussianNllLossFunction.apply(self.reduction, self._params(), kernels, mean, target, var)
-        return _loss(self.reduction, self._params(), kernels, mean, target, var)
+            return _GaussianNllLossFunction.apply(self.reduction, self._params(), kernels, indexed, mean, target, var)
+        return _loss(self.reduction, self._params(), kernels, indexed, mean, target, var)
 
     def extra_repr(self):
         return ", ".join([f"reduction={self.reduction!r}", f"eps={self.eps!r}"]

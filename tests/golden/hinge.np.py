@@ -90,8 +90,9 @@ def _prepare(score, target):
     """Arrays as float64 (one-hot targets from class indices) with checked shapes."""
     score = np.asarray(score, dtype=np.float64)
     target = np.asarray(target, dtype=np.float64)
+    indexed = False
     _check_shapes([("score", score, None), ("target", target, None)])
-    return score, target
+    return score, target, indexed
 
 
 def _hinge_value(score, target, margin):
@@ -111,14 +112,20 @@ def _hinge_value_and_grads(score, target, margin):
     return value, grads
 
 
+#: Each term's (value, value-and-gradients) functions, by (term, whether the one-hot target is class indices).
+_FUNCTIONS = {
+    ("hinge", False): (_hinge_value, _hinge_value_and_grads),
+}
+
+
 def loss(score, target, reduction="mean", margin=1.0):
     """hinge: the loss, reduced.
 
     See the module docstring for the formula, arguments and shapes.
     """
     _check_reduction(reduction)
-    score, target = _prepare(score, target)
-    value = _hinge_value(score, target, margin)
+    score, target, indexed = _prepare(score, target)
+    value = _FUNCTIONS[("hinge", False)][0](score, target, margin)
     return _reduce(value, reduction)
 
 
@@ -130,9 +137,9 @@ def loss_and_grad(score, target, reduction="mean", margin=1.0):
     for the reduction (with ``"none"``, the gradient of the sum of the losses).
     """
     _check_reduction(reduction)
-    score, target = _prepare(score, target)
+    score, target, indexed = _prepare(score, target)
     grad_score = np.zeros_like(score)
-    value, grads = _hinge_value_and_grads(score, target, margin)
+    value, grads = _FUNCTIONS[("hinge", False)][1](score, target, margin)
     scale = 1.0 / max(value.size, 1) if reduction == "mean" else 1.0
     grad_score += scale * grads[0]
     total = _reduce(value, reduction)

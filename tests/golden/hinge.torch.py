@@ -57,8 +57,9 @@ def _prepare(score, target):
     dtype = score.dtype if score.is_floating_point() else torch.get_default_dtype()
     score = score.to(dtype)
     target = target.to(dtype)
+    indexed = False
     _check_shapes([("score", score, None), ("target", target, None)])
-    return score, target
+    return score, target, indexed
 
 
 def _hinge_value(score, target, margin):
@@ -78,8 +79,9 @@ def _hinge_value_and_grads(score, target, margin):
     return value, grads
 
 
+#: Each term's (value, value-and-gradients) functions, by (term, whether the one-hot target is class indices).
 _EAGER = {
-    "hinge": (_hinge_value, _hinge_value_and_grads),
+    ("hinge", False): (_hinge_value, _hinge_value_and_grads),
 }
 _FUSED = {}
 _FUSED_FAILED = set()
@@ -102,7 +104,8 @@ def _kernels(fused, device, dtype):
 
 
 def _run(kernels, term, which, device, dtype, *args):
-    """``kernels[term][which](*args)``; a compiled kernel that fails falls back to eager, with one warning."""
+    """``kernels[term][which](*args)``, ``term`` a key of ``_EAGER``; a compiled kernel that fails falls back
+    to eager, with one warning."""
     fn = kernels[term][which]
     if kernels is _EAGER:
         return fn(*args)
@@ -115,11 +118,11 @@ def _run(kernels, term, which, device, dtype, *args):
         return _EAGER[term][which](*args)
 
 
-def _loss(reduction, params, kernels, score, target):
+def _loss(reduction, params, kernels, indexed, score, target):
     """The reduced loss, value only (no gradient is wanted)."""
     margin, = params
     device, dtype = score.device, score.dtype
-    return _reduce(_run(kernels, "hinge", 0, device, dtype, score, target, margin), reduction)
+    return _reduce(_run(kernels, ("hinge", False), 0, device, dtype, score, target, margin), reduction)
 
 
 class _HingeLossFunction(torch.autograd.Function):
@@ -134,12 +137,13 @@ class _HingeLossFunction(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, reduction, params, kernels, score, target):
+    def forward(ctx, reduction, params, kernels, indexed, score, target):
         ctx.reduction = reduction
+        ctx.indexed = indexed
         ctx.params = params
         margin, = params
         device, dtype = score.device, score.dtype
-        value, grad_term_0 = _run(kernels, "hinge", 1, device, dtype, score, target, margin)
+        value, grad_term_0 = _run(kernels, ("hinge", False), 1, device, dtype, score, target, margin)
         ctx.save_for_backward(score, target, *grad_term_0)
         return _reduce(value, reduction)
 
@@ -151,14 +155,14 @@ class _HingeLossFunction(torch.autograd.Function):
         recompute = torch.is_grad_enabled()  # create_graph=True: the gradient must be differentiable
         grad_score = None
         if recompute:
-            grads = _hinge_value_and_grads(score, target, margin)[1]
+            grads = _EAGER[("hinge", False)][1](score, target, margin)[1]
         else:
             grads = saved[2:3]
         batch = score.shape
         upstream = (grad_output / batch.numel() if ctx.reduction == "mean" else grad_output)
         part = grads[0] * upstream
         grad_score = part if grad_score is None else grad_score + part
-        return None, None, None, grad_score, None
+        return None, None, None, None, grad_score, None
 
 
 class HingeLoss(torch.nn.Module):
@@ -212,11 +216,11 @@ class HingeLoss(torch.nn.Module):
         return (self.margin,)
 
     def forward(self, score, target):
-        score, target = _prepare(score, target)
+        score, target, indexed = _prepare(score, target)
         kernels = _kernels(self.fused, score.device, score.dtype)
         if torch.is_grad_enabled() and (score.requires_grad):
-            return _HingeLossFunction.apply(self.reduction, self._params(), kernels, score, target)
-        return _loss(self.reduction, self._params(), kernels, score, target)
+            return _HingeLossFunction.apply(self.reduction, self._params(), kernels, indexed, score, target)
+        return _loss(self.reduction, self._params(), kernels, indexed, score, target)
 
     def extra_repr(self):
         return ", ".join([f"reduction={self.reduction!r}", f"margin={self.margin!r}"]

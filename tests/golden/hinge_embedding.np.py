@@ -90,8 +90,9 @@ def _prepare(distance, target):
     """Arrays as float64 (one-hot targets from class indices) with checked shapes."""
     distance = np.asarray(distance, dtype=np.float64)
     target = np.asarray(target, dtype=np.float64)
+    indexed = False
     _check_shapes([("distance", distance, None), ("target", target, None)])
-    return distance, target
+    return distance, target, indexed
 
 
 def _hinge_embedding_value(distance, target, margin):
@@ -113,14 +114,20 @@ def _hinge_embedding_value_and_grads(distance, target, margin):
     return value, grads
 
 
+#: Each term's (value, value-and-gradients) functions, by (term, whether the one-hot target is class indices).
+_FUNCTIONS = {
+    ("hinge_embedding", False): (_hinge_embedding_value, _hinge_embedding_value_and_grads),
+}
+
+
 def loss(distance, target, reduction="mean", margin=1.0):
     """hinge_embedding: the loss, reduced.
 
     See the module docstring for the formula, arguments and shapes.
     """
     _check_reduction(reduction)
-    distance, target = _prepare(distance, target)
-    value = _hinge_embedding_value(distance, target, margin)
+    distance, target, indexed = _prepare(distance, target)
+    value = _FUNCTIONS[("hinge_embedding", False)][0](distance, target, margin)
     return _reduce(value, reduction)
 
 
@@ -132,9 +139,9 @@ def loss_and_grad(distance, target, reduction="mean", margin=1.0):
     for the reduction (with ``"none"``, the gradient of the sum of the losses).
     """
     _check_reduction(reduction)
-    distance, target = _prepare(distance, target)
+    distance, target, indexed = _prepare(distance, target)
     grad_distance = np.zeros_like(distance)
-    value, grads = _hinge_embedding_value_and_grads(distance, target, margin)
+    value, grads = _FUNCTIONS[("hinge_embedding", False)][1](distance, target, margin)
     scale = 1.0 / max(value.size, 1) if reduction == "mean" else 1.0
     grad_distance += scale * grads[0]
     total = _reduce(value, reduction)

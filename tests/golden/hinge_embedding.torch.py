@@ -57,8 +57,9 @@ def _prepare(distance, target):
     dtype = distance.dtype if distance.is_floating_point() else torch.get_default_dtype()
     distance = distance.to(dtype)
     target = target.to(dtype)
+    indexed = False
     _check_shapes([("distance", distance, None), ("target", target, None)])
-    return distance, target
+    return distance, target, indexed
 
 
 def _hinge_embedding_value(distance, target, margin):
@@ -80,8 +81,9 @@ def _hinge_embedding_value_and_grads(distance, target, margin):
     return value, grads
 
 
+#: Each term's (value, value-and-gradients) functions, by (term, whether the one-hot target is class indices).
 _EAGER = {
-    "hinge_embedding": (_hinge_embedding_value, _hinge_embedding_value_and_grads),
+    ("hinge_embedding", False): (_hinge_embedding_value, _hinge_embedding_value_and_grads),
 }
 _FUSED = {}
 _FUSED_FAILED = set()
@@ -104,7 +106,8 @@ def _kernels(fused, device, dtype):
 
 
 def _run(kernels, term, which, device, dtype, *args):
-    """``kernels[term][which](*args)``; a compiled kernel that fails falls back to eager, with one warning."""
+    """``kernels[term][which](*args)``, ``term`` a key of ``_EAGER``; a compiled kernel that fails falls back
+    to eager, with one warning."""
     fn = kernels[term][which]
     if kernels is _EAGER:
         return fn(*args)
@@ -117,11 +120,11 @@ def _run(kernels, term, which, device, dtype, *args):
         return _EAGER[term][which](*args)
 
 
-def _loss(reduction, params, kernels, distance, target):
+def _loss(reduction, params, kernels, indexed, distance, target):
     """The reduced loss, value only (no gradient is wanted)."""
     margin, = params
     device, dtype = distance.device, distance.dtype
-    return _reduce(_run(kernels, "hinge_embedding", 0, device, dtype, distance, target, margin), reduction)
+    return _reduce(_run(kernels, ("hinge_embedding", False), 0, device, dtype, distance, target, margin), reduction)
 
 
 class _HingeEmbeddingLossFunction(torch.autograd.Function):
@@ -136,12 +139,13 @@ class _HingeEmbeddingLossFunction(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, reduction, params, kernels, distance, target):
+    def forward(ctx, reduction, params, kernels, indexed, distance, target):
         ctx.reduction = reduction
+        ctx.indexed = indexed
         ctx.params = params
         margin, = params
         device, dtype = distance.device, distance.dtype
-        value, grad_term_0 = _run(kernels, "hinge_embedding", 1, device, dtype, distance, target, margin)
+        value, grad_term_0 = _run(kernels, ("hinge_embedding", False), 1, device, dtype, distance, target, margin)
         ctx.save_for_backward(distance, target, *grad_term_0)
         return _reduce(value, reduction)
 
@@ -153,14 +157,14 @@ class _HingeEmbeddingLossFunction(torch.autograd.Function):
         recompute = torch.is_grad_enabled()  # create_graph=True: the gradient must be differentiable
         grad_distance = None
         if recompute:
-            grads = _hinge_embedding_value_and_grads(distance, target, margin)[1]
+            grads = _EAGER[("hinge_embedding", False)][1](distance, target, margin)[1]
         else:
             grads = saved[2:3]
         batch = distance.shape
         upstream = (grad_output / batch.numel() if ctx.reduction == "mean" else grad_output)
         part = grads[0] * upstream
         grad_distance = part if grad_distance is None else grad_distance + part
-        return None, None, None, grad_distance, None
+        return None, None, None, None, grad_distance, None
 
 
 class HingeEmbeddingLoss(torch.nn.Module):
@@ -214,11 +218,11 @@ class HingeEmbeddingLoss(torch.nn.Module):
         return (self.margin,)
 
     def forward(self, distance, target):
-        distance, target = _prepare(distance, target)
+        distance, target, indexed = _prepare(distance, target)
         kernels = _kernels(self.fused, distance.device, distance.dtype)
         if torch.is_grad_enabled() and (distance.requires_grad):
-            return _HingeEmbeddingLossFunction.apply(self.reduction, self._params(), kernels, distance, target)
-        return _loss(self.reduction, self._params(), kernels, distance, target)
+            return _HingeEmbeddingLossFunction.apply(self.reduction, self._params(), kernels, indexed, distance, target)
+        return _loss(self.reduction, self._params(), kernels, indexed, distance, target)
 
     def extra_repr(self):
         return ", ".join([f"reduction={self.reduction!r}", f"margin={self.margin!r}"]

@@ -89,8 +89,9 @@ def _prepare(logq, target):
     """Arrays as float64 (one-hot targets from class indices) with checked shapes."""
     logq = np.asarray(logq, dtype=np.float64)
     target = np.asarray(target, dtype=np.float64)
+    indexed = False
     _check_shapes([("logq", logq, "class"), ("target", target, "class")])
-    return logq, target
+    return logq, target, indexed
 
 
 def _kl_div_value(logq, target):
@@ -109,14 +110,20 @@ def _kl_div_value_and_grads(logq, target):
     return value, grads
 
 
+#: Each term's (value, value-and-gradients) functions, by (term, whether the one-hot target is class indices).
+_FUNCTIONS = {
+    ("kl_div", False): (_kl_div_value, _kl_div_value_and_grads),
+}
+
+
 def loss(logq, target, reduction="mean"):
     """kl_div: the loss, reduced.
 
     See the module docstring for the formula, arguments and shapes.
     """
     _check_reduction(reduction)
-    logq, target = _prepare(logq, target)
-    value = _kl_div_value(logq, target)
+    logq, target, indexed = _prepare(logq, target)
+    value = _FUNCTIONS[("kl_div", False)][0](logq, target)
     return _reduce(value, reduction)
 
 
@@ -128,9 +135,9 @@ def loss_and_grad(logq, target, reduction="mean"):
     for the reduction (with ``"none"``, the gradient of the sum of the losses).
     """
     _check_reduction(reduction)
-    logq, target = _prepare(logq, target)
+    logq, target, indexed = _prepare(logq, target)
     grad_logq = np.zeros_like(logq)
-    value, grads = _kl_div_value_and_grads(logq, target)
+    value, grads = _FUNCTIONS[("kl_div", False)][1](logq, target)
     scale = 1.0 / max(value.size, 1) if reduction == "mean" else 1.0
     grad_logq += scale * grads[0]
     total = _reduce(value, reduction)

@@ -57,8 +57,9 @@ def _prepare(logq, target):
     dtype = logq.dtype if logq.is_floating_point() else torch.get_default_dtype()
     logq = logq.to(dtype)
     target = target.to(dtype)
+    indexed = False
     _check_shapes([("logq", logq, "class"), ("target", target, "class")])
-    return logq, target
+    return logq, target, indexed
 
 
 def _kl_div_value(logq, target):
@@ -77,8 +78,9 @@ def _kl_div_value_and_grads(logq, target):
     return value, grads
 
 
+#: Each term's (value, value-and-gradients) functions, by (term, whether the one-hot target is class indices).
 _EAGER = {
-    "kl_div": (_kl_div_value, _kl_div_value_and_grads),
+    ("kl_div", False): (_kl_div_value, _kl_div_value_and_grads),
 }
 _FUSED = {}
 _FUSED_FAILED = set()
@@ -101,7 +103,8 @@ def _kernels(fused, device, dtype):
 
 
 def _run(kernels, term, which, device, dtype, *args):
-    """``kernels[term][which](*args)``; a compiled kernel that fails falls back to eager, with one warning."""
+    """``kernels[term][which](*args)``, ``term`` a key of ``_EAGER``; a compiled kernel that fails falls back
+    to eager, with one warning."""
     fn = kernels[term][which]
     if kernels is _EAGER:
         return fn(*args)
@@ -114,10 +117,10 @@ def _run(kernels, term, which, device, dtype, *args):
         return _EAGER[term][which](*args)
 
 
-def _loss(reduction, params, kernels, logq, target):
+def _loss(reduction, params, kernels, indexed, logq, target):
     """The reduced loss, value only (no gradient is wanted)."""
     device, dtype = logq.device, logq.dtype
-    return _reduce(_run(kernels, "kl_div", 0, device, dtype, logq, target), reduction)
+    return _reduce(_run(kernels, ("kl_div", False), 0, device, dtype, logq, target), reduction)
 
 
 class _KlDivLossFunction(torch.autograd.Function):
@@ -132,11 +135,12 @@ class _KlDivLossFunction(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, reduction, params, kernels, logq, target):
+    def forward(ctx, reduction, params, kernels, indexed, logq, target):
         ctx.reduction = reduction
+        ctx.indexed = indexed
         ctx.params = params
         device, dtype = logq.device, logq.dtype
-        value, grad_term_0 = _run(kernels, "kl_div", 1, device, dtype, logq, target)
+        value, grad_term_0 = _run(kernels, ("kl_div", False), 1, device, dtype, logq, target)
         ctx.save_for_backward(logq, target, *grad_term_0)
         return _reduce(value, reduction)
 
@@ -147,14 +151,14 @@ class _KlDivLossFunction(torch.autograd.Function):
         recompute = torch.is_grad_enabled()  # create_graph=True: the gradient must be differentiable
         grad_logq = None
         if recompute:
-            grads = _kl_div_value_and_grads(logq, target)[1]
+            grads = _EAGER[("kl_div", False)][1](logq, target)[1]
         else:
             grads = saved[2:3]
         batch = logq.shape[:-1]
         upstream = (grad_output / batch.numel() if ctx.reduction == "mean" else grad_output)
         part = grads[0] * (upstream[..., None] if ctx.reduction == "none" else upstream)
         grad_logq = part if grad_logq is None else grad_logq + part
-        return None, None, None, grad_logq, None
+        return None, None, None, None, grad_logq, None
 
 
 class KlDivLoss(torch.nn.Module):
@@ -206,11 +210,11 @@ class KlDivLoss(torch.nn.Module):
         return ()
 
     def forward(self, logq, target):
-        logq, target = _prepare(logq, target)
+        logq, target, indexed = _prepare(logq, target)
         kernels = _kernels(self.fused, logq.device, logq.dtype)
         if torch.is_grad_enabled() and (logq.requires_grad):
-            return _KlDivLossFunction.apply(self.reduction, self._params(), kernels, logq, target)
-        return _loss(self.reduction, self._params(), kernels, logq, target)
+            return _KlDivLossFunction.apply(self.reduction, self._params(), kernels, indexed, logq, target)
+        return _loss(self.reduction, self._params(), kernels, indexed, logq, target)
 
     def extra_repr(self):
         return ", ".join([f"reduction={self.reduction!r}"]

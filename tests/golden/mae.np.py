@@ -85,8 +85,9 @@ def _prepare(pred, target):
     """Arrays as float64 (one-hot targets from class indices) with checked shapes."""
     pred = np.asarray(pred, dtype=np.float64)
     target = np.asarray(target, dtype=np.float64)
+    indexed = False
     _check_shapes([("pred", pred, None), ("target", target, None)])
-    return pred, target
+    return pred, target, indexed
 
 
 def _mae_value(pred, target):
@@ -106,14 +107,20 @@ def _mae_value_and_grads(pred, target):
     return value, grads
 
 
+#: Each term's (value, value-and-gradients) functions, by (term, whether the one-hot target is class indices).
+_FUNCTIONS = {
+    ("mae", False): (_mae_value, _mae_value_and_grads),
+}
+
+
 def loss(pred, target, reduction="mean"):
     """mae: the loss, reduced.
 
     See the module docstring for the formula, arguments and shapes.
     """
     _check_reduction(reduction)
-    pred, target = _prepare(pred, target)
-    value = _mae_value(pred, target)
+    pred, target, indexed = _prepare(pred, target)
+    value = _FUNCTIONS[("mae", False)][0](pred, target)
     return _reduce(value, reduction)
 
 
@@ -125,9 +132,9 @@ def loss_and_grad(pred, target, reduction="mean"):
     for the reduction (with ``"none"``, the gradient of the sum of the losses).
     """
     _check_reduction(reduction)
-    pred, target = _prepare(pred, target)
+    pred, target, indexed = _prepare(pred, target)
     grad_pred = np.zeros_like(pred)
-    value, grads = _mae_value_and_grads(pred, target)
+    value, grads = _FUNCTIONS[("mae", False)][1](pred, target)
     scale = 1.0 / max(value.size, 1) if reduction == "mean" else 1.0
     grad_pred += scale * grads[0]
     total = _reduce(value, reduction)

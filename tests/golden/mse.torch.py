@@ -57,8 +57,9 @@ def _prepare(pred, target):
     dtype = pred.dtype if pred.is_floating_point() else torch.get_default_dtype()
     pred = pred.to(dtype)
     target = target.to(dtype)
+    indexed = False
     _check_shapes([("pred", pred, None), ("target", target, None)])
-    return pred, target
+    return pred, target, indexed
 
 
 def _mse_value(pred, target):
@@ -78,8 +79,9 @@ def _mse_value_and_grads(pred, target):
     return value, grads
 
 
+#: Each term's (value, value-and-gradients) functions, by (term, whether the one-hot target is class indices).
 _EAGER = {
-    "mse": (_mse_value, _mse_value_and_grads),
+    ("mse", False): (_mse_value, _mse_value_and_grads),
 }
 _FUSED = {}
 _FUSED_FAILED = set()
@@ -102,7 +104,8 @@ def _kernels(fused, device, dtype):
 
 
 def _run(kernels, term, which, device, dtype, *args):
-    """``kernels[term][which](*args)``; a compiled kernel that fails falls back to eager, with one warning."""
+    """``kernels[term][which](*args)``, ``term`` a key of ``_EAGER``; a compiled kernel that fails falls back
+    to eager, with one warning."""
     fn = kernels[term][which]
     if kernels is _EAGER:
         return fn(*args)
@@ -115,10 +118,10 @@ def _run(kernels, term, which, device, dtype, *args):
         return _EAGER[term][which](*args)
 
 
-def _loss(reduction, params, kernels, pred, target):
+def _loss(reduction, params, kernels, indexed, pred, target):
     """The reduced loss, value only (no gradient is wanted)."""
     device, dtype = pred.device, pred.dtype
-    return _reduce(_run(kernels, "mse", 0, device, dtype, pred, target), reduction)
+    return _reduce(_run(kernels, ("mse", False), 0, device, dtype, pred, target), reduction)
 
 
 class _MseLossFunction(torch.autograd.Function):
@@ -133,11 +136,12 @@ class _MseLossFunction(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, reduction, params, kernels, pred, target):
+    def forward(ctx, reduction, params, kernels, indexed, pred, target):
         ctx.reduction = reduction
+        ctx.indexed = indexed
         ctx.params = params
         device, dtype = pred.device, pred.dtype
-        value, grad_term_0 = _run(kernels, "mse", 1, device, dtype, pred, target)
+        value, grad_term_0 = _run(kernels, ("mse", False), 1, device, dtype, pred, target)
         ctx.save_for_backward(pred, target, *grad_term_0)
         return _reduce(value, reduction)
 
@@ -148,14 +152,14 @@ class _MseLossFunction(torch.autograd.Function):
         recompute = torch.is_grad_enabled()  # create_graph=True: the gradient must be differentiable
         grad_pred = None
         if recompute:
-            grads = _mse_value_and_grads(pred, target)[1]
+            grads = _EAGER[("mse", False)][1](pred, target)[1]
         else:
             grads = saved[2:3]
         batch = pred.shape
         upstream = (grad_output / batch.numel() if ctx.reduction == "mean" else grad_output)
         part = grads[0] * upstream
         grad_pred = part if grad_pred is None else grad_pred + part
-        return None, None, None, grad_pred, None
+        return None, None, None, None, grad_pred, None
 
 
 class MseLoss(torch.nn.Module):
@@ -203,11 +207,11 @@ class MseLoss(torch.nn.Module):
         return ()
 
     def forward(self, pred, target):
-        pred, target = _prepare(pred, target)
+        pred, target, indexed = _prepare(pred, target)
         kernels = _kernels(self.fused, pred.device, pred.dtype)
         if torch.is_grad_enabled() and (pred.requires_grad):
-            return _MseLossFunction.apply(self.reduction, self._params(), kernels, pred, target)
-        return _loss(self.reduction, self._params(), kernels, pred, target)
+            return _MseLossFunction.apply(self.reduction, self._params(), kernels, indexed, pred, target)
+        return _loss(self.reduction, self._params(), kernels, indexed, pred, target)
 
     def extra_repr(self):
         return ", ".join([f"reduction={self.reduction!r}"]

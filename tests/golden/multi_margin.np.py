@@ -86,16 +86,26 @@ def _reduce(value, reduction):
     return value.sum() / value.size if value.size else np.float64(np.nan)
 
 
-def _onehot(name, value, length):
-    """One-hot rows from integer class indices (floats pass through)."""
-    value = np.asarray(value)
-    if value.dtype.kind not in "iu":
-        return value.astype(np.float64)
-    if length is None:
-        raise ValueError(f"{name}: class indices need another argument on the same axis; pass one-hot rows")
+def _indices(name, value, length):
+    """Integer class indices as int64, checked against the number of classes."""
+    value = np.asarray(value).astype(np.int64)
     if value.size and (value.min() < 0 or value.max() >= length):
         raise ValueError(f"{name}: class index out of range [0, {length})")
-    return np.eye(length)[value]
+    return value
+
+
+def _pick(values, index):
+    """``values`` at each sample's class index, the axis kept (length 1): no one-hot rows."""
+    values = np.asarray(values, dtype=np.float64)
+    return np.take_along_axis(np.broadcast_to(values, index.shape + values.shape[-1:]), index[..., None], axis=-1)
+
+
+def _scatter(base, add, index, like):
+    """``base + onehot(index) * add`` along the last axis of ``like``, without the one-hot rows."""
+    out = np.array(np.broadcast_to(base, like.shape), dtype=np.float64)
+    at = index[..., None]
+    np.put_along_axis(out, at, np.take_along_axis(out, at, axis=-1) + add, axis=-1)
+    return out
 
 
 def _mean(a):
@@ -106,9 +116,10 @@ def _mean(a):
 def _prepare(scores, target):
     """Arrays as float64 (one-hot targets from class indices) with checked shapes."""
     scores = np.asarray(scores, dtype=np.float64)
-    target = _onehot("target", target, scores.shape[-1])
-    _check_shapes([("scores", scores, "class"), ("target", target, "class")])
-    return scores, target
+    indexed = np.asarray(target).dtype.kind in "iu"  # class indices: gathered, never one-hot rows
+    target = _indices("target", target, scores.shape[-1]) if indexed else np.asarray(target, dtype=np.float64)
+    _check_shapes([("scores", scores, "class"), ("target", target, None if indexed else "class")])
+    return scores, target, indexed
 
 
 def _multi_margin_value(scores, target, margin):
@@ -130,14 +141,43 @@ def _multi_margin_value_and_grads(scores, target, margin):
     return value, grads
 
 
+def _multi_margin_indexed_value(scores, target, margin):
+    """Per-sample loss."""
+    batch = scores.shape[:-1]
+    _t1 = np.maximum(0, (scores - _pick(scores, target)) + margin)
+    return _fill(_mean(_t1) + _pick(-_t1, target)/(scores.shape[-1] or np.nan), batch + (1,))[..., 0]
+
+
+def _multi_margin_indexed_value_and_grads(scores, target, margin):
+    """Per-sample loss and its gradient for each input, per element."""
+    batch = scores.shape[:-1]
+    _t0 = (scores - _pick(scores, target)) + margin
+    _t1 = np.maximum(0, _t0)
+    _t2 = 1/(scores.shape[-1] or np.nan)
+    _t3 = _t2*np.sign(np.maximum(_t0, 0.0))
+    _t4 = -_t3
+    value = _fill(_t2*_pick(-_t1, target) + _mean(_t1), batch + (1,))[..., 0]
+    grads = (
+        _fill(_scatter(_t3, _pick(_t4 + np.sum(_t4, axis=-1, keepdims=True) + _pick(_t3, target), target), target, scores), scores.shape),
+    )
+    return value, grads
+
+
+#: Each term's (value, value-and-gradients) functions, by (term, whether the one-hot target is class indices).
+_FUNCTIONS = {
+    ("multi_margin", False): (_multi_margin_value, _multi_margin_value_and_grads),
+    ("multi_margin", True): (_multi_margin_indexed_value, _multi_margin_indexed_value_and_grads),
+}
+
+
 def loss(scores, target, reduction="mean", margin=1.0):
     """multi_margin: the loss, reduced.
 
     See the module docstring for the formula, arguments and shapes.
     """
     _check_reduction(reduction)
-    scores, target = _prepare(scores, target)
-    value = _multi_margin_value(scores, target, margin)
+    scores, target, indexed = _prepare(scores, target)
+    value = _FUNCTIONS[("multi_margin", indexed)][0](scores, target, margin)
     return _reduce(value, reduction)
 
 
@@ -149,9 +189,9 @@ def loss_and_grad(scores, target, reduction="mean", margin=1.0):
     for the reduction (with ``"none"``, the gradient of the sum of the losses).
     """
     _check_reduction(reduction)
-    scores, target = _prepare(scores, target)
+    scores, target, indexed = _prepare(scores, target)
     grad_scores = np.zeros_like(scores)
-    value, grads = _multi_margin_value_and_grads(scores, target, margin)
+    value, grads = _FUNCTIONS[("multi_margin", indexed)][1](scores, target, margin)
     scale = 1.0 / max(value.size, 1) if reduction == "mean" else 1.0
     grad_scores += scale * grads[0]
     total = _reduce(value, reduction)

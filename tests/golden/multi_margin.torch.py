@@ -50,15 +50,24 @@ def _reduce(value, reduction):
     return value.mean() if reduction == "mean" else value.sum()
 
 
-def _onehot(name, value, length, dtype):
-    """One-hot rows from integer class indices (floating tensors pass through)."""
-    if value.is_floating_point():
-        return value.to(dtype)
-    if length is None:
-        raise ValueError(f"{name}: class indices need another argument on the same axis; pass one-hot rows")
-    if value.numel() and (int(value.min()) < 0 or int(value.max()) >= length):
+def _indices(name, value, length):
+    """Integer class indices as int64, checked against the number of classes on CPU (no device sync elsewhere)."""
+    value = value.long()
+    if value.device.type == "cpu" and value.numel() and (int(value.min()) < 0 or int(value.max()) >= length):
         raise ValueError(f"{name}: class index out of range [0, {length})")
-    return torch.nn.functional.one_hot(value.long(), length).to(dtype)
+    return value
+
+
+def _pick(values, index):
+    """``values`` at each sample's class index, the axis kept (length 1): a gather, no one-hot rows."""
+    return torch.gather(values.expand(*index.shape, values.shape[-1]), -1, index[..., None])
+
+
+def _scatter(base, add, index, like):
+    """``base + onehot(index) * add`` along the last axis of ``like``, without the one-hot rows."""
+    base = torch.as_tensor(base, dtype=like.dtype, device=like.device).expand(like.shape)
+    add = torch.as_tensor(add, dtype=like.dtype, device=like.device).expand(*index.shape, 1)
+    return base.scatter_add(-1, index[..., None], add)
 
 
 def _prepare(scores, target):
@@ -67,9 +76,10 @@ def _prepare(scores, target):
     target = torch.as_tensor(target)
     dtype = scores.dtype if scores.is_floating_point() else torch.get_default_dtype()
     scores = scores.to(dtype)
-    target = _onehot("target", target, scores.shape[-1], dtype)
-    _check_shapes([("scores", scores, "class"), ("target", target, "class")])
-    return scores, target
+    indexed = not target.is_floating_point()  # class indices: gathered, never one-hot rows
+    target = _indices("target", target, scores.shape[-1]) if indexed else target.to(dtype)
+    _check_shapes([("scores", scores, "class"), ("target", target, None if indexed else "class")])
+    return scores, target, indexed
 
 
 def _multi_margin_value(scores, target, margin):
@@ -91,8 +101,32 @@ def _multi_margin_value_and_grads(scores, target, margin):
     return value, grads
 
 
+def _multi_margin_indexed_value(scores, target, margin):
+    """Per-sample loss."""
+    dtype, device, batch = scores.dtype, scores.device, scores.shape[:-1]
+    _t1 = torch.clamp((scores - _pick(scores, target)) + margin, min=0)
+    return _fill(torch.mean(_t1, dim=-1, keepdim=True) + _pick(-_t1, target)/(scores.shape[-1] or float("nan")), batch + (1,), dtype, device)[..., 0]
+
+
+def _multi_margin_indexed_value_and_grads(scores, target, margin):
+    """Per-sample loss and its gradient for each input, per element, in one pass."""
+    dtype, device, batch = scores.dtype, scores.device, scores.shape[:-1]
+    _t0 = (scores - _pick(scores, target)) + margin
+    _t1 = torch.clamp(_t0, min=0)
+    _t2 = 1/(scores.shape[-1] or float("nan"))
+    _t3 = _t2*torch.ceil(torch.clamp(_t0, 0.0, 1.0))
+    _t4 = -_t3
+    value = _fill(_t2*_pick(-_t1, target) + torch.mean(_t1, dim=-1, keepdim=True), batch + (1,), dtype, device)[..., 0]
+    grads = (
+        _fill(_scatter(_t3, _pick(_t4 + torch.sum(_t4, dim=-1, keepdim=True) + _pick(_t3, target), target), target, scores), scores.shape, dtype, device),
+    )
+    return value, grads
+
+
+#: Each term's (value, value-and-gradients) functions, by (term, whether the one-hot target is class indices).
 _EAGER = {
-    "multi_margin": (_multi_margin_value, _multi_margin_value_and_grads),
+    ("multi_margin", False): (_multi_margin_value, _multi_margin_value_and_grads),
+    ("multi_margin", True): (_multi_margin_indexed_value, _multi_margin_indexed_value_and_grads),
 }
 _FUSED = {}
 _FUSED_FAILED = set()
@@ -115,7 +149,8 @@ def _kernels(fused, device, dtype):
 
 
 def _run(kernels, term, which, device, dtype, *args):
-    """``kernels[term][which](*args)``; a compiled kernel that fails falls back to eager, with one warning."""
+    """``kernels[term][which](*args)``, ``term`` a key of ``_EAGER``; a compiled kernel that fails falls back
+    to eager, with one warning."""
     fn = kernels[term][which]
     if kernels is _EAGER:
         return fn(*args)
@@ -128,11 +163,11 @@ def _run(kernels, term, which, device, dtype, *args):
         return _EAGER[term][which](*args)
 
 
-def _loss(reduction, params, kernels, scores, target):
+def _loss(reduction, params, kernels, indexed, scores, target):
     """The reduced loss, value only (no gradient is wanted)."""
     margin, = params
     device, dtype = scores.device, scores.dtype
-    return _reduce(_run(kernels, "multi_margin", 0, device, dtype, scores, target, margin), reduction)
+    return _reduce(_run(kernels, ("multi_margin", indexed), 0, device, dtype, scores, target, margin), reduction)
 
 
 class _MultiMarginLossFunction(torch.autograd.Function):
@@ -147,12 +182,13 @@ class _MultiMarginLossFunction(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, reduction, params, kernels, scores, target):
+    def forward(ctx, reduction, params, kernels, indexed, scores, target):
         ctx.reduction = reduction
+        ctx.indexed = indexed
         ctx.params = params
         margin, = params
         device, dtype = scores.device, scores.dtype
-        value, grad_term_0 = _run(kernels, "multi_margin", 1, device, dtype, scores, target, margin)
+        value, grad_term_0 = _run(kernels, ("multi_margin", indexed), 1, device, dtype, scores, target, margin)
         ctx.save_for_backward(scores, target, *grad_term_0)
         return _reduce(value, reduction)
 
@@ -164,14 +200,14 @@ class _MultiMarginLossFunction(torch.autograd.Function):
         recompute = torch.is_grad_enabled()  # create_graph=True: the gradient must be differentiable
         grad_scores = None
         if recompute:
-            grads = _multi_margin_value_and_grads(scores, target, margin)[1]
+            grads = _EAGER[("multi_margin", ctx.indexed)][1](scores, target, margin)[1]
         else:
             grads = saved[2:3]
         batch = scores.shape[:-1]
         upstream = (grad_output / batch.numel() if ctx.reduction == "mean" else grad_output)
         part = grads[0] * (upstream[..., None] if ctx.reduction == "none" else upstream)
         grad_scores = part if grad_scores is None else grad_scores + part
-        return None, None, None, grad_scores, None
+        return None, None, None, None, grad_scores, None
 
 
 class MultiMarginLoss(torch.nn.Module):
@@ -225,11 +261,11 @@ class MultiMarginLoss(torch.nn.Module):
         return (self.margin,)
 
     def forward(self, scores, target):
-        scores, target = _prepare(scores, target)
+        scores, target, indexed = _prepare(scores, target)
         kernels = _kernels(self.fused, scores.device, scores.dtype)
         if torch.is_grad_enabled() and (scores.requires_grad):
-            return _MultiMarginLossFunction.apply(self.reduction, self._params(), kernels, scores, target)
-        return _loss(self.reduction, self._params(), kernels, scores, target)
+            return _MultiMarginLossFunction.apply(self.reduction, self._params(), kernels, indexed, scores, target)
+        return _loss(self.reduction, self._params(), kernels, indexed, scores, target)
 
     def extra_repr(self):
         return ", ".join([f"reduction={self.reduction!r}", f"margin={self.margin!r}"]

@@ -81,24 +81,35 @@ def _reduce(value, reduction):
     return value.sum() / value.size if value.size else np.float64(np.nan)
 
 
-def _onehot(name, value, length):
-    """One-hot rows from integer class indices (floats pass through)."""
-    value = np.asarray(value)
-    if value.dtype.kind not in "iu":
-        return value.astype(np.float64)
-    if length is None:
-        raise ValueError(f"{name}: class indices need another argument on the same axis; pass one-hot rows")
+def _indices(name, value, length):
+    """Integer class indices as int64, checked against the number of classes."""
+    value = np.asarray(value).astype(np.int64)
     if value.size and (value.min() < 0 or value.max() >= length):
         raise ValueError(f"{name}: class index out of range [0, {length})")
-    return np.eye(length)[value]
+    return value
+
+
+def _pick(values, index):
+    """``values`` at each sample's class index, the axis kept (length 1): no one-hot rows."""
+    values = np.asarray(values, dtype=np.float64)
+    return np.take_along_axis(np.broadcast_to(values, index.shape + values.shape[-1:]), index[..., None], axis=-1)
+
+
+def _scatter(base, add, index, like):
+    """``base + onehot(index) * add`` along the last axis of ``like``, without the one-hot rows."""
+    out = np.array(np.broadcast_to(base, like.shape), dtype=np.float64)
+    at = index[..., None]
+    np.put_along_axis(out, at, np.take_along_axis(out, at, axis=-1) + add, axis=-1)
+    return out
 
 
 def _prepare(logp, target):
     """Arrays as float64 (one-hot targets from class indices) with checked shapes."""
     logp = np.asarray(logp, dtype=np.float64)
-    target = _onehot("target", target, logp.shape[-1])
-    _check_shapes([("logp", logp, "class"), ("target", target, "class")])
-    return logp, target
+    indexed = np.asarray(target).dtype.kind in "iu"  # class indices: gathered, never one-hot rows
+    target = _indices("target", target, logp.shape[-1]) if indexed else np.asarray(target, dtype=np.float64)
+    _check_shapes([("logp", logp, "class"), ("target", target, None if indexed else "class")])
+    return logp, target, indexed
 
 
 def _nll_value(logp, target):
@@ -117,14 +128,37 @@ def _nll_value_and_grads(logp, target):
     return value, grads
 
 
+def _nll_indexed_value(logp, target):
+    """Per-sample loss."""
+    batch = logp.shape[:-1]
+    return _fill(-_pick(logp, target), batch + (1,))[..., 0]
+
+
+def _nll_indexed_value_and_grads(logp, target):
+    """Per-sample loss and its gradient for each input, per element."""
+    batch = logp.shape[:-1]
+    value = _fill(-_pick(logp, target), batch + (1,))[..., 0]
+    grads = (
+        _fill(_scatter(0, -1, target, logp), logp.shape),
+    )
+    return value, grads
+
+
+#: Each term's (value, value-and-gradients) functions, by (term, whether the one-hot target is class indices).
+_FUNCTIONS = {
+    ("nll", False): (_nll_value, _nll_value_and_grads),
+    ("nll", True): (_nll_indexed_value, _nll_indexed_value_and_grads),
+}
+
+
 def loss(logp, target, reduction="mean"):
     """nll: the loss, reduced.
 
     See the module docstring for the formula, arguments and shapes.
     """
     _check_reduction(reduction)
-    logp, target = _prepare(logp, target)
-    value = _nll_value(logp, target)
+    logp, target, indexed = _prepare(logp, target)
+    value = _FUNCTIONS[("nll", indexed)][0](logp, target)
     return _reduce(value, reduction)
 
 
@@ -136,9 +170,9 @@ def loss_and_grad(logp, target, reduction="mean"):
     for the reduction (with ``"none"``, the gradient of the sum of the losses).
     """
     _check_reduction(reduction)
-    logp, target = _prepare(logp, target)
+    logp, target, indexed = _prepare(logp, target)
     grad_logp = np.zeros_like(logp)
-    value, grads = _nll_value_and_grads(logp, target)
+    value, grads = _FUNCTIONS[("nll", indexed)][1](logp, target)
     scale = 1.0 / max(value.size, 1) if reduction == "mean" else 1.0
     grad_logp += scale * grads[0]
     total = _reduce(value, reduction)

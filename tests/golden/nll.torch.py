@@ -50,15 +50,24 @@ def _reduce(value, reduction):
     return value.mean() if reduction == "mean" else value.sum()
 
 
-def _onehot(name, value, length, dtype):
-    """One-hot rows from integer class indices (floating tensors pass through)."""
-    if value.is_floating_point():
-        return value.to(dtype)
-    if length is None:
-        raise ValueError(f"{name}: class indices need another argument on the same axis; pass one-hot rows")
-    if value.numel() and (int(value.min()) < 0 or int(value.max()) >= length):
+def _indices(name, value, length):
+    """Integer class indices as int64, checked against the number of classes on CPU (no device sync elsewhere)."""
+    value = value.long()
+    if value.device.type == "cpu" and value.numel() and (int(value.min()) < 0 or int(value.max()) >= length):
         raise ValueError(f"{name}: class index out of range [0, {length})")
-    return torch.nn.functional.one_hot(value.long(), length).to(dtype)
+    return value
+
+
+def _pick(values, index):
+    """``values`` at each sample's class index, the axis kept (length 1): a gather, no one-hot rows."""
+    return torch.gather(values.expand(*index.shape, values.shape[-1]), -1, index[..., None])
+
+
+def _scatter(base, add, index, like):
+    """``base + onehot(index) * add`` along the last axis of ``like``, without the one-hot rows."""
+    base = torch.as_tensor(base, dtype=like.dtype, device=like.device).expand(like.shape)
+    add = torch.as_tensor(add, dtype=like.dtype, device=like.device).expand(*index.shape, 1)
+    return base.scatter_add(-1, index[..., None], add)
 
 
 def _prepare(logp, target):
@@ -67,9 +76,10 @@ def _prepare(logp, target):
     target = torch.as_tensor(target)
     dtype = logp.dtype if logp.is_floating_point() else torch.get_default_dtype()
     logp = logp.to(dtype)
-    target = _onehot("target", target, logp.shape[-1], dtype)
-    _check_shapes([("logp", logp, "class"), ("target", target, "class")])
-    return logp, target
+    indexed = not target.is_floating_point()  # class indices: gathered, never one-hot rows
+    target = _indices("target", target, logp.shape[-1]) if indexed else target.to(dtype)
+    _check_shapes([("logp", logp, "class"), ("target", target, None if indexed else "class")])
+    return logp, target, indexed
 
 
 def _nll_value(logp, target):
@@ -88,8 +98,26 @@ def _nll_value_and_grads(logp, target):
     return value, grads
 
 
+def _nll_indexed_value(logp, target):
+    """Per-sample loss."""
+    dtype, device, batch = logp.dtype, logp.device, logp.shape[:-1]
+    return _fill(-_pick(logp, target), batch + (1,), dtype, device)[..., 0]
+
+
+def _nll_indexed_value_and_grads(logp, target):
+    """Per-sample loss and its gradient for each input, per element, in one pass."""
+    dtype, device, batch = logp.dtype, logp.device, logp.shape[:-1]
+    value = _fill(-_pick(logp, target), batch + (1,), dtype, device)[..., 0]
+    grads = (
+        _fill(_scatter(0, -1, target, logp), logp.shape, dtype, device),
+    )
+    return value, grads
+
+
+#: Each term's (value, value-and-gradients) functions, by (term, whether the one-hot target is class indices).
 _EAGER = {
-    "nll": (_nll_value, _nll_value_and_grads),
+    ("nll", False): (_nll_value, _nll_value_and_grads),
+    ("nll", True): (_nll_indexed_value, _nll_indexed_value_and_grads),
 }
 _FUSED = {}
 _FUSED_FAILED = set()
@@ -112,7 +140,8 @@ def _kernels(fused, device, dtype):
 
 
 def _run(kernels, term, which, device, dtype, *args):
-    """``kernels[term][which](*args)``; a compiled kernel that fails falls back to eager, with one warning."""
+    """``kernels[term][which](*args)``, ``term`` a key of ``_EAGER``; a compiled kernel that fails falls back
+    to eager, with one warning."""
     fn = kernels[term][which]
     if kernels is _EAGER:
         return fn(*args)
@@ -125,10 +154,10 @@ def _run(kernels, term, which, device, dtype, *args):
         return _EAGER[term][which](*args)
 
 
-def _loss(reduction, params, kernels, logp, target):
+def _loss(reduction, params, kernels, indexed, logp, target):
     """The reduced loss, value only (no gradient is wanted)."""
     device, dtype = logp.device, logp.dtype
-    return _reduce(_run(kernels, "nll", 0, device, dtype, logp, target), reduction)
+    return _reduce(_run(kernels, ("nll", indexed), 0, device, dtype, logp, target), reduction)
 
 
 class _NllLossFunction(torch.autograd.Function):
@@ -143,11 +172,12 @@ class _NllLossFunction(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, reduction, params, kernels, logp, target):
+    def forward(ctx, reduction, params, kernels, indexed, logp, target):
         ctx.reduction = reduction
+        ctx.indexed = indexed
         ctx.params = params
         device, dtype = logp.device, logp.dtype
-        value, grad_term_0 = _run(kernels, "nll", 1, device, dtype, logp, target)
+        value, grad_term_0 = _run(kernels, ("nll", indexed), 1, device, dtype, logp, target)
         ctx.save_for_backward(logp, target, *grad_term_0)
         return _reduce(value, reduction)
 
@@ -158,14 +188,14 @@ class _NllLossFunction(torch.autograd.Function):
         recompute = torch.is_grad_enabled()  # create_graph=True: the gradient must be differentiable
         grad_logp = None
         if recompute:
-            grads = _nll_value_and_grads(logp, target)[1]
+            grads = _EAGER[("nll", ctx.indexed)][1](logp, target)[1]
         else:
             grads = saved[2:3]
         batch = logp.shape[:-1]
         upstream = (grad_output / batch.numel() if ctx.reduction == "mean" else grad_output)
         part = grads[0] * (upstream[..., None] if ctx.reduction == "none" else upstream)
         grad_logp = part if grad_logp is None else grad_logp + part
-        return None, None, None, grad_logp, None
+        return None, None, None, None, grad_logp, None
 
 
 class NllLoss(torch.nn.Module):
@@ -213,11 +243,11 @@ class NllLoss(torch.nn.Module):
         return ()
 
     def forward(self, logp, target):
-        logp, target = _prepare(logp, target)
+        logp, target, indexed = _prepare(logp, target)
         kernels = _kernels(self.fused, logp.device, logp.dtype)
         if torch.is_grad_enabled() and (logp.requires_grad):
-            return _NllLossFunction.apply(self.reduction, self._params(), kernels, logp, target)
-        return _loss(self.reduction, self._params(), kernels, logp, target)
+            return _NllLossFunction.apply(self.reduction, self._params(), kernels, indexed, logp, target)
+        return _loss(self.reduction, self._params(), kernels, indexed, logp, target)
 
     def extra_repr(self):
         return ", ".join([f"reduction={self.reduction!r}"]

@@ -89,8 +89,9 @@ def _prepare(log_rate, target):
     """Arrays as float64 (one-hot targets from class indices) with checked shapes."""
     log_rate = np.asarray(log_rate, dtype=np.float64)
     target = np.asarray(target, dtype=np.float64)
+    indexed = False
     _check_shapes([("log_rate", log_rate, None), ("target", target, None)])
-    return log_rate, target
+    return log_rate, target, indexed
 
 
 def _poisson_nll_value(log_rate, target):
@@ -110,14 +111,20 @@ def _poisson_nll_value_and_grads(log_rate, target):
     return value, grads
 
 
+#: Each term's (value, value-and-gradients) functions, by (term, whether the one-hot target is class indices).
+_FUNCTIONS = {
+    ("poisson_nll", False): (_poisson_nll_value, _poisson_nll_value_and_grads),
+}
+
+
 def loss(log_rate, target, reduction="mean"):
     """poisson_nll: the loss, reduced.
 
     See the module docstring for the formula, arguments and shapes.
     """
     _check_reduction(reduction)
-    log_rate, target = _prepare(log_rate, target)
-    value = _poisson_nll_value(log_rate, target)
+    log_rate, target, indexed = _prepare(log_rate, target)
+    value = _FUNCTIONS[("poisson_nll", False)][0](log_rate, target)
     return _reduce(value, reduction)
 
 
@@ -129,9 +136,9 @@ def loss_and_grad(log_rate, target, reduction="mean"):
     for the reduction (with ``"none"``, the gradient of the sum of the losses).
     """
     _check_reduction(reduction)
-    log_rate, target = _prepare(log_rate, target)
+    log_rate, target, indexed = _prepare(log_rate, target)
     grad_log_rate = np.zeros_like(log_rate)
-    value, grads = _poisson_nll_value_and_grads(log_rate, target)
+    value, grads = _FUNCTIONS[("poisson_nll", False)][1](log_rate, target)
     scale = 1.0 / max(value.size, 1) if reduction == "mean" else 1.0
     grad_log_rate += scale * grads[0]
     total = _reduce(value, reduction)

@@ -57,8 +57,9 @@ def _prepare(log_rate, target):
     dtype = log_rate.dtype if log_rate.is_floating_point() else torch.get_default_dtype()
     log_rate = log_rate.to(dtype)
     target = target.to(dtype)
+    indexed = False
     _check_shapes([("log_rate", log_rate, None), ("target", target, None)])
-    return log_rate, target
+    return log_rate, target, indexed
 
 
 def _poisson_nll_value(log_rate, target):
@@ -78,8 +79,9 @@ def _poisson_nll_value_and_grads(log_rate, target):
     return value, grads
 
 
+#: Each term's (value, value-and-gradients) functions, by (term, whether the one-hot target is class indices).
 _EAGER = {
-    "poisson_nll": (_poisson_nll_value, _poisson_nll_value_and_grads),
+    ("poisson_nll", False): (_poisson_nll_value, _poisson_nll_value_and_grads),
 }
 _FUSED = {}
 _FUSED_FAILED = set()
@@ -102,7 +104,8 @@ def _kernels(fused, device, dtype):
 
 
 def _run(kernels, term, which, device, dtype, *args):
-    """``kernels[term][which](*args)``; a compiled kernel that fails falls back to eager, with one warning."""
+    """``kernels[term][which](*args)``, ``term`` a key of ``_EAGER``; a compiled kernel that fails falls back
+    to eager, with one warning."""
     fn = kernels[term][which]
     if kernels is _EAGER:
         return fn(*args)
@@ -115,10 +118,10 @@ def _run(kernels, term, which, device, dtype, *args):
         return _EAGER[term][which](*args)
 
 
-def _loss(reduction, params, kernels, log_rate, target):
+def _loss(reduction, params, kernels, indexed, log_rate, target):
     """The reduced loss, value only (no gradient is wanted)."""
     device, dtype = log_rate.device, log_rate.dtype
-    return _reduce(_run(kernels, "poisson_nll", 0, device, dtype, log_rate, target), reduction)
+    return _reduce(_run(kernels, ("poisson_nll", False), 0, device, dtype, log_rate, target), reduction)
 
 
 class _PoissonNllLossFunction(torch.autograd.Function):
@@ -133,11 +136,12 @@ class _PoissonNllLossFunction(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, reduction, params, kernels, log_rate, target):
+    def forward(ctx, reduction, params, kernels, indexed, log_rate, target):
         ctx.reduction = reduction
+        ctx.indexed = indexed
         ctx.params = params
         device, dtype = log_rate.device, log_rate.dtype
-        value, grad_term_0 = _run(kernels, "poisson_nll", 1, device, dtype, log_rate, target)
+        value, grad_term_0 = _run(kernels, ("poisson_nll", False), 1, device, dtype, log_rate, target)
         ctx.save_for_backward(log_rate, target, *grad_term_0)
         return _reduce(value, reduction)
 
@@ -148,14 +152,14 @@ class _PoissonNllLossFunction(torch.autograd.Function):
         recompute = torch.is_grad_enabled()  # create_graph=True: the gradient must be differentiable
         grad_log_rate = None
         if recompute:
-            grads = _poisson_nll_value_and_grads(log_rate, target)[1]
+            grads = _EAGER[("poisson_nll", False)][1](log_rate, target)[1]
         else:
             grads = saved[2:3]
         batch = log_rate.shape
         upstream = (grad_output / batch.numel() if ctx.reduction == "mean" else grad_output)
         part = grads[0] * upstream
         grad_log_rate = part if grad_log_rate is None else grad_log_rate + part
-        return None, None, None, grad_log_rate, None
+        return None, None, None, None, grad_log_rate, None
 
 
 class PoissonNllLoss(torch.nn.Module):
@@ -207,11 +211,11 @@ class PoissonNllLoss(torch.nn.Module):
         return ()
 
     def forward(self, log_rate, target):
-        log_rate, target = _prepare(log_rate, target)
+        log_rate, target, indexed = _prepare(log_rate, target)
         kernels = _kernels(self.fused, log_rate.device, log_rate.dtype)
         if torch.is_grad_enabled() and (log_rate.requires_grad):
-            return _PoissonNllLossFunction.apply(self.reduction, self._params(), kernels, log_rate, target)
-        return _loss(self.reduction, self._params(), kernels, log_rate, target)
+            return _PoissonNllLossFunction.apply(self.reduction, self._params(), kernels, indexed, log_rate, target)
+        return _loss(self.reduction, self._params(), kernels, indexed, log_rate, target)
 
     def extra_repr(self):
         return ", ".join([f"reduction={self.reduction!r}"]

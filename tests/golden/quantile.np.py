@@ -90,8 +90,9 @@ def _prepare(pred, target):
     """Arrays as float64 (one-hot targets from class indices) with checked shapes."""
     pred = np.asarray(pred, dtype=np.float64)
     target = np.asarray(target, dtype=np.float64)
+    indexed = False
     _check_shapes([("pred", pred, None), ("target", target, None)])
-    return pred, target
+    return pred, target, indexed
 
 
 def _quantile_value(pred, target, tau):
@@ -117,14 +118,20 @@ def _quantile_value_and_grads(pred, target, tau):
     return value, grads
 
 
+#: Each term's (value, value-and-gradients) functions, by (term, whether the one-hot target is class indices).
+_FUNCTIONS = {
+    ("quantile", False): (_quantile_value, _quantile_value_and_grads),
+}
+
+
 def loss(pred, target, reduction="mean", tau=0.5):
     """quantile: the loss, reduced.
 
     See the module docstring for the formula, arguments and shapes.
     """
     _check_reduction(reduction)
-    pred, target = _prepare(pred, target)
-    value = _quantile_value(pred, target, tau)
+    pred, target, indexed = _prepare(pred, target)
+    value = _FUNCTIONS[("quantile", False)][0](pred, target, tau)
     return _reduce(value, reduction)
 
 
@@ -136,9 +143,9 @@ def loss_and_grad(pred, target, reduction="mean", tau=0.5):
     for the reduction (with ``"none"``, the gradient of the sum of the losses).
     """
     _check_reduction(reduction)
-    pred, target = _prepare(pred, target)
+    pred, target, indexed = _prepare(pred, target)
     grad_pred = np.zeros_like(pred)
-    value, grads = _quantile_value_and_grads(pred, target, tau)
+    value, grads = _FUNCTIONS[("quantile", False)][1](pred, target, tau)
     scale = 1.0 / max(value.size, 1) if reduction == "mean" else 1.0
     grad_pred += scale * grads[0]
     total = _reduce(value, reduction)

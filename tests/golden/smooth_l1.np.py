@@ -90,8 +90,9 @@ def _prepare(pred, target):
     """Arrays as float64 (one-hot targets from class indices) with checked shapes."""
     pred = np.asarray(pred, dtype=np.float64)
     target = np.asarray(target, dtype=np.float64)
+    indexed = False
     _check_shapes([("pred", pred, None), ("target", target, None)])
-    return pred, target
+    return pred, target, indexed
 
 
 def _smooth_l1_value(pred, target, beta):
@@ -115,14 +116,20 @@ def _smooth_l1_value_and_grads(pred, target, beta):
     return value, grads
 
 
+#: Each term's (value, value-and-gradients) functions, by (term, whether the one-hot target is class indices).
+_FUNCTIONS = {
+    ("smooth_l1", False): (_smooth_l1_value, _smooth_l1_value_and_grads),
+}
+
+
 def loss(pred, target, reduction="mean", beta=1.0):
     """smooth_l1: the loss, reduced.
 
     See the module docstring for the formula, arguments and shapes.
     """
     _check_reduction(reduction)
-    pred, target = _prepare(pred, target)
-    value = _smooth_l1_value(pred, target, beta)
+    pred, target, indexed = _prepare(pred, target)
+    value = _FUNCTIONS[("smooth_l1", False)][0](pred, target, beta)
     return _reduce(value, reduction)
 
 
@@ -134,9 +141,9 @@ def loss_and_grad(pred, target, reduction="mean", beta=1.0):
     for the reduction (with ``"none"``, the gradient of the sum of the losses).
     """
     _check_reduction(reduction)
-    pred, target = _prepare(pred, target)
+    pred, target, indexed = _prepare(pred, target)
     grad_pred = np.zeros_like(pred)
-    value, grads = _smooth_l1_value_and_grads(pred, target, beta)
+    value, grads = _FUNCTIONS[("smooth_l1", False)][1](pred, target, beta)
     scale = 1.0 / max(value.size, 1) if reduction == "mean" else 1.0
     grad_pred += scale * grads[0]
     total = _reduce(value, reduction)

@@ -95,8 +95,9 @@ def _prepare(score, target):
     """Arrays as float64 (one-hot targets from class indices) with checked shapes."""
     score = np.asarray(score, dtype=np.float64)
     target = np.asarray(target, dtype=np.float64)
+    indexed = False
     _check_shapes([("score", score, None), ("target", target, None)])
-    return score, target
+    return score, target, indexed
 
 
 def _soft_margin_value(score, target):
@@ -116,14 +117,20 @@ def _soft_margin_value_and_grads(score, target):
     return value, grads
 
 
+#: Each term's (value, value-and-gradients) functions, by (term, whether the one-hot target is class indices).
+_FUNCTIONS = {
+    ("soft_margin", False): (_soft_margin_value, _soft_margin_value_and_grads),
+}
+
+
 def loss(score, target, reduction="mean"):
     """soft_margin: the loss, reduced.
 
     See the module docstring for the formula, arguments and shapes.
     """
     _check_reduction(reduction)
-    score, target = _prepare(score, target)
-    value = _soft_margin_value(score, target)
+    score, target, indexed = _prepare(score, target)
+    value = _FUNCTIONS[("soft_margin", False)][0](score, target)
     return _reduce(value, reduction)
 
 
@@ -135,9 +142,9 @@ def loss_and_grad(score, target, reduction="mean"):
     for the reduction (with ``"none"``, the gradient of the sum of the losses).
     """
     _check_reduction(reduction)
-    score, target = _prepare(score, target)
+    score, target, indexed = _prepare(score, target)
     grad_score = np.zeros_like(score)
-    value, grads = _soft_margin_value_and_grads(score, target)
+    value, grads = _FUNCTIONS[("soft_margin", False)][1](score, target)
     scale = 1.0 / max(value.size, 1) if reduction == "mean" else 1.0
     grad_score += scale * grads[0]
     total = _reduce(value, reduction)

@@ -57,8 +57,9 @@ def _prepare(score, target):
     dtype = score.dtype if score.is_floating_point() else torch.get_default_dtype()
     score = score.to(dtype)
     target = target.to(dtype)
+    indexed = False
     _check_shapes([("score", score, None), ("target", target, None)])
-    return score, target
+    return score, target, indexed
 
 
 def _soft_margin_value(score, target):
@@ -78,8 +79,9 @@ def _soft_margin_value_and_grads(score, target):
     return value, grads
 
 
+#: Each term's (value, value-and-gradients) functions, by (term, whether the one-hot target is class indices).
 _EAGER = {
-    "soft_margin": (_soft_margin_value, _soft_margin_value_and_grads),
+    ("soft_margin", False): (_soft_margin_value, _soft_margin_value_and_grads),
 }
 _FUSED = {}
 _FUSED_FAILED = set()
@@ -102,7 +104,8 @@ def _kernels(fused, device, dtype):
 
 
 def _run(kernels, term, which, device, dtype, *args):
-    """``kernels[term][which](*args)``; a compiled kernel that fails falls back to eager, with one warning."""
+    """``kernels[term][which](*args)``, ``term`` a key of ``_EAGER``; a compiled kernel that fails falls back
+    to eager, with one warning."""
     fn = kernels[term][which]
     if kernels is _EAGER:
         return fn(*args)
@@ -115,10 +118,10 @@ def _run(kernels, term, which, device, dtype, *args):
         return _EAGER[term][which](*args)
 
 
-def _loss(reduction, params, kernels, score, target):
+def _loss(reduction, params, kernels, indexed, score, target):
     """The reduced loss, value only (no gradient is wanted)."""
     device, dtype = score.device, score.dtype
-    return _reduce(_run(kernels, "soft_margin", 0, device, dtype, score, target), reduction)
+    return _reduce(_run(kernels, ("soft_margin", False), 0, device, dtype, score, target), reduction)
 
 
 class _SoftMarginLossFunction(torch.autograd.Function):
@@ -133,11 +136,12 @@ class _SoftMarginLossFunction(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, reduction, params, kernels, score, target):
+    def forward(ctx, reduction, params, kernels, indexed, score, target):
         ctx.reduction = reduction
+        ctx.indexed = indexed
         ctx.params = params
         device, dtype = score.device, score.dtype
-        value, grad_term_0 = _run(kernels, "soft_margin", 1, device, dtype, score, target)
+        value, grad_term_0 = _run(kernels, ("soft_margin", False), 1, device, dtype, score, target)
         ctx.save_for_backward(score, target, *grad_term_0)
         return _reduce(value, reduction)
 
@@ -148,14 +152,14 @@ class _SoftMarginLossFunction(torch.autograd.Function):
         recompute = torch.is_grad_enabled()  # create_graph=True: the gradient must be differentiable
         grad_score = None
         if recompute:
-            grads = _soft_margin_value_and_grads(score, target)[1]
+            grads = _EAGER[("soft_margin", False)][1](score, target)[1]
         else:
             grads = saved[2:3]
         batch = score.shape
         upstream = (grad_output / batch.numel() if ctx.reduction == "mean" else grad_output)
         part = grads[0] * upstream
         grad_score = part if grad_score is None else grad_score + part
-        return None, None, None, grad_score, None
+        return None, None, None, None, grad_score, None
 
 
 class SoftMarginLoss(torch.nn.Module):
@@ -207,11 +211,11 @@ class SoftMarginLoss(torch.nn.Module):
         return ()
 
     def forward(self, score, target):
-        score, target = _prepare(score, target)
+        score, target, indexed = _prepare(score, target)
         kernels = _kernels(self.fused, score.device, score.dtype)
         if torch.is_grad_enabled() and (score.requires_grad):
-            return _SoftMarginLossFunction.apply(self.reduction, self._params(), kernels, score, target)
-        return _loss(self.reduction, self._params(), kernels, score, target)
+            return _SoftMarginLossFunction.apply(self.reduction, self._params(), kernels, indexed, score, target)
+        return _loss(self.reduction, self._params(), kernels, indexed, score, target)
 
     def extra_repr(self):
         return ", ".join([f"reduction={self.reduction!r}"]

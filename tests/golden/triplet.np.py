@@ -93,8 +93,9 @@ def _prepare(anchor, positive, negative):
     anchor = np.asarray(anchor, dtype=np.float64)
     positive = np.asarray(positive, dtype=np.float64)
     negative = np.asarray(negative, dtype=np.float64)
+    indexed = False
     _check_shapes([("anchor", anchor, "feature"), ("positive", positive, "feature"), ("negative", negative, "feature")])
-    return anchor, positive, negative
+    return anchor, positive, negative, indexed
 
 
 def _triplet_value(anchor, positive, negative, margin, eps):
@@ -124,14 +125,20 @@ def _triplet_value_and_grads(anchor, positive, negative, margin, eps):
     return value, grads
 
 
+#: Each term's (value, value-and-gradients) functions, by (term, whether the one-hot target is class indices).
+_FUNCTIONS = {
+    ("triplet", False): (_triplet_value, _triplet_value_and_grads),
+}
+
+
 def loss(anchor, positive, negative, reduction="mean", margin=1.0, eps=1e-06):
     """triplet: the loss, reduced.
 
     See the module docstring for the formula, arguments and shapes.
     """
     _check_reduction(reduction)
-    anchor, positive, negative = _prepare(anchor, positive, negative)
-    value = _triplet_value(anchor, positive, negative, margin, eps)
+    anchor, positive, negative, indexed = _prepare(anchor, positive, negative)
+    value = _FUNCTIONS[("triplet", False)][0](anchor, positive, negative, margin, eps)
     return _reduce(value, reduction)
 
 
@@ -143,11 +150,11 @@ def loss_and_grad(anchor, positive, negative, reduction="mean", margin=1.0, eps=
     for the reduction (with ``"none"``, the gradient of the sum of the losses).
     """
     _check_reduction(reduction)
-    anchor, positive, negative = _prepare(anchor, positive, negative)
+    anchor, positive, negative, indexed = _prepare(anchor, positive, negative)
     grad_anchor = np.zeros_like(anchor)
     grad_positive = np.zeros_like(positive)
     grad_negative = np.zeros_like(negative)
-    value, grads = _triplet_value_and_grads(anchor, positive, negative, margin, eps)
+    value, grads = _FUNCTIONS[("triplet", False)][1](anchor, positive, negative, margin, eps)
     scale = 1.0 / max(value.size, 1) if reduction == "mean" else 1.0
     grad_anchor += scale * grads[0]
     grad_positive += scale * grads[1]

@@ -59,8 +59,9 @@ def _prepare(anchor, positive, negative):
     anchor = anchor.to(dtype)
     positive = positive.to(dtype)
     negative = negative.to(dtype)
+    indexed = False
     _check_shapes([("anchor", anchor, "feature"), ("positive", positive, "feature"), ("negative", negative, "feature")])
-    return anchor, positive, negative
+    return anchor, positive, negative, indexed
 
 
 def _triplet_value(anchor, positive, negative, margin, eps):
@@ -90,8 +91,9 @@ def _triplet_value_and_grads(anchor, positive, negative, margin, eps):
     return value, grads
 
 
+#: Each term's (value, value-and-gradients) functions, by (term, whether the one-hot target is class indices).
 _EAGER = {
-    "triplet": (_triplet_value, _triplet_value_and_grads),
+    ("triplet", False): (_triplet_value, _triplet_value_and_grads),
 }
 _FUSED = {}
 _FUSED_FAILED = set()
@@ -114,7 +116,8 @@ def _kernels(fused, device, dtype):
 
 
 def _run(kernels, term, which, device, dtype, *args):
-    """``kernels[term][which](*args)``; a compiled kernel that fails falls back to eager, with one warning."""
+    """``kernels[term][which](*args)``, ``term`` a key of ``_EAGER``; a compiled kernel that fails falls back
+    to eager, with one warning."""
     fn = kernels[term][which]
     if kernels is _EAGER:
         return fn(*args)
@@ -127,11 +130,11 @@ def _run(kernels, term, which, device, dtype, *args):
         return _EAGER[term][which](*args)
 
 
-def _loss(reduction, params, kernels, anchor, positive, negative):
+def _loss(reduction, params, kernels, indexed, anchor, positive, negative):
     """The reduced loss, value only (no gradient is wanted)."""
     margin, eps = params
     device, dtype = anchor.device, anchor.dtype
-    return _reduce(_run(kernels, "triplet", 0, device, dtype, anchor, positive, negative, margin, eps), reduction)
+    return _reduce(_run(kernels, ("triplet", False), 0, device, dtype, anchor, positive, negative, margin, eps), reduction)
 
 
 class _TripletLossFunction(torch.autograd.Function):
@@ -146,12 +149,13 @@ class _TripletLossFunction(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, reduction, params, kernels, anchor, positive, negative):
+    def forward(ctx, reduction, params, kernels, indexed, anchor, positive, negative):
         ctx.reduction = reduction
+        ctx.indexed = indexed
         ctx.params = params
         margin, eps = params
         device, dtype = anchor.device, anchor.dtype
-        value, grad_term_0 = _run(kernels, "triplet", 1, device, dtype, anchor, positive, negative, margin, eps)
+        value, grad_term_0 = _run(kernels, ("triplet", False), 1, device, dtype, anchor, positive, negative, margin, eps)
         ctx.save_for_backward(anchor, positive, negative, *grad_term_0)
         return _reduce(value, reduction)
 
@@ -165,7 +169,7 @@ class _TripletLossFunction(torch.autograd.Function):
         grad_positive = None
         grad_negative = None
         if recompute:
-            grads = _triplet_value_and_grads(anchor, positive, negative, margin, eps)[1]
+            grads = _EAGER[("triplet", False)][1](anchor, positive, negative, margin, eps)[1]
         else:
             grads = saved[3:6]
         batch = anchor.shape[:-1]
@@ -176,7 +180,7 @@ class _TripletLossFunction(torch.autograd.Function):
         grad_positive = part if grad_positive is None else grad_positive + part
         part = grads[2] * (upstream[..., None] if ctx.reduction == "none" else upstream)
         grad_negative = part if grad_negative is None else grad_negative + part
-        return None, None, None, grad_anchor, grad_positive, grad_negative
+        return None, None, None, None, grad_anchor, grad_positive, grad_negative
 
 
 class TripletLoss(torch.nn.Module):
@@ -233,11 +237,11 @@ class TripletLoss(torch.nn.Module):
         return (self.margin, self.eps)
 
     def forward(self, anchor, positive, negative):
-        anchor, positive, negative = _prepare(anchor, positive, negative)
+        anchor, positive, negative, indexed = _prepare(anchor, positive, negative)
         kernels = _kernels(self.fused, anchor.device, anchor.dtype)
         if torch.is_grad_enabled() and (anchor.requires_grad or positive.requires_grad or negative.requires_grad):
-            return _TripletLossFunction.apply(self.reduction, self._params(), kernels, anchor, positive, negative)
-        return _loss(self.reduction, self._params(), kernels, anchor, positive, negative)
+            return _TripletLossFunction.apply(self.reduction, self._params(), kernels, indexed, anchor, positive, negative)
+        return _loss(self.reduction, self._params(), kernels, indexed, anchor, positive, negative)
 
     def extra_repr(self):
         return ", ".join([f"reduction={self.reduction!r}", f"margin={self.margin!r}", f"eps={self.eps!r}"]
