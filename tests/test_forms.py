@@ -75,6 +75,21 @@ def test_clamp_replaces_the_bounded_select():
             assert fa(p, 0.25, 1.5) == fb(p, 0.25, 1.5), p  # the same float, bit for bit
 
 
+def test_the_huber_select_is_the_clamp_times_a_half_step():
+    for k in (sympy.S.One, 1 / d):  # huber, smooth_l1 (beta = d)
+        before = E.where(sympy.Abs(x - t) < d, k * (x - t) ** 2 / 2, k * d * (sympy.Abs(x - t) - d / 2))
+        after = _rewritten(before)
+        assert not after.has(E.where) and after.has(E.clamp)
+        fb = sympy.lambdify((x, t, d), before.rewrite(sympy.Piecewise), "numpy")
+        fa = sympy.lambdify((x, t, d), _plain(after), [_FUNCTIONS, "numpy"])
+        for p in [*POINTS, math.inf, -math.inf, 1.5, -1.5, 1.75, 1e8]:
+            exact = _value(before, p, "mpmath") if math.isfinite(p) else fb(p, 0.25, 1.5)
+            assert fa(p, 0.25, 1.5) == pytest.approx(exact, rel=2 * np.finfo(np.float64).eps), p
+            assert fa(p, 0.25, 1.5) == pytest.approx(fb(p, 0.25, 1.5), rel=2 * np.finfo(np.float64).eps), p
+        with np.errstate(invalid="ignore"):
+            assert math.isnan(fa(math.nan, 0.25, 1.5))
+
+
 def test_clamp_needs_a_bound_known_nonnegative_and_a_matching_branch():
     free = sympy.Symbol("free", real=True)  # may be negative: where(|u| < -1, ...) is never the clamp
     assert _rewritten(E.where(sympy.Abs(x) < free, x, free * sympy.sign(x))).has(E.where)
@@ -121,7 +136,7 @@ def test_common_factor_is_taken_out_and_shared():
 
 def test_forms_are_in_the_generated_code():
     src = {n: lf.generate(lf.builtin(n), "torch") for n in ("huber", "smooth_l1", "bce_logits", "focal", "mse")}
-    assert "torch.clamp(" in src["huber"] and "_sign(" not in src["huber"]
+    assert "torch.clamp(" in src["huber"] and "_sign(" not in src["huber"] and "torch.where(" not in src["huber"]
     assert "torch.clamp(" in src["smooth_l1"]
     for name in ("bce_logits", "focal"):
         code = src[name].split(f"def _{name}_value_and_grads(")[1].split("return value, grads")[0]

@@ -56,6 +56,18 @@ def _nonnegative(expr: sympy.Expr, lower: Lower) -> bool:
 
 def _clamp_select(node: sympy.Basic, lower: Lower):
     """``where(|u| < d, k*u, k*d*sign(u))`` (or ``<=``) as ``k*clamp(u, -d, d)``, for d >= 0; else None."""
+    parts = _bounded(node, lower)
+    if parts is None:
+        return None
+    u, d, a, b = parts
+    k = _slope(a, u)
+    if k is None or sympy.cancel(b - k * d * sympy.sign(u)) != 0:
+        return None
+    return k * clamp(u, -d, d)
+
+
+def _bounded(node: sympy.Basic, lower: Lower):
+    """``(u, d, a, b)`` of ``where(|u| < d, a, b)`` (or ``<=``) with d >= 0 and free of u; else None."""
     if not isinstance(node, where):
         return None
     cond, a, b = node.args
@@ -64,16 +76,40 @@ def _clamp_select(node: sympy.Basic, lower: Lower):
     u, d = cond.lhs.args[0], cond.rhs
     if u.free_symbols & d.free_symbols or not _nonnegative(d, lower):
         return None
-    k = sympy.cancel(a / u)
+    return u, d, a, b
+
+
+def _slope(expr: sympy.Expr, u: sympy.Expr) -> sympy.Expr | None:
+    """``expr / u``, if free of ``u`` (and of selects, signs and abs); else None."""
+    k = sympy.cancel(expr / u)
     if k.free_symbols & u.free_symbols or k.has(sympy.sign, sympy.Abs, where):
         return None
-    if sympy.cancel(b - k * d * sympy.sign(u)) != 0:
+    return k
+
+
+def _huber_select(node: sympy.Basic, lower: Lower):
+    """``where(|u| < d, k*u**2/2, k*d*(|u| - d/2))`` as ``k*c*(u - c/2)``, c = clamp(u, -d, d); else None.
+
+    Inside the bound c = u and ``u*(u - u/2)`` is ``u**2/2`` to the bit (halving is exact);
+    outside c = +-d and ``+-d*(u -+ d/2)`` is ``d*(|u| - d/2)`` to the bit. The clamp is the
+    one the gradient computes (the clamp form), so the value costs a multiply-add more.
+    """
+    parts = _bounded(node, lower)
+    if parts is None:
         return None
-    return k * clamp(u, -d, d)
+    u, d, a, b = parts
+    k = _slope(2 * a / u, u)
+    if k is None or sympy.cancel(b - k * d * (sympy.Abs(u) - d / 2)) != 0:
+        return None
+    c = clamp(u, -d, d)
+    return k * c * (grouped(u) - c / 2)  # u first, as one sum: (p - t) - c/2, not p - c/2 - t
 
 
 def _clamps(found, lower):
-    return lambda node: _clamp_select(node, lower)
+    def rewrite(node):
+        return _clamp_select(node, lower) or _huber_select(node, lower)
+
+    return rewrite
 
 
 # -- one sigmoid and one softplus per argument ---------------------------------------
@@ -133,7 +169,8 @@ def _common_factors(found, lower):
 
 FORMS: tuple[Form, ...] = (
     Form("clamp", "where(|u| < d, k*u, k*d*sign(u)) -> k*clamp(u, -d, d), d >= 0: one kernel for a select, "
-         "an abs, a comparison and a sign (huber, smooth_l1 gradients)", (where,), _clamps),
+         "an abs, a comparison and a sign (huber, smooth_l1 gradients); where(|u| < d, k*u**2/2, "
+         "k*d*(|u| - d/2)) -> k*c*(u - c/2), c = clamp(u, -d, d) (their values)", (where,), _clamps),
     Form("shared-sigmoid", "sigmoid(-u) -> 1 - sigmoid(u) where sigmoid(u) is computed too (torch's form)",
          (sigmoid,), _mirrored(sigmoid, lambda s, u: 1 - s)),
     Form("shared-softplus", "softplus(-u) -> softplus(u) - u where softplus(u) is computed too",

@@ -99,18 +99,18 @@ def _huber_value(pred, target, delta):
     """Per-sample loss."""
     batch = pred.shape
     _t0 = pred - target
-    _t1 = np.abs(_t0)
-    return _fill(np.where((_t1 < delta), (1/2)*_t0**2, (1/2)*delta*(2*_t1 - delta)), batch)
+    _t1 = np.clip(_t0, -delta, delta)
+    return _fill(_t1*(-1/2*_t1 + _t0), batch)
 
 
 def _huber_value_and_grads(pred, target, delta):
     """Per-sample loss and its gradient for each input, per element."""
     batch = pred.shape
     _t0 = pred - target
-    _t1 = np.abs(_t0)
-    value = _fill(np.where((_t1 < delta), (1/2)*_t0**2, (1/2)*delta*(2*_t1 - delta)), batch)
+    _t1 = np.clip(_t0, -delta, delta)
+    value = _fill(_t1*(-1/2*_t1 + _t0), batch)
     grads = (
-        _fill(np.clip(_t0, -delta, delta), pred.shape),
+        _fill(_t1, pred.shape),
     )
     return value, grads
 

@@ -66,18 +66,18 @@ def _huber_value(pred, target, delta):
     """Per-sample loss."""
     dtype, device, batch = pred.dtype, pred.device, pred.shape
     _t0 = pred - target
-    _t1 = torch.abs(_t0)
-    return _fill(torch.where((_t1 < delta), (1/2)*_t0**2, (1/2)*delta*(2*_t1 - delta)), batch, dtype, device)
+    _t1 = torch.clamp(_t0, -delta, delta)
+    return _fill(_t1*(-1/2*_t1 + _t0), batch, dtype, device)
 
 
 def _huber_value_and_grads(pred, target, delta):
     """Per-sample loss and its gradient for each input, per element, in one pass."""
     dtype, device, batch = pred.dtype, pred.device, pred.shape
     _t0 = pred - target
-    _t1 = torch.abs(_t0)
-    value = _fill(torch.where((_t1 < delta), (1/2)*_t0**2, (1/2)*delta*(2*_t1 - delta)), batch, dtype, device)
+    _t1 = torch.clamp(_t0, -delta, delta)
+    value = _fill(_t1*(-1/2*_t1 + _t0), batch, dtype, device)
     grads = (
-        _fill(torch.clamp(_t0, -delta, delta), pred.shape, dtype, device),
+        _fill(_t1, pred.shape, dtype, device),
     )
     return value, grads
 

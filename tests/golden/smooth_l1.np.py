@@ -99,19 +99,19 @@ def _smooth_l1_value(pred, target, beta):
     """Per-sample loss."""
     batch = pred.shape
     _t0 = pred - target
-    _t1 = np.abs(_t0)
-    return _fill(np.where((_t1 < beta), (1/2)*_t0**2/beta, (1/2)*(2*_t1 - beta)), batch)
+    _t1 = np.clip(_t0, -beta, beta)
+    return _fill(_t1*(-1/2*_t1 + _t0)/beta, batch)
 
 
 def _smooth_l1_value_and_grads(pred, target, beta):
     """Per-sample loss and its gradient for each input, per element."""
     batch = pred.shape
     _t0 = pred - target
-    _t1 = np.abs(_t0)
-    _t2 = 1/beta
-    value = _fill(np.where((_t1 < beta), (1/2)*_t0**2*_t2, (1/2)*(2*_t1 - beta)), batch)
+    _t1 = np.clip(_t0, -beta, beta)
+    _t2 = _t1/beta
+    value = _fill(_t2*(-1/2*_t1 + _t0), batch)
     grads = (
-        _fill(_t2*np.clip(_t0, -beta, beta), pred.shape),
+        _fill(_t2, pred.shape),
     )
     return value, grads
 

@@ -66,19 +66,19 @@ def _smooth_l1_value(pred, target, beta):
     """Per-sample loss."""
     dtype, device, batch = pred.dtype, pred.device, pred.shape
     _t0 = pred - target
-    _t1 = torch.abs(_t0)
-    return _fill(torch.where((_t1 < beta), (1/2)*_t0**2/beta, (1/2)*(2*_t1 - beta)), batch, dtype, device)
+    _t1 = torch.clamp(_t0, -beta, beta)
+    return _fill(_t1*(-1/2*_t1 + _t0)/beta, batch, dtype, device)
 
 
 def _smooth_l1_value_and_grads(pred, target, beta):
     """Per-sample loss and its gradient for each input, per element, in one pass."""
     dtype, device, batch = pred.dtype, pred.device, pred.shape
     _t0 = pred - target
-    _t1 = torch.abs(_t0)
-    _t2 = 1/beta
-    value = _fill(torch.where((_t1 < beta), (1/2)*_t0**2*_t2, (1/2)*(2*_t1 - beta)), batch, dtype, device)
+    _t1 = torch.clamp(_t0, -beta, beta)
+    _t2 = _t1/beta
+    value = _fill(_t2*(-1/2*_t1 + _t0), batch, dtype, device)
     grads = (
-        _fill(_t2*torch.clamp(_t0, -beta, beta), pred.shape, dtype, device),
+        _fill(_t2, pred.shape, dtype, device),
     )
     return value, grads
 
