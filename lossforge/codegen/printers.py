@@ -304,6 +304,10 @@ def sympy_builtins_to_lossforge(expr: sympy.Expr) -> sympy.Expr:
 # -- printers ------------------------------------------------------------------------
 
 
+#: The most terms of a sum printed in SymPy's reading order (see ``_as_ordered_terms``).
+SORTED_TERMS = 16
+
+
 class _LossPrinterMixin:
     """What both printers share: numbers, comparisons, axis sizes and the arrays' names."""
 
@@ -339,9 +343,12 @@ class _LossPrinterMixin:
 
         Evaluated left to right, ``anchor + eps - positive`` loses ``eps`` in
         float32 when anchor is large (1000 + 1e-6 == 1000); ``anchor -
-        positive + eps`` keeps it, as ``F.pairwise_distance`` does.
+        positive + eps`` keeps it, as ``F.pairwise_distance`` does. A sum of more
+        than :data:`SORTED_TERMS` terms keeps SymPy's canonical order of its
+        arguments (deterministic too): sorting it for reading costs more than
+        the rest of its printing.
         """
-        terms = super()._as_ordered_terms(expr, order)
+        terms = super()._as_ordered_terms(expr, "none" if len(expr.args) > SORTED_TERMS else order)
         return sorted(terms, key=lambda t: not self._has_arrays(t))
 
     def _has_arrays(self, expr: sympy.Basic) -> bool:
