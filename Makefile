@@ -25,9 +25,11 @@ test: $(STAMP)
 golden: $(STAMP)
 	$(PY) -m tests.regen_golden
 
+# Benchmarks (printed, never asserted): BENCHFLAGS="--quick" for a short run, "--no-fused" to skip fused=True.
+BENCHFLAGS ?=
+
 bench: $(STAMP)
-	$(PY) benchmarks/run.py
-	$(PY) benchmarks/cost.py
+	$(PY) benchmarks/run.py $(BENCHFLAGS)
 
 clean:
 	rm -rf $(VENV) $(BUILD) .pytest_cache

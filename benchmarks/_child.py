@@ -25,13 +25,15 @@ import torch  # noqa: E402
 
 
 def _reset_peak() -> bool:
-    """Reset the RSS high-water mark (ru_maxrss) to the current RSS (Linux 4.0+)."""
+    """Reset the RSS high-water mark (ru_maxrss) to the current RSS (Linux 4.0+): whether it now is."""
     try:
         with open("/proc/self/clear_refs", "w", encoding="ascii") as f:
             f.write("5")
+        with open("/proc/self/statm", encoding="ascii") as f:
+            current = int(f.read().split()[1]) * resource.getpagesize()
     except OSError:
         return False
-    return True
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 <= current + 4 * 2**20
 
 
 def _saved_bytes(run, leaves) -> tuple[int, int]:

@@ -145,6 +145,36 @@ def table(title: str, header: Sequence[str], rows: Sequence[Sequence[str] | None
 # -- environment and subprocesses --------------------------------------------------------
 
 
+def _busy_and_own() -> tuple[float, float]:
+    """CPU seconds all CPUs have been busy (/proc/stat), and those of this process and its waited-for children."""
+    own = os.times()
+    own_s = own.user + own.system + own.children_user + own.children_system
+    try:
+        with open("/proc/stat", encoding="ascii") as f:
+            fields = [int(v) for v in f.readline().split()[1:]]
+    except OSError:
+        return float("nan"), own_s
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK"), own_s
+
+
+OTHERS_NOTE = ("others: the share of the CPUs that other processes used while that row was timed "
+               "(/proc/stat); where it is not near 0% the row is disturbed")
+
+
+class OtherLoad:
+    """Context manager: the share of all CPUs that other processes used while the block ran."""
+
+    def __enter__(self) -> OtherLoad:
+        self._start = (time.perf_counter(), *_busy_and_own())
+        return self
+
+    def __exit__(self, *exc) -> None:
+        wall, busy, own = (b - a for a, b in zip(self._start, (time.perf_counter(), *_busy_and_own())))
+        self.wall = wall
+        self.share = max(0.0, busy - own) / (wall * (os.cpu_count() or 1))
+
+
 def cpu_model() -> str:
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as f:
@@ -176,17 +206,16 @@ def environment(threads: Sequence[int]) -> list[str]:
     ]
 
 
-def _fork_then_exec() -> None:
-    """preexec_fn: makes subprocess fork instead of vfork, so that the child's ru_maxrss
-    starts from its own memory, not from the parent's high-water mark."""
+#: Runs the child from a shell that forks it: a process exec'd straight from this one starts with
+#: this one's RSS (fork) or RSS high-water mark (vfork) as its ru_maxrss, the shell's child with the shell's.
+_VIA_SHELL = ["/bin/sh", "-c", '"$0" "$@"; exit $?']
 
 
 def run_child(*args: object, timeout: float = 900) -> dict:
     """Run ``_child.py args...`` in a fresh interpreter and return the JSON it prints last."""
-    cmd = [sys.executable, str(HERE / "_child.py"), *map(str, args)]
+    cmd = [*_VIA_SHELL, sys.executable, str(HERE / "_child.py"), *map(str, args)]
     try:
-        out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
-                             preexec_fn=_fork_then_exec)
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
         fail(f"subprocess {' '.join(map(str, args))} ran past {timeout} s")
     if out.returncode != 0:

@@ -126,16 +126,18 @@ def numpy_speed(reps: int) -> None:
                                            ("gradient", T.disagreement(got[1], want[1], RTOL))) if msg]
         if failures:
             continue
-        res = T.alternated(fns, reps)
+        with T.OtherLoad() as load:
+            res = T.alternated(fns, reps)
         for ref, label in (("lambdify", "sympy.lambdify (naive, cse=True)"), ("expert", "hand-written NumPy")):
             rows.append([name, "loss_and_grad", label, T.seconds(res["lossforge"].median),
-                         T.seconds(res[ref].median), T.ratio(res["lossforge"].median, res[ref].median)])
+                         T.seconds(res[ref].median), T.ratio(res["lossforge"].median, res[ref].median),
+                         f"{load.share:.0%}"])
     if failures:
         T.fail("lossforge disagrees with a NumPy reference:\n" + "\n".join(failures))
-    notes.insert(0, f"float64, N = 2^{N.bit_length() - 1}, {reps} repetitions each; the value is the mean, "
-                 "the gradient that of the mean")
+    notes[:0] = [f"float64, N = 2^{N.bit_length() - 1}, {reps} repetitions each; the value is the mean, "
+                 "the gradient that of the mean", T.OTHERS_NOTE]
     T.table("4. NumPy loss and gradient, float64 (median per call)",
-            ["loss", "lossforge", "reference", "lossforge", "reference", "lf/ref"], rows, "lllrrr", notes)
+            ["loss", "lossforge", "reference", "lossforge", "reference", "lf/ref", "others"], rows, "lllrrrr", notes)
 
 
 def _functions(name: str, module, x, t) -> dict:

@@ -4,12 +4,15 @@
    threads: generated modules (eager, fused) against torch.nn.functional or a
    torch composite, eager and torch.compile'd (torch_bench.py).
 2. Peak memory of one forward + backward at N = 2^23, fresh subprocesses.
-3. Language-model cross-entropy, (2048, 32000) logits: time and peak memory.
+3. Language-model cross-entropy, (2048, 32000) logits: time (1 then 2 threads)
+   and peak memory.
 4. NumPy float64, N = 2^21: loss_and_grad against sympy.lambdify of the naive
    formula and against hand-written NumPy (numpy_bench.py).
 5. lossforge's own stage costs and code generation time (cost.py).
 
-Every lossforge value and gradient is checked against its reference before it
+torch.compile compiles in-process (TORCHINDUCTOR_COMPILE_THREADS=1 unless set).
+The last table gives each section's wall time and the share of the CPUs other
+processes used meanwhile. Every lossforge value and gradient is checked against its reference before it
 is timed; a mismatch aborts the run (exit status 1). Times are medians of
 alternated repetitions (see _timing.py); ratios are lossforge / reference, below
 1 meaning lossforge is faster or smaller. Nothing here is asserted in tests.
@@ -18,11 +21,13 @@ alternated repetitions (see _timing.py); ratios are lossforge / reference, below
 from __future__ import annotations
 
 import argparse
+import os
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+# torch.compile compiles in this process: no pool of compile workers competing with the timings.
+os.environ.setdefault("TORCHINDUCTOR_COMPILE_THREADS", "1")
 
 import _timing as T  # noqa: E402
 import cost  # noqa: E402
@@ -53,18 +58,21 @@ def main() -> None:
         1: ("torch forward + backward", lambda: torch_bench.speed(sizes, threads, 5 if args.quick else 15, fused)),
         2: ("peak memory", lambda: torch_bench.memory(2**23, fused)),
         3: ("language-model cross-entropy", lambda: torch_bench.language_model(3 if args.quick else 7, fused,
-                                                                               threads[-1])),
+                                                                               threads)),
         4: ("NumPy", lambda: numpy_bench.numpy_speed(5 if args.quick else 11)),
         5: ("lossforge's own costs", lambda: (cost.stage_costs(2 if args.quick else 5), cost.codegen_times())),
     }
-    walls, start = [], time.perf_counter()
-    for number, (label, run) in steps.items():
-        if number in sections:
-            began = time.perf_counter()
-            run()
-            walls.append([f"{number}. {label}", T.seconds(time.perf_counter() - began)])
-    walls.append(["total", T.seconds(time.perf_counter() - start)])
-    T.table("Wall time per section", ["section", "wall"], walls, "lr")
+    walls = []
+    with T.OtherLoad() as total:
+        for number, (label, run) in steps.items():
+            if number in sections:
+                with T.OtherLoad() as load:
+                    run()
+                walls.append([f"{number}. {label}", T.seconds(load.wall), f"{load.share:.0%}"])
+    walls.append(["total", T.seconds(total.wall), f"{total.share:.0%}"])
+    T.table("Wall time per section", ["section", "wall", "CPU used by other processes"], walls, "lrr",
+            ["other processes: CPU time of the whole machine (/proc/stat) less this run's own, as a share of all "
+             "CPUs; where it is not near 0% the timings were disturbed"])
 
 
 if __name__ == "__main__":

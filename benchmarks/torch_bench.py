@@ -15,11 +15,12 @@ lossforge value and input gradients are checked against the reference's (rtol
 
 from __future__ import annotations
 
+import logging
 import time
 
 import _timing as T
 import torch
-from _cases import CASES, Case, K, check_defaults, grads_of, lossforge_module, make_inputs, step
+from _cases import CASES, Case, K, check_defaults, compilable, grads_of, lossforge_module, make_inputs, step
 
 import lossforge as lf
 
@@ -27,6 +28,27 @@ RTOL = 1e-4
 #: Losses whose peak memory section 2 measures.
 MEMORY_LOSSES = ("focal", "log_cosh", "dice", "bce_logits", "huber", "cross_entropy")
 LM_ROWS, LM_CLASSES = 2048, 32_000
+
+
+class _RecompileLimit(logging.Handler):
+    """Records torch._dynamo's "hit config.recompile_limit" warnings: past it, a function runs uncompiled."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.hits: list[str] = []
+        logging.getLogger("torch._dynamo.convert_frame").addHandler(self)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        text = record.getMessage()
+        if "recompile_limit" in text:
+            self.hits.append(" ".join(line.strip() for line in text.splitlines()[:2]))
+
+    def notes(self) -> list[str]:
+        return [f"WARNING: torch.compile hit its recompile limit, that function then runs uncompiled: {hit}"
+                for hit in dict.fromkeys(self.hits)]
+
+
+RECOMPILES = _RecompileLimit()
 
 
 def _float64_errors(module, case: Case, inputs, grads) -> str:
@@ -58,6 +80,14 @@ def check(case: Case, module, label: str, inputs, where: str) -> list[str]:
     return out
 
 
+def _variants(fused: bool) -> tuple[str, ...]:
+    return ("eager", "fused") if fused else ("eager",)
+
+
+def _fused_note(fused: bool) -> list[str]:
+    return [] if fused else ["fused: not measured (--no-fused)"]
+
+
 def _log2(n: int) -> str:
     return f"2^{n.bit_length() - 1}" if n & (n - 1) == 0 else str(n)
 
@@ -67,9 +97,9 @@ def speed(sizes: list[int], threads: list[int], reps: int, fused: bool) -> None:
     problems = check_defaults()
     if problems:
         T.fail("; ".join(problems))
-    variants = ("eager", "fused") if fused else ("eager",)
+    variants = _variants(fused)
     modules = {name: {v: lossforge_module(name, v == "fused") for v in variants} for name in CASES}
-    compiled = {name: torch.compile(case.reference, dynamic=False) for name, case in CASES.items()}
+    compiled = {name: torch.compile(compilable(case), dynamic=False) for name, case in CASES.items()}
     torch.set_num_threads(threads[0])
     failures = []
     for n in sizes:  # every check before any timing: a benchmark of a wrong loss is worthless
@@ -94,19 +124,20 @@ def speed(sizes: list[int], threads: list[int], reps: int, fused: bool) -> None:
                 start = time.perf_counter()
                 fns["compiled"]()  # compiles for this shape
                 compile_s += time.perf_counter() - start
-                res = T.alternated(fns, reps)
+                with T.OtherLoad() as load:
+                    res = T.alternated(fns, reps)
                 for v in variants:
                     for ref, ref_label in (("reference", case.label), ("compiled", f"torch.compile({case.label})")):
                         rows.append([name, _log2(n), str(t), v, ref_label, T.seconds(res[v].median),
-                                     T.seconds(res[ref].median), T.ratio(res[v].median, res[ref].median)])
+                                     T.seconds(res[ref].median), T.ratio(res[v].median, res[ref].median),
+                                     f"{load.share:.0%}"])
             rows.append(None)
     notes = [f"{reps} repetitions each; inputs (N,) or (N/{K}, {K}); cross_entropy targets are int64 class indices",
-             f"first calls of the torch.compile'd references (compiling, per shape; excluded): {compile_s:.1f} s in all"]
-    if not fused:
-        notes.append("fused: not measured (--no-fused)")
+             f"first calls of the torch.compile'd references (compiling, per shape; excluded): {compile_s:.1f} s in all",
+             T.OTHERS_NOTE, *RECOMPILES.notes(), *_fused_note(fused)]
     T.table("1. Torch forward + backward, float32, CPU (median per call)",
-            ["loss", "N", "threads", "lossforge", "reference", "lossforge", "reference", "lf/ref"],
-            rows[:-1], "lllllrrr", notes)
+            ["loss", "N", "threads", "lossforge", "reference", "lossforge", "reference", "lf/ref", "others"],
+            rows[:-1], "lllllrrrr", notes)
 
 
 def _peak_rows(name: str, label: str, res: dict, ref: dict, difference: bool) -> list[list[str]]:
@@ -117,7 +148,7 @@ def _peak_rows(name: str, label: str, res: dict, ref: dict, difference: bool) ->
         row = [name, what, f"lossforge {res['impl']}", label, T.mib(res[key]), T.mib(ref[key]),
                T.ratio(res[key], ref[key])]
         if difference:
-            row.append(f"{(res[key] - ref[key]) / 1e6:+.1f} MB")
+            row += [f"{(res[key] - ref[key]) / 2**20:+.1f} MiB", ""]
         out.append(row)
     return out
 
@@ -126,37 +157,46 @@ def _device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def _peak(name: str, impl: str, n: int, k: int, unreset: list[str]) -> dict:
+    """One fresh subprocess's measurement (see _child.peak); ``name`` goes to ``unreset`` if its peak was not reset."""
+    res = T.run_child("peak", name, impl, n, k, _device())
+    if not res["reset"]:
+        unreset.append(f"{name} {impl}")
+    return res
+
+
+def _unreset_note(unreset: list[str]) -> list[str]:
+    if not unreset:
+        return []
+    return [f"WARNING: ru_maxrss stayed above the current RSS when reset ({', '.join(unreset)}): that growth "
+            "is undercounted"]
+
+
 def memory(n: int, fused: bool) -> None:
     """Section 2: peak memory of one forward + backward, each case in a fresh subprocess."""
-    rows, unreset = [], []
-    variants = ("eager", "fused") if fused else ("eager",)
+    rows, unreset, variants = [], [], _variants(fused)
     for name in MEMORY_LOSSES:
         case = CASES[name]
-        ref = T.run_child("peak", name, "reference", n, K, _device())
+        ref = _peak(name, "reference", n, K, unreset)
         for v in variants:
-            res = T.run_child("peak", name, v, n, K, _device())
-            rows += _peak_rows(name, case.label, res, ref, difference=False)
-            unreset += [name for r in (res, ref) if not r["reset"]]
+            rows += _peak_rows(name, case.label, _peak(name, v, n, K, unreset), ref, difference=False)
         rows.append(None)
     notes = [f"N = {_log2(n)} elements, float32, device {_device()}, 1 thread; each case in a fresh subprocess, "
              "after a warm-up at a small size",
              "saved for backward: distinct storages packed by torch.autograd.graph.saved_tensors_hooks",
              "peak growth: ru_maxrss after - before one forward + backward (inputs already allocated; the peak "
-             "is reset to the current RSS first via /proc/self/clear_refs); CUDA: max_memory_allocated"]
-    if unreset:
-        notes.append(f"could not reset the peak before measuring ({', '.join(sorted(set(unreset)))}): "
-                     "their growth may be undercounted")
+             "is reset to the current RSS first via /proc/self/clear_refs); CUDA: max_memory_allocated",
+             *_unreset_note(unreset)]
     T.table("2. Peak memory of one forward + backward", ["loss", "measure", "lossforge", "reference",
             "lossforge", "reference", "lf/ref"], rows[:-1], "llllrrr", notes)
 
 
-def language_model(reps: int, fused: bool, threads: int) -> None:
+def language_model(reps: int, fused: bool, threads: list[int]) -> None:
     """Section 3: cross-entropy over a (2048, 32000) logit matrix, int64 targets."""
-    torch.set_num_threads(threads)
-    case, n = CASES["cross_entropy"], LM_ROWS * LM_CLASSES
+    case, n, variants = CASES["cross_entropy"], LM_ROWS * LM_CLASSES, _variants(fused)
     inputs, grads = make_inputs(case.kind, n, LM_CLASSES), grads_of(case.name)
-    variants = ("eager", "fused") if fused else ("eager",)
     modules = {v: lossforge_module(case.name, v == "fused") for v in variants}
+    torch.set_num_threads(threads[0])
     failures = [line for v in variants for line in check(case, modules[v], v, inputs, f"({LM_ROWS}, {LM_CLASSES})")]
     if failures:
         T.fail("lossforge disagrees with the reference:\n" + "\n".join(failures))
@@ -164,18 +204,21 @@ def language_model(reps: int, fused: bool, threads: int) -> None:
     if fused:
         fns["fused"] = step(modules["fused"], inputs, grads)
     del inputs
-    res = T.alternated(fns, reps, warmup=1)
-    label, rows = f"cross_entropy ({LM_ROWS} x {LM_CLASSES})", []
-    ref = T.run_child("peak", case.name, "reference", n, LM_CLASSES, _device())
+    label, rows, unreset = f"cross_entropy ({LM_ROWS} x {LM_CLASSES})", [], []
+    for t in threads:
+        torch.set_num_threads(t)
+        with T.OtherLoad() as load:
+            res = T.alternated(fns, reps, warmup=1)
+        for v in variants:
+            a, b = res[v].median, res["reference"].median
+            rows.append([label, f"forward + backward, {t} thread{'s' if t > 1 else ''}", f"lossforge {v}", case.label,
+                         T.seconds(a), T.seconds(b), T.ratio(a, b), f"{(a - b) * 1e3:+.1f} ms", f"{load.share:.0%}"])
+    fns.clear()
+    ref = _peak(case.name, "reference", n, LM_CLASSES, unreset)
     for v in variants:
-        a, b = res[v].median, res["reference"].median
-        rows.append([label, "forward + backward", f"lossforge {v}", case.label, T.seconds(a), T.seconds(b),
-                     T.ratio(a, b), f"{(a - b) * 1e3:+.1f} ms"])
-        rows += _peak_rows(label, case.label, T.run_child("peak", case.name, v, n, LM_CLASSES, _device()), ref,
-                           difference=True)
-    notes = [f"float32 logits, int64 targets; time: {reps} alternated repetitions of 1 call, {threads} threads; "
-             "memory: fresh subprocesses, as in section 2 (1 thread)"]
-    if not fused:
-        notes.append("fused: not measured (--no-fused)")
+        rows += _peak_rows(label, case.label, _peak(case.name, v, n, LM_CLASSES, unreset), ref, difference=True)
+    notes = [f"float32 logits, int64 targets; time: {reps} alternated repetitions of 1 call; memory: fresh "
+             "subprocesses, as in section 2 (1 thread)", T.OTHERS_NOTE, *_unreset_note(unreset),
+             *RECOMPILES.notes(), *_fused_note(fused)]
     T.table("3. Language-model cross-entropy", ["loss", "measure", "lossforge", "reference", "lossforge",
-            "reference", "lf/ref", "difference"], rows, "llllrrrr", notes)
+            "reference", "lf/ref", "difference", "others"], rows, "llllrrrrr", notes)
