@@ -75,3 +75,22 @@ def test_a_failing_compiler_falls_back_to_eager_with_one_warning(monkeypatch):
         second = Loss(fused=True)(x, y)
     expected = Loss()(x, y)
     assert torch.equal(first.detach(), expected) and torch.equal(second, expected)
+
+
+def test_fused_class_indices_and_every_reduction():
+    # the reduction runs inside the compiled kernel; reducing again outside changes nothing
+    g = torch.Generator().manual_seed(4)
+    z, i = torch.randn(64, 10, generator=g), torch.randint(0, 10, (64,), generator=g)
+    Loss = lf.compile(lf.builtin("cross_entropy"), "torch")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        for reduction in ("mean", "sum", "none"):
+            zf, ze = z.clone().requires_grad_(), z.clone().requires_grad_()
+            out_f = Loss(reduction=reduction, fused=True)(zf, i)
+            out_e = Loss(reduction=reduction)(ze, i)
+            assert out_f.shape == out_e.shape
+            out_f.sum().backward()
+            out_e.sum().backward()
+            tol = dict(rtol=1e-5, atol=1e-6)  # float32: inductor's reduction order differs from eager's
+            torch.testing.assert_close(out_f, out_e, **tol)
+            torch.testing.assert_close(zf.grad, ze.grad, **tol)

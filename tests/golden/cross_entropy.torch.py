@@ -136,19 +136,35 @@ def _kernels(fused, device, dtype):
     if not fused or (device.type, dtype) in _FUSED_FAILED:
         return _EAGER
     if not _FUSED:
-        for name, pair in _EAGER.items():
-            _FUSED[name] = tuple(torch.compile(fn, dynamic=True, fullgraph=True) for fn in pair)
+        for name, (value, both) in _EAGER.items():
+            _FUSED[name] = tuple(torch.compile(fn, dynamic=True, fullgraph=True) for fn in _reducing(value, both))
     return _FUSED
 
 
-def _run(kernels, term, which, device, dtype, *args):
-    """``kernels[term][which](*args)``, ``term`` a key of ``_EAGER``; a compiled kernel that fails falls back
-    to eager, with one warning."""
+def _reducing(value, both):
+    """The two functions with the value reduced inside them, so that the reduction is part of the compiled kernel.
+
+    The callers reduce the value again, which changes nothing (the mean or sum of a scalar is itself).
+    """
+
+    def reduced_value(reduction, *args):
+        return _reduce(value(*args), reduction)
+
+    def reduced_both(reduction, *args):
+        loss, grads = both(*args)
+        return _reduce(loss, reduction), grads
+
+    return reduced_value, reduced_both
+
+
+def _run(kernels, term, which, reduction, device, dtype, *args):
+    """``kernels[term][which]`` of ``args``, ``term`` a key of ``_EAGER``: the per-sample value, or with fused
+    kernels the value already reduced. A compiled kernel that fails falls back to eager, with one warning."""
     fn = kernels[term][which]
     if kernels is _EAGER:
         return fn(*args)
     try:
-        return fn(*args)
+        return fn(reduction, *args)
     except Exception as exc:  # noqa: BLE001 - a compiler failure of any kind: the eager code is the same loss
         _FUSED_FAILED.add((device.type, dtype))
         warnings.warn(f"fused=True: torch.compile failed for {device.type} {dtype} ({type(exc).__name__}: "
@@ -160,7 +176,7 @@ def _loss(reduction, params, kernels, indexed, logits, target):
     """The reduced loss, value only (no gradient is wanted)."""
     label_smoothing, = params
     device, dtype = logits.device, logits.dtype
-    return _reduce(_run(kernels, ("cross_entropy", indexed), 0, device, dtype, logits, target, label_smoothing), reduction)
+    return _reduce(_run(kernels, ("cross_entropy", indexed), 0, reduction, device, dtype, logits, target, label_smoothing), reduction)
 
 
 class _CrossEntropyLossFunction(torch.autograd.Function):
@@ -181,7 +197,7 @@ class _CrossEntropyLossFunction(torch.autograd.Function):
         ctx.params = params
         label_smoothing, = params
         device, dtype = logits.device, logits.dtype
-        value, grad_term_0 = _run(kernels, ("cross_entropy", indexed), 1, device, dtype, logits, target, label_smoothing)
+        value, grad_term_0 = _run(kernels, ("cross_entropy", indexed), 1, reduction, device, dtype, logits, target, label_smoothing)
         ctx.save_for_backward(logits, target, *grad_term_0)
         return _reduce(value, reduction)
 

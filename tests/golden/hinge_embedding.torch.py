@@ -100,19 +100,35 @@ def _kernels(fused, device, dtype):
     if not fused or (device.type, dtype) in _FUSED_FAILED:
         return _EAGER
     if not _FUSED:
-        for name, pair in _EAGER.items():
-            _FUSED[name] = tuple(torch.compile(fn, dynamic=True, fullgraph=True) for fn in pair)
+        for name, (value, both) in _EAGER.items():
+            _FUSED[name] = tuple(torch.compile(fn, dynamic=True, fullgraph=True) for fn in _reducing(value, both))
     return _FUSED
 
 
-def _run(kernels, term, which, device, dtype, *args):
-    """``kernels[term][which](*args)``, ``term`` a key of ``_EAGER``; a compiled kernel that fails falls back
-    to eager, with one warning."""
+def _reducing(value, both):
+    """The two functions with the value reduced inside them, so that the reduction is part of the compiled kernel.
+
+    The callers reduce the value again, which changes nothing (the mean or sum of a scalar is itself).
+    """
+
+    def reduced_value(reduction, *args):
+        return _reduce(value(*args), reduction)
+
+    def reduced_both(reduction, *args):
+        loss, grads = both(*args)
+        return _reduce(loss, reduction), grads
+
+    return reduced_value, reduced_both
+
+
+def _run(kernels, term, which, reduction, device, dtype, *args):
+    """``kernels[term][which]`` of ``args``, ``term`` a key of ``_EAGER``: the per-sample value, or with fused
+    kernels the value already reduced. A compiled kernel that fails falls back to eager, with one warning."""
     fn = kernels[term][which]
     if kernels is _EAGER:
         return fn(*args)
     try:
-        return fn(*args)
+        return fn(reduction, *args)
     except Exception as exc:  # noqa: BLE001 - a compiler failure of any kind: the eager code is the same loss
         _FUSED_FAILED.add((device.type, dtype))
         warnings.warn(f"fused=True: torch.compile failed for {device.type} {dtype} ({type(exc).__name__}: "
@@ -124,7 +140,7 @@ def _loss(reduction, params, kernels, indexed, distance, target):
     """The reduced loss, value only (no gradient is wanted)."""
     margin, = params
     device, dtype = distance.device, distance.dtype
-    return _reduce(_run(kernels, ("hinge_embedding", False), 0, device, dtype, distance, target, margin), reduction)
+    return _reduce(_run(kernels, ("hinge_embedding", False), 0, reduction, device, dtype, distance, target, margin), reduction)
 
 
 class _HingeEmbeddingLossFunction(torch.autograd.Function):
@@ -145,7 +161,7 @@ class _HingeEmbeddingLossFunction(torch.autograd.Function):
         ctx.params = params
         margin, = params
         device, dtype = distance.device, distance.dtype
-        value, grad_term_0 = _run(kernels, ("hinge_embedding", False), 1, device, dtype, distance, target, margin)
+        value, grad_term_0 = _run(kernels, ("hinge_embedding", False), 1, reduction, device, dtype, distance, target, margin)
         ctx.save_for_backward(distance, target, *grad_term_0)
         return _reduce(value, reduction)
 
