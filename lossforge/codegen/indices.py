@@ -59,10 +59,8 @@ def _indexed_one(expr: sympy.Expr, t: sympy.Symbol, index: sympy.Symbol, mate: s
             if parts is None:
                 return None
             g0, g1 = parts
-            total = (axis_sum(g0) if g0 != 0 else sympy.S.Zero) + picked(g1)
-            if isinstance(node, axis_mean):
-                total = (axis_mean(g0) if g0 != 0 else sympy.S.Zero) + picked(g1) / axis_size(mate)
-            mapping[node] = total
+            rest = node.func(g0) if g0 != 0 else sympy.S.Zero
+            mapping[node] = rest + (picked(g1) if node.func is axis_sum else picked(g1) / axis_size(mate))
         expr = expr.xreplace(mapping)
     # 2. What is left of t is elementwise: a + t*b.
     if t in expr.free_symbols:

@@ -265,7 +265,6 @@ def _code(printer, replacements, exprs) -> tuple[tuple[str, ...], tuple[str, ...
         printer.array_names = base
 
 
-@lru_cache(maxsize=256)
 def _prepared(spec: LossSpec, local: tuple[tuple[str, str], ...], index: tuple[str, str] | None = None):
     """The loss and each input's gradient as the printers take them, the same for every target.
 
@@ -274,7 +273,7 @@ def _prepared(spec: LossSpec, local: tuple[tuple[str, str], ...], index: tuple[s
     double-where guards (:func:`guard_where`), sums grouped. With ``index``, a
     ``(one-hot symbol, vector on its axis)`` pair, the one-hot symbol stands for
     class indices (:func:`lossforge.codegen.indices.indexed`); None if the loss has
-    no such form.
+    no such form. Not cached itself: :func:`_shared` caches what it makes.
     """
     local = dict(local)
     derivation = derive(spec)
@@ -297,12 +296,13 @@ def _prepared(spec: LossSpec, local: tuple[tuple[str, str], ...], index: tuple[s
         return expr.replace(lambda n: n.is_number and isinstance(n, (sympy.Function, sympy.Pow)) and not n.is_Rational,
                             lambda n: sympy.Float(float(n.evalf(30))))
 
-    lower = {rename.get(table[n], table[n]): sympy.Float(v.domain.lo) for n, v in spec.symbols.items()
-             if math.isfinite(v.domain.lo)}
+    def symbol(name: str) -> sympy.Symbol:  # as the printers see it
+        return rename.get(table[name], table[name])
+
+    lower = {symbol(n): sympy.Float(v.domain.lo) for n, v in spec.symbols.items() if math.isfinite(v.domain.lo)}
     exprs = tuple(prepared(e) for e in (derivation.loss, *(derivation.gradients[n] for n in spec.inputs)))
     if index is not None:
-        exprs = indexed(exprs, rename.get(table[index[0]], table[index[0]]), rename.get(table[index[1]], table[index[1]]),
-                        frozenset(vector_syms))
+        exprs = indexed(exprs, symbol(index[0]), symbol(index[1]), frozenset(vector_syms))
         if exprs is None:
             return None
     exprs = cheaper(exprs, lower)
@@ -332,6 +332,7 @@ def _build_term(target: Target, term: str, weight: str, spec: LossSpec, local: d
     first = next(a for a in arrays if not (index and a.name == index[0]))  # the batch shape is its shape,
     batch = f"{first.local}.shape[:-1]" if first.axis else f"{first.local}.shape"  # less the axis of a vector
     expand = tuple(a.local for a in arrays if has_axes and not a.axis)
+    pair = None if index else _index_pair(spec)  # the class-index form of a term that is not one already
     return Term(
         name=term,
         func=f"{term}_indexed" if index else term,
@@ -349,7 +350,7 @@ def _build_term(target: Target, term: str, weight: str, spec: LossSpec, local: d
         both_value=both_value,
         both_grads=tuple(both_grads),
         helpers=frozenset(printer.helpers),
-        indexed=_build_term(target, term, weight, spec, local, pair) if not index and (pair := _index_pair(spec)) else None,
+        indexed=_build_term(target, term, weight, spec, local, pair) if pair else None,
     )
 
 
@@ -523,11 +524,12 @@ def generate(spec: LossSpec, target: str) -> str:
         raise RenderError(f"generate() needs a LossSpec, got {type(spec).__name__}", token=type(spec).__name__)
     tgt = _target(target)
     local = _mangle(list(spec.symbols), also=frozenset({class_name(spec)}))
-    terms = [_build_term(tgt, t, w, s, local) for t, w, s in _term_specs(spec)]
+    specs = _term_specs(spec)
+    terms = [_build_term(tgt, t, w, s, local) for t, w, s in specs]
     arrays = [Arg(n, local[n], spec.symbols[n]) for n in spec.arrays]
     pair = _index_pair(spec)
     # Class indices are kept as indices when every term that holds the one-hot symbol has their form.
-    if pair and all(t.indexed for t, (_, _, s) in zip(terms, _term_specs(spec)) if pair[0] in s.symbols):
+    if pair and all(t.indexed for t, (_, _, s) in zip(terms, specs) if pair[0] in s.symbols):
         index = {"local": local[pair[0]], "mate": local[pair[1]]}
     else:
         index = None
