@@ -28,7 +28,7 @@ from functools import lru_cache
 
 import sympy
 
-from . import budget
+from . import budget, walk
 from .errors import DeriveError
 from .expr import (
     AXIS_OPERATIONS,
@@ -192,7 +192,7 @@ def gradients(loss: sympy.Expr, inputs: dict[str, sympy.Symbol], vectors: set[sy
         full[holder] = func(arg.xreplace(full))
     found = {name: grad.xreplace(full) for name, grad in found.items()}
     budget.check(stage, *found.values())
-    return {name: _real_form(grad) for name, grad in found.items()}
+    return dict(zip(found, _real_form(sympy.Tuple(*found.values())).args))  # one walk over what they share
 
 
 def _real_form(grad: sympy.Expr) -> sympy.Expr:
@@ -201,16 +201,16 @@ def _real_form(grad: sympy.Expr) -> sympy.Expr:
     Every quantity of a loss is real, or inf/NaN where a hazard is, never
     complex; SymPy may still produce ``re``/``im`` where it cannot prove that.
     """
-    present = {type(n) for n in grad.atoms(power, real_abs, sympy.im, sympy.re)}  # one walk, not four
+    present = {type(n) for n in walk.atoms((grad,), power, real_abs, sympy.im, sympy.re)}  # one walk, not four
     if power in present:
-        grad = grad.replace(lambda n: isinstance(n, power), lambda n: n.args[0] ** n.args[1])
+        (grad,) = walk.replace((grad,), lambda n: isinstance(n, power), lambda n: n.args[0] ** n.args[1])
     if real_abs in present:
-        grad = grad.replace(lambda n: isinstance(n, real_abs), lambda n: sympy.Abs(n.args[0]))
+        (grad,) = walk.replace((grad,), lambda n: isinstance(n, real_abs), lambda n: sympy.Abs(n.args[0]))
     if present & {power, real_abs}:  # a rebuilt power or Abs may evaluate to re/im
-        present |= {type(n) for n in grad.atoms(sympy.im, sympy.re)}
+        present |= {type(n) for n in walk.atoms((grad,), sympy.im, sympy.re)}
     if any(issubclass(t, (sympy.im, sympy.re)) for t in present):
-        grad = grad.replace(lambda n: isinstance(n, sympy.im), lambda n: sympy.S.Zero).replace(
-            lambda n: isinstance(n, sympy.re), lambda n: n.args[0])
+        (grad,) = walk.replace(walk.replace((grad,), lambda n: isinstance(n, sympy.im), lambda n: sympy.S.Zero),
+                               lambda n: isinstance(n, sympy.re), lambda n: n.args[0])
     return grad
 
 
@@ -228,7 +228,8 @@ def derive(spec: LossSpec) -> Derivation:
         budget.check("derive", spec.sympy)
         grads = gradients(spec.sympy, inputs, vectors)
         budget.check("derive", spec.sympy, *grads.values())
-    for name, grad in grads.items():
+    bad = not_real(sympy.Tuple(*grads.values())) is not None  # one walk; then the gradient is named
+    for name, grad in grads.items() if bad else ():
         if (what := not_real(grad)) is not None:
             raise DeriveError(
                 f"the gradient with respect to {name!r} holds {what} as written: a derivative is taken at a "

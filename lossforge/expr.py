@@ -33,7 +33,7 @@ from sympy.core.logic import fuzzy_and, fuzzy_or
 from sympy.logic.boolalg import BooleanAtom, BooleanFunction
 from sympy.printing.str import StrPrinter
 
-from . import budget
+from . import budget, walk
 from .errors import ParseError, SpecError, UnsafeExpressionError
 
 __all__ = [
@@ -1049,9 +1049,8 @@ _NOT_REAL = {
 
 def not_real(expr: sympy.Basic) -> str | None:
     """The words for a value no real loss (or gradient) may hold, if ``expr`` holds one (zoo, oo, nan, I)."""
-    if not expr.has(*_NOT_REAL):  # one walk; the words are looked for only when there is something to name
-        return None
-    return next(what for bad, what in _NOT_REAL.items() if expr.has(bad))
+    present = {n for n in walk.atoms((expr,), sympy.Atom) if n in _NOT_REAL}  # one walk over distinct nodes
+    return next((what for bad, what in _NOT_REAL.items() if bad in present), None)
 
 
 #: Characters refused in expression text before parsing: (character, what it is, the fix).

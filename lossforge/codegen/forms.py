@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import sympy
 
-from .. import budget
+from .. import budget, walk
 from ..expr import clamp, sigmoid, softplus, where
 from .printers import grouped
 
@@ -191,7 +191,7 @@ def cheaper(exprs: tuple[sympy.Expr, ...], lower: Lower | None = None) -> tuple[
     """
     lower = lower or {}
     types = tuple({t for form in FORMS for t in form.types})
-    found = set().union(*(e.atoms(*types) for e in exprs))
+    found = walk.atoms(exprs, *types)
     rules = [(form.types, form.rule(found, lower)) for form in FORMS]
     mapping = {}
     for node in found:
@@ -203,7 +203,7 @@ def cheaper(exprs: tuple[sympy.Expr, ...], lower: Lower | None = None) -> tuple[
     exprs = tuple(exprs)
     while mapping:
         budget.tick()
-        new = tuple(e.xreplace(mapping) for e in exprs)
+        new = walk.xreplace(exprs, mapping)
         if all(a is b for a, b in zip(new, exprs)):
             break
         exprs = new

@@ -32,6 +32,7 @@ import sympy
 from sympy.printing.numpy import NumPyPrinter
 from sympy.printing.pytorch import TorchPrinter
 
+from .. import walk
 from ..expr import (
     axis_mean,
     axis_size,
@@ -77,8 +78,10 @@ def _guarded(expr: sympy.Expr, arrays: frozenset) -> sympy.Expr:
     selections) pair is rewritten once, so nested ``where`` cost the size of the result.
     """
 
+    free = walk.symbols_of()
+
     def varies(arg: sympy.Basic) -> bool:
-        return bool(arg.free_symbols & arrays)
+        return bool(free(arg) & arrays)
 
     def keep(arg: sympy.Basic, safe, selections: tuple) -> sympy.Basic:
         for cond, taken in reversed(selections):
@@ -104,18 +107,18 @@ def _guarded(expr: sympy.Expr, arrays: frozenset) -> sympy.Expr:
 
     memo: dict = {}
 
-    def walk(node: sympy.Basic, selections: tuple) -> sympy.Basic:
+    def visit(node: sympy.Basic, selections: tuple) -> sympy.Basic:
         key = (node, selections)
         if key in memo:
             return memo[key]
         if isinstance(node, where):
-            cond = walk(node.args[0], selections)  # guarded as the enclosing branches say, and its guards too
-            out = where(cond, walk(node.args[1], (*selections, (cond, True))),
-                        walk(node.args[2], (*selections, (cond, False))))
+            cond = visit(node.args[0], selections)  # guarded as the enclosing branches say, and its guards too
+            out = where(cond, visit(node.args[1], (*selections, (cond, True))),
+                        visit(node.args[2], (*selections, (cond, False))))
         elif not node.args or not selections and not node.has(where):
             out = node
         else:
-            args = [walk(arg, selections) for arg in node.args]
+            args = [visit(arg, selections) for arg in node.args]
             if selections and risky(node):
                 out = guard(node, args, selections)
             else:
@@ -123,7 +126,7 @@ def _guarded(expr: sympy.Expr, arrays: frozenset) -> sympy.Expr:
         memo[key] = out
         return out
 
-    return walk(expr, ())
+    return visit(expr, ())
 
 
 # -- the NaN-propagating select -------------------------------------------------------
@@ -160,8 +163,10 @@ def nan_selects_varying(expr: sympy.Expr, arrays: frozenset) -> sympy.Expr:
     each by its own condition.
     """
 
+    free = walk.symbols_of()
+
     def varies(node: sympy.Basic) -> bool:
-        return bool(node.free_symbols & arrays)
+        return bool(free(node) & arrays)
 
     def nan_picks(node: where) -> tuple[sympy.Basic, sympy.Basic] | None:
         """(the branch a NaN operand selects, the other), or None for a condition not handled."""
@@ -187,7 +192,7 @@ def nan_selects_varying(expr: sympy.Expr, arrays: frozenset) -> sympy.Expr:
         differ = sympy.Or(sympy.Lt(cond.lhs, cond.rhs), sympy.Gt(cond.lhs, cond.rhs))
         return where(differ, b, a) if isinstance(cond, sympy.Equality) else where(differ, a, b)
 
-    return expr.replace(swappable, swap)
+    return walk.replace((expr,), swappable, swap)[0]
 
 
 def guard_where(expr: sympy.Expr, arrays: frozenset) -> sympy.Expr:
@@ -255,24 +260,26 @@ def softmaxes(expr: sympy.Expr) -> sympy.Expr:
             found[node] = softmax_argument(node.args[0])
         return found[node] is not None
 
-    return expr.replace(is_softmax, lambda n: softmax(found[n]))
+    return walk.replace((expr,), is_softmax, lambda n: softmax(found[n]))[0]
 
 
 def group_sums(expr: sympy.Expr, arrays: frozenset) -> sympy.Expr:
     """Group the per-element terms of every sum that also adds constants or params."""
 
+    free = walk.symbols_of()
+
     def mixed(node: sympy.Basic) -> bool:
         if not node.is_Add:
             return False
-        varying = [t for t in node.args if t.free_symbols & arrays]
+        varying = [t for t in node.args if free(t) & arrays]
         return len(varying) >= 2 and len(varying) < len(node.args)
 
     def split(node: sympy.Add) -> sympy.Expr:
-        varying = [t for t in node.args if t.free_symbols & arrays]
-        rest = [t for t in node.args if not t.free_symbols & arrays]
+        varying = [t for t in node.args if free(t) & arrays]
+        rest = [t for t in node.args if not free(t) & arrays]
         return sympy.Add(grouped(sympy.Add(*varying)), *rest)
 
-    return expr.replace(mixed, split)
+    return walk.replace((expr,), mixed, split)[0]
 
 
 def sympy_builtins_to_lossforge(expr: sympy.Expr) -> sympy.Expr:
@@ -318,6 +325,10 @@ class _LossPrinterMixin:
     #: Filled while printing: module-level helpers the printed code calls.
     helpers: set
 
+    def __init__(self, settings=None):
+        super().__init__(settings)
+        self._free = walk.symbols_of()  # each node's free symbols, asked once per printer
+
     def _print_Float(self, expr):
         return repr(float(expr))
 
@@ -352,7 +363,7 @@ class _LossPrinterMixin:
         return sorted(terms, key=lambda t: not self._has_arrays(t))
 
     def _has_arrays(self, expr: sympy.Basic) -> bool:
-        return any(s.name in self.array_names for s in expr.free_symbols)
+        return any(s.name in self.array_names for s in self._free(expr))
 
     def _print_grouped(self, expr):
         inner = self._print(expr.args[0])
@@ -511,7 +522,7 @@ class TorchLossPrinter(_LossPrinterMixin, TorchPrinter):
         """Arguments of torch calls on params alone (``exp(w)``, ``w**0.5``) wrapped in :class:`as_tensor`."""
 
         def of_params(node: sympy.Basic) -> bool:
-            if node.is_number or self._has_arrays(node) or not node.free_symbols:
+            if node.is_number or self._has_arrays(node) or not self._free(node):
                 return False
             if isinstance(node, sympy.Pow):
                 return not node.exp.is_integer
@@ -520,7 +531,7 @@ class TorchLossPrinter(_LossPrinterMixin, TorchPrinter):
         def wrap(node: sympy.Basic) -> sympy.Basic:
             return node.func(*(as_tensor(a) if not a.is_number else a for a in node.args), evaluate=False)
 
-        return expr.replace(of_params, wrap)
+        return walk.replace((expr,), of_params, wrap)[0]
 
     def _print_as_tensor(self, expr):
         return self._tensor(expr.args[0])

@@ -28,7 +28,7 @@ import jinja2
 import sympy
 
 from .. import __name__ as _package
-from .. import budget
+from .. import budget, walk
 from ..derive import derive
 from ..errors import LossforgeError, RenderError
 from ..expr import axis_ones, axis_size
@@ -290,23 +290,24 @@ def _prepared(spec: LossSpec, local: tuple[tuple[str, str], ...], index: tuple[s
 
     rename = {old: new for old, new in rename.items() if old != new}  # most symbols keep their names
 
-    def prepared(expr: sympy.Expr) -> sympy.Expr:
-        expr = (expr.xreplace(rename) if rename else expr).replace(lambda n: isinstance(n, (axis_size, axis_ones)), axis_of)
+    def prepared(exprs: tuple[sympy.Expr, ...]) -> tuple[sympy.Expr, ...]:
+        exprs = walk.replace(walk.xreplace(exprs, rename), lambda n: isinstance(n, (axis_size, axis_ones)), axis_of)
         # Constant calls such as log(2) or sqrt(2) become float literals.
-        return expr.replace(lambda n: n.is_number and isinstance(n, (sympy.Function, sympy.Pow)) and not n.is_Rational,
-                            lambda n: sympy.Float(float(n.evalf(30))))
+        return walk.replace(exprs, lambda n: n.is_number and isinstance(n, (sympy.Function, sympy.Pow))
+                            and not n.is_Rational, lambda n: sympy.Float(float(n.evalf(30))))
 
     def symbol(name: str) -> sympy.Symbol:  # as the printers see it
         return rename.get(table[name], table[name])
 
     lower = {symbol(n): sympy.Float(v.domain.lo) for n, v in spec.symbols.items() if math.isfinite(v.domain.lo)}
-    exprs = tuple(prepared(e) for e in (derivation.loss, *(derivation.gradients[n] for n in spec.inputs)))
+    exprs = prepared((derivation.loss, *(derivation.gradients[n] for n in spec.inputs)))
     if index is not None:
         exprs = indexed(exprs, symbol(index[0]), symbol(index[1]), frozenset(vector_syms))
         if exprs is None:
             return None
     exprs = cheaper(exprs, lower)
-    return tuple(group_sums(guard_where(softmaxes(e), array_syms), array_syms) for e in exprs)
+    # One sympy.Tuple through each rewrite: its walk visits a node the gradients share once, not once per gradient.
+    return group_sums(guard_where(softmaxes(sympy.Tuple(*exprs)), array_syms), array_syms).args
 
 
 def _build_term(target: Target, term: str, weight: str, spec: LossSpec, local: dict[str, str],
