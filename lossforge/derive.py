@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import sympy
+from sympy.core.function import ArgumentIndexError
 
 from . import budget, walk
 from .errors import DeriveError
@@ -69,8 +70,21 @@ def _placeholder(index: int, vector: bool) -> sympy.Symbol:
     return sympy.Symbol(f"__{'vec' if vector else 'red'}{index}", real=True)
 
 
+#: SymPy's own rules for an applied function and a power, which :func:`_differentiator` follows step for step.
+_CHAIN_RULE = sympy.Function._eval_derivative
+_POWER_RULE = sympy.Pow._eval_derivative
+
+
+def _partial(expr: sympy.Function, index: int) -> sympy.Expr:
+    """``expr``'s derivative in its ``index``-th argument, as SymPy's chain rule takes it."""
+    try:
+        return expr.fdiff(index)
+    except ArgumentIndexError:
+        return sympy.Function.fdiff(expr, index)
+
+
 def _differentiator():
-    """``diff(expr, var)``, memoized per (node, var), with sums and products taken apart here.
+    """``diff(expr, var)``, memoized per (node, var), with sums, products, functions and powers taken apart here.
 
     SymPy differentiates an n-factor product through the general Leibniz rule,
     differentiating every factor (through ``Derivative``'s machinery) for
@@ -78,7 +92,11 @@ def _differentiator():
     gradient. Here only the factors that hold ``var`` are differentiated, and
     each distinct subexpression once per variable; the terms are built exactly
     as SymPy builds them (the factors in order, the derivative in its place),
-    so the result is the same expression. Anything else is SymPy's ``diff``.
+    so the result is the same expression. An applied function and a power
+    follow SymPy's own chain and power rules (``Function._eval_derivative``,
+    ``Pow._eval_derivative``) with this memoized ``diff`` for their arguments,
+    where SymPy would build a ``Derivative`` for each (a 300-term sum of
+    softplus: 0.8 s of 1.5 s to generate). Anything else is SymPy's ``diff``.
     """
     memo: dict[tuple[sympy.Basic, sympy.Symbol], sympy.Expr] = {}
     free: dict[sympy.Basic, frozenset] = {}
@@ -97,7 +115,9 @@ def _differentiator():
         if found is not None:
             return found
         budget.tick()
-        if expr.is_Add:
+        if expr == var:
+            found = sympy.S.One
+        elif expr.is_Add:
             found = sympy.Add(*(diff(a, var) for a in expr.args))
         elif expr.is_Mul:
             args = expr.args
@@ -107,6 +127,12 @@ def _differentiator():
                 if d != 0:
                     terms.append(sympy.Mul(*args[:i], d, *args[i + 1:]))
             found = sympy.Add(*terms)
+        elif isinstance(expr, sympy.Function) and type(expr)._eval_derivative is _CHAIN_RULE:
+            found = sympy.Add(*(_partial(expr, i) * d for i, a in enumerate(expr.args, 1)
+                                if not (d := diff(a, var)).is_zero))
+        elif expr.is_Pow and type(expr)._eval_derivative is _POWER_RULE:
+            base, exp = expr.args
+            found = expr * (diff(exp, var) * sympy.log(base) + diff(base, var) * exp / base)
         else:
             found = sympy.diff(expr, var)
         memo[key] = found

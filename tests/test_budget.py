@@ -15,13 +15,15 @@ from pathlib import Path
 
 import pytest
 import sympy
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import lossforge as lf
 from lossforge import budget
 from lossforge import expr as E
 from lossforge.analysis import hazards, intervals, properties, stabilize
 from lossforge.analysis.intervals import Bound, Bounds
-from lossforge.derive import derive, gradients
+from lossforge.derive import _differentiator, derive, gradients
 from lossforge.errors import AnalysisError, DeriveError
 
 from . import speed
@@ -178,6 +180,39 @@ def test_product_rule_gives_sympys_own_expressions():
     mine = gradients(loss, {"x": x, "y": y, "z": z}, set())
     for name, sym in (("x", x), ("y", y), ("z", z)):
         assert mine[name] == sympy.diff(loss, sym)
+
+
+_X, _Y = sympy.symbols("x y", real=True)
+_FUNCTIONS = (E.sigmoid, E.softplus, sympy.exp, sympy.log, sympy.tanh, sympy.sqrt, sympy.Abs, sympy.cosh,
+              E.xlogy, E.clamp, E.where, E.maximum, E.heaviside)
+
+
+def _applied(func, args):
+    arity = {E.xlogy: 2, E.maximum: 2, E.clamp: 3}.get(func, 1)
+    if func is E.where:
+        return E.where(args[0] > args[1], args[1], args[2])
+    return func(*args[:arity])
+
+
+_DIFF_EXPRS = st.recursive(
+    st.sampled_from((_X, _Y, sympy.Integer(2), sympy.Rational(-1, 3), sympy.Float(0.25))),
+    lambda inner: st.one_of(
+        st.builds(lambda a, b: a + b, inner, inner),
+        st.builds(lambda a, b: a * b, inner, inner),
+        st.builds(lambda a, e: a**e, inner, st.sampled_from((2, -1, sympy.Rational(1, 2), _Y, _X + 1))),
+        st.builds(_applied, st.sampled_from(_FUNCTIONS), st.lists(inner, min_size=3, max_size=3)),
+    ),
+    max_leaves=10,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(_DIFF_EXPRS)
+def test_chain_and_power_rules_give_sympys_own_expressions(expr):
+    # The memoized differentiator's own product, chain and power rules build what sympy.diff builds.
+    diff = _differentiator()
+    for var in (_X, _Y):
+        assert diff(expr, var) == sympy.diff(expr, var)
 
 
 # -- 4. power of a sum ------------------------------------------------------------------------

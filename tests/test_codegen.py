@@ -551,3 +551,39 @@ def test_templates_ship_inside_the_wheel(tmp_path):
     names = set(zipfile.ZipFile(wheel).namelist())
     assert {"lossforge/templates/numpy.py.j2", "lossforge/templates/torch.py.j2"} <= names
     assert "lossforge/library/focal.toml" in names
+
+
+def test_compiled_templates_are_cached_per_user_and_a_broken_cache_is_no_cache(tmp_path):
+    import jinja2
+
+    from lossforge.codegen import render
+
+    env = render.environment()
+    assert isinstance(env.bytecode_cache, render._CompiledTemplates)
+
+    def fresh(cache):
+        return jinja2.Environment(loader=env.loader, bytecode_cache=cache, keep_trailing_newline=True,
+                                  trim_blocks=True, lstrip_blocks=True, undefined=jinja2.StrictUndefined)
+
+    # A cache folder that does not exist: nothing is written, the template still compiles.
+    missing = render._CompiledTemplates(str(tmp_path / "missing"))
+    code = fresh(None).get_template("_shapes.py.j2").root_render_func.__code__.co_code
+    assert fresh(missing).get_template("_shapes.py.j2").root_render_func.__code__.co_code == code
+    assert not (tmp_path / "missing").exists()
+    # A cache entry that cannot be read (a folder where the file should be): compiled afresh.
+    blocked = tmp_path / "blocked"
+    blocked.mkdir()
+    cache = render._CompiledTemplates(str(blocked))
+    first = fresh(cache)
+    first.get_template("_shapes.py.j2")
+    (entry,) = blocked.iterdir()
+    entry.unlink()
+    entry.mkdir()
+    assert fresh(cache).get_template("_shapes.py.j2").root_render_func.__code__.co_code == code
+    # A cached entry loads back to the same template.
+    good = tmp_path / "good"
+    good.mkdir()
+    cache = render._CompiledTemplates(str(good))
+    fresh(cache).get_template("_shapes.py.j2")
+    assert len(list(good.iterdir())) == 1
+    assert fresh(cache).get_template("_shapes.py.j2").root_render_func.__code__.co_code == code

@@ -28,6 +28,8 @@ Numbers print with ``repr`` (17 significant digits), never SymPy's 15.
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import sympy
 from sympy.printing.numpy import NumPyPrinter
 from sympy.printing.pytorch import TorchPrinter
@@ -315,6 +317,16 @@ def sympy_builtins_to_lossforge(expr: sympy.Expr) -> sympy.Expr:
 SORTED_TERMS = 16
 
 
+@lru_cache(maxsize=4096)
+def _ordered_terms(expr: sympy.Expr, order: str | None) -> tuple:
+    """SymPy's ``expr.as_ordered_terms(order)``, once for every target that prints ``expr``.
+
+    Its ordering evaluates each numeric coefficient (``complex(coeff)``): the
+    largest single cost of printing a long sum.
+    """
+    return tuple(expr.as_ordered_terms(order=order))
+
+
 class _LossPrinterMixin:
     """What both printers share: numbers, comparisons, axis sizes and the arrays' names."""
 
@@ -359,7 +371,8 @@ class _LossPrinterMixin:
         arguments (deterministic too): sorting it for reading costs more than
         the rest of its printing.
         """
-        terms = super()._as_ordered_terms(expr, "none" if len(expr.args) > SORTED_TERMS else order)
+        order = "none" if len(expr.args) > SORTED_TERMS else order or self.order
+        terms = super()._as_ordered_terms(expr, order) if order in ("none", "old") else _ordered_terms(expr, order)
         return sorted(terms, key=lambda t: not self._has_arrays(t))
 
     def _has_arrays(self, expr: sympy.Basic) -> bool:
