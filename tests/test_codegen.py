@@ -300,6 +300,22 @@ def _printers():
     return x, np_p, t_p
 
 
+def test_a_sum_starts_with_a_positive_term_one_operation_fewer():
+    x, np_p, t_p = _printers()
+    y = sympy.Symbol("y", real=True)
+    for p in (np_p, t_p):
+        p.array_names = frozenset({"x", "y"})
+        assert p.doprint(1 - x) == "1 - x"  # not -x + 1: a negation and an addition
+        assert p.doprint(y - 2 * x) == "y - 2*x"
+        assert p.doprint(-x - y) == "-x - y"  # nothing positive to start with
+    # The swap is exact: the same bits as the negated-first form, float32 and float64, at awkward values.
+    s = spec("1 - x", reduction="none", x=V("input"))
+    for dtype in (torch.float32, torch.float64):
+        v = torch.tensor([1e-8, 1.0 - 2**-24, 3e38, -3e38, 0.1, -0.0, float("inf"), float("nan")], dtype=dtype)
+        got = lf.compile(s, "torch")(reduction="none")(v)
+        torch.testing.assert_close(got, -v + 1, rtol=0, atol=0, equal_nan=True)
+
+
 def test_max_is_elementwise_not_python_max():
     x, np_p, t_p = _printers()
     assert np_p.doprint(sympy.Max(0, x)) == "np.maximum(0, x)"
@@ -324,7 +340,7 @@ def test_heaviside_has_h0_zero_and_no_torch_heaviside():
 def test_log1p_expm1_and_logaddexp_forms_are_printed():
     x, np_p, t_p = _printers()
     assert t_p.doprint(lf.log1p(x)) == "torch.log1p(x)" and t_p.doprint(lf.expm1(x)) == "torch.expm1(x)"
-    assert np_p.doprint(lf.softplus(x)) == "np.logaddexp(0.0, x)"
+    assert np_p.doprint(lf.softplus(x)) == "_softplus(x)"
     tiny = spec("log1p(x) + expm1(x)", x=V("input"))
     value = lf.compile(tiny, "numpy").loss(np.array([1e-20]), reduction="sum")
     assert value == 2e-20
@@ -344,6 +360,37 @@ def test_torch_softplus_is_one_kernel_and_exact_across_its_threshold():
         # value (5e-324) is subnormal, where no relative accuracy exists: the vectorised exp of some CPUs
         # flushes it to 0. Hence an absolute tolerance of the smallest normal number, and none above it.
         torch.testing.assert_close(got, exact, rtol=2 * torch.finfo(dtype).eps, atol=torch.finfo(dtype).tiny)
+
+
+def test_numpy_softplus_is_exact_from_underflow_to_overflow():
+    import mpmath
+
+    s = spec("softplus(x)", reduction="none", x=V("input"))
+    points = [-1e308, -745.0, -100.0, -20.0, -1e-300, -0.0, 0.0, 1e-8, 20.5, 36.0, 40.1, 700.0, 1e308]
+    got = lf.compile(s, "numpy").loss(np.array(points), reduction="none")
+    exact = np.array([float(mpmath.log1p(mpmath.exp(mpmath.mpf(v)))) for v in points])
+    # max(x, 0) + log1p(exp(-|x|)) rounds twice: 2 eps relative; at -745 the exact value is subnormal (see the
+    # Torch test above), hence the absolute tolerance of the smallest normal number.
+    np.testing.assert_allclose(got, exact, rtol=2 * np.finfo(np.float64).eps, atol=np.finfo(np.float64).tiny)
+    special = lf.compile(s, "numpy").loss(np.array([np.inf, -np.inf, np.nan]), reduction="none")
+    assert special[0] == np.inf and special[1] == 0.0 and np.isnan(special[2])  # as np.logaddexp(0, x)
+
+
+def test_numpy_sigmoid_is_torchs_from_underflow_to_saturation():
+    import mpmath
+
+    s = spec("sigmoid(x)", reduction="none", x=V("input"))
+    module = lf.compile(s, "numpy")
+    normal = [-708.0, -100.0, -40.0, -1.0, -1e-300, 0.0, 1e-8, 1.0, 36.0, 40.0, 745.0, 1e308]
+    got = module.loss(np.array(normal), reduction="none")
+    exact = np.array([float(1 / (1 + mpmath.exp(-mpmath.mpf(v)))) for v in normal])
+    # exp rounds once, 1 + e and 1 / d once each: 3 eps relative, down to the smallest normal result.
+    np.testing.assert_allclose(got, exact, rtol=3 * np.finfo(np.float64).eps, atol=0)
+    # Below -709.78 the exact value is subnormal: 0 here, and in torch.sigmoid; inf, -inf and NaN as torch.
+    edge = np.array([-1e308, -745.0, -720.0, -709.9, -np.inf, np.inf, np.nan])
+    with np.errstate(all="raise"):  # no overflow warning escapes
+        got = module.loss(edge, reduction="none")
+    np.testing.assert_array_equal(got, torch.sigmoid(torch.tensor(edge, dtype=torch.float64)).numpy())
 
 
 def test_exp_of_u_minus_logsumexp_is_one_softmax_exact_at_huge_logits():

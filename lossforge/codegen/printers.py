@@ -31,6 +31,7 @@ from __future__ import annotations
 from functools import lru_cache
 
 import sympy
+from sympy.core.function import _coeff_isneg
 from sympy.printing.numpy import NumPyPrinter
 from sympy.printing.pytorch import TorchPrinter
 
@@ -370,10 +371,18 @@ class _LossPrinterMixin:
         than :data:`SORTED_TERMS` terms keeps SymPy's canonical order of its
         arguments (deterministic too): sorting it for reading costs more than
         the rest of its printing.
+
+        A sum that would start with a negated term starts with the first positive
+        one instead: ``1 - t``, one operation, not ``-t + 1``, a negation and an
+        addition. Swapping the first two terms never changes the value (IEEE
+        addition is commutative and negation exact).
         """
         order = "none" if len(expr.args) > SORTED_TERMS else order or self.order
         terms = super()._as_ordered_terms(expr, order) if order in ("none", "old") else _ordered_terms(expr, order)
-        return sorted(terms, key=lambda t: not self._has_arrays(t))
+        terms = sorted(terms, key=lambda t: not self._has_arrays(t))
+        if len(terms) > 1 and _coeff_isneg(terms[0]) and not _coeff_isneg(terms[1]):
+            terms[0], terms[1] = terms[1], terms[0]
+        return terms
 
     def _has_arrays(self, expr: sympy.Basic) -> bool:
         return any(s.name in self.array_names for s in self._free(expr))
@@ -468,7 +477,8 @@ class NumpyLossPrinter(_LossPrinterMixin, NumPyPrinter):
         return f"_sigmoid({self._print(expr.args[0])})"
 
     def _print_softplus(self, expr):
-        return f"np.logaddexp(0.0, {self._print(expr.args[0])})"
+        self.helpers.add("_softplus")
+        return f"_softplus({self._print(expr.args[0])})"
 
     def _print_logsumexp(self, expr):
         self.helpers.add("_logsumexp")

@@ -99,7 +99,7 @@ def _bce_value(p, target, eps):
     """Per-sample loss."""
     batch = p.shape
     _t0 = 1 - eps
-    return _fill(-target*np.log(np.clip(p, eps, _t0)) - (-target + 1)*np.log(np.clip(-p + 1, eps, _t0)), batch)
+    return _fill(-target*np.log(np.clip(p, eps, _t0)) - (1 - target)*np.log(np.clip(1 - p, eps, _t0)), batch)
 
 
 def _bce_value_and_grads(p, target, eps):
@@ -107,8 +107,8 @@ def _bce_value_and_grads(p, target, eps):
     batch = p.shape
     _t0 = 1 - eps
     _t1 = np.clip(p, eps, _t0)
-    _t2 = -target + 1
-    _t3 = -p + 1
+    _t2 = 1 - target
+    _t3 = 1 - p
     _t4 = np.clip(_t3, eps, _t0)
     value = _fill(-_t2*np.log(_t4) - target*np.log(_t1), batch)
     grads = (
@@ -143,9 +143,8 @@ def loss_and_grad(p, target, reduction="mean", eps=1e-07):
     """
     _check_reduction(reduction)
     p, target, indexed = _prepare(p, target)
-    grad_p = np.zeros_like(p)
     value, grads = _FUNCTIONS[("bce", False)][1](p, target, eps)
     scale = 1.0 / max(value.size, 1) if reduction == "mean" else 1.0
-    grad_p += scale * grads[0]
+    grad_p = scale * grads[0]
     total = _reduce(value, reduction)
     return total, (grad_p,)

@@ -66,7 +66,7 @@ def _bce_value(p, target, eps):
     """Per-sample loss."""
     dtype, device, batch = p.dtype, p.device, p.shape
     _t0 = 1 - eps
-    return _fill(-target*torch.log(torch.clamp(p, eps, _t0)) - (-target + 1)*torch.log(torch.clamp(-p + 1, eps, _t0)), batch, dtype, device)
+    return _fill(-target*torch.log(torch.clamp(p, eps, _t0)) - (1 - target)*torch.log(torch.clamp(1 - p, eps, _t0)), batch, dtype, device)
 
 
 def _bce_value_and_grads(p, target, eps):
@@ -74,8 +74,8 @@ def _bce_value_and_grads(p, target, eps):
     dtype, device, batch = p.dtype, p.device, p.shape
     _t0 = 1 - eps
     _t1 = torch.clamp(p, eps, _t0)
-    _t2 = -target + 1
-    _t3 = -p + 1
+    _t2 = 1 - target
+    _t3 = 1 - p
     _t4 = torch.clamp(_t3, eps, _t0)
     value = _fill(-_t2*torch.log(_t4) - target*torch.log(_t1), batch, dtype, device)
     grads = (

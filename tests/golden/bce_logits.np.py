@@ -87,9 +87,18 @@ def _reduce(value, reduction):
 
 
 def _sigmoid(a):
-    """1 / (1 + exp(-a)) from exp(-|a|), which never overflows: one exp per element, NaN stays NaN."""
-    e = np.exp(-np.abs(a))
-    return np.where(a >= 0, 1.0, e) / (1.0 + e)
+    """1 / (1 + exp(-a)) as torch.sigmoid computes it; NaN stays NaN.
+
+    Below a = -709.78 exp(-a) overflows to inf and the result is 0, where the exact
+    value is below the smallest normal float64 (torch gives 0 there too).
+    """
+    with np.errstate(over="ignore"):
+        return 1.0 / (1.0 + np.exp(-a))
+
+
+def _softplus(a):
+    """log(1 + exp(a)) as max(a, 0) + log1p(exp(-|a|)), which never overflows; NaN stays NaN."""
+    return np.maximum(a, 0.0) + np.log1p(np.exp(-np.abs(a)))
 
 
 def _prepare(logits, target):
@@ -104,20 +113,20 @@ def _prepare(logits, target):
 def _bce_logits_value(logits, target, pos_weight):
     """Per-sample loss."""
     batch = logits.shape
-    _t0 = np.logaddexp(0.0, logits)
-    return _fill(_t0*(-target + 1) + pos_weight*target*(_t0 - logits), batch)
+    _t0 = _softplus(logits)
+    return _fill(_t0*(1 - target) + pos_weight*target*(_t0 - logits), batch)
 
 
 def _bce_logits_value_and_grads(logits, target, pos_weight):
     """Per-sample loss and its gradient for each input, per element."""
     batch = logits.shape
-    _t0 = np.logaddexp(0.0, logits)
-    _t1 = -target + 1
+    _t0 = _softplus(logits)
+    _t1 = 1 - target
     _t2 = pos_weight*target
     _t3 = _sigmoid(logits)
     value = _fill(_t0*_t1 + _t2*(_t0 - logits), batch)
     grads = (
-        _fill(_t1*_t3 - _t2*(-_t3 + 1), logits.shape),
+        _fill(_t1*_t3 - _t2*(1 - _t3), logits.shape),
     )
     return value, grads
 
@@ -148,9 +157,8 @@ def loss_and_grad(logits, target, reduction="mean", pos_weight=1.0):
     """
     _check_reduction(reduction)
     logits, target, indexed = _prepare(logits, target)
-    grad_logits = np.zeros_like(logits)
     value, grads = _FUNCTIONS[("bce_logits", False)][1](logits, target, pos_weight)
     scale = 1.0 / max(value.size, 1) if reduction == "mean" else 1.0
-    grad_logits += scale * grads[0]
+    grad_logits = scale * grads[0]
     total = _reduce(value, reduction)
     return total, (grad_logits,)

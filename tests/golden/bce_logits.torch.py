@@ -66,19 +66,19 @@ def _bce_logits_value(logits, target, pos_weight):
     """Per-sample loss."""
     dtype, device, batch = logits.dtype, logits.device, logits.shape
     _t0 = torch.nn.functional.softplus(logits, beta=1.0, threshold=40.0)
-    return _fill(_t0*(-target + 1) + pos_weight*target*(_t0 - logits), batch, dtype, device)
+    return _fill(_t0*(1 - target) + pos_weight*target*(_t0 - logits), batch, dtype, device)
 
 
 def _bce_logits_value_and_grads(logits, target, pos_weight):
     """Per-sample loss and its gradient for each input, per element, in one pass."""
     dtype, device, batch = logits.dtype, logits.device, logits.shape
     _t0 = torch.nn.functional.softplus(logits, beta=1.0, threshold=40.0)
-    _t1 = -target + 1
+    _t1 = 1 - target
     _t2 = pos_weight*target
     _t3 = torch.sigmoid(logits)
     value = _fill(_t0*_t1 + _t2*(_t0 - logits), batch, dtype, device)
     grads = (
-        _fill(_t1*_t3 - _t2*(-_t3 + 1), logits.shape, dtype, device),
+        _fill(_t1*_t3 - _t2*(1 - _t3), logits.shape, dtype, device),
     )
     return value, grads
 

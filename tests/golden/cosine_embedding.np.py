@@ -106,7 +106,7 @@ def _cosine_embedding_value(x1, x2, target, margin):
     _t2 = np.sum(x1**2, axis=-1, keepdims=True) + 1e-12
     _t5 = np.sum(x2**2, axis=-1, keepdims=True) + 1e-12
     _t9 = (_t1/(np.sqrt(np.where(_t0, 1, _t2))*np.sqrt(np.where(_t0, 1, _t5))) - margin < 0)
-    return _fill(np.where(_t0, -_t1/(np.sqrt(np.where(_t0, _t2, 1))*np.sqrt(np.where(_t0, _t5, 1))) + 1, np.where(_t9, 0, _t1/(np.sqrt(np.where(_t0, 1, np.where(_t9, 1, _t2)))*np.sqrt(np.where(_t0, 1, np.where(_t9, 1, _t5)))) - margin)), batch + (1,))[..., 0]
+    return _fill(np.where(_t0, 1 - _t1/(np.sqrt(np.where(_t0, _t2, 1))*np.sqrt(np.where(_t0, _t5, 1))), np.where(_t9, 0, _t1/(np.sqrt(np.where(_t0, 1, np.where(_t9, 1, _t2)))*np.sqrt(np.where(_t0, 1, np.where(_t9, 1, _t5)))) - margin)), batch + (1,))[..., 0]
 
 
 def _cosine_embedding_value_and_grads(x1, x2, target, margin):
@@ -129,7 +129,7 @@ def _cosine_embedding_value_and_grads(x1, x2, target, margin):
     _t13 = 1/np.sqrt(_t12)
     _t14 = np.where(_t0, -_t8, np.where(_t9, 0, _t11*_t13))
     _t15 = (1/2)*_t1
-    value = _fill(np.where(_t0, -_t1*_t8 + 1, np.where(_t9, 0, _t1*_t11*_t13 - margin)), batch + (1,))[..., 0]
+    value = _fill(np.where(_t0, 1 - _t1*_t8, np.where(_t9, 0, _t1*_t11*_t13 - margin)), batch + (1,))[..., 0]
     grads = (
         _fill(_t14*x2 + 2*x1*np.where(_t0, _t15*_t7/_t3**(3/2), np.where(_t9, 0, -_t13*_t15/_t10**(3/2))), x1.shape),
         _fill(_t14*x1 + 2*x2*np.where(_t0, _t15*_t4/_t6**(3/2), np.where(_t9, 0, -_t11*_t15/_t12**(3/2))), x2.shape),
@@ -163,11 +163,9 @@ def loss_and_grad(x1, x2, target, reduction="mean", margin=0.0):
     """
     _check_reduction(reduction)
     x1, x2, target, indexed = _prepare(x1, x2, target)
-    grad_x1 = np.zeros_like(x1)
-    grad_x2 = np.zeros_like(x2)
     value, grads = _FUNCTIONS[("cosine_embedding", False)][1](x1, x2, target, margin)
     scale = 1.0 / max(value.size, 1) if reduction == "mean" else 1.0
-    grad_x1 += scale * grads[0]
-    grad_x2 += scale * grads[1]
+    grad_x1 = scale * grads[0]
+    grad_x2 = scale * grads[1]
     total = _reduce(value, reduction)
     return total, (grad_x1, grad_x2)

@@ -73,7 +73,7 @@ def _cosine_embedding_value(x1, x2, target, margin):
     _t2 = torch.sum(x1**2, dim=-1, keepdim=True) + 1e-12
     _t5 = torch.sum(x2**2, dim=-1, keepdim=True) + 1e-12
     _t9 = (_t1/(torch.sqrt(torch.where(_t0, 1, _t2))*torch.sqrt(torch.where(_t0, 1, _t5))) - margin < 0)
-    return _fill(torch.where(_t0, -_t1/(torch.sqrt(torch.where(_t0, _t2, 1))*torch.sqrt(torch.where(_t0, _t5, 1))) + 1, torch.where(_t9, 0, _t1/(torch.sqrt(torch.where(_t0, 1, torch.where(_t9, 1, _t2)))*torch.sqrt(torch.where(_t0, 1, torch.where(_t9, 1, _t5)))) - margin)), batch + (1,), dtype, device)[..., 0]
+    return _fill(torch.where(_t0, 1 - _t1/(torch.sqrt(torch.where(_t0, _t2, 1))*torch.sqrt(torch.where(_t0, _t5, 1))), torch.where(_t9, 0, _t1/(torch.sqrt(torch.where(_t0, 1, torch.where(_t9, 1, _t2)))*torch.sqrt(torch.where(_t0, 1, torch.where(_t9, 1, _t5)))) - margin)), batch + (1,), dtype, device)[..., 0]
 
 
 def _cosine_embedding_value_and_grads(x1, x2, target, margin):
@@ -96,7 +96,7 @@ def _cosine_embedding_value_and_grads(x1, x2, target, margin):
     _t13 = 1/torch.sqrt(_t12)
     _t14 = torch.where(_t0, -_t8, torch.where(_t9, 0, _t11*_t13))
     _t15 = (1/2)*_t1
-    value = _fill(torch.where(_t0, -_t1*_t8 + 1, torch.where(_t9, 0, _t1*_t11*_t13 - margin)), batch + (1,), dtype, device)[..., 0]
+    value = _fill(torch.where(_t0, 1 - _t1*_t8, torch.where(_t9, 0, _t1*_t11*_t13 - margin)), batch + (1,), dtype, device)[..., 0]
     grads = (
         _fill(_t14*x2 + 2*x1*torch.where(_t0, _t15*_t7/_t3**(3/2), torch.where(_t9, 0, -_t13*_t15/_t10**(3/2))), x1.shape, dtype, device),
         _fill(_t14*x1 + 2*x2*torch.where(_t0, _t15*_t4/_t6**(3/2), torch.where(_t9, 0, -_t11*_t15/_t12**(3/2))), x2.shape, dtype, device),

@@ -100,7 +100,7 @@ def _cost_sensitive_bce_value(p, target, fn_weight, eps):
     """Per-sample loss."""
     batch = p.shape
     _t0 = 1 - eps
-    return _fill(-fn_weight*target*np.log(np.clip(p, eps, _t0)) - (-target + 1)*np.log(np.clip(-p + 1, eps, _t0)), batch)
+    return _fill(-fn_weight*target*np.log(np.clip(p, eps, _t0)) - (1 - target)*np.log(np.clip(1 - p, eps, _t0)), batch)
 
 
 def _cost_sensitive_bce_value_and_grads(p, target, fn_weight, eps):
@@ -109,8 +109,8 @@ def _cost_sensitive_bce_value_and_grads(p, target, fn_weight, eps):
     _t0 = 1 - eps
     _t1 = np.clip(p, eps, _t0)
     _t2 = fn_weight*target
-    _t3 = -target + 1
-    _t4 = -p + 1
+    _t3 = 1 - target
+    _t4 = 1 - p
     _t5 = np.clip(_t4, eps, _t0)
     value = _fill(-_t2*np.log(_t1) - _t3*np.log(_t5), batch)
     grads = (
@@ -145,9 +145,8 @@ def loss_and_grad(p, target, reduction="mean", fn_weight=5.0, eps=1e-07):
     """
     _check_reduction(reduction)
     p, target, indexed = _prepare(p, target)
-    grad_p = np.zeros_like(p)
     value, grads = _FUNCTIONS[("cost_sensitive_bce", False)][1](p, target, fn_weight, eps)
     scale = 1.0 / max(value.size, 1) if reduction == "mean" else 1.0
-    grad_p += scale * grads[0]
+    grad_p = scale * grads[0]
     total = _reduce(value, reduction)
     return total, (grad_p,)

@@ -66,7 +66,7 @@ def _cost_sensitive_bce_value(p, target, fn_weight, eps):
     """Per-sample loss."""
     dtype, device, batch = p.dtype, p.device, p.shape
     _t0 = 1 - eps
-    return _fill(-fn_weight*target*torch.log(torch.clamp(p, eps, _t0)) - (-target + 1)*torch.log(torch.clamp(-p + 1, eps, _t0)), batch, dtype, device)
+    return _fill(-fn_weight*target*torch.log(torch.clamp(p, eps, _t0)) - (1 - target)*torch.log(torch.clamp(1 - p, eps, _t0)), batch, dtype, device)
 
 
 def _cost_sensitive_bce_value_and_grads(p, target, fn_weight, eps):
@@ -75,8 +75,8 @@ def _cost_sensitive_bce_value_and_grads(p, target, fn_weight, eps):
     _t0 = 1 - eps
     _t1 = torch.clamp(p, eps, _t0)
     _t2 = fn_weight*target
-    _t3 = -target + 1
-    _t4 = -p + 1
+    _t3 = 1 - target
+    _t4 = 1 - p
     _t5 = torch.clamp(_t4, eps, _t0)
     value = _fill(-_t2*torch.log(_t1) - _t3*torch.log(_t5), batch, dtype, device)
     grads = (

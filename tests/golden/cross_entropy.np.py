@@ -140,7 +140,7 @@ def _prepare(logits, target):
 def _cross_entropy_value(logits, target, label_smoothing):
     """Per-sample loss."""
     batch = logits.shape[:-1]
-    return _fill(-label_smoothing*_mean(logits) + (label_smoothing - 1)*np.sum(logits*target, axis=-1, keepdims=True) + _logsumexp(logits), batch + (1,))[..., 0]
+    return _fill((label_smoothing - 1)*np.sum(logits*target, axis=-1, keepdims=True) - label_smoothing*_mean(logits) + _logsumexp(logits), batch + (1,))[..., 0]
 
 
 def _cross_entropy_value_and_grads(logits, target, label_smoothing):
@@ -157,7 +157,7 @@ def _cross_entropy_value_and_grads(logits, target, label_smoothing):
 def _cross_entropy_indexed_value(logits, target, label_smoothing):
     """Per-sample loss."""
     batch = logits.shape[:-1]
-    return _fill(-label_smoothing*_mean(logits) + (label_smoothing - 1)*_pick(logits, target) + _logsumexp(logits), batch + (1,))[..., 0]
+    return _fill((label_smoothing - 1)*_pick(logits, target) - label_smoothing*_mean(logits) + _logsumexp(logits), batch + (1,))[..., 0]
 
 
 def _cross_entropy_indexed_value_and_grads(logits, target, label_smoothing):
@@ -166,7 +166,7 @@ def _cross_entropy_indexed_value_and_grads(logits, target, label_smoothing):
     _t0 = label_smoothing - 1
     value = _fill(_t0*_pick(logits, target) - label_smoothing*_mean(logits) + _logsumexp(logits), batch + (1,))[..., 0]
     grads = (
-        _fill(_scatter(-label_smoothing/(logits.shape[-1] or np.nan) + _softmax(logits), _t0, target, logits), logits.shape),
+        _fill(_scatter(_softmax(logits) - label_smoothing/(logits.shape[-1] or np.nan), _t0, target, logits), logits.shape),
     )
     return value, grads
 
@@ -198,9 +198,8 @@ def loss_and_grad(logits, target, reduction="mean", label_smoothing=0.0):
     """
     _check_reduction(reduction)
     logits, target, indexed = _prepare(logits, target)
-    grad_logits = np.zeros_like(logits)
     value, grads = _FUNCTIONS[("cross_entropy", indexed)][1](logits, target, label_smoothing)
     scale = 1.0 / max(value.size, 1) if reduction == "mean" else 1.0
-    grad_logits += scale * grads[0]
+    grad_logits = scale * grads[0]
     total = _reduce(value, reduction)
     return total, (grad_logits,)

@@ -85,7 +85,7 @@ def _prepare(logits, target):
 def _cross_entropy_value(logits, target, label_smoothing):
     """Per-sample loss."""
     dtype, device, batch = logits.dtype, logits.device, logits.shape[:-1]
-    return _fill(-label_smoothing*torch.mean(logits, dim=-1, keepdim=True) + (label_smoothing - 1)*torch.sum(logits*target, dim=-1, keepdim=True) + torch.logsumexp(logits, dim=-1, keepdim=True), batch + (1,), dtype, device)[..., 0]
+    return _fill((label_smoothing - 1)*torch.sum(logits*target, dim=-1, keepdim=True) - label_smoothing*torch.mean(logits, dim=-1, keepdim=True) + torch.logsumexp(logits, dim=-1, keepdim=True), batch + (1,), dtype, device)[..., 0]
 
 
 def _cross_entropy_value_and_grads(logits, target, label_smoothing):
@@ -102,7 +102,7 @@ def _cross_entropy_value_and_grads(logits, target, label_smoothing):
 def _cross_entropy_indexed_value(logits, target, label_smoothing):
     """Per-sample loss."""
     dtype, device, batch = logits.dtype, logits.device, logits.shape[:-1]
-    return _fill(-label_smoothing*torch.mean(logits, dim=-1, keepdim=True) + (label_smoothing - 1)*_pick(logits, target) + torch.logsumexp(logits, dim=-1, keepdim=True), batch + (1,), dtype, device)[..., 0]
+    return _fill((label_smoothing - 1)*_pick(logits, target) - label_smoothing*torch.mean(logits, dim=-1, keepdim=True) + torch.logsumexp(logits, dim=-1, keepdim=True), batch + (1,), dtype, device)[..., 0]
 
 
 def _cross_entropy_indexed_value_and_grads(logits, target, label_smoothing):
@@ -111,7 +111,7 @@ def _cross_entropy_indexed_value_and_grads(logits, target, label_smoothing):
     _t0 = label_smoothing - 1
     value = _fill(_t0*_pick(logits, target) - label_smoothing*torch.mean(logits, dim=-1, keepdim=True) + torch.logsumexp(logits, dim=-1, keepdim=True), batch + (1,), dtype, device)[..., 0]
     grads = (
-        _fill(_scatter(-label_smoothing/(logits.shape[-1] or float("nan")) + torch.softmax(logits, dim=-1), _t0, target, logits), logits.shape, dtype, device),
+        _fill(_scatter(torch.softmax(logits, dim=-1) - label_smoothing/(logits.shape[-1] or float("nan")), _t0, target, logits), logits.shape, dtype, device),
     )
     return value, grads
 

@@ -98,7 +98,7 @@ def _prepare(p, target):
 def _dice_value(p, target, smooth):
     """Per-sample loss."""
     batch = p.shape[:-1]
-    return _fill(-(2*np.sum(p*target, axis=-1, keepdims=True) + smooth)/((np.sum(p, axis=-1, keepdims=True) + np.sum(target, axis=-1, keepdims=True)) + smooth) + 1, batch + (1,))[..., 0]
+    return _fill(1 - (2*np.sum(p*target, axis=-1, keepdims=True) + smooth)/((np.sum(p, axis=-1, keepdims=True) + np.sum(target, axis=-1, keepdims=True)) + smooth), batch + (1,))[..., 0]
 
 
 def _dice_value_and_grads(p, target, smooth):
@@ -107,7 +107,7 @@ def _dice_value_and_grads(p, target, smooth):
     _t0 = 2*np.sum(p*target, axis=-1, keepdims=True) + smooth
     _t1 = (np.sum(p, axis=-1, keepdims=True) + np.sum(target, axis=-1, keepdims=True)) + smooth
     _t2 = 1/_t1
-    value = _fill(-_t0*_t2 + 1, batch + (1,))[..., 0]
+    value = _fill(1 - _t0*_t2, batch + (1,))[..., 0]
     grads = (
         _fill(_t0/_t1**2 - 2*_t2*target, p.shape),
     )
@@ -140,9 +140,8 @@ def loss_and_grad(p, target, reduction="mean", smooth=1.0):
     """
     _check_reduction(reduction)
     p, target, indexed = _prepare(p, target)
-    grad_p = np.zeros_like(p)
     value, grads = _FUNCTIONS[("dice", False)][1](p, target, smooth)
     scale = 1.0 / max(value.size, 1) if reduction == "mean" else 1.0
-    grad_p += scale * grads[0]
+    grad_p = scale * grads[0]
     total = _reduce(value, reduction)
     return total, (grad_p,)

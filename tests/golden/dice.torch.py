@@ -65,7 +65,7 @@ def _prepare(p, target):
 def _dice_value(p, target, smooth):
     """Per-sample loss."""
     dtype, device, batch = p.dtype, p.device, p.shape[:-1]
-    return _fill(-(2*torch.sum(p*target, dim=-1, keepdim=True) + smooth)/((torch.sum(p, dim=-1, keepdim=True) + torch.sum(target, dim=-1, keepdim=True)) + smooth) + 1, batch + (1,), dtype, device)[..., 0]
+    return _fill(1 - (2*torch.sum(p*target, dim=-1, keepdim=True) + smooth)/((torch.sum(p, dim=-1, keepdim=True) + torch.sum(target, dim=-1, keepdim=True)) + smooth), batch + (1,), dtype, device)[..., 0]
 
 
 def _dice_value_and_grads(p, target, smooth):
@@ -74,7 +74,7 @@ def _dice_value_and_grads(p, target, smooth):
     _t0 = 2*torch.sum(p*target, dim=-1, keepdim=True) + smooth
     _t1 = (torch.sum(p, dim=-1, keepdim=True) + torch.sum(target, dim=-1, keepdim=True)) + smooth
     _t2 = 1/_t1
-    value = _fill(-_t0*_t2 + 1, batch + (1,), dtype, device)[..., 0]
+    value = _fill(1 - _t0*_t2, batch + (1,), dtype, device)[..., 0]
     grads = (
         _fill(_t0/_t1**2 - 2*_t2*target, p.shape, dtype, device),
     )

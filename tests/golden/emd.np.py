@@ -133,9 +133,8 @@ def loss_and_grad(p, q, reduction="mean"):
     """
     _check_reduction(reduction)
     p, q, indexed = _prepare(p, q)
-    grad_p = np.zeros_like(p)
     value, grads = _FUNCTIONS[("emd", False)][1](p, q)
     scale = 1.0 / max(value.size, 1) if reduction == "mean" else 1.0
-    grad_p += scale * grads[0]
+    grad_p = scale * grads[0]
     total = _reduce(value, reduction)
     return total, (grad_p,)

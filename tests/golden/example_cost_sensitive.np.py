@@ -87,7 +87,7 @@ def _prepare(p, y):
 def _cost_sensitive_bce_value(p, y, fn_weight, eps):
     """Per-sample loss."""
     batch = p.shape
-    return _fill(-fn_weight*y*np.log(np.clip(p, eps, 1 - eps)) - (-y + 1)*np.log(np.clip(-p + 1, eps, 1)), batch)
+    return _fill(-fn_weight*y*np.log(np.clip(p, eps, 1 - eps)) - (1 - y)*np.log(np.clip(1 - p, eps, 1)), batch)
 
 
 def _cost_sensitive_bce_value_and_grads(p, y, fn_weight, eps):
@@ -96,8 +96,8 @@ def _cost_sensitive_bce_value_and_grads(p, y, fn_weight, eps):
     _t0 = 1 - eps
     _t1 = np.clip(p, eps, _t0)
     _t2 = fn_weight*y
-    _t3 = -y + 1
-    _t4 = -p + 1
+    _t3 = 1 - y
+    _t4 = 1 - p
     _t5 = np.clip(_t4, eps, 1)
     value = _fill(-_t2*np.log(_t1) - _t3*np.log(_t5), batch)
     grads = (
@@ -132,9 +132,8 @@ def loss_and_grad(p, y, reduction="mean", fn_weight=5.0, eps=1e-07):
     """
     _check_reduction(reduction)
     p, y, indexed = _prepare(p, y)
-    grad_p = np.zeros_like(p)
     value, grads = _FUNCTIONS[("cost_sensitive_bce", False)][1](p, y, fn_weight, eps)
     scale = 1.0 / max(value.size, 1) if reduction == "mean" else 1.0
-    grad_p += scale * grads[0]
+    grad_p = scale * grads[0]
     total = _reduce(value, reduction)
     return total, (grad_p,)

@@ -65,7 +65,7 @@ def _prepare(p, y):
 def _cost_sensitive_bce_value(p, y, fn_weight, eps):
     """Per-sample loss."""
     dtype, device, batch = p.dtype, p.device, p.shape
-    return _fill(-fn_weight*y*torch.log(torch.clamp(p, eps, 1 - eps)) - (-y + 1)*torch.log(torch.clamp(-p + 1, eps, 1)), batch, dtype, device)
+    return _fill(-fn_weight*y*torch.log(torch.clamp(p, eps, 1 - eps)) - (1 - y)*torch.log(torch.clamp(1 - p, eps, 1)), batch, dtype, device)
 
 
 def _cost_sensitive_bce_value_and_grads(p, y, fn_weight, eps):
@@ -74,8 +74,8 @@ def _cost_sensitive_bce_value_and_grads(p, y, fn_weight, eps):
     _t0 = 1 - eps
     _t1 = torch.clamp(p, eps, _t0)
     _t2 = fn_weight*y
-    _t3 = -y + 1
-    _t4 = -p + 1
+    _t3 = 1 - y
+    _t4 = 1 - p
     _t5 = torch.clamp(_t4, eps, 1)
     value = _fill(-_t2*torch.log(_t1) - _t3*torch.log(_t5), batch, dtype, device)
     grads = (

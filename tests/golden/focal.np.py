@@ -88,9 +88,18 @@ def _reduce(value, reduction):
 
 
 def _sigmoid(a):
-    """1 / (1 + exp(-a)) from exp(-|a|), which never overflows: one exp per element, NaN stays NaN."""
-    e = np.exp(-np.abs(a))
-    return np.where(a >= 0, 1.0, e) / (1.0 + e)
+    """1 / (1 + exp(-a)) as torch.sigmoid computes it; NaN stays NaN.
+
+    Below a = -709.78 exp(-a) overflows to inf and the result is 0, where the exact
+    value is below the smallest normal float64 (torch gives 0 there too).
+    """
+    with np.errstate(over="ignore"):
+        return 1.0 / (1.0 + np.exp(-a))
+
+
+def _softplus(a):
+    """log(1 + exp(a)) as max(a, 0) + log1p(exp(-|a|)), which never overflows; NaN stays NaN."""
+    return np.maximum(a, 0.0) + np.log1p(np.exp(-np.abs(a)))
 
 
 def _prepare(logits, target):
@@ -105,22 +114,22 @@ def _prepare(logits, target):
 def _focal_value(logits, target, alpha, gamma):
     """Per-sample loss."""
     batch = logits.shape
-    _t0 = -target + 1
-    _t2 = np.logaddexp(0.0, logits)
+    _t0 = 1 - target
+    _t2 = _softplus(logits)
     _t4 = _sigmoid(logits)
-    _t7 = _t0*_t4 + target*(-_t4 + 1)
+    _t7 = _t0*_t4 + target*(1 - _t4)
     return _fill(_t7*(_t0*_t2 + target*(_t2 - logits))*(_t0*(1 - alpha) + alpha*target)*(_t7**(gamma - 1)), batch)
 
 
 def _focal_value_and_grads(logits, target, alpha, gamma):
     """Per-sample loss and its gradient for each input, per element."""
     batch = logits.shape
-    _t0 = -target + 1
+    _t0 = 1 - target
     _t1 = _t0*(1 - alpha) + alpha*target
-    _t2 = np.logaddexp(0.0, logits)
+    _t2 = _softplus(logits)
     _t3 = _t1*(_t0*_t2 + target*(_t2 - logits))
     _t4 = _sigmoid(logits)
-    _t5 = -_t4 + 1
+    _t5 = 1 - _t4
     _t6 = _t5*target
     _t7 = _t0*_t4 + _t6
     _t8 = _t7**(gamma - 1)
@@ -158,9 +167,8 @@ def loss_and_grad(logits, target, reduction="mean", alpha=0.25, gamma=2.0):
     """
     _check_reduction(reduction)
     logits, target, indexed = _prepare(logits, target)
-    grad_logits = np.zeros_like(logits)
     value, grads = _FUNCTIONS[("focal", False)][1](logits, target, alpha, gamma)
     scale = 1.0 / max(value.size, 1) if reduction == "mean" else 1.0
-    grad_logits += scale * grads[0]
+    grad_logits = scale * grads[0]
     total = _reduce(value, reduction)
     return total, (grad_logits,)

@@ -65,22 +65,22 @@ def _prepare(logits, target):
 def _focal_value(logits, target, alpha, gamma):
     """Per-sample loss."""
     dtype, device, batch = logits.dtype, logits.device, logits.shape
-    _t0 = -target + 1
+    _t0 = 1 - target
     _t2 = torch.nn.functional.softplus(logits, beta=1.0, threshold=40.0)
     _t4 = torch.sigmoid(logits)
-    _t7 = _t0*_t4 + target*(-_t4 + 1)
+    _t7 = _t0*_t4 + target*(1 - _t4)
     return _fill(_t7*(_t0*_t2 + target*(_t2 - logits))*(_t0*(1 - alpha) + alpha*target)*(_t7**(gamma - 1)), batch, dtype, device)
 
 
 def _focal_value_and_grads(logits, target, alpha, gamma):
     """Per-sample loss and its gradient for each input, per element, in one pass."""
     dtype, device, batch = logits.dtype, logits.device, logits.shape
-    _t0 = -target + 1
+    _t0 = 1 - target
     _t1 = _t0*(1 - alpha) + alpha*target
     _t2 = torch.nn.functional.softplus(logits, beta=1.0, threshold=40.0)
     _t3 = _t1*(_t0*_t2 + target*(_t2 - logits))
     _t4 = torch.sigmoid(logits)
-    _t5 = -_t4 + 1
+    _t5 = 1 - _t4
     _t6 = _t5*target
     _t7 = _t0*_t4 + _t6
     _t8 = _t7**(gamma - 1)

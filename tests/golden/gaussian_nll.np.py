@@ -146,11 +146,9 @@ def loss_and_grad(mean, target, var, reduction="mean", eps=1e-06):
     """
     _check_reduction(reduction)
     mean, target, var, indexed = _prepare(mean, target, var)
-    grad_mean = np.zeros_like(mean)
-    grad_var = np.zeros_like(var)
     value, grads = _FUNCTIONS[("gaussian_nll", False)][1](mean, target, var, eps)
     scale = 1.0 / max(value.size, 1) if reduction == "mean" else 1.0
-    grad_mean += scale * grads[0]
-    grad_var += scale * grads[1]
+    grad_mean = scale * grads[0]
+    grad_var = scale * grads[1]
     total = _reduce(value, reduction)
     return total, (grad_mean, grad_var)

@@ -98,13 +98,13 @@ def _prepare(score, target):
 def _hinge_value(score, target, margin):
     """Per-sample loss."""
     batch = score.shape
-    return _fill(np.maximum(0, -score*target + margin), batch)
+    return _fill(np.maximum(0, margin - score*target), batch)
 
 
 def _hinge_value_and_grads(score, target, margin):
     """Per-sample loss and its gradient for each input, per element."""
     batch = score.shape
-    _t0 = -score*target + margin
+    _t0 = margin - score*target
     value = _fill(np.maximum(0, _t0), batch)
     grads = (
         _fill(-target*np.sign(np.maximum(_t0, 0.0)), score.shape),
@@ -138,9 +138,8 @@ def loss_and_grad(score, target, reduction="mean", margin=1.0):
     """
     _check_reduction(reduction)
     score, target, indexed = _prepare(score, target)
-    grad_score = np.zeros_like(score)
     value, grads = _FUNCTIONS[("hinge", False)][1](score, target, margin)
     scale = 1.0 / max(value.size, 1) if reduction == "mean" else 1.0
-    grad_score += scale * grads[0]
+    grad_score = scale * grads[0]
     total = _reduce(value, reduction)
     return total, (grad_score,)

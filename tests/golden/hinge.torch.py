@@ -65,13 +65,13 @@ def _prepare(score, target):
 def _hinge_value(score, target, margin):
     """Per-sample loss."""
     dtype, device, batch = score.dtype, score.device, score.shape
-    return _fill(torch.clamp(-score*target + margin, min=0), batch, dtype, device)
+    return _fill(torch.clamp(margin - score*target, min=0), batch, dtype, device)
 
 
 def _hinge_value_and_grads(score, target, margin):
     """Per-sample loss and its gradient for each input, per element, in one pass."""
     dtype, device, batch = score.dtype, score.device, score.shape
-    _t0 = -score*target + margin
+    _t0 = margin - score*target
     value = _fill(torch.clamp(_t0, min=0), batch, dtype, device)
     grads = (
         _fill(-target*torch.ceil(torch.clamp(_t0, 0.0, 1.0)), score.shape, dtype, device),

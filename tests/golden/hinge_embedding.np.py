@@ -98,7 +98,7 @@ def _prepare(distance, target):
 def _hinge_embedding_value(distance, target, margin):
     """Per-sample loss."""
     batch = distance.shape
-    _t1 = -distance + margin
+    _t1 = margin - distance
     return _fill(np.where((target > 0), distance, np.where((_t1 < 0), 0, _t1)), batch)
 
 
@@ -106,7 +106,7 @@ def _hinge_embedding_value_and_grads(distance, target, margin):
     """Per-sample loss and its gradient for each input, per element."""
     batch = distance.shape
     _t0 = (target > 0)
-    _t1 = -distance + margin
+    _t1 = margin - distance
     value = _fill(np.where(_t0, distance, np.where((_t1 < 0), 0, _t1)), batch)
     grads = (
         _fill(np.where(_t0, 1, np.where((_t1 >= 0), -1, 0)), distance.shape),
@@ -140,9 +140,8 @@ def loss_and_grad(distance, target, reduction="mean", margin=1.0):
     """
     _check_reduction(reduction)
     distance, target, indexed = _prepare(distance, target)
-    grad_distance = np.zeros_like(distance)
     value, grads = _FUNCTIONS[("hinge_embedding", False)][1](distance, target, margin)
     scale = 1.0 / max(value.size, 1) if reduction == "mean" else 1.0
-    grad_distance += scale * grads[0]
+    grad_distance = scale * grads[0]
     total = _reduce(value, reduction)
     return total, (grad_distance,)

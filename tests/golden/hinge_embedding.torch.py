@@ -65,7 +65,7 @@ def _prepare(distance, target):
 def _hinge_embedding_value(distance, target, margin):
     """Per-sample loss."""
     dtype, device, batch = distance.dtype, distance.device, distance.shape
-    _t1 = -distance + margin
+    _t1 = margin - distance
     return _fill(torch.where((target > 0), distance, torch.where((_t1 < 0), 0, _t1)), batch, dtype, device)
 
 
@@ -73,7 +73,7 @@ def _hinge_embedding_value_and_grads(distance, target, margin):
     """Per-sample loss and its gradient for each input, per element, in one pass."""
     dtype, device, batch = distance.dtype, distance.device, distance.shape
     _t0 = (target > 0)
-    _t1 = -distance + margin
+    _t1 = margin - distance
     value = _fill(torch.where(_t0, distance, torch.where((_t1 < 0), 0, _t1)), batch, dtype, device)
     grads = (
         _fill(torch.where(_t0, 1, torch.where((_t1 >= 0), torch.as_tensor(-1, dtype=dtype, device=device), 0)), distance.shape, dtype, device),

@@ -100,7 +100,7 @@ def _huber_value(pred, target, delta):
     batch = pred.shape
     _t0 = pred - target
     _t1 = np.clip(_t0, -delta, delta)
-    return _fill(_t1*(-1/2*_t1 + _t0), batch)
+    return _fill(_t1*(_t0 - 1/2*_t1), batch)
 
 
 def _huber_value_and_grads(pred, target, delta):
@@ -108,7 +108,7 @@ def _huber_value_and_grads(pred, target, delta):
     batch = pred.shape
     _t0 = pred - target
     _t1 = np.clip(_t0, -delta, delta)
-    value = _fill(_t1*(-1/2*_t1 + _t0), batch)
+    value = _fill(_t1*(_t0 - 1/2*_t1), batch)
     grads = (
         _fill(_t1, pred.shape),
     )
@@ -141,9 +141,8 @@ def loss_and_grad(pred, target, reduction="mean", delta=1.0):
     """
     _check_reduction(reduction)
     pred, target, indexed = _prepare(pred, target)
-    grad_pred = np.zeros_like(pred)
     value, grads = _FUNCTIONS[("huber", False)][1](pred, target, delta)
     scale = 1.0 / max(value.size, 1) if reduction == "mean" else 1.0
-    grad_pred += scale * grads[0]
+    grad_pred = scale * grads[0]
     total = _reduce(value, reduction)
     return total, (grad_pred,)

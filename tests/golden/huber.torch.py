@@ -67,7 +67,7 @@ def _huber_value(pred, target, delta):
     dtype, device, batch = pred.dtype, pred.device, pred.shape
     _t0 = pred - target
     _t1 = torch.clamp(_t0, -delta, delta)
-    return _fill(_t1*(-1/2*_t1 + _t0), batch, dtype, device)
+    return _fill(_t1*(_t0 - 1/2*_t1), batch, dtype, device)
 
 
 def _huber_value_and_grads(pred, target, delta):
@@ -75,7 +75,7 @@ def _huber_value_and_grads(pred, target, delta):
     dtype, device, batch = pred.dtype, pred.device, pred.shape
     _t0 = pred - target
     _t1 = torch.clamp(_t0, -delta, delta)
-    value = _fill(_t1*(-1/2*_t1 + _t0), batch, dtype, device)
+    value = _fill(_t1*(_t0 - 1/2*_t1), batch, dtype, device)
     grads = (
         _fill(_t1, pred.shape, dtype, device),
     )

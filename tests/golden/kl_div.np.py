@@ -97,13 +97,13 @@ def _prepare(logq, target):
 def _kl_div_value(logq, target):
     """Per-sample loss."""
     batch = logq.shape[:-1]
-    return _fill(np.sum(-logq*target + np.where(target == 0, 0.0, target * np.log(np.where(target == 0, 1.0, target))), axis=-1, keepdims=True), batch + (1,))[..., 0]
+    return _fill(np.sum(np.where(target == 0, 0.0, target * np.log(np.where(target == 0, 1.0, target))) - logq*target, axis=-1, keepdims=True), batch + (1,))[..., 0]
 
 
 def _kl_div_value_and_grads(logq, target):
     """Per-sample loss and its gradient for each input, per element."""
     batch = logq.shape[:-1]
-    value = _fill(np.sum(-logq*target + np.where(target == 0, 0.0, target * np.log(np.where(target == 0, 1.0, target))), axis=-1, keepdims=True), batch + (1,))[..., 0]
+    value = _fill(np.sum(np.where(target == 0, 0.0, target * np.log(np.where(target == 0, 1.0, target))) - logq*target, axis=-1, keepdims=True), batch + (1,))[..., 0]
     grads = (
         _fill(-target, logq.shape),
     )
@@ -136,9 +136,8 @@ def loss_and_grad(logq, target, reduction="mean"):
     """
     _check_reduction(reduction)
     logq, target, indexed = _prepare(logq, target)
-    grad_logq = np.zeros_like(logq)
     value, grads = _FUNCTIONS[("kl_div", False)][1](logq, target)
     scale = 1.0 / max(value.size, 1) if reduction == "mean" else 1.0
-    grad_logq += scale * grads[0]
+    grad_logq = scale * grads[0]
     total = _reduce(value, reduction)
     return total, (grad_logq,)

@@ -65,13 +65,13 @@ def _prepare(logq, target):
 def _kl_div_value(logq, target):
     """Per-sample loss."""
     dtype, device, batch = logq.dtype, logq.device, logq.shape[:-1]
-    return _fill(torch.sum(-logq*target + torch.xlogy(target, target), dim=-1, keepdim=True), batch + (1,), dtype, device)[..., 0]
+    return _fill(torch.sum(torch.xlogy(target, target) - logq*target, dim=-1, keepdim=True), batch + (1,), dtype, device)[..., 0]
 
 
 def _kl_div_value_and_grads(logq, target):
     """Per-sample loss and its gradient for each input, per element, in one pass."""
     dtype, device, batch = logq.dtype, logq.device, logq.shape[:-1]
-    value = _fill(torch.sum(-logq*target + torch.xlogy(target, target), dim=-1, keepdim=True), batch + (1,), dtype, device)[..., 0]
+    value = _fill(torch.sum(torch.xlogy(target, target) - logq*target, dim=-1, keepdim=True), batch + (1,), dtype, device)[..., 0]
     grads = (
         _fill(-target, logq.shape, dtype, device),
     )

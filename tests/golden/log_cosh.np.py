@@ -110,7 +110,7 @@ def _log_cosh_value_and_grads(pred, target):
     _t3 = np.sign(_t0)
     value = _fill((_t1 + np.log1p(_t2)) - 0.6931471805599453, batch)
     grads = (
-        _fill(-2*_t2*_t3/(_t2 + 1) + _t3, pred.shape),
+        _fill(_t3 - 2*_t2*_t3/(_t2 + 1), pred.shape),
     )
     return value, grads
 
@@ -141,9 +141,8 @@ def loss_and_grad(pred, target, reduction="mean"):
     """
     _check_reduction(reduction)
     pred, target, indexed = _prepare(pred, target)
-    grad_pred = np.zeros_like(pred)
     value, grads = _FUNCTIONS[("log_cosh", False)][1](pred, target)
     scale = 1.0 / max(value.size, 1) if reduction == "mean" else 1.0
-    grad_pred += scale * grads[0]
+    grad_pred = scale * grads[0]
     total = _reduce(value, reduction)
     return total, (grad_pred,)

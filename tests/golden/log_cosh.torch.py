@@ -83,7 +83,7 @@ def _log_cosh_value_and_grads(pred, target):
     _t3 = _sign(_t0)
     value = _fill((_t1 + torch.log1p(_t2)) - 0.6931471805599453, batch, dtype, device)
     grads = (
-        _fill(-2*_t2*_t3/(_t2 + 1) + _t3, pred.shape, dtype, device),
+        _fill(_t3 - 2*_t2*_t3/(_t2 + 1), pred.shape, dtype, device),
     )
     return value, grads
 

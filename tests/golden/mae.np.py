@@ -133,9 +133,8 @@ def loss_and_grad(pred, target, reduction="mean"):
     """
     _check_reduction(reduction)
     pred, target, indexed = _prepare(pred, target)
-    grad_pred = np.zeros_like(pred)
     value, grads = _FUNCTIONS[("mae", False)][1](pred, target)
     scale = 1.0 / max(value.size, 1) if reduction == "mean" else 1.0
-    grad_pred += scale * grads[0]
+    grad_pred = scale * grads[0]
     total = _reduce(value, reduction)
     return total, (grad_pred,)

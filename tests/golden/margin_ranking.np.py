@@ -100,14 +100,14 @@ def _prepare(x1, x2, target):
 def _margin_ranking_value(x1, x2, target, margin):
     """Per-sample loss."""
     batch = x1.shape
-    _t0 = -target*(x1 - x2) + margin
+    _t0 = margin - target*(x1 - x2)
     return _fill(np.where((_t0 < 0), 0, _t0), batch)
 
 
 def _margin_ranking_value_and_grads(x1, x2, target, margin):
     """Per-sample loss and its gradient for each input, per element."""
     batch = x1.shape
-    _t0 = -target*(x1 - x2) + margin
+    _t0 = margin - target*(x1 - x2)
     _t1 = (_t0 < 0)
     value = _fill(np.where(_t1, 0, _t0), batch)
     grads = (
@@ -143,11 +143,9 @@ def loss_and_grad(x1, x2, target, reduction="mean", margin=0.0):
     """
     _check_reduction(reduction)
     x1, x2, target, indexed = _prepare(x1, x2, target)
-    grad_x1 = np.zeros_like(x1)
-    grad_x2 = np.zeros_like(x2)
     value, grads = _FUNCTIONS[("margin_ranking", False)][1](x1, x2, target, margin)
     scale = 1.0 / max(value.size, 1) if reduction == "mean" else 1.0
-    grad_x1 += scale * grads[0]
-    grad_x2 += scale * grads[1]
+    grad_x1 = scale * grads[0]
+    grad_x2 = scale * grads[1]
     total = _reduce(value, reduction)
     return total, (grad_x1, grad_x2)

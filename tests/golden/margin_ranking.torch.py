@@ -67,14 +67,14 @@ def _prepare(x1, x2, target):
 def _margin_ranking_value(x1, x2, target, margin):
     """Per-sample loss."""
     dtype, device, batch = x1.dtype, x1.device, x1.shape
-    _t0 = -target*(x1 - x2) + margin
+    _t0 = margin - target*(x1 - x2)
     return _fill(torch.where((_t0 < 0), 0, _t0), batch, dtype, device)
 
 
 def _margin_ranking_value_and_grads(x1, x2, target, margin):
     """Per-sample loss and its gradient for each input, per element, in one pass."""
     dtype, device, batch = x1.dtype, x1.device, x1.shape
-    _t0 = -target*(x1 - x2) + margin
+    _t0 = margin - target*(x1 - x2)
     _t1 = (_t0 < 0)
     value = _fill(torch.where(_t1, 0, _t0), batch, dtype, device)
     grads = (

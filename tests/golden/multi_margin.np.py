@@ -125,13 +125,13 @@ def _prepare(scores, target):
 def _multi_margin_value(scores, target, margin):
     """Per-sample loss."""
     batch = scores.shape[:-1]
-    return _fill(_mean((-target + 1)*np.maximum(0, (scores - np.sum(scores*target, axis=-1, keepdims=True)) + margin)), batch + (1,))[..., 0]
+    return _fill(_mean((1 - target)*np.maximum(0, (scores - np.sum(scores*target, axis=-1, keepdims=True)) + margin)), batch + (1,))[..., 0]
 
 
 def _multi_margin_value_and_grads(scores, target, margin):
     """Per-sample loss and its gradient for each input, per element."""
     batch = scores.shape[:-1]
-    _t0 = -target + 1
+    _t0 = 1 - target
     _t1 = (scores - np.sum(scores*target, axis=-1, keepdims=True)) + margin
     _t2 = _t0*np.sign(np.maximum(_t1, 0.0))/(scores.shape[-1] or np.nan)
     value = _fill(_mean(_t0*np.maximum(0, _t1)), batch + (1,))[..., 0]
@@ -190,9 +190,8 @@ def loss_and_grad(scores, target, reduction="mean", margin=1.0):
     """
     _check_reduction(reduction)
     scores, target, indexed = _prepare(scores, target)
-    grad_scores = np.zeros_like(scores)
     value, grads = _FUNCTIONS[("multi_margin", indexed)][1](scores, target, margin)
     scale = 1.0 / max(value.size, 1) if reduction == "mean" else 1.0
-    grad_scores += scale * grads[0]
+    grad_scores = scale * grads[0]
     total = _reduce(value, reduction)
     return total, (grad_scores,)

@@ -85,13 +85,13 @@ def _prepare(scores, target):
 def _multi_margin_value(scores, target, margin):
     """Per-sample loss."""
     dtype, device, batch = scores.dtype, scores.device, scores.shape[:-1]
-    return _fill(torch.mean((-target + 1)*torch.clamp((scores - torch.sum(scores*target, dim=-1, keepdim=True)) + margin, min=0), dim=-1, keepdim=True), batch + (1,), dtype, device)[..., 0]
+    return _fill(torch.mean((1 - target)*torch.clamp((scores - torch.sum(scores*target, dim=-1, keepdim=True)) + margin, min=0), dim=-1, keepdim=True), batch + (1,), dtype, device)[..., 0]
 
 
 def _multi_margin_value_and_grads(scores, target, margin):
     """Per-sample loss and its gradient for each input, per element, in one pass."""
     dtype, device, batch = scores.dtype, scores.device, scores.shape[:-1]
-    _t0 = -target + 1
+    _t0 = 1 - target
     _t1 = (scores - torch.sum(scores*target, dim=-1, keepdim=True)) + margin
     _t2 = _t0*torch.ceil(torch.clamp(_t1, 0.0, 1.0))/(scores.shape[-1] or float("nan"))
     value = _fill(torch.mean(_t0*torch.clamp(_t1, min=0), dim=-1, keepdim=True), batch + (1,), dtype, device)[..., 0]

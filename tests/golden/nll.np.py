@@ -171,9 +171,8 @@ def loss_and_grad(logp, target, reduction="mean"):
     """
     _check_reduction(reduction)
     logp, target, indexed = _prepare(logp, target)
-    grad_logp = np.zeros_like(logp)
     value, grads = _FUNCTIONS[("nll", indexed)][1](logp, target)
     scale = 1.0 / max(value.size, 1) if reduction == "mean" else 1.0
-    grad_logp += scale * grads[0]
+    grad_logp = scale * grads[0]
     total = _reduce(value, reduction)
     return total, (grad_logp,)

@@ -97,7 +97,7 @@ def _prepare(log_rate, target):
 def _poisson_nll_value(log_rate, target):
     """Per-sample loss."""
     batch = log_rate.shape
-    return _fill(-log_rate*target + np.exp(log_rate), batch)
+    return _fill(np.exp(log_rate) - log_rate*target, batch)
 
 
 def _poisson_nll_value_and_grads(log_rate, target):
@@ -137,9 +137,8 @@ def loss_and_grad(log_rate, target, reduction="mean"):
     """
     _check_reduction(reduction)
     log_rate, target, indexed = _prepare(log_rate, target)
-    grad_log_rate = np.zeros_like(log_rate)
     value, grads = _FUNCTIONS[("poisson_nll", False)][1](log_rate, target)
     scale = 1.0 / max(value.size, 1) if reduction == "mean" else 1.0
-    grad_log_rate += scale * grads[0]
+    grad_log_rate = scale * grads[0]
     total = _reduce(value, reduction)
     return total, (grad_log_rate,)

@@ -65,7 +65,7 @@ def _prepare(log_rate, target):
 def _poisson_nll_value(log_rate, target):
     """Per-sample loss."""
     dtype, device, batch = log_rate.dtype, log_rate.device, log_rate.shape
-    return _fill(-log_rate*target + torch.exp(log_rate), batch, dtype, device)
+    return _fill(torch.exp(log_rate) - log_rate*target, batch, dtype, device)
 
 
 def _poisson_nll_value_and_grads(log_rate, target):

@@ -98,19 +98,19 @@ def _prepare(pred, target):
 def _quantile_value(pred, target, tau):
     """Per-sample loss."""
     batch = pred.shape
-    _t0 = -pred + target
+    _t0 = target - pred
     return _fill(np.maximum(_t0*tau, _t0*(tau - 1)), batch)
 
 
 def _quantile_value_and_grads(pred, target, tau):
     """Per-sample loss and its gradient for each input, per element."""
     batch = pred.shape
-    _t0 = -pred + target
+    _t0 = target - pred
     _t1 = _t0*tau
     _t2 = tau - 1
     _t3 = _t0*_t2
     _t4 = (_t1 == _t3)
-    _t5 = -_t0*_t2 + _t1
+    _t5 = _t1 - _t0*_t2
     value = _fill(np.maximum(_t1, _t3), batch)
     grads = (
         _fill(-_t2*np.where(_t4, 1/2, np.sign(np.maximum(-_t5, 0.0))) - tau*np.where(_t4, 1/2, np.sign(np.maximum(_t5, 0.0))), pred.shape),
@@ -144,9 +144,8 @@ def loss_and_grad(pred, target, reduction="mean", tau=0.5):
     """
     _check_reduction(reduction)
     pred, target, indexed = _prepare(pred, target)
-    grad_pred = np.zeros_like(pred)
     value, grads = _FUNCTIONS[("quantile", False)][1](pred, target, tau)
     scale = 1.0 / max(value.size, 1) if reduction == "mean" else 1.0
-    grad_pred += scale * grads[0]
+    grad_pred = scale * grads[0]
     total = _reduce(value, reduction)
     return total, (grad_pred,)

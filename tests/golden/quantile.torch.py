@@ -65,19 +65,19 @@ def _prepare(pred, target):
 def _quantile_value(pred, target, tau):
     """Per-sample loss."""
     dtype, device, batch = pred.dtype, pred.device, pred.shape
-    _t0 = -pred + target
+    _t0 = target - pred
     return _fill(torch.maximum(_t0*tau, _t0*(tau - 1)), batch, dtype, device)
 
 
 def _quantile_value_and_grads(pred, target, tau):
     """Per-sample loss and its gradient for each input, per element, in one pass."""
     dtype, device, batch = pred.dtype, pred.device, pred.shape
-    _t0 = -pred + target
+    _t0 = target - pred
     _t1 = _t0*tau
     _t2 = tau - 1
     _t3 = _t0*_t2
     _t4 = (_t1 == _t3)
-    _t5 = -_t0*_t2 + _t1
+    _t5 = _t1 - _t0*_t2
     value = _fill(torch.maximum(_t1, _t3), batch, dtype, device)
     grads = (
         _fill(-_t2*torch.where(_t4, 1/2, torch.ceil(torch.clamp(-_t5, 0.0, 1.0))) - tau*torch.where(_t4, 1/2, torch.ceil(torch.clamp(_t5, 0.0, 1.0))), pred.shape, dtype, device),

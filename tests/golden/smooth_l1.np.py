@@ -100,7 +100,7 @@ def _smooth_l1_value(pred, target, beta):
     batch = pred.shape
     _t0 = pred - target
     _t1 = np.clip(_t0, -beta, beta)
-    return _fill(_t1*(-1/2*_t1 + _t0)/beta, batch)
+    return _fill(_t1*(_t0 - 1/2*_t1)/beta, batch)
 
 
 def _smooth_l1_value_and_grads(pred, target, beta):
@@ -109,7 +109,7 @@ def _smooth_l1_value_and_grads(pred, target, beta):
     _t0 = pred - target
     _t1 = np.clip(_t0, -beta, beta)
     _t2 = _t1/beta
-    value = _fill(_t2*(-1/2*_t1 + _t0), batch)
+    value = _fill(_t2*(_t0 - 1/2*_t1), batch)
     grads = (
         _fill(_t2, pred.shape),
     )
@@ -142,9 +142,8 @@ def loss_and_grad(pred, target, reduction="mean", beta=1.0):
     """
     _check_reduction(reduction)
     pred, target, indexed = _prepare(pred, target)
-    grad_pred = np.zeros_like(pred)
     value, grads = _FUNCTIONS[("smooth_l1", False)][1](pred, target, beta)
     scale = 1.0 / max(value.size, 1) if reduction == "mean" else 1.0
-    grad_pred += scale * grads[0]
+    grad_pred = scale * grads[0]
     total = _reduce(value, reduction)
     return total, (grad_pred,)

@@ -67,7 +67,7 @@ def _smooth_l1_value(pred, target, beta):
     dtype, device, batch = pred.dtype, pred.device, pred.shape
     _t0 = pred - target
     _t1 = torch.clamp(_t0, -beta, beta)
-    return _fill(_t1*(-1/2*_t1 + _t0)/beta, batch, dtype, device)
+    return _fill(_t1*(_t0 - 1/2*_t1)/beta, batch, dtype, device)
 
 
 def _smooth_l1_value_and_grads(pred, target, beta):
@@ -76,7 +76,7 @@ def _smooth_l1_value_and_grads(pred, target, beta):
     _t0 = pred - target
     _t1 = torch.clamp(_t0, -beta, beta)
     _t2 = _t1/beta
-    value = _fill(_t2*(-1/2*_t1 + _t0), batch, dtype, device)
+    value = _fill(_t2*(_t0 - 1/2*_t1), batch, dtype, device)
     grads = (
         _fill(_t2, pred.shape, dtype, device),
     )

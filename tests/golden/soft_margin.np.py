@@ -86,9 +86,18 @@ def _reduce(value, reduction):
 
 
 def _sigmoid(a):
-    """1 / (1 + exp(-a)) from exp(-|a|), which never overflows: one exp per element, NaN stays NaN."""
-    e = np.exp(-np.abs(a))
-    return np.where(a >= 0, 1.0, e) / (1.0 + e)
+    """1 / (1 + exp(-a)) as torch.sigmoid computes it; NaN stays NaN.
+
+    Below a = -709.78 exp(-a) overflows to inf and the result is 0, where the exact
+    value is below the smallest normal float64 (torch gives 0 there too).
+    """
+    with np.errstate(over="ignore"):
+        return 1.0 / (1.0 + np.exp(-a))
+
+
+def _softplus(a):
+    """log(1 + exp(a)) as max(a, 0) + log1p(exp(-|a|)), which never overflows; NaN stays NaN."""
+    return np.maximum(a, 0.0) + np.log1p(np.exp(-np.abs(a)))
 
 
 def _prepare(score, target):
@@ -103,14 +112,14 @@ def _prepare(score, target):
 def _soft_margin_value(score, target):
     """Per-sample loss."""
     batch = score.shape
-    return _fill(np.logaddexp(0.0, -score*target), batch)
+    return _fill(_softplus(-score*target), batch)
 
 
 def _soft_margin_value_and_grads(score, target):
     """Per-sample loss and its gradient for each input, per element."""
     batch = score.shape
     _t0 = -score*target
-    value = _fill(np.logaddexp(0.0, _t0), batch)
+    value = _fill(_softplus(_t0), batch)
     grads = (
         _fill(-target*_sigmoid(_t0), score.shape),
     )
@@ -143,9 +152,8 @@ def loss_and_grad(score, target, reduction="mean"):
     """
     _check_reduction(reduction)
     score, target, indexed = _prepare(score, target)
-    grad_score = np.zeros_like(score)
     value, grads = _FUNCTIONS[("soft_margin", False)][1](score, target)
     scale = 1.0 / max(value.size, 1) if reduction == "mean" else 1.0
-    grad_score += scale * grads[0]
+    grad_score = scale * grads[0]
     total = _reduce(value, reduction)
     return total, (grad_score,)

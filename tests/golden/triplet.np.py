@@ -101,7 +101,7 @@ def _prepare(anchor, positive, negative):
 def _triplet_value(anchor, positive, negative, margin, eps):
     """Per-sample loss."""
     batch = anchor.shape[:-1]
-    _t4 = (-np.sqrt(np.sum(np.square((anchor - negative) + eps), axis=-1, keepdims=True)) + np.sqrt(np.sum(np.square((anchor - positive) + eps), axis=-1, keepdims=True))) + margin
+    _t4 = (np.sqrt(np.sum(np.square((anchor - positive) + eps), axis=-1, keepdims=True)) - np.sqrt(np.sum(np.square((anchor - negative) + eps), axis=-1, keepdims=True))) + margin
     return _fill(np.where((_t4 < 0), 0, _t4), batch + (1,))[..., 0]
 
 
@@ -112,7 +112,7 @@ def _triplet_value_and_grads(anchor, positive, negative, margin, eps):
     _t1 = np.sqrt(np.sum(np.square(_t0), axis=-1, keepdims=True))
     _t2 = (anchor - positive) + eps
     _t3 = np.sqrt(np.sum(np.square(_t2), axis=-1, keepdims=True))
-    _t4 = (-_t1 + _t3) + margin
+    _t4 = (_t3 - _t1) + margin
     _t5 = (_t4 >= 0)
     _t6 = _t0*np.where(_t5, -1, 0)/_t1
     _t7 = _t2*np.where(_t5, 1, 0)/_t3
@@ -151,13 +151,10 @@ def loss_and_grad(anchor, positive, negative, reduction="mean", margin=1.0, eps=
     """
     _check_reduction(reduction)
     anchor, positive, negative, indexed = _prepare(anchor, positive, negative)
-    grad_anchor = np.zeros_like(anchor)
-    grad_positive = np.zeros_like(positive)
-    grad_negative = np.zeros_like(negative)
     value, grads = _FUNCTIONS[("triplet", False)][1](anchor, positive, negative, margin, eps)
     scale = 1.0 / max(value.size, 1) if reduction == "mean" else 1.0
-    grad_anchor += scale * grads[0]
-    grad_positive += scale * grads[1]
-    grad_negative += scale * grads[2]
+    grad_anchor = scale * grads[0]
+    grad_positive = scale * grads[1]
+    grad_negative = scale * grads[2]
     total = _reduce(value, reduction)
     return total, (grad_anchor, grad_positive, grad_negative)

@@ -67,7 +67,7 @@ def _prepare(anchor, positive, negative):
 def _triplet_value(anchor, positive, negative, margin, eps):
     """Per-sample loss."""
     dtype, device, batch = anchor.dtype, anchor.device, anchor.shape[:-1]
-    _t4 = (-torch.sqrt(torch.sum(torch.square((anchor - negative) + eps), dim=-1, keepdim=True)) + torch.sqrt(torch.sum(torch.square((anchor - positive) + eps), dim=-1, keepdim=True))) + margin
+    _t4 = (torch.sqrt(torch.sum(torch.square((anchor - positive) + eps), dim=-1, keepdim=True)) - torch.sqrt(torch.sum(torch.square((anchor - negative) + eps), dim=-1, keepdim=True))) + margin
     return _fill(torch.where((_t4 < 0), 0, _t4), batch + (1,), dtype, device)[..., 0]
 
 
@@ -78,7 +78,7 @@ def _triplet_value_and_grads(anchor, positive, negative, margin, eps):
     _t1 = torch.sqrt(torch.sum(torch.square(_t0), dim=-1, keepdim=True))
     _t2 = (anchor - positive) + eps
     _t3 = torch.sqrt(torch.sum(torch.square(_t2), dim=-1, keepdim=True))
-    _t4 = (-_t1 + _t3) + margin
+    _t4 = (_t3 - _t1) + margin
     _t5 = (_t4 >= 0)
     _t6 = _t0*torch.where(_t5, torch.as_tensor(-1, dtype=dtype, device=device), 0)/_t1
     _t7 = _t2*torch.where(_t5, torch.as_tensor(1, dtype=dtype, device=device), 0)/_t3

@@ -136,9 +136,8 @@ def loss_and_grad(score, target, reduction="mean"):
     """
     _check_reduction(reduction)
     score, target, indexed = _prepare(score, target)
-    grad_score = np.zeros_like(score)
     value, grads = _FUNCTIONS[("wasserstein", False)][1](score, target)
     scale = 1.0 / max(value.size, 1) if reduction == "mean" else 1.0
-    grad_score += scale * grads[0]
+    grad_score = scale * grads[0]
     total = _reduce(value, reduction)
     return total, (grad_score,)
