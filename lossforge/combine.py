@@ -83,4 +83,5 @@ def combine(
         description=f"Weighted sum of losses: {description}.",
         accept=accept,
         terms={t: (w, s.text if isinstance(s.expr, str) else _expr.to_text(s.sympy)) for t, w, s in weighted},
+        validate=any(s.validate for _, _, s in weighted),  # a term whose arrays are checked keeps its checks
     )

@@ -163,8 +163,11 @@ class LossSpec:
     ``expr`` is spec-language text or a SymPy expression over symbols named as
     in ``symbols``. ``reduction`` is how generated code reduces the per-sample
     loss: ``"mean"`` (default), ``"sum"`` or ``"none"``. ``accept`` maps a
-    hazard kind to the reason it is carried on purpose. The remaining text
-    fields document the loss (the built-in library fills them in).
+    hazard kind to the reason it is carried on purpose. ``validate`` is the
+    default of the generated code's ``validate`` flag (check every array and
+    param against its declared domain at run time; on for the built-ins whose
+    torch counterpart checks, such as ``bce``). The remaining text fields
+    document the loss (the built-in library fills them in).
     """
 
     name: str
@@ -180,6 +183,7 @@ class LossSpec:
     #: For a combined loss (``lf.combine``): term name -> (weight, term expression
     #: text). ``expr`` then equals the weighted sum of the terms.
     terms: Mapping[str, tuple[float, str]] = field(default_factory=dict)
+    validate: bool = False
     #: The parsed expression over lossforge's own symbols (set in __post_init__).
     sympy: sympy.Expr = field(init=False, repr=False)
 
@@ -191,6 +195,8 @@ class LossSpec:
                 f"unknown reduction {self.reduction!r} (expected one of {', '.join(REDUCTIONS)})",
                 token=str(self.reduction),
             )
+        if not isinstance(self.validate, bool):
+            raise SpecError(f"validate must be true or false, got {self.validate!r}", token="validate")
         for key in TEXT_FIELDS:
             if not isinstance(getattr(self, key), str):
                 raise SpecError(f"{key} must be a string", token=key)
@@ -359,6 +365,7 @@ class LossSpec:
             self.reduction,
             self.accept,
             self.terms,
+            self.validate,
             *(getattr(self, k) for k in TEXT_FIELDS),
         )
 
@@ -378,7 +385,7 @@ class LossSpec:
 # TOML
 # --------------------------------------------------------------------------
 
-_TOP_KEYS = ("name", "expr", "reduction", *TEXT_FIELDS, "symbols", "accept", "terms")
+_TOP_KEYS = ("name", "expr", "reduction", "validate", *TEXT_FIELDS, "symbols", "accept", "terms")
 
 
 def _toml_str(text: str) -> str:
@@ -427,6 +434,8 @@ def dumps(spec: LossSpec) -> str:
             lines.append(f"{key} = {_toml_str(getattr(spec, key))}")
     lines.append(f"expr = {_toml_str(spec.text)}")
     lines.append(f"reduction = {_toml_str(spec.reduction)}")
+    if spec.validate:
+        lines.append("validate = true")
     for key in TEXT_FIELDS[2:]:
         if getattr(spec, key):
             lines.append(f"{key} = {_toml_str(getattr(spec, key))}")
@@ -467,7 +476,7 @@ def from_dict(data: Mapping[str, Any], source: str = "<spec>") -> LossSpec:
     for term, value in terms.items():
         if not isinstance(value, Mapping) or set(value) != {"weight", "expr"}:
             raise SpecError(f"{source}: term {term!r} must be {{ weight = ..., expr = ... }}", token=term)
-    kwargs = {k: data[k] for k in ("name", "expr", "reduction", *TEXT_FIELDS) if k in data}
+    kwargs = {k: data[k] for k in ("name", "expr", "reduction", "validate", *TEXT_FIELDS) if k in data}
     return LossSpec(symbols={n: _as_var(n, v) for n, v in symbols.items()}, accept=accept, terms=terms, **kwargs)
 
 

@@ -50,18 +50,23 @@ def _positions(spec):
     return [spec.arrays.index(n) for n in spec.inputs]
 
 
-def _run(name, target, args, reduction="none"):
-    """(value, input gradients of value.sum()) of lossforge's module, as float64 numpy arrays."""
+def _run(name, target, args, reduction="none", validate=False):
+    """(value, input gradients of value.sum()) of lossforge's module, as float64 numpy arrays.
+
+    Without the run-time domain check (``validate=False``): what is tested is how the loss itself
+    treats a NaN; the built-ins that check by default, as torch's BCE does, refuse it instead.
+    """
     spec = lf.builtin(name)
     if target == "numpy":
         module = lf.compile(spec, "numpy")
         arrays = [a.numpy() for a in args]
-        value, grads = module.loss_and_grad(*arrays, reduction=reduction)
-        np.testing.assert_allclose(module.loss(*arrays, reduction=reduction), value, rtol=RTOL, atol=0)
+        value, grads = module.loss_and_grad(*arrays, reduction=reduction, validate=validate)
+        np.testing.assert_allclose(module.loss(*arrays, reduction=reduction, validate=validate), value,
+                                   rtol=RTOL, atol=0)
         return np.asarray(value), [np.asarray(g) for g in grads]
     positions = _positions(spec)
     tensors = [a.clone().requires_grad_(i in positions) for i, a in enumerate(args)]
-    value = lf.compile(spec, "torch")(reduction=reduction)(*tensors)
+    value = lf.compile(spec, "torch")(reduction=reduction, validate=validate)(*tensors)
     (value.sum() if reduction == "none" else value).backward()
     return value.detach().numpy(), [tensors[i].grad.numpy() for i in positions]
 
@@ -113,6 +118,10 @@ def test_a_nan_element_gives_a_nan_loss_and_gradient_as_torch_does(name, target)
         with np.errstate(invalid="ignore"):
             value, grads = _run(name, target, nan_args)
         reference = _reference(name, nan_args)
+        if spec.validate:  # checked by default, as torch's BCE: the NaN is refused by name, as torch refuses it
+            assert reference is None
+            with pytest.raises(ValueError, match=rf"^{arg_name}\[[0-9, ]+\] = nan is outside its domain"):
+                _run(name, target, nan_args, validate=True)
         where = f"{name} [{target}], NaN in {arg_name}"
         if var.role == "input" or reference is None or var.domain.name == "onehot":
             # Inputs: every NaN sample (torch's nll ignores a NaN off the target class, and its

@@ -68,7 +68,7 @@ RESERVED = frozenset(
         "grads", "reduction", "value", "values", "dtype", "device", "batch", "scale", "params", "upstream",
         "grad_output", "total", "name", "length", "args", "Loss", "PARAMS", "part", "out", "weight", "v",
         "reduce", "l", "I", "O", "kernels", "saved", "recompute", "which", "fn", "term", "exc", "pair",
-        "warnings", "indexed",
+        "warnings", "indexed", "validate",
     }
     | MODULE_ATTRIBUTES
     | set(dir(builtins))
@@ -109,6 +109,16 @@ class Arg:
     @property
     def default(self) -> str:
         return repr(self.var.default)
+
+    @property
+    def domain(self) -> str:
+        """The declared domain as the generated ``_check_domain`` reads it, a Python literal:
+        ``(description, lo, hi, lo_open, hi_open, members or None, sums to one along the axis)``."""
+        d = self.var.domain
+        bound = lambda x: repr(x) if math.isfinite(x) else ('float("inf")' if x > 0 else '-float("inf")')  # noqa: E731
+        members = "None" if d.values is None else "(" + ", ".join(map(repr, d.values)) + ",)"
+        return (f"({inert(d.description or d.name, 'string')}, {bound(d.lo)}, {bound(d.hi)}, {d.lo_open}, "
+                f"{d.hi_open}, {members}, {d.vector})")
 
 
 @dataclass(frozen=True)
@@ -453,6 +463,12 @@ def docstring(spec: LossSpec, target: Target, local: dict[str, str]) -> str:
     for n in spec.params:
         var = spec.symbols[n]
         parts.append(f"    {local[n]} (float, optional): domain {var.domain.name}. Default: ``{var.default!r}``.")
+    if target.name == "torch":
+        parts.append("    fused (bool, optional): compute loss and gradient in one compiled kernel (``torch.compile``). "
+                     "Default: ``False``.")
+    parts.append(f"    validate (bool, optional): check every {'array' if target.name == 'numpy' else 'tensor'} "
+                 f"and param against its declared domain; a ValueError names the first value outside it. "
+                 f"Default: ``{spec.validate}``.")
     parts += ["", "Shape:"] + ["    " + line for line in _shape_lines(spec, local)]
     if spec.stable_form:
         parts += ["", "Stable form:", "    " + spec.stable_form.replace("\n", "\n    ")]
@@ -584,6 +600,7 @@ def generate(spec: LossSpec, target: str) -> str:
         "params": [Arg(n, local[n], spec.symbols[n]) for n in spec.params],
         "terms": terms,
         "combined": bool(spec.terms),
+        "validate": spec.validate,
         "mates": mates,
         "index": index,
         "class_name": class_name(spec),

@@ -18,6 +18,7 @@ element of the batch; ``"sum"`` adds them up; ``"none"`` returns them unreduced.
 Args:
     reduction (str, optional): ``"mean"`` | ``"sum"`` | ``"none"``. Default: ``"mean"``.
     label_smoothing (float, optional): domain probability. Default: ``0.0``.
+    validate (bool, optional): check every array and param against its declared domain; a ValueError names the first value outside it. Default: ``False``.
 
 Shape:
     - logits: ``(*, C)``: C entries along axis ``class``; domain real.
@@ -71,6 +72,13 @@ def _check_reduction(reduction):
         raise ValueError(f"reduction must be one of {', '.join(map(repr, _REDUCTIONS))}, got {reduction!r}")
 
 
+def _outside(name, value, index, domain):
+    """The error for an element (at ``index``) of ``value`` outside its declared domain."""
+    where = f"{name}[{', '.join(map(str, index))}]" if index else name
+    raise ValueError(f"{where} = {float(value[tuple(index)])!r} is outside its domain: {domain[0]} "
+                     "(checked because validate=True; pass validate=False to skip the check)")
+
+
 def _fill(value, shape):
     """``value`` as a float64 array of ``shape`` (constants and rows broadcast)."""
     value = np.asarray(value, dtype=np.float64)
@@ -84,6 +92,23 @@ def _reduce(value, reduction):
     if reduction == "sum":
         return value.sum()
     return value.sum() / value.size if value.size else np.float64(np.nan)
+
+
+def _check_domain(name, value, domain):
+    """``validate=True``: every element of ``value`` in its declared domain, else a ValueError naming one that is not.
+
+    ``domain`` is ``(description, lo, hi, lo_open, hi_open, members or None, rows sum to one)``;
+    NaN is in no domain.
+    """
+    _, lo, hi, lo_open, hi_open, members, sums_to_one = domain
+    value = np.asarray(value, dtype=np.float64)
+    inside = (value > lo if lo_open else value >= lo) & (value < hi if hi_open else value <= hi)
+    if members is not None:
+        inside &= np.isin(value, members)
+    if sums_to_one and value.ndim:
+        inside &= np.abs(value.sum(-1, keepdims=True) - 1) <= np.finfo(np.float64).eps ** 0.5
+    if not inside.all():
+        _outside(name, value, np.argwhere(~inside)[0].tolist(), domain)
 
 
 def _indices(name, value, length):
@@ -137,6 +162,14 @@ def _prepare(logits, target):
     return logits, target, indexed
 
 
+def _validate(logits, target, label_smoothing, indexed):
+    """Each array and param in its declared domain (``validate=True``); class indices are checked by ``_prepare``."""
+    _check_domain("logits", logits, ("any finite real number", -float("inf"), float("inf"), True, True, None, False))
+    if not indexed:
+        _check_domain("target", target, ("a one-hot vector over an axis (or integer class indices)", 0.0, 1.0, False, False, (0.0, 1.0,), True))
+    _check_domain("label_smoothing", label_smoothing, ("a number in [0, 1], both ends included", 0.0, 1.0, False, False, None, False))
+
+
 def _cross_entropy_value(logits, target, label_smoothing):
     """Per-sample loss."""
     batch = logits.shape[:-1]
@@ -178,18 +211,20 @@ _FUNCTIONS = {
 }
 
 
-def loss(logits, target, reduction="mean", label_smoothing=0.0):
+def loss(logits, target, reduction="mean", label_smoothing=0.0, *, validate=False):
     """cross_entropy: the loss, reduced.
 
     See the module docstring for the formula, arguments and shapes.
     """
     _check_reduction(reduction)
     logits, target, indexed = _prepare(logits, target)
+    if validate:
+        _validate(logits, target, label_smoothing, indexed)
     value = _FUNCTIONS[("cross_entropy", indexed)][0](logits, target, label_smoothing)
     return _reduce(value, reduction)
 
 
-def loss_and_grad(logits, target, reduction="mean", label_smoothing=0.0):
+def loss_and_grad(logits, target, reduction="mean", label_smoothing=0.0, *, validate=False):
     """cross_entropy: the reduced loss and its gradient for each input.
 
     Returns ``(value, grads)``; ``grads`` holds one array per input
@@ -198,6 +233,8 @@ def loss_and_grad(logits, target, reduction="mean", label_smoothing=0.0):
     """
     _check_reduction(reduction)
     logits, target, indexed = _prepare(logits, target)
+    if validate:
+        _validate(logits, target, label_smoothing, indexed)
     value, grads = _FUNCTIONS[("cross_entropy", indexed)][1](logits, target, label_smoothing)
     scale = 1.0 / max(value.size, 1) if reduction == "mean" else 1.0
     grad_logits = scale * grads[0]

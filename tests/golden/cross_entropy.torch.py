@@ -38,6 +38,13 @@ def _check_reduction(reduction):
         raise ValueError(f"reduction must be one of {', '.join(map(repr, _REDUCTIONS))}, got {reduction!r}")
 
 
+def _outside(name, value, index, domain):
+    """The error for an element (at ``index``) of ``value`` outside its declared domain."""
+    where = f"{name}[{', '.join(map(str, index))}]" if index else name
+    raise ValueError(f"{where} = {float(value[tuple(index)])!r} is outside its domain: {domain[0]} "
+                     "(checked because validate=True; pass validate=False to skip the check)")
+
+
 def _fill(value, shape, dtype, device):
     """``value`` as a tensor of ``shape`` (constants and rows broadcast)."""
     value = torch.as_tensor(value, dtype=dtype, device=device)
@@ -48,6 +55,25 @@ def _reduce(value, reduction):
     if reduction == "none":
         return value
     return value.mean() if reduction == "mean" else value.sum()
+
+
+def _check_domain(name, value, domain):
+    """``validate=True``: every element of ``value`` in its declared domain, else a ValueError naming one that is not.
+
+    ``domain`` is ``(description, lo, hi, lo_open, hi_open, members or None, rows sum to one)``;
+    NaN is in no domain. Off the CPU the check is a device-side assert (no host sync, as
+    torch's own losses check there).
+    """
+    _, lo, hi, lo_open, hi_open, members, sums_to_one = domain
+    inside = (value > lo if lo_open else value >= lo) & (value < hi if hi_open else value <= hi)
+    if members is not None:
+        inside &= torch.isin(value, torch.tensor(members, dtype=value.dtype, device=value.device))
+    if sums_to_one and value.ndim:
+        inside &= (value.sum(-1, keepdim=True) - 1).abs() <= torch.finfo(value.dtype).eps ** 0.5
+    if value.device.type != "cpu":
+        torch._assert_async(inside.all(), f"{name} has a value outside its domain: {domain[0]}")
+    elif not bool(inside.all()):
+        _outside(name, value.detach(), (~inside).nonzero()[0].tolist(), domain)
 
 
 def _indices(name, value, length):
@@ -80,6 +106,13 @@ def _prepare(logits, target):
     target = _indices("target", target, logits.shape[-1]) if indexed else target.to(dtype)
     _check_shapes([("logits", logits, "class"), ("target", target, None if indexed else "class")])
     return logits, target, indexed
+
+
+def _validate(logits, target, indexed):
+    """Each array in its declared domain (``validate=True``); class indices are checked by ``_prepare``."""
+    _check_domain("logits", logits, ("any finite real number", -float("inf"), float("inf"), True, True, None, False))
+    if not indexed:
+        _check_domain("target", target, ("a one-hot vector over an axis (or integer class indices)", 0.0, 1.0, False, False, (0.0, 1.0,), True))
 
 
 def _cross_entropy_value(logits, target, label_smoothing):
@@ -238,6 +271,8 @@ class CrossEntropyLoss(torch.nn.Module):
     Args:
         reduction (str, optional): ``"mean"`` | ``"sum"`` | ``"none"``. Default: ``"mean"``.
         label_smoothing (float, optional): domain probability. Default: ``0.0``.
+        fused (bool, optional): compute loss and gradient in one compiled kernel (``torch.compile``). Default: ``False``.
+        validate (bool, optional): check every tensor and param against its declared domain; a ValueError names the first value outside it. Default: ``False``.
 
     Shape:
         - logits: ``(*, C)``: C entries along axis ``class``; domain real.
@@ -259,18 +294,23 @@ class CrossEntropyLoss(torch.nn.Module):
         >>> value.backward()
     """
 
-    def __init__(self, reduction="mean", label_smoothing=0.0, *, fused=False):
+    def __init__(self, reduction="mean", label_smoothing=0.0, *, fused=False, validate=False):
         super().__init__()
         _check_reduction(reduction)
         self.reduction = reduction
         self.fused = bool(fused)
+        self.validate = bool(validate)
         self.label_smoothing = float(label_smoothing)
+        if self.validate:
+            _check_domain("label_smoothing", torch.tensor(self.label_smoothing, dtype=torch.float64), ("a number in [0, 1], both ends included", 0.0, 1.0, False, False, None, False))
 
     def _params(self):
         return (self.label_smoothing,)
 
     def forward(self, logits, target):
         logits, target, indexed = _prepare(logits, target)
+        if self.validate:
+            _validate(logits, target, indexed)
         kernels = _kernels(self.fused, logits.device, logits.dtype)
         if torch.is_grad_enabled() and (logits.requires_grad):
             return _CrossEntropyLossFunction.apply(self.reduction, self._params(), kernels, indexed, logits, target)
@@ -278,7 +318,8 @@ class CrossEntropyLoss(torch.nn.Module):
 
     def extra_repr(self):
         return ", ".join([f"reduction={self.reduction!r}", f"label_smoothing={self.label_smoothing!r}"]
-                         + (["fused=True"] if self.fused else []))
+                         + (["fused=True"] if self.fused else [])
+                         + ([f"validate={self.validate}"] if self.validate else []))
 
 
 Loss = CrossEntropyLoss

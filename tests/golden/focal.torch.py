@@ -38,6 +38,13 @@ def _check_reduction(reduction):
         raise ValueError(f"reduction must be one of {', '.join(map(repr, _REDUCTIONS))}, got {reduction!r}")
 
 
+def _outside(name, value, index, domain):
+    """The error for an element (at ``index``) of ``value`` outside its declared domain."""
+    where = f"{name}[{', '.join(map(str, index))}]" if index else name
+    raise ValueError(f"{where} = {float(value[tuple(index)])!r} is outside its domain: {domain[0]} "
+                     "(checked because validate=True; pass validate=False to skip the check)")
+
+
 def _fill(value, shape, dtype, device):
     """``value`` as a tensor of ``shape`` (constants and rows broadcast)."""
     value = torch.as_tensor(value, dtype=dtype, device=device)
@@ -50,6 +57,25 @@ def _reduce(value, reduction):
     return value.mean() if reduction == "mean" else value.sum()
 
 
+def _check_domain(name, value, domain):
+    """``validate=True``: every element of ``value`` in its declared domain, else a ValueError naming one that is not.
+
+    ``domain`` is ``(description, lo, hi, lo_open, hi_open, members or None, rows sum to one)``;
+    NaN is in no domain. Off the CPU the check is a device-side assert (no host sync, as
+    torch's own losses check there).
+    """
+    _, lo, hi, lo_open, hi_open, members, sums_to_one = domain
+    inside = (value > lo if lo_open else value >= lo) & (value < hi if hi_open else value <= hi)
+    if members is not None:
+        inside &= torch.isin(value, torch.tensor(members, dtype=value.dtype, device=value.device))
+    if sums_to_one and value.ndim:
+        inside &= (value.sum(-1, keepdim=True) - 1).abs() <= torch.finfo(value.dtype).eps ** 0.5
+    if value.device.type != "cpu":
+        torch._assert_async(inside.all(), f"{name} has a value outside its domain: {domain[0]}")
+    elif not bool(inside.all()):
+        _outside(name, value.detach(), (~inside).nonzero()[0].tolist(), domain)
+
+
 def _prepare(logits, target):
     """Tensors in the inputs' floating dtype (one-hot targets from class indices), shapes checked."""
     logits = torch.as_tensor(logits)
@@ -60,6 +86,12 @@ def _prepare(logits, target):
     indexed = False
     _check_shapes([("logits", logits, None), ("target", target, None)])
     return logits, target, indexed
+
+
+def _validate(logits, target, indexed):
+    """Each array in its declared domain (``validate=True``); class indices are checked by ``_prepare``."""
+    _check_domain("logits", logits, ("any finite real number", -float("inf"), float("inf"), True, True, None, False))
+    _check_domain("target", target, ("a number in [0, 1], both ends included", 0.0, 1.0, False, False, None, False))
 
 
 def _focal_value(logits, target, alpha, gamma):
@@ -214,6 +246,8 @@ class FocalLoss(torch.nn.Module):
         reduction (str, optional): ``"mean"`` | ``"sum"`` | ``"none"``. Default: ``"mean"``.
         alpha (float, optional): domain probability. Default: ``0.25``.
         gamma (float, optional): domain [1.0, 10.0]. Default: ``2.0``.
+        fused (bool, optional): compute loss and gradient in one compiled kernel (``torch.compile``). Default: ``False``.
+        validate (bool, optional): check every tensor and param against its declared domain; a ValueError names the first value outside it. Default: ``False``.
 
     Shape:
         - logits: ``(*)``, any batch shape; domain real.
@@ -235,19 +269,25 @@ class FocalLoss(torch.nn.Module):
         >>> value.backward()
     """
 
-    def __init__(self, reduction="mean", alpha=0.25, gamma=2.0, *, fused=False):
+    def __init__(self, reduction="mean", alpha=0.25, gamma=2.0, *, fused=False, validate=False):
         super().__init__()
         _check_reduction(reduction)
         self.reduction = reduction
         self.fused = bool(fused)
+        self.validate = bool(validate)
         self.alpha = float(alpha)
         self.gamma = float(gamma)
+        if self.validate:
+            _check_domain("alpha", torch.tensor(self.alpha, dtype=torch.float64), ("a number in [0, 1], both ends included", 0.0, 1.0, False, False, None, False))
+            _check_domain("gamma", torch.tensor(self.gamma, dtype=torch.float64), ("a real number in [1.0, 10.0]", 1.0, 10.0, False, False, None, False))
 
     def _params(self):
         return (self.alpha, self.gamma)
 
     def forward(self, logits, target):
         logits, target, indexed = _prepare(logits, target)
+        if self.validate:
+            _validate(logits, target, indexed)
         kernels = _kernels(self.fused, logits.device, logits.dtype)
         if torch.is_grad_enabled() and (logits.requires_grad):
             return _FocalLossFunction.apply(self.reduction, self._params(), kernels, indexed, logits, target)
@@ -255,7 +295,8 @@ class FocalLoss(torch.nn.Module):
 
     def extra_repr(self):
         return ", ".join([f"reduction={self.reduction!r}", f"alpha={self.alpha!r}", f"gamma={self.gamma!r}"]
-                         + (["fused=True"] if self.fused else []))
+                         + (["fused=True"] if self.fused else [])
+                         + ([f"validate={self.validate}"] if self.validate else []))
 
 
 Loss = FocalLoss

@@ -18,6 +18,7 @@ element of the batch; ``"sum"`` adds them up; ``"none"`` returns them unreduced.
 Args:
     reduction (str, optional): ``"mean"`` | ``"sum"`` | ``"none"``. Default: ``"mean"``.
     eps (float, optional): domain [1e-12, 1.0]. Default: ``1e-06``.
+    validate (bool, optional): check every array and param against its declared domain; a ValueError names the first value outside it. Default: ``False``.
 
 Shape:
     - mean: ``(*)``, any batch shape; domain real.
@@ -72,6 +73,13 @@ def _check_reduction(reduction):
         raise ValueError(f"reduction must be one of {', '.join(map(repr, _REDUCTIONS))}, got {reduction!r}")
 
 
+def _outside(name, value, index, domain):
+    """The error for an element (at ``index``) of ``value`` outside its declared domain."""
+    where = f"{name}[{', '.join(map(str, index))}]" if index else name
+    raise ValueError(f"{where} = {float(value[tuple(index)])!r} is outside its domain: {domain[0]} "
+                     "(checked because validate=True; pass validate=False to skip the check)")
+
+
 def _fill(value, shape):
     """``value`` as a float64 array of ``shape`` (constants and rows broadcast)."""
     value = np.asarray(value, dtype=np.float64)
@@ -87,6 +95,23 @@ def _reduce(value, reduction):
     return value.sum() / value.size if value.size else np.float64(np.nan)
 
 
+def _check_domain(name, value, domain):
+    """``validate=True``: every element of ``value`` in its declared domain, else a ValueError naming one that is not.
+
+    ``domain`` is ``(description, lo, hi, lo_open, hi_open, members or None, rows sum to one)``;
+    NaN is in no domain.
+    """
+    _, lo, hi, lo_open, hi_open, members, sums_to_one = domain
+    value = np.asarray(value, dtype=np.float64)
+    inside = (value > lo if lo_open else value >= lo) & (value < hi if hi_open else value <= hi)
+    if members is not None:
+        inside &= np.isin(value, members)
+    if sums_to_one and value.ndim:
+        inside &= np.abs(value.sum(-1, keepdims=True) - 1) <= np.finfo(np.float64).eps ** 0.5
+    if not inside.all():
+        _outside(name, value, np.argwhere(~inside)[0].tolist(), domain)
+
+
 def _prepare(mean, target, var):
     """Arrays as float64 (one-hot targets from class indices) with checked shapes."""
     mean = np.asarray(mean, dtype=np.float64)
@@ -95,6 +120,14 @@ def _prepare(mean, target, var):
     indexed = False
     _check_shapes([("mean", mean, None), ("target", target, None), ("var", var, None)])
     return mean, target, var, indexed
+
+
+def _validate(mean, target, var, eps, indexed):
+    """Each array and param in its declared domain (``validate=True``); class indices are checked by ``_prepare``."""
+    _check_domain("mean", mean, ("any finite real number", -float("inf"), float("inf"), True, True, None, False))
+    _check_domain("target", target, ("any finite real number", -float("inf"), float("inf"), True, True, None, False))
+    _check_domain("var", var, ("a real number >= 0", 0.0, float("inf"), False, True, None, False))
+    _check_domain("eps", eps, ("a real number in [1e-12, 1.0]", 1e-12, 1.0, False, False, None, False))
 
 
 def _gaussian_nll_value(mean, target, var, eps):
@@ -126,18 +159,20 @@ _FUNCTIONS = {
 }
 
 
-def loss(mean, target, var, reduction="mean", eps=1e-06):
+def loss(mean, target, var, reduction="mean", eps=1e-06, *, validate=False):
     """gaussian_nll: the loss, reduced.
 
     See the module docstring for the formula, arguments and shapes.
     """
     _check_reduction(reduction)
     mean, target, var, indexed = _prepare(mean, target, var)
+    if validate:
+        _validate(mean, target, var, eps, indexed)
     value = _FUNCTIONS[("gaussian_nll", False)][0](mean, target, var, eps)
     return _reduce(value, reduction)
 
 
-def loss_and_grad(mean, target, var, reduction="mean", eps=1e-06):
+def loss_and_grad(mean, target, var, reduction="mean", eps=1e-06, *, validate=False):
     """gaussian_nll: the reduced loss and its gradient for each input.
 
     Returns ``(value, grads)``; ``grads`` holds one array per input
@@ -146,6 +181,8 @@ def loss_and_grad(mean, target, var, reduction="mean", eps=1e-06):
     """
     _check_reduction(reduction)
     mean, target, var, indexed = _prepare(mean, target, var)
+    if validate:
+        _validate(mean, target, var, eps, indexed)
     value, grads = _FUNCTIONS[("gaussian_nll", False)][1](mean, target, var, eps)
     scale = 1.0 / max(value.size, 1) if reduction == "mean" else 1.0
     grad_mean = scale * grads[0]

@@ -18,6 +18,7 @@ element of the batch; ``"sum"`` adds them up; ``"none"`` returns them unreduced.
 Args:
     reduction (str, optional): ``"mean"`` | ``"sum"`` | ``"none"``. Default: ``"mean"``.
     margin (float, optional): domain real. Default: ``1.0``.
+    validate (bool, optional): check every array and param against its declared domain; a ValueError names the first value outside it. Default: ``False``.
 
 Shape:
     - score: ``(*)``, any batch shape; domain real.
@@ -71,6 +72,13 @@ def _check_reduction(reduction):
         raise ValueError(f"reduction must be one of {', '.join(map(repr, _REDUCTIONS))}, got {reduction!r}")
 
 
+def _outside(name, value, index, domain):
+    """The error for an element (at ``index``) of ``value`` outside its declared domain."""
+    where = f"{name}[{', '.join(map(str, index))}]" if index else name
+    raise ValueError(f"{where} = {float(value[tuple(index)])!r} is outside its domain: {domain[0]} "
+                     "(checked because validate=True; pass validate=False to skip the check)")
+
+
 def _fill(value, shape):
     """``value`` as a float64 array of ``shape`` (constants and rows broadcast)."""
     value = np.asarray(value, dtype=np.float64)
@@ -86,6 +94,23 @@ def _reduce(value, reduction):
     return value.sum() / value.size if value.size else np.float64(np.nan)
 
 
+def _check_domain(name, value, domain):
+    """``validate=True``: every element of ``value`` in its declared domain, else a ValueError naming one that is not.
+
+    ``domain`` is ``(description, lo, hi, lo_open, hi_open, members or None, rows sum to one)``;
+    NaN is in no domain.
+    """
+    _, lo, hi, lo_open, hi_open, members, sums_to_one = domain
+    value = np.asarray(value, dtype=np.float64)
+    inside = (value > lo if lo_open else value >= lo) & (value < hi if hi_open else value <= hi)
+    if members is not None:
+        inside &= np.isin(value, members)
+    if sums_to_one and value.ndim:
+        inside &= np.abs(value.sum(-1, keepdims=True) - 1) <= np.finfo(np.float64).eps ** 0.5
+    if not inside.all():
+        _outside(name, value, np.argwhere(~inside)[0].tolist(), domain)
+
+
 def _prepare(score, target):
     """Arrays as float64 (one-hot targets from class indices) with checked shapes."""
     score = np.asarray(score, dtype=np.float64)
@@ -93,6 +118,13 @@ def _prepare(score, target):
     indexed = False
     _check_shapes([("score", score, None), ("target", target, None)])
     return score, target, indexed
+
+
+def _validate(score, target, margin, indexed):
+    """Each array and param in its declared domain (``validate=True``); class indices are checked by ``_prepare``."""
+    _check_domain("score", score, ("any finite real number", -float("inf"), float("inf"), True, True, None, False))
+    _check_domain("target", target, ("-1 or +1", -1.0, 1.0, False, False, (-1.0, 1.0,), False))
+    _check_domain("margin", margin, ("any finite real number", -float("inf"), float("inf"), True, True, None, False))
 
 
 def _hinge_value(score, target, margin):
@@ -118,18 +150,20 @@ _FUNCTIONS = {
 }
 
 
-def loss(score, target, reduction="mean", margin=1.0):
+def loss(score, target, reduction="mean", margin=1.0, *, validate=False):
     """hinge: the loss, reduced.
 
     See the module docstring for the formula, arguments and shapes.
     """
     _check_reduction(reduction)
     score, target, indexed = _prepare(score, target)
+    if validate:
+        _validate(score, target, margin, indexed)
     value = _FUNCTIONS[("hinge", False)][0](score, target, margin)
     return _reduce(value, reduction)
 
 
-def loss_and_grad(score, target, reduction="mean", margin=1.0):
+def loss_and_grad(score, target, reduction="mean", margin=1.0, *, validate=False):
     """hinge: the reduced loss and its gradient for each input.
 
     Returns ``(value, grads)``; ``grads`` holds one array per input
@@ -138,6 +172,8 @@ def loss_and_grad(score, target, reduction="mean", margin=1.0):
     """
     _check_reduction(reduction)
     score, target, indexed = _prepare(score, target)
+    if validate:
+        _validate(score, target, margin, indexed)
     value, grads = _FUNCTIONS[("hinge", False)][1](score, target, margin)
     scale = 1.0 / max(value.size, 1) if reduction == "mean" else 1.0
     grad_score = scale * grads[0]

@@ -18,6 +18,7 @@ element of the batch; ``"sum"`` adds them up; ``"none"`` returns them unreduced.
 Args:
     reduction (str, optional): ``"mean"`` | ``"sum"`` | ``"none"``. Default: ``"mean"``.
     margin (float, optional): domain real. Default: ``1.0``.
+    validate (bool, optional): check every array and param against its declared domain; a ValueError names the first value outside it. Default: ``False``.
 
 Shape:
     - scores: ``(*, C)``: C entries along axis ``class``; domain real.
@@ -71,6 +72,13 @@ def _check_reduction(reduction):
         raise ValueError(f"reduction must be one of {', '.join(map(repr, _REDUCTIONS))}, got {reduction!r}")
 
 
+def _outside(name, value, index, domain):
+    """The error for an element (at ``index``) of ``value`` outside its declared domain."""
+    where = f"{name}[{', '.join(map(str, index))}]" if index else name
+    raise ValueError(f"{where} = {float(value[tuple(index)])!r} is outside its domain: {domain[0]} "
+                     "(checked because validate=True; pass validate=False to skip the check)")
+
+
 def _fill(value, shape):
     """``value`` as a float64 array of ``shape`` (constants and rows broadcast)."""
     value = np.asarray(value, dtype=np.float64)
@@ -84,6 +92,23 @@ def _reduce(value, reduction):
     if reduction == "sum":
         return value.sum()
     return value.sum() / value.size if value.size else np.float64(np.nan)
+
+
+def _check_domain(name, value, domain):
+    """``validate=True``: every element of ``value`` in its declared domain, else a ValueError naming one that is not.
+
+    ``domain`` is ``(description, lo, hi, lo_open, hi_open, members or None, rows sum to one)``;
+    NaN is in no domain.
+    """
+    _, lo, hi, lo_open, hi_open, members, sums_to_one = domain
+    value = np.asarray(value, dtype=np.float64)
+    inside = (value > lo if lo_open else value >= lo) & (value < hi if hi_open else value <= hi)
+    if members is not None:
+        inside &= np.isin(value, members)
+    if sums_to_one and value.ndim:
+        inside &= np.abs(value.sum(-1, keepdims=True) - 1) <= np.finfo(np.float64).eps ** 0.5
+    if not inside.all():
+        _outside(name, value, np.argwhere(~inside)[0].tolist(), domain)
 
 
 def _indices(name, value, length):
@@ -120,6 +145,14 @@ def _prepare(scores, target):
     target = _indices("target", target, scores.shape[-1]) if indexed else np.asarray(target, dtype=np.float64)
     _check_shapes([("scores", scores, "class"), ("target", target, None if indexed else "class")])
     return scores, target, indexed
+
+
+def _validate(scores, target, margin, indexed):
+    """Each array and param in its declared domain (``validate=True``); class indices are checked by ``_prepare``."""
+    _check_domain("scores", scores, ("any finite real number", -float("inf"), float("inf"), True, True, None, False))
+    if not indexed:
+        _check_domain("target", target, ("a one-hot vector over an axis (or integer class indices)", 0.0, 1.0, False, False, (0.0, 1.0,), True))
+    _check_domain("margin", margin, ("any finite real number", -float("inf"), float("inf"), True, True, None, False))
 
 
 def _multi_margin_value(scores, target, margin):
@@ -170,18 +203,20 @@ _FUNCTIONS = {
 }
 
 
-def loss(scores, target, reduction="mean", margin=1.0):
+def loss(scores, target, reduction="mean", margin=1.0, *, validate=False):
     """multi_margin: the loss, reduced.
 
     See the module docstring for the formula, arguments and shapes.
     """
     _check_reduction(reduction)
     scores, target, indexed = _prepare(scores, target)
+    if validate:
+        _validate(scores, target, margin, indexed)
     value = _FUNCTIONS[("multi_margin", indexed)][0](scores, target, margin)
     return _reduce(value, reduction)
 
 
-def loss_and_grad(scores, target, reduction="mean", margin=1.0):
+def loss_and_grad(scores, target, reduction="mean", margin=1.0, *, validate=False):
     """multi_margin: the reduced loss and its gradient for each input.
 
     Returns ``(value, grads)``; ``grads`` holds one array per input
@@ -190,6 +225,8 @@ def loss_and_grad(scores, target, reduction="mean", margin=1.0):
     """
     _check_reduction(reduction)
     scores, target, indexed = _prepare(scores, target)
+    if validate:
+        _validate(scores, target, margin, indexed)
     value, grads = _FUNCTIONS[("multi_margin", indexed)][1](scores, target, margin)
     scale = 1.0 / max(value.size, 1) if reduction == "mean" else 1.0
     grad_scores = scale * grads[0]

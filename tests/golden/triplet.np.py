@@ -19,6 +19,7 @@ Args:
     reduction (str, optional): ``"mean"`` | ``"sum"`` | ``"none"``. Default: ``"mean"``.
     margin (float, optional): domain real. Default: ``1.0``.
     eps (float, optional): domain [1e-12, 1.0]. Default: ``1e-06``.
+    validate (bool, optional): check every array and param against its declared domain; a ValueError names the first value outside it. Default: ``False``.
 
 Shape:
     - anchor: ``(*, C)``: C entries along axis ``feature``; domain real.
@@ -73,6 +74,13 @@ def _check_reduction(reduction):
         raise ValueError(f"reduction must be one of {', '.join(map(repr, _REDUCTIONS))}, got {reduction!r}")
 
 
+def _outside(name, value, index, domain):
+    """The error for an element (at ``index``) of ``value`` outside its declared domain."""
+    where = f"{name}[{', '.join(map(str, index))}]" if index else name
+    raise ValueError(f"{where} = {float(value[tuple(index)])!r} is outside its domain: {domain[0]} "
+                     "(checked because validate=True; pass validate=False to skip the check)")
+
+
 def _fill(value, shape):
     """``value`` as a float64 array of ``shape`` (constants and rows broadcast)."""
     value = np.asarray(value, dtype=np.float64)
@@ -88,6 +96,23 @@ def _reduce(value, reduction):
     return value.sum() / value.size if value.size else np.float64(np.nan)
 
 
+def _check_domain(name, value, domain):
+    """``validate=True``: every element of ``value`` in its declared domain, else a ValueError naming one that is not.
+
+    ``domain`` is ``(description, lo, hi, lo_open, hi_open, members or None, rows sum to one)``;
+    NaN is in no domain.
+    """
+    _, lo, hi, lo_open, hi_open, members, sums_to_one = domain
+    value = np.asarray(value, dtype=np.float64)
+    inside = (value > lo if lo_open else value >= lo) & (value < hi if hi_open else value <= hi)
+    if members is not None:
+        inside &= np.isin(value, members)
+    if sums_to_one and value.ndim:
+        inside &= np.abs(value.sum(-1, keepdims=True) - 1) <= np.finfo(np.float64).eps ** 0.5
+    if not inside.all():
+        _outside(name, value, np.argwhere(~inside)[0].tolist(), domain)
+
+
 def _prepare(anchor, positive, negative):
     """Arrays as float64 (one-hot targets from class indices) with checked shapes."""
     anchor = np.asarray(anchor, dtype=np.float64)
@@ -96,6 +121,15 @@ def _prepare(anchor, positive, negative):
     indexed = False
     _check_shapes([("anchor", anchor, "feature"), ("positive", positive, "feature"), ("negative", negative, "feature")])
     return anchor, positive, negative, indexed
+
+
+def _validate(anchor, positive, negative, margin, eps, indexed):
+    """Each array and param in its declared domain (``validate=True``); class indices are checked by ``_prepare``."""
+    _check_domain("anchor", anchor, ("any finite real number", -float("inf"), float("inf"), True, True, None, False))
+    _check_domain("positive", positive, ("any finite real number", -float("inf"), float("inf"), True, True, None, False))
+    _check_domain("negative", negative, ("any finite real number", -float("inf"), float("inf"), True, True, None, False))
+    _check_domain("margin", margin, ("any finite real number", -float("inf"), float("inf"), True, True, None, False))
+    _check_domain("eps", eps, ("a real number in [1e-12, 1.0]", 1e-12, 1.0, False, False, None, False))
 
 
 def _triplet_value(anchor, positive, negative, margin, eps):
@@ -131,18 +165,20 @@ _FUNCTIONS = {
 }
 
 
-def loss(anchor, positive, negative, reduction="mean", margin=1.0, eps=1e-06):
+def loss(anchor, positive, negative, reduction="mean", margin=1.0, eps=1e-06, *, validate=False):
     """triplet: the loss, reduced.
 
     See the module docstring for the formula, arguments and shapes.
     """
     _check_reduction(reduction)
     anchor, positive, negative, indexed = _prepare(anchor, positive, negative)
+    if validate:
+        _validate(anchor, positive, negative, margin, eps, indexed)
     value = _FUNCTIONS[("triplet", False)][0](anchor, positive, negative, margin, eps)
     return _reduce(value, reduction)
 
 
-def loss_and_grad(anchor, positive, negative, reduction="mean", margin=1.0, eps=1e-06):
+def loss_and_grad(anchor, positive, negative, reduction="mean", margin=1.0, eps=1e-06, *, validate=False):
     """triplet: the reduced loss and its gradient for each input.
 
     Returns ``(value, grads)``; ``grads`` holds one array per input
@@ -151,6 +187,8 @@ def loss_and_grad(anchor, positive, negative, reduction="mean", margin=1.0, eps=
     """
     _check_reduction(reduction)
     anchor, positive, negative, indexed = _prepare(anchor, positive, negative)
+    if validate:
+        _validate(anchor, positive, negative, margin, eps, indexed)
     value, grads = _FUNCTIONS[("triplet", False)][1](anchor, positive, negative, margin, eps)
     scale = 1.0 / max(value.size, 1) if reduction == "mean" else 1.0
     grad_anchor = scale * grads[0]
