@@ -99,13 +99,7 @@ def _differentiator():
     softplus: 0.8 s of 1.5 s to generate). Anything else is SymPy's ``diff``.
     """
     memo: dict[tuple[sympy.Basic, sympy.Symbol], sympy.Expr] = {}
-    free: dict[sympy.Basic, frozenset] = {}
-
-    def symbols_of(expr: sympy.Basic) -> frozenset:
-        found = free.get(expr)
-        if found is None:
-            found = free[expr] = frozenset(expr.free_symbols)
-        return found
+    symbols_of = walk.symbols_of()
 
     def diff(expr: sympy.Expr, var: sympy.Symbol) -> sympy.Expr:
         if var not in symbols_of(expr):

@@ -115,10 +115,14 @@ class Arg:
         """The declared domain as the generated ``_check_domain`` reads it, a Python literal:
         ``(description, lo, hi, lo_open, hi_open, members or None, sums to one along the axis)``."""
         d = self.var.domain
-        bound = lambda x: repr(x) if math.isfinite(x) else ('float("inf")' if x > 0 else '-float("inf")')  # noqa: E731
         members = "None" if d.values is None else "(" + ", ".join(map(repr, d.values)) + ",)"
-        return (f"({inert(d.description or d.name, 'string')}, {bound(d.lo)}, {bound(d.hi)}, {d.lo_open}, "
+        return (f"({inert(d.description or d.name, 'string')}, {_bound(d.lo)}, {_bound(d.hi)}, {d.lo_open}, "
                 f"{d.hi_open}, {members}, {d.vector})")
+
+
+def _bound(x: float) -> str:
+    """A domain bound as Python source: its repr, or ``float("inf")`` for an unbounded end."""
+    return repr(x) if math.isfinite(x) else ('float("inf")' if x > 0 else '-float("inf")')
 
 
 @dataclass(frozen=True)

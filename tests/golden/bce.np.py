@@ -79,6 +79,13 @@ def _outside(name, value, index, domain):
                      "(checked because validate=True; pass validate=False to skip the check)")
 
 
+def _validate(p, target, eps, indexed):
+    """Each array and param in its declared domain (``validate=True``); class indices are checked by ``_prepare``."""
+    _check_domain("p", p, ("a number in [0, 1], both ends included", 0.0, 1.0, False, False, None, False))
+    _check_domain("target", target, ("a number in [0, 1], both ends included", 0.0, 1.0, False, False, None, False))
+    _check_domain("eps", eps, ("a real number in [1e-30, 0.5]", 1e-30, 0.5, False, False, None, False))
+
+
 def _fill(value, shape):
     """``value`` as a float64 array of ``shape`` (constants and rows broadcast)."""
     value = np.asarray(value, dtype=np.float64)
@@ -119,12 +126,6 @@ def _prepare(p, target):
     _check_shapes([("p", p, None), ("target", target, None)])
     return p, target, indexed
 
-
-def _validate(p, target, eps, indexed):
-    """Each array and param in its declared domain (``validate=True``); class indices are checked by ``_prepare``."""
-    _check_domain("p", p, ("a number in [0, 1], both ends included", 0.0, 1.0, False, False, None, False))
-    _check_domain("target", target, ("a number in [0, 1], both ends included", 0.0, 1.0, False, False, None, False))
-    _check_domain("eps", eps, ("a real number in [1e-30, 0.5]", 1e-30, 0.5, False, False, None, False))
 
 
 def _bce_value(p, target, eps):

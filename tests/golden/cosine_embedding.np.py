@@ -80,6 +80,14 @@ def _outside(name, value, index, domain):
                      "(checked because validate=True; pass validate=False to skip the check)")
 
 
+def _validate(x1, x2, target, margin, indexed):
+    """Each array and param in its declared domain (``validate=True``); class indices are checked by ``_prepare``."""
+    _check_domain("x1", x1, ("any finite real number", -float("inf"), float("inf"), True, True, None, False))
+    _check_domain("x2", x2, ("any finite real number", -float("inf"), float("inf"), True, True, None, False))
+    _check_domain("target", target, ("-1 or +1", -1.0, 1.0, False, False, (-1.0, 1.0,), False))
+    _check_domain("margin", margin, ("a real number in [-1.0, 1.0]", -1.0, 1.0, False, False, None, False))
+
+
 def _fill(value, shape):
     """``value`` as a float64 array of ``shape`` (constants and rows broadcast)."""
     value = np.asarray(value, dtype=np.float64)
@@ -121,13 +129,6 @@ def _prepare(x1, x2, target):
     _check_shapes([("x1", x1, "feature"), ("x2", x2, "feature"), ("target", target, None)])
     return x1, x2, target, indexed
 
-
-def _validate(x1, x2, target, margin, indexed):
-    """Each array and param in its declared domain (``validate=True``); class indices are checked by ``_prepare``."""
-    _check_domain("x1", x1, ("any finite real number", -float("inf"), float("inf"), True, True, None, False))
-    _check_domain("x2", x2, ("any finite real number", -float("inf"), float("inf"), True, True, None, False))
-    _check_domain("target", target, ("-1 or +1", -1.0, 1.0, False, False, (-1.0, 1.0,), False))
-    _check_domain("margin", margin, ("a real number in [-1.0, 1.0]", -1.0, 1.0, False, False, None, False))
 
 
 def _cosine_embedding_value(x1, x2, target, margin):

@@ -80,6 +80,14 @@ def _outside(name, value, index, domain):
                      "(checked because validate=True; pass validate=False to skip the check)")
 
 
+def _validate(p, target, fn_weight, eps, indexed):
+    """Each array and param in its declared domain (``validate=True``); class indices are checked by ``_prepare``."""
+    _check_domain("p", p, ("a number in [0, 1], both ends included", 0.0, 1.0, False, False, None, False))
+    _check_domain("target", target, ("0 or 1", 0.0, 1.0, False, False, (0.0, 1.0,), False))
+    _check_domain("fn_weight", fn_weight, ("a real number > 0", 0.0, float("inf"), True, True, None, False))
+    _check_domain("eps", eps, ("a real number in [1e-30, 0.5]", 1e-30, 0.5, False, False, None, False))
+
+
 def _fill(value, shape):
     """``value`` as a float64 array of ``shape`` (constants and rows broadcast)."""
     value = np.asarray(value, dtype=np.float64)
@@ -120,13 +128,6 @@ def _prepare(p, target):
     _check_shapes([("p", p, None), ("target", target, None)])
     return p, target, indexed
 
-
-def _validate(p, target, fn_weight, eps, indexed):
-    """Each array and param in its declared domain (``validate=True``); class indices are checked by ``_prepare``."""
-    _check_domain("p", p, ("a number in [0, 1], both ends included", 0.0, 1.0, False, False, None, False))
-    _check_domain("target", target, ("0 or 1", 0.0, 1.0, False, False, (0.0, 1.0,), False))
-    _check_domain("fn_weight", fn_weight, ("a real number > 0", 0.0, float("inf"), True, True, None, False))
-    _check_domain("eps", eps, ("a real number in [1e-30, 0.5]", 1e-30, 0.5, False, False, None, False))
 
 
 def _cost_sensitive_bce_value(p, target, fn_weight, eps):

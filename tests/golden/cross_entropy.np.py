@@ -79,6 +79,14 @@ def _outside(name, value, index, domain):
                      "(checked because validate=True; pass validate=False to skip the check)")
 
 
+def _validate(logits, target, label_smoothing, indexed):
+    """Each array and param in its declared domain (``validate=True``); class indices are checked by ``_prepare``."""
+    _check_domain("logits", logits, ("any finite real number", -float("inf"), float("inf"), True, True, None, False))
+    if not indexed:
+        _check_domain("target", target, ("a one-hot vector over an axis (or integer class indices)", 0.0, 1.0, False, False, (0.0, 1.0,), True))
+    _check_domain("label_smoothing", label_smoothing, ("a number in [0, 1], both ends included", 0.0, 1.0, False, False, None, False))
+
+
 def _fill(value, shape):
     """``value`` as a float64 array of ``shape`` (constants and rows broadcast)."""
     value = np.asarray(value, dtype=np.float64)
@@ -161,13 +169,6 @@ def _prepare(logits, target):
     _check_shapes([("logits", logits, "class"), ("target", target, None if indexed else "class")])
     return logits, target, indexed
 
-
-def _validate(logits, target, label_smoothing, indexed):
-    """Each array and param in its declared domain (``validate=True``); class indices are checked by ``_prepare``."""
-    _check_domain("logits", logits, ("any finite real number", -float("inf"), float("inf"), True, True, None, False))
-    if not indexed:
-        _check_domain("target", target, ("a one-hot vector over an axis (or integer class indices)", 0.0, 1.0, False, False, (0.0, 1.0,), True))
-    _check_domain("label_smoothing", label_smoothing, ("a number in [0, 1], both ends included", 0.0, 1.0, False, False, None, False))
 
 
 def _cross_entropy_value(logits, target, label_smoothing):

@@ -45,6 +45,12 @@ def _outside(name, value, index, domain):
                      "(checked because validate=True; pass validate=False to skip the check)")
 
 
+def _validate(p, q, indexed):
+    """Each array in its declared domain (``validate=True``); class indices are checked by ``_prepare``."""
+    _check_domain("p", p, ("a vector of nonnegative entries summing to 1 over an axis", 0.0, 1.0, False, False, None, True))
+    _check_domain("q", q, ("a vector of nonnegative entries summing to 1 over an axis", 0.0, 1.0, False, False, None, True))
+
+
 def _fill(value, shape, dtype, device):
     """``value`` as a tensor of ``shape`` (constants and rows broadcast)."""
     value = torch.as_tensor(value, dtype=dtype, device=device)
@@ -92,11 +98,6 @@ def _prepare(p, q):
     _check_shapes([("p", p, "bin"), ("q", q, "bin")])
     return p, q, indexed
 
-
-def _validate(p, q, indexed):
-    """Each array in its declared domain (``validate=True``); class indices are checked by ``_prepare``."""
-    _check_domain("p", p, ("a vector of nonnegative entries summing to 1 over an axis", 0.0, 1.0, False, False, None, True))
-    _check_domain("q", q, ("a vector of nonnegative entries summing to 1 over an axis", 0.0, 1.0, False, False, None, True))
 
 
 def _emd_value(p, q):

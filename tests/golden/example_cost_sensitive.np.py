@@ -68,6 +68,14 @@ def _outside(name, value, index, domain):
                      "(checked because validate=True; pass validate=False to skip the check)")
 
 
+def _validate(p, y, fn_weight, eps, indexed):
+    """Each array and param in its declared domain (``validate=True``); class indices are checked by ``_prepare``."""
+    _check_domain("p", p, ("a number in [0, 1], both ends included", 0.0, 1.0, False, False, None, False))
+    _check_domain("y", y, ("0 or 1", 0.0, 1.0, False, False, (0.0, 1.0,), False))
+    _check_domain("fn_weight", fn_weight, ("a real number > 0", 0.0, float("inf"), True, True, None, False))
+    _check_domain("eps", eps, ("a real number in [1e-12, 0.1]", 1e-12, 0.1, False, False, None, False))
+
+
 def _fill(value, shape):
     """``value`` as a float64 array of ``shape`` (constants and rows broadcast)."""
     value = np.asarray(value, dtype=np.float64)
@@ -108,13 +116,6 @@ def _prepare(p, y):
     _check_shapes([("p", p, None), ("y", y, None)])
     return p, y, indexed
 
-
-def _validate(p, y, fn_weight, eps, indexed):
-    """Each array and param in its declared domain (``validate=True``); class indices are checked by ``_prepare``."""
-    _check_domain("p", p, ("a number in [0, 1], both ends included", 0.0, 1.0, False, False, None, False))
-    _check_domain("y", y, ("0 or 1", 0.0, 1.0, False, False, (0.0, 1.0,), False))
-    _check_domain("fn_weight", fn_weight, ("a real number > 0", 0.0, float("inf"), True, True, None, False))
-    _check_domain("eps", eps, ("a real number in [1e-12, 0.1]", 1e-12, 0.1, False, False, None, False))
 
 
 def _cost_sensitive_bce_value(p, y, fn_weight, eps):

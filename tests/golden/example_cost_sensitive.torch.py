@@ -45,6 +45,12 @@ def _outside(name, value, index, domain):
                      "(checked because validate=True; pass validate=False to skip the check)")
 
 
+def _validate(p, y, indexed):
+    """Each array in its declared domain (``validate=True``); class indices are checked by ``_prepare``."""
+    _check_domain("p", p, ("a number in [0, 1], both ends included", 0.0, 1.0, False, False, None, False))
+    _check_domain("y", y, ("0 or 1", 0.0, 1.0, False, False, (0.0, 1.0,), False))
+
+
 def _fill(value, shape, dtype, device):
     """``value`` as a tensor of ``shape`` (constants and rows broadcast)."""
     value = torch.as_tensor(value, dtype=dtype, device=device)
@@ -87,11 +93,6 @@ def _prepare(p, y):
     _check_shapes([("p", p, None), ("y", y, None)])
     return p, y, indexed
 
-
-def _validate(p, y, indexed):
-    """Each array in its declared domain (``validate=True``); class indices are checked by ``_prepare``."""
-    _check_domain("p", p, ("a number in [0, 1], both ends included", 0.0, 1.0, False, False, None, False))
-    _check_domain("y", y, ("0 or 1", 0.0, 1.0, False, False, (0.0, 1.0,), False))
 
 
 def _cost_sensitive_bce_value(p, y, fn_weight, eps):

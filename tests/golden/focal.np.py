@@ -80,6 +80,14 @@ def _outside(name, value, index, domain):
                      "(checked because validate=True; pass validate=False to skip the check)")
 
 
+def _validate(logits, target, alpha, gamma, indexed):
+    """Each array and param in its declared domain (``validate=True``); class indices are checked by ``_prepare``."""
+    _check_domain("logits", logits, ("any finite real number", -float("inf"), float("inf"), True, True, None, False))
+    _check_domain("target", target, ("a number in [0, 1], both ends included", 0.0, 1.0, False, False, None, False))
+    _check_domain("alpha", alpha, ("a number in [0, 1], both ends included", 0.0, 1.0, False, False, None, False))
+    _check_domain("gamma", gamma, ("a real number in [1.0, 10.0]", 1.0, 10.0, False, False, None, False))
+
+
 def _fill(value, shape):
     """``value`` as a float64 array of ``shape`` (constants and rows broadcast)."""
     value = np.asarray(value, dtype=np.float64)
@@ -135,13 +143,6 @@ def _prepare(logits, target):
     _check_shapes([("logits", logits, None), ("target", target, None)])
     return logits, target, indexed
 
-
-def _validate(logits, target, alpha, gamma, indexed):
-    """Each array and param in its declared domain (``validate=True``); class indices are checked by ``_prepare``."""
-    _check_domain("logits", logits, ("any finite real number", -float("inf"), float("inf"), True, True, None, False))
-    _check_domain("target", target, ("a number in [0, 1], both ends included", 0.0, 1.0, False, False, None, False))
-    _check_domain("alpha", alpha, ("a number in [0, 1], both ends included", 0.0, 1.0, False, False, None, False))
-    _check_domain("gamma", gamma, ("a real number in [1.0, 10.0]", 1.0, 10.0, False, False, None, False))
 
 
 def _focal_value(logits, target, alpha, gamma):

@@ -80,6 +80,14 @@ def _outside(name, value, index, domain):
                      "(checked because validate=True; pass validate=False to skip the check)")
 
 
+def _validate(mean, target, var, eps, indexed):
+    """Each array and param in its declared domain (``validate=True``); class indices are checked by ``_prepare``."""
+    _check_domain("mean", mean, ("any finite real number", -float("inf"), float("inf"), True, True, None, False))
+    _check_domain("target", target, ("any finite real number", -float("inf"), float("inf"), True, True, None, False))
+    _check_domain("var", var, ("a real number >= 0", 0.0, float("inf"), False, True, None, False))
+    _check_domain("eps", eps, ("a real number in [1e-12, 1.0]", 1e-12, 1.0, False, False, None, False))
+
+
 def _fill(value, shape):
     """``value`` as a float64 array of ``shape`` (constants and rows broadcast)."""
     value = np.asarray(value, dtype=np.float64)
@@ -121,13 +129,6 @@ def _prepare(mean, target, var):
     _check_shapes([("mean", mean, None), ("target", target, None), ("var", var, None)])
     return mean, target, var, indexed
 
-
-def _validate(mean, target, var, eps, indexed):
-    """Each array and param in its declared domain (``validate=True``); class indices are checked by ``_prepare``."""
-    _check_domain("mean", mean, ("any finite real number", -float("inf"), float("inf"), True, True, None, False))
-    _check_domain("target", target, ("any finite real number", -float("inf"), float("inf"), True, True, None, False))
-    _check_domain("var", var, ("a real number >= 0", 0.0, float("inf"), False, True, None, False))
-    _check_domain("eps", eps, ("a real number in [1e-12, 1.0]", 1e-12, 1.0, False, False, None, False))
 
 
 def _gaussian_nll_value(mean, target, var, eps):

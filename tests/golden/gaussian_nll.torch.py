@@ -45,6 +45,13 @@ def _outside(name, value, index, domain):
                      "(checked because validate=True; pass validate=False to skip the check)")
 
 
+def _validate(mean, target, var, indexed):
+    """Each array in its declared domain (``validate=True``); class indices are checked by ``_prepare``."""
+    _check_domain("mean", mean, ("any finite real number", -float("inf"), float("inf"), True, True, None, False))
+    _check_domain("target", target, ("any finite real number", -float("inf"), float("inf"), True, True, None, False))
+    _check_domain("var", var, ("a real number >= 0", 0.0, float("inf"), False, True, None, False))
+
+
 def _fill(value, shape, dtype, device):
     """``value`` as a tensor of ``shape`` (constants and rows broadcast)."""
     value = torch.as_tensor(value, dtype=dtype, device=device)
@@ -89,12 +96,6 @@ def _prepare(mean, target, var):
     _check_shapes([("mean", mean, None), ("target", target, None), ("var", var, None)])
     return mean, target, var, indexed
 
-
-def _validate(mean, target, var, indexed):
-    """Each array in its declared domain (``validate=True``); class indices are checked by ``_prepare``."""
-    _check_domain("mean", mean, ("any finite real number", -float("inf"), float("inf"), True, True, None, False))
-    _check_domain("target", target, ("any finite real number", -float("inf"), float("inf"), True, True, None, False))
-    _check_domain("var", var, ("a real number >= 0", 0.0, float("inf"), False, True, None, False))
 
 
 def _gaussian_nll_value(mean, target, var, eps):

@@ -45,6 +45,12 @@ def _outside(name, value, index, domain):
                      "(checked because validate=True; pass validate=False to skip the check)")
 
 
+def _validate(distance, target, indexed):
+    """Each array in its declared domain (``validate=True``); class indices are checked by ``_prepare``."""
+    _check_domain("distance", distance, ("any finite real number", -float("inf"), float("inf"), True, True, None, False))
+    _check_domain("target", target, ("-1 or +1", -1.0, 1.0, False, False, (-1.0, 1.0,), False))
+
+
 def _fill(value, shape, dtype, device):
     """``value`` as a tensor of ``shape`` (constants and rows broadcast)."""
     value = torch.as_tensor(value, dtype=dtype, device=device)
@@ -87,11 +93,6 @@ def _prepare(distance, target):
     _check_shapes([("distance", distance, None), ("target", target, None)])
     return distance, target, indexed
 
-
-def _validate(distance, target, indexed):
-    """Each array in its declared domain (``validate=True``); class indices are checked by ``_prepare``."""
-    _check_domain("distance", distance, ("any finite real number", -float("inf"), float("inf"), True, True, None, False))
-    _check_domain("target", target, ("-1 or +1", -1.0, 1.0, False, False, (-1.0, 1.0,), False))
 
 
 def _hinge_embedding_value(distance, target, margin):

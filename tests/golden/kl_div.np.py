@@ -78,6 +78,12 @@ def _outside(name, value, index, domain):
                      "(checked because validate=True; pass validate=False to skip the check)")
 
 
+def _validate(logq, target, indexed):
+    """Each array in its declared domain (``validate=True``); class indices are checked by ``_prepare``."""
+    _check_domain("logq", logq, ("any finite real number", -float("inf"), float("inf"), True, True, None, False))
+    _check_domain("target", target, ("a vector of nonnegative entries summing to 1 over an axis", 0.0, 1.0, False, False, None, True))
+
+
 def _fill(value, shape):
     """``value`` as a float64 array of ``shape`` (constants and rows broadcast)."""
     value = np.asarray(value, dtype=np.float64)
@@ -118,11 +124,6 @@ def _prepare(logq, target):
     _check_shapes([("logq", logq, "class"), ("target", target, "class")])
     return logq, target, indexed
 
-
-def _validate(logq, target, indexed):
-    """Each array and param in its declared domain (``validate=True``); class indices are checked by ``_prepare``."""
-    _check_domain("logq", logq, ("any finite real number", -float("inf"), float("inf"), True, True, None, False))
-    _check_domain("target", target, ("a vector of nonnegative entries summing to 1 over an axis", 0.0, 1.0, False, False, None, True))
 
 
 def _kl_div_value(logq, target):

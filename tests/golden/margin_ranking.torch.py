@@ -45,6 +45,13 @@ def _outside(name, value, index, domain):
                      "(checked because validate=True; pass validate=False to skip the check)")
 
 
+def _validate(x1, x2, target, indexed):
+    """Each array in its declared domain (``validate=True``); class indices are checked by ``_prepare``."""
+    _check_domain("x1", x1, ("any finite real number", -float("inf"), float("inf"), True, True, None, False))
+    _check_domain("x2", x2, ("any finite real number", -float("inf"), float("inf"), True, True, None, False))
+    _check_domain("target", target, ("-1 or +1", -1.0, 1.0, False, False, (-1.0, 1.0,), False))
+
+
 def _fill(value, shape, dtype, device):
     """``value`` as a tensor of ``shape`` (constants and rows broadcast)."""
     value = torch.as_tensor(value, dtype=dtype, device=device)
@@ -89,12 +96,6 @@ def _prepare(x1, x2, target):
     _check_shapes([("x1", x1, None), ("x2", x2, None), ("target", target, None)])
     return x1, x2, target, indexed
 
-
-def _validate(x1, x2, target, indexed):
-    """Each array in its declared domain (``validate=True``); class indices are checked by ``_prepare``."""
-    _check_domain("x1", x1, ("any finite real number", -float("inf"), float("inf"), True, True, None, False))
-    _check_domain("x2", x2, ("any finite real number", -float("inf"), float("inf"), True, True, None, False))
-    _check_domain("target", target, ("-1 or +1", -1.0, 1.0, False, False, (-1.0, 1.0,), False))
 
 
 def _margin_ranking_value(x1, x2, target, margin):

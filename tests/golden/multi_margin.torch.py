@@ -45,6 +45,13 @@ def _outside(name, value, index, domain):
                      "(checked because validate=True; pass validate=False to skip the check)")
 
 
+def _validate(scores, target, indexed):
+    """Each array in its declared domain (``validate=True``); class indices are checked by ``_prepare``."""
+    _check_domain("scores", scores, ("any finite real number", -float("inf"), float("inf"), True, True, None, False))
+    if not indexed:
+        _check_domain("target", target, ("a one-hot vector over an axis (or integer class indices)", 0.0, 1.0, False, False, (0.0, 1.0,), True))
+
+
 def _fill(value, shape, dtype, device):
     """``value`` as a tensor of ``shape`` (constants and rows broadcast)."""
     value = torch.as_tensor(value, dtype=dtype, device=device)
@@ -107,12 +114,6 @@ def _prepare(scores, target):
     _check_shapes([("scores", scores, "class"), ("target", target, None if indexed else "class")])
     return scores, target, indexed
 
-
-def _validate(scores, target, indexed):
-    """Each array in its declared domain (``validate=True``); class indices are checked by ``_prepare``."""
-    _check_domain("scores", scores, ("any finite real number", -float("inf"), float("inf"), True, True, None, False))
-    if not indexed:
-        _check_domain("target", target, ("a one-hot vector over an axis (or integer class indices)", 0.0, 1.0, False, False, (0.0, 1.0,), True))
 
 
 def _multi_margin_value(scores, target, margin):

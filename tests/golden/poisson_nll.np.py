@@ -78,6 +78,12 @@ def _outside(name, value, index, domain):
                      "(checked because validate=True; pass validate=False to skip the check)")
 
 
+def _validate(log_rate, target, indexed):
+    """Each array in its declared domain (``validate=True``); class indices are checked by ``_prepare``."""
+    _check_domain("log_rate", log_rate, ("any finite real number", -float("inf"), float("inf"), True, True, None, False))
+    _check_domain("target", target, ("a real number >= 0", 0.0, float("inf"), False, True, None, False))
+
+
 def _fill(value, shape):
     """``value`` as a float64 array of ``shape`` (constants and rows broadcast)."""
     value = np.asarray(value, dtype=np.float64)
@@ -118,11 +124,6 @@ def _prepare(log_rate, target):
     _check_shapes([("log_rate", log_rate, None), ("target", target, None)])
     return log_rate, target, indexed
 
-
-def _validate(log_rate, target, indexed):
-    """Each array and param in its declared domain (``validate=True``); class indices are checked by ``_prepare``."""
-    _check_domain("log_rate", log_rate, ("any finite real number", -float("inf"), float("inf"), True, True, None, False))
-    _check_domain("target", target, ("a real number >= 0", 0.0, float("inf"), False, True, None, False))
 
 
 def _poisson_nll_value(log_rate, target):

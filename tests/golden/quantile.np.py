@@ -79,6 +79,13 @@ def _outside(name, value, index, domain):
                      "(checked because validate=True; pass validate=False to skip the check)")
 
 
+def _validate(pred, target, tau, indexed):
+    """Each array and param in its declared domain (``validate=True``); class indices are checked by ``_prepare``."""
+    _check_domain("pred", pred, ("any finite real number", -float("inf"), float("inf"), True, True, None, False))
+    _check_domain("target", target, ("any finite real number", -float("inf"), float("inf"), True, True, None, False))
+    _check_domain("tau", tau, ("a number in [0, 1], both ends included", 0.0, 1.0, False, False, None, False))
+
+
 def _fill(value, shape):
     """``value`` as a float64 array of ``shape`` (constants and rows broadcast)."""
     value = np.asarray(value, dtype=np.float64)
@@ -119,12 +126,6 @@ def _prepare(pred, target):
     _check_shapes([("pred", pred, None), ("target", target, None)])
     return pred, target, indexed
 
-
-def _validate(pred, target, tau, indexed):
-    """Each array and param in its declared domain (``validate=True``); class indices are checked by ``_prepare``."""
-    _check_domain("pred", pred, ("any finite real number", -float("inf"), float("inf"), True, True, None, False))
-    _check_domain("target", target, ("any finite real number", -float("inf"), float("inf"), True, True, None, False))
-    _check_domain("tau", tau, ("a number in [0, 1], both ends included", 0.0, 1.0, False, False, None, False))
 
 
 def _quantile_value(pred, target, tau):

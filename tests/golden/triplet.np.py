@@ -81,6 +81,15 @@ def _outside(name, value, index, domain):
                      "(checked because validate=True; pass validate=False to skip the check)")
 
 
+def _validate(anchor, positive, negative, margin, eps, indexed):
+    """Each array and param in its declared domain (``validate=True``); class indices are checked by ``_prepare``."""
+    _check_domain("anchor", anchor, ("any finite real number", -float("inf"), float("inf"), True, True, None, False))
+    _check_domain("positive", positive, ("any finite real number", -float("inf"), float("inf"), True, True, None, False))
+    _check_domain("negative", negative, ("any finite real number", -float("inf"), float("inf"), True, True, None, False))
+    _check_domain("margin", margin, ("any finite real number", -float("inf"), float("inf"), True, True, None, False))
+    _check_domain("eps", eps, ("a real number in [1e-12, 1.0]", 1e-12, 1.0, False, False, None, False))
+
+
 def _fill(value, shape):
     """``value`` as a float64 array of ``shape`` (constants and rows broadcast)."""
     value = np.asarray(value, dtype=np.float64)
@@ -122,14 +131,6 @@ def _prepare(anchor, positive, negative):
     _check_shapes([("anchor", anchor, "feature"), ("positive", positive, "feature"), ("negative", negative, "feature")])
     return anchor, positive, negative, indexed
 
-
-def _validate(anchor, positive, negative, margin, eps, indexed):
-    """Each array and param in its declared domain (``validate=True``); class indices are checked by ``_prepare``."""
-    _check_domain("anchor", anchor, ("any finite real number", -float("inf"), float("inf"), True, True, None, False))
-    _check_domain("positive", positive, ("any finite real number", -float("inf"), float("inf"), True, True, None, False))
-    _check_domain("negative", negative, ("any finite real number", -float("inf"), float("inf"), True, True, None, False))
-    _check_domain("margin", margin, ("any finite real number", -float("inf"), float("inf"), True, True, None, False))
-    _check_domain("eps", eps, ("a real number in [1e-12, 1.0]", 1e-12, 1.0, False, False, None, False))
 
 
 def _triplet_value(anchor, positive, negative, margin, eps):

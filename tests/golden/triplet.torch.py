@@ -45,6 +45,13 @@ def _outside(name, value, index, domain):
                      "(checked because validate=True; pass validate=False to skip the check)")
 
 
+def _validate(anchor, positive, negative, indexed):
+    """Each array in its declared domain (``validate=True``); class indices are checked by ``_prepare``."""
+    _check_domain("anchor", anchor, ("any finite real number", -float("inf"), float("inf"), True, True, None, False))
+    _check_domain("positive", positive, ("any finite real number", -float("inf"), float("inf"), True, True, None, False))
+    _check_domain("negative", negative, ("any finite real number", -float("inf"), float("inf"), True, True, None, False))
+
+
 def _fill(value, shape, dtype, device):
     """``value`` as a tensor of ``shape`` (constants and rows broadcast)."""
     value = torch.as_tensor(value, dtype=dtype, device=device)
@@ -89,12 +96,6 @@ def _prepare(anchor, positive, negative):
     _check_shapes([("anchor", anchor, "feature"), ("positive", positive, "feature"), ("negative", negative, "feature")])
     return anchor, positive, negative, indexed
 
-
-def _validate(anchor, positive, negative, indexed):
-    """Each array in its declared domain (``validate=True``); class indices are checked by ``_prepare``."""
-    _check_domain("anchor", anchor, ("any finite real number", -float("inf"), float("inf"), True, True, None, False))
-    _check_domain("positive", positive, ("any finite real number", -float("inf"), float("inf"), True, True, None, False))
-    _check_domain("negative", negative, ("any finite real number", -float("inf"), float("inf"), True, True, None, False))
 
 
 def _triplet_value(anchor, positive, negative, margin, eps):
