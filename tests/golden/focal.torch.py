@@ -71,15 +71,29 @@ def _check_domain(name, value, domain):
     torch's own losses check there).
     """
     _, lo, hi, lo_open, hi_open, members, sums_to_one = domain
-    inside = (value > lo if lo_open else value >= lo) & (value < hi if hi_open else value <= hi)
+    if members is None and not sums_to_one and value.numel():
+        low, high = torch.aminmax(value)  # one pass and no batch-sized temporaries; a NaN makes both NaN
+        ok = (low > lo if lo_open else low >= lo) & (high < hi if hi_open else high <= hi)
+    else:
+        ok = _inside(value, domain).all()
+    if value.device.type != "cpu":
+        torch._assert_async(ok, f"{name} has a value outside its domain: {domain[0]}")
+    elif not bool(ok):
+        _outside(name, value.detach(), (~_inside(value, domain)).nonzero()[0].tolist(), domain)
+
+
+def _inside(value, domain):
+    """Whether each element of ``value`` lies in ``domain`` (a discrete domain's members lie within its bounds)."""
+    _, lo, hi, lo_open, hi_open, members, sums_to_one = domain
     if members is not None:
-        inside &= torch.isin(value, torch.tensor(members, dtype=value.dtype, device=value.device))
+        inside = value == members[0]
+        for member in members[1:]:
+            inside |= value == member
+    else:
+        inside = (value > lo if lo_open else value >= lo) & (value < hi if hi_open else value <= hi)
     if sums_to_one and value.ndim:
         inside &= (value.sum(-1, keepdim=True) - 1).abs() <= torch.finfo(value.dtype).eps ** 0.5
-    if value.device.type != "cpu":
-        torch._assert_async(inside.all(), f"{name} has a value outside its domain: {domain[0]}")
-    elif not bool(inside.all()):
-        _outside(name, value.detach(), (~inside).nonzero()[0].tolist(), domain)
+    return inside
 
 
 def _prepare(logits, target):

@@ -113,13 +113,27 @@ def _check_domain(name, value, domain):
     """
     _, lo, hi, lo_open, hi_open, members, sums_to_one = domain
     value = np.asarray(value, dtype=np.float64)
-    inside = (value > lo if lo_open else value >= lo) & (value < hi if hi_open else value <= hi)
+    if members is None and not sums_to_one and value.size:
+        low, high = value.min(), value.max()  # no batch-sized temporaries; a NaN makes both NaN
+        ok = (low > lo if lo_open else low >= lo) and (high < hi if hi_open else high <= hi)
+    else:
+        ok = _inside(value, domain).all()
+    if not ok:
+        _outside(name, value, np.argwhere(~_inside(value, domain))[0].tolist(), domain)
+
+
+def _inside(value, domain):
+    """Whether each element of ``value`` lies in ``domain`` (a discrete domain's members lie within its bounds)."""
+    _, lo, hi, lo_open, hi_open, members, sums_to_one = domain
     if members is not None:
-        inside &= np.isin(value, members)
+        inside = value == members[0]
+        for member in members[1:]:
+            inside |= value == member
+    else:
+        inside = (value > lo if lo_open else value >= lo) & (value < hi if hi_open else value <= hi)
     if sums_to_one and value.ndim:
         inside &= np.abs(value.sum(-1, keepdims=True) - 1) <= np.finfo(np.float64).eps ** 0.5
-    if not inside.all():
-        _outside(name, value, np.argwhere(~inside)[0].tolist(), domain)
+    return inside
 
 
 def _prepare(anchor, positive, negative):
