@@ -136,7 +136,8 @@ def test_every_name_in_a_scope_with_symbols_is_reserved(target):
 
 
 @pytest.mark.parametrize("name", sorted({"part", "out", "weight", "v", "reduce", "grads", "upstream", "batch",
-                                         "values", "total", "scale", "PARAMS", "dtype", "device", "ctx", "self"}))
+                                         "values", "total", "scale", "PARAMS", "dtype", "device", "ctx", "self", "function",
+                                         "outputs", "fused", "tangent"}))
 def test_every_template_local_as_a_symbol_name_gives_autograd_values(name):
     s = spec(f"({name} - y)**2 + abs({name})", **{name: V("input"), "y": V("target")})
     _autograd_check(s, ([1.0, -3.0, 0.25], [0.5, 0.0, 1.0]),

@@ -68,7 +68,7 @@ RESERVED = frozenset(
         "grads", "reduction", "value", "values", "dtype", "device", "batch", "scale", "params", "upstream",
         "grad_output", "total", "name", "length", "args", "Loss", "PARAMS", "part", "out", "weight", "v",
         "reduce", "l", "I", "O", "kernels", "saved", "recompute", "which", "fn", "term", "exc", "pair",
-        "warnings", "indexed", "validate",
+        "warnings", "indexed", "validate", "function", "outputs", "tangent", "tangents", "change", "module",
     }
     | MODULE_ATTRIBUTES
     | set(dir(builtins))
@@ -561,6 +561,8 @@ def environment() -> jinja2.Environment:
     # The only ways text reaches the source: each filter is lossforge.text.inert for one place.
     env.filters["comment"] = lambda text: inert(text, "comment")
     env.filters["literal"] = lambda text: inert(text, "string")
+    # What a Function's backward returns for an array: its gradient's local, or None for data.
+    env.filters["gradient_of"] = lambda arg: f"grad_{arg.local}" if arg.var.role == "input" else "None"
     return env
 
 

@@ -63,20 +63,40 @@ def _reduce(value, reduction):
     return value.mean() if reduction == "mean" else value.sum()
 
 
+def _transformed():
+    """Whether torch.func (grad, vmap, jvp ...) or forward-mode AD is tracing this call."""
+    return torch._C._are_functorch_transforms_active() or torch.autograd.forward_ad._current_level >= 0
+
+
+def _plain(value):
+    """``value`` without torch.func's wrappers, for a check that only reads its values (all samples of a vmap)."""
+    while torch._C._functorch.is_functorch_wrapped_tensor(value):
+        value = torch._C._functorch.get_unwrapped(value)
+    return value
+
+
+def _synced(value):
+    """Whether a check of ``value`` may read its result on the host: eager on the CPU (elsewhere, or under
+    ``torch.compile``/``torch.export``, a check is a device-side assert: no sync, no graph break)."""
+    return value.device.type == "cpu" and not torch.compiler.is_compiling()
+
+
 def _check_domain(name, value, domain):
     """``validate=True``: every element of ``value`` in its declared domain, else a ValueError naming one that is not.
 
     ``domain`` is ``(description, lo, hi, lo_open, hi_open, members or None, rows sum to one)``;
-    NaN is in no domain. Off the CPU the check is a device-side assert (no host sync, as
-    torch's own losses check there).
+    NaN is in no domain. Off the CPU and under a compiler the check is a device-side assert
+    (no host sync, as torch's own losses check there).
     """
     _, lo, hi, lo_open, hi_open, members, sums_to_one = domain
+    if not torch.compiler.is_compiling():
+        value = _plain(value)
     if members is None and not sums_to_one and value.numel():
         low, high = torch.aminmax(value)  # one pass and no batch-sized temporaries; a NaN makes both NaN
         ok = (low > lo if lo_open else low >= lo) & (high < hi if hi_open else high <= hi)
     else:
         ok = _inside(value, domain).all()
-    if value.device.type != "cpu":
+    if not _synced(value):
         torch._assert_async(ok, f"{name} has a value outside its domain: {domain[0]}")
     elif not bool(ok):
         _outside(name, value.detach(), (~_inside(value, domain)).nonzero()[0].tolist(), domain)
@@ -96,11 +116,32 @@ def _inside(value, domain):
     return inside
 
 
+def _dtype(value):
+    """The dtype the loss computes in: the first input's, float32 for half precision under autocast (as torch's losses)."""
+    dtype = value.dtype if value.is_floating_point() else torch.get_default_dtype()
+    if dtype in (torch.float16, torch.bfloat16) and torch.is_autocast_enabled(value.device.type):
+        return torch.float32
+    return dtype
+
+
+def _param(name, value, domain, validate):
+    """A param as module state: a float64 0-d tensor (a buffer: in ``state_dict``, moved by ``.to()``)."""
+    if isinstance(value, torch.Tensor) and value.requires_grad:
+        raise ValueError(f"{name}: a tensor that requires grad was passed, but this loss has no gradient for its "
+                         "params; pass a float or a tensor that does not require grad")
+    value = torch.as_tensor(value, dtype=torch.float64).detach().clone()
+    if value.ndim:
+        raise ValueError(f"{name} must be a scalar, got a tensor of shape {tuple(value.shape)}")
+    if validate:
+        _check_domain(name, value, domain)
+    return value
+
+
 def _prepare(score, target):
     """Tensors in the inputs' floating dtype (one-hot targets from class indices), shapes checked."""
     score = torch.as_tensor(score)
     target = torch.as_tensor(target)
-    dtype = score.dtype if score.is_floating_point() else torch.get_default_dtype()
+    dtype = _dtype(score)
     score = score.to(dtype)
     target = target.to(dtype)
     indexed = False
@@ -134,20 +175,21 @@ _FUSED = {}
 _FUSED_FAILED = set()
 
 
-def _kernels(fused, device, dtype):
-    """Each term's (value, value-and-gradients) functions: eager, or compiled by ``torch.compile``.
+def _fused(fused, device, dtype):
+    """Whether the terms run compiled by ``torch.compile`` (``fused=True``), else eagerly.
 
     Compiled functions are made once per term (inductor: C++ on CPU, Triton on CUDA;
     dynamic batch sizes; inductor caches the compiled code on disk) and compiled again
     per dtype and device by torch's guards. Where compiling fails for a device and
-    dtype, that pair runs eagerly, with one warning.
+    dtype, that pair runs eagerly, with one warning. Under torch.func the eager
+    functions run (the transforms apply to them).
     """
-    if not fused or (device.type, dtype) in _FUSED_FAILED:
-        return _EAGER
+    if not fused or (device.type, dtype) in _FUSED_FAILED or (not torch.compiler.is_compiling() and _transformed()):
+        return False
     if not _FUSED:
         for name, (value, both) in _EAGER.items():
             _FUSED[name] = tuple(torch.compile(fn, dynamic=True, fullgraph=True) for fn in _reducing(value, both))
-    return _FUSED
+    return True
 
 
 def _reducing(value, both):
@@ -166,14 +208,13 @@ def _reducing(value, both):
     return reduced_value, reduced_both
 
 
-def _run(kernels, term, which, reduction, device, dtype, *args):
-    """``kernels[term][which]`` of ``args``, ``term`` a key of ``_EAGER``: the per-sample value, or with fused
-    kernels the value already reduced. A compiled kernel that fails falls back to eager, with one warning."""
-    fn = kernels[term][which]
-    if kernels is _EAGER:
-        return fn(*args)
+def _run(fused, term, which, reduction, device, dtype, *args):
+    """Function ``which`` of ``_EAGER[term]`` of ``args``, the per-sample value; or with ``fused``, its compiled
+    form, the value already reduced. A compiled kernel that fails falls back to eager, with one warning."""
+    if not fused:
+        return _EAGER[term][which](*args)
     try:
-        return fn(reduction, *args)
+        return _FUSED[term][which](reduction, *args)
     except Exception as exc:  # noqa: BLE001 - a compiler failure of any kind: the eager code is the same loss
         _FUSED_FAILED.add((device.type, dtype))
         warnings.warn(f"fused=True: torch.compile failed for {device.type} {dtype} ({type(exc).__name__}: "
@@ -181,10 +222,22 @@ def _run(kernels, term, which, reduction, device, dtype, *args):
         return _EAGER[term][which](*args)
 
 
-def _loss(reduction, params, kernels, indexed, score, target):
+def _loss(reduction, params, fused, indexed, score, target):
     """The reduced loss, value only (no gradient is wanted)."""
     device, dtype = score.device, score.dtype
-    return _reduce(_run(kernels, ("soft_margin", False), 0, reduction, device, dtype, score, target), reduction)
+    return _reduce(_run(fused, ("soft_margin", False), 0, reduction, device, dtype, score, target), reduction)
+
+
+def _both(reduction, fused, indexed, score, target):
+    """The reduced loss and each term's per-element gradients, in one pass per term."""
+    device, dtype = score.device, score.dtype
+    value, grad_term_0 = _run(fused, ("soft_margin", False), 1, reduction, device, dtype, score, target)
+    return _reduce(value, reduction), (*grad_term_0,)
+
+
+def _save(ctx, reduction, indexed, arrays, params, grads):
+    ctx.reduction, ctx.indexed, ctx.params = reduction, indexed, params
+    ctx.save_for_backward(*arrays, *grads)
 
 
 class _SoftMarginLossFunction(torch.autograd.Function):
@@ -199,17 +252,15 @@ class _SoftMarginLossFunction(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, reduction, params, kernels, indexed, score, target):
-        ctx.reduction = reduction
-        ctx.indexed = indexed
-        ctx.params = params
-        device, dtype = score.device, score.dtype
-        value, grad_term_0 = _run(kernels, ("soft_margin", False), 1, reduction, device, dtype, score, target)
-        ctx.save_for_backward(score, target, *grad_term_0)
-        return _reduce(value, reduction)
+    def forward(ctx, reduction, fused, indexed, score, target):
+        loss, grads = _both(reduction, fused, indexed, score, target)
+        _save(ctx, reduction, indexed, (score, target), (), grads)
+        return loss
 
     @staticmethod
-    def backward(ctx, grad_output):
+    def backward(ctx, grad_output, *_):
+        if grad_output is None:  # the loss is not used downstream (gradcheck asks), only the gradients it returned
+            return (None,) * 5
         saved = ctx.saved_tensors
         score, target = saved[:2]
         recompute = torch.is_grad_enabled()  # create_graph=True: the gradient must be differentiable
@@ -222,7 +273,57 @@ class _SoftMarginLossFunction(torch.autograd.Function):
         upstream = (grad_output / batch.numel() if ctx.reduction == "mean" else grad_output)
         part = grads[0] * upstream
         grad_score = part if grad_score is None else grad_score + part
-        return None, None, None, None, grad_score, None
+        return None, None, None, grad_score, None
+
+
+class _SoftMarginLossTransformedFunction(_SoftMarginLossFunction):
+    """The Function as torch.func transforms it (``grad``, ``vmap``, ``jacrev``, ``jvp``, ``jacfwd``) and
+    forward-mode AD runs it.
+
+    The forward returns the per-element gradients after the loss (outputs that
+    are not differentiable), ``setup_context`` saves them, ``jvp`` contracts them
+    with the inputs' tangents and ``vmap`` runs it all per sample
+    (``generate_vmap_rule``). The plain Function serves everything else: a
+    ``setup_context`` costs ``inspect.signature`` on every call (50 us), and
+    torch.compile traces no Function that has a ``jvp``.
+    """
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(reduction, fused, indexed, score, target):
+        loss, grads = _both(reduction, fused, indexed, score, target)
+        return _distinct((loss, *grads), (score, target))
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        grads = output[1:]
+        ctx.mark_non_differentiable(*grads)
+        ctx.set_materialize_grads(False)
+        _save(ctx, inputs[0], inputs[2], inputs[3:5], inputs[5:], grads)
+        ctx.save_for_forward(*grads)
+
+    @staticmethod
+    def jvp(ctx, *tangents):
+        """Forward mode: the loss's tangent, the saved gradient contracted with the inputs' tangents."""
+        grads = ctx.saved_tensors
+        change = None
+        tangent = tangents[3]
+        if tangent is not None:
+            part = grads[0] * tangent
+            change = part if change is None else change + part
+        return (None if change is None else _reduce(change, ctx.reduction), *(None for _ in grads))
+
+
+def _distinct(outputs, inputs):
+    """``outputs``, each that is an input or an earlier output itself as a view of it: autograd saves no input
+    returned as it is, and a loss that is its own gradient (``exp(x)``) must stay differentiable."""
+    seen = list(inputs)
+    for out in outputs:
+        seen.append(out.view_as(out) if any(out is value for value in seen) else out)
+    return tuple(seen[len(inputs):])
+
+
 
 
 class SoftMarginLoss(torch.nn.Module):
@@ -274,21 +375,35 @@ class SoftMarginLoss(torch.nn.Module):
         self.validate = bool(validate)
 
     def _params(self):
+        """The params as the kernels take them: the buffers under a compiler, else their values as Python floats."""
         return ()
 
     def forward(self, score, target):
         score, target, indexed = _prepare(score, target)
+        device = score.device
+        if torch.is_autocast_enabled(device.type):  # as torch's own losses: float32 under autocast
+            with torch.autocast(device.type, enabled=False):
+                return self._forward(indexed, score, target)
+        return self._forward(indexed, score, target)
+
+    def _forward(self, indexed, score, target):
         if self.validate:
             _validate(score, target, indexed)
-        kernels = _kernels(self.fused, score.device, score.dtype)
+        fused = _fused(self.fused, score.device, score.dtype)
+        if not torch.compiler.is_compiling() and _transformed():  # torch.func or forward-mode AD
+            return _SoftMarginLossTransformedFunction.apply(self.reduction, fused, indexed, score, target, *self._params())[0]
         if torch.is_grad_enabled() and (score.requires_grad):
-            return _SoftMarginLossFunction.apply(self.reduction, self._params(), kernels, indexed, score, target)
-        return _loss(self.reduction, self._params(), kernels, indexed, score, target)
+            return _SoftMarginLossFunction.apply(self.reduction, fused, indexed, score, target, *self._params())
+        return _loss(self.reduction, self._params(), fused, indexed, score, target)
 
     def extra_repr(self):
         return ", ".join([f"reduction={self.reduction!r}"]
                          + (["fused=True"] if self.fused else [])
                          + ([f"validate={self.validate}"] if self.validate else []))
+
+    def __prepare_scriptable__(self):
+        raise RuntimeError(f"torch.jit.script cannot compile {type(self).__name__}: its backward is an autograd.Function, "
+                           "which TorchScript does not support; use torch.compile(fullgraph=True) or torch.export")
 
 
 Loss = SoftMarginLoss
