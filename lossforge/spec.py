@@ -10,6 +10,7 @@ generated code.
 from __future__ import annotations
 
 import hashlib
+import keyword
 import math
 import re
 import sys
@@ -34,6 +35,8 @@ REDUCTIONS = ("mean", "sum", "none")
 
 #: Free-text fields a spec may carry, in the order ``dumps`` writes them.
 TEXT_FIELDS = ("description", "summary", "formula", "reference", "stable_form")
+#: The constructor arguments of a Torch module that are not params (``[torch] args``).
+TORCH_ARGS = ("reduction", "size_average", "reduce")
 
 
 class FrozenMap(Mapping):
@@ -184,6 +187,12 @@ class LossSpec:
     #: text). ``expr`` then equals the weighted sum of the terms.
     terms: Mapping[str, tuple[float, str]] = field(default_factory=dict)
     validate: bool = False
+    #: The generated Torch module's class name (``[torch] class``), and the names its constructor takes
+    #: positionally, in order (``[torch] args``): params, ``reduction`` and torch's deprecated
+    #: ``size_average`` and ``reduce``; the other params are keyword-only. Empty class: the name from
+    #: the spec's name; None: ``(reduction, *params)``.
+    torch_class: str = ""
+    torch_args: tuple[str, ...] | None = None
     #: The parsed expression over lossforge's own symbols (set in __post_init__).
     sympy: sympy.Expr = field(init=False, repr=False)
 
@@ -216,6 +225,30 @@ class LossSpec:
             raise RoleError("no symbol has role 'input': nothing to differentiate", token="input")
         object.__setattr__(self, "sympy", self._parse())
         object.__setattr__(self, "terms", self._check_terms())
+        object.__setattr__(self, "torch_args", self._check_torch())
+
+    def _check_torch(self) -> tuple[str, ...] | None:
+        """Validate ``torch_class`` and ``torch_args``: a public class name, args that name a constructor argument."""
+        if not isinstance(self.torch_class, str) or (self.torch_class and (
+                not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*", self.torch_class) or keyword.iskeyword(self.torch_class))):
+            raise SpecError(f"[torch] class {self.torch_class!r} is not a public Python class name (such as "
+                            "'MSELoss')", token=str(self.torch_class))
+        if self.torch_args is None:
+            return None
+        if isinstance(self.torch_args, str) or not isinstance(self.torch_args, (tuple, list)):
+            raise SpecError("[torch] args must be a list of argument names", token="args")
+        known = (*TORCH_ARGS, *(n for n in self.params if n not in TORCH_ARGS))  # a param named reduction: keyword
+        seen = set()
+        for name in self.torch_args:
+            if name not in known:
+                raise SpecError(f"[torch] args: {name!r} is neither a param of the spec nor one of "
+                                f"{', '.join(TORCH_ARGS)} (known: {', '.join(known)})", token=str(name))
+            if name in seen:
+                raise SpecError(f"[torch] args: {name!r} is listed twice", token=name)
+            seen.add(name)
+        if ("size_average" in seen) != ("reduce" in seen):
+            raise SpecError("[torch] args: torch's deprecated size_average and reduce come together", token="reduce")
+        return tuple(self.torch_args)
 
     # -- construction helpers -------------------------------------------------
 
@@ -350,7 +383,8 @@ class LossSpec:
         new_syms = {mapping.get(n, n): sympy.Symbol(mapping.get(n, n), **v.domain.assumptions())
                     for n, v in self.symbols.items()}
         swapped = self.sympy.xreplace({old_syms[n]: new_syms[mapping.get(n, n)] for n in self.symbols})
-        return replace(self, expr=_expr.to_text(swapped), symbols=symbols)
+        args = None if self.torch_args is None else tuple(mapping.get(n, n) for n in self.torch_args)
+        return replace(self, expr=_expr.to_text(swapped), symbols=symbols, torch_args=args)
 
     # -- value semantics --------------------------------------------------------
 
@@ -366,6 +400,8 @@ class LossSpec:
             self.accept,
             self.terms,
             self.validate,
+            self.torch_class,
+            self.torch_args,
             *(getattr(self, k) for k in TEXT_FIELDS),
         )
 
@@ -385,7 +421,7 @@ class LossSpec:
 # TOML
 # --------------------------------------------------------------------------
 
-_TOP_KEYS = ("name", "expr", "reduction", "validate", *TEXT_FIELDS, "symbols", "accept", "terms")
+_TOP_KEYS = ("name", "expr", "reduction", "validate", *TEXT_FIELDS, "symbols", "accept", "terms", "torch")
 
 
 def _toml_str(text: str) -> str:
@@ -447,6 +483,12 @@ def dumps(spec: LossSpec) -> str:
         lines += ["", "[accept]"]
         for kind, reason in spec.accept.items():
             lines.append(f"{_toml_key(kind)} = {_toml_str(reason)}")
+    if spec.torch_class or spec.torch_args is not None:
+        lines += ["", "[torch]"]
+        if spec.torch_class:
+            lines.append(f"class = {_toml_str(spec.torch_class)}")
+        if spec.torch_args is not None:
+            lines.append(f"args = {_toml_value(list(spec.torch_args))}")
     if spec.terms:
         lines += ["", "[terms]"]
         for term, (weight, text) in spec.terms.items():
@@ -477,6 +519,14 @@ def from_dict(data: Mapping[str, Any], source: str = "<spec>") -> LossSpec:
         if not isinstance(value, Mapping) or set(value) != {"weight", "expr"}:
             raise SpecError(f"{source}: term {term!r} must be {{ weight = ..., expr = ... }}", token=term)
     kwargs = {k: data[k] for k in ("name", "expr", "reduction", "validate", *TEXT_FIELDS) if k in data}
+    torch_table = data.get("torch", {})
+    if not isinstance(torch_table, Mapping) or set(torch_table) - {"class", "args"}:
+        extra = sorted(set(torch_table) - {"class", "args"}) if isinstance(torch_table, Mapping) else ["torch"]
+        raise SpecError(f"{source}: [torch] takes class and args only, got {extra[0]!r}", token=str(extra[0]))
+    if "class" in torch_table:
+        kwargs["torch_class"] = torch_table["class"]
+    if "args" in torch_table:
+        kwargs["torch_args"] = torch_table["args"]
     return LossSpec(symbols={n: _as_var(n, v) for n, v in symbols.items()}, accept=accept, terms=terms, **kwargs)
 
 

@@ -144,7 +144,7 @@ def test_autocast_computes_in_float32_as_torch_losses_do(name):
 
 
 def test_torch_jit_script_says_what_to_use_instead():
-    with pytest.raises(RuntimeError, match=r"torch.jit.script cannot compile MseLoss.*torch.compile"):
+    with pytest.raises(RuntimeError, match=r"torch.jit.script cannot compile MSELoss.*torch.compile"):
         torch.jit.script(_module("mse")())
 
 

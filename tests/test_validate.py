@@ -113,7 +113,7 @@ def test_the_flag_is_keyword_only_shown_in_repr_and_documented():
     with pytest.raises(TypeError):
         module.loss(np.zeros(2), np.zeros(2), "mean", True)  # validate is keyword-only
     with pytest.raises(TypeError):
-        mse("mean", True)
+        mse(None, None, "mean", True)  # MSELoss(size_average, reduce, reduction), then keywords only
 
 
 def test_a_param_is_checked_when_the_module_is_built():

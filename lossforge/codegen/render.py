@@ -68,7 +68,7 @@ RESERVED = frozenset(
         "grads", "reduction", "value", "values", "dtype", "device", "batch", "scale", "params", "upstream",
         "grad_output", "total", "name", "length", "args", "Loss", "PARAMS", "part", "out", "weight", "v",
         "reduce", "l", "I", "O", "kernels", "saved", "recompute", "which", "fn", "term", "exc", "pair",
-        "warnings", "indexed", "validate", "function", "outputs", "tangent", "tangents", "change", "module",
+        "warnings", "indexed", "validate", "size_average", "function", "outputs", "tangent", "tangents", "change", "module",
     }
     | MODULE_ATTRIBUTES
     | set(dir(builtins))
@@ -176,12 +176,25 @@ def _mangle(names: list[str], also: frozenset[str] = frozenset()) -> dict[str, s
 
 
 def class_name(spec: LossSpec) -> str:
-    """``cost_sensitive_bce`` -> ``CostSensitiveBceLoss``."""
+    """The spec's ``[torch] class``, else from its name: ``cost_sensitive_bce`` -> ``CostSensitiveBceLoss``."""
+    if spec.torch_class:
+        return spec.torch_class
     camel = "".join(part[:1].upper() + part[1:] for part in spec.name.split("_") if part)
     return camel if camel.endswith("Loss") else camel + "Loss"
 
 
 # -- expressions --------------------------------------------------------------------
+
+
+def constructor(spec: LossSpec, local: dict[str, str]) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """The Torch constructor's ``(name, default)`` arguments: positional-or-keyword ones in ``[torch] args``
+    order (else ``reduction`` and the params), then the keyword-only params."""
+    own = {"reduction": '"mean"', "size_average": "None", "reduce": "None"}  # a name of TORCH_ARGS is never a param
+    every = [("reduction", own["reduction"])] + [(local[n], repr(spec.symbols[n].default)) for n in spec.params]
+    if spec.torch_args is None:
+        return every, []
+    first = [(n, own[n]) if n in own else (local[n], repr(spec.symbols[n].default)) for n in spec.torch_args]
+    return first, [arg for arg in every if arg not in first]
 
 
 def _term_specs(spec: LossSpec) -> list[tuple[str, str, LossSpec]]:
@@ -462,11 +475,20 @@ def docstring(spec: LossSpec, target: Target, local: dict[str, str]) -> str:
         "element of the batch; ``\"sum\"`` adds them up; ``\"none\"`` returns them unreduced.",
         "",
         "Args:",
-        "    reduction (str, optional): ``\"mean\"`` | ``\"sum\"`` | ``\"none\"``. Default: ``\"mean\"``.",
     ]
+    described = {  # keyed as the constructor names them: a param named reduction is reduction_ there
+        "reduction": "    reduction (str, optional): ``\"mean\"`` | ``\"sum\"`` | ``\"none\"``. Default: ``\"mean\"``.",
+        "size_average": "    size_average (bool, optional): deprecated (see ``reduction``), as in torch. Default: ``None``.",
+        "reduce": "    reduce (bool, optional): deprecated (see ``reduction``), as in torch. Default: ``None``.",
+    }
     for n in spec.params:
         var = spec.symbols[n]
-        parts.append(f"    {local[n]} (float, optional): domain {var.domain.name}. Default: ``{var.default!r}``.")
+        described[local[n]] = f"    {local[n]} (float, optional): domain {var.domain.name}. Default: ``{var.default!r}``."
+    if target.name == "torch":  # the constructor's order
+        positional, keyword_only = constructor(spec, local)
+        parts += [described[n] for n, _ in (*positional, *keyword_only)]
+    else:
+        parts += [described[n] for n in ("reduction", *(local[n] for n in spec.params))]
     if target.name == "torch":
         parts.append("    fused (bool, optional): compute loss and gradient in one compiled kernel (``torch.compile``). "
                      "Default: ``False``.")
@@ -578,6 +600,9 @@ def generate(spec: LossSpec, target: str) -> str:
     if not isinstance(spec, LossSpec):
         raise RenderError(f"generate() needs a LossSpec, got {type(spec).__name__}", token=type(spec).__name__)
     tgt = _target(target)
+    if spec.torch_class in RESERVED:
+        raise RenderError(f"[torch] class {spec.torch_class!r} is a name the generated code uses itself; choose "
+                          f"another (such as {spec.torch_class + 'Loss'!r})", token=spec.torch_class)
     local = _mangle(list(spec.symbols), also=frozenset({class_name(spec)}))
     specs = _term_specs(spec)
     terms = [_build_term(tgt, t, w, s, local) for t, w, s in specs]
@@ -610,6 +635,8 @@ def generate(spec: LossSpec, target: str) -> str:
         "mates": mates,
         "index": index,
         "class_name": class_name(spec),
+        "constructor": constructor(spec, local),
+        "legacy": spec.torch_args is not None and "reduce" in spec.torch_args,
         "helpers": frozenset().union(*(t.helpers for t in terms), *(t.indexed.helpers for t in terms if t.indexed)),
         "grad_names": ", ".join(f"grad_{a.local}" for a in arrays if a.var.role == "input"),
     }

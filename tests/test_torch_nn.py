@@ -1,0 +1,144 @@
+"""Built-ins as drop-in replacements for their ``torch.nn`` counterparts (issue 13, names and signatures).
+
+Each built-in whose spec names a torch class (``[torch] class``) is built
+exactly as torch's module is built: no arguments, every argument positional in
+torch's order, the same as keywords, and torch's deprecated ``size_average`` /
+``reduce`` (with torch's warning). Value and input gradients are compared with
+the torch module in float64 and float32, at ordinary points for every reduction
+and at the row's extreme points. Tolerances are test_library.py's: 1e-7 in
+float64 and 2e-4 in float32 (different but equivalent formulas round differently;
+float32's bound is a few hundred ulps of losses of order 10).
+"""
+
+from __future__ import annotations
+
+import inspect
+import warnings
+
+import pytest
+import torch
+
+import lossforge as lf
+
+from .library_db import ROWS
+
+TOL = {torch.float64: 1e-7, torch.float32: 2e-4}
+DROP_IN = {n: lf.builtin(n).torch_class for n in lf.builtin_names() if lf.builtin(n).torch_class}
+
+
+def _constructions(name):
+    """``(label, args, kwargs)`` ways to build the module, as a torch user would."""
+    spec, row = lf.builtin(name), ROWS[name]
+    params = {n: row.params.get(n, spec.symbols[n].default) for n in spec.params}
+    out = [("defaults", (), {})]
+    for reduction in ("mean", "sum", "none"):
+        values = {**params, "reduction": reduction, "size_average": None, "reduce": None}
+        out.append((f"positional {reduction}", tuple(values[n] for n in spec.torch_args), {}))
+        out.append((f"keywords {reduction}", (), {n: v for n, v in values.items() if n in spec.torch_args}))
+    if "reduce" in spec.torch_args:
+        out += [("size_average=False", (), {"size_average": False}), ("reduce=False", (), {"reduce": False})]
+    return out
+
+
+def _run(module, args, positions):
+    leaves = [a.clone().requires_grad_(i in positions) for i, a in enumerate(args)]
+    value = module(*leaves)
+    upstream = 0.5 + torch.rand(value.shape, generator=torch.Generator().manual_seed(7), dtype=value.dtype)
+    grads = torch.autograd.grad((value * upstream).sum(), [leaves[i] for i in positions])
+    return value.detach(), grads
+
+
+def _both(name, args, kwargs):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ours = lf.compile(lf.builtin(name), "torch")(*args, **kwargs)
+        mine = [str(w.message) for w in caught]
+        caught.clear()
+        theirs = getattr(torch.nn, DROP_IN[name])(*args, **kwargs)
+        assert mine == [str(w.message) for w in caught]  # torch's deprecation warning, word for word
+    return ours, theirs
+
+
+def test_every_torch_class_named_is_torchs():
+    assert set(DROP_IN.values()) == {"MSELoss", "L1Loss", "HuberLoss", "SmoothL1Loss", "SoftMarginLoss",
+                                     "MarginRankingLoss", "HingeEmbeddingLoss", "CosineEmbeddingLoss"}
+    for name, cls in DROP_IN.items():
+        module = lf.compile(lf.builtin(name), "torch")
+        assert module.__name__ == cls
+        ours = list(inspect.signature(module).parameters.values())
+        theirs = [p for p in inspect.signature(getattr(torch.nn, cls)).parameters.values()]
+        # torch's arguments in torch's order, kind and default; then fused and validate, keyword-only
+        assert [(p.name, p.kind, p.default) for p in ours[:len(theirs)]] == [
+            (p.name, p.kind, p.default) for p in theirs]
+        assert [p.name for p in ours[len(theirs):]] == ["fused", "validate"]
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["float64", "float32"])
+@pytest.mark.parametrize("name", sorted(DROP_IN))
+def test_built_as_torch_builds_it_gives_torchs_loss_and_gradients(name, dtype):
+    spec, row = lf.builtin(name), ROWS[name]
+    positions = [spec.arrays.index(n) for n in spec.inputs]
+    points = [("ordinary", row.ordinary(torch.Generator().manual_seed(11), dtype))]
+    points += row.extremes(dtype) if row.compare_extremes else []
+    for label, args, kwargs in _constructions(name):
+        ours, theirs = _both(name, args, kwargs)
+        assert ours.reduction == theirs.reduction, label
+        for point, tensors in points:
+            mine, (value, grads) = _run(ours, tensors, positions), _run(theirs, tensors, positions)
+            where = f"{name} {label} at {point}"
+            assert mine[0].dtype == dtype and mine[0].shape == value.shape, where
+            ok = torch.isfinite(value)  # where torch overflows (soft_margin at 1000) lossforge stays finite
+            assert torch.isfinite(mine[0]).all(), where
+            torch.testing.assert_close(mine[0][ok], value[ok], rtol=TOL[dtype], atol=TOL[dtype],
+                                       msg=lambda m, where=where: f"{where}: {m}")
+            if point != "ordinary" and not row.compare_extreme_grads:
+                continue
+            for got, want in zip(mine[1], grads):
+                ok = torch.isfinite(want)
+                torch.testing.assert_close(got[ok], want[ok], rtol=TOL[dtype], atol=TOL[dtype],
+                                           msg=lambda m, where=where: f"{where}, gradient: {m}")
+
+
+def test_a_user_spec_names_its_class_and_argument_order():
+    spec = lf.loads('''
+name = "scaled_l2"
+expr = "gain * (p - t)**2 + shift"
+[symbols]
+p = { role = "input" }
+t = { role = "target" }
+gain = { role = "param", default = 2.0 }
+shift = { role = "param", default = 0.0 }
+[torch]
+class = "ScaledL2Loss"
+args = ["gain", "reduction"]
+''')
+    assert lf.loads(lf.dumps(spec)) == spec and spec.torch_args == ("gain", "reduction")
+    cls = lf.compile(spec, "torch")
+    assert cls.__name__ == "ScaledL2Loss"
+    assert str(inspect.signature(cls)) == "(gain=2.0, reduction='mean', *, shift=0.0, fused=False, validate=False)"
+    p, t = torch.tensor([1.0, 3.0]), torch.tensor([0.0, 1.0])
+    assert cls(3.0, "sum", shift=1.0)(p, t).item() == 3.0 * (1 + 4) + 2 * 1.0
+    assert "gain (float, optional)" in cls.__doc__.split("reduction (str")[0]  # documented in that order
+    assert spec.rename(gain="scale").torch_args == ("scale", "reduction")  # a renamed param, renamed here too
+
+
+@pytest.mark.parametrize(("table", "message"), [
+    ('class = "1Loss"', r"\[torch\] class '1Loss' is not a public Python class name"),
+    ('class = "_Hidden"', r"not a public Python class name"),
+    ('args = ["gamma"]', r"\[torch\] args: 'gamma' is neither a param of the spec nor one of reduction"),
+    ('args = ["reduction", "reduction"]', r"'reduction' is listed twice"),
+    ('args = ["reduce", "reduction"]', r"size_average and reduce come together"),
+    ('args = "reduction"', r"\[torch\] args must be a list"),
+    ('klass = "X"', r"\[torch\] takes class and args only, got 'klass'"),
+])
+def test_a_bad_torch_table_is_refused_by_name(table, message):
+    text = f'name = "l"\nexpr = "(p - t)**2"\n[symbols]\np = {{ role = "input" }}\nt = {{ role = "target" }}\n[torch]\n{table}\n'
+    with pytest.raises(lf.SpecError, match=message):
+        lf.loads(text)
+
+
+def test_a_class_named_like_the_generated_codes_own_names_is_refused():
+    spec = lf.LossSpec(name="l", expr="(p - t)**2", symbols={"p": lf.Var("input"), "t": lf.Var("target")},
+                       torch_class="torch")
+    with pytest.raises(lf.RenderError, match=r"\[torch\] class 'torch' is a name the generated code uses itself"):
+        lf.generate(spec, "torch")
