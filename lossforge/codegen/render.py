@@ -183,9 +183,6 @@ def class_name(spec: LossSpec) -> str:
     return camel if camel.endswith("Loss") else camel + "Loss"
 
 
-# -- expressions --------------------------------------------------------------------
-
-
 def constructor(spec: LossSpec, local: dict[str, str]) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
     """The Torch constructor's ``(name, default)`` arguments: positional-or-keyword ones in ``[torch] args``
     order (else ``reduction`` and the params), then the keyword-only params."""
@@ -195,6 +192,9 @@ def constructor(spec: LossSpec, local: dict[str, str]) -> tuple[list[tuple[str, 
         return every, []
     first = [(n, own[n]) if n in own else (local[n], repr(spec.symbols[n].default)) for n in spec.torch_args]
     return first, [arg for arg in every if arg not in first]
+
+
+# -- expressions --------------------------------------------------------------------
 
 
 def _term_specs(spec: LossSpec) -> list[tuple[str, str, LossSpec]]:

@@ -237,6 +237,7 @@ def _both(reduction, fused, indexed, score, target, margin):
 
 
 def _save(ctx, reduction, indexed, arrays, params, grads):
+    """What backward needs: the arguments and the per-element gradients (params as given, floats or buffers)."""
     ctx.reduction, ctx.indexed, ctx.params = reduction, indexed, params
     ctx.save_for_backward(*arrays, *grads)
 
