@@ -50,8 +50,9 @@ class Derivation:
     """A spec's loss and its gradients, as SymPy expressions.
 
     ``loss`` is the per-sample loss; ``gradients`` maps each input name to the
-    derivative of the per-sample loss with respect to one element of it
-    (reduction scaling is the generated code's job).
+    derivative of the per-sample loss with respect to one element of it, and each
+    learnable param to the per-sample derivative (reduction scaling is the
+    generated code's job).
     """
 
     spec: LossSpec
@@ -243,7 +244,7 @@ def derive(spec: LossSpec) -> Derivation:
     """
     table = spec.sympy_symbols
     vectors = {table[n] for n, v in spec.symbols.items() if v.axis is not None}
-    inputs = {n: table[n] for n in spec.inputs}
+    inputs = {n: table[n] for n in spec.differentiated}
     with budget.deadline("derive"):
         budget.check("derive", spec.sympy)
         grads = gradients(spec.sympy, inputs, vectors)

@@ -89,12 +89,15 @@ class Var:
     (a scalar hyper-parameter with a ``default``). ``domain`` is a catalogue
     name (``"positive"``, ``"probability"`` ...), ``"[lo, hi]"`` or a pair.
     ``axis`` names the axis of a vector symbol (the last dimension of its array).
+    A ``learnable`` param is trained with the model: the generated Torch module
+    holds it as an ``nn.Parameter`` and derives its gradient (reduced over the batch).
     """
 
     role: str
     default: float | None = None
     domain: Domain | str = "real"
     axis: str | None = None
+    learnable: bool = False
 
     def __post_init__(self) -> None:
         if self.role not in ROLES:
@@ -108,6 +111,11 @@ class Var:
                 raise RoleError(f"a param cannot have an axis (axis {self.axis!r})", token=self.axis)
         elif dom.vector:
             raise DomainError(f"domain {dom.name!r} needs an axis: declare axis = \"NAME\"", token=dom.name)
+        if not isinstance(self.learnable, bool):
+            raise SpecError(f"learnable must be true or false, got {self.learnable!r}", token="learnable")
+        if self.learnable and self.role != "param":
+            raise RoleError(f"only a param can be learnable, not an {self.role} (an input is always differentiated)",
+                            token="learnable")
         if self.role == "param":
             if self.default is None:
                 raise SpecError("a param needs a default value", token="default")
@@ -128,6 +136,8 @@ class Var:
             parts.append(f"domain = {_toml_value(self.domain.spec_text())}")
         if self.axis is not None:
             parts.append(f"axis = {_toml_value(self.axis)}")
+        if self.learnable:
+            parts.append("learnable = true")
         return "{ " + ", ".join(parts) + " }"
 
 
@@ -335,6 +345,16 @@ class LossSpec:
         return self._role("param")
 
     @property
+    def learnable(self) -> tuple[str, ...]:
+        """The learnable params, in declaration order."""
+        return tuple(n for n, v in self.symbols.items() if v.learnable)
+
+    @property
+    def differentiated(self) -> tuple[str, ...]:
+        """What the loss is differentiated in: the inputs, then the learnable params."""
+        return (*self.inputs, *self.learnable)
+
+    @property
     def arrays(self) -> tuple[str, ...]:
         """The positional arguments of generated code: inputs and targets in declaration order."""
         return tuple(n for n, v in self.symbols.items() if v.role != "param")
@@ -351,10 +371,11 @@ class LossSpec:
     # -- derived values -------------------------------------------------------
 
     def gradient(self, wrt: str | Iterable[str] | None = None) -> dict[str, sympy.Expr]:
-        """The symbolic gradient: ``{input name: d loss / d input}`` (per element).
+        """The symbolic gradient: ``{input name: d loss / d input}`` (per element), and for a learnable param
+        the per-sample derivative.
 
-        ``wrt`` limits it to some inputs; naming a target, a param or an
-        unknown symbol raises :class:`RoleError` naming it.
+        ``wrt`` limits it to some of them; naming a target, a param that is not
+        learnable or an unknown symbol raises :class:`RoleError` naming it.
         """
         from .derive import derive  # a later stage, used on request only
 
@@ -363,8 +384,9 @@ class LossSpec:
             if name not in self.symbols:
                 raise RoleError(f"no symbol {name!r} in spec {self.name!r}", token=name)
             role = self.symbols[name].role
-            if role != "input":
-                raise RoleError(f"{name!r} is a {role}, not an input: it has no gradient", token=name)
+            if name not in self.differentiated:
+                raise RoleError(f"{name!r} is a {role}, not an input{' (declare learnable = true)' if role == 'param' else ''}: "
+                                "it has no gradient", token=name)
         grads = derive(self).gradients
         return {n: g for n, g in grads.items() if names is None or n in names}
 

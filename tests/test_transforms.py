@@ -285,3 +285,88 @@ def test_ddp_with_gloo_in_two_processes_gives_the_gradients_of_one_process(tmp_p
     assert len(ddp) == len(single) == 2
     for a, b in zip(ddp, single):  # float32: the mean of two half-batch means against one whole-batch mean
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+# -- learnable params ---------------------------------------------------------------------------
+
+_EXAMPLES = __import__("pathlib").Path(__file__).resolve().parent.parent / "examples"
+
+
+def _kendall_reference(pred, target, score, sign, s_reg, s_cls, reduction):
+    per_sample = (torch.exp(-s_reg) * (pred - target) ** 2 + s_reg
+                  + torch.exp(-s_cls) * torch.nn.functional.softplus(-sign * score) + s_cls)
+    return per_sample.mean() if reduction == "mean" else per_sample.sum() if reduction == "sum" else per_sample
+
+
+def _kendall_data(dtype=torch.float64):
+    g = torch.Generator().manual_seed(0)
+    pred, target, score = (torch.randn(6, 2, generator=g, dtype=dtype) * 2 for _ in range(3))
+    return pred, target, score, torch.sign(torch.randn(6, 2, generator=g)).to(dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["float64", "float32"])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_learnable_params_get_their_derived_gradient_reduced_over_the_batch(reduction, dtype):
+    spec = lf.load(_EXAMPLES / "uncertainty_weighting.toml")
+    loss = lf.compile(spec, "torch")(reduction=reduction, s_reg=0.3, s_cls=-0.2).to(dtype)
+    assert [n for n, _ in loss.named_parameters()] == ["s_reg", "s_cls"] and list(loss.state_dict()) == ["s_reg", "s_cls"]
+    pred, target, score, sign = _kendall_data(dtype)
+    leaves = [pred.clone().requires_grad_(), score.clone().requires_grad_()]
+    value = loss(leaves[0], target, leaves[1], sign)
+    upstream = 0.5 + torch.rand(value.shape, generator=torch.Generator().manual_seed(1), dtype=dtype)
+    got = torch.autograd.grad((value * upstream).sum(), [*leaves, loss.s_reg, loss.s_cls])
+    ref_leaves = [pred.clone().requires_grad_(), score.clone().requires_grad_()]
+    s = [torch.tensor(0.3, dtype=dtype, requires_grad=True), torch.tensor(-0.2, dtype=dtype, requires_grad=True)]
+    ref = _kendall_reference(ref_leaves[0], target, ref_leaves[1], sign, *s, reduction)
+    want = torch.autograd.grad((ref * upstream).sum(), [*ref_leaves, *s])
+    tol = 1e-12 if dtype == torch.float64 else 1e-5
+    _close(value.detach(), ref.detach(), rtol=tol)
+    for a, b in zip(got, want):
+        assert a.dtype == dtype and a.shape == b.shape
+        _close(a, b, rtol=tol)
+
+
+def test_a_learnable_param_trains_and_works_under_torch_func_and_compile():
+    spec = lf.load(_EXAMPLES / "uncertainty_weighting.toml")
+    cls = lf.compile(spec, "torch")
+    data = _kendall_data()
+    loss = cls()
+    optimizer = torch.optim.SGD(loss.parameters(), lr=0.5)
+    values = []
+    for _ in range(3):
+        optimizer.zero_grad()
+        value = loss(*data)
+        value.backward()
+        optimizer.step()
+        values.append(float(value))
+    assert values[0] > values[1] > values[2]  # gradient steps on s lower the loss
+    # the value follows the updated parameter (no stale copy of it)
+    _close(loss(*data), _kendall_reference(*data, loss.s_reg.detach(), loss.s_cls.detach(), "mean"))
+
+    loss = cls(s_reg=0.3, s_cls=-0.2)
+    loss(*data).backward()
+    eager = (loss.s_reg.grad.clone(), loss.s_cls.grad.clone())
+    found = torch.func.grad(lambda ps: torch.func.functional_call(loss, ps, data))(dict(loss.named_parameters()))
+    _close(found["s_reg"], eager[0])
+    _close(found["s_cls"], eager[1])
+    loss.zero_grad()
+    torch.compile(loss, fullgraph=True, backend="aot_eager")(*data).backward()
+    _close(loss.s_reg.grad, eager[0])
+    shared = torch.nn.Parameter(torch.tensor(0.5, dtype=torch.float64))
+    assert cls(s_reg=shared).s_reg is shared  # a Parameter passed in is the one trained
+
+
+def test_learnable_is_declared_on_params_only_and_named_in_gradient():
+    with pytest.raises(lf.RoleError, match=r"only a param can be learnable, not an input"):
+        lf.Var("input", learnable=True)
+    spec = lf.load(_EXAMPLES / "uncertainty_weighting.toml")
+    assert set(spec.gradient()) == {"pred", "score", "s_reg", "s_cls"}
+    bce = lf.builtin("bce")
+    with pytest.raises(lf.RoleError, match=r"'eps' is a param, not an input \(declare learnable = true\)"):
+        bce.gradient("eps")
+    # NumPy takes a learnable param as a number and returns the inputs' gradients
+    module = lf.compile(spec, "numpy")
+    value, grads = module.loss_and_grad(*(a.numpy() for a in _kendall_data()), s_reg=0.3, s_cls=-0.2)
+    assert len(grads) == 2
+    s = torch.tensor(0.3, dtype=torch.float64), torch.tensor(-0.2, dtype=torch.float64)
+    _close(torch.tensor(value, dtype=torch.float64), _kendall_reference(*_kendall_data(), *s, "mean"))

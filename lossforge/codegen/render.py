@@ -135,6 +135,8 @@ class Term:
     args: tuple[Arg, ...]
     params: tuple[Arg, ...]
     inputs: tuple[Arg, ...]
+    #: The learnable params (Torch: their gradients follow the inputs' in ``both_grads``).
+    learned: tuple[Arg, ...]
     has_axes: bool
     batch: str
     #: The array whose dtype, device and batch shape the term's functions take (never class indices).
@@ -227,7 +229,8 @@ def _printer(target: Target, args: list[Arg], indices: str | None = None):
 
 
 @lru_cache(maxsize=256)
-def _shared(spec: LossSpec, local: tuple[tuple[str, str], ...], index: tuple[str, str] | None = None):
+def _shared(spec: LossSpec, local: tuple[tuple[str, str], ...], index: tuple[str, str] | None = None,
+            learned: bool = False):
     """One ``sympy.cse`` over the loss and every gradient (under the render budget), for every target.
 
     Returns ``(replacements, (loss, *grads))``: the temporaries in order, then
@@ -235,7 +238,7 @@ def _shared(spec: LossSpec, local: tuple[tuple[str, str], ...], index: tuple[str
     the value-only function keeps just the ones its value needs (:func:`_needed`).
     None where ``index`` asks for a class-index form the loss does not have.
     """
-    exprs = _prepared(spec, local, index)
+    exprs = _prepared(spec, local, index, learned)
     if exprs is None:
         return None
     budget.check("render", *exprs)  # before cse: a RenderError naming the stage and the limit
@@ -292,7 +295,8 @@ def _code(printer, replacements, exprs) -> tuple[tuple[str, ...], tuple[str, ...
         printer.array_names = base
 
 
-def _prepared(spec: LossSpec, local: tuple[tuple[str, str], ...], index: tuple[str, str] | None = None):
+def _prepared(spec: LossSpec, local: tuple[tuple[str, str], ...], index: tuple[str, str] | None = None,
+              learned: bool = False):
     """The loss and each input's gradient as the printers take them, the same for every target.
 
     Symbols renamed to their locals, constant calls as floats, the cheaper forms
@@ -327,7 +331,8 @@ def _prepared(spec: LossSpec, local: tuple[tuple[str, str], ...], index: tuple[s
         return rename.get(table[name], table[name])
 
     lower = {symbol(n): sympy.Float(v.domain.lo) for n, v in spec.symbols.items() if math.isfinite(v.domain.lo)}
-    exprs = prepared((derivation.loss, *(derivation.gradients[n] for n in spec.inputs)))
+    wrt = spec.differentiated if learned else spec.inputs  # the learnable params' gradients: Torch only
+    exprs = prepared((derivation.loss, *(derivation.gradients[n] for n in wrt)))
     if index is not None:
         exprs = indexed(exprs, symbol(index[0]), symbol(index[1]), frozenset(vector_syms))
         if exprs is None:
@@ -346,7 +351,7 @@ def _build_term(target: Target, term: str, weight: str, spec: LossSpec, local: d
     inputs = [a for a in args if a.var.role == "input"]
     printer = _printer(target, args, indices=local[index[0]] if index else None)
     try:
-        shared = _shared(spec, tuple(local.items()), index)
+        shared = _shared(spec, tuple(local.items()), index, learned=target.name == "torch" and bool(spec.learnable))
         if shared is None:
             return None
         replacements, (loss, *grads) = shared
@@ -368,6 +373,7 @@ def _build_term(target: Target, term: str, weight: str, spec: LossSpec, local: d
         args=tuple(arrays),
         params=tuple(params),
         inputs=tuple(inputs),
+        learned=tuple(a for a in params if a.var.learnable) if target.name == "torch" else (),
         has_axes=has_axes,
         batch=batch,
         first=first.local,
@@ -583,8 +589,8 @@ def environment() -> jinja2.Environment:
     # The only ways text reaches the source: each filter is lossforge.text.inert for one place.
     env.filters["comment"] = lambda text: inert(text, "comment")
     env.filters["literal"] = lambda text: inert(text, "string")
-    # What a Function's backward returns for an array: its gradient's local, or None for data.
-    env.filters["gradient_of"] = lambda arg: f"grad_{arg.local}" if arg.var.role == "input" else "None"
+    # What a Function's backward returns for an argument: its gradient's local, or None for data and fixed params.
+    env.filters["gradient_of"] = lambda arg: f"grad_{arg.local}" if arg.var.role == "input" or arg.var.learnable else "None"
     return env
 
 
@@ -629,6 +635,7 @@ def generate(spec: LossSpec, target: str) -> str:
         "arrays": arrays,
         "inputs": [a for a in arrays if a.var.role == "input"],
         "params": [Arg(n, local[n], spec.symbols[n]) for n in spec.params],
+        "learned": [Arg(n, local[n], spec.symbols[n]) for n in spec.learnable] if tgt.name == "torch" else [],
         "terms": terms,
         "combined": bool(spec.terms),
         "validate": spec.validate,

@@ -402,12 +402,12 @@ class BceLoss(torch.nn.Module):
         self.register_load_state_dict_post_hook(_recheck)
 
     def _params(self):
-        """The params as the kernels take them: the buffers under a compiler, else their values as Python floats."""
-        buffers = (self.eps,)
+        """The params as the kernels take them: the buffers under a compiler, else their values as Python floats;
+        a learnable param as its ``nn.Parameter``."""
         if torch.compiler.is_compiling():
-            return buffers
+            return (self.eps,)
         seen = self.__dict__.get("_values")
-        values = _floats(buffers, seen)
+        values = _floats((self.eps,), seen)
         if values is not seen:
             self.__dict__["_values"] = values  # a plain attribute, not module state
         return values[2]
@@ -431,7 +431,7 @@ class BceLoss(torch.nn.Module):
         return _loss(self.reduction, self._params(), fused, indexed, p, target)
 
     def extra_repr(self):
-        return ", ".join([f"reduction={self.reduction!r}", f"eps={float(self.eps)!r}"]
+        return ", ".join([f"reduction={self.reduction!r}", f"eps={float(self.eps.detach())!r}"]
                          + (["fused=True"] if self.fused else [])
                          + ([f"validate={self.validate}"] if not self.validate else []))
 

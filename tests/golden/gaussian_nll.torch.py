@@ -414,12 +414,12 @@ class GaussianNllLoss(torch.nn.Module):
         self.register_load_state_dict_post_hook(_recheck)
 
     def _params(self):
-        """The params as the kernels take them: the buffers under a compiler, else their values as Python floats."""
-        buffers = (self.eps,)
+        """The params as the kernels take them: the buffers under a compiler, else their values as Python floats;
+        a learnable param as its ``nn.Parameter``."""
         if torch.compiler.is_compiling():
-            return buffers
+            return (self.eps,)
         seen = self.__dict__.get("_values")
-        values = _floats(buffers, seen)
+        values = _floats((self.eps,), seen)
         if values is not seen:
             self.__dict__["_values"] = values  # a plain attribute, not module state
         return values[2]
@@ -443,7 +443,7 @@ class GaussianNllLoss(torch.nn.Module):
         return _loss(self.reduction, self._params(), fused, indexed, mean, target, var)
 
     def extra_repr(self):
-        return ", ".join([f"reduction={self.reduction!r}", f"eps={float(self.eps)!r}"]
+        return ", ".join([f"reduction={self.reduction!r}", f"eps={float(self.eps.detach())!r}"]
                          + (["fused=True"] if self.fused else [])
                          + ([f"validate={self.validate}"] if self.validate else []))
 

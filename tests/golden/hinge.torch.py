@@ -397,12 +397,12 @@ class HingeLoss(torch.nn.Module):
         self.register_load_state_dict_post_hook(_recheck)
 
     def _params(self):
-        """The params as the kernels take them: the buffers under a compiler, else their values as Python floats."""
-        buffers = (self.margin,)
+        """The params as the kernels take them: the buffers under a compiler, else their values as Python floats;
+        a learnable param as its ``nn.Parameter``."""
         if torch.compiler.is_compiling():
-            return buffers
+            return (self.margin,)
         seen = self.__dict__.get("_values")
-        values = _floats(buffers, seen)
+        values = _floats((self.margin,), seen)
         if values is not seen:
             self.__dict__["_values"] = values  # a plain attribute, not module state
         return values[2]
@@ -426,7 +426,7 @@ class HingeLoss(torch.nn.Module):
         return _loss(self.reduction, self._params(), fused, indexed, score, target)
 
     def extra_repr(self):
-        return ", ".join([f"reduction={self.reduction!r}", f"margin={float(self.margin)!r}"]
+        return ", ".join([f"reduction={self.reduction!r}", f"margin={float(self.margin.detach())!r}"]
                          + (["fused=True"] if self.fused else [])
                          + ([f"validate={self.validate}"] if self.validate else []))
 

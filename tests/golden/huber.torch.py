@@ -400,12 +400,12 @@ class HuberLoss(torch.nn.Module):
         self.register_load_state_dict_post_hook(_recheck)
 
     def _params(self):
-        """The params as the kernels take them: the buffers under a compiler, else their values as Python floats."""
-        buffers = (self.delta,)
+        """The params as the kernels take them: the buffers under a compiler, else their values as Python floats;
+        a learnable param as its ``nn.Parameter``."""
         if torch.compiler.is_compiling():
-            return buffers
+            return (self.delta,)
         seen = self.__dict__.get("_values")
-        values = _floats(buffers, seen)
+        values = _floats((self.delta,), seen)
         if values is not seen:
             self.__dict__["_values"] = values  # a plain attribute, not module state
         return values[2]
@@ -429,7 +429,7 @@ class HuberLoss(torch.nn.Module):
         return _loss(self.reduction, self._params(), fused, indexed, pred, target)
 
     def extra_repr(self):
-        return ", ".join([f"reduction={self.reduction!r}", f"delta={float(self.delta)!r}"]
+        return ", ".join([f"reduction={self.reduction!r}", f"delta={float(self.delta.detach())!r}"]
                          + (["fused=True"] if self.fused else [])
                          + ([f"validate={self.validate}"] if self.validate else []))
 

@@ -375,7 +375,8 @@ class WassersteinLoss(torch.nn.Module):
         self.validate = bool(validate)
 
     def _params(self):
-        """The params as the kernels take them: the buffers under a compiler, else their values as Python floats."""
+        """The params as the kernels take them: the buffers under a compiler, else their values as Python floats;
+        a learnable param as its ``nn.Parameter``."""
         return ()
 
     def forward(self, score, target):
