@@ -375,10 +375,12 @@ ROWS: dict[str, Row] = {
         ),
         Row(
             "gaussian_nll",
-            lambda m, t, v, reduction, eps=1e-6: F.gaussian_nll_loss(m, t, v, eps=eps, reduction=reduction),
+            lambda m, t, v, reduction, eps=1e-6, full=0.0: F.gaussian_nll_loss(m, t, v, full=bool(full), eps=eps,
+                                                                               reduction=reduction),
             gaussian_args,
             gaussian_extremes,
             compare_extreme_grads=False,
+            params={"full": 1.0},
             note="PyTorch's clamp of var runs under no_grad (gradient passes below eps); lossforge's gradient there is 0",
         ),
         Row("dice", dice_reference, dice_args, dice_extremes, params={"smooth": 0.5}),

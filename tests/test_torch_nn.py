@@ -33,8 +33,10 @@ def _constructions(name):
     out = [("defaults", (), {})]
     for reduction in ("mean", "sum", "none"):
         values = {**params, "reduction": reduction, "size_average": None, "reduce": None}
-        out.append((f"positional {reduction}", tuple(values[n] for n in spec.torch_args), {}))
-        out.append((f"keywords {reduction}", (), {n: v for n, v in values.items() if n in spec.torch_args}))
+        named = {n: values[n] for n in (*spec.params, "reduction")}  # every argument torch takes by keyword
+        out.append((f"positional {reduction}", tuple(values[n] for n in spec.torch_args),
+                    {n: v for n, v in named.items() if n not in spec.torch_args}))
+        out.append((f"keywords {reduction}", (), named))
     if "reduce" in spec.torch_args:
         out += [("size_average=False", (), {"size_average": False}), ("reduce=False", (), {"reduce": False})]
     return out
@@ -61,7 +63,8 @@ def _both(name, args, kwargs):
 
 def test_every_torch_class_named_is_torchs():
     assert set(DROP_IN.values()) == {"MSELoss", "L1Loss", "HuberLoss", "SmoothL1Loss", "SoftMarginLoss",
-                                     "MarginRankingLoss", "HingeEmbeddingLoss", "CosineEmbeddingLoss"}
+                                     "MarginRankingLoss", "HingeEmbeddingLoss", "CosineEmbeddingLoss",
+                                     "GaussianNLLLoss"}
     for name, cls in DROP_IN.items():
         module = lf.compile(lf.builtin(name), "torch")
         assert module.__name__ == cls

@@ -187,13 +187,14 @@ def class_name(spec: LossSpec) -> str:
 
 def constructor(spec: LossSpec, local: dict[str, str]) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
     """The Torch constructor's ``(name, default)`` arguments: positional-or-keyword ones in ``[torch] args``
-    order (else ``reduction`` and the params), then the keyword-only params."""
+    order (else ``reduction`` and the params), then the keyword-only ones: the other params in declaration
+    order, then ``reduction`` (torch's ``GaussianNLLLoss(*, full, eps, reduction)``)."""
     own = {"reduction": '"mean"', "size_average": "None", "reduce": "None"}  # a name of TORCH_ARGS is never a param
-    every = [("reduction", own["reduction"])] + [(local[n], repr(spec.symbols[n].default)) for n in spec.params]
+    params = [(local[n], repr(spec.symbols[n].default)) for n in spec.params]
     if spec.torch_args is None:
-        return every, []
+        return [("reduction", own["reduction"]), *params], []
     first = [(n, own[n]) if n in own else (local[n], repr(spec.symbols[n].default)) for n in spec.torch_args]
-    return first, [arg for arg in every if arg not in first]
+    return first, [arg for arg in (*params, ("reduction", own["reduction"])) if arg not in first]
 
 
 # -- expressions --------------------------------------------------------------------
