@@ -370,3 +370,18 @@ def test_learnable_is_declared_on_params_only_and_named_in_gradient():
     assert len(grads) == 2
     s = torch.tensor(0.3, dtype=torch.float64), torch.tensor(-0.2, dtype=torch.float64)
     _close(torch.tensor(value, dtype=torch.float64), _kendall_reference(*_kendall_data(), *s, "mean"))
+
+
+def test_a_combined_loss_trains_the_learnable_params_of_its_terms():
+    spec = lf.combine({"tasks": (lf.load(_EXAMPLES / "uncertainty_weighting.toml"), 0.5), "l2": (lf.builtin("mse"), 2.0)})
+    loss = lf.compile(spec, "torch")(s_reg=0.25)
+    pred, target, score, sign = _kendall_data()
+    leaf = pred.clone().requires_grad_()
+    loss(leaf, target, score, sign).backward()
+    s = [torch.tensor(0.25, dtype=torch.float64, requires_grad=True), torch.zeros((), dtype=torch.float64, requires_grad=True)]
+    ref_leaf = pred.clone().requires_grad_()
+    ref = 0.5 * _kendall_reference(ref_leaf, target, score, sign, *s, "mean") + 2.0 * ((ref_leaf - target) ** 2).mean()
+    ref.backward()
+    _close(leaf.grad, ref_leaf.grad)
+    _close(loss.s_reg.grad, s[0].grad)
+    _close(loss.s_cls.grad, s[1].grad)
