@@ -68,7 +68,7 @@ RESERVED = frozenset(
         "grads", "reduction", "value", "values", "dtype", "device", "batch", "scale", "params", "upstream",
         "grad_output", "total", "name", "length", "args", "Loss", "PARAMS", "part", "out", "weight", "v",
         "reduce", "l", "I", "O", "kernels", "saved", "recompute", "which", "fn", "term", "exc", "pair",
-        "warnings", "indexed", "validate", "size_average", "function", "outputs", "tangent", "tangents", "change", "module",
+        "warnings", "indexed", "validate", "size_average", "function", "outputs", "transformed", "tangent", "tangents", "change", "module",
     }
     | MODULE_ATTRIBUTES
     | set(dir(builtins))

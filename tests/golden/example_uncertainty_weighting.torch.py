@@ -71,7 +71,10 @@ def _transformed():
 
 
 def _plain(value):
-    """``value`` without torch.func's wrappers, for a check that only reads its values (all samples of a vmap)."""
+    """``value`` without torch.func's wrappers, for a check that only reads its values (all samples of a vmap);
+    under a compiler, ``value`` itself (the compiler traces no unwrapping)."""
+    if torch.compiler.is_compiling():
+        return value
     while torch._C._functorch.is_functorch_wrapped_tensor(value):
         value = torch._C._functorch.get_unwrapped(value)
     return value
@@ -91,8 +94,7 @@ def _check_domain(name, value, domain):
     (no host sync, as torch's own losses check there).
     """
     _, lo, hi, lo_open, hi_open, members, sums_to_one = domain
-    if not torch.compiler.is_compiling():
-        value = _plain(value)
+    value = _plain(value)
     if members is None and not sums_to_one and value.numel():
         low, high = torch.aminmax(value)  # one pass and no batch-sized temporaries; a NaN makes both NaN
         ok = (low > lo if lo_open else low >= lo) & (high < hi if hi_open else high <= hi)
@@ -204,10 +206,9 @@ def _fused(fused, device, dtype):
     Compiled functions are made once per term (inductor: C++ on CPU, Triton on CUDA;
     dynamic batch sizes; inductor caches the compiled code on disk) and compiled again
     per dtype and device by torch's guards. Where compiling fails for a device and
-    dtype, that pair runs eagerly, with one warning. Under torch.func the eager
-    functions run (the transforms apply to them).
+    dtype, that pair runs eagerly, with one warning.
     """
-    if not fused or (device.type, dtype) in _FUSED_FAILED or (not torch.compiler.is_compiling() and _transformed()):
+    if not fused or (device.type, dtype) in _FUSED_FAILED:
         return False
     if not _FUSED:
         for name, (value, both) in _EAGER.items():
@@ -260,7 +261,8 @@ def _both(reduction, fused, indexed, pred, target, score, sign, s_reg, s_cls):
 
 
 def _save(ctx, reduction, indexed, arrays, params, grads):
-    """What backward needs: the arguments and the per-element gradients (params as given, floats or buffers)."""
+    """What backward needs: the arguments and the per-element gradients (params as given: floats, buffers or
+    Parameters)."""
     ctx.reduction, ctx.indexed, ctx.params = reduction, indexed, params
     ctx.save_for_backward(*arrays, *grads)
 
@@ -448,8 +450,10 @@ class UncertaintyWeightingLoss(torch.nn.Module):
     def _forward(self, indexed, pred, target, score, sign):
         if self.validate:
             _validate(pred, target, score, sign, indexed)
-        fused = _fused(self.fused, pred.device, pred.dtype)
-        if not torch.compiler.is_compiling() and _transformed():  # torch.func or forward-mode AD
+        transformed = not torch.compiler.is_compiling() and _transformed()  # torch.func or forward-mode AD
+        # under torch.func the eager functions run: the transforms apply to them
+        fused = not transformed and _fused(self.fused, pred.device, pred.dtype)
+        if transformed:
             return _UncertaintyWeightingLossTransformedFunction.apply(self.reduction, fused, indexed, pred, target, score, sign, *self._params())[0]
         if torch.is_grad_enabled() and (pred.requires_grad or score.requires_grad or self.s_reg.requires_grad or self.s_cls.requires_grad):
             return _UncertaintyWeightingLossFunction.apply(self.reduction, fused, indexed, pred, target, score, sign, *self._params())

@@ -70,7 +70,10 @@ def _transformed():
 
 
 def _plain(value):
-    """``value`` without torch.func's wrappers, for a check that only reads its values (all samples of a vmap)."""
+    """``value`` without torch.func's wrappers, for a check that only reads its values (all samples of a vmap);
+    under a compiler, ``value`` itself (the compiler traces no unwrapping)."""
+    if torch.compiler.is_compiling():
+        return value
     while torch._C._functorch.is_functorch_wrapped_tensor(value):
         value = torch._C._functorch.get_unwrapped(value)
     return value
@@ -90,8 +93,7 @@ def _check_domain(name, value, domain):
     (no host sync, as torch's own losses check there).
     """
     _, lo, hi, lo_open, hi_open, members, sums_to_one = domain
-    if not torch.compiler.is_compiling():
-        value = _plain(value)
+    value = _plain(value)
     if members is None and not sums_to_one and value.numel():
         low, high = torch.aminmax(value)  # one pass and no batch-sized temporaries; a NaN makes both NaN
         ok = (low > lo if lo_open else low >= lo) & (high < hi if hi_open else high <= hi)
@@ -122,10 +124,10 @@ def _indices(name, value, length):
     value = value.long()
     if not value.numel():
         return value
+    low, high = torch.aminmax(_plain(value))  # one pass, every sample of a vmap
     if not _synced(value):
-        torch._assert_async((value.min() >= 0) & (value.max() < length), f"{name}: class index out of range")
+        torch._assert_async((low >= 0) & (high < length), f"{name}: class index out of range")
         return value
-    low, high = torch.aminmax(_plain(value))
     if int(low) < 0 or int(high) >= length:
         raise ValueError(f"{name}: class index out of range [0, {length}), got {int(low) if low < 0 else int(high)}")
     return value
@@ -224,10 +226,9 @@ def _fused(fused, device, dtype):
     Compiled functions are made once per term (inductor: C++ on CPU, Triton on CUDA;
     dynamic batch sizes; inductor caches the compiled code on disk) and compiled again
     per dtype and device by torch's guards. Where compiling fails for a device and
-    dtype, that pair runs eagerly, with one warning. Under torch.func the eager
-    functions run (the transforms apply to them).
+    dtype, that pair runs eagerly, with one warning.
     """
-    if not fused or (device.type, dtype) in _FUSED_FAILED or (not torch.compiler.is_compiling() and _transformed()):
+    if not fused or (device.type, dtype) in _FUSED_FAILED:
         return False
     if not _FUSED:
         for name, (value, both) in _EAGER.items():
@@ -279,7 +280,8 @@ def _both(reduction, fused, indexed, logp, target):
 
 
 def _save(ctx, reduction, indexed, arrays, params, grads):
-    """What backward needs: the arguments and the per-element gradients (params as given, floats or buffers)."""
+    """What backward needs: the arguments and the per-element gradients (params as given: floats, buffers or
+    Parameters)."""
     ctx.reduction, ctx.indexed, ctx.params = reduction, indexed, params
     ctx.save_for_backward(*arrays, *grads)
 
@@ -430,8 +432,10 @@ class NllLoss(torch.nn.Module):
     def _forward(self, indexed, logp, target):
         if self.validate:
             _validate(logp, target, indexed)
-        fused = _fused(self.fused, logp.device, logp.dtype)
-        if not torch.compiler.is_compiling() and _transformed():  # torch.func or forward-mode AD
+        transformed = not torch.compiler.is_compiling() and _transformed()  # torch.func or forward-mode AD
+        # under torch.func the eager functions run: the transforms apply to them
+        fused = not transformed and _fused(self.fused, logp.device, logp.dtype)
+        if transformed:
             return _NllLossTransformedFunction.apply(self.reduction, fused, indexed, logp, target, *self._params())[0]
         if torch.is_grad_enabled() and (logp.requires_grad):
             return _NllLossFunction.apply(self.reduction, fused, indexed, logp, target, *self._params())
