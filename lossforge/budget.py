@@ -13,10 +13,12 @@ builds or walks expressions (``derive``, ``stabilize``, ``check``,
   hazard rules' walk, the printers without CSE, ``lambdify``); it is counted
   here with one memo entry per distinct node (object), so counting costs the
   size of the expression *graph*, never of the tree, and stops as soon as the
-  limit is passed (81,000 nodes count in 8 ms). 200,000 is 500 times the
-  largest built-in (cosine_embedding: 384 nodes) and 100 times the largest
-  spec of the test suite (a 120-term sum: 1,702); a product of 200 sigmoids
-  has 81,400 and derives in under a second, checks in under two.
+  limit is passed (81,000 nodes count in 8 ms). 40,000 is 100 times the
+  largest built-in (cosine_embedding: 384 nodes) and 23 times the largest
+  spec of the test suite (a 120-term sum: 1,702), and what the whole
+  pipeline (derive, check, both targets' code) gets through in about a
+  second: a product of 130 sigmoids of 130 inputs has 34,700 nodes, one of
+  200 has 81,400 and takes 2-3 s, so it is refused, by derive, in 0.2 s.
 * Compiling to 30-digit mpmath code (``properties``) costs 50-950 us a node
   and 13 ms an expression, where derive and check spend 9-20 us a node: there
   a node counts :data:`COMPILE_WEIGHT` times and an expression
@@ -60,7 +62,7 @@ class Budget:
 
 
 #: The budget every stage runs under unless :func:`limits` says otherwise.
-DEFAULT = Budget(nodes=200_000, seconds=20.0)
+DEFAULT = Budget(nodes=40_000, seconds=20.0)
 #: The most terms a product may distribute into when deciding equality, or expand into anywhere.
 EXPAND_TERMS = 2_000
 #: What compiling with ``lambdify`` and evaluating in 30-digit mpmath costs, in nodes of the budget: per

@@ -41,6 +41,7 @@ from .expr import (
     power,
     real_abs,
     rev_cumsum,
+    where,
 )
 from .spec import FrozenMap, LossSpec
 
@@ -97,7 +98,10 @@ def _differentiator():
     follow SymPy's own chain and power rules (``Function._eval_derivative``,
     ``Pow._eval_derivative``) with this memoized ``diff`` for their arguments,
     where SymPy would build a ``Derivative`` for each (a 300-term sum of
-    softplus: 0.8 s of 1.5 s to generate). Anything else is SymPy's ``diff``.
+    softplus: 0.8 s of 1.5 s to generate). A ``where`` takes its own rule
+    (:meth:`where.derivative`) with this ``diff`` for its branches: through
+    SymPy's, 16 nested ones cost a ``Derivative`` per branch and level. Anything
+    else is SymPy's ``diff``.
     """
     memo: dict[tuple[sympy.Basic, sympy.Symbol], sympy.Expr] = {}
     symbols_of = walk.symbols_of()
@@ -120,11 +124,13 @@ def _differentiator():
             for i, a in enumerate(args):
                 d = diff(a, var)
                 if d != 0:
-                    terms.append(sympy.Mul(*args[:i], d, *args[i + 1:]))
+                    terms.append(walk.product(expr, [*args[:i], d, *args[i + 1:]]))
             found = sympy.Add(*terms)
         elif isinstance(expr, sympy.Function) and type(expr)._eval_derivative is _CHAIN_RULE:
             found = sympy.Add(*(_partial(expr, i) * d for i, a in enumerate(expr.args, 1)
                                 if not (d := diff(a, var)).is_zero))
+        elif isinstance(expr, where):
+            found = expr.derivative(lambda branch: diff(branch, var))
         elif expr.is_Pow and type(expr)._eval_derivative is _POWER_RULE:
             base, exp = expr.args
             found = expr * (diff(exp, var) * sympy.log(base) + diff(base, var) * exp / base)

@@ -322,6 +322,7 @@ class where(Function):
     """
 
     nargs = 3
+    is_commutative = True  # as every quantity of a loss; SymPy would ask both branches, all the way down
     spec_name = "where"
 
     @classmethod
@@ -335,8 +336,12 @@ class where(Function):
         return None
 
     def _eval_derivative(self, s):
+        return self.derivative(lambda e: e.diff(s))
+
+    def derivative(self, d):
+        """The derivative, ``d`` differentiating each branch: the condition carries no gradient."""
         cond, a, b = self.args
-        return where(cond, a.diff(s), b.diff(s))
+        return where(cond, d(a), d(b))
 
     def _eval_rewrite_as_Piecewise(self, cond, a, b, **kwargs):
         return sympy.Piecewise((a, cond), (b, True))
@@ -699,6 +704,11 @@ CONSTANTS: dict[str, sympy.Expr] = {"pi": sympy.pi, "e": sympy.E}
 MAX_CHARS = 20_000
 MAX_NODES = 6_000
 MAX_DEPTH = 80
+#: The deepest a where() may sit inside the branches or conditions of others. Each level's
+#: derivative and NaN guards hold every level inside it (16 levels: 1,600 nodes whose SymPy
+#: facts and rebuilds cost a second; 12: a quarter of that); a piecewise loss of many
+#: pieces reads as well as a sum of where(cond_k, piece_k, 0).
+MAX_WHERE_DEPTH = 12
 
 _COMPARE = {
     ast.Lt: sympy.Lt,
@@ -1096,6 +1106,19 @@ def _depth(tree: ast.AST) -> int:
     return deepest
 
 
+def _where_depth(tree: ast.AST) -> int:
+    """How deep ``where()`` calls nest in ``tree``: one alone is 1, one in a branch or condition of another 2."""
+    deepest = 0
+    stack: list[tuple[ast.AST, int]] = [(tree, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "where":
+            depth += 1
+            deepest = max(deepest, depth)
+        stack.extend((child, depth) for child in ast.iter_child_nodes(node))
+    return deepest
+
+
 def parse(
     text: str,
     symbols: Mapping[str, sympy.Symbol],
@@ -1155,6 +1178,14 @@ def parse(
         raise ParseError(
             f"expression is nested deeper than {MAX_DEPTH} levels or has more than {MAX_NODES} nodes",
             token=text[:20],
+        )
+    nested = _where_depth(tree)
+    if nested > MAX_WHERE_DEPTH:
+        raise ParseError(
+            f"where() is nested {nested} deep (in the branches or conditions of other where() calls); the limit is "
+            f"{MAX_WHERE_DEPTH}: every level's gradient and NaN guards hold all the levels inside it. Write the "
+            f"pieces as a sum of where(cond_k, piece_k, 0), or split the loss into terms with lf.combine",
+            token="where",
         )
     converter = _Converter(text.strip(), symbols, axes)
     value, axis = converter.convert(tree)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+import pytest
 import sympy
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -69,3 +70,78 @@ def test_the_cost_is_the_graph_not_the_tree():
     (back,) = walk.replace((swapped,), lambda n: n == Y, lambda n: X)
     assert back == e
     assert time.perf_counter() - start < 5.0  # a bound on runaway, not a speed claim: the walks take milliseconds
+
+
+FACTORS = st.one_of(
+    st.sampled_from((X, Y, Z, X + 1, Y - Z, sympy.Integer(2), sympy.Integer(-1), sympy.Rational(1, 3),
+                     sympy.Float(0.1), sympy.Float(3.0), sympy.Float(1.0), sympy.sqrt(2), sympy.S.Zero, sympy.oo,
+                     sympy.I, sympy.pi)),
+    st.builds(lf.sigmoid, st.sampled_from((X, Y, -X, X * Y))),
+    st.builds(sympy.exp, st.sampled_from((X, -Y))),
+    st.builds(lambda a: a**2, st.sampled_from((X, Y, X + 1))),
+    st.builds(lambda a: 1 / a, st.sampled_from((X, Z))),
+)
+
+
+@settings(max_examples=600, deadline=None)
+@given(st.lists(FACTORS, min_size=2, max_size=9), st.data())
+def test_a_rebuilt_product_is_the_product_sympy_builds(factors, data):
+    # walk.product puts changed factors in place instead of sorting them all again: it must give Mul's own
+    # expression, argument for argument, for every kind of change (numbers, products, powers, equal bases).
+    node = sympy.Mul(*factors)
+    if not node.is_Mul:
+        return
+    args = node.args
+    new = list(args)
+    numbers = st.sampled_from((sympy.Integer(3), sympy.Rational(-1, 2), sympy.Float(0.7), sympy.Float(1.3)))
+    for i in data.draw(st.lists(st.integers(0, len(args) - 1), max_size=4)):
+        new[i] = data.draw(st.one_of(FACTORS, st.builds(lambda a, b: a * b, FACTORS, FACTORS),
+                                     st.builds(lambda a, c: a * c, FACTORS, numbers)))
+    built, expected = walk.product(node, new), sympy.Mul(*new)
+    assert built == expected and built.args == expected.args, (node, new)
+    assert type(built) is type(expected)
+
+
+W = sympy.Symbol("w", real=True)
+
+
+@pytest.mark.parametrize("node, changes", [
+    # three coefficients (each factor times a float): the order of rounding
+    (sympy.Float(0.1) * X * Y * Z * W, {1: lambda a: sympy.Float(0.7) * a, 2: lambda a: sympy.Float(1.3) * a}),
+    (2 * X * Y * Z, {1: lambda a: sympy.Rational(1, 2) * lf.sigmoid(a)}),  # the coefficient becomes 1
+    (sympy.sqrt(2) * X * Y * Z, {1: lambda a: 2 * a}),  # a number beside a numeric power
+    (3 * X * Y * (Z + 1), {1: lambda a: Z + 1}),  # a factor equal to another
+    (X * Y * lf.sigmoid(Z), {2: lambda a: sympy.exp(Z), 1: lambda a: sympy.exp(X)}),  # powers of E combine
+    (-X * Y * Z, {1: lambda a: sympy.S.Zero}),
+    (X * Y * Z, {0: lambda a: Y * Z}),  # the new bases are those of unchanged factors
+    (X * Y * Z * W, {0: lambda a: -lf.sigmoid(a), 3: lambda a: sympy.Float(2.5)}),
+    (X * Y * Z * W, {1: lambda a: sympy.Float(0.5) * lf.sigmoid(a), 2: lambda a: 2 * (a + 1)}),
+])
+def test_a_rebuilt_product_in_the_cases_flatten_treats_apart(node, changes):
+    new = [changes[i](a) if i in changes else a for i, a in enumerate(node.args)]
+    built, expected = walk.product(node, new), sympy.Mul(*new)
+    assert built == expected and built.args == expected.args
+
+
+def test_the_gradients_of_a_long_product_are_built_without_sorting_every_factor_again():
+    xs = sympy.symbols("x0:300", real=True)
+    node = sympy.Mul(*map(lf.sigmoid, xs))
+    changes = []
+    for i in range(0, 300, 7):
+        new = list(node.args)
+        new[i] = lf.sigmoid(xs[i]) * lf.sigmoid(-xs[i])
+        changes.append((new, sympy.Mul(*new)))
+    calls = []
+    original = sympy.Mul.flatten.__func__
+
+    def counted(cls, seq):
+        calls.append(len(seq))
+        return original(cls, seq)
+
+    sympy.Mul.flatten = classmethod(counted)
+    try:
+        built = [walk.product(node, new) for new, _ in changes]
+    finally:
+        sympy.Mul.flatten = classmethod(original)
+    assert [b.args for b in built] == [e.args for _, e in changes]
+    assert max(calls, default=0) < 10, calls  # flatten saw none of the 300 factors again
