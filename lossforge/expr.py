@@ -706,7 +706,7 @@ MAX_NODES = 6_000
 MAX_DEPTH = 80
 #: The deepest a where() may sit inside the branches or conditions of others. Each level's
 #: derivative and NaN guards hold every level inside it (16 levels: 1,600 nodes whose SymPy
-#: facts and rebuilds cost a second; 12: a quarter of that); a piecewise loss of many
+#: facts and rebuilds cost a second; 12: half of that); a piecewise loss of many
 #: pieces reads as well as a sum of where(cond_k, piece_k, 0).
 MAX_WHERE_DEPTH = 12
 

@@ -356,6 +356,34 @@ def test_a_learnable_param_trains_and_works_under_torch_func_and_compile():
     assert cls(s_reg=shared).s_reg is shared  # a Parameter passed in is the one trained
 
 
+def test_a_learnable_param_stepped_out_of_its_domain_is_refused_under_validate():
+    spec = lf.load(_EXAMPLES / "uncertainty_weighting.toml")  # s_reg, s_cls in [-20, 20]
+    cls = lf.compile(spec, "torch")
+    data = _kendall_data()
+    loss = cls(validate=True)
+    torch.optim.SGD(loss.parameters(), lr=1.0)  # an optimizer holds the parameter; a big step moves it
+    with torch.no_grad():
+        loss.s_cls.add_(25.0)
+    with pytest.raises(ValueError, match=r"s_cls.* = 25\.0? is outside its domain"):
+        loss(*data)
+    compiled = torch.compile(loss, fullgraph=True, backend="aot_eager")
+    with pytest.raises(RuntimeError):  # a device-side assert under a compiler, as torch's own checks
+        compiled(*data)
+    with torch.no_grad():
+        loss.s_cls.sub_(25.0)
+    _close(loss(*data), _kendall_reference(*data, loss.s_reg.detach(), loss.s_cls.detach(), "mean"))
+    unchecked = cls()
+    with torch.no_grad():
+        unchecked.s_cls.add_(25.0)
+    assert torch.isfinite(unchecked(*data))  # validate=False (the default here): not checked, as documented
+    combined = lf.compile(lf.combine({"tasks": (spec, 0.5), "l2": (lf.builtin("mse"), 2.0)}), "torch")(validate=True)
+    with torch.no_grad():
+        combined.s_reg.sub_(20.5)
+    for call in (combined, combined.terms):
+        with pytest.raises(ValueError, match=r"s_reg.* = -20\.5 is outside its domain"):
+            call(*data)
+
+
 def test_learnable_is_declared_on_params_only_and_named_in_gradient():
     with pytest.raises(lf.RoleError, match=r"only a param can be learnable, not an input"):
         lf.Var("input", learnable=True)

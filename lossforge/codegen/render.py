@@ -500,7 +500,8 @@ def docstring(spec: LossSpec, target: Target, local: dict[str, str]) -> str:
         parts.append("    fused (bool, optional): compute loss and gradient in one compiled kernel (``torch.compile``). "
                      "Default: ``False``.")
     parts.append(f"    validate (bool, optional): check every {'array' if target.name == 'numpy' else 'tensor'} "
-                 f"and param against its declared domain; a ValueError names the first value outside it. "
+                 f"and param against its declared domain; a ValueError names the first value outside it"
+                 f"{' (a learnable param in every call, as an optimizer left it)' if spec.learnable and target.name == 'torch' else ''}. "
                  f"Default: ``{spec.validate}``.")
     parts += ["", "Shape:"] + ["    " + line for line in _shape_lines(spec, local)]
     if spec.stable_form:

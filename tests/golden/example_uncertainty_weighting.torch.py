@@ -403,7 +403,7 @@ class UncertaintyWeightingLoss(torch.nn.Module):
         s_reg (float, optional): domain [-20.0, 20.0]. Default: ``0.0``.
         s_cls (float, optional): domain [-20.0, 20.0]. Default: ``0.0``.
         fused (bool, optional): compute loss and gradient in one compiled kernel (``torch.compile``). Default: ``False``.
-        validate (bool, optional): check every tensor and param against its declared domain; a ValueError names the first value outside it. Default: ``False``.
+        validate (bool, optional): check every tensor and param against its declared domain; a ValueError names the first value outside it (a learnable param in every call, as an optimizer left it). Default: ``False``.
 
     Shape:
         - pred: ``(*)``, any batch shape; domain real.
@@ -450,6 +450,8 @@ class UncertaintyWeightingLoss(torch.nn.Module):
     def _forward(self, indexed, pred, target, score, sign):
         if self.validate:
             _validate(pred, target, score, sign, indexed)
+            _check_domain("s_reg", self.s_reg.detach(), ("a real number in [-20.0, 20.0]", -20.0, 20.0, False, False, None, False))
+            _check_domain("s_cls", self.s_cls.detach(), ("a real number in [-20.0, 20.0]", -20.0, 20.0, False, False, None, False))
         transformed = not torch.compiler.is_compiling() and _transformed()  # torch.func or forward-mode AD
         # under torch.func the eager functions run: the transforms apply to them
         fused = not transformed and _fused(self.fused, pred.device, pred.dtype)
