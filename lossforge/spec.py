@@ -91,6 +91,9 @@ class Var:
     ``axis`` names the axis of a vector symbol (the last dimension of its array).
     A ``learnable`` param is trained with the model: the generated Torch module
     holds it as an ``nn.Parameter`` and derives its gradient (reduced over the batch).
+    A ``tensor`` param may also be given as an array that broadcasts to the batch
+    (torch's ``pos_weight`` of shape ``(C,)``, a per-element weight): it is then
+    one value per element, checked against its domain element by element.
     """
 
     role: str
@@ -98,6 +101,7 @@ class Var:
     domain: Domain | str = "real"
     axis: str | None = None
     learnable: bool = False
+    tensor: bool = False
 
     def __post_init__(self) -> None:
         if self.role not in ROLES:
@@ -116,6 +120,14 @@ class Var:
         if self.learnable and self.role != "param":
             raise RoleError(f"only a param can be learnable, not an {self.role} (an input is always differentiated)",
                             token="learnable")
+        if not isinstance(self.tensor, bool):
+            raise SpecError(f"tensor must be true or false, got {self.tensor!r}", token="tensor")
+        if self.tensor and self.role != "param":
+            raise RoleError(f"only a param is declared tensor, not an {self.role} (arrays are tensors already)",
+                            token="tensor")
+        if self.tensor and self.learnable:
+            raise RoleError("a learnable param is a scalar: declare it learnable or tensor, not both "
+                            "(a tensor param is data, such as a weight per element)", token="tensor")
         if self.role == "param":
             if self.default is None:
                 raise SpecError("a param needs a default value", token="default")
@@ -138,6 +150,8 @@ class Var:
             parts.append(f"axis = {_toml_value(self.axis)}")
         if self.learnable:
             parts.append("learnable = true")
+        if self.tensor:
+            parts.append("tensor = true")
         return "{ " + ", ".join(parts) + " }"
 
 

@@ -66,7 +66,7 @@ RESERVED = frozenset(
     {
         "np", "torch", "F", "math", "self", "ctx", "loss", "loss_and_grad", "loss_terms", "terms", "grad",
         "grads", "reduction", "value", "values", "dtype", "device", "batch", "scale", "params", "upstream",
-        "grad_output", "total", "name", "length", "args", "Loss", "PARAMS", "part", "out", "weight", "v",
+        "grad_output", "total", "name", "length", "args", "Loss", "PARAMS", "part", "out", "v",
         "reduce", "l", "I", "O", "kernels", "saved", "recompute", "which", "fn", "term", "exc", "pair",
         "warnings", "indexed", "validate", "size_average", "function", "outputs", "transformed", "tangent", "tangents", "change", "module",
     }
@@ -107,6 +107,11 @@ class Arg:
         return self.var.domain.name == "onehot"
 
     @property
+    def varies(self) -> bool:
+        """Whether it may hold one value per element: an array, or a param declared ``tensor``."""
+        return self.var.role != "param" or self.var.tensor
+
+    @property
     def default(self) -> str:
         return repr(self.var.default)
 
@@ -141,7 +146,9 @@ class Term:
     batch: str
     #: The array whose dtype, device and batch shape the term's functions take (never class indices).
     first: str
+    #: The arrays and tensor params of no axis that get a unit axis (the term has vectors); the tensor params.
     expand: tuple[str, ...]
+    tensors: tuple[str, ...]
     value_lines: tuple[str, ...]
     value: str
     both_lines: tuple[str, ...]
@@ -225,7 +232,7 @@ def _used_symbols(spec: LossSpec, text: str) -> set[str]:
 def _printer(target: Target, args: list[Arg], indices: str | None = None):
     printer = target.printer()
     printer.vector_names = frozenset(a.local for a in args if a.axis and a.local != indices)
-    printer.array_names = frozenset(a.local for a in args if a.var.role != "param")
+    printer.array_names = frozenset(a.local for a in args if a.varies)
     return printer
 
 
@@ -311,7 +318,7 @@ def _prepared(spec: LossSpec, local: tuple[tuple[str, str], ...], index: tuple[s
     derivation = derive(spec)
     table = spec.sympy_symbols
     rename = {table[n]: sympy.Symbol(local[n], **v.domain.assumptions()) for n, v in spec.symbols.items()}
-    array_syms = frozenset(rename[table[n]] for n in spec.arrays)
+    array_syms = frozenset(rename[table[n]] for n, v in spec.symbols.items() if v.role != "param" or v.tensor)
     vector_syms = sorted((rename[table[n]] for n in spec.arrays if spec.symbols[n].axis
                           and not (index and n == index[0])), key=lambda s: s.name)
 
@@ -365,7 +372,7 @@ def _build_term(target: Target, term: str, weight: str, spec: LossSpec, local: d
     has_axes = any(a.axis for a in arrays)
     first = next(a for a in arrays if not (index and a.name == index[0]))  # the batch shape is its shape,
     batch = f"{first.local}.shape[:-1]" if first.axis else f"{first.local}.shape"  # less the axis of a vector
-    expand = tuple(a.local for a in arrays if has_axes and not a.axis)
+    expand = tuple(a.local for a in (*arrays, *params) if has_axes and a.varies and not a.axis)
     pair = None if index else _index_pair(spec)  # the class-index form of a term that is not one already
     return Term(
         name=term,
@@ -379,6 +386,7 @@ def _build_term(target: Target, term: str, weight: str, spec: LossSpec, local: d
         batch=batch,
         first=first.local,
         expand=expand,
+        tensors=tuple(a.local for a in params if a.var.tensor),
         value_lines=value_lines,
         value=value,
         both_lines=both_lines,
@@ -490,7 +498,10 @@ def docstring(spec: LossSpec, target: Target, local: dict[str, str]) -> str:
     }
     for n in spec.params:
         var = spec.symbols[n]
-        described[local[n]] = f"    {local[n]} (float, optional): domain {var.domain.name}. Default: ``{var.default!r}``."
+        kind, each = ((f"float or {'Tensor' if target.name == 'torch' else 'array'}", ", each element; it broadcasts to the batch (its trailing "
+                       "dimensions)") if var.tensor else ("float", ""))
+        described[local[n]] = (f"    {local[n]} ({kind}, optional): domain {var.domain.name}{each}. "
+                               f"Default: ``{var.default!r}``.")
     if target.name == "torch":  # the constructor's order
         positional, keyword_only = constructor(spec, local)
         parts += [described[n] for n, _ in (*positional, *keyword_only)]
@@ -638,6 +649,7 @@ def generate(spec: LossSpec, target: str) -> str:
         "inputs": [a for a in arrays if a.var.role == "input"],
         "params": [Arg(n, local[n], spec.symbols[n]) for n in spec.params],
         "learned": [Arg(n, local[n], spec.symbols[n]) for n in spec.learnable] if tgt.name == "torch" else [],
+        "tensor_params": any(v.tensor for v in spec.symbols.values()),
         "terms": terms,
         "combined": bool(spec.terms),
         "validate": spec.validate,
