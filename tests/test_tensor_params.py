@@ -91,10 +91,10 @@ def test_a_tensor_param_is_module_state_and_runs_under_compile_fused_and_torch_f
     pos = torch.tensor([0.5, 2.0, 3.0], dtype=torch.float64)
     cls = lf.compile(WEIGHTED_BCE, "torch")
     loss = cls(pos_weight=pos)
-    assert list(loss.state_dict()) == ["pos_weight", "weight"]
+    assert list(loss.state_dict()) == ["pos_weight"]  # weight absent: None, as torch's own buffers
     assert loss.pos_weight.shape == (3,) and loss.pos_weight.dtype == torch.float64
     assert loss.pos_weight is not pos  # a copy: the caller's tensor may change later
-    assert "pos_weight=<tensor of shape (3,)>" in repr(loss) and "weight=1.0" in repr(loss)
+    assert "pos_weight=<tensor of shape (3,)>" in repr(loss) and "weight=None" in repr(loss)
     want = F.binary_cross_entropy_with_logits(x, t, pos_weight=pos.float())
     _close(loss(x, t), want, torch.float32)
     leaf = x.clone().requires_grad_()
@@ -177,5 +177,33 @@ def test_tensor_is_declared_on_params_only_and_round_trips_through_toml():
     assert lf.loads(text.replace(", tensor = true", "")) != WEIGHTED_BCE  # part of the spec's identity
     docs = lf.compile(WEIGHTED_BCE, "torch").__doc__
     assert "pos_weight (float or Tensor, optional): domain positive, each element; it broadcasts to the batch" in docs
+    assert "Default: ``None`` (absent: as 1.0, with no operation for it in the code)" in docs
     assert "(float or array, optional)" in lf.compile(WEIGHTED_BCE, "numpy").__doc__
     np.testing.assert_allclose(lf.compile(WEIGHTED_BCE, "numpy").loss(np.zeros(3), np.ones(3)), np.log(2.0))
+
+
+def test_absent_tensor_params_are_folded_into_the_code():
+    # weight=None (torch's default) runs functions with the default folded in: no multiplication by 1.
+    x, t = _data(torch.float64)
+    cls = lf.compile(WEIGHTED_BCE, "torch")
+    absent, ones = cls(), cls(pos_weight=1.0, weight=torch.ones(6, 3))
+    assert list(absent.state_dict()) == [] and absent.weight is None
+    leaves = [x.clone().requires_grad_() for _ in range(3)]
+    values = [absent(leaves[0], t), ones(leaves[1], t),
+              F.binary_cross_entropy_with_logits(leaves[2], t)]
+    for v in values:
+        v.backward()
+    for v, leaf in zip(values, leaves):
+        _close(v.detach(), values[2].detach())
+        _close(leaf.grad, leaves[2].grad)
+    _close(cls(weight=torch.full((6, 1), 0.5))(x, t), 0.5 * values[2].detach())  # one given, one absent
+    source = lf.generate(WEIGHTED_BCE, "torch")
+    folded = source[source.index("def _weighted_bce_logits_folded_value("):source.index("_EAGER = {")]
+    assert "weight*" not in folded.replace("pos_weight", "")  # neither param is read where both are absent
+    assert '("weighted_bce_logits", False, pos_weight is None and weight is None)' in source
+    module = lf.compile(WEIGHTED_BCE, "numpy")
+    np.testing.assert_allclose(module.loss(x.numpy(), t.numpy()), values[2].item(), rtol=1e-12)
+    np.testing.assert_allclose(module.loss(x.numpy(), t.numpy(), weight=np.full(3, 2.0)), 2 * values[2].item(),
+                               rtol=1e-12)
+    with pytest.raises(ValueError, match=r"weight\[0\] = -1.0"):
+        module.loss(x.numpy(), t.numpy(), weight=np.full(3, -1.0), validate=True)

@@ -26,14 +26,16 @@ TOL = {torch.float64: 1e-7, torch.float32: 2e-4}
 DROP_IN = {n: lf.builtin(n).torch_class for n in lf.builtin_names() if lf.builtin(n).torch_class}
 
 
-def _constructions(name):
-    """``(label, args, kwargs)`` ways to build the module, as a torch user would."""
+def _constructions(name, dtype=torch.float64):
+    """``(label, args, kwargs)`` ways to build the module, as a torch user would (a tensor param as a tensor)."""
     spec, row = lf.builtin(name), ROWS[name]
     params = {n: row.params.get(n, spec.symbols[n].default) for n in spec.params}
+    params = {n: torch.tensor(v, dtype=dtype) if spec.symbols[n].tensor else v for n, v in params.items()}
     out = [("defaults", (), {})]
     for reduction in ("mean", "sum", "none"):
         values = {**params, "reduction": reduction, "size_average": None, "reduce": None}
-        named = {n: values[n] for n in (*spec.params, "reduction")}  # every argument torch takes by keyword
+        torchs = inspect.signature(getattr(torch.nn, spec.torch_class)).parameters  # (BCELoss has no eps)
+        named = {n: values[n] for n in (*spec.params, "reduction") if n in torchs}  # every one torch takes by keyword
         out.append((f"positional {reduction}", tuple(values[n] for n in spec.torch_args),
                     {n: v for n, v in named.items() if n not in spec.torch_args}))
         out.append((f"keywords {reduction}", (), named))
@@ -64,16 +66,19 @@ def _both(name, args, kwargs):
 def test_every_torch_class_named_is_torchs():
     assert set(DROP_IN.values()) == {"MSELoss", "L1Loss", "HuberLoss", "SmoothL1Loss", "SoftMarginLoss",
                                      "MarginRankingLoss", "HingeEmbeddingLoss", "CosineEmbeddingLoss",
-                                     "GaussianNLLLoss"}
+                                     "GaussianNLLLoss", "BCELoss", "BCEWithLogitsLoss"}
     for name, cls in DROP_IN.items():
         module = lf.compile(lf.builtin(name), "torch")
         assert module.__name__ == cls
         ours = list(inspect.signature(module).parameters.values())
         theirs = [p for p in inspect.signature(getattr(torch.nn, cls)).parameters.values()]
-        # torch's arguments in torch's order, kind and default; then fused and validate, keyword-only
+        # torch's arguments in torch's order, kind and default; then the spec's own params (BCELoss's eps)
+        # and fused and validate, keyword-only
         assert [(p.name, p.kind, p.default) for p in ours[:len(theirs)]] == [
             (p.name, p.kind, p.default) for p in theirs]
-        assert [p.name for p in ours[len(theirs):]] == ["fused", "validate"]
+        own = [n for n in lf.builtin(name).params if n not in {p.name for p in theirs}]
+        assert [p.name for p in ours[len(theirs):]] == [*own, "fused", "validate"]
+        assert all(p.kind is p.KEYWORD_ONLY for p in ours[len(theirs):])
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["float64", "float32"])
@@ -83,7 +88,7 @@ def test_built_as_torch_builds_it_gives_torchs_loss_and_gradients(name, dtype):
     positions = [spec.arrays.index(n) for n in spec.inputs]
     points = [("ordinary", row.ordinary(torch.Generator().manual_seed(11), dtype))]
     points += row.extremes(dtype) if row.compare_extremes else []
-    for label, args, kwargs in _constructions(name):
+    for label, args, kwargs in _constructions(name, dtype):
         ours, theirs = _both(name, args, kwargs)
         assert ours.reduction == theirs.reduction, label
         for point, tensors in points:
@@ -145,3 +150,29 @@ def test_a_class_named_like_the_generated_codes_own_names_is_refused():
                        torch_class="torch")
     with pytest.raises(lf.RenderError, match=r"\[torch\] class 'torch' is a name the generated code uses itself"):
         lf.generate(spec, "torch")
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["float64", "float32"])
+def test_bce_drop_ins_take_torchs_weight_and_pos_weight_tensors(dtype):
+    g = torch.Generator().manual_seed(3)
+    logits = torch.randn(8, 4, generator=g, dtype=torch.float64).to(dtype) * 3
+    target = torch.rand(8, 4, generator=g, dtype=torch.float64).to(dtype)
+    weight = torch.rand(8, 1, generator=g, dtype=torch.float64).to(dtype)
+    pos_weight = (0.5 + 3 * torch.rand(4, generator=g, dtype=torch.float64)).to(dtype)
+    p = torch.sigmoid(logits)
+    cases = [
+        ("bce", (p, target), {"weight": weight}, torch.nn.BCELoss(weight=weight)),
+        ("bce", (p, target), {"weight": weight[:, 0].reshape(8, 1).expand(8, 4).contiguous()},
+         torch.nn.BCELoss(weight.expand(8, 4))),
+        ("bce_logits", (logits, target), {"weight": weight, "pos_weight": pos_weight},
+         torch.nn.BCEWithLogitsLoss(weight=weight, pos_weight=pos_weight)),
+        ("bce_logits", (logits, target), {"pos_weight": pos_weight}, torch.nn.BCEWithLogitsLoss(pos_weight=pos_weight)),
+    ]
+    for name, args, kwargs, theirs in cases:
+        for reduction in ("mean", "sum", "none"):
+            ours = lf.compile(lf.builtin(name), "torch")(reduction=reduction, **kwargs)
+            theirs.reduction = reduction
+            mine, (value, grads) = _run(ours, args, [0]), _run(theirs, args, [0])
+            torch.testing.assert_close(mine[0], value, rtol=TOL[dtype], atol=TOL[dtype])
+            torch.testing.assert_close(mine[1][0], grads[0], rtol=TOL[dtype], atol=TOL[dtype])
+    assert list(lf.compile(lf.builtin("bce_logits"), "torch")(pos_weight=pos_weight).state_dict()) == ["pos_weight"]

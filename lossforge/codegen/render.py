@@ -31,7 +31,7 @@ from .. import __name__ as _package
 from .. import budget, walk
 from ..derive import derive
 from ..errors import LossforgeError, RenderError
-from ..expr import axis_ones, axis_size
+from ..expr import _number, axis_ones, axis_size
 from ..spec import LossSpec, Var, dumps, loads
 from ..text import inert, one_line
 from .forms import cheaper
@@ -113,6 +113,12 @@ class Arg:
 
     @property
     def default(self) -> str:
+        """Its default as generated code writes it: a tensor param's is None (absent: its value folded in)."""
+        return "None" if self.var.tensor else repr(self.var.default)
+
+    @property
+    def value(self) -> str:
+        """The value it stands for when absent (None): its declared default."""
         return repr(self.var.default)
 
     @property
@@ -148,7 +154,7 @@ class Term:
     first: str
     #: The arrays and tensor params of no axis that get a unit axis (the term has vectors); the tensor params.
     expand: tuple[str, ...]
-    tensors: tuple[str, ...]
+    tensors: tuple[Arg, ...]
     value_lines: tuple[str, ...]
     value: str
     both_lines: tuple[str, ...]
@@ -157,6 +163,9 @@ class Term:
     helpers: frozenset[str]
     #: The same term with its one-hot symbol given as class indices (no one-hot matrix), if it has that form.
     indexed: Term | None = None
+    #: The same term with every tensor param absent (None): their defaults folded into the code, so that an
+    #: unused ``weight`` costs no multiplication. Same signature; the absent params are not read.
+    folded: Term | None = None
 
 
 # -- names ------------------------------------------------------------------------
@@ -197,10 +206,10 @@ def constructor(spec: LossSpec, local: dict[str, str]) -> tuple[list[tuple[str, 
     order (else ``reduction`` and the params), then the keyword-only ones: the other params in declaration
     order, then ``reduction`` (torch's ``GaussianNLLLoss(*, full, eps, reduction)``)."""
     own = {"reduction": '"mean"', "size_average": "None", "reduce": "None"}  # a name of TORCH_ARGS is never a param
-    params = [(local[n], repr(spec.symbols[n].default)) for n in spec.params]
+    params = [(local[n], Arg(n, local[n], spec.symbols[n]).default) for n in spec.params]
     if spec.torch_args is None:
         return [("reduction", own["reduction"]), *params], []
-    first = [(n, own[n]) if n in own else (local[n], repr(spec.symbols[n].default)) for n in spec.torch_args]
+    first = [(n, own[n]) if n in own else (local[n], Arg(n, local[n], spec.symbols[n]).default) for n in spec.torch_args]
     return first, [arg for arg in (*params, ("reduction", own["reduction"])) if arg not in first]
 
 
@@ -386,7 +395,7 @@ def _build_term(target: Target, term: str, weight: str, spec: LossSpec, local: d
         batch=batch,
         first=first.local,
         expand=expand,
-        tensors=tuple(a.local for a in params if a.var.tensor),
+        tensors=tuple(a for a in params if a.var.tensor),
         value_lines=value_lines,
         value=value,
         both_lines=both_lines,
@@ -394,7 +403,26 @@ def _build_term(target: Target, term: str, weight: str, spec: LossSpec, local: d
         both_grads=tuple(both_grads),
         helpers=frozenset(printer.helpers),
         indexed=_build_term(target, term, weight, spec, local, pair) if pair else None,
+        folded=_folded(target, term, weight, spec, local, tuple(params)) if not index else None,
     )
+
+
+def _folded(target: Target, term: str, weight: str, spec: LossSpec, local: dict[str, str],
+            params: tuple[Arg, ...]) -> Term | None:
+    """The term with its tensor params replaced by their defaults (None if it has none), taking all its params."""
+    tensors = [n for n, v in spec.symbols.items() if v.tensor]
+    if not tensors:
+        return None
+    table = spec.sympy_symbols
+    folded = LossSpec(name=f"{term}_folded", reduction=spec.reduction,
+                      expr=spec.sympy.xreplace({table[n]: _number(spec.symbols[n].default, n) for n in tensors}),
+                      symbols={n: v for n, v in spec.symbols.items() if not v.tensor})
+    built = _build_term(target, f"{term}_folded", weight, folded, local)
+
+    def signed(t: Term) -> Term:  # the signature of the term it folds: the absent params are passed, unread
+        return dataclasses.replace(t, name=term, params=params, indexed=t.indexed and signed(t.indexed))
+
+    return signed(built)
 
 
 def _index_pair(spec: LossSpec) -> tuple[str, str] | None:
@@ -500,8 +528,9 @@ def docstring(spec: LossSpec, target: Target, local: dict[str, str]) -> str:
         var = spec.symbols[n]
         kind, each = ((f"float or {'Tensor' if target.name == 'torch' else 'array'}", ", each element; it broadcasts to the batch (its trailing "
                        "dimensions)") if var.tensor else ("float", ""))
-        described[local[n]] = (f"    {local[n]} ({kind}, optional): domain {var.domain.name}{each}. "
-                               f"Default: ``{var.default!r}``.")
+        default = (f"``None`` (absent: as {var.default!r}, with no operation for it in the code)" if var.tensor
+                   else f"``{var.default!r}``")
+        described[local[n]] = f"    {local[n]} ({kind}, optional): domain {var.domain.name}{each}. Default: {default}."
     if target.name == "torch":  # the constructor's order
         positional, keyword_only = constructor(spec, local)
         parts += [described[n] for n, _ in (*positional, *keyword_only)]
