@@ -31,7 +31,7 @@ else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib
 
 ROLES = ("input", "target", "param")
-REDUCTIONS = ("mean", "sum", "none")
+REDUCTIONS = ("mean", "sum", "none", "batchmean")
 
 #: Free-text fields a spec may carry, in the order ``dumps`` writes them.
 TEXT_FIELDS = ("description", "summary", "formula", "reference", "stable_form")
@@ -189,7 +189,8 @@ class LossSpec:
 
     ``expr`` is spec-language text or a SymPy expression over symbols named as
     in ``symbols``. ``reduction`` is how generated code reduces the per-sample
-    loss: ``"mean"`` (default), ``"sum"`` or ``"none"``. ``accept`` maps a
+    loss: ``"mean"`` (default), ``"sum"``, ``"none"`` or ``"batchmean"`` (the sum divided by the batch's first
+    dimension, torch's KLDivLoss reduction). ``accept`` maps a
     hazard kind to the reason it is carried on purpose. ``validate`` is the
     default of the generated code's ``validate`` flag (check every array and
     param against its declared domain at run time; on for the built-ins whose

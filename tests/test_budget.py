@@ -329,7 +329,7 @@ def test_budget_names_stage_and_limit(stage, error):
 @pytest.mark.parametrize(("stage", "error", "spec", "seconds"), [
     ("derive", DeriveError, lambda: sigmoid_product(130), 0.05),
     ("check", AnalysisError, lambda: sigmoid_product(130), 0.05),
-    ("stabilize", AnalysisError, lambda: nested_where(12), 0.02),
+    ("stabilize", AnalysisError, lambda: sigmoid_product(130), 0.05),
     ("properties", AnalysisError, lambda: sigmoid_product(60), 0.3),
 ])
 def test_budget_deadline_names_stage_and_limit(stage, error, spec, seconds):

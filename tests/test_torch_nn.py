@@ -15,6 +15,7 @@ from __future__ import annotations
 import inspect
 import warnings
 
+import numpy as np
 import pytest
 import torch
 
@@ -176,3 +177,26 @@ def test_bce_drop_ins_take_torchs_weight_and_pos_weight_tensors(dtype):
             torch.testing.assert_close(mine[0], value, rtol=TOL[dtype], atol=TOL[dtype])
             torch.testing.assert_close(mine[1][0], grads[0], rtol=TOL[dtype], atol=TOL[dtype])
     assert list(lf.compile(lf.builtin("bce_logits"), "torch")(pos_weight=pos_weight).state_dict()) == ["pos_weight"]
+
+
+@pytest.mark.parametrize("name", ["mse", "cross_entropy", "huber"])
+def test_batchmean_is_the_sum_divided_by_the_first_dimension_in_both_targets(name):
+    spec, row = lf.builtin(name), ROWS[name]
+    args = row.ordinary(torch.Generator().manual_seed(5), torch.float64)
+    positions = [spec.arrays.index(n) for n in spec.inputs]
+    value, grads = _run(lf.compile(spec, "torch")(reduction="batchmean"), args, positions)
+    total, sum_grads = _run(lf.compile(spec, "torch")(reduction="sum"), args, positions)
+    rows = args[0].shape[0]
+    torch.testing.assert_close(value, total / rows, rtol=1e-12, atol=0)
+    for got, want in zip(grads, sum_grads):
+        torch.testing.assert_close(got, want / rows, rtol=1e-12, atol=0)
+    module = lf.compile(spec, "numpy")
+    arrays = [a.numpy() for a in args]
+    got, np_grads = module.loss_and_grad(*arrays, reduction="batchmean")
+    want, np_sum_grads = module.loss_and_grad(*arrays, reduction="sum")
+    assert abs(got - want / rows) <= 1e-12 * abs(want)
+    for g, s in zip(np_grads, np_sum_grads):
+        torch.testing.assert_close(torch.as_tensor(g), torch.as_tensor(s) / rows, rtol=1e-12, atol=0)
+    empty = [a[:0] for a in args]
+    assert torch.isnan(lf.compile(spec, "torch")(reduction="batchmean")(*empty))
+    assert np.isnan(module.loss(*(a.numpy() for a in empty), reduction="batchmean"))

@@ -520,7 +520,8 @@ def docstring(spec: LossSpec, target: Target, local: dict[str, str]) -> str:
         "Args:",
     ]
     described = {  # keyed as the constructor names them: a param named reduction is reduction_ there
-        "reduction": "    reduction (str, optional): ``\"mean\"`` | ``\"sum\"`` | ``\"none\"``. Default: ``\"mean\"``.",
+        "reduction": "    reduction (str, optional): ``\"mean\"`` | ``\"sum\"`` | ``\"none\"`` | ``\"batchmean\"`` (the "
+                     "sum divided by the batch's first dimension). Default: ``\"mean\"``.",
         "size_average": "    size_average (bool, optional): deprecated (see ``reduction``), as in torch. Default: ``None``.",
         "reduce": "    reduce (bool, optional): deprecated (see ``reduction``), as in torch. Default: ``None``.",
     }

@@ -16,7 +16,7 @@ With ``reduction="mean"`` (the default) the per-sample losses are averaged over 
 element of the batch; ``"sum"`` adds them up; ``"none"`` returns them unreduced.
 
 Args:
-    reduction (str, optional): ``"mean"`` | ``"sum"`` | ``"none"``. Default: ``"mean"``.
+    reduction (str, optional): ``"mean"`` | ``"sum"`` | ``"none"`` | ``"batchmean"`` (the sum divided by the batch's first dimension). Default: ``"mean"``.
     weight (float or array, optional): domain nonnegative, each element; it broadcasts to the batch (its trailing dimensions). Default: ``None`` (absent: as 1.0, with no operation for it in the code).
     eps (float, optional): domain [1e-30, 0.5]. Default: ``1e-07``.
     validate (bool, optional): check every array and param against its declared domain; a ValueError names the first value outside it. Default: ``True``.
@@ -40,7 +40,7 @@ Example::
 
 import numpy as np
 
-_REDUCTIONS = ("mean", "sum", "none")
+_REDUCTIONS = ("mean", "sum", "none", "batchmean")
 PARAMS = {"weight": None, "eps": 1e-07}
 
 
@@ -104,12 +104,19 @@ def _fill(value, shape):
 
 
 def _reduce(value, reduction):
-    """The per-sample losses reduced as torch does: the mean of an empty batch is NaN, its sum 0."""
+    """The per-sample losses reduced as torch does: the mean of an empty batch is NaN, its sum 0; "batchmean" is
+    the sum over the batch's first dimension (NaN where it is empty)."""
     if reduction == "none":
         return value
     if reduction == "sum":
         return value.sum()
-    return value.sum() / value.size if value.size else np.float64(np.nan)
+    count = value.size if reduction == "mean" else _rows(value.shape)
+    return value.sum() / count if count else np.float64(np.nan)
+
+
+def _rows(shape):
+    """The length of the batch's first dimension (1 for a single sample): what "batchmean" divides by."""
+    return shape[0] if len(shape) else 1
 
 
 def _check_domain(name, value, domain):
@@ -233,7 +240,8 @@ def loss_and_grad(p, target, reduction="mean", weight=None, eps=1e-07, *, valida
     if validate:
         _validate(p, target, weight, eps, indexed)
     value, grads = _FUNCTIONS[("bce", False, weight is None)][1](p, target, weight, eps)
-    scale = 1.0 / max(value.size, 1) if reduction == "mean" else 1.0
+    scale = (1.0 / max(value.size, 1) if reduction == "mean" else 1.0 / max(_rows(value.shape), 1)
+             if reduction == "batchmean" else 1.0)
     grad_p = scale * grads[0]
     total = _reduce(value, reduction)
     return total, (grad_p,)

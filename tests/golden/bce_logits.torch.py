@@ -6,7 +6,7 @@ import warnings
 
 import torch
 
-_REDUCTIONS = ("mean", "sum", "none")
+_REDUCTIONS = ("mean", "sum", "none", "batchmean")
 
 
 def _check_shapes(args):
@@ -80,7 +80,14 @@ def _legacy_reduction(size_average, reduce, reduction):
 def _reduce(value, reduction):
     if reduction == "none":
         return value
+    if reduction == "batchmean":  # the sum over the batch's first dimension, as torch's KLDivLoss
+        return value.sum() / _rows(value.shape)
     return value.mean() if reduction == "mean" else value.sum()
+
+
+def _rows(shape):
+    """The length of the batch's first dimension (1 for a single sample): what "batchmean" divides by."""
+    return shape[0] if len(shape) else 1
 
 
 def _transformed():
@@ -338,7 +345,8 @@ class _BCEWithLogitsLossFunction(torch.autograd.Function):
         else:
             grads = saved[2:3]
         batch = logits.shape
-        upstream = (grad_output / batch.numel() if ctx.reduction == "mean" else grad_output)
+        upstream = (grad_output / batch.numel() if ctx.reduction == "mean" else grad_output / _rows(batch)
+                   if ctx.reduction == "batchmean" else grad_output)
         part = grads[0] * upstream
         grad_logits = part if grad_logits is None else grad_logits + part
         return None, None, None, grad_logits, None, None, None
@@ -423,7 +431,7 @@ class BCEWithLogitsLoss(torch.nn.Module):
         weight (float or Tensor, optional): domain nonnegative, each element; it broadcasts to the batch (its trailing dimensions). Default: ``None`` (absent: as 1.0, with no operation for it in the code).
         size_average (bool, optional): deprecated (see ``reduction``), as in torch. Default: ``None``.
         reduce (bool, optional): deprecated (see ``reduction``), as in torch. Default: ``None``.
-        reduction (str, optional): ``"mean"`` | ``"sum"`` | ``"none"``. Default: ``"mean"``.
+        reduction (str, optional): ``"mean"`` | ``"sum"`` | ``"none"`` | ``"batchmean"`` (the sum divided by the batch's first dimension). Default: ``"mean"``.
         pos_weight (float or Tensor, optional): domain positive, each element; it broadcasts to the batch (its trailing dimensions). Default: ``None`` (absent: as 1.0, with no operation for it in the code).
         fused (bool, optional): compute loss and gradient in one compiled kernel (``torch.compile``). Default: ``False``.
         validate (bool, optional): check every tensor and param against its declared domain; a ValueError names the first value outside it. Default: ``False``.

@@ -6,7 +6,7 @@ import warnings
 
 import torch
 
-_REDUCTIONS = ("mean", "sum", "none")
+_REDUCTIONS = ("mean", "sum", "none", "batchmean")
 
 
 def _check_shapes(args):
@@ -73,7 +73,14 @@ def _legacy_reduction(size_average, reduce, reduction):
 def _reduce(value, reduction):
     if reduction == "none":
         return value
+    if reduction == "batchmean":  # the sum over the batch's first dimension, as torch's KLDivLoss
+        return value.sum() / _rows(value.shape)
     return value.mean() if reduction == "mean" else value.sum()
+
+
+def _rows(shape):
+    """The length of the batch's first dimension (1 for a single sample): what "batchmean" divides by."""
+    return shape[0] if len(shape) else 1
 
 
 def _transformed():
@@ -314,7 +321,8 @@ class _CosineEmbeddingLossFunction(torch.autograd.Function):
         else:
             grads = saved[3:5]
         batch = x1.shape[:-1]
-        upstream = (grad_output / batch.numel() if ctx.reduction == "mean" else grad_output)
+        upstream = (grad_output / batch.numel() if ctx.reduction == "mean" else grad_output / _rows(batch)
+                   if ctx.reduction == "batchmean" else grad_output)
         part = grads[0] * (upstream[..., None] if ctx.reduction == "none" else upstream)
         grad_x1 = part if grad_x1 is None else grad_x1 + part
         part = grads[1] * (upstream[..., None] if ctx.reduction == "none" else upstream)
@@ -412,7 +420,7 @@ class CosineEmbeddingLoss(torch.nn.Module):
         margin (float, optional): domain [-1.0, 1.0]. Default: ``0.0``.
         size_average (bool, optional): deprecated (see ``reduction``), as in torch. Default: ``None``.
         reduce (bool, optional): deprecated (see ``reduction``), as in torch. Default: ``None``.
-        reduction (str, optional): ``"mean"`` | ``"sum"`` | ``"none"``. Default: ``"mean"``.
+        reduction (str, optional): ``"mean"`` | ``"sum"`` | ``"none"`` | ``"batchmean"`` (the sum divided by the batch's first dimension). Default: ``"mean"``.
         fused (bool, optional): compute loss and gradient in one compiled kernel (``torch.compile``). Default: ``False``.
         validate (bool, optional): check every tensor and param against its declared domain; a ValueError names the first value outside it. Default: ``False``.
 

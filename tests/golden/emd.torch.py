@@ -6,7 +6,7 @@ import warnings
 
 import torch
 
-_REDUCTIONS = ("mean", "sum", "none")
+_REDUCTIONS = ("mean", "sum", "none", "batchmean")
 
 
 def _check_shapes(args):
@@ -60,7 +60,14 @@ def _fill(value, shape, dtype, device):
 def _reduce(value, reduction):
     if reduction == "none":
         return value
+    if reduction == "batchmean":  # the sum over the batch's first dimension, as torch's KLDivLoss
+        return value.sum() / _rows(value.shape)
     return value.mean() if reduction == "mean" else value.sum()
+
+
+def _rows(shape):
+    """The length of the batch's first dimension (1 for a single sample): what "batchmean" divides by."""
+    return shape[0] if len(shape) else 1
 
 
 def _transformed():
@@ -278,7 +285,8 @@ class _EmdLossFunction(torch.autograd.Function):
         else:
             grads = saved[2:3]
         batch = p.shape[:-1]
-        upstream = (grad_output / batch.numel() if ctx.reduction == "mean" else grad_output)
+        upstream = (grad_output / batch.numel() if ctx.reduction == "mean" else grad_output / _rows(batch)
+                   if ctx.reduction == "batchmean" else grad_output)
         part = grads[0] * (upstream[..., None] if ctx.reduction == "none" else upstream)
         grad_p = part if grad_p is None else grad_p + part
         return None, None, None, grad_p, None
@@ -347,7 +355,7 @@ class EmdLoss(torch.nn.Module):
     element of the batch; ``"sum"`` adds them up; ``"none"`` returns them unreduced.
 
     Args:
-        reduction (str, optional): ``"mean"`` | ``"sum"`` | ``"none"``. Default: ``"mean"``.
+        reduction (str, optional): ``"mean"`` | ``"sum"`` | ``"none"`` | ``"batchmean"`` (the sum divided by the batch's first dimension). Default: ``"mean"``.
         fused (bool, optional): compute loss and gradient in one compiled kernel (``torch.compile``). Default: ``False``.
         validate (bool, optional): check every tensor and param against its declared domain; a ValueError names the first value outside it. Default: ``False``.
 

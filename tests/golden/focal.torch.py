@@ -6,7 +6,7 @@ import warnings
 
 import torch
 
-_REDUCTIONS = ("mean", "sum", "none")
+_REDUCTIONS = ("mean", "sum", "none", "batchmean")
 
 
 def _check_shapes(args):
@@ -60,7 +60,14 @@ def _fill(value, shape, dtype, device):
 def _reduce(value, reduction):
     if reduction == "none":
         return value
+    if reduction == "batchmean":  # the sum over the batch's first dimension, as torch's KLDivLoss
+        return value.sum() / _rows(value.shape)
     return value.mean() if reduction == "mean" else value.sum()
+
+
+def _rows(shape):
+    """The length of the batch's first dimension (1 for a single sample): what "batchmean" divides by."""
+    return shape[0] if len(shape) else 1
 
 
 def _transformed():
@@ -288,7 +295,8 @@ class _FocalLossFunction(torch.autograd.Function):
         else:
             grads = saved[2:3]
         batch = logits.shape
-        upstream = (grad_output / batch.numel() if ctx.reduction == "mean" else grad_output)
+        upstream = (grad_output / batch.numel() if ctx.reduction == "mean" else grad_output / _rows(batch)
+                   if ctx.reduction == "batchmean" else grad_output)
         part = grads[0] * upstream
         grad_logits = part if grad_logits is None else grad_logits + part
         return None, None, None, grad_logits, None, None, None
@@ -378,7 +386,7 @@ class FocalLoss(torch.nn.Module):
     element of the batch; ``"sum"`` adds them up; ``"none"`` returns them unreduced.
 
     Args:
-        reduction (str, optional): ``"mean"`` | ``"sum"`` | ``"none"``. Default: ``"mean"``.
+        reduction (str, optional): ``"mean"`` | ``"sum"`` | ``"none"`` | ``"batchmean"`` (the sum divided by the batch's first dimension). Default: ``"mean"``.
         alpha (float, optional): domain probability. Default: ``0.25``.
         gamma (float, optional): domain [1.0, 10.0]. Default: ``2.0``.
         fused (bool, optional): compute loss and gradient in one compiled kernel (``torch.compile``). Default: ``False``.

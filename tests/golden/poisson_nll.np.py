@@ -16,7 +16,7 @@ With ``reduction="mean"`` (the default) the per-sample losses are averaged over 
 element of the batch; ``"sum"`` adds them up; ``"none"`` returns them unreduced.
 
 Args:
-    reduction (str, optional): ``"mean"`` | ``"sum"`` | ``"none"``. Default: ``"mean"``.
+    reduction (str, optional): ``"mean"`` | ``"sum"`` | ``"none"`` | ``"batchmean"`` (the sum divided by the batch's first dimension). Default: ``"mean"``.
     validate (bool, optional): check every array and param against its declared domain; a ValueError names the first value outside it. Default: ``False``.
 
 Shape:
@@ -38,7 +38,7 @@ Example::
 
 import numpy as np
 
-_REDUCTIONS = ("mean", "sum", "none")
+_REDUCTIONS = ("mean", "sum", "none", "batchmean")
 PARAMS = {}
 
 
@@ -91,12 +91,19 @@ def _fill(value, shape):
 
 
 def _reduce(value, reduction):
-    """The per-sample losses reduced as torch does: the mean of an empty batch is NaN, its sum 0."""
+    """The per-sample losses reduced as torch does: the mean of an empty batch is NaN, its sum 0; "batchmean" is
+    the sum over the batch's first dimension (NaN where it is empty)."""
     if reduction == "none":
         return value
     if reduction == "sum":
         return value.sum()
-    return value.sum() / value.size if value.size else np.float64(np.nan)
+    count = value.size if reduction == "mean" else _rows(value.shape)
+    return value.sum() / count if count else np.float64(np.nan)
+
+
+def _rows(shape):
+    """The length of the batch's first dimension (1 for a single sample): what "batchmean" divides by."""
+    return shape[0] if len(shape) else 1
 
 
 def _check_domain(name, value, domain):
@@ -188,7 +195,8 @@ def loss_and_grad(log_rate, target, reduction="mean", *, validate=False):
     if validate:
         _validate(log_rate, target, indexed)
     value, grads = _FUNCTIONS[("poisson_nll", False)][1](log_rate, target)
-    scale = 1.0 / max(value.size, 1) if reduction == "mean" else 1.0
+    scale = (1.0 / max(value.size, 1) if reduction == "mean" else 1.0 / max(_rows(value.shape), 1)
+             if reduction == "batchmean" else 1.0)
     grad_log_rate = scale * grads[0]
     total = _reduce(value, reduction)
     return total, (grad_log_rate,)
