@@ -228,10 +228,8 @@ def focal_reference(logits, target, reduction="mean", alpha=0.25, gamma=2.0):
     return reduce(alpha_t * loss, reduction)
 
 
-def kl_reference(logq, target, reduction="mean"):
-    if reduction == "mean":
-        return F.kl_div(logq, target, reduction="batchmean")
-    return reduce(F.kl_div(logq, target, reduction="none").sum(-1), reduction)
+def kl_reference(logq, target, reduction="mean", log_target=0.0):
+    return F.kl_div(logq, target, reduction=reduction, log_target=bool(log_target))
 
 
 def dice_reference(p, target, reduction="mean", smooth=1.0):

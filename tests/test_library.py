@@ -66,7 +66,7 @@ PARAMS = {
     "cross_entropy": {"label_smoothing": 0.0}, "hinge": {"margin": 1.0}, "multi_margin": {"margin": 1.0},
     "margin_ranking": {"margin": 0.0}, "hinge_embedding": {"margin": 1.0}, "cosine_embedding": {"margin": 0.0},
     "triplet": {"margin": 1.0, "eps": 1e-6}, "focal": {"alpha": 0.25, "gamma": 2.0}, "gaussian_nll": {"full": 0.0, "eps": 1e-6},
-    "dice": {"smooth": 1.0},
+    "dice": {"smooth": 1.0}, "kl_div": {"log_target": 0.0},
 }
 
 

@@ -34,7 +34,7 @@ RTOL = 1e-12
 CONSTANT_GRADIENT = {
     ("wasserstein", "score"),  # -target * score
     ("nll", "logp"),  # -sum(target * logp)
-    ("kl_div", "logq"),  # sum(xlogy(t, t) - t * logq)
+    ("kl_div", "logq"),  # xlogy(t, t) - t * logq
     ("margin_ranking", "x1"),  # where(m >= 0, -target, 0): both branches constant
     ("margin_ranking", "x2"),
     ("hinge_embedding", "distance"),  # where(target > 0, 1, where(margin - d >= 0, -1, 0))
@@ -202,7 +202,8 @@ ARRAYS = frozenset({X, Y})
 def _numpy(expr):
     printer = NumpyLossPrinter()
     printer.array_names = frozenset({"x", "y"})
-    return sympy.lambdify((X, Y, M), expr, modules=[{"np": np}], printer=printer)
+    helpers = {"_choose": lf.compile(lf.builtin("kl_div"), "numpy")._choose}  # a where on params alone
+    return sympy.lambdify((X, Y, M), expr, modules=[{"np": np, **helpers}], printer=printer)
 
 
 def _points():

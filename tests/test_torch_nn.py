@@ -32,11 +32,13 @@ def _constructions(name, dtype=torch.float64):
     spec, row = lf.builtin(name), ROWS[name]
     params = {n: row.params.get(n, spec.symbols[n].default) for n in spec.params}
     params = {n: torch.tensor(v, dtype=dtype) if spec.symbols[n].tensor else v for n, v in params.items()}
+    torchs = inspect.signature(getattr(torch.nn, spec.torch_class)).parameters
+    params = {n: bool(v) if n in torchs and isinstance(torchs[n].default, bool) else v  # log_target=False
+              for n, v in params.items()}
     out = [("defaults", (), {})]
     for reduction in ("mean", "sum", "none"):
         values = {**params, "reduction": reduction, "size_average": None, "reduce": None}
-        torchs = inspect.signature(getattr(torch.nn, spec.torch_class)).parameters  # (BCELoss has no eps)
-        named = {n: values[n] for n in (*spec.params, "reduction") if n in torchs}  # every one torch takes by keyword
+        named = {n: values[n] for n in (*spec.params, "reduction") if n in torchs}  # (BCELoss has no eps)
         out.append((f"positional {reduction}", tuple(values[n] for n in spec.torch_args),
                     {n: v for n, v in named.items() if n not in spec.torch_args}))
         out.append((f"keywords {reduction}", (), named))
@@ -67,7 +69,7 @@ def _both(name, args, kwargs):
 def test_every_torch_class_named_is_torchs():
     assert set(DROP_IN.values()) == {"MSELoss", "L1Loss", "HuberLoss", "SmoothL1Loss", "SoftMarginLoss",
                                      "MarginRankingLoss", "HingeEmbeddingLoss", "CosineEmbeddingLoss",
-                                     "GaussianNLLLoss", "BCELoss", "BCEWithLogitsLoss"}
+                                     "GaussianNLLLoss", "BCELoss", "BCEWithLogitsLoss", "KLDivLoss"}
     for name, cls in DROP_IN.items():
         module = lf.compile(lf.builtin(name), "torch")
         assert module.__name__ == cls
@@ -200,3 +202,28 @@ def test_batchmean_is_the_sum_divided_by_the_first_dimension_in_both_targets(nam
     empty = [a[:0] for a in args]
     assert torch.isnan(lf.compile(spec, "torch")(reduction="batchmean")(*empty))
     assert np.isnan(module.loss(*(a.numpy() for a in empty), reduction="batchmean"))
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["float64", "float32"])
+def test_kl_div_is_torchs_kldivloss_with_batchmean_and_log_target(dtype):
+    g = torch.Generator().manual_seed(4)
+    logq = torch.log_softmax(torch.randn(6, 5, generator=g, dtype=torch.float64), -1).to(dtype)
+    target = torch.softmax(torch.randn(6, 5, generator=g, dtype=torch.float64) * 2, -1).to(dtype)
+    target[0, :2] = 0.0  # zeros in the target: 0 * log(0) is 0
+    cls = lf.compile(lf.builtin("kl_div"), "torch")
+    for log_target in (False, True):
+        given = torch.log(target.clamp_min(1e-30)) if log_target else target
+        for reduction in ("mean", "batchmean", "sum", "none"):
+            ours = cls(None, None, reduction, log_target)  # torch's positional order
+            theirs = torch.nn.KLDivLoss(reduction=reduction, log_target=log_target)
+            mine, (value, grads) = _run(ours, (logq, given), [0]), _run(theirs, (logq, given), [0])
+            torch.testing.assert_close(mine[0], value, rtol=TOL[dtype], atol=TOL[dtype])
+            torch.testing.assert_close(mine[1][0], grads[0], rtol=TOL[dtype], atol=TOL[dtype])
+        compiled = torch.compile(cls(reduction="batchmean", log_target=log_target), fullgraph=True,
+                                 backend="aot_eager")
+        torch.testing.assert_close(compiled(logq, given), torch.nn.KLDivLoss(reduction="batchmean",
+                                                                            log_target=log_target)(logq, given),
+                                   rtol=TOL[dtype], atol=TOL[dtype])
+    module = lf.compile(lf.builtin("kl_div"), "numpy")
+    want = torch.nn.functional.kl_div(logq.double(), target.double(), reduction="batchmean")
+    assert abs(module.loss(logq.double().numpy(), target.double().numpy(), "batchmean") - want.item()) <= 1e-12

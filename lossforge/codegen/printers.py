@@ -405,9 +405,15 @@ class _LossPrinterMixin:
 
     def _print_where(self, expr):
         cond, a, b = expr.args
-        if not self._has_arrays(cond):
-            return f"({self._print(a)} if {self._print(cond)} else {self._print(b)})"
-        return self._where(self._print(cond), a, b)
+        if self._has_arrays(cond):
+            return self._where(self._print(cond), a, b)
+        # On params alone the condition is one bool: only the branch it picks runs (each in a lambda).
+        self.helpers.add("_choose")
+        return f"_choose({self._print(cond)}, lambda: {self._branch(a, b)}, lambda: {self._branch(b, a)})"
+
+    def _branch(self, branch, other) -> str:
+        """A branch of a ``where`` on params alone."""
+        return self._print(branch)
 
     def _print_Piecewise(self, expr):
         return self._print(sympy_builtins_to_lossforge(expr))
@@ -558,6 +564,28 @@ class TorchLossPrinter(_LossPrinterMixin, TorchPrinter):
 
     def _print_as_tensor(self, expr):
         return self._tensor(expr.args[0])
+
+    # A condition on params alone: Python logic on floats eagerly, tensor logic under a compiler (where the
+    # params are the buffers): & and | serve both; not and the branch (_choose) are helpers that look.
+    def _branch(self, branch, other) -> str:
+        # A number beside a tensor branch is a tensor too: CSE may compute a branch's operations outside it.
+        return self._tensor(branch) if self._has_arrays(other) and not self._has_arrays(branch) else self._print(branch)
+
+    def _print_And(self, expr):
+        if self._has_arrays(expr):
+            return super()._print_And(expr)
+        return "(" + " & ".join(self._print(a) for a in expr.args) + ")"
+
+    def _print_Or(self, expr):
+        if self._has_arrays(expr):
+            return super()._print_Or(expr)
+        return "(" + " | ".join(self._print(a) for a in expr.args) + ")"
+
+    def _print_Not(self, expr):
+        if self._has_arrays(expr):
+            return super()._print_Not(expr)
+        self.helpers.add("_not")
+        return f"_not({self._print(expr.args[0])})"
 
     _nan = 'float("nan")'
 
