@@ -367,7 +367,8 @@ ROWS: dict[str, Row] = {
         Row("focal", focal_reference, logits_binary, logits_extremes, params={"alpha": 0.4, "gamma": 3.0}),
         Row(
             "poisson_nll",
-            lambda x, t, reduction: F.poisson_nll_loss(x, t, log_input=True, full=False, reduction=reduction),
+            lambda x, t, reduction, log_input=1.0, full=0.0, eps=1e-8: F.poisson_nll_loss(
+                x, t, log_input=bool(log_input), full=bool(full), eps=eps, reduction=reduction),
             poisson_args,
             poisson_extremes,
         ),

@@ -67,7 +67,7 @@ def test_bad_terms_name_the_token(terms, token):
 
 
 def test_accepts_are_kept_per_term_and_the_spec_round_trips():
-    spec = lf.combine({"rate": (lf.builtin("poisson_nll"), 1.0), "reg": (lf.builtin("mse").rename(pred="log_rate", target="log_target"), 0.1)})
+    spec = lf.combine({"rate": (lf.builtin("poisson_nll"), 1.0), "reg": (lf.builtin("mse").rename(target="log_target"), 0.1)})
     assert spec.accept["overflow"].startswith("rate: ")
     assert lf.loads(lf.dumps(spec)) == spec
 

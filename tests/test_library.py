@@ -57,7 +57,7 @@ ORDER = {
     "hinge": ("score", "target"), "multi_margin": ("scores", "target"), "soft_margin": ("score", "target"),
     "margin_ranking": ("x1", "x2", "target"), "hinge_embedding": ("distance", "target"),
     "cosine_embedding": ("x1", "x2", "target"), "triplet": ("anchor", "positive", "negative"),
-    "focal": ("logits", "target"), "poisson_nll": ("log_rate", "target"), "gaussian_nll": ("mean", "target", "var"),
+    "focal": ("logits", "target"), "poisson_nll": ("pred", "target"), "gaussian_nll": ("mean", "target", "var"),
     "dice": ("p", "target"), "wasserstein": ("score", "target"), "emd": ("p", "q"),
 }
 PARAMS = {
@@ -66,7 +66,7 @@ PARAMS = {
     "cross_entropy": {"label_smoothing": 0.0}, "hinge": {"margin": 1.0}, "multi_margin": {"margin": 1.0},
     "margin_ranking": {"margin": 0.0}, "hinge_embedding": {"margin": 1.0}, "cosine_embedding": {"margin": 0.0},
     "triplet": {"margin": 1.0, "eps": 1e-6}, "focal": {"alpha": 0.25, "gamma": 2.0}, "gaussian_nll": {"full": 0.0, "eps": 1e-6},
-    "dice": {"smooth": 1.0}, "kl_div": {"log_target": 0.0},
+    "dice": {"smooth": 1.0}, "kl_div": {"log_target": 0.0}, "poisson_nll": {"log_input": 1.0, "full": 0.0, "eps": 1e-8},
 }
 
 

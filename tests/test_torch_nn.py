@@ -69,7 +69,7 @@ def _both(name, args, kwargs):
 def test_every_torch_class_named_is_torchs():
     assert set(DROP_IN.values()) == {"MSELoss", "L1Loss", "HuberLoss", "SmoothL1Loss", "SoftMarginLoss",
                                      "MarginRankingLoss", "HingeEmbeddingLoss", "CosineEmbeddingLoss",
-                                     "GaussianNLLLoss", "BCELoss", "BCEWithLogitsLoss", "KLDivLoss"}
+                                     "GaussianNLLLoss", "BCELoss", "BCEWithLogitsLoss", "KLDivLoss", "PoissonNLLLoss"}
     for name, cls in DROP_IN.items():
         module = lf.compile(lf.builtin(name), "torch")
         assert module.__name__ == cls
@@ -227,3 +227,29 @@ def test_kl_div_is_torchs_kldivloss_with_batchmean_and_log_target(dtype):
     module = lf.compile(lf.builtin("kl_div"), "numpy")
     want = torch.nn.functional.kl_div(logq.double(), target.double(), reduction="batchmean")
     assert abs(module.loss(logq.double().numpy(), target.double().numpy(), "batchmean") - want.item()) <= 1e-12
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["float64", "float32"])
+def test_poisson_nll_is_torchs_poissonnllloss_with_log_input_and_full(dtype):
+    g = torch.Generator().manual_seed(6)
+    log_rate = torch.randn(6, 4, generator=g, dtype=torch.float64).to(dtype)
+    target = torch.poisson(torch.full((6, 4), 2.5, dtype=torch.float64), generator=g).to(dtype)
+    target[0] = torch.tensor([0.0, 1.0, 2.0, 7.0], dtype=dtype)  # Stirling's term only where target > 1
+    cls = lf.compile(lf.builtin("poisson_nll"), "torch")
+    for log_input in (True, False):
+        pred = log_rate if log_input else torch.exp(log_rate)  # the rate itself, >= 0
+        for full in (False, True):
+            for reduction in ("mean", "sum", "none"):
+                ours = cls(log_input, full, None, 1e-8, None, reduction)  # torch's positional order
+                theirs = torch.nn.PoissonNLLLoss(log_input, full, None, 1e-8, None, reduction)
+                mine, (value, grads) = _run(ours, (pred, target), [0]), _run(theirs, (pred, target), [0])
+                where = f"log_input={log_input} full={full} {reduction}"
+                torch.testing.assert_close(mine[0], value, rtol=TOL[dtype], atol=TOL[dtype], msg=where)
+                torch.testing.assert_close(mine[1][0], grads[0], rtol=TOL[dtype], atol=TOL[dtype], msg=where)
+            compiled = torch.compile(cls(log_input=log_input, full=full), fullgraph=True, backend="aot_eager")
+            torch.testing.assert_close(compiled(pred, target), torch.nn.PoissonNLLLoss(log_input, full)(pred, target),
+                                       rtol=TOL[dtype], atol=TOL[dtype])
+    module = lf.compile(lf.builtin("poisson_nll"), "numpy")
+    want = torch.nn.functional.poisson_nll_loss(log_rate.double().exp(), target.double(), log_input=False, full=True)
+    got = module.loss(log_rate.double().exp().numpy(), target.double().numpy(), log_input=0.0, full=1.0)
+    assert abs(got - want.item()) <= 1e-12 * abs(want.item())
