@@ -140,6 +140,11 @@ class Var:
         elif self.default is not None:
             raise RoleError(f"only a param takes a default, not an {self.role}", token="default")
 
+    @property
+    def per_element(self) -> bool:
+        """Whether it may hold one value per element: an array (input, target), or a param declared ``tensor``."""
+        return self.role != "param" or self.tensor
+
     def to_toml(self) -> str:
         parts = [f"role = {_toml_value(self.role)}"]
         if self.default is not None:

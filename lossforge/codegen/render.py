@@ -108,8 +108,7 @@ class Arg:
 
     @property
     def varies(self) -> bool:
-        """Whether it may hold one value per element: an array, or a param declared ``tensor``."""
-        return self.var.role != "param" or self.var.tensor
+        return self.var.per_element
 
     @property
     def default(self) -> str:
@@ -327,7 +326,7 @@ def _prepared(spec: LossSpec, local: tuple[tuple[str, str], ...], index: tuple[s
     derivation = derive(spec)
     table = spec.sympy_symbols
     rename = {table[n]: sympy.Symbol(local[n], **v.domain.assumptions()) for n, v in spec.symbols.items()}
-    array_syms = frozenset(rename[table[n]] for n, v in spec.symbols.items() if v.role != "param" or v.tensor)
+    array_syms = frozenset(rename[table[n]] for n, v in spec.symbols.items() if v.per_element)
     vector_syms = sorted((rename[table[n]] for n in spec.arrays if spec.symbols[n].axis
                           and not (index and n == index[0])), key=lambda s: s.name)
 
