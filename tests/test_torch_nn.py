@@ -253,3 +253,18 @@ def test_poisson_nll_is_torchs_poissonnllloss_with_log_input_and_full(dtype):
     want = torch.nn.functional.poisson_nll_loss(log_rate.double().exp(), target.double(), log_input=False, full=True)
     got = module.loss(log_rate.double().exp().numpy(), target.double().numpy(), log_input=0.0, full=1.0)
     assert abs(got - want.item()) <= 1e-12 * abs(want.item())
+
+
+def test_a_target_that_requires_grad_is_named_not_silently_left_without_gradient():
+    # torch's mse_loss differentiates its target too; lossforge differentiates inputs only, and says so.
+    module = lf.compile(lf.builtin("huber"), "torch")()
+    pred, target = torch.randn(5, requires_grad=True), torch.randn(5, requires_grad=True)
+    with pytest.warns(UserWarning, match=r"'target': a target that requires grad gets no gradient from this loss; "
+                                         r"declare it an input"):
+        module(pred, target).backward()
+    assert target.grad is None and pred.grad is not None
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        module(pred, target.detach())
+        with torch.no_grad():
+            module(pred, target)

@@ -676,6 +676,7 @@ def generate(spec: LossSpec, target: str) -> str:
         "docstring": inert(docstring(spec, tgt, local), "docstring"),
         "arrays": arrays,
         "inputs": [a for a in arrays if a.var.role == "input"],
+        "targets": [a for a in arrays if a.var.role == "target"],
         "params": [Arg(n, local[n], spec.symbols[n]) for n in spec.params],
         "learned": [Arg(n, local[n], spec.symbols[n]) for n in spec.learnable] if tgt.name == "torch" else [],
         "tensor_params": any(v.tensor for v in spec.symbols.values()),

@@ -83,6 +83,13 @@ def _rows(shape):
     return shape[0] if len(shape) else 1
 
 
+def _no_target_gradient(targets):
+    """A target that requires grad gets none from this loss (torch's mse_loss would give one): said, not silent."""
+    names = ", ".join(repr(name) for name, value in targets if value.requires_grad)
+    warnings.warn(f"{names}: a target that requires grad gets no gradient from this loss; declare it an input in "
+                  "the spec to differentiate it, or pass it detached", UserWarning, stacklevel=6)  # the caller of the module
+
+
 def _transformed():
     """Whether torch.func (grad, vmap, jvp ...) or forward-mode AD is tracing this call."""
     return torch._C._are_functorch_transforms_active() or torch.autograd.forward_ad._current_level >= 0
@@ -457,6 +464,8 @@ class MarginRankingLoss(torch.nn.Module):
     def _forward(self, indexed, x1, x2, target):
         if self.validate:
             _validate(x1, x2, target, indexed)
+        if not torch.compiler.is_compiling() and torch.is_grad_enabled() and (target.requires_grad):
+            _no_target_gradient([("target", target)])
         transformed = not torch.compiler.is_compiling() and _transformed()  # torch.func or forward-mode AD
         # under torch.func the eager functions run: the transforms apply to them
         fused = not transformed and _fused(self.fused, x1.device, x1.dtype)
