@@ -33,6 +33,11 @@ def _check_shapes(args):
             )
 
 
+def _rows(shape):
+    """The length of the batch's first dimension (1 for a single sample): what "batchmean" divides by."""
+    return shape[0] if len(shape) else 1
+
+
 def _check_reduction(reduction):
     if reduction not in _REDUCTIONS:
         raise ValueError(f"reduction must be one of {', '.join(map(repr, _REDUCTIONS))}, got {reduction!r}")
@@ -63,11 +68,6 @@ def _reduce(value, reduction):
     if reduction == "batchmean":  # the sum over the batch's first dimension, as torch's KLDivLoss
         return value.sum() / _rows(value.shape)
     return value.mean() if reduction == "mean" else value.sum()
-
-
-def _rows(shape):
-    """The length of the batch's first dimension (1 for a single sample): what "batchmean" divides by."""
-    return shape[0] if len(shape) else 1
 
 
 def _no_target_gradient(targets):

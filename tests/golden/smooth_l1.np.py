@@ -67,6 +67,11 @@ def _check_shapes(args):
             )
 
 
+def _rows(shape):
+    """The length of the batch's first dimension (1 for a single sample): what "batchmean" divides by."""
+    return shape[0] if len(shape) else 1
+
+
 def _check_reduction(reduction):
     if reduction not in _REDUCTIONS:
         raise ValueError(f"reduction must be one of {', '.join(map(repr, _REDUCTIONS))}, got {reduction!r}")
@@ -102,10 +107,6 @@ def _reduce(value, reduction):
     count = value.size if reduction == "mean" else _rows(value.shape)
     return value.sum() / count if count else np.float64(np.nan)
 
-
-def _rows(shape):
-    """The length of the batch's first dimension (1 for a single sample): what "batchmean" divides by."""
-    return shape[0] if len(shape) else 1
 
 
 def _check_domain(name, value, domain):
