@@ -260,7 +260,7 @@ class LossSpec:
     def _check_torch(self) -> tuple[str, ...] | None:
         """Validate ``torch_class`` and ``torch_args``: a public class name, args that name a constructor argument."""
         if not isinstance(self.torch_class, str) or (self.torch_class and (
-                not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*", self.torch_class) or keyword.iskeyword(self.torch_class))):
+                not _NAME_RE.fullmatch(self.torch_class) or keyword.iskeyword(self.torch_class))):
             raise SpecError(f"[torch] class {self.torch_class!r} is not a public Python class name (such as "
                             "'MSELoss')", token=str(self.torch_class))
         if self.torch_args is None:

@@ -55,6 +55,13 @@ def _run(module, args, positions):
     return value.detach(), grads
 
 
+def _same_as_torch(ours, theirs, args, dtype, where=None):
+    """Our module and torch's give the same value and gradient of the first argument (the input)."""
+    mine, (value, grads) = _run(ours, args, [0]), _run(theirs, args, [0])
+    torch.testing.assert_close(mine[0], value, rtol=TOL[dtype], atol=TOL[dtype], msg=where)
+    torch.testing.assert_close(mine[1][0], grads[0], rtol=TOL[dtype], atol=TOL[dtype], msg=where)
+
+
 def _both(name, args, kwargs):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -175,9 +182,7 @@ def test_bce_drop_ins_take_torchs_weight_and_pos_weight_tensors(dtype):
         for reduction in ("mean", "sum", "none"):
             ours = lf.compile(lf.builtin(name), "torch")(reduction=reduction, **kwargs)
             theirs.reduction = reduction
-            mine, (value, grads) = _run(ours, args, [0]), _run(theirs, args, [0])
-            torch.testing.assert_close(mine[0], value, rtol=TOL[dtype], atol=TOL[dtype])
-            torch.testing.assert_close(mine[1][0], grads[0], rtol=TOL[dtype], atol=TOL[dtype])
+            _same_as_torch(ours, theirs, args, dtype)
     assert list(lf.compile(lf.builtin("bce_logits"), "torch")(pos_weight=pos_weight).state_dict()) == ["pos_weight"]
 
 
@@ -216,9 +221,7 @@ def test_kl_div_is_torchs_kldivloss_with_batchmean_and_log_target(dtype):
         for reduction in ("mean", "batchmean", "sum", "none"):
             ours = cls(None, None, reduction, log_target)  # torch's positional order
             theirs = torch.nn.KLDivLoss(reduction=reduction, log_target=log_target)
-            mine, (value, grads) = _run(ours, (logq, given), [0]), _run(theirs, (logq, given), [0])
-            torch.testing.assert_close(mine[0], value, rtol=TOL[dtype], atol=TOL[dtype])
-            torch.testing.assert_close(mine[1][0], grads[0], rtol=TOL[dtype], atol=TOL[dtype])
+            _same_as_torch(ours, theirs, (logq, given), dtype)
         compiled = torch.compile(cls(reduction="batchmean", log_target=log_target), fullgraph=True,
                                  backend="aot_eager")
         torch.testing.assert_close(compiled(logq, given), torch.nn.KLDivLoss(reduction="batchmean",
@@ -242,10 +245,7 @@ def test_poisson_nll_is_torchs_poissonnllloss_with_log_input_and_full(dtype):
             for reduction in ("mean", "sum", "none"):
                 ours = cls(log_input, full, None, 1e-8, None, reduction)  # torch's positional order
                 theirs = torch.nn.PoissonNLLLoss(log_input, full, None, 1e-8, None, reduction)
-                mine, (value, grads) = _run(ours, (pred, target), [0]), _run(theirs, (pred, target), [0])
-                where = f"log_input={log_input} full={full} {reduction}"
-                torch.testing.assert_close(mine[0], value, rtol=TOL[dtype], atol=TOL[dtype], msg=where)
-                torch.testing.assert_close(mine[1][0], grads[0], rtol=TOL[dtype], atol=TOL[dtype], msg=where)
+                _same_as_torch(ours, theirs, (pred, target), dtype, f"log_input={log_input} full={full} {reduction}")
             compiled = torch.compile(cls(log_input=log_input, full=full), fullgraph=True, backend="aot_eager")
             torch.testing.assert_close(compiled(pred, target), torch.nn.PoissonNLLLoss(log_input, full)(pred, target),
                                        rtol=TOL[dtype], atol=TOL[dtype])

@@ -205,11 +205,11 @@ def constructor(spec: LossSpec, local: dict[str, str]) -> tuple[list[tuple[str, 
     order (else ``reduction`` and the params), then the keyword-only ones: the other params in declaration
     order, then ``reduction`` (torch's ``GaussianNLLLoss(*, full, eps, reduction)``)."""
     own = {"reduction": '"mean"', "size_average": "None", "reduce": "None"}  # a name of TORCH_ARGS is never a param
-    params = [(local[n], Arg(n, local[n], spec.symbols[n]).default) for n in spec.params]
+    params = {n: (local[n], Arg(n, local[n], spec.symbols[n]).default) for n in spec.params}
     if spec.torch_args is None:
-        return [("reduction", own["reduction"]), *params], []
-    first = [(n, own[n]) if n in own else (local[n], Arg(n, local[n], spec.symbols[n]).default) for n in spec.torch_args]
-    return first, [arg for arg in (*params, ("reduction", own["reduction"])) if arg not in first]
+        return [("reduction", own["reduction"]), *params.values()], []
+    first = [(n, own[n]) if n in own else params[n] for n in spec.torch_args]
+    return first, [arg for arg in (*params.values(), ("reduction", own["reduction"])) if arg not in first]
 
 
 # -- expressions --------------------------------------------------------------------
