@@ -481,6 +481,14 @@ class axis_mean(AxisFunction):
 
     spec_name = "mean"
 
+    @classmethod
+    def eval(cls, x):
+        """The mean of a constant is that constant: a per-class weight folded to its default (``mean(weight)``
+        with ``weight`` absent) leaves no reduction behind."""
+        if x.is_number:
+            return x
+        return None
+
     def fdiff(self, argindex=1):
         if argindex != 1:
             raise ArgumentIndexError(self, argindex)

@@ -192,7 +192,9 @@ class Evaluator:
             if override is not None and override[0] == name:
                 values[override[1]] = override[2]
             out += values
-        out += [mpmath.mpf(self.spec.symbols[p].default) for p in self.spec.params]
+        for p in self.spec.params:  # at their defaults; a param on an axis (a weight per class) once per entry
+            var = self.spec.symbols[p]
+            out += [mpmath.mpf(var.default)] * (self.length if var.axis else 1)
         return out
 
     def __call__(self, arrays: dict[str, np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:

@@ -93,7 +93,15 @@ class Var:
     holds it as an ``nn.Parameter`` and derives its gradient (reduced over the batch).
     A ``tensor`` param may also be given as an array that broadcasts to the batch
     (torch's ``pos_weight`` of shape ``(C,)``, a per-element weight): it is then
-    one value per element, checked against its domain element by element.
+    one value per element, checked against its domain element by element; with an ``axis`` it is one value
+    per entry of that axis (torch's per-class ``weight`` of shape ``(C,)``).
+
+    ``dim`` places an array's axis where torch's class-axis losses have it: in an array of more than ``dim + 1``
+    dimensions the axis is dimension ``dim`` (``dim = 1``: ``(N, C, d1, ...)``), otherwise the last. A one-hot
+    target given as class indices may leave samples out and weight the mean, as torch's ``CrossEntropyLoss``:
+    ``ignore_index`` names the param whose value marks a sample left out (its loss 0, no gradient, not counted
+    in the mean), and ``mean_weight`` the tensor param on its axis by whose entry at each sample's class
+    ``reduction="mean"`` weights the mean (``sum(loss) / sum(weight[class])``).
     """
 
     role: str
@@ -102,6 +110,9 @@ class Var:
     axis: str | None = None
     learnable: bool = False
     tensor: bool = False
+    dim: int | None = None
+    ignore_index: str | None = None
+    mean_weight: str | None = None
 
     def __post_init__(self) -> None:
         if self.role not in ROLES:
@@ -111,8 +122,9 @@ class Var:
         if self.axis is not None:
             if not isinstance(self.axis, str) or not self.axis.isidentifier() or not self.axis.isascii():
                 raise SpecError(f"axis {self.axis!r} is not a plain identifier", token=str(self.axis))
-            if self.role == "param":
-                raise RoleError(f"a param cannot have an axis (axis {self.axis!r})", token=self.axis)
+            if self.role == "param" and not self.tensor:
+                raise RoleError(f"a param has an axis only if it is a tensor (axis {self.axis!r}): declare "
+                                "tensor = true for one value per entry of the axis", token=self.axis)
         elif dom.vector:
             raise DomainError(f"domain {dom.name!r} needs an axis: declare axis = \"NAME\"", token=dom.name)
         if not isinstance(self.learnable, bool):
@@ -128,6 +140,22 @@ class Var:
         if self.tensor and self.learnable:
             raise RoleError("a learnable param is a scalar: declare it learnable or tensor, not both "
                             "(a tensor param is data, such as a weight per element)", token="tensor")
+        if self.dim is not None:
+            if isinstance(self.dim, bool) or not isinstance(self.dim, int) or not 0 <= self.dim <= 8:
+                raise SpecError(f"dim must be an integer from 0 to 8 (the axis's dimension), got {self.dim!r}",
+                                token="dim")
+            if self.axis is None or self.role == "param":
+                raise SpecError("dim places an array's axis: declare it on an input or target with an axis",
+                                token="dim")
+        for key in ("ignore_index", "mean_weight"):
+            name = getattr(self, key)
+            if name is None:
+                continue
+            if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
+                raise SpecError(f"{key} must name a param, got {name!r}", token=key)
+            if dom.name != "onehot" or self.role != "target":
+                raise SpecError(f"{key} belongs to a one-hot target (it acts on class indices), not to an "
+                                f"{self.role} of domain {dom.name!r}", token=key)
         if self.role == "param":
             if self.default is None:
                 raise SpecError("a param needs a default value", token="default")
@@ -157,6 +185,11 @@ class Var:
             parts.append("learnable = true")
         if self.tensor:
             parts.append("tensor = true")
+        if self.dim is not None:
+            parts.append(f"dim = {self.dim}")
+        for key in ("ignore_index", "mean_weight"):
+            if getattr(self, key) is not None:
+                parts.append(f"{key} = {_toml_value(getattr(self, key))}")
         return "{ " + ", ".join(parts) + " }"
 
 
@@ -253,6 +286,7 @@ class LossSpec:
         object.__setattr__(self, "accept", FrozenMap(self.accept))
         if not self.inputs:
             raise RoleError("no symbol has role 'input': nothing to differentiate", token="input")
+        self._check_axes()
         object.__setattr__(self, "sympy", self._parse())
         object.__setattr__(self, "terms", self._check_terms())
         object.__setattr__(self, "torch_args", self._check_torch())
@@ -279,6 +313,44 @@ class LossSpec:
         if ("size_average" in seen) != ("reduce" in seen):
             raise SpecError("[torch] args: torch's deprecated size_average and reduce come together", token="reduce")
         return tuple(self.torch_args)
+
+    def _check_axes(self) -> None:
+        """Cross-symbol rules: one ``dim`` per axis, tensor params on an array's axis, and ``ignore_index`` /
+        ``mean_weight`` naming a fitting param (on one target only)."""
+        dims: dict[str, tuple[str, int | None]] = {}
+        for name in self.arrays:
+            var = self.symbols[name]
+            if var.axis is None:
+                continue
+            seen = dims.setdefault(var.axis, (name, var.dim))
+            if seen[1] != var.dim:
+                raise SpecError(f"{name!r} declares dim {var.dim!r} for axis {var.axis!r} but {seen[0]!r} declares "
+                                f"{seen[1]!r}: every array on an axis has it at one dimension", token=name)
+        for name in self.params:
+            axis = self.symbols[name].axis
+            if axis is not None and axis not in dims:
+                raise SpecError(f"tensor param {name!r} is on axis {axis!r}, which no input or target has (its "
+                                "length comes from theirs)", token=name)
+        sampled = [n for n in self.arrays if self.symbols[n].ignore_index or self.symbols[n].mean_weight]
+        if len(sampled) > 1:
+            raise SpecError(f"{sampled[0]!r} and {sampled[1]!r} both declare ignore_index or mean_weight: one "
+                            "target decides which samples count", token=sampled[1])
+        for name in sampled:
+            var = self.symbols[name]
+            if not any(n != name and self.symbols[n].axis == var.axis for n in self.arrays):
+                raise SpecError(f"{name!r} declares ignore_index or mean_weight, but no other input or target is on "
+                                f"axis {var.axis!r} to give the number of classes", token=name)
+            for key, want in (("ignore_index", "a scalar param with an integer default"), ("mean_weight", f"a tensor param on axis {var.axis!r}")):
+                other = getattr(var, key)
+                if other is None:
+                    continue
+                decl = self.symbols.get(other)
+                fits = decl is not None and decl.role == "param" and not decl.learnable and (
+                    not decl.tensor and float(decl.default).is_integer() if key == "ignore_index"
+                    else decl.tensor and decl.axis == var.axis)
+                if not fits:
+                    raise SpecError(f"{name!r}: {key} = {other!r} must name {want}, declared in [symbols]",
+                                    token=other)
 
     # -- construction helpers -------------------------------------------------
 
@@ -370,6 +442,11 @@ class LossSpec:
         return tuple(n for n, v in self.symbols.items() if v.learnable)
 
     @property
+    def class_index_params(self) -> frozenset[str]:
+        """The params that hold a class index (a target's ``ignore_index``): integers, as torch takes them."""
+        return frozenset(v.ignore_index for v in self.symbols.values() if v.ignore_index)
+
+    @property
     def differentiated(self) -> tuple[str, ...]:
         """What the loss is differentiated in: the inputs, then the learnable params."""
         return (*self.inputs, *self.learnable)
@@ -420,7 +497,9 @@ class LossSpec:
         if len(set(new_names)) != len(new_names):
             dup = next(n for n in new_names if new_names.count(n) > 1)
             raise SpecError(f"renaming would declare {dup!r} twice", token=dup)
-        symbols = {mapping.get(n, n): v for n, v in self.symbols.items()}
+        symbols = {mapping.get(n, n): replace(v, **{k: mapping.get(getattr(v, k), getattr(v, k))
+                                                     for k in ("ignore_index", "mean_weight") if getattr(v, k)})
+                   for n, v in self.symbols.items()}
         old_syms = self.sympy_symbols
         new_syms = {mapping.get(n, n): sympy.Symbol(mapping.get(n, n), **v.domain.assumptions())
                     for n, v in self.symbols.items()}

@@ -300,12 +300,15 @@ ROWS: dict[str, Row] = {
         ),
         Row(
             "cross_entropy",
-            lambda z, y, reduction, label_smoothing=0.0: F.cross_entropy(
-                z, y.argmax(-1), reduction=reduction, label_smoothing=label_smoothing
+            # one-hot rows as torch's class probabilities: with a weight, the mean is over samples (torch's rule
+            # for probabilities; class indices get the weighted mean, tested in test_torch_nn.py)
+            lambda z, y, reduction, label_smoothing=0.0, weight=None, ignore_index=-100: F.cross_entropy(
+                z, y, reduction=reduction, label_smoothing=label_smoothing,
+                weight=None if weight is None else torch.as_tensor(weight, dtype=z.dtype),
             ),
             class_logits,
             class_logits_extremes,
-            params={"label_smoothing": 0.1},
+            params={"label_smoothing": 0.1, "weight": (0.5, 1.0, 2.0, 3.0)},
         ),
         Row(
             "nll",

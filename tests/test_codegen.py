@@ -569,7 +569,8 @@ def test_docstring_has_pytorch_shape_and_its_example_runs(name, target):
     for section in ("The per-sample loss is::", "Args:", "reduction (str, optional)", "Shape:", "Example::"):
         assert section in doc, section
     for p in s.params:
-        assert f"{p} (float, optional)" in doc
+        kind = "float or " if s.symbols[p].tensor else "int" if p in s.class_index_params else "float"
+        assert f"{p} ({kind}" in doc
     example = [line.strip()[4:] for line in doc.splitlines() if line.strip().startswith(">>> ")]
     namespace = dict(vars(sys.modules[mod_or_cls.__module__] if target == "torch" else mod_or_cls))
     exec("\n".join(example), namespace)  # our own generated docstring

@@ -32,7 +32,7 @@ def test_positional_arguments_are_inputs_and_targets_in_term_order_shared_once()
     assert spec.params == ("delta",)
     spec = multitask()
     assert spec.arrays == ("logits", "target", "box_pred", "box_target")
-    assert spec.params == ("label_smoothing", "delta")
+    assert spec.params == ("weight", "ignore_index", "label_smoothing", "delta")
 
 
 def test_same_name_different_declaration_is_refused_naming_it():

@@ -83,8 +83,9 @@ def test_indexed_forward_saves_no_class_matrix_but_the_gradient():
     saved = []
     with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
         lf.compile(lf.builtin("cross_entropy"), "torch")()(z, i)
-    assert [tuple(t.shape) for t in saved] == [(N, C), (N,), (N, C)]  # logits, the indices, the gradient
-    assert saved[1].dtype == torch.int64
+    # logits, the indices, which samples count (ignore_index), the gradient: nothing else of (N, C)
+    assert [tuple(t.shape) for t in saved] == [(N, C), (N,), (N,), (N, C)]
+    assert saved[1].dtype == torch.int64 and saved[2].dtype == torch.bool
 
 
 def test_indexed_cross_entropy_double_backward():

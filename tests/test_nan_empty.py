@@ -186,6 +186,11 @@ def test_an_empty_class_axis_is_nan_or_a_value_never_a_zero_division(name, targe
     assert value.shape == ((2,) if reduction == "none" else ())
     for grad, i in zip(grads, _positions(spec)):
         assert grad.shape == tuple(args[i].shape) == (2, 0)
+    if name == "cross_entropy" and reduction == "mean":
+        # torch divides the summed losses of class probabilities by numel / C, 0/0 with no classes (NaN);
+        # lossforge averages the two samples' losses, each 0 (an empty sum)
+        assert value == 0.0
+        return
     try:
         reference = ROWS[name].reference(*args, reduction=reduction).numpy()
     except (RuntimeError, IndexError):  # argmax of an empty one-hot row: the adapter, not torch's loss

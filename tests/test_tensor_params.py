@@ -116,7 +116,7 @@ def test_a_tensor_param_is_module_state_and_runs_under_compile_fused_and_torch_f
 def test_a_tensor_param_that_does_not_broadcast_to_the_batch_is_refused_by_name():
     x, t = _data(torch.float64)
     for bad in (torch.ones(4), torch.ones(2, 6, 3), torch.ones(6, 2)):
-        with pytest.raises(ValueError, match=r"pos_weight has shape .* which does not broadcast to the batch shape "
+        with pytest.raises(ValueError, match=r"pos_weight has shape .* which does not broadcast to the shape "
                                              r"\(6, 3\)"):
             lf.compile(WEIGHTED_BCE, "torch")(pos_weight=bad)(x, t)
         with pytest.raises(ValueError, match=r"pos_weight has shape"):

@@ -31,7 +31,8 @@ def _constructions(name, dtype=torch.float64):
     """``(label, args, kwargs)`` ways to build the module, as a torch user would (a tensor param as a tensor)."""
     spec, row = lf.builtin(name), ROWS[name]
     params = {n: row.params.get(n, spec.symbols[n].default) for n in spec.params}
-    params = {n: torch.tensor(v, dtype=dtype) if spec.symbols[n].tensor else v for n, v in params.items()}
+    params = {n: (torch.tensor(v, dtype=dtype) if n in row.params else None) if spec.symbols[n].tensor  # absent
+              else int(v) if n in spec.class_index_params else v for n, v in params.items()}
     torchs = inspect.signature(getattr(torch.nn, spec.torch_class)).parameters
     params = {n: bool(v) if n in torchs and isinstance(torchs[n].default, bool) else v  # log_target=False
               for n, v in params.items()}
@@ -76,7 +77,8 @@ def _both(name, args, kwargs):
 def test_every_torch_class_named_is_torchs():
     assert set(DROP_IN.values()) == {"MSELoss", "L1Loss", "HuberLoss", "SmoothL1Loss", "SoftMarginLoss",
                                      "MarginRankingLoss", "HingeEmbeddingLoss", "CosineEmbeddingLoss",
-                                     "GaussianNLLLoss", "BCELoss", "BCEWithLogitsLoss", "KLDivLoss", "PoissonNLLLoss"}
+                                     "GaussianNLLLoss", "BCELoss", "BCEWithLogitsLoss", "KLDivLoss", "PoissonNLLLoss",
+                                     "CrossEntropyLoss", "NLLLoss"}
     for name, cls in DROP_IN.items():
         module = lf.compile(lf.builtin(name), "torch")
         assert module.__name__ == cls
@@ -98,6 +100,9 @@ def test_built_as_torch_builds_it_gives_torchs_loss_and_gradients(name, dtype):
     positions = [spec.arrays.index(n) for n in spec.inputs]
     points = [("ordinary", row.ordinary(torch.Generator().manual_seed(11), dtype))]
     points += row.extremes(dtype) if row.compare_extremes else []
+    # a one-hot target as a torch user gives it: class indices (NLLLoss takes nothing else)
+    onehot = [i for i, n in enumerate(spec.arrays) if spec.symbols[n].domain.name == "onehot"]
+    points = [(label, tuple(a.argmax(-1) if i in onehot else a for i, a in enumerate(args))) for label, args in points]
     for label, args, kwargs in _constructions(name, dtype):
         ours, theirs = _both(name, args, kwargs)
         assert ours.reduction == theirs.reduction, label

@@ -77,8 +77,12 @@ class _Numpy:
             self.args += [element_symbol(sym, k) for k in range(LENGTH)] if sym in vectors else [sym]
         # Params stay symbols, passed their defaults at each call: substituting them into the
         # expression could fold it into a complex constant SymPy cannot compare.
-        self.params = [table[p] for p in spec.params]
-        self.defaults = [float(spec.symbols[p].default) for p in spec.params]
+        # A param on an axis (a weight per class) is one symbol per entry, each at the default.
+        self.params, self.defaults = [], []
+        for p in spec.params:
+            width = LENGTH if spec.symbols[p].axis else 1
+            self.params += [element_symbol(table[p], k) for k in range(width)] if table[p] in vectors else [table[p]]
+            self.defaults += [float(spec.symbols[p].default)] * width
         #: The loss written out element by element (lossforge's functions kept).
         self.loss = expand(derive(spec).loss, LENGTH, vectors)[0]
         budget.check_compiled("properties", self.loss)  # lambdify: a compiled node's cost

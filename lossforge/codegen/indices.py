@@ -15,7 +15,7 @@ from __future__ import annotations
 import sympy
 
 from .. import budget
-from ..expr import AXIS_OPERATIONS, axis_mean, axis_size, axis_sum
+from ..expr import AXIS_OPERATIONS, AxisFunction, axis_mean, axis_size, axis_sum
 
 
 class pick(sympy.Function):  # noqa: N801 - a SymPy function, lower case like SymPy's
@@ -42,7 +42,16 @@ def _indexed_one(expr: sympy.Expr, t: sympy.Symbol, index: sympy.Symbol, mate: s
     """One expression in terms of ``index`` (not ``t``), or None."""
 
     def picked(g: sympy.Expr) -> sympy.Expr:
-        return pick(g, index) if g.free_symbols & vectors else g  # the same for every class: itself
+        """``g`` at the class index. Picking commutes with sums, products and powers, so a product of
+        per-class factors (``weight*logits``) is gathered factor by factor, never formed over every class; a
+        reduction over the axis, an axis length and an entry already picked are one value per sample, the same
+        at every class."""
+        if (not g.free_symbols & vectors or isinstance(g, (axis_size, pick))
+                or (isinstance(g, AxisFunction) and g.reduces)):
+            return g
+        if isinstance(g, (sympy.Add, sympy.Mul, sympy.Pow)):
+            return g.func(*map(picked, g.args))
+        return pick(g, index)
 
     # 1. Reductions over the axis that hold t, innermost first.
     while True:

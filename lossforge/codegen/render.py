@@ -14,6 +14,7 @@ import builtins
 import dataclasses
 import hashlib
 import keyword
+import linecache
 import math
 import sys
 import threading
@@ -69,6 +70,7 @@ RESERVED = frozenset(
         "grad_output", "total", "name", "length", "args", "Loss", "PARAMS", "part", "out", "v",
         "reduce", "l", "I", "O", "kernels", "saved", "recompute", "which", "fn", "term", "exc", "pair",
         "warnings", "indexed", "validate", "size_average", "function", "outputs", "transformed", "tangent", "tangents", "change", "module",
+        "keep", "counts",
     }
     | MODULE_ATTRIBUTES
     | set(dir(builtins))
@@ -97,6 +99,8 @@ class Arg:
     name: str  # as declared
     local: str  # its Python name in generated code
     var: Var
+    #: A param that holds a class index (``ignore_index``): its default is written as an integer.
+    index: bool = False
 
     @property
     def axis(self) -> str | None:
@@ -113,7 +117,7 @@ class Arg:
     @property
     def default(self) -> str:
         """Its default as generated code writes it: a tensor param's is None (absent: its value folded in)."""
-        return "None" if self.var.tensor else repr(self.var.default)
+        return "None" if self.var.tensor else repr(int(self.var.default) if self.index else self.var.default)
 
     @property
     def value(self) -> str:
@@ -154,6 +158,12 @@ class Term:
     #: The arrays and tensor params of no axis that get a unit axis (the term has vectors); the tensor params.
     expand: tuple[str, ...]
     tensors: tuple[Arg, ...]
+    #: The shape each tensor param must broadcast to: the batch shape, and the axis's length for one on an axis.
+    reach: tuple[str, ...]
+    #: For a tensor param on an axis, the axis's length (its entries: one per class); None for the others.
+    lengths: tuple[str | None, ...]
+    #: Whether the term holds the target that decides which samples count (``ignore_index``, ``mean_weight``).
+    sampled: bool
     value_lines: tuple[str, ...]
     value: str
     both_lines: tuple[str, ...]
@@ -205,7 +215,8 @@ def constructor(spec: LossSpec, local: dict[str, str]) -> tuple[list[tuple[str, 
     order (else ``reduction`` and the params), then the keyword-only ones: the other params in declaration
     order, then ``reduction`` (torch's ``GaussianNLLLoss(*, full, eps, reduction)``)."""
     own = {"reduction": '"mean"', "size_average": "None", "reduce": "None"}  # a name of TORCH_ARGS is never a param
-    params = {n: (local[n], Arg(n, local[n], spec.symbols[n]).default) for n in spec.params}
+    params = {n: (local[n], Arg(n, local[n], spec.symbols[n], n in spec.class_index_params).default)
+              for n in spec.params}
     if spec.torch_args is None:
         return [("reduction", own["reduction"]), *params.values()], []
     first = [(n, own[n]) if n in own else params[n] for n in spec.torch_args]
@@ -222,6 +233,8 @@ def _term_specs(spec: LossSpec) -> list[tuple[str, str, LossSpec]]:
     out = []
     for term, (weight, text) in spec.terms.items():
         used = _used_symbols(spec, text)
+        used |= {getattr(spec.symbols[n], k) for n in list(used) for k in ("ignore_index", "mean_weight")
+                 if getattr(spec.symbols[n], k)}  # the params that decide which of the term's samples count
         symbols = {n: v for n, v in spec.symbols.items() if n in used}
         if not any(v.role == "input" for v in symbols.values()):
             raise RenderError(f"term {term!r} has no input symbol", token=term)
@@ -350,7 +363,8 @@ def _prepared(spec: LossSpec, local: tuple[tuple[str, str], ...], index: tuple[s
     wrt = spec.differentiated if learned else spec.inputs  # the learnable params' gradients: Torch only
     exprs = prepared((derivation.loss, *(derivation.gradients[n] for n in wrt)))
     if index is not None:
-        exprs = indexed(exprs, symbol(index[0]), symbol(index[1]), frozenset(vector_syms))
+        per_class = {rename.get(table[n], table[n]) for n in spec.params if spec.symbols[n].axis}  # weight[class]
+        exprs = indexed(exprs, symbol(index[0]), symbol(index[1]), frozenset(vector_syms) | per_class)
         if exprs is None:
             return None
     exprs = cheaper(exprs, lower)
@@ -381,6 +395,10 @@ def _build_term(target: Target, term: str, weight: str, spec: LossSpec, local: d
     first = next(a for a in arrays if not (index and a.name == index[0]))  # the batch shape is its shape,
     batch = f"{first.local}.shape[:-1]" if first.axis else f"{first.local}.shape"  # less the axis of a vector
     expand = tuple(a.local for a in (*arrays, *params) if has_axes and a.varies and not a.axis)
+    tensors = tuple(a for a in params if a.var.tensor)
+    lengths = tuple(a.axis and next(f"{b.local}.shape[-1]" for b in arrays
+                                    if b.axis == a.axis and not (index and b.name == index[0])) for a in tensors)
+    reach = tuple(f"batch + ({n},)" if n else "batch" for n in lengths)
     pair = None if index else _index_pair(spec)  # the class-index form of a term that is not one already
     return Term(
         name=term,
@@ -394,7 +412,10 @@ def _build_term(target: Target, term: str, weight: str, spec: LossSpec, local: d
         batch=batch,
         first=first.local,
         expand=expand,
-        tensors=tuple(a for a in params if a.var.tensor),
+        tensors=tensors,
+        reach=reach,
+        lengths=lengths,
+        sampled=any(a.var.ignore_index or a.var.mean_weight for a in arrays),
         value_lines=value_lines,
         value=value,
         both_lines=both_lines,
@@ -415,7 +436,8 @@ def _folded(target: Target, term: str, weight: str, spec: LossSpec, local: dict[
     table = spec.sympy_symbols
     folded = LossSpec(name=f"{term}_folded", reduction=spec.reduction,
                       expr=spec.sympy.xreplace({table[n]: _number(spec.symbols[n].default, n) for n in tensors}),
-                      symbols={n: v for n, v in spec.symbols.items() if not v.tensor})
+                      symbols={n: dataclasses.replace(v, mean_weight=None) for n, v in spec.symbols.items()
+                               if not v.tensor})  # an absent weight weights no mean
     built = _build_term(target, f"{term}_folded", weight, folded, local)
 
     def signed(t: Term) -> Term:  # the signature of the term it folds: the absent params are passed, unread
@@ -477,9 +499,14 @@ def _shape_lines(spec: LossSpec, local: dict[str, str]) -> list[str]:
         dom = f"domain {var.domain.name}"
         if var.axis:
             k = letters[var.axis]
-            text = f"``(*, {k})``: {k} entries along axis ``{var.axis}``; {dom}"
+            if var.dim is None:
+                text = f"``(*, {k})``: {k} entries along axis ``{var.axis}``; {dom}"
+            else:  # torch's layout: (C), (N, C), (N, C, d1, ...) for dim 1
+                lead = ", ".join(f"N{i}" if var.dim > 1 else "N" for i in range(var.dim))
+                text = (f"``({k})``, ``({lead}, {k})`` or ``({lead}, {k}, d1, ...)``: {k} entries along axis "
+                        f"``{var.axis}``, dimension {var.dim} (the last one with at most {var.dim + 1} dimensions); {dom}")
             if var.domain.name == "onehot":
-                text += ", or integer class indices of shape ``(*)``"
+                text += ", or integer class indices of the shape without the axis"
         else:
             ref = first.get("scalar")
             text = "``(*)``, any batch shape" if ref is None else f"``(*)``, the same shape as {ref}"
@@ -524,12 +551,20 @@ def docstring(spec: LossSpec, target: Target, local: dict[str, str]) -> str:
         "size_average": "    size_average (bool, optional): deprecated (see ``reduction``), as in torch. Default: ``None``.",
         "reduce": "    reduce (bool, optional): deprecated (see ``reduction``), as in torch. Default: ``None``.",
     }
+    tensor_kind = f"float or {'Tensor' if target.name == 'torch' else 'array'}"
     for n in spec.params:
         var = spec.symbols[n]
-        kind, each = ((f"float or {'Tensor' if target.name == 'torch' else 'array'}", ", each element; it broadcasts to the batch (its trailing "
-                       "dimensions)") if var.tensor else ("float", ""))
+        if var.tensor and var.axis:
+            kind, each = tensor_kind, f", one per entry of axis ``{var.axis}`` (shape ``(C,)``), or one for all"
+        elif var.tensor:
+            kind, each = tensor_kind, ", each element; it broadcasts to the batch (its trailing dimensions)"
+        else:
+            kind, each = ("int", "; a sample whose class index is this one counts for nothing (its loss 0, not in "
+                          "the mean)") if n in spec.class_index_params else ("float", "")
+        if n in {v.mean_weight for v in spec.symbols.values()}:
+            each += "; given class indices, ``\"mean\"`` is the weighted mean (sum of losses / sum of weight[class])"
         default = (f"``None`` (absent: as {var.default!r}, with no operation for it in the code)" if var.tensor
-                   else f"``{var.default!r}``")
+                   else f"``{int(var.default) if n in spec.class_index_params else var.default!r}``")
         described[local[n]] = f"    {local[n]} ({kind}, optional): domain {var.domain.name}{each}. Default: {default}."
     if target.name == "torch":  # the constructor's order
         positional, keyword_only = constructor(spec, local)
@@ -662,6 +697,14 @@ def generate(spec: LossSpec, target: str) -> str:
     else:
         index = None
         terms = [dataclasses.replace(t, indexed=None) for t in terms]
+    sampler = next((a for a in arrays if a.var.ignore_index or a.var.mean_weight), None)
+    samples = sampler and {
+        "target": sampler.local,
+        "ignore": spec.params.index(sampler.var.ignore_index) if sampler.var.ignore_index else None,
+        "weight": spec.params.index(sampler.var.mean_weight) if sampler.var.mean_weight else None,
+        "weight_name": local[sampler.var.mean_weight] if sampler.var.mean_weight else None,
+        "mate": next(b.local for b in arrays if b.axis == sampler.axis and not b.onehot),
+    }
     mates = {}
     for a in arrays:
         if a.onehot and not (index and a.local == index["local"]):
@@ -677,13 +720,15 @@ def generate(spec: LossSpec, target: str) -> str:
         "arrays": arrays,
         "inputs": [a for a in arrays if a.var.role == "input"],
         "targets": [a for a in arrays if a.var.role == "target"],
-        "params": [Arg(n, local[n], spec.symbols[n]) for n in spec.params],
+        "params": [Arg(n, local[n], spec.symbols[n], n in spec.class_index_params) for n in spec.params],
         "learned": [Arg(n, local[n], spec.symbols[n]) for n in spec.learnable] if tgt.name == "torch" else [],
         "tensor_params": any(v.tensor for v in spec.symbols.values()),
         "terms": terms,
         "combined": bool(spec.terms),
         "validate": spec.validate,
         "mates": mates,
+        "samples": samples,
+        "dims": any(a.var.dim is not None for a in arrays),
         "index": index,
         "class_name": class_name(spec),
         "constructor": constructor(spec, local),
@@ -720,6 +765,7 @@ def compile(spec: LossSpec, target: str):  # noqa: A001 - the public name of the
             _, old = _MODULES.popitem(last=False)
             if sys.modules.get(old.__name__) is old:
                 del sys.modules[old.__name__]
+                linecache.cache.pop(old.__file__, None)
     return module.Loss if tgt.name == "torch" else module
 
 
@@ -735,9 +781,11 @@ def _load(spec: LossSpec, target: str, text: str) -> types.ModuleType:
     name = f"lossforge_generated_{spec.name}_{target}_{digest}"
     module = sys.modules.get(name)
     if isinstance(module, types.ModuleType) and getattr(module, "__lossforge_spec__", None) == text:
+        _lines(module.__file__, source)
         return module  # registered earlier in this process and evicted from _MODULES since
     module = types.ModuleType(name)
-    module.__file__ = f"<lossforge:{spec.name}:{target}>"
+    module.__file__ = f"<lossforge:{spec.name}:{target}:{digest[:12]}>"
+    _lines(module.__file__, source)
     code = builtins.compile(source, module.__file__, "exec")  # our own generated code; spec text is inert in it
     exec(code, module.__dict__)  # noqa: S102
     module.__lossforge_spec__ = text
@@ -745,6 +793,18 @@ def _load(spec: LossSpec, target: str, text: str) -> types.ModuleType:
         module.Loss.__reduce__ = _reduce_loss
     sys.modules[name] = module
     return module
+
+
+def _lines(filename: str, source: str) -> None:
+    """The generated source in linecache under its module's file name.
+
+    Tracebacks and ``inspect`` show the generated lines, and torch.compile sees
+    functions with a source file: without one, torch 2.11 and earlier wrap each
+    compiled function in one shared frame, so that every fused kernel of a
+    process counts against one recompile limit (8) and the ninth falls back to
+    eager (seen on CUDA). No modification time: ``linecache.checkcache`` keeps it.
+    """
+    linecache.cache[filename] = (len(source), None, source.splitlines(keepends=True), filename)
 
 
 def _reduce_loss(self):

@@ -68,11 +68,15 @@ def _check_shapes(args):
             )
 
 
-def _broadcasts(name, shape, batch):
-    """A tensor param's shape must broadcast to the batch shape without growing it (a ValueError names it)."""
+def _broadcasts(name, shape, batch, axis=False):
+    """A tensor param's shape must broadcast to the batch shape without growing it (a ValueError names it); one
+    on an axis (``axis``, the last entry of ``batch`` its length) is one value, or one per entry of the axis."""
     shape, batch = tuple(shape), tuple(batch)
+    if axis and shape and shape[-1] != batch[-1]:
+        raise ValueError(f"{name} has shape {shape}: one value per class needs {batch[-1]} entries in its last "
+                         "dimension (or one number for every class)")
     if len(shape) > len(batch) or any(n != 1 and n != b for n, b in zip(reversed(shape), reversed(batch))):
-        raise ValueError(f"{name} has shape {shape}, which does not broadcast to the batch shape {batch} "
+        raise ValueError(f"{name} has shape {shape}, which does not broadcast to the shape {batch} "
                          "(a tensor param is one value, or one per element along trailing dimensions)")
 
 
@@ -108,15 +112,33 @@ def _fill(value, shape):
     return value if value.shape == shape else np.broadcast_to(value, shape).copy()
 
 
-def _reduce(value, reduction):
+def _reduce(value, reduction, keep=None, counts=None):
     """The per-sample losses reduced as torch does: the mean of an empty batch is NaN, its sum 0; "batchmean" is
-    the sum over the batch's first dimension (NaN where it is empty)."""
+    the sum over the batch's first dimension (NaN where it is empty). ``keep`` (where given) marks the samples
+    that count (the others give 0), ``counts`` their weights in the mean (where given; else one each)."""
+    if keep is not None:
+        value = np.where(keep, value, 0.0)
     if reduction == "none":
         return value
     if reduction == "sum":
         return value.sum()
-    count = value.size if reduction == "mean" else _rows(value.shape)
+    count = _count(value.shape, reduction, keep, counts)
     return value.sum() / count if count else np.float64(np.nan)
+
+
+def _scale(shape, reduction, factor, keep=None, counts=None):
+    """The gradient of the reduced loss with respect to each sample's loss, for a term weighted by ``factor`` (0
+    for a sample left out); one value for all samples where every sample counts once."""
+    count = _count(shape, reduction, keep, counts)
+    scale = factor / count if count else factor  # an empty batch (or none counted): any finite scale will do
+    return scale if keep is None else np.where(keep, scale, 0.0)
+
+
+def _count(shape, reduction, keep=None, counts=None):
+    """What the reduction divides the summed losses by: 1, the samples (or their weights), or the rows."""
+    if reduction == "mean":
+        return counts.sum() if counts is not None else keep.sum() if keep is not None else int(np.prod(shape))
+    return _rows(shape) if reduction == "batchmean" else 1
 
 
 
@@ -152,12 +174,14 @@ def _inside(value, domain):
 
 
 def _prepare(p, target):
-    """Arrays as float64 (one-hot targets from class indices) with checked shapes."""
+    """Arrays as float64 (one-hot targets from class indices), axes last, shapes checked; whether the one-hot
+    target is class indices, and which samples count with what weight (None: all, once)."""
+    keep = counts = None
     p = np.asarray(p, dtype=np.float64)
     target = np.asarray(target, dtype=np.float64)
     indexed = False
     _check_shapes([("p", p, None), ("target", target, None)])
-    return p, target, indexed
+    return p, target, indexed, keep, counts
 
 
 
@@ -222,11 +246,11 @@ def loss(p, target, reduction="mean", weight=None, eps=1e-07, *, validate=True):
     See the module docstring for the formula, arguments and shapes.
     """
     _check_reduction(reduction)
-    p, target, indexed = _prepare(p, target)
+    p, target, indexed, keep, counts = _prepare(p, target)
     if validate:
         _validate(p, target, weight, eps, indexed)
     value = _FUNCTIONS[("bce", False, weight is None)][0](p, target, weight, eps)
-    return _reduce(value, reduction)
+    return _reduce(value, reduction, None, None)
 
 
 def loss_and_grad(p, target, reduction="mean", weight=None, eps=1e-07, *, validate=True):
@@ -237,12 +261,11 @@ def loss_and_grad(p, target, reduction="mean", weight=None, eps=1e-07, *, valida
     for the reduction (with ``"none"``, the gradient of the sum of the losses).
     """
     _check_reduction(reduction)
-    p, target, indexed = _prepare(p, target)
+    p, target, indexed, keep, counts = _prepare(p, target)
     if validate:
         _validate(p, target, weight, eps, indexed)
     value, grads = _FUNCTIONS[("bce", False, weight is None)][1](p, target, weight, eps)
-    scale = (1.0 / max(value.size, 1) if reduction == "mean" else 1.0 / max(_rows(value.shape), 1)
-             if reduction == "batchmean" else 1.0)
+    scale = _scale(value.shape, reduction, 1.0, None, None)
     grad_p = scale * grads[0]
-    total = _reduce(value, reduction)
+    total = _reduce(value, reduction, None, None)
     return total, (grad_p,)

@@ -87,15 +87,33 @@ def _fill(value, shape):
     return value if value.shape == shape else np.broadcast_to(value, shape).copy()
 
 
-def _reduce(value, reduction):
+def _reduce(value, reduction, keep=None, counts=None):
     """The per-sample losses reduced as torch does: the mean of an empty batch is NaN, its sum 0; "batchmean" is
-    the sum over the batch's first dimension (NaN where it is empty)."""
+    the sum over the batch's first dimension (NaN where it is empty). ``keep`` (where given) marks the samples
+    that count (the others give 0), ``counts`` their weights in the mean (where given; else one each)."""
+    if keep is not None:
+        value = np.where(keep, value, 0.0)
     if reduction == "none":
         return value
     if reduction == "sum":
         return value.sum()
-    count = value.size if reduction == "mean" else _rows(value.shape)
+    count = _count(value.shape, reduction, keep, counts)
     return value.sum() / count if count else np.float64(np.nan)
+
+
+def _scale(shape, reduction, factor, keep=None, counts=None):
+    """The gradient of the reduced loss with respect to each sample's loss, for a term weighted by ``factor`` (0
+    for a sample left out); one value for all samples where every sample counts once."""
+    count = _count(shape, reduction, keep, counts)
+    scale = factor / count if count else factor  # an empty batch (or none counted): any finite scale will do
+    return scale if keep is None else np.where(keep, scale, 0.0)
+
+
+def _count(shape, reduction, keep=None, counts=None):
+    """What the reduction divides the summed losses by: 1, the samples (or their weights), or the rows."""
+    if reduction == "mean":
+        return counts.sum() if counts is not None else keep.sum() if keep is not None else int(np.prod(shape))
+    return _rows(shape) if reduction == "batchmean" else 1
 
 
 
@@ -131,12 +149,14 @@ def _inside(value, domain):
 
 
 def _prepare(p, y):
-    """Arrays as float64 (one-hot targets from class indices) with checked shapes."""
+    """Arrays as float64 (one-hot targets from class indices), axes last, shapes checked; whether the one-hot
+    target is class indices, and which samples count with what weight (None: all, once)."""
+    keep = counts = None
     p = np.asarray(p, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
     indexed = False
     _check_shapes([("p", p, None), ("y", y, None)])
-    return p, y, indexed
+    return p, y, indexed, keep, counts
 
 
 
@@ -174,11 +194,11 @@ def loss(p, y, reduction="mean", fn_weight=5.0, eps=1e-07, *, validate=True):
     See the module docstring for the formula, arguments and shapes.
     """
     _check_reduction(reduction)
-    p, y, indexed = _prepare(p, y)
+    p, y, indexed, keep, counts = _prepare(p, y)
     if validate:
         _validate(p, y, fn_weight, eps, indexed)
     value = _FUNCTIONS[("cost_sensitive_bce", False)][0](p, y, fn_weight, eps)
-    return _reduce(value, reduction)
+    return _reduce(value, reduction, None, None)
 
 
 def loss_and_grad(p, y, reduction="mean", fn_weight=5.0, eps=1e-07, *, validate=True):
@@ -189,12 +209,11 @@ def loss_and_grad(p, y, reduction="mean", fn_weight=5.0, eps=1e-07, *, validate=
     for the reduction (with ``"none"``, the gradient of the sum of the losses).
     """
     _check_reduction(reduction)
-    p, y, indexed = _prepare(p, y)
+    p, y, indexed, keep, counts = _prepare(p, y)
     if validate:
         _validate(p, y, fn_weight, eps, indexed)
     value, grads = _FUNCTIONS[("cost_sensitive_bce", False)][1](p, y, fn_weight, eps)
-    scale = (1.0 / max(value.size, 1) if reduction == "mean" else 1.0 / max(_rows(value.shape), 1)
-             if reduction == "batchmean" else 1.0)
+    scale = _scale(value.shape, reduction, 1.0, None, None)
     grad_p = scale * grads[0]
-    total = _reduce(value, reduction)
+    total = _reduce(value, reduction, None, None)
     return total, (grad_p,)

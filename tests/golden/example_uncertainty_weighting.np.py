@@ -100,15 +100,33 @@ def _fill(value, shape):
     return value if value.shape == shape else np.broadcast_to(value, shape).copy()
 
 
-def _reduce(value, reduction):
+def _reduce(value, reduction, keep=None, counts=None):
     """The per-sample losses reduced as torch does: the mean of an empty batch is NaN, its sum 0; "batchmean" is
-    the sum over the batch's first dimension (NaN where it is empty)."""
+    the sum over the batch's first dimension (NaN where it is empty). ``keep`` (where given) marks the samples
+    that count (the others give 0), ``counts`` their weights in the mean (where given; else one each)."""
+    if keep is not None:
+        value = np.where(keep, value, 0.0)
     if reduction == "none":
         return value
     if reduction == "sum":
         return value.sum()
-    count = value.size if reduction == "mean" else _rows(value.shape)
+    count = _count(value.shape, reduction, keep, counts)
     return value.sum() / count if count else np.float64(np.nan)
+
+
+def _scale(shape, reduction, factor, keep=None, counts=None):
+    """The gradient of the reduced loss with respect to each sample's loss, for a term weighted by ``factor`` (0
+    for a sample left out); one value for all samples where every sample counts once."""
+    count = _count(shape, reduction, keep, counts)
+    scale = factor / count if count else factor  # an empty batch (or none counted): any finite scale will do
+    return scale if keep is None else np.where(keep, scale, 0.0)
+
+
+def _count(shape, reduction, keep=None, counts=None):
+    """What the reduction divides the summed losses by: 1, the samples (or their weights), or the rows."""
+    if reduction == "mean":
+        return counts.sum() if counts is not None else keep.sum() if keep is not None else int(np.prod(shape))
+    return _rows(shape) if reduction == "batchmean" else 1
 
 
 
@@ -159,14 +177,16 @@ def _softplus(a):
 
 
 def _prepare(pred, target, score, sign):
-    """Arrays as float64 (one-hot targets from class indices) with checked shapes."""
+    """Arrays as float64 (one-hot targets from class indices), axes last, shapes checked; whether the one-hot
+    target is class indices, and which samples count with what weight (None: all, once)."""
+    keep = counts = None
     pred = np.asarray(pred, dtype=np.float64)
     target = np.asarray(target, dtype=np.float64)
     score = np.asarray(score, dtype=np.float64)
     sign = np.asarray(sign, dtype=np.float64)
     indexed = False
     _check_shapes([("pred", pred, None), ("target", target, None), ("score", score, None), ("sign", sign, None)])
-    return pred, target, score, sign, indexed
+    return pred, target, score, sign, indexed, keep, counts
 
 
 
@@ -203,11 +223,11 @@ def loss(pred, target, score, sign, reduction="mean", s_reg=0.0, s_cls=0.0, *, v
     See the module docstring for the formula, arguments and shapes.
     """
     _check_reduction(reduction)
-    pred, target, score, sign, indexed = _prepare(pred, target, score, sign)
+    pred, target, score, sign, indexed, keep, counts = _prepare(pred, target, score, sign)
     if validate:
         _validate(pred, target, score, sign, s_reg, s_cls, indexed)
     value = _FUNCTIONS[("uncertainty_weighting", False)][0](pred, target, score, sign, s_reg, s_cls)
-    return _reduce(value, reduction)
+    return _reduce(value, reduction, None, None)
 
 
 def loss_and_grad(pred, target, score, sign, reduction="mean", s_reg=0.0, s_cls=0.0, *, validate=False):
@@ -218,13 +238,12 @@ def loss_and_grad(pred, target, score, sign, reduction="mean", s_reg=0.0, s_cls=
     for the reduction (with ``"none"``, the gradient of the sum of the losses).
     """
     _check_reduction(reduction)
-    pred, target, score, sign, indexed = _prepare(pred, target, score, sign)
+    pred, target, score, sign, indexed, keep, counts = _prepare(pred, target, score, sign)
     if validate:
         _validate(pred, target, score, sign, s_reg, s_cls, indexed)
     value, grads = _FUNCTIONS[("uncertainty_weighting", False)][1](pred, target, score, sign, s_reg, s_cls)
-    scale = (1.0 / max(value.size, 1) if reduction == "mean" else 1.0 / max(_rows(value.shape), 1)
-             if reduction == "batchmean" else 1.0)
+    scale = _scale(value.shape, reduction, 1.0, None, None)
     grad_pred = scale * grads[0]
     grad_score = scale * grads[1]
-    total = _reduce(value, reduction)
+    total = _reduce(value, reduction, None, None)
     return total, (grad_pred, grad_score)

@@ -64,12 +64,20 @@ def _fill(value, shape, dtype, device):
     return value if value.shape == shape else value.expand(shape)
 
 
-def _reduce(value, reduction):
+def _reduce(value, reduction, keep=None, counts=None):
+    """The per-sample losses reduced (every sample counts once: ``keep`` and ``counts`` are None here)."""
     if reduction == "none":
         return value
     if reduction == "batchmean":  # the sum over the batch's first dimension, as torch's KLDivLoss
         return value.sum() / _rows(value.shape)
     return value.mean() if reduction == "mean" else value.sum()
+
+
+def _upstream(grad_output, reduction, batch, keep=None, counts=None):
+    """The gradient of the reduced loss with respect to each sample's loss: one value for all samples."""
+    if reduction == "mean":
+        return grad_output / batch.numel()
+    return grad_output / _rows(batch) if reduction == "batchmean" else grad_output
 
 
 def _no_target_gradient(targets):
@@ -165,19 +173,21 @@ def _learnable(name, value, domain, validate):
 
 
 def _prepare(pred, target, score, sign):
-    """Tensors in the inputs' floating dtype (one-hot targets from class indices), shapes checked."""
+    """Tensors in the inputs' floating dtype (one-hot targets from class indices), axes last, shapes checked;
+    whether the one-hot target is class indices, and which samples count with what weight (None: all, once)."""
     pred = torch.as_tensor(pred)
     target = torch.as_tensor(target)
     score = torch.as_tensor(score)
     sign = torch.as_tensor(sign)
     dtype = _dtype(pred)
+    keep = counts = None
     pred = pred.to(dtype)
     target = target.to(dtype)
     score = score.to(dtype)
     sign = sign.to(dtype)
     indexed = False
     _check_shapes([("pred", pred, None), ("target", target, None), ("score", score, None), ("sign", sign, None)])
-    return pred, target, score, sign, indexed
+    return pred, target, score, sign, indexed, keep, counts
 
 
 
@@ -225,60 +235,61 @@ def _fused(fused, device, dtype):
     if not fused or (device.type, dtype) in _FUSED_FAILED:
         return False
     if not _FUSED:
-        for name, (value, both) in _EAGER.items():
-            _FUSED[name] = tuple(torch.compile(fn, dynamic=True, fullgraph=True) for fn in _reducing(value, both))
+        for name, functions in _REDUCED.items():
+            _FUSED[name] = tuple(torch.compile(fn, dynamic=True, fullgraph=True) for fn in functions)
     return True
 
 
 def _reducing(value, both):
-    """The two functions with the value reduced inside them, so that the reduction is part of the compiled kernel.
+    """The two functions of a term with the value reduced inside them: compiled, the reduction is part of the
+    kernel."""
 
-    The callers reduce the value again, which changes nothing (the mean or sum of a scalar is itself).
-    """
+    def reduced_value(reduction, keep, counts, *args):
+        return _reduce(value(*args), reduction, keep, counts)
 
-    def reduced_value(reduction, *args):
-        return _reduce(value(*args), reduction)
-
-    def reduced_both(reduction, *args):
+    def reduced_both(reduction, keep, counts, *args):
         loss, grads = both(*args)
-        return _reduce(loss, reduction), grads
+        return _reduce(loss, reduction, keep, counts), grads
 
     return reduced_value, reduced_both
 
 
-def _run(fused, term, which, reduction, device, dtype, *args):
-    """Function ``which`` of ``_EAGER[term]`` of ``args``, the per-sample value; or with ``fused``, its compiled
-    form, the value already reduced. A compiled kernel that fails falls back to eager, with one warning."""
-    if not fused:
-        return _EAGER[term][which](*args)
-    try:
-        return _FUSED[term][which](reduction, *args)
-    except Exception as exc:  # noqa: BLE001 - a compiler failure of any kind: the eager code is the same loss
-        _FUSED_FAILED.add((device.type, dtype))
-        warnings.warn(f"fused=True: torch.compile failed for {device.type} {dtype} ({type(exc).__name__}: "
-                      f"{str(exc).splitlines()[0] if str(exc) else ''}); running eagerly", RuntimeWarning, stacklevel=3)
-        return _EAGER[term][which](*args)
+_REDUCED = {name: _reducing(*functions) for name, functions in _EAGER.items()}
 
 
-def _loss(reduction, params, fused, indexed, pred, target, score, sign):
+def _run(fused, term, which, reduction, keep, counts, device, dtype, *args):
+    """Function ``which`` of ``_REDUCED[term]`` of ``args``, the value reduced; with ``fused``, its compiled form.
+    A compiled kernel that fails falls back to eager, with one warning."""
+    if fused:
+        try:
+            return _FUSED[term][which](reduction, keep, counts, *args)
+        except Exception as exc:  # noqa: BLE001 - a compiler failure of any kind: the eager code is the same loss
+            _FUSED_FAILED.add((device.type, dtype))
+            warnings.warn(f"fused=True: torch.compile failed for {device.type} {dtype} ({type(exc).__name__}: "
+                          f"{str(exc).splitlines()[0] if str(exc) else ''}); running eagerly", RuntimeWarning,
+                          stacklevel=3)
+    return _REDUCED[term][which](reduction, keep, counts, *args)
+
+
+def _loss(reduction, params, fused, indexed, keep, counts, pred, target, score, sign):
     """The reduced loss, value only (no gradient is wanted)."""
     s_reg, s_cls = params
     device, dtype = pred.device, pred.dtype
-    return _reduce(_run(fused, ("uncertainty_weighting", False), 0, reduction, device, dtype, pred, target, score, sign, s_reg, s_cls), reduction)
+    return _run(fused, ("uncertainty_weighting", False), 0, reduction, None, None, device, dtype, pred, target, score, sign, s_reg, s_cls)
 
 
-def _both(reduction, fused, indexed, pred, target, score, sign, s_reg, s_cls):
+def _both(reduction, fused, indexed, keep, counts, pred, target, score, sign, s_reg, s_cls):
     """The reduced loss and each term's per-element gradients, in one pass per term."""
     device, dtype = pred.device, pred.dtype
-    value, grad_term_0 = _run(fused, ("uncertainty_weighting", False), 1, reduction, device, dtype, pred, target, score, sign, s_reg, s_cls)
-    return _reduce(value, reduction), (*grad_term_0,)
+    value, grad_term_0 = _run(fused, ("uncertainty_weighting", False), 1, reduction, None, None, device, dtype, pred, target, score, sign, s_reg, s_cls)
+    return value, (*grad_term_0,)
 
 
-def _save(ctx, reduction, indexed, arrays, params, grads):
-    """What backward needs: the arguments and the per-element gradients (params as given: floats, buffers or
-    Parameters)."""
+def _save(ctx, reduction, indexed, keep, counts, arrays, params, grads):
+    """What backward needs: the arguments, which samples count, and the per-element gradients (params as given:
+    floats, buffers or Parameters)."""
     ctx.reduction, ctx.indexed, ctx.params = reduction, indexed, params
-    ctx.save_for_backward(*arrays, *grads)
+    ctx.save_for_backward(*arrays, keep, counts, *grads)
 
 
 class _UncertaintyWeightingLossFunction(torch.autograd.Function):
@@ -293,17 +304,18 @@ class _UncertaintyWeightingLossFunction(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, reduction, fused, indexed, pred, target, score, sign, s_reg, s_cls):
-        loss, grads = _both(reduction, fused, indexed, pred, target, score, sign, s_reg, s_cls)
-        _save(ctx, reduction, indexed, (pred, target, score, sign), (s_reg, s_cls), grads)
+    def forward(ctx, reduction, fused, indexed, keep, counts, pred, target, score, sign, s_reg, s_cls):
+        loss, grads = _both(reduction, fused, indexed, keep, counts, pred, target, score, sign, s_reg, s_cls)
+        _save(ctx, reduction, indexed, keep, counts, (pred, target, score, sign), (s_reg, s_cls), grads)
         return loss
 
     @staticmethod
     def backward(ctx, grad_output, *_):
         if grad_output is None:  # the loss is not used downstream (gradcheck asks), only the gradients it returned
-            return (None,) * 9
+            return (None,) * 11
         saved = ctx.saved_tensors
         pred, target, score, sign = saved[:4]
+        keep, counts = saved[4:6]
         s_reg, s_cls = ctx.params
         recompute = torch.is_grad_enabled()  # create_graph=True: the gradient must be differentiable
         grad_pred = None
@@ -313,10 +325,8 @@ class _UncertaintyWeightingLossFunction(torch.autograd.Function):
         if recompute:
             grads = _EAGER[("uncertainty_weighting", False)][1](pred, target, score, sign, s_reg, s_cls)[1]
         else:
-            grads = saved[4:8]
-        batch = pred.shape
-        upstream = (grad_output / batch.numel() if ctx.reduction == "mean" else grad_output / _rows(batch)
-                   if ctx.reduction == "batchmean" else grad_output)
+            grads = saved[6:10]
+        upstream = _upstream(grad_output, ctx.reduction, pred.shape, None, None)
         part = grads[0] * upstream
         grad_pred = part if grad_pred is None else grad_pred + part
         part = grads[1] * upstream
@@ -325,7 +335,7 @@ class _UncertaintyWeightingLossFunction(torch.autograd.Function):
         grad_s_reg = part if grad_s_reg is None else grad_s_reg + part
         part = (grads[3] * upstream).sum()  # over the batch: the param is shared
         grad_s_cls = part if grad_s_cls is None else grad_s_cls + part
-        return None, None, None, grad_pred, None, grad_score, None, grad_s_reg, grad_s_cls
+        return None, None, None, None, None, grad_pred, None, grad_score, None, grad_s_reg, grad_s_cls
 
 
 class _UncertaintyWeightingLossTransformedFunction(_UncertaintyWeightingLossFunction):
@@ -343,8 +353,8 @@ class _UncertaintyWeightingLossTransformedFunction(_UncertaintyWeightingLossFunc
     generate_vmap_rule = True
 
     @staticmethod
-    def forward(reduction, fused, indexed, pred, target, score, sign, s_reg, s_cls):
-        loss, grads = _both(reduction, fused, indexed, pred, target, score, sign, s_reg, s_cls)
+    def forward(reduction, fused, indexed, keep, counts, pred, target, score, sign, s_reg, s_cls):
+        loss, grads = _both(reduction, fused, indexed, keep, counts, pred, target, score, sign, s_reg, s_cls)
         return _distinct((loss, *grads), (pred, target, score, sign))
 
     @staticmethod
@@ -352,31 +362,32 @@ class _UncertaintyWeightingLossTransformedFunction(_UncertaintyWeightingLossFunc
         grads = output[1:]
         ctx.mark_non_differentiable(*grads)
         ctx.set_materialize_grads(False)
-        _save(ctx, inputs[0], inputs[2], inputs[3:7], inputs[7:], grads)
-        ctx.save_for_forward(*grads)
+        _save(ctx, inputs[0], inputs[2], inputs[3], inputs[4], inputs[5:9],
+              inputs[9:], grads)
+        ctx.save_for_forward(inputs[3], inputs[4], *grads)
 
     @staticmethod
     def jvp(ctx, *tangents):
         """Forward mode: the loss's tangent, the saved gradient contracted with the inputs' tangents."""
-        grads = ctx.saved_tensors
+        keep, counts, *grads = ctx.saved_tensors
         change = None
-        tangent = tangents[3]
+        tangent = tangents[5]
         if tangent is not None:
             part = grads[0] * tangent
             change = part if change is None else change + part
-        tangent = tangents[5]
+        tangent = tangents[7]
         if tangent is not None:
             part = grads[1] * tangent
             change = part if change is None else change + part
-        tangent = tangents[7]
+        tangent = tangents[9]
         if tangent is not None:
             part = grads[2] * tangent
             change = part if change is None else change + part
-        tangent = tangents[8]
+        tangent = tangents[10]
         if tangent is not None:
             part = grads[3] * tangent
             change = part if change is None else change + part
-        return (None if change is None else _reduce(change, ctx.reduction), *(None for _ in grads))
+        return (None if change is None else _reduce(change, ctx.reduction, None, None), *(None for _ in grads))
 
 
 def _distinct(outputs, inputs):
@@ -455,14 +466,15 @@ class UncertaintyWeightingLoss(torch.nn.Module):
         return (self.s_reg, self.s_cls)  # a learnable param as the tensor it is
 
     def forward(self, pred, target, score, sign):
-        pred, target, score, sign, indexed = _prepare(pred, target, score, sign)
+        params = self._params()
+        pred, target, score, sign, indexed, keep, counts = _prepare(pred, target, score, sign)
         device = pred.device
         if torch.is_autocast_enabled(device.type):  # as torch's own losses: float32 under autocast
             with torch.autocast(device.type, enabled=False):
-                return self._forward(indexed, pred, target, score, sign)
-        return self._forward(indexed, pred, target, score, sign)
+                return self._forward(params, indexed, keep, counts, pred, target, score, sign)
+        return self._forward(params, indexed, keep, counts, pred, target, score, sign)
 
-    def _forward(self, indexed, pred, target, score, sign):
+    def _forward(self, params, indexed, keep, counts, pred, target, score, sign):
         if self.validate:
             _validate(pred, target, score, sign, indexed)
             _check_domain("s_reg", self.s_reg.detach(), ("a real number in [-20.0, 20.0]", -20.0, 20.0, False, False, None, False))
@@ -473,10 +485,10 @@ class UncertaintyWeightingLoss(torch.nn.Module):
         # under torch.func the eager functions run: the transforms apply to them
         fused = not transformed and _fused(self.fused, pred.device, pred.dtype)
         if transformed:
-            return _UncertaintyWeightingLossTransformedFunction.apply(self.reduction, fused, indexed, pred, target, score, sign, *self._params())[0]
+            return _UncertaintyWeightingLossTransformedFunction.apply(self.reduction, fused, indexed, keep, counts, pred, target, score, sign, *params)[0]
         if torch.is_grad_enabled() and (pred.requires_grad or score.requires_grad or self.s_reg.requires_grad or self.s_cls.requires_grad):
-            return _UncertaintyWeightingLossFunction.apply(self.reduction, fused, indexed, pred, target, score, sign, *self._params())
-        return _loss(self.reduction, self._params(), fused, indexed, pred, target, score, sign)
+            return _UncertaintyWeightingLossFunction.apply(self.reduction, fused, indexed, keep, counts, pred, target, score, sign, *params)
+        return _loss(self.reduction, params, fused, indexed, keep, counts, pred, target, score, sign)
 
     def extra_repr(self):
         return ", ".join([f"reduction={self.reduction!r}", f"s_reg={float(self.s_reg.detach())!r}", f"s_cls={float(self.s_cls.detach())!r}"]

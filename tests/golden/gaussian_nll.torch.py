@@ -63,12 +63,20 @@ def _fill(value, shape, dtype, device):
     return value if value.shape == shape else value.expand(shape)
 
 
-def _reduce(value, reduction):
+def _reduce(value, reduction, keep=None, counts=None):
+    """The per-sample losses reduced (every sample counts once: ``keep`` and ``counts`` are None here)."""
     if reduction == "none":
         return value
     if reduction == "batchmean":  # the sum over the batch's first dimension, as torch's KLDivLoss
         return value.sum() / _rows(value.shape)
     return value.mean() if reduction == "mean" else value.sum()
+
+
+def _upstream(grad_output, reduction, batch, keep=None, counts=None):
+    """The gradient of the reduced loss with respect to each sample's loss: one value for all samples."""
+    if reduction == "mean":
+        return grad_output / batch.numel()
+    return grad_output / _rows(batch) if reduction == "batchmean" else grad_output
 
 
 def _no_target_gradient(targets):
@@ -155,17 +163,19 @@ def _param(name, value, domain, validate):
 
 
 def _prepare(mean, target, var):
-    """Tensors in the inputs' floating dtype (one-hot targets from class indices), shapes checked."""
+    """Tensors in the inputs' floating dtype (one-hot targets from class indices), axes last, shapes checked;
+    whether the one-hot target is class indices, and which samples count with what weight (None: all, once)."""
     mean = torch.as_tensor(mean)
     target = torch.as_tensor(target)
     var = torch.as_tensor(var)
     dtype = _dtype(mean)
+    keep = counts = None
     mean = mean.to(dtype)
     target = target.to(dtype)
     var = var.to(dtype)
     indexed = False
     _check_shapes([("mean", mean, None), ("target", target, None), ("var", var, None)])
-    return mean, target, var, indexed
+    return mean, target, var, indexed, keep, counts
 
 
 
@@ -211,60 +221,61 @@ def _fused(fused, device, dtype):
     if not fused or (device.type, dtype) in _FUSED_FAILED:
         return False
     if not _FUSED:
-        for name, (value, both) in _EAGER.items():
-            _FUSED[name] = tuple(torch.compile(fn, dynamic=True, fullgraph=True) for fn in _reducing(value, both))
+        for name, functions in _REDUCED.items():
+            _FUSED[name] = tuple(torch.compile(fn, dynamic=True, fullgraph=True) for fn in functions)
     return True
 
 
 def _reducing(value, both):
-    """The two functions with the value reduced inside them, so that the reduction is part of the compiled kernel.
+    """The two functions of a term with the value reduced inside them: compiled, the reduction is part of the
+    kernel."""
 
-    The callers reduce the value again, which changes nothing (the mean or sum of a scalar is itself).
-    """
+    def reduced_value(reduction, keep, counts, *args):
+        return _reduce(value(*args), reduction, keep, counts)
 
-    def reduced_value(reduction, *args):
-        return _reduce(value(*args), reduction)
-
-    def reduced_both(reduction, *args):
+    def reduced_both(reduction, keep, counts, *args):
         loss, grads = both(*args)
-        return _reduce(loss, reduction), grads
+        return _reduce(loss, reduction, keep, counts), grads
 
     return reduced_value, reduced_both
 
 
-def _run(fused, term, which, reduction, device, dtype, *args):
-    """Function ``which`` of ``_EAGER[term]`` of ``args``, the per-sample value; or with ``fused``, its compiled
-    form, the value already reduced. A compiled kernel that fails falls back to eager, with one warning."""
-    if not fused:
-        return _EAGER[term][which](*args)
-    try:
-        return _FUSED[term][which](reduction, *args)
-    except Exception as exc:  # noqa: BLE001 - a compiler failure of any kind: the eager code is the same loss
-        _FUSED_FAILED.add((device.type, dtype))
-        warnings.warn(f"fused=True: torch.compile failed for {device.type} {dtype} ({type(exc).__name__}: "
-                      f"{str(exc).splitlines()[0] if str(exc) else ''}); running eagerly", RuntimeWarning, stacklevel=3)
-        return _EAGER[term][which](*args)
+_REDUCED = {name: _reducing(*functions) for name, functions in _EAGER.items()}
 
 
-def _loss(reduction, params, fused, indexed, mean, target, var):
+def _run(fused, term, which, reduction, keep, counts, device, dtype, *args):
+    """Function ``which`` of ``_REDUCED[term]`` of ``args``, the value reduced; with ``fused``, its compiled form.
+    A compiled kernel that fails falls back to eager, with one warning."""
+    if fused:
+        try:
+            return _FUSED[term][which](reduction, keep, counts, *args)
+        except Exception as exc:  # noqa: BLE001 - a compiler failure of any kind: the eager code is the same loss
+            _FUSED_FAILED.add((device.type, dtype))
+            warnings.warn(f"fused=True: torch.compile failed for {device.type} {dtype} ({type(exc).__name__}: "
+                          f"{str(exc).splitlines()[0] if str(exc) else ''}); running eagerly", RuntimeWarning,
+                          stacklevel=3)
+    return _REDUCED[term][which](reduction, keep, counts, *args)
+
+
+def _loss(reduction, params, fused, indexed, keep, counts, mean, target, var):
     """The reduced loss, value only (no gradient is wanted)."""
     full, eps = params
     device, dtype = mean.device, mean.dtype
-    return _reduce(_run(fused, ("gaussian_nll", False), 0, reduction, device, dtype, mean, target, var, full, eps), reduction)
+    return _run(fused, ("gaussian_nll", False), 0, reduction, None, None, device, dtype, mean, target, var, full, eps)
 
 
-def _both(reduction, fused, indexed, mean, target, var, full, eps):
+def _both(reduction, fused, indexed, keep, counts, mean, target, var, full, eps):
     """The reduced loss and each term's per-element gradients, in one pass per term."""
     device, dtype = mean.device, mean.dtype
-    value, grad_term_0 = _run(fused, ("gaussian_nll", False), 1, reduction, device, dtype, mean, target, var, full, eps)
-    return _reduce(value, reduction), (*grad_term_0,)
+    value, grad_term_0 = _run(fused, ("gaussian_nll", False), 1, reduction, None, None, device, dtype, mean, target, var, full, eps)
+    return value, (*grad_term_0,)
 
 
-def _save(ctx, reduction, indexed, arrays, params, grads):
-    """What backward needs: the arguments and the per-element gradients (params as given: floats, buffers or
-    Parameters)."""
+def _save(ctx, reduction, indexed, keep, counts, arrays, params, grads):
+    """What backward needs: the arguments, which samples count, and the per-element gradients (params as given:
+    floats, buffers or Parameters)."""
     ctx.reduction, ctx.indexed, ctx.params = reduction, indexed, params
-    ctx.save_for_backward(*arrays, *grads)
+    ctx.save_for_backward(*arrays, keep, counts, *grads)
 
 
 class _GaussianNLLLossFunction(torch.autograd.Function):
@@ -279,17 +290,18 @@ class _GaussianNLLLossFunction(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, reduction, fused, indexed, mean, target, var, full, eps):
-        loss, grads = _both(reduction, fused, indexed, mean, target, var, full, eps)
-        _save(ctx, reduction, indexed, (mean, target, var), (full, eps), grads)
+    def forward(ctx, reduction, fused, indexed, keep, counts, mean, target, var, full, eps):
+        loss, grads = _both(reduction, fused, indexed, keep, counts, mean, target, var, full, eps)
+        _save(ctx, reduction, indexed, keep, counts, (mean, target, var), (full, eps), grads)
         return loss
 
     @staticmethod
     def backward(ctx, grad_output, *_):
         if grad_output is None:  # the loss is not used downstream (gradcheck asks), only the gradients it returned
-            return (None,) * 8
+            return (None,) * 10
         saved = ctx.saved_tensors
         mean, target, var = saved[:3]
+        keep, counts = saved[3:5]
         full, eps = ctx.params
         recompute = torch.is_grad_enabled()  # create_graph=True: the gradient must be differentiable
         grad_mean = None
@@ -297,15 +309,13 @@ class _GaussianNLLLossFunction(torch.autograd.Function):
         if recompute:
             grads = _EAGER[("gaussian_nll", False)][1](mean, target, var, full, eps)[1]
         else:
-            grads = saved[3:5]
-        batch = mean.shape
-        upstream = (grad_output / batch.numel() if ctx.reduction == "mean" else grad_output / _rows(batch)
-                   if ctx.reduction == "batchmean" else grad_output)
+            grads = saved[5:7]
+        upstream = _upstream(grad_output, ctx.reduction, mean.shape, None, None)
         part = grads[0] * upstream
         grad_mean = part if grad_mean is None else grad_mean + part
         part = grads[1] * upstream
         grad_var = part if grad_var is None else grad_var + part
-        return None, None, None, grad_mean, None, grad_var, None, None
+        return None, None, None, None, None, grad_mean, None, grad_var, None, None
 
 
 class _GaussianNLLLossTransformedFunction(_GaussianNLLLossFunction):
@@ -323,8 +333,8 @@ class _GaussianNLLLossTransformedFunction(_GaussianNLLLossFunction):
     generate_vmap_rule = True
 
     @staticmethod
-    def forward(reduction, fused, indexed, mean, target, var, full, eps):
-        loss, grads = _both(reduction, fused, indexed, mean, target, var, full, eps)
+    def forward(reduction, fused, indexed, keep, counts, mean, target, var, full, eps):
+        loss, grads = _both(reduction, fused, indexed, keep, counts, mean, target, var, full, eps)
         return _distinct((loss, *grads), (mean, target, var))
 
     @staticmethod
@@ -332,23 +342,24 @@ class _GaussianNLLLossTransformedFunction(_GaussianNLLLossFunction):
         grads = output[1:]
         ctx.mark_non_differentiable(*grads)
         ctx.set_materialize_grads(False)
-        _save(ctx, inputs[0], inputs[2], inputs[3:6], inputs[6:], grads)
-        ctx.save_for_forward(*grads)
+        _save(ctx, inputs[0], inputs[2], inputs[3], inputs[4], inputs[5:8],
+              inputs[8:], grads)
+        ctx.save_for_forward(inputs[3], inputs[4], *grads)
 
     @staticmethod
     def jvp(ctx, *tangents):
         """Forward mode: the loss's tangent, the saved gradient contracted with the inputs' tangents."""
-        grads = ctx.saved_tensors
+        keep, counts, *grads = ctx.saved_tensors
         change = None
-        tangent = tangents[3]
+        tangent = tangents[5]
         if tangent is not None:
             part = grads[0] * tangent
             change = part if change is None else change + part
-        tangent = tangents[5]
+        tangent = tangents[7]
         if tangent is not None:
             part = grads[1] * tangent
             change = part if change is None else change + part
-        return (None if change is None else _reduce(change, ctx.reduction), *(None for _ in grads))
+        return (None if change is None else _reduce(change, ctx.reduction, None, None), *(None for _ in grads))
 
 
 def _distinct(outputs, inputs):
@@ -445,14 +456,15 @@ class GaussianNLLLoss(torch.nn.Module):
         return values[2]
 
     def forward(self, mean, target, var):
-        mean, target, var, indexed = _prepare(mean, target, var)
+        params = self._params()
+        mean, target, var, indexed, keep, counts = _prepare(mean, target, var)
         device = mean.device
         if torch.is_autocast_enabled(device.type):  # as torch's own losses: float32 under autocast
             with torch.autocast(device.type, enabled=False):
-                return self._forward(indexed, mean, target, var)
-        return self._forward(indexed, mean, target, var)
+                return self._forward(params, indexed, keep, counts, mean, target, var)
+        return self._forward(params, indexed, keep, counts, mean, target, var)
 
-    def _forward(self, indexed, mean, target, var):
+    def _forward(self, params, indexed, keep, counts, mean, target, var):
         if self.validate:
             _validate(mean, target, var, indexed)
         if not torch.compiler.is_compiling() and torch.is_grad_enabled() and (target.requires_grad):
@@ -461,10 +473,10 @@ class GaussianNLLLoss(torch.nn.Module):
         # under torch.func the eager functions run: the transforms apply to them
         fused = not transformed and _fused(self.fused, mean.device, mean.dtype)
         if transformed:
-            return _GaussianNLLLossTransformedFunction.apply(self.reduction, fused, indexed, mean, target, var, *self._params())[0]
+            return _GaussianNLLLossTransformedFunction.apply(self.reduction, fused, indexed, keep, counts, mean, target, var, *params)[0]
         if torch.is_grad_enabled() and (mean.requires_grad or var.requires_grad):
-            return _GaussianNLLLossFunction.apply(self.reduction, fused, indexed, mean, target, var, *self._params())
-        return _loss(self.reduction, self._params(), fused, indexed, mean, target, var)
+            return _GaussianNLLLossFunction.apply(self.reduction, fused, indexed, keep, counts, mean, target, var, *params)
+        return _loss(self.reduction, params, fused, indexed, keep, counts, mean, target, var)
 
     def extra_repr(self):
         return ", ".join([f"reduction={self.reduction!r}", f"full={float(self.full.detach())!r}", f"eps={float(self.eps.detach())!r}"]

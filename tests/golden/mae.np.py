@@ -91,15 +91,33 @@ def _fill(value, shape):
     return value if value.shape == shape else np.broadcast_to(value, shape).copy()
 
 
-def _reduce(value, reduction):
+def _reduce(value, reduction, keep=None, counts=None):
     """The per-sample losses reduced as torch does: the mean of an empty batch is NaN, its sum 0; "batchmean" is
-    the sum over the batch's first dimension (NaN where it is empty)."""
+    the sum over the batch's first dimension (NaN where it is empty). ``keep`` (where given) marks the samples
+    that count (the others give 0), ``counts`` their weights in the mean (where given; else one each)."""
+    if keep is not None:
+        value = np.where(keep, value, 0.0)
     if reduction == "none":
         return value
     if reduction == "sum":
         return value.sum()
-    count = value.size if reduction == "mean" else _rows(value.shape)
+    count = _count(value.shape, reduction, keep, counts)
     return value.sum() / count if count else np.float64(np.nan)
+
+
+def _scale(shape, reduction, factor, keep=None, counts=None):
+    """The gradient of the reduced loss with respect to each sample's loss, for a term weighted by ``factor`` (0
+    for a sample left out); one value for all samples where every sample counts once."""
+    count = _count(shape, reduction, keep, counts)
+    scale = factor / count if count else factor  # an empty batch (or none counted): any finite scale will do
+    return scale if keep is None else np.where(keep, scale, 0.0)
+
+
+def _count(shape, reduction, keep=None, counts=None):
+    """What the reduction divides the summed losses by: 1, the samples (or their weights), or the rows."""
+    if reduction == "mean":
+        return counts.sum() if counts is not None else keep.sum() if keep is not None else int(np.prod(shape))
+    return _rows(shape) if reduction == "batchmean" else 1
 
 
 
@@ -135,12 +153,14 @@ def _inside(value, domain):
 
 
 def _prepare(pred, target):
-    """Arrays as float64 (one-hot targets from class indices) with checked shapes."""
+    """Arrays as float64 (one-hot targets from class indices), axes last, shapes checked; whether the one-hot
+    target is class indices, and which samples count with what weight (None: all, once)."""
+    keep = counts = None
     pred = np.asarray(pred, dtype=np.float64)
     target = np.asarray(target, dtype=np.float64)
     indexed = False
     _check_shapes([("pred", pred, None), ("target", target, None)])
-    return pred, target, indexed
+    return pred, target, indexed, keep, counts
 
 
 
@@ -173,11 +193,11 @@ def loss(pred, target, reduction="mean", *, validate=False):
     See the module docstring for the formula, arguments and shapes.
     """
     _check_reduction(reduction)
-    pred, target, indexed = _prepare(pred, target)
+    pred, target, indexed, keep, counts = _prepare(pred, target)
     if validate:
         _validate(pred, target, indexed)
     value = _FUNCTIONS[("mae", False)][0](pred, target)
-    return _reduce(value, reduction)
+    return _reduce(value, reduction, None, None)
 
 
 def loss_and_grad(pred, target, reduction="mean", *, validate=False):
@@ -188,12 +208,11 @@ def loss_and_grad(pred, target, reduction="mean", *, validate=False):
     for the reduction (with ``"none"``, the gradient of the sum of the losses).
     """
     _check_reduction(reduction)
-    pred, target, indexed = _prepare(pred, target)
+    pred, target, indexed, keep, counts = _prepare(pred, target)
     if validate:
         _validate(pred, target, indexed)
     value, grads = _FUNCTIONS[("mae", False)][1](pred, target)
-    scale = (1.0 / max(value.size, 1) if reduction == "mean" else 1.0 / max(_rows(value.shape), 1)
-             if reduction == "batchmean" else 1.0)
+    scale = _scale(value.shape, reduction, 1.0, None, None)
     grad_pred = scale * grads[0]
-    total = _reduce(value, reduction)
+    total = _reduce(value, reduction, None, None)
     return total, (grad_pred,)

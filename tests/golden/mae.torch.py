@@ -74,12 +74,20 @@ def _legacy_reduction(size_average, reduce, reduction):
     return reduction
 
 
-def _reduce(value, reduction):
+def _reduce(value, reduction, keep=None, counts=None):
+    """The per-sample losses reduced (every sample counts once: ``keep`` and ``counts`` are None here)."""
     if reduction == "none":
         return value
     if reduction == "batchmean":  # the sum over the batch's first dimension, as torch's KLDivLoss
         return value.sum() / _rows(value.shape)
     return value.mean() if reduction == "mean" else value.sum()
+
+
+def _upstream(grad_output, reduction, batch, keep=None, counts=None):
+    """The gradient of the reduced loss with respect to each sample's loss: one value for all samples."""
+    if reduction == "mean":
+        return grad_output / batch.numel()
+    return grad_output / _rows(batch) if reduction == "batchmean" else grad_output
 
 
 def _no_target_gradient(targets):
@@ -171,15 +179,17 @@ def _param(name, value, domain, validate):
 
 
 def _prepare(pred, target):
-    """Tensors in the inputs' floating dtype (one-hot targets from class indices), shapes checked."""
+    """Tensors in the inputs' floating dtype (one-hot targets from class indices), axes last, shapes checked;
+    whether the one-hot target is class indices, and which samples count with what weight (None: all, once)."""
     pred = torch.as_tensor(pred)
     target = torch.as_tensor(target)
     dtype = _dtype(pred)
+    keep = counts = None
     pred = pred.to(dtype)
     target = target.to(dtype)
     indexed = False
     _check_shapes([("pred", pred, None), ("target", target, None)])
-    return pred, target, indexed
+    return pred, target, indexed, keep, counts
 
 
 
@@ -219,59 +229,60 @@ def _fused(fused, device, dtype):
     if not fused or (device.type, dtype) in _FUSED_FAILED:
         return False
     if not _FUSED:
-        for name, (value, both) in _EAGER.items():
-            _FUSED[name] = tuple(torch.compile(fn, dynamic=True, fullgraph=True) for fn in _reducing(value, both))
+        for name, functions in _REDUCED.items():
+            _FUSED[name] = tuple(torch.compile(fn, dynamic=True, fullgraph=True) for fn in functions)
     return True
 
 
 def _reducing(value, both):
-    """The two functions with the value reduced inside them, so that the reduction is part of the compiled kernel.
+    """The two functions of a term with the value reduced inside them: compiled, the reduction is part of the
+    kernel."""
 
-    The callers reduce the value again, which changes nothing (the mean or sum of a scalar is itself).
-    """
+    def reduced_value(reduction, keep, counts, *args):
+        return _reduce(value(*args), reduction, keep, counts)
 
-    def reduced_value(reduction, *args):
-        return _reduce(value(*args), reduction)
-
-    def reduced_both(reduction, *args):
+    def reduced_both(reduction, keep, counts, *args):
         loss, grads = both(*args)
-        return _reduce(loss, reduction), grads
+        return _reduce(loss, reduction, keep, counts), grads
 
     return reduced_value, reduced_both
 
 
-def _run(fused, term, which, reduction, device, dtype, *args):
-    """Function ``which`` of ``_EAGER[term]`` of ``args``, the per-sample value; or with ``fused``, its compiled
-    form, the value already reduced. A compiled kernel that fails falls back to eager, with one warning."""
-    if not fused:
-        return _EAGER[term][which](*args)
-    try:
-        return _FUSED[term][which](reduction, *args)
-    except Exception as exc:  # noqa: BLE001 - a compiler failure of any kind: the eager code is the same loss
-        _FUSED_FAILED.add((device.type, dtype))
-        warnings.warn(f"fused=True: torch.compile failed for {device.type} {dtype} ({type(exc).__name__}: "
-                      f"{str(exc).splitlines()[0] if str(exc) else ''}); running eagerly", RuntimeWarning, stacklevel=3)
-        return _EAGER[term][which](*args)
+_REDUCED = {name: _reducing(*functions) for name, functions in _EAGER.items()}
 
 
-def _loss(reduction, params, fused, indexed, pred, target):
+def _run(fused, term, which, reduction, keep, counts, device, dtype, *args):
+    """Function ``which`` of ``_REDUCED[term]`` of ``args``, the value reduced; with ``fused``, its compiled form.
+    A compiled kernel that fails falls back to eager, with one warning."""
+    if fused:
+        try:
+            return _FUSED[term][which](reduction, keep, counts, *args)
+        except Exception as exc:  # noqa: BLE001 - a compiler failure of any kind: the eager code is the same loss
+            _FUSED_FAILED.add((device.type, dtype))
+            warnings.warn(f"fused=True: torch.compile failed for {device.type} {dtype} ({type(exc).__name__}: "
+                          f"{str(exc).splitlines()[0] if str(exc) else ''}); running eagerly", RuntimeWarning,
+                          stacklevel=3)
+    return _REDUCED[term][which](reduction, keep, counts, *args)
+
+
+def _loss(reduction, params, fused, indexed, keep, counts, pred, target):
     """The reduced loss, value only (no gradient is wanted)."""
     device, dtype = pred.device, pred.dtype
-    return _reduce(_run(fused, ("mae", False), 0, reduction, device, dtype, pred, target), reduction)
+    return _run(fused, ("mae", False), 0, reduction, None, None, device, dtype, pred, target)
 
 
-def _both(reduction, fused, indexed, pred, target):
+def _both(reduction, fused, indexed, keep, counts, pred, target):
     """The reduced loss and each term's per-element gradients, in one pass per term."""
     device, dtype = pred.device, pred.dtype
-    value, grad_term_0 = _run(fused, ("mae", False), 1, reduction, device, dtype, pred, target)
-    return _reduce(value, reduction), (*grad_term_0,)
+    value, grad_term_0 = _run(fused, ("mae", False), 1, reduction, None, None, device, dtype, pred, target)
+    return value, (*grad_term_0,)
 
 
-def _save(ctx, reduction, indexed, arrays, params, grads):
-    """What backward needs: the arguments and the per-element gradients (params as given: floats, buffers or
-    Parameters)."""
+def _save(ctx, reduction, indexed, keep, counts, arrays, params, grads):
+    """What backward needs: the arguments, which samples count, and the per-element gradients (params as given:
+    floats, buffers or Parameters)."""
     ctx.reduction, ctx.indexed, ctx.params = reduction, indexed, params
-    ctx.save_for_backward(*arrays, *grads)
+    ctx.save_for_backward(*arrays, keep, counts, *grads)
 
 
 class _L1LossFunction(torch.autograd.Function):
@@ -286,29 +297,28 @@ class _L1LossFunction(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, reduction, fused, indexed, pred, target):
-        loss, grads = _both(reduction, fused, indexed, pred, target)
-        _save(ctx, reduction, indexed, (pred, target), (), grads)
+    def forward(ctx, reduction, fused, indexed, keep, counts, pred, target):
+        loss, grads = _both(reduction, fused, indexed, keep, counts, pred, target)
+        _save(ctx, reduction, indexed, keep, counts, (pred, target), (), grads)
         return loss
 
     @staticmethod
     def backward(ctx, grad_output, *_):
         if grad_output is None:  # the loss is not used downstream (gradcheck asks), only the gradients it returned
-            return (None,) * 5
+            return (None,) * 7
         saved = ctx.saved_tensors
         pred, target = saved[:2]
+        keep, counts = saved[2:4]
         recompute = torch.is_grad_enabled()  # create_graph=True: the gradient must be differentiable
         grad_pred = None
         if recompute:
             grads = _EAGER[("mae", False)][1](pred, target)[1]
         else:
-            grads = saved[2:3]
-        batch = pred.shape
-        upstream = (grad_output / batch.numel() if ctx.reduction == "mean" else grad_output / _rows(batch)
-                   if ctx.reduction == "batchmean" else grad_output)
+            grads = saved[4:5]
+        upstream = _upstream(grad_output, ctx.reduction, pred.shape, None, None)
         part = grads[0] * upstream
         grad_pred = part if grad_pred is None else grad_pred + part
-        return None, None, None, grad_pred, None
+        return None, None, None, None, None, grad_pred, None
 
 
 class _L1LossTransformedFunction(_L1LossFunction):
@@ -326,8 +336,8 @@ class _L1LossTransformedFunction(_L1LossFunction):
     generate_vmap_rule = True
 
     @staticmethod
-    def forward(reduction, fused, indexed, pred, target):
-        loss, grads = _both(reduction, fused, indexed, pred, target)
+    def forward(reduction, fused, indexed, keep, counts, pred, target):
+        loss, grads = _both(reduction, fused, indexed, keep, counts, pred, target)
         return _distinct((loss, *grads), (pred, target))
 
     @staticmethod
@@ -335,19 +345,20 @@ class _L1LossTransformedFunction(_L1LossFunction):
         grads = output[1:]
         ctx.mark_non_differentiable(*grads)
         ctx.set_materialize_grads(False)
-        _save(ctx, inputs[0], inputs[2], inputs[3:5], inputs[5:], grads)
-        ctx.save_for_forward(*grads)
+        _save(ctx, inputs[0], inputs[2], inputs[3], inputs[4], inputs[5:7],
+              inputs[7:], grads)
+        ctx.save_for_forward(inputs[3], inputs[4], *grads)
 
     @staticmethod
     def jvp(ctx, *tangents):
         """Forward mode: the loss's tangent, the saved gradient contracted with the inputs' tangents."""
-        grads = ctx.saved_tensors
+        keep, counts, *grads = ctx.saved_tensors
         change = None
-        tangent = tangents[3]
+        tangent = tangents[5]
         if tangent is not None:
             part = grads[0] * tangent
             change = part if change is None else change + part
-        return (None if change is None else _reduce(change, ctx.reduction), *(None for _ in grads))
+        return (None if change is None else _reduce(change, ctx.reduction, None, None), *(None for _ in grads))
 
 
 def _distinct(outputs, inputs):
@@ -414,14 +425,15 @@ class L1Loss(torch.nn.Module):
         return ()
 
     def forward(self, pred, target):
-        pred, target, indexed = _prepare(pred, target)
+        params = self._params()
+        pred, target, indexed, keep, counts = _prepare(pred, target)
         device = pred.device
         if torch.is_autocast_enabled(device.type):  # as torch's own losses: float32 under autocast
             with torch.autocast(device.type, enabled=False):
-                return self._forward(indexed, pred, target)
-        return self._forward(indexed, pred, target)
+                return self._forward(params, indexed, keep, counts, pred, target)
+        return self._forward(params, indexed, keep, counts, pred, target)
 
-    def _forward(self, indexed, pred, target):
+    def _forward(self, params, indexed, keep, counts, pred, target):
         if self.validate:
             _validate(pred, target, indexed)
         if not torch.compiler.is_compiling() and torch.is_grad_enabled() and (target.requires_grad):
@@ -430,10 +442,10 @@ class L1Loss(torch.nn.Module):
         # under torch.func the eager functions run: the transforms apply to them
         fused = not transformed and _fused(self.fused, pred.device, pred.dtype)
         if transformed:
-            return _L1LossTransformedFunction.apply(self.reduction, fused, indexed, pred, target, *self._params())[0]
+            return _L1LossTransformedFunction.apply(self.reduction, fused, indexed, keep, counts, pred, target, *params)[0]
         if torch.is_grad_enabled() and (pred.requires_grad):
-            return _L1LossFunction.apply(self.reduction, fused, indexed, pred, target, *self._params())
-        return _loss(self.reduction, self._params(), fused, indexed, pred, target)
+            return _L1LossFunction.apply(self.reduction, fused, indexed, keep, counts, pred, target, *params)
+        return _loss(self.reduction, params, fused, indexed, keep, counts, pred, target)
 
     def extra_repr(self):
         return ", ".join([f"reduction={self.reduction!r}"]

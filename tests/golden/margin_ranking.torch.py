@@ -75,12 +75,20 @@ def _legacy_reduction(size_average, reduce, reduction):
     return reduction
 
 
-def _reduce(value, reduction):
+def _reduce(value, reduction, keep=None, counts=None):
+    """The per-sample losses reduced (every sample counts once: ``keep`` and ``counts`` are None here)."""
     if reduction == "none":
         return value
     if reduction == "batchmean":  # the sum over the batch's first dimension, as torch's KLDivLoss
         return value.sum() / _rows(value.shape)
     return value.mean() if reduction == "mean" else value.sum()
+
+
+def _upstream(grad_output, reduction, batch, keep=None, counts=None):
+    """The gradient of the reduced loss with respect to each sample's loss: one value for all samples."""
+    if reduction == "mean":
+        return grad_output / batch.numel()
+    return grad_output / _rows(batch) if reduction == "batchmean" else grad_output
 
 
 def _no_target_gradient(targets):
@@ -167,17 +175,19 @@ def _param(name, value, domain, validate):
 
 
 def _prepare(x1, x2, target):
-    """Tensors in the inputs' floating dtype (one-hot targets from class indices), shapes checked."""
+    """Tensors in the inputs' floating dtype (one-hot targets from class indices), axes last, shapes checked;
+    whether the one-hot target is class indices, and which samples count with what weight (None: all, once)."""
     x1 = torch.as_tensor(x1)
     x2 = torch.as_tensor(x2)
     target = torch.as_tensor(target)
     dtype = _dtype(x1)
+    keep = counts = None
     x1 = x1.to(dtype)
     x2 = x2.to(dtype)
     target = target.to(dtype)
     indexed = False
     _check_shapes([("x1", x1, None), ("x2", x2, None), ("target", target, None)])
-    return x1, x2, target, indexed
+    return x1, x2, target, indexed, keep, counts
 
 
 
@@ -220,60 +230,61 @@ def _fused(fused, device, dtype):
     if not fused or (device.type, dtype) in _FUSED_FAILED:
         return False
     if not _FUSED:
-        for name, (value, both) in _EAGER.items():
-            _FUSED[name] = tuple(torch.compile(fn, dynamic=True, fullgraph=True) for fn in _reducing(value, both))
+        for name, functions in _REDUCED.items():
+            _FUSED[name] = tuple(torch.compile(fn, dynamic=True, fullgraph=True) for fn in functions)
     return True
 
 
 def _reducing(value, both):
-    """The two functions with the value reduced inside them, so that the reduction is part of the compiled kernel.
+    """The two functions of a term with the value reduced inside them: compiled, the reduction is part of the
+    kernel."""
 
-    The callers reduce the value again, which changes nothing (the mean or sum of a scalar is itself).
-    """
+    def reduced_value(reduction, keep, counts, *args):
+        return _reduce(value(*args), reduction, keep, counts)
 
-    def reduced_value(reduction, *args):
-        return _reduce(value(*args), reduction)
-
-    def reduced_both(reduction, *args):
+    def reduced_both(reduction, keep, counts, *args):
         loss, grads = both(*args)
-        return _reduce(loss, reduction), grads
+        return _reduce(loss, reduction, keep, counts), grads
 
     return reduced_value, reduced_both
 
 
-def _run(fused, term, which, reduction, device, dtype, *args):
-    """Function ``which`` of ``_EAGER[term]`` of ``args``, the per-sample value; or with ``fused``, its compiled
-    form, the value already reduced. A compiled kernel that fails falls back to eager, with one warning."""
-    if not fused:
-        return _EAGER[term][which](*args)
-    try:
-        return _FUSED[term][which](reduction, *args)
-    except Exception as exc:  # noqa: BLE001 - a compiler failure of any kind: the eager code is the same loss
-        _FUSED_FAILED.add((device.type, dtype))
-        warnings.warn(f"fused=True: torch.compile failed for {device.type} {dtype} ({type(exc).__name__}: "
-                      f"{str(exc).splitlines()[0] if str(exc) else ''}); running eagerly", RuntimeWarning, stacklevel=3)
-        return _EAGER[term][which](*args)
+_REDUCED = {name: _reducing(*functions) for name, functions in _EAGER.items()}
 
 
-def _loss(reduction, params, fused, indexed, x1, x2, target):
+def _run(fused, term, which, reduction, keep, counts, device, dtype, *args):
+    """Function ``which`` of ``_REDUCED[term]`` of ``args``, the value reduced; with ``fused``, its compiled form.
+    A compiled kernel that fails falls back to eager, with one warning."""
+    if fused:
+        try:
+            return _FUSED[term][which](reduction, keep, counts, *args)
+        except Exception as exc:  # noqa: BLE001 - a compiler failure of any kind: the eager code is the same loss
+            _FUSED_FAILED.add((device.type, dtype))
+            warnings.warn(f"fused=True: torch.compile failed for {device.type} {dtype} ({type(exc).__name__}: "
+                          f"{str(exc).splitlines()[0] if str(exc) else ''}); running eagerly", RuntimeWarning,
+                          stacklevel=3)
+    return _REDUCED[term][which](reduction, keep, counts, *args)
+
+
+def _loss(reduction, params, fused, indexed, keep, counts, x1, x2, target):
     """The reduced loss, value only (no gradient is wanted)."""
     margin, = params
     device, dtype = x1.device, x1.dtype
-    return _reduce(_run(fused, ("margin_ranking", False), 0, reduction, device, dtype, x1, x2, target, margin), reduction)
+    return _run(fused, ("margin_ranking", False), 0, reduction, None, None, device, dtype, x1, x2, target, margin)
 
 
-def _both(reduction, fused, indexed, x1, x2, target, margin):
+def _both(reduction, fused, indexed, keep, counts, x1, x2, target, margin):
     """The reduced loss and each term's per-element gradients, in one pass per term."""
     device, dtype = x1.device, x1.dtype
-    value, grad_term_0 = _run(fused, ("margin_ranking", False), 1, reduction, device, dtype, x1, x2, target, margin)
-    return _reduce(value, reduction), (*grad_term_0,)
+    value, grad_term_0 = _run(fused, ("margin_ranking", False), 1, reduction, None, None, device, dtype, x1, x2, target, margin)
+    return value, (*grad_term_0,)
 
 
-def _save(ctx, reduction, indexed, arrays, params, grads):
-    """What backward needs: the arguments and the per-element gradients (params as given: floats, buffers or
-    Parameters)."""
+def _save(ctx, reduction, indexed, keep, counts, arrays, params, grads):
+    """What backward needs: the arguments, which samples count, and the per-element gradients (params as given:
+    floats, buffers or Parameters)."""
     ctx.reduction, ctx.indexed, ctx.params = reduction, indexed, params
-    ctx.save_for_backward(*arrays, *grads)
+    ctx.save_for_backward(*arrays, keep, counts, *grads)
 
 
 class _MarginRankingLossFunction(torch.autograd.Function):
@@ -288,17 +299,18 @@ class _MarginRankingLossFunction(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, reduction, fused, indexed, x1, x2, target, margin):
-        loss, grads = _both(reduction, fused, indexed, x1, x2, target, margin)
-        _save(ctx, reduction, indexed, (x1, x2, target), (margin,), grads)
+    def forward(ctx, reduction, fused, indexed, keep, counts, x1, x2, target, margin):
+        loss, grads = _both(reduction, fused, indexed, keep, counts, x1, x2, target, margin)
+        _save(ctx, reduction, indexed, keep, counts, (x1, x2, target), (margin,), grads)
         return loss
 
     @staticmethod
     def backward(ctx, grad_output, *_):
         if grad_output is None:  # the loss is not used downstream (gradcheck asks), only the gradients it returned
-            return (None,) * 7
+            return (None,) * 9
         saved = ctx.saved_tensors
         x1, x2, target = saved[:3]
+        keep, counts = saved[3:5]
         margin, = ctx.params
         recompute = torch.is_grad_enabled()  # create_graph=True: the gradient must be differentiable
         grad_x1 = None
@@ -306,15 +318,13 @@ class _MarginRankingLossFunction(torch.autograd.Function):
         if recompute:
             grads = _EAGER[("margin_ranking", False)][1](x1, x2, target, margin)[1]
         else:
-            grads = saved[3:5]
-        batch = x1.shape
-        upstream = (grad_output / batch.numel() if ctx.reduction == "mean" else grad_output / _rows(batch)
-                   if ctx.reduction == "batchmean" else grad_output)
+            grads = saved[5:7]
+        upstream = _upstream(grad_output, ctx.reduction, x1.shape, None, None)
         part = grads[0] * upstream
         grad_x1 = part if grad_x1 is None else grad_x1 + part
         part = grads[1] * upstream
         grad_x2 = part if grad_x2 is None else grad_x2 + part
-        return None, None, None, grad_x1, grad_x2, None, None
+        return None, None, None, None, None, grad_x1, grad_x2, None, None
 
 
 class _MarginRankingLossTransformedFunction(_MarginRankingLossFunction):
@@ -332,8 +342,8 @@ class _MarginRankingLossTransformedFunction(_MarginRankingLossFunction):
     generate_vmap_rule = True
 
     @staticmethod
-    def forward(reduction, fused, indexed, x1, x2, target, margin):
-        loss, grads = _both(reduction, fused, indexed, x1, x2, target, margin)
+    def forward(reduction, fused, indexed, keep, counts, x1, x2, target, margin):
+        loss, grads = _both(reduction, fused, indexed, keep, counts, x1, x2, target, margin)
         return _distinct((loss, *grads), (x1, x2, target))
 
     @staticmethod
@@ -341,23 +351,24 @@ class _MarginRankingLossTransformedFunction(_MarginRankingLossFunction):
         grads = output[1:]
         ctx.mark_non_differentiable(*grads)
         ctx.set_materialize_grads(False)
-        _save(ctx, inputs[0], inputs[2], inputs[3:6], inputs[6:], grads)
-        ctx.save_for_forward(*grads)
+        _save(ctx, inputs[0], inputs[2], inputs[3], inputs[4], inputs[5:8],
+              inputs[8:], grads)
+        ctx.save_for_forward(inputs[3], inputs[4], *grads)
 
     @staticmethod
     def jvp(ctx, *tangents):
         """Forward mode: the loss's tangent, the saved gradient contracted with the inputs' tangents."""
-        grads = ctx.saved_tensors
+        keep, counts, *grads = ctx.saved_tensors
         change = None
-        tangent = tangents[3]
+        tangent = tangents[5]
         if tangent is not None:
             part = grads[0] * tangent
             change = part if change is None else change + part
-        tangent = tangents[4]
+        tangent = tangents[6]
         if tangent is not None:
             part = grads[1] * tangent
             change = part if change is None else change + part
-        return (None if change is None else _reduce(change, ctx.reduction), *(None for _ in grads))
+        return (None if change is None else _reduce(change, ctx.reduction, None, None), *(None for _ in grads))
 
 
 def _distinct(outputs, inputs):
@@ -454,14 +465,15 @@ class MarginRankingLoss(torch.nn.Module):
         return values[2]
 
     def forward(self, x1, x2, target):
-        x1, x2, target, indexed = _prepare(x1, x2, target)
+        params = self._params()
+        x1, x2, target, indexed, keep, counts = _prepare(x1, x2, target)
         device = x1.device
         if torch.is_autocast_enabled(device.type):  # as torch's own losses: float32 under autocast
             with torch.autocast(device.type, enabled=False):
-                return self._forward(indexed, x1, x2, target)
-        return self._forward(indexed, x1, x2, target)
+                return self._forward(params, indexed, keep, counts, x1, x2, target)
+        return self._forward(params, indexed, keep, counts, x1, x2, target)
 
-    def _forward(self, indexed, x1, x2, target):
+    def _forward(self, params, indexed, keep, counts, x1, x2, target):
         if self.validate:
             _validate(x1, x2, target, indexed)
         if not torch.compiler.is_compiling() and torch.is_grad_enabled() and (target.requires_grad):
@@ -470,10 +482,10 @@ class MarginRankingLoss(torch.nn.Module):
         # under torch.func the eager functions run: the transforms apply to them
         fused = not transformed and _fused(self.fused, x1.device, x1.dtype)
         if transformed:
-            return _MarginRankingLossTransformedFunction.apply(self.reduction, fused, indexed, x1, x2, target, *self._params())[0]
+            return _MarginRankingLossTransformedFunction.apply(self.reduction, fused, indexed, keep, counts, x1, x2, target, *params)[0]
         if torch.is_grad_enabled() and (x1.requires_grad or x2.requires_grad):
-            return _MarginRankingLossFunction.apply(self.reduction, fused, indexed, x1, x2, target, *self._params())
-        return _loss(self.reduction, self._params(), fused, indexed, x1, x2, target)
+            return _MarginRankingLossFunction.apply(self.reduction, fused, indexed, keep, counts, x1, x2, target, *params)
+        return _loss(self.reduction, params, fused, indexed, keep, counts, x1, x2, target)
 
     def extra_repr(self):
         return ", ".join([f"reduction={self.reduction!r}", f"margin={float(self.margin.detach())!r}"]

@@ -22,7 +22,7 @@ Args:
 
 Shape:
     - scores: ``(*, C)``: C entries along axis ``class``; domain real.
-    - target: ``(*, C)``: C entries along axis ``class``; domain onehot, or integer class indices of shape ``(*)``.
+    - target: ``(*, C)``: C entries along axis ``class``; domain onehot, or integer class indices of the shape without the axis.
     - Output: a scalar; ``(*)`` with ``reduction="none"``.
 
 Stable form:
@@ -98,15 +98,33 @@ def _fill(value, shape):
     return value if value.shape == shape else np.broadcast_to(value, shape).copy()
 
 
-def _reduce(value, reduction):
+def _reduce(value, reduction, keep=None, counts=None):
     """The per-sample losses reduced as torch does: the mean of an empty batch is NaN, its sum 0; "batchmean" is
-    the sum over the batch's first dimension (NaN where it is empty)."""
+    the sum over the batch's first dimension (NaN where it is empty). ``keep`` (where given) marks the samples
+    that count (the others give 0), ``counts`` their weights in the mean (where given; else one each)."""
+    if keep is not None:
+        value = np.where(keep, value, 0.0)
     if reduction == "none":
         return value
     if reduction == "sum":
         return value.sum()
-    count = value.size if reduction == "mean" else _rows(value.shape)
+    count = _count(value.shape, reduction, keep, counts)
     return value.sum() / count if count else np.float64(np.nan)
+
+
+def _scale(shape, reduction, factor, keep=None, counts=None):
+    """The gradient of the reduced loss with respect to each sample's loss, for a term weighted by ``factor`` (0
+    for a sample left out); one value for all samples where every sample counts once."""
+    count = _count(shape, reduction, keep, counts)
+    scale = factor / count if count else factor  # an empty batch (or none counted): any finite scale will do
+    return scale if keep is None else np.where(keep, scale, 0.0)
+
+
+def _count(shape, reduction, keep=None, counts=None):
+    """What the reduction divides the summed losses by: 1, the samples (or their weights), or the rows."""
+    if reduction == "mean":
+        return counts.sum() if counts is not None else keep.sum() if keep is not None else int(np.prod(shape))
+    return _rows(shape) if reduction == "batchmean" else 1
 
 
 
@@ -169,12 +187,15 @@ def _mean(a):
 
 
 def _prepare(scores, target):
-    """Arrays as float64 (one-hot targets from class indices) with checked shapes."""
+    """Arrays as float64 (one-hot targets from class indices), axes last, shapes checked; whether the one-hot
+    target is class indices, and which samples count with what weight (None: all, once)."""
+    keep = counts = None
     scores = np.asarray(scores, dtype=np.float64)
-    indexed = np.asarray(target).dtype.kind in "iu"  # class indices: gathered, never one-hot rows
-    target = _indices("target", target, scores.shape[-1]) if indexed else np.asarray(target, dtype=np.float64)
+    target = np.asarray(target)
+    indexed = target.dtype.kind in "iu"  # class indices: gathered, never one-hot rows
+    target = _indices("target", target, scores.shape[-1]) if indexed else target.astype(np.float64)
     _check_shapes([("scores", scores, "class"), ("target", target, None if indexed else "class")])
-    return scores, target, indexed
+    return scores, target, indexed, keep, counts
 
 
 
@@ -201,7 +222,7 @@ def _multi_margin_indexed_value(scores, target, margin):
     """Per-sample loss."""
     batch = scores.shape[:-1]
     _t1 = np.maximum(0, (scores - _pick(scores, target)) + margin)
-    return _fill(_mean(_t1) + _pick(-_t1, target)/(scores.shape[-1] or np.nan), batch + (1,))[..., 0]
+    return _fill(_mean(_t1) - _pick(_t1, target)/(scores.shape[-1] or np.nan), batch + (1,))[..., 0]
 
 
 def _multi_margin_indexed_value_and_grads(scores, target, margin):
@@ -211,10 +232,9 @@ def _multi_margin_indexed_value_and_grads(scores, target, margin):
     _t1 = np.maximum(0, _t0)
     _t2 = 1/(scores.shape[-1] or np.nan)
     _t3 = _t2*np.sign(np.maximum(_t0, 0.0))
-    _t4 = -_t3
-    value = _fill(_t2*_pick(-_t1, target) + _mean(_t1), batch + (1,))[..., 0]
+    value = _fill(_mean(_t1) - _t2*_pick(_t1, target), batch + (1,))[..., 0]
     grads = (
-        _fill(_scatter(_t3, _pick(_t4 + np.sum(_t4, axis=-1, keepdims=True) + _pick(_t3, target), target), target, scores), scores.shape),
+        _fill(_scatter(_t3, np.sum(-_t3, axis=-1, keepdims=True), target, scores), scores.shape),
     )
     return value, grads
 
@@ -232,11 +252,11 @@ def loss(scores, target, reduction="mean", margin=1.0, *, validate=False):
     See the module docstring for the formula, arguments and shapes.
     """
     _check_reduction(reduction)
-    scores, target, indexed = _prepare(scores, target)
+    scores, target, indexed, keep, counts = _prepare(scores, target)
     if validate:
         _validate(scores, target, margin, indexed)
     value = _FUNCTIONS[("multi_margin", indexed)][0](scores, target, margin)
-    return _reduce(value, reduction)
+    return _reduce(value, reduction, None, None)
 
 
 def loss_and_grad(scores, target, reduction="mean", margin=1.0, *, validate=False):
@@ -247,12 +267,11 @@ def loss_and_grad(scores, target, reduction="mean", margin=1.0, *, validate=Fals
     for the reduction (with ``"none"``, the gradient of the sum of the losses).
     """
     _check_reduction(reduction)
-    scores, target, indexed = _prepare(scores, target)
+    scores, target, indexed, keep, counts = _prepare(scores, target)
     if validate:
         _validate(scores, target, margin, indexed)
     value, grads = _FUNCTIONS[("multi_margin", indexed)][1](scores, target, margin)
-    scale = (1.0 / max(value.size, 1) if reduction == "mean" else 1.0 / max(_rows(value.shape), 1)
-             if reduction == "batchmean" else 1.0)
-    grad_scores = scale * grads[0]
-    total = _reduce(value, reduction)
+    scale = _scale(value.shape, reduction, 1.0, None, None)
+    grad_scores = (scale[..., None] if np.ndim(scale) else scale) * grads[0]
+    total = _reduce(value, reduction, None, None)
     return total, (grad_scores,)

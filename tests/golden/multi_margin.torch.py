@@ -63,12 +63,20 @@ def _fill(value, shape, dtype, device):
     return value if value.shape == shape else value.expand(shape)
 
 
-def _reduce(value, reduction):
+def _reduce(value, reduction, keep=None, counts=None):
+    """The per-sample losses reduced (every sample counts once: ``keep`` and ``counts`` are None here)."""
     if reduction == "none":
         return value
     if reduction == "batchmean":  # the sum over the batch's first dimension, as torch's KLDivLoss
         return value.sum() / _rows(value.shape)
     return value.mean() if reduction == "mean" else value.sum()
+
+
+def _upstream(grad_output, reduction, batch, keep=None, counts=None):
+    """The gradient of the reduced loss with respect to each sample's loss: one value for all samples."""
+    if reduction == "mean":
+        return grad_output / batch.numel()
+    return grad_output / _rows(batch) if reduction == "batchmean" else grad_output
 
 
 def _no_target_gradient(targets):
@@ -181,15 +189,17 @@ def _param(name, value, domain, validate):
 
 
 def _prepare(scores, target):
-    """Tensors in the inputs' floating dtype (one-hot targets from class indices), shapes checked."""
+    """Tensors in the inputs' floating dtype (one-hot targets from class indices), axes last, shapes checked;
+    whether the one-hot target is class indices, and which samples count with what weight (None: all, once)."""
     scores = torch.as_tensor(scores)
     target = torch.as_tensor(target)
     dtype = _dtype(scores)
+    keep = counts = None
     scores = scores.to(dtype)
     indexed = not target.is_floating_point()  # class indices: gathered, never one-hot rows
     target = _indices("target", target, scores.shape[-1]) if indexed else target.to(dtype)
     _check_shapes([("scores", scores, "class"), ("target", target, None if indexed else "class")])
-    return scores, target, indexed
+    return scores, target, indexed, keep, counts
 
 
 
@@ -216,7 +226,7 @@ def _multi_margin_indexed_value(scores, target, margin):
     """Per-sample loss."""
     dtype, device, batch = scores.dtype, scores.device, scores.shape[:-1]
     _t1 = torch.clamp((scores - _pick(scores, target)) + margin, min=0)
-    return _fill(torch.mean(_t1, dim=-1, keepdim=True) + _pick(-_t1, target)/(scores.shape[-1] or float("nan")), batch + (1,), dtype, device)[..., 0]
+    return _fill(torch.mean(_t1, dim=-1, keepdim=True) - _pick(_t1, target)/(scores.shape[-1] or float("nan")), batch + (1,), dtype, device)[..., 0]
 
 
 def _multi_margin_indexed_value_and_grads(scores, target, margin):
@@ -226,10 +236,9 @@ def _multi_margin_indexed_value_and_grads(scores, target, margin):
     _t1 = torch.clamp(_t0, min=0)
     _t2 = 1/(scores.shape[-1] or float("nan"))
     _t3 = _t2*torch.ceil(torch.clamp(_t0, 0.0, 1.0))
-    _t4 = -_t3
-    value = _fill(_t2*_pick(-_t1, target) + torch.mean(_t1, dim=-1, keepdim=True), batch + (1,), dtype, device)[..., 0]
+    value = _fill(torch.mean(_t1, dim=-1, keepdim=True) - _t2*_pick(_t1, target), batch + (1,), dtype, device)[..., 0]
     grads = (
-        _fill(_scatter(_t3, _pick(_t4 + torch.sum(_t4, dim=-1, keepdim=True) + _pick(_t3, target), target), target, scores), scores.shape, dtype, device),
+        _fill(_scatter(_t3, torch.sum(-_t3, dim=-1, keepdim=True), target, scores), scores.shape, dtype, device),
     )
     return value, grads
 
@@ -254,60 +263,61 @@ def _fused(fused, device, dtype):
     if not fused or (device.type, dtype) in _FUSED_FAILED:
         return False
     if not _FUSED:
-        for name, (value, both) in _EAGER.items():
-            _FUSED[name] = tuple(torch.compile(fn, dynamic=True, fullgraph=True) for fn in _reducing(value, both))
+        for name, functions in _REDUCED.items():
+            _FUSED[name] = tuple(torch.compile(fn, dynamic=True, fullgraph=True) for fn in functions)
     return True
 
 
 def _reducing(value, both):
-    """The two functions with the value reduced inside them, so that the reduction is part of the compiled kernel.
+    """The two functions of a term with the value reduced inside them: compiled, the reduction is part of the
+    kernel."""
 
-    The callers reduce the value again, which changes nothing (the mean or sum of a scalar is itself).
-    """
+    def reduced_value(reduction, keep, counts, *args):
+        return _reduce(value(*args), reduction, keep, counts)
 
-    def reduced_value(reduction, *args):
-        return _reduce(value(*args), reduction)
-
-    def reduced_both(reduction, *args):
+    def reduced_both(reduction, keep, counts, *args):
         loss, grads = both(*args)
-        return _reduce(loss, reduction), grads
+        return _reduce(loss, reduction, keep, counts), grads
 
     return reduced_value, reduced_both
 
 
-def _run(fused, term, which, reduction, device, dtype, *args):
-    """Function ``which`` of ``_EAGER[term]`` of ``args``, the per-sample value; or with ``fused``, its compiled
-    form, the value already reduced. A compiled kernel that fails falls back to eager, with one warning."""
-    if not fused:
-        return _EAGER[term][which](*args)
-    try:
-        return _FUSED[term][which](reduction, *args)
-    except Exception as exc:  # noqa: BLE001 - a compiler failure of any kind: the eager code is the same loss
-        _FUSED_FAILED.add((device.type, dtype))
-        warnings.warn(f"fused=True: torch.compile failed for {device.type} {dtype} ({type(exc).__name__}: "
-                      f"{str(exc).splitlines()[0] if str(exc) else ''}); running eagerly", RuntimeWarning, stacklevel=3)
-        return _EAGER[term][which](*args)
+_REDUCED = {name: _reducing(*functions) for name, functions in _EAGER.items()}
 
 
-def _loss(reduction, params, fused, indexed, scores, target):
+def _run(fused, term, which, reduction, keep, counts, device, dtype, *args):
+    """Function ``which`` of ``_REDUCED[term]`` of ``args``, the value reduced; with ``fused``, its compiled form.
+    A compiled kernel that fails falls back to eager, with one warning."""
+    if fused:
+        try:
+            return _FUSED[term][which](reduction, keep, counts, *args)
+        except Exception as exc:  # noqa: BLE001 - a compiler failure of any kind: the eager code is the same loss
+            _FUSED_FAILED.add((device.type, dtype))
+            warnings.warn(f"fused=True: torch.compile failed for {device.type} {dtype} ({type(exc).__name__}: "
+                          f"{str(exc).splitlines()[0] if str(exc) else ''}); running eagerly", RuntimeWarning,
+                          stacklevel=3)
+    return _REDUCED[term][which](reduction, keep, counts, *args)
+
+
+def _loss(reduction, params, fused, indexed, keep, counts, scores, target):
     """The reduced loss, value only (no gradient is wanted)."""
     margin, = params
     device, dtype = scores.device, scores.dtype
-    return _reduce(_run(fused, ("multi_margin", indexed), 0, reduction, device, dtype, scores, target, margin), reduction)
+    return _run(fused, ("multi_margin", indexed), 0, reduction, None, None, device, dtype, scores, target, margin)
 
 
-def _both(reduction, fused, indexed, scores, target, margin):
+def _both(reduction, fused, indexed, keep, counts, scores, target, margin):
     """The reduced loss and each term's per-element gradients, in one pass per term."""
     device, dtype = scores.device, scores.dtype
-    value, grad_term_0 = _run(fused, ("multi_margin", indexed), 1, reduction, device, dtype, scores, target, margin)
-    return _reduce(value, reduction), (*grad_term_0,)
+    value, grad_term_0 = _run(fused, ("multi_margin", indexed), 1, reduction, None, None, device, dtype, scores, target, margin)
+    return value, (*grad_term_0,)
 
 
-def _save(ctx, reduction, indexed, arrays, params, grads):
-    """What backward needs: the arguments and the per-element gradients (params as given: floats, buffers or
-    Parameters)."""
+def _save(ctx, reduction, indexed, keep, counts, arrays, params, grads):
+    """What backward needs: the arguments, which samples count, and the per-element gradients (params as given:
+    floats, buffers or Parameters)."""
     ctx.reduction, ctx.indexed, ctx.params = reduction, indexed, params
-    ctx.save_for_backward(*arrays, *grads)
+    ctx.save_for_backward(*arrays, keep, counts, *grads)
 
 
 class _MultiMarginLossFunction(torch.autograd.Function):
@@ -322,30 +332,29 @@ class _MultiMarginLossFunction(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, reduction, fused, indexed, scores, target, margin):
-        loss, grads = _both(reduction, fused, indexed, scores, target, margin)
-        _save(ctx, reduction, indexed, (scores, target), (margin,), grads)
+    def forward(ctx, reduction, fused, indexed, keep, counts, scores, target, margin):
+        loss, grads = _both(reduction, fused, indexed, keep, counts, scores, target, margin)
+        _save(ctx, reduction, indexed, keep, counts, (scores, target), (margin,), grads)
         return loss
 
     @staticmethod
     def backward(ctx, grad_output, *_):
         if grad_output is None:  # the loss is not used downstream (gradcheck asks), only the gradients it returned
-            return (None,) * 6
+            return (None,) * 8
         saved = ctx.saved_tensors
         scores, target = saved[:2]
+        keep, counts = saved[2:4]
         margin, = ctx.params
         recompute = torch.is_grad_enabled()  # create_graph=True: the gradient must be differentiable
         grad_scores = None
         if recompute:
             grads = _EAGER[("multi_margin", ctx.indexed)][1](scores, target, margin)[1]
         else:
-            grads = saved[2:3]
-        batch = scores.shape[:-1]
-        upstream = (grad_output / batch.numel() if ctx.reduction == "mean" else grad_output / _rows(batch)
-                   if ctx.reduction == "batchmean" else grad_output)
-        part = grads[0] * (upstream[..., None] if ctx.reduction == "none" else upstream)
+            grads = saved[4:5]
+        upstream = _upstream(grad_output, ctx.reduction, scores.shape[:-1], None, None)
+        part = grads[0] * (upstream[..., None] if upstream.ndim else upstream)
         grad_scores = part if grad_scores is None else grad_scores + part
-        return None, None, None, grad_scores, None, None
+        return None, None, None, None, None, grad_scores, None, None
 
 
 class _MultiMarginLossTransformedFunction(_MultiMarginLossFunction):
@@ -363,8 +372,8 @@ class _MultiMarginLossTransformedFunction(_MultiMarginLossFunction):
     generate_vmap_rule = True
 
     @staticmethod
-    def forward(reduction, fused, indexed, scores, target, margin):
-        loss, grads = _both(reduction, fused, indexed, scores, target, margin)
+    def forward(reduction, fused, indexed, keep, counts, scores, target, margin):
+        loss, grads = _both(reduction, fused, indexed, keep, counts, scores, target, margin)
         return _distinct((loss, *grads), (scores, target))
 
     @staticmethod
@@ -372,19 +381,20 @@ class _MultiMarginLossTransformedFunction(_MultiMarginLossFunction):
         grads = output[1:]
         ctx.mark_non_differentiable(*grads)
         ctx.set_materialize_grads(False)
-        _save(ctx, inputs[0], inputs[2], inputs[3:5], inputs[5:], grads)
-        ctx.save_for_forward(*grads)
+        _save(ctx, inputs[0], inputs[2], inputs[3], inputs[4], inputs[5:7],
+              inputs[7:], grads)
+        ctx.save_for_forward(inputs[3], inputs[4], *grads)
 
     @staticmethod
     def jvp(ctx, *tangents):
         """Forward mode: the loss's tangent, the saved gradient contracted with the inputs' tangents."""
-        grads = ctx.saved_tensors
+        keep, counts, *grads = ctx.saved_tensors
         change = None
-        tangent = tangents[3]
+        tangent = tangents[5]
         if tangent is not None:
             part = (grads[0] * tangent).sum(-1)
             change = part if change is None else change + part
-        return (None if change is None else _reduce(change, ctx.reduction), *(None for _ in grads))
+        return (None if change is None else _reduce(change, ctx.reduction, None, None), *(None for _ in grads))
 
 
 def _distinct(outputs, inputs):
@@ -438,7 +448,7 @@ class MultiMarginLoss(torch.nn.Module):
 
     Shape:
         - scores: ``(*, C)``: C entries along axis ``class``; domain real.
-        - target: ``(*, C)``: C entries along axis ``class``; domain onehot, or integer class indices of shape ``(*)``.
+        - target: ``(*, C)``: C entries along axis ``class``; domain onehot, or integer class indices of the shape without the axis.
         - Output: a scalar; ``(*)`` with ``reduction="none"``.
 
     Stable form:
@@ -477,14 +487,15 @@ class MultiMarginLoss(torch.nn.Module):
         return values[2]
 
     def forward(self, scores, target):
-        scores, target, indexed = _prepare(scores, target)
+        params = self._params()
+        scores, target, indexed, keep, counts = _prepare(scores, target)
         device = scores.device
         if torch.is_autocast_enabled(device.type):  # as torch's own losses: float32 under autocast
             with torch.autocast(device.type, enabled=False):
-                return self._forward(indexed, scores, target)
-        return self._forward(indexed, scores, target)
+                return self._forward(params, indexed, keep, counts, scores, target)
+        return self._forward(params, indexed, keep, counts, scores, target)
 
-    def _forward(self, indexed, scores, target):
+    def _forward(self, params, indexed, keep, counts, scores, target):
         if self.validate:
             _validate(scores, target, indexed)
         if not torch.compiler.is_compiling() and torch.is_grad_enabled() and (target.requires_grad):
@@ -493,10 +504,10 @@ class MultiMarginLoss(torch.nn.Module):
         # under torch.func the eager functions run: the transforms apply to them
         fused = not transformed and _fused(self.fused, scores.device, scores.dtype)
         if transformed:
-            return _MultiMarginLossTransformedFunction.apply(self.reduction, fused, indexed, scores, target, *self._params())[0]
+            return _MultiMarginLossTransformedFunction.apply(self.reduction, fused, indexed, keep, counts, scores, target, *params)[0]
         if torch.is_grad_enabled() and (scores.requires_grad):
-            return _MultiMarginLossFunction.apply(self.reduction, fused, indexed, scores, target, *self._params())
-        return _loss(self.reduction, self._params(), fused, indexed, scores, target)
+            return _MultiMarginLossFunction.apply(self.reduction, fused, indexed, keep, counts, scores, target, *params)
+        return _loss(self.reduction, params, fused, indexed, keep, counts, scores, target)
 
     def extra_repr(self):
         return ", ".join([f"reduction={self.reduction!r}", f"margin={float(self.margin.detach())!r}"]

@@ -101,15 +101,33 @@ def _fill(value, shape):
     return value if value.shape == shape else np.broadcast_to(value, shape).copy()
 
 
-def _reduce(value, reduction):
+def _reduce(value, reduction, keep=None, counts=None):
     """The per-sample losses reduced as torch does: the mean of an empty batch is NaN, its sum 0; "batchmean" is
-    the sum over the batch's first dimension (NaN where it is empty)."""
+    the sum over the batch's first dimension (NaN where it is empty). ``keep`` (where given) marks the samples
+    that count (the others give 0), ``counts`` their weights in the mean (where given; else one each)."""
+    if keep is not None:
+        value = np.where(keep, value, 0.0)
     if reduction == "none":
         return value
     if reduction == "sum":
         return value.sum()
-    count = value.size if reduction == "mean" else _rows(value.shape)
+    count = _count(value.shape, reduction, keep, counts)
     return value.sum() / count if count else np.float64(np.nan)
+
+
+def _scale(shape, reduction, factor, keep=None, counts=None):
+    """The gradient of the reduced loss with respect to each sample's loss, for a term weighted by ``factor`` (0
+    for a sample left out); one value for all samples where every sample counts once."""
+    count = _count(shape, reduction, keep, counts)
+    scale = factor / count if count else factor  # an empty batch (or none counted): any finite scale will do
+    return scale if keep is None else np.where(keep, scale, 0.0)
+
+
+def _count(shape, reduction, keep=None, counts=None):
+    """What the reduction divides the summed losses by: 1, the samples (or their weights), or the rows."""
+    if reduction == "mean":
+        return counts.sum() if counts is not None else keep.sum() if keep is not None else int(np.prod(shape))
+    return _rows(shape) if reduction == "batchmean" else 1
 
 
 
@@ -145,13 +163,15 @@ def _inside(value, domain):
 
 
 def _prepare(anchor, positive, negative):
-    """Arrays as float64 (one-hot targets from class indices) with checked shapes."""
+    """Arrays as float64 (one-hot targets from class indices), axes last, shapes checked; whether the one-hot
+    target is class indices, and which samples count with what weight (None: all, once)."""
+    keep = counts = None
     anchor = np.asarray(anchor, dtype=np.float64)
     positive = np.asarray(positive, dtype=np.float64)
     negative = np.asarray(negative, dtype=np.float64)
     indexed = False
     _check_shapes([("anchor", anchor, "feature"), ("positive", positive, "feature"), ("negative", negative, "feature")])
-    return anchor, positive, negative, indexed
+    return anchor, positive, negative, indexed, keep, counts
 
 
 
@@ -194,11 +214,11 @@ def loss(anchor, positive, negative, reduction="mean", margin=1.0, eps=1e-06, *,
     See the module docstring for the formula, arguments and shapes.
     """
     _check_reduction(reduction)
-    anchor, positive, negative, indexed = _prepare(anchor, positive, negative)
+    anchor, positive, negative, indexed, keep, counts = _prepare(anchor, positive, negative)
     if validate:
         _validate(anchor, positive, negative, margin, eps, indexed)
     value = _FUNCTIONS[("triplet", False)][0](anchor, positive, negative, margin, eps)
-    return _reduce(value, reduction)
+    return _reduce(value, reduction, None, None)
 
 
 def loss_and_grad(anchor, positive, negative, reduction="mean", margin=1.0, eps=1e-06, *, validate=False):
@@ -209,14 +229,13 @@ def loss_and_grad(anchor, positive, negative, reduction="mean", margin=1.0, eps=
     for the reduction (with ``"none"``, the gradient of the sum of the losses).
     """
     _check_reduction(reduction)
-    anchor, positive, negative, indexed = _prepare(anchor, positive, negative)
+    anchor, positive, negative, indexed, keep, counts = _prepare(anchor, positive, negative)
     if validate:
         _validate(anchor, positive, negative, margin, eps, indexed)
     value, grads = _FUNCTIONS[("triplet", False)][1](anchor, positive, negative, margin, eps)
-    scale = (1.0 / max(value.size, 1) if reduction == "mean" else 1.0 / max(_rows(value.shape), 1)
-             if reduction == "batchmean" else 1.0)
-    grad_anchor = scale * grads[0]
-    grad_positive = scale * grads[1]
-    grad_negative = scale * grads[2]
-    total = _reduce(value, reduction)
+    scale = _scale(value.shape, reduction, 1.0, None, None)
+    grad_anchor = (scale[..., None] if np.ndim(scale) else scale) * grads[0]
+    grad_positive = (scale[..., None] if np.ndim(scale) else scale) * grads[1]
+    grad_negative = (scale[..., None] if np.ndim(scale) else scale) * grads[2]
+    total = _reduce(value, reduction, None, None)
     return total, (grad_anchor, grad_positive, grad_negative)
