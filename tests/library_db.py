@@ -326,10 +326,13 @@ ROWS: dict[str, Row] = {
         ),
         Row(
             "multi_margin",
-            lambda s, y, reduction, margin=1.0: F.multi_margin_loss(s, y.argmax(-1), margin=margin, reduction=reduction),
+            lambda s, y, reduction, p=1.0, margin=1.0, weight=None: F.multi_margin_loss(
+                s, y.argmax(-1), p=int(p), margin=margin, reduction=reduction,
+                weight=None if weight is None else torch.as_tensor(weight, dtype=s.dtype),
+            ),
             class_logits,
             class_logits_extremes,
-            params={"margin": 2.0},
+            params={"p": 2.0, "margin": 2.0, "weight": (0.5, 1.0, 2.0, 3.0)},
         ),
         Row(
             "soft_margin",

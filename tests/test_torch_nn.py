@@ -78,7 +78,7 @@ def test_every_torch_class_named_is_torchs():
     assert set(DROP_IN.values()) == {"MSELoss", "L1Loss", "HuberLoss", "SmoothL1Loss", "SoftMarginLoss",
                                      "MarginRankingLoss", "HingeEmbeddingLoss", "CosineEmbeddingLoss",
                                      "GaussianNLLLoss", "BCELoss", "BCEWithLogitsLoss", "KLDivLoss", "PoissonNLLLoss",
-                                     "CrossEntropyLoss", "NLLLoss"}
+                                     "CrossEntropyLoss", "NLLLoss", "MultiMarginLoss"}
     for name, cls in DROP_IN.items():
         module = lf.compile(lf.builtin(name), "torch")
         assert module.__name__ == cls

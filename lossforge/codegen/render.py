@@ -32,7 +32,7 @@ from .. import __name__ as _package
 from .. import budget, walk
 from ..derive import derive
 from ..errors import LossforgeError, RenderError
-from ..expr import _number, axis_ones, axis_size
+from ..expr import _number, axis_ones, axis_size, where
 from ..spec import LossSpec, Var, dumps, loads
 from ..text import inert, one_line
 from .forms import cheaper
@@ -274,7 +274,61 @@ def _shared(spec: LossSpec, local: tuple[tuple[str, str], ...], index: tuple[str
     with budget.deadline("render"):
         replacements, reduced = sympy.cse(list(exprs), symbols=sympy.numbered_symbols("_t"), optimizations=None,
                                           order="canonical")
+        arrays = frozenset(dict(local)[n] for n, v in spec.symbols.items() if v.per_element)
+        replacements, reduced = _in_branches(replacements, reduced, arrays)
     return tuple(replacements), tuple(reduced)
+
+
+def _in_branches(replacements: list, exprs: list, arrays: frozenset[str]) -> tuple[list, list]:
+    """Temporaries that only one branch of a ``where`` on params alone uses, computed only when it is taken.
+
+    Such a ``where`` runs only the branch its condition picks (``_choose``); a
+    temporary CSE hoisted out of it would run on every call, so that an option
+    left at its default (``full = 0``, ``p == 1``) would still pay for the other.
+    Each one becomes ``where(cond, value, 0)`` (or ``where(cond, 0, value)``):
+    still computed once and shared by the value and the gradients when its
+    branch is taken, not computed when it is not (the 0 is never read: every
+    use of it sits in that branch). A temporary that both branches of a
+    condition use stays as it is. ``arrays`` are the names of the per-element
+    symbols; a temporary that holds one is per-element too.
+    """
+    guarded: set = set()
+    while True:
+        budget.tick()
+        varying = set(arrays)
+        for sym, value in replacements:
+            if any(s.name in varying for s in value.free_symbols):
+                varying.add(sym.name)
+        values = (*(v for _, v in replacements), *exprs)
+        choices = {v: [n for n in v.atoms(where) if not any(s.name in varying for s in n.args[0].free_symbols)]
+                   for v in values}
+        conds = sorted({c.args[0] for found in choices.values() for c in found}, key=sympy.default_sort_key)
+        # (a condition stays: under a compiler both branches run, and a 0 for it would not be a bool)
+        temps = {sym for sym, value in replacements if not isinstance(value, sympy.logic.boolalg.Boolean)} - guarded
+        guards = {}
+        for cond in conds:
+            sides: dict = {}  # temporary -> the branches (True, False) of ``cond`` that use it
+            outside = set()  # the temporaries used anywhere but in a branch of ``cond``
+            for value, found in choices.items():
+                mine = [c for c in found if c.args[0] == cond]
+                for side, branch in ((side, c.args[2 - side]) for c in mine for side in (True, False)):
+                    for sym in branch.free_symbols & temps:
+                        sides.setdefault(sym, set()).add(side)
+                outside |= value.xreplace({c: sympy.Dummy() for c in mine}).free_symbols | cond.free_symbols
+            for sym, used in sides.items():
+                if len(used) == 1 and sym not in outside and sym not in guards:
+                    guards[sym] = (cond, used.pop())
+        if not guards:
+            return replacements, exprs
+        guarded |= set(guards)
+        replacements = [(sym, value if sym not in guards else _guarded(value, *guards[sym]))
+                        for sym, value in replacements]
+
+
+def _guarded(value: sympy.Expr, cond: sympy.Basic, side: bool) -> sympy.Expr:
+    """``value`` computed only where ``cond`` is ``side`` (0 elsewhere); inside, ``cond`` is known."""
+    value = value.xreplace({c: c.args[1 if side else 2] for c in value.atoms(where) if c.args[0] == cond})
+    return where(cond, value, 0) if side else where(cond, 0, value)
 
 
 def _needed(replacements, exprs) -> tuple[tuple, tuple]:

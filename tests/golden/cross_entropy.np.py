@@ -274,7 +274,8 @@ def _cross_entropy_value(logits, target, weight, ignore_index, label_smoothing):
     _broadcasts("weight", weight.shape, batch + (logits.shape[-1],), axis=True)
     weight = np.broadcast_to(weight, weight.shape[:-1] + (logits.shape[-1],))  # one number: the same for every entry
     _t1 = _logsumexp(logits)
-    return _fill((1 - label_smoothing)*np.sum(target*weight*(_t1 - logits), axis=-1, keepdims=True) + _choose((label_smoothing > 0), lambda: label_smoothing*(_t1*_mean(weight) - _mean(logits*weight)), lambda: 0), batch + (1,))[..., 0]
+    _t3 = (label_smoothing > 0)
+    return _fill((1 - label_smoothing)*np.sum(target*weight*(_t1 - logits), axis=-1, keepdims=True) + _choose(_t3, lambda: label_smoothing*(_t1*_choose(_t3, lambda: _mean(weight), lambda: 0) - _mean(logits*weight)), lambda: 0), batch + (1,))[..., 0]
 
 
 def _cross_entropy_value_and_grads(logits, target, weight, ignore_index, label_smoothing):
@@ -287,7 +288,7 @@ def _cross_entropy_value_and_grads(logits, target, weight, ignore_index, label_s
     _t1 = _logsumexp(logits)
     _t2 = target*weight
     _t3 = (label_smoothing > 0)
-    _t4 = _mean(weight)
+    _t4 = _choose(_t3, lambda: _mean(weight), lambda: 0)
     _t5 = _t0*_t2
     value = _fill(_t0*np.sum(_t2*(_t1 - logits), axis=-1, keepdims=True) + _choose(_t3, lambda: label_smoothing*(_t1*_t4 - _mean(logits*weight)), lambda: 0), batch + (1,))[..., 0]
     grads = (
@@ -303,7 +304,8 @@ def _cross_entropy_indexed_value(logits, target, weight, ignore_index, label_smo
     _broadcasts("weight", weight.shape, batch + (logits.shape[-1],), axis=True)
     weight = np.broadcast_to(weight, weight.shape[:-1] + (logits.shape[-1],))  # one number: the same for every entry
     _t0 = _logsumexp(logits)
-    return _fill((1 - label_smoothing)*(_t0 - _pick(logits, target))*_pick(weight, target) + _choose((label_smoothing > 0), lambda: label_smoothing*(_t0*_mean(weight) - _mean(logits*weight)), lambda: 0), batch + (1,))[..., 0]
+    _t2 = (label_smoothing > 0)
+    return _fill((1 - label_smoothing)*(_t0 - _pick(logits, target))*_pick(weight, target) + _choose(_t2, lambda: label_smoothing*(_t0*_choose(_t2, lambda: _mean(weight), lambda: 0) - _mean(logits*weight)), lambda: 0), batch + (1,))[..., 0]
 
 
 def _cross_entropy_indexed_value_and_grads(logits, target, weight, ignore_index, label_smoothing):
@@ -315,7 +317,7 @@ def _cross_entropy_indexed_value_and_grads(logits, target, weight, ignore_index,
     _t0 = _logsumexp(logits)
     _t1 = (1 - label_smoothing)*_pick(weight, target)
     _t2 = (label_smoothing > 0)
-    _t3 = _mean(weight)
+    _t3 = _choose(_t2, lambda: _mean(weight), lambda: 0)
     value = _fill(_t1*(_t0 - _pick(logits, target)) + _choose(_t2, lambda: label_smoothing*(_t0*_t3 - _mean(logits*weight)), lambda: 0), batch + (1,))[..., 0]
     grads = (
         _fill(_scatter(weight*_choose(_t2, lambda: -label_smoothing, lambda: 0)/(logits.shape[-1] or np.nan) + (_t1 + _choose(_t2, lambda: _t3*label_smoothing, lambda: 0))*_softmax(logits), -_t1, target, logits), logits.shape),

@@ -287,7 +287,8 @@ def _cross_entropy_value(logits, target, weight, ignore_index, label_smoothing):
     _broadcasts("weight", weight.shape, batch + (logits.shape[-1],), axis=True)
     weight = weight.expand(weight.shape[:-1] + (logits.shape[-1],))  # one number: the same for every entry
     _t1 = torch.logsumexp(logits, dim=-1, keepdim=True)
-    return _fill((1 - label_smoothing)*torch.sum(target*weight*(_t1 - logits), dim=-1, keepdim=True) + _choose((label_smoothing > 0), lambda: label_smoothing*(_t1*torch.mean(weight, dim=-1, keepdim=True) - torch.mean(logits*weight, dim=-1, keepdim=True)), lambda: torch.as_tensor(0, dtype=dtype, device=device)), batch + (1,), dtype, device)[..., 0]
+    _t3 = (label_smoothing > 0)
+    return _fill((1 - label_smoothing)*torch.sum(target*weight*(_t1 - logits), dim=-1, keepdim=True) + _choose(_t3, lambda: label_smoothing*(_t1*_choose(_t3, lambda: torch.mean(weight, dim=-1, keepdim=True), lambda: torch.as_tensor(0, dtype=dtype, device=device)) - torch.mean(logits*weight, dim=-1, keepdim=True)), lambda: torch.as_tensor(0, dtype=dtype, device=device)), batch + (1,), dtype, device)[..., 0]
 
 
 def _cross_entropy_value_and_grads(logits, target, weight, ignore_index, label_smoothing):
@@ -300,7 +301,7 @@ def _cross_entropy_value_and_grads(logits, target, weight, ignore_index, label_s
     _t1 = torch.logsumexp(logits, dim=-1, keepdim=True)
     _t2 = target*weight
     _t3 = (label_smoothing > 0)
-    _t4 = torch.mean(weight, dim=-1, keepdim=True)
+    _t4 = _choose(_t3, lambda: torch.mean(weight, dim=-1, keepdim=True), lambda: torch.as_tensor(0, dtype=dtype, device=device))
     _t5 = _t0*_t2
     value = _fill(_t0*torch.sum(_t2*(_t1 - logits), dim=-1, keepdim=True) + _choose(_t3, lambda: label_smoothing*(_t1*_t4 - torch.mean(logits*weight, dim=-1, keepdim=True)), lambda: torch.as_tensor(0, dtype=dtype, device=device)), batch + (1,), dtype, device)[..., 0]
     grads = (
@@ -316,7 +317,8 @@ def _cross_entropy_indexed_value(logits, target, weight, ignore_index, label_smo
     _broadcasts("weight", weight.shape, batch + (logits.shape[-1],), axis=True)
     weight = weight.expand(weight.shape[:-1] + (logits.shape[-1],))  # one number: the same for every entry
     _t0 = torch.logsumexp(logits, dim=-1, keepdim=True)
-    return _fill((1 - label_smoothing)*(_t0 - _pick(logits, target))*_pick(weight, target) + _choose((label_smoothing > 0), lambda: label_smoothing*(_t0*torch.mean(weight, dim=-1, keepdim=True) - torch.mean(logits*weight, dim=-1, keepdim=True)), lambda: torch.as_tensor(0, dtype=dtype, device=device)), batch + (1,), dtype, device)[..., 0]
+    _t2 = (label_smoothing > 0)
+    return _fill((1 - label_smoothing)*(_t0 - _pick(logits, target))*_pick(weight, target) + _choose(_t2, lambda: label_smoothing*(_t0*_choose(_t2, lambda: torch.mean(weight, dim=-1, keepdim=True), lambda: torch.as_tensor(0, dtype=dtype, device=device)) - torch.mean(logits*weight, dim=-1, keepdim=True)), lambda: torch.as_tensor(0, dtype=dtype, device=device)), batch + (1,), dtype, device)[..., 0]
 
 
 def _cross_entropy_indexed_value_and_grads(logits, target, weight, ignore_index, label_smoothing):
@@ -328,7 +330,7 @@ def _cross_entropy_indexed_value_and_grads(logits, target, weight, ignore_index,
     _t0 = torch.logsumexp(logits, dim=-1, keepdim=True)
     _t1 = (1 - label_smoothing)*_pick(weight, target)
     _t2 = (label_smoothing > 0)
-    _t3 = torch.mean(weight, dim=-1, keepdim=True)
+    _t3 = _choose(_t2, lambda: torch.mean(weight, dim=-1, keepdim=True), lambda: torch.as_tensor(0, dtype=dtype, device=device))
     value = _fill(_t1*(_t0 - _pick(logits, target)) + _choose(_t2, lambda: label_smoothing*(_t0*_t3 - torch.mean(logits*weight, dim=-1, keepdim=True)), lambda: torch.as_tensor(0, dtype=dtype, device=device)), batch + (1,), dtype, device)[..., 0]
     grads = (
         _fill(_scatter(weight*_choose(_t2, lambda: -label_smoothing, lambda: 0)/(logits.shape[-1] or float("nan")) + (_t1 + _choose(_t2, lambda: _t3*label_smoothing, lambda: torch.as_tensor(0, dtype=dtype, device=device)))*torch.softmax(logits, dim=-1), -_t1, target, logits), logits.shape, dtype, device),

@@ -179,7 +179,7 @@ def _kl_div_value(logq, target, log_target):
     """Per-sample loss."""
     batch = logq.shape
     _t0 = (log_target > 0)
-    return _fill(_choose(_t0, lambda: (target - logq)*np.exp(_choose(_t0, lambda: target, lambda: 0)), lambda: np.where(target == 0, 0.0, target * np.log(np.where(target == 0, 1.0, _choose(_t0, lambda: 1, lambda: target)))) - logq*target), batch)
+    return _fill(_choose(_t0, lambda: (target - logq)*_choose(_t0, lambda: np.exp(target), lambda: 0), lambda: np.where(target == 0, 0.0, target * np.log(np.where(target == 0, 1.0, _choose(_t0, lambda: 1, lambda: target)))) - logq*target), batch)
 
 
 def _kl_div_value_and_grads(logq, target, log_target):
@@ -187,7 +187,7 @@ def _kl_div_value_and_grads(logq, target, log_target):
     batch = logq.shape
     _t0 = (log_target > 0)
     _t1 = -target
-    _t2 = np.exp(_choose(_t0, lambda: target, lambda: 0))
+    _t2 = _choose(_t0, lambda: np.exp(target), lambda: 0)
     value = _fill(_choose(_t0, lambda: _t2*(-_t1 - logq), lambda: np.where(target == 0, 0.0, target * np.log(np.where(target == 0, 1.0, _choose(_t0, lambda: 1, lambda: target)))) - logq*target), batch)
     grads = (
         _fill(_choose(_t0, lambda: -_t2, lambda: _t1), logq.shape),

@@ -200,7 +200,7 @@ def _kl_div_value(logq, target, log_target):
     """Per-sample loss."""
     dtype, device, batch = logq.dtype, logq.device, logq.shape
     _t0 = (log_target > 0)
-    return _fill(_choose(_t0, lambda: (target - logq)*torch.exp(_choose(_t0, lambda: target, lambda: torch.as_tensor(0, dtype=dtype, device=device))), lambda: torch.xlogy(target, _choose(_t0, lambda: torch.as_tensor(1, dtype=dtype, device=device), lambda: target)) - logq*target), batch, dtype, device)
+    return _fill(_choose(_t0, lambda: (target - logq)*_choose(_t0, lambda: torch.exp(target), lambda: torch.as_tensor(0, dtype=dtype, device=device)), lambda: torch.xlogy(target, _choose(_t0, lambda: torch.as_tensor(1, dtype=dtype, device=device), lambda: target)) - logq*target), batch, dtype, device)
 
 
 def _kl_div_value_and_grads(logq, target, log_target):
@@ -208,7 +208,7 @@ def _kl_div_value_and_grads(logq, target, log_target):
     dtype, device, batch = logq.dtype, logq.device, logq.shape
     _t0 = (log_target > 0)
     _t1 = -target
-    _t2 = torch.exp(_choose(_t0, lambda: target, lambda: torch.as_tensor(0, dtype=dtype, device=device)))
+    _t2 = _choose(_t0, lambda: torch.exp(target), lambda: torch.as_tensor(0, dtype=dtype, device=device))
     value = _fill(_choose(_t0, lambda: _t2*(-_t1 - logq), lambda: torch.xlogy(target, _choose(_t0, lambda: torch.as_tensor(1, dtype=dtype, device=device), lambda: target)) - logq*target), batch, dtype, device)
     grads = (
         _fill(_choose(_t0, lambda: -_t2, lambda: _t1), logq.shape, dtype, device),

@@ -202,19 +202,19 @@ def _poisson_nll_value(pred, target, log_input, full, eps):
     _t0 = (log_input > 0)
     _t3 = (full > 0)
     _t4 = (target <= 1)
-    _t5 = 2*target
-    return _fill(_choose(_t0, lambda: torch.exp(_choose(_t0, lambda: pred, lambda: torch.as_tensor(0, dtype=dtype, device=device))) - pred*target, lambda: pred - target*torch.log(_choose(_t0, lambda: torch.as_tensor(1, dtype=dtype, device=device), lambda: pred + eps))) + _choose(_t3, lambda: torch.where(_t4, 0, (1/2)*(torch.log(_choose(_t3, lambda: torch.where(_t4, 1, 3.141592653589793*_t5), lambda: torch.as_tensor(1, dtype=dtype, device=device))) - _t5 + 2*torch.xlogy(target, _choose(_t3, lambda: torch.where(_t4, 1, target), lambda: torch.as_tensor(1, dtype=dtype, device=device))))), lambda: torch.as_tensor(0, dtype=dtype, device=device)), batch, dtype, device)
+    _t5 = _choose(_t3, lambda: 2*target, lambda: torch.as_tensor(0, dtype=dtype, device=device))
+    return _fill(_choose(_t0, lambda: -pred*target - _choose(_t0, lambda: -torch.exp(pred), lambda: torch.as_tensor(0, dtype=dtype, device=device)), lambda: pred - target*torch.log(_choose(_t0, lambda: torch.as_tensor(0, dtype=dtype, device=device), lambda: pred + eps))) + _choose(_t3, lambda: torch.where(_t4, 0, (1/2)*(torch.log(_choose(_t3, lambda: torch.where(_t4, 1, 3.141592653589793*_t5), lambda: torch.as_tensor(1, dtype=dtype, device=device))) - _t5 + 2*torch.xlogy(target, _choose(_t3, lambda: torch.where(_t4, 1, target), lambda: torch.as_tensor(1, dtype=dtype, device=device))))), lambda: torch.as_tensor(0, dtype=dtype, device=device)), batch, dtype, device)
 
 
 def _poisson_nll_value_and_grads(pred, target, log_input, full, eps):
     """Per-sample loss and its gradient for each input, per element, in one pass."""
     dtype, device, batch = pred.dtype, pred.device, pred.shape
     _t0 = (log_input > 0)
-    _t1 = -torch.exp(_choose(_t0, lambda: pred, lambda: torch.as_tensor(0, dtype=dtype, device=device)))
-    _t2 = _choose(_t0, lambda: torch.as_tensor(1, dtype=dtype, device=device), lambda: pred + eps)
+    _t1 = _choose(_t0, lambda: -torch.exp(pred), lambda: torch.as_tensor(0, dtype=dtype, device=device))
+    _t2 = _choose(_t0, lambda: torch.as_tensor(0, dtype=dtype, device=device), lambda: pred + eps)
     _t3 = (full > 0)
     _t4 = (target <= 1)
-    _t5 = 2*target
+    _t5 = _choose(_t3, lambda: 2*target, lambda: torch.as_tensor(0, dtype=dtype, device=device))
     value = _fill(_choose(_t0, lambda: -_t1 - pred*target, lambda: pred - target*torch.log(_t2)) + _choose(_t3, lambda: torch.where(_t4, 0, (1/2)*(torch.log(_choose(_t3, lambda: torch.where(_t4, 1, 3.141592653589793*_t5), lambda: torch.as_tensor(1, dtype=dtype, device=device))) - _t5 + 2*torch.xlogy(target, _choose(_t3, lambda: torch.where(_t4, 1, target), lambda: torch.as_tensor(1, dtype=dtype, device=device))))), lambda: torch.as_tensor(0, dtype=dtype, device=device)), batch, dtype, device)
     grads = (
         _fill(_choose(_t0, lambda: -_t1 - target, lambda: 1 - target/_t2), pred.shape, dtype, device),

@@ -1,0 +1,90 @@
+"""An option left at its default costs nothing: what only one branch of a ``where`` on params alone uses is
+computed only when that branch is taken (``render._in_branches``), in eager mode, and the loss is the same
+under a compiler, where both branches run.
+
+The operations a call runs are recorded with a ``TorchDispatchMode``; values are compared with torch's own
+modules in float64 (1e-10: the same formula).
+"""
+
+from __future__ import annotations
+
+import pytest
+import sympy
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+import lossforge as lf
+from lossforge.codegen import render
+from lossforge.expr import where
+
+F = torch.nn.functional
+
+
+class _Ops(TorchDispatchMode):
+    """The names of the aten operations run inside it."""
+
+    def __init__(self):
+        super().__init__()
+        self.names = set()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.names.add(func.overloadpacket.__name__)
+        return func(*args, **(kwargs or {}))
+
+
+def _ops(module, *args):
+    leaves = [a.clone().requires_grad_(i == 0) for i, a in enumerate(args)]
+    with _Ops() as ops:
+        value = module(*leaves)
+        value.backward()
+    return ops.names, value.detach(), leaves[0].grad
+
+
+def test_poisson_nll_computes_stirlings_term_only_with_full():
+    cls = lf.compile(lf.builtin("poisson_nll"), "torch")
+    g = torch.Generator().manual_seed(0)
+    pred, target = torch.randn(50, generator=g, dtype=torch.float64), 3 * torch.rand(50, generator=g, dtype=torch.float64)
+    for full in (False, True):
+        names, value, grad = _ops(cls(full=full), pred, target)
+        # (the comparison target <= 1 runs either way: a condition stays where CSE put it)
+        assert ("xlogy" in names) is full and ("log" in names) is full, sorted(names)
+        ref_pred = pred.clone().requires_grad_()
+        ref = F.poisson_nll_loss(ref_pred, target, full=full)
+        ref.backward()
+        torch.testing.assert_close(value, ref.detach(), rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(grad, ref_pred.grad, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("p", [1, 2])
+def test_multi_margin_raises_to_a_power_only_when_p_is_not_1(p):
+    cls = lf.compile(lf.builtin("multi_margin"), "torch")
+    g = torch.Generator().manual_seed(1)
+    scores, target = torch.randn(20, 5, generator=g, dtype=torch.float64), torch.randint(0, 5, (20,), generator=g)
+    weight = torch.tensor([0.5, 1.0, 2.0, 3.0, 0.25], dtype=torch.float64)
+    for kwargs in ({"p": p}, {"p": p, "weight": weight, "margin": 0.5}):
+        names, value, grad = _ops(cls(**kwargs), scores, target)
+        assert ("pow" in names) is (p == 2), sorted(names)
+        ref_scores = scores.clone().requires_grad_()
+        ref = torch.nn.MultiMarginLoss(**kwargs)(ref_scores, target)
+        ref.backward()
+        torch.testing.assert_close(value, ref.detach(), rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(grad, ref_scores.grad, rtol=1e-10, atol=1e-12)
+        compiled = torch.compile(cls(**kwargs), fullgraph=True, backend="aot_eager")  # both branches run there
+        torch.testing.assert_close(compiled(scores, target), ref.detach(), rtol=1e-10, atol=1e-12)
+
+
+def test_a_temporary_both_branches_use_stays_and_one_branchs_is_guarded():
+    p, x = sympy.symbols("p x")
+    t0, t1, t2 = sympy.symbols("_t0 _t1 _t2")
+    cond = sympy.Eq(p, 1)
+    replacements = [(t0, sympy.exp(x)), (t1, sympy.sin(x) * t0), (t2, sympy.log(x))]
+    exprs = [where(cond, t0, t1) + t2, where(cond, 2 * t0, 3 * t1)]
+    new, out = render._in_branches(replacements, exprs, frozenset({"x"}))
+    assert out == exprs
+    assert dict(new)[t0] == sympy.exp(x)  # both branches of p == 1 use it
+    assert dict(new)[t1] == where(cond, 0, sympy.sin(x) * t0)  # only p != 1 does: computed there alone
+    assert dict(new)[t2] == sympy.log(x)  # used outside any branch
+    # a temporary inside a guarded one, used nowhere else, is guarded in turn; inside, the condition is known
+    replacements = [(t0, sympy.exp(x)), (t1, where(cond, 5, t0 + 1))]
+    new, _ = render._in_branches(replacements, [where(cond, x, t1)], frozenset({"x"}))
+    assert dict(new)[t1] == where(cond, 0, t0 + 1) and dict(new)[t0] == where(cond, 0, sympy.exp(x))
