@@ -442,6 +442,12 @@ class LossSpec:
         return tuple(n for n, v in self.symbols.items() if v.learnable)
 
     @property
+    def smooth_targets(self) -> tuple[str, ...]:
+        """The targets the loss can be differentiated in: of a continuous domain (not binary, sign or one-hot).
+        The Torch module gives them a gradient when they require one (a trainable teacher's output)."""
+        return tuple(n for n in self.arrays if self.symbols[n].role == "target" and self.symbols[n].domain.values is None)
+
+    @property
     def class_index_params(self) -> frozenset[str]:
         """The params that hold a class index (a target's ``ignore_index``): integers, as torch takes them."""
         return frozenset(v.ignore_index for v in self.symbols.values() if v.ignore_index)

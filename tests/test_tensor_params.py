@@ -198,9 +198,10 @@ def test_absent_tensor_params_are_folded_into_the_code():
         _close(leaf.grad, leaves[2].grad)
     _close(cls(weight=torch.full((6, 1), 0.5))(x, t), 0.5 * values[2].detach())  # one given, one absent
     source = lf.generate(WEIGHTED_BCE, "torch")
-    folded = source[source.index("def _weighted_bce_logits_folded_value("):source.index("_EAGER = {")]
+    folded = source[source.index("def _weighted_bce_logits_folded_value("):
+                    source.index("def _weighted_bce_logits_targeted_value(")]
     assert "weight*" not in folded.replace("pos_weight", "")  # neither param is read where both are absent
-    assert '("weighted_bce_logits", False, pos_weight is None and weight is None)' in source
+    assert '("weighted_bce_logits", False, pos_weight is None and weight is None, targeted)' in source
     module = lf.compile(WEIGHTED_BCE, "numpy")
     np.testing.assert_allclose(module.loss(x.numpy(), t.numpy()), values[2].item(), rtol=1e-12)
     np.testing.assert_allclose(module.loss(x.numpy(), t.numpy(), weight=np.full(3, 2.0)), 2 * values[2].item(),

@@ -260,16 +260,14 @@ def test_poisson_nll_is_torchs_poissonnllloss_with_log_input_and_full(dtype):
     assert abs(got - want.item()) <= 1e-12 * abs(want.item())
 
 
-def test_a_target_that_requires_grad_is_named_not_silently_left_without_gradient():
-    # torch's mse_loss differentiates its target too; lossforge differentiates inputs only, and says so.
+def test_a_target_that_requires_grad_gets_torchs_gradient_without_a_warning():
+    # torch's huber_loss differentiates its target too (tests/test_target_gradients.py covers every built-in)
     module = lf.compile(lf.builtin("huber"), "torch")()
     pred, target = torch.randn(5, requires_grad=True), torch.randn(5, requires_grad=True)
-    with pytest.warns(UserWarning, match=r"'target': a target that requires grad gets no gradient from this loss; "
-                                         r"declare it an input"):
-        module(pred, target).backward()
-    assert target.grad is None and pred.grad is not None
+    ref_pred, ref_target = pred.detach().clone().requires_grad_(), target.detach().clone().requires_grad_()
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        module(pred, target.detach())
-        with torch.no_grad():
-            module(pred, target)
+        module(pred, target).backward()
+    torch.nn.HuberLoss()(ref_pred, ref_target).backward()
+    torch.testing.assert_close(target.grad, ref_target.grad)
+    torch.testing.assert_close(pred.grad, ref_pred.grad)

@@ -70,7 +70,7 @@ RESERVED = frozenset(
         "grad_output", "total", "name", "length", "args", "Loss", "PARAMS", "part", "out", "v",
         "reduce", "l", "I", "O", "kernels", "saved", "recompute", "which", "fn", "term", "exc", "pair",
         "warnings", "indexed", "validate", "size_average", "function", "outputs", "transformed", "tangent", "tangents", "change", "module",
-        "keep", "counts",
+        "keep", "counts", "targeted",
     }
     | MODULE_ATTRIBUTES
     | set(dir(builtins))
@@ -175,6 +175,13 @@ class Term:
     #: The same term with every tensor param absent (None): their defaults folded into the code, so that an
     #: unused ``weight`` costs no multiplication. Same signature; the absent params are not read.
     folded: Term | None = None
+    #: The targets that could have a gradient (a continuous domain), in their order; Torch only.
+    smooth: tuple[Arg, ...] = ()
+    #: The same term whose functions also return those targets' gradients (after the inputs' and the
+    #: learnable params'), run when a target requires grad; Torch only.
+    targeted: Term | None = None
+    #: The targets whose gradients this term's functions return: ``smooth`` in a ``targeted`` term, else none.
+    target_grads: tuple[Arg, ...] = ()
 
 
 # -- names ------------------------------------------------------------------------
@@ -478,7 +485,34 @@ def _build_term(target: Target, term: str, weight: str, spec: LossSpec, local: d
         helpers=frozenset(printer.helpers),
         indexed=_build_term(target, term, weight, spec, local, pair) if pair else None,
         folded=_folded(target, term, weight, spec, local, tuple(params)) if not index else None,
+        smooth=tuple(a for a in arrays if a.name in spec.smooth_targets) if target.name == "torch" else (),
+        targeted=_targeted(target, term, weight, spec, local) if not index and target.name == "torch" else None,
     )
+
+
+def _targeted(target: Target, term: str, weight: str, spec: LossSpec, local: dict[str, str]) -> Term | None:
+    """The term differentiated in its smooth targets too (None if it has none): built as the spec with those
+    targets as inputs, its gradients then in the base term's order, the targets' last."""
+    smooth = spec.smooth_targets
+    if not smooth:
+        return None
+    promoted = LossSpec(name=f"{term}_targeted", expr=spec.sympy, reduction=spec.reduction, accept=spec.accept,
+                        symbols={n: dataclasses.replace(v, role="input") if n in smooth else v
+                                 for n, v in spec.symbols.items()})
+    built = _build_term(target, f"{term}_targeted", weight, promoted, local)
+    base = [n for n in spec.differentiated] + list(smooth)  # the order backward reads them in
+    order = [promoted.differentiated.index(n) for n in base]
+    args = {a.name: a for a in (Arg(n, local[n], v, n in spec.class_index_params) for n, v in spec.symbols.items())}
+
+    def signed(t: Term | None) -> Term | None:  # the base term's roles and signature, the targets' grads last
+        if t is None:
+            return None
+        return dataclasses.replace(
+            t, name=term, args=tuple(args[a.name] for a in t.args), params=tuple(args[a.name] for a in t.params),
+            inputs=tuple(args[n] for n in spec.inputs), target_grads=tuple(args[n] for n in smooth),
+            both_grads=tuple(t.both_grads[i] for i in order), indexed=signed(t.indexed), folded=signed(t.folded))
+
+    return signed(built)
 
 
 def _folded(target: Target, term: str, weight: str, spec: LossSpec, local: dict[str, str],
@@ -721,7 +755,9 @@ def environment() -> jinja2.Environment:
     env.filters["comment"] = lambda text: inert(text, "comment")
     env.filters["literal"] = lambda text: inert(text, "string")
     # What a Function's backward returns for an argument: its gradient's local, or None for data and fixed params.
-    env.filters["gradient_of"] = lambda arg: f"grad_{arg.local}" if arg.var.role == "input" or arg.var.learnable else "None"
+    # (a target of a continuous domain gets one when it requires grad: Term.targeted)
+    env.filters["gradient_of"] = lambda arg: (f"grad_{arg.local}" if arg.var.role == "input" or arg.var.learnable or (
+        arg.var.role == "target" and arg.var.domain.values is None) else "None")
     return env
 
 
@@ -776,6 +812,7 @@ def generate(spec: LossSpec, target: str) -> str:
         "targets": [a for a in arrays if a.var.role == "target"],
         "params": [Arg(n, local[n], spec.symbols[n], n in spec.class_index_params) for n in spec.params],
         "learned": [Arg(n, local[n], spec.symbols[n]) for n in spec.learnable] if tgt.name == "torch" else [],
+        "smooth": [a for a in arrays if a.name in spec.smooth_targets] if tgt.name == "torch" else [],
         "tensor_params": any(v.tensor for v in spec.symbols.values()),
         "terms": terms,
         "combined": bool(spec.terms),

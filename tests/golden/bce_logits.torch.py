@@ -102,13 +102,6 @@ def _upstream(grad_output, reduction, batch, keep=None, counts=None):
     return grad_output / _rows(batch) if reduction == "batchmean" else grad_output
 
 
-def _no_target_gradient(targets):
-    """A target that requires grad gets none from this loss (torch's mse_loss would give one): said, not silent."""
-    names = ", ".join(repr(name) for name, value in targets if value.requires_grad)
-    warnings.warn(f"{names}: a target that requires grad gets no gradient from this loss; declare it an input in "
-                  "the spec to differentiate it, or pass it detached", UserWarning, stacklevel=6)  # the caller of the module
-
-
 def _transformed():
     """Whether torch.func (grad, vmap, jvp ...) or forward-mode AD is tracing this call."""
     return torch._C._are_functorch_transforms_active() or torch.autograd.forward_ad._current_level >= 0
@@ -259,10 +252,64 @@ def _bce_logits_folded_value_and_grads(logits, target, weight, pos_weight):
     return value, grads
 
 
-#: Each term's (value, value-and-gradients) functions, by (term, whether the one-hot target is class indices, whether its tensor params are all absent).
+def _bce_logits_targeted_value(logits, target, weight, pos_weight):
+    """Per-sample loss."""
+    dtype, device, batch = logits.dtype, logits.device, logits.shape
+    weight = torch.as_tensor(1.0 if weight is None else weight, dtype=dtype, device=device)
+    _broadcasts("weight", weight.shape, batch)
+    pos_weight = torch.as_tensor(1.0 if pos_weight is None else pos_weight, dtype=dtype, device=device)
+    _broadcasts("pos_weight", pos_weight.shape, batch)
+    _t0 = torch.nn.functional.softplus(logits, beta=1.0, threshold=40.0)
+    return _fill(weight*(_t0*(1 - target) + pos_weight*target*(_t0 - logits)), batch, dtype, device)
+
+
+def _bce_logits_targeted_value_and_grads(logits, target, weight, pos_weight):
+    """Per-sample loss and its gradient for each input, per element, in one pass."""
+    dtype, device, batch = logits.dtype, logits.device, logits.shape
+    weight = torch.as_tensor(1.0 if weight is None else weight, dtype=dtype, device=device)
+    _broadcasts("weight", weight.shape, batch)
+    pos_weight = torch.as_tensor(1.0 if pos_weight is None else pos_weight, dtype=dtype, device=device)
+    _broadcasts("pos_weight", pos_weight.shape, batch)
+    _t0 = torch.nn.functional.softplus(logits, beta=1.0, threshold=40.0)
+    _t1 = 1 - target
+    _t2 = -_t0
+    _t3 = pos_weight*(-_t2 - logits)
+    _t4 = torch.sigmoid(logits)
+    value = _fill(weight*(_t0*_t1 + _t3*target), batch, dtype, device)
+    grads = (
+        _fill(weight*(_t1*_t4 - pos_weight*target*(1 - _t4)), logits.shape, dtype, device),
+        _fill(weight*(_t2 + _t3), target.shape, dtype, device),  # a target's
+    )
+    return value, grads
+
+
+def _bce_logits_targeted_folded_value(logits, target, weight, pos_weight):
+    """Per-sample loss."""
+    dtype, device, batch = logits.dtype, logits.device, logits.shape
+    _t0 = torch.nn.functional.softplus(logits, beta=1.0, threshold=40.0)
+    return _fill(_t0*(1 - target) + target*(_t0 - logits), batch, dtype, device)
+
+
+def _bce_logits_targeted_folded_value_and_grads(logits, target, weight, pos_weight):
+    """Per-sample loss and its gradient for each input, per element, in one pass."""
+    dtype, device, batch = logits.dtype, logits.device, logits.shape
+    _t0 = torch.nn.functional.softplus(logits, beta=1.0, threshold=40.0)
+    _t1 = 1 - target
+    _t2 = torch.sigmoid(logits)
+    value = _fill(_t0*_t1 + target*(_t0 - logits), batch, dtype, device)
+    grads = (
+        _fill(_t1*_t2 - target*(1 - _t2), logits.shape, dtype, device),
+        _fill(-logits, target.shape, dtype, device),  # a target's
+    )
+    return value, grads
+
+
+#: Each term's (value, value-and-gradients) functions, by (term, whether the one-hot target is class indices, whether its tensor params are all absent, whether its targets' gradients are wanted).
 _EAGER = {
-    ("bce_logits", False, False): (_bce_logits_value, _bce_logits_value_and_grads),
-    ("bce_logits", False, True): (_bce_logits_folded_value, _bce_logits_folded_value_and_grads),
+    ("bce_logits", False, False, False): (_bce_logits_value, _bce_logits_value_and_grads),
+    ("bce_logits", False, True, False): (_bce_logits_folded_value, _bce_logits_folded_value_and_grads),
+    ("bce_logits", False, False, True): (_bce_logits_targeted_value, _bce_logits_targeted_value_and_grads),
+    ("bce_logits", False, True, True): (_bce_logits_targeted_folded_value, _bce_logits_targeted_folded_value_and_grads),
 }
 _FUSED = {}
 _FUSED_FAILED = set()
@@ -319,20 +366,23 @@ def _loss(reduction, params, fused, indexed, keep, counts, logits, target):
     """The reduced loss, value only (no gradient is wanted)."""
     weight, pos_weight = params
     device, dtype = logits.device, logits.dtype
-    return _run(fused, ("bce_logits", False, weight is None and pos_weight is None), 0, reduction, None, None, device, dtype, logits, target, weight, pos_weight)
+    return _run(fused, ("bce_logits", False, weight is None and pos_weight is None, False), 0, reduction, None, None, device, dtype, logits, target, weight, pos_weight)
 
 
-def _both(reduction, fused, indexed, keep, counts, logits, target, weight, pos_weight):
-    """The reduced loss and each term's per-element gradients, in one pass per term."""
+def _both(reduction, fused, indexed, targeted, keep, counts, logits, target, weight, pos_weight):
+    """The reduced loss and each term's per-element gradients, in one pass per term (a target's None where
+    ``targeted`` is false: no target requires grad)."""
     device, dtype = logits.device, logits.dtype
-    value, grad_term_0 = _run(fused, ("bce_logits", False, weight is None and pos_weight is None), 1, reduction, None, None, device, dtype, logits, target, weight, pos_weight)
+    value, grad_term_0 = _run(fused, ("bce_logits", False, weight is None and pos_weight is None, targeted), 1, reduction, None, None, device, dtype, logits, target, weight, pos_weight)
+    if not targeted:
+        grad_term_0 = (*grad_term_0, None, )
     return value, (*grad_term_0,)
 
 
-def _save(ctx, reduction, indexed, keep, counts, arrays, params, grads):
+def _save(ctx, reduction, indexed, targeted, keep, counts, arrays, params, grads):
     """What backward needs: the arguments, which samples count, and the per-element gradients (params as given:
     floats, buffers or Parameters)."""
-    ctx.reduction, ctx.indexed, ctx.params = reduction, indexed, params
+    ctx.reduction, ctx.indexed, ctx.targeted, ctx.params = reduction, indexed, targeted, params
     ctx.save_for_backward(*arrays, keep, counts, *grads)
 
 
@@ -348,29 +398,34 @@ class _BCEWithLogitsLossFunction(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, reduction, fused, indexed, keep, counts, logits, target, weight, pos_weight):
-        loss, grads = _both(reduction, fused, indexed, keep, counts, logits, target, weight, pos_weight)
-        _save(ctx, reduction, indexed, keep, counts, (logits, target), (weight, pos_weight), grads)
+    def forward(ctx, reduction, fused, indexed, targeted, keep, counts, logits, target, weight, pos_weight):
+        loss, grads = _both(reduction, fused, indexed, targeted, keep, counts, logits, target, weight, pos_weight)
+        _save(ctx, reduction, indexed, targeted, keep, counts, (logits, target), (weight, pos_weight), grads)
         return loss
 
     @staticmethod
     def backward(ctx, grad_output, *_):
         if grad_output is None:  # the loss is not used downstream (gradcheck asks), only the gradients it returned
-            return (None,) * 9
+            return (None,) * 10
         saved = ctx.saved_tensors
         logits, target = saved[:2]
         keep, counts = saved[2:4]
         weight, pos_weight = ctx.params
         recompute = torch.is_grad_enabled()  # create_graph=True: the gradient must be differentiable
         grad_logits = None
+        grad_target = None
         if recompute:
-            grads = _EAGER[("bce_logits", False, weight is None and pos_weight is None)][1](logits, target, weight, pos_weight)[1]
+            grads = _EAGER[("bce_logits", False, weight is None and pos_weight is None, ctx.targeted)][1](logits, target, weight, pos_weight)[1]
+            grads = grads if ctx.targeted else (*grads, None, )
         else:
-            grads = saved[4:5]
+            grads = saved[4:6]
         upstream = _upstream(grad_output, ctx.reduction, logits.shape, None, None)
         part = grads[0] * upstream
         grad_logits = part if grad_logits is None else grad_logits + part
-        return None, None, None, None, None, grad_logits, None, None, None
+        if grads[1] is not None:  # the target requires grad
+            part = grads[1] * upstream
+            grad_target = part if grad_target is None else grad_target + part
+        return None, None, None, None, None, None, grad_logits, grad_target, None, None
 
 
 class _BCEWithLogitsLossTransformedFunction(_BCEWithLogitsLossFunction):
@@ -388,8 +443,8 @@ class _BCEWithLogitsLossTransformedFunction(_BCEWithLogitsLossFunction):
     generate_vmap_rule = True
 
     @staticmethod
-    def forward(reduction, fused, indexed, keep, counts, logits, target, weight, pos_weight):
-        loss, grads = _both(reduction, fused, indexed, keep, counts, logits, target, weight, pos_weight)
+    def forward(reduction, fused, indexed, targeted, keep, counts, logits, target, weight, pos_weight):
+        loss, grads = _both(reduction, fused, indexed, targeted, keep, counts, logits, target, weight, pos_weight)
         return _distinct((loss, *grads), (logits, target))
 
     @staticmethod
@@ -397,18 +452,22 @@ class _BCEWithLogitsLossTransformedFunction(_BCEWithLogitsLossFunction):
         grads = output[1:]
         ctx.mark_non_differentiable(*grads)
         ctx.set_materialize_grads(False)
-        _save(ctx, inputs[0], inputs[2], inputs[3], inputs[4], inputs[5:7],
-              inputs[7:], grads)
-        ctx.save_for_forward(inputs[3], inputs[4], *grads)
+        _save(ctx, inputs[0], inputs[2], inputs[3], inputs[4], inputs[5], inputs[6:8],
+              inputs[8:], grads)
+        ctx.save_for_forward(inputs[4], inputs[5], *grads)
 
     @staticmethod
     def jvp(ctx, *tangents):
         """Forward mode: the loss's tangent, the saved gradient contracted with the inputs' tangents."""
         keep, counts, *grads = ctx.saved_tensors
         change = None
-        tangent = tangents[5]
+        tangent = tangents[6]
         if tangent is not None:
             part = grads[0] * tangent
+            change = part if change is None else change + part
+        tangent = tangents[7]
+        if tangent is not None:
+            part = grads[1] * tangent
             change = part if change is None else change + part
         return (None if change is None else _reduce(change, ctx.reduction, None, None), *(None for _ in grads))
 
@@ -506,15 +565,15 @@ class BCEWithLogitsLoss(torch.nn.Module):
     def _forward(self, params, indexed, keep, counts, logits, target):
         if self.validate:
             _validate(logits, target, indexed)
-        if not torch.compiler.is_compiling() and torch.is_grad_enabled() and (target.requires_grad):
-            _no_target_gradient([("target", target)])
         transformed = not torch.compiler.is_compiling() and _transformed()  # torch.func or forward-mode AD
         # under torch.func the eager functions run: the transforms apply to them
         fused = not transformed and _fused(self.fused, logits.device, logits.dtype)
+        # a target's gradient only where one requires grad (under torch.func, always: the transform may ask)
+        targeted = transformed or (torch.is_grad_enabled() and (target.requires_grad))
         if transformed:
-            return _BCEWithLogitsLossTransformedFunction.apply(self.reduction, fused, indexed, keep, counts, logits, target, *params)[0]
-        if torch.is_grad_enabled() and (logits.requires_grad):
-            return _BCEWithLogitsLossFunction.apply(self.reduction, fused, indexed, keep, counts, logits, target, *params)
+            return _BCEWithLogitsLossTransformedFunction.apply(self.reduction, fused, indexed, targeted, keep, counts, logits, target, *params)[0]
+        if torch.is_grad_enabled() and (logits.requires_grad or targeted):
+            return _BCEWithLogitsLossFunction.apply(self.reduction, fused, indexed, targeted, keep, counts, logits, target, *params)
         return _loss(self.reduction, params, fused, indexed, keep, counts, logits, target)
 
     def extra_repr(self):

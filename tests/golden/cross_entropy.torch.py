@@ -115,10 +115,11 @@ def _upstream(grad_output, reduction, batch, keep=None, counts=None):
 
 
 def _no_target_gradient(targets):
-    """A target that requires grad gets none from this loss (torch's mse_loss would give one): said, not silent."""
+    """A target of a discrete domain that requires grad gets none from this loss: said, not silent."""
     names = ", ".join(repr(name) for name, value in targets if value.requires_grad)
-    warnings.warn(f"{names}: a target that requires grad gets no gradient from this loss; declare it an input in "
-                  "the spec to differentiate it, or pass it detached", UserWarning, stacklevel=6)  # the caller of the module
+    warnings.warn(f"{names}: a target that requires grad gets no gradient from this loss (its domain is discrete: "
+                  "binary, sign or one-hot); declare it an input of a continuous domain in the spec to differentiate "
+                  "it, or pass it detached", UserWarning, stacklevel=6)  # the caller of the module
 
 
 def _transformed():
@@ -445,17 +446,18 @@ def _loss(reduction, params, fused, indexed, keep, counts, logits, target):
     return _run(fused, ("cross_entropy", indexed, weight is None), 0, reduction, keep, counts, device, dtype, logits, target, weight, ignore_index, label_smoothing)
 
 
-def _both(reduction, fused, indexed, keep, counts, logits, target, weight, ignore_index, label_smoothing):
-    """The reduced loss and each term's per-element gradients, in one pass per term."""
+def _both(reduction, fused, indexed, targeted, keep, counts, logits, target, weight, ignore_index, label_smoothing):
+    """The reduced loss and each term's per-element gradients, in one pass per term (a target's None where
+    ``targeted`` is false: no target requires grad)."""
     device, dtype = logits.device, logits.dtype
     value, grad_term_0 = _run(fused, ("cross_entropy", indexed, weight is None), 1, reduction, keep, counts, device, dtype, logits, target, weight, ignore_index, label_smoothing)
     return value, (*grad_term_0,)
 
 
-def _save(ctx, reduction, indexed, keep, counts, arrays, params, grads):
+def _save(ctx, reduction, indexed, targeted, keep, counts, arrays, params, grads):
     """What backward needs: the arguments, which samples count, and the per-element gradients (params as given:
     floats, buffers or Parameters)."""
-    ctx.reduction, ctx.indexed, ctx.params = reduction, indexed, params
+    ctx.reduction, ctx.indexed, ctx.targeted, ctx.params = reduction, indexed, targeted, params
     ctx.save_for_backward(*arrays, keep, counts, *grads)
 
 
@@ -471,15 +473,15 @@ class _CrossEntropyLossFunction(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, reduction, fused, indexed, keep, counts, logits, target, weight, ignore_index, label_smoothing):
-        loss, grads = _both(reduction, fused, indexed, keep, counts, logits, target, weight, ignore_index, label_smoothing)
-        _save(ctx, reduction, indexed, keep, counts, (logits, target), (weight, ignore_index, label_smoothing), grads)
+    def forward(ctx, reduction, fused, indexed, targeted, keep, counts, logits, target, weight, ignore_index, label_smoothing):
+        loss, grads = _both(reduction, fused, indexed, targeted, keep, counts, logits, target, weight, ignore_index, label_smoothing)
+        _save(ctx, reduction, indexed, targeted, keep, counts, (logits, target), (weight, ignore_index, label_smoothing), grads)
         return loss
 
     @staticmethod
     def backward(ctx, grad_output, *_):
         if grad_output is None:  # the loss is not used downstream (gradcheck asks), only the gradients it returned
-            return (None,) * 10
+            return (None,) * 11
         saved = ctx.saved_tensors
         logits, target = saved[:2]
         keep, counts = saved[2:4]
@@ -493,7 +495,7 @@ class _CrossEntropyLossFunction(torch.autograd.Function):
         upstream = _upstream(grad_output, ctx.reduction, logits.shape[:-1], keep, counts)
         part = grads[0] * (upstream[..., None] if upstream.ndim else upstream)
         grad_logits = part if grad_logits is None else grad_logits + part
-        return None, None, None, None, None, grad_logits, None, None, None, None
+        return None, None, None, None, None, None, grad_logits, None, None, None, None
 
 
 class _CrossEntropyLossTransformedFunction(_CrossEntropyLossFunction):
@@ -511,8 +513,8 @@ class _CrossEntropyLossTransformedFunction(_CrossEntropyLossFunction):
     generate_vmap_rule = True
 
     @staticmethod
-    def forward(reduction, fused, indexed, keep, counts, logits, target, weight, ignore_index, label_smoothing):
-        loss, grads = _both(reduction, fused, indexed, keep, counts, logits, target, weight, ignore_index, label_smoothing)
+    def forward(reduction, fused, indexed, targeted, keep, counts, logits, target, weight, ignore_index, label_smoothing):
+        loss, grads = _both(reduction, fused, indexed, targeted, keep, counts, logits, target, weight, ignore_index, label_smoothing)
         return _distinct((loss, *grads), (logits, target))
 
     @staticmethod
@@ -520,16 +522,16 @@ class _CrossEntropyLossTransformedFunction(_CrossEntropyLossFunction):
         grads = output[1:]
         ctx.mark_non_differentiable(*grads)
         ctx.set_materialize_grads(False)
-        _save(ctx, inputs[0], inputs[2], inputs[3], inputs[4], inputs[5:7],
-              inputs[7:], grads)
-        ctx.save_for_forward(inputs[3], inputs[4], *grads)
+        _save(ctx, inputs[0], inputs[2], inputs[3], inputs[4], inputs[5], inputs[6:8],
+              inputs[8:], grads)
+        ctx.save_for_forward(inputs[4], inputs[5], *grads)
 
     @staticmethod
     def jvp(ctx, *tangents):
         """Forward mode: the loss's tangent, the saved gradient contracted with the inputs' tangents."""
         keep, counts, *grads = ctx.saved_tensors
         change = None
-        tangent = tangents[5]
+        tangent = tangents[6]
         if tangent is not None:
             part = (grads[0] * tangent).sum(-1)
             change = part if change is None else change + part
@@ -652,10 +654,11 @@ class CrossEntropyLoss(torch.nn.Module):
         transformed = not torch.compiler.is_compiling() and _transformed()  # torch.func or forward-mode AD
         # under torch.func the eager functions run: the transforms apply to them
         fused = not transformed and _fused(self.fused, logits.device, logits.dtype)
+        targeted = False
         if transformed:
-            return _CrossEntropyLossTransformedFunction.apply(self.reduction, fused, indexed, keep, counts, logits, target, *params)[0]
+            return _CrossEntropyLossTransformedFunction.apply(self.reduction, fused, indexed, targeted, keep, counts, logits, target, *params)[0]
         if torch.is_grad_enabled() and (logits.requires_grad):
-            return _CrossEntropyLossFunction.apply(self.reduction, fused, indexed, keep, counts, logits, target, *params)
+            return _CrossEntropyLossFunction.apply(self.reduction, fused, indexed, targeted, keep, counts, logits, target, *params)
         return _loss(self.reduction, params, fused, indexed, keep, counts, logits, target)
 
     def extra_repr(self):

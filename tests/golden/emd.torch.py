@@ -78,13 +78,6 @@ def _upstream(grad_output, reduction, batch, keep=None, counts=None):
     return grad_output / _rows(batch) if reduction == "batchmean" else grad_output
 
 
-def _no_target_gradient(targets):
-    """A target that requires grad gets none from this loss (torch's mse_loss would give one): said, not silent."""
-    names = ", ".join(repr(name) for name, value in targets if value.requires_grad)
-    warnings.warn(f"{names}: a target that requires grad gets no gradient from this loss; declare it an input in "
-                  "the spec to differentiate it, or pass it detached", UserWarning, stacklevel=6)  # the caller of the module
-
-
 def _transformed():
     """Whether torch.func (grad, vmap, jvp ...) or forward-mode AD is tracing this call."""
     return torch._C._are_functorch_transforms_active() or torch.autograd.forward_ad._current_level >= 0
@@ -198,9 +191,29 @@ def _emd_value_and_grads(p, q):
     return value, grads
 
 
-#: Each term's (value, value-and-gradients) functions, by (term, whether the one-hot target is class indices).
+def _emd_targeted_value(p, q):
+    """Per-sample loss."""
+    dtype, device, batch = p.dtype, p.device, p.shape[:-1]
+    return _fill(torch.sum(torch.abs(torch.cumsum(p - q, dim=-1)), dim=-1, keepdim=True), batch + (1,), dtype, device)[..., 0]
+
+
+def _emd_targeted_value_and_grads(p, q):
+    """Per-sample loss and its gradient for each input, per element, in one pass."""
+    dtype, device, batch = p.dtype, p.device, p.shape[:-1]
+    _t0 = torch.cumsum(p - q, dim=-1)
+    _t1 = torch.flip(torch.cumsum(torch.flip(_sign(_t0), (-1,)), dim=-1), (-1,))
+    value = _fill(torch.sum(torch.abs(_t0), dim=-1, keepdim=True), batch + (1,), dtype, device)[..., 0]
+    grads = (
+        _fill(_t1, p.shape, dtype, device),
+        _fill(-_t1, q.shape, dtype, device),  # a target's
+    )
+    return value, grads
+
+
+#: Each term's (value, value-and-gradients) functions, by (term, whether the one-hot target is class indices, whether its targets' gradients are wanted).
 _EAGER = {
-    ("emd", False): (_emd_value, _emd_value_and_grads),
+    ("emd", False, False): (_emd_value, _emd_value_and_grads),
+    ("emd", False, True): (_emd_targeted_value, _emd_targeted_value_and_grads),
 }
 _FUSED = {}
 _FUSED_FAILED = set()
@@ -256,20 +269,23 @@ def _run(fused, term, which, reduction, keep, counts, device, dtype, *args):
 def _loss(reduction, params, fused, indexed, keep, counts, p, q):
     """The reduced loss, value only (no gradient is wanted)."""
     device, dtype = p.device, p.dtype
-    return _run(fused, ("emd", False), 0, reduction, None, None, device, dtype, p, q)
+    return _run(fused, ("emd", False, False), 0, reduction, None, None, device, dtype, p, q)
 
 
-def _both(reduction, fused, indexed, keep, counts, p, q):
-    """The reduced loss and each term's per-element gradients, in one pass per term."""
+def _both(reduction, fused, indexed, targeted, keep, counts, p, q):
+    """The reduced loss and each term's per-element gradients, in one pass per term (a target's None where
+    ``targeted`` is false: no target requires grad)."""
     device, dtype = p.device, p.dtype
-    value, grad_term_0 = _run(fused, ("emd", False), 1, reduction, None, None, device, dtype, p, q)
+    value, grad_term_0 = _run(fused, ("emd", False, targeted), 1, reduction, None, None, device, dtype, p, q)
+    if not targeted:
+        grad_term_0 = (*grad_term_0, None, )
     return value, (*grad_term_0,)
 
 
-def _save(ctx, reduction, indexed, keep, counts, arrays, params, grads):
+def _save(ctx, reduction, indexed, targeted, keep, counts, arrays, params, grads):
     """What backward needs: the arguments, which samples count, and the per-element gradients (params as given:
     floats, buffers or Parameters)."""
-    ctx.reduction, ctx.indexed, ctx.params = reduction, indexed, params
+    ctx.reduction, ctx.indexed, ctx.targeted, ctx.params = reduction, indexed, targeted, params
     ctx.save_for_backward(*arrays, keep, counts, *grads)
 
 
@@ -285,28 +301,33 @@ class _EmdLossFunction(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, reduction, fused, indexed, keep, counts, p, q):
-        loss, grads = _both(reduction, fused, indexed, keep, counts, p, q)
-        _save(ctx, reduction, indexed, keep, counts, (p, q), (), grads)
+    def forward(ctx, reduction, fused, indexed, targeted, keep, counts, p, q):
+        loss, grads = _both(reduction, fused, indexed, targeted, keep, counts, p, q)
+        _save(ctx, reduction, indexed, targeted, keep, counts, (p, q), (), grads)
         return loss
 
     @staticmethod
     def backward(ctx, grad_output, *_):
         if grad_output is None:  # the loss is not used downstream (gradcheck asks), only the gradients it returned
-            return (None,) * 7
+            return (None,) * 8
         saved = ctx.saved_tensors
         p, q = saved[:2]
         keep, counts = saved[2:4]
         recompute = torch.is_grad_enabled()  # create_graph=True: the gradient must be differentiable
         grad_p = None
+        grad_q = None
         if recompute:
-            grads = _EAGER[("emd", False)][1](p, q)[1]
+            grads = _EAGER[("emd", False, ctx.targeted)][1](p, q)[1]
+            grads = grads if ctx.targeted else (*grads, None, )
         else:
-            grads = saved[4:5]
+            grads = saved[4:6]
         upstream = _upstream(grad_output, ctx.reduction, p.shape[:-1], None, None)
         part = grads[0] * (upstream[..., None] if upstream.ndim else upstream)
         grad_p = part if grad_p is None else grad_p + part
-        return None, None, None, None, None, grad_p, None
+        if grads[1] is not None:  # the target requires grad
+            part = grads[1] * (upstream[..., None] if upstream.ndim else upstream)
+            grad_q = part if grad_q is None else grad_q + part
+        return None, None, None, None, None, None, grad_p, grad_q
 
 
 class _EmdLossTransformedFunction(_EmdLossFunction):
@@ -324,8 +345,8 @@ class _EmdLossTransformedFunction(_EmdLossFunction):
     generate_vmap_rule = True
 
     @staticmethod
-    def forward(reduction, fused, indexed, keep, counts, p, q):
-        loss, grads = _both(reduction, fused, indexed, keep, counts, p, q)
+    def forward(reduction, fused, indexed, targeted, keep, counts, p, q):
+        loss, grads = _both(reduction, fused, indexed, targeted, keep, counts, p, q)
         return _distinct((loss, *grads), (p, q))
 
     @staticmethod
@@ -333,18 +354,22 @@ class _EmdLossTransformedFunction(_EmdLossFunction):
         grads = output[1:]
         ctx.mark_non_differentiable(*grads)
         ctx.set_materialize_grads(False)
-        _save(ctx, inputs[0], inputs[2], inputs[3], inputs[4], inputs[5:7],
-              inputs[7:], grads)
-        ctx.save_for_forward(inputs[3], inputs[4], *grads)
+        _save(ctx, inputs[0], inputs[2], inputs[3], inputs[4], inputs[5], inputs[6:8],
+              inputs[8:], grads)
+        ctx.save_for_forward(inputs[4], inputs[5], *grads)
 
     @staticmethod
     def jvp(ctx, *tangents):
         """Forward mode: the loss's tangent, the saved gradient contracted with the inputs' tangents."""
         keep, counts, *grads = ctx.saved_tensors
         change = None
-        tangent = tangents[5]
+        tangent = tangents[6]
         if tangent is not None:
             part = (grads[0] * tangent).sum(-1)
+            change = part if change is None else change + part
+        tangent = tangents[7]
+        if tangent is not None:
+            part = (grads[1] * tangent).sum(-1)
             change = part if change is None else change + part
         return (None if change is None else _reduce(change, ctx.reduction, None, None), *(None for _ in grads))
 
@@ -421,15 +446,15 @@ class EmdLoss(torch.nn.Module):
     def _forward(self, params, indexed, keep, counts, p, q):
         if self.validate:
             _validate(p, q, indexed)
-        if not torch.compiler.is_compiling() and torch.is_grad_enabled() and (q.requires_grad):
-            _no_target_gradient([("q", q)])
         transformed = not torch.compiler.is_compiling() and _transformed()  # torch.func or forward-mode AD
         # under torch.func the eager functions run: the transforms apply to them
         fused = not transformed and _fused(self.fused, p.device, p.dtype)
+        # a target's gradient only where one requires grad (under torch.func, always: the transform may ask)
+        targeted = transformed or (torch.is_grad_enabled() and (q.requires_grad))
         if transformed:
-            return _EmdLossTransformedFunction.apply(self.reduction, fused, indexed, keep, counts, p, q, *params)[0]
-        if torch.is_grad_enabled() and (p.requires_grad):
-            return _EmdLossFunction.apply(self.reduction, fused, indexed, keep, counts, p, q, *params)
+            return _EmdLossTransformedFunction.apply(self.reduction, fused, indexed, targeted, keep, counts, p, q, *params)[0]
+        if torch.is_grad_enabled() and (p.requires_grad or targeted):
+            return _EmdLossFunction.apply(self.reduction, fused, indexed, targeted, keep, counts, p, q, *params)
         return _loss(self.reduction, params, fused, indexed, keep, counts, p, q)
 
     def extra_repr(self):

@@ -81,10 +81,11 @@ def _upstream(grad_output, reduction, batch, keep=None, counts=None):
 
 
 def _no_target_gradient(targets):
-    """A target that requires grad gets none from this loss (torch's mse_loss would give one): said, not silent."""
+    """A target of a discrete domain that requires grad gets none from this loss: said, not silent."""
     names = ", ".join(repr(name) for name, value in targets if value.requires_grad)
-    warnings.warn(f"{names}: a target that requires grad gets no gradient from this loss; declare it an input in "
-                  "the spec to differentiate it, or pass it detached", UserWarning, stacklevel=6)  # the caller of the module
+    warnings.warn(f"{names}: a target that requires grad gets no gradient from this loss (its domain is discrete: "
+                  "binary, sign or one-hot); declare it an input of a continuous domain in the spec to differentiate "
+                  "it, or pass it detached", UserWarning, stacklevel=6)  # the caller of the module
 
 
 def _transformed():
@@ -216,9 +217,37 @@ def _uncertainty_weighting_value_and_grads(pred, target, score, sign, s_reg, s_c
     return value, grads
 
 
-#: Each term's (value, value-and-gradients) functions, by (term, whether the one-hot target is class indices).
+def _uncertainty_weighting_targeted_value(pred, target, score, sign, s_reg, s_cls):
+    """Per-sample loss."""
+    dtype, device, batch = pred.dtype, pred.device, pred.shape
+    return _fill(((pred - target)**2*torch.exp(torch.as_tensor(-s_reg, dtype=dtype, device=device)) + torch.exp(torch.as_tensor(-s_cls, dtype=dtype, device=device))*torch.nn.functional.softplus(-score*sign, beta=1.0, threshold=40.0)) + s_cls + s_reg, batch, dtype, device)
+
+
+def _uncertainty_weighting_targeted_value_and_grads(pred, target, score, sign, s_reg, s_cls):
+    """Per-sample loss and its gradient for each input, per element, in one pass."""
+    dtype, device, batch = pred.dtype, pred.device, pred.shape
+    _t0 = torch.exp(torch.as_tensor(-s_cls, dtype=dtype, device=device))
+    _t1 = -score*sign
+    _t2 = _t0*torch.nn.functional.softplus(_t1, beta=1.0, threshold=40.0)
+    _t3 = torch.exp(torch.as_tensor(-s_reg, dtype=dtype, device=device))
+    _t4 = pred - target
+    _t5 = _t3*_t4**2
+    _t6 = 2*_t3
+    value = _fill((_t2 + _t5) + s_cls + s_reg, batch, dtype, device)
+    grads = (
+        _fill(_t6*_t4, pred.shape, dtype, device),
+        _fill(-_t0*sign*torch.sigmoid(_t1), score.shape, dtype, device),
+        _fill(1 - _t5, batch, dtype, device),  # per sample
+        _fill(1 - _t2, batch, dtype, device),  # per sample
+        _fill(_t6*(-_t4), target.shape, dtype, device),  # a target's
+    )
+    return value, grads
+
+
+#: Each term's (value, value-and-gradients) functions, by (term, whether the one-hot target is class indices, whether its targets' gradients are wanted).
 _EAGER = {
-    ("uncertainty_weighting", False): (_uncertainty_weighting_value, _uncertainty_weighting_value_and_grads),
+    ("uncertainty_weighting", False, False): (_uncertainty_weighting_value, _uncertainty_weighting_value_and_grads),
+    ("uncertainty_weighting", False, True): (_uncertainty_weighting_targeted_value, _uncertainty_weighting_targeted_value_and_grads),
 }
 _FUSED = {}
 _FUSED_FAILED = set()
@@ -275,20 +304,23 @@ def _loss(reduction, params, fused, indexed, keep, counts, pred, target, score, 
     """The reduced loss, value only (no gradient is wanted)."""
     s_reg, s_cls = params
     device, dtype = pred.device, pred.dtype
-    return _run(fused, ("uncertainty_weighting", False), 0, reduction, None, None, device, dtype, pred, target, score, sign, s_reg, s_cls)
+    return _run(fused, ("uncertainty_weighting", False, False), 0, reduction, None, None, device, dtype, pred, target, score, sign, s_reg, s_cls)
 
 
-def _both(reduction, fused, indexed, keep, counts, pred, target, score, sign, s_reg, s_cls):
-    """The reduced loss and each term's per-element gradients, in one pass per term."""
+def _both(reduction, fused, indexed, targeted, keep, counts, pred, target, score, sign, s_reg, s_cls):
+    """The reduced loss and each term's per-element gradients, in one pass per term (a target's None where
+    ``targeted`` is false: no target requires grad)."""
     device, dtype = pred.device, pred.dtype
-    value, grad_term_0 = _run(fused, ("uncertainty_weighting", False), 1, reduction, None, None, device, dtype, pred, target, score, sign, s_reg, s_cls)
+    value, grad_term_0 = _run(fused, ("uncertainty_weighting", False, targeted), 1, reduction, None, None, device, dtype, pred, target, score, sign, s_reg, s_cls)
+    if not targeted:
+        grad_term_0 = (*grad_term_0, None, )
     return value, (*grad_term_0,)
 
 
-def _save(ctx, reduction, indexed, keep, counts, arrays, params, grads):
+def _save(ctx, reduction, indexed, targeted, keep, counts, arrays, params, grads):
     """What backward needs: the arguments, which samples count, and the per-element gradients (params as given:
     floats, buffers or Parameters)."""
-    ctx.reduction, ctx.indexed, ctx.params = reduction, indexed, params
+    ctx.reduction, ctx.indexed, ctx.targeted, ctx.params = reduction, indexed, targeted, params
     ctx.save_for_backward(*arrays, keep, counts, *grads)
 
 
@@ -304,15 +336,15 @@ class _UncertaintyWeightingLossFunction(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, reduction, fused, indexed, keep, counts, pred, target, score, sign, s_reg, s_cls):
-        loss, grads = _both(reduction, fused, indexed, keep, counts, pred, target, score, sign, s_reg, s_cls)
-        _save(ctx, reduction, indexed, keep, counts, (pred, target, score, sign), (s_reg, s_cls), grads)
+    def forward(ctx, reduction, fused, indexed, targeted, keep, counts, pred, target, score, sign, s_reg, s_cls):
+        loss, grads = _both(reduction, fused, indexed, targeted, keep, counts, pred, target, score, sign, s_reg, s_cls)
+        _save(ctx, reduction, indexed, targeted, keep, counts, (pred, target, score, sign), (s_reg, s_cls), grads)
         return loss
 
     @staticmethod
     def backward(ctx, grad_output, *_):
         if grad_output is None:  # the loss is not used downstream (gradcheck asks), only the gradients it returned
-            return (None,) * 11
+            return (None,) * 12
         saved = ctx.saved_tensors
         pred, target, score, sign = saved[:4]
         keep, counts = saved[4:6]
@@ -322,10 +354,12 @@ class _UncertaintyWeightingLossFunction(torch.autograd.Function):
         grad_score = None
         grad_s_reg = None
         grad_s_cls = None
+        grad_target = None
         if recompute:
-            grads = _EAGER[("uncertainty_weighting", False)][1](pred, target, score, sign, s_reg, s_cls)[1]
+            grads = _EAGER[("uncertainty_weighting", False, ctx.targeted)][1](pred, target, score, sign, s_reg, s_cls)[1]
+            grads = grads if ctx.targeted else (*grads, None, )
         else:
-            grads = saved[6:10]
+            grads = saved[6:11]
         upstream = _upstream(grad_output, ctx.reduction, pred.shape, None, None)
         part = grads[0] * upstream
         grad_pred = part if grad_pred is None else grad_pred + part
@@ -335,7 +369,10 @@ class _UncertaintyWeightingLossFunction(torch.autograd.Function):
         grad_s_reg = part if grad_s_reg is None else grad_s_reg + part
         part = (grads[3] * upstream).sum()  # over the batch: the param is shared
         grad_s_cls = part if grad_s_cls is None else grad_s_cls + part
-        return None, None, None, None, None, grad_pred, None, grad_score, None, grad_s_reg, grad_s_cls
+        if grads[4] is not None:  # the target requires grad
+            part = grads[4] * upstream
+            grad_target = part if grad_target is None else grad_target + part
+        return None, None, None, None, None, None, grad_pred, grad_target, grad_score, None, grad_s_reg, grad_s_cls
 
 
 class _UncertaintyWeightingLossTransformedFunction(_UncertaintyWeightingLossFunction):
@@ -353,8 +390,8 @@ class _UncertaintyWeightingLossTransformedFunction(_UncertaintyWeightingLossFunc
     generate_vmap_rule = True
 
     @staticmethod
-    def forward(reduction, fused, indexed, keep, counts, pred, target, score, sign, s_reg, s_cls):
-        loss, grads = _both(reduction, fused, indexed, keep, counts, pred, target, score, sign, s_reg, s_cls)
+    def forward(reduction, fused, indexed, targeted, keep, counts, pred, target, score, sign, s_reg, s_cls):
+        loss, grads = _both(reduction, fused, indexed, targeted, keep, counts, pred, target, score, sign, s_reg, s_cls)
         return _distinct((loss, *grads), (pred, target, score, sign))
 
     @staticmethod
@@ -362,30 +399,34 @@ class _UncertaintyWeightingLossTransformedFunction(_UncertaintyWeightingLossFunc
         grads = output[1:]
         ctx.mark_non_differentiable(*grads)
         ctx.set_materialize_grads(False)
-        _save(ctx, inputs[0], inputs[2], inputs[3], inputs[4], inputs[5:9],
-              inputs[9:], grads)
-        ctx.save_for_forward(inputs[3], inputs[4], *grads)
+        _save(ctx, inputs[0], inputs[2], inputs[3], inputs[4], inputs[5], inputs[6:10],
+              inputs[10:], grads)
+        ctx.save_for_forward(inputs[4], inputs[5], *grads)
 
     @staticmethod
     def jvp(ctx, *tangents):
         """Forward mode: the loss's tangent, the saved gradient contracted with the inputs' tangents."""
         keep, counts, *grads = ctx.saved_tensors
         change = None
-        tangent = tangents[5]
+        tangent = tangents[6]
         if tangent is not None:
             part = grads[0] * tangent
             change = part if change is None else change + part
-        tangent = tangents[7]
+        tangent = tangents[8]
         if tangent is not None:
             part = grads[1] * tangent
             change = part if change is None else change + part
-        tangent = tangents[9]
+        tangent = tangents[10]
         if tangent is not None:
             part = grads[2] * tangent
             change = part if change is None else change + part
-        tangent = tangents[10]
+        tangent = tangents[11]
         if tangent is not None:
             part = grads[3] * tangent
+            change = part if change is None else change + part
+        tangent = tangents[7]
+        if tangent is not None:
+            part = grads[4] * tangent
             change = part if change is None else change + part
         return (None if change is None else _reduce(change, ctx.reduction, None, None), *(None for _ in grads))
 
@@ -479,15 +520,17 @@ class UncertaintyWeightingLoss(torch.nn.Module):
             _validate(pred, target, score, sign, indexed)
             _check_domain("s_reg", self.s_reg.detach(), ("a real number in [-20.0, 20.0]", -20.0, 20.0, False, False, None, False))
             _check_domain("s_cls", self.s_cls.detach(), ("a real number in [-20.0, 20.0]", -20.0, 20.0, False, False, None, False))
-        if not torch.compiler.is_compiling() and torch.is_grad_enabled() and (target.requires_grad or sign.requires_grad):
-            _no_target_gradient([("target", target), ("sign", sign)])
+        if not torch.compiler.is_compiling() and torch.is_grad_enabled() and (sign.requires_grad):
+            _no_target_gradient([("sign", sign)])
         transformed = not torch.compiler.is_compiling() and _transformed()  # torch.func or forward-mode AD
         # under torch.func the eager functions run: the transforms apply to them
         fused = not transformed and _fused(self.fused, pred.device, pred.dtype)
+        # a target's gradient only where one requires grad (under torch.func, always: the transform may ask)
+        targeted = transformed or (torch.is_grad_enabled() and (target.requires_grad))
         if transformed:
-            return _UncertaintyWeightingLossTransformedFunction.apply(self.reduction, fused, indexed, keep, counts, pred, target, score, sign, *params)[0]
-        if torch.is_grad_enabled() and (pred.requires_grad or score.requires_grad or self.s_reg.requires_grad or self.s_cls.requires_grad):
-            return _UncertaintyWeightingLossFunction.apply(self.reduction, fused, indexed, keep, counts, pred, target, score, sign, *params)
+            return _UncertaintyWeightingLossTransformedFunction.apply(self.reduction, fused, indexed, targeted, keep, counts, pred, target, score, sign, *params)[0]
+        if torch.is_grad_enabled() and (pred.requires_grad or score.requires_grad or self.s_reg.requires_grad or self.s_cls.requires_grad or targeted):
+            return _UncertaintyWeightingLossFunction.apply(self.reduction, fused, indexed, targeted, keep, counts, pred, target, score, sign, *params)
         return _loss(self.reduction, params, fused, indexed, keep, counts, pred, target, score, sign)
 
     def extra_repr(self):

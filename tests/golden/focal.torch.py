@@ -78,13 +78,6 @@ def _upstream(grad_output, reduction, batch, keep=None, counts=None):
     return grad_output / _rows(batch) if reduction == "batchmean" else grad_output
 
 
-def _no_target_gradient(targets):
-    """A target that requires grad gets none from this loss (torch's mse_loss would give one): said, not silent."""
-    names = ", ".join(repr(name) for name, value in targets if value.requires_grad)
-    warnings.warn(f"{names}: a target that requires grad gets no gradient from this loss; declare it an input in "
-                  "the spec to differentiate it, or pass it detached", UserWarning, stacklevel=6)  # the caller of the module
-
-
 def _transformed():
     """Whether torch.func (grad, vmap, jvp ...) or forward-mode AD is tracing this call."""
     return torch._C._are_functorch_transforms_active() or torch.autograd.forward_ad._current_level >= 0
@@ -206,9 +199,44 @@ def _focal_value_and_grads(logits, target, alpha, gamma):
     return value, grads
 
 
-#: Each term's (value, value-and-gradients) functions, by (term, whether the one-hot target is class indices).
+def _focal_targeted_value(logits, target, alpha, gamma):
+    """Per-sample loss."""
+    dtype, device, batch = logits.dtype, logits.device, logits.shape
+    _t0 = 1 - target
+    _t2 = torch.nn.functional.softplus(logits, beta=1.0, threshold=40.0)
+    _t5 = torch.sigmoid(logits)
+    _t8 = _t0*_t5 + target*(1 - _t5)
+    return _fill(_t8*(_t0*_t2 + target*(_t2 - logits))*(_t0*(1 - alpha) + alpha*target)*(_t8**(gamma - 1)), batch, dtype, device)
+
+
+def _focal_targeted_value_and_grads(logits, target, alpha, gamma):
+    """Per-sample loss and its gradient for each input, per element, in one pass."""
+    dtype, device, batch = logits.dtype, logits.device, logits.shape
+    _t0 = 1 - target
+    _t1 = _t0*(1 - alpha) + alpha*target
+    _t2 = torch.nn.functional.softplus(logits, beta=1.0, threshold=40.0)
+    _t3 = _t0*_t2 + target*(_t2 - logits)
+    _t4 = _t1*_t3
+    _t5 = torch.sigmoid(logits)
+    _t6 = 1 - _t5
+    _t7 = _t6*target
+    _t8 = _t0*_t5 + _t7
+    _t9 = _t8**(gamma - 1)
+    _t10 = _t8*_t9
+    _t11 = _t1*_t10
+    _t12 = _t4*_t9*gamma
+    value = _fill(_t10*_t4, batch, dtype, device)
+    grads = (
+        _fill(_t11*(_t0*_t5 - _t7) + _t12*(_t0*_t5*_t6 - _t5*_t7), logits.shape, dtype, device),
+        _fill(_t10*_t3*(2*alpha - 1) - _t11*logits + _t12*(1 - 2*_t5), target.shape, dtype, device),  # a target's
+    )
+    return value, grads
+
+
+#: Each term's (value, value-and-gradients) functions, by (term, whether the one-hot target is class indices, whether its targets' gradients are wanted).
 _EAGER = {
-    ("focal", False): (_focal_value, _focal_value_and_grads),
+    ("focal", False, False): (_focal_value, _focal_value_and_grads),
+    ("focal", False, True): (_focal_targeted_value, _focal_targeted_value_and_grads),
 }
 _FUSED = {}
 _FUSED_FAILED = set()
@@ -265,20 +293,23 @@ def _loss(reduction, params, fused, indexed, keep, counts, logits, target):
     """The reduced loss, value only (no gradient is wanted)."""
     alpha, gamma = params
     device, dtype = logits.device, logits.dtype
-    return _run(fused, ("focal", False), 0, reduction, None, None, device, dtype, logits, target, alpha, gamma)
+    return _run(fused, ("focal", False, False), 0, reduction, None, None, device, dtype, logits, target, alpha, gamma)
 
 
-def _both(reduction, fused, indexed, keep, counts, logits, target, alpha, gamma):
-    """The reduced loss and each term's per-element gradients, in one pass per term."""
+def _both(reduction, fused, indexed, targeted, keep, counts, logits, target, alpha, gamma):
+    """The reduced loss and each term's per-element gradients, in one pass per term (a target's None where
+    ``targeted`` is false: no target requires grad)."""
     device, dtype = logits.device, logits.dtype
-    value, grad_term_0 = _run(fused, ("focal", False), 1, reduction, None, None, device, dtype, logits, target, alpha, gamma)
+    value, grad_term_0 = _run(fused, ("focal", False, targeted), 1, reduction, None, None, device, dtype, logits, target, alpha, gamma)
+    if not targeted:
+        grad_term_0 = (*grad_term_0, None, )
     return value, (*grad_term_0,)
 
 
-def _save(ctx, reduction, indexed, keep, counts, arrays, params, grads):
+def _save(ctx, reduction, indexed, targeted, keep, counts, arrays, params, grads):
     """What backward needs: the arguments, which samples count, and the per-element gradients (params as given:
     floats, buffers or Parameters)."""
-    ctx.reduction, ctx.indexed, ctx.params = reduction, indexed, params
+    ctx.reduction, ctx.indexed, ctx.targeted, ctx.params = reduction, indexed, targeted, params
     ctx.save_for_backward(*arrays, keep, counts, *grads)
 
 
@@ -294,29 +325,34 @@ class _FocalLossFunction(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, reduction, fused, indexed, keep, counts, logits, target, alpha, gamma):
-        loss, grads = _both(reduction, fused, indexed, keep, counts, logits, target, alpha, gamma)
-        _save(ctx, reduction, indexed, keep, counts, (logits, target), (alpha, gamma), grads)
+    def forward(ctx, reduction, fused, indexed, targeted, keep, counts, logits, target, alpha, gamma):
+        loss, grads = _both(reduction, fused, indexed, targeted, keep, counts, logits, target, alpha, gamma)
+        _save(ctx, reduction, indexed, targeted, keep, counts, (logits, target), (alpha, gamma), grads)
         return loss
 
     @staticmethod
     def backward(ctx, grad_output, *_):
         if grad_output is None:  # the loss is not used downstream (gradcheck asks), only the gradients it returned
-            return (None,) * 9
+            return (None,) * 10
         saved = ctx.saved_tensors
         logits, target = saved[:2]
         keep, counts = saved[2:4]
         alpha, gamma = ctx.params
         recompute = torch.is_grad_enabled()  # create_graph=True: the gradient must be differentiable
         grad_logits = None
+        grad_target = None
         if recompute:
-            grads = _EAGER[("focal", False)][1](logits, target, alpha, gamma)[1]
+            grads = _EAGER[("focal", False, ctx.targeted)][1](logits, target, alpha, gamma)[1]
+            grads = grads if ctx.targeted else (*grads, None, )
         else:
-            grads = saved[4:5]
+            grads = saved[4:6]
         upstream = _upstream(grad_output, ctx.reduction, logits.shape, None, None)
         part = grads[0] * upstream
         grad_logits = part if grad_logits is None else grad_logits + part
-        return None, None, None, None, None, grad_logits, None, None, None
+        if grads[1] is not None:  # the target requires grad
+            part = grads[1] * upstream
+            grad_target = part if grad_target is None else grad_target + part
+        return None, None, None, None, None, None, grad_logits, grad_target, None, None
 
 
 class _FocalLossTransformedFunction(_FocalLossFunction):
@@ -334,8 +370,8 @@ class _FocalLossTransformedFunction(_FocalLossFunction):
     generate_vmap_rule = True
 
     @staticmethod
-    def forward(reduction, fused, indexed, keep, counts, logits, target, alpha, gamma):
-        loss, grads = _both(reduction, fused, indexed, keep, counts, logits, target, alpha, gamma)
+    def forward(reduction, fused, indexed, targeted, keep, counts, logits, target, alpha, gamma):
+        loss, grads = _both(reduction, fused, indexed, targeted, keep, counts, logits, target, alpha, gamma)
         return _distinct((loss, *grads), (logits, target))
 
     @staticmethod
@@ -343,18 +379,22 @@ class _FocalLossTransformedFunction(_FocalLossFunction):
         grads = output[1:]
         ctx.mark_non_differentiable(*grads)
         ctx.set_materialize_grads(False)
-        _save(ctx, inputs[0], inputs[2], inputs[3], inputs[4], inputs[5:7],
-              inputs[7:], grads)
-        ctx.save_for_forward(inputs[3], inputs[4], *grads)
+        _save(ctx, inputs[0], inputs[2], inputs[3], inputs[4], inputs[5], inputs[6:8],
+              inputs[8:], grads)
+        ctx.save_for_forward(inputs[4], inputs[5], *grads)
 
     @staticmethod
     def jvp(ctx, *tangents):
         """Forward mode: the loss's tangent, the saved gradient contracted with the inputs' tangents."""
         keep, counts, *grads = ctx.saved_tensors
         change = None
-        tangent = tangents[5]
+        tangent = tangents[6]
         if tangent is not None:
             part = grads[0] * tangent
+            change = part if change is None else change + part
+        tangent = tangents[7]
+        if tangent is not None:
+            part = grads[1] * tangent
             change = part if change is None else change + part
         return (None if change is None else _reduce(change, ctx.reduction, None, None), *(None for _ in grads))
 
@@ -463,15 +503,15 @@ class FocalLoss(torch.nn.Module):
     def _forward(self, params, indexed, keep, counts, logits, target):
         if self.validate:
             _validate(logits, target, indexed)
-        if not torch.compiler.is_compiling() and torch.is_grad_enabled() and (target.requires_grad):
-            _no_target_gradient([("target", target)])
         transformed = not torch.compiler.is_compiling() and _transformed()  # torch.func or forward-mode AD
         # under torch.func the eager functions run: the transforms apply to them
         fused = not transformed and _fused(self.fused, logits.device, logits.dtype)
+        # a target's gradient only where one requires grad (under torch.func, always: the transform may ask)
+        targeted = transformed or (torch.is_grad_enabled() and (target.requires_grad))
         if transformed:
-            return _FocalLossTransformedFunction.apply(self.reduction, fused, indexed, keep, counts, logits, target, *params)[0]
-        if torch.is_grad_enabled() and (logits.requires_grad):
-            return _FocalLossFunction.apply(self.reduction, fused, indexed, keep, counts, logits, target, *params)
+            return _FocalLossTransformedFunction.apply(self.reduction, fused, indexed, targeted, keep, counts, logits, target, *params)[0]
+        if torch.is_grad_enabled() and (logits.requires_grad or targeted):
+            return _FocalLossFunction.apply(self.reduction, fused, indexed, targeted, keep, counts, logits, target, *params)
         return _loss(self.reduction, params, fused, indexed, keep, counts, logits, target)
 
     def extra_repr(self):

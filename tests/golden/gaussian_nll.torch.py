@@ -79,13 +79,6 @@ def _upstream(grad_output, reduction, batch, keep=None, counts=None):
     return grad_output / _rows(batch) if reduction == "batchmean" else grad_output
 
 
-def _no_target_gradient(targets):
-    """A target that requires grad gets none from this loss (torch's mse_loss would give one): said, not silent."""
-    names = ", ".join(repr(name) for name, value in targets if value.requires_grad)
-    warnings.warn(f"{names}: a target that requires grad gets no gradient from this loss; declare it an input in "
-                  "the spec to differentiate it, or pass it detached", UserWarning, stacklevel=6)  # the caller of the module
-
-
 def _transformed():
     """Whether torch.func (grad, vmap, jvp ...) or forward-mode AD is tracing this call."""
     return torch._C._are_functorch_transforms_active() or torch.autograd.forward_ad._current_level >= 0
@@ -202,9 +195,34 @@ def _gaussian_nll_value_and_grads(mean, target, var, full, eps):
     return value, grads
 
 
-#: Each term's (value, value-and-gradients) functions, by (term, whether the one-hot target is class indices).
+def _gaussian_nll_targeted_value(mean, target, var, full, eps):
+    """Per-sample loss."""
+    dtype, device, batch = mean.dtype, mean.device, mean.shape
+    _t0 = torch.where((var < eps), eps, var)
+    return _fill((1/2)*((torch.log(_t0) + (mean - target)**2/_t0) + 1.8378770664093456*full), batch, dtype, device)
+
+
+def _gaussian_nll_targeted_value_and_grads(mean, target, var, full, eps):
+    """Per-sample loss and its gradient for each input, per element, in one pass."""
+    dtype, device, batch = mean.dtype, mean.device, mean.shape
+    _t0 = torch.where((var < eps), eps, var)
+    _t1 = mean - target
+    _t2 = _t1**2
+    _t3 = 1/_t0
+    _t4 = torch.where((var >= eps), torch.as_tensor(1, dtype=dtype, device=device), 0)
+    value = _fill((1/2)*((_t2*_t3 + torch.log(_t0)) + 1.8378770664093456*full), batch, dtype, device)
+    grads = (
+        _fill(_t3*_t1, mean.shape, dtype, device),
+        _fill((1/2)*(_t3*_t4 - _t2*_t4/_t0**2), var.shape, dtype, device),
+        _fill(_t3*(-_t1), target.shape, dtype, device),  # a target's
+    )
+    return value, grads
+
+
+#: Each term's (value, value-and-gradients) functions, by (term, whether the one-hot target is class indices, whether its targets' gradients are wanted).
 _EAGER = {
-    ("gaussian_nll", False): (_gaussian_nll_value, _gaussian_nll_value_and_grads),
+    ("gaussian_nll", False, False): (_gaussian_nll_value, _gaussian_nll_value_and_grads),
+    ("gaussian_nll", False, True): (_gaussian_nll_targeted_value, _gaussian_nll_targeted_value_and_grads),
 }
 _FUSED = {}
 _FUSED_FAILED = set()
@@ -261,20 +279,23 @@ def _loss(reduction, params, fused, indexed, keep, counts, mean, target, var):
     """The reduced loss, value only (no gradient is wanted)."""
     full, eps = params
     device, dtype = mean.device, mean.dtype
-    return _run(fused, ("gaussian_nll", False), 0, reduction, None, None, device, dtype, mean, target, var, full, eps)
+    return _run(fused, ("gaussian_nll", False, False), 0, reduction, None, None, device, dtype, mean, target, var, full, eps)
 
 
-def _both(reduction, fused, indexed, keep, counts, mean, target, var, full, eps):
-    """The reduced loss and each term's per-element gradients, in one pass per term."""
+def _both(reduction, fused, indexed, targeted, keep, counts, mean, target, var, full, eps):
+    """The reduced loss and each term's per-element gradients, in one pass per term (a target's None where
+    ``targeted`` is false: no target requires grad)."""
     device, dtype = mean.device, mean.dtype
-    value, grad_term_0 = _run(fused, ("gaussian_nll", False), 1, reduction, None, None, device, dtype, mean, target, var, full, eps)
+    value, grad_term_0 = _run(fused, ("gaussian_nll", False, targeted), 1, reduction, None, None, device, dtype, mean, target, var, full, eps)
+    if not targeted:
+        grad_term_0 = (*grad_term_0, None, )
     return value, (*grad_term_0,)
 
 
-def _save(ctx, reduction, indexed, keep, counts, arrays, params, grads):
+def _save(ctx, reduction, indexed, targeted, keep, counts, arrays, params, grads):
     """What backward needs: the arguments, which samples count, and the per-element gradients (params as given:
     floats, buffers or Parameters)."""
-    ctx.reduction, ctx.indexed, ctx.params = reduction, indexed, params
+    ctx.reduction, ctx.indexed, ctx.targeted, ctx.params = reduction, indexed, targeted, params
     ctx.save_for_backward(*arrays, keep, counts, *grads)
 
 
@@ -290,15 +311,15 @@ class _GaussianNLLLossFunction(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, reduction, fused, indexed, keep, counts, mean, target, var, full, eps):
-        loss, grads = _both(reduction, fused, indexed, keep, counts, mean, target, var, full, eps)
-        _save(ctx, reduction, indexed, keep, counts, (mean, target, var), (full, eps), grads)
+    def forward(ctx, reduction, fused, indexed, targeted, keep, counts, mean, target, var, full, eps):
+        loss, grads = _both(reduction, fused, indexed, targeted, keep, counts, mean, target, var, full, eps)
+        _save(ctx, reduction, indexed, targeted, keep, counts, (mean, target, var), (full, eps), grads)
         return loss
 
     @staticmethod
     def backward(ctx, grad_output, *_):
         if grad_output is None:  # the loss is not used downstream (gradcheck asks), only the gradients it returned
-            return (None,) * 10
+            return (None,) * 11
         saved = ctx.saved_tensors
         mean, target, var = saved[:3]
         keep, counts = saved[3:5]
@@ -306,16 +327,21 @@ class _GaussianNLLLossFunction(torch.autograd.Function):
         recompute = torch.is_grad_enabled()  # create_graph=True: the gradient must be differentiable
         grad_mean = None
         grad_var = None
+        grad_target = None
         if recompute:
-            grads = _EAGER[("gaussian_nll", False)][1](mean, target, var, full, eps)[1]
+            grads = _EAGER[("gaussian_nll", False, ctx.targeted)][1](mean, target, var, full, eps)[1]
+            grads = grads if ctx.targeted else (*grads, None, )
         else:
-            grads = saved[5:7]
+            grads = saved[5:8]
         upstream = _upstream(grad_output, ctx.reduction, mean.shape, None, None)
         part = grads[0] * upstream
         grad_mean = part if grad_mean is None else grad_mean + part
         part = grads[1] * upstream
         grad_var = part if grad_var is None else grad_var + part
-        return None, None, None, None, None, grad_mean, None, grad_var, None, None
+        if grads[2] is not None:  # the target requires grad
+            part = grads[2] * upstream
+            grad_target = part if grad_target is None else grad_target + part
+        return None, None, None, None, None, None, grad_mean, grad_target, grad_var, None, None
 
 
 class _GaussianNLLLossTransformedFunction(_GaussianNLLLossFunction):
@@ -333,8 +359,8 @@ class _GaussianNLLLossTransformedFunction(_GaussianNLLLossFunction):
     generate_vmap_rule = True
 
     @staticmethod
-    def forward(reduction, fused, indexed, keep, counts, mean, target, var, full, eps):
-        loss, grads = _both(reduction, fused, indexed, keep, counts, mean, target, var, full, eps)
+    def forward(reduction, fused, indexed, targeted, keep, counts, mean, target, var, full, eps):
+        loss, grads = _both(reduction, fused, indexed, targeted, keep, counts, mean, target, var, full, eps)
         return _distinct((loss, *grads), (mean, target, var))
 
     @staticmethod
@@ -342,22 +368,26 @@ class _GaussianNLLLossTransformedFunction(_GaussianNLLLossFunction):
         grads = output[1:]
         ctx.mark_non_differentiable(*grads)
         ctx.set_materialize_grads(False)
-        _save(ctx, inputs[0], inputs[2], inputs[3], inputs[4], inputs[5:8],
-              inputs[8:], grads)
-        ctx.save_for_forward(inputs[3], inputs[4], *grads)
+        _save(ctx, inputs[0], inputs[2], inputs[3], inputs[4], inputs[5], inputs[6:9],
+              inputs[9:], grads)
+        ctx.save_for_forward(inputs[4], inputs[5], *grads)
 
     @staticmethod
     def jvp(ctx, *tangents):
         """Forward mode: the loss's tangent, the saved gradient contracted with the inputs' tangents."""
         keep, counts, *grads = ctx.saved_tensors
         change = None
-        tangent = tangents[5]
+        tangent = tangents[6]
         if tangent is not None:
             part = grads[0] * tangent
             change = part if change is None else change + part
-        tangent = tangents[7]
+        tangent = tangents[8]
         if tangent is not None:
             part = grads[1] * tangent
+            change = part if change is None else change + part
+        tangent = tangents[7]
+        if tangent is not None:
+            part = grads[2] * tangent
             change = part if change is None else change + part
         return (None if change is None else _reduce(change, ctx.reduction, None, None), *(None for _ in grads))
 
@@ -467,15 +497,15 @@ class GaussianNLLLoss(torch.nn.Module):
     def _forward(self, params, indexed, keep, counts, mean, target, var):
         if self.validate:
             _validate(mean, target, var, indexed)
-        if not torch.compiler.is_compiling() and torch.is_grad_enabled() and (target.requires_grad):
-            _no_target_gradient([("target", target)])
         transformed = not torch.compiler.is_compiling() and _transformed()  # torch.func or forward-mode AD
         # under torch.func the eager functions run: the transforms apply to them
         fused = not transformed and _fused(self.fused, mean.device, mean.dtype)
+        # a target's gradient only where one requires grad (under torch.func, always: the transform may ask)
+        targeted = transformed or (torch.is_grad_enabled() and (target.requires_grad))
         if transformed:
-            return _GaussianNLLLossTransformedFunction.apply(self.reduction, fused, indexed, keep, counts, mean, target, var, *params)[0]
-        if torch.is_grad_enabled() and (mean.requires_grad or var.requires_grad):
-            return _GaussianNLLLossFunction.apply(self.reduction, fused, indexed, keep, counts, mean, target, var, *params)
+            return _GaussianNLLLossTransformedFunction.apply(self.reduction, fused, indexed, targeted, keep, counts, mean, target, var, *params)[0]
+        if torch.is_grad_enabled() and (mean.requires_grad or var.requires_grad or targeted):
+            return _GaussianNLLLossFunction.apply(self.reduction, fused, indexed, targeted, keep, counts, mean, target, var, *params)
         return _loss(self.reduction, params, fused, indexed, keep, counts, mean, target, var)
 
     def extra_repr(self):

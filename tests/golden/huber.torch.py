@@ -78,13 +78,6 @@ def _upstream(grad_output, reduction, batch, keep=None, counts=None):
     return grad_output / _rows(batch) if reduction == "batchmean" else grad_output
 
 
-def _no_target_gradient(targets):
-    """A target that requires grad gets none from this loss (torch's mse_loss would give one): said, not silent."""
-    names = ", ".join(repr(name) for name, value in targets if value.requires_grad)
-    warnings.warn(f"{names}: a target that requires grad gets no gradient from this loss; declare it an input in "
-                  "the spec to differentiate it, or pass it detached", UserWarning, stacklevel=6)  # the caller of the module
-
-
 def _transformed():
     """Whether torch.func (grad, vmap, jvp ...) or forward-mode AD is tracing this call."""
     return torch._C._are_functorch_transforms_active() or torch.autograd.forward_ad._current_level >= 0
@@ -196,9 +189,31 @@ def _huber_value_and_grads(pred, target, delta):
     return value, grads
 
 
-#: Each term's (value, value-and-gradients) functions, by (term, whether the one-hot target is class indices).
+def _huber_targeted_value(pred, target, delta):
+    """Per-sample loss."""
+    dtype, device, batch = pred.dtype, pred.device, pred.shape
+    _t0 = pred - target
+    _t1 = torch.clamp(_t0, -delta, delta)
+    return _fill(_t1*(_t0 - 1/2*_t1), batch, dtype, device)
+
+
+def _huber_targeted_value_and_grads(pred, target, delta):
+    """Per-sample loss and its gradient for each input, per element, in one pass."""
+    dtype, device, batch = pred.dtype, pred.device, pred.shape
+    _t0 = pred - target
+    _t1 = torch.clamp(_t0, -delta, delta)
+    value = _fill(_t1*(_t0 - 1/2*_t1), batch, dtype, device)
+    grads = (
+        _fill(_t1, pred.shape, dtype, device),
+        _fill(-_t1, target.shape, dtype, device),  # a target's
+    )
+    return value, grads
+
+
+#: Each term's (value, value-and-gradients) functions, by (term, whether the one-hot target is class indices, whether its targets' gradients are wanted).
 _EAGER = {
-    ("huber", False): (_huber_value, _huber_value_and_grads),
+    ("huber", False, False): (_huber_value, _huber_value_and_grads),
+    ("huber", False, True): (_huber_targeted_value, _huber_targeted_value_and_grads),
 }
 _FUSED = {}
 _FUSED_FAILED = set()
@@ -255,20 +270,23 @@ def _loss(reduction, params, fused, indexed, keep, counts, pred, target):
     """The reduced loss, value only (no gradient is wanted)."""
     delta, = params
     device, dtype = pred.device, pred.dtype
-    return _run(fused, ("huber", False), 0, reduction, None, None, device, dtype, pred, target, delta)
+    return _run(fused, ("huber", False, False), 0, reduction, None, None, device, dtype, pred, target, delta)
 
 
-def _both(reduction, fused, indexed, keep, counts, pred, target, delta):
-    """The reduced loss and each term's per-element gradients, in one pass per term."""
+def _both(reduction, fused, indexed, targeted, keep, counts, pred, target, delta):
+    """The reduced loss and each term's per-element gradients, in one pass per term (a target's None where
+    ``targeted`` is false: no target requires grad)."""
     device, dtype = pred.device, pred.dtype
-    value, grad_term_0 = _run(fused, ("huber", False), 1, reduction, None, None, device, dtype, pred, target, delta)
+    value, grad_term_0 = _run(fused, ("huber", False, targeted), 1, reduction, None, None, device, dtype, pred, target, delta)
+    if not targeted:
+        grad_term_0 = (*grad_term_0, None, )
     return value, (*grad_term_0,)
 
 
-def _save(ctx, reduction, indexed, keep, counts, arrays, params, grads):
+def _save(ctx, reduction, indexed, targeted, keep, counts, arrays, params, grads):
     """What backward needs: the arguments, which samples count, and the per-element gradients (params as given:
     floats, buffers or Parameters)."""
-    ctx.reduction, ctx.indexed, ctx.params = reduction, indexed, params
+    ctx.reduction, ctx.indexed, ctx.targeted, ctx.params = reduction, indexed, targeted, params
     ctx.save_for_backward(*arrays, keep, counts, *grads)
 
 
@@ -284,29 +302,34 @@ class _HuberLossFunction(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, reduction, fused, indexed, keep, counts, pred, target, delta):
-        loss, grads = _both(reduction, fused, indexed, keep, counts, pred, target, delta)
-        _save(ctx, reduction, indexed, keep, counts, (pred, target), (delta,), grads)
+    def forward(ctx, reduction, fused, indexed, targeted, keep, counts, pred, target, delta):
+        loss, grads = _both(reduction, fused, indexed, targeted, keep, counts, pred, target, delta)
+        _save(ctx, reduction, indexed, targeted, keep, counts, (pred, target), (delta,), grads)
         return loss
 
     @staticmethod
     def backward(ctx, grad_output, *_):
         if grad_output is None:  # the loss is not used downstream (gradcheck asks), only the gradients it returned
-            return (None,) * 8
+            return (None,) * 9
         saved = ctx.saved_tensors
         pred, target = saved[:2]
         keep, counts = saved[2:4]
         delta, = ctx.params
         recompute = torch.is_grad_enabled()  # create_graph=True: the gradient must be differentiable
         grad_pred = None
+        grad_target = None
         if recompute:
-            grads = _EAGER[("huber", False)][1](pred, target, delta)[1]
+            grads = _EAGER[("huber", False, ctx.targeted)][1](pred, target, delta)[1]
+            grads = grads if ctx.targeted else (*grads, None, )
         else:
-            grads = saved[4:5]
+            grads = saved[4:6]
         upstream = _upstream(grad_output, ctx.reduction, pred.shape, None, None)
         part = grads[0] * upstream
         grad_pred = part if grad_pred is None else grad_pred + part
-        return None, None, None, None, None, grad_pred, None, None
+        if grads[1] is not None:  # the target requires grad
+            part = grads[1] * upstream
+            grad_target = part if grad_target is None else grad_target + part
+        return None, None, None, None, None, None, grad_pred, grad_target, None
 
 
 class _HuberLossTransformedFunction(_HuberLossFunction):
@@ -324,8 +347,8 @@ class _HuberLossTransformedFunction(_HuberLossFunction):
     generate_vmap_rule = True
 
     @staticmethod
-    def forward(reduction, fused, indexed, keep, counts, pred, target, delta):
-        loss, grads = _both(reduction, fused, indexed, keep, counts, pred, target, delta)
+    def forward(reduction, fused, indexed, targeted, keep, counts, pred, target, delta):
+        loss, grads = _both(reduction, fused, indexed, targeted, keep, counts, pred, target, delta)
         return _distinct((loss, *grads), (pred, target))
 
     @staticmethod
@@ -333,18 +356,22 @@ class _HuberLossTransformedFunction(_HuberLossFunction):
         grads = output[1:]
         ctx.mark_non_differentiable(*grads)
         ctx.set_materialize_grads(False)
-        _save(ctx, inputs[0], inputs[2], inputs[3], inputs[4], inputs[5:7],
-              inputs[7:], grads)
-        ctx.save_for_forward(inputs[3], inputs[4], *grads)
+        _save(ctx, inputs[0], inputs[2], inputs[3], inputs[4], inputs[5], inputs[6:8],
+              inputs[8:], grads)
+        ctx.save_for_forward(inputs[4], inputs[5], *grads)
 
     @staticmethod
     def jvp(ctx, *tangents):
         """Forward mode: the loss's tangent, the saved gradient contracted with the inputs' tangents."""
         keep, counts, *grads = ctx.saved_tensors
         change = None
-        tangent = tangents[5]
+        tangent = tangents[6]
         if tangent is not None:
             part = grads[0] * tangent
+            change = part if change is None else change + part
+        tangent = tangents[7]
+        if tangent is not None:
+            part = grads[1] * tangent
             change = part if change is None else change + part
         return (None if change is None else _reduce(change, ctx.reduction, None, None), *(None for _ in grads))
 
@@ -450,15 +477,15 @@ class HuberLoss(torch.nn.Module):
     def _forward(self, params, indexed, keep, counts, pred, target):
         if self.validate:
             _validate(pred, target, indexed)
-        if not torch.compiler.is_compiling() and torch.is_grad_enabled() and (target.requires_grad):
-            _no_target_gradient([("target", target)])
         transformed = not torch.compiler.is_compiling() and _transformed()  # torch.func or forward-mode AD
         # under torch.func the eager functions run: the transforms apply to them
         fused = not transformed and _fused(self.fused, pred.device, pred.dtype)
+        # a target's gradient only where one requires grad (under torch.func, always: the transform may ask)
+        targeted = transformed or (torch.is_grad_enabled() and (target.requires_grad))
         if transformed:
-            return _HuberLossTransformedFunction.apply(self.reduction, fused, indexed, keep, counts, pred, target, *params)[0]
-        if torch.is_grad_enabled() and (pred.requires_grad):
-            return _HuberLossFunction.apply(self.reduction, fused, indexed, keep, counts, pred, target, *params)
+            return _HuberLossTransformedFunction.apply(self.reduction, fused, indexed, targeted, keep, counts, pred, target, *params)[0]
+        if torch.is_grad_enabled() and (pred.requires_grad or targeted):
+            return _HuberLossFunction.apply(self.reduction, fused, indexed, targeted, keep, counts, pred, target, *params)
         return _loss(self.reduction, params, fused, indexed, keep, counts, pred, target)
 
     def extra_repr(self):

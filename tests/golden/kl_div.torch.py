@@ -90,13 +90,6 @@ def _upstream(grad_output, reduction, batch, keep=None, counts=None):
     return grad_output / _rows(batch) if reduction == "batchmean" else grad_output
 
 
-def _no_target_gradient(targets):
-    """A target that requires grad gets none from this loss (torch's mse_loss would give one): said, not silent."""
-    names = ", ".join(repr(name) for name, value in targets if value.requires_grad)
-    warnings.warn(f"{names}: a target that requires grad gets no gradient from this loss; declare it an input in "
-                  "the spec to differentiate it, or pass it detached", UserWarning, stacklevel=6)  # the caller of the module
-
-
 def _transformed():
     """Whether torch.func (grad, vmap, jvp ...) or forward-mode AD is tracing this call."""
     return torch._C._are_functorch_transforms_active() or torch.autograd.forward_ad._current_level >= 0
@@ -216,9 +209,33 @@ def _kl_div_value_and_grads(logq, target, log_target):
     return value, grads
 
 
-#: Each term's (value, value-and-gradients) functions, by (term, whether the one-hot target is class indices).
+def _kl_div_targeted_value(logq, target, log_target):
+    """Per-sample loss."""
+    dtype, device, batch = logq.dtype, logq.device, logq.shape
+    _t0 = (log_target > 0)
+    return _fill(_choose(_t0, lambda: _choose(_t0, lambda: (target - logq)*_choose(_t0, lambda: torch.exp(target), lambda: torch.as_tensor(0, dtype=dtype, device=device)), lambda: torch.as_tensor(0, dtype=dtype, device=device)), lambda: torch.xlogy(target, _choose(_t0, lambda: torch.as_tensor(1, dtype=dtype, device=device), lambda: target)) - logq*target), batch, dtype, device)
+
+
+def _kl_div_targeted_value_and_grads(logq, target, log_target):
+    """Per-sample loss and its gradient for each input, per element, in one pass."""
+    dtype, device, batch = logq.dtype, logq.device, logq.shape
+    _t0 = (log_target > 0)
+    _t1 = -target
+    _t2 = _choose(_t0, lambda: torch.exp(target), lambda: torch.as_tensor(0, dtype=dtype, device=device))
+    _t3 = _choose(_t0, lambda: _t2*(-_t1 - logq), lambda: torch.as_tensor(0, dtype=dtype, device=device))
+    _t4 = (target != 0)
+    value = _fill(_choose(_t0, lambda: _t3, lambda: torch.xlogy(target, _choose(_t0, lambda: torch.as_tensor(1, dtype=dtype, device=device), lambda: target)) - logq*target), batch, dtype, device)
+    grads = (
+        _fill(_choose(_t0, lambda: -_t2, lambda: _t1), logq.shape, dtype, device),
+        _fill(_choose(_t0, lambda: _t2 + _t3, lambda: torch.where(_t4, torch.log(_choose(_t0, lambda: torch.as_tensor(1, dtype=dtype, device=device), lambda: torch.where(_t4, target, 1))), 0) - logq + torch.where((target == 0), torch.as_tensor(0, dtype=dtype, device=device), 1)), target.shape, dtype, device),  # a target's
+    )
+    return value, grads
+
+
+#: Each term's (value, value-and-gradients) functions, by (term, whether the one-hot target is class indices, whether its targets' gradients are wanted).
 _EAGER = {
-    ("kl_div", False): (_kl_div_value, _kl_div_value_and_grads),
+    ("kl_div", False, False): (_kl_div_value, _kl_div_value_and_grads),
+    ("kl_div", False, True): (_kl_div_targeted_value, _kl_div_targeted_value_and_grads),
 }
 _FUSED = {}
 _FUSED_FAILED = set()
@@ -275,20 +292,23 @@ def _loss(reduction, params, fused, indexed, keep, counts, logq, target):
     """The reduced loss, value only (no gradient is wanted)."""
     log_target, = params
     device, dtype = logq.device, logq.dtype
-    return _run(fused, ("kl_div", False), 0, reduction, None, None, device, dtype, logq, target, log_target)
+    return _run(fused, ("kl_div", False, False), 0, reduction, None, None, device, dtype, logq, target, log_target)
 
 
-def _both(reduction, fused, indexed, keep, counts, logq, target, log_target):
-    """The reduced loss and each term's per-element gradients, in one pass per term."""
+def _both(reduction, fused, indexed, targeted, keep, counts, logq, target, log_target):
+    """The reduced loss and each term's per-element gradients, in one pass per term (a target's None where
+    ``targeted`` is false: no target requires grad)."""
     device, dtype = logq.device, logq.dtype
-    value, grad_term_0 = _run(fused, ("kl_div", False), 1, reduction, None, None, device, dtype, logq, target, log_target)
+    value, grad_term_0 = _run(fused, ("kl_div", False, targeted), 1, reduction, None, None, device, dtype, logq, target, log_target)
+    if not targeted:
+        grad_term_0 = (*grad_term_0, None, )
     return value, (*grad_term_0,)
 
 
-def _save(ctx, reduction, indexed, keep, counts, arrays, params, grads):
+def _save(ctx, reduction, indexed, targeted, keep, counts, arrays, params, grads):
     """What backward needs: the arguments, which samples count, and the per-element gradients (params as given:
     floats, buffers or Parameters)."""
-    ctx.reduction, ctx.indexed, ctx.params = reduction, indexed, params
+    ctx.reduction, ctx.indexed, ctx.targeted, ctx.params = reduction, indexed, targeted, params
     ctx.save_for_backward(*arrays, keep, counts, *grads)
 
 
@@ -304,29 +324,34 @@ class _KLDivLossFunction(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, reduction, fused, indexed, keep, counts, logq, target, log_target):
-        loss, grads = _both(reduction, fused, indexed, keep, counts, logq, target, log_target)
-        _save(ctx, reduction, indexed, keep, counts, (logq, target), (log_target,), grads)
+    def forward(ctx, reduction, fused, indexed, targeted, keep, counts, logq, target, log_target):
+        loss, grads = _both(reduction, fused, indexed, targeted, keep, counts, logq, target, log_target)
+        _save(ctx, reduction, indexed, targeted, keep, counts, (logq, target), (log_target,), grads)
         return loss
 
     @staticmethod
     def backward(ctx, grad_output, *_):
         if grad_output is None:  # the loss is not used downstream (gradcheck asks), only the gradients it returned
-            return (None,) * 8
+            return (None,) * 9
         saved = ctx.saved_tensors
         logq, target = saved[:2]
         keep, counts = saved[2:4]
         log_target, = ctx.params
         recompute = torch.is_grad_enabled()  # create_graph=True: the gradient must be differentiable
         grad_logq = None
+        grad_target = None
         if recompute:
-            grads = _EAGER[("kl_div", False)][1](logq, target, log_target)[1]
+            grads = _EAGER[("kl_div", False, ctx.targeted)][1](logq, target, log_target)[1]
+            grads = grads if ctx.targeted else (*grads, None, )
         else:
-            grads = saved[4:5]
+            grads = saved[4:6]
         upstream = _upstream(grad_output, ctx.reduction, logq.shape, None, None)
         part = grads[0] * upstream
         grad_logq = part if grad_logq is None else grad_logq + part
-        return None, None, None, None, None, grad_logq, None, None
+        if grads[1] is not None:  # the target requires grad
+            part = grads[1] * upstream
+            grad_target = part if grad_target is None else grad_target + part
+        return None, None, None, None, None, None, grad_logq, grad_target, None
 
 
 class _KLDivLossTransformedFunction(_KLDivLossFunction):
@@ -344,8 +369,8 @@ class _KLDivLossTransformedFunction(_KLDivLossFunction):
     generate_vmap_rule = True
 
     @staticmethod
-    def forward(reduction, fused, indexed, keep, counts, logq, target, log_target):
-        loss, grads = _both(reduction, fused, indexed, keep, counts, logq, target, log_target)
+    def forward(reduction, fused, indexed, targeted, keep, counts, logq, target, log_target):
+        loss, grads = _both(reduction, fused, indexed, targeted, keep, counts, logq, target, log_target)
         return _distinct((loss, *grads), (logq, target))
 
     @staticmethod
@@ -353,18 +378,22 @@ class _KLDivLossTransformedFunction(_KLDivLossFunction):
         grads = output[1:]
         ctx.mark_non_differentiable(*grads)
         ctx.set_materialize_grads(False)
-        _save(ctx, inputs[0], inputs[2], inputs[3], inputs[4], inputs[5:7],
-              inputs[7:], grads)
-        ctx.save_for_forward(inputs[3], inputs[4], *grads)
+        _save(ctx, inputs[0], inputs[2], inputs[3], inputs[4], inputs[5], inputs[6:8],
+              inputs[8:], grads)
+        ctx.save_for_forward(inputs[4], inputs[5], *grads)
 
     @staticmethod
     def jvp(ctx, *tangents):
         """Forward mode: the loss's tangent, the saved gradient contracted with the inputs' tangents."""
         keep, counts, *grads = ctx.saved_tensors
         change = None
-        tangent = tangents[5]
+        tangent = tangents[6]
         if tangent is not None:
             part = grads[0] * tangent
+            change = part if change is None else change + part
+        tangent = tangents[7]
+        if tangent is not None:
+            part = grads[1] * tangent
             change = part if change is None else change + part
         return (None if change is None else _reduce(change, ctx.reduction, None, None), *(None for _ in grads))
 
@@ -473,15 +502,15 @@ class KLDivLoss(torch.nn.Module):
     def _forward(self, params, indexed, keep, counts, logq, target):
         if self.validate:
             _validate(logq, target, indexed)
-        if not torch.compiler.is_compiling() and torch.is_grad_enabled() and (target.requires_grad):
-            _no_target_gradient([("target", target)])
         transformed = not torch.compiler.is_compiling() and _transformed()  # torch.func or forward-mode AD
         # under torch.func the eager functions run: the transforms apply to them
         fused = not transformed and _fused(self.fused, logq.device, logq.dtype)
+        # a target's gradient only where one requires grad (under torch.func, always: the transform may ask)
+        targeted = transformed or (torch.is_grad_enabled() and (target.requires_grad))
         if transformed:
-            return _KLDivLossTransformedFunction.apply(self.reduction, fused, indexed, keep, counts, logq, target, *params)[0]
-        if torch.is_grad_enabled() and (logq.requires_grad):
-            return _KLDivLossFunction.apply(self.reduction, fused, indexed, keep, counts, logq, target, *params)
+            return _KLDivLossTransformedFunction.apply(self.reduction, fused, indexed, targeted, keep, counts, logq, target, *params)[0]
+        if torch.is_grad_enabled() and (logq.requires_grad or targeted):
+            return _KLDivLossFunction.apply(self.reduction, fused, indexed, targeted, keep, counts, logq, target, *params)
         return _loss(self.reduction, params, fused, indexed, keep, counts, logq, target)
 
     def extra_repr(self):

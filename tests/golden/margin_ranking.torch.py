@@ -92,10 +92,11 @@ def _upstream(grad_output, reduction, batch, keep=None, counts=None):
 
 
 def _no_target_gradient(targets):
-    """A target that requires grad gets none from this loss (torch's mse_loss would give one): said, not silent."""
+    """A target of a discrete domain that requires grad gets none from this loss: said, not silent."""
     names = ", ".join(repr(name) for name, value in targets if value.requires_grad)
-    warnings.warn(f"{names}: a target that requires grad gets no gradient from this loss; declare it an input in "
-                  "the spec to differentiate it, or pass it detached", UserWarning, stacklevel=6)  # the caller of the module
+    warnings.warn(f"{names}: a target that requires grad gets no gradient from this loss (its domain is discrete: "
+                  "binary, sign or one-hot); declare it an input of a continuous domain in the spec to differentiate "
+                  "it, or pass it detached", UserWarning, stacklevel=6)  # the caller of the module
 
 
 def _transformed():
@@ -273,17 +274,18 @@ def _loss(reduction, params, fused, indexed, keep, counts, x1, x2, target):
     return _run(fused, ("margin_ranking", False), 0, reduction, None, None, device, dtype, x1, x2, target, margin)
 
 
-def _both(reduction, fused, indexed, keep, counts, x1, x2, target, margin):
-    """The reduced loss and each term's per-element gradients, in one pass per term."""
+def _both(reduction, fused, indexed, targeted, keep, counts, x1, x2, target, margin):
+    """The reduced loss and each term's per-element gradients, in one pass per term (a target's None where
+    ``targeted`` is false: no target requires grad)."""
     device, dtype = x1.device, x1.dtype
     value, grad_term_0 = _run(fused, ("margin_ranking", False), 1, reduction, None, None, device, dtype, x1, x2, target, margin)
     return value, (*grad_term_0,)
 
 
-def _save(ctx, reduction, indexed, keep, counts, arrays, params, grads):
+def _save(ctx, reduction, indexed, targeted, keep, counts, arrays, params, grads):
     """What backward needs: the arguments, which samples count, and the per-element gradients (params as given:
     floats, buffers or Parameters)."""
-    ctx.reduction, ctx.indexed, ctx.params = reduction, indexed, params
+    ctx.reduction, ctx.indexed, ctx.targeted, ctx.params = reduction, indexed, targeted, params
     ctx.save_for_backward(*arrays, keep, counts, *grads)
 
 
@@ -299,15 +301,15 @@ class _MarginRankingLossFunction(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, reduction, fused, indexed, keep, counts, x1, x2, target, margin):
-        loss, grads = _both(reduction, fused, indexed, keep, counts, x1, x2, target, margin)
-        _save(ctx, reduction, indexed, keep, counts, (x1, x2, target), (margin,), grads)
+    def forward(ctx, reduction, fused, indexed, targeted, keep, counts, x1, x2, target, margin):
+        loss, grads = _both(reduction, fused, indexed, targeted, keep, counts, x1, x2, target, margin)
+        _save(ctx, reduction, indexed, targeted, keep, counts, (x1, x2, target), (margin,), grads)
         return loss
 
     @staticmethod
     def backward(ctx, grad_output, *_):
         if grad_output is None:  # the loss is not used downstream (gradcheck asks), only the gradients it returned
-            return (None,) * 9
+            return (None,) * 10
         saved = ctx.saved_tensors
         x1, x2, target = saved[:3]
         keep, counts = saved[3:5]
@@ -324,7 +326,7 @@ class _MarginRankingLossFunction(torch.autograd.Function):
         grad_x1 = part if grad_x1 is None else grad_x1 + part
         part = grads[1] * upstream
         grad_x2 = part if grad_x2 is None else grad_x2 + part
-        return None, None, None, None, None, grad_x1, grad_x2, None, None
+        return None, None, None, None, None, None, grad_x1, grad_x2, None, None
 
 
 class _MarginRankingLossTransformedFunction(_MarginRankingLossFunction):
@@ -342,8 +344,8 @@ class _MarginRankingLossTransformedFunction(_MarginRankingLossFunction):
     generate_vmap_rule = True
 
     @staticmethod
-    def forward(reduction, fused, indexed, keep, counts, x1, x2, target, margin):
-        loss, grads = _both(reduction, fused, indexed, keep, counts, x1, x2, target, margin)
+    def forward(reduction, fused, indexed, targeted, keep, counts, x1, x2, target, margin):
+        loss, grads = _both(reduction, fused, indexed, targeted, keep, counts, x1, x2, target, margin)
         return _distinct((loss, *grads), (x1, x2, target))
 
     @staticmethod
@@ -351,20 +353,20 @@ class _MarginRankingLossTransformedFunction(_MarginRankingLossFunction):
         grads = output[1:]
         ctx.mark_non_differentiable(*grads)
         ctx.set_materialize_grads(False)
-        _save(ctx, inputs[0], inputs[2], inputs[3], inputs[4], inputs[5:8],
-              inputs[8:], grads)
-        ctx.save_for_forward(inputs[3], inputs[4], *grads)
+        _save(ctx, inputs[0], inputs[2], inputs[3], inputs[4], inputs[5], inputs[6:9],
+              inputs[9:], grads)
+        ctx.save_for_forward(inputs[4], inputs[5], *grads)
 
     @staticmethod
     def jvp(ctx, *tangents):
         """Forward mode: the loss's tangent, the saved gradient contracted with the inputs' tangents."""
         keep, counts, *grads = ctx.saved_tensors
         change = None
-        tangent = tangents[5]
+        tangent = tangents[6]
         if tangent is not None:
             part = grads[0] * tangent
             change = part if change is None else change + part
-        tangent = tangents[6]
+        tangent = tangents[7]
         if tangent is not None:
             part = grads[1] * tangent
             change = part if change is None else change + part
@@ -481,10 +483,11 @@ class MarginRankingLoss(torch.nn.Module):
         transformed = not torch.compiler.is_compiling() and _transformed()  # torch.func or forward-mode AD
         # under torch.func the eager functions run: the transforms apply to them
         fused = not transformed and _fused(self.fused, x1.device, x1.dtype)
+        targeted = False
         if transformed:
-            return _MarginRankingLossTransformedFunction.apply(self.reduction, fused, indexed, keep, counts, x1, x2, target, *params)[0]
+            return _MarginRankingLossTransformedFunction.apply(self.reduction, fused, indexed, targeted, keep, counts, x1, x2, target, *params)[0]
         if torch.is_grad_enabled() and (x1.requires_grad or x2.requires_grad):
-            return _MarginRankingLossFunction.apply(self.reduction, fused, indexed, keep, counts, x1, x2, target, *params)
+            return _MarginRankingLossFunction.apply(self.reduction, fused, indexed, targeted, keep, counts, x1, x2, target, *params)
         return _loss(self.reduction, params, fused, indexed, keep, counts, x1, x2, target)
 
     def extra_repr(self):

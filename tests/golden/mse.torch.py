@@ -90,13 +90,6 @@ def _upstream(grad_output, reduction, batch, keep=None, counts=None):
     return grad_output / _rows(batch) if reduction == "batchmean" else grad_output
 
 
-def _no_target_gradient(targets):
-    """A target that requires grad gets none from this loss (torch's mse_loss would give one): said, not silent."""
-    names = ", ".join(repr(name) for name, value in targets if value.requires_grad)
-    warnings.warn(f"{names}: a target that requires grad gets no gradient from this loss; declare it an input in "
-                  "the spec to differentiate it, or pass it detached", UserWarning, stacklevel=6)  # the caller of the module
-
-
 def _transformed():
     """Whether torch.func (grad, vmap, jvp ...) or forward-mode AD is tracing this call."""
     return torch._C._are_functorch_transforms_active() or torch.autograd.forward_ad._current_level >= 0
@@ -205,9 +198,28 @@ def _mse_value_and_grads(pred, target):
     return value, grads
 
 
-#: Each term's (value, value-and-gradients) functions, by (term, whether the one-hot target is class indices).
+def _mse_targeted_value(pred, target):
+    """Per-sample loss."""
+    dtype, device, batch = pred.dtype, pred.device, pred.shape
+    return _fill((pred - target)**2, batch, dtype, device)
+
+
+def _mse_targeted_value_and_grads(pred, target):
+    """Per-sample loss and its gradient for each input, per element, in one pass."""
+    dtype, device, batch = pred.dtype, pred.device, pred.shape
+    _t0 = pred - target
+    value = _fill(_t0**2, batch, dtype, device)
+    grads = (
+        _fill(2*_t0, pred.shape, dtype, device),
+        _fill(2*(-_t0), target.shape, dtype, device),  # a target's
+    )
+    return value, grads
+
+
+#: Each term's (value, value-and-gradients) functions, by (term, whether the one-hot target is class indices, whether its targets' gradients are wanted).
 _EAGER = {
-    ("mse", False): (_mse_value, _mse_value_and_grads),
+    ("mse", False, False): (_mse_value, _mse_value_and_grads),
+    ("mse", False, True): (_mse_targeted_value, _mse_targeted_value_and_grads),
 }
 _FUSED = {}
 _FUSED_FAILED = set()
@@ -263,20 +275,23 @@ def _run(fused, term, which, reduction, keep, counts, device, dtype, *args):
 def _loss(reduction, params, fused, indexed, keep, counts, pred, target):
     """The reduced loss, value only (no gradient is wanted)."""
     device, dtype = pred.device, pred.dtype
-    return _run(fused, ("mse", False), 0, reduction, None, None, device, dtype, pred, target)
+    return _run(fused, ("mse", False, False), 0, reduction, None, None, device, dtype, pred, target)
 
 
-def _both(reduction, fused, indexed, keep, counts, pred, target):
-    """The reduced loss and each term's per-element gradients, in one pass per term."""
+def _both(reduction, fused, indexed, targeted, keep, counts, pred, target):
+    """The reduced loss and each term's per-element gradients, in one pass per term (a target's None where
+    ``targeted`` is false: no target requires grad)."""
     device, dtype = pred.device, pred.dtype
-    value, grad_term_0 = _run(fused, ("mse", False), 1, reduction, None, None, device, dtype, pred, target)
+    value, grad_term_0 = _run(fused, ("mse", False, targeted), 1, reduction, None, None, device, dtype, pred, target)
+    if not targeted:
+        grad_term_0 = (*grad_term_0, None, )
     return value, (*grad_term_0,)
 
 
-def _save(ctx, reduction, indexed, keep, counts, arrays, params, grads):
+def _save(ctx, reduction, indexed, targeted, keep, counts, arrays, params, grads):
     """What backward needs: the arguments, which samples count, and the per-element gradients (params as given:
     floats, buffers or Parameters)."""
-    ctx.reduction, ctx.indexed, ctx.params = reduction, indexed, params
+    ctx.reduction, ctx.indexed, ctx.targeted, ctx.params = reduction, indexed, targeted, params
     ctx.save_for_backward(*arrays, keep, counts, *grads)
 
 
@@ -292,28 +307,33 @@ class _MSELossFunction(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, reduction, fused, indexed, keep, counts, pred, target):
-        loss, grads = _both(reduction, fused, indexed, keep, counts, pred, target)
-        _save(ctx, reduction, indexed, keep, counts, (pred, target), (), grads)
+    def forward(ctx, reduction, fused, indexed, targeted, keep, counts, pred, target):
+        loss, grads = _both(reduction, fused, indexed, targeted, keep, counts, pred, target)
+        _save(ctx, reduction, indexed, targeted, keep, counts, (pred, target), (), grads)
         return loss
 
     @staticmethod
     def backward(ctx, grad_output, *_):
         if grad_output is None:  # the loss is not used downstream (gradcheck asks), only the gradients it returned
-            return (None,) * 7
+            return (None,) * 8
         saved = ctx.saved_tensors
         pred, target = saved[:2]
         keep, counts = saved[2:4]
         recompute = torch.is_grad_enabled()  # create_graph=True: the gradient must be differentiable
         grad_pred = None
+        grad_target = None
         if recompute:
-            grads = _EAGER[("mse", False)][1](pred, target)[1]
+            grads = _EAGER[("mse", False, ctx.targeted)][1](pred, target)[1]
+            grads = grads if ctx.targeted else (*grads, None, )
         else:
-            grads = saved[4:5]
+            grads = saved[4:6]
         upstream = _upstream(grad_output, ctx.reduction, pred.shape, None, None)
         part = grads[0] * upstream
         grad_pred = part if grad_pred is None else grad_pred + part
-        return None, None, None, None, None, grad_pred, None
+        if grads[1] is not None:  # the target requires grad
+            part = grads[1] * upstream
+            grad_target = part if grad_target is None else grad_target + part
+        return None, None, None, None, None, None, grad_pred, grad_target
 
 
 class _MSELossTransformedFunction(_MSELossFunction):
@@ -331,8 +351,8 @@ class _MSELossTransformedFunction(_MSELossFunction):
     generate_vmap_rule = True
 
     @staticmethod
-    def forward(reduction, fused, indexed, keep, counts, pred, target):
-        loss, grads = _both(reduction, fused, indexed, keep, counts, pred, target)
+    def forward(reduction, fused, indexed, targeted, keep, counts, pred, target):
+        loss, grads = _both(reduction, fused, indexed, targeted, keep, counts, pred, target)
         return _distinct((loss, *grads), (pred, target))
 
     @staticmethod
@@ -340,18 +360,22 @@ class _MSELossTransformedFunction(_MSELossFunction):
         grads = output[1:]
         ctx.mark_non_differentiable(*grads)
         ctx.set_materialize_grads(False)
-        _save(ctx, inputs[0], inputs[2], inputs[3], inputs[4], inputs[5:7],
-              inputs[7:], grads)
-        ctx.save_for_forward(inputs[3], inputs[4], *grads)
+        _save(ctx, inputs[0], inputs[2], inputs[3], inputs[4], inputs[5], inputs[6:8],
+              inputs[8:], grads)
+        ctx.save_for_forward(inputs[4], inputs[5], *grads)
 
     @staticmethod
     def jvp(ctx, *tangents):
         """Forward mode: the loss's tangent, the saved gradient contracted with the inputs' tangents."""
         keep, counts, *grads = ctx.saved_tensors
         change = None
-        tangent = tangents[5]
+        tangent = tangents[6]
         if tangent is not None:
             part = grads[0] * tangent
+            change = part if change is None else change + part
+        tangent = tangents[7]
+        if tangent is not None:
+            part = grads[1] * tangent
             change = part if change is None else change + part
         return (None if change is None else _reduce(change, ctx.reduction, None, None), *(None for _ in grads))
 
@@ -431,15 +455,15 @@ class MSELoss(torch.nn.Module):
     def _forward(self, params, indexed, keep, counts, pred, target):
         if self.validate:
             _validate(pred, target, indexed)
-        if not torch.compiler.is_compiling() and torch.is_grad_enabled() and (target.requires_grad):
-            _no_target_gradient([("target", target)])
         transformed = not torch.compiler.is_compiling() and _transformed()  # torch.func or forward-mode AD
         # under torch.func the eager functions run: the transforms apply to them
         fused = not transformed and _fused(self.fused, pred.device, pred.dtype)
+        # a target's gradient only where one requires grad (under torch.func, always: the transform may ask)
+        targeted = transformed or (torch.is_grad_enabled() and (target.requires_grad))
         if transformed:
-            return _MSELossTransformedFunction.apply(self.reduction, fused, indexed, keep, counts, pred, target, *params)[0]
-        if torch.is_grad_enabled() and (pred.requires_grad):
-            return _MSELossFunction.apply(self.reduction, fused, indexed, keep, counts, pred, target, *params)
+            return _MSELossTransformedFunction.apply(self.reduction, fused, indexed, targeted, keep, counts, pred, target, *params)[0]
+        if torch.is_grad_enabled() and (pred.requires_grad or targeted):
+            return _MSELossFunction.apply(self.reduction, fused, indexed, targeted, keep, counts, pred, target, *params)
         return _loss(self.reduction, params, fused, indexed, keep, counts, pred, target)
 
     def extra_repr(self):

@@ -90,13 +90,6 @@ def _upstream(grad_output, reduction, batch, keep=None, counts=None):
     return grad_output / _rows(batch) if reduction == "batchmean" else grad_output
 
 
-def _no_target_gradient(targets):
-    """A target that requires grad gets none from this loss (torch's mse_loss would give one): said, not silent."""
-    names = ", ".join(repr(name) for name, value in targets if value.requires_grad)
-    warnings.warn(f"{names}: a target that requires grad gets no gradient from this loss; declare it an input in "
-                  "the spec to differentiate it, or pass it detached", UserWarning, stacklevel=6)  # the caller of the module
-
-
 def _transformed():
     """Whether torch.func (grad, vmap, jvp ...) or forward-mode AD is tracing this call."""
     return torch._C._are_functorch_transforms_active() or torch.autograd.forward_ad._current_level >= 0
@@ -222,9 +215,40 @@ def _poisson_nll_value_and_grads(pred, target, log_input, full, eps):
     return value, grads
 
 
-#: Each term's (value, value-and-gradients) functions, by (term, whether the one-hot target is class indices).
+def _poisson_nll_targeted_value(pred, target, log_input, full, eps):
+    """Per-sample loss."""
+    dtype, device, batch = pred.dtype, pred.device, pred.shape
+    _t0 = (log_input > 0)
+    _t4 = (full > 0)
+    _t5 = (target <= 1)
+    _t6 = _choose(_t4, lambda: 2*target, lambda: torch.as_tensor(0, dtype=dtype, device=device))
+    return _fill(_choose(_t0, lambda: -pred*target - _choose(_t0, lambda: -torch.exp(pred), lambda: torch.as_tensor(0, dtype=dtype, device=device)), lambda: pred - target*_choose(_t0, lambda: torch.as_tensor(0, dtype=dtype, device=device), lambda: torch.log(_choose(_t0, lambda: torch.as_tensor(0, dtype=dtype, device=device), lambda: pred + eps)))) + _choose(_t4, lambda: torch.where(_t5, 0, (1/2)*(torch.log(_choose(_t4, lambda: torch.where(_t5, 1, 3.141592653589793*_t6), lambda: torch.as_tensor(1, dtype=dtype, device=device))) - _t6 + 2*torch.xlogy(target, _choose(_t4, lambda: torch.where(_t5, 1, target), lambda: torch.as_tensor(0, dtype=dtype, device=device))))), lambda: torch.as_tensor(0, dtype=dtype, device=device)), batch, dtype, device)
+
+
+def _poisson_nll_targeted_value_and_grads(pred, target, log_input, full, eps):
+    """Per-sample loss and its gradient for each input, per element, in one pass."""
+    dtype, device, batch = pred.dtype, pred.device, pred.shape
+    _t0 = (log_input > 0)
+    _t1 = _choose(_t0, lambda: -torch.exp(pred), lambda: torch.as_tensor(0, dtype=dtype, device=device))
+    _t2 = _choose(_t0, lambda: torch.as_tensor(0, dtype=dtype, device=device), lambda: pred + eps)
+    _t3 = _choose(_t0, lambda: torch.as_tensor(0, dtype=dtype, device=device), lambda: torch.log(_t2))
+    _t4 = (full > 0)
+    _t5 = (target <= 1)
+    _t6 = _choose(_t4, lambda: 2*target, lambda: torch.as_tensor(0, dtype=dtype, device=device))
+    _t7 = _choose(_t4, lambda: torch.where(_t5, 1, target), lambda: torch.as_tensor(0, dtype=dtype, device=device))
+    _t8 = (target != 0)
+    value = _fill(_choose(_t0, lambda: -_t1 - pred*target, lambda: pred - _t3*target) + _choose(_t4, lambda: torch.where(_t5, 0, (1/2)*(torch.log(_choose(_t4, lambda: torch.where(_t5, 1, 3.141592653589793*_t6), lambda: torch.as_tensor(1, dtype=dtype, device=device))) - _t6 + 2*torch.xlogy(target, _t7))), lambda: torch.as_tensor(0, dtype=dtype, device=device)), batch, dtype, device)
+    grads = (
+        _fill(_choose(_t0, lambda: -_t1 - target, lambda: 1 - target/_t2), pred.shape, dtype, device),
+        _fill(_choose(_t0, lambda: -pred, lambda: -_t3) + _choose(_t4, lambda: torch.where(_t5, 0, (1/2)*((2*torch.where(_t8, torch.log(_choose(_t4, lambda: torch.where(_t5, 1, torch.where(_t8, target, 1)), lambda: torch.as_tensor(1, dtype=dtype, device=device))), 0) + 2*torch.where((target == 0), torch.as_tensor(0, dtype=dtype, device=device), 1) + 1/_t7) - 2)), lambda: torch.as_tensor(0, dtype=dtype, device=device)), target.shape, dtype, device),  # a target's
+    )
+    return value, grads
+
+
+#: Each term's (value, value-and-gradients) functions, by (term, whether the one-hot target is class indices, whether its targets' gradients are wanted).
 _EAGER = {
-    ("poisson_nll", False): (_poisson_nll_value, _poisson_nll_value_and_grads),
+    ("poisson_nll", False, False): (_poisson_nll_value, _poisson_nll_value_and_grads),
+    ("poisson_nll", False, True): (_poisson_nll_targeted_value, _poisson_nll_targeted_value_and_grads),
 }
 _FUSED = {}
 _FUSED_FAILED = set()
@@ -281,20 +305,23 @@ def _loss(reduction, params, fused, indexed, keep, counts, pred, target):
     """The reduced loss, value only (no gradient is wanted)."""
     log_input, full, eps = params
     device, dtype = pred.device, pred.dtype
-    return _run(fused, ("poisson_nll", False), 0, reduction, None, None, device, dtype, pred, target, log_input, full, eps)
+    return _run(fused, ("poisson_nll", False, False), 0, reduction, None, None, device, dtype, pred, target, log_input, full, eps)
 
 
-def _both(reduction, fused, indexed, keep, counts, pred, target, log_input, full, eps):
-    """The reduced loss and each term's per-element gradients, in one pass per term."""
+def _both(reduction, fused, indexed, targeted, keep, counts, pred, target, log_input, full, eps):
+    """The reduced loss and each term's per-element gradients, in one pass per term (a target's None where
+    ``targeted`` is false: no target requires grad)."""
     device, dtype = pred.device, pred.dtype
-    value, grad_term_0 = _run(fused, ("poisson_nll", False), 1, reduction, None, None, device, dtype, pred, target, log_input, full, eps)
+    value, grad_term_0 = _run(fused, ("poisson_nll", False, targeted), 1, reduction, None, None, device, dtype, pred, target, log_input, full, eps)
+    if not targeted:
+        grad_term_0 = (*grad_term_0, None, )
     return value, (*grad_term_0,)
 
 
-def _save(ctx, reduction, indexed, keep, counts, arrays, params, grads):
+def _save(ctx, reduction, indexed, targeted, keep, counts, arrays, params, grads):
     """What backward needs: the arguments, which samples count, and the per-element gradients (params as given:
     floats, buffers or Parameters)."""
-    ctx.reduction, ctx.indexed, ctx.params = reduction, indexed, params
+    ctx.reduction, ctx.indexed, ctx.targeted, ctx.params = reduction, indexed, targeted, params
     ctx.save_for_backward(*arrays, keep, counts, *grads)
 
 
@@ -310,29 +337,34 @@ class _PoissonNLLLossFunction(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, reduction, fused, indexed, keep, counts, pred, target, log_input, full, eps):
-        loss, grads = _both(reduction, fused, indexed, keep, counts, pred, target, log_input, full, eps)
-        _save(ctx, reduction, indexed, keep, counts, (pred, target), (log_input, full, eps), grads)
+    def forward(ctx, reduction, fused, indexed, targeted, keep, counts, pred, target, log_input, full, eps):
+        loss, grads = _both(reduction, fused, indexed, targeted, keep, counts, pred, target, log_input, full, eps)
+        _save(ctx, reduction, indexed, targeted, keep, counts, (pred, target), (log_input, full, eps), grads)
         return loss
 
     @staticmethod
     def backward(ctx, grad_output, *_):
         if grad_output is None:  # the loss is not used downstream (gradcheck asks), only the gradients it returned
-            return (None,) * 10
+            return (None,) * 11
         saved = ctx.saved_tensors
         pred, target = saved[:2]
         keep, counts = saved[2:4]
         log_input, full, eps = ctx.params
         recompute = torch.is_grad_enabled()  # create_graph=True: the gradient must be differentiable
         grad_pred = None
+        grad_target = None
         if recompute:
-            grads = _EAGER[("poisson_nll", False)][1](pred, target, log_input, full, eps)[1]
+            grads = _EAGER[("poisson_nll", False, ctx.targeted)][1](pred, target, log_input, full, eps)[1]
+            grads = grads if ctx.targeted else (*grads, None, )
         else:
-            grads = saved[4:5]
+            grads = saved[4:6]
         upstream = _upstream(grad_output, ctx.reduction, pred.shape, None, None)
         part = grads[0] * upstream
         grad_pred = part if grad_pred is None else grad_pred + part
-        return None, None, None, None, None, grad_pred, None, None, None, None
+        if grads[1] is not None:  # the target requires grad
+            part = grads[1] * upstream
+            grad_target = part if grad_target is None else grad_target + part
+        return None, None, None, None, None, None, grad_pred, grad_target, None, None, None
 
 
 class _PoissonNLLLossTransformedFunction(_PoissonNLLLossFunction):
@@ -350,8 +382,8 @@ class _PoissonNLLLossTransformedFunction(_PoissonNLLLossFunction):
     generate_vmap_rule = True
 
     @staticmethod
-    def forward(reduction, fused, indexed, keep, counts, pred, target, log_input, full, eps):
-        loss, grads = _both(reduction, fused, indexed, keep, counts, pred, target, log_input, full, eps)
+    def forward(reduction, fused, indexed, targeted, keep, counts, pred, target, log_input, full, eps):
+        loss, grads = _both(reduction, fused, indexed, targeted, keep, counts, pred, target, log_input, full, eps)
         return _distinct((loss, *grads), (pred, target))
 
     @staticmethod
@@ -359,18 +391,22 @@ class _PoissonNLLLossTransformedFunction(_PoissonNLLLossFunction):
         grads = output[1:]
         ctx.mark_non_differentiable(*grads)
         ctx.set_materialize_grads(False)
-        _save(ctx, inputs[0], inputs[2], inputs[3], inputs[4], inputs[5:7],
-              inputs[7:], grads)
-        ctx.save_for_forward(inputs[3], inputs[4], *grads)
+        _save(ctx, inputs[0], inputs[2], inputs[3], inputs[4], inputs[5], inputs[6:8],
+              inputs[8:], grads)
+        ctx.save_for_forward(inputs[4], inputs[5], *grads)
 
     @staticmethod
     def jvp(ctx, *tangents):
         """Forward mode: the loss's tangent, the saved gradient contracted with the inputs' tangents."""
         keep, counts, *grads = ctx.saved_tensors
         change = None
-        tangent = tangents[5]
+        tangent = tangents[6]
         if tangent is not None:
             part = grads[0] * tangent
+            change = part if change is None else change + part
+        tangent = tangents[7]
+        if tangent is not None:
+            part = grads[1] * tangent
             change = part if change is None else change + part
         return (None if change is None else _reduce(change, ctx.reduction, None, None), *(None for _ in grads))
 
@@ -485,15 +521,15 @@ class PoissonNLLLoss(torch.nn.Module):
     def _forward(self, params, indexed, keep, counts, pred, target):
         if self.validate:
             _validate(pred, target, indexed)
-        if not torch.compiler.is_compiling() and torch.is_grad_enabled() and (target.requires_grad):
-            _no_target_gradient([("target", target)])
         transformed = not torch.compiler.is_compiling() and _transformed()  # torch.func or forward-mode AD
         # under torch.func the eager functions run: the transforms apply to them
         fused = not transformed and _fused(self.fused, pred.device, pred.dtype)
+        # a target's gradient only where one requires grad (under torch.func, always: the transform may ask)
+        targeted = transformed or (torch.is_grad_enabled() and (target.requires_grad))
         if transformed:
-            return _PoissonNLLLossTransformedFunction.apply(self.reduction, fused, indexed, keep, counts, pred, target, *params)[0]
-        if torch.is_grad_enabled() and (pred.requires_grad):
-            return _PoissonNLLLossFunction.apply(self.reduction, fused, indexed, keep, counts, pred, target, *params)
+            return _PoissonNLLLossTransformedFunction.apply(self.reduction, fused, indexed, targeted, keep, counts, pred, target, *params)[0]
+        if torch.is_grad_enabled() and (pred.requires_grad or targeted):
+            return _PoissonNLLLossFunction.apply(self.reduction, fused, indexed, targeted, keep, counts, pred, target, *params)
         return _loss(self.reduction, params, fused, indexed, keep, counts, pred, target)
 
     def extra_repr(self):

@@ -78,13 +78,6 @@ def _upstream(grad_output, reduction, batch, keep=None, counts=None):
     return grad_output / _rows(batch) if reduction == "batchmean" else grad_output
 
 
-def _no_target_gradient(targets):
-    """A target that requires grad gets none from this loss (torch's mse_loss would give one): said, not silent."""
-    names = ", ".join(repr(name) for name, value in targets if value.requires_grad)
-    warnings.warn(f"{names}: a target that requires grad gets no gradient from this loss; declare it an input in "
-                  "the spec to differentiate it, or pass it detached", UserWarning, stacklevel=6)  # the caller of the module
-
-
 def _transformed():
     """Whether torch.func (grad, vmap, jvp ...) or forward-mode AD is tracing this call."""
     return torch._C._are_functorch_transforms_active() or torch.autograd.forward_ad._current_level >= 0
@@ -199,9 +192,36 @@ def _quantile_value_and_grads(pred, target, tau):
     return value, grads
 
 
-#: Each term's (value, value-and-gradients) functions, by (term, whether the one-hot target is class indices).
+def _quantile_targeted_value(pred, target, tau):
+    """Per-sample loss."""
+    dtype, device, batch = pred.dtype, pred.device, pred.shape
+    _t0 = target - pred
+    return _fill(torch.maximum(_t0*tau, _t0*(tau - 1)), batch, dtype, device)
+
+
+def _quantile_targeted_value_and_grads(pred, target, tau):
+    """Per-sample loss and its gradient for each input, per element, in one pass."""
+    dtype, device, batch = pred.dtype, pred.device, pred.shape
+    _t0 = target - pred
+    _t1 = _t0*tau
+    _t2 = tau - 1
+    _t3 = _t0*_t2
+    _t4 = (_t1 == _t3)
+    _t5 = _t1 - _t0*_t2
+    _t6 = tau*torch.where(_t4, 1/2, torch.ceil(torch.clamp(_t5, 0.0, 1.0)))
+    _t7 = torch.where(_t4, 1/2, torch.ceil(torch.clamp(-_t5, 0.0, 1.0)))
+    value = _fill(torch.maximum(_t1, _t3), batch, dtype, device)
+    grads = (
+        _fill(-_t2*_t7 - _t6, pred.shape, dtype, device),
+        _fill(_t2*_t7 + _t6, target.shape, dtype, device),  # a target's
+    )
+    return value, grads
+
+
+#: Each term's (value, value-and-gradients) functions, by (term, whether the one-hot target is class indices, whether its targets' gradients are wanted).
 _EAGER = {
-    ("quantile", False): (_quantile_value, _quantile_value_and_grads),
+    ("quantile", False, False): (_quantile_value, _quantile_value_and_grads),
+    ("quantile", False, True): (_quantile_targeted_value, _quantile_targeted_value_and_grads),
 }
 _FUSED = {}
 _FUSED_FAILED = set()
@@ -258,20 +278,23 @@ def _loss(reduction, params, fused, indexed, keep, counts, pred, target):
     """The reduced loss, value only (no gradient is wanted)."""
     tau, = params
     device, dtype = pred.device, pred.dtype
-    return _run(fused, ("quantile", False), 0, reduction, None, None, device, dtype, pred, target, tau)
+    return _run(fused, ("quantile", False, False), 0, reduction, None, None, device, dtype, pred, target, tau)
 
 
-def _both(reduction, fused, indexed, keep, counts, pred, target, tau):
-    """The reduced loss and each term's per-element gradients, in one pass per term."""
+def _both(reduction, fused, indexed, targeted, keep, counts, pred, target, tau):
+    """The reduced loss and each term's per-element gradients, in one pass per term (a target's None where
+    ``targeted`` is false: no target requires grad)."""
     device, dtype = pred.device, pred.dtype
-    value, grad_term_0 = _run(fused, ("quantile", False), 1, reduction, None, None, device, dtype, pred, target, tau)
+    value, grad_term_0 = _run(fused, ("quantile", False, targeted), 1, reduction, None, None, device, dtype, pred, target, tau)
+    if not targeted:
+        grad_term_0 = (*grad_term_0, None, )
     return value, (*grad_term_0,)
 
 
-def _save(ctx, reduction, indexed, keep, counts, arrays, params, grads):
+def _save(ctx, reduction, indexed, targeted, keep, counts, arrays, params, grads):
     """What backward needs: the arguments, which samples count, and the per-element gradients (params as given:
     floats, buffers or Parameters)."""
-    ctx.reduction, ctx.indexed, ctx.params = reduction, indexed, params
+    ctx.reduction, ctx.indexed, ctx.targeted, ctx.params = reduction, indexed, targeted, params
     ctx.save_for_backward(*arrays, keep, counts, *grads)
 
 
@@ -287,29 +310,34 @@ class _QuantileLossFunction(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, reduction, fused, indexed, keep, counts, pred, target, tau):
-        loss, grads = _both(reduction, fused, indexed, keep, counts, pred, target, tau)
-        _save(ctx, reduction, indexed, keep, counts, (pred, target), (tau,), grads)
+    def forward(ctx, reduction, fused, indexed, targeted, keep, counts, pred, target, tau):
+        loss, grads = _both(reduction, fused, indexed, targeted, keep, counts, pred, target, tau)
+        _save(ctx, reduction, indexed, targeted, keep, counts, (pred, target), (tau,), grads)
         return loss
 
     @staticmethod
     def backward(ctx, grad_output, *_):
         if grad_output is None:  # the loss is not used downstream (gradcheck asks), only the gradients it returned
-            return (None,) * 8
+            return (None,) * 9
         saved = ctx.saved_tensors
         pred, target = saved[:2]
         keep, counts = saved[2:4]
         tau, = ctx.params
         recompute = torch.is_grad_enabled()  # create_graph=True: the gradient must be differentiable
         grad_pred = None
+        grad_target = None
         if recompute:
-            grads = _EAGER[("quantile", False)][1](pred, target, tau)[1]
+            grads = _EAGER[("quantile", False, ctx.targeted)][1](pred, target, tau)[1]
+            grads = grads if ctx.targeted else (*grads, None, )
         else:
-            grads = saved[4:5]
+            grads = saved[4:6]
         upstream = _upstream(grad_output, ctx.reduction, pred.shape, None, None)
         part = grads[0] * upstream
         grad_pred = part if grad_pred is None else grad_pred + part
-        return None, None, None, None, None, grad_pred, None, None
+        if grads[1] is not None:  # the target requires grad
+            part = grads[1] * upstream
+            grad_target = part if grad_target is None else grad_target + part
+        return None, None, None, None, None, None, grad_pred, grad_target, None
 
 
 class _QuantileLossTransformedFunction(_QuantileLossFunction):
@@ -327,8 +355,8 @@ class _QuantileLossTransformedFunction(_QuantileLossFunction):
     generate_vmap_rule = True
 
     @staticmethod
-    def forward(reduction, fused, indexed, keep, counts, pred, target, tau):
-        loss, grads = _both(reduction, fused, indexed, keep, counts, pred, target, tau)
+    def forward(reduction, fused, indexed, targeted, keep, counts, pred, target, tau):
+        loss, grads = _both(reduction, fused, indexed, targeted, keep, counts, pred, target, tau)
         return _distinct((loss, *grads), (pred, target))
 
     @staticmethod
@@ -336,18 +364,22 @@ class _QuantileLossTransformedFunction(_QuantileLossFunction):
         grads = output[1:]
         ctx.mark_non_differentiable(*grads)
         ctx.set_materialize_grads(False)
-        _save(ctx, inputs[0], inputs[2], inputs[3], inputs[4], inputs[5:7],
-              inputs[7:], grads)
-        ctx.save_for_forward(inputs[3], inputs[4], *grads)
+        _save(ctx, inputs[0], inputs[2], inputs[3], inputs[4], inputs[5], inputs[6:8],
+              inputs[8:], grads)
+        ctx.save_for_forward(inputs[4], inputs[5], *grads)
 
     @staticmethod
     def jvp(ctx, *tangents):
         """Forward mode: the loss's tangent, the saved gradient contracted with the inputs' tangents."""
         keep, counts, *grads = ctx.saved_tensors
         change = None
-        tangent = tangents[5]
+        tangent = tangents[6]
         if tangent is not None:
             part = grads[0] * tangent
+            change = part if change is None else change + part
+        tangent = tangents[7]
+        if tangent is not None:
+            part = grads[1] * tangent
             change = part if change is None else change + part
         return (None if change is None else _reduce(change, ctx.reduction, None, None), *(None for _ in grads))
 
@@ -453,15 +485,15 @@ class QuantileLoss(torch.nn.Module):
     def _forward(self, params, indexed, keep, counts, pred, target):
         if self.validate:
             _validate(pred, target, indexed)
-        if not torch.compiler.is_compiling() and torch.is_grad_enabled() and (target.requires_grad):
-            _no_target_gradient([("target", target)])
         transformed = not torch.compiler.is_compiling() and _transformed()  # torch.func or forward-mode AD
         # under torch.func the eager functions run: the transforms apply to them
         fused = not transformed and _fused(self.fused, pred.device, pred.dtype)
+        # a target's gradient only where one requires grad (under torch.func, always: the transform may ask)
+        targeted = transformed or (torch.is_grad_enabled() and (target.requires_grad))
         if transformed:
-            return _QuantileLossTransformedFunction.apply(self.reduction, fused, indexed, keep, counts, pred, target, *params)[0]
-        if torch.is_grad_enabled() and (pred.requires_grad):
-            return _QuantileLossFunction.apply(self.reduction, fused, indexed, keep, counts, pred, target, *params)
+            return _QuantileLossTransformedFunction.apply(self.reduction, fused, indexed, targeted, keep, counts, pred, target, *params)[0]
+        if torch.is_grad_enabled() and (pred.requires_grad or targeted):
+            return _QuantileLossFunction.apply(self.reduction, fused, indexed, targeted, keep, counts, pred, target, *params)
         return _loss(self.reduction, params, fused, indexed, keep, counts, pred, target)
 
     def extra_repr(self):

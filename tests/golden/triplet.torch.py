@@ -261,17 +261,18 @@ def _loss(reduction, params, fused, indexed, keep, counts, anchor, positive, neg
     return _run(fused, ("triplet", False), 0, reduction, None, None, device, dtype, anchor, positive, negative, margin, eps)
 
 
-def _both(reduction, fused, indexed, keep, counts, anchor, positive, negative, margin, eps):
-    """The reduced loss and each term's per-element gradients, in one pass per term."""
+def _both(reduction, fused, indexed, targeted, keep, counts, anchor, positive, negative, margin, eps):
+    """The reduced loss and each term's per-element gradients, in one pass per term (a target's None where
+    ``targeted`` is false: no target requires grad)."""
     device, dtype = anchor.device, anchor.dtype
     value, grad_term_0 = _run(fused, ("triplet", False), 1, reduction, None, None, device, dtype, anchor, positive, negative, margin, eps)
     return value, (*grad_term_0,)
 
 
-def _save(ctx, reduction, indexed, keep, counts, arrays, params, grads):
+def _save(ctx, reduction, indexed, targeted, keep, counts, arrays, params, grads):
     """What backward needs: the arguments, which samples count, and the per-element gradients (params as given:
     floats, buffers or Parameters)."""
-    ctx.reduction, ctx.indexed, ctx.params = reduction, indexed, params
+    ctx.reduction, ctx.indexed, ctx.targeted, ctx.params = reduction, indexed, targeted, params
     ctx.save_for_backward(*arrays, keep, counts, *grads)
 
 
@@ -287,15 +288,15 @@ class _TripletLossFunction(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, reduction, fused, indexed, keep, counts, anchor, positive, negative, margin, eps):
-        loss, grads = _both(reduction, fused, indexed, keep, counts, anchor, positive, negative, margin, eps)
-        _save(ctx, reduction, indexed, keep, counts, (anchor, positive, negative), (margin, eps), grads)
+    def forward(ctx, reduction, fused, indexed, targeted, keep, counts, anchor, positive, negative, margin, eps):
+        loss, grads = _both(reduction, fused, indexed, targeted, keep, counts, anchor, positive, negative, margin, eps)
+        _save(ctx, reduction, indexed, targeted, keep, counts, (anchor, positive, negative), (margin, eps), grads)
         return loss
 
     @staticmethod
     def backward(ctx, grad_output, *_):
         if grad_output is None:  # the loss is not used downstream (gradcheck asks), only the gradients it returned
-            return (None,) * 10
+            return (None,) * 11
         saved = ctx.saved_tensors
         anchor, positive, negative = saved[:3]
         keep, counts = saved[3:5]
@@ -315,7 +316,7 @@ class _TripletLossFunction(torch.autograd.Function):
         grad_positive = part if grad_positive is None else grad_positive + part
         part = grads[2] * (upstream[..., None] if upstream.ndim else upstream)
         grad_negative = part if grad_negative is None else grad_negative + part
-        return None, None, None, None, None, grad_anchor, grad_positive, grad_negative, None, None
+        return None, None, None, None, None, None, grad_anchor, grad_positive, grad_negative, None, None
 
 
 class _TripletLossTransformedFunction(_TripletLossFunction):
@@ -333,8 +334,8 @@ class _TripletLossTransformedFunction(_TripletLossFunction):
     generate_vmap_rule = True
 
     @staticmethod
-    def forward(reduction, fused, indexed, keep, counts, anchor, positive, negative, margin, eps):
-        loss, grads = _both(reduction, fused, indexed, keep, counts, anchor, positive, negative, margin, eps)
+    def forward(reduction, fused, indexed, targeted, keep, counts, anchor, positive, negative, margin, eps):
+        loss, grads = _both(reduction, fused, indexed, targeted, keep, counts, anchor, positive, negative, margin, eps)
         return _distinct((loss, *grads), (anchor, positive, negative))
 
     @staticmethod
@@ -342,24 +343,24 @@ class _TripletLossTransformedFunction(_TripletLossFunction):
         grads = output[1:]
         ctx.mark_non_differentiable(*grads)
         ctx.set_materialize_grads(False)
-        _save(ctx, inputs[0], inputs[2], inputs[3], inputs[4], inputs[5:8],
-              inputs[8:], grads)
-        ctx.save_for_forward(inputs[3], inputs[4], *grads)
+        _save(ctx, inputs[0], inputs[2], inputs[3], inputs[4], inputs[5], inputs[6:9],
+              inputs[9:], grads)
+        ctx.save_for_forward(inputs[4], inputs[5], *grads)
 
     @staticmethod
     def jvp(ctx, *tangents):
         """Forward mode: the loss's tangent, the saved gradient contracted with the inputs' tangents."""
         keep, counts, *grads = ctx.saved_tensors
         change = None
-        tangent = tangents[5]
+        tangent = tangents[6]
         if tangent is not None:
             part = (grads[0] * tangent).sum(-1)
             change = part if change is None else change + part
-        tangent = tangents[6]
+        tangent = tangents[7]
         if tangent is not None:
             part = (grads[1] * tangent).sum(-1)
             change = part if change is None else change + part
-        tangent = tangents[7]
+        tangent = tangents[8]
         if tangent is not None:
             part = (grads[2] * tangent).sum(-1)
             change = part if change is None else change + part
@@ -474,10 +475,11 @@ class TripletLoss(torch.nn.Module):
         transformed = not torch.compiler.is_compiling() and _transformed()  # torch.func or forward-mode AD
         # under torch.func the eager functions run: the transforms apply to them
         fused = not transformed and _fused(self.fused, anchor.device, anchor.dtype)
+        targeted = False
         if transformed:
-            return _TripletLossTransformedFunction.apply(self.reduction, fused, indexed, keep, counts, anchor, positive, negative, *params)[0]
+            return _TripletLossTransformedFunction.apply(self.reduction, fused, indexed, targeted, keep, counts, anchor, positive, negative, *params)[0]
         if torch.is_grad_enabled() and (anchor.requires_grad or positive.requires_grad or negative.requires_grad):
-            return _TripletLossFunction.apply(self.reduction, fused, indexed, keep, counts, anchor, positive, negative, *params)
+            return _TripletLossFunction.apply(self.reduction, fused, indexed, targeted, keep, counts, anchor, positive, negative, *params)
         return _loss(self.reduction, params, fused, indexed, keep, counts, anchor, positive, negative)
 
     def extra_repr(self):
