@@ -169,6 +169,12 @@ class Var:
             raise RoleError(f"only a param takes a default, not an {self.role}", token="default")
 
     @property
+    def differentiable(self) -> bool:
+        """Whether the loss can be differentiated in it: an input, a learnable param, or a target of a continuous
+        domain (not binary, sign or one-hot), which the Torch module differentiates when it requires grad."""
+        return self.role == "input" or self.learnable or (self.role == "target" and self.domain.values is None)
+
+    @property
     def per_element(self) -> bool:
         """Whether it may hold one value per element: an array (input, target), or a param declared ``tensor``."""
         return self.role != "param" or self.tensor
@@ -445,7 +451,7 @@ class LossSpec:
     def smooth_targets(self) -> tuple[str, ...]:
         """The targets the loss can be differentiated in: of a continuous domain (not binary, sign or one-hot).
         The Torch module gives them a gradient when they require one (a trainable teacher's output)."""
-        return tuple(n for n in self.arrays if self.symbols[n].role == "target" and self.symbols[n].domain.values is None)
+        return tuple(n for n in self.arrays if self.symbols[n].role == "target" and self.symbols[n].differentiable)
 
     @property
     def class_index_params(self) -> frozenset[str]:

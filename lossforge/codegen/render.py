@@ -756,8 +756,7 @@ def environment() -> jinja2.Environment:
     env.filters["literal"] = lambda text: inert(text, "string")
     # What a Function's backward returns for an argument: its gradient's local, or None for data and fixed params.
     # (a target of a continuous domain gets one when it requires grad: Term.targeted)
-    env.filters["gradient_of"] = lambda arg: (f"grad_{arg.local}" if arg.var.role == "input" or arg.var.learnable or (
-        arg.var.role == "target" and arg.var.domain.values is None) else "None")
+    env.filters["gradient_of"] = lambda arg: f"grad_{arg.local}" if arg.var.differentiable else "None"
     return env
 
 
