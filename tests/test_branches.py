@@ -26,9 +26,11 @@ class _Ops(TorchDispatchMode):
     def __init__(self):
         super().__init__()
         self.names = set()
+        self.calls = []  # (name, the shapes of its tensor arguments)
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         self.names.add(func.overloadpacket.__name__)
+        self.calls.append((func.overloadpacket.__name__, [tuple(a.shape) for a in args if isinstance(a, torch.Tensor)]))
         return func(*args, **(kwargs or {}))
 
 
@@ -88,3 +90,24 @@ def test_a_temporary_both_branches_use_stays_and_one_branchs_is_guarded():
     replacements = [(t0, sympy.exp(x)), (t1, where(cond, 5, t0 + 1))]
     new, _ = render._in_branches(replacements, [where(cond, x, t1)], frozenset({"x"}))
     assert dict(new)[t1] == where(cond, 0, t0 + 1) and dict(new)[t0] == where(cond, 0, sympy.exp(x))
+
+
+def test_cross_entropy_at_its_defaults_takes_no_mean_and_no_subtraction_over_the_logits():
+    """Split on label_smoothing > 0 at the top, the default branch is logsumexp, the gathered logit, softmax and
+    the scatter of -1: no mean over the classes, no subtraction of 0/C, no multiplication by 1."""
+    cls = lf.compile(lf.builtin("cross_entropy"), "torch")
+    g = torch.Generator().manual_seed(2)
+    logits, target = torch.randn(30, 7, generator=g, dtype=torch.float64), torch.randint(0, 7, (30,), generator=g)
+    for smoothing in (0.0, 0.1):
+        with _Ops() as ops:
+            leaf = logits.clone().requires_grad_()
+            value = cls(label_smoothing=smoothing)(leaf, target)
+            value.backward()
+        assert ("mean" in ops.names) is (smoothing > 0), sorted(ops.names)
+        over_logits = [name for name, shapes in ops.calls if name in ("sub", "add", "mul") and (30, 7) in shapes]
+        # at the default, the one elementwise pass over the logits is backward's scaling of the saved gradient;
+        # smoothing costs more (the softmax less smoothing/C, at least)
+        assert over_logits == ["mul"] if smoothing == 0 else len(over_logits) > 1, ops.calls
+        ref = logits.clone().requires_grad_()
+        F.cross_entropy(ref, target, label_smoothing=smoothing).backward()
+        torch.testing.assert_close(leaf.grad, ref.grad, rtol=1e-10, atol=1e-12)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import sympy
 
 from .. import budget
-from ..expr import AXIS_OPERATIONS, AxisFunction, axis_mean, axis_size, axis_sum
+from ..expr import AXIS_OPERATIONS, AxisFunction, axis_mean, axis_size, axis_sum, where
 
 
 class pick(sympy.Function):  # noqa: N801 - a SymPy function, lower case like SymPy's
@@ -51,6 +51,8 @@ def _indexed_one(expr: sympy.Expr, t: sympy.Symbol, index: sympy.Symbol, mate: s
             return g
         if isinstance(g, (sympy.Add, sympy.Mul, sympy.Pow)):
             return g.func(*map(picked, g.args))
+        if isinstance(g, where) and not g.args[0].free_symbols & vectors:  # a condition the same at every class
+            return where(g.args[0], picked(g.args[1]), picked(g.args[2]))
         return pick(g, index)
 
     # 1. Reductions over the axis that hold t, innermost first.

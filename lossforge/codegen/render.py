@@ -286,6 +286,41 @@ def _shared(spec: LossSpec, local: tuple[tuple[str, str], ...], index: tuple[str
     return tuple(replacements), tuple(reduced)
 
 
+#: The most conditions on params alone that :func:`_lifted` splits an expression on (each one doubles it).
+MAX_LIFTED = 2
+
+
+def _lifted(exprs: tuple[sympy.Expr, ...], arrays: frozenset) -> tuple[sympy.Expr, ...]:
+    """Each expression split on its conditions on params alone: ``e`` as ``where(c, e[c true], e[c false])``.
+
+    A derivative takes such a ``where`` apart (the gradient of ``where(c, A, B)``
+    through a softmax is ``where(c, a, 1)*softmax + where(c, b, 0)``), so that
+    the option left at its default would still multiply by 1 and add 0, a pass
+    over the data each. Split at the top, each branch simplifies on its own
+    (``softmax``), and only the branch the condition picks runs. Exact: every
+    ``where`` of the condition is replaced by the branch it takes on that side.
+    At most :data:`MAX_LIFTED` conditions; an expression with more is left as it is.
+    """
+    out = []
+    for e in exprs:
+        conds = sorted({w.args[0] for w in e.atoms(where) if not w.args[0].free_symbols & arrays},
+                       key=sympy.default_sort_key)
+        if len(conds) > MAX_LIFTED:
+            out.append(e)
+            continue
+        for cond in conds:
+            sides = []
+            for side in (1, 2):
+                branch = e
+                while found := {w: w.args[side] for w in branch.atoms(where) if w.args[0] == cond}:
+                    budget.tick()
+                    branch = branch.xreplace(found)
+                sides.append(branch)
+            e = where(cond, *sides)
+        out.append(e)
+    return tuple(out)
+
+
 def _in_branches(replacements: list, exprs: list, arrays: frozenset[str]) -> tuple[list, list]:
     """Temporaries that only one branch of a ``where`` on params alone uses, computed only when it is taken.
 
@@ -422,7 +457,7 @@ def _prepared(spec: LossSpec, local: tuple[tuple[str, str], ...], index: tuple[s
 
     lower = {symbol(n): sympy.Float(v.domain.lo) for n, v in spec.symbols.items() if math.isfinite(v.domain.lo)}
     wrt = spec.differentiated if learned else spec.inputs  # the learnable params' gradients: Torch only
-    exprs = prepared((derivation.loss, *(derivation.gradients[n] for n in wrt)))
+    exprs = _lifted(prepared((derivation.loss, *(derivation.gradients[n] for n in wrt))), array_syms)
     if index is not None:
         per_class = {rename.get(table[n], table[n]) for n in spec.params if spec.symbols[n].axis}  # weight[class]
         exprs = indexed(exprs, symbol(index[0]), symbol(index[1]), frozenset(vector_syms) | per_class)

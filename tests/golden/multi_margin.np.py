@@ -227,9 +227,11 @@ def _multi_margin_value(scores, target, p, margin, weight):
     weight = np.asarray(1.0 if weight is None else weight, dtype=np.float64)
     _broadcasts("weight", weight.shape, batch + (scores.shape[-1],), axis=True)
     weight = np.broadcast_to(weight, weight.shape[:-1] + (scores.shape[-1],))  # one number: the same for every entry
-    _t2 = (p == 1)
+    _t0 = (p == 1)
+    _t1 = np.sum(target*weight, axis=-1, keepdims=True)
     _t4 = np.maximum(0, (scores - np.sum(scores*target, axis=-1, keepdims=True)) + margin)
-    return _fill(_mean((1 - target)*_choose(_t2, lambda: _t4, lambda: _t4*(_choose(_t2, lambda: 0, lambda: _t4**(p - 1)))))*np.sum(target*weight, axis=-1, keepdims=True), batch + (1,))[..., 0]
+    _t5 = _t4*(1 - target)
+    return _fill(_choose(_t0, lambda: _t1*_mean(_t5), lambda: _t1*_mean(_t5*(_choose(_t0, lambda: 0, lambda: _t4**(p - 1))))), batch + (1,))[..., 0]
 
 
 def _multi_margin_value_and_grads(scores, target, p, margin, weight):
@@ -238,18 +240,20 @@ def _multi_margin_value_and_grads(scores, target, p, margin, weight):
     weight = np.asarray(1.0 if weight is None else weight, dtype=np.float64)
     _broadcasts("weight", weight.shape, batch + (scores.shape[-1],), axis=True)
     weight = np.broadcast_to(weight, weight.shape[:-1] + (scores.shape[-1],))  # one number: the same for every entry
-    _t0 = np.sum(target*weight, axis=-1, keepdims=True)
-    _t1 = 1 - target
-    _t2 = (p == 1)
+    _t0 = (p == 1)
+    _t1 = np.sum(target*weight, axis=-1, keepdims=True)
+    _t2 = 1 - target
     _t3 = (scores - np.sum(scores*target, axis=-1, keepdims=True)) + margin
     _t4 = np.maximum(0, _t3)
-    _t5 = _choose(_t2, lambda: 0, lambda: _t4**(p - 1))
-    _t6 = np.sign(np.maximum(_t3, 0.0))
-    _t7 = _choose(_t2, lambda: 0, lambda: _t5*_t6*p)
-    _t8 = _t0*_t1/(scores.shape[-1] or np.nan)
-    value = _fill(_t0*_mean(_t1*_choose(_t2, lambda: _t4, lambda: _t4*_t5)), batch + (1,))[..., 0]
+    _t5 = _t2*_t4
+    _t6 = _choose(_t0, lambda: 0, lambda: _t4**(p - 1))
+    _t7 = (scores.shape[-1] or np.nan)
+    _t8 = _t1*_t2*np.sign(np.maximum(_t3, 0.0))
+    _t9 = _choose(_t0, lambda: _t8/_t7, lambda: 0)
+    _t10 = _choose(_t0, lambda: 0, lambda: _t6*_t8*p/_t7)
+    value = _fill(_choose(_t0, lambda: _t1*_mean(_t5), lambda: _t1*_mean(_t5*_t6)), batch + (1,))[..., 0]
     grads = (
-        _fill(_t8*_choose(_t2, lambda: _t6, lambda: _t7) + target*np.sum(_t8*_choose(_t2, lambda: -_t6, lambda: -_t7), axis=-1, keepdims=True), scores.shape),
+        _fill(_choose(_t0, lambda: _t9 + target*np.sum(-_t9, axis=-1, keepdims=True), lambda: _t10 + target*np.sum(-_t10, axis=-1, keepdims=True)), scores.shape),
     )
     return value, grads
 
@@ -260,10 +264,12 @@ def _multi_margin_indexed_value(scores, target, p, margin, weight):
     weight = np.asarray(1.0 if weight is None else weight, dtype=np.float64)
     _broadcasts("weight", weight.shape, batch + (scores.shape[-1],), axis=True)
     weight = np.broadcast_to(weight, weight.shape[:-1] + (scores.shape[-1],))  # one number: the same for every entry
-    _t1 = (p == 1)
+    _t0 = (p == 1)
+    _t1 = _pick(weight, target)
     _t3 = np.maximum(0, (scores - _pick(scores, target)) + margin)
-    _t5 = _choose(_t1, lambda: _t3, lambda: _t3*(_choose(_t1, lambda: 0, lambda: _t3**(p - 1))))
-    return _fill((_mean(_t5) - _pick(_t5, target)/(scores.shape[-1] or np.nan))*_pick(weight, target), batch + (1,))[..., 0]
+    _t4 = (scores.shape[-1] or np.nan)
+    _t6 = _pick(_t3, target)
+    return _fill(_choose(_t0, lambda: _t1*(_mean(_t3) - _t6*_choose(_t0, lambda: 1/_t4, lambda: 0)), lambda: _t1*(_mean(_t3*(_choose(_t0, lambda: 0, lambda: _t3**(p - 1)))) - _choose(_t0, lambda: 0, lambda: 1/_t4)*_choose(_t0, lambda: 1, lambda: _t6)**p)), batch + (1,))[..., 0]
 
 
 def _multi_margin_indexed_value_and_grads(scores, target, p, margin, weight):
@@ -272,21 +278,21 @@ def _multi_margin_indexed_value_and_grads(scores, target, p, margin, weight):
     weight = np.asarray(1.0 if weight is None else weight, dtype=np.float64)
     _broadcasts("weight", weight.shape, batch + (scores.shape[-1],), axis=True)
     weight = np.broadcast_to(weight, weight.shape[:-1] + (scores.shape[-1],))  # one number: the same for every entry
-    _t0 = _pick(weight, target)
-    _t1 = (p == 1)
+    _t0 = (p == 1)
+    _t1 = _pick(weight, target)
     _t2 = (scores - _pick(scores, target)) + margin
     _t3 = np.maximum(0, _t2)
-    _t4 = _choose(_t1, lambda: 0, lambda: _t3**(p - 1))
-    _t5 = _choose(_t1, lambda: _t3, lambda: _t3*_t4)
-    _t6 = 1/(scores.shape[-1] or np.nan)
-    _t7 = np.sign(np.maximum(_t2, 0.0))
-    _t8 = _choose(_t1, lambda: 0, lambda: _t4*_t7*p)
-    _t9 = _choose(_t1, lambda: _t7, lambda: _t8)
-    _t10 = _t0*_t6
-    _t11 = _choose(_t1, lambda: -_t7, lambda: -_t8)
-    value = _fill(_t0*(_mean(_t5) - _t6*_pick(_t5, target)), batch + (1,))[..., 0]
+    _t4 = (scores.shape[-1] or np.nan)
+    _t5 = _choose(_t0, lambda: 1/_t4, lambda: 0)
+    _t6 = _pick(_t3, target)
+    _t7 = _choose(_t0, lambda: 0, lambda: 1/_t4)
+    _t8 = _choose(_t0, lambda: 0, lambda: _t3**(p - 1))
+    _t9 = _t1*np.sign(np.maximum(_t2, 0.0))
+    _t10 = _choose(_t0, lambda: _t5*_t9, lambda: 0)
+    _t11 = _choose(_t0, lambda: 0, lambda: _t7*_t8*_t9*p)
+    value = _fill(_choose(_t0, lambda: _t1*(_mean(_t3) - _t5*_t6), lambda: _t1*(_mean(_t3*_t8) - _t7*_choose(_t0, lambda: 1, lambda: _t6)**p)), batch + (1,))[..., 0]
     grads = (
-        _fill(_scatter(_t10*_t9, -_t10*_pick(_t11, target) - _t10*_pick(_t9, target) + np.sum(_t10*_t11, axis=-1, keepdims=True), target, scores), scores.shape),
+        _fill(_scatter(_choose(_t0, lambda: _t10, lambda: _t11), _choose(_t0, lambda: np.sum(-_t10, axis=-1, keepdims=True), lambda: np.sum(-_t11, axis=-1, keepdims=True)), target, scores), scores.shape),
     )
     return value, grads
 
@@ -294,26 +300,30 @@ def _multi_margin_indexed_value_and_grads(scores, target, p, margin, weight):
 def _multi_margin_folded_value(scores, target, p, margin, weight):
     """Per-sample loss."""
     batch = scores.shape[:-1]
-    _t2 = (p == 1)
+    _t0 = (p == 1)
+    _t1 = np.sum(target, axis=-1, keepdims=True)
     _t4 = np.maximum(0, (scores - np.sum(scores*target, axis=-1, keepdims=True)) + margin)
-    return _fill(_mean((1 - target)*_choose(_t2, lambda: _t4, lambda: _t4*(_choose(_t2, lambda: 0, lambda: _t4**(p - 1)))))*np.sum(target, axis=-1, keepdims=True), batch + (1,))[..., 0]
+    _t5 = _t4*(1 - target)
+    return _fill(_choose(_t0, lambda: _t1*_mean(_t5), lambda: _t1*_mean(_t5*(_choose(_t0, lambda: 0, lambda: _t4**(p - 1))))), batch + (1,))[..., 0]
 
 
 def _multi_margin_folded_value_and_grads(scores, target, p, margin, weight):
     """Per-sample loss and its gradient for each input, per element."""
     batch = scores.shape[:-1]
-    _t0 = np.sum(target, axis=-1, keepdims=True)
-    _t1 = 1 - target
-    _t2 = (p == 1)
+    _t0 = (p == 1)
+    _t1 = np.sum(target, axis=-1, keepdims=True)
+    _t2 = 1 - target
     _t3 = (scores - np.sum(scores*target, axis=-1, keepdims=True)) + margin
     _t4 = np.maximum(0, _t3)
-    _t5 = _choose(_t2, lambda: 0, lambda: _t4**(p - 1))
-    _t6 = np.sign(np.maximum(_t3, 0.0))
-    _t7 = _choose(_t2, lambda: 0, lambda: _t5*_t6*p)
-    _t8 = _t0*_t1/(scores.shape[-1] or np.nan)
-    value = _fill(_t0*_mean(_t1*_choose(_t2, lambda: _t4, lambda: _t4*_t5)), batch + (1,))[..., 0]
+    _t5 = _t2*_t4
+    _t6 = _choose(_t0, lambda: 0, lambda: _t4**(p - 1))
+    _t7 = (scores.shape[-1] or np.nan)
+    _t8 = _t1*_t2*np.sign(np.maximum(_t3, 0.0))
+    _t9 = _choose(_t0, lambda: _t8/_t7, lambda: 0)
+    _t10 = _choose(_t0, lambda: 0, lambda: _t6*_t8*p/_t7)
+    value = _fill(_choose(_t0, lambda: _t1*_mean(_t5), lambda: _t1*_mean(_t5*_t6)), batch + (1,))[..., 0]
     grads = (
-        _fill(_t8*_choose(_t2, lambda: _t6, lambda: _t7) + target*np.sum(_t8*_choose(_t2, lambda: -_t6, lambda: -_t7), axis=-1, keepdims=True), scores.shape),
+        _fill(_choose(_t0, lambda: _t9 + target*np.sum(-_t9, axis=-1, keepdims=True), lambda: _t10 + target*np.sum(-_t10, axis=-1, keepdims=True)), scores.shape),
     )
     return value, grads
 
@@ -323,8 +333,9 @@ def _multi_margin_folded_indexed_value(scores, target, p, margin, weight):
     batch = scores.shape[:-1]
     _t0 = (p == 1)
     _t2 = np.maximum(0, (scores - _pick(scores, target)) + margin)
-    _t4 = _choose(_t0, lambda: _t2, lambda: _t2*(_choose(_t0, lambda: 0, lambda: _t2**(p - 1))))
-    return _fill(_mean(_t4) - _pick(_t4, target)/(scores.shape[-1] or np.nan), batch + (1,))[..., 0]
+    _t3 = (scores.shape[-1] or np.nan)
+    _t5 = _pick(_t2, target)
+    return _fill(_choose(_t0, lambda: _mean(_t2) - _t5*_choose(_t0, lambda: 1/_t3, lambda: 0), lambda: _mean(_t2*(_choose(_t0, lambda: 0, lambda: _t2**(p - 1)))) - _choose(_t0, lambda: 0, lambda: 1/_t3)*_choose(_t0, lambda: 1, lambda: _t5)**p), batch + (1,))[..., 0]
 
 
 def _multi_margin_folded_indexed_value_and_grads(scores, target, p, margin, weight):
@@ -333,16 +344,17 @@ def _multi_margin_folded_indexed_value_and_grads(scores, target, p, margin, weig
     _t0 = (p == 1)
     _t1 = (scores - _pick(scores, target)) + margin
     _t2 = np.maximum(0, _t1)
-    _t3 = _choose(_t0, lambda: 0, lambda: _t2**(p - 1))
-    _t4 = _choose(_t0, lambda: _t2, lambda: _t2*_t3)
-    _t5 = 1/(scores.shape[-1] or np.nan)
-    _t6 = np.sign(np.maximum(_t1, 0.0))
-    _t7 = _choose(_t0, lambda: 0, lambda: _t3*_t6*p)
-    _t8 = _choose(_t0, lambda: _t6, lambda: _t7)
-    _t9 = _choose(_t0, lambda: -_t6, lambda: -_t7)
-    value = _fill(_mean(_t4) - _t5*_pick(_t4, target), batch + (1,))[..., 0]
+    _t3 = (scores.shape[-1] or np.nan)
+    _t4 = _choose(_t0, lambda: 1/_t3, lambda: 0)
+    _t5 = _pick(_t2, target)
+    _t6 = _choose(_t0, lambda: 0, lambda: 1/_t3)
+    _t7 = _choose(_t0, lambda: 0, lambda: _t2**(p - 1))
+    _t8 = np.sign(np.maximum(_t1, 0.0))
+    _t9 = _choose(_t0, lambda: _t4*_t8, lambda: 0)
+    _t10 = _choose(_t0, lambda: 0, lambda: _t6*_t7*_t8*p)
+    value = _fill(_choose(_t0, lambda: _mean(_t2) - _t4*_t5, lambda: _mean(_t2*_t7) - _t6*_choose(_t0, lambda: 1, lambda: _t5)**p), batch + (1,))[..., 0]
     grads = (
-        _fill(_scatter(_t5*_t8, -_t5*_pick(_t8, target) - _t5*_pick(_t9, target) + np.sum(_t5*_t9, axis=-1, keepdims=True), target, scores), scores.shape),
+        _fill(_scatter(_choose(_t0, lambda: _t9, lambda: _t10), _choose(_t0, lambda: np.sum(-_t9, axis=-1, keepdims=True), lambda: np.sum(-_t10, axis=-1, keepdims=True)), target, scores), scores.shape),
     )
     return value, grads
 

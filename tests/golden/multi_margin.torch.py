@@ -252,9 +252,11 @@ def _multi_margin_value(scores, target, p, margin, weight):
     weight = torch.as_tensor(1.0 if weight is None else weight, dtype=dtype, device=device)
     _broadcasts("weight", weight.shape, batch + (scores.shape[-1],), axis=True)
     weight = weight.expand(weight.shape[:-1] + (scores.shape[-1],))  # one number: the same for every entry
-    _t2 = (p == 1)
+    _t0 = (p == 1)
+    _t1 = torch.sum(target*weight, dim=-1, keepdim=True)
     _t4 = torch.clamp((scores - torch.sum(scores*target, dim=-1, keepdim=True)) + margin, min=0)
-    return _fill(torch.mean((1 - target)*_choose(_t2, lambda: _t4, lambda: _t4*(_choose(_t2, lambda: torch.as_tensor(0, dtype=dtype, device=device), lambda: _t4**(p - 1)))), dim=-1, keepdim=True)*torch.sum(target*weight, dim=-1, keepdim=True), batch + (1,), dtype, device)[..., 0]
+    _t5 = _t4*(1 - target)
+    return _fill(_choose(_t0, lambda: _t1*torch.mean(_t5, dim=-1, keepdim=True), lambda: _t1*torch.mean(_t5*(_choose(_t0, lambda: torch.as_tensor(0, dtype=dtype, device=device), lambda: _t4**(p - 1))), dim=-1, keepdim=True)), batch + (1,), dtype, device)[..., 0]
 
 
 def _multi_margin_value_and_grads(scores, target, p, margin, weight):
@@ -263,18 +265,20 @@ def _multi_margin_value_and_grads(scores, target, p, margin, weight):
     weight = torch.as_tensor(1.0 if weight is None else weight, dtype=dtype, device=device)
     _broadcasts("weight", weight.shape, batch + (scores.shape[-1],), axis=True)
     weight = weight.expand(weight.shape[:-1] + (scores.shape[-1],))  # one number: the same for every entry
-    _t0 = torch.sum(target*weight, dim=-1, keepdim=True)
-    _t1 = 1 - target
-    _t2 = (p == 1)
+    _t0 = (p == 1)
+    _t1 = torch.sum(target*weight, dim=-1, keepdim=True)
+    _t2 = 1 - target
     _t3 = (scores - torch.sum(scores*target, dim=-1, keepdim=True)) + margin
     _t4 = torch.clamp(_t3, min=0)
-    _t5 = _choose(_t2, lambda: torch.as_tensor(0, dtype=dtype, device=device), lambda: _t4**(p - 1))
-    _t6 = torch.ceil(torch.clamp(_t3, 0.0, 1.0))
-    _t7 = _choose(_t2, lambda: torch.as_tensor(0, dtype=dtype, device=device), lambda: _t5*_t6*p)
-    _t8 = _t0*_t1/(scores.shape[-1] or float("nan"))
-    value = _fill(_t0*torch.mean(_t1*_choose(_t2, lambda: _t4, lambda: _t4*_t5), dim=-1, keepdim=True), batch + (1,), dtype, device)[..., 0]
+    _t5 = _t2*_t4
+    _t6 = _choose(_t0, lambda: torch.as_tensor(0, dtype=dtype, device=device), lambda: _t4**(p - 1))
+    _t7 = (scores.shape[-1] or float("nan"))
+    _t8 = _t1*_t2*torch.ceil(torch.clamp(_t3, 0.0, 1.0))
+    _t9 = _choose(_t0, lambda: _t8/_t7, lambda: torch.as_tensor(0, dtype=dtype, device=device))
+    _t10 = _choose(_t0, lambda: torch.as_tensor(0, dtype=dtype, device=device), lambda: _t6*_t8*p/_t7)
+    value = _fill(_choose(_t0, lambda: _t1*torch.mean(_t5, dim=-1, keepdim=True), lambda: _t1*torch.mean(_t5*_t6, dim=-1, keepdim=True)), batch + (1,), dtype, device)[..., 0]
     grads = (
-        _fill(_t8*_choose(_t2, lambda: _t6, lambda: _t7) + target*torch.sum(_t8*_choose(_t2, lambda: -_t6, lambda: -_t7), dim=-1, keepdim=True), scores.shape, dtype, device),
+        _fill(_choose(_t0, lambda: _t9 + target*torch.sum(-_t9, dim=-1, keepdim=True), lambda: _t10 + target*torch.sum(-_t10, dim=-1, keepdim=True)), scores.shape, dtype, device),
     )
     return value, grads
 
@@ -285,10 +289,12 @@ def _multi_margin_indexed_value(scores, target, p, margin, weight):
     weight = torch.as_tensor(1.0 if weight is None else weight, dtype=dtype, device=device)
     _broadcasts("weight", weight.shape, batch + (scores.shape[-1],), axis=True)
     weight = weight.expand(weight.shape[:-1] + (scores.shape[-1],))  # one number: the same for every entry
-    _t1 = (p == 1)
+    _t0 = (p == 1)
+    _t1 = _pick(weight, target)
     _t3 = torch.clamp((scores - _pick(scores, target)) + margin, min=0)
-    _t5 = _choose(_t1, lambda: _t3, lambda: _t3*(_choose(_t1, lambda: torch.as_tensor(0, dtype=dtype, device=device), lambda: _t3**(p - 1))))
-    return _fill((torch.mean(_t5, dim=-1, keepdim=True) - _pick(_t5, target)/(scores.shape[-1] or float("nan")))*_pick(weight, target), batch + (1,), dtype, device)[..., 0]
+    _t4 = (scores.shape[-1] or float("nan"))
+    _t6 = _pick(_t3, target)
+    return _fill(_choose(_t0, lambda: _t1*(torch.mean(_t3, dim=-1, keepdim=True) - _t6*_choose(_t0, lambda: 1/_t4, lambda: torch.as_tensor(0, dtype=dtype, device=device))), lambda: _t1*(torch.mean(_t3*(_choose(_t0, lambda: torch.as_tensor(0, dtype=dtype, device=device), lambda: _t3**(p - 1))), dim=-1, keepdim=True) - _choose(_t0, lambda: torch.as_tensor(0, dtype=dtype, device=device), lambda: 1/_t4)*_choose(_t0, lambda: torch.as_tensor(1, dtype=dtype, device=device), lambda: _t6)**p)), batch + (1,), dtype, device)[..., 0]
 
 
 def _multi_margin_indexed_value_and_grads(scores, target, p, margin, weight):
@@ -297,21 +303,21 @@ def _multi_margin_indexed_value_and_grads(scores, target, p, margin, weight):
     weight = torch.as_tensor(1.0 if weight is None else weight, dtype=dtype, device=device)
     _broadcasts("weight", weight.shape, batch + (scores.shape[-1],), axis=True)
     weight = weight.expand(weight.shape[:-1] + (scores.shape[-1],))  # one number: the same for every entry
-    _t0 = _pick(weight, target)
-    _t1 = (p == 1)
+    _t0 = (p == 1)
+    _t1 = _pick(weight, target)
     _t2 = (scores - _pick(scores, target)) + margin
     _t3 = torch.clamp(_t2, min=0)
-    _t4 = _choose(_t1, lambda: torch.as_tensor(0, dtype=dtype, device=device), lambda: _t3**(p - 1))
-    _t5 = _choose(_t1, lambda: _t3, lambda: _t3*_t4)
-    _t6 = 1/(scores.shape[-1] or float("nan"))
-    _t7 = torch.ceil(torch.clamp(_t2, 0.0, 1.0))
-    _t8 = _choose(_t1, lambda: torch.as_tensor(0, dtype=dtype, device=device), lambda: _t4*_t7*p)
-    _t9 = _choose(_t1, lambda: _t7, lambda: _t8)
-    _t10 = _t0*_t6
-    _t11 = _choose(_t1, lambda: -_t7, lambda: -_t8)
-    value = _fill(_t0*(torch.mean(_t5, dim=-1, keepdim=True) - _t6*_pick(_t5, target)), batch + (1,), dtype, device)[..., 0]
+    _t4 = (scores.shape[-1] or float("nan"))
+    _t5 = _choose(_t0, lambda: 1/_t4, lambda: torch.as_tensor(0, dtype=dtype, device=device))
+    _t6 = _pick(_t3, target)
+    _t7 = _choose(_t0, lambda: torch.as_tensor(0, dtype=dtype, device=device), lambda: 1/_t4)
+    _t8 = _choose(_t0, lambda: torch.as_tensor(0, dtype=dtype, device=device), lambda: _t3**(p - 1))
+    _t9 = _t1*torch.ceil(torch.clamp(_t2, 0.0, 1.0))
+    _t10 = _choose(_t0, lambda: _t5*_t9, lambda: torch.as_tensor(0, dtype=dtype, device=device))
+    _t11 = _choose(_t0, lambda: torch.as_tensor(0, dtype=dtype, device=device), lambda: _t7*_t8*_t9*p)
+    value = _fill(_choose(_t0, lambda: _t1*(torch.mean(_t3, dim=-1, keepdim=True) - _t5*_t6), lambda: _t1*(torch.mean(_t3*_t8, dim=-1, keepdim=True) - _t7*_choose(_t0, lambda: torch.as_tensor(1, dtype=dtype, device=device), lambda: _t6)**p)), batch + (1,), dtype, device)[..., 0]
     grads = (
-        _fill(_scatter(_t10*_t9, -_t10*_pick(_t11, target) - _t10*_pick(_t9, target) + torch.sum(_t10*_t11, dim=-1, keepdim=True), target, scores), scores.shape, dtype, device),
+        _fill(_scatter(_choose(_t0, lambda: _t10, lambda: _t11), _choose(_t0, lambda: torch.sum(-_t10, dim=-1, keepdim=True), lambda: torch.sum(-_t11, dim=-1, keepdim=True)), target, scores), scores.shape, dtype, device),
     )
     return value, grads
 
@@ -319,26 +325,30 @@ def _multi_margin_indexed_value_and_grads(scores, target, p, margin, weight):
 def _multi_margin_folded_value(scores, target, p, margin, weight):
     """Per-sample loss."""
     dtype, device, batch = scores.dtype, scores.device, scores.shape[:-1]
-    _t2 = (p == 1)
+    _t0 = (p == 1)
+    _t1 = torch.sum(target, dim=-1, keepdim=True)
     _t4 = torch.clamp((scores - torch.sum(scores*target, dim=-1, keepdim=True)) + margin, min=0)
-    return _fill(torch.mean((1 - target)*_choose(_t2, lambda: _t4, lambda: _t4*(_choose(_t2, lambda: torch.as_tensor(0, dtype=dtype, device=device), lambda: _t4**(p - 1)))), dim=-1, keepdim=True)*torch.sum(target, dim=-1, keepdim=True), batch + (1,), dtype, device)[..., 0]
+    _t5 = _t4*(1 - target)
+    return _fill(_choose(_t0, lambda: _t1*torch.mean(_t5, dim=-1, keepdim=True), lambda: _t1*torch.mean(_t5*(_choose(_t0, lambda: torch.as_tensor(0, dtype=dtype, device=device), lambda: _t4**(p - 1))), dim=-1, keepdim=True)), batch + (1,), dtype, device)[..., 0]
 
 
 def _multi_margin_folded_value_and_grads(scores, target, p, margin, weight):
     """Per-sample loss and its gradient for each input, per element, in one pass."""
     dtype, device, batch = scores.dtype, scores.device, scores.shape[:-1]
-    _t0 = torch.sum(target, dim=-1, keepdim=True)
-    _t1 = 1 - target
-    _t2 = (p == 1)
+    _t0 = (p == 1)
+    _t1 = torch.sum(target, dim=-1, keepdim=True)
+    _t2 = 1 - target
     _t3 = (scores - torch.sum(scores*target, dim=-1, keepdim=True)) + margin
     _t4 = torch.clamp(_t3, min=0)
-    _t5 = _choose(_t2, lambda: torch.as_tensor(0, dtype=dtype, device=device), lambda: _t4**(p - 1))
-    _t6 = torch.ceil(torch.clamp(_t3, 0.0, 1.0))
-    _t7 = _choose(_t2, lambda: torch.as_tensor(0, dtype=dtype, device=device), lambda: _t5*_t6*p)
-    _t8 = _t0*_t1/(scores.shape[-1] or float("nan"))
-    value = _fill(_t0*torch.mean(_t1*_choose(_t2, lambda: _t4, lambda: _t4*_t5), dim=-1, keepdim=True), batch + (1,), dtype, device)[..., 0]
+    _t5 = _t2*_t4
+    _t6 = _choose(_t0, lambda: torch.as_tensor(0, dtype=dtype, device=device), lambda: _t4**(p - 1))
+    _t7 = (scores.shape[-1] or float("nan"))
+    _t8 = _t1*_t2*torch.ceil(torch.clamp(_t3, 0.0, 1.0))
+    _t9 = _choose(_t0, lambda: _t8/_t7, lambda: torch.as_tensor(0, dtype=dtype, device=device))
+    _t10 = _choose(_t0, lambda: torch.as_tensor(0, dtype=dtype, device=device), lambda: _t6*_t8*p/_t7)
+    value = _fill(_choose(_t0, lambda: _t1*torch.mean(_t5, dim=-1, keepdim=True), lambda: _t1*torch.mean(_t5*_t6, dim=-1, keepdim=True)), batch + (1,), dtype, device)[..., 0]
     grads = (
-        _fill(_t8*_choose(_t2, lambda: _t6, lambda: _t7) + target*torch.sum(_t8*_choose(_t2, lambda: -_t6, lambda: -_t7), dim=-1, keepdim=True), scores.shape, dtype, device),
+        _fill(_choose(_t0, lambda: _t9 + target*torch.sum(-_t9, dim=-1, keepdim=True), lambda: _t10 + target*torch.sum(-_t10, dim=-1, keepdim=True)), scores.shape, dtype, device),
     )
     return value, grads
 
@@ -348,8 +358,9 @@ def _multi_margin_folded_indexed_value(scores, target, p, margin, weight):
     dtype, device, batch = scores.dtype, scores.device, scores.shape[:-1]
     _t0 = (p == 1)
     _t2 = torch.clamp((scores - _pick(scores, target)) + margin, min=0)
-    _t4 = _choose(_t0, lambda: _t2, lambda: _t2*(_choose(_t0, lambda: torch.as_tensor(0, dtype=dtype, device=device), lambda: _t2**(p - 1))))
-    return _fill(torch.mean(_t4, dim=-1, keepdim=True) - _pick(_t4, target)/(scores.shape[-1] or float("nan")), batch + (1,), dtype, device)[..., 0]
+    _t3 = (scores.shape[-1] or float("nan"))
+    _t5 = _pick(_t2, target)
+    return _fill(_choose(_t0, lambda: torch.mean(_t2, dim=-1, keepdim=True) - _t5*_choose(_t0, lambda: 1/_t3, lambda: torch.as_tensor(0, dtype=dtype, device=device)), lambda: torch.mean(_t2*(_choose(_t0, lambda: torch.as_tensor(0, dtype=dtype, device=device), lambda: _t2**(p - 1))), dim=-1, keepdim=True) - _choose(_t0, lambda: torch.as_tensor(0, dtype=dtype, device=device), lambda: 1/_t3)*_choose(_t0, lambda: torch.as_tensor(1, dtype=dtype, device=device), lambda: _t5)**p), batch + (1,), dtype, device)[..., 0]
 
 
 def _multi_margin_folded_indexed_value_and_grads(scores, target, p, margin, weight):
@@ -358,16 +369,17 @@ def _multi_margin_folded_indexed_value_and_grads(scores, target, p, margin, weig
     _t0 = (p == 1)
     _t1 = (scores - _pick(scores, target)) + margin
     _t2 = torch.clamp(_t1, min=0)
-    _t3 = _choose(_t0, lambda: torch.as_tensor(0, dtype=dtype, device=device), lambda: _t2**(p - 1))
-    _t4 = _choose(_t0, lambda: _t2, lambda: _t2*_t3)
-    _t5 = 1/(scores.shape[-1] or float("nan"))
-    _t6 = torch.ceil(torch.clamp(_t1, 0.0, 1.0))
-    _t7 = _choose(_t0, lambda: torch.as_tensor(0, dtype=dtype, device=device), lambda: _t3*_t6*p)
-    _t8 = _choose(_t0, lambda: _t6, lambda: _t7)
-    _t9 = _choose(_t0, lambda: -_t6, lambda: -_t7)
-    value = _fill(torch.mean(_t4, dim=-1, keepdim=True) - _t5*_pick(_t4, target), batch + (1,), dtype, device)[..., 0]
+    _t3 = (scores.shape[-1] or float("nan"))
+    _t4 = _choose(_t0, lambda: 1/_t3, lambda: torch.as_tensor(0, dtype=dtype, device=device))
+    _t5 = _pick(_t2, target)
+    _t6 = _choose(_t0, lambda: torch.as_tensor(0, dtype=dtype, device=device), lambda: 1/_t3)
+    _t7 = _choose(_t0, lambda: torch.as_tensor(0, dtype=dtype, device=device), lambda: _t2**(p - 1))
+    _t8 = torch.ceil(torch.clamp(_t1, 0.0, 1.0))
+    _t9 = _choose(_t0, lambda: _t4*_t8, lambda: torch.as_tensor(0, dtype=dtype, device=device))
+    _t10 = _choose(_t0, lambda: torch.as_tensor(0, dtype=dtype, device=device), lambda: _t6*_t7*_t8*p)
+    value = _fill(_choose(_t0, lambda: torch.mean(_t2, dim=-1, keepdim=True) - _t4*_t5, lambda: torch.mean(_t2*_t7, dim=-1, keepdim=True) - _t6*_choose(_t0, lambda: torch.as_tensor(1, dtype=dtype, device=device), lambda: _t5)**p), batch + (1,), dtype, device)[..., 0]
     grads = (
-        _fill(_scatter(_t5*_t8, -_t5*_pick(_t8, target) - _t5*_pick(_t9, target) + torch.sum(_t5*_t9, dim=-1, keepdim=True), target, scores), scores.shape, dtype, device),
+        _fill(_scatter(_choose(_t0, lambda: _t9, lambda: _t10), _choose(_t0, lambda: torch.sum(-_t9, dim=-1, keepdim=True), lambda: torch.sum(-_t10, dim=-1, keepdim=True)), target, scores), scores.shape, dtype, device),
     )
     return value, grads
 

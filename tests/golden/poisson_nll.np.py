@@ -183,24 +183,32 @@ def _poisson_nll_value(pred, target, log_input, full, eps):
     """Per-sample loss."""
     batch = pred.shape
     _t0 = (log_input > 0)
-    _t3 = (full > 0)
-    _t4 = (target <= 1)
-    _t5 = _choose(_t3, lambda: 2*target, lambda: 0)
-    return _fill(_choose(_t0, lambda: -pred*target - _choose(_t0, lambda: -np.exp(pred), lambda: 0), lambda: pred - target*np.log(_choose(_t0, lambda: 0, lambda: pred + eps))) + _choose(_t3, lambda: np.where(_t4, 0, (1/2)*(np.log(_choose(_t3, lambda: np.where(_t4, 1, 3.141592653589793*_t5), lambda: 1)) - _t5 + 2*np.where(target == 0, 0.0, target * np.log(np.where(target == 0, 1.0, _choose(_t3, lambda: np.where(_t4, 1, target), lambda: 1)))))), lambda: 0), batch)
+    _t1 = (full > 0)
+    _t2 = _choose(_t0, lambda: pred*target, lambda: 0)
+    _t3 = (target <= 1)
+    _t4 = _choose(_t1, lambda: 2*target, lambda: 0)
+    _t5 = _choose(_t1, lambda: -_t4, lambda: 0)
+    _t6 = _choose(_t1, lambda: np.where(_t3, 1, 3.141592653589793*_t4), lambda: 0)
+    _t7 = _choose(_t1, lambda: np.where(_t3, 1, target), lambda: 0)
+    _t8 = _choose(_t0, lambda: 0, lambda: pred + eps)
+    return _fill(_choose(_t0, lambda: _choose(_t1, lambda: np.exp(_choose(_t0, lambda: _choose(_t1, lambda: pred, lambda: 0), lambda: 0)) - _t2 + np.where(_t3, 0, (1/2)*(_t5 + np.log(_choose(_t0, lambda: _t6, lambda: 1)) + 2*np.where(target == 0, 0.0, target * np.log(np.where(target == 0, 1.0, _choose(_t0, lambda: _t7, lambda: 1)))))), lambda: np.exp(_choose(_t0, lambda: _choose(_t1, lambda: 0, lambda: pred), lambda: 0)) - _t2), lambda: _choose(_t1, lambda: pred - target*np.log(_choose(_t0, lambda: 1, lambda: _choose(_t1, lambda: _t8, lambda: 1))) + np.where(_t3, 0, (1/2)*(_t5 + np.log(_choose(_t0, lambda: 1, lambda: _t6)) + 2*np.where(target == 0, 0.0, target * np.log(np.where(target == 0, 1.0, _choose(_t0, lambda: 1, lambda: _t7)))))), lambda: pred - target*np.log(_choose(_t0, lambda: 1, lambda: _choose(_t1, lambda: 1, lambda: _t8))))), batch)
 
 
 def _poisson_nll_value_and_grads(pred, target, log_input, full, eps):
     """Per-sample loss and its gradient for each input, per element."""
     batch = pred.shape
     _t0 = (log_input > 0)
-    _t1 = _choose(_t0, lambda: -np.exp(pred), lambda: 0)
-    _t2 = _choose(_t0, lambda: 0, lambda: pred + eps)
-    _t3 = (full > 0)
-    _t4 = (target <= 1)
-    _t5 = _choose(_t3, lambda: 2*target, lambda: 0)
-    value = _fill(_choose(_t0, lambda: -_t1 - pred*target, lambda: pred - target*np.log(_t2)) + _choose(_t3, lambda: np.where(_t4, 0, (1/2)*(np.log(_choose(_t3, lambda: np.where(_t4, 1, 3.141592653589793*_t5), lambda: 1)) - _t5 + 2*np.where(target == 0, 0.0, target * np.log(np.where(target == 0, 1.0, _choose(_t3, lambda: np.where(_t4, 1, target), lambda: 1)))))), lambda: 0), batch)
+    _t1 = (full > 0)
+    _t2 = _choose(_t0, lambda: pred*target, lambda: 0)
+    _t3 = (target <= 1)
+    _t4 = _choose(_t1, lambda: 2*target, lambda: 0)
+    _t5 = _choose(_t1, lambda: -_t4, lambda: 0)
+    _t6 = _choose(_t1, lambda: np.where(_t3, 1, 3.141592653589793*_t4), lambda: 0)
+    _t7 = _choose(_t1, lambda: np.where(_t3, 1, target), lambda: 0)
+    _t8 = _choose(_t0, lambda: 0, lambda: pred + eps)
+    value = _fill(_choose(_t0, lambda: _choose(_t1, lambda: np.exp(_choose(_t0, lambda: _choose(_t1, lambda: pred, lambda: 0), lambda: 0)) - _t2 + np.where(_t3, 0, (1/2)*(_t5 + np.log(_choose(_t0, lambda: _t6, lambda: 1)) + 2*np.where(target == 0, 0.0, target * np.log(np.where(target == 0, 1.0, _choose(_t0, lambda: _t7, lambda: 1)))))), lambda: np.exp(_choose(_t0, lambda: _choose(_t1, lambda: 0, lambda: pred), lambda: 0)) - _t2), lambda: _choose(_t1, lambda: pred - target*np.log(_choose(_t0, lambda: 1, lambda: _choose(_t1, lambda: _t8, lambda: 1))) + np.where(_t3, 0, (1/2)*(_t5 + np.log(_choose(_t0, lambda: 1, lambda: _t6)) + 2*np.where(target == 0, 0.0, target * np.log(np.where(target == 0, 1.0, _choose(_t0, lambda: 1, lambda: _t7)))))), lambda: pred - target*np.log(_choose(_t0, lambda: 1, lambda: _choose(_t1, lambda: 1, lambda: _t8))))), batch)
     grads = (
-        _fill(_choose(_t0, lambda: -_t1 - target, lambda: 1 - target/_t2), pred.shape),
+        _fill(_choose(_t0, lambda: np.exp(_choose(_t0, lambda: pred, lambda: 0)) - target, lambda: 1 - target/_choose(_t0, lambda: 1, lambda: _t8)), pred.shape),
     )
     return value, grads
 

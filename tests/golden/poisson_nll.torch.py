@@ -193,24 +193,32 @@ def _poisson_nll_value(pred, target, log_input, full, eps):
     """Per-sample loss."""
     dtype, device, batch = pred.dtype, pred.device, pred.shape
     _t0 = (log_input > 0)
-    _t3 = (full > 0)
-    _t4 = (target <= 1)
-    _t5 = _choose(_t3, lambda: 2*target, lambda: torch.as_tensor(0, dtype=dtype, device=device))
-    return _fill(_choose(_t0, lambda: -pred*target - _choose(_t0, lambda: -torch.exp(pred), lambda: torch.as_tensor(0, dtype=dtype, device=device)), lambda: pred - target*torch.log(_choose(_t0, lambda: torch.as_tensor(0, dtype=dtype, device=device), lambda: pred + eps))) + _choose(_t3, lambda: torch.where(_t4, 0, (1/2)*(torch.log(_choose(_t3, lambda: torch.where(_t4, 1, 3.141592653589793*_t5), lambda: torch.as_tensor(1, dtype=dtype, device=device))) - _t5 + 2*torch.xlogy(target, _choose(_t3, lambda: torch.where(_t4, 1, target), lambda: torch.as_tensor(1, dtype=dtype, device=device))))), lambda: torch.as_tensor(0, dtype=dtype, device=device)), batch, dtype, device)
+    _t1 = (full > 0)
+    _t2 = _choose(_t0, lambda: pred*target, lambda: torch.as_tensor(0, dtype=dtype, device=device))
+    _t3 = (target <= 1)
+    _t4 = _choose(_t1, lambda: 2*target, lambda: torch.as_tensor(0, dtype=dtype, device=device))
+    _t5 = _choose(_t1, lambda: -_t4, lambda: torch.as_tensor(0, dtype=dtype, device=device))
+    _t6 = _choose(_t1, lambda: torch.where(_t3, 1, 3.141592653589793*_t4), lambda: torch.as_tensor(0, dtype=dtype, device=device))
+    _t7 = _choose(_t1, lambda: torch.where(_t3, 1, target), lambda: torch.as_tensor(0, dtype=dtype, device=device))
+    _t8 = _choose(_t0, lambda: torch.as_tensor(0, dtype=dtype, device=device), lambda: pred + eps)
+    return _fill(_choose(_t0, lambda: _choose(_t1, lambda: torch.exp(_choose(_t0, lambda: _choose(_t1, lambda: pred, lambda: torch.as_tensor(0, dtype=dtype, device=device)), lambda: torch.as_tensor(0, dtype=dtype, device=device))) - _t2 + torch.where(_t3, 0, (1/2)*(_t5 + torch.log(_choose(_t0, lambda: _t6, lambda: torch.as_tensor(1, dtype=dtype, device=device))) + 2*torch.xlogy(target, _choose(_t0, lambda: _t7, lambda: torch.as_tensor(1, dtype=dtype, device=device))))), lambda: torch.exp(_choose(_t0, lambda: _choose(_t1, lambda: torch.as_tensor(0, dtype=dtype, device=device), lambda: pred), lambda: torch.as_tensor(0, dtype=dtype, device=device))) - _t2), lambda: _choose(_t1, lambda: pred - target*torch.log(_choose(_t0, lambda: torch.as_tensor(1, dtype=dtype, device=device), lambda: _choose(_t1, lambda: _t8, lambda: torch.as_tensor(1, dtype=dtype, device=device)))) + torch.where(_t3, 0, (1/2)*(_t5 + torch.log(_choose(_t0, lambda: torch.as_tensor(1, dtype=dtype, device=device), lambda: _t6)) + 2*torch.xlogy(target, _choose(_t0, lambda: torch.as_tensor(1, dtype=dtype, device=device), lambda: _t7)))), lambda: pred - target*torch.log(_choose(_t0, lambda: torch.as_tensor(1, dtype=dtype, device=device), lambda: _choose(_t1, lambda: torch.as_tensor(1, dtype=dtype, device=device), lambda: _t8))))), batch, dtype, device)
 
 
 def _poisson_nll_value_and_grads(pred, target, log_input, full, eps):
     """Per-sample loss and its gradient for each input, per element, in one pass."""
     dtype, device, batch = pred.dtype, pred.device, pred.shape
     _t0 = (log_input > 0)
-    _t1 = _choose(_t0, lambda: -torch.exp(pred), lambda: torch.as_tensor(0, dtype=dtype, device=device))
-    _t2 = _choose(_t0, lambda: torch.as_tensor(0, dtype=dtype, device=device), lambda: pred + eps)
-    _t3 = (full > 0)
-    _t4 = (target <= 1)
-    _t5 = _choose(_t3, lambda: 2*target, lambda: torch.as_tensor(0, dtype=dtype, device=device))
-    value = _fill(_choose(_t0, lambda: -_t1 - pred*target, lambda: pred - target*torch.log(_t2)) + _choose(_t3, lambda: torch.where(_t4, 0, (1/2)*(torch.log(_choose(_t3, lambda: torch.where(_t4, 1, 3.141592653589793*_t5), lambda: torch.as_tensor(1, dtype=dtype, device=device))) - _t5 + 2*torch.xlogy(target, _choose(_t3, lambda: torch.where(_t4, 1, target), lambda: torch.as_tensor(1, dtype=dtype, device=device))))), lambda: torch.as_tensor(0, dtype=dtype, device=device)), batch, dtype, device)
+    _t1 = (full > 0)
+    _t2 = _choose(_t0, lambda: pred*target, lambda: torch.as_tensor(0, dtype=dtype, device=device))
+    _t3 = (target <= 1)
+    _t4 = _choose(_t1, lambda: 2*target, lambda: torch.as_tensor(0, dtype=dtype, device=device))
+    _t5 = _choose(_t1, lambda: -_t4, lambda: torch.as_tensor(0, dtype=dtype, device=device))
+    _t6 = _choose(_t1, lambda: torch.where(_t3, 1, 3.141592653589793*_t4), lambda: torch.as_tensor(0, dtype=dtype, device=device))
+    _t7 = _choose(_t1, lambda: torch.where(_t3, 1, target), lambda: torch.as_tensor(0, dtype=dtype, device=device))
+    _t8 = _choose(_t0, lambda: torch.as_tensor(0, dtype=dtype, device=device), lambda: pred + eps)
+    value = _fill(_choose(_t0, lambda: _choose(_t1, lambda: torch.exp(_choose(_t0, lambda: _choose(_t1, lambda: pred, lambda: torch.as_tensor(0, dtype=dtype, device=device)), lambda: torch.as_tensor(0, dtype=dtype, device=device))) - _t2 + torch.where(_t3, 0, (1/2)*(_t5 + torch.log(_choose(_t0, lambda: _t6, lambda: torch.as_tensor(1, dtype=dtype, device=device))) + 2*torch.xlogy(target, _choose(_t0, lambda: _t7, lambda: torch.as_tensor(1, dtype=dtype, device=device))))), lambda: torch.exp(_choose(_t0, lambda: _choose(_t1, lambda: torch.as_tensor(0, dtype=dtype, device=device), lambda: pred), lambda: torch.as_tensor(0, dtype=dtype, device=device))) - _t2), lambda: _choose(_t1, lambda: pred - target*torch.log(_choose(_t0, lambda: torch.as_tensor(1, dtype=dtype, device=device), lambda: _choose(_t1, lambda: _t8, lambda: torch.as_tensor(1, dtype=dtype, device=device)))) + torch.where(_t3, 0, (1/2)*(_t5 + torch.log(_choose(_t0, lambda: torch.as_tensor(1, dtype=dtype, device=device), lambda: _t6)) + 2*torch.xlogy(target, _choose(_t0, lambda: torch.as_tensor(1, dtype=dtype, device=device), lambda: _t7)))), lambda: pred - target*torch.log(_choose(_t0, lambda: torch.as_tensor(1, dtype=dtype, device=device), lambda: _choose(_t1, lambda: torch.as_tensor(1, dtype=dtype, device=device), lambda: _t8))))), batch, dtype, device)
     grads = (
-        _fill(_choose(_t0, lambda: -_t1 - target, lambda: 1 - target/_t2), pred.shape, dtype, device),
+        _fill(_choose(_t0, lambda: torch.exp(_choose(_t0, lambda: pred, lambda: torch.as_tensor(0, dtype=dtype, device=device))) - target, lambda: 1 - target/_choose(_t0, lambda: torch.as_tensor(1, dtype=dtype, device=device), lambda: _t8)), pred.shape, dtype, device),
     )
     return value, grads
 
@@ -219,28 +227,40 @@ def _poisson_nll_targeted_value(pred, target, log_input, full, eps):
     """Per-sample loss."""
     dtype, device, batch = pred.dtype, pred.device, pred.shape
     _t0 = (log_input > 0)
-    _t4 = (full > 0)
-    _t5 = (target <= 1)
-    _t6 = _choose(_t4, lambda: 2*target, lambda: torch.as_tensor(0, dtype=dtype, device=device))
-    return _fill(_choose(_t0, lambda: -pred*target - _choose(_t0, lambda: -torch.exp(pred), lambda: torch.as_tensor(0, dtype=dtype, device=device)), lambda: pred - target*_choose(_t0, lambda: torch.as_tensor(0, dtype=dtype, device=device), lambda: torch.log(_choose(_t0, lambda: torch.as_tensor(0, dtype=dtype, device=device), lambda: pred + eps)))) + _choose(_t4, lambda: torch.where(_t5, 0, (1/2)*(torch.log(_choose(_t4, lambda: torch.where(_t5, 1, 3.141592653589793*_t6), lambda: torch.as_tensor(1, dtype=dtype, device=device))) - _t6 + 2*torch.xlogy(target, _choose(_t4, lambda: torch.where(_t5, 1, target), lambda: torch.as_tensor(0, dtype=dtype, device=device))))), lambda: torch.as_tensor(0, dtype=dtype, device=device)), batch, dtype, device)
+    _t1 = (full > 0)
+    _t2 = _choose(_t0, lambda: pred*target, lambda: torch.as_tensor(0, dtype=dtype, device=device))
+    _t3 = (target <= 1)
+    _t4 = _choose(_t1, lambda: 2*target, lambda: torch.as_tensor(0, dtype=dtype, device=device))
+    _t5 = _choose(_t1, lambda: -_t4, lambda: torch.as_tensor(0, dtype=dtype, device=device))
+    _t6 = _choose(_t1, lambda: torch.where(_t3, 1, 3.141592653589793*_t4), lambda: torch.as_tensor(0, dtype=dtype, device=device))
+    _t7 = _choose(_t1, lambda: torch.where(_t3, 1, target), lambda: torch.as_tensor(1, dtype=dtype, device=device))
+    _t9 = _choose(_t0, lambda: torch.as_tensor(0, dtype=dtype, device=device), lambda: pred + eps)
+    return _fill(_choose(_t0, lambda: _choose(_t1, lambda: torch.exp(_choose(_t0, lambda: _choose(_t1, lambda: pred, lambda: torch.as_tensor(0, dtype=dtype, device=device)), lambda: torch.as_tensor(0, dtype=dtype, device=device))) - _t2 + torch.where(_t3, 0, (1/2)*(_t5 + torch.log(_choose(_t0, lambda: _t6, lambda: torch.as_tensor(1, dtype=dtype, device=device))) + 2*torch.xlogy(target, _choose(_t0, lambda: _t7, lambda: torch.as_tensor(0, dtype=dtype, device=device))))), lambda: torch.exp(_choose(_t0, lambda: _choose(_t1, lambda: torch.as_tensor(0, dtype=dtype, device=device), lambda: pred), lambda: torch.as_tensor(0, dtype=dtype, device=device))) - _t2), lambda: _choose(_t1, lambda: pred - target*_choose(_t0, lambda: torch.as_tensor(0, dtype=dtype, device=device), lambda: torch.log(_choose(_t1, lambda: _t9, lambda: torch.as_tensor(1, dtype=dtype, device=device)))) + torch.where(_t3, 0, (1/2)*(_t5 + torch.log(_choose(_t0, lambda: torch.as_tensor(1, dtype=dtype, device=device), lambda: _t6)) + 2*torch.xlogy(target, _choose(_t0, lambda: torch.as_tensor(0, dtype=dtype, device=device), lambda: _t7)))), lambda: pred - target*_choose(_t0, lambda: torch.as_tensor(0, dtype=dtype, device=device), lambda: torch.log(_choose(_t1, lambda: torch.as_tensor(1, dtype=dtype, device=device), lambda: _t9))))), batch, dtype, device)
 
 
 def _poisson_nll_targeted_value_and_grads(pred, target, log_input, full, eps):
     """Per-sample loss and its gradient for each input, per element, in one pass."""
     dtype, device, batch = pred.dtype, pred.device, pred.shape
     _t0 = (log_input > 0)
-    _t1 = _choose(_t0, lambda: -torch.exp(pred), lambda: torch.as_tensor(0, dtype=dtype, device=device))
-    _t2 = _choose(_t0, lambda: torch.as_tensor(0, dtype=dtype, device=device), lambda: pred + eps)
-    _t3 = _choose(_t0, lambda: torch.as_tensor(0, dtype=dtype, device=device), lambda: torch.log(_t2))
-    _t4 = (full > 0)
-    _t5 = (target <= 1)
-    _t6 = _choose(_t4, lambda: 2*target, lambda: torch.as_tensor(0, dtype=dtype, device=device))
-    _t7 = _choose(_t4, lambda: torch.where(_t5, 1, target), lambda: torch.as_tensor(0, dtype=dtype, device=device))
-    _t8 = (target != 0)
-    value = _fill(_choose(_t0, lambda: -_t1 - pred*target, lambda: pred - _t3*target) + _choose(_t4, lambda: torch.where(_t5, 0, (1/2)*(torch.log(_choose(_t4, lambda: torch.where(_t5, 1, 3.141592653589793*_t6), lambda: torch.as_tensor(1, dtype=dtype, device=device))) - _t6 + 2*torch.xlogy(target, _t7))), lambda: torch.as_tensor(0, dtype=dtype, device=device)), batch, dtype, device)
+    _t1 = (full > 0)
+    _t2 = _choose(_t0, lambda: pred*target, lambda: torch.as_tensor(0, dtype=dtype, device=device))
+    _t3 = (target <= 1)
+    _t4 = _choose(_t1, lambda: 2*target, lambda: torch.as_tensor(0, dtype=dtype, device=device))
+    _t5 = _choose(_t1, lambda: -_t4, lambda: torch.as_tensor(0, dtype=dtype, device=device))
+    _t6 = _choose(_t1, lambda: torch.where(_t3, 1, 3.141592653589793*_t4), lambda: torch.as_tensor(0, dtype=dtype, device=device))
+    _t7 = _choose(_t1, lambda: torch.where(_t3, 1, target), lambda: torch.as_tensor(1, dtype=dtype, device=device))
+    _t8 = _choose(_t0, lambda: _t7, lambda: torch.as_tensor(0, dtype=dtype, device=device))
+    _t9 = _choose(_t0, lambda: torch.as_tensor(0, dtype=dtype, device=device), lambda: pred + eps)
+    _t10 = _choose(_t0, lambda: torch.as_tensor(0, dtype=dtype, device=device), lambda: torch.log(_choose(_t1, lambda: _t9, lambda: torch.as_tensor(1, dtype=dtype, device=device))))
+    _t11 = _choose(_t0, lambda: torch.as_tensor(0, dtype=dtype, device=device), lambda: _t7)
+    _t12 = _choose(_t0, lambda: torch.as_tensor(0, dtype=dtype, device=device), lambda: torch.log(_choose(_t1, lambda: torch.as_tensor(1, dtype=dtype, device=device), lambda: _t9)))
+    _t13 = _choose(_t1, lambda: 2*torch.where((target == 0), torch.as_tensor(0, dtype=dtype, device=device), 1), lambda: torch.as_tensor(0, dtype=dtype, device=device))
+    _t14 = (target != 0)
+    _t15 = _choose(_t1, lambda: torch.where(_t3, 1, torch.where(_t14, target, 1)), lambda: torch.as_tensor(0, dtype=dtype, device=device))
+    value = _fill(_choose(_t0, lambda: _choose(_t1, lambda: torch.exp(_choose(_t0, lambda: _choose(_t1, lambda: pred, lambda: torch.as_tensor(0, dtype=dtype, device=device)), lambda: torch.as_tensor(0, dtype=dtype, device=device))) - _t2 + torch.where(_t3, 0, (1/2)*(_t5 + torch.log(_choose(_t0, lambda: _t6, lambda: torch.as_tensor(1, dtype=dtype, device=device))) + 2*torch.xlogy(target, _t8))), lambda: torch.exp(_choose(_t0, lambda: _choose(_t1, lambda: torch.as_tensor(0, dtype=dtype, device=device), lambda: pred), lambda: torch.as_tensor(0, dtype=dtype, device=device))) - _t2), lambda: _choose(_t1, lambda: pred - _t10*target + torch.where(_t3, 0, (1/2)*(_t5 + torch.log(_choose(_t0, lambda: torch.as_tensor(1, dtype=dtype, device=device), lambda: _t6)) + 2*torch.xlogy(target, _t11))), lambda: pred - _t12*target)), batch, dtype, device)
     grads = (
-        _fill(_choose(_t0, lambda: -_t1 - target, lambda: 1 - target/_t2), pred.shape, dtype, device),
-        _fill(_choose(_t0, lambda: -pred, lambda: -_t3) + _choose(_t4, lambda: torch.where(_t5, 0, (1/2)*((2*torch.where(_t8, torch.log(_choose(_t4, lambda: torch.where(_t5, 1, torch.where(_t8, target, 1)), lambda: torch.as_tensor(1, dtype=dtype, device=device))), 0) + 2*torch.where((target == 0), torch.as_tensor(0, dtype=dtype, device=device), 1) + 1/_t7) - 2)), lambda: torch.as_tensor(0, dtype=dtype, device=device)), target.shape, dtype, device),  # a target's
+        _fill(_choose(_t0, lambda: torch.exp(_choose(_t0, lambda: pred, lambda: torch.as_tensor(0, dtype=dtype, device=device))) - target, lambda: 1 - target/_choose(_t0, lambda: torch.as_tensor(1, dtype=dtype, device=device), lambda: _t9)), pred.shape, dtype, device),
+        _fill(_choose(_t0, lambda: _choose(_t1, lambda: torch.where(_t3, 0, (1/2)*((_t13 + 2*torch.where(_t14, torch.log(_choose(_t0, lambda: _t15, lambda: torch.as_tensor(1, dtype=dtype, device=device))), 0) + 1/_t8) - 2)) - pred, lambda: -pred), lambda: _choose(_t1, lambda: torch.where(_t3, 0, (1/2)*((_t13 + 2*torch.where(_t14, torch.log(_choose(_t0, lambda: torch.as_tensor(1, dtype=dtype, device=device), lambda: _t15)), 0) + 1/_t11) - 2)) - _t10, lambda: -_t12)), target.shape, dtype, device),  # a target's
     )
     return value, grads
 
