@@ -219,3 +219,31 @@ def test_on_cuda_weight_and_ignore_index_match_torch_with_no_host_sync():
     finally:
         torch.cuda.set_sync_debug_mode(0)
     assert leaf.grad.device.type == "cuda"
+
+
+def test_a_combined_loss_keeps_each_terms_weighted_mean_and_ignored_samples():
+    """Multi-task: weighted cross-entropy with ignored samples plus half an MSE, each term reduced on its own."""
+    spec = lf.combine({"cls": (lf.builtin("cross_entropy"), 1.0),
+                       "reg": (lf.builtin("mse").rename(pred="box", target="box_target"), 0.5)})
+    g = torch.Generator().manual_seed(0)
+    z, y = torch.randn(8, 4, generator=g, dtype=torch.float64), torch.randint(0, 4, (8,), generator=g)
+    y[2] = -1
+    box, box_target = torch.randn(8, generator=g, dtype=torch.float64), torch.randn(8, generator=g, dtype=torch.float64)
+    weight = torch.tensor([1.0, 2.0, 3.0, 4.0], dtype=torch.float64)
+    leaves = [z.clone().requires_grad_(), box.clone().requires_grad_()]
+    ref_leaves = [z.clone().requires_grad_(), box.clone().requires_grad_()]
+    module = lf.compile(spec, "torch")(weight=weight, ignore_index=-1)
+    value = module(leaves[0], y, leaves[1], box_target)
+    ref = F.cross_entropy(ref_leaves[0], y, weight=weight, ignore_index=-1) + 0.5 * F.mse_loss(ref_leaves[1], box_target)
+    torch.testing.assert_close(value, ref, rtol=1e-12, atol=1e-12)
+    ref_grads = torch.autograd.grad(ref, ref_leaves)
+    for got, want in zip(torch.autograd.grad(value, leaves), ref_grads):
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    terms = module.terms(z, y, box, box_target)
+    torch.testing.assert_close(terms["cls"], F.cross_entropy(z, y, weight=weight, ignore_index=-1))
+    mod = lf.compile(spec, "numpy")
+    total, grads = mod.loss_and_grad(z.numpy(), y.numpy(), box.numpy(), box_target.numpy(), weight=weight.numpy(),
+                                     ignore_index=-1)
+    assert total == pytest.approx(ref.item(), rel=1e-12)
+    for got, want in zip(grads, ref_grads):
+        np.testing.assert_allclose(got, want.numpy(), rtol=1e-12, atol=1e-14)
