@@ -81,6 +81,10 @@ def finite_number(value: object, what: str, token: str | None = None) -> float:
     return out
 
 
+#: The keys of a one-hot target that name the params deciding which samples count and how they weigh in the mean.
+SAMPLE_KEYS = ("ignore_index", "mean_weight")
+
+
 @dataclass(frozen=True)
 class Var:
     """A symbol's declaration: its role, default, domain and axis.
@@ -147,7 +151,7 @@ class Var:
             if self.axis is None or self.role == "param":
                 raise SpecError("dim places an array's axis: declare it on an input or target with an axis",
                                 token="dim")
-        for key in ("ignore_index", "mean_weight"):
+        for key in SAMPLE_KEYS:
             name = getattr(self, key)
             if name is None:
                 continue
@@ -167,6 +171,12 @@ class Var:
             object.__setattr__(self, "default", value)
         elif self.default is not None:
             raise RoleError(f"only a param takes a default, not an {self.role}", token="default")
+
+    @property
+    def samples(self) -> dict[str, str]:
+        """The params that decide which samples count and how they weigh in the mean, by key
+        (:data:`SAMPLE_KEYS`): a one-hot target's ``ignore_index`` and ``mean_weight``, where declared."""
+        return {key: getattr(self, key) for key in SAMPLE_KEYS if getattr(self, key) is not None}
 
     @property
     def differentiable(self) -> bool:
@@ -193,7 +203,7 @@ class Var:
             parts.append("tensor = true")
         if self.dim is not None:
             parts.append(f"dim = {self.dim}")
-        for key in ("ignore_index", "mean_weight"):
+        for key in SAMPLE_KEYS:
             if getattr(self, key) is not None:
                 parts.append(f"{key} = {_toml_value(getattr(self, key))}")
         return "{ " + ", ".join(parts) + " }"
@@ -337,7 +347,7 @@ class LossSpec:
             if axis is not None and axis not in dims:
                 raise SpecError(f"tensor param {name!r} is on axis {axis!r}, which no input or target has (its "
                                 "length comes from theirs)", token=name)
-        sampled = [n for n in self.arrays if self.symbols[n].ignore_index or self.symbols[n].mean_weight]
+        sampled = [n for n in self.arrays if self.symbols[n].samples]
         if len(sampled) > 1:
             raise SpecError(f"{sampled[0]!r} and {sampled[1]!r} both declare ignore_index or mean_weight: one "
                             "target decides which samples count", token=sampled[1])
@@ -509,8 +519,7 @@ class LossSpec:
         if len(set(new_names)) != len(new_names):
             dup = next(n for n in new_names if new_names.count(n) > 1)
             raise SpecError(f"renaming would declare {dup!r} twice", token=dup)
-        symbols = {mapping.get(n, n): replace(v, **{k: mapping.get(getattr(v, k), getattr(v, k))
-                                                     for k in ("ignore_index", "mean_weight") if getattr(v, k)})
+        symbols = {mapping.get(n, n): replace(v, **{k: mapping.get(p, p) for k, p in v.samples.items()})
                    for n, v in self.symbols.items()}
         old_syms = self.sympy_symbols
         new_syms = {mapping.get(n, n): sympy.Symbol(mapping.get(n, n), **v.domain.assumptions())

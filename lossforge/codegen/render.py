@@ -240,8 +240,7 @@ def _term_specs(spec: LossSpec) -> list[tuple[str, str, LossSpec]]:
     out = []
     for term, (weight, text) in spec.terms.items():
         used = _used_symbols(spec, text)
-        used |= {getattr(spec.symbols[n], k) for n in list(used) for k in ("ignore_index", "mean_weight")
-                 if getattr(spec.symbols[n], k)}  # the params that decide which of the term's samples count
+        used |= {p for n in list(used) for p in spec.symbols[n].samples.values()}  # which of its samples count
         symbols = {n: v for n, v in spec.symbols.items() if n in used}
         if not any(v.role == "input" for v in symbols.values()):
             raise RenderError(f"term {term!r} has no input symbol", token=term)
@@ -511,7 +510,7 @@ def _build_term(target: Target, term: str, weight: str, spec: LossSpec, local: d
         tensors=tensors,
         reach=reach,
         lengths=lengths,
-        sampled=any(a.var.ignore_index or a.var.mean_weight for a in arrays),
+        sampled=any(a.var.samples for a in arrays),
         value_lines=value_lines,
         value=value,
         both_lines=both_lines,
@@ -535,7 +534,7 @@ def _targeted(target: Target, term: str, weight: str, spec: LossSpec, local: dic
                         symbols={n: dataclasses.replace(v, role="input") if n in smooth else v
                                  for n, v in spec.symbols.items()})
     built = _build_term(target, f"{term}_targeted", weight, promoted, local)
-    base = [n for n in spec.differentiated] + list(smooth)  # the order backward reads them in
+    base = [*spec.differentiated, *smooth]  # the order backward reads them in
     order = [promoted.differentiated.index(n) for n in base]
     args = {a.name: a for a in (Arg(n, local[n], v, n in spec.class_index_params) for n, v in spec.symbols.items())}
 
@@ -687,7 +686,7 @@ def docstring(spec: LossSpec, target: Target, local: dict[str, str]) -> str:
         if n in {v.mean_weight for v in spec.symbols.values()}:
             each += "; given class indices, ``\"mean\"`` is the weighted mean (sum of losses / sum of weight[class])"
         default = (f"``None`` (absent: as {var.default!r}, with no operation for it in the code)" if var.tensor
-                   else f"``{int(var.default) if n in spec.class_index_params else var.default!r}``")
+                   else f"``{Arg(n, local[n], var, n in spec.class_index_params).default}``")
         described[local[n]] = f"    {local[n]} ({kind}, optional): domain {var.domain.name}{each}. Default: {default}."
     if target.name == "torch":  # the constructor's order
         positional, keyword_only = constructor(spec, local)
@@ -821,7 +820,7 @@ def generate(spec: LossSpec, target: str) -> str:
     else:
         index = None
         terms = [dataclasses.replace(t, indexed=None) for t in terms]
-    sampler = next((a for a in arrays if a.var.ignore_index or a.var.mean_weight), None)
+    sampler = next((a for a in arrays if a.var.samples), None)
     samples = sampler and {
         "target": sampler.local,
         "ignore": spec.params.index(sampler.var.ignore_index) if sampler.var.ignore_index else None,

@@ -191,8 +191,7 @@ def _samples(name, index, length, ignore, per_class):
     index, keep, counts = np.asarray(index).astype(np.int64), None, None
     keep = index != ignore
     index = np.where(keep, index, 0)
-    if index.size and (index.min() < 0 or index.max() >= length):
-        raise ValueError(f"{name}: class index out of range [0, {length})")
+    index = _indices(name, index, length)
     if per_class is not None:
         per_class = np.asarray(per_class, dtype=np.float64)
         _broadcasts("weight", per_class.shape, index.shape + (length,), axis=True)

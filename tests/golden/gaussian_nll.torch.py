@@ -64,7 +64,7 @@ def _fill(value, shape, dtype, device):
 
 
 def _reduce(value, reduction, keep=None, counts=None):
-    """The per-sample losses reduced (every sample counts once: ``keep`` and ``counts`` are None here)."""
+    """The per-sample losses reduced."""
     if reduction == "none":
         return value
     if reduction == "batchmean":  # the sum over the batch's first dimension, as torch's KLDivLoss
@@ -73,7 +73,8 @@ def _reduce(value, reduction, keep=None, counts=None):
 
 
 def _upstream(grad_output, reduction, batch, keep=None, counts=None):
-    """The gradient of the reduced loss with respect to each sample's loss: one value for all samples."""
+    """The gradient of the reduced loss with respect to each sample's loss, as ``_reduce`` divides it: one value for
+    all samples where every sample counts once."""
     if reduction == "mean":
         return grad_output / batch.numel()
     return grad_output / _rows(batch) if reduction == "batchmean" else grad_output

@@ -96,16 +96,14 @@ def _reduce(value, reduction, keep=None, counts=None):
         return value
     if reduction == "batchmean":  # the sum over the batch's first dimension, as torch's KLDivLoss
         return value.sum() / _rows(value.shape)
-    if reduction == "sum":
-        return value.sum()
-    if counts is None and keep is None:
-        return value.mean()
-    return value.sum() / (counts.sum() if counts is not None else keep.sum())
+    if reduction == "mean" and (keep is not None or counts is not None):
+        return value.sum() / (counts.sum() if counts is not None else keep.sum())
+    return value.mean() if reduction == "mean" else value.sum()
 
 
 def _upstream(grad_output, reduction, batch, keep=None, counts=None):
-    """The gradient of the reduced loss with respect to each sample's loss, as ``_reduce`` divides (0 for a
-    sample left out); one value for all samples where every sample counts once."""
+    """The gradient of the reduced loss with respect to each sample's loss, as ``_reduce`` divides it: one value for
+    all samples where every sample counts once, 0 for a sample left out."""
     if reduction == "mean":
         grad_output = grad_output / (counts.sum() if counts is not None else keep.sum() if keep is not None
                                      else batch.numel())
