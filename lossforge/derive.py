@@ -158,7 +158,7 @@ def gradients(loss: sympy.Expr, inputs: dict[str, sympy.Symbol], vectors: set[sy
                         lambda n: real_abs(n.args[0]))
 
     # 1. Replace axis nodes by placeholders, innermost first.
-    nodes: list[tuple[sympy.Symbol, type, sympy.Expr]] = []
+    nodes: list[tuple[sympy.Symbol, type, tuple[sympy.Expr, ...]]] = []  # (placeholder, operation, its args)
     top = loss
     while True:
         inner = [n for n in top.atoms(*AXIS_OPERATIONS) if not n.args[0].has(*AXIS_OPERATIONS)]
@@ -167,7 +167,7 @@ def gradients(loss: sympy.Expr, inputs: dict[str, sympy.Symbol], vectors: set[sy
         mapping = {}
         for node in sorted(inner, key=sympy.default_sort_key):
             holder = _placeholder(len(nodes), vector=node.func is cumsum)
-            nodes.append((holder, node.func, node.args[0]))
+            nodes.append((holder, node.func, node.args))
             mapping[node] = holder
         top = top.xreplace(mapping)
     vector_like = set(vectors) | {h for h, f, _ in nodes if f is cumsum}
@@ -199,7 +199,8 @@ def gradients(loss: sympy.Expr, inputs: dict[str, sympy.Symbol], vectors: set[sy
 
     adjoint_keys = {h for h, _, _ in nodes}
     push(top, sympy.S.One, elementwise=False)
-    for holder, func, arg in reversed(nodes):
+    for holder, func, args in reversed(nodes):
+        arg = args[0]  # the elementwise argument; the rest (a norm's order) are options, not differentiated
         upstream = adjoint.get(holder)
         if upstream is None:
             continue
@@ -208,15 +209,15 @@ def gradients(loss: sympy.Expr, inputs: dict[str, sympy.Symbol], vectors: set[sy
                 upstream = upstream * axis_ones(anchored(arg))
             down = rev_cumsum(upstream)
         else:
-            down = upstream * func(arg).fdiff(1).xreplace({func(arg): holder})
+            down = upstream * func(*args).fdiff(1).xreplace({func(*args): holder})
         push(arg, down, elementwise=True)
 
     # Put the axis nodes back (each placeholder's full expression): tree walks, so sizes are checked first.
     found = {name: adjoint.get(sym, sympy.S.Zero) for name, sym in inputs.items()}
     budget.check(stage, *found.values())
     full: dict[sympy.Symbol, sympy.Expr] = {}
-    for holder, func, arg in nodes:
-        full[holder] = func(arg.xreplace(full))
+    for holder, func, args in nodes:
+        full[holder] = func(*(a.xreplace(full) for a in args))
     found = {name: grad.xreplace(full) for name, grad in found.items()}
     budget.check(stage, *found.values())
     return dict(zip(found, _real_form(sympy.Tuple(*found.values())).args))  # one walk over what they share

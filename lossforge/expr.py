@@ -542,22 +542,52 @@ def softmax_argument(arg: sympy.Expr) -> sympy.Expr | None:
 
 
 class norm(AxisFunction):
-    """``norm(e) = sqrt(sum(e**2))``, the Euclidean norm over the axis.
+    """``norm(e) = sqrt(sum(e**2))``, the Euclidean norm over the axis; ``norm(e, p)`` the p-norm.
 
-    Its local weight is ``e / norm(e)``, 0/0 at the zero vector: add an eps
-    inside (``norm(a - b + eps)``, as ``F.pairwise_distance``) where the zero
-    vector is reachable. The hazard analysis reports it as ``sqrt-at-zero``.
+    ``norm(e, p) = sum(abs(e)**p)**(1/p)`` for an order ``p`` of params and
+    numbers alone (``torch.linalg.vector_norm``'s ``ord``, ``F.pairwise_distance``'s
+    ``p``); ``norm(e, 2)`` is ``norm(e)``. The order is not differentiated: it
+    is an option, never a learnable param.
+
+    Its local weight is ``e / norm(e)`` (``sign(e)*abs(e)**(p - 1)/norm(e, p)**(p - 1)``),
+    0/0 at the zero vector: add an eps inside (``norm(a - b + eps)``, as
+    ``F.pairwise_distance``) where the zero vector is reachable. The hazard
+    analysis reports it as ``sqrt-at-zero``.
     """
 
     spec_name = "norm"
+    nargs = (1, 2)
+
+    @classmethod
+    def eval(cls, e, p=None):
+        if p is not None and p == 2:
+            return cls(e)
+        return None
+
+    @property
+    def order(self) -> sympy.Expr:
+        """The norm's order ``p`` (2 for the Euclidean norm)."""
+        return self.args[1] if len(self.args) == 2 else sympy.Integer(2)
 
     def fdiff(self, argindex=1):
         if argindex != 1:
             raise ArgumentIndexError(self, argindex)
-        return self.args[0] / self
+        if len(self.args) == 1:
+            return self.args[0] / self
+        e, p = self.args
+        # p = 2 (the default of every p-norm option) as the Euclidean norm's e/norm(e): one pass, no powers
+        return where(sympy.Eq(p, 2), e / self, sign(e) * sympy.Abs(e) ** (p - 1) / self ** (p - 1))
 
-    def _eval_rewrite_as_sqrt(self, e, **kwargs):
+    def _eval_rewrite_as_sqrt(self, e, p=None, **kwargs):
+        if p is not None:
+            return axis_sum(sympy.Abs(e) ** p) ** (1 / p)
         return sympy.sqrt(axis_sum(e**2))
+
+    def written(self) -> sympy.Expr:
+        """The p-norm as the printers write it: the Euclidean norm where p = 2, else ``sum(abs(e)**p)**(1/p)``
+        (``torch.linalg.vector_norm`` takes its order as a number; here p may be a tensor)."""
+        e, p = self.args
+        return where(sympy.Eq(p, 2), norm(e), self.rewrite(sympy.sqrt))
 
     def _eval_is_nonnegative(self):
         return True
@@ -683,7 +713,7 @@ AXIS_OPERATIONS: tuple[type[AxisFunction], ...] = (axis_sum, axis_mean, logsumex
 # The vocabulary of the spec language
 # --------------------------------------------------------------------------
 
-#: Every function the spec language offers: name -> (SymPy callable, arity).
+#: Every function the spec language offers: name -> (SymPy callable, arity: a count or the counts it accepts).
 FUNCTIONS: dict[str, tuple[object, int]] = {
     "exp": (sympy.exp, 1),
     "log": (sympy.log, 1),
@@ -703,6 +733,7 @@ FUNCTIONS: dict[str, tuple[object, int]] = {
     "heaviside": (heaviside, 1),
     "where": (where, 3),
     **{op.spec_name: (op, 1) for op in AXIS_OPERATIONS},
+    "norm": (norm, (1, 2)),
 }
 
 #: Named constants of the spec language.
@@ -1028,9 +1059,11 @@ class _Converter:
             kw = node.keywords[0].arg or "**"
             raise UnsafeExpressionError(f"keyword argument {kw!r} in call to {fname!r} is not allowed", token=kw)
         func, arity = FUNCTIONS[fname]
-        if len(node.args) != arity:
+        counts = arity if isinstance(arity, tuple) else (arity,)
+        if len(node.args) not in counts:
+            said = " or ".join(map(str, counts))
             raise ParseError(
-                f"function {fname!r} takes {arity} argument{'s' if arity != 1 else ''}, got {len(node.args)}",
+                f"function {fname!r} takes {said} argument{'s' if counts != (1,) else ''}, got {len(node.args)}",
                 token=fname,
             )
         if fname == "where":
@@ -1045,12 +1078,15 @@ class _Converter:
             if _is_condition(arg[0]):
                 raise self.fail(sub, f"a comparison cannot be an argument of {fname!r}")
         if isinstance(func, type) and issubclass(func, AxisFunction):
-            (value, axis), = args
+            (value, axis), *options = args
+            for (_, on), sub in zip(options, node.args[1:]):
+                if on is not None:
+                    raise self.fail(sub, f"the order of {fname}() must be a number or a param, not a vector")
             if axis is None:
                 raise self.fail(node, f"{fname}() needs a vector (axis) argument")
             if not any(self.axes.get(s.name) == axis for s in value.free_symbols):
                 raise self.fail(node, f"{fname}() needs an argument that varies along its axis; this one is {value}")
-            return func(value), (axis if not func.reduces else None)
+            return func(value, *(o for o, _ in options)), (axis if not func.reduces else None)
         values = [v for v, _ in args]
         return func(*values), self.merge(node, *(a for _, a in args))
 

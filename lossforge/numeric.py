@@ -17,6 +17,7 @@ from functools import lru_cache
 import mpmath
 import numpy as np
 import sympy
+from sympy.logic.boolalg import BooleanAtom
 
 from . import budget
 from . import expr as E
@@ -46,8 +47,11 @@ def expand(expr: sympy.Expr, n: int, vectors: set[sympy.Symbol]) -> list[sympy.E
             return sympy.Add(*(el(e.args[0], i) for i in range(n))) / n
         if isinstance(e, E.logsumexp):
             return sympy.log(sympy.Add(*(sympy.exp(el(e.args[0], i)) for i in range(n))))
-        if isinstance(e, E.norm):
+        if isinstance(e, E.norm) and len(e.args) == 1:
             return sympy.sqrt(sympy.Add(*(el(e.args[0], i) ** 2 for i in range(n))))
+        if isinstance(e, E.norm):
+            p = el(e.order, k)
+            return sympy.Add(*(sympy.Abs(el(e.args[0], i)) ** p for i in range(n))) ** (1 / p)
         if isinstance(e, E.cumsum):
             return sympy.Add(*(el(e.args[0], i) for i in range(k + 1)))
         if isinstance(e, E.rev_cumsum):
@@ -159,6 +163,34 @@ def _results(f, flat: list, count: int) -> list:
 _COMPLEX_WORDS = ("complex", "mpc", "non-real", "NaN")
 
 
+def at_defaults(spec: LossSpec, expr: sympy.Expr) -> sympy.Expr:
+    """``expr`` with each ``where`` on params alone replaced by the branch the params' defaults take.
+
+    Exact wherever the params are at their defaults, as every evaluation here
+    is: an option left at its default (``p == 2``, ``swap = 0``) then costs
+    nothing to write out, element by element, and its other branch is not
+    compiled. A condition the defaults do not decide stays.
+    """
+    table = spec.sympy_symbols
+    defaults = {table[n]: sympy.Float(spec.symbols[n].default) for n in spec.params if not spec.symbols[n].tensor}
+    arrays = {table[n] for n in spec.arrays}
+
+    def truth(cond: sympy.Basic) -> bool | None:
+        if cond.free_symbols & arrays:
+            return None
+        try:
+            value = cond.xreplace(defaults)
+        except TypeError:  # a comparison of a constant that is not real (the log of a negative): undecided
+            return None
+        return bool(value) if isinstance(value, BooleanAtom) else None
+
+    while found := {w: w.args[1 if side else 2] for w in expr.atoms(E.where)
+                    if (side := truth(w.args[0])) is not None}:
+        budget.tick()
+        expr = expr.xreplace(found)
+    return expr
+
+
 class Evaluator:
     """Loss and gradients of a spec in mpmath, for vectors of length ``length``."""
 
@@ -171,9 +203,10 @@ class Evaluator:
             sym = table[name]
             self.args += [element_symbol(sym, k) for k in range(length)] if sym in vectors else [sym]
         derivation = derive(spec)
-        self._loss = self._compile([expand(derivation.loss, length, vectors)[0]])
+        self._loss = self._compile([expand(at_defaults(spec, derivation.loss), length, vectors)[0]])
         self._grads = [
-            self._compile(expand(derivation.gradients[n], length, vectors)[: length if spec.symbols[n].axis else 1])
+            self._compile(expand(at_defaults(spec, derivation.gradients[n]), length,
+                                 vectors)[: length if spec.symbols[n].axis else 1])
             for n in spec.inputs
         ]
 

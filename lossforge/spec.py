@@ -380,6 +380,14 @@ class LossSpec:
         else:
             raise SpecError(f"expr must be a string or a SymPy expression, got {type(self.expr).__name__}", token="expr")
         value = _expr.parse(text, table, axes)
+        for node in sorted(value.atoms(_expr.norm), key=sympy.default_sort_key):
+            for sym in sorted(node.order.free_symbols, key=str):
+                var = self.symbols[sym.name]
+                if var.role != "param" or var.learnable or var.tensor:
+                    raise SpecError(f"the order of {_expr.to_text(node)} must be numbers and scalar params that are "
+                                    f"not learnable, but {sym.name!r} is a{' learnable' if var.learnable else ''} "
+                                    f"{'tensor ' if var.tensor else ''}{var.role}: an order is an option, not a "
+                                    "per-element value", token=sym.name)
         used = value.free_symbols
         for name, var in self.symbols.items():
             if var.role != "param" and table[name] not in used:

@@ -363,12 +363,12 @@ ROWS: dict[str, Row] = {
         ),
         Row(
             "triplet",
-            lambda a, p, n, reduction, margin=1.0, eps=1e-6: F.triplet_margin_loss(
-                a, p, n, margin=margin, p=2, eps=eps, reduction=reduction
+            lambda a, pos, n, reduction, margin=1.0, p=2.0, eps=1e-6, swap=0.0: F.triplet_margin_loss(
+                a, pos, n, margin=margin, p=p, eps=eps, swap=bool(swap), reduction=reduction
             ),
             triplet_args,
             triplet_extremes,
-            params={"margin": 0.5},
+            params={"margin": 0.5, "p": 3.0, "swap": 1.0},
         ),
         Row("focal", focal_reference, logits_binary, logits_extremes, params={"alpha": 0.4, "gamma": 3.0}),
         Row(

@@ -48,8 +48,8 @@ def test_poisson_nll_computes_stirlings_term_only_with_full():
     pred, target = torch.randn(50, generator=g, dtype=torch.float64), 3 * torch.rand(50, generator=g, dtype=torch.float64)
     for full in (False, True):
         names, value, grad = _ops(cls(full=full), pred, target)
-        # (the comparison target <= 1 runs either way: a condition stays where CSE put it)
-        assert ("xlogy" in names) is full and ("log" in names) is full, sorted(names)
+        # the comparison target <= 1 too: a condition is guarded as a value is
+        assert ("xlogy" in names) is full and ("log" in names) is full and ("le" in names) is full, sorted(names)
         ref_pred = pred.clone().requires_grad_()
         ref = F.poisson_nll_loss(ref_pred, target, full=full)
         ref.backward()
@@ -90,6 +90,45 @@ def test_a_temporary_both_branches_use_stays_and_one_branchs_is_guarded():
     replacements = [(t0, sympy.exp(x)), (t1, where(cond, 5, t0 + 1))]
     new, _ = render._in_branches(replacements, [where(cond, x, t1)], frozenset({"x"}))
     assert dict(new)[t1] == where(cond, 0, t0 + 1) and dict(new)[t0] == where(cond, 0, sympy.exp(x))
+
+
+def test_a_temporary_is_guarded_by_every_choice_its_uses_sit_in():
+    """Two conditions on params: a temporary only the (p == 2, swap) branch uses is computed under both; a
+    condition only one branch uses is false in the other; one that is another temporary once known is that one."""
+    p, s, x = sympy.symbols("p s x")
+    t0, t1, t2, t3 = sympy.symbols("_t0 _t1 _t2 _t3")
+    two, swap = sympy.Eq(p, 2), s > 0
+    replacements = [(t0, sympy.exp(x)), (t1, x > t0), (t2, where(two, t0, 1)), (t3, sympy.log(x))]
+    exprs = [where(swap, where(two, where(t1, t2, 0), t3), t3)]
+    new, out = render._in_branches(replacements, exprs, frozenset({"x"}))
+    new = dict(new)
+    assert new[t0] == where(sympy.And(two, swap), sympy.exp(x), 0)
+    assert new[t1] == where(sympy.And(two, swap), x > t0, sympy.false)  # a condition: false when not taken
+    assert t2 not in new and out == [where(swap, where(two, where(t1, t0, 0), t3), t3)]  # t2 is t0 there
+    assert new[t3] == sympy.log(x)  # both sides of swap use it
+
+
+@pytest.mark.parametrize("p, swap", [(2.0, False), (2.0, True), (3.0, False), (1.0, True)])
+def test_triplet_computes_a_p_norm_and_the_swap_distance_only_when_asked(p, swap):
+    """At p = 2 no power and no abs runs; without swap no minimum (the third distance is not computed). Under
+    torch.compile(fullgraph=True), where p and swap are tensors and both branches run, torch's values still."""
+    cls = lf.compile(lf.builtin("triplet"), "torch")
+    g = torch.Generator().manual_seed(3)
+    a, pos, n = (torch.randn(12, 5, generator=g, dtype=torch.float64) for _ in range(3))
+    names, value, grad = _ops(cls(p=p, swap=swap), a, pos, n)
+    assert ("abs" in names) is (p != 2), sorted(names)  # (torch.square runs as pow: abs marks a p-norm)
+    assert ("minimum" in names) is swap, sorted(names)
+    ref_a = a.clone().requires_grad_()
+    ref = torch.nn.TripletMarginLoss(p=p, swap=swap)(ref_a, pos, n)
+    ref.backward()
+    torch.testing.assert_close(value, ref.detach(), rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(grad, ref_a.grad, rtol=1e-10, atol=1e-12)
+    compiled = torch.compile(cls(p=p, swap=swap), fullgraph=True, backend="aot_eager")
+    leaf = a.clone().requires_grad_()
+    out = compiled(leaf, pos, n)
+    out.backward()
+    torch.testing.assert_close(out.detach(), ref.detach(), rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(leaf.grad, ref_a.grad, rtol=1e-10, atol=1e-12)
 
 
 def test_cross_entropy_at_its_defaults_takes_no_mean_and_no_subtraction_over_the_logits():

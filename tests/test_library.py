@@ -65,7 +65,7 @@ PARAMS = {
     "bce_logits": {"weight": 1.0, "pos_weight": 1.0}, "cost_sensitive_bce": {"fn_weight": 5.0, "eps": 1e-7},
     "cross_entropy": {"weight": 1.0, "ignore_index": -100.0, "label_smoothing": 0.0}, "nll": {"weight": 1.0, "ignore_index": -100.0}, "hinge": {"margin": 1.0}, "multi_margin": {"p": 1.0, "margin": 1.0, "weight": 1.0},
     "margin_ranking": {"margin": 0.0}, "hinge_embedding": {"margin": 1.0}, "cosine_embedding": {"margin": 0.0},
-    "triplet": {"margin": 1.0, "eps": 1e-6}, "focal": {"alpha": 0.25, "gamma": 2.0}, "gaussian_nll": {"full": 0.0, "eps": 1e-6},
+    "triplet": {"margin": 1.0, "p": 2.0, "eps": 1e-6, "swap": 0.0}, "focal": {"alpha": 0.25, "gamma": 2.0}, "gaussian_nll": {"full": 0.0, "eps": 1e-6},
     "dice": {"smooth": 1.0}, "kl_div": {"log_target": 0.0}, "poisson_nll": {"log_input": 1.0, "full": 0.0, "eps": 1e-8},
 }
 

@@ -13,6 +13,7 @@ float32's bound is a few hundred ulps of losses of order 10).
 from __future__ import annotations
 
 import inspect
+import itertools
 import warnings
 
 import numpy as np
@@ -78,7 +79,7 @@ def test_every_torch_class_named_is_torchs():
     assert set(DROP_IN.values()) == {"MSELoss", "L1Loss", "HuberLoss", "SmoothL1Loss", "SoftMarginLoss",
                                      "MarginRankingLoss", "HingeEmbeddingLoss", "CosineEmbeddingLoss",
                                      "GaussianNLLLoss", "BCELoss", "BCEWithLogitsLoss", "KLDivLoss", "PoissonNLLLoss",
-                                     "CrossEntropyLoss", "NLLLoss", "MultiMarginLoss"}
+                                     "CrossEntropyLoss", "NLLLoss", "MultiMarginLoss", "TripletMarginLoss"}
     for name, cls in DROP_IN.items():
         module = lf.compile(lf.builtin(name), "torch")
         assert module.__name__ == cls
@@ -271,3 +272,31 @@ def test_a_target_that_requires_grad_gets_torchs_gradient_without_a_warning():
     torch.nn.HuberLoss()(ref_pred, ref_target).backward()
     torch.testing.assert_close(target.grad, ref_target.grad)
     torch.testing.assert_close(pred.grad, ref_pred.grad)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["float64", "float32"])
+def test_triplet_takes_torchs_p_and_swap_in_both_targets(dtype):
+    """TripletMarginLoss(margin, p, eps, swap): every p-norm order and the distance swap, values and the
+    gradients of all three embeddings, against torch; the NumPy target against torch in float64."""
+    module = lf.compile(lf.builtin("triplet"), "torch")
+    numpy_module = lf.compile(lf.builtin("triplet"), "numpy")
+    g = torch.Generator().manual_seed(5)
+    args = tuple(torch.randn(9, 6, generator=g, dtype=dtype) for _ in range(3))
+    args = (args[0], args[1], args[0] + 0.3 * args[2])  # near negatives: the swap and the hinge both matter
+    for p, swap, reduction in itertools.product((1.0, 1.5, 2.0, 3.0), (False, True), ("mean", "none")):
+        where = f"p={p} swap={swap} {reduction}"
+        ours = module(0.5, p, 1e-6, swap, reduction=reduction)
+        theirs = torch.nn.TripletMarginLoss(0.5, p, 1e-6, swap, reduction=reduction)
+        mine, (value, grads) = _run(ours, args, [0, 1, 2]), _run(theirs, args, [0, 1, 2])
+        torch.testing.assert_close(mine[0], value, rtol=TOL[dtype], atol=TOL[dtype], msg=where)
+        for got, want in zip(mine[1], grads):
+            torch.testing.assert_close(got, want, rtol=TOL[dtype], atol=TOL[dtype], msg=where)
+        if dtype is torch.float64:
+            value_np, grads_np = numpy_module.loss_and_grad(*(a.numpy() for a in args), reduction="sum", margin=0.5,
+                                                            p=p, swap=float(swap))
+            total = theirs.__class__(0.5, p, 1e-6, swap, reduction="sum")
+            leaves = [a.clone().requires_grad_() for a in args]
+            want = total(*leaves)
+            torch.testing.assert_close(torch.as_tensor(value_np), want.detach(), rtol=1e-10, atol=1e-10, msg=where)
+            for got, expected in zip(grads_np, torch.autograd.grad(want, leaves)):
+                torch.testing.assert_close(torch.as_tensor(got), expected, rtol=1e-10, atol=1e-10, msg=where)

@@ -154,7 +154,7 @@ def test_torch_jit_script_says_what_to_use_instead():
 def test_params_are_float64_buffers_in_state_dict_and_follow_to():
     loss = _module("triplet")(margin=0.5)
     state = loss.state_dict()
-    assert list(state) == ["margin", "eps"]
+    assert list(state) == ["margin", "p", "eps", "swap"]
     assert state["margin"].dtype == torch.float64 and state["margin"].shape == () and float(state["margin"]) == 0.5
     assert loss.to(torch.float32).margin.dtype == torch.float32
     assert "margin=0.5" in repr(loss)

@@ -385,6 +385,12 @@ def _magnitude_symbols(expr: sympy.Expr) -> set:
     return expr.replace(lambda n: isinstance(n, _BOUNDED), lambda n: sympy.S.One).free_symbols
 
 
+def _root_derivative(ctx, node: sympy.Pow) -> bool:
+    """In a gradient, ``1/sqrt(u)`` or a negative power of a norm is the derivative of a sqrt or a norm:
+    reported once, as sqrt-at-zero, not again as a division or a power."""
+    return ctx.where != "loss" and (node.exp == -sympy.S.Half or isinstance(node.base, E.norm))
+
+
 class DivisionByZero(Rule):
     """division-by-zero: a denominator can reach 0.
 
@@ -415,8 +421,8 @@ class DivisionByZero(Rule):
     def check(self, ctx):
         for node, b in ctx.nodes(sympy.Pow):
             exp = node.exp
-            if ctx.where != "loss" and (exp == -sympy.S.Half or isinstance(node.base, E.norm)):
-                continue  # in a gradient, the derivative of a sqrt or a norm: reported as sqrt-at-zero
+            if _root_derivative(ctx, node):
+                continue
             if exp.is_number and exp < 0 and b(node.base).reaches_zero:
                 yield self.hazard(ctx, node, self._fix(node, b))
 
@@ -457,7 +463,7 @@ class SqrtAtZero(Rule):
         for node, b in ctx.nodes(sympy.Pow, E.norm):
             if isinstance(node, E.norm):
                 if b(node).reaches_zero:  # a zero vector, or one whose squares underflow in float32
-                    yield self.hazard(ctx, node, Fix(E.norm(node.args[0] + EPS), False, "add 1e-7 inside the norm"),
+                    yield self.hazard(ctx, node, Fix(node.func(node.args[0] + EPS, *node.args[1:]), False, "add 1e-7 inside the norm"),
                                       "norm of a vector that can be 0: its gradient is 0/0")
                 continue
             if node.exp in (sympy.S.Half, -sympy.S.Half) and b(node.base).lo <= 0:
@@ -503,7 +509,7 @@ class PowDomain(Rule):
             integral = exp.is_integer is True
             if base.lo < 0 and not integral:
                 yield self.hazard(ctx, node, None, "fractional power of a value that can be negative")
-            elif e.lo < 0 and base.reaches_zero:
+            elif e.lo < 0 and base.reaches_zero and not _root_derivative(ctx, node):
                 yield self.hazard(ctx, node, None, "negative power of a value that can be 0")
 
 

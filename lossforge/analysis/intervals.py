@@ -478,8 +478,14 @@ def _(expr: E.logsumexp, b: Bounds) -> Bound:
 
 @_bound.register
 def _(expr: E.norm, b: Bounds) -> Bound:
-    x = b(expr.args[0])  # its squares underflow in float32 as a product does: norm([1e-30]) == 0
-    return _underflowed(Bound(x.smallest_magnitude, x.magnitude * math.sqrt(AXIS_MAX), x.nonzero), _ipow(_least(x), 2))
+    x = b(expr.args[0])  # its powers underflow in float32 as a product does: norm([1e-30]) == 0
+    p = b(expr.order)
+    if p.lo < 1:  # not a norm: below 1 the bound below is no longer max|e|
+        return Bound(0.0, INF)
+    least = _least(x)
+    smallest = least**p.hi if least < 1 else least
+    # max|e| <= norm(e, p) <= n**(1/p) * max|e| for p >= 1
+    return _underflowed(Bound(x.smallest_magnitude, x.magnitude * AXIS_MAX ** (1 / p.lo), x.nonzero), smallest)
 
 
 @_bound.register

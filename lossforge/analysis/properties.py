@@ -41,7 +41,7 @@ import sympy
 from .. import budget
 from .. import expr as E
 from ..derive import derive
-from ..numeric import compiled, element_symbol, evaluator, expand
+from ..numeric import at_defaults, compiled, element_symbol, evaluator, expand
 from ..spec import FrozenMap, LossSpec
 
 LENGTH = 3  # vector length for axis symbols
@@ -84,7 +84,7 @@ class _Numpy:
             self.params += [element_symbol(table[p], k) for k in range(width)] if table[p] in vectors else [table[p]]
             self.defaults += [float(spec.symbols[p].default)] * width
         #: The loss written out element by element (lossforge's functions kept).
-        self.loss = expand(derive(spec).loss, LENGTH, vectors)[0]
+        self.loss = expand(at_defaults(spec, derive(spec).loss), LENGTH, vectors)[0]
         budget.check_compiled("properties", self.loss)  # lambdify: a compiled node's cost
         self.f = self.function(self.loss)
 
@@ -237,7 +237,8 @@ def _evaluator(spec: LossSpec):
     larger where the spec has vectors).
     """
     d = derive(spec)
-    exprs = [d.loss, *(g for n, g in d.gradients.items() for _ in range(LENGTH if spec.symbols[n].axis else 1))]
+    exprs = [at_defaults(spec, e) for e in (d.loss, *(
+        g for n, g in d.gradients.items() for _ in range(LENGTH if spec.symbols[n].axis else 1)))]
     scale = LENGTH if any(v.axis for v in spec.symbols.values()) else 1
     budget.check_compiled("properties", *exprs, scale=scale)
     return evaluator(spec, LENGTH, 30)

@@ -503,6 +503,8 @@ class NumpyLossPrinter(_LossPrinterMixin, NumPyPrinter):
         return f"_mean({self._print(expr.args[0])})"
 
     def _print_norm(self, expr):
+        if len(expr.args) == 2:
+            return self._print(expr.written())
         return f"np.sqrt(np.sum(np.square({self._print(expr.args[0])}), axis=-1, keepdims=True))"
 
     def _print_cumsum(self, expr):
@@ -604,6 +606,8 @@ class TorchLossPrinter(_LossPrinterMixin, TorchPrinter):
         text = self._print(expr)
         if self._has_arrays(expr):
             return text
+        if isinstance(expr, sympy.logic.boolalg.BooleanAtom):
+            return f"torch.as_tensor({text}, device=device)"
         return f"torch.as_tensor({text}, dtype=dtype, device=device)"
 
     def _where(self, cond: str, a, b) -> str:
@@ -632,6 +636,8 @@ class TorchLossPrinter(_LossPrinterMixin, TorchPrinter):
         return f"torch.mean({self._print(expr.args[0])}, dim=-1, keepdim=True)"
 
     def _print_norm(self, expr):
+        if len(expr.args) == 2:
+            return self._print(expr.written())
         return f"torch.sqrt(torch.sum(torch.square({self._print(expr.args[0])}), dim=-1, keepdim=True))"
 
     def _print_cumsum(self, expr):

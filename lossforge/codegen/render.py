@@ -27,6 +27,8 @@ from pathlib import Path
 
 import jinja2
 import sympy
+from sympy.core.relational import Relational
+from sympy.logic.boolalg import BooleanAtom, BooleanFunction
 
 from .. import __name__ as _package
 from .. import budget, walk
@@ -183,6 +185,12 @@ class Term:
     #: The targets whose gradients this term's functions return: ``smooth`` in a ``targeted`` term, else none.
     target_grads: tuple[Arg, ...] = ()
 
+    @property
+    def all_helpers(self) -> frozenset[str]:
+        """The helpers this term's functions and every variant of them call."""
+        variants = (self.indexed, self.folded, self.targeted)
+        return self.helpers.union(*(v.all_helpers for v in variants if v is not None))
+
 
 # -- names ------------------------------------------------------------------------
 
@@ -321,55 +329,85 @@ def _lifted(exprs: tuple[sympy.Expr, ...], arrays: frozenset) -> tuple[sympy.Exp
 
 
 def _in_branches(replacements: list, exprs: list, arrays: frozenset[str]) -> tuple[list, list]:
-    """Temporaries that only one branch of a ``where`` on params alone uses, computed only when it is taken.
+    """Temporaries used only in some branches of ``where``s on params alone, computed only when those are taken.
 
     Such a ``where`` runs only the branch its condition picks (``_choose``); a
     temporary CSE hoisted out of it would run on every call, so that an option
-    left at its default (``full = 0``, ``p == 1``) would still pay for the other.
-    Each one becomes ``where(cond, value, 0)`` (or ``where(cond, 0, value)``):
-    still computed once and shared by the value and the gradients when its
-    branch is taken, not computed when it is not (the 0 is never read: every
-    use of it sits in that branch). A temporary that both branches of a
-    condition use stays as it is. ``arrays`` are the names of the per-element
-    symbols; a temporary that holds one is per-element too.
+    left at its default (``full = 0``, ``p == 2``, ``swap = 0``) would still pay
+    for the others. Each temporary is needed under the branch choices that
+    every one of its uses sits in (a use inside another temporary inherits
+    that one's choices; nested ``where``s add up), found in one pass from the
+    last use back. A temporary needed only under some choices becomes
+    ``where(c1, where(c2, value, 0), 0)``, one level per choice (0, or false
+    for a condition, when not taken: still computed once and shared by the
+    value and the gradients when its branches are, not computed when they are
+    not; what the other side holds is never read). ``arrays`` are the names of
+    the per-element symbols; a temporary that holds one is per-element too,
+    and a condition on it picks per element, not a branch.
     """
-    guarded: set = set()
-    while True:
+    varying = set(arrays)
+    for sym, value in replacements:
+        if any(s.name in varying for s in value.free_symbols):
+            varying.add(sym.name)
+    temps = {sym for sym, _ in replacements}
+    needed: dict = {}  # temporary -> the (condition, side) choices all its uses sit in
+
+    def visit(expr: sympy.Basic, choices: frozenset) -> None:
+        stack = [(expr, choices)]
+        while stack:
+            budget.tick()
+            node, known = stack.pop()
+            if node in temps:
+                needed[node] = needed[node] & known if node in needed else known
+            elif isinstance(node, where) and not any(s.name in varying for s in node.args[0].free_symbols):
+                cond = node.args[0]
+                stack.append((cond, known))
+                stack.extend((branch, known | {(cond, side)}) for side, branch in ((True, node.args[1]),
+                                                                                   (False, node.args[2]))
+                             if (cond, not side) not in known)  # a branch the choices rule out is never taken
+            else:
+                stack.extend((arg, known) for arg in node.args)
+
+    for e in exprs:
+        visit(e, frozenset())
+    for sym, value in reversed(replacements):
+        visit(value, needed.get(sym, frozenset()))
+    conditions: set = set()  # the temporaries that hold a truth value
+    same: dict = {}  # a temporary that is, once its choices are known, another symbol: that symbol
+    out = []
+    for sym, value in replacements:
+        choices = needed.get(sym, frozenset())
+        value = _known(value.xreplace(same), choices)
+        if isinstance(value, sympy.Symbol):
+            same[sym] = value
+            continue
+        if isinstance(value, (Relational, BooleanFunction, BooleanAtom)) or value in conditions:
+            conditions.add(sym)
+        out.append((sym, _guarded(value, choices, sym in conditions)))
+    return out, [e.xreplace(same) for e in exprs]
+
+
+def _known(value: sympy.Basic, choices: frozenset) -> sympy.Basic:
+    """``value`` with each ``where`` whose condition ``choices`` decide replaced by the branch it takes."""
+    side_of = dict(choices)
+    while found := {c: c.args[1 if side_of[c.args[0]] else 2] for c in value.atoms(where) if c.args[0] in side_of}:
         budget.tick()
-        varying = set(arrays)
-        for sym, value in replacements:
-            if any(s.name in varying for s in value.free_symbols):
-                varying.add(sym.name)
-        values = (*(v for _, v in replacements), *exprs)
-        choices = {v: [n for n in v.atoms(where) if not any(s.name in varying for s in n.args[0].free_symbols)]
-                   for v in values}
-        conds = sorted({c.args[0] for found in choices.values() for c in found}, key=sympy.default_sort_key)
-        # (a condition stays: under a compiler both branches run, and a 0 for it would not be a bool)
-        temps = {sym for sym, value in replacements if not isinstance(value, sympy.logic.boolalg.Boolean)} - guarded
-        guards = {}
-        for cond in conds:
-            sides: dict = {}  # temporary -> the branches (True, False) of ``cond`` that use it
-            outside = set()  # the temporaries used anywhere but in a branch of ``cond``
-            for value, found in choices.items():
-                mine = [c for c in found if c.args[0] == cond]
-                for side, branch in ((side, c.args[2 - side]) for c in mine for side in (True, False)):
-                    for sym in branch.free_symbols & temps:
-                        sides.setdefault(sym, set()).add(side)
-                outside |= value.xreplace({c: sympy.Dummy() for c in mine}).free_symbols | cond.free_symbols
-            for sym, used in sides.items():
-                if len(used) == 1 and sym not in outside and sym not in guards:
-                    guards[sym] = (cond, used.pop())
-        if not guards:
-            return replacements, exprs
-        guarded |= set(guards)
-        replacements = [(sym, value if sym not in guards else _guarded(value, *guards[sym]))
-                        for sym, value in replacements]
+        value = value.xreplace(found)
+    return value
 
 
-def _guarded(value: sympy.Expr, cond: sympy.Basic, side: bool) -> sympy.Expr:
-    """``value`` computed only where ``cond`` is ``side`` (0 elsewhere); inside, ``cond`` is known."""
-    value = value.xreplace({c: c.args[1 if side else 2] for c in value.atoms(where) if c.args[0] == cond})
-    return where(cond, value, 0) if side else where(cond, 0, value)
+def _guarded(value: sympy.Basic, choices: frozenset, condition: bool) -> sympy.Basic:
+    """``value`` computed only under ``choices`` (each a condition and the side it takes), 0 elsewhere (false
+    for a ``condition``: under a compiler both branches run, and what the other holds must have the value's
+    kind)."""
+    if not choices:
+        return value
+    other = sympy.false if condition else sympy.S.Zero
+    if len(choices) == 1:
+        ((cond, side),) = choices
+        return where(cond, value, other) if side else where(cond, other, value)
+    literals = [c if side else sympy.Not(c) for c, side in sorted(choices, key=lambda c: sympy.default_sort_key(c[0]))]
+    return where(sympy.And(*literals, evaluate=False), value, other)
 
 
 def _needed(replacements, exprs) -> tuple[tuple, tuple]:
@@ -857,7 +895,7 @@ def generate(spec: LossSpec, target: str) -> str:
         "class_name": class_name(spec),
         "constructor": constructor(spec, local),
         "legacy": spec.torch_args is not None and "reduce" in spec.torch_args,
-        "helpers": frozenset().union(*(t.helpers for t in terms), *(t.indexed.helpers for t in terms if t.indexed)),
+        "helpers": frozenset().union(*(t.all_helpers for t in terms)),
         "grad_names": ", ".join(f"grad_{a.local}" for a in arrays if a.var.role == "input"),
     }
     try:

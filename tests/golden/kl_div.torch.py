@@ -224,7 +224,7 @@ def _kl_div_targeted_value_and_grads(logq, target, log_target):
     _t1 = -target
     _t2 = _choose(_t0, lambda: torch.exp(target), lambda: torch.as_tensor(0, dtype=dtype, device=device))
     _t3 = _choose(_t0, lambda: _t2*(-_t1 - logq), lambda: torch.as_tensor(0, dtype=dtype, device=device))
-    _t4 = (target != 0)
+    _t4 = _choose(_t0, lambda: torch.as_tensor(False, device=device), lambda: (target != 0))
     value = _fill(_choose(_t0, lambda: _t3, lambda: torch.xlogy(target, _choose(_t0, lambda: torch.as_tensor(1, dtype=dtype, device=device), lambda: target)) - logq*target), batch, dtype, device)
     grads = (
         _fill(_choose(_t0, lambda: -_t2, lambda: _t1), logq.shape, dtype, device),

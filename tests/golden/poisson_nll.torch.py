@@ -154,6 +154,11 @@ def _choose(cond, a, b):
     return a() if cond else b()
 
 
+def _not(cond):
+    """``not`` of a condition on params alone, a bool eagerly and a tensor under a compiler (``~True`` is -2)."""
+    return ~cond if isinstance(cond, torch.Tensor) else not cond
+
+
 def _dtype(value):
     """The dtype the loss computes in: the first input's, float32 for half precision under autocast (as torch's losses)."""
     dtype = value.dtype if value.is_floating_point() else torch.get_default_dtype()
@@ -196,7 +201,7 @@ def _poisson_nll_value(pred, target, log_input, full, eps):
     _t0 = (log_input > 0)
     _t1 = (full > 0)
     _t2 = _choose(_t0, lambda: pred*target, lambda: torch.as_tensor(0, dtype=dtype, device=device))
-    _t3 = (target <= 1)
+    _t3 = _choose(_t1, lambda: (target <= 1), lambda: torch.as_tensor(False, device=device))
     _t4 = _choose(_t1, lambda: 2*target, lambda: torch.as_tensor(0, dtype=dtype, device=device))
     _t5 = _choose(_t1, lambda: -_t4, lambda: torch.as_tensor(0, dtype=dtype, device=device))
     _t6 = _choose(_t1, lambda: torch.where(_t3, 1, 3.141592653589793*_t4), lambda: torch.as_tensor(0, dtype=dtype, device=device))
@@ -211,7 +216,7 @@ def _poisson_nll_value_and_grads(pred, target, log_input, full, eps):
     _t0 = (log_input > 0)
     _t1 = (full > 0)
     _t2 = _choose(_t0, lambda: pred*target, lambda: torch.as_tensor(0, dtype=dtype, device=device))
-    _t3 = (target <= 1)
+    _t3 = _choose(_t1, lambda: (target <= 1), lambda: torch.as_tensor(False, device=device))
     _t4 = _choose(_t1, lambda: 2*target, lambda: torch.as_tensor(0, dtype=dtype, device=device))
     _t5 = _choose(_t1, lambda: -_t4, lambda: torch.as_tensor(0, dtype=dtype, device=device))
     _t6 = _choose(_t1, lambda: torch.where(_t3, 1, 3.141592653589793*_t4), lambda: torch.as_tensor(0, dtype=dtype, device=device))
@@ -230,13 +235,13 @@ def _poisson_nll_targeted_value(pred, target, log_input, full, eps):
     _t0 = (log_input > 0)
     _t1 = (full > 0)
     _t2 = _choose(_t0, lambda: pred*target, lambda: torch.as_tensor(0, dtype=dtype, device=device))
-    _t3 = (target <= 1)
+    _t3 = _choose(_t1, lambda: (target <= 1), lambda: torch.as_tensor(False, device=device))
     _t4 = _choose(_t1, lambda: 2*target, lambda: torch.as_tensor(0, dtype=dtype, device=device))
     _t5 = _choose(_t1, lambda: -_t4, lambda: torch.as_tensor(0, dtype=dtype, device=device))
     _t6 = _choose(_t1, lambda: torch.where(_t3, 1, 3.141592653589793*_t4), lambda: torch.as_tensor(0, dtype=dtype, device=device))
-    _t7 = _choose(_t1, lambda: torch.where(_t3, 1, target), lambda: torch.as_tensor(1, dtype=dtype, device=device))
+    _t7 = _choose(_t1, lambda: torch.where(_t3, 1, target), lambda: torch.as_tensor(0, dtype=dtype, device=device))
     _t9 = _choose(_t0, lambda: torch.as_tensor(0, dtype=dtype, device=device), lambda: pred + eps)
-    return _fill(_choose(_t0, lambda: _choose(_t1, lambda: torch.exp(_choose(_t0, lambda: _choose(_t1, lambda: pred, lambda: torch.as_tensor(0, dtype=dtype, device=device)), lambda: torch.as_tensor(0, dtype=dtype, device=device))) - _t2 + torch.where(_t3, 0, (1/2)*(_t5 + torch.log(_choose(_t0, lambda: _t6, lambda: torch.as_tensor(1, dtype=dtype, device=device))) + 2*torch.xlogy(target, _choose(_t0, lambda: _t7, lambda: torch.as_tensor(0, dtype=dtype, device=device))))), lambda: torch.exp(_choose(_t0, lambda: _choose(_t1, lambda: torch.as_tensor(0, dtype=dtype, device=device), lambda: pred), lambda: torch.as_tensor(0, dtype=dtype, device=device))) - _t2), lambda: _choose(_t1, lambda: pred - target*_choose(_t0, lambda: torch.as_tensor(0, dtype=dtype, device=device), lambda: torch.log(_choose(_t1, lambda: _t9, lambda: torch.as_tensor(1, dtype=dtype, device=device)))) + torch.where(_t3, 0, (1/2)*(_t5 + torch.log(_choose(_t0, lambda: torch.as_tensor(1, dtype=dtype, device=device), lambda: _t6)) + 2*torch.xlogy(target, _choose(_t0, lambda: torch.as_tensor(0, dtype=dtype, device=device), lambda: _t7)))), lambda: pred - target*_choose(_t0, lambda: torch.as_tensor(0, dtype=dtype, device=device), lambda: torch.log(_choose(_t1, lambda: torch.as_tensor(1, dtype=dtype, device=device), lambda: _t9))))), batch, dtype, device)
+    return _fill(_choose(_t0, lambda: _choose(_t1, lambda: torch.exp(_choose(_t0, lambda: _choose(_t1, lambda: pred, lambda: torch.as_tensor(0, dtype=dtype, device=device)), lambda: torch.as_tensor(0, dtype=dtype, device=device))) - _t2 + torch.where(_t3, 0, (1/2)*(_t5 + torch.log(_choose(_t0, lambda: _t6, lambda: torch.as_tensor(1, dtype=dtype, device=device))) + 2*torch.xlogy(target, _t7))), lambda: torch.exp(_choose(_t0, lambda: _choose(_t1, lambda: torch.as_tensor(0, dtype=dtype, device=device), lambda: pred), lambda: torch.as_tensor(0, dtype=dtype, device=device))) - _t2), lambda: _choose(_t1, lambda: pred - target*_choose((_t1 & _not(_t0)), lambda: torch.log(_t9), lambda: torch.as_tensor(0, dtype=dtype, device=device)) + torch.where(_t3, 0, (1/2)*(_t5 + torch.log(_choose(_t0, lambda: torch.as_tensor(1, dtype=dtype, device=device), lambda: _t6)) + 2*torch.xlogy(target, _t7))), lambda: pred - target*_choose((_not(_t0) & _not(_t1)), lambda: torch.log(_t9), lambda: torch.as_tensor(0, dtype=dtype, device=device)))), batch, dtype, device)
 
 
 def _poisson_nll_targeted_value_and_grads(pred, target, log_input, full, eps):
@@ -245,23 +250,21 @@ def _poisson_nll_targeted_value_and_grads(pred, target, log_input, full, eps):
     _t0 = (log_input > 0)
     _t1 = (full > 0)
     _t2 = _choose(_t0, lambda: pred*target, lambda: torch.as_tensor(0, dtype=dtype, device=device))
-    _t3 = (target <= 1)
+    _t3 = _choose(_t1, lambda: (target <= 1), lambda: torch.as_tensor(False, device=device))
     _t4 = _choose(_t1, lambda: 2*target, lambda: torch.as_tensor(0, dtype=dtype, device=device))
     _t5 = _choose(_t1, lambda: -_t4, lambda: torch.as_tensor(0, dtype=dtype, device=device))
     _t6 = _choose(_t1, lambda: torch.where(_t3, 1, 3.141592653589793*_t4), lambda: torch.as_tensor(0, dtype=dtype, device=device))
-    _t7 = _choose(_t1, lambda: torch.where(_t3, 1, target), lambda: torch.as_tensor(1, dtype=dtype, device=device))
-    _t8 = _choose(_t0, lambda: _t7, lambda: torch.as_tensor(0, dtype=dtype, device=device))
+    _t7 = _choose(_t1, lambda: torch.where(_t3, 1, target), lambda: torch.as_tensor(0, dtype=dtype, device=device))
     _t9 = _choose(_t0, lambda: torch.as_tensor(0, dtype=dtype, device=device), lambda: pred + eps)
-    _t10 = _choose(_t0, lambda: torch.as_tensor(0, dtype=dtype, device=device), lambda: torch.log(_choose(_t1, lambda: _t9, lambda: torch.as_tensor(1, dtype=dtype, device=device))))
-    _t11 = _choose(_t0, lambda: torch.as_tensor(0, dtype=dtype, device=device), lambda: _t7)
-    _t12 = _choose(_t0, lambda: torch.as_tensor(0, dtype=dtype, device=device), lambda: torch.log(_choose(_t1, lambda: torch.as_tensor(1, dtype=dtype, device=device), lambda: _t9)))
+    _t10 = _choose((_t1 & _not(_t0)), lambda: torch.log(_t9), lambda: torch.as_tensor(0, dtype=dtype, device=device))
+    _t12 = _choose((_not(_t0) & _not(_t1)), lambda: torch.log(_t9), lambda: torch.as_tensor(0, dtype=dtype, device=device))
     _t13 = _choose(_t1, lambda: 2*torch.where((target == 0), torch.as_tensor(0, dtype=dtype, device=device), 1), lambda: torch.as_tensor(0, dtype=dtype, device=device))
-    _t14 = (target != 0)
+    _t14 = _choose(_t1, lambda: (target != 0), lambda: torch.as_tensor(False, device=device))
     _t15 = _choose(_t1, lambda: torch.where(_t3, 1, torch.where(_t14, target, 1)), lambda: torch.as_tensor(0, dtype=dtype, device=device))
-    value = _fill(_choose(_t0, lambda: _choose(_t1, lambda: torch.exp(_choose(_t0, lambda: _choose(_t1, lambda: pred, lambda: torch.as_tensor(0, dtype=dtype, device=device)), lambda: torch.as_tensor(0, dtype=dtype, device=device))) - _t2 + torch.where(_t3, 0, (1/2)*(_t5 + torch.log(_choose(_t0, lambda: _t6, lambda: torch.as_tensor(1, dtype=dtype, device=device))) + 2*torch.xlogy(target, _t8))), lambda: torch.exp(_choose(_t0, lambda: _choose(_t1, lambda: torch.as_tensor(0, dtype=dtype, device=device), lambda: pred), lambda: torch.as_tensor(0, dtype=dtype, device=device))) - _t2), lambda: _choose(_t1, lambda: pred - _t10*target + torch.where(_t3, 0, (1/2)*(_t5 + torch.log(_choose(_t0, lambda: torch.as_tensor(1, dtype=dtype, device=device), lambda: _t6)) + 2*torch.xlogy(target, _t11))), lambda: pred - _t12*target)), batch, dtype, device)
+    value = _fill(_choose(_t0, lambda: _choose(_t1, lambda: torch.exp(_choose(_t0, lambda: _choose(_t1, lambda: pred, lambda: torch.as_tensor(0, dtype=dtype, device=device)), lambda: torch.as_tensor(0, dtype=dtype, device=device))) - _t2 + torch.where(_t3, 0, (1/2)*(_t5 + torch.log(_choose(_t0, lambda: _t6, lambda: torch.as_tensor(1, dtype=dtype, device=device))) + 2*torch.xlogy(target, _t7))), lambda: torch.exp(_choose(_t0, lambda: _choose(_t1, lambda: torch.as_tensor(0, dtype=dtype, device=device), lambda: pred), lambda: torch.as_tensor(0, dtype=dtype, device=device))) - _t2), lambda: _choose(_t1, lambda: pred - _t10*target + torch.where(_t3, 0, (1/2)*(_t5 + torch.log(_choose(_t0, lambda: torch.as_tensor(1, dtype=dtype, device=device), lambda: _t6)) + 2*torch.xlogy(target, _t7))), lambda: pred - _t12*target)), batch, dtype, device)
     grads = (
         _fill(_choose(_t0, lambda: torch.exp(_choose(_t0, lambda: pred, lambda: torch.as_tensor(0, dtype=dtype, device=device))) - target, lambda: 1 - target/_choose(_t0, lambda: torch.as_tensor(1, dtype=dtype, device=device), lambda: _t9)), pred.shape, dtype, device),
-        _fill(_choose(_t0, lambda: _choose(_t1, lambda: torch.where(_t3, 0, (1/2)*((_t13 + 2*torch.where(_t14, torch.log(_choose(_t0, lambda: _t15, lambda: torch.as_tensor(1, dtype=dtype, device=device))), 0) + 1/_t8) - 2)) - pred, lambda: -pred), lambda: _choose(_t1, lambda: torch.where(_t3, 0, (1/2)*((_t13 + 2*torch.where(_t14, torch.log(_choose(_t0, lambda: torch.as_tensor(1, dtype=dtype, device=device), lambda: _t15)), 0) + 1/_t11) - 2)) - _t10, lambda: -_t12)), target.shape, dtype, device),  # a target's
+        _fill(_choose(_t0, lambda: _choose(_t1, lambda: torch.where(_t3, 0, (1/2)*((_t13 + 2*torch.where(_t14, torch.log(_choose(_t0, lambda: _t15, lambda: torch.as_tensor(1, dtype=dtype, device=device))), 0) + 1/_t7) - 2)) - pred, lambda: -pred), lambda: _choose(_t1, lambda: torch.where(_t3, 0, (1/2)*((_t13 + 2*torch.where(_t14, torch.log(_choose(_t0, lambda: torch.as_tensor(1, dtype=dtype, device=device), lambda: _t15)), 0) + 1/_t7) - 2)) - _t10, lambda: -_t12)), target.shape, dtype, device),  # a target's
     )
     return value, grads
 
