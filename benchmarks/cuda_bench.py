@@ -94,6 +94,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--reps", type=int, default=15)
     parser.add_argument("--sizes", default="22,24", help="log2 of N, comma-separated")
+    parser.add_argument("--lm", default=",".join(f"{r}x{c}" for r, c in LM_SIZES),
+                        help="language-model cross-entropy sizes, ROWSxCLASSES, comma-separated ('' for none)")
     args = parser.parse_args()
     if not torch.cuda.is_available():
         T.fail("no CUDA device: this benchmark runs on a GPU (make bench runs on the CPU)")
@@ -108,7 +110,7 @@ def main() -> None:
             rows += _row(name, f"2^{log2}", _timed(runs, args.reps), {k: _peak(r) for k, r in runs.items()})
         rows.append(None)
     lm = CASES["cross_entropy"]
-    for n_rows, classes in LM_SIZES:
+    for n_rows, classes in (tuple(map(int, size.split("x"))) for size in args.lm.split(",") if size):
         inputs = _on_cuda(make_inputs("classes", n_rows * classes, classes))
         runs = _runs("cross_entropy", F.cross_entropy, inputs, grads_of("cross_entropy"),
                      torch.compile(compilable(lm), dynamic=False))

@@ -143,6 +143,8 @@ def test_cross_entropy_at_its_defaults_takes_no_mean_and_no_subtraction_over_the
             value = cls(label_smoothing=smoothing)(leaf, target)
             value.backward()
         assert ("mean" in ops.names) is (smoothing > 0), sorted(ops.names)
+        # the value and the softmax from one log_softmax (torch's forms); logsumexp only for the smoothing term
+        assert "_log_softmax" in ops.names and ("logsumexp" in ops.names) is (smoothing > 0), sorted(ops.names)
         over_logits = [name for name, shapes in ops.calls if name in ("sub", "add", "mul") and (30, 7) in shapes]
         # at the default, the one elementwise pass over the logits is backward's scaling of the saved gradient;
         # smoothing costs more (the softmax less smoothing/C, at least)
@@ -150,3 +152,22 @@ def test_cross_entropy_at_its_defaults_takes_no_mean_and_no_subtraction_over_the
         ref = logits.clone().requires_grad_()
         F.cross_entropy(ref, target, label_smoothing=smoothing).backward()
         torch.testing.assert_close(leaf.grad, ref.grad, rtol=1e-10, atol=1e-12)
+
+
+def test_cross_entropy_at_huge_logits_is_exact_in_both_targets():
+    """-log_softmax picked at the class index, and its exp as the softmax: exact where logits are 1e8 apart from
+    their maximum by little (the shift comes first, as torch's log_softmax), in float64 at 1e-12."""
+    logits = torch.tensor([[1e8, 1e8 + 1.0, 1e8 - 2.0], [-5.0, 0.0, 30.0]], dtype=torch.float64)
+    target = torch.tensor([0, 1])
+    ref = logits.clone().requires_grad_()
+    want = F.cross_entropy(ref, target, reduction="sum")
+    want.backward()
+    leaf = logits.clone().requires_grad_()
+    value = lf.compile(lf.builtin("cross_entropy"), "torch")(reduction="sum")(leaf, target)
+    value.backward()
+    torch.testing.assert_close(value, want, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(leaf.grad, ref.grad, rtol=1e-12, atol=1e-14)
+    numpy_value, (numpy_grad,) = lf.compile(lf.builtin("cross_entropy"), "numpy").loss_and_grad(
+        logits.numpy(), target.numpy(), reduction="sum")
+    assert abs(numpy_value - want.item()) <= 1e-12 * abs(want.item())
+    torch.testing.assert_close(torch.as_tensor(numpy_grad), ref.grad, rtol=1e-12, atol=1e-14)

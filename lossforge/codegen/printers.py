@@ -252,8 +252,16 @@ class softmax(sympy.Function):  # noqa: N801 - a SymPy function, lower case like
     nargs = 1
 
 
-def softmaxes(expr: sympy.Expr) -> sympy.Expr:
-    """Every ``exp(u - logsumexp(u))`` in ``expr`` as :class:`softmax`."""
+class log_softmax(sympy.Function):  # noqa: N801 - a SymPy function, lower case like SymPy's
+    """``u - logsumexp(u)`` over the axis, as one kernel (``torch.log_softmax``). Only the printers see it."""
+
+    nargs = 1
+
+
+def softmaxes(expr: sympy.Tuple) -> sympy.Tuple:
+    """Every ``exp(u - logsumexp(u))`` in the expressions as :class:`softmax`; where the value picks
+    ``logsumexp(u) - pick(u, i)`` (cross-entropy at a class index), that and the softmax from one
+    :class:`log_softmax` (``-pick(log_softmax(u), i)`` and ``exp(log_softmax(u))``, torch's own forms)."""
     found: dict[sympy.Basic, sympy.Expr | None] = {}  # each exp's softmax argument, asked once
 
     def is_softmax(node: sympy.Basic) -> bool:
@@ -263,7 +271,36 @@ def softmaxes(expr: sympy.Expr) -> sympy.Expr:
             found[node] = softmax_argument(node.args[0])
         return found[node] is not None
 
-    return walk.replace((expr,), is_softmax, lambda n: softmax(found[n]))[0]
+    return _log_softmaxes(walk.replace((expr,), is_softmax, lambda n: softmax(found[n]))[0])
+
+
+def _log_softmaxes(exprs: sympy.Tuple) -> sympy.Tuple:
+    """:func:`softmaxes`' second step: ``logsumexp(u) - pick(u, i)`` as ``-pick(log_softmax(u), i)``, and then
+    ``softmax(u)`` as ``exp(log_softmax(u))``. One ``log_softmax`` kernel costs half of torch's
+    ``logsumexp`` (a composite of eight), and its ``exp`` a third of a ``softmax``. A ``logsumexp(u)`` needed
+    elsewhere stays (a branch that needs it, cross-entropy's label smoothing, computes it there)."""
+    from .indices import pick  # (indices prints nothing; it imports from here)
+
+    def paired(node: sympy.Basic) -> bool:
+        return node.is_Add and any(isinstance(t, logsumexp) for t in node.args) and any(
+            isinstance(-t, pick) for t in node.args)
+
+    def picked(node: sympy.Add) -> sympy.Expr:
+        terms = list(node.args)
+        for lse in [t for t in terms if isinstance(t, logsumexp)]:
+            mate = next((t for t in terms if isinstance(-t, pick) and (-t).args[0] == lse.args[0]), None)
+            if mate is not None:
+                terms.remove(lse)
+                terms.remove(mate)
+                terms.append(-pick(log_softmax(lse.args[0]), (-mate).args[1]))
+        return sympy.Add(*terms)
+
+    exprs = walk.replace((exprs,), paired, picked)[0]
+    logs = {n.args[0] for n in exprs.atoms(log_softmax)}
+    if not logs:
+        return exprs
+    return walk.replace((exprs,), lambda n: isinstance(n, softmax) and n.args[0] in logs,
+                        lambda n: sympy.exp(log_softmax(n.args[0])))[0]
 
 
 def group_sums(expr: sympy.Expr, arrays: frozenset) -> sympy.Expr:
@@ -494,6 +531,10 @@ class NumpyLossPrinter(_LossPrinterMixin, NumPyPrinter):
         self.helpers.add("_softmax")
         return f"_softmax({self._print(expr.args[0])})"
 
+    def _print_log_softmax(self, expr):
+        self.helpers.add("_log_softmax")
+        return f"_log_softmax({self._print(expr.args[0])})"
+
     def _print_axis_sum(self, expr):
         return f"np.sum({self._print(expr.args[0])}, axis=-1, keepdims=True)"
 
@@ -625,6 +666,9 @@ class TorchLossPrinter(_LossPrinterMixin, TorchPrinter):
 
     def _print_softmax(self, expr):
         return f"torch.softmax({self._print(expr.args[0])}, dim=-1)"
+
+    def _print_log_softmax(self, expr):
+        return f"torch.log_softmax({self._print(expr.args[0])}, dim=-1)"
 
     def _print_logsumexp(self, expr):
         return f"torch.logsumexp({self._print(expr.args[0])}, dim=-1, keepdim=True)"

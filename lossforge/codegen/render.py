@@ -72,7 +72,7 @@ RESERVED = frozenset(
         "grad_output", "total", "name", "length", "args", "Loss", "PARAMS", "part", "out", "v",
         "reduce", "l", "I", "O", "kernels", "saved", "recompute", "which", "fn", "term", "exc", "pair",
         "warnings", "indexed", "validate", "size_average", "function", "outputs", "transformed", "tangent", "tangents", "change", "module",
-        "keep", "counts", "targeted",
+        "keep", "counts", "targeted", "scales", "handed",
     }
     | MODULE_ATTRIBUTES
     | set(dir(builtins))
@@ -184,6 +184,8 @@ class Term:
     targeted: Term | None = None
     #: The targets whose gradients this term's functions return: ``smooth`` in a ``targeted`` term, else none.
     target_grads: tuple[Arg, ...] = ()
+    #: The name of the array given as class indices (no axis: one index per sample) in an indexed term.
+    index: str | None = None
 
     @property
     def all_helpers(self) -> frozenset[str]:
@@ -559,6 +561,7 @@ def _build_term(target: Target, term: str, weight: str, spec: LossSpec, local: d
         folded=_folded(target, term, weight, spec, local, tuple(params)) if not index else None,
         smooth=tuple(a for a in arrays if a.name in spec.smooth_targets) if target.name == "torch" else (),
         targeted=_targeted(target, term, weight, spec, local) if not index and target.name == "torch" else None,
+        index=index[0] if index else None,
     )
 
 

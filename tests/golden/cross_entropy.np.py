@@ -241,6 +241,12 @@ def _softmax(a):
     return e / np.sum(e, axis=-1, keepdims=True)
 
 
+def _log_softmax(a):
+    """a - logsumexp(a) over the last axis, as (a - max) - log(sum(exp(a - max))): the shift first, exactly."""
+    shifted = a - np.max(a, axis=-1, keepdims=True, initial=-np.inf)
+    return shifted - np.log(np.sum(np.exp(shifted), axis=-1, keepdims=True))
+
+
 def _choose(cond, a, b):
     """``where`` on params alone: the condition is one bool, and only the branch it picks runs."""
     return a() if cond else b()
@@ -306,9 +312,8 @@ def _cross_entropy_indexed_value(logits, target, weight, ignore_index, label_smo
     _broadcasts("weight", weight.shape, batch + (logits.shape[-1],), axis=True)
     weight = np.broadcast_to(weight, weight.shape[:-1] + (logits.shape[-1],))  # one number: the same for every entry
     _t0 = (label_smoothing > 0)
-    _t2 = _logsumexp(logits)
-    _t5 = (_t2 - _pick(logits, target))*_pick(weight, target)
-    return _fill(_choose(_t0, lambda: _t5*_choose(_t0, lambda: 1 - label_smoothing, lambda: 0) + label_smoothing*(_t2*_choose(_t0, lambda: _mean(weight), lambda: 0) - _mean(logits*weight)), lambda: _t5), batch + (1,))[..., 0]
+    _t5 = _pick(weight, target)*_pick(_log_softmax(logits), target)
+    return _fill(_choose(_t0, lambda: label_smoothing*(_logsumexp(logits)*_choose(_t0, lambda: _mean(weight), lambda: 0) - _mean(logits*weight)) - _t5*_choose(_t0, lambda: 1 - label_smoothing, lambda: 0), lambda: -_t5), batch + (1,))[..., 0]
 
 
 def _cross_entropy_indexed_value_and_grads(logits, target, weight, ignore_index, label_smoothing):
@@ -319,15 +324,14 @@ def _cross_entropy_indexed_value_and_grads(logits, target, weight, ignore_index,
     weight = np.broadcast_to(weight, weight.shape[:-1] + (logits.shape[-1],))  # one number: the same for every entry
     _t0 = (label_smoothing > 0)
     _t1 = _choose(_t0, lambda: _mean(weight), lambda: 0)
-    _t2 = _logsumexp(logits)
-    _t3 = _choose(_t0, lambda: 1 - label_smoothing, lambda: 0)
-    _t4 = _pick(weight, target)
-    _t5 = _t4*(_t2 - _pick(logits, target))
-    _t6 = _softmax(logits)
-    _t7 = _choose(_t0, lambda: _t3*_t4, lambda: 0)
-    value = _fill(_choose(_t0, lambda: _t3*_t5 + label_smoothing*(_t1*_t2 - _mean(logits*weight)), lambda: _t5), batch + (1,))[..., 0]
+    _t2 = _choose(_t0, lambda: 1 - label_smoothing, lambda: 0)
+    _t3 = _pick(weight, target)
+    _t4 = _log_softmax(logits)
+    _t5 = _t3*_pick(_t4, target)
+    _t6 = _choose(_t0, lambda: _t2*_t3, lambda: 0)
+    value = _fill(_choose(_t0, lambda: label_smoothing*(_t1*_logsumexp(logits) - _mean(logits*weight)) - _t2*_t5, lambda: -_t5), batch + (1,))[..., 0]
     grads = (
-        _fill(_scatter(_choose(_t0, lambda: _t6*(_t1*label_smoothing + _t7) - label_smoothing*weight/_choose(_t0, lambda: (logits.shape[-1] or np.nan), lambda: 1), lambda: _t4*_t6), _choose(_t0, lambda: -_t7, lambda: -_t4), target, logits), logits.shape),
+        _fill(_scatter(_choose(_t0, lambda: (_t1*label_smoothing + _t6)*np.exp(_choose(_t0, lambda: _t4, lambda: 0)) - label_smoothing*weight/_choose(_t0, lambda: (logits.shape[-1] or np.nan), lambda: 1), lambda: _t3*np.exp(_choose(_t0, lambda: 0, lambda: _t4))), _choose(_t0, lambda: -_t6, lambda: -_t3), target, logits), logits.shape),
     )
     return value, grads
 
@@ -361,22 +365,20 @@ def _cross_entropy_folded_indexed_value(logits, target, weight, ignore_index, la
     """Per-sample loss."""
     batch = logits.shape[:-1]
     _t0 = (label_smoothing > 0)
-    _t1 = _logsumexp(logits)
-    _t3 = _t1 - _pick(logits, target)
-    return _fill(_choose(_t0, lambda: label_smoothing*(_t1 - _mean(logits)) - _t3*_choose(_t0, lambda: label_smoothing - 1, lambda: 0), lambda: _t3), batch + (1,))[..., 0]
+    _t2 = _pick(_log_softmax(logits), target)
+    return _fill(_choose(_t0, lambda: _t2*_choose(_t0, lambda: label_smoothing - 1, lambda: 0) + label_smoothing*(_logsumexp(logits) - _mean(logits)), lambda: -_t2), batch + (1,))[..., 0]
 
 
 def _cross_entropy_folded_indexed_value_and_grads(logits, target, weight, ignore_index, label_smoothing):
     """Per-sample loss and its gradient for each input, per element."""
     batch = logits.shape[:-1]
     _t0 = (label_smoothing > 0)
-    _t1 = _logsumexp(logits)
-    _t2 = _choose(_t0, lambda: label_smoothing - 1, lambda: 0)
-    _t3 = _t1 - _pick(logits, target)
-    _t4 = _softmax(logits)
-    value = _fill(_choose(_t0, lambda: label_smoothing*(_t1 - _mean(logits)) - _t2*_t3, lambda: _t3), batch + (1,))[..., 0]
+    _t1 = _log_softmax(logits)
+    _t2 = _pick(_t1, target)
+    _t3 = _choose(_t0, lambda: label_smoothing - 1, lambda: 0)
+    value = _fill(_choose(_t0, lambda: _t2*_t3 + label_smoothing*(_logsumexp(logits) - _mean(logits)), lambda: -_t2), batch + (1,))[..., 0]
     grads = (
-        _fill(_scatter(_choose(_t0, lambda: _t4 - label_smoothing/_choose(_t0, lambda: (logits.shape[-1] or np.nan), lambda: 1), lambda: _t4), _choose(_t0, lambda: _t2, lambda: -1), target, logits), logits.shape),
+        _fill(_scatter(_choose(_t0, lambda: np.exp(_choose(_t0, lambda: _t1, lambda: 0)) - label_smoothing/_choose(_t0, lambda: (logits.shape[-1] or np.nan), lambda: 1), lambda: np.exp(_choose(_t0, lambda: 0, lambda: _t1))), _choose(_t0, lambda: _t3, lambda: -1), target, logits), logits.shape),
     )
     return value, grads
 

@@ -245,10 +245,11 @@ def _uncertainty_weighting_targeted_value_and_grads(pred, target, score, sign, s
     return value, grads
 
 
-#: Each term's (value, value-and-gradients) functions, by (term, whether the one-hot target is class indices, whether its targets' gradients are wanted).
+#: Each term's (value, value-and-gradients) functions and the layout of their arguments (which are arrays over
+#: the batch, with or without an axis; which params broadcast to the batch), by (term, whether the one-hot target is class indices, whether its targets' gradients are wanted).
 _EAGER = {
-    ("uncertainty_weighting", False, False): (_uncertainty_weighting_value, _uncertainty_weighting_value_and_grads),
-    ("uncertainty_weighting", False, True): (_uncertainty_weighting_targeted_value, _uncertainty_weighting_targeted_value_and_grads),
+    ("uncertainty_weighting", False, False): (_uncertainty_weighting_value, _uncertainty_weighting_value_and_grads, ((False, False, False, False, ), ())),
+    ("uncertainty_weighting", False, True): (_uncertainty_weighting_targeted_value, _uncertainty_weighting_targeted_value_and_grads, ((False, False, False, False, ), ())),
 }
 _FUSED = {}
 _FUSED_FAILED = set()
@@ -270,16 +271,85 @@ def _fused(fused, device, dtype):
     return True
 
 
-def _reducing(value, both):
+#: About the elements one pass of eager CPU code takes at a time: a larger batch runs in chunks of rows, so that
+#: a loss's temporaries stay in cache and come from the allocator's free lists instead of fresh pages (each
+#: temporary of a whole 2^22-element batch costs a pass and as long again in page faults).
+_CHUNK = 1 << 17
+
+
+def _chunk_rows(layout, args):
+    """The rows of a chunk, or 0 where the call runs whole: off the CPU, under a compiler, a torch.func transform
+    or autograd, for a small batch, or where an array does not have the batch's rows as its first dimension or
+    a tensor param broadcasts to the batch."""
+    axes, broadcast = layout
+    arrays = args[:len(axes)]
+    first = arrays[0]
+    if (first.device.type != "cpu" or torch.compiler.is_compiling() or _transformed()
+            or any(args[i] is not None for i in broadcast)):
+        return 0
+    if torch.is_grad_enabled() and any(isinstance(a, torch.Tensor) and a.requires_grad for a in args):
+        return 0
+    rows = first.shape[0] if first.ndim > axes[0] else 0
+    if not rows or any(a.ndim <= axis or a.shape[0] != rows for a, axis in zip(arrays, axes)):
+        return 0
+    width = max(a.numel() // rows for a in arrays)
+    return 0 if rows * width < 4 * _CHUNK else max(1, _CHUNK // max(width, 1))
+
+
+def _chunked(function, layout, rows, reduction, keep, counts, args):
+    """``function`` (value, or value and gradients) of ``args`` chunk by chunk of ``rows`` rows: ``(loss, grads,
+    scale)``, the value reduced as ``_reduce`` does, the gradients written into arrays of the whole batch. Where
+    every sample counts once, the loss is a sum of the chunks' sums and each gradient is written already
+    multiplied by ``scale``, the reduction's own factor (``1/n`` for a mean), so that backward has nothing left
+    to do for an upstream gradient of 1; else ``scale`` is None. None where a result is not one row per row of
+    the batch (the caller runs whole)."""
+    count = len(layout[0])
+    total = args[0].shape[0]
+    summed = reduction in ("mean", "sum", "batchmean") and keep is None and counts is None
+    parts, values, grads, scale = [], None, None, None
+    for start in range(0, total, rows):
+        out = function(*(a[start:start + rows] for a in args[:count]), *args[count:])
+        value, found = out if isinstance(out, tuple) else (out, ())
+        if start == 0:
+            if value.ndim == 0 or any(g.ndim == 0 or g.shape[0] != value.shape[0] for g in found):
+                return None
+            grads = [g.new_empty((total, *g.shape[1:])) for g in found]
+            if summed:
+                scale = 1 / (total * value[0].numel()) if reduction == "mean" else 1 / total if reduction == "batchmean" else 1.0
+            else:
+                values = value.new_empty((total, *value.shape[1:]))
+        for whole, g in zip(grads, found):
+            if scale is None:
+                whole[start:start + rows] = g
+            else:
+                torch.mul(g, scale, out=whole[start:start + rows])
+        if summed:
+            parts.append(value.sum())
+        else:
+            values[start:start + rows] = value
+    if not summed:
+        return _reduce(values, reduction, keep, counts), tuple(grads), None
+    loss = torch.stack(parts).sum()
+    return (loss if reduction == "sum" else loss * scale), tuple(grads), scale
+
+
+def _reducing(value, both, layout):
     """The two functions of a term with the value reduced inside them: compiled, the reduction is part of the
-    kernel."""
+    kernel; eagerly on the CPU, a large batch runs chunk by chunk (``_chunked``)."""
 
     def reduced_value(reduction, keep, counts, *args):
+        rows = _chunk_rows(layout, args)
+        if rows and (found := _chunked(value, layout, rows, reduction, keep, counts, args)) is not None:
+            return found[0]
         return _reduce(value(*args), reduction, keep, counts)
 
     def reduced_both(reduction, keep, counts, *args):
+        """``(loss, grads, scale)``: ``scale`` as ``_chunked`` says, None for gradients as the function gives them."""
+        rows = _chunk_rows(layout, args)
+        if rows and (found := _chunked(both, layout, rows, reduction, keep, counts, args)) is not None:
+            return found
         loss, grads = both(*args)
-        return _reduce(loss, reduction, keep, counts), grads
+        return _reduce(loss, reduction, keep, counts), grads, None
 
     return reduced_value, reduced_both
 
@@ -309,20 +379,27 @@ def _loss(reduction, params, fused, indexed, keep, counts, pred, target, score, 
 
 
 def _both(reduction, fused, indexed, targeted, keep, counts, pred, target, score, sign, s_reg, s_cls):
-    """The reduced loss and each term's per-element gradients, in one pass per term (a target's None where
-    ``targeted`` is false: no target requires grad)."""
+    """The reduced loss, each term's per-element gradients, in one pass per term (a target's None where
+    ``targeted`` is false: no target requires grad), and the factor each term's gradients already carry (None:
+    none; see ``_chunked``)."""
     device, dtype = pred.device, pred.dtype
-    value, grad_term_0 = _run(fused, ("uncertainty_weighting", False, targeted), 1, reduction, None, None, device, dtype, pred, target, score, sign, s_reg, s_cls)
+    value, grad_term_0, _scale_0 = _run(fused, ("uncertainty_weighting", False, targeted), 1, reduction, None, None, device, dtype, pred, target, score, sign, s_reg, s_cls)
     if not targeted:
         grad_term_0 = (*grad_term_0, None, )
-    return value, (*grad_term_0,)
+    return value, (*grad_term_0,), (_scale_0, )
 
 
-def _save(ctx, reduction, indexed, targeted, keep, counts, arrays, params, grads):
-    """What backward needs: the arguments, which samples count, and the per-element gradients (params as given:
-    floats, buffers or Parameters)."""
+def _save(ctx, reduction, indexed, targeted, keep, counts, arrays, params, grads, scales=None):
+    """What backward needs: the arguments, which samples count, the per-element gradients (params as given:
+    floats, buffers or Parameters) and the factors they carry."""
     ctx.reduction, ctx.indexed, ctx.targeted, ctx.params = reduction, indexed, targeted, params
+    ctx.scales, ctx.handed = scales or (None,) * 1, False
     ctx.save_for_backward(*arrays, keep, counts, *grads)
+
+
+def _one(upstream):
+    """Whether ``upstream`` is exactly 1 (``loss.backward()``), read where that costs no device sync: on the CPU."""
+    return upstream.device.type == "cpu" and upstream.numel() == 1 and float(upstream) == 1.0
 
 
 class _UncertaintyWeightingLossFunction(torch.autograd.Function):
@@ -338,8 +415,8 @@ class _UncertaintyWeightingLossFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, reduction, fused, indexed, targeted, keep, counts, pred, target, score, sign, s_reg, s_cls):
-        loss, grads = _both(reduction, fused, indexed, targeted, keep, counts, pred, target, score, sign, s_reg, s_cls)
-        _save(ctx, reduction, indexed, targeted, keep, counts, (pred, target, score, sign), (s_reg, s_cls), grads)
+        loss, grads, scales = _both(reduction, fused, indexed, targeted, keep, counts, pred, target, score, sign, s_reg, s_cls)
+        _save(ctx, reduction, indexed, targeted, keep, counts, (pred, target, score, sign), (s_reg, s_cls), grads, scales)
         return loss
 
     @staticmethod
@@ -350,7 +427,9 @@ class _UncertaintyWeightingLossFunction(torch.autograd.Function):
         pred, target, score, sign = saved[:4]
         keep, counts = saved[4:6]
         s_reg, s_cls = ctx.params
-        recompute = torch.is_grad_enabled()  # create_graph=True: the gradient must be differentiable
+        # create_graph=True: the gradient must be differentiable; and once a saved gradient was handed on as it
+        # is (its owner may change it), a later backward (retain_graph=True) computes it again
+        recompute = torch.is_grad_enabled() or ctx.handed
         grad_pred = None
         grad_score = None
         grad_s_reg = None
@@ -361,17 +440,22 @@ class _UncertaintyWeightingLossFunction(torch.autograd.Function):
             grads = grads if ctx.targeted else (*grads, None, )
         else:
             grads = saved[6:11]
-        upstream = _upstream(grad_output, ctx.reduction, pred.shape, None, None)
-        part = grads[0] * upstream
+        if recompute or ctx.scales[0] is None:
+            upstream, handed = _upstream(grad_output, ctx.reduction, pred.shape, None, None), False
+        else:  # the gradients carry the reduction's factor already
+            upstream = grad_output
+            handed = _one(upstream)  # then each is handed on as it is: no pass over it
+            ctx.handed = ctx.handed or handed
+        part = grads[0] if handed else grads[0] * upstream
         grad_pred = part if grad_pred is None else grad_pred + part
-        part = grads[1] * upstream
+        part = grads[1] if handed else grads[1] * upstream
         grad_score = part if grad_score is None else grad_score + part
         part = (grads[2] * upstream).sum()  # over the batch: the param is shared
         grad_s_reg = part if grad_s_reg is None else grad_s_reg + part
         part = (grads[3] * upstream).sum()  # over the batch: the param is shared
         grad_s_cls = part if grad_s_cls is None else grad_s_cls + part
         if grads[4] is not None:  # the target requires grad
-            part = grads[4] * upstream
+            part = grads[4] if handed else grads[4] * upstream
             grad_target = part if grad_target is None else grad_target + part
         return None, None, None, None, None, None, grad_pred, grad_target, grad_score, None, grad_s_reg, grad_s_cls
 
@@ -392,7 +476,7 @@ class _UncertaintyWeightingLossTransformedFunction(_UncertaintyWeightingLossFunc
 
     @staticmethod
     def forward(reduction, fused, indexed, targeted, keep, counts, pred, target, score, sign, s_reg, s_cls):
-        loss, grads = _both(reduction, fused, indexed, targeted, keep, counts, pred, target, score, sign, s_reg, s_cls)
+        loss, grads, _ = _both(reduction, fused, indexed, targeted, keep, counts, pred, target, score, sign, s_reg, s_cls)
         return _distinct((loss, *grads), (pred, target, score, sign))
 
     @staticmethod
