@@ -648,8 +648,8 @@ class TorchLossPrinter(_LossPrinterMixin, TorchPrinter):
         if self._has_arrays(expr):
             return text
         if isinstance(expr, sympy.logic.boolalg.BooleanAtom):
-            return f"torch.as_tensor({text}, device=device)"
-        return f"torch.as_tensor({text}, dtype=dtype, device=device)"
+            return f"_constant({text}, torch.bool, device)"
+        return f"_constant({text}, dtype, device)"
 
     def _where(self, cond: str, a, b) -> str:
         pa = self._tensor(a) if not (self._has_arrays(a) or self._has_arrays(b)) else self._print(a)

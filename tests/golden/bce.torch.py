@@ -70,8 +70,17 @@ def _validate(p, target, indexed):
 
 def _fill(value, shape, dtype, device):
     """``value`` as a tensor of ``shape`` (constants and rows broadcast)."""
-    value = torch.as_tensor(value, dtype=dtype, device=device)
+    if not isinstance(value, torch.Tensor) or value.dtype != dtype or value.device != device:
+        value = _constant(value, dtype, device)
     return value if value.shape == shape else value.expand(shape)
+
+
+def _constant(value, dtype, device):
+    """``value`` (a number, or a tensor: a param under a compiler) as a tensor of ``dtype`` on ``device``. A number
+    is filled there: ``torch.as_tensor`` of a number copies it from the host, which waits for a GPU to finish."""
+    if isinstance(value, torch.Tensor):
+        return value.to(dtype=dtype, device=device)
+    return torch.full((), value, dtype=dtype, device=device)
 
 
 def _legacy_reduction(size_average, reduce, reduction):
@@ -133,12 +142,15 @@ def _check_domain(name, value, domain):
     """
     _, lo, hi, lo_open, hi_open, members, sums_to_one = domain
     value = _plain(value)
+    synced = _synced(value)
     if members is None and not sums_to_one and value.numel():
         low, high = torch.aminmax(value)  # one pass and no batch-sized temporaries; a NaN makes both NaN
+        if synced:  # compared as floats: no more tensor operations (a NaN compares false: refused)
+            low, high = low.item(), high.item()
         ok = (low > lo if lo_open else low >= lo) & (high < hi if hi_open else high <= hi)
     else:
         ok = _inside(value, domain).all()
-    if not _synced(value):
+    if not synced:
         torch._assert_async(ok, f"{name} has a value outside its domain: {domain[0]}")
     elif not bool(ok):
         _outside(name, value.detach(), (~_inside(value, domain)).nonzero()[0].tolist(), domain)
@@ -196,8 +208,8 @@ def _prepare(p, target):
     target = torch.as_tensor(target)
     dtype = _dtype(p)
     keep = counts = None
-    p = p.to(dtype)
-    target = target.to(dtype)
+    p = p if p.dtype == dtype else p.to(dtype)
+    target = target if target.dtype == dtype else target.to(dtype)
     indexed = False
     _check_shapes([("p", p, None), ("target", target, None)])
     return p, target, indexed, keep, counts
@@ -207,7 +219,7 @@ def _prepare(p, target):
 def _bce_value(p, target, weight, eps):
     """Per-sample loss."""
     dtype, device, batch = p.dtype, p.device, p.shape
-    weight = torch.as_tensor(1.0 if weight is None else weight, dtype=dtype, device=device)
+    weight = _constant(1.0 if weight is None else weight, dtype, device)
     _broadcasts("weight", weight.shape, batch)
     _t0 = 1 - eps
     return _fill(-weight*(target*torch.log(torch.clamp(p, eps, _t0)) + (1 - target)*torch.log(torch.clamp(1 - p, eps, _t0))), batch, dtype, device)
@@ -216,7 +228,7 @@ def _bce_value(p, target, weight, eps):
 def _bce_value_and_grads(p, target, weight, eps):
     """Per-sample loss and its gradient for each input, per element, in one pass."""
     dtype, device, batch = p.dtype, p.device, p.shape
-    weight = torch.as_tensor(1.0 if weight is None else weight, dtype=dtype, device=device)
+    weight = _constant(1.0 if weight is None else weight, dtype, device)
     _broadcasts("weight", weight.shape, batch)
     _t0 = 1 - eps
     _t1 = torch.clamp(p, eps, _t0)
@@ -225,7 +237,7 @@ def _bce_value_and_grads(p, target, weight, eps):
     _t4 = torch.clamp(_t3, eps, _t0)
     value = _fill(-weight*(_t2*torch.log(_t4) + target*torch.log(_t1)), batch, dtype, device)
     grads = (
-        _fill(-weight*(target*torch.where(((p >= eps) & (p <= _t0)), torch.as_tensor(1, dtype=dtype, device=device), 0)/_t1 - _t2*torch.where(((_t3 >= eps) & (_t3 <= _t0)), torch.as_tensor(1, dtype=dtype, device=device), 0)/_t4), p.shape, dtype, device),
+        _fill(-weight*(target*torch.where(((p >= eps) & (p <= _t0)), _constant(1, dtype, device), 0)/_t1 - _t2*torch.where(((_t3 >= eps) & (_t3 <= _t0)), _constant(1, dtype, device), 0)/_t4), p.shape, dtype, device),
     )
     return value, grads
 
@@ -247,7 +259,7 @@ def _bce_folded_value_and_grads(p, target, weight, eps):
     _t4 = torch.clamp(_t3, eps, _t0)
     value = _fill(-_t2*torch.log(_t4) - target*torch.log(_t1), batch, dtype, device)
     grads = (
-        _fill(_t2*torch.where(((_t3 >= eps) & (_t3 <= _t0)), torch.as_tensor(1, dtype=dtype, device=device), 0)/_t4 - target*torch.where(((p >= eps) & (p <= _t0)), torch.as_tensor(1, dtype=dtype, device=device), 0)/_t1, p.shape, dtype, device),
+        _fill(_t2*torch.where(((_t3 >= eps) & (_t3 <= _t0)), _constant(1, dtype, device), 0)/_t4 - target*torch.where(((p >= eps) & (p <= _t0)), _constant(1, dtype, device), 0)/_t1, p.shape, dtype, device),
     )
     return value, grads
 
@@ -255,7 +267,7 @@ def _bce_folded_value_and_grads(p, target, weight, eps):
 def _bce_targeted_value(p, target, weight, eps):
     """Per-sample loss."""
     dtype, device, batch = p.dtype, p.device, p.shape
-    weight = torch.as_tensor(1.0 if weight is None else weight, dtype=dtype, device=device)
+    weight = _constant(1.0 if weight is None else weight, dtype, device)
     _broadcasts("weight", weight.shape, batch)
     _t0 = 1 - eps
     return _fill(-weight*(target*torch.log(torch.clamp(p, eps, _t0)) + (1 - target)*torch.log(torch.clamp(1 - p, eps, _t0))), batch, dtype, device)
@@ -264,7 +276,7 @@ def _bce_targeted_value(p, target, weight, eps):
 def _bce_targeted_value_and_grads(p, target, weight, eps):
     """Per-sample loss and its gradient for each input, per element, in one pass."""
     dtype, device, batch = p.dtype, p.device, p.shape
-    weight = torch.as_tensor(1.0 if weight is None else weight, dtype=dtype, device=device)
+    weight = _constant(1.0 if weight is None else weight, dtype, device)
     _broadcasts("weight", weight.shape, batch)
     _t0 = 1 - eps
     _t1 = torch.clamp(p, eps, _t0)
@@ -275,7 +287,7 @@ def _bce_targeted_value_and_grads(p, target, weight, eps):
     _t6 = torch.log(_t5)
     value = _fill(-weight*(_t2*target + _t3*_t6), batch, dtype, device)
     grads = (
-        _fill(-weight*(target*torch.where(((p >= eps) & (p <= _t0)), torch.as_tensor(1, dtype=dtype, device=device), 0)/_t1 - _t3*torch.where(((_t4 >= eps) & (_t4 <= _t0)), torch.as_tensor(1, dtype=dtype, device=device), 0)/_t5), p.shape, dtype, device),
+        _fill(-weight*(target*torch.where(((p >= eps) & (p <= _t0)), _constant(1, dtype, device), 0)/_t1 - _t3*torch.where(((_t4 >= eps) & (_t4 <= _t0)), _constant(1, dtype, device), 0)/_t5), p.shape, dtype, device),
         _fill(-weight*(_t2 - _t6), target.shape, dtype, device),  # a target's
     )
     return value, grads
@@ -300,7 +312,7 @@ def _bce_targeted_folded_value_and_grads(p, target, weight, eps):
     _t6 = torch.log(_t5)
     value = _fill(-_t2*target - _t3*_t6, batch, dtype, device)
     grads = (
-        _fill(_t3*torch.where(((_t4 >= eps) & (_t4 <= _t0)), torch.as_tensor(1, dtype=dtype, device=device), 0)/_t5 - target*torch.where(((p >= eps) & (p <= _t0)), torch.as_tensor(1, dtype=dtype, device=device), 0)/_t1, p.shape, dtype, device),
+        _fill(_t3*torch.where(((_t4 >= eps) & (_t4 <= _t0)), _constant(1, dtype, device), 0)/_t5 - target*torch.where(((p >= eps) & (p <= _t0)), _constant(1, dtype, device), 0)/_t1, p.shape, dtype, device),
         _fill(_t6 - _t2, target.shape, dtype, device),  # a target's
     )
     return value, grads
@@ -346,6 +358,8 @@ def _chunk_rows(layout, args):
     a tensor param broadcasts to the batch."""
     axes, broadcast = layout
     arrays = args[:len(axes)]
+    if sum(a.numel() for a in arrays) < 4 * _CHUNK:
+        return 0
     first = arrays[0]
     if (first.device.type != "cpu" or torch.compiler.is_compiling() or _transformed()
             or any(args[i] is not None for i in broadcast)):

@@ -71,8 +71,17 @@ def _validate(logits, target, indexed):
 
 def _fill(value, shape, dtype, device):
     """``value`` as a tensor of ``shape`` (constants and rows broadcast)."""
-    value = torch.as_tensor(value, dtype=dtype, device=device)
+    if not isinstance(value, torch.Tensor) or value.dtype != dtype or value.device != device:
+        value = _constant(value, dtype, device)
     return value if value.shape == shape else value.expand(shape)
+
+
+def _constant(value, dtype, device):
+    """``value`` (a number, or a tensor: a param under a compiler) as a tensor of ``dtype`` on ``device``. A number
+    is filled there: ``torch.as_tensor`` of a number copies it from the host, which waits for a GPU to finish."""
+    if isinstance(value, torch.Tensor):
+        return value.to(dtype=dtype, device=device)
+    return torch.full((), value, dtype=dtype, device=device)
 
 
 def _legacy_reduction(size_average, reduce, reduction):
@@ -150,12 +159,15 @@ def _check_domain(name, value, domain):
     """
     _, lo, hi, lo_open, hi_open, members, sums_to_one = domain
     value = _plain(value)
+    synced = _synced(value)
     if members is None and not sums_to_one and value.numel():
         low, high = torch.aminmax(value)  # one pass and no batch-sized temporaries; a NaN makes both NaN
+        if synced:  # compared as floats: no more tensor operations (a NaN compares false: refused)
+            low, high = low.item(), high.item()
         ok = (low > lo if lo_open else low >= lo) & (high < hi if hi_open else high <= hi)
     else:
         ok = _inside(value, domain).all()
-    if not _synced(value):
+    if not synced:
         torch._assert_async(ok, f"{name} has a value outside its domain: {domain[0]}")
     elif not bool(ok):
         _outside(name, value.detach(), (~_inside(value, domain)).nonzero()[0].tolist(), domain)
@@ -226,8 +238,8 @@ def _pick(values, index):
 
 def _scatter(base, add, index, like):
     """``base + onehot(index) * add`` along the last axis of ``like``, without the one-hot rows."""
-    base = torch.as_tensor(base, dtype=like.dtype, device=like.device).expand(like.shape)
-    add = torch.as_tensor(add, dtype=like.dtype, device=like.device).expand(*index.shape, 1)
+    base = _constant(base, like.dtype, like.device).expand(like.shape)
+    add = _constant(add, like.dtype, like.device).expand(*index.shape, 1)
     return base.scatter_add(-1, index[..., None], add)
 
 
@@ -269,7 +281,7 @@ def _prepare(logits, target, params):
     target = torch.as_tensor(target)
     dtype = _dtype(logits)
     keep = counts = None
-    logits = _last(logits.to(dtype), 1)
+    logits = _last(logits if logits.dtype == dtype else logits.to(dtype), 1)
     if not target.is_floating_point():  # class indices: some samples may not count
         target, keep, counts = _samples("target", target, logits.shape[-1], params[1], params[0], dtype)
     indexed = not target.is_floating_point()  # class indices: gathered, never one-hot rows
@@ -282,32 +294,32 @@ def _prepare(logits, target, params):
 def _cross_entropy_value(logits, target, weight, ignore_index, label_smoothing):
     """Per-sample loss."""
     dtype, device, batch = logits.dtype, logits.device, logits.shape[:-1]
-    weight = torch.as_tensor(1.0 if weight is None else weight, dtype=dtype, device=device)
+    weight = _constant(1.0 if weight is None else weight, dtype, device)
     _broadcasts("weight", weight.shape, batch + (logits.shape[-1],), axis=True)
     weight = weight.expand(weight.shape[:-1] + (logits.shape[-1],))  # one number: the same for every entry
     _t0 = (label_smoothing > 0)
     _t2 = torch.logsumexp(logits, dim=-1, keepdim=True)
     _t5 = torch.sum(target*weight*(_t2 - logits), dim=-1, keepdim=True)
-    return _fill(_choose(_t0, lambda: _t5*_choose(_t0, lambda: 1 - label_smoothing, lambda: 0) + label_smoothing*(_t2*_choose(_t0, lambda: torch.mean(weight, dim=-1, keepdim=True), lambda: torch.as_tensor(0, dtype=dtype, device=device)) - torch.mean(logits*weight, dim=-1, keepdim=True)), lambda: _t5), batch + (1,), dtype, device)[..., 0]
+    return _fill(_choose(_t0, lambda: _t5*_choose(_t0, lambda: 1 - label_smoothing, lambda: 0) + label_smoothing*(_t2*_choose(_t0, lambda: torch.mean(weight, dim=-1, keepdim=True), lambda: _constant(0, dtype, device)) - torch.mean(logits*weight, dim=-1, keepdim=True)), lambda: _t5), batch + (1,), dtype, device)[..., 0]
 
 
 def _cross_entropy_value_and_grads(logits, target, weight, ignore_index, label_smoothing):
     """Per-sample loss and its gradient for each input, per element, in one pass."""
     dtype, device, batch = logits.dtype, logits.device, logits.shape[:-1]
-    weight = torch.as_tensor(1.0 if weight is None else weight, dtype=dtype, device=device)
+    weight = _constant(1.0 if weight is None else weight, dtype, device)
     _broadcasts("weight", weight.shape, batch + (logits.shape[-1],), axis=True)
     weight = weight.expand(weight.shape[:-1] + (logits.shape[-1],))  # one number: the same for every entry
     _t0 = (label_smoothing > 0)
-    _t1 = _choose(_t0, lambda: torch.mean(weight, dim=-1, keepdim=True), lambda: torch.as_tensor(0, dtype=dtype, device=device))
+    _t1 = _choose(_t0, lambda: torch.mean(weight, dim=-1, keepdim=True), lambda: _constant(0, dtype, device))
     _t2 = torch.logsumexp(logits, dim=-1, keepdim=True)
     _t3 = _choose(_t0, lambda: 1 - label_smoothing, lambda: 0)
     _t4 = target*weight
     _t5 = torch.sum(_t4*(_t2 - logits), dim=-1, keepdim=True)
-    _t6 = _choose(_t0, lambda: _t3*_t4, lambda: torch.as_tensor(0, dtype=dtype, device=device))
+    _t6 = _choose(_t0, lambda: _t3*_t4, lambda: _constant(0, dtype, device))
     _t7 = torch.softmax(logits, dim=-1)
     value = _fill(_choose(_t0, lambda: _t3*_t5 + label_smoothing*(_t1*_t2 - torch.mean(logits*weight, dim=-1, keepdim=True)), lambda: _t5), batch + (1,), dtype, device)[..., 0]
     grads = (
-        _fill(_choose(_t0, lambda: _t7*(_t1*label_smoothing + torch.sum(_t6, dim=-1, keepdim=True)) - _t6 - label_smoothing*weight/_choose(_t0, lambda: (logits.shape[-1] or float("nan")), lambda: torch.as_tensor(1, dtype=dtype, device=device)), lambda: _t7*torch.sum(_t4, dim=-1, keepdim=True) - _t4), logits.shape, dtype, device),
+        _fill(_choose(_t0, lambda: _t7*(_t1*label_smoothing + torch.sum(_t6, dim=-1, keepdim=True)) - _t6 - label_smoothing*weight/_choose(_t0, lambda: (logits.shape[-1] or float("nan")), lambda: _constant(1, dtype, device)), lambda: _t7*torch.sum(_t4, dim=-1, keepdim=True) - _t4), logits.shape, dtype, device),
     )
     return value, grads
 
@@ -315,30 +327,30 @@ def _cross_entropy_value_and_grads(logits, target, weight, ignore_index, label_s
 def _cross_entropy_indexed_value(logits, target, weight, ignore_index, label_smoothing):
     """Per-sample loss."""
     dtype, device, batch = logits.dtype, logits.device, logits.shape[:-1]
-    weight = torch.as_tensor(1.0 if weight is None else weight, dtype=dtype, device=device)
+    weight = _constant(1.0 if weight is None else weight, dtype, device)
     _broadcasts("weight", weight.shape, batch + (logits.shape[-1],), axis=True)
     weight = weight.expand(weight.shape[:-1] + (logits.shape[-1],))  # one number: the same for every entry
     _t0 = (label_smoothing > 0)
     _t5 = _pick(weight, target)*_pick(torch.log_softmax(logits, dim=-1), target)
-    return _fill(_choose(_t0, lambda: label_smoothing*(torch.logsumexp(logits, dim=-1, keepdim=True)*_choose(_t0, lambda: torch.mean(weight, dim=-1, keepdim=True), lambda: torch.as_tensor(0, dtype=dtype, device=device)) - torch.mean(logits*weight, dim=-1, keepdim=True)) - _t5*_choose(_t0, lambda: 1 - label_smoothing, lambda: 0), lambda: -_t5), batch + (1,), dtype, device)[..., 0]
+    return _fill(_choose(_t0, lambda: label_smoothing*(torch.logsumexp(logits, dim=-1, keepdim=True)*_choose(_t0, lambda: torch.mean(weight, dim=-1, keepdim=True), lambda: _constant(0, dtype, device)) - torch.mean(logits*weight, dim=-1, keepdim=True)) - _t5*_choose(_t0, lambda: 1 - label_smoothing, lambda: 0), lambda: -_t5), batch + (1,), dtype, device)[..., 0]
 
 
 def _cross_entropy_indexed_value_and_grads(logits, target, weight, ignore_index, label_smoothing):
     """Per-sample loss and its gradient for each input, per element, in one pass."""
     dtype, device, batch = logits.dtype, logits.device, logits.shape[:-1]
-    weight = torch.as_tensor(1.0 if weight is None else weight, dtype=dtype, device=device)
+    weight = _constant(1.0 if weight is None else weight, dtype, device)
     _broadcasts("weight", weight.shape, batch + (logits.shape[-1],), axis=True)
     weight = weight.expand(weight.shape[:-1] + (logits.shape[-1],))  # one number: the same for every entry
     _t0 = (label_smoothing > 0)
-    _t1 = _choose(_t0, lambda: torch.mean(weight, dim=-1, keepdim=True), lambda: torch.as_tensor(0, dtype=dtype, device=device))
+    _t1 = _choose(_t0, lambda: torch.mean(weight, dim=-1, keepdim=True), lambda: _constant(0, dtype, device))
     _t2 = _choose(_t0, lambda: 1 - label_smoothing, lambda: 0)
     _t3 = _pick(weight, target)
     _t4 = torch.log_softmax(logits, dim=-1)
     _t5 = _t3*_pick(_t4, target)
-    _t6 = _choose(_t0, lambda: _t2*_t3, lambda: torch.as_tensor(0, dtype=dtype, device=device))
+    _t6 = _choose(_t0, lambda: _t2*_t3, lambda: _constant(0, dtype, device))
     value = _fill(_choose(_t0, lambda: label_smoothing*(_t1*torch.logsumexp(logits, dim=-1, keepdim=True) - torch.mean(logits*weight, dim=-1, keepdim=True)) - _t2*_t5, lambda: -_t5), batch + (1,), dtype, device)[..., 0]
     grads = (
-        _fill(_scatter(_choose(_t0, lambda: (_t1*label_smoothing + _t6)*torch.exp(_choose(_t0, lambda: _t4, lambda: torch.as_tensor(0, dtype=dtype, device=device))) - label_smoothing*weight/_choose(_t0, lambda: (logits.shape[-1] or float("nan")), lambda: torch.as_tensor(1, dtype=dtype, device=device)), lambda: _t3*torch.exp(_choose(_t0, lambda: torch.as_tensor(0, dtype=dtype, device=device), lambda: _t4))), _choose(_t0, lambda: -_t6, lambda: -_t3), target, logits), logits.shape, dtype, device),
+        _fill(_scatter(_choose(_t0, lambda: (_t1*label_smoothing + _t6)*torch.exp(_choose(_t0, lambda: _t4, lambda: _constant(0, dtype, device))) - label_smoothing*weight/_choose(_t0, lambda: (logits.shape[-1] or float("nan")), lambda: _constant(1, dtype, device)), lambda: _t3*torch.exp(_choose(_t0, lambda: _constant(0, dtype, device), lambda: _t4))), _choose(_t0, lambda: -_t6, lambda: -_t3), target, logits), logits.shape, dtype, device),
     )
     return value, grads
 
@@ -359,11 +371,11 @@ def _cross_entropy_folded_value_and_grads(logits, target, weight, ignore_index, 
     _t1 = -torch.logsumexp(logits, dim=-1, keepdim=True)
     _t2 = _choose(_t0, lambda: 1 - label_smoothing, lambda: 0)
     _t3 = torch.sum(target*(-_t1 - logits), dim=-1, keepdim=True)
-    _t4 = _choose(_t0, lambda: _t2*target, lambda: torch.as_tensor(0, dtype=dtype, device=device))
+    _t4 = _choose(_t0, lambda: _t2*target, lambda: _constant(0, dtype, device))
     _t5 = torch.softmax(logits, dim=-1)
     value = _fill(_choose(_t0, lambda: _t2*_t3 + label_smoothing*(-_t1 - torch.mean(logits, dim=-1, keepdim=True)), lambda: _t3), batch + (1,), dtype, device)[..., 0]
     grads = (
-        _fill(_choose(_t0, lambda: _t5*(torch.sum(_t4, dim=-1, keepdim=True) + label_smoothing) - _t4 - label_smoothing/_choose(_t0, lambda: (logits.shape[-1] or float("nan")), lambda: torch.as_tensor(1, dtype=dtype, device=device)), lambda: _t5*torch.sum(target, dim=-1, keepdim=True) - target), logits.shape, dtype, device),
+        _fill(_choose(_t0, lambda: _t5*(torch.sum(_t4, dim=-1, keepdim=True) + label_smoothing) - _t4 - label_smoothing/_choose(_t0, lambda: (logits.shape[-1] or float("nan")), lambda: _constant(1, dtype, device)), lambda: _t5*torch.sum(target, dim=-1, keepdim=True) - target), logits.shape, dtype, device),
     )
     return value, grads
 
@@ -385,7 +397,7 @@ def _cross_entropy_folded_indexed_value_and_grads(logits, target, weight, ignore
     _t3 = _choose(_t0, lambda: label_smoothing - 1, lambda: 0)
     value = _fill(_choose(_t0, lambda: _t2*_t3 + label_smoothing*(torch.logsumexp(logits, dim=-1, keepdim=True) - torch.mean(logits, dim=-1, keepdim=True)), lambda: -_t2), batch + (1,), dtype, device)[..., 0]
     grads = (
-        _fill(_scatter(_choose(_t0, lambda: torch.exp(_choose(_t0, lambda: _t1, lambda: torch.as_tensor(0, dtype=dtype, device=device))) - label_smoothing/_choose(_t0, lambda: (logits.shape[-1] or float("nan")), lambda: torch.as_tensor(1, dtype=dtype, device=device)), lambda: torch.exp(_choose(_t0, lambda: torch.as_tensor(0, dtype=dtype, device=device), lambda: _t1))), _choose(_t0, lambda: _t3, lambda: -1), target, logits), logits.shape, dtype, device),
+        _fill(_scatter(_choose(_t0, lambda: torch.exp(_choose(_t0, lambda: _t1, lambda: _constant(0, dtype, device))) - label_smoothing/_choose(_t0, lambda: (logits.shape[-1] or float("nan")), lambda: _constant(1, dtype, device)), lambda: torch.exp(_choose(_t0, lambda: _constant(0, dtype, device), lambda: _t1))), _choose(_t0, lambda: _t3, lambda: -1), target, logits), logits.shape, dtype, device),
     )
     return value, grads
 
@@ -430,6 +442,8 @@ def _chunk_rows(layout, args):
     a tensor param broadcasts to the batch."""
     axes, broadcast = layout
     arrays = args[:len(axes)]
+    if sum(a.numel() for a in arrays) < 4 * _CHUNK:
+        return 0
     first = arrays[0]
     if (first.device.type != "cpu" or torch.compiler.is_compiling() or _transformed()
             or any(args[i] is not None for i in broadcast)):

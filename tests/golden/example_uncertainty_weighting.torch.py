@@ -60,8 +60,17 @@ def _validate(pred, target, score, sign, indexed):
 
 def _fill(value, shape, dtype, device):
     """``value`` as a tensor of ``shape`` (constants and rows broadcast)."""
-    value = torch.as_tensor(value, dtype=dtype, device=device)
+    if not isinstance(value, torch.Tensor) or value.dtype != dtype or value.device != device:
+        value = _constant(value, dtype, device)
     return value if value.shape == shape else value.expand(shape)
+
+
+def _constant(value, dtype, device):
+    """``value`` (a number, or a tensor: a param under a compiler) as a tensor of ``dtype`` on ``device``. A number
+    is filled there: ``torch.as_tensor`` of a number copies it from the host, which waits for a GPU to finish."""
+    if isinstance(value, torch.Tensor):
+        return value.to(dtype=dtype, device=device)
+    return torch.full((), value, dtype=dtype, device=device)
 
 
 def _reduce(value, reduction, keep=None, counts=None):
@@ -119,12 +128,15 @@ def _check_domain(name, value, domain):
     """
     _, lo, hi, lo_open, hi_open, members, sums_to_one = domain
     value = _plain(value)
+    synced = _synced(value)
     if members is None and not sums_to_one and value.numel():
         low, high = torch.aminmax(value)  # one pass and no batch-sized temporaries; a NaN makes both NaN
+        if synced:  # compared as floats: no more tensor operations (a NaN compares false: refused)
+            low, high = low.item(), high.item()
         ok = (low > lo if lo_open else low >= lo) & (high < hi if hi_open else high <= hi)
     else:
         ok = _inside(value, domain).all()
-    if not _synced(value):
+    if not synced:
         torch._assert_async(ok, f"{name} has a value outside its domain: {domain[0]}")
     elif not bool(ok):
         _outside(name, value.detach(), (~_inside(value, domain)).nonzero()[0].tolist(), domain)
@@ -183,10 +195,10 @@ def _prepare(pred, target, score, sign):
     sign = torch.as_tensor(sign)
     dtype = _dtype(pred)
     keep = counts = None
-    pred = pred.to(dtype)
-    target = target.to(dtype)
-    score = score.to(dtype)
-    sign = sign.to(dtype)
+    pred = pred if pred.dtype == dtype else pred.to(dtype)
+    target = target if target.dtype == dtype else target.to(dtype)
+    score = score if score.dtype == dtype else score.to(dtype)
+    sign = sign if sign.dtype == dtype else sign.to(dtype)
     indexed = False
     _check_shapes([("pred", pred, None), ("target", target, None), ("score", score, None), ("sign", sign, None)])
     return pred, target, score, sign, indexed, keep, counts
@@ -196,16 +208,16 @@ def _prepare(pred, target, score, sign):
 def _uncertainty_weighting_value(pred, target, score, sign, s_reg, s_cls):
     """Per-sample loss."""
     dtype, device, batch = pred.dtype, pred.device, pred.shape
-    return _fill(((pred - target)**2*torch.exp(torch.as_tensor(-s_reg, dtype=dtype, device=device)) + torch.exp(torch.as_tensor(-s_cls, dtype=dtype, device=device))*torch.nn.functional.softplus(-score*sign, beta=1.0, threshold=40.0)) + s_cls + s_reg, batch, dtype, device)
+    return _fill(((pred - target)**2*torch.exp(_constant(-s_reg, dtype, device)) + torch.exp(_constant(-s_cls, dtype, device))*torch.nn.functional.softplus(-score*sign, beta=1.0, threshold=40.0)) + s_cls + s_reg, batch, dtype, device)
 
 
 def _uncertainty_weighting_value_and_grads(pred, target, score, sign, s_reg, s_cls):
     """Per-sample loss and its gradient for each input, per element, in one pass."""
     dtype, device, batch = pred.dtype, pred.device, pred.shape
-    _t0 = torch.exp(torch.as_tensor(-s_cls, dtype=dtype, device=device))
+    _t0 = torch.exp(_constant(-s_cls, dtype, device))
     _t1 = -score*sign
     _t2 = _t0*torch.nn.functional.softplus(_t1, beta=1.0, threshold=40.0)
-    _t3 = torch.exp(torch.as_tensor(-s_reg, dtype=dtype, device=device))
+    _t3 = torch.exp(_constant(-s_reg, dtype, device))
     _t4 = pred - target
     _t5 = _t3*_t4**2
     value = _fill((_t2 + _t5) + s_cls + s_reg, batch, dtype, device)
@@ -221,16 +233,16 @@ def _uncertainty_weighting_value_and_grads(pred, target, score, sign, s_reg, s_c
 def _uncertainty_weighting_targeted_value(pred, target, score, sign, s_reg, s_cls):
     """Per-sample loss."""
     dtype, device, batch = pred.dtype, pred.device, pred.shape
-    return _fill(((pred - target)**2*torch.exp(torch.as_tensor(-s_reg, dtype=dtype, device=device)) + torch.exp(torch.as_tensor(-s_cls, dtype=dtype, device=device))*torch.nn.functional.softplus(-score*sign, beta=1.0, threshold=40.0)) + s_cls + s_reg, batch, dtype, device)
+    return _fill(((pred - target)**2*torch.exp(_constant(-s_reg, dtype, device)) + torch.exp(_constant(-s_cls, dtype, device))*torch.nn.functional.softplus(-score*sign, beta=1.0, threshold=40.0)) + s_cls + s_reg, batch, dtype, device)
 
 
 def _uncertainty_weighting_targeted_value_and_grads(pred, target, score, sign, s_reg, s_cls):
     """Per-sample loss and its gradient for each input, per element, in one pass."""
     dtype, device, batch = pred.dtype, pred.device, pred.shape
-    _t0 = torch.exp(torch.as_tensor(-s_cls, dtype=dtype, device=device))
+    _t0 = torch.exp(_constant(-s_cls, dtype, device))
     _t1 = -score*sign
     _t2 = _t0*torch.nn.functional.softplus(_t1, beta=1.0, threshold=40.0)
-    _t3 = torch.exp(torch.as_tensor(-s_reg, dtype=dtype, device=device))
+    _t3 = torch.exp(_constant(-s_reg, dtype, device))
     _t4 = pred - target
     _t5 = _t3*_t4**2
     _t6 = 2*_t3
@@ -283,6 +295,8 @@ def _chunk_rows(layout, args):
     a tensor param broadcasts to the batch."""
     axes, broadcast = layout
     arrays = args[:len(axes)]
+    if sum(a.numel() for a in arrays) < 4 * _CHUNK:
+        return 0
     first = arrays[0]
     if (first.device.type != "cpu" or torch.compiler.is_compiling() or _transformed()
             or any(args[i] is not None for i in broadcast)):

@@ -58,8 +58,17 @@ def _validate(distance, target, indexed):
 
 def _fill(value, shape, dtype, device):
     """``value`` as a tensor of ``shape`` (constants and rows broadcast)."""
-    value = torch.as_tensor(value, dtype=dtype, device=device)
+    if not isinstance(value, torch.Tensor) or value.dtype != dtype or value.device != device:
+        value = _constant(value, dtype, device)
     return value if value.shape == shape else value.expand(shape)
+
+
+def _constant(value, dtype, device):
+    """``value`` (a number, or a tensor: a param under a compiler) as a tensor of ``dtype`` on ``device``. A number
+    is filled there: ``torch.as_tensor`` of a number copies it from the host, which waits for a GPU to finish."""
+    if isinstance(value, torch.Tensor):
+        return value.to(dtype=dtype, device=device)
+    return torch.full((), value, dtype=dtype, device=device)
 
 
 def _legacy_reduction(size_average, reduce, reduction):
@@ -129,12 +138,15 @@ def _check_domain(name, value, domain):
     """
     _, lo, hi, lo_open, hi_open, members, sums_to_one = domain
     value = _plain(value)
+    synced = _synced(value)
     if members is None and not sums_to_one and value.numel():
         low, high = torch.aminmax(value)  # one pass and no batch-sized temporaries; a NaN makes both NaN
+        if synced:  # compared as floats: no more tensor operations (a NaN compares false: refused)
+            low, high = low.item(), high.item()
         ok = (low > lo if lo_open else low >= lo) & (high < hi if hi_open else high <= hi)
     else:
         ok = _inside(value, domain).all()
-    if not _synced(value):
+    if not synced:
         torch._assert_async(ok, f"{name} has a value outside its domain: {domain[0]}")
     elif not bool(ok):
         _outside(name, value.detach(), (~_inside(value, domain)).nonzero()[0].tolist(), domain)
@@ -182,8 +194,8 @@ def _prepare(distance, target):
     target = torch.as_tensor(target)
     dtype = _dtype(distance)
     keep = counts = None
-    distance = distance.to(dtype)
-    target = target.to(dtype)
+    distance = distance if distance.dtype == dtype else distance.to(dtype)
+    target = target if target.dtype == dtype else target.to(dtype)
     indexed = False
     _check_shapes([("distance", distance, None), ("target", target, None)])
     return distance, target, indexed, keep, counts
@@ -204,7 +216,7 @@ def _hinge_embedding_value_and_grads(distance, target, margin):
     _t1 = margin - distance
     value = _fill(torch.where(_t0, distance, torch.where((_t1 < 0), 0, _t1)), batch, dtype, device)
     grads = (
-        _fill(torch.where(_t0, 1, torch.where((_t1 >= 0), torch.as_tensor(-1, dtype=dtype, device=device), 0)), distance.shape, dtype, device),
+        _fill(torch.where(_t0, 1, torch.where((_t1 >= 0), _constant(-1, dtype, device), 0)), distance.shape, dtype, device),
     )
     return value, grads
 
@@ -246,6 +258,8 @@ def _chunk_rows(layout, args):
     a tensor param broadcasts to the batch."""
     axes, broadcast = layout
     arrays = args[:len(axes)]
+    if sum(a.numel() for a in arrays) < 4 * _CHUNK:
+        return 0
     first = arrays[0]
     if (first.device.type != "cpu" or torch.compiler.is_compiling() or _transformed()
             or any(args[i] is not None for i in broadcast)):

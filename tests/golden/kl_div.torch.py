@@ -58,8 +58,17 @@ def _validate(logq, target, indexed):
 
 def _fill(value, shape, dtype, device):
     """``value`` as a tensor of ``shape`` (constants and rows broadcast)."""
-    value = torch.as_tensor(value, dtype=dtype, device=device)
+    if not isinstance(value, torch.Tensor) or value.dtype != dtype or value.device != device:
+        value = _constant(value, dtype, device)
     return value if value.shape == shape else value.expand(shape)
+
+
+def _constant(value, dtype, device):
+    """``value`` (a number, or a tensor: a param under a compiler) as a tensor of ``dtype`` on ``device``. A number
+    is filled there: ``torch.as_tensor`` of a number copies it from the host, which waits for a GPU to finish."""
+    if isinstance(value, torch.Tensor):
+        return value.to(dtype=dtype, device=device)
+    return torch.full((), value, dtype=dtype, device=device)
 
 
 def _legacy_reduction(size_average, reduce, reduction):
@@ -121,12 +130,15 @@ def _check_domain(name, value, domain):
     """
     _, lo, hi, lo_open, hi_open, members, sums_to_one = domain
     value = _plain(value)
+    synced = _synced(value)
     if members is None and not sums_to_one and value.numel():
         low, high = torch.aminmax(value)  # one pass and no batch-sized temporaries; a NaN makes both NaN
+        if synced:  # compared as floats: no more tensor operations (a NaN compares false: refused)
+            low, high = low.item(), high.item()
         ok = (low > lo if lo_open else low >= lo) & (high < hi if hi_open else high <= hi)
     else:
         ok = _inside(value, domain).all()
-    if not _synced(value):
+    if not synced:
         torch._assert_async(ok, f"{name} has a value outside its domain: {domain[0]}")
     elif not bool(ok):
         _outside(name, value.detach(), (~_inside(value, domain)).nonzero()[0].tolist(), domain)
@@ -182,8 +194,8 @@ def _prepare(logq, target):
     target = torch.as_tensor(target)
     dtype = _dtype(logq)
     keep = counts = None
-    logq = logq.to(dtype)
-    target = target.to(dtype)
+    logq = logq if logq.dtype == dtype else logq.to(dtype)
+    target = target if target.dtype == dtype else target.to(dtype)
     indexed = False
     _check_shapes([("logq", logq, None), ("target", target, None)])
     return logq, target, indexed, keep, counts
@@ -194,7 +206,7 @@ def _kl_div_value(logq, target, log_target):
     """Per-sample loss."""
     dtype, device, batch = logq.dtype, logq.device, logq.shape
     _t0 = (log_target > 0)
-    return _fill(_choose(_t0, lambda: (target - logq)*_choose(_t0, lambda: torch.exp(target), lambda: torch.as_tensor(0, dtype=dtype, device=device)), lambda: torch.xlogy(target, _choose(_t0, lambda: torch.as_tensor(1, dtype=dtype, device=device), lambda: target)) - logq*target), batch, dtype, device)
+    return _fill(_choose(_t0, lambda: (target - logq)*_choose(_t0, lambda: torch.exp(target), lambda: _constant(0, dtype, device)), lambda: torch.xlogy(target, _choose(_t0, lambda: _constant(1, dtype, device), lambda: target)) - logq*target), batch, dtype, device)
 
 
 def _kl_div_value_and_grads(logq, target, log_target):
@@ -202,8 +214,8 @@ def _kl_div_value_and_grads(logq, target, log_target):
     dtype, device, batch = logq.dtype, logq.device, logq.shape
     _t0 = (log_target > 0)
     _t1 = -target
-    _t2 = _choose(_t0, lambda: torch.exp(target), lambda: torch.as_tensor(0, dtype=dtype, device=device))
-    value = _fill(_choose(_t0, lambda: _t2*(-_t1 - logq), lambda: torch.xlogy(target, _choose(_t0, lambda: torch.as_tensor(1, dtype=dtype, device=device), lambda: target)) - logq*target), batch, dtype, device)
+    _t2 = _choose(_t0, lambda: torch.exp(target), lambda: _constant(0, dtype, device))
+    value = _fill(_choose(_t0, lambda: _t2*(-_t1 - logq), lambda: torch.xlogy(target, _choose(_t0, lambda: _constant(1, dtype, device), lambda: target)) - logq*target), batch, dtype, device)
     grads = (
         _fill(_choose(_t0, lambda: -_t2, lambda: _t1), logq.shape, dtype, device),
     )
@@ -214,7 +226,7 @@ def _kl_div_targeted_value(logq, target, log_target):
     """Per-sample loss."""
     dtype, device, batch = logq.dtype, logq.device, logq.shape
     _t0 = (log_target > 0)
-    return _fill(_choose(_t0, lambda: _choose(_t0, lambda: (target - logq)*_choose(_t0, lambda: torch.exp(target), lambda: torch.as_tensor(0, dtype=dtype, device=device)), lambda: torch.as_tensor(0, dtype=dtype, device=device)), lambda: torch.xlogy(target, _choose(_t0, lambda: torch.as_tensor(1, dtype=dtype, device=device), lambda: target)) - logq*target), batch, dtype, device)
+    return _fill(_choose(_t0, lambda: _choose(_t0, lambda: (target - logq)*_choose(_t0, lambda: torch.exp(target), lambda: _constant(0, dtype, device)), lambda: _constant(0, dtype, device)), lambda: torch.xlogy(target, _choose(_t0, lambda: _constant(1, dtype, device), lambda: target)) - logq*target), batch, dtype, device)
 
 
 def _kl_div_targeted_value_and_grads(logq, target, log_target):
@@ -222,13 +234,13 @@ def _kl_div_targeted_value_and_grads(logq, target, log_target):
     dtype, device, batch = logq.dtype, logq.device, logq.shape
     _t0 = (log_target > 0)
     _t1 = -target
-    _t2 = _choose(_t0, lambda: torch.exp(target), lambda: torch.as_tensor(0, dtype=dtype, device=device))
-    _t3 = _choose(_t0, lambda: _t2*(-_t1 - logq), lambda: torch.as_tensor(0, dtype=dtype, device=device))
-    _t4 = _choose(_t0, lambda: torch.as_tensor(False, device=device), lambda: (target != 0))
-    value = _fill(_choose(_t0, lambda: _t3, lambda: torch.xlogy(target, _choose(_t0, lambda: torch.as_tensor(1, dtype=dtype, device=device), lambda: target)) - logq*target), batch, dtype, device)
+    _t2 = _choose(_t0, lambda: torch.exp(target), lambda: _constant(0, dtype, device))
+    _t3 = _choose(_t0, lambda: _t2*(-_t1 - logq), lambda: _constant(0, dtype, device))
+    _t4 = _choose(_t0, lambda: _constant(False, torch.bool, device), lambda: (target != 0))
+    value = _fill(_choose(_t0, lambda: _t3, lambda: torch.xlogy(target, _choose(_t0, lambda: _constant(1, dtype, device), lambda: target)) - logq*target), batch, dtype, device)
     grads = (
         _fill(_choose(_t0, lambda: -_t2, lambda: _t1), logq.shape, dtype, device),
-        _fill(_choose(_t0, lambda: _t2 + _t3, lambda: torch.where(_t4, torch.log(_choose(_t0, lambda: torch.as_tensor(1, dtype=dtype, device=device), lambda: torch.where(_t4, target, 1))), 0) - logq + torch.where((target == 0), torch.as_tensor(0, dtype=dtype, device=device), 1)), target.shape, dtype, device),  # a target's
+        _fill(_choose(_t0, lambda: _t2 + _t3, lambda: torch.where(_t4, torch.log(_choose(_t0, lambda: _constant(1, dtype, device), lambda: torch.where(_t4, target, 1))), 0) - logq + torch.where((target == 0), _constant(0, dtype, device), 1)), target.shape, dtype, device),  # a target's
     )
     return value, grads
 
@@ -271,6 +283,8 @@ def _chunk_rows(layout, args):
     a tensor param broadcasts to the batch."""
     axes, broadcast = layout
     arrays = args[:len(axes)]
+    if sum(a.numel() for a in arrays) < 4 * _CHUNK:
+        return 0
     first = arrays[0]
     if (first.device.type != "cpu" or torch.compiler.is_compiling() or _transformed()
             or any(args[i] is not None for i in broadcast)):

@@ -71,8 +71,17 @@ def _validate(scores, target, indexed):
 
 def _fill(value, shape, dtype, device):
     """``value`` as a tensor of ``shape`` (constants and rows broadcast)."""
-    value = torch.as_tensor(value, dtype=dtype, device=device)
+    if not isinstance(value, torch.Tensor) or value.dtype != dtype or value.device != device:
+        value = _constant(value, dtype, device)
     return value if value.shape == shape else value.expand(shape)
+
+
+def _constant(value, dtype, device):
+    """``value`` (a number, or a tensor: a param under a compiler) as a tensor of ``dtype`` on ``device``. A number
+    is filled there: ``torch.as_tensor`` of a number copies it from the host, which waits for a GPU to finish."""
+    if isinstance(value, torch.Tensor):
+        return value.to(dtype=dtype, device=device)
+    return torch.full((), value, dtype=dtype, device=device)
 
 
 def _legacy_reduction(size_average, reduce, reduction):
@@ -142,12 +151,15 @@ def _check_domain(name, value, domain):
     """
     _, lo, hi, lo_open, hi_open, members, sums_to_one = domain
     value = _plain(value)
+    synced = _synced(value)
     if members is None and not sums_to_one and value.numel():
         low, high = torch.aminmax(value)  # one pass and no batch-sized temporaries; a NaN makes both NaN
+        if synced:  # compared as floats: no more tensor operations (a NaN compares false: refused)
+            low, high = low.item(), high.item()
         ok = (low > lo if lo_open else low >= lo) & (high < hi if hi_open else high <= hi)
     else:
         ok = _inside(value, domain).all()
-    if not _synced(value):
+    if not synced:
         torch._assert_async(ok, f"{name} has a value outside its domain: {domain[0]}")
     elif not bool(ok):
         _outside(name, value.detach(), (~_inside(value, domain)).nonzero()[0].tolist(), domain)
@@ -196,8 +208,8 @@ def _pick(values, index):
 
 def _scatter(base, add, index, like):
     """``base + onehot(index) * add`` along the last axis of ``like``, without the one-hot rows."""
-    base = torch.as_tensor(base, dtype=like.dtype, device=like.device).expand(like.shape)
-    add = torch.as_tensor(add, dtype=like.dtype, device=like.device).expand(*index.shape, 1)
+    base = _constant(base, like.dtype, like.device).expand(like.shape)
+    add = _constant(add, like.dtype, like.device).expand(*index.shape, 1)
     return base.scatter_add(-1, index[..., None], add)
 
 
@@ -239,7 +251,7 @@ def _prepare(scores, target):
     target = torch.as_tensor(target)
     dtype = _dtype(scores)
     keep = counts = None
-    scores = scores.to(dtype)
+    scores = scores if scores.dtype == dtype else scores.to(dtype)
     indexed = not target.is_floating_point()  # class indices: gathered, never one-hot rows
     target = _indices("target", target, scores.shape[-1]) if indexed else target.to(dtype)
     _check_shapes([("scores", scores, "class"), ("target", target, None if indexed else "class")])
@@ -250,20 +262,20 @@ def _prepare(scores, target):
 def _multi_margin_value(scores, target, p, margin, weight):
     """Per-sample loss."""
     dtype, device, batch = scores.dtype, scores.device, scores.shape[:-1]
-    weight = torch.as_tensor(1.0 if weight is None else weight, dtype=dtype, device=device)
+    weight = _constant(1.0 if weight is None else weight, dtype, device)
     _broadcasts("weight", weight.shape, batch + (scores.shape[-1],), axis=True)
     weight = weight.expand(weight.shape[:-1] + (scores.shape[-1],))  # one number: the same for every entry
     _t0 = (p == 1)
     _t1 = torch.sum(target*weight, dim=-1, keepdim=True)
     _t4 = torch.clamp((scores - torch.sum(scores*target, dim=-1, keepdim=True)) + margin, min=0)
     _t5 = _t4*(1 - target)
-    return _fill(_choose(_t0, lambda: _t1*torch.mean(_t5, dim=-1, keepdim=True), lambda: _t1*torch.mean(_t5*(_choose(_t0, lambda: torch.as_tensor(0, dtype=dtype, device=device), lambda: _t4**(p - 1))), dim=-1, keepdim=True)), batch + (1,), dtype, device)[..., 0]
+    return _fill(_choose(_t0, lambda: _t1*torch.mean(_t5, dim=-1, keepdim=True), lambda: _t1*torch.mean(_t5*(_choose(_t0, lambda: _constant(0, dtype, device), lambda: _t4**(p - 1))), dim=-1, keepdim=True)), batch + (1,), dtype, device)[..., 0]
 
 
 def _multi_margin_value_and_grads(scores, target, p, margin, weight):
     """Per-sample loss and its gradient for each input, per element, in one pass."""
     dtype, device, batch = scores.dtype, scores.device, scores.shape[:-1]
-    weight = torch.as_tensor(1.0 if weight is None else weight, dtype=dtype, device=device)
+    weight = _constant(1.0 if weight is None else weight, dtype, device)
     _broadcasts("weight", weight.shape, batch + (scores.shape[-1],), axis=True)
     weight = weight.expand(weight.shape[:-1] + (scores.shape[-1],))  # one number: the same for every entry
     _t0 = (p == 1)
@@ -272,11 +284,11 @@ def _multi_margin_value_and_grads(scores, target, p, margin, weight):
     _t3 = (scores - torch.sum(scores*target, dim=-1, keepdim=True)) + margin
     _t4 = torch.clamp(_t3, min=0)
     _t5 = _t2*_t4
-    _t6 = _choose(_t0, lambda: torch.as_tensor(0, dtype=dtype, device=device), lambda: _t4**(p - 1))
+    _t6 = _choose(_t0, lambda: _constant(0, dtype, device), lambda: _t4**(p - 1))
     _t7 = (scores.shape[-1] or float("nan"))
     _t8 = _t1*_t2*torch.ceil(torch.clamp(_t3, 0.0, 1.0))
-    _t9 = _choose(_t0, lambda: _t8/_t7, lambda: torch.as_tensor(0, dtype=dtype, device=device))
-    _t10 = _choose(_t0, lambda: torch.as_tensor(0, dtype=dtype, device=device), lambda: _t6*_t8*p/_t7)
+    _t9 = _choose(_t0, lambda: _t8/_t7, lambda: _constant(0, dtype, device))
+    _t10 = _choose(_t0, lambda: _constant(0, dtype, device), lambda: _t6*_t8*p/_t7)
     value = _fill(_choose(_t0, lambda: _t1*torch.mean(_t5, dim=-1, keepdim=True), lambda: _t1*torch.mean(_t5*_t6, dim=-1, keepdim=True)), batch + (1,), dtype, device)[..., 0]
     grads = (
         _fill(_choose(_t0, lambda: _t9 + target*torch.sum(-_t9, dim=-1, keepdim=True), lambda: _t10 + target*torch.sum(-_t10, dim=-1, keepdim=True)), scores.shape, dtype, device),
@@ -287,7 +299,7 @@ def _multi_margin_value_and_grads(scores, target, p, margin, weight):
 def _multi_margin_indexed_value(scores, target, p, margin, weight):
     """Per-sample loss."""
     dtype, device, batch = scores.dtype, scores.device, scores.shape[:-1]
-    weight = torch.as_tensor(1.0 if weight is None else weight, dtype=dtype, device=device)
+    weight = _constant(1.0 if weight is None else weight, dtype, device)
     _broadcasts("weight", weight.shape, batch + (scores.shape[-1],), axis=True)
     weight = weight.expand(weight.shape[:-1] + (scores.shape[-1],))  # one number: the same for every entry
     _t0 = (p == 1)
@@ -295,13 +307,13 @@ def _multi_margin_indexed_value(scores, target, p, margin, weight):
     _t3 = torch.clamp((scores - _pick(scores, target)) + margin, min=0)
     _t4 = (scores.shape[-1] or float("nan"))
     _t6 = _pick(_t3, target)
-    return _fill(_choose(_t0, lambda: _t1*(torch.mean(_t3, dim=-1, keepdim=True) - _t6*_choose(_t0, lambda: 1/_t4, lambda: torch.as_tensor(0, dtype=dtype, device=device))), lambda: _t1*(torch.mean(_t3*(_choose(_t0, lambda: torch.as_tensor(0, dtype=dtype, device=device), lambda: _t3**(p - 1))), dim=-1, keepdim=True) - _choose(_t0, lambda: torch.as_tensor(0, dtype=dtype, device=device), lambda: 1/_t4)*_choose(_t0, lambda: torch.as_tensor(1, dtype=dtype, device=device), lambda: _t6)**p)), batch + (1,), dtype, device)[..., 0]
+    return _fill(_choose(_t0, lambda: _t1*(torch.mean(_t3, dim=-1, keepdim=True) - _t6*_choose(_t0, lambda: 1/_t4, lambda: _constant(0, dtype, device))), lambda: _t1*(torch.mean(_t3*(_choose(_t0, lambda: _constant(0, dtype, device), lambda: _t3**(p - 1))), dim=-1, keepdim=True) - _choose(_t0, lambda: _constant(0, dtype, device), lambda: 1/_t4)*_choose(_t0, lambda: _constant(1, dtype, device), lambda: _t6)**p)), batch + (1,), dtype, device)[..., 0]
 
 
 def _multi_margin_indexed_value_and_grads(scores, target, p, margin, weight):
     """Per-sample loss and its gradient for each input, per element, in one pass."""
     dtype, device, batch = scores.dtype, scores.device, scores.shape[:-1]
-    weight = torch.as_tensor(1.0 if weight is None else weight, dtype=dtype, device=device)
+    weight = _constant(1.0 if weight is None else weight, dtype, device)
     _broadcasts("weight", weight.shape, batch + (scores.shape[-1],), axis=True)
     weight = weight.expand(weight.shape[:-1] + (scores.shape[-1],))  # one number: the same for every entry
     _t0 = (p == 1)
@@ -309,14 +321,14 @@ def _multi_margin_indexed_value_and_grads(scores, target, p, margin, weight):
     _t2 = (scores - _pick(scores, target)) + margin
     _t3 = torch.clamp(_t2, min=0)
     _t4 = (scores.shape[-1] or float("nan"))
-    _t5 = _choose(_t0, lambda: 1/_t4, lambda: torch.as_tensor(0, dtype=dtype, device=device))
+    _t5 = _choose(_t0, lambda: 1/_t4, lambda: _constant(0, dtype, device))
     _t6 = _pick(_t3, target)
-    _t7 = _choose(_t0, lambda: torch.as_tensor(0, dtype=dtype, device=device), lambda: 1/_t4)
-    _t8 = _choose(_t0, lambda: torch.as_tensor(0, dtype=dtype, device=device), lambda: _t3**(p - 1))
+    _t7 = _choose(_t0, lambda: _constant(0, dtype, device), lambda: 1/_t4)
+    _t8 = _choose(_t0, lambda: _constant(0, dtype, device), lambda: _t3**(p - 1))
     _t9 = _t1*torch.ceil(torch.clamp(_t2, 0.0, 1.0))
-    _t10 = _choose(_t0, lambda: _t5*_t9, lambda: torch.as_tensor(0, dtype=dtype, device=device))
-    _t11 = _choose(_t0, lambda: torch.as_tensor(0, dtype=dtype, device=device), lambda: _t7*_t8*_t9*p)
-    value = _fill(_choose(_t0, lambda: _t1*(torch.mean(_t3, dim=-1, keepdim=True) - _t5*_t6), lambda: _t1*(torch.mean(_t3*_t8, dim=-1, keepdim=True) - _t7*_choose(_t0, lambda: torch.as_tensor(1, dtype=dtype, device=device), lambda: _t6)**p)), batch + (1,), dtype, device)[..., 0]
+    _t10 = _choose(_t0, lambda: _t5*_t9, lambda: _constant(0, dtype, device))
+    _t11 = _choose(_t0, lambda: _constant(0, dtype, device), lambda: _t7*_t8*_t9*p)
+    value = _fill(_choose(_t0, lambda: _t1*(torch.mean(_t3, dim=-1, keepdim=True) - _t5*_t6), lambda: _t1*(torch.mean(_t3*_t8, dim=-1, keepdim=True) - _t7*_choose(_t0, lambda: _constant(1, dtype, device), lambda: _t6)**p)), batch + (1,), dtype, device)[..., 0]
     grads = (
         _fill(_scatter(_choose(_t0, lambda: _t10, lambda: _t11), _choose(_t0, lambda: torch.sum(-_t10, dim=-1, keepdim=True), lambda: torch.sum(-_t11, dim=-1, keepdim=True)), target, scores), scores.shape, dtype, device),
     )
@@ -330,7 +342,7 @@ def _multi_margin_folded_value(scores, target, p, margin, weight):
     _t1 = torch.sum(target, dim=-1, keepdim=True)
     _t4 = torch.clamp((scores - torch.sum(scores*target, dim=-1, keepdim=True)) + margin, min=0)
     _t5 = _t4*(1 - target)
-    return _fill(_choose(_t0, lambda: _t1*torch.mean(_t5, dim=-1, keepdim=True), lambda: _t1*torch.mean(_t5*(_choose(_t0, lambda: torch.as_tensor(0, dtype=dtype, device=device), lambda: _t4**(p - 1))), dim=-1, keepdim=True)), batch + (1,), dtype, device)[..., 0]
+    return _fill(_choose(_t0, lambda: _t1*torch.mean(_t5, dim=-1, keepdim=True), lambda: _t1*torch.mean(_t5*(_choose(_t0, lambda: _constant(0, dtype, device), lambda: _t4**(p - 1))), dim=-1, keepdim=True)), batch + (1,), dtype, device)[..., 0]
 
 
 def _multi_margin_folded_value_and_grads(scores, target, p, margin, weight):
@@ -342,11 +354,11 @@ def _multi_margin_folded_value_and_grads(scores, target, p, margin, weight):
     _t3 = (scores - torch.sum(scores*target, dim=-1, keepdim=True)) + margin
     _t4 = torch.clamp(_t3, min=0)
     _t5 = _t2*_t4
-    _t6 = _choose(_t0, lambda: torch.as_tensor(0, dtype=dtype, device=device), lambda: _t4**(p - 1))
+    _t6 = _choose(_t0, lambda: _constant(0, dtype, device), lambda: _t4**(p - 1))
     _t7 = (scores.shape[-1] or float("nan"))
     _t8 = _t1*_t2*torch.ceil(torch.clamp(_t3, 0.0, 1.0))
-    _t9 = _choose(_t0, lambda: _t8/_t7, lambda: torch.as_tensor(0, dtype=dtype, device=device))
-    _t10 = _choose(_t0, lambda: torch.as_tensor(0, dtype=dtype, device=device), lambda: _t6*_t8*p/_t7)
+    _t9 = _choose(_t0, lambda: _t8/_t7, lambda: _constant(0, dtype, device))
+    _t10 = _choose(_t0, lambda: _constant(0, dtype, device), lambda: _t6*_t8*p/_t7)
     value = _fill(_choose(_t0, lambda: _t1*torch.mean(_t5, dim=-1, keepdim=True), lambda: _t1*torch.mean(_t5*_t6, dim=-1, keepdim=True)), batch + (1,), dtype, device)[..., 0]
     grads = (
         _fill(_choose(_t0, lambda: _t9 + target*torch.sum(-_t9, dim=-1, keepdim=True), lambda: _t10 + target*torch.sum(-_t10, dim=-1, keepdim=True)), scores.shape, dtype, device),
@@ -361,7 +373,7 @@ def _multi_margin_folded_indexed_value(scores, target, p, margin, weight):
     _t2 = torch.clamp((scores - _pick(scores, target)) + margin, min=0)
     _t3 = (scores.shape[-1] or float("nan"))
     _t5 = _pick(_t2, target)
-    return _fill(_choose(_t0, lambda: torch.mean(_t2, dim=-1, keepdim=True) - _t5*_choose(_t0, lambda: 1/_t3, lambda: torch.as_tensor(0, dtype=dtype, device=device)), lambda: torch.mean(_t2*(_choose(_t0, lambda: torch.as_tensor(0, dtype=dtype, device=device), lambda: _t2**(p - 1))), dim=-1, keepdim=True) - _choose(_t0, lambda: torch.as_tensor(0, dtype=dtype, device=device), lambda: 1/_t3)*_choose(_t0, lambda: torch.as_tensor(1, dtype=dtype, device=device), lambda: _t5)**p), batch + (1,), dtype, device)[..., 0]
+    return _fill(_choose(_t0, lambda: torch.mean(_t2, dim=-1, keepdim=True) - _t5*_choose(_t0, lambda: 1/_t3, lambda: _constant(0, dtype, device)), lambda: torch.mean(_t2*(_choose(_t0, lambda: _constant(0, dtype, device), lambda: _t2**(p - 1))), dim=-1, keepdim=True) - _choose(_t0, lambda: _constant(0, dtype, device), lambda: 1/_t3)*_choose(_t0, lambda: _constant(1, dtype, device), lambda: _t5)**p), batch + (1,), dtype, device)[..., 0]
 
 
 def _multi_margin_folded_indexed_value_and_grads(scores, target, p, margin, weight):
@@ -371,14 +383,14 @@ def _multi_margin_folded_indexed_value_and_grads(scores, target, p, margin, weig
     _t1 = (scores - _pick(scores, target)) + margin
     _t2 = torch.clamp(_t1, min=0)
     _t3 = (scores.shape[-1] or float("nan"))
-    _t4 = _choose(_t0, lambda: 1/_t3, lambda: torch.as_tensor(0, dtype=dtype, device=device))
+    _t4 = _choose(_t0, lambda: 1/_t3, lambda: _constant(0, dtype, device))
     _t5 = _pick(_t2, target)
-    _t6 = _choose(_t0, lambda: torch.as_tensor(0, dtype=dtype, device=device), lambda: 1/_t3)
-    _t7 = _choose(_t0, lambda: torch.as_tensor(0, dtype=dtype, device=device), lambda: _t2**(p - 1))
+    _t6 = _choose(_t0, lambda: _constant(0, dtype, device), lambda: 1/_t3)
+    _t7 = _choose(_t0, lambda: _constant(0, dtype, device), lambda: _t2**(p - 1))
     _t8 = torch.ceil(torch.clamp(_t1, 0.0, 1.0))
-    _t9 = _choose(_t0, lambda: _t4*_t8, lambda: torch.as_tensor(0, dtype=dtype, device=device))
-    _t10 = _choose(_t0, lambda: torch.as_tensor(0, dtype=dtype, device=device), lambda: _t6*_t7*_t8*p)
-    value = _fill(_choose(_t0, lambda: torch.mean(_t2, dim=-1, keepdim=True) - _t4*_t5, lambda: torch.mean(_t2*_t7, dim=-1, keepdim=True) - _t6*_choose(_t0, lambda: torch.as_tensor(1, dtype=dtype, device=device), lambda: _t5)**p), batch + (1,), dtype, device)[..., 0]
+    _t9 = _choose(_t0, lambda: _t4*_t8, lambda: _constant(0, dtype, device))
+    _t10 = _choose(_t0, lambda: _constant(0, dtype, device), lambda: _t6*_t7*_t8*p)
+    value = _fill(_choose(_t0, lambda: torch.mean(_t2, dim=-1, keepdim=True) - _t4*_t5, lambda: torch.mean(_t2*_t7, dim=-1, keepdim=True) - _t6*_choose(_t0, lambda: _constant(1, dtype, device), lambda: _t5)**p), batch + (1,), dtype, device)[..., 0]
     grads = (
         _fill(_scatter(_choose(_t0, lambda: _t9, lambda: _t10), _choose(_t0, lambda: torch.sum(-_t9, dim=-1, keepdim=True), lambda: torch.sum(-_t10, dim=-1, keepdim=True)), target, scores), scores.shape, dtype, device),
     )
@@ -425,6 +437,8 @@ def _chunk_rows(layout, args):
     a tensor param broadcasts to the batch."""
     axes, broadcast = layout
     arrays = args[:len(axes)]
+    if sum(a.numel() for a in arrays) < 4 * _CHUNK:
+        return 0
     first = arrays[0]
     if (first.device.type != "cpu" or torch.compiler.is_compiling() or _transformed()
             or any(args[i] is not None for i in broadcast)):

@@ -71,8 +71,17 @@ def _validate(logp, target, indexed):
 
 def _fill(value, shape, dtype, device):
     """``value`` as a tensor of ``shape`` (constants and rows broadcast)."""
-    value = torch.as_tensor(value, dtype=dtype, device=device)
+    if not isinstance(value, torch.Tensor) or value.dtype != dtype or value.device != device:
+        value = _constant(value, dtype, device)
     return value if value.shape == shape else value.expand(shape)
+
+
+def _constant(value, dtype, device):
+    """``value`` (a number, or a tensor: a param under a compiler) as a tensor of ``dtype`` on ``device``. A number
+    is filled there: ``torch.as_tensor`` of a number copies it from the host, which waits for a GPU to finish."""
+    if isinstance(value, torch.Tensor):
+        return value.to(dtype=dtype, device=device)
+    return torch.full((), value, dtype=dtype, device=device)
 
 
 def _legacy_reduction(size_average, reduce, reduction):
@@ -150,12 +159,15 @@ def _check_domain(name, value, domain):
     """
     _, lo, hi, lo_open, hi_open, members, sums_to_one = domain
     value = _plain(value)
+    synced = _synced(value)
     if members is None and not sums_to_one and value.numel():
         low, high = torch.aminmax(value)  # one pass and no batch-sized temporaries; a NaN makes both NaN
+        if synced:  # compared as floats: no more tensor operations (a NaN compares false: refused)
+            low, high = low.item(), high.item()
         ok = (low > lo if lo_open else low >= lo) & (high < hi if hi_open else high <= hi)
     else:
         ok = _inside(value, domain).all()
-    if not _synced(value):
+    if not synced:
         torch._assert_async(ok, f"{name} has a value outside its domain: {domain[0]}")
     elif not bool(ok):
         _outside(name, value.detach(), (~_inside(value, domain)).nonzero()[0].tolist(), domain)
@@ -218,8 +230,8 @@ def _pick(values, index):
 
 def _scatter(base, add, index, like):
     """``base + onehot(index) * add`` along the last axis of ``like``, without the one-hot rows."""
-    base = torch.as_tensor(base, dtype=like.dtype, device=like.device).expand(like.shape)
-    add = torch.as_tensor(add, dtype=like.dtype, device=like.device).expand(*index.shape, 1)
+    base = _constant(base, like.dtype, like.device).expand(like.shape)
+    add = _constant(add, like.dtype, like.device).expand(*index.shape, 1)
     return base.scatter_add(-1, index[..., None], add)
 
 
@@ -261,7 +273,7 @@ def _prepare(logp, target, params):
     target = torch.as_tensor(target)
     dtype = _dtype(logp)
     keep = counts = None
-    logp = _last(logp.to(dtype), 1)
+    logp = _last(logp if logp.dtype == dtype else logp.to(dtype), 1)
     if not target.is_floating_point():  # class indices: some samples may not count
         target, keep, counts = _samples("target", target, logp.shape[-1], params[1], params[0], dtype)
     indexed = not target.is_floating_point()  # class indices: gathered, never one-hot rows
@@ -274,7 +286,7 @@ def _prepare(logp, target, params):
 def _nll_value(logp, target, weight, ignore_index):
     """Per-sample loss."""
     dtype, device, batch = logp.dtype, logp.device, logp.shape[:-1]
-    weight = torch.as_tensor(1.0 if weight is None else weight, dtype=dtype, device=device)
+    weight = _constant(1.0 if weight is None else weight, dtype, device)
     _broadcasts("weight", weight.shape, batch + (logp.shape[-1],), axis=True)
     weight = weight.expand(weight.shape[:-1] + (logp.shape[-1],))  # one number: the same for every entry
     return _fill(-torch.sum(logp*target*weight, dim=-1, keepdim=True), batch + (1,), dtype, device)[..., 0]
@@ -283,7 +295,7 @@ def _nll_value(logp, target, weight, ignore_index):
 def _nll_value_and_grads(logp, target, weight, ignore_index):
     """Per-sample loss and its gradient for each input, per element, in one pass."""
     dtype, device, batch = logp.dtype, logp.device, logp.shape[:-1]
-    weight = torch.as_tensor(1.0 if weight is None else weight, dtype=dtype, device=device)
+    weight = _constant(1.0 if weight is None else weight, dtype, device)
     _broadcasts("weight", weight.shape, batch + (logp.shape[-1],), axis=True)
     weight = weight.expand(weight.shape[:-1] + (logp.shape[-1],))  # one number: the same for every entry
     _t0 = target*weight
@@ -297,7 +309,7 @@ def _nll_value_and_grads(logp, target, weight, ignore_index):
 def _nll_indexed_value(logp, target, weight, ignore_index):
     """Per-sample loss."""
     dtype, device, batch = logp.dtype, logp.device, logp.shape[:-1]
-    weight = torch.as_tensor(1.0 if weight is None else weight, dtype=dtype, device=device)
+    weight = _constant(1.0 if weight is None else weight, dtype, device)
     _broadcasts("weight", weight.shape, batch + (logp.shape[-1],), axis=True)
     weight = weight.expand(weight.shape[:-1] + (logp.shape[-1],))  # one number: the same for every entry
     return _fill(-_pick(logp, target)*_pick(weight, target), batch + (1,), dtype, device)[..., 0]
@@ -306,7 +318,7 @@ def _nll_indexed_value(logp, target, weight, ignore_index):
 def _nll_indexed_value_and_grads(logp, target, weight, ignore_index):
     """Per-sample loss and its gradient for each input, per element, in one pass."""
     dtype, device, batch = logp.dtype, logp.device, logp.shape[:-1]
-    weight = torch.as_tensor(1.0 if weight is None else weight, dtype=dtype, device=device)
+    weight = _constant(1.0 if weight is None else weight, dtype, device)
     _broadcasts("weight", weight.shape, batch + (logp.shape[-1],), axis=True)
     weight = weight.expand(weight.shape[:-1] + (logp.shape[-1],))  # one number: the same for every entry
     _t0 = _pick(weight, target)
@@ -389,6 +401,8 @@ def _chunk_rows(layout, args):
     a tensor param broadcasts to the batch."""
     axes, broadcast = layout
     arrays = args[:len(axes)]
+    if sum(a.numel() for a in arrays) < 4 * _CHUNK:
+        return 0
     first = arrays[0]
     if (first.device.type != "cpu" or torch.compiler.is_compiling() or _transformed()
             or any(args[i] is not None for i in broadcast)):

@@ -58,8 +58,17 @@ def _validate(pred, target, indexed):
 
 def _fill(value, shape, dtype, device):
     """``value`` as a tensor of ``shape`` (constants and rows broadcast)."""
-    value = torch.as_tensor(value, dtype=dtype, device=device)
+    if not isinstance(value, torch.Tensor) or value.dtype != dtype or value.device != device:
+        value = _constant(value, dtype, device)
     return value if value.shape == shape else value.expand(shape)
+
+
+def _constant(value, dtype, device):
+    """``value`` (a number, or a tensor: a param under a compiler) as a tensor of ``dtype`` on ``device``. A number
+    is filled there: ``torch.as_tensor`` of a number copies it from the host, which waits for a GPU to finish."""
+    if isinstance(value, torch.Tensor):
+        return value.to(dtype=dtype, device=device)
+    return torch.full((), value, dtype=dtype, device=device)
 
 
 def _legacy_reduction(size_average, reduce, reduction):
@@ -121,12 +130,15 @@ def _check_domain(name, value, domain):
     """
     _, lo, hi, lo_open, hi_open, members, sums_to_one = domain
     value = _plain(value)
+    synced = _synced(value)
     if members is None and not sums_to_one and value.numel():
         low, high = torch.aminmax(value)  # one pass and no batch-sized temporaries; a NaN makes both NaN
+        if synced:  # compared as floats: no more tensor operations (a NaN compares false: refused)
+            low, high = low.item(), high.item()
         ok = (low > lo if lo_open else low >= lo) & (high < hi if hi_open else high <= hi)
     else:
         ok = _inside(value, domain).all()
-    if not _synced(value):
+    if not synced:
         torch._assert_async(ok, f"{name} has a value outside its domain: {domain[0]}")
     elif not bool(ok):
         _outside(name, value.detach(), (~_inside(value, domain)).nonzero()[0].tolist(), domain)
@@ -187,8 +199,8 @@ def _prepare(pred, target):
     target = torch.as_tensor(target)
     dtype = _dtype(pred)
     keep = counts = None
-    pred = pred.to(dtype)
-    target = target.to(dtype)
+    pred = pred if pred.dtype == dtype else pred.to(dtype)
+    target = target if target.dtype == dtype else target.to(dtype)
     indexed = False
     _check_shapes([("pred", pred, None), ("target", target, None)])
     return pred, target, indexed, keep, counts
@@ -200,14 +212,14 @@ def _poisson_nll_value(pred, target, log_input, full, eps):
     dtype, device, batch = pred.dtype, pred.device, pred.shape
     _t0 = (log_input > 0)
     _t1 = (full > 0)
-    _t2 = _choose(_t0, lambda: pred*target, lambda: torch.as_tensor(0, dtype=dtype, device=device))
-    _t3 = _choose(_t1, lambda: (target <= 1), lambda: torch.as_tensor(False, device=device))
-    _t4 = _choose(_t1, lambda: 2*target, lambda: torch.as_tensor(0, dtype=dtype, device=device))
-    _t5 = _choose(_t1, lambda: -_t4, lambda: torch.as_tensor(0, dtype=dtype, device=device))
-    _t6 = _choose(_t1, lambda: torch.where(_t3, 1, 3.141592653589793*_t4), lambda: torch.as_tensor(0, dtype=dtype, device=device))
-    _t7 = _choose(_t1, lambda: torch.where(_t3, 1, target), lambda: torch.as_tensor(0, dtype=dtype, device=device))
-    _t8 = _choose(_t0, lambda: torch.as_tensor(0, dtype=dtype, device=device), lambda: pred + eps)
-    return _fill(_choose(_t0, lambda: _choose(_t1, lambda: torch.exp(_choose(_t0, lambda: _choose(_t1, lambda: pred, lambda: torch.as_tensor(0, dtype=dtype, device=device)), lambda: torch.as_tensor(0, dtype=dtype, device=device))) - _t2 + torch.where(_t3, 0, (1/2)*(_t5 + torch.log(_choose(_t0, lambda: _t6, lambda: torch.as_tensor(1, dtype=dtype, device=device))) + 2*torch.xlogy(target, _choose(_t0, lambda: _t7, lambda: torch.as_tensor(1, dtype=dtype, device=device))))), lambda: torch.exp(_choose(_t0, lambda: _choose(_t1, lambda: torch.as_tensor(0, dtype=dtype, device=device), lambda: pred), lambda: torch.as_tensor(0, dtype=dtype, device=device))) - _t2), lambda: _choose(_t1, lambda: pred - target*torch.log(_choose(_t0, lambda: torch.as_tensor(1, dtype=dtype, device=device), lambda: _choose(_t1, lambda: _t8, lambda: torch.as_tensor(1, dtype=dtype, device=device)))) + torch.where(_t3, 0, (1/2)*(_t5 + torch.log(_choose(_t0, lambda: torch.as_tensor(1, dtype=dtype, device=device), lambda: _t6)) + 2*torch.xlogy(target, _choose(_t0, lambda: torch.as_tensor(1, dtype=dtype, device=device), lambda: _t7)))), lambda: pred - target*torch.log(_choose(_t0, lambda: torch.as_tensor(1, dtype=dtype, device=device), lambda: _choose(_t1, lambda: torch.as_tensor(1, dtype=dtype, device=device), lambda: _t8))))), batch, dtype, device)
+    _t2 = _choose(_t0, lambda: pred*target, lambda: _constant(0, dtype, device))
+    _t3 = _choose(_t1, lambda: (target <= 1), lambda: _constant(False, torch.bool, device))
+    _t4 = _choose(_t1, lambda: 2*target, lambda: _constant(0, dtype, device))
+    _t5 = _choose(_t1, lambda: -_t4, lambda: _constant(0, dtype, device))
+    _t6 = _choose(_t1, lambda: torch.where(_t3, 1, 3.141592653589793*_t4), lambda: _constant(0, dtype, device))
+    _t7 = _choose(_t1, lambda: torch.where(_t3, 1, target), lambda: _constant(0, dtype, device))
+    _t8 = _choose(_t0, lambda: _constant(0, dtype, device), lambda: pred + eps)
+    return _fill(_choose(_t0, lambda: _choose(_t1, lambda: torch.exp(_choose(_t0, lambda: _choose(_t1, lambda: pred, lambda: _constant(0, dtype, device)), lambda: _constant(0, dtype, device))) - _t2 + torch.where(_t3, 0, (1/2)*(_t5 + torch.log(_choose(_t0, lambda: _t6, lambda: _constant(1, dtype, device))) + 2*torch.xlogy(target, _choose(_t0, lambda: _t7, lambda: _constant(1, dtype, device))))), lambda: torch.exp(_choose(_t0, lambda: _choose(_t1, lambda: _constant(0, dtype, device), lambda: pred), lambda: _constant(0, dtype, device))) - _t2), lambda: _choose(_t1, lambda: pred - target*torch.log(_choose(_t0, lambda: _constant(1, dtype, device), lambda: _choose(_t1, lambda: _t8, lambda: _constant(1, dtype, device)))) + torch.where(_t3, 0, (1/2)*(_t5 + torch.log(_choose(_t0, lambda: _constant(1, dtype, device), lambda: _t6)) + 2*torch.xlogy(target, _choose(_t0, lambda: _constant(1, dtype, device), lambda: _t7)))), lambda: pred - target*torch.log(_choose(_t0, lambda: _constant(1, dtype, device), lambda: _choose(_t1, lambda: _constant(1, dtype, device), lambda: _t8))))), batch, dtype, device)
 
 
 def _poisson_nll_value_and_grads(pred, target, log_input, full, eps):
@@ -215,16 +227,16 @@ def _poisson_nll_value_and_grads(pred, target, log_input, full, eps):
     dtype, device, batch = pred.dtype, pred.device, pred.shape
     _t0 = (log_input > 0)
     _t1 = (full > 0)
-    _t2 = _choose(_t0, lambda: pred*target, lambda: torch.as_tensor(0, dtype=dtype, device=device))
-    _t3 = _choose(_t1, lambda: (target <= 1), lambda: torch.as_tensor(False, device=device))
-    _t4 = _choose(_t1, lambda: 2*target, lambda: torch.as_tensor(0, dtype=dtype, device=device))
-    _t5 = _choose(_t1, lambda: -_t4, lambda: torch.as_tensor(0, dtype=dtype, device=device))
-    _t6 = _choose(_t1, lambda: torch.where(_t3, 1, 3.141592653589793*_t4), lambda: torch.as_tensor(0, dtype=dtype, device=device))
-    _t7 = _choose(_t1, lambda: torch.where(_t3, 1, target), lambda: torch.as_tensor(0, dtype=dtype, device=device))
-    _t8 = _choose(_t0, lambda: torch.as_tensor(0, dtype=dtype, device=device), lambda: pred + eps)
-    value = _fill(_choose(_t0, lambda: _choose(_t1, lambda: torch.exp(_choose(_t0, lambda: _choose(_t1, lambda: pred, lambda: torch.as_tensor(0, dtype=dtype, device=device)), lambda: torch.as_tensor(0, dtype=dtype, device=device))) - _t2 + torch.where(_t3, 0, (1/2)*(_t5 + torch.log(_choose(_t0, lambda: _t6, lambda: torch.as_tensor(1, dtype=dtype, device=device))) + 2*torch.xlogy(target, _choose(_t0, lambda: _t7, lambda: torch.as_tensor(1, dtype=dtype, device=device))))), lambda: torch.exp(_choose(_t0, lambda: _choose(_t1, lambda: torch.as_tensor(0, dtype=dtype, device=device), lambda: pred), lambda: torch.as_tensor(0, dtype=dtype, device=device))) - _t2), lambda: _choose(_t1, lambda: pred - target*torch.log(_choose(_t0, lambda: torch.as_tensor(1, dtype=dtype, device=device), lambda: _choose(_t1, lambda: _t8, lambda: torch.as_tensor(1, dtype=dtype, device=device)))) + torch.where(_t3, 0, (1/2)*(_t5 + torch.log(_choose(_t0, lambda: torch.as_tensor(1, dtype=dtype, device=device), lambda: _t6)) + 2*torch.xlogy(target, _choose(_t0, lambda: torch.as_tensor(1, dtype=dtype, device=device), lambda: _t7)))), lambda: pred - target*torch.log(_choose(_t0, lambda: torch.as_tensor(1, dtype=dtype, device=device), lambda: _choose(_t1, lambda: torch.as_tensor(1, dtype=dtype, device=device), lambda: _t8))))), batch, dtype, device)
+    _t2 = _choose(_t0, lambda: pred*target, lambda: _constant(0, dtype, device))
+    _t3 = _choose(_t1, lambda: (target <= 1), lambda: _constant(False, torch.bool, device))
+    _t4 = _choose(_t1, lambda: 2*target, lambda: _constant(0, dtype, device))
+    _t5 = _choose(_t1, lambda: -_t4, lambda: _constant(0, dtype, device))
+    _t6 = _choose(_t1, lambda: torch.where(_t3, 1, 3.141592653589793*_t4), lambda: _constant(0, dtype, device))
+    _t7 = _choose(_t1, lambda: torch.where(_t3, 1, target), lambda: _constant(0, dtype, device))
+    _t8 = _choose(_t0, lambda: _constant(0, dtype, device), lambda: pred + eps)
+    value = _fill(_choose(_t0, lambda: _choose(_t1, lambda: torch.exp(_choose(_t0, lambda: _choose(_t1, lambda: pred, lambda: _constant(0, dtype, device)), lambda: _constant(0, dtype, device))) - _t2 + torch.where(_t3, 0, (1/2)*(_t5 + torch.log(_choose(_t0, lambda: _t6, lambda: _constant(1, dtype, device))) + 2*torch.xlogy(target, _choose(_t0, lambda: _t7, lambda: _constant(1, dtype, device))))), lambda: torch.exp(_choose(_t0, lambda: _choose(_t1, lambda: _constant(0, dtype, device), lambda: pred), lambda: _constant(0, dtype, device))) - _t2), lambda: _choose(_t1, lambda: pred - target*torch.log(_choose(_t0, lambda: _constant(1, dtype, device), lambda: _choose(_t1, lambda: _t8, lambda: _constant(1, dtype, device)))) + torch.where(_t3, 0, (1/2)*(_t5 + torch.log(_choose(_t0, lambda: _constant(1, dtype, device), lambda: _t6)) + 2*torch.xlogy(target, _choose(_t0, lambda: _constant(1, dtype, device), lambda: _t7)))), lambda: pred - target*torch.log(_choose(_t0, lambda: _constant(1, dtype, device), lambda: _choose(_t1, lambda: _constant(1, dtype, device), lambda: _t8))))), batch, dtype, device)
     grads = (
-        _fill(_choose(_t0, lambda: torch.exp(_choose(_t0, lambda: pred, lambda: torch.as_tensor(0, dtype=dtype, device=device))) - target, lambda: 1 - target/_choose(_t0, lambda: torch.as_tensor(1, dtype=dtype, device=device), lambda: _t8)), pred.shape, dtype, device),
+        _fill(_choose(_t0, lambda: torch.exp(_choose(_t0, lambda: pred, lambda: _constant(0, dtype, device))) - target, lambda: 1 - target/_choose(_t0, lambda: _constant(1, dtype, device), lambda: _t8)), pred.shape, dtype, device),
     )
     return value, grads
 
@@ -234,14 +246,14 @@ def _poisson_nll_targeted_value(pred, target, log_input, full, eps):
     dtype, device, batch = pred.dtype, pred.device, pred.shape
     _t0 = (log_input > 0)
     _t1 = (full > 0)
-    _t2 = _choose(_t0, lambda: pred*target, lambda: torch.as_tensor(0, dtype=dtype, device=device))
-    _t3 = _choose(_t1, lambda: (target <= 1), lambda: torch.as_tensor(False, device=device))
-    _t4 = _choose(_t1, lambda: 2*target, lambda: torch.as_tensor(0, dtype=dtype, device=device))
-    _t5 = _choose(_t1, lambda: -_t4, lambda: torch.as_tensor(0, dtype=dtype, device=device))
-    _t6 = _choose(_t1, lambda: torch.where(_t3, 1, 3.141592653589793*_t4), lambda: torch.as_tensor(0, dtype=dtype, device=device))
-    _t7 = _choose(_t1, lambda: torch.where(_t3, 1, target), lambda: torch.as_tensor(0, dtype=dtype, device=device))
-    _t9 = _choose(_t0, lambda: torch.as_tensor(0, dtype=dtype, device=device), lambda: pred + eps)
-    return _fill(_choose(_t0, lambda: _choose(_t1, lambda: torch.exp(_choose(_t0, lambda: _choose(_t1, lambda: pred, lambda: torch.as_tensor(0, dtype=dtype, device=device)), lambda: torch.as_tensor(0, dtype=dtype, device=device))) - _t2 + torch.where(_t3, 0, (1/2)*(_t5 + torch.log(_choose(_t0, lambda: _t6, lambda: torch.as_tensor(1, dtype=dtype, device=device))) + 2*torch.xlogy(target, _t7))), lambda: torch.exp(_choose(_t0, lambda: _choose(_t1, lambda: torch.as_tensor(0, dtype=dtype, device=device), lambda: pred), lambda: torch.as_tensor(0, dtype=dtype, device=device))) - _t2), lambda: _choose(_t1, lambda: pred - target*_choose((_t1 & _not(_t0)), lambda: torch.log(_t9), lambda: torch.as_tensor(0, dtype=dtype, device=device)) + torch.where(_t3, 0, (1/2)*(_t5 + torch.log(_choose(_t0, lambda: torch.as_tensor(1, dtype=dtype, device=device), lambda: _t6)) + 2*torch.xlogy(target, _t7))), lambda: pred - target*_choose((_not(_t0) & _not(_t1)), lambda: torch.log(_t9), lambda: torch.as_tensor(0, dtype=dtype, device=device)))), batch, dtype, device)
+    _t2 = _choose(_t0, lambda: pred*target, lambda: _constant(0, dtype, device))
+    _t3 = _choose(_t1, lambda: (target <= 1), lambda: _constant(False, torch.bool, device))
+    _t4 = _choose(_t1, lambda: 2*target, lambda: _constant(0, dtype, device))
+    _t5 = _choose(_t1, lambda: -_t4, lambda: _constant(0, dtype, device))
+    _t6 = _choose(_t1, lambda: torch.where(_t3, 1, 3.141592653589793*_t4), lambda: _constant(0, dtype, device))
+    _t7 = _choose(_t1, lambda: torch.where(_t3, 1, target), lambda: _constant(0, dtype, device))
+    _t9 = _choose(_t0, lambda: _constant(0, dtype, device), lambda: pred + eps)
+    return _fill(_choose(_t0, lambda: _choose(_t1, lambda: torch.exp(_choose(_t0, lambda: _choose(_t1, lambda: pred, lambda: _constant(0, dtype, device)), lambda: _constant(0, dtype, device))) - _t2 + torch.where(_t3, 0, (1/2)*(_t5 + torch.log(_choose(_t0, lambda: _t6, lambda: _constant(1, dtype, device))) + 2*torch.xlogy(target, _t7))), lambda: torch.exp(_choose(_t0, lambda: _choose(_t1, lambda: _constant(0, dtype, device), lambda: pred), lambda: _constant(0, dtype, device))) - _t2), lambda: _choose(_t1, lambda: pred - target*_choose((_t1 & _not(_t0)), lambda: torch.log(_t9), lambda: _constant(0, dtype, device)) + torch.where(_t3, 0, (1/2)*(_t5 + torch.log(_choose(_t0, lambda: _constant(1, dtype, device), lambda: _t6)) + 2*torch.xlogy(target, _t7))), lambda: pred - target*_choose((_not(_t0) & _not(_t1)), lambda: torch.log(_t9), lambda: _constant(0, dtype, device)))), batch, dtype, device)
 
 
 def _poisson_nll_targeted_value_and_grads(pred, target, log_input, full, eps):
@@ -249,22 +261,22 @@ def _poisson_nll_targeted_value_and_grads(pred, target, log_input, full, eps):
     dtype, device, batch = pred.dtype, pred.device, pred.shape
     _t0 = (log_input > 0)
     _t1 = (full > 0)
-    _t2 = _choose(_t0, lambda: pred*target, lambda: torch.as_tensor(0, dtype=dtype, device=device))
-    _t3 = _choose(_t1, lambda: (target <= 1), lambda: torch.as_tensor(False, device=device))
-    _t4 = _choose(_t1, lambda: 2*target, lambda: torch.as_tensor(0, dtype=dtype, device=device))
-    _t5 = _choose(_t1, lambda: -_t4, lambda: torch.as_tensor(0, dtype=dtype, device=device))
-    _t6 = _choose(_t1, lambda: torch.where(_t3, 1, 3.141592653589793*_t4), lambda: torch.as_tensor(0, dtype=dtype, device=device))
-    _t7 = _choose(_t1, lambda: torch.where(_t3, 1, target), lambda: torch.as_tensor(0, dtype=dtype, device=device))
-    _t9 = _choose(_t0, lambda: torch.as_tensor(0, dtype=dtype, device=device), lambda: pred + eps)
-    _t10 = _choose((_t1 & _not(_t0)), lambda: torch.log(_t9), lambda: torch.as_tensor(0, dtype=dtype, device=device))
-    _t12 = _choose((_not(_t0) & _not(_t1)), lambda: torch.log(_t9), lambda: torch.as_tensor(0, dtype=dtype, device=device))
-    _t13 = _choose(_t1, lambda: 2*torch.where((target == 0), torch.as_tensor(0, dtype=dtype, device=device), 1), lambda: torch.as_tensor(0, dtype=dtype, device=device))
-    _t14 = _choose(_t1, lambda: (target != 0), lambda: torch.as_tensor(False, device=device))
-    _t15 = _choose(_t1, lambda: torch.where(_t3, 1, torch.where(_t14, target, 1)), lambda: torch.as_tensor(0, dtype=dtype, device=device))
-    value = _fill(_choose(_t0, lambda: _choose(_t1, lambda: torch.exp(_choose(_t0, lambda: _choose(_t1, lambda: pred, lambda: torch.as_tensor(0, dtype=dtype, device=device)), lambda: torch.as_tensor(0, dtype=dtype, device=device))) - _t2 + torch.where(_t3, 0, (1/2)*(_t5 + torch.log(_choose(_t0, lambda: _t6, lambda: torch.as_tensor(1, dtype=dtype, device=device))) + 2*torch.xlogy(target, _t7))), lambda: torch.exp(_choose(_t0, lambda: _choose(_t1, lambda: torch.as_tensor(0, dtype=dtype, device=device), lambda: pred), lambda: torch.as_tensor(0, dtype=dtype, device=device))) - _t2), lambda: _choose(_t1, lambda: pred - _t10*target + torch.where(_t3, 0, (1/2)*(_t5 + torch.log(_choose(_t0, lambda: torch.as_tensor(1, dtype=dtype, device=device), lambda: _t6)) + 2*torch.xlogy(target, _t7))), lambda: pred - _t12*target)), batch, dtype, device)
+    _t2 = _choose(_t0, lambda: pred*target, lambda: _constant(0, dtype, device))
+    _t3 = _choose(_t1, lambda: (target <= 1), lambda: _constant(False, torch.bool, device))
+    _t4 = _choose(_t1, lambda: 2*target, lambda: _constant(0, dtype, device))
+    _t5 = _choose(_t1, lambda: -_t4, lambda: _constant(0, dtype, device))
+    _t6 = _choose(_t1, lambda: torch.where(_t3, 1, 3.141592653589793*_t4), lambda: _constant(0, dtype, device))
+    _t7 = _choose(_t1, lambda: torch.where(_t3, 1, target), lambda: _constant(0, dtype, device))
+    _t9 = _choose(_t0, lambda: _constant(0, dtype, device), lambda: pred + eps)
+    _t10 = _choose((_t1 & _not(_t0)), lambda: torch.log(_t9), lambda: _constant(0, dtype, device))
+    _t12 = _choose((_not(_t0) & _not(_t1)), lambda: torch.log(_t9), lambda: _constant(0, dtype, device))
+    _t13 = _choose(_t1, lambda: 2*torch.where((target == 0), _constant(0, dtype, device), 1), lambda: _constant(0, dtype, device))
+    _t14 = _choose(_t1, lambda: (target != 0), lambda: _constant(False, torch.bool, device))
+    _t15 = _choose(_t1, lambda: torch.where(_t3, 1, torch.where(_t14, target, 1)), lambda: _constant(0, dtype, device))
+    value = _fill(_choose(_t0, lambda: _choose(_t1, lambda: torch.exp(_choose(_t0, lambda: _choose(_t1, lambda: pred, lambda: _constant(0, dtype, device)), lambda: _constant(0, dtype, device))) - _t2 + torch.where(_t3, 0, (1/2)*(_t5 + torch.log(_choose(_t0, lambda: _t6, lambda: _constant(1, dtype, device))) + 2*torch.xlogy(target, _t7))), lambda: torch.exp(_choose(_t0, lambda: _choose(_t1, lambda: _constant(0, dtype, device), lambda: pred), lambda: _constant(0, dtype, device))) - _t2), lambda: _choose(_t1, lambda: pred - _t10*target + torch.where(_t3, 0, (1/2)*(_t5 + torch.log(_choose(_t0, lambda: _constant(1, dtype, device), lambda: _t6)) + 2*torch.xlogy(target, _t7))), lambda: pred - _t12*target)), batch, dtype, device)
     grads = (
-        _fill(_choose(_t0, lambda: torch.exp(_choose(_t0, lambda: pred, lambda: torch.as_tensor(0, dtype=dtype, device=device))) - target, lambda: 1 - target/_choose(_t0, lambda: torch.as_tensor(1, dtype=dtype, device=device), lambda: _t9)), pred.shape, dtype, device),
-        _fill(_choose(_t0, lambda: _choose(_t1, lambda: torch.where(_t3, 0, (1/2)*((_t13 + 2*torch.where(_t14, torch.log(_choose(_t0, lambda: _t15, lambda: torch.as_tensor(1, dtype=dtype, device=device))), 0) + 1/_t7) - 2)) - pred, lambda: -pred), lambda: _choose(_t1, lambda: torch.where(_t3, 0, (1/2)*((_t13 + 2*torch.where(_t14, torch.log(_choose(_t0, lambda: torch.as_tensor(1, dtype=dtype, device=device), lambda: _t15)), 0) + 1/_t7) - 2)) - _t10, lambda: -_t12)), target.shape, dtype, device),  # a target's
+        _fill(_choose(_t0, lambda: torch.exp(_choose(_t0, lambda: pred, lambda: _constant(0, dtype, device))) - target, lambda: 1 - target/_choose(_t0, lambda: _constant(1, dtype, device), lambda: _t9)), pred.shape, dtype, device),
+        _fill(_choose(_t0, lambda: _choose(_t1, lambda: torch.where(_t3, 0, (1/2)*((_t13 + 2*torch.where(_t14, torch.log(_choose(_t0, lambda: _t15, lambda: _constant(1, dtype, device))), 0) + 1/_t7) - 2)) - pred, lambda: -pred), lambda: _choose(_t1, lambda: torch.where(_t3, 0, (1/2)*((_t13 + 2*torch.where(_t14, torch.log(_choose(_t0, lambda: _constant(1, dtype, device), lambda: _t15)), 0) + 1/_t7) - 2)) - _t10, lambda: -_t12)), target.shape, dtype, device),  # a target's
     )
     return value, grads
 
@@ -307,6 +319,8 @@ def _chunk_rows(layout, args):
     a tensor param broadcasts to the batch."""
     axes, broadcast = layout
     arrays = args[:len(axes)]
+    if sum(a.numel() for a in arrays) < 4 * _CHUNK:
+        return 0
     first = arrays[0]
     if (first.device.type != "cpu" or torch.compiler.is_compiling() or _transformed()
             or any(args[i] is not None for i in broadcast)):

@@ -59,8 +59,17 @@ def _validate(anchor, positive, negative, indexed):
 
 def _fill(value, shape, dtype, device):
     """``value`` as a tensor of ``shape`` (constants and rows broadcast)."""
-    value = torch.as_tensor(value, dtype=dtype, device=device)
+    if not isinstance(value, torch.Tensor) or value.dtype != dtype or value.device != device:
+        value = _constant(value, dtype, device)
     return value if value.shape == shape else value.expand(shape)
+
+
+def _constant(value, dtype, device):
+    """``value`` (a number, or a tensor: a param under a compiler) as a tensor of ``dtype`` on ``device``. A number
+    is filled there: ``torch.as_tensor`` of a number copies it from the host, which waits for a GPU to finish."""
+    if isinstance(value, torch.Tensor):
+        return value.to(dtype=dtype, device=device)
+    return torch.full((), value, dtype=dtype, device=device)
 
 
 def _legacy_reduction(size_average, reduce, reduction):
@@ -122,12 +131,15 @@ def _check_domain(name, value, domain):
     """
     _, lo, hi, lo_open, hi_open, members, sums_to_one = domain
     value = _plain(value)
+    synced = _synced(value)
     if members is None and not sums_to_one and value.numel():
         low, high = torch.aminmax(value)  # one pass and no batch-sized temporaries; a NaN makes both NaN
+        if synced:  # compared as floats: no more tensor operations (a NaN compares false: refused)
+            low, high = low.item(), high.item()
         ok = (low > lo if lo_open else low >= lo) & (high < hi if hi_open else high <= hi)
     else:
         ok = _inside(value, domain).all()
-    if not _synced(value):
+    if not synced:
         torch._assert_async(ok, f"{name} has a value outside its domain: {domain[0]}")
     elif not bool(ok):
         _outside(name, value.detach(), (~_inside(value, domain)).nonzero()[0].tolist(), domain)
@@ -194,9 +206,9 @@ def _prepare(anchor, positive, negative):
     negative = torch.as_tensor(negative)
     dtype = _dtype(anchor)
     keep = counts = None
-    anchor = anchor.to(dtype)
-    positive = positive.to(dtype)
-    negative = negative.to(dtype)
+    anchor = anchor if anchor.dtype == dtype else anchor.to(dtype)
+    positive = positive if positive.dtype == dtype else positive.to(dtype)
+    negative = negative if negative.dtype == dtype else negative.to(dtype)
     indexed = False
     _check_shapes([("anchor", anchor, "feature"), ("positive", positive, "feature"), ("negative", negative, "feature")])
     return anchor, positive, negative, indexed, keep, counts
@@ -210,9 +222,9 @@ def _triplet_value(anchor, positive, negative, margin, p, eps, swap):
     _t1 = -positive
     _t4 = -_choose((p == 2), lambda: torch.sqrt(torch.sum(torch.square((_t1 + anchor) + eps), dim=-1, keepdim=True)), lambda: torch.sum(torch.abs((_t1 + anchor) + eps)**p, dim=-1, keepdim=True)**(1/p))
     _t6 = _choose((p == 2), lambda: torch.sqrt(torch.sum(torch.square((anchor - negative) + eps), dim=-1, keepdim=True)), lambda: torch.sum(torch.abs((anchor - negative) + eps)**p, dim=-1, keepdim=True)**(1/p))
-    _t9 = _choose(_t0, lambda: (-_t4 - torch.minimum(_t6, _choose(_t0, lambda: _choose((p == 2), lambda: torch.sqrt(torch.sum(torch.square(_choose(_t0, lambda: (-_t1 - negative) + eps, lambda: torch.as_tensor(0, dtype=dtype, device=device))), dim=-1, keepdim=True)), lambda: torch.sum(torch.abs(_choose(_t0, lambda: (-_t1 - negative) + eps, lambda: torch.as_tensor(0, dtype=dtype, device=device)))**p, dim=-1, keepdim=True)**(1/p)), lambda: torch.as_tensor(0, dtype=dtype, device=device)))) + margin, lambda: torch.as_tensor(0, dtype=dtype, device=device))
-    _t11 = _choose(_t0, lambda: torch.as_tensor(0, dtype=dtype, device=device), lambda: (-_t4 - _t6) + margin)
-    return _fill(_choose(_t0, lambda: torch.where(_choose(_t0, lambda: (_t9 < 0), lambda: torch.as_tensor(False, device=device)), 0, _t9), lambda: torch.where((_t11 < 0), 0, _t11)), batch + (1,), dtype, device)[..., 0]
+    _t9 = _choose(_t0, lambda: (-_t4 - torch.minimum(_t6, _choose(_t0, lambda: _choose((p == 2), lambda: torch.sqrt(torch.sum(torch.square(_choose(_t0, lambda: (-_t1 - negative) + eps, lambda: _constant(0, dtype, device))), dim=-1, keepdim=True)), lambda: torch.sum(torch.abs(_choose(_t0, lambda: (-_t1 - negative) + eps, lambda: _constant(0, dtype, device)))**p, dim=-1, keepdim=True)**(1/p)), lambda: _constant(0, dtype, device)))) + margin, lambda: _constant(0, dtype, device))
+    _t11 = _choose(_t0, lambda: _constant(0, dtype, device), lambda: (-_t4 - _t6) + margin)
+    return _fill(_choose(_t0, lambda: torch.where(_choose(_t0, lambda: (_t9 < 0), lambda: _constant(False, torch.bool, device)), 0, _t9), lambda: torch.where((_t11 < 0), 0, _t11)), batch + (1,), dtype, device)[..., 0]
 
 
 def _triplet_value_and_grads(anchor, positive, negative, margin, p, eps, swap):
@@ -225,35 +237,35 @@ def _triplet_value_and_grads(anchor, positive, negative, margin, p, eps, swap):
     _t4 = -_t3
     _t5 = (anchor - negative) + eps
     _t6 = _choose((p == 2), lambda: torch.sqrt(torch.sum(torch.square(_t5), dim=-1, keepdim=True)), lambda: torch.sum(torch.abs(_t5)**p, dim=-1, keepdim=True)**(1/p))
-    _t7 = _choose(_t0, lambda: (-_t1 - negative) + eps, lambda: torch.as_tensor(0, dtype=dtype, device=device))
-    _t8 = _choose(_t0, lambda: _choose((p == 2), lambda: torch.sqrt(torch.sum(torch.square(_t7), dim=-1, keepdim=True)), lambda: torch.sum(torch.abs(_t7)**p, dim=-1, keepdim=True)**(1/p)), lambda: torch.as_tensor(0, dtype=dtype, device=device))
-    _t9 = _choose(_t0, lambda: (-_t4 - torch.minimum(_t6, _t8)) + margin, lambda: torch.as_tensor(0, dtype=dtype, device=device))
-    _t10 = _choose(_t0, lambda: (_t9 < 0), lambda: torch.as_tensor(False, device=device))
-    _t11 = _choose(_t0, lambda: torch.as_tensor(0, dtype=dtype, device=device), lambda: (-_t4 - _t6) + margin)
+    _t7 = _choose(_t0, lambda: (-_t1 - negative) + eps, lambda: _constant(0, dtype, device))
+    _t8 = _choose(_t0, lambda: _choose((p == 2), lambda: torch.sqrt(torch.sum(torch.square(_t7), dim=-1, keepdim=True)), lambda: torch.sum(torch.abs(_t7)**p, dim=-1, keepdim=True)**(1/p)), lambda: _constant(0, dtype, device))
+    _t9 = _choose(_t0, lambda: (-_t4 - torch.minimum(_t6, _t8)) + margin, lambda: _constant(0, dtype, device))
+    _t10 = _choose(_t0, lambda: (_t9 < 0), lambda: _constant(False, torch.bool, device))
+    _t11 = _choose(_t0, lambda: _constant(0, dtype, device), lambda: (-_t4 - _t6) + margin)
     _t12 = (p == 2)
-    _t14 = _choose(_t0, lambda: torch.where((_t9 >= 0), torch.as_tensor(1, dtype=dtype, device=device), 0), lambda: torch.as_tensor(0, dtype=dtype, device=device))
-    _t15 = _choose((_t0 & _t12), lambda: _t14*_t2/_t3, lambda: torch.as_tensor(0, dtype=dtype, device=device))
-    _t17 = _choose(_t0, lambda: (_t6 == _t8), lambda: torch.as_tensor(False, device=device))
-    _t18 = _choose(_t0, lambda: _t6 - _t8, lambda: torch.as_tensor(0, dtype=dtype, device=device))
-    _t19 = _choose(_t0, lambda: torch.where(_t10, 0, -torch.where(_t17, 1/2, torch.ceil(torch.clamp(-_t18, 0.0, 1.0)))), lambda: torch.as_tensor(0, dtype=dtype, device=device))
-    _t20 = _choose((_t0 & _t12), lambda: _t19*_t5/_t6, lambda: torch.as_tensor(0, dtype=dtype, device=device))
-    _t21 = _choose(_t12, lambda: torch.as_tensor(0, dtype=dtype, device=device), lambda: _sign(_t2))
-    _t22 = _choose(_t12, lambda: torch.as_tensor(0, dtype=dtype, device=device), lambda: torch.abs(_t2))
+    _t14 = _choose(_t0, lambda: torch.where((_t9 >= 0), _constant(1, dtype, device), 0), lambda: _constant(0, dtype, device))
+    _t15 = _choose((_t0 & _t12), lambda: _t14*_t2/_t3, lambda: _constant(0, dtype, device))
+    _t17 = _choose(_t0, lambda: (_t6 == _t8), lambda: _constant(False, torch.bool, device))
+    _t18 = _choose(_t0, lambda: _t6 - _t8, lambda: _constant(0, dtype, device))
+    _t19 = _choose(_t0, lambda: torch.where(_t10, 0, -torch.where(_t17, 1/2, torch.ceil(torch.clamp(-_t18, 0.0, 1.0)))), lambda: _constant(0, dtype, device))
+    _t20 = _choose((_t0 & _t12), lambda: _t19*_t5/_t6, lambda: _constant(0, dtype, device))
+    _t21 = _choose(_t12, lambda: _constant(0, dtype, device), lambda: _sign(_t2))
+    _t22 = _choose(_t12, lambda: _constant(0, dtype, device), lambda: torch.abs(_t2))
     _t23 = _choose(_t12, lambda: 0, lambda: p - 1)
-    _t25 = _choose((_t0 & _not(_t12)), lambda: _t14*_t21*_t22**_t23*_t3**(-_t23), lambda: torch.as_tensor(0, dtype=dtype, device=device))
-    _t26 = _choose(_t12, lambda: torch.as_tensor(0, dtype=dtype, device=device), lambda: _sign(_t5))
-    _t27 = _choose(_t12, lambda: torch.as_tensor(0, dtype=dtype, device=device), lambda: torch.abs(_t5))
-    _t29 = _choose((_t0 & _not(_t12)), lambda: _t19*_t26*_t27**_t23*_t6**(-_t23), lambda: torch.as_tensor(0, dtype=dtype, device=device))
-    _t30 = _choose(_t0, lambda: torch.as_tensor(False, device=device), lambda: (_t11 >= 0))
-    _t31 = _choose(_t0, lambda: torch.as_tensor(0, dtype=dtype, device=device), lambda: torch.where(_t30, torch.as_tensor(-1, dtype=dtype, device=device), 0))
-    _t32 = _choose((_t12 & _not(_t0)), lambda: _t31*_t5/_t6, lambda: torch.as_tensor(0, dtype=dtype, device=device))
-    _t33 = _choose(_t0, lambda: torch.as_tensor(0, dtype=dtype, device=device), lambda: torch.where(_t30, torch.as_tensor(1, dtype=dtype, device=device), 0))
-    _t34 = _choose((_t12 & _not(_t0)), lambda: _t2*_t33/_t3, lambda: torch.as_tensor(0, dtype=dtype, device=device))
-    _t35 = _choose((_not(_t0) & _not(_t12)), lambda: _t26*_t27**_t23*_t31*_t6**(-_t23), lambda: torch.as_tensor(0, dtype=dtype, device=device))
-    _t36 = _choose((_not(_t0) & _not(_t12)), lambda: _t21*_t22**_t23*_t3**(-_t23)*_t33, lambda: torch.as_tensor(0, dtype=dtype, device=device))
-    _t37 = _choose(_t0, lambda: torch.where(_t10, 0, -torch.where(_t17, 1/2, torch.ceil(torch.clamp(_t18, 0.0, 1.0)))), lambda: torch.as_tensor(0, dtype=dtype, device=device))
-    _t38 = _choose((_t0 & _t12), lambda: _t37*_t7/_t8, lambda: torch.as_tensor(0, dtype=dtype, device=device))
-    _t39 = _choose((_t0 & _not(_t12)), lambda: _t37*_t8**(-_t23)*torch.abs(_t7)**_t23*_sign(_t7), lambda: torch.as_tensor(0, dtype=dtype, device=device))
+    _t25 = _choose((_t0 & _not(_t12)), lambda: _t14*_t21*_t22**_t23*_t3**(-_t23), lambda: _constant(0, dtype, device))
+    _t26 = _choose(_t12, lambda: _constant(0, dtype, device), lambda: _sign(_t5))
+    _t27 = _choose(_t12, lambda: _constant(0, dtype, device), lambda: torch.abs(_t5))
+    _t29 = _choose((_t0 & _not(_t12)), lambda: _t19*_t26*_t27**_t23*_t6**(-_t23), lambda: _constant(0, dtype, device))
+    _t30 = _choose(_t0, lambda: _constant(False, torch.bool, device), lambda: (_t11 >= 0))
+    _t31 = _choose(_t0, lambda: _constant(0, dtype, device), lambda: torch.where(_t30, _constant(-1, dtype, device), 0))
+    _t32 = _choose((_t12 & _not(_t0)), lambda: _t31*_t5/_t6, lambda: _constant(0, dtype, device))
+    _t33 = _choose(_t0, lambda: _constant(0, dtype, device), lambda: torch.where(_t30, _constant(1, dtype, device), 0))
+    _t34 = _choose((_t12 & _not(_t0)), lambda: _t2*_t33/_t3, lambda: _constant(0, dtype, device))
+    _t35 = _choose((_not(_t0) & _not(_t12)), lambda: _t26*_t27**_t23*_t31*_t6**(-_t23), lambda: _constant(0, dtype, device))
+    _t36 = _choose((_not(_t0) & _not(_t12)), lambda: _t21*_t22**_t23*_t3**(-_t23)*_t33, lambda: _constant(0, dtype, device))
+    _t37 = _choose(_t0, lambda: torch.where(_t10, 0, -torch.where(_t17, 1/2, torch.ceil(torch.clamp(_t18, 0.0, 1.0)))), lambda: _constant(0, dtype, device))
+    _t38 = _choose((_t0 & _t12), lambda: _t37*_t7/_t8, lambda: _constant(0, dtype, device))
+    _t39 = _choose((_t0 & _not(_t12)), lambda: _t37*_t8**(-_t23)*torch.abs(_t7)**_t23*_sign(_t7), lambda: _constant(0, dtype, device))
     value = _fill(_choose(_t0, lambda: torch.where(_t10, 0, _t9), lambda: torch.where((_t11 < 0), 0, _t11)), batch + (1,), dtype, device)[..., 0]
     grads = (
         _fill(_choose(_t0, lambda: _choose(_t12, lambda: _t15 + _t20, lambda: _t25 + _t29), lambda: _choose(_t12, lambda: _t32 + _t34, lambda: _t35 + _t36)), anchor.shape, dtype, device),
@@ -300,6 +312,8 @@ def _chunk_rows(layout, args):
     a tensor param broadcasts to the batch."""
     axes, broadcast = layout
     arrays = args[:len(axes)]
+    if sum(a.numel() for a in arrays) < 4 * _CHUNK:
+        return 0
     first = arrays[0]
     if (first.device.type != "cpu" or torch.compiler.is_compiling() or _transformed()
             or any(args[i] is not None for i in broadcast)):
