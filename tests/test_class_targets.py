@@ -221,6 +221,24 @@ def test_on_cuda_weight_and_ignore_index_match_torch_with_no_host_sync():
     assert leaf.grad.device.type == "cuda"
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+def test_on_cuda_the_defaults_make_no_host_sync_either():
+    """torch's defaults (no weight, no smoothing, ignore_index=-100), the module moved to the GPU: the scatter of
+    -1 at each class index is filled on the device, not copied from the host (which waits for the GPU)."""
+    module = lf.compile(lf.builtin("cross_entropy"), "torch")().cuda()
+    x = torch.randn(256, 10, device="cuda", requires_grad=True)
+    y = torch.randint(0, 10, (256,), device="cuda")
+    module(x, y).backward()  # the first call reads the params once
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        module(x, y).backward()
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+    ref = x.detach().clone().requires_grad_()
+    torch.nn.functional.cross_entropy(ref, y).backward()
+    torch.testing.assert_close(x.grad, 2 * ref.grad)
+
+
 def test_a_combined_loss_keeps_each_terms_weighted_mean_and_ignored_samples():
     """Multi-task: weighted cross-entropy with ignored samples plus half an MSE, each term reduced on its own."""
     spec = lf.combine({"cls": (lf.builtin("cross_entropy"), 1.0),

@@ -432,6 +432,11 @@ class _LossPrinterMixin:
         """The first vector named in ``expr``: its last dimension is the axis."""
         return sorted(s.name for s in expr.free_symbols if s.name in self.vector_names)[0]
 
+    def _print_norm(self, expr):
+        if len(expr.args) == 2:  # the p-norm: p = 2 picks the Euclidean form at run time
+            return self._print(expr.written())
+        return self._euclidean(self._print(expr.args[0]))
+
     def _print_axis_size(self, expr):
         # ``or nan``: a Python int 0 would make ``1/n`` a ZeroDivisionError; NaN is what a mean
         # over an empty axis is (and the gradient it weighs is empty there anyway).
@@ -543,10 +548,8 @@ class NumpyLossPrinter(_LossPrinterMixin, NumPyPrinter):
         self.helpers.add("_mean")
         return f"_mean({self._print(expr.args[0])})"
 
-    def _print_norm(self, expr):
-        if len(expr.args) == 2:
-            return self._print(expr.written())
-        return f"np.sqrt(np.sum(np.square({self._print(expr.args[0])}), axis=-1, keepdims=True))"
+    def _euclidean(self, text: str) -> str:
+        return f"np.sqrt(np.sum(np.square({text}), axis=-1, keepdims=True))"
 
     def _print_cumsum(self, expr):
         return f"np.cumsum({self._print(expr.args[0])}, axis=-1)"
@@ -679,10 +682,8 @@ class TorchLossPrinter(_LossPrinterMixin, TorchPrinter):
     def _print_axis_mean(self, expr):
         return f"torch.mean({self._print(expr.args[0])}, dim=-1, keepdim=True)"
 
-    def _print_norm(self, expr):
-        if len(expr.args) == 2:
-            return self._print(expr.written())
-        return f"torch.sqrt(torch.sum(torch.square({self._print(expr.args[0])}), dim=-1, keepdim=True))"
+    def _euclidean(self, text: str) -> str:
+        return f"torch.sqrt(torch.sum(torch.square({text}), dim=-1, keepdim=True))"
 
     def _print_cumsum(self, expr):
         return f"torch.cumsum({self._print(expr.args[0])}, dim=-1)"

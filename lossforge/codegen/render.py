@@ -340,10 +340,11 @@ def _in_branches(replacements: list, exprs: list, arrays: frozenset[str]) -> tup
     every one of its uses sits in (a use inside another temporary inherits
     that one's choices; nested ``where``s add up), found in one pass from the
     last use back. A temporary needed only under some choices becomes
-    ``where(c1, where(c2, value, 0), 0)``, one level per choice (0, or false
+    ``where(c1 & ~c2, value, 0)``, the conjunction of its choices (0, or false
     for a condition, when not taken: still computed once and shared by the
     value and the gradients when its branches are, not computed when they are
-    not; what the other side holds is never read). ``arrays`` are the names of
+    not; what the other side holds is never read). One that is, once its
+    choices are known, another symbol is that symbol. ``arrays`` are the names of
     the per-element symbols; a temporary that holds one is per-element too,
     and a condition on it picks per element, not a branch.
     """
