@@ -7,6 +7,7 @@ are compared in float64 at 1e-12 (the same functions, only the summation is grou
 
 from __future__ import annotations
 
+import functools
 import sys
 
 import pytest
@@ -97,10 +98,15 @@ def test_vector_losses_chunk_by_rows_and_a_broadcast_weight_runs_whole(monkeypat
                                _run(torch.nn.BCELoss(weight=weight), *rows)[0], rtol=1e-12, atol=1e-12)
 
 
-def test_a_gradient_handed_on_as_it_is_stays_right_under_retain_graph_and_zero_grad(monkeypatch):
-    """After ``loss.backward()`` hands the saved gradient on (upstream 1), a second backward of the same graph
-    recomputes it: in-place changes to the first ``.grad`` (``zero_()``, accumulation) cannot reach it."""
-    cls, module = _chunky(monkeypatch, "huber")
+@pytest.mark.parametrize("chunk, fused", [(64, False), (1 << 17, False), (1 << 17, True)],
+                         ids=["chunked", "whole", "fused"])
+def test_a_gradient_handed_on_as_it_is_stays_right_under_retain_graph_and_zero_grad(monkeypatch, chunk, fused):
+    """After ``loss.backward()`` hands the saved gradient on (upstream 1: a mean's gradients carry its 1/n, chunked,
+    whole or compiled), a second backward of the same graph recomputes it: in-place changes to the first ``.grad``
+    (``zero_()``, accumulation) cannot reach it."""
+    cls, module = _chunky(monkeypatch, "huber", chunk)
+    if fused:
+        cls = functools.partial(cls, fused=True)
     g = torch.Generator().manual_seed(3)
     x, y = torch.randn(2000, generator=g, dtype=torch.float64), torch.randn(2000, generator=g, dtype=torch.float64)
     ref = x.clone().requires_grad_()

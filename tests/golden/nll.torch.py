@@ -464,11 +464,18 @@ def _reducing(value, both, layout):
         return _reduce(value(*args), reduction, keep, counts)
 
     def reduced_both(reduction, keep, counts, *args):
-        """``(loss, grads, scale)``: ``scale`` as ``_chunked`` says, None for gradients as the function gives them."""
+        """``(loss, grads, scale)``: ``scale`` as ``_chunked`` says, None for gradients as the function gives them.
+        On the CPU a mean's gradients carry its ``1/n`` too, eagerly and compiled (inside the kernel there): one
+        multiplication here, none in a backward of upstream 1, where the division and the multiplication would be
+        two (on a GPU, where backward cannot read the upstream gradient without a sync, they stay as given)."""
         rows = _chunk_rows(layout, args)
         if rows and (found := _chunked(both, layout, rows, reduction, keep, counts, args)) is not None:
             return found
         loss, grads = both(*args)
+        if (reduction in ("mean", "batchmean") and keep is None and counts is None and loss.device.type == "cpu"
+                and loss.numel() and (torch.compiler.is_compiling() or not _transformed())):
+            scale = 1 / (loss.numel() if reduction == "mean" else _rows(loss.shape))
+            return _reduce(loss, reduction), tuple(g * scale for g in grads), scale
         return _reduce(loss, reduction, keep, counts), grads, None
 
     return reduced_value, reduced_both
@@ -516,8 +523,10 @@ def _save(ctx, reduction, indexed, targeted, keep, counts, arrays, params, grads
 
 
 def _one(upstream):
-    """Whether ``upstream`` is exactly 1 (``loss.backward()``), read where that costs no device sync: on the CPU."""
-    return upstream.device.type == "cpu" and upstream.numel() == 1 and float(upstream) == 1.0
+    """Whether ``upstream`` is exactly 1 (``loss.backward()``), read where that costs no device sync: eagerly on the
+    CPU (a compiled graph cannot branch on a value)."""
+    return (upstream.device.type == "cpu" and upstream.numel() == 1 and not torch.compiler.is_compiling()
+            and float(upstream) == 1.0)
 
 
 class _NLLLossFunction(torch.autograd.Function):
