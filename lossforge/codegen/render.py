@@ -72,7 +72,7 @@ RESERVED = frozenset(
         "grad_output", "total", "name", "length", "args", "Loss", "PARAMS", "part", "out", "v",
         "reduce", "l", "I", "O", "kernels", "saved", "recompute", "which", "fn", "term", "exc", "pair",
         "warnings", "indexed", "validate", "size_average", "function", "outputs", "transformed", "tangent", "tangents", "change", "module",
-        "keep", "counts", "targeted", "scales", "handed",
+        "keep", "counts", "targeted", "carried", "handed",
     }
     | MODULE_ATTRIBUTES
     | set(dir(builtins))

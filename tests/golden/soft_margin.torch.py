@@ -271,17 +271,30 @@ def _chunk_rows(layout, args):
     return 0 if rows * width < 4 * _CHUNK else max(1, _CHUNK // max(width, 1))
 
 
+def _factor(reduction, batch, keep, counts, like):
+    """What backward would multiply each sample's gradients by for an upstream gradient of 1 (``_upstream``: 1/n
+    for a mean, 0 for a sample left out), in the dtype of ``like``, for the gradients to carry from the forward;
+    None for ``"none"``, whose upstream gradient is per sample."""
+    if reduction == "none":
+        return None
+    return _upstream(torch.ones((), dtype=like.dtype, device=like.device), reduction, batch, keep, counts)
+
+
+def _along(factor, g):
+    """A factor per sample (or one for all) as ``g`` takes it: a vector's gradient along its axis."""
+    return factor[..., None] if isinstance(factor, torch.Tensor) and 0 < factor.ndim < g.ndim else factor
+
+
 def _chunked(function, layout, rows, reduction, keep, counts, args):
     """``function`` (value, or value and gradients) of ``args`` chunk by chunk of ``rows`` rows: ``(loss, grads,
-    scale)``, the value reduced as ``_reduce`` does, the gradients written into arrays of the whole batch. Where
-    every sample counts once, the loss is a sum of the chunks' sums and each gradient is written already
-    multiplied by ``scale``, the reduction's own factor (``1/n`` for a mean), so that backward has nothing left
-    to do for an upstream gradient of 1; else ``scale`` is None. None where a result is not one row per row of
-    the batch (the caller runs whole)."""
+    carried)``, the value reduced as ``_reduce`` does (where every sample counts once, a sum of the chunks' sums),
+    the gradients written into arrays of the whole batch already multiplied by the reduction's own factor
+    (``_factor``; ``carried`` then True, else None), so that backward has nothing left to do for an upstream
+    gradient of 1. None where a result is not one row per row of the batch (the caller runs whole)."""
     count = len(layout[0])
     total = args[0].shape[0]
     summed = reduction in ("mean", "sum", "batchmean") and keep is None and counts is None
-    parts, values, grads, scale = [], None, None, None
+    parts, values, grads, factor = [], None, None, None
     for start in range(0, total, rows):
         out = function(*(a[start:start + rows] for a in args[:count]), *args[count:])
         value, found = out if isinstance(out, tuple) else (out, ())
@@ -289,23 +302,24 @@ def _chunked(function, layout, rows, reduction, keep, counts, args):
             if value.ndim == 0 or any(g.ndim == 0 or g.shape[0] != value.shape[0] for g in found):
                 return None
             grads = [g.new_empty((total, *g.shape[1:])) for g in found]
-            if summed:
-                scale = 1 / (total * value[0].numel()) if reduction == "mean" else 1 / total if reduction == "batchmean" else 1.0
-            else:
+            factor = _factor(reduction, torch.Size((total, *value.shape[1:])), keep, counts, value)
+            if not summed:
                 values = value.new_empty((total, *value.shape[1:]))
+        part = factor[start:start + rows] if isinstance(factor, torch.Tensor) and factor.ndim else factor
         for whole, g in zip(grads, found):
-            if scale is None:
+            if factor is None:
                 whole[start:start + rows] = g
             else:
-                torch.mul(g, scale, out=whole[start:start + rows])
+                torch.mul(g, _along(part, g), out=whole[start:start + rows])
         if summed:
             parts.append(value.sum())
         else:
             values[start:start + rows] = value
+    carried = None if factor is None else True
     if not summed:
-        return _reduce(values, reduction, keep, counts), tuple(grads), None
+        return _reduce(values, reduction, keep, counts), tuple(grads), carried
     loss = torch.stack(parts).sum()
-    return (loss if reduction == "sum" else loss * scale), tuple(grads), scale
+    return loss * factor, tuple(grads), carried
 
 
 def _reducing(value, both, layout):
@@ -319,19 +333,23 @@ def _reducing(value, both, layout):
         return _reduce(value(*args), reduction, keep, counts)
 
     def reduced_both(reduction, keep, counts, *args):
-        """``(loss, grads, scale)``: ``scale`` as ``_chunked`` says, None for gradients as the function gives them.
-        On the CPU a mean's gradients carry its ``1/n`` too, eagerly and compiled (inside the kernel there): one
-        multiplication here, none in a backward of upstream 1, where the division and the multiplication would be
-        two (on a GPU, where backward cannot read the upstream gradient without a sync, they stay as given)."""
+        """``(loss, grads, carried)``: ``carried`` True where the gradients carry the reduction's own factor
+        (``_chunked``), None where they are as the function gives them. On the CPU they carry it whole and
+        compiled too (inside the kernel there): one multiplication here, none in a backward of upstream 1, where
+        the division and the multiplication would be two (on a GPU, where backward cannot read the upstream
+        gradient without a sync, they stay as given; so does a sum's, whose factor is 1)."""
         rows = _chunk_rows(layout, args)
         if rows and (found := _chunked(both, layout, rows, reduction, keep, counts, args)) is not None:
             return found
         loss, grads = both(*args)
-        if (reduction in ("mean", "batchmean") and keep is None and counts is None and loss.device.type == "cpu"
-                and loss.numel() and (torch.compiler.is_compiling() or not _transformed())):
-            scale = 1 / (loss.numel() if reduction == "mean" else _rows(loss.shape))
-            return _reduce(loss, reduction), tuple(g * scale for g in grads), scale
-        return _reduce(loss, reduction, keep, counts), grads, None
+        reduced = _reduce(loss, reduction, keep, counts)
+        if (loss.device.type != "cpu" or not loss.numel() or (reduction == "sum" and keep is None and counts is None)
+                or not (torch.compiler.is_compiling() or not _transformed())):
+            return reduced, grads, None
+        factor = _factor(reduction, loss.shape, keep, counts, loss)
+        if factor is None:
+            return reduced, grads, None
+        return reduced, tuple(g * _along(factor, g) for g in grads), True
 
     return reduced_value, reduced_both
 
@@ -364,15 +382,15 @@ def _both(reduction, fused, indexed, targeted, keep, counts, score, target):
     ``targeted`` is false: no target requires grad), and the factor each term's gradients already carry (None:
     none; see ``_chunked``)."""
     device, dtype = score.device, score.dtype
-    value, grad_term_0, _scale_0 = _run(fused, ("soft_margin", False), 1, reduction, None, None, device, dtype, score, target)
-    return value, (*grad_term_0,), (_scale_0, )
+    value, grad_term_0, _carried_0 = _run(fused, ("soft_margin", False), 1, reduction, None, None, device, dtype, score, target)
+    return value, (*grad_term_0,), (_carried_0, )
 
 
-def _save(ctx, reduction, indexed, targeted, keep, counts, arrays, params, grads, scales=None):
+def _save(ctx, reduction, indexed, targeted, keep, counts, arrays, params, grads, carried=None):
     """What backward needs: the arguments, which samples count, the per-element gradients (params as given:
     floats, buffers or Parameters) and the factors they carry."""
     ctx.reduction, ctx.indexed, ctx.targeted, ctx.params = reduction, indexed, targeted, params
-    ctx.scales, ctx.handed = scales or (None,) * 1, False
+    ctx.carried, ctx.handed = carried or (None,) * 1, False
     ctx.save_for_backward(*arrays, keep, counts, *grads)
 
 
@@ -396,8 +414,8 @@ class _SoftMarginLossFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, reduction, fused, indexed, targeted, keep, counts, score, target):
-        loss, grads, scales = _both(reduction, fused, indexed, targeted, keep, counts, score, target)
-        _save(ctx, reduction, indexed, targeted, keep, counts, (score, target), (), grads, scales)
+        loss, grads, carried = _both(reduction, fused, indexed, targeted, keep, counts, score, target)
+        _save(ctx, reduction, indexed, targeted, keep, counts, (score, target), (), grads, carried)
         return loss
 
     @staticmethod
@@ -415,7 +433,7 @@ class _SoftMarginLossFunction(torch.autograd.Function):
             grads = _EAGER[("soft_margin", False)][1](score, target)[1]
         else:
             grads = saved[4:5]
-        if recompute or ctx.scales[0] is None:
+        if recompute or ctx.carried[0] is None:
             upstream, handed = _upstream(grad_output, ctx.reduction, score.shape, None, None), False
         else:  # the gradients carry the reduction's factor already
             upstream = grad_output
