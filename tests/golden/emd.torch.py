@@ -282,6 +282,8 @@ def _factor(reduction, batch, keep, counts, like):
     None for ``"none"``, whose upstream gradient is per sample."""
     if reduction == "none":
         return None
+    if keep is None and counts is None:  # a number: no tensor operation
+        return _upstream(1.0, reduction, batch)
     return _upstream(torch.ones((), dtype=like.dtype, device=like.device), reduction, batch, keep, counts)
 
 
