@@ -134,6 +134,25 @@ def test_common_factor_is_taken_out_and_shared():
     _exact_everywhere(before, after)
 
 
+def test_log_coshs_gradient_is_one_tanh():
+    e = sympy.exp(-2 * sympy.Abs(x))
+    before = sympy.sign(x) - 2 * sympy.sign(x) * e / (e + 1)
+    after = _rewritten(before)
+    assert after == sympy.tanh(x)
+    y = sympy.Symbol("y", positive=True)  # SymPy proves it case by case: x > 0, x < 0 (and x = 0: both 0)
+    for side in (y, -y):
+        assert sympy.simplify((after - before).subs(x, side).rewrite(sympy.exp)) == 0
+    assert (after - before).subs(x, 0) == 0
+    for p in POINTS:
+        exact, got = _value(before, p, "mpmath"), _value(after, p, "numpy")
+        assert got == pytest.approx(exact, rel=1e-12, abs=4 * np.finfo(np.float64).eps), p
+    assert _rewritten(-before) == -sympy.tanh(x)  # a target's gradient
+    assert _rewritten(sympy.sign(x) - 2 * sympy.sign(x) * e / (e + 2)) != sympy.tanh(x)  # not the pattern: kept
+    code = lf.generate(lf.builtin("log_cosh"), "torch").split("def _log_cosh_targeted_value_and_grads(")[1]
+    code = code.split("return value, grads")[0]
+    assert code.count("torch.tanh(") == 1 and "_sign(" not in code  # one tanh, shared by both gradients
+
+
 def test_forms_are_in_the_generated_code():
     src = {n: lf.generate(lf.builtin(n), "torch") for n in ("huber", "smooth_l1", "bce_logits", "focal", "mse")}
     assert "torch.clamp(" in src["huber"] and "_sign(" not in src["huber"] and "torch.where(" not in src["huber"]

@@ -150,6 +150,37 @@ def _power_steps(found, lower):
     return rewrite
 
 
+# -- tanh from its stable pieces -------------------------------------------------------
+
+
+def _tanhs(found, lower):
+    """``sign(u) - 2*sign(u)*e/(e + 1)`` with ``e = exp(-2*|u|)`` as ``tanh(u)``: one kernel for six.
+
+    It is the gradient of log_cosh's stable form ``|u| + log1p(exp(-2|u|)) - log 2``:
+    ``sign(u)*(1 - e)/(1 + e)`` is ``sign(u)*tanh(|u|)``, which is ``tanh(u)``. Both are
+    finite everywhere (e is in (0, 1]), 0 at u = 0, +-1 past |u| = 19 in float64; NaN stays NaN.
+    """
+
+    def matched(node):
+        for s, rest in (node.args, node.args[::-1]):
+            if isinstance(s, sympy.sign):
+                e = sympy.exp(-2 * sympy.Abs(s.args[0]))
+                if rest == -2 * s * e / (e + 1):
+                    return sympy.tanh(s.args[0])
+        return None
+
+    def rewrite(node):
+        if len(node.args) != 2:
+            return None
+        found = matched(node)
+        if found is None and (mirror := -node).is_Add:  # a target's gradient: the same, negated
+            found = matched(mirror)
+            return None if found is None else -found
+        return found
+
+    return rewrite
+
+
 # -- common numeric factors ----------------------------------------------------------
 
 
@@ -177,6 +208,8 @@ FORMS: tuple[Form, ...] = (
          (softplus,), _mirrored(softplus, lambda s, u: s - u)),
     Form("power-step", "u**e -> u**(e - 1)*u where u**(e - 1) is computed too and e >= 1", (sympy.Pow,),
          _power_steps),
+    Form("tanh", "sign(u) - 2*sign(u)*e/(e + 1) -> tanh(u), e = exp(-2*|u|): log_cosh's gradient in one kernel",
+         (sympy.Add,), _tanhs),
     Form("common-factor", "c*a + c*b -> c*(a + b) for a rational c", (sympy.Add,), _common_factors),
 )
 

@@ -180,11 +180,9 @@ def _log_cosh_value_and_grads(pred, target):
     batch = pred.shape
     _t0 = pred - target
     _t1 = np.abs(_t0)
-    _t2 = np.exp(-2*_t1)
-    _t3 = np.sign(_t0)
-    value = _fill((_t1 + np.log1p(_t2)) - 0.6931471805599453, batch)
+    value = _fill((_t1 + np.log1p(np.exp(-2*_t1))) - 0.6931471805599453, batch)
     grads = (
-        _fill(_t3 - 2*_t2*_t3/(_t2 + 1), pred.shape),
+        _fill(np.tanh(_t0), pred.shape),
     )
     return value, grads
 

@@ -146,11 +146,6 @@ def _inside(value, domain):
     return inside
 
 
-def _sign(x):
-    """``torch.sign``, except that a NaN stays NaN (``torch.sign(nan)`` is 0); zero gradient."""
-    return torch.where(torch.isnan(x), x, torch.sign(x))
-
-
 def _dtype(value):
     """The dtype the loss computes in: the first input's, float32 for half precision under autocast (as torch's losses)."""
     dtype = value.dtype if value.is_floating_point() else torch.get_default_dtype()
@@ -199,11 +194,9 @@ def _log_cosh_value_and_grads(pred, target):
     dtype, device, batch = pred.dtype, pred.device, pred.shape
     _t0 = pred - target
     _t1 = torch.abs(_t0)
-    _t2 = torch.exp(-2*_t1)
-    _t3 = _sign(_t0)
-    value = _fill((_t1 + torch.log1p(_t2)) - 0.6931471805599453, batch, dtype, device)
+    value = _fill((_t1 + torch.log1p(torch.exp(-2*_t1))) - 0.6931471805599453, batch, dtype, device)
     grads = (
-        _fill(_t3 - 2*_t2*_t3/(_t2 + 1), pred.shape, dtype, device),
+        _fill(torch.tanh(_t0), pred.shape, dtype, device),
     )
     return value, grads
 
@@ -220,13 +213,11 @@ def _log_cosh_targeted_value_and_grads(pred, target):
     dtype, device, batch = pred.dtype, pred.device, pred.shape
     _t0 = pred - target
     _t1 = torch.abs(_t0)
-    _t2 = torch.exp(-2*_t1)
-    _t3 = _sign(_t0)
-    _t4 = _t3 - 2*_t2*_t3/(_t2 + 1)
-    value = _fill((_t1 + torch.log1p(_t2)) - 0.6931471805599453, batch, dtype, device)
+    _t2 = torch.tanh(_t0)
+    value = _fill((_t1 + torch.log1p(torch.exp(-2*_t1))) - 0.6931471805599453, batch, dtype, device)
     grads = (
-        _fill(_t4, pred.shape, dtype, device),
-        _fill(-_t4, target.shape, dtype, device),  # a target's
+        _fill(_t2, pred.shape, dtype, device),
+        _fill(-_t2, target.shape, dtype, device),  # a target's
     )
     return value, grads
 
