@@ -181,8 +181,12 @@ class Var:
     @property
     def differentiable(self) -> bool:
         """Whether the loss can be differentiated in it: an input, a learnable param, or a target of a continuous
-        domain (not binary, sign or one-hot), which the Torch module differentiates when it requires grad."""
-        return self.role == "input" or self.learnable or (self.role == "target" and self.domain.values is None)
+        domain, which the Torch module differentiates when it requires grad. A one-hot target counts: its rows may be
+        class probabilities (torch's CrossEntropyLoss takes them, and differentiates them for a teacher that
+        learns through soft labels); class indices are integers, which never require grad. Binary and sign
+        targets are labels: no gradient."""
+        return (self.role == "input" or self.learnable
+                or (self.role == "target" and (self.domain.values is None or self.domain.name == "onehot")))
 
     @property
     def per_element(self) -> bool:
@@ -467,7 +471,7 @@ class LossSpec:
 
     @property
     def smooth_targets(self) -> tuple[str, ...]:
-        """The targets the loss can be differentiated in: of a continuous domain (not binary, sign or one-hot).
+        """The targets the loss can be differentiated in: of a continuous domain, or one-hot (see ``Var.differentiable``).
         The Torch module gives them a gradient when they require one (a trainable teacher's output)."""
         return tuple(n for n in self.arrays if self.symbols[n].role == "target" and self.symbols[n].differentiable)
 

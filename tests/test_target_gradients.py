@@ -1,6 +1,7 @@
 """Gradients for targets (issue 13): a target of a continuous domain that requires grad gets its derived
 gradient, as ``F.mse_loss`` or ``F.kl_div`` give one (distillation with a trainable teacher); a target that
-does not require grad costs nothing; a target of a discrete domain still gets a warning.
+does not require grad costs nothing; a one-hot target given as class probabilities is differentiated as torch's
+CrossEntropyLoss differentiates it; a binary or sign target still gets a warning.
 
 References: torch's own losses under autograd where they differentiate the target (float64, 1e-10: the same
 formula), and ``torch.autograd.gradcheck`` (central differences, float64) for every built-in with such a target.
@@ -33,9 +34,50 @@ def _point(name):
 
 
 def test_the_smooth_targets_are_the_continuous_ones():
-    assert set(SMOOTH) == {"bce", "bce_logits", "dice", "emd", "focal", "gaussian_nll", "huber", "kl_div",
-                           "log_cosh", "mae", "mse", "poisson_nll", "quantile", "smooth_l1"}
-    assert lf.builtin("hinge").smooth_targets == () and lf.builtin("cross_entropy").smooth_targets == ()
+    # one-hot targets included: their rows may be class probabilities, which torch's CrossEntropyLoss differentiates
+    assert set(SMOOTH) == {"bce", "bce_logits", "cross_entropy", "dice", "emd", "focal", "gaussian_nll", "huber",
+                           "kl_div", "log_cosh", "mae", "mse", "multi_margin", "nll", "poisson_nll", "quantile",
+                           "smooth_l1"}
+    assert lf.builtin("hinge").smooth_targets == () and lf.builtin("soft_margin").smooth_targets == ()
+    assert lf.builtin("cross_entropy").smooth_targets == ("target",)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["float64", "float32"])
+@pytest.mark.parametrize("shape", [(6, 5), (3, 5, 4)], ids=["(N, C)", "(N, C, d1)"])
+def test_class_probability_targets_get_torchs_gradient(shape, dtype):
+    """Soft labels through CrossEntropyLoss (a teacher trained through them): torch differentiates the target, so
+    does the generated module, with weight and label smoothing, every reduction."""
+    g = torch.Generator().manual_seed(3)
+    logits = 3 * torch.randn(shape, generator=g, dtype=dtype)
+    probs = torch.softmax(torch.randn(shape, generator=g, dtype=dtype), 1)
+    weight = torch.rand(shape[1], generator=g, dtype=dtype) + 0.1
+    cls = lf.compile(lf.builtin("cross_entropy"), "torch")
+    tol = 1e-10 if dtype == torch.float64 else 2e-5
+    for kwargs in ({}, {"label_smoothing": 0.2}, {"weight": weight, "label_smoothing": 0.1},
+                   {"weight": weight, "reduction": "sum"}, {"reduction": "none"}):
+        grads = []
+        for module in (cls(**kwargs), torch.nn.CrossEntropyLoss(**kwargs)):
+            leaves = [logits.clone().requires_grad_(), probs.clone().requires_grad_()]
+            value = module(*leaves)
+            upstream = 0.5 + torch.rand(value.shape, generator=torch.Generator().manual_seed(2), dtype=dtype)
+            grads.append(torch.autograd.grad((value * upstream).sum(), leaves))
+        for got, want in zip(*grads):
+            torch.testing.assert_close(got, want, rtol=tol, atol=tol, msg=lambda m, kw=kwargs: f"{kw}: {m}")
+
+
+def test_class_indices_still_take_no_gradient_and_torch_func_differentiates_soft_labels():
+    cls = lf.compile(lf.builtin("cross_entropy"), "torch")()
+    logits = torch.randn(4, 3, dtype=torch.float64)
+    probs = torch.softmax(torch.randn(4, 3, dtype=torch.float64), -1)
+    want = -torch.log_softmax(logits, -1) / 4  # d mean(-sum(t * log_softmax(z))) / dt
+    torch.testing.assert_close(torch.func.grad(lambda t: cls(logits, t))(probs), want, rtol=1e-12, atol=1e-12)
+    # class indices under torch.func: the logits' gradient, and none asked of the integers
+    indices = torch.tensor([0, 2, 1, 1])
+    got = torch.func.grad(lambda z: cls(z, indices))(logits)
+    torch.testing.assert_close(got, torch.func.grad(lambda z: F.cross_entropy(z, indices))(logits))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a one-hot target no longer warns: it is differentiated
+        cls(logits.requires_grad_(), probs.clone().requires_grad_()).backward()
 
 
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])

@@ -573,8 +573,8 @@ def _targeted(target: Target, term: str, weight: str, spec: LossSpec, local: dic
     if not smooth:
         return None
     promoted = LossSpec(name=f"{term}_targeted", expr=spec.sympy, reduction=spec.reduction, accept=spec.accept,
-                        symbols={n: dataclasses.replace(v, role="input") if n in smooth else v
-                                 for n, v in spec.symbols.items()})
+                        symbols={n: dataclasses.replace(v, role="input", **dict.fromkeys(v.samples)) if n in smooth
+                                 else v for n, v in spec.symbols.items()})  # (which samples count: the base's)
     built = _build_term(target, f"{term}_targeted", weight, promoted, local)
     base = [*spec.differentiated, *smooth]  # the order backward reads them in
     order = [promoted.differentiated.index(n) for n in base]
@@ -586,6 +586,7 @@ def _targeted(target: Target, term: str, weight: str, spec: LossSpec, local: dic
         return dataclasses.replace(
             t, name=term, args=tuple(args[a.name] for a in t.args), params=tuple(args[a.name] for a in t.params),
             inputs=tuple(args[n] for n in spec.inputs), target_grads=tuple(args[n] for n in smooth),
+            sampled=any(args[a.name].var.samples for a in t.args),
             both_grads=tuple(t.both_grads[i] for i in order), indexed=signed(t.indexed), folded=signed(t.folded))
 
     return signed(built)

@@ -121,14 +121,6 @@ def _upstream(grad_output, reduction, batch, keep=None, counts=None):
     return grad_output if keep is None else torch.where(keep, grad_output, 0.0)
 
 
-def _no_target_gradient(targets):
-    """A target of a discrete domain that requires grad gets none from this loss: said, not silent."""
-    names = ", ".join(repr(name) for name, value in targets if value.requires_grad)
-    warnings.warn(f"{names}: a target that requires grad gets no gradient from this loss (its domain is discrete: "
-                  "binary, sign or one-hot); declare it an input of a continuous domain in the spec to differentiate "
-                  "it, or pass it detached", UserWarning, stacklevel=6)  # the caller of the module
-
-
 def _transformed():
     """Whether torch.func (grad, vmap, jvp ...) or forward-mode AD is tracing this call."""
     return torch._C._are_functorch_transforms_active() or torch.autograd.forward_ad._current_level >= 0
@@ -402,13 +394,140 @@ def _cross_entropy_folded_indexed_value_and_grads(logits, target, weight, ignore
     return value, grads
 
 
+def _cross_entropy_targeted_value(logits, target, weight, ignore_index, label_smoothing):
+    """Per-sample loss."""
+    dtype, device, batch = logits.dtype, logits.device, logits.shape[:-1]
+    weight = _constant(1.0 if weight is None else weight, dtype, device)
+    _broadcasts("weight", weight.shape, batch + (logits.shape[-1],), axis=True)
+    weight = weight.expand(weight.shape[:-1] + (logits.shape[-1],))  # one number: the same for every entry
+    _t0 = (label_smoothing > 0)
+    _t2 = torch.logsumexp(logits, dim=-1, keepdim=True)
+    _t6 = torch.sum(target*weight*(_t2 - logits), dim=-1, keepdim=True)
+    return _fill(_choose(_t0, lambda: _t6*_choose(_t0, lambda: 1 - label_smoothing, lambda: 0) + label_smoothing*(_t2*_choose(_t0, lambda: torch.mean(weight, dim=-1, keepdim=True), lambda: _constant(0, dtype, device)) - torch.mean(logits*weight, dim=-1, keepdim=True)), lambda: _t6), batch + (1,), dtype, device)[..., 0]
+
+
+def _cross_entropy_targeted_value_and_grads(logits, target, weight, ignore_index, label_smoothing):
+    """Per-sample loss and its gradient for each input, per element, in one pass."""
+    dtype, device, batch = logits.dtype, logits.device, logits.shape[:-1]
+    weight = _constant(1.0 if weight is None else weight, dtype, device)
+    _broadcasts("weight", weight.shape, batch + (logits.shape[-1],), axis=True)
+    weight = weight.expand(weight.shape[:-1] + (logits.shape[-1],))  # one number: the same for every entry
+    _t0 = (label_smoothing > 0)
+    _t1 = _choose(_t0, lambda: torch.mean(weight, dim=-1, keepdim=True), lambda: _constant(0, dtype, device))
+    _t2 = torch.logsumexp(logits, dim=-1, keepdim=True)
+    _t3 = _choose(_t0, lambda: 1 - label_smoothing, lambda: 0)
+    _t4 = _t2 - logits
+    _t5 = target*weight
+    _t6 = torch.sum(_t4*_t5, dim=-1, keepdim=True)
+    _t7 = _choose(_t0, lambda: _t3*_t5, lambda: _constant(0, dtype, device))
+    _t8 = torch.softmax(logits, dim=-1)
+    _t9 = _t4*weight
+    value = _fill(_choose(_t0, lambda: _t3*_t6 + label_smoothing*(_t1*_t2 - torch.mean(logits*weight, dim=-1, keepdim=True)), lambda: _t6), batch + (1,), dtype, device)[..., 0]
+    grads = (
+        _fill(_choose(_t0, lambda: _t8*(_t1*label_smoothing + torch.sum(_t7, dim=-1, keepdim=True)) - _t7 - label_smoothing*weight/_choose(_t0, lambda: (logits.shape[-1] or float("nan")), lambda: _constant(1, dtype, device)), lambda: _t8*torch.sum(_t5, dim=-1, keepdim=True) - _t5), logits.shape, dtype, device),
+        _fill(_choose(_t0, lambda: _t3*_t9, lambda: _t9), target.shape, dtype, device),  # a target's
+    )
+    return value, grads
+
+
+def _cross_entropy_targeted_indexed_value(logits, target, weight, ignore_index, label_smoothing):
+    """Per-sample loss."""
+    dtype, device, batch = logits.dtype, logits.device, logits.shape[:-1]
+    weight = _constant(1.0 if weight is None else weight, dtype, device)
+    _broadcasts("weight", weight.shape, batch + (logits.shape[-1],), axis=True)
+    weight = weight.expand(weight.shape[:-1] + (logits.shape[-1],))  # one number: the same for every entry
+    _t0 = (label_smoothing > 0)
+    _t6 = _pick(weight, target)*_pick(torch.log_softmax(logits, dim=-1), target)
+    return _fill(_choose(_t0, lambda: label_smoothing*(torch.logsumexp(logits, dim=-1, keepdim=True)*_choose(_t0, lambda: torch.mean(weight, dim=-1, keepdim=True), lambda: _constant(0, dtype, device)) - torch.mean(logits*weight, dim=-1, keepdim=True)) - _t6*_choose(_t0, lambda: 1 - label_smoothing, lambda: 0), lambda: -_t6), batch + (1,), dtype, device)[..., 0]
+
+
+def _cross_entropy_targeted_indexed_value_and_grads(logits, target, weight, ignore_index, label_smoothing):
+    """Per-sample loss and its gradient for each input, per element, in one pass."""
+    dtype, device, batch = logits.dtype, logits.device, logits.shape[:-1]
+    weight = _constant(1.0 if weight is None else weight, dtype, device)
+    _broadcasts("weight", weight.shape, batch + (logits.shape[-1],), axis=True)
+    weight = weight.expand(weight.shape[:-1] + (logits.shape[-1],))  # one number: the same for every entry
+    _t0 = (label_smoothing > 0)
+    _t1 = _choose(_t0, lambda: torch.mean(weight, dim=-1, keepdim=True), lambda: _constant(0, dtype, device))
+    _t2 = torch.logsumexp(logits, dim=-1, keepdim=True)
+    _t3 = _choose(_t0, lambda: 1 - label_smoothing, lambda: 0)
+    _t4 = _pick(weight, target)
+    _t5 = torch.log_softmax(logits, dim=-1)
+    _t6 = _t4*_pick(_t5, target)
+    _t7 = _choose(_t0, lambda: _t3*_t4, lambda: _constant(0, dtype, device))
+    _t8 = weight*(_t2 - logits)
+    value = _fill(_choose(_t0, lambda: label_smoothing*(_t1*_t2 - torch.mean(logits*weight, dim=-1, keepdim=True)) - _t3*_t6, lambda: -_t6), batch + (1,), dtype, device)[..., 0]
+    grads = (
+        _fill(_scatter(_choose(_t0, lambda: (_t1*label_smoothing + _t7)*torch.exp(_choose(_t0, lambda: _t5, lambda: _constant(0, dtype, device))) - label_smoothing*weight/_choose(_t0, lambda: (logits.shape[-1] or float("nan")), lambda: _constant(1, dtype, device)), lambda: _t4*torch.exp(_choose(_t0, lambda: _constant(0, dtype, device), lambda: _t5))), _choose(_t0, lambda: -_t7, lambda: -_t4), target, logits), logits.shape, dtype, device),
+        None,  # a target given as class indices: integers, which have no gradient
+    )
+    return value, grads
+
+
+def _cross_entropy_targeted_folded_value(logits, target, weight, ignore_index, label_smoothing):
+    """Per-sample loss."""
+    dtype, device, batch = logits.dtype, logits.device, logits.shape[:-1]
+    _t0 = (label_smoothing > 0)
+    _t1 = -torch.logsumexp(logits, dim=-1, keepdim=True)
+    _t4 = torch.sum(target*(-_t1 - logits), dim=-1, keepdim=True)
+    return _fill(_choose(_t0, lambda: _t4*_choose(_t0, lambda: 1 - label_smoothing, lambda: 0) + label_smoothing*(-_t1 - torch.mean(logits, dim=-1, keepdim=True)), lambda: _t4), batch + (1,), dtype, device)[..., 0]
+
+
+def _cross_entropy_targeted_folded_value_and_grads(logits, target, weight, ignore_index, label_smoothing):
+    """Per-sample loss and its gradient for each input, per element, in one pass."""
+    dtype, device, batch = logits.dtype, logits.device, logits.shape[:-1]
+    _t0 = (label_smoothing > 0)
+    _t1 = -torch.logsumexp(logits, dim=-1, keepdim=True)
+    _t2 = _choose(_t0, lambda: 1 - label_smoothing, lambda: 0)
+    _t3 = -_t1 - logits
+    _t4 = torch.sum(_t3*target, dim=-1, keepdim=True)
+    _t5 = _choose(_t0, lambda: _t2*target, lambda: _constant(0, dtype, device))
+    _t6 = torch.softmax(logits, dim=-1)
+    value = _fill(_choose(_t0, lambda: _t2*_t4 + label_smoothing*(-_t1 - torch.mean(logits, dim=-1, keepdim=True)), lambda: _t4), batch + (1,), dtype, device)[..., 0]
+    grads = (
+        _fill(_choose(_t0, lambda: _t6*(torch.sum(_t5, dim=-1, keepdim=True) + label_smoothing) - _t5 - label_smoothing/_choose(_t0, lambda: (logits.shape[-1] or float("nan")), lambda: _constant(1, dtype, device)), lambda: _t6*torch.sum(target, dim=-1, keepdim=True) - target), logits.shape, dtype, device),
+        _fill(_choose(_t0, lambda: _t2*_t3, lambda: _t3), target.shape, dtype, device),  # a target's
+    )
+    return value, grads
+
+
+def _cross_entropy_targeted_folded_indexed_value(logits, target, weight, ignore_index, label_smoothing):
+    """Per-sample loss."""
+    dtype, device, batch = logits.dtype, logits.device, logits.shape[:-1]
+    _t0 = (label_smoothing > 0)
+    _t3 = _pick(torch.log_softmax(logits, dim=-1), target)
+    return _fill(_choose(_t0, lambda: label_smoothing*(torch.logsumexp(logits, dim=-1, keepdim=True) - torch.mean(logits, dim=-1, keepdim=True)) - _t3*_choose(_t0, lambda: -_choose(_t0, lambda: label_smoothing - 1, lambda: 0), lambda: 0), lambda: -_t3), batch + (1,), dtype, device)[..., 0]
+
+
+def _cross_entropy_targeted_folded_indexed_value_and_grads(logits, target, weight, ignore_index, label_smoothing):
+    """Per-sample loss and its gradient for each input, per element, in one pass."""
+    dtype, device, batch = logits.dtype, logits.device, logits.shape[:-1]
+    _t0 = (label_smoothing > 0)
+    _t1 = -torch.logsumexp(logits, dim=-1, keepdim=True)
+    _t2 = torch.log_softmax(logits, dim=-1)
+    _t3 = _pick(_t2, target)
+    _t4 = _choose(_t0, lambda: label_smoothing - 1, lambda: 0)
+    _t5 = _choose(_t0, lambda: -_t4, lambda: 0)
+    _t6 = -_t1 - logits
+    value = _fill(_choose(_t0, lambda: label_smoothing*(-_t1 - torch.mean(logits, dim=-1, keepdim=True)) - _t3*_t5, lambda: -_t3), batch + (1,), dtype, device)[..., 0]
+    grads = (
+        _fill(_scatter(_choose(_t0, lambda: torch.exp(_choose(_t0, lambda: _t2, lambda: _constant(0, dtype, device))) - label_smoothing/_choose(_t0, lambda: (logits.shape[-1] or float("nan")), lambda: _constant(1, dtype, device)), lambda: torch.exp(_choose(_t0, lambda: _constant(0, dtype, device), lambda: _t2))), _choose(_t0, lambda: _t4, lambda: -1), target, logits), logits.shape, dtype, device),
+        None,  # a target given as class indices: integers, which have no gradient
+    )
+    return value, grads
+
+
 #: Each term's (value, value-and-gradients) functions and the layout of their arguments (which are arrays over
-#: the batch, with or without an axis; which params broadcast to the batch), by (term, whether the one-hot target is class indices, whether its tensor params are all absent).
+#: the batch, with or without an axis; which params broadcast to the batch), by (term, whether the one-hot target is class indices, whether its tensor params are all absent, whether its targets' gradients are wanted).
 _EAGER = {
-    ("cross_entropy", False, False): (_cross_entropy_value, _cross_entropy_value_and_grads, ((True, True, ), ())),
-    ("cross_entropy", True, False): (_cross_entropy_indexed_value, _cross_entropy_indexed_value_and_grads, ((True, False, ), ())),
-    ("cross_entropy", False, True): (_cross_entropy_folded_value, _cross_entropy_folded_value_and_grads, ((True, True, ), ())),
-    ("cross_entropy", True, True): (_cross_entropy_folded_indexed_value, _cross_entropy_folded_indexed_value_and_grads, ((True, False, ), ())),
+    ("cross_entropy", False, False, False): (_cross_entropy_value, _cross_entropy_value_and_grads, ((True, True, ), ())),
+    ("cross_entropy", True, False, False): (_cross_entropy_indexed_value, _cross_entropy_indexed_value_and_grads, ((True, False, ), ())),
+    ("cross_entropy", False, True, False): (_cross_entropy_folded_value, _cross_entropy_folded_value_and_grads, ((True, True, ), ())),
+    ("cross_entropy", True, True, False): (_cross_entropy_folded_indexed_value, _cross_entropy_folded_indexed_value_and_grads, ((True, False, ), ())),
+    ("cross_entropy", False, False, True): (_cross_entropy_targeted_value, _cross_entropy_targeted_value_and_grads, ((True, True, ), ())),
+    ("cross_entropy", True, False, True): (_cross_entropy_targeted_indexed_value, _cross_entropy_targeted_indexed_value_and_grads, ((True, False, ), ())),
+    ("cross_entropy", False, True, True): (_cross_entropy_targeted_folded_value, _cross_entropy_targeted_folded_value_and_grads, ((True, True, ), ())),
+    ("cross_entropy", True, True, True): (_cross_entropy_targeted_folded_indexed_value, _cross_entropy_targeted_folded_indexed_value_and_grads, ((True, False, ), ())),
 }
 _FUSED = {}
 _FUSED_FAILED = set()
@@ -537,7 +656,7 @@ def _reducing(value, both, layout):
         factor = _factor(reduction, loss.shape, keep, counts, loss)
         if factor is None:
             return reduced, grads, None
-        return reduced, tuple(g * _along(factor, g) for g in grads), True
+        return reduced, tuple(None if g is None else g * _along(factor, g) for g in grads), True
 
     return reduced_value, reduced_both
 
@@ -563,7 +682,7 @@ def _loss(reduction, params, fused, indexed, keep, counts, logits, target):
     """The reduced loss, value only (no gradient is wanted)."""
     weight, ignore_index, label_smoothing = params
     device, dtype = logits.device, logits.dtype
-    return _run(fused, ("cross_entropy", indexed, weight is None), 0, reduction, keep, counts, device, dtype, logits, target, weight, ignore_index, label_smoothing)
+    return _run(fused, ("cross_entropy", indexed, weight is None, False), 0, reduction, keep, counts, device, dtype, logits, target, weight, ignore_index, label_smoothing)
 
 
 def _both(reduction, fused, indexed, targeted, keep, counts, logits, target, weight, ignore_index, label_smoothing):
@@ -571,7 +690,9 @@ def _both(reduction, fused, indexed, targeted, keep, counts, logits, target, wei
     ``targeted`` is false: no target requires grad), and the factor each term's gradients already carry (None:
     none; see ``_chunked``)."""
     device, dtype = logits.device, logits.dtype
-    value, grad_term_0, _carried_0 = _run(fused, ("cross_entropy", indexed, weight is None), 1, reduction, keep, counts, device, dtype, logits, target, weight, ignore_index, label_smoothing)
+    value, grad_term_0, _carried_0 = _run(fused, ("cross_entropy", indexed, weight is None, targeted), 1, reduction, keep, counts, device, dtype, logits, target, weight, ignore_index, label_smoothing)
+    if not targeted:
+        grad_term_0 = (*grad_term_0, None, )
     return value, (*grad_term_0,), (_carried_0, )
 
 
@@ -619,10 +740,12 @@ class _CrossEntropyLossFunction(torch.autograd.Function):
         # is (its owner may change it), a later backward (retain_graph=True) computes it again
         recompute = torch.is_grad_enabled() or ctx.handed
         grad_logits = None
+        grad_target = None
         if recompute:
-            grads = _EAGER[("cross_entropy", ctx.indexed, weight is None)][1](logits, target, weight, ignore_index, label_smoothing)[1]
+            grads = _EAGER[("cross_entropy", ctx.indexed, weight is None, ctx.targeted)][1](logits, target, weight, ignore_index, label_smoothing)[1]
+            grads = grads if ctx.targeted else (*grads, None, )
         else:
-            grads = saved[4:5]
+            grads = saved[4:6]
         if recompute or ctx.carried[0] is None:
             upstream, handed = _upstream(grad_output, ctx.reduction, logits.shape[:-1], keep, counts), False
         else:  # the gradients carry the reduction's factor already
@@ -631,7 +754,10 @@ class _CrossEntropyLossFunction(torch.autograd.Function):
             ctx.handed = ctx.handed or handed
         part = grads[0] if handed else grads[0] * (upstream[..., None] if upstream.ndim else upstream)
         grad_logits = part if grad_logits is None else grad_logits + part
-        return None, None, None, None, None, None, grad_logits, None, None, None, None
+        if grads[1] is not None:  # the target requires grad
+            part = grads[1] if handed else grads[1] * (upstream[..., None] if upstream.ndim else upstream)
+            grad_target = part if grad_target is None else grad_target + part
+        return None, None, None, None, None, None, grad_logits, grad_target, None, None, None
 
 
 class _CrossEntropyLossTransformedFunction(_CrossEntropyLossFunction):
@@ -656,7 +782,7 @@ class _CrossEntropyLossTransformedFunction(_CrossEntropyLossFunction):
     @staticmethod
     def setup_context(ctx, inputs, output):
         grads = output[1:]
-        ctx.mark_non_differentiable(*grads)
+        ctx.mark_non_differentiable(*(g for g in grads if g is not None))  # (None: class indices)
         ctx.set_materialize_grads(False)
         _save(ctx, inputs[0], inputs[2], inputs[3], inputs[4], inputs[5], inputs[6:8],
               inputs[8:], grads)
@@ -671,6 +797,10 @@ class _CrossEntropyLossTransformedFunction(_CrossEntropyLossFunction):
         if tangent is not None:
             part = (grads[0] * tangent).sum(-1)
             change = part if change is None else change + part
+        tangent = tangents[7]
+        if tangent is not None:
+            part = (grads[1] * tangent).sum(-1)
+            change = part if change is None else change + part
         return (None if change is None else _reduce(change, ctx.reduction, keep, counts), *(None for _ in grads))
 
 
@@ -679,7 +809,7 @@ def _distinct(outputs, inputs):
     returned as it is, and a loss that is its own gradient (``exp(x)``) must stay differentiable."""
     seen = list(inputs)
     for out in outputs:
-        seen.append(out.view_as(out) if any(out is value for value in seen) else out)
+        seen.append(out.view_as(out) if out is not None and any(out is value for value in seen) else out)
     return tuple(seen[len(inputs):])
 
 
@@ -785,15 +915,14 @@ class CrossEntropyLoss(torch.nn.Module):
     def _forward(self, params, indexed, keep, counts, logits, target):
         if self.validate:
             _validate(logits, target, indexed)
-        if not torch.compiler.is_compiling() and torch.is_grad_enabled() and (target.requires_grad):
-            _no_target_gradient([("target", target)])
         transformed = not torch.compiler.is_compiling() and _transformed()  # torch.func or forward-mode AD
         # under torch.func the eager functions run: the transforms apply to them
         fused = not transformed and _fused(self.fused, logits.device, logits.dtype)
-        targeted = False
+        # a target's gradient only where one requires grad (under torch.func, always: the transform may ask)
+        targeted = transformed or (torch.is_grad_enabled() and (target.requires_grad))
         if transformed:
             return _CrossEntropyLossTransformedFunction.apply(self.reduction, fused, indexed, targeted, keep, counts, logits, target, *params)[0]
-        if torch.is_grad_enabled() and (logits.requires_grad):
+        if torch.is_grad_enabled() and (logits.requires_grad or targeted):
             return _CrossEntropyLossFunction.apply(self.reduction, fused, indexed, targeted, keep, counts, logits, target, *params)
         return _loss(self.reduction, params, fused, indexed, keep, counts, logits, target)
 

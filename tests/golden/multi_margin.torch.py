@@ -113,14 +113,6 @@ def _upstream(grad_output, reduction, batch, keep=None, counts=None):
     return grad_output / _rows(batch) if reduction == "batchmean" else grad_output
 
 
-def _no_target_gradient(targets):
-    """A target of a discrete domain that requires grad gets none from this loss: said, not silent."""
-    names = ", ".join(repr(name) for name, value in targets if value.requires_grad)
-    warnings.warn(f"{names}: a target that requires grad gets no gradient from this loss (its domain is discrete: "
-                  "binary, sign or one-hot); declare it an input of a continuous domain in the spec to differentiate "
-                  "it, or pass it detached", UserWarning, stacklevel=6)  # the caller of the module
-
-
 def _transformed():
     """Whether torch.func (grad, vmap, jvp ...) or forward-mode AD is tracing this call."""
     return torch._C._are_functorch_transforms_active() or torch.autograd.forward_ad._current_level >= 0
@@ -397,13 +389,195 @@ def _multi_margin_folded_indexed_value_and_grads(scores, target, p, margin, weig
     return value, grads
 
 
+def _multi_margin_targeted_value(scores, target, p, margin, weight):
+    """Per-sample loss."""
+    dtype, device, batch = scores.dtype, scores.device, scores.shape[:-1]
+    weight = _constant(1.0 if weight is None else weight, dtype, device)
+    _broadcasts("weight", weight.shape, batch + (scores.shape[-1],), axis=True)
+    weight = weight.expand(weight.shape[:-1] + (scores.shape[-1],))  # one number: the same for every entry
+    _t0 = (p == 1)
+    _t1 = torch.sum(target*weight, dim=-1, keepdim=True)
+    _t4 = torch.clamp((scores - torch.sum(scores*target, dim=-1, keepdim=True)) + margin, min=0)
+    _t5 = _t4*(1 - target)
+    return _fill(_choose(_t0, lambda: _t1*_choose(_t0, lambda: torch.mean(_t5, dim=-1, keepdim=True), lambda: _constant(0, dtype, device)), lambda: _t1*_choose(_t0, lambda: _constant(0, dtype, device), lambda: torch.mean(_t5*_choose(_t0, lambda: _constant(0, dtype, device), lambda: (_choose(_t0, lambda: _constant(0, dtype, device), lambda: _t4**(p - 1)))), dim=-1, keepdim=True))), batch + (1,), dtype, device)[..., 0]
+
+
+def _multi_margin_targeted_value_and_grads(scores, target, p, margin, weight):
+    """Per-sample loss and its gradient for each input, per element, in one pass."""
+    dtype, device, batch = scores.dtype, scores.device, scores.shape[:-1]
+    weight = _constant(1.0 if weight is None else weight, dtype, device)
+    _broadcasts("weight", weight.shape, batch + (scores.shape[-1],), axis=True)
+    weight = weight.expand(weight.shape[:-1] + (scores.shape[-1],))  # one number: the same for every entry
+    _t0 = (p == 1)
+    _t1 = torch.sum(target*weight, dim=-1, keepdim=True)
+    _t2 = 1 - target
+    _t3 = (scores - torch.sum(scores*target, dim=-1, keepdim=True)) + margin
+    _t4 = torch.clamp(_t3, min=0)
+    _t5 = _t2*_t4
+    _t6 = _choose(_t0, lambda: torch.mean(_t5, dim=-1, keepdim=True), lambda: _constant(0, dtype, device))
+    _t7 = _choose(_t0, lambda: _constant(0, dtype, device), lambda: _t4**(p - 1))
+    _t8 = _choose(_t0, lambda: _constant(0, dtype, device), lambda: _t7)
+    _t9 = _choose(_t0, lambda: _constant(0, dtype, device), lambda: torch.mean(_t5*_t8, dim=-1, keepdim=True))
+    _t10 = (scores.shape[-1] or float("nan"))
+    _t11 = _choose(_t0, lambda: _t1/_t10, lambda: _constant(0, dtype, device))
+    _t12 = _t2*torch.ceil(torch.clamp(_t3, 0.0, 1.0))
+    _t13 = _choose(_t0, lambda: _t11*_t12, lambda: _constant(0, dtype, device))
+    _t14 = _choose(_t0, lambda: torch.sum(-_t13, dim=-1, keepdim=True), lambda: _constant(0, dtype, device))
+    _t15 = _choose(_t0, lambda: _constant(0, dtype, device), lambda: _t1/_t10)
+    _t16 = _choose(_t0, lambda: _constant(0, dtype, device), lambda: _t12*_t15*_t7*p)
+    _t17 = _choose(_t0, lambda: _constant(0, dtype, device), lambda: torch.sum(-_t16, dim=-1, keepdim=True))
+    value = _fill(_choose(_t0, lambda: _t1*_t6, lambda: _t1*_t9), batch + (1,), dtype, device)[..., 0]
+    grads = (
+        _fill(_choose(_t0, lambda: _t13 + _t14*target, lambda: _t16 + _t17*target), scores.shape, dtype, device),
+        _fill(_choose(_t0, lambda: _t14*scores - _t11*_t4 + _t6*weight, lambda: _t17*scores - _t15*_t4*_t8 + _t9*weight), target.shape, dtype, device),  # a target's
+    )
+    return value, grads
+
+
+def _multi_margin_targeted_indexed_value(scores, target, p, margin, weight):
+    """Per-sample loss."""
+    dtype, device, batch = scores.dtype, scores.device, scores.shape[:-1]
+    weight = _constant(1.0 if weight is None else weight, dtype, device)
+    _broadcasts("weight", weight.shape, batch + (scores.shape[-1],), axis=True)
+    weight = weight.expand(weight.shape[:-1] + (scores.shape[-1],))  # one number: the same for every entry
+    _t0 = (p == 1)
+    _t1 = _pick(weight, target)
+    _t3 = torch.clamp((scores - _pick(scores, target)) + margin, min=0)
+    _t4 = (scores.shape[-1] or float("nan"))
+    _t6 = _pick(_t3, target)
+    _t8 = _choose(_t0, lambda: 0, lambda: p - 1)
+    return _fill(_choose(_t0, lambda: _t1*_choose(_t0, lambda: torch.mean(_t3, dim=-1, keepdim=True) - _t6*_choose(_t0, lambda: 1/_t4, lambda: _constant(0, dtype, device)), lambda: _constant(0, dtype, device)), lambda: _t1*_choose(_t0, lambda: _constant(0, dtype, device), lambda: torch.mean(_choose(_t0, lambda: _constant(0, dtype, device), lambda: _t3*(_choose(_t0, lambda: _constant(0, dtype, device), lambda: _t3**_t8))), dim=-1, keepdim=True) - _t6*(_choose(_t0, lambda: _constant(0, dtype, device), lambda: _t6**_t8))*_choose(_t0, lambda: _constant(0, dtype, device), lambda: 1/_t4))), batch + (1,), dtype, device)[..., 0]
+
+
+def _multi_margin_targeted_indexed_value_and_grads(scores, target, p, margin, weight):
+    """Per-sample loss and its gradient for each input, per element, in one pass."""
+    dtype, device, batch = scores.dtype, scores.device, scores.shape[:-1]
+    weight = _constant(1.0 if weight is None else weight, dtype, device)
+    _broadcasts("weight", weight.shape, batch + (scores.shape[-1],), axis=True)
+    weight = weight.expand(weight.shape[:-1] + (scores.shape[-1],))  # one number: the same for every entry
+    _t0 = (p == 1)
+    _t1 = _pick(weight, target)
+    _t2 = (scores - _pick(scores, target)) + margin
+    _t3 = torch.clamp(_t2, min=0)
+    _t4 = (scores.shape[-1] or float("nan"))
+    _t5 = _choose(_t0, lambda: 1/_t4, lambda: _constant(0, dtype, device))
+    _t6 = _pick(_t3, target)
+    _t7 = _choose(_t0, lambda: torch.mean(_t3, dim=-1, keepdim=True) - _t5*_t6, lambda: _constant(0, dtype, device))
+    _t8 = _choose(_t0, lambda: 0, lambda: p - 1)
+    _t9 = _choose(_t0, lambda: _constant(0, dtype, device), lambda: _t3**_t8)
+    _t10 = _choose(_t0, lambda: _constant(0, dtype, device), lambda: _t3*_t9)
+    _t11 = _choose(_t0, lambda: _constant(0, dtype, device), lambda: 1/_t4)
+    _t12 = _choose(_t0, lambda: _constant(0, dtype, device), lambda: _t6**_t8)
+    _t13 = _choose(_t0, lambda: _constant(0, dtype, device), lambda: torch.mean(_t10, dim=-1, keepdim=True) - _t11*_t6*_t12)
+    _t14 = torch.ceil(torch.clamp(_t2, 0.0, 1.0))
+    _t15 = _choose(_t0, lambda: _t1*_t5, lambda: _constant(0, dtype, device))
+    _t16 = _choose(_t0, lambda: _t14*_t15, lambda: _constant(0, dtype, device))
+    _t17 = _choose(_t0, lambda: _constant(0, dtype, device), lambda: _t1*_t11)
+    _t18 = _choose(_t0, lambda: _constant(0, dtype, device), lambda: _t17*p)
+    _t19 = _choose(_t0, lambda: _constant(0, dtype, device), lambda: _t14*_t18*_t9)
+    _t20 = _choose(_t0, lambda: torch.sum(-_t16, dim=-1, keepdim=True), lambda: _constant(0, dtype, device))
+    _t21 = _choose(_t0, lambda: _constant(0, dtype, device), lambda: torch.sum(-_t19, dim=-1, keepdim=True))
+    _t22 = _pick(_t14, target)
+    value = _fill(_choose(_t0, lambda: _t1*_t7, lambda: _t1*_t13), batch + (1,), dtype, device)[..., 0]
+    grads = (
+        _fill(_scatter(_choose(_t0, lambda: _t16, lambda: _t19), _choose(_t0, lambda: _t20, lambda: _t21), target, scores), scores.shape, dtype, device),
+        None,  # a target given as class indices: integers, which have no gradient
+    )
+    return value, grads
+
+
+def _multi_margin_targeted_folded_value(scores, target, p, margin, weight):
+    """Per-sample loss."""
+    dtype, device, batch = scores.dtype, scores.device, scores.shape[:-1]
+    _t0 = (p == 1)
+    _t1 = torch.sum(target, dim=-1, keepdim=True)
+    _t4 = torch.clamp((scores - torch.sum(scores*target, dim=-1, keepdim=True)) + margin, min=0)
+    _t5 = _t4*(1 - target)
+    return _fill(_choose(_t0, lambda: _t1*_choose(_t0, lambda: torch.mean(_t5, dim=-1, keepdim=True), lambda: _constant(0, dtype, device)), lambda: _t1*_choose(_t0, lambda: _constant(0, dtype, device), lambda: torch.mean(_t5*_choose(_t0, lambda: _constant(0, dtype, device), lambda: (_choose(_t0, lambda: _constant(0, dtype, device), lambda: _t4**(p - 1)))), dim=-1, keepdim=True))), batch + (1,), dtype, device)[..., 0]
+
+
+def _multi_margin_targeted_folded_value_and_grads(scores, target, p, margin, weight):
+    """Per-sample loss and its gradient for each input, per element, in one pass."""
+    dtype, device, batch = scores.dtype, scores.device, scores.shape[:-1]
+    _t0 = (p == 1)
+    _t1 = torch.sum(target, dim=-1, keepdim=True)
+    _t2 = 1 - target
+    _t3 = (scores - torch.sum(scores*target, dim=-1, keepdim=True)) + margin
+    _t4 = torch.clamp(_t3, min=0)
+    _t5 = _t2*_t4
+    _t6 = _choose(_t0, lambda: torch.mean(_t5, dim=-1, keepdim=True), lambda: _constant(0, dtype, device))
+    _t7 = _choose(_t0, lambda: _constant(0, dtype, device), lambda: _t4**(p - 1))
+    _t8 = _choose(_t0, lambda: _constant(0, dtype, device), lambda: _t7)
+    _t9 = _choose(_t0, lambda: _constant(0, dtype, device), lambda: torch.mean(_t5*_t8, dim=-1, keepdim=True))
+    _t10 = (scores.shape[-1] or float("nan"))
+    _t11 = _choose(_t0, lambda: _t1/_t10, lambda: _constant(0, dtype, device))
+    _t12 = _t2*torch.ceil(torch.clamp(_t3, 0.0, 1.0))
+    _t13 = _choose(_t0, lambda: _t11*_t12, lambda: _constant(0, dtype, device))
+    _t14 = _choose(_t0, lambda: torch.sum(-_t13, dim=-1, keepdim=True), lambda: _constant(0, dtype, device))
+    _t15 = _choose(_t0, lambda: _constant(0, dtype, device), lambda: _t1/_t10)
+    _t16 = _choose(_t0, lambda: _constant(0, dtype, device), lambda: _t12*_t15*_t7*p)
+    _t17 = _choose(_t0, lambda: _constant(0, dtype, device), lambda: torch.sum(-_t16, dim=-1, keepdim=True))
+    value = _fill(_choose(_t0, lambda: _t1*_t6, lambda: _t1*_t9), batch + (1,), dtype, device)[..., 0]
+    grads = (
+        _fill(_choose(_t0, lambda: _t13 + _t14*target, lambda: _t16 + _t17*target), scores.shape, dtype, device),
+        _fill(_choose(_t0, lambda: _t14*scores - _t11*_t4 + _t6, lambda: _t17*scores - _t15*_t4*_t8 + _t9), target.shape, dtype, device),  # a target's
+    )
+    return value, grads
+
+
+def _multi_margin_targeted_folded_indexed_value(scores, target, p, margin, weight):
+    """Per-sample loss."""
+    dtype, device, batch = scores.dtype, scores.device, scores.shape[:-1]
+    _t0 = (p == 1)
+    _t2 = torch.clamp((scores - _pick(scores, target)) + margin, min=0)
+    _t3 = (scores.shape[-1] or float("nan"))
+    _t5 = _pick(_t2, target)
+    _t7 = _choose(_t0, lambda: 0, lambda: p - 1)
+    return _fill(_choose(_t0, lambda: _choose(_t0, lambda: torch.mean(_t2, dim=-1, keepdim=True) - _t5*_choose(_t0, lambda: 1/_t3, lambda: _constant(0, dtype, device)), lambda: _constant(0, dtype, device)), lambda: _choose(_t0, lambda: _constant(0, dtype, device), lambda: torch.mean(_choose(_t0, lambda: _constant(0, dtype, device), lambda: _t2*(_choose(_t0, lambda: _constant(0, dtype, device), lambda: _t2**_t7))), dim=-1, keepdim=True) - _t5*(_choose(_t0, lambda: _constant(0, dtype, device), lambda: _t5**_t7))*_choose(_t0, lambda: _constant(0, dtype, device), lambda: 1/_t3))), batch + (1,), dtype, device)[..., 0]
+
+
+def _multi_margin_targeted_folded_indexed_value_and_grads(scores, target, p, margin, weight):
+    """Per-sample loss and its gradient for each input, per element, in one pass."""
+    dtype, device, batch = scores.dtype, scores.device, scores.shape[:-1]
+    _t0 = (p == 1)
+    _t1 = (scores - _pick(scores, target)) + margin
+    _t2 = torch.clamp(_t1, min=0)
+    _t3 = (scores.shape[-1] or float("nan"))
+    _t4 = _choose(_t0, lambda: 1/_t3, lambda: _constant(0, dtype, device))
+    _t5 = _pick(_t2, target)
+    _t6 = _choose(_t0, lambda: torch.mean(_t2, dim=-1, keepdim=True) - _t4*_t5, lambda: _constant(0, dtype, device))
+    _t7 = _choose(_t0, lambda: 0, lambda: p - 1)
+    _t8 = _choose(_t0, lambda: _constant(0, dtype, device), lambda: _t2**_t7)
+    _t9 = _choose(_t0, lambda: _constant(0, dtype, device), lambda: _t2*_t8)
+    _t10 = _choose(_t0, lambda: _constant(0, dtype, device), lambda: 1/_t3)
+    _t11 = _choose(_t0, lambda: _constant(0, dtype, device), lambda: _t5**_t7)
+    _t12 = _choose(_t0, lambda: _constant(0, dtype, device), lambda: torch.mean(_t9, dim=-1, keepdim=True) - _t10*_t5*_t11)
+    _t13 = torch.ceil(torch.clamp(_t1, 0.0, 1.0))
+    _t14 = _choose(_t0, lambda: _t13*_t4, lambda: _constant(0, dtype, device))
+    _t15 = _choose(_t0, lambda: _constant(0, dtype, device), lambda: _t10*p)
+    _t16 = _choose(_t0, lambda: _constant(0, dtype, device), lambda: _t13*_t15*_t8)
+    _t17 = _choose(_t0, lambda: torch.sum(-_t14, dim=-1, keepdim=True), lambda: _constant(0, dtype, device))
+    _t18 = _choose(_t0, lambda: _constant(0, dtype, device), lambda: torch.sum(-_t16, dim=-1, keepdim=True))
+    _t19 = _pick(_t13, target)
+    value = _fill(_choose(_t0, lambda: _t6, lambda: _t12), batch + (1,), dtype, device)[..., 0]
+    grads = (
+        _fill(_scatter(_choose(_t0, lambda: _t14, lambda: _t16), _choose(_t0, lambda: _t17, lambda: _t18), target, scores), scores.shape, dtype, device),
+        None,  # a target given as class indices: integers, which have no gradient
+    )
+    return value, grads
+
+
 #: Each term's (value, value-and-gradients) functions and the layout of their arguments (which are arrays over
-#: the batch, with or without an axis; which params broadcast to the batch), by (term, whether the one-hot target is class indices, whether its tensor params are all absent).
+#: the batch, with or without an axis; which params broadcast to the batch), by (term, whether the one-hot target is class indices, whether its tensor params are all absent, whether its targets' gradients are wanted).
 _EAGER = {
-    ("multi_margin", False, False): (_multi_margin_value, _multi_margin_value_and_grads, ((True, True, ), ())),
-    ("multi_margin", True, False): (_multi_margin_indexed_value, _multi_margin_indexed_value_and_grads, ((True, False, ), ())),
-    ("multi_margin", False, True): (_multi_margin_folded_value, _multi_margin_folded_value_and_grads, ((True, True, ), ())),
-    ("multi_margin", True, True): (_multi_margin_folded_indexed_value, _multi_margin_folded_indexed_value_and_grads, ((True, False, ), ())),
+    ("multi_margin", False, False, False): (_multi_margin_value, _multi_margin_value_and_grads, ((True, True, ), ())),
+    ("multi_margin", True, False, False): (_multi_margin_indexed_value, _multi_margin_indexed_value_and_grads, ((True, False, ), ())),
+    ("multi_margin", False, True, False): (_multi_margin_folded_value, _multi_margin_folded_value_and_grads, ((True, True, ), ())),
+    ("multi_margin", True, True, False): (_multi_margin_folded_indexed_value, _multi_margin_folded_indexed_value_and_grads, ((True, False, ), ())),
+    ("multi_margin", False, False, True): (_multi_margin_targeted_value, _multi_margin_targeted_value_and_grads, ((True, True, ), ())),
+    ("multi_margin", True, False, True): (_multi_margin_targeted_indexed_value, _multi_margin_targeted_indexed_value_and_grads, ((True, False, ), ())),
+    ("multi_margin", False, True, True): (_multi_margin_targeted_folded_value, _multi_margin_targeted_folded_value_and_grads, ((True, True, ), ())),
+    ("multi_margin", True, True, True): (_multi_margin_targeted_folded_indexed_value, _multi_margin_targeted_folded_indexed_value_and_grads, ((True, False, ), ())),
 }
 _FUSED = {}
 _FUSED_FAILED = set()
@@ -532,7 +706,7 @@ def _reducing(value, both, layout):
         factor = _factor(reduction, loss.shape, keep, counts, loss)
         if factor is None:
             return reduced, grads, None
-        return reduced, tuple(g * _along(factor, g) for g in grads), True
+        return reduced, tuple(None if g is None else g * _along(factor, g) for g in grads), True
 
     return reduced_value, reduced_both
 
@@ -558,7 +732,7 @@ def _loss(reduction, params, fused, indexed, keep, counts, scores, target):
     """The reduced loss, value only (no gradient is wanted)."""
     p, margin, weight = params
     device, dtype = scores.device, scores.dtype
-    return _run(fused, ("multi_margin", indexed, weight is None), 0, reduction, None, None, device, dtype, scores, target, p, margin, weight)
+    return _run(fused, ("multi_margin", indexed, weight is None, False), 0, reduction, None, None, device, dtype, scores, target, p, margin, weight)
 
 
 def _both(reduction, fused, indexed, targeted, keep, counts, scores, target, p, margin, weight):
@@ -566,7 +740,9 @@ def _both(reduction, fused, indexed, targeted, keep, counts, scores, target, p, 
     ``targeted`` is false: no target requires grad), and the factor each term's gradients already carry (None:
     none; see ``_chunked``)."""
     device, dtype = scores.device, scores.dtype
-    value, grad_term_0, _carried_0 = _run(fused, ("multi_margin", indexed, weight is None), 1, reduction, None, None, device, dtype, scores, target, p, margin, weight)
+    value, grad_term_0, _carried_0 = _run(fused, ("multi_margin", indexed, weight is None, targeted), 1, reduction, None, None, device, dtype, scores, target, p, margin, weight)
+    if not targeted:
+        grad_term_0 = (*grad_term_0, None, )
     return value, (*grad_term_0,), (_carried_0, )
 
 
@@ -614,10 +790,12 @@ class _MultiMarginLossFunction(torch.autograd.Function):
         # is (its owner may change it), a later backward (retain_graph=True) computes it again
         recompute = torch.is_grad_enabled() or ctx.handed
         grad_scores = None
+        grad_target = None
         if recompute:
-            grads = _EAGER[("multi_margin", ctx.indexed, weight is None)][1](scores, target, p, margin, weight)[1]
+            grads = _EAGER[("multi_margin", ctx.indexed, weight is None, ctx.targeted)][1](scores, target, p, margin, weight)[1]
+            grads = grads if ctx.targeted else (*grads, None, )
         else:
-            grads = saved[4:5]
+            grads = saved[4:6]
         if recompute or ctx.carried[0] is None:
             upstream, handed = _upstream(grad_output, ctx.reduction, scores.shape[:-1], None, None), False
         else:  # the gradients carry the reduction's factor already
@@ -626,7 +804,10 @@ class _MultiMarginLossFunction(torch.autograd.Function):
             ctx.handed = ctx.handed or handed
         part = grads[0] if handed else grads[0] * (upstream[..., None] if upstream.ndim else upstream)
         grad_scores = part if grad_scores is None else grad_scores + part
-        return None, None, None, None, None, None, grad_scores, None, None, None, None
+        if grads[1] is not None:  # the target requires grad
+            part = grads[1] if handed else grads[1] * (upstream[..., None] if upstream.ndim else upstream)
+            grad_target = part if grad_target is None else grad_target + part
+        return None, None, None, None, None, None, grad_scores, grad_target, None, None, None
 
 
 class _MultiMarginLossTransformedFunction(_MultiMarginLossFunction):
@@ -651,7 +832,7 @@ class _MultiMarginLossTransformedFunction(_MultiMarginLossFunction):
     @staticmethod
     def setup_context(ctx, inputs, output):
         grads = output[1:]
-        ctx.mark_non_differentiable(*grads)
+        ctx.mark_non_differentiable(*(g for g in grads if g is not None))  # (None: class indices)
         ctx.set_materialize_grads(False)
         _save(ctx, inputs[0], inputs[2], inputs[3], inputs[4], inputs[5], inputs[6:8],
               inputs[8:], grads)
@@ -666,6 +847,10 @@ class _MultiMarginLossTransformedFunction(_MultiMarginLossFunction):
         if tangent is not None:
             part = (grads[0] * tangent).sum(-1)
             change = part if change is None else change + part
+        tangent = tangents[7]
+        if tangent is not None:
+            part = (grads[1] * tangent).sum(-1)
+            change = part if change is None else change + part
         return (None if change is None else _reduce(change, ctx.reduction, None, None), *(None for _ in grads))
 
 
@@ -674,7 +859,7 @@ def _distinct(outputs, inputs):
     returned as it is, and a loss that is its own gradient (``exp(x)``) must stay differentiable."""
     seen = list(inputs)
     for out in outputs:
-        seen.append(out.view_as(out) if any(out is value for value in seen) else out)
+        seen.append(out.view_as(out) if out is not None and any(out is value for value in seen) else out)
     return tuple(seen[len(inputs):])
 
 
@@ -780,15 +965,14 @@ class MultiMarginLoss(torch.nn.Module):
     def _forward(self, params, indexed, keep, counts, scores, target):
         if self.validate:
             _validate(scores, target, indexed)
-        if not torch.compiler.is_compiling() and torch.is_grad_enabled() and (target.requires_grad):
-            _no_target_gradient([("target", target)])
         transformed = not torch.compiler.is_compiling() and _transformed()  # torch.func or forward-mode AD
         # under torch.func the eager functions run: the transforms apply to them
         fused = not transformed and _fused(self.fused, scores.device, scores.dtype)
-        targeted = False
+        # a target's gradient only where one requires grad (under torch.func, always: the transform may ask)
+        targeted = transformed or (torch.is_grad_enabled() and (target.requires_grad))
         if transformed:
             return _MultiMarginLossTransformedFunction.apply(self.reduction, fused, indexed, targeted, keep, counts, scores, target, *params)[0]
-        if torch.is_grad_enabled() and (scores.requires_grad):
+        if torch.is_grad_enabled() and (scores.requires_grad or targeted):
             return _MultiMarginLossFunction.apply(self.reduction, fused, indexed, targeted, keep, counts, scores, target, *params)
         return _loss(self.reduction, params, fused, indexed, keep, counts, scores, target)
 

@@ -121,14 +121,6 @@ def _upstream(grad_output, reduction, batch, keep=None, counts=None):
     return grad_output if keep is None else torch.where(keep, grad_output, 0.0)
 
 
-def _no_target_gradient(targets):
-    """A target of a discrete domain that requires grad gets none from this loss: said, not silent."""
-    names = ", ".join(repr(name) for name, value in targets if value.requires_grad)
-    warnings.warn(f"{names}: a target that requires grad gets no gradient from this loss (its domain is discrete: "
-                  "binary, sign or one-hot); declare it an input of a continuous domain in the spec to differentiate "
-                  "it, or pass it detached", UserWarning, stacklevel=6)  # the caller of the module
-
-
 def _transformed():
     """Whether torch.func (grad, vmap, jvp ...) or forward-mode AD is tracing this call."""
     return torch._C._are_functorch_transforms_active() or torch.autograd.forward_ad._current_level >= 0
@@ -361,13 +353,99 @@ def _nll_folded_indexed_value_and_grads(logp, target, weight, ignore_index):
     return value, grads
 
 
+def _nll_targeted_value(logp, target, weight, ignore_index):
+    """Per-sample loss."""
+    dtype, device, batch = logp.dtype, logp.device, logp.shape[:-1]
+    weight = _constant(1.0 if weight is None else weight, dtype, device)
+    _broadcasts("weight", weight.shape, batch + (logp.shape[-1],), axis=True)
+    weight = weight.expand(weight.shape[:-1] + (logp.shape[-1],))  # one number: the same for every entry
+    return _fill(-torch.sum(logp*target*weight, dim=-1, keepdim=True), batch + (1,), dtype, device)[..., 0]
+
+
+def _nll_targeted_value_and_grads(logp, target, weight, ignore_index):
+    """Per-sample loss and its gradient for each input, per element, in one pass."""
+    dtype, device, batch = logp.dtype, logp.device, logp.shape[:-1]
+    weight = _constant(1.0 if weight is None else weight, dtype, device)
+    _broadcasts("weight", weight.shape, batch + (logp.shape[-1],), axis=True)
+    weight = weight.expand(weight.shape[:-1] + (logp.shape[-1],))  # one number: the same for every entry
+    _t0 = target*weight
+    value = _fill(-torch.sum(_t0*logp, dim=-1, keepdim=True), batch + (1,), dtype, device)[..., 0]
+    grads = (
+        _fill(-_t0, logp.shape, dtype, device),
+        _fill(-logp*weight, target.shape, dtype, device),  # a target's
+    )
+    return value, grads
+
+
+def _nll_targeted_indexed_value(logp, target, weight, ignore_index):
+    """Per-sample loss."""
+    dtype, device, batch = logp.dtype, logp.device, logp.shape[:-1]
+    weight = _constant(1.0 if weight is None else weight, dtype, device)
+    _broadcasts("weight", weight.shape, batch + (logp.shape[-1],), axis=True)
+    weight = weight.expand(weight.shape[:-1] + (logp.shape[-1],))  # one number: the same for every entry
+    return _fill(-_pick(logp, target)*_pick(weight, target), batch + (1,), dtype, device)[..., 0]
+
+
+def _nll_targeted_indexed_value_and_grads(logp, target, weight, ignore_index):
+    """Per-sample loss and its gradient for each input, per element, in one pass."""
+    dtype, device, batch = logp.dtype, logp.device, logp.shape[:-1]
+    weight = _constant(1.0 if weight is None else weight, dtype, device)
+    _broadcasts("weight", weight.shape, batch + (logp.shape[-1],), axis=True)
+    weight = weight.expand(weight.shape[:-1] + (logp.shape[-1],))  # one number: the same for every entry
+    _t0 = _pick(weight, target)
+    value = _fill(-_t0*_pick(logp, target), batch + (1,), dtype, device)[..., 0]
+    grads = (
+        _fill(_scatter(0, -_t0, target, logp), logp.shape, dtype, device),
+        None,  # a target given as class indices: integers, which have no gradient
+    )
+    return value, grads
+
+
+def _nll_targeted_folded_value(logp, target, weight, ignore_index):
+    """Per-sample loss."""
+    dtype, device, batch = logp.dtype, logp.device, logp.shape[:-1]
+    return _fill(-torch.sum(logp*target, dim=-1, keepdim=True), batch + (1,), dtype, device)[..., 0]
+
+
+def _nll_targeted_folded_value_and_grads(logp, target, weight, ignore_index):
+    """Per-sample loss and its gradient for each input, per element, in one pass."""
+    dtype, device, batch = logp.dtype, logp.device, logp.shape[:-1]
+    value = _fill(-torch.sum(logp*target, dim=-1, keepdim=True), batch + (1,), dtype, device)[..., 0]
+    grads = (
+        _fill(-target, logp.shape, dtype, device),
+        _fill(-logp, target.shape, dtype, device),  # a target's
+    )
+    return value, grads
+
+
+def _nll_targeted_folded_indexed_value(logp, target, weight, ignore_index):
+    """Per-sample loss."""
+    dtype, device, batch = logp.dtype, logp.device, logp.shape[:-1]
+    return _fill(-_pick(logp, target), batch + (1,), dtype, device)[..., 0]
+
+
+def _nll_targeted_folded_indexed_value_and_grads(logp, target, weight, ignore_index):
+    """Per-sample loss and its gradient for each input, per element, in one pass."""
+    dtype, device, batch = logp.dtype, logp.device, logp.shape[:-1]
+    value = _fill(-_pick(logp, target), batch + (1,), dtype, device)[..., 0]
+    grads = (
+        _fill(_scatter(0, -1, target, logp), logp.shape, dtype, device),
+        None,  # a target given as class indices: integers, which have no gradient
+    )
+    return value, grads
+
+
 #: Each term's (value, value-and-gradients) functions and the layout of their arguments (which are arrays over
-#: the batch, with or without an axis; which params broadcast to the batch), by (term, whether the one-hot target is class indices, whether its tensor params are all absent).
+#: the batch, with or without an axis; which params broadcast to the batch), by (term, whether the one-hot target is class indices, whether its tensor params are all absent, whether its targets' gradients are wanted).
 _EAGER = {
-    ("nll", False, False): (_nll_value, _nll_value_and_grads, ((True, True, ), ())),
-    ("nll", True, False): (_nll_indexed_value, _nll_indexed_value_and_grads, ((True, False, ), ())),
-    ("nll", False, True): (_nll_folded_value, _nll_folded_value_and_grads, ((True, True, ), ())),
-    ("nll", True, True): (_nll_folded_indexed_value, _nll_folded_indexed_value_and_grads, ((True, False, ), ())),
+    ("nll", False, False, False): (_nll_value, _nll_value_and_grads, ((True, True, ), ())),
+    ("nll", True, False, False): (_nll_indexed_value, _nll_indexed_value_and_grads, ((True, False, ), ())),
+    ("nll", False, True, False): (_nll_folded_value, _nll_folded_value_and_grads, ((True, True, ), ())),
+    ("nll", True, True, False): (_nll_folded_indexed_value, _nll_folded_indexed_value_and_grads, ((True, False, ), ())),
+    ("nll", False, False, True): (_nll_targeted_value, _nll_targeted_value_and_grads, ((True, True, ), ())),
+    ("nll", True, False, True): (_nll_targeted_indexed_value, _nll_targeted_indexed_value_and_grads, ((True, False, ), ())),
+    ("nll", False, True, True): (_nll_targeted_folded_value, _nll_targeted_folded_value_and_grads, ((True, True, ), ())),
+    ("nll", True, True, True): (_nll_targeted_folded_indexed_value, _nll_targeted_folded_indexed_value_and_grads, ((True, False, ), ())),
 }
 _FUSED = {}
 _FUSED_FAILED = set()
@@ -496,7 +574,7 @@ def _reducing(value, both, layout):
         factor = _factor(reduction, loss.shape, keep, counts, loss)
         if factor is None:
             return reduced, grads, None
-        return reduced, tuple(g * _along(factor, g) for g in grads), True
+        return reduced, tuple(None if g is None else g * _along(factor, g) for g in grads), True
 
     return reduced_value, reduced_both
 
@@ -522,7 +600,7 @@ def _loss(reduction, params, fused, indexed, keep, counts, logp, target):
     """The reduced loss, value only (no gradient is wanted)."""
     weight, ignore_index = params
     device, dtype = logp.device, logp.dtype
-    return _run(fused, ("nll", indexed, weight is None), 0, reduction, keep, counts, device, dtype, logp, target, weight, ignore_index)
+    return _run(fused, ("nll", indexed, weight is None, False), 0, reduction, keep, counts, device, dtype, logp, target, weight, ignore_index)
 
 
 def _both(reduction, fused, indexed, targeted, keep, counts, logp, target, weight, ignore_index):
@@ -530,7 +608,9 @@ def _both(reduction, fused, indexed, targeted, keep, counts, logp, target, weigh
     ``targeted`` is false: no target requires grad), and the factor each term's gradients already carry (None:
     none; see ``_chunked``)."""
     device, dtype = logp.device, logp.dtype
-    value, grad_term_0, _carried_0 = _run(fused, ("nll", indexed, weight is None), 1, reduction, keep, counts, device, dtype, logp, target, weight, ignore_index)
+    value, grad_term_0, _carried_0 = _run(fused, ("nll", indexed, weight is None, targeted), 1, reduction, keep, counts, device, dtype, logp, target, weight, ignore_index)
+    if not targeted:
+        grad_term_0 = (*grad_term_0, None, )
     return value, (*grad_term_0,), (_carried_0, )
 
 
@@ -578,10 +658,12 @@ class _NLLLossFunction(torch.autograd.Function):
         # is (its owner may change it), a later backward (retain_graph=True) computes it again
         recompute = torch.is_grad_enabled() or ctx.handed
         grad_logp = None
+        grad_target = None
         if recompute:
-            grads = _EAGER[("nll", ctx.indexed, weight is None)][1](logp, target, weight, ignore_index)[1]
+            grads = _EAGER[("nll", ctx.indexed, weight is None, ctx.targeted)][1](logp, target, weight, ignore_index)[1]
+            grads = grads if ctx.targeted else (*grads, None, )
         else:
-            grads = saved[4:5]
+            grads = saved[4:6]
         if recompute or ctx.carried[0] is None:
             upstream, handed = _upstream(grad_output, ctx.reduction, logp.shape[:-1], keep, counts), False
         else:  # the gradients carry the reduction's factor already
@@ -590,7 +672,10 @@ class _NLLLossFunction(torch.autograd.Function):
             ctx.handed = ctx.handed or handed
         part = grads[0] if handed else grads[0] * (upstream[..., None] if upstream.ndim else upstream)
         grad_logp = part if grad_logp is None else grad_logp + part
-        return None, None, None, None, None, None, grad_logp, None, None, None
+        if grads[1] is not None:  # the target requires grad
+            part = grads[1] if handed else grads[1] * (upstream[..., None] if upstream.ndim else upstream)
+            grad_target = part if grad_target is None else grad_target + part
+        return None, None, None, None, None, None, grad_logp, grad_target, None, None
 
 
 class _NLLLossTransformedFunction(_NLLLossFunction):
@@ -615,7 +700,7 @@ class _NLLLossTransformedFunction(_NLLLossFunction):
     @staticmethod
     def setup_context(ctx, inputs, output):
         grads = output[1:]
-        ctx.mark_non_differentiable(*grads)
+        ctx.mark_non_differentiable(*(g for g in grads if g is not None))  # (None: class indices)
         ctx.set_materialize_grads(False)
         _save(ctx, inputs[0], inputs[2], inputs[3], inputs[4], inputs[5], inputs[6:8],
               inputs[8:], grads)
@@ -630,6 +715,10 @@ class _NLLLossTransformedFunction(_NLLLossFunction):
         if tangent is not None:
             part = (grads[0] * tangent).sum(-1)
             change = part if change is None else change + part
+        tangent = tangents[7]
+        if tangent is not None:
+            part = (grads[1] * tangent).sum(-1)
+            change = part if change is None else change + part
         return (None if change is None else _reduce(change, ctx.reduction, keep, counts), *(None for _ in grads))
 
 
@@ -638,7 +727,7 @@ def _distinct(outputs, inputs):
     returned as it is, and a loss that is its own gradient (``exp(x)``) must stay differentiable."""
     seen = list(inputs)
     for out in outputs:
-        seen.append(out.view_as(out) if any(out is value for value in seen) else out)
+        seen.append(out.view_as(out) if out is not None and any(out is value for value in seen) else out)
     return tuple(seen[len(inputs):])
 
 
@@ -737,15 +826,14 @@ class NLLLoss(torch.nn.Module):
     def _forward(self, params, indexed, keep, counts, logp, target):
         if self.validate:
             _validate(logp, target, indexed)
-        if not torch.compiler.is_compiling() and torch.is_grad_enabled() and (target.requires_grad):
-            _no_target_gradient([("target", target)])
         transformed = not torch.compiler.is_compiling() and _transformed()  # torch.func or forward-mode AD
         # under torch.func the eager functions run: the transforms apply to them
         fused = not transformed and _fused(self.fused, logp.device, logp.dtype)
-        targeted = False
+        # a target's gradient only where one requires grad (under torch.func, always: the transform may ask)
+        targeted = transformed or (torch.is_grad_enabled() and (target.requires_grad))
         if transformed:
             return _NLLLossTransformedFunction.apply(self.reduction, fused, indexed, targeted, keep, counts, logp, target, *params)[0]
-        if torch.is_grad_enabled() and (logp.requires_grad):
+        if torch.is_grad_enabled() and (logp.requires_grad or targeted):
             return _NLLLossFunction.apply(self.reduction, fused, indexed, targeted, keep, counts, logp, target, *params)
         return _loss(self.reduction, params, fused, indexed, keep, counts, logp, target)
 

@@ -364,7 +364,7 @@ def _reducing(value, both, layout):
         factor = _factor(reduction, loss.shape, keep, counts, loss)
         if factor is None:
             return reduced, grads, None
-        return reduced, tuple(g * _along(factor, g) for g in grads), True
+        return reduced, tuple(None if g is None else g * _along(factor, g) for g in grads), True
 
     return reduced_value, reduced_both
 
@@ -490,7 +490,7 @@ class _QuantileLossTransformedFunction(_QuantileLossFunction):
     @staticmethod
     def setup_context(ctx, inputs, output):
         grads = output[1:]
-        ctx.mark_non_differentiable(*grads)
+        ctx.mark_non_differentiable(*(g for g in grads if g is not None))  # (None: class indices)
         ctx.set_materialize_grads(False)
         _save(ctx, inputs[0], inputs[2], inputs[3], inputs[4], inputs[5], inputs[6:8],
               inputs[8:], grads)
@@ -517,7 +517,7 @@ def _distinct(outputs, inputs):
     returned as it is, and a loss that is its own gradient (``exp(x)``) must stay differentiable."""
     seen = list(inputs)
     for out in outputs:
-        seen.append(out.view_as(out) if any(out is value for value in seen) else out)
+        seen.append(out.view_as(out) if out is not None and any(out is value for value in seen) else out)
     return tuple(seen[len(inputs):])
 
 

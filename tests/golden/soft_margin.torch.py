@@ -104,7 +104,7 @@ def _no_target_gradient(targets):
     """A target of a discrete domain that requires grad gets none from this loss: said, not silent."""
     names = ", ".join(repr(name) for name, value in targets if value.requires_grad)
     warnings.warn(f"{names}: a target that requires grad gets no gradient from this loss (its domain is discrete: "
-                  "binary, sign or one-hot); declare it an input of a continuous domain in the spec to differentiate "
+                  "binary or sign); declare it an input of a continuous domain in the spec to differentiate "
                   "it, or pass it detached", UserWarning, stacklevel=6)  # the caller of the module
 
 
@@ -351,7 +351,7 @@ def _reducing(value, both, layout):
         factor = _factor(reduction, loss.shape, keep, counts, loss)
         if factor is None:
             return reduced, grads, None
-        return reduced, tuple(g * _along(factor, g) for g in grads), True
+        return reduced, tuple(None if g is None else g * _along(factor, g) for g in grads), True
 
     return reduced_value, reduced_both
 
@@ -468,7 +468,7 @@ class _SoftMarginLossTransformedFunction(_SoftMarginLossFunction):
     @staticmethod
     def setup_context(ctx, inputs, output):
         grads = output[1:]
-        ctx.mark_non_differentiable(*grads)
+        ctx.mark_non_differentiable(*(g for g in grads if g is not None))  # (None: class indices)
         ctx.set_materialize_grads(False)
         _save(ctx, inputs[0], inputs[2], inputs[3], inputs[4], inputs[5], inputs[6:8],
               inputs[8:], grads)
@@ -491,7 +491,7 @@ def _distinct(outputs, inputs):
     returned as it is, and a loss that is its own gradient (``exp(x)``) must stay differentiable."""
     seen = list(inputs)
     for out in outputs:
-        seen.append(out.view_as(out) if any(out is value for value in seen) else out)
+        seen.append(out.view_as(out) if out is not None and any(out is value for value in seen) else out)
     return tuple(seen[len(inputs):])
 
 
