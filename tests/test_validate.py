@@ -87,6 +87,11 @@ def test_each_param_outside_its_domain_is_named(name, target):
         bad = _outside(var.domain, var.default)
         with pytest.raises(ValueError, match=rf"^{param} = {re.escape(repr(bad))} is outside its domain"):
             _call(name, target, args, validate=True, **{param: bad})
+        if target == "torch":  # a number (a tensor param too, given as one) is checked when the module takes it
+            with pytest.raises(ValueError, match=rf"^{param} = {re.escape(repr(bad))} is outside its domain: "
+                                                 r".*\(a param is checked when it is set"):
+                _call(name, target, args, validate=False, **{param: bad})
+            continue
         with np.errstate(all="ignore"):  # unchecked: no error from the check (the loss may be NaN there)
             _call(name, target, args, validate=False, **{param: bad})
 
@@ -116,10 +121,32 @@ def test_the_flag_is_keyword_only_shown_in_repr_and_documented():
         mse(None, None, "mean", True)  # MSELoss(size_average, reduce, reduction), then keywords only
 
 
-def test_a_param_is_checked_when_the_module_is_built():
+def test_a_param_is_checked_when_the_module_is_built_and_when_it_is_set():
+    """As torch refuses CrossEntropyLoss(label_smoothing=1.5) or HuberLoss(delta=0): a number outside its domain is
+    refused when the module takes it (once, no cost per call), with validate=True or without; a tensor param's
+    elements only under validate=True (a pass over it)."""
     with pytest.raises(ValueError, match=r"^eps = 0\.0 is outside its domain: a real number in \[1e-30, 0\.5\]"):
         lf.compile(lf.builtin("bce"), "torch")(eps=0.0)
-    assert lf.compile(lf.builtin("bce"), "torch")(eps=0.0, validate=False).eps == 0.0
+    for name, param, bad in (("cross_entropy", "label_smoothing", 1.5), ("huber", "delta", 0.0),
+                             ("multi_margin", "p", 3.0)):
+        cls = lf.compile(lf.builtin(name), "torch")
+        with pytest.raises(ValueError, match=rf"^{param} = {bad!r} is outside its domain.*checked when it is set"):
+            cls(validate=False, **{param: bad})
+        module = cls()
+        with pytest.raises(ValueError, match=rf"^{param} = {bad!r} is outside its domain"):
+            setattr(module, param, bad)
+    huber = lf.compile(lf.builtin("huber"), "torch")()
+    pred, target = torch.tensor([0.0, 3.0], dtype=torch.float64), torch.zeros(2, dtype=torch.float64)
+    huber.delta = 2.0  # set as on torch's module: the buffer again, in state_dict, used by the next call
+    assert isinstance(huber.delta, torch.Tensor) and huber.state_dict()["delta"].item() == 2.0
+    assert float(huber(pred, target)) == float(torch.nn.HuberLoss(delta=2.0)(pred, target))
+    assert "delta=2.0" in repr(huber)
+    weighted = lf.compile(lf.builtin("cross_entropy"), "torch")(ignore_index=0)
+    assert "ignore_index=0," in repr(weighted)  # a class index shown as torch shows it
+    weighted.weight = torch.tensor([1.0, 2.0])
+    assert list(weighted.state_dict()) == ["weight", "ignore_index", "label_smoothing"]
+    weighted.weight = None  # absent again, as torch's weight=None
+    assert "weight" not in weighted.state_dict()
 
 
 def test_spec_files_carry_the_default_and_combined_specs_keep_it():

@@ -509,8 +509,9 @@ def _prepared(spec: LossSpec, local: tuple[tuple[str, str], ...], index: tuple[s
 
 
 def _build_term(target: Target, term: str, weight: str, spec: LossSpec, local: dict[str, str],
-                index: tuple[str, str] | None = None) -> Term | None:
-    """One term's printed code; with ``index``, its class-index form (None if it has none)."""
+                index: tuple[str, str] | None = None, aimed: bool = True) -> Term | None:
+    """One term's printed code; with ``index``, its class-index form (None if it has none); with ``aimed``, also
+    the form differentiated in its smooth targets (a variant's own variants are built by the variant)."""
     args = [Arg(n, local[n], v) for n, v in spec.symbols.items()]
     arrays = [a for a in args if a.var.role != "param"]
     params = [a for a in args if a.var.role == "param"]
@@ -561,35 +562,51 @@ def _build_term(target: Target, term: str, weight: str, spec: LossSpec, local: d
         indexed=_build_term(target, term, weight, spec, local, pair) if pair else None,
         folded=_folded(target, term, weight, spec, local, tuple(params)) if not index else None,
         smooth=tuple(a for a in arrays if a.name in spec.smooth_targets) if target.name == "torch" else (),
-        targeted=_targeted(target, term, weight, spec, local) if not index and target.name == "torch" else None,
+        targeted=_targeted(target, term, weight, spec, local) if aimed and not index and target.name == "torch"
+        else None,
         index=index[0] if index else None,
     )
 
 
 def _targeted(target: Target, term: str, weight: str, spec: LossSpec, local: dict[str, str]) -> Term | None:
     """The term differentiated in its smooth targets too (None if it has none): built as the spec with those
-    targets as inputs, its gradients then in the base term's order, the targets' last."""
+    targets as inputs, its gradients then in the base term's order, the targets' last.
+
+    A one-hot target given as class indices has no gradient (integers): the class-index variants come from the
+    spec with every smooth target but that one promoted, and print None for its gradient."""
     smooth = spec.smooth_targets
     if not smooth:
         return None
-    promoted = LossSpec(name=f"{term}_targeted", expr=spec.sympy, reduction=spec.reduction, accept=spec.accept,
-                        symbols={n: dataclasses.replace(v, role="input", **dict.fromkeys(v.samples)) if n in smooth
+    pair = _index_pair(spec)
+
+    def promoted(names: tuple[str, ...]) -> tuple[LossSpec, Term]:
+        made = LossSpec(name=f"{term}_targeted", expr=spec.sympy, reduction=spec.reduction, accept=spec.accept,
+                        symbols={n: dataclasses.replace(v, role="input", **dict.fromkeys(v.samples)) if n in names
                                  else v for n, v in spec.symbols.items()})  # (which samples count: the base's)
-    built = _build_term(target, f"{term}_targeted", weight, promoted, local)
+        return made, _build_term(target, f"{term}_targeted", weight, made, local, aimed=False)
+
     base = [*spec.differentiated, *smooth]  # the order backward reads them in
-    order = [promoted.differentiated.index(n) for n in base]
     args = {a.name: a for a in (Arg(n, local[n], v, n in spec.class_index_params) for n, v in spec.symbols.items())}
 
-    def signed(t: Term | None) -> Term | None:  # the base term's roles and signature, the targets' grads last
+    def signed(t: Term | None, made: LossSpec) -> Term | None:  # the base term's roles and signature, targets last
         if t is None:
             return None
+        grads = dict(zip(made.differentiated, t.both_grads))  # an index target's: none (the template prints None)
         return dataclasses.replace(
             t, name=term, args=tuple(args[a.name] for a in t.args), params=tuple(args[a.name] for a in t.params),
             inputs=tuple(args[n] for n in spec.inputs), target_grads=tuple(args[n] for n in smooth),
             sampled=any(args[a.name].var.samples for a in t.args),
-            both_grads=tuple(t.both_grads[i] for i in order), indexed=signed(t.indexed), folded=signed(t.folded))
+            both_grads=tuple(grads.get(n, "None") for n in base),
+            indexed=signed(t.indexed, made), folded=signed(t.folded, made))
 
-    return signed(built)
+    whole, built = promoted(smooth)
+    out = signed(built, whole)
+    if pair is None or pair[0] not in smooth:
+        return out
+    partial, rest = promoted(tuple(n for n in smooth if n != pair[0]))  # the index target stays a target
+    indexed = signed(rest, partial)
+    folded = out.folded and dataclasses.replace(out.folded, indexed=indexed.folded and indexed.folded.indexed)
+    return dataclasses.replace(out, indexed=indexed.indexed, folded=folded)
 
 
 def _folded(target: Target, term: str, weight: str, spec: LossSpec, local: dict[str, str],
@@ -603,7 +620,7 @@ def _folded(target: Target, term: str, weight: str, spec: LossSpec, local: dict[
                       expr=spec.sympy.xreplace({table[n]: _number(spec.symbols[n].default, n) for n in tensors}),
                       symbols={n: dataclasses.replace(v, mean_weight=None) for n, v in spec.symbols.items()
                                if not v.tensor})  # an absent weight weights no mean
-    built = _build_term(target, f"{term}_folded", weight, folded, local)
+    built = _build_term(target, f"{term}_folded", weight, folded, local, aimed=False)
 
     def signed(t: Term) -> Term:  # the signature of the term it folds: the absent params are passed, unread
         return dataclasses.replace(t, name=term, params=params, indexed=t.indexed and signed(t.indexed))
@@ -612,8 +629,9 @@ def _folded(target: Target, term: str, weight: str, spec: LossSpec, local: dict[
 
 
 def _index_pair(spec: LossSpec) -> tuple[str, str] | None:
-    """``(one-hot symbol, vector on its axis)`` when a term has exactly one one-hot symbol with such a mate."""
-    onehot = [n for n in spec.arrays if spec.symbols[n].axis and spec.symbols[n].domain.name == "onehot"]
+    """``(one-hot target, vector on its axis)`` when a term has exactly one one-hot target with such a mate."""
+    onehot = [n for n in spec.arrays if spec.symbols[n].axis and spec.symbols[n].domain.name == "onehot"
+              and spec.symbols[n].role == "target"]
     if len(onehot) != 1:
         return None
     axis = spec.symbols[onehot[0]].axis

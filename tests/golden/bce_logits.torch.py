@@ -55,11 +55,13 @@ def _check_reduction(reduction):
         raise ValueError(f"reduction must be one of {', '.join(map(repr, _REDUCTIONS))}, got {reduction!r}")
 
 
-def _outside(name, value, index, domain):
+_VALIDATED = "checked because validate=True; pass validate=False to skip the check"
+
+
+def _outside(name, value, index, domain, why=_VALIDATED):
     """The error for an element (at ``index``) of ``value`` outside its declared domain."""
     where = f"{name}[{', '.join(map(str, index))}]" if index else name
-    raise ValueError(f"{where} = {float(value[tuple(index)])!r} is outside its domain: {domain[0]} "
-                     "(checked because validate=True; pass validate=False to skip the check)")
+    raise ValueError(f"{where} = {float(value[tuple(index)])!r} is outside its domain: {domain[0]} ({why})")
 
 
 def _validate(logits, target, indexed):
@@ -133,7 +135,7 @@ def _synced(value):
     return value.device.type == "cpu" and not torch.compiler.is_compiling()
 
 
-def _check_domain(name, value, domain):
+def _check_domain(name, value, domain, why=_VALIDATED):
     """``validate=True``: every element of ``value`` in its declared domain, else a ValueError naming one that is not.
 
     ``domain`` is ``(description, lo, hi, lo_open, hi_open, members or None, rows sum to one)``;
@@ -153,7 +155,7 @@ def _check_domain(name, value, domain):
     if not synced:
         torch._assert_async(ok, f"{name} has a value outside its domain: {domain[0]}")
     elif not bool(ok):
-        _outside(name, value.detach(), (~_inside(value, domain)).nonzero()[0].tolist(), domain)
+        _outside(name, value.detach(), (~_inside(value, domain)).nonzero()[0].tolist(), domain, why)
 
 
 def _inside(value, domain):
@@ -178,6 +180,10 @@ def _dtype(value):
     return dtype
 
 
+#: Why a param outside its domain is refused even without validate=True.
+_PARAM_DOMAIN = "a param is checked when it is set: its domain is where this loss was analysed and found finite"
+
+
 def _shown(name, value):
     """A tensor param in the module's repr: its value if it has one, else its shape."""
     if value is None or value.ndim == 0:
@@ -198,6 +204,8 @@ def _param(name, value, domain, validate, tensor=False):
         raise ValueError(f"{name} must be a scalar, got a tensor of shape {tuple(value.shape)}")
     if validate:
         _check_domain(name, value, domain)
+    elif not value.ndim:  # a number: always, once (as torch checks label_smoothing or delta when it is set)
+        _check_domain(name, value, domain, _PARAM_DOMAIN)
     return value
 
 
@@ -620,6 +628,14 @@ def _recheck(module, incompatible_keys):
             _check_domain("pos_weight", module.pos_weight, ("a real number > 0", 0.0, float("inf"), True, True, None, False))
 
 
+#: The params held as buffers, with their domains: what an assignment to one is checked against.
+_BUFFERS = {
+    "weight": ("a real number >= 0", 0.0, float("inf"), False, True, None, False),
+    "pos_weight": ("a real number > 0", 0.0, float("inf"), True, True, None, False),
+}
+_TENSORS = frozenset(("weight", "pos_weight", ))
+
+
 class BCEWithLogitsLoss(torch.nn.Module):
     """Binary cross-entropy on logits, with optional weights per element and on positives.
 
@@ -703,6 +719,13 @@ class BCEWithLogitsLoss(torch.nn.Module):
         if torch.is_grad_enabled() and (logits.requires_grad or targeted):
             return _BCEWithLogitsLossFunction.apply(self.reduction, fused, indexed, targeted, keep, counts, logits, target, *params)
         return _loss(self.reduction, params, fused, indexed, keep, counts, logits, target)
+
+    def __setattr__(self, name, value):
+        """A param set as on torch's module (``criterion.weight = None``): the number or tensor becomes its
+        buffer again, checked as the constructor checks it (a tensor param may be set to None: absent)."""
+        if name in _BUFFERS and "_buffers" in self.__dict__:
+            value = _param(name, value, _BUFFERS[name], self.validate, tensor=name in _TENSORS)
+        super().__setattr__(name, value)
 
     def extra_repr(self):
         return ", ".join([f"reduction={self.reduction!r}", _shown("weight", self.weight), _shown("pos_weight", self.pos_weight)]

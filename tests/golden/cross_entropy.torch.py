@@ -55,11 +55,13 @@ def _check_reduction(reduction):
         raise ValueError(f"reduction must be one of {', '.join(map(repr, _REDUCTIONS))}, got {reduction!r}")
 
 
-def _outside(name, value, index, domain):
+_VALIDATED = "checked because validate=True; pass validate=False to skip the check"
+
+
+def _outside(name, value, index, domain, why=_VALIDATED):
     """The error for an element (at ``index``) of ``value`` outside its declared domain."""
     where = f"{name}[{', '.join(map(str, index))}]" if index else name
-    raise ValueError(f"{where} = {float(value[tuple(index)])!r} is outside its domain: {domain[0]} "
-                     "(checked because validate=True; pass validate=False to skip the check)")
+    raise ValueError(f"{where} = {float(value[tuple(index)])!r} is outside its domain: {domain[0]} ({why})")
 
 
 def _validate(logits, target, indexed):
@@ -142,7 +144,7 @@ def _synced(value):
     return value.device.type == "cpu" and not torch.compiler.is_compiling()
 
 
-def _check_domain(name, value, domain):
+def _check_domain(name, value, domain, why=_VALIDATED):
     """``validate=True``: every element of ``value`` in its declared domain, else a ValueError naming one that is not.
 
     ``domain`` is ``(description, lo, hi, lo_open, hi_open, members or None, rows sum to one)``;
@@ -162,7 +164,7 @@ def _check_domain(name, value, domain):
     if not synced:
         torch._assert_async(ok, f"{name} has a value outside its domain: {domain[0]}")
     elif not bool(ok):
-        _outside(name, value.detach(), (~_inside(value, domain)).nonzero()[0].tolist(), domain)
+        _outside(name, value.detach(), (~_inside(value, domain)).nonzero()[0].tolist(), domain, why)
 
 
 def _inside(value, domain):
@@ -243,6 +245,10 @@ def _dtype(value):
     return dtype
 
 
+#: Why a param outside its domain is refused even without validate=True.
+_PARAM_DOMAIN = "a param is checked when it is set: its domain is where this loss was analysed and found finite"
+
+
 def _shown(name, value):
     """A tensor param in the module's repr: its value if it has one, else its shape."""
     if value is None or value.ndim == 0:
@@ -263,6 +269,8 @@ def _param(name, value, domain, validate, tensor=False):
         raise ValueError(f"{name} must be a scalar, got a tensor of shape {tuple(value.shape)}")
     if validate:
         _check_domain(name, value, domain)
+    elif not value.ndim:  # a number: always, once (as torch checks label_smoothing or delta when it is set)
+        _check_domain(name, value, domain, _PARAM_DOMAIN)
     return value
 
 
@@ -437,8 +445,8 @@ def _cross_entropy_targeted_indexed_value(logits, target, weight, ignore_index, 
     _broadcasts("weight", weight.shape, batch + (logits.shape[-1],), axis=True)
     weight = weight.expand(weight.shape[:-1] + (logits.shape[-1],))  # one number: the same for every entry
     _t0 = (label_smoothing > 0)
-    _t6 = _pick(weight, target)*_pick(torch.log_softmax(logits, dim=-1), target)
-    return _fill(_choose(_t0, lambda: label_smoothing*(torch.logsumexp(logits, dim=-1, keepdim=True)*_choose(_t0, lambda: torch.mean(weight, dim=-1, keepdim=True), lambda: _constant(0, dtype, device)) - torch.mean(logits*weight, dim=-1, keepdim=True)) - _t6*_choose(_t0, lambda: 1 - label_smoothing, lambda: 0), lambda: -_t6), batch + (1,), dtype, device)[..., 0]
+    _t5 = _pick(weight, target)*_pick(torch.log_softmax(logits, dim=-1), target)
+    return _fill(_choose(_t0, lambda: label_smoothing*(torch.logsumexp(logits, dim=-1, keepdim=True)*_choose(_t0, lambda: torch.mean(weight, dim=-1, keepdim=True), lambda: _constant(0, dtype, device)) - torch.mean(logits*weight, dim=-1, keepdim=True)) - _t5*_choose(_t0, lambda: 1 - label_smoothing, lambda: 0), lambda: -_t5), batch + (1,), dtype, device)[..., 0]
 
 
 def _cross_entropy_targeted_indexed_value_and_grads(logits, target, weight, ignore_index, label_smoothing):
@@ -449,16 +457,14 @@ def _cross_entropy_targeted_indexed_value_and_grads(logits, target, weight, igno
     weight = weight.expand(weight.shape[:-1] + (logits.shape[-1],))  # one number: the same for every entry
     _t0 = (label_smoothing > 0)
     _t1 = _choose(_t0, lambda: torch.mean(weight, dim=-1, keepdim=True), lambda: _constant(0, dtype, device))
-    _t2 = torch.logsumexp(logits, dim=-1, keepdim=True)
-    _t3 = _choose(_t0, lambda: 1 - label_smoothing, lambda: 0)
-    _t4 = _pick(weight, target)
-    _t5 = torch.log_softmax(logits, dim=-1)
-    _t6 = _t4*_pick(_t5, target)
-    _t7 = _choose(_t0, lambda: _t3*_t4, lambda: _constant(0, dtype, device))
-    _t8 = weight*(_t2 - logits)
-    value = _fill(_choose(_t0, lambda: label_smoothing*(_t1*_t2 - torch.mean(logits*weight, dim=-1, keepdim=True)) - _t3*_t6, lambda: -_t6), batch + (1,), dtype, device)[..., 0]
+    _t2 = _choose(_t0, lambda: 1 - label_smoothing, lambda: 0)
+    _t3 = _pick(weight, target)
+    _t4 = torch.log_softmax(logits, dim=-1)
+    _t5 = _t3*_pick(_t4, target)
+    _t6 = _choose(_t0, lambda: _t2*_t3, lambda: _constant(0, dtype, device))
+    value = _fill(_choose(_t0, lambda: label_smoothing*(_t1*torch.logsumexp(logits, dim=-1, keepdim=True) - torch.mean(logits*weight, dim=-1, keepdim=True)) - _t2*_t5, lambda: -_t5), batch + (1,), dtype, device)[..., 0]
     grads = (
-        _fill(_scatter(_choose(_t0, lambda: (_t1*label_smoothing + _t7)*torch.exp(_choose(_t0, lambda: _t5, lambda: _constant(0, dtype, device))) - label_smoothing*weight/_choose(_t0, lambda: (logits.shape[-1] or float("nan")), lambda: _constant(1, dtype, device)), lambda: _t4*torch.exp(_choose(_t0, lambda: _constant(0, dtype, device), lambda: _t5))), _choose(_t0, lambda: -_t7, lambda: -_t4), target, logits), logits.shape, dtype, device),
+        _fill(_scatter(_choose(_t0, lambda: (_t1*label_smoothing + _t6)*torch.exp(_choose(_t0, lambda: _t4, lambda: _constant(0, dtype, device))) - label_smoothing*weight/_choose(_t0, lambda: (logits.shape[-1] or float("nan")), lambda: _constant(1, dtype, device)), lambda: _t3*torch.exp(_choose(_t0, lambda: _constant(0, dtype, device), lambda: _t4))), _choose(_t0, lambda: -_t6, lambda: -_t3), target, logits), logits.shape, dtype, device),
         None,  # a target given as class indices: integers, which have no gradient
     )
     return value, grads
@@ -495,23 +501,20 @@ def _cross_entropy_targeted_folded_indexed_value(logits, target, weight, ignore_
     """Per-sample loss."""
     dtype, device, batch = logits.dtype, logits.device, logits.shape[:-1]
     _t0 = (label_smoothing > 0)
-    _t3 = _pick(torch.log_softmax(logits, dim=-1), target)
-    return _fill(_choose(_t0, lambda: label_smoothing*(torch.logsumexp(logits, dim=-1, keepdim=True) - torch.mean(logits, dim=-1, keepdim=True)) - _t3*_choose(_t0, lambda: -_choose(_t0, lambda: label_smoothing - 1, lambda: 0), lambda: 0), lambda: -_t3), batch + (1,), dtype, device)[..., 0]
+    _t2 = _pick(torch.log_softmax(logits, dim=-1), target)
+    return _fill(_choose(_t0, lambda: _t2*_choose(_t0, lambda: label_smoothing - 1, lambda: 0) + label_smoothing*(torch.logsumexp(logits, dim=-1, keepdim=True) - torch.mean(logits, dim=-1, keepdim=True)), lambda: -_t2), batch + (1,), dtype, device)[..., 0]
 
 
 def _cross_entropy_targeted_folded_indexed_value_and_grads(logits, target, weight, ignore_index, label_smoothing):
     """Per-sample loss and its gradient for each input, per element, in one pass."""
     dtype, device, batch = logits.dtype, logits.device, logits.shape[:-1]
     _t0 = (label_smoothing > 0)
-    _t1 = -torch.logsumexp(logits, dim=-1, keepdim=True)
-    _t2 = torch.log_softmax(logits, dim=-1)
-    _t3 = _pick(_t2, target)
-    _t4 = _choose(_t0, lambda: label_smoothing - 1, lambda: 0)
-    _t5 = _choose(_t0, lambda: -_t4, lambda: 0)
-    _t6 = -_t1 - logits
-    value = _fill(_choose(_t0, lambda: label_smoothing*(-_t1 - torch.mean(logits, dim=-1, keepdim=True)) - _t3*_t5, lambda: -_t3), batch + (1,), dtype, device)[..., 0]
+    _t1 = torch.log_softmax(logits, dim=-1)
+    _t2 = _pick(_t1, target)
+    _t3 = _choose(_t0, lambda: label_smoothing - 1, lambda: 0)
+    value = _fill(_choose(_t0, lambda: _t2*_t3 + label_smoothing*(torch.logsumexp(logits, dim=-1, keepdim=True) - torch.mean(logits, dim=-1, keepdim=True)), lambda: -_t2), batch + (1,), dtype, device)[..., 0]
     grads = (
-        _fill(_scatter(_choose(_t0, lambda: torch.exp(_choose(_t0, lambda: _t2, lambda: _constant(0, dtype, device))) - label_smoothing/_choose(_t0, lambda: (logits.shape[-1] or float("nan")), lambda: _constant(1, dtype, device)), lambda: torch.exp(_choose(_t0, lambda: _constant(0, dtype, device), lambda: _t2))), _choose(_t0, lambda: _t4, lambda: -1), target, logits), logits.shape, dtype, device),
+        _fill(_scatter(_choose(_t0, lambda: torch.exp(_choose(_t0, lambda: _t1, lambda: _constant(0, dtype, device))) - label_smoothing/_choose(_t0, lambda: (logits.shape[-1] or float("nan")), lambda: _constant(1, dtype, device)), lambda: torch.exp(_choose(_t0, lambda: _constant(0, dtype, device), lambda: _t1))), _choose(_t0, lambda: _t3, lambda: -1), target, logits), logits.shape, dtype, device),
         None,  # a target given as class indices: integers, which have no gradient
     )
     return value, grads
@@ -834,6 +837,15 @@ def _recheck(module, incompatible_keys):
         _check_domain("label_smoothing", module.label_smoothing, ("a number in [0, 1], both ends included", 0.0, 1.0, False, False, None, False))
 
 
+#: The params held as buffers, with their domains: what an assignment to one is checked against.
+_BUFFERS = {
+    "weight": ("a real number >= 0", 0.0, float("inf"), False, True, None, False),
+    "ignore_index": ("any finite real number", -float("inf"), float("inf"), True, True, None, False),
+    "label_smoothing": ("a number in [0, 1], both ends included", 0.0, 1.0, False, False, None, False),
+}
+_TENSORS = frozenset(("weight", ))
+
+
 class CrossEntropyLoss(torch.nn.Module):
     """Softmax cross-entropy over classes, with optional class weights, ignored samples and label smoothing.
 
@@ -926,8 +938,15 @@ class CrossEntropyLoss(torch.nn.Module):
             return _CrossEntropyLossFunction.apply(self.reduction, fused, indexed, targeted, keep, counts, logits, target, *params)
         return _loss(self.reduction, params, fused, indexed, keep, counts, logits, target)
 
+    def __setattr__(self, name, value):
+        """A param set as on torch's module (``criterion.weight = None``): the number or tensor becomes its
+        buffer again, checked as the constructor checks it (a tensor param may be set to None: absent)."""
+        if name in _BUFFERS and "_buffers" in self.__dict__:
+            value = _param(name, value, _BUFFERS[name], self.validate, tensor=name in _TENSORS)
+        super().__setattr__(name, value)
+
     def extra_repr(self):
-        return ", ".join([f"reduction={self.reduction!r}", _shown("weight", self.weight), f"ignore_index={float(self.ignore_index.detach())!r}", f"label_smoothing={float(self.label_smoothing.detach())!r}"]
+        return ", ".join([f"reduction={self.reduction!r}", _shown("weight", self.weight), f"ignore_index={int(self.ignore_index)}", f"label_smoothing={float(self.label_smoothing.detach())!r}"]
                          + (["fused=True"] if self.fused else [])
                          + ([f"validate={self.validate}"] if self.validate else []))
 

@@ -43,11 +43,13 @@ def _check_reduction(reduction):
         raise ValueError(f"reduction must be one of {', '.join(map(repr, _REDUCTIONS))}, got {reduction!r}")
 
 
-def _outside(name, value, index, domain):
+_VALIDATED = "checked because validate=True; pass validate=False to skip the check"
+
+
+def _outside(name, value, index, domain, why=_VALIDATED):
     """The error for an element (at ``index``) of ``value`` outside its declared domain."""
     where = f"{name}[{', '.join(map(str, index))}]" if index else name
-    raise ValueError(f"{where} = {float(value[tuple(index)])!r} is outside its domain: {domain[0]} "
-                     "(checked because validate=True; pass validate=False to skip the check)")
+    raise ValueError(f"{where} = {float(value[tuple(index)])!r} is outside its domain: {domain[0]} ({why})")
 
 
 def _validate(mean, target, var, indexed):
@@ -110,7 +112,7 @@ def _synced(value):
     return value.device.type == "cpu" and not torch.compiler.is_compiling()
 
 
-def _check_domain(name, value, domain):
+def _check_domain(name, value, domain, why=_VALIDATED):
     """``validate=True``: every element of ``value`` in its declared domain, else a ValueError naming one that is not.
 
     ``domain`` is ``(description, lo, hi, lo_open, hi_open, members or None, rows sum to one)``;
@@ -130,7 +132,7 @@ def _check_domain(name, value, domain):
     if not synced:
         torch._assert_async(ok, f"{name} has a value outside its domain: {domain[0]}")
     elif not bool(ok):
-        _outside(name, value.detach(), (~_inside(value, domain)).nonzero()[0].tolist(), domain)
+        _outside(name, value.detach(), (~_inside(value, domain)).nonzero()[0].tolist(), domain, why)
 
 
 def _inside(value, domain):
@@ -155,6 +157,10 @@ def _dtype(value):
     return dtype
 
 
+#: Why a param outside its domain is refused even without validate=True.
+_PARAM_DOMAIN = "a param is checked when it is set: its domain is where this loss was analysed and found finite"
+
+
 def _param(name, value, domain, validate):
     """A param as module state: a float64 0-d tensor (a buffer: in ``state_dict``, moved by ``.to()``)."""
     if isinstance(value, torch.Tensor) and value.requires_grad:
@@ -165,6 +171,8 @@ def _param(name, value, domain, validate):
         raise ValueError(f"{name} must be a scalar, got a tensor of shape {tuple(value.shape)}")
     if validate:
         _check_domain(name, value, domain)
+    elif not value.ndim:  # a number: always, once (as torch checks label_smoothing or delta when it is set)
+        _check_domain(name, value, domain, _PARAM_DOMAIN)
     return value
 
 
@@ -548,6 +556,13 @@ def _recheck(module, incompatible_keys):
         _check_domain("eps", module.eps, ("a real number in [1e-12, 1.0]", 1e-12, 1.0, False, False, None, False))
 
 
+#: The params held as buffers, with their domains: what an assignment to one is checked against.
+_BUFFERS = {
+    "full": ("0 or 1", 0.0, 1.0, False, False, (0.0, 1.0,), False),
+    "eps": ("a real number in [1e-12, 1.0]", 1e-12, 1.0, False, False, None, False),
+}
+
+
 class GaussianNLLLoss(torch.nn.Module):
     """Gaussian negative log-likelihood with a predicted variance.
 
@@ -635,6 +650,13 @@ class GaussianNLLLoss(torch.nn.Module):
         if torch.is_grad_enabled() and (mean.requires_grad or var.requires_grad or targeted):
             return _GaussianNLLLossFunction.apply(self.reduction, fused, indexed, targeted, keep, counts, mean, target, var, *params)
         return _loss(self.reduction, params, fused, indexed, keep, counts, mean, target, var)
+
+    def __setattr__(self, name, value):
+        """A param set as on torch's module (``criterion.full = 0.0``): the number or tensor becomes its
+        buffer again, checked as the constructor checks it."""
+        if name in _BUFFERS and "_buffers" in self.__dict__:
+            value = _param(name, value, _BUFFERS[name], self.validate)
+        super().__setattr__(name, value)
 
     def extra_repr(self):
         return ", ".join([f"reduction={self.reduction!r}", f"full={float(self.full.detach())!r}", f"eps={float(self.eps.detach())!r}"]

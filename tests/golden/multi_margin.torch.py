@@ -55,11 +55,13 @@ def _check_reduction(reduction):
         raise ValueError(f"reduction must be one of {', '.join(map(repr, _REDUCTIONS))}, got {reduction!r}")
 
 
-def _outside(name, value, index, domain):
+_VALIDATED = "checked because validate=True; pass validate=False to skip the check"
+
+
+def _outside(name, value, index, domain, why=_VALIDATED):
     """The error for an element (at ``index``) of ``value`` outside its declared domain."""
     where = f"{name}[{', '.join(map(str, index))}]" if index else name
-    raise ValueError(f"{where} = {float(value[tuple(index)])!r} is outside its domain: {domain[0]} "
-                     "(checked because validate=True; pass validate=False to skip the check)")
+    raise ValueError(f"{where} = {float(value[tuple(index)])!r} is outside its domain: {domain[0]} ({why})")
 
 
 def _validate(scores, target, indexed):
@@ -134,7 +136,7 @@ def _synced(value):
     return value.device.type == "cpu" and not torch.compiler.is_compiling()
 
 
-def _check_domain(name, value, domain):
+def _check_domain(name, value, domain, why=_VALIDATED):
     """``validate=True``: every element of ``value`` in its declared domain, else a ValueError naming one that is not.
 
     ``domain`` is ``(description, lo, hi, lo_open, hi_open, members or None, rows sum to one)``;
@@ -154,7 +156,7 @@ def _check_domain(name, value, domain):
     if not synced:
         torch._assert_async(ok, f"{name} has a value outside its domain: {domain[0]}")
     elif not bool(ok):
-        _outside(name, value.detach(), (~_inside(value, domain)).nonzero()[0].tolist(), domain)
+        _outside(name, value.detach(), (~_inside(value, domain)).nonzero()[0].tolist(), domain, why)
 
 
 def _inside(value, domain):
@@ -213,6 +215,10 @@ def _dtype(value):
     return dtype
 
 
+#: Why a param outside its domain is refused even without validate=True.
+_PARAM_DOMAIN = "a param is checked when it is set: its domain is where this loss was analysed and found finite"
+
+
 def _shown(name, value):
     """A tensor param in the module's repr: its value if it has one, else its shape."""
     if value is None or value.ndim == 0:
@@ -233,6 +239,8 @@ def _param(name, value, domain, validate, tensor=False):
         raise ValueError(f"{name} must be a scalar, got a tensor of shape {tuple(value.shape)}")
     if validate:
         _check_domain(name, value, domain)
+    elif not value.ndim:  # a number: always, once (as torch checks label_smoothing or delta when it is set)
+        _check_domain(name, value, domain, _PARAM_DOMAIN)
     return value
 
 
@@ -445,8 +453,7 @@ def _multi_margin_targeted_indexed_value(scores, target, p, margin, weight):
     _t3 = torch.clamp((scores - _pick(scores, target)) + margin, min=0)
     _t4 = (scores.shape[-1] or float("nan"))
     _t6 = _pick(_t3, target)
-    _t8 = _choose(_t0, lambda: 0, lambda: p - 1)
-    return _fill(_choose(_t0, lambda: _t1*_choose(_t0, lambda: torch.mean(_t3, dim=-1, keepdim=True) - _t6*_choose(_t0, lambda: 1/_t4, lambda: _constant(0, dtype, device)), lambda: _constant(0, dtype, device)), lambda: _t1*_choose(_t0, lambda: _constant(0, dtype, device), lambda: torch.mean(_choose(_t0, lambda: _constant(0, dtype, device), lambda: _t3*(_choose(_t0, lambda: _constant(0, dtype, device), lambda: _t3**_t8))), dim=-1, keepdim=True) - _t6*(_choose(_t0, lambda: _constant(0, dtype, device), lambda: _t6**_t8))*_choose(_t0, lambda: _constant(0, dtype, device), lambda: 1/_t4))), batch + (1,), dtype, device)[..., 0]
+    return _fill(_choose(_t0, lambda: _t1*(torch.mean(_t3, dim=-1, keepdim=True) - _t6*_choose(_t0, lambda: 1/_t4, lambda: _constant(0, dtype, device))), lambda: _t1*(torch.mean(_t3*(_choose(_t0, lambda: _constant(0, dtype, device), lambda: _t3**(p - 1))), dim=-1, keepdim=True) - _choose(_t0, lambda: _constant(0, dtype, device), lambda: 1/_t4)*_choose(_t0, lambda: _constant(1, dtype, device), lambda: _t6)**p)), batch + (1,), dtype, device)[..., 0]
 
 
 def _multi_margin_targeted_indexed_value_and_grads(scores, target, p, margin, weight):
@@ -462,25 +469,14 @@ def _multi_margin_targeted_indexed_value_and_grads(scores, target, p, margin, we
     _t4 = (scores.shape[-1] or float("nan"))
     _t5 = _choose(_t0, lambda: 1/_t4, lambda: _constant(0, dtype, device))
     _t6 = _pick(_t3, target)
-    _t7 = _choose(_t0, lambda: torch.mean(_t3, dim=-1, keepdim=True) - _t5*_t6, lambda: _constant(0, dtype, device))
-    _t8 = _choose(_t0, lambda: 0, lambda: p - 1)
-    _t9 = _choose(_t0, lambda: _constant(0, dtype, device), lambda: _t3**_t8)
-    _t10 = _choose(_t0, lambda: _constant(0, dtype, device), lambda: _t3*_t9)
-    _t11 = _choose(_t0, lambda: _constant(0, dtype, device), lambda: 1/_t4)
-    _t12 = _choose(_t0, lambda: _constant(0, dtype, device), lambda: _t6**_t8)
-    _t13 = _choose(_t0, lambda: _constant(0, dtype, device), lambda: torch.mean(_t10, dim=-1, keepdim=True) - _t11*_t6*_t12)
-    _t14 = torch.ceil(torch.clamp(_t2, 0.0, 1.0))
-    _t15 = _choose(_t0, lambda: _t1*_t5, lambda: _constant(0, dtype, device))
-    _t16 = _choose(_t0, lambda: _t14*_t15, lambda: _constant(0, dtype, device))
-    _t17 = _choose(_t0, lambda: _constant(0, dtype, device), lambda: _t1*_t11)
-    _t18 = _choose(_t0, lambda: _constant(0, dtype, device), lambda: _t17*p)
-    _t19 = _choose(_t0, lambda: _constant(0, dtype, device), lambda: _t14*_t18*_t9)
-    _t20 = _choose(_t0, lambda: torch.sum(-_t16, dim=-1, keepdim=True), lambda: _constant(0, dtype, device))
-    _t21 = _choose(_t0, lambda: _constant(0, dtype, device), lambda: torch.sum(-_t19, dim=-1, keepdim=True))
-    _t22 = _pick(_t14, target)
-    value = _fill(_choose(_t0, lambda: _t1*_t7, lambda: _t1*_t13), batch + (1,), dtype, device)[..., 0]
+    _t7 = _choose(_t0, lambda: _constant(0, dtype, device), lambda: 1/_t4)
+    _t8 = _choose(_t0, lambda: _constant(0, dtype, device), lambda: _t3**(p - 1))
+    _t9 = _t1*torch.ceil(torch.clamp(_t2, 0.0, 1.0))
+    _t10 = _choose(_t0, lambda: _t5*_t9, lambda: _constant(0, dtype, device))
+    _t11 = _choose(_t0, lambda: _constant(0, dtype, device), lambda: _t7*_t8*_t9*p)
+    value = _fill(_choose(_t0, lambda: _t1*(torch.mean(_t3, dim=-1, keepdim=True) - _t5*_t6), lambda: _t1*(torch.mean(_t3*_t8, dim=-1, keepdim=True) - _t7*_choose(_t0, lambda: _constant(1, dtype, device), lambda: _t6)**p)), batch + (1,), dtype, device)[..., 0]
     grads = (
-        _fill(_scatter(_choose(_t0, lambda: _t16, lambda: _t19), _choose(_t0, lambda: _t20, lambda: _t21), target, scores), scores.shape, dtype, device),
+        _fill(_scatter(_choose(_t0, lambda: _t10, lambda: _t11), _choose(_t0, lambda: torch.sum(-_t10, dim=-1, keepdim=True), lambda: torch.sum(-_t11, dim=-1, keepdim=True)), target, scores), scores.shape, dtype, device),
         None,  # a target given as class indices: integers, which have no gradient
     )
     return value, grads
@@ -532,8 +528,7 @@ def _multi_margin_targeted_folded_indexed_value(scores, target, p, margin, weigh
     _t2 = torch.clamp((scores - _pick(scores, target)) + margin, min=0)
     _t3 = (scores.shape[-1] or float("nan"))
     _t5 = _pick(_t2, target)
-    _t7 = _choose(_t0, lambda: 0, lambda: p - 1)
-    return _fill(_choose(_t0, lambda: _choose(_t0, lambda: torch.mean(_t2, dim=-1, keepdim=True) - _t5*_choose(_t0, lambda: 1/_t3, lambda: _constant(0, dtype, device)), lambda: _constant(0, dtype, device)), lambda: _choose(_t0, lambda: _constant(0, dtype, device), lambda: torch.mean(_choose(_t0, lambda: _constant(0, dtype, device), lambda: _t2*(_choose(_t0, lambda: _constant(0, dtype, device), lambda: _t2**_t7))), dim=-1, keepdim=True) - _t5*(_choose(_t0, lambda: _constant(0, dtype, device), lambda: _t5**_t7))*_choose(_t0, lambda: _constant(0, dtype, device), lambda: 1/_t3))), batch + (1,), dtype, device)[..., 0]
+    return _fill(_choose(_t0, lambda: torch.mean(_t2, dim=-1, keepdim=True) - _t5*_choose(_t0, lambda: 1/_t3, lambda: _constant(0, dtype, device)), lambda: torch.mean(_t2*(_choose(_t0, lambda: _constant(0, dtype, device), lambda: _t2**(p - 1))), dim=-1, keepdim=True) - _choose(_t0, lambda: _constant(0, dtype, device), lambda: 1/_t3)*_choose(_t0, lambda: _constant(1, dtype, device), lambda: _t5)**p), batch + (1,), dtype, device)[..., 0]
 
 
 def _multi_margin_targeted_folded_indexed_value_and_grads(scores, target, p, margin, weight):
@@ -545,23 +540,14 @@ def _multi_margin_targeted_folded_indexed_value_and_grads(scores, target, p, mar
     _t3 = (scores.shape[-1] or float("nan"))
     _t4 = _choose(_t0, lambda: 1/_t3, lambda: _constant(0, dtype, device))
     _t5 = _pick(_t2, target)
-    _t6 = _choose(_t0, lambda: torch.mean(_t2, dim=-1, keepdim=True) - _t4*_t5, lambda: _constant(0, dtype, device))
-    _t7 = _choose(_t0, lambda: 0, lambda: p - 1)
-    _t8 = _choose(_t0, lambda: _constant(0, dtype, device), lambda: _t2**_t7)
-    _t9 = _choose(_t0, lambda: _constant(0, dtype, device), lambda: _t2*_t8)
-    _t10 = _choose(_t0, lambda: _constant(0, dtype, device), lambda: 1/_t3)
-    _t11 = _choose(_t0, lambda: _constant(0, dtype, device), lambda: _t5**_t7)
-    _t12 = _choose(_t0, lambda: _constant(0, dtype, device), lambda: torch.mean(_t9, dim=-1, keepdim=True) - _t10*_t5*_t11)
-    _t13 = torch.ceil(torch.clamp(_t1, 0.0, 1.0))
-    _t14 = _choose(_t0, lambda: _t13*_t4, lambda: _constant(0, dtype, device))
-    _t15 = _choose(_t0, lambda: _constant(0, dtype, device), lambda: _t10*p)
-    _t16 = _choose(_t0, lambda: _constant(0, dtype, device), lambda: _t13*_t15*_t8)
-    _t17 = _choose(_t0, lambda: torch.sum(-_t14, dim=-1, keepdim=True), lambda: _constant(0, dtype, device))
-    _t18 = _choose(_t0, lambda: _constant(0, dtype, device), lambda: torch.sum(-_t16, dim=-1, keepdim=True))
-    _t19 = _pick(_t13, target)
-    value = _fill(_choose(_t0, lambda: _t6, lambda: _t12), batch + (1,), dtype, device)[..., 0]
+    _t6 = _choose(_t0, lambda: _constant(0, dtype, device), lambda: 1/_t3)
+    _t7 = _choose(_t0, lambda: _constant(0, dtype, device), lambda: _t2**(p - 1))
+    _t8 = torch.ceil(torch.clamp(_t1, 0.0, 1.0))
+    _t9 = _choose(_t0, lambda: _t4*_t8, lambda: _constant(0, dtype, device))
+    _t10 = _choose(_t0, lambda: _constant(0, dtype, device), lambda: _t6*_t7*_t8*p)
+    value = _fill(_choose(_t0, lambda: torch.mean(_t2, dim=-1, keepdim=True) - _t4*_t5, lambda: torch.mean(_t2*_t7, dim=-1, keepdim=True) - _t6*_choose(_t0, lambda: _constant(1, dtype, device), lambda: _t5)**p), batch + (1,), dtype, device)[..., 0]
     grads = (
-        _fill(_scatter(_choose(_t0, lambda: _t14, lambda: _t16), _choose(_t0, lambda: _t17, lambda: _t18), target, scores), scores.shape, dtype, device),
+        _fill(_scatter(_choose(_t0, lambda: _t9, lambda: _t10), _choose(_t0, lambda: torch.sum(-_t9, dim=-1, keepdim=True), lambda: torch.sum(-_t10, dim=-1, keepdim=True)), target, scores), scores.shape, dtype, device),
         None,  # a target given as class indices: integers, which have no gradient
     )
     return value, grads
@@ -884,6 +870,15 @@ def _recheck(module, incompatible_keys):
             _check_domain("weight", module.weight, ("a real number >= 0", 0.0, float("inf"), False, True, None, False))
 
 
+#: The params held as buffers, with their domains: what an assignment to one is checked against.
+_BUFFERS = {
+    "p": ("a real number in [1.0, 2.0]", 1.0, 2.0, False, False, None, False),
+    "margin": ("any finite real number", -float("inf"), float("inf"), True, True, None, False),
+    "weight": ("a real number >= 0", 0.0, float("inf"), False, True, None, False),
+}
+_TENSORS = frozenset(("weight", ))
+
+
 class MultiMarginLoss(torch.nn.Module):
     """Multi-class hinge loss (Weston-Watkins), with torch's p, margin and per-class weight.
 
@@ -975,6 +970,13 @@ class MultiMarginLoss(torch.nn.Module):
         if torch.is_grad_enabled() and (scores.requires_grad or targeted):
             return _MultiMarginLossFunction.apply(self.reduction, fused, indexed, targeted, keep, counts, scores, target, *params)
         return _loss(self.reduction, params, fused, indexed, keep, counts, scores, target)
+
+    def __setattr__(self, name, value):
+        """A param set as on torch's module (``criterion.p = 1.0``): the number or tensor becomes its
+        buffer again, checked as the constructor checks it (a tensor param may be set to None: absent)."""
+        if name in _BUFFERS and "_buffers" in self.__dict__:
+            value = _param(name, value, _BUFFERS[name], self.validate, tensor=name in _TENSORS)
+        super().__setattr__(name, value)
 
     def extra_repr(self):
         return ", ".join([f"reduction={self.reduction!r}", f"p={float(self.p.detach())!r}", f"margin={float(self.margin.detach())!r}", _shown("weight", self.weight)]
