@@ -683,6 +683,9 @@ class TorchLossPrinter(_LossPrinterMixin, TorchPrinter):
     def _print_lgamma(self, expr):
         return self._call("torch.lgamma", *expr.args)
 
+    def _print_acos(self, expr):  # SymPy's TorchPrinter knows sympy.acos by class, not its subclass
+        return self._call("torch.acos", *expr.args)
+
     def _print_polygamma(self, expr):
         n, x = expr.args
         if n == 0:
