@@ -406,7 +406,7 @@ def mp_partials(f, arrays, inputs):
             point = [mpmath.mpf(float(a[k])) for a in arrays]
             values.append(float(f(*point)))
             for j, i in enumerate(inputs):
-                grads[j].append(float(mpmath.diff(lambda v, i=i: f(*point[:i], v, *point[i + 1:]), point[i])))
+                grads[j].append(float(mpmath.diff(lambda v, i=i, at=point: f(*at[:i], v, *at[i + 1:]), point[i])))
     return np.array(values), [np.array(g) for g in grads]
 
 

@@ -491,6 +491,8 @@ CLEAN_CANDIDATES = [
     ("acos(clamp(x, -1 + eps, 1 - eps))", "x: real, eps=1e-7: [1e-7; 0.1]"),
     ("digamma(x)", "x: [1e-6; 1e6]"),
     ("-log(erfc(x)) + lgamma(1 + x**2)", "x: [-10; 9]"),
+    ("where(x > 0, lgamma(x), 0)", "x: real"),  # the double where keeps lgamma's pole out of the other branch
+    ("where(x < 5, log(erfc(x)), 0)", "x: real"),
 ]
 
 
