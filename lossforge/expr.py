@@ -47,6 +47,9 @@ __all__ = [
     "maximum",
     "minimum",
     "sign",
+    "erfc",
+    "acos",
+    "lgamma",
     "axis_sum",
     "axis_mean",
     "norm",
@@ -310,6 +313,88 @@ class sign(sympy.sign):
 
     def _eval_derivative(self, x):
         return S.Zero
+
+
+class erfc(sympy.erfc):
+    """The complementary error function ``erfc(x) = 1 - erf(x)``, kept as written.
+
+    Why it exists: SymPy evaluates ``erfc(-x)`` to ``2 - erfc(x)``, which is
+    ``2 - 2 = 0`` wherever the written ``erfc(-x)`` is a tiny positive number
+    (x = -10: 2.1e-45): the normal CDF ``erfc(-z/sqrt(2))/2`` would lose every
+    digit of its lower tail and its log would be -inf. This one keeps its
+    argument as written; numbers still evaluate. Derivative, assumptions and
+    the rest are SymPy's (``-2*exp(-x**2)/sqrt(pi)``). The analysis knows that
+    float32's erfc(x) reaches 0 from x = 9.2 (below its smallest normal) on.
+    """
+
+    spec_name = "erfc"
+
+    @classmethod
+    def eval(cls, arg):
+        if arg.is_Number:
+            return sympy.erfc(arg)
+        return None
+
+
+class acos(sympy.acos):
+    """The inverse cosine on [-1, 1], differentiated as ``-1/sqrt((1 - x)*(1 + x))``.
+
+    Why it exists: SymPy's (and torch's autograd's) derivative ``-1/sqrt(1 - x**2)``
+    forms ``1 - x**2`` after rounding ``x**2``: near x = +-1, where angular-margin
+    losses clamp a cosine, that difference keeps only the digits of x**2 beyond
+    the rounding (float32 at x = 0.999: 3e-5 relative error; float64 at 1 - 1e-7:
+    2e-11). ``1 - x`` is exact there (Sterbenz) and ``1 + x`` loses nothing, so
+    the product keeps full precision. Value, assumptions and evaluation are SymPy's.
+    """
+
+    spec_name = "acos"
+
+    def fdiff(self, argindex=1):
+        if argindex != 1:
+            raise ArgumentIndexError(self, argindex)
+        x = self.args[0]
+        return -1 / sympy.sqrt((1 - x) * (1 + x))
+
+
+class lgamma(sympy.loggamma):
+    """``lgamma(x) = log|Gamma(x)|``, as ``torch.lgamma`` and ``scipy.special.gammaln``.
+
+    Why it exists: SymPy's ``loggamma`` is the principal branch of log Gamma,
+    complex for negative arguments; the frameworks' ``lgamma`` is the log of
+    the absolute value, real wherever Gamma has no pole. This one is that
+    function: real for a real argument (``+inf`` at the poles 0, -1, -2, ...,
+    which the hazard analysis reports as ``division-by-zero``), derivative
+    ``digamma(x)`` (SymPy's ``polygamma(0, x)``), numbers evaluated as
+    ``log|Gamma(x)|``.
+    """
+
+    spec_name = "lgamma"
+
+    @classmethod
+    def eval(cls, x):
+        if not x.is_Number:
+            return None
+        if x.is_integer and x.is_nonpositive:
+            return S.Infinity  # a pole: the parser refuses the constant by name
+        if x.is_positive:
+            return sympy.loggamma(x)
+        return sympy.log(sympy.Abs(sympy.gamma(x)))
+
+    def fdiff(self, argindex=1):
+        if argindex != 1:
+            raise ArgumentIndexError(self, argindex)
+        return sympy.polygamma(0, self.args[0])
+
+    def _eval_is_real(self):
+        x = self.args[0]
+        return True if fuzzy_and([x.is_positive, x.is_finite]) else None
+
+    def _eval_is_extended_real(self):
+        return _is_real(self.args[0])
+
+    def _eval_is_finite(self):
+        x = self.args[0]
+        return True if fuzzy_and([x.is_positive, x.is_finite]) else None
 
 
 class where(Function):
@@ -730,6 +815,14 @@ FUNCTIONS: dict[str, tuple[object, int]] = {
     "softplus": (softplus, 1),
     "tanh": (sympy.tanh, 1),
     "cosh": (sympy.cosh, 1),
+    "cos": (sympy.cos, 1),
+    "sin": (sympy.sin, 1),
+    "acos": (acos, 1),
+    "atan": (sympy.atan, 1),
+    "erf": (sympy.erf, 1),
+    "erfc": (erfc, 1),
+    "lgamma": (lgamma, 1),
+    "digamma": (sympy.digamma, 1),
     "heaviside": (heaviside, 1),
     "where": (where, 3),
     **{op.spec_name: (op, 1) for op in AXIS_OPERATIONS},
@@ -1277,6 +1370,15 @@ class SpecPrinter(StrPrinter):
 
     def _print_Heaviside(self, expr):
         return f"heaviside({self._print(expr.args[0])})"
+
+    def _print_polygamma(self, expr):
+        n, x = expr.args
+        if n == 0:
+            return f"digamma({self._print(x)})"
+        return super()._print_Function(expr)  # polygamma(1, x) appears in gradients only
+
+    def _print_loggamma(self, expr):  # SymPy's own, for a constant argument lgamma evaluated to it
+        return f"lgamma({self._print(expr.args[0])})"
 
     def _nested(self, name, args):
         out = self._print(args[-1])

@@ -12,6 +12,7 @@ never user text) and cached.
 
 from __future__ import annotations
 
+import math
 from functools import lru_cache
 
 import mpmath
@@ -117,16 +118,44 @@ def _capped(func, huge):
     return capped
 
 
+def _mp_lgamma(x):
+    """``log|Gamma(x)|``, the spec language's lgamma: the real part of the principal log Gamma (a pole raises)."""
+    return mpmath.re(mpmath.loggamma(x))
+
+
 _MPMATH_CAPPED = {
     "exp": _capped(mpmath.exp, lambda x: mpmath.inf if x > 0 else mpmath.mpf(0)),
     "cosh": _capped(mpmath.cosh, lambda x: mpmath.inf),
     "sinh": _capped(mpmath.sinh, lambda x: mpmath.sign(x) * mpmath.inf),
+    "lgamma": _mp_lgamma,
+}
+
+
+def _elementwise(func):
+    """A scalar function of floats as a NumPy function of arrays, NaN where it raises (a pole, a domain error)."""
+
+    def scalar(*values):
+        try:
+            return float(func(*values))
+        except (ValueError, ZeroDivisionError, OverflowError):
+            return math.nan
+
+    return np.vectorize(scalar, otypes=[float])
+
+
+#: The special functions of the spec language in float64 NumPy without SciPy (an optional dependency):
+#: the standard library's erf, erfc and lgamma, and mpmath's polygamma (digamma and its derivatives).
+_NUMPY_SPECIAL = {
+    "erf": _elementwise(math.erf),
+    "erfc": _elementwise(math.erfc),
+    "lgamma": _elementwise(math.lgamma),
+    "polygamma": _elementwise(lambda n, x: mpmath.psi(int(n), x)),
 }
 
 
 def compiled(args: list[sympy.Symbol], expr: sympy.Expr, module: str):
     """``lambdify`` of :func:`evaluable`; an expression SymPy cannot print once written out is NaN everywhere."""
-    modules = [_MPMATH_CAPPED, "mpmath"] if module == "mpmath" else module
+    modules = [_MPMATH_CAPPED, "mpmath"] if module == "mpmath" else [_NUMPY_SPECIAL, module]
     try:
         return sympy.lambdify(args, evaluable(expr), modules=modules)
     except TypeError:  # printing sorts factors, and a NaN factor cannot be ordered

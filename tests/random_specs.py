@@ -56,6 +56,20 @@ def scalar_spec(seed: int) -> tuple[str, lf.LossSpec | None]:
     return expr, _spec(expr, symbols, rng.choice(["mean", "sum", "none"]))
 
 
+#: The special and trigonometric functions, with a few of the others to compose them with.
+SPECIAL = ("erf({})", "erfc({})", "lgamma({})", "digamma({})", "cos({})", "sin({})", "acos({})", "atan({})",
+           "acos(tanh({}))", "log({})", "exp({})", "sqrt({})", "tanh({})", "({})**2")
+
+
+def special_spec(seed: int) -> tuple[str, lf.LossSpec | None]:
+    """A random elementwise spec over erf erfc lgamma digamma cos sin acos atan (and a few others)."""
+    rng = random.Random(seed)
+    symbols = {"x": lf.Var("input", domain=rng.choice(DOMAINS)), "t": lf.Var("target", domain=rng.choice(DOMAINS)),
+               "y": lf.Var("input", domain=rng.choice(DOMAINS)), "w": lf.Var("param", default=0.7, domain="positive")}
+    expr = _compose(rng, ["x", "x", "y", "t", "w", "0.5"], 3, SPECIAL, BINARY[:4])
+    return expr, _spec(expr, symbols, rng.choice(["mean", "sum"]))
+
+
 def vector_spec(seed: int) -> tuple[str, lf.LossSpec | None]:
     rng = random.Random(seed)
     symbols = {"z": lf.Var("input", domain=rng.choice(["real", "probability", "positive"]), axis="c"),

@@ -73,6 +73,13 @@ FIXTURES = {
             ("-sum(t*log(p))", "p[c]: simplex, t[c]: onehot target"),
             ("log(x)", "x: binary"),
             ("where(x >= 1, log(x - 1), 0)", "x: real"),
+            ("log(erfc(x))", "x: real"),  # erfc(x) is 0 in float32 from x = 9.2 on
+            ("log(erfc(x))", "x: [0; 10]"),
+            ("log(1 + erf(x))", "x: real"),  # erf(x) is -1.0 in float32 below x = -3.9
+            ("log(erf(x))", "x: nonnegative"),
+            ("log(acos(x))", "x: [-1; 1]"),  # acos(1) = 0
+            ("log(sin(x))", "x: [0.5; 4]"),  # sin(pi) = 0
+            ("log(lgamma(x))", "x: [1.5; 3]"),  # lgamma(2) = 0
         ],
         [
             ("log(clamp(p, eps, 1 - eps))", "p: probability, eps=1e-7: [1e-12; 0.1]"),
@@ -90,6 +97,14 @@ FIXTURES = {
             ("where(x - t > 0, log(x - t), 0)", "x: real, t: real target"),
             ("-t*log(p)", "p: [0.001; 1], t: binary target"),
             ("log(sigmoid(x) + eps)", "x: real, eps=1e-6: [1e-6; 1]"),
+            ("log(erfc(x))", "x: [-3; 3]"),
+            ("log(erfc(x))", "x: [-100; 9]"),
+            ("log(erf(x))", "x: positive"),  # erf(1e-30) = 1.1e-30, a float32 normal
+            ("log(2 + cos(x))", "x: real"),
+            ("log(acos(tanh(x)*0.5))", "x: real"),
+            ("log(sin(x))", "x: [0.5; 3]"),
+            ("log(atan(x))", "x: positive"),
+            ("log(lgamma(x))", "x: [3; 10]"),
         ],
     ),
     "overflow": (
@@ -109,6 +124,9 @@ FIXTURES = {
             ("exp(x**2)", "x: real"),
             ("sum(y*exp(z)/sum(exp(z)))", "z[c]: real, y[c]: onehot target"),
             ("exp(2*x)/(1 + exp(2*x))", "x: real"),
+            ("digamma(x)", "x: positive"),  # its gradient polygamma(1, x) is 1e60 at x = 1e-30
+            ("digamma(x)", "x: [1e-40; 1]"),  # digamma itself: -1e40
+            ("lgamma(x)", "x: [1; 1e38]"),  # 8.4e38 at 1e37
         ],
         [
             ("exp(-x**2)", "x: real"),
@@ -128,6 +146,11 @@ FIXTURES = {
             ("(x - t)**2*exp(-v) + v", "x: real, t: real target, v: [-10; 10]"),
             ("where(x > 1, 1/(x - 1), 0)", "x: real"),
             ("(log1p(x) - log1p(t))**2", "x: real, t: nonnegative target"),  # its -inf is unguarded-log's
+            ("digamma(x)", "x: [1e-6; 1e6]"),
+            ("lgamma(x)", "x: positive"),  # lgamma(1e-30) = 69; its gradient digamma(1e-30) = -1e30
+            ("lgamma(x)", "x: [1; 1e30]"),
+            ("atan(x)", "x: real"),
+            ("exp(erf(x)) + exp(cos(x))", "x: real"),
         ],
     ),
     "division-by-zero": (
@@ -145,6 +168,14 @@ FIXTURES = {
             ("sigmoid(x)**(-1)", "x: real"),
             ("(x - t)**2/v", "x: real, t: real target, v: nonnegative"),
             ("1/(p*(1 - p))", "p: probability"),
+            ("lgamma(x)", "x: real"),  # poles at 0, -1, -2, ...
+            ("lgamma(p)", "p: probability"),
+            ("digamma(x)", "x: nonnegative"),
+            ("lgamma(x - 1)", "x: positive"),
+            ("1/cos(x)", "x: real"),
+            ("1/sin(x)", "x: [-1; 1]"),
+            ("1/erfc(x)", "x: real"),
+            ("-log(erfc(x))", "x: [-3; 100]"),  # and its gradient: exp(-x**2)/erfc(x)
         ],
         [
             ("1/(x**2 + eps)", "x: real, eps=1e-6: [1e-6; 1]"),
@@ -160,6 +191,12 @@ FIXTURES = {
             ("norm(a - b)", "a[f]: real, b[f]: real"),
             ("x/(abs(x) + eps)", "x: real, eps=1e-6: [1e-6; 1]"),
             ("x**2/(2*s) + log(s)/2", "x: real, s: [0.01; 100]"),
+            ("lgamma(x)", "x: positive"),
+            ("lgamma(1 + x**2) + digamma(1 + p)", "x: real, p: probability"),
+            ("1/cos(x)", "x: [-1; 1]"),
+            ("1/(2 + sin(x))", "x: real"),
+            ("1/erfc(x)", "x: [-3; 3]"),
+            ("1/atan(x)", "x: [1; 10]"),
         ],
     ),
     "sqrt-at-zero": (
@@ -175,6 +212,10 @@ FIXTURES = {
             ("where(t <= x, sqrt(x - t), 0)", "x: real, t: real target"),
             ("sqrt((x - t)**2 + eps**2)", "x: real, t: real target, eps=1e-3: positive"),  # 1e-30**2 == 0 in float32
             ("norm(z)", "z[c]: positive"),  # its squares underflow: norm([1e-30, 1e-30]) == 0 in float32
+            ("acos(x)", "x: [-1; 1]"),  # d acos(x)/dx = -1/sqrt(1 - x**2) is infinite at +-1
+            ("acos(tanh(x))", "x: real"),  # tanh(x) is 1.0 in float32 from x = 9
+            ("acos(clamp(x, -1 + 1e-8, 1 - 1e-8))", "x: real"),  # 1 - 1e-8 is 1.0 in float32
+            ("acos(p)", "p: probability"),
         ],
         [
             ("sqrt(x**2 + eps)", "x: real, eps=1e-6: [1e-6; 1]"),
@@ -185,6 +226,11 @@ FIXTURES = {
             ("where(t < x, sqrt(x - t), 0)", "x: real, t: real target"),
             ("sqrt((x - t)**2 + eps**2)", "x: real, t: real target, eps=1e-3: [1e-6; 1]"),
             ("norm(z)", "z[c]: [1e-6; 1]"),
+            ("acos(tanh(x)*0.5)", "x: real"),
+            ("acos(clamp(x, -1 + eps, 1 - eps))", "x: real, eps=1e-7: [1e-7; 0.1]"),
+            ("cos(acos(clamp(c, -1 + eps, 1 - eps)) + m)", "c: [-1; 1], m=0.5: [0; 1], eps=1e-7: [1e-7; 0.1]"),
+            ("acos(p)", "p: [0; 0.999]"),
+            ("acos(m)*x", "x: real, m=0.5: [-1; 1]"),  # a param's acos has no gradient
         ],
     ),
     "pow-domain": (
@@ -196,6 +242,9 @@ FIXTURES = {
             ("x**g", "x: real, g=0.5: [0.1; 3]"),
             ("sqrt(x)", "x: real"),
             ("x**(1/3)", "x: real"),
+            ("acos(x)", "x: real"),  # NaN outside [-1, 1]
+            ("acos(2*tanh(x))", "x: real"),
+            ("acos(2*p)", "p: probability"),
         ],
         [
             ("x**1.5", "x: nonnegative"),
@@ -203,6 +252,10 @@ FIXTURES = {
             ("(1 - p)**gamma", "p: probability, gamma=2: [1; 10]"),
             ("abs(x)**0.5 * 0 + x**2", "x: real"),
             ("s**(-1.5)", "s: [1; 10]"),
+            ("acos(tanh(x)*0.5)", "x: real"),
+            ("acos(clamp(x, -1, 1))", "x: real"),  # at +-1 it is sqrt-at-zero's, not NaN
+            ("acos(cos(x))", "x: real"),
+            ("acos(sin(x)*0.9)", "x: real"),
         ],
     ),
     "log-sum-exp": (
@@ -323,6 +376,11 @@ SAFE_IDIOMS = [
     ("exp(tanh(x))", "x: real"),
     ("sigmoid(x)*(1 - sigmoid(x))", "x: real"),
     ("where(x > 1, 1/(x - 1), 0)", "x: real"),
+    ("log(erfc(x))", "x: [-3; 3]"),
+    ("acos(tanh(x)*0.5)", "x: real"),
+    ("lgamma(x)", "x: positive"),
+    ("cos(x - t) + sin(x)*atan(x)", "x: real, t: real target"),
+    ("erf(x - t)**2", "x: real, t: real target"),
 ]
 
 
@@ -430,6 +488,11 @@ CLEAN_CANDIDATES = [
     ("xlogy(t, t) - t*z", "z: real, t: probability target"),
     ("log1p(p)", "p: probability"),
     ("max(0, 1 - t*x)**2", "x: real, t: sign target"),
+    ("acos(clamp(x, -1 + eps, 1 - eps))", "x: real, eps=1e-7: [1e-7; 0.1]"),
+    ("digamma(x)", "x: [1e-6; 1e6]"),
+    ("-log(erfc(x)) + lgamma(1 + x**2)", "x: [-10; 9]"),
+    ("where(x > 0, lgamma(x), 0)", "x: real"),  # the double where keeps lgamma's pole out of the other branch
+    ("where(x < 5, log(erfc(x)), 0)", "x: real"),
 ]
 
 

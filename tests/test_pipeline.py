@@ -17,7 +17,7 @@ import pytest
 import lossforge as lf
 from lossforge.errors import LossforgeError
 
-from .random_specs import scalar_spec, vector_spec
+from .random_specs import scalar_spec, special_spec, vector_spec
 
 V = lf.Var
 
@@ -89,8 +89,10 @@ def test_cases_sweeps_found(expr, symbols):
     _through_the_pipeline(lf.LossSpec(name="found", expr=expr, symbols=symbols))
 
 
-@pytest.mark.parametrize(("build", "seed"), [(scalar_spec, s) for s in range(40)] + [(vector_spec, s) for s in range(25)],
-                         ids=[f"scalar-{s}" for s in range(40)] + [f"vector-{s}" for s in range(25)])
+@pytest.mark.parametrize(("build", "seed"), [(scalar_spec, s) for s in range(40)] + [(vector_spec, s) for s in range(25)]
+                         + [(special_spec, s) for s in range(40)],
+                         ids=[f"scalar-{s}" for s in range(40)] + [f"vector-{s}" for s in range(25)]
+                         + [f"special-{s}" for s in range(40)])
 def test_random_specs(build, seed):
     try:
         _, spec = build(seed)

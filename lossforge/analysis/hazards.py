@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
 
+import numpy as np
 import sympy
 from sympy.codegen.cfunctions import expm1, log1p
 
@@ -308,7 +309,10 @@ class Overflow(Rule):
         Finds ``exp(u)`` or ``expm1(u)`` with u able to pass 88.7 (float32's
         limit; float64's is 709.8), ``cosh(u)`` with |u| past 89.4, and powers,
         quotients or products of finite factors whose magnitude can pass
-        3.4e38, over the declared domains (±1000 for reals).
+        3.4e38, over the declared domains (±1000 for reals); ``lgamma``,
+        ``digamma`` and the polygamma of their gradients on a positive
+        argument that can pass it (``polygamma(1, x)``, digamma's gradient,
+        is about 1/x**2: 1e60 at x = 1e-30).
 
     Why is this bad?
         The value becomes inf, and inf - inf or 0 * inf later gives NaN; the
@@ -330,7 +334,11 @@ class Overflow(Rule):
     message = "can exceed the float range"
 
     def check(self, ctx):
-        for node, b in ctx.nodes(sympy.exp, expm1, sympy.cosh, sympy.Pow, sympy.Mul):
+        for node, b in ctx.nodes(sympy.exp, expm1, sympy.cosh, sympy.Pow, sympy.Mul, *_POLES):
+            if isinstance(node, _POLES):
+                if _pole_argument(node, b).positive and b(node).magnitude > FLOAT_MAX:
+                    yield self.hazard(ctx, node, None, f"{_name(node)} can exceed the float range")
+                continue
             if isinstance(node, sympy.Mul):
                 if self._product_overflows(node, b):
                     yield self.hazard(ctx, node, None, "product can exceed the float range")
@@ -377,7 +385,23 @@ class Overflow(Rule):
         return None
 
 
-_BOUNDED = (E.sign, sympy.sign, E.heaviside, E.sigmoid, sympy.tanh)
+_BOUNDED = (E.sign, sympy.sign, E.heaviside, E.sigmoid, sympy.tanh, sympy.erf, sympy.erfc, sympy.cos, sympy.sin,
+            sympy.acos, sympy.atan)
+
+#: Functions with poles at 0, -1, -2, ...: lgamma, and digamma with the polygamma of its gradients.
+_POLES = (sympy.loggamma, sympy.polygamma)
+
+
+def _pole_argument(node: sympy.Function, b: Bounds):
+    """The bound of the argument whose poles ``node`` has (polygamma's second: its first is the order)."""
+    return b(node.args[-1])
+
+
+def _name(node: sympy.Function) -> str:
+    """The spec-language name of a function node (``digamma`` for polygamma(0, x))."""
+    if isinstance(node, sympy.polygamma):
+        return "digamma" if node.args[0] == 0 else "polygamma"
+    return getattr(node.func, "spec_name", node.func.__name__)
 
 
 def _magnitude_symbols(expr: sympy.Expr) -> set:
@@ -399,17 +423,22 @@ class DivisionByZero(Rule):
         including a sigmoid or softplus that underflows to exactly 0 in float
         (sigmoid(x) = 0.0 below x = -104 in float32). In a gradient,
         ``1/sqrt(u)`` and ``1/norm(v)`` are the derivatives of a sqrt or a
-        norm, and are reported as sqrt-at-zero instead.
+        norm, and are reported as sqrt-at-zero instead. Also the hidden
+        denominators: ``lgamma(u)`` and ``digamma(u)`` (and the polygamma of
+        their gradients) whose argument can reach 0 or below, where their
+        poles at 0, -1, -2, ... are (Gamma(u) = Gamma(u + 1)/u).
 
     Why is this bad?
         ``1/0 = inf``, ``0/0 = NaN``; in a gradient the NaN reaches every weight.
+        ``lgamma(0) = inf`` and ``digamma(0)`` is -inf or NaN, their gradients too.
 
     Example:
-        ``1/(1 - p)`` with p a probability; ``target/sigmoid(x)``.
+        ``1/(1 - p)`` with p a probability; ``target/sigmoid(x)``; ``lgamma(x)`` with x real.
 
     Use instead:
         Add a positive epsilon to a nonnegative denominator (``1/(s + eps)``), or
-        rewrite so the ratio never forms (``softplus`` instead of ``log(1 + exp)``).
+        rewrite so the ratio never forms (``softplus`` instead of ``log(1 + exp)``);
+        give a gamma function's argument a positive domain (``nu`` positive, ``softplus(x) + eps``).
 
     References:
         IEEE 754: x/0 is ±inf for x != 0 and NaN for x = 0.
@@ -419,7 +448,11 @@ class DivisionByZero(Rule):
     message = "denominator can reach 0"
 
     def check(self, ctx):
-        for node, b in ctx.nodes(sympy.Pow):
+        for node, b in ctx.nodes(sympy.Pow, *_POLES):
+            if isinstance(node, _POLES):
+                if not _pole_argument(node, b).positive:
+                    yield self.hazard(ctx, node, None, f"{_name(node)} of a value that can reach a pole (0, -1, -2, ...)")
+                continue
             exp = node.exp
             if _root_derivative(ctx, node):
                 continue
@@ -439,18 +472,22 @@ class SqrtAtZero(Rule):
 
     What it does:
         Finds ``sqrt(u)`` (and ``u**(-1/2)`` in a gradient) with u able to reach
-        0, and ``norm(v)`` with v able to be the zero vector (the norm's gradient
-        ``v/norm(v)`` is 0/0 there).
+        0, ``norm(v)`` with v able to be the zero vector (the norm's gradient
+        ``v/norm(v)`` is 0/0 there), and ``acos(u)`` of an input with u able
+        to reach -1 or 1 in float32 (its gradient ``-1/sqrt(1 - u**2)``).
 
     Why is this bad?
         d sqrt(u)/du = 1/(2 sqrt(u)) is infinite at 0; multiplied by a zero
-        upstream gradient it becomes NaN.
+        upstream gradient it becomes NaN. ``acos(1 - 1e-8)`` is ``acos(1.0)`` in
+        float32, where the gradient is -inf.
 
     Example:
-        ``sqrt(sum((a - b)**2))`` for equal embeddings; ``norm(a - b)``.
+        ``sqrt(sum((a - b)**2))`` for equal embeddings; ``norm(a - b)``; ``acos(c)``
+        for a cosine similarity c in [-1, 1].
 
     Use instead:
-        ``sqrt(s + eps)``, or ``norm(a - b + eps)`` as ``F.pairwise_distance`` does.
+        ``sqrt(s + eps)``, or ``norm(a - b + eps)`` as ``F.pairwise_distance`` does;
+        ``acos(clamp(c, -1 + eps, 1 - eps))`` with eps at least 1e-7 (float32's step below 1 is 6e-8).
 
     References:
         ``torch.nn.functional.pairwise_distance`` adds eps=1e-6 to the difference.
@@ -460,7 +497,12 @@ class SqrtAtZero(Rule):
     message = "sqrt of a value that can reach 0: infinite gradient"
 
     def check(self, ctx):
-        for node, b in ctx.nodes(sympy.Pow, E.norm):
+        for node, b in ctx.nodes(sympy.Pow, E.norm, sympy.acos):
+            if isinstance(node, sympy.acos):
+                u = node.args[0]
+                if ctx.where == "loss" and ctx.varies(u) and _reaches_one(b(u)):
+                    yield self.hazard(ctx, node, None, "acos of a value that can reach -1 or 1: infinite gradient")
+                continue
             if isinstance(node, E.norm):
                 if b(node).reaches_zero:  # a zero vector, or one whose squares underflow in float32
                     yield self.hazard(ctx, node, Fix(node.func(node.args[0] + EPS, *node.args[1:]), False, "add 1e-7 inside the norm"),
@@ -471,6 +513,11 @@ class SqrtAtZero(Rule):
                 yield self.hazard(ctx, node, fix)
 
 
+def _reaches_one(x) -> bool:
+    """Whether a bound reaches -1 or 1 once its ends are rounded to float32 (1 - 1e-8 is 1.0 there)."""
+    return bool(np.float32(x.hi) >= 1 or np.float32(x.lo) <= -1)
+
+
 class PowDomain(Rule):
     """pow-domain: a fractional power of a possibly negative base, or a negative power of a possibly zero base.
 
@@ -478,26 +525,36 @@ class PowDomain(Rule):
         Finds ``b**e`` with a non-integer e where b can be negative, and with a
         negative non-integer e where b can be 0 (including a symbolic exponent
         whose domain allows it, as ``(1 - p_t)**gamma`` with gamma < 1 has).
+        The same real-domain error of a function: ``acos(u)`` with u able to
+        leave [-1, 1].
 
     Why is this bad?
-        A fractional power of a negative number is NaN; a negative power of 0 is inf.
+        A fractional power of a negative number is NaN; a negative power of 0 is inf;
+        ``acos(1.0000001)`` is NaN.
 
     Example:
-        ``x**0.5`` with x real; ``(1 - p)**(gamma - 1)`` with gamma in [0, 1).
+        ``x**0.5`` with x real; ``(1 - p)**(gamma - 1)`` with gamma in [0, 1); ``acos(x)`` with x real.
 
     Use instead:
         Restrict the base's domain, use ``abs(x)**e``, or declare the exponent's
-        domain so the power cannot go negative (``gamma`` in ``[1, 10]``).
+        domain so the power cannot go negative (``gamma`` in ``[1, 10]``);
+        ``acos(clamp(c, -1 + eps, 1 - eps))`` or an argument bounded by construction (``tanh``).
 
     References:
-        C99 pow: pow(x, y) is NaN for finite x < 0 and finite non-integer y.
+        C99 pow: pow(x, y) is NaN for finite x < 0 and finite non-integer y; acos(x)
+        is NaN for |x| > 1.
     """
 
     kind = "pow-domain"
     message = "power outside its real domain"
 
     def check(self, ctx):
-        for node, b in ctx.nodes(sympy.Pow):
+        for node, b in ctx.nodes(sympy.Pow, sympy.acos):
+            if isinstance(node, sympy.acos):
+                u = b(node.args[0])
+                if u.lo < -1 or u.hi > 1:
+                    yield self.hazard(ctx, node, None, "acos of a value that can leave [-1, 1]")
+                continue
             exp = node.exp
             if exp.is_Integer:
                 continue

@@ -32,6 +32,7 @@ import math
 from dataclasses import dataclass
 from functools import singledispatch
 
+import mpmath
 import numpy as np
 import sympy
 from sympy.codegen.cfunctions import expm1, log1p
@@ -41,6 +42,7 @@ from ..domains import REAL_EXTREME, Domain
 
 #: Largest finite float32, and the largest argument exp takes without overflowing.
 FLOAT_MAX = float(np.finfo(np.float32).max)
+FLOAT64_MAX = float(np.finfo(np.float64).max)
 EXP_MAX = math.log(FLOAT_MAX)  # 88.72
 #: The smallest magnitude the analysis treats as a value of "positive" (or of x > 0).
 TINY = 1e-30
@@ -384,6 +386,119 @@ def _(expr: sympy.cosh, b: Bounds) -> Bound:
     top = x.magnitude
     return Bound(math.cosh(x.smallest_magnitude) if x.smallest_magnitude < 709 else INF,
                  math.cosh(top) if top < 709 else INF, True)
+
+
+#: float32's smallest normal (1.18e-38): a result below it may be flushed to 0 (denormals off, vectorised kernels).
+F32_NORMAL = float(np.finfo(np.float32).tiny)
+#: A relative widening for bounds computed in float64 of functions a framework computes in float32: a few of
+#: float32's ulps (1.2e-7 at 1), so each end encloses a float32 result that is off by one or two.
+F32_SLACK = 2.0**-21
+
+
+def _enclose32(lo: float, hi: float, floor: float, ceiling: float, nonzero: bool = False) -> Bound:
+    """[lo, hi] widened by a few float32 ulps and kept in the function's range [floor, ceiling]; an end that
+    is below float32's smallest normal in magnitude is moved out to 0 (the value may be flushed to 0)."""
+
+    def out(v: float, away: float) -> float:
+        v = v + away * F32_SLACK * max(abs(v), F32_NORMAL)
+        return (min if away < 0 else max)(v, 0.0) if abs(v) < F32_NORMAL else v
+
+    lo, hi = max(floor, out(lo, -1.0)), min(ceiling, out(hi, 1.0))
+    return Bound(lo, hi, nonzero or lo > 0 or hi < 0)
+
+
+@_bound.register
+def _(expr: sympy.erf, b: Bounds) -> Bound:
+    x = b(expr.args[0])  # increasing; float32 rounds it to exactly +-1 from |x| = 3.9 on
+    return _enclose32(math.erf(x.lo), math.erf(x.hi), -1.0, 1.0, x.nonzero and _least(x) > F32_NORMAL)
+
+
+@_bound.register
+def _(expr: sympy.erfc, b: Bounds) -> Bound:
+    x = b(expr.args[0])  # decreasing; 0 in float32 (below its smallest normal) from x = 9.2 on
+    return _enclose32(math.erfc(x.hi), math.erfc(x.lo), 0.0, 2.0)
+
+
+def _cos_bound(lo: float, hi: float, shift: float) -> Bound:
+    """The bound of cos(x - shift) for x in [lo, hi]: its ends, and 1, -1 and 0 where the interval holds a
+    multiple of 2*pi, an odd multiple of pi or an odd multiple of pi/2 (the argument shifted)."""
+    if not (math.isfinite(lo) and math.isfinite(hi)) or hi - lo >= 2 * math.pi:
+        return Bound(-1.0, 1.0)
+    a, c = lo - shift, hi - shift
+    ends = [math.cos(a), math.cos(c)]
+
+    def holds(offset: float, period: float) -> bool:  # some offset + k*period in [a, c], with a margin
+        k = math.ceil((a - 1e-9 - offset) / period)
+        return offset + k * period <= c + 1e-9
+
+    top = 1.0 if holds(0.0, 2 * math.pi) else max(ends)
+    bottom = -1.0 if holds(math.pi, 2 * math.pi) else min(ends)
+    return _enclose32(bottom, top, -1.0, 1.0, not holds(math.pi / 2, math.pi))
+
+
+@_bound.register
+def _(expr: sympy.cos, b: Bounds) -> Bound:
+    x = b(expr.args[0])
+    return _cos_bound(x.lo, x.hi, 0.0)
+
+
+@_bound.register
+def _(expr: sympy.sin, b: Bounds) -> Bound:
+    x = b(expr.args[0])  # sin(x) = cos(x - pi/2)
+    return _cos_bound(x.lo, x.hi, math.pi / 2)
+
+
+@_bound.register
+def _(expr: sympy.acos, b: Bounds) -> Bound:
+    x = b(expr.args[0])  # decreasing on [-1, 1]; outside it NaN, which pow-domain reports at this node
+    lo, hi = min(max(x.lo, -1.0), 1.0), min(max(x.hi, -1.0), 1.0)
+    return _enclose32(math.acos(hi), math.acos(lo), 0.0, math.pi, bool(np.float32(hi) < 1))
+
+
+@_bound.register
+def _(expr: sympy.atan, b: Bounds) -> Bound:
+    x = b(expr.args[0])
+    return _enclose32(math.atan(x.lo), math.atan(x.hi), -math.pi / 2, math.pi / 2, x.nonzero)
+
+
+#: Where lgamma has its minimum on the positive reals (it decreases before, increases after), and its value.
+LGAMMA_ARGMIN = 1.4616321449683623
+LGAMMA_MIN = -0.12148629053584961
+
+
+def _lgamma(x: float) -> float:
+    return math.lgamma(x) if x < 1e305 else INF
+
+
+@_bound.register
+def _(expr: sympy.loggamma, b: Bounds) -> Bound:
+    x = b(expr.args[0])
+    if not x.positive:
+        return REAL  # a pole at 0, -1, -2, ...: division-by-zero reports it
+    ends = [_lgamma(max(x.lo, 5e-324)), _lgamma(x.hi)]
+    lo = LGAMMA_MIN if x.lo <= LGAMMA_ARGMIN <= x.hi else min(ends)
+    return _enclose32(lo, max(ends), LGAMMA_MIN, INF)
+
+
+def _polygamma(n: int, x: float) -> float:
+    if x == INF:
+        return INF if n == 0 else 0.0
+    value = mpmath.psi(n, mpmath.mpf(x))
+    return float(value) if abs(value) < FLOAT64_MAX else math.copysign(INF, float(mpmath.sign(value)))
+
+
+@_bound.register
+def _(expr: sympy.polygamma, b: Bounds) -> Bound:
+    order, arg = expr.args
+    x = b(arg)
+    if not (order.is_Integer and order >= 0) or not x.positive:
+        return REAL  # digamma's poles: division-by-zero reports them
+    n = int(order)
+    lo, hi = _polygamma(n, max(x.lo, F32_TINY)), _polygamma(n, x.hi)
+    # digamma increases; polygamma(n) for n >= 1 has the sign (-1)**(n + 1) and a magnitude that decreases
+    if n % 2 == 1:
+        lo, hi = hi, lo
+    return _enclose32(lo, hi, -INF, INF)
 
 
 @_bound.register

@@ -18,6 +18,13 @@ defects a loss must not inherit:
   sum and division, the same bits; NaN and no "Mean of empty slice" warning on
   an empty axis);
 * no ``log1p``/``expm1``/``logaddexp`` in the Torch printer;
+* ``erf``, ``erfc`` and ``loggamma`` printed as ``math.erf`` (scalars only) by
+  NumPyPrinter, ``polygamma`` not at all; here they are ``scipy.special``'s
+  ``erf``, ``erfc``, ``gammaln``, ``psi`` and ``polygamma`` (NumPy has none of
+  them), registered in SymPy's own ``module_imports``: :meth:`imports` is what
+  the generated module imports beyond its framework, so only a module that uses
+  one of them imports SciPy. Torch has ``torch.erfc`` and ``torch.polygamma``,
+  which SymPy's TorchPrinter does not print;
 * ``Piecewise`` printed as an eager select whose untaken branch poisons
   gradients with NaN: here every ``where`` is first rewritten by
   :func:`guard_where` (the double-where pattern) and then printed as one
@@ -60,7 +67,8 @@ from ..expr import (
 # -- the double-where rewrite ---------------------------------------------------------
 
 #: Functions whose argument can make them non-finite, and a value where they are finite.
-_GUARDED_CALLS = ((sympy.log, 1), (log1p, 0), (sympy.exp, 0), (sympy.cosh, 0), (expm1, 0))
+_GUARDED_CALLS = ((sympy.log, 1), (log1p, 0), (sympy.exp, 0), (sympy.cosh, 0), (expm1, 0), (sympy.acos, 0),
+                  (sympy.loggamma, 1))
 
 
 def _needs_guard_pow(node: sympy.Basic) -> bool:
@@ -96,7 +104,7 @@ def _guarded(expr: sympy.Expr, arrays: frozenset) -> sympy.Expr:
             return varies(node.args[0])
         if isinstance(node, sympy.Pow):
             return _needs_guard_pow(node) and varies(node.base)
-        if isinstance(node, xlogy):
+        if isinstance(node, (xlogy, sympy.polygamma)):
             return varies(node.args[1])
         return False
 
@@ -106,7 +114,7 @@ def _guarded(expr: sympy.Expr, arrays: frozenset) -> sympy.Expr:
                 return func(keep(args[0], safe, selections), evaluate=False)
         if isinstance(node, sympy.Pow):
             return sympy.Pow(keep(args[0], 1, selections), args[1], evaluate=False)
-        return xlogy(args[0], keep(args[1], 1, selections))
+        return node.func(args[0], keep(args[1], 1, selections))  # xlogy, polygamma: the second argument
 
     memo: dict = {}
 
@@ -424,6 +432,18 @@ class _LossPrinterMixin:
     def _has_arrays(self, expr: sympy.Basic) -> bool:
         return any(s.name in self.array_names for s in self._free(expr))
 
+    #: The packages the generated module imports itself (``import numpy as np``, ``import torch``).
+    own_modules: tuple[str, ...] = ()
+
+    def imports(self) -> frozenset[str]:
+        """The modules the printed code calls into beyond the target's own (``scipy.special``): each
+        ``_module_format`` of a qualified name registers its module in SymPy's ``module_imports``."""
+        return frozenset(m for m in self.module_imports if m.split(".")[0] not in self.own_modules)
+
+    def _call(self, fqn: str, *args) -> str:
+        """``fqn(args...)``, its module registered for :meth:`imports`."""
+        return f"{self._module_format(fqn)}({', '.join(self._print(a) for a in args)})"
+
     def _print_grouped(self, expr):
         inner = self._print(expr.args[0])
         return inner if expr.args[0].is_Atom else f"({inner})"
@@ -510,9 +530,27 @@ class NumpyLossPrinter(_LossPrinterMixin, NumPyPrinter):
         return super()._module_format(fqn, register)
 
     _nan = "np.nan"
+    own_modules = ("np",)
 
     def _fn(self, name: str) -> str:
         return f"np.{name}"
+
+    def _print_erf(self, expr):
+        return self._call("scipy.special.erf", *expr.args)
+
+    def _print_erfc(self, expr):
+        return self._call("scipy.special.erfc", *expr.args)
+
+    def _print_lgamma(self, expr):
+        return self._call("scipy.special.gammaln", *expr.args)
+
+    _print_loggamma = _print_lgamma  # SymPy's own, a renamed subclass does not reach (Printer._print)
+
+    def _print_polygamma(self, expr):
+        n, x = expr.args
+        if n == 0:
+            return self._call("scipy.special.psi", x)
+        return self._call("scipy.special.polygamma", n, x)
 
     def _print_Pow(self, expr, rational=False):
         return self._hprint_Pow(expr, rational=rational, sqrt="np.sqrt")
@@ -634,9 +672,25 @@ class TorchLossPrinter(_LossPrinterMixin, TorchPrinter):
         return f"_not({self._print(expr.args[0])})"
 
     _nan = 'float("nan")'
+    own_modules = ("torch",)
 
     def _fn(self, name: str) -> str:
         return f"torch.{name}"
+
+    def _print_erfc(self, expr):
+        return self._call("torch.erfc", *expr.args)
+
+    def _print_lgamma(self, expr):
+        return self._call("torch.lgamma", *expr.args)
+
+    def _print_acos(self, expr):  # SymPy's TorchPrinter knows sympy.acos by class, not its subclass
+        return self._call("torch.acos", *expr.args)
+
+    def _print_polygamma(self, expr):
+        n, x = expr.args
+        if n == 0:
+            return self._call("torch.digamma", x)
+        return f"{self._module_format('torch.polygamma')}({int(n)}, {self._print(x)})"
 
     def _print_sign(self, expr):
         self.helpers.add("_sign")

@@ -172,6 +172,8 @@ class Term:
     both_value: str
     both_grads: tuple[str, ...]
     helpers: frozenset[str]
+    #: The modules its printed code calls beyond the target's own (``scipy.special``): the printer's :meth:`imports`.
+    imports: frozenset[str]
     #: The same term with its one-hot symbol given as class indices (no one-hot matrix), if it has that form.
     indexed: Term | None = None
     #: The same term with every tensor param absent (None): their defaults folded into the code, so that an
@@ -190,8 +192,16 @@ class Term:
     @property
     def all_helpers(self) -> frozenset[str]:
         """The helpers this term's functions and every variant of them call."""
+        return self._with_variants("helpers")
+
+    @property
+    def all_imports(self) -> frozenset[str]:
+        """The modules this term's functions and every variant of them import."""
+        return self._with_variants("imports")
+
+    def _with_variants(self, name: str) -> frozenset[str]:
         variants = (self.indexed, self.folded, self.targeted)
-        return self.helpers.union(*(v.all_helpers for v in variants if v is not None))
+        return getattr(self, name).union(*(v._with_variants(name) for v in variants if v is not None))
 
 
 # -- names ------------------------------------------------------------------------
@@ -559,6 +569,7 @@ def _build_term(target: Target, term: str, weight: str, spec: LossSpec, local: d
         both_value=both_value,
         both_grads=tuple(both_grads),
         helpers=frozenset(printer.helpers),
+        imports=printer.imports(),
         indexed=_build_term(target, term, weight, spec, local, pair) if pair else None,
         folded=_folded(target, term, weight, spec, local, tuple(params)) if not index else None,
         smooth=tuple(a for a in arrays if a.name in spec.smooth_targets) if target.name == "torch" else (),
@@ -919,6 +930,7 @@ def generate(spec: LossSpec, target: str) -> str:
         "constructor": constructor(spec, local),
         "legacy": spec.torch_args is not None and "reduce" in spec.torch_args,
         "helpers": frozenset().union(*(t.all_helpers for t in terms)),
+        "imports": sorted(frozenset().union(*(t.all_imports for t in terms))),
         "grad_names": ", ".join(f"grad_{a.local}" for a in arrays if a.var.role == "input"),
     }
     try:
@@ -972,7 +984,12 @@ def _load(spec: LossSpec, target: str, text: str) -> types.ModuleType:
     module.__file__ = f"<lossforge:{spec.name}:{target}:{digest[:12]}>"
     _lines(module.__file__, source)
     code = builtins.compile(source, module.__file__, "exec")  # our own generated code; spec text is inert in it
-    exec(code, module.__dict__)  # noqa: S102
+    try:
+        exec(code, module.__dict__)  # noqa: S102
+    except ImportError as exc:  # an optional package the printed functions call (scipy.special for erf, lgamma)
+        missing = exc.name or str(exc)
+        raise RenderError(f"the {target} code of spec {spec.name!r} imports {missing!r}, which is not installed: "
+                          f"pip install 'lossforge[{missing.split('.')[0]}]'", token=missing) from None
     module.__lossforge_spec__ = text
     if target == "torch":
         module.Loss.__reduce__ = _reduce_loss
