@@ -105,7 +105,9 @@ class Var:
     target given as class indices may leave samples out and weight the mean, as torch's ``CrossEntropyLoss``:
     ``ignore_index`` names the param whose value marks a sample left out (its loss 0, no gradient, not counted
     in the mean), and ``mean_weight`` the tensor param on its axis by whose entry at each sample's class
-    ``reduction="mean"`` weights the mean (``sum(loss) / sum(weight[class])``).
+    ``reduction="mean"`` weights the mean (``sum(loss) / sum(weight[class])``). An elementwise array declared
+    ``broadcast`` may also come with the first array's last dimension missing or 1 (torch's GaussianNLLLoss takes
+    ``var`` so: one variance per row): it is expanded to the batch, and its gradient summed back.
     """
 
     role: str
@@ -117,6 +119,7 @@ class Var:
     dim: int | None = None
     ignore_index: str | None = None
     mean_weight: str | None = None
+    broadcast: bool = False
 
     def __post_init__(self) -> None:
         if self.role not in ROLES:
@@ -151,6 +154,12 @@ class Var:
             if self.axis is None or self.role == "param":
                 raise SpecError("dim places an array's axis: declare it on an input or target with an axis",
                                 token="dim")
+        if not isinstance(self.broadcast, bool):
+            raise SpecError(f"broadcast must be true or false, got {self.broadcast!r}", token="broadcast")
+        if self.broadcast and (self.role == "param" or self.axis is not None):
+            raise SpecError("broadcast belongs to an elementwise input or target (one value for a row of the batch, "
+                            f"as torch's GaussianNLLLoss takes var), not to a {'param' if self.role == 'param' else 'vector'}",
+                            token="broadcast")
         for key in SAMPLE_KEYS:
             name = getattr(self, key)
             if name is None:
@@ -207,6 +216,8 @@ class Var:
             parts.append("tensor = true")
         if self.dim is not None:
             parts.append(f"dim = {self.dim}")
+        if self.broadcast:
+            parts.append("broadcast = true")
         for key in SAMPLE_KEYS:
             if getattr(self, key) is not None:
                 parts.append(f"{key} = {_toml_value(getattr(self, key))}")
@@ -351,6 +362,11 @@ class LossSpec:
             if axis is not None and axis not in dims:
                 raise SpecError(f"tensor param {name!r} is on axis {axis!r}, which no input or target has (its "
                                 "length comes from theirs)", token=name)
+        spread = [n for n in self.arrays if self.symbols[n].broadcast]
+        if spread and (spread[0] == self.arrays[0] or dims):
+            raise SpecError(f"{spread[0]!r} declares broadcast: it takes the shape of the first array, "
+                            f"{self.arrays[0]!r}, which must not broadcast itself, in a spec without axes",
+                            token=spread[0])
         sampled = [n for n in self.arrays if self.symbols[n].samples]
         if len(sampled) > 1:
             raise SpecError(f"{sampled[0]!r} and {sampled[1]!r} both declare ignore_index or mean_weight: one "

@@ -704,6 +704,8 @@ def _shape_lines(spec: LossSpec, local: dict[str, str]) -> list[str]:
         else:
             ref = first.get("scalar")
             text = "``(*)``, any batch shape" if ref is None else f"``(*)``, the same shape as {ref}"
+            if var.broadcast:
+                text += " (or with its last dimension missing or 1: one value per row)"
             text += f"; {dom}"
             first.setdefault("scalar", local[n])
         lines.append(f"- {local[n]}: {text}.")

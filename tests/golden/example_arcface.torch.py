@@ -43,11 +43,13 @@ def _check_reduction(reduction):
         raise ValueError(f"reduction must be one of {', '.join(map(repr, _REDUCTIONS))}, got {reduction!r}")
 
 
-def _outside(name, value, index, domain):
+_VALIDATED = "checked because validate=True; pass validate=False to skip the check"
+
+
+def _outside(name, value, index, domain, why=_VALIDATED):
     """The error for an element (at ``index``) of ``value`` outside its declared domain."""
     where = f"{name}[{', '.join(map(str, index))}]" if index else name
-    raise ValueError(f"{where} = {float(value[tuple(index)])!r} is outside its domain: {domain[0]} "
-                     "(checked because validate=True; pass validate=False to skip the check)")
+    raise ValueError(f"{where} = {float(value[tuple(index)])!r} is outside its domain: {domain[0]} ({why})")
 
 
 def _validate(c, y, indexed):
@@ -88,14 +90,6 @@ def _upstream(grad_output, reduction, batch, keep=None, counts=None):
     return grad_output / _rows(batch) if reduction == "batchmean" else grad_output
 
 
-def _no_target_gradient(targets):
-    """A target of a discrete domain that requires grad gets none from this loss: said, not silent."""
-    names = ", ".join(repr(name) for name, value in targets if value.requires_grad)
-    warnings.warn(f"{names}: a target that requires grad gets no gradient from this loss (its domain is discrete: "
-                  "binary, sign or one-hot); declare it an input of a continuous domain in the spec to differentiate "
-                  "it, or pass it detached", UserWarning, stacklevel=6)  # the caller of the module
-
-
 def _transformed():
     """Whether torch.func (grad, vmap, jvp ...) or forward-mode AD is tracing this call."""
     return torch._C._are_functorch_transforms_active() or torch.autograd.forward_ad._current_level >= 0
@@ -117,7 +111,7 @@ def _synced(value):
     return value.device.type == "cpu" and not torch.compiler.is_compiling()
 
 
-def _check_domain(name, value, domain):
+def _check_domain(name, value, domain, why=_VALIDATED):
     """``validate=True``: every element of ``value`` in its declared domain, else a ValueError naming one that is not.
 
     ``domain`` is ``(description, lo, hi, lo_open, hi_open, members or None, rows sum to one)``;
@@ -137,7 +131,7 @@ def _check_domain(name, value, domain):
     if not synced:
         torch._assert_async(ok, f"{name} has a value outside its domain: {domain[0]}")
     elif not bool(ok):
-        _outside(name, value.detach(), (~_inside(value, domain)).nonzero()[0].tolist(), domain)
+        _outside(name, value.detach(), (~_inside(value, domain)).nonzero()[0].tolist(), domain, why)
 
 
 def _inside(value, domain):
@@ -185,6 +179,10 @@ def _dtype(value):
     return dtype
 
 
+#: Why a param outside its domain is refused even without validate=True.
+_PARAM_DOMAIN = "a param is checked when it is set: its domain is where this loss was analysed and found finite"
+
+
 def _param(name, value, domain, validate):
     """A param as module state: a float64 0-d tensor (a buffer: in ``state_dict``, moved by ``.to()``)."""
     if isinstance(value, torch.Tensor) and value.requires_grad:
@@ -195,6 +193,8 @@ def _param(name, value, domain, validate):
         raise ValueError(f"{name} must be a scalar, got a tensor of shape {tuple(value.shape)}")
     if validate:
         _check_domain(name, value, domain)
+    elif not value.ndim:  # a number: always, once (as torch checks label_smoothing or delta when it is set)
+        _check_domain(name, value, domain, _PARAM_DOMAIN)
     return value
 
 
@@ -240,10 +240,41 @@ def _arcface_value_and_grads(c, y, s, m, eps):
     return value, grads
 
 
+def _arcface_targeted_value(c, y, s, m, eps):
+    """Per-sample loss."""
+    dtype, device, batch = c.dtype, c.device, c.shape[:-1]
+    _t0 = eps - 1
+    _t5 = y*torch.cos(torch.acos(torch.clamp(c, _t0, -_t0)) + m)
+    return _fill(torch.logsumexp(s*(_t5 + c*(1 - y)), dim=-1, keepdim=True) - s*torch.sum(_t5, dim=-1, keepdim=True), batch + (1,), dtype, device)[..., 0]
+
+
+def _arcface_targeted_value_and_grads(c, y, s, m, eps):
+    """Per-sample loss and its gradient for each input, per element, in one pass."""
+    dtype, device, batch = c.dtype, c.device, c.shape[:-1]
+    _t0 = eps - 1
+    _t1 = -_t0
+    _t2 = torch.clamp(c, _t0, _t1)
+    _t3 = torch.acos(_t2) + m
+    _t4 = torch.cos(_t3)
+    _t5 = _t4*y
+    _t6 = s*(_t5 + c*(1 - y))
+    _t7 = torch.sin(_t3)
+    _t8 = torch.where(((c >= _t0) & (c <= _t1)), _constant(1, dtype, device), 0)
+    _t9 = 1/torch.sqrt((1 - _t2)*(_t2 + 1))
+    _t10 = torch.softmax(_t6, dim=-1)
+    value = _fill(torch.logsumexp(_t6, dim=-1, keepdim=True) - s*torch.sum(_t5, dim=-1, keepdim=True), batch + (1,), dtype, device)[..., 0]
+    grads = (
+        _fill(_t10*s*((_t7*_t8*_t9*y - y) + 1) - _t7*_t8*_t9*s*y, c.shape, dtype, device),
+        _fill(_t10*s*(_t4 - c) - _t4*s, y.shape, dtype, device),  # a target's
+    )
+    return value, grads
+
+
 #: Each term's (value, value-and-gradients) functions and the layout of their arguments (which are arrays over
-#: the batch, with or without an axis; which params broadcast to the batch), by (term, whether the one-hot target is class indices).
+#: the batch, with or without an axis; which params broadcast to the batch), by (term, whether the one-hot target is class indices, whether its targets' gradients are wanted).
 _EAGER = {
-    ("arcface", False): (_arcface_value, _arcface_value_and_grads, ((True, True, ), ())),
+    ("arcface", False, False): (_arcface_value, _arcface_value_and_grads, ((True, True, ), ())),
+    ("arcface", False, True): (_arcface_targeted_value, _arcface_targeted_value_and_grads, ((True, True, ), ())),
 }
 _FUSED = {}
 _FUSED_FAILED = set()
@@ -372,7 +403,7 @@ def _reducing(value, both, layout):
         factor = _factor(reduction, loss.shape, keep, counts, loss)
         if factor is None:
             return reduced, grads, None
-        return reduced, tuple(g * _along(factor, g) for g in grads), True
+        return reduced, tuple(None if g is None else g * _along(factor, g) for g in grads), True
 
     return reduced_value, reduced_both
 
@@ -398,7 +429,7 @@ def _loss(reduction, params, fused, indexed, keep, counts, c, y):
     """The reduced loss, value only (no gradient is wanted)."""
     s, m, eps = params
     device, dtype = c.device, c.dtype
-    return _run(fused, ("arcface", False), 0, reduction, None, None, device, dtype, c, y, s, m, eps)
+    return _run(fused, ("arcface", False, False), 0, reduction, None, None, device, dtype, c, y, s, m, eps)
 
 
 def _both(reduction, fused, indexed, targeted, keep, counts, c, y, s, m, eps):
@@ -406,7 +437,9 @@ def _both(reduction, fused, indexed, targeted, keep, counts, c, y, s, m, eps):
     ``targeted`` is false: no target requires grad), and the factor each term's gradients already carry (None:
     none; see ``_chunked``)."""
     device, dtype = c.device, c.dtype
-    value, grad_term_0, _carried_0 = _run(fused, ("arcface", False), 1, reduction, None, None, device, dtype, c, y, s, m, eps)
+    value, grad_term_0, _carried_0 = _run(fused, ("arcface", False, targeted), 1, reduction, None, None, device, dtype, c, y, s, m, eps)
+    if not targeted:
+        grad_term_0 = (*grad_term_0, None, )
     return value, (*grad_term_0,), (_carried_0, )
 
 
@@ -454,10 +487,12 @@ class _ArcfaceLossFunction(torch.autograd.Function):
         # is (its owner may change it), a later backward (retain_graph=True) computes it again
         recompute = torch.is_grad_enabled() or ctx.handed
         grad_c = None
+        grad_y = None
         if recompute:
-            grads = _EAGER[("arcface", False)][1](c, y, s, m, eps)[1]
+            grads = _EAGER[("arcface", False, ctx.targeted)][1](c, y, s, m, eps)[1]
+            grads = grads if ctx.targeted else (*grads, None, )
         else:
-            grads = saved[4:5]
+            grads = saved[4:6]
         if recompute or ctx.carried[0] is None:
             upstream, handed = _upstream(grad_output, ctx.reduction, c.shape[:-1], None, None), False
         else:  # the gradients carry the reduction's factor already
@@ -466,7 +501,10 @@ class _ArcfaceLossFunction(torch.autograd.Function):
             ctx.handed = ctx.handed or handed
         part = grads[0] if handed else grads[0] * (upstream[..., None] if upstream.ndim else upstream)
         grad_c = part if grad_c is None else grad_c + part
-        return None, None, None, None, None, None, grad_c, None, None, None, None
+        if grads[1] is not None:  # the target requires grad
+            part = grads[1] if handed else grads[1] * (upstream[..., None] if upstream.ndim else upstream)
+            grad_y = part if grad_y is None else grad_y + part
+        return None, None, None, None, None, None, grad_c, grad_y, None, None, None
 
 
 class _ArcfaceLossTransformedFunction(_ArcfaceLossFunction):
@@ -491,7 +529,7 @@ class _ArcfaceLossTransformedFunction(_ArcfaceLossFunction):
     @staticmethod
     def setup_context(ctx, inputs, output):
         grads = output[1:]
-        ctx.mark_non_differentiable(*grads)
+        ctx.mark_non_differentiable(*(g for g in grads if g is not None))  # (None: class indices)
         ctx.set_materialize_grads(False)
         _save(ctx, inputs[0], inputs[2], inputs[3], inputs[4], inputs[5], inputs[6:8],
               inputs[8:], grads)
@@ -506,6 +544,10 @@ class _ArcfaceLossTransformedFunction(_ArcfaceLossFunction):
         if tangent is not None:
             part = (grads[0] * tangent).sum(-1)
             change = part if change is None else change + part
+        tangent = tangents[7]
+        if tangent is not None:
+            part = (grads[1] * tangent).sum(-1)
+            change = part if change is None else change + part
         return (None if change is None else _reduce(change, ctx.reduction, None, None), *(None for _ in grads))
 
 
@@ -514,7 +556,7 @@ def _distinct(outputs, inputs):
     returned as it is, and a loss that is its own gradient (``exp(x)``) must stay differentiable."""
     seen = list(inputs)
     for out in outputs:
-        seen.append(out.view_as(out) if any(out is value for value in seen) else out)
+        seen.append(out.view_as(out) if out is not None and any(out is value for value in seen) else out)
     return tuple(seen[len(inputs):])
 
 
@@ -536,6 +578,14 @@ def _recheck(module, incompatible_keys):
         _check_domain("s", module.s, ("a real number in [1.0, 100.0]", 1.0, 100.0, False, False, None, False))
         _check_domain("m", module.m, ("a real number in [0.0, 1.0]", 0.0, 1.0, False, False, None, False))
         _check_domain("eps", module.eps, ("a real number in [1e-07, 0.1]", 1e-07, 0.1, False, False, None, False))
+
+
+#: The params held as buffers, with their domains: what an assignment to one is checked against.
+_BUFFERS = {
+    "s": ("a real number in [1.0, 100.0]", 1.0, 100.0, False, False, None, False),
+    "m": ("a real number in [0.0, 1.0]", 0.0, 1.0, False, False, None, False),
+    "eps": ("a real number in [1e-07, 0.1]", 1e-07, 0.1, False, False, None, False),
+}
 
 
 class ArcfaceLoss(torch.nn.Module):
@@ -613,17 +663,23 @@ class ArcfaceLoss(torch.nn.Module):
     def _forward(self, params, indexed, keep, counts, c, y):
         if self.validate:
             _validate(c, y, indexed)
-        if not torch.compiler.is_compiling() and torch.is_grad_enabled() and (y.requires_grad):
-            _no_target_gradient([("y", y)])
         transformed = not torch.compiler.is_compiling() and _transformed()  # torch.func or forward-mode AD
         # under torch.func the eager functions run: the transforms apply to them
         fused = not transformed and _fused(self.fused, c.device, c.dtype)
-        targeted = False
+        # a target's gradient only where one requires grad (under torch.func, always: the transform may ask)
+        targeted = transformed or (torch.is_grad_enabled() and (y.requires_grad))
         if transformed:
             return _ArcfaceLossTransformedFunction.apply(self.reduction, fused, indexed, targeted, keep, counts, c, y, *params)[0]
-        if torch.is_grad_enabled() and (c.requires_grad):
+        if torch.is_grad_enabled() and (c.requires_grad or targeted):
             return _ArcfaceLossFunction.apply(self.reduction, fused, indexed, targeted, keep, counts, c, y, *params)
         return _loss(self.reduction, params, fused, indexed, keep, counts, c, y)
+
+    def __setattr__(self, name, value):
+        """A param set as on torch's module (``criterion.s = 64.0``): the number or tensor becomes its
+        buffer again, checked as the constructor checks it."""
+        if name in _BUFFERS and "_buffers" in self.__dict__:
+            value = _param(name, value, _BUFFERS[name], self.validate)
+        super().__setattr__(name, value)
 
     def extra_repr(self):
         return ", ".join([f"reduction={self.reduction!r}", f"s={float(self.s.detach())!r}", f"m={float(self.m.detach())!r}", f"eps={float(self.eps.detach())!r}"]

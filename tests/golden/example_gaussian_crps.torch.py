@@ -43,11 +43,13 @@ def _check_reduction(reduction):
         raise ValueError(f"reduction must be one of {', '.join(map(repr, _REDUCTIONS))}, got {reduction!r}")
 
 
-def _outside(name, value, index, domain):
+_VALIDATED = "checked because validate=True; pass validate=False to skip the check"
+
+
+def _outside(name, value, index, domain, why=_VALIDATED):
     """The error for an element (at ``index``) of ``value`` outside its declared domain."""
     where = f"{name}[{', '.join(map(str, index))}]" if index else name
-    raise ValueError(f"{where} = {float(value[tuple(index)])!r} is outside its domain: {domain[0]} "
-                     "(checked because validate=True; pass validate=False to skip the check)")
+    raise ValueError(f"{where} = {float(value[tuple(index)])!r} is outside its domain: {domain[0]} ({why})")
 
 
 def _validate(mu, y, sigma, indexed):
@@ -110,7 +112,7 @@ def _synced(value):
     return value.device.type == "cpu" and not torch.compiler.is_compiling()
 
 
-def _check_domain(name, value, domain):
+def _check_domain(name, value, domain, why=_VALIDATED):
     """``validate=True``: every element of ``value`` in its declared domain, else a ValueError naming one that is not.
 
     ``domain`` is ``(description, lo, hi, lo_open, hi_open, members or None, rows sum to one)``;
@@ -130,7 +132,7 @@ def _check_domain(name, value, domain):
     if not synced:
         torch._assert_async(ok, f"{name} has a value outside its domain: {domain[0]}")
     elif not bool(ok):
-        _outside(name, value.detach(), (~_inside(value, domain)).nonzero()[0].tolist(), domain)
+        _outside(name, value.detach(), (~_inside(value, domain)).nonzero()[0].tolist(), domain, why)
 
 
 def _inside(value, domain):
@@ -155,6 +157,10 @@ def _dtype(value):
     return dtype
 
 
+#: Why a param outside its domain is refused even without validate=True.
+_PARAM_DOMAIN = "a param is checked when it is set: its domain is where this loss was analysed and found finite"
+
+
 def _param(name, value, domain, validate):
     """A param as module state: a float64 0-d tensor (a buffer: in ``state_dict``, moved by ``.to()``)."""
     if isinstance(value, torch.Tensor) and value.requires_grad:
@@ -165,6 +171,8 @@ def _param(name, value, domain, validate):
         raise ValueError(f"{name} must be a scalar, got a tensor of shape {tuple(value.shape)}")
     if validate:
         _check_domain(name, value, domain)
+    elif not value.ndim:  # a number: always, once (as torch checks label_smoothing or delta when it is set)
+        _check_domain(name, value, domain, _PARAM_DOMAIN)
     return value
 
 
@@ -374,7 +382,7 @@ def _reducing(value, both, layout):
         factor = _factor(reduction, loss.shape, keep, counts, loss)
         if factor is None:
             return reduced, grads, None
-        return reduced, tuple(g * _along(factor, g) for g in grads), True
+        return reduced, tuple(None if g is None else g * _along(factor, g) for g in grads), True
 
     return reduced_value, reduced_both
 
@@ -501,7 +509,7 @@ class _GaussianCrpsLossTransformedFunction(_GaussianCrpsLossFunction):
     @staticmethod
     def setup_context(ctx, inputs, output):
         grads = output[1:]
-        ctx.mark_non_differentiable(*grads)
+        ctx.mark_non_differentiable(*(g for g in grads if g is not None))  # (None: class indices)
         ctx.set_materialize_grads(False)
         _save(ctx, inputs[0], inputs[2], inputs[3], inputs[4], inputs[5], inputs[6:9],
               inputs[9:], grads)
@@ -532,7 +540,7 @@ def _distinct(outputs, inputs):
     returned as it is, and a loss that is its own gradient (``exp(x)``) must stay differentiable."""
     seen = list(inputs)
     for out in outputs:
-        seen.append(out.view_as(out) if any(out is value for value in seen) else out)
+        seen.append(out.view_as(out) if out is not None and any(out is value for value in seen) else out)
     return tuple(seen[len(inputs):])
 
 

@@ -72,11 +72,13 @@ def _check_reduction(reduction):
         raise ValueError(f"reduction must be one of {', '.join(map(repr, _REDUCTIONS))}, got {reduction!r}")
 
 
-def _outside(name, value, index, domain):
+_VALIDATED = "checked because validate=True; pass validate=False to skip the check"
+
+
+def _outside(name, value, index, domain, why=_VALIDATED):
     """The error for an element (at ``index``) of ``value`` outside its declared domain."""
     where = f"{name}[{', '.join(map(str, index))}]" if index else name
-    raise ValueError(f"{where} = {float(value[tuple(index)])!r} is outside its domain: {domain[0]} "
-                     "(checked because validate=True; pass validate=False to skip the check)")
+    raise ValueError(f"{where} = {float(value[tuple(index)])!r} is outside its domain: {domain[0]} ({why})")
 
 
 def _validate(mu, y, sigma, nu, indexed):
