@@ -3,8 +3,9 @@
 Each built-in whose spec names a torch class (``[torch] class``) is built
 exactly as torch's module is built: no arguments, every argument positional in
 torch's order, the same as keywords, and torch's deprecated ``size_average`` /
-``reduce`` (with torch's warning). Value and input gradients are compared with
-the torch module in float64 and float32, at ordinary points for every reduction
+``reduce`` (with torch's warning). The value and the gradients of the inputs and
+of the targets torch differentiates (continuous ones: a trainable teacher's) are
+compared with the torch module in float64 and float32, at ordinary points for every reduction
 and at the row's extreme points. Tolerances are test_library.py's: 1e-7 in
 float64 and 2e-4 in float32 (different but equivalent formulas round differently;
 float32's bound is a few hundred ulps of losses of order 10).
@@ -98,7 +99,10 @@ def test_every_torch_class_named_is_torchs():
 @pytest.mark.parametrize("name", sorted(DROP_IN))
 def test_built_as_torch_builds_it_gives_torchs_loss_and_gradients(name, dtype):
     spec, row = lf.builtin(name), ROWS[name]
-    positions = [spec.arrays.index(n) for n in spec.inputs]
+    # the inputs, then the targets torch differentiates (a trainable teacher's); not one-hot targets, which the
+    # table gives as class indices (integers: test_target_gradients.py differentiates class probabilities)
+    positions = [spec.arrays.index(n) for n in (*spec.inputs, *spec.smooth_targets)
+                 if spec.symbols[n].domain.name != "onehot"]
     points = [("ordinary", row.ordinary(torch.Generator().manual_seed(11), dtype))]
     points += row.extremes(dtype) if row.compare_extremes else []
     # a one-hot target as a torch user gives it: class indices (NLLLoss takes nothing else)
@@ -117,6 +121,7 @@ def test_built_as_torch_builds_it_gives_torchs_loss_and_gradients(name, dtype):
                                        msg=lambda m, where=where: f"{where}: {m}")
             if point != "ordinary" and not row.compare_extreme_grads:
                 continue
+            assert len(mine[1]) == len(positions)
             for got, want in zip(mine[1], grads):
                 ok = torch.isfinite(want)
                 torch.testing.assert_close(got[ok], want[ok], rtol=TOL[dtype], atol=TOL[dtype],
