@@ -107,7 +107,9 @@ class Var:
     in the mean), and ``mean_weight`` the tensor param on its axis by whose entry at each sample's class
     ``reduction="mean"`` weights the mean (``sum(loss) / sum(weight[class])``). An elementwise array declared
     ``broadcast`` may also come with the first array's last dimension missing or 1 (torch's GaussianNLLLoss takes
-    ``var`` so: one variance per row): it is expanded to the batch, and its gradient summed back.
+    ``var`` so: one variance per row): it is expanded to the batch, and its gradient summed back. An array declared
+    ``validate`` is checked against its domain in every call, also with ``validate=False`` (torch's GaussianNLLLoss
+    refuses a negative ``var`` so); the spec's own ``validate`` checks every array.
     """
 
     role: str
@@ -120,6 +122,7 @@ class Var:
     ignore_index: str | None = None
     mean_weight: str | None = None
     broadcast: bool = False
+    validate: bool = False
 
     def __post_init__(self) -> None:
         if self.role not in ROLES:
@@ -160,6 +163,11 @@ class Var:
             raise SpecError("broadcast belongs to an elementwise input or target (one value for a row of the batch, "
                             f"as torch's GaussianNLLLoss takes var), not to a {'param' if self.role == 'param' else 'vector'}",
                             token="broadcast")
+        if not isinstance(self.validate, bool):
+            raise SpecError(f"validate must be true or false, got {self.validate!r}", token="validate")
+        if self.validate and self.role == "param":
+            raise SpecError("validate on a symbol belongs to an input or target (checked in every call); a param "
+                            "given as a number is checked whenever the module takes it", token="validate")
         for key in SAMPLE_KEYS:
             name = getattr(self, key)
             if name is None:
@@ -218,6 +226,8 @@ class Var:
             parts.append(f"dim = {self.dim}")
         if self.broadcast:
             parts.append("broadcast = true")
+        if self.validate:
+            parts.append("validate = true")
         for key in SAMPLE_KEYS:
             if getattr(self, key) is not None:
                 parts.append(f"{key} = {_toml_value(getattr(self, key))}")

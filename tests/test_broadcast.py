@@ -99,3 +99,28 @@ def test_the_key_is_spec_language_and_its_mistakes_are_named():
     with pytest.raises(SpecError, match="in a spec without axes"):
         lf.LossSpec(name="axes", expr="sum(z)*w", symbols={"z": lf.Var("input", axis="c"),
                                                            "w": lf.Var("target", broadcast=True)})
+
+
+def test_a_negative_var_is_refused_in_every_call_as_torch_refuses_it():
+    """An array declared ``validate = true`` is checked without validate=True (torch's GaussianNLLLoss raises
+    "var has negative entry/entries"); the other arrays only with it."""
+    mean, target, var = _point(torch.float64, (6, 1))
+    var[2, 0] = -0.5
+    with pytest.raises(ValueError, match="var has negative"):
+        torch.nn.GaussianNLLLoss()(mean, target, var)
+    torch_module, numpy_module = lf.compile(lf.builtin("gaussian_nll"), "torch"), lf.compile(lf.builtin("gaussian_nll"), "numpy")
+    for call in (lambda: torch_module()(mean, target, var),
+                 lambda: numpy_module.loss(mean.numpy(), target.numpy(), var.numpy())):
+        with pytest.raises(ValueError, match=r"^var\[2, 0\] = -0\.5 is outside its domain: a real number >= 0 "
+                                             r"\(checked in every call, as torch checks it"):
+            call()
+    mean[0, 0] = float("nan")  # not declared validate: only validate=True looks at it
+    var[2, 0] = 0.5
+    assert torch_module()(mean, target, var).isnan()
+    with pytest.raises(ValueError, match=r"^mean\[0, 0\] = nan is outside its domain"):
+        torch_module(validate=True)(mean, target, var)
+    spec = lf.builtin("gaussian_nll")
+    assert spec.symbols["var"].validate and "validate = true" in lf.dumps(spec).split("[symbols]")[1]
+    with pytest.raises(SpecError, match="validate on a symbol belongs to an input or target") as info:
+        lf.Var("param", default=1.0, validate=True)
+    assert info.value.token == "validate"

@@ -125,7 +125,7 @@ def _count(shape, reduction, keep=None, counts=None):
 
 
 
-def _check_domain(name, value, domain):
+def _check_domain(name, value, domain, why=_VALIDATED):
     """``validate=True``: every element of ``value`` in its declared domain, else a ValueError naming one that is not.
 
     ``domain`` is ``(description, lo, hi, lo_open, hi_open, members or None, rows sum to one)``;
@@ -139,7 +139,7 @@ def _check_domain(name, value, domain):
     else:
         ok = _inside(value, domain).all()
     if not ok:
-        _outside(name, value, np.argwhere(~_inside(value, domain))[0].tolist(), domain)
+        _outside(name, value, np.argwhere(~_inside(value, domain))[0].tolist(), domain, why)
 
 
 def _inside(value, domain):
