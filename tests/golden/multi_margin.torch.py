@@ -70,18 +70,40 @@ def _validate(scores, target, indexed):
 
 
 def _fill(value, shape, dtype, device):
-    """``value`` as a tensor of ``shape`` (constants and rows broadcast)."""
+    """``value`` as a tensor of ``shape`` (constants and rows broadcast); never a shared constant (``_constant``)
+    or a view of one, since what it returns is handed to the caller, who may write to it."""
     if not isinstance(value, torch.Tensor) or value.dtype != dtype or value.device != device:
-        value = _constant(value, dtype, device)
+        value = _constant(value, dtype, device, shared=False)
+    elif not torch.compiler.is_compiling() and id(value if value._base is None else value._base) in _SHARED:
+        value = value.clone()
     return value if value.shape == shape else value.expand(shape)
 
 
-def _constant(value, dtype, device):
+#: The constants ``_constant`` made eagerly, by value, dtype, device and inference mode, and their ids: a fill
+#: costs as much as an operation on a small batch, and a loss with options off takes a dozen (the branches a
+#: ``where`` on params does not pick). Nothing writes to them; ``_fill`` copies one before handing it out.
+_CONSTANTS = {}
+_SHARED = set()
+
+
+def _constant(value, dtype, device, shared=True):
     """``value`` (a number, or a tensor: a param under a compiler) as a tensor of ``dtype`` on ``device``. A number
-    is filled there: ``torch.as_tensor`` of a number copies it from the host, which waits for a GPU to finish."""
+    is filled there (``torch.as_tensor`` of a number copies it from the host, which waits for a GPU to finish),
+    once per key where ``shared``: not under a compiler, torch.func or a dispatch mode (each traces the fill), nor
+    while a CUDA graph is captured (its fill runs on replay only), nor for a NaN (a key that finds nothing)."""
     if isinstance(value, torch.Tensor):
         return value.to(dtype=dtype, device=device)
-    return torch.full((), value, dtype=dtype, device=device)
+    if not shared or torch.compiler.is_compiling() or _transformed() or torch._C._len_torch_dispatch_stack():
+        return torch.full((), value, dtype=dtype, device=device)
+    key = (value or str(value), dtype, device, torch.is_inference_mode_enabled())  # a zero by its text: -0.0 apart
+    found = _CONSTANTS.get(key)
+    if found is None:
+        found = torch.full((), value, dtype=dtype, device=device)
+        if (value == value and len(_CONSTANTS) < 256  # params that change on every call: the first few only
+                and not (device.type == "cuda" and torch.cuda.is_current_stream_capturing())):
+            _CONSTANTS[key] = found
+            _SHARED.add(id(found))
+    return found
 
 
 def _legacy_reduction(size_average, reduce, reduction):
@@ -187,12 +209,16 @@ def _choose(cond, a, b):
     return a() if cond else b()
 
 
-def _indices(name, value, length):
-    """Integer class indices as int64, checked against the number of classes (a device-side assert off the CPU)."""
+def _indices(name, value, length, bounds=None):
+    """Integer class indices as int64, checked against the number of classes (a device-side assert off the CPU);
+    ``bounds``, where given, their least and greatest as numbers, read already (``_bounds``)."""
     value = value.long()
     if not value.numel():
         return value
-    low, high = torch.aminmax(_plain(value))  # one pass, every sample of a vmap
+    if bounds is not None:
+        low, high = bounds
+    else:
+        low, high = torch.aminmax(_plain(value))  # one pass, every sample of a vmap
     if not _synced(value):
         torch._assert_async((low >= 0) & (high < length), f"{name}: class index out of range")
         return value
@@ -247,8 +273,8 @@ def _param(name, value, domain, validate, tensor=False):
 def _prepare(scores, target):
     """Tensors in the inputs' floating dtype (one-hot targets from class indices), axes last, shapes checked;
     whether the one-hot target is class indices, and which samples count with what weight (None: all, once)."""
-    scores = torch.as_tensor(scores)
-    target = torch.as_tensor(target)
+    scores = scores if isinstance(scores, torch.Tensor) else torch.as_tensor(scores)
+    target = target if isinstance(target, torch.Tensor) else torch.as_tensor(target)
     dtype = _dtype(scores)
     keep = counts = None
     scores = scores if scores.dtype == dtype else scores.to(dtype)
@@ -540,13 +566,15 @@ def _reducing(value, both, layout):
 _REDUCED = {name: _reducing(*functions) for name, functions in _EAGER.items()}
 
 
-def _run(fused, term, which, reduction, keep, counts, device, dtype, *args):
+def _run(fused, term, which, reduction, keep, counts, like, *args):
     """Function ``which`` of ``_REDUCED[term]`` of ``args``, the value reduced; with ``fused``, its compiled form.
-    A compiled kernel that fails falls back to eager, with one warning."""
+    A compiled kernel that fails falls back to eager for the device and dtype of ``like`` (the first input), with
+    one warning."""
     if fused:
         try:
             return _FUSED[term][which](reduction, keep, counts, *args)
         except Exception as exc:  # noqa: BLE001 - a compiler failure of any kind: the eager code is the same loss
+            device, dtype = like.device, like.dtype
             _FUSED_FAILED.add((device.type, dtype))
             warnings.warn(f"fused=True: torch.compile failed for {device.type} {dtype} ({type(exc).__name__}: "
                           f"{str(exc).splitlines()[0] if str(exc) else ''}); running eagerly", RuntimeWarning,
@@ -557,16 +585,14 @@ def _run(fused, term, which, reduction, keep, counts, device, dtype, *args):
 def _loss(reduction, params, fused, indexed, keep, counts, scores, target):
     """The reduced loss, value only (no gradient is wanted)."""
     p, margin, weight = params
-    device, dtype = scores.device, scores.dtype
-    return _run(fused, ("multi_margin", indexed, weight is None), 0, reduction, None, None, device, dtype, scores, target, p, margin, weight)
+    return _run(fused, ("multi_margin", indexed, weight is None), 0, reduction, None, None, scores, scores, target, p, margin, weight)
 
 
 def _both(reduction, fused, indexed, targeted, keep, counts, scores, target, p, margin, weight):
     """The reduced loss, each term's per-element gradients, in one pass per term (a target's None where
     ``targeted`` is false: no target requires grad), and the factor each term's gradients already carry (None:
     none; see ``_chunked``)."""
-    device, dtype = scores.device, scores.dtype
-    value, grad_term_0, _carried_0 = _run(fused, ("multi_margin", indexed, weight is None), 1, reduction, None, None, device, dtype, scores, target, p, margin, weight)
+    value, grad_term_0, _carried_0 = _run(fused, ("multi_margin", indexed, weight is None), 1, reduction, None, None, scores, scores, target, p, margin, weight)
     return value, (*grad_term_0,), (_carried_0, )
 
 
@@ -771,9 +797,10 @@ class MultiMarginLoss(torch.nn.Module):
     def forward(self, scores, target):
         params = self._params()
         scores, target, indexed, keep, counts = _prepare(scores, target)
-        device = scores.device
-        if torch.is_autocast_enabled(device.type):  # as torch's own losses: float32 under autocast
-            with torch.autocast(device.type, enabled=False):
+        # as torch's own losses: float32 under autocast (asked per device only where some autocast is on)
+        if ((torch.compiler.is_compiling() or torch._C._is_any_autocast_enabled())
+                and torch.is_autocast_enabled(scores.device.type)):
+            with torch.autocast(scores.device.type, enabled=False):
                 return self._forward(params, indexed, keep, counts, scores, target)
         return self._forward(params, indexed, keep, counts, scores, target)
 
@@ -784,7 +811,7 @@ class MultiMarginLoss(torch.nn.Module):
             _no_target_gradient([("target", target)])
         transformed = not torch.compiler.is_compiling() and _transformed()  # torch.func or forward-mode AD
         # under torch.func the eager functions run: the transforms apply to them
-        fused = not transformed and _fused(self.fused, scores.device, scores.dtype)
+        fused = self.fused and not transformed and _fused(True, scores.device, scores.dtype)
         targeted = False
         if transformed:
             return _MultiMarginLossTransformedFunction.apply(self.reduction, fused, indexed, targeted, keep, counts, scores, target, *params)[0]
