@@ -83,7 +83,7 @@ def test_indexed_forward_saves_no_class_matrix_but_the_gradient():
     Loss = lf.compile(lf.builtin("cross_entropy"), "torch")
     for ignored in (False, True):
         saved = []
-        with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        with torch.autograd.graph.saved_tensors_hooks(lambda t, saved=saved: saved.append(t) or t, lambda t: t):
             Loss(ignore_index=int(i[0]) if ignored else -100)(z, i)
         # logits, the indices, which samples count (only where ignore_index is among them: else no mask is
         # made), the gradient: nothing else of (N, C)
