@@ -426,6 +426,11 @@ def _save(ctx, reduction, indexed, targeted, keep, counts, arrays, params, grads
     ctx.save_for_backward(*arrays, keep, counts, *grads)
 
 
+#: The samples from which a gradient that carries its factor is handed on as it is for an upstream gradient of 1,
+#: rather than multiplied by it: reading the upstream gradient on the host costs about a pass of this many.
+_HANDED = 1 << 13
+
+
 def _one(upstream):
     """Whether ``upstream`` is exactly 1 (``loss.backward()``), read where that costs no device sync: eagerly on the
     CPU (a compiled graph cannot branch on a value)."""
@@ -471,7 +476,9 @@ class _MarginRankingLossFunction(torch.autograd.Function):
             upstream, handed = _upstream(grad_output, ctx.reduction, x1.shape, None, None), False
         else:  # the gradients carry the reduction's factor already
             upstream = grad_output
-            handed = _one(upstream)  # then each is handed on as it is: no pass over it
+            # then each is handed on as it is where the upstream gradient is 1: no pass over it (but reading it on
+            # the host, which costs more than the multiplication of a small batch, so a small batch multiplies)
+            handed = x1.shape.numel() >= _HANDED and _one(upstream)
             ctx.handed = ctx.handed or handed
         part = grads[0] if handed else grads[0] * upstream
         grad_x1 = part if grad_x1 is None else grad_x1 + part
