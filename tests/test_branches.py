@@ -142,13 +142,15 @@ def test_cross_entropy_at_its_defaults_takes_no_mean_and_no_subtraction_over_the
             leaf = logits.clone().requires_grad_()
             value = cls(label_smoothing=smoothing)(leaf, target)
             value.backward()
-        assert ("mean" in ops.names) is (smoothing > 0), sorted(ops.names)
+        # (a mean over the classes: the batch's own mean is the reduction, where no sample is ignored)
+        assert any(name == "mean" and (30, 7) in shapes for name, shapes in ops.calls) is (smoothing > 0), ops.calls
         # the value and the softmax from one log_softmax (torch's forms); logsumexp only for the smoothing term
         assert "_log_softmax" in ops.names and ("logsumexp" in ops.names) is (smoothing > 0), sorted(ops.names)
         over_logits = [name for name, shapes in ops.calls if name in ("sub", "add", "mul") and (30, 7) in shapes]
-        # at the default, the one elementwise pass over the logits is backward's scaling of the saved gradient;
-        # smoothing costs more (the softmax less smoothing/C, at least)
-        assert over_logits == ["mul"] if smoothing == 0 else len(over_logits) > 1, ops.calls
+        # at the default, the elementwise passes over the logits are the gradient's reduction factor (1/n) in the
+        # forward and backward's upstream gradient (a batch this small is multiplied: reading the upstream
+        # gradient on the host costs more); smoothing costs more (the softmax less smoothing/C, at least)
+        assert over_logits == ["mul", "mul"] if smoothing == 0 else len(over_logits) > 2, ops.calls
         ref = logits.clone().requires_grad_()
         F.cross_entropy(ref, target, label_smoothing=smoothing).backward()
         torch.testing.assert_close(leaf.grad, ref.grad, rtol=1e-10, atol=1e-12)
@@ -171,3 +173,51 @@ def test_cross_entropy_at_huge_logits_is_exact_in_both_targets():
         logits.numpy(), target.numpy(), reduction="sum")
     assert abs(numpy_value - want.item()) <= 1e-12 * abs(want.item())
     torch.testing.assert_close(torch.as_tensor(numpy_grad), ref.grad, rtol=1e-12, atol=1e-14)
+
+
+def test_cross_entropy_with_no_sample_ignored_runs_without_a_mask():
+    """Eagerly on the CPU the class-index range check reads the least and greatest index: where ignore_index is
+    outside them (torch's -100) no sample is left out, and no mask is made or applied (no ``ne``, no ``where``);
+    where it is among them the mask runs, and both match torch."""
+    cls = lf.compile(lf.builtin("cross_entropy"), "torch")
+    g = torch.Generator().manual_seed(3)
+    logits, target = torch.randn(30, 7, generator=g, dtype=torch.float64), torch.randint(0, 7, (30,), generator=g)
+    for ignore in (-100, 7, int(target[0])):
+        with _Ops() as ops:
+            leaf = logits.clone().requires_grad_()
+            value = cls(ignore_index=ignore)(leaf, target)
+            value.backward()
+        masked = ignore == int(target[0])
+        assert ("ne" in ops.names) is masked and ("where" in ops.names) is masked, sorted(ops.names)
+        ref = logits.clone().requires_grad_()
+        expected = F.cross_entropy(ref, target, ignore_index=ignore)
+        expected.backward()
+        torch.testing.assert_close(value.detach(), expected.detach(), rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(leaf.grad, ref.grad, rtol=1e-10, atol=1e-12)
+    with pytest.raises(ValueError, match=r"class index out of range \[0, 7\), got -1"):
+        cls()(logits, torch.full((30,), -1))  # not ignored (-100 is): still refused, from the same bounds
+
+
+def test_bce_gradient_takes_its_clamp_indicators_as_numbers():
+    """``where(inside, 1, 0)`` is printed as the condition converted to the dtype: one kernel, no fill."""
+    cls = lf.compile(lf.builtin("bce"), "torch")
+    g = torch.Generator().manual_seed(4)
+    p, t = torch.rand(40, generator=g, dtype=torch.float64), torch.rand(40, generator=g, dtype=torch.float64)
+    names, value, grad = _ops(cls(), p, t)
+    assert "where" not in names and "full" not in names, sorted(names)
+    ref = p.clone().requires_grad_()
+    F.binary_cross_entropy(ref, t).backward()
+    torch.testing.assert_close(grad, ref.grad, rtol=1e-10, atol=1e-12)
+
+
+def test_a_shared_constant_is_never_handed_out():
+    """Constants are filled once per value, dtype and device and shared between calls; a loss that is one of them
+    (here 1, the branch k > 0 does not take) returns a copy, so that writing to it changes no later call."""
+    spec = lf.LossSpec(name="flat", expr="where(k > 0, (pred - target)**2, 1)", reduction="none",
+                       symbols={"pred": lf.Var("input"), "target": lf.Var("target"), "k": lf.Var("param", default=0.0)})
+    loss = lf.compile(spec, "torch")(reduction="none")
+    pred, target = torch.zeros(1, requires_grad=True), torch.zeros(1)
+    first = loss(pred, target)
+    with torch.no_grad():
+        first.mul_(5)
+    assert loss(pred, target).tolist() == [1.0] and first.tolist() == [5.0]

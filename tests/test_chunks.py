@@ -105,6 +105,7 @@ def test_a_gradient_handed_on_as_it_is_stays_right_under_retain_graph_and_zero_g
     whole or compiled), a second backward of the same graph recomputes it: in-place changes to the first ``.grad``
     (``zero_()``, accumulation) cannot reach it."""
     cls, module = _chunky(monkeypatch, "huber", chunk)
+    monkeypatch.setattr(module, "_HANDED", 1000)  # a batch of 2000 is handed on (the default: 8192 samples)
     if fused:
         cls = functools.partial(cls, fused=True)
     g = torch.Generator().manual_seed(3)
@@ -159,3 +160,21 @@ def test_a_combined_loss_and_a_learnable_param_chunked_equal_the_whole_batch(mon
         runs.append((leaf.grad, loss.s.grad))
     torch.testing.assert_close(runs[0][0], runs[1][0], rtol=1e-12, atol=1e-15)
     torch.testing.assert_close(runs[0][1], runs[1][1], rtol=1e-12, atol=1e-15)
+
+
+def test_a_small_batch_multiplies_by_the_upstream_gradient_without_reading_it(monkeypatch):
+    """Below ``_HANDED`` samples backward multiplies the saved gradient by the upstream gradient (one short pass)
+    instead of reading it on the host to hand the gradient on: no item() in backward, and the same gradient."""
+    cls, module = _chunky(monkeypatch, "huber")
+    assert module._HANDED > 2000
+    g = torch.Generator().manual_seed(4)
+    x, y = torch.randn(2000, generator=g, dtype=torch.float64), torch.randn(2000, generator=g, dtype=torch.float64)
+    ref = x.clone().requires_grad_()
+    F.huber_loss(ref, y).backward()
+    leaf = x.clone().requires_grad_()
+    value = cls()(leaf, y)
+    with _Ops() as ops:
+        value.backward()
+    assert [c[0] for c in ops.calls if (2000,) in c[1]] == ["mul", "detach"], ops.calls
+    assert "_local_scalar_dense" not in ops.names, ops.calls
+    torch.testing.assert_close(leaf.grad, ref.grad, rtol=1e-12, atol=1e-15)

@@ -80,12 +80,15 @@ def test_cross_entropy_with_indices_matches_torch(dtype, smoothing):
 def test_indexed_forward_saves_no_class_matrix_but_the_gradient():
     z, i = _data(3)
     z = z.requires_grad_()
-    saved = []
-    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
-        lf.compile(lf.builtin("cross_entropy"), "torch")()(z, i)
-    # logits, the indices, which samples count (ignore_index), the gradient: nothing else of (N, C)
-    assert [tuple(t.shape) for t in saved] == [(N, C), (N,), (N,), (N, C)]
-    assert saved[1].dtype == torch.int64 and saved[2].dtype == torch.bool
+    Loss = lf.compile(lf.builtin("cross_entropy"), "torch")
+    for ignored in (False, True):
+        saved = []
+        with torch.autograd.graph.saved_tensors_hooks(lambda t, saved=saved: saved.append(t) or t, lambda t: t):
+            Loss(ignore_index=int(i[0]) if ignored else -100)(z, i)
+        # logits, the indices, which samples count (only where ignore_index is among them: else no mask is
+        # made), the gradient: nothing else of (N, C)
+        assert [tuple(t.shape) for t in saved] == [(N, C), (N,)] + [(N,)] * ignored + [(N, C)]
+        assert saved[1].dtype == torch.int64 and (not ignored or saved[2].dtype == torch.bool)
 
 
 def test_indexed_cross_entropy_double_backward():

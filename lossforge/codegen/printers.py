@@ -615,6 +615,21 @@ class NumpyLossPrinter(_LossPrinterMixin, NumPyPrinter):
         return f"np.minimum({self._print(expr.args[0])}, {self._print(expr.args[1])})"
 
 
+def _enclosed(text: str) -> bool:
+    """Whether printed ``text`` is one operand as it is: a name, or one pair of parentheses around it all."""
+    if text.isidentifier():
+        return True
+    if not text.startswith("("):
+        return False
+    depth = 0
+    for i, char in enumerate(text):
+        depth += char == "("
+        depth -= char == ")"
+        if depth == 0:
+            return i == len(text) - 1
+    return False
+
+
 class TorchLossPrinter(_LossPrinterMixin, TorchPrinter):
     """PyTorch code for lossforge expressions (``import torch``).
 
@@ -709,6 +724,8 @@ class TorchLossPrinter(_LossPrinterMixin, TorchPrinter):
         return f"_constant({text}, dtype, device)"
 
     def _where(self, cond: str, a, b) -> str:
+        if a == 1 and b == 0:  # an indicator (a clamp's or a hinge's slope): the bools as numbers, one kernel for three
+            return f"{cond if _enclosed(cond) else f'({cond})'}.to(dtype)"
         pa = self._tensor(a) if not (self._has_arrays(a) or self._has_arrays(b)) else self._print(a)
         return f"torch.where({cond}, {pa}, {self._print(b)})"
 

@@ -71,18 +71,40 @@ def _validate(p, target, indexed):
 
 
 def _fill(value, shape, dtype, device):
-    """``value`` as a tensor of ``shape`` (constants and rows broadcast)."""
+    """``value`` as a tensor of ``shape`` (constants and rows broadcast); never a shared constant (``_constant``)
+    or a view of one, since what it returns is handed to the caller, who may write to it."""
     if not isinstance(value, torch.Tensor) or value.dtype != dtype or value.device != device:
-        value = _constant(value, dtype, device)
+        value = _constant(value, dtype, device, shared=False)
+    elif not torch.compiler.is_compiling() and id(value if value._base is None else value._base) in _SHARED:
+        value = value.clone()
     return value if value.shape == shape else value.expand(shape)
 
 
-def _constant(value, dtype, device):
+#: The constants ``_constant`` made eagerly, by value, dtype, device and inference mode, and their ids: a fill
+#: costs as much as an operation on a small batch, and a loss with options off takes a dozen (the branches a
+#: ``where`` on params does not pick). Nothing writes to them; ``_fill`` copies one before handing it out.
+_CONSTANTS = {}
+_SHARED = set()
+
+
+def _constant(value, dtype, device, shared=True):
     """``value`` (a number, or a tensor: a param under a compiler) as a tensor of ``dtype`` on ``device``. A number
-    is filled there: ``torch.as_tensor`` of a number copies it from the host, which waits for a GPU to finish."""
+    is filled there (``torch.as_tensor`` of a number copies it from the host, which waits for a GPU to finish),
+    once per key where ``shared``: not under a compiler, torch.func or a dispatch mode (each traces the fill), nor
+    while a CUDA graph is captured (its fill runs on replay only), nor for a NaN (a key that finds nothing)."""
     if isinstance(value, torch.Tensor):
         return value.to(dtype=dtype, device=device)
-    return torch.full((), value, dtype=dtype, device=device)
+    if not shared or torch.compiler.is_compiling() or _transformed() or torch._C._len_torch_dispatch_stack():
+        return torch.full((), value, dtype=dtype, device=device)
+    key = (value or str(value), dtype, device, torch.is_inference_mode_enabled())  # a zero by its text: -0.0 apart
+    found = _CONSTANTS.get(key)
+    if found is None:
+        found = torch.full((), value, dtype=dtype, device=device)
+        if (value == value and len(_CONSTANTS) < 256  # params that change on every call: the first few only
+                and not (device.type == "cuda" and torch.cuda.is_current_stream_capturing())):
+            _CONSTANTS[key] = found
+            _SHARED.add(id(found))
+    return found
 
 
 def _legacy_reduction(size_average, reduce, reduction):
@@ -212,14 +234,15 @@ def _param(name, value, domain, validate, tensor=False):
 def _prepare(p, target):
     """Tensors in the inputs' floating dtype (one-hot targets from class indices), axes last, shapes checked;
     whether the one-hot target is class indices, and which samples count with what weight (None: all, once)."""
-    p = torch.as_tensor(p)
-    target = torch.as_tensor(target)
+    p = p if isinstance(p, torch.Tensor) else torch.as_tensor(p)
+    target = target if isinstance(target, torch.Tensor) else torch.as_tensor(target)
     dtype = _dtype(p)
     keep = counts = None
     p = p if p.dtype == dtype else p.to(dtype)
     target = target if target.dtype == dtype else target.to(dtype)
     indexed = False
-    _check_shapes([("p", p, None), ("target", target, None)])
+    if not (p.shape == target.shape):  # equal shapes pass
+        _check_shapes([("p", p, None), ("target", target, None)])
     return p, target, indexed, keep, counts
 
 
@@ -245,7 +268,7 @@ def _bce_value_and_grads(p, target, weight, eps):
     _t4 = torch.clamp(_t3, eps, _t0)
     value = _fill(-weight*(_t2*torch.log(_t4) + target*torch.log(_t1)), batch, dtype, device)
     grads = (
-        _fill(-weight*(target*torch.where(((p >= eps) & (p <= _t0)), _constant(1, dtype, device), 0)/_t1 - _t2*torch.where(((_t3 >= eps) & (_t3 <= _t0)), _constant(1, dtype, device), 0)/_t4), p.shape, dtype, device),
+        _fill(-weight*(target*((p >= eps) & (p <= _t0)).to(dtype)/_t1 - _t2*((_t3 >= eps) & (_t3 <= _t0)).to(dtype)/_t4), p.shape, dtype, device),
     )
     return value, grads
 
@@ -267,7 +290,7 @@ def _bce_folded_value_and_grads(p, target, weight, eps):
     _t4 = torch.clamp(_t3, eps, _t0)
     value = _fill(-_t2*torch.log(_t4) - target*torch.log(_t1), batch, dtype, device)
     grads = (
-        _fill(_t2*torch.where(((_t3 >= eps) & (_t3 <= _t0)), _constant(1, dtype, device), 0)/_t4 - target*torch.where(((p >= eps) & (p <= _t0)), _constant(1, dtype, device), 0)/_t1, p.shape, dtype, device),
+        _fill(_t2*((_t3 >= eps) & (_t3 <= _t0)).to(dtype)/_t4 - target*((p >= eps) & (p <= _t0)).to(dtype)/_t1, p.shape, dtype, device),
     )
     return value, grads
 
@@ -295,7 +318,7 @@ def _bce_targeted_value_and_grads(p, target, weight, eps):
     _t6 = torch.log(_t5)
     value = _fill(-weight*(_t2*target + _t3*_t6), batch, dtype, device)
     grads = (
-        _fill(-weight*(target*torch.where(((p >= eps) & (p <= _t0)), _constant(1, dtype, device), 0)/_t1 - _t3*torch.where(((_t4 >= eps) & (_t4 <= _t0)), _constant(1, dtype, device), 0)/_t5), p.shape, dtype, device),
+        _fill(-weight*(target*((p >= eps) & (p <= _t0)).to(dtype)/_t1 - _t3*((_t4 >= eps) & (_t4 <= _t0)).to(dtype)/_t5), p.shape, dtype, device),
         _fill(-weight*(_t2 - _t6), target.shape, dtype, device),  # a target's
     )
     return value, grads
@@ -320,7 +343,7 @@ def _bce_targeted_folded_value_and_grads(p, target, weight, eps):
     _t6 = torch.log(_t5)
     value = _fill(-_t2*target - _t3*_t6, batch, dtype, device)
     grads = (
-        _fill(_t3*torch.where(((_t4 >= eps) & (_t4 <= _t0)), _constant(1, dtype, device), 0)/_t5 - target*torch.where(((p >= eps) & (p <= _t0)), _constant(1, dtype, device), 0)/_t1, p.shape, dtype, device),
+        _fill(_t3*((_t4 >= eps) & (_t4 <= _t0)).to(dtype)/_t5 - target*((p >= eps) & (p <= _t0)).to(dtype)/_t1, p.shape, dtype, device),
         _fill(_t6 - _t2, target.shape, dtype, device),  # a target's
     )
     return value, grads
@@ -469,13 +492,15 @@ def _reducing(value, both, layout):
 _REDUCED = {name: _reducing(*functions) for name, functions in _EAGER.items()}
 
 
-def _run(fused, term, which, reduction, keep, counts, device, dtype, *args):
+def _run(fused, term, which, reduction, keep, counts, like, *args):
     """Function ``which`` of ``_REDUCED[term]`` of ``args``, the value reduced; with ``fused``, its compiled form.
-    A compiled kernel that fails falls back to eager, with one warning."""
+    A compiled kernel that fails falls back to eager for the device and dtype of ``like`` (the first input), with
+    one warning."""
     if fused:
         try:
             return _FUSED[term][which](reduction, keep, counts, *args)
         except Exception as exc:  # noqa: BLE001 - a compiler failure of any kind: the eager code is the same loss
+            device, dtype = like.device, like.dtype
             _FUSED_FAILED.add((device.type, dtype))
             warnings.warn(f"fused=True: torch.compile failed for {device.type} {dtype} ({type(exc).__name__}: "
                           f"{str(exc).splitlines()[0] if str(exc) else ''}); running eagerly", RuntimeWarning,
@@ -486,16 +511,14 @@ def _run(fused, term, which, reduction, keep, counts, device, dtype, *args):
 def _loss(reduction, params, fused, indexed, keep, counts, p, target):
     """The reduced loss, value only (no gradient is wanted)."""
     weight, eps = params
-    device, dtype = p.device, p.dtype
-    return _run(fused, ("bce", False, weight is None, False), 0, reduction, None, None, device, dtype, p, target, weight, eps)
+    return _run(fused, ("bce", False, weight is None, False), 0, reduction, None, None, p, p, target, weight, eps)
 
 
 def _both(reduction, fused, indexed, targeted, keep, counts, p, target, weight, eps):
     """The reduced loss, each term's per-element gradients, in one pass per term (a target's None where
     ``targeted`` is false: no target requires grad), and the factor each term's gradients already carry (None:
     none; see ``_chunked``)."""
-    device, dtype = p.device, p.dtype
-    value, grad_term_0, _carried_0 = _run(fused, ("bce", False, weight is None, targeted), 1, reduction, None, None, device, dtype, p, target, weight, eps)
+    value, grad_term_0, _carried_0 = _run(fused, ("bce", False, weight is None, targeted), 1, reduction, None, None, p, p, target, weight, eps)
     if not targeted:
         grad_term_0 = (*grad_term_0, None, )
     return value, (*grad_term_0,), (_carried_0, )
@@ -507,6 +530,11 @@ def _save(ctx, reduction, indexed, targeted, keep, counts, arrays, params, grads
     ctx.reduction, ctx.indexed, ctx.targeted, ctx.params = reduction, indexed, targeted, params
     ctx.carried, ctx.handed = carried or (None,) * 1, False
     ctx.save_for_backward(*arrays, keep, counts, *grads)
+
+
+#: The samples from which a gradient that carries its factor is handed on as it is for an upstream gradient of 1,
+#: rather than multiplied by it: reading the upstream gradient on the host costs about a pass of this many.
+_HANDED = 1 << 13
 
 
 def _one(upstream):
@@ -555,7 +583,9 @@ class _BCELossFunction(torch.autograd.Function):
             upstream, handed = _upstream(grad_output, ctx.reduction, p.shape, None, None), False
         else:  # the gradients carry the reduction's factor already
             upstream = grad_output
-            handed = _one(upstream)  # then each is handed on as it is: no pass over it
+            # then each is handed on as it is where the upstream gradient is 1: no pass over it (but reading it on
+            # the host, which costs more than the multiplication of a small batch, so a small batch multiplies)
+            handed = p.shape.numel() >= _HANDED and _one(upstream)
             ctx.handed = ctx.handed or handed
         part = grads[0] if handed else grads[0] * upstream
         grad_p = part if grad_p is None else grad_p + part
@@ -716,9 +746,10 @@ class BCELoss(torch.nn.Module):
     def forward(self, p, target):
         params = self._params()
         p, target, indexed, keep, counts = _prepare(p, target)
-        device = p.device
-        if torch.is_autocast_enabled(device.type):  # as torch's own losses: float32 under autocast
-            with torch.autocast(device.type, enabled=False):
+        # as torch's own losses: float32 under autocast (asked per device only where some autocast is on)
+        if ((torch.compiler.is_compiling() or torch._C._is_any_autocast_enabled())
+                and torch.is_autocast_enabled(p.device.type)):
+            with torch.autocast(p.device.type, enabled=False):
                 return self._forward(params, indexed, keep, counts, p, target)
         return self._forward(params, indexed, keep, counts, p, target)
 
@@ -727,7 +758,7 @@ class BCELoss(torch.nn.Module):
             _validate(p, target, indexed)
         transformed = not torch.compiler.is_compiling() and _transformed()  # torch.func or forward-mode AD
         # under torch.func the eager functions run: the transforms apply to them
-        fused = not transformed and _fused(self.fused, p.device, p.dtype)
+        fused = self.fused and not transformed and _fused(True, p.device, p.dtype)
         # a target's gradient only where one requires grad (under torch.func, always: the transform may ask)
         targeted = transformed or (torch.is_grad_enabled() and (target.requires_grad))
         if transformed:

@@ -72,18 +72,40 @@ def _validate(logits, target, indexed):
 
 
 def _fill(value, shape, dtype, device):
-    """``value`` as a tensor of ``shape`` (constants and rows broadcast)."""
+    """``value`` as a tensor of ``shape`` (constants and rows broadcast); never a shared constant (``_constant``)
+    or a view of one, since what it returns is handed to the caller, who may write to it."""
     if not isinstance(value, torch.Tensor) or value.dtype != dtype or value.device != device:
-        value = _constant(value, dtype, device)
+        value = _constant(value, dtype, device, shared=False)
+    elif not torch.compiler.is_compiling() and id(value if value._base is None else value._base) in _SHARED:
+        value = value.clone()
     return value if value.shape == shape else value.expand(shape)
 
 
-def _constant(value, dtype, device):
+#: The constants ``_constant`` made eagerly, by value, dtype, device and inference mode, and their ids: a fill
+#: costs as much as an operation on a small batch, and a loss with options off takes a dozen (the branches a
+#: ``where`` on params does not pick). Nothing writes to them; ``_fill`` copies one before handing it out.
+_CONSTANTS = {}
+_SHARED = set()
+
+
+def _constant(value, dtype, device, shared=True):
     """``value`` (a number, or a tensor: a param under a compiler) as a tensor of ``dtype`` on ``device``. A number
-    is filled there: ``torch.as_tensor`` of a number copies it from the host, which waits for a GPU to finish."""
+    is filled there (``torch.as_tensor`` of a number copies it from the host, which waits for a GPU to finish),
+    once per key where ``shared``: not under a compiler, torch.func or a dispatch mode (each traces the fill), nor
+    while a CUDA graph is captured (its fill runs on replay only), nor for a NaN (a key that finds nothing)."""
     if isinstance(value, torch.Tensor):
         return value.to(dtype=dtype, device=device)
-    return torch.full((), value, dtype=dtype, device=device)
+    if not shared or torch.compiler.is_compiling() or _transformed() or torch._C._len_torch_dispatch_stack():
+        return torch.full((), value, dtype=dtype, device=device)
+    key = (value or str(value), dtype, device, torch.is_inference_mode_enabled())  # a zero by its text: -0.0 apart
+    found = _CONSTANTS.get(key)
+    if found is None:
+        found = torch.full((), value, dtype=dtype, device=device)
+        if (value == value and len(_CONSTANTS) < 256  # params that change on every call: the first few only
+                and not (device.type == "cuda" and torch.cuda.is_current_stream_capturing())):
+            _CONSTANTS[key] = found
+            _SHARED.add(id(found))
+    return found
 
 
 def _legacy_reduction(size_average, reduce, reduction):
@@ -189,12 +211,16 @@ def _choose(cond, a, b):
     return a() if cond else b()
 
 
-def _indices(name, value, length):
-    """Integer class indices as int64, checked against the number of classes (a device-side assert off the CPU)."""
+def _indices(name, value, length, bounds=None):
+    """Integer class indices as int64, checked against the number of classes (a device-side assert off the CPU);
+    ``bounds``, where given, their least and greatest as numbers, read already (``_bounds``)."""
     value = value.long()
     if not value.numel():
         return value
-    low, high = torch.aminmax(_plain(value))  # one pass, every sample of a vmap
+    if bounds is not None:
+        low, high = bounds
+    else:
+        low, high = torch.aminmax(_plain(value))  # one pass, every sample of a vmap
     if not _synced(value):
         torch._assert_async((low >= 0) & (high < length), f"{name}: class index out of range")
         return value
@@ -203,14 +229,28 @@ def _indices(name, value, length):
     return value
 
 
+def _bounds(index):
+    """The least and greatest of integer ``index`` (every sample of a vmap) as Python ints, or None if it is empty:
+    one pass and one read on the host, for a check on the CPU."""
+    if not index.numel():
+        return None
+    low, high = torch.aminmax(_plain(index))
+    return int(low), int(high)
+
+
 def _samples(name, index, length, ignore, per_class, dtype):
     """Class indices that may leave samples out (``ignore_index``) and weight the mean (``mean_weight``), as
     torch's ``CrossEntropyLoss``: the indices (a left-out sample's at class 0, every other checked against the
     number of classes), whether each sample counts (None: all do), each one's weight in the mean (None: one)."""
     index, keep, counts = index.long(), None, None
-    keep = index != ignore
-    index = torch.where(keep, index, 0)
-    index = _indices(name, index, length)
+    # Eagerly on the CPU the range check reads the least and greatest index on the host anyway: where
+    # ignore_index lies outside them (torch's -100, the common case) no sample is left out, and the loss runs
+    # without a mask (a mask costs five passes more, and a per-sample factor in place of 1/n)
+    bounds = _bounds(index) if _synced(index) else None
+    if bounds is None or bounds[0] <= ignore <= bounds[1]:
+        keep, bounds = index != ignore, None
+        index = torch.where(keep, index, 0)
+    index = _indices(name, index, length, bounds)
     if per_class is not None:
         per_class = torch.as_tensor(per_class, dtype=dtype, device=index.device)
         _broadcasts("weight", per_class.shape, index.shape + (length,), axis=True)
@@ -277,8 +317,8 @@ def _param(name, value, domain, validate, tensor=False):
 def _prepare(logits, target, params):
     """Tensors in the inputs' floating dtype (one-hot targets from class indices), axes last, shapes checked;
     whether the one-hot target is class indices, and which samples count with what weight (None: all, once)."""
-    logits = torch.as_tensor(logits)
-    target = torch.as_tensor(target)
+    logits = logits if isinstance(logits, torch.Tensor) else torch.as_tensor(logits)
+    target = target if isinstance(target, torch.Tensor) else torch.as_tensor(target)
     dtype = _dtype(logits)
     keep = counts = None
     logits = _last(logits if logits.dtype == dtype else logits.to(dtype), 1)
@@ -667,13 +707,15 @@ def _reducing(value, both, layout):
 _REDUCED = {name: _reducing(*functions) for name, functions in _EAGER.items()}
 
 
-def _run(fused, term, which, reduction, keep, counts, device, dtype, *args):
+def _run(fused, term, which, reduction, keep, counts, like, *args):
     """Function ``which`` of ``_REDUCED[term]`` of ``args``, the value reduced; with ``fused``, its compiled form.
-    A compiled kernel that fails falls back to eager, with one warning."""
+    A compiled kernel that fails falls back to eager for the device and dtype of ``like`` (the first input), with
+    one warning."""
     if fused:
         try:
             return _FUSED[term][which](reduction, keep, counts, *args)
         except Exception as exc:  # noqa: BLE001 - a compiler failure of any kind: the eager code is the same loss
+            device, dtype = like.device, like.dtype
             _FUSED_FAILED.add((device.type, dtype))
             warnings.warn(f"fused=True: torch.compile failed for {device.type} {dtype} ({type(exc).__name__}: "
                           f"{str(exc).splitlines()[0] if str(exc) else ''}); running eagerly", RuntimeWarning,
@@ -684,16 +726,14 @@ def _run(fused, term, which, reduction, keep, counts, device, dtype, *args):
 def _loss(reduction, params, fused, indexed, keep, counts, logits, target):
     """The reduced loss, value only (no gradient is wanted)."""
     weight, ignore_index, label_smoothing = params
-    device, dtype = logits.device, logits.dtype
-    return _run(fused, ("cross_entropy", indexed, weight is None, False), 0, reduction, keep, counts, device, dtype, logits, target, weight, ignore_index, label_smoothing)
+    return _run(fused, ("cross_entropy", indexed, weight is None, False), 0, reduction, keep, counts, logits, logits, target, weight, ignore_index, label_smoothing)
 
 
 def _both(reduction, fused, indexed, targeted, keep, counts, logits, target, weight, ignore_index, label_smoothing):
     """The reduced loss, each term's per-element gradients, in one pass per term (a target's None where
     ``targeted`` is false: no target requires grad), and the factor each term's gradients already carry (None:
     none; see ``_chunked``)."""
-    device, dtype = logits.device, logits.dtype
-    value, grad_term_0, _carried_0 = _run(fused, ("cross_entropy", indexed, weight is None, targeted), 1, reduction, keep, counts, device, dtype, logits, target, weight, ignore_index, label_smoothing)
+    value, grad_term_0, _carried_0 = _run(fused, ("cross_entropy", indexed, weight is None, targeted), 1, reduction, keep, counts, logits, logits, target, weight, ignore_index, label_smoothing)
     if not targeted:
         grad_term_0 = (*grad_term_0, None, )
     return value, (*grad_term_0,), (_carried_0, )
@@ -705,6 +745,11 @@ def _save(ctx, reduction, indexed, targeted, keep, counts, arrays, params, grads
     ctx.reduction, ctx.indexed, ctx.targeted, ctx.params = reduction, indexed, targeted, params
     ctx.carried, ctx.handed = carried or (None,) * 1, False
     ctx.save_for_backward(*arrays, keep, counts, *grads)
+
+
+#: The samples from which a gradient that carries its factor is handed on as it is for an upstream gradient of 1,
+#: rather than multiplied by it: reading the upstream gradient on the host costs about a pass of this many.
+_HANDED = 1 << 13
 
 
 def _one(upstream):
@@ -753,7 +798,9 @@ class _CrossEntropyLossFunction(torch.autograd.Function):
             upstream, handed = _upstream(grad_output, ctx.reduction, logits.shape[:-1], keep, counts), False
         else:  # the gradients carry the reduction's factor already
             upstream = grad_output
-            handed = _one(upstream)  # then each is handed on as it is: no pass over it
+            # then each is handed on as it is where the upstream gradient is 1: no pass over it (but reading it on
+            # the host, which costs more than the multiplication of a small batch, so a small batch multiplies)
+            handed = logits.shape[:-1].numel() >= _HANDED and _one(upstream)
             ctx.handed = ctx.handed or handed
         part = grads[0] if handed else grads[0] * (upstream[..., None] if upstream.ndim else upstream)
         grad_logits = part if grad_logits is None else grad_logits + part
@@ -918,9 +965,10 @@ class CrossEntropyLoss(torch.nn.Module):
     def forward(self, logits, target):
         params = self._params()
         logits, target, indexed, keep, counts = _prepare(logits, target, params)
-        device = logits.device
-        if torch.is_autocast_enabled(device.type):  # as torch's own losses: float32 under autocast
-            with torch.autocast(device.type, enabled=False):
+        # as torch's own losses: float32 under autocast (asked per device only where some autocast is on)
+        if ((torch.compiler.is_compiling() or torch._C._is_any_autocast_enabled())
+                and torch.is_autocast_enabled(logits.device.type)):
+            with torch.autocast(logits.device.type, enabled=False):
                 return self._forward(params, indexed, keep, counts, logits, target)
         return self._forward(params, indexed, keep, counts, logits, target)
 
@@ -929,7 +977,7 @@ class CrossEntropyLoss(torch.nn.Module):
             _validate(logits, target, indexed)
         transformed = not torch.compiler.is_compiling() and _transformed()  # torch.func or forward-mode AD
         # under torch.func the eager functions run: the transforms apply to them
-        fused = not transformed and _fused(self.fused, logits.device, logits.dtype)
+        fused = self.fused and not transformed and _fused(True, logits.device, logits.dtype)
         # a target's gradient only where one requires grad (under torch.func, always: the transform may ask)
         targeted = transformed or (torch.is_grad_enabled() and (target.requires_grad))
         if transformed:

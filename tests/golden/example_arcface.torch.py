@@ -59,18 +59,40 @@ def _validate(c, y, indexed):
 
 
 def _fill(value, shape, dtype, device):
-    """``value`` as a tensor of ``shape`` (constants and rows broadcast)."""
+    """``value`` as a tensor of ``shape`` (constants and rows broadcast); never a shared constant (``_constant``)
+    or a view of one, since what it returns is handed to the caller, who may write to it."""
     if not isinstance(value, torch.Tensor) or value.dtype != dtype or value.device != device:
-        value = _constant(value, dtype, device)
+        value = _constant(value, dtype, device, shared=False)
+    elif not torch.compiler.is_compiling() and id(value if value._base is None else value._base) in _SHARED:
+        value = value.clone()
     return value if value.shape == shape else value.expand(shape)
 
 
-def _constant(value, dtype, device):
+#: The constants ``_constant`` made eagerly, by value, dtype, device and inference mode, and their ids: a fill
+#: costs as much as an operation on a small batch, and a loss with options off takes a dozen (the branches a
+#: ``where`` on params does not pick). Nothing writes to them; ``_fill`` copies one before handing it out.
+_CONSTANTS = {}
+_SHARED = set()
+
+
+def _constant(value, dtype, device, shared=True):
     """``value`` (a number, or a tensor: a param under a compiler) as a tensor of ``dtype`` on ``device``. A number
-    is filled there: ``torch.as_tensor`` of a number copies it from the host, which waits for a GPU to finish."""
+    is filled there (``torch.as_tensor`` of a number copies it from the host, which waits for a GPU to finish),
+    once per key where ``shared``: not under a compiler, torch.func or a dispatch mode (each traces the fill), nor
+    while a CUDA graph is captured (its fill runs on replay only), nor for a NaN (a key that finds nothing)."""
     if isinstance(value, torch.Tensor):
         return value.to(dtype=dtype, device=device)
-    return torch.full((), value, dtype=dtype, device=device)
+    if not shared or torch.compiler.is_compiling() or _transformed() or torch._C._len_torch_dispatch_stack():
+        return torch.full((), value, dtype=dtype, device=device)
+    key = (value or str(value), dtype, device, torch.is_inference_mode_enabled())  # a zero by its text: -0.0 apart
+    found = _CONSTANTS.get(key)
+    if found is None:
+        found = torch.full((), value, dtype=dtype, device=device)
+        if (value == value and len(_CONSTANTS) < 256  # params that change on every call: the first few only
+                and not (device.type == "cuda" and torch.cuda.is_current_stream_capturing())):
+            _CONSTANTS[key] = found
+            _SHARED.add(id(found))
+    return found
 
 
 def _reduce(value, reduction, keep=None, counts=None):
@@ -157,12 +179,16 @@ def _onehot(name, value, length, dtype):
     return torch.nn.functional.one_hot(_indices(name, value, length), length).to(dtype)
 
 
-def _indices(name, value, length):
-    """Integer class indices as int64, checked against the number of classes (a device-side assert off the CPU)."""
+def _indices(name, value, length, bounds=None):
+    """Integer class indices as int64, checked against the number of classes (a device-side assert off the CPU);
+    ``bounds``, where given, their least and greatest as numbers, read already (``_bounds``)."""
     value = value.long()
     if not value.numel():
         return value
-    low, high = torch.aminmax(_plain(value))  # one pass, every sample of a vmap
+    if bounds is not None:
+        low, high = bounds
+    else:
+        low, high = torch.aminmax(_plain(value))  # one pass, every sample of a vmap
     if not _synced(value):
         torch._assert_async((low >= 0) & (high < length), f"{name}: class index out of range")
         return value
@@ -201,14 +227,15 @@ def _param(name, value, domain, validate):
 def _prepare(c, y):
     """Tensors in the inputs' floating dtype (one-hot targets from class indices), axes last, shapes checked;
     whether the one-hot target is class indices, and which samples count with what weight (None: all, once)."""
-    c = torch.as_tensor(c)
-    y = torch.as_tensor(y)
+    c = c if isinstance(c, torch.Tensor) else torch.as_tensor(c)
+    y = y if isinstance(y, torch.Tensor) else torch.as_tensor(y)
     dtype = _dtype(c)
     keep = counts = None
     c = c if c.dtype == dtype else c.to(dtype)
     y = _onehot("y", y if y.is_floating_point() else y, c.shape[-1], dtype)
     indexed = False
-    _check_shapes([("c", c, "class"), ("y", y, "class")])
+    if not (c.shape == y.shape and c.ndim):  # equal shapes pass
+        _check_shapes([("c", c, "class"), ("y", y, "class")])
     return c, y, indexed, keep, counts
 
 
@@ -231,7 +258,7 @@ def _arcface_value_and_grads(c, y, s, m, eps):
     _t4 = y*torch.cos(_t3)
     _t5 = s*(_t4 + c*(1 - y))
     _t6 = torch.sin(_t3)
-    _t7 = torch.where(((c >= _t0) & (c <= _t1)), _constant(1, dtype, device), 0)
+    _t7 = ((c >= _t0) & (c <= _t1)).to(dtype)
     _t8 = 1/torch.sqrt((1 - _t2)*(_t2 + 1))
     value = _fill(torch.logsumexp(_t5, dim=-1, keepdim=True) - s*torch.sum(_t4, dim=-1, keepdim=True), batch + (1,), dtype, device)[..., 0]
     grads = (
@@ -259,7 +286,7 @@ def _arcface_targeted_value_and_grads(c, y, s, m, eps):
     _t5 = _t4*y
     _t6 = s*(_t5 + c*(1 - y))
     _t7 = torch.sin(_t3)
-    _t8 = torch.where(((c >= _t0) & (c <= _t1)), _constant(1, dtype, device), 0)
+    _t8 = ((c >= _t0) & (c <= _t1)).to(dtype)
     _t9 = 1/torch.sqrt((1 - _t2)*(_t2 + 1))
     _t10 = torch.softmax(_t6, dim=-1)
     value = _fill(torch.logsumexp(_t6, dim=-1, keepdim=True) - s*torch.sum(_t5, dim=-1, keepdim=True), batch + (1,), dtype, device)[..., 0]
@@ -411,13 +438,15 @@ def _reducing(value, both, layout):
 _REDUCED = {name: _reducing(*functions) for name, functions in _EAGER.items()}
 
 
-def _run(fused, term, which, reduction, keep, counts, device, dtype, *args):
+def _run(fused, term, which, reduction, keep, counts, like, *args):
     """Function ``which`` of ``_REDUCED[term]`` of ``args``, the value reduced; with ``fused``, its compiled form.
-    A compiled kernel that fails falls back to eager, with one warning."""
+    A compiled kernel that fails falls back to eager for the device and dtype of ``like`` (the first input), with
+    one warning."""
     if fused:
         try:
             return _FUSED[term][which](reduction, keep, counts, *args)
         except Exception as exc:  # noqa: BLE001 - a compiler failure of any kind: the eager code is the same loss
+            device, dtype = like.device, like.dtype
             _FUSED_FAILED.add((device.type, dtype))
             warnings.warn(f"fused=True: torch.compile failed for {device.type} {dtype} ({type(exc).__name__}: "
                           f"{str(exc).splitlines()[0] if str(exc) else ''}); running eagerly", RuntimeWarning,
@@ -428,16 +457,14 @@ def _run(fused, term, which, reduction, keep, counts, device, dtype, *args):
 def _loss(reduction, params, fused, indexed, keep, counts, c, y):
     """The reduced loss, value only (no gradient is wanted)."""
     s, m, eps = params
-    device, dtype = c.device, c.dtype
-    return _run(fused, ("arcface", False, False), 0, reduction, None, None, device, dtype, c, y, s, m, eps)
+    return _run(fused, ("arcface", False, False), 0, reduction, None, None, c, c, y, s, m, eps)
 
 
 def _both(reduction, fused, indexed, targeted, keep, counts, c, y, s, m, eps):
     """The reduced loss, each term's per-element gradients, in one pass per term (a target's None where
     ``targeted`` is false: no target requires grad), and the factor each term's gradients already carry (None:
     none; see ``_chunked``)."""
-    device, dtype = c.device, c.dtype
-    value, grad_term_0, _carried_0 = _run(fused, ("arcface", False, targeted), 1, reduction, None, None, device, dtype, c, y, s, m, eps)
+    value, grad_term_0, _carried_0 = _run(fused, ("arcface", False, targeted), 1, reduction, None, None, c, c, y, s, m, eps)
     if not targeted:
         grad_term_0 = (*grad_term_0, None, )
     return value, (*grad_term_0,), (_carried_0, )
@@ -449,6 +476,11 @@ def _save(ctx, reduction, indexed, targeted, keep, counts, arrays, params, grads
     ctx.reduction, ctx.indexed, ctx.targeted, ctx.params = reduction, indexed, targeted, params
     ctx.carried, ctx.handed = carried or (None,) * 1, False
     ctx.save_for_backward(*arrays, keep, counts, *grads)
+
+
+#: The samples from which a gradient that carries its factor is handed on as it is for an upstream gradient of 1,
+#: rather than multiplied by it: reading the upstream gradient on the host costs about a pass of this many.
+_HANDED = 1 << 13
 
 
 def _one(upstream):
@@ -497,7 +529,9 @@ class _ArcfaceLossFunction(torch.autograd.Function):
             upstream, handed = _upstream(grad_output, ctx.reduction, c.shape[:-1], None, None), False
         else:  # the gradients carry the reduction's factor already
             upstream = grad_output
-            handed = _one(upstream)  # then each is handed on as it is: no pass over it
+            # then each is handed on as it is where the upstream gradient is 1: no pass over it (but reading it on
+            # the host, which costs more than the multiplication of a small batch, so a small batch multiplies)
+            handed = c.shape[:-1].numel() >= _HANDED and _one(upstream)
             ctx.handed = ctx.handed or handed
         part = grads[0] if handed else grads[0] * (upstream[..., None] if upstream.ndim else upstream)
         grad_c = part if grad_c is None else grad_c + part
@@ -654,9 +688,10 @@ class ArcfaceLoss(torch.nn.Module):
     def forward(self, c, y):
         params = self._params()
         c, y, indexed, keep, counts = _prepare(c, y)
-        device = c.device
-        if torch.is_autocast_enabled(device.type):  # as torch's own losses: float32 under autocast
-            with torch.autocast(device.type, enabled=False):
+        # as torch's own losses: float32 under autocast (asked per device only where some autocast is on)
+        if ((torch.compiler.is_compiling() or torch._C._is_any_autocast_enabled())
+                and torch.is_autocast_enabled(c.device.type)):
+            with torch.autocast(c.device.type, enabled=False):
                 return self._forward(params, indexed, keep, counts, c, y)
         return self._forward(params, indexed, keep, counts, c, y)
 
@@ -665,7 +700,7 @@ class ArcfaceLoss(torch.nn.Module):
             _validate(c, y, indexed)
         transformed = not torch.compiler.is_compiling() and _transformed()  # torch.func or forward-mode AD
         # under torch.func the eager functions run: the transforms apply to them
-        fused = not transformed and _fused(self.fused, c.device, c.dtype)
+        fused = self.fused and not transformed and _fused(True, c.device, c.dtype)
         # a target's gradient only where one requires grad (under torch.func, always: the transform may ask)
         targeted = transformed or (torch.is_grad_enabled() and (y.requires_grad))
         if transformed:
