@@ -373,7 +373,7 @@ class LossSpec:
                 raise SpecError(f"tensor param {name!r} is on axis {axis!r}, which no input or target has (its "
                                 "length comes from theirs)", token=name)
         spread = [n for n in self.arrays if self.symbols[n].broadcast]
-        if spread and (spread[0] == self.arrays[0] or dims):
+        if spread and not self.terms and (spread[0] == self.arrays[0] or dims):  # (a combined spec: its terms')
             raise SpecError(f"{spread[0]!r} declares broadcast: it takes the shape of the first array, "
                             f"{self.arrays[0]!r}, which must not broadcast itself, in a spec without axes",
                             token=spread[0])

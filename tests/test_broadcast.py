@@ -124,3 +124,27 @@ def test_a_negative_var_is_refused_in_every_call_as_torch_refuses_it():
     with pytest.raises(SpecError, match="validate on a symbol belongs to an input or target") as info:
         lf.Var("param", default=1.0, validate=True)
     assert info.value.token == "validate"
+
+
+def test_a_combined_spec_spreads_var_to_its_own_terms_first_array():
+    """Cross-entropy over (N, C) logits plus half a Gaussian NLL with one variance per row: var takes the shape of
+    its own term's first array (mean), not the combined spec's (logits)."""
+    spec = lf.combine({"ce": (lf.builtin("cross_entropy").rename(target="y"), 1.0),
+                       "g": (lf.builtin("gaussian_nll"), 0.5)})
+    g = torch.Generator().manual_seed(0)
+    logits, mean, target = (torch.randn(6, k, generator=g, dtype=torch.float64) for k in (4, 3, 3))
+    labels, var = torch.randint(0, 4, (6,), generator=g), torch.rand(6, 1, generator=g, dtype=torch.float64) + 0.1
+    F = torch.nn.functional
+    grads = []
+    for ours in (True, False):
+        leaves = [a.clone().requires_grad_() for a in (logits, mean, var)]
+        z, m, v = leaves
+        loss = (lf.compile(spec, "torch")()(z, labels, m, target, v) if ours
+                else F.cross_entropy(z, labels) + 0.5 * F.gaussian_nll_loss(m, target, v))
+        grads.append((loss.detach(), *torch.autograd.grad(loss, leaves)))
+    for got, want in zip(*grads):
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-14)
+    value, (_, _, grad_var) = lf.compile(spec, "numpy").loss_and_grad(logits.numpy(), labels.numpy(), mean.numpy(),
+                                                                       target.numpy(), var.numpy())
+    assert value == pytest.approx(float(grads[1][0]), rel=1e-12) and grad_var.shape == (6, 1)
+    np.testing.assert_allclose(grad_var, grads[1][3].numpy(), rtol=1e-12, atol=1e-14)

@@ -934,6 +934,8 @@ def generate(spec: LossSpec, target: str) -> str:
         "helpers": frozenset().union(*(t.all_helpers for t in terms)),
         "imports": sorted(frozenset().union(*(t.all_imports for t in terms))),
         "grad_names": ", ".join(f"grad_{a.local}" for a in arrays if a.var.role == "input"),
+        # each array declared broadcast, by the array whose shape it takes: the first of the first term holding it
+        "spread": {a.local: t.args[0].local for t in reversed(terms) for a in t.args if a.var.broadcast},
     }
     try:
         return environment().get_template(tgt.template).render(**context)
