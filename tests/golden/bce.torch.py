@@ -728,8 +728,8 @@ class BCELoss(torch.nn.Module):
         self.reduction = reduction
         self.fused = bool(fused)
         self.validate = bool(validate)
-        self.register_buffer("weight", _param("weight", weight, ("a real number >= 0", 0.0, float("inf"), False, True, None, False), self.validate, tensor=True))
-        self.register_buffer("eps", _param("eps", eps, ("a real number in [1e-30, 0.5]", 1e-30, 0.5, False, False, None, False), self.validate))
+        self.register_buffer("weight", _param("weight", weight, _BUFFERS["weight"], self.validate, tensor=True))
+        self.register_buffer("eps", _param("eps", eps, _BUFFERS["eps"], self.validate))
         self.register_load_state_dict_post_hook(_recheck)
 
     def _params(self):

@@ -718,8 +718,8 @@ class BCEWithLogitsLoss(torch.nn.Module):
         self.reduction = reduction
         self.fused = bool(fused)
         self.validate = bool(validate)
-        self.register_buffer("weight", _param("weight", weight, ("a real number >= 0", 0.0, float("inf"), False, True, None, False), self.validate, tensor=True))
-        self.register_buffer("pos_weight", _param("pos_weight", pos_weight, ("a real number > 0", 0.0, float("inf"), True, True, None, False), self.validate, tensor=True))
+        self.register_buffer("weight", _param("weight", weight, _BUFFERS["weight"], self.validate, tensor=True))
+        self.register_buffer("pos_weight", _param("pos_weight", pos_weight, _BUFFERS["pos_weight"], self.validate, tensor=True))
         self.register_load_state_dict_post_hook(_recheck)
 
     def _params(self):

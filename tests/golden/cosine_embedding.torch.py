@@ -643,7 +643,7 @@ class CosineEmbeddingLoss(torch.nn.Module):
         self.reduction = reduction
         self.fused = bool(fused)
         self.validate = bool(validate)
-        self.register_buffer("margin", _param("margin", margin, ("a real number in [-1.0, 1.0]", -1.0, 1.0, False, False, None, False), self.validate))
+        self.register_buffer("margin", _param("margin", margin, _BUFFERS["margin"], self.validate))
         self.register_load_state_dict_post_hook(_recheck)
 
     def _params(self):

@@ -604,8 +604,8 @@ class CostSensitiveBceLoss(torch.nn.Module):
         self.reduction = reduction
         self.fused = bool(fused)
         self.validate = bool(validate)
-        self.register_buffer("fn_weight", _param("fn_weight", fn_weight, ("a real number > 0", 0.0, float("inf"), True, True, None, False), self.validate))
-        self.register_buffer("eps", _param("eps", eps, ("a real number in [1e-30, 0.5]", 1e-30, 0.5, False, False, None, False), self.validate))
+        self.register_buffer("fn_weight", _param("fn_weight", fn_weight, _BUFFERS["fn_weight"], self.validate))
+        self.register_buffer("eps", _param("eps", eps, _BUFFERS["eps"], self.validate))
         self.register_load_state_dict_post_hook(_recheck)
 
     def _params(self):

@@ -623,7 +623,7 @@ class DiceLoss(torch.nn.Module):
         self.reduction = reduction
         self.fused = bool(fused)
         self.validate = bool(validate)
-        self.register_buffer("smooth", _param("smooth", smooth, ("a real number in [1e-06, 1000000.0]", 1e-06, 1000000.0, False, False, None, False), self.validate))
+        self.register_buffer("smooth", _param("smooth", smooth, _BUFFERS["smooth"], self.validate))
         self.register_load_state_dict_post_hook(_recheck)
 
     def _params(self):

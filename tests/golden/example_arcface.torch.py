@@ -669,9 +669,9 @@ class ArcfaceLoss(torch.nn.Module):
         self.reduction = reduction
         self.fused = bool(fused)
         self.validate = bool(validate)
-        self.register_buffer("s", _param("s", s, ("a real number in [1.0, 100.0]", 1.0, 100.0, False, False, None, False), self.validate))
-        self.register_buffer("m", _param("m", m, ("a real number in [0.0, 1.0]", 0.0, 1.0, False, False, None, False), self.validate))
-        self.register_buffer("eps", _param("eps", eps, ("a real number in [1e-07, 0.1]", 1e-07, 0.1, False, False, None, False), self.validate))
+        self.register_buffer("s", _param("s", s, _BUFFERS["s"], self.validate))
+        self.register_buffer("m", _param("m", m, _BUFFERS["m"], self.validate))
+        self.register_buffer("eps", _param("eps", eps, _BUFFERS["eps"], self.validate))
         self.register_load_state_dict_post_hook(_recheck)
 
     def _params(self):

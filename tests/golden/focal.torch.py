@@ -649,8 +649,8 @@ class FocalLoss(torch.nn.Module):
         self.reduction = reduction
         self.fused = bool(fused)
         self.validate = bool(validate)
-        self.register_buffer("alpha", _param("alpha", alpha, ("a number in [0, 1], both ends included", 0.0, 1.0, False, False, None, False), self.validate))
-        self.register_buffer("gamma", _param("gamma", gamma, ("a real number in [1.0, 10.0]", 1.0, 10.0, False, False, None, False), self.validate))
+        self.register_buffer("alpha", _param("alpha", alpha, _BUFFERS["alpha"], self.validate))
+        self.register_buffer("gamma", _param("gamma", gamma, _BUFFERS["gamma"], self.validate))
         self.register_load_state_dict_post_hook(_recheck)
 
     def _params(self):

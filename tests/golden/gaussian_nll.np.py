@@ -98,6 +98,14 @@ def _validate(mean, target, var, full, eps, indexed):
     _check_domain("eps", eps, ("a real number in [1e-12, 1.0]", 1e-12, 1.0, False, False, None, False))
 
 
+def _spread(value, shape):
+    """An array declared ``broadcast`` at the batch's ``shape``: given with its last dimension missing or 1 (one
+    value per row, torch's homoscedastic ``var``), expanded to it (a view; torch's autograd sums its gradient back)."""
+    if value.shape != shape and len(shape) and value.shape in (shape[:-1], (*shape[:-1], 1)):
+        return np.broadcast_to(value if value.shape == (*shape[:-1], 1) else value[..., None], shape)
+    return value  # as it is: _check_shapes names a shape that does not fit
+
+
 def _fill(value, shape):
     """``value`` as a float64 array of ``shape`` (constants and rows broadcast)."""
     value = np.asarray(value, dtype=np.float64)
@@ -163,14 +171,6 @@ def _inside(value, domain):
     if sums_to_one and value.ndim:
         inside &= np.abs(value.sum(-1, keepdims=True) - 1) <= np.finfo(np.float64).eps ** 0.5
     return inside
-
-
-def _spread(value, shape):
-    """An array declared ``broadcast`` at the batch's ``shape``: given with its last dimension missing or 1 (one
-    value per row, torch's homoscedastic ``var``), expanded to it (a read-only view)."""
-    if value.shape != shape and len(shape) and value.shape in (shape[:-1], (*shape[:-1], 1)):
-        return np.broadcast_to(value if value.shape == (*shape[:-1], 1) else value[..., None], shape)
-    return value  # as it is: _check_shapes names a shape that does not fit
 
 
 def _unspread(grad, shape):

@@ -60,6 +60,14 @@ def _validate(mean, target, var, indexed):
     _check_domain("var", var, ("a real number >= 0", 0.0, float("inf"), False, True, None, False))
 
 
+def _spread(value, shape):
+    """An array declared ``broadcast`` at the batch's ``shape``: given with its last dimension missing or 1 (one
+    value per row, torch's homoscedastic ``var``), expanded to it (a view; torch's autograd sums its gradient back)."""
+    if value.shape != shape and len(shape) and value.shape in (shape[:-1], (*shape[:-1], 1)):
+        return torch.broadcast_to(value if value.shape == (*shape[:-1], 1) else value[..., None], shape)
+    return value  # as it is: _check_shapes names a shape that does not fit
+
+
 def _fill(value, shape, dtype, device):
     """``value`` as a tensor of ``shape`` (constants and rows broadcast); never a shared constant (``_constant``)
     or a view of one, since what it returns is handed to the caller, who may write to it."""
@@ -197,14 +205,6 @@ def _param(name, value, domain, validate):
     elif not value.ndim:  # a number: always, once (as torch checks label_smoothing or delta when it is set)
         _check_domain(name, value, domain, _PARAM_DOMAIN)
     return value
-
-
-def _spread(value, shape):
-    """An array declared ``broadcast`` at the batch's ``shape``: given with its last dimension missing or 1 (one
-    value per row, torch's homoscedastic ``var``), expanded to it, a view whose gradient autograd sums back."""
-    if value.shape != shape and len(shape) and value.shape in (shape[:-1], (*shape[:-1], 1)):
-        return (value if value.shape == (*shape[:-1], 1) else value[..., None]).expand(shape)
-    return value  # as it is: _check_shapes names a shape that does not fit
 
 
 def _prepare(mean, target, var):
@@ -653,8 +653,8 @@ class GaussianNLLLoss(torch.nn.Module):
         self.reduction = reduction
         self.fused = bool(fused)
         self.validate = bool(validate)
-        self.register_buffer("full", _param("full", full, ("0 or 1", 0.0, 1.0, False, False, (0.0, 1.0,), False), self.validate))
-        self.register_buffer("eps", _param("eps", eps, ("a real number in [1e-12, 1.0]", 1e-12, 1.0, False, False, None, False), self.validate))
+        self.register_buffer("full", _param("full", full, _BUFFERS["full"], self.validate))
+        self.register_buffer("eps", _param("eps", eps, _BUFFERS["eps"], self.validate))
         self.register_load_state_dict_post_hook(_recheck)
 
     def _params(self):

@@ -595,7 +595,7 @@ class HingeLoss(torch.nn.Module):
         self.reduction = reduction
         self.fused = bool(fused)
         self.validate = bool(validate)
-        self.register_buffer("margin", _param("margin", margin, ("any finite real number", -float("inf"), float("inf"), True, True, None, False), self.validate))
+        self.register_buffer("margin", _param("margin", margin, _BUFFERS["margin"], self.validate))
         self.register_load_state_dict_post_hook(_recheck)
 
     def _params(self):

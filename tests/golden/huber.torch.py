@@ -623,7 +623,7 @@ class HuberLoss(torch.nn.Module):
         self.reduction = reduction
         self.fused = bool(fused)
         self.validate = bool(validate)
-        self.register_buffer("delta", _param("delta", delta, ("a real number > 0", 0.0, float("inf"), True, True, None, False), self.validate))
+        self.register_buffer("delta", _param("delta", delta, _BUFFERS["delta"], self.validate))
         self.register_load_state_dict_post_hook(_recheck)
 
     def _params(self):

@@ -648,7 +648,7 @@ class KLDivLoss(torch.nn.Module):
         self.reduction = reduction
         self.fused = bool(fused)
         self.validate = bool(validate)
-        self.register_buffer("log_target", _param("log_target", log_target, ("0 or 1", 0.0, 1.0, False, False, (0.0, 1.0,), False), self.validate))
+        self.register_buffer("log_target", _param("log_target", log_target, _BUFFERS["log_target"], self.validate))
         self.register_load_state_dict_post_hook(_recheck)
 
     def _params(self):

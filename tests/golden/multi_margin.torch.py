@@ -965,9 +965,9 @@ class MultiMarginLoss(torch.nn.Module):
         self.reduction = reduction
         self.fused = bool(fused)
         self.validate = bool(validate)
-        self.register_buffer("p", _param("p", p, ("a real number in [1.0, 2.0]", 1.0, 2.0, False, False, None, False), self.validate))
-        self.register_buffer("margin", _param("margin", margin, ("any finite real number", -float("inf"), float("inf"), True, True, None, False), self.validate))
-        self.register_buffer("weight", _param("weight", weight, ("a real number >= 0", 0.0, float("inf"), False, True, None, False), self.validate, tensor=True))
+        self.register_buffer("p", _param("p", p, _BUFFERS["p"], self.validate))
+        self.register_buffer("margin", _param("margin", margin, _BUFFERS["margin"], self.validate))
+        self.register_buffer("weight", _param("weight", weight, _BUFFERS["weight"], self.validate, tensor=True))
         self.register_load_state_dict_post_hook(_recheck)
 
     def _params(self):

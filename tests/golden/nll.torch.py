@@ -862,8 +862,8 @@ class NLLLoss(torch.nn.Module):
         self.reduction = reduction
         self.fused = bool(fused)
         self.validate = bool(validate)
-        self.register_buffer("weight", _param("weight", weight, ("a real number >= 0", 0.0, float("inf"), False, True, None, False), self.validate, tensor=True))
-        self.register_buffer("ignore_index", _param("ignore_index", ignore_index, ("any finite real number", -float("inf"), float("inf"), True, True, None, False), self.validate))
+        self.register_buffer("weight", _param("weight", weight, _BUFFERS["weight"], self.validate, tensor=True))
+        self.register_buffer("ignore_index", _param("ignore_index", ignore_index, _BUFFERS["ignore_index"], self.validate))
         self.register_load_state_dict_post_hook(_recheck)
 
     def _params(self):

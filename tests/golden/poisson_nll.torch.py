@@ -690,9 +690,9 @@ class PoissonNLLLoss(torch.nn.Module):
         self.reduction = reduction
         self.fused = bool(fused)
         self.validate = bool(validate)
-        self.register_buffer("log_input", _param("log_input", log_input, ("0 or 1", 0.0, 1.0, False, False, (0.0, 1.0,), False), self.validate))
-        self.register_buffer("full", _param("full", full, ("0 or 1", 0.0, 1.0, False, False, (0.0, 1.0,), False), self.validate))
-        self.register_buffer("eps", _param("eps", eps, ("a real number in [1e-30, 1.0]", 1e-30, 1.0, False, False, None, False), self.validate))
+        self.register_buffer("log_input", _param("log_input", log_input, _BUFFERS["log_input"], self.validate))
+        self.register_buffer("full", _param("full", full, _BUFFERS["full"], self.validate))
+        self.register_buffer("eps", _param("eps", eps, _BUFFERS["eps"], self.validate))
         self.register_load_state_dict_post_hook(_recheck)
 
     def _params(self):

@@ -631,7 +631,7 @@ class QuantileLoss(torch.nn.Module):
         self.reduction = reduction
         self.fused = bool(fused)
         self.validate = bool(validate)
-        self.register_buffer("tau", _param("tau", tau, ("a number in [0, 1], both ends included", 0.0, 1.0, False, False, None, False), self.validate))
+        self.register_buffer("tau", _param("tau", tau, _BUFFERS["tau"], self.validate))
         self.register_load_state_dict_post_hook(_recheck)
 
     def _params(self):

@@ -640,7 +640,7 @@ class SmoothL1Loss(torch.nn.Module):
         self.reduction = reduction
         self.fused = bool(fused)
         self.validate = bool(validate)
-        self.register_buffer("beta", _param("beta", beta, ("a real number > 0", 0.0, float("inf"), True, True, None, False), self.validate))
+        self.register_buffer("beta", _param("beta", beta, _BUFFERS["beta"], self.validate))
         self.register_load_state_dict_post_hook(_recheck)
 
     def _params(self):

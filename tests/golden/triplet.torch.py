@@ -690,10 +690,10 @@ class TripletMarginLoss(torch.nn.Module):
         self.reduction = reduction
         self.fused = bool(fused)
         self.validate = bool(validate)
-        self.register_buffer("margin", _param("margin", margin, ("any finite real number", -float("inf"), float("inf"), True, True, None, False), self.validate))
-        self.register_buffer("p", _param("p", p, ("a real number in [1.0, 100.0]", 1.0, 100.0, False, False, None, False), self.validate))
-        self.register_buffer("eps", _param("eps", eps, ("a real number in [1e-12, 1.0]", 1e-12, 1.0, False, False, None, False), self.validate))
-        self.register_buffer("swap", _param("swap", swap, ("0 or 1", 0.0, 1.0, False, False, (0.0, 1.0,), False), self.validate))
+        self.register_buffer("margin", _param("margin", margin, _BUFFERS["margin"], self.validate))
+        self.register_buffer("p", _param("p", p, _BUFFERS["p"], self.validate))
+        self.register_buffer("eps", _param("eps", eps, _BUFFERS["eps"], self.validate))
+        self.register_buffer("swap", _param("swap", swap, _BUFFERS["swap"], self.validate))
         self.register_load_state_dict_post_hook(_recheck)
 
     def _params(self):
