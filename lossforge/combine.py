@@ -12,8 +12,9 @@ from collections.abc import Mapping
 
 import sympy
 
-from . import expr as _expr
+from . import language as _expr
 from .errors import SpecError
+from .language.parser import _number
 from .spec import LossSpec, Var, finite_number
 
 
@@ -73,7 +74,7 @@ def combine(
                 token=b,
             )
         reduction = kinds[0]
-    total = sympy.Add(*(_expr._number(w, repr(w)) * s.sympy for _, w, s in weighted))
+    total = sympy.Add(*(_number(w, repr(w)) * s.sympy for _, w, s in weighted))
     description = " + ".join(f"{w!r}*{t}({s.name})" for t, w, s in weighted)
     return LossSpec(
         name=name,

@@ -31,7 +31,7 @@ from sympy.core.function import ArgumentIndexError
 
 from . import budget, walk
 from .errors import DeriveError
-from .expr import (
+from .language import (
     AXIS_OPERATIONS,
     axis_ones,
     axis_size,

@@ -21,7 +21,7 @@ import sympy
 from sympy.logic.boolalg import BooleanAtom
 
 from . import budget
-from . import expr as E
+from . import language as E
 from .derive import derive
 from .spec import LossSpec
 

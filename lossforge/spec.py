@@ -1,7 +1,7 @@
 """The spec model: :class:`Var`, :class:`LossSpec` and their TOML form.
 
 A :class:`LossSpec` is a frozen value. Constructing one validates it
-completely: its expression is parsed (:mod:`lossforge.expr`) against the
+completely: its expression is parsed (:mod:`lossforge.language`) against the
 declared symbols, so a spec that exists is a spec every later stage can use.
 The order in which symbols are declared is kept: it is the argument order of
 generated code.
@@ -21,7 +21,7 @@ from typing import Any
 
 import sympy
 
-from . import expr as _expr
+from . import language as _expr
 from .domains import CATALOGUE, Domain, domain_of
 from .errors import DomainError, LossforgeError, RoleError, SpecError
 

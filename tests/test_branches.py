@@ -15,7 +15,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 import lossforge as lf
 from lossforge.codegen import render
-from lossforge.expr import where
+from lossforge.language import where
 
 F = torch.nn.functional
 

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 import lossforge as lf
 from lossforge import budget
-from lossforge import expr as E
+from lossforge import language as E
 from lossforge.analysis import hazards, intervals, properties, stabilize
 from lossforge.analysis.intervals import Bound, Bounds
 from lossforge.derive import _differentiator, derive, gradients

@@ -16,7 +16,7 @@ import pytest
 import sympy
 
 import lossforge as lf
-from lossforge import expr as E
+from lossforge import language as E
 from lossforge.codegen import forms
 from lossforge.codegen.printers import grouped
 

@@ -38,7 +38,7 @@ import sympy
 import torch
 
 import lossforge as lf
-from lossforge import expr as E
+from lossforge import language as E
 from lossforge.errors import LossforgeError, ParseError, RenderError
 
 

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 import lossforge as lf
-from lossforge import expr as E
+from lossforge import language as E
 from lossforge.codegen.indices import indexed, pick, scatter
 
 N, C = 37, 6

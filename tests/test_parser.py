@@ -9,7 +9,7 @@ import pytest
 import sympy
 
 import lossforge as lf
-from lossforge import expr as E
+from lossforge import language as E
 from lossforge.errors import LossforgeError, ParseError, UnsafeExpressionError
 
 X, Y = sympy.symbols("x y", real=True)

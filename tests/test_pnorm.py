@@ -13,7 +13,7 @@ import sympy
 import torch
 
 import lossforge as lf
-from lossforge import expr as E
+from lossforge import language as E
 from lossforge.analysis import intervals
 from lossforge.errors import ParseError, SpecError
 

@@ -25,7 +25,7 @@ def test_every_builtin_verifies(name):
 
 def test_a_wrong_symbolic_gradient_would_be_caught_by_the_difference_row(monkeypatch):
     # Break the derivative of softplus (sigmoid(x) -> sigmoid(x)/2) and verify again.
-    from lossforge import expr as E
+    from lossforge import language as E
 
     spec = lf.LossSpec(name="sp_broken", expr="softplus(x) - t*x", symbols={"x": lf.Var("input"), "t": lf.Var("target")})
     monkeypatch.setattr(E.softplus, "fdiff", lambda self, argindex=1: E.sigmoid(self.args[0]) / 2)

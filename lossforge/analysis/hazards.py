@@ -27,7 +27,7 @@ import sympy
 from sympy.codegen.cfunctions import expm1, log1p
 
 from .. import budget
-from .. import expr as E
+from .. import language as E
 from ..derive import derive, gradients
 from ..errors import AnalysisError, UnknownNameError
 from ..spec import LossSpec

@@ -37,7 +37,7 @@ import numpy as np
 import sympy
 from sympy.codegen.cfunctions import expm1, log1p
 
-from .. import expr as E
+from .. import language as E
 from ..domains import REAL_EXTREME, Domain
 
 #: Largest finite float32, and the largest argument exp takes without overflowing.

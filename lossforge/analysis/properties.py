@@ -39,7 +39,7 @@ import numpy as np
 import sympy
 
 from .. import budget
-from .. import expr as E
+from .. import language as E
 from ..derive import derive
 from ..numeric import at_defaults, compiled, element_symbol, evaluator, expand
 from ..spec import FrozenMap, LossSpec

@@ -24,7 +24,7 @@ import sympy
 from sympy.codegen.cfunctions import expm1, log1p
 
 from .. import budget
-from .. import expr as E
+from .. import language as E
 from ..errors import AnalysisError, SpecError
 from ..spec import LossSpec
 from .hazards import (

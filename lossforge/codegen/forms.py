@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import sympy
 
 from .. import budget, walk
-from ..expr import clamp, sigmoid, softplus, where
+from ..language import clamp, sigmoid, softplus, where
 from .printers import grouped
 
 #: Lower bounds of symbols (from their domains) that a rewrite may rely on.

@@ -15,7 +15,7 @@ from __future__ import annotations
 import sympy
 
 from .. import budget
-from ..expr import AXIS_OPERATIONS, AxisFunction, axis_mean, axis_size, axis_sum, where
+from ..language import AXIS_OPERATIONS, AxisFunction, axis_mean, axis_size, axis_sum, where
 
 
 class pick(sympy.Function):  # noqa: N801 - a SymPy function, lower case like SymPy's

@@ -43,7 +43,7 @@ from sympy.printing.numpy import NumPyPrinter
 from sympy.printing.pytorch import TorchPrinter
 
 from .. import walk
-from ..expr import (
+from ..language import (
     axis_mean,
     axis_size,
     axis_sum,

@@ -34,7 +34,8 @@ from .. import __name__ as _package
 from .. import budget, walk
 from ..derive import derive
 from ..errors import LossforgeError, RenderError
-from ..expr import _number, axis_ones, axis_size, where
+from ..language import axis_ones, axis_size, where
+from ..language.parser import _number
 from ..spec import LossSpec, Var, dumps, loads
 from ..text import inert, one_line
 from .forms import cheaper
@@ -269,7 +270,7 @@ def _term_specs(spec: LossSpec) -> list[tuple[str, str, LossSpec]]:
 
 
 def _used_symbols(spec: LossSpec, text: str) -> set[str]:
-    from ..expr import parse
+    from ..language import parse
 
     axes = {n: v.axis for n, v in spec.symbols.items() if v.axis is not None}
     value = parse(text, spec.sympy_symbols, axes)

@@ -1,0 +1,300 @@
+"""The axis operations of the spec language.
+
+Axis (vector) symbols stand for one element of their vector; the axis
+operations ``sum``, ``mean``, ``logsumexp``, ``norm`` reduce an elementwise
+expression over the axis to one value per sample, and ``cumsum`` maps it to the
+vector of its running sums. :mod:`lossforge.derive` differentiates through them.
+"""
+
+from __future__ import annotations
+
+import sympy
+from sympy import Function, S
+from sympy.core.function import ArgumentIndexError
+
+from .. import budget
+from .functions import _is_real, sign, where
+
+__all__ = [
+    "AxisFunction",
+    "AXIS_OPERATIONS",
+    "axis_sum",
+    "axis_mean",
+    "logsumexp",
+    "norm",
+    "cumsum",
+    "rev_cumsum",
+    "axis_size",
+    "axis_ones",
+    "power",
+    "real_abs",
+    "softmax_argument",
+]
+
+
+
+class AxisFunction(Function):
+    """An operation over the axis of the vector symbols in its argument.
+
+    ``fdiff`` of a reduction is its *local weight*: the derivative of the
+    reduced value with respect to one element of its argument, itself an
+    elementwise expression. :mod:`lossforge.derive` multiplies the upstream
+    gradient by it.
+    """
+
+    nargs = 1
+    reduces = True
+
+    def _eval_is_extended_real(self):
+        return _is_real(self.args[0])
+
+
+class axis_sum(AxisFunction):
+    """``sum(e)``: the sum of an elementwise expression over its axis."""
+
+    spec_name = "sum"
+
+    def fdiff(self, argindex=1):
+        if argindex != 1:
+            raise ArgumentIndexError(self, argindex)
+        return S.One
+
+    def _eval_is_positive(self):
+        return self.args[0].is_positive
+
+    def _eval_is_nonnegative(self):
+        return self.args[0].is_nonnegative
+
+
+class axis_mean(AxisFunction):
+    """``mean(e)``: the mean of an elementwise expression over its axis."""
+
+    spec_name = "mean"
+
+    @classmethod
+    def eval(cls, x):
+        """The mean of a constant is that constant: a per-class weight folded to its default (``mean(weight)``
+        with ``weight`` absent) leaves no reduction behind."""
+        if x.is_number:
+            return x
+        return None
+
+    def fdiff(self, argindex=1):
+        if argindex != 1:
+            raise ArgumentIndexError(self, argindex)
+        return 1 / axis_size(self.args[0])
+
+    def _eval_is_positive(self):
+        return self.args[0].is_positive
+
+    def _eval_is_nonnegative(self):
+        return self.args[0].is_nonnegative
+
+
+class logsumexp(AxisFunction):
+    """``logsumexp(e) = log(sum(exp(e)))`` over the axis, with the max shift.
+
+    Why it exists: written out, ``exp`` overflows as soon as one logit passes
+    709 (float64) or 88.7 (float32). The printed form subtracts the maximum
+    first. Its local weight is the softmax ``exp(e - logsumexp(e))``, which is
+    finite for every input.
+    """
+
+    spec_name = "logsumexp"
+
+    def fdiff(self, argindex=1):
+        if argindex != 1:
+            raise ArgumentIndexError(self, argindex)
+        return sympy.exp(self.args[0] - self)
+
+    def _eval_rewrite_as_log(self, e, **kwargs):
+        return sympy.log(axis_sum(sympy.exp(e)))
+
+
+def softmax_argument(arg: sympy.Expr) -> sympy.Expr | None:
+    """``u`` if ``arg`` is ``u - logsumexp(u)``: then ``exp(arg)`` is the softmax of u.
+
+    The softmax lies in [0, 1] whatever u is (the analysis reads that), and
+    prints as one fused call where the framework has one (``torch.softmax``).
+    The test expands ``arg`` minus a term in full, multinomials included: a softmax
+    argument is a short sum, and one past the expansion budget is not recognised
+    (its exp is then bounded and printed as any exp: wider, still sound).
+    """
+    terms = sympy.Add.make_args(arg)
+    if not any(isinstance(-t, logsumexp) for t in terms):
+        return None
+    if budget.expanded_terms(arg, multinomial=True) > budget.EXPAND_TERMS:
+        return None
+    for term in terms:
+        if isinstance(-term, logsumexp) and sympy.expand(arg - term - (-term).args[0]) == 0:
+            return (-term).args[0]
+    return None
+
+
+class norm(AxisFunction):
+    """``norm(e) = sqrt(sum(e**2))``, the Euclidean norm over the axis; ``norm(e, p)`` the p-norm.
+
+    ``norm(e, p) = sum(abs(e)**p)**(1/p)`` for an order ``p`` of params and
+    numbers alone (``torch.linalg.vector_norm``'s ``ord``, ``F.pairwise_distance``'s
+    ``p``); ``norm(e, 2)`` is ``norm(e)``. The order is not differentiated: it
+    is an option, never a learnable param.
+
+    Its local weight is ``e / norm(e)`` (``sign(e)*abs(e)**(p - 1)/norm(e, p)**(p - 1)``),
+    0/0 at the zero vector: add an eps inside (``norm(a - b + eps)``, as
+    ``F.pairwise_distance``) where the zero vector is reachable. The hazard
+    analysis reports it as ``sqrt-at-zero``.
+    """
+
+    spec_name = "norm"
+    nargs = (1, 2)
+
+    @classmethod
+    def eval(cls, e, p=None):
+        if p is not None and p == 2:
+            return cls(e)
+        return None
+
+    @property
+    def order(self) -> sympy.Expr:
+        """The norm's order ``p`` (2 for the Euclidean norm)."""
+        return self.args[1] if len(self.args) == 2 else sympy.Integer(2)
+
+    def fdiff(self, argindex=1):
+        if argindex != 1:
+            raise ArgumentIndexError(self, argindex)
+        if len(self.args) == 1:
+            return self.args[0] / self
+        e, p = self.args
+        # p = 2 (the default of every p-norm option) as the Euclidean norm's e/norm(e): one pass, no powers
+        return where(sympy.Eq(p, 2), e / self, sign(e) * sympy.Abs(e) ** (p - 1) / self ** (p - 1))
+
+    def _eval_rewrite_as_sqrt(self, e, p=None, **kwargs):
+        if p is not None:
+            return axis_sum(sympy.Abs(e) ** p) ** (1 / p)
+        return sympy.sqrt(axis_sum(e**2))
+
+    def written(self) -> sympy.Expr:
+        """The p-norm as the printers write it: the Euclidean norm where p = 2, else ``sum(abs(e)**p)**(1/p)``
+        (``torch.linalg.vector_norm`` takes its order as a number; here p may be a tensor)."""
+        e, p = self.args
+        return where(sympy.Eq(p, 2), norm(e), self.rewrite(sympy.sqrt))
+
+    def _eval_is_nonnegative(self):
+        return True
+
+
+class cumsum(AxisFunction):
+    """``cumsum(e)``: the running sum along the axis (a vector, not a reduction).
+
+    Its Jacobian is lower triangular, so its gradient is the reverse cumulative
+    sum of the upstream gradient (:class:`rev_cumsum`); :mod:`lossforge.derive`
+    applies it.
+    """
+
+    spec_name = "cumsum"
+    reduces = False
+
+    def fdiff(self, argindex=1):
+        raise ArgumentIndexError(self, argindex)
+
+
+class rev_cumsum(AxisFunction):
+    """The reverse cumulative sum along the axis: the adjoint of :class:`cumsum`.
+
+    Appears only in gradients; it is not part of the spec language.
+    """
+
+    reduces = False
+
+    def fdiff(self, argindex=1):
+        raise ArgumentIndexError(self, argindex)
+
+
+class axis_size(Function):
+    """The length of the axis of a vector expression (a positive integer).
+
+    Appears in the local weight of ``mean``; it is constant for gradients.
+    """
+
+    nargs = 1
+
+    def _eval_derivative(self, s):
+        return S.Zero
+
+    def _eval_is_integer(self):
+        return True
+
+    def _eval_is_positive(self):
+        return True
+
+
+class axis_ones(Function):
+    """A vector of ones along the axis of ``e``.
+
+    Appears only in gradients: the adjoint of ``cumsum`` receives a constant
+    or per-sample upstream gradient (``sum(cumsum(z))``), and the reverse
+    cumulative sum of it needs the axis to run along. Not part of the spec
+    language.
+    """
+
+    nargs = 1
+
+    def _eval_derivative(self, s):
+        return S.Zero
+
+    def _eval_is_integer(self):
+        return True
+
+    def _eval_is_positive(self):
+        return True
+
+
+class power(Function):
+    """``power(b, e) = b**e`` for a symbolic exponent, differentiated as e*b**(e - 1).
+
+    Why it exists: SymPy differentiates ``b**e`` with a symbolic ``e`` as
+    ``b**e * e / b``, which is ``0 * inf = nan`` where ``b = 0`` even when the
+    derivative is 0 (the focal loss at a perfectly classified example).
+    :mod:`lossforge.derive` differentiates through this function instead and
+    turns it back into a power; it is not part of the spec language.
+    """
+
+    nargs = 2
+
+    def fdiff(self, argindex=1):
+        b, e = self.args
+        if argindex == 1:
+            return e * power(b, e - 1)
+        if argindex == 2:
+            return power(b, e) * sympy.log(b)
+        raise ArgumentIndexError(self, argindex)
+
+    def _eval_rewrite_as_Pow(self, b, e, **kwargs):
+        return sympy.Pow(b, e)
+
+    def _eval_is_extended_real(self):
+        b, e = self.args
+        return True if b.is_nonnegative and e.is_extended_real else None
+
+
+class real_abs(Function):
+    """``abs(u)`` of a u that is real (or inf/NaN), differentiated as ``sign(u) * du``.
+
+    Why it exists: SymPy cannot always prove an argument real (``log(x)`` for
+    a real x, ``xlogy(p, p)``) and then differentiates ``abs`` through
+    ``re``/``im`` as ``u*du/|u|``: 0/0 at u = 0, and ``torch.imag`` of a real
+    tensor is an error. A loss is real everywhere it is finite, so
+    :mod:`lossforge.derive` differentiates through this function and turns it
+    back into ``Abs``; it is not part of the spec language.
+    """
+
+    nargs = 1
+
+    def fdiff(self, argindex=1):
+        if argindex != 1:
+            raise ArgumentIndexError(self, argindex)
+        return sign(self.args[0])
+
+
+#: The axis operations the spec language offers, by spec name.
+AXIS_OPERATIONS: tuple[type[AxisFunction], ...] = (axis_sum, axis_mean, logsumexp, norm, cumsum)
