@@ -134,6 +134,48 @@ def test_common_factor_is_taken_out_and_shared():
     _exact_everywhere(before, after)
 
 
+def test_a_clamps_slope_compares_with_the_clamp():
+    eps = sympy.Symbol("eps", positive=True)
+    c = E.clamp(x, eps, 1 - eps)
+    before = t * E.where(sympy.And(x >= eps, x <= 1 - eps), 1, 0) / c + sympy.log(c)
+    (after,) = forms.cheaper((before,), {eps: sympy.Float(1e-30)}, {eps: sympy.Float(0.5)})
+    assert after.has(sympy.Eq(c, x)) and not after.has(sympy.And)
+    fb = sympy.lambdify((x, t, eps), before.rewrite(sympy.Piecewise), "numpy")
+    fa = sympy.lambdify((x, t, eps), after.rewrite(sympy.Piecewise), "numpy")
+    for e in (1e-7, 0.25, 0.5):  # lo = hi at eps = 0.5: the one point inside, u = 0.5
+        for p in [-1.0, 0.0, 1e-8, 1e-7, 0.25, 0.5, 1 - 1e-7, 1.0, 2.0, math.inf, -math.inf]:
+            assert fa(p, 0.25, e) == fb(p, 0.25, e), (p, e)  # the same float, bit for bit
+    with np.errstate(invalid="ignore"):
+        assert math.isnan(fa(math.nan, 0.25, 0.25)) and math.isnan(fb(math.nan, 0.25, 0.25))
+    # without an upper bound on eps, lo <= hi is not known (eps = 0.6: no u is inside, but clamp returns 0.4 = u at 0.4)
+    assert forms.cheaper((before,), {eps: sympy.Float(1e-30)})[0] == before
+    assert _rewritten(t * E.where(sympy.And(x >= eps, x <= 1 - eps), 1, 0)).has(sympy.And)  # no clamp computed
+
+
+def test_terms_that_cancel_are_dropped():
+    # bce_logits' gradient once sigmoid(-x) is 1 - sigmoid(x): the t*sigmoid(x) terms cancel
+    before = (1 - t) * E.sigmoid(x) - t * E.sigmoid(-x)
+    after = _rewritten(before)
+    assert _plain(after) == E.sigmoid(x) - t
+    _exact_everywhere(before, after)
+    value = t * E.softplus(-x) + (1 - t) * E.softplus(x)  # its value: softplus(x) - t*x, one softplus
+    assert _plain(_rewritten(value)) == E.softplus(x) - t * x
+    # heaviside(tau*(t - x) - (t - x)*(tau - 1)), quantile's, is heaviside(t - x): a function's argument too
+    tau = sympy.Symbol("tau", positive=True)
+    assert _rewritten(E.heaviside(tau * (t - x) - (t - x) * (tau - 1))) == E.heaviside(t - x)
+
+
+def test_terms_that_would_merge_are_kept():
+    # t*(1 - s) + (1 - t)*s distributed is t + s - 2*t*s: at t = 1 it is 1 - s as a difference of numbers near 2
+    # (s = 1 - 1e-9: 1e-9 with an error of 2e-16, where the written form computes 1 - s exactly), so it stays
+    s = E.sigmoid(x)
+    before = t * (1 - s) + (1 - t) * s
+    assert _rewritten(before) == before
+    assert _rewritten((x - t) * (x + t) + 1) == (x - t) * (x + t) + 1  # x**2 - t**2 would cancel digits
+    with_function = E.softplus(x * (1 + t) - x * t) + t  # distributing never reaches inside a call ...
+    assert _rewritten(with_function).has(E.softplus(x))  # ... but the argument is a sum of its own: rewritten
+
+
 def test_log_coshs_gradient_is_one_tanh():
     e = sympy.exp(-2 * sympy.Abs(x))
     before = sympy.sign(x) - 2 * sympy.sign(x) * e / (e + 1)
@@ -162,7 +204,7 @@ def test_forms_are_in_the_generated_code():
         assert code.count("torch.sigmoid(") == 1 and code.count("functional.softplus(") == 1, name
     joint = src["focal"].split("def _focal_value_and_grads(")[1].split("return value, grads")[0]
     assert joint.count("**(gamma - 1)") == 1 and "**gamma" not in joint
-    assert "2*(_t0)" not in src["mse"] and "2*_t0" in src["mse"]
+    assert "2*(_t0)" not in src["mse"] and "_times(2, _t0, scale)" in src["mse"]  # the factor joins the 2
 
 
 def test_every_form_is_named_and_described():

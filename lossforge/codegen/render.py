@@ -454,8 +454,9 @@ def _needed(replacements, exprs) -> tuple[tuple, tuple]:
     return tuple(lines), exprs
 
 
-def _code(printer, replacements, exprs) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """The temporaries as assignment lines, then the printed expressions."""
+def _code(printer, replacements, exprs, scaled=False) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The temporaries as assignment lines, then the printed expressions; with ``scaled``, every expression after
+    the first (the gradients) times ``scale``, the reduction's factor (:func:`_times`)."""
     base = printer.array_names
     try:
         with budget.deadline("render"):
@@ -466,9 +467,17 @@ def _code(printer, replacements, exprs) -> tuple[tuple[str, ...], tuple[str, ...
                 if printer._has_arrays(value):  # the temporary varies per element too
                     printer.array_names = printer.array_names | {sym.name}
             budget.tick()
-            return tuple(lines), tuple(printer.doprint(e) for e in exprs)
+            printed = [printer.doprint(e) for e in exprs[:1 if scaled else None]]
+            return tuple(lines), (*printed, *(_times(printer, e) for e in exprs[1:] if scaled))
     finally:
         printer.array_names = base
+
+
+def _times(printer, grad: sympy.Expr) -> str:
+    """A gradient times ``scale`` (the generated ``_times``): its numeric coefficient apart, so that the number and
+    the scale multiply as numbers and the array takes one pass (``2*_t0`` scaled by 1/n is ``(2/n)*_t0``)."""
+    coefficient, rest = grad.as_coeff_Mul()
+    return f"_times({printer.doprint(coefficient)}, {printer.doprint(rest)}, scale)"
 
 
 def _prepared(spec: LossSpec, local: tuple[tuple[str, str], ...], index: tuple[str, str] | None = None,
@@ -507,6 +516,7 @@ def _prepared(spec: LossSpec, local: tuple[tuple[str, str], ...], index: tuple[s
         return rename.get(table[name], table[name])
 
     lower = {symbol(n): sympy.Float(v.domain.lo) for n, v in spec.symbols.items() if math.isfinite(v.domain.lo)}
+    upper = {symbol(n): sympy.Float(v.domain.hi) for n, v in spec.symbols.items() if math.isfinite(v.domain.hi)}
     wrt = spec.differentiated if learned else spec.inputs  # the learnable params' gradients: Torch only
     exprs = _lifted(prepared((derivation.loss, *(derivation.gradients[n] for n in wrt))), array_syms)
     if index is not None:
@@ -514,7 +524,7 @@ def _prepared(spec: LossSpec, local: tuple[tuple[str, str], ...], index: tuple[s
         exprs = indexed(exprs, symbol(index[0]), symbol(index[1]), frozenset(vector_syms) | per_class)
         if exprs is None:
             return None
-    exprs = cheaper(exprs, lower)
+    exprs = cheaper(exprs, lower, upper)
     # One sympy.Tuple through each rewrite: its walk visits a node the gradients share once, not once per gradient.
     return group_sums(guard_where(softmaxes(sympy.Tuple(*exprs)), array_syms), array_syms).args
 
@@ -534,7 +544,7 @@ def _build_term(target: Target, term: str, weight: str, spec: LossSpec, local: d
             return None
         replacements, (loss, *grads) = shared
         value_lines, (value,) = _code(printer, *_needed(replacements, [loss]))
-        both_lines, (both_value, *both_grads) = _code(printer, replacements, [loss, *grads])
+        both_lines, (both_value, *both_grads) = _code(printer, replacements, [loss, *grads], scaled=True)
     except LossforgeError:
         raise
     except Exception as exc:  # noqa: BLE001 - a construct a printer cannot print, named for the user

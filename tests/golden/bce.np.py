@@ -85,6 +85,14 @@ def _rows(shape):
     return shape[0] if len(shape) else 1
 
 
+def _times(coefficient, value, scale):
+    """A gradient, ``coefficient * value``, times ``scale`` (the reduction's factor carried from the forward; None:
+    none): the two numbers multiply first, so that the array takes one pass."""
+    if scale is None:
+        return value if coefficient == 1 else coefficient * value
+    return scale * value if coefficient == 1 else (coefficient * scale) * value
+
+
 def _check_reduction(reduction):
     if reduction not in _REDUCTIONS:
         raise ValueError(f"reduction must be one of {', '.join(map(repr, _REDUCTIONS))}, got {reduction!r}")
@@ -196,8 +204,9 @@ def _bce_value(p, target, weight, eps):
     return _fill(-weight*(target*np.log(np.clip(p, eps, _t0)) + (1 - target)*np.log(np.clip(1 - p, eps, _t0))), batch)
 
 
-def _bce_value_and_grads(p, target, weight, eps):
-    """Per-sample loss and its gradient for each input, per element."""
+def _bce_value_and_grads(p, target, weight, eps, *, scale=None):
+    """Per-sample loss and its gradient for each input, per element, times ``scale``
+    (the reduction's factor; None: none)."""
     batch = p.shape
     weight = np.asarray(1.0 if weight is None else weight, dtype=np.float64)
     _broadcasts("weight", weight.shape, batch)
@@ -208,7 +217,7 @@ def _bce_value_and_grads(p, target, weight, eps):
     _t4 = np.clip(_t3, eps, _t0)
     value = _fill(-weight*(_t2*np.log(_t4) + target*np.log(_t1)), batch)
     grads = (
-        _fill(-weight*(target*np.where(((p >= eps) & (p <= _t0)), 1, 0)/_t1 - _t2*np.where(((_t3 >= eps) & (_t3 <= _t0)), 1, 0)/_t4), p.shape),
+        _fill(_times(-1, weight*(target*np.where((_t1 == p), 1, 0)/_t1 - _t2*np.where((_t4 == _t3), 1, 0)/_t4), scale), p.shape),
     )
     return value, grads
 
@@ -220,8 +229,9 @@ def _bce_folded_value(p, target, weight, eps):
     return _fill(-target*np.log(np.clip(p, eps, _t0)) - (1 - target)*np.log(np.clip(1 - p, eps, _t0)), batch)
 
 
-def _bce_folded_value_and_grads(p, target, weight, eps):
-    """Per-sample loss and its gradient for each input, per element."""
+def _bce_folded_value_and_grads(p, target, weight, eps, *, scale=None):
+    """Per-sample loss and its gradient for each input, per element, times ``scale``
+    (the reduction's factor; None: none)."""
     batch = p.shape
     _t0 = 1 - eps
     _t1 = np.clip(p, eps, _t0)
@@ -230,7 +240,7 @@ def _bce_folded_value_and_grads(p, target, weight, eps):
     _t4 = np.clip(_t3, eps, _t0)
     value = _fill(-_t2*np.log(_t4) - target*np.log(_t1), batch)
     grads = (
-        _fill(_t2*np.where(((_t3 >= eps) & (_t3 <= _t0)), 1, 0)/_t4 - target*np.where(((p >= eps) & (p <= _t0)), 1, 0)/_t1, p.shape),
+        _fill(_times(1, _t2*np.where((_t4 == _t3), 1, 0)/_t4 - target*np.where((_t1 == p), 1, 0)/_t1, scale), p.shape),
     )
     return value, grads
 
@@ -266,8 +276,8 @@ def loss_and_grad(p, target, reduction="mean", weight=None, eps=1e-07, *, valida
     p, target, indexed, keep, counts = _prepare(p, target)
     if validate:
         _validate(p, target, weight, eps, indexed)
-    value, grads = _FUNCTIONS[("bce", False, weight is None)][1](p, target, weight, eps)
-    scale = _scale(value.shape, reduction, 1.0, None, None)
-    grad_p = scale * grads[0]
+    scale = _scale(p.shape, reduction, 1.0, None, None)
+    value, grads = _FUNCTIONS[("bce", False, weight is None)][1](p, target, weight, eps, scale=scale)
+    grad_p = grads[0]
     total = _reduce(value, reduction, None, None)
     return total, (grad_p,)

@@ -50,6 +50,14 @@ def _rows(shape):
     return shape[0] if len(shape) else 1
 
 
+def _times(coefficient, value, scale):
+    """A gradient, ``coefficient * value``, times ``scale`` (the reduction's factor carried from the forward; None:
+    none): the two numbers multiply first, so that the array takes one pass."""
+    if scale is None:
+        return value if coefficient == 1 else coefficient * value
+    return scale * value if coefficient == 1 else (coefficient * scale) * value
+
+
 def _check_reduction(reduction):
     if reduction not in _REDUCTIONS:
         raise ValueError(f"reduction must be one of {', '.join(map(repr, _REDUCTIONS))}, got {reduction!r}")
@@ -256,8 +264,9 @@ def _bce_value(p, target, weight, eps):
     return _fill(-weight*(target*torch.log(torch.clamp(p, eps, _t0)) + (1 - target)*torch.log(torch.clamp(1 - p, eps, _t0))), batch, dtype, device)
 
 
-def _bce_value_and_grads(p, target, weight, eps):
-    """Per-sample loss and its gradient for each input, per element, in one pass."""
+def _bce_value_and_grads(p, target, weight, eps, *, scale=None):
+    """Per-sample loss and its gradient for each input, per element, in one pass; the gradients times
+    ``scale``, the reduction's factor (None: none)."""
     dtype, device, batch = p.dtype, p.device, p.shape
     weight = _constant(1.0 if weight is None else weight, dtype, device)
     _broadcasts("weight", weight.shape, batch)
@@ -268,7 +277,7 @@ def _bce_value_and_grads(p, target, weight, eps):
     _t4 = torch.clamp(_t3, eps, _t0)
     value = _fill(-weight*(_t2*torch.log(_t4) + target*torch.log(_t1)), batch, dtype, device)
     grads = (
-        _fill(-weight*(target*((p >= eps) & (p <= _t0)).to(dtype)/_t1 - _t2*((_t3 >= eps) & (_t3 <= _t0)).to(dtype)/_t4), p.shape, dtype, device),
+        _fill(_times(-1, weight*(target*(_t1 == p).to(dtype)/_t1 - _t2*(_t4 == _t3).to(dtype)/_t4), scale), p.shape, dtype, device),
     )
     return value, grads
 
@@ -280,8 +289,9 @@ def _bce_folded_value(p, target, weight, eps):
     return _fill(-target*torch.log(torch.clamp(p, eps, _t0)) - (1 - target)*torch.log(torch.clamp(1 - p, eps, _t0)), batch, dtype, device)
 
 
-def _bce_folded_value_and_grads(p, target, weight, eps):
-    """Per-sample loss and its gradient for each input, per element, in one pass."""
+def _bce_folded_value_and_grads(p, target, weight, eps, *, scale=None):
+    """Per-sample loss and its gradient for each input, per element, in one pass; the gradients times
+    ``scale``, the reduction's factor (None: none)."""
     dtype, device, batch = p.dtype, p.device, p.shape
     _t0 = 1 - eps
     _t1 = torch.clamp(p, eps, _t0)
@@ -290,7 +300,7 @@ def _bce_folded_value_and_grads(p, target, weight, eps):
     _t4 = torch.clamp(_t3, eps, _t0)
     value = _fill(-_t2*torch.log(_t4) - target*torch.log(_t1), batch, dtype, device)
     grads = (
-        _fill(_t2*((_t3 >= eps) & (_t3 <= _t0)).to(dtype)/_t4 - target*((p >= eps) & (p <= _t0)).to(dtype)/_t1, p.shape, dtype, device),
+        _fill(_times(1, _t2*(_t4 == _t3).to(dtype)/_t4 - target*(_t1 == p).to(dtype)/_t1, scale), p.shape, dtype, device),
     )
     return value, grads
 
@@ -304,8 +314,9 @@ def _bce_targeted_value(p, target, weight, eps):
     return _fill(-weight*(target*torch.log(torch.clamp(p, eps, _t0)) + (1 - target)*torch.log(torch.clamp(1 - p, eps, _t0))), batch, dtype, device)
 
 
-def _bce_targeted_value_and_grads(p, target, weight, eps):
-    """Per-sample loss and its gradient for each input, per element, in one pass."""
+def _bce_targeted_value_and_grads(p, target, weight, eps, *, scale=None):
+    """Per-sample loss and its gradient for each input, per element, in one pass; the gradients times
+    ``scale``, the reduction's factor (None: none)."""
     dtype, device, batch = p.dtype, p.device, p.shape
     weight = _constant(1.0 if weight is None else weight, dtype, device)
     _broadcasts("weight", weight.shape, batch)
@@ -318,8 +329,8 @@ def _bce_targeted_value_and_grads(p, target, weight, eps):
     _t6 = torch.log(_t5)
     value = _fill(-weight*(_t2*target + _t3*_t6), batch, dtype, device)
     grads = (
-        _fill(-weight*(target*((p >= eps) & (p <= _t0)).to(dtype)/_t1 - _t3*((_t4 >= eps) & (_t4 <= _t0)).to(dtype)/_t5), p.shape, dtype, device),
-        _fill(-weight*(_t2 - _t6), target.shape, dtype, device),  # a target's
+        _fill(_times(-1, weight*(target*(_t1 == p).to(dtype)/_t1 - _t3*(_t5 == _t4).to(dtype)/_t5), scale), p.shape, dtype, device),
+        _fill(_times(-1, weight*(_t2 - _t6), scale), target.shape, dtype, device),  # a target's
     )
     return value, grads
 
@@ -331,8 +342,9 @@ def _bce_targeted_folded_value(p, target, weight, eps):
     return _fill(-target*torch.log(torch.clamp(p, eps, _t0)) - (1 - target)*torch.log(torch.clamp(1 - p, eps, _t0)), batch, dtype, device)
 
 
-def _bce_targeted_folded_value_and_grads(p, target, weight, eps):
-    """Per-sample loss and its gradient for each input, per element, in one pass."""
+def _bce_targeted_folded_value_and_grads(p, target, weight, eps, *, scale=None):
+    """Per-sample loss and its gradient for each input, per element, in one pass; the gradients times
+    ``scale``, the reduction's factor (None: none)."""
     dtype, device, batch = p.dtype, p.device, p.shape
     _t0 = 1 - eps
     _t1 = torch.clamp(p, eps, _t0)
@@ -343,19 +355,19 @@ def _bce_targeted_folded_value_and_grads(p, target, weight, eps):
     _t6 = torch.log(_t5)
     value = _fill(-_t2*target - _t3*_t6, batch, dtype, device)
     grads = (
-        _fill(_t3*((_t4 >= eps) & (_t4 <= _t0)).to(dtype)/_t5 - target*((p >= eps) & (p <= _t0)).to(dtype)/_t1, p.shape, dtype, device),
-        _fill(_t6 - _t2, target.shape, dtype, device),  # a target's
+        _fill(_times(1, _t3*(_t5 == _t4).to(dtype)/_t5 - target*(_t1 == p).to(dtype)/_t1, scale), p.shape, dtype, device),
+        _fill(_times(1, _t6 - _t2, scale), target.shape, dtype, device),  # a target's
     )
     return value, grads
 
 
 #: Each term's (value, value-and-gradients) functions and the layout of their arguments (which are arrays over
-#: the batch, with or without an axis; which params broadcast to the batch), by (term, whether the one-hot target is class indices, whether its tensor params are all absent, whether its targets' gradients are wanted).
+#: the batch, with or without an axis; which params broadcast to the batch; which array gives the batch shape), by (term, whether the one-hot target is class indices, whether its tensor params are all absent, whether its targets' gradients are wanted).
 _EAGER = {
-    ("bce", False, False, False): (_bce_value, _bce_value_and_grads, ((False, False, ), (2, ))),
-    ("bce", False, True, False): (_bce_folded_value, _bce_folded_value_and_grads, ((False, False, ), (2, ))),
-    ("bce", False, False, True): (_bce_targeted_value, _bce_targeted_value_and_grads, ((False, False, ), (2, ))),
-    ("bce", False, True, True): (_bce_targeted_folded_value, _bce_targeted_folded_value_and_grads, ((False, False, ), (2, ))),
+    ("bce", False, False, False): (_bce_value, _bce_value_and_grads, ((False, False, ), (2, ), 0)),
+    ("bce", False, True, False): (_bce_folded_value, _bce_folded_value_and_grads, ((False, False, ), (2, ), 0)),
+    ("bce", False, False, True): (_bce_targeted_value, _bce_targeted_value_and_grads, ((False, False, ), (2, ), 0)),
+    ("bce", False, True, True): (_bce_targeted_folded_value, _bce_targeted_folded_value_and_grads, ((False, False, ), (2, ), 0)),
 }
 _FUSED = {}
 _FUSED_FAILED = set()
@@ -387,7 +399,7 @@ def _chunk_rows(layout, args):
     """The rows of a chunk, or 0 where the call runs whole: off the CPU, under a compiler, a torch.func transform
     or autograd, for a small batch, or where an array does not have the batch's rows as its first dimension or
     a tensor param broadcasts to the batch."""
-    axes, broadcast = layout
+    axes, broadcast, _ = layout
     arrays = args[:len(axes)]
     if sum(a.numel() for a in arrays) < 4 * _CHUNK:
         return 0
@@ -476,15 +488,16 @@ def _reducing(value, both, layout):
         rows = _chunk_rows(layout, args)
         if rows and (found := _chunked(both, layout, rows, reduction, keep, counts, args)) is not None:
             return found
-        loss, grads = both(*args)
-        reduced = _reduce(loss, reduction, keep, counts)
-        if (loss.device.type != "cpu" or not loss.numel() or (reduction == "sum" and keep is None and counts is None)
+        axes, _, at = layout
+        first = args[at]  # the array whose shape, less its axis, is the batch's
+        batch = first.shape[:-1] if axes[at] else first.shape
+        if (first.device.type != "cpu" or not batch.numel() or (reduction == "sum" and keep is None and counts is None)
                 or not (torch.compiler.is_compiling() or not _transformed())):
-            return reduced, grads, None
-        factor = _factor(reduction, loss.shape, keep, counts, loss)
-        if factor is None:
-            return reduced, grads, None
-        return reduced, tuple(None if g is None else g * _along(factor, g) for g in grads), True
+            loss, grads = both(*args)
+            return _reduce(loss, reduction, keep, counts), grads, None
+        factor = _factor(reduction, batch, keep, counts, first)
+        loss, grads = both(*args, scale=factor)  # the factor multiplied into each gradient's coefficient
+        return _reduce(loss, reduction, keep, counts), grads, None if factor is None else True
 
     return reduced_value, reduced_both
 

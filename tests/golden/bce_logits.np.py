@@ -85,6 +85,14 @@ def _rows(shape):
     return shape[0] if len(shape) else 1
 
 
+def _times(coefficient, value, scale):
+    """A gradient, ``coefficient * value``, times ``scale`` (the reduction's factor carried from the forward; None:
+    none): the two numbers multiply first, so that the array takes one pass."""
+    if scale is None:
+        return value if coefficient == 1 else coefficient * value
+    return scale * value if coefficient == 1 else (coefficient * scale) * value
+
+
 def _check_reduction(reduction):
     if reduction not in _REDUCTIONS:
         raise ValueError(f"reduction must be one of {', '.join(map(repr, _REDUCTIONS))}, got {reduction!r}")
@@ -214,8 +222,9 @@ def _bce_logits_value(logits, target, weight, pos_weight):
     return _fill(weight*(_t0*(1 - target) + pos_weight*target*(_t0 - logits)), batch)
 
 
-def _bce_logits_value_and_grads(logits, target, weight, pos_weight):
-    """Per-sample loss and its gradient for each input, per element."""
+def _bce_logits_value_and_grads(logits, target, weight, pos_weight, *, scale=None):
+    """Per-sample loss and its gradient for each input, per element, times ``scale``
+    (the reduction's factor; None: none)."""
     batch = logits.shape
     weight = np.asarray(1.0 if weight is None else weight, dtype=np.float64)
     _broadcasts("weight", weight.shape, batch)
@@ -227,7 +236,7 @@ def _bce_logits_value_and_grads(logits, target, weight, pos_weight):
     _t3 = _sigmoid(logits)
     value = _fill(weight*(_t0*_t1 + _t2*(_t0 - logits)), batch)
     grads = (
-        _fill(weight*(_t1*_t3 - _t2*(1 - _t3)), logits.shape),
+        _fill(_times(1, weight*(_t1*_t3 - _t2*(1 - _t3)), scale), logits.shape),
     )
     return value, grads
 
@@ -235,19 +244,16 @@ def _bce_logits_value_and_grads(logits, target, weight, pos_weight):
 def _bce_logits_folded_value(logits, target, weight, pos_weight):
     """Per-sample loss."""
     batch = logits.shape
-    _t0 = _softplus(logits)
-    return _fill(_t0*(1 - target) + target*(_t0 - logits), batch)
+    return _fill(_softplus(logits) - logits*target, batch)
 
 
-def _bce_logits_folded_value_and_grads(logits, target, weight, pos_weight):
-    """Per-sample loss and its gradient for each input, per element."""
+def _bce_logits_folded_value_and_grads(logits, target, weight, pos_weight, *, scale=None):
+    """Per-sample loss and its gradient for each input, per element, times ``scale``
+    (the reduction's factor; None: none)."""
     batch = logits.shape
-    _t0 = _softplus(logits)
-    _t1 = 1 - target
-    _t2 = _sigmoid(logits)
-    value = _fill(_t0*_t1 + target*(_t0 - logits), batch)
+    value = _fill(_softplus(logits) - logits*target, batch)
     grads = (
-        _fill(_t1*_t2 - target*(1 - _t2), logits.shape),
+        _fill(_times(1, _sigmoid(logits) - target, scale), logits.shape),
     )
     return value, grads
 
@@ -283,8 +289,8 @@ def loss_and_grad(logits, target, reduction="mean", weight=None, pos_weight=None
     logits, target, indexed, keep, counts = _prepare(logits, target)
     if validate:
         _validate(logits, target, weight, pos_weight, indexed)
-    value, grads = _FUNCTIONS[("bce_logits", False, weight is None and pos_weight is None)][1](logits, target, weight, pos_weight)
-    scale = _scale(value.shape, reduction, 1.0, None, None)
-    grad_logits = scale * grads[0]
+    scale = _scale(logits.shape, reduction, 1.0, None, None)
+    value, grads = _FUNCTIONS[("bce_logits", False, weight is None and pos_weight is None)][1](logits, target, weight, pos_weight, scale=scale)
+    grad_logits = grads[0]
     total = _reduce(value, reduction, None, None)
     return total, (grad_logits,)

@@ -50,6 +50,14 @@ def _rows(shape):
     return shape[0] if len(shape) else 1
 
 
+def _times(coefficient, value, scale):
+    """A gradient, ``coefficient * value``, times ``scale`` (the reduction's factor carried from the forward; None:
+    none): the two numbers multiply first, so that the array takes one pass."""
+    if scale is None:
+        return value if coefficient == 1 else coefficient * value
+    return scale * value if coefficient == 1 else (coefficient * scale) * value
+
+
 def _check_reduction(reduction):
     if reduction not in _REDUCTIONS:
         raise ValueError(f"reduction must be one of {', '.join(map(repr, _REDUCTIONS))}, got {reduction!r}")
@@ -258,8 +266,9 @@ def _bce_logits_value(logits, target, weight, pos_weight):
     return _fill(weight*(_t0*(1 - target) + pos_weight*target*(_t0 - logits)), batch, dtype, device)
 
 
-def _bce_logits_value_and_grads(logits, target, weight, pos_weight):
-    """Per-sample loss and its gradient for each input, per element, in one pass."""
+def _bce_logits_value_and_grads(logits, target, weight, pos_weight, *, scale=None):
+    """Per-sample loss and its gradient for each input, per element, in one pass; the gradients times
+    ``scale``, the reduction's factor (None: none)."""
     dtype, device, batch = logits.dtype, logits.device, logits.shape
     weight = _constant(1.0 if weight is None else weight, dtype, device)
     _broadcasts("weight", weight.shape, batch)
@@ -271,7 +280,7 @@ def _bce_logits_value_and_grads(logits, target, weight, pos_weight):
     _t3 = torch.sigmoid(logits)
     value = _fill(weight*(_t0*_t1 + _t2*(_t0 - logits)), batch, dtype, device)
     grads = (
-        _fill(weight*(_t1*_t3 - _t2*(1 - _t3)), logits.shape, dtype, device),
+        _fill(_times(1, weight*(_t1*_t3 - _t2*(1 - _t3)), scale), logits.shape, dtype, device),
     )
     return value, grads
 
@@ -279,19 +288,16 @@ def _bce_logits_value_and_grads(logits, target, weight, pos_weight):
 def _bce_logits_folded_value(logits, target, weight, pos_weight):
     """Per-sample loss."""
     dtype, device, batch = logits.dtype, logits.device, logits.shape
-    _t0 = torch.nn.functional.softplus(logits, beta=1.0, threshold=40.0)
-    return _fill(_t0*(1 - target) + target*(_t0 - logits), batch, dtype, device)
+    return _fill(torch.nn.functional.softplus(logits, beta=1.0, threshold=40.0) - logits*target, batch, dtype, device)
 
 
-def _bce_logits_folded_value_and_grads(logits, target, weight, pos_weight):
-    """Per-sample loss and its gradient for each input, per element, in one pass."""
+def _bce_logits_folded_value_and_grads(logits, target, weight, pos_weight, *, scale=None):
+    """Per-sample loss and its gradient for each input, per element, in one pass; the gradients times
+    ``scale``, the reduction's factor (None: none)."""
     dtype, device, batch = logits.dtype, logits.device, logits.shape
-    _t0 = torch.nn.functional.softplus(logits, beta=1.0, threshold=40.0)
-    _t1 = 1 - target
-    _t2 = torch.sigmoid(logits)
-    value = _fill(_t0*_t1 + target*(_t0 - logits), batch, dtype, device)
+    value = _fill(torch.nn.functional.softplus(logits, beta=1.0, threshold=40.0) - logits*target, batch, dtype, device)
     grads = (
-        _fill(_t1*_t2 - target*(1 - _t2), logits.shape, dtype, device),
+        _fill(_times(1, torch.sigmoid(logits) - target, scale), logits.shape, dtype, device),
     )
     return value, grads
 
@@ -307,8 +313,9 @@ def _bce_logits_targeted_value(logits, target, weight, pos_weight):
     return _fill(weight*(_t0*(1 - target) + pos_weight*target*(_t0 - logits)), batch, dtype, device)
 
 
-def _bce_logits_targeted_value_and_grads(logits, target, weight, pos_weight):
-    """Per-sample loss and its gradient for each input, per element, in one pass."""
+def _bce_logits_targeted_value_and_grads(logits, target, weight, pos_weight, *, scale=None):
+    """Per-sample loss and its gradient for each input, per element, in one pass; the gradients times
+    ``scale``, the reduction's factor (None: none)."""
     dtype, device, batch = logits.dtype, logits.device, logits.shape
     weight = _constant(1.0 if weight is None else weight, dtype, device)
     _broadcasts("weight", weight.shape, batch)
@@ -321,8 +328,8 @@ def _bce_logits_targeted_value_and_grads(logits, target, weight, pos_weight):
     _t4 = torch.sigmoid(logits)
     value = _fill(weight*(_t0*_t1 + _t3*target), batch, dtype, device)
     grads = (
-        _fill(weight*(_t1*_t4 - pos_weight*target*(1 - _t4)), logits.shape, dtype, device),
-        _fill(weight*(_t2 + _t3), target.shape, dtype, device),  # a target's
+        _fill(_times(1, weight*(_t1*_t4 - pos_weight*target*(1 - _t4)), scale), logits.shape, dtype, device),
+        _fill(_times(1, weight*(_t2 + _t3), scale), target.shape, dtype, device),  # a target's
     )
     return value, grads
 
@@ -330,31 +337,28 @@ def _bce_logits_targeted_value_and_grads(logits, target, weight, pos_weight):
 def _bce_logits_targeted_folded_value(logits, target, weight, pos_weight):
     """Per-sample loss."""
     dtype, device, batch = logits.dtype, logits.device, logits.shape
-    _t0 = torch.nn.functional.softplus(logits, beta=1.0, threshold=40.0)
-    return _fill(_t0*(1 - target) + target*(_t0 - logits), batch, dtype, device)
+    return _fill(torch.nn.functional.softplus(logits, beta=1.0, threshold=40.0) - logits*target, batch, dtype, device)
 
 
-def _bce_logits_targeted_folded_value_and_grads(logits, target, weight, pos_weight):
-    """Per-sample loss and its gradient for each input, per element, in one pass."""
+def _bce_logits_targeted_folded_value_and_grads(logits, target, weight, pos_weight, *, scale=None):
+    """Per-sample loss and its gradient for each input, per element, in one pass; the gradients times
+    ``scale``, the reduction's factor (None: none)."""
     dtype, device, batch = logits.dtype, logits.device, logits.shape
-    _t0 = torch.nn.functional.softplus(logits, beta=1.0, threshold=40.0)
-    _t1 = 1 - target
-    _t2 = torch.sigmoid(logits)
-    value = _fill(_t0*_t1 + target*(_t0 - logits), batch, dtype, device)
+    value = _fill(torch.nn.functional.softplus(logits, beta=1.0, threshold=40.0) - logits*target, batch, dtype, device)
     grads = (
-        _fill(_t1*_t2 - target*(1 - _t2), logits.shape, dtype, device),
-        _fill(-logits, target.shape, dtype, device),  # a target's
+        _fill(_times(1, torch.sigmoid(logits) - target, scale), logits.shape, dtype, device),
+        _fill(_times(-1, logits, scale), target.shape, dtype, device),  # a target's
     )
     return value, grads
 
 
 #: Each term's (value, value-and-gradients) functions and the layout of their arguments (which are arrays over
-#: the batch, with or without an axis; which params broadcast to the batch), by (term, whether the one-hot target is class indices, whether its tensor params are all absent, whether its targets' gradients are wanted).
+#: the batch, with or without an axis; which params broadcast to the batch; which array gives the batch shape), by (term, whether the one-hot target is class indices, whether its tensor params are all absent, whether its targets' gradients are wanted).
 _EAGER = {
-    ("bce_logits", False, False, False): (_bce_logits_value, _bce_logits_value_and_grads, ((False, False, ), (2, 3, ))),
-    ("bce_logits", False, True, False): (_bce_logits_folded_value, _bce_logits_folded_value_and_grads, ((False, False, ), (2, 3, ))),
-    ("bce_logits", False, False, True): (_bce_logits_targeted_value, _bce_logits_targeted_value_and_grads, ((False, False, ), (2, 3, ))),
-    ("bce_logits", False, True, True): (_bce_logits_targeted_folded_value, _bce_logits_targeted_folded_value_and_grads, ((False, False, ), (2, 3, ))),
+    ("bce_logits", False, False, False): (_bce_logits_value, _bce_logits_value_and_grads, ((False, False, ), (2, 3, ), 0)),
+    ("bce_logits", False, True, False): (_bce_logits_folded_value, _bce_logits_folded_value_and_grads, ((False, False, ), (2, 3, ), 0)),
+    ("bce_logits", False, False, True): (_bce_logits_targeted_value, _bce_logits_targeted_value_and_grads, ((False, False, ), (2, 3, ), 0)),
+    ("bce_logits", False, True, True): (_bce_logits_targeted_folded_value, _bce_logits_targeted_folded_value_and_grads, ((False, False, ), (2, 3, ), 0)),
 }
 _FUSED = {}
 _FUSED_FAILED = set()
@@ -386,7 +390,7 @@ def _chunk_rows(layout, args):
     """The rows of a chunk, or 0 where the call runs whole: off the CPU, under a compiler, a torch.func transform
     or autograd, for a small batch, or where an array does not have the batch's rows as its first dimension or
     a tensor param broadcasts to the batch."""
-    axes, broadcast = layout
+    axes, broadcast, _ = layout
     arrays = args[:len(axes)]
     if sum(a.numel() for a in arrays) < 4 * _CHUNK:
         return 0
@@ -475,15 +479,16 @@ def _reducing(value, both, layout):
         rows = _chunk_rows(layout, args)
         if rows and (found := _chunked(both, layout, rows, reduction, keep, counts, args)) is not None:
             return found
-        loss, grads = both(*args)
-        reduced = _reduce(loss, reduction, keep, counts)
-        if (loss.device.type != "cpu" or not loss.numel() or (reduction == "sum" and keep is None and counts is None)
+        axes, _, at = layout
+        first = args[at]  # the array whose shape, less its axis, is the batch's
+        batch = first.shape[:-1] if axes[at] else first.shape
+        if (first.device.type != "cpu" or not batch.numel() or (reduction == "sum" and keep is None and counts is None)
                 or not (torch.compiler.is_compiling() or not _transformed())):
-            return reduced, grads, None
-        factor = _factor(reduction, loss.shape, keep, counts, loss)
-        if factor is None:
-            return reduced, grads, None
-        return reduced, tuple(None if g is None else g * _along(factor, g) for g in grads), True
+            loss, grads = both(*args)
+            return _reduce(loss, reduction, keep, counts), grads, None
+        factor = _factor(reduction, batch, keep, counts, first)
+        loss, grads = both(*args, scale=factor)  # the factor multiplied into each gradient's coefficient
+        return _reduce(loss, reduction, keep, counts), grads, None if factor is None else True
 
     return reduced_value, reduced_both
 

@@ -73,6 +73,14 @@ def _rows(shape):
     return shape[0] if len(shape) else 1
 
 
+def _times(coefficient, value, scale):
+    """A gradient, ``coefficient * value``, times ``scale`` (the reduction's factor carried from the forward; None:
+    none): the two numbers multiply first, so that the array takes one pass."""
+    if scale is None:
+        return value if coefficient == 1 else coefficient * value
+    return scale * value if coefficient == 1 else (coefficient * scale) * value
+
+
 def _check_reduction(reduction):
     if reduction not in _REDUCTIONS:
         raise ValueError(f"reduction must be one of {', '.join(map(repr, _REDUCTIONS))}, got {reduction!r}")
@@ -187,10 +195,13 @@ def _cosine_embedding_value(x1, x2, target, margin):
     return _fill(np.where(_t0, 1 - _t1/(np.sqrt(np.where(_t0, _t2, 1))*np.sqrt(np.where(_t0, _t5, 1))), np.where(_t9, 0, _t1/(np.sqrt(np.where(_t0, 1, np.where(_t9, 1, _t2)))*np.sqrt(np.where(_t0, 1, np.where(_t9, 1, _t5)))) - margin)), batch + (1,))[..., 0]
 
 
-def _cosine_embedding_value_and_grads(x1, x2, target, margin):
-    """Per-sample loss and its gradient for each input, per element."""
+def _cosine_embedding_value_and_grads(x1, x2, target, margin, *, scale=None):
+    """Per-sample loss and its gradient for each input, per element, times ``scale``
+    (the reduction's factor; None: none)."""
     batch = x1.shape[:-1]
     target = target[..., None]
+    if np.ndim(scale):  # one per sample: along the axis too
+        scale = scale[..., None]
     _t0 = (target > 0)
     _t1 = np.sum(x1*x2, axis=-1, keepdims=True)
     _t2 = np.sum(x1**2, axis=-1, keepdims=True) + 1e-12
@@ -209,8 +220,8 @@ def _cosine_embedding_value_and_grads(x1, x2, target, margin):
     _t15 = (1/2)*_t1
     value = _fill(np.where(_t0, 1 - _t1*_t8, np.where(_t9, 0, _t1*_t11*_t13 - margin)), batch + (1,))[..., 0]
     grads = (
-        _fill(_t14*x2 + 2*x1*np.where(_t0, _t15*_t7/_t3**(3/2), np.where(_t9, 0, -_t13*_t15/_t10**(3/2))), x1.shape),
-        _fill(_t14*x1 + 2*x2*np.where(_t0, _t15*_t4/_t6**(3/2), np.where(_t9, 0, -_t11*_t15/_t12**(3/2))), x2.shape),
+        _fill(_times(1, _t14*x2 + 2*x1*np.where(_t0, _t15*_t7/_t3**(3/2), np.where(_t9, 0, -_t13*_t15/_t10**(3/2))), scale), x1.shape),
+        _fill(_times(1, _t14*x1 + 2*x2*np.where(_t0, _t15*_t4/_t6**(3/2), np.where(_t9, 0, -_t11*_t15/_t12**(3/2))), scale), x2.shape),
     )
     return value, grads
 
@@ -245,9 +256,9 @@ def loss_and_grad(x1, x2, target, reduction="mean", margin=0.0, *, validate=Fals
     x1, x2, target, indexed, keep, counts = _prepare(x1, x2, target)
     if validate:
         _validate(x1, x2, target, margin, indexed)
-    value, grads = _FUNCTIONS[("cosine_embedding", False)][1](x1, x2, target, margin)
-    scale = _scale(value.shape, reduction, 1.0, None, None)
-    grad_x1 = (scale[..., None] if np.ndim(scale) else scale) * grads[0]
-    grad_x2 = (scale[..., None] if np.ndim(scale) else scale) * grads[1]
+    scale = _scale(x1.shape[:-1], reduction, 1.0, None, None)
+    value, grads = _FUNCTIONS[("cosine_embedding", False)][1](x1, x2, target, margin, scale=scale)
+    grad_x1 = grads[0]
+    grad_x2 = grads[1]
     total = _reduce(value, reduction, None, None)
     return total, (grad_x1, grad_x2)

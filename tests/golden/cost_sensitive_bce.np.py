@@ -73,6 +73,14 @@ def _rows(shape):
     return shape[0] if len(shape) else 1
 
 
+def _times(coefficient, value, scale):
+    """A gradient, ``coefficient * value``, times ``scale`` (the reduction's factor carried from the forward; None:
+    none): the two numbers multiply first, so that the array takes one pass."""
+    if scale is None:
+        return value if coefficient == 1 else coefficient * value
+    return scale * value if coefficient == 1 else (coefficient * scale) * value
+
+
 def _check_reduction(reduction):
     if reduction not in _REDUCTIONS:
         raise ValueError(f"reduction must be one of {', '.join(map(repr, _REDUCTIONS))}, got {reduction!r}")
@@ -181,8 +189,9 @@ def _cost_sensitive_bce_value(p, target, fn_weight, eps):
     return _fill(-fn_weight*target*np.log(np.clip(p, eps, _t0)) - (1 - target)*np.log(np.clip(1 - p, eps, _t0)), batch)
 
 
-def _cost_sensitive_bce_value_and_grads(p, target, fn_weight, eps):
-    """Per-sample loss and its gradient for each input, per element."""
+def _cost_sensitive_bce_value_and_grads(p, target, fn_weight, eps, *, scale=None):
+    """Per-sample loss and its gradient for each input, per element, times ``scale``
+    (the reduction's factor; None: none)."""
     batch = p.shape
     _t0 = 1 - eps
     _t1 = np.clip(p, eps, _t0)
@@ -192,7 +201,7 @@ def _cost_sensitive_bce_value_and_grads(p, target, fn_weight, eps):
     _t5 = np.clip(_t4, eps, _t0)
     value = _fill(-_t2*np.log(_t1) - _t3*np.log(_t5), batch)
     grads = (
-        _fill(_t3*np.where(((_t4 >= eps) & (_t4 <= _t0)), 1, 0)/_t5 - _t2*np.where(((p >= eps) & (p <= _t0)), 1, 0)/_t1, p.shape),
+        _fill(_times(1, _t3*np.where((_t5 == _t4), 1, 0)/_t5 - _t2*np.where((_t1 == p), 1, 0)/_t1, scale), p.shape),
     )
     return value, grads
 
@@ -227,8 +236,8 @@ def loss_and_grad(p, target, reduction="mean", fn_weight=5.0, eps=1e-07, *, vali
     p, target, indexed, keep, counts = _prepare(p, target)
     if validate:
         _validate(p, target, fn_weight, eps, indexed)
-    value, grads = _FUNCTIONS[("cost_sensitive_bce", False)][1](p, target, fn_weight, eps)
-    scale = _scale(value.shape, reduction, 1.0, None, None)
-    grad_p = scale * grads[0]
+    scale = _scale(p.shape, reduction, 1.0, None, None)
+    value, grads = _FUNCTIONS[("cost_sensitive_bce", False)][1](p, target, fn_weight, eps, scale=scale)
+    grad_p = grads[0]
     total = _reduce(value, reduction, None, None)
     return total, (grad_p,)

@@ -86,6 +86,14 @@ def _rows(shape):
     return shape[0] if len(shape) else 1
 
 
+def _times(coefficient, value, scale):
+    """A gradient, ``coefficient * value``, times ``scale`` (the reduction's factor carried from the forward; None:
+    none): the two numbers multiply first, so that the array takes one pass."""
+    if scale is None:
+        return value if coefficient == 1 else coefficient * value
+    return scale * value if coefficient == 1 else (coefficient * scale) * value
+
+
 def _check_reduction(reduction):
     if reduction not in _REDUCTIONS:
         raise ValueError(f"reduction must be one of {', '.join(map(repr, _REDUCTIONS))}, got {reduction!r}")
@@ -286,12 +294,15 @@ def _cross_entropy_value(logits, target, weight, ignore_index, label_smoothing):
     return _fill(_choose(_t0, lambda: _t5*_choose(_t0, lambda: 1 - label_smoothing, lambda: 0) + label_smoothing*(_t2*_choose(_t0, lambda: _mean(weight), lambda: 0) - _mean(logits*weight)), lambda: _t5), batch + (1,))[..., 0]
 
 
-def _cross_entropy_value_and_grads(logits, target, weight, ignore_index, label_smoothing):
-    """Per-sample loss and its gradient for each input, per element."""
+def _cross_entropy_value_and_grads(logits, target, weight, ignore_index, label_smoothing, *, scale=None):
+    """Per-sample loss and its gradient for each input, per element, times ``scale``
+    (the reduction's factor; None: none)."""
     batch = logits.shape[:-1]
     weight = np.asarray(1.0 if weight is None else weight, dtype=np.float64)
     _broadcasts("weight", weight.shape, batch + (logits.shape[-1],), axis=True)
     weight = np.broadcast_to(weight, weight.shape[:-1] + (logits.shape[-1],))  # one number: the same for every entry
+    if np.ndim(scale):  # one per sample: along the axis too
+        scale = scale[..., None]
     _t0 = (label_smoothing > 0)
     _t1 = _choose(_t0, lambda: _mean(weight), lambda: 0)
     _t2 = _logsumexp(logits)
@@ -302,7 +313,7 @@ def _cross_entropy_value_and_grads(logits, target, weight, ignore_index, label_s
     _t7 = _softmax(logits)
     value = _fill(_choose(_t0, lambda: _t3*_t5 + label_smoothing*(_t1*_t2 - _mean(logits*weight)), lambda: _t5), batch + (1,))[..., 0]
     grads = (
-        _fill(_choose(_t0, lambda: _t7*(_t1*label_smoothing + np.sum(_t6, axis=-1, keepdims=True)) - _t6 - label_smoothing*weight/_choose(_t0, lambda: (logits.shape[-1] or np.nan), lambda: 1), lambda: _t7*np.sum(_t4, axis=-1, keepdims=True) - _t4), logits.shape),
+        _fill(_times(1, _choose(_t0, lambda: _t7*(_t1*label_smoothing + np.sum(_t6, axis=-1, keepdims=True)) - _t6 - label_smoothing*weight/_choose(_t0, lambda: (logits.shape[-1] or np.nan), lambda: 1), lambda: _t7*np.sum(_t4, axis=-1, keepdims=True) - _t4), scale), logits.shape),
     )
     return value, grads
 
@@ -318,12 +329,15 @@ def _cross_entropy_indexed_value(logits, target, weight, ignore_index, label_smo
     return _fill(_choose(_t0, lambda: label_smoothing*(_logsumexp(logits)*_choose(_t0, lambda: _mean(weight), lambda: 0) - _mean(logits*weight)) - _t5*_choose(_t0, lambda: 1 - label_smoothing, lambda: 0), lambda: -_t5), batch + (1,))[..., 0]
 
 
-def _cross_entropy_indexed_value_and_grads(logits, target, weight, ignore_index, label_smoothing):
-    """Per-sample loss and its gradient for each input, per element."""
+def _cross_entropy_indexed_value_and_grads(logits, target, weight, ignore_index, label_smoothing, *, scale=None):
+    """Per-sample loss and its gradient for each input, per element, times ``scale``
+    (the reduction's factor; None: none)."""
     batch = logits.shape[:-1]
     weight = np.asarray(1.0 if weight is None else weight, dtype=np.float64)
     _broadcasts("weight", weight.shape, batch + (logits.shape[-1],), axis=True)
     weight = np.broadcast_to(weight, weight.shape[:-1] + (logits.shape[-1],))  # one number: the same for every entry
+    if np.ndim(scale):  # one per sample: along the axis too
+        scale = scale[..., None]
     _t0 = (label_smoothing > 0)
     _t1 = _choose(_t0, lambda: _mean(weight), lambda: 0)
     _t2 = _choose(_t0, lambda: 1 - label_smoothing, lambda: 0)
@@ -333,7 +347,7 @@ def _cross_entropy_indexed_value_and_grads(logits, target, weight, ignore_index,
     _t6 = _choose(_t0, lambda: _t2*_t3, lambda: 0)
     value = _fill(_choose(_t0, lambda: label_smoothing*(_t1*_logsumexp(logits) - _mean(logits*weight)) - _t2*_t5, lambda: -_t5), batch + (1,))[..., 0]
     grads = (
-        _fill(_scatter(_choose(_t0, lambda: (_t1*label_smoothing + _t6)*np.exp(_choose(_t0, lambda: _t4, lambda: 0)) - label_smoothing*weight/_choose(_t0, lambda: (logits.shape[-1] or np.nan), lambda: 1), lambda: _t3*np.exp(_choose(_t0, lambda: 0, lambda: _t4))), _choose(_t0, lambda: -_t6, lambda: -_t3), target, logits), logits.shape),
+        _fill(_times(1, _scatter(_choose(_t0, lambda: (_t1*label_smoothing + _t6)*np.exp(_choose(_t0, lambda: _t4, lambda: 0)) - label_smoothing*weight/_choose(_t0, lambda: (logits.shape[-1] or np.nan), lambda: 1), lambda: _t3*np.exp(_choose(_t0, lambda: 0, lambda: _t4))), _choose(_t0, lambda: -_t6, lambda: -_t3), target, logits), scale), logits.shape),
     )
     return value, grads
 
@@ -347,9 +361,12 @@ def _cross_entropy_folded_value(logits, target, weight, ignore_index, label_smoo
     return _fill(_choose(_t0, lambda: _t3*_choose(_t0, lambda: 1 - label_smoothing, lambda: 0) + label_smoothing*(-_t1 - _mean(logits)), lambda: _t3), batch + (1,))[..., 0]
 
 
-def _cross_entropy_folded_value_and_grads(logits, target, weight, ignore_index, label_smoothing):
-    """Per-sample loss and its gradient for each input, per element."""
+def _cross_entropy_folded_value_and_grads(logits, target, weight, ignore_index, label_smoothing, *, scale=None):
+    """Per-sample loss and its gradient for each input, per element, times ``scale``
+    (the reduction's factor; None: none)."""
     batch = logits.shape[:-1]
+    if np.ndim(scale):  # one per sample: along the axis too
+        scale = scale[..., None]
     _t0 = (label_smoothing > 0)
     _t1 = -_logsumexp(logits)
     _t2 = _choose(_t0, lambda: 1 - label_smoothing, lambda: 0)
@@ -358,7 +375,7 @@ def _cross_entropy_folded_value_and_grads(logits, target, weight, ignore_index, 
     _t5 = _softmax(logits)
     value = _fill(_choose(_t0, lambda: _t2*_t3 + label_smoothing*(-_t1 - _mean(logits)), lambda: _t3), batch + (1,))[..., 0]
     grads = (
-        _fill(_choose(_t0, lambda: _t5*(np.sum(_t4, axis=-1, keepdims=True) + label_smoothing) - _t4 - label_smoothing/_choose(_t0, lambda: (logits.shape[-1] or np.nan), lambda: 1), lambda: _t5*np.sum(target, axis=-1, keepdims=True) - target), logits.shape),
+        _fill(_times(1, _choose(_t0, lambda: _t5*(np.sum(_t4, axis=-1, keepdims=True) + label_smoothing) - _t4 - label_smoothing/_choose(_t0, lambda: (logits.shape[-1] or np.nan), lambda: 1), lambda: _t5*np.sum(target, axis=-1, keepdims=True) - target), scale), logits.shape),
     )
     return value, grads
 
@@ -366,21 +383,22 @@ def _cross_entropy_folded_value_and_grads(logits, target, weight, ignore_index, 
 def _cross_entropy_folded_indexed_value(logits, target, weight, ignore_index, label_smoothing):
     """Per-sample loss."""
     batch = logits.shape[:-1]
-    _t0 = (label_smoothing > 0)
     _t2 = _pick(_log_softmax(logits), target)
-    return _fill(_choose(_t0, lambda: _t2*_choose(_t0, lambda: label_smoothing - 1, lambda: 0) + label_smoothing*(_logsumexp(logits) - _mean(logits)), lambda: -_t2), batch + (1,))[..., 0]
+    return _fill(_choose((label_smoothing > 0), lambda: -_t2 - label_smoothing*_mean(logits) + label_smoothing*_pick(logits, target), lambda: -_t2), batch + (1,))[..., 0]
 
 
-def _cross_entropy_folded_indexed_value_and_grads(logits, target, weight, ignore_index, label_smoothing):
-    """Per-sample loss and its gradient for each input, per element."""
+def _cross_entropy_folded_indexed_value_and_grads(logits, target, weight, ignore_index, label_smoothing, *, scale=None):
+    """Per-sample loss and its gradient for each input, per element, times ``scale``
+    (the reduction's factor; None: none)."""
     batch = logits.shape[:-1]
+    if np.ndim(scale):  # one per sample: along the axis too
+        scale = scale[..., None]
     _t0 = (label_smoothing > 0)
     _t1 = _log_softmax(logits)
     _t2 = _pick(_t1, target)
-    _t3 = _choose(_t0, lambda: label_smoothing - 1, lambda: 0)
-    value = _fill(_choose(_t0, lambda: _t2*_t3 + label_smoothing*(_logsumexp(logits) - _mean(logits)), lambda: -_t2), batch + (1,))[..., 0]
+    value = _fill(_choose(_t0, lambda: -_t2 - label_smoothing*_mean(logits) + label_smoothing*_pick(logits, target), lambda: -_t2), batch + (1,))[..., 0]
     grads = (
-        _fill(_scatter(_choose(_t0, lambda: np.exp(_choose(_t0, lambda: _t1, lambda: 0)) - label_smoothing/_choose(_t0, lambda: (logits.shape[-1] or np.nan), lambda: 1), lambda: np.exp(_choose(_t0, lambda: 0, lambda: _t1))), _choose(_t0, lambda: _t3, lambda: -1), target, logits), logits.shape),
+        _fill(_times(1, _scatter(_choose(_t0, lambda: np.exp(_choose(_t0, lambda: _t1, lambda: 0)) - label_smoothing/_choose(_t0, lambda: (logits.shape[-1] or np.nan), lambda: 1), lambda: np.exp(_choose(_t0, lambda: 0, lambda: _t1))), _choose(_t0, lambda: label_smoothing - 1, lambda: -1), target, logits), scale), logits.shape),
     )
     return value, grads
 
@@ -418,8 +436,8 @@ def loss_and_grad(logits, target, reduction="mean", weight=None, ignore_index=-1
     logits, target, indexed, keep, counts = _prepare(logits, target, (weight, ignore_index, label_smoothing))
     if validate:
         _validate(logits, target, weight, ignore_index, label_smoothing, indexed)
-    value, grads = _FUNCTIONS[("cross_entropy", indexed, weight is None)][1](logits, target, weight, ignore_index, label_smoothing)
-    scale = _scale(value.shape, reduction, 1.0, keep, counts)
-    grad_logits = _placed((scale[..., None] if np.ndim(scale) else scale) * grads[0], 1)
+    scale = _scale(logits.shape[:-1], reduction, 1.0, keep, counts)
+    value, grads = _FUNCTIONS[("cross_entropy", indexed, weight is None)][1](logits, target, weight, ignore_index, label_smoothing, scale=scale)
+    grad_logits = _placed(grads[0], 1)
     total = _reduce(value, reduction, keep, counts)
     return total, (grad_logits,)

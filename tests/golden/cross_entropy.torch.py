@@ -50,6 +50,14 @@ def _rows(shape):
     return shape[0] if len(shape) else 1
 
 
+def _times(coefficient, value, scale):
+    """A gradient, ``coefficient * value``, times ``scale`` (the reduction's factor carried from the forward; None:
+    none): the two numbers multiply first, so that the array takes one pass."""
+    if scale is None:
+        return value if coefficient == 1 else coefficient * value
+    return scale * value if coefficient == 1 else (coefficient * scale) * value
+
+
 def _check_reduction(reduction):
     if reduction not in _REDUCTIONS:
         raise ValueError(f"reduction must be one of {', '.join(map(repr, _REDUCTIONS))}, got {reduction!r}")
@@ -343,12 +351,15 @@ def _cross_entropy_value(logits, target, weight, ignore_index, label_smoothing):
     return _fill(_choose(_t0, lambda: _t5*_choose(_t0, lambda: 1 - label_smoothing, lambda: 0) + label_smoothing*(_t2*_choose(_t0, lambda: torch.mean(weight, dim=-1, keepdim=True), lambda: _constant(0, dtype, device)) - torch.mean(logits*weight, dim=-1, keepdim=True)), lambda: _t5), batch + (1,), dtype, device)[..., 0]
 
 
-def _cross_entropy_value_and_grads(logits, target, weight, ignore_index, label_smoothing):
-    """Per-sample loss and its gradient for each input, per element, in one pass."""
+def _cross_entropy_value_and_grads(logits, target, weight, ignore_index, label_smoothing, *, scale=None):
+    """Per-sample loss and its gradient for each input, per element, in one pass; the gradients times
+    ``scale``, the reduction's factor (None: none)."""
     dtype, device, batch = logits.dtype, logits.device, logits.shape[:-1]
     weight = _constant(1.0 if weight is None else weight, dtype, device)
     _broadcasts("weight", weight.shape, batch + (logits.shape[-1],), axis=True)
     weight = weight.expand(weight.shape[:-1] + (logits.shape[-1],))  # one number: the same for every entry
+    if isinstance(scale, torch.Tensor) and scale.ndim:  # one per sample: along the axis too
+        scale = scale[..., None]
     _t0 = (label_smoothing > 0)
     _t1 = _choose(_t0, lambda: torch.mean(weight, dim=-1, keepdim=True), lambda: _constant(0, dtype, device))
     _t2 = torch.logsumexp(logits, dim=-1, keepdim=True)
@@ -359,7 +370,7 @@ def _cross_entropy_value_and_grads(logits, target, weight, ignore_index, label_s
     _t7 = torch.softmax(logits, dim=-1)
     value = _fill(_choose(_t0, lambda: _t3*_t5 + label_smoothing*(_t1*_t2 - torch.mean(logits*weight, dim=-1, keepdim=True)), lambda: _t5), batch + (1,), dtype, device)[..., 0]
     grads = (
-        _fill(_choose(_t0, lambda: _t7*(_t1*label_smoothing + torch.sum(_t6, dim=-1, keepdim=True)) - _t6 - label_smoothing*weight/_choose(_t0, lambda: (logits.shape[-1] or float("nan")), lambda: _constant(1, dtype, device)), lambda: _t7*torch.sum(_t4, dim=-1, keepdim=True) - _t4), logits.shape, dtype, device),
+        _fill(_times(1, _choose(_t0, lambda: _t7*(_t1*label_smoothing + torch.sum(_t6, dim=-1, keepdim=True)) - _t6 - label_smoothing*weight/_choose(_t0, lambda: (logits.shape[-1] or float("nan")), lambda: _constant(1, dtype, device)), lambda: _t7*torch.sum(_t4, dim=-1, keepdim=True) - _t4), scale), logits.shape, dtype, device),
     )
     return value, grads
 
@@ -375,12 +386,15 @@ def _cross_entropy_indexed_value(logits, target, weight, ignore_index, label_smo
     return _fill(_choose(_t0, lambda: label_smoothing*(torch.logsumexp(logits, dim=-1, keepdim=True)*_choose(_t0, lambda: torch.mean(weight, dim=-1, keepdim=True), lambda: _constant(0, dtype, device)) - torch.mean(logits*weight, dim=-1, keepdim=True)) - _t5*_choose(_t0, lambda: 1 - label_smoothing, lambda: 0), lambda: -_t5), batch + (1,), dtype, device)[..., 0]
 
 
-def _cross_entropy_indexed_value_and_grads(logits, target, weight, ignore_index, label_smoothing):
-    """Per-sample loss and its gradient for each input, per element, in one pass."""
+def _cross_entropy_indexed_value_and_grads(logits, target, weight, ignore_index, label_smoothing, *, scale=None):
+    """Per-sample loss and its gradient for each input, per element, in one pass; the gradients times
+    ``scale``, the reduction's factor (None: none)."""
     dtype, device, batch = logits.dtype, logits.device, logits.shape[:-1]
     weight = _constant(1.0 if weight is None else weight, dtype, device)
     _broadcasts("weight", weight.shape, batch + (logits.shape[-1],), axis=True)
     weight = weight.expand(weight.shape[:-1] + (logits.shape[-1],))  # one number: the same for every entry
+    if isinstance(scale, torch.Tensor) and scale.ndim:  # one per sample: along the axis too
+        scale = scale[..., None]
     _t0 = (label_smoothing > 0)
     _t1 = _choose(_t0, lambda: torch.mean(weight, dim=-1, keepdim=True), lambda: _constant(0, dtype, device))
     _t2 = _choose(_t0, lambda: 1 - label_smoothing, lambda: 0)
@@ -390,7 +404,7 @@ def _cross_entropy_indexed_value_and_grads(logits, target, weight, ignore_index,
     _t6 = _choose(_t0, lambda: _t2*_t3, lambda: _constant(0, dtype, device))
     value = _fill(_choose(_t0, lambda: label_smoothing*(_t1*torch.logsumexp(logits, dim=-1, keepdim=True) - torch.mean(logits*weight, dim=-1, keepdim=True)) - _t2*_t5, lambda: -_t5), batch + (1,), dtype, device)[..., 0]
     grads = (
-        _fill(_scatter(_choose(_t0, lambda: (_t1*label_smoothing + _t6)*torch.exp(_choose(_t0, lambda: _t4, lambda: _constant(0, dtype, device))) - label_smoothing*weight/_choose(_t0, lambda: (logits.shape[-1] or float("nan")), lambda: _constant(1, dtype, device)), lambda: _t3*torch.exp(_choose(_t0, lambda: _constant(0, dtype, device), lambda: _t4))), _choose(_t0, lambda: -_t6, lambda: -_t3), target, logits), logits.shape, dtype, device),
+        _fill(_times(1, _scatter(_choose(_t0, lambda: (_t1*label_smoothing + _t6)*torch.exp(_choose(_t0, lambda: _t4, lambda: _constant(0, dtype, device))) - label_smoothing*weight/_choose(_t0, lambda: (logits.shape[-1] or float("nan")), lambda: _constant(1, dtype, device)), lambda: _t3*torch.exp(_choose(_t0, lambda: _constant(0, dtype, device), lambda: _t4))), _choose(_t0, lambda: -_t6, lambda: -_t3), target, logits), scale), logits.shape, dtype, device),
     )
     return value, grads
 
@@ -404,9 +418,12 @@ def _cross_entropy_folded_value(logits, target, weight, ignore_index, label_smoo
     return _fill(_choose(_t0, lambda: _t3*_choose(_t0, lambda: 1 - label_smoothing, lambda: 0) + label_smoothing*(-_t1 - torch.mean(logits, dim=-1, keepdim=True)), lambda: _t3), batch + (1,), dtype, device)[..., 0]
 
 
-def _cross_entropy_folded_value_and_grads(logits, target, weight, ignore_index, label_smoothing):
-    """Per-sample loss and its gradient for each input, per element, in one pass."""
+def _cross_entropy_folded_value_and_grads(logits, target, weight, ignore_index, label_smoothing, *, scale=None):
+    """Per-sample loss and its gradient for each input, per element, in one pass; the gradients times
+    ``scale``, the reduction's factor (None: none)."""
     dtype, device, batch = logits.dtype, logits.device, logits.shape[:-1]
+    if isinstance(scale, torch.Tensor) and scale.ndim:  # one per sample: along the axis too
+        scale = scale[..., None]
     _t0 = (label_smoothing > 0)
     _t1 = -torch.logsumexp(logits, dim=-1, keepdim=True)
     _t2 = _choose(_t0, lambda: 1 - label_smoothing, lambda: 0)
@@ -415,7 +432,7 @@ def _cross_entropy_folded_value_and_grads(logits, target, weight, ignore_index, 
     _t5 = torch.softmax(logits, dim=-1)
     value = _fill(_choose(_t0, lambda: _t2*_t3 + label_smoothing*(-_t1 - torch.mean(logits, dim=-1, keepdim=True)), lambda: _t3), batch + (1,), dtype, device)[..., 0]
     grads = (
-        _fill(_choose(_t0, lambda: _t5*(torch.sum(_t4, dim=-1, keepdim=True) + label_smoothing) - _t4 - label_smoothing/_choose(_t0, lambda: (logits.shape[-1] or float("nan")), lambda: _constant(1, dtype, device)), lambda: _t5*torch.sum(target, dim=-1, keepdim=True) - target), logits.shape, dtype, device),
+        _fill(_times(1, _choose(_t0, lambda: _t5*(torch.sum(_t4, dim=-1, keepdim=True) + label_smoothing) - _t4 - label_smoothing/_choose(_t0, lambda: (logits.shape[-1] or float("nan")), lambda: _constant(1, dtype, device)), lambda: _t5*torch.sum(target, dim=-1, keepdim=True) - target), scale), logits.shape, dtype, device),
     )
     return value, grads
 
@@ -423,21 +440,22 @@ def _cross_entropy_folded_value_and_grads(logits, target, weight, ignore_index, 
 def _cross_entropy_folded_indexed_value(logits, target, weight, ignore_index, label_smoothing):
     """Per-sample loss."""
     dtype, device, batch = logits.dtype, logits.device, logits.shape[:-1]
-    _t0 = (label_smoothing > 0)
     _t2 = _pick(torch.log_softmax(logits, dim=-1), target)
-    return _fill(_choose(_t0, lambda: _t2*_choose(_t0, lambda: label_smoothing - 1, lambda: 0) + label_smoothing*(torch.logsumexp(logits, dim=-1, keepdim=True) - torch.mean(logits, dim=-1, keepdim=True)), lambda: -_t2), batch + (1,), dtype, device)[..., 0]
+    return _fill(_choose((label_smoothing > 0), lambda: -_t2 - label_smoothing*torch.mean(logits, dim=-1, keepdim=True) + label_smoothing*_pick(logits, target), lambda: -_t2), batch + (1,), dtype, device)[..., 0]
 
 
-def _cross_entropy_folded_indexed_value_and_grads(logits, target, weight, ignore_index, label_smoothing):
-    """Per-sample loss and its gradient for each input, per element, in one pass."""
+def _cross_entropy_folded_indexed_value_and_grads(logits, target, weight, ignore_index, label_smoothing, *, scale=None):
+    """Per-sample loss and its gradient for each input, per element, in one pass; the gradients times
+    ``scale``, the reduction's factor (None: none)."""
     dtype, device, batch = logits.dtype, logits.device, logits.shape[:-1]
+    if isinstance(scale, torch.Tensor) and scale.ndim:  # one per sample: along the axis too
+        scale = scale[..., None]
     _t0 = (label_smoothing > 0)
     _t1 = torch.log_softmax(logits, dim=-1)
     _t2 = _pick(_t1, target)
-    _t3 = _choose(_t0, lambda: label_smoothing - 1, lambda: 0)
-    value = _fill(_choose(_t0, lambda: _t2*_t3 + label_smoothing*(torch.logsumexp(logits, dim=-1, keepdim=True) - torch.mean(logits, dim=-1, keepdim=True)), lambda: -_t2), batch + (1,), dtype, device)[..., 0]
+    value = _fill(_choose(_t0, lambda: -_t2 - label_smoothing*torch.mean(logits, dim=-1, keepdim=True) + label_smoothing*_pick(logits, target), lambda: -_t2), batch + (1,), dtype, device)[..., 0]
     grads = (
-        _fill(_scatter(_choose(_t0, lambda: torch.exp(_choose(_t0, lambda: _t1, lambda: _constant(0, dtype, device))) - label_smoothing/_choose(_t0, lambda: (logits.shape[-1] or float("nan")), lambda: _constant(1, dtype, device)), lambda: torch.exp(_choose(_t0, lambda: _constant(0, dtype, device), lambda: _t1))), _choose(_t0, lambda: _t3, lambda: -1), target, logits), logits.shape, dtype, device),
+        _fill(_times(1, _scatter(_choose(_t0, lambda: torch.exp(_choose(_t0, lambda: _t1, lambda: _constant(0, dtype, device))) - label_smoothing/_choose(_t0, lambda: (logits.shape[-1] or float("nan")), lambda: _constant(1, dtype, device)), lambda: torch.exp(_choose(_t0, lambda: _constant(0, dtype, device), lambda: _t1))), _choose(_t0, lambda: label_smoothing - 1, lambda: -1), target, logits), scale), logits.shape, dtype, device),
     )
     return value, grads
 
@@ -454,12 +472,15 @@ def _cross_entropy_targeted_value(logits, target, weight, ignore_index, label_sm
     return _fill(_choose(_t0, lambda: _t6*_choose(_t0, lambda: 1 - label_smoothing, lambda: 0) + label_smoothing*(_t2*_choose(_t0, lambda: torch.mean(weight, dim=-1, keepdim=True), lambda: _constant(0, dtype, device)) - torch.mean(logits*weight, dim=-1, keepdim=True)), lambda: _t6), batch + (1,), dtype, device)[..., 0]
 
 
-def _cross_entropy_targeted_value_and_grads(logits, target, weight, ignore_index, label_smoothing):
-    """Per-sample loss and its gradient for each input, per element, in one pass."""
+def _cross_entropy_targeted_value_and_grads(logits, target, weight, ignore_index, label_smoothing, *, scale=None):
+    """Per-sample loss and its gradient for each input, per element, in one pass; the gradients times
+    ``scale``, the reduction's factor (None: none)."""
     dtype, device, batch = logits.dtype, logits.device, logits.shape[:-1]
     weight = _constant(1.0 if weight is None else weight, dtype, device)
     _broadcasts("weight", weight.shape, batch + (logits.shape[-1],), axis=True)
     weight = weight.expand(weight.shape[:-1] + (logits.shape[-1],))  # one number: the same for every entry
+    if isinstance(scale, torch.Tensor) and scale.ndim:  # one per sample: along the axis too
+        scale = scale[..., None]
     _t0 = (label_smoothing > 0)
     _t1 = _choose(_t0, lambda: torch.mean(weight, dim=-1, keepdim=True), lambda: _constant(0, dtype, device))
     _t2 = torch.logsumexp(logits, dim=-1, keepdim=True)
@@ -472,8 +493,8 @@ def _cross_entropy_targeted_value_and_grads(logits, target, weight, ignore_index
     _t9 = _t4*weight
     value = _fill(_choose(_t0, lambda: _t3*_t6 + label_smoothing*(_t1*_t2 - torch.mean(logits*weight, dim=-1, keepdim=True)), lambda: _t6), batch + (1,), dtype, device)[..., 0]
     grads = (
-        _fill(_choose(_t0, lambda: _t8*(_t1*label_smoothing + torch.sum(_t7, dim=-1, keepdim=True)) - _t7 - label_smoothing*weight/_choose(_t0, lambda: (logits.shape[-1] or float("nan")), lambda: _constant(1, dtype, device)), lambda: _t8*torch.sum(_t5, dim=-1, keepdim=True) - _t5), logits.shape, dtype, device),
-        _fill(_choose(_t0, lambda: _t3*_t9, lambda: _t9), target.shape, dtype, device),  # a target's
+        _fill(_times(1, _choose(_t0, lambda: _t8*(_t1*label_smoothing + torch.sum(_t7, dim=-1, keepdim=True)) - _t7 - label_smoothing*weight/_choose(_t0, lambda: (logits.shape[-1] or float("nan")), lambda: _constant(1, dtype, device)), lambda: _t8*torch.sum(_t5, dim=-1, keepdim=True) - _t5), scale), logits.shape, dtype, device),
+        _fill(_times(1, _choose(_t0, lambda: _t3*_t9, lambda: _t9), scale), target.shape, dtype, device),  # a target's
     )
     return value, grads
 
@@ -489,12 +510,15 @@ def _cross_entropy_targeted_indexed_value(logits, target, weight, ignore_index, 
     return _fill(_choose(_t0, lambda: label_smoothing*(torch.logsumexp(logits, dim=-1, keepdim=True)*_choose(_t0, lambda: torch.mean(weight, dim=-1, keepdim=True), lambda: _constant(0, dtype, device)) - torch.mean(logits*weight, dim=-1, keepdim=True)) - _t5*_choose(_t0, lambda: 1 - label_smoothing, lambda: 0), lambda: -_t5), batch + (1,), dtype, device)[..., 0]
 
 
-def _cross_entropy_targeted_indexed_value_and_grads(logits, target, weight, ignore_index, label_smoothing):
-    """Per-sample loss and its gradient for each input, per element, in one pass."""
+def _cross_entropy_targeted_indexed_value_and_grads(logits, target, weight, ignore_index, label_smoothing, *, scale=None):
+    """Per-sample loss and its gradient for each input, per element, in one pass; the gradients times
+    ``scale``, the reduction's factor (None: none)."""
     dtype, device, batch = logits.dtype, logits.device, logits.shape[:-1]
     weight = _constant(1.0 if weight is None else weight, dtype, device)
     _broadcasts("weight", weight.shape, batch + (logits.shape[-1],), axis=True)
     weight = weight.expand(weight.shape[:-1] + (logits.shape[-1],))  # one number: the same for every entry
+    if isinstance(scale, torch.Tensor) and scale.ndim:  # one per sample: along the axis too
+        scale = scale[..., None]
     _t0 = (label_smoothing > 0)
     _t1 = _choose(_t0, lambda: torch.mean(weight, dim=-1, keepdim=True), lambda: _constant(0, dtype, device))
     _t2 = _choose(_t0, lambda: 1 - label_smoothing, lambda: 0)
@@ -504,7 +528,7 @@ def _cross_entropy_targeted_indexed_value_and_grads(logits, target, weight, igno
     _t6 = _choose(_t0, lambda: _t2*_t3, lambda: _constant(0, dtype, device))
     value = _fill(_choose(_t0, lambda: label_smoothing*(_t1*torch.logsumexp(logits, dim=-1, keepdim=True) - torch.mean(logits*weight, dim=-1, keepdim=True)) - _t2*_t5, lambda: -_t5), batch + (1,), dtype, device)[..., 0]
     grads = (
-        _fill(_scatter(_choose(_t0, lambda: (_t1*label_smoothing + _t6)*torch.exp(_choose(_t0, lambda: _t4, lambda: _constant(0, dtype, device))) - label_smoothing*weight/_choose(_t0, lambda: (logits.shape[-1] or float("nan")), lambda: _constant(1, dtype, device)), lambda: _t3*torch.exp(_choose(_t0, lambda: _constant(0, dtype, device), lambda: _t4))), _choose(_t0, lambda: -_t6, lambda: -_t3), target, logits), logits.shape, dtype, device),
+        _fill(_times(1, _scatter(_choose(_t0, lambda: (_t1*label_smoothing + _t6)*torch.exp(_choose(_t0, lambda: _t4, lambda: _constant(0, dtype, device))) - label_smoothing*weight/_choose(_t0, lambda: (logits.shape[-1] or float("nan")), lambda: _constant(1, dtype, device)), lambda: _t3*torch.exp(_choose(_t0, lambda: _constant(0, dtype, device), lambda: _t4))), _choose(_t0, lambda: -_t6, lambda: -_t3), target, logits), scale), logits.shape, dtype, device),
         None,  # a target given as class indices: integers, which have no gradient
     )
     return value, grads
@@ -519,9 +543,12 @@ def _cross_entropy_targeted_folded_value(logits, target, weight, ignore_index, l
     return _fill(_choose(_t0, lambda: _t4*_choose(_t0, lambda: 1 - label_smoothing, lambda: 0) + label_smoothing*(-_t1 - torch.mean(logits, dim=-1, keepdim=True)), lambda: _t4), batch + (1,), dtype, device)[..., 0]
 
 
-def _cross_entropy_targeted_folded_value_and_grads(logits, target, weight, ignore_index, label_smoothing):
-    """Per-sample loss and its gradient for each input, per element, in one pass."""
+def _cross_entropy_targeted_folded_value_and_grads(logits, target, weight, ignore_index, label_smoothing, *, scale=None):
+    """Per-sample loss and its gradient for each input, per element, in one pass; the gradients times
+    ``scale``, the reduction's factor (None: none)."""
     dtype, device, batch = logits.dtype, logits.device, logits.shape[:-1]
+    if isinstance(scale, torch.Tensor) and scale.ndim:  # one per sample: along the axis too
+        scale = scale[..., None]
     _t0 = (label_smoothing > 0)
     _t1 = -torch.logsumexp(logits, dim=-1, keepdim=True)
     _t2 = _choose(_t0, lambda: 1 - label_smoothing, lambda: 0)
@@ -531,8 +558,8 @@ def _cross_entropy_targeted_folded_value_and_grads(logits, target, weight, ignor
     _t6 = torch.softmax(logits, dim=-1)
     value = _fill(_choose(_t0, lambda: _t2*_t4 + label_smoothing*(-_t1 - torch.mean(logits, dim=-1, keepdim=True)), lambda: _t4), batch + (1,), dtype, device)[..., 0]
     grads = (
-        _fill(_choose(_t0, lambda: _t6*(torch.sum(_t5, dim=-1, keepdim=True) + label_smoothing) - _t5 - label_smoothing/_choose(_t0, lambda: (logits.shape[-1] or float("nan")), lambda: _constant(1, dtype, device)), lambda: _t6*torch.sum(target, dim=-1, keepdim=True) - target), logits.shape, dtype, device),
-        _fill(_choose(_t0, lambda: _t2*_t3, lambda: _t3), target.shape, dtype, device),  # a target's
+        _fill(_times(1, _choose(_t0, lambda: _t6*(torch.sum(_t5, dim=-1, keepdim=True) + label_smoothing) - _t5 - label_smoothing/_choose(_t0, lambda: (logits.shape[-1] or float("nan")), lambda: _constant(1, dtype, device)), lambda: _t6*torch.sum(target, dim=-1, keepdim=True) - target), scale), logits.shape, dtype, device),
+        _fill(_times(1, _choose(_t0, lambda: _t2*_t3, lambda: _t3), scale), target.shape, dtype, device),  # a target's
     )
     return value, grads
 
@@ -540,37 +567,38 @@ def _cross_entropy_targeted_folded_value_and_grads(logits, target, weight, ignor
 def _cross_entropy_targeted_folded_indexed_value(logits, target, weight, ignore_index, label_smoothing):
     """Per-sample loss."""
     dtype, device, batch = logits.dtype, logits.device, logits.shape[:-1]
-    _t0 = (label_smoothing > 0)
     _t2 = _pick(torch.log_softmax(logits, dim=-1), target)
-    return _fill(_choose(_t0, lambda: _t2*_choose(_t0, lambda: label_smoothing - 1, lambda: 0) + label_smoothing*(torch.logsumexp(logits, dim=-1, keepdim=True) - torch.mean(logits, dim=-1, keepdim=True)), lambda: -_t2), batch + (1,), dtype, device)[..., 0]
+    return _fill(_choose((label_smoothing > 0), lambda: -_t2 - label_smoothing*torch.mean(logits, dim=-1, keepdim=True) + label_smoothing*_pick(logits, target), lambda: -_t2), batch + (1,), dtype, device)[..., 0]
 
 
-def _cross_entropy_targeted_folded_indexed_value_and_grads(logits, target, weight, ignore_index, label_smoothing):
-    """Per-sample loss and its gradient for each input, per element, in one pass."""
+def _cross_entropy_targeted_folded_indexed_value_and_grads(logits, target, weight, ignore_index, label_smoothing, *, scale=None):
+    """Per-sample loss and its gradient for each input, per element, in one pass; the gradients times
+    ``scale``, the reduction's factor (None: none)."""
     dtype, device, batch = logits.dtype, logits.device, logits.shape[:-1]
+    if isinstance(scale, torch.Tensor) and scale.ndim:  # one per sample: along the axis too
+        scale = scale[..., None]
     _t0 = (label_smoothing > 0)
     _t1 = torch.log_softmax(logits, dim=-1)
     _t2 = _pick(_t1, target)
-    _t3 = _choose(_t0, lambda: label_smoothing - 1, lambda: 0)
-    value = _fill(_choose(_t0, lambda: _t2*_t3 + label_smoothing*(torch.logsumexp(logits, dim=-1, keepdim=True) - torch.mean(logits, dim=-1, keepdim=True)), lambda: -_t2), batch + (1,), dtype, device)[..., 0]
+    value = _fill(_choose(_t0, lambda: -_t2 - label_smoothing*torch.mean(logits, dim=-1, keepdim=True) + label_smoothing*_pick(logits, target), lambda: -_t2), batch + (1,), dtype, device)[..., 0]
     grads = (
-        _fill(_scatter(_choose(_t0, lambda: torch.exp(_choose(_t0, lambda: _t1, lambda: _constant(0, dtype, device))) - label_smoothing/_choose(_t0, lambda: (logits.shape[-1] or float("nan")), lambda: _constant(1, dtype, device)), lambda: torch.exp(_choose(_t0, lambda: _constant(0, dtype, device), lambda: _t1))), _choose(_t0, lambda: _t3, lambda: -1), target, logits), logits.shape, dtype, device),
+        _fill(_times(1, _scatter(_choose(_t0, lambda: torch.exp(_choose(_t0, lambda: _t1, lambda: _constant(0, dtype, device))) - label_smoothing/_choose(_t0, lambda: (logits.shape[-1] or float("nan")), lambda: _constant(1, dtype, device)), lambda: torch.exp(_choose(_t0, lambda: _constant(0, dtype, device), lambda: _t1))), _choose(_t0, lambda: label_smoothing - 1, lambda: -1), target, logits), scale), logits.shape, dtype, device),
         None,  # a target given as class indices: integers, which have no gradient
     )
     return value, grads
 
 
 #: Each term's (value, value-and-gradients) functions and the layout of their arguments (which are arrays over
-#: the batch, with or without an axis; which params broadcast to the batch), by (term, whether the one-hot target is class indices, whether its tensor params are all absent, whether its targets' gradients are wanted).
+#: the batch, with or without an axis; which params broadcast to the batch; which array gives the batch shape), by (term, whether the one-hot target is class indices, whether its tensor params are all absent, whether its targets' gradients are wanted).
 _EAGER = {
-    ("cross_entropy", False, False, False): (_cross_entropy_value, _cross_entropy_value_and_grads, ((True, True, ), ())),
-    ("cross_entropy", True, False, False): (_cross_entropy_indexed_value, _cross_entropy_indexed_value_and_grads, ((True, False, ), ())),
-    ("cross_entropy", False, True, False): (_cross_entropy_folded_value, _cross_entropy_folded_value_and_grads, ((True, True, ), ())),
-    ("cross_entropy", True, True, False): (_cross_entropy_folded_indexed_value, _cross_entropy_folded_indexed_value_and_grads, ((True, False, ), ())),
-    ("cross_entropy", False, False, True): (_cross_entropy_targeted_value, _cross_entropy_targeted_value_and_grads, ((True, True, ), ())),
-    ("cross_entropy", True, False, True): (_cross_entropy_targeted_indexed_value, _cross_entropy_targeted_indexed_value_and_grads, ((True, False, ), ())),
-    ("cross_entropy", False, True, True): (_cross_entropy_targeted_folded_value, _cross_entropy_targeted_folded_value_and_grads, ((True, True, ), ())),
-    ("cross_entropy", True, True, True): (_cross_entropy_targeted_folded_indexed_value, _cross_entropy_targeted_folded_indexed_value_and_grads, ((True, False, ), ())),
+    ("cross_entropy", False, False, False): (_cross_entropy_value, _cross_entropy_value_and_grads, ((True, True, ), (), 0)),
+    ("cross_entropy", True, False, False): (_cross_entropy_indexed_value, _cross_entropy_indexed_value_and_grads, ((True, False, ), (), 0)),
+    ("cross_entropy", False, True, False): (_cross_entropy_folded_value, _cross_entropy_folded_value_and_grads, ((True, True, ), (), 0)),
+    ("cross_entropy", True, True, False): (_cross_entropy_folded_indexed_value, _cross_entropy_folded_indexed_value_and_grads, ((True, False, ), (), 0)),
+    ("cross_entropy", False, False, True): (_cross_entropy_targeted_value, _cross_entropy_targeted_value_and_grads, ((True, True, ), (), 0)),
+    ("cross_entropy", True, False, True): (_cross_entropy_targeted_indexed_value, _cross_entropy_targeted_indexed_value_and_grads, ((True, False, ), (), 0)),
+    ("cross_entropy", False, True, True): (_cross_entropy_targeted_folded_value, _cross_entropy_targeted_folded_value_and_grads, ((True, True, ), (), 0)),
+    ("cross_entropy", True, True, True): (_cross_entropy_targeted_folded_indexed_value, _cross_entropy_targeted_folded_indexed_value_and_grads, ((True, False, ), (), 0)),
 }
 _FUSED = {}
 _FUSED_FAILED = set()
@@ -602,7 +630,7 @@ def _chunk_rows(layout, args):
     """The rows of a chunk, or 0 where the call runs whole: off the CPU, under a compiler, a torch.func transform
     or autograd, for a small batch, or where an array does not have the batch's rows as its first dimension or
     a tensor param broadcasts to the batch."""
-    axes, broadcast = layout
+    axes, broadcast, _ = layout
     arrays = args[:len(axes)]
     if sum(a.numel() for a in arrays) < 4 * _CHUNK:
         return 0
@@ -691,15 +719,16 @@ def _reducing(value, both, layout):
         rows = _chunk_rows(layout, args)
         if rows and (found := _chunked(both, layout, rows, reduction, keep, counts, args)) is not None:
             return found
-        loss, grads = both(*args)
-        reduced = _reduce(loss, reduction, keep, counts)
-        if (loss.device.type != "cpu" or not loss.numel() or (reduction == "sum" and keep is None and counts is None)
+        axes, _, at = layout
+        first = args[at]  # the array whose shape, less its axis, is the batch's
+        batch = first.shape[:-1] if axes[at] else first.shape
+        if (first.device.type != "cpu" or not batch.numel() or (reduction == "sum" and keep is None and counts is None)
                 or not (torch.compiler.is_compiling() or not _transformed())):
-            return reduced, grads, None
-        factor = _factor(reduction, loss.shape, keep, counts, loss)
-        if factor is None:
-            return reduced, grads, None
-        return reduced, tuple(None if g is None else g * _along(factor, g) for g in grads), True
+            loss, grads = both(*args)
+            return _reduce(loss, reduction, keep, counts), grads, None
+        factor = _factor(reduction, batch, keep, counts, first)
+        loss, grads = both(*args, scale=factor)  # the factor multiplied into each gradient's coefficient
+        return _reduce(loss, reduction, keep, counts), grads, None if factor is None else True
 
     return reduced_value, reduced_both
 

@@ -72,6 +72,14 @@ def _rows(shape):
     return shape[0] if len(shape) else 1
 
 
+def _times(coefficient, value, scale):
+    """A gradient, ``coefficient * value``, times ``scale`` (the reduction's factor carried from the forward; None:
+    none): the two numbers multiply first, so that the array takes one pass."""
+    if scale is None:
+        return value if coefficient == 1 else coefficient * value
+    return scale * value if coefficient == 1 else (coefficient * scale) * value
+
+
 def _check_reduction(reduction):
     if reduction not in _REDUCTIONS:
         raise ValueError(f"reduction must be one of {', '.join(map(repr, _REDUCTIONS))}, got {reduction!r}")
@@ -178,15 +186,18 @@ def _dice_value(p, target, smooth):
     return _fill(1 - (2*np.sum(p*target, axis=-1, keepdims=True) + smooth)/((np.sum(p, axis=-1, keepdims=True) + np.sum(target, axis=-1, keepdims=True)) + smooth), batch + (1,))[..., 0]
 
 
-def _dice_value_and_grads(p, target, smooth):
-    """Per-sample loss and its gradient for each input, per element."""
+def _dice_value_and_grads(p, target, smooth, *, scale=None):
+    """Per-sample loss and its gradient for each input, per element, times ``scale``
+    (the reduction's factor; None: none)."""
     batch = p.shape[:-1]
+    if np.ndim(scale):  # one per sample: along the axis too
+        scale = scale[..., None]
     _t0 = 2*np.sum(p*target, axis=-1, keepdims=True) + smooth
     _t1 = (np.sum(p, axis=-1, keepdims=True) + np.sum(target, axis=-1, keepdims=True)) + smooth
     _t2 = 1/_t1
     value = _fill(1 - _t0*_t2, batch + (1,))[..., 0]
     grads = (
-        _fill(_t0/_t1**2 - 2*_t2*target, p.shape),
+        _fill(_times(1, _t0/_t1**2 - 2*_t2*target, scale), p.shape),
     )
     return value, grads
 
@@ -221,8 +232,8 @@ def loss_and_grad(p, target, reduction="mean", smooth=1.0, *, validate=False):
     p, target, indexed, keep, counts = _prepare(p, target)
     if validate:
         _validate(p, target, smooth, indexed)
-    value, grads = _FUNCTIONS[("dice", False)][1](p, target, smooth)
-    scale = _scale(value.shape, reduction, 1.0, None, None)
-    grad_p = (scale[..., None] if np.ndim(scale) else scale) * grads[0]
+    scale = _scale(p.shape[:-1], reduction, 1.0, None, None)
+    value, grads = _FUNCTIONS[("dice", False)][1](p, target, smooth, scale=scale)
+    grad_p = grads[0]
     total = _reduce(value, reduction, None, None)
     return total, (grad_p,)

@@ -67,6 +67,14 @@ def _rows(shape):
     return shape[0] if len(shape) else 1
 
 
+def _times(coefficient, value, scale):
+    """A gradient, ``coefficient * value``, times ``scale`` (the reduction's factor carried from the forward; None:
+    none): the two numbers multiply first, so that the array takes one pass."""
+    if scale is None:
+        return value if coefficient == 1 else coefficient * value
+    return scale * value if coefficient == 1 else (coefficient * scale) * value
+
+
 def _check_reduction(reduction):
     if reduction not in _REDUCTIONS:
         raise ValueError(f"reduction must be one of {', '.join(map(repr, _REDUCTIONS))}, got {reduction!r}")
@@ -172,13 +180,16 @@ def _emd_value(p, q):
     return _fill(np.sum(np.abs(np.cumsum(p - q, axis=-1)), axis=-1, keepdims=True), batch + (1,))[..., 0]
 
 
-def _emd_value_and_grads(p, q):
-    """Per-sample loss and its gradient for each input, per element."""
+def _emd_value_and_grads(p, q, *, scale=None):
+    """Per-sample loss and its gradient for each input, per element, times ``scale``
+    (the reduction's factor; None: none)."""
     batch = p.shape[:-1]
+    if np.ndim(scale):  # one per sample: along the axis too
+        scale = scale[..., None]
     _t0 = np.cumsum(p - q, axis=-1)
     value = _fill(np.sum(np.abs(_t0), axis=-1, keepdims=True), batch + (1,))[..., 0]
     grads = (
-        _fill(np.flip(np.cumsum(np.flip(np.sign(_t0), axis=-1), axis=-1), axis=-1), p.shape),
+        _fill(_times(1, np.flip(np.cumsum(np.flip(np.sign(_t0), axis=-1), axis=-1), axis=-1), scale), p.shape),
     )
     return value, grads
 
@@ -213,8 +224,8 @@ def loss_and_grad(p, q, reduction="mean", *, validate=False):
     p, q, indexed, keep, counts = _prepare(p, q)
     if validate:
         _validate(p, q, indexed)
-    value, grads = _FUNCTIONS[("emd", False)][1](p, q)
-    scale = _scale(value.shape, reduction, 1.0, None, None)
-    grad_p = (scale[..., None] if np.ndim(scale) else scale) * grads[0]
+    scale = _scale(p.shape[:-1], reduction, 1.0, None, None)
+    value, grads = _FUNCTIONS[("emd", False)][1](p, q, scale=scale)
+    grad_p = grads[0]
     total = _reduce(value, reduction, None, None)
     return total, (grad_p,)

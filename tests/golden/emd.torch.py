@@ -38,6 +38,14 @@ def _rows(shape):
     return shape[0] if len(shape) else 1
 
 
+def _times(coefficient, value, scale):
+    """A gradient, ``coefficient * value``, times ``scale`` (the reduction's factor carried from the forward; None:
+    none): the two numbers multiply first, so that the array takes one pass."""
+    if scale is None:
+        return value if coefficient == 1 else coefficient * value
+    return scale * value if coefficient == 1 else (coefficient * scale) * value
+
+
 def _check_reduction(reduction):
     if reduction not in _REDUCTIONS:
         raise ValueError(f"reduction must be one of {', '.join(map(repr, _REDUCTIONS))}, got {reduction!r}")
@@ -224,13 +232,16 @@ def _emd_value(p, q):
     return _fill(torch.sum(torch.abs(torch.cumsum(p - q, dim=-1)), dim=-1, keepdim=True), batch + (1,), dtype, device)[..., 0]
 
 
-def _emd_value_and_grads(p, q):
-    """Per-sample loss and its gradient for each input, per element, in one pass."""
+def _emd_value_and_grads(p, q, *, scale=None):
+    """Per-sample loss and its gradient for each input, per element, in one pass; the gradients times
+    ``scale``, the reduction's factor (None: none)."""
     dtype, device, batch = p.dtype, p.device, p.shape[:-1]
+    if isinstance(scale, torch.Tensor) and scale.ndim:  # one per sample: along the axis too
+        scale = scale[..., None]
     _t0 = torch.cumsum(p - q, dim=-1)
     value = _fill(torch.sum(torch.abs(_t0), dim=-1, keepdim=True), batch + (1,), dtype, device)[..., 0]
     grads = (
-        _fill(torch.flip(torch.cumsum(torch.flip(_sign(_t0), (-1,)), dim=-1), (-1,)), p.shape, dtype, device),
+        _fill(_times(1, torch.flip(torch.cumsum(torch.flip(_sign(_t0), (-1,)), dim=-1), (-1,)), scale), p.shape, dtype, device),
     )
     return value, grads
 
@@ -241,24 +252,27 @@ def _emd_targeted_value(p, q):
     return _fill(torch.sum(torch.abs(torch.cumsum(p - q, dim=-1)), dim=-1, keepdim=True), batch + (1,), dtype, device)[..., 0]
 
 
-def _emd_targeted_value_and_grads(p, q):
-    """Per-sample loss and its gradient for each input, per element, in one pass."""
+def _emd_targeted_value_and_grads(p, q, *, scale=None):
+    """Per-sample loss and its gradient for each input, per element, in one pass; the gradients times
+    ``scale``, the reduction's factor (None: none)."""
     dtype, device, batch = p.dtype, p.device, p.shape[:-1]
+    if isinstance(scale, torch.Tensor) and scale.ndim:  # one per sample: along the axis too
+        scale = scale[..., None]
     _t0 = torch.cumsum(p - q, dim=-1)
     _t1 = torch.flip(torch.cumsum(torch.flip(_sign(_t0), (-1,)), dim=-1), (-1,))
     value = _fill(torch.sum(torch.abs(_t0), dim=-1, keepdim=True), batch + (1,), dtype, device)[..., 0]
     grads = (
-        _fill(_t1, p.shape, dtype, device),
-        _fill(-_t1, q.shape, dtype, device),  # a target's
+        _fill(_times(1, _t1, scale), p.shape, dtype, device),
+        _fill(_times(-1, _t1, scale), q.shape, dtype, device),  # a target's
     )
     return value, grads
 
 
 #: Each term's (value, value-and-gradients) functions and the layout of their arguments (which are arrays over
-#: the batch, with or without an axis; which params broadcast to the batch), by (term, whether the one-hot target is class indices, whether its targets' gradients are wanted).
+#: the batch, with or without an axis; which params broadcast to the batch; which array gives the batch shape), by (term, whether the one-hot target is class indices, whether its targets' gradients are wanted).
 _EAGER = {
-    ("emd", False, False): (_emd_value, _emd_value_and_grads, ((True, True, ), ())),
-    ("emd", False, True): (_emd_targeted_value, _emd_targeted_value_and_grads, ((True, True, ), ())),
+    ("emd", False, False): (_emd_value, _emd_value_and_grads, ((True, True, ), (), 0)),
+    ("emd", False, True): (_emd_targeted_value, _emd_targeted_value_and_grads, ((True, True, ), (), 0)),
 }
 _FUSED = {}
 _FUSED_FAILED = set()
@@ -290,7 +304,7 @@ def _chunk_rows(layout, args):
     """The rows of a chunk, or 0 where the call runs whole: off the CPU, under a compiler, a torch.func transform
     or autograd, for a small batch, or where an array does not have the batch's rows as its first dimension or
     a tensor param broadcasts to the batch."""
-    axes, broadcast = layout
+    axes, broadcast, _ = layout
     arrays = args[:len(axes)]
     if sum(a.numel() for a in arrays) < 4 * _CHUNK:
         return 0
@@ -379,15 +393,16 @@ def _reducing(value, both, layout):
         rows = _chunk_rows(layout, args)
         if rows and (found := _chunked(both, layout, rows, reduction, keep, counts, args)) is not None:
             return found
-        loss, grads = both(*args)
-        reduced = _reduce(loss, reduction, keep, counts)
-        if (loss.device.type != "cpu" or not loss.numel() or (reduction == "sum" and keep is None and counts is None)
+        axes, _, at = layout
+        first = args[at]  # the array whose shape, less its axis, is the batch's
+        batch = first.shape[:-1] if axes[at] else first.shape
+        if (first.device.type != "cpu" or not batch.numel() or (reduction == "sum" and keep is None and counts is None)
                 or not (torch.compiler.is_compiling() or not _transformed())):
-            return reduced, grads, None
-        factor = _factor(reduction, loss.shape, keep, counts, loss)
-        if factor is None:
-            return reduced, grads, None
-        return reduced, tuple(None if g is None else g * _along(factor, g) for g in grads), True
+            loss, grads = both(*args)
+            return _reduce(loss, reduction, keep, counts), grads, None
+        factor = _factor(reduction, batch, keep, counts, first)
+        loss, grads = both(*args, scale=factor)  # the factor multiplied into each gradient's coefficient
+        return _reduce(loss, reduction, keep, counts), grads, None if factor is None else True
 
     return reduced_value, reduced_both
 

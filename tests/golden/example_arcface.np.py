@@ -71,6 +71,14 @@ def _rows(shape):
     return shape[0] if len(shape) else 1
 
 
+def _times(coefficient, value, scale):
+    """A gradient, ``coefficient * value``, times ``scale`` (the reduction's factor carried from the forward; None:
+    none): the two numbers multiply first, so that the array takes one pass."""
+    if scale is None:
+        return value if coefficient == 1 else coefficient * value
+    return scale * value if coefficient == 1 else (coefficient * scale) * value
+
+
 def _check_reduction(reduction):
     if reduction not in _REDUCTIONS:
         raise ValueError(f"reduction must be one of {', '.join(map(repr, _REDUCTIONS))}, got {reduction!r}")
@@ -211,25 +219,27 @@ def _arcface_value(c, y, s, m, eps):
     """Per-sample loss."""
     batch = c.shape[:-1]
     _t0 = eps - 1
-    _t4 = y*np.cos(np.arccos(np.clip(c, _t0, -_t0)) + m)
-    return _fill(_logsumexp(s*(_t4 + c*(1 - y))) - s*np.sum(_t4, axis=-1, keepdims=True), batch + (1,))[..., 0]
+    _t3 = y*np.cos(np.arccos(np.clip(c, _t0, -_t0)) + m)
+    return _fill(_logsumexp(s*(_t3 + c*(1 - y))) - s*np.sum(_t3, axis=-1, keepdims=True), batch + (1,))[..., 0]
 
 
-def _arcface_value_and_grads(c, y, s, m, eps):
-    """Per-sample loss and its gradient for each input, per element."""
+def _arcface_value_and_grads(c, y, s, m, eps, *, scale=None):
+    """Per-sample loss and its gradient for each input, per element, times ``scale``
+    (the reduction's factor; None: none)."""
     batch = c.shape[:-1]
+    if np.ndim(scale):  # one per sample: along the axis too
+        scale = scale[..., None]
     _t0 = eps - 1
-    _t1 = -_t0
-    _t2 = np.clip(c, _t0, _t1)
-    _t3 = np.arccos(_t2) + m
-    _t4 = y*np.cos(_t3)
-    _t5 = s*(_t4 + c*(1 - y))
-    _t6 = np.sin(_t3)
-    _t7 = np.where(((c >= _t0) & (c <= _t1)), 1, 0)
-    _t8 = 1/np.sqrt((1 - _t2)*(_t2 + 1))
-    value = _fill(_logsumexp(_t5) - s*np.sum(_t4, axis=-1, keepdims=True), batch + (1,))[..., 0]
+    _t1 = np.clip(c, _t0, -_t0)
+    _t2 = np.arccos(_t1) + m
+    _t3 = y*np.cos(_t2)
+    _t4 = s*(_t3 + c*(1 - y))
+    _t5 = np.sin(_t2)
+    _t6 = np.where((_t1 == c), 1, 0)
+    _t7 = 1/np.sqrt((1 - _t1)*(_t1 + 1))
+    value = _fill(_logsumexp(_t4) - s*np.sum(_t3, axis=-1, keepdims=True), batch + (1,))[..., 0]
     grads = (
-        _fill(s*((_t6*_t7*_t8*y - y) + 1)*_softmax(_t5) - _t6*_t7*_t8*s*y, c.shape),
+        _fill(_times(1, s*((_t5*_t6*_t7*y - y) + 1)*_softmax(_t4) - _t5*_t6*_t7*s*y, scale), c.shape),
     )
     return value, grads
 
@@ -264,8 +274,8 @@ def loss_and_grad(c, y, reduction="mean", s=64.0, m=0.5, eps=1e-07, *, validate=
     c, y, indexed, keep, counts = _prepare(c, y)
     if validate:
         _validate(c, y, s, m, eps, indexed)
-    value, grads = _FUNCTIONS[("arcface", False)][1](c, y, s, m, eps)
-    scale = _scale(value.shape, reduction, 1.0, None, None)
-    grad_c = (scale[..., None] if np.ndim(scale) else scale) * grads[0]
+    scale = _scale(c.shape[:-1], reduction, 1.0, None, None)
+    value, grads = _FUNCTIONS[("arcface", False)][1](c, y, s, m, eps, scale=scale)
+    grad_c = grads[0]
     total = _reduce(value, reduction, None, None)
     return total, (grad_c,)

@@ -38,6 +38,14 @@ def _rows(shape):
     return shape[0] if len(shape) else 1
 
 
+def _times(coefficient, value, scale):
+    """A gradient, ``coefficient * value``, times ``scale`` (the reduction's factor carried from the forward; None:
+    none): the two numbers multiply first, so that the array takes one pass."""
+    if scale is None:
+        return value if coefficient == 1 else coefficient * value
+    return scale * value if coefficient == 1 else (coefficient * scale) * value
+
+
 def _check_reduction(reduction):
     if reduction not in _REDUCTIONS:
         raise ValueError(f"reduction must be one of {', '.join(map(repr, _REDUCTIONS))}, got {reduction!r}")
@@ -244,25 +252,27 @@ def _arcface_value(c, y, s, m, eps):
     """Per-sample loss."""
     dtype, device, batch = c.dtype, c.device, c.shape[:-1]
     _t0 = eps - 1
-    _t4 = y*torch.cos(torch.acos(torch.clamp(c, _t0, -_t0)) + m)
-    return _fill(torch.logsumexp(s*(_t4 + c*(1 - y)), dim=-1, keepdim=True) - s*torch.sum(_t4, dim=-1, keepdim=True), batch + (1,), dtype, device)[..., 0]
+    _t3 = y*torch.cos(torch.acos(torch.clamp(c, _t0, -_t0)) + m)
+    return _fill(torch.logsumexp(s*(_t3 + c*(1 - y)), dim=-1, keepdim=True) - s*torch.sum(_t3, dim=-1, keepdim=True), batch + (1,), dtype, device)[..., 0]
 
 
-def _arcface_value_and_grads(c, y, s, m, eps):
-    """Per-sample loss and its gradient for each input, per element, in one pass."""
+def _arcface_value_and_grads(c, y, s, m, eps, *, scale=None):
+    """Per-sample loss and its gradient for each input, per element, in one pass; the gradients times
+    ``scale``, the reduction's factor (None: none)."""
     dtype, device, batch = c.dtype, c.device, c.shape[:-1]
+    if isinstance(scale, torch.Tensor) and scale.ndim:  # one per sample: along the axis too
+        scale = scale[..., None]
     _t0 = eps - 1
-    _t1 = -_t0
-    _t2 = torch.clamp(c, _t0, _t1)
-    _t3 = torch.acos(_t2) + m
-    _t4 = y*torch.cos(_t3)
-    _t5 = s*(_t4 + c*(1 - y))
-    _t6 = torch.sin(_t3)
-    _t7 = ((c >= _t0) & (c <= _t1)).to(dtype)
-    _t8 = 1/torch.sqrt((1 - _t2)*(_t2 + 1))
-    value = _fill(torch.logsumexp(_t5, dim=-1, keepdim=True) - s*torch.sum(_t4, dim=-1, keepdim=True), batch + (1,), dtype, device)[..., 0]
+    _t1 = torch.clamp(c, _t0, -_t0)
+    _t2 = torch.acos(_t1) + m
+    _t3 = y*torch.cos(_t2)
+    _t4 = s*(_t3 + c*(1 - y))
+    _t5 = torch.sin(_t2)
+    _t6 = (_t1 == c).to(dtype)
+    _t7 = 1/torch.sqrt((1 - _t1)*(_t1 + 1))
+    value = _fill(torch.logsumexp(_t4, dim=-1, keepdim=True) - s*torch.sum(_t3, dim=-1, keepdim=True), batch + (1,), dtype, device)[..., 0]
     grads = (
-        _fill(s*((_t6*_t7*_t8*y - y) + 1)*torch.softmax(_t5, dim=-1) - _t6*_t7*_t8*s*y, c.shape, dtype, device),
+        _fill(_times(1, s*((_t5*_t6*_t7*y - y) + 1)*torch.softmax(_t4, dim=-1) - _t5*_t6*_t7*s*y, scale), c.shape, dtype, device),
     )
     return value, grads
 
@@ -271,37 +281,39 @@ def _arcface_targeted_value(c, y, s, m, eps):
     """Per-sample loss."""
     dtype, device, batch = c.dtype, c.device, c.shape[:-1]
     _t0 = eps - 1
-    _t5 = y*torch.cos(torch.acos(torch.clamp(c, _t0, -_t0)) + m)
-    return _fill(torch.logsumexp(s*(_t5 + c*(1 - y)), dim=-1, keepdim=True) - s*torch.sum(_t5, dim=-1, keepdim=True), batch + (1,), dtype, device)[..., 0]
+    _t4 = y*torch.cos(torch.acos(torch.clamp(c, _t0, -_t0)) + m)
+    return _fill(torch.logsumexp(s*(_t4 + c*(1 - y)), dim=-1, keepdim=True) - s*torch.sum(_t4, dim=-1, keepdim=True), batch + (1,), dtype, device)[..., 0]
 
 
-def _arcface_targeted_value_and_grads(c, y, s, m, eps):
-    """Per-sample loss and its gradient for each input, per element, in one pass."""
+def _arcface_targeted_value_and_grads(c, y, s, m, eps, *, scale=None):
+    """Per-sample loss and its gradient for each input, per element, in one pass; the gradients times
+    ``scale``, the reduction's factor (None: none)."""
     dtype, device, batch = c.dtype, c.device, c.shape[:-1]
+    if isinstance(scale, torch.Tensor) and scale.ndim:  # one per sample: along the axis too
+        scale = scale[..., None]
     _t0 = eps - 1
-    _t1 = -_t0
-    _t2 = torch.clamp(c, _t0, _t1)
-    _t3 = torch.acos(_t2) + m
-    _t4 = torch.cos(_t3)
-    _t5 = _t4*y
-    _t6 = s*(_t5 + c*(1 - y))
-    _t7 = torch.sin(_t3)
-    _t8 = ((c >= _t0) & (c <= _t1)).to(dtype)
-    _t9 = 1/torch.sqrt((1 - _t2)*(_t2 + 1))
-    _t10 = torch.softmax(_t6, dim=-1)
-    value = _fill(torch.logsumexp(_t6, dim=-1, keepdim=True) - s*torch.sum(_t5, dim=-1, keepdim=True), batch + (1,), dtype, device)[..., 0]
+    _t1 = torch.clamp(c, _t0, -_t0)
+    _t2 = torch.acos(_t1) + m
+    _t3 = torch.cos(_t2)
+    _t4 = _t3*y
+    _t5 = s*(_t4 + c*(1 - y))
+    _t6 = torch.sin(_t2)
+    _t7 = (_t1 == c).to(dtype)
+    _t8 = 1/torch.sqrt((1 - _t1)*(_t1 + 1))
+    _t9 = torch.softmax(_t5, dim=-1)
+    value = _fill(torch.logsumexp(_t5, dim=-1, keepdim=True) - s*torch.sum(_t4, dim=-1, keepdim=True), batch + (1,), dtype, device)[..., 0]
     grads = (
-        _fill(_t10*s*((_t7*_t8*_t9*y - y) + 1) - _t7*_t8*_t9*s*y, c.shape, dtype, device),
-        _fill(_t10*s*(_t4 - c) - _t4*s, y.shape, dtype, device),  # a target's
+        _fill(_times(1, _t9*s*((_t6*_t7*_t8*y - y) + 1) - _t6*_t7*_t8*s*y, scale), c.shape, dtype, device),
+        _fill(_times(1, _t9*s*(_t3 - c) - _t3*s, scale), y.shape, dtype, device),  # a target's
     )
     return value, grads
 
 
 #: Each term's (value, value-and-gradients) functions and the layout of their arguments (which are arrays over
-#: the batch, with or without an axis; which params broadcast to the batch), by (term, whether the one-hot target is class indices, whether its targets' gradients are wanted).
+#: the batch, with or without an axis; which params broadcast to the batch; which array gives the batch shape), by (term, whether the one-hot target is class indices, whether its targets' gradients are wanted).
 _EAGER = {
-    ("arcface", False, False): (_arcface_value, _arcface_value_and_grads, ((True, True, ), ())),
-    ("arcface", False, True): (_arcface_targeted_value, _arcface_targeted_value_and_grads, ((True, True, ), ())),
+    ("arcface", False, False): (_arcface_value, _arcface_value_and_grads, ((True, True, ), (), 0)),
+    ("arcface", False, True): (_arcface_targeted_value, _arcface_targeted_value_and_grads, ((True, True, ), (), 0)),
 }
 _FUSED = {}
 _FUSED_FAILED = set()
@@ -333,7 +345,7 @@ def _chunk_rows(layout, args):
     """The rows of a chunk, or 0 where the call runs whole: off the CPU, under a compiler, a torch.func transform
     or autograd, for a small batch, or where an array does not have the batch's rows as its first dimension or
     a tensor param broadcasts to the batch."""
-    axes, broadcast = layout
+    axes, broadcast, _ = layout
     arrays = args[:len(axes)]
     if sum(a.numel() for a in arrays) < 4 * _CHUNK:
         return 0
@@ -422,15 +434,16 @@ def _reducing(value, both, layout):
         rows = _chunk_rows(layout, args)
         if rows and (found := _chunked(both, layout, rows, reduction, keep, counts, args)) is not None:
             return found
-        loss, grads = both(*args)
-        reduced = _reduce(loss, reduction, keep, counts)
-        if (loss.device.type != "cpu" or not loss.numel() or (reduction == "sum" and keep is None and counts is None)
+        axes, _, at = layout
+        first = args[at]  # the array whose shape, less its axis, is the batch's
+        batch = first.shape[:-1] if axes[at] else first.shape
+        if (first.device.type != "cpu" or not batch.numel() or (reduction == "sum" and keep is None and counts is None)
                 or not (torch.compiler.is_compiling() or not _transformed())):
-            return reduced, grads, None
-        factor = _factor(reduction, loss.shape, keep, counts, loss)
-        if factor is None:
-            return reduced, grads, None
-        return reduced, tuple(None if g is None else g * _along(factor, g) for g in grads), True
+            loss, grads = both(*args)
+            return _reduce(loss, reduction, keep, counts), grads, None
+        factor = _factor(reduction, batch, keep, counts, first)
+        loss, grads = both(*args, scale=factor)  # the factor multiplied into each gradient's coefficient
+        return _reduce(loss, reduction, keep, counts), grads, None if factor is None else True
 
     return reduced_value, reduced_both
 

@@ -70,6 +70,14 @@ def _rows(shape):
     return shape[0] if len(shape) else 1
 
 
+def _times(coefficient, value, scale):
+    """A gradient, ``coefficient * value``, times ``scale`` (the reduction's factor carried from the forward; None:
+    none): the two numbers multiply first, so that the array takes one pass."""
+    if scale is None:
+        return value if coefficient == 1 else coefficient * value
+    return scale * value if coefficient == 1 else (coefficient * scale) * value
+
+
 def _check_reduction(reduction):
     if reduction not in _REDUCTIONS:
         raise ValueError(f"reduction must be one of {', '.join(map(repr, _REDUCTIONS))}, got {reduction!r}")
@@ -174,26 +182,23 @@ def _prepare(mu, y, sigma):
 def _gaussian_crps_value(mu, y, sigma):
     """Per-sample loss."""
     batch = mu.shape
-    _t2 = y - mu
-    _t5 = 1/sigma
-    return _fill(sigma*((_t2*_t5*scipy.special.erf(0.7071067811865476*_t2*_t5) + 0.7978845608028654*np.exp(-1/2*_t2**2/sigma**2)) - 0.5641895835477563), batch)
+    _t0 = y - mu
+    _t2 = _t0/sigma
+    return _fill(sigma*((_t2*scipy.special.erf(0.7071067811865476*_t2) + 0.7978845608028654*np.exp(-1/2*_t0**2/sigma**2)) - 0.5641895835477563), batch)
 
 
-def _gaussian_crps_value_and_grads(mu, y, sigma):
-    """Per-sample loss and its gradient for each input, per element."""
+def _gaussian_crps_value_and_grads(mu, y, sigma, *, scale=None):
+    """Per-sample loss and its gradient for each input, per element, times ``scale``
+    (the reduction's factor; None: none)."""
     batch = mu.shape
-    _t0 = sigma**(-2)
-    _t1 = mu - y
-    _t2 = -_t1
-    _t3 = np.exp(-1/2*_t0*_t2**2)
-    _t4 = 0.7978845608028654*_t3
-    _t5 = 1/sigma
-    _t6 = _t5*scipy.special.erf(0.7071067811865476*_t2*_t5)
-    _t7 = _t0*_t4
-    value = _fill(sigma*((_t2*_t6 + _t4) - 0.5641895835477563), batch)
+    _t0 = y - mu
+    _t1 = np.exp(-1/2*_t0**2/sigma**2)
+    _t2 = _t0/sigma
+    _t3 = scipy.special.erf(0.7071067811865476*_t2)
+    value = _fill(sigma*((0.7978845608028654*_t1 + _t2*_t3) - 0.5641895835477563), batch)
     grads = (
-        _fill(sigma*(-_t2*_t7 - _t6 - _t7*_t1), mu.shape),
-        _fill(0.7978845608028654*_t3 - 0.5641895835477563, sigma.shape),
+        _fill(_times(-1, _t3, scale), mu.shape),
+        _fill(_times(1, 0.7978845608028654*_t1 - 0.5641895835477563, scale), sigma.shape),
     )
     return value, grads
 
@@ -228,9 +233,9 @@ def loss_and_grad(mu, y, sigma, reduction="mean", *, validate=False):
     mu, y, sigma, indexed, keep, counts = _prepare(mu, y, sigma)
     if validate:
         _validate(mu, y, sigma, indexed)
-    value, grads = _FUNCTIONS[("gaussian_crps", False)][1](mu, y, sigma)
-    scale = _scale(value.shape, reduction, 1.0, None, None)
-    grad_mu = scale * grads[0]
-    grad_sigma = scale * grads[1]
+    scale = _scale(mu.shape, reduction, 1.0, None, None)
+    value, grads = _FUNCTIONS[("gaussian_crps", False)][1](mu, y, sigma, scale=scale)
+    grad_mu = grads[0]
+    grad_sigma = grads[1]
     total = _reduce(value, reduction, None, None)
     return total, (grad_mu, grad_sigma)

@@ -38,6 +38,14 @@ def _rows(shape):
     return shape[0] if len(shape) else 1
 
 
+def _times(coefficient, value, scale):
+    """A gradient, ``coefficient * value``, times ``scale`` (the reduction's factor carried from the forward; None:
+    none): the two numbers multiply first, so that the array takes one pass."""
+    if scale is None:
+        return value if coefficient == 1 else coefficient * value
+    return scale * value if coefficient == 1 else (coefficient * scale) * value
+
+
 def _check_reduction(reduction):
     if reduction not in _REDUCTIONS:
         raise ValueError(f"reduction must be one of {', '.join(map(repr, _REDUCTIONS))}, got {reduction!r}")
@@ -219,26 +227,23 @@ def _prepare(mu, y, sigma):
 def _gaussian_crps_value(mu, y, sigma):
     """Per-sample loss."""
     dtype, device, batch = mu.dtype, mu.device, mu.shape
-    _t2 = y - mu
-    _t5 = 1/sigma
-    return _fill(sigma*((_t2*_t5*torch.erf(0.7071067811865476*_t2*_t5) + 0.7978845608028654*torch.exp(-1/2*_t2**2/sigma**2)) - 0.5641895835477563), batch, dtype, device)
+    _t0 = y - mu
+    _t2 = _t0/sigma
+    return _fill(sigma*((_t2*torch.erf(0.7071067811865476*_t2) + 0.7978845608028654*torch.exp(-1/2*_t0**2/sigma**2)) - 0.5641895835477563), batch, dtype, device)
 
 
-def _gaussian_crps_value_and_grads(mu, y, sigma):
-    """Per-sample loss and its gradient for each input, per element, in one pass."""
+def _gaussian_crps_value_and_grads(mu, y, sigma, *, scale=None):
+    """Per-sample loss and its gradient for each input, per element, in one pass; the gradients times
+    ``scale``, the reduction's factor (None: none)."""
     dtype, device, batch = mu.dtype, mu.device, mu.shape
-    _t0 = sigma**(-2)
-    _t1 = mu - y
-    _t2 = -_t1
-    _t3 = torch.exp(-1/2*_t0*_t2**2)
-    _t4 = 0.7978845608028654*_t3
-    _t5 = 1/sigma
-    _t6 = _t5*torch.erf(0.7071067811865476*_t2*_t5)
-    _t7 = _t0*_t4
-    value = _fill(sigma*((_t2*_t6 + _t4) - 0.5641895835477563), batch, dtype, device)
+    _t0 = y - mu
+    _t1 = torch.exp(-1/2*_t0**2/sigma**2)
+    _t2 = _t0/sigma
+    _t3 = torch.erf(0.7071067811865476*_t2)
+    value = _fill(sigma*((0.7978845608028654*_t1 + _t2*_t3) - 0.5641895835477563), batch, dtype, device)
     grads = (
-        _fill(sigma*(-_t2*_t7 - _t6 - _t7*_t1), mu.shape, dtype, device),
-        _fill(0.7978845608028654*_t3 - 0.5641895835477563, sigma.shape, dtype, device),
+        _fill(_times(-1, _t3, scale), mu.shape, dtype, device),
+        _fill(_times(1, 0.7978845608028654*_t1 - 0.5641895835477563, scale), sigma.shape, dtype, device),
     )
     return value, grads
 
@@ -246,37 +251,33 @@ def _gaussian_crps_value_and_grads(mu, y, sigma):
 def _gaussian_crps_targeted_value(mu, y, sigma):
     """Per-sample loss."""
     dtype, device, batch = mu.dtype, mu.device, mu.shape
-    _t2 = y - mu
-    _t5 = 1/sigma
-    return _fill(sigma*((_t2*_t5*torch.erf(0.7071067811865476*_t2*_t5) + 0.7978845608028654*torch.exp(-1/2*_t2**2/sigma**2)) - 0.5641895835477563), batch, dtype, device)
+    _t0 = y - mu
+    _t2 = _t0/sigma
+    return _fill(sigma*((_t2*torch.erf(0.7071067811865476*_t2) + 0.7978845608028654*torch.exp(-1/2*_t0**2/sigma**2)) - 0.5641895835477563), batch, dtype, device)
 
 
-def _gaussian_crps_targeted_value_and_grads(mu, y, sigma):
-    """Per-sample loss and its gradient for each input, per element, in one pass."""
+def _gaussian_crps_targeted_value_and_grads(mu, y, sigma, *, scale=None):
+    """Per-sample loss and its gradient for each input, per element, in one pass; the gradients times
+    ``scale``, the reduction's factor (None: none)."""
     dtype, device, batch = mu.dtype, mu.device, mu.shape
-    _t0 = sigma**(-2)
-    _t1 = mu - y
-    _t2 = -_t1
-    _t3 = torch.exp(-1/2*_t0*_t2**2)
-    _t4 = 0.7978845608028654*_t3
-    _t5 = 1/sigma
-    _t6 = _t5*torch.erf(0.7071067811865476*_t2*_t5)
-    _t7 = _t0*_t4
-    _t8 = _t2*_t7 + _t6
-    value = _fill(sigma*((_t2*_t6 + _t4) - 0.5641895835477563), batch, dtype, device)
+    _t0 = y - mu
+    _t1 = torch.exp(-1/2*_t0**2/sigma**2)
+    _t2 = _t0/sigma
+    _t3 = torch.erf(0.7071067811865476*_t2)
+    value = _fill(sigma*((0.7978845608028654*_t1 + _t2*_t3) - 0.5641895835477563), batch, dtype, device)
     grads = (
-        _fill(sigma*(-_t7*_t1 - _t8), mu.shape, dtype, device),
-        _fill(0.7978845608028654*_t3 - 0.5641895835477563, sigma.shape, dtype, device),
-        _fill(sigma*(_t8 - _t7*_t2), y.shape, dtype, device),  # a target's
+        _fill(_times(-1, _t3, scale), mu.shape, dtype, device),
+        _fill(_times(1, 0.7978845608028654*_t1 - 0.5641895835477563, scale), sigma.shape, dtype, device),
+        _fill(_times(1, _t3, scale), y.shape, dtype, device),  # a target's
     )
     return value, grads
 
 
 #: Each term's (value, value-and-gradients) functions and the layout of their arguments (which are arrays over
-#: the batch, with or without an axis; which params broadcast to the batch), by (term, whether the one-hot target is class indices, whether its targets' gradients are wanted).
+#: the batch, with or without an axis; which params broadcast to the batch; which array gives the batch shape), by (term, whether the one-hot target is class indices, whether its targets' gradients are wanted).
 _EAGER = {
-    ("gaussian_crps", False, False): (_gaussian_crps_value, _gaussian_crps_value_and_grads, ((False, False, False, ), ())),
-    ("gaussian_crps", False, True): (_gaussian_crps_targeted_value, _gaussian_crps_targeted_value_and_grads, ((False, False, False, ), ())),
+    ("gaussian_crps", False, False): (_gaussian_crps_value, _gaussian_crps_value_and_grads, ((False, False, False, ), (), 0)),
+    ("gaussian_crps", False, True): (_gaussian_crps_targeted_value, _gaussian_crps_targeted_value_and_grads, ((False, False, False, ), (), 0)),
 }
 _FUSED = {}
 _FUSED_FAILED = set()
@@ -308,7 +309,7 @@ def _chunk_rows(layout, args):
     """The rows of a chunk, or 0 where the call runs whole: off the CPU, under a compiler, a torch.func transform
     or autograd, for a small batch, or where an array does not have the batch's rows as its first dimension or
     a tensor param broadcasts to the batch."""
-    axes, broadcast = layout
+    axes, broadcast, _ = layout
     arrays = args[:len(axes)]
     if sum(a.numel() for a in arrays) < 4 * _CHUNK:
         return 0
@@ -397,15 +398,16 @@ def _reducing(value, both, layout):
         rows = _chunk_rows(layout, args)
         if rows and (found := _chunked(both, layout, rows, reduction, keep, counts, args)) is not None:
             return found
-        loss, grads = both(*args)
-        reduced = _reduce(loss, reduction, keep, counts)
-        if (loss.device.type != "cpu" or not loss.numel() or (reduction == "sum" and keep is None and counts is None)
+        axes, _, at = layout
+        first = args[at]  # the array whose shape, less its axis, is the batch's
+        batch = first.shape[:-1] if axes[at] else first.shape
+        if (first.device.type != "cpu" or not batch.numel() or (reduction == "sum" and keep is None and counts is None)
                 or not (torch.compiler.is_compiling() or not _transformed())):
-            return reduced, grads, None
-        factor = _factor(reduction, loss.shape, keep, counts, loss)
-        if factor is None:
-            return reduced, grads, None
-        return reduced, tuple(None if g is None else g * _along(factor, g) for g in grads), True
+            loss, grads = both(*args)
+            return _reduce(loss, reduction, keep, counts), grads, None
+        factor = _factor(reduction, batch, keep, counts, first)
+        loss, grads = both(*args, scale=factor)  # the factor multiplied into each gradient's coefficient
+        return _reduce(loss, reduction, keep, counts), grads, None if factor is None else True
 
     return reduced_value, reduced_both
 

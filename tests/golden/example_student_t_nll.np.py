@@ -67,6 +67,14 @@ def _rows(shape):
     return shape[0] if len(shape) else 1
 
 
+def _times(coefficient, value, scale):
+    """A gradient, ``coefficient * value``, times ``scale`` (the reduction's factor carried from the forward; None:
+    none): the two numbers multiply first, so that the array takes one pass."""
+    if scale is None:
+        return value if coefficient == 1 else coefficient * value
+    return scale * value if coefficient == 1 else (coefficient * scale) * value
+
+
 def _check_reduction(reduction):
     if reduction not in _REDUCTIONS:
         raise ValueError(f"reduction must be one of {', '.join(map(repr, _REDUCTIONS))}, got {reduction!r}")
@@ -177,8 +185,9 @@ def _student_t_nll_value(mu, y, sigma, nu):
     return _fill((1/2)*(_t1*np.log1p((mu - y)**2/(nu*sigma**2)) + 2*np.log(sigma) + np.log(3.141592653589793*nu) + 2*scipy.special.gammaln((1/2)*nu) - 2*scipy.special.gammaln((1/2)*_t1)), batch)
 
 
-def _student_t_nll_value_and_grads(mu, y, sigma, nu):
-    """Per-sample loss and its gradient for each input, per element."""
+def _student_t_nll_value_and_grads(mu, y, sigma, nu, *, scale=None):
+    """Per-sample loss and its gradient for each input, per element, times ``scale``
+    (the reduction's factor; None: none)."""
     batch = mu.shape
     _t0 = (1/2)*nu
     _t1 = nu + 1
@@ -194,9 +203,9 @@ def _student_t_nll_value_and_grads(mu, y, sigma, nu):
     _t11 = _t10*_t4
     value = _fill((1/2)*(_t1*_t9 + 2*np.log(sigma) + np.log(3.141592653589793*nu) + 2*scipy.special.gammaln(_t0) - 2*scipy.special.gammaln(_t2)), batch)
     grads = (
-        _fill(_t10*_t7*_t3, mu.shape),
-        _fill(1/sigma - _t11*_t5/sigma**3, sigma.shape),
-        _fill((1/2)*(_t5 - _t11*_t6/nu**2 + _t9 + scipy.special.psi(_t0) - scipy.special.psi(_t2)), nu.shape),
+        _fill(_times(1, _t10*_t7*_t3, scale), mu.shape),
+        _fill(_times(1, 1/sigma - _t11*_t5/sigma**3, scale), sigma.shape),
+        _fill(_times(1/2, (_t5 - _t11*_t6/nu**2 + _t9 + scipy.special.psi(_t0) - scipy.special.psi(_t2)), scale), nu.shape),
     )
     return value, grads
 
@@ -231,10 +240,10 @@ def loss_and_grad(mu, y, sigma, nu, reduction="mean", *, validate=False):
     mu, y, sigma, nu, indexed, keep, counts = _prepare(mu, y, sigma, nu)
     if validate:
         _validate(mu, y, sigma, nu, indexed)
-    value, grads = _FUNCTIONS[("student_t_nll", False)][1](mu, y, sigma, nu)
-    scale = _scale(value.shape, reduction, 1.0, None, None)
-    grad_mu = scale * grads[0]
-    grad_sigma = scale * grads[1]
-    grad_nu = scale * grads[2]
+    scale = _scale(mu.shape, reduction, 1.0, None, None)
+    value, grads = _FUNCTIONS[("student_t_nll", False)][1](mu, y, sigma, nu, scale=scale)
+    grad_mu = grads[0]
+    grad_sigma = grads[1]
+    grad_nu = grads[2]
     total = _reduce(value, reduction, None, None)
     return total, (grad_mu, grad_sigma, grad_nu)

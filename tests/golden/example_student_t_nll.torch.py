@@ -38,6 +38,14 @@ def _rows(shape):
     return shape[0] if len(shape) else 1
 
 
+def _times(coefficient, value, scale):
+    """A gradient, ``coefficient * value``, times ``scale`` (the reduction's factor carried from the forward; None:
+    none): the two numbers multiply first, so that the array takes one pass."""
+    if scale is None:
+        return value if coefficient == 1 else coefficient * value
+    return scale * value if coefficient == 1 else (coefficient * scale) * value
+
+
 def _check_reduction(reduction):
     if reduction not in _REDUCTIONS:
         raise ValueError(f"reduction must be one of {', '.join(map(repr, _REDUCTIONS))}, got {reduction!r}")
@@ -226,8 +234,9 @@ def _student_t_nll_value(mu, y, sigma, nu):
     return _fill((1/2)*(_t1*torch.log1p((mu - y)**2/(nu*sigma**2)) + 2*torch.log(sigma) + torch.log(3.141592653589793*nu) + 2*torch.lgamma((1/2)*nu) - 2*torch.lgamma((1/2)*_t1)), batch, dtype, device)
 
 
-def _student_t_nll_value_and_grads(mu, y, sigma, nu):
-    """Per-sample loss and its gradient for each input, per element, in one pass."""
+def _student_t_nll_value_and_grads(mu, y, sigma, nu, *, scale=None):
+    """Per-sample loss and its gradient for each input, per element, in one pass; the gradients times
+    ``scale``, the reduction's factor (None: none)."""
     dtype, device, batch = mu.dtype, mu.device, mu.shape
     _t0 = (1/2)*nu
     _t1 = nu + 1
@@ -243,9 +252,9 @@ def _student_t_nll_value_and_grads(mu, y, sigma, nu):
     _t11 = _t10*_t4
     value = _fill((1/2)*(_t1*_t9 + 2*torch.log(sigma) + torch.log(3.141592653589793*nu) + 2*torch.lgamma(_t0) - 2*torch.lgamma(_t2)), batch, dtype, device)
     grads = (
-        _fill(_t10*_t7*_t3, mu.shape, dtype, device),
-        _fill(1/sigma - _t11*_t5/sigma**3, sigma.shape, dtype, device),
-        _fill((1/2)*(_t5 - _t11*_t6/nu**2 + _t9 + torch.digamma(_t0) - torch.digamma(_t2)), nu.shape, dtype, device),
+        _fill(_times(1, _t10*_t7*_t3, scale), mu.shape, dtype, device),
+        _fill(_times(1, 1/sigma - _t11*_t5/sigma**3, scale), sigma.shape, dtype, device),
+        _fill(_times(1/2, (_t5 - _t11*_t6/nu**2 + _t9 + torch.digamma(_t0) - torch.digamma(_t2)), scale), nu.shape, dtype, device),
     )
     return value, grads
 
@@ -257,8 +266,9 @@ def _student_t_nll_targeted_value(mu, y, sigma, nu):
     return _fill((1/2)*(_t1*torch.log1p((y - mu)**2/(nu*sigma**2)) + 2*torch.log(sigma) + torch.log(3.141592653589793*nu) + 2*torch.lgamma((1/2)*nu) - 2*torch.lgamma((1/2)*_t1)), batch, dtype, device)
 
 
-def _student_t_nll_targeted_value_and_grads(mu, y, sigma, nu):
-    """Per-sample loss and its gradient for each input, per element, in one pass."""
+def _student_t_nll_targeted_value_and_grads(mu, y, sigma, nu, *, scale=None):
+    """Per-sample loss and its gradient for each input, per element, in one pass; the gradients times
+    ``scale``, the reduction's factor (None: none)."""
     dtype, device, batch = mu.dtype, mu.device, mu.shape
     _t0 = (1/2)*nu
     _t1 = nu + 1
@@ -276,19 +286,19 @@ def _student_t_nll_targeted_value_and_grads(mu, y, sigma, nu):
     _t13 = _t11*_t5
     value = _fill((1/2)*(_t1*_t10 + 2*torch.log(sigma) + torch.log(3.141592653589793*nu) + 2*torch.lgamma(_t0) - 2*torch.lgamma(_t2)), batch, dtype, device)
     grads = (
-        _fill(_t12*_t3, mu.shape, dtype, device),
-        _fill(1/sigma - _t13*_t6/sigma**3, sigma.shape, dtype, device),
-        _fill((1/2)*(_t10 - _t13*_t7/nu**2 + _t6 + torch.digamma(_t0) - torch.digamma(_t2)), nu.shape, dtype, device),
-        _fill(_t12*_t4, y.shape, dtype, device),  # a target's
+        _fill(_times(1, _t12*_t3, scale), mu.shape, dtype, device),
+        _fill(_times(1, 1/sigma - _t13*_t6/sigma**3, scale), sigma.shape, dtype, device),
+        _fill(_times(1/2, (_t10 - _t13*_t7/nu**2 + _t6 + torch.digamma(_t0) - torch.digamma(_t2)), scale), nu.shape, dtype, device),
+        _fill(_times(1, _t12*_t4, scale), y.shape, dtype, device),  # a target's
     )
     return value, grads
 
 
 #: Each term's (value, value-and-gradients) functions and the layout of their arguments (which are arrays over
-#: the batch, with or without an axis; which params broadcast to the batch), by (term, whether the one-hot target is class indices, whether its targets' gradients are wanted).
+#: the batch, with or without an axis; which params broadcast to the batch; which array gives the batch shape), by (term, whether the one-hot target is class indices, whether its targets' gradients are wanted).
 _EAGER = {
-    ("student_t_nll", False, False): (_student_t_nll_value, _student_t_nll_value_and_grads, ((False, False, False, False, ), ())),
-    ("student_t_nll", False, True): (_student_t_nll_targeted_value, _student_t_nll_targeted_value_and_grads, ((False, False, False, False, ), ())),
+    ("student_t_nll", False, False): (_student_t_nll_value, _student_t_nll_value_and_grads, ((False, False, False, False, ), (), 0)),
+    ("student_t_nll", False, True): (_student_t_nll_targeted_value, _student_t_nll_targeted_value_and_grads, ((False, False, False, False, ), (), 0)),
 }
 _FUSED = {}
 _FUSED_FAILED = set()
@@ -320,7 +330,7 @@ def _chunk_rows(layout, args):
     """The rows of a chunk, or 0 where the call runs whole: off the CPU, under a compiler, a torch.func transform
     or autograd, for a small batch, or where an array does not have the batch's rows as its first dimension or
     a tensor param broadcasts to the batch."""
-    axes, broadcast = layout
+    axes, broadcast, _ = layout
     arrays = args[:len(axes)]
     if sum(a.numel() for a in arrays) < 4 * _CHUNK:
         return 0
@@ -409,15 +419,16 @@ def _reducing(value, both, layout):
         rows = _chunk_rows(layout, args)
         if rows and (found := _chunked(both, layout, rows, reduction, keep, counts, args)) is not None:
             return found
-        loss, grads = both(*args)
-        reduced = _reduce(loss, reduction, keep, counts)
-        if (loss.device.type != "cpu" or not loss.numel() or (reduction == "sum" and keep is None and counts is None)
+        axes, _, at = layout
+        first = args[at]  # the array whose shape, less its axis, is the batch's
+        batch = first.shape[:-1] if axes[at] else first.shape
+        if (first.device.type != "cpu" or not batch.numel() or (reduction == "sum" and keep is None and counts is None)
                 or not (torch.compiler.is_compiling() or not _transformed())):
-            return reduced, grads, None
-        factor = _factor(reduction, loss.shape, keep, counts, loss)
-        if factor is None:
-            return reduced, grads, None
-        return reduced, tuple(None if g is None else g * _along(factor, g) for g in grads), True
+            loss, grads = both(*args)
+            return _reduce(loss, reduction, keep, counts), grads, None
+        factor = _factor(reduction, batch, keep, counts, first)
+        loss, grads = both(*args, scale=factor)  # the factor multiplied into each gradient's coefficient
+        return _reduce(loss, reduction, keep, counts), grads, None if factor is None else True
 
     return reduced_value, reduced_both
 

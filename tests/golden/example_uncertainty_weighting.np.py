@@ -72,6 +72,14 @@ def _rows(shape):
     return shape[0] if len(shape) else 1
 
 
+def _times(coefficient, value, scale):
+    """A gradient, ``coefficient * value``, times ``scale`` (the reduction's factor carried from the forward; None:
+    none): the two numbers multiply first, so that the array takes one pass."""
+    if scale is None:
+        return value if coefficient == 1 else coefficient * value
+    return scale * value if coefficient == 1 else (coefficient * scale) * value
+
+
 def _check_reduction(reduction):
     if reduction not in _REDUCTIONS:
         raise ValueError(f"reduction must be one of {', '.join(map(repr, _REDUCTIONS))}, got {reduction!r}")
@@ -198,8 +206,9 @@ def _uncertainty_weighting_value(pred, target, score, sign, s_reg, s_cls):
     return _fill(((pred - target)**2*np.exp(-s_reg) + np.exp(-s_cls)*_softplus(-score*sign)) + s_cls + s_reg, batch)
 
 
-def _uncertainty_weighting_value_and_grads(pred, target, score, sign, s_reg, s_cls):
-    """Per-sample loss and its gradient for each input, per element."""
+def _uncertainty_weighting_value_and_grads(pred, target, score, sign, s_reg, s_cls, *, scale=None):
+    """Per-sample loss and its gradient for each input, per element, times ``scale``
+    (the reduction's factor; None: none)."""
     batch = pred.shape
     _t0 = np.exp(-s_cls)
     _t1 = -score*sign
@@ -207,8 +216,8 @@ def _uncertainty_weighting_value_and_grads(pred, target, score, sign, s_reg, s_c
     _t3 = pred - target
     value = _fill((_t0*_softplus(_t1) + _t2*_t3**2) + s_cls + s_reg, batch)
     grads = (
-        _fill(2*_t2*_t3, pred.shape),
-        _fill(-_t0*sign*_sigmoid(_t1), score.shape),
+        _fill(_times(2, _t2*_t3, scale), pred.shape),
+        _fill(_times(-1, _t0*sign*_sigmoid(_t1), scale), score.shape),
     )
     return value, grads
 
@@ -243,9 +252,9 @@ def loss_and_grad(pred, target, score, sign, reduction="mean", s_reg=0.0, s_cls=
     pred, target, score, sign, indexed, keep, counts = _prepare(pred, target, score, sign)
     if validate:
         _validate(pred, target, score, sign, s_reg, s_cls, indexed)
-    value, grads = _FUNCTIONS[("uncertainty_weighting", False)][1](pred, target, score, sign, s_reg, s_cls)
-    scale = _scale(value.shape, reduction, 1.0, None, None)
-    grad_pred = scale * grads[0]
-    grad_score = scale * grads[1]
+    scale = _scale(pred.shape, reduction, 1.0, None, None)
+    value, grads = _FUNCTIONS[("uncertainty_weighting", False)][1](pred, target, score, sign, s_reg, s_cls, scale=scale)
+    grad_pred = grads[0]
+    grad_score = grads[1]
     total = _reduce(value, reduction, None, None)
     return total, (grad_pred, grad_score)

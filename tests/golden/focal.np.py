@@ -73,6 +73,14 @@ def _rows(shape):
     return shape[0] if len(shape) else 1
 
 
+def _times(coefficient, value, scale):
+    """A gradient, ``coefficient * value``, times ``scale`` (the reduction's factor carried from the forward; None:
+    none): the two numbers multiply first, so that the array takes one pass."""
+    if scale is None:
+        return value if coefficient == 1 else coefficient * value
+    return scale * value if coefficient == 1 else (coefficient * scale) * value
+
+
 def _check_reduction(reduction):
     if reduction not in _REDUCTIONS:
         raise ValueError(f"reduction must be one of {', '.join(map(repr, _REDUCTIONS))}, got {reduction!r}")
@@ -193,28 +201,27 @@ def _focal_value(logits, target, alpha, gamma):
     """Per-sample loss."""
     batch = logits.shape
     _t0 = 1 - target
-    _t2 = _softplus(logits)
-    _t4 = _sigmoid(logits)
-    _t7 = _t0*_t4 + target*(1 - _t4)
-    return _fill(_t7*(_t0*_t2 + target*(_t2 - logits))*(_t0*(1 - alpha) + alpha*target)*(_t7**(gamma - 1)), batch)
+    _t3 = _sigmoid(logits)
+    _t6 = _t0*_t3 + target*(1 - _t3)
+    return _fill(_t6*(_t0*(1 - alpha) + alpha*target)*(_softplus(logits) - logits*target)*(_t6**(gamma - 1)), batch)
 
 
-def _focal_value_and_grads(logits, target, alpha, gamma):
-    """Per-sample loss and its gradient for each input, per element."""
+def _focal_value_and_grads(logits, target, alpha, gamma, *, scale=None):
+    """Per-sample loss and its gradient for each input, per element, times ``scale``
+    (the reduction's factor; None: none)."""
     batch = logits.shape
     _t0 = 1 - target
     _t1 = _t0*(1 - alpha) + alpha*target
-    _t2 = _softplus(logits)
-    _t3 = _t1*(_t0*_t2 + target*(_t2 - logits))
-    _t4 = _sigmoid(logits)
-    _t5 = 1 - _t4
-    _t6 = _t5*target
-    _t7 = _t0*_t4 + _t6
-    _t8 = _t7**(gamma - 1)
-    _t9 = _t7*_t8
-    value = _fill(_t3*_t9, batch)
+    _t2 = _t1*(_softplus(logits) - logits*target)
+    _t3 = _sigmoid(logits)
+    _t4 = 1 - _t3
+    _t5 = _t4*target
+    _t6 = _t0*_t3 + _t5
+    _t7 = _t6**(gamma - 1)
+    _t8 = _t6*_t7
+    value = _fill(_t2*_t8, batch)
     grads = (
-        _fill(_t1*_t9*(_t0*_t4 - _t6) + _t3*_t8*gamma*(_t0*_t4*_t5 - _t4*_t6), logits.shape),
+        _fill(_times(1, _t1*_t8*(_t3 - target) + _t2*_t7*gamma*(_t0*_t3*_t4 - _t3*_t5), scale), logits.shape),
     )
     return value, grads
 
@@ -249,8 +256,8 @@ def loss_and_grad(logits, target, reduction="mean", alpha=0.25, gamma=2.0, *, va
     logits, target, indexed, keep, counts = _prepare(logits, target)
     if validate:
         _validate(logits, target, alpha, gamma, indexed)
-    value, grads = _FUNCTIONS[("focal", False)][1](logits, target, alpha, gamma)
-    scale = _scale(value.shape, reduction, 1.0, None, None)
-    grad_logits = scale * grads[0]
+    scale = _scale(logits.shape, reduction, 1.0, None, None)
+    value, grads = _FUNCTIONS[("focal", False)][1](logits, target, alpha, gamma, scale=scale)
+    grad_logits = grads[0]
     total = _reduce(value, reduction, None, None)
     return total, (grad_logits,)

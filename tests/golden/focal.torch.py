@@ -38,6 +38,14 @@ def _rows(shape):
     return shape[0] if len(shape) else 1
 
 
+def _times(coefficient, value, scale):
+    """A gradient, ``coefficient * value``, times ``scale`` (the reduction's factor carried from the forward; None:
+    none): the two numbers multiply first, so that the array takes one pass."""
+    if scale is None:
+        return value if coefficient == 1 else coefficient * value
+    return scale * value if coefficient == 1 else (coefficient * scale) * value
+
+
 def _check_reduction(reduction):
     if reduction not in _REDUCTIONS:
         raise ValueError(f"reduction must be one of {', '.join(map(repr, _REDUCTIONS))}, got {reduction!r}")
@@ -217,28 +225,27 @@ def _focal_value(logits, target, alpha, gamma):
     """Per-sample loss."""
     dtype, device, batch = logits.dtype, logits.device, logits.shape
     _t0 = 1 - target
-    _t2 = torch.nn.functional.softplus(logits, beta=1.0, threshold=40.0)
-    _t4 = torch.sigmoid(logits)
-    _t7 = _t0*_t4 + target*(1 - _t4)
-    return _fill(_t7*(_t0*_t2 + target*(_t2 - logits))*(_t0*(1 - alpha) + alpha*target)*(_t7**(gamma - 1)), batch, dtype, device)
+    _t3 = torch.sigmoid(logits)
+    _t6 = _t0*_t3 + target*(1 - _t3)
+    return _fill(_t6*(_t0*(1 - alpha) + alpha*target)*(torch.nn.functional.softplus(logits, beta=1.0, threshold=40.0) - logits*target)*(_t6**(gamma - 1)), batch, dtype, device)
 
 
-def _focal_value_and_grads(logits, target, alpha, gamma):
-    """Per-sample loss and its gradient for each input, per element, in one pass."""
+def _focal_value_and_grads(logits, target, alpha, gamma, *, scale=None):
+    """Per-sample loss and its gradient for each input, per element, in one pass; the gradients times
+    ``scale``, the reduction's factor (None: none)."""
     dtype, device, batch = logits.dtype, logits.device, logits.shape
     _t0 = 1 - target
     _t1 = _t0*(1 - alpha) + alpha*target
-    _t2 = torch.nn.functional.softplus(logits, beta=1.0, threshold=40.0)
-    _t3 = _t1*(_t0*_t2 + target*(_t2 - logits))
-    _t4 = torch.sigmoid(logits)
-    _t5 = 1 - _t4
-    _t6 = _t5*target
-    _t7 = _t0*_t4 + _t6
-    _t8 = _t7**(gamma - 1)
-    _t9 = _t7*_t8
-    value = _fill(_t3*_t9, batch, dtype, device)
+    _t2 = _t1*(torch.nn.functional.softplus(logits, beta=1.0, threshold=40.0) - logits*target)
+    _t3 = torch.sigmoid(logits)
+    _t4 = 1 - _t3
+    _t5 = _t4*target
+    _t6 = _t0*_t3 + _t5
+    _t7 = _t6**(gamma - 1)
+    _t8 = _t6*_t7
+    value = _fill(_t2*_t8, batch, dtype, device)
     grads = (
-        _fill(_t1*_t9*(_t0*_t4 - _t6) + _t3*_t8*gamma*(_t0*_t4*_t5 - _t4*_t6), logits.shape, dtype, device),
+        _fill(_times(1, _t1*_t8*(_t3 - target) + _t2*_t7*gamma*(_t0*_t3*_t4 - _t3*_t5), scale), logits.shape, dtype, device),
     )
     return value, grads
 
@@ -247,41 +254,40 @@ def _focal_targeted_value(logits, target, alpha, gamma):
     """Per-sample loss."""
     dtype, device, batch = logits.dtype, logits.device, logits.shape
     _t0 = 1 - target
-    _t2 = torch.nn.functional.softplus(logits, beta=1.0, threshold=40.0)
-    _t5 = torch.sigmoid(logits)
-    _t8 = _t0*_t5 + target*(1 - _t5)
-    return _fill(_t8*(_t0*_t2 + target*(_t2 - logits))*(_t0*(1 - alpha) + alpha*target)*(_t8**(gamma - 1)), batch, dtype, device)
+    _t4 = torch.sigmoid(logits)
+    _t7 = _t0*_t4 + target*(1 - _t4)
+    return _fill(_t7*(_t0*(1 - alpha) + alpha*target)*(torch.nn.functional.softplus(logits, beta=1.0, threshold=40.0) - logits*target)*(_t7**(gamma - 1)), batch, dtype, device)
 
 
-def _focal_targeted_value_and_grads(logits, target, alpha, gamma):
-    """Per-sample loss and its gradient for each input, per element, in one pass."""
+def _focal_targeted_value_and_grads(logits, target, alpha, gamma, *, scale=None):
+    """Per-sample loss and its gradient for each input, per element, in one pass; the gradients times
+    ``scale``, the reduction's factor (None: none)."""
     dtype, device, batch = logits.dtype, logits.device, logits.shape
     _t0 = 1 - target
     _t1 = _t0*(1 - alpha) + alpha*target
-    _t2 = torch.nn.functional.softplus(logits, beta=1.0, threshold=40.0)
-    _t3 = _t0*_t2 + target*(_t2 - logits)
-    _t4 = _t1*_t3
-    _t5 = torch.sigmoid(logits)
-    _t6 = 1 - _t5
-    _t7 = _t6*target
-    _t8 = _t0*_t5 + _t7
-    _t9 = _t8**(gamma - 1)
-    _t10 = _t8*_t9
-    _t11 = _t1*_t10
-    _t12 = _t4*_t9*gamma
-    value = _fill(_t10*_t4, batch, dtype, device)
+    _t2 = torch.nn.functional.softplus(logits, beta=1.0, threshold=40.0) - logits*target
+    _t3 = _t1*_t2
+    _t4 = torch.sigmoid(logits)
+    _t5 = 1 - _t4
+    _t6 = _t5*target
+    _t7 = _t0*_t4 + _t6
+    _t8 = _t7**(gamma - 1)
+    _t9 = _t7*_t8
+    _t10 = _t1*_t9
+    _t11 = _t3*_t8*gamma
+    value = _fill(_t3*_t9, batch, dtype, device)
     grads = (
-        _fill(_t11*(_t0*_t5 - _t7) + _t12*(_t0*_t5*_t6 - _t5*_t7), logits.shape, dtype, device),
-        _fill(_t10*_t3*(2*alpha - 1) - _t11*logits + _t12*(1 - 2*_t5), target.shape, dtype, device),  # a target's
+        _fill(_times(1, _t10*(_t4 - target) + _t11*(_t0*_t4*_t5 - _t4*_t6), scale), logits.shape, dtype, device),
+        _fill(_times(1, _t11*(1 - 2*_t4) - _t10*logits + _t2*_t9*(2*alpha - 1), scale), target.shape, dtype, device),  # a target's
     )
     return value, grads
 
 
 #: Each term's (value, value-and-gradients) functions and the layout of their arguments (which are arrays over
-#: the batch, with or without an axis; which params broadcast to the batch), by (term, whether the one-hot target is class indices, whether its targets' gradients are wanted).
+#: the batch, with or without an axis; which params broadcast to the batch; which array gives the batch shape), by (term, whether the one-hot target is class indices, whether its targets' gradients are wanted).
 _EAGER = {
-    ("focal", False, False): (_focal_value, _focal_value_and_grads, ((False, False, ), ())),
-    ("focal", False, True): (_focal_targeted_value, _focal_targeted_value_and_grads, ((False, False, ), ())),
+    ("focal", False, False): (_focal_value, _focal_value_and_grads, ((False, False, ), (), 0)),
+    ("focal", False, True): (_focal_targeted_value, _focal_targeted_value_and_grads, ((False, False, ), (), 0)),
 }
 _FUSED = {}
 _FUSED_FAILED = set()
@@ -313,7 +319,7 @@ def _chunk_rows(layout, args):
     """The rows of a chunk, or 0 where the call runs whole: off the CPU, under a compiler, a torch.func transform
     or autograd, for a small batch, or where an array does not have the batch's rows as its first dimension or
     a tensor param broadcasts to the batch."""
-    axes, broadcast = layout
+    axes, broadcast, _ = layout
     arrays = args[:len(axes)]
     if sum(a.numel() for a in arrays) < 4 * _CHUNK:
         return 0
@@ -402,15 +408,16 @@ def _reducing(value, both, layout):
         rows = _chunk_rows(layout, args)
         if rows and (found := _chunked(both, layout, rows, reduction, keep, counts, args)) is not None:
             return found
-        loss, grads = both(*args)
-        reduced = _reduce(loss, reduction, keep, counts)
-        if (loss.device.type != "cpu" or not loss.numel() or (reduction == "sum" and keep is None and counts is None)
+        axes, _, at = layout
+        first = args[at]  # the array whose shape, less its axis, is the batch's
+        batch = first.shape[:-1] if axes[at] else first.shape
+        if (first.device.type != "cpu" or not batch.numel() or (reduction == "sum" and keep is None and counts is None)
                 or not (torch.compiler.is_compiling() or not _transformed())):
-            return reduced, grads, None
-        factor = _factor(reduction, loss.shape, keep, counts, loss)
-        if factor is None:
-            return reduced, grads, None
-        return reduced, tuple(None if g is None else g * _along(factor, g) for g in grads), True
+            loss, grads = both(*args)
+            return _reduce(loss, reduction, keep, counts), grads, None
+        factor = _factor(reduction, batch, keep, counts, first)
+        loss, grads = both(*args, scale=factor)  # the factor multiplied into each gradient's coefficient
+        return _reduce(loss, reduction, keep, counts), grads, None if factor is None else True
 
     return reduced_value, reduced_both
 

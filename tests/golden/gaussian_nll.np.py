@@ -74,6 +74,14 @@ def _rows(shape):
     return shape[0] if len(shape) else 1
 
 
+def _times(coefficient, value, scale):
+    """A gradient, ``coefficient * value``, times ``scale`` (the reduction's factor carried from the forward; None:
+    none): the two numbers multiply first, so that the array takes one pass."""
+    if scale is None:
+        return value if coefficient == 1 else coefficient * value
+    return scale * value if coefficient == 1 else (coefficient * scale) * value
+
+
 def _check_reduction(reduction):
     if reduction not in _REDUCTIONS:
         raise ValueError(f"reduction must be one of {', '.join(map(repr, _REDUCTIONS))}, got {reduction!r}")
@@ -199,8 +207,9 @@ def _gaussian_nll_value(mean, target, var, full, eps):
     return _fill((1/2)*((np.log(_t0) + (mean - target)**2/_t0) + 1.8378770664093456*full), batch)
 
 
-def _gaussian_nll_value_and_grads(mean, target, var, full, eps):
-    """Per-sample loss and its gradient for each input, per element."""
+def _gaussian_nll_value_and_grads(mean, target, var, full, eps, *, scale=None):
+    """Per-sample loss and its gradient for each input, per element, times ``scale``
+    (the reduction's factor; None: none)."""
     batch = mean.shape
     _t0 = np.where((var < eps), eps, var)
     _t1 = mean - target
@@ -209,8 +218,8 @@ def _gaussian_nll_value_and_grads(mean, target, var, full, eps):
     _t4 = np.where((var >= eps), 1, 0)
     value = _fill((1/2)*((_t2*_t3 + np.log(_t0)) + 1.8378770664093456*full), batch)
     grads = (
-        _fill(_t3*_t1, mean.shape),
-        _fill((1/2)*(_t3*_t4 - _t2*_t4/_t0**2), var.shape),
+        _fill(_times(1, _t3*_t1, scale), mean.shape),
+        _fill(_times(1/2, (_t3*_t4 - _t2*_t4/_t0**2), scale), var.shape),
     )
     return value, grads
 
@@ -250,10 +259,10 @@ def loss_and_grad(mean, target, var, reduction="mean", full=0.0, eps=1e-06, *, v
         _validate(mean, target, var, full, eps, indexed)
     else:  # what this loss checks in every call
         _check_domain("var", var, ("a real number >= 0", 0.0, float("inf"), False, True, None, False), _ALWAYS)
-    value, grads = _FUNCTIONS[("gaussian_nll", False)][1](mean, target, var, full, eps)
-    scale = _scale(value.shape, reduction, 1.0, None, None)
-    grad_mean = scale * grads[0]
-    grad_var = scale * grads[1]
+    scale = _scale(mean.shape, reduction, 1.0, None, None)
+    value, grads = _FUNCTIONS[("gaussian_nll", False)][1](mean, target, var, full, eps, scale=scale)
+    grad_mean = grads[0]
+    grad_var = grads[1]
     total = _reduce(value, reduction, None, None)
     grad_var = _unspread(grad_var, _shape_var)
     return total, (grad_mean, grad_var)

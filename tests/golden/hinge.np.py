@@ -72,6 +72,14 @@ def _rows(shape):
     return shape[0] if len(shape) else 1
 
 
+def _times(coefficient, value, scale):
+    """A gradient, ``coefficient * value``, times ``scale`` (the reduction's factor carried from the forward; None:
+    none): the two numbers multiply first, so that the array takes one pass."""
+    if scale is None:
+        return value if coefficient == 1 else coefficient * value
+    return scale * value if coefficient == 1 else (coefficient * scale) * value
+
+
 def _check_reduction(reduction):
     if reduction not in _REDUCTIONS:
         raise ValueError(f"reduction must be one of {', '.join(map(repr, _REDUCTIONS))}, got {reduction!r}")
@@ -178,13 +186,14 @@ def _hinge_value(score, target, margin):
     return _fill(np.maximum(0, margin - score*target), batch)
 
 
-def _hinge_value_and_grads(score, target, margin):
-    """Per-sample loss and its gradient for each input, per element."""
+def _hinge_value_and_grads(score, target, margin, *, scale=None):
+    """Per-sample loss and its gradient for each input, per element, times ``scale``
+    (the reduction's factor; None: none)."""
     batch = score.shape
     _t0 = margin - score*target
     value = _fill(np.maximum(0, _t0), batch)
     grads = (
-        _fill(-target*np.sign(np.maximum(_t0, 0.0)), score.shape),
+        _fill(_times(-1, target*np.sign(np.maximum(_t0, 0.0)), scale), score.shape),
     )
     return value, grads
 
@@ -219,8 +228,8 @@ def loss_and_grad(score, target, reduction="mean", margin=1.0, *, validate=False
     score, target, indexed, keep, counts = _prepare(score, target)
     if validate:
         _validate(score, target, margin, indexed)
-    value, grads = _FUNCTIONS[("hinge", False)][1](score, target, margin)
-    scale = _scale(value.shape, reduction, 1.0, None, None)
-    grad_score = scale * grads[0]
+    scale = _scale(score.shape, reduction, 1.0, None, None)
+    value, grads = _FUNCTIONS[("hinge", False)][1](score, target, margin, scale=scale)
+    grad_score = grads[0]
     total = _reduce(value, reduction, None, None)
     return total, (grad_score,)

@@ -72,6 +72,14 @@ def _rows(shape):
     return shape[0] if len(shape) else 1
 
 
+def _times(coefficient, value, scale):
+    """A gradient, ``coefficient * value``, times ``scale`` (the reduction's factor carried from the forward; None:
+    none): the two numbers multiply first, so that the array takes one pass."""
+    if scale is None:
+        return value if coefficient == 1 else coefficient * value
+    return scale * value if coefficient == 1 else (coefficient * scale) * value
+
+
 def _check_reduction(reduction):
     if reduction not in _REDUCTIONS:
         raise ValueError(f"reduction must be one of {', '.join(map(repr, _REDUCTIONS))}, got {reduction!r}")
@@ -179,14 +187,15 @@ def _hinge_embedding_value(distance, target, margin):
     return _fill(np.where((target > 0), distance, np.where((_t1 < 0), 0, _t1)), batch)
 
 
-def _hinge_embedding_value_and_grads(distance, target, margin):
-    """Per-sample loss and its gradient for each input, per element."""
+def _hinge_embedding_value_and_grads(distance, target, margin, *, scale=None):
+    """Per-sample loss and its gradient for each input, per element, times ``scale``
+    (the reduction's factor; None: none)."""
     batch = distance.shape
     _t0 = (target > 0)
     _t1 = margin - distance
     value = _fill(np.where(_t0, distance, np.where((_t1 < 0), 0, _t1)), batch)
     grads = (
-        _fill(np.where(_t0, 1, np.where((_t1 >= 0), -1, 0)), distance.shape),
+        _fill(_times(1, np.where(_t0, 1, np.where((_t1 >= 0), -1, 0)), scale), distance.shape),
     )
     return value, grads
 
@@ -221,8 +230,8 @@ def loss_and_grad(distance, target, reduction="mean", margin=1.0, *, validate=Fa
     distance, target, indexed, keep, counts = _prepare(distance, target)
     if validate:
         _validate(distance, target, margin, indexed)
-    value, grads = _FUNCTIONS[("hinge_embedding", False)][1](distance, target, margin)
-    scale = _scale(value.shape, reduction, 1.0, None, None)
-    grad_distance = scale * grads[0]
+    scale = _scale(distance.shape, reduction, 1.0, None, None)
+    value, grads = _FUNCTIONS[("hinge_embedding", False)][1](distance, target, margin, scale=scale)
+    grad_distance = grads[0]
     total = _reduce(value, reduction, None, None)
     return total, (grad_distance,)

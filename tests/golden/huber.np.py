@@ -72,6 +72,14 @@ def _rows(shape):
     return shape[0] if len(shape) else 1
 
 
+def _times(coefficient, value, scale):
+    """A gradient, ``coefficient * value``, times ``scale`` (the reduction's factor carried from the forward; None:
+    none): the two numbers multiply first, so that the array takes one pass."""
+    if scale is None:
+        return value if coefficient == 1 else coefficient * value
+    return scale * value if coefficient == 1 else (coefficient * scale) * value
+
+
 def _check_reduction(reduction):
     if reduction not in _REDUCTIONS:
         raise ValueError(f"reduction must be one of {', '.join(map(repr, _REDUCTIONS))}, got {reduction!r}")
@@ -177,17 +185,18 @@ def _huber_value(pred, target, delta):
     batch = pred.shape
     _t0 = pred - target
     _t1 = np.clip(_t0, -delta, delta)
-    return _fill(_t1*(_t0 - 1/2*_t1), batch)
+    return _fill((1/2)*_t1*(2*_t0 - _t1), batch)
 
 
-def _huber_value_and_grads(pred, target, delta):
-    """Per-sample loss and its gradient for each input, per element."""
+def _huber_value_and_grads(pred, target, delta, *, scale=None):
+    """Per-sample loss and its gradient for each input, per element, times ``scale``
+    (the reduction's factor; None: none)."""
     batch = pred.shape
     _t0 = pred - target
     _t1 = np.clip(_t0, -delta, delta)
-    value = _fill(_t1*(_t0 - 1/2*_t1), batch)
+    value = _fill((1/2)*_t1*(2*_t0 - _t1), batch)
     grads = (
-        _fill(_t1, pred.shape),
+        _fill(_times(1, _t1, scale), pred.shape),
     )
     return value, grads
 
@@ -222,8 +231,8 @@ def loss_and_grad(pred, target, reduction="mean", delta=1.0, *, validate=False):
     pred, target, indexed, keep, counts = _prepare(pred, target)
     if validate:
         _validate(pred, target, delta, indexed)
-    value, grads = _FUNCTIONS[("huber", False)][1](pred, target, delta)
-    scale = _scale(value.shape, reduction, 1.0, None, None)
-    grad_pred = scale * grads[0]
+    scale = _scale(pred.shape, reduction, 1.0, None, None)
+    value, grads = _FUNCTIONS[("huber", False)][1](pred, target, delta, scale=scale)
+    grad_pred = grads[0]
     total = _reduce(value, reduction, None, None)
     return total, (grad_pred,)

@@ -72,6 +72,14 @@ def _rows(shape):
     return shape[0] if len(shape) else 1
 
 
+def _times(coefficient, value, scale):
+    """A gradient, ``coefficient * value``, times ``scale`` (the reduction's factor carried from the forward; None:
+    none): the two numbers multiply first, so that the array takes one pass."""
+    if scale is None:
+        return value if coefficient == 1 else coefficient * value
+    return scale * value if coefficient == 1 else (coefficient * scale) * value
+
+
 def _check_reduction(reduction):
     if reduction not in _REDUCTIONS:
         raise ValueError(f"reduction must be one of {', '.join(map(repr, _REDUCTIONS))}, got {reduction!r}")
@@ -184,15 +192,16 @@ def _kl_div_value(logq, target, log_target):
     return _fill(_choose(_t0, lambda: (target - logq)*_choose(_t0, lambda: np.exp(target), lambda: 0), lambda: np.where(target == 0, 0.0, target * np.log(np.where(target == 0, 1.0, _choose(_t0, lambda: 1, lambda: target)))) - logq*target), batch)
 
 
-def _kl_div_value_and_grads(logq, target, log_target):
-    """Per-sample loss and its gradient for each input, per element."""
+def _kl_div_value_and_grads(logq, target, log_target, *, scale=None):
+    """Per-sample loss and its gradient for each input, per element, times ``scale``
+    (the reduction's factor; None: none)."""
     batch = logq.shape
     _t0 = (log_target > 0)
     _t1 = -target
     _t2 = _choose(_t0, lambda: np.exp(target), lambda: 0)
     value = _fill(_choose(_t0, lambda: _t2*(-_t1 - logq), lambda: np.where(target == 0, 0.0, target * np.log(np.where(target == 0, 1.0, _choose(_t0, lambda: 1, lambda: target)))) - logq*target), batch)
     grads = (
-        _fill(_choose(_t0, lambda: -_t2, lambda: _t1), logq.shape),
+        _fill(_times(1, _choose(_t0, lambda: -_t2, lambda: _t1), scale), logq.shape),
     )
     return value, grads
 
@@ -227,8 +236,8 @@ def loss_and_grad(logq, target, reduction="mean", log_target=0.0, *, validate=Fa
     logq, target, indexed, keep, counts = _prepare(logq, target)
     if validate:
         _validate(logq, target, log_target, indexed)
-    value, grads = _FUNCTIONS[("kl_div", False)][1](logq, target, log_target)
-    scale = _scale(value.shape, reduction, 1.0, None, None)
-    grad_logq = scale * grads[0]
+    scale = _scale(logq.shape, reduction, 1.0, None, None)
+    value, grads = _FUNCTIONS[("kl_div", False)][1](logq, target, log_target, scale=scale)
+    grad_logq = grads[0]
     total = _reduce(value, reduction, None, None)
     return total, (grad_logq,)

@@ -38,6 +38,14 @@ def _rows(shape):
     return shape[0] if len(shape) else 1
 
 
+def _times(coefficient, value, scale):
+    """A gradient, ``coefficient * value``, times ``scale`` (the reduction's factor carried from the forward; None:
+    none): the two numbers multiply first, so that the array takes one pass."""
+    if scale is None:
+        return value if coefficient == 1 else coefficient * value
+    return scale * value if coefficient == 1 else (coefficient * scale) * value
+
+
 def _check_reduction(reduction):
     if reduction not in _REDUCTIONS:
         raise ValueError(f"reduction must be one of {', '.join(map(repr, _REDUCTIONS))}, got {reduction!r}")
@@ -240,15 +248,16 @@ def _kl_div_value(logq, target, log_target):
     return _fill(_choose(_t0, lambda: (target - logq)*_choose(_t0, lambda: torch.exp(target), lambda: _constant(0, dtype, device)), lambda: torch.xlogy(target, _choose(_t0, lambda: _constant(1, dtype, device), lambda: target)) - logq*target), batch, dtype, device)
 
 
-def _kl_div_value_and_grads(logq, target, log_target):
-    """Per-sample loss and its gradient for each input, per element, in one pass."""
+def _kl_div_value_and_grads(logq, target, log_target, *, scale=None):
+    """Per-sample loss and its gradient for each input, per element, in one pass; the gradients times
+    ``scale``, the reduction's factor (None: none)."""
     dtype, device, batch = logq.dtype, logq.device, logq.shape
     _t0 = (log_target > 0)
     _t1 = -target
     _t2 = _choose(_t0, lambda: torch.exp(target), lambda: _constant(0, dtype, device))
     value = _fill(_choose(_t0, lambda: _t2*(-_t1 - logq), lambda: torch.xlogy(target, _choose(_t0, lambda: _constant(1, dtype, device), lambda: target)) - logq*target), batch, dtype, device)
     grads = (
-        _fill(_choose(_t0, lambda: -_t2, lambda: _t1), logq.shape, dtype, device),
+        _fill(_times(1, _choose(_t0, lambda: -_t2, lambda: _t1), scale), logq.shape, dtype, device),
     )
     return value, grads
 
@@ -260,8 +269,9 @@ def _kl_div_targeted_value(logq, target, log_target):
     return _fill(_choose(_t0, lambda: _choose(_t0, lambda: (target - logq)*_choose(_t0, lambda: torch.exp(target), lambda: _constant(0, dtype, device)), lambda: _constant(0, dtype, device)), lambda: torch.xlogy(target, _choose(_t0, lambda: _constant(1, dtype, device), lambda: target)) - logq*target), batch, dtype, device)
 
 
-def _kl_div_targeted_value_and_grads(logq, target, log_target):
-    """Per-sample loss and its gradient for each input, per element, in one pass."""
+def _kl_div_targeted_value_and_grads(logq, target, log_target, *, scale=None):
+    """Per-sample loss and its gradient for each input, per element, in one pass; the gradients times
+    ``scale``, the reduction's factor (None: none)."""
     dtype, device, batch = logq.dtype, logq.device, logq.shape
     _t0 = (log_target > 0)
     _t1 = -target
@@ -270,17 +280,17 @@ def _kl_div_targeted_value_and_grads(logq, target, log_target):
     _t4 = _choose(_t0, lambda: _constant(False, torch.bool, device), lambda: (target != 0))
     value = _fill(_choose(_t0, lambda: _t3, lambda: torch.xlogy(target, _choose(_t0, lambda: _constant(1, dtype, device), lambda: target)) - logq*target), batch, dtype, device)
     grads = (
-        _fill(_choose(_t0, lambda: -_t2, lambda: _t1), logq.shape, dtype, device),
-        _fill(_choose(_t0, lambda: _t2 + _t3, lambda: torch.where(_t4, torch.log(_choose(_t0, lambda: _constant(1, dtype, device), lambda: torch.where(_t4, target, 1))), 0) - logq + torch.where((target == 0), _constant(0, dtype, device), 1)), target.shape, dtype, device),  # a target's
+        _fill(_times(1, _choose(_t0, lambda: -_t2, lambda: _t1), scale), logq.shape, dtype, device),
+        _fill(_times(1, _choose(_t0, lambda: _t2 + _t3, lambda: torch.where(_t4, torch.log(_choose(_t0, lambda: _constant(1, dtype, device), lambda: torch.where(_t4, target, 1))), 0) - logq + torch.where((target == 0), _constant(0, dtype, device), 1)), scale), target.shape, dtype, device),  # a target's
     )
     return value, grads
 
 
 #: Each term's (value, value-and-gradients) functions and the layout of their arguments (which are arrays over
-#: the batch, with or without an axis; which params broadcast to the batch), by (term, whether the one-hot target is class indices, whether its targets' gradients are wanted).
+#: the batch, with or without an axis; which params broadcast to the batch; which array gives the batch shape), by (term, whether the one-hot target is class indices, whether its targets' gradients are wanted).
 _EAGER = {
-    ("kl_div", False, False): (_kl_div_value, _kl_div_value_and_grads, ((False, False, ), ())),
-    ("kl_div", False, True): (_kl_div_targeted_value, _kl_div_targeted_value_and_grads, ((False, False, ), ())),
+    ("kl_div", False, False): (_kl_div_value, _kl_div_value_and_grads, ((False, False, ), (), 0)),
+    ("kl_div", False, True): (_kl_div_targeted_value, _kl_div_targeted_value_and_grads, ((False, False, ), (), 0)),
 }
 _FUSED = {}
 _FUSED_FAILED = set()
@@ -312,7 +322,7 @@ def _chunk_rows(layout, args):
     """The rows of a chunk, or 0 where the call runs whole: off the CPU, under a compiler, a torch.func transform
     or autograd, for a small batch, or where an array does not have the batch's rows as its first dimension or
     a tensor param broadcasts to the batch."""
-    axes, broadcast = layout
+    axes, broadcast, _ = layout
     arrays = args[:len(axes)]
     if sum(a.numel() for a in arrays) < 4 * _CHUNK:
         return 0
@@ -401,15 +411,16 @@ def _reducing(value, both, layout):
         rows = _chunk_rows(layout, args)
         if rows and (found := _chunked(both, layout, rows, reduction, keep, counts, args)) is not None:
             return found
-        loss, grads = both(*args)
-        reduced = _reduce(loss, reduction, keep, counts)
-        if (loss.device.type != "cpu" or not loss.numel() or (reduction == "sum" and keep is None and counts is None)
+        axes, _, at = layout
+        first = args[at]  # the array whose shape, less its axis, is the batch's
+        batch = first.shape[:-1] if axes[at] else first.shape
+        if (first.device.type != "cpu" or not batch.numel() or (reduction == "sum" and keep is None and counts is None)
                 or not (torch.compiler.is_compiling() or not _transformed())):
-            return reduced, grads, None
-        factor = _factor(reduction, loss.shape, keep, counts, loss)
-        if factor is None:
-            return reduced, grads, None
-        return reduced, tuple(None if g is None else g * _along(factor, g) for g in grads), True
+            loss, grads = both(*args)
+            return _reduce(loss, reduction, keep, counts), grads, None
+        factor = _factor(reduction, batch, keep, counts, first)
+        loss, grads = both(*args, scale=factor)  # the factor multiplied into each gradient's coefficient
+        return _reduce(loss, reduction, keep, counts), grads, None if factor is None else True
 
     return reduced_value, reduced_both
 

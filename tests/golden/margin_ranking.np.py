@@ -73,6 +73,14 @@ def _rows(shape):
     return shape[0] if len(shape) else 1
 
 
+def _times(coefficient, value, scale):
+    """A gradient, ``coefficient * value``, times ``scale`` (the reduction's factor carried from the forward; None:
+    none): the two numbers multiply first, so that the array takes one pass."""
+    if scale is None:
+        return value if coefficient == 1 else coefficient * value
+    return scale * value if coefficient == 1 else (coefficient * scale) * value
+
+
 def _check_reduction(reduction):
     if reduction not in _REDUCTIONS:
         raise ValueError(f"reduction must be one of {', '.join(map(repr, _REDUCTIONS))}, got {reduction!r}")
@@ -182,15 +190,16 @@ def _margin_ranking_value(x1, x2, target, margin):
     return _fill(np.where((_t0 < 0), 0, _t0), batch)
 
 
-def _margin_ranking_value_and_grads(x1, x2, target, margin):
-    """Per-sample loss and its gradient for each input, per element."""
+def _margin_ranking_value_and_grads(x1, x2, target, margin, *, scale=None):
+    """Per-sample loss and its gradient for each input, per element, times ``scale``
+    (the reduction's factor; None: none)."""
     batch = x1.shape
     _t0 = margin - target*(x1 - x2)
     _t1 = (_t0 < 0)
     value = _fill(np.where(_t1, 0, _t0), batch)
     grads = (
-        _fill(np.where(_t1, 0, -target), x1.shape),
-        _fill(np.where(_t1, 0, target), x2.shape),
+        _fill(_times(1, np.where(_t1, 0, -target), scale), x1.shape),
+        _fill(_times(1, np.where(_t1, 0, target), scale), x2.shape),
     )
     return value, grads
 
@@ -225,9 +234,9 @@ def loss_and_grad(x1, x2, target, reduction="mean", margin=0.0, *, validate=Fals
     x1, x2, target, indexed, keep, counts = _prepare(x1, x2, target)
     if validate:
         _validate(x1, x2, target, margin, indexed)
-    value, grads = _FUNCTIONS[("margin_ranking", False)][1](x1, x2, target, margin)
-    scale = _scale(value.shape, reduction, 1.0, None, None)
-    grad_x1 = scale * grads[0]
-    grad_x2 = scale * grads[1]
+    scale = _scale(x1.shape, reduction, 1.0, None, None)
+    value, grads = _FUNCTIONS[("margin_ranking", False)][1](x1, x2, target, margin, scale=scale)
+    grad_x1 = grads[0]
+    grad_x2 = grads[1]
     total = _reduce(value, reduction, None, None)
     return total, (grad_x1, grad_x2)

@@ -67,6 +67,14 @@ def _rows(shape):
     return shape[0] if len(shape) else 1
 
 
+def _times(coefficient, value, scale):
+    """A gradient, ``coefficient * value``, times ``scale`` (the reduction's factor carried from the forward; None:
+    none): the two numbers multiply first, so that the array takes one pass."""
+    if scale is None:
+        return value if coefficient == 1 else coefficient * value
+    return scale * value if coefficient == 1 else (coefficient * scale) * value
+
+
 def _check_reduction(reduction):
     if reduction not in _REDUCTIONS:
         raise ValueError(f"reduction must be one of {', '.join(map(repr, _REDUCTIONS))}, got {reduction!r}")
@@ -172,13 +180,14 @@ def _mse_value(pred, target):
     return _fill((pred - target)**2, batch)
 
 
-def _mse_value_and_grads(pred, target):
-    """Per-sample loss and its gradient for each input, per element."""
+def _mse_value_and_grads(pred, target, *, scale=None):
+    """Per-sample loss and its gradient for each input, per element, times ``scale``
+    (the reduction's factor; None: none)."""
     batch = pred.shape
     _t0 = pred - target
     value = _fill(_t0**2, batch)
     grads = (
-        _fill(2*_t0, pred.shape),
+        _fill(_times(2, _t0, scale), pred.shape),
     )
     return value, grads
 
@@ -213,8 +222,8 @@ def loss_and_grad(pred, target, reduction="mean", *, validate=False):
     pred, target, indexed, keep, counts = _prepare(pred, target)
     if validate:
         _validate(pred, target, indexed)
-    value, grads = _FUNCTIONS[("mse", False)][1](pred, target)
-    scale = _scale(value.shape, reduction, 1.0, None, None)
-    grad_pred = scale * grads[0]
+    scale = _scale(pred.shape, reduction, 1.0, None, None)
+    value, grads = _FUNCTIONS[("mse", False)][1](pred, target, scale=scale)
+    grad_pred = grads[0]
     total = _reduce(value, reduction, None, None)
     return total, (grad_pred,)

@@ -86,6 +86,14 @@ def _rows(shape):
     return shape[0] if len(shape) else 1
 
 
+def _times(coefficient, value, scale):
+    """A gradient, ``coefficient * value``, times ``scale`` (the reduction's factor carried from the forward; None:
+    none): the two numbers multiply first, so that the array takes one pass."""
+    if scale is None:
+        return value if coefficient == 1 else coefficient * value
+    return scale * value if coefficient == 1 else (coefficient * scale) * value
+
+
 def _check_reduction(reduction):
     if reduction not in _REDUCTIONS:
         raise ValueError(f"reduction must be one of {', '.join(map(repr, _REDUCTIONS))}, got {reduction!r}")
@@ -236,12 +244,15 @@ def _multi_margin_value(scores, target, p, margin, weight):
     return _fill(_choose(_t0, lambda: _t1*_mean(_t5), lambda: _t1*_mean(_t5*(_choose(_t0, lambda: 0, lambda: _t4**(p - 1))))), batch + (1,))[..., 0]
 
 
-def _multi_margin_value_and_grads(scores, target, p, margin, weight):
-    """Per-sample loss and its gradient for each input, per element."""
+def _multi_margin_value_and_grads(scores, target, p, margin, weight, *, scale=None):
+    """Per-sample loss and its gradient for each input, per element, times ``scale``
+    (the reduction's factor; None: none)."""
     batch = scores.shape[:-1]
     weight = np.asarray(1.0 if weight is None else weight, dtype=np.float64)
     _broadcasts("weight", weight.shape, batch + (scores.shape[-1],), axis=True)
     weight = np.broadcast_to(weight, weight.shape[:-1] + (scores.shape[-1],))  # one number: the same for every entry
+    if np.ndim(scale):  # one per sample: along the axis too
+        scale = scale[..., None]
     _t0 = (p == 1)
     _t1 = np.sum(target*weight, axis=-1, keepdims=True)
     _t2 = 1 - target
@@ -255,7 +266,7 @@ def _multi_margin_value_and_grads(scores, target, p, margin, weight):
     _t10 = _choose(_t0, lambda: 0, lambda: _t6*_t8*p/_t7)
     value = _fill(_choose(_t0, lambda: _t1*_mean(_t5), lambda: _t1*_mean(_t5*_t6)), batch + (1,))[..., 0]
     grads = (
-        _fill(_choose(_t0, lambda: _t9 + target*np.sum(-_t9, axis=-1, keepdims=True), lambda: _t10 + target*np.sum(-_t10, axis=-1, keepdims=True)), scores.shape),
+        _fill(_times(1, _choose(_t0, lambda: _t9 + target*np.sum(-_t9, axis=-1, keepdims=True), lambda: _t10 + target*np.sum(-_t10, axis=-1, keepdims=True)), scale), scores.shape),
     )
     return value, grads
 
@@ -274,12 +285,15 @@ def _multi_margin_indexed_value(scores, target, p, margin, weight):
     return _fill(_choose(_t0, lambda: _t1*(_mean(_t3) - _t6*_choose(_t0, lambda: 1/_t4, lambda: 0)), lambda: _t1*(_mean(_t3*(_choose(_t0, lambda: 0, lambda: _t3**(p - 1)))) - _choose(_t0, lambda: 0, lambda: 1/_t4)*_choose(_t0, lambda: 1, lambda: _t6)**p)), batch + (1,))[..., 0]
 
 
-def _multi_margin_indexed_value_and_grads(scores, target, p, margin, weight):
-    """Per-sample loss and its gradient for each input, per element."""
+def _multi_margin_indexed_value_and_grads(scores, target, p, margin, weight, *, scale=None):
+    """Per-sample loss and its gradient for each input, per element, times ``scale``
+    (the reduction's factor; None: none)."""
     batch = scores.shape[:-1]
     weight = np.asarray(1.0 if weight is None else weight, dtype=np.float64)
     _broadcasts("weight", weight.shape, batch + (scores.shape[-1],), axis=True)
     weight = np.broadcast_to(weight, weight.shape[:-1] + (scores.shape[-1],))  # one number: the same for every entry
+    if np.ndim(scale):  # one per sample: along the axis too
+        scale = scale[..., None]
     _t0 = (p == 1)
     _t1 = _pick(weight, target)
     _t2 = (scores - _pick(scores, target)) + margin
@@ -294,7 +308,7 @@ def _multi_margin_indexed_value_and_grads(scores, target, p, margin, weight):
     _t11 = _choose(_t0, lambda: 0, lambda: _t7*_t8*_t9*p)
     value = _fill(_choose(_t0, lambda: _t1*(_mean(_t3) - _t5*_t6), lambda: _t1*(_mean(_t3*_t8) - _t7*_choose(_t0, lambda: 1, lambda: _t6)**p)), batch + (1,))[..., 0]
     grads = (
-        _fill(_scatter(_choose(_t0, lambda: _t10, lambda: _t11), _choose(_t0, lambda: np.sum(-_t10, axis=-1, keepdims=True), lambda: np.sum(-_t11, axis=-1, keepdims=True)), target, scores), scores.shape),
+        _fill(_times(1, _scatter(_choose(_t0, lambda: _t10, lambda: _t11), _choose(_t0, lambda: np.sum(-_t10, axis=-1, keepdims=True), lambda: np.sum(-_t11, axis=-1, keepdims=True)), target, scores), scale), scores.shape),
     )
     return value, grads
 
@@ -309,9 +323,12 @@ def _multi_margin_folded_value(scores, target, p, margin, weight):
     return _fill(_choose(_t0, lambda: _t1*_mean(_t5), lambda: _t1*_mean(_t5*(_choose(_t0, lambda: 0, lambda: _t4**(p - 1))))), batch + (1,))[..., 0]
 
 
-def _multi_margin_folded_value_and_grads(scores, target, p, margin, weight):
-    """Per-sample loss and its gradient for each input, per element."""
+def _multi_margin_folded_value_and_grads(scores, target, p, margin, weight, *, scale=None):
+    """Per-sample loss and its gradient for each input, per element, times ``scale``
+    (the reduction's factor; None: none)."""
     batch = scores.shape[:-1]
+    if np.ndim(scale):  # one per sample: along the axis too
+        scale = scale[..., None]
     _t0 = (p == 1)
     _t1 = np.sum(target, axis=-1, keepdims=True)
     _t2 = 1 - target
@@ -325,7 +342,7 @@ def _multi_margin_folded_value_and_grads(scores, target, p, margin, weight):
     _t10 = _choose(_t0, lambda: 0, lambda: _t6*_t8*p/_t7)
     value = _fill(_choose(_t0, lambda: _t1*_mean(_t5), lambda: _t1*_mean(_t5*_t6)), batch + (1,))[..., 0]
     grads = (
-        _fill(_choose(_t0, lambda: _t9 + target*np.sum(-_t9, axis=-1, keepdims=True), lambda: _t10 + target*np.sum(-_t10, axis=-1, keepdims=True)), scores.shape),
+        _fill(_times(1, _choose(_t0, lambda: _t9 + target*np.sum(-_t9, axis=-1, keepdims=True), lambda: _t10 + target*np.sum(-_t10, axis=-1, keepdims=True)), scale), scores.shape),
     )
     return value, grads
 
@@ -340,9 +357,12 @@ def _multi_margin_folded_indexed_value(scores, target, p, margin, weight):
     return _fill(_choose(_t0, lambda: _mean(_t2) - _t5*_choose(_t0, lambda: 1/_t3, lambda: 0), lambda: _mean(_t2*(_choose(_t0, lambda: 0, lambda: _t2**(p - 1)))) - _choose(_t0, lambda: 0, lambda: 1/_t3)*_choose(_t0, lambda: 1, lambda: _t5)**p), batch + (1,))[..., 0]
 
 
-def _multi_margin_folded_indexed_value_and_grads(scores, target, p, margin, weight):
-    """Per-sample loss and its gradient for each input, per element."""
+def _multi_margin_folded_indexed_value_and_grads(scores, target, p, margin, weight, *, scale=None):
+    """Per-sample loss and its gradient for each input, per element, times ``scale``
+    (the reduction's factor; None: none)."""
     batch = scores.shape[:-1]
+    if np.ndim(scale):  # one per sample: along the axis too
+        scale = scale[..., None]
     _t0 = (p == 1)
     _t1 = (scores - _pick(scores, target)) + margin
     _t2 = np.maximum(0, _t1)
@@ -356,7 +376,7 @@ def _multi_margin_folded_indexed_value_and_grads(scores, target, p, margin, weig
     _t10 = _choose(_t0, lambda: 0, lambda: _t6*_t7*_t8*p)
     value = _fill(_choose(_t0, lambda: _mean(_t2) - _t4*_t5, lambda: _mean(_t2*_t7) - _t6*_choose(_t0, lambda: 1, lambda: _t5)**p), batch + (1,))[..., 0]
     grads = (
-        _fill(_scatter(_choose(_t0, lambda: _t9, lambda: _t10), _choose(_t0, lambda: np.sum(-_t9, axis=-1, keepdims=True), lambda: np.sum(-_t10, axis=-1, keepdims=True)), target, scores), scores.shape),
+        _fill(_times(1, _scatter(_choose(_t0, lambda: _t9, lambda: _t10), _choose(_t0, lambda: np.sum(-_t9, axis=-1, keepdims=True), lambda: np.sum(-_t10, axis=-1, keepdims=True)), target, scores), scale), scores.shape),
     )
     return value, grads
 
@@ -394,8 +414,8 @@ def loss_and_grad(scores, target, reduction="mean", p=1.0, margin=1.0, weight=No
     scores, target, indexed, keep, counts = _prepare(scores, target)
     if validate:
         _validate(scores, target, p, margin, weight, indexed)
-    value, grads = _FUNCTIONS[("multi_margin", indexed, weight is None)][1](scores, target, p, margin, weight)
-    scale = _scale(value.shape, reduction, 1.0, None, None)
-    grad_scores = (scale[..., None] if np.ndim(scale) else scale) * grads[0]
+    scale = _scale(scores.shape[:-1], reduction, 1.0, None, None)
+    value, grads = _FUNCTIONS[("multi_margin", indexed, weight is None)][1](scores, target, p, margin, weight, scale=scale)
+    grad_scores = grads[0]
     total = _reduce(value, reduction, None, None)
     return total, (grad_scores,)

@@ -50,6 +50,14 @@ def _rows(shape):
     return shape[0] if len(shape) else 1
 
 
+def _times(coefficient, value, scale):
+    """A gradient, ``coefficient * value``, times ``scale`` (the reduction's factor carried from the forward; None:
+    none): the two numbers multiply first, so that the array takes one pass."""
+    if scale is None:
+        return value if coefficient == 1 else coefficient * value
+    return scale * value if coefficient == 1 else (coefficient * scale) * value
+
+
 def _check_reduction(reduction):
     if reduction not in _REDUCTIONS:
         raise ValueError(f"reduction must be one of {', '.join(map(repr, _REDUCTIONS))}, got {reduction!r}")
@@ -298,12 +306,15 @@ def _multi_margin_value(scores, target, p, margin, weight):
     return _fill(_choose(_t0, lambda: _t1*torch.mean(_t5, dim=-1, keepdim=True), lambda: _t1*torch.mean(_t5*(_choose(_t0, lambda: _constant(0, dtype, device), lambda: _t4**(p - 1))), dim=-1, keepdim=True)), batch + (1,), dtype, device)[..., 0]
 
 
-def _multi_margin_value_and_grads(scores, target, p, margin, weight):
-    """Per-sample loss and its gradient for each input, per element, in one pass."""
+def _multi_margin_value_and_grads(scores, target, p, margin, weight, *, scale=None):
+    """Per-sample loss and its gradient for each input, per element, in one pass; the gradients times
+    ``scale``, the reduction's factor (None: none)."""
     dtype, device, batch = scores.dtype, scores.device, scores.shape[:-1]
     weight = _constant(1.0 if weight is None else weight, dtype, device)
     _broadcasts("weight", weight.shape, batch + (scores.shape[-1],), axis=True)
     weight = weight.expand(weight.shape[:-1] + (scores.shape[-1],))  # one number: the same for every entry
+    if isinstance(scale, torch.Tensor) and scale.ndim:  # one per sample: along the axis too
+        scale = scale[..., None]
     _t0 = (p == 1)
     _t1 = torch.sum(target*weight, dim=-1, keepdim=True)
     _t2 = 1 - target
@@ -317,7 +328,7 @@ def _multi_margin_value_and_grads(scores, target, p, margin, weight):
     _t10 = _choose(_t0, lambda: _constant(0, dtype, device), lambda: _t6*_t8*p/_t7)
     value = _fill(_choose(_t0, lambda: _t1*torch.mean(_t5, dim=-1, keepdim=True), lambda: _t1*torch.mean(_t5*_t6, dim=-1, keepdim=True)), batch + (1,), dtype, device)[..., 0]
     grads = (
-        _fill(_choose(_t0, lambda: _t9 + target*torch.sum(-_t9, dim=-1, keepdim=True), lambda: _t10 + target*torch.sum(-_t10, dim=-1, keepdim=True)), scores.shape, dtype, device),
+        _fill(_times(1, _choose(_t0, lambda: _t9 + target*torch.sum(-_t9, dim=-1, keepdim=True), lambda: _t10 + target*torch.sum(-_t10, dim=-1, keepdim=True)), scale), scores.shape, dtype, device),
     )
     return value, grads
 
@@ -336,12 +347,15 @@ def _multi_margin_indexed_value(scores, target, p, margin, weight):
     return _fill(_choose(_t0, lambda: _t1*(torch.mean(_t3, dim=-1, keepdim=True) - _t6*_choose(_t0, lambda: 1/_t4, lambda: _constant(0, dtype, device))), lambda: _t1*(torch.mean(_t3*(_choose(_t0, lambda: _constant(0, dtype, device), lambda: _t3**(p - 1))), dim=-1, keepdim=True) - _choose(_t0, lambda: _constant(0, dtype, device), lambda: 1/_t4)*_choose(_t0, lambda: _constant(1, dtype, device), lambda: _t6)**p)), batch + (1,), dtype, device)[..., 0]
 
 
-def _multi_margin_indexed_value_and_grads(scores, target, p, margin, weight):
-    """Per-sample loss and its gradient for each input, per element, in one pass."""
+def _multi_margin_indexed_value_and_grads(scores, target, p, margin, weight, *, scale=None):
+    """Per-sample loss and its gradient for each input, per element, in one pass; the gradients times
+    ``scale``, the reduction's factor (None: none)."""
     dtype, device, batch = scores.dtype, scores.device, scores.shape[:-1]
     weight = _constant(1.0 if weight is None else weight, dtype, device)
     _broadcasts("weight", weight.shape, batch + (scores.shape[-1],), axis=True)
     weight = weight.expand(weight.shape[:-1] + (scores.shape[-1],))  # one number: the same for every entry
+    if isinstance(scale, torch.Tensor) and scale.ndim:  # one per sample: along the axis too
+        scale = scale[..., None]
     _t0 = (p == 1)
     _t1 = _pick(weight, target)
     _t2 = (scores - _pick(scores, target)) + margin
@@ -356,7 +370,7 @@ def _multi_margin_indexed_value_and_grads(scores, target, p, margin, weight):
     _t11 = _choose(_t0, lambda: _constant(0, dtype, device), lambda: _t7*_t8*_t9*p)
     value = _fill(_choose(_t0, lambda: _t1*(torch.mean(_t3, dim=-1, keepdim=True) - _t5*_t6), lambda: _t1*(torch.mean(_t3*_t8, dim=-1, keepdim=True) - _t7*_choose(_t0, lambda: _constant(1, dtype, device), lambda: _t6)**p)), batch + (1,), dtype, device)[..., 0]
     grads = (
-        _fill(_scatter(_choose(_t0, lambda: _t10, lambda: _t11), _choose(_t0, lambda: torch.sum(-_t10, dim=-1, keepdim=True), lambda: torch.sum(-_t11, dim=-1, keepdim=True)), target, scores), scores.shape, dtype, device),
+        _fill(_times(1, _scatter(_choose(_t0, lambda: _t10, lambda: _t11), _choose(_t0, lambda: torch.sum(-_t10, dim=-1, keepdim=True), lambda: torch.sum(-_t11, dim=-1, keepdim=True)), target, scores), scale), scores.shape, dtype, device),
     )
     return value, grads
 
@@ -371,9 +385,12 @@ def _multi_margin_folded_value(scores, target, p, margin, weight):
     return _fill(_choose(_t0, lambda: _t1*torch.mean(_t5, dim=-1, keepdim=True), lambda: _t1*torch.mean(_t5*(_choose(_t0, lambda: _constant(0, dtype, device), lambda: _t4**(p - 1))), dim=-1, keepdim=True)), batch + (1,), dtype, device)[..., 0]
 
 
-def _multi_margin_folded_value_and_grads(scores, target, p, margin, weight):
-    """Per-sample loss and its gradient for each input, per element, in one pass."""
+def _multi_margin_folded_value_and_grads(scores, target, p, margin, weight, *, scale=None):
+    """Per-sample loss and its gradient for each input, per element, in one pass; the gradients times
+    ``scale``, the reduction's factor (None: none)."""
     dtype, device, batch = scores.dtype, scores.device, scores.shape[:-1]
+    if isinstance(scale, torch.Tensor) and scale.ndim:  # one per sample: along the axis too
+        scale = scale[..., None]
     _t0 = (p == 1)
     _t1 = torch.sum(target, dim=-1, keepdim=True)
     _t2 = 1 - target
@@ -387,7 +404,7 @@ def _multi_margin_folded_value_and_grads(scores, target, p, margin, weight):
     _t10 = _choose(_t0, lambda: _constant(0, dtype, device), lambda: _t6*_t8*p/_t7)
     value = _fill(_choose(_t0, lambda: _t1*torch.mean(_t5, dim=-1, keepdim=True), lambda: _t1*torch.mean(_t5*_t6, dim=-1, keepdim=True)), batch + (1,), dtype, device)[..., 0]
     grads = (
-        _fill(_choose(_t0, lambda: _t9 + target*torch.sum(-_t9, dim=-1, keepdim=True), lambda: _t10 + target*torch.sum(-_t10, dim=-1, keepdim=True)), scores.shape, dtype, device),
+        _fill(_times(1, _choose(_t0, lambda: _t9 + target*torch.sum(-_t9, dim=-1, keepdim=True), lambda: _t10 + target*torch.sum(-_t10, dim=-1, keepdim=True)), scale), scores.shape, dtype, device),
     )
     return value, grads
 
@@ -402,9 +419,12 @@ def _multi_margin_folded_indexed_value(scores, target, p, margin, weight):
     return _fill(_choose(_t0, lambda: torch.mean(_t2, dim=-1, keepdim=True) - _t5*_choose(_t0, lambda: 1/_t3, lambda: _constant(0, dtype, device)), lambda: torch.mean(_t2*(_choose(_t0, lambda: _constant(0, dtype, device), lambda: _t2**(p - 1))), dim=-1, keepdim=True) - _choose(_t0, lambda: _constant(0, dtype, device), lambda: 1/_t3)*_choose(_t0, lambda: _constant(1, dtype, device), lambda: _t5)**p), batch + (1,), dtype, device)[..., 0]
 
 
-def _multi_margin_folded_indexed_value_and_grads(scores, target, p, margin, weight):
-    """Per-sample loss and its gradient for each input, per element, in one pass."""
+def _multi_margin_folded_indexed_value_and_grads(scores, target, p, margin, weight, *, scale=None):
+    """Per-sample loss and its gradient for each input, per element, in one pass; the gradients times
+    ``scale``, the reduction's factor (None: none)."""
     dtype, device, batch = scores.dtype, scores.device, scores.shape[:-1]
+    if isinstance(scale, torch.Tensor) and scale.ndim:  # one per sample: along the axis too
+        scale = scale[..., None]
     _t0 = (p == 1)
     _t1 = (scores - _pick(scores, target)) + margin
     _t2 = torch.clamp(_t1, min=0)
@@ -418,7 +438,7 @@ def _multi_margin_folded_indexed_value_and_grads(scores, target, p, margin, weig
     _t10 = _choose(_t0, lambda: _constant(0, dtype, device), lambda: _t6*_t7*_t8*p)
     value = _fill(_choose(_t0, lambda: torch.mean(_t2, dim=-1, keepdim=True) - _t4*_t5, lambda: torch.mean(_t2*_t7, dim=-1, keepdim=True) - _t6*_choose(_t0, lambda: _constant(1, dtype, device), lambda: _t5)**p), batch + (1,), dtype, device)[..., 0]
     grads = (
-        _fill(_scatter(_choose(_t0, lambda: _t9, lambda: _t10), _choose(_t0, lambda: torch.sum(-_t9, dim=-1, keepdim=True), lambda: torch.sum(-_t10, dim=-1, keepdim=True)), target, scores), scores.shape, dtype, device),
+        _fill(_times(1, _scatter(_choose(_t0, lambda: _t9, lambda: _t10), _choose(_t0, lambda: torch.sum(-_t9, dim=-1, keepdim=True), lambda: torch.sum(-_t10, dim=-1, keepdim=True)), target, scores), scale), scores.shape, dtype, device),
     )
     return value, grads
 
@@ -436,12 +456,15 @@ def _multi_margin_targeted_value(scores, target, p, margin, weight):
     return _fill(_choose(_t0, lambda: _t1*_choose(_t0, lambda: torch.mean(_t5, dim=-1, keepdim=True), lambda: _constant(0, dtype, device)), lambda: _t1*_choose(_t0, lambda: _constant(0, dtype, device), lambda: torch.mean(_t5*_choose(_t0, lambda: _constant(0, dtype, device), lambda: (_choose(_t0, lambda: _constant(0, dtype, device), lambda: _t4**(p - 1)))), dim=-1, keepdim=True))), batch + (1,), dtype, device)[..., 0]
 
 
-def _multi_margin_targeted_value_and_grads(scores, target, p, margin, weight):
-    """Per-sample loss and its gradient for each input, per element, in one pass."""
+def _multi_margin_targeted_value_and_grads(scores, target, p, margin, weight, *, scale=None):
+    """Per-sample loss and its gradient for each input, per element, in one pass; the gradients times
+    ``scale``, the reduction's factor (None: none)."""
     dtype, device, batch = scores.dtype, scores.device, scores.shape[:-1]
     weight = _constant(1.0 if weight is None else weight, dtype, device)
     _broadcasts("weight", weight.shape, batch + (scores.shape[-1],), axis=True)
     weight = weight.expand(weight.shape[:-1] + (scores.shape[-1],))  # one number: the same for every entry
+    if isinstance(scale, torch.Tensor) and scale.ndim:  # one per sample: along the axis too
+        scale = scale[..., None]
     _t0 = (p == 1)
     _t1 = torch.sum(target*weight, dim=-1, keepdim=True)
     _t2 = 1 - target
@@ -462,8 +485,8 @@ def _multi_margin_targeted_value_and_grads(scores, target, p, margin, weight):
     _t17 = _choose(_t0, lambda: _constant(0, dtype, device), lambda: torch.sum(-_t16, dim=-1, keepdim=True))
     value = _fill(_choose(_t0, lambda: _t1*_t6, lambda: _t1*_t9), batch + (1,), dtype, device)[..., 0]
     grads = (
-        _fill(_choose(_t0, lambda: _t13 + _t14*target, lambda: _t16 + _t17*target), scores.shape, dtype, device),
-        _fill(_choose(_t0, lambda: _t14*scores - _t11*_t4 + _t6*weight, lambda: _t17*scores - _t15*_t4*_t8 + _t9*weight), target.shape, dtype, device),  # a target's
+        _fill(_times(1, _choose(_t0, lambda: _t13 + _t14*target, lambda: _t16 + _t17*target), scale), scores.shape, dtype, device),
+        _fill(_times(1, _choose(_t0, lambda: _t14*scores - _t11*_t4 + _t6*weight, lambda: _t17*scores - _t15*_t4*_t8 + _t9*weight), scale), target.shape, dtype, device),  # a target's
     )
     return value, grads
 
@@ -482,12 +505,15 @@ def _multi_margin_targeted_indexed_value(scores, target, p, margin, weight):
     return _fill(_choose(_t0, lambda: _t1*(torch.mean(_t3, dim=-1, keepdim=True) - _t6*_choose(_t0, lambda: 1/_t4, lambda: _constant(0, dtype, device))), lambda: _t1*(torch.mean(_t3*(_choose(_t0, lambda: _constant(0, dtype, device), lambda: _t3**(p - 1))), dim=-1, keepdim=True) - _choose(_t0, lambda: _constant(0, dtype, device), lambda: 1/_t4)*_choose(_t0, lambda: _constant(1, dtype, device), lambda: _t6)**p)), batch + (1,), dtype, device)[..., 0]
 
 
-def _multi_margin_targeted_indexed_value_and_grads(scores, target, p, margin, weight):
-    """Per-sample loss and its gradient for each input, per element, in one pass."""
+def _multi_margin_targeted_indexed_value_and_grads(scores, target, p, margin, weight, *, scale=None):
+    """Per-sample loss and its gradient for each input, per element, in one pass; the gradients times
+    ``scale``, the reduction's factor (None: none)."""
     dtype, device, batch = scores.dtype, scores.device, scores.shape[:-1]
     weight = _constant(1.0 if weight is None else weight, dtype, device)
     _broadcasts("weight", weight.shape, batch + (scores.shape[-1],), axis=True)
     weight = weight.expand(weight.shape[:-1] + (scores.shape[-1],))  # one number: the same for every entry
+    if isinstance(scale, torch.Tensor) and scale.ndim:  # one per sample: along the axis too
+        scale = scale[..., None]
     _t0 = (p == 1)
     _t1 = _pick(weight, target)
     _t2 = (scores - _pick(scores, target)) + margin
@@ -502,7 +528,7 @@ def _multi_margin_targeted_indexed_value_and_grads(scores, target, p, margin, we
     _t11 = _choose(_t0, lambda: _constant(0, dtype, device), lambda: _t7*_t8*_t9*p)
     value = _fill(_choose(_t0, lambda: _t1*(torch.mean(_t3, dim=-1, keepdim=True) - _t5*_t6), lambda: _t1*(torch.mean(_t3*_t8, dim=-1, keepdim=True) - _t7*_choose(_t0, lambda: _constant(1, dtype, device), lambda: _t6)**p)), batch + (1,), dtype, device)[..., 0]
     grads = (
-        _fill(_scatter(_choose(_t0, lambda: _t10, lambda: _t11), _choose(_t0, lambda: torch.sum(-_t10, dim=-1, keepdim=True), lambda: torch.sum(-_t11, dim=-1, keepdim=True)), target, scores), scores.shape, dtype, device),
+        _fill(_times(1, _scatter(_choose(_t0, lambda: _t10, lambda: _t11), _choose(_t0, lambda: torch.sum(-_t10, dim=-1, keepdim=True), lambda: torch.sum(-_t11, dim=-1, keepdim=True)), target, scores), scale), scores.shape, dtype, device),
         None,  # a target given as class indices: integers, which have no gradient
     )
     return value, grads
@@ -518,9 +544,12 @@ def _multi_margin_targeted_folded_value(scores, target, p, margin, weight):
     return _fill(_choose(_t0, lambda: _t1*_choose(_t0, lambda: torch.mean(_t5, dim=-1, keepdim=True), lambda: _constant(0, dtype, device)), lambda: _t1*_choose(_t0, lambda: _constant(0, dtype, device), lambda: torch.mean(_t5*_choose(_t0, lambda: _constant(0, dtype, device), lambda: (_choose(_t0, lambda: _constant(0, dtype, device), lambda: _t4**(p - 1)))), dim=-1, keepdim=True))), batch + (1,), dtype, device)[..., 0]
 
 
-def _multi_margin_targeted_folded_value_and_grads(scores, target, p, margin, weight):
-    """Per-sample loss and its gradient for each input, per element, in one pass."""
+def _multi_margin_targeted_folded_value_and_grads(scores, target, p, margin, weight, *, scale=None):
+    """Per-sample loss and its gradient for each input, per element, in one pass; the gradients times
+    ``scale``, the reduction's factor (None: none)."""
     dtype, device, batch = scores.dtype, scores.device, scores.shape[:-1]
+    if isinstance(scale, torch.Tensor) and scale.ndim:  # one per sample: along the axis too
+        scale = scale[..., None]
     _t0 = (p == 1)
     _t1 = torch.sum(target, dim=-1, keepdim=True)
     _t2 = 1 - target
@@ -541,8 +570,8 @@ def _multi_margin_targeted_folded_value_and_grads(scores, target, p, margin, wei
     _t17 = _choose(_t0, lambda: _constant(0, dtype, device), lambda: torch.sum(-_t16, dim=-1, keepdim=True))
     value = _fill(_choose(_t0, lambda: _t1*_t6, lambda: _t1*_t9), batch + (1,), dtype, device)[..., 0]
     grads = (
-        _fill(_choose(_t0, lambda: _t13 + _t14*target, lambda: _t16 + _t17*target), scores.shape, dtype, device),
-        _fill(_choose(_t0, lambda: _t14*scores - _t11*_t4 + _t6, lambda: _t17*scores - _t15*_t4*_t8 + _t9), target.shape, dtype, device),  # a target's
+        _fill(_times(1, _choose(_t0, lambda: _t13 + _t14*target, lambda: _t16 + _t17*target), scale), scores.shape, dtype, device),
+        _fill(_times(1, _choose(_t0, lambda: _t14*scores - _t11*_t4 + _t6, lambda: _t17*scores - _t15*_t4*_t8 + _t9), scale), target.shape, dtype, device),  # a target's
     )
     return value, grads
 
@@ -557,9 +586,12 @@ def _multi_margin_targeted_folded_indexed_value(scores, target, p, margin, weigh
     return _fill(_choose(_t0, lambda: torch.mean(_t2, dim=-1, keepdim=True) - _t5*_choose(_t0, lambda: 1/_t3, lambda: _constant(0, dtype, device)), lambda: torch.mean(_t2*(_choose(_t0, lambda: _constant(0, dtype, device), lambda: _t2**(p - 1))), dim=-1, keepdim=True) - _choose(_t0, lambda: _constant(0, dtype, device), lambda: 1/_t3)*_choose(_t0, lambda: _constant(1, dtype, device), lambda: _t5)**p), batch + (1,), dtype, device)[..., 0]
 
 
-def _multi_margin_targeted_folded_indexed_value_and_grads(scores, target, p, margin, weight):
-    """Per-sample loss and its gradient for each input, per element, in one pass."""
+def _multi_margin_targeted_folded_indexed_value_and_grads(scores, target, p, margin, weight, *, scale=None):
+    """Per-sample loss and its gradient for each input, per element, in one pass; the gradients times
+    ``scale``, the reduction's factor (None: none)."""
     dtype, device, batch = scores.dtype, scores.device, scores.shape[:-1]
+    if isinstance(scale, torch.Tensor) and scale.ndim:  # one per sample: along the axis too
+        scale = scale[..., None]
     _t0 = (p == 1)
     _t1 = (scores - _pick(scores, target)) + margin
     _t2 = torch.clamp(_t1, min=0)
@@ -573,23 +605,23 @@ def _multi_margin_targeted_folded_indexed_value_and_grads(scores, target, p, mar
     _t10 = _choose(_t0, lambda: _constant(0, dtype, device), lambda: _t6*_t7*_t8*p)
     value = _fill(_choose(_t0, lambda: torch.mean(_t2, dim=-1, keepdim=True) - _t4*_t5, lambda: torch.mean(_t2*_t7, dim=-1, keepdim=True) - _t6*_choose(_t0, lambda: _constant(1, dtype, device), lambda: _t5)**p), batch + (1,), dtype, device)[..., 0]
     grads = (
-        _fill(_scatter(_choose(_t0, lambda: _t9, lambda: _t10), _choose(_t0, lambda: torch.sum(-_t9, dim=-1, keepdim=True), lambda: torch.sum(-_t10, dim=-1, keepdim=True)), target, scores), scores.shape, dtype, device),
+        _fill(_times(1, _scatter(_choose(_t0, lambda: _t9, lambda: _t10), _choose(_t0, lambda: torch.sum(-_t9, dim=-1, keepdim=True), lambda: torch.sum(-_t10, dim=-1, keepdim=True)), target, scores), scale), scores.shape, dtype, device),
         None,  # a target given as class indices: integers, which have no gradient
     )
     return value, grads
 
 
 #: Each term's (value, value-and-gradients) functions and the layout of their arguments (which are arrays over
-#: the batch, with or without an axis; which params broadcast to the batch), by (term, whether the one-hot target is class indices, whether its tensor params are all absent, whether its targets' gradients are wanted).
+#: the batch, with or without an axis; which params broadcast to the batch; which array gives the batch shape), by (term, whether the one-hot target is class indices, whether its tensor params are all absent, whether its targets' gradients are wanted).
 _EAGER = {
-    ("multi_margin", False, False, False): (_multi_margin_value, _multi_margin_value_and_grads, ((True, True, ), ())),
-    ("multi_margin", True, False, False): (_multi_margin_indexed_value, _multi_margin_indexed_value_and_grads, ((True, False, ), ())),
-    ("multi_margin", False, True, False): (_multi_margin_folded_value, _multi_margin_folded_value_and_grads, ((True, True, ), ())),
-    ("multi_margin", True, True, False): (_multi_margin_folded_indexed_value, _multi_margin_folded_indexed_value_and_grads, ((True, False, ), ())),
-    ("multi_margin", False, False, True): (_multi_margin_targeted_value, _multi_margin_targeted_value_and_grads, ((True, True, ), ())),
-    ("multi_margin", True, False, True): (_multi_margin_targeted_indexed_value, _multi_margin_targeted_indexed_value_and_grads, ((True, False, ), ())),
-    ("multi_margin", False, True, True): (_multi_margin_targeted_folded_value, _multi_margin_targeted_folded_value_and_grads, ((True, True, ), ())),
-    ("multi_margin", True, True, True): (_multi_margin_targeted_folded_indexed_value, _multi_margin_targeted_folded_indexed_value_and_grads, ((True, False, ), ())),
+    ("multi_margin", False, False, False): (_multi_margin_value, _multi_margin_value_and_grads, ((True, True, ), (), 0)),
+    ("multi_margin", True, False, False): (_multi_margin_indexed_value, _multi_margin_indexed_value_and_grads, ((True, False, ), (), 0)),
+    ("multi_margin", False, True, False): (_multi_margin_folded_value, _multi_margin_folded_value_and_grads, ((True, True, ), (), 0)),
+    ("multi_margin", True, True, False): (_multi_margin_folded_indexed_value, _multi_margin_folded_indexed_value_and_grads, ((True, False, ), (), 0)),
+    ("multi_margin", False, False, True): (_multi_margin_targeted_value, _multi_margin_targeted_value_and_grads, ((True, True, ), (), 0)),
+    ("multi_margin", True, False, True): (_multi_margin_targeted_indexed_value, _multi_margin_targeted_indexed_value_and_grads, ((True, False, ), (), 0)),
+    ("multi_margin", False, True, True): (_multi_margin_targeted_folded_value, _multi_margin_targeted_folded_value_and_grads, ((True, True, ), (), 0)),
+    ("multi_margin", True, True, True): (_multi_margin_targeted_folded_indexed_value, _multi_margin_targeted_folded_indexed_value_and_grads, ((True, False, ), (), 0)),
 }
 _FUSED = {}
 _FUSED_FAILED = set()
@@ -621,7 +653,7 @@ def _chunk_rows(layout, args):
     """The rows of a chunk, or 0 where the call runs whole: off the CPU, under a compiler, a torch.func transform
     or autograd, for a small batch, or where an array does not have the batch's rows as its first dimension or
     a tensor param broadcasts to the batch."""
-    axes, broadcast = layout
+    axes, broadcast, _ = layout
     arrays = args[:len(axes)]
     if sum(a.numel() for a in arrays) < 4 * _CHUNK:
         return 0
@@ -710,15 +742,16 @@ def _reducing(value, both, layout):
         rows = _chunk_rows(layout, args)
         if rows and (found := _chunked(both, layout, rows, reduction, keep, counts, args)) is not None:
             return found
-        loss, grads = both(*args)
-        reduced = _reduce(loss, reduction, keep, counts)
-        if (loss.device.type != "cpu" or not loss.numel() or (reduction == "sum" and keep is None and counts is None)
+        axes, _, at = layout
+        first = args[at]  # the array whose shape, less its axis, is the batch's
+        batch = first.shape[:-1] if axes[at] else first.shape
+        if (first.device.type != "cpu" or not batch.numel() or (reduction == "sum" and keep is None and counts is None)
                 or not (torch.compiler.is_compiling() or not _transformed())):
-            return reduced, grads, None
-        factor = _factor(reduction, loss.shape, keep, counts, loss)
-        if factor is None:
-            return reduced, grads, None
-        return reduced, tuple(None if g is None else g * _along(factor, g) for g in grads), True
+            loss, grads = both(*args)
+            return _reduce(loss, reduction, keep, counts), grads, None
+        factor = _factor(reduction, batch, keep, counts, first)
+        loss, grads = both(*args, scale=factor)  # the factor multiplied into each gradient's coefficient
+        return _reduce(loss, reduction, keep, counts), grads, None if factor is None else True
 
     return reduced_value, reduced_both
 

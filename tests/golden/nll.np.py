@@ -81,6 +81,14 @@ def _rows(shape):
     return shape[0] if len(shape) else 1
 
 
+def _times(coefficient, value, scale):
+    """A gradient, ``coefficient * value``, times ``scale`` (the reduction's factor carried from the forward; None:
+    none): the two numbers multiply first, so that the array takes one pass."""
+    if scale is None:
+        return value if coefficient == 1 else coefficient * value
+    return scale * value if coefficient == 1 else (coefficient * scale) * value
+
+
 def _check_reduction(reduction):
     if reduction not in _REDUCTIONS:
         raise ValueError(f"reduction must be one of {', '.join(map(repr, _REDUCTIONS))}, got {reduction!r}")
@@ -246,16 +254,19 @@ def _nll_value(logp, target, weight, ignore_index):
     return _fill(-np.sum(logp*target*weight, axis=-1, keepdims=True), batch + (1,))[..., 0]
 
 
-def _nll_value_and_grads(logp, target, weight, ignore_index):
-    """Per-sample loss and its gradient for each input, per element."""
+def _nll_value_and_grads(logp, target, weight, ignore_index, *, scale=None):
+    """Per-sample loss and its gradient for each input, per element, times ``scale``
+    (the reduction's factor; None: none)."""
     batch = logp.shape[:-1]
     weight = np.asarray(1.0 if weight is None else weight, dtype=np.float64)
     _broadcasts("weight", weight.shape, batch + (logp.shape[-1],), axis=True)
     weight = np.broadcast_to(weight, weight.shape[:-1] + (logp.shape[-1],))  # one number: the same for every entry
+    if np.ndim(scale):  # one per sample: along the axis too
+        scale = scale[..., None]
     _t0 = target*weight
     value = _fill(-np.sum(_t0*logp, axis=-1, keepdims=True), batch + (1,))[..., 0]
     grads = (
-        _fill(-_t0, logp.shape),
+        _fill(_times(-1, _t0, scale), logp.shape),
     )
     return value, grads
 
@@ -269,16 +280,19 @@ def _nll_indexed_value(logp, target, weight, ignore_index):
     return _fill(-_pick(logp, target)*_pick(weight, target), batch + (1,))[..., 0]
 
 
-def _nll_indexed_value_and_grads(logp, target, weight, ignore_index):
-    """Per-sample loss and its gradient for each input, per element."""
+def _nll_indexed_value_and_grads(logp, target, weight, ignore_index, *, scale=None):
+    """Per-sample loss and its gradient for each input, per element, times ``scale``
+    (the reduction's factor; None: none)."""
     batch = logp.shape[:-1]
     weight = np.asarray(1.0 if weight is None else weight, dtype=np.float64)
     _broadcasts("weight", weight.shape, batch + (logp.shape[-1],), axis=True)
     weight = np.broadcast_to(weight, weight.shape[:-1] + (logp.shape[-1],))  # one number: the same for every entry
+    if np.ndim(scale):  # one per sample: along the axis too
+        scale = scale[..., None]
     _t0 = _pick(weight, target)
     value = _fill(-_t0*_pick(logp, target), batch + (1,))[..., 0]
     grads = (
-        _fill(_scatter(0, -_t0, target, logp), logp.shape),
+        _fill(_times(1, _scatter(0, -_t0, target, logp), scale), logp.shape),
     )
     return value, grads
 
@@ -289,12 +303,15 @@ def _nll_folded_value(logp, target, weight, ignore_index):
     return _fill(-np.sum(logp*target, axis=-1, keepdims=True), batch + (1,))[..., 0]
 
 
-def _nll_folded_value_and_grads(logp, target, weight, ignore_index):
-    """Per-sample loss and its gradient for each input, per element."""
+def _nll_folded_value_and_grads(logp, target, weight, ignore_index, *, scale=None):
+    """Per-sample loss and its gradient for each input, per element, times ``scale``
+    (the reduction's factor; None: none)."""
     batch = logp.shape[:-1]
+    if np.ndim(scale):  # one per sample: along the axis too
+        scale = scale[..., None]
     value = _fill(-np.sum(logp*target, axis=-1, keepdims=True), batch + (1,))[..., 0]
     grads = (
-        _fill(-target, logp.shape),
+        _fill(_times(-1, target, scale), logp.shape),
     )
     return value, grads
 
@@ -305,12 +322,15 @@ def _nll_folded_indexed_value(logp, target, weight, ignore_index):
     return _fill(-_pick(logp, target), batch + (1,))[..., 0]
 
 
-def _nll_folded_indexed_value_and_grads(logp, target, weight, ignore_index):
-    """Per-sample loss and its gradient for each input, per element."""
+def _nll_folded_indexed_value_and_grads(logp, target, weight, ignore_index, *, scale=None):
+    """Per-sample loss and its gradient for each input, per element, times ``scale``
+    (the reduction's factor; None: none)."""
     batch = logp.shape[:-1]
+    if np.ndim(scale):  # one per sample: along the axis too
+        scale = scale[..., None]
     value = _fill(-_pick(logp, target), batch + (1,))[..., 0]
     grads = (
-        _fill(_scatter(0, -1, target, logp), logp.shape),
+        _fill(_times(1, _scatter(0, -1, target, logp), scale), logp.shape),
     )
     return value, grads
 
@@ -348,8 +368,8 @@ def loss_and_grad(logp, target, reduction="mean", weight=None, ignore_index=-100
     logp, target, indexed, keep, counts = _prepare(logp, target, (weight, ignore_index))
     if validate:
         _validate(logp, target, weight, ignore_index, indexed)
-    value, grads = _FUNCTIONS[("nll", indexed, weight is None)][1](logp, target, weight, ignore_index)
-    scale = _scale(value.shape, reduction, 1.0, keep, counts)
-    grad_logp = _placed((scale[..., None] if np.ndim(scale) else scale) * grads[0], 1)
+    scale = _scale(logp.shape[:-1], reduction, 1.0, keep, counts)
+    value, grads = _FUNCTIONS[("nll", indexed, weight is None)][1](logp, target, weight, ignore_index, scale=scale)
+    grad_logp = _placed(grads[0], 1)
     total = _reduce(value, reduction, keep, counts)
     return total, (grad_logp,)

@@ -50,6 +50,14 @@ def _rows(shape):
     return shape[0] if len(shape) else 1
 
 
+def _times(coefficient, value, scale):
+    """A gradient, ``coefficient * value``, times ``scale`` (the reduction's factor carried from the forward; None:
+    none): the two numbers multiply first, so that the array takes one pass."""
+    if scale is None:
+        return value if coefficient == 1 else coefficient * value
+    return scale * value if coefficient == 1 else (coefficient * scale) * value
+
+
 def _check_reduction(reduction):
     if reduction not in _REDUCTIONS:
         raise ValueError(f"reduction must be one of {', '.join(map(repr, _REDUCTIONS))}, got {reduction!r}")
@@ -332,16 +340,19 @@ def _nll_value(logp, target, weight, ignore_index):
     return _fill(-torch.sum(logp*target*weight, dim=-1, keepdim=True), batch + (1,), dtype, device)[..., 0]
 
 
-def _nll_value_and_grads(logp, target, weight, ignore_index):
-    """Per-sample loss and its gradient for each input, per element, in one pass."""
+def _nll_value_and_grads(logp, target, weight, ignore_index, *, scale=None):
+    """Per-sample loss and its gradient for each input, per element, in one pass; the gradients times
+    ``scale``, the reduction's factor (None: none)."""
     dtype, device, batch = logp.dtype, logp.device, logp.shape[:-1]
     weight = _constant(1.0 if weight is None else weight, dtype, device)
     _broadcasts("weight", weight.shape, batch + (logp.shape[-1],), axis=True)
     weight = weight.expand(weight.shape[:-1] + (logp.shape[-1],))  # one number: the same for every entry
+    if isinstance(scale, torch.Tensor) and scale.ndim:  # one per sample: along the axis too
+        scale = scale[..., None]
     _t0 = target*weight
     value = _fill(-torch.sum(_t0*logp, dim=-1, keepdim=True), batch + (1,), dtype, device)[..., 0]
     grads = (
-        _fill(-_t0, logp.shape, dtype, device),
+        _fill(_times(-1, _t0, scale), logp.shape, dtype, device),
     )
     return value, grads
 
@@ -355,16 +366,19 @@ def _nll_indexed_value(logp, target, weight, ignore_index):
     return _fill(-_pick(logp, target)*_pick(weight, target), batch + (1,), dtype, device)[..., 0]
 
 
-def _nll_indexed_value_and_grads(logp, target, weight, ignore_index):
-    """Per-sample loss and its gradient for each input, per element, in one pass."""
+def _nll_indexed_value_and_grads(logp, target, weight, ignore_index, *, scale=None):
+    """Per-sample loss and its gradient for each input, per element, in one pass; the gradients times
+    ``scale``, the reduction's factor (None: none)."""
     dtype, device, batch = logp.dtype, logp.device, logp.shape[:-1]
     weight = _constant(1.0 if weight is None else weight, dtype, device)
     _broadcasts("weight", weight.shape, batch + (logp.shape[-1],), axis=True)
     weight = weight.expand(weight.shape[:-1] + (logp.shape[-1],))  # one number: the same for every entry
+    if isinstance(scale, torch.Tensor) and scale.ndim:  # one per sample: along the axis too
+        scale = scale[..., None]
     _t0 = _pick(weight, target)
     value = _fill(-_t0*_pick(logp, target), batch + (1,), dtype, device)[..., 0]
     grads = (
-        _fill(_scatter(0, -_t0, target, logp), logp.shape, dtype, device),
+        _fill(_times(1, _scatter(0, -_t0, target, logp), scale), logp.shape, dtype, device),
     )
     return value, grads
 
@@ -375,12 +389,15 @@ def _nll_folded_value(logp, target, weight, ignore_index):
     return _fill(-torch.sum(logp*target, dim=-1, keepdim=True), batch + (1,), dtype, device)[..., 0]
 
 
-def _nll_folded_value_and_grads(logp, target, weight, ignore_index):
-    """Per-sample loss and its gradient for each input, per element, in one pass."""
+def _nll_folded_value_and_grads(logp, target, weight, ignore_index, *, scale=None):
+    """Per-sample loss and its gradient for each input, per element, in one pass; the gradients times
+    ``scale``, the reduction's factor (None: none)."""
     dtype, device, batch = logp.dtype, logp.device, logp.shape[:-1]
+    if isinstance(scale, torch.Tensor) and scale.ndim:  # one per sample: along the axis too
+        scale = scale[..., None]
     value = _fill(-torch.sum(logp*target, dim=-1, keepdim=True), batch + (1,), dtype, device)[..., 0]
     grads = (
-        _fill(-target, logp.shape, dtype, device),
+        _fill(_times(-1, target, scale), logp.shape, dtype, device),
     )
     return value, grads
 
@@ -391,12 +408,15 @@ def _nll_folded_indexed_value(logp, target, weight, ignore_index):
     return _fill(-_pick(logp, target), batch + (1,), dtype, device)[..., 0]
 
 
-def _nll_folded_indexed_value_and_grads(logp, target, weight, ignore_index):
-    """Per-sample loss and its gradient for each input, per element, in one pass."""
+def _nll_folded_indexed_value_and_grads(logp, target, weight, ignore_index, *, scale=None):
+    """Per-sample loss and its gradient for each input, per element, in one pass; the gradients times
+    ``scale``, the reduction's factor (None: none)."""
     dtype, device, batch = logp.dtype, logp.device, logp.shape[:-1]
+    if isinstance(scale, torch.Tensor) and scale.ndim:  # one per sample: along the axis too
+        scale = scale[..., None]
     value = _fill(-_pick(logp, target), batch + (1,), dtype, device)[..., 0]
     grads = (
-        _fill(_scatter(0, -1, target, logp), logp.shape, dtype, device),
+        _fill(_times(1, _scatter(0, -1, target, logp), scale), logp.shape, dtype, device),
     )
     return value, grads
 
@@ -410,17 +430,20 @@ def _nll_targeted_value(logp, target, weight, ignore_index):
     return _fill(-torch.sum(logp*target*weight, dim=-1, keepdim=True), batch + (1,), dtype, device)[..., 0]
 
 
-def _nll_targeted_value_and_grads(logp, target, weight, ignore_index):
-    """Per-sample loss and its gradient for each input, per element, in one pass."""
+def _nll_targeted_value_and_grads(logp, target, weight, ignore_index, *, scale=None):
+    """Per-sample loss and its gradient for each input, per element, in one pass; the gradients times
+    ``scale``, the reduction's factor (None: none)."""
     dtype, device, batch = logp.dtype, logp.device, logp.shape[:-1]
     weight = _constant(1.0 if weight is None else weight, dtype, device)
     _broadcasts("weight", weight.shape, batch + (logp.shape[-1],), axis=True)
     weight = weight.expand(weight.shape[:-1] + (logp.shape[-1],))  # one number: the same for every entry
+    if isinstance(scale, torch.Tensor) and scale.ndim:  # one per sample: along the axis too
+        scale = scale[..., None]
     _t0 = target*weight
     value = _fill(-torch.sum(_t0*logp, dim=-1, keepdim=True), batch + (1,), dtype, device)[..., 0]
     grads = (
-        _fill(-_t0, logp.shape, dtype, device),
-        _fill(-logp*weight, target.shape, dtype, device),  # a target's
+        _fill(_times(-1, _t0, scale), logp.shape, dtype, device),
+        _fill(_times(-1, logp*weight, scale), target.shape, dtype, device),  # a target's
     )
     return value, grads
 
@@ -434,16 +457,19 @@ def _nll_targeted_indexed_value(logp, target, weight, ignore_index):
     return _fill(-_pick(logp, target)*_pick(weight, target), batch + (1,), dtype, device)[..., 0]
 
 
-def _nll_targeted_indexed_value_and_grads(logp, target, weight, ignore_index):
-    """Per-sample loss and its gradient for each input, per element, in one pass."""
+def _nll_targeted_indexed_value_and_grads(logp, target, weight, ignore_index, *, scale=None):
+    """Per-sample loss and its gradient for each input, per element, in one pass; the gradients times
+    ``scale``, the reduction's factor (None: none)."""
     dtype, device, batch = logp.dtype, logp.device, logp.shape[:-1]
     weight = _constant(1.0 if weight is None else weight, dtype, device)
     _broadcasts("weight", weight.shape, batch + (logp.shape[-1],), axis=True)
     weight = weight.expand(weight.shape[:-1] + (logp.shape[-1],))  # one number: the same for every entry
+    if isinstance(scale, torch.Tensor) and scale.ndim:  # one per sample: along the axis too
+        scale = scale[..., None]
     _t0 = _pick(weight, target)
     value = _fill(-_t0*_pick(logp, target), batch + (1,), dtype, device)[..., 0]
     grads = (
-        _fill(_scatter(0, -_t0, target, logp), logp.shape, dtype, device),
+        _fill(_times(1, _scatter(0, -_t0, target, logp), scale), logp.shape, dtype, device),
         None,  # a target given as class indices: integers, which have no gradient
     )
     return value, grads
@@ -455,13 +481,16 @@ def _nll_targeted_folded_value(logp, target, weight, ignore_index):
     return _fill(-torch.sum(logp*target, dim=-1, keepdim=True), batch + (1,), dtype, device)[..., 0]
 
 
-def _nll_targeted_folded_value_and_grads(logp, target, weight, ignore_index):
-    """Per-sample loss and its gradient for each input, per element, in one pass."""
+def _nll_targeted_folded_value_and_grads(logp, target, weight, ignore_index, *, scale=None):
+    """Per-sample loss and its gradient for each input, per element, in one pass; the gradients times
+    ``scale``, the reduction's factor (None: none)."""
     dtype, device, batch = logp.dtype, logp.device, logp.shape[:-1]
+    if isinstance(scale, torch.Tensor) and scale.ndim:  # one per sample: along the axis too
+        scale = scale[..., None]
     value = _fill(-torch.sum(logp*target, dim=-1, keepdim=True), batch + (1,), dtype, device)[..., 0]
     grads = (
-        _fill(-target, logp.shape, dtype, device),
-        _fill(-logp, target.shape, dtype, device),  # a target's
+        _fill(_times(-1, target, scale), logp.shape, dtype, device),
+        _fill(_times(-1, logp, scale), target.shape, dtype, device),  # a target's
     )
     return value, grads
 
@@ -472,28 +501,31 @@ def _nll_targeted_folded_indexed_value(logp, target, weight, ignore_index):
     return _fill(-_pick(logp, target), batch + (1,), dtype, device)[..., 0]
 
 
-def _nll_targeted_folded_indexed_value_and_grads(logp, target, weight, ignore_index):
-    """Per-sample loss and its gradient for each input, per element, in one pass."""
+def _nll_targeted_folded_indexed_value_and_grads(logp, target, weight, ignore_index, *, scale=None):
+    """Per-sample loss and its gradient for each input, per element, in one pass; the gradients times
+    ``scale``, the reduction's factor (None: none)."""
     dtype, device, batch = logp.dtype, logp.device, logp.shape[:-1]
+    if isinstance(scale, torch.Tensor) and scale.ndim:  # one per sample: along the axis too
+        scale = scale[..., None]
     value = _fill(-_pick(logp, target), batch + (1,), dtype, device)[..., 0]
     grads = (
-        _fill(_scatter(0, -1, target, logp), logp.shape, dtype, device),
+        _fill(_times(1, _scatter(0, -1, target, logp), scale), logp.shape, dtype, device),
         None,  # a target given as class indices: integers, which have no gradient
     )
     return value, grads
 
 
 #: Each term's (value, value-and-gradients) functions and the layout of their arguments (which are arrays over
-#: the batch, with or without an axis; which params broadcast to the batch), by (term, whether the one-hot target is class indices, whether its tensor params are all absent, whether its targets' gradients are wanted).
+#: the batch, with or without an axis; which params broadcast to the batch; which array gives the batch shape), by (term, whether the one-hot target is class indices, whether its tensor params are all absent, whether its targets' gradients are wanted).
 _EAGER = {
-    ("nll", False, False, False): (_nll_value, _nll_value_and_grads, ((True, True, ), ())),
-    ("nll", True, False, False): (_nll_indexed_value, _nll_indexed_value_and_grads, ((True, False, ), ())),
-    ("nll", False, True, False): (_nll_folded_value, _nll_folded_value_and_grads, ((True, True, ), ())),
-    ("nll", True, True, False): (_nll_folded_indexed_value, _nll_folded_indexed_value_and_grads, ((True, False, ), ())),
-    ("nll", False, False, True): (_nll_targeted_value, _nll_targeted_value_and_grads, ((True, True, ), ())),
-    ("nll", True, False, True): (_nll_targeted_indexed_value, _nll_targeted_indexed_value_and_grads, ((True, False, ), ())),
-    ("nll", False, True, True): (_nll_targeted_folded_value, _nll_targeted_folded_value_and_grads, ((True, True, ), ())),
-    ("nll", True, True, True): (_nll_targeted_folded_indexed_value, _nll_targeted_folded_indexed_value_and_grads, ((True, False, ), ())),
+    ("nll", False, False, False): (_nll_value, _nll_value_and_grads, ((True, True, ), (), 0)),
+    ("nll", True, False, False): (_nll_indexed_value, _nll_indexed_value_and_grads, ((True, False, ), (), 0)),
+    ("nll", False, True, False): (_nll_folded_value, _nll_folded_value_and_grads, ((True, True, ), (), 0)),
+    ("nll", True, True, False): (_nll_folded_indexed_value, _nll_folded_indexed_value_and_grads, ((True, False, ), (), 0)),
+    ("nll", False, False, True): (_nll_targeted_value, _nll_targeted_value_and_grads, ((True, True, ), (), 0)),
+    ("nll", True, False, True): (_nll_targeted_indexed_value, _nll_targeted_indexed_value_and_grads, ((True, False, ), (), 0)),
+    ("nll", False, True, True): (_nll_targeted_folded_value, _nll_targeted_folded_value_and_grads, ((True, True, ), (), 0)),
+    ("nll", True, True, True): (_nll_targeted_folded_indexed_value, _nll_targeted_folded_indexed_value_and_grads, ((True, False, ), (), 0)),
 }
 _FUSED = {}
 _FUSED_FAILED = set()
@@ -525,7 +557,7 @@ def _chunk_rows(layout, args):
     """The rows of a chunk, or 0 where the call runs whole: off the CPU, under a compiler, a torch.func transform
     or autograd, for a small batch, or where an array does not have the batch's rows as its first dimension or
     a tensor param broadcasts to the batch."""
-    axes, broadcast = layout
+    axes, broadcast, _ = layout
     arrays = args[:len(axes)]
     if sum(a.numel() for a in arrays) < 4 * _CHUNK:
         return 0
@@ -614,15 +646,16 @@ def _reducing(value, both, layout):
         rows = _chunk_rows(layout, args)
         if rows and (found := _chunked(both, layout, rows, reduction, keep, counts, args)) is not None:
             return found
-        loss, grads = both(*args)
-        reduced = _reduce(loss, reduction, keep, counts)
-        if (loss.device.type != "cpu" or not loss.numel() or (reduction == "sum" and keep is None and counts is None)
+        axes, _, at = layout
+        first = args[at]  # the array whose shape, less its axis, is the batch's
+        batch = first.shape[:-1] if axes[at] else first.shape
+        if (first.device.type != "cpu" or not batch.numel() or (reduction == "sum" and keep is None and counts is None)
                 or not (torch.compiler.is_compiling() or not _transformed())):
-            return reduced, grads, None
-        factor = _factor(reduction, loss.shape, keep, counts, loss)
-        if factor is None:
-            return reduced, grads, None
-        return reduced, tuple(None if g is None else g * _along(factor, g) for g in grads), True
+            loss, grads = both(*args)
+            return _reduce(loss, reduction, keep, counts), grads, None
+        factor = _factor(reduction, batch, keep, counts, first)
+        loss, grads = both(*args, scale=factor)  # the factor multiplied into each gradient's coefficient
+        return _reduce(loss, reduction, keep, counts), grads, None if factor is None else True
 
     return reduced_value, reduced_both
 

@@ -74,6 +74,14 @@ def _rows(shape):
     return shape[0] if len(shape) else 1
 
 
+def _times(coefficient, value, scale):
+    """A gradient, ``coefficient * value``, times ``scale`` (the reduction's factor carried from the forward; None:
+    none): the two numbers multiply first, so that the array takes one pass."""
+    if scale is None:
+        return value if coefficient == 1 else coefficient * value
+    return scale * value if coefficient == 1 else (coefficient * scale) * value
+
+
 def _check_reduction(reduction):
     if reduction not in _REDUCTIONS:
         raise ValueError(f"reduction must be one of {', '.join(map(repr, _REDUCTIONS))}, got {reduction!r}")
@@ -196,8 +204,9 @@ def _poisson_nll_value(pred, target, log_input, full, eps):
     return _fill(_choose(_t0, lambda: _choose(_t1, lambda: np.exp(_choose(_t0, lambda: _choose(_t1, lambda: pred, lambda: 0), lambda: 0)) - _t2 + np.where(_t3, 0, (1/2)*(_t5 + np.log(_choose(_t0, lambda: _t6, lambda: 1)) + 2*np.where(target == 0, 0.0, target * np.log(np.where(target == 0, 1.0, _choose(_t0, lambda: _t7, lambda: 1)))))), lambda: np.exp(_choose(_t0, lambda: _choose(_t1, lambda: 0, lambda: pred), lambda: 0)) - _t2), lambda: _choose(_t1, lambda: pred - target*np.log(_choose(_t0, lambda: 1, lambda: _choose(_t1, lambda: _t8, lambda: 1))) + np.where(_t3, 0, (1/2)*(_t5 + np.log(_choose(_t0, lambda: 1, lambda: _t6)) + 2*np.where(target == 0, 0.0, target * np.log(np.where(target == 0, 1.0, _choose(_t0, lambda: 1, lambda: _t7)))))), lambda: pred - target*np.log(_choose(_t0, lambda: 1, lambda: _choose(_t1, lambda: 1, lambda: _t8))))), batch)
 
 
-def _poisson_nll_value_and_grads(pred, target, log_input, full, eps):
-    """Per-sample loss and its gradient for each input, per element."""
+def _poisson_nll_value_and_grads(pred, target, log_input, full, eps, *, scale=None):
+    """Per-sample loss and its gradient for each input, per element, times ``scale``
+    (the reduction's factor; None: none)."""
     batch = pred.shape
     _t0 = (log_input > 0)
     _t1 = (full > 0)
@@ -210,7 +219,7 @@ def _poisson_nll_value_and_grads(pred, target, log_input, full, eps):
     _t8 = _choose(_t0, lambda: 0, lambda: pred + eps)
     value = _fill(_choose(_t0, lambda: _choose(_t1, lambda: np.exp(_choose(_t0, lambda: _choose(_t1, lambda: pred, lambda: 0), lambda: 0)) - _t2 + np.where(_t3, 0, (1/2)*(_t5 + np.log(_choose(_t0, lambda: _t6, lambda: 1)) + 2*np.where(target == 0, 0.0, target * np.log(np.where(target == 0, 1.0, _choose(_t0, lambda: _t7, lambda: 1)))))), lambda: np.exp(_choose(_t0, lambda: _choose(_t1, lambda: 0, lambda: pred), lambda: 0)) - _t2), lambda: _choose(_t1, lambda: pred - target*np.log(_choose(_t0, lambda: 1, lambda: _choose(_t1, lambda: _t8, lambda: 1))) + np.where(_t3, 0, (1/2)*(_t5 + np.log(_choose(_t0, lambda: 1, lambda: _t6)) + 2*np.where(target == 0, 0.0, target * np.log(np.where(target == 0, 1.0, _choose(_t0, lambda: 1, lambda: _t7)))))), lambda: pred - target*np.log(_choose(_t0, lambda: 1, lambda: _choose(_t1, lambda: 1, lambda: _t8))))), batch)
     grads = (
-        _fill(_choose(_t0, lambda: np.exp(_choose(_t0, lambda: pred, lambda: 0)) - target, lambda: 1 - target/_choose(_t0, lambda: 1, lambda: _t8)), pred.shape),
+        _fill(_times(1, _choose(_t0, lambda: np.exp(_choose(_t0, lambda: pred, lambda: 0)) - target, lambda: 1 - target/_choose(_t0, lambda: 1, lambda: _t8)), scale), pred.shape),
     )
     return value, grads
 
@@ -245,8 +254,8 @@ def loss_and_grad(pred, target, reduction="mean", log_input=1.0, full=0.0, eps=1
     pred, target, indexed, keep, counts = _prepare(pred, target)
     if validate:
         _validate(pred, target, log_input, full, eps, indexed)
-    value, grads = _FUNCTIONS[("poisson_nll", False)][1](pred, target, log_input, full, eps)
-    scale = _scale(value.shape, reduction, 1.0, None, None)
-    grad_pred = scale * grads[0]
+    scale = _scale(pred.shape, reduction, 1.0, None, None)
+    value, grads = _FUNCTIONS[("poisson_nll", False)][1](pred, target, log_input, full, eps, scale=scale)
+    grad_pred = grads[0]
     total = _reduce(value, reduction, None, None)
     return total, (grad_pred,)

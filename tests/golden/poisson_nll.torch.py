@@ -38,6 +38,14 @@ def _rows(shape):
     return shape[0] if len(shape) else 1
 
 
+def _times(coefficient, value, scale):
+    """A gradient, ``coefficient * value``, times ``scale`` (the reduction's factor carried from the forward; None:
+    none): the two numbers multiply first, so that the array takes one pass."""
+    if scale is None:
+        return value if coefficient == 1 else coefficient * value
+    return scale * value if coefficient == 1 else (coefficient * scale) * value
+
+
 def _check_reduction(reduction):
     if reduction not in _REDUCTIONS:
         raise ValueError(f"reduction must be one of {', '.join(map(repr, _REDUCTIONS))}, got {reduction!r}")
@@ -253,8 +261,9 @@ def _poisson_nll_value(pred, target, log_input, full, eps):
     return _fill(_choose(_t0, lambda: _choose(_t1, lambda: torch.exp(_choose(_t0, lambda: _choose(_t1, lambda: pred, lambda: _constant(0, dtype, device)), lambda: _constant(0, dtype, device))) - _t2 + torch.where(_t3, 0, (1/2)*(_t5 + torch.log(_choose(_t0, lambda: _t6, lambda: _constant(1, dtype, device))) + 2*torch.xlogy(target, _choose(_t0, lambda: _t7, lambda: _constant(1, dtype, device))))), lambda: torch.exp(_choose(_t0, lambda: _choose(_t1, lambda: _constant(0, dtype, device), lambda: pred), lambda: _constant(0, dtype, device))) - _t2), lambda: _choose(_t1, lambda: pred - target*torch.log(_choose(_t0, lambda: _constant(1, dtype, device), lambda: _choose(_t1, lambda: _t8, lambda: _constant(1, dtype, device)))) + torch.where(_t3, 0, (1/2)*(_t5 + torch.log(_choose(_t0, lambda: _constant(1, dtype, device), lambda: _t6)) + 2*torch.xlogy(target, _choose(_t0, lambda: _constant(1, dtype, device), lambda: _t7)))), lambda: pred - target*torch.log(_choose(_t0, lambda: _constant(1, dtype, device), lambda: _choose(_t1, lambda: _constant(1, dtype, device), lambda: _t8))))), batch, dtype, device)
 
 
-def _poisson_nll_value_and_grads(pred, target, log_input, full, eps):
-    """Per-sample loss and its gradient for each input, per element, in one pass."""
+def _poisson_nll_value_and_grads(pred, target, log_input, full, eps, *, scale=None):
+    """Per-sample loss and its gradient for each input, per element, in one pass; the gradients times
+    ``scale``, the reduction's factor (None: none)."""
     dtype, device, batch = pred.dtype, pred.device, pred.shape
     _t0 = (log_input > 0)
     _t1 = (full > 0)
@@ -267,7 +276,7 @@ def _poisson_nll_value_and_grads(pred, target, log_input, full, eps):
     _t8 = _choose(_t0, lambda: _constant(0, dtype, device), lambda: pred + eps)
     value = _fill(_choose(_t0, lambda: _choose(_t1, lambda: torch.exp(_choose(_t0, lambda: _choose(_t1, lambda: pred, lambda: _constant(0, dtype, device)), lambda: _constant(0, dtype, device))) - _t2 + torch.where(_t3, 0, (1/2)*(_t5 + torch.log(_choose(_t0, lambda: _t6, lambda: _constant(1, dtype, device))) + 2*torch.xlogy(target, _choose(_t0, lambda: _t7, lambda: _constant(1, dtype, device))))), lambda: torch.exp(_choose(_t0, lambda: _choose(_t1, lambda: _constant(0, dtype, device), lambda: pred), lambda: _constant(0, dtype, device))) - _t2), lambda: _choose(_t1, lambda: pred - target*torch.log(_choose(_t0, lambda: _constant(1, dtype, device), lambda: _choose(_t1, lambda: _t8, lambda: _constant(1, dtype, device)))) + torch.where(_t3, 0, (1/2)*(_t5 + torch.log(_choose(_t0, lambda: _constant(1, dtype, device), lambda: _t6)) + 2*torch.xlogy(target, _choose(_t0, lambda: _constant(1, dtype, device), lambda: _t7)))), lambda: pred - target*torch.log(_choose(_t0, lambda: _constant(1, dtype, device), lambda: _choose(_t1, lambda: _constant(1, dtype, device), lambda: _t8))))), batch, dtype, device)
     grads = (
-        _fill(_choose(_t0, lambda: torch.exp(_choose(_t0, lambda: pred, lambda: _constant(0, dtype, device))) - target, lambda: 1 - target/_choose(_t0, lambda: _constant(1, dtype, device), lambda: _t8)), pred.shape, dtype, device),
+        _fill(_times(1, _choose(_t0, lambda: torch.exp(_choose(_t0, lambda: pred, lambda: _constant(0, dtype, device))) - target, lambda: 1 - target/_choose(_t0, lambda: _constant(1, dtype, device), lambda: _t8)), scale), pred.shape, dtype, device),
     )
     return value, grads
 
@@ -287,8 +296,9 @@ def _poisson_nll_targeted_value(pred, target, log_input, full, eps):
     return _fill(_choose(_t0, lambda: _choose(_t1, lambda: torch.exp(_choose(_t0, lambda: _choose(_t1, lambda: pred, lambda: _constant(0, dtype, device)), lambda: _constant(0, dtype, device))) - _t2 + torch.where(_t3, 0, (1/2)*(_t5 + torch.log(_choose(_t0, lambda: _t6, lambda: _constant(1, dtype, device))) + 2*torch.xlogy(target, _t7))), lambda: torch.exp(_choose(_t0, lambda: _choose(_t1, lambda: _constant(0, dtype, device), lambda: pred), lambda: _constant(0, dtype, device))) - _t2), lambda: _choose(_t1, lambda: pred - target*_choose((_t1 & _not(_t0)), lambda: torch.log(_t9), lambda: _constant(0, dtype, device)) + torch.where(_t3, 0, (1/2)*(_t5 + torch.log(_choose(_t0, lambda: _constant(1, dtype, device), lambda: _t6)) + 2*torch.xlogy(target, _t7))), lambda: pred - target*_choose((_not(_t0) & _not(_t1)), lambda: torch.log(_t9), lambda: _constant(0, dtype, device)))), batch, dtype, device)
 
 
-def _poisson_nll_targeted_value_and_grads(pred, target, log_input, full, eps):
-    """Per-sample loss and its gradient for each input, per element, in one pass."""
+def _poisson_nll_targeted_value_and_grads(pred, target, log_input, full, eps, *, scale=None):
+    """Per-sample loss and its gradient for each input, per element, in one pass; the gradients times
+    ``scale``, the reduction's factor (None: none)."""
     dtype, device, batch = pred.dtype, pred.device, pred.shape
     _t0 = (log_input > 0)
     _t1 = (full > 0)
@@ -306,17 +316,17 @@ def _poisson_nll_targeted_value_and_grads(pred, target, log_input, full, eps):
     _t15 = _choose(_t1, lambda: torch.where(_t3, 1, torch.where(_t14, target, 1)), lambda: _constant(0, dtype, device))
     value = _fill(_choose(_t0, lambda: _choose(_t1, lambda: torch.exp(_choose(_t0, lambda: _choose(_t1, lambda: pred, lambda: _constant(0, dtype, device)), lambda: _constant(0, dtype, device))) - _t2 + torch.where(_t3, 0, (1/2)*(_t5 + torch.log(_choose(_t0, lambda: _t6, lambda: _constant(1, dtype, device))) + 2*torch.xlogy(target, _t7))), lambda: torch.exp(_choose(_t0, lambda: _choose(_t1, lambda: _constant(0, dtype, device), lambda: pred), lambda: _constant(0, dtype, device))) - _t2), lambda: _choose(_t1, lambda: pred - _t10*target + torch.where(_t3, 0, (1/2)*(_t5 + torch.log(_choose(_t0, lambda: _constant(1, dtype, device), lambda: _t6)) + 2*torch.xlogy(target, _t7))), lambda: pred - _t12*target)), batch, dtype, device)
     grads = (
-        _fill(_choose(_t0, lambda: torch.exp(_choose(_t0, lambda: pred, lambda: _constant(0, dtype, device))) - target, lambda: 1 - target/_choose(_t0, lambda: _constant(1, dtype, device), lambda: _t9)), pred.shape, dtype, device),
-        _fill(_choose(_t0, lambda: _choose(_t1, lambda: torch.where(_t3, 0, (1/2)*((_t13 + 2*torch.where(_t14, torch.log(_choose(_t0, lambda: _t15, lambda: _constant(1, dtype, device))), 0) + 1/_t7) - 2)) - pred, lambda: -pred), lambda: _choose(_t1, lambda: torch.where(_t3, 0, (1/2)*((_t13 + 2*torch.where(_t14, torch.log(_choose(_t0, lambda: _constant(1, dtype, device), lambda: _t15)), 0) + 1/_t7) - 2)) - _t10, lambda: -_t12)), target.shape, dtype, device),  # a target's
+        _fill(_times(1, _choose(_t0, lambda: torch.exp(_choose(_t0, lambda: pred, lambda: _constant(0, dtype, device))) - target, lambda: 1 - target/_choose(_t0, lambda: _constant(1, dtype, device), lambda: _t9)), scale), pred.shape, dtype, device),
+        _fill(_times(1, _choose(_t0, lambda: _choose(_t1, lambda: torch.where(_t3, 0, (1/2)*((_t13 + 2*torch.where(_t14, torch.log(_choose(_t0, lambda: _t15, lambda: _constant(1, dtype, device))), 0) + 1/_t7) - 2)) - pred, lambda: -pred), lambda: _choose(_t1, lambda: torch.where(_t3, 0, (1/2)*((_t13 + 2*torch.where(_t14, torch.log(_choose(_t0, lambda: _constant(1, dtype, device), lambda: _t15)), 0) + 1/_t7) - 2)) - _t10, lambda: -_t12)), scale), target.shape, dtype, device),  # a target's
     )
     return value, grads
 
 
 #: Each term's (value, value-and-gradients) functions and the layout of their arguments (which are arrays over
-#: the batch, with or without an axis; which params broadcast to the batch), by (term, whether the one-hot target is class indices, whether its targets' gradients are wanted).
+#: the batch, with or without an axis; which params broadcast to the batch; which array gives the batch shape), by (term, whether the one-hot target is class indices, whether its targets' gradients are wanted).
 _EAGER = {
-    ("poisson_nll", False, False): (_poisson_nll_value, _poisson_nll_value_and_grads, ((False, False, ), ())),
-    ("poisson_nll", False, True): (_poisson_nll_targeted_value, _poisson_nll_targeted_value_and_grads, ((False, False, ), ())),
+    ("poisson_nll", False, False): (_poisson_nll_value, _poisson_nll_value_and_grads, ((False, False, ), (), 0)),
+    ("poisson_nll", False, True): (_poisson_nll_targeted_value, _poisson_nll_targeted_value_and_grads, ((False, False, ), (), 0)),
 }
 _FUSED = {}
 _FUSED_FAILED = set()
@@ -348,7 +358,7 @@ def _chunk_rows(layout, args):
     """The rows of a chunk, or 0 where the call runs whole: off the CPU, under a compiler, a torch.func transform
     or autograd, for a small batch, or where an array does not have the batch's rows as its first dimension or
     a tensor param broadcasts to the batch."""
-    axes, broadcast = layout
+    axes, broadcast, _ = layout
     arrays = args[:len(axes)]
     if sum(a.numel() for a in arrays) < 4 * _CHUNK:
         return 0
@@ -437,15 +447,16 @@ def _reducing(value, both, layout):
         rows = _chunk_rows(layout, args)
         if rows and (found := _chunked(both, layout, rows, reduction, keep, counts, args)) is not None:
             return found
-        loss, grads = both(*args)
-        reduced = _reduce(loss, reduction, keep, counts)
-        if (loss.device.type != "cpu" or not loss.numel() or (reduction == "sum" and keep is None and counts is None)
+        axes, _, at = layout
+        first = args[at]  # the array whose shape, less its axis, is the batch's
+        batch = first.shape[:-1] if axes[at] else first.shape
+        if (first.device.type != "cpu" or not batch.numel() or (reduction == "sum" and keep is None and counts is None)
                 or not (torch.compiler.is_compiling() or not _transformed())):
-            return reduced, grads, None
-        factor = _factor(reduction, loss.shape, keep, counts, loss)
-        if factor is None:
-            return reduced, grads, None
-        return reduced, tuple(None if g is None else g * _along(factor, g) for g in grads), True
+            loss, grads = both(*args)
+            return _reduce(loss, reduction, keep, counts), grads, None
+        factor = _factor(reduction, batch, keep, counts, first)
+        loss, grads = both(*args, scale=factor)  # the factor multiplied into each gradient's coefficient
+        return _reduce(loss, reduction, keep, counts), grads, None if factor is None else True
 
     return reduced_value, reduced_both
 

@@ -72,6 +72,14 @@ def _rows(shape):
     return shape[0] if len(shape) else 1
 
 
+def _times(coefficient, value, scale):
+    """A gradient, ``coefficient * value``, times ``scale`` (the reduction's factor carried from the forward; None:
+    none): the two numbers multiply first, so that the array takes one pass."""
+    if scale is None:
+        return value if coefficient == 1 else coefficient * value
+    return scale * value if coefficient == 1 else (coefficient * scale) * value
+
+
 def _check_reduction(reduction):
     if reduction not in _REDUCTIONS:
         raise ValueError(f"reduction must be one of {', '.join(map(repr, _REDUCTIONS))}, got {reduction!r}")
@@ -175,22 +183,23 @@ def _prepare(pred, target):
 def _quantile_value(pred, target, tau):
     """Per-sample loss."""
     batch = pred.shape
-    _t0 = target - pred
-    return _fill(np.maximum(_t0*tau, _t0*(tau - 1)), batch)
+    _t1 = target - pred
+    return _fill(np.maximum(_t1*tau, _t1*(tau - 1)), batch)
 
 
-def _quantile_value_and_grads(pred, target, tau):
-    """Per-sample loss and its gradient for each input, per element."""
+def _quantile_value_and_grads(pred, target, tau, *, scale=None):
+    """Per-sample loss and its gradient for each input, per element, times ``scale``
+    (the reduction's factor; None: none)."""
     batch = pred.shape
-    _t0 = target - pred
-    _t1 = _t0*tau
-    _t2 = tau - 1
-    _t3 = _t0*_t2
-    _t4 = (_t1 == _t3)
-    _t5 = _t1 - _t0*_t2
-    value = _fill(np.maximum(_t1, _t3), batch)
+    _t0 = pred - target
+    _t1 = -_t0
+    _t2 = _t1*tau
+    _t3 = tau - 1
+    _t4 = _t1*_t3
+    _t5 = (_t2 == _t4)
+    value = _fill(np.maximum(_t2, _t4), batch)
     grads = (
-        _fill(-_t2*np.where(_t4, 1/2, np.sign(np.maximum(-_t5, 0.0))) - tau*np.where(_t4, 1/2, np.sign(np.maximum(_t5, 0.0))), pred.shape),
+        _fill(_times(1, -_t3*np.where(_t5, 1/2, np.sign(np.maximum(_t0, 0.0))) - tau*np.where(_t5, 1/2, np.sign(np.maximum(_t1, 0.0))), scale), pred.shape),
     )
     return value, grads
 
@@ -225,8 +234,8 @@ def loss_and_grad(pred, target, reduction="mean", tau=0.5, *, validate=False):
     pred, target, indexed, keep, counts = _prepare(pred, target)
     if validate:
         _validate(pred, target, tau, indexed)
-    value, grads = _FUNCTIONS[("quantile", False)][1](pred, target, tau)
-    scale = _scale(value.shape, reduction, 1.0, None, None)
-    grad_pred = scale * grads[0]
+    scale = _scale(pred.shape, reduction, 1.0, None, None)
+    value, grads = _FUNCTIONS[("quantile", False)][1](pred, target, tau, scale=scale)
+    grad_pred = grads[0]
     total = _reduce(value, reduction, None, None)
     return total, (grad_pred,)

@@ -76,6 +76,14 @@ def _rows(shape):
     return shape[0] if len(shape) else 1
 
 
+def _times(coefficient, value, scale):
+    """A gradient, ``coefficient * value``, times ``scale`` (the reduction's factor carried from the forward; None:
+    none): the two numbers multiply first, so that the array takes one pass."""
+    if scale is None:
+        return value if coefficient == 1 else coefficient * value
+    return scale * value if coefficient == 1 else (coefficient * scale) * value
+
+
 def _check_reduction(reduction):
     if reduction not in _REDUCTIONS:
         raise ValueError(f"reduction must be one of {', '.join(map(repr, _REDUCTIONS))}, got {reduction!r}")
@@ -198,9 +206,12 @@ def _triplet_value(anchor, positive, negative, margin, p, eps, swap):
     return _fill(_choose(_t0, lambda: np.where(_choose(_t0, lambda: (_t9 < 0), lambda: False), 0, _t9), lambda: np.where((_t11 < 0), 0, _t11)), batch + (1,))[..., 0]
 
 
-def _triplet_value_and_grads(anchor, positive, negative, margin, p, eps, swap):
-    """Per-sample loss and its gradient for each input, per element."""
+def _triplet_value_and_grads(anchor, positive, negative, margin, p, eps, swap, *, scale=None):
+    """Per-sample loss and its gradient for each input, per element, times ``scale``
+    (the reduction's factor; None: none)."""
     batch = anchor.shape[:-1]
+    if np.ndim(scale):  # one per sample: along the axis too
+        scale = scale[..., None]
     _t0 = (swap > 0)
     _t1 = -positive
     _t2 = (_t1 + anchor) + eps
@@ -239,9 +250,9 @@ def _triplet_value_and_grads(anchor, positive, negative, margin, p, eps, swap):
     _t39 = _choose((_t0 and (not _t12)), lambda: _t37*_t8**(-_t23)*np.abs(_t7)**_t23*np.sign(_t7), lambda: 0)
     value = _fill(_choose(_t0, lambda: np.where(_t10, 0, _t9), lambda: np.where((_t11 < 0), 0, _t11)), batch + (1,))[..., 0]
     grads = (
-        _fill(_choose(_t0, lambda: _choose(_t12, lambda: _t15 + _t20, lambda: _t25 + _t29), lambda: _choose(_t12, lambda: _t32 + _t34, lambda: _t35 + _t36)), anchor.shape),
-        _fill(_choose(_t0, lambda: _choose(_t12, lambda: _t38 - _t15, lambda: _t39 - _t25), lambda: _choose(_t12, lambda: -_t34, lambda: -_t36)), positive.shape),
-        _fill(_choose(_t0, lambda: _choose(_t12, lambda: -_t20 - _t38, lambda: -_t29 - _t39), lambda: _choose(_t12, lambda: -_t32, lambda: -_t35)), negative.shape),
+        _fill(_times(1, _choose(_t0, lambda: _choose(_t12, lambda: _t15 + _t20, lambda: _t25 + _t29), lambda: _choose(_t12, lambda: _t32 + _t34, lambda: _t35 + _t36)), scale), anchor.shape),
+        _fill(_times(1, _choose(_t0, lambda: _choose(_t12, lambda: _t38 - _t15, lambda: _t39 - _t25), lambda: _choose(_t12, lambda: -_t34, lambda: -_t36)), scale), positive.shape),
+        _fill(_times(1, _choose(_t0, lambda: _choose(_t12, lambda: -_t20 - _t38, lambda: -_t29 - _t39), lambda: _choose(_t12, lambda: -_t32, lambda: -_t35)), scale), negative.shape),
     )
     return value, grads
 
@@ -276,10 +287,10 @@ def loss_and_grad(anchor, positive, negative, reduction="mean", margin=1.0, p=2.
     anchor, positive, negative, indexed, keep, counts = _prepare(anchor, positive, negative)
     if validate:
         _validate(anchor, positive, negative, margin, p, eps, swap, indexed)
-    value, grads = _FUNCTIONS[("triplet", False)][1](anchor, positive, negative, margin, p, eps, swap)
-    scale = _scale(value.shape, reduction, 1.0, None, None)
-    grad_anchor = (scale[..., None] if np.ndim(scale) else scale) * grads[0]
-    grad_positive = (scale[..., None] if np.ndim(scale) else scale) * grads[1]
-    grad_negative = (scale[..., None] if np.ndim(scale) else scale) * grads[2]
+    scale = _scale(anchor.shape[:-1], reduction, 1.0, None, None)
+    value, grads = _FUNCTIONS[("triplet", False)][1](anchor, positive, negative, margin, p, eps, swap, scale=scale)
+    grad_anchor = grads[0]
+    grad_positive = grads[1]
+    grad_negative = grads[2]
     total = _reduce(value, reduction, None, None)
     return total, (grad_anchor, grad_positive, grad_negative)

@@ -38,6 +38,14 @@ def _rows(shape):
     return shape[0] if len(shape) else 1
 
 
+def _times(coefficient, value, scale):
+    """A gradient, ``coefficient * value``, times ``scale`` (the reduction's factor carried from the forward; None:
+    none): the two numbers multiply first, so that the array takes one pass."""
+    if scale is None:
+        return value if coefficient == 1 else coefficient * value
+    return scale * value if coefficient == 1 else (coefficient * scale) * value
+
+
 def _check_reduction(reduction):
     if reduction not in _REDUCTIONS:
         raise ValueError(f"reduction must be one of {', '.join(map(repr, _REDUCTIONS))}, got {reduction!r}")
@@ -258,9 +266,12 @@ def _triplet_value(anchor, positive, negative, margin, p, eps, swap):
     return _fill(_choose(_t0, lambda: torch.where(_choose(_t0, lambda: (_t9 < 0), lambda: _constant(False, torch.bool, device)), 0, _t9), lambda: torch.where((_t11 < 0), 0, _t11)), batch + (1,), dtype, device)[..., 0]
 
 
-def _triplet_value_and_grads(anchor, positive, negative, margin, p, eps, swap):
-    """Per-sample loss and its gradient for each input, per element, in one pass."""
+def _triplet_value_and_grads(anchor, positive, negative, margin, p, eps, swap, *, scale=None):
+    """Per-sample loss and its gradient for each input, per element, in one pass; the gradients times
+    ``scale``, the reduction's factor (None: none)."""
     dtype, device, batch = anchor.dtype, anchor.device, anchor.shape[:-1]
+    if isinstance(scale, torch.Tensor) and scale.ndim:  # one per sample: along the axis too
+        scale = scale[..., None]
     _t0 = (swap > 0)
     _t1 = -positive
     _t2 = (_t1 + anchor) + eps
@@ -299,17 +310,17 @@ def _triplet_value_and_grads(anchor, positive, negative, margin, p, eps, swap):
     _t39 = _choose((_t0 & _not(_t12)), lambda: _t37*_t8**(-_t23)*torch.abs(_t7)**_t23*_sign(_t7), lambda: _constant(0, dtype, device))
     value = _fill(_choose(_t0, lambda: torch.where(_t10, 0, _t9), lambda: torch.where((_t11 < 0), 0, _t11)), batch + (1,), dtype, device)[..., 0]
     grads = (
-        _fill(_choose(_t0, lambda: _choose(_t12, lambda: _t15 + _t20, lambda: _t25 + _t29), lambda: _choose(_t12, lambda: _t32 + _t34, lambda: _t35 + _t36)), anchor.shape, dtype, device),
-        _fill(_choose(_t0, lambda: _choose(_t12, lambda: _t38 - _t15, lambda: _t39 - _t25), lambda: _choose(_t12, lambda: -_t34, lambda: -_t36)), positive.shape, dtype, device),
-        _fill(_choose(_t0, lambda: _choose(_t12, lambda: -_t20 - _t38, lambda: -_t29 - _t39), lambda: _choose(_t12, lambda: -_t32, lambda: -_t35)), negative.shape, dtype, device),
+        _fill(_times(1, _choose(_t0, lambda: _choose(_t12, lambda: _t15 + _t20, lambda: _t25 + _t29), lambda: _choose(_t12, lambda: _t32 + _t34, lambda: _t35 + _t36)), scale), anchor.shape, dtype, device),
+        _fill(_times(1, _choose(_t0, lambda: _choose(_t12, lambda: _t38 - _t15, lambda: _t39 - _t25), lambda: _choose(_t12, lambda: -_t34, lambda: -_t36)), scale), positive.shape, dtype, device),
+        _fill(_times(1, _choose(_t0, lambda: _choose(_t12, lambda: -_t20 - _t38, lambda: -_t29 - _t39), lambda: _choose(_t12, lambda: -_t32, lambda: -_t35)), scale), negative.shape, dtype, device),
     )
     return value, grads
 
 
 #: Each term's (value, value-and-gradients) functions and the layout of their arguments (which are arrays over
-#: the batch, with or without an axis; which params broadcast to the batch), by (term, whether the one-hot target is class indices).
+#: the batch, with or without an axis; which params broadcast to the batch; which array gives the batch shape), by (term, whether the one-hot target is class indices).
 _EAGER = {
-    ("triplet", False): (_triplet_value, _triplet_value_and_grads, ((True, True, True, ), ())),
+    ("triplet", False): (_triplet_value, _triplet_value_and_grads, ((True, True, True, ), (), 0)),
 }
 _FUSED = {}
 _FUSED_FAILED = set()
@@ -341,7 +352,7 @@ def _chunk_rows(layout, args):
     """The rows of a chunk, or 0 where the call runs whole: off the CPU, under a compiler, a torch.func transform
     or autograd, for a small batch, or where an array does not have the batch's rows as its first dimension or
     a tensor param broadcasts to the batch."""
-    axes, broadcast = layout
+    axes, broadcast, _ = layout
     arrays = args[:len(axes)]
     if sum(a.numel() for a in arrays) < 4 * _CHUNK:
         return 0
@@ -430,15 +441,16 @@ def _reducing(value, both, layout):
         rows = _chunk_rows(layout, args)
         if rows and (found := _chunked(both, layout, rows, reduction, keep, counts, args)) is not None:
             return found
-        loss, grads = both(*args)
-        reduced = _reduce(loss, reduction, keep, counts)
-        if (loss.device.type != "cpu" or not loss.numel() or (reduction == "sum" and keep is None and counts is None)
+        axes, _, at = layout
+        first = args[at]  # the array whose shape, less its axis, is the batch's
+        batch = first.shape[:-1] if axes[at] else first.shape
+        if (first.device.type != "cpu" or not batch.numel() or (reduction == "sum" and keep is None and counts is None)
                 or not (torch.compiler.is_compiling() or not _transformed())):
-            return reduced, grads, None
-        factor = _factor(reduction, loss.shape, keep, counts, loss)
-        if factor is None:
-            return reduced, grads, None
-        return reduced, tuple(None if g is None else g * _along(factor, g) for g in grads), True
+            loss, grads = both(*args)
+            return _reduce(loss, reduction, keep, counts), grads, None
+        factor = _factor(reduction, batch, keep, counts, first)
+        loss, grads = both(*args, scale=factor)  # the factor multiplied into each gradient's coefficient
+        return _reduce(loss, reduction, keep, counts), grads, None if factor is None else True
 
     return reduced_value, reduced_both
 

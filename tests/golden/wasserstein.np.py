@@ -71,6 +71,14 @@ def _rows(shape):
     return shape[0] if len(shape) else 1
 
 
+def _times(coefficient, value, scale):
+    """A gradient, ``coefficient * value``, times ``scale`` (the reduction's factor carried from the forward; None:
+    none): the two numbers multiply first, so that the array takes one pass."""
+    if scale is None:
+        return value if coefficient == 1 else coefficient * value
+    return scale * value if coefficient == 1 else (coefficient * scale) * value
+
+
 def _check_reduction(reduction):
     if reduction not in _REDUCTIONS:
         raise ValueError(f"reduction must be one of {', '.join(map(repr, _REDUCTIONS))}, got {reduction!r}")
@@ -176,12 +184,13 @@ def _wasserstein_value(score, target):
     return _fill(-score*target, batch)
 
 
-def _wasserstein_value_and_grads(score, target):
-    """Per-sample loss and its gradient for each input, per element."""
+def _wasserstein_value_and_grads(score, target, *, scale=None):
+    """Per-sample loss and its gradient for each input, per element, times ``scale``
+    (the reduction's factor; None: none)."""
     batch = score.shape
     value = _fill(-score*target, batch)
     grads = (
-        _fill(-target, score.shape),
+        _fill(_times(-1, target, scale), score.shape),
     )
     return value, grads
 
@@ -216,8 +225,8 @@ def loss_and_grad(score, target, reduction="mean", *, validate=False):
     score, target, indexed, keep, counts = _prepare(score, target)
     if validate:
         _validate(score, target, indexed)
-    value, grads = _FUNCTIONS[("wasserstein", False)][1](score, target)
-    scale = _scale(value.shape, reduction, 1.0, None, None)
-    grad_score = scale * grads[0]
+    scale = _scale(score.shape, reduction, 1.0, None, None)
+    value, grads = _FUNCTIONS[("wasserstein", False)][1](score, target, scale=scale)
+    grad_score = grads[0]
     total = _reduce(value, reduction, None, None)
     return total, (grad_score,)
