@@ -42,6 +42,7 @@ from .language import where as where
 from .language import xlogy as xlogy
 from .library import builtin as builtin
 from .library import builtin_names as builtin_names
+from .plot import plot as plot  # the function; the module stays importable as lossforge.plot
 from .spec import LossSpec as LossSpec
 from .spec import Var as Var
 from .spec import dumps as dumps

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 from collections.abc import Iterable
@@ -25,7 +26,8 @@ import sympy
 
 import lossforge as lf
 
-from .errors import LossforgeError, SpecError
+from .analysis.hazards import KINDS
+from .errors import LossforgeError, SpecError, UnknownNameError, did_you_mean
 from .text import terminal
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
@@ -103,15 +105,41 @@ def _read_spec(path: Path):
         raise named from None
 
 
+#: The name standing for standard input, as for most command-line tools.
+STDIN = "-"
+
+
 def _resolve(ref: str):
-    """A built-in name or a path to a TOML spec."""
+    """A built-in name, ``-`` (a spec on standard input) or a path to a TOML spec."""
+    if ref == STDIN:
+        try:
+            text = sys.stdin.read()
+        except UnicodeDecodeError as exc:
+            raise SpecError(f"cannot read standard input: not UTF-8 text ({exc.reason})", token=STDIN) from None
+        return lf.loads(text, source="<stdin>")
     path = _spec_file(ref)
     return lf.builtin(ref) if path is None else _read_spec(path)
 
 
+def _expanded(refs: Iterable[str]) -> list[str]:
+    """``refs`` with each directory replaced by the ``.toml`` files under it, sorted (as ruff and mypy walk one);
+    a directory with none is a user error naming it."""
+    out = []
+    for ref in refs:
+        path = Path(ref)
+        if ref != STDIN and path.is_dir() and path.suffix != ".toml":  # (a directory named x.toml: named as such)
+            found = sorted(str(p) for p in path.rglob("*.toml") if p.is_file())
+            if not found:
+                raise SpecError(f"no .toml spec files under the directory {_q(path)}", token=ref)
+            out += found
+        else:
+            out.append(ref)
+    return out
+
+
 def _spec_files(refs: Iterable[str]) -> list[Path]:
     """The spec files among ``refs`` (the inputs no output may replace)."""
-    return [path for path in map(_spec_file, refs) if path is not None]
+    return [path for path in map(_spec_file, (r for r in refs if r != STDIN)) if path is not None]
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -174,16 +202,53 @@ def _pretty(expr: sympy.Basic) -> str:
 # -- commands ---------------------------------------------------------------------
 
 
+#: The version of the JSON that ``--format json`` prints: raised when a field changes meaning or goes away
+#: (fields may be added without it).
+SCHEMA_VERSION = 1
+
+
+def _json(payload: dict) -> None:
+    """Print ``payload`` as JSON under its schema version (control characters as \\u001b, never raw)."""
+    print(json.dumps({"schema_version": SCHEMA_VERSION, **payload}, indent=2, ensure_ascii=True))
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     names = lf.builtin_names()
+    if args.format == "json":
+        _json({"builtins": [{"name": n, "summary": lf.builtin(n).summary} for n in names]})
+        return EXIT_OK
     width = max(map(len, names))
     for name in names:
         _say(f"{name:<{width}}  {lf.builtin(name).summary}")
     return EXIT_OK
 
 
+def _spec_dict(spec) -> dict:
+    """A spec as ``show --format json`` prints it: formula, symbols, gradients (spec-language text) and properties."""
+    props = lf.properties(spec)
+    return {
+        "name": spec.name,
+        "summary": spec.summary,
+        "description": spec.description,
+        "expr": spec.text,
+        "reduction": spec.reduction,
+        "reference": spec.reference,
+        "stable_form": spec.stable_form,
+        "symbols": {
+            name: {"role": var.role, "domain": var.domain.name, "default": var.default, "axis": var.axis}
+            for name, var in spec.symbols.items()
+        },
+        "gradients": {name: lf.language.to_text(grad) for name, grad in spec.gradient().items()},
+        "properties": {key: {"value": getattr(props, key), "evidence": props.evidence[key]}
+                       for key in ("convex", "bounded_gradient", "smoothness", "zero_at_target")},
+    }
+
+
 def cmd_show(args: argparse.Namespace) -> int:
     spec = _resolve(args.spec)
+    if args.format == "json":
+        _json({"spec": args.spec, **_spec_dict(spec)})
+        return EXIT_OK
     _say(f"{spec.name}: {spec.summary or spec.description}")
     _say()
     _say(f"  loss = {spec.text}")
@@ -220,37 +285,68 @@ def _indent(text: str) -> str:
 
 
 def _hazard_dict(h) -> dict:
+    """A finding as JSON: its fix structured (``safe``: whether it keeps the value exactly; ``expr``: the
+    replacement, spec-language text; ``note``: what it does), and why it is accepted where it is."""
+    fix = None if h.fix is None else {"safe": bool(h.fix.safe), "expr": lf.language.to_text(h.fix.replacement),
+                                      "note": h.fix.description}
     return {
         "kind": h.kind,
         "severity": h.severity,
         "where": h.where,
-        "expr": str(h.expr),
+        "expr": lf.language.to_text(h.expr),
         "message": h.message,
-        "fix": None if h.fix is None else str(h.fix),
+        "fix": fix,
         "accepted": bool(h.accepted),
+        "reason": h.reason if h.accepted else None,
     }
 
 
+def _kinds(values: list[str] | None, flag: str) -> set[str]:
+    """The hazard kinds of ``--select``/``--ignore`` (comma-separated or repeated), each one known."""
+    kinds = {k.strip() for v in values or () for k in v.split(",") if k.strip()}
+    for kind in sorted(kinds):
+        if kind not in KINDS:
+            raise UnknownNameError(f"{flag}: unknown hazard kind {kind!r}{did_you_mean(kind, KINDS)} "
+                                   f"(known: {', '.join(KINDS)})", token=kind)
+    return kinds
+
+
+def _failing(hazards, fail_on: str) -> bool:
+    """Whether unaccepted findings fail the check: errors, and with ``--fail-on warning`` warnings too."""
+    levels = {"error"} if fail_on == "error" else {"error", "warning"}
+    return any(h.severity in levels and not h.accepted for h in hazards)
+
+
 def cmd_check(args: argparse.Namespace) -> int:
-    failed = False
-    results, accepted = [], []
-    for ref in args.specs:
-        spec = _resolve(ref)
-        report = lf.check(spec)
-        failed |= not report.ok
-        results.append({"spec": ref, "name": spec.name, "ok": report.ok,
-                        "hazards": [_hazard_dict(h) for h in report.hazards]})
-        accepted.append([h.reason for h in report.hazards])
+    """Every spec in one run: a spec that cannot be read or parsed is reported with its path and the others are
+    still checked. Exit 2 if any could not be read, else 1 if unaccepted findings fail, else 0."""
+    select, ignore = _kinds(args.select, "--select"), _kinds(args.ignore, "--ignore")
+    results, unreadable, failed = [], False, False
+    for ref in _expanded(args.specs):
+        try:
+            spec = _resolve(ref)
+            report = lf.check(spec)
+        except LossforgeError as exc:
+            unreadable = True
+            results.append({"spec": ref, "error": _one_line(exc) or type(exc).__name__})
+            continue
+        hazards = [h for h in report.hazards if (not select or h.kind in select) and h.kind not in ignore]
+        bad = _failing(hazards, args.fail_on)
+        failed |= bad
+        results.append({"spec": ref, "name": spec.name, "ok": not bad, "hazards": [_hazard_dict(h) for h in hazards]})
     if args.format == "json":
-        print(json.dumps(results, indent=2, ensure_ascii=True))  # control characters as \u001b, never raw
+        _json({"results": results})
     else:
-        for res, reasons in zip(results, accepted):
-            for h, reason in zip(res["hazards"], reasons):
-                tag = f" (accepted: {reason})" if h["accepted"] else ""
+        for res in results:
+            if "error" in res:  # as every user error: one line on stderr (its message names the file)
+                sys.stderr.write(f"lossforge: error: {res['error']}\n")
+                continue
+            for h in res["hazards"]:
+                tag = f" (accepted: {h['reason']})" if h["accepted"] else ""
                 _say(f"{res['spec']}: {h['where']}: {h['kind']}: {h['severity']}{tag}: {h['message']}: {h['expr']}")
             status = "ok" if res["ok"] else "FAILED"
             _say(f"{res['spec']}: {status} ({len(res['hazards'])} finding{'s' * (len(res['hazards']) != 1)})")
-    return EXIT_OK if not failed else EXIT_FAIL
+    return EXIT_USAGE if unreadable else EXIT_FAIL if failed else EXIT_OK
 
 
 _IN_PLACE = "stabilize never rewrites its input in place: write to another file, then move it over the original"
@@ -302,8 +398,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
     refs = list(args.specs) or (list(lf.builtin_names()) if args.all else [])
     if not refs:
         raise LossforgeError("name a built-in or a spec file, or pass --all", token="verify")
+    refs = _expanded(refs)
     progress = sys.stderr.isatty() and len(refs) > 1
-    ok = True
+    ok, results = True, []
     for i, ref in enumerate(refs, 1):
         if progress:
             sys.stderr.write("\r" + terminal(f"[{i}/{len(refs)}] verifying {ref:<24}"))
@@ -312,9 +409,21 @@ def cmd_verify(args: argparse.Namespace) -> int:
         ok &= report.ok
         if progress:
             sys.stderr.write("\r" + " " * 50 + "\r")
+        if args.format == "json":
+            results.append({"spec": ref, "ok": report.ok, "rows": [
+                {"name": r.name, "ok": r.ok, "max_error": _finite(r.max_error), "tolerance": _finite(r.tolerance),
+                 "detail": r.detail, "reproduction": r.reproduction or None} for r in report.rows]})
+            continue
         _say(f"== {ref} ==")
         _say(report)
+    if args.format == "json":
+        _json({"results": results})
     return EXIT_OK if ok else EXIT_FAIL
+
+
+def _finite(x: float) -> float | str:
+    """A number as JSON holds it: inf and nan (which JSON lacks) as the strings "inf", "-inf", "nan"."""
+    return x if math.isfinite(x) else str(x)
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
@@ -341,33 +450,47 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="lossforge", description="Losses written as mathematics, turned into code you can trust.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser, metavar="COMMAND")
 
+    parser.add_argument("--version", action="version", version=f"lossforge {lf.__version__}")
+
+    def formats(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--format", choices=("text", "json"), default="text",
+                       help=f"text for a person, or JSON for a tool (schema_version {SCHEMA_VERSION})")
+
     p = sub.add_parser("list", help="list the built-in losses")
+    formats(p)
     p.set_defaults(func=cmd_list)
 
     p = sub.add_parser("show", help="formula, symbols, gradients and properties of a loss")
-    p.add_argument("spec", metavar="NAME|FILE")
+    p.add_argument("spec", metavar="NAME|FILE|-")
+    formats(p)
     p.set_defaults(func=cmd_show)
 
-    p = sub.add_parser("check", help="report NaN/inf hazards (exit 1 on an unaccepted error)")
-    p.add_argument("specs", metavar="NAME|FILE", nargs="+")
-    p.add_argument("--format", choices=("text", "json"), default="text")
+    p = sub.add_parser("check", help="report NaN/inf hazards (exit 1 on an unaccepted error, 2 on an unreadable spec)")
+    p.add_argument("specs", metavar="NAME|FILE|DIR|-", nargs="+",
+                   help="built-in names, spec files, directories (their .toml files) or - for standard input")
+    formats(p)
+    p.add_argument("--select", action="append", metavar="KIND", help="report only these hazard kinds (comma-separated)")
+    p.add_argument("--ignore", action="append", metavar="KIND", help="leave out these hazard kinds (comma-separated)")
+    p.add_argument("--fail-on", choices=("error", "warning"), default="error",
+                   help="the least severity of an unaccepted finding that fails the check (default: error)")
     p.set_defaults(func=cmd_check)
 
     p = sub.add_parser("stabilize", help="rewrite hazards into stable forms and write the spec as TOML")
-    p.add_argument("spec", metavar="FILE")
+    p.add_argument("spec", metavar="FILE|-")
     p.add_argument("-o", "--output", metavar="OUT")
     p.add_argument("--unsafe", action="store_true", help="also apply fixes that change values (clamps, eps)")
     p.set_defaults(func=cmd_stabilize)
 
     p = sub.add_parser("gen", help="generate a standalone NumPy or PyTorch module")
-    p.add_argument("spec", metavar="NAME|FILE")
+    p.add_argument("spec", metavar="NAME|FILE|-")
     p.add_argument("--target", required=True, metavar="numpy|torch")
     p.add_argument("-o", "--output", metavar="FILE")
     p.set_defaults(func=cmd_gen)
 
     p = sub.add_parser("verify", help="verify gradients and generated code (exit 1 on failure)")
-    p.add_argument("specs", metavar="NAME|FILE", nargs="*")
+    p.add_argument("specs", metavar="NAME|FILE|DIR|-", nargs="*")
     p.add_argument("--all", action="store_true", help="verify every built-in")
+    formats(p)
     p.set_defaults(func=cmd_verify)
 
     p = sub.add_parser("explain", help="the documentation of a hazard kind")

@@ -7,6 +7,15 @@ tools (the CLI, tests) can point at it without parsing the message.
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
+
+
+def did_you_mean(name: object, known: Iterable[str]) -> str:
+    """`` (did you mean sigmoid?)`` for a misspelt ``name`` among ``known`` (up to three, closest first), or ""."""
+    close = difflib.get_close_matches(str(name), list(known), n=3)
+    return f" (did you mean {' or '.join(close)}?)" if close else ""
+
 
 class LossforgeError(Exception):
     """Base class of every error lossforge raises on purpose."""

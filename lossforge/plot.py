@@ -95,24 +95,47 @@ def output_format(output: str | Path) -> str:
     return fmt
 
 
-def _pyplot():
+def _figure_class():
+    """matplotlib's ``Figure``: a figure of its own, outside pyplot's global state (no backend chosen or changed,
+    nothing left open for a notebook's later plots)."""
     try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        from matplotlib.figure import Figure
     except ImportError:
         raise LossforgeError(
             "plotting needs matplotlib: pip install 'lossforge[plot]'", token="matplotlib"
         ) from None
-    return plt
+    return Figure
 
 
-def figure(specs: list[LossSpec], lo: float | None = None, hi: float | None = None):
-    """A matplotlib figure with two panels: the losses and their gradients (the caller closes it)."""
-    plt = _pyplot()
-    curves_ = [curves(spec, lo, hi) for spec in specs]  # before the figure: an error leaves none open
-    fig, (ax_loss, ax_grad) = plt.subplots(1, 2, figsize=(11, 4.2), constrained_layout=True)
+def _specs(specs) -> list[LossSpec]:
+    """One spec, a built-in's name, or a list of them, as specs."""
+    from .library import builtin
+
+    items = [specs] if isinstance(specs, (LossSpec, str)) else list(specs)
+    if not items:
+        raise SpecError("plot() needs at least one spec (a LossSpec or a built-in's name)", token="specs")
+    out = []
+    for item in items:
+        if isinstance(item, str):
+            item = builtin(item)
+        if not isinstance(item, LossSpec):
+            raise SpecError(f"plot() takes LossSpecs or built-in names, got {type(item).__name__}",
+                            token=type(item).__name__)
+        out.append(item)
+    return out
+
+
+def figure(specs, lo: float | None = None, hi: float | None = None):
+    """A :class:`matplotlib.figure.Figure` with two panels: the losses and their gradients.
+
+    Built without pyplot: a notebook shows it as the value of a cell, and it changes
+    nothing of matplotlib's global state (the backend, the current figure).
+    """
+    specs = _specs(specs)
+    figure_class = _figure_class()
+    curves_ = [curves(spec, lo, hi) for spec in specs]  # before the figure: an error makes none
+    fig = figure_class(figsize=(11, 4.2), layout="constrained")
+    ax_loss, ax_grad = fig.subplots(1, 2)
     for spec, (x, loss, grad) in zip(specs, curves_):
         first = spec.inputs[0]
         ax_loss.plot(x, loss, label=spec.name)
@@ -127,31 +150,29 @@ def figure(specs: list[LossSpec], lo: float | None = None, hi: float | None = No
     return fig
 
 
-def render(specs: list[LossSpec], fmt: str, lo: float | None = None, hi: float | None = None) -> bytes:
+def render(specs, fmt: str, lo: float | None = None, hi: float | None = None) -> bytes:
     """The plot of ``specs`` as the bytes of a ``fmt`` file (one of :data:`FORMATS`' values)."""
     import io
 
     if fmt not in FORMATS.values():
         raise SpecError(f"cannot render a plot as {fmt!r} (use one of {', '.join(FORMATS.values())})", token=fmt)
-    fig = figure(specs, lo, hi)
-    try:
-        buffer = io.BytesIO()
-        fig.savefig(buffer, format=fmt, dpi=110)
-    finally:
-        _pyplot().close(fig)
+    buffer = io.BytesIO()
+    figure(specs, lo, hi).savefig(buffer, format=fmt, dpi=110)
     return buffer.getvalue()
 
 
-def plot(specs: list[LossSpec], output: str | Path, lo: float | None = None, hi: float | None = None) -> Path:
-    """Write a PNG, PDF or SVG (by ``output``'s extension) with two panels: the losses and their gradients.
+def plot(specs, output: str | Path | None = None, lo: float | None = None, hi: float | None = None):
+    """The loss and gradient curves of ``specs`` (a spec, a built-in's name, or a list) as a
+    :class:`matplotlib.figure.Figure` (``lf.plot``): in a notebook, the cell shows it.
 
-    Returns the path written, which is ``output`` itself (a missing parent
-    directory is created). An extension other than ``.png``, ``.pdf`` or
-    ``.svg`` raises :class:`~lossforge.errors.SpecError` before anything is computed.
+    With ``output`` it is also written there as a PNG, PDF or SVG (by the extension; a missing
+    parent directory is created). Another extension raises :class:`~lossforge.errors.SpecError`
+    before anything is computed.
     """
-    fmt = output_format(output)
-    path = Path(output)
-    data = render(specs, fmt, lo, hi)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data)
-    return path
+    fmt = None if output is None else output_format(output)
+    fig = figure(specs, lo, hi)
+    if output is not None:
+        path = Path(output)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, format=fmt, dpi=110)
+    return fig

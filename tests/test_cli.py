@@ -79,13 +79,17 @@ def test_check_json_schema(tmp_path):
     naive.write_text(NAIVE)
     proc = run("check", "--format", "json", str(naive), "mse")
     assert proc.returncode == 1
-    data = json.loads(proc.stdout)
+    payload = json.loads(proc.stdout)
+    assert payload["schema_version"] == 1
+    data = payload["results"]
     assert [d["spec"] for d in data] == [str(naive), "mse"]
     assert data[0]["ok"] is False and data[1]["ok"] is True
     hazard = data[0]["hazards"][0]
-    assert set(hazard) == {"kind", "severity", "where", "expr", "message", "fix", "accepted"}
+    assert set(hazard) == {"kind", "severity", "where", "expr", "message", "fix", "accepted", "reason"}
     assert isinstance(hazard["accepted"], bool)
     assert any(h["kind"] == "unguarded-log" for h in data[0]["hazards"])
+    fix = next(h["fix"] for h in data[0]["hazards"] if h["fix"])  # structured: a tool can apply it
+    assert set(fix) == {"safe", "expr", "note"} and isinstance(fix["safe"], bool) and "(" in fix["expr"]
 
 
 def test_stabilize_writes_a_spec_and_lists_changes(tmp_path):

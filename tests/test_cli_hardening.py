@@ -226,7 +226,7 @@ def test_plot_output_names_exactly_the_file_written(capsys, tmp_path, name, magi
     assert out.read_bytes().startswith(magic) and stdout == ""
 
 
-def test_plot_output_python_api_raises_a_lossforge_error_and_returns_the_path(tmp_path):
+def test_plot_output_python_api_raises_a_lossforge_error_and_writes_the_path(tmp_path):
     import lossforge as lf
     from lossforge.plot import plot
 
@@ -236,7 +236,7 @@ def test_plot_output_python_api_raises_a_lossforge_error_and_returns_the_path(tm
     with pytest.raises(SpecError, match="no extension"):
         plot([lf.builtin("mse")], tmp_path / "adir")
     out = tmp_path / "new" / "c.png"  # the Python API still creates a missing parent
-    assert plot([lf.builtin("mse")], out) == out
+    assert type(plot([lf.builtin("mse")], out)).__name__ == "Figure"
     assert out.read_bytes()[:4] == b"\x89PNG" and sorted(p.name for p in tmp_path.iterdir()) == ["new"]
 
 
@@ -266,7 +266,7 @@ def test_terminal_injection_check_text_and_json(capsys, tmp_path):
     code, out, err = cli(capsys, "check", "--format", "json", src)
     assert code in (0, 1), err
     assert_inert(out, err)
-    assert "\\u001b" in out and json.loads(out)[0]["spec"] == str(src)  # escaped in JSON, the same text read back
+    assert "\\u001b" in out and json.loads(out)["results"][0]["spec"] == str(src)  # escaped in JSON, the same text read back
 
 
 def test_terminal_injection_stabilize_toml_and_diff(capsys, tmp_path):

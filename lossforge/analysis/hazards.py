@@ -29,7 +29,7 @@ from sympy.codegen.cfunctions import expm1, log1p
 from .. import budget
 from .. import language as E
 from ..derive import derive, gradients
-from ..errors import AnalysisError, UnknownNameError
+from ..errors import AnalysisError, UnknownNameError, did_you_mean
 from ..spec import LossSpec
 from .intervals import EXP_MAX, FLOAT_MAX, Bounds, as_float, bounds_for
 
@@ -808,7 +808,8 @@ def explain(kind: str) -> str:
     for rule in RULES:
         if rule.kind == kind:
             return type(rule).__doc__.strip()
-    raise UnknownNameError(f"unknown hazard kind {kind!r} (known: {', '.join(KINDS)})", token=str(kind))
+    raise UnknownNameError(f"unknown hazard kind {kind!r}{did_you_mean(kind, KINDS)} (known: {', '.join(KINDS)})",
+                           token=str(kind))
 
 
 def check(spec: LossSpec) -> Report:

@@ -24,6 +24,7 @@ from .. import budget, walk
 from ..language import clamp, sigmoid, softplus, where
 from .printers import grouped
 
+
 @dataclass(frozen=True)
 class Bounds:
     """The bounds of symbols (from their domains) that a rewrite may rely on: symbol -> number, each side."""
@@ -44,7 +45,7 @@ class Form:
     name: str
     summary: str
     types: tuple[type, ...]
-    rule: Callable[[set, Lower], Callable[[sympy.Basic], sympy.Basic | None]]
+    rule: Callable[[set, Bounds], Callable[[sympy.Basic], sympy.Basic | None]]
 
 
 def _nonnegative(expr: sympy.Expr, bounds: Bounds) -> bool:

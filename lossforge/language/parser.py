@@ -20,7 +20,7 @@ from sympy.codegen.cfunctions import expm1, log1p
 from sympy.logic.boolalg import BooleanAtom, BooleanFunction
 
 from .. import walk
-from ..errors import ParseError, SpecError, UnsafeExpressionError
+from ..errors import ParseError, SpecError, UnsafeExpressionError, did_you_mean
 from .axes import AXIS_OPERATIONS, AxisFunction, norm
 from .functions import (
     acos,
@@ -297,7 +297,8 @@ class _Converter:
             raise self.fail(node, f"function {ident!r} used without a call")
         if ident.startswith("__"):
             raise self.fail(node, f"name {ident!r} is not allowed", UnsafeExpressionError)
-        raise ParseError(f"undeclared name {ident!r}: declare it in [symbols]", token=ident)
+        hint = did_you_mean(ident, [*self.symbols, *CONSTANTS])
+        raise ParseError(f"undeclared name {ident!r}{hint}: declare it in [symbols]", token=ident)
 
     def binop(self, node: ast.BinOp, in_cond: bool) -> tuple[sympy.Basic, str | None]:
         op = type(node.op)
@@ -389,7 +390,8 @@ class _Converter:
         if fname not in FUNCTIONS:
             if fname in self.symbols:
                 raise ParseError(f"symbol {fname!r} is not a function", token=fname)
-            raise UnsafeExpressionError(f"unknown function {fname!r}", token=fname)
+            hint = did_you_mean(fname, FUNCTIONS) or f" (the spec language's functions: {', '.join(sorted(FUNCTIONS))})"
+            raise UnsafeExpressionError(f"unknown function {fname!r}{hint}", token=fname)
         if node.keywords:
             kw = node.keywords[0].arg or "**"
             raise UnsafeExpressionError(f"keyword argument {kw!r} in call to {fname!r} is not allowed", token=kw)

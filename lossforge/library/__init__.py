@@ -6,11 +6,10 @@ The library is the spec format's first user: every file here is loaded with
 
 from __future__ import annotations
 
-import difflib
 from functools import cache
 from importlib import resources
 
-from ..errors import UnknownNameError
+from ..errors import UnknownNameError, did_you_mean
 from ..spec import LossSpec, loads
 
 
@@ -25,8 +24,7 @@ def builtin_names() -> tuple[str, ...]:
 def builtin(name: str) -> LossSpec:
     """The built-in loss ``name`` as a :class:`LossSpec`."""
     if name not in builtin_names():
-        close = difflib.get_close_matches(str(name), builtin_names(), n=3)
-        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        hint = did_you_mean(name, builtin_names()) or " ('lossforge list' names them)"
         raise UnknownNameError(f"no built-in loss named {name!r}{hint}", token=str(name))
     text = resources.files(__name__).joinpath(f"{name}.toml").read_text(encoding="utf-8")
     return loads(text, source=f"lossforge/library/{name}.toml")
