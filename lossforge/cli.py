@@ -240,7 +240,7 @@ def _spec_dict(spec) -> dict:
         },
         "gradients": {name: lf.language.to_text(grad) for name, grad in spec.gradient().items()},
         "properties": {key: {"value": getattr(props, key), "evidence": props.evidence[key]}
-                       for key in ("convex", "bounded_gradient", "smoothness", "zero_at_target")},
+                       for key in props.SHOWN},
     }
 
 
@@ -272,16 +272,15 @@ def cmd_show(args: argparse.Namespace) -> int:
     props = lf.properties(spec)
     _say()
     _say("Properties:")
-    for key in ("convex", "bounded_gradient", "smoothness", "zero_at_target"):
-        _say(f"  {key:<17} {getattr(props, key)!s:<7} {props.evidence[key]}")
+    _say(_indent(str(props), "  "))
     if spec.stable_form:
         _say()
         _say(f"Stable form: {spec.stable_form}")
     return EXIT_OK
 
 
-def _indent(text: str) -> str:
-    return "\n".join("    " + line for line in text.splitlines())
+def _indent(text: str, by: str = "    ") -> str:
+    return "\n".join(by + line for line in text.splitlines())
 
 
 def _hazard_dict(h) -> dict:

@@ -596,6 +596,14 @@ class LossSpec:
     def __repr__(self) -> str:
         return f"LossSpec(name={self.name!r}, expr={self.text!r}, reduction={self.reduction!r})"
 
+    def _repr_latex_(self) -> str:
+        """The per-sample loss and its gradient for each input, as a notebook shows a spec."""
+        lines = [rf"\text{{{_expr.latex_text(self.name)}}} &= {_expr.to_latex(self.sympy)}"]
+        for name, grad in self.gradient().items():
+            lines.append(rf"\frac{{\partial \ell}}{{\partial {_expr.to_latex(self.sympy_symbols[name])}}} &= "
+                         f"{_expr.to_latex(grad)}")
+        return "$\\begin{aligned}" + r" \\ ".join(lines) + "\\end{aligned}$"
+
 
 # --------------------------------------------------------------------------
 # TOML

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from . import display
 from .errors import VerifyError
 from .spec import LossSpec, dumps
 from .text import inert
@@ -95,6 +96,13 @@ class VerifyReport:
                 lines.append(f"worst point of {r.name!r}:")
                 lines.extend("    " + line for line in r.reproduction.splitlines())
         return "\n".join(lines)
+
+    def _repr_html_(self) -> str:
+        """The rows as a table, for a notebook."""
+        rows = [(r.name, "-" if math.isnan(r.max_error) else f"{r.max_error:.3g}", f"{r.tolerance:.3g}",
+                 "pass" if r.ok else "FAIL", r.detail) for r in self.rows]
+        return display.table(f"verify {self.spec}", self.ok, ("check", "max error", "tolerance", "result", "detail"),
+                             rows)
 
 
 # -- sampling ----------------------------------------------------------------------

@@ -33,3 +33,47 @@ def test_plot_names_what_it_cannot_take():
         lf.plot([3])
     with pytest.raises(lf.UnknownNameError, match="did you mean mse"):
         lf.plot("mse_")
+
+
+HOSTILE = """\
+name = "evil"
+expr = "-(y * log(p) + (1 - y) * log(1 - p))"
+[symbols]
+p = { role = "input", domain = "probability" }
+y = { role = "target", domain = "binary" }
+[accept]
+unguarded-log = "<b>trust me</b><script>alert(1)</script>"
+"""
+
+
+def test_check_reports_are_html_tables_with_every_text_escaped():
+    spec = lf.loads(HOSTILE)
+    page = lf.check(spec)._repr_html_()
+    assert page.startswith("<div>") and "<table>" in page and "FAILED" in page
+    assert "<script>" not in page and "&lt;script&gt;" in page  # an accept reason's text, escaped
+    assert "<b>trust me</b>" not in page and "&lt;b&gt;trust me&lt;/b&gt;" in page
+    report = lf.check(spec)
+    assert page.count("<tr>") == len(report.hazards) + 1  # a header row, then one row per finding
+    assert "<code>log(p)</code>" in page or "<code>log(1 - p)</code>" in page
+
+
+def test_verify_and_properties_are_html_tables():
+    report = lf.verify(lf.builtin("mse"))
+    page = report._repr_html_()
+    assert page.count("<tr>") == len(report.rows) + 1 and "ok</span>" in page
+    props = lf.properties(lf.builtin("huber"))
+    page = props._repr_html_()
+    assert page.count("<tr>") == 5 and "convex" in page and "midpoint convexity" in page
+    text = str(props)  # and a text form, one line per property
+    assert text.splitlines()[0].split()[:2] == ["convex", "True"] and len(text.splitlines()) == 4
+
+
+def test_a_spec_is_shown_as_latex_with_its_gradients():
+    latex = lf.builtin("bce_logits")._repr_latex_()
+    assert latex.startswith("$\\begin{aligned}") and latex.endswith("\\end{aligned}$")
+    assert "\\operatorname{softplus}" in latex and "\\operatorname{sigmoid}" in latex  # lossforge's functions by name
+    assert latex.count("\\frac{\\partial \\ell}{\\partial") == 1  # one input
+    assert "\\text{bce\\_logits}" in latex
+    triplet = lf.builtin("triplet")._repr_latex_()
+    assert triplet.count("\\frac{\\partial \\ell}") == 3 and "\\operatorname{norm}" in triplet
+    assert lf.language.latex_text("a$b}\\c_%") == "a\\$b\\}\\textbackslash{}c\\_\\%"  # specials mean themselves

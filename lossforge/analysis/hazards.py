@@ -26,7 +26,7 @@ import numpy as np
 import sympy
 from sympy.codegen.cfunctions import expm1, log1p
 
-from .. import budget
+from .. import budget, display
 from .. import language as E
 from ..derive import derive, gradients
 from ..errors import AnalysisError, UnknownNameError, did_you_mean
@@ -90,6 +90,15 @@ class Report:
             if h.fix is not None:
                 lines.append(f"      fix ({h.fix})")
         return "\n".join(lines)
+
+    def _repr_html_(self) -> str:
+        """The findings as a table, for a notebook: each with where, kind, severity, message, expression, fix."""
+        rows = [(h.where, h.kind, h.severity + (" (accepted)" if h.accepted else ""),
+                 h.message + (f"; accepted: {h.reason}" if h.accepted else ""), display.Code(E.to_text(h.expr)),
+                 display.Code(str(h.fix)) if h.fix is not None else "")
+                for h in self.hazards]
+        return display.table(f"check {self.spec} ({len(self.hazards)} findings)", self.ok,
+                             ("where", "kind", "severity", "message", "expression", "fix"), rows)
 
 
 @dataclass

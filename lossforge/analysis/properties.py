@@ -38,7 +38,7 @@ import mpmath
 import numpy as np
 import sympy
 
-from .. import budget
+from .. import budget, display
 from .. import language as E
 from ..derive import derive
 from ..numeric import at_defaults, compiled, element_symbol, evaluator, expand
@@ -61,6 +61,17 @@ class Properties:
     smoothness: str
     zero_at_target: bool | None
     evidence: FrozenMap = field(default_factory=FrozenMap)
+
+    #: The properties in the order they are shown.
+    SHOWN = ("convex", "bounded_gradient", "smoothness", "zero_at_target")
+
+    def __str__(self) -> str:
+        return "\n".join(f"{key:<17} {getattr(self, key)!s:<7} {self.evidence.get(key, '')}" for key in self.SHOWN)
+
+    def _repr_html_(self) -> str:
+        """The properties and their evidence as a table, for a notebook."""
+        rows = [(key, getattr(self, key), self.evidence.get(key, "")) for key in self.SHOWN]
+        return display.table("properties", None, ("property", "value", "evidence"), rows)
 
 
 class _Numpy:

@@ -111,4 +111,6 @@ from .parser import (
     parse as parse,
 )
 from .printer import SpecPrinter as SpecPrinter
+from .printer import latex_text as latex_text
+from .printer import to_latex as to_latex
 from .printer import to_text as to_text

@@ -1,12 +1,13 @@
-"""Printing a SymPy expression back to the spec language."""
+"""Printing a SymPy expression back to the spec language, and as LaTeX for notebooks."""
 
 from __future__ import annotations
 
 import sympy
 from sympy import S
+from sympy.printing.latex import LatexPrinter
 from sympy.printing.str import StrPrinter
 
-__all__ = ["SpecPrinter", "to_text"]
+__all__ = ["SpecPrinter", "to_text", "LatexSpecPrinter", "to_latex", "latex_text"]
 
 
 
@@ -79,3 +80,30 @@ class SpecPrinter(StrPrinter):
 def to_text(expr: sympy.Basic) -> str:
     """The spec-language text of a SymPy expression."""
     return SpecPrinter({"order": "none"}).doprint(expr)
+
+
+class LatexSpecPrinter(LatexPrinter):
+    """Prints a SymPy expression as LaTeX, lossforge's functions by their spec-language names
+    (``\\operatorname{softplus}``, ``\\operatorname{sum}``)."""
+
+    def _print_Function(self, expr, exp=None):
+        name = getattr(expr.func, "spec_name", None)
+        if name is None:
+            return super()._print_Function(expr, exp)
+        out = rf"\operatorname{{{name}}}\left({', '.join(self._print(a) for a in expr.args)}\right)"
+        return out if exp is None else rf"{out}^{{{exp}}}"
+
+
+#: LaTeX's special characters in text, each as it is written to mean itself.
+_LATEX_TEXT = {"\\": r"\textbackslash{}", "{": r"\{", "}": r"\}", "$": r"\$", "&": r"\&", "#": r"\#",
+               "^": r"\^{}", "_": r"\_", "%": r"\%", "~": r"\~{}"}
+
+
+def latex_text(text: str) -> str:
+    """``text`` as LaTeX text that means itself (a spec's name in a formula's label)."""
+    return "".join(_LATEX_TEXT.get(ch, ch) for ch in text if ch.isprintable())
+
+
+def to_latex(expr: sympy.Basic) -> str:
+    """The LaTeX of an expression, lossforge's functions by name."""
+    return LatexSpecPrinter({"order": "none"}).doprint(expr)
