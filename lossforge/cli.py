@@ -411,7 +411,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
         if args.format == "json":
             results.append({"spec": ref, "ok": report.ok, "rows": [
                 {"name": r.name, "ok": r.ok, "max_error": _finite(r.max_error), "tolerance": _finite(r.tolerance),
-                 "detail": r.detail, "reproduction": r.reproduction or None} for r in report.rows]})
+                 "detail": r.detail, "reproduction": r.reproduction or None, "skipped": r.skipped}
+                for r in report.rows]})
             continue
         _say(f"== {ref} ==")
         _say(report)

@@ -69,6 +69,12 @@ class Row:
     tolerance: float
     detail: str = ""
     reproduction: str = ""
+    #: Not run (its detail says why: torch is not installed); it fails nothing.
+    skipped: bool = False
+
+    @property
+    def result(self) -> str:
+        return "skip" if self.skipped else "pass" if self.ok else "FAIL"
 
 
 @dataclass(frozen=True)
@@ -88,7 +94,7 @@ class VerifyReport:
         lines.append(f"  {'check':<{width}}  {'max error':>10}  {'tolerance':>9}  result")
         for r in self.rows:
             err = "-" if math.isnan(r.max_error) else f"{r.max_error:.3g}"
-            lines.append(f"  {r.name:<{width}}  {err:>10}  {r.tolerance:>9.3g}  {'pass' if r.ok else 'FAIL'}"
+            lines.append(f"  {r.name:<{width}}  {err:>10}  {r.tolerance:>9.3g}  {r.result}"
                          + (f"  ({r.detail})" if r.detail else ""))
         for r in self.rows:
             if not r.ok and r.reproduction:
@@ -100,7 +106,7 @@ class VerifyReport:
     def _repr_html_(self) -> str:
         """The rows as a table, for a notebook."""
         rows = [(r.name, "-" if math.isnan(r.max_error) else f"{r.max_error:.3g}", f"{r.tolerance:.3g}",
-                 "pass" if r.ok else "FAIL", r.detail) for r in self.rows]
+                 r.result, r.detail) for r in self.rows]
         return display.table(f"verify {self.spec}", self.ok, ("check", "max error", "tolerance", "result", "detail"),
                              rows)
 
@@ -198,6 +204,19 @@ def _repro(spec: LossSpec, arrays: dict[str, np.ndarray], i: int, what: str, got
 
 
 # -- the checks of verify(spec) ------------------------------------------------------
+
+
+#: What a row that needs torch says where torch is not installed.
+NEEDS_TORCH = "needs torch, which is not installed: pip install 'lossforge[torch]'"
+
+
+def _torch():
+    """torch if it is installed, else None: verify runs its NumPy rows without it."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    return torch
 
 
 def _numpy_module(spec):
@@ -329,13 +348,15 @@ def _gradcheck_rows(spec: LossSpec, cls, seed: int) -> list[Row]:
 
 
 def _finite_row(spec: LossSpec, np_module, cls) -> Row:
-    import torch
-
+    """Finite at the extreme points in NumPy, and in torch float64 and float32 where ``cls`` (torch's) is given."""
     arrays = extreme_points(spec)
     bad: list[tuple[str, int]] = []
     results = [("numpy float64", _np_loss_grads(np_module, spec, arrays))]
-    for dtype, label in ((torch.float64, "torch float64"), (torch.float32, "torch float32")):
-        results.append((label, _torch_loss_grads(cls, spec, arrays, dtype)))
+    if cls is not None:
+        import torch
+
+        for dtype, label in ((torch.float64, "torch float64"), (torch.float32, "torch float32")):
+            results.append((label, _torch_loss_grads(cls, spec, arrays, dtype)))
     for label, (value, grads) in results:
         for part in (value, *grads):
             rows = np.asarray(part).reshape(len(value), -1)
@@ -344,7 +365,7 @@ def _finite_row(spec: LossSpec, np_module, cls) -> Row:
     count = len(bad)
     accepted = sorted(spec.accept)
     ok = count == 0 or bool(accepted)
-    detail = f"{len(arrays[spec.arrays[0]])} extreme points, {count} non-finite"
+    detail = f"{len(arrays[spec.arrays[0]])} extreme points, {count} non-finite" + ("" if cls else " (NumPy only)")
     if count and accepted:
         detail += f"; accepted hazards: {', '.join(accepted)}"
     repro = ""
@@ -354,28 +375,36 @@ def _finite_row(spec: LossSpec, np_module, cls) -> Row:
     return Row("finite at the domains' extremes", ok, float(count), 0.0, detail=detail, reproduction=repro)
 
 
-def _verify_spec(spec: LossSpec, samples: int, seed: int) -> list[Row]:
-    import torch
+#: The rows that need torch, in their order (without torch each is reported skipped, saying why).
+TORCH_ROWS = ("torch float64 vs numpy float64", "torch float32 vs 30-digit evaluation",
+              "gradcheck (non-unit upstream)", "gradgradcheck (double backward)")
 
-    np_module, cls = _numpy_module(spec), _torch_module(spec)
+
+def _verify_spec(spec: LossSpec, samples: int, seed: int) -> list[Row]:
+    torch = _torch()
+    np_module = _numpy_module(spec)
     arrays = draw(spec, samples, seed)
     exact = _mp_reference(spec, arrays)
     sides = [_mp_reference(spec, _nudged(spec, arrays, sign)) for sign in (1.0, -1.0)]
     ours = _np_loss_grads(np_module, spec, arrays)
-    t64 = _torch_loss_grads(cls, spec, arrays, torch.float64)
-    t32 = _torch_loss_grads(cls, spec, arrays, torch.float32)
     rows = [
         _fd_row(spec, seed, max(4, samples // 3)),
         _compare_row("numpy float64 vs 30-digit evaluation", TOLERANCES["numpy"], spec, arrays, ours, exact,
                      "numpy", "exact", sides),
-        _compare_row("torch float64 vs numpy float64", TOLERANCES["torch64"], spec, arrays, t64, ours,
-                     "torch", "numpy"),
-        _compare_row("torch float32 vs 30-digit evaluation", TOLERANCES["torch32"], spec, arrays, t32, exact,
-                     "torch float32", "exact", sides),
+    ]
+    if torch is None:
+        return [*rows, *(Row(name, True, float("nan"), 0.0, detail=NEEDS_TORCH, skipped=True) for name in TORCH_ROWS),
+                _finite_row(spec, np_module, None)]
+    cls = _torch_module(spec)
+    t64 = _torch_loss_grads(cls, spec, arrays, torch.float64)
+    t32 = _torch_loss_grads(cls, spec, arrays, torch.float32)
+    return [
+        *rows,
+        _compare_row(TORCH_ROWS[0], TOLERANCES["torch64"], spec, arrays, t64, ours, "torch", "numpy"),
+        _compare_row(TORCH_ROWS[1], TOLERANCES["torch32"], spec, arrays, t32, exact, "torch float32", "exact", sides),
         *_gradcheck_rows(spec, cls, seed),
         _finite_row(spec, np_module, cls),
     ]
-    return rows
 
 
 # -- verify(spec, against=fn) --------------------------------------------------------
@@ -448,13 +477,13 @@ def _call_numpy(fn, spec, arrays, indices: bool, grad: bool):
 
 def _classify(fn, spec: LossSpec, probe: dict[str, np.ndarray]):
     """Which kind of callable ``fn`` is, and whether it wants class indices: by trying it."""
-    import torch
-
-    if isinstance(fn, type) and issubclass(fn, torch.nn.Module):
+    torch = _torch()
+    if torch is not None and isinstance(fn, type) and issubclass(fn, torch.nn.Module):
         fn = fn()
-    errors = []
+    errors = [] if torch is not None else [f"torch: {NEEDS_TORCH}"]
     has_onehot = any(spec.symbols[t].domain.name == "onehot" for t in spec.targets)
-    for kind, call in (("torch", _call_torch), ("numpy", _call_numpy)):
+    kinds = (("torch", _call_torch), ("numpy", _call_numpy)) if torch is not None else (("numpy", _call_numpy),)
+    for kind, call in kinds:
         for indices in ((False, True) if has_onehot else (False,)):
             try:
                 with warnings.catch_warnings():  # a NumPy function handed tensors may warn before failing
