@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 BUILD  ?= build
 
-.PHONY: demo test golden bench clean
+.PHONY: demo test golden bench docs clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,15 @@ BENCHFLAGS ?=
 
 bench: $(STAMP)
 	$(PY) benchmarks/run.py $(BENCHFLAGS)
+
+# One documentation page per built-in (Markdown), as `lossforge doc NAME` writes it.
+DOCS ?= docs/builtins
+
+docs: $(STAMP)
+	mkdir -p $(DOCS)
+	for name in $$($(PY) -c "import lossforge as lf; print(*lf.builtin_names())"); do \
+		$(VENV)/bin/lossforge doc $$name -o $(DOCS)/$$name.md || exit 1; \
+	done
 
 clean:
 	rm -rf $(VENV) $(BUILD) .pytest_cache

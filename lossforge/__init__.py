@@ -8,6 +8,7 @@ from .analysis.hazards import explain as explain
 from .analysis.properties import Properties as Properties
 from .analysis.properties import properties as properties
 from .analysis.stabilize import stabilize as stabilize
+from .codegen.docs import doc as doc
 from .codegen.render import compile as compile
 from .codegen.render import generate as generate
 from .combine import combine as combine

@@ -426,6 +426,19 @@ def _finite(x: float) -> float | str:
     return x if math.isfinite(x) else str(x)
 
 
+def cmd_doc(args: argparse.Namespace) -> int:
+    inputs = _spec_files([args.spec])
+    spec = _resolve(args.spec)
+    if args.output:
+        _check_output(args.output, inputs)
+    text = lf.doc(spec, args.format)
+    if args.output:
+        _say(f"wrote {_write_output(args.output, text, inputs)}", file=sys.stderr)
+    else:
+        sys.stdout.write(terminal(text))
+    return EXIT_OK
+
+
 def cmd_explain(args: argparse.Namespace) -> int:
     _say(lf.explain(args.kind))
     return EXIT_OK
@@ -492,6 +505,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--all", action="store_true", help="verify every built-in")
     formats(p)
     p.set_defaults(func=cmd_verify)
+
+    p = sub.add_parser("doc", help="a loss's documentation card (formula, gradient, params, shapes, hazards, ...)")
+    p.add_argument("spec", metavar="NAME|FILE|-")
+    p.add_argument("--format", choices=("md", "rst", "latex"), default="md")
+    p.add_argument("-o", "--output", metavar="FILE")
+    p.set_defaults(func=cmd_doc)
 
     p = sub.add_parser("explain", help="the documentation of a hazard kind")
     p.add_argument("kind", metavar="KIND")

@@ -77,3 +77,41 @@ def test_a_spec_is_shown_as_latex_with_its_gradients():
     triplet = lf.builtin("triplet")._repr_latex_()
     assert triplet.count("\\frac{\\partial \\ell}") == 3 and "\\operatorname{norm}" in triplet
     assert lf.language.latex_text("a$b}\\c_%") == "a\\$b\\}\\textbackslash{}c\\_\\%"  # specials mean themselves
+
+
+@pytest.mark.parametrize("fmt", ["md", "rst", "latex"])
+def test_doc_card_has_every_section_in_each_format(fmt):
+    spec = lf.builtin("bce")
+    card = lf.doc(spec, fmt)
+    for words in ("BCELoss", "Args", "Shape", "Stable form", "Reference", "Gradient", "Hazards", "Properties",
+                  "Example", "eps", "1e-07", "convex"):
+        assert words in card, (fmt, words)
+    torch_doc = lf.compile(spec, "torch").__doc__  # compile gives the nn.Module class
+    summary = spec.summary
+    assert summary in card and summary in torch_doc  # the same text the generated docstring has
+    if fmt == "md":
+        assert card.startswith("# bce (BCELoss)") and "## Hazards" in card and "```python" in card
+    elif fmt == "rst":
+        assert card.splitlines()[1] == "=" * len(card.splitlines()[0]) and "Example::" in card
+    else:
+        assert card.startswith("\\section*{bce (BCELoss)}") and "\\begin{verbatim}" in card and "\\_" not in "eps"
+        assert "\\texttt{" in card and "``" not in card
+    with pytest.raises(lf.UnknownNameError, match="did you mean md"):
+        lf.doc(spec, "mdd")
+
+
+def test_doc_from_the_cli_writes_a_page(tmp_path):
+    from lossforge.cli import main
+
+    out = tmp_path / "huber.md"
+    assert main(["doc", "huber", "-o", str(out)]) == 0
+    assert out.read_text().startswith("# huber (HuberLoss)")
+
+
+def test_the_shipped_pages_are_what_make_docs_writes():
+    from pathlib import Path
+
+    pages = Path(__file__).resolve().parent.parent / "docs" / "builtins"
+    assert sorted(p.stem for p in pages.glob("*.md")) == sorted(lf.builtin_names())
+    for name in ("mse", "cross_entropy", "focal"):  # regenerate with `make docs` after changing a spec or the card
+        assert (pages / f"{name}.md").read_text() == lf.doc(lf.builtin(name)), name

@@ -38,6 +38,7 @@ from ..language import axis_ones, axis_size, where
 from ..language.parser import _number
 from ..spec import LossSpec, Var, dumps, loads
 from ..text import inert, one_line
+from . import docs
 from .forms import cheaper
 from .indices import indexed
 from .printers import NumpyLossPrinter, TorchLossPrinter, group_sums, guard_where, softmaxes
@@ -719,44 +720,46 @@ def _shape_lines(spec: LossSpec, local: dict[str, str]) -> list[str]:
                 text += " (or with its last dimension missing or 1: one value per row)"
             text += f"; {dom}"
             first.setdefault("scalar", local[n])
-        lines.append(f"- {local[n]}: {text}.")
+        lines.append(f"{local[n]}: {text}.")
     out = "``(*)`` with ``reduction=\"none\"``" if not spec.terms else "``(*)`` with ``reduction=\"none\"`` (terms of equal shape)"
-    lines.append(f"- Output: a scalar; {out}.")
+    lines.append(f"Output: a scalar; {out}.")
     return lines
 
 
 def docstring(spec: LossSpec, target: Target, local: dict[str, str]) -> str:
-    """The generated docstring, in the shape of PyTorch's loss documentation.
+    """The generated docstring, in the shape of PyTorch's loss documentation (:func:`card` as text).
 
     The text is plain: the renderer passes it through :func:`lossforge.text.inert`.
     Expression text is one line (a TOML multi-line expression's line breaks are
     spaces); free text keeps its lines, indented with the block it sits in.
     """
+    return docs.as_text(card(spec, target, local))
+
+
+def card(spec: LossSpec, target: Target, local: dict[str, str]) -> list[docs.Section]:
+    """The sections of a loss's documentation, in the order PyTorch documents its losses: the text of the
+    generated docstring and of ``lossforge doc`` (which adds the gradients, hazards and properties)."""
     head = spec.summary or spec.description or f"The {spec.name} loss."
-    parts = [head]
+    parts = [docs.Section(None, "text", (head,))]
     if spec.description and spec.description != head:
-        parts += ["", spec.description]
+        parts.append(docs.Section(None, "text", (spec.description,)))
     call = ", ".join(local[n] for n in spec.arrays)
     text = one_line(spec.text)
-    formula = (spec.formula or text).replace("\n", "\n    ")
-    parts += ["", "The per-sample loss is::", "", f"    {spec.name}({call}) = {formula}"]
+    formula = spec.formula or text
+    parts.append(docs.Section("The per-sample loss is", "code", (f"{spec.name}({call}) = {formula}",)))
     if spec.formula and spec.formula != spec.text:
-        parts += ["", "computed as::", "", f"    {text}"]
+        parts.append(docs.Section("computed as", "code", (text,)))
     if spec.terms:
-        parts += ["", "a weighted sum of terms, each reduced on its own::", ""]
-        parts += [f"    {w!r} * {t}: {one_line(term)}" for t, (w, term) in spec.terms.items()]
-    parts += [
-        "",
-        "With ``reduction=\"mean\"`` (the default) the per-sample losses are averaged over every",
-        "element of the batch; ``\"sum\"`` adds them up; ``\"none\"`` returns them unreduced.",
-        "",
-        "Args:",
-    ]
+        parts.append(docs.Section("a weighted sum of terms, each reduced on its own", "code",
+                                  tuple(f"{w!r} * {t}: {one_line(term)}" for t, (w, term) in spec.terms.items())))
+    parts.append(docs.Section(None, "text", (
+        "With ``reduction=\"mean\"`` (the default) the per-sample losses are averaged over every\n"
+        "element of the batch; ``\"sum\"`` adds them up; ``\"none\"`` returns them unreduced.",)))
     described = {  # keyed as the constructor names them: a param named reduction is reduction_ there
-        "reduction": "    reduction (str, optional): ``\"mean\"`` | ``\"sum\"`` | ``\"none\"`` | ``\"batchmean\"`` (the "
+        "reduction": "reduction (str, optional): ``\"mean\"`` | ``\"sum\"`` | ``\"none\"`` | ``\"batchmean\"`` (the "
                      "sum divided by the batch's first dimension). Default: ``\"mean\"``.",
-        "size_average": "    size_average (bool, optional): deprecated (see ``reduction``), as in torch. Default: ``None``.",
-        "reduce": "    reduce (bool, optional): deprecated (see ``reduction``), as in torch. Default: ``None``.",
+        "size_average": "size_average (bool, optional): deprecated (see ``reduction``), as in torch. Default: ``None``.",
+        "reduce": "reduce (bool, optional): deprecated (see ``reduction``), as in torch. Default: ``None``.",
     }
     tensor_kind = f"float or {'Tensor' if target.name == 'torch' else 'array'}"
     for n in spec.params:
@@ -772,44 +775,45 @@ def docstring(spec: LossSpec, target: Target, local: dict[str, str]) -> str:
             each += "; given class indices, ``\"mean\"`` is the weighted mean (sum of losses / sum of weight[class])"
         default = (f"``None`` (absent: as {var.default!r}, with no operation for it in the code)" if var.tensor
                    else f"``{Arg(n, local[n], var, n in spec.class_index_params).default}``")
-        described[local[n]] = f"    {local[n]} ({kind}, optional): domain {var.domain.name}{each}. Default: {default}."
+        described[local[n]] = f"{local[n]} ({kind}, optional): domain {var.domain.name}{each}. Default: {default}."
     if target.name == "torch":  # the constructor's order
         positional, keyword_only = constructor(spec, local)
-        parts += [described[n] for n, _ in (*positional, *keyword_only)]
+        args = [described[n] for n, _ in (*positional, *keyword_only)]
     else:
-        parts += [described[n] for n in ("reduction", *(local[n] for n in spec.params))]
+        args = [described[n] for n in ("reduction", *(local[n] for n in spec.params))]
     if target.name == "torch":
-        parts.append("    fused (bool, optional): compute loss and gradient in one compiled kernel (``torch.compile``). "
-                     "Default: ``False``.")
-    parts.append(f"    validate (bool, optional): check every {'array' if target.name == 'numpy' else 'tensor'} "
-                 f"and param against its declared domain; a ValueError names the first value outside it"
-                 f"{' (a learnable param in every call, as an optimizer left it)' if spec.learnable and target.name == 'torch' else ''}. "
-                 f"Default: ``{spec.validate}``.")
-    parts += ["", "Shape:"] + ["    " + line for line in _shape_lines(spec, local)]
+        args.append("fused (bool, optional): compute loss and gradient in one compiled kernel (``torch.compile``). "
+                    "Default: ``False``.")
+    args.append(f"validate (bool, optional): check every {'array' if target.name == 'numpy' else 'tensor'} "
+                f"and param against its declared domain; a ValueError names the first value outside it"
+                f"{' (a learnable param in every call, as an optimizer left it)' if spec.learnable and target.name == 'torch' else ''}. "
+                f"Default: ``{spec.validate}``.")
+    parts.append(docs.Section("Args", "items", tuple(args)))
+    parts.append(docs.Section("Shape", "bullets", tuple(_shape_lines(spec, local))))
     if spec.stable_form:
-        parts += ["", "Stable form:", "    " + spec.stable_form.replace("\n", "\n    ")]
+        parts.append(docs.Section("Stable form", "block", (spec.stable_form,)))
     if spec.reference:
-        parts += ["", "Reference:", "    " + spec.reference.replace("\n", "\n    ")]
-    parts += ["", "Example::", ""]
+        parts.append(docs.Section("Reference", "block", (spec.reference,)))
     values = ", ".join(f"{target.name == 'numpy' and 'np.array' or 'torch.tensor'}({example_values(spec.symbols[n])})"
                        for n in spec.arrays)
     if target.name == "numpy":
-        parts += [
-            "    >>> import numpy as np",
-            f"    >>> value, grads = loss_and_grad({values})",
-        ]
+        example = (
+            ">>> import numpy as np",
+            f">>> value, grads = loss_and_grad({values})",
+        )
     else:
         first = spec.inputs[0]
-        parts += [
-            "    >>> import torch",
-            f"    >>> criterion = {class_name(spec)}()",
-            f"    >>> {local[first]} = torch.tensor({example_values(spec.symbols[first])}, requires_grad=True)",
-            "    >>> value = criterion(" + ", ".join(
+        example = (
+            ">>> import torch",
+            f">>> criterion = {class_name(spec)}()",
+            f">>> {local[first]} = torch.tensor({example_values(spec.symbols[first])}, requires_grad=True)",
+            ">>> value = criterion(" + ", ".join(
                 local[n] if n == first else f"torch.tensor({example_values(spec.symbols[n])})" for n in spec.arrays
             ) + ")",
-            "    >>> value.backward()",
-        ]
-    return "\n".join(parts)
+            ">>> value.backward()",
+        )
+    parts.append(docs.Section("Example", "code", example))
+    return parts
 
 
 # -- the Jinja environment ---------------------------------------------------------------
@@ -879,6 +883,16 @@ def environment() -> jinja2.Environment:
     return env
 
 
+def locals_of(spec: LossSpec) -> dict[str, str]:
+    """Each symbol's name in generated code (a Python keyword or a name the code uses itself is changed)."""
+    return _mangle(list(spec.symbols), also=frozenset({class_name(spec)}))
+
+
+def target_named(name: str) -> Target:
+    """The target ``name`` (``numpy``, ``torch``), or an UnknownNameError naming the known ones."""
+    return _target(name)
+
+
 def _target(name: str) -> Target:
     if name not in TARGETS:
         raise RenderError(f"unknown target {name!r} (expected one of {', '.join(TARGETS)})", token=str(name))
@@ -894,7 +908,7 @@ def generate(spec: LossSpec, target: str) -> str:
     if spec.torch_class in RESERVED:
         raise RenderError(f"[torch] class {spec.torch_class!r} is a name the generated code uses itself; choose "
                           f"another (such as {spec.torch_class + 'Loss'!r})", token=spec.torch_class)
-    local = _mangle(list(spec.symbols), also=frozenset({class_name(spec)}))
+    local = locals_of(spec)
     specs = _term_specs(spec)
     terms = [_build_term(tgt, t, w, s, local) for t, w, s in specs]
     arrays = [Arg(n, local[n], spec.symbols[n]) for n in spec.arrays]
