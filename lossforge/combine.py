@@ -92,7 +92,7 @@ def combine(
                 )
             own = reductions
     total = sympy.Add(*(_number(w, repr(w)) * s.sympy for _, w, s in weighted))
-    description = " + ".join(f"{w!r}*{t}({s.name}{', ' + own[t] if own else ''})" for t, w, s in weighted)
+    description = " + ".join(f"{w!r}*{t}({s.name}{', reduced by ' + own[t] if own else ''})" for t, w, s in weighted)
     return LossSpec(
         name=name,
         expr=_expr.to_text(total),

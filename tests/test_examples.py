@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +11,8 @@ import pytest
 import torch
 
 import lossforge as lf
+
+from .regen_golden import example_module
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
@@ -41,13 +42,6 @@ def test_demo_runs_end_to_end(tmp_path):
 
 F = torch.nn.functional
 DTYPES = pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["float64", "float32"])
-
-
-def _example_module(name):
-    found = importlib.util.spec_from_file_location(f"example_{name}", EXAMPLES / f"{name}.py")
-    module = importlib.util.module_from_spec(found)
-    found.loader.exec_module(module)
-    return module
 
 
 def _close(got, want, tol):
@@ -100,7 +94,7 @@ def test_medical_loss_as_a_combine_is_the_chapters_and_is_flagged_zero_gradient(
     """The combine of mean BCE and the summed count of missed positives: the chapter's MedicalLoss in value and
     gradient (float64 to 1e-12 against a reference that counts in the inputs' dtype; float32 to 1e-5, a sum of 64
     rounded logs), its gradient the BCE's alone, and lf.check reports the count as zero-gradient."""
-    medical = _example_module("medical")
+    medical = example_module("medical")
     spec = medical.medical_spec(ratio=0.1)
     assert spec.reduction is None and dict(spec.term_reductions) == {"bce": "mean", "missed": "sum"}
     report = lf.check(spec)
