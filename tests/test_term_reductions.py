@@ -161,3 +161,31 @@ def test_the_generated_reduction_argument_defaults_to_each_terms_own_and_is_docu
     # a combine whose terms agree keeps the contract's default, "mean"
     agreed = lf.combine({"bce": (lf.builtin("bce"), 1.0), "penalty": (penalty().rename(), 5.0)}, reduction="mean")
     assert "reduction=None" not in lf.generate(agreed, "torch")
+
+
+@pytest.mark.parametrize("reduction", [None, "sum", "none"], ids=str)
+def test_a_weighted_mean_over_counted_samples_beside_a_summed_penalty_is_torchs(reduction):
+    """Cross-entropy with ignored samples and per-class weights (a weighted mean over the samples that count)
+    plus 1e-2 * a summed penalty on the logits, class indices: against F.cross_entropy, float64 to 1e-12."""
+    logits_var = lf.builtin("cross_entropy").symbols["logits"]
+    reg = lf.LossSpec(name="logit_l2", expr="sum(logits**2)", symbols={"logits": logits_var}, reduction="sum")
+    combined = lf.combine({"ce": (lf.builtin("cross_entropy"), 1.0), "reg": (reg, 1e-2)})
+    g = torch.Generator().manual_seed(4)
+    logits = torch.randn(9, 5, generator=g, dtype=torch.float64)
+    labels = torch.randint(0, 5, (9,), generator=g)
+    labels[::3] = -100
+    weight = 0.5 + torch.rand(5, generator=g, dtype=torch.float64)
+    found = []
+    for fn in (lambda z: lf.compile(combined, "torch")(weight=weight, reduction=reduction)(z, labels),
+               lambda z: F.cross_entropy(z, labels, weight=weight, reduction="mean" if reduction is None else reduction)
+               + 1e-2 * ((z**2).sum() if reduction is None else _reduced((z**2).sum(-1), reduction))):
+        leaf = logits.clone().requires_grad_()
+        value = fn(leaf)
+        value.backward(torch.ones_like(value))
+        found.append((value.detach(), leaf.grad))
+    for got, want in zip(*found):
+        close(got, want, torch.float64)
+
+
+def _reduced(per_sample, reduction):
+    return per_sample if reduction == "none" else getattr(per_sample, reduction)()
