@@ -252,7 +252,8 @@ def cmd_show(args: argparse.Namespace) -> int:
     _say(f"{spec.name}: {spec.summary or spec.description}")
     _say()
     _say(f"  loss = {spec.text}")
-    _say(f"  reduction = {spec.reduction}")
+    own = ", ".join(f"{term}: {kind}" for term, kind in spec.term_reductions.items())
+    _say(f"  reduction = {spec.reduction}" if spec.reduction is not None else f"  reduction = each term its own ({own})")
     if spec.reference:
         _say(f"  reference: {spec.reference}")
     _say()

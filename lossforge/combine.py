@@ -15,7 +15,7 @@ import sympy
 from . import language as _expr
 from .errors import SpecError
 from .language.parser import _number
-from .spec import LossSpec, Var, finite_number
+from .spec import TERM_REDUCTIONS, LossSpec, Var, finite_number
 
 
 def combine(
@@ -29,7 +29,18 @@ def combine(
     same name are shared (they must be declared identically); keep them apart
     with ``spec.rename(old="new")``. The positional arguments are the terms'
     inputs and targets in term order, shared ones once; params follow.
-    All terms must reduce the same way (``reduction`` overrides it for all).
+
+    Each term keeps its own reduction (``reduction=None``): where all terms reduce
+    alike, the combined spec has that reduction and the generated code reduces
+    every term as its call says (``reduction="mean"`` by default); where they
+    differ (a mean data term beside a summed penalty), the combined spec's
+    reduction is None and ``term_reductions`` holds each term's, so that its value
+    is ``sum_k weight_k * reduce_k(term_k)``: the generated code's ``reduction``
+    then defaults to None (each term its own), an explicit ``"mean"``, ``"sum"`` or
+    ``"batchmean"`` reduces every term so, and ``"none"`` returns the per-sample
+    weighted sum of the terms, unreduced (the formula itself). A term reduced by
+    ``"none"`` adds to no reduced term. An explicit ``reduction`` here reduces
+    every term by it.
     """
     if not isinstance(terms, Mapping) or not terms:
         raise SpecError("combine() needs a mapping of term name -> (spec, weight)", token="terms")
@@ -64,18 +75,24 @@ def combine(
             accept[kind] = f"{accept[kind]}; {term}: {reason}" if kind in accept else f"{term}: {reason}"
         reductions[term] = spec.reduction
         weighted.append((term, float(weight), spec))
+    own: dict[str, str] = {}
     if reduction is None:
-        kinds = sorted(set(reductions.values()))
-        if len(kinds) > 1:
-            a, b = (next(t for t, r in reductions.items() if r == k) for k in kinds[:2])
-            raise SpecError(
-                f"terms {a!r} and {b!r} reduce differently ({reductions[a]!r} vs {reductions[b]!r}): "
-                "pass reduction= to combine()",
-                token=b,
-            )
-        reduction = kinds[0]
+        kinds = set(reductions.values())
+        if len(kinds) == 1:
+            reduction = kinds.pop()
+        else:  # each term reduces on its own
+            apart = next((t for t, r in reductions.items() if r not in TERM_REDUCTIONS), None)
+            if apart is not None:
+                other = next(t for t, r in reductions.items() if r != reductions[apart])
+                raise SpecError(
+                    f"term {apart!r} reduces by {reductions[apart]!r} (one loss per sample), which cannot be added "
+                    f"to term {other!r} reduced by {reductions[other]!r}: pass reduction= to combine() for one "
+                    "reduction of all terms",
+                    token=apart,
+                )
+            own = reductions
     total = sympy.Add(*(_number(w, repr(w)) * s.sympy for _, w, s in weighted))
-    description = " + ".join(f"{w!r}*{t}({s.name})" for t, w, s in weighted)
+    description = " + ".join(f"{w!r}*{t}({s.name}{', reduced by ' + own[t] if own else ''})" for t, w, s in weighted)
     return LossSpec(
         name=name,
         expr=_expr.to_text(total),
@@ -84,5 +101,6 @@ def combine(
         description=f"Weighted sum of losses: {description}.",
         accept=accept,
         terms={t: (w, s.text if isinstance(s.expr, str) else _expr.to_text(s.sympy)) for t, w, s in weighted},
+        term_reductions=own,
         validate=any(s.validate for _, _, s in weighted),  # a term whose arrays are checked keeps its checks
     )

@@ -32,6 +32,8 @@ else:  # pragma: no cover - exercised on Python 3.10 only
 
 ROLES = ("input", "target", "param")
 REDUCTIONS = ("mean", "sum", "none", "batchmean")
+#: What a term of a combined spec may reduce by on its own (``term_reductions``): a reduction to one number.
+TERM_REDUCTIONS = ("mean", "sum", "batchmean")
 
 #: Free-text fields a spec may carry, in the order ``dumps`` writes them.
 TEXT_FIELDS = ("description", "summary", "formula", "reference", "stable_form")
@@ -269,7 +271,8 @@ class LossSpec:
     ``expr`` is spec-language text or a SymPy expression over symbols named as
     in ``symbols``. ``reduction`` is how generated code reduces the per-sample
     loss: ``"mean"`` (default), ``"sum"``, ``"none"`` or ``"batchmean"`` (the sum divided by the batch's first
-    dimension, torch's KLDivLoss reduction). ``accept`` maps a
+    dimension, torch's KLDivLoss reduction), or None for a combined spec whose terms each reduce as its
+    ``term_reductions`` entry says (``lf.combine`` of terms that reduce differently). ``accept`` maps a
     hazard kind to the reason it is carried on purpose. ``validate`` is the
     default of the generated code's ``validate`` flag (check every array and
     param against its declared domain at run time; on for the built-ins whose
@@ -280,7 +283,7 @@ class LossSpec:
     name: str
     expr: str | sympy.Expr
     symbols: Mapping[str, Var]
-    reduction: str = "mean"
+    reduction: str | None = "mean"
     description: str = ""
     accept: Mapping[str, str] = field(default_factory=dict)
     summary: str = ""
@@ -290,6 +293,10 @@ class LossSpec:
     #: For a combined loss (``lf.combine``): term name -> (weight, term expression
     #: text). ``expr`` then equals the weighted sum of the terms.
     terms: Mapping[str, tuple[float, str]] = field(default_factory=dict)
+    #: For a combined spec of ``reduction`` None: term name -> the reduction of that term alone ("mean", "sum"
+    #: or "batchmean"), so that the value is ``sum_k weight_k * reduce_k(term_k)``. Empty otherwise: every term
+    #: reduces as the call says.
+    term_reductions: Mapping[str, str] = field(default_factory=dict)
     validate: bool = False
     #: The generated Torch module's class name (``[torch] class``), and the names its constructor takes
     #: positionally, in order (``[torch] args``): params, ``reduction`` and torch's deprecated
@@ -303,7 +310,7 @@ class LossSpec:
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not _NAME_RE.fullmatch(self.name):
             raise SpecError(f"spec name {self.name!r} is not a plain identifier", token=str(self.name))
-        if self.reduction not in REDUCTIONS:
+        if self.reduction is not None and self.reduction not in REDUCTIONS:
             raise SpecError(
                 f"unknown reduction {self.reduction!r} (expected one of {', '.join(REDUCTIONS)})",
                 token=str(self.reduction),
@@ -330,6 +337,7 @@ class LossSpec:
         self._check_axes()
         object.__setattr__(self, "sympy", self._parse())
         object.__setattr__(self, "terms", self._check_terms())
+        object.__setattr__(self, "term_reductions", self._check_term_reductions())
         object.__setattr__(self, "torch_args", self._check_torch())
 
     def _check_torch(self) -> tuple[str, ...] | None:
@@ -456,6 +464,34 @@ class LossSpec:
                 "(weight1*(term1) + weight2*(term2) + ...)", token="terms")
         return FrozenMap(out)
 
+    def _check_term_reductions(self) -> FrozenMap:
+        """Validate ``term_reductions``: one reduction to a number per term exactly when ``reduction`` is None."""
+        if not isinstance(self.term_reductions, Mapping):
+            raise SpecError("term_reductions must map a term name to its reduction", token="term_reductions")
+        own = FrozenMap(self.term_reductions)
+        if self.reduction is not None:
+            if own:
+                raise SpecError(f"the spec reduces every term by {self.reduction!r}, so its terms carry no reduction "
+                                "of their own: drop the terms' reductions, or leave the spec's reduction out",
+                                token=next(iter(own)))
+            return own
+        if not self.terms:
+            raise SpecError("reduction None (each term its own) belongs to a combined spec: give the spec a "
+                            f"reduction ({', '.join(REDUCTIONS)})", token="reduction")
+        for term in self.terms:
+            if term not in own:
+                raise SpecError(f"term {term!r} has no reduction: a spec without a reduction of its own gives "
+                                f"each term one ({', '.join(TERM_REDUCTIONS)})", token=term)
+        for term, kind in own.items():
+            if term not in self.terms:
+                raise SpecError(f"a reduction is given for {term!r}, which is not a term (terms: "
+                                f"{', '.join(self.terms)})", token=str(term))
+            if kind not in TERM_REDUCTIONS:
+                raise SpecError(f"term {term!r}: reduction {kind!r} is not one a term can take alone (expected one "
+                                f"of {', '.join(TERM_REDUCTIONS)}; \"none\" is per sample, which no reduced term "
+                                "adds to)", token=str(kind))
+        return FrozenMap((term, own[term]) for term in self.terms)  # in the terms' order
+
     def _text_of(self, value: sympy.Basic) -> str:
         """Spec-language text of a user's SymPy expression, symbols matched by name."""
         for sym in sorted(value.free_symbols, key=str):
@@ -579,6 +615,7 @@ class LossSpec:
             self.reduction,
             self.accept,
             self.terms,
+            self.term_reductions,
             self.validate,
             self.torch_class,
             self.torch_args,
@@ -657,7 +694,8 @@ def dumps(spec: LossSpec) -> str:
         if getattr(spec, key):
             lines.append(f"{key} = {_toml_str(getattr(spec, key))}")
     lines.append(f"expr = {_toml_str(spec.text)}")
-    lines.append(f"reduction = {_toml_str(spec.reduction)}")
+    if spec.reduction is not None:  # None: each term's own, written in [terms]
+        lines.append(f"reduction = {_toml_str(spec.reduction)}")
     if spec.validate:
         lines.append("validate = true")
     for key in TEXT_FIELDS[2:]:
@@ -680,7 +718,8 @@ def dumps(spec: LossSpec) -> str:
     if spec.terms:
         lines += ["", "[terms]"]
         for term, (weight, text) in spec.terms.items():
-            lines.append(f"{_toml_key(term)} = {{ weight = {_toml_value(weight)}, expr = {_toml_str(text)} }}")
+            own = f", reduction = {_toml_str(spec.term_reductions[term])}" if spec.term_reductions else ""
+            lines.append(f"{_toml_key(term)} = {{ weight = {_toml_value(weight)}, expr = {_toml_str(text)}{own} }}")
     return "\n".join(lines) + "\n"
 
 
@@ -704,9 +743,17 @@ def from_dict(data: Mapping[str, Any], source: str = "<spec>") -> LossSpec:
     if not isinstance(terms, Mapping):
         raise SpecError(f"{source}: [terms] must be a table", token="terms")
     for term, value in terms.items():
-        if not isinstance(value, Mapping) or set(value) != {"weight", "expr"}:
-            raise SpecError(f"{source}: term {term!r} must be {{ weight = ..., expr = ... }}", token=term)
+        if not isinstance(value, Mapping) or not {"weight", "expr"} <= set(value) <= {"weight", "expr", "reduction"}:
+            raise SpecError(f"{source}: term {term!r} must be {{ weight = ..., expr = ... }}, with reduction = ... "
+                            "where each term reduces on its own", token=term)
+    own = {term: value["reduction"] for term, value in terms.items() if "reduction" in value}
     kwargs = {k: data[k] for k in ("name", "expr", "reduction", "validate", *TEXT_FIELDS) if k in data}
+    if own:  # each term reduces on its own: the spec has no reduction
+        if "reduction" in data:
+            raise SpecError(f"{source}: the terms give their own reductions, so the spec takes no reduction key: "
+                            "remove it (or the terms' reductions, for one reduction of all)", token="reduction")
+        kwargs["reduction"] = None
+    terms = {term: {"weight": value["weight"], "expr": value["expr"]} for term, value in terms.items()}
     torch_table = data.get("torch", {})
     if not isinstance(torch_table, Mapping) or set(torch_table) - {"class", "args"}:
         extra = sorted(set(torch_table) - {"class", "args"}) if isinstance(torch_table, Mapping) else ["torch"]
@@ -715,7 +762,8 @@ def from_dict(data: Mapping[str, Any], source: str = "<spec>") -> LossSpec:
         kwargs["torch_class"] = torch_table["class"]
     if "args" in torch_table:
         kwargs["torch_args"] = torch_table["args"]
-    return LossSpec(symbols={n: _as_var(n, v) for n, v in symbols.items()}, accept=accept, terms=terms, **kwargs)
+    return LossSpec(symbols={n: _as_var(n, v) for n, v in symbols.items()}, accept=accept, terms=terms,
+                    term_reductions=own, **kwargs)
 
 
 def loads(text: str, source: str = "<string>") -> LossSpec:

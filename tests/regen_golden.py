@@ -6,6 +6,7 @@ generated code, and review the diff: the golden files hold "same spec, same byte
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import lossforge as lf
@@ -15,12 +16,27 @@ GOLDEN = ROOT / "tests" / "golden"
 TARGETS = {"numpy": "np", "torch": "torch"}
 
 
+#: Examples that build their spec in Python (a combine), by file stem: the function that returns it.
+BUILT = {"medical": "medical_spec"}
+
+
 def golden_specs() -> dict[str, lf.LossSpec]:
-    """Every built-in, plus every example spec (as `example_<file stem>`)."""
+    """Every built-in, plus every example spec (as `example_<file stem>`): the TOML files, and the specs the
+    examples of :data:`BUILT` build."""
     specs = {name: lf.builtin(name) for name in lf.builtin_names()}
     for path in sorted((ROOT / "examples").glob("*.toml")):
         specs[f"example_{path.stem}"] = lf.load(path)
+    for stem, function in BUILT.items():
+        specs[f"example_{stem}"] = getattr(example_module(stem), function)()
     return specs
+
+
+def example_module(stem: str):
+    """``examples/<stem>.py`` imported as a module (its ``main`` not run)."""
+    found = importlib.util.spec_from_file_location(f"example_{stem}", ROOT / "examples" / f"{stem}.py")
+    module = importlib.util.module_from_spec(found)
+    found.loader.exec_module(module)
+    return module
 
 
 def golden_path(key: str, target: str) -> Path:

@@ -42,13 +42,68 @@ def test_same_name_different_declaration_is_refused_naming_it():
     assert info.value.token == "target"
 
 
-def test_terms_that_reduce_differently_need_an_explicit_reduction():
+def test_terms_that_reduce_differently_keep_their_own_reductions():
     import dataclasses
 
     summed = dataclasses.replace(lf.builtin("mae"), reduction="sum")
-    with pytest.raises(SpecError, match="reduce differently"):
-        lf.combine({"a": (lf.builtin("mse"), 1.0), "b": (summed, 1.0)})
-    assert lf.combine({"a": (lf.builtin("mse"), 1.0), "b": (summed, 1.0)}, reduction="sum").reduction == "sum"
+    spec = lf.combine({"a": (lf.builtin("mse"), 1.0), "b": (summed, 1.0)})
+    assert spec.reduction is None and dict(spec.term_reductions) == {"a": "mean", "b": "sum"}
+    text = lf.dumps(spec)
+    assert "\nreduction =" not in text and 'reduction = "mean" }' in text and 'reduction = "sum" }' in text
+    assert lf.loads(text) == spec
+    # an explicit reduction reduces every term by it, as one spec; terms that agree keep their common one
+    forced = lf.combine({"a": (lf.builtin("mse"), 1.0), "b": (summed, 1.0)}, reduction="sum")
+    assert forced.reduction == "sum" and not forced.term_reductions
+    agreed = lf.combine({"a": (summed, 1.0), "b": (dataclasses.replace(lf.builtin("mse"), reduction="sum"), 1.0)})
+    assert agreed.reduction == "sum" and not agreed.term_reductions
+
+
+def test_a_per_sample_term_beside_a_reduced_one_is_refused_naming_it():
+    import dataclasses
+
+    unreduced = dataclasses.replace(lf.builtin("mae"), reduction="none")
+    with pytest.raises(SpecError, match=r"term 'b' reduces by 'none'.*term 'a' reduced by 'mean'.*reduction=") as info:
+        lf.combine({"a": (lf.builtin("mse"), 1.0), "b": (unreduced, 1.0)})
+    assert info.value.token == "b"
+    assert lf.combine({"a": (lf.builtin("mse"), 1.0), "b": (unreduced, 1.0)}, reduction="none").reduction == "none"
+
+
+_TERMS = """
+name = "two"
+expr = "1.0*(p**2) + 2.0*(abs(p))"
+{top}
+[symbols]
+p = {{ role = "input" }}
+[terms]
+a = {{ weight = 1.0, expr = "p**2"{a} }}
+b = {{ weight = 2.0, expr = "abs(p)"{b} }}
+"""
+
+
+@pytest.mark.parametrize(
+    ("top", "a", "b", "message", "token"),
+    [
+        ('reduction = "mean"', ', reduction = "mean"', ', reduction = "sum"', "takes no reduction key", "reduction"),
+        ("", ', reduction = "mean"', "", "term 'b' has no reduction", "b"),
+        ("", ', reduction = "mean"', ', reduction = "none"', "reduction 'none' is not one a term can take", "none"),
+        ("", ', reduction = "mean"', ', reduction = "avg"', "reduction 'avg' is not one a term can take", "avg"),
+    ],
+)
+def test_a_spec_file_with_wrong_term_reductions_is_refused_naming_the_token(top, a, b, message, token):
+    with pytest.raises(SpecError, match=message) as info:
+        lf.loads(_TERMS.format(top=top, a=a, b=b))
+    assert info.value.token == token
+    assert lf.loads(_TERMS.format(top="", a=', reduction = "mean"', b=', reduction = "sum"')).reduction is None
+
+
+def test_reduction_none_belongs_to_a_combined_spec_only():
+    with pytest.raises(SpecError, match="belongs to a combined spec") as info:
+        lf.LossSpec(name="x", expr="p**2", symbols={"p": lf.Var("input")}, reduction=None)
+    assert info.value.token == "reduction"
+    with pytest.raises(SpecError, match="carry no reduction of their own") as info:
+        lf.LossSpec(name="x", expr="p**2", symbols={"p": lf.Var("input")}, terms={"a": (1.0, "p**2")},
+                    term_reductions={"a": "sum"})
+    assert info.value.token == "a"
 
 
 @pytest.mark.parametrize(

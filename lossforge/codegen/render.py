@@ -190,6 +190,13 @@ class Term:
     target_grads: tuple[Arg, ...] = ()
     #: The name of the array given as class indices (no axis: one index per sample) in an indexed term.
     index: str | None = None
+    #: The term's own reduction where the combined spec keeps one per term (``LossSpec.term_reductions``).
+    own: str | None = None
+
+    def reduction(self, given: str) -> str:
+        """The reduction this term's code applies, as source, where ``given`` names the call's: the term's own
+        where the spec keeps one per term and the call gives None, else the call's."""
+        return given if self.own is None else f'{given} or "{self.own}"'
 
     @property
     def all_helpers(self) -> frozenset[str]:
@@ -243,13 +250,19 @@ def constructor(spec: LossSpec, local: dict[str, str]) -> tuple[list[tuple[str, 
     """The Torch constructor's ``(name, default)`` arguments: positional-or-keyword ones in ``[torch] args``
     order (else ``reduction`` and the params), then the keyword-only ones: the other params in declaration
     order, then ``reduction`` (torch's ``GaussianNLLLoss(*, full, eps, reduction)``)."""
-    own = {"reduction": '"mean"', "size_average": "None", "reduce": "None"}  # a name of TORCH_ARGS is never a param
+    own = {"reduction": default_reduction(spec), "size_average": "None", "reduce": "None"}  # (never a param's name)
     params = {n: (local[n], Arg(n, local[n], spec.symbols[n], n in spec.class_index_params).default)
               for n in spec.params}
     if spec.torch_args is None:
         return [("reduction", own["reduction"]), *params.values()], []
     first = [(n, own[n]) if n in own else params[n] for n in spec.torch_args]
     return first, [arg for arg in (*params.values(), ("reduction", own["reduction"])) if arg not in first]
+
+
+def default_reduction(spec: LossSpec) -> str:
+    """The generated code's default ``reduction``, as source: None (each term its own) for a combined spec whose
+    terms reduce differently, else ``"mean"``."""
+    return "None" if spec.term_reductions else '"mean"'
 
 
 # -- expressions --------------------------------------------------------------------
@@ -266,7 +279,8 @@ def _term_specs(spec: LossSpec) -> list[tuple[str, str, LossSpec]]:
         symbols = {n: v for n, v in spec.symbols.items() if n in used}
         if not any(v.role == "input" for v in symbols.values()):
             raise RenderError(f"term {term!r} has no input symbol", token=term)
-        out.append((term, repr(weight), LossSpec(name=term, expr=text, symbols=symbols, reduction=spec.reduction)))
+        out.append((term, repr(weight), LossSpec(name=term, expr=text, symbols=symbols,
+                                                 reduction=spec.term_reductions.get(term, spec.reduction))))
     return out
 
 
@@ -749,15 +763,24 @@ def card(spec: LossSpec, target: Target, local: dict[str, str]) -> list[docs.Sec
     parts.append(docs.Section("The per-sample loss is", "code", (f"{spec.name}({call}) = {formula}",)))
     if spec.formula and spec.formula != spec.text:
         parts.append(docs.Section("computed as", "code", (text,)))
+    own = spec.term_reductions
     if spec.terms:
-        parts.append(docs.Section("a weighted sum of terms, each reduced on its own", "code",
-                                  tuple(f"{w!r} * {t}: {one_line(term)}" for t, (w, term) in spec.terms.items())))
-    parts.append(docs.Section(None, "text", (
-        "With ``reduction=\"mean\"`` (the default) the per-sample losses are averaged over every\n"
-        "element of the batch; ``\"sum\"`` adds them up; ``\"none\"`` returns them unreduced.",)))
+        parts.append(docs.Section("a weighted sum of terms, each reduced on its own", "code", tuple(
+            f"{w!r} * {t}{f' (reduced by {own[t]})' if own else ''}: {one_line(term)}"
+            for t, (w, term) in spec.terms.items())))
+    if own:
+        parts.append(docs.Section(None, "text", (
+            "With ``reduction=None`` (the default) each term is reduced as listed above, then weighted and\n"
+            "added; ``\"mean\"``, ``\"sum\"`` or ``\"batchmean\"`` reduces every term so instead; ``\"none\"``\n"
+            "returns the per-sample weighted sum of the terms, unreduced (the formula above).",)))
+    else:
+        parts.append(docs.Section(None, "text", (
+            "With ``reduction=\"mean\"`` (the default) the per-sample losses are averaged over every\n"
+            "element of the batch; ``\"sum\"`` adds them up; ``\"none\"`` returns them unreduced.",)))
+    kinds = "``\"mean\"`` | ``\"sum\"`` | ``\"none\"`` | ``\"batchmean\"`` (the sum divided by the batch's first dimension)"
     described = {  # keyed as the constructor names them: a param named reduction is reduction_ there
-        "reduction": "reduction (str, optional): ``\"mean\"`` | ``\"sum\"`` | ``\"none\"`` | ``\"batchmean\"`` (the "
-                     "sum divided by the batch's first dimension). Default: ``\"mean\"``.",
+        "reduction": (f"reduction (str or None, optional): ``None`` (each term its own) | {kinds}. Default: ``None``."
+                      if own else f"reduction (str, optional): {kinds}. Default: ``\"mean\"``."),
         "size_average": "size_average (bool, optional): deprecated (see ``reduction``), as in torch. Default: ``None``.",
         "reduce": "reduce (bool, optional): deprecated (see ``reduction``), as in torch. Default: ``None``.",
     }
@@ -910,7 +933,7 @@ def generate(spec: LossSpec, target: str) -> str:
                           f"another (such as {spec.torch_class + 'Loss'!r})", token=spec.torch_class)
     local = locals_of(spec)
     specs = _term_specs(spec)
-    terms = [_build_term(tgt, t, w, s, local) for t, w, s in specs]
+    terms = [dataclasses.replace(_build_term(tgt, t, w, s, local), own=spec.term_reductions.get(t)) for t, w, s in specs]
     arrays = [Arg(n, local[n], spec.symbols[n]) for n in spec.arrays]
     pair = _index_pair(spec)
     # Class indices are kept as indices when every term that holds the one-hot symbol has their form.
@@ -948,6 +971,7 @@ def generate(spec: LossSpec, target: str) -> str:
         "tensor_params": any(v.tensor for v in spec.symbols.values()),
         "terms": terms,
         "combined": bool(spec.terms),
+        "default_reduction": default_reduction(spec),
         "validate": spec.validate,
         "mates": mates,
         "samples": samples,
