@@ -13,6 +13,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from ..language import latex_text
+
 #: The formats :func:`doc` writes.
 FORMATS = ("md", "rst", "latex")
 
@@ -86,19 +88,10 @@ def as_rst(title: str, sections: list[Section]) -> str:
     return "\n".join(out) + "\n"
 
 
-#: LaTeX's special characters in text, each as it is written to mean itself.
-_LATEX = {"\\": r"\textbackslash{}", "{": r"\{", "}": r"\}", "$": r"\$", "&": r"\&", "#": r"\#",
-          "^": r"\^{}", "_": r"\_", "%": r"\%", "~": r"\~{}"}
-
-
 def _latex_text(text: str) -> str:
-    """Text as LaTeX that means itself; ````code```` as ``\\texttt``."""
+    """Text as LaTeX that means itself (:func:`lossforge.language.latex_text`); ````code```` as ``\\texttt``."""
     pieces = _INLINE.split(text)
-    out = []
-    for i, piece in enumerate(pieces):
-        escaped = "".join(_LATEX.get(ch, ch) for ch in piece)
-        out.append(rf"\texttt{{{escaped}}}" if i % 2 else escaped)
-    return "".join(out)
+    return "".join(rf"\texttt{{{latex_text(piece)}}}" if i % 2 else latex_text(piece) for i, piece in enumerate(pieces))
 
 
 def as_latex(title: str, sections: list[Section]) -> str:

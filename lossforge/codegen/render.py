@@ -912,11 +912,7 @@ def locals_of(spec: LossSpec) -> dict[str, str]:
 
 
 def target_named(name: str) -> Target:
-    """The target ``name`` (``numpy``, ``torch``), or an UnknownNameError naming the known ones."""
-    return _target(name)
-
-
-def _target(name: str) -> Target:
+    """The target ``name`` (``numpy``, ``torch``), or a RenderError naming the known ones."""
     if name not in TARGETS:
         raise RenderError(f"unknown target {name!r} (expected one of {', '.join(TARGETS)})", token=str(name))
     return TARGETS[name]
@@ -927,7 +923,7 @@ def generate(spec: LossSpec, target: str) -> str:
     """The standalone source of ``spec`` for ``target`` ("numpy" or "torch")."""
     if not isinstance(spec, LossSpec):
         raise RenderError(f"generate() needs a LossSpec, got {type(spec).__name__}", token=type(spec).__name__)
-    tgt = _target(target)
+    tgt = target_named(target)
     if spec.torch_class in RESERVED:
         raise RenderError(f"[torch] class {spec.torch_class!r} is a name the generated code uses itself; choose "
                           f"another (such as {spec.torch_class + 'Loss'!r})", token=spec.torch_class)
@@ -1004,7 +1000,7 @@ def compile(spec: LossSpec, target: str):  # noqa: A001 - the public name of the
     """
     if not isinstance(spec, LossSpec):
         raise RenderError(f"compile() needs a LossSpec, got {type(spec).__name__}", token=type(spec).__name__)
-    tgt = _target(target)
+    tgt = target_named(target)
     key = (tgt.name, dumps(spec))  # the spec's full identity: every field, its exact text
     with _LOCK:
         module = _MODULES.pop(key, None)

@@ -100,8 +100,9 @@ _LATEX_TEXT = {"\\": r"\textbackslash{}", "{": r"\{", "}": r"\}", "$": r"\$", "&
 
 
 def latex_text(text: str) -> str:
-    """``text`` as LaTeX text that means itself (a spec's name in a formula's label)."""
-    return "".join(_LATEX_TEXT.get(ch, ch) for ch in text if ch.isprintable())
+    """``text`` as LaTeX text that means itself (a spec's name in a formula's label, a documentation card's
+    lines); its line breaks and tabs kept, other control characters left out."""
+    return "".join(_LATEX_TEXT.get(ch, ch) for ch in text if ch.isprintable() or ch in "\n\t")
 
 
 def to_latex(expr: sympy.Basic) -> str:
