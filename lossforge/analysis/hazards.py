@@ -653,8 +653,9 @@ class ZeroGradient(Rule):
 
     What it does:
         Finds additive terms of the loss that depend on an input only through a
-        step: ``heaviside``, ``sign``, or ``where`` with constant branches (a
-        comparison turned into a number). Their gradient is zero everywhere it exists.
+        step: ``heaviside``, ``sign``, ``where`` with constant branches (a
+        comparison turned into a number), or the key of a ``sort_by`` (the order
+        of targets by a prediction). Their gradient is zero everywhere it exists.
 
     Why is this bad?
         The term changes the value the user monitors but contributes nothing to
@@ -682,7 +683,7 @@ class ZeroGradient(Rule):
             budget.tick()
             if not ctx.varies(term):
                 continue
-            if not term.has(E.heaviside, E.sign, sympy.sign, E.where):
+            if not term.has(E.heaviside, E.sign, sympy.sign, E.where, E.axis_sort):  # a sort: a step in its key
                 continue
             grads = gradients(term, inputs, set(ctx.vectors), stage="check")
             if all(g == 0 for g in grads.values()):
@@ -742,15 +743,17 @@ class Cancellation(Rule):
 
 
 class NonDifferentiable(Rule):
-    """non-differentiable: a kink (abs, max, min, clamp, piecewise) where a subgradient convention is used.
+    """non-differentiable: a kink (abs, max, min, clamp, piecewise, sort) where a subgradient convention is used.
 
     What it does:
         Lists ``abs``, ``max``, ``min``, ``clamp`` and ``where`` whose argument or
-        condition depends on an input.
+        condition depends on an input, and the axis operations ``amax``, ``amin``
+        and ``sort``/``sort_by`` of an input (a kink where entries tie).
 
     Why is this bad?
         It usually is not: the loss is continuous, and at the kink lossforge uses
-        PyTorch's conventions (``abs``/``relu``: 0, ``clamp``: 1 at the boundary).
+        PyTorch's conventions (``abs``/``relu``: 0, ``clamp``: 1 at the boundary,
+        ``amax``: split evenly between ties, ``sort``: the stable order of ties).
         It is listed so that a reader knows where second-order methods see a jump.
 
     Example:
@@ -770,8 +773,9 @@ class NonDifferentiable(Rule):
 
     def check(self, ctx):
         steps_in_gradient = None
-        for node, _ in ctx.nodes(sympy.Abs, E.maximum, E.minimum, E.clamp, E.where):
-            probe = node.args[0] if isinstance(node, (E.where, E.clamp)) else node
+        for node, _ in ctx.nodes(sympy.Abs, E.maximum, E.minimum, E.clamp, E.where, E.amax, E.amin, E.axis_sort):
+            # a where's condition, a clamp's argument, a sort's key (by a target's, a fixed permutation: smooth)
+            probe = node.args[0] if isinstance(node, (E.where, E.clamp)) else node.key if isinstance(node, E.axis_sort) else node
             if not ctx.varies(probe):
                 continue
             if isinstance(node, E.where) and not ctx.varies(node.args[1]) and not ctx.varies(node.args[2]):

@@ -3,7 +3,8 @@
 * :mod:`.functions`: the elementwise functions a loss may use, each a
   :class:`sympy.Function` subclass with its derivative, assumptions and rewrite;
 * :mod:`.axes`: the axis operations (``sum``, ``mean``, ``logsumexp``, ``norm``,
-  ``cumsum``) over a vector symbol's axis;
+  ``amax``, ``amin``, ``cumsum``, ``logcumsumexp``, ``sort``, ``sort_by``) over a
+  vector symbol's axis;
 * :mod:`.parser`: the vocabulary of names and :func:`parse`, which walks
   Python's ``ast`` under a whitelist. User text is never given to ``eval``,
   ``exec``, ``sympify`` or ``parse_expr``;
@@ -16,6 +17,27 @@ from .axes import (
 )
 from .axes import (
     AxisFunction as AxisFunction,
+)
+from .axes import (
+    amax as amax,
+)
+from .axes import (
+    amin as amin,
+)
+from .axes import (
+    extremum_share as extremum_share,
+)
+from .axes import (
+    logcumsumexp as logcumsumexp,
+)
+from .axes import (
+    logcumsumexp_adjoint as logcumsumexp_adjoint,
+)
+from .axes import (
+    axis_sort as axis_sort,
+)
+from .axes import (
+    unsort as unsort,
 )
 from .axes import (
     axis_mean as axis_mean,
