@@ -76,6 +76,8 @@ def expand(expr: sympy.Expr, n: int, vectors: set[sympy.Symbol]) -> list[sympy.E
         if isinstance(e, E.logcumsumexp_adjoint):
             g, a, out = e.args
             return sympy.Add(*(el(g, j) * sympy.exp(el(a, k) - el(out, j)) for j in range(k, n)))
+        if isinstance(e, E.flip):
+            return el(e.args[0], n - 1 - k)
         if isinstance(e, (E.axis_sort, E.unsort)):
             values, key, descending = e.args
             return ranked(sympy.Integer(k), descending, sympy.S.One if isinstance(e, E.unsort) else sympy.S.Zero,

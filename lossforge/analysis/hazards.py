@@ -742,6 +742,12 @@ class Cancellation(Rule):
                     yield self.hazard(ctx, node, Fix(sign * expm1(x), True, "exp(x) - 1 = expm1(x)"))
 
 
+def _unkeyed(expr: sympy.Basic) -> sympy.Basic:
+    """``expr`` without its sorts' keys: what moves continuously with the inputs. Through a key alone (the
+    sorted labels in ``max(sum(y) + cumsum(1 - sort_by(y, z)), 1)``) it is piecewise constant, never at a kink."""
+    return expr.replace(lambda n: isinstance(n, E.axis_sort), lambda n: n.func(n.args[0], sympy.S.Zero, n.args[2]))
+
+
 class NonDifferentiable(Rule):
     """non-differentiable: a kink (abs, max, min, clamp, piecewise, sort) where a subgradient convention is used.
 
@@ -773,11 +779,13 @@ class NonDifferentiable(Rule):
 
     def check(self, ctx):
         steps_in_gradient = None
+        unkeyed = _unkeyed if ctx.expr.has(E.axis_sort) else lambda e: e
         for node, _ in ctx.nodes(sympy.Abs, E.maximum, E.minimum, E.clamp, E.where, E.amax, E.amin, E.axis_sort):
-            # a where's condition, a clamp's argument, a sort's key (by a target's, a fixed permutation: smooth)
-            probe = node.args[0] if isinstance(node, (E.where, E.clamp)) else node.key if isinstance(node, E.axis_sort) else node
-            if not ctx.varies(probe):
-                continue
+            if isinstance(node, E.axis_sort):
+                if not ctx.varies(node.key):  # ordered by a target's key: a fixed permutation, smooth
+                    continue
+            elif not ctx.varies(unkeyed(node.args[0] if isinstance(node, (E.where, E.clamp)) else node)):
+                continue  # a where's condition, a clamp's argument, anything else itself
             if isinstance(node, E.where) and not ctx.varies(node.args[1]) and not ctx.varies(node.args[2]):
                 # A step: alone it is zero-gradient's; times a varying factor (x*where(x > 0, 2, 1))
                 # it reaches the gradient, whose jump there is a kink of the loss.

@@ -613,8 +613,8 @@ _bound.register(E.rev_cumsum, _bound.dispatch(E.cumsum))
 
 
 @_bound.register
-def _(expr: E.amax | E.amin | E.axis_sort, b: Bounds) -> Bound:
-    return b(expr.args[0])  # one of the entries (a max, a min) or all of them (sorted): their interval
+def _(expr: E.amax | E.amin | E.axis_sort | E.flip, b: Bounds) -> Bound:
+    return b(expr.args[0])  # one of the entries (a max, a min) or all of them (sorted, flipped): their interval
 
 
 @_bound.register

@@ -625,6 +625,9 @@ class NumpyLossPrinter(_LossPrinterMixin, NumPyPrinter):
     def _print_logcumsumexp(self, expr):
         return f"np.logaddexp.accumulate({self._print(expr.args[0])}, axis=-1)"
 
+    def _print_flip(self, expr):
+        return f"np.flip({self._print(expr.args[0])}, axis=-1)"
+
     def _sorted(self, text: str, descending: bool) -> str:
         return f"np.flip(np.sort({text}, axis=-1), axis=-1)" if descending else f"np.sort({text}, axis=-1)"
 
@@ -803,6 +806,9 @@ class TorchLossPrinter(_LossPrinterMixin, TorchPrinter):
 
     def _print_logcumsumexp(self, expr):
         return f"torch.logcumsumexp({self._print(expr.args[0])}, dim=-1)"
+
+    def _print_flip(self, expr):
+        return f"torch.flip({self._print(expr.args[0])}, (-1,))"
 
     def _sorted(self, text: str, descending: bool) -> str:
         return f"torch.sort({text}, dim=-1, descending={descending}).values"

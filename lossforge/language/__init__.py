@@ -3,7 +3,7 @@
 * :mod:`.functions`: the elementwise functions a loss may use, each a
   :class:`sympy.Function` subclass with its derivative, assumptions and rewrite;
 * :mod:`.axes`: the axis operations (``sum``, ``mean``, ``logsumexp``, ``norm``,
-  ``amax``, ``amin``, ``cumsum``, ``logcumsumexp``, ``sort``, ``sort_by``) over a
+  ``amax``, ``amin``, ``cumsum``, ``logcumsumexp``, ``flip``, ``sort``, ``sort_by``) over a
   vector symbol's axis;
 * :mod:`.parser`: the vocabulary of names and :func:`parse`, which walks
   Python's ``ast`` under a whitelist. User text is never given to ``eval``,
@@ -25,21 +25,6 @@ from .axes import (
     amin as amin,
 )
 from .axes import (
-    extremum_share as extremum_share,
-)
-from .axes import (
-    logcumsumexp as logcumsumexp,
-)
-from .axes import (
-    logcumsumexp_adjoint as logcumsumexp_adjoint,
-)
-from .axes import (
-    axis_sort as axis_sort,
-)
-from .axes import (
-    unsort as unsort,
-)
-from .axes import (
     axis_mean as axis_mean,
 )
 from .axes import (
@@ -49,10 +34,25 @@ from .axes import (
     axis_size as axis_size,
 )
 from .axes import (
+    axis_sort as axis_sort,
+)
+from .axes import (
     axis_sum as axis_sum,
 )
 from .axes import (
     cumsum as cumsum,
+)
+from .axes import (
+    extremum_share as extremum_share,
+)
+from .axes import (
+    flip as flip,
+)
+from .axes import (
+    logcumsumexp as logcumsumexp,
+)
+from .axes import (
+    logcumsumexp_adjoint as logcumsumexp_adjoint,
 )
 from .axes import (
     logsumexp as logsumexp,
@@ -71,6 +71,9 @@ from .axes import (
 )
 from .axes import (
     softmax_argument as softmax_argument,
+)
+from .axes import (
+    unsort as unsort,
 )
 from .functions import (
     acos as acos,

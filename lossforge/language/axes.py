@@ -3,9 +3,9 @@
 Axis (vector) symbols stand for one element of their vector; the axis
 operations ``sum``, ``mean``, ``logsumexp``, ``norm``, ``amax``, ``amin`` reduce
 an elementwise expression over the axis to one value per sample, and
-``cumsum``, ``logcumsumexp`` and ``sort``/``sort_by`` map it to another vector
-along the axis (its running sums, its running log-sum-exps, its entries in
-order). :mod:`lossforge.derive` differentiates through them: a reduction by its
+``cumsum``, ``logcumsumexp``, ``flip`` and ``sort``/``sort_by`` map it to
+another vector along the axis (its running sums, its running log-sum-exps, its
+entries reversed, its entries in order). :mod:`lossforge.derive` differentiates through them: a reduction by its
 local weight (``fdiff``), a vector operation by its :meth:`AxisFunction.adjoint`.
 """
 
@@ -32,6 +32,7 @@ __all__ = [
     "extremum_share",
     "logcumsumexp",
     "logcumsumexp_adjoint",
+    "flip",
     "axis_sort",
     "unsort",
     "axis_size",
@@ -322,6 +323,30 @@ class logcumsumexp_adjoint(AxisFunction):
         raise ArgumentIndexError(self, argindex)
 
 
+class flip(AxisFunction):
+    """``flip(e)``: the entries of e in reverse order along the axis (``torch.flip``, ``np.flip``).
+
+    A vector; its gradient is the upstream gradient flipped back. With it a cumulation runs from the end:
+    ``flip(logcumsumexp(flip(s)))`` is the log-sum-exp of each suffix, ListMLE's denominators on a list in
+    ranking order.
+    """
+
+    spec_name = "flip"
+    reduces = False
+
+    def fdiff(self, argindex=1):
+        raise ArgumentIndexError(self, argindex)
+
+    def adjoint(self, upstream):
+        return flip(upstream)
+
+    def _eval_is_positive(self):
+        return self.args[0].is_positive
+
+    def _eval_is_nonnegative(self):
+        return self.args[0].is_nonnegative
+
+
 class axis_sort(AxisFunction):
     """``sort(e)``, ``sort_by(e, key)``: the entries of ``e`` in the order of ``key`` (ascending, or
     ``descending=True``) along the axis; ``sort(e)`` orders ``e`` by itself.
@@ -457,4 +482,4 @@ class real_abs(Function):
 
 #: The axis operations the spec language offers, by spec name.
 AXIS_OPERATIONS: tuple[type[AxisFunction], ...] = (axis_sum, axis_mean, logsumexp, norm, cumsum, amax, amin,
-                                                    logcumsumexp, axis_sort)
+                                                    logcumsumexp, flip, axis_sort)
