@@ -31,7 +31,7 @@ from lossforge import language as E
 from lossforge.analysis.intervals import bounds_for
 from lossforge.errors import ParseError, UnsafeExpressionError
 from lossforge.numeric import evaluate_batch
-from tests.test_functions import assert_close, run_reference, run_targets
+from tests.test_functions import assert_close, example, run_reference, run_targets
 
 EPS = {np.float64: float(np.finfo(np.float64).eps), np.float32: float(np.finfo(np.float32).eps)}
 
@@ -295,3 +295,146 @@ def test_kinks_are_listed_where_the_order_moves_with_the_input():
     assert infos("sum(logcumsumexp(sort_by(z, y)))") == []  # ordered by a target: one fixed permutation
     # the labels ordered by a prediction alone: the term's gradient is zero everywhere (a step)
     assert "zero-gradient" in lf.check(_spec("sum(y*sort_by(y, z))", y="real")).kinds()
+
+
+# -- the examples: Crammer-Singer, ListMLE, Lovasz hinge, each against a torch implementation written here ---------
+
+
+def crammer_singer_reference(z, labels, margin=1.0):
+    """max(0, margin + max_{j != y} z_j - z_y): the wrong classes' best score through a masked torch.amax."""
+    true = torch.gather(z, -1, labels[..., None])[..., 0]
+    wrong = z.masked_fill(torch.nn.functional.one_hot(labels, z.shape[-1]).bool(), -torch.inf)
+    return torch.clamp(margin + torch.amax(wrong, -1) - true, min=0.0)
+
+
+def test_crammer_singer_against_its_torch_implementation():
+    spec = example("crammer_singer")
+    rng = np.random.default_rng(5)
+    z = rng.normal(0, 2, (12, 5))
+    z[0] = [0.5, 2.0, 2.0, -1.0, 0.0]  # two wrong classes tie at the maximum: each takes half
+    z[1] = [1e4, -1e4, 3.0, 1e4 - 0.5, 0.0]
+    z[2] = [-1e4, 1e4, 1e4, 0.0, -1e4]
+    labels = rng.integers(0, 5, 12)
+    labels[:3] = [0, 0, 3]
+    onehot = np.eye(5)[labels]
+    for dtype in (np.float64, np.float32):
+        arrays = [np.asarray(z, dtype=dtype).astype(np.float64), onehot]
+        ref_value, (ref_grad,) = run_reference(lambda z, y: crammer_singer_reference(z, y.argmax(-1)), spec, arrays,
+                                               dtype)
+        assert ref_grad[0, 1] == ref_grad[0, 2] == 0.5
+        exact_value, (exact_grad,) = _exact(spec, arrays)
+        # the value is one sum and one max: exact in both but for the rounding of margin + z_j - z_y (atol:
+        # 2 eps of the largest score); the gradient is a share, 0, +-1/2 or +-1, exactly
+        atol = 2 * EPS[dtype] * np.max(np.abs(arrays[0]), axis=-1)
+        for target, (value, (grad,)) in run_targets(spec, arrays, dtype).items():
+            assert_close(value, ref_value, 0, atol, f"crammer-singer {target} {dtype.__name__} value")
+            assert_close(value, exact_value, 0, atol, f"crammer-singer {target} {dtype.__name__} value vs 30 digits")
+            np.testing.assert_array_equal(grad, ref_grad)
+            np.testing.assert_array_equal(grad, exact_grad)
+    by_index = lf.compile(spec, "torch")(reduction="none")(torch.tensor(z), torch.tensor(labels))
+    np.testing.assert_array_equal(by_index.numpy(), crammer_singer_reference(torch.tensor(z), torch.tensor(labels)))
+
+
+def listmle_reference(s, y):
+    """ListMLE as learning-to-rank code writes it: the scores sorted by relevance (stably, most relevant first),
+    shifted by their maximum, and each suffix's sum of exps by a flipped cumulative sum."""
+    ranked = torch.gather(s, -1, torch.argsort(y, dim=-1, descending=True, stable=True))
+    shifted = ranked - torch.amax(ranked, -1, keepdim=True).detach()
+    suffix = torch.flip(torch.cumsum(torch.flip(torch.exp(shifted), (-1,)), -1), (-1,))
+    return (torch.log(suffix) - shifted).sum(-1)
+
+
+def mp_listmle(s, y):
+    """The same in mpmath, at 30 digits: sum_k log(sum_{j >= k} exp(s_(j))) - s_(k) in the relevance order."""
+    order = sorted(range(len(s)), key=lambda i: -y[i])  # Python's sort is stable
+    ranked = [mpmath.mpf(float(s[i])) for i in order]
+    with mpmath.workdps(30):
+        return float(sum(mpmath.log(sum(mpmath.exp(v) for v in ranked[k:])) - ranked[k] for k in range(len(s))))
+
+
+def _listmle_points():
+    rng = np.random.default_rng(9)
+    s = rng.normal(0, 2, (10, 6))
+    y = rng.integers(0, 4, (10, 6)).astype(float)  # repeated relevance in every row: ties keep the list order
+    s[6] = [100.0, -100.0, 100.0, -100.0, 0.0, 50.0]
+    s[7] = [-100.0, -100.0, 100.0, 100.0, -100.0, 100.0]
+    s[8] = [1e4, -1e4, 0.0, 1e4, -1e4, 5.0]
+    s[9] = [-1e4, -1e4, -1e4, -1e4, -1e4, -1e4]
+    return s, y
+
+
+@pytest.mark.parametrize("name", ["listmle", "listmle_sorted"])
+def test_listmle_against_its_torch_implementation_finite_at_100_and_1e4(name):
+    spec = example(name)
+    s, y = _listmle_points()
+    if name == "listmle_sorted":  # the same lists, given in their relevance order
+        order = np.argsort(-y, axis=-1, kind="stable")
+        s, y = np.take_along_axis(s, order, -1), np.tile(-np.arange(6.0), (len(s), 1))
+    for dtype in (np.float64, np.float32):
+        s32 = np.asarray(s, dtype=dtype).astype(np.float64)
+        arrays = [s32, y] if name == "listmle" else [s32]
+        reference = listmle_reference if name == "listmle" else (lambda s: listmle_reference(s, -torch.arange(6.0).expand_as(s)))
+        # the reference in float64 at the dtype's points: exact enough up to +-100 (at 1e4 its exp underflows)
+        ref_value, (ref_grad,) = run_reference(reference, spec, [a[:8] for a in arrays], np.float64)
+        exact = np.array([mp_listmle(row, rel) for row, rel in zip(s32, y)])
+        scale = 8 * EPS[dtype] * np.sum(np.abs(s32) + 1, axis=-1)  # the terms that cancel: every score and log
+        for target, (value, (grad,)) in run_targets(spec, arrays, dtype).items():
+            assert np.isfinite(value).all() and np.isfinite(grad).all(), (target, dtype)
+            assert_close(value, exact, 0, scale, f"{name} {target} {dtype.__name__} value vs mpmath")
+            assert_close(value[:8], ref_value, 0, scale[:8], f"{name} {target} {dtype.__name__} value vs torch")
+            # each gradient entry is a sum of softmax weights minus 1: held to 8 eps of the row's scale of scores
+            assert_close(grad[:8], ref_grad, 0, scale[:8, None] * np.ones_like(ref_grad), f"{name} {target} grad")
+    # written as torch code usually is, the same loss is not finite in float32 at +-100: log(0) of a sum of exps
+    # that underflowed (exp(-200) is 0 there)
+    naive = listmle_reference(torch.tensor(s[6:8], dtype=torch.float32), torch.tensor(y[6:8], dtype=torch.float32))
+    assert not torch.isfinite(naive).all()
+
+
+def lovasz_hinge_flat(logits, labels):
+    """Berman et al.'s binary Lovasz hinge of one image's flattened pixels, written here after their paper's code:
+    the errors sorted in decreasing order, dotted with the Lovasz extension's gradient of the Jaccard loss."""
+    signs = 2.0 * labels - 1.0
+    errors = 1.0 - logits * signs
+    errors_sorted, perm = torch.sort(errors, dim=0, descending=True, stable=True)
+    gt_sorted = labels[perm]
+    gts = gt_sorted.sum()
+    intersection = gts - gt_sorted.cumsum(0)
+    union = gts + (1.0 - gt_sorted).cumsum(0)
+    jaccard = 1.0 - intersection / union
+    weights = torch.cat([jaccard[:1], jaccard[1:] - jaccard[:-1]])
+    return torch.dot(torch.relu(errors_sorted), weights)
+
+
+def lovasz_reference(z, y):
+    return torch.stack([lovasz_hinge_flat(zi, yi) for zi, yi in zip(z, y)])
+
+
+def test_lovasz_hinge_against_berman_et_al():
+    spec = example("lovasz_hinge")
+    rng = np.random.default_rng(13)
+    z = rng.normal(0, 2, (10, 7))
+    y = (rng.random((10, 7)) < 0.4).astype(float)
+    y[0], y[1] = 0.0, 1.0  # no positive pixel (every union is still at least 1), every pixel positive
+    z[2], y[2] = [1.0, 1.0, 1.0, -1.0, -1.0, 0.0, 0.0], [1, 1, 0, 0, 0, 1, 0]  # errors that tie
+    z[3] = [1e4, -1e4, 3.0, -3.0, 1e4, 0.5, -0.5]
+    for dtype in (np.float64, np.float32):
+        arrays = [np.asarray(z, dtype=dtype).astype(np.float64), y]
+        ref_value, (ref_grad,) = run_reference(lovasz_reference, spec, arrays, np.float64)
+        exact_value, (exact_grad,) = _exact(spec, arrays)
+        # sums of n products of errors and Jaccard weights (computed as (k + 1)/union here, 1 - I/U there)
+        atol = 16 * EPS[dtype] * np.sum(np.abs(arrays[0]) + 1, axis=-1)
+        for target, (value, (grad,)) in run_targets(spec, arrays, dtype).items():
+            assert_close(value, ref_value, 0, atol, f"lovasz {target} {dtype.__name__} value")
+            assert_close(value, exact_value, 0, atol, f"lovasz {target} {dtype.__name__} value vs 30 digits")
+            assert_close(grad, ref_grad, 0, 16 * EPS[dtype], f"lovasz {target} {dtype.__name__} gradient")
+            assert_close(grad, exact_grad, 0, 16 * EPS[dtype], f"lovasz {target} {dtype.__name__} grad vs 30 digits")
+
+
+def test_the_examples_check_clean_with_their_kinks_listed():
+    kinks = {"crammer_singer": {E.amax}, "listmle": set(), "listmle_sorted": set(),
+             "lovasz_hinge": {E.axis_sort, E.maximum}}
+    for name, funcs in kinks.items():
+        report = lf.check(example(name))
+        assert report.ok, name
+        assert {h.kind for h in report.hazards} <= {"non-differentiable"}, name
+        assert {h.expr.func for h in report.hazards} == funcs, name
