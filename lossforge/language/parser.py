@@ -604,7 +604,7 @@ def parse(
         name = vec[0] if vec else axis
         raise ParseError(
             f"the loss is a vector over axis {axis!r} (through {name!r}): reduce it with sum(), mean(), "
-            "logsumexp() or norm()",
+            "logsumexp(), norm(), amax() or amin()",
             token=name,
         )
     return value
