@@ -20,6 +20,7 @@ from .functions import _is_real, sign, where
 
 __all__ = [
     "AxisFunction",
+    "VectorFunction",
     "AXIS_OPERATIONS",
     "axis_sum",
     "axis_mean",
@@ -62,13 +63,35 @@ class AxisFunction(Function):
     def adjoint(self, upstream: sympy.Expr) -> sympy.Expr:
         """The gradient this operation hands its (first) argument, given the ``upstream`` gradient of its value.
 
-        A reduction multiplies by its local weight; a vector operation (``reduces = False``) overrides this
+        A reduction multiplies by its local weight; a :class:`VectorFunction` (``reduces = False``) overrides this
         with its vector-Jacobian product, whose ``upstream`` always runs along the axis.
         """
         return upstream * self.fdiff(1)
 
 
-class axis_sum(AxisFunction):
+class VectorFunction(AxisFunction):
+    """An axis operation whose value is a vector along the axis (``cumsum``, ``sort`` ...), not one per sample.
+
+    It has no local weight: its gradient is its :meth:`~AxisFunction.adjoint`, a vector-Jacobian product.
+    """
+
+    reduces = False
+
+    def fdiff(self, argindex=1):
+        raise ArgumentIndexError(self, argindex)
+
+
+class _EntriesSign:
+    """The sign facts of an axis operation whose value is made of its argument's entries (a sum, a max, a sort)."""
+
+    def _eval_is_positive(self):
+        return self.args[0].is_positive
+
+    def _eval_is_nonnegative(self):
+        return self.args[0].is_nonnegative
+
+
+class axis_sum(_EntriesSign, AxisFunction):
     """``sum(e)``: the sum of an elementwise expression over its axis."""
 
     spec_name = "sum"
@@ -78,14 +101,8 @@ class axis_sum(AxisFunction):
             raise ArgumentIndexError(self, argindex)
         return S.One
 
-    def _eval_is_positive(self):
-        return self.args[0].is_positive
 
-    def _eval_is_nonnegative(self):
-        return self.args[0].is_nonnegative
-
-
-class axis_mean(AxisFunction):
+class axis_mean(_EntriesSign, AxisFunction):
     """``mean(e)``: the mean of an elementwise expression over its axis."""
 
     spec_name = "mean"
@@ -102,12 +119,6 @@ class axis_mean(AxisFunction):
         if argindex != 1:
             raise ArgumentIndexError(self, argindex)
         return 1 / axis_size(self.args[0])
-
-    def _eval_is_positive(self):
-        return self.args[0].is_positive
-
-    def _eval_is_nonnegative(self):
-        return self.args[0].is_nonnegative
 
 
 class logsumexp(AxisFunction):
@@ -202,7 +213,7 @@ class norm(AxisFunction):
         return True
 
 
-class cumsum(AxisFunction):
+class cumsum(VectorFunction):
     """``cumsum(e)``: the running sum along the axis (a vector, not a reduction).
 
     Its Jacobian is lower triangular, so its gradient is the reverse cumulative
@@ -211,28 +222,19 @@ class cumsum(AxisFunction):
     """
 
     spec_name = "cumsum"
-    reduces = False
-
-    def fdiff(self, argindex=1):
-        raise ArgumentIndexError(self, argindex)
 
     def adjoint(self, upstream):
         return rev_cumsum(upstream)
 
 
-class rev_cumsum(AxisFunction):
+class rev_cumsum(VectorFunction):
     """The reverse cumulative sum along the axis: the adjoint of :class:`cumsum`.
 
     Appears only in gradients; it is not part of the spec language.
     """
 
-    reduces = False
 
-    def fdiff(self, argindex=1):
-        raise ArgumentIndexError(self, argindex)
-
-
-class _extremum(AxisFunction):
+class _extremum(_EntriesSign, AxisFunction):
     """The largest (:class:`amax`) or smallest (:class:`amin`) entry of an elementwise expression over its axis.
 
     Its local weight is :class:`extremum_share`: ``1/k`` at each of the ``k`` entries equal to the extremum, 0
@@ -244,12 +246,6 @@ class _extremum(AxisFunction):
         if argindex != 1:
             raise ArgumentIndexError(self, argindex)
         return extremum_share(self.args[0], self)
-
-    def _eval_is_positive(self):
-        return self.args[0].is_positive
-
-    def _eval_is_nonnegative(self):
-        return self.args[0].is_nonnegative
 
     def _eval_is_negative(self):
         return self.args[0].is_negative
@@ -267,7 +263,7 @@ class amin(_extremum):
     spec_name = "amin"
 
 
-class extremum_share(AxisFunction):
+class extremum_share(VectorFunction):
     """``extremum_share(e, m)``: ``[e == m] / sum([e == m])``, the share of the gradient of ``m = amax(e)``
     (or ``amin(e)``) that each entry of ``e`` receives: in [0, 1], 1 at a unique extremum.
 
@@ -276,16 +272,12 @@ class extremum_share(AxisFunction):
     """
 
     nargs = 2
-    reduces = False
-
-    def fdiff(self, argindex=1):
-        raise ArgumentIndexError(self, argindex)
 
     def _eval_is_nonnegative(self):
         return True
 
 
-class logcumsumexp(AxisFunction):
+class logcumsumexp(VectorFunction):
     """``logcumsumexp(e)``: the running log-sum-exp along the axis, ``log(cumsum(exp(e)))`` without overflow.
 
     Why it exists: written out, ``cumsum(exp(e))`` overflows past 88.7 in float32 (and its log is -inf below
@@ -296,10 +288,6 @@ class logcumsumexp(AxisFunction):
     """
 
     spec_name = "logcumsumexp"
-    reduces = False
-
-    def fdiff(self, argindex=1):
-        raise ArgumentIndexError(self, argindex)
 
     def adjoint(self, upstream):
         return logcumsumexp_adjoint(upstream, self.args[0], self)
@@ -308,7 +296,7 @@ class logcumsumexp(AxisFunction):
         return sympy.log(cumsum(sympy.exp(e)))
 
 
-class logcumsumexp_adjoint(AxisFunction):
+class logcumsumexp_adjoint(VectorFunction):
     """``logcumsumexp_adjoint(g, e, y)``: ``sum_{k >= i} g_k exp(e_i - y_k)`` with ``y = logcumsumexp(e)``.
 
     Computed as ``torch.logcumsumexp``'s own backward computes it: the positive and negative parts of ``g``
@@ -317,13 +305,9 @@ class logcumsumexp_adjoint(AxisFunction):
     """
 
     nargs = 3
-    reduces = False
-
-    def fdiff(self, argindex=1):
-        raise ArgumentIndexError(self, argindex)
 
 
-class flip(AxisFunction):
+class flip(_EntriesSign, VectorFunction):
     """``flip(e)``: the entries of e in reverse order along the axis (``torch.flip``, ``np.flip``).
 
     A vector; its gradient is the upstream gradient flipped back. With it a cumulation runs from the end:
@@ -332,22 +316,12 @@ class flip(AxisFunction):
     """
 
     spec_name = "flip"
-    reduces = False
-
-    def fdiff(self, argindex=1):
-        raise ArgumentIndexError(self, argindex)
 
     def adjoint(self, upstream):
         return flip(upstream)
 
-    def _eval_is_positive(self):
-        return self.args[0].is_positive
 
-    def _eval_is_nonnegative(self):
-        return self.args[0].is_nonnegative
-
-
-class axis_sort(AxisFunction):
+class axis_sort(_EntriesSign, VectorFunction):
     """``sort(e)``, ``sort_by(e, key)``: the entries of ``e`` in the order of ``key`` (ascending, or
     ``descending=True``) along the axis; ``sort(e)`` orders ``e`` by itself.
 
@@ -360,7 +334,6 @@ class axis_sort(AxisFunction):
 
     spec_name = "sort"
     nargs = 3
-    reduces = False
 
     @property
     def key(self) -> sympy.Expr:
@@ -370,28 +343,15 @@ class axis_sort(AxisFunction):
     def descending(self) -> bool:
         return bool(self.args[2])
 
-    def fdiff(self, argindex=1):
-        raise ArgumentIndexError(self, argindex)
-
     def adjoint(self, upstream):
         return unsort(upstream, *self.args[1:])
 
-    def _eval_is_positive(self):
-        return self.args[0].is_positive
 
-    def _eval_is_nonnegative(self):
-        return self.args[0].is_nonnegative
-
-
-class unsort(AxisFunction):
+class unsort(VectorFunction):
     """``unsort(g, key, descending)``: ``g`` put back through the inverse of the permutation that sorts ``key``
     (stably): the adjoint of :class:`axis_sort`. Appears only in gradients."""
 
     nargs = 3
-    reduces = False
-
-    def fdiff(self, argindex=1):
-        raise ArgumentIndexError(self, argindex)
 
 
 class axis_size(Function):
