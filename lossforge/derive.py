@@ -3,7 +3,7 @@
 Without axis symbols a gradient is just SymPy's ``diff``: every function knows
 its own derivative (``fdiff``). With them, the loss is a tree of *axis nodes*
 (``sum``, ``mean``, ``logsumexp``, ``norm``, ``amax``, ``amin``, ``cumsum``,
-``logcumsumexp``, ``sort``) over elementwise
+``logcumsumexp``, ``flip``, ``sort``) over elementwise
 expressions. Forward-mode ``diff`` through such a node is wrong as soon as a
 reduced value is used again inside another reduction (``sum(y*(z -
 logsumexp(z)))``), so this module does reverse mode over the axis nodes only:
@@ -15,7 +15,8 @@ logsumexp(z)))``), so this module does reverse mode over the axis nodes only:
    weight* (the function's own ``fdiff``: 1 for ``sum``, the softmax for
    ``logsumexp`` ...); a vector operation hands down its vector-Jacobian
    product (:meth:`AxisFunction.adjoint`: the reverse cumulative sum for
-   ``cumsum``, the inverse permutation for ``sort``);
+   ``cumsum``, the inverse permutation for ``sort``), the upstream given the
+   axis first where it is one value per sample (``sum(cumsum(z))``);
 4. a per-sample scalar receiving gradient from a vector expression sums it
    over the axis.
 
