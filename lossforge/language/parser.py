@@ -396,6 +396,8 @@ class _Converter:
                 hint = f"; {fname}() takes {', '.join(w + '=True' for w in allowed)}" if allowed else ""
                 raise UnsafeExpressionError(f"keyword argument {word!r} in call to {fname!r} is not allowed{hint}",
                                             token=word)
+            if word in flags:
+                raise ParseError(f"keyword argument {word!r} is given twice in call to {fname!r}", token=word)
             if not (isinstance(kw.value, ast.Constant) and isinstance(kw.value.value, bool)):
                 raise self.fail(kw.value, f"{word}= of {fname}() must be True or False")
             flags[word] = kw.value.value
