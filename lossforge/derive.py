@@ -2,7 +2,8 @@
 
 Without axis symbols a gradient is just SymPy's ``diff``: every function knows
 its own derivative (``fdiff``). With them, the loss is a tree of *axis nodes*
-(``sum``, ``mean``, ``logsumexp``, ``norm``, ``cumsum``) over elementwise
+(``sum``, ``mean``, ``logsumexp``, ``norm``, ``amax``, ``amin``, ``cumsum``,
+``logcumsumexp``, ``flip``, ``sort``) over elementwise
 expressions. Forward-mode ``diff`` through such a node is wrong as soon as a
 reduced value is used again inside another reduction (``sum(y*(z -
 logsumexp(z)))``), so this module does reverse mode over the axis nodes only:
@@ -12,7 +13,10 @@ logsumexp(z)))``), so this module does reverse mode over the axis nodes only:
    outermost expression down, with SymPy's ``diff`` for every local partial;
 3. a reduction hands its adjoint to its argument multiplied by its *local
    weight* (the function's own ``fdiff``: 1 for ``sum``, the softmax for
-   ``logsumexp`` ...); ``cumsum`` hands down the reverse cumulative sum;
+   ``logsumexp`` ...); a vector operation hands down its vector-Jacobian
+   product (:meth:`AxisFunction.adjoint`: the reverse cumulative sum for
+   ``cumsum``, the inverse permutation for ``sort``), the upstream given the
+   axis first where it is one value per sample (``sum(cumsum(z))``);
 4. a per-sample scalar receiving gradient from a vector expression sums it
    over the axis.
 
@@ -36,11 +40,9 @@ from .language import (
     axis_ones,
     axis_size,
     axis_sum,
-    cumsum,
     not_real,
     power,
     real_abs,
-    rev_cumsum,
     where,
 )
 from .spec import FrozenMap, LossSpec
@@ -161,16 +163,16 @@ def gradients(loss: sympy.Expr, inputs: dict[str, sympy.Symbol], vectors: set[sy
     nodes: list[tuple[sympy.Symbol, type, tuple[sympy.Expr, ...]]] = []  # (placeholder, operation, its args)
     top = loss
     while True:
-        inner = [n for n in top.atoms(*AXIS_OPERATIONS) if not n.args[0].has(*AXIS_OPERATIONS)]
+        inner = [n for n in top.atoms(*AXIS_OPERATIONS) if not any(a.has(*AXIS_OPERATIONS) for a in n.args)]
         if not inner:
             break
         mapping = {}
         for node in sorted(inner, key=sympy.default_sort_key):
-            holder = _placeholder(len(nodes), vector=node.func is cumsum)
+            holder = _placeholder(len(nodes), vector=not node.func.reduces)
             nodes.append((holder, node.func, node.args))
             mapping[node] = holder
         top = top.xreplace(mapping)
-    vector_like = set(vectors) | {h for h, f, _ in nodes if f is cumsum}
+    vector_like = set(vectors) | {h for h, f, _ in nodes if not f.reduces}
     targets = set(inputs.values())
 
     # 2-4. Reverse accumulation over the placeholders, outermost first.
@@ -200,17 +202,14 @@ def gradients(loss: sympy.Expr, inputs: dict[str, sympy.Symbol], vectors: set[sy
     adjoint_keys = {h for h, _, _ in nodes}
     push(top, sympy.S.One, elementwise=False)
     for holder, func, args in reversed(nodes):
-        arg = args[0]  # the elementwise argument; the rest (a norm's order) are options, not differentiated
+        arg = args[0]  # the elementwise argument; the rest (a norm's order, a sort's key) are not differentiated
         upstream = adjoint.get(holder)
         if upstream is None:
             continue
-        if func is cumsum:
-            if not upstream.free_symbols & vector_like:  # sum(cumsum(z)): give the constant the axis
-                upstream = upstream * axis_ones(anchored(arg))
-            down = rev_cumsum(upstream)
-        else:
-            down = upstream * func(*args).fdiff(1).xreplace({func(*args): holder})
-        push(arg, down, elementwise=True)
+        if not func.reduces and not upstream.free_symbols & vector_like:
+            upstream = upstream * axis_ones(anchored(arg))  # sum(cumsum(z)): give the constant the axis
+        node = func(*args)
+        push(arg, node.adjoint(upstream).xreplace({node: holder}), elementwise=True)
 
     # Put the axis nodes back (each placeholder's full expression): tree walks, so sizes are checked first.
     found = {name: adjoint.get(sym, sympy.S.Zero) for name, sym in inputs.items()}

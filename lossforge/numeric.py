@@ -35,9 +35,17 @@ def expand(expr: sympy.Expr, n: int, vectors: set[sympy.Symbol]) -> list[sympy.E
     """The ``n`` explicit elements of ``expr`` over vector symbols of length ``n``.
 
     ``sum(e)`` becomes ``e_0 + ... + e_{n-1}``, ``cumsum(e)`` the running
-    sums, ``mean``/``logsumexp``/``norm`` their written-out forms; a
+    sums, ``mean``/``logsumexp``/``norm``/``amax``/``logcumsumexp`` their
+    written-out forms, a sort's element ``k`` a :class:`ranked` entry; a
     per-sample expression has ``n`` equal elements.
     """
+
+    def row(e: sympy.Basic) -> list[sympy.Basic]:
+        return [el(e, i) for i in range(n)]
+
+    def share(e: sympy.Basic, m: sympy.Basic, k: int) -> sympy.Basic:
+        hits = [sympy.Piecewise((1, sympy.Eq(x, el(m, k))), (0, True)) for x in row(e)]
+        return hits[k] / sympy.Add(*hits)
 
     def el(e: sympy.Basic, k: int) -> sympy.Basic:
         if e in vectors:
@@ -57,6 +65,23 @@ def expand(expr: sympy.Expr, n: int, vectors: set[sympy.Symbol]) -> list[sympy.E
             return sympy.Add(*(el(e.args[0], i) for i in range(k + 1)))
         if isinstance(e, E.rev_cumsum):
             return sympy.Add(*(el(e.args[0], i) for i in range(k, n)))
+        if isinstance(e, E.amax):
+            return sympy.Max(*row(e.args[0]))
+        if isinstance(e, E.amin):
+            return sympy.Min(*row(e.args[0]))
+        if isinstance(e, E.extremum_share):
+            return share(*e.args, k)
+        if isinstance(e, E.logcumsumexp):
+            return sympy.log(sympy.Add(*(sympy.exp(el(e.args[0], i)) for i in range(k + 1))))
+        if isinstance(e, E.logcumsumexp_adjoint):
+            g, a, out = e.args
+            return sympy.Add(*(el(g, j) * sympy.exp(el(a, k) - el(out, j)) for j in range(k, n)))
+        if isinstance(e, E.flip):
+            return el(e.args[0], n - 1 - k)
+        if isinstance(e, (E.axis_sort, E.unsort)):
+            values, key, descending = e.args
+            return ranked(sympy.Integer(k), descending, sympy.S.One if isinstance(e, E.unsort) else sympy.S.Zero,
+                          *row(key), *row(values))
         if isinstance(e, E.axis_size):
             return sympy.Integer(n)
         if isinstance(e, E.axis_ones):
@@ -66,6 +91,31 @@ def expand(expr: sympy.Expr, n: int, vectors: set[sympy.Symbol]) -> list[sympy.E
         return e.func(*(el(a, k) for a in e.args))
 
     return [el(expr, k) for k in range(n)]
+
+
+class ranked(sympy.Function):  # noqa: N801 - a SymPy function, lower case like SymPy's
+    """``ranked(k, descending, inverse, key_0.., value_0..)``: entry ``k`` of the values sorted stably by the keys
+    (``inverse``: the values put back through that permutation, a sort's gradient). Numbers only: the order is
+    known once the keys are; :data:`_RANKED` evaluates it in mpmath and in NumPy."""
+
+
+def _order(keys: list, descending) -> list[int]:
+    """The stable permutation that sorts ``keys`` (NaN last), as the generated code's."""
+    sign = -1 if descending else 1
+    return sorted(range(len(keys)), key=lambda i: (1, 0) if mpmath.isnan(keys[i]) else (0, sign * keys[i]))
+
+
+def _ranked_mp(k, descending, inverse, *rest):
+    keys, values = rest[: len(rest) // 2], rest[len(rest) // 2:]
+    order = _order(list(keys), descending)
+    return values[order.index(int(k))] if inverse else values[order[int(k)]]
+
+
+def _ranked_np(k, descending, inverse, *rest):
+    keys, values = (np.stack(np.broadcast_arrays(*part)) for part in (rest[: len(rest) // 2], rest[len(rest) // 2:]))
+    order = np.argsort(-keys if descending else keys, axis=0, kind="stable")  # one column per point
+    at = np.argsort(order, axis=0)[int(k)] if inverse else order[int(k)]
+    return np.take_along_axis(values, at[None], axis=0)[0]
 
 
 _ELEMENTARY = {
@@ -128,6 +178,7 @@ _MPMATH_CAPPED = {
     "cosh": _capped(mpmath.cosh, lambda x: mpmath.inf),
     "sinh": _capped(mpmath.sinh, lambda x: mpmath.sign(x) * mpmath.inf),
     "lgamma": _mp_lgamma,
+    "ranked": _ranked_mp,
 }
 
 
@@ -150,6 +201,7 @@ _NUMPY_SPECIAL = {
     "erfc": _elementwise(math.erfc),
     "lgamma": _elementwise(math.lgamma),
     "polygamma": _elementwise(lambda n, x: mpmath.psi(int(n), x)),
+    "ranked": _ranked_np,
 }
 
 

@@ -662,8 +662,9 @@ class ZeroGradient(Rule):
 
     What it does:
         Finds additive terms of the loss that depend on an input only through a
-        step: ``heaviside``, ``sign``, or ``where`` with constant branches (a
-        comparison turned into a number). Their gradient is zero everywhere it exists.
+        step: ``heaviside``, ``sign``, ``where`` with constant branches (a
+        comparison turned into a number), or the key of a ``sort_by`` (the order
+        of targets by a prediction). Their gradient is zero everywhere it exists.
 
     Why is this bad?
         The term changes the value the user monitors but contributes nothing to
@@ -691,7 +692,7 @@ class ZeroGradient(Rule):
             budget.tick()
             if not ctx.varies(term):
                 continue
-            if not term.has(E.heaviside, E.sign, sympy.sign, E.where):
+            if not term.has(E.heaviside, E.sign, sympy.sign, E.where, E.axis_sort):  # a sort: a step in its key
                 continue
             grads = gradients(term, inputs, set(ctx.vectors), stage="check")
             if all(g == 0 for g in grads.values()):
@@ -750,16 +751,24 @@ class Cancellation(Rule):
                     yield self.hazard(ctx, node, Fix(sign * expm1(x), True, "exp(x) - 1 = expm1(x)"))
 
 
+def _unkeyed(expr: sympy.Basic) -> sympy.Basic:
+    """``expr`` without its sorts' keys: what moves continuously with the inputs. Through a key alone (the
+    sorted labels in ``max(sum(y) + cumsum(1 - sort_by(y, z)), 1)``) it is piecewise constant, never at a kink."""
+    return expr.replace(lambda n: isinstance(n, E.axis_sort), lambda n: n.func(n.args[0], sympy.S.Zero, n.args[2]))
+
+
 class NonDifferentiable(Rule):
-    """non-differentiable: a kink (abs, max, min, clamp, piecewise) where a subgradient convention is used.
+    """non-differentiable: a kink (abs, max, min, clamp, piecewise, sort) where a subgradient convention is used.
 
     What it does:
         Lists ``abs``, ``max``, ``min``, ``clamp`` and ``where`` whose argument or
-        condition depends on an input.
+        condition depends on an input, and the axis operations ``amax``, ``amin``
+        and ``sort``/``sort_by`` of an input (a kink where entries tie).
 
     Why is this bad?
         It usually is not: the loss is continuous, and at the kink lossforge uses
-        PyTorch's conventions (``abs``/``relu``: 0, ``clamp``: 1 at the boundary).
+        PyTorch's conventions (``abs``/``relu``: 0, ``clamp``: 1 at the boundary,
+        ``amax``: split evenly between ties, ``sort``: the stable order of ties).
         It is listed so that a reader knows where second-order methods see a jump.
 
     Example:
@@ -779,10 +788,13 @@ class NonDifferentiable(Rule):
 
     def check(self, ctx):
         steps_in_gradient = None
-        for node, _ in ctx.nodes(sympy.Abs, E.maximum, E.minimum, E.clamp, E.where):
-            probe = node.args[0] if isinstance(node, (E.where, E.clamp)) else node
-            if not ctx.varies(probe):
-                continue
+        unkeyed = _unkeyed if ctx.expr.has(E.axis_sort) else lambda e: e
+        for node, _ in ctx.nodes(sympy.Abs, E.maximum, E.minimum, E.clamp, E.where, E.amax, E.amin, E.axis_sort):
+            if isinstance(node, E.axis_sort):
+                if not ctx.varies(node.key):  # ordered by a target's key: a fixed permutation, smooth
+                    continue
+            elif not ctx.varies(unkeyed(node.args[0] if isinstance(node, (E.where, E.clamp)) else node)):
+                continue  # a where's condition, a clamp's argument, anything else itself
             if isinstance(node, E.where) and not ctx.varies(node.args[1]) and not ctx.varies(node.args[2]):
                 # A step: alone it is zero-gradient's; times a varying factor (x*where(x > 0, 2, 1))
                 # it reaches the gradient, whose jump there is a kink of the loss.

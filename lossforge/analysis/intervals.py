@@ -613,6 +613,32 @@ _bound.register(E.rev_cumsum, _bound.dispatch(E.cumsum))
 
 
 @_bound.register
+def _(expr: E.amax | E.amin | E.axis_sort | E.flip, b: Bounds) -> Bound:
+    return b(expr.args[0])  # one of the entries (a max, a min) or all of them (sorted, flipped): their interval
+
+
+@_bound.register
+def _(expr: E.unsort, b: Bounds) -> Bound:
+    return b(expr.args[0])  # the same entries, back in their places
+
+
+@_bound.register
+def _(expr: E.extremum_share, b: Bounds) -> Bound:
+    return Bound(0.0, 1.0)
+
+
+@_bound.register
+def _(expr: E.logcumsumexp, b: Bounds) -> Bound:
+    return _bound.dispatch(E.logsumexp)(expr, b)  # each entry is the logsumexp of a prefix
+
+
+@_bound.register
+def _(expr: E.logcumsumexp_adjoint, b: Bounds) -> Bound:
+    g = b(expr.args[0])  # sum_{k >= i} g_k * w_k with every w_k in [0, 1]: a sum of at most AXIS_MAX parts of g
+    return Bound(min(g.lo, 0.0) * AXIS_MAX, max(g.hi, 0.0) * AXIS_MAX)
+
+
+@_bound.register
 def _(expr: E.axis_size, b: Bounds) -> Bound:
     return Bound(1.0, AXIS_MAX, True)
 

@@ -465,6 +465,27 @@ class _LossPrinterMixin:
     def _print_axis_ones(self, expr):
         return f"{self._fn('ones_like')}({self._axis_anchor(expr.args[0])})"
 
+    def _helper(self, name: str, *args) -> str:
+        """A call of the generated helper ``name`` (each target's template defines it); strings print as they are."""
+        self.helpers.add(name)
+        return f"{name}({', '.join(a if isinstance(a, str) else self._print(a) for a in args)})"
+
+    def _print_extremum_share(self, expr):
+        return self._helper("_share", *expr.args)
+
+    def _print_logcumsumexp_adjoint(self, expr):
+        return self._helper("_logcumsumexp_grad", *expr.args)
+
+    def _print_axis_sort(self, expr):
+        e, key, descending = expr.args
+        if key == e:
+            return self._sorted(self._print(e), bool(descending))
+        return self._helper("_sort_by", e, key, repr(bool(descending)))
+
+    def _print_unsort(self, expr):
+        g, key, descending = expr.args
+        return self._helper("_unsort", g, key, repr(bool(descending)))
+
     def _print_where(self, expr):
         cond, a, b = expr.args
         if self._has_arrays(cond):
@@ -594,6 +615,21 @@ class NumpyLossPrinter(_LossPrinterMixin, NumPyPrinter):
 
     def _print_rev_cumsum(self, expr):
         return f"np.flip(np.cumsum(np.flip({self._print(expr.args[0])}, axis=-1), axis=-1), axis=-1)"
+
+    def _print_amax(self, expr):
+        return f"np.max({self._print(expr.args[0])}, axis=-1, keepdims=True, initial=-np.inf)"
+
+    def _print_amin(self, expr):
+        return f"np.min({self._print(expr.args[0])}, axis=-1, keepdims=True, initial=np.inf)"
+
+    def _print_logcumsumexp(self, expr):
+        return f"np.logaddexp.accumulate({self._print(expr.args[0])}, axis=-1)"
+
+    def _print_flip(self, expr):
+        return f"np.flip({self._print(expr.args[0])}, axis=-1)"
+
+    def _sorted(self, text: str, descending: bool) -> str:
+        return f"np.flip(np.sort({text}, axis=-1), axis=-1)" if descending else f"np.sort({text}, axis=-1)"
 
     def _print_clamp(self, expr):
         x, lo, hi = (self._print(a) for a in expr.args)
@@ -761,6 +797,21 @@ class TorchLossPrinter(_LossPrinterMixin, TorchPrinter):
 
     def _print_rev_cumsum(self, expr):
         return f"torch.flip(torch.cumsum(torch.flip({self._print(expr.args[0])}, (-1,)), dim=-1), (-1,))"
+
+    def _print_amax(self, expr):
+        return f"torch.amax({self._print(expr.args[0])}, dim=-1, keepdim=True)"
+
+    def _print_amin(self, expr):
+        return f"torch.amin({self._print(expr.args[0])}, dim=-1, keepdim=True)"
+
+    def _print_logcumsumexp(self, expr):
+        return f"torch.logcumsumexp({self._print(expr.args[0])}, dim=-1)"
+
+    def _print_flip(self, expr):
+        return f"torch.flip({self._print(expr.args[0])}, (-1,))"
+
+    def _sorted(self, text: str, descending: bool) -> str:
+        return f"torch.sort({text}, dim=-1, descending={descending}).values"
 
     def _print_clamp(self, expr):
         x, lo, hi = expr.args

@@ -3,7 +3,8 @@
 * :mod:`.functions`: the elementwise functions a loss may use, each a
   :class:`sympy.Function` subclass with its derivative, assumptions and rewrite;
 * :mod:`.axes`: the axis operations (``sum``, ``mean``, ``logsumexp``, ``norm``,
-  ``cumsum``) over a vector symbol's axis;
+  ``amax``, ``amin``, ``cumsum``, ``logcumsumexp``, ``flip``, ``sort``, ``sort_by``) over a
+  vector symbol's axis;
 * :mod:`.parser`: the vocabulary of names and :func:`parse`, which walks
   Python's ``ast`` under a whitelist. User text is never given to ``eval``,
   ``exec``, ``sympify`` or ``parse_expr``;
@@ -18,6 +19,12 @@ from .axes import (
     AxisFunction as AxisFunction,
 )
 from .axes import (
+    amax as amax,
+)
+from .axes import (
+    amin as amin,
+)
+from .axes import (
     axis_mean as axis_mean,
 )
 from .axes import (
@@ -27,10 +34,25 @@ from .axes import (
     axis_size as axis_size,
 )
 from .axes import (
+    axis_sort as axis_sort,
+)
+from .axes import (
     axis_sum as axis_sum,
 )
 from .axes import (
     cumsum as cumsum,
+)
+from .axes import (
+    extremum_share as extremum_share,
+)
+from .axes import (
+    flip as flip,
+)
+from .axes import (
+    logcumsumexp as logcumsumexp,
+)
+from .axes import (
+    logcumsumexp_adjoint as logcumsumexp_adjoint,
 )
 from .axes import (
     logsumexp as logsumexp,
@@ -49,6 +71,9 @@ from .axes import (
 )
 from .axes import (
     softmax_argument as softmax_argument,
+)
+from .axes import (
+    unsort as unsort,
 )
 from .functions import (
     acos as acos,

@@ -1,9 +1,12 @@
 """The axis operations of the spec language.
 
 Axis (vector) symbols stand for one element of their vector; the axis
-operations ``sum``, ``mean``, ``logsumexp``, ``norm`` reduce an elementwise
-expression over the axis to one value per sample, and ``cumsum`` maps it to the
-vector of its running sums. :mod:`lossforge.derive` differentiates through them.
+operations ``sum``, ``mean``, ``logsumexp``, ``norm``, ``amax``, ``amin`` reduce
+an elementwise expression over the axis to one value per sample, and
+``cumsum``, ``logcumsumexp``, ``flip`` and ``sort``/``sort_by`` map it to
+another vector along the axis (its running sums, its running log-sum-exps, its
+entries reversed, its entries in order). :mod:`lossforge.derive` differentiates through them: a reduction by its
+local weight (``fdiff``), a vector operation by its :meth:`AxisFunction.adjoint`.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from .functions import _is_real, sign, where
 
 __all__ = [
     "AxisFunction",
+    "VectorFunction",
     "AXIS_OPERATIONS",
     "axis_sum",
     "axis_mean",
@@ -24,6 +28,14 @@ __all__ = [
     "norm",
     "cumsum",
     "rev_cumsum",
+    "amax",
+    "amin",
+    "extremum_share",
+    "logcumsumexp",
+    "logcumsumexp_adjoint",
+    "flip",
+    "axis_sort",
+    "unsort",
     "axis_size",
     "axis_ones",
     "power",
@@ -48,8 +60,38 @@ class AxisFunction(Function):
     def _eval_is_extended_real(self):
         return _is_real(self.args[0])
 
+    def adjoint(self, upstream: sympy.Expr) -> sympy.Expr:
+        """The gradient this operation hands its (first) argument, given the ``upstream`` gradient of its value.
 
-class axis_sum(AxisFunction):
+        A reduction multiplies by its local weight; a :class:`VectorFunction` (``reduces = False``) overrides this
+        with its vector-Jacobian product, whose ``upstream`` always runs along the axis.
+        """
+        return upstream * self.fdiff(1)
+
+
+class VectorFunction(AxisFunction):
+    """An axis operation whose value is a vector along the axis (``cumsum``, ``sort`` ...), not one per sample.
+
+    It has no local weight: its gradient is its :meth:`~AxisFunction.adjoint`, a vector-Jacobian product.
+    """
+
+    reduces = False
+
+    def fdiff(self, argindex=1):
+        raise ArgumentIndexError(self, argindex)
+
+
+class _EntriesSign:
+    """The sign facts of an axis operation whose value is made of its argument's entries (a sum, a max, a sort)."""
+
+    def _eval_is_positive(self):
+        return self.args[0].is_positive
+
+    def _eval_is_nonnegative(self):
+        return self.args[0].is_nonnegative
+
+
+class axis_sum(_EntriesSign, AxisFunction):
     """``sum(e)``: the sum of an elementwise expression over its axis."""
 
     spec_name = "sum"
@@ -59,14 +101,8 @@ class axis_sum(AxisFunction):
             raise ArgumentIndexError(self, argindex)
         return S.One
 
-    def _eval_is_positive(self):
-        return self.args[0].is_positive
 
-    def _eval_is_nonnegative(self):
-        return self.args[0].is_nonnegative
-
-
-class axis_mean(AxisFunction):
+class axis_mean(_EntriesSign, AxisFunction):
     """``mean(e)``: the mean of an elementwise expression over its axis."""
 
     spec_name = "mean"
@@ -83,12 +119,6 @@ class axis_mean(AxisFunction):
         if argindex != 1:
             raise ArgumentIndexError(self, argindex)
         return 1 / axis_size(self.args[0])
-
-    def _eval_is_positive(self):
-        return self.args[0].is_positive
-
-    def _eval_is_nonnegative(self):
-        return self.args[0].is_nonnegative
 
 
 class logsumexp(AxisFunction):
@@ -183,7 +213,7 @@ class norm(AxisFunction):
         return True
 
 
-class cumsum(AxisFunction):
+class cumsum(VectorFunction):
     """``cumsum(e)``: the running sum along the axis (a vector, not a reduction).
 
     Its Jacobian is lower triangular, so its gradient is the reverse cumulative
@@ -192,22 +222,136 @@ class cumsum(AxisFunction):
     """
 
     spec_name = "cumsum"
-    reduces = False
 
-    def fdiff(self, argindex=1):
-        raise ArgumentIndexError(self, argindex)
+    def adjoint(self, upstream):
+        return rev_cumsum(upstream)
 
 
-class rev_cumsum(AxisFunction):
+class rev_cumsum(VectorFunction):
     """The reverse cumulative sum along the axis: the adjoint of :class:`cumsum`.
 
     Appears only in gradients; it is not part of the spec language.
     """
 
-    reduces = False
+
+class _extremum(_EntriesSign, AxisFunction):
+    """The largest (:class:`amax`) or smallest (:class:`amin`) entry of an elementwise expression over its axis.
+
+    Its local weight is :class:`extremum_share`: ``1/k`` at each of the ``k`` entries equal to the extremum, 0
+    elsewhere, so tied entries split the gradient evenly, as the gradient of ``torch.amax``/``torch.amin`` does
+    (``torch.max(x, dim)``'s gives all of it to one index). An entry's interval is the result's.
+    """
 
     def fdiff(self, argindex=1):
-        raise ArgumentIndexError(self, argindex)
+        if argindex != 1:
+            raise ArgumentIndexError(self, argindex)
+        return extremum_share(self.args[0], self)
+
+    def _eval_is_negative(self):
+        return self.args[0].is_negative
+
+
+class amax(_extremum):
+    """``amax(e)``: the largest entry along the axis (``torch.amax``, ``np.max``)."""
+
+    spec_name = "amax"
+
+
+class amin(_extremum):
+    """``amin(e)``: the smallest entry along the axis (``torch.amin``, ``np.min``)."""
+
+    spec_name = "amin"
+
+
+class extremum_share(VectorFunction):
+    """``extremum_share(e, m)``: ``[e == m] / sum([e == m])``, the share of the gradient of ``m = amax(e)``
+    (or ``amin(e)``) that each entry of ``e`` receives: in [0, 1], 1 at a unique extremum.
+
+    Appears only in gradients; it is not part of the spec language. The count is at least 1 wherever ``e`` is
+    not NaN (the extremum is one of the entries), so the division is never by zero there.
+    """
+
+    nargs = 2
+
+    def _eval_is_nonnegative(self):
+        return True
+
+
+class logcumsumexp(VectorFunction):
+    """``logcumsumexp(e)``: the running log-sum-exp along the axis, ``log(cumsum(exp(e)))`` without overflow.
+
+    Why it exists: written out, ``cumsum(exp(e))`` overflows past 88.7 in float32 (and its log is -inf below
+    -103), ListMLE's scores of +-100 among them; ``torch.logcumsumexp`` and ``np.logaddexp.accumulate`` add in
+    the log domain. A vector, not a reduction. Its gradient is ``sum_{k >= i} g_k exp(e_i - y_k)``, the reverse
+    cumulative sum of the upstream gradient ``g`` times the softmax over each prefix; :class:`logcumsumexp_adjoint`
+    computes it in the log domain, so no exp of a large positive number is ever formed.
+    """
+
+    spec_name = "logcumsumexp"
+
+    def adjoint(self, upstream):
+        return logcumsumexp_adjoint(upstream, self.args[0], self)
+
+    def _eval_rewrite_as_log(self, e, **kwargs):
+        return sympy.log(cumsum(sympy.exp(e)))
+
+
+class logcumsumexp_adjoint(VectorFunction):
+    """``logcumsumexp_adjoint(g, e, y)``: ``sum_{k >= i} g_k exp(e_i - y_k)`` with ``y = logcumsumexp(e)``.
+
+    Computed as ``torch.logcumsumexp``'s own backward computes it: the positive and negative parts of ``g``
+    apart, each as ``exp(e_i + revlogcumsumexp(log|g_k| - y_k))``, whose exponent is at most ``log sum |g|``
+    (``e_i <= y_k`` for ``k >= i``). At most ``sum |g|`` in magnitude. Appears only in gradients.
+    """
+
+    nargs = 3
+
+
+class flip(_EntriesSign, VectorFunction):
+    """``flip(e)``: the entries of e in reverse order along the axis (``torch.flip``, ``np.flip``).
+
+    A vector; its gradient is the upstream gradient flipped back. With it a cumulation runs from the end:
+    ``flip(logcumsumexp(flip(s)))`` is the log-sum-exp of each suffix, ListMLE's denominators on a list in
+    ranking order.
+    """
+
+    spec_name = "flip"
+
+    def adjoint(self, upstream):
+        return flip(upstream)
+
+
+class axis_sort(_EntriesSign, VectorFunction):
+    """``sort(e)``, ``sort_by(e, key)``: the entries of ``e`` in the order of ``key`` (ascending, or
+    ``descending=True``) along the axis; ``sort(e)`` orders ``e`` by itself.
+
+    The order is stable: entries of equal key keep their order along the axis (``torch.sort(stable=True)``,
+    ``np.argsort(kind="stable")``), so a ``sort_by`` with repeated keys is one definite permutation, the same in
+    both targets. The permutation is piecewise constant: the key is not differentiated, and the gradient is
+    the upstream gradient routed back through the inverse permutation (:class:`unsort`), as ``torch.sort``'s
+    is. The result's entries are ``e``'s entries, with their interval.
+    """
+
+    spec_name = "sort"
+    nargs = 3
+
+    @property
+    def key(self) -> sympy.Expr:
+        return self.args[1]
+
+    @property
+    def descending(self) -> bool:
+        return bool(self.args[2])
+
+    def adjoint(self, upstream):
+        return unsort(upstream, *self.args[1:])
+
+
+class unsort(VectorFunction):
+    """``unsort(g, key, descending)``: ``g`` put back through the inverse of the permutation that sorts ``key``
+    (stably): the adjoint of :class:`axis_sort`. Appears only in gradients."""
+
+    nargs = 3
 
 
 class axis_size(Function):
@@ -297,4 +441,5 @@ class real_abs(Function):
 
 
 #: The axis operations the spec language offers, by spec name.
-AXIS_OPERATIONS: tuple[type[AxisFunction], ...] = (axis_sum, axis_mean, logsumexp, norm, cumsum)
+AXIS_OPERATIONS: tuple[type[AxisFunction], ...] = (axis_sum, axis_mean, logsumexp, norm, cumsum, amax, amin,
+                                                    logcumsumexp, flip, axis_sort)

@@ -21,7 +21,7 @@ from sympy.logic.boolalg import BooleanAtom, BooleanFunction
 
 from .. import walk
 from ..errors import ParseError, SpecError, UnsafeExpressionError, did_you_mean
-from .axes import AXIS_OPERATIONS, AxisFunction, norm
+from .axes import AXIS_OPERATIONS, AxisFunction, axis_sort, norm
 from .functions import (
     acos,
     clamp,
@@ -69,7 +69,11 @@ FUNCTIONS: dict[str, tuple[object, int]] = {
     "where": (where, 3),
     **{op.spec_name: (op, 1) for op in AXIS_OPERATIONS},
     "norm": (norm, (1, 2)),
+    "sort_by": (axis_sort, 2),
 }
+
+#: The keyword arguments a function takes (each a literal True or False), by function name.
+KEYWORDS: dict[str, tuple[str, ...]] = {"sort": ("descending",), "sort_by": ("descending",)}
 
 #: Named constants of the spec language.
 CONSTANTS: dict[str, sympy.Expr] = {"pi": sympy.pi, "e": sympy.E}
@@ -383,6 +387,23 @@ class _Converter:
             left = right
         return sympy.And(*parts), self.merge(node, *axes)
 
+    def keywords(self, node: ast.Call, fname: str) -> dict[str, bool]:
+        """The keyword arguments of a call, each one :data:`KEYWORDS` allows with a literal True or False."""
+        flags = {}
+        for kw in node.keywords:
+            word = kw.arg or "**"
+            allowed = KEYWORDS.get(fname, ())
+            if word not in allowed:
+                hint = f"; {fname}() takes {', '.join(w + '=True' for w in allowed)}" if allowed else ""
+                raise UnsafeExpressionError(f"keyword argument {word!r} in call to {fname!r} is not allowed{hint}",
+                                            token=word)
+            if word in flags:
+                raise ParseError(f"keyword argument {word!r} is given twice in call to {fname!r}", token=word)
+            if not (isinstance(kw.value, ast.Constant) and isinstance(kw.value.value, bool)):
+                raise self.fail(kw.value, f"{word}= of {fname}() must be True or False")
+            flags[word] = kw.value.value
+        return flags
+
     def call(self, node: ast.Call) -> tuple[sympy.Basic, str | None]:
         if not isinstance(node.func, ast.Name):
             raise self.fail(node.func, "only the spec language's functions can be called", UnsafeExpressionError)
@@ -392,9 +413,7 @@ class _Converter:
                 raise ParseError(f"symbol {fname!r} is not a function", token=fname)
             hint = did_you_mean(fname, FUNCTIONS) or f" (the spec language's functions: {', '.join(sorted(FUNCTIONS))})"
             raise UnsafeExpressionError(f"unknown function {fname!r}{hint}", token=fname)
-        if node.keywords:
-            kw = node.keywords[0].arg or "**"
-            raise UnsafeExpressionError(f"keyword argument {kw!r} in call to {fname!r} is not allowed", token=kw)
+        flags = self.keywords(node, fname)
         func, arity = FUNCTIONS[fname]
         counts = arity if isinstance(arity, tuple) else (arity,)
         if len(node.args) not in counts:
@@ -414,6 +433,15 @@ class _Converter:
         for arg, sub in zip(args, node.args):
             if _is_condition(arg[0]):
                 raise self.fail(sub, f"a comparison cannot be an argument of {fname!r}")
+        if func is axis_sort:
+            (value, axis), *by = args
+            key, on = by[0] if by else (value, axis)
+            if axis is None:
+                raise self.fail(node, f"{fname}() needs a vector (axis) argument")
+            if on is not None and on != axis:
+                raise self.fail(node.args[1], f"the key of sort_by() must lie on the axis of its values, {axis!r}, "
+                                              f"not on {on!r}")
+            return axis_sort(value, key, int(flags.get("descending", False))), axis
         if isinstance(func, type) and issubclass(func, AxisFunction):
             (value, axis), *options = args
             for (_, on), sub in zip(options, node.args[1:]):
@@ -580,7 +608,7 @@ def parse(
         name = vec[0] if vec else axis
         raise ParseError(
             f"the loss is a vector over axis {axis!r} (through {name!r}): reduce it with sum(), mean(), "
-            "logsumexp() or norm()",
+            "logsumexp(), norm(), amax() or amin()",
             token=name,
         )
     return value

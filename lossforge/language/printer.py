@@ -20,6 +20,11 @@ class SpecPrinter(StrPrinter):
             return super()._print_Function(expr)
         return f"{name}({', '.join(self._print(a) for a in expr.args)})"
 
+    def _print_axis_sort(self, expr):
+        e, key, descending = expr.args
+        head = f"sort({self._print(e)}" if key == e else f"sort_by({self._print(e)}, {self._print(key)}"
+        return head + (", descending=True)" if descending else ")")
+
     def _print_Float(self, expr):
         return repr(float(expr))
 
