@@ -30,8 +30,9 @@ from .. import budget
 from .. import language as E
 from ..derive import derive, gradients
 from ..errors import AnalysisError, UnknownNameError
-from ..spec import LossSpec
-from .intervals import EXP_MAX, FLOAT_MAX, Bounds, as_float, bounds_for
+from ..spec import FrozenMap, LossSpec
+from . import witness
+from .intervals import DTYPES, FLOAT32, Bounds, Limits, as_float, bounds_for
 
 ERROR, WARNING, INFO = "error", "warning", "info"
 #: Value used by unsafe fixes (a float32-meaningful epsilon).
@@ -52,7 +53,11 @@ class Fix:
 
 @dataclass(frozen=True)
 class Hazard:
-    """One finding: its kind, severity, location, offending subexpression and fix."""
+    """One finding: its kind, severity, location, offending subexpression and fix.
+
+    ``witness`` is a point of the declared domains where it happens (symbol name -> value,
+    :mod:`lossforge.analysis.witness`); empty where the search found none, which the message says.
+    """
 
     kind: str
     severity: str
@@ -62,6 +67,7 @@ class Hazard:
     fix: Fix | None = None
     accepted: bool = False
     reason: str = ""
+    witness: FrozenMap = field(default_factory=FrozenMap)
 
     def __str__(self) -> str:
         tag = f" (accepted: {self.reason})" if self.accepted else ""
@@ -154,6 +160,11 @@ class Rule:
 
     def check(self, ctx: Context) -> Iterator[Hazard]:
         raise NotImplementedError
+
+    def fires_at(self, ctx: Context, node: sympy.Basic, bounds: Bounds) -> bool:
+        """Whether this rule still reports ``node`` with the symbols' bounds ``bounds`` (a witness's test)."""
+        sub = Context(node, ctx.where, bounds, ctx.inputs, ctx.vectors)
+        return any(h.expr == node for h in self.check(sub))
 
     def hazard(self, ctx: Context, node: sympy.Basic, fix: Fix | None = None, message: str | None = None) -> Hazard:
         return Hazard(self.kind, self.severity, ctx.where, node, message or self.message, fix)
@@ -336,7 +347,7 @@ class Overflow(Rule):
     def check(self, ctx):
         for node, b in ctx.nodes(sympy.exp, expm1, sympy.cosh, sympy.Pow, sympy.Mul, *_POLES):
             if isinstance(node, _POLES):
-                if _pole_argument(node, b).positive and b(node).magnitude > FLOAT_MAX:
+                if _pole_argument(node, b).positive and b(node).magnitude > b.limits.max:
                     yield self.hazard(ctx, node, None, f"{_name(node)} can exceed the float range")
                 continue
             if isinstance(node, sympy.Mul):
@@ -346,10 +357,10 @@ class Overflow(Rule):
             if isinstance(node, (sympy.exp, expm1)):
                 if E.softmax_argument(node.args[0]) is not None:
                     continue
-                if b(node.args[0]).hi > EXP_MAX:
+                if b(node.args[0]).hi > b.limits.exp_max:
                     yield self.hazard(ctx, node, self._fix(ctx, node), f"{node.func.__name__} can overflow")
             elif isinstance(node, sympy.cosh):
-                if b(node.args[0]).magnitude > EXP_MAX + 0.69:
+                if b(node.args[0]).magnitude > b.limits.exp_max + 0.69:
                     yield self.hazard(ctx, node, None, "cosh can overflow")
             elif node.exp.is_number and self._power_overflows(node, b):
                 yield self.hazard(ctx, node, None, "power can exceed the float range")
@@ -363,7 +374,7 @@ class Overflow(Rule):
         their interval product overstates, so they are left to the rules of
         their own parts.
         """
-        if b(node).magnitude <= FLOAT_MAX or any(b(f).magnitude > FLOAT_MAX for f in node.args):
+        if b(node).magnitude <= b.limits.max or any(b(f).magnitude > b.limits.max for f in node.args):
             return False
         large = [f for f in node.args if b(f).magnitude > 1]  # bounded factors cannot make it overflow
         over = [f for f in large if f.is_Pow and f.exp.is_negative]
@@ -376,8 +387,8 @@ class Overflow(Rule):
         if node.exp > 0:  # |base|**e, whatever the sign (a negative base is pow-domain's)
             if not math.isfinite(base.magnitude):
                 return False  # the base is already inf: reported where it became so (a log, an exp)
-            return base.magnitude > 0 and as_float(node.exp) * math.log(base.magnitude) > EXP_MAX
-        return not base.reaches_zero and b(node).magnitude > FLOAT_MAX  # 1/tiny; 1/0 is division's
+            return base.magnitude > 0 and as_float(node.exp) * math.log(base.magnitude) > b.limits.exp_max
+        return not base.reaches_zero and b(node).magnitude > b.limits.max  # 1/tiny; 1/0 is division's
 
     @staticmethod
     def _fix(ctx, node):
@@ -500,7 +511,7 @@ class SqrtAtZero(Rule):
         for node, b in ctx.nodes(sympy.Pow, E.norm, sympy.acos):
             if isinstance(node, sympy.acos):
                 u = node.args[0]
-                if ctx.where == "loss" and ctx.varies(u) and _reaches_one(b(u)):
+                if ctx.where == "loss" and ctx.varies(u) and _reaches_one(b(u), b.limits):
                     yield self.hazard(ctx, node, None, "acos of a value that can reach -1 or 1: infinite gradient")
                 continue
             if isinstance(node, E.norm):
@@ -513,9 +524,9 @@ class SqrtAtZero(Rule):
                 yield self.hazard(ctx, node, fix)
 
 
-def _reaches_one(x) -> bool:
-    """Whether a bound reaches -1 or 1 once its ends are rounded to float32 (1 - 1e-8 is 1.0 there)."""
-    return bool(np.float32(x.hi) >= 1 or np.float32(x.lo) <= -1)
+def _reaches_one(x, limits: Limits) -> bool:
+    """Whether a bound reaches -1 or 1 once its ends are rounded to the type (1 - 1e-8 is 1.0 in float32)."""
+    return limits.round(x.hi) >= 1 or limits.round(x.lo) <= -1
 
 
 class PowDomain(Rule):
@@ -605,11 +616,11 @@ class LogSumExp(Rule):
                                                  "log-softmax: w - logsumexp(z)"), "log of a softmax without the max shift")
             elif z is not None:
                 zb = b(z)
-                if zb.hi > EXP_MAX or zb.lo < -87:
+                if zb.hi > b.limits.exp_max or zb.lo < b.limits.exp_min:
                     yield self.hazard(ctx, node, Fix(E.logsumexp(z), True, "logsumexp with the max shift"))
             elif exp_pair(u):
                 a, c = (t.args[0] for t in u.args)
-                if max(b(a).hi, b(c).hi) > EXP_MAX or min(b(a).hi, b(c).hi) < -87:
+                if max(b(a).hi, b(c).hi) > b.limits.exp_max or min(b(a).hi, b(c).hi) < b.limits.exp_min:
                     yield self.hazard(ctx, node, Fix(logaddexp(a, c), True, "logaddexp: max + log1p(exp(-|a - b|))"))
 
 
@@ -687,6 +698,9 @@ class ZeroGradient(Rule):
             grads = gradients(term, inputs, set(ctx.vectors), stage="check")
             if all(g == 0 for g in grads.values()):
                 yield self.hazard(ctx, term)
+
+    def fires_at(self, ctx, node, bounds):
+        return True  # the term's gradient is zero wherever it exists: any point of the domains shows it
 
 
 class Cancellation(Rule):
@@ -786,6 +800,25 @@ class NonDifferentiable(Rule):
                     continue
             yield self.hazard(ctx, node)
 
+    def fires_at(self, ctx, node, bounds):
+        """The kink is reached: the argument of ``abs``, ``a - b`` of a max or min, ``x - lo`` or ``x - hi``
+        of a clamp, ``lhs - rhs`` of a ``where``'s comparison can be 0."""
+        args = node.args
+        if isinstance(node, sympy.Abs):
+            gaps = [args[0]]
+        elif isinstance(node, E.clamp):
+            gaps = [args[0] - args[1], args[0] - args[2]]
+        elif isinstance(node, E.where):
+            gaps = [c.lhs - c.rhs for c in _conjuncts_of(args[0])]
+        else:
+            gaps = [args[0] - args[1]]
+        return any(bounds(g).reaches_zero for g in gaps)
+
+
+def _conjuncts_of(cond: sympy.Basic) -> list:
+    """The comparisons a condition is made of."""
+    return [c for c in sympy.preorder_traversal(cond) if isinstance(c, sympy.core.relational.Relational)]
+
 
 #: The one ordered registry of rules.
 RULES: tuple[Rule, ...] = (
@@ -811,14 +844,59 @@ def explain(kind: str) -> str:
     raise UnknownNameError(f"unknown hazard kind {kind!r} (known: {', '.join(KINDS)})", token=str(kind))
 
 
-def check(spec: LossSpec) -> Report:
-    """Every hazard of the loss and of each gradient, over the declared domains.
+def limits_of(dtype: str | None) -> Limits:
+    """The floating type named ``dtype`` (None: float32's thresholds, which also cover float64)."""
+    if dtype is None:
+        return FLOAT32
+    found = DTYPES.get(dtype) if isinstance(dtype, str) else None
+    if found is None:
+        raise UnknownNameError(f"unknown dtype {dtype!r} for check (known: {', '.join(DTYPES)})", token=str(dtype))
+    return found
 
+
+def _witness_of(h: Hazard, ctx: Context, spec: LossSpec) -> dict[str, float]:
+    """A point of the domains where ``h`` happens, by name; {} where the search finds none."""
+    rule = next(r for r in RULES if r.kind == h.kind)
+    table = spec.sympy_symbols
+    pinnable = [table[n] for n, v in spec.symbols.items()
+                if v.domain.name not in ("simplex", "onehot") and isinstance(v.default, (int, float, type(None)))]
+    own = h.expr.free_symbols
+    params = [s for s in pinnable if s in own and s.name in spec.params]
+    order = params + [s for s in pinnable if s in own and s not in params] + [s for s in pinnable if s not in own]
+    names = {s: n for n, s in table.items()}
+
+    def choices(symbol, bound, chosen):
+        var = spec.symbols[names[symbol]]
+        return witness.candidates(bound, var.domain.values, var.default, ctx.bounds, chosen)
+
+    tried = set()
+    for node, b in ctx.nodes(type(h.expr)):
+        if node != h.expr or id(b) in tried:
+            continue
+        tried.add(id(b))
+        point = witness.find(lambda pinned: rule.fires_at(ctx, node, pinned), b, order, choices)
+        if point is not None:
+            return {names[s]: v for s, v in point.items()}
+    return {}
+
+
+def _at(point: dict[str, float], limits: Limits) -> str:
+    if not point:
+        return "no single point found: the bound may over-approximate"
+    return "at " + ", ".join(f"{n} = {limits.text(v)}" for n, v in point.items())
+
+
+def check(spec: LossSpec, dtype: str | None = None) -> Report:
+    """Every hazard of the loss and of each gradient, over the declared domains, each with a witness.
+
+    ``dtype`` names the floating type reasoned in (``"float16"``, ``"bfloat16"``, ``"float32"``,
+    ``"float64"``); None, the default, uses float32's thresholds, which also cover float64.
     Runs under :mod:`lossforge.budget`: expressions past the node limit, or a
     check past its time limit, raise :class:`AnalysisError` naming the stage.
     """
     if not isinstance(spec, LossSpec):
         raise AnalysisError(f"check() needs a LossSpec, got {type(spec).__name__}", token=type(spec).__name__)
+    limits = limits_of(dtype)
     for kind in spec.accept:
         if kind not in KINDS:
             raise UnknownNameError(f"[accept] names an unknown hazard kind {kind!r} (known: {', '.join(KINDS)})",
@@ -827,24 +905,26 @@ def check(spec: LossSpec) -> Report:
     with budget.deadline("check"):
         exprs = derive(spec).exprs()
         budget.check("check", *exprs.values())
-        bounds = bounds_for(spec)
+        bounds = bounds_for(spec, limits)
         table = spec.sympy_symbols
         inputs = frozenset(table[n] for n in spec.inputs)
         vectors = frozenset(table[n] for n, v in spec.symbols.items() if v.axis)
         found: dict[tuple[str, str, sympy.Basic], Hazard] = {}
+        contexts = {}
         for where, expr in exprs.items():
-            ctx = Context(expr, where, bounds, inputs, vectors)
+            ctx = contexts[where] = Context(expr, where, bounds, inputs, vectors)
             for rule in RULES:
                 if where != "loss" and not rule.in_gradients:
                     continue
                 budget.tick()
                 for h in rule.check(ctx):
                     found.setdefault((where, h.kind, h.expr), h)
-    hazards = []
-    for h in found.values():
-        if h.kind in spec.accept:
-            h = Hazard(h.kind, h.severity, h.where, h.expr, h.message, h.fix, True, spec.accept[h.kind])
-        hazards.append(h)
-    order = {w: i for i, w in enumerate(derive(spec).exprs())}
+        hazards = []
+        for h in found.values():
+            point = _witness_of(h, contexts[h.where], spec)
+            accepted = h.kind in spec.accept
+            hazards.append(Hazard(h.kind, h.severity, h.where, h.expr, f"{h.message} ({_at(point, limits)})", h.fix,
+                                  accepted, spec.accept.get(h.kind, ""), FrozenMap(point)))
+    order = {w: i for i, w in enumerate(exprs)}
     hazards.sort(key=lambda h: (order[h.where], KINDS.index(h.kind), sympy.default_sort_key(h.expr)))
     return Report(spec.name, tuple(hazards), time.perf_counter() - start)
