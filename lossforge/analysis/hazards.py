@@ -362,7 +362,7 @@ class Overflow(Rule):
             elif isinstance(node, sympy.cosh):
                 if b(node.args[0]).magnitude > b.limits.exp_max + 0.69:
                     yield self.hazard(ctx, node, None, "cosh can overflow")
-            elif node.exp.is_number and self._power_overflows(node, b):
+            elif self._power_overflows(node, b):
                 yield self.hazard(ctx, node, None, "power can exceed the float range")
 
     @staticmethod
@@ -384,6 +384,8 @@ class Overflow(Rule):
     @staticmethod
     def _power_overflows(node: sympy.Pow, b: Bounds) -> bool:
         base = b(node.base)
+        if not node.exp.is_number:  # mu**(-p), p a param: over the exponent's declared interval
+            return math.isfinite(base.magnitude) and not base.reaches_zero and b(node).magnitude > b.limits.max
         if node.exp > 0:  # |base|**e, whatever the sign (a negative base is pow-domain's)
             if not math.isfinite(base.magnitude):
                 return False  # the base is already inf: reported where it became so (a log, an exp)
@@ -519,7 +521,10 @@ class SqrtAtZero(Rule):
                     yield self.hazard(ctx, node, Fix(node.func(node.args[0] + EPS, *node.args[1:]), False, "add 1e-7 inside the norm"),
                                       "norm of a vector that can be 0: its gradient is 0/0")
                 continue
-            if node.exp in (sympy.S.Half, -sympy.S.Half) and b(node.base).lo <= 0:
+            # In a gradient a sqrt is a value (x**1.5's 1.5*sqrt(x) is 0 at 0); its reciprocal is the
+            # derivative of the loss's sqrt, infinite at 0.
+            roots = (sympy.S.Half, -sympy.S.Half) if ctx.where == "loss" else (-sympy.S.Half,)
+            if node.exp in roots and b(node.base).lo <= 0:
                 fix = Fix(sympy.sqrt(node.base + EPS), False, "add 1e-7 under the sqrt") if node.exp > 0 else None
                 yield self.hazard(ctx, node, fix)
 
@@ -620,7 +625,7 @@ class LogSumExp(Rule):
                     yield self.hazard(ctx, node, Fix(E.logsumexp(z), True, "logsumexp with the max shift"))
             elif exp_pair(u):
                 a, c = (t.args[0] for t in u.args)
-                if max(b(a).hi, b(c).hi) > b.limits.exp_max or min(b(a).hi, b(c).hi) < b.limits.exp_min:
+                if max(b(a).hi, b(c).hi) > b.limits.exp_max or max(b(a).lo, b(c).lo) < b.limits.exp_min:
                     yield self.hazard(ctx, node, Fix(logaddexp(a, c), True, "logaddexp: max + log1p(exp(-|a - b|))"))
 
 
@@ -689,12 +694,16 @@ class ZeroGradient(Rule):
     def check(self, ctx):
         inputs = {s.name: s for s in ctx.inputs}
         distributed = budget.expand_mul(ctx.expr)  # None where distributing would pass the budget
+        # Distributing splits sign(x)*(1 - exp(-|x|)) into sign(x) - sign(x)*exp(-|x|): the terms that hold
+        # the same steps are judged together, as the factor they were written with.
+        groups: dict[frozenset, list] = {}
         for term in sympy.Add.make_args(ctx.expr if distributed is None else distributed):
             budget.tick()
-            if not ctx.varies(term):
-                continue
-            if not term.has(E.heaviside, E.sign, sympy.sign, E.where):
-                continue
+            steps = frozenset(term.atoms(E.heaviside, E.sign, sympy.sign, E.where))
+            if steps and ctx.varies(term):
+                groups.setdefault(steps, []).append(term)
+        for terms in groups.values():
+            term = sympy.Add(*terms)
             grads = gradients(term, inputs, set(ctx.vectors), stage="check")
             if all(g == 0 for g in grads.values()):
                 yield self.hazard(ctx, term)
@@ -865,9 +874,11 @@ def _witness_of(h: Hazard, ctx: Context, spec: LossSpec) -> dict[str, float]:
     order = params + [s for s in pinnable if s in own and s not in params] + [s for s in pinnable if s not in own]
     names = {s: n for n, s in table.items()}
 
+    constants = tuple(sorted({as_float(a) for a in h.expr.atoms(sympy.Number) if a.is_finite}))
+
     def choices(symbol, bound, chosen):
         var = spec.symbols[names[symbol]]
-        return witness.candidates(bound, var.domain.values, var.default, ctx.bounds, chosen)
+        return witness.candidates(bound, var.domain.values, var.default, ctx.bounds, chosen, constants)
 
     tried = set()
     for node, b in ctx.nodes(type(h.expr)):

@@ -327,13 +327,57 @@ def _(expr: sympy.NumberSymbol, b: Bounds) -> Bound:
 @_bound.register
 def _(expr: sympy.Add, b: Bounds) -> Bound:
     lo = hi = 0.0
-    for arg in expr.args:
+    for arg in _paired_sums(expr.args, b):
         x = b(arg)
         lo, hi = lo + x.lo, hi + x.hi
     lo = -INF if math.isnan(lo) else lo
     hi = INF if math.isnan(hi) else hi
+    if _below_logsumexp(expr, b):
+        hi = min(hi, 0.0)
     nonzero = lo > 0 or hi < 0
     return Bound(lo, hi, nonzero)
+
+
+def _paired_sums(terms: tuple, b: Bounds) -> list:
+    """The terms of a sum with each ``sum(u) - sum(u*v)`` (u >= 0, v in [0, 1]) taken as ``sum(u*(1 - v))``.
+
+    Bounded one by one, sum(p) + sum(t) - sum(p*t) + smooth (soft Jaccard, p and t in [0, 1]) spans 0;
+    paired, it is at least smooth. In floating point too: each rounded u*v is at most u, and a rounded
+    sum is monotone in its elements, so the rounded difference is not negative.
+    """
+    sums = [t for t in terms if isinstance(t, E.axis_sum)]
+    if not sums or len(terms) > 16:
+        return list(terms)
+    out, used = [], set()
+    for t in terms:
+        if not (isinstance(-t, E.axis_sum) and (-t).args[0].is_Mul):
+            continue
+        product = (-t).args[0]
+        for u in sums:
+            if id(u) in used:
+                continue
+            v = sympy.Mul(*[f for f in product.args if f != u.args[0]]) if u.args[0] in product.args else None
+            if v is None or product != u.args[0] * v or b(u.args[0]).lo < 0 or not 0 <= b(v).lo <= b(v).hi <= 1:
+                continue
+            used.update((id(u), id(t)))
+            out.append(E.axis_sum(u.args[0] * (1 - v)))
+            break
+    return out + [t for t in terms if id(t) not in used]
+
+
+def _below_logsumexp(expr: sympy.Add, b: Bounds) -> bool:
+    """``expr`` is ``a - logsumexp(z)`` with a at most max(z): z itself, or ``sum(w*z)`` with w on the simplex."""
+    for t in expr.args:
+        if not isinstance(-t, E.logsumexp):
+            continue
+        z, rest = (-t).args[0], expr - t
+        if rest == z:
+            return True
+        if isinstance(rest, E.axis_sum) and rest.args[0].is_Mul:
+            weights = _weights_on_simplex(rest.args[0], b)
+            if weights is not None and weights == z:
+                return True
+    return False
 
 
 def _least(x: Bound) -> float:

@@ -33,15 +33,16 @@ from .intervals import Bound, Bounds
 
 #: At most this many pinned re-checks per hazard: the search is a few milliseconds, never the check's cost.
 MAX_TRIES = 160
-_ORDINARY = (0.0, 1.0, -1.0, 0.5, 2.0, -2.0, 10.0, -10.0, 100.0, -100.0)
+_ORDINARY = (0.0, 1.0, -1.0, 0.5, 2.0, -2.0, 100.0, -100.0, 10.0, -10.0)
 
 
 def candidates(bound: Bound, values: tuple[float, ...] | None, default: float | None, bounds: Bounds,
-               chosen: list[float]) -> list[float]:
+               chosen: list[float], constants: tuple[float, ...] = ()) -> list[float]:
     """The values tried for one symbol, in order, each inside ``bound`` and representable in the type.
 
     ``chosen`` are the values already pinned for other symbols: ``v`` and ``1 - v`` for each are tried
-    early, so a kink of ``clamp(p, eps, 1 - eps)`` is found at p = eps.
+    early, so a kink of ``clamp(p, eps, 1 - eps)`` is found at p = eps; ``constants`` are the numbers of
+    the offending subexpression, tried with both signs (``1/(p + 1e-7)`` at p = -1e-7).
     """
     limits = bounds.limits
     if values is not None:
@@ -49,16 +50,18 @@ def candidates(bound: Bound, values: tuple[float, ...] | None, default: float | 
     else:
         small = limits.positive_start
         lo, hi = bound.lo, bound.hi
-        raw = [*_ORDINARY, *chosen, *(1 - v for v in chosen), lo, hi, small, -small]
+        raw = [*_ORDINARY, *chosen, *(1 - v for v in chosen), *constants, *(-c for c in constants), lo, hi,
+               small, -small]
         raw += [s * 10.0**k for k in range(-30, 4, 3) for s in (1.0, -1.0)]
         if math.isfinite(lo) and math.isfinite(hi) and hi > lo:
             raw += [lo + (hi - lo) * i / 16 for i in range(1, 16)]
         if default is not None:
             raw.insert(0, default)
     out: list[float] = []
+    lo, hi = limits.round(bound.lo), limits.round(bound.hi)  # an end the type cannot hold: its nearest value
     for v in raw:
         v = limits.round(v)
-        if not math.isfinite(v) or v < bound.lo or v > bound.hi or (v == 0 and bound.nonzero) or v in out:
+        if not math.isfinite(v) or v < lo or v > hi or (v == 0 and bound.nonzero) or v in out:
             continue
         out.append(v)
     return out
