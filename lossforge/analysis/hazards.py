@@ -763,6 +763,11 @@ class Cancellation(Rule):
                 if b(x).smallest_magnitude < 1e-3:
                     yield self.hazard(ctx, node, Fix(sign * expm1(x), True, "exp(x) - 1 = expm1(x)"))
 
+    def fires_at(self, ctx, node, bounds):
+        """Precision is lost at a small nonzero argument (at exactly 0 the rounded value is exact)."""
+        x = bounds(one_plus(node.args[0]) if isinstance(node, sympy.log) else exp_minus_one(node)[0])
+        return not x.lo == x.hi == 0 and super().fires_at(ctx, node, bounds)
+
 
 class NonDifferentiable(Rule):
     """non-differentiable: a kink (abs, max, min, clamp, piecewise) where a subgradient convention is used.
