@@ -25,6 +25,7 @@ import sympy
 
 import lossforge as lf
 
+from .analysis.intervals import DTYPES
 from .errors import LossforgeError, SpecError
 from .text import terminal
 
@@ -228,6 +229,7 @@ def _hazard_dict(h) -> dict:
         "message": h.message,
         "fix": None if h.fix is None else str(h.fix),
         "accepted": bool(h.accepted),
+        "witness": dict(h.witness),
     }
 
 
@@ -236,7 +238,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     results, accepted = [], []
     for ref in args.specs:
         spec = _resolve(ref)
-        report = lf.check(spec)
+        report = lf.check(spec, dtype=args.dtype)
         failed |= not report.ok
         results.append({"spec": ref, "name": spec.name, "ok": report.ok,
                         "hazards": [_hazard_dict(h) for h in report.hazards]})
@@ -351,6 +353,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("check", help="report NaN/inf hazards (exit 1 on an unaccepted error)")
     p.add_argument("specs", metavar="NAME|FILE", nargs="+")
     p.add_argument("--format", choices=("text", "json"), default="text")
+    p.add_argument("--dtype", choices=tuple(DTYPES), default=None,
+                   help="the floating type to reason in (default: float32's limits, which also cover float64)")
     p.set_defaults(func=cmd_check)
 
     p = sub.add_parser("stabilize", help="rewrite hazards into stable forms and write the spec as TOML")
