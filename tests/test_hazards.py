@@ -319,9 +319,12 @@ FIXTURES = {
             ("exp(x) - 1", "x: real"),
             ("1 - exp(-x**2)", "x: real"),
             ("log(1 + x**2)", "x: real"),
+            ("exp(v)/2 - 1/2", "v: real"),  # as the gradient of exp(v)/2 - v/2 writes exp(v) - 1
+            ("exp(v)/2 - v/2", "v: real"),  # its gradient warns as that of exp(v) - v does
         ],
         [
             ("log1p(x)", "x: [0; 1]"),
+            ("exp(v)/2 - 1", "v: real"),
             ("expm1(x)", "x: real"),
             ("log(2 + x)", "x: [0; 1]"),
             ("exp(x) - 2", "x: real"),

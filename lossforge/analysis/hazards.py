@@ -215,14 +215,15 @@ def one_plus(u: sympy.Expr) -> sympy.Expr | None:
     return None
 
 
-def exp_minus_one(u: sympy.Expr) -> tuple[sympy.Expr, int] | None:
-    """(x, sign) if ``u`` is exp(x) - 1 (sign 1) or 1 - exp(x) (sign -1)."""
+def exp_minus_one(u: sympy.Expr) -> tuple[sympy.Expr, sympy.Expr] | None:
+    """(x, c) if ``u`` is c*(exp(x) - 1) for a number c: exp(x) - 1 (c = 1), 1 - exp(x) (c = -1), and the
+    same scaled, as a gradient writes it (``exp(v)/2 - 1/2``, c = 1/2)."""
     if not u.is_Add or len(u.args) != 2:
         return None
-    for sign in (1, -1):
-        rest = u + sign
-        if isinstance(sign * rest, sympy.exp):
-            return (sign * rest).args[0], sign
+    for term, constant in (u.args, reversed(u.args)):
+        c = -constant
+        if c.is_number and c != 0 and isinstance(term / c, sympy.exp):
+            return (term / c).args[0], c
     return None
 
 
@@ -345,7 +346,12 @@ class Overflow(Rule):
     message = "can exceed the float range"
 
     def check(self, ctx):
-        for node, b in ctx.nodes(sympy.exp, expm1, sympy.cosh, sympy.Pow, sympy.Mul, *_POLES):
+        for node, b in ctx.nodes(sympy.exp, expm1, sympy.cosh, sympy.Pow, sympy.Mul, E.quotient, *_POLES):
+            if isinstance(node, E.quotient):
+                u, v = (b(a) for a in node.args)
+                if math.isfinite(u.magnitude) and not v.reaches_zero and b(node).magnitude > b.limits.max:
+                    yield self.hazard(ctx, node, None, "quotient can exceed the float range")
+                continue
             if isinstance(node, _POLES):
                 if _pole_argument(node, b).positive and b(node).magnitude > b.limits.max:
                     yield self.hazard(ctx, node, None, f"{_name(node)} can exceed the float range")
@@ -461,7 +467,11 @@ class DivisionByZero(Rule):
     message = "denominator can reach 0"
 
     def check(self, ctx):
-        for node, b in ctx.nodes(sympy.Pow, *_POLES):
+        for node, b in ctx.nodes(sympy.Pow, E.quotient, *_POLES):
+            if isinstance(node, E.quotient):
+                if b(node.args[1]).reaches_zero:
+                    yield self.hazard(ctx, node)
+                continue
             if isinstance(node, _POLES):
                 if not _pole_argument(node, b).positive:
                     yield self.hazard(ctx, node, None, f"{_name(node)} of a value that can reach a pole (0, -1, -2, ...)")
@@ -759,9 +769,9 @@ class Cancellation(Rule):
                 found = exp_minus_one(node)
                 if found is None:
                     continue
-                x, sign = found
+                x, c = found
                 if b(x).smallest_magnitude < 1e-3:
-                    yield self.hazard(ctx, node, Fix(sign * expm1(x), True, "exp(x) - 1 = expm1(x)"))
+                    yield self.hazard(ctx, node, Fix(c * expm1(x), True, "exp(x) - 1 = expm1(x)"))
 
     def fires_at(self, ctx, node, bounds):
         """Precision is lost at a small nonzero argument (at exactly 0 the rounded value is exact)."""

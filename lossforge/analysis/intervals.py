@@ -441,6 +441,12 @@ def _pow_inverse(inv: Bound, n: int, b: Bounds) -> Bound:
 
 
 @_bound.register
+def _(expr: E.quotient, b: Bounds) -> Bound:
+    u, v = expr.args
+    return b(u * v**-1)
+
+
+@_bound.register
 def _(expr: sympy.exp, b: Bounds) -> Bound:
     if E.softmax_argument(expr.args[0]) is not None:
         return Bound(0.0, 1.0)

@@ -78,6 +78,9 @@ from .functions import (
     minimum as minimum,
 )
 from .functions import (
+    quotient as quotient,
+)
+from .functions import (
     sigmoid as sigmoid,
 )
 from .functions import (

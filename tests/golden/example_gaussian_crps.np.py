@@ -174,26 +174,20 @@ def _prepare(mu, y, sigma):
 def _gaussian_crps_value(mu, y, sigma):
     """Per-sample loss."""
     batch = mu.shape
-    _t2 = y - mu
-    _t5 = 1/sigma
-    return _fill(sigma*((_t2*_t5*scipy.special.erf(0.7071067811865476*_t2*_t5) + 0.7978845608028654*np.exp(-1/2*_t2**2/sigma**2)) - 0.5641895835477563), batch)
+    _t0 = ((y - mu) / sigma)
+    return _fill(sigma*((_t0*scipy.special.erf(0.7071067811865476*_t0) + 0.7978845608028654*np.exp(-1/2*_t0**2)) - 0.5641895835477563), batch)
 
 
 def _gaussian_crps_value_and_grads(mu, y, sigma):
     """Per-sample loss and its gradient for each input, per element."""
     batch = mu.shape
-    _t0 = sigma**(-2)
-    _t1 = mu - y
-    _t2 = -_t1
-    _t3 = np.exp(-1/2*_t0*_t2**2)
-    _t4 = 0.7978845608028654*_t3
-    _t5 = 1/sigma
-    _t6 = _t5*scipy.special.erf(0.7071067811865476*_t2*_t5)
-    _t7 = _t0*_t4
-    value = _fill(sigma*((_t2*_t6 + _t4) - 0.5641895835477563), batch)
+    _t0 = ((y - mu) / sigma)
+    _t1 = np.exp(-1/2*_t0**2)
+    _t2 = scipy.special.erf(0.7071067811865476*_t0)
+    value = _fill(sigma*((_t0*_t2 + 0.7978845608028654*_t1) - 0.5641895835477563), batch)
     grads = (
-        _fill(sigma*(-_t2*_t7 - _t6 - _t7*_t1), mu.shape),
-        _fill(0.7978845608028654*_t3 - 0.5641895835477563, sigma.shape),
+        _fill(-_t2, mu.shape),
+        _fill(0.7978845608028654*_t1 - 0.5641895835477563, sigma.shape),
     )
     return value, grads
 

@@ -219,26 +219,20 @@ def _prepare(mu, y, sigma):
 def _gaussian_crps_value(mu, y, sigma):
     """Per-sample loss."""
     dtype, device, batch = mu.dtype, mu.device, mu.shape
-    _t2 = y - mu
-    _t5 = 1/sigma
-    return _fill(sigma*((_t2*_t5*torch.erf(0.7071067811865476*_t2*_t5) + 0.7978845608028654*torch.exp(-1/2*_t2**2/sigma**2)) - 0.5641895835477563), batch, dtype, device)
+    _t0 = ((y - mu) / sigma)
+    return _fill(sigma*((_t0*torch.erf(0.7071067811865476*_t0) + 0.7978845608028654*torch.exp(-1/2*_t0**2)) - 0.5641895835477563), batch, dtype, device)
 
 
 def _gaussian_crps_value_and_grads(mu, y, sigma):
     """Per-sample loss and its gradient for each input, per element, in one pass."""
     dtype, device, batch = mu.dtype, mu.device, mu.shape
-    _t0 = sigma**(-2)
-    _t1 = mu - y
-    _t2 = -_t1
-    _t3 = torch.exp(-1/2*_t0*_t2**2)
-    _t4 = 0.7978845608028654*_t3
-    _t5 = 1/sigma
-    _t6 = _t5*torch.erf(0.7071067811865476*_t2*_t5)
-    _t7 = _t0*_t4
-    value = _fill(sigma*((_t2*_t6 + _t4) - 0.5641895835477563), batch, dtype, device)
+    _t0 = ((y - mu) / sigma)
+    _t1 = torch.exp(-1/2*_t0**2)
+    _t2 = torch.erf(0.7071067811865476*_t0)
+    value = _fill(sigma*((_t0*_t2 + 0.7978845608028654*_t1) - 0.5641895835477563), batch, dtype, device)
     grads = (
-        _fill(sigma*(-_t2*_t7 - _t6 - _t7*_t1), mu.shape, dtype, device),
-        _fill(0.7978845608028654*_t3 - 0.5641895835477563, sigma.shape, dtype, device),
+        _fill(-_t2, mu.shape, dtype, device),
+        _fill(0.7978845608028654*_t1 - 0.5641895835477563, sigma.shape, dtype, device),
     )
     return value, grads
 
@@ -246,28 +240,21 @@ def _gaussian_crps_value_and_grads(mu, y, sigma):
 def _gaussian_crps_targeted_value(mu, y, sigma):
     """Per-sample loss."""
     dtype, device, batch = mu.dtype, mu.device, mu.shape
-    _t2 = y - mu
-    _t5 = 1/sigma
-    return _fill(sigma*((_t2*_t5*torch.erf(0.7071067811865476*_t2*_t5) + 0.7978845608028654*torch.exp(-1/2*_t2**2/sigma**2)) - 0.5641895835477563), batch, dtype, device)
+    _t0 = ((y - mu) / sigma)
+    return _fill(sigma*((_t0*torch.erf(0.7071067811865476*_t0) + 0.7978845608028654*torch.exp(-1/2*_t0**2)) - 0.5641895835477563), batch, dtype, device)
 
 
 def _gaussian_crps_targeted_value_and_grads(mu, y, sigma):
     """Per-sample loss and its gradient for each input, per element, in one pass."""
     dtype, device, batch = mu.dtype, mu.device, mu.shape
-    _t0 = sigma**(-2)
-    _t1 = mu - y
-    _t2 = -_t1
-    _t3 = torch.exp(-1/2*_t0*_t2**2)
-    _t4 = 0.7978845608028654*_t3
-    _t5 = 1/sigma
-    _t6 = _t5*torch.erf(0.7071067811865476*_t2*_t5)
-    _t7 = _t0*_t4
-    _t8 = _t2*_t7 + _t6
-    value = _fill(sigma*((_t2*_t6 + _t4) - 0.5641895835477563), batch, dtype, device)
+    _t0 = ((y - mu) / sigma)
+    _t1 = torch.exp(-1/2*_t0**2)
+    _t2 = torch.erf(0.7071067811865476*_t0)
+    value = _fill(sigma*((_t0*_t2 + 0.7978845608028654*_t1) - 0.5641895835477563), batch, dtype, device)
     grads = (
-        _fill(sigma*(-_t7*_t1 - _t8), mu.shape, dtype, device),
-        _fill(0.7978845608028654*_t3 - 0.5641895835477563, sigma.shape, dtype, device),
-        _fill(sigma*(_t8 - _t7*_t2), y.shape, dtype, device),  # a target's
+        _fill(-_t2, mu.shape, dtype, device),
+        _fill(0.7978845608028654*_t1 - 0.5641895835477563, sigma.shape, dtype, device),
+        _fill(_t2, y.shape, dtype, device),  # a target's
     )
     return value, grads
 

@@ -238,13 +238,12 @@ def _gaussian_nll_value_and_grads(mean, target, var, full, eps):
     dtype, device, batch = mean.dtype, mean.device, mean.shape
     _t0 = torch.where((var < eps), eps, var)
     _t1 = mean - target
-    _t2 = _t1**2
-    _t3 = 1/_t0
-    _t4 = (var >= eps).to(dtype)
-    value = _fill((1/2)*((_t2*_t3 + torch.log(_t0)) + 1.8378770664093456*full), batch, dtype, device)
+    _t2 = 1/_t0
+    _t3 = (var >= eps).to(dtype)
+    value = _fill((1/2)*((_t1**2*_t2 + torch.log(_t0)) + 1.8378770664093456*full), batch, dtype, device)
     grads = (
-        _fill(_t3*_t1, mean.shape, dtype, device),
-        _fill((1/2)*(_t3*_t4 - _t2*_t4/_t0**2), var.shape, dtype, device),
+        _fill(_t2*_t1, mean.shape, dtype, device),
+        _fill((1/2)*(_t2*_t3 - _t3*(_t1 / _t0)**2), var.shape, dtype, device),
     )
     return value, grads
 
@@ -261,14 +260,13 @@ def _gaussian_nll_targeted_value_and_grads(mean, target, var, full, eps):
     dtype, device, batch = mean.dtype, mean.device, mean.shape
     _t0 = torch.where((var < eps), eps, var)
     _t1 = mean - target
-    _t2 = _t1**2
-    _t3 = 1/_t0
-    _t4 = (var >= eps).to(dtype)
-    value = _fill((1/2)*((_t2*_t3 + torch.log(_t0)) + 1.8378770664093456*full), batch, dtype, device)
+    _t2 = 1/_t0
+    _t3 = (var >= eps).to(dtype)
+    value = _fill((1/2)*((_t1**2*_t2 + torch.log(_t0)) + 1.8378770664093456*full), batch, dtype, device)
     grads = (
-        _fill(_t3*_t1, mean.shape, dtype, device),
-        _fill((1/2)*(_t3*_t4 - _t2*_t4/_t0**2), var.shape, dtype, device),
-        _fill(_t3*(-_t1), target.shape, dtype, device),  # a target's
+        _fill(_t2*_t1, mean.shape, dtype, device),
+        _fill((1/2)*(_t2*_t3 - _t3*(_t1 / _t0)**2), var.shape, dtype, device),
+        _fill(_t2*(-_t1), target.shape, dtype, device),  # a target's
     )
     return value, grads
 
