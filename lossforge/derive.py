@@ -39,9 +39,9 @@ from .language import (
     cumsum,
     not_real,
     power,
+    quotient,
     real_abs,
     rev_cumsum,
-    quotient,
     where,
 )
 from .spec import FrozenMap, LossSpec

@@ -22,7 +22,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
 
-import numpy as np
 import sympy
 from sympy.codegen.cfunctions import expm1, log1p
 
@@ -445,7 +444,13 @@ class DivisionByZero(Rule):
         norm, and are reported as sqrt-at-zero instead. Also the hidden
         denominators: ``lgamma(u)`` and ``digamma(u)`` (and the polygamma of
         their gradients) whose argument can reach 0 or below, where their
-        poles at 0, -1, -2, ... are (Gamma(u) = Gamma(u + 1)/u).
+        poles at 0, -1, -2, ... are (Gamma(u) = Gamma(u + 1)/u). A witness is
+        exact where a float reaches the zero; ``1/cos(x)`` and ``1/sin(x)`` have
+        none (no float is a multiple of pi/2), and ``1/(p + 1e-7)`` reaches 0
+        only once the constant is rounded to the type: the bound reaches 0, and
+        the message says that no point was found. Below the type's smallest
+        normal a value is taken as 0 (float32 ``erfc(10)`` is a subnormal, which
+        a kernel may flush): there the witness is exact where denormals are flushed.
 
     Why is this bad?
         ``1/0 = inf``, ``0/0 = NaN``; in a gradient the NaN reaches every weight.
@@ -726,21 +731,29 @@ class Cancellation(Rule):
     """cancellation: ``log(1 + x)``, ``exp(x) - 1`` and kin lose precision for small x.
 
     What it does:
-        Finds ``log(1 + x)`` and ``exp(x) - 1`` (or ``1 - exp(x)``) where x can be
-        near 0, and ``x*log(x)`` (safe as ``xlogy(x, x)``). A log whose argument
-        also holds a guard term (``log(1 - p + eps)``) is the eps idiom, not
-        flagged.
+        Finds ``log(1 + x)`` and ``c*(exp(x) - 1)`` (``1 - exp(x)``, and
+        ``exp(x)/2 - 1/2`` as a gradient writes it) where x can be near 0, and
+        ``x*log(x)`` (safe as ``xlogy(x, x)``). A log whose argument also holds a
+        guard term (``log(1 - p + eps)``) is the eps idiom, not flagged. In a
+        gradient, also a sum with two terms over a shared denominator that can
+        pass 1/eps of the type (8.4e6 in float32) with opposite signs. Its
+        witness is a point with a small nonzero x (where 1 + x rounds to 1), or
+        where both terms are huge.
 
     Why is this bad?
         ``1 + 1e-10 == 1.0000000001`` keeps only 6 digits of x in float64 and none
         in float32; ``exp(1e-10) - 1`` likewise. The value and its gradient lose
-        their relative precision.
+        their relative precision. Two huge terms that are nearly equal leave only
+        their rounding error: sMAPE's d/dpred at target 0, pred 1e-30 is
+        2/(|p| + |t|) - 2|p - t|/(|p| + |t|)**2, each 2e30, exactly 0 apart, and
+        -2.8e14 computed.
 
     Example:
-        ``log(1 + r**2)``, ``exp(x) - 1``.
+        ``log(1 + r**2)``, ``exp(x) - 1``; ``2*abs(p - t)/(abs(p) + abs(t))``.
 
     Use instead:
-        ``log1p(x)``, ``expm1(x)``: exact rewrites.
+        ``log1p(x)``, ``expm1(x)``: exact rewrites; the sum over its common
+        denominator (the fix shows it), or an eps in the denominator.
 
     References:
         Goldberg, "What every computer scientist should know about floating-point
@@ -766,6 +779,10 @@ class Cancellation(Rule):
                 if b(x).smallest_magnitude < 1e-3:
                     yield self.hazard(ctx, node, Fix(log1p(x), True, "log(1 + x) = log1p(x)"))
             else:
+                if ctx.where != "loss" and self._huge_opposites(ctx, node, b):
+                    yield self.hazard(ctx, node, self._combined(node), "terms that can be huge and nearly equal "
+                                      "cancel: the difference loses its digits")
+                    continue
                 found = exp_minus_one(node)
                 if found is None:
                     continue
@@ -773,9 +790,35 @@ class Cancellation(Rule):
                 if b(x).smallest_magnitude < 1e-3:
                     yield self.hazard(ctx, node, Fix(c * expm1(x), True, "exp(x) - 1 = expm1(x)"))
 
+    @staticmethod
+    def _huge_opposites(ctx, node: sympy.Add, b: Bounds) -> bool:
+        """Two terms of a gradient's sum that can pass 1/eps with opposite signs over a shared denominator:
+        huge together, so nearly equal where their exact difference is small (sMAPE's d/dpred at target 0,
+        pred 1e-30: 2/(|p| + |t|) - 2|p - t|/(|p| + |t|)**2, each 2e30, exactly 0 apart)."""
+        huge = 1 / b.limits.eps
+        terms = [t for t in node.args if ctx.varies(t)]
+        up = [t for t in terms if b(t).hi > huge]
+        down = [t for t in terms if b(t).lo < -huge]
+        return any(a is not c and _denominators(a) & _denominators(c) for a in up for c in down)
+
+    @staticmethod
+    def _combined(node: sympy.Add) -> Fix | None:
+        """The sum over its common denominator, where that is small enough to form."""
+        if len(node.args) > 8:
+            return None
+        together = sympy.together(node)
+        return Fix(together, True, "over a common denominator") if together != node else None
+
     def fires_at(self, ctx, node, bounds):
-        """Precision is lost at a small nonzero argument (at exactly 0 the rounded value is exact)."""
-        x = bounds(one_plus(node.args[0]) if isinstance(node, sympy.log) else exp_minus_one(node)[0])
+        """Precision is lost at a small nonzero argument (at exactly 0 the rounded value is exact); huge
+        opposite terms are huge at the point."""
+        if isinstance(node, sympy.log):
+            x = one_plus(node.args[0])
+        elif exp_minus_one(node) is not None:
+            x = exp_minus_one(node)[0]
+        else:
+            return super().fires_at(ctx, node, bounds)
+        x = bounds(x)
         return not x.lo == x.hi == 0 and super().fires_at(ctx, node, bounds)
 
 
@@ -839,6 +882,12 @@ class NonDifferentiable(Rule):
         return any(bounds(g).reaches_zero for g in gaps)
 
 
+def _denominators(term: sympy.Expr) -> set:
+    """The bases a term divides by (``v`` of ``u*v**-2``)."""
+    factors = term.args if term.is_Mul else (term,)
+    return {f.base for f in factors if f.is_Pow and f.exp.is_number and f.exp < 0}
+
+
 def _conjuncts_of(cond: sympy.Basic) -> list:
     """The comparisons a condition is made of."""
     return [c for c in sympy.preorder_traversal(cond) if isinstance(c, sympy.core.relational.Relational)]
@@ -900,7 +949,7 @@ def _witness_of(h: Hazard, ctx: Context, spec: LossSpec) -> dict[str, float]:
         if node != h.expr or id(b) in tried:
             continue
         tried.add(id(b))
-        point = witness.find(lambda pinned: rule.fires_at(ctx, node, pinned), b, order, choices)
+        point = witness.find(lambda pinned, node=node: rule.fires_at(ctx, node, pinned), b, order, choices)
         if point is not None:
             return {names[s]: v for s, v in point.items()}
     return {}
