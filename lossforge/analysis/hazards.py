@@ -160,6 +160,9 @@ class Rule:
     def check(self, ctx: Context) -> Iterator[Hazard]:
         raise NotImplementedError
 
+    #: Whether :meth:`fires_at` bounds the whole subexpression again (its cost grows with the node's size).
+    rechecks = True
+
     def fires_at(self, ctx: Context, node: sympy.Basic, bounds: Bounds) -> bool:
         """Whether this rule still reports ``node`` with the symbols' bounds ``bounds`` (a witness's test)."""
         sub = Context(node, ctx.where, bounds, ctx.inputs, ctx.vectors)
@@ -723,6 +726,8 @@ class ZeroGradient(Rule):
             if all(g == 0 for g in grads.values()):
                 yield self.hazard(ctx, term)
 
+    rechecks = False
+
     def fires_at(self, ctx, node, bounds):
         return True  # the term's gradient is zero wherever it exists: any point of the domains shows it
 
@@ -804,7 +809,7 @@ class Cancellation(Rule):
     @staticmethod
     def _combined(node: sympy.Add) -> Fix | None:
         """The sum over its common denominator, where that is small enough to form."""
-        if len(node.args) > 8:
+        if len(node.args) > 8 or budget.tree_size(node, cap=2000) >= 2000:
             return None
         together = sympy.together(node)
         return Fix(together, True, "over a common denominator") if together != node else None
@@ -867,6 +872,8 @@ class NonDifferentiable(Rule):
                     continue
             yield self.hazard(ctx, node)
 
+    rechecks = False
+
     def fires_at(self, ctx, node, bounds):
         """The kink is reached: the argument of ``abs``, ``a - b`` of a max or min, ``x - lo`` or ``x - hi``
         of a clamp, ``lhs - rhs`` of a ``where``'s comparison can be 0."""
@@ -927,9 +934,17 @@ def limits_of(dtype: str | None) -> Limits:
     return found
 
 
-def _witness_of(h: Hazard, ctx: Context, spec: LossSpec) -> dict[str, float]:
-    """A point of the domains where ``h`` happens, by name; {} where the search finds none."""
+def _witness_of(h: Hazard, ctx: Context, spec: LossSpec, work: list[int]) -> dict[str, float] | None:
+    """A point of the domains where ``h`` happens, by name; {} where the search finds none, None where the
+    check's witness work (``work[0]`` nodes left) does not cover a search over this subexpression."""
     rule = next(r for r in RULES if r.kind == h.kind)
+    tries = witness.MAX_TRIES
+    if rule.rechecks:
+        size = budget.tree_size(h.expr, cap=witness.WORK)
+        tries = min(tries, work[0] // max(size, 1))
+        if tries < 4:
+            return None
+        work[0] -= tries * size
     table = spec.sympy_symbols
     pinnable = [table[n] for n, v in spec.symbols.items()
                 if v.domain.name not in ("simplex", "onehot") and isinstance(v.default, (int, float, type(None)))]
@@ -949,13 +964,15 @@ def _witness_of(h: Hazard, ctx: Context, spec: LossSpec) -> dict[str, float]:
         if node != h.expr or id(b) in tried:
             continue
         tried.add(id(b))
-        point = witness.find(lambda pinned, node=node: rule.fires_at(ctx, node, pinned), b, order, choices)
+        point = witness.find(lambda pinned, node=node: rule.fires_at(ctx, node, pinned), b, order, choices, tries)
         if point is not None:
             return {names[s]: v for s, v in point.items()}
     return {}
 
 
-def _at(point: dict[str, float], limits: Limits) -> str:
+def _at(point: dict[str, float] | None, limits: Limits) -> str:
+    if point is None:
+        return "no witness searched: the expression is too large"
     if not point:
         return "no single point found: the bound may over-approximate"
     return "at " + ", ".join(f"{n} = {limits.text(v)}" for n, v in point.items())
@@ -994,12 +1011,12 @@ def check(spec: LossSpec, dtype: str | None = None) -> Report:
                 budget.tick()
                 for h in rule.check(ctx):
                     found.setdefault((where, h.kind, h.expr), h)
-        hazards = []
+        hazards, work = [], [witness.WORK]
         for h in found.values():
-            point = _witness_of(h, contexts[h.where], spec)
+            point = _witness_of(h, contexts[h.where], spec, work)
             accepted = h.kind in spec.accept
             hazards.append(Hazard(h.kind, h.severity, h.where, h.expr, f"{h.message} ({_at(point, limits)})", h.fix,
-                                  accepted, spec.accept.get(h.kind, ""), FrozenMap(point)))
+                                  accepted, spec.accept.get(h.kind, ""), FrozenMap(point or {})))
     order = {w: i for i, w in enumerate(exprs)}
     hazards.sort(key=lambda h: (order[h.where], KINDS.index(h.kind), sympy.default_sort_key(h.expr)))
     return Report(spec.name, tuple(hazards), time.perf_counter() - start)

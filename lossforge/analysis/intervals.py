@@ -13,7 +13,10 @@ dispatch, as in its printers). These choices make this *float* reasoning:
   0.0 below x = -104, so ``1 - sigmoid(x)`` and ``log(softplus(x))`` can be
   exactly 0 and -inf;
 * overflow thresholds are float32's (exp overflows above 88.72), which also
-  covers float64;
+  covers float64; every limit (range, smallest subnormal and normal, eps,
+  the rounding of a saturating function) is read from one :class:`Limits`
+  value held by the :class:`Bounds`, so ``lf.check(spec, dtype="float16")``
+  reasons with float16's instead (exp overflows above 11.09);
 * products and powers underflow as float32 does: a magnitude below its
   smallest subnormal (1.4e-45) may be exactly 0, so ``eps**2`` with eps
   down to 1e-30 can be 0 and ``sqrt(r**2 + eps**2)`` can be sqrt(0);
@@ -368,9 +371,9 @@ def _paired_sums(terms: tuple, b: Bounds) -> list:
 def _below_logsumexp(expr: sympy.Add, b: Bounds) -> bool:
     """``expr`` is ``a - logsumexp(z)`` with a at most max(z): z itself, or ``sum(w*z)`` with w on the simplex."""
     for t in expr.args:
-        if not isinstance(-t, E.logsumexp):
+        if not (t.is_Mul and len(t.args) == 2 and t.args[0] == -1 and isinstance(t.args[1], E.logsumexp)):
             continue
-        z, rest = (-t).args[0], expr - t
+        z, rest = t.args[1].args[0], expr - t
         if rest == z:
             return True
         if isinstance(rest, E.axis_sum) and rest.args[0].is_Mul:

@@ -33,6 +33,9 @@ from .intervals import Bound, Bounds
 
 #: At most this many pinned re-checks per hazard: the search is a few milliseconds, never the check's cost.
 MAX_TRIES = 160
+#: The nodes a check's witness searches may bound in all (a re-check of a rule bounds its subexpression
+#: afresh): a large expression's hazards get fewer tries, and past this none; their message says so.
+WORK = 60_000
 _ORDINARY = (0.0, 1.0, -1.0, 0.5, 2.0, -2.0, 100.0, -100.0, 10.0, -10.0)
 
 
@@ -85,13 +88,14 @@ def _pinned(env: dict, narrowed: Bounds) -> Bounds | None:
 
 
 def find(fires: Callable[[Bounds], bool], bounds: Bounds, order: list[sympy.Symbol],
-         choices: Callable[[sympy.Symbol, Bound, list[float]], list[float]]) -> dict[sympy.Symbol, float] | None:
+         choices: Callable[[sympy.Symbol, Bound, list[float]], list[float]],
+         max_tries: int = MAX_TRIES) -> dict[sympy.Symbol, float] | None:
     """A point (each symbol of ``order`` pinned) at which ``fires`` holds, or None if the search finds none.
 
     ``fires(bounds)`` is the rule's own test at the offending subexpression; ``bounds`` are the bounds at
     its position (narrowed by the conditions of the ``where`` around it).
     """
-    tries = [0]
+    tries = [MAX_TRIES - max_tries]
 
     def walk(env: dict, rest: list[sympy.Symbol], chosen: list[float]) -> Iterator[dict]:
         if not rest:
