@@ -49,7 +49,7 @@ def candidates(bound: Bound, values: tuple[float, ...] | None, default: float | 
     """
     limits = bounds.limits
     if values is not None:
-        raw = [v for v in values]
+        raw = list(values)
     else:
         small = limits.positive_start
         lo, hi = bound.lo, bound.hi
