@@ -27,6 +27,7 @@ import sympy
 import lossforge as lf
 
 from .analysis.hazards import KINDS
+from .analysis.intervals import DTYPES
 from .errors import LossforgeError, SpecError, UnknownNameError, did_you_mean
 from .text import terminal
 
@@ -298,6 +299,7 @@ def _hazard_dict(h) -> dict:
         "fix": fix,
         "accepted": bool(h.accepted),
         "reason": h.reason if h.accepted else None,
+        "witness": dict(h.witness),
     }
 
 
@@ -325,7 +327,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     for ref in _expanded(args.specs):
         try:
             spec = _resolve(ref)
-            report = lf.check(spec)
+            report = lf.check(spec, dtype=args.dtype)
         except LossforgeError as exc:
             unreadable = True
             results.append({"spec": ref, "error": _one_line(exc) or type(exc).__name__})
@@ -487,6 +489,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ignore", action="append", metavar="KIND", help="leave out these hazard kinds (comma-separated)")
     p.add_argument("--fail-on", choices=("error", "warning"), default="error",
                    help="the least severity of an unaccepted finding that fails the check (default: error)")
+    p.add_argument("--dtype", choices=tuple(DTYPES), default=None,
+                   help="the floating type to reason in (default: float32's limits, which also cover float64)")
     p.set_defaults(func=cmd_check)
 
     p = sub.add_parser("stabilize", help="rewrite hazards into stable forms and write the spec as TOML")

@@ -129,6 +129,7 @@ _ELEMENTARY = {
     E.minimum: lambda a, b: sympy.Min(a, b),
     E.log1p: lambda x: sympy.log(1 + x),
     E.expm1: lambda x: sympy.exp(x) - 1,
+    E.quotient: lambda u, v: u / v,
 }
 
 

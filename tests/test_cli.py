@@ -85,11 +85,26 @@ def test_check_json_schema(tmp_path):
     assert [d["spec"] for d in data] == [str(naive), "mse"]
     assert data[0]["ok"] is False and data[1]["ok"] is True
     hazard = data[0]["hazards"][0]
-    assert set(hazard) == {"kind", "severity", "where", "expr", "message", "fix", "accepted", "reason"}
+    assert set(hazard) == {"kind", "severity", "where", "expr", "message", "fix", "accepted", "reason", "witness"}
     assert isinstance(hazard["accepted"], bool)
+    assert all(isinstance(v, float) for v in hazard["witness"].values()) and hazard["witness"]
     assert any(h["kind"] == "unguarded-log" for h in data[0]["hazards"])
     fix = next(h["fix"] for h in data[0]["hazards"] if h["fix"])  # structured: a tool can apply it
     assert set(fix) == {"safe", "expr", "note"} and isinstance(fix["safe"], bool) and "(" in fix["expr"]
+
+
+def test_check_dtype_reasons_in_that_type(tmp_path):
+    spec = tmp_path / "exp.toml"
+    spec.write_text('name = "e"\nexpr = "exp(x)"\n[symbols]\nx = { role = "input", domain = "[0, 20]" }\n')
+    assert run("check", str(spec)).returncode == 0
+    assert run("check", "--dtype", "float32", str(spec)).returncode == 0
+    proc = run("check", "--dtype", "float16", "--format", "json", str(spec))
+    assert proc.returncode == 1
+    hazard = json.loads(proc.stdout)["results"][0]["hazards"][0]
+    assert hazard["kind"] == "overflow" and hazard["witness"] == {"x": 20.0}
+    text = run("check", "--dtype", "float16", str(spec))
+    assert text.returncode == 1 and "at x = 20" in text.stdout
+    assert_user_error(run("check", "--dtype", "float8", str(spec)), "float8")
 
 
 def test_stabilize_writes_a_spec_and_lists_changes(tmp_path):

@@ -127,6 +127,8 @@ FIXTURES = {
             ("digamma(x)", "x: positive"),  # its gradient polygamma(1, x) is 1e60 at x = 1e-30
             ("digamma(x)", "x: [1e-40; 1]"),  # digamma itself: -1e40
             ("lgamma(x)", "x: [1; 1e38]"),  # 8.4e38 at 1e37
+            ("y*mu**(-p)", "mu: positive, y: real target, p=0.5: [0.1; 0.9]"),  # its gradient: mu**(-1.9) at 1e-30
+            ("-y*mu**(1 - p)/(1 - p) + mu**(2 - p)/(2 - p)", "mu: positive, y: nonnegative target, p=1.5: [1.1; 1.9]"),
         ],
         [
             ("exp(-x**2)", "x: real"),
@@ -151,6 +153,9 @@ FIXTURES = {
             ("lgamma(x)", "x: [1; 1e30]"),
             ("atan(x)", "x: real"),
             ("exp(erf(x)) + exp(cos(x))", "x: real"),
+            ("exp(sum(y*z) - logsumexp(z))", "z[c]: real, y[c]: onehot target"),  # the argument is <= 0
+            ("sum(y*exp(k*(z - logsumexp(z))))", "z[c]: real, y[c]: onehot target, k=0.5: [0.1; 1]"),
+            ("y*mu**(-p)", "mu: [0.01; 100], y: real target, p=0.5: [0.1; 0.9]"),
         ],
     ),
     "division-by-zero": (
@@ -197,6 +202,7 @@ FIXTURES = {
             ("1/(2 + sin(x))", "x: real"),
             ("1/erfc(x)", "x: [-3; 3]"),
             ("1/atan(x)", "x: [1; 10]"),
+            ("1/(sum(p) + sum(t) - sum(p*t) + smooth)", "p[c]: probability, t[c]: probability target, smooth=1: [0.01; 10]"),
         ],
     ),
     "sqrt-at-zero": (
@@ -302,6 +308,9 @@ FIXTURES = {
             ("max(0, 1 - t*x)", "x: real, t: sign target"),
             ("heaviside(t)*x", "x: real, t: real target"),
             ("(x - t)**2 * where(t > 0, 2, 1)", "x: real, t: real target"),
+            ("sign(x)*(1 - exp(-abs(x)))", "x: real"),  # distributed, sign(x) alone would have no gradient
+            ("where(x > 0, 1, -1)*(1 - exp(-abs(x)))", "x: real"),
+            ("where(x > 0, 1, -1)*u", "x: real, u: real"),
         ],
     ),
     "cancellation": (
@@ -310,9 +319,12 @@ FIXTURES = {
             ("exp(x) - 1", "x: real"),
             ("1 - exp(-x**2)", "x: real"),
             ("log(1 + x**2)", "x: real"),
+            ("exp(v)/2 - 1/2", "v: real"),  # as the gradient of exp(v)/2 - v/2 writes exp(v) - 1
+            ("exp(v)/2 - v/2", "v: real"),  # its gradient warns as that of exp(v) - v does
         ],
         [
             ("log1p(x)", "x: [0; 1]"),
+            ("exp(v)/2 - 1", "v: real"),
             ("expm1(x)", "x: real"),
             ("log(2 + x)", "x: [0; 1]"),
             ("exp(x) - 2", "x: real"),

@@ -22,7 +22,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
 
-import numpy as np
 import sympy
 from sympy.codegen.cfunctions import expm1, log1p
 
@@ -30,8 +29,9 @@ from .. import budget, display
 from .. import language as E
 from ..derive import derive, gradients
 from ..errors import AnalysisError, UnknownNameError, did_you_mean
-from ..spec import LossSpec
-from .intervals import EXP_MAX, FLOAT_MAX, Bounds, as_float, bounds_for
+from ..spec import FrozenMap, LossSpec
+from . import witness
+from .intervals import DTYPES, FLOAT32, Bounds, Limits, as_float, bounds_for
 
 ERROR, WARNING, INFO = "error", "warning", "info"
 #: Value used by unsafe fixes (a float32-meaningful epsilon).
@@ -52,7 +52,11 @@ class Fix:
 
 @dataclass(frozen=True)
 class Hazard:
-    """One finding: its kind, severity, location, offending subexpression and fix."""
+    """One finding: its kind, severity, location, offending subexpression and fix.
+
+    ``witness`` is a point of the declared domains where it happens (symbol name -> value,
+    :mod:`lossforge.analysis.witness`); empty where the search found none, which the message says.
+    """
 
     kind: str
     severity: str
@@ -62,6 +66,7 @@ class Hazard:
     fix: Fix | None = None
     accepted: bool = False
     reason: str = ""
+    witness: FrozenMap = field(default_factory=FrozenMap)
 
     def __str__(self) -> str:
         tag = f" (accepted: {self.reason})" if self.accepted else ""
@@ -164,6 +169,14 @@ class Rule:
     def check(self, ctx: Context) -> Iterator[Hazard]:
         raise NotImplementedError
 
+    #: Whether :meth:`fires_at` bounds the whole subexpression again (its cost grows with the node's size).
+    rechecks = True
+
+    def fires_at(self, ctx: Context, node: sympy.Basic, bounds: Bounds) -> bool:
+        """Whether this rule still reports ``node`` with the symbols' bounds ``bounds`` (a witness's test)."""
+        sub = Context(node, ctx.where, bounds, ctx.inputs, ctx.vectors)
+        return any(h.expr == node for h in self.check(sub))
+
     def hazard(self, ctx: Context, node: sympy.Basic, fix: Fix | None = None, message: str | None = None) -> Hazard:
         return Hazard(self.kind, self.severity, ctx.where, node, message or self.message, fix)
 
@@ -213,14 +226,15 @@ def one_plus(u: sympy.Expr) -> sympy.Expr | None:
     return None
 
 
-def exp_minus_one(u: sympy.Expr) -> tuple[sympy.Expr, int] | None:
-    """(x, sign) if ``u`` is exp(x) - 1 (sign 1) or 1 - exp(x) (sign -1)."""
+def exp_minus_one(u: sympy.Expr) -> tuple[sympy.Expr, sympy.Expr] | None:
+    """(x, c) if ``u`` is c*(exp(x) - 1) for a number c: exp(x) - 1 (c = 1), 1 - exp(x) (c = -1), and the
+    same scaled, as a gradient writes it (``exp(v)/2 - 1/2``, c = 1/2)."""
     if not u.is_Add or len(u.args) != 2:
         return None
-    for sign in (1, -1):
-        rest = u + sign
-        if isinstance(sign * rest, sympy.exp):
-            return (sign * rest).args[0], sign
+    for term, constant in (u.args, reversed(u.args)):
+        c = -constant
+        if c.is_number and c != 0 and isinstance(term / c, sympy.exp):
+            return (term / c).args[0], c
     return None
 
 
@@ -343,9 +357,14 @@ class Overflow(Rule):
     message = "can exceed the float range"
 
     def check(self, ctx):
-        for node, b in ctx.nodes(sympy.exp, expm1, sympy.cosh, sympy.Pow, sympy.Mul, *_POLES):
+        for node, b in ctx.nodes(sympy.exp, expm1, sympy.cosh, sympy.Pow, sympy.Mul, E.quotient, *_POLES):
+            if isinstance(node, E.quotient):
+                u, v = (b(a) for a in node.args)
+                if math.isfinite(u.magnitude) and not v.reaches_zero and b(node).magnitude > b.limits.max:
+                    yield self.hazard(ctx, node, None, "quotient can exceed the float range")
+                continue
             if isinstance(node, _POLES):
-                if _pole_argument(node, b).positive and b(node).magnitude > FLOAT_MAX:
+                if _pole_argument(node, b).positive and b(node).magnitude > b.limits.max:
                     yield self.hazard(ctx, node, None, f"{_name(node)} can exceed the float range")
                 continue
             if isinstance(node, sympy.Mul):
@@ -355,12 +374,12 @@ class Overflow(Rule):
             if isinstance(node, (sympy.exp, expm1)):
                 if E.softmax_argument(node.args[0]) is not None:
                     continue
-                if b(node.args[0]).hi > EXP_MAX:
+                if b(node.args[0]).hi > b.limits.exp_max:
                     yield self.hazard(ctx, node, self._fix(ctx, node), f"{node.func.__name__} can overflow")
             elif isinstance(node, sympy.cosh):
-                if b(node.args[0]).magnitude > EXP_MAX + 0.69:
+                if b(node.args[0]).magnitude > b.limits.exp_max + 0.69:
                     yield self.hazard(ctx, node, None, "cosh can overflow")
-            elif node.exp.is_number and self._power_overflows(node, b):
+            elif self._power_overflows(node, b):
                 yield self.hazard(ctx, node, None, "power can exceed the float range")
 
     @staticmethod
@@ -372,7 +391,7 @@ class Overflow(Rule):
         their interval product overstates, so they are left to the rules of
         their own parts.
         """
-        if b(node).magnitude <= FLOAT_MAX or any(b(f).magnitude > FLOAT_MAX for f in node.args):
+        if b(node).magnitude <= b.limits.max or any(b(f).magnitude > b.limits.max for f in node.args):
             return False
         large = [f for f in node.args if b(f).magnitude > 1]  # bounded factors cannot make it overflow
         over = [f for f in large if f.is_Pow and f.exp.is_negative]
@@ -382,11 +401,13 @@ class Overflow(Rule):
     @staticmethod
     def _power_overflows(node: sympy.Pow, b: Bounds) -> bool:
         base = b(node.base)
+        if not node.exp.is_number:  # mu**(-p), p a param: over the exponent's declared interval
+            return math.isfinite(base.magnitude) and not base.reaches_zero and b(node).magnitude > b.limits.max
         if node.exp > 0:  # |base|**e, whatever the sign (a negative base is pow-domain's)
             if not math.isfinite(base.magnitude):
                 return False  # the base is already inf: reported where it became so (a log, an exp)
-            return base.magnitude > 0 and as_float(node.exp) * math.log(base.magnitude) > EXP_MAX
-        return not base.reaches_zero and b(node).magnitude > FLOAT_MAX  # 1/tiny; 1/0 is division's
+            return base.magnitude > 0 and as_float(node.exp) * math.log(base.magnitude) > b.limits.exp_max
+        return not base.reaches_zero and b(node).magnitude > b.limits.max  # 1/tiny; 1/0 is division's
 
     @staticmethod
     def _fix(ctx, node):
@@ -435,7 +456,13 @@ class DivisionByZero(Rule):
         norm, and are reported as sqrt-at-zero instead. Also the hidden
         denominators: ``lgamma(u)`` and ``digamma(u)`` (and the polygamma of
         their gradients) whose argument can reach 0 or below, where their
-        poles at 0, -1, -2, ... are (Gamma(u) = Gamma(u + 1)/u).
+        poles at 0, -1, -2, ... are (Gamma(u) = Gamma(u + 1)/u). A witness is
+        exact where a float reaches the zero; ``1/cos(x)`` and ``1/sin(x)`` have
+        none (no float is a multiple of pi/2), and ``1/(p + 1e-7)`` reaches 0
+        only once the constant is rounded to the type: the bound reaches 0, and
+        the message says that no point was found. Below the type's smallest
+        normal a value is taken as 0 (float32 ``erfc(10)`` is a subnormal, which
+        a kernel may flush): there the witness is exact where denormals are flushed.
 
     Why is this bad?
         ``1/0 = inf``, ``0/0 = NaN``; in a gradient the NaN reaches every weight.
@@ -457,7 +484,11 @@ class DivisionByZero(Rule):
     message = "denominator can reach 0"
 
     def check(self, ctx):
-        for node, b in ctx.nodes(sympy.Pow, *_POLES):
+        for node, b in ctx.nodes(sympy.Pow, E.quotient, *_POLES):
+            if isinstance(node, E.quotient):
+                if b(node.args[1]).reaches_zero:
+                    yield self.hazard(ctx, node)
+                continue
             if isinstance(node, _POLES):
                 if not _pole_argument(node, b).positive:
                     yield self.hazard(ctx, node, None, f"{_name(node)} of a value that can reach a pole (0, -1, -2, ...)")
@@ -509,7 +540,7 @@ class SqrtAtZero(Rule):
         for node, b in ctx.nodes(sympy.Pow, E.norm, sympy.acos):
             if isinstance(node, sympy.acos):
                 u = node.args[0]
-                if ctx.where == "loss" and ctx.varies(u) and _reaches_one(b(u)):
+                if ctx.where == "loss" and ctx.varies(u) and _reaches_one(b(u), b.limits):
                     yield self.hazard(ctx, node, None, "acos of a value that can reach -1 or 1: infinite gradient")
                 continue
             if isinstance(node, E.norm):
@@ -517,14 +548,17 @@ class SqrtAtZero(Rule):
                     yield self.hazard(ctx, node, Fix(node.func(node.args[0] + EPS, *node.args[1:]), False, "add 1e-7 inside the norm"),
                                       "norm of a vector that can be 0: its gradient is 0/0")
                 continue
-            if node.exp in (sympy.S.Half, -sympy.S.Half) and b(node.base).lo <= 0:
+            # In a gradient a sqrt is a value (x**1.5's 1.5*sqrt(x) is 0 at 0); its reciprocal is the
+            # derivative of the loss's sqrt, infinite at 0.
+            roots = (sympy.S.Half, -sympy.S.Half) if ctx.where == "loss" else (-sympy.S.Half,)
+            if node.exp in roots and b(node.base).lo <= 0:
                 fix = Fix(sympy.sqrt(node.base + EPS), False, "add 1e-7 under the sqrt") if node.exp > 0 else None
                 yield self.hazard(ctx, node, fix)
 
 
-def _reaches_one(x) -> bool:
-    """Whether a bound reaches -1 or 1 once its ends are rounded to float32 (1 - 1e-8 is 1.0 there)."""
-    return bool(np.float32(x.hi) >= 1 or np.float32(x.lo) <= -1)
+def _reaches_one(x, limits: Limits) -> bool:
+    """Whether a bound reaches -1 or 1 once its ends are rounded to the type (1 - 1e-8 is 1.0 in float32)."""
+    return limits.round(x.hi) >= 1 or limits.round(x.lo) <= -1
 
 
 class PowDomain(Rule):
@@ -614,11 +648,11 @@ class LogSumExp(Rule):
                                                  "log-softmax: w - logsumexp(z)"), "log of a softmax without the max shift")
             elif z is not None:
                 zb = b(z)
-                if zb.hi > EXP_MAX or zb.lo < -87:
+                if zb.hi > b.limits.exp_max or zb.lo < b.limits.exp_min:
                     yield self.hazard(ctx, node, Fix(E.logsumexp(z), True, "logsumexp with the max shift"))
             elif exp_pair(u):
                 a, c = (t.args[0] for t in u.args)
-                if max(b(a).hi, b(c).hi) > EXP_MAX or min(b(a).hi, b(c).hi) < -87:
+                if max(b(a).hi, b(c).hi) > b.limits.exp_max or max(b(a).lo, b(c).lo) < b.limits.exp_min:
                     yield self.hazard(ctx, node, Fix(logaddexp(a, c), True, "logaddexp: max + log1p(exp(-|a - b|))"))
 
 
@@ -688,36 +722,53 @@ class ZeroGradient(Rule):
     def check(self, ctx):
         inputs = {s.name: s for s in ctx.inputs}
         distributed = budget.expand_mul(ctx.expr)  # None where distributing would pass the budget
+        # Distributing splits sign(x)*(1 - exp(-|x|)) into sign(x) - sign(x)*exp(-|x|): the terms that hold
+        # the same steps are judged together, as the factor they were written with.
+        groups: dict[frozenset, list] = {}
         for term in sympy.Add.make_args(ctx.expr if distributed is None else distributed):
             budget.tick()
-            if not ctx.varies(term):
-                continue
-            if not term.has(E.heaviside, E.sign, sympy.sign, E.where, E.axis_sort):  # a sort: a step in its key
-                continue
+            steps = frozenset(term.atoms(E.heaviside, E.sign, sympy.sign, E.where, E.axis_sort))  # a sort: a step in its key
+            if steps and ctx.varies(term):
+                groups.setdefault(steps, []).append(term)
+        for terms in groups.values():
+            term = sympy.Add(*terms)
             grads = gradients(term, inputs, set(ctx.vectors), stage="check")
             if all(g == 0 for g in grads.values()):
                 yield self.hazard(ctx, term)
+
+    rechecks = False
+
+    def fires_at(self, ctx, node, bounds):
+        return True  # the term's gradient is zero wherever it exists: any point of the domains shows it
 
 
 class Cancellation(Rule):
     """cancellation: ``log(1 + x)``, ``exp(x) - 1`` and kin lose precision for small x.
 
     What it does:
-        Finds ``log(1 + x)`` and ``exp(x) - 1`` (or ``1 - exp(x)``) where x can be
-        near 0, and ``x*log(x)`` (safe as ``xlogy(x, x)``). A log whose argument
-        also holds a guard term (``log(1 - p + eps)``) is the eps idiom, not
-        flagged.
+        Finds ``log(1 + x)`` and ``c*(exp(x) - 1)`` (``1 - exp(x)``, and
+        ``exp(x)/2 - 1/2`` as a gradient writes it) where x can be near 0, and
+        ``x*log(x)`` (safe as ``xlogy(x, x)``). A log whose argument also holds a
+        guard term (``log(1 - p + eps)``) is the eps idiom, not flagged. In a
+        gradient, also a sum with two terms over a shared denominator that can
+        pass 1/eps of the type (8.4e6 in float32) with opposite signs. Its
+        witness is a point with a small nonzero x (where 1 + x rounds to 1), or
+        where both terms are huge.
 
     Why is this bad?
         ``1 + 1e-10 == 1.0000000001`` keeps only 6 digits of x in float64 and none
         in float32; ``exp(1e-10) - 1`` likewise. The value and its gradient lose
-        their relative precision.
+        their relative precision. Two huge terms that are nearly equal leave only
+        their rounding error: sMAPE's d/dpred at target 0, pred 1e-30 is
+        2/(|p| + |t|) - 2|p - t|/(|p| + |t|)**2, each 2e30, exactly 0 apart, and
+        -2.8e14 computed.
 
     Example:
-        ``log(1 + r**2)``, ``exp(x) - 1``.
+        ``log(1 + r**2)``, ``exp(x) - 1``; ``2*abs(p - t)/(abs(p) + abs(t))``.
 
     Use instead:
-        ``log1p(x)``, ``expm1(x)``: exact rewrites.
+        ``log1p(x)``, ``expm1(x)``: exact rewrites; the sum over its common
+        denominator (the fix shows it), or an eps in the denominator.
 
     References:
         Goldberg, "What every computer scientist should know about floating-point
@@ -743,12 +794,47 @@ class Cancellation(Rule):
                 if b(x).smallest_magnitude < 1e-3:
                     yield self.hazard(ctx, node, Fix(log1p(x), True, "log(1 + x) = log1p(x)"))
             else:
+                if ctx.where != "loss" and self._huge_opposites(ctx, node, b):
+                    yield self.hazard(ctx, node, self._combined(node), "terms that can be huge and nearly equal "
+                                      "cancel: the difference loses its digits")
+                    continue
                 found = exp_minus_one(node)
                 if found is None:
                     continue
-                x, sign = found
+                x, c = found
                 if b(x).smallest_magnitude < 1e-3:
-                    yield self.hazard(ctx, node, Fix(sign * expm1(x), True, "exp(x) - 1 = expm1(x)"))
+                    yield self.hazard(ctx, node, Fix(c * expm1(x), True, "exp(x) - 1 = expm1(x)"))
+
+    @staticmethod
+    def _huge_opposites(ctx, node: sympy.Add, b: Bounds) -> bool:
+        """Two terms of a gradient's sum that can pass 1/eps with opposite signs over a shared denominator:
+        huge together, so nearly equal where their exact difference is small (sMAPE's d/dpred at target 0,
+        pred 1e-30: 2/(|p| + |t|) - 2|p - t|/(|p| + |t|)**2, each 2e30, exactly 0 apart)."""
+        huge = 1 / b.limits.eps
+        terms = [t for t in node.args if ctx.varies(t)]
+        up = [t for t in terms if b(t).hi > huge]
+        down = [t for t in terms if b(t).lo < -huge]
+        return any(a is not c and _denominators(a) & _denominators(c) for a in up for c in down)
+
+    @staticmethod
+    def _combined(node: sympy.Add) -> Fix | None:
+        """The sum over its common denominator, where that is small enough to form."""
+        if len(node.args) > 8 or budget.tree_size(node, cap=2000) >= 2000:
+            return None
+        together = sympy.together(node)
+        return Fix(together, True, "over a common denominator") if together != node else None
+
+    def fires_at(self, ctx, node, bounds):
+        """Precision is lost at a small nonzero argument (at exactly 0 the rounded value is exact); huge
+        opposite terms are huge at the point."""
+        if isinstance(node, sympy.log):
+            x = one_plus(node.args[0])
+        elif exp_minus_one(node) is not None:
+            x = exp_minus_one(node)[0]
+        else:
+            return super().fires_at(ctx, node, bounds)
+        x = bounds(x)
+        return not x.lo == x.hi == 0 and super().fires_at(ctx, node, bounds)
 
 
 def _unkeyed(expr: sympy.Basic) -> sympy.Basic:
@@ -807,6 +893,36 @@ class NonDifferentiable(Rule):
                     continue
             yield self.hazard(ctx, node)
 
+    rechecks = False
+
+    def fires_at(self, ctx, node, bounds):
+        """The kink is reached: the argument of ``abs``, ``a - b`` of a max or min, ``x - lo`` or ``x - hi``
+        of a clamp, ``lhs - rhs`` of a ``where``'s comparison can be 0; the entries of an ``amax``, ``amin`` or
+        sort tie (always reachable: a vector's entries share one interval)."""
+        args = node.args
+        if isinstance(node, (E.amax, E.amin, E.axis_sort)):
+            return True
+        if isinstance(node, sympy.Abs):
+            gaps = [args[0]]
+        elif isinstance(node, E.clamp):
+            gaps = [args[0] - args[1], args[0] - args[2]]
+        elif isinstance(node, E.where):
+            gaps = [c.lhs - c.rhs for c in _conjuncts_of(args[0])]
+        else:
+            gaps = [args[0] - args[1]]
+        return any(bounds(g).reaches_zero for g in gaps)
+
+
+def _denominators(term: sympy.Expr) -> set:
+    """The bases a term divides by (``v`` of ``u*v**-2``)."""
+    factors = term.args if term.is_Mul else (term,)
+    return {f.base for f in factors if f.is_Pow and f.exp.is_number and f.exp < 0}
+
+
+def _conjuncts_of(cond: sympy.Basic) -> list:
+    """The comparisons a condition is made of."""
+    return [c for c in sympy.preorder_traversal(cond) if isinstance(c, sympy.core.relational.Relational)]
+
 
 #: The one ordered registry of rules.
 RULES: tuple[Rule, ...] = (
@@ -833,14 +949,72 @@ def explain(kind: str) -> str:
                            token=str(kind))
 
 
-def check(spec: LossSpec) -> Report:
-    """Every hazard of the loss and of each gradient, over the declared domains.
+def limits_of(dtype: str | None) -> Limits:
+    """The floating type named ``dtype`` (None: float32's thresholds, which also cover float64)."""
+    if dtype is None:
+        return FLOAT32
+    found = DTYPES.get(dtype) if isinstance(dtype, str) else None
+    if found is None:
+        raise UnknownNameError(f"unknown dtype {dtype!r} for check{did_you_mean(str(dtype), DTYPES)} "
+                               f"(known: {', '.join(DTYPES)})", token=str(dtype))
+    return found
 
+
+def _witness_of(h: Hazard, ctx: Context, spec: LossSpec, work: list[int]) -> dict[str, float] | None:
+    """A point of the domains where ``h`` happens, by name; {} where the search finds none, None where the
+    check's witness work (``work[0]`` nodes left) does not cover a search over this subexpression."""
+    rule = next(r for r in RULES if r.kind == h.kind)
+    tries = witness.MAX_TRIES
+    if rule.rechecks:
+        size = budget.tree_size(h.expr, cap=witness.WORK)
+        tries = min(tries, work[0] // max(size, 1))
+        if tries < 4:
+            return None
+        work[0] -= tries * size
+    table = spec.sympy_symbols
+    pinnable = [table[n] for n, v in spec.symbols.items()
+                if v.domain.name not in ("simplex", "onehot") and isinstance(v.default, (int, float, type(None)))]
+    own = h.expr.free_symbols
+    params = [s for s in pinnable if s in own and s.name in spec.params]
+    order = params + [s for s in pinnable if s in own and s not in params] + [s for s in pinnable if s not in own]
+    names = {s: n for n, s in table.items()}
+
+    constants = tuple(sorted({as_float(a) for a in h.expr.atoms(sympy.Number) if a.is_finite}))
+
+    def choices(symbol, bound, chosen):
+        var = spec.symbols[names[symbol]]
+        return witness.candidates(bound, var.domain.values, var.default, ctx.bounds, chosen, constants)
+
+    tried = set()
+    for node, b in ctx.nodes(type(h.expr)):
+        if node != h.expr or id(b) in tried:
+            continue
+        tried.add(id(b))
+        point = witness.find(lambda pinned, node=node: rule.fires_at(ctx, node, pinned), b, order, choices, tries)
+        if point is not None:
+            return {names[s]: v for s, v in point.items()}
+    return {}
+
+
+def _at(point: dict[str, float] | None, limits: Limits) -> str:
+    if point is None:
+        return "no witness searched: the expression is too large"
+    if not point:
+        return "no single point found: the bound may over-approximate"
+    return "at " + ", ".join(f"{n} = {limits.text(v)}" for n, v in point.items())
+
+
+def check(spec: LossSpec, dtype: str | None = None) -> Report:
+    """Every hazard of the loss and of each gradient, over the declared domains, each with a witness.
+
+    ``dtype`` names the floating type reasoned in (``"float16"``, ``"bfloat16"``, ``"float32"``,
+    ``"float64"``); None, the default, uses float32's thresholds, which also cover float64.
     Runs under :mod:`lossforge.budget`: expressions past the node limit, or a
     check past its time limit, raise :class:`AnalysisError` naming the stage.
     """
     if not isinstance(spec, LossSpec):
         raise AnalysisError(f"check() needs a LossSpec, got {type(spec).__name__}", token=type(spec).__name__)
+    limits = limits_of(dtype)
     for kind in spec.accept:
         if kind not in KINDS:
             raise UnknownNameError(f"[accept] names an unknown hazard kind {kind!r} (known: {', '.join(KINDS)})",
@@ -849,24 +1023,26 @@ def check(spec: LossSpec) -> Report:
     with budget.deadline("check"):
         exprs = derive(spec).exprs()
         budget.check("check", *exprs.values())
-        bounds = bounds_for(spec)
+        bounds = bounds_for(spec, limits)
         table = spec.sympy_symbols
         inputs = frozenset(table[n] for n in spec.inputs)
         vectors = frozenset(table[n] for n, v in spec.symbols.items() if v.axis)
         found: dict[tuple[str, str, sympy.Basic], Hazard] = {}
+        contexts = {}
         for where, expr in exprs.items():
-            ctx = Context(expr, where, bounds, inputs, vectors)
+            ctx = contexts[where] = Context(expr, where, bounds, inputs, vectors)
             for rule in RULES:
                 if where != "loss" and not rule.in_gradients:
                     continue
                 budget.tick()
                 for h in rule.check(ctx):
                     found.setdefault((where, h.kind, h.expr), h)
-    hazards = []
-    for h in found.values():
-        if h.kind in spec.accept:
-            h = Hazard(h.kind, h.severity, h.where, h.expr, h.message, h.fix, True, spec.accept[h.kind])
-        hazards.append(h)
-    order = {w: i for i, w in enumerate(derive(spec).exprs())}
+        hazards, work = [], [witness.WORK]
+        for h in found.values():
+            point = _witness_of(h, contexts[h.where], spec, work)
+            accepted = h.kind in spec.accept
+            hazards.append(Hazard(h.kind, h.severity, h.where, h.expr, f"{h.message} ({_at(point, limits)})", h.fix,
+                                  accepted, spec.accept.get(h.kind, ""), FrozenMap(point or {})))
+    order = {w: i for i, w in enumerate(exprs)}
     hazards.sort(key=lambda h: (order[h.where], KINDS.index(h.kind), sympy.default_sort_key(h.expr)))
     return Report(spec.name, tuple(hazards), time.perf_counter() - start)

@@ -40,6 +40,7 @@ from functools import lru_cache
 import sympy
 from sympy.core.function import _coeff_isneg
 from sympy.printing.numpy import NumPyPrinter
+from sympy.printing.precedence import PRECEDENCE
 from sympy.printing.pytorch import TorchPrinter
 
 from .. import walk
@@ -56,6 +57,7 @@ from ..language import (
     maximum,
     minimum,
     norm,
+    quotient,
     rev_cumsum,
     sigmoid,
     softmax_argument,
@@ -104,7 +106,7 @@ def _guarded(expr: sympy.Expr, arrays: frozenset) -> sympy.Expr:
             return varies(node.args[0])
         if isinstance(node, sympy.Pow):
             return _needs_guard_pow(node) and varies(node.base)
-        if isinstance(node, (xlogy, sympy.polygamma)):
+        if isinstance(node, (xlogy, sympy.polygamma, quotient)):
             return varies(node.args[1])
         return False
 
@@ -114,7 +116,7 @@ def _guarded(expr: sympy.Expr, arrays: frozenset) -> sympy.Expr:
                 return func(keep(args[0], safe, selections), evaluate=False)
         if isinstance(node, sympy.Pow):
             return sympy.Pow(keep(args[0], 1, selections), args[1], evaluate=False)
-        return node.func(args[0], keep(args[1], 1, selections))  # xlogy, polygamma: the second argument
+        return node.func(args[0], keep(args[1], 1, selections))  # xlogy, polygamma, quotient: the second
 
     memo: dict = {}
 
@@ -443,6 +445,10 @@ class _LossPrinterMixin:
     def _call(self, fqn: str, *args) -> str:
         """``fqn(args...)``, its module registered for :meth:`imports`."""
         return f"{self._module_format(fqn)}({', '.join(self._print(a) for a in args)})"
+
+    def _print_quotient(self, expr):
+        u, v = (self.parenthesize(a, PRECEDENCE["Mul"]) for a in expr.args)
+        return f"({u} / {v})"
 
     def _print_grouped(self, expr):
         inner = self._print(expr.args[0])

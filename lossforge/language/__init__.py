@@ -103,6 +103,9 @@ from .functions import (
     minimum as minimum,
 )
 from .functions import (
+    quotient as quotient,
+)
+from .functions import (
     sigmoid as sigmoid,
 )
 from .functions import (

@@ -31,6 +31,7 @@ __all__ = [
     "lgamma",
     "log1p",
     "expm1",
+    "quotient",
 ]
 
 
@@ -487,3 +488,39 @@ class minimum(_Extremum):
 
     def _eval_rewrite_as_Min(self, a, b, **kwargs):
         return sympy.Min(a, b)
+
+
+class quotient(Function):
+    """``quotient(u, v) = u/v``, kept as one division so that a power of it is not distributed.
+
+    Why it exists: SymPy writes ``((y - mu)/sigma)**2`` as ``(y - mu)**2 * sigma**-2``. In
+    float32 at sigma = 1e-30 and y = mu that is 0 * inf = NaN, in the value and in both
+    gradients, where the written form is (0/1e-30)**2 = 0. :mod:`lossforge.derive` puts
+    the written form back (``derive.written_quotients``) before anything is analysed or printed;
+    the analysis bounds it as ``u * v**-1`` and the printers print ``(u / v)``. It is not
+    part of the spec language (its text is ``(u)/(v)``).
+    """
+
+    nargs = 2
+
+    def fdiff(self, argindex=1):
+        u, v = self.args
+        if argindex == 1:
+            return 1 / v
+        if argindex == 2:
+            return -quotient(u, v) / v  # -u/v**2 as (u/v)/v: no v**2 to underflow
+        raise ArgumentIndexError(self, argindex)
+
+    @classmethod
+    def eval(cls, u, v):
+        if (u.is_number and v.is_number) or v == 1 or u.is_zero:
+            return u / v
+        return None
+
+    def _eval_rewrite_as_Mul(self, u, v, **kwargs):
+        return u / v
+
+    def _eval_is_extended_real(self):
+        u, v = self.args
+        return fuzzy_and([u.is_extended_real, v.is_extended_real, v.is_zero is False]) or None
+

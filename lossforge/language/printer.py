@@ -5,6 +5,7 @@ from __future__ import annotations
 import sympy
 from sympy import S
 from sympy.printing.latex import LatexPrinter
+from sympy.printing.precedence import PRECEDENCE
 from sympy.printing.str import StrPrinter
 
 __all__ = ["SpecPrinter", "to_text", "LatexSpecPrinter", "to_latex", "latex_text"]
@@ -27,6 +28,10 @@ class SpecPrinter(StrPrinter):
 
     def _print_Float(self, expr):
         return repr(float(expr))
+
+    def _print_quotient(self, expr):
+        u, v = (self.parenthesize(a, PRECEDENCE["Mul"]) for a in expr.args)
+        return f"({u}/{v})"
 
     def _print_Exp1(self, expr):
         return "e"

@@ -197,7 +197,7 @@ def _dice_value_and_grads(p, target, smooth, *, scale=None):
     _t2 = 1/_t1
     value = _fill(1 - _t0*_t2, batch + (1,))[..., 0]
     grads = (
-        _fill(_times(1, _t0/_t1**2 - 2*_t2*target, scale), p.shape),
+        _fill(_times(1, _t2*(_t0 / _t1) - 2*_t2*target, scale), p.shape),
     )
     return value, grads
 

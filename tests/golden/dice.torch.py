@@ -238,7 +238,7 @@ def _dice_value_and_grads(p, target, smooth, *, scale=None):
     _t2 = 1/_t1
     value = _fill(1 - _t0*_t2, batch + (1,), dtype, device)[..., 0]
     grads = (
-        _fill(_times(1, _t0/_t1**2 - 2*_t2*target, scale), p.shape, dtype, device),
+        _fill(_times(1, _t2*(_t0 / _t1) - 2*_t2*target, scale), p.shape, dtype, device),
     )
     return value, grads
 
@@ -259,7 +259,7 @@ def _dice_targeted_value_and_grads(p, target, smooth, *, scale=None):
     _t1 = (torch.sum(p, dim=-1, keepdim=True) + torch.sum(target, dim=-1, keepdim=True)) + smooth
     _t2 = 1/_t1
     _t3 = 2*_t2
-    _t4 = -_t0/_t1**2
+    _t4 = -_t2*(_t0 / _t1)
     value = _fill(1 - _t0*_t2, batch + (1,), dtype, device)[..., 0]
     grads = (
         _fill(_times(1, -_t3*target - _t4, scale), p.shape, dtype, device),

@@ -182,22 +182,20 @@ def _prepare(mu, y, sigma):
 def _gaussian_crps_value(mu, y, sigma):
     """Per-sample loss."""
     batch = mu.shape
-    _t0 = y - mu
-    _t2 = _t0/sigma
-    return _fill(sigma*((_t2*scipy.special.erf(0.7071067811865476*_t2) + 0.7978845608028654*np.exp(-1/2*_t0**2/sigma**2)) - 0.5641895835477563), batch)
+    _t0 = ((y - mu) / sigma)
+    return _fill(sigma*((_t0*scipy.special.erf(0.7071067811865476*_t0) + 0.7978845608028654*np.exp(-1/2*_t0**2)) - 0.5641895835477563), batch)
 
 
 def _gaussian_crps_value_and_grads(mu, y, sigma, *, scale=None):
     """Per-sample loss and its gradient for each input, per element, times ``scale``
     (the reduction's factor; None: none)."""
     batch = mu.shape
-    _t0 = y - mu
-    _t1 = np.exp(-1/2*_t0**2/sigma**2)
-    _t2 = _t0/sigma
-    _t3 = scipy.special.erf(0.7071067811865476*_t2)
-    value = _fill(sigma*((0.7978845608028654*_t1 + _t2*_t3) - 0.5641895835477563), batch)
+    _t0 = ((y - mu) / sigma)
+    _t1 = np.exp(-1/2*_t0**2)
+    _t2 = scipy.special.erf(0.7071067811865476*_t0)
+    value = _fill(sigma*((_t0*_t2 + 0.7978845608028654*_t1) - 0.5641895835477563), batch)
     grads = (
-        _fill(_times(-1, _t3, scale), mu.shape),
+        _fill(_times(-1, _t2, scale), mu.shape),
         _fill(_times(1, 0.7978845608028654*_t1 - 0.5641895835477563, scale), sigma.shape),
     )
     return value, grads

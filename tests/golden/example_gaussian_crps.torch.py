@@ -227,22 +227,20 @@ def _prepare(mu, y, sigma):
 def _gaussian_crps_value(mu, y, sigma):
     """Per-sample loss."""
     dtype, device, batch = mu.dtype, mu.device, mu.shape
-    _t0 = y - mu
-    _t2 = _t0/sigma
-    return _fill(sigma*((_t2*torch.erf(0.7071067811865476*_t2) + 0.7978845608028654*torch.exp(-1/2*_t0**2/sigma**2)) - 0.5641895835477563), batch, dtype, device)
+    _t0 = ((y - mu) / sigma)
+    return _fill(sigma*((_t0*torch.erf(0.7071067811865476*_t0) + 0.7978845608028654*torch.exp(-1/2*_t0**2)) - 0.5641895835477563), batch, dtype, device)
 
 
 def _gaussian_crps_value_and_grads(mu, y, sigma, *, scale=None):
     """Per-sample loss and its gradient for each input, per element, in one pass; the gradients times
     ``scale``, the reduction's factor (None: none)."""
     dtype, device, batch = mu.dtype, mu.device, mu.shape
-    _t0 = y - mu
-    _t1 = torch.exp(-1/2*_t0**2/sigma**2)
-    _t2 = _t0/sigma
-    _t3 = torch.erf(0.7071067811865476*_t2)
-    value = _fill(sigma*((0.7978845608028654*_t1 + _t2*_t3) - 0.5641895835477563), batch, dtype, device)
+    _t0 = ((y - mu) / sigma)
+    _t1 = torch.exp(-1/2*_t0**2)
+    _t2 = torch.erf(0.7071067811865476*_t0)
+    value = _fill(sigma*((_t0*_t2 + 0.7978845608028654*_t1) - 0.5641895835477563), batch, dtype, device)
     grads = (
-        _fill(_times(-1, _t3, scale), mu.shape, dtype, device),
+        _fill(_times(-1, _t2, scale), mu.shape, dtype, device),
         _fill(_times(1, 0.7978845608028654*_t1 - 0.5641895835477563, scale), sigma.shape, dtype, device),
     )
     return value, grads
@@ -251,24 +249,22 @@ def _gaussian_crps_value_and_grads(mu, y, sigma, *, scale=None):
 def _gaussian_crps_targeted_value(mu, y, sigma):
     """Per-sample loss."""
     dtype, device, batch = mu.dtype, mu.device, mu.shape
-    _t0 = y - mu
-    _t2 = _t0/sigma
-    return _fill(sigma*((_t2*torch.erf(0.7071067811865476*_t2) + 0.7978845608028654*torch.exp(-1/2*_t0**2/sigma**2)) - 0.5641895835477563), batch, dtype, device)
+    _t0 = ((y - mu) / sigma)
+    return _fill(sigma*((_t0*torch.erf(0.7071067811865476*_t0) + 0.7978845608028654*torch.exp(-1/2*_t0**2)) - 0.5641895835477563), batch, dtype, device)
 
 
 def _gaussian_crps_targeted_value_and_grads(mu, y, sigma, *, scale=None):
     """Per-sample loss and its gradient for each input, per element, in one pass; the gradients times
     ``scale``, the reduction's factor (None: none)."""
     dtype, device, batch = mu.dtype, mu.device, mu.shape
-    _t0 = y - mu
-    _t1 = torch.exp(-1/2*_t0**2/sigma**2)
-    _t2 = _t0/sigma
-    _t3 = torch.erf(0.7071067811865476*_t2)
-    value = _fill(sigma*((0.7978845608028654*_t1 + _t2*_t3) - 0.5641895835477563), batch, dtype, device)
+    _t0 = ((y - mu) / sigma)
+    _t1 = torch.exp(-1/2*_t0**2)
+    _t2 = torch.erf(0.7071067811865476*_t0)
+    value = _fill(sigma*((_t0*_t2 + 0.7978845608028654*_t1) - 0.5641895835477563), batch, dtype, device)
     grads = (
-        _fill(_times(-1, _t3, scale), mu.shape, dtype, device),
+        _fill(_times(-1, _t2, scale), mu.shape, dtype, device),
         _fill(_times(1, 0.7978845608028654*_t1 - 0.5641895835477563, scale), sigma.shape, dtype, device),
-        _fill(_times(1, _t3, scale), y.shape, dtype, device),  # a target's
+        _fill(_times(1, _t2, scale), y.shape, dtype, device),  # a target's
     )
     return value, grads
 

@@ -182,7 +182,7 @@ def _student_t_nll_value(mu, y, sigma, nu):
     """Per-sample loss."""
     batch = mu.shape
     _t1 = nu + 1
-    return _fill((1/2)*(_t1*np.log1p((mu - y)**2/(nu*sigma**2)) + 2*np.log(sigma) + np.log(3.141592653589793*nu) + 2*scipy.special.gammaln((1/2)*nu) - 2*scipy.special.gammaln((1/2)*_t1)), batch)
+    return _fill((1/2)*(_t1*np.log1p(((y - mu) / sigma)**2/nu) + 2*np.log(sigma) + np.log(3.141592653589793*nu) + 2*scipy.special.gammaln((1/2)*nu) - 2*scipy.special.gammaln((1/2)*_t1)), batch)
 
 
 def _student_t_nll_value_and_grads(mu, y, sigma, nu, *, scale=None):
@@ -192,20 +192,19 @@ def _student_t_nll_value_and_grads(mu, y, sigma, nu, *, scale=None):
     _t0 = (1/2)*nu
     _t1 = nu + 1
     _t2 = (1/2)*_t1
-    _t3 = mu - y
-    _t4 = _t3**2
-    _t5 = 1/nu
-    _t6 = sigma**(-2)
-    _t7 = _t5*_t6
-    _t8 = _t4*_t7
-    _t9 = np.log1p(_t8)
-    _t10 = _t1/(_t8 + 1)
-    _t11 = _t10*_t4
-    value = _fill((1/2)*(_t1*_t9 + 2*np.log(sigma) + np.log(3.141592653589793*nu) + 2*scipy.special.gammaln(_t0) - 2*scipy.special.gammaln(_t2)), batch)
+    _t3 = 1/nu
+    _t4 = ((y - mu) / sigma)
+    _t5 = _t3*_t4**2
+    _t6 = np.log1p(_t5)
+    _t7 = (_t4 / nu)
+    _t8 = 1/sigma
+    _t9 = _t1/(_t5 + 1)
+    _t10 = _t8*_t9
+    value = _fill((1/2)*(_t1*_t6 + 2*np.log(sigma) + np.log(3.141592653589793*nu) + 2*scipy.special.gammaln(_t0) - 2*scipy.special.gammaln(_t2)), batch)
     grads = (
-        _fill(_times(1, _t10*_t7*_t3, scale), mu.shape),
-        _fill(_times(1, 1/sigma - _t11*_t5/sigma**3, scale), sigma.shape),
-        _fill(_times(1/2, (_t5 - _t11*_t6/nu**2 + _t9 + scipy.special.psi(_t0) - scipy.special.psi(_t2)), scale), nu.shape),
+        _fill(_times(-1, _t10*_t7, scale), mu.shape),
+        _fill(_times(1, _t8 - _t10*_t5, scale), sigma.shape),
+        _fill(_times(1/2, (_t3 + _t6 - _t7**2*_t9 + scipy.special.psi(_t0) - scipy.special.psi(_t2)), scale), nu.shape),
     )
     return value, grads
 

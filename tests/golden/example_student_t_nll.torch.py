@@ -231,7 +231,7 @@ def _student_t_nll_value(mu, y, sigma, nu):
     """Per-sample loss."""
     dtype, device, batch = mu.dtype, mu.device, mu.shape
     _t1 = nu + 1
-    return _fill((1/2)*(_t1*torch.log1p((mu - y)**2/(nu*sigma**2)) + 2*torch.log(sigma) + torch.log(3.141592653589793*nu) + 2*torch.lgamma((1/2)*nu) - 2*torch.lgamma((1/2)*_t1)), batch, dtype, device)
+    return _fill((1/2)*(_t1*torch.log1p(((y - mu) / sigma)**2/nu) + 2*torch.log(sigma) + torch.log(3.141592653589793*nu) + 2*torch.lgamma((1/2)*nu) - 2*torch.lgamma((1/2)*_t1)), batch, dtype, device)
 
 
 def _student_t_nll_value_and_grads(mu, y, sigma, nu, *, scale=None):
@@ -241,20 +241,19 @@ def _student_t_nll_value_and_grads(mu, y, sigma, nu, *, scale=None):
     _t0 = (1/2)*nu
     _t1 = nu + 1
     _t2 = (1/2)*_t1
-    _t3 = mu - y
-    _t4 = _t3**2
-    _t5 = 1/nu
-    _t6 = sigma**(-2)
-    _t7 = _t5*_t6
-    _t8 = _t4*_t7
-    _t9 = torch.log1p(_t8)
-    _t10 = _t1/(_t8 + 1)
-    _t11 = _t10*_t4
-    value = _fill((1/2)*(_t1*_t9 + 2*torch.log(sigma) + torch.log(3.141592653589793*nu) + 2*torch.lgamma(_t0) - 2*torch.lgamma(_t2)), batch, dtype, device)
+    _t3 = 1/nu
+    _t4 = ((y - mu) / sigma)
+    _t5 = _t3*_t4**2
+    _t6 = torch.log1p(_t5)
+    _t7 = (_t4 / nu)
+    _t8 = 1/sigma
+    _t9 = _t1/(_t5 + 1)
+    _t10 = _t8*_t9
+    value = _fill((1/2)*(_t1*_t6 + 2*torch.log(sigma) + torch.log(3.141592653589793*nu) + 2*torch.lgamma(_t0) - 2*torch.lgamma(_t2)), batch, dtype, device)
     grads = (
-        _fill(_times(1, _t10*_t7*_t3, scale), mu.shape, dtype, device),
-        _fill(_times(1, 1/sigma - _t11*_t5/sigma**3, scale), sigma.shape, dtype, device),
-        _fill(_times(1/2, (_t5 - _t11*_t6/nu**2 + _t9 + torch.digamma(_t0) - torch.digamma(_t2)), scale), nu.shape, dtype, device),
+        _fill(_times(-1, _t10*_t7, scale), mu.shape, dtype, device),
+        _fill(_times(1, _t8 - _t10*_t5, scale), sigma.shape, dtype, device),
+        _fill(_times(1/2, (_t3 + _t6 - _t7**2*_t9 + torch.digamma(_t0) - torch.digamma(_t2)), scale), nu.shape, dtype, device),
     )
     return value, grads
 
@@ -263,7 +262,7 @@ def _student_t_nll_targeted_value(mu, y, sigma, nu):
     """Per-sample loss."""
     dtype, device, batch = mu.dtype, mu.device, mu.shape
     _t1 = nu + 1
-    return _fill((1/2)*(_t1*torch.log1p((y - mu)**2/(nu*sigma**2)) + 2*torch.log(sigma) + torch.log(3.141592653589793*nu) + 2*torch.lgamma((1/2)*nu) - 2*torch.lgamma((1/2)*_t1)), batch, dtype, device)
+    return _fill((1/2)*(_t1*torch.log1p(((y - mu) / sigma)**2/nu) + 2*torch.log(sigma) + torch.log(3.141592653589793*nu) + 2*torch.lgamma((1/2)*nu) - 2*torch.lgamma((1/2)*_t1)), batch, dtype, device)
 
 
 def _student_t_nll_targeted_value_and_grads(mu, y, sigma, nu, *, scale=None):
@@ -273,23 +272,21 @@ def _student_t_nll_targeted_value_and_grads(mu, y, sigma, nu, *, scale=None):
     _t0 = (1/2)*nu
     _t1 = nu + 1
     _t2 = (1/2)*_t1
-    _t3 = mu - y
-    _t4 = -_t3
-    _t5 = _t4**2
-    _t6 = 1/nu
-    _t7 = sigma**(-2)
-    _t8 = _t6*_t7
-    _t9 = _t5*_t8
-    _t10 = torch.log1p(_t9)
-    _t11 = _t1/(_t9 + 1)
-    _t12 = _t11*_t8
-    _t13 = _t11*_t5
-    value = _fill((1/2)*(_t1*_t10 + 2*torch.log(sigma) + torch.log(3.141592653589793*nu) + 2*torch.lgamma(_t0) - 2*torch.lgamma(_t2)), batch, dtype, device)
+    _t3 = 1/nu
+    _t4 = ((y - mu) / sigma)
+    _t5 = _t3*_t4**2
+    _t6 = torch.log1p(_t5)
+    _t7 = (_t4 / nu)
+    _t8 = 1/sigma
+    _t9 = _t1/(_t5 + 1)
+    _t10 = _t8*_t9
+    _t11 = _t10*_t7
+    value = _fill((1/2)*(_t1*_t6 + 2*torch.log(sigma) + torch.log(3.141592653589793*nu) + 2*torch.lgamma(_t0) - 2*torch.lgamma(_t2)), batch, dtype, device)
     grads = (
-        _fill(_times(1, _t12*_t3, scale), mu.shape, dtype, device),
-        _fill(_times(1, 1/sigma - _t13*_t6/sigma**3, scale), sigma.shape, dtype, device),
-        _fill(_times(1/2, (_t10 - _t13*_t7/nu**2 + _t6 + torch.digamma(_t0) - torch.digamma(_t2)), scale), nu.shape, dtype, device),
-        _fill(_times(1, _t12*_t4, scale), y.shape, dtype, device),  # a target's
+        _fill(_times(-1, _t11, scale), mu.shape, dtype, device),
+        _fill(_times(1, _t8 - _t10*_t5, scale), sigma.shape, dtype, device),
+        _fill(_times(1/2, (_t3 + _t6 - _t7**2*_t9 + torch.digamma(_t0) - torch.digamma(_t2)), scale), nu.shape, dtype, device),
+        _fill(_times(1, _t11, scale), y.shape, dtype, device),  # a target's
     )
     return value, grads
 

@@ -213,13 +213,12 @@ def _gaussian_nll_value_and_grads(mean, target, var, full, eps, *, scale=None):
     batch = mean.shape
     _t0 = np.where((var < eps), eps, var)
     _t1 = mean - target
-    _t2 = _t1**2
-    _t3 = 1/_t0
-    _t4 = np.where((var >= eps), 1, 0)
-    value = _fill((1/2)*((_t2*_t3 + np.log(_t0)) + 1.8378770664093456*full), batch)
+    _t2 = 1/_t0
+    _t3 = np.where((var >= eps), 1, 0)
+    value = _fill((1/2)*((_t1**2*_t2 + np.log(_t0)) + 1.8378770664093456*full), batch)
     grads = (
-        _fill(_times(1, _t3*_t1, scale), mean.shape),
-        _fill(_times(1/2, (_t3*_t4 - _t2*_t4/_t0**2), scale), var.shape),
+        _fill(_times(1, _t2*_t1, scale), mean.shape),
+        _fill(_times(1/2, (_t2*_t3 - _t3*(_t1 / _t0)**2), scale), var.shape),
     )
     return value, grads
 

@@ -247,13 +247,12 @@ def _gaussian_nll_value_and_grads(mean, target, var, full, eps, *, scale=None):
     dtype, device, batch = mean.dtype, mean.device, mean.shape
     _t0 = torch.where((var < eps), eps, var)
     _t1 = mean - target
-    _t2 = _t1**2
-    _t3 = 1/_t0
-    _t4 = (var >= eps).to(dtype)
-    value = _fill((1/2)*((_t2*_t3 + torch.log(_t0)) + 1.8378770664093456*full), batch, dtype, device)
+    _t2 = 1/_t0
+    _t3 = (var >= eps).to(dtype)
+    value = _fill((1/2)*((_t1**2*_t2 + torch.log(_t0)) + 1.8378770664093456*full), batch, dtype, device)
     grads = (
-        _fill(_times(1, _t3*_t1, scale), mean.shape, dtype, device),
-        _fill(_times(1/2, (_t3*_t4 - _t2*_t4/_t0**2), scale), var.shape, dtype, device),
+        _fill(_times(1, _t2*_t1, scale), mean.shape, dtype, device),
+        _fill(_times(1/2, (_t2*_t3 - _t3*(_t1 / _t0)**2), scale), var.shape, dtype, device),
     )
     return value, grads
 
@@ -271,14 +270,13 @@ def _gaussian_nll_targeted_value_and_grads(mean, target, var, full, eps, *, scal
     dtype, device, batch = mean.dtype, mean.device, mean.shape
     _t0 = torch.where((var < eps), eps, var)
     _t1 = mean - target
-    _t2 = _t1**2
-    _t3 = 1/_t0
-    _t4 = (var >= eps).to(dtype)
-    value = _fill((1/2)*((_t2*_t3 + torch.log(_t0)) + 1.8378770664093456*full), batch, dtype, device)
+    _t2 = 1/_t0
+    _t3 = (var >= eps).to(dtype)
+    value = _fill((1/2)*((_t1**2*_t2 + torch.log(_t0)) + 1.8378770664093456*full), batch, dtype, device)
     grads = (
-        _fill(_times(1, _t3*_t1, scale), mean.shape, dtype, device),
-        _fill(_times(1/2, (_t3*_t4 - _t2*_t4/_t0**2), scale), var.shape, dtype, device),
-        _fill(_times(1, _t3*(-_t1), scale), target.shape, dtype, device),  # a target's
+        _fill(_times(1, _t2*_t1, scale), mean.shape, dtype, device),
+        _fill(_times(1/2, (_t2*_t3 - _t3*(_t1 / _t0)**2), scale), var.shape, dtype, device),
+        _fill(_times(1, _t2*(-_t1), scale), target.shape, dtype, device),  # a target's
     )
     return value, grads
 
