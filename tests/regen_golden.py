@@ -12,7 +12,7 @@ import lossforge as lf
 
 ROOT = Path(__file__).resolve().parent.parent
 GOLDEN = ROOT / "tests" / "golden"
-TARGETS = {"numpy": "np", "torch": "torch"}
+TARGETS = {"numpy": "np", "torch": "torch", "jax": "jax"}
 
 
 def golden_specs() -> dict[str, lf.LossSpec]:
