@@ -74,6 +74,8 @@ RESERVED = frozenset(
         "reduce", "l", "I", "O", "kernels", "saved", "recompute", "which", "fn", "term", "exc", "pair",
         "warnings", "indexed", "validate", "size_average", "function", "outputs", "transformed", "tangent", "tangents", "change", "module",
         "keep", "counts", "targeted", "carried", "handed",
+        # the JAX module's: its imports and the custom_vjp's arguments
+        "jax", "jnp", "functools", "static", "arrays", "tensors", "residuals", "cotangents", "shapes",
     }
     | MODULE_ATTRIBUTES
     | set(dir(builtins))

@@ -160,8 +160,8 @@ def _check_domain(name, value, domain, why=_VALIDATED):
         inside = _inside(value, domain)
         if _traced(inside):
             return jnp.where(inside, value, jnp.nan)
-        if not inside.all():
-            _outside(name, value, [int(i) for i in jnp.argwhere(~inside)[0]], domain, why)
+        if not inside.all():  # (the value read through any differentiation of it: jax.grad outside jax.jit)
+            _outside(name, jax.lax.stop_gradient(value), [int(i) for i in jnp.argwhere(~inside)[0]], domain, why)
     return value
 
 
