@@ -57,15 +57,13 @@ def jax_speed(reps: int) -> None:
         for side, fn in (("lossforge", ours), ("optax", theirs)):
             step = jax.jit(jax.value_and_grad(fn))
 
-            def call(step=step):
+            def call(step=step, arrays=arrays):
                 value, grad = step(*arrays)
                 return value.block_until_ready(), grad.block_until_ready()
 
             fns[side] = call
         got, want = fns["lossforge"](), fns["optax"]()  # (the first call compiles)
-        failures += [f"MISMATCH {name} lossforge vs {label}: {what}: {msg}"
-                     for what, msg in (("value", T.disagreement(got[0], want[0], RTOL)),
-                                       ("gradient", T.disagreement(got[1], want[1], RTOL))) if msg]
+        failures += T.mismatches(f"{name} lossforge vs {label}", got, want, RTOL)
         if failures:
             continue
         with T.OtherLoad() as load:

@@ -602,7 +602,7 @@ def test_templates_ship_inside_the_wheel(tmp_path):
     assert out.returncode == 0, out.stderr
     (wheel,) = tmp_path.glob("lossforge-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
-    assert {"lossforge/templates/numpy.py.j2", "lossforge/templates/torch.py.j2"} <= names
+    assert {f"lossforge/templates/{name}.py.j2" for name in ("numpy", "torch", "jax", "_shapes", "_kernels")} <= names
     assert "lossforge/library/focal.toml" in names
 
 
