@@ -208,6 +208,22 @@ def test_user_spec_and_combined_spec_match_numpy():
             _close(g, w, GRAD_RTOL)
 
 
+def test_a_condition_on_params_through_jax_functions_is_decided_while_tracing():
+    # log(w) > 0 is computed by jnp.log: under jit it is still a number, so only the branch taken is traced
+    spec = lf.LossSpec(name="switch", expr="where(log(w) > 0, (x - y)**2, sigmoid(sigmoid(x)) * y)",
+                       symbols={"x": lf.Var("input"), "y": lf.Var("target"),
+                                "w": lf.Var("param", default=2.0, domain="positive")})
+    npm, jm = lf.compile(spec, "numpy"), lf.compile(spec, "jax")
+    x, y = np.linspace(-2.0, 3.0, 6), np.linspace(1.0, -1.0, 6)
+    for w in (2.0, 0.5):
+        want, (want_grad,) = npm.loss_and_grad(x, y, w=w)
+        value, grad = jax.jit(jax.value_and_grad(lambda a, b, w=w: jm.loss(a, b, w=w)))(x, y)
+        _close(value, want, VALUE_RTOL)
+        _close(grad, want_grad, GRAD_RTOL)
+        traced = str(jax.make_jaxpr(lambda a, b, w=w: jm.loss(a, b, w=w))(x, y))
+        assert ("logistic" in traced) == (w < 1)  # the sigmoid branch only where it is taken
+
+
 def test_the_backward_is_the_derived_gradient_not_autodiff_of_the_forward():
     # the custom_vjp's jaxpr holds the printed gradient (a sigmoid), not the transpose of the softplus forward
     jm = lf.compile(lf.builtin("bce_logits"), "jax")

@@ -1,4 +1,4 @@
-"""Printers for generated code: SymPy's NumPy and Torch printers, plus lossforge's functions.
+"""Printers for generated code: SymPy's NumPy, Torch and JAX printers, plus lossforge's functions.
 
 SymPy's dispatch walks the expression; these classes only add a
 ``_print_<Function>`` method per lossforge function and fix the SymPy 1.14

@@ -197,6 +197,13 @@ def _inside(value, domain):
     return inside
 
 
+def _call(kernel, *args):
+    """A term's kernel, its operations on params alone evaluated while JAX traces it (numbers, also inside
+    ``jax.jit``), so that a condition on params is a Python bool and only the branch it takes is traced."""
+    with jax.ensure_compile_time_eval():
+        return kernel(*args)
+
+
 def _static(params):
     """The params (hyper-parameters) must be numbers known when the code is traced: the code branches on them."""
     for name, value in params.items():
@@ -290,7 +297,7 @@ def _reduced(static, arrays, tensors, keep, counts):
     (eps,) = params
     (p, target) = arrays
     (weight,) = tensors
-    value = _FUNCTIONS[("bce", False, weight is None)][0](p, target, weight, eps)
+    value = _call(_FUNCTIONS[("bce", False, weight is None)][0], p, target, weight, eps)
     return _reduce(value, reduction, None, None)
 
 
@@ -300,7 +307,7 @@ def _reduced_fwd(static, arrays, tensors, keep, counts):
     (eps,) = params
     (p, target) = arrays
     (weight,) = tensors
-    value, grads = _FUNCTIONS[("bce", False, weight is None)][1](p, target, weight, eps)
+    value, grads = _call(_FUNCTIONS[("bce", False, weight is None)][1], p, target, weight, eps)
     scale = _scale(value, reduction, 1.0, None, None)
     grad_p = scale * grads[0]
     total = _reduce(value, reduction, None, None)

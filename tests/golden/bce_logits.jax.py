@@ -198,6 +198,13 @@ def _inside(value, domain):
     return inside
 
 
+def _call(kernel, *args):
+    """A term's kernel, its operations on params alone evaluated while JAX traces it (numbers, also inside
+    ``jax.jit``), so that a condition on params is a Python bool and only the branch it takes is traced."""
+    with jax.ensure_compile_time_eval():
+        return kernel(*args)
+
+
 def _static(params):
     """The params (hyper-parameters) must be numbers known when the code is traced: the code branches on them."""
     for name, value in params.items():
@@ -291,7 +298,7 @@ def _reduced(static, arrays, tensors, keep, counts):
     reduction, indexed, params = static[:3]
     (logits, target) = arrays
     (weight, pos_weight) = tensors
-    value = _FUNCTIONS[("bce_logits", False, weight is None and pos_weight is None)][0](logits, target, weight, pos_weight)
+    value = _call(_FUNCTIONS[("bce_logits", False, weight is None and pos_weight is None)][0], logits, target, weight, pos_weight)
     return _reduce(value, reduction, None, None)
 
 
@@ -300,7 +307,7 @@ def _reduced_fwd(static, arrays, tensors, keep, counts):
     reduction, indexed, params = static[:3]
     (logits, target) = arrays
     (weight, pos_weight) = tensors
-    value, grads = _FUNCTIONS[("bce_logits", False, weight is None and pos_weight is None)][1](logits, target, weight, pos_weight)
+    value, grads = _call(_FUNCTIONS[("bce_logits", False, weight is None and pos_weight is None)][1], logits, target, weight, pos_weight)
     scale = _scale(value, reduction, 1.0, None, None)
     grad_logits = scale * grads[0]
     total = _reduce(value, reduction, None, None)

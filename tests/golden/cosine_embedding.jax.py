@@ -184,6 +184,13 @@ def _inside(value, domain):
     return inside
 
 
+def _call(kernel, *args):
+    """A term's kernel, its operations on params alone evaluated while JAX traces it (numbers, also inside
+    ``jax.jit``), so that a condition on params is a Python bool and only the branch it takes is traced."""
+    with jax.ensure_compile_time_eval():
+        return kernel(*args)
+
+
 def _static(params):
     """The params (hyper-parameters) must be numbers known when the code is traced: the code branches on them."""
     for name, value in params.items():
@@ -266,7 +273,7 @@ def _reduced(static, arrays, tensors, keep, counts):
     reduction, indexed, params = static[:3]
     (margin,) = params
     (x1, x2, target) = arrays
-    value = _FUNCTIONS[("cosine_embedding", False)][0](x1, x2, target, margin)
+    value = _call(_FUNCTIONS[("cosine_embedding", False)][0], x1, x2, target, margin)
     return _reduce(value, reduction, None, None)
 
 
@@ -275,7 +282,7 @@ def _reduced_fwd(static, arrays, tensors, keep, counts):
     reduction, indexed, params = static[:3]
     (margin,) = params
     (x1, x2, target) = arrays
-    value, grads = _FUNCTIONS[("cosine_embedding", False)][1](x1, x2, target, margin)
+    value, grads = _call(_FUNCTIONS[("cosine_embedding", False)][1], x1, x2, target, margin)
     scale = _scale(value, reduction, 1.0, None, None)
     grad_x1 = (scale[..., None] if jnp.ndim(scale) else scale) * grads[0]
     grad_x2 = (scale[..., None] if jnp.ndim(scale) else scale) * grads[1]

@@ -200,6 +200,13 @@ def _inside(value, domain):
     return inside
 
 
+def _call(kernel, *args):
+    """A term's kernel, its operations on params alone evaluated while JAX traces it (numbers, also inside
+    ``jax.jit``), so that a condition on params is a Python bool and only the branch it takes is traced."""
+    with jax.ensure_compile_time_eval():
+        return kernel(*args)
+
+
 def _static(params):
     """The params (hyper-parameters) must be numbers known when the code is traced: the code branches on them."""
     for name, value in params.items():
@@ -422,7 +429,7 @@ def _reduced(static, arrays, tensors, keep, counts):
     (ignore_index, label_smoothing) = params
     (logits, target) = arrays
     (weight,) = tensors
-    value = _FUNCTIONS[("cross_entropy", indexed, weight is None)][0](logits, target, weight, ignore_index, label_smoothing)
+    value = _call(_FUNCTIONS[("cross_entropy", indexed, weight is None)][0], logits, target, weight, ignore_index, label_smoothing)
     return _reduce(value, reduction, keep, counts)
 
 
@@ -432,7 +439,7 @@ def _reduced_fwd(static, arrays, tensors, keep, counts):
     (ignore_index, label_smoothing) = params
     (logits, target) = arrays
     (weight,) = tensors
-    value, grads = _FUNCTIONS[("cross_entropy", indexed, weight is None)][1](logits, target, weight, ignore_index, label_smoothing)
+    value, grads = _call(_FUNCTIONS[("cross_entropy", indexed, weight is None)][1], logits, target, weight, ignore_index, label_smoothing)
     scale = _scale(value, reduction, 1.0, keep, counts)
     grad_logits = (scale[..., None] if jnp.ndim(scale) else scale) * grads[0]
     total = _reduce(value, reduction, keep, counts)

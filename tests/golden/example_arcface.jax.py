@@ -183,6 +183,13 @@ def _inside(value, domain):
     return inside
 
 
+def _call(kernel, *args):
+    """A term's kernel, its operations on params alone evaluated while JAX traces it (numbers, also inside
+    ``jax.jit``), so that a condition on params is a Python bool and only the branch it takes is traced."""
+    with jax.ensure_compile_time_eval():
+        return kernel(*args)
+
+
 def _static(params):
     """The params (hyper-parameters) must be numbers known when the code is traced: the code branches on them."""
     for name, value in params.items():
@@ -274,7 +281,7 @@ def _reduced(static, arrays, tensors, keep, counts):
     reduction, indexed, params = static[:3]
     (s, m, eps) = params
     (c, y) = arrays
-    value = _FUNCTIONS[("arcface", False)][0](c, y, s, m, eps)
+    value = _call(_FUNCTIONS[("arcface", False)][0], c, y, s, m, eps)
     return _reduce(value, reduction, None, None)
 
 
@@ -283,7 +290,7 @@ def _reduced_fwd(static, arrays, tensors, keep, counts):
     reduction, indexed, params = static[:3]
     (s, m, eps) = params
     (c, y) = arrays
-    value, grads = _FUNCTIONS[("arcface", False)][1](c, y, s, m, eps)
+    value, grads = _call(_FUNCTIONS[("arcface", False)][1], c, y, s, m, eps)
     scale = _scale(value, reduction, 1.0, None, None)
     grad_c = (scale[..., None] if jnp.ndim(scale) else scale) * grads[0]
     total = _reduce(value, reduction, None, None)

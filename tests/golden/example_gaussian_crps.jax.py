@@ -179,6 +179,13 @@ def _inside(value, domain):
     return inside
 
 
+def _call(kernel, *args):
+    """A term's kernel, its operations on params alone evaluated while JAX traces it (numbers, also inside
+    ``jax.jit``), so that a condition on params is a Python bool and only the branch it takes is traced."""
+    with jax.ensure_compile_time_eval():
+        return kernel(*args)
+
+
 def _static(params):
     """The params (hyper-parameters) must be numbers known when the code is traced: the code branches on them."""
     for name, value in params.items():
@@ -247,7 +254,7 @@ def _reduced(static, arrays, tensors, keep, counts):
     """
     reduction, indexed, params = static[:3]
     (mu, y, sigma) = arrays
-    value = _FUNCTIONS[("gaussian_crps", False)][0](mu, y, sigma)
+    value = _call(_FUNCTIONS[("gaussian_crps", False)][0], mu, y, sigma)
     return _reduce(value, reduction, None, None)
 
 
@@ -255,7 +262,7 @@ def _reduced_fwd(static, arrays, tensors, keep, counts):
     """The reduced loss, and each input's gradient per element (axes last) scaled for the reduction: the residuals."""
     reduction, indexed, params = static[:3]
     (mu, y, sigma) = arrays
-    value, grads = _FUNCTIONS[("gaussian_crps", False)][1](mu, y, sigma)
+    value, grads = _call(_FUNCTIONS[("gaussian_crps", False)][1], mu, y, sigma)
     scale = _scale(value, reduction, 1.0, None, None)
     grad_mu = scale * grads[0]
     grad_sigma = scale * grads[1]

@@ -185,6 +185,13 @@ def _inside(value, domain):
     return inside
 
 
+def _call(kernel, *args):
+    """A term's kernel, its operations on params alone evaluated while JAX traces it (numbers, also inside
+    ``jax.jit``), so that a condition on params is a Python bool and only the branch it takes is traced."""
+    with jax.ensure_compile_time_eval():
+        return kernel(*args)
+
+
 def _static(params):
     """The params (hyper-parameters) must be numbers known when the code is traced: the code branches on them."""
     for name, value in params.items():
@@ -249,7 +256,7 @@ def _reduced(static, arrays, tensors, keep, counts):
     reduction, indexed, params = static[:3]
     (s_reg, s_cls) = params
     (pred, target, score, sign) = arrays
-    value = _FUNCTIONS[("uncertainty_weighting", False)][0](pred, target, score, sign, s_reg, s_cls)
+    value = _call(_FUNCTIONS[("uncertainty_weighting", False)][0], pred, target, score, sign, s_reg, s_cls)
     return _reduce(value, reduction, None, None)
 
 
@@ -258,7 +265,7 @@ def _reduced_fwd(static, arrays, tensors, keep, counts):
     reduction, indexed, params = static[:3]
     (s_reg, s_cls) = params
     (pred, target, score, sign) = arrays
-    value, grads = _FUNCTIONS[("uncertainty_weighting", False)][1](pred, target, score, sign, s_reg, s_cls)
+    value, grads = _call(_FUNCTIONS[("uncertainty_weighting", False)][1], pred, target, score, sign, s_reg, s_cls)
     scale = _scale(value, reduction, 1.0, None, None)
     grad_pred = scale * grads[0]
     grad_score = scale * grads[1]

@@ -184,6 +184,13 @@ def _inside(value, domain):
     return inside
 
 
+def _call(kernel, *args):
+    """A term's kernel, its operations on params alone evaluated while JAX traces it (numbers, also inside
+    ``jax.jit``), so that a condition on params is a Python bool and only the branch it takes is traced."""
+    with jax.ensure_compile_time_eval():
+        return kernel(*args)
+
+
 def _static(params):
     """The params (hyper-parameters) must be numbers known when the code is traced: the code branches on them."""
     for name, value in params.items():
@@ -255,7 +262,7 @@ def _reduced(static, arrays, tensors, keep, counts):
     reduction, indexed, params = static[:3]
     (alpha, gamma) = params
     (logits, target) = arrays
-    value = _FUNCTIONS[("focal", False)][0](logits, target, alpha, gamma)
+    value = _call(_FUNCTIONS[("focal", False)][0], logits, target, alpha, gamma)
     return _reduce(value, reduction, None, None)
 
 
@@ -264,7 +271,7 @@ def _reduced_fwd(static, arrays, tensors, keep, counts):
     reduction, indexed, params = static[:3]
     (alpha, gamma) = params
     (logits, target) = arrays
-    value, grads = _FUNCTIONS[("focal", False)][1](logits, target, alpha, gamma)
+    value, grads = _call(_FUNCTIONS[("focal", False)][1], logits, target, alpha, gamma)
     scale = _scale(value, reduction, 1.0, None, None)
     grad_logits = scale * grads[0]
     total = _reduce(value, reduction, None, None)

@@ -195,6 +195,13 @@ def _inside(value, domain):
     return inside
 
 
+def _call(kernel, *args):
+    """A term's kernel, its operations on params alone evaluated while JAX traces it (numbers, also inside
+    ``jax.jit``), so that a condition on params is a Python bool and only the branch it takes is traced."""
+    with jax.ensure_compile_time_eval():
+        return kernel(*args)
+
+
 def _static(params):
     """The params (hyper-parameters) must be numbers known when the code is traced: the code branches on them."""
     for name, value in params.items():
@@ -266,7 +273,7 @@ def _reduced(static, arrays, tensors, keep, counts):
     reduction, indexed, params = static[:3]
     (full, eps) = params
     (mean, target, var) = arrays
-    value = _FUNCTIONS[("gaussian_nll", False)][0](mean, target, var, full, eps)
+    value = _call(_FUNCTIONS[("gaussian_nll", False)][0], mean, target, var, full, eps)
     return _reduce(value, reduction, None, None)
 
 
@@ -275,7 +282,7 @@ def _reduced_fwd(static, arrays, tensors, keep, counts):
     reduction, indexed, params = static[:3]
     (full, eps) = params
     (mean, target, var) = arrays
-    value, grads = _FUNCTIONS[("gaussian_nll", False)][1](mean, target, var, full, eps)
+    value, grads = _call(_FUNCTIONS[("gaussian_nll", False)][1], mean, target, var, full, eps)
     scale = _scale(value, reduction, 1.0, None, None)
     grad_mean = scale * grads[0]
     grad_var = scale * grads[1]

@@ -182,6 +182,13 @@ def _inside(value, domain):
     return inside
 
 
+def _call(kernel, *args):
+    """A term's kernel, its operations on params alone evaluated while JAX traces it (numbers, also inside
+    ``jax.jit``), so that a condition on params is a Python bool and only the branch it takes is traced."""
+    with jax.ensure_compile_time_eval():
+        return kernel(*args)
+
+
 def _static(params):
     """The params (hyper-parameters) must be numbers known when the code is traced: the code branches on them."""
     for name, value in params.items():
@@ -242,7 +249,7 @@ def _reduced(static, arrays, tensors, keep, counts):
     reduction, indexed, params = static[:3]
     (margin,) = params
     (distance, target) = arrays
-    value = _FUNCTIONS[("hinge_embedding", False)][0](distance, target, margin)
+    value = _call(_FUNCTIONS[("hinge_embedding", False)][0], distance, target, margin)
     return _reduce(value, reduction, None, None)
 
 
@@ -251,7 +258,7 @@ def _reduced_fwd(static, arrays, tensors, keep, counts):
     reduction, indexed, params = static[:3]
     (margin,) = params
     (distance, target) = arrays
-    value, grads = _FUNCTIONS[("hinge_embedding", False)][1](distance, target, margin)
+    value, grads = _call(_FUNCTIONS[("hinge_embedding", False)][1], distance, target, margin)
     scale = _scale(value, reduction, 1.0, None, None)
     grad_distance = scale * grads[0]
     total = _reduce(value, reduction, None, None)

@@ -182,6 +182,13 @@ def _inside(value, domain):
     return inside
 
 
+def _call(kernel, *args):
+    """A term's kernel, its operations on params alone evaluated while JAX traces it (numbers, also inside
+    ``jax.jit``), so that a condition on params is a Python bool and only the branch it takes is traced."""
+    with jax.ensure_compile_time_eval():
+        return kernel(*args)
+
+
 def _static(params):
     """The params (hyper-parameters) must be numbers known when the code is traced: the code branches on them."""
     for name, value in params.items():
@@ -248,7 +255,7 @@ def _reduced(static, arrays, tensors, keep, counts):
     reduction, indexed, params = static[:3]
     (log_target,) = params
     (logq, target) = arrays
-    value = _FUNCTIONS[("kl_div", False)][0](logq, target, log_target)
+    value = _call(_FUNCTIONS[("kl_div", False)][0], logq, target, log_target)
     return _reduce(value, reduction, None, None)
 
 
@@ -257,7 +264,7 @@ def _reduced_fwd(static, arrays, tensors, keep, counts):
     reduction, indexed, params = static[:3]
     (log_target,) = params
     (logq, target) = arrays
-    value, grads = _FUNCTIONS[("kl_div", False)][1](logq, target, log_target)
+    value, grads = _call(_FUNCTIONS[("kl_div", False)][1], logq, target, log_target)
     scale = _scale(value, reduction, 1.0, None, None)
     grad_logq = scale * grads[0]
     total = _reduce(value, reduction, None, None)

@@ -200,6 +200,13 @@ def _inside(value, domain):
     return inside
 
 
+def _call(kernel, *args):
+    """A term's kernel, its operations on params alone evaluated while JAX traces it (numbers, also inside
+    ``jax.jit``), so that a condition on params is a Python bool and only the branch it takes is traced."""
+    with jax.ensure_compile_time_eval():
+        return kernel(*args)
+
+
 def _static(params):
     """The params (hyper-parameters) must be numbers known when the code is traced: the code branches on them."""
     for name, value in params.items():
@@ -419,7 +426,7 @@ def _reduced(static, arrays, tensors, keep, counts):
     (p, margin) = params
     (scores, target) = arrays
     (weight,) = tensors
-    value = _FUNCTIONS[("multi_margin", indexed, weight is None)][0](scores, target, p, margin, weight)
+    value = _call(_FUNCTIONS[("multi_margin", indexed, weight is None)][0], scores, target, p, margin, weight)
     return _reduce(value, reduction, None, None)
 
 
@@ -429,7 +436,7 @@ def _reduced_fwd(static, arrays, tensors, keep, counts):
     (p, margin) = params
     (scores, target) = arrays
     (weight,) = tensors
-    value, grads = _FUNCTIONS[("multi_margin", indexed, weight is None)][1](scores, target, p, margin, weight)
+    value, grads = _call(_FUNCTIONS[("multi_margin", indexed, weight is None)][1], scores, target, p, margin, weight)
     scale = _scale(value, reduction, 1.0, None, None)
     grad_scores = (scale[..., None] if jnp.ndim(scale) else scale) * grads[0]
     total = _reduce(value, reduction, None, None)

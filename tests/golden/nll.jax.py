@@ -194,6 +194,13 @@ def _inside(value, domain):
     return inside
 
 
+def _call(kernel, *args):
+    """A term's kernel, its operations on params alone evaluated while JAX traces it (numbers, also inside
+    ``jax.jit``), so that a condition on params is a Python bool and only the branch it takes is traced."""
+    with jax.ensure_compile_time_eval():
+        return kernel(*args)
+
+
 def _static(params):
     """The params (hyper-parameters) must be numbers known when the code is traced: the code branches on them."""
     for name, value in params.items():
@@ -378,7 +385,7 @@ def _reduced(static, arrays, tensors, keep, counts):
     (ignore_index,) = params
     (logp, target) = arrays
     (weight,) = tensors
-    value = _FUNCTIONS[("nll", indexed, weight is None)][0](logp, target, weight, ignore_index)
+    value = _call(_FUNCTIONS[("nll", indexed, weight is None)][0], logp, target, weight, ignore_index)
     return _reduce(value, reduction, keep, counts)
 
 
@@ -388,7 +395,7 @@ def _reduced_fwd(static, arrays, tensors, keep, counts):
     (ignore_index,) = params
     (logp, target) = arrays
     (weight,) = tensors
-    value, grads = _FUNCTIONS[("nll", indexed, weight is None)][1](logp, target, weight, ignore_index)
+    value, grads = _call(_FUNCTIONS[("nll", indexed, weight is None)][1], logp, target, weight, ignore_index)
     scale = _scale(value, reduction, 1.0, keep, counts)
     grad_logp = (scale[..., None] if jnp.ndim(scale) else scale) * grads[0]
     total = _reduce(value, reduction, keep, counts)

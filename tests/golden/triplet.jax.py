@@ -190,6 +190,13 @@ def _inside(value, domain):
     return inside
 
 
+def _call(kernel, *args):
+    """A term's kernel, its operations on params alone evaluated while JAX traces it (numbers, also inside
+    ``jax.jit``), so that a condition on params is a Python bool and only the branch it takes is traced."""
+    with jax.ensure_compile_time_eval():
+        return kernel(*args)
+
+
 def _static(params):
     """The params (hyper-parameters) must be numbers known when the code is traced: the code branches on them."""
     for name, value in params.items():
@@ -297,7 +304,7 @@ def _reduced(static, arrays, tensors, keep, counts):
     reduction, indexed, params = static[:3]
     (margin, p, eps, swap) = params
     (anchor, positive, negative) = arrays
-    value = _FUNCTIONS[("triplet", False)][0](anchor, positive, negative, margin, p, eps, swap)
+    value = _call(_FUNCTIONS[("triplet", False)][0], anchor, positive, negative, margin, p, eps, swap)
     return _reduce(value, reduction, None, None)
 
 
@@ -306,7 +313,7 @@ def _reduced_fwd(static, arrays, tensors, keep, counts):
     reduction, indexed, params = static[:3]
     (margin, p, eps, swap) = params
     (anchor, positive, negative) = arrays
-    value, grads = _FUNCTIONS[("triplet", False)][1](anchor, positive, negative, margin, p, eps, swap)
+    value, grads = _call(_FUNCTIONS[("triplet", False)][1], anchor, positive, negative, margin, p, eps, swap)
     scale = _scale(value, reduction, 1.0, None, None)
     grad_anchor = (scale[..., None] if jnp.ndim(scale) else scale) * grads[0]
     grad_positive = (scale[..., None] if jnp.ndim(scale) else scale) * grads[1]

@@ -180,6 +180,13 @@ def _inside(value, domain):
     return inside
 
 
+def _call(kernel, *args):
+    """A term's kernel, its operations on params alone evaluated while JAX traces it (numbers, also inside
+    ``jax.jit``), so that a condition on params is a Python bool and only the branch it takes is traced."""
+    with jax.ensure_compile_time_eval():
+        return kernel(*args)
+
+
 def _static(params):
     """The params (hyper-parameters) must be numbers known when the code is traced: the code branches on them."""
     for name, value in params.items():
@@ -236,7 +243,7 @@ def _reduced(static, arrays, tensors, keep, counts):
     """
     reduction, indexed, params = static[:3]
     (score, target) = arrays
-    value = _FUNCTIONS[("wasserstein", False)][0](score, target)
+    value = _call(_FUNCTIONS[("wasserstein", False)][0], score, target)
     return _reduce(value, reduction, None, None)
 
 
@@ -244,7 +251,7 @@ def _reduced_fwd(static, arrays, tensors, keep, counts):
     """The reduced loss, and each input's gradient per element (axes last) scaled for the reduction: the residuals."""
     reduction, indexed, params = static[:3]
     (score, target) = arrays
-    value, grads = _FUNCTIONS[("wasserstein", False)][1](score, target)
+    value, grads = _call(_FUNCTIONS[("wasserstein", False)][1], score, target)
     scale = _scale(value, reduction, 1.0, None, None)
     grad_score = scale * grads[0]
     total = _reduce(value, reduction, None, None)
