@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	# The CPU wheel of torch first: a bare `torch` requirement would pull a CUDA build.
 	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e ".[torch,plot,dev]"
+	$(PY) -m pip install --quiet -e ".[torch,jax,plot,dev]"
 	touch $(STAMP)
 
 demo: $(STAMP)

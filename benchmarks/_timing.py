@@ -104,6 +104,13 @@ def disagreement(got, want, rtol: float) -> str | None:
             f"(worst at flat index {worst}: lossforge {got.flat[worst]:.9g}, reference {want.flat[worst]:.9g})")
 
 
+def mismatches(label: str, got, want, rtol: float) -> list[str]:
+    """One ``MISMATCH label: value|gradient: ...`` line for each of a ``(value, gradient)`` pair that disagrees."""
+    return [f"MISMATCH {label}: {what}: {msg}"
+            for what, msg in (("value", disagreement(got[0], want[0], rtol)),
+                              ("gradient", disagreement(got[1], want[1], rtol))) if msg]
+
+
 # -- formatting --------------------------------------------------------------------------
 
 

@@ -121,9 +121,7 @@ def numpy_speed(reps: int) -> None:
         got = fns["lossforge"]()
         for ref in ("lambdify", "expert"):
             want = fns[ref]()
-            failures += [f"MISMATCH {name} N={N} lossforge vs {ref}: {what}: {msg}"
-                         for what, msg in (("value", T.disagreement(got[0], want[0], RTOL)),
-                                           ("gradient", T.disagreement(got[1], want[1], RTOL))) if msg]
+            failures += T.mismatches(f"{name} N={N} lossforge vs {ref}", got, want, RTOL)
         if failures:
             continue
         with T.OtherLoad() as load:

@@ -9,6 +9,9 @@
 4. NumPy float64, N = 2^21: loss_and_grad against sympy.lambdify of the naive
    formula and against hand-written NumPy (numpy_bench.py).
 5. lossforge's own stage costs and code generation time (cost.py).
+6. JAX float32, 2^20 elements: jax.jit(jax.value_and_grad(...)) of the
+   generated JAX modules against optax's own losses (jax_bench.py; skipped
+   where jax or optax is not installed).
 
 torch.compile compiles in-process (TORCHINDUCTOR_COMPILE_THREADS=1 unless set).
 The last table gives each section's wall time and the share of the CPUs other
@@ -43,7 +46,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="N = 2^16 only in section 1, fewer repetitions")
     parser.add_argument("--no-fused", action="store_true", help="skip the fused=True modules")
-    parser.add_argument("--sections", default="1,2,3,4,5", help="comma-separated sections to run (default: all)")
+    parser.add_argument("--sections", default="1,2,3,4,5,6", help="comma-separated sections to run (default: all)")
     args = parser.parse_args()
     sections = {int(s) for s in args.sections.split(",")}
     fused = not args.no_fused
@@ -61,6 +64,7 @@ def main() -> None:
                                                                                threads)),
         4: ("NumPy", lambda: numpy_bench.numpy_speed(5 if args.quick else 11)),
         5: ("lossforge's own costs", lambda: (cost.stage_costs(2 if args.quick else 5), cost.codegen_times())),
+        6: ("JAX against optax", lambda: _jax_section(5 if args.quick else 11)),
     }
     walls = []
     with T.OtherLoad() as total:
@@ -73,6 +77,18 @@ def main() -> None:
     T.table("Wall time per section", ["section", "wall", "CPU used by other processes"], walls, "lrr",
             ["other processes: CPU time of the whole machine (/proc/stat) less this run's own, as a share of all "
              "CPUs; where it is not near 0% the timings were disturbed"])
+
+
+def _jax_section(reps: int) -> None:
+    try:
+        import jax  # noqa: F401
+        import optax  # noqa: F401
+    except ImportError as exc:
+        print(f"\n6. JAX against optax: skipped ({exc.name} is not installed: pip install 'lossforge[jax,dev]')")
+        return
+    import jax_bench
+
+    jax_bench.jax_speed(reps)
 
 
 if __name__ == "__main__":

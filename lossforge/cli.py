@@ -499,9 +499,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--unsafe", action="store_true", help="also apply fixes that change values (clamps, eps)")
     p.set_defaults(func=cmd_stabilize)
 
-    p = sub.add_parser("gen", help="generate a standalone NumPy or PyTorch module")
+    p = sub.add_parser("gen", help="generate a standalone NumPy, PyTorch or JAX module")
     p.add_argument("spec", metavar="NAME|FILE|-")
-    p.add_argument("--target", required=True, metavar="numpy|torch")
+    p.add_argument("--target", required=True, metavar="numpy|torch|jax")
     p.add_argument("-o", "--output", metavar="FILE")
     p.set_defaults(func=cmd_gen)
 

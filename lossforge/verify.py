@@ -12,7 +12,10 @@ domain (edges included) and returns a :class:`VerifyReport`, one row per check:
   against the 30-digit evaluation;
 * ``torch.autograd.gradcheck`` with a non-unit upstream gradient, and
   ``gradgradcheck`` (double backward through the generated module);
-* finiteness of loss and gradients in both frameworks and both dtypes at the
+* where JAX is installed, the generated JAX code under ``jax.jit`` (its
+  ``jax.custom_vjp`` gradient through ``jax.value_and_grad``) against the NumPy
+  code in float64 and against the 30-digit evaluation in float32;
+* finiteness of loss and gradients in every framework and both dtypes at the
   domains' extreme points.
 
 ``verify(spec, against=fn)`` compares a user's implementation instead: values
@@ -48,6 +51,10 @@ TOLERANCES = {
     "torch64": 1e-11,
     # float32 has 6e-8 resolution; transcendental chains lose a few hundred ulps.
     "torch32": 2e-4,
+    # XLA fuses and reorders a jitted computation (a sum's order, a fused multiply-add): float64 rounding of
+    # the same formulas, a few ulps per operation, as torch's; float32 as torch's float32.
+    "jax64": 1e-11,
+    "jax32": 2e-4,
     # A user's float64 implementation may order operations differently; a 1%
     # (or even 0.01%) error is far outside this.
     "against_value": 1e-6,
@@ -231,6 +238,48 @@ def _torch_module(spec):
     return compile_spec(spec, "torch")
 
 
+def _jax_module(spec):
+    """The generated JAX module, or None where JAX is not installed (its rows are then left out)."""
+    try:
+        import jax  # noqa: F401
+    except ImportError:
+        return None
+    from .codegen.render import compile as compile_spec
+
+    return compile_spec(spec, "jax")
+
+
+def _jax_loss_grads(module, spec: LossSpec, arrays: dict[str, np.ndarray], dtype: str):
+    """Per-sample losses and the gradient of their sum, from ``jax.jit(jax.value_and_grad(...))`` in ``dtype``
+    (float64 under JAX's x64 mode, switched on for this call only)."""
+    import jax
+
+    x64 = jax.enable_x64 if hasattr(jax, "enable_x64") else jax.experimental.enable_x64
+    inputs = tuple(spec.arrays.index(n) for n in spec.inputs)
+    with x64(True):
+        args = [np.asarray(arrays[n], dtype=dtype if spec.symbols[n].role == "input" else np.float64)
+                for n in spec.arrays]
+
+        def total(*xs):
+            per_sample = module.loss(*xs, reduction="none")
+            return per_sample.sum(), per_sample
+
+        (_, value), grads = jax.jit(jax.value_and_grad(total, argnums=inputs, has_aux=True))(*args)
+        return np.asarray(value, dtype=float), [np.asarray(g, dtype=float) for g in grads]
+
+
+def _jax_rows(spec: LossSpec, arrays, ours, exact, sides) -> list[Row]:
+    module = _jax_module(spec)
+    if module is None:
+        return []
+    return [
+        _compare_row("jax float64 (jit, custom_vjp) vs numpy float64", TOLERANCES["jax64"], spec, arrays,
+                     _jax_loss_grads(module, spec, arrays, "float64"), ours, "jax", "numpy"),
+        _compare_row("jax float32 (jit, custom_vjp) vs 30-digit evaluation", TOLERANCES["jax32"], spec, arrays,
+                     _jax_loss_grads(module, spec, arrays, "float32"), exact, "jax float32", "exact", sides),
+    ]
+
+
 def _np_loss_grads(module, spec: LossSpec, arrays: dict[str, np.ndarray]):
     with np.errstate(all="ignore"):
         value, grads = module.loss_and_grad(*(arrays[n] for n in spec.arrays), reduction="none")
@@ -357,6 +406,9 @@ def _finite_row(spec: LossSpec, np_module, cls) -> Row:
 
         for dtype, label in ((torch.float64, "torch float64"), (torch.float32, "torch float32")):
             results.append((label, _torch_loss_grads(cls, spec, arrays, dtype)))
+    jax_module = _jax_module(spec)
+    if jax_module is not None:
+        results += [(f"jax {dtype}", _jax_loss_grads(jax_module, spec, arrays, dtype)) for dtype in ("float64", "float32")]
     for label, (value, grads) in results:
         for part in (value, *grads):
             rows = np.asarray(part).reshape(len(value), -1)
@@ -392,9 +444,10 @@ def _verify_spec(spec: LossSpec, samples: int, seed: int) -> list[Row]:
         _compare_row("numpy float64 vs 30-digit evaluation", TOLERANCES["numpy"], spec, arrays, ours, exact,
                      "numpy", "exact", sides),
     ]
+    jax_rows = _jax_rows(spec, arrays, ours, exact, sides)
     if torch is None:
         return [*rows, *(Row(name, True, float("nan"), 0.0, detail=NEEDS_TORCH, skipped=True) for name in TORCH_ROWS),
-                _finite_row(spec, np_module, None)]
+                *jax_rows, _finite_row(spec, np_module, None)]
     cls = _torch_module(spec)
     t64 = _torch_loss_grads(cls, spec, arrays, torch.float64)
     t32 = _torch_loss_grads(cls, spec, arrays, torch.float32)
@@ -402,6 +455,7 @@ def _verify_spec(spec: LossSpec, samples: int, seed: int) -> list[Row]:
         *rows,
         _compare_row(TORCH_ROWS[0], TOLERANCES["torch64"], spec, arrays, t64, ours, "torch", "numpy"),
         _compare_row(TORCH_ROWS[1], TOLERANCES["torch32"], spec, arrays, t32, exact, "torch float32", "exact", sides),
+        *jax_rows,
         *_gradcheck_rows(spec, cls, seed),
         _finite_row(spec, np_module, cls),
     ]

@@ -13,7 +13,7 @@ import lossforge as lf
 
 ROOT = Path(__file__).resolve().parent.parent
 GOLDEN = ROOT / "tests" / "golden"
-TARGETS = {"numpy": "np", "torch": "torch"}
+TARGETS = {"numpy": "np", "torch": "torch", "jax": "jax"}
 
 
 #: Examples that build their spec in Python (a combine), by file stem: the function that returns it.

@@ -157,7 +157,7 @@ def test_plot_writes_a_real_png(tmp_path):
     [
         (("show", "nope"), ("nope",)),
         (("show", "missing.toml"), ("missing.toml",)),
-        (("gen", "mse", "--target", "jax"), ("jax",)),
+        (("gen", "mse", "--target", "tensorflow"), ("tensorflow",)),
         (("explain", "no-such-kind"), ("no-such-kind",)),
         (("check", "nope"), ("nope",)),
         (("verify",), ("--all",)),

@@ -120,7 +120,7 @@ def _specs_for_names():
     return out
 
 
-@pytest.mark.parametrize("target", ["numpy", "torch"])
+@pytest.mark.parametrize("target", ["numpy", "torch", "jax"])
 def test_every_name_in_a_scope_with_symbols_is_reserved(target):
     # A symbol's local can only clash with a module global or a name of a function that also
     # binds symbols (the helpers' own locals, such as _where's `a` and `b`, live apart).

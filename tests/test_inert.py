@@ -82,7 +82,7 @@ def test_string_literal_reads_back_as_the_text(text):
 def _check_field(field: str, text: str) -> None:
     spec = lf.LossSpec(name="inert", expr="(x - y)**2", symbols={"x": lf.Var("input"), "y": lf.Var("target")},
                        **{field: text})
-    for target in ("numpy", "torch"):
+    for target in ("numpy", "torch", "jax"):
         source = lf.generate(spec, target)
         ast.parse(source)
         assert source_problems(spec, target, source) == []

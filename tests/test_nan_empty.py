@@ -1,4 +1,4 @@
-"""NaN inputs and empty batches, in every built-in and both targets, as torch does.
+"""NaN inputs and empty batches, in every built-in and every target, as torch does.
 
 A NaN in an input element makes that sample's loss NaN (reduction "none"; hence a
 NaN reduced loss) and the gradient of that element NaN, wherever the derivative
@@ -25,7 +25,7 @@ from lossforge.codegen.printers import NumpyLossPrinter, guard_where, nan_select
 from .library_db import ROWS
 
 NAMES = list(lf.builtin_names())
-TARGETS = ["numpy", "torch"]
+TARGETS = ["numpy", "torch", "jax"]
 RTOL = 1e-12
 
 #: (built-in, input) whose derivative at an element does not involve that element's value
@@ -65,6 +65,18 @@ def _run(name, target, args, reduction="none", validate=False):
                                    rtol=RTOL, atol=0)
         return np.asarray(value), [np.asarray(g) for g in grads]
     positions = _positions(spec)
+    if target == "jax":  # its custom_vjp through jax.value_and_grad, in float64 for this call only
+        jax = pytest.importorskip("jax")
+        module = lf.compile(spec, "jax")
+
+        def total(*arrays):
+            out = module.loss(*arrays, reduction=reduction, validate=validate)
+            return out.sum(), out
+
+        with jax.enable_x64(True):
+            (_, value), grads = jax.value_and_grad(total, argnums=tuple(positions), has_aux=True)(
+                *(a.numpy() for a in args))
+            return np.asarray(value), [np.asarray(g) for g in grads]
     tensors = [a.clone().requires_grad_(i in positions) for i, a in enumerate(args)]
     value = lf.compile(spec, "torch")(reduction=reduction, validate=validate)(*tensors)
     (value.sum() if reduction == "none" else value).backward()

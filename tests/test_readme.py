@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
+
 README = Path(__file__).resolve().parent.parent / "README.md"
 
 
@@ -24,7 +26,18 @@ def test_readme_example_runs(capsys, monkeypatch):
     assert blocks, "README has no python example"
     namespace: dict = {}
     for block in blocks:
+        if "import jax" in block:  # the JAX target's example: test_readme_jax_example_runs
+            continue
         exec(compile(block, str(README), "exec"), namespace)  # our own README, not user text
     out = capsys.readouterr().out
     assert "w*(2*pred - 2*target)" in out
     assert "-y + exp(z - logsumexp(z))" in out
+
+
+def test_readme_jax_example_runs(monkeypatch):
+    pytest.importorskip("jax")
+    monkeypatch.chdir(README.parent)
+    (block,) = [b for b in python_blocks() if "import jax" in b]
+    namespace: dict = {}
+    exec(compile(block, str(README), "exec"), namespace)  # our own README, not user text
+    assert namespace["per_row"].shape == (4,) and namespace["grad_z"].shape == (4, 10)

@@ -1,1 +1,1 @@
-"""Code generation: SymPy printers for NumPy and PyTorch, and the Jinja renderer."""
+"""Code generation: SymPy printers for NumPy, PyTorch and JAX, and the Jinja renderer."""

@@ -1,4 +1,4 @@
-"""Printers for generated code: SymPy's NumPy and Torch printers, plus lossforge's functions.
+"""Printers for generated code: SymPy's NumPy, Torch and JAX printers, plus lossforge's functions.
 
 SymPy's dispatch walks the expression; these classes only add a
 ``_print_<Function>`` method per lossforge function and fix the SymPy 1.14
@@ -39,7 +39,7 @@ from functools import lru_cache
 
 import sympy
 from sympy.core.function import _coeff_isneg
-from sympy.printing.numpy import NumPyPrinter
+from sympy.printing.numpy import JaxPrinter, NumPyPrinter
 from sympy.printing.precedence import PRECEDENCE
 from sympy.printing.pytorch import TorchPrinter
 
@@ -540,27 +540,98 @@ class _LossPrinterMixin:
         return repr(float(sympy.pi))
 
 
-class NumpyLossPrinter(_LossPrinterMixin, NumPyPrinter):
-    """NumPy code for lossforge expressions (``import numpy as np``).
+class _ArrayLossPrinterMixin(_LossPrinterMixin):
+    """What the NumPy-like printers share (NumPy, JAX): each call spelled through ``_fn``, the array module's
+    own name (``np.``, ``jnp.``); a subclass prints only what its module spells differently."""
 
-    Arrays carry the axis as their last dimension; reductions keep it
-    (``keepdims=True``) so that per-sample values broadcast against vectors.
-    """
+    #: The array module as the generated code names it, and its full name (SymPy's ``_module``).
+    _short: str
+    _long: str
 
     def __init__(self, settings=None):
         super().__init__({"allow_unknown_functions": False, **(settings or {})})
         self.helpers = set()
 
     def _module_format(self, fqn, register=True):
-        if fqn.startswith("numpy."):
-            fqn = "np." + fqn[len("numpy.") :]
+        if fqn.startswith(self._long + "."):
+            fqn = self._short + "." + fqn[len(self._long) + 1 :]
         return super()._module_format(fqn, register)
 
-    _nan = "np.nan"
-    own_modules = ("np",)
-
     def _fn(self, name: str) -> str:
-        return f"np.{name}"
+        return f"{self._short}.{name}"
+
+    @property
+    def own_modules(self) -> tuple[str, ...]:
+        return (self._short,)
+
+    @property
+    def _nan(self) -> str:
+        return f"{self._short}.nan"
+
+    def _print_Pow(self, expr, rational=False):
+        return self._hprint_Pow(expr, rational=rational, sqrt=self._fn("sqrt"))
+
+    def _where(self, cond: str, a, b) -> str:
+        return f"{self._fn('where')}({cond}, {self._print(a)}, {self._print(b)})"
+
+    def _print_axis_sum(self, expr):
+        return f"{self._fn('sum')}({self._print(expr.args[0])}, axis=-1, keepdims=True)"
+
+    def _euclidean(self, text: str) -> str:
+        return f"{self._fn('sqrt')}({self._fn('sum')}({self._fn('square')}({text}), axis=-1, keepdims=True))"
+
+    def _print_cumsum(self, expr):
+        return f"{self._fn('cumsum')}({self._print(expr.args[0])}, axis=-1)"
+
+    def _print_rev_cumsum(self, expr):
+        flip, cumsum = self._fn("flip"), self._fn("cumsum")
+        return f"{flip}({cumsum}({flip}({self._print(expr.args[0])}, axis=-1), axis=-1), axis=-1)"
+
+    def _print_amax(self, expr):
+        return f"{self._fn('max')}({self._print(expr.args[0])}, axis=-1, keepdims=True, initial=-{self._fn('inf')})"
+
+    def _print_amin(self, expr):
+        return f"{self._fn('min')}({self._print(expr.args[0])}, axis=-1, keepdims=True, initial={self._fn('inf')})"
+
+    def _print_logcumsumexp(self, expr):
+        return f"{self._fn('logaddexp')}.accumulate({self._print(expr.args[0])}, axis=-1)"
+
+    def _print_flip(self, expr):
+        return f"{self._fn('flip')}({self._print(expr.args[0])}, axis=-1)"
+
+    def _sorted(self, text: str, descending: bool) -> str:
+        flip, sort = self._fn("flip"), self._fn("sort")
+        return f"{flip}({sort}({text}, axis=-1), axis=-1)" if descending else f"{sort}({text}, axis=-1)"
+
+    def _print_clamp(self, expr):
+        x, lo, hi = (self._print(a) for a in expr.args)
+        return f"{self._fn('clip')}({x}, {lo}, {hi})"
+
+    def _print_xlogy(self, expr):
+        x, y = expr.args
+        px, py = self._print(x), self._print(y)
+        where = self._fn("where")
+        return f"{where}({px} == 0, 0.0, {px} * {self._fn('log')}({where}({px} == 0, 1.0, {py})))"
+
+    def _print_heaviside(self, expr):
+        # 1 where x > 0, 0 where x <= 0 (inf included), NaN where x is NaN.
+        return f"{self._fn('sign')}({self._fn('maximum')}({self._print(expr.args[0])}, 0.0))"
+
+    def _print_maximum(self, expr):
+        return f"{self._fn('maximum')}({self._print(expr.args[0])}, {self._print(expr.args[1])})"
+
+    def _print_minimum(self, expr):
+        return f"{self._fn('minimum')}({self._print(expr.args[0])}, {self._print(expr.args[1])})"
+
+
+class NumpyLossPrinter(_ArrayLossPrinterMixin, NumPyPrinter):
+    """NumPy code for lossforge expressions (``import numpy as np``).
+
+    Arrays carry the axis as their last dimension; reductions keep it
+    (``keepdims=True``) so that per-sample values broadcast against vectors.
+    """
+
+    _short, _long = "np", "numpy"
 
     def _print_erf(self, expr):
         return self._call("scipy.special.erf", *expr.args)
@@ -578,12 +649,6 @@ class NumpyLossPrinter(_LossPrinterMixin, NumPyPrinter):
         if n == 0:
             return self._call("scipy.special.psi", x)
         return self._call("scipy.special.polygamma", n, x)
-
-    def _print_Pow(self, expr, rational=False):
-        return self._hprint_Pow(expr, rational=rational, sqrt="np.sqrt")
-
-    def _where(self, cond: str, a, b) -> str:
-        return f"np.where({cond}, {self._print(a)}, {self._print(b)})"
 
     def _print_sigmoid(self, expr):
         self.helpers.add("_sigmoid")
@@ -605,56 +670,63 @@ class NumpyLossPrinter(_LossPrinterMixin, NumPyPrinter):
         self.helpers.add("_log_softmax")
         return f"_log_softmax({self._print(expr.args[0])})"
 
-    def _print_axis_sum(self, expr):
-        return f"np.sum({self._print(expr.args[0])}, axis=-1, keepdims=True)"
-
     def _print_axis_mean(self, expr):
         # np.mean's own sum and division (the same bits), with no warning on an empty axis.
         self.helpers.add("_mean")
         return f"_mean({self._print(expr.args[0])})"
 
-    def _euclidean(self, text: str) -> str:
-        return f"np.sqrt(np.sum(np.square({text}), axis=-1, keepdims=True))"
 
-    def _print_cumsum(self, expr):
-        return f"np.cumsum({self._print(expr.args[0])}, axis=-1)"
+class JaxLossPrinter(_ArrayLossPrinterMixin, JaxPrinter):
+    """JAX code for lossforge expressions (``import jax``, ``import jax.numpy as jnp``).
 
-    def _print_rev_cumsum(self, expr):
-        return f"np.flip(np.cumsum(np.flip({self._print(expr.args[0])}, axis=-1), axis=-1), axis=-1)"
+    NumPy's spellings (the axis last, ``keepdims=True``), with ``jax.nn`` for the
+    functions NumPy has no kernel for and ``jax.scipy.special`` for the special
+    functions. Every operation is a differentiable jax op, so the generated
+    backward (a ``jax.custom_vjp``) can itself be differentiated. Python floats
+    stand for constants and params: JAX types them weakly, so results keep the
+    arrays' dtype (float32, or float64 under ``jax_enable_x64``).
+    """
 
-    def _print_amax(self, expr):
-        return f"np.max({self._print(expr.args[0])}, axis=-1, keepdims=True, initial=-np.inf)"
+    _short, _long = "jnp", "jax.numpy"
 
-    def _print_amin(self, expr):
-        return f"np.min({self._print(expr.args[0])}, axis=-1, keepdims=True, initial=np.inf)"
+    @property
+    def own_modules(self) -> tuple[str, ...]:
+        return ("jnp", "jax")  # ``import jax`` brings jax.nn and jax.scipy.special
 
-    def _print_logcumsumexp(self, expr):
-        return f"np.logaddexp.accumulate({self._print(expr.args[0])}, axis=-1)"
+    def _print_erf(self, expr):
+        return self._call("jax.scipy.special.erf", *expr.args)
 
-    def _print_flip(self, expr):
-        return f"np.flip({self._print(expr.args[0])}, axis=-1)"
+    def _print_erfc(self, expr):
+        return self._call("jax.scipy.special.erfc", *expr.args)
 
-    def _sorted(self, text: str, descending: bool) -> str:
-        return f"np.flip(np.sort({text}, axis=-1), axis=-1)" if descending else f"np.sort({text}, axis=-1)"
+    def _print_lgamma(self, expr):
+        return self._call("jax.scipy.special.gammaln", *expr.args)
 
-    def _print_clamp(self, expr):
-        x, lo, hi = (self._print(a) for a in expr.args)
-        return f"np.clip({x}, {lo}, {hi})"
+    _print_loggamma = _print_lgamma
 
-    def _print_xlogy(self, expr):
-        x, y = expr.args
-        px, py = self._print(x), self._print(y)
-        return f"np.where({px} == 0, 0.0, {px} * np.log(np.where({px} == 0, 1.0, {py})))"
+    def _print_polygamma(self, expr):
+        n, x = expr.args
+        if n == 0:
+            return self._call("jax.scipy.special.digamma", x)
+        return f"{self._module_format('jax.scipy.special.polygamma')}({int(n)}, {self._print(x)})"
 
-    def _print_heaviside(self, expr):
-        # 1 where x > 0, 0 where x <= 0 (inf included), NaN where x is NaN.
-        return f"np.sign(np.maximum({self._print(expr.args[0])}, 0.0))"
+    def _print_sigmoid(self, expr):
+        return f"jax.nn.sigmoid({self._print(expr.args[0])})"
 
-    def _print_maximum(self, expr):
-        return f"np.maximum({self._print(expr.args[0])}, {self._print(expr.args[1])})"
+    def _print_softplus(self, expr):
+        return f"jax.nn.softplus({self._print(expr.args[0])})"
 
-    def _print_minimum(self, expr):
-        return f"np.minimum({self._print(expr.args[0])}, {self._print(expr.args[1])})"
+    def _print_logsumexp(self, expr):
+        return f"jax.nn.logsumexp({self._print(expr.args[0])}, axis=-1, keepdims=True)"
+
+    def _print_softmax(self, expr):
+        return f"jax.nn.softmax({self._print(expr.args[0])}, axis=-1)"
+
+    def _print_log_softmax(self, expr):
+        return f"jax.nn.log_softmax({self._print(expr.args[0])}, axis=-1)"
+
+    def _print_axis_mean(self, expr):
+        return f"jnp.mean({self._print(expr.args[0])}, axis=-1, keepdims=True)"
 
 
 def _enclosed(text: str) -> bool:
@@ -849,6 +921,7 @@ class TorchLossPrinter(_LossPrinterMixin, TorchPrinter):
 
 
 __all__ = [
+    "JaxLossPrinter",
     "NumpyLossPrinter",
     "as_tensor",
     "TorchLossPrinter",

@@ -41,7 +41,7 @@ from ..text import inert, one_line
 from . import docs
 from .forms import cheaper
 from .indices import indexed
-from .printers import NumpyLossPrinter, TorchLossPrinter, group_sums, guard_where, softmaxes
+from .printers import JaxLossPrinter, NumpyLossPrinter, TorchLossPrinter, group_sums, guard_where, softmaxes
 
 VERSION = "0.1.0"
 
@@ -75,6 +75,8 @@ RESERVED = frozenset(
         "reduce", "l", "I", "O", "kernels", "saved", "recompute", "which", "fn", "term", "exc", "pair",
         "warnings", "indexed", "validate", "size_average", "function", "outputs", "transformed", "tangent", "tangents", "change", "module",
         "keep", "counts", "targeted", "carried", "handed",
+        # the JAX module's: its imports and the custom_vjp's arguments
+        "jax", "jnp", "functools", "static", "arrays", "tensors", "residuals", "cotangents", "shapes",
     }
     | MODULE_ATTRIBUTES
     | set(dir(builtins))
@@ -83,16 +85,31 @@ RESERVED = frozenset(
 
 @dataclass(frozen=True)
 class Target:
-    """A code generation target: its printer and template."""
+    """A code generation target: its printer and template, and what its code offers, declared here so that the
+    renderer asks the target (never its name) what to build and how to document it."""
 
     name: str
     printer: type
     template: str
+    #: What its documentation calls an array (``array``, ``Tensor``), and how the docstring example imports the
+    #: framework and builds one.
+    array: str = "array"
+    example_import: str = "import numpy as np"
+    array_call: str = "np.array"
+    #: Whether the module's entry point is a class (``Loss``, an ``nn.Module``: the params are its constructor's,
+    #: ``compile`` returns it, it pickles by its spec); else the module's ``loss``/``loss_and_grad`` functions.
+    module_class: bool = False
+    #: Whether its code also differentiates the learnable params and the targets of a continuous domain.
+    learns: bool = False
+    #: Whether it offers ``fused=True`` (value and gradient in one compiled kernel).
+    fused: bool = False
 
 
 TARGETS = {
     "numpy": Target("numpy", NumpyLossPrinter, "numpy.py.j2"),
-    "torch": Target("torch", TorchLossPrinter, "torch.py.j2"),
+    "torch": Target("torch", TorchLossPrinter, "torch.py.j2", array="Tensor", example_import="import torch",
+                    array_call="torch.tensor", module_class=True, learns=True, fused=True),
+    "jax": Target("jax", JaxLossPrinter, "jax.py.j2", example_import="import jax.numpy as jnp", array_call="jnp.array"),
 }
 
 
@@ -554,7 +571,7 @@ def _build_term(target: Target, term: str, weight: str, spec: LossSpec, local: d
     inputs = [a for a in args if a.var.role == "input"]
     printer = _printer(target, args, indices=local[index[0]] if index else None)
     try:
-        shared = _shared(spec, tuple(local.items()), index, learned=target.name == "torch" and bool(spec.learnable))
+        shared = _shared(spec, tuple(local.items()), index, learned=target.learns and bool(spec.learnable))
         if shared is None:
             return None
         replacements, (loss, *grads) = shared
@@ -580,7 +597,7 @@ def _build_term(target: Target, term: str, weight: str, spec: LossSpec, local: d
         args=tuple(arrays),
         params=tuple(params),
         inputs=tuple(inputs),
-        learned=tuple(a for a in params if a.var.learnable) if target.name == "torch" else (),
+        learned=tuple(a for a in params if a.var.learnable) if target.learns else (),
         has_axes=has_axes,
         batch=batch,
         first=first.local,
@@ -598,8 +615,8 @@ def _build_term(target: Target, term: str, weight: str, spec: LossSpec, local: d
         imports=printer.imports(),
         indexed=_build_term(target, term, weight, spec, local, pair) if pair else None,
         folded=_folded(target, term, weight, spec, local, tuple(params)) if not index else None,
-        smooth=tuple(a for a in arrays if a.name in spec.smooth_targets) if target.name == "torch" else (),
-        targeted=_targeted(target, term, weight, spec, local) if aimed and not index and target.name == "torch"
+        smooth=tuple(a for a in arrays if a.name in spec.smooth_targets) if target.learns else (),
+        targeted=_targeted(target, term, weight, spec, local) if aimed and not index and target.learns
         else None,
         index=index[0] if index else None,
     )
@@ -784,7 +801,7 @@ def card(spec: LossSpec, target: Target, local: dict[str, str]) -> list[docs.Sec
         "size_average": "size_average (bool, optional): deprecated (see ``reduction``), as in torch. Default: ``None``.",
         "reduce": "reduce (bool, optional): deprecated (see ``reduction``), as in torch. Default: ``None``.",
     }
-    tensor_kind = f"float or {'Tensor' if target.name == 'torch' else 'array'}"
+    tensor_kind = f"float or {target.array}"
     for n in spec.params:
         var = spec.symbols[n]
         if var.tensor and var.axis:
@@ -799,17 +816,17 @@ def card(spec: LossSpec, target: Target, local: dict[str, str]) -> list[docs.Sec
         default = (f"``None`` (absent: as {var.default!r}, with no operation for it in the code)" if var.tensor
                    else f"``{Arg(n, local[n], var, n in spec.class_index_params).default}``")
         described[local[n]] = f"{local[n]} ({kind}, optional): domain {var.domain.name}{each}. Default: {default}."
-    if target.name == "torch":  # the constructor's order
+    if target.module_class:  # the constructor's order
         positional, keyword_only = constructor(spec, local)
         args = [described[n] for n, _ in (*positional, *keyword_only)]
     else:
         args = [described[n] for n in ("reduction", *(local[n] for n in spec.params))]
-    if target.name == "torch":
+    if target.fused:
         args.append("fused (bool, optional): compute loss and gradient in one compiled kernel (``torch.compile``). "
                     "Default: ``False``.")
-    args.append(f"validate (bool, optional): check every {'array' if target.name == 'numpy' else 'tensor'} "
+    args.append(f"validate (bool, optional): check every {target.array.lower()} "
                 f"and param against its declared domain; a ValueError names the first value outside it"
-                f"{' (a learnable param in every call, as an optimizer left it)' if spec.learnable and target.name == 'torch' else ''}. "
+                f"{' (a learnable param in every call, as an optimizer left it)' if spec.learnable and target.learns else ''}. "
                 f"Default: ``{spec.validate}``.")
     parts.append(docs.Section("Args", "items", tuple(args)))
     parts.append(docs.Section("Shape", "bullets", tuple(_shape_lines(spec, local))))
@@ -817,11 +834,10 @@ def card(spec: LossSpec, target: Target, local: dict[str, str]) -> list[docs.Sec
         parts.append(docs.Section("Stable form", "block", (spec.stable_form,)))
     if spec.reference:
         parts.append(docs.Section("Reference", "block", (spec.reference,)))
-    values = ", ".join(f"{target.name == 'numpy' and 'np.array' or 'torch.tensor'}({example_values(spec.symbols[n])})"
-                       for n in spec.arrays)
-    if target.name == "numpy":
+    values = ", ".join(f"{target.array_call}({example_values(spec.symbols[n])})" for n in spec.arrays)
+    if not target.module_class:
         example = (
-            ">>> import numpy as np",
+            f">>> {target.example_import}",
             f">>> value, grads = loss_and_grad({values})",
         )
     else:
@@ -920,7 +936,7 @@ def target_named(name: str) -> Target:
 
 @lru_cache(maxsize=256)
 def generate(spec: LossSpec, target: str) -> str:
-    """The standalone source of ``spec`` for ``target`` ("numpy" or "torch")."""
+    """The standalone source of ``spec`` for ``target`` ("numpy", "torch" or "jax")."""
     if not isinstance(spec, LossSpec):
         raise RenderError(f"generate() needs a LossSpec, got {type(spec).__name__}", token=type(spec).__name__)
     tgt = target_named(target)
@@ -962,8 +978,8 @@ def generate(spec: LossSpec, target: str) -> str:
         "inputs": [a for a in arrays if a.var.role == "input"],
         "targets": [a for a in arrays if a.var.role == "target"],
         "params": [Arg(n, local[n], spec.symbols[n], n in spec.class_index_params) for n in spec.params],
-        "learned": [Arg(n, local[n], spec.symbols[n]) for n in spec.learnable] if tgt.name == "torch" else [],
-        "smooth": [a for a in arrays if a.name in spec.smooth_targets] if tgt.name == "torch" else [],
+        "learned": [Arg(n, local[n], spec.symbols[n]) for n in spec.learnable] if tgt.learns else [],
+        "smooth": [a for a in arrays if a.name in spec.smooth_targets] if tgt.learns else [],
         "tensor_params": any(v.tensor for v in spec.symbols.values()),
         "terms": terms,
         "combined": bool(spec.terms),
@@ -1005,14 +1021,14 @@ def compile(spec: LossSpec, target: str):  # noqa: A001 - the public name of the
     with _LOCK:
         module = _MODULES.pop(key, None)
         if module is None:
-            module = _load(spec, tgt.name, key[1])
+            module = _load(spec, tgt, key[1])
         _MODULES[key] = module  # most recent last
         while len(_MODULES) > MAX_MODULES:
             _, old = _MODULES.popitem(last=False)
             if sys.modules.get(old.__name__) is old:
                 del sys.modules[old.__name__]
                 linecache.cache.pop(old.__file__, None)
-    return module.Loss if tgt.name == "torch" else module
+    return module.Loss if tgt.module_class else module
 
 
 #: How many generated modules a process keeps registered (one per distinct spec and target).
@@ -1021,7 +1037,8 @@ _MODULES: OrderedDict[tuple[str, str], types.ModuleType] = OrderedDict()
 _LOCK = threading.RLock()
 
 
-def _load(spec: LossSpec, target: str, text: str) -> types.ModuleType:
+def _load(spec: LossSpec, tgt: Target, text: str) -> types.ModuleType:
+    target = tgt.name
     source = generate(spec, target)
     digest = hashlib.sha256(f"{VERSION}\0{target}\0{text}".encode()).hexdigest()[:20]
     name = f"lossforge_generated_{spec.name}_{target}_{digest}"
@@ -1040,7 +1057,7 @@ def _load(spec: LossSpec, target: str, text: str) -> types.ModuleType:
         raise RenderError(f"the {target} code of spec {spec.name!r} imports {missing!r}, which is not installed: "
                           f"pip install 'lossforge[{missing.split('.')[0]}]'", token=missing) from None
     module.__lossforge_spec__ = text
-    if target == "torch":
+    if tgt.module_class:
         module.Loss.__reduce__ = _reduce_loss
     sys.modules[name] = module
     return module

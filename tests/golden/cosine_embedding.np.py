@@ -200,7 +200,7 @@ def _cosine_embedding_value_and_grads(x1, x2, target, margin, *, scale=None):
     (the reduction's factor; None: none)."""
     batch = x1.shape[:-1]
     target = target[..., None]
-    if np.ndim(scale):  # one per sample: along the axis too
+    if scale is not None and np.ndim(scale):  # one per sample: along the axis too
         scale = scale[..., None]
     _t0 = (target > 0)
     _t1 = np.sum(x1*x2, axis=-1, keepdims=True)

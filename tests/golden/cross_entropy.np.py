@@ -301,7 +301,7 @@ def _cross_entropy_value_and_grads(logits, target, weight, ignore_index, label_s
     weight = np.asarray(1.0 if weight is None else weight, dtype=np.float64)
     _broadcasts("weight", weight.shape, batch + (logits.shape[-1],), axis=True)
     weight = np.broadcast_to(weight, weight.shape[:-1] + (logits.shape[-1],))  # one number: the same for every entry
-    if np.ndim(scale):  # one per sample: along the axis too
+    if scale is not None and np.ndim(scale):  # one per sample: along the axis too
         scale = scale[..., None]
     _t0 = (label_smoothing > 0)
     _t1 = _choose(_t0, lambda: _mean(weight), lambda: 0)
@@ -336,7 +336,7 @@ def _cross_entropy_indexed_value_and_grads(logits, target, weight, ignore_index,
     weight = np.asarray(1.0 if weight is None else weight, dtype=np.float64)
     _broadcasts("weight", weight.shape, batch + (logits.shape[-1],), axis=True)
     weight = np.broadcast_to(weight, weight.shape[:-1] + (logits.shape[-1],))  # one number: the same for every entry
-    if np.ndim(scale):  # one per sample: along the axis too
+    if scale is not None and np.ndim(scale):  # one per sample: along the axis too
         scale = scale[..., None]
     _t0 = (label_smoothing > 0)
     _t1 = _choose(_t0, lambda: _mean(weight), lambda: 0)
@@ -365,7 +365,7 @@ def _cross_entropy_folded_value_and_grads(logits, target, weight, ignore_index, 
     """Per-sample loss and its gradient for each input, per element, times ``scale``
     (the reduction's factor; None: none)."""
     batch = logits.shape[:-1]
-    if np.ndim(scale):  # one per sample: along the axis too
+    if scale is not None and np.ndim(scale):  # one per sample: along the axis too
         scale = scale[..., None]
     _t0 = (label_smoothing > 0)
     _t1 = -_logsumexp(logits)
@@ -391,7 +391,7 @@ def _cross_entropy_folded_indexed_value_and_grads(logits, target, weight, ignore
     """Per-sample loss and its gradient for each input, per element, times ``scale``
     (the reduction's factor; None: none)."""
     batch = logits.shape[:-1]
-    if np.ndim(scale):  # one per sample: along the axis too
+    if scale is not None and np.ndim(scale):  # one per sample: along the axis too
         scale = scale[..., None]
     _t0 = (label_smoothing > 0)
     _t1 = _log_softmax(logits)

@@ -190,7 +190,7 @@ def _dice_value_and_grads(p, target, smooth, *, scale=None):
     """Per-sample loss and its gradient for each input, per element, times ``scale``
     (the reduction's factor; None: none)."""
     batch = p.shape[:-1]
-    if np.ndim(scale):  # one per sample: along the axis too
+    if scale is not None and np.ndim(scale):  # one per sample: along the axis too
         scale = scale[..., None]
     _t0 = 2*np.sum(p*target, axis=-1, keepdims=True) + smooth
     _t1 = (np.sum(p, axis=-1, keepdims=True) + np.sum(target, axis=-1, keepdims=True)) + smooth

@@ -184,7 +184,7 @@ def _emd_value_and_grads(p, q, *, scale=None):
     """Per-sample loss and its gradient for each input, per element, times ``scale``
     (the reduction's factor; None: none)."""
     batch = p.shape[:-1]
-    if np.ndim(scale):  # one per sample: along the axis too
+    if scale is not None and np.ndim(scale):  # one per sample: along the axis too
         scale = scale[..., None]
     _t0 = np.cumsum(p - q, axis=-1)
     value = _fill(np.sum(np.abs(_t0), axis=-1, keepdims=True), batch + (1,))[..., 0]

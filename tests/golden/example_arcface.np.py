@@ -227,7 +227,7 @@ def _arcface_value_and_grads(c, y, s, m, eps, *, scale=None):
     """Per-sample loss and its gradient for each input, per element, times ``scale``
     (the reduction's factor; None: none)."""
     batch = c.shape[:-1]
-    if np.ndim(scale):  # one per sample: along the axis too
+    if scale is not None and np.ndim(scale):  # one per sample: along the axis too
         scale = scale[..., None]
     _t0 = eps - 1
     _t1 = np.clip(c, _t0, -_t0)

@@ -236,7 +236,7 @@ def _clip_value_and_grads(image, text, target, *, scale=None):
     """Per-sample loss and its gradient for each input, per element, times ``scale``
     (the reduction's factor; None: none)."""
     batch = image.shape[:-1]
-    if np.ndim(scale):  # one per sample: along the axis too
+    if scale is not None and np.ndim(scale):  # one per sample: along the axis too
         scale = scale[..., None]
     _t0 = np.sum((1/2)*target, axis=-1, keepdims=True)
     value = _fill((1/2)*(np.sum(target*(_logsumexp(image) - image), axis=-1, keepdims=True) + np.sum(target*(_logsumexp(text) - text), axis=-1, keepdims=True)), batch + (1,))[..., 0]
@@ -257,7 +257,7 @@ def _clip_indexed_value_and_grads(image, text, target, *, scale=None):
     """Per-sample loss and its gradient for each input, per element, times ``scale``
     (the reduction's factor; None: none)."""
     batch = image.shape[:-1]
-    if np.ndim(scale):  # one per sample: along the axis too
+    if scale is not None and np.ndim(scale):  # one per sample: along the axis too
         scale = scale[..., None]
     _t0 = _log_softmax(image)
     _t1 = _log_softmax(text)

@@ -184,8 +184,8 @@ def _indices(name, value, length):
 
 def _share(a, top):
     """The gradient of amax(a) or amin(a) (``top``) over the last axis: split evenly between the entries equal to it."""
-    hit = (a == top).astype(np.float64)
-    with np.errstate(invalid="ignore"):
+    hit = (a == top).astype(a.dtype)
+    with np.errstate(invalid="ignore"):  # a row without a hit (NaN in it): NaN
         return hit / np.sum(hit, axis=-1, keepdims=True)
 
 
@@ -212,7 +212,7 @@ def _crammer_singer_value_and_grads(z, y, margin, *, scale=None):
     """Per-sample loss and its gradient for each input, per element, times ``scale``
     (the reduction's factor; None: none)."""
     batch = z.shape[:-1]
-    if np.ndim(scale):  # one per sample: along the axis too
+    if scale is not None and np.ndim(scale):  # one per sample: along the axis too
         scale = scale[..., None]
     _t0 = margin*(1 - y) + z
     _t1 = np.max(_t0, axis=-1, keepdims=True, initial=-np.inf)

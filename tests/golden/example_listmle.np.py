@@ -171,7 +171,7 @@ def _logcumsumexp_grad(g, a, out):
     g, a, out = np.broadcast_arrays(g, a, out)
 
     def part(mask):
-        logs = np.where(mask, np.log(np.where(mask, np.abs(g), 1.0)), np.finfo(np.float64).min) - out
+        logs = np.where(mask, np.log(np.where(mask, np.abs(g), 1.0)), np.finfo(a.dtype).min) - out
         return np.exp(a + np.flip(np.logaddexp.accumulate(np.flip(logs, axis=-1), axis=-1), axis=-1))
 
     return part(g > 0) - part(g < 0)
@@ -191,9 +191,7 @@ def _sort_by(a, key, descending):
 def _unsort(g, key, descending):
     """``g`` put back through the inverse of the permutation that sorts ``key``: the gradient of a sort."""
     g, key = np.broadcast_arrays(g, key)
-    out = np.empty(g.shape)
-    np.put_along_axis(out, _order(key, descending), g, axis=-1)
-    return out
+    return np.take_along_axis(g, np.argsort(_order(key, descending), axis=-1), axis=-1)
 
 
 def _prepare(s, y):
@@ -218,7 +216,7 @@ def _listmle_value_and_grads(s, y, *, scale=None):
     """Per-sample loss and its gradient for each input, per element, times ``scale``
     (the reduction's factor; None: none)."""
     batch = s.shape[:-1]
-    if np.ndim(scale):  # one per sample: along the axis too
+    if scale is not None and np.ndim(scale):  # one per sample: along the axis too
         scale = scale[..., None]
     _t0 = np.flip(_sort_by(s, y, True), axis=-1)
     _t1 = np.logaddexp.accumulate(_t0, axis=-1)

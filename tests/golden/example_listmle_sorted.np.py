@@ -169,7 +169,7 @@ def _logcumsumexp_grad(g, a, out):
     g, a, out = np.broadcast_arrays(g, a, out)
 
     def part(mask):
-        logs = np.where(mask, np.log(np.where(mask, np.abs(g), 1.0)), np.finfo(np.float64).min) - out
+        logs = np.where(mask, np.log(np.where(mask, np.abs(g), 1.0)), np.finfo(a.dtype).min) - out
         return np.exp(a + np.flip(np.logaddexp.accumulate(np.flip(logs, axis=-1), axis=-1), axis=-1))
 
     return part(g > 0) - part(g < 0)
@@ -196,7 +196,7 @@ def _listmle_sorted_value_and_grads(s, *, scale=None):
     """Per-sample loss and its gradient for each input, per element, times ``scale``
     (the reduction's factor; None: none)."""
     batch = s.shape[:-1]
-    if np.ndim(scale):  # one per sample: along the axis too
+    if scale is not None and np.ndim(scale):  # one per sample: along the axis too
         scale = scale[..., None]
     _t0 = np.flip(s, axis=-1)
     _t1 = np.logaddexp.accumulate(_t0, axis=-1)

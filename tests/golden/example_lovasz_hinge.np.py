@@ -180,9 +180,7 @@ def _sort_by(a, key, descending):
 def _unsort(g, key, descending):
     """``g`` put back through the inverse of the permutation that sorts ``key``: the gradient of a sort."""
     g, key = np.broadcast_arrays(g, key)
-    out = np.empty(g.shape)
-    np.put_along_axis(out, _order(key, descending), g, axis=-1)
-    return out
+    return np.take_along_axis(g, np.argsort(_order(key, descending), axis=-1), axis=-1)
 
 
 def _prepare(z, y):
@@ -212,7 +210,7 @@ def _lovasz_hinge_value_and_grads(z, y, *, scale=None):
     """Per-sample loss and its gradient for each input, per element, times ``scale``
     (the reduction's factor; None: none)."""
     batch = z.shape[:-1]
-    if np.ndim(scale):  # one per sample: along the axis too
+    if scale is not None and np.ndim(scale):  # one per sample: along the axis too
         scale = scale[..., None]
     _t0 = 2*y - 1
     _t1 = 1 - _t0*z

@@ -251,7 +251,7 @@ def _multi_margin_value_and_grads(scores, target, p, margin, weight, *, scale=No
     weight = np.asarray(1.0 if weight is None else weight, dtype=np.float64)
     _broadcasts("weight", weight.shape, batch + (scores.shape[-1],), axis=True)
     weight = np.broadcast_to(weight, weight.shape[:-1] + (scores.shape[-1],))  # one number: the same for every entry
-    if np.ndim(scale):  # one per sample: along the axis too
+    if scale is not None and np.ndim(scale):  # one per sample: along the axis too
         scale = scale[..., None]
     _t0 = (p == 1)
     _t1 = np.sum(target*weight, axis=-1, keepdims=True)
@@ -292,7 +292,7 @@ def _multi_margin_indexed_value_and_grads(scores, target, p, margin, weight, *, 
     weight = np.asarray(1.0 if weight is None else weight, dtype=np.float64)
     _broadcasts("weight", weight.shape, batch + (scores.shape[-1],), axis=True)
     weight = np.broadcast_to(weight, weight.shape[:-1] + (scores.shape[-1],))  # one number: the same for every entry
-    if np.ndim(scale):  # one per sample: along the axis too
+    if scale is not None and np.ndim(scale):  # one per sample: along the axis too
         scale = scale[..., None]
     _t0 = (p == 1)
     _t1 = _pick(weight, target)
@@ -327,7 +327,7 @@ def _multi_margin_folded_value_and_grads(scores, target, p, margin, weight, *, s
     """Per-sample loss and its gradient for each input, per element, times ``scale``
     (the reduction's factor; None: none)."""
     batch = scores.shape[:-1]
-    if np.ndim(scale):  # one per sample: along the axis too
+    if scale is not None and np.ndim(scale):  # one per sample: along the axis too
         scale = scale[..., None]
     _t0 = (p == 1)
     _t1 = np.sum(target, axis=-1, keepdims=True)
@@ -361,7 +361,7 @@ def _multi_margin_folded_indexed_value_and_grads(scores, target, p, margin, weig
     """Per-sample loss and its gradient for each input, per element, times ``scale``
     (the reduction's factor; None: none)."""
     batch = scores.shape[:-1]
-    if np.ndim(scale):  # one per sample: along the axis too
+    if scale is not None and np.ndim(scale):  # one per sample: along the axis too
         scale = scale[..., None]
     _t0 = (p == 1)
     _t1 = (scores - _pick(scores, target)) + margin

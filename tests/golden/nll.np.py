@@ -261,7 +261,7 @@ def _nll_value_and_grads(logp, target, weight, ignore_index, *, scale=None):
     weight = np.asarray(1.0 if weight is None else weight, dtype=np.float64)
     _broadcasts("weight", weight.shape, batch + (logp.shape[-1],), axis=True)
     weight = np.broadcast_to(weight, weight.shape[:-1] + (logp.shape[-1],))  # one number: the same for every entry
-    if np.ndim(scale):  # one per sample: along the axis too
+    if scale is not None and np.ndim(scale):  # one per sample: along the axis too
         scale = scale[..., None]
     _t0 = target*weight
     value = _fill(-np.sum(_t0*logp, axis=-1, keepdims=True), batch + (1,))[..., 0]
@@ -287,7 +287,7 @@ def _nll_indexed_value_and_grads(logp, target, weight, ignore_index, *, scale=No
     weight = np.asarray(1.0 if weight is None else weight, dtype=np.float64)
     _broadcasts("weight", weight.shape, batch + (logp.shape[-1],), axis=True)
     weight = np.broadcast_to(weight, weight.shape[:-1] + (logp.shape[-1],))  # one number: the same for every entry
-    if np.ndim(scale):  # one per sample: along the axis too
+    if scale is not None and np.ndim(scale):  # one per sample: along the axis too
         scale = scale[..., None]
     _t0 = _pick(weight, target)
     value = _fill(-_t0*_pick(logp, target), batch + (1,))[..., 0]
@@ -307,7 +307,7 @@ def _nll_folded_value_and_grads(logp, target, weight, ignore_index, *, scale=Non
     """Per-sample loss and its gradient for each input, per element, times ``scale``
     (the reduction's factor; None: none)."""
     batch = logp.shape[:-1]
-    if np.ndim(scale):  # one per sample: along the axis too
+    if scale is not None and np.ndim(scale):  # one per sample: along the axis too
         scale = scale[..., None]
     value = _fill(-np.sum(logp*target, axis=-1, keepdims=True), batch + (1,))[..., 0]
     grads = (
@@ -326,7 +326,7 @@ def _nll_folded_indexed_value_and_grads(logp, target, weight, ignore_index, *, s
     """Per-sample loss and its gradient for each input, per element, times ``scale``
     (the reduction's factor; None: none)."""
     batch = logp.shape[:-1]
-    if np.ndim(scale):  # one per sample: along the axis too
+    if scale is not None and np.ndim(scale):  # one per sample: along the axis too
         scale = scale[..., None]
     value = _fill(-_pick(logp, target), batch + (1,))[..., 0]
     grads = (

@@ -210,7 +210,7 @@ def _triplet_value_and_grads(anchor, positive, negative, margin, p, eps, swap, *
     """Per-sample loss and its gradient for each input, per element, times ``scale``
     (the reduction's factor; None: none)."""
     batch = anchor.shape[:-1]
-    if np.ndim(scale):  # one per sample: along the axis too
+    if scale is not None and np.ndim(scale):  # one per sample: along the axis too
         scale = scale[..., None]
     _t0 = (swap > 0)
     _t1 = -positive
