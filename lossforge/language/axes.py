@@ -354,11 +354,8 @@ class unsort(VectorFunction):
     nargs = 3
 
 
-class axis_size(Function):
-    """The length of the axis of a vector expression (a positive integer).
-
-    Appears in the local weight of ``mean``; it is constant for gradients.
-    """
+class _AxisConstant(Function):
+    """A positive integer (or a vector of them) made of the axis of its argument alone: constant for gradients."""
 
     nargs = 1
 
@@ -372,7 +369,14 @@ class axis_size(Function):
         return True
 
 
-class axis_ones(Function):
+class axis_size(_AxisConstant):
+    """The length of the axis of a vector expression (a positive integer).
+
+    Appears in the local weight of ``mean``; it is constant for gradients.
+    """
+
+
+class axis_ones(_AxisConstant):
     """A vector of ones along the axis of ``e``.
 
     Appears only in gradients: the adjoint of ``cumsum`` receives a constant
@@ -380,17 +384,6 @@ class axis_ones(Function):
     cumulative sum of it needs the axis to run along. Not part of the spec
     language.
     """
-
-    nargs = 1
-
-    def _eval_derivative(self, s):
-        return S.Zero
-
-    def _eval_is_integer(self):
-        return True
-
-    def _eval_is_positive(self):
-        return True
 
 
 class power(Function):
