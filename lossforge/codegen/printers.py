@@ -268,10 +268,11 @@ class log_softmax(sympy.Function):  # noqa: N801 - a SymPy function, lower case 
     nargs = 1
 
 
-def softmaxes(expr: sympy.Tuple) -> sympy.Tuple:
+def softmaxes(expr: sympy.Tuple, exp_log_softmax: bool = True) -> sympy.Tuple:
     """Every ``exp(u - logsumexp(u))`` in the expressions as :class:`softmax`; where the value picks
     ``logsumexp(u) - pick(u, i)`` (cross-entropy at a class index), that and the softmax from one
-    :class:`log_softmax` (``-pick(log_softmax(u), i)`` and ``exp(log_softmax(u))``, torch's own forms)."""
+    :class:`log_softmax` (``-pick(log_softmax(u), i)`` and, with ``exp_log_softmax``, ``exp(log_softmax(u))``,
+    torch's own forms)."""
     found: dict[sympy.Basic, sympy.Expr | None] = {}  # each exp's softmax argument, asked once
 
     def is_softmax(node: sympy.Basic) -> bool:
@@ -281,14 +282,16 @@ def softmaxes(expr: sympy.Tuple) -> sympy.Tuple:
             found[node] = softmax_argument(node.args[0])
         return found[node] is not None
 
-    return _log_softmaxes(walk.replace((expr,), is_softmax, lambda n: softmax(found[n]))[0])
+    return _log_softmaxes(walk.replace((expr,), is_softmax, lambda n: softmax(found[n]))[0], exp_log_softmax)
 
 
-def _log_softmaxes(exprs: sympy.Tuple) -> sympy.Tuple:
+def _log_softmaxes(exprs: sympy.Tuple, exp_log_softmax: bool = True) -> sympy.Tuple:
     """:func:`softmaxes`' second step: ``logsumexp(u) - pick(u, i)`` as ``-pick(log_softmax(u), i)``, and then
     ``softmax(u)`` as ``exp(log_softmax(u))``. One ``log_softmax`` kernel costs half of torch's
     ``logsumexp`` (a composite of eight), and its ``exp`` a third of a ``softmax``. A ``logsumexp(u)`` needed
-    elsewhere stays (a branch that needs it, cross-entropy's label smoothing, computes it there)."""
+    elsewhere stays (a branch that needs it, cross-entropy's label smoothing, computes it there). Without
+    ``exp_log_softmax`` the softmax stays one (XLA fuses one ``exp(u - max)`` into both, where the ``exp`` of a
+    log_softmax would be a second pass of exponentials)."""
     from .indices import pick  # (indices prints nothing; it imports from here)
 
     def paired(node: sympy.Basic) -> bool:
@@ -307,7 +310,7 @@ def _log_softmaxes(exprs: sympy.Tuple) -> sympy.Tuple:
 
     exprs = walk.replace((exprs,), paired, picked)[0]
     logs = {n.args[0] for n in exprs.atoms(log_softmax)}
-    if not logs:
+    if not logs or not exp_log_softmax:
         return exprs
     return walk.replace((exprs,), lambda n: isinstance(n, softmax) and n.args[0] in logs,
                         lambda n: sympy.exp(log_softmax(n.args[0])))[0]
@@ -384,6 +387,9 @@ class _LossPrinterMixin:
     array_names: frozenset = frozenset()
     #: Filled while printing: module-level helpers the printed code calls.
     helpers: set
+    #: Whether a softmax beside a log_softmax of the same vector is printed as ``exp(log_softmax(u))``
+    #: (:func:`softmaxes`): one kernel's output and a cheap ``exp`` where log_softmax is its own kernel.
+    exp_log_softmax: bool = True
 
     def __init__(self, settings=None):
         super().__init__(settings)
@@ -688,6 +694,9 @@ class JaxLossPrinter(_ArrayLossPrinterMixin, JaxPrinter):
     """
 
     _short, _long = "jnp", "jax.numpy"
+    #: A softmax beside a log_softmax of the same vector stays a softmax: both are printed over one shift
+    #: (``_top``), so XLA computes ``exp(u - max)`` once for the two (see :func:`softmaxes`).
+    exp_log_softmax = False
 
     @property
     def own_modules(self) -> tuple[str, ...]:
@@ -720,10 +729,12 @@ class JaxLossPrinter(_ArrayLossPrinterMixin, JaxPrinter):
         return f"jax.nn.logsumexp({self._print(expr.args[0])}, axis=-1, keepdims=True)"
 
     def _print_softmax(self, expr):
-        return f"jax.nn.softmax({self._print(expr.args[0])}, axis=-1)"
+        self.helpers.add("_softmax")
+        return f"_softmax({self._print(expr.args[0])})"
 
     def _print_log_softmax(self, expr):
-        return f"jax.nn.log_softmax({self._print(expr.args[0])}, axis=-1)"
+        self.helpers.add("_log_softmax")
+        return f"_log_softmax({self._print(expr.args[0])})"
 
     def _print_axis_mean(self, expr):
         return f"jnp.mean({self._print(expr.args[0])}, axis=-1, keepdims=True)"

@@ -318,7 +318,7 @@ def _printer(target: Target, args: list[Arg], indices: str | None = None):
 
 @lru_cache(maxsize=256)
 def _shared(spec: LossSpec, local: tuple[tuple[str, str], ...], index: tuple[str, str] | None = None,
-            learned: bool = False):
+            learned: bool = False, exp_log_softmax: bool = True):
     """One ``sympy.cse`` over the loss and every gradient (under the render budget), for every target.
 
     Returns ``(replacements, (loss, *grads))``: the temporaries in order, then
@@ -326,7 +326,7 @@ def _shared(spec: LossSpec, local: tuple[tuple[str, str], ...], index: tuple[str
     the value-only function keeps just the ones its value needs (:func:`_needed`).
     None where ``index`` asks for a class-index form the loss does not have.
     """
-    exprs = _prepared(spec, local, index, learned)
+    exprs = _prepared(spec, local, index, learned, exp_log_softmax)
     if exprs is None:
         return None
     budget.check("render", *exprs)  # before cse: a RenderError naming the stage and the limit
@@ -513,7 +513,7 @@ def _times(printer, grad: sympy.Expr) -> str:
 
 
 def _prepared(spec: LossSpec, local: tuple[tuple[str, str], ...], index: tuple[str, str] | None = None,
-              learned: bool = False):
+              learned: bool = False, exp_log_softmax: bool = True):
     """The loss and each input's gradient as the printers take them, the same for every target.
 
     Symbols renamed to their locals, constant calls as floats, the cheaper forms
@@ -521,7 +521,8 @@ def _prepared(spec: LossSpec, local: tuple[tuple[str, str], ...], index: tuple[s
     double-where guards (:func:`guard_where`), sums grouped. With ``index``, a
     ``(one-hot symbol, vector on its axis)`` pair, the one-hot symbol stands for
     class indices (:func:`lossforge.codegen.indices.indexed`); None if the loss has
-    no such form. Not cached itself: :func:`_shared` caches what it makes.
+    no such form. ``exp_log_softmax``: the printer's choice of :func:`softmaxes`' forms.
+    Not cached itself: :func:`_shared` caches what it makes.
     """
     local = dict(local)
     derivation = derive(spec)
@@ -558,7 +559,7 @@ def _prepared(spec: LossSpec, local: tuple[tuple[str, str], ...], index: tuple[s
             return None
     exprs = cheaper(exprs, lower, upper)
     # One sympy.Tuple through each rewrite: its walk visits a node the gradients share once, not once per gradient.
-    return group_sums(guard_where(softmaxes(sympy.Tuple(*exprs)), array_syms), array_syms).args
+    return group_sums(guard_where(softmaxes(sympy.Tuple(*exprs), exp_log_softmax), array_syms), array_syms).args
 
 
 def _build_term(target: Target, term: str, weight: str, spec: LossSpec, local: dict[str, str],
@@ -571,7 +572,8 @@ def _build_term(target: Target, term: str, weight: str, spec: LossSpec, local: d
     inputs = [a for a in args if a.var.role == "input"]
     printer = _printer(target, args, indices=local[index[0]] if index else None)
     try:
-        shared = _shared(spec, tuple(local.items()), index, learned=target.learns and bool(spec.learnable))
+        shared = _shared(spec, tuple(local.items()), index, learned=target.learns and bool(spec.learnable),
+                         exp_log_softmax=printer.exp_log_softmax)
         if shared is None:
             return None
         replacements, (loss, *grads) = shared

@@ -276,6 +276,25 @@ def _scatter(base, add, index, like):
     return jnp.where(jnp.arange(like.shape[-1]) == index[..., None], base + add, base)
 
 
+def _top(a):
+    """The largest entry over the last axis, 0 where it is not finite (as ``jax.nn.logsumexp`` takes it): the
+    shift that softmax and log_softmax share, so that XLA computes ``exp(a - top)`` once for both."""
+    top = jnp.max(a, axis=-1, keepdims=True)
+    return jnp.where(jnp.isfinite(top), top, 0.0)
+
+
+def _softmax(a):
+    """exp(a - logsumexp(a)) over the last axis, as exp(a - max) / sum: no log rounds away the digits of huge entries."""
+    e = jnp.exp(a - _top(a))
+    return e / jnp.sum(e, axis=-1, keepdims=True)
+
+
+def _log_softmax(a):
+    """a - logsumexp(a) over the last axis, as (a - max) - log(sum(exp(a - max))): the shift first, exactly."""
+    top = _top(a)
+    return a - top - jnp.log(jnp.sum(jnp.exp(a - top), axis=-1, keepdims=True))
+
+
 def _choose(cond, a, b):
     """``where`` on params alone: the condition is one bool, and only the branch it picks is traced."""
     return a() if cond else b()
@@ -328,7 +347,7 @@ def _cross_entropy_value_and_grads(logits, target, weight, ignore_index, label_s
     _t4 = target*weight
     _t5 = jnp.sum(_t4*(_t2 - logits), axis=-1, keepdims=True)
     _t6 = _choose(_t0, lambda: _t3*_t4, lambda: 0)
-    _t7 = jax.nn.softmax(logits, axis=-1)
+    _t7 = _softmax(logits)
     value = _fill(_choose(_t0, lambda: _t3*_t5 + label_smoothing*(_t1*_t2 - jnp.mean(logits*weight, axis=-1, keepdims=True)), lambda: _t5), batch + (1,), dtype)[..., 0]
     grads = (
         _fill(_times(1, _choose(_t0, lambda: _t7*(_t1*label_smoothing + jnp.sum(_t6, axis=-1, keepdims=True)) - _t6 - label_smoothing*weight/_choose(_t0, lambda: (logits.shape[-1] or jnp.nan), lambda: 1), lambda: _t7*jnp.sum(_t4, axis=-1, keepdims=True) - _t4), scale), logits.shape, dtype),
@@ -344,8 +363,8 @@ def _cross_entropy_indexed_value(logits, target, weight, ignore_index, label_smo
     _broadcasts("weight", weight.shape, batch + (logits.shape[-1],), axis=True)
     weight = jnp.broadcast_to(weight, weight.shape[:-1] + (logits.shape[-1],))  # one number: the same for every entry
     _t0 = (label_smoothing > 0)
-    _t5 = _pick(weight, target)*_pick(jax.nn.log_softmax(logits, axis=-1), target)
-    return _fill(_choose(_t0, lambda: label_smoothing*(jax.nn.logsumexp(logits, axis=-1, keepdims=True)*_choose(_t0, lambda: jnp.mean(weight, axis=-1, keepdims=True), lambda: 0) - jnp.mean(logits*weight, axis=-1, keepdims=True)) - _t5*_choose(_t0, lambda: 1 - label_smoothing, lambda: 0), lambda: -_t5), batch + (1,), dtype)[..., 0]
+    _t4 = _pick(weight, target)*_pick(_log_softmax(logits), target)
+    return _fill(_choose(_t0, lambda: label_smoothing*(jax.nn.logsumexp(logits, axis=-1, keepdims=True)*_choose(_t0, lambda: jnp.mean(weight, axis=-1, keepdims=True), lambda: 0) - jnp.mean(logits*weight, axis=-1, keepdims=True)) - _t4*_choose(_t0, lambda: 1 - label_smoothing, lambda: 0), lambda: -_t4), batch + (1,), dtype)[..., 0]
 
 
 def _cross_entropy_indexed_value_and_grads(logits, target, weight, ignore_index, label_smoothing, *, scale=None):
@@ -362,12 +381,12 @@ def _cross_entropy_indexed_value_and_grads(logits, target, weight, ignore_index,
     _t1 = _choose(_t0, lambda: jnp.mean(weight, axis=-1, keepdims=True), lambda: 0)
     _t2 = _choose(_t0, lambda: 1 - label_smoothing, lambda: 0)
     _t3 = _pick(weight, target)
-    _t4 = jax.nn.log_softmax(logits, axis=-1)
-    _t5 = _t3*_pick(_t4, target)
+    _t4 = _t3*_pick(_log_softmax(logits), target)
+    _t5 = _softmax(logits)
     _t6 = _choose(_t0, lambda: _t2*_t3, lambda: 0)
-    value = _fill(_choose(_t0, lambda: label_smoothing*(_t1*jax.nn.logsumexp(logits, axis=-1, keepdims=True) - jnp.mean(logits*weight, axis=-1, keepdims=True)) - _t2*_t5, lambda: -_t5), batch + (1,), dtype)[..., 0]
+    value = _fill(_choose(_t0, lambda: label_smoothing*(_t1*jax.nn.logsumexp(logits, axis=-1, keepdims=True) - jnp.mean(logits*weight, axis=-1, keepdims=True)) - _t2*_t4, lambda: -_t4), batch + (1,), dtype)[..., 0]
     grads = (
-        _fill(_times(1, _scatter(_choose(_t0, lambda: (_t1*label_smoothing + _t6)*jnp.exp(_choose(_t0, lambda: _t4, lambda: 0)) - label_smoothing*weight/_choose(_t0, lambda: (logits.shape[-1] or jnp.nan), lambda: 1), lambda: _t3*jnp.exp(_choose(_t0, lambda: 0, lambda: _t4))), _choose(_t0, lambda: -_t6, lambda: -_t3), target, logits), scale), logits.shape, dtype),
+        _fill(_times(1, _scatter(_choose(_t0, lambda: _t5*(_t1*label_smoothing + _t6) - label_smoothing*weight/_choose(_t0, lambda: (logits.shape[-1] or jnp.nan), lambda: 1), lambda: _t3*_t5), _choose(_t0, lambda: -_t6, lambda: -_t3), target, logits), scale), logits.shape, dtype),
     )
     return value, grads
 
@@ -394,7 +413,7 @@ def _cross_entropy_folded_value_and_grads(logits, target, weight, ignore_index, 
     _t2 = _choose(_t0, lambda: 1 - label_smoothing, lambda: 0)
     _t3 = jnp.sum(target*(-_t1 - logits), axis=-1, keepdims=True)
     _t4 = _choose(_t0, lambda: _t2*target, lambda: 0)
-    _t5 = jax.nn.softmax(logits, axis=-1)
+    _t5 = _softmax(logits)
     value = _fill(_choose(_t0, lambda: _t2*_t3 + label_smoothing*(-_t1 - jnp.mean(logits, axis=-1, keepdims=True)), lambda: _t3), batch + (1,), dtype)[..., 0]
     grads = (
         _fill(_times(1, _choose(_t0, lambda: _t5*(jnp.sum(_t4, axis=-1, keepdims=True) + label_smoothing) - _t4 - label_smoothing/_choose(_t0, lambda: (logits.shape[-1] or jnp.nan), lambda: 1), lambda: _t5*jnp.sum(target, axis=-1, keepdims=True) - target), scale), logits.shape, dtype),
@@ -406,8 +425,8 @@ def _cross_entropy_folded_indexed_value(logits, target, weight, ignore_index, la
     """Per-sample loss."""
     dtype = logits.dtype
     batch = logits.shape[:-1]
-    _t2 = _pick(jax.nn.log_softmax(logits, axis=-1), target)
-    return _fill(_choose((label_smoothing > 0), lambda: -_t2 - label_smoothing*jnp.mean(logits, axis=-1, keepdims=True) + label_smoothing*_pick(logits, target), lambda: -_t2), batch + (1,), dtype)[..., 0]
+    _t1 = _pick(_log_softmax(logits), target)
+    return _fill(_choose((label_smoothing > 0), lambda: -_t1 - label_smoothing*jnp.mean(logits, axis=-1, keepdims=True) + label_smoothing*_pick(logits, target), lambda: -_t1), batch + (1,), dtype)[..., 0]
 
 
 def _cross_entropy_folded_indexed_value_and_grads(logits, target, weight, ignore_index, label_smoothing, *, scale=None):
@@ -418,11 +437,11 @@ def _cross_entropy_folded_indexed_value_and_grads(logits, target, weight, ignore
     if scale is not None and jnp.ndim(scale):  # one per sample: along the axis too
         scale = scale[..., None]
     _t0 = (label_smoothing > 0)
-    _t1 = jax.nn.log_softmax(logits, axis=-1)
-    _t2 = _pick(_t1, target)
-    value = _fill(_choose(_t0, lambda: -_t2 - label_smoothing*jnp.mean(logits, axis=-1, keepdims=True) + label_smoothing*_pick(logits, target), lambda: -_t2), batch + (1,), dtype)[..., 0]
+    _t1 = _pick(_log_softmax(logits), target)
+    _t2 = _softmax(logits)
+    value = _fill(_choose(_t0, lambda: -_t1 - label_smoothing*jnp.mean(logits, axis=-1, keepdims=True) + label_smoothing*_pick(logits, target), lambda: -_t1), batch + (1,), dtype)[..., 0]
     grads = (
-        _fill(_times(1, _scatter(_choose(_t0, lambda: jnp.exp(_choose(_t0, lambda: _t1, lambda: 0)) - label_smoothing/_choose(_t0, lambda: (logits.shape[-1] or jnp.nan), lambda: 1), lambda: jnp.exp(_choose(_t0, lambda: 0, lambda: _t1))), _choose(_t0, lambda: label_smoothing - 1, lambda: -1), target, logits), scale), logits.shape, dtype),
+        _fill(_times(1, _scatter(_choose(_t0, lambda: _t2 - label_smoothing/_choose(_t0, lambda: (logits.shape[-1] or jnp.nan), lambda: 1), lambda: _t2), _choose(_t0, lambda: label_smoothing - 1, lambda: -1), target, logits), scale), logits.shape, dtype),
     )
     return value, grads
 

@@ -229,6 +229,19 @@ def _indices(name, value, length):
     return value
 
 
+def _top(a):
+    """The largest entry over the last axis, 0 where it is not finite (as ``jax.nn.logsumexp`` takes it): the
+    shift that softmax and log_softmax share, so that XLA computes ``exp(a - top)`` once for both."""
+    top = jnp.max(a, axis=-1, keepdims=True)
+    return jnp.where(jnp.isfinite(top), top, 0.0)
+
+
+def _softmax(a):
+    """exp(a - logsumexp(a)) over the last axis, as exp(a - max) / sum: no log rounds away the digits of huge entries."""
+    e = jnp.exp(a - _top(a))
+    return e / jnp.sum(e, axis=-1, keepdims=True)
+
+
 def _prepare(c, y):
     """Arrays in the first input's floating dtype (one-hot targets from class indices, else kept as indices), axes
     last, shapes checked; whether the one-hot target is class indices, and which samples count with what weight
@@ -270,7 +283,7 @@ def _arcface_value_and_grads(c, y, s, m, eps, *, scale=None):
     _t7 = 1/jnp.sqrt((1 - _t1)*(_t1 + 1))
     value = _fill(jax.nn.logsumexp(_t4, axis=-1, keepdims=True) - s*jnp.sum(_t3, axis=-1, keepdims=True), batch + (1,), dtype)[..., 0]
     grads = (
-        _fill(_times(1, s*((_t5*_t6*_t7*y - y) + 1)*jax.nn.softmax(_t4, axis=-1) - _t5*_t6*_t7*s*y, scale), c.shape, dtype),
+        _fill(_times(1, s*((_t5*_t6*_t7*y - y) + 1)*_softmax(_t4) - _t5*_t6*_t7*s*y, scale), c.shape, dtype),
     )
     return value, grads
 

@@ -231,6 +231,25 @@ def _scatter(base, add, index, like):
     return jnp.where(jnp.arange(like.shape[-1]) == index[..., None], base + add, base)
 
 
+def _top(a):
+    """The largest entry over the last axis, 0 where it is not finite (as ``jax.nn.logsumexp`` takes it): the
+    shift that softmax and log_softmax share, so that XLA computes ``exp(a - top)`` once for both."""
+    top = jnp.max(a, axis=-1, keepdims=True)
+    return jnp.where(jnp.isfinite(top), top, 0.0)
+
+
+def _softmax(a):
+    """exp(a - logsumexp(a)) over the last axis, as exp(a - max) / sum: no log rounds away the digits of huge entries."""
+    e = jnp.exp(a - _top(a))
+    return e / jnp.sum(e, axis=-1, keepdims=True)
+
+
+def _log_softmax(a):
+    """a - logsumexp(a) over the last axis, as (a - max) - log(sum(exp(a - max))): the shift first, exactly."""
+    top = _top(a)
+    return a - top - jnp.log(jnp.sum(jnp.exp(a - top), axis=-1, keepdims=True))
+
+
 def _prepare(image, text, target):
     """Arrays in the first input's floating dtype (one-hot targets from class indices, else kept as indices), axes
     last, shapes checked; whether the one-hot target is class indices, and which samples count with what weight
@@ -264,8 +283,8 @@ def _clip_value_and_grads(image, text, target, *, scale=None):
     _t0 = jnp.sum((1/2)*target, axis=-1, keepdims=True)
     value = _fill((1/2)*(jnp.sum(target*(jax.nn.logsumexp(image, axis=-1, keepdims=True) - image), axis=-1, keepdims=True) + jnp.sum(target*(jax.nn.logsumexp(text, axis=-1, keepdims=True) - text), axis=-1, keepdims=True)), batch + (1,), dtype)[..., 0]
     grads = (
-        _fill(_times(1/2, (2*_t0*jax.nn.softmax(image, axis=-1) - target), scale), image.shape, dtype),
-        _fill(_times(1/2, (2*_t0*jax.nn.softmax(text, axis=-1) - target), scale), text.shape, dtype),
+        _fill(_times(1/2, (2*_t0*_softmax(image) - target), scale), image.shape, dtype),
+        _fill(_times(1/2, (2*_t0*_softmax(text) - target), scale), text.shape, dtype),
     )
     return value, grads
 
@@ -274,7 +293,7 @@ def _clip_indexed_value(image, text, target):
     """Per-sample loss."""
     dtype = image.dtype
     batch = image.shape[:-1]
-    return _fill((1/2)*(-_pick(jax.nn.log_softmax(image, axis=-1), target) - _pick(jax.nn.log_softmax(text, axis=-1), target)), batch + (1,), dtype)[..., 0]
+    return _fill((1/2)*(-_pick(_log_softmax(image), target) - _pick(_log_softmax(text), target)), batch + (1,), dtype)[..., 0]
 
 
 def _clip_indexed_value_and_grads(image, text, target, *, scale=None):
@@ -284,12 +303,10 @@ def _clip_indexed_value_and_grads(image, text, target, *, scale=None):
     batch = image.shape[:-1]
     if scale is not None and jnp.ndim(scale):  # one per sample: along the axis too
         scale = scale[..., None]
-    _t0 = jax.nn.log_softmax(image, axis=-1)
-    _t1 = jax.nn.log_softmax(text, axis=-1)
-    value = _fill((1/2)*(-_pick(_t0, target) - _pick(_t1, target)), batch + (1,), dtype)[..., 0]
+    value = _fill((1/2)*(-_pick(_log_softmax(image), target) - _pick(_log_softmax(text), target)), batch + (1,), dtype)[..., 0]
     grads = (
-        _fill(_times(1, _scatter((1/2)*jnp.exp(_t0), -1/2, target, image), scale), image.shape, dtype),
-        _fill(_times(1, _scatter((1/2)*jnp.exp(_t1), -1/2, target, image), scale), text.shape, dtype),
+        _fill(_times(1, _scatter((1/2)*_softmax(image), -1/2, target, image), scale), image.shape, dtype),
+        _fill(_times(1, _scatter((1/2)*_softmax(text), -1/2, target, image), scale), text.shape, dtype),
     )
     return value, grads
 
