@@ -136,3 +136,9 @@ def test_readme_commands_run(line, elsewhere):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     if argv[1] in ("stabilize", "gen", "plot"):
         assert (elsewhere / out).stat().st_size > 0
+
+
+def test_readme_names_only_examples_the_repository_has():
+    named = set(re.findall(r"`(examples/[\w./-]+)`", README.read_text(encoding="utf-8")))
+    assert named and all((ROOT / name).is_file() for name in named), sorted(n for n in named if not (ROOT / n).is_file())
+    assert "not installed with the package" in README.read_text(encoding="utf-8")  # the README says where they are
