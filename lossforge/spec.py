@@ -740,15 +740,28 @@ def _toml_multiline(text: str) -> str:
 def _dumps_into(spec: LossSpec, layout: str) -> str:
     """``dumps(spec)`` written over ``layout`` with tomlkit: an entry of ``layout`` that means the same
     as in ``spec`` stays as the user wrote it; the others are ``dumps``'s own text for them."""
-    import tomlkit  # the round-trip editor: only here, where a user's layout is to be kept
-    from tomlkit.exceptions import TOMLKitError
+    from tomlkit.exceptions import TOMLKitError  # the round-trip editor: only where a layout is to be kept
 
     plain = dumps(spec)
     try:
-        before = loads(layout, source="<layout>")
-        doc = tomlkit.parse(layout)
-    except (LossforgeError, TOMLKitError, RecursionError):
-        return plain  # no readable layout: nothing to keep
+        text = _edited(plain, layout)
+    except (LossforgeError, TOMLKitError, RecursionError, ValueError, KeyError, TypeError):
+        return plain  # a layout tomlkit cannot edit (or no readable one): nothing to keep
+    if "\r\n" in layout and "\n" not in layout.replace("\r\n", ""):  # a CRLF file stays CRLF throughout
+        text = re.sub(r"(?<!\r)\n", "\r\n", text)
+    try:
+        same = loads(text, source="<stabilized>") == loads(plain)
+    except LossforgeError:
+        same = False
+    return text if same else plain  # never a file that reads differently from dumps's own
+
+
+def _edited(plain: str, layout: str) -> str:
+    """``layout`` with the entries that differ from ``plain`` (``dumps(spec)``) replaced by ``plain``'s."""
+    import tomlkit
+
+    before = loads(layout, source="<layout>")
+    doc = tomlkit.parse(layout)
     old = tomllib.loads(dumps(before))  # both sides in dumps's normal form, so a difference is one of meaning
     new = tomllib.loads(plain)
     fresh = tomlkit.parse(plain)
@@ -764,7 +777,7 @@ def _dumps_into(spec: LossSpec, layout: str) -> str:
             for sub, item in value.items():
                 if old[key].get(sub) != item:
                     table[sub] = fresh[key][sub]
-        elif key == "expr" and isinstance(value, str) and _is_multiline(layout, doc):
+        elif key == "expr" and isinstance(value, str) and _is_multiline(doc):
             doc[key] = tomlkit.parse(f"x = {_toml_multiline(value)}")["x"]
         elif key in doc:
             doc[key] = fresh[key]
@@ -776,18 +789,11 @@ def _dumps_into(spec: LossSpec, layout: str) -> str:
             doc.add(key, fresh[key])
         else:  # a new top-level key: tomlkit places it before the first table
             doc[key] = fresh[key]
-    text = doc.as_string()
-    if "\r\n" in layout and "\n" not in layout.replace("\r\n", ""):  # a CRLF file stays CRLF throughout
-        text = re.sub(r"(?<!\r)\n", "\r\n", text)
-    try:
-        same = loads(text, source="<stabilized>") == loads(plain)
-    except LossforgeError:
-        same = False
-    return text if same else plain  # never a file that reads differently from dumps's own
+    return doc.as_string()
 
 
-def _is_multiline(layout: str, doc: Any) -> bool:
-    """Whether ``layout`` wrote its expr as a multi-line string."""
+def _is_multiline(doc: Any) -> bool:
+    """Whether the layout ``doc`` writes its expr as a multi-line string."""
     from tomlkit.items import String
 
     item = doc.get("expr")

@@ -146,3 +146,10 @@ def test_dumps_over_a_layout_keeps_it_and_reads_as_dumps():
     assert text == layout.replace('"log(1 + exp(x)) - y*x"', f'"{fixed.text}"')
     assert lf.loads(text) == lf.loads(lf.dumps(fixed)) == fixed
     assert lf.dumps(fixed, layout="not = [toml") == lf.dumps(fixed)  # no readable layout: dumps's own text
+
+
+def test_dumps_over_a_hostile_layout_falls_back_to_dumps():
+    spec = lf.stabilize(lf.loads('name = "s"\nexpr = "log(1 + exp(x))"\n[symbols]\nx = { role = "input" }\n'))
+    deep = "a = " + "[" * 5000 + "]" * 5000 + "\n"
+    for layout in (deep, "name = 'other'\n", "\ufeff[[symbols]]\n", ""):
+        assert lf.loads(lf.dumps(spec, layout=layout)) == spec
