@@ -354,13 +354,24 @@ def cmd_check(args: argparse.Namespace) -> int:
 _IN_PLACE = "stabilize never rewrites its input in place: write to another file, then move it over the original"
 
 
+def _layout(inputs: list[Path]) -> str | None:
+    """The text of the spec file stabilize read, whose comments and layout its output keeps (line endings
+    as they are); None for a built-in or standard input, which have none to keep."""
+    if not inputs:
+        return None
+    try:
+        return inputs[0].read_bytes().decode("utf-8")
+    except (OSError, UnicodeDecodeError):  # it was just read: a file that changed since is written as dumps writes it
+        return None
+
+
 def cmd_stabilize(args: argparse.Namespace) -> int:
     inputs = _spec_files([args.spec])
     spec = _resolve(args.spec)
     if args.output:  # before the work: never over the input, nor where no file can be
         _check_output(args.output, inputs, _IN_PLACE)
     result = lf.stabilize(spec, unsafe=args.unsafe)
-    text = lf.dumps(result)
+    text = lf.dumps(result, layout=_layout(inputs))
     if args.output:
         written = _write_output(args.output, text, inputs, _IN_PLACE)
     else:

@@ -687,8 +687,15 @@ def _toml_key(key: str) -> str:
     return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else _toml_str(key)
 
 
-def dumps(spec: LossSpec) -> str:
-    """The spec as TOML text; ``loads(dumps(spec)) == spec``."""
+def dumps(spec: LossSpec, layout: str | None = None) -> str:
+    """The spec as TOML text; ``loads(dumps(spec)) == spec``.
+
+    ``layout`` is the TOML text of a spec this one was derived from (what ``stabilize`` read): its comments,
+    blank lines, key order, line endings and inline tables are kept, and only the entries whose meaning
+    differs are rewritten, added or removed; ``loads`` reads the result as the same spec as without it.
+    """
+    if layout is not None:
+        return _dumps_into(spec, layout)
     lines = [f"name = {_toml_str(spec.name)}"]
     for key in TEXT_FIELDS[:2]:
         if getattr(spec, key):
@@ -721,6 +728,76 @@ def dumps(spec: LossSpec) -> str:
             own = f", reduction = {_toml_str(spec.term_reductions[term])}" if spec.term_reductions else ""
             lines.append(f"{_toml_key(term)} = {{ weight = {_toml_value(weight)}, expr = {_toml_str(text)}{own} }}")
     return "\n".join(lines) + "\n"
+
+
+def _toml_multiline(text: str) -> str:
+    """``text`` as a multi-line basic string: its line breaks kept as lines, everything else escaped as
+    ``_toml_str`` does (the break after the opening quotes is not part of the value)."""
+    body = _toml_str(text)[1:-1].replace("\\n", "\n")
+    return '"""\n' + body + '"""'
+
+
+def _dumps_into(spec: LossSpec, layout: str) -> str:
+    """``dumps(spec)`` written over ``layout`` with tomlkit: an entry of ``layout`` that means the same
+    as in ``spec`` stays as the user wrote it; the others are ``dumps``'s own text for them."""
+    from tomlkit.exceptions import TOMLKitError  # the round-trip editor: only where a layout is to be kept
+
+    plain = dumps(spec)
+    try:
+        text = _edited(plain, layout)
+    except (LossforgeError, TOMLKitError, RecursionError, ValueError, KeyError, TypeError):
+        return plain  # a layout tomlkit cannot edit (or no readable one): nothing to keep
+    if "\r\n" in layout and "\n" not in layout.replace("\r\n", ""):  # a CRLF file stays CRLF throughout
+        text = re.sub(r"(?<!\r)\n", "\r\n", text)
+    try:
+        same = loads(text, source="<stabilized>") == loads(plain)
+    except LossforgeError:
+        same = False
+    return text if same else plain  # never a file that reads differently from dumps's own
+
+
+def _edited(plain: str, layout: str) -> str:
+    """``layout`` with the entries that differ from ``plain`` (``dumps(spec)``) replaced by ``plain``'s."""
+    import tomlkit
+
+    before = loads(layout, source="<layout>")
+    doc = tomlkit.parse(layout)
+    old = tomllib.loads(dumps(before))  # both sides in dumps's normal form, so a difference is one of meaning
+    new = tomllib.loads(plain)
+    fresh = tomlkit.parse(plain)
+    for key in [k for k in old if k not in new]:
+        del doc[key]
+    for key, value in new.items():
+        if key in old and old[key] == value:
+            continue
+        if isinstance(value, dict) and isinstance(old.get(key), dict) and isinstance(doc.get(key), dict):
+            table = doc[key]
+            for sub in [k for k in old[key] if k not in value]:
+                del table[sub]
+            for sub, item in value.items():
+                if old[key].get(sub) != item:
+                    table[sub] = fresh[key][sub]
+        elif key == "expr" and isinstance(value, str) and _is_multiline(doc):
+            doc[key] = tomlkit.parse(f"x = {_toml_multiline(value)}")["x"]
+        elif key in doc:
+            doc[key] = fresh[key]
+        elif isinstance(value, dict):  # a new table: after a blank line, as dumps writes one
+            text = doc.as_string()
+            if text and not text.endswith("\n"):
+                doc.add(tomlkit.nl())
+            doc.add(tomlkit.nl())
+            doc.add(key, fresh[key])
+        else:  # a new top-level key: tomlkit places it before the first table
+            doc[key] = fresh[key]
+    return doc.as_string()
+
+
+def _is_multiline(doc: Any) -> bool:
+    """Whether the layout ``doc`` writes its expr as a multi-line string."""
+    from tomlkit.items import String
+
+    item = doc.get("expr")
+    return isinstance(item, String) and item.type.is_multiline()
 
 
 def from_dict(data: Mapping[str, Any], source: str = "<spec>") -> LossSpec:

@@ -207,3 +207,87 @@ def test_verify_shows_progress_on_a_terminal_only():
     assert "== mse ==" in proc.stdout and "== mae ==" in proc.stdout
     piped = run("verify", "mse", "mae")
     assert piped.returncode == 0 and "verifying" not in piped.stderr
+
+
+COMMENTED = """\
+# A softplus loss, written by hand.
+# [symbols] x = { role = "param" }   <- a comment that looks like TOML, and "quotes" \\ backslashes
+
+name = "soft"          # trailing comment
+reduction = "sum"
+
+expr = "log(1 + exp(x)) - y*x"   # the naive form
+description = "λ ≥ 0 — ünïcode kept"
+
+# inputs below, in the user's order
+[symbols]
+y = { role = "target" }   # target first
+x = { role = "input", domain = "real" }
+"""
+
+
+def _stabilized(tmp_path: Path, text: str, newline: str = "\n") -> tuple[str, str]:
+    src = tmp_path / "soft.toml"
+    src.write_bytes(text.replace("\n", newline).encode("utf-8"))
+    out = tmp_path / "stable.toml"
+    proc = run("stabilize", str(src), "-o", str(out))
+    assert proc.returncode == 0, proc.stderr
+    return src.read_bytes().decode("utf-8"), out.read_bytes().decode("utf-8")
+
+
+def _changed_lines(before: str, after: str) -> list[str]:
+    import difflib
+
+    return [line for line in difflib.ndiff(before.splitlines(keepends=True), after.splitlines(keepends=True))
+            if line[:1] in "+-"]
+
+
+def test_stabilize_keeps_comments_blank_lines_and_key_order(tmp_path):
+    import lossforge as lf
+
+    before, after = _stabilized(tmp_path, COMMENTED)
+    assert _changed_lines(before, after) == [
+        '- expr = "log(1 + exp(x)) - y*x"   # the naive form\n',
+        '+ expr = "-x*y + softplus(x)"   # the naive form\n',
+    ]
+    today = lf.loads(lf.dumps(lf.stabilize(lf.loads(before))))  # what stabilize wrote before layouts were kept
+    assert lf.loads(after) == today
+
+
+def test_stabilize_keeps_crlf_line_endings(tmp_path):
+    before, after = _stabilized(tmp_path, COMMENTED, newline="\r\n")
+    assert after.count("\r\n") == after.count("\n") == before.count("\r\n")
+    assert _changed_lines(before, after) == [
+        '- expr = "log(1 + exp(x)) - y*x"   # the naive form\r\n',
+        '+ expr = "-x*y + softplus(x)"   # the naive form\r\n',
+    ]
+
+
+def test_stabilize_keeps_a_multiline_expr_multiline(tmp_path):
+    import lossforge as lf
+
+    text = COMMENTED.replace('expr = "log(1 + exp(x)) - y*x"   # the naive form', 'expr = """\nlog(1 + exp(x))\n  - y*x"""')
+    before, after = _stabilized(tmp_path, text)
+    assert sorted(_changed_lines(before, after)) == sorted(['+ -x*y + softplus(x)"""\n', '- log(1 + exp(x))\n', '-   - y*x"""\n'])
+    assert 'expr = """\n-x*y + softplus(x)"""\n' in after
+    assert lf.loads(after) == lf.loads(lf.dumps(lf.stabilize(lf.loads(before))))
+
+
+def test_stabilize_of_a_builtin_or_stdin_writes_as_dumps(tmp_path):
+    import lossforge as lf
+
+    out = tmp_path / "bce.toml"
+    assert run("stabilize", "bce", "-o", str(out)).returncode == 0
+    assert out.read_text() == lf.dumps(lf.stabilize(lf.builtin("bce")))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST")}
+    proc = subprocess.run([sys.executable, "-m", "lossforge", "stabilize", "-"], input=COMMENTED, text=True,
+                          capture_output=True, cwd=ROOT, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == lf.dumps(lf.stabilize(lf.loads(COMMENTED)))
+
+
+def test_stabilize_with_a_layout_still_refuses_its_input(tmp_path):
+    src = tmp_path / "soft.toml"
+    src.write_text(COMMENTED)
+    assert_user_error(run("stabilize", str(src), "-o", str(src)), "refusing", "input spec")
+    assert src.read_text() == COMMENTED

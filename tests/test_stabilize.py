@@ -135,3 +135,21 @@ def test_a_rewrite_that_leaves_an_input_out_names_it():
     with pytest.raises(lf.AnalysisError) as info:
         lf.stabilize(spec, unsafe=True)
     assert info.value.token == "y" and "no longer depends on 'y'" in str(info.value)
+
+
+def test_dumps_over_a_layout_keeps_it_and_reads_as_dumps():
+    layout = ('name = "soft" # ✓ \'quoted\' [accept] x = "y"\r\n\r\n[symbols] # inputs\r\n'
+              'x = { role = "input" }\r\ny = { role = "target" }\r\n\r\nexpr = 1\r\n')
+    layout = layout.replace('\r\n\r\nexpr = 1', '').replace('name = "soft"', 'name = "soft"\r\nexpr = "log(1 + exp(x)) - y*x"')
+    fixed = lf.stabilize(lf.loads(layout))
+    text = lf.dumps(fixed, layout=layout)
+    assert text == layout.replace('"log(1 + exp(x)) - y*x"', f'"{fixed.text}"')
+    assert lf.loads(text) == lf.loads(lf.dumps(fixed)) == fixed
+    assert lf.dumps(fixed, layout="not = [toml") == lf.dumps(fixed)  # no readable layout: dumps's own text
+
+
+def test_dumps_over_a_hostile_layout_falls_back_to_dumps():
+    spec = lf.stabilize(lf.loads('name = "s"\nexpr = "log(1 + exp(x))"\n[symbols]\nx = { role = "input" }\n'))
+    deep = "a = " + "[" * 5000 + "]" * 5000 + "\n"
+    for layout in (deep, "name = 'other'\n", "\ufeff[[symbols]]\n", ""):
+        assert lf.loads(lf.dumps(spec, layout=layout)) == spec
