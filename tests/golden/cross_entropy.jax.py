@@ -279,7 +279,7 @@ def _scatter(base, add, index, like):
 def _top(a):
     """The largest entry over the last axis, 0 where it is not finite (as ``jax.nn.logsumexp`` takes it): the
     shift that softmax and log_softmax share, so that XLA computes ``exp(a - top)`` once for both."""
-    top = jnp.max(a, axis=-1, keepdims=True)
+    top = jnp.max(a, axis=-1, keepdims=True, initial=-jnp.inf)  # an empty axis: -inf, then 0
     return jnp.where(jnp.isfinite(top), top, 0.0)
 
 
