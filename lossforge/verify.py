@@ -268,8 +268,7 @@ def _jax_loss_grads(module, spec: LossSpec, arrays: dict[str, np.ndarray], dtype
         return np.asarray(value, dtype=float), [np.asarray(g, dtype=float) for g in grads]
 
 
-def _jax_rows(spec: LossSpec, arrays, ours, exact, sides) -> list[Row]:
-    module = _jax_module(spec)
+def _jax_rows(spec: LossSpec, module, arrays, ours, exact, sides) -> list[Row]:
     if module is None:
         return []
     return [
@@ -396,8 +395,9 @@ def _gradcheck_rows(spec: LossSpec, cls, seed: int) -> list[Row]:
     return rows
 
 
-def _finite_row(spec: LossSpec, np_module, cls) -> Row:
-    """Finite at the extreme points in NumPy, and in torch float64 and float32 where ``cls`` (torch's) is given."""
+def _finite_row(spec: LossSpec, np_module, cls, jax_module) -> Row:
+    """Finite at the extreme points in NumPy, in torch float64 and float32 where ``cls`` (torch's) is given, and in
+    JAX float64 and float32 where ``jax_module`` is."""
     arrays = extreme_points(spec)
     bad: list[tuple[str, int]] = []
     results = [("numpy float64", _np_loss_grads(np_module, spec, arrays))]
@@ -406,7 +406,6 @@ def _finite_row(spec: LossSpec, np_module, cls) -> Row:
 
         for dtype, label in ((torch.float64, "torch float64"), (torch.float32, "torch float32")):
             results.append((label, _torch_loss_grads(cls, spec, arrays, dtype)))
-    jax_module = _jax_module(spec)
     if jax_module is not None:
         results += [(f"jax {dtype}", _jax_loss_grads(jax_module, spec, arrays, dtype)) for dtype in ("float64", "float32")]
     for label, (value, grads) in results:
@@ -444,10 +443,11 @@ def _verify_spec(spec: LossSpec, samples: int, seed: int) -> list[Row]:
         _compare_row("numpy float64 vs 30-digit evaluation", TOLERANCES["numpy"], spec, arrays, ours, exact,
                      "numpy", "exact", sides),
     ]
-    jax_rows = _jax_rows(spec, arrays, ours, exact, sides)
+    jax_module = _jax_module(spec)
+    jax_rows = _jax_rows(spec, jax_module, arrays, ours, exact, sides)
     if torch is None:
         return [*rows, *(Row(name, True, float("nan"), 0.0, detail=NEEDS_TORCH, skipped=True) for name in TORCH_ROWS),
-                *jax_rows, _finite_row(spec, np_module, None)]
+                *jax_rows, _finite_row(spec, np_module, None, jax_module)]
     cls = _torch_module(spec)
     t64 = _torch_loss_grads(cls, spec, arrays, torch.float64)
     t32 = _torch_loss_grads(cls, spec, arrays, torch.float32)
@@ -457,7 +457,7 @@ def _verify_spec(spec: LossSpec, samples: int, seed: int) -> list[Row]:
         _compare_row(TORCH_ROWS[1], TOLERANCES["torch32"], spec, arrays, t32, exact, "torch float32", "exact", sides),
         *jax_rows,
         *_gradcheck_rows(spec, cls, seed),
-        _finite_row(spec, np_module, cls),
+        _finite_row(spec, np_module, cls, jax_module),
     ]
 
 
