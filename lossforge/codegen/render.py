@@ -38,7 +38,7 @@ from ..language import axis_ones, axis_size, where
 from ..language.parser import _number
 from ..spec import LossSpec, Var, dumps, loads
 from ..text import inert, one_line
-from . import docs
+from . import docs, layout
 from .forms import cheaper
 from .indices import indexed
 from .printers import JaxLossPrinter, NumpyLossPrinter, TorchLossPrinter, group_sums, guard_where, softmaxes
@@ -486,30 +486,47 @@ def _needed(replacements, exprs) -> tuple[tuple, tuple]:
     return tuple(lines), exprs
 
 
+#: The width a kernel's lines have (they are indented once), and the most a value or gradient that a template
+#: places inside a call may take before it gets a line of its own.
+_ROOM = layout.LINE - len(layout.INDENT)
+_INLINE = 50
+
+
 def _code(printer, replacements, exprs, scaled=False) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """The temporaries as assignment lines, then the printed expressions; with ``scaled``, every expression after
-    the first (the gradients) times ``scale``, the reduction's factor (:func:`_times`)."""
+    the first (the gradients) times ``scale``, the reduction's factor (:func:`_times`). Each spelled as ruff
+    writes it, a line within its width (:func:`lossforge.codegen.layout.fit`)."""
     base = printer.array_names
+    fresh = layout.counter([sym.name for sym, _ in replacements])
+    zero = layout.expression(printer.zero())
+    lines: list[str] = []
+
+    def fitted(text: str, width: int) -> str:
+        hoisted, text = layout.fit(layout.expression(text), width, _ROOM, fresh, zero)
+        lines.extend(f"{name} = {part}" for name, part in hoisted)
+        return text
+
     try:
         with budget.deadline("render"):
-            lines = []
             for sym, value in replacements:
                 budget.tick()
-                lines.append(f"{sym} = {printer.doprint(value)}")
+                lines.append(f"{sym} = {fitted(printer.doprint(value), _ROOM - len(sym.name) - 3)}")
                 if printer._has_arrays(value):  # the temporary varies per element too
                     printer.array_names = printer.array_names | {sym.name}
             budget.tick()
-            printed = [printer.doprint(e) for e in exprs[:1 if scaled else None]]
-            return tuple(lines), (*printed, *(_times(printer, e) for e in exprs[1:] if scaled))
+            printed = [fitted(printer.doprint(e), _INLINE) for e in exprs[:1 if scaled else None]]
+            scaled_grads = [_times(printer, e, fitted) for e in exprs[1:] if scaled]
+            return tuple(lines), (*printed, *scaled_grads)
     finally:
         printer.array_names = base
 
 
-def _times(printer, grad: sympy.Expr) -> str:
+def _times(printer, grad: sympy.Expr, fitted) -> str:
     """A gradient times ``scale`` (the generated ``_times``): its numeric coefficient apart, so that the number and
     the scale multiply as numbers and the array takes one pass (``2*_t0`` scaled by 1/n is ``(2/n)*_t0``)."""
     coefficient, rest = grad.as_coeff_Mul()
-    return f"_times({printer.doprint(coefficient)}, {printer.doprint(rest)}, scale)"
+    number = layout.expression(printer.doprint(coefficient))
+    return f"_times({number}, {fitted(printer.doprint(rest), _INLINE - len(number) - 17)}, scale)"
 
 
 def _prepared(spec: LossSpec, local: tuple[tuple[str, str], ...], index: tuple[str, str] | None = None,
@@ -1001,9 +1018,10 @@ def generate(spec: LossSpec, target: str) -> str:
         "spread": {a.local: t.args[0].local for t in reversed(terms) for a in t.args if a.var.broadcast},
     }
     try:
-        return environment().get_template(tgt.template).render(**context)
+        source = environment().get_template(tgt.template).render(**context)
     except jinja2.TemplateError as exc:
         raise RenderError(f"template {tgt.template} failed for spec {spec.name!r}: {exc}", token=spec.name) from None
+    return layout.module(source)
 
 
 def compile(spec: LossSpec, target: str):  # noqa: A001 - the public name of the contract

@@ -2,7 +2,8 @@
 # Formula: 1 - (2 * sum(p * target) + smooth) / (sum(p) + sum(target) + smooth)
 """Soft Dice loss for segmentation masks.
 
-One minus the smoothed Dice coefficient between a predicted probability mask and a target mask, over the pixel axis.
+One minus the smoothed Dice coefficient between a predicted probability mask and a
+target mask, over the pixel axis.
 
 The per-sample loss is::
 
@@ -16,9 +17,11 @@ With ``reduction="mean"`` (the default) the per-sample losses are averaged over 
 element of the batch; ``"sum"`` adds them up; ``"none"`` returns them unreduced.
 
 Args:
-    reduction (str, optional): ``"mean"`` | ``"sum"`` | ``"none"`` | ``"batchmean"`` (the sum divided by the batch's first dimension). Default: ``"mean"``.
+    reduction (str, optional): ``"mean"`` | ``"sum"`` | ``"none"`` | ``"batchmean"``
+    (the sum divided by the batch's first dimension). Default: ``"mean"``.
     smooth (float, optional): domain [1e-06, 1000000.0]. Default: ``1.0``.
-    validate (bool, optional): check every array and param against its declared domain; a ValueError names the first value outside it. Default: ``False``.
+    validate (bool, optional): check every array and param against its declared domain;
+    a ValueError names the first value outside it. Default: ``False``.
 
 Shape:
     - p: ``(*, C)``: C entries along axis ``pixel``; domain probability.
@@ -26,7 +29,8 @@ Shape:
     - Output: a scalar; ``(*)`` with ``reduction="none"``.
 
 Stable form:
-    smooth > 0 keeps the denominator positive for empty masks (all zeros), so loss and gradient are finite.
+    smooth > 0 keeps the denominator positive for empty masks (all zeros), so loss and
+    gradient are finite.
 
 Reference:
     1 - (2*sum(p*t) + smooth)/(sum(p) + sum(t) + smooth) (Milletari et al. 2016, V-Net)
@@ -44,14 +48,17 @@ PARAMS = {"smooth": 1.0}
 
 
 def _check_shapes(args):
-    """Arrays must agree exactly: one batch shape, one length per axis (no silent broadcasting)."""
+    """Arrays must agree exactly: one batch shape, one length per axis (no silent
+    broadcasting)."""
     first = None
     lengths = {}
     for name, value, axis in args:
         shape = tuple(value.shape)
         if axis is not None:
             if not shape:
-                raise ValueError(f"{name} needs a last dimension (axis {axis!r}), got a scalar")
+                raise ValueError(
+                    f"{name} needs a last dimension (axis {axis!r}), got a scalar"
+                )
             length, shape = shape[-1], shape[:-1]
             seen = lengths.setdefault(axis, (name, length))
             if seen[1] != length:
@@ -68,12 +75,14 @@ def _check_shapes(args):
 
 
 def _rows(shape):
-    """The length of the batch's first dimension (1 for a single sample): what "batchmean" divides by."""
+    """The length of the batch's first dimension (1 for a single sample): what
+    "batchmean" divides by."""
     return shape[0] if len(shape) else 1
 
 
 def _times(coefficient, value, scale):
-    """A gradient, ``coefficient * value``, times ``scale`` (the reduction's factor carried from the forward; None:
+    """A gradient, ``coefficient * value``, times ``scale`` (the reduction's factor
+    carried from the forward; None:
     none): the two numbers multiply first, so that the array takes one pass."""
     if scale is None:
         return value if coefficient == 1 else coefficient * value
@@ -82,23 +91,49 @@ def _times(coefficient, value, scale):
 
 def _check_reduction(reduction):
     if reduction not in _REDUCTIONS:
-        raise ValueError(f"reduction must be one of {', '.join(map(repr, _REDUCTIONS))}, got {reduction!r}")
+        raise ValueError(
+            f"reduction must be one of {', '.join(map(repr, _REDUCTIONS))}, got {reduction!r}"
+        )
 
 
 _VALIDATED = "checked because validate=True; pass validate=False to skip the check"
 
 
 def _outside(name, value, index, domain, why=_VALIDATED):
-    """The error for an element (at ``index``) of ``value`` outside its declared domain."""
+    """The error for an element (at ``index``) of ``value`` outside its declared
+    domain."""
     where = f"{name}[{', '.join(map(str, index))}]" if index else name
-    raise ValueError(f"{where} = {float(value[tuple(index)])!r} is outside its domain: {domain[0]} ({why})")
+    raise ValueError(
+        f"{where} = {float(value[tuple(index)])!r} is outside its domain: {domain[0]} ({why})"
+    )
 
 
 def _validate(p, target, smooth, indexed):
-    """Each array and param in its declared domain (``validate=True``); class indices are checked by ``_prepare``."""
-    _check_domain("p", p, ("a number in [0, 1], both ends included", 0.0, 1.0, False, False, None, False))
-    _check_domain("target", target, ("a number in [0, 1], both ends included", 0.0, 1.0, False, False, None, False))
-    _check_domain("smooth", smooth, ("a real number in [1e-06, 1000000.0]", 1e-06, 1000000.0, False, False, None, False))
+    """Each array and param in its declared domain (``validate=True``); class indices
+    are checked by ``_prepare``."""
+    _check_domain(
+        "p",
+        p,
+        ("a number in [0, 1], both ends included", 0.0, 1.0, False, False, None, False),
+    )
+    _check_domain(
+        "target",
+        target,
+        ("a number in [0, 1], both ends included", 0.0, 1.0, False, False, None, False),
+    )
+    _check_domain(
+        "smooth",
+        smooth,
+        (
+            "a real number in [1e-06, 1000000.0]",
+            1e-06,
+            1000000.0,
+            False,
+            False,
+            None,
+            False,
+        ),
+    )
 
 
 def _fill(value, shape):
@@ -108,9 +143,12 @@ def _fill(value, shape):
 
 
 def _reduce(value, reduction, keep=None, counts=None):
-    """The per-sample losses reduced as torch does: the mean of an empty batch is NaN, its sum 0; "batchmean" is
-    the sum over the batch's first dimension (NaN where it is empty). ``keep`` (where given) marks the samples
-    that count (the others give 0), ``counts`` their weights in the mean (where given; else one each)."""
+    """The per-sample losses reduced as torch does: the mean of an empty batch is NaN,
+    its sum 0; "batchmean" is
+    the sum over the batch's first dimension (NaN where it is empty). ``keep`` (where
+    given) marks the samples
+    that count (the others give 0), ``counts`` their weights in the mean (where
+    given; else one each)."""
     if keep is not None:
         value = np.where(keep, value, 0.0)
     if reduction == "none":
@@ -122,15 +160,18 @@ def _reduce(value, reduction, keep=None, counts=None):
 
 
 def _scale(shape, reduction, factor, keep=None, counts=None):
-    """The gradient of the reduced loss with respect to each sample's loss, for a term weighted by ``factor`` (0
+    """The gradient of the reduced loss with respect to each sample's loss, for a term
+    weighted by ``factor`` (0
     for a sample left out); one value for all samples where every sample counts once."""
     count = _count(shape, reduction, keep, counts)
-    scale = factor / count if count else factor  # an empty batch (or none counted): any finite scale will do
+    # an empty batch (or none counted): any finite scale will do
+    scale = factor / count if count else factor
     return scale if keep is None else np.where(keep, scale, 0.0)
 
 
 def _count(shape, reduction, keep=None, counts=None):
-    """What the reduction divides the summed losses by: 1, the samples (or their weights), or the rows."""
+    """What the reduction divides the summed losses by: 1, the samples (or their
+    weights), or the rows."""
     if reduction == "mean":
         return counts.sum() if counts is not None else keep.sum() if keep is not None else int(np.prod(shape))
     return _rows(shape) if reduction == "batchmean" else 1
@@ -138,24 +179,30 @@ def _count(shape, reduction, keep=None, counts=None):
 
 
 def _check_domain(name, value, domain, why=_VALIDATED):
-    """``validate=True``: every element of ``value`` in its declared domain, else a ValueError naming one that is not.
+    """``validate=True``: every element of ``value`` in its declared domain, else a
+    ValueError naming one that is not.
 
-    ``domain`` is ``(description, lo, hi, lo_open, hi_open, members or None, rows sum to one)``;
+    ``domain`` is ``(description, lo, hi, lo_open, hi_open, members or None, rows sum to
+    one)``;
     NaN is in no domain.
     """
     _, lo, hi, lo_open, hi_open, members, sums_to_one = domain
     value = np.asarray(value, dtype=np.float64)
     if members is None and not sums_to_one and value.size:
-        low, high = value.min(), value.max()  # no batch-sized temporaries; a NaN makes both NaN
+        # no batch-sized temporaries; a NaN makes both NaN
+        low, high = value.min(), value.max()
         ok = (low > lo if lo_open else low >= lo) and (high < hi if hi_open else high <= hi)
     else:
         ok = _inside(value, domain).all()
     if not ok:
-        _outside(name, value, np.argwhere(~_inside(value, domain))[0].tolist(), domain, why)
+        _outside(
+            name, value, np.argwhere(~_inside(value, domain))[0].tolist(), domain, why
+        )
 
 
 def _inside(value, domain):
-    """Whether each element of ``value`` lies in ``domain`` (a discrete domain's members lie within its bounds)."""
+    """Whether each element of ``value`` lies in ``domain`` (a discrete domain's
+    members lie within its bounds)."""
     _, lo, hi, lo_open, hi_open, members, sums_to_one = domain
     if members is not None:
         inside = value == members[0]
@@ -169,8 +216,10 @@ def _inside(value, domain):
 
 
 def _prepare(p, target):
-    """Arrays as float64 (one-hot targets from class indices), axes last, shapes checked; whether the one-hot
-    target is class indices, and which samples count with what weight (None: all, once)."""
+    """Arrays as float64 (one-hot targets from class indices), axes last, shapes
+    checked; whether the one-hot
+    target is class indices, and which samples count with what weight (None: all,
+    once)."""
     keep = counts = None
     p = np.asarray(p, dtype=np.float64)
     target = np.asarray(target, dtype=np.float64)
@@ -183,7 +232,10 @@ def _prepare(p, target):
 def _dice_value(p, target, smooth):
     """Per-sample loss."""
     batch = p.shape[:-1]
-    return _fill(1 - (2*np.sum(p*target, axis=-1, keepdims=True) + smooth)/((np.sum(p, axis=-1, keepdims=True) + np.sum(target, axis=-1, keepdims=True)) + smooth), batch + (1,))[..., 0]
+    _t2 = np.sum(p, axis=-1, keepdims=True) + np.sum(target, axis=-1, keepdims=True)
+    _t1 = _t2 + smooth
+    _t0 = (2 * np.sum(p * target, axis=-1, keepdims=True) + smooth) / _t1
+    return _fill(1 - _t0, batch + (1,))[..., 0]
 
 
 def _dice_value_and_grads(p, target, smooth, *, scale=None):
@@ -192,17 +244,20 @@ def _dice_value_and_grads(p, target, smooth, *, scale=None):
     batch = p.shape[:-1]
     if scale is not None and np.ndim(scale):  # one per sample: along the axis too
         scale = scale[..., None]
-    _t0 = 2*np.sum(p*target, axis=-1, keepdims=True) + smooth
-    _t1 = (np.sum(p, axis=-1, keepdims=True) + np.sum(target, axis=-1, keepdims=True)) + smooth
-    _t2 = 1/_t1
-    value = _fill(1 - _t0*_t2, batch + (1,))[..., 0]
+    _t0 = 2 * np.sum(p * target, axis=-1, keepdims=True) + smooth
+    _t3 = np.sum(p, axis=-1, keepdims=True) + np.sum(target, axis=-1, keepdims=True)
+    _t1 = _t3 + smooth
+    _t2 = 1 / _t1
+    _t4 = _t2 * (_t0 / _t1)
+    value = _fill(1 - _t0 * _t2, batch + (1,))[..., 0]
     grads = (
-        _fill(_times(1, _t2*(_t0 / _t1) - 2*_t2*target, scale), p.shape),
+        _fill(_times(1, _t4 - 2 * _t2 * target, scale), p.shape),
     )
     return value, grads
 
 
-#: Each term's (value, value-and-gradients) functions, by (term, whether the one-hot target is class indices).
+#: Each term's (value, value-and-gradients) functions, by (term, whether the one-hot
+#: target is class indices).
 _FUNCTIONS = {
     ("dice", False): (_dice_value, _dice_value_and_grads),
 }

@@ -2,7 +2,8 @@
 # Formula: (pred - target)**2
 """Mean squared error: the squared residual, averaged.
 
-Squared error between a prediction and its target. Convex and smooth, but its gradient grows with the residual, so outliers dominate training.
+Squared error between a prediction and its target. Convex and smooth, but its gradient
+grows with the residual, so outliers dominate training.
 
 The per-sample loss is::
 
@@ -12,8 +13,10 @@ With ``reduction="mean"`` (the default) the per-sample losses are averaged over 
 element of the batch; ``"sum"`` adds them up; ``"none"`` returns them unreduced.
 
 Args:
-    reduction (str, optional): ``"mean"`` | ``"sum"`` | ``"none"`` | ``"batchmean"`` (the sum divided by the batch's first dimension). Default: ``"mean"``.
-    validate (bool, optional): check every array and param against its declared domain; a ValueError names the first value outside it. Default: ``False``.
+    reduction (str, optional): ``"mean"`` | ``"sum"`` | ``"none"`` | ``"batchmean"``
+    (the sum divided by the batch's first dimension). Default: ``"mean"``.
+    validate (bool, optional): check every array and param against its declared domain;
+    a ValueError names the first value outside it. Default: ``False``.
 
 Shape:
     - pred: ``(*)``, any batch shape; domain real.
@@ -21,7 +24,8 @@ Shape:
     - Output: a scalar; ``(*)`` with ``reduction="none"``.
 
 Stable form:
-    A polynomial: finite for every finite input whose square is finite (|residual| < 1.3e154 in float64, 1.8e19 in float32).
+    A polynomial: finite for every finite input whose square is finite (|residual| <
+    1.3e154 in float64, 1.8e19 in float32).
 
 Reference:
     torch.nn.functional.mse_loss
@@ -39,14 +43,17 @@ PARAMS = {}
 
 
 def _check_shapes(args):
-    """Arrays must agree exactly: one batch shape, one length per axis (no silent broadcasting)."""
+    """Arrays must agree exactly: one batch shape, one length per axis (no silent
+    broadcasting)."""
     first = None
     lengths = {}
     for name, value, axis in args:
         shape = tuple(value.shape)
         if axis is not None:
             if not shape:
-                raise ValueError(f"{name} needs a last dimension (axis {axis!r}), got a scalar")
+                raise ValueError(
+                    f"{name} needs a last dimension (axis {axis!r}), got a scalar"
+                )
             length, shape = shape[-1], shape[:-1]
             seen = lengths.setdefault(axis, (name, length))
             if seen[1] != length:
@@ -63,12 +70,14 @@ def _check_shapes(args):
 
 
 def _rows(shape):
-    """The length of the batch's first dimension (1 for a single sample): what "batchmean" divides by."""
+    """The length of the batch's first dimension (1 for a single sample): what
+    "batchmean" divides by."""
     return shape[0] if len(shape) else 1
 
 
 def _times(coefficient, value, scale):
-    """A gradient, ``coefficient * value``, times ``scale`` (the reduction's factor carried from the forward; None:
+    """A gradient, ``coefficient * value``, times ``scale`` (the reduction's factor
+    carried from the forward; None:
     none): the two numbers multiply first, so that the array takes one pass."""
     if scale is None:
         return value if coefficient == 1 else coefficient * value
@@ -77,22 +86,52 @@ def _times(coefficient, value, scale):
 
 def _check_reduction(reduction):
     if reduction not in _REDUCTIONS:
-        raise ValueError(f"reduction must be one of {', '.join(map(repr, _REDUCTIONS))}, got {reduction!r}")
+        raise ValueError(
+            f"reduction must be one of {', '.join(map(repr, _REDUCTIONS))}, got {reduction!r}"
+        )
 
 
 _VALIDATED = "checked because validate=True; pass validate=False to skip the check"
 
 
 def _outside(name, value, index, domain, why=_VALIDATED):
-    """The error for an element (at ``index``) of ``value`` outside its declared domain."""
+    """The error for an element (at ``index``) of ``value`` outside its declared
+    domain."""
     where = f"{name}[{', '.join(map(str, index))}]" if index else name
-    raise ValueError(f"{where} = {float(value[tuple(index)])!r} is outside its domain: {domain[0]} ({why})")
+    raise ValueError(
+        f"{where} = {float(value[tuple(index)])!r} is outside its domain: {domain[0]} ({why})"
+    )
 
 
 def _validate(pred, target, indexed):
-    """Each array in its declared domain (``validate=True``); class indices are checked by ``_prepare``."""
-    _check_domain("pred", pred, ("any finite real number", -float("inf"), float("inf"), True, True, None, False))
-    _check_domain("target", target, ("any finite real number", -float("inf"), float("inf"), True, True, None, False))
+    """Each array in its declared domain (``validate=True``); class indices are
+    checked by ``_prepare``."""
+    _check_domain(
+        "pred",
+        pred,
+        (
+            "any finite real number",
+            -float("inf"),
+            float("inf"),
+            True,
+            True,
+            None,
+            False,
+        ),
+    )
+    _check_domain(
+        "target",
+        target,
+        (
+            "any finite real number",
+            -float("inf"),
+            float("inf"),
+            True,
+            True,
+            None,
+            False,
+        ),
+    )
 
 
 def _fill(value, shape):
@@ -102,9 +141,12 @@ def _fill(value, shape):
 
 
 def _reduce(value, reduction, keep=None, counts=None):
-    """The per-sample losses reduced as torch does: the mean of an empty batch is NaN, its sum 0; "batchmean" is
-    the sum over the batch's first dimension (NaN where it is empty). ``keep`` (where given) marks the samples
-    that count (the others give 0), ``counts`` their weights in the mean (where given; else one each)."""
+    """The per-sample losses reduced as torch does: the mean of an empty batch is NaN,
+    its sum 0; "batchmean" is
+    the sum over the batch's first dimension (NaN where it is empty). ``keep`` (where
+    given) marks the samples
+    that count (the others give 0), ``counts`` their weights in the mean (where
+    given; else one each)."""
     if keep is not None:
         value = np.where(keep, value, 0.0)
     if reduction == "none":
@@ -116,15 +158,18 @@ def _reduce(value, reduction, keep=None, counts=None):
 
 
 def _scale(shape, reduction, factor, keep=None, counts=None):
-    """The gradient of the reduced loss with respect to each sample's loss, for a term weighted by ``factor`` (0
+    """The gradient of the reduced loss with respect to each sample's loss, for a term
+    weighted by ``factor`` (0
     for a sample left out); one value for all samples where every sample counts once."""
     count = _count(shape, reduction, keep, counts)
-    scale = factor / count if count else factor  # an empty batch (or none counted): any finite scale will do
+    # an empty batch (or none counted): any finite scale will do
+    scale = factor / count if count else factor
     return scale if keep is None else np.where(keep, scale, 0.0)
 
 
 def _count(shape, reduction, keep=None, counts=None):
-    """What the reduction divides the summed losses by: 1, the samples (or their weights), or the rows."""
+    """What the reduction divides the summed losses by: 1, the samples (or their
+    weights), or the rows."""
     if reduction == "mean":
         return counts.sum() if counts is not None else keep.sum() if keep is not None else int(np.prod(shape))
     return _rows(shape) if reduction == "batchmean" else 1
@@ -132,24 +177,30 @@ def _count(shape, reduction, keep=None, counts=None):
 
 
 def _check_domain(name, value, domain, why=_VALIDATED):
-    """``validate=True``: every element of ``value`` in its declared domain, else a ValueError naming one that is not.
+    """``validate=True``: every element of ``value`` in its declared domain, else a
+    ValueError naming one that is not.
 
-    ``domain`` is ``(description, lo, hi, lo_open, hi_open, members or None, rows sum to one)``;
+    ``domain`` is ``(description, lo, hi, lo_open, hi_open, members or None, rows sum to
+    one)``;
     NaN is in no domain.
     """
     _, lo, hi, lo_open, hi_open, members, sums_to_one = domain
     value = np.asarray(value, dtype=np.float64)
     if members is None and not sums_to_one and value.size:
-        low, high = value.min(), value.max()  # no batch-sized temporaries; a NaN makes both NaN
+        # no batch-sized temporaries; a NaN makes both NaN
+        low, high = value.min(), value.max()
         ok = (low > lo if lo_open else low >= lo) and (high < hi if hi_open else high <= hi)
     else:
         ok = _inside(value, domain).all()
     if not ok:
-        _outside(name, value, np.argwhere(~_inside(value, domain))[0].tolist(), domain, why)
+        _outside(
+            name, value, np.argwhere(~_inside(value, domain))[0].tolist(), domain, why
+        )
 
 
 def _inside(value, domain):
-    """Whether each element of ``value`` lies in ``domain`` (a discrete domain's members lie within its bounds)."""
+    """Whether each element of ``value`` lies in ``domain`` (a discrete domain's
+    members lie within its bounds)."""
     _, lo, hi, lo_open, hi_open, members, sums_to_one = domain
     if members is not None:
         inside = value == members[0]
@@ -163,8 +214,10 @@ def _inside(value, domain):
 
 
 def _prepare(pred, target):
-    """Arrays as float64 (one-hot targets from class indices), axes last, shapes checked; whether the one-hot
-    target is class indices, and which samples count with what weight (None: all, once)."""
+    """Arrays as float64 (one-hot targets from class indices), axes last, shapes
+    checked; whether the one-hot
+    target is class indices, and which samples count with what weight (None: all,
+    once)."""
     keep = counts = None
     pred = np.asarray(pred, dtype=np.float64)
     target = np.asarray(target, dtype=np.float64)
@@ -177,7 +230,7 @@ def _prepare(pred, target):
 def _mse_value(pred, target):
     """Per-sample loss."""
     batch = pred.shape
-    return _fill((pred - target)**2, batch)
+    return _fill((pred - target) ** 2, batch)
 
 
 def _mse_value_and_grads(pred, target, *, scale=None):
@@ -192,7 +245,8 @@ def _mse_value_and_grads(pred, target, *, scale=None):
     return value, grads
 
 
-#: Each term's (value, value-and-gradients) functions, by (term, whether the one-hot target is class indices).
+#: Each term's (value, value-and-gradients) functions, by (term, whether the one-hot
+#: target is class indices).
 _FUNCTIONS = {
     ("mse", False): (_mse_value, _mse_value_and_grads),
 }

@@ -1,0 +1,495 @@
+"""Generated code laid out as ``ruff format`` lays it out (line length 88), and no line longer.
+
+Three pure functions on generated text, the last step of rendering:
+
+* :func:`expression` spaces one printed expression as ruff does (``a * b``,
+  ``x**2`` but ``f(x) ** 2``, ``-(x**2)``, ``x[a + 1 :]``), from Python's own
+  parse of it, with the fewest parentheses that keep its tree: the printers
+  write SymPy's compact spelling, and ruff's spacing is a property of Python
+  source, not of the mathematics.
+* :func:`fit` keeps an assignment within its width by giving its largest
+  subexpressions names of their own, each computed on the line before (never
+  out of a ``lambda``, a conditional's branch or the right of ``and``/``or``,
+  which may not run). A left-nested chain such as a long sum is cut into
+  prefixes, so that the order of evaluation, and every rounding, is unchanged.
+* :func:`module` splits each remaining line over 88 characters at its brackets,
+  one item per line with a trailing comma (ruff keeps such a split: the "magic"
+  trailing comma), or, where the brackets end the line and their items fit on
+  one line, those items on one indented line (ruff's own choice there); wraps
+  long comments and docstring lines at spaces. What it cannot split (a long
+  string or name) it leaves, and the tests that run ruff on the generated code
+  say where.
+
+Nothing here reads user text: the input is source the renderer made, whose user
+strings already went through :func:`lossforge.text.inert`.
+"""
+
+from __future__ import annotations
+
+import ast
+import copy
+import io
+import itertools
+import keyword
+import re
+import textwrap
+import tokenize
+from collections.abc import Callable, Iterator
+
+LINE = 88  #: ruff's default line length
+INDENT = "    "
+
+# Python's binding strengths, loosest first (the grammar's order; ``await`` and atoms above ``**``).
+_LAMBDA, _IFEXP, _OR, _AND, _NOT, _COMPARE, _BOR, _BXOR, _BAND, _SHIFT, _ARITH, _TERM, _UNARY, _POWER, _ATOM = (
+    range(15))
+_BINARY = {
+    ast.BitOr: ("|", _BOR), ast.BitXor: ("^", _BXOR), ast.BitAnd: ("&", _BAND),
+    ast.LShift: ("<<", _SHIFT), ast.RShift: (">>", _SHIFT), ast.Add: ("+", _ARITH), ast.Sub: ("-", _ARITH),
+    ast.Mult: ("*", _TERM), ast.Div: ("/", _TERM), ast.FloorDiv: ("//", _TERM), ast.Mod: ("%", _TERM),
+    ast.MatMult: ("@", _TERM), ast.Pow: ("**", _POWER),
+}
+_UNARY_OPS = {ast.USub: "-", ast.UAdd: "+", ast.Invert: "~", ast.Not: "not "}
+_COMPARE_OPS = {
+    ast.Eq: "==", ast.NotEq: "!=", ast.Lt: "<", ast.LtE: "<=", ast.Gt: ">", ast.GtE: ">=",
+    ast.Is: "is", ast.IsNot: "is not", ast.In: "in", ast.NotIn: "not in",
+}
+
+
+def expression(text: str) -> str:
+    """``text``, one Python expression, spelled as ruff formats it on one line."""
+    return _Spelling(text).of(ast.parse(text.strip(), mode="eval").body)
+
+
+class _Spelling:
+    """The ruff spelling of the nodes of one parsed expression (its literals keep their source text)."""
+
+    def __init__(self, source: str):
+        self.source = source.strip()
+
+    def of(self, node: ast.expr, least: int = _LAMBDA, operand: bool = False) -> str:
+        """``node``'s text, parenthesized if it binds more loosely than ``least``, or if it is an ``operand`` (of an
+        operator, not of a call) that its source parenthesized: ``(1/2)*x`` keeps its grouping, as ruff keeps it."""
+        text, strength = self._spell(node)
+        return f"({text})" if strength < least or (operand and self._parenthesized(node)) else text
+
+    def _parenthesized(self, node: ast.expr) -> bool:
+        if getattr(node, "end_col_offset", None) is None or node.lineno != node.end_lineno:
+            return False
+        return (self.source[: node.col_offset].rstrip().endswith("(")
+                and self.source[node.end_col_offset:].lstrip().startswith(")"))
+
+    def _spell(self, node: ast.expr) -> tuple[str, int]:
+        match node:
+            case ast.Name(id=name):
+                return name, _ATOM
+            case ast.Constant(value=value):
+                return self._constant(node, value), _ATOM
+            case ast.Attribute(value=base, attr=attr):
+                inner = self.of(base, _ATOM)
+                if isinstance(base, ast.Constant) and isinstance(base.value, int):
+                    inner = f"({inner})"  # 1 .real
+                return f"{inner}.{attr}", _ATOM
+            case ast.Call(func=func, args=args, keywords=keywords):
+                items = [self.of(a) for a in args] + [self._keyword(k) for k in keywords]
+                return f"{self.of(func, _ATOM)}({', '.join(items)})", _ATOM
+            case ast.Subscript(value=base, slice=index):
+                return f"{self.of(base, _ATOM)}[{self._index(index)}]", _ATOM
+            case ast.Starred(value=value):
+                return f"*{self.of(value, _BOR)}", _ATOM
+            case ast.Tuple(elts=elts):
+                inner = ", ".join(self.of(e) for e in elts)
+                return f"({inner},)" if len(elts) == 1 else f"({inner})", _ATOM
+            case ast.List(elts=elts):
+                return f"[{', '.join(self.of(e) for e in elts)}]", _ATOM
+            case ast.Dict(keys=keys, values=values):
+                pairs = (f"{self.of(k)}: {self.of(v)}" if k is not None else f"**{self.of(v, _BOR)}"
+                         for k, v in zip(keys, values, strict=True))
+                return f"{{{', '.join(pairs)}}}", _ATOM
+            case ast.BinOp(left=left, op=op, right=right):
+                return self._binary(left, op, right)
+            case ast.UnaryOp(op=op, operand=operand):
+                if isinstance(op, ast.Not):
+                    least = _NOT
+                elif _is_power(operand) or isinstance(operand, ast.UnaryOp):
+                    least = _ATOM  # -(x**2) as ruff writes it; -(-x) rather than --x
+                else:
+                    least = _UNARY
+                if isinstance(op, ast.Not) and _is_power(operand):
+                    least = _ATOM
+                spelled = self.of(operand, least, operand=True)
+                return f"{_UNARY_OPS[type(op)]}{spelled}", _NOT if isinstance(op, ast.Not) else _UNARY
+            case ast.BoolOp(op=op, values=values):
+                strength = _AND if isinstance(op, ast.And) else _OR
+                word = " and " if strength == _AND else " or "
+                return word.join(self.of(v, strength + 1, operand=True) for v in values), strength
+            case ast.Compare(left=left, ops=ops, comparators=comparators):
+                parts = [self.of(left, _COMPARE + 1, operand=True)]
+                for op, right in zip(ops, comparators, strict=True):
+                    parts += [_COMPARE_OPS[type(op)], self.of(right, _COMPARE + 1, operand=True)]
+                return " ".join(parts), _COMPARE
+            case ast.IfExp(test=test, body=body, orelse=orelse):
+                return (f"{self.of(body, _IFEXP + 1)} if {self.of(test, _IFEXP + 1)} else {self.of(orelse, _IFEXP)}",
+                        _IFEXP)
+            case ast.Lambda(args=arguments, body=body):
+                head = "lambda" + (f" {ast.unparse(arguments)}" if ast.unparse(arguments) else "")
+                return f"{head}: {self.of(body)}", _LAMBDA
+        return ast.get_source_segment(self.source, node) or ast.unparse(node), _LAMBDA  # kept as written
+
+    def _constant(self, node: ast.Constant, value: object) -> str:
+        if value is Ellipsis:
+            return "..."
+        written = ast.get_source_segment(self.source, node) or repr(value)
+        if isinstance(value, str) and written[:1] == "'" and '"' not in value:
+            return '"' + written[1:-1] + '"'  # ruff's double quotes
+        return written
+
+    def _keyword(self, k: ast.keyword) -> str:
+        return f"**{self.of(k.value, _BOR)}" if k.arg is None else f"{k.arg}={self.of(k.value)}"
+
+    def _index(self, index: ast.expr) -> str:
+        if isinstance(index, ast.Tuple) and index.elts:
+            inner = ", ".join(self._slice(e) for e in index.elts)
+            return inner + "," if len(index.elts) == 1 else inner
+        return self._slice(index)
+
+    def _slice(self, node: ast.expr) -> str:
+        if not isinstance(node, ast.Slice):
+            return self.of(node)
+        bounds = [node.lower, node.upper] + ([node.step] if node.step else [])
+        parts = ["" if b is None else self.of(b) for b in bounds]
+        if all(b is None or _is_simple(b, attributes=False) for b in bounds):
+            return ":".join(parts)
+        # ruff's spaced colon for a complex bound, with no space beside an omitted one
+        text = parts[0]
+        for part in parts[1:]:
+            text = (text + " :" if text else ":") + (f" {part}" if part else "")
+        return text
+
+    def _binary(self, left: ast.expr, op: ast.operator, right: ast.expr) -> tuple[str, int]:
+        symbol, strength = _BINARY[type(op)]
+        if strength == _POWER:  # right-associative; a unary operand binds on its right
+            a, b = self.of(left, _POWER + 1, operand=True), self.of(right, _UNARY, operand=True)
+            hug = _is_simple(left) and _is_simple(right) and a[0] != "(" and b[0] != "("
+            if isinstance(right, ast.UnaryOp) and _is_power(right.operand):
+                hug = False  # x ** -(y**z)
+            return (f"{a}**{b}" if hug else f"{a} ** {b}"), _POWER
+        return f"{self.of(left, strength, operand=True)} {symbol} {self.of(right, strength + 1, operand=True)}", strength
+
+
+def _is_power(node: ast.expr) -> bool:
+    return isinstance(node, ast.BinOp) and isinstance(node.op, ast.Pow)
+
+
+def _is_simple(node: ast.expr, attributes: bool = True) -> bool:
+    """A name, number or constant (an attribute chain of names too, for ``**``), with any unary sign: what ruff
+    writes ``**`` beside with no spaces, and a slice's colon beside with none."""
+    match node:
+        case ast.Name() | ast.Constant(value=int() | float() | complex() | bool() | None):
+            return not isinstance(getattr(node, "value", 0), str)
+        case ast.Attribute(value=base):
+            return attributes and _is_simple(base)
+        case ast.UnaryOp(op=ast.USub() | ast.UAdd() | ast.Invert(), operand=operand):
+            return _is_simple(operand, attributes) and not _is_power(operand)
+        case ast.BinOp(op=ast.Pow(), left=left, right=right):
+            return attributes and _is_simple(left) and _is_simple(right)  # x**2**y: one hugged chain
+    return False
+
+
+# -- fit: an assignment within its width -------------------------------------------------------------------------
+
+
+def fit(text: str, width: int, room: int, fresh: Callable[[], str], zero: str = "0") -> tuple[list[tuple[str, str]], str]:
+    """``text`` (a spelled expression) within ``width`` characters: the assignments it needs first, in the order
+    they run, each ``name = value`` within ``room`` characters (names from ``fresh``), and what is left of it.
+
+    A part of one branch of ``_choose(cond, lambda: a, lambda: b)`` (the generated select on params, which runs
+    the branch it picks) is computed under the same select, ``zero`` (the target's number 0) on the other side:
+    what only that branch reads is never computed where the select does not run it."""
+    if len(text) <= width:
+        return [], text
+    tree = ast.parse(text, mode="eval").body
+    spelling = _Spelling(text)  # the nodes keep their places in it: literals keep their text
+    lines: list[tuple[str, str]] = []
+    while len(text) > width:
+        found = max(_candidates(tree), key=lambda c: len(spelling.of(c[0])), default=None)
+        if found is None:
+            break
+        node, guards = found
+        known = {spelling.of(test): side for test, side in guards}
+        part = spelling.of(_decided(copy.deepcopy(node), known, spelling))
+        for test, side in reversed(guards):
+            branches = (part, zero) if side else (zero, part)
+            part = f"_choose({spelling.of(test)}, lambda: {branches[0]}, lambda: {branches[1]})"
+        name = fresh()
+        inner, part = fit(part, room - len(name) - 3, room, fresh, zero)
+        lines += [*inner, (name, part)]
+        tree = _Replace(node, name).visit(tree)
+        text = spelling.of(tree)
+    return lines, text
+
+
+def _select(node: ast.AST) -> tuple[ast.expr, ast.expr, ast.expr] | None:
+    """``_choose(test, lambda: a, lambda: b)``'s test and branches, or None for any other node."""
+    match node:
+        case ast.Call(func=ast.Name(id="_choose"), args=[test, ast.Lambda() as a, ast.Lambda() as b], keywords=[]):
+            if not (a.args.args or a.args.vararg or b.args.args or b.args.vararg):
+                return test, a.body, b.body
+    return None
+
+
+def _decided(node: ast.expr, known: dict[str, bool], spelling: _Spelling) -> ast.expr:
+    """``node`` with each select whose test ``known`` decides (by its text) replaced by the branch it takes; the
+    branches of the others decide their own test within them."""
+    found = _select(node)
+    if found is not None:
+        test, a, b = found
+        side = known.get(spelling.of(test))
+        if side is not None:
+            return _decided(a if side else b, known, spelling)
+        node.args[1].body = _decided(a, {**known, spelling.of(test): True}, spelling)
+        node.args[2].body = _decided(b, {**known, spelling.of(test): False}, spelling)
+        return node
+    for field, value in ast.iter_fields(node):
+        if isinstance(value, ast.expr):
+            setattr(node, field, _decided(value, known, spelling))
+        elif isinstance(value, list):
+            setattr(node, field, [_decided(v, known, spelling) if isinstance(v, ast.expr) else v for v in value])
+    return node
+
+
+#: What a guarded part may not be: a truth value (its other side would be a number, not false).
+_TRUTHS = (ast.Compare, ast.BoolOp)
+_TRUTH_OPS = (ast.BitAnd, ast.BitOr, ast.BitXor, ast.Not, ast.Invert)
+
+
+def _candidates(node: ast.AST, guards: tuple = (), root: bool = True) -> Iterator[tuple[ast.expr, tuple]]:
+    """The subexpressions of ``node`` that may be computed first, each with the selects it lies under (the test
+    and the side): evaluated always, or under a select; not bare names or numbers, nor a truth value under one."""
+    truth = isinstance(node, _TRUTHS) or isinstance(getattr(node, "op", None), _TRUTH_OPS)
+    if not root and isinstance(node, ast.expr) and not isinstance(
+            node, (ast.Name, ast.Constant, ast.Starred, ast.Slice, ast.Lambda)) and not _is_simple(node) and not (
+            guards and truth):
+        yield node, guards
+    select = _select(node)
+    if select is not None:
+        test, a, b = select
+        yield from _candidates(test, guards, False)
+        yield from _candidates(a, (*guards, (test, True)), True)
+        yield from _candidates(b, (*guards, (test, False)), True)
+        return
+    match node:
+        case ast.Lambda() | ast.ListComp() | ast.GeneratorExp() | ast.SetComp() | ast.DictComp():
+            return  # may not run (or runs with names of its own)
+        case ast.IfExp(test=test):
+            yield from _candidates(test, guards, False)
+            return
+        case ast.BoolOp(values=[first, *_]):
+            yield from _candidates(first, guards, False)
+            return
+        case ast.Subscript(value=base, slice=index):
+            yield from _candidates(base, guards, False)
+            for part in index.elts if isinstance(index, ast.Tuple) else [index]:
+                yield from _candidates(part, guards, isinstance(part, ast.Slice))
+            return
+        case ast.Call(func=func):
+            children = [*node.args, *(k.value for k in node.keywords)]
+            if not isinstance(func, (ast.Name, ast.Attribute)):
+                children.insert(0, func)
+            for child in children:
+                yield from _candidates(child, guards, False)
+            return
+    for child in ast.iter_child_nodes(node):
+        if isinstance(child, ast.expr):
+            yield from _candidates(child, guards, False)
+
+
+class _Replace(ast.NodeTransformer):
+    def __init__(self, node: ast.AST, name: str):
+        self.node, self.name = node, name
+
+    def visit(self, node: ast.AST) -> ast.AST:
+        if node is self.node:
+            return ast.Name(id=self.name, ctx=ast.Load())
+        return super().visit(node)
+
+
+def counter(names: Iterator[str] | list[str], prefix: str = "_t") -> Callable[[], str]:
+    """Fresh names ``_t<n>`` after the largest ``n`` among ``names``."""
+    taken = [int(m.group(1)) for n in names if (m := re.fullmatch(re.escape(prefix) + r"(\d+)", n))]
+    numbers = itertools.count(max(taken, default=-1) + 1)
+    return lambda: f"{prefix}{next(numbers)}"
+
+
+# -- module: split what is still too long ------------------------------------------------------------------------
+
+
+def module(source: str) -> str:
+    """``source`` (a whole generated module) with each line over :data:`LINE` split or wrapped (see the module
+    docstring); every other line as it was."""
+    prose = _docstring_lines(source)
+    out: list[str] = []
+    for number, line in enumerate(source.split("\n"), 1):
+        if len(line) <= LINE:
+            out.append(line)
+        elif number in prose:
+            out.extend(_wrap_prose(line))
+        elif line.lstrip().startswith("#"):
+            out.extend(_wrap_comment(line))
+        else:
+            out.extend(_split(line))
+    return "\n".join(out)
+
+
+def _docstring_lines(source: str) -> set[int]:
+    """The lines (1-based) that lie within a triple-quoted string, its first line included."""
+    inside: set[int] = set()
+    for token in tokenize.generate_tokens(io.StringIO(source).readline):
+        if token.type == tokenize.STRING and token.string.startswith('"""'):
+            inside.update(range(token.start[0], token.end[0] + 1))
+    return inside
+
+
+def _wrap_prose(line: str) -> list[str]:
+    """A docstring line within the line length, at spaces: a literal block's continuation four spaces in; a
+    doctest line (``>>>``), or one with no space to break at, left whole."""
+    stripped = line.lstrip()
+    indent = line[: len(line) - len(stripped)]
+    head = '"""' if stripped.startswith('"""') else ""
+    tail = '"""' if len(stripped) > 3 and stripped.endswith('"""') else ""
+    body = stripped[len(head): len(stripped) - len(tail)]
+    if body.startswith((">>>", "... ")) or " " not in body.strip():
+        return [line]
+    pieces = textwrap.wrap(head + body, LINE - len(indent) - len(tail), break_long_words=False, break_on_hyphens=False,
+                           subsequent_indent=INDENT if not head and _literal(line) else "")
+    pieces[-1] += tail
+    return [indent + p for p in pieces]
+
+
+def _literal(line: str) -> bool:
+    """Whether a docstring line is code in a literal block (indented past the docstring's own margin)."""
+    return len(line) - len(line.lstrip()) > 4 and not line.lstrip().startswith(("-", "*"))
+
+
+def _wrap_comment(line: str) -> list[str]:
+    """A comment line within the line length, each piece with the same marker (``#`` or ``#:``)."""
+    stripped = line.lstrip()
+    indent = line[: len(line) - len(stripped)]
+    marker = "#: " if stripped.startswith("#:") else "# "
+    body = stripped[len(marker.rstrip()):].strip()
+    pieces = textwrap.wrap(body, LINE - len(indent) - len(marker), break_long_words=False, break_on_hyphens=False)
+    return [indent + marker + p for p in pieces] or [line]
+
+
+_FSTRING_START = getattr(tokenize, "FSTRING_START", None)  # Python 3.12 splits f-strings into tokens
+_FSTRING_END = getattr(tokenize, "FSTRING_END", None)
+
+
+def _tokens(code: str) -> list[tokenize.TokenInfo]:
+    """The tokens of one line of code, an f-string's inner tokens left out (its braces are not brackets)."""
+    kept, depth = [], 0
+    for token in tokenize.generate_tokens(io.StringIO(code).readline):
+        if token.type == _FSTRING_START:
+            depth += 1
+        elif token.type == _FSTRING_END:
+            depth -= 1
+        elif not depth and token.type not in (tokenize.NEWLINE, tokenize.NL, tokenize.ENDMARKER):
+            kept.append(token)
+    return kept
+
+
+def _split(line: str) -> list[str]:
+    """One physical line of code, its brackets balanced on it, within the line length as far as brackets allow:
+    its trailing comment moved above it; then the outermost brackets with commas (else a call's) split."""
+    if len(line) <= LINE:
+        return [line]
+    stripped = line.lstrip()
+    indent = line[: len(line) - len(stripped)]
+    try:
+        tokens = _tokens(stripped)
+    except (tokenize.TokenError, SyntaxError):
+        return [line]  # not balanced on its own line: laid out by its template
+    before: list[str] = []
+    if tokens and tokens[-1].type == tokenize.COMMENT:
+        before = _wrap_comment(indent + tokens[-1].string)
+        tokens = tokens[:-1]
+        stripped = stripped[: tokens[-1].end[1]] if tokens else ""
+        if len(indent) + len(stripped) <= LINE:
+            return [*before, indent + stripped]
+    groups = _groups(stripped, tokens)
+    if not groups:
+        return [*before, indent + stripped]
+    start, end, items, commas = max(groups, key=lambda g: (g[3], g[1] - g[0]))
+    call = start > 0 and stripped[start] == "(" and (stripped[start - 1].isalnum() or stripped[start - 1] in "_)]")
+    if not commas and not call or not _plain(tokens, start, end):
+        return [*before, indent + stripped]  # nothing to cut at, or ruff would cut elsewhere
+    head, tail = stripped[: start + 1], stripped[end:]
+    last = all(g[0] <= start for g in groups)
+    inner = indent + INDENT
+    if call and last and len(inner) + len(", ".join(items)) <= LINE:
+        body = [inner + ", ".join(items)]  # ruff's own choice: the items on one line
+    elif not commas:
+        body = _split(inner + items[0])  # one argument: no comma may follow a generator
+    else:
+        body = [piece for item in items for piece in _split(inner + item + ",")]  # kept so by the commas
+    return [*before, indent + head, *body, indent + tail]
+
+
+#: What may stand outside the brackets a line is split at: names, dots, the other brackets, an assignment, commas
+#: (between targets, or after an item), a compound statement's colon, the keywords that lead a statement.
+_PLAIN_OPS = frozenset({".", "=", "+=", "-=", "*=", "/=", "|=", "&=", ",", ":", "->", "*", "**"})
+_PLAIN_WORDS = frozenset({"return", "raise", "yield", "def", "class", "del", "assert", "with", "as", "lambda"})
+
+
+def _plain(tokens: list[tokenize.TokenInfo], start: int, end: int) -> bool:
+    """Whether the tokens outside the bracket pair at ``start``..``end`` are plain: a statement head and trailers,
+    no operator that would make ruff break the line at it instead (``a and f(...)``, ``-f(...)``)."""
+    depth = 0
+    for token in tokens:
+        if start <= token.start[1] <= end:
+            continue
+        if token.type == tokenize.OP and token.string in "([{":
+            depth += 1
+        elif token.type == tokenize.OP and token.string in ")]}":
+            depth -= 1
+        elif depth:
+            continue
+        elif token.type == tokenize.OP and token.string not in _PLAIN_OPS:
+            return False
+        elif token.type == tokenize.NAME and keyword.iskeyword(token.string) and token.string not in _PLAIN_WORDS:
+            return False
+        elif token.type in (tokenize.NUMBER, tokenize.STRING):
+            return False
+    return True
+
+
+def _groups(code: str, tokens: list[tokenize.TokenInfo]) -> list[tuple[int, int, list[str], bool]]:
+    """The outermost bracket pairs of ``code``: the offsets of the opening and of the closing bracket, the items
+    between them (split at their own commas, stripped) and whether there was a comma; empty pairs left out. The
+    commas of a comprehension (``for a, b in``) or of a lambda's parameters separate no items."""
+    groups, depth, start, commas, whole, params = [], 0, 0, [], False, False
+    for token in tokens:
+        if depth == 1 and token.type == tokenize.NAME and token.string in ("for", "lambda"):
+            whole |= token.string == "for"
+            params = token.string == "lambda"
+        if token.type != tokenize.OP:
+            continue
+        if token.string in "([{":
+            if depth == 0:
+                start, commas, whole, params = token.start[1], [], False, False
+            depth += 1
+        elif token.string in ")]}":
+            depth -= 1
+            if depth == 0:
+                cuts = [] if whole else commas
+                bounds = zip([start, *cuts], [*cuts, token.start[1]], strict=True)
+                items = [i for a, b in bounds if (i := code[a + 1 : b].strip())]
+                if items:
+                    groups.append((start, token.start[1], items, bool(cuts)))
+        elif depth == 1 and token.string == ":" and params:
+            params = False
+        elif depth == 1 and token.string == "," and not params:
+            commas.append(token.start[1])
+    return groups
+
+
+__all__ = ["LINE", "counter", "expression", "fit", "module"]
