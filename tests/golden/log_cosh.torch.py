@@ -67,37 +67,62 @@ def _validate(pred, target, indexed):
 
 
 def _fill(value, shape, dtype, device):
-    """``value`` as a tensor of ``shape`` (constants and rows broadcast); never a shared constant (``_constant``)
-    or a view of one, since what it returns is handed to the caller, who may write to it."""
-    if not isinstance(value, torch.Tensor) or value.dtype != dtype or value.device != device:
+    """``value`` as a tensor of ``shape`` (constants and rows broadcast).
+
+    Never a shared constant (``_constant``) or a view of one, since what it returns is
+    handed to the caller, who may write to it.
+    """
+    if (
+        not isinstance(value, torch.Tensor)
+        or value.dtype != dtype
+        or value.device != device
+    ):
         value = _constant(value, dtype, device, shared=False)
-    elif not torch.compiler.is_compiling() and id(value if value._base is None else value._base) in _SHARED:
+    elif (
+        not torch.compiler.is_compiling()
+        and id(value if value._base is None else value._base) in _SHARED
+    ):
         value = value.clone()
     return value if value.shape == shape else value.expand(shape)
 
 
-#: The constants ``_constant`` made eagerly, by value, dtype, device and inference mode, and their ids: a fill
-#: costs as much as an operation on a small batch, and a loss with options off takes a dozen (the branches a
-#: ``where`` on params does not pick). Nothing writes to them; ``_fill`` copies one before handing it out.
+#: The constants ``_constant`` made eagerly, by value, dtype, device and inference mode,
+#: and their ids: a fill costs as much as an operation on a small batch, and a loss with
+#: options off takes a dozen (the branches a ``where`` on params does not pick). Nothing
+#: writes to them; ``_fill`` copies one before handing it out.
 _CONSTANTS = {}
 _SHARED = set()
 
 
 def _constant(value, dtype, device, shared=True):
-    """``value`` (a number, or a tensor: a param under a compiler) as a tensor of ``dtype`` on ``device``. A number
-    is filled there (``torch.as_tensor`` of a number copies it from the host, which waits for a GPU to finish),
-    once per key where ``shared``: not under a compiler, torch.func or a dispatch mode (each traces the fill), nor
-    while a CUDA graph is captured (its fill runs on replay only), nor for a NaN (a key that finds nothing)."""
+    """``value`` (a number, or a tensor: a param under a compiler) as a tensor.
+
+    Of ``dtype`` on ``device``. A number is filled there (``torch.as_tensor`` of a
+    number copies it from the host, which waits for a GPU to finish), once per key where
+    ``shared``: not under a compiler, torch.func or a dispatch mode (each traces the
+    fill), nor while a CUDA graph is captured (its fill runs on replay only), nor for a
+    NaN (a key that finds nothing).
+    """
     if isinstance(value, torch.Tensor):
         return value.to(dtype=dtype, device=device)
-    if not shared or torch.compiler.is_compiling() or _transformed() or torch._C._len_torch_dispatch_stack():
+    if (
+        not shared
+        or torch.compiler.is_compiling()
+        or _transformed()
+        or torch._C._len_torch_dispatch_stack()
+    ):
         return torch.full((), value, dtype=dtype, device=device)
-    key = (value or str(value), dtype, device, torch.is_inference_mode_enabled())  # a zero by its text: -0.0 apart
+    # a zero by its text: -0.0 apart
+    key = (value or str(value), dtype, device, torch.is_inference_mode_enabled())
     found = _CONSTANTS.get(key)
     if found is None:
         found = torch.full((), value, dtype=dtype, device=device)
-        if (value == value and len(_CONSTANTS) < 256  # params that change on every call: the first few only
-                and not (device.type == "cuda" and torch.cuda.is_current_stream_capturing())):
+        if (
+            value == value
+            # params that change on every call: the first few only
+            and len(_CONSTANTS) < 256
+            and not (device.type == "cuda" and torch.cuda.is_current_stream_capturing())
+        ):
             _CONSTANTS[key] = found
             _SHARED.add(id(found))
     return found
@@ -107,27 +132,37 @@ def _reduce(value, reduction, keep=None, counts=None):
     """The per-sample losses reduced."""
     if reduction == "none":
         return value
-    if reduction == "batchmean":  # the sum over the batch's first dimension, as torch's KLDivLoss
+    if reduction == "batchmean":
+        # the sum over the batch's first dimension, as torch's KLDivLoss
         return value.sum() / _rows(value.shape)
     return value.mean() if reduction == "mean" else value.sum()
 
 
 def _upstream(grad_output, reduction, batch, keep=None, counts=None):
-    """The gradient of the reduced loss with respect to each sample's loss, as ``_reduce`` divides it: one value for
-    all samples where every sample counts once."""
+    """The gradient of the reduced loss with respect to each sample's loss.
+
+    As ``_reduce`` divides it: one value for all samples where every sample counts
+    once.
+    """
     if reduction == "mean":
         return grad_output / batch.numel()
     return grad_output / _rows(batch) if reduction == "batchmean" else grad_output
 
 
 def _transformed():
-    """Whether torch.func (grad, vmap, jvp ...) or forward-mode AD is tracing this call."""
-    return torch._C._are_functorch_transforms_active() or torch.autograd.forward_ad._current_level >= 0
+    """Whether torch.func (grad, vmap, jvp ...) or forward-mode AD traces this call."""
+    return (
+        torch._C._are_functorch_transforms_active()
+        or torch.autograd.forward_ad._current_level >= 0
+    )
 
 
 def _plain(value):
-    """``value`` without torch.func's wrappers, for a check that only reads its values (all samples of a vmap);
-    under a compiler, ``value`` itself (the compiler traces no unwrapping)."""
+    """``value`` without torch.func's wrappers, for a check that only reads its values.
+
+    All samples of a vmap; under a compiler, ``value`` itself (the compiler traces no
+    unwrapping).
+    """
     if torch.compiler.is_compiling():
         return value
     while torch._C._functorch.is_functorch_wrapped_tensor(value):
@@ -136,78 +171,119 @@ def _plain(value):
 
 
 def _synced(value):
-    """Whether a check of ``value`` may read its result on the host: eager on the CPU (elsewhere, or under
-    ``torch.compile``/``torch.export``, a check is a device-side assert: no sync, no graph break)."""
+    """Whether a check of ``value`` may read its result on the host: eager on the CPU.
+
+    Elsewhere, or under ``torch.compile``/``torch.export``, a check is a device-side
+    assert: no sync, no graph break.
+    """
     return value.device.type == "cpu" and not torch.compiler.is_compiling()
 
 
 def _check_domain(name, value, domain, why=_VALIDATED):
-    """``validate=True``: every element of ``value`` in its declared domain, else a ValueError naming one that is not.
+    """``validate=True``: every element of ``value`` in its declared domain.
 
-    ``domain`` is ``(description, lo, hi, lo_open, hi_open, members or None, rows sum to one)``;
-    NaN is in no domain. Off the CPU and under a compiler the check is a device-side assert
-    (no host sync, as torch's own losses check there).
+    Else a ValueError naming one that is not. ``domain`` is ``(description, lo, hi,
+    lo_open, hi_open, members or None, rows sum to one)``; NaN is in no domain. Off the
+    CPU and under a compiler the check is a device-side assert (no host sync, as torch's
+    own losses check there).
     """
     _, lo, hi, lo_open, hi_open, members, sums_to_one = domain
     value = _plain(value)
     synced = _synced(value)
     if members is None and not sums_to_one and value.numel():
-        low, high = torch.aminmax(value)  # one pass and no batch-sized temporaries; a NaN makes both NaN
-        if synced:  # compared as floats: no more tensor operations (a NaN compares false: refused)
+        # one pass and no batch-sized temporaries; a NaN makes both NaN
+        low, high = torch.aminmax(value)
+        if synced:  # compared as floats: no more tensor operations (NaN: refused)
             low, high = low.item(), high.item()
-        ok = (low > lo if lo_open else low >= lo) & (high < hi if hi_open else high <= hi)
+        ok = (low > lo if lo_open else low >= lo) & (
+            high < hi if hi_open else high <= hi
+        )
     else:
         ok = _inside(value, domain).all()
     if not synced:
         torch._assert_async(ok, f"{name} has a value outside its domain: {domain[0]}")
     elif not bool(ok):
-        _outside(name, value.detach(), (~_inside(value, domain)).nonzero()[0].tolist(), domain, why)
+        _outside(
+            name,
+            value.detach(),
+            (~_inside(value, domain)).nonzero()[0].tolist(),
+            domain,
+            why,
+        )
 
 
 def _inside(value, domain):
-    """Whether each element of ``value`` lies in ``domain`` (a discrete domain's members lie within its bounds)."""
+    """Whether each element of ``value`` lies in ``domain``.
+
+    A discrete domain's members lie within its bounds.
+    """
     _, lo, hi, lo_open, hi_open, members, sums_to_one = domain
     if members is not None:
         inside = value == members[0]
         for member in members[1:]:
             inside |= value == member
     else:
-        inside = (value > lo if lo_open else value >= lo) & (value < hi if hi_open else value <= hi)
+        inside = (value > lo if lo_open else value >= lo) & (
+            value < hi if hi_open else value <= hi
+        )
     if sums_to_one and value.ndim:
-        inside &= (value.sum(-1, keepdim=True) - 1).abs() <= torch.finfo(value.dtype).eps ** 0.5
+        inside &= (value.sum(-1, keepdim=True) - 1).abs() <= (
+            torch.finfo(value.dtype).eps ** 0.5
+        )
     return inside
 
 
 def _dtype(value):
-    """The dtype the loss computes in: the first input's, float32 for half precision under autocast (as torch's losses)."""
+    """The dtype the loss computes in.
+
+    The first input's, float32 for half precision under autocast (as torch's losses).
+    """
     dtype = value.dtype if value.is_floating_point() else torch.get_default_dtype()
-    if dtype in (torch.float16, torch.bfloat16) and torch.is_autocast_enabled(value.device.type):
+    if dtype in (torch.float16, torch.bfloat16) and torch.is_autocast_enabled(
+        value.device.type
+    ):
         return torch.float32
     return dtype
 
 
 #: Why a param outside its domain is refused even without validate=True.
-_PARAM_DOMAIN = "a param is checked when it is set: its domain is where this loss was analysed and found finite"
+_PARAM_DOMAIN = (
+    "a param is checked when it is set: its domain is where this loss was analysed "
+    "and found finite"
+)
 
 
 def _param(name, value, domain, validate):
-    """A param as module state: a float64 0-d tensor (a buffer: in ``state_dict``, moved by ``.to()``)."""
+    """A param as module state: a float64 0-d tensor.
+
+    A buffer: in ``state_dict``, moved by ``.to()``.
+    """
     if isinstance(value, torch.Tensor) and value.requires_grad:
-        raise ValueError(f"{name}: a tensor that requires grad was passed, but this loss has no gradient for its "
-                         "params; pass a float or a tensor that does not require grad")
+        raise ValueError(
+            f"{name}: a tensor that requires grad was passed, but this loss has no "
+            "gradient for its params; pass a float or a tensor that does not require "
+            "grad"
+        )
     value = torch.as_tensor(value, dtype=torch.float64).detach().clone()
     if value.ndim:
-        raise ValueError(f"{name} must be a scalar, got a tensor of shape {tuple(value.shape)}")
+        raise ValueError(
+            f"{name} must be a scalar, got a tensor of shape {tuple(value.shape)}"
+        )
     if validate:
         _check_domain(name, value, domain)
-    elif not value.ndim:  # a number: always, once (as torch checks label_smoothing or delta when it is set)
+    elif not value.ndim:
+        # a number: always, once (as torch checks label_smoothing or delta when it is
+        # set)
         _check_domain(name, value, domain, _PARAM_DOMAIN)
     return value
 
 
 def _prepare(pred, target):
-    """Tensors in the inputs' floating dtype (one-hot targets from class indices), axes last, shapes checked;
-    whether the one-hot target is class indices, and which samples count with what weight (None: all, once)."""
+    """Tensors in the inputs' floating dtype, axes last, shapes checked.
+
+    One-hot targets from class indices; whether the one-hot target is class indices, and
+    which samples count with what weight (None: all, once).
+    """
     pred = pred if isinstance(pred, torch.Tensor) else torch.as_tensor(pred)
     target = target if isinstance(target, torch.Tensor) else torch.as_tensor(target)
     dtype = _dtype(pred)
@@ -218,7 +294,6 @@ def _prepare(pred, target):
     if not (pred.shape == target.shape):  # equal shapes pass
         _check_shapes([("pred", pred, None), ("target", target, None)])
     return pred, target, indexed, keep, counts
-
 
 
 def _log_cosh_value(pred, target):
@@ -263,8 +338,11 @@ def _log_cosh_targeted_value_and_grads(pred, target, *, scale=None):
     return value, grads
 
 
-#: Each term's (value, value-and-gradients) functions and the layout of their arguments (which are arrays over
-#: the batch, with or without an axis; which params broadcast to the batch; which array gives the batch shape), by (term, whether the one-hot target is class indices, whether its targets' gradients are wanted).
+#: Each term's (value, value-and-gradients) functions and the layout of their arguments
+#: (which are arrays over the batch, with or without an axis; which params broadcast to
+#: the batch; which array gives the batch shape), by (term, whether the one-hot target
+#: is class indices,
+#: whether its targets' gradients are wanted).
 _EAGER = {
     ("log_cosh", False, False): (_log_cosh_value, _log_cosh_value_and_grads, ((False, False, ), (), 0)),
     ("log_cosh", False, True): (_log_cosh_targeted_value, _log_cosh_targeted_value_and_grads, ((False, False, ), (), 0)),
@@ -274,7 +352,7 @@ _FUSED_FAILED = set()
 
 
 def _fused(fused, device, dtype):
-    """Whether the terms run compiled by ``torch.compile`` (``fused=True``), else eagerly.
+    """Whether the terms run compiled by ``torch.compile`` (``fused=True``), or eagerly.
 
     Compiled functions are made once per term (inductor: C++ on CPU, Triton on CUDA;
     dynamic batch sizes; inductor caches the compiled code on disk) and compiled again
@@ -285,83 +363,128 @@ def _fused(fused, device, dtype):
         return False
     if not _FUSED:
         for name, functions in _REDUCED.items():
-            _FUSED[name] = tuple(torch.compile(fn, dynamic=True, fullgraph=True) for fn in functions)
+            _FUSED[name] = tuple(
+                torch.compile(fn, dynamic=True, fullgraph=True) for fn in functions
+            )
     return True
 
 
-#: About the elements one pass of eager CPU code takes at a time: a larger batch runs in chunks of rows, so that
-#: a loss's temporaries stay in cache and come from the allocator's free lists instead of fresh pages (each
-#: temporary of a whole 2^22-element batch costs a pass and as long again in page faults).
+#: About the elements one pass of eager CPU code takes at a time: a larger batch runs in
+#: chunks of rows, so that a loss's temporaries stay in cache and come from the
+#: allocator's free lists instead of fresh pages (each temporary of a whole 2^22-element
+#: batch costs a pass and as long again in page faults).
 _CHUNK = 1 << 17
 
 
 def _chunk_rows(layout, args):
-    """The rows of a chunk, or 0 where the call runs whole: off the CPU, under a compiler, a torch.func transform
-    or autograd, for a small batch, or where an array does not have the batch's rows as its first dimension or
-    a tensor param broadcasts to the batch."""
+    """The rows of a chunk, or 0 where the call runs whole.
+
+    Whole off the CPU, under a compiler, a torch.func transform or autograd, for a small
+    batch, or where an array does not have the batch's rows as its first dimension or a
+    tensor param broadcasts to the batch.
+    """
     axes, broadcast, _ = layout
-    arrays = args[:len(axes)]
+    arrays = args[: len(axes)]
     if sum(a.numel() for a in arrays) < 4 * _CHUNK:
         return 0
     first = arrays[0]
-    if (first.device.type != "cpu" or torch.compiler.is_compiling() or _transformed()
-            or any(args[i] is not None for i in broadcast)):
+    if (
+        first.device.type != "cpu"
+        or torch.compiler.is_compiling()
+        or _transformed()
+        or any(args[i] is not None for i in broadcast)
+    ):
         return 0
-    if torch.is_grad_enabled() and any(isinstance(a, torch.Tensor) and a.requires_grad for a in args):
+    if torch.is_grad_enabled() and any(
+        isinstance(a, torch.Tensor) and a.requires_grad for a in args
+    ):
         return 0
     rows = first.shape[0] if first.ndim > axes[0] else 0
-    if not rows or any(a.ndim <= axis or a.shape[0] != rows for a, axis in zip(arrays, axes)):
+    if not rows or any(
+        a.ndim <= axis or a.shape[0] != rows
+        for a, axis in zip(arrays, axes, strict=True)
+    ):
         return 0
     width = max(a.numel() // rows for a in arrays)
     return 0 if rows * width < 4 * _CHUNK else max(1, _CHUNK // max(width, 1))
 
 
 def _factor(reduction, batch, keep, counts, like):
-    """What backward would multiply each sample's gradients by for an upstream gradient of 1 (``_upstream``: 1/n
-    for a mean, 0 for a sample left out), in the dtype of ``like``, for the gradients to carry from the forward;
-    None for ``"none"``, whose upstream gradient is per sample."""
+    """What backward would multiply each sample's gradients by for an upstream of 1.
+
+    For an upstream gradient of 1 (``_upstream``: 1/n for a mean, 0 for a sample left
+    out), in the dtype of ``like``, for the gradients to carry from the forward; None
+    for ``"none"``, whose upstream gradient is per sample.
+    """
     if reduction == "none":
         return None
     if keep is None and counts is None:  # a number: no tensor operation
         return _upstream(1.0, reduction, batch)
-    return _upstream(torch.ones((), dtype=like.dtype, device=like.device), reduction, batch, keep, counts)
+    return _upstream(
+        torch.ones((), dtype=like.dtype, device=like.device),
+        reduction,
+        batch,
+        keep,
+        counts,
+    )
 
 
 def _along(factor, g):
-    """A factor per sample (or one for all) as ``g`` takes it: a vector's gradient along its axis."""
-    return factor[..., None] if isinstance(factor, torch.Tensor) and 0 < factor.ndim < g.ndim else factor
+    """A factor per sample (or one for all) as ``g`` takes it.
+
+    A vector's gradient along its axis.
+    """
+    return (
+        factor[..., None]
+        if isinstance(factor, torch.Tensor) and 0 < factor.ndim < g.ndim
+        else factor
+    )
 
 
 def _chunked(function, layout, rows, reduction, keep, counts, args):
-    """``function`` (value, or value and gradients) of ``args`` chunk by chunk of ``rows`` rows: ``(loss, grads,
-    carried)``, the value reduced as ``_reduce`` does (where every sample counts once, a sum of the chunks' sums),
-    the gradients written into arrays of the whole batch already multiplied by the reduction's own factor
-    (``_factor``; ``carried`` then True, else None), so that backward has nothing left to do for an upstream
-    gradient of 1. None where a result is not one row per row of the batch (the caller runs whole)."""
+    """``function`` (value, or value and gradients) of ``args`` chunk by chunk of rows.
+
+    Chunks of ``rows`` rows: ``(loss, grads, carried)``, the value reduced as
+    ``_reduce`` does (where every sample counts once, a sum of the chunks' sums), the
+    gradients written into arrays of the whole batch already multiplied by the
+    reduction's own factor (``_factor``; ``carried`` then True, else None), so that
+    backward has nothing left to do for an upstream gradient of 1. None where a result
+    is not one row per row of the batch (the caller runs whole).
+    """
     count = len(layout[0])
     total = args[0].shape[0]
-    summed = reduction in ("mean", "sum", "batchmean") and keep is None and counts is None
+    summed = (
+        reduction in ("mean", "sum", "batchmean") and keep is None and counts is None
+    )
     parts, values, grads, factor = [], None, None, None
     for start in range(0, total, rows):
-        out = function(*(a[start:start + rows] for a in args[:count]), *args[count:])
+        out = function(*(a[start : start + rows] for a in args[:count]), *args[count:])
         value, found = out if isinstance(out, tuple) else (out, ())
         if start == 0:
-            if value.ndim == 0 or any(g.ndim == 0 or g.shape[0] != value.shape[0] for g in found):
+            if value.ndim == 0 or any(
+                g.ndim == 0 or g.shape[0] != value.shape[0] for g in found
+            ):
                 return None
             grads = [g.new_empty((total, *g.shape[1:])) for g in found]
-            factor = _factor(reduction, torch.Size((total, *value.shape[1:])), keep, counts, value)
+            factor = _factor(
+                reduction, torch.Size((total, *value.shape[1:])), keep, counts, value
+            )
             if not summed:
                 values = value.new_empty((total, *value.shape[1:]))
-        part = factor[start:start + rows] if isinstance(factor, torch.Tensor) and factor.ndim else factor
-        for whole, g in zip(grads, found):
+        part = (
+            factor[start : start + rows]
+            if isinstance(factor, torch.Tensor) and factor.ndim
+            else factor
+        )
+        for whole, g in zip(grads, found, strict=True):
             if factor is None:
-                whole[start:start + rows] = g
+                whole[start : start + rows] = g
             else:
-                torch.mul(g, _along(part, g), out=whole[start:start + rows])
+                torch.mul(g, _along(part, g), out=whole[start : start + rows])
         if summed:
             parts.append(value.sum())
         else:
-            values[start:start + rows] = value
+            values[start : start + rows] = value
     carried = None if factor is None else True
     if not summed:
         return _reduce(values, reduction, keep, counts), tuple(grads), carried
@@ -370,34 +493,59 @@ def _chunked(function, layout, rows, reduction, keep, counts, args):
 
 
 def _reducing(value, both, layout):
-    """The two functions of a term with the value reduced inside them: compiled, the reduction is part of the
-    kernel; eagerly on the CPU, a large batch runs chunk by chunk (``_chunked``)."""
+    """The two functions of a term with the value reduced inside them.
+
+    Compiled, the reduction is part of the kernel; eagerly on the CPU, a large batch
+    runs chunk by chunk (``_chunked``).
+    """
 
     def reduced_value(reduction, keep, counts, *args):
         rows = _chunk_rows(layout, args)
-        if rows and (found := _chunked(value, layout, rows, reduction, keep, counts, args)) is not None:
+        if (
+            rows
+            and (found := _chunked(value, layout, rows, reduction, keep, counts, args))
+            is not None
+        ):
             return found[0]
         return _reduce(value(*args), reduction, keep, counts)
 
     def reduced_both(reduction, keep, counts, *args):
-        """``(loss, grads, carried)``: ``carried`` True where the gradients carry the reduction's own factor
-        (``_chunked``), None where they are as the function gives them. On the CPU they carry it whole and
-        compiled too (inside the kernel there): one multiplication here, none in a backward of upstream 1, where
-        the division and the multiplication would be two (on a GPU, where backward cannot read the upstream
-        gradient without a sync, they stay as given; so does a sum's, whose factor is 1)."""
+        """``(loss, grads, carried)``.
+
+        ``carried`` True where the gradients carry the reduction's own factor
+        (``_chunked``), None where they are as the function gives them. On the CPU they
+        carry it whole and compiled too (inside the kernel there): one multiplication
+        here, none in a backward of upstream 1, where the division and the
+        multiplication would be two (on a GPU, where backward cannot read the upstream
+        gradient without a sync, they stay as given; so does a sum's, whose factor is
+        1).
+        """
         rows = _chunk_rows(layout, args)
-        if rows and (found := _chunked(both, layout, rows, reduction, keep, counts, args)) is not None:
+        if (
+            rows
+            and (found := _chunked(both, layout, rows, reduction, keep, counts, args))
+            is not None
+        ):
             return found
         axes, _, at = layout
         first = args[at]  # the array whose shape, less its axis, is the batch's
         batch = first.shape[:-1] if axes[at] else first.shape
-        if (first.device.type != "cpu" or not batch.numel() or (reduction == "sum" and keep is None and counts is None)
-                or not (torch.compiler.is_compiling() or not _transformed())):
+        if (
+            first.device.type != "cpu"
+            or not batch.numel()
+            or (reduction == "sum" and keep is None and counts is None)
+            or not (torch.compiler.is_compiling() or not _transformed())
+        ):
             loss, grads = both(*args)
             return _reduce(loss, reduction, keep, counts), grads, None
         factor = _factor(reduction, batch, keep, counts, first)
-        loss, grads = both(*args, scale=factor)  # the factor multiplied into each gradient's coefficient
-        return _reduce(loss, reduction, keep, counts), grads, None if factor is None else True
+        # the factor multiplied into each gradient's coefficient
+        loss, grads = both(*args, scale=factor)
+        return (
+            _reduce(loss, reduction, keep, counts),
+            grads,
+            None if factor is None else True,
+        )
 
     return reduced_value, reduced_both
 
@@ -406,18 +554,25 @@ _REDUCED = {name: _reducing(*functions) for name, functions in _EAGER.items()}
 
 
 def _run(fused, term, which, reduction, keep, counts, like, *args):
-    """Function ``which`` of ``_REDUCED[term]`` of ``args``, the value reduced; with ``fused``, its compiled form.
-    A compiled kernel that fails falls back to eager for the device and dtype of ``like`` (the first input), with
-    one warning."""
+    """Function ``which`` of ``_REDUCED[term]`` of ``args``, the value reduced.
+
+    With ``fused``, its compiled form. A compiled kernel that fails falls back to eager
+    for the device and dtype of ``like`` (the first input), with one warning.
+    """
     if fused:
         try:
             return _FUSED[term][which](reduction, keep, counts, *args)
-        except Exception as exc:  # noqa: BLE001 - a compiler failure of any kind: the eager code is the same loss
+        # a compiler failure of any kind: the eager code is the same loss
+        except Exception as exc:  # noqa: BLE001
             device, dtype = like.device, like.dtype
             _FUSED_FAILED.add((device.type, dtype))
-            warnings.warn(f"fused=True: torch.compile failed for {device.type} {dtype} ({type(exc).__name__}: "
-                          f"{str(exc).splitlines()[0] if str(exc) else ''}); running eagerly", RuntimeWarning,
-                          stacklevel=3)
+            warnings.warn(
+                f"fused=True: torch.compile failed for {device.type} {dtype} "
+                f"({type(exc).__name__}: "
+                f"{str(exc).splitlines()[0] if str(exc) else ''}); running eagerly",
+                RuntimeWarning,
+                stacklevel=3,
+            )
     return _REDUCED[term][which](reduction, keep, counts, *args)
 
 
@@ -427,33 +582,53 @@ def _loss(reduction, params, fused, indexed, keep, counts, pred, target):
 
 
 def _both(reduction, fused, indexed, targeted, keep, counts, pred, target):
-    """The reduced loss, each term's per-element gradients, in one pass per term (a target's None where
-    ``targeted`` is false: no target requires grad), and the factor each term's gradients already carry (None:
-    none; see ``_chunked``)."""
+    """The reduced loss, each term's per-element gradients, in one pass per term.
+
+    A target's None where ``targeted`` is false: no target requires grad; and the factor
+    each term's gradients already carry (None: none; see ``_chunked``).
+    """
     value, grad_term_0, _carried_0 = _run(fused, ("log_cosh", False, targeted), 1, reduction, None, None, pred, pred, target)
     if not targeted:
         grad_term_0 = (*grad_term_0, None, )
     return value, (*grad_term_0,), (_carried_0, )
 
 
-def _save(ctx, reduction, indexed, targeted, keep, counts, arrays, params, grads, carried=None):
-    """What backward needs: the arguments, which samples count, the per-element gradients (params as given:
-    floats, buffers or Parameters) and the factors they carry."""
-    ctx.reduction, ctx.indexed, ctx.targeted, ctx.params = reduction, indexed, targeted, params
+def _save(
+    ctx, reduction, indexed, targeted, keep, counts, arrays, params, grads, carried=None
+):
+    """What backward needs.
+
+    The arguments, which samples count, the per-element gradients (params as given:
+    floats, buffers or Parameters) and the factors they carry.
+    """
+    ctx.reduction, ctx.indexed, ctx.targeted, ctx.params = (
+        reduction,
+        indexed,
+        targeted,
+        params,
+    )
     ctx.carried, ctx.handed = carried or (None,) * 1, False
     ctx.save_for_backward(*arrays, keep, counts, *grads)
 
 
-#: The samples from which a gradient that carries its factor is handed on as it is for an upstream gradient of 1,
-#: rather than multiplied by it: reading the upstream gradient on the host costs about a pass of this many.
+#: The samples from which a gradient that carries its factor is handed on as it is for
+#: an upstream gradient of 1, rather than multiplied by it: reading the upstream
+#: gradient on the host costs about a pass of this many.
 _HANDED = 1 << 13
 
 
 def _one(upstream):
-    """Whether ``upstream`` is exactly 1 (``loss.backward()``), read where that costs no device sync: eagerly on the
-    CPU (a compiled graph cannot branch on a value)."""
-    return (upstream.device.type == "cpu" and upstream.numel() == 1 and not torch.compiler.is_compiling()
-            and float(upstream) == 1.0)
+    """Whether ``upstream`` is exactly 1 (``loss.backward()``).
+
+    Read where that costs no device sync: eagerly on the CPU (a compiled graph cannot
+    branch on a value).
+    """
+    return (
+        upstream.device.type == "cpu"
+        and upstream.numel() == 1
+        and not torch.compiler.is_compiling()
+        and float(upstream) == 1.0
+    )
 
 
 class _LogCoshLossFunction(torch.autograd.Function):
@@ -475,13 +650,16 @@ class _LogCoshLossFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_output, *_):
-        if grad_output is None:  # the loss is not used downstream (gradcheck asks), only the gradients it returned
+        # the loss is not used downstream (gradcheck asks), only the gradients it
+        # returned
+        if grad_output is None:
             return (None,) * 8
         saved = ctx.saved_tensors
         pred, target = saved[:2]
         keep, counts = saved[2:4]
-        # create_graph=True: the gradient must be differentiable; and once a saved gradient was handed on as it
-        # is (its owner may change it), a later backward (retain_graph=True) computes it again
+        # create_graph=True: the gradient must be differentiable; and once a saved
+        # gradient was handed on as it is (its owner may change it), a later backward
+        # (retain_graph=True) computes it again
         recompute = torch.is_grad_enabled() or ctx.handed
         grad_pred = None
         grad_target = None
@@ -494,8 +672,9 @@ class _LogCoshLossFunction(torch.autograd.Function):
             upstream, handed = _upstream(grad_output, ctx.reduction, pred.shape, None, None), False
         else:  # the gradients carry the reduction's factor already
             upstream = grad_output
-            # then each is handed on as it is where the upstream gradient is 1: no pass over it (but reading it on
-            # the host, which costs more than the multiplication of a small batch, so a small batch multiplies)
+            # then each is handed on as it is where the upstream gradient is 1: no pass
+            # over it (but reading it on the host, which costs more than the
+            # multiplication of a small batch, so a small batch multiplies)
             handed = pred.shape.numel() >= _HANDED and _one(upstream)
             ctx.handed = ctx.handed or handed
         part = grads[0] if handed else grads[0] * upstream
@@ -507,8 +686,9 @@ class _LogCoshLossFunction(torch.autograd.Function):
 
 
 class _LogCoshLossTransformedFunction(_LogCoshLossFunction):
-    """The Function as torch.func transforms it (``grad``, ``vmap``, ``jacrev``, ``jvp``, ``jacfwd``) and
-    forward-mode AD runs it.
+    """The Function as torch.func transforms it and forward-mode AD runs it.
+
+    The transforms: ``grad``, ``vmap``, ``jacrev``, ``jvp``, ``jacfwd``.
 
     The forward returns the per-element gradients after the loss (outputs that
     are not differentiable), ``setup_context`` saves them, ``jvp`` contracts them
@@ -528,7 +708,8 @@ class _LogCoshLossTransformedFunction(_LogCoshLossFunction):
     @staticmethod
     def setup_context(ctx, inputs, output):
         grads = output[1:]
-        ctx.mark_non_differentiable(*(g for g in grads if g is not None))  # (None: class indices)
+        # (None: class indices)
+        ctx.mark_non_differentiable(*(g for g in grads if g is not None))
         ctx.set_materialize_grads(False)
         _save(ctx, inputs[0], inputs[2], inputs[3], inputs[4], inputs[5], inputs[6:8],
               inputs[8:], grads)
@@ -536,7 +717,10 @@ class _LogCoshLossTransformedFunction(_LogCoshLossFunction):
 
     @staticmethod
     def jvp(ctx, *tangents):
-        """Forward mode: the loss's tangent, the saved gradient contracted with the inputs' tangents."""
+        """Forward mode: the loss's tangent.
+
+        The saved gradient contracted with the inputs' tangents.
+        """
         keep, counts, *grads = ctx.saved_tensors
         change = None
         tangent = tangents[6]
@@ -551,14 +735,19 @@ class _LogCoshLossTransformedFunction(_LogCoshLossFunction):
 
 
 def _distinct(outputs, inputs):
-    """``outputs``, each that is an input or an earlier output itself as a view of it: autograd saves no input
-    returned as it is, and a loss that is its own gradient (``exp(x)``) must stay differentiable."""
+    """``outputs``, each that is an input or an earlier output itself as a view of it.
+
+    Autograd saves no input returned as it is, and a loss that is its own gradient
+    (``exp(x)``) must stay differentiable.
+    """
     seen = list(inputs)
     for out in outputs:
-        seen.append(out.view_as(out) if out is not None and any(out is value for value in seen) else out)
-    return tuple(seen[len(inputs):])
-
-
+        seen.append(
+            out.view_as(out)
+            if out is not None and any(out is value for value in seen)
+            else out
+        )
+    return tuple(seen[len(inputs) :])
 
 
 class LogCoshLoss(torch.nn.Module):
@@ -610,16 +799,21 @@ class LogCoshLoss(torch.nn.Module):
         self.validate = bool(validate)
 
     def _params(self):
-        """The params as the kernels take them: the buffers under a compiler, else their values as Python floats;
-        a learnable param as its ``nn.Parameter``."""
+        """The params as the kernels take them.
+
+        The buffers under a compiler, else their values as Python floats; a learnable
+        param as its ``nn.Parameter``.
+        """
         return ()
 
     def forward(self, pred, target):
         params = self._params()
         pred, target, indexed, keep, counts = _prepare(pred, target)
-        # as torch's own losses: float32 under autocast (asked per device only where some autocast is on)
-        if ((torch.compiler.is_compiling() or torch._C._is_any_autocast_enabled())
-                and torch.is_autocast_enabled(pred.device.type)):
+        # as torch's own losses: float32 under autocast (asked per device only where
+        # some autocast is on)
+        if (
+            torch.compiler.is_compiling() or torch._C._is_any_autocast_enabled()
+        ) and torch.is_autocast_enabled(pred.device.type):
             with torch.autocast(pred.device.type, enabled=False):
                 return self._forward(params, indexed, keep, counts, pred, target)
         return self._forward(params, indexed, keep, counts, pred, target)
@@ -627,10 +821,12 @@ class LogCoshLoss(torch.nn.Module):
     def _forward(self, params, indexed, keep, counts, pred, target):
         if self.validate:
             _validate(pred, target, indexed)
-        transformed = not torch.compiler.is_compiling() and _transformed()  # torch.func or forward-mode AD
+        # torch.func or forward-mode AD
+        transformed = not torch.compiler.is_compiling() and _transformed()
         # under torch.func the eager functions run: the transforms apply to them
         fused = self.fused and not transformed and _fused(True, pred.device, pred.dtype)
-        # a target's gradient only where one requires grad (under torch.func, always: the transform may ask)
+        # a target's gradient only where one requires grad (under torch.func, always:
+        # the transform may ask)
         targeted = transformed or (torch.is_grad_enabled() and (target.requires_grad))
         if transformed:
             return _LogCoshLossTransformedFunction.apply(self.reduction, fused, indexed, targeted, keep, counts, pred, target, *params)[0]
@@ -644,8 +840,11 @@ class LogCoshLoss(torch.nn.Module):
                          + ([f"validate={self.validate}"] if self.validate else []))
 
     def __prepare_scriptable__(self):
-        raise RuntimeError(f"torch.jit.script cannot compile {type(self).__name__}: its backward is an autograd.Function, "
-                           "which TorchScript does not support; use torch.compile(fullgraph=True) or torch.export")
+        raise RuntimeError(
+            f"torch.jit.script cannot compile {type(self).__name__}: its backward is "
+            "an autograd.Function, which TorchScript does not support; use "
+            "torch.compile(fullgraph=True) or torch.export"
+        )
 
 
 Loss = LogCoshLoss
