@@ -108,13 +108,13 @@ _SHARED = set()
 
 
 def _constant(value, dtype, device, shared=True):
-    """``value`` (a number, or a tensor: a param under a compiler) as a tensor.
+    """``value`` as a tensor of ``dtype`` on ``device``.
 
-    Of ``dtype`` on ``device``. A number is filled there (``torch.as_tensor`` of a
-    number copies it from the host, which waits for a GPU to finish), once per key where
-    ``shared``: not under a compiler, torch.func or a dispatch mode (each traces the
-    fill), nor while a CUDA graph is captured (its fill runs on replay only), nor for a
-    NaN (a key that finds nothing).
+    ``value`` is a number, or a tensor (a param under a compiler). A number is filled
+    there (``torch.as_tensor`` of a number copies it from the host, which waits for a
+    GPU to finish), once per key where ``shared``: not under a compiler, torch.func or a
+    dispatch mode (each traces the fill), nor while a CUDA graph is captured (its fill
+    runs on replay only), nor for a NaN (a key that finds nothing).
     """
     if isinstance(value, torch.Tensor):
         return value.to(dtype=dtype, device=device)
@@ -320,9 +320,9 @@ def _indices(name, value, length, bounds=None):
 
 
 def _bounds(index):
-    """The least and greatest of integer ``index`` (every sample of a vmap) as ints.
+    """The least and greatest of integer ``index`` (every sample of a vmap), or None.
 
-    Python ints, or None if it is empty: one pass and one read on the host, for a check
+    As Python ints, None if it is empty: one pass and one read on the host, for a check
     on the CPU.
     """
     if not index.numel():
@@ -480,8 +480,10 @@ def _cross_entropy_value(logits, target, weight, ignore_index, label_smoothing):
 
 
 def _cross_entropy_value_and_grads(logits, target, weight, ignore_index, label_smoothing, *, scale=None):
-    """Per-sample loss and its gradient for each input, per element, in one pass; the gradients times
-    ``scale``, the reduction's factor (None: none)."""
+    """Per-sample loss and its gradient for each input, in one pass.
+
+    The gradients per element, times ``scale``, the reduction's factor (None: none).
+    """
     dtype, device, batch = logits.dtype, logits.device, logits.shape[:-1]
     weight = _constant(1.0 if weight is None else weight, dtype, device)
     _broadcasts("weight", weight.shape, batch + (logits.shape[-1],), axis=True)
@@ -517,8 +519,10 @@ def _cross_entropy_indexed_value(logits, target, weight, ignore_index, label_smo
 
 
 def _cross_entropy_indexed_value_and_grads(logits, target, weight, ignore_index, label_smoothing, *, scale=None):
-    """Per-sample loss and its gradient for each input, per element, in one pass; the gradients times
-    ``scale``, the reduction's factor (None: none)."""
+    """Per-sample loss and its gradient for each input, in one pass.
+
+    The gradients per element, times ``scale``, the reduction's factor (None: none).
+    """
     dtype, device, batch = logits.dtype, logits.device, logits.shape[:-1]
     weight = _constant(1.0 if weight is None else weight, dtype, device)
     _broadcasts("weight", weight.shape, batch + (logits.shape[-1],), axis=True)
@@ -550,8 +554,10 @@ def _cross_entropy_folded_value(logits, target, weight, ignore_index, label_smoo
 
 
 def _cross_entropy_folded_value_and_grads(logits, target, weight, ignore_index, label_smoothing, *, scale=None):
-    """Per-sample loss and its gradient for each input, per element, in one pass; the gradients times
-    ``scale``, the reduction's factor (None: none)."""
+    """Per-sample loss and its gradient for each input, in one pass.
+
+    The gradients per element, times ``scale``, the reduction's factor (None: none).
+    """
     dtype, device, batch = logits.dtype, logits.device, logits.shape[:-1]
     if isinstance(scale, torch.Tensor) and scale.ndim:
         scale = scale[..., None]  # one per sample: along the axis too
@@ -576,8 +582,10 @@ def _cross_entropy_folded_indexed_value(logits, target, weight, ignore_index, la
 
 
 def _cross_entropy_folded_indexed_value_and_grads(logits, target, weight, ignore_index, label_smoothing, *, scale=None):
-    """Per-sample loss and its gradient for each input, per element, in one pass; the gradients times
-    ``scale``, the reduction's factor (None: none)."""
+    """Per-sample loss and its gradient for each input, in one pass.
+
+    The gradients per element, times ``scale``, the reduction's factor (None: none).
+    """
     dtype, device, batch = logits.dtype, logits.device, logits.shape[:-1]
     if isinstance(scale, torch.Tensor) and scale.ndim:
         scale = scale[..., None]  # one per sample: along the axis too
@@ -605,8 +613,10 @@ def _cross_entropy_targeted_value(logits, target, weight, ignore_index, label_sm
 
 
 def _cross_entropy_targeted_value_and_grads(logits, target, weight, ignore_index, label_smoothing, *, scale=None):
-    """Per-sample loss and its gradient for each input, per element, in one pass; the gradients times
-    ``scale``, the reduction's factor (None: none)."""
+    """Per-sample loss and its gradient for each input, in one pass.
+
+    The gradients per element, times ``scale``, the reduction's factor (None: none).
+    """
     dtype, device, batch = logits.dtype, logits.device, logits.shape[:-1]
     weight = _constant(1.0 if weight is None else weight, dtype, device)
     _broadcasts("weight", weight.shape, batch + (logits.shape[-1],), axis=True)
@@ -645,8 +655,10 @@ def _cross_entropy_targeted_indexed_value(logits, target, weight, ignore_index, 
 
 
 def _cross_entropy_targeted_indexed_value_and_grads(logits, target, weight, ignore_index, label_smoothing, *, scale=None):
-    """Per-sample loss and its gradient for each input, per element, in one pass; the gradients times
-    ``scale``, the reduction's factor (None: none)."""
+    """Per-sample loss and its gradient for each input, in one pass.
+
+    The gradients per element, times ``scale``, the reduction's factor (None: none).
+    """
     dtype, device, batch = logits.dtype, logits.device, logits.shape[:-1]
     weight = _constant(1.0 if weight is None else weight, dtype, device)
     _broadcasts("weight", weight.shape, batch + (logits.shape[-1],), axis=True)
@@ -679,8 +691,10 @@ def _cross_entropy_targeted_folded_value(logits, target, weight, ignore_index, l
 
 
 def _cross_entropy_targeted_folded_value_and_grads(logits, target, weight, ignore_index, label_smoothing, *, scale=None):
-    """Per-sample loss and its gradient for each input, per element, in one pass; the gradients times
-    ``scale``, the reduction's factor (None: none)."""
+    """Per-sample loss and its gradient for each input, in one pass.
+
+    The gradients per element, times ``scale``, the reduction's factor (None: none).
+    """
     dtype, device, batch = logits.dtype, logits.device, logits.shape[:-1]
     if isinstance(scale, torch.Tensor) and scale.ndim:
         scale = scale[..., None]  # one per sample: along the axis too
@@ -707,8 +721,10 @@ def _cross_entropy_targeted_folded_indexed_value(logits, target, weight, ignore_
 
 
 def _cross_entropy_targeted_folded_indexed_value_and_grads(logits, target, weight, ignore_index, label_smoothing, *, scale=None):
-    """Per-sample loss and its gradient for each input, per element, in one pass; the gradients times
-    ``scale``, the reduction's factor (None: none)."""
+    """Per-sample loss and its gradient for each input, in one pass.
+
+    The gradients per element, times ``scale``, the reduction's factor (None: none).
+    """
     dtype, device, batch = logits.dtype, logits.device, logits.shape[:-1]
     if isinstance(scale, torch.Tensor) and scale.ndim:
         scale = scale[..., None]  # one per sample: along the axis too
@@ -771,9 +787,9 @@ _CHUNK = 1 << 17
 def _chunk_rows(layout, args):
     """The rows of a chunk, or 0 where the call runs whole.
 
-    Whole off the CPU, under a compiler, a torch.func transform or autograd, for a small
-    batch, or where an array does not have the batch's rows as its first dimension or a
-    tensor param broadcasts to the batch.
+    It runs whole off the CPU, under a compiler, a torch.func transform or autograd, for
+    a small batch, or where an array does not have the batch's rows as its first
+    dimension or a tensor param broadcasts to the batch.
     """
     axes, broadcast, _ = layout
     arrays = args[: len(axes)]
@@ -802,11 +818,11 @@ def _chunk_rows(layout, args):
 
 
 def _factor(reduction, batch, keep, counts, like):
-    """What backward would multiply each sample's gradients by for an upstream of 1.
+    """What backward would multiply each sample's gradients by, for an upstream of 1.
 
-    For an upstream gradient of 1 (``_upstream``: 1/n for a mean, 0 for a sample left
-    out), in the dtype of ``like``, for the gradients to carry from the forward; None
-    for ``"none"``, whose upstream gradient is per sample.
+    As ``_upstream`` does: 1/n for a mean, 0 for a sample left out; in the dtype of
+    ``like``, for the gradients to carry from the forward; None for ``"none"``, whose
+    upstream gradient is per sample.
     """
     if reduction == "none":
         return None
@@ -834,14 +850,14 @@ def _along(factor, g):
 
 
 def _chunked(function, layout, rows, reduction, keep, counts, args):
-    """``function`` (value, or value and gradients) of ``args`` chunk by chunk of rows.
+    """``function`` (value, or value and gradients) of ``args``, ``rows`` rows a chunk.
 
-    Chunks of ``rows`` rows: ``(loss, grads, carried)``, the value reduced as
-    ``_reduce`` does (where every sample counts once, a sum of the chunks' sums), the
-    gradients written into arrays of the whole batch already multiplied by the
-    reduction's own factor (``_factor``; ``carried`` then True, else None), so that
-    backward has nothing left to do for an upstream gradient of 1. None where a result
-    is not one row per row of the batch (the caller runs whole).
+    ``(loss, grads, carried)``: the value reduced as ``_reduce`` does (where every
+    sample counts once, a sum of the chunks' sums), the gradients written into arrays of
+    the whole batch already multiplied by the reduction's own factor (``_factor``;
+    ``carried`` then True, else None), so that backward has nothing left to do for an
+    upstream gradient of 1. None where a result is not one row per row of the batch (the
+    caller runs whole).
     """
     count = len(layout[0])
     total = args[0].shape[0]
@@ -905,12 +921,12 @@ def _reducing(value, both, layout):
         """``(loss, grads, carried)``.
 
         ``carried`` True where the gradients carry the reduction's own factor
-        (``_chunked``), None where they are as the function gives them. On the CPU they
-        carry it whole and compiled too (inside the kernel there): one multiplication
-        here, none in a backward of upstream 1, where the division and the
-        multiplication would be two (on a GPU, where backward cannot read the upstream
-        gradient without a sync, they stay as given; so does a sum's, whose factor is
-        1).
+        (``_chunked``), None where they are as the function gives them. On the CPU
+        they carry it whole and compiled too (inside the kernel there): one
+        multiplication here, none in a backward of upstream 1, where the division and
+        the multiplication would be two (on a GPU, where backward cannot read the
+        upstream gradient without a sync, they stay as given; so does a sum's, whose
+        factor is 1).
         """
         rows = _chunk_rows(layout, args)
         if (
@@ -1256,7 +1272,8 @@ class CrossEntropyLoss(torch.nn.Module):
         values = _floats((self.ignore_index, self.label_smoothing), seen)
         if values is not seen:
             self.__dict__["_values"] = values  # a plain attribute, not module state
-        return (self.weight, values[2][0], values[2][1])  # a tensor param as the tensor it is
+        # a tensor param as the tensor it is
+        return (self.weight, values[2][0], values[2][1])
 
     def forward(self, logits, target):
         params = self._params()
@@ -1287,8 +1304,12 @@ class CrossEntropyLoss(torch.nn.Module):
         return _loss(self.reduction, params, fused, indexed, keep, counts, logits, target)
 
     def __setattr__(self, name, value):
-        """A param set as on torch's module (``criterion.weight = None``): the number or tensor becomes its
-        buffer again, checked as the constructor checks it (a tensor param may be set to None: absent)."""
+        """A param set as on torch's module, checked as the constructor checks it.
+
+        The number or tensor becomes its buffer again
+        (``criterion.weight = None``);
+        a tensor param may be set to None: absent.
+        """
         if name in _BUFFERS and "_buffers" in self.__dict__:
             value = _param(name, value, _BUFFERS[name], self.validate, tensor=name in _TENSORS)
         super().__setattr__(name, value)

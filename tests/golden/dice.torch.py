@@ -95,13 +95,13 @@ _SHARED = set()
 
 
 def _constant(value, dtype, device, shared=True):
-    """``value`` (a number, or a tensor: a param under a compiler) as a tensor.
+    """``value`` as a tensor of ``dtype`` on ``device``.
 
-    Of ``dtype`` on ``device``. A number is filled there (``torch.as_tensor`` of a
-    number copies it from the host, which waits for a GPU to finish), once per key where
-    ``shared``: not under a compiler, torch.func or a dispatch mode (each traces the
-    fill), nor while a CUDA graph is captured (its fill runs on replay only), nor for a
-    NaN (a key that finds nothing).
+    ``value`` is a number, or a tensor (a param under a compiler). A number is filled
+    there (``torch.as_tensor`` of a number copies it from the host, which waits for a
+    GPU to finish), once per key where ``shared``: not under a compiler, torch.func or a
+    dispatch mode (each traces the fill), nor while a CUDA graph is captured (its fill
+    runs on replay only), nor for a NaN (a key that finds nothing).
     """
     if isinstance(value, torch.Tensor):
         return value.to(dtype=dtype, device=device)
@@ -291,7 +291,8 @@ def _prepare(p, target):
     p = p if p.dtype == dtype else p.to(dtype)
     target = target if target.dtype == dtype else target.to(dtype)
     indexed = False
-    if not (p.shape == target.shape and p.ndim):  # equal shapes pass
+    # equal shapes pass
+    if not (p.shape == target.shape and p.ndim):
         _check_shapes([("p", p, "pixel"), ("target", target, "pixel")])
     return p, target, indexed, keep, counts
 
@@ -303,8 +304,10 @@ def _dice_value(p, target, smooth):
 
 
 def _dice_value_and_grads(p, target, smooth, *, scale=None):
-    """Per-sample loss and its gradient for each input, per element, in one pass; the gradients times
-    ``scale``, the reduction's factor (None: none)."""
+    """Per-sample loss and its gradient for each input, in one pass.
+
+    The gradients per element, times ``scale``, the reduction's factor (None: none).
+    """
     dtype, device, batch = p.dtype, p.device, p.shape[:-1]
     if isinstance(scale, torch.Tensor) and scale.ndim:
         scale = scale[..., None]  # one per sample: along the axis too
@@ -325,8 +328,10 @@ def _dice_targeted_value(p, target, smooth):
 
 
 def _dice_targeted_value_and_grads(p, target, smooth, *, scale=None):
-    """Per-sample loss and its gradient for each input, per element, in one pass; the gradients times
-    ``scale``, the reduction's factor (None: none)."""
+    """Per-sample loss and its gradient for each input, in one pass.
+
+    The gradients per element, times ``scale``, the reduction's factor (None: none).
+    """
     dtype, device, batch = p.dtype, p.device, p.shape[:-1]
     if isinstance(scale, torch.Tensor) and scale.ndim:
         scale = scale[..., None]  # one per sample: along the axis too
@@ -384,9 +389,9 @@ _CHUNK = 1 << 17
 def _chunk_rows(layout, args):
     """The rows of a chunk, or 0 where the call runs whole.
 
-    Whole off the CPU, under a compiler, a torch.func transform or autograd, for a small
-    batch, or where an array does not have the batch's rows as its first dimension or a
-    tensor param broadcasts to the batch.
+    It runs whole off the CPU, under a compiler, a torch.func transform or autograd, for
+    a small batch, or where an array does not have the batch's rows as its first
+    dimension or a tensor param broadcasts to the batch.
     """
     axes, broadcast, _ = layout
     arrays = args[: len(axes)]
@@ -415,11 +420,11 @@ def _chunk_rows(layout, args):
 
 
 def _factor(reduction, batch, keep, counts, like):
-    """What backward would multiply each sample's gradients by for an upstream of 1.
+    """What backward would multiply each sample's gradients by, for an upstream of 1.
 
-    For an upstream gradient of 1 (``_upstream``: 1/n for a mean, 0 for a sample left
-    out), in the dtype of ``like``, for the gradients to carry from the forward; None
-    for ``"none"``, whose upstream gradient is per sample.
+    As ``_upstream`` does: 1/n for a mean, 0 for a sample left out; in the dtype of
+    ``like``, for the gradients to carry from the forward; None for ``"none"``, whose
+    upstream gradient is per sample.
     """
     if reduction == "none":
         return None
@@ -447,14 +452,14 @@ def _along(factor, g):
 
 
 def _chunked(function, layout, rows, reduction, keep, counts, args):
-    """``function`` (value, or value and gradients) of ``args`` chunk by chunk of rows.
+    """``function`` (value, or value and gradients) of ``args``, ``rows`` rows a chunk.
 
-    Chunks of ``rows`` rows: ``(loss, grads, carried)``, the value reduced as
-    ``_reduce`` does (where every sample counts once, a sum of the chunks' sums), the
-    gradients written into arrays of the whole batch already multiplied by the
-    reduction's own factor (``_factor``; ``carried`` then True, else None), so that
-    backward has nothing left to do for an upstream gradient of 1. None where a result
-    is not one row per row of the batch (the caller runs whole).
+    ``(loss, grads, carried)``: the value reduced as ``_reduce`` does (where every
+    sample counts once, a sum of the chunks' sums), the gradients written into arrays of
+    the whole batch already multiplied by the reduction's own factor (``_factor``;
+    ``carried`` then True, else None), so that backward has nothing left to do for an
+    upstream gradient of 1. None where a result is not one row per row of the batch (the
+    caller runs whole).
     """
     count = len(layout[0])
     total = args[0].shape[0]
@@ -518,12 +523,12 @@ def _reducing(value, both, layout):
         """``(loss, grads, carried)``.
 
         ``carried`` True where the gradients carry the reduction's own factor
-        (``_chunked``), None where they are as the function gives them. On the CPU they
-        carry it whole and compiled too (inside the kernel there): one multiplication
-        here, none in a backward of upstream 1, where the division and the
-        multiplication would be two (on a GPU, where backward cannot read the upstream
-        gradient without a sync, they stay as given; so does a sum's, whose factor is
-        1).
+        (``_chunked``), None where they are as the function gives them. On the CPU
+        they carry it whole and compiled too (inside the kernel there): one
+        multiplication here, none in a backward of upstream 1, where the division and
+        the multiplication would be two (on a GPU, where backward cannot read the
+        upstream gradient without a sync, they stay as given; so does a sum's, whose
+        factor is 1).
         """
         rows = _chunk_rows(layout, args)
         if (
@@ -887,8 +892,11 @@ class DiceLoss(torch.nn.Module):
         return _loss(self.reduction, params, fused, indexed, keep, counts, p, target)
 
     def __setattr__(self, name, value):
-        """A param set as on torch's module (``criterion.smooth = 1.0``): the number or tensor becomes its
-        buffer again, checked as the constructor checks it."""
+        """A param set as on torch's module, checked as the constructor checks it.
+
+        The number or tensor becomes its buffer again
+        (``criterion.smooth = 1.0``).
+        """
         if name in _BUFFERS and "_buffers" in self.__dict__:
             value = _param(name, value, _BUFFERS[name], self.validate)
         super().__setattr__(name, value)
