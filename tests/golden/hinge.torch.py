@@ -10,17 +10,14 @@ _REDUCTIONS = ("mean", "sum", "none", "batchmean")
 
 
 def _check_shapes(args):
-    """Arrays must agree exactly: one batch shape, one length per axis (no silent
-    broadcasting)."""
+    """Arrays must agree exactly: one batch shape, one length per axis (no silent broadcasting)."""
     first = None
     lengths = {}
     for name, value, axis in args:
         shape = tuple(value.shape)
         if axis is not None:
             if not shape:
-                raise ValueError(
-                    f"{name} needs a last dimension (axis {axis!r}), got a scalar"
-                )
+                raise ValueError(f"{name} needs a last dimension (axis {axis!r}), got a scalar")
             length, shape = shape[-1], shape[:-1]
             seen = lengths.setdefault(axis, (name, length))
             if seen[1] != length:
@@ -37,14 +34,12 @@ def _check_shapes(args):
 
 
 def _rows(shape):
-    """The length of the batch's first dimension (1 for a single sample): what
-    "batchmean" divides by."""
+    """The length of the batch's first dimension (1 for a single sample): what "batchmean" divides by."""
     return shape[0] if len(shape) else 1
 
 
 def _times(coefficient, value, scale):
-    """A gradient, ``coefficient * value``, times ``scale`` (the reduction's factor
-    carried from the forward; None:
+    """A gradient, ``coefficient * value``, times ``scale`` (the reduction's factor carried from the forward; None:
     none): the two numbers multiply first, so that the array takes one pass."""
     if scale is None:
         return value if coefficient == 1 else coefficient * value
@@ -53,86 +48,81 @@ def _times(coefficient, value, scale):
 
 def _check_reduction(reduction):
     if reduction not in _REDUCTIONS:
-        raise ValueError(
-            f"reduction must be one of {', '.join(map(repr, _REDUCTIONS))}, got {reduction!r}"
-        )
+        raise ValueError(f"reduction must be one of {', '.join(map(repr, _REDUCTIONS))}, got {reduction!r}")
 
 
 _VALIDATED = "checked because validate=True; pass validate=False to skip the check"
 
 
 def _outside(name, value, index, domain, why=_VALIDATED):
-    """The error for an element (at ``index``) of ``value`` outside its declared
-    domain."""
+    """The error for an element (at ``index``) of ``value`` outside its declared domain."""
     where = f"{name}[{', '.join(map(str, index))}]" if index else name
-    raise ValueError(
-        f"{where} = {float(value[tuple(index)])!r} is outside its domain: {domain[0]} ({why})"
-    )
+    raise ValueError(f"{where} = {float(value[tuple(index)])!r} is outside its domain: {domain[0]} ({why})")
 
 
 def _validate(score, target, indexed):
-    """Each array in its declared domain (``validate=True``); class indices are
-    checked by ``_prepare``."""
-    _check_domain(
-        "score",
-        score,
-        (
-            "any finite real number",
-            -float("inf"),
-            float("inf"),
-            True,
-            True,
-            None,
-            False,
-        ),
-    )
-    _check_domain(
-        "target", target, ("-1 or +1", -1.0, 1.0, False, False, (-1.0, 1.0,), False)
-    )
+    """Each array in its declared domain (``validate=True``); class indices are checked by ``_prepare``."""
+    _check_domain("score", score, ("any finite real number", -float("inf"), float("inf"), True, True, None, False))
+    _check_domain("target", target, ("-1 or +1", -1.0, 1.0, False, False, (-1.0, 1.0,), False))
 
 
 def _fill(value, shape, dtype, device):
-    """``value`` as a tensor of ``shape`` (constants and rows broadcast); never a shared
-    constant (``_constant``)
-    or a view of one, since what it returns is handed to the caller, who may write to
-    it."""
-    if not isinstance(value, torch.Tensor) or value.dtype != dtype or value.device != device:
+    """``value`` as a tensor of ``shape`` (constants and rows broadcast).
+
+    Never a shared constant (``_constant``) or a view of one, since what it returns is
+    handed to the caller, who may write to it.
+    """
+    if (
+        not isinstance(value, torch.Tensor)
+        or value.dtype != dtype
+        or value.device != device
+    ):
         value = _constant(value, dtype, device, shared=False)
-    elif not torch.compiler.is_compiling() and id(value if value._base is None else value._base) in _SHARED:
+    elif (
+        not torch.compiler.is_compiling()
+        and id(value if value._base is None else value._base) in _SHARED
+    ):
         value = value.clone()
     return value if value.shape == shape else value.expand(shape)
 
 
 #: The constants ``_constant`` made eagerly, by value, dtype, device and inference mode,
-#: and their ids: a fill
-#: costs as much as an operation on a small batch, and a loss with options off takes a
-#: dozen (the branches a
-#: ``where`` on params does not pick). Nothing writes to them; ``_fill`` copies one
-#: before handing it out.
+#: and their ids: a fill costs as much as an operation on a small batch, and a loss with
+#: options off takes a dozen (the branches a ``where`` on params does not pick). Nothing
+#: writes to them; ``_fill`` copies one before handing it out.
 _CONSTANTS = {}
 _SHARED = set()
 
 
 def _constant(value, dtype, device, shared=True):
-    """``value`` (a number, or a tensor: a param under a compiler) as a tensor of
-    ``dtype`` on ``device``. A number
-    is filled there (``torch.as_tensor`` of a number copies it from the host, which
-    waits for a GPU to finish),
-    once per key where ``shared``: not under a compiler, torch.func or a dispatch mode
-    (each traces the fill), nor
-    while a CUDA graph is captured (its fill runs on replay only), nor for a NaN (a
-    key that finds nothing)."""
+    """``value`` as a tensor of ``dtype`` on ``device``.
+
+    ``value`` is a number, or a tensor (a param under a compiler). A number is filled
+    there (``torch.as_tensor`` of a number copies it from the host, which waits for a
+    GPU to finish), once per key where ``shared``: not under a compiler, torch.func or a
+    dispatch mode (each traces the fill), nor while a CUDA graph is captured (its fill
+    runs on replay only), nor for a NaN (a key that finds nothing).
+    """
     if isinstance(value, torch.Tensor):
         return value.to(dtype=dtype, device=device)
-    if not shared or torch.compiler.is_compiling() or _transformed() or torch._C._len_torch_dispatch_stack():
+    if (
+        not shared
+        or torch.compiler.is_compiling()
+        or _transformed()
+        or torch._C._len_torch_dispatch_stack()
+    ):
         return torch.full((), value, dtype=dtype, device=device)
     # a zero by its text: -0.0 apart
     key = (value or str(value), dtype, device, torch.is_inference_mode_enabled())
     found = _CONSTANTS.get(key)
     if found is None:
         found = torch.full((), value, dtype=dtype, device=device)
-        if (value == value and len(_CONSTANTS) < 256  # params that change on every call: the first few only
-                and not (device.type == "cuda" and torch.cuda.is_current_stream_capturing())):
+        if (
+            value == value
+            # params that change on every call: the first few only
+            and len(_CONSTANTS) < 256
+            and not (device.type == "cuda" and torch.cuda.is_current_stream_capturing())
+        ):
             _CONSTANTS[key] = found
             _SHARED.add(id(found))
     return found
@@ -142,40 +132,52 @@ def _reduce(value, reduction, keep=None, counts=None):
     """The per-sample losses reduced."""
     if reduction == "none":
         return value
-    # the sum over the batch's first dimension, as torch's KLDivLoss
     if reduction == "batchmean":
+        # the sum over the batch's first dimension, as torch's KLDivLoss
         return value.sum() / _rows(value.shape)
     return value.mean() if reduction == "mean" else value.sum()
 
 
 def _upstream(grad_output, reduction, batch, keep=None, counts=None):
-    """The gradient of the reduced loss with respect to each sample's loss, as
-    ``_reduce`` divides it: one value for
-    all samples where every sample counts once."""
+    """The gradient of the reduced loss with respect to each sample's loss.
+
+    As ``_reduce`` divides it: one value for all samples where every sample counts
+    once.
+    """
     if reduction == "mean":
         return grad_output / batch.numel()
     return grad_output / _rows(batch) if reduction == "batchmean" else grad_output
 
 
 def _no_target_gradient(targets):
-    """A target of a discrete domain that requires grad gets none from this loss:
-    said, not silent."""
+    """A target of a discrete domain that requires grad gets none from this loss.
+
+    Said, not silent.
+    """
     names = ", ".join(repr(name) for name, value in targets if value.requires_grad)
-    warnings.warn(f"{names}: a target that requires grad gets no gradient from this loss (its domain is discrete: "
-                  "binary or sign); declare it an input of a continuous domain in the spec to differentiate "
-                  "it, or pass it detached", UserWarning, stacklevel=6)  # the caller of the module
+    warnings.warn(
+        f"{names}: a target that requires grad gets no gradient from this loss (its "
+        "domain is discrete: binary or sign); declare it an input of a continuous "
+        "domain in the spec to differentiate it, or pass it detached",
+        UserWarning,
+        stacklevel=6,  # the caller of the module
+    )
 
 
 def _transformed():
-    """Whether torch.func (grad, vmap, jvp ...) or forward-mode AD is tracing this
-    call."""
-    return torch._C._are_functorch_transforms_active() or torch.autograd.forward_ad._current_level >= 0
+    """Whether torch.func (grad, vmap, jvp ...) or forward-mode AD traces this call."""
+    return (
+        torch._C._are_functorch_transforms_active()
+        or torch.autograd.forward_ad._current_level >= 0
+    )
 
 
 def _plain(value):
-    """``value`` without torch.func's wrappers, for a check that only reads its values
-    (all samples of a vmap);
-    under a compiler, ``value`` itself (the compiler traces no unwrapping)."""
+    """``value`` without torch.func's wrappers, for a check that only reads its values.
+
+    All samples of a vmap; under a compiler, ``value`` itself (the compiler traces no
+    unwrapping).
+    """
     if torch.compiler.is_compiling():
         return value
     while torch._C._functorch.is_functorch_wrapped_tensor(value):
@@ -184,22 +186,21 @@ def _plain(value):
 
 
 def _synced(value):
-    """Whether a check of ``value`` may read its result on the host: eager on the CPU
-    (elsewhere, or under
-    ``torch.compile``/``torch.export``, a check is a device-side assert: no sync, no
-    graph break)."""
+    """Whether a check of ``value`` may read its result on the host: eager on the CPU.
+
+    Elsewhere, or under ``torch.compile``/``torch.export``, a check is a device-side
+    assert: no sync, no graph break.
+    """
     return value.device.type == "cpu" and not torch.compiler.is_compiling()
 
 
 def _check_domain(name, value, domain, why=_VALIDATED):
-    """``validate=True``: every element of ``value`` in its declared domain, else a
-    ValueError naming one that is not.
+    """``validate=True``: every element of ``value`` in its declared domain.
 
-    ``domain`` is ``(description, lo, hi, lo_open, hi_open, members or None, rows sum to
-    one)``;
-    NaN is in no domain. Off the CPU and under a compiler the check is a device-side
-    assert
-    (no host sync, as torch's own losses check there).
+    Else a ValueError naming one that is not. ``domain`` is ``(description, lo, hi,
+    lo_open, hi_open, members or None, rows sum to one)``; NaN is in no domain. Off the
+    CPU and under a compiler the check is a device-side assert (no host sync, as torch's
+    own losses check there).
     """
     _, lo, hi, lo_open, hi_open, members, sums_to_one = domain
     value = _plain(value)
@@ -207,10 +208,11 @@ def _check_domain(name, value, domain, why=_VALIDATED):
     if members is None and not sums_to_one and value.numel():
         # one pass and no batch-sized temporaries; a NaN makes both NaN
         low, high = torch.aminmax(value)
-        # compared as floats: no more tensor operations (a NaN compares false: refused)
-        if synced:
+        if synced:  # compared as floats: no more tensor operations (NaN: refused)
             low, high = low.item(), high.item()
-        ok = (low > lo if lo_open else low >= lo) & (high < hi if hi_open else high <= hi)
+        ok = (low > lo if lo_open else low >= lo) & (
+            high < hi if hi_open else high <= hi
+        )
     else:
         ok = _inside(value, domain).all()
     if not synced:
@@ -226,39 +228,57 @@ def _check_domain(name, value, domain, why=_VALIDATED):
 
 
 def _inside(value, domain):
-    """Whether each element of ``value`` lies in ``domain`` (a discrete domain's
-    members lie within its bounds)."""
+    """Whether each element of ``value`` lies in ``domain``.
+
+    A discrete domain's members lie within its bounds.
+    """
     _, lo, hi, lo_open, hi_open, members, sums_to_one = domain
     if members is not None:
         inside = value == members[0]
         for member in members[1:]:
             inside |= value == member
     else:
-        inside = (value > lo if lo_open else value >= lo) & (value < hi if hi_open else value <= hi)
+        inside = (value > lo if lo_open else value >= lo) & (
+            value < hi if hi_open else value <= hi
+        )
     if sums_to_one and value.ndim:
-        inside &= (value.sum(-1, keepdim=True) - 1).abs() <= torch.finfo(value.dtype).eps ** 0.5
+        inside &= (value.sum(-1, keepdim=True) - 1).abs() <= (
+            torch.finfo(value.dtype).eps ** 0.5
+        )
     return inside
 
 
 def _dtype(value):
-    """The dtype the loss computes in: the first input's, float32 for half precision
-    under autocast (as torch's losses)."""
+    """The dtype the loss computes in.
+
+    The first input's, float32 for half precision under autocast (as torch's losses).
+    """
     dtype = value.dtype if value.is_floating_point() else torch.get_default_dtype()
-    if dtype in (torch.float16, torch.bfloat16) and torch.is_autocast_enabled(value.device.type):
+    if dtype in (torch.float16, torch.bfloat16) and torch.is_autocast_enabled(
+        value.device.type
+    ):
         return torch.float32
     return dtype
 
 
 #: Why a param outside its domain is refused even without validate=True.
-_PARAM_DOMAIN = "a param is checked when it is set: its domain is where this loss was analysed and found finite"
+_PARAM_DOMAIN = (
+    "a param is checked when it is set: its domain is where this loss was analysed "
+    "and found finite"
+)
 
 
 def _param(name, value, domain, validate):
-    """A param as module state: a float64 0-d tensor (a buffer: in ``state_dict``,
-    moved by ``.to()``)."""
+    """A param as module state: a float64 0-d tensor.
+
+    A buffer: in ``state_dict``, moved by ``.to()``.
+    """
     if isinstance(value, torch.Tensor) and value.requires_grad:
-        raise ValueError(f"{name}: a tensor that requires grad was passed, but this loss has no gradient for its "
-                         "params; pass a float or a tensor that does not require grad")
+        raise ValueError(
+            f"{name}: a tensor that requires grad was passed, but this loss has no "
+            "gradient for its params; pass a float or a tensor that does not require "
+            "grad"
+        )
     value = torch.as_tensor(value, dtype=torch.float64).detach().clone()
     if value.ndim:
         raise ValueError(
@@ -266,17 +286,19 @@ def _param(name, value, domain, validate):
         )
     if validate:
         _check_domain(name, value, domain)
-    # a number: always, once (as torch checks label_smoothing or delta when it is set)
     elif not value.ndim:
+        # a number: always, once (as torch checks label_smoothing or delta when it is
+        # set)
         _check_domain(name, value, domain, _PARAM_DOMAIN)
     return value
 
 
 def _prepare(score, target):
-    """Tensors in the inputs' floating dtype (one-hot targets from class indices), axes
-    last, shapes checked;
-    whether the one-hot target is class indices, and which samples count with what
-    weight (None: all, once)."""
+    """Tensors in the inputs' floating dtype, axes last, shapes checked.
+
+    One-hot targets from class indices; whether the one-hot target is class indices, and
+    which samples count with what weight (None: all, once).
+    """
     score = score if isinstance(score, torch.Tensor) else torch.as_tensor(score)
     target = target if isinstance(target, torch.Tensor) else torch.as_tensor(target)
     dtype = _dtype(score)
@@ -284,36 +306,36 @@ def _prepare(score, target):
     score = score if score.dtype == dtype else score.to(dtype)
     target = target if target.dtype == dtype else target.to(dtype)
     indexed = False
-    if not (score.shape == target.shape):  # equal shapes pass
+    # equal shapes pass
+    if not (score.shape == target.shape):
         _check_shapes([("score", score, None), ("target", target, None)])
     return score, target, indexed, keep, counts
-
 
 
 def _hinge_value(score, target, margin):
     """Per-sample loss."""
     dtype, device, batch = score.dtype, score.device, score.shape
-    return _fill(torch.clamp(margin - score * target, min=0), batch, dtype, device)
+    return _fill(torch.clamp(margin - score*target, min=0), batch, dtype, device)
 
 
 def _hinge_value_and_grads(score, target, margin, *, scale=None):
-    """Per-sample loss and its gradient for each input, per element, in one pass; the
-    gradients times
-    ``scale``, the reduction's factor (None: none)."""
+    """Per-sample loss and its gradient for each input, in one pass.
+
+    The gradients per element, times ``scale``, the reduction's factor (None: none).
+    """
     dtype, device, batch = score.dtype, score.device, score.shape
-    _t0 = margin - score * target
-    _t1 = torch.ceil(torch.clamp(_t0, 0.0, 1.0))
+    _t0 = margin - score*target
     value = _fill(torch.clamp(_t0, min=0), batch, dtype, device)
     grads = (
-        _fill(_times(-1, target * _t1, scale), score.shape, dtype, device),
+        _fill(_times(-1, target*torch.ceil(torch.clamp(_t0, 0.0, 1.0)), scale), score.shape, dtype, device),
     )
     return value, grads
 
 
 #: Each term's (value, value-and-gradients) functions and the layout of their arguments
-#: (which are arrays over
-#: the batch, with or without an axis; which params broadcast to the batch; which array
-#: gives the batch shape), by (term, whether the one-hot target is class indices).
+#: (which are arrays over the batch, with or without an axis; which params broadcast to
+#: the batch; which array gives the batch shape), by (term, whether the one-hot target
+#: is class indices).
 _EAGER = {
     ("hinge", False): (_hinge_value, _hinge_value_and_grads, ((False, False, ), (), 0)),
 }
@@ -322,8 +344,7 @@ _FUSED_FAILED = set()
 
 
 def _fused(fused, device, dtype):
-    """Whether the terms run compiled by ``torch.compile`` (``fused=True``), else
-    eagerly.
+    """Whether the terms run compiled by ``torch.compile`` (``fused=True``), or eagerly.
 
     Compiled functions are made once per term (inductor: C++ on CPU, Triton on CUDA;
     dynamic batch sizes; inductor caches the compiled code on disk) and compiled again
@@ -341,43 +362,52 @@ def _fused(fused, device, dtype):
 
 
 #: About the elements one pass of eager CPU code takes at a time: a larger batch runs in
-#: chunks of rows, so that
-#: a loss's temporaries stay in cache and come from the allocator's free lists instead
-#: of fresh pages (each
-#: temporary of a whole 2^22-element batch costs a pass and as long again in page
-#: faults).
+#: chunks of rows, so that a loss's temporaries stay in cache and come from the
+#: allocator's free lists instead of fresh pages (each temporary of a whole 2^22-element
+#: batch costs a pass and as long again in page faults).
 _CHUNK = 1 << 17
 
 
 def _chunk_rows(layout, args):
-    """The rows of a chunk, or 0 where the call runs whole: off the CPU, under a
-    compiler, a torch.func transform
-    or autograd, for a small batch, or where an array does not have the batch's rows as
-    its first dimension or
-    a tensor param broadcasts to the batch."""
+    """The rows of a chunk, or 0 where the call runs whole.
+
+    It runs whole off the CPU, under a compiler, a torch.func transform or autograd, for
+    a small batch, or where an array does not have the batch's rows as its first
+    dimension or a tensor param broadcasts to the batch.
+    """
     axes, broadcast, _ = layout
-    arrays = args[:len(axes)]
+    arrays = args[: len(axes)]
     if sum(a.numel() for a in arrays) < 4 * _CHUNK:
         return 0
     first = arrays[0]
-    if (first.device.type != "cpu" or torch.compiler.is_compiling() or _transformed()
-            or any(args[i] is not None for i in broadcast)):
+    if (
+        first.device.type != "cpu"
+        or torch.compiler.is_compiling()
+        or _transformed()
+        or any(args[i] is not None for i in broadcast)
+    ):
         return 0
-    if torch.is_grad_enabled() and any(isinstance(a, torch.Tensor) and a.requires_grad for a in args):
+    if torch.is_grad_enabled() and any(
+        isinstance(a, torch.Tensor) and a.requires_grad for a in args
+    ):
         return 0
     rows = first.shape[0] if first.ndim > axes[0] else 0
-    if not rows or any(a.ndim <= axis or a.shape[0] != rows for a, axis in zip(arrays, axes)):
+    if not rows or any(
+        a.ndim <= axis or a.shape[0] != rows
+        for a, axis in zip(arrays, axes, strict=True)
+    ):
         return 0
     width = max(a.numel() // rows for a in arrays)
     return 0 if rows * width < 4 * _CHUNK else max(1, _CHUNK // max(width, 1))
 
 
 def _factor(reduction, batch, keep, counts, like):
-    """What backward would multiply each sample's gradients by for an upstream gradient
-    of 1 (``_upstream``: 1/n
-    for a mean, 0 for a sample left out), in the dtype of ``like``, for the gradients to
-    carry from the forward;
-    None for ``"none"``, whose upstream gradient is per sample."""
+    """What backward would multiply each sample's gradients by, for an upstream of 1.
+
+    As ``_upstream`` does: 1/n for a mean, 0 for a sample left out; in the dtype of
+    ``like``, for the gradients to carry from the forward; None for ``"none"``, whose
+    upstream gradient is per sample.
+    """
     if reduction == "none":
         return None
     if keep is None and counts is None:  # a number: no tensor operation
@@ -392,31 +422,40 @@ def _factor(reduction, batch, keep, counts, like):
 
 
 def _along(factor, g):
-    """A factor per sample (or one for all) as ``g`` takes it: a vector's gradient
-    along its axis."""
-    return factor[..., None] if isinstance(factor, torch.Tensor) and 0 < factor.ndim < g.ndim else factor
+    """A factor per sample (or one for all) as ``g`` takes it.
+
+    A vector's gradient along its axis.
+    """
+    return (
+        factor[..., None]
+        if isinstance(factor, torch.Tensor) and 0 < factor.ndim < g.ndim
+        else factor
+    )
 
 
 def _chunked(function, layout, rows, reduction, keep, counts, args):
-    """``function`` (value, or value and gradients) of ``args`` chunk by chunk of
-    ``rows`` rows: ``(loss, grads,
-    carried)``, the value reduced as ``_reduce`` does (where every sample counts once, a
-    sum of the chunks' sums),
-    the gradients written into arrays of the whole batch already multiplied by the
-    reduction's own factor
-    (``_factor``; ``carried`` then True, else None), so that backward has nothing left
-    to do for an upstream
-    gradient of 1. None where a result is not one row per row of the batch (the
-    caller runs whole)."""
+    """``function`` (value, or value and gradients) of ``args``, ``rows`` rows a chunk.
+
+    ``(loss, grads, carried)``: the value reduced as ``_reduce`` does (where every
+    sample counts once, a sum of the chunks' sums), the gradients written into arrays of
+    the whole batch already multiplied by the reduction's own factor (``_factor``;
+    ``carried`` then True, else None), so that backward has nothing left to do for an
+    upstream gradient of 1. None where a result is not one row per row of the batch (the
+    caller runs whole).
+    """
     count = len(layout[0])
     total = args[0].shape[0]
-    summed = reduction in ("mean", "sum", "batchmean") and keep is None and counts is None
+    summed = (
+        reduction in ("mean", "sum", "batchmean") and keep is None and counts is None
+    )
     parts, values, grads, factor = [], None, None, None
     for start in range(0, total, rows):
-        out = function(*(a[start:start + rows] for a in args[:count]), *args[count:])
+        out = function(*(a[start : start + rows] for a in args[:count]), *args[count:])
         value, found = out if isinstance(out, tuple) else (out, ())
         if start == 0:
-            if value.ndim == 0 or any(g.ndim == 0 or g.shape[0] != value.shape[0] for g in found):
+            if value.ndim == 0 or any(
+                g.ndim == 0 or g.shape[0] != value.shape[0] for g in found
+            ):
                 return None
             grads = [g.new_empty((total, *g.shape[1:])) for g in found]
             factor = _factor(
@@ -424,16 +463,20 @@ def _chunked(function, layout, rows, reduction, keep, counts, args):
             )
             if not summed:
                 values = value.new_empty((total, *value.shape[1:]))
-        part = factor[start:start + rows] if isinstance(factor, torch.Tensor) and factor.ndim else factor
-        for whole, g in zip(grads, found):
+        part = (
+            factor[start : start + rows]
+            if isinstance(factor, torch.Tensor) and factor.ndim
+            else factor
+        )
+        for whole, g in zip(grads, found, strict=True):
             if factor is None:
-                whole[start:start + rows] = g
+                whole[start : start + rows] = g
             else:
-                torch.mul(g, _along(part, g), out=whole[start:start + rows])
+                torch.mul(g, _along(part, g), out=whole[start : start + rows])
         if summed:
             parts.append(value.sum())
         else:
-            values[start:start + rows] = value
+            values[start : start + rows] = value
     carried = None if factor is None else True
     if not summed:
         return _reduce(values, reduction, keep, counts), tuple(grads), carried
@@ -442,41 +485,59 @@ def _chunked(function, layout, rows, reduction, keep, counts, args):
 
 
 def _reducing(value, both, layout):
-    """The two functions of a term with the value reduced inside them: compiled, the
-    reduction is part of the
-    kernel; eagerly on the CPU, a large batch runs chunk by chunk (``_chunked``)."""
+    """The two functions of a term with the value reduced inside them.
+
+    Compiled, the reduction is part of the kernel; eagerly on the CPU, a large batch
+    runs chunk by chunk (``_chunked``).
+    """
 
     def reduced_value(reduction, keep, counts, *args):
         rows = _chunk_rows(layout, args)
-        if rows and (found := _chunked(value, layout, rows, reduction, keep, counts, args)) is not None:
+        if (
+            rows
+            and (found := _chunked(value, layout, rows, reduction, keep, counts, args))
+            is not None
+        ):
             return found[0]
         return _reduce(value(*args), reduction, keep, counts)
 
     def reduced_both(reduction, keep, counts, *args):
-        """``(loss, grads, carried)``: ``carried`` True where the gradients carry the
-        reduction's own factor
-        (``_chunked``), None where they are as the function gives them. On the CPU they
-            carry it whole and
-        compiled too (inside the kernel there): one multiplication here, none in a
-            backward of upstream 1, where
-        the division and the multiplication would be two (on a GPU, where backward
-            cannot read the upstream
-        gradient without a sync, they stay as given; so does a sum's, whose factor is
-            1)."""
+        """``(loss, grads, carried)``.
+
+        ``carried`` True where the gradients carry the reduction's own factor
+        (``_chunked``), None where they are as the function gives them. On the CPU
+        they carry it whole and compiled too (inside the kernel there): one
+        multiplication here, none in a backward of upstream 1, where the division and
+        the multiplication would be two (on a GPU, where backward cannot read the
+        upstream gradient without a sync, they stay as given; so does a sum's, whose
+        factor is 1).
+        """
         rows = _chunk_rows(layout, args)
-        if rows and (found := _chunked(both, layout, rows, reduction, keep, counts, args)) is not None:
+        if (
+            rows
+            and (found := _chunked(both, layout, rows, reduction, keep, counts, args))
+            is not None
+        ):
             return found
         axes, _, at = layout
         first = args[at]  # the array whose shape, less its axis, is the batch's
         batch = first.shape[:-1] if axes[at] else first.shape
-        if (first.device.type != "cpu" or not batch.numel() or (reduction == "sum" and keep is None and counts is None)
-                or not (torch.compiler.is_compiling() or not _transformed())):
+        if (
+            first.device.type != "cpu"
+            or not batch.numel()
+            or (reduction == "sum" and keep is None and counts is None)
+            or not (torch.compiler.is_compiling() or not _transformed())
+        ):
             loss, grads = both(*args)
             return _reduce(loss, reduction, keep, counts), grads, None
         factor = _factor(reduction, batch, keep, counts, first)
         # the factor multiplied into each gradient's coefficient
         loss, grads = both(*args, scale=factor)
-        return _reduce(loss, reduction, keep, counts), grads, None if factor is None else True
+        return (
+            _reduce(loss, reduction, keep, counts),
+            grads,
+            None if factor is None else True,
+        )
 
     return reduced_value, reduced_both
 
@@ -485,68 +546,80 @@ _REDUCED = {name: _reducing(*functions) for name, functions in _EAGER.items()}
 
 
 def _run(fused, term, which, reduction, keep, counts, like, *args):
-    """Function ``which`` of ``_REDUCED[term]`` of ``args``, the value reduced; with
-    ``fused``, its compiled form.
-    A compiled kernel that fails falls back to eager for the device and dtype of
-    ``like`` (the first input), with
-    one warning."""
+    """Function ``which`` of ``_REDUCED[term]`` of ``args``, the value reduced.
+
+    With ``fused``, its compiled form. A compiled kernel that fails falls back to eager
+    for the device and dtype of ``like`` (the first input), with one warning.
+    """
     if fused:
         try:
             return _FUSED[term][which](reduction, keep, counts, *args)
-        # noqa: BLE001 - a compiler failure of any kind: the eager code is the same loss
-        except Exception as exc:
+        # a compiler failure of any kind: the eager code is the same loss
+        except Exception as exc:  # noqa: BLE001
             device, dtype = like.device, like.dtype
             _FUSED_FAILED.add((device.type, dtype))
-            warnings.warn(f"fused=True: torch.compile failed for {device.type} {dtype} ({type(exc).__name__}: "
-                          f"{str(exc).splitlines()[0] if str(exc) else ''}); running eagerly", RuntimeWarning,
-                          stacklevel=3)
+            warnings.warn(
+                f"fused=True: torch.compile failed for {device.type} {dtype} "
+                f"({type(exc).__name__}: "
+                f"{str(exc).splitlines()[0] if str(exc) else ''}); running eagerly",
+                RuntimeWarning,
+                stacklevel=3,
+            )
     return _REDUCED[term][which](reduction, keep, counts, *args)
 
 
 def _loss(reduction, params, fused, indexed, keep, counts, score, target):
     """The reduced loss, value only (no gradient is wanted)."""
     margin, = params
-    return _run(
-        fused, ("hinge", False), 0, reduction, None, None, score, score, target, margin
-    )
+    return _run(fused, ("hinge", False), 0, reduction, None, None, score, score, target, margin)
 
 
 def _both(reduction, fused, indexed, targeted, keep, counts, score, target, margin):
-    """The reduced loss, each term's per-element gradients, in one pass per term (a
-    target's None where
-    ``targeted`` is false: no target requires grad), and the factor each term's
-    gradients already carry (None:
-    none; see ``_chunked``)."""
-    value, grad_term_0, _carried_0 = _run(
-        fused, ("hinge", False), 1, reduction, None, None, score, score, target, margin
-    )
+    """The reduced loss, each term's per-element gradients, in one pass per term.
+
+    A target's None where ``targeted`` is false: no target requires grad; and the factor
+    each term's gradients already carry (None: none; see ``_chunked``).
+    """
+    value, grad_term_0, _carried_0 = _run(fused, ("hinge", False), 1, reduction, None, None, score, score, target, margin)
     return value, (*grad_term_0,), (_carried_0, )
 
 
 def _save(
     ctx, reduction, indexed, targeted, keep, counts, arrays, params, grads, carried=None
 ):
-    """What backward needs: the arguments, which samples count, the per-element
-    gradients (params as given:
-    floats, buffers or Parameters) and the factors they carry."""
-    ctx.reduction, ctx.indexed, ctx.targeted, ctx.params = reduction, indexed, targeted, params
+    """What backward needs.
+
+    The arguments, which samples count, the per-element gradients (params as given:
+    floats, buffers or Parameters) and the factors they carry.
+    """
+    ctx.reduction, ctx.indexed, ctx.targeted, ctx.params = (
+        reduction,
+        indexed,
+        targeted,
+        params,
+    )
     ctx.carried, ctx.handed = carried or (None,) * 1, False
     ctx.save_for_backward(*arrays, keep, counts, *grads)
 
 
 #: The samples from which a gradient that carries its factor is handed on as it is for
-#: an upstream gradient of 1,
-#: rather than multiplied by it: reading the upstream gradient on the host costs about a
-#: pass of this many.
+#: an upstream gradient of 1, rather than multiplied by it: reading the upstream
+#: gradient on the host costs about a pass of this many.
 _HANDED = 1 << 13
 
 
 def _one(upstream):
-    """Whether ``upstream`` is exactly 1 (``loss.backward()``), read where that costs no
-    device sync: eagerly on the
-    CPU (a compiled graph cannot branch on a value)."""
-    return (upstream.device.type == "cpu" and upstream.numel() == 1 and not torch.compiler.is_compiling()
-            and float(upstream) == 1.0)
+    """Whether ``upstream`` is exactly 1 (``loss.backward()``).
+
+    Read where that costs no device sync: eagerly on the CPU (a compiled graph cannot
+    branch on a value).
+    """
+    return (
+        upstream.device.type == "cpu"
+        and upstream.numel() == 1
+        and not torch.compiler.is_compiling()
+        and float(upstream) == 1.0
+    )
 
 
 class _HingeLossFunction(torch.autograd.Function):
@@ -561,24 +634,9 @@ class _HingeLossFunction(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(
-        ctx, reduction, fused, indexed, targeted, keep, counts, score, target, margin
-    ):
-        loss, grads, carried = _both(
-            reduction, fused, indexed, targeted, keep, counts, score, target, margin
-        )
-        _save(
-            ctx,
-            reduction,
-            indexed,
-            targeted,
-            keep,
-            counts,
-            (score, target),
-            (margin,),
-            grads,
-            carried,
-        )
+    def forward(ctx, reduction, fused, indexed, targeted, keep, counts, score, target, margin):
+        loss, grads, carried = _both(reduction, fused, indexed, targeted, keep, counts, score, target, margin)
+        _save(ctx, reduction, indexed, targeted, keep, counts, (score, target), (margin,), grads, carried)
         return loss
 
     @staticmethod
@@ -592,9 +650,8 @@ class _HingeLossFunction(torch.autograd.Function):
         keep, counts = saved[2:4]
         margin, = ctx.params
         # create_graph=True: the gradient must be differentiable; and once a saved
-        # gradient was handed on as it
-        # is (its owner may change it), a later backward (retain_graph=True) computes it
-        # again
+        # gradient was handed on as it is (its owner may change it), a later backward
+        # (retain_graph=True) computes it again
         recompute = torch.is_grad_enabled() or ctx.handed
         grad_score = None
         if recompute:
@@ -606,9 +663,8 @@ class _HingeLossFunction(torch.autograd.Function):
         else:  # the gradients carry the reduction's factor already
             upstream = grad_output
             # then each is handed on as it is where the upstream gradient is 1: no pass
-            # over it (but reading it on
-            # the host, which costs more than the multiplication of a small batch, so a
-            # small batch multiplies)
+            # over it (but reading it on the host, which costs more than the
+            # multiplication of a small batch, so a small batch multiplies)
             handed = score.shape.numel() >= _HANDED and _one(upstream)
             ctx.handed = ctx.handed or handed
         part = grads[0] if handed else grads[0] * upstream
@@ -617,9 +673,9 @@ class _HingeLossFunction(torch.autograd.Function):
 
 
 class _HingeLossTransformedFunction(_HingeLossFunction):
-    """The Function as torch.func transforms it (``grad``, ``vmap``, ``jacrev``,
-    ``jvp``, ``jacfwd``) and
-    forward-mode AD runs it.
+    """The Function as torch.func transforms it and forward-mode AD runs it.
+
+    The transforms: ``grad``, ``vmap``, ``jacrev``, ``jvp``, ``jacfwd``.
 
     The forward returns the per-element gradients after the loss (outputs that
     are not differentiable), ``setup_context`` saves them, ``jvp`` contracts them
@@ -632,12 +688,8 @@ class _HingeLossTransformedFunction(_HingeLossFunction):
     generate_vmap_rule = True
 
     @staticmethod
-    def forward(
-        reduction, fused, indexed, targeted, keep, counts, score, target, margin
-    ):
-        loss, grads, _ = _both(
-            reduction, fused, indexed, targeted, keep, counts, score, target, margin
-        )
+    def forward(reduction, fused, indexed, targeted, keep, counts, score, target, margin):
+        loss, grads, _ = _both(reduction, fused, indexed, targeted, keep, counts, score, target, margin)
         return _distinct((loss, *grads), (score, target))
 
     @staticmethod
@@ -652,66 +704,62 @@ class _HingeLossTransformedFunction(_HingeLossFunction):
 
     @staticmethod
     def jvp(ctx, *tangents):
-        """Forward mode: the loss's tangent, the saved gradient contracted with the
-        inputs' tangents."""
+        """Forward mode: the loss's tangent.
+
+        The saved gradient contracted with the inputs' tangents.
+        """
         keep, counts, *grads = ctx.saved_tensors
         change = None
         tangent = tangents[6]
         if tangent is not None:
             part = grads[0] * tangent
             change = part if change is None else change + part
-        return (
-            None if change is None else _reduce(change, ctx.reduction, None, None),
-            *(None for _ in grads),
-        )
+        return (None if change is None else _reduce(change, ctx.reduction, None, None), *(None for _ in grads))
 
 
 def _distinct(outputs, inputs):
-    """``outputs``, each that is an input or an earlier output itself as a view of it:
-    autograd saves no input
-    returned as it is, and a loss that is its own gradient (``exp(x)``) must stay
-    differentiable."""
+    """``outputs``, each that is an input or an earlier output itself as a view of it.
+
+    Autograd saves no input returned as it is, and a loss that is its own gradient
+    (``exp(x)``) must stay differentiable.
+    """
     seen = list(inputs)
     for out in outputs:
         seen.append(
-            out.view_as(out) if out is not None and any(out is value for value in seen) else out
+            out.view_as(out)
+            if out is not None and any(out is value for value in seen)
+            else out
         )
-    return tuple(seen[len(inputs):])
-
-
+    return tuple(seen[len(inputs) :])
 
 
 def _floats(buffers, seen):
-    """``(buffers, their versions, their values as floats)``, read again only when a
-    buffer changed (replaced by
-    ``.to()``, written by ``load_state_dict`` or in place): a scalar op on a Python
-    float costs less than on a
-    0-d tensor (``x**2.0`` is a square, ``x**tensor(2.0)`` a general power), and no
-    call syncs with the device."""
+    """``(buffers, their versions, their values as floats)``.
+
+    Read again only when a buffer changed (replaced by ``.to()``, written by
+    ``load_state_dict`` or in place): a scalar op on a Python float costs less than on a
+    0-d tensor (``x**2.0`` is a square, ``x**tensor(2.0)`` a general power), and no call
+    syncs with the device.
+    """
     # an inference tensor has no version
     versions = tuple(-1 if b.is_inference() else b._version for b in buffers)
-    if seen is not None and -1 not in versions and versions == seen[1] and all(a is b for a, b in zip(buffers, seen[0])):
+    if (
+        seen is not None
+        and -1 not in versions
+        and versions == seen[1]
+        and all(a is b for a, b in zip(buffers, seen[0], strict=True))
+    ):
         return seen
     return buffers, versions, tuple(float(b) for b in buffers)
 
 
 def _recheck(module, incompatible_keys):
-    """``validate=True``: params loaded by ``load_state_dict`` are checked against
-    their domains again."""
+    """``validate=True``: params loaded by ``load_state_dict`` are checked again.
+
+    Against their domains.
+    """
     if module.validate:
-        _check_domain(
-            "margin",
-            module.margin,
-            (
-                "any finite real number",
-                -float("inf"),
-                float("inf"),
-                True,
-                True,
-                None,
-                False,
-            ),
-        )
+        _check_domain("margin", module.margin, ("any finite real number", -float("inf"), float("inf"), True, True, None, False))
 
 
 #: The params held as buffers, with their domains: what an assignment to one is checked
@@ -724,8 +772,7 @@ _BUFFERS = {
 class HingeLoss(torch.nn.Module):
     """Hinge loss for a +-1 target: zero once the margin is met.
 
-    The SVM loss: linear penalty when target*score falls below the margin, zero beyond
-    it.
+    The SVM loss: linear penalty when target*score falls below the margin, zero beyond it.
 
     The per-sample loss is::
 
@@ -735,18 +782,14 @@ class HingeLoss(torch.nn.Module):
 
         max(0, margin - target * score)
 
-    With ``reduction="mean"`` (the default) the per-sample losses are averaged over
-    every
+    With ``reduction="mean"`` (the default) the per-sample losses are averaged over every
     element of the batch; ``"sum"`` adds them up; ``"none"`` returns them unreduced.
 
     Args:
-        reduction (str, optional): ``"mean"`` | ``"sum"`` | ``"none"`` | ``"batchmean"``
-            (the sum divided by the batch's first dimension). Default: ``"mean"``.
+        reduction (str, optional): ``"mean"`` | ``"sum"`` | ``"none"`` | ``"batchmean"`` (the sum divided by the batch's first dimension). Default: ``"mean"``.
         margin (float, optional): domain real. Default: ``1.0``.
-        fused (bool, optional): compute loss and gradient in one compiled kernel
-            (``torch.compile``). Default: ``False``.
-        validate (bool, optional): check every tensor and param against its declared
-            domain; a ValueError names the first value outside it. Default: ``False``.
+        fused (bool, optional): compute loss and gradient in one compiled kernel (``torch.compile``). Default: ``False``.
+        validate (bool, optional): check every tensor and param against its declared domain; a ValueError names the first value outside it. Default: ``False``.
 
     Shape:
         - score: ``(*)``, any batch shape; domain real.
@@ -754,8 +797,7 @@ class HingeLoss(torch.nn.Module):
         - Output: a scalar; ``(*)`` with ``reduction="none"``.
 
     Stable form:
-        Piecewise linear: exact. At the kink the gradient is 0, torch.relu's
-            subgradient.
+        Piecewise linear: exact. At the kink the gradient is 0, torch.relu's subgradient.
 
     Reference:
         max(0, margin - target*score) (SVM hinge loss)
@@ -775,15 +817,15 @@ class HingeLoss(torch.nn.Module):
         self.reduction = reduction
         self.fused = bool(fused)
         self.validate = bool(validate)
-        self.register_buffer(
-            "margin", _param("margin", margin, _BUFFERS["margin"], self.validate)
-        )
+        self.register_buffer("margin", _param("margin", margin, _BUFFERS["margin"], self.validate))
         self.register_load_state_dict_post_hook(_recheck)
 
     def _params(self):
-        """The params as the kernels take them: the buffers under a compiler, else their
-        values as Python floats;
-        a learnable param as its ``nn.Parameter``."""
+        """The params as the kernels take them.
+
+        The buffers under a compiler, else their values as Python floats; a learnable
+        param as its ``nn.Parameter``.
+        """
         if torch.compiler.is_compiling():
             return (self.margin,)
         seen = self.__dict__.get("_values")
@@ -797,8 +839,9 @@ class HingeLoss(torch.nn.Module):
         score, target, indexed, keep, counts = _prepare(score, target)
         # as torch's own losses: float32 under autocast (asked per device only where
         # some autocast is on)
-        if ((torch.compiler.is_compiling() or torch._C._is_any_autocast_enabled())
-                and torch.is_autocast_enabled(score.device.type)):
+        if (
+            torch.compiler.is_compiling() or torch._C._is_any_autocast_enabled()
+        ) and torch.is_autocast_enabled(score.device.type):
             with torch.autocast(score.device.type, enabled=False):
                 return self._forward(params, indexed, keep, counts, score, target)
         return self._forward(params, indexed, keep, counts, score, target)
@@ -814,37 +857,17 @@ class HingeLoss(torch.nn.Module):
         fused = self.fused and not transformed and _fused(True, score.device, score.dtype)
         targeted = False
         if transformed:
-            return _HingeLossTransformedFunction.apply(
-                self.reduction,
-                fused,
-                indexed,
-                targeted,
-                keep,
-                counts,
-                score,
-                target,
-                *params,
-            )[0]
+            return _HingeLossTransformedFunction.apply(self.reduction, fused, indexed, targeted, keep, counts, score, target, *params)[0]
         if torch.is_grad_enabled() and (score.requires_grad):
-            return _HingeLossFunction.apply(
-                self.reduction,
-                fused,
-                indexed,
-                targeted,
-                keep,
-                counts,
-                score,
-                target,
-                *params,
-            )
-        return _loss(
-            self.reduction, params, fused, indexed, keep, counts, score, target
-        )
+            return _HingeLossFunction.apply(self.reduction, fused, indexed, targeted, keep, counts, score, target, *params)
+        return _loss(self.reduction, params, fused, indexed, keep, counts, score, target)
 
     def __setattr__(self, name, value):
-        """A param set as on torch's module (``criterion.margin = 1.0``): the number or
-        tensor becomes its
-        buffer again, checked as the constructor checks it."""
+        """A param set as on torch's module, checked as the constructor checks it.
+
+        The number or tensor becomes its buffer again
+        (``criterion.margin = 1.0``).
+        """
         if name in _BUFFERS and "_buffers" in self.__dict__:
             value = _param(name, value, _BUFFERS[name], self.validate)
         super().__setattr__(name, value)
@@ -855,8 +878,11 @@ class HingeLoss(torch.nn.Module):
                          + ([f"validate={self.validate}"] if self.validate else []))
 
     def __prepare_scriptable__(self):
-        raise RuntimeError(f"torch.jit.script cannot compile {type(self).__name__}: its backward is an autograd.Function, "
-                           "which TorchScript does not support; use torch.compile(fullgraph=True) or torch.export")
+        raise RuntimeError(
+            f"torch.jit.script cannot compile {type(self).__name__}: its backward is "
+            "an autograd.Function, which TorchScript does not support; use "
+            "torch.compile(fullgraph=True) or torch.export"
+        )
 
 
 Loss = HingeLoss

@@ -10,17 +10,14 @@ _REDUCTIONS = ("mean", "sum", "none", "batchmean")
 
 
 def _check_shapes(args):
-    """Arrays must agree exactly: one batch shape, one length per axis (no silent
-    broadcasting)."""
+    """Arrays must agree exactly: one batch shape, one length per axis (no silent broadcasting)."""
     first = None
     lengths = {}
     for name, value, axis in args:
         shape = tuple(value.shape)
         if axis is not None:
             if not shape:
-                raise ValueError(
-                    f"{name} needs a last dimension (axis {axis!r}), got a scalar"
-                )
+                raise ValueError(f"{name} needs a last dimension (axis {axis!r}), got a scalar")
             length, shape = shape[-1], shape[:-1]
             seen = lengths.setdefault(axis, (name, length))
             if seen[1] != length:
@@ -37,10 +34,8 @@ def _check_shapes(args):
 
 
 def _broadcasts(name, shape, batch, axis=False):
-    """A tensor param's shape must broadcast to the batch shape without growing it (a
-    ValueError names it); one
-    on an axis (``axis``, the last entry of ``batch`` its length) is one value, or
-    one per entry of the axis."""
+    """A tensor param's shape must broadcast to the batch shape without growing it (a ValueError names it); one
+    on an axis (``axis``, the last entry of ``batch`` its length) is one value, or one per entry of the axis."""
     shape, batch = tuple(shape), tuple(batch)
     if axis and shape and shape[-1] != batch[-1]:
         raise ValueError(f"{name} has shape {shape}: one value per class needs {batch[-1]} entries in its last "
@@ -51,14 +46,12 @@ def _broadcasts(name, shape, batch, axis=False):
 
 
 def _rows(shape):
-    """The length of the batch's first dimension (1 for a single sample): what
-    "batchmean" divides by."""
+    """The length of the batch's first dimension (1 for a single sample): what "batchmean" divides by."""
     return shape[0] if len(shape) else 1
 
 
 def _times(coefficient, value, scale):
-    """A gradient, ``coefficient * value``, times ``scale`` (the reduction's factor
-    carried from the forward; None:
+    """A gradient, ``coefficient * value``, times ``scale`` (the reduction's factor carried from the forward; None:
     none): the two numbers multiply first, so that the array takes one pass."""
     if scale is None:
         return value if coefficient == 1 else coefficient * value
@@ -67,125 +60,118 @@ def _times(coefficient, value, scale):
 
 def _check_reduction(reduction):
     if reduction not in _REDUCTIONS:
-        raise ValueError(
-            f"reduction must be one of {', '.join(map(repr, _REDUCTIONS))}, got {reduction!r}"
-        )
+        raise ValueError(f"reduction must be one of {', '.join(map(repr, _REDUCTIONS))}, got {reduction!r}")
 
 
 _VALIDATED = "checked because validate=True; pass validate=False to skip the check"
 
 
 def _outside(name, value, index, domain, why=_VALIDATED):
-    """The error for an element (at ``index``) of ``value`` outside its declared
-    domain."""
+    """The error for an element (at ``index``) of ``value`` outside its declared domain."""
     where = f"{name}[{', '.join(map(str, index))}]" if index else name
-    raise ValueError(
-        f"{where} = {float(value[tuple(index)])!r} is outside its domain: {domain[0]} ({why})"
-    )
+    raise ValueError(f"{where} = {float(value[tuple(index)])!r} is outside its domain: {domain[0]} ({why})")
 
 
 def _validate(logp, target, indexed):
-    """Each array in its declared domain (``validate=True``); class indices are
-    checked by ``_prepare``."""
-    _check_domain(
-        "logp",
-        logp,
-        (
-            "any finite real number",
-            -float("inf"),
-            float("inf"),
-            True,
-            True,
-            None,
-            False,
-        ),
-    )
+    """Each array in its declared domain (``validate=True``); class indices are checked by ``_prepare``."""
+    _check_domain("logp", logp, ("any finite real number", -float("inf"), float("inf"), True, True, None, False))
     if not indexed:
-        _check_domain(
-            "target",
-            target,
-            (
-                "a one-hot vector over an axis (or integer class indices)",
-                0.0,
-                1.0,
-                False,
-                False,
-                (0.0, 1.0,),
-                True,
-            ),
-        )
+        _check_domain("target", target, ("a one-hot vector over an axis (or integer class indices)", 0.0, 1.0, False, False, (0.0, 1.0,), True))
 
 
 def _fill(value, shape, dtype, device):
-    """``value`` as a tensor of ``shape`` (constants and rows broadcast); never a shared
-    constant (``_constant``)
-    or a view of one, since what it returns is handed to the caller, who may write to
-    it."""
-    if not isinstance(value, torch.Tensor) or value.dtype != dtype or value.device != device:
+    """``value`` as a tensor of ``shape`` (constants and rows broadcast).
+
+    Never a shared constant (``_constant``) or a view of one, since what it returns is
+    handed to the caller, who may write to it.
+    """
+    if (
+        not isinstance(value, torch.Tensor)
+        or value.dtype != dtype
+        or value.device != device
+    ):
         value = _constant(value, dtype, device, shared=False)
-    elif not torch.compiler.is_compiling() and id(value if value._base is None else value._base) in _SHARED:
+    elif (
+        not torch.compiler.is_compiling()
+        and id(value if value._base is None else value._base) in _SHARED
+    ):
         value = value.clone()
     return value if value.shape == shape else value.expand(shape)
 
 
 #: The constants ``_constant`` made eagerly, by value, dtype, device and inference mode,
-#: and their ids: a fill
-#: costs as much as an operation on a small batch, and a loss with options off takes a
-#: dozen (the branches a
-#: ``where`` on params does not pick). Nothing writes to them; ``_fill`` copies one
-#: before handing it out.
+#: and their ids: a fill costs as much as an operation on a small batch, and a loss with
+#: options off takes a dozen (the branches a ``where`` on params does not pick). Nothing
+#: writes to them; ``_fill`` copies one before handing it out.
 _CONSTANTS = {}
 _SHARED = set()
 
 
 def _constant(value, dtype, device, shared=True):
-    """``value`` (a number, or a tensor: a param under a compiler) as a tensor of
-    ``dtype`` on ``device``. A number
-    is filled there (``torch.as_tensor`` of a number copies it from the host, which
-    waits for a GPU to finish),
-    once per key where ``shared``: not under a compiler, torch.func or a dispatch mode
-    (each traces the fill), nor
-    while a CUDA graph is captured (its fill runs on replay only), nor for a NaN (a
-    key that finds nothing)."""
+    """``value`` as a tensor of ``dtype`` on ``device``.
+
+    ``value`` is a number, or a tensor (a param under a compiler). A number is filled
+    there (``torch.as_tensor`` of a number copies it from the host, which waits for a
+    GPU to finish), once per key where ``shared``: not under a compiler, torch.func or a
+    dispatch mode (each traces the fill), nor while a CUDA graph is captured (its fill
+    runs on replay only), nor for a NaN (a key that finds nothing).
+    """
     if isinstance(value, torch.Tensor):
         return value.to(dtype=dtype, device=device)
-    if not shared or torch.compiler.is_compiling() or _transformed() or torch._C._len_torch_dispatch_stack():
+    if (
+        not shared
+        or torch.compiler.is_compiling()
+        or _transformed()
+        or torch._C._len_torch_dispatch_stack()
+    ):
         return torch.full((), value, dtype=dtype, device=device)
     # a zero by its text: -0.0 apart
     key = (value or str(value), dtype, device, torch.is_inference_mode_enabled())
     found = _CONSTANTS.get(key)
     if found is None:
         found = torch.full((), value, dtype=dtype, device=device)
-        if (value == value and len(_CONSTANTS) < 256  # params that change on every call: the first few only
-                and not (device.type == "cuda" and torch.cuda.is_current_stream_capturing())):
+        if (
+            value == value
+            # params that change on every call: the first few only
+            and len(_CONSTANTS) < 256
+            and not (device.type == "cuda" and torch.cuda.is_current_stream_capturing())
+        ):
             _CONSTANTS[key] = found
             _SHARED.add(id(found))
     return found
 
 
 def _legacy_reduction(size_average, reduce, reduction):
-    """torch's deprecated ``size_average`` and ``reduce``: either one given decides
-    the reduction, as in torch."""
+    """torch's deprecated ``size_average`` and ``reduce``.
+
+    Either one given decides the reduction, as in torch.
+    """
     if size_average is None and reduce is None:
         return reduction
     size_average = True if size_average is None else size_average
     reduce = True if reduce is None else reduce
     reduction = "mean" if size_average and reduce else "sum" if reduce else "none"
-    warnings.warn(f"size_average and reduce args will be deprecated, please use reduction='{reduction}' instead.",
-                  UserWarning, stacklevel=3)
+    warnings.warn(
+        "size_average and reduce args will be deprecated, please use "
+        f"reduction='{reduction}' instead.",
+        UserWarning,
+        stacklevel=3,
+    )
     return reduction
 
 
 def _reduce(value, reduction, keep=None, counts=None):
-    """The per-sample losses reduced; ``keep`` (where given) marks the samples that
-    count (the others give 0)
-    and ``counts`` their weights in the mean (where given; else one each)."""
+    """The per-sample losses reduced.
+
+    ``keep`` (where given) marks the samples that count (the others give 0) and
+    ``counts`` their weights in the mean (where given; else one each).
+    """
     if keep is not None:
         value = torch.where(keep, value, 0.0)
     if reduction == "none":
         return value
-    # the sum over the batch's first dimension, as torch's KLDivLoss
     if reduction == "batchmean":
+        # the sum over the batch's first dimension, as torch's KLDivLoss
         return value.sum() / _rows(value.shape)
     if reduction == "mean" and (keep is not None or counts is not None):
         return value.sum() / (counts.sum() if counts is not None else keep.sum())
@@ -193,27 +179,38 @@ def _reduce(value, reduction, keep=None, counts=None):
 
 
 def _upstream(grad_output, reduction, batch, keep=None, counts=None):
-    """The gradient of the reduced loss with respect to each sample's loss, as
-    ``_reduce`` divides it: one value for
-    all samples where every sample counts once, 0 for a sample left out."""
+    """The gradient of the reduced loss with respect to each sample's loss.
+
+    As ``_reduce`` divides it: one value for all samples where every sample counts
+    once, 0 for a sample left out.
+    """
     if reduction == "mean":
-        grad_output = grad_output / (counts.sum() if counts is not None else keep.sum() if keep is not None
-                                     else batch.numel())
+        grad_output = grad_output / (
+            counts.sum()
+            if counts is not None
+            else keep.sum()
+            if keep is not None
+            else batch.numel()
+        )
     elif reduction == "batchmean":
         grad_output = grad_output / _rows(batch)
     return grad_output if keep is None else torch.where(keep, grad_output, 0.0)
 
 
 def _transformed():
-    """Whether torch.func (grad, vmap, jvp ...) or forward-mode AD is tracing this
-    call."""
-    return torch._C._are_functorch_transforms_active() or torch.autograd.forward_ad._current_level >= 0
+    """Whether torch.func (grad, vmap, jvp ...) or forward-mode AD traces this call."""
+    return (
+        torch._C._are_functorch_transforms_active()
+        or torch.autograd.forward_ad._current_level >= 0
+    )
 
 
 def _plain(value):
-    """``value`` without torch.func's wrappers, for a check that only reads its values
-    (all samples of a vmap);
-    under a compiler, ``value`` itself (the compiler traces no unwrapping)."""
+    """``value`` without torch.func's wrappers, for a check that only reads its values.
+
+    All samples of a vmap; under a compiler, ``value`` itself (the compiler traces no
+    unwrapping).
+    """
     if torch.compiler.is_compiling():
         return value
     while torch._C._functorch.is_functorch_wrapped_tensor(value):
@@ -222,22 +219,21 @@ def _plain(value):
 
 
 def _synced(value):
-    """Whether a check of ``value`` may read its result on the host: eager on the CPU
-    (elsewhere, or under
-    ``torch.compile``/``torch.export``, a check is a device-side assert: no sync, no
-    graph break)."""
+    """Whether a check of ``value`` may read its result on the host: eager on the CPU.
+
+    Elsewhere, or under ``torch.compile``/``torch.export``, a check is a device-side
+    assert: no sync, no graph break.
+    """
     return value.device.type == "cpu" and not torch.compiler.is_compiling()
 
 
 def _check_domain(name, value, domain, why=_VALIDATED):
-    """``validate=True``: every element of ``value`` in its declared domain, else a
-    ValueError naming one that is not.
+    """``validate=True``: every element of ``value`` in its declared domain.
 
-    ``domain`` is ``(description, lo, hi, lo_open, hi_open, members or None, rows sum to
-    one)``;
-    NaN is in no domain. Off the CPU and under a compiler the check is a device-side
-    assert
-    (no host sync, as torch's own losses check there).
+    Else a ValueError naming one that is not. ``domain`` is ``(description, lo, hi,
+    lo_open, hi_open, members or None, rows sum to one)``; NaN is in no domain. Off the
+    CPU and under a compiler the check is a device-side assert (no host sync, as torch's
+    own losses check there).
     """
     _, lo, hi, lo_open, hi_open, members, sums_to_one = domain
     value = _plain(value)
@@ -245,10 +241,11 @@ def _check_domain(name, value, domain, why=_VALIDATED):
     if members is None and not sums_to_one and value.numel():
         # one pass and no batch-sized temporaries; a NaN makes both NaN
         low, high = torch.aminmax(value)
-        # compared as floats: no more tensor operations (a NaN compares false: refused)
-        if synced:
+        if synced:  # compared as floats: no more tensor operations (NaN: refused)
             low, high = low.item(), high.item()
-        ok = (low > lo if lo_open else low >= lo) & (high < hi if hi_open else high <= hi)
+        ok = (low > lo if lo_open else low >= lo) & (
+            high < hi if hi_open else high <= hi
+        )
     else:
         ok = _inside(value, domain).all()
     if not synced:
@@ -264,25 +261,32 @@ def _check_domain(name, value, domain, why=_VALIDATED):
 
 
 def _inside(value, domain):
-    """Whether each element of ``value`` lies in ``domain`` (a discrete domain's
-    members lie within its bounds)."""
+    """Whether each element of ``value`` lies in ``domain``.
+
+    A discrete domain's members lie within its bounds.
+    """
     _, lo, hi, lo_open, hi_open, members, sums_to_one = domain
     if members is not None:
         inside = value == members[0]
         for member in members[1:]:
             inside |= value == member
     else:
-        inside = (value > lo if lo_open else value >= lo) & (value < hi if hi_open else value <= hi)
+        inside = (value > lo if lo_open else value >= lo) & (
+            value < hi if hi_open else value <= hi
+        )
     if sums_to_one and value.ndim:
-        inside &= (value.sum(-1, keepdim=True) - 1).abs() <= torch.finfo(value.dtype).eps ** 0.5
+        inside &= (value.sum(-1, keepdim=True) - 1).abs() <= (
+            torch.finfo(value.dtype).eps ** 0.5
+        )
     return inside
 
 
 def _indices(name, value, length, bounds=None):
-    """Integer class indices as int64, checked against the number of classes (a
-    device-side assert off the CPU);
-    ``bounds``, where given, their least and greatest as numbers, read already
-    (``_bounds``)."""
+    """Integer class indices as int64, checked against the number of classes.
+
+    A device-side assert off the CPU; ``bounds``, where given, their least and greatest
+    as numbers, read already (``_bounds``).
+    """
     value = value.long()
     if not value.numel():
         return value
@@ -297,15 +301,18 @@ def _indices(name, value, length, bounds=None):
         return value
     if int(low) < 0 or int(high) >= length:
         raise ValueError(
-            f"{name}: class index out of range [0, {length}), got {int(low) if low < 0 else int(high)}"
+            f"{name}: class index out of range [0, {length}), "
+            f"got {int(low) if low < 0 else int(high)}"
         )
     return value
 
 
 def _bounds(index):
-    """The least and greatest of integer ``index`` (every sample of a vmap) as Python
-    ints, or None if it is empty:
-    one pass and one read on the host, for a check on the CPU."""
+    """The least and greatest of integer ``index`` (every sample of a vmap), or None.
+
+    As Python ints, None if it is empty: one pass and one read on the host, for a check
+    on the CPU.
+    """
     if not index.numel():
         return None
     low, high = torch.aminmax(_plain(index))
@@ -313,19 +320,18 @@ def _bounds(index):
 
 
 def _samples(name, index, length, ignore, per_class, dtype):
-    """Class indices that may leave samples out (``ignore_index``) and weight the mean
-    (``mean_weight``), as
+    """Class indices that may leave samples out and weight the mean.
+
+    Samples left out by ``ignore_index``, the mean weighted by ``mean_weight``, as
     torch's ``CrossEntropyLoss``: the indices (a left-out sample's at class 0, every
-    other checked against the
-    number of classes), whether each sample counts (None: all do), each one's weight
-    in the mean (None: one)."""
+    other checked against the number of classes), whether each sample counts (None: all
+    do), each one's weight in the mean (None: one).
+    """
     index, keep, counts = index.long(), None, None
     # Eagerly on the CPU the range check reads the least and greatest index on the host
-    # anyway: where
-    # ignore_index lies outside them (torch's -100, the common case) no sample is left
-    # out, and the loss runs
-    # without a mask (a mask costs five passes more, and a per-sample factor in place of
-    # 1/n)
+    # anyway: where ignore_index lies outside them (torch's -100, the common case) no
+    # sample is left out, and the loss runs without a mask (a mask costs five passes
+    # more, and a per-sample factor in place of 1/n)
     bounds = _bounds(index) if _synced(index) else None
     if bounds is None or bounds[0] <= ignore <= bounds[1]:
         keep, bounds = index != ignore, None
@@ -335,49 +341,59 @@ def _samples(name, index, length, ignore, per_class, dtype):
         per_class = torch.as_tensor(per_class, dtype=dtype, device=index.device)
         _broadcasts("weight", per_class.shape, index.shape + (length,), axis=True)
         counts = torch.gather(
-            per_class.expand(*index.shape, length),
-            -1,
-            index[..., None],
+            per_class.expand(*index.shape, length), -1, index[..., None]
         )[..., 0]
         counts = counts if keep is None else torch.where(keep, counts, 0.0)
     return index, keep, counts
 
 
 def _last(value, dim):
-    """``value`` with the axis at dimension ``dim`` moved last (a view), as torch's
-    ``(N, C, d1, ...)`` layout puts
-    it; an array of at most ``dim + 1`` dimensions has it last already (``(C,)``,
-    ``(N, C)``)."""
+    """``value`` with the axis at dimension ``dim`` moved last (a view).
+
+    As torch's ``(N, C, d1, ...)`` layout puts it; an array of at most ``dim + 1``
+    dimensions has it last already (``(C,)``, ``(N, C)``).
+    """
     return value.movedim(dim, -1) if value.ndim > dim + 1 else value
 
 
 def _pick(values, index):
-    """``values`` at each sample's class index, the axis kept (length 1): a gather,
-    no one-hot rows."""
+    """``values`` at each sample's class index, the axis kept (length 1).
+
+    A gather, no one-hot rows.
+    """
     return torch.gather(
         values.expand(*index.shape, values.shape[-1]), -1, index[..., None]
     )
 
 
 def _scatter(base, add, index, like):
-    """``base + onehot(index) * add`` along the last axis of ``like``, without the
-    one-hot rows."""
+    """``base + onehot(index) * add`` along the last axis of ``like``.
+
+    Without the one-hot rows.
+    """
     base = _constant(base, like.dtype, like.device).expand(like.shape)
     add = _constant(add, like.dtype, like.device).expand(*index.shape, 1)
     return base.scatter_add(-1, index[..., None], add)
 
 
 def _dtype(value):
-    """The dtype the loss computes in: the first input's, float32 for half precision
-    under autocast (as torch's losses)."""
+    """The dtype the loss computes in.
+
+    The first input's, float32 for half precision under autocast (as torch's losses).
+    """
     dtype = value.dtype if value.is_floating_point() else torch.get_default_dtype()
-    if dtype in (torch.float16, torch.bfloat16) and torch.is_autocast_enabled(value.device.type):
+    if dtype in (torch.float16, torch.bfloat16) and torch.is_autocast_enabled(
+        value.device.type
+    ):
         return torch.float32
     return dtype
 
 
 #: Why a param outside its domain is refused even without validate=True.
-_PARAM_DOMAIN = "a param is checked when it is set: its domain is where this loss was analysed and found finite"
+_PARAM_DOMAIN = (
+    "a param is checked when it is set: its domain is where this loss was analysed "
+    "and found finite"
+)
 
 
 def _shown(name, value):
@@ -388,17 +404,22 @@ def _shown(name, value):
 
 
 def _param(name, value, domain, validate, tensor=False):
-    """A param as module state: a float64 tensor (a buffer: in ``state_dict``, moved by
-    ``.to()``), 0-d but for a
-    tensor param, which may have any shape that broadcasts to the batch (checked in
-    each call), or be absent."""
+    """A param as module state: a float64 tensor.
+
+    A buffer: in ``state_dict``, moved by ``.to()``; 0-d but for a tensor param, which
+    may have any shape that broadcasts to the batch (checked in each call), or be
+    absent.
+    """
     if tensor and value is None:
         # absent: a buffer of None, as torch's own weight=None (the folded functions
         # run)
         return None
     if isinstance(value, torch.Tensor) and value.requires_grad:
-        raise ValueError(f"{name}: a tensor that requires grad was passed, but this loss has no gradient for its "
-                         "params; pass a float or a tensor that does not require grad")
+        raise ValueError(
+            f"{name}: a tensor that requires grad was passed, but this loss has no "
+            "gradient for its params; pass a float or a tensor that does not require "
+            "grad"
+        )
     value = torch.as_tensor(value, dtype=torch.float64).detach().clone()
     if value.ndim and not tensor:
         raise ValueError(
@@ -406,34 +427,31 @@ def _param(name, value, domain, validate, tensor=False):
         )
     if validate:
         _check_domain(name, value, domain)
-    # a number: always, once (as torch checks label_smoothing or delta when it is set)
     elif not value.ndim:
+        # a number: always, once (as torch checks label_smoothing or delta when it is
+        # set)
         _check_domain(name, value, domain, _PARAM_DOMAIN)
     return value
 
 
 def _prepare(logp, target, params):
-    """Tensors in the inputs' floating dtype (one-hot targets from class indices), axes
-    last, shapes checked;
-    whether the one-hot target is class indices, and which samples count with what
-    weight (None: all, once)."""
+    """Tensors in the inputs' floating dtype, axes last, shapes checked.
+
+    One-hot targets from class indices; whether the one-hot target is class indices, and
+    which samples count with what weight (None: all, once).
+    """
     logp = logp if isinstance(logp, torch.Tensor) else torch.as_tensor(logp)
     target = target if isinstance(target, torch.Tensor) else torch.as_tensor(target)
     dtype = _dtype(logp)
     keep = counts = None
     logp = _last(logp if logp.dtype == dtype else logp.to(dtype), 1)
     if not target.is_floating_point():  # class indices: some samples may not count
-        target, keep, counts = _samples(
-            "target", target, logp.shape[-1], params[1], params[0], dtype
-        )
+        target, keep, counts = _samples("target", target, logp.shape[-1], params[1], params[0], dtype)
     # class indices: gathered, never one-hot rows
     indexed = not target.is_floating_point()
     target = target if indexed else _last(target.to(dtype), 1)
-    _check_shapes(
-        [("logp", logp, "class"), ("target", target, None if indexed else "class")]
-    )
+    _check_shapes([("logp", logp, "class"), ("target", target, None if indexed else "class")])
     return logp, target, indexed, keep, counts
-
 
 
 def _nll_value(logp, target, weight, ignore_index):
@@ -443,29 +461,23 @@ def _nll_value(logp, target, weight, ignore_index):
     _broadcasts("weight", weight.shape, batch + (logp.shape[-1],), axis=True)
     # one number: the same for every entry
     weight = weight.expand(weight.shape[:-1] + (logp.shape[-1],))
-    _t0 = torch.sum(logp * target * weight, dim=-1, keepdim=True)
-    return _fill(-_t0, batch + (1,), dtype, device)[..., 0]
+    return _fill(-torch.sum(logp*target*weight, dim=-1, keepdim=True), batch + (1,), dtype, device)[..., 0]
 
 
 def _nll_value_and_grads(logp, target, weight, ignore_index, *, scale=None):
-    """Per-sample loss and its gradient for each input, per element, in one pass; the
-    gradients times
-    ``scale``, the reduction's factor (None: none)."""
+    """Per-sample loss and its gradient for each input, in one pass.
+
+    The gradients per element, times ``scale``, the reduction's factor (None: none).
+    """
     dtype, device, batch = logp.dtype, logp.device, logp.shape[:-1]
     weight = _constant(1.0 if weight is None else weight, dtype, device)
     _broadcasts("weight", weight.shape, batch + (logp.shape[-1],), axis=True)
     # one number: the same for every entry
     weight = weight.expand(weight.shape[:-1] + (logp.shape[-1],))
-    # one per sample: along the axis too
     if isinstance(scale, torch.Tensor) and scale.ndim:
-        scale = scale[..., None]
-    _t0 = target * weight
-    value = _fill(
-        -torch.sum(_t0 * logp, dim=-1, keepdim=True),
-        batch + (1,),
-        dtype,
-        device,
-    )[..., 0]
+        scale = scale[..., None]  # one per sample: along the axis too
+    _t0 = target*weight
+    value = _fill(-torch.sum(_t0*logp, dim=-1, keepdim=True), batch + (1,), dtype, device)[..., 0]
     grads = (
         _fill(_times(-1, _t0, scale), logp.shape, dtype, device),
     )
@@ -479,32 +491,25 @@ def _nll_indexed_value(logp, target, weight, ignore_index):
     _broadcasts("weight", weight.shape, batch + (logp.shape[-1],), axis=True)
     # one number: the same for every entry
     weight = weight.expand(weight.shape[:-1] + (logp.shape[-1],))
-    return _fill(
-        -_pick(logp, target) * _pick(weight, target),
-        batch + (1,),
-        dtype,
-        device,
-    )[..., 0]
+    return _fill(-_pick(logp, target)*_pick(weight, target), batch + (1,), dtype, device)[..., 0]
 
 
 def _nll_indexed_value_and_grads(logp, target, weight, ignore_index, *, scale=None):
-    """Per-sample loss and its gradient for each input, per element, in one pass; the
-    gradients times
-    ``scale``, the reduction's factor (None: none)."""
+    """Per-sample loss and its gradient for each input, in one pass.
+
+    The gradients per element, times ``scale``, the reduction's factor (None: none).
+    """
     dtype, device, batch = logp.dtype, logp.device, logp.shape[:-1]
     weight = _constant(1.0 if weight is None else weight, dtype, device)
     _broadcasts("weight", weight.shape, batch + (logp.shape[-1],), axis=True)
     # one number: the same for every entry
     weight = weight.expand(weight.shape[:-1] + (logp.shape[-1],))
-    # one per sample: along the axis too
     if isinstance(scale, torch.Tensor) and scale.ndim:
-        scale = scale[..., None]
+        scale = scale[..., None]  # one per sample: along the axis too
     _t0 = _pick(weight, target)
-    value = _fill(-_t0 * _pick(logp, target), batch + (1,), dtype, device)[..., 0]
+    value = _fill(-_t0*_pick(logp, target), batch + (1,), dtype, device)[..., 0]
     grads = (
-        _fill(
-            _times(1, _scatter(0, -_t0, target, logp), scale), logp.shape, dtype, device
-        ),
+        _fill(_times(1, _scatter(0, -_t0, target, logp), scale), logp.shape, dtype, device),
     )
     return value, grads
 
@@ -512,28 +517,18 @@ def _nll_indexed_value_and_grads(logp, target, weight, ignore_index, *, scale=No
 def _nll_folded_value(logp, target, weight, ignore_index):
     """Per-sample loss."""
     dtype, device, batch = logp.dtype, logp.device, logp.shape[:-1]
-    return _fill(
-        -torch.sum(logp * target, dim=-1, keepdim=True),
-        batch + (1,),
-        dtype,
-        device,
-    )[..., 0]
+    return _fill(-torch.sum(logp*target, dim=-1, keepdim=True), batch + (1,), dtype, device)[..., 0]
 
 
 def _nll_folded_value_and_grads(logp, target, weight, ignore_index, *, scale=None):
-    """Per-sample loss and its gradient for each input, per element, in one pass; the
-    gradients times
-    ``scale``, the reduction's factor (None: none)."""
+    """Per-sample loss and its gradient for each input, in one pass.
+
+    The gradients per element, times ``scale``, the reduction's factor (None: none).
+    """
     dtype, device, batch = logp.dtype, logp.device, logp.shape[:-1]
-    # one per sample: along the axis too
     if isinstance(scale, torch.Tensor) and scale.ndim:
-        scale = scale[..., None]
-    value = _fill(
-        -torch.sum(logp * target, dim=-1, keepdim=True),
-        batch + (1,),
-        dtype,
-        device,
-    )[..., 0]
+        scale = scale[..., None]  # one per sample: along the axis too
+    value = _fill(-torch.sum(logp*target, dim=-1, keepdim=True), batch + (1,), dtype, device)[..., 0]
     grads = (
         _fill(_times(-1, target, scale), logp.shape, dtype, device),
     )
@@ -546,21 +541,17 @@ def _nll_folded_indexed_value(logp, target, weight, ignore_index):
     return _fill(-_pick(logp, target), batch + (1,), dtype, device)[..., 0]
 
 
-def _nll_folded_indexed_value_and_grads(
-    logp, target, weight, ignore_index, *, scale=None
-):
-    """Per-sample loss and its gradient for each input, per element, in one pass; the
-    gradients times
-    ``scale``, the reduction's factor (None: none)."""
+def _nll_folded_indexed_value_and_grads(logp, target, weight, ignore_index, *, scale=None):
+    """Per-sample loss and its gradient for each input, in one pass.
+
+    The gradients per element, times ``scale``, the reduction's factor (None: none).
+    """
     dtype, device, batch = logp.dtype, logp.device, logp.shape[:-1]
-    # one per sample: along the axis too
     if isinstance(scale, torch.Tensor) and scale.ndim:
-        scale = scale[..., None]
+        scale = scale[..., None]  # one per sample: along the axis too
     value = _fill(-_pick(logp, target), batch + (1,), dtype, device)[..., 0]
     grads = (
-        _fill(
-            _times(1, _scatter(0, -1, target, logp), scale), logp.shape, dtype, device
-        ),
+        _fill(_times(1, _scatter(0, -1, target, logp), scale), logp.shape, dtype, device),
     )
     return value, grads
 
@@ -572,33 +563,26 @@ def _nll_targeted_value(logp, target, weight, ignore_index):
     _broadcasts("weight", weight.shape, batch + (logp.shape[-1],), axis=True)
     # one number: the same for every entry
     weight = weight.expand(weight.shape[:-1] + (logp.shape[-1],))
-    _t0 = torch.sum(logp * target * weight, dim=-1, keepdim=True)
-    return _fill(-_t0, batch + (1,), dtype, device)[..., 0]
+    return _fill(-torch.sum(logp*target*weight, dim=-1, keepdim=True), batch + (1,), dtype, device)[..., 0]
 
 
 def _nll_targeted_value_and_grads(logp, target, weight, ignore_index, *, scale=None):
-    """Per-sample loss and its gradient for each input, per element, in one pass; the
-    gradients times
-    ``scale``, the reduction's factor (None: none)."""
+    """Per-sample loss and its gradient for each input, in one pass.
+
+    The gradients per element, times ``scale``, the reduction's factor (None: none).
+    """
     dtype, device, batch = logp.dtype, logp.device, logp.shape[:-1]
     weight = _constant(1.0 if weight is None else weight, dtype, device)
     _broadcasts("weight", weight.shape, batch + (logp.shape[-1],), axis=True)
     # one number: the same for every entry
     weight = weight.expand(weight.shape[:-1] + (logp.shape[-1],))
-    # one per sample: along the axis too
     if isinstance(scale, torch.Tensor) and scale.ndim:
-        scale = scale[..., None]
-    _t0 = target * weight
-    value = _fill(
-        -torch.sum(_t0 * logp, dim=-1, keepdim=True),
-        batch + (1,),
-        dtype,
-        device,
-    )[..., 0]
+        scale = scale[..., None]  # one per sample: along the axis too
+    _t0 = target*weight
+    value = _fill(-torch.sum(_t0*logp, dim=-1, keepdim=True), batch + (1,), dtype, device)[..., 0]
     grads = (
         _fill(_times(-1, _t0, scale), logp.shape, dtype, device),
-        # a target's
-        _fill(_times(-1, logp * weight, scale), target.shape, dtype, device),
+        _fill(_times(-1, logp*weight, scale), target.shape, dtype, device),  # a target's
     )
     return value, grads
 
@@ -610,34 +594,25 @@ def _nll_targeted_indexed_value(logp, target, weight, ignore_index):
     _broadcasts("weight", weight.shape, batch + (logp.shape[-1],), axis=True)
     # one number: the same for every entry
     weight = weight.expand(weight.shape[:-1] + (logp.shape[-1],))
-    return _fill(
-        -_pick(logp, target) * _pick(weight, target),
-        batch + (1,),
-        dtype,
-        device,
-    )[..., 0]
+    return _fill(-_pick(logp, target)*_pick(weight, target), batch + (1,), dtype, device)[..., 0]
 
 
-def _nll_targeted_indexed_value_and_grads(
-    logp, target, weight, ignore_index, *, scale=None
-):
-    """Per-sample loss and its gradient for each input, per element, in one pass; the
-    gradients times
-    ``scale``, the reduction's factor (None: none)."""
+def _nll_targeted_indexed_value_and_grads(logp, target, weight, ignore_index, *, scale=None):
+    """Per-sample loss and its gradient for each input, in one pass.
+
+    The gradients per element, times ``scale``, the reduction's factor (None: none).
+    """
     dtype, device, batch = logp.dtype, logp.device, logp.shape[:-1]
     weight = _constant(1.0 if weight is None else weight, dtype, device)
     _broadcasts("weight", weight.shape, batch + (logp.shape[-1],), axis=True)
     # one number: the same for every entry
     weight = weight.expand(weight.shape[:-1] + (logp.shape[-1],))
-    # one per sample: along the axis too
     if isinstance(scale, torch.Tensor) and scale.ndim:
-        scale = scale[..., None]
+        scale = scale[..., None]  # one per sample: along the axis too
     _t0 = _pick(weight, target)
-    value = _fill(-_t0 * _pick(logp, target), batch + (1,), dtype, device)[..., 0]
+    value = _fill(-_t0*_pick(logp, target), batch + (1,), dtype, device)[..., 0]
     grads = (
-        _fill(
-            _times(1, _scatter(0, -_t0, target, logp), scale), logp.shape, dtype, device
-        ),
+        _fill(_times(1, _scatter(0, -_t0, target, logp), scale), logp.shape, dtype, device),
         None,  # a target given as class indices: integers, which have no gradient
     )
     return value, grads
@@ -646,30 +621,18 @@ def _nll_targeted_indexed_value_and_grads(
 def _nll_targeted_folded_value(logp, target, weight, ignore_index):
     """Per-sample loss."""
     dtype, device, batch = logp.dtype, logp.device, logp.shape[:-1]
-    return _fill(
-        -torch.sum(logp * target, dim=-1, keepdim=True),
-        batch + (1,),
-        dtype,
-        device,
-    )[..., 0]
+    return _fill(-torch.sum(logp*target, dim=-1, keepdim=True), batch + (1,), dtype, device)[..., 0]
 
 
-def _nll_targeted_folded_value_and_grads(
-    logp, target, weight, ignore_index, *, scale=None
-):
-    """Per-sample loss and its gradient for each input, per element, in one pass; the
-    gradients times
-    ``scale``, the reduction's factor (None: none)."""
+def _nll_targeted_folded_value_and_grads(logp, target, weight, ignore_index, *, scale=None):
+    """Per-sample loss and its gradient for each input, in one pass.
+
+    The gradients per element, times ``scale``, the reduction's factor (None: none).
+    """
     dtype, device, batch = logp.dtype, logp.device, logp.shape[:-1]
-    # one per sample: along the axis too
     if isinstance(scale, torch.Tensor) and scale.ndim:
-        scale = scale[..., None]
-    value = _fill(
-        -torch.sum(logp * target, dim=-1, keepdim=True),
-        batch + (1,),
-        dtype,
-        device,
-    )[..., 0]
+        scale = scale[..., None]  # one per sample: along the axis too
+    value = _fill(-torch.sum(logp*target, dim=-1, keepdim=True), batch + (1,), dtype, device)[..., 0]
     grads = (
         _fill(_times(-1, target, scale), logp.shape, dtype, device),
         _fill(_times(-1, logp, scale), target.shape, dtype, device),  # a target's
@@ -683,80 +646,44 @@ def _nll_targeted_folded_indexed_value(logp, target, weight, ignore_index):
     return _fill(-_pick(logp, target), batch + (1,), dtype, device)[..., 0]
 
 
-def _nll_targeted_folded_indexed_value_and_grads(
-    logp, target, weight, ignore_index, *, scale=None
-):
-    """Per-sample loss and its gradient for each input, per element, in one pass; the
-    gradients times
-    ``scale``, the reduction's factor (None: none)."""
+def _nll_targeted_folded_indexed_value_and_grads(logp, target, weight, ignore_index, *, scale=None):
+    """Per-sample loss and its gradient for each input, in one pass.
+
+    The gradients per element, times ``scale``, the reduction's factor (None: none).
+    """
     dtype, device, batch = logp.dtype, logp.device, logp.shape[:-1]
-    # one per sample: along the axis too
     if isinstance(scale, torch.Tensor) and scale.ndim:
-        scale = scale[..., None]
+        scale = scale[..., None]  # one per sample: along the axis too
     value = _fill(-_pick(logp, target), batch + (1,), dtype, device)[..., 0]
     grads = (
-        _fill(
-            _times(1, _scatter(0, -1, target, logp), scale), logp.shape, dtype, device
-        ),
+        _fill(_times(1, _scatter(0, -1, target, logp), scale), logp.shape, dtype, device),
         None,  # a target given as class indices: integers, which have no gradient
     )
     return value, grads
 
 
 #: Each term's (value, value-and-gradients) functions and the layout of their arguments
-#: (which are arrays over
-#: the batch, with or without an axis; which params broadcast to the batch; which array
-#: gives the batch shape), by (term, whether the one-hot target is class indices,
-#: whether its tensor params are all absent, whether its targets' gradients are wanted).
+#: (which are arrays over the batch, with or without an axis; which params broadcast to
+#: the batch; which array gives the batch shape), by (term, whether the one-hot target
+#: is class indices,
+#: whether its tensor params are all absent,
+#: whether its targets' gradients are wanted).
 _EAGER = {
-    ("nll", False, False, False): (
-        _nll_value,
-        _nll_value_and_grads,
-        ((True, True, ), (), 0),
-    ),
-    ("nll", True, False, False): (
-        _nll_indexed_value,
-        _nll_indexed_value_and_grads,
-        ((True, False, ), (), 0),
-    ),
-    ("nll", False, True, False): (
-        _nll_folded_value,
-        _nll_folded_value_and_grads,
-        ((True, True, ), (), 0),
-    ),
-    ("nll", True, True, False): (
-        _nll_folded_indexed_value,
-        _nll_folded_indexed_value_and_grads,
-        ((True, False, ), (), 0),
-    ),
-    ("nll", False, False, True): (
-        _nll_targeted_value,
-        _nll_targeted_value_and_grads,
-        ((True, True, ), (), 0),
-    ),
-    ("nll", True, False, True): (
-        _nll_targeted_indexed_value,
-        _nll_targeted_indexed_value_and_grads,
-        ((True, False, ), (), 0),
-    ),
-    ("nll", False, True, True): (
-        _nll_targeted_folded_value,
-        _nll_targeted_folded_value_and_grads,
-        ((True, True, ), (), 0),
-    ),
-    ("nll", True, True, True): (
-        _nll_targeted_folded_indexed_value,
-        _nll_targeted_folded_indexed_value_and_grads,
-        ((True, False, ), (), 0),
-    ),
+    ("nll", False, False, False): (_nll_value, _nll_value_and_grads, ((True, True, ), (), 0)),
+    ("nll", True, False, False): (_nll_indexed_value, _nll_indexed_value_and_grads, ((True, False, ), (), 0)),
+    ("nll", False, True, False): (_nll_folded_value, _nll_folded_value_and_grads, ((True, True, ), (), 0)),
+    ("nll", True, True, False): (_nll_folded_indexed_value, _nll_folded_indexed_value_and_grads, ((True, False, ), (), 0)),
+    ("nll", False, False, True): (_nll_targeted_value, _nll_targeted_value_and_grads, ((True, True, ), (), 0)),
+    ("nll", True, False, True): (_nll_targeted_indexed_value, _nll_targeted_indexed_value_and_grads, ((True, False, ), (), 0)),
+    ("nll", False, True, True): (_nll_targeted_folded_value, _nll_targeted_folded_value_and_grads, ((True, True, ), (), 0)),
+    ("nll", True, True, True): (_nll_targeted_folded_indexed_value, _nll_targeted_folded_indexed_value_and_grads, ((True, False, ), (), 0)),
 }
 _FUSED = {}
 _FUSED_FAILED = set()
 
 
 def _fused(fused, device, dtype):
-    """Whether the terms run compiled by ``torch.compile`` (``fused=True``), else
-    eagerly.
+    """Whether the terms run compiled by ``torch.compile`` (``fused=True``), or eagerly.
 
     Compiled functions are made once per term (inductor: C++ on CPU, Triton on CUDA;
     dynamic batch sizes; inductor caches the compiled code on disk) and compiled again
@@ -774,43 +701,52 @@ def _fused(fused, device, dtype):
 
 
 #: About the elements one pass of eager CPU code takes at a time: a larger batch runs in
-#: chunks of rows, so that
-#: a loss's temporaries stay in cache and come from the allocator's free lists instead
-#: of fresh pages (each
-#: temporary of a whole 2^22-element batch costs a pass and as long again in page
-#: faults).
+#: chunks of rows, so that a loss's temporaries stay in cache and come from the
+#: allocator's free lists instead of fresh pages (each temporary of a whole 2^22-element
+#: batch costs a pass and as long again in page faults).
 _CHUNK = 1 << 17
 
 
 def _chunk_rows(layout, args):
-    """The rows of a chunk, or 0 where the call runs whole: off the CPU, under a
-    compiler, a torch.func transform
-    or autograd, for a small batch, or where an array does not have the batch's rows as
-    its first dimension or
-    a tensor param broadcasts to the batch."""
+    """The rows of a chunk, or 0 where the call runs whole.
+
+    It runs whole off the CPU, under a compiler, a torch.func transform or autograd, for
+    a small batch, or where an array does not have the batch's rows as its first
+    dimension or a tensor param broadcasts to the batch.
+    """
     axes, broadcast, _ = layout
-    arrays = args[:len(axes)]
+    arrays = args[: len(axes)]
     if sum(a.numel() for a in arrays) < 4 * _CHUNK:
         return 0
     first = arrays[0]
-    if (first.device.type != "cpu" or torch.compiler.is_compiling() or _transformed()
-            or any(args[i] is not None for i in broadcast)):
+    if (
+        first.device.type != "cpu"
+        or torch.compiler.is_compiling()
+        or _transformed()
+        or any(args[i] is not None for i in broadcast)
+    ):
         return 0
-    if torch.is_grad_enabled() and any(isinstance(a, torch.Tensor) and a.requires_grad for a in args):
+    if torch.is_grad_enabled() and any(
+        isinstance(a, torch.Tensor) and a.requires_grad for a in args
+    ):
         return 0
     rows = first.shape[0] if first.ndim > axes[0] else 0
-    if not rows or any(a.ndim <= axis or a.shape[0] != rows for a, axis in zip(arrays, axes)):
+    if not rows or any(
+        a.ndim <= axis or a.shape[0] != rows
+        for a, axis in zip(arrays, axes, strict=True)
+    ):
         return 0
     width = max(a.numel() // rows for a in arrays)
     return 0 if rows * width < 4 * _CHUNK else max(1, _CHUNK // max(width, 1))
 
 
 def _factor(reduction, batch, keep, counts, like):
-    """What backward would multiply each sample's gradients by for an upstream gradient
-    of 1 (``_upstream``: 1/n
-    for a mean, 0 for a sample left out), in the dtype of ``like``, for the gradients to
-    carry from the forward;
-    None for ``"none"``, whose upstream gradient is per sample."""
+    """What backward would multiply each sample's gradients by, for an upstream of 1.
+
+    As ``_upstream`` does: 1/n for a mean, 0 for a sample left out; in the dtype of
+    ``like``, for the gradients to carry from the forward; None for ``"none"``, whose
+    upstream gradient is per sample.
+    """
     if reduction == "none":
         return None
     if keep is None and counts is None:  # a number: no tensor operation
@@ -825,31 +761,40 @@ def _factor(reduction, batch, keep, counts, like):
 
 
 def _along(factor, g):
-    """A factor per sample (or one for all) as ``g`` takes it: a vector's gradient
-    along its axis."""
-    return factor[..., None] if isinstance(factor, torch.Tensor) and 0 < factor.ndim < g.ndim else factor
+    """A factor per sample (or one for all) as ``g`` takes it.
+
+    A vector's gradient along its axis.
+    """
+    return (
+        factor[..., None]
+        if isinstance(factor, torch.Tensor) and 0 < factor.ndim < g.ndim
+        else factor
+    )
 
 
 def _chunked(function, layout, rows, reduction, keep, counts, args):
-    """``function`` (value, or value and gradients) of ``args`` chunk by chunk of
-    ``rows`` rows: ``(loss, grads,
-    carried)``, the value reduced as ``_reduce`` does (where every sample counts once, a
-    sum of the chunks' sums),
-    the gradients written into arrays of the whole batch already multiplied by the
-    reduction's own factor
-    (``_factor``; ``carried`` then True, else None), so that backward has nothing left
-    to do for an upstream
-    gradient of 1. None where a result is not one row per row of the batch (the
-    caller runs whole)."""
+    """``function`` (value, or value and gradients) of ``args``, ``rows`` rows a chunk.
+
+    ``(loss, grads, carried)``: the value reduced as ``_reduce`` does (where every
+    sample counts once, a sum of the chunks' sums), the gradients written into arrays of
+    the whole batch already multiplied by the reduction's own factor (``_factor``;
+    ``carried`` then True, else None), so that backward has nothing left to do for an
+    upstream gradient of 1. None where a result is not one row per row of the batch (the
+    caller runs whole).
+    """
     count = len(layout[0])
     total = args[0].shape[0]
-    summed = reduction in ("mean", "sum", "batchmean") and keep is None and counts is None
+    summed = (
+        reduction in ("mean", "sum", "batchmean") and keep is None and counts is None
+    )
     parts, values, grads, factor = [], None, None, None
     for start in range(0, total, rows):
-        out = function(*(a[start:start + rows] for a in args[:count]), *args[count:])
+        out = function(*(a[start : start + rows] for a in args[:count]), *args[count:])
         value, found = out if isinstance(out, tuple) else (out, ())
         if start == 0:
-            if value.ndim == 0 or any(g.ndim == 0 or g.shape[0] != value.shape[0] for g in found):
+            if value.ndim == 0 or any(
+                g.ndim == 0 or g.shape[0] != value.shape[0] for g in found
+            ):
                 return None
             grads = [g.new_empty((total, *g.shape[1:])) for g in found]
             factor = _factor(
@@ -857,16 +802,20 @@ def _chunked(function, layout, rows, reduction, keep, counts, args):
             )
             if not summed:
                 values = value.new_empty((total, *value.shape[1:]))
-        part = factor[start:start + rows] if isinstance(factor, torch.Tensor) and factor.ndim else factor
-        for whole, g in zip(grads, found):
+        part = (
+            factor[start : start + rows]
+            if isinstance(factor, torch.Tensor) and factor.ndim
+            else factor
+        )
+        for whole, g in zip(grads, found, strict=True):
             if factor is None:
-                whole[start:start + rows] = g
+                whole[start : start + rows] = g
             else:
-                torch.mul(g, _along(part, g), out=whole[start:start + rows])
+                torch.mul(g, _along(part, g), out=whole[start : start + rows])
         if summed:
             parts.append(value.sum())
         else:
-            values[start:start + rows] = value
+            values[start : start + rows] = value
     carried = None if factor is None else True
     if not summed:
         return _reduce(values, reduction, keep, counts), tuple(grads), carried
@@ -875,41 +824,59 @@ def _chunked(function, layout, rows, reduction, keep, counts, args):
 
 
 def _reducing(value, both, layout):
-    """The two functions of a term with the value reduced inside them: compiled, the
-    reduction is part of the
-    kernel; eagerly on the CPU, a large batch runs chunk by chunk (``_chunked``)."""
+    """The two functions of a term with the value reduced inside them.
+
+    Compiled, the reduction is part of the kernel; eagerly on the CPU, a large batch
+    runs chunk by chunk (``_chunked``).
+    """
 
     def reduced_value(reduction, keep, counts, *args):
         rows = _chunk_rows(layout, args)
-        if rows and (found := _chunked(value, layout, rows, reduction, keep, counts, args)) is not None:
+        if (
+            rows
+            and (found := _chunked(value, layout, rows, reduction, keep, counts, args))
+            is not None
+        ):
             return found[0]
         return _reduce(value(*args), reduction, keep, counts)
 
     def reduced_both(reduction, keep, counts, *args):
-        """``(loss, grads, carried)``: ``carried`` True where the gradients carry the
-        reduction's own factor
-        (``_chunked``), None where they are as the function gives them. On the CPU they
-            carry it whole and
-        compiled too (inside the kernel there): one multiplication here, none in a
-            backward of upstream 1, where
-        the division and the multiplication would be two (on a GPU, where backward
-            cannot read the upstream
-        gradient without a sync, they stay as given; so does a sum's, whose factor is
-            1)."""
+        """``(loss, grads, carried)``.
+
+        ``carried`` True where the gradients carry the reduction's own factor
+        (``_chunked``), None where they are as the function gives them. On the CPU
+        they carry it whole and compiled too (inside the kernel there): one
+        multiplication here, none in a backward of upstream 1, where the division and
+        the multiplication would be two (on a GPU, where backward cannot read the
+        upstream gradient without a sync, they stay as given; so does a sum's, whose
+        factor is 1).
+        """
         rows = _chunk_rows(layout, args)
-        if rows and (found := _chunked(both, layout, rows, reduction, keep, counts, args)) is not None:
+        if (
+            rows
+            and (found := _chunked(both, layout, rows, reduction, keep, counts, args))
+            is not None
+        ):
             return found
         axes, _, at = layout
         first = args[at]  # the array whose shape, less its axis, is the batch's
         batch = first.shape[:-1] if axes[at] else first.shape
-        if (first.device.type != "cpu" or not batch.numel() or (reduction == "sum" and keep is None and counts is None)
-                or not (torch.compiler.is_compiling() or not _transformed())):
+        if (
+            first.device.type != "cpu"
+            or not batch.numel()
+            or (reduction == "sum" and keep is None and counts is None)
+            or not (torch.compiler.is_compiling() or not _transformed())
+        ):
             loss, grads = both(*args)
             return _reduce(loss, reduction, keep, counts), grads, None
         factor = _factor(reduction, batch, keep, counts, first)
         # the factor multiplied into each gradient's coefficient
         loss, grads = both(*args, scale=factor)
-        return _reduce(loss, reduction, keep, counts), grads, None if factor is None else True
+        return (
+            _reduce(loss, reduction, keep, counts),
+            grads,
+            None if factor is None else True,
+        )
 
     return reduced_value, reduced_both
 
@@ -918,72 +885,41 @@ _REDUCED = {name: _reducing(*functions) for name, functions in _EAGER.items()}
 
 
 def _run(fused, term, which, reduction, keep, counts, like, *args):
-    """Function ``which`` of ``_REDUCED[term]`` of ``args``, the value reduced; with
-    ``fused``, its compiled form.
-    A compiled kernel that fails falls back to eager for the device and dtype of
-    ``like`` (the first input), with
-    one warning."""
+    """Function ``which`` of ``_REDUCED[term]`` of ``args``, the value reduced.
+
+    With ``fused``, its compiled form. A compiled kernel that fails falls back to eager
+    for the device and dtype of ``like`` (the first input), with one warning.
+    """
     if fused:
         try:
             return _FUSED[term][which](reduction, keep, counts, *args)
-        # noqa: BLE001 - a compiler failure of any kind: the eager code is the same loss
-        except Exception as exc:
+        # a compiler failure of any kind: the eager code is the same loss
+        except Exception as exc:  # noqa: BLE001
             device, dtype = like.device, like.dtype
             _FUSED_FAILED.add((device.type, dtype))
-            warnings.warn(f"fused=True: torch.compile failed for {device.type} {dtype} ({type(exc).__name__}: "
-                          f"{str(exc).splitlines()[0] if str(exc) else ''}); running eagerly", RuntimeWarning,
-                          stacklevel=3)
+            warnings.warn(
+                f"fused=True: torch.compile failed for {device.type} {dtype} "
+                f"({type(exc).__name__}: "
+                f"{str(exc).splitlines()[0] if str(exc) else ''}); running eagerly",
+                RuntimeWarning,
+                stacklevel=3,
+            )
     return _REDUCED[term][which](reduction, keep, counts, *args)
 
 
 def _loss(reduction, params, fused, indexed, keep, counts, logp, target):
     """The reduced loss, value only (no gradient is wanted)."""
     weight, ignore_index = params
-    return _run(
-        fused,
-        ("nll", indexed, weight is None, False),
-        0,
-        reduction,
-        keep,
-        counts,
-        logp,
-        logp,
-        target,
-        weight,
-        ignore_index,
-    )
+    return _run(fused, ("nll", indexed, weight is None, False), 0, reduction, keep, counts, logp, logp, target, weight, ignore_index)
 
 
-def _both(
-    reduction,
-    fused,
-    indexed,
-    targeted,
-    keep,
-    counts,
-    logp,
-    target,
-    weight,
-    ignore_index,
-):
-    """The reduced loss, each term's per-element gradients, in one pass per term (a
-    target's None where
-    ``targeted`` is false: no target requires grad), and the factor each term's
-    gradients already carry (None:
-    none; see ``_chunked``)."""
-    value, grad_term_0, _carried_0 = _run(
-        fused,
-        ("nll", indexed, weight is None, targeted),
-        1,
-        reduction,
-        keep,
-        counts,
-        logp,
-        logp,
-        target,
-        weight,
-        ignore_index,
-    )
+def _both(reduction, fused, indexed, targeted, keep, counts, logp, target, weight, ignore_index):
+    """The reduced loss, each term's per-element gradients, in one pass per term.
+
+    A target's None where ``targeted`` is false: no target requires grad; and the factor
+    each term's gradients already carry (None: none; see ``_chunked``).
+    """
+    value, grad_term_0, _carried_0 = _run(fused, ("nll", indexed, weight is None, targeted), 1, reduction, keep, counts, logp, logp, target, weight, ignore_index)
     if not targeted:
         grad_term_0 = (*grad_term_0, None, )
     return value, (*grad_term_0,), (_carried_0, )
@@ -992,27 +928,39 @@ def _both(
 def _save(
     ctx, reduction, indexed, targeted, keep, counts, arrays, params, grads, carried=None
 ):
-    """What backward needs: the arguments, which samples count, the per-element
-    gradients (params as given:
-    floats, buffers or Parameters) and the factors they carry."""
-    ctx.reduction, ctx.indexed, ctx.targeted, ctx.params = reduction, indexed, targeted, params
+    """What backward needs.
+
+    The arguments, which samples count, the per-element gradients (params as given:
+    floats, buffers or Parameters) and the factors they carry.
+    """
+    ctx.reduction, ctx.indexed, ctx.targeted, ctx.params = (
+        reduction,
+        indexed,
+        targeted,
+        params,
+    )
     ctx.carried, ctx.handed = carried or (None,) * 1, False
     ctx.save_for_backward(*arrays, keep, counts, *grads)
 
 
 #: The samples from which a gradient that carries its factor is handed on as it is for
-#: an upstream gradient of 1,
-#: rather than multiplied by it: reading the upstream gradient on the host costs about a
-#: pass of this many.
+#: an upstream gradient of 1, rather than multiplied by it: reading the upstream
+#: gradient on the host costs about a pass of this many.
 _HANDED = 1 << 13
 
 
 def _one(upstream):
-    """Whether ``upstream`` is exactly 1 (``loss.backward()``), read where that costs no
-    device sync: eagerly on the
-    CPU (a compiled graph cannot branch on a value)."""
-    return (upstream.device.type == "cpu" and upstream.numel() == 1 and not torch.compiler.is_compiling()
-            and float(upstream) == 1.0)
+    """Whether ``upstream`` is exactly 1 (``loss.backward()``).
+
+    Read where that costs no device sync: eagerly on the CPU (a compiled graph cannot
+    branch on a value).
+    """
+    return (
+        upstream.device.type == "cpu"
+        and upstream.numel() == 1
+        and not torch.compiler.is_compiling()
+        and float(upstream) == 1.0
+    )
 
 
 class _NLLLossFunction(torch.autograd.Function):
@@ -1027,43 +975,9 @@ class _NLLLossFunction(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(
-        ctx,
-        reduction,
-        fused,
-        indexed,
-        targeted,
-        keep,
-        counts,
-        logp,
-        target,
-        weight,
-        ignore_index,
-    ):
-        loss, grads, carried = _both(
-            reduction,
-            fused,
-            indexed,
-            targeted,
-            keep,
-            counts,
-            logp,
-            target,
-            weight,
-            ignore_index,
-        )
-        _save(
-            ctx,
-            reduction,
-            indexed,
-            targeted,
-            keep,
-            counts,
-            (logp, target),
-            (weight, ignore_index),
-            grads,
-            carried,
-        )
+    def forward(ctx, reduction, fused, indexed, targeted, keep, counts, logp, target, weight, ignore_index):
+        loss, grads, carried = _both(reduction, fused, indexed, targeted, keep, counts, logp, target, weight, ignore_index)
+        _save(ctx, reduction, indexed, targeted, keep, counts, (logp, target), (weight, ignore_index), grads, carried)
         return loss
 
     @staticmethod
@@ -1077,19 +991,13 @@ class _NLLLossFunction(torch.autograd.Function):
         keep, counts = saved[2:4]
         weight, ignore_index = ctx.params
         # create_graph=True: the gradient must be differentiable; and once a saved
-        # gradient was handed on as it
-        # is (its owner may change it), a later backward (retain_graph=True) computes it
-        # again
+        # gradient was handed on as it is (its owner may change it), a later backward
+        # (retain_graph=True) computes it again
         recompute = torch.is_grad_enabled() or ctx.handed
         grad_logp = None
         grad_target = None
         if recompute:
-            grads = _EAGER[("nll", ctx.indexed, weight is None, ctx.targeted)][1](
-                logp,
-                target,
-                weight,
-                ignore_index,
-            )[1]
+            grads = _EAGER[("nll", ctx.indexed, weight is None, ctx.targeted)][1](logp, target, weight, ignore_index)[1]
             grads = grads if ctx.targeted else (*grads, None, )
         else:
             grads = saved[4:6]
@@ -1098,9 +1006,8 @@ class _NLLLossFunction(torch.autograd.Function):
         else:  # the gradients carry the reduction's factor already
             upstream = grad_output
             # then each is handed on as it is where the upstream gradient is 1: no pass
-            # over it (but reading it on
-            # the host, which costs more than the multiplication of a small batch, so a
-            # small batch multiplies)
+            # over it (but reading it on the host, which costs more than the
+            # multiplication of a small batch, so a small batch multiplies)
             handed = logp.shape[:-1].numel() >= _HANDED and _one(upstream)
             ctx.handed = ctx.handed or handed
         part = grads[0] if handed else grads[0] * (upstream[..., None] if upstream.ndim else upstream)
@@ -1112,9 +1019,9 @@ class _NLLLossFunction(torch.autograd.Function):
 
 
 class _NLLLossTransformedFunction(_NLLLossFunction):
-    """The Function as torch.func transforms it (``grad``, ``vmap``, ``jacrev``,
-    ``jvp``, ``jacfwd``) and
-    forward-mode AD runs it.
+    """The Function as torch.func transforms it and forward-mode AD runs it.
+
+    The transforms: ``grad``, ``vmap``, ``jacrev``, ``jvp``, ``jacfwd``.
 
     The forward returns the per-element gradients after the loss (outputs that
     are not differentiable), ``setup_context`` saves them, ``jvp`` contracts them
@@ -1127,30 +1034,8 @@ class _NLLLossTransformedFunction(_NLLLossFunction):
     generate_vmap_rule = True
 
     @staticmethod
-    def forward(
-        reduction,
-        fused,
-        indexed,
-        targeted,
-        keep,
-        counts,
-        logp,
-        target,
-        weight,
-        ignore_index,
-    ):
-        loss, grads, _ = _both(
-            reduction,
-            fused,
-            indexed,
-            targeted,
-            keep,
-            counts,
-            logp,
-            target,
-            weight,
-            ignore_index,
-        )
+    def forward(reduction, fused, indexed, targeted, keep, counts, logp, target, weight, ignore_index):
+        loss, grads, _ = _both(reduction, fused, indexed, targeted, keep, counts, logp, target, weight, ignore_index)
         return _distinct((loss, *grads), (logp, target))
 
     @staticmethod
@@ -1165,8 +1050,10 @@ class _NLLLossTransformedFunction(_NLLLossFunction):
 
     @staticmethod
     def jvp(ctx, *tangents):
-        """Forward mode: the loss's tangent, the saved gradient contracted with the
-        inputs' tangents."""
+        """Forward mode: the loss's tangent.
+
+        The saved gradient contracted with the inputs' tangents.
+        """
         keep, counts, *grads = ctx.saved_tensors
         change = None
         tangent = tangents[6]
@@ -1177,64 +1064,54 @@ class _NLLLossTransformedFunction(_NLLLossFunction):
         if tangent is not None:
             part = (grads[1] * tangent).sum(-1)
             change = part if change is None else change + part
-        return (
-            None if change is None else _reduce(change, ctx.reduction, keep, counts),
-            *(None for _ in grads),
-        )
+        return (None if change is None else _reduce(change, ctx.reduction, keep, counts), *(None for _ in grads))
 
 
 def _distinct(outputs, inputs):
-    """``outputs``, each that is an input or an earlier output itself as a view of it:
-    autograd saves no input
-    returned as it is, and a loss that is its own gradient (``exp(x)``) must stay
-    differentiable."""
+    """``outputs``, each that is an input or an earlier output itself as a view of it.
+
+    Autograd saves no input returned as it is, and a loss that is its own gradient
+    (``exp(x)``) must stay differentiable.
+    """
     seen = list(inputs)
     for out in outputs:
         seen.append(
-            out.view_as(out) if out is not None and any(out is value for value in seen) else out
+            out.view_as(out)
+            if out is not None and any(out is value for value in seen)
+            else out
         )
-    return tuple(seen[len(inputs):])
-
-
+    return tuple(seen[len(inputs) :])
 
 
 def _floats(buffers, seen):
-    """``(buffers, their versions, their values as floats)``, read again only when a
-    buffer changed (replaced by
-    ``.to()``, written by ``load_state_dict`` or in place): a scalar op on a Python
-    float costs less than on a
-    0-d tensor (``x**2.0`` is a square, ``x**tensor(2.0)`` a general power), and no
-    call syncs with the device."""
+    """``(buffers, their versions, their values as floats)``.
+
+    Read again only when a buffer changed (replaced by ``.to()``, written by
+    ``load_state_dict`` or in place): a scalar op on a Python float costs less than on a
+    0-d tensor (``x**2.0`` is a square, ``x**tensor(2.0)`` a general power), and no call
+    syncs with the device.
+    """
     # an inference tensor has no version
     versions = tuple(-1 if b.is_inference() else b._version for b in buffers)
-    if seen is not None and -1 not in versions and versions == seen[1] and all(a is b for a, b in zip(buffers, seen[0])):
+    if (
+        seen is not None
+        and -1 not in versions
+        and versions == seen[1]
+        and all(a is b for a, b in zip(buffers, seen[0], strict=True))
+    ):
         return seen
     return buffers, versions, tuple(float(b) for b in buffers)
 
 
 def _recheck(module, incompatible_keys):
-    """``validate=True``: params loaded by ``load_state_dict`` are checked against
-    their domains again."""
+    """``validate=True``: params loaded by ``load_state_dict`` are checked again.
+
+    Against their domains.
+    """
     if module.validate:
         if module.weight is not None:
-            _check_domain(
-                "weight",
-                module.weight,
-                ("a real number >= 0", 0.0, float("inf"), False, True, None, False),
-            )
-        _check_domain(
-            "ignore_index",
-            module.ignore_index,
-            (
-                "any finite real number",
-                -float("inf"),
-                float("inf"),
-                True,
-                True,
-                None,
-                False,
-            ),
-        )
+            _check_domain("weight", module.weight, ("a real number >= 0", 0.0, float("inf"), False, True, None, False))
+        _check_domain("ignore_index", module.ignore_index, ("any finite real number", -float("inf"), float("inf"), True, True, None, False))
 
 
 #: The params held as buffers, with their domains: what an assignment to one is checked
@@ -1247,52 +1124,33 @@ _TENSORS = frozenset(("weight", ))
 
 
 class NLLLoss(torch.nn.Module):
-    """Negative log-likelihood of the target class, given log-probabilities, with
-    optional class weights and ignored samples.
+    """Negative log-likelihood of the target class, given log-probabilities, with optional class weights and ignored samples.
 
-    Picks -weight[target]*logp[target] per sample. Pair it with a log_softmax output;
-    cross_entropy fuses the two. The class axis is dimension 1 of an (N, C, d1, ...)
-    input, as torch's; given class indices, samples whose index is ignore_index count
-    for nothing, and with a per-class weight the mean is the weighted mean, sum of
-    losses over sum of weight[class].
+    Picks -weight[target]*logp[target] per sample. Pair it with a log_softmax output; cross_entropy fuses the two. The class axis is dimension 1 of an (N, C, d1, ...) input, as torch's; given class indices, samples whose index is ignore_index count for nothing, and with a per-class weight the mean is the weighted mean, sum of losses over sum of weight[class].
 
     The per-sample loss is::
 
         nll(logp, target) = -sum(weight * target * logp)
 
-    With ``reduction="mean"`` (the default) the per-sample losses are averaged over
-    every
+    With ``reduction="mean"`` (the default) the per-sample losses are averaged over every
     element of the batch; ``"sum"`` adds them up; ``"none"`` returns them unreduced.
 
     Args:
-        weight (float or Tensor, optional): domain nonnegative, one per entry of axis
-            ``class`` (shape ``(C,)``), or one for all; given class indices, ``"mean"``
-            is the weighted mean (sum of losses / sum of weight[class]). Default:
-            ``None`` (absent: as 1.0, with no operation for it in the code).
-        size_average (bool, optional): deprecated (see ``reduction``), as in torch.
-            Default: ``None``.
-        ignore_index (int, optional): domain real; a sample whose class index is this
-            one counts for nothing (its loss 0, not in the mean). Default: ``-100``.
-        reduce (bool, optional): deprecated (see ``reduction``), as in torch. Default:
-            ``None``.
-        reduction (str, optional): ``"mean"`` | ``"sum"`` | ``"none"`` | ``"batchmean"``
-            (the sum divided by the batch's first dimension). Default: ``"mean"``.
-        fused (bool, optional): compute loss and gradient in one compiled kernel
-            (``torch.compile``). Default: ``False``.
-        validate (bool, optional): check every tensor and param against its declared
-            domain; a ValueError names the first value outside it. Default: ``False``.
+        weight (float or Tensor, optional): domain nonnegative, one per entry of axis ``class`` (shape ``(C,)``), or one for all; given class indices, ``"mean"`` is the weighted mean (sum of losses / sum of weight[class]). Default: ``None`` (absent: as 1.0, with no operation for it in the code).
+        size_average (bool, optional): deprecated (see ``reduction``), as in torch. Default: ``None``.
+        ignore_index (int, optional): domain real; a sample whose class index is this one counts for nothing (its loss 0, not in the mean). Default: ``-100``.
+        reduce (bool, optional): deprecated (see ``reduction``), as in torch. Default: ``None``.
+        reduction (str, optional): ``"mean"`` | ``"sum"`` | ``"none"`` | ``"batchmean"`` (the sum divided by the batch's first dimension). Default: ``"mean"``.
+        fused (bool, optional): compute loss and gradient in one compiled kernel (``torch.compile``). Default: ``False``.
+        validate (bool, optional): check every tensor and param against its declared domain; a ValueError names the first value outside it. Default: ``False``.
 
     Shape:
-        - logp: ``(C)``, ``(N, C)`` or ``(N, C, d1, ...)``: C entries along axis
-        ``class``, dimension 1 (the last one with at most 2 dimensions); domain real.
-        - target: ``(C)``, ``(N, C)`` or ``(N, C, d1, ...)``: C entries along axis
-        ``class``, dimension 1 (the last one with at most 2 dimensions); domain onehot,
-        or integer class indices of the shape without the axis.
+        - logp: ``(C)``, ``(N, C)`` or ``(N, C, d1, ...)``: C entries along axis ``class``, dimension 1 (the last one with at most 2 dimensions); domain real.
+        - target: ``(C)``, ``(N, C)`` or ``(N, C, d1, ...)``: C entries along axis ``class``, dimension 1 (the last one with at most 2 dimensions); domain onehot, or integer class indices of the shape without the axis.
         - Output: a scalar; ``(*)`` with ``reduction="none"``.
 
     Stable form:
-        Linear in its input: exact. The input must already be log-probabilities
-            (finite).
+        Linear in its input: exact. The input must already be log-probabilities (finite).
 
     Reference:
         torch.nn.functional.nll_loss
@@ -1306,54 +1164,40 @@ class NLLLoss(torch.nn.Module):
         >>> value.backward()
     """
 
-    def __init__(
-        self,
-        weight=None,
-        size_average=None,
-        ignore_index=-100,
-        reduce=None,
-        reduction="mean",
-        *,
-        fused=False,
-        validate=False,
-    ):
+    def __init__(self, weight=None, size_average=None, ignore_index=-100, reduce=None, reduction="mean", *, fused=False, validate=False):
         super().__init__()
         reduction = _legacy_reduction(size_average, reduce, reduction)
         _check_reduction(reduction)
         self.reduction = reduction
         self.fused = bool(fused)
         self.validate = bool(validate)
-        self.register_buffer(
-            "weight",
-            _param("weight", weight, _BUFFERS["weight"], self.validate, tensor=True),
-        )
-        self.register_buffer(
-            "ignore_index",
-            _param(
-                "ignore_index", ignore_index, _BUFFERS["ignore_index"], self.validate
-            ),
-        )
+        self.register_buffer("weight", _param("weight", weight, _BUFFERS["weight"], self.validate, tensor=True))
+        self.register_buffer("ignore_index", _param("ignore_index", ignore_index, _BUFFERS["ignore_index"], self.validate))
         self.register_load_state_dict_post_hook(_recheck)
 
     def _params(self):
-        """The params as the kernels take them: the buffers under a compiler, else their
-        values as Python floats;
-        a learnable param as its ``nn.Parameter``, a tensor param as its buffer."""
+        """The params as the kernels take them.
+
+        The buffers under a compiler, else their values as Python floats; a learnable
+        param as its ``nn.Parameter``, a tensor param as its buffer.
+        """
         if torch.compiler.is_compiling():
             return (self.weight, self.ignore_index)
         seen = self.__dict__.get("_values")
         values = _floats((self.ignore_index,), seen)
         if values is not seen:
             self.__dict__["_values"] = values  # a plain attribute, not module state
-        return (self.weight, values[2][0])  # a tensor param as the tensor it is
+        # a tensor param as the tensor it is
+        return (self.weight, values[2][0])
 
     def forward(self, logp, target):
         params = self._params()
         logp, target, indexed, keep, counts = _prepare(logp, target, params)
         # as torch's own losses: float32 under autocast (asked per device only where
         # some autocast is on)
-        if ((torch.compiler.is_compiling() or torch._C._is_any_autocast_enabled())
-                and torch.is_autocast_enabled(logp.device.type)):
+        if (
+            torch.compiler.is_compiling() or torch._C._is_any_autocast_enabled()
+        ) and torch.is_autocast_enabled(logp.device.type):
             with torch.autocast(logp.device.type, enabled=False):
                 return self._forward(params, indexed, keep, counts, logp, target)
         return self._forward(params, indexed, keep, counts, logp, target)
@@ -1369,40 +1213,20 @@ class NLLLoss(torch.nn.Module):
         # the transform may ask)
         targeted = transformed or (torch.is_grad_enabled() and (target.requires_grad))
         if transformed:
-            return _NLLLossTransformedFunction.apply(
-                self.reduction,
-                fused,
-                indexed,
-                targeted,
-                keep,
-                counts,
-                logp,
-                target,
-                *params,
-            )[0]
+            return _NLLLossTransformedFunction.apply(self.reduction, fused, indexed, targeted, keep, counts, logp, target, *params)[0]
         if torch.is_grad_enabled() and (logp.requires_grad or targeted):
-            return _NLLLossFunction.apply(
-                self.reduction,
-                fused,
-                indexed,
-                targeted,
-                keep,
-                counts,
-                logp,
-                target,
-                *params,
-            )
+            return _NLLLossFunction.apply(self.reduction, fused, indexed, targeted, keep, counts, logp, target, *params)
         return _loss(self.reduction, params, fused, indexed, keep, counts, logp, target)
 
     def __setattr__(self, name, value):
-        """A param set as on torch's module (``criterion.weight = None``): the number or
-        tensor becomes its
-        buffer again, checked as the constructor checks it (a tensor param may be set
-            to None: absent)."""
+        """A param set as on torch's module, checked as the constructor checks it.
+
+        The number or tensor becomes its buffer again
+        (``criterion.weight = None``);
+        a tensor param may be set to None: absent.
+        """
         if name in _BUFFERS and "_buffers" in self.__dict__:
-            value = _param(
-                name, value, _BUFFERS[name], self.validate, tensor=name in _TENSORS
-            )
+            value = _param(name, value, _BUFFERS[name], self.validate, tensor=name in _TENSORS)
         super().__setattr__(name, value)
 
     def extra_repr(self):
@@ -1411,8 +1235,11 @@ class NLLLoss(torch.nn.Module):
                          + ([f"validate={self.validate}"] if self.validate else []))
 
     def __prepare_scriptable__(self):
-        raise RuntimeError(f"torch.jit.script cannot compile {type(self).__name__}: its backward is an autograd.Function, "
-                           "which TorchScript does not support; use torch.compile(fullgraph=True) or torch.export")
+        raise RuntimeError(
+            f"torch.jit.script cannot compile {type(self).__name__}: its backward is "
+            "an autograd.Function, which TorchScript does not support; use "
+            "torch.compile(fullgraph=True) or torch.export"
+        )
 
 
 Loss = NLLLoss
