@@ -50,49 +50,73 @@ PARAMS = {"weight": None, "ignore_index": -100, "label_smoothing": 0.0}
 
 
 def _check_shapes(args):
-    """Arrays must agree exactly: one batch shape, one length per axis (no silent broadcasting)."""
+    """Arrays must agree exactly: one batch shape, one length per axis.
+
+    No silent broadcasting.
+    """
     first = None
     lengths = {}
     for name, value, axis in args:
         shape = tuple(value.shape)
         if axis is not None:
             if not shape:
-                raise ValueError(f"{name} needs a last dimension (axis {axis!r}), got a scalar")
+                raise ValueError(
+                    f"{name} needs a last dimension (axis {axis!r}), got a scalar"
+                )
             length, shape = shape[-1], shape[:-1]
             seen = lengths.setdefault(axis, (name, length))
             if seen[1] != length:
                 raise ValueError(
-                    f"{name} has {length} entries along axis {axis!r} but {seen[0]} has {seen[1]}"
+                    f"{name} has {length} entries along axis {axis!r} "
+                    f"but {seen[0]} has {seen[1]}"
                 )
         if first is None:
             first = (name, shape)
         elif shape != first[1]:
             raise ValueError(
-                f"shape mismatch: {name} has batch shape {shape} but {first[0]} has {first[1]}"
+                f"shape mismatch: {name} has batch shape {shape} "
+                f"but {first[0]} has {first[1]}"
                 " (arrays must match exactly; no broadcasting)"
             )
 
 
 def _broadcasts(name, shape, batch, axis=False):
-    """A tensor param's shape must broadcast to the batch shape without growing it (a ValueError names it); one
-    on an axis (``axis``, the last entry of ``batch`` its length) is one value, or one per entry of the axis."""
+    """A tensor param's shape must broadcast to the batch shape without growing it.
+
+    A ValueError names the param. One on an axis (``axis``, the last entry of
+    ``batch`` its length) is one value, or one per entry of the axis.
+    """
     shape, batch = tuple(shape), tuple(batch)
     if axis and shape and shape[-1] != batch[-1]:
-        raise ValueError(f"{name} has shape {shape}: one value per class needs {batch[-1]} entries in its last "
-                         "dimension (or one number for every class)")
-    if len(shape) > len(batch) or any(n != 1 and n != b for n, b in zip(reversed(shape), reversed(batch))):
-        raise ValueError(f"{name} has shape {shape}, which does not broadcast to the shape {batch} "
-                         "(a tensor param is one value, or one per element along trailing dimensions)")
+        raise ValueError(
+            f"{name} has shape {shape}: one value per class needs {batch[-1]} "
+            "entries in its last dimension (or one number for every class)"
+        )
+    if len(shape) > len(batch) or any(
+        n != 1 and n != b
+        for n, b in zip(reversed(shape), reversed(batch), strict=False)
+    ):
+        raise ValueError(
+            f"{name} has shape {shape}, which does not broadcast to the shape "
+            f"{batch} (a tensor param is one value, or one per element along "
+            "trailing dimensions)"
+        )
 
 
 def _rows(shape):
-    """The length of the batch's first dimension (1 for a single sample): what "batchmean" divides by."""
+    """The length of the batch's first dimension (1 for a single sample).
+
+    What "batchmean" divides by.
+    """
     return shape[0] if len(shape) else 1
 
 
 def _times(coefficient, value, scale):
-    """A gradient, ``coefficient * value``, times ``scale`` (the reduction's factor carried from the forward; None:
-    none): the two numbers multiply first, so that the array takes one pass."""
+    """A gradient, ``coefficient * value``, times ``scale``.
+
+    ``scale`` is the reduction's factor carried from the forward (None: none). The two
+    numbers multiply first, so that the array takes one pass.
+    """
     if scale is None:
         return value if coefficient == 1 else coefficient * value
     return scale * value if coefficient == 1 else (coefficient * scale) * value
@@ -100,20 +124,29 @@ def _times(coefficient, value, scale):
 
 def _check_reduction(reduction):
     if reduction not in _REDUCTIONS:
-        raise ValueError(f"reduction must be one of {', '.join(map(repr, _REDUCTIONS))}, got {reduction!r}")
+        raise ValueError(
+            f"reduction must be one of {', '.join(map(repr, _REDUCTIONS))}, "
+            f"got {reduction!r}"
+        )
 
 
 _VALIDATED = "checked because validate=True; pass validate=False to skip the check"
 
 
 def _outside(name, value, index, domain, why=_VALIDATED):
-    """The error for an element (at ``index``) of ``value`` outside its declared domain."""
+    """The error for an element (at ``index``) of ``value`` outside its domain."""
     where = f"{name}[{', '.join(map(str, index))}]" if index else name
-    raise ValueError(f"{where} = {float(value[tuple(index)])!r} is outside its domain: {domain[0]} ({why})")
+    raise ValueError(
+        f"{where} = {float(value[tuple(index)])!r} is outside its domain: "
+        f"{domain[0]} ({why})"
+    )
 
 
 def _validate(logits, target, weight, ignore_index, label_smoothing, indexed):
-    """Each array and param in its declared domain (``validate=True``); class indices are checked by ``_prepare``; returned as checked."""
+    """Each array and param in its declared domain (``validate=True``).
+
+    Class indices are checked by ``_prepare``; returned as checked.
+    """
     logits = _check_domain("logits", logits, ("any finite real number", -float("inf"), float("inf"), True, True, None, False))
     if not indexed:
         target = _check_domain("target", target, ("a one-hot vector over an axis (or integer class indices)", 0.0, 1.0, False, False, (0.0, 1.0,), True))
@@ -125,25 +158,42 @@ def _validate(logits, target, weight, ignore_index, label_smoothing, indexed):
 
 
 def _traced(value):
-    """Whether ``value`` is abstract (inside ``jax.jit``, ``jax.grad``, ``jax.vmap``): no element can be read."""
+    """Whether ``value`` is abstract (inside ``jax.jit``, ``jax.grad``, ``jax.vmap``).
+
+    No element of an abstract value can be read.
+    """
     return isinstance(value, jax.core.Tracer)
 
 
 def _dtype(value):
-    """The working dtype: a floating array's own; else JAX's default float (float64 under ``jax_enable_x64``)."""
+    """The working dtype: a floating array's own; else JAX's default float.
+
+    JAX's default float is float64 under ``jax_enable_x64``.
+    """
     value = jnp.asarray(value)
-    return value.dtype if jnp.issubdtype(value.dtype, jnp.floating) else jnp.result_type(float)
+    return (
+        value.dtype
+        if jnp.issubdtype(value.dtype, jnp.floating)
+        else jnp.result_type(float)
+    )
 
 
 def _fill(value, shape, dtype):
-    """``value`` as an array of ``shape`` and ``dtype`` (constants and rows broadcast)."""
+    """``value`` as an array of ``shape`` and ``dtype``.
+
+    Constants and rows broadcast.
+    """
     return jnp.broadcast_to(jnp.asarray(value, dtype), shape)
 
 
 def _reduce(value, reduction, keep=None, counts=None):
-    """The per-sample losses reduced as torch does: the mean of an empty batch is NaN, its sum 0; "batchmean" is
-    the sum over the batch's first dimension (NaN where it is empty). ``keep`` (where given) marks the samples
-    that count (the others give 0), ``counts`` their weights in the mean (where given; else one each)."""
+    """The per-sample losses reduced as torch does.
+
+    The mean of an empty batch is NaN, its sum 0; "batchmean" is the sum over the
+    batch's first dimension (NaN where it is empty). ``keep`` (where given) marks the
+    samples that count (the others give 0), ``counts`` their weights in the mean
+    (where given; else one each).
+    """
     if keep is not None:
         value = jnp.where(keep, value, 0.0)
     if reduction == "none":
@@ -157,76 +207,115 @@ def _reduce(value, reduction, keep=None, counts=None):
 
 
 def _scale(value, reduction, factor, keep=None, counts=None):
-    """The gradient of the reduced loss with respect to each sample's loss (``value``), for a term weighted by
-    ``factor`` (0 for a sample left out); one value for all samples where every sample counts once."""
+    """The gradient of the reduced loss with respect to each sample's loss (``value``).
+
+    For a term weighted by ``factor`` (0 for a sample left out); one value for all
+    samples where every sample counts once.
+    """
     count = _count(value, reduction, keep, counts)
     if isinstance(count, int):
-        return factor / count if count else factor  # an empty batch: any finite scale will do
+        # an empty batch: any finite scale will do
+        return factor / count if count else factor
     scale = factor / jnp.where(count == 0, 1, count)
     return scale if keep is None else jnp.where(keep, scale, 0)
 
 
 def _count(value, reduction, keep=None, counts=None):
-    """What the reduction divides the summed losses by: 1, the samples (or their weights), or the rows; a
-    number known when traced, else an array of the losses' dtype."""
+    """What the reduction divides the summed losses by.
+
+    1, the samples (or their weights), or the rows; a number known when traced, else an
+    array of the losses' dtype.
+    """
     if reduction == "mean":
         if counts is not None:
             return counts.sum(dtype=value.dtype)
-        return keep.sum(dtype=value.dtype) if keep is not None else math.prod(value.shape)
+        return (
+            keep.sum(dtype=value.dtype) if keep is not None else math.prod(value.shape)
+        )
     return _rows(value.shape) if reduction == "batchmean" else 1
 
 
 def _check_domain(name, value, domain, why=_VALIDATED):
-    """Every element of ``value`` in its declared domain, else a ValueError naming one that is not; ``value``
-    returned. Under a trace no element can be read: an element outside the domain is NaN instead, so that the
-    loss and its gradients are NaN (JAX's own signal for a value out of range).
+    """Every element of ``value`` in its declared domain, else a ValueError.
 
-    ``domain`` is ``(description, lo, hi, lo_open, hi_open, members or None, rows sum to one)``;
-    NaN is in no domain.
+    The ValueError names one that is not; ``value`` returned. Under a trace no element
+    can be read: an element outside the domain is NaN instead, so that the loss and its
+    gradients are NaN (JAX's own signal for a value out of range).
+
+    ``domain`` is ``(description, lo, hi, lo_open, hi_open, members or None, rows sum
+    to one)``; NaN is in no domain.
     """
-    with jax.ensure_compile_time_eval():  # a number or a concrete array is read, also inside jax.jit
+    # a number or a concrete array is read, also inside jax.jit
+    with jax.ensure_compile_time_eval():
         value = jnp.asarray(value)
         inside = _inside(value, domain)
         if _traced(inside):
             return jnp.where(inside, value, jnp.nan)
-        if not inside.all():  # (the value read through any differentiation of it: jax.grad outside jax.jit)
-            _outside(name, jax.lax.stop_gradient(value), [int(i) for i in jnp.argwhere(~inside)[0]], domain, why)
+        # (the value read through any differentiation of it: jax.grad outside jax.jit)
+        if not inside.all():
+            _outside(
+                name,
+                jax.lax.stop_gradient(value),
+                [int(i) for i in jnp.argwhere(~inside)[0]],
+                domain,
+                why,
+            )
     return value
 
 
 def _inside(value, domain):
-    """Whether each element of ``value`` lies in ``domain`` (a discrete domain's members lie within its bounds)."""
+    """Whether each element of ``value`` lies in ``domain``.
+
+    A discrete domain's members lie within its bounds.
+    """
     _, lo, hi, lo_open, hi_open, members, sums_to_one = domain
     if members is not None:
         inside = value == members[0]
         for member in members[1:]:
             inside |= value == member
     else:
-        inside = (value > lo if lo_open else value >= lo) & (value < hi if hi_open else value <= hi)
+        inside = (value > lo if lo_open else value >= lo) & (
+            value < hi if hi_open else value <= hi
+        )
     if sums_to_one and value.ndim:
-        inside &= jnp.abs(value.sum(-1, keepdims=True) - 1) <= jnp.finfo(value.dtype).eps ** 0.5
+        inside &= (
+            jnp.abs(value.sum(-1, keepdims=True) - 1)
+            <= jnp.finfo(value.dtype).eps ** 0.5
+        )
     return inside
 
 
 def _call(kernel, *args):
-    """A term's kernel, its operations on params alone evaluated while JAX traces it (numbers, also inside
-    ``jax.jit``), so that a condition on params is a Python bool and only the branch it takes is traced."""
+    """A term's kernel, its operations on params alone evaluated while JAX traces it.
+
+    Those are numbers, also inside ``jax.jit``, so that a condition on params is a
+    Python bool and only the branch it takes is traced.
+    """
     with jax.ensure_compile_time_eval():
         return kernel(*args)
 
 
 def _static(params):
-    """The params (hyper-parameters) must be numbers known when the code is traced: the code branches on them."""
+    """The params (hyper-parameters) must be numbers known when the code is traced.
+
+    The code branches on them.
+    """
     for name, value in params.items():
         if _traced(value):
-            raise TypeError(f"{name} is a traced value: a param is a hyper-parameter, a Python number fixed under "
-                            f"jax.jit (close over it, or mark it static), not an array to differentiate")
+            raise TypeError(
+                f"{name} is a traced value: a param is a hyper-parameter, a Python "
+                "number fixed under jax.jit (close over it, or mark it static), "
+                "not an array to differentiate"
+            )
     return tuple(params.values())
 
 
 def _indices(name, value, length):
-    """Integer class indices, checked against the number of classes: a ValueError where they can be read, and
-    under a trace an index out of range points past the last class, so that its loss is NaN."""
+    """Integer class indices, checked against the number of classes.
+
+    A ValueError where they can be read, and under a trace an index out of range points
+    past the last class, so that its loss is NaN.
+    """
     value = jnp.asarray(value)
     wrong = (value < 0) | (value >= length)
     if _traced(wrong):
@@ -237,9 +326,13 @@ def _indices(name, value, length):
 
 
 def _samples(name, index, length, ignore, per_class, dtype):
-    """Class indices that may leave samples out (``ignore_index``) and weight the mean (``mean_weight``), as
-    torch's ``CrossEntropyLoss``: the indices (a left-out sample's at class 0, every other checked against the
-    number of classes), whether each sample counts (None: all do), each one's weight in the mean (None: one)."""
+    """Class indices that may leave samples out and weight the mean.
+
+    Samples are left out by ``ignore_index`` and weighted by ``mean_weight``, as in
+    torch's ``CrossEntropyLoss``. Returns the indices (a left-out sample's at class 0,
+    every other checked against the number of classes), whether each sample counts
+    (None: all do), each one's weight in the mean (None: one).
+    """
     index, keep, counts = jnp.asarray(index), None, None
     keep = index != ignore
     index = jnp.where(keep, index, 0)
@@ -254,8 +347,11 @@ def _samples(name, index, length, ignore, per_class, dtype):
 
 
 def _last(value, dim):
-    """``value`` with the axis at dimension ``dim`` moved last, as torch's ``(N, C, d1, ...)`` layout puts it; an
-    array of at most ``dim + 1`` dimensions has it last already (``(C,)``, ``(N, C)``)."""
+    """``value`` with the axis at dimension ``dim`` moved last.
+
+    As torch's ``(N, C, d1, ...)`` layout puts it; an array of at most ``dim + 1``
+    dimensions has it last already (``(C,)``, ``(N, C)``).
+    """
     return jnp.moveaxis(value, dim, -1) if value.ndim > dim + 1 else value
 
 
@@ -265,56 +361,82 @@ def _placed(value, dim):
 
 
 def _pick(values, index):
-    """``values`` at each sample's class index, the axis kept (length 1): no one-hot rows."""
+    """``values`` at each sample's class index, the axis kept (length 1).
+
+    No one-hot rows.
+    """
     values = jnp.asarray(values)
-    return jnp.take_along_axis(jnp.broadcast_to(values, index.shape + values.shape[-1:]), index[..., None], axis=-1)
+    return jnp.take_along_axis(
+        jnp.broadcast_to(values, index.shape + values.shape[-1:]),
+        index[..., None],
+        axis=-1,
+    )
 
 
 def _scatter(base, add, index, like):
-    """``base + onehot(index) * add`` along the last axis of ``like``, as one select (no one-hot rows)."""
+    """``base + onehot(index) * add`` along the last axis of ``like``.
+
+    As one select (no one-hot rows).
+    """
     base = jnp.broadcast_to(base, like.shape).astype(like.dtype)
     return jnp.where(jnp.arange(like.shape[-1]) == index[..., None], base + add, base)
 
 
 def _top(a):
-    """The largest entry over the last axis, 0 where it is not finite (as ``jax.nn.logsumexp`` takes it): the
-    shift that softmax and log_softmax share, so that XLA computes ``exp(a - top)`` once for both."""
-    top = jnp.max(a, axis=-1, keepdims=True, initial=-jnp.inf)  # an empty axis: -inf, then 0
+    """The largest entry over the last axis, 0 where it is not finite.
+
+    As ``jax.nn.logsumexp`` takes it: the shift that softmax and log_softmax share, so
+    that XLA computes ``exp(a - top)`` once for both.
+    """
+    top = jnp.max(a, axis=-1, keepdims=True, initial=-jnp.inf)  # an empty axis: -inf, 0
     return jnp.where(jnp.isfinite(top), top, 0.0)
 
 
 def _softmax(a):
-    """exp(a - logsumexp(a)) over the last axis, as exp(a - max) / sum: no log rounds away the digits of huge entries."""
+    """exp(a - logsumexp(a)) over the last axis, as exp(a - max) / sum.
+
+    No log rounds away the digits of huge entries.
+    """
     e = jnp.exp(a - _top(a))
     return e / jnp.sum(e, axis=-1, keepdims=True)
 
 
 def _log_softmax(a):
-    """a - logsumexp(a) over the last axis, as (a - max) - log(sum(exp(a - max))): the shift first, exactly."""
+    """a - logsumexp(a) over the last axis, as (a - max) - log(sum(exp(a - max))).
+
+    The shift first, exactly.
+    """
     top = _top(a)
     return a - top - jnp.log(jnp.sum(jnp.exp(a - top), axis=-1, keepdims=True))
 
 
 def _choose(cond, a, b):
-    """``where`` on params alone: the condition is one bool, and only the branch it picks is traced."""
+    """``where`` on params alone: the condition is one bool.
+
+    Only the branch it picks is traced.
+    """
     return a() if cond else b()
 
 
 def _prepare(logits, target, params):
-    """Arrays in the first input's floating dtype (one-hot targets from class indices, else kept as indices), axes
-    last, shapes checked; whether the one-hot target is class indices, and which samples count with what weight
-    (None: all, once)."""
+    """Arrays in the first input's floating dtype, axes last, shapes checked.
+
+    One-hot targets from class indices (else kept as indices). Also whether the one-hot
+    target is class indices, and which samples count with what weight (None: all,
+    once).
+    """
     keep = counts = None
     dtype = _dtype(logits)
     logits = _last(jnp.asarray(logits, dtype), 1)
     target = jnp.asarray(target)
-    if jnp.issubdtype(target.dtype, jnp.integer):  # class indices: some samples may not count
+    # class indices: some samples may not count
+    if jnp.issubdtype(target.dtype, jnp.integer):
         target, keep, counts = _samples("target", target, logits.shape[-1], params[1], params[0], dtype)
-    indexed = bool(jnp.issubdtype(target.dtype, jnp.integer))  # class indices: gathered, never one-hot rows
+    # class indices: gathered, never one-hot rows
+    indexed = bool(jnp.issubdtype(target.dtype, jnp.integer))
     target = target if indexed else _last(target.astype(dtype), 1)
     _check_shapes([("logits", logits, "class"), ("target", target, None if indexed else "class")])
     return logits, target, indexed, keep, counts
-
 
 
 def _cross_entropy_value(logits, target, weight, ignore_index, label_smoothing):
@@ -323,7 +445,8 @@ def _cross_entropy_value(logits, target, weight, ignore_index, label_smoothing):
     batch = logits.shape[:-1]
     weight = jnp.asarray(1.0 if weight is None else weight, dtype)
     _broadcasts("weight", weight.shape, batch + (logits.shape[-1],), axis=True)
-    weight = jnp.broadcast_to(weight, weight.shape[:-1] + (logits.shape[-1],))  # one number: the same for every entry
+    # one number: the same for every entry
+    weight = jnp.broadcast_to(weight, weight.shape[:-1] + (logits.shape[-1],))
     _t0 = (label_smoothing > 0)
     _t2 = jax.nn.logsumexp(logits, axis=-1, keepdims=True)
     _t5 = jnp.sum(target*weight*(_t2 - logits), axis=-1, keepdims=True)
@@ -331,14 +454,18 @@ def _cross_entropy_value(logits, target, weight, ignore_index, label_smoothing):
 
 
 def _cross_entropy_value_and_grads(logits, target, weight, ignore_index, label_smoothing, *, scale=None):
-    """Per-sample loss and its gradient for each input, per element, times ``scale``
-    (the reduction's factor; None: none)."""
+    """Per-sample loss and its gradient for each input.
+
+    Per element, times ``scale`` (the reduction's factor; None: none).
+    """
     dtype = logits.dtype
     batch = logits.shape[:-1]
     weight = jnp.asarray(1.0 if weight is None else weight, dtype)
     _broadcasts("weight", weight.shape, batch + (logits.shape[-1],), axis=True)
-    weight = jnp.broadcast_to(weight, weight.shape[:-1] + (logits.shape[-1],))  # one number: the same for every entry
-    if scale is not None and jnp.ndim(scale):  # one per sample: along the axis too
+    # one number: the same for every entry
+    weight = jnp.broadcast_to(weight, weight.shape[:-1] + (logits.shape[-1],))
+    # one per sample: along the axis too
+    if scale is not None and jnp.ndim(scale):
         scale = scale[..., None]
     _t0 = (label_smoothing > 0)
     _t1 = _choose(_t0, lambda: jnp.mean(weight, axis=-1, keepdims=True), lambda: 0)
@@ -361,21 +488,26 @@ def _cross_entropy_indexed_value(logits, target, weight, ignore_index, label_smo
     batch = logits.shape[:-1]
     weight = jnp.asarray(1.0 if weight is None else weight, dtype)
     _broadcasts("weight", weight.shape, batch + (logits.shape[-1],), axis=True)
-    weight = jnp.broadcast_to(weight, weight.shape[:-1] + (logits.shape[-1],))  # one number: the same for every entry
+    # one number: the same for every entry
+    weight = jnp.broadcast_to(weight, weight.shape[:-1] + (logits.shape[-1],))
     _t0 = (label_smoothing > 0)
     _t4 = _pick(weight, target)*_pick(_log_softmax(logits), target)
     return _fill(_choose(_t0, lambda: label_smoothing*(jax.nn.logsumexp(logits, axis=-1, keepdims=True)*_choose(_t0, lambda: jnp.mean(weight, axis=-1, keepdims=True), lambda: 0) - jnp.mean(logits*weight, axis=-1, keepdims=True)) - _t4*_choose(_t0, lambda: 1 - label_smoothing, lambda: 0), lambda: -_t4), batch + (1,), dtype)[..., 0]
 
 
 def _cross_entropy_indexed_value_and_grads(logits, target, weight, ignore_index, label_smoothing, *, scale=None):
-    """Per-sample loss and its gradient for each input, per element, times ``scale``
-    (the reduction's factor; None: none)."""
+    """Per-sample loss and its gradient for each input.
+
+    Per element, times ``scale`` (the reduction's factor; None: none).
+    """
     dtype = logits.dtype
     batch = logits.shape[:-1]
     weight = jnp.asarray(1.0 if weight is None else weight, dtype)
     _broadcasts("weight", weight.shape, batch + (logits.shape[-1],), axis=True)
-    weight = jnp.broadcast_to(weight, weight.shape[:-1] + (logits.shape[-1],))  # one number: the same for every entry
-    if scale is not None and jnp.ndim(scale):  # one per sample: along the axis too
+    # one number: the same for every entry
+    weight = jnp.broadcast_to(weight, weight.shape[:-1] + (logits.shape[-1],))
+    # one per sample: along the axis too
+    if scale is not None and jnp.ndim(scale):
         scale = scale[..., None]
     _t0 = (label_smoothing > 0)
     _t1 = _choose(_t0, lambda: jnp.mean(weight, axis=-1, keepdims=True), lambda: 0)
@@ -402,11 +534,14 @@ def _cross_entropy_folded_value(logits, target, weight, ignore_index, label_smoo
 
 
 def _cross_entropy_folded_value_and_grads(logits, target, weight, ignore_index, label_smoothing, *, scale=None):
-    """Per-sample loss and its gradient for each input, per element, times ``scale``
-    (the reduction's factor; None: none)."""
+    """Per-sample loss and its gradient for each input.
+
+    Per element, times ``scale`` (the reduction's factor; None: none).
+    """
     dtype = logits.dtype
     batch = logits.shape[:-1]
-    if scale is not None and jnp.ndim(scale):  # one per sample: along the axis too
+    # one per sample: along the axis too
+    if scale is not None and jnp.ndim(scale):
         scale = scale[..., None]
     _t0 = (label_smoothing > 0)
     _t1 = -jax.nn.logsumexp(logits, axis=-1, keepdims=True)
@@ -430,11 +565,14 @@ def _cross_entropy_folded_indexed_value(logits, target, weight, ignore_index, la
 
 
 def _cross_entropy_folded_indexed_value_and_grads(logits, target, weight, ignore_index, label_smoothing, *, scale=None):
-    """Per-sample loss and its gradient for each input, per element, times ``scale``
-    (the reduction's factor; None: none)."""
+    """Per-sample loss and its gradient for each input.
+
+    Per element, times ``scale`` (the reduction's factor; None: none).
+    """
     dtype = logits.dtype
     batch = logits.shape[:-1]
-    if scale is not None and jnp.ndim(scale):  # one per sample: along the axis too
+    # one per sample: along the axis too
+    if scale is not None and jnp.ndim(scale):
         scale = scale[..., None]
     _t0 = (label_smoothing > 0)
     _t1 = _pick(_log_softmax(logits), target)
@@ -446,21 +584,36 @@ def _cross_entropy_folded_indexed_value_and_grads(logits, target, weight, ignore
     return value, grads
 
 
-#: Each term's (value, value-and-gradients) functions, by (term, whether the one-hot target is class indices, whether its tensor params are all absent).
+#: Each term's (value, value-and-gradients) functions, by (term, whether the one-hot
+#: target is class indices, whether its tensor params are all absent).
 _FUNCTIONS = {
-    ("cross_entropy", False, False): (_cross_entropy_value, _cross_entropy_value_and_grads),
-    ("cross_entropy", True, False): (_cross_entropy_indexed_value, _cross_entropy_indexed_value_and_grads),
-    ("cross_entropy", False, True): (_cross_entropy_folded_value, _cross_entropy_folded_value_and_grads),
-    ("cross_entropy", True, True): (_cross_entropy_folded_indexed_value, _cross_entropy_folded_indexed_value_and_grads),
+    ("cross_entropy", False, False): (
+        _cross_entropy_value,
+        _cross_entropy_value_and_grads,
+    ),
+    ("cross_entropy", True, False): (
+        _cross_entropy_indexed_value,
+        _cross_entropy_indexed_value_and_grads,
+    ),
+    ("cross_entropy", False, True): (
+        _cross_entropy_folded_value,
+        _cross_entropy_folded_value_and_grads,
+    ),
+    ("cross_entropy", True, True): (
+        _cross_entropy_folded_indexed_value,
+        _cross_entropy_folded_indexed_value_and_grads,
+    ),
 }
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
 def _reduced(static, arrays, tensors, keep, counts):
-    """The reduced loss; its backward (``_reduced_bwd``) is the derived gradient, not autodiff of this function.
+    """The reduced loss; its backward (``_reduced_bwd``) is the derived gradient.
 
-    ``static`` is ``(reduction, whether the one-hot target is class indices, the params, the shapes of the arrays
-    declared broadcast)``: fixed under a trace; the data are arrays (a tensor param may be None: absent).
+    Not autodiff of this function. ``static`` is ``(reduction, whether the one-hot
+    target is class indices, the params, the shapes of the arrays declared
+    broadcast)``: fixed under a trace; the data are arrays (a tensor param may be None:
+    absent).
     """
     reduction, indexed, params = static[:3]
     (ignore_index, label_smoothing) = params
@@ -471,7 +624,10 @@ def _reduced(static, arrays, tensors, keep, counts):
 
 
 def _reduced_fwd(static, arrays, tensors, keep, counts):
-    """The reduced loss, and each input's gradient per element (axes last) scaled for the reduction: the residuals."""
+    """The reduced loss, and each input's gradient per element (axes last).
+
+    Each gradient is scaled for the reduction: the residuals.
+    """
     reduction, indexed, params = static[:3]
     (ignore_index, label_smoothing) = params
     (logits, target) = arrays
@@ -484,12 +640,19 @@ def _reduced_fwd(static, arrays, tensors, keep, counts):
 
 
 def _reduced_bwd(static, residuals, upstream):
-    """Each input's gradient times the upstream gradient (one per sample with ``reduction="none"``), in its
-    argument's layout and shape; targets, params and the samples' weights get none (zero)."""
+    """Each input's gradient times the upstream gradient.
+
+    The upstream gradient is one per sample with ``reduction="none"``; each gradient in
+    its argument's layout and shape; targets, params and the samples' weights get none
+    (zero).
+    """
     (grad_logits,) = residuals
     return (
         (
-            _placed((upstream[..., None] if jnp.ndim(upstream) else upstream) * grad_logits, 1),
+            _placed(
+                (upstream[..., None] if jnp.ndim(upstream) else upstream) * grad_logits,
+                1,
+            ),
             None,
         ),
         None,
@@ -502,14 +665,16 @@ _reduced.defvjp(_reduced_fwd, _reduced_bwd)
 
 
 def loss(logits, target, reduction="mean", weight=None, ignore_index=-100, label_smoothing=0.0, *, validate=False):
-    """cross_entropy: the loss, reduced; a ``jax.custom_vjp`` whose gradient is the derived one.
+    """cross_entropy: the loss, reduced.
 
-    Works under ``jax.jit``, ``jax.grad``, ``jax.value_and_grad`` and ``jax.vmap``; the params are Python
-    numbers (fixed under a trace), a tensor param may be an array. See the module docstring for the formula,
-    arguments and shapes.
+    A ``jax.custom_vjp`` whose gradient is the derived one. Works under ``jax.jit``,
+    ``jax.grad``, ``jax.value_and_grad`` and ``jax.vmap``; the params are Python
+    numbers (fixed under a trace), a tensor param may be an array. See the module
+    docstring for the formula, arguments and shapes.
     """
     _check_reduction(reduction)
-    shapes = ()  # the gradients' own shapes (summed back from the batch's)
+    # the gradients' own shapes (summed back from the batch's)
+    shapes = ()
     logits, target, indexed, keep, counts = _prepare(logits, target, (weight, ignore_index, label_smoothing))
     if validate:
         logits, target, weight = _validate(logits, target, weight, ignore_index, label_smoothing, indexed)
@@ -525,7 +690,8 @@ def loss_and_grad(logits, target, reduction="mean", weight=None, ignore_index=-1
     for the reduction (with ``"none"``, the gradient of the sum of the losses).
     """
     _check_reduction(reduction)
-    shapes = ()  # the gradients' own shapes (summed back from the batch's)
+    # the gradients' own shapes (summed back from the batch's)
+    shapes = ()
     logits, target, indexed, keep, counts = _prepare(logits, target, (weight, ignore_index, label_smoothing))
     if validate:
         logits, target, weight = _validate(logits, target, weight, ignore_index, label_smoothing, indexed)

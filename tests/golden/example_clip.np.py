@@ -44,37 +44,50 @@ PARAMS = {}
 
 
 def _check_shapes(args):
-    """Arrays must agree exactly: one batch shape, one length per axis (no silent broadcasting)."""
+    """Arrays must agree exactly: one batch shape, one length per axis.
+
+    No silent broadcasting.
+    """
     first = None
     lengths = {}
     for name, value, axis in args:
         shape = tuple(value.shape)
         if axis is not None:
             if not shape:
-                raise ValueError(f"{name} needs a last dimension (axis {axis!r}), got a scalar")
+                raise ValueError(
+                    f"{name} needs a last dimension (axis {axis!r}), got a scalar"
+                )
             length, shape = shape[-1], shape[:-1]
             seen = lengths.setdefault(axis, (name, length))
             if seen[1] != length:
                 raise ValueError(
-                    f"{name} has {length} entries along axis {axis!r} but {seen[0]} has {seen[1]}"
+                    f"{name} has {length} entries along axis {axis!r} "
+                    f"but {seen[0]} has {seen[1]}"
                 )
         if first is None:
             first = (name, shape)
         elif shape != first[1]:
             raise ValueError(
-                f"shape mismatch: {name} has batch shape {shape} but {first[0]} has {first[1]}"
+                f"shape mismatch: {name} has batch shape {shape} "
+                f"but {first[0]} has {first[1]}"
                 " (arrays must match exactly; no broadcasting)"
             )
 
 
 def _rows(shape):
-    """The length of the batch's first dimension (1 for a single sample): what "batchmean" divides by."""
+    """The length of the batch's first dimension (1 for a single sample).
+
+    What "batchmean" divides by.
+    """
     return shape[0] if len(shape) else 1
 
 
 def _times(coefficient, value, scale):
-    """A gradient, ``coefficient * value``, times ``scale`` (the reduction's factor carried from the forward; None:
-    none): the two numbers multiply first, so that the array takes one pass."""
+    """A gradient, ``coefficient * value``, times ``scale``.
+
+    ``scale`` is the reduction's factor carried from the forward (None: none). The two
+    numbers multiply first, so that the array takes one pass.
+    """
     if scale is None:
         return value if coefficient == 1 else coefficient * value
     return scale * value if coefficient == 1 else (coefficient * scale) * value
@@ -82,20 +95,29 @@ def _times(coefficient, value, scale):
 
 def _check_reduction(reduction):
     if reduction not in _REDUCTIONS:
-        raise ValueError(f"reduction must be one of {', '.join(map(repr, _REDUCTIONS))}, got {reduction!r}")
+        raise ValueError(
+            f"reduction must be one of {', '.join(map(repr, _REDUCTIONS))}, "
+            f"got {reduction!r}"
+        )
 
 
 _VALIDATED = "checked because validate=True; pass validate=False to skip the check"
 
 
 def _outside(name, value, index, domain, why=_VALIDATED):
-    """The error for an element (at ``index``) of ``value`` outside its declared domain."""
+    """The error for an element (at ``index``) of ``value`` outside its domain."""
     where = f"{name}[{', '.join(map(str, index))}]" if index else name
-    raise ValueError(f"{where} = {float(value[tuple(index)])!r} is outside its domain: {domain[0]} ({why})")
+    raise ValueError(
+        f"{where} = {float(value[tuple(index)])!r} is outside its domain: "
+        f"{domain[0]} ({why})"
+    )
 
 
 def _validate(image, text, target, indexed):
-    """Each array in its declared domain (``validate=True``); class indices are checked by ``_prepare``."""
+    """Each array in its declared domain (``validate=True``).
+
+    Class indices are checked by ``_prepare``.
+    """
     _check_domain("image", image, ("any finite real number", -float("inf"), float("inf"), True, True, None, False))
     _check_domain("text", text, ("any finite real number", -float("inf"), float("inf"), True, True, None, False))
     if not indexed:
@@ -109,9 +131,13 @@ def _fill(value, shape):
 
 
 def _reduce(value, reduction, keep=None, counts=None):
-    """The per-sample losses reduced as torch does: the mean of an empty batch is NaN, its sum 0; "batchmean" is
-    the sum over the batch's first dimension (NaN where it is empty). ``keep`` (where given) marks the samples
-    that count (the others give 0), ``counts`` their weights in the mean (where given; else one each)."""
+    """The per-sample losses reduced as torch does.
+
+    The mean of an empty batch is NaN, its sum 0; "batchmean" is the sum over the
+    batch's first dimension (NaN where it is empty). ``keep`` (where given) marks the
+    samples that count (the others give 0), ``counts`` their weights in the mean
+    (where given; else one each).
+    """
     if keep is not None:
         value = np.where(keep, value, 0.0)
     if reduction == "none":
@@ -123,49 +149,75 @@ def _reduce(value, reduction, keep=None, counts=None):
 
 
 def _scale(shape, reduction, factor, keep=None, counts=None):
-    """The gradient of the reduced loss with respect to each sample's loss, for a term weighted by ``factor`` (0
-    for a sample left out); one value for all samples where every sample counts once."""
+    """The gradient of the reduced loss with respect to each sample's loss.
+
+    For a term weighted by ``factor`` (0 for a sample left out); one value for all
+    samples where every sample counts once.
+    """
     count = _count(shape, reduction, keep, counts)
-    scale = factor / count if count else factor  # an empty batch (or none counted): any finite scale will do
+    # an empty batch (or none counted): any finite scale will do
+    scale = factor / count if count else factor
     return scale if keep is None else np.where(keep, scale, 0.0)
 
 
 def _count(shape, reduction, keep=None, counts=None):
-    """What the reduction divides the summed losses by: 1, the samples (or their weights), or the rows."""
+    """What the reduction divides the summed losses by.
+
+    1, the samples (or their weights), or the rows.
+    """
     if reduction == "mean":
-        return counts.sum() if counts is not None else keep.sum() if keep is not None else int(np.prod(shape))
+        return (
+            counts.sum()
+            if counts is not None
+            else keep.sum()
+            if keep is not None
+            else int(np.prod(shape))
+        )
     return _rows(shape) if reduction == "batchmean" else 1
 
 
-
 def _check_domain(name, value, domain, why=_VALIDATED):
-    """``validate=True``: every element of ``value`` in its declared domain, else a ValueError naming one that is not.
+    """``validate=True``: every element of ``value`` in its declared domain.
 
-    ``domain`` is ``(description, lo, hi, lo_open, hi_open, members or None, rows sum to one)``;
-    NaN is in no domain.
+    Else a ValueError naming one that is not.
+
+    ``domain`` is ``(description, lo, hi, lo_open, hi_open, members or None, rows sum
+    to one)``; NaN is in no domain.
     """
     _, lo, hi, lo_open, hi_open, members, sums_to_one = domain
     value = np.asarray(value, dtype=np.float64)
     if members is None and not sums_to_one and value.size:
-        low, high = value.min(), value.max()  # no batch-sized temporaries; a NaN makes both NaN
-        ok = (low > lo if lo_open else low >= lo) and (high < hi if hi_open else high <= hi)
+        # no batch-sized temporaries; a NaN makes both NaN
+        low, high = value.min(), value.max()
+        ok = (low > lo if lo_open else low >= lo) and (
+            high < hi if hi_open else high <= hi
+        )
     else:
         ok = _inside(value, domain).all()
     if not ok:
-        _outside(name, value, np.argwhere(~_inside(value, domain))[0].tolist(), domain, why)
+        _outside(
+            name, value, np.argwhere(~_inside(value, domain))[0].tolist(), domain, why
+        )
 
 
 def _inside(value, domain):
-    """Whether each element of ``value`` lies in ``domain`` (a discrete domain's members lie within its bounds)."""
+    """Whether each element of ``value`` lies in ``domain``.
+
+    A discrete domain's members lie within its bounds.
+    """
     _, lo, hi, lo_open, hi_open, members, sums_to_one = domain
     if members is not None:
         inside = value == members[0]
         for member in members[1:]:
             inside |= value == member
     else:
-        inside = (value > lo if lo_open else value >= lo) & (value < hi if hi_open else value <= hi)
+        inside = (value > lo if lo_open else value >= lo) & (
+            value < hi if hi_open else value <= hi
+        )
     if sums_to_one and value.ndim:
-        inside &= np.abs(value.sum(-1, keepdims=True) - 1) <= np.finfo(np.float64).eps ** 0.5
+        inside &= (
+            np.abs(value.sum(-1, keepdims=True) - 1) <= np.finfo(np.float64).eps ** 0.5
+        )
     return inside
 
 
@@ -178,13 +230,23 @@ def _indices(name, value, length):
 
 
 def _pick(values, index):
-    """``values`` at each sample's class index, the axis kept (length 1): no one-hot rows."""
+    """``values`` at each sample's class index, the axis kept (length 1).
+
+    No one-hot rows.
+    """
     values = np.asarray(values, dtype=np.float64)
-    return np.take_along_axis(np.broadcast_to(values, index.shape + values.shape[-1:]), index[..., None], axis=-1)
+    return np.take_along_axis(
+        np.broadcast_to(values, index.shape + values.shape[-1:]),
+        index[..., None],
+        axis=-1,
+    )
 
 
 def _scatter(base, add, index, like):
-    """``base + onehot(index) * add`` along the last axis of ``like``, without the one-hot rows."""
+    """``base + onehot(index) * add`` along the last axis of ``like``.
+
+    Without the one-hot rows.
+    """
     out = np.array(np.broadcast_to(base, like.shape), dtype=np.float64)
     at = index[..., None]
     np.put_along_axis(out, at, np.take_along_axis(out, at, axis=-1) + add, axis=-1)
@@ -192,7 +254,10 @@ def _scatter(base, add, index, like):
 
 
 def _logsumexp(a):
-    """log(sum(exp(a))) over the last axis, shifted by the maximum so that exp never overflows."""
+    """log(sum(exp(a))) over the last axis.
+
+    Shifted by the maximum so that exp never overflows.
+    """
     if not a.shape[-1]:
         return np.full(a.shape[:-1] + (1,), -np.inf)
     top = np.max(a, axis=-1, keepdims=True)
@@ -201,29 +266,38 @@ def _logsumexp(a):
 
 
 def _softmax(a):
-    """exp(a - logsumexp(a)) over the last axis, as exp(a - max) / sum: no log rounds away the digits of huge entries."""
+    """exp(a - logsumexp(a)) over the last axis, as exp(a - max) / sum.
+
+    No log rounds away the digits of huge entries.
+    """
     e = np.exp(a - np.max(a, axis=-1, keepdims=True, initial=-np.inf))
     return e / np.sum(e, axis=-1, keepdims=True)
 
 
 def _log_softmax(a):
-    """a - logsumexp(a) over the last axis, as (a - max) - log(sum(exp(a - max))): the shift first, exactly."""
+    """a - logsumexp(a) over the last axis, as (a - max) - log(sum(exp(a - max))).
+
+    The shift first, exactly.
+    """
     shifted = a - np.max(a, axis=-1, keepdims=True, initial=-np.inf)
     return shifted - np.log(np.sum(np.exp(shifted), axis=-1, keepdims=True))
 
 
 def _prepare(image, text, target):
-    """Arrays as float64 (one-hot targets from class indices), axes last, shapes checked; whether the one-hot
-    target is class indices, and which samples count with what weight (None: all, once)."""
+    """Arrays as float64 (one-hot from class indices), axes last, shapes checked.
+
+    Also whether the one-hot target is class indices, and which samples count with
+    what weight (None: all, once).
+    """
     keep = counts = None
     image = np.asarray(image, dtype=np.float64)
     text = np.asarray(text, dtype=np.float64)
     target = np.asarray(target)
-    indexed = target.dtype.kind in "iu"  # class indices: gathered, never one-hot rows
+    # class indices: gathered, never one-hot rows
+    indexed = target.dtype.kind in "iu"
     target = _indices("target", target, image.shape[-1]) if indexed else target.astype(np.float64)
     _check_shapes([("image", image, "pair"), ("text", text, "pair"), ("target", target, None if indexed else "pair")])
     return image, text, target, indexed, keep, counts
-
 
 
 def _clip_value(image, text, target):
@@ -233,10 +307,13 @@ def _clip_value(image, text, target):
 
 
 def _clip_value_and_grads(image, text, target, *, scale=None):
-    """Per-sample loss and its gradient for each input, per element, times ``scale``
-    (the reduction's factor; None: none)."""
+    """Per-sample loss and its gradient for each input.
+
+    Per element, times ``scale`` (the reduction's factor; None: none).
+    """
     batch = image.shape[:-1]
-    if scale is not None and np.ndim(scale):  # one per sample: along the axis too
+    # one per sample: along the axis too
+    if scale is not None and np.ndim(scale):
         scale = scale[..., None]
     _t0 = np.sum((1/2)*target, axis=-1, keepdims=True)
     value = _fill((1/2)*(np.sum(target*(_logsumexp(image) - image), axis=-1, keepdims=True) + np.sum(target*(_logsumexp(text) - text), axis=-1, keepdims=True)), batch + (1,))[..., 0]
@@ -254,10 +331,13 @@ def _clip_indexed_value(image, text, target):
 
 
 def _clip_indexed_value_and_grads(image, text, target, *, scale=None):
-    """Per-sample loss and its gradient for each input, per element, times ``scale``
-    (the reduction's factor; None: none)."""
+    """Per-sample loss and its gradient for each input.
+
+    Per element, times ``scale`` (the reduction's factor; None: none).
+    """
     batch = image.shape[:-1]
-    if scale is not None and np.ndim(scale):  # one per sample: along the axis too
+    # one per sample: along the axis too
+    if scale is not None and np.ndim(scale):
         scale = scale[..., None]
     _t0 = _log_softmax(image)
     _t1 = _log_softmax(text)
@@ -269,7 +349,8 @@ def _clip_indexed_value_and_grads(image, text, target, *, scale=None):
     return value, grads
 
 
-#: Each term's (value, value-and-gradients) functions, by (term, whether the one-hot target is class indices).
+#: Each term's (value, value-and-gradients) functions, by (term, whether the one-hot
+#: target is class indices).
 _FUNCTIONS = {
     ("clip", False): (_clip_value, _clip_value_and_grads),
     ("clip", True): (_clip_indexed_value, _clip_indexed_value_and_grads),

@@ -40,49 +40,73 @@ PARAMS = {"weight": None, "eps": 1e-07, "threshold": 0.5}
 
 
 def _check_shapes(args):
-    """Arrays must agree exactly: one batch shape, one length per axis (no silent broadcasting)."""
+    """Arrays must agree exactly: one batch shape, one length per axis.
+
+    No silent broadcasting.
+    """
     first = None
     lengths = {}
     for name, value, axis in args:
         shape = tuple(value.shape)
         if axis is not None:
             if not shape:
-                raise ValueError(f"{name} needs a last dimension (axis {axis!r}), got a scalar")
+                raise ValueError(
+                    f"{name} needs a last dimension (axis {axis!r}), got a scalar"
+                )
             length, shape = shape[-1], shape[:-1]
             seen = lengths.setdefault(axis, (name, length))
             if seen[1] != length:
                 raise ValueError(
-                    f"{name} has {length} entries along axis {axis!r} but {seen[0]} has {seen[1]}"
+                    f"{name} has {length} entries along axis {axis!r} "
+                    f"but {seen[0]} has {seen[1]}"
                 )
         if first is None:
             first = (name, shape)
         elif shape != first[1]:
             raise ValueError(
-                f"shape mismatch: {name} has batch shape {shape} but {first[0]} has {first[1]}"
+                f"shape mismatch: {name} has batch shape {shape} "
+                f"but {first[0]} has {first[1]}"
                 " (arrays must match exactly; no broadcasting)"
             )
 
 
 def _broadcasts(name, shape, batch, axis=False):
-    """A tensor param's shape must broadcast to the batch shape without growing it (a ValueError names it); one
-    on an axis (``axis``, the last entry of ``batch`` its length) is one value, or one per entry of the axis."""
+    """A tensor param's shape must broadcast to the batch shape without growing it.
+
+    A ValueError names the param. One on an axis (``axis``, the last entry of
+    ``batch`` its length) is one value, or one per entry of the axis.
+    """
     shape, batch = tuple(shape), tuple(batch)
     if axis and shape and shape[-1] != batch[-1]:
-        raise ValueError(f"{name} has shape {shape}: one value per class needs {batch[-1]} entries in its last "
-                         "dimension (or one number for every class)")
-    if len(shape) > len(batch) or any(n != 1 and n != b for n, b in zip(reversed(shape), reversed(batch))):
-        raise ValueError(f"{name} has shape {shape}, which does not broadcast to the shape {batch} "
-                         "(a tensor param is one value, or one per element along trailing dimensions)")
+        raise ValueError(
+            f"{name} has shape {shape}: one value per class needs {batch[-1]} "
+            "entries in its last dimension (or one number for every class)"
+        )
+    if len(shape) > len(batch) or any(
+        n != 1 and n != b
+        for n, b in zip(reversed(shape), reversed(batch), strict=False)
+    ):
+        raise ValueError(
+            f"{name} has shape {shape}, which does not broadcast to the shape "
+            f"{batch} (a tensor param is one value, or one per element along "
+            "trailing dimensions)"
+        )
 
 
 def _rows(shape):
-    """The length of the batch's first dimension (1 for a single sample): what "batchmean" divides by."""
+    """The length of the batch's first dimension (1 for a single sample).
+
+    What "batchmean" divides by.
+    """
     return shape[0] if len(shape) else 1
 
 
 def _times(coefficient, value, scale):
-    """A gradient, ``coefficient * value``, times ``scale`` (the reduction's factor carried from the forward; None:
-    none): the two numbers multiply first, so that the array takes one pass."""
+    """A gradient, ``coefficient * value``, times ``scale``.
+
+    ``scale`` is the reduction's factor carried from the forward (None: none). The two
+    numbers multiply first, so that the array takes one pass.
+    """
     if scale is None:
         return value if coefficient == 1 else coefficient * value
     return scale * value if coefficient == 1 else (coefficient * scale) * value
@@ -90,20 +114,29 @@ def _times(coefficient, value, scale):
 
 def _check_reduction(reduction):
     if reduction not in _REDUCTIONS:
-        raise ValueError(f"reduction must be one of {', '.join(map(repr, _REDUCTIONS))}, got {reduction!r}")
+        raise ValueError(
+            f"reduction must be one of {', '.join(map(repr, _REDUCTIONS))}, "
+            f"got {reduction!r}"
+        )
 
 
 _VALIDATED = "checked because validate=True; pass validate=False to skip the check"
 
 
 def _outside(name, value, index, domain, why=_VALIDATED):
-    """The error for an element (at ``index``) of ``value`` outside its declared domain."""
+    """The error for an element (at ``index``) of ``value`` outside its domain."""
     where = f"{name}[{', '.join(map(str, index))}]" if index else name
-    raise ValueError(f"{where} = {float(value[tuple(index)])!r} is outside its domain: {domain[0]} ({why})")
+    raise ValueError(
+        f"{where} = {float(value[tuple(index)])!r} is outside its domain: "
+        f"{domain[0]} ({why})"
+    )
 
 
 def _validate(p, target, weight, eps, threshold, indexed):
-    """Each array and param in its declared domain (``validate=True``); class indices are checked by ``_prepare``."""
+    """Each array and param in its declared domain (``validate=True``).
+
+    Class indices are checked by ``_prepare``.
+    """
     _check_domain("p", p, ("a number in [0, 1], both ends included", 0.0, 1.0, False, False, None, False))
     _check_domain("target", target, ("a number in [0, 1], both ends included", 0.0, 1.0, False, False, None, False))
     if weight is not None:  # absent
@@ -113,10 +146,15 @@ def _validate(p, target, weight, eps, threshold, indexed):
 
 
 def _combine_none(values):
-    """Weighted per-sample losses of terms, for reduction="none": all terms need one shape."""
+    """Weighted per-sample losses of terms, for reduction="none".
+
+    All terms need one shape.
+    """
     shapes = {name: tuple(v.shape) for name, (_, v) in values.items()}
     if len(set(shapes.values())) > 1:
-        raise ValueError(f"reduction='none' needs terms of one per-sample shape, got {shapes}")
+        raise ValueError(
+            f"reduction='none' needs terms of one per-sample shape, got {shapes}"
+        )
     return sum(factor * v for factor, v in values.values())
 
 
@@ -134,9 +172,13 @@ def _fill(value, shape):
 
 
 def _reduce(value, reduction, keep=None, counts=None):
-    """The per-sample losses reduced as torch does: the mean of an empty batch is NaN, its sum 0; "batchmean" is
-    the sum over the batch's first dimension (NaN where it is empty). ``keep`` (where given) marks the samples
-    that count (the others give 0), ``counts`` their weights in the mean (where given; else one each)."""
+    """The per-sample losses reduced as torch does.
+
+    The mean of an empty batch is NaN, its sum 0; "batchmean" is the sum over the
+    batch's first dimension (NaN where it is empty). ``keep`` (where given) marks the
+    samples that count (the others give 0), ``counts`` their weights in the mean
+    (where given; else one each).
+    """
     if keep is not None:
         value = np.where(keep, value, 0.0)
     if reduction == "none":
@@ -148,55 +190,84 @@ def _reduce(value, reduction, keep=None, counts=None):
 
 
 def _scale(shape, reduction, factor, keep=None, counts=None):
-    """The gradient of the reduced loss with respect to each sample's loss, for a term weighted by ``factor`` (0
-    for a sample left out); one value for all samples where every sample counts once."""
+    """The gradient of the reduced loss with respect to each sample's loss.
+
+    For a term weighted by ``factor`` (0 for a sample left out); one value for all
+    samples where every sample counts once.
+    """
     count = _count(shape, reduction, keep, counts)
-    scale = factor / count if count else factor  # an empty batch (or none counted): any finite scale will do
+    # an empty batch (or none counted): any finite scale will do
+    scale = factor / count if count else factor
     return scale if keep is None else np.where(keep, scale, 0.0)
 
 
 def _count(shape, reduction, keep=None, counts=None):
-    """What the reduction divides the summed losses by: 1, the samples (or their weights), or the rows."""
+    """What the reduction divides the summed losses by.
+
+    1, the samples (or their weights), or the rows.
+    """
     if reduction == "mean":
-        return counts.sum() if counts is not None else keep.sum() if keep is not None else int(np.prod(shape))
+        return (
+            counts.sum()
+            if counts is not None
+            else keep.sum()
+            if keep is not None
+            else int(np.prod(shape))
+        )
     return _rows(shape) if reduction == "batchmean" else 1
 
 
-
 def _check_domain(name, value, domain, why=_VALIDATED):
-    """``validate=True``: every element of ``value`` in its declared domain, else a ValueError naming one that is not.
+    """``validate=True``: every element of ``value`` in its declared domain.
 
-    ``domain`` is ``(description, lo, hi, lo_open, hi_open, members or None, rows sum to one)``;
-    NaN is in no domain.
+    Else a ValueError naming one that is not.
+
+    ``domain`` is ``(description, lo, hi, lo_open, hi_open, members or None, rows sum
+    to one)``; NaN is in no domain.
     """
     _, lo, hi, lo_open, hi_open, members, sums_to_one = domain
     value = np.asarray(value, dtype=np.float64)
     if members is None and not sums_to_one and value.size:
-        low, high = value.min(), value.max()  # no batch-sized temporaries; a NaN makes both NaN
-        ok = (low > lo if lo_open else low >= lo) and (high < hi if hi_open else high <= hi)
+        # no batch-sized temporaries; a NaN makes both NaN
+        low, high = value.min(), value.max()
+        ok = (low > lo if lo_open else low >= lo) and (
+            high < hi if hi_open else high <= hi
+        )
     else:
         ok = _inside(value, domain).all()
     if not ok:
-        _outside(name, value, np.argwhere(~_inside(value, domain))[0].tolist(), domain, why)
+        _outside(
+            name, value, np.argwhere(~_inside(value, domain))[0].tolist(), domain, why
+        )
 
 
 def _inside(value, domain):
-    """Whether each element of ``value`` lies in ``domain`` (a discrete domain's members lie within its bounds)."""
+    """Whether each element of ``value`` lies in ``domain``.
+
+    A discrete domain's members lie within its bounds.
+    """
     _, lo, hi, lo_open, hi_open, members, sums_to_one = domain
     if members is not None:
         inside = value == members[0]
         for member in members[1:]:
             inside |= value == member
     else:
-        inside = (value > lo if lo_open else value >= lo) & (value < hi if hi_open else value <= hi)
+        inside = (value > lo if lo_open else value >= lo) & (
+            value < hi if hi_open else value <= hi
+        )
     if sums_to_one and value.ndim:
-        inside &= np.abs(value.sum(-1, keepdims=True) - 1) <= np.finfo(np.float64).eps ** 0.5
+        inside &= (
+            np.abs(value.sum(-1, keepdims=True) - 1) <= np.finfo(np.float64).eps ** 0.5
+        )
     return inside
 
 
 def _prepare(p, target):
-    """Arrays as float64 (one-hot targets from class indices), axes last, shapes checked; whether the one-hot
-    target is class indices, and which samples count with what weight (None: all, once)."""
+    """Arrays as float64 (one-hot from class indices), axes last, shapes checked.
+
+    Also whether the one-hot target is class indices, and which samples count with
+    what weight (None: all, once).
+    """
     keep = counts = None
     p = np.asarray(p, dtype=np.float64)
     target = np.asarray(target, dtype=np.float64)
@@ -204,7 +275,6 @@ def _prepare(p, target):
     _check_shapes([("p", p, None), ("target", target, None)])
     _check_shapes([("p", p, None), ("target", target, None)])
     return p, target, indexed, keep, counts
-
 
 
 def _bce_value(p, target, weight, eps):
@@ -217,8 +287,10 @@ def _bce_value(p, target, weight, eps):
 
 
 def _bce_value_and_grads(p, target, weight, eps, *, scale=None):
-    """Per-sample loss of term 'bce' and its gradient for each input, per element, times ``scale``
-    (the reduction's factor; None: none)."""
+    """Per-sample loss of term 'bce' and its gradient for each input.
+
+    Per element, times ``scale`` (the reduction's factor; None: none).
+    """
     batch = p.shape
     weight = np.asarray(1.0 if weight is None else weight, dtype=np.float64)
     _broadcasts("weight", weight.shape, batch)
@@ -242,8 +314,10 @@ def _bce_folded_value(p, target, weight, eps):
 
 
 def _bce_folded_value_and_grads(p, target, weight, eps, *, scale=None):
-    """Per-sample loss of term 'bce' and its gradient for each input, per element, times ``scale``
-    (the reduction's factor; None: none)."""
+    """Per-sample loss of term 'bce' and its gradient for each input.
+
+    Per element, times ``scale`` (the reduction's factor; None: none).
+    """
     batch = p.shape
     _t0 = 1 - eps
     _t1 = np.clip(p, eps, _t0)
@@ -264,17 +338,18 @@ def _missed_value(p, target, threshold):
 
 
 def _missed_value_and_grads(p, target, threshold, *, scale=None):
-    """Per-sample loss of term 'missed' and its gradient for each input, per element, times ``scale``
-    (the reduction's factor; None: none)."""
+    """Per-sample loss of term 'missed' and its gradient for each input.
+
+    Per element, times ``scale`` (the reduction's factor; None: none).
+    """
     batch = p.shape
     value = _fill(target*np.sign(np.maximum(threshold - p, 0.0)), batch)
-    grads = (
-        _fill(_times(0, 1, scale), p.shape),
-    )
+    grads = (_fill(_times(0, 1, scale), p.shape),)
     return value, grads
 
 
-#: Each term's (value, value-and-gradients) functions, by (term, whether the one-hot target is class indices, whether its tensor params are all absent).
+#: Each term's (value, value-and-gradients) functions, by (term, whether the one-hot
+#: target is class indices, whether its tensor params are all absent).
 _FUNCTIONS = {
     ("bce", False, False): (_bce_value, _bce_value_and_grads),
     ("bce", False, True): (_bce_folded_value, _bce_folded_value_and_grads),

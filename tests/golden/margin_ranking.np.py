@@ -45,37 +45,50 @@ PARAMS = {"margin": 0.0}
 
 
 def _check_shapes(args):
-    """Arrays must agree exactly: one batch shape, one length per axis (no silent broadcasting)."""
+    """Arrays must agree exactly: one batch shape, one length per axis.
+
+    No silent broadcasting.
+    """
     first = None
     lengths = {}
     for name, value, axis in args:
         shape = tuple(value.shape)
         if axis is not None:
             if not shape:
-                raise ValueError(f"{name} needs a last dimension (axis {axis!r}), got a scalar")
+                raise ValueError(
+                    f"{name} needs a last dimension (axis {axis!r}), got a scalar"
+                )
             length, shape = shape[-1], shape[:-1]
             seen = lengths.setdefault(axis, (name, length))
             if seen[1] != length:
                 raise ValueError(
-                    f"{name} has {length} entries along axis {axis!r} but {seen[0]} has {seen[1]}"
+                    f"{name} has {length} entries along axis {axis!r} "
+                    f"but {seen[0]} has {seen[1]}"
                 )
         if first is None:
             first = (name, shape)
         elif shape != first[1]:
             raise ValueError(
-                f"shape mismatch: {name} has batch shape {shape} but {first[0]} has {first[1]}"
+                f"shape mismatch: {name} has batch shape {shape} "
+                f"but {first[0]} has {first[1]}"
                 " (arrays must match exactly; no broadcasting)"
             )
 
 
 def _rows(shape):
-    """The length of the batch's first dimension (1 for a single sample): what "batchmean" divides by."""
+    """The length of the batch's first dimension (1 for a single sample).
+
+    What "batchmean" divides by.
+    """
     return shape[0] if len(shape) else 1
 
 
 def _times(coefficient, value, scale):
-    """A gradient, ``coefficient * value``, times ``scale`` (the reduction's factor carried from the forward; None:
-    none): the two numbers multiply first, so that the array takes one pass."""
+    """A gradient, ``coefficient * value``, times ``scale``.
+
+    ``scale`` is the reduction's factor carried from the forward (None: none). The two
+    numbers multiply first, so that the array takes one pass.
+    """
     if scale is None:
         return value if coefficient == 1 else coefficient * value
     return scale * value if coefficient == 1 else (coefficient * scale) * value
@@ -83,20 +96,29 @@ def _times(coefficient, value, scale):
 
 def _check_reduction(reduction):
     if reduction not in _REDUCTIONS:
-        raise ValueError(f"reduction must be one of {', '.join(map(repr, _REDUCTIONS))}, got {reduction!r}")
+        raise ValueError(
+            f"reduction must be one of {', '.join(map(repr, _REDUCTIONS))}, "
+            f"got {reduction!r}"
+        )
 
 
 _VALIDATED = "checked because validate=True; pass validate=False to skip the check"
 
 
 def _outside(name, value, index, domain, why=_VALIDATED):
-    """The error for an element (at ``index``) of ``value`` outside its declared domain."""
+    """The error for an element (at ``index``) of ``value`` outside its domain."""
     where = f"{name}[{', '.join(map(str, index))}]" if index else name
-    raise ValueError(f"{where} = {float(value[tuple(index)])!r} is outside its domain: {domain[0]} ({why})")
+    raise ValueError(
+        f"{where} = {float(value[tuple(index)])!r} is outside its domain: "
+        f"{domain[0]} ({why})"
+    )
 
 
 def _validate(x1, x2, target, margin, indexed):
-    """Each array and param in its declared domain (``validate=True``); class indices are checked by ``_prepare``."""
+    """Each array and param in its declared domain (``validate=True``).
+
+    Class indices are checked by ``_prepare``.
+    """
     _check_domain("x1", x1, ("any finite real number", -float("inf"), float("inf"), True, True, None, False))
     _check_domain("x2", x2, ("any finite real number", -float("inf"), float("inf"), True, True, None, False))
     _check_domain("target", target, ("-1 or +1", -1.0, 1.0, False, False, (-1.0, 1.0,), False))
@@ -110,9 +132,13 @@ def _fill(value, shape):
 
 
 def _reduce(value, reduction, keep=None, counts=None):
-    """The per-sample losses reduced as torch does: the mean of an empty batch is NaN, its sum 0; "batchmean" is
-    the sum over the batch's first dimension (NaN where it is empty). ``keep`` (where given) marks the samples
-    that count (the others give 0), ``counts`` their weights in the mean (where given; else one each)."""
+    """The per-sample losses reduced as torch does.
+
+    The mean of an empty batch is NaN, its sum 0; "batchmean" is the sum over the
+    batch's first dimension (NaN where it is empty). ``keep`` (where given) marks the
+    samples that count (the others give 0), ``counts`` their weights in the mean
+    (where given; else one each).
+    """
     if keep is not None:
         value = np.where(keep, value, 0.0)
     if reduction == "none":
@@ -124,55 +150,84 @@ def _reduce(value, reduction, keep=None, counts=None):
 
 
 def _scale(shape, reduction, factor, keep=None, counts=None):
-    """The gradient of the reduced loss with respect to each sample's loss, for a term weighted by ``factor`` (0
-    for a sample left out); one value for all samples where every sample counts once."""
+    """The gradient of the reduced loss with respect to each sample's loss.
+
+    For a term weighted by ``factor`` (0 for a sample left out); one value for all
+    samples where every sample counts once.
+    """
     count = _count(shape, reduction, keep, counts)
-    scale = factor / count if count else factor  # an empty batch (or none counted): any finite scale will do
+    # an empty batch (or none counted): any finite scale will do
+    scale = factor / count if count else factor
     return scale if keep is None else np.where(keep, scale, 0.0)
 
 
 def _count(shape, reduction, keep=None, counts=None):
-    """What the reduction divides the summed losses by: 1, the samples (or their weights), or the rows."""
+    """What the reduction divides the summed losses by.
+
+    1, the samples (or their weights), or the rows.
+    """
     if reduction == "mean":
-        return counts.sum() if counts is not None else keep.sum() if keep is not None else int(np.prod(shape))
+        return (
+            counts.sum()
+            if counts is not None
+            else keep.sum()
+            if keep is not None
+            else int(np.prod(shape))
+        )
     return _rows(shape) if reduction == "batchmean" else 1
 
 
-
 def _check_domain(name, value, domain, why=_VALIDATED):
-    """``validate=True``: every element of ``value`` in its declared domain, else a ValueError naming one that is not.
+    """``validate=True``: every element of ``value`` in its declared domain.
 
-    ``domain`` is ``(description, lo, hi, lo_open, hi_open, members or None, rows sum to one)``;
-    NaN is in no domain.
+    Else a ValueError naming one that is not.
+
+    ``domain`` is ``(description, lo, hi, lo_open, hi_open, members or None, rows sum
+    to one)``; NaN is in no domain.
     """
     _, lo, hi, lo_open, hi_open, members, sums_to_one = domain
     value = np.asarray(value, dtype=np.float64)
     if members is None and not sums_to_one and value.size:
-        low, high = value.min(), value.max()  # no batch-sized temporaries; a NaN makes both NaN
-        ok = (low > lo if lo_open else low >= lo) and (high < hi if hi_open else high <= hi)
+        # no batch-sized temporaries; a NaN makes both NaN
+        low, high = value.min(), value.max()
+        ok = (low > lo if lo_open else low >= lo) and (
+            high < hi if hi_open else high <= hi
+        )
     else:
         ok = _inside(value, domain).all()
     if not ok:
-        _outside(name, value, np.argwhere(~_inside(value, domain))[0].tolist(), domain, why)
+        _outside(
+            name, value, np.argwhere(~_inside(value, domain))[0].tolist(), domain, why
+        )
 
 
 def _inside(value, domain):
-    """Whether each element of ``value`` lies in ``domain`` (a discrete domain's members lie within its bounds)."""
+    """Whether each element of ``value`` lies in ``domain``.
+
+    A discrete domain's members lie within its bounds.
+    """
     _, lo, hi, lo_open, hi_open, members, sums_to_one = domain
     if members is not None:
         inside = value == members[0]
         for member in members[1:]:
             inside |= value == member
     else:
-        inside = (value > lo if lo_open else value >= lo) & (value < hi if hi_open else value <= hi)
+        inside = (value > lo if lo_open else value >= lo) & (
+            value < hi if hi_open else value <= hi
+        )
     if sums_to_one and value.ndim:
-        inside &= np.abs(value.sum(-1, keepdims=True) - 1) <= np.finfo(np.float64).eps ** 0.5
+        inside &= (
+            np.abs(value.sum(-1, keepdims=True) - 1) <= np.finfo(np.float64).eps ** 0.5
+        )
     return inside
 
 
 def _prepare(x1, x2, target):
-    """Arrays as float64 (one-hot targets from class indices), axes last, shapes checked; whether the one-hot
-    target is class indices, and which samples count with what weight (None: all, once)."""
+    """Arrays as float64 (one-hot from class indices), axes last, shapes checked.
+
+    Also whether the one-hot target is class indices, and which samples count with
+    what weight (None: all, once).
+    """
     keep = counts = None
     x1 = np.asarray(x1, dtype=np.float64)
     x2 = np.asarray(x2, dtype=np.float64)
@@ -180,7 +235,6 @@ def _prepare(x1, x2, target):
     indexed = False
     _check_shapes([("x1", x1, None), ("x2", x2, None), ("target", target, None)])
     return x1, x2, target, indexed, keep, counts
-
 
 
 def _margin_ranking_value(x1, x2, target, margin):
@@ -191,8 +245,10 @@ def _margin_ranking_value(x1, x2, target, margin):
 
 
 def _margin_ranking_value_and_grads(x1, x2, target, margin, *, scale=None):
-    """Per-sample loss and its gradient for each input, per element, times ``scale``
-    (the reduction's factor; None: none)."""
+    """Per-sample loss and its gradient for each input.
+
+    Per element, times ``scale`` (the reduction's factor; None: none).
+    """
     batch = x1.shape
     _t0 = margin - target*(x1 - x2)
     _t1 = (_t0 < 0)
@@ -204,7 +260,8 @@ def _margin_ranking_value_and_grads(x1, x2, target, margin, *, scale=None):
     return value, grads
 
 
-#: Each term's (value, value-and-gradients) functions, by (term, whether the one-hot target is class indices).
+#: Each term's (value, value-and-gradients) functions, by (term, whether the one-hot
+#: target is class indices).
 _FUNCTIONS = {
     ("margin_ranking", False): (_margin_ranking_value, _margin_ranking_value_and_grads),
 }

@@ -41,49 +41,73 @@ PARAMS = {"weight": None, "ignore_index": -100}
 
 
 def _check_shapes(args):
-    """Arrays must agree exactly: one batch shape, one length per axis (no silent broadcasting)."""
+    """Arrays must agree exactly: one batch shape, one length per axis.
+
+    No silent broadcasting.
+    """
     first = None
     lengths = {}
     for name, value, axis in args:
         shape = tuple(value.shape)
         if axis is not None:
             if not shape:
-                raise ValueError(f"{name} needs a last dimension (axis {axis!r}), got a scalar")
+                raise ValueError(
+                    f"{name} needs a last dimension (axis {axis!r}), got a scalar"
+                )
             length, shape = shape[-1], shape[:-1]
             seen = lengths.setdefault(axis, (name, length))
             if seen[1] != length:
                 raise ValueError(
-                    f"{name} has {length} entries along axis {axis!r} but {seen[0]} has {seen[1]}"
+                    f"{name} has {length} entries along axis {axis!r} "
+                    f"but {seen[0]} has {seen[1]}"
                 )
         if first is None:
             first = (name, shape)
         elif shape != first[1]:
             raise ValueError(
-                f"shape mismatch: {name} has batch shape {shape} but {first[0]} has {first[1]}"
+                f"shape mismatch: {name} has batch shape {shape} "
+                f"but {first[0]} has {first[1]}"
                 " (arrays must match exactly; no broadcasting)"
             )
 
 
 def _broadcasts(name, shape, batch, axis=False):
-    """A tensor param's shape must broadcast to the batch shape without growing it (a ValueError names it); one
-    on an axis (``axis``, the last entry of ``batch`` its length) is one value, or one per entry of the axis."""
+    """A tensor param's shape must broadcast to the batch shape without growing it.
+
+    A ValueError names the param. One on an axis (``axis``, the last entry of
+    ``batch`` its length) is one value, or one per entry of the axis.
+    """
     shape, batch = tuple(shape), tuple(batch)
     if axis and shape and shape[-1] != batch[-1]:
-        raise ValueError(f"{name} has shape {shape}: one value per class needs {batch[-1]} entries in its last "
-                         "dimension (or one number for every class)")
-    if len(shape) > len(batch) or any(n != 1 and n != b for n, b in zip(reversed(shape), reversed(batch))):
-        raise ValueError(f"{name} has shape {shape}, which does not broadcast to the shape {batch} "
-                         "(a tensor param is one value, or one per element along trailing dimensions)")
+        raise ValueError(
+            f"{name} has shape {shape}: one value per class needs {batch[-1]} "
+            "entries in its last dimension (or one number for every class)"
+        )
+    if len(shape) > len(batch) or any(
+        n != 1 and n != b
+        for n, b in zip(reversed(shape), reversed(batch), strict=False)
+    ):
+        raise ValueError(
+            f"{name} has shape {shape}, which does not broadcast to the shape "
+            f"{batch} (a tensor param is one value, or one per element along "
+            "trailing dimensions)"
+        )
 
 
 def _rows(shape):
-    """The length of the batch's first dimension (1 for a single sample): what "batchmean" divides by."""
+    """The length of the batch's first dimension (1 for a single sample).
+
+    What "batchmean" divides by.
+    """
     return shape[0] if len(shape) else 1
 
 
 def _times(coefficient, value, scale):
-    """A gradient, ``coefficient * value``, times ``scale`` (the reduction's factor carried from the forward; None:
-    none): the two numbers multiply first, so that the array takes one pass."""
+    """A gradient, ``coefficient * value``, times ``scale``.
+
+    ``scale`` is the reduction's factor carried from the forward (None: none). The two
+    numbers multiply first, so that the array takes one pass.
+    """
     if scale is None:
         return value if coefficient == 1 else coefficient * value
     return scale * value if coefficient == 1 else (coefficient * scale) * value
@@ -91,20 +115,29 @@ def _times(coefficient, value, scale):
 
 def _check_reduction(reduction):
     if reduction not in _REDUCTIONS:
-        raise ValueError(f"reduction must be one of {', '.join(map(repr, _REDUCTIONS))}, got {reduction!r}")
+        raise ValueError(
+            f"reduction must be one of {', '.join(map(repr, _REDUCTIONS))}, "
+            f"got {reduction!r}"
+        )
 
 
 _VALIDATED = "checked because validate=True; pass validate=False to skip the check"
 
 
 def _outside(name, value, index, domain, why=_VALIDATED):
-    """The error for an element (at ``index``) of ``value`` outside its declared domain."""
+    """The error for an element (at ``index``) of ``value`` outside its domain."""
     where = f"{name}[{', '.join(map(str, index))}]" if index else name
-    raise ValueError(f"{where} = {float(value[tuple(index)])!r} is outside its domain: {domain[0]} ({why})")
+    raise ValueError(
+        f"{where} = {float(value[tuple(index)])!r} is outside its domain: "
+        f"{domain[0]} ({why})"
+    )
 
 
 def _validate(logp, target, weight, ignore_index, indexed):
-    """Each array and param in its declared domain (``validate=True``); class indices are checked by ``_prepare``."""
+    """Each array and param in its declared domain (``validate=True``).
+
+    Class indices are checked by ``_prepare``.
+    """
     _check_domain("logp", logp, ("any finite real number", -float("inf"), float("inf"), True, True, None, False))
     if not indexed:
         _check_domain("target", target, ("a one-hot vector over an axis (or integer class indices)", 0.0, 1.0, False, False, (0.0, 1.0,), True))
@@ -120,9 +153,13 @@ def _fill(value, shape):
 
 
 def _reduce(value, reduction, keep=None, counts=None):
-    """The per-sample losses reduced as torch does: the mean of an empty batch is NaN, its sum 0; "batchmean" is
-    the sum over the batch's first dimension (NaN where it is empty). ``keep`` (where given) marks the samples
-    that count (the others give 0), ``counts`` their weights in the mean (where given; else one each)."""
+    """The per-sample losses reduced as torch does.
+
+    The mean of an empty batch is NaN, its sum 0; "batchmean" is the sum over the
+    batch's first dimension (NaN where it is empty). ``keep`` (where given) marks the
+    samples that count (the others give 0), ``counts`` their weights in the mean
+    (where given; else one each).
+    """
     if keep is not None:
         value = np.where(keep, value, 0.0)
     if reduction == "none":
@@ -134,49 +171,75 @@ def _reduce(value, reduction, keep=None, counts=None):
 
 
 def _scale(shape, reduction, factor, keep=None, counts=None):
-    """The gradient of the reduced loss with respect to each sample's loss, for a term weighted by ``factor`` (0
-    for a sample left out); one value for all samples where every sample counts once."""
+    """The gradient of the reduced loss with respect to each sample's loss.
+
+    For a term weighted by ``factor`` (0 for a sample left out); one value for all
+    samples where every sample counts once.
+    """
     count = _count(shape, reduction, keep, counts)
-    scale = factor / count if count else factor  # an empty batch (or none counted): any finite scale will do
+    # an empty batch (or none counted): any finite scale will do
+    scale = factor / count if count else factor
     return scale if keep is None else np.where(keep, scale, 0.0)
 
 
 def _count(shape, reduction, keep=None, counts=None):
-    """What the reduction divides the summed losses by: 1, the samples (or their weights), or the rows."""
+    """What the reduction divides the summed losses by.
+
+    1, the samples (or their weights), or the rows.
+    """
     if reduction == "mean":
-        return counts.sum() if counts is not None else keep.sum() if keep is not None else int(np.prod(shape))
+        return (
+            counts.sum()
+            if counts is not None
+            else keep.sum()
+            if keep is not None
+            else int(np.prod(shape))
+        )
     return _rows(shape) if reduction == "batchmean" else 1
 
 
-
 def _check_domain(name, value, domain, why=_VALIDATED):
-    """``validate=True``: every element of ``value`` in its declared domain, else a ValueError naming one that is not.
+    """``validate=True``: every element of ``value`` in its declared domain.
 
-    ``domain`` is ``(description, lo, hi, lo_open, hi_open, members or None, rows sum to one)``;
-    NaN is in no domain.
+    Else a ValueError naming one that is not.
+
+    ``domain`` is ``(description, lo, hi, lo_open, hi_open, members or None, rows sum
+    to one)``; NaN is in no domain.
     """
     _, lo, hi, lo_open, hi_open, members, sums_to_one = domain
     value = np.asarray(value, dtype=np.float64)
     if members is None and not sums_to_one and value.size:
-        low, high = value.min(), value.max()  # no batch-sized temporaries; a NaN makes both NaN
-        ok = (low > lo if lo_open else low >= lo) and (high < hi if hi_open else high <= hi)
+        # no batch-sized temporaries; a NaN makes both NaN
+        low, high = value.min(), value.max()
+        ok = (low > lo if lo_open else low >= lo) and (
+            high < hi if hi_open else high <= hi
+        )
     else:
         ok = _inside(value, domain).all()
     if not ok:
-        _outside(name, value, np.argwhere(~_inside(value, domain))[0].tolist(), domain, why)
+        _outside(
+            name, value, np.argwhere(~_inside(value, domain))[0].tolist(), domain, why
+        )
 
 
 def _inside(value, domain):
-    """Whether each element of ``value`` lies in ``domain`` (a discrete domain's members lie within its bounds)."""
+    """Whether each element of ``value`` lies in ``domain``.
+
+    A discrete domain's members lie within its bounds.
+    """
     _, lo, hi, lo_open, hi_open, members, sums_to_one = domain
     if members is not None:
         inside = value == members[0]
         for member in members[1:]:
             inside |= value == member
     else:
-        inside = (value > lo if lo_open else value >= lo) & (value < hi if hi_open else value <= hi)
+        inside = (value > lo if lo_open else value >= lo) & (
+            value < hi if hi_open else value <= hi
+        )
     if sums_to_one and value.ndim:
-        inside &= np.abs(value.sum(-1, keepdims=True) - 1) <= np.finfo(np.float64).eps ** 0.5
+        inside &= (
+            np.abs(value.sum(-1, keepdims=True) - 1) <= np.finfo(np.float64).eps ** 0.5
+        )
     return inside
 
 
@@ -189,9 +252,13 @@ def _indices(name, value, length):
 
 
 def _samples(name, index, length, ignore, per_class):
-    """Class indices that may leave samples out (``ignore_index``) and weight the mean (``mean_weight``), as
-    torch's ``CrossEntropyLoss``: the indices (a left-out sample's at class 0, every other checked against the
-    number of classes), whether each sample counts (None: all do), each one's weight in the mean (None: one)."""
+    """Class indices that may leave samples out and weight the mean.
+
+    Samples are left out by ``ignore_index`` and weighted by ``mean_weight``, as in
+    torch's ``CrossEntropyLoss``. Returns the indices (a left-out sample's at class 0,
+    every other checked against the number of classes), whether each sample counts
+    (None: all do), each one's weight in the mean (None: one).
+    """
     index, keep, counts = np.asarray(index).astype(np.int64), None, None
     keep = index != ignore
     index = np.where(keep, index, 0)
@@ -206,8 +273,11 @@ def _samples(name, index, length, ignore, per_class):
 
 
 def _last(value, dim):
-    """``value`` with the axis at dimension ``dim`` moved last, as torch's ``(N, C, d1, ...)`` layout puts it; an
-    array of at most ``dim + 1`` dimensions has it last already (``(C,)``, ``(N, C)``)."""
+    """``value`` with the axis at dimension ``dim`` moved last.
+
+    As torch's ``(N, C, d1, ...)`` layout puts it; an array of at most ``dim + 1``
+    dimensions has it last already (``(C,)``, ``(N, C)``).
+    """
     return np.moveaxis(value, dim, -1) if value.ndim > dim + 1 else value
 
 
@@ -217,13 +287,23 @@ def _placed(value, dim):
 
 
 def _pick(values, index):
-    """``values`` at each sample's class index, the axis kept (length 1): no one-hot rows."""
+    """``values`` at each sample's class index, the axis kept (length 1).
+
+    No one-hot rows.
+    """
     values = np.asarray(values, dtype=np.float64)
-    return np.take_along_axis(np.broadcast_to(values, index.shape + values.shape[-1:]), index[..., None], axis=-1)
+    return np.take_along_axis(
+        np.broadcast_to(values, index.shape + values.shape[-1:]),
+        index[..., None],
+        axis=-1,
+    )
 
 
 def _scatter(base, add, index, like):
-    """``base + onehot(index) * add`` along the last axis of ``like``, without the one-hot rows."""
+    """``base + onehot(index) * add`` along the last axis of ``like``.
+
+    Without the one-hot rows.
+    """
     out = np.array(np.broadcast_to(base, like.shape), dtype=np.float64)
     at = index[..., None]
     np.put_along_axis(out, at, np.take_along_axis(out, at, axis=-1) + add, axis=-1)
@@ -231,18 +311,22 @@ def _scatter(base, add, index, like):
 
 
 def _prepare(logp, target, params):
-    """Arrays as float64 (one-hot targets from class indices), axes last, shapes checked; whether the one-hot
-    target is class indices, and which samples count with what weight (None: all, once)."""
+    """Arrays as float64 (one-hot from class indices), axes last, shapes checked.
+
+    Also whether the one-hot target is class indices, and which samples count with
+    what weight (None: all, once).
+    """
     keep = counts = None
     logp = _last(np.asarray(logp, dtype=np.float64), 1)
     target = np.asarray(target)
-    if target.dtype.kind in "iu":  # class indices: some samples may not count
+    # class indices: some samples may not count
+    if target.dtype.kind in "iu":
         target, keep, counts = _samples("target", target, logp.shape[-1], params[1], params[0])
-    indexed = target.dtype.kind in "iu"  # class indices: gathered, never one-hot rows
+    # class indices: gathered, never one-hot rows
+    indexed = target.dtype.kind in "iu"
     target = target if indexed else _last(target.astype(np.float64), 1)
     _check_shapes([("logp", logp, "class"), ("target", target, None if indexed else "class")])
     return logp, target, indexed, keep, counts
-
 
 
 def _nll_value(logp, target, weight, ignore_index):
@@ -250,24 +334,27 @@ def _nll_value(logp, target, weight, ignore_index):
     batch = logp.shape[:-1]
     weight = np.asarray(1.0 if weight is None else weight, dtype=np.float64)
     _broadcasts("weight", weight.shape, batch + (logp.shape[-1],), axis=True)
-    weight = np.broadcast_to(weight, weight.shape[:-1] + (logp.shape[-1],))  # one number: the same for every entry
+    # one number: the same for every entry
+    weight = np.broadcast_to(weight, weight.shape[:-1] + (logp.shape[-1],))
     return _fill(-np.sum(logp*target*weight, axis=-1, keepdims=True), batch + (1,))[..., 0]
 
 
 def _nll_value_and_grads(logp, target, weight, ignore_index, *, scale=None):
-    """Per-sample loss and its gradient for each input, per element, times ``scale``
-    (the reduction's factor; None: none)."""
+    """Per-sample loss and its gradient for each input.
+
+    Per element, times ``scale`` (the reduction's factor; None: none).
+    """
     batch = logp.shape[:-1]
     weight = np.asarray(1.0 if weight is None else weight, dtype=np.float64)
     _broadcasts("weight", weight.shape, batch + (logp.shape[-1],), axis=True)
-    weight = np.broadcast_to(weight, weight.shape[:-1] + (logp.shape[-1],))  # one number: the same for every entry
-    if scale is not None and np.ndim(scale):  # one per sample: along the axis too
+    # one number: the same for every entry
+    weight = np.broadcast_to(weight, weight.shape[:-1] + (logp.shape[-1],))
+    # one per sample: along the axis too
+    if scale is not None and np.ndim(scale):
         scale = scale[..., None]
     _t0 = target*weight
     value = _fill(-np.sum(_t0*logp, axis=-1, keepdims=True), batch + (1,))[..., 0]
-    grads = (
-        _fill(_times(-1, _t0, scale), logp.shape),
-    )
+    grads = (_fill(_times(-1, _t0, scale), logp.shape),)
     return value, grads
 
 
@@ -276,24 +363,27 @@ def _nll_indexed_value(logp, target, weight, ignore_index):
     batch = logp.shape[:-1]
     weight = np.asarray(1.0 if weight is None else weight, dtype=np.float64)
     _broadcasts("weight", weight.shape, batch + (logp.shape[-1],), axis=True)
-    weight = np.broadcast_to(weight, weight.shape[:-1] + (logp.shape[-1],))  # one number: the same for every entry
+    # one number: the same for every entry
+    weight = np.broadcast_to(weight, weight.shape[:-1] + (logp.shape[-1],))
     return _fill(-_pick(logp, target)*_pick(weight, target), batch + (1,))[..., 0]
 
 
 def _nll_indexed_value_and_grads(logp, target, weight, ignore_index, *, scale=None):
-    """Per-sample loss and its gradient for each input, per element, times ``scale``
-    (the reduction's factor; None: none)."""
+    """Per-sample loss and its gradient for each input.
+
+    Per element, times ``scale`` (the reduction's factor; None: none).
+    """
     batch = logp.shape[:-1]
     weight = np.asarray(1.0 if weight is None else weight, dtype=np.float64)
     _broadcasts("weight", weight.shape, batch + (logp.shape[-1],), axis=True)
-    weight = np.broadcast_to(weight, weight.shape[:-1] + (logp.shape[-1],))  # one number: the same for every entry
-    if scale is not None and np.ndim(scale):  # one per sample: along the axis too
+    # one number: the same for every entry
+    weight = np.broadcast_to(weight, weight.shape[:-1] + (logp.shape[-1],))
+    # one per sample: along the axis too
+    if scale is not None and np.ndim(scale):
         scale = scale[..., None]
     _t0 = _pick(weight, target)
     value = _fill(-_t0*_pick(logp, target), batch + (1,))[..., 0]
-    grads = (
-        _fill(_times(1, _scatter(0, -_t0, target, logp), scale), logp.shape),
-    )
+    grads = (_fill(_times(1, _scatter(0, -_t0, target, logp), scale), logp.shape),)
     return value, grads
 
 
@@ -304,15 +394,16 @@ def _nll_folded_value(logp, target, weight, ignore_index):
 
 
 def _nll_folded_value_and_grads(logp, target, weight, ignore_index, *, scale=None):
-    """Per-sample loss and its gradient for each input, per element, times ``scale``
-    (the reduction's factor; None: none)."""
+    """Per-sample loss and its gradient for each input.
+
+    Per element, times ``scale`` (the reduction's factor; None: none).
+    """
     batch = logp.shape[:-1]
-    if scale is not None and np.ndim(scale):  # one per sample: along the axis too
+    # one per sample: along the axis too
+    if scale is not None and np.ndim(scale):
         scale = scale[..., None]
     value = _fill(-np.sum(logp*target, axis=-1, keepdims=True), batch + (1,))[..., 0]
-    grads = (
-        _fill(_times(-1, target, scale), logp.shape),
-    )
+    grads = (_fill(_times(-1, target, scale), logp.shape),)
     return value, grads
 
 
@@ -323,24 +414,29 @@ def _nll_folded_indexed_value(logp, target, weight, ignore_index):
 
 
 def _nll_folded_indexed_value_and_grads(logp, target, weight, ignore_index, *, scale=None):
-    """Per-sample loss and its gradient for each input, per element, times ``scale``
-    (the reduction's factor; None: none)."""
+    """Per-sample loss and its gradient for each input.
+
+    Per element, times ``scale`` (the reduction's factor; None: none).
+    """
     batch = logp.shape[:-1]
-    if scale is not None and np.ndim(scale):  # one per sample: along the axis too
+    # one per sample: along the axis too
+    if scale is not None and np.ndim(scale):
         scale = scale[..., None]
     value = _fill(-_pick(logp, target), batch + (1,))[..., 0]
-    grads = (
-        _fill(_times(1, _scatter(0, -1, target, logp), scale), logp.shape),
-    )
+    grads = (_fill(_times(1, _scatter(0, -1, target, logp), scale), logp.shape),)
     return value, grads
 
 
-#: Each term's (value, value-and-gradients) functions, by (term, whether the one-hot target is class indices, whether its tensor params are all absent).
+#: Each term's (value, value-and-gradients) functions, by (term, whether the one-hot
+#: target is class indices, whether its tensor params are all absent).
 _FUNCTIONS = {
     ("nll", False, False): (_nll_value, _nll_value_and_grads),
     ("nll", True, False): (_nll_indexed_value, _nll_indexed_value_and_grads),
     ("nll", False, True): (_nll_folded_value, _nll_folded_value_and_grads),
-    ("nll", True, True): (_nll_folded_indexed_value, _nll_folded_indexed_value_and_grads),
+    ("nll", True, True): (
+        _nll_folded_indexed_value,
+        _nll_folded_indexed_value_and_grads,
+    ),
 }
 
 
