@@ -10,49 +10,73 @@ _REDUCTIONS = ("mean", "sum", "none", "batchmean")
 
 
 def _check_shapes(args):
-    """Arrays must agree exactly: one batch shape, one length per axis (no silent broadcasting)."""
+    """Arrays must agree exactly: one batch shape, one length per axis.
+
+    No silent broadcasting.
+    """
     first = None
     lengths = {}
     for name, value, axis in args:
         shape = tuple(value.shape)
         if axis is not None:
             if not shape:
-                raise ValueError(f"{name} needs a last dimension (axis {axis!r}), got a scalar")
+                raise ValueError(
+                    f"{name} needs a last dimension (axis {axis!r}), got a scalar"
+                )
             length, shape = shape[-1], shape[:-1]
             seen = lengths.setdefault(axis, (name, length))
             if seen[1] != length:
                 raise ValueError(
-                    f"{name} has {length} entries along axis {axis!r} but {seen[0]} has {seen[1]}"
+                    f"{name} has {length} entries along axis {axis!r} "
+                    f"but {seen[0]} has {seen[1]}"
                 )
         if first is None:
             first = (name, shape)
         elif shape != first[1]:
             raise ValueError(
-                f"shape mismatch: {name} has batch shape {shape} but {first[0]} has {first[1]}"
+                f"shape mismatch: {name} has batch shape {shape} "
+                f"but {first[0]} has {first[1]}"
                 " (arrays must match exactly; no broadcasting)"
             )
 
 
 def _broadcasts(name, shape, batch, axis=False):
-    """A tensor param's shape must broadcast to the batch shape without growing it (a ValueError names it); one
-    on an axis (``axis``, the last entry of ``batch`` its length) is one value, or one per entry of the axis."""
+    """A tensor param's shape must broadcast to the batch shape without growing it.
+
+    A ValueError names the param. One on an axis (``axis``, the last entry of
+    ``batch`` its length) is one value, or one per entry of the axis.
+    """
     shape, batch = tuple(shape), tuple(batch)
     if axis and shape and shape[-1] != batch[-1]:
-        raise ValueError(f"{name} has shape {shape}: one value per class needs {batch[-1]} entries in its last "
-                         "dimension (or one number for every class)")
-    if len(shape) > len(batch) or any(n != 1 and n != b for n, b in zip(reversed(shape), reversed(batch))):
-        raise ValueError(f"{name} has shape {shape}, which does not broadcast to the shape {batch} "
-                         "(a tensor param is one value, or one per element along trailing dimensions)")
+        raise ValueError(
+            f"{name} has shape {shape}: one value per class needs {batch[-1]} "
+            "entries in its last dimension (or one number for every class)"
+        )
+    if len(shape) > len(batch) or any(
+        n != 1 and n != b
+        for n, b in zip(reversed(shape), reversed(batch), strict=False)
+    ):
+        raise ValueError(
+            f"{name} has shape {shape}, which does not broadcast to the shape "
+            f"{batch} (a tensor param is one value, or one per element along "
+            "trailing dimensions)"
+        )
 
 
 def _rows(shape):
-    """The length of the batch's first dimension (1 for a single sample): what "batchmean" divides by."""
+    """The length of the batch's first dimension (1 for a single sample).
+
+    What "batchmean" divides by.
+    """
     return shape[0] if len(shape) else 1
 
 
 def _times(coefficient, value, scale):
-    """A gradient, ``coefficient * value``, times ``scale`` (the reduction's factor carried from the forward; None:
-    none): the two numbers multiply first, so that the array takes one pass."""
+    """A gradient, ``coefficient * value``, times ``scale``.
+
+    ``scale`` is the reduction's factor carried from the forward (None: none). The two
+    numbers multiply first, so that the array takes one pass.
+    """
     if scale is None:
         return value if coefficient == 1 else coefficient * value
     return scale * value if coefficient == 1 else (coefficient * scale) * value
@@ -60,20 +84,29 @@ def _times(coefficient, value, scale):
 
 def _check_reduction(reduction):
     if reduction not in _REDUCTIONS:
-        raise ValueError(f"reduction must be one of {', '.join(map(repr, _REDUCTIONS))}, got {reduction!r}")
+        raise ValueError(
+            f"reduction must be one of {', '.join(map(repr, _REDUCTIONS))}, "
+            f"got {reduction!r}"
+        )
 
 
 _VALIDATED = "checked because validate=True; pass validate=False to skip the check"
 
 
 def _outside(name, value, index, domain, why=_VALIDATED):
-    """The error for an element (at ``index``) of ``value`` outside its declared domain."""
+    """The error for an element (at ``index``) of ``value`` outside its domain."""
     where = f"{name}[{', '.join(map(str, index))}]" if index else name
-    raise ValueError(f"{where} = {float(value[tuple(index)])!r} is outside its domain: {domain[0]} ({why})")
+    raise ValueError(
+        f"{where} = {float(value[tuple(index)])!r} is outside its domain: "
+        f"{domain[0]} ({why})"
+    )
 
 
 def _validate(logits, target, indexed):
-    """Each array in its declared domain (``validate=True``); class indices are checked by ``_prepare``."""
+    """Each array in its declared domain (``validate=True``).
+
+    Class indices are checked by ``_prepare``.
+    """
     _check_domain("logits", logits, ("any finite real number", -float("inf"), float("inf"), True, True, None, False))
     if not indexed:
         _check_domain("target", target, ("a one-hot vector over an axis (or integer class indices)", 0.0, 1.0, False, False, (0.0, 1.0,), True))

@@ -2,8 +2,7 @@
 # Formula: 1 - (2 * sum(p * target) + smooth) / (sum(p) + sum(target) + smooth)
 """Soft Dice loss for segmentation masks.
 
-One minus the smoothed Dice coefficient between a predicted probability mask and a
-target mask, over the pixel axis.
+One minus the smoothed Dice coefficient between a predicted probability mask and a target mask, over the pixel axis.
 
 The per-sample loss is::
 
@@ -17,11 +16,9 @@ With ``reduction="mean"`` (the default) the per-sample losses are averaged over 
 element of the batch; ``"sum"`` adds them up; ``"none"`` returns them unreduced.
 
 Args:
-    reduction (str, optional): ``"mean"`` | ``"sum"`` | ``"none"`` | ``"batchmean"``
-    (the sum divided by the batch's first dimension). Default: ``"mean"``.
+    reduction (str, optional): ``"mean"`` | ``"sum"`` | ``"none"`` | ``"batchmean"`` (the sum divided by the batch's first dimension). Default: ``"mean"``.
     smooth (float, optional): domain [1e-06, 1000000.0]. Default: ``1.0``.
-    validate (bool, optional): check every array and param against its declared domain;
-    a ValueError names the first value outside it. Default: ``False``.
+    validate (bool, optional): check every array and param against its declared domain; a ValueError names the first value outside it. Default: ``False``.
 
 Shape:
     - p: ``(*, C)``: C entries along axis ``pixel``; domain probability.
@@ -29,8 +26,7 @@ Shape:
     - Output: a scalar; ``(*)`` with ``reduction="none"``.
 
 Stable form:
-    smooth > 0 keeps the denominator positive for empty masks (all zeros), so loss and
-    gradient are finite.
+    smooth > 0 keeps the denominator positive for empty masks (all zeros), so loss and gradient are finite.
 
 Reference:
     1 - (2*sum(p*t) + smooth)/(sum(p) + sum(t) + smooth) (Milletari et al. 2016, V-Net)
@@ -52,8 +48,10 @@ PARAMS = {"smooth": 1.0}
 
 
 def _check_shapes(args):
-    """Arrays must agree exactly: one batch shape, one length per axis (no silent
-    broadcasting)."""
+    """Arrays must agree exactly: one batch shape, one length per axis.
+
+    No silent broadcasting.
+    """
     first = None
     lengths = {}
     for name, value, axis in args:
@@ -67,27 +65,33 @@ def _check_shapes(args):
             seen = lengths.setdefault(axis, (name, length))
             if seen[1] != length:
                 raise ValueError(
-                    f"{name} has {length} entries along axis {axis!r} but {seen[0]} has {seen[1]}"
+                    f"{name} has {length} entries along axis {axis!r} "
+                    f"but {seen[0]} has {seen[1]}"
                 )
         if first is None:
             first = (name, shape)
         elif shape != first[1]:
             raise ValueError(
-                f"shape mismatch: {name} has batch shape {shape} but {first[0]} has {first[1]}"
+                f"shape mismatch: {name} has batch shape {shape} "
+                f"but {first[0]} has {first[1]}"
                 " (arrays must match exactly; no broadcasting)"
             )
 
 
 def _rows(shape):
-    """The length of the batch's first dimension (1 for a single sample): what
-    "batchmean" divides by."""
+    """The length of the batch's first dimension (1 for a single sample).
+
+    What "batchmean" divides by.
+    """
     return shape[0] if len(shape) else 1
 
 
 def _times(coefficient, value, scale):
-    """A gradient, ``coefficient * value``, times ``scale`` (the reduction's factor
-    carried from the forward; None:
-    none): the two numbers multiply first, so that the array takes one pass."""
+    """A gradient, ``coefficient * value``, times ``scale``.
+
+    ``scale`` is the reduction's factor carried from the forward (None: none). The two
+    numbers multiply first, so that the array takes one pass.
+    """
     if scale is None:
         return value if coefficient == 1 else coefficient * value
     return scale * value if coefficient == 1 else (coefficient * scale) * value
@@ -96,7 +100,8 @@ def _times(coefficient, value, scale):
 def _check_reduction(reduction):
     if reduction not in _REDUCTIONS:
         raise ValueError(
-            f"reduction must be one of {', '.join(map(repr, _REDUCTIONS))}, got {reduction!r}"
+            f"reduction must be one of {', '.join(map(repr, _REDUCTIONS))}, "
+            f"got {reduction!r}"
         )
 
 
@@ -104,69 +109,62 @@ _VALIDATED = "checked because validate=True; pass validate=False to skip the che
 
 
 def _outside(name, value, index, domain, why=_VALIDATED):
-    """The error for an element (at ``index``) of ``value`` outside its declared
-    domain."""
+    """The error for an element (at ``index``) of ``value`` outside its domain."""
     where = f"{name}[{', '.join(map(str, index))}]" if index else name
     raise ValueError(
-        f"{where} = {float(value[tuple(index)])!r} is outside its domain: {domain[0]} ({why})"
+        f"{where} = {float(value[tuple(index)])!r} is outside its domain: "
+        f"{domain[0]} ({why})"
     )
 
 
 def _validate(p, target, smooth, indexed):
-    """Each array and param in its declared domain (``validate=True``); class indices
-    are checked by ``_prepare``; returned as checked."""
-    p = _check_domain(
-        "p",
-        p,
-        ("a number in [0, 1], both ends included", 0.0, 1.0, False, False, None, False),
-    )
-    target = _check_domain(
-        "target",
-        target,
-        ("a number in [0, 1], both ends included", 0.0, 1.0, False, False, None, False),
-    )
-    _check_domain(
-        "smooth",
-        smooth,
-        (
-            "a real number in [1e-06, 1000000.0]",
-            1e-06,
-            1000000.0,
-            False,
-            False,
-            None,
-            False,
-        ),
-    )
+    """Each array and param in its declared domain (``validate=True``).
+
+    Class indices are checked by ``_prepare``; returned as checked.
+    """
+    p = _check_domain("p", p, ("a number in [0, 1], both ends included", 0.0, 1.0, False, False, None, False))
+    target = _check_domain("target", target, ("a number in [0, 1], both ends included", 0.0, 1.0, False, False, None, False))
+    _check_domain("smooth", smooth, ("a real number in [1e-06, 1000000.0]", 1e-06, 1000000.0, False, False, None, False))
     return p, target
 
 
 def _traced(value):
-    """Whether ``value`` is abstract (inside ``jax.jit``, ``jax.grad``,
-    ``jax.vmap``): no element can be read."""
+    """Whether ``value`` is abstract (inside ``jax.jit``, ``jax.grad``, ``jax.vmap``).
+
+    No element of an abstract value can be read.
+    """
     return isinstance(value, jax.core.Tracer)
 
 
 def _dtype(value):
-    """The working dtype: a floating array's own; else JAX's default float (float64
-    under ``jax_enable_x64``)."""
+    """The working dtype: a floating array's own; else JAX's default float.
+
+    JAX's default float is float64 under ``jax_enable_x64``.
+    """
     value = jnp.asarray(value)
-    return value.dtype if jnp.issubdtype(value.dtype, jnp.floating) else jnp.result_type(float)
+    return (
+        value.dtype
+        if jnp.issubdtype(value.dtype, jnp.floating)
+        else jnp.result_type(float)
+    )
 
 
 def _fill(value, shape, dtype):
-    """``value`` as an array of ``shape`` and ``dtype`` (constants and rows
-    broadcast)."""
+    """``value`` as an array of ``shape`` and ``dtype``.
+
+    Constants and rows broadcast.
+    """
     return jnp.broadcast_to(jnp.asarray(value, dtype), shape)
 
 
 def _reduce(value, reduction, keep=None, counts=None):
-    """The per-sample losses reduced as torch does: the mean of an empty batch is NaN,
-    its sum 0; "batchmean" is
-    the sum over the batch's first dimension (NaN where it is empty). ``keep`` (where
-    given) marks the samples
-    that count (the others give 0), ``counts`` their weights in the mean (where
-    given; else one each)."""
+    """The per-sample losses reduced as torch does.
+
+    The mean of an empty batch is NaN, its sum 0; "batchmean" is the sum over the
+    batch's first dimension (NaN where it is empty). ``keep`` (where given) marks the
+    samples that count (the others give 0), ``counts`` their weights in the mean
+    (where given; else one each).
+    """
     if keep is not None:
         value = jnp.where(keep, value, 0.0)
     if reduction == "none":
@@ -180,10 +178,11 @@ def _reduce(value, reduction, keep=None, counts=None):
 
 
 def _scale(value, reduction, factor, keep=None, counts=None):
-    """The gradient of the reduced loss with respect to each sample's loss (``value``),
-    for a term weighted by
-    ``factor`` (0 for a sample left out); one value for all samples where every
-    sample counts once."""
+    """The gradient of the reduced loss with respect to each sample's loss (``value``).
+
+    For a term weighted by ``factor`` (0 for a sample left out); one value for all
+    samples where every sample counts once.
+    """
     count = _count(value, reduction, keep, counts)
     if isinstance(count, int):
         # an empty batch: any finite scale will do
@@ -193,26 +192,29 @@ def _scale(value, reduction, factor, keep=None, counts=None):
 
 
 def _count(value, reduction, keep=None, counts=None):
-    """What the reduction divides the summed losses by: 1, the samples (or their
-    weights), or the rows; a
-    number known when traced, else an array of the losses' dtype."""
+    """What the reduction divides the summed losses by.
+
+    1, the samples (or their weights), or the rows; a number known when traced, else an
+    array of the losses' dtype.
+    """
     if reduction == "mean":
         if counts is not None:
             return counts.sum(dtype=value.dtype)
-        return keep.sum(dtype=value.dtype) if keep is not None else math.prod(value.shape)
+        return (
+            keep.sum(dtype=value.dtype) if keep is not None else math.prod(value.shape)
+        )
     return _rows(value.shape) if reduction == "batchmean" else 1
 
 
 def _check_domain(name, value, domain, why=_VALIDATED):
-    """Every element of ``value`` in its declared domain, else a ValueError naming one
-    that is not; ``value``
-    returned. Under a trace no element can be read: an element outside the domain is NaN
-    instead, so that the
-    loss and its gradients are NaN (JAX's own signal for a value out of range).
+    """Every element of ``value`` in its declared domain, else a ValueError.
 
-    ``domain`` is ``(description, lo, hi, lo_open, hi_open, members or None, rows sum to
-    one)``;
-    NaN is in no domain.
+    The ValueError names one that is not; ``value`` returned. Under a trace no element
+    can be read: an element outside the domain is NaN instead, so that the loss and its
+    gradients are NaN (JAX's own signal for a value out of range).
+
+    ``domain`` is ``(description, lo, hi, lo_open, hi_open, members or None, rows sum
+    to one)``; NaN is in no domain.
     """
     # a number or a concrete array is read, also inside jax.jit
     with jax.ensure_compile_time_eval():
@@ -233,45 +235,59 @@ def _check_domain(name, value, domain, why=_VALIDATED):
 
 
 def _inside(value, domain):
-    """Whether each element of ``value`` lies in ``domain`` (a discrete domain's
-    members lie within its bounds)."""
+    """Whether each element of ``value`` lies in ``domain``.
+
+    A discrete domain's members lie within its bounds.
+    """
     _, lo, hi, lo_open, hi_open, members, sums_to_one = domain
     if members is not None:
         inside = value == members[0]
         for member in members[1:]:
             inside |= value == member
     else:
-        inside = (value > lo if lo_open else value >= lo) & (value < hi if hi_open else value <= hi)
+        inside = (value > lo if lo_open else value >= lo) & (
+            value < hi if hi_open else value <= hi
+        )
     if sums_to_one and value.ndim:
-        inside &= jnp.abs(value.sum(-1, keepdims=True) - 1) <= jnp.finfo(value.dtype).eps ** 0.5
+        inside &= (
+            jnp.abs(value.sum(-1, keepdims=True) - 1)
+            <= jnp.finfo(value.dtype).eps ** 0.5
+        )
     return inside
 
 
 def _call(kernel, *args):
-    """A term's kernel, its operations on params alone evaluated while JAX traces it
-    (numbers, also inside
-    ``jax.jit``), so that a condition on params is a Python bool and only the branch
-    it takes is traced."""
+    """A term's kernel, its operations on params alone evaluated while JAX traces it.
+
+    Those are numbers, also inside ``jax.jit``, so that a condition on params is a
+    Python bool and only the branch it takes is traced.
+    """
     with jax.ensure_compile_time_eval():
         return kernel(*args)
 
 
 def _static(params):
-    """The params (hyper-parameters) must be numbers known when the code is traced:
-    the code branches on them."""
+    """The params (hyper-parameters) must be numbers known when the code is traced.
+
+    The code branches on them.
+    """
     for name, value in params.items():
         if _traced(value):
-            raise TypeError(f"{name} is a traced value: a param is a hyper-parameter, a Python number fixed under "
-                            f"jax.jit (close over it, or mark it static), not an array to differentiate")
+            raise TypeError(
+                f"{name} is a traced value: a param is a hyper-parameter, a Python "
+                "number fixed under jax.jit (close over it, or mark it static), "
+                "not an array to differentiate"
+            )
     return tuple(params.values())
 
 
 def _prepare(p, target):
-    """Arrays in the first input's floating dtype (one-hot targets from class indices,
-    else kept as indices), axes
-    last, shapes checked; whether the one-hot target is class indices, and which samples
-    count with what weight
-    (None: all, once)."""
+    """Arrays in the first input's floating dtype, axes last, shapes checked.
+
+    One-hot targets from class indices (else kept as indices). Also whether the one-hot
+    target is class indices, and which samples count with what weight (None: all,
+    once).
+    """
     keep = counts = None
     dtype = _dtype(p)
     p = jnp.asarray(p, dtype)
@@ -281,33 +297,28 @@ def _prepare(p, target):
     return p, target, indexed, keep, counts
 
 
-
 def _dice_value(p, target, smooth):
     """Per-sample loss."""
     dtype = p.dtype
     batch = p.shape[:-1]
-    _t2 = jnp.sum(p, axis=-1, keepdims=True) + jnp.sum(target, axis=-1, keepdims=True)
-    _t1 = _t2 + smooth
-    _t0 = (2 * jnp.sum(p * target, axis=-1, keepdims=True) + smooth) / _t1
-    return _fill(1 - _t0, batch + (1,), dtype)[..., 0]
+    return _fill(1 - (2*jnp.sum(p*target, axis=-1, keepdims=True) + smooth)/((jnp.sum(p, axis=-1, keepdims=True) + jnp.sum(target, axis=-1, keepdims=True)) + smooth), batch + (1,), dtype)[..., 0]
 
 
 def _dice_value_and_grads(p, target, smooth, *, scale=None):
-    """Per-sample loss and its gradient for each input, per element, times ``scale``
-    (the reduction's factor; None: none)."""
+    """Per-sample loss and its gradient for each input.
+
+    Per element, times ``scale`` (the reduction's factor; None: none).
+    """
     dtype = p.dtype
     batch = p.shape[:-1]
-    if scale is not None and jnp.ndim(scale):  # one per sample: along the axis too
+    # one per sample: along the axis too
+    if scale is not None and jnp.ndim(scale):
         scale = scale[..., None]
-    _t0 = 2 * jnp.sum(p * target, axis=-1, keepdims=True) + smooth
-    _t3 = jnp.sum(p, axis=-1, keepdims=True) + jnp.sum(target, axis=-1, keepdims=True)
-    _t1 = _t3 + smooth
-    _t2 = 1 / _t1
-    _t4 = _t2 * (_t0 / _t1)
-    value = _fill(1 - _t0 * _t2, batch + (1,), dtype)[..., 0]
-    grads = (
-        _fill(_times(1, _t4 - 2 * _t2 * target, scale), p.shape, dtype),
-    )
+    _t0 = 2*jnp.sum(p*target, axis=-1, keepdims=True) + smooth
+    _t1 = (jnp.sum(p, axis=-1, keepdims=True) + jnp.sum(target, axis=-1, keepdims=True)) + smooth
+    _t2 = 1/_t1
+    value = _fill(1 - _t0*_t2, batch + (1,), dtype)[..., 0]
+    grads = (_fill(_times(1, _t2*(_t0 / _t1) - 2*_t2*target, scale), p.shape, dtype),)
     return value, grads
 
 
@@ -320,13 +331,12 @@ _FUNCTIONS = {
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
 def _reduced(static, arrays, tensors, keep, counts):
-    """The reduced loss; its backward (``_reduced_bwd``) is the derived gradient, not
-    autodiff of this function.
+    """The reduced loss; its backward (``_reduced_bwd``) is the derived gradient.
 
-    ``static`` is ``(reduction, whether the one-hot target is class indices, the params,
-    the shapes of the arrays
-    declared broadcast)``: fixed under a trace; the data are arrays (a tensor param may
-    be None: absent).
+    Not autodiff of this function. ``static`` is ``(reduction, whether the one-hot
+    target is class indices, the params, the shapes of the arrays declared
+    broadcast)``: fixed under a trace; the data are arrays (a tensor param may be None:
+    absent).
     """
     reduction, indexed, params = static[:3]
     (smooth,) = params
@@ -336,8 +346,10 @@ def _reduced(static, arrays, tensors, keep, counts):
 
 
 def _reduced_fwd(static, arrays, tensors, keep, counts):
-    """The reduced loss, and each input's gradient per element (axes last) scaled for
-    the reduction: the residuals."""
+    """The reduced loss, and each input's gradient per element (axes last).
+
+    Each gradient is scaled for the reduction: the residuals.
+    """
     reduction, indexed, params = static[:3]
     (smooth,) = params
     (p, target) = arrays
@@ -349,10 +361,12 @@ def _reduced_fwd(static, arrays, tensors, keep, counts):
 
 
 def _reduced_bwd(static, residuals, upstream):
-    """Each input's gradient times the upstream gradient (one per sample with
-    ``reduction="none"``), in its
-    argument's layout and shape; targets, params and the samples' weights get none
-    (zero)."""
+    """Each input's gradient times the upstream gradient.
+
+    The upstream gradient is one per sample with ``reduction="none"``; each gradient in
+    its argument's layout and shape; targets, params and the samples' weights get none
+    (zero).
+    """
     (grad_p,) = residuals
     return (
         (
@@ -369,16 +383,16 @@ _reduced.defvjp(_reduced_fwd, _reduced_bwd)
 
 
 def loss(p, target, reduction="mean", smooth=1.0, *, validate=False):
-    """dice: the loss, reduced; a ``jax.custom_vjp`` whose gradient is the derived one.
+    """dice: the loss, reduced.
 
-    Works under ``jax.jit``, ``jax.grad``, ``jax.value_and_grad`` and ``jax.vmap``; the
-    params are Python
+    A ``jax.custom_vjp`` whose gradient is the derived one. Works under ``jax.jit``,
+    ``jax.grad``, ``jax.value_and_grad`` and ``jax.vmap``; the params are Python
     numbers (fixed under a trace), a tensor param may be an array. See the module
-    docstring for the formula,
-    arguments and shapes.
+    docstring for the formula, arguments and shapes.
     """
     _check_reduction(reduction)
-    shapes = ()  # the gradients' own shapes (summed back from the batch's)
+    # the gradients' own shapes (summed back from the batch's)
+    shapes = ()
     p, target, indexed, keep, counts = _prepare(p, target)
     if validate:
         p, target = _validate(p, target, smooth, indexed)
@@ -394,7 +408,8 @@ def loss_and_grad(p, target, reduction="mean", smooth=1.0, *, validate=False):
     for the reduction (with ``"none"``, the gradient of the sum of the losses).
     """
     _check_reduction(reduction)
-    shapes = ()  # the gradients' own shapes (summed back from the batch's)
+    # the gradients' own shapes (summed back from the batch's)
+    shapes = ()
     p, target, indexed, keep, counts = _prepare(p, target)
     if validate:
         p, target = _validate(p, target, smooth, indexed)

@@ -2,8 +2,7 @@
 # Formula: sum(abs(cumsum(p - q)))
 """1-D earth mover's distance between two histograms.
 
-The L1 distance between the cumulative distributions of p and q over ordered bins: the
-work needed to move one histogram onto the other.
+The L1 distance between the cumulative distributions of p and q over ordered bins: the work needed to move one histogram onto the other.
 
 The per-sample loss is::
 
@@ -13,10 +12,8 @@ With ``reduction="mean"`` (the default) the per-sample losses are averaged over 
 element of the batch; ``"sum"`` adds them up; ``"none"`` returns them unreduced.
 
 Args:
-    reduction (str, optional): ``"mean"`` | ``"sum"`` | ``"none"`` | ``"batchmean"``
-    (the sum divided by the batch's first dimension). Default: ``"mean"``.
-    validate (bool, optional): check every array and param against its declared domain;
-    a ValueError names the first value outside it. Default: ``False``.
+    reduction (str, optional): ``"mean"`` | ``"sum"`` | ``"none"`` | ``"batchmean"`` (the sum divided by the batch's first dimension). Default: ``"mean"``.
+    validate (bool, optional): check every array and param against its declared domain; a ValueError names the first value outside it. Default: ``False``.
 
 Shape:
     - p: ``(*, C)``: C entries along axis ``bin``; domain simplex.
@@ -24,8 +21,7 @@ Shape:
     - Output: a scalar; ``(*)`` with ``reduction="none"``.
 
 Stable form:
-    Sums and absolute values only: exact up to summation rounding. The gradient is the
-    reverse cumulative sum of sign(cumsum(p - q)).
+    Sums and absolute values only: exact up to summation rounding. The gradient is the reverse cumulative sum of sign(cumsum(p - q)).
 
 Reference:
     sum(abs(cumsum(p - q))) (1-D Wasserstein-1 distance between histograms)
@@ -43,8 +39,10 @@ PARAMS = {}
 
 
 def _check_shapes(args):
-    """Arrays must agree exactly: one batch shape, one length per axis (no silent
-    broadcasting)."""
+    """Arrays must agree exactly: one batch shape, one length per axis.
+
+    No silent broadcasting.
+    """
     first = None
     lengths = {}
     for name, value, axis in args:
@@ -58,27 +56,33 @@ def _check_shapes(args):
             seen = lengths.setdefault(axis, (name, length))
             if seen[1] != length:
                 raise ValueError(
-                    f"{name} has {length} entries along axis {axis!r} but {seen[0]} has {seen[1]}"
+                    f"{name} has {length} entries along axis {axis!r} "
+                    f"but {seen[0]} has {seen[1]}"
                 )
         if first is None:
             first = (name, shape)
         elif shape != first[1]:
             raise ValueError(
-                f"shape mismatch: {name} has batch shape {shape} but {first[0]} has {first[1]}"
+                f"shape mismatch: {name} has batch shape {shape} "
+                f"but {first[0]} has {first[1]}"
                 " (arrays must match exactly; no broadcasting)"
             )
 
 
 def _rows(shape):
-    """The length of the batch's first dimension (1 for a single sample): what
-    "batchmean" divides by."""
+    """The length of the batch's first dimension (1 for a single sample).
+
+    What "batchmean" divides by.
+    """
     return shape[0] if len(shape) else 1
 
 
 def _times(coefficient, value, scale):
-    """A gradient, ``coefficient * value``, times ``scale`` (the reduction's factor
-    carried from the forward; None:
-    none): the two numbers multiply first, so that the array takes one pass."""
+    """A gradient, ``coefficient * value``, times ``scale``.
+
+    ``scale`` is the reduction's factor carried from the forward (None: none). The two
+    numbers multiply first, so that the array takes one pass.
+    """
     if scale is None:
         return value if coefficient == 1 else coefficient * value
     return scale * value if coefficient == 1 else (coefficient * scale) * value
@@ -87,7 +91,8 @@ def _times(coefficient, value, scale):
 def _check_reduction(reduction):
     if reduction not in _REDUCTIONS:
         raise ValueError(
-            f"reduction must be one of {', '.join(map(repr, _REDUCTIONS))}, got {reduction!r}"
+            f"reduction must be one of {', '.join(map(repr, _REDUCTIONS))}, "
+            f"got {reduction!r}"
         )
 
 
@@ -95,43 +100,21 @@ _VALIDATED = "checked because validate=True; pass validate=False to skip the che
 
 
 def _outside(name, value, index, domain, why=_VALIDATED):
-    """The error for an element (at ``index``) of ``value`` outside its declared
-    domain."""
+    """The error for an element (at ``index``) of ``value`` outside its domain."""
     where = f"{name}[{', '.join(map(str, index))}]" if index else name
     raise ValueError(
-        f"{where} = {float(value[tuple(index)])!r} is outside its domain: {domain[0]} ({why})"
+        f"{where} = {float(value[tuple(index)])!r} is outside its domain: "
+        f"{domain[0]} ({why})"
     )
 
 
 def _validate(p, q, indexed):
-    """Each array in its declared domain (``validate=True``); class indices are
-    checked by ``_prepare``."""
-    _check_domain(
-        "p",
-        p,
-        (
-            "a vector of nonnegative entries summing to 1 over an axis",
-            0.0,
-            1.0,
-            False,
-            False,
-            None,
-            True,
-        ),
-    )
-    _check_domain(
-        "q",
-        q,
-        (
-            "a vector of nonnegative entries summing to 1 over an axis",
-            0.0,
-            1.0,
-            False,
-            False,
-            None,
-            True,
-        ),
-    )
+    """Each array in its declared domain (``validate=True``).
+
+    Class indices are checked by ``_prepare``.
+    """
+    _check_domain("p", p, ("a vector of nonnegative entries summing to 1 over an axis", 0.0, 1.0, False, False, None, True))
+    _check_domain("q", q, ("a vector of nonnegative entries summing to 1 over an axis", 0.0, 1.0, False, False, None, True))
 
 
 def _fill(value, shape):
@@ -141,12 +124,13 @@ def _fill(value, shape):
 
 
 def _reduce(value, reduction, keep=None, counts=None):
-    """The per-sample losses reduced as torch does: the mean of an empty batch is NaN,
-    its sum 0; "batchmean" is
-    the sum over the batch's first dimension (NaN where it is empty). ``keep`` (where
-    given) marks the samples
-    that count (the others give 0), ``counts`` their weights in the mean (where
-    given; else one each)."""
+    """The per-sample losses reduced as torch does.
+
+    The mean of an empty batch is NaN, its sum 0; "batchmean" is the sum over the
+    batch's first dimension (NaN where it is empty). ``keep`` (where given) marks the
+    samples that count (the others give 0), ``counts`` their weights in the mean
+    (where given; else one each).
+    """
     if keep is not None:
         value = np.where(keep, value, 0.0)
     if reduction == "none":
@@ -158,9 +142,11 @@ def _reduce(value, reduction, keep=None, counts=None):
 
 
 def _scale(shape, reduction, factor, keep=None, counts=None):
-    """The gradient of the reduced loss with respect to each sample's loss, for a term
-    weighted by ``factor`` (0
-    for a sample left out); one value for all samples where every sample counts once."""
+    """The gradient of the reduced loss with respect to each sample's loss.
+
+    For a term weighted by ``factor`` (0 for a sample left out); one value for all
+    samples where every sample counts once.
+    """
     count = _count(shape, reduction, keep, counts)
     # an empty batch (or none counted): any finite scale will do
     scale = factor / count if count else factor
@@ -168,28 +154,37 @@ def _scale(shape, reduction, factor, keep=None, counts=None):
 
 
 def _count(shape, reduction, keep=None, counts=None):
-    """What the reduction divides the summed losses by: 1, the samples (or their
-    weights), or the rows."""
+    """What the reduction divides the summed losses by.
+
+    1, the samples (or their weights), or the rows.
+    """
     if reduction == "mean":
-        return counts.sum() if counts is not None else keep.sum() if keep is not None else int(np.prod(shape))
+        return (
+            counts.sum()
+            if counts is not None
+            else keep.sum()
+            if keep is not None
+            else int(np.prod(shape))
+        )
     return _rows(shape) if reduction == "batchmean" else 1
 
 
-
 def _check_domain(name, value, domain, why=_VALIDATED):
-    """``validate=True``: every element of ``value`` in its declared domain, else a
-    ValueError naming one that is not.
+    """``validate=True``: every element of ``value`` in its declared domain.
 
-    ``domain`` is ``(description, lo, hi, lo_open, hi_open, members or None, rows sum to
-    one)``;
-    NaN is in no domain.
+    Else a ValueError naming one that is not.
+
+    ``domain`` is ``(description, lo, hi, lo_open, hi_open, members or None, rows sum
+    to one)``; NaN is in no domain.
     """
     _, lo, hi, lo_open, hi_open, members, sums_to_one = domain
     value = np.asarray(value, dtype=np.float64)
     if members is None and not sums_to_one and value.size:
         # no batch-sized temporaries; a NaN makes both NaN
         low, high = value.min(), value.max()
-        ok = (low > lo if lo_open else low >= lo) and (high < hi if hi_open else high <= hi)
+        ok = (low > lo if lo_open else low >= lo) and (
+            high < hi if hi_open else high <= hi
+        )
     else:
         ok = _inside(value, domain).all()
     if not ok:
@@ -199,25 +194,32 @@ def _check_domain(name, value, domain, why=_VALIDATED):
 
 
 def _inside(value, domain):
-    """Whether each element of ``value`` lies in ``domain`` (a discrete domain's
-    members lie within its bounds)."""
+    """Whether each element of ``value`` lies in ``domain``.
+
+    A discrete domain's members lie within its bounds.
+    """
     _, lo, hi, lo_open, hi_open, members, sums_to_one = domain
     if members is not None:
         inside = value == members[0]
         for member in members[1:]:
             inside |= value == member
     else:
-        inside = (value > lo if lo_open else value >= lo) & (value < hi if hi_open else value <= hi)
+        inside = (value > lo if lo_open else value >= lo) & (
+            value < hi if hi_open else value <= hi
+        )
     if sums_to_one and value.ndim:
-        inside &= np.abs(value.sum(-1, keepdims=True) - 1) <= np.finfo(np.float64).eps ** 0.5
+        inside &= (
+            np.abs(value.sum(-1, keepdims=True) - 1) <= np.finfo(np.float64).eps ** 0.5
+        )
     return inside
 
 
 def _prepare(p, q):
-    """Arrays as float64 (one-hot targets from class indices), axes last, shapes
-    checked; whether the one-hot
-    target is class indices, and which samples count with what weight (None: all,
-    once)."""
+    """Arrays as float64 (one-hot from class indices), axes last, shapes checked.
+
+    Also whether the one-hot target is class indices, and which samples count with
+    what weight (None: all, once).
+    """
     keep = counts = None
     p = np.asarray(p, dtype=np.float64)
     q = np.asarray(q, dtype=np.float64)
@@ -226,25 +228,25 @@ def _prepare(p, q):
     return p, q, indexed, keep, counts
 
 
-
 def _emd_value(p, q):
     """Per-sample loss."""
     batch = p.shape[:-1]
-    _t0 = np.abs(np.cumsum(p - q, axis=-1))
-    return _fill(np.sum(_t0, axis=-1, keepdims=True), batch + (1,))[..., 0]
+    return _fill(np.sum(np.abs(np.cumsum(p - q, axis=-1)), axis=-1, keepdims=True), batch + (1,))[..., 0]
 
 
 def _emd_value_and_grads(p, q, *, scale=None):
-    """Per-sample loss and its gradient for each input, per element, times ``scale``
-    (the reduction's factor; None: none)."""
+    """Per-sample loss and its gradient for each input.
+
+    Per element, times ``scale`` (the reduction's factor; None: none).
+    """
     batch = p.shape[:-1]
-    if scale is not None and np.ndim(scale):  # one per sample: along the axis too
+    # one per sample: along the axis too
+    if scale is not None and np.ndim(scale):
         scale = scale[..., None]
     _t0 = np.cumsum(p - q, axis=-1)
-    _t1 = np.cumsum(np.flip(np.sign(_t0), axis=-1), axis=-1)
     value = _fill(np.sum(np.abs(_t0), axis=-1, keepdims=True), batch + (1,))[..., 0]
     grads = (
-        _fill(_times(1, np.flip(_t1, axis=-1), scale), p.shape),
+        _fill(_times(1, np.flip(np.cumsum(np.flip(np.sign(_t0), axis=-1), axis=-1), axis=-1), scale), p.shape),
     )
     return value, grads
 

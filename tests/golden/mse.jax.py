@@ -2,8 +2,7 @@
 # Formula: (pred - target)**2
 """Mean squared error: the squared residual, averaged.
 
-Squared error between a prediction and its target. Convex and smooth, but its gradient
-grows with the residual, so outliers dominate training.
+Squared error between a prediction and its target. Convex and smooth, but its gradient grows with the residual, so outliers dominate training.
 
 The per-sample loss is::
 
@@ -13,10 +12,8 @@ With ``reduction="mean"`` (the default) the per-sample losses are averaged over 
 element of the batch; ``"sum"`` adds them up; ``"none"`` returns them unreduced.
 
 Args:
-    reduction (str, optional): ``"mean"`` | ``"sum"`` | ``"none"`` | ``"batchmean"``
-    (the sum divided by the batch's first dimension). Default: ``"mean"``.
-    validate (bool, optional): check every array and param against its declared domain;
-    a ValueError names the first value outside it. Default: ``False``.
+    reduction (str, optional): ``"mean"`` | ``"sum"`` | ``"none"`` | ``"batchmean"`` (the sum divided by the batch's first dimension). Default: ``"mean"``.
+    validate (bool, optional): check every array and param against its declared domain; a ValueError names the first value outside it. Default: ``False``.
 
 Shape:
     - pred: ``(*)``, any batch shape; domain real.
@@ -24,8 +21,7 @@ Shape:
     - Output: a scalar; ``(*)`` with ``reduction="none"``.
 
 Stable form:
-    A polynomial: finite for every finite input whose square is finite (|residual| <
-    1.3e154 in float64, 1.8e19 in float32).
+    A polynomial: finite for every finite input whose square is finite (|residual| < 1.3e154 in float64, 1.8e19 in float32).
 
 Reference:
     torch.nn.functional.mse_loss
@@ -47,8 +43,10 @@ PARAMS = {}
 
 
 def _check_shapes(args):
-    """Arrays must agree exactly: one batch shape, one length per axis (no silent
-    broadcasting)."""
+    """Arrays must agree exactly: one batch shape, one length per axis.
+
+    No silent broadcasting.
+    """
     first = None
     lengths = {}
     for name, value, axis in args:
@@ -62,27 +60,33 @@ def _check_shapes(args):
             seen = lengths.setdefault(axis, (name, length))
             if seen[1] != length:
                 raise ValueError(
-                    f"{name} has {length} entries along axis {axis!r} but {seen[0]} has {seen[1]}"
+                    f"{name} has {length} entries along axis {axis!r} "
+                    f"but {seen[0]} has {seen[1]}"
                 )
         if first is None:
             first = (name, shape)
         elif shape != first[1]:
             raise ValueError(
-                f"shape mismatch: {name} has batch shape {shape} but {first[0]} has {first[1]}"
+                f"shape mismatch: {name} has batch shape {shape} "
+                f"but {first[0]} has {first[1]}"
                 " (arrays must match exactly; no broadcasting)"
             )
 
 
 def _rows(shape):
-    """The length of the batch's first dimension (1 for a single sample): what
-    "batchmean" divides by."""
+    """The length of the batch's first dimension (1 for a single sample).
+
+    What "batchmean" divides by.
+    """
     return shape[0] if len(shape) else 1
 
 
 def _times(coefficient, value, scale):
-    """A gradient, ``coefficient * value``, times ``scale`` (the reduction's factor
-    carried from the forward; None:
-    none): the two numbers multiply first, so that the array takes one pass."""
+    """A gradient, ``coefficient * value``, times ``scale``.
+
+    ``scale`` is the reduction's factor carried from the forward (None: none). The two
+    numbers multiply first, so that the array takes one pass.
+    """
     if scale is None:
         return value if coefficient == 1 else coefficient * value
     return scale * value if coefficient == 1 else (coefficient * scale) * value
@@ -91,7 +95,8 @@ def _times(coefficient, value, scale):
 def _check_reduction(reduction):
     if reduction not in _REDUCTIONS:
         raise ValueError(
-            f"reduction must be one of {', '.join(map(repr, _REDUCTIONS))}, got {reduction!r}"
+            f"reduction must be one of {', '.join(map(repr, _REDUCTIONS))}, "
+            f"got {reduction!r}"
         )
 
 
@@ -99,72 +104,61 @@ _VALIDATED = "checked because validate=True; pass validate=False to skip the che
 
 
 def _outside(name, value, index, domain, why=_VALIDATED):
-    """The error for an element (at ``index``) of ``value`` outside its declared
-    domain."""
+    """The error for an element (at ``index``) of ``value`` outside its domain."""
     where = f"{name}[{', '.join(map(str, index))}]" if index else name
     raise ValueError(
-        f"{where} = {float(value[tuple(index)])!r} is outside its domain: {domain[0]} ({why})"
+        f"{where} = {float(value[tuple(index)])!r} is outside its domain: "
+        f"{domain[0]} ({why})"
     )
 
 
 def _validate(pred, target, indexed):
-    """Each array in its declared domain (``validate=True``); class indices are
-    checked by ``_prepare``; returned as checked."""
-    pred = _check_domain(
-        "pred",
-        pred,
-        (
-            "any finite real number",
-            -float("inf"),
-            float("inf"),
-            True,
-            True,
-            None,
-            False,
-        ),
-    )
-    target = _check_domain(
-        "target",
-        target,
-        (
-            "any finite real number",
-            -float("inf"),
-            float("inf"),
-            True,
-            True,
-            None,
-            False,
-        ),
-    )
+    """Each array in its declared domain (``validate=True``).
+
+    Class indices are checked by ``_prepare``; returned as checked.
+    """
+    pred = _check_domain("pred", pred, ("any finite real number", -float("inf"), float("inf"), True, True, None, False))
+    target = _check_domain("target", target, ("any finite real number", -float("inf"), float("inf"), True, True, None, False))
     return pred, target
 
 
 def _traced(value):
-    """Whether ``value`` is abstract (inside ``jax.jit``, ``jax.grad``,
-    ``jax.vmap``): no element can be read."""
+    """Whether ``value`` is abstract (inside ``jax.jit``, ``jax.grad``, ``jax.vmap``).
+
+    No element of an abstract value can be read.
+    """
     return isinstance(value, jax.core.Tracer)
 
 
 def _dtype(value):
-    """The working dtype: a floating array's own; else JAX's default float (float64
-    under ``jax_enable_x64``)."""
+    """The working dtype: a floating array's own; else JAX's default float.
+
+    JAX's default float is float64 under ``jax_enable_x64``.
+    """
     value = jnp.asarray(value)
-    return value.dtype if jnp.issubdtype(value.dtype, jnp.floating) else jnp.result_type(float)
+    return (
+        value.dtype
+        if jnp.issubdtype(value.dtype, jnp.floating)
+        else jnp.result_type(float)
+    )
 
 
 def _fill(value, shape, dtype):
-    """``value`` as an array of ``shape`` and ``dtype`` (constants and rows
-    broadcast)."""
+    """``value`` as an array of ``shape`` and ``dtype``.
+
+    Constants and rows broadcast.
+    """
     return jnp.broadcast_to(jnp.asarray(value, dtype), shape)
 
 
 def _reduce(value, reduction, keep=None, counts=None):
-    """The per-sample losses reduced as torch does: the mean of an empty batch is NaN,
-    its sum 0; "batchmean" is
-    the sum over the batch's first dimension (NaN where it is empty). ``keep`` (where
-    given) marks the samples
-    that count (the others give 0), ``counts`` their weights in the mean (where
-    given; else one each)."""
+    """The per-sample losses reduced as torch does.
+
+    The mean of an empty batch is NaN, its sum 0; "batchmean" is the sum over the
+    batch's first dimension (NaN where it is empty). ``keep`` (where given) marks the
+    samples that count (the others give 0), ``counts`` their weights in the mean
+    (where given; else one each).
+    """
     if keep is not None:
         value = jnp.where(keep, value, 0.0)
     if reduction == "none":
@@ -178,10 +172,11 @@ def _reduce(value, reduction, keep=None, counts=None):
 
 
 def _scale(value, reduction, factor, keep=None, counts=None):
-    """The gradient of the reduced loss with respect to each sample's loss (``value``),
-    for a term weighted by
-    ``factor`` (0 for a sample left out); one value for all samples where every
-    sample counts once."""
+    """The gradient of the reduced loss with respect to each sample's loss (``value``).
+
+    For a term weighted by ``factor`` (0 for a sample left out); one value for all
+    samples where every sample counts once.
+    """
     count = _count(value, reduction, keep, counts)
     if isinstance(count, int):
         # an empty batch: any finite scale will do
@@ -191,26 +186,29 @@ def _scale(value, reduction, factor, keep=None, counts=None):
 
 
 def _count(value, reduction, keep=None, counts=None):
-    """What the reduction divides the summed losses by: 1, the samples (or their
-    weights), or the rows; a
-    number known when traced, else an array of the losses' dtype."""
+    """What the reduction divides the summed losses by.
+
+    1, the samples (or their weights), or the rows; a number known when traced, else an
+    array of the losses' dtype.
+    """
     if reduction == "mean":
         if counts is not None:
             return counts.sum(dtype=value.dtype)
-        return keep.sum(dtype=value.dtype) if keep is not None else math.prod(value.shape)
+        return (
+            keep.sum(dtype=value.dtype) if keep is not None else math.prod(value.shape)
+        )
     return _rows(value.shape) if reduction == "batchmean" else 1
 
 
 def _check_domain(name, value, domain, why=_VALIDATED):
-    """Every element of ``value`` in its declared domain, else a ValueError naming one
-    that is not; ``value``
-    returned. Under a trace no element can be read: an element outside the domain is NaN
-    instead, so that the
-    loss and its gradients are NaN (JAX's own signal for a value out of range).
+    """Every element of ``value`` in its declared domain, else a ValueError.
 
-    ``domain`` is ``(description, lo, hi, lo_open, hi_open, members or None, rows sum to
-    one)``;
-    NaN is in no domain.
+    The ValueError names one that is not; ``value`` returned. Under a trace no element
+    can be read: an element outside the domain is NaN instead, so that the loss and its
+    gradients are NaN (JAX's own signal for a value out of range).
+
+    ``domain`` is ``(description, lo, hi, lo_open, hi_open, members or None, rows sum
+    to one)``; NaN is in no domain.
     """
     # a number or a concrete array is read, also inside jax.jit
     with jax.ensure_compile_time_eval():
@@ -231,45 +229,59 @@ def _check_domain(name, value, domain, why=_VALIDATED):
 
 
 def _inside(value, domain):
-    """Whether each element of ``value`` lies in ``domain`` (a discrete domain's
-    members lie within its bounds)."""
+    """Whether each element of ``value`` lies in ``domain``.
+
+    A discrete domain's members lie within its bounds.
+    """
     _, lo, hi, lo_open, hi_open, members, sums_to_one = domain
     if members is not None:
         inside = value == members[0]
         for member in members[1:]:
             inside |= value == member
     else:
-        inside = (value > lo if lo_open else value >= lo) & (value < hi if hi_open else value <= hi)
+        inside = (value > lo if lo_open else value >= lo) & (
+            value < hi if hi_open else value <= hi
+        )
     if sums_to_one and value.ndim:
-        inside &= jnp.abs(value.sum(-1, keepdims=True) - 1) <= jnp.finfo(value.dtype).eps ** 0.5
+        inside &= (
+            jnp.abs(value.sum(-1, keepdims=True) - 1)
+            <= jnp.finfo(value.dtype).eps ** 0.5
+        )
     return inside
 
 
 def _call(kernel, *args):
-    """A term's kernel, its operations on params alone evaluated while JAX traces it
-    (numbers, also inside
-    ``jax.jit``), so that a condition on params is a Python bool and only the branch
-    it takes is traced."""
+    """A term's kernel, its operations on params alone evaluated while JAX traces it.
+
+    Those are numbers, also inside ``jax.jit``, so that a condition on params is a
+    Python bool and only the branch it takes is traced.
+    """
     with jax.ensure_compile_time_eval():
         return kernel(*args)
 
 
 def _static(params):
-    """The params (hyper-parameters) must be numbers known when the code is traced:
-    the code branches on them."""
+    """The params (hyper-parameters) must be numbers known when the code is traced.
+
+    The code branches on them.
+    """
     for name, value in params.items():
         if _traced(value):
-            raise TypeError(f"{name} is a traced value: a param is a hyper-parameter, a Python number fixed under "
-                            f"jax.jit (close over it, or mark it static), not an array to differentiate")
+            raise TypeError(
+                f"{name} is a traced value: a param is a hyper-parameter, a Python "
+                "number fixed under jax.jit (close over it, or mark it static), "
+                "not an array to differentiate"
+            )
     return tuple(params.values())
 
 
 def _prepare(pred, target):
-    """Arrays in the first input's floating dtype (one-hot targets from class indices,
-    else kept as indices), axes
-    last, shapes checked; whether the one-hot target is class indices, and which samples
-    count with what weight
-    (None: all, once)."""
+    """Arrays in the first input's floating dtype, axes last, shapes checked.
+
+    One-hot targets from class indices (else kept as indices). Also whether the one-hot
+    target is class indices, and which samples count with what weight (None: all,
+    once).
+    """
     keep = counts = None
     dtype = _dtype(pred)
     pred = jnp.asarray(pred, dtype)
@@ -279,24 +291,23 @@ def _prepare(pred, target):
     return pred, target, indexed, keep, counts
 
 
-
 def _mse_value(pred, target):
     """Per-sample loss."""
     dtype = pred.dtype
     batch = pred.shape
-    return _fill((pred - target) ** 2, batch, dtype)
+    return _fill((pred - target)**2, batch, dtype)
 
 
 def _mse_value_and_grads(pred, target, *, scale=None):
-    """Per-sample loss and its gradient for each input, per element, times ``scale``
-    (the reduction's factor; None: none)."""
+    """Per-sample loss and its gradient for each input.
+
+    Per element, times ``scale`` (the reduction's factor; None: none).
+    """
     dtype = pred.dtype
     batch = pred.shape
     _t0 = pred - target
     value = _fill(_t0**2, batch, dtype)
-    grads = (
-        _fill(_times(2, _t0, scale), pred.shape, dtype),
-    )
+    grads = (_fill(_times(2, _t0, scale), pred.shape, dtype),)
     return value, grads
 
 
@@ -309,13 +320,12 @@ _FUNCTIONS = {
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
 def _reduced(static, arrays, tensors, keep, counts):
-    """The reduced loss; its backward (``_reduced_bwd``) is the derived gradient, not
-    autodiff of this function.
+    """The reduced loss; its backward (``_reduced_bwd``) is the derived gradient.
 
-    ``static`` is ``(reduction, whether the one-hot target is class indices, the params,
-    the shapes of the arrays
-    declared broadcast)``: fixed under a trace; the data are arrays (a tensor param may
-    be None: absent).
+    Not autodiff of this function. ``static`` is ``(reduction, whether the one-hot
+    target is class indices, the params, the shapes of the arrays declared
+    broadcast)``: fixed under a trace; the data are arrays (a tensor param may be None:
+    absent).
     """
     reduction, indexed, params = static[:3]
     (pred, target) = arrays
@@ -324,8 +334,10 @@ def _reduced(static, arrays, tensors, keep, counts):
 
 
 def _reduced_fwd(static, arrays, tensors, keep, counts):
-    """The reduced loss, and each input's gradient per element (axes last) scaled for
-    the reduction: the residuals."""
+    """The reduced loss, and each input's gradient per element (axes last).
+
+    Each gradient is scaled for the reduction: the residuals.
+    """
     reduction, indexed, params = static[:3]
     (pred, target) = arrays
     value, grads = _call(_FUNCTIONS[("mse", False)][1], pred, target)
@@ -336,10 +348,12 @@ def _reduced_fwd(static, arrays, tensors, keep, counts):
 
 
 def _reduced_bwd(static, residuals, upstream):
-    """Each input's gradient times the upstream gradient (one per sample with
-    ``reduction="none"``), in its
-    argument's layout and shape; targets, params and the samples' weights get none
-    (zero)."""
+    """Each input's gradient times the upstream gradient.
+
+    The upstream gradient is one per sample with ``reduction="none"``; each gradient in
+    its argument's layout and shape; targets, params and the samples' weights get none
+    (zero).
+    """
     (grad_pred,) = residuals
     return (
         (
@@ -356,16 +370,16 @@ _reduced.defvjp(_reduced_fwd, _reduced_bwd)
 
 
 def loss(pred, target, reduction="mean", *, validate=False):
-    """mse: the loss, reduced; a ``jax.custom_vjp`` whose gradient is the derived one.
+    """mse: the loss, reduced.
 
-    Works under ``jax.jit``, ``jax.grad``, ``jax.value_and_grad`` and ``jax.vmap``; the
-    params are Python
+    A ``jax.custom_vjp`` whose gradient is the derived one. Works under ``jax.jit``,
+    ``jax.grad``, ``jax.value_and_grad`` and ``jax.vmap``; the params are Python
     numbers (fixed under a trace), a tensor param may be an array. See the module
-    docstring for the formula,
-    arguments and shapes.
+    docstring for the formula, arguments and shapes.
     """
     _check_reduction(reduction)
-    shapes = ()  # the gradients' own shapes (summed back from the batch's)
+    # the gradients' own shapes (summed back from the batch's)
+    shapes = ()
     pred, target, indexed, keep, counts = _prepare(pred, target)
     if validate:
         pred, target = _validate(pred, target, indexed)
@@ -381,7 +395,8 @@ def loss_and_grad(pred, target, reduction="mean", *, validate=False):
     for the reduction (with ``"none"``, the gradient of the sum of the losses).
     """
     _check_reduction(reduction)
-    shapes = ()  # the gradients' own shapes (summed back from the batch's)
+    # the gradients' own shapes (summed back from the batch's)
+    shapes = ()
     pred, target, indexed, keep, counts = _prepare(pred, target)
     if validate:
         pred, target = _validate(pred, target, indexed)

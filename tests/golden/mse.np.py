@@ -2,8 +2,7 @@
 # Formula: (pred - target)**2
 """Mean squared error: the squared residual, averaged.
 
-Squared error between a prediction and its target. Convex and smooth, but its gradient
-grows with the residual, so outliers dominate training.
+Squared error between a prediction and its target. Convex and smooth, but its gradient grows with the residual, so outliers dominate training.
 
 The per-sample loss is::
 
@@ -13,10 +12,8 @@ With ``reduction="mean"`` (the default) the per-sample losses are averaged over 
 element of the batch; ``"sum"`` adds them up; ``"none"`` returns them unreduced.
 
 Args:
-    reduction (str, optional): ``"mean"`` | ``"sum"`` | ``"none"`` | ``"batchmean"``
-    (the sum divided by the batch's first dimension). Default: ``"mean"``.
-    validate (bool, optional): check every array and param against its declared domain;
-    a ValueError names the first value outside it. Default: ``False``.
+    reduction (str, optional): ``"mean"`` | ``"sum"`` | ``"none"`` | ``"batchmean"`` (the sum divided by the batch's first dimension). Default: ``"mean"``.
+    validate (bool, optional): check every array and param against its declared domain; a ValueError names the first value outside it. Default: ``False``.
 
 Shape:
     - pred: ``(*)``, any batch shape; domain real.
@@ -24,8 +21,7 @@ Shape:
     - Output: a scalar; ``(*)`` with ``reduction="none"``.
 
 Stable form:
-    A polynomial: finite for every finite input whose square is finite (|residual| <
-    1.3e154 in float64, 1.8e19 in float32).
+    A polynomial: finite for every finite input whose square is finite (|residual| < 1.3e154 in float64, 1.8e19 in float32).
 
 Reference:
     torch.nn.functional.mse_loss
@@ -43,8 +39,10 @@ PARAMS = {}
 
 
 def _check_shapes(args):
-    """Arrays must agree exactly: one batch shape, one length per axis (no silent
-    broadcasting)."""
+    """Arrays must agree exactly: one batch shape, one length per axis.
+
+    No silent broadcasting.
+    """
     first = None
     lengths = {}
     for name, value, axis in args:
@@ -58,27 +56,33 @@ def _check_shapes(args):
             seen = lengths.setdefault(axis, (name, length))
             if seen[1] != length:
                 raise ValueError(
-                    f"{name} has {length} entries along axis {axis!r} but {seen[0]} has {seen[1]}"
+                    f"{name} has {length} entries along axis {axis!r} "
+                    f"but {seen[0]} has {seen[1]}"
                 )
         if first is None:
             first = (name, shape)
         elif shape != first[1]:
             raise ValueError(
-                f"shape mismatch: {name} has batch shape {shape} but {first[0]} has {first[1]}"
+                f"shape mismatch: {name} has batch shape {shape} "
+                f"but {first[0]} has {first[1]}"
                 " (arrays must match exactly; no broadcasting)"
             )
 
 
 def _rows(shape):
-    """The length of the batch's first dimension (1 for a single sample): what
-    "batchmean" divides by."""
+    """The length of the batch's first dimension (1 for a single sample).
+
+    What "batchmean" divides by.
+    """
     return shape[0] if len(shape) else 1
 
 
 def _times(coefficient, value, scale):
-    """A gradient, ``coefficient * value``, times ``scale`` (the reduction's factor
-    carried from the forward; None:
-    none): the two numbers multiply first, so that the array takes one pass."""
+    """A gradient, ``coefficient * value``, times ``scale``.
+
+    ``scale`` is the reduction's factor carried from the forward (None: none). The two
+    numbers multiply first, so that the array takes one pass.
+    """
     if scale is None:
         return value if coefficient == 1 else coefficient * value
     return scale * value if coefficient == 1 else (coefficient * scale) * value
@@ -87,7 +91,8 @@ def _times(coefficient, value, scale):
 def _check_reduction(reduction):
     if reduction not in _REDUCTIONS:
         raise ValueError(
-            f"reduction must be one of {', '.join(map(repr, _REDUCTIONS))}, got {reduction!r}"
+            f"reduction must be one of {', '.join(map(repr, _REDUCTIONS))}, "
+            f"got {reduction!r}"
         )
 
 
@@ -95,43 +100,21 @@ _VALIDATED = "checked because validate=True; pass validate=False to skip the che
 
 
 def _outside(name, value, index, domain, why=_VALIDATED):
-    """The error for an element (at ``index``) of ``value`` outside its declared
-    domain."""
+    """The error for an element (at ``index``) of ``value`` outside its domain."""
     where = f"{name}[{', '.join(map(str, index))}]" if index else name
     raise ValueError(
-        f"{where} = {float(value[tuple(index)])!r} is outside its domain: {domain[0]} ({why})"
+        f"{where} = {float(value[tuple(index)])!r} is outside its domain: "
+        f"{domain[0]} ({why})"
     )
 
 
 def _validate(pred, target, indexed):
-    """Each array in its declared domain (``validate=True``); class indices are
-    checked by ``_prepare``."""
-    _check_domain(
-        "pred",
-        pred,
-        (
-            "any finite real number",
-            -float("inf"),
-            float("inf"),
-            True,
-            True,
-            None,
-            False,
-        ),
-    )
-    _check_domain(
-        "target",
-        target,
-        (
-            "any finite real number",
-            -float("inf"),
-            float("inf"),
-            True,
-            True,
-            None,
-            False,
-        ),
-    )
+    """Each array in its declared domain (``validate=True``).
+
+    Class indices are checked by ``_prepare``.
+    """
+    _check_domain("pred", pred, ("any finite real number", -float("inf"), float("inf"), True, True, None, False))
+    _check_domain("target", target, ("any finite real number", -float("inf"), float("inf"), True, True, None, False))
 
 
 def _fill(value, shape):
@@ -141,12 +124,13 @@ def _fill(value, shape):
 
 
 def _reduce(value, reduction, keep=None, counts=None):
-    """The per-sample losses reduced as torch does: the mean of an empty batch is NaN,
-    its sum 0; "batchmean" is
-    the sum over the batch's first dimension (NaN where it is empty). ``keep`` (where
-    given) marks the samples
-    that count (the others give 0), ``counts`` their weights in the mean (where
-    given; else one each)."""
+    """The per-sample losses reduced as torch does.
+
+    The mean of an empty batch is NaN, its sum 0; "batchmean" is the sum over the
+    batch's first dimension (NaN where it is empty). ``keep`` (where given) marks the
+    samples that count (the others give 0), ``counts`` their weights in the mean
+    (where given; else one each).
+    """
     if keep is not None:
         value = np.where(keep, value, 0.0)
     if reduction == "none":
@@ -158,9 +142,11 @@ def _reduce(value, reduction, keep=None, counts=None):
 
 
 def _scale(shape, reduction, factor, keep=None, counts=None):
-    """The gradient of the reduced loss with respect to each sample's loss, for a term
-    weighted by ``factor`` (0
-    for a sample left out); one value for all samples where every sample counts once."""
+    """The gradient of the reduced loss with respect to each sample's loss.
+
+    For a term weighted by ``factor`` (0 for a sample left out); one value for all
+    samples where every sample counts once.
+    """
     count = _count(shape, reduction, keep, counts)
     # an empty batch (or none counted): any finite scale will do
     scale = factor / count if count else factor
@@ -168,28 +154,37 @@ def _scale(shape, reduction, factor, keep=None, counts=None):
 
 
 def _count(shape, reduction, keep=None, counts=None):
-    """What the reduction divides the summed losses by: 1, the samples (or their
-    weights), or the rows."""
+    """What the reduction divides the summed losses by.
+
+    1, the samples (or their weights), or the rows.
+    """
     if reduction == "mean":
-        return counts.sum() if counts is not None else keep.sum() if keep is not None else int(np.prod(shape))
+        return (
+            counts.sum()
+            if counts is not None
+            else keep.sum()
+            if keep is not None
+            else int(np.prod(shape))
+        )
     return _rows(shape) if reduction == "batchmean" else 1
 
 
-
 def _check_domain(name, value, domain, why=_VALIDATED):
-    """``validate=True``: every element of ``value`` in its declared domain, else a
-    ValueError naming one that is not.
+    """``validate=True``: every element of ``value`` in its declared domain.
 
-    ``domain`` is ``(description, lo, hi, lo_open, hi_open, members or None, rows sum to
-    one)``;
-    NaN is in no domain.
+    Else a ValueError naming one that is not.
+
+    ``domain`` is ``(description, lo, hi, lo_open, hi_open, members or None, rows sum
+    to one)``; NaN is in no domain.
     """
     _, lo, hi, lo_open, hi_open, members, sums_to_one = domain
     value = np.asarray(value, dtype=np.float64)
     if members is None and not sums_to_one and value.size:
         # no batch-sized temporaries; a NaN makes both NaN
         low, high = value.min(), value.max()
-        ok = (low > lo if lo_open else low >= lo) and (high < hi if hi_open else high <= hi)
+        ok = (low > lo if lo_open else low >= lo) and (
+            high < hi if hi_open else high <= hi
+        )
     else:
         ok = _inside(value, domain).all()
     if not ok:
@@ -199,25 +194,32 @@ def _check_domain(name, value, domain, why=_VALIDATED):
 
 
 def _inside(value, domain):
-    """Whether each element of ``value`` lies in ``domain`` (a discrete domain's
-    members lie within its bounds)."""
+    """Whether each element of ``value`` lies in ``domain``.
+
+    A discrete domain's members lie within its bounds.
+    """
     _, lo, hi, lo_open, hi_open, members, sums_to_one = domain
     if members is not None:
         inside = value == members[0]
         for member in members[1:]:
             inside |= value == member
     else:
-        inside = (value > lo if lo_open else value >= lo) & (value < hi if hi_open else value <= hi)
+        inside = (value > lo if lo_open else value >= lo) & (
+            value < hi if hi_open else value <= hi
+        )
     if sums_to_one and value.ndim:
-        inside &= np.abs(value.sum(-1, keepdims=True) - 1) <= np.finfo(np.float64).eps ** 0.5
+        inside &= (
+            np.abs(value.sum(-1, keepdims=True) - 1) <= np.finfo(np.float64).eps ** 0.5
+        )
     return inside
 
 
 def _prepare(pred, target):
-    """Arrays as float64 (one-hot targets from class indices), axes last, shapes
-    checked; whether the one-hot
-    target is class indices, and which samples count with what weight (None: all,
-    once)."""
+    """Arrays as float64 (one-hot from class indices), axes last, shapes checked.
+
+    Also whether the one-hot target is class indices, and which samples count with
+    what weight (None: all, once).
+    """
     keep = counts = None
     pred = np.asarray(pred, dtype=np.float64)
     target = np.asarray(target, dtype=np.float64)
@@ -226,22 +228,21 @@ def _prepare(pred, target):
     return pred, target, indexed, keep, counts
 
 
-
 def _mse_value(pred, target):
     """Per-sample loss."""
     batch = pred.shape
-    return _fill((pred - target) ** 2, batch)
+    return _fill((pred - target)**2, batch)
 
 
 def _mse_value_and_grads(pred, target, *, scale=None):
-    """Per-sample loss and its gradient for each input, per element, times ``scale``
-    (the reduction's factor; None: none)."""
+    """Per-sample loss and its gradient for each input.
+
+    Per element, times ``scale`` (the reduction's factor; None: none).
+    """
     batch = pred.shape
     _t0 = pred - target
     value = _fill(_t0**2, batch)
-    grads = (
-        _fill(_times(2, _t0, scale), pred.shape),
-    )
+    grads = (_fill(_times(2, _t0, scale), pred.shape),)
     return value, grads
 
 

@@ -10,37 +10,50 @@ _REDUCTIONS = ("mean", "sum", "none", "batchmean")
 
 
 def _check_shapes(args):
-    """Arrays must agree exactly: one batch shape, one length per axis (no silent broadcasting)."""
+    """Arrays must agree exactly: one batch shape, one length per axis.
+
+    No silent broadcasting.
+    """
     first = None
     lengths = {}
     for name, value, axis in args:
         shape = tuple(value.shape)
         if axis is not None:
             if not shape:
-                raise ValueError(f"{name} needs a last dimension (axis {axis!r}), got a scalar")
+                raise ValueError(
+                    f"{name} needs a last dimension (axis {axis!r}), got a scalar"
+                )
             length, shape = shape[-1], shape[:-1]
             seen = lengths.setdefault(axis, (name, length))
             if seen[1] != length:
                 raise ValueError(
-                    f"{name} has {length} entries along axis {axis!r} but {seen[0]} has {seen[1]}"
+                    f"{name} has {length} entries along axis {axis!r} "
+                    f"but {seen[0]} has {seen[1]}"
                 )
         if first is None:
             first = (name, shape)
         elif shape != first[1]:
             raise ValueError(
-                f"shape mismatch: {name} has batch shape {shape} but {first[0]} has {first[1]}"
+                f"shape mismatch: {name} has batch shape {shape} "
+                f"but {first[0]} has {first[1]}"
                 " (arrays must match exactly; no broadcasting)"
             )
 
 
 def _rows(shape):
-    """The length of the batch's first dimension (1 for a single sample): what "batchmean" divides by."""
+    """The length of the batch's first dimension (1 for a single sample).
+
+    What "batchmean" divides by.
+    """
     return shape[0] if len(shape) else 1
 
 
 def _times(coefficient, value, scale):
-    """A gradient, ``coefficient * value``, times ``scale`` (the reduction's factor carried from the forward; None:
-    none): the two numbers multiply first, so that the array takes one pass."""
+    """A gradient, ``coefficient * value``, times ``scale``.
+
+    ``scale`` is the reduction's factor carried from the forward (None: none). The two
+    numbers multiply first, so that the array takes one pass.
+    """
     if scale is None:
         return value if coefficient == 1 else coefficient * value
     return scale * value if coefficient == 1 else (coefficient * scale) * value
@@ -48,20 +61,29 @@ def _times(coefficient, value, scale):
 
 def _check_reduction(reduction):
     if reduction not in _REDUCTIONS:
-        raise ValueError(f"reduction must be one of {', '.join(map(repr, _REDUCTIONS))}, got {reduction!r}")
+        raise ValueError(
+            f"reduction must be one of {', '.join(map(repr, _REDUCTIONS))}, "
+            f"got {reduction!r}"
+        )
 
 
 _VALIDATED = "checked because validate=True; pass validate=False to skip the check"
 
 
 def _outside(name, value, index, domain, why=_VALIDATED):
-    """The error for an element (at ``index``) of ``value`` outside its declared domain."""
+    """The error for an element (at ``index``) of ``value`` outside its domain."""
     where = f"{name}[{', '.join(map(str, index))}]" if index else name
-    raise ValueError(f"{where} = {float(value[tuple(index)])!r} is outside its domain: {domain[0]} ({why})")
+    raise ValueError(
+        f"{where} = {float(value[tuple(index)])!r} is outside its domain: "
+        f"{domain[0]} ({why})"
+    )
 
 
 def _validate(pred, target, indexed):
-    """Each array in its declared domain (``validate=True``); class indices are checked by ``_prepare``."""
+    """Each array in its declared domain (``validate=True``).
+
+    Class indices are checked by ``_prepare``.
+    """
     _check_domain("pred", pred, ("any finite real number", -float("inf"), float("inf"), True, True, None, False))
     _check_domain("target", target, ("any finite real number", -float("inf"), float("inf"), True, True, None, False))
 
