@@ -398,8 +398,9 @@ def _tokens(code: str) -> list[tokenize.TokenInfo]:
 
 
 def _split(line: str) -> list[str]:
-    """One physical line of code, its brackets balanced on it, within the line length as far as brackets allow:
-    its trailing comment moved above it; then the outermost brackets with commas (else a call's) split."""
+    """One physical line of code, its brackets balanced on it, within the line length as far as ruff would split
+    it: its trailing comment moved above it; then, as ruff chooses, at the loosest operator of its expression in
+    parentheses (``and``, ``if``/``else``, a bare tuple's commas), or at a bracket pair."""
     if len(line) <= LINE:
         return [line]
     stripped = line.lstrip()
@@ -415,51 +416,142 @@ def _split(line: str) -> list[str]:
         stripped = stripped[: tokens[-1].end[1]] if tokens else ""
         if len(indent) + len(stripped) <= LINE:
             return [*before, indent + stripped]
-    groups = _groups(stripped, tokens)
-    if not groups:
+    if not tokens:
         return [*before, indent + stripped]
-    start, end, items, commas = max(groups, key=lambda g: (g[3], g[1] - g[0]))
-    call = start > 0 and stripped[start] == "(" and (stripped[start - 1].isalnum() or stripped[start - 1] in "_)]")
-    if not commas and not call or not _plain(tokens, start, end):
-        return [*before, indent + stripped]  # nothing to cut at, or ruff would cut elsewhere
-    head, tail = stripped[: start + 1], stripped[end:]
-    last = all(g[0] <= start for g in groups)
+    if stripped.startswith(("def ", "class ")):
+        groups = _groups(stripped, tokens)
+        return [*before, *(_at_bracket(indent, stripped, groups, True) if groups else [indent + stripped])]
+    head, expr, tail = _statement(stripped, tokens)
+    return [*before, *_expression_lines(indent, head, expr, tail)]
+
+
+_KEYWORD_HEADS = ("if ", "elif ", "while ", "return ", "raise ", "assert ", "del ", "yield ")
+_ASSIGN = frozenset({"=", "+=", "-=", "*=", "/=", "//=", "%=", "|=", "&=", "^=", "**=", "@=", ">>=", "<<="})
+
+
+def _statement(code: str, tokens: list[tokenize.TokenInfo]) -> tuple[str, str, str]:
+    """``code`` cut into what leads its expression (a keyword, assignment targets, a ``lambda:``, a dict key),
+    the expression, and what ends it (a compound statement's colon, an item's comma)."""
+    head, tail = "", ""
+    if code.startswith(_KEYWORD_HEADS):
+        head = code[: code.index(" ") + 1]
+    else:
+        for token in _outermost(tokens):
+            if token.type == tokenize.OP and token.string in _ASSIGN:
+                head = code[: token.end[1]] + " "
+                break
+    last = tokens[-1]
+    if last.type == tokenize.OP and last.string in (":", ",") and len(tokens) > 1:
+        tail = last.string
+    expr = code[len(head) : len(code) - len(tail)].strip()
+    while True:  # a lambda's or a dict entry's head: what follows is laid out
+        if expr.startswith("lambda:"):
+            lead = "lambda: "
+        elif (found := re.match(r'("[^"\\]*"|\w+): ', expr)) and tail == ",":
+            lead = found.group(0)
+        else:
+            break
+        head, expr = head + lead, expr[len(lead) :].strip()
+    return head, expr, tail
+
+
+def _outermost(tokens: list[tokenize.TokenInfo]) -> Iterator[tokenize.TokenInfo]:
+    """The tokens outside every bracket pair (the brackets of the outermost pairs included)."""
+    depth = 0
+    for token in tokens:
+        depth -= token.type == tokenize.OP and token.string in ")]}"
+        if depth == 0:
+            yield token
+        depth += token.type == tokenize.OP and token.string in "([{"
+
+
+#: The delimiters an expression splits at, loosest first (ruff splits at the loosest it has).
+_COMMA, _TERNARY, _OR_CUT, _AND_CUT, _COMPARE_CUT = range(5)
+_COMPARISONS = frozenset({"<", ">", "==", ">=", "<=", "!=", "in", "is"})
+
+
+def _delimiters(tokens: list[tokenize.TokenInfo]) -> tuple[int | None, list[int], bool]:
+    """The loosest delimiter outside the brackets of an expression's tokens and the offsets to cut it at (None
+    and none if it has none), and whether anything else stands outside its brackets (another operator)."""
+    cuts: dict[int, list[int]] = {}
+    other = False
+    previous = None
+    for token in _outermost(tokens):
+        text, kind = token.string, None
+        if token.type == tokenize.OP and text == ",":
+            kind = _COMMA
+        elif token.type == tokenize.NAME and text in ("if", "else"):
+            kind = _TERNARY
+        elif token.type == tokenize.NAME and text in ("or", "and"):
+            kind = _OR_CUT if text == "or" else _AND_CUT
+        elif text in _COMPARISONS and not (text == "in" and previous is not None and previous.string == "not"):
+            kind = _COMPARE_CUT
+        elif text == "not" and previous is not None and previous.type in (tokenize.NAME, tokenize.NUMBER) and (
+                previous.string not in ("and", "or", "not", "if", "else", "is", "lambda")):
+            kind = _COMPARE_CUT  # "not in"
+        elif (token.type == tokenize.OP and text not in "([{)]}.") or (
+                token.type == tokenize.NAME and keyword.iskeyword(text) and text not in ("None", "True", "False")):
+            other = True
+        if kind is not None:
+            cuts.setdefault(kind, []).append(token.start[1])
+        previous = token
+    if not cuts:
+        return None, [], other
+    loosest = min(cuts)
+    return loosest, cuts[loosest], other
+
+
+def _expression_lines(indent: str, head: str, expr: str, tail: str) -> list[str]:
+    """``head + expr + tail`` split as ruff splits it, or left whole where it would not split it so."""
+    whole = [indent + head + expr + tail]
+    tokens = _tokens(expr)
+    groups = _groups(expr, tokens)
+    kind, cuts, other = _delimiters(tokens)
+    if kind is None:  # names and brackets only: split at a bracket pair
+        if other or not groups:
+            return whole
+        return _at_bracket(indent, head + expr + tail, _shifted(groups, len(head)), False)
+    if not head.strip() or head.rstrip().endswith(":"):
+        return whole  # ruff adds no parentheses here (an argument, a lambda's body, a dict's value)
+    last = groups[-1] if groups else None
+    ends = last is not None and last[1] == len(expr) - 1
+    if kind != _COMMA and len(cuts) == 1 and ends and len(indent) + len(head) + last[0] + 1 <= LINE:
+        return _at_bracket(indent, head + expr + tail, _shifted([last], len(head)), False)  # ruff's choice
     inner = indent + INDENT
-    if call and last and len(inner) + len(", ".join(items)) <= LINE:
+    pieces = [expr[a:b].strip() for a, b in itertools.pairwise([0, *cuts, len(expr)])]
+    if kind != _COMMA and len(inner) + len(expr) <= LINE:
+        body = [inner + expr]  # in parentheses, on a line of its own
+    elif kind == _COMMA:
+        items = [p.removeprefix(",").strip() for p in pieces]
+        body = [piece for item in items if item for piece in _split(inner + item + ",")]
+    else:
+        body = [*_split(inner + pieces[0]), *(inner + p for p in pieces[1:])]
+    return [indent + head + "(", *body, indent + ")" + tail]
+
+
+def _shifted(groups: list, by: int) -> list:
+    return [(start + by, end + by, items, commas) for start, end, items, commas in groups]
+
+
+def _at_bracket(indent: str, code: str, groups: list, first: bool) -> list[str]:
+    """``code`` split at one of its bracket pairs (``groups``): the first (a ``def``'s), else the last whose
+    opening line fits, as ruff looks for it from the end. Its items on one line if it is the last pair and they
+    fit there, else one per line with a trailing comma (which keeps the split under ruff)."""
+    fitting = [g for g in groups if len(indent) + g[0] + 1 <= LINE]
+    chosen = groups[0] if first or not fitting else fitting[-1]
+    start, end, items, commas = chosen
+    call = start > 0 and code[start] == "(" and (code[start - 1].isalnum() or code[start - 1] in "_)]")
+    if not commas and not call:
+        return [indent + code]  # one index or a parenthesized expression: nothing to cut at
+    head, tail = code[: start + 1], code[end:]
+    inner = indent + INDENT
+    if call and chosen is groups[-1] and len(inner) + len(", ".join(items)) <= LINE:
         body = [inner + ", ".join(items)]  # ruff's own choice: the items on one line
     elif not commas:
         body = _split(inner + items[0])  # one argument: no comma may follow a generator
     else:
         body = [piece for item in items for piece in _split(inner + item + ",")]  # kept so by the commas
-    return [*before, indent + head, *body, indent + tail]
-
-
-#: What may stand outside the brackets a line is split at: names, dots, the other brackets, an assignment, commas
-#: (between targets, or after an item), a compound statement's colon, the keywords that lead a statement.
-_PLAIN_OPS = frozenset({".", "=", "+=", "-=", "*=", "/=", "|=", "&=", ",", ":", "->", "*", "**"})
-_PLAIN_WORDS = frozenset({"return", "raise", "yield", "def", "class", "del", "assert", "with", "as", "lambda"})
-
-
-def _plain(tokens: list[tokenize.TokenInfo], start: int, end: int) -> bool:
-    """Whether the tokens outside the bracket pair at ``start``..``end`` are plain: a statement head and trailers,
-    no operator that would make ruff break the line at it instead (``a and f(...)``, ``-f(...)``)."""
-    depth = 0
-    for token in tokens:
-        if start <= token.start[1] <= end:
-            continue
-        if token.type == tokenize.OP and token.string in "([{":
-            depth += 1
-        elif token.type == tokenize.OP and token.string in ")]}":
-            depth -= 1
-        elif depth:
-            continue
-        elif token.type == tokenize.OP and token.string not in _PLAIN_OPS:
-            return False
-        elif token.type == tokenize.NAME and keyword.iskeyword(token.string) and token.string not in _PLAIN_WORDS:
-            return False
-        elif token.type in (tokenize.NUMBER, tokenize.STRING):
-            return False
-    return True
+    return [indent + head, *body, indent + tail]
 
 
 def _groups(code: str, tokens: list[tokenize.TokenInfo]) -> list[tuple[int, int, list[str], bool]]:

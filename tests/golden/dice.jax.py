@@ -2,7 +2,8 @@
 # Formula: 1 - (2 * sum(p * target) + smooth) / (sum(p) + sum(target) + smooth)
 """Soft Dice loss for segmentation masks.
 
-One minus the smoothed Dice coefficient between a predicted probability mask and a target mask, over the pixel axis.
+One minus the smoothed Dice coefficient between a predicted probability mask and a
+target mask, over the pixel axis.
 
 The per-sample loss is::
 
@@ -16,9 +17,11 @@ With ``reduction="mean"`` (the default) the per-sample losses are averaged over 
 element of the batch; ``"sum"`` adds them up; ``"none"`` returns them unreduced.
 
 Args:
-    reduction (str, optional): ``"mean"`` | ``"sum"`` | ``"none"`` | ``"batchmean"`` (the sum divided by the batch's first dimension). Default: ``"mean"``.
+    reduction (str, optional): ``"mean"`` | ``"sum"`` | ``"none"`` | ``"batchmean"``
+    (the sum divided by the batch's first dimension). Default: ``"mean"``.
     smooth (float, optional): domain [1e-06, 1000000.0]. Default: ``1.0``.
-    validate (bool, optional): check every array and param against its declared domain; a ValueError names the first value outside it. Default: ``False``.
+    validate (bool, optional): check every array and param against its declared domain;
+    a ValueError names the first value outside it. Default: ``False``.
 
 Shape:
     - p: ``(*, C)``: C entries along axis ``pixel``; domain probability.
@@ -26,7 +29,8 @@ Shape:
     - Output: a scalar; ``(*)`` with ``reduction="none"``.
 
 Stable form:
-    smooth > 0 keeps the denominator positive for empty masks (all zeros), so loss and gradient are finite.
+    smooth > 0 keeps the denominator positive for empty masks (all zeros), so loss and
+    gradient are finite.
 
 Reference:
     1 - (2*sum(p*t) + smooth)/(sum(p) + sum(t) + smooth) (Milletari et al. 2016, V-Net)
@@ -122,9 +126,29 @@ def _validate(p, target, smooth, indexed):
 
     Class indices are checked by ``_prepare``; returned as checked.
     """
-    p = _check_domain("p", p, ("a number in [0, 1], both ends included", 0.0, 1.0, False, False, None, False))
-    target = _check_domain("target", target, ("a number in [0, 1], both ends included", 0.0, 1.0, False, False, None, False))
-    _check_domain("smooth", smooth, ("a real number in [1e-06, 1000000.0]", 1e-06, 1000000.0, False, False, None, False))
+    p = _check_domain(
+        "p",
+        p,
+        ("a number in [0, 1], both ends included", 0.0, 1.0, False, False, None, False),
+    )
+    target = _check_domain(
+        "target",
+        target,
+        ("a number in [0, 1], both ends included", 0.0, 1.0, False, False, None, False),
+    )
+    _check_domain(
+        "smooth",
+        smooth,
+        (
+            "a real number in [1e-06, 1000000.0]",
+            1e-06,
+            1000000.0,
+            False,
+            False,
+            None,
+            False,
+        ),
+    )
     return p, target
 
 
@@ -301,7 +325,10 @@ def _dice_value(p, target, smooth):
     """Per-sample loss."""
     dtype = p.dtype
     batch = p.shape[:-1]
-    return _fill(1 - (2*jnp.sum(p*target, axis=-1, keepdims=True) + smooth)/((jnp.sum(p, axis=-1, keepdims=True) + jnp.sum(target, axis=-1, keepdims=True)) + smooth), batch + (1,), dtype)[..., 0]
+    _t2 = jnp.sum(p, axis=-1, keepdims=True) + jnp.sum(target, axis=-1, keepdims=True)
+    _t1 = _t2 + smooth
+    _t0 = (2 * jnp.sum(p * target, axis=-1, keepdims=True) + smooth) / _t1
+    return _fill(1 - _t0, batch + (1,), dtype)[..., 0]
 
 
 def _dice_value_and_grads(p, target, smooth, *, scale=None):
@@ -314,11 +341,13 @@ def _dice_value_and_grads(p, target, smooth, *, scale=None):
     # one per sample: along the axis too
     if scale is not None and jnp.ndim(scale):
         scale = scale[..., None]
-    _t0 = 2*jnp.sum(p*target, axis=-1, keepdims=True) + smooth
-    _t1 = (jnp.sum(p, axis=-1, keepdims=True) + jnp.sum(target, axis=-1, keepdims=True)) + smooth
-    _t2 = 1/_t1
-    value = _fill(1 - _t0*_t2, batch + (1,), dtype)[..., 0]
-    grads = (_fill(_times(1, _t2*(_t0 / _t1) - 2*_t2*target, scale), p.shape, dtype),)
+    _t0 = 2 * jnp.sum(p * target, axis=-1, keepdims=True) + smooth
+    _t3 = jnp.sum(p, axis=-1, keepdims=True) + jnp.sum(target, axis=-1, keepdims=True)
+    _t1 = _t3 + smooth
+    _t2 = 1 / _t1
+    _t4 = _t2 * (_t0 / _t1)
+    value = _fill(1 - _t0 * _t2, batch + (1,), dtype)[..., 0]
+    grads = (_fill(_times(1, _t4 - 2 * _t2 * target, scale), p.shape, dtype),)
     return value, grads
 
 

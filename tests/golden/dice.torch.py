@@ -84,8 +84,16 @@ def _validate(p, target, indexed):
 
     Class indices are checked by ``_prepare``.
     """
-    _check_domain("p", p, ("a number in [0, 1], both ends included", 0.0, 1.0, False, False, None, False))
-    _check_domain("target", target, ("a number in [0, 1], both ends included", 0.0, 1.0, False, False, None, False))
+    _check_domain(
+        "p",
+        p,
+        ("a number in [0, 1], both ends included", 0.0, 1.0, False, False, None, False),
+    )
+    _check_domain(
+        "target",
+        target,
+        ("a number in [0, 1], both ends included", 0.0, 1.0, False, False, None, False),
+    )
 
 
 def _fill(value, shape, dtype, device):
@@ -322,7 +330,10 @@ def _prepare(p, target):
 def _dice_value(p, target, smooth):
     """Per-sample loss."""
     dtype, device, batch = p.dtype, p.device, p.shape[:-1]
-    return _fill(1 - (2*torch.sum(p*target, dim=-1, keepdim=True) + smooth)/((torch.sum(p, dim=-1, keepdim=True) + torch.sum(target, dim=-1, keepdim=True)) + smooth), batch + (1,), dtype, device)[..., 0]
+    _t2 = torch.sum(p, dim=-1, keepdim=True) + torch.sum(target, dim=-1, keepdim=True)
+    _t1 = _t2 + smooth
+    _t0 = (2 * torch.sum(p * target, dim=-1, keepdim=True) + smooth) / _t1
+    return _fill(1 - _t0, batch + (1,), dtype, device)[..., 0]
 
 
 def _dice_value_and_grads(p, target, smooth, *, scale=None):
@@ -333,12 +344,14 @@ def _dice_value_and_grads(p, target, smooth, *, scale=None):
     dtype, device, batch = p.dtype, p.device, p.shape[:-1]
     if isinstance(scale, torch.Tensor) and scale.ndim:
         scale = scale[..., None]  # one per sample: along the axis too
-    _t0 = 2*torch.sum(p*target, dim=-1, keepdim=True) + smooth
-    _t1 = (torch.sum(p, dim=-1, keepdim=True) + torch.sum(target, dim=-1, keepdim=True)) + smooth
-    _t2 = 1/_t1
-    value = _fill(1 - _t0*_t2, batch + (1,), dtype, device)[..., 0]
+    _t0 = 2 * torch.sum(p * target, dim=-1, keepdim=True) + smooth
+    _t3 = torch.sum(p, dim=-1, keepdim=True) + torch.sum(target, dim=-1, keepdim=True)
+    _t1 = _t3 + smooth
+    _t2 = 1 / _t1
+    _t4 = _t2 * (_t0 / _t1)
+    value = _fill(1 - _t0 * _t2, batch + (1,), dtype, device)[..., 0]
     grads = (
-        _fill(_times(1, _t2*(_t0 / _t1) - 2*_t2*target, scale), p.shape, dtype, device),
+        _fill(_times(1, _t4 - 2 * _t2 * target, scale), p.shape, dtype, device),
     )
     return value, grads
 
@@ -346,7 +359,10 @@ def _dice_value_and_grads(p, target, smooth, *, scale=None):
 def _dice_targeted_value(p, target, smooth):
     """Per-sample loss."""
     dtype, device, batch = p.dtype, p.device, p.shape[:-1]
-    return _fill(1 - (2*torch.sum(p*target, dim=-1, keepdim=True) + smooth)/((torch.sum(p, dim=-1, keepdim=True) + torch.sum(target, dim=-1, keepdim=True)) + smooth), batch + (1,), dtype, device)[..., 0]
+    _t2 = torch.sum(p, dim=-1, keepdim=True) + torch.sum(target, dim=-1, keepdim=True)
+    _t1 = _t2 + smooth
+    _t0 = (2 * torch.sum(p * target, dim=-1, keepdim=True) + smooth) / _t1
+    return _fill(1 - _t0, batch + (1,), dtype, device)[..., 0]
 
 
 def _dice_targeted_value_and_grads(p, target, smooth, *, scale=None):
@@ -357,15 +373,17 @@ def _dice_targeted_value_and_grads(p, target, smooth, *, scale=None):
     dtype, device, batch = p.dtype, p.device, p.shape[:-1]
     if isinstance(scale, torch.Tensor) and scale.ndim:
         scale = scale[..., None]  # one per sample: along the axis too
-    _t0 = 2*torch.sum(p*target, dim=-1, keepdim=True) + smooth
-    _t1 = (torch.sum(p, dim=-1, keepdim=True) + torch.sum(target, dim=-1, keepdim=True)) + smooth
-    _t2 = 1/_t1
-    _t3 = 2*_t2
-    _t4 = -_t2*(_t0 / _t1)
-    value = _fill(1 - _t0*_t2, batch + (1,), dtype, device)[..., 0]
+    _t0 = 2 * torch.sum(p * target, dim=-1, keepdim=True) + smooth
+    _t5 = torch.sum(p, dim=-1, keepdim=True) + torch.sum(target, dim=-1, keepdim=True)
+    _t1 = _t5 + smooth
+    _t2 = 1 / _t1
+    _t3 = 2 * _t2
+    _t4 = -_t2 * (_t0 / _t1)
+    value = _fill(1 - _t0 * _t2, batch + (1,), dtype, device)[..., 0]
     grads = (
-        _fill(_times(1, -_t3*target - _t4, scale), p.shape, dtype, device),
-        _fill(_times(1, -_t3*p - _t4, scale), target.shape, dtype, device),  # a target's
+        _fill(_times(1, -_t3 * target - _t4, scale), p.shape, dtype, device),
+        # a target's
+        _fill(_times(1, -_t3 * p - _t4, scale), target.shape, dtype, device),
     )
     return value, grads
 
@@ -611,7 +629,9 @@ def _run(fused, term, which, reduction, keep, counts, like, *args):
 def _loss(reduction, params, fused, indexed, keep, counts, p, target):
     """The reduced loss, value only (no gradient is wanted)."""
     smooth, = params
-    return _run(fused, ("dice", False, False), 0, reduction, None, None, p, p, target, smooth)
+    return _run(
+        fused, ("dice", False, False), 0, reduction, None, None, p, p, target, smooth
+    )
 
 
 def _both(reduction, fused, indexed, targeted, keep, counts, p, target, smooth):
@@ -620,7 +640,9 @@ def _both(reduction, fused, indexed, targeted, keep, counts, p, target, smooth):
     A target's None where ``targeted`` is false: no target requires grad; and the factor
     each term's gradients already carry (None: none; see ``_chunked``).
     """
-    value, grad_term_0, _carried_0 = _run(fused, ("dice", False, targeted), 1, reduction, None, None, p, p, target, smooth)
+    value, grad_term_0, _carried_0 = _run(
+        fused, ("dice", False, targeted), 1, reduction, None, None, p, p, target, smooth
+    )
     if not targeted:
         grad_term_0 = (*grad_term_0, None, )
     return value, (*grad_term_0,), (_carried_0, )
@@ -676,9 +698,24 @@ class _DiceLossFunction(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, reduction, fused, indexed, targeted, keep, counts, p, target, smooth):
-        loss, grads, carried = _both(reduction, fused, indexed, targeted, keep, counts, p, target, smooth)
-        _save(ctx, reduction, indexed, targeted, keep, counts, (p, target), (smooth,), grads, carried)
+    def forward(
+        ctx, reduction, fused, indexed, targeted, keep, counts, p, target, smooth
+    ):
+        loss, grads, carried = _both(
+            reduction, fused, indexed, targeted, keep, counts, p, target, smooth
+        )
+        _save(
+            ctx,
+            reduction,
+            indexed,
+            targeted,
+            keep,
+            counts,
+            (p, target),
+            (smooth,),
+            grads,
+            carried,
+        )
         return loss
 
     @staticmethod
@@ -703,7 +740,10 @@ class _DiceLossFunction(torch.autograd.Function):
         else:
             grads = saved[4:6]
         if recompute or ctx.carried[0] is None:
-            upstream, handed = _upstream(grad_output, ctx.reduction, p.shape[:-1], None, None), False
+            upstream, handed = (
+                _upstream(grad_output, ctx.reduction, p.shape[:-1], None, None),
+                False,
+            )
         else:  # the gradients carry the reduction's factor already
             upstream = grad_output
             # then each is handed on as it is where the upstream gradient is 1: no pass
@@ -711,10 +751,18 @@ class _DiceLossFunction(torch.autograd.Function):
             # multiplication of a small batch, so a small batch multiplies)
             handed = p.shape[:-1].numel() >= _HANDED and _one(upstream)
             ctx.handed = ctx.handed or handed
-        part = grads[0] if handed else grads[0] * (upstream[..., None] if upstream.ndim else upstream)
+        part = (
+            grads[0]
+            if handed
+            else grads[0] * (upstream[..., None] if upstream.ndim else upstream)
+        )
         grad_p = part if grad_p is None else grad_p + part
         if grads[1] is not None:  # the target requires grad
-            part = grads[1] if handed else grads[1] * (upstream[..., None] if upstream.ndim else upstream)
+            part = (
+                grads[1]
+                if handed
+                else grads[1] * (upstream[..., None] if upstream.ndim else upstream)
+            )
             grad_target = part if grad_target is None else grad_target + part
         return None, None, None, None, None, None, grad_p, grad_target, None
 
@@ -736,7 +784,9 @@ class _DiceLossTransformedFunction(_DiceLossFunction):
 
     @staticmethod
     def forward(reduction, fused, indexed, targeted, keep, counts, p, target, smooth):
-        loss, grads, _ = _both(reduction, fused, indexed, targeted, keep, counts, p, target, smooth)
+        loss, grads, _ = _both(
+            reduction, fused, indexed, targeted, keep, counts, p, target, smooth
+        )
         return _distinct((loss, *grads), (p, target))
 
     @staticmethod
@@ -765,7 +815,10 @@ class _DiceLossTransformedFunction(_DiceLossFunction):
         if tangent is not None:
             part = (grads[1] * tangent).sum(-1)
             change = part if change is None else change + part
-        return (None if change is None else _reduce(change, ctx.reduction, None, None), *(None for _ in grads))
+        return (
+            None if change is None else _reduce(change, ctx.reduction, None, None),
+            *(None for _ in grads),
+        )
 
 
 def _distinct(outputs, inputs):
@@ -810,20 +863,41 @@ def _recheck(module, incompatible_keys):
     Against their domains.
     """
     if module.validate:
-        _check_domain("smooth", module.smooth, ("a real number in [1e-06, 1000000.0]", 1e-06, 1000000.0, False, False, None, False))
+        _check_domain(
+            "smooth",
+            module.smooth,
+            (
+                "a real number in [1e-06, 1000000.0]",
+                1e-06,
+                1000000.0,
+                False,
+                False,
+                None,
+                False,
+            ),
+        )
 
 
 #: The params held as buffers, with their domains: what an assignment to one is checked
 #: against.
 _BUFFERS = {
-    "smooth": ("a real number in [1e-06, 1000000.0]", 1e-06, 1000000.0, False, False, None, False),
+    "smooth": (
+        "a real number in [1e-06, 1000000.0]",
+        1e-06,
+        1000000.0,
+        False,
+        False,
+        None,
+        False,
+    ),
 }
 
 
 class DiceLoss(torch.nn.Module):
     """Soft Dice loss for segmentation masks.
 
-    One minus the smoothed Dice coefficient between a predicted probability mask and a target mask, over the pixel axis.
+    One minus the smoothed Dice coefficient between a predicted probability mask and a
+    target mask, over the pixel axis.
 
     The per-sample loss is::
 
@@ -833,14 +907,18 @@ class DiceLoss(torch.nn.Module):
 
         1 - (2 * sum(p * target) + smooth) / (sum(p) + sum(target) + smooth)
 
-    With ``reduction="mean"`` (the default) the per-sample losses are averaged over every
+    With ``reduction="mean"`` (the default) the per-sample losses are averaged over
+    every
     element of the batch; ``"sum"`` adds them up; ``"none"`` returns them unreduced.
 
     Args:
-        reduction (str, optional): ``"mean"`` | ``"sum"`` | ``"none"`` | ``"batchmean"`` (the sum divided by the batch's first dimension). Default: ``"mean"``.
+        reduction (str, optional): ``"mean"`` | ``"sum"`` | ``"none"`` | ``"batchmean"``
+            (the sum divided by the batch's first dimension). Default: ``"mean"``.
         smooth (float, optional): domain [1e-06, 1000000.0]. Default: ``1.0``.
-        fused (bool, optional): compute loss and gradient in one compiled kernel (``torch.compile``). Default: ``False``.
-        validate (bool, optional): check every tensor and param against its declared domain; a ValueError names the first value outside it. Default: ``False``.
+        fused (bool, optional): compute loss and gradient in one compiled kernel
+            (``torch.compile``). Default: ``False``.
+        validate (bool, optional): check every tensor and param against its declared
+            domain; a ValueError names the first value outside it. Default: ``False``.
 
     Shape:
         - p: ``(*, C)``: C entries along axis ``pixel``; domain probability.
@@ -848,10 +926,12 @@ class DiceLoss(torch.nn.Module):
         - Output: a scalar; ``(*)`` with ``reduction="none"``.
 
     Stable form:
-        smooth > 0 keeps the denominator positive for empty masks (all zeros), so loss and gradient are finite.
+        smooth > 0 keeps the denominator positive for empty masks (all zeros), so loss
+            and gradient are finite.
 
     Reference:
-        1 - (2*sum(p*t) + smooth)/(sum(p) + sum(t) + smooth) (Milletari et al. 2016, V-Net)
+        1 - (2*sum(p*t) + smooth)/(sum(p) + sum(t) + smooth) (Milletari et al. 2016,
+            V-Net)
 
     Example::
 
@@ -868,7 +948,9 @@ class DiceLoss(torch.nn.Module):
         self.reduction = reduction
         self.fused = bool(fused)
         self.validate = bool(validate)
-        self.register_buffer("smooth", _param("smooth", smooth, _BUFFERS["smooth"], self.validate))
+        self.register_buffer(
+            "smooth", _param("smooth", smooth, _BUFFERS["smooth"], self.validate)
+        )
         self.register_load_state_dict_post_hook(_recheck)
 
     def _params(self):
@@ -908,9 +990,29 @@ class DiceLoss(torch.nn.Module):
         # the transform may ask)
         targeted = transformed or (torch.is_grad_enabled() and (target.requires_grad))
         if transformed:
-            return _DiceLossTransformedFunction.apply(self.reduction, fused, indexed, targeted, keep, counts, p, target, *params)[0]
+            return _DiceLossTransformedFunction.apply(
+                self.reduction,
+                fused,
+                indexed,
+                targeted,
+                keep,
+                counts,
+                p,
+                target,
+                *params,
+            )[0]
         if torch.is_grad_enabled() and (p.requires_grad or targeted):
-            return _DiceLossFunction.apply(self.reduction, fused, indexed, targeted, keep, counts, p, target, *params)
+            return _DiceLossFunction.apply(
+                self.reduction,
+                fused,
+                indexed,
+                targeted,
+                keep,
+                counts,
+                p,
+                target,
+                *params,
+            )
         return _loss(self.reduction, params, fused, indexed, keep, counts, p, target)
 
     def __setattr__(self, name, value):

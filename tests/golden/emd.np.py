@@ -2,7 +2,8 @@
 # Formula: sum(abs(cumsum(p - q)))
 """1-D earth mover's distance between two histograms.
 
-The L1 distance between the cumulative distributions of p and q over ordered bins: the work needed to move one histogram onto the other.
+The L1 distance between the cumulative distributions of p and q over ordered bins: the
+work needed to move one histogram onto the other.
 
 The per-sample loss is::
 
@@ -12,8 +13,10 @@ With ``reduction="mean"`` (the default) the per-sample losses are averaged over 
 element of the batch; ``"sum"`` adds them up; ``"none"`` returns them unreduced.
 
 Args:
-    reduction (str, optional): ``"mean"`` | ``"sum"`` | ``"none"`` | ``"batchmean"`` (the sum divided by the batch's first dimension). Default: ``"mean"``.
-    validate (bool, optional): check every array and param against its declared domain; a ValueError names the first value outside it. Default: ``False``.
+    reduction (str, optional): ``"mean"`` | ``"sum"`` | ``"none"`` | ``"batchmean"``
+    (the sum divided by the batch's first dimension). Default: ``"mean"``.
+    validate (bool, optional): check every array and param against its declared domain;
+    a ValueError names the first value outside it. Default: ``False``.
 
 Shape:
     - p: ``(*, C)``: C entries along axis ``bin``; domain simplex.
@@ -21,7 +24,8 @@ Shape:
     - Output: a scalar; ``(*)`` with ``reduction="none"``.
 
 Stable form:
-    Sums and absolute values only: exact up to summation rounding. The gradient is the reverse cumulative sum of sign(cumsum(p - q)).
+    Sums and absolute values only: exact up to summation rounding. The gradient is the
+    reverse cumulative sum of sign(cumsum(p - q)).
 
 Reference:
     sum(abs(cumsum(p - q))) (1-D Wasserstein-1 distance between histograms)
@@ -113,8 +117,32 @@ def _validate(p, q, indexed):
 
     Class indices are checked by ``_prepare``.
     """
-    _check_domain("p", p, ("a vector of nonnegative entries summing to 1 over an axis", 0.0, 1.0, False, False, None, True))
-    _check_domain("q", q, ("a vector of nonnegative entries summing to 1 over an axis", 0.0, 1.0, False, False, None, True))
+    _check_domain(
+        "p",
+        p,
+        (
+            "a vector of nonnegative entries summing to 1 over an axis",
+            0.0,
+            1.0,
+            False,
+            False,
+            None,
+            True,
+        ),
+    )
+    _check_domain(
+        "q",
+        q,
+        (
+            "a vector of nonnegative entries summing to 1 over an axis",
+            0.0,
+            1.0,
+            False,
+            False,
+            None,
+            True,
+        ),
+    )
 
 
 def _fill(value, shape):
@@ -231,7 +259,8 @@ def _prepare(p, q):
 def _emd_value(p, q):
     """Per-sample loss."""
     batch = p.shape[:-1]
-    return _fill(np.sum(np.abs(np.cumsum(p - q, axis=-1)), axis=-1, keepdims=True), batch + (1,))[..., 0]
+    _t0 = np.abs(np.cumsum(p - q, axis=-1))
+    return _fill(np.sum(_t0, axis=-1, keepdims=True), batch + (1,))[..., 0]
 
 
 def _emd_value_and_grads(p, q, *, scale=None):
@@ -244,10 +273,9 @@ def _emd_value_and_grads(p, q, *, scale=None):
     if scale is not None and np.ndim(scale):
         scale = scale[..., None]
     _t0 = np.cumsum(p - q, axis=-1)
+    _t1 = np.cumsum(np.flip(np.sign(_t0), axis=-1), axis=-1)
     value = _fill(np.sum(np.abs(_t0), axis=-1, keepdims=True), batch + (1,))[..., 0]
-    grads = (
-        _fill(_times(1, np.flip(np.cumsum(np.flip(np.sign(_t0), axis=-1), axis=-1), axis=-1), scale), p.shape),
-    )
+    grads = (_fill(_times(1, np.flip(_t1, axis=-1), scale), p.shape),)
     return value, grads
 
 

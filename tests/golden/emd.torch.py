@@ -84,8 +84,32 @@ def _validate(p, q, indexed):
 
     Class indices are checked by ``_prepare``.
     """
-    _check_domain("p", p, ("a vector of nonnegative entries summing to 1 over an axis", 0.0, 1.0, False, False, None, True))
-    _check_domain("q", q, ("a vector of nonnegative entries summing to 1 over an axis", 0.0, 1.0, False, False, None, True))
+    _check_domain(
+        "p",
+        p,
+        (
+            "a vector of nonnegative entries summing to 1 over an axis",
+            0.0,
+            1.0,
+            False,
+            False,
+            None,
+            True,
+        ),
+    )
+    _check_domain(
+        "q",
+        q,
+        (
+            "a vector of nonnegative entries summing to 1 over an axis",
+            0.0,
+            1.0,
+            False,
+            False,
+            None,
+            True,
+        ),
+    )
 
 
 def _fill(value, shape, dtype, device):
@@ -330,7 +354,11 @@ def _prepare(p, q):
 def _emd_value(p, q):
     """Per-sample loss."""
     dtype, device, batch = p.dtype, p.device, p.shape[:-1]
-    return _fill(torch.sum(torch.abs(torch.cumsum(p - q, dim=-1)), dim=-1, keepdim=True), batch + (1,), dtype, device)[..., 0]
+    _t0 = torch.abs(torch.cumsum(p - q, dim=-1))
+    return _fill(torch.sum(_t0, dim=-1, keepdim=True), batch + (1,), dtype, device)[
+        ...,
+        0,
+    ]
 
 
 def _emd_value_and_grads(p, q, *, scale=None):
@@ -342,9 +370,15 @@ def _emd_value_and_grads(p, q, *, scale=None):
     if isinstance(scale, torch.Tensor) and scale.ndim:
         scale = scale[..., None]  # one per sample: along the axis too
     _t0 = torch.cumsum(p - q, dim=-1)
-    value = _fill(torch.sum(torch.abs(_t0), dim=-1, keepdim=True), batch + (1,), dtype, device)[..., 0]
+    _t1 = torch.cumsum(torch.flip(_sign(_t0), (-1,)), dim=-1)
+    value = _fill(
+        torch.sum(torch.abs(_t0), dim=-1, keepdim=True),
+        batch + (1,),
+        dtype,
+        device,
+    )[..., 0]
     grads = (
-        _fill(_times(1, torch.flip(torch.cumsum(torch.flip(_sign(_t0), (-1,)), dim=-1), (-1,)), scale), p.shape, dtype, device),
+        _fill(_times(1, torch.flip(_t1, (-1,)), scale), p.shape, dtype, device),
     )
     return value, grads
 
@@ -352,7 +386,11 @@ def _emd_value_and_grads(p, q, *, scale=None):
 def _emd_targeted_value(p, q):
     """Per-sample loss."""
     dtype, device, batch = p.dtype, p.device, p.shape[:-1]
-    return _fill(torch.sum(torch.abs(torch.cumsum(p - q, dim=-1)), dim=-1, keepdim=True), batch + (1,), dtype, device)[..., 0]
+    _t0 = torch.abs(torch.cumsum(p - q, dim=-1))
+    return _fill(torch.sum(_t0, dim=-1, keepdim=True), batch + (1,), dtype, device)[
+        ...,
+        0,
+    ]
 
 
 def _emd_targeted_value_and_grads(p, q, *, scale=None):
@@ -365,7 +403,12 @@ def _emd_targeted_value_and_grads(p, q, *, scale=None):
         scale = scale[..., None]  # one per sample: along the axis too
     _t0 = torch.cumsum(p - q, dim=-1)
     _t1 = torch.flip(torch.cumsum(torch.flip(_sign(_t0), (-1,)), dim=-1), (-1,))
-    value = _fill(torch.sum(torch.abs(_t0), dim=-1, keepdim=True), batch + (1,), dtype, device)[..., 0]
+    value = _fill(
+        torch.sum(torch.abs(_t0), dim=-1, keepdim=True),
+        batch + (1,),
+        dtype,
+        device,
+    )[..., 0]
     grads = (
         _fill(_times(1, _t1, scale), p.shape, dtype, device),
         _fill(_times(-1, _t1, scale), q.shape, dtype, device),  # a target's
@@ -622,7 +665,9 @@ def _both(reduction, fused, indexed, targeted, keep, counts, p, q):
     A target's None where ``targeted`` is false: no target requires grad; and the factor
     each term's gradients already carry (None: none; see ``_chunked``).
     """
-    value, grad_term_0, _carried_0 = _run(fused, ("emd", False, targeted), 1, reduction, None, None, p, p, q)
+    value, grad_term_0, _carried_0 = _run(
+        fused, ("emd", False, targeted), 1, reduction, None, None, p, p, q
+    )
     if not targeted:
         grad_term_0 = (*grad_term_0, None, )
     return value, (*grad_term_0,), (_carried_0, )
@@ -679,8 +724,12 @@ class _EmdLossFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, reduction, fused, indexed, targeted, keep, counts, p, q):
-        loss, grads, carried = _both(reduction, fused, indexed, targeted, keep, counts, p, q)
-        _save(ctx, reduction, indexed, targeted, keep, counts, (p, q), (), grads, carried)
+        loss, grads, carried = _both(
+            reduction, fused, indexed, targeted, keep, counts, p, q
+        )
+        _save(
+            ctx, reduction, indexed, targeted, keep, counts, (p, q), (), grads, carried
+        )
         return loss
 
     @staticmethod
@@ -704,7 +753,10 @@ class _EmdLossFunction(torch.autograd.Function):
         else:
             grads = saved[4:6]
         if recompute or ctx.carried[0] is None:
-            upstream, handed = _upstream(grad_output, ctx.reduction, p.shape[:-1], None, None), False
+            upstream, handed = (
+                _upstream(grad_output, ctx.reduction, p.shape[:-1], None, None),
+                False,
+            )
         else:  # the gradients carry the reduction's factor already
             upstream = grad_output
             # then each is handed on as it is where the upstream gradient is 1: no pass
@@ -712,10 +764,18 @@ class _EmdLossFunction(torch.autograd.Function):
             # multiplication of a small batch, so a small batch multiplies)
             handed = p.shape[:-1].numel() >= _HANDED and _one(upstream)
             ctx.handed = ctx.handed or handed
-        part = grads[0] if handed else grads[0] * (upstream[..., None] if upstream.ndim else upstream)
+        part = (
+            grads[0]
+            if handed
+            else grads[0] * (upstream[..., None] if upstream.ndim else upstream)
+        )
         grad_p = part if grad_p is None else grad_p + part
         if grads[1] is not None:  # the target requires grad
-            part = grads[1] if handed else grads[1] * (upstream[..., None] if upstream.ndim else upstream)
+            part = (
+                grads[1]
+                if handed
+                else grads[1] * (upstream[..., None] if upstream.ndim else upstream)
+            )
             grad_q = part if grad_q is None else grad_q + part
         return None, None, None, None, None, None, grad_p, grad_q
 
@@ -766,7 +826,10 @@ class _EmdLossTransformedFunction(_EmdLossFunction):
         if tangent is not None:
             part = (grads[1] * tangent).sum(-1)
             change = part if change is None else change + part
-        return (None if change is None else _reduce(change, ctx.reduction, None, None), *(None for _ in grads))
+        return (
+            None if change is None else _reduce(change, ctx.reduction, None, None),
+            *(None for _ in grads),
+        )
 
 
 def _distinct(outputs, inputs):
@@ -788,19 +851,24 @@ def _distinct(outputs, inputs):
 class EmdLoss(torch.nn.Module):
     """1-D earth mover's distance between two histograms.
 
-    The L1 distance between the cumulative distributions of p and q over ordered bins: the work needed to move one histogram onto the other.
+    The L1 distance between the cumulative distributions of p and q over ordered bins:
+    the work needed to move one histogram onto the other.
 
     The per-sample loss is::
 
         emd(p, q) = sum(abs(cumsum(p - q)))
 
-    With ``reduction="mean"`` (the default) the per-sample losses are averaged over every
+    With ``reduction="mean"`` (the default) the per-sample losses are averaged over
+    every
     element of the batch; ``"sum"`` adds them up; ``"none"`` returns them unreduced.
 
     Args:
-        reduction (str, optional): ``"mean"`` | ``"sum"`` | ``"none"`` | ``"batchmean"`` (the sum divided by the batch's first dimension). Default: ``"mean"``.
-        fused (bool, optional): compute loss and gradient in one compiled kernel (``torch.compile``). Default: ``False``.
-        validate (bool, optional): check every tensor and param against its declared domain; a ValueError names the first value outside it. Default: ``False``.
+        reduction (str, optional): ``"mean"`` | ``"sum"`` | ``"none"`` | ``"batchmean"``
+            (the sum divided by the batch's first dimension). Default: ``"mean"``.
+        fused (bool, optional): compute loss and gradient in one compiled kernel
+            (``torch.compile``). Default: ``False``.
+        validate (bool, optional): check every tensor and param against its declared
+            domain; a ValueError names the first value outside it. Default: ``False``.
 
     Shape:
         - p: ``(*, C)``: C entries along axis ``bin``; domain simplex.
@@ -808,7 +876,8 @@ class EmdLoss(torch.nn.Module):
         - Output: a scalar; ``(*)`` with ``reduction="none"``.
 
     Stable form:
-        Sums and absolute values only: exact up to summation rounding. The gradient is the reverse cumulative sum of sign(cumsum(p - q)).
+        Sums and absolute values only: exact up to summation rounding. The gradient is
+            the reverse cumulative sum of sign(cumsum(p - q)).
 
     Reference:
         sum(abs(cumsum(p - q))) (1-D Wasserstein-1 distance between histograms)
@@ -860,9 +929,21 @@ class EmdLoss(torch.nn.Module):
         # the transform may ask)
         targeted = transformed or (torch.is_grad_enabled() and (q.requires_grad))
         if transformed:
-            return _EmdLossTransformedFunction.apply(self.reduction, fused, indexed, targeted, keep, counts, p, q, *params)[0]
+            return _EmdLossTransformedFunction.apply(
+                self.reduction,
+                fused,
+                indexed,
+                targeted,
+                keep,
+                counts,
+                p,
+                q,
+                *params,
+            )[0]
         if torch.is_grad_enabled() and (p.requires_grad or targeted):
-            return _EmdLossFunction.apply(self.reduction, fused, indexed, targeted, keep, counts, p, q, *params)
+            return _EmdLossFunction.apply(
+                self.reduction, fused, indexed, targeted, keep, counts, p, q, *params
+            )
         return _loss(self.reduction, params, fused, indexed, keep, counts, p, q)
 
     def extra_repr(self):

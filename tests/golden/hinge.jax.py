@@ -16,9 +16,11 @@ With ``reduction="mean"`` (the default) the per-sample losses are averaged over 
 element of the batch; ``"sum"`` adds them up; ``"none"`` returns them unreduced.
 
 Args:
-    reduction (str, optional): ``"mean"`` | ``"sum"`` | ``"none"`` | ``"batchmean"`` (the sum divided by the batch's first dimension). Default: ``"mean"``.
+    reduction (str, optional): ``"mean"`` | ``"sum"`` | ``"none"`` | ``"batchmean"``
+    (the sum divided by the batch's first dimension). Default: ``"mean"``.
     margin (float, optional): domain real. Default: ``1.0``.
-    validate (bool, optional): check every array and param against its declared domain; a ValueError names the first value outside it. Default: ``False``.
+    validate (bool, optional): check every array and param against its declared domain;
+    a ValueError names the first value outside it. Default: ``False``.
 
 Shape:
     - score: ``(*)``, any batch shape; domain real.
@@ -122,9 +124,35 @@ def _validate(score, target, margin, indexed):
 
     Class indices are checked by ``_prepare``; returned as checked.
     """
-    score = _check_domain("score", score, ("any finite real number", -float("inf"), float("inf"), True, True, None, False))
-    target = _check_domain("target", target, ("-1 or +1", -1.0, 1.0, False, False, (-1.0, 1.0,), False))
-    _check_domain("margin", margin, ("any finite real number", -float("inf"), float("inf"), True, True, None, False))
+    score = _check_domain(
+        "score",
+        score,
+        (
+            "any finite real number",
+            -float("inf"),
+            float("inf"),
+            True,
+            True,
+            None,
+            False,
+        ),
+    )
+    target = _check_domain(
+        "target", target, ("-1 or +1", -1.0, 1.0, False, False, (-1.0, 1.0,), False)
+    )
+    _check_domain(
+        "margin",
+        margin,
+        (
+            "any finite real number",
+            -float("inf"),
+            float("inf"),
+            True,
+            True,
+            None,
+            False,
+        ),
+    )
     return score, target
 
 
@@ -301,7 +329,7 @@ def _hinge_value(score, target, margin):
     """Per-sample loss."""
     dtype = score.dtype
     batch = score.shape
-    return _fill(jnp.maximum(0, margin - score*target), batch, dtype)
+    return _fill(jnp.maximum(0, margin - score * target), batch, dtype)
 
 
 def _hinge_value_and_grads(score, target, margin, *, scale=None):
@@ -311,11 +339,10 @@ def _hinge_value_and_grads(score, target, margin, *, scale=None):
     """
     dtype = score.dtype
     batch = score.shape
-    _t0 = margin - score*target
+    _t0 = margin - score * target
+    _t1 = jnp.sign(jnp.maximum(_t0, 0.0))
     value = _fill(jnp.maximum(0, _t0), batch, dtype)
-    grads = (
-        _fill(_times(-1, target*jnp.sign(jnp.maximum(_t0, 0.0)), scale), score.shape, dtype),
-    )
+    grads = (_fill(_times(-1, target * _t1, scale), score.shape, dtype),)
     return value, grads
 
 

@@ -84,8 +84,22 @@ def _validate(score, target, indexed):
 
     Class indices are checked by ``_prepare``.
     """
-    _check_domain("score", score, ("any finite real number", -float("inf"), float("inf"), True, True, None, False))
-    _check_domain("target", target, ("-1 or +1", -1.0, 1.0, False, False, (-1.0, 1.0,), False))
+    _check_domain(
+        "score",
+        score,
+        (
+            "any finite real number",
+            -float("inf"),
+            float("inf"),
+            True,
+            True,
+            None,
+            False,
+        ),
+    )
+    _check_domain(
+        "target", target, ("-1 or +1", -1.0, 1.0, False, False, (-1.0, 1.0,), False)
+    )
 
 
 def _fill(value, shape, dtype, device):
@@ -337,7 +351,7 @@ def _prepare(score, target):
 def _hinge_value(score, target, margin):
     """Per-sample loss."""
     dtype, device, batch = score.dtype, score.device, score.shape
-    return _fill(torch.clamp(margin - score*target, min=0), batch, dtype, device)
+    return _fill(torch.clamp(margin - score * target, min=0), batch, dtype, device)
 
 
 def _hinge_value_and_grads(score, target, margin, *, scale=None):
@@ -346,10 +360,11 @@ def _hinge_value_and_grads(score, target, margin, *, scale=None):
     The gradients per element, times ``scale``, the reduction's factor (None: none).
     """
     dtype, device, batch = score.dtype, score.device, score.shape
-    _t0 = margin - score*target
+    _t0 = margin - score * target
+    _t1 = torch.ceil(torch.clamp(_t0, 0.0, 1.0))
     value = _fill(torch.clamp(_t0, min=0), batch, dtype, device)
     grads = (
-        _fill(_times(-1, target*torch.ceil(torch.clamp(_t0, 0.0, 1.0)), scale), score.shape, dtype, device),
+        _fill(_times(-1, target * _t1, scale), score.shape, dtype, device),
     )
     return value, grads
 
@@ -593,7 +608,9 @@ def _run(fused, term, which, reduction, keep, counts, like, *args):
 def _loss(reduction, params, fused, indexed, keep, counts, score, target):
     """The reduced loss, value only (no gradient is wanted)."""
     margin, = params
-    return _run(fused, ("hinge", False), 0, reduction, None, None, score, score, target, margin)
+    return _run(
+        fused, ("hinge", False), 0, reduction, None, None, score, score, target, margin
+    )
 
 
 def _both(reduction, fused, indexed, targeted, keep, counts, score, target, margin):
@@ -602,7 +619,9 @@ def _both(reduction, fused, indexed, targeted, keep, counts, score, target, marg
     A target's None where ``targeted`` is false: no target requires grad; and the factor
     each term's gradients already carry (None: none; see ``_chunked``).
     """
-    value, grad_term_0, _carried_0 = _run(fused, ("hinge", False), 1, reduction, None, None, score, score, target, margin)
+    value, grad_term_0, _carried_0 = _run(
+        fused, ("hinge", False), 1, reduction, None, None, score, score, target, margin
+    )
     return value, (*grad_term_0,), (_carried_0, )
 
 
@@ -656,9 +675,24 @@ class _HingeLossFunction(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, reduction, fused, indexed, targeted, keep, counts, score, target, margin):
-        loss, grads, carried = _both(reduction, fused, indexed, targeted, keep, counts, score, target, margin)
-        _save(ctx, reduction, indexed, targeted, keep, counts, (score, target), (margin,), grads, carried)
+    def forward(
+        ctx, reduction, fused, indexed, targeted, keep, counts, score, target, margin
+    ):
+        loss, grads, carried = _both(
+            reduction, fused, indexed, targeted, keep, counts, score, target, margin
+        )
+        _save(
+            ctx,
+            reduction,
+            indexed,
+            targeted,
+            keep,
+            counts,
+            (score, target),
+            (margin,),
+            grads,
+            carried,
+        )
         return loss
 
     @staticmethod
@@ -681,7 +715,10 @@ class _HingeLossFunction(torch.autograd.Function):
         else:
             grads = saved[4:5]
         if recompute or ctx.carried[0] is None:
-            upstream, handed = _upstream(grad_output, ctx.reduction, score.shape, None, None), False
+            upstream, handed = (
+                _upstream(grad_output, ctx.reduction, score.shape, None, None),
+                False,
+            )
         else:  # the gradients carry the reduction's factor already
             upstream = grad_output
             # then each is handed on as it is where the upstream gradient is 1: no pass
@@ -710,8 +747,12 @@ class _HingeLossTransformedFunction(_HingeLossFunction):
     generate_vmap_rule = True
 
     @staticmethod
-    def forward(reduction, fused, indexed, targeted, keep, counts, score, target, margin):
-        loss, grads, _ = _both(reduction, fused, indexed, targeted, keep, counts, score, target, margin)
+    def forward(
+        reduction, fused, indexed, targeted, keep, counts, score, target, margin
+    ):
+        loss, grads, _ = _both(
+            reduction, fused, indexed, targeted, keep, counts, score, target, margin
+        )
         return _distinct((loss, *grads), (score, target))
 
     @staticmethod
@@ -736,7 +777,10 @@ class _HingeLossTransformedFunction(_HingeLossFunction):
         if tangent is not None:
             part = grads[0] * tangent
             change = part if change is None else change + part
-        return (None if change is None else _reduce(change, ctx.reduction, None, None), *(None for _ in grads))
+        return (
+            None if change is None else _reduce(change, ctx.reduction, None, None),
+            *(None for _ in grads),
+        )
 
 
 def _distinct(outputs, inputs):
@@ -781,20 +825,41 @@ def _recheck(module, incompatible_keys):
     Against their domains.
     """
     if module.validate:
-        _check_domain("margin", module.margin, ("any finite real number", -float("inf"), float("inf"), True, True, None, False))
+        _check_domain(
+            "margin",
+            module.margin,
+            (
+                "any finite real number",
+                -float("inf"),
+                float("inf"),
+                True,
+                True,
+                None,
+                False,
+            ),
+        )
 
 
 #: The params held as buffers, with their domains: what an assignment to one is checked
 #: against.
 _BUFFERS = {
-    "margin": ("any finite real number", -float("inf"), float("inf"), True, True, None, False),
+    "margin": (
+        "any finite real number",
+        -float("inf"),
+        float("inf"),
+        True,
+        True,
+        None,
+        False,
+    ),
 }
 
 
 class HingeLoss(torch.nn.Module):
     """Hinge loss for a +-1 target: zero once the margin is met.
 
-    The SVM loss: linear penalty when target*score falls below the margin, zero beyond it.
+    The SVM loss: linear penalty when target*score falls below the margin, zero beyond
+    it.
 
     The per-sample loss is::
 
@@ -804,14 +869,18 @@ class HingeLoss(torch.nn.Module):
 
         max(0, margin - target * score)
 
-    With ``reduction="mean"`` (the default) the per-sample losses are averaged over every
+    With ``reduction="mean"`` (the default) the per-sample losses are averaged over
+    every
     element of the batch; ``"sum"`` adds them up; ``"none"`` returns them unreduced.
 
     Args:
-        reduction (str, optional): ``"mean"`` | ``"sum"`` | ``"none"`` | ``"batchmean"`` (the sum divided by the batch's first dimension). Default: ``"mean"``.
+        reduction (str, optional): ``"mean"`` | ``"sum"`` | ``"none"`` | ``"batchmean"``
+            (the sum divided by the batch's first dimension). Default: ``"mean"``.
         margin (float, optional): domain real. Default: ``1.0``.
-        fused (bool, optional): compute loss and gradient in one compiled kernel (``torch.compile``). Default: ``False``.
-        validate (bool, optional): check every tensor and param against its declared domain; a ValueError names the first value outside it. Default: ``False``.
+        fused (bool, optional): compute loss and gradient in one compiled kernel
+            (``torch.compile``). Default: ``False``.
+        validate (bool, optional): check every tensor and param against its declared
+            domain; a ValueError names the first value outside it. Default: ``False``.
 
     Shape:
         - score: ``(*)``, any batch shape; domain real.
@@ -819,7 +888,8 @@ class HingeLoss(torch.nn.Module):
         - Output: a scalar; ``(*)`` with ``reduction="none"``.
 
     Stable form:
-        Piecewise linear: exact. At the kink the gradient is 0, torch.relu's subgradient.
+        Piecewise linear: exact. At the kink the gradient is 0, torch.relu's
+            subgradient.
 
     Reference:
         max(0, margin - target*score) (SVM hinge loss)
@@ -839,7 +909,9 @@ class HingeLoss(torch.nn.Module):
         self.reduction = reduction
         self.fused = bool(fused)
         self.validate = bool(validate)
-        self.register_buffer("margin", _param("margin", margin, _BUFFERS["margin"], self.validate))
+        self.register_buffer(
+            "margin", _param("margin", margin, _BUFFERS["margin"], self.validate)
+        )
         self.register_load_state_dict_post_hook(_recheck)
 
     def _params(self):
@@ -871,18 +943,46 @@ class HingeLoss(torch.nn.Module):
     def _forward(self, params, indexed, keep, counts, score, target):
         if self.validate:
             _validate(score, target, indexed)
-        if not torch.compiler.is_compiling() and torch.is_grad_enabled() and (target.requires_grad):
+        if (
+            not torch.compiler.is_compiling()
+            and torch.is_grad_enabled()
+            and (target.requires_grad)
+        ):
             _no_target_gradient([("target", target)])
         # torch.func or forward-mode AD
         transformed = not torch.compiler.is_compiling() and _transformed()
         # under torch.func the eager functions run: the transforms apply to them
-        fused = self.fused and not transformed and _fused(True, score.device, score.dtype)
+        fused = (
+            self.fused and not transformed and _fused(True, score.device, score.dtype)
+        )
         targeted = False
         if transformed:
-            return _HingeLossTransformedFunction.apply(self.reduction, fused, indexed, targeted, keep, counts, score, target, *params)[0]
+            return _HingeLossTransformedFunction.apply(
+                self.reduction,
+                fused,
+                indexed,
+                targeted,
+                keep,
+                counts,
+                score,
+                target,
+                *params,
+            )[0]
         if torch.is_grad_enabled() and (score.requires_grad):
-            return _HingeLossFunction.apply(self.reduction, fused, indexed, targeted, keep, counts, score, target, *params)
-        return _loss(self.reduction, params, fused, indexed, keep, counts, score, target)
+            return _HingeLossFunction.apply(
+                self.reduction,
+                fused,
+                indexed,
+                targeted,
+                keep,
+                counts,
+                score,
+                target,
+                *params,
+            )
+        return _loss(
+            self.reduction, params, fused, indexed, keep, counts, score, target
+        )
 
     def __setattr__(self, name, value):
         """A param set as on torch's module, checked as the constructor checks it.

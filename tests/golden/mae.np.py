@@ -2,7 +2,8 @@
 # Formula: abs(pred - target)
 """Mean absolute error (L1): the absolute residual, averaged.
 
-Absolute error between a prediction and its target. Convex with a bounded gradient, so robust to outliers; not differentiable at a zero residual.
+Absolute error between a prediction and its target. Convex with a bounded gradient, so
+robust to outliers; not differentiable at a zero residual.
 
 The per-sample loss is::
 
@@ -12,8 +13,10 @@ With ``reduction="mean"`` (the default) the per-sample losses are averaged over 
 element of the batch; ``"sum"`` adds them up; ``"none"`` returns them unreduced.
 
 Args:
-    reduction (str, optional): ``"mean"`` | ``"sum"`` | ``"none"`` | ``"batchmean"`` (the sum divided by the batch's first dimension). Default: ``"mean"``.
-    validate (bool, optional): check every array and param against its declared domain; a ValueError names the first value outside it. Default: ``False``.
+    reduction (str, optional): ``"mean"`` | ``"sum"`` | ``"none"`` | ``"batchmean"``
+    (the sum divided by the batch's first dimension). Default: ``"mean"``.
+    validate (bool, optional): check every array and param against its declared domain;
+    a ValueError names the first value outside it. Default: ``False``.
 
 Shape:
     - pred: ``(*)``, any batch shape; domain real.
@@ -21,7 +24,8 @@ Shape:
     - Output: a scalar; ``(*)`` with ``reduction="none"``.
 
 Stable form:
-    abs() is exact. At a zero residual the gradient is sign(0) = 0, PyTorch's subgradient.
+    abs() is exact. At a zero residual the gradient is sign(0) = 0, PyTorch's
+    subgradient.
 
 Reference:
     torch.nn.functional.l1_loss
@@ -113,8 +117,32 @@ def _validate(pred, target, indexed):
 
     Class indices are checked by ``_prepare``.
     """
-    _check_domain("pred", pred, ("any finite real number", -float("inf"), float("inf"), True, True, None, False))
-    _check_domain("target", target, ("any finite real number", -float("inf"), float("inf"), True, True, None, False))
+    _check_domain(
+        "pred",
+        pred,
+        (
+            "any finite real number",
+            -float("inf"),
+            float("inf"),
+            True,
+            True,
+            None,
+            False,
+        ),
+    )
+    _check_domain(
+        "target",
+        target,
+        (
+            "any finite real number",
+            -float("inf"),
+            float("inf"),
+            True,
+            True,
+            None,
+            False,
+        ),
+    )
 
 
 def _fill(value, shape):

@@ -84,8 +84,32 @@ def _validate(pred, target, indexed):
 
     Class indices are checked by ``_prepare``.
     """
-    _check_domain("pred", pred, ("any finite real number", -float("inf"), float("inf"), True, True, None, False))
-    _check_domain("target", target, ("any finite real number", -float("inf"), float("inf"), True, True, None, False))
+    _check_domain(
+        "pred",
+        pred,
+        (
+            "any finite real number",
+            -float("inf"),
+            float("inf"),
+            True,
+            True,
+            None,
+            False,
+        ),
+    )
+    _check_domain(
+        "target",
+        target,
+        (
+            "any finite real number",
+            -float("inf"),
+            float("inf"),
+            True,
+            True,
+            None,
+            False,
+        ),
+    )
 
 
 def _fill(value, shape, dtype, device):
@@ -628,7 +652,9 @@ def _run(fused, term, which, reduction, keep, counts, like, *args):
 
 def _loss(reduction, params, fused, indexed, keep, counts, pred, target):
     """The reduced loss, value only (no gradient is wanted)."""
-    return _run(fused, ("mae", False, False), 0, reduction, None, None, pred, pred, target)
+    return _run(
+        fused, ("mae", False, False), 0, reduction, None, None, pred, pred, target
+    )
 
 
 def _both(reduction, fused, indexed, targeted, keep, counts, pred, target):
@@ -637,7 +663,9 @@ def _both(reduction, fused, indexed, targeted, keep, counts, pred, target):
     A target's None where ``targeted`` is false: no target requires grad; and the factor
     each term's gradients already carry (None: none; see ``_chunked``).
     """
-    value, grad_term_0, _carried_0 = _run(fused, ("mae", False, targeted), 1, reduction, None, None, pred, pred, target)
+    value, grad_term_0, _carried_0 = _run(
+        fused, ("mae", False, targeted), 1, reduction, None, None, pred, pred, target
+    )
     if not targeted:
         grad_term_0 = (*grad_term_0, None, )
     return value, (*grad_term_0,), (_carried_0, )
@@ -694,8 +722,21 @@ class _L1LossFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, reduction, fused, indexed, targeted, keep, counts, pred, target):
-        loss, grads, carried = _both(reduction, fused, indexed, targeted, keep, counts, pred, target)
-        _save(ctx, reduction, indexed, targeted, keep, counts, (pred, target), (), grads, carried)
+        loss, grads, carried = _both(
+            reduction, fused, indexed, targeted, keep, counts, pred, target
+        )
+        _save(
+            ctx,
+            reduction,
+            indexed,
+            targeted,
+            keep,
+            counts,
+            (pred, target),
+            (),
+            grads,
+            carried,
+        )
         return loss
 
     @staticmethod
@@ -719,7 +760,10 @@ class _L1LossFunction(torch.autograd.Function):
         else:
             grads = saved[4:6]
         if recompute or ctx.carried[0] is None:
-            upstream, handed = _upstream(grad_output, ctx.reduction, pred.shape, None, None), False
+            upstream, handed = (
+                _upstream(grad_output, ctx.reduction, pred.shape, None, None),
+                False,
+            )
         else:  # the gradients carry the reduction's factor already
             upstream = grad_output
             # then each is handed on as it is where the upstream gradient is 1: no pass
@@ -752,7 +796,9 @@ class _L1LossTransformedFunction(_L1LossFunction):
 
     @staticmethod
     def forward(reduction, fused, indexed, targeted, keep, counts, pred, target):
-        loss, grads, _ = _both(reduction, fused, indexed, targeted, keep, counts, pred, target)
+        loss, grads, _ = _both(
+            reduction, fused, indexed, targeted, keep, counts, pred, target
+        )
         return _distinct((loss, *grads), (pred, target))
 
     @staticmethod
@@ -781,7 +827,10 @@ class _L1LossTransformedFunction(_L1LossFunction):
         if tangent is not None:
             part = grads[1] * tangent
             change = part if change is None else change + part
-        return (None if change is None else _reduce(change, ctx.reduction, None, None), *(None for _ in grads))
+        return (
+            None if change is None else _reduce(change, ctx.reduction, None, None),
+            *(None for _ in grads),
+        )
 
 
 def _distinct(outputs, inputs):
@@ -803,21 +852,28 @@ def _distinct(outputs, inputs):
 class L1Loss(torch.nn.Module):
     """Mean absolute error (L1): the absolute residual, averaged.
 
-    Absolute error between a prediction and its target. Convex with a bounded gradient, so robust to outliers; not differentiable at a zero residual.
+    Absolute error between a prediction and its target. Convex with a bounded gradient,
+    so robust to outliers; not differentiable at a zero residual.
 
     The per-sample loss is::
 
         mae(pred, target) = abs(pred - target)
 
-    With ``reduction="mean"`` (the default) the per-sample losses are averaged over every
+    With ``reduction="mean"`` (the default) the per-sample losses are averaged over
+    every
     element of the batch; ``"sum"`` adds them up; ``"none"`` returns them unreduced.
 
     Args:
-        size_average (bool, optional): deprecated (see ``reduction``), as in torch. Default: ``None``.
-        reduce (bool, optional): deprecated (see ``reduction``), as in torch. Default: ``None``.
-        reduction (str, optional): ``"mean"`` | ``"sum"`` | ``"none"`` | ``"batchmean"`` (the sum divided by the batch's first dimension). Default: ``"mean"``.
-        fused (bool, optional): compute loss and gradient in one compiled kernel (``torch.compile``). Default: ``False``.
-        validate (bool, optional): check every tensor and param against its declared domain; a ValueError names the first value outside it. Default: ``False``.
+        size_average (bool, optional): deprecated (see ``reduction``), as in torch.
+            Default: ``None``.
+        reduce (bool, optional): deprecated (see ``reduction``), as in torch. Default:
+            ``None``.
+        reduction (str, optional): ``"mean"`` | ``"sum"`` | ``"none"`` | ``"batchmean"``
+            (the sum divided by the batch's first dimension). Default: ``"mean"``.
+        fused (bool, optional): compute loss and gradient in one compiled kernel
+            (``torch.compile``). Default: ``False``.
+        validate (bool, optional): check every tensor and param against its declared
+            domain; a ValueError names the first value outside it. Default: ``False``.
 
     Shape:
         - pred: ``(*)``, any batch shape; domain real.
@@ -825,7 +881,8 @@ class L1Loss(torch.nn.Module):
         - Output: a scalar; ``(*)`` with ``reduction="none"``.
 
     Stable form:
-        abs() is exact. At a zero residual the gradient is sign(0) = 0, PyTorch's subgradient.
+        abs() is exact. At a zero residual the gradient is sign(0) = 0, PyTorch's
+            subgradient.
 
     Reference:
         torch.nn.functional.l1_loss
@@ -839,7 +896,15 @@ class L1Loss(torch.nn.Module):
         >>> value.backward()
     """
 
-    def __init__(self, size_average=None, reduce=None, reduction="mean", *, fused=False, validate=False):
+    def __init__(
+        self,
+        size_average=None,
+        reduce=None,
+        reduction="mean",
+        *,
+        fused=False,
+        validate=False,
+    ):
         super().__init__()
         reduction = _legacy_reduction(size_average, reduce, reduction)
         _check_reduction(reduction)
@@ -878,9 +943,29 @@ class L1Loss(torch.nn.Module):
         # the transform may ask)
         targeted = transformed or (torch.is_grad_enabled() and (target.requires_grad))
         if transformed:
-            return _L1LossTransformedFunction.apply(self.reduction, fused, indexed, targeted, keep, counts, pred, target, *params)[0]
+            return _L1LossTransformedFunction.apply(
+                self.reduction,
+                fused,
+                indexed,
+                targeted,
+                keep,
+                counts,
+                pred,
+                target,
+                *params,
+            )[0]
         if torch.is_grad_enabled() and (pred.requires_grad or targeted):
-            return _L1LossFunction.apply(self.reduction, fused, indexed, targeted, keep, counts, pred, target, *params)
+            return _L1LossFunction.apply(
+                self.reduction,
+                fused,
+                indexed,
+                targeted,
+                keep,
+                counts,
+                pred,
+                target,
+                *params,
+            )
         return _loss(self.reduction, params, fused, indexed, keep, counts, pred, target)
 
     def extra_repr(self):

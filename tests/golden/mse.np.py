@@ -2,7 +2,8 @@
 # Formula: (pred - target)**2
 """Mean squared error: the squared residual, averaged.
 
-Squared error between a prediction and its target. Convex and smooth, but its gradient grows with the residual, so outliers dominate training.
+Squared error between a prediction and its target. Convex and smooth, but its gradient
+grows with the residual, so outliers dominate training.
 
 The per-sample loss is::
 
@@ -12,8 +13,10 @@ With ``reduction="mean"`` (the default) the per-sample losses are averaged over 
 element of the batch; ``"sum"`` adds them up; ``"none"`` returns them unreduced.
 
 Args:
-    reduction (str, optional): ``"mean"`` | ``"sum"`` | ``"none"`` | ``"batchmean"`` (the sum divided by the batch's first dimension). Default: ``"mean"``.
-    validate (bool, optional): check every array and param against its declared domain; a ValueError names the first value outside it. Default: ``False``.
+    reduction (str, optional): ``"mean"`` | ``"sum"`` | ``"none"`` | ``"batchmean"``
+    (the sum divided by the batch's first dimension). Default: ``"mean"``.
+    validate (bool, optional): check every array and param against its declared domain;
+    a ValueError names the first value outside it. Default: ``False``.
 
 Shape:
     - pred: ``(*)``, any batch shape; domain real.
@@ -21,7 +24,8 @@ Shape:
     - Output: a scalar; ``(*)`` with ``reduction="none"``.
 
 Stable form:
-    A polynomial: finite for every finite input whose square is finite (|residual| < 1.3e154 in float64, 1.8e19 in float32).
+    A polynomial: finite for every finite input whose square is finite (|residual| <
+    1.3e154 in float64, 1.8e19 in float32).
 
 Reference:
     torch.nn.functional.mse_loss
@@ -113,8 +117,32 @@ def _validate(pred, target, indexed):
 
     Class indices are checked by ``_prepare``.
     """
-    _check_domain("pred", pred, ("any finite real number", -float("inf"), float("inf"), True, True, None, False))
-    _check_domain("target", target, ("any finite real number", -float("inf"), float("inf"), True, True, None, False))
+    _check_domain(
+        "pred",
+        pred,
+        (
+            "any finite real number",
+            -float("inf"),
+            float("inf"),
+            True,
+            True,
+            None,
+            False,
+        ),
+    )
+    _check_domain(
+        "target",
+        target,
+        (
+            "any finite real number",
+            -float("inf"),
+            float("inf"),
+            True,
+            True,
+            None,
+            False,
+        ),
+    )
 
 
 def _fill(value, shape):
@@ -231,7 +259,7 @@ def _prepare(pred, target):
 def _mse_value(pred, target):
     """Per-sample loss."""
     batch = pred.shape
-    return _fill((pred - target)**2, batch)
+    return _fill((pred - target) ** 2, batch)
 
 
 def _mse_value_and_grads(pred, target, *, scale=None):

@@ -84,8 +84,32 @@ def _validate(pred, target, indexed):
 
     Class indices are checked by ``_prepare``.
     """
-    _check_domain("pred", pred, ("any finite real number", -float("inf"), float("inf"), True, True, None, False))
-    _check_domain("target", target, ("any finite real number", -float("inf"), float("inf"), True, True, None, False))
+    _check_domain(
+        "pred",
+        pred,
+        (
+            "any finite real number",
+            -float("inf"),
+            float("inf"),
+            True,
+            True,
+            None,
+            False,
+        ),
+    )
+    _check_domain(
+        "target",
+        target,
+        (
+            "any finite real number",
+            -float("inf"),
+            float("inf"),
+            True,
+            True,
+            None,
+            False,
+        ),
+    )
 
 
 def _fill(value, shape, dtype, device):
@@ -341,7 +365,7 @@ def _prepare(pred, target):
 def _mse_value(pred, target):
     """Per-sample loss."""
     dtype, device, batch = pred.dtype, pred.device, pred.shape
-    return _fill((pred - target)**2, batch, dtype, device)
+    return _fill((pred - target) ** 2, batch, dtype, device)
 
 
 def _mse_value_and_grads(pred, target, *, scale=None):
@@ -361,7 +385,7 @@ def _mse_value_and_grads(pred, target, *, scale=None):
 def _mse_targeted_value(pred, target):
     """Per-sample loss."""
     dtype, device, batch = pred.dtype, pred.device, pred.shape
-    return _fill((pred - target)**2, batch, dtype, device)
+    return _fill((pred - target) ** 2, batch, dtype, device)
 
 
 def _mse_targeted_value_and_grads(pred, target, *, scale=None):
@@ -374,7 +398,7 @@ def _mse_targeted_value_and_grads(pred, target, *, scale=None):
     value = _fill(_t0**2, batch, dtype, device)
     grads = (
         _fill(_times(2, _t0, scale), pred.shape, dtype, device),
-        _fill(_times(2, (-_t0), scale), target.shape, dtype, device),  # a target's
+        _fill(_times(2, -_t0, scale), target.shape, dtype, device),  # a target's
     )
     return value, grads
 
@@ -619,7 +643,9 @@ def _run(fused, term, which, reduction, keep, counts, like, *args):
 
 def _loss(reduction, params, fused, indexed, keep, counts, pred, target):
     """The reduced loss, value only (no gradient is wanted)."""
-    return _run(fused, ("mse", False, False), 0, reduction, None, None, pred, pred, target)
+    return _run(
+        fused, ("mse", False, False), 0, reduction, None, None, pred, pred, target
+    )
 
 
 def _both(reduction, fused, indexed, targeted, keep, counts, pred, target):
@@ -628,7 +654,9 @@ def _both(reduction, fused, indexed, targeted, keep, counts, pred, target):
     A target's None where ``targeted`` is false: no target requires grad; and the factor
     each term's gradients already carry (None: none; see ``_chunked``).
     """
-    value, grad_term_0, _carried_0 = _run(fused, ("mse", False, targeted), 1, reduction, None, None, pred, pred, target)
+    value, grad_term_0, _carried_0 = _run(
+        fused, ("mse", False, targeted), 1, reduction, None, None, pred, pred, target
+    )
     if not targeted:
         grad_term_0 = (*grad_term_0, None, )
     return value, (*grad_term_0,), (_carried_0, )
@@ -685,8 +713,21 @@ class _MSELossFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, reduction, fused, indexed, targeted, keep, counts, pred, target):
-        loss, grads, carried = _both(reduction, fused, indexed, targeted, keep, counts, pred, target)
-        _save(ctx, reduction, indexed, targeted, keep, counts, (pred, target), (), grads, carried)
+        loss, grads, carried = _both(
+            reduction, fused, indexed, targeted, keep, counts, pred, target
+        )
+        _save(
+            ctx,
+            reduction,
+            indexed,
+            targeted,
+            keep,
+            counts,
+            (pred, target),
+            (),
+            grads,
+            carried,
+        )
         return loss
 
     @staticmethod
@@ -710,7 +751,10 @@ class _MSELossFunction(torch.autograd.Function):
         else:
             grads = saved[4:6]
         if recompute or ctx.carried[0] is None:
-            upstream, handed = _upstream(grad_output, ctx.reduction, pred.shape, None, None), False
+            upstream, handed = (
+                _upstream(grad_output, ctx.reduction, pred.shape, None, None),
+                False,
+            )
         else:  # the gradients carry the reduction's factor already
             upstream = grad_output
             # then each is handed on as it is where the upstream gradient is 1: no pass
@@ -743,7 +787,9 @@ class _MSELossTransformedFunction(_MSELossFunction):
 
     @staticmethod
     def forward(reduction, fused, indexed, targeted, keep, counts, pred, target):
-        loss, grads, _ = _both(reduction, fused, indexed, targeted, keep, counts, pred, target)
+        loss, grads, _ = _both(
+            reduction, fused, indexed, targeted, keep, counts, pred, target
+        )
         return _distinct((loss, *grads), (pred, target))
 
     @staticmethod
@@ -772,7 +818,10 @@ class _MSELossTransformedFunction(_MSELossFunction):
         if tangent is not None:
             part = grads[1] * tangent
             change = part if change is None else change + part
-        return (None if change is None else _reduce(change, ctx.reduction, None, None), *(None for _ in grads))
+        return (
+            None if change is None else _reduce(change, ctx.reduction, None, None),
+            *(None for _ in grads),
+        )
 
 
 def _distinct(outputs, inputs):
@@ -794,21 +843,28 @@ def _distinct(outputs, inputs):
 class MSELoss(torch.nn.Module):
     """Mean squared error: the squared residual, averaged.
 
-    Squared error between a prediction and its target. Convex and smooth, but its gradient grows with the residual, so outliers dominate training.
+    Squared error between a prediction and its target. Convex and smooth, but its
+    gradient grows with the residual, so outliers dominate training.
 
     The per-sample loss is::
 
         mse(pred, target) = (pred - target)**2
 
-    With ``reduction="mean"`` (the default) the per-sample losses are averaged over every
+    With ``reduction="mean"`` (the default) the per-sample losses are averaged over
+    every
     element of the batch; ``"sum"`` adds them up; ``"none"`` returns them unreduced.
 
     Args:
-        size_average (bool, optional): deprecated (see ``reduction``), as in torch. Default: ``None``.
-        reduce (bool, optional): deprecated (see ``reduction``), as in torch. Default: ``None``.
-        reduction (str, optional): ``"mean"`` | ``"sum"`` | ``"none"`` | ``"batchmean"`` (the sum divided by the batch's first dimension). Default: ``"mean"``.
-        fused (bool, optional): compute loss and gradient in one compiled kernel (``torch.compile``). Default: ``False``.
-        validate (bool, optional): check every tensor and param against its declared domain; a ValueError names the first value outside it. Default: ``False``.
+        size_average (bool, optional): deprecated (see ``reduction``), as in torch.
+            Default: ``None``.
+        reduce (bool, optional): deprecated (see ``reduction``), as in torch. Default:
+            ``None``.
+        reduction (str, optional): ``"mean"`` | ``"sum"`` | ``"none"`` | ``"batchmean"``
+            (the sum divided by the batch's first dimension). Default: ``"mean"``.
+        fused (bool, optional): compute loss and gradient in one compiled kernel
+            (``torch.compile``). Default: ``False``.
+        validate (bool, optional): check every tensor and param against its declared
+            domain; a ValueError names the first value outside it. Default: ``False``.
 
     Shape:
         - pred: ``(*)``, any batch shape; domain real.
@@ -816,7 +872,8 @@ class MSELoss(torch.nn.Module):
         - Output: a scalar; ``(*)`` with ``reduction="none"``.
 
     Stable form:
-        A polynomial: finite for every finite input whose square is finite (|residual| < 1.3e154 in float64, 1.8e19 in float32).
+        A polynomial: finite for every finite input whose square is finite (|residual| <
+            1.3e154 in float64, 1.8e19 in float32).
 
     Reference:
         torch.nn.functional.mse_loss
@@ -830,7 +887,15 @@ class MSELoss(torch.nn.Module):
         >>> value.backward()
     """
 
-    def __init__(self, size_average=None, reduce=None, reduction="mean", *, fused=False, validate=False):
+    def __init__(
+        self,
+        size_average=None,
+        reduce=None,
+        reduction="mean",
+        *,
+        fused=False,
+        validate=False,
+    ):
         super().__init__()
         reduction = _legacy_reduction(size_average, reduce, reduction)
         _check_reduction(reduction)
@@ -869,9 +934,29 @@ class MSELoss(torch.nn.Module):
         # the transform may ask)
         targeted = transformed or (torch.is_grad_enabled() and (target.requires_grad))
         if transformed:
-            return _MSELossTransformedFunction.apply(self.reduction, fused, indexed, targeted, keep, counts, pred, target, *params)[0]
+            return _MSELossTransformedFunction.apply(
+                self.reduction,
+                fused,
+                indexed,
+                targeted,
+                keep,
+                counts,
+                pred,
+                target,
+                *params,
+            )[0]
         if torch.is_grad_enabled() and (pred.requires_grad or targeted):
-            return _MSELossFunction.apply(self.reduction, fused, indexed, targeted, keep, counts, pred, target, *params)
+            return _MSELossFunction.apply(
+                self.reduction,
+                fused,
+                indexed,
+                targeted,
+                keep,
+                counts,
+                pred,
+                target,
+                *params,
+            )
         return _loss(self.reduction, params, fused, indexed, keep, counts, pred, target)
 
     def extra_repr(self):

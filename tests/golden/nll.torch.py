@@ -107,9 +107,33 @@ def _validate(logp, target, indexed):
 
     Class indices are checked by ``_prepare``.
     """
-    _check_domain("logp", logp, ("any finite real number", -float("inf"), float("inf"), True, True, None, False))
+    _check_domain(
+        "logp",
+        logp,
+        (
+            "any finite real number",
+            -float("inf"),
+            float("inf"),
+            True,
+            True,
+            None,
+            False,
+        ),
+    )
     if not indexed:
-        _check_domain("target", target, ("a one-hot vector over an axis (or integer class indices)", 0.0, 1.0, False, False, (0.0, 1.0,), True))
+        _check_domain(
+            "target",
+            target,
+            (
+                "a one-hot vector over an axis (or integer class indices)",
+                0.0,
+                1.0,
+                False,
+                False,
+                (0.0, 1.0,),
+                True,
+            ),
+        )
 
 
 def _fill(value, shape, dtype, device):
@@ -479,11 +503,15 @@ def _prepare(logp, target, params):
     keep = counts = None
     logp = _last(logp if logp.dtype == dtype else logp.to(dtype), 1)
     if not target.is_floating_point():  # class indices: some samples may not count
-        target, keep, counts = _samples("target", target, logp.shape[-1], params[1], params[0], dtype)
+        target, keep, counts = _samples(
+            "target", target, logp.shape[-1], params[1], params[0], dtype
+        )
     # class indices: gathered, never one-hot rows
     indexed = not target.is_floating_point()
     target = target if indexed else _last(target.to(dtype), 1)
-    _check_shapes([("logp", logp, "class"), ("target", target, None if indexed else "class")])
+    _check_shapes(
+        [("logp", logp, "class"), ("target", target, None if indexed else "class")]
+    )
     return logp, target, indexed, keep, counts
 
 
@@ -494,7 +522,8 @@ def _nll_value(logp, target, weight, ignore_index):
     _broadcasts("weight", weight.shape, batch + (logp.shape[-1],), axis=True)
     # one number: the same for every entry
     weight = weight.expand(weight.shape[:-1] + (logp.shape[-1],))
-    return _fill(-torch.sum(logp*target*weight, dim=-1, keepdim=True), batch + (1,), dtype, device)[..., 0]
+    _t0 = torch.sum(logp * target * weight, dim=-1, keepdim=True)
+    return _fill(-_t0, batch + (1,), dtype, device)[..., 0]
 
 
 def _nll_value_and_grads(logp, target, weight, ignore_index, *, scale=None):
@@ -509,8 +538,13 @@ def _nll_value_and_grads(logp, target, weight, ignore_index, *, scale=None):
     weight = weight.expand(weight.shape[:-1] + (logp.shape[-1],))
     if isinstance(scale, torch.Tensor) and scale.ndim:
         scale = scale[..., None]  # one per sample: along the axis too
-    _t0 = target*weight
-    value = _fill(-torch.sum(_t0*logp, dim=-1, keepdim=True), batch + (1,), dtype, device)[..., 0]
+    _t0 = target * weight
+    value = _fill(
+        -torch.sum(_t0 * logp, dim=-1, keepdim=True),
+        batch + (1,),
+        dtype,
+        device,
+    )[..., 0]
     grads = (
         _fill(_times(-1, _t0, scale), logp.shape, dtype, device),
     )
@@ -524,7 +558,12 @@ def _nll_indexed_value(logp, target, weight, ignore_index):
     _broadcasts("weight", weight.shape, batch + (logp.shape[-1],), axis=True)
     # one number: the same for every entry
     weight = weight.expand(weight.shape[:-1] + (logp.shape[-1],))
-    return _fill(-_pick(logp, target)*_pick(weight, target), batch + (1,), dtype, device)[..., 0]
+    return _fill(
+        -_pick(logp, target) * _pick(weight, target),
+        batch + (1,),
+        dtype,
+        device,
+    )[..., 0]
 
 
 def _nll_indexed_value_and_grads(logp, target, weight, ignore_index, *, scale=None):
@@ -540,9 +579,11 @@ def _nll_indexed_value_and_grads(logp, target, weight, ignore_index, *, scale=No
     if isinstance(scale, torch.Tensor) and scale.ndim:
         scale = scale[..., None]  # one per sample: along the axis too
     _t0 = _pick(weight, target)
-    value = _fill(-_t0*_pick(logp, target), batch + (1,), dtype, device)[..., 0]
+    value = _fill(-_t0 * _pick(logp, target), batch + (1,), dtype, device)[..., 0]
     grads = (
-        _fill(_times(1, _scatter(0, -_t0, target, logp), scale), logp.shape, dtype, device),
+        _fill(
+            _times(1, _scatter(0, -_t0, target, logp), scale), logp.shape, dtype, device
+        ),
     )
     return value, grads
 
@@ -550,7 +591,12 @@ def _nll_indexed_value_and_grads(logp, target, weight, ignore_index, *, scale=No
 def _nll_folded_value(logp, target, weight, ignore_index):
     """Per-sample loss."""
     dtype, device, batch = logp.dtype, logp.device, logp.shape[:-1]
-    return _fill(-torch.sum(logp*target, dim=-1, keepdim=True), batch + (1,), dtype, device)[..., 0]
+    return _fill(
+        -torch.sum(logp * target, dim=-1, keepdim=True),
+        batch + (1,),
+        dtype,
+        device,
+    )[..., 0]
 
 
 def _nll_folded_value_and_grads(logp, target, weight, ignore_index, *, scale=None):
@@ -561,7 +607,12 @@ def _nll_folded_value_and_grads(logp, target, weight, ignore_index, *, scale=Non
     dtype, device, batch = logp.dtype, logp.device, logp.shape[:-1]
     if isinstance(scale, torch.Tensor) and scale.ndim:
         scale = scale[..., None]  # one per sample: along the axis too
-    value = _fill(-torch.sum(logp*target, dim=-1, keepdim=True), batch + (1,), dtype, device)[..., 0]
+    value = _fill(
+        -torch.sum(logp * target, dim=-1, keepdim=True),
+        batch + (1,),
+        dtype,
+        device,
+    )[..., 0]
     grads = (
         _fill(_times(-1, target, scale), logp.shape, dtype, device),
     )
@@ -574,7 +625,9 @@ def _nll_folded_indexed_value(logp, target, weight, ignore_index):
     return _fill(-_pick(logp, target), batch + (1,), dtype, device)[..., 0]
 
 
-def _nll_folded_indexed_value_and_grads(logp, target, weight, ignore_index, *, scale=None):
+def _nll_folded_indexed_value_and_grads(
+    logp, target, weight, ignore_index, *, scale=None
+):
     """Per-sample loss and its gradient for each input, in one pass.
 
     The gradients per element, times ``scale``, the reduction's factor (None: none).
@@ -584,7 +637,9 @@ def _nll_folded_indexed_value_and_grads(logp, target, weight, ignore_index, *, s
         scale = scale[..., None]  # one per sample: along the axis too
     value = _fill(-_pick(logp, target), batch + (1,), dtype, device)[..., 0]
     grads = (
-        _fill(_times(1, _scatter(0, -1, target, logp), scale), logp.shape, dtype, device),
+        _fill(
+            _times(1, _scatter(0, -1, target, logp), scale), logp.shape, dtype, device
+        ),
     )
     return value, grads
 
@@ -596,7 +651,8 @@ def _nll_targeted_value(logp, target, weight, ignore_index):
     _broadcasts("weight", weight.shape, batch + (logp.shape[-1],), axis=True)
     # one number: the same for every entry
     weight = weight.expand(weight.shape[:-1] + (logp.shape[-1],))
-    return _fill(-torch.sum(logp*target*weight, dim=-1, keepdim=True), batch + (1,), dtype, device)[..., 0]
+    _t0 = torch.sum(logp * target * weight, dim=-1, keepdim=True)
+    return _fill(-_t0, batch + (1,), dtype, device)[..., 0]
 
 
 def _nll_targeted_value_and_grads(logp, target, weight, ignore_index, *, scale=None):
@@ -611,11 +667,17 @@ def _nll_targeted_value_and_grads(logp, target, weight, ignore_index, *, scale=N
     weight = weight.expand(weight.shape[:-1] + (logp.shape[-1],))
     if isinstance(scale, torch.Tensor) and scale.ndim:
         scale = scale[..., None]  # one per sample: along the axis too
-    _t0 = target*weight
-    value = _fill(-torch.sum(_t0*logp, dim=-1, keepdim=True), batch + (1,), dtype, device)[..., 0]
+    _t0 = target * weight
+    value = _fill(
+        -torch.sum(_t0 * logp, dim=-1, keepdim=True),
+        batch + (1,),
+        dtype,
+        device,
+    )[..., 0]
     grads = (
         _fill(_times(-1, _t0, scale), logp.shape, dtype, device),
-        _fill(_times(-1, logp*weight, scale), target.shape, dtype, device),  # a target's
+        # a target's
+        _fill(_times(-1, logp * weight, scale), target.shape, dtype, device),
     )
     return value, grads
 
@@ -627,10 +689,17 @@ def _nll_targeted_indexed_value(logp, target, weight, ignore_index):
     _broadcasts("weight", weight.shape, batch + (logp.shape[-1],), axis=True)
     # one number: the same for every entry
     weight = weight.expand(weight.shape[:-1] + (logp.shape[-1],))
-    return _fill(-_pick(logp, target)*_pick(weight, target), batch + (1,), dtype, device)[..., 0]
+    return _fill(
+        -_pick(logp, target) * _pick(weight, target),
+        batch + (1,),
+        dtype,
+        device,
+    )[..., 0]
 
 
-def _nll_targeted_indexed_value_and_grads(logp, target, weight, ignore_index, *, scale=None):
+def _nll_targeted_indexed_value_and_grads(
+    logp, target, weight, ignore_index, *, scale=None
+):
     """Per-sample loss and its gradient for each input, in one pass.
 
     The gradients per element, times ``scale``, the reduction's factor (None: none).
@@ -643,9 +712,11 @@ def _nll_targeted_indexed_value_and_grads(logp, target, weight, ignore_index, *,
     if isinstance(scale, torch.Tensor) and scale.ndim:
         scale = scale[..., None]  # one per sample: along the axis too
     _t0 = _pick(weight, target)
-    value = _fill(-_t0*_pick(logp, target), batch + (1,), dtype, device)[..., 0]
+    value = _fill(-_t0 * _pick(logp, target), batch + (1,), dtype, device)[..., 0]
     grads = (
-        _fill(_times(1, _scatter(0, -_t0, target, logp), scale), logp.shape, dtype, device),
+        _fill(
+            _times(1, _scatter(0, -_t0, target, logp), scale), logp.shape, dtype, device
+        ),
         None,  # a target given as class indices: integers, which have no gradient
     )
     return value, grads
@@ -654,10 +725,17 @@ def _nll_targeted_indexed_value_and_grads(logp, target, weight, ignore_index, *,
 def _nll_targeted_folded_value(logp, target, weight, ignore_index):
     """Per-sample loss."""
     dtype, device, batch = logp.dtype, logp.device, logp.shape[:-1]
-    return _fill(-torch.sum(logp*target, dim=-1, keepdim=True), batch + (1,), dtype, device)[..., 0]
+    return _fill(
+        -torch.sum(logp * target, dim=-1, keepdim=True),
+        batch + (1,),
+        dtype,
+        device,
+    )[..., 0]
 
 
-def _nll_targeted_folded_value_and_grads(logp, target, weight, ignore_index, *, scale=None):
+def _nll_targeted_folded_value_and_grads(
+    logp, target, weight, ignore_index, *, scale=None
+):
     """Per-sample loss and its gradient for each input, in one pass.
 
     The gradients per element, times ``scale``, the reduction's factor (None: none).
@@ -665,7 +743,12 @@ def _nll_targeted_folded_value_and_grads(logp, target, weight, ignore_index, *, 
     dtype, device, batch = logp.dtype, logp.device, logp.shape[:-1]
     if isinstance(scale, torch.Tensor) and scale.ndim:
         scale = scale[..., None]  # one per sample: along the axis too
-    value = _fill(-torch.sum(logp*target, dim=-1, keepdim=True), batch + (1,), dtype, device)[..., 0]
+    value = _fill(
+        -torch.sum(logp * target, dim=-1, keepdim=True),
+        batch + (1,),
+        dtype,
+        device,
+    )[..., 0]
     grads = (
         _fill(_times(-1, target, scale), logp.shape, dtype, device),
         _fill(_times(-1, logp, scale), target.shape, dtype, device),  # a target's
@@ -679,7 +762,9 @@ def _nll_targeted_folded_indexed_value(logp, target, weight, ignore_index):
     return _fill(-_pick(logp, target), batch + (1,), dtype, device)[..., 0]
 
 
-def _nll_targeted_folded_indexed_value_and_grads(logp, target, weight, ignore_index, *, scale=None):
+def _nll_targeted_folded_indexed_value_and_grads(
+    logp, target, weight, ignore_index, *, scale=None
+):
     """Per-sample loss and its gradient for each input, in one pass.
 
     The gradients per element, times ``scale``, the reduction's factor (None: none).
@@ -689,7 +774,9 @@ def _nll_targeted_folded_indexed_value_and_grads(logp, target, weight, ignore_in
         scale = scale[..., None]  # one per sample: along the axis too
     value = _fill(-_pick(logp, target), batch + (1,), dtype, device)[..., 0]
     grads = (
-        _fill(_times(1, _scatter(0, -1, target, logp), scale), logp.shape, dtype, device),
+        _fill(
+            _times(1, _scatter(0, -1, target, logp), scale), logp.shape, dtype, device
+        ),
         None,  # a target given as class indices: integers, which have no gradient
     )
     return value, grads
@@ -943,16 +1030,51 @@ def _run(fused, term, which, reduction, keep, counts, like, *args):
 def _loss(reduction, params, fused, indexed, keep, counts, logp, target):
     """The reduced loss, value only (no gradient is wanted)."""
     weight, ignore_index = params
-    return _run(fused, ("nll", indexed, weight is None, False), 0, reduction, keep, counts, logp, logp, target, weight, ignore_index)
+    return _run(
+        fused,
+        ("nll", indexed, weight is None, False),
+        0,
+        reduction,
+        keep,
+        counts,
+        logp,
+        logp,
+        target,
+        weight,
+        ignore_index,
+    )
 
 
-def _both(reduction, fused, indexed, targeted, keep, counts, logp, target, weight, ignore_index):
+def _both(
+    reduction,
+    fused,
+    indexed,
+    targeted,
+    keep,
+    counts,
+    logp,
+    target,
+    weight,
+    ignore_index,
+):
     """The reduced loss, each term's per-element gradients, in one pass per term.
 
     A target's None where ``targeted`` is false: no target requires grad; and the factor
     each term's gradients already carry (None: none; see ``_chunked``).
     """
-    value, grad_term_0, _carried_0 = _run(fused, ("nll", indexed, weight is None, targeted), 1, reduction, keep, counts, logp, logp, target, weight, ignore_index)
+    value, grad_term_0, _carried_0 = _run(
+        fused,
+        ("nll", indexed, weight is None, targeted),
+        1,
+        reduction,
+        keep,
+        counts,
+        logp,
+        logp,
+        target,
+        weight,
+        ignore_index,
+    )
     if not targeted:
         grad_term_0 = (*grad_term_0, None, )
     return value, (*grad_term_0,), (_carried_0, )
@@ -1008,9 +1130,43 @@ class _NLLLossFunction(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, reduction, fused, indexed, targeted, keep, counts, logp, target, weight, ignore_index):
-        loss, grads, carried = _both(reduction, fused, indexed, targeted, keep, counts, logp, target, weight, ignore_index)
-        _save(ctx, reduction, indexed, targeted, keep, counts, (logp, target), (weight, ignore_index), grads, carried)
+    def forward(
+        ctx,
+        reduction,
+        fused,
+        indexed,
+        targeted,
+        keep,
+        counts,
+        logp,
+        target,
+        weight,
+        ignore_index,
+    ):
+        loss, grads, carried = _both(
+            reduction,
+            fused,
+            indexed,
+            targeted,
+            keep,
+            counts,
+            logp,
+            target,
+            weight,
+            ignore_index,
+        )
+        _save(
+            ctx,
+            reduction,
+            indexed,
+            targeted,
+            keep,
+            counts,
+            (logp, target),
+            (weight, ignore_index),
+            grads,
+            carried,
+        )
         return loss
 
     @staticmethod
@@ -1030,12 +1186,20 @@ class _NLLLossFunction(torch.autograd.Function):
         grad_logp = None
         grad_target = None
         if recompute:
-            grads = _EAGER[("nll", ctx.indexed, weight is None, ctx.targeted)][1](logp, target, weight, ignore_index)[1]
+            grads = _EAGER[("nll", ctx.indexed, weight is None, ctx.targeted)][1](
+                logp,
+                target,
+                weight,
+                ignore_index,
+            )[1]
             grads = grads if ctx.targeted else (*grads, None, )
         else:
             grads = saved[4:6]
         if recompute or ctx.carried[0] is None:
-            upstream, handed = _upstream(grad_output, ctx.reduction, logp.shape[:-1], keep, counts), False
+            upstream, handed = (
+                _upstream(grad_output, ctx.reduction, logp.shape[:-1], keep, counts),
+                False,
+            )
         else:  # the gradients carry the reduction's factor already
             upstream = grad_output
             # then each is handed on as it is where the upstream gradient is 1: no pass
@@ -1043,10 +1207,18 @@ class _NLLLossFunction(torch.autograd.Function):
             # multiplication of a small batch, so a small batch multiplies)
             handed = logp.shape[:-1].numel() >= _HANDED and _one(upstream)
             ctx.handed = ctx.handed or handed
-        part = grads[0] if handed else grads[0] * (upstream[..., None] if upstream.ndim else upstream)
+        part = (
+            grads[0]
+            if handed
+            else grads[0] * (upstream[..., None] if upstream.ndim else upstream)
+        )
         grad_logp = part if grad_logp is None else grad_logp + part
         if grads[1] is not None:  # the target requires grad
-            part = grads[1] if handed else grads[1] * (upstream[..., None] if upstream.ndim else upstream)
+            part = (
+                grads[1]
+                if handed
+                else grads[1] * (upstream[..., None] if upstream.ndim else upstream)
+            )
             grad_target = part if grad_target is None else grad_target + part
         return None, None, None, None, None, None, grad_logp, grad_target, None, None
 
@@ -1067,8 +1239,30 @@ class _NLLLossTransformedFunction(_NLLLossFunction):
     generate_vmap_rule = True
 
     @staticmethod
-    def forward(reduction, fused, indexed, targeted, keep, counts, logp, target, weight, ignore_index):
-        loss, grads, _ = _both(reduction, fused, indexed, targeted, keep, counts, logp, target, weight, ignore_index)
+    def forward(
+        reduction,
+        fused,
+        indexed,
+        targeted,
+        keep,
+        counts,
+        logp,
+        target,
+        weight,
+        ignore_index,
+    ):
+        loss, grads, _ = _both(
+            reduction,
+            fused,
+            indexed,
+            targeted,
+            keep,
+            counts,
+            logp,
+            target,
+            weight,
+            ignore_index,
+        )
         return _distinct((loss, *grads), (logp, target))
 
     @staticmethod
@@ -1097,7 +1291,10 @@ class _NLLLossTransformedFunction(_NLLLossFunction):
         if tangent is not None:
             part = (grads[1] * tangent).sum(-1)
             change = part if change is None else change + part
-        return (None if change is None else _reduce(change, ctx.reduction, keep, counts), *(None for _ in grads))
+        return (
+            None if change is None else _reduce(change, ctx.reduction, keep, counts),
+            *(None for _ in grads),
+        )
 
 
 def _distinct(outputs, inputs):
@@ -1143,47 +1340,90 @@ def _recheck(module, incompatible_keys):
     """
     if module.validate:
         if module.weight is not None:
-            _check_domain("weight", module.weight, ("a real number >= 0", 0.0, float("inf"), False, True, None, False))
-        _check_domain("ignore_index", module.ignore_index, ("any finite real number", -float("inf"), float("inf"), True, True, None, False))
+            _check_domain(
+                "weight",
+                module.weight,
+                ("a real number >= 0", 0.0, float("inf"), False, True, None, False),
+            )
+        _check_domain(
+            "ignore_index",
+            module.ignore_index,
+            (
+                "any finite real number",
+                -float("inf"),
+                float("inf"),
+                True,
+                True,
+                None,
+                False,
+            ),
+        )
 
 
 #: The params held as buffers, with their domains: what an assignment to one is checked
 #: against.
 _BUFFERS = {
     "weight": ("a real number >= 0", 0.0, float("inf"), False, True, None, False),
-    "ignore_index": ("any finite real number", -float("inf"), float("inf"), True, True, None, False),
+    "ignore_index": (
+        "any finite real number",
+        -float("inf"),
+        float("inf"),
+        True,
+        True,
+        None,
+        False,
+    ),
 }
 _TENSORS = frozenset(("weight", ))
 
 
 class NLLLoss(torch.nn.Module):
-    """Negative log-likelihood of the target class, given log-probabilities, with optional class weights and ignored samples.
+    """Negative log-likelihood of the target class, given log-probabilities, with
+    optional class weights and ignored samples.
 
-    Picks -weight[target]*logp[target] per sample. Pair it with a log_softmax output; cross_entropy fuses the two. The class axis is dimension 1 of an (N, C, d1, ...) input, as torch's; given class indices, samples whose index is ignore_index count for nothing, and with a per-class weight the mean is the weighted mean, sum of losses over sum of weight[class].
+    Picks -weight[target]*logp[target] per sample. Pair it with a log_softmax output;
+    cross_entropy fuses the two. The class axis is dimension 1 of an (N, C, d1, ...)
+    input, as torch's; given class indices, samples whose index is ignore_index count
+    for nothing, and with a per-class weight the mean is the weighted mean, sum of
+    losses over sum of weight[class].
 
     The per-sample loss is::
 
         nll(logp, target) = -sum(weight * target * logp)
 
-    With ``reduction="mean"`` (the default) the per-sample losses are averaged over every
+    With ``reduction="mean"`` (the default) the per-sample losses are averaged over
+    every
     element of the batch; ``"sum"`` adds them up; ``"none"`` returns them unreduced.
 
     Args:
-        weight (float or Tensor, optional): domain nonnegative, one per entry of axis ``class`` (shape ``(C,)``), or one for all; given class indices, ``"mean"`` is the weighted mean (sum of losses / sum of weight[class]). Default: ``None`` (absent: as 1.0, with no operation for it in the code).
-        size_average (bool, optional): deprecated (see ``reduction``), as in torch. Default: ``None``.
-        ignore_index (int, optional): domain real; a sample whose class index is this one counts for nothing (its loss 0, not in the mean). Default: ``-100``.
-        reduce (bool, optional): deprecated (see ``reduction``), as in torch. Default: ``None``.
-        reduction (str, optional): ``"mean"`` | ``"sum"`` | ``"none"`` | ``"batchmean"`` (the sum divided by the batch's first dimension). Default: ``"mean"``.
-        fused (bool, optional): compute loss and gradient in one compiled kernel (``torch.compile``). Default: ``False``.
-        validate (bool, optional): check every tensor and param against its declared domain; a ValueError names the first value outside it. Default: ``False``.
+        weight (float or Tensor, optional): domain nonnegative, one per entry of axis
+            ``class`` (shape ``(C,)``), or one for all; given class indices, ``"mean"``
+            is the weighted mean (sum of losses / sum of weight[class]). Default:
+            ``None`` (absent: as 1.0, with no operation for it in the code).
+        size_average (bool, optional): deprecated (see ``reduction``), as in torch.
+            Default: ``None``.
+        ignore_index (int, optional): domain real; a sample whose class index is this
+            one counts for nothing (its loss 0, not in the mean). Default: ``-100``.
+        reduce (bool, optional): deprecated (see ``reduction``), as in torch. Default:
+            ``None``.
+        reduction (str, optional): ``"mean"`` | ``"sum"`` | ``"none"`` | ``"batchmean"``
+            (the sum divided by the batch's first dimension). Default: ``"mean"``.
+        fused (bool, optional): compute loss and gradient in one compiled kernel
+            (``torch.compile``). Default: ``False``.
+        validate (bool, optional): check every tensor and param against its declared
+            domain; a ValueError names the first value outside it. Default: ``False``.
 
     Shape:
-        - logp: ``(C)``, ``(N, C)`` or ``(N, C, d1, ...)``: C entries along axis ``class``, dimension 1 (the last one with at most 2 dimensions); domain real.
-        - target: ``(C)``, ``(N, C)`` or ``(N, C, d1, ...)``: C entries along axis ``class``, dimension 1 (the last one with at most 2 dimensions); domain onehot, or integer class indices of the shape without the axis.
+        - logp: ``(C)``, ``(N, C)`` or ``(N, C, d1, ...)``: C entries along axis
+        ``class``, dimension 1 (the last one with at most 2 dimensions); domain real.
+        - target: ``(C)``, ``(N, C)`` or ``(N, C, d1, ...)``: C entries along axis
+        ``class``, dimension 1 (the last one with at most 2 dimensions); domain onehot,
+        or integer class indices of the shape without the axis.
         - Output: a scalar; ``(*)`` with ``reduction="none"``.
 
     Stable form:
-        Linear in its input: exact. The input must already be log-probabilities (finite).
+        Linear in its input: exact. The input must already be log-probabilities
+            (finite).
 
     Reference:
         torch.nn.functional.nll_loss
@@ -1197,15 +1437,33 @@ class NLLLoss(torch.nn.Module):
         >>> value.backward()
     """
 
-    def __init__(self, weight=None, size_average=None, ignore_index=-100, reduce=None, reduction="mean", *, fused=False, validate=False):
+    def __init__(
+        self,
+        weight=None,
+        size_average=None,
+        ignore_index=-100,
+        reduce=None,
+        reduction="mean",
+        *,
+        fused=False,
+        validate=False,
+    ):
         super().__init__()
         reduction = _legacy_reduction(size_average, reduce, reduction)
         _check_reduction(reduction)
         self.reduction = reduction
         self.fused = bool(fused)
         self.validate = bool(validate)
-        self.register_buffer("weight", _param("weight", weight, _BUFFERS["weight"], self.validate, tensor=True))
-        self.register_buffer("ignore_index", _param("ignore_index", ignore_index, _BUFFERS["ignore_index"], self.validate))
+        self.register_buffer(
+            "weight",
+            _param("weight", weight, _BUFFERS["weight"], self.validate, tensor=True),
+        )
+        self.register_buffer(
+            "ignore_index",
+            _param(
+                "ignore_index", ignore_index, _BUFFERS["ignore_index"], self.validate
+            ),
+        )
         self.register_load_state_dict_post_hook(_recheck)
 
     def _params(self):
@@ -1246,9 +1504,29 @@ class NLLLoss(torch.nn.Module):
         # the transform may ask)
         targeted = transformed or (torch.is_grad_enabled() and (target.requires_grad))
         if transformed:
-            return _NLLLossTransformedFunction.apply(self.reduction, fused, indexed, targeted, keep, counts, logp, target, *params)[0]
+            return _NLLLossTransformedFunction.apply(
+                self.reduction,
+                fused,
+                indexed,
+                targeted,
+                keep,
+                counts,
+                logp,
+                target,
+                *params,
+            )[0]
         if torch.is_grad_enabled() and (logp.requires_grad or targeted):
-            return _NLLLossFunction.apply(self.reduction, fused, indexed, targeted, keep, counts, logp, target, *params)
+            return _NLLLossFunction.apply(
+                self.reduction,
+                fused,
+                indexed,
+                targeted,
+                keep,
+                counts,
+                logp,
+                target,
+                *params,
+            )
         return _loss(self.reduction, params, fused, indexed, keep, counts, logp, target)
 
     def __setattr__(self, name, value):
@@ -1259,7 +1537,9 @@ class NLLLoss(torch.nn.Module):
         a tensor param may be set to None: absent.
         """
         if name in _BUFFERS and "_buffers" in self.__dict__:
-            value = _param(name, value, _BUFFERS[name], self.validate, tensor=name in _TENSORS)
+            value = _param(
+                name, value, _BUFFERS[name], self.validate, tensor=name in _TENSORS
+            )
         super().__setattr__(name, value)
 
     def extra_repr(self):
