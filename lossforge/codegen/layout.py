@@ -357,6 +357,9 @@ def _wrap_prose(line: str) -> list[str]:
     head = '"""' if stripped.startswith('"""') else ""
     tail = '"""' if len(stripped) > 3 and stripped.endswith('"""') else ""
     body = stripped[len(head): len(stripped) - len(tail)]
+    if body.startswith(">>> ") and not head and not tail:  # a doctest: split as code, continued with "..."
+        code = _split(indent + INDENT + body[4:])
+        return [indent + (">>> " if i == 0 else "... ") + piece[len(indent) + 4 :] for i, piece in enumerate(code)]
     if body.startswith((">>>", "... ")) or " " not in body.strip():
         return [line]
     pieces = textwrap.wrap(head + body, LINE - len(indent) - len(tail), break_long_words=False, break_on_hyphens=False,
@@ -447,8 +450,8 @@ def _statement(code: str, tokens: list[tokenize.TokenInfo]) -> tuple[str, str, s
     while True:  # a lambda's or a dict entry's head: what follows is laid out
         if expr.startswith("lambda:"):
             lead = "lambda: "
-        elif (found := re.match(r'("[^"\\]*"|\w+): ', expr)) and tail == ",":
-            lead = found.group(0)
+        elif tail == "," and (key := next((t for t in _outermost(_tokens(expr)) if t.string == ":"), None)):
+            lead = expr[: key.end[1]] + " "
         else:
             break
         head, expr = head + lead, expr[len(lead) :].strip()
@@ -468,6 +471,8 @@ def _outermost(tokens: list[tokenize.TokenInfo]) -> Iterator[tokenize.TokenInfo]
 #: The delimiters an expression splits at, loosest first (ruff splits at the loosest it has).
 _COMMA, _TERNARY, _OR_CUT, _AND_CUT, _COMPARE_CUT = range(5)
 _COMPARISONS = frozenset({"<", ">", "==", ">=", "<=", "!=", "in", "is"})
+_ARITHMETIC = {"|": 5, "^": 6, "&": 7, "<<": 8, ">>": 8, "+": 9, "-": 9, "*": 10, "/": 10, "//": 10, "%": 10, "@": 10,
+               "**": 11}
 
 
 def _delimiters(tokens: list[tokenize.TokenInfo]) -> tuple[int | None, list[int], bool]:
@@ -489,6 +494,10 @@ def _delimiters(tokens: list[tokenize.TokenInfo]) -> tuple[int | None, list[int]
         elif text == "not" and previous is not None and previous.type in (tokenize.NAME, tokenize.NUMBER) and (
                 previous.string not in ("and", "or", "not", "if", "else", "is", "lambda")):
             kind = _COMPARE_CUT  # "not in"
+        elif text in _ARITHMETIC and token.type == tokenize.OP and previous is not None and (
+                previous.type in (tokenize.NAME, tokenize.NUMBER, tokenize.STRING) or previous.string in ")]}") and (
+                not keyword.iskeyword(previous.string) or previous.string in ("None", "True", "False")):
+            kind = _ARITHMETIC[text]  # a binary operator (a unary one follows an operator, or starts)
         elif (token.type == tokenize.OP and text not in "([{)]}.") or (
                 token.type == tokenize.NAME and keyword.iskeyword(text) and text not in ("None", "True", "False")):
             other = True
@@ -511,22 +520,29 @@ def _expression_lines(indent: str, head: str, expr: str, tail: str) -> list[str]
         if other or not groups:
             return whole
         return _at_bracket(indent, head + expr + tail, _shifted(groups, len(head)), False)
+    inner = indent + INDENT
+    if not head.strip() and tail == ",":  # an item of a split bracket: broken at its operators, no parentheses
+        return [*_chain(indent, kind, cuts, expr)[:-1], _chain(indent, kind, cuts, expr)[-1] + tail]
     if not head.strip() or head.rstrip().endswith(":"):
-        return whole  # ruff adds no parentheses here (an argument, a lambda's body, a dict's value)
+        return whole  # ruff adds no parentheses here (a lambda's body, a dict's value)
     last = groups[-1] if groups else None
     ends = last is not None and last[1] == len(expr) - 1
     if kind != _COMMA and len(cuts) == 1 and ends and len(indent) + len(head) + last[0] + 1 <= LINE:
         return _at_bracket(indent, head + expr + tail, _shifted([last], len(head)), False)  # ruff's choice
-    inner = indent + INDENT
-    pieces = [expr[a:b].strip() for a, b in itertools.pairwise([0, *cuts, len(expr)])]
     if kind != _COMMA and len(inner) + len(expr) <= LINE:
         body = [inner + expr]  # in parentheses, on a line of its own
-    elif kind == _COMMA:
-        items = [p.removeprefix(",").strip() for p in pieces]
-        body = [piece for item in items if item for piece in _split(inner + item + ",")]
     else:
-        body = [*_split(inner + pieces[0]), *(inner + p for p in pieces[1:])]
+        body = _chain(inner, kind, cuts, expr)
     return [indent + head + "(", *body, indent + ")" + tail]
+
+
+def _chain(indent: str, kind: int, cuts: list[int], expr: str) -> list[str]:
+    """``expr`` one operand a line, each after its operator (a tuple's items each with its comma)."""
+    pieces = [expr[a:b].strip() for a, b in itertools.pairwise([0, *cuts, len(expr)])]
+    if kind == _COMMA:
+        items = [p.removeprefix(",").strip() for p in pieces]
+        return [piece for item in items if item for piece in _split(indent + item + ",")]
+    return [*_split(indent + pieces[0]), *(indent + p for p in pieces[1:])]
 
 
 def _shifted(groups: list, by: int) -> list:
@@ -541,12 +557,14 @@ def _at_bracket(indent: str, code: str, groups: list, first: bool) -> list[str]:
     chosen = groups[0] if first or not fitting else fitting[-1]
     start, end, items, commas = chosen
     call = start > 0 and code[start] == "(" and (code[start - 1].isalnum() or code[start - 1] in "_)]")
-    if not commas and not call:
-        return [indent + code]  # one index or a parenthesized expression: nothing to cut at
     head, tail = code[: start + 1], code[end:]
     inner = indent + INDENT
-    if call and chosen is groups[-1] and len(inner) + len(", ".join(items)) <= LINE:
+    if not commas and len(inner) + len(items[0]) <= LINE:
+        body = [inner + items[0]]  # one item: on a line of its own
+    elif call and chosen is groups[-1] and len(inner) + len(", ".join(items)) <= LINE:
         body = [inner + ", ".join(items)]  # ruff's own choice: the items on one line
+    elif not commas and not call and (found := _delimiters(_tokens(items[0])))[0] is not None:
+        body = _chain(inner, found[0], found[1], items[0])  # a parenthesized expression: at its operators
     elif not commas:
         body = _split(inner + items[0])  # one argument: no comma may follow a generator
     else:

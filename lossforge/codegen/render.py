@@ -150,9 +150,15 @@ class Arg:
         """The declared domain as the generated ``_check_domain`` reads it, a Python literal:
         ``(description, lo, hi, lo_open, hi_open, members or None, sums to one along the axis)``."""
         d = self.var.domain
-        members = "None" if d.values is None else "(" + ", ".join(map(repr, d.values)) + ",)"
+        members = "None" if d.values is None else _tuple([repr(v) for v in d.values])
         return (f"({inert(d.description or d.name, 'string')}, {_bound(d.lo)}, {_bound(d.hi)}, {d.lo_open}, "
                 f"{d.hi_open}, {members}, {d.vector})")
+
+
+def _tuple(items: list[str]) -> str:
+    """Python's spelling of a tuple of source ``items``, as ruff writes it: ``(a,)`` for one, no trailing comma
+    for more (which would keep the tuple split over lines)."""
+    return "(" + ", ".join(items) + ("," if len(items) == 1 else "") + ")"
 
 
 def _bound(x: float) -> str:
@@ -228,6 +234,16 @@ class Term:
     def _with_variants(self, name: str) -> frozenset[str]:
         variants = (self.indexed, self.folded, self.targeted)
         return getattr(self, name).union(*(v._with_variants(name) for v in variants if v is not None))
+
+    @property
+    def layout(self) -> str:
+        """The layout of its functions' arguments as the Torch ``_EAGER`` table holds it: for each array whether
+        it has an axis (class indices have none), the positions of the tensor params that broadcast to the batch,
+        and the position of the array that gives the batch shape."""
+        axes = [str(bool(a.axis) and a.name != self.index) for a in self.args]
+        spread = [str(len(self.args) + i) for i, _ in enumerate(p for p in self.params if p.var.tensor and not p.var.axis)]
+        first = next(i for i, a in enumerate(self.args) if a.local == self.first)
+        return f"({_tuple(axes)}, {_tuple(spread)}, {first})"
 
 
 # -- names ------------------------------------------------------------------------
@@ -937,6 +953,10 @@ def environment() -> jinja2.Environment:
     env.filters["literal"] = lambda text: inert(text, "string")
     # What a Function's backward returns for an argument: its gradient's local, or None for data and fixed params.
     # (a target of a continuous domain gets one when it requires grad: Term.targeted)
+    # Python's spelling of a tuple of (already source) items, and of the targets of an unpacking: ruff's
+    # (``(a,)`` for one, no trailing comma for more, which would keep the tuple split over lines).
+    env.filters["pytuple"] = lambda items: _tuple(list(items))
+    env.filters["targets"] = lambda items: f"({items[0]},)" if len(items) == 1 else ", ".join(items)
     env.filters["gradient_of"] = lambda arg: f"grad_{arg.local}" if arg.var.differentiable else "None"
     return env
 

@@ -410,9 +410,7 @@ def _bce_value_and_grads(p, target, weight, eps, *, scale=None):
     _t5 = _t2 * torch.log(_t4) + target * torch.log(_t1)
     _t6 = target * (_t1 == p).to(dtype) / _t1 - _t2 * (_t4 == _t3).to(dtype) / _t4
     value = _fill(-weight * _t5, batch, dtype, device)
-    grads = (
-        _fill(_times(-1, weight * _t6, scale), p.shape, dtype, device),
-    )
+    grads = (_fill(_times(-1, weight * _t6, scale), p.shape, dtype, device),)
     return value, grads
 
 
@@ -439,9 +437,7 @@ def _bce_folded_value_and_grads(p, target, weight, eps, *, scale=None):
     _t5 = target * (_t1 == p).to(dtype) / _t1
     _t6 = _t2 * (_t4 == _t3).to(dtype) / _t4
     value = _fill(-_t2 * torch.log(_t4) - target * torch.log(_t1), batch, dtype, device)
-    grads = (
-        _fill(_times(1, _t6 - _t5, scale), p.shape, dtype, device),
-    )
+    grads = (_fill(_times(1, _t6 - _t5, scale), p.shape, dtype, device),)
     return value, grads
 
 
@@ -520,10 +516,26 @@ def _bce_targeted_folded_value_and_grads(p, target, weight, eps, *, scale=None):
 #: whether its tensor params are all absent,
 #: whether its targets' gradients are wanted).
 _EAGER = {
-    ("bce", False, False, False): (_bce_value, _bce_value_and_grads, ((False, False, ), (2, ), 0)),
-    ("bce", False, True, False): (_bce_folded_value, _bce_folded_value_and_grads, ((False, False, ), (2, ), 0)),
-    ("bce", False, False, True): (_bce_targeted_value, _bce_targeted_value_and_grads, ((False, False, ), (2, ), 0)),
-    ("bce", False, True, True): (_bce_targeted_folded_value, _bce_targeted_folded_value_and_grads, ((False, False, ), (2, ), 0)),
+    ("bce", False, False, False): (
+        _bce_value,
+        _bce_value_and_grads,
+        ((False, False), (2,), 0),
+    ),
+    ("bce", False, True, False): (
+        _bce_folded_value,
+        _bce_folded_value_and_grads,
+        ((False, False), (2,), 0),
+    ),
+    ("bce", False, False, True): (
+        _bce_targeted_value,
+        _bce_targeted_value_and_grads,
+        ((False, False), (2,), 0),
+    ),
+    ("bce", False, True, True): (
+        _bce_targeted_folded_value,
+        _bce_targeted_folded_value_and_grads,
+        ((False, False), (2,), 0),
+    ),
 }
 _FUSED = {}
 _FUSED_FAILED = set()
@@ -792,8 +804,8 @@ def _both(reduction, fused, indexed, targeted, keep, counts, p, target, weight, 
         eps,
     )
     if not targeted:
-        grad_term_0 = (*grad_term_0, None, )
-    return value, (*grad_term_0,), (_carried_0, )
+        grad_term_0 = (*grad_term_0, None)
+    return value, (*grad_term_0,), (_carried_0,)
 
 
 def _save(
@@ -889,7 +901,7 @@ class _BCELossFunction(torch.autograd.Function):
                 weight,
                 eps,
             )[1]
-            grads = grads if ctx.targeted else (*grads, None, )
+            grads = grads if ctx.targeted else (*grads, None)
         else:
             grads = saved[4:6]
         if recompute or ctx.carried[0] is None:
@@ -942,8 +954,17 @@ class _BCELossTransformedFunction(_BCELossFunction):
         # (None: class indices)
         ctx.mark_non_differentiable(*(g for g in grads if g is not None))
         ctx.set_materialize_grads(False)
-        _save(ctx, inputs[0], inputs[2], inputs[3], inputs[4], inputs[5], inputs[6:8],
-              inputs[8:], grads)
+        _save(
+            ctx,
+            inputs[0],
+            inputs[2],
+            inputs[3],
+            inputs[4],
+            inputs[5],
+            inputs[6:8],
+            inputs[8:],
+            grads,
+        )
         ctx.save_for_forward(inputs[4], inputs[5], *grads)
 
     @staticmethod
@@ -1029,7 +1050,7 @@ _BUFFERS = {
     "weight": ("a real number >= 0", 0.0, float("inf"), False, True, None, False),
     "eps": ("a real number in [1e-30, 0.5]", 1e-30, 0.5, False, False, None, False),
 }
-_TENSORS = frozenset(("weight", ))
+_TENSORS = frozenset(("weight",))
 
 
 class BCELoss(torch.nn.Module):
@@ -1191,9 +1212,14 @@ class BCELoss(torch.nn.Module):
         super().__setattr__(name, value)
 
     def extra_repr(self):
-        return ", ".join([f"reduction={self.reduction!r}", _shown("weight", self.weight), f"eps={float(self.eps.detach())!r}"]
-                         + (["fused=True"] if self.fused else [])
-                         + ([f"validate={self.validate}"] if not self.validate else []))
+        shown = [
+            f"reduction={self.reduction!r}",
+            _shown("weight", self.weight),
+            f"eps={float(self.eps.detach())!r}",
+        ]
+        shown += ["fused=True"] if self.fused else []
+        shown += [f"validate={self.validate}"] if not self.validate else []
+        return ", ".join(shown)
 
     def __prepare_scriptable__(self):
         raise RuntimeError(

@@ -408,7 +408,9 @@ def loss_and_grad(
     if validate:
         _validate(logits, target, weight, pos_weight, indexed)
     scale = _scale(logits.shape, reduction, 1.0, None, None)
-    value, grads = _FUNCTIONS[("bce_logits", False, weight is None and pos_weight is None)][1](logits, target, weight, pos_weight, scale=scale)
+    value, grads = _FUNCTIONS[
+        ("bce_logits", False, weight is None and pos_weight is None)
+    ][1](logits, target, weight, pos_weight, scale=scale)
     grad_logits = grads[0]
     total = _reduce(value, reduction, None, None)
     return total, (grad_logits,)

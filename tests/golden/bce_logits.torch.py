@@ -420,9 +420,7 @@ def _bce_logits_value_and_grads(logits, target, weight, pos_weight, *, scale=Non
     _t3 = torch.sigmoid(logits)
     _t4 = _t1 * _t3 - _t2 * (1 - _t3)
     value = _fill(weight * (_t0 * _t1 + _t2 * (_t0 - logits)), batch, dtype, device)
-    grads = (
-        _fill(_times(1, weight * _t4, scale), logits.shape, dtype, device),
-    )
+    grads = (_fill(_times(1, weight * _t4, scale), logits.shape, dtype, device),)
     return value, grads
 
 
@@ -529,10 +527,26 @@ def _bce_logits_targeted_folded_value_and_grads(
 #: whether its tensor params are all absent,
 #: whether its targets' gradients are wanted).
 _EAGER = {
-    ("bce_logits", False, False, False): (_bce_logits_value, _bce_logits_value_and_grads, ((False, False, ), (2, 3, ), 0)),
-    ("bce_logits", False, True, False): (_bce_logits_folded_value, _bce_logits_folded_value_and_grads, ((False, False, ), (2, 3, ), 0)),
-    ("bce_logits", False, False, True): (_bce_logits_targeted_value, _bce_logits_targeted_value_and_grads, ((False, False, ), (2, 3, ), 0)),
-    ("bce_logits", False, True, True): (_bce_logits_targeted_folded_value, _bce_logits_targeted_folded_value_and_grads, ((False, False, ), (2, 3, ), 0)),
+    ("bce_logits", False, False, False): (
+        _bce_logits_value,
+        _bce_logits_value_and_grads,
+        ((False, False), (2, 3), 0),
+    ),
+    ("bce_logits", False, True, False): (
+        _bce_logits_folded_value,
+        _bce_logits_folded_value_and_grads,
+        ((False, False), (2, 3), 0),
+    ),
+    ("bce_logits", False, False, True): (
+        _bce_logits_targeted_value,
+        _bce_logits_targeted_value_and_grads,
+        ((False, False), (2, 3), 0),
+    ),
+    ("bce_logits", False, True, True): (
+        _bce_logits_targeted_folded_value,
+        _bce_logits_targeted_folded_value_and_grads,
+        ((False, False), (2, 3), 0),
+    ),
 }
 _FUSED = {}
 _FUSED_FAILED = set()
@@ -812,8 +826,8 @@ def _both(
         pos_weight,
     )
     if not targeted:
-        grad_term_0 = (*grad_term_0, None, )
-    return value, (*grad_term_0,), (_carried_0, )
+        grad_term_0 = (*grad_term_0, None)
+    return value, (*grad_term_0,), (_carried_0,)
 
 
 def _save(
@@ -922,8 +936,15 @@ class _BCEWithLogitsLossFunction(torch.autograd.Function):
         grad_logits = None
         grad_target = None
         if recompute:
-            grads = _EAGER[("bce_logits", False, weight is None and pos_weight is None, ctx.targeted)][1](logits, target, weight, pos_weight)[1]
-            grads = grads if ctx.targeted else (*grads, None, )
+            grads = _EAGER[
+                (
+                    "bce_logits",
+                    False,
+                    weight is None and pos_weight is None,
+                    ctx.targeted,
+                )
+            ][1](logits, target, weight, pos_weight)[1]
+            grads = grads if ctx.targeted else (*grads, None)
         else:
             grads = saved[4:6]
         if recompute or ctx.carried[0] is None:
@@ -994,8 +1015,17 @@ class _BCEWithLogitsLossTransformedFunction(_BCEWithLogitsLossFunction):
         # (None: class indices)
         ctx.mark_non_differentiable(*(g for g in grads if g is not None))
         ctx.set_materialize_grads(False)
-        _save(ctx, inputs[0], inputs[2], inputs[3], inputs[4], inputs[5], inputs[6:8],
-              inputs[8:], grads)
+        _save(
+            ctx,
+            inputs[0],
+            inputs[2],
+            inputs[3],
+            inputs[4],
+            inputs[5],
+            inputs[6:8],
+            inputs[8:],
+            grads,
+        )
         ctx.save_for_forward(inputs[4], inputs[5], *grads)
 
     @staticmethod
@@ -1062,7 +1092,7 @@ _BUFFERS = {
     "weight": ("a real number >= 0", 0.0, float("inf"), False, True, None, False),
     "pos_weight": ("a real number > 0", 0.0, float("inf"), True, True, None, False),
 }
-_TENSORS = frozenset(("weight", "pos_weight", ))
+_TENSORS = frozenset(("weight", "pos_weight"))
 
 
 class BCEWithLogitsLoss(torch.nn.Module):
@@ -1234,9 +1264,14 @@ class BCEWithLogitsLoss(torch.nn.Module):
         super().__setattr__(name, value)
 
     def extra_repr(self):
-        return ", ".join([f"reduction={self.reduction!r}", _shown("weight", self.weight), _shown("pos_weight", self.pos_weight)]
-                         + (["fused=True"] if self.fused else [])
-                         + ([f"validate={self.validate}"] if self.validate else []))
+        shown = [
+            f"reduction={self.reduction!r}",
+            _shown("weight", self.weight),
+            _shown("pos_weight", self.pos_weight),
+        ]
+        shown += ["fused=True"] if self.fused else []
+        shown += [f"validate={self.validate}"] if self.validate else []
+        return ", ".join(shown)
 
     def __prepare_scriptable__(self):
         raise RuntimeError(

@@ -48,7 +48,11 @@ Reference:
 Example::
 
     >>> import numpy as np
-    >>> value, grads = loss_and_grad(np.array([[0.5, -1.0, 2.0], [1.5, 0.0, -0.5]]), np.array([[0.5, -1.0, 2.0], [1.5, 0.0, -0.5]]), np.array([1.0, -1.0]))
+    >>> value, grads = loss_and_grad(
+    ...     np.array([[0.5, -1.0, 2.0], [1.5, 0.0, -0.5]]),
+    ...     np.array([[0.5, -1.0, 2.0], [1.5, 0.0, -0.5]]),
+    ...     np.array([1.0, -1.0]),
+    ... )
 """
 
 import numpy as np
@@ -159,7 +163,7 @@ def _validate(x1, x2, target, margin, indexed):
         ),
     )
     _check_domain(
-        "target", target, ("-1 or +1", -1.0, 1.0, False, False, (-1.0, 1.0,), False)
+        "target", target, ("-1 or +1", -1.0, 1.0, False, False, (-1.0, 1.0), False)
     )
     _check_domain(
         "margin",

@@ -116,7 +116,7 @@ def _validate(x1, x2, target, indexed):
         ),
     )
     _check_domain(
-        "target", target, ("-1 or +1", -1.0, 1.0, False, False, (-1.0, 1.0,), False)
+        "target", target, ("-1 or +1", -1.0, 1.0, False, False, (-1.0, 1.0), False)
     )
 
 
@@ -461,7 +461,11 @@ def _cosine_embedding_value_and_grads(x1, x2, target, margin, *, scale=None):
 #: the batch; which array gives the batch shape), by (term, whether the one-hot target
 #: is class indices).
 _EAGER = {
-    ("cosine_embedding", False): (_cosine_embedding_value, _cosine_embedding_value_and_grads, ((True, True, False, ), (), 0)),
+    ("cosine_embedding", False): (
+        _cosine_embedding_value,
+        _cosine_embedding_value_and_grads,
+        ((True, True, False), (), 0),
+    ),
 }
 _FUSED = {}
 _FUSED_FAILED = set()
@@ -694,7 +698,7 @@ def _run(fused, term, which, reduction, keep, counts, like, *args):
 
 def _loss(reduction, params, fused, indexed, keep, counts, x1, x2, target):
     """The reduced loss, value only (no gradient is wanted)."""
-    margin, = params
+    (margin,) = params
     return _run(
         fused,
         ("cosine_embedding", False),
@@ -729,7 +733,7 @@ def _both(reduction, fused, indexed, targeted, keep, counts, x1, x2, target, mar
         target,
         margin,
     )
-    return value, (*grad_term_0,), (_carried_0, )
+    return value, (*grad_term_0,), (_carried_0,)
 
 
 def _save(
@@ -811,7 +815,7 @@ class _CosineEmbeddingLossFunction(torch.autograd.Function):
         saved = ctx.saved_tensors
         x1, x2, target = saved[:3]
         keep, counts = saved[3:5]
-        margin, = ctx.params
+        (margin,) = ctx.params
         # create_graph=True: the gradient must be differentiable; and once a saved
         # gradient was handed on as it is (its owner may change it), a later backward
         # (retain_graph=True) computes it again
@@ -879,8 +883,17 @@ class _CosineEmbeddingLossTransformedFunction(_CosineEmbeddingLossFunction):
         # (None: class indices)
         ctx.mark_non_differentiable(*(g for g in grads if g is not None))
         ctx.set_materialize_grads(False)
-        _save(ctx, inputs[0], inputs[2], inputs[3], inputs[4], inputs[5], inputs[6:9],
-              inputs[9:], grads)
+        _save(
+            ctx,
+            inputs[0],
+            inputs[2],
+            inputs[3],
+            inputs[4],
+            inputs[5],
+            inputs[6:9],
+            inputs[9:],
+            grads,
+        )
         ctx.save_for_forward(inputs[4], inputs[5], *grads)
 
     @staticmethod
@@ -1015,7 +1028,11 @@ class CosineEmbeddingLoss(torch.nn.Module):
         >>> import torch
         >>> criterion = CosineEmbeddingLoss()
         >>> x1 = torch.tensor([[0.5, -1.0, 2.0], [1.5, 0.0, -0.5]], requires_grad=True)
-        >>> value = criterion(x1, torch.tensor([[0.5, -1.0, 2.0], [1.5, 0.0, -0.5]]), torch.tensor([1.0, -1.0]))
+        >>> value = criterion(
+        ...     x1,
+        ...     torch.tensor([[0.5, -1.0, 2.0], [1.5, 0.0, -0.5]]),
+        ...     torch.tensor([1.0, -1.0]),
+        ... )
         >>> value.backward()
     """
 
@@ -1121,9 +1138,13 @@ class CosineEmbeddingLoss(torch.nn.Module):
         super().__setattr__(name, value)
 
     def extra_repr(self):
-        return ", ".join([f"reduction={self.reduction!r}", f"margin={float(self.margin.detach())!r}"]
-                         + (["fused=True"] if self.fused else [])
-                         + ([f"validate={self.validate}"] if self.validate else []))
+        shown = [
+            f"reduction={self.reduction!r}",
+            f"margin={float(self.margin.detach())!r}",
+        ]
+        shown += ["fused=True"] if self.fused else []
+        shown += [f"validate={self.validate}"] if self.validate else []
+        return ", ".join(shown)
 
     def __prepare_scriptable__(self):
         raise RuntimeError(

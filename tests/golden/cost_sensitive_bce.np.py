@@ -134,7 +134,7 @@ def _validate(p, target, fn_weight, eps, indexed):
         ("a number in [0, 1], both ends included", 0.0, 1.0, False, False, None, False),
     )
     _check_domain(
-        "target", target, ("0 or 1", 0.0, 1.0, False, False, (0.0, 1.0,), False)
+        "target", target, ("0 or 1", 0.0, 1.0, False, False, (0.0, 1.0), False)
     )
     _check_domain(
         "fn_weight",

@@ -93,7 +93,7 @@ def _validate(p, target, indexed):
         ("a number in [0, 1], both ends included", 0.0, 1.0, False, False, None, False),
     )
     _check_domain(
-        "target", target, ("0 or 1", 0.0, 1.0, False, False, (0.0, 1.0,), False)
+        "target", target, ("0 or 1", 0.0, 1.0, False, False, (0.0, 1.0), False)
     )
 
 
@@ -367,9 +367,7 @@ def _cost_sensitive_bce_value_and_grads(p, target, fn_weight, eps, *, scale=None
     _t6 = _t3 * (_t5 == _t4).to(dtype) / _t5
     _t7 = _t2 * (_t1 == p).to(dtype) / _t1
     value = _fill(-_t2 * torch.log(_t1) - _t3 * torch.log(_t5), batch, dtype, device)
-    grads = (
-        _fill(_times(1, _t6 - _t7, scale), p.shape, dtype, device),
-    )
+    grads = (_fill(_times(1, _t6 - _t7, scale), p.shape, dtype, device),)
     return value, grads
 
 
@@ -378,7 +376,11 @@ def _cost_sensitive_bce_value_and_grads(p, target, fn_weight, eps, *, scale=None
 #: the batch; which array gives the batch shape), by (term, whether the one-hot target
 #: is class indices).
 _EAGER = {
-    ("cost_sensitive_bce", False): (_cost_sensitive_bce_value, _cost_sensitive_bce_value_and_grads, ((False, False, ), (), 0)),
+    ("cost_sensitive_bce", False): (
+        _cost_sensitive_bce_value,
+        _cost_sensitive_bce_value_and_grads,
+        ((False, False), (), 0),
+    ),
 }
 _FUSED = {}
 _FUSED_FAILED = set()
@@ -646,7 +648,7 @@ def _both(reduction, fused, indexed, targeted, keep, counts, p, target, fn_weigh
         fn_weight,
         eps,
     )
-    return value, (*grad_term_0,), (_carried_0, )
+    return value, (*grad_term_0,), (_carried_0,)
 
 
 def _save(
@@ -745,7 +747,9 @@ class _CostSensitiveBceLossFunction(torch.autograd.Function):
         recompute = torch.is_grad_enabled() or ctx.handed
         grad_p = None
         if recompute:
-            grads = _EAGER[("cost_sensitive_bce", False)][1](p, target, fn_weight, eps)[1]
+            grads = _EAGER[("cost_sensitive_bce", False)][1](p, target, fn_weight, eps)[
+                1
+            ]
         else:
             grads = saved[4:5]
         if recompute or ctx.carried[0] is None:
@@ -795,8 +799,17 @@ class _CostSensitiveBceLossTransformedFunction(_CostSensitiveBceLossFunction):
         # (None: class indices)
         ctx.mark_non_differentiable(*(g for g in grads if g is not None))
         ctx.set_materialize_grads(False)
-        _save(ctx, inputs[0], inputs[2], inputs[3], inputs[4], inputs[5], inputs[6:8],
-              inputs[8:], grads)
+        _save(
+            ctx,
+            inputs[0],
+            inputs[2],
+            inputs[3],
+            inputs[4],
+            inputs[5],
+            inputs[6:8],
+            inputs[8:],
+            grads,
+        )
         ctx.save_for_forward(inputs[4], inputs[5], *grads)
 
     @staticmethod
@@ -1024,9 +1037,14 @@ class CostSensitiveBceLoss(torch.nn.Module):
         super().__setattr__(name, value)
 
     def extra_repr(self):
-        return ", ".join([f"reduction={self.reduction!r}", f"fn_weight={float(self.fn_weight.detach())!r}", f"eps={float(self.eps.detach())!r}"]
-                         + (["fused=True"] if self.fused else [])
-                         + ([f"validate={self.validate}"] if not self.validate else []))
+        shown = [
+            f"reduction={self.reduction!r}",
+            f"fn_weight={float(self.fn_weight.detach())!r}",
+            f"eps={float(self.eps.detach())!r}",
+        ]
+        shown += ["fused=True"] if self.fused else []
+        shown += [f"validate={self.validate}"] if not self.validate else []
+        return ", ".join(shown)
 
     def __prepare_scriptable__(self):
         raise RuntimeError(

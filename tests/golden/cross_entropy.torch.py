@@ -133,7 +133,7 @@ def _validate(logits, target, indexed):
                 1.0,
                 False,
                 False,
-                (0.0, 1.0,),
+                (0.0, 1.0),
                 True,
             ),
         )
@@ -1379,14 +1379,46 @@ def _cross_entropy_targeted_folded_indexed_value_and_grads(
 #: whether its tensor params are all absent,
 #: whether its targets' gradients are wanted).
 _EAGER = {
-    ("cross_entropy", False, False, False): (_cross_entropy_value, _cross_entropy_value_and_grads, ((True, True, ), (), 0)),
-    ("cross_entropy", True, False, False): (_cross_entropy_indexed_value, _cross_entropy_indexed_value_and_grads, ((True, False, ), (), 0)),
-    ("cross_entropy", False, True, False): (_cross_entropy_folded_value, _cross_entropy_folded_value_and_grads, ((True, True, ), (), 0)),
-    ("cross_entropy", True, True, False): (_cross_entropy_folded_indexed_value, _cross_entropy_folded_indexed_value_and_grads, ((True, False, ), (), 0)),
-    ("cross_entropy", False, False, True): (_cross_entropy_targeted_value, _cross_entropy_targeted_value_and_grads, ((True, True, ), (), 0)),
-    ("cross_entropy", True, False, True): (_cross_entropy_targeted_indexed_value, _cross_entropy_targeted_indexed_value_and_grads, ((True, False, ), (), 0)),
-    ("cross_entropy", False, True, True): (_cross_entropy_targeted_folded_value, _cross_entropy_targeted_folded_value_and_grads, ((True, True, ), (), 0)),
-    ("cross_entropy", True, True, True): (_cross_entropy_targeted_folded_indexed_value, _cross_entropy_targeted_folded_indexed_value_and_grads, ((True, False, ), (), 0)),
+    ("cross_entropy", False, False, False): (
+        _cross_entropy_value,
+        _cross_entropy_value_and_grads,
+        ((True, True), (), 0),
+    ),
+    ("cross_entropy", True, False, False): (
+        _cross_entropy_indexed_value,
+        _cross_entropy_indexed_value_and_grads,
+        ((True, False), (), 0),
+    ),
+    ("cross_entropy", False, True, False): (
+        _cross_entropy_folded_value,
+        _cross_entropy_folded_value_and_grads,
+        ((True, True), (), 0),
+    ),
+    ("cross_entropy", True, True, False): (
+        _cross_entropy_folded_indexed_value,
+        _cross_entropy_folded_indexed_value_and_grads,
+        ((True, False), (), 0),
+    ),
+    ("cross_entropy", False, False, True): (
+        _cross_entropy_targeted_value,
+        _cross_entropy_targeted_value_and_grads,
+        ((True, True), (), 0),
+    ),
+    ("cross_entropy", True, False, True): (
+        _cross_entropy_targeted_indexed_value,
+        _cross_entropy_targeted_indexed_value_and_grads,
+        ((True, False), (), 0),
+    ),
+    ("cross_entropy", False, True, True): (
+        _cross_entropy_targeted_folded_value,
+        _cross_entropy_targeted_folded_value_and_grads,
+        ((True, True), (), 0),
+    ),
+    ("cross_entropy", True, True, True): (
+        _cross_entropy_targeted_folded_indexed_value,
+        _cross_entropy_targeted_folded_indexed_value_and_grads,
+        ((True, False), (), 0),
+    ),
 }
 _FUSED = {}
 _FUSED_FAILED = set()
@@ -1669,8 +1701,8 @@ def _both(
         label_smoothing,
     )
     if not targeted:
-        grad_term_0 = (*grad_term_0, None, )
-    return value, (*grad_term_0,), (_carried_0, )
+        grad_term_0 = (*grad_term_0, None)
+    return value, (*grad_term_0,), (_carried_0,)
 
 
 def _save(
@@ -1781,8 +1813,10 @@ class _CrossEntropyLossFunction(torch.autograd.Function):
         grad_logits = None
         grad_target = None
         if recompute:
-            grads = _EAGER[("cross_entropy", ctx.indexed, weight is None, ctx.targeted)][1](logits, target, weight, ignore_index, label_smoothing)[1]
-            grads = grads if ctx.targeted else (*grads, None, )
+            grads = _EAGER[
+                ("cross_entropy", ctx.indexed, weight is None, ctx.targeted)
+            ][1](logits, target, weight, ignore_index, label_smoothing)[1]
+            grads = grads if ctx.targeted else (*grads, None)
         else:
             grads = saved[4:6]
         if recompute or ctx.carried[0] is None:
@@ -1875,8 +1909,17 @@ class _CrossEntropyLossTransformedFunction(_CrossEntropyLossFunction):
         # (None: class indices)
         ctx.mark_non_differentiable(*(g for g in grads if g is not None))
         ctx.set_materialize_grads(False)
-        _save(ctx, inputs[0], inputs[2], inputs[3], inputs[4], inputs[5], inputs[6:8],
-              inputs[8:], grads)
+        _save(
+            ctx,
+            inputs[0],
+            inputs[2],
+            inputs[3],
+            inputs[4],
+            inputs[5],
+            inputs[6:8],
+            inputs[8:],
+            grads,
+        )
         ctx.save_for_forward(inputs[4], inputs[5], *grads)
 
     @staticmethod
@@ -2000,7 +2043,7 @@ _BUFFERS = {
         False,
     ),
 }
-_TENSORS = frozenset(("weight", ))
+_TENSORS = frozenset(("weight",))
 
 
 class CrossEntropyLoss(torch.nn.Module):
@@ -2069,7 +2112,9 @@ class CrossEntropyLoss(torch.nn.Module):
 
         >>> import torch
         >>> criterion = CrossEntropyLoss()
-        >>> logits = torch.tensor([[0.5, -1.0, 2.0], [1.5, 0.0, -0.5]], requires_grad=True)
+        >>> logits = torch.tensor(
+        ...     [[0.5, -1.0, 2.0], [1.5, 0.0, -0.5]], requires_grad=True
+        ... )
         >>> value = criterion(logits, torch.tensor([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0]]))
         >>> value.backward()
     """
@@ -2194,9 +2239,15 @@ class CrossEntropyLoss(torch.nn.Module):
         super().__setattr__(name, value)
 
     def extra_repr(self):
-        return ", ".join([f"reduction={self.reduction!r}", _shown("weight", self.weight), f"ignore_index={int(self.ignore_index)}", f"label_smoothing={float(self.label_smoothing.detach())!r}"]
-                         + (["fused=True"] if self.fused else [])
-                         + ([f"validate={self.validate}"] if self.validate else []))
+        shown = [
+            f"reduction={self.reduction!r}",
+            _shown("weight", self.weight),
+            f"ignore_index={int(self.ignore_index)}",
+            f"label_smoothing={float(self.label_smoothing.detach())!r}",
+        ]
+        shown += ["fused=True"] if self.fused else []
+        shown += [f"validate={self.validate}"] if self.validate else []
+        return ", ".join(shown)
 
     def __prepare_scriptable__(self):
         raise RuntimeError(

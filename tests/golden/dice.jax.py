@@ -38,7 +38,10 @@ Reference:
 Example::
 
     >>> import jax.numpy as jnp
-    >>> value, grads = loss_and_grad(jnp.array([[0.25, 0.5, 0.75], [1.0, 0.0, 0.5]]), jnp.array([[0.25, 0.5, 0.75], [1.0, 0.0, 0.5]]))
+    >>> value, grads = loss_and_grad(
+    ...     jnp.array([[0.25, 0.5, 0.75], [1.0, 0.0, 0.5]]),
+    ...     jnp.array([[0.25, 0.5, 0.75], [1.0, 0.0, 0.5]]),
+    ... )
 """
 
 import functools

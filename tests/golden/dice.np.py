@@ -38,7 +38,10 @@ Reference:
 Example::
 
     >>> import numpy as np
-    >>> value, grads = loss_and_grad(np.array([[0.25, 0.5, 0.75], [1.0, 0.0, 0.5]]), np.array([[0.25, 0.5, 0.75], [1.0, 0.0, 0.5]]))
+    >>> value, grads = loss_and_grad(
+    ...     np.array([[0.25, 0.5, 0.75], [1.0, 0.0, 0.5]]),
+    ...     np.array([[0.25, 0.5, 0.75], [1.0, 0.0, 0.5]]),
+    ... )
 """
 
 import numpy as np

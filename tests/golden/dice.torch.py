@@ -350,9 +350,7 @@ def _dice_value_and_grads(p, target, smooth, *, scale=None):
     _t2 = 1 / _t1
     _t4 = _t2 * (_t0 / _t1)
     value = _fill(1 - _t0 * _t2, batch + (1,), dtype, device)[..., 0]
-    grads = (
-        _fill(_times(1, _t4 - 2 * _t2 * target, scale), p.shape, dtype, device),
-    )
+    grads = (_fill(_times(1, _t4 - 2 * _t2 * target, scale), p.shape, dtype, device),)
     return value, grads
 
 
@@ -394,8 +392,12 @@ def _dice_targeted_value_and_grads(p, target, smooth, *, scale=None):
 #: is class indices,
 #: whether its targets' gradients are wanted).
 _EAGER = {
-    ("dice", False, False): (_dice_value, _dice_value_and_grads, ((True, True, ), (), 0)),
-    ("dice", False, True): (_dice_targeted_value, _dice_targeted_value_and_grads, ((True, True, ), (), 0)),
+    ("dice", False, False): (_dice_value, _dice_value_and_grads, ((True, True), (), 0)),
+    ("dice", False, True): (
+        _dice_targeted_value,
+        _dice_targeted_value_and_grads,
+        ((True, True), (), 0),
+    ),
 }
 _FUSED = {}
 _FUSED_FAILED = set()
@@ -628,7 +630,7 @@ def _run(fused, term, which, reduction, keep, counts, like, *args):
 
 def _loss(reduction, params, fused, indexed, keep, counts, p, target):
     """The reduced loss, value only (no gradient is wanted)."""
-    smooth, = params
+    (smooth,) = params
     return _run(
         fused, ("dice", False, False), 0, reduction, None, None, p, p, target, smooth
     )
@@ -644,8 +646,8 @@ def _both(reduction, fused, indexed, targeted, keep, counts, p, target, smooth):
         fused, ("dice", False, targeted), 1, reduction, None, None, p, p, target, smooth
     )
     if not targeted:
-        grad_term_0 = (*grad_term_0, None, )
-    return value, (*grad_term_0,), (_carried_0, )
+        grad_term_0 = (*grad_term_0, None)
+    return value, (*grad_term_0,), (_carried_0,)
 
 
 def _save(
@@ -727,7 +729,7 @@ class _DiceLossFunction(torch.autograd.Function):
         saved = ctx.saved_tensors
         p, target = saved[:2]
         keep, counts = saved[2:4]
-        smooth, = ctx.params
+        (smooth,) = ctx.params
         # create_graph=True: the gradient must be differentiable; and once a saved
         # gradient was handed on as it is (its owner may change it), a later backward
         # (retain_graph=True) computes it again
@@ -736,7 +738,7 @@ class _DiceLossFunction(torch.autograd.Function):
         grad_target = None
         if recompute:
             grads = _EAGER[("dice", False, ctx.targeted)][1](p, target, smooth)[1]
-            grads = grads if ctx.targeted else (*grads, None, )
+            grads = grads if ctx.targeted else (*grads, None)
         else:
             grads = saved[4:6]
         if recompute or ctx.carried[0] is None:
@@ -795,8 +797,17 @@ class _DiceLossTransformedFunction(_DiceLossFunction):
         # (None: class indices)
         ctx.mark_non_differentiable(*(g for g in grads if g is not None))
         ctx.set_materialize_grads(False)
-        _save(ctx, inputs[0], inputs[2], inputs[3], inputs[4], inputs[5], inputs[6:8],
-              inputs[8:], grads)
+        _save(
+            ctx,
+            inputs[0],
+            inputs[2],
+            inputs[3],
+            inputs[4],
+            inputs[5],
+            inputs[6:8],
+            inputs[8:],
+            grads,
+        )
         ctx.save_for_forward(inputs[4], inputs[5], *grads)
 
     @staticmethod
@@ -1026,9 +1037,13 @@ class DiceLoss(torch.nn.Module):
         super().__setattr__(name, value)
 
     def extra_repr(self):
-        return ", ".join([f"reduction={self.reduction!r}", f"smooth={float(self.smooth.detach())!r}"]
-                         + (["fused=True"] if self.fused else [])
-                         + ([f"validate={self.validate}"] if self.validate else []))
+        shown = [
+            f"reduction={self.reduction!r}",
+            f"smooth={float(self.smooth.detach())!r}",
+        ]
+        shown += ["fused=True"] if self.fused else []
+        shown += [f"validate={self.validate}"] if self.validate else []
+        return ", ".join(shown)
 
     def __prepare_scriptable__(self):
         raise RuntimeError(

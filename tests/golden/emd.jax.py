@@ -33,7 +33,10 @@ Reference:
 Example::
 
     >>> import jax.numpy as jnp
-    >>> value, grads = loss_and_grad(jnp.array([[0.5, 0.25, 0.25], [0.0, 0.0, 1.0]]), jnp.array([[0.5, 0.25, 0.25], [0.0, 0.0, 1.0]]))
+    >>> value, grads = loss_and_grad(
+    ...     jnp.array([[0.5, 0.25, 0.25], [0.0, 0.0, 1.0]]),
+    ...     jnp.array([[0.5, 0.25, 0.25], [0.0, 0.0, 1.0]]),
+    ... )
 """
 
 import functools

@@ -33,7 +33,10 @@ Reference:
 Example::
 
     >>> import numpy as np
-    >>> value, grads = loss_and_grad(np.array([[0.5, 0.25, 0.25], [0.0, 0.0, 1.0]]), np.array([[0.5, 0.25, 0.25], [0.0, 0.0, 1.0]]))
+    >>> value, grads = loss_and_grad(
+    ...     np.array([[0.5, 0.25, 0.25], [0.0, 0.0, 1.0]]),
+    ...     np.array([[0.5, 0.25, 0.25], [0.0, 0.0, 1.0]]),
+    ... )
 """
 
 import numpy as np

@@ -377,9 +377,7 @@ def _emd_value_and_grads(p, q, *, scale=None):
         dtype,
         device,
     )[..., 0]
-    grads = (
-        _fill(_times(1, torch.flip(_t1, (-1,)), scale), p.shape, dtype, device),
-    )
+    grads = (_fill(_times(1, torch.flip(_t1, (-1,)), scale), p.shape, dtype, device),)
     return value, grads
 
 
@@ -422,8 +420,12 @@ def _emd_targeted_value_and_grads(p, q, *, scale=None):
 #: is class indices,
 #: whether its targets' gradients are wanted).
 _EAGER = {
-    ("emd", False, False): (_emd_value, _emd_value_and_grads, ((True, True, ), (), 0)),
-    ("emd", False, True): (_emd_targeted_value, _emd_targeted_value_and_grads, ((True, True, ), (), 0)),
+    ("emd", False, False): (_emd_value, _emd_value_and_grads, ((True, True), (), 0)),
+    ("emd", False, True): (
+        _emd_targeted_value,
+        _emd_targeted_value_and_grads,
+        ((True, True), (), 0),
+    ),
 }
 _FUSED = {}
 _FUSED_FAILED = set()
@@ -669,8 +671,8 @@ def _both(reduction, fused, indexed, targeted, keep, counts, p, q):
         fused, ("emd", False, targeted), 1, reduction, None, None, p, p, q
     )
     if not targeted:
-        grad_term_0 = (*grad_term_0, None, )
-    return value, (*grad_term_0,), (_carried_0, )
+        grad_term_0 = (*grad_term_0, None)
+    return value, (*grad_term_0,), (_carried_0,)
 
 
 def _save(
@@ -749,7 +751,7 @@ class _EmdLossFunction(torch.autograd.Function):
         grad_q = None
         if recompute:
             grads = _EAGER[("emd", False, ctx.targeted)][1](p, q)[1]
-            grads = grads if ctx.targeted else (*grads, None, )
+            grads = grads if ctx.targeted else (*grads, None)
         else:
             grads = saved[4:6]
         if recompute or ctx.carried[0] is None:
@@ -806,8 +808,17 @@ class _EmdLossTransformedFunction(_EmdLossFunction):
         # (None: class indices)
         ctx.mark_non_differentiable(*(g for g in grads if g is not None))
         ctx.set_materialize_grads(False)
-        _save(ctx, inputs[0], inputs[2], inputs[3], inputs[4], inputs[5], inputs[6:8],
-              inputs[8:], grads)
+        _save(
+            ctx,
+            inputs[0],
+            inputs[2],
+            inputs[3],
+            inputs[4],
+            inputs[5],
+            inputs[6:8],
+            inputs[8:],
+            grads,
+        )
         ctx.save_for_forward(inputs[4], inputs[5], *grads)
 
     @staticmethod
@@ -947,9 +958,10 @@ class EmdLoss(torch.nn.Module):
         return _loss(self.reduction, params, fused, indexed, keep, counts, p, q)
 
     def extra_repr(self):
-        return ", ".join([f"reduction={self.reduction!r}"]
-                         + (["fused=True"] if self.fused else [])
-                         + ([f"validate={self.validate}"] if self.validate else []))
+        shown = [f"reduction={self.reduction!r}"]
+        shown += ["fused=True"] if self.fused else []
+        shown += [f"validate={self.validate}"] if self.validate else []
+        return ", ".join(shown)
 
     def __prepare_scriptable__(self):
         raise RuntimeError(

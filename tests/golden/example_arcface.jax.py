@@ -46,7 +46,10 @@ Reference:
 Example::
 
     >>> import jax.numpy as jnp
-    >>> value, grads = loss_and_grad(jnp.array([[-1.0, 1.0, -1.0], [1.0, -1.0, 1.0]]), jnp.array([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0]]))
+    >>> value, grads = loss_and_grad(
+    ...     jnp.array([[-1.0, 1.0, -1.0], [1.0, -1.0, 1.0]]),
+    ...     jnp.array([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0]]),
+    ... )
 """
 
 import functools
@@ -146,7 +149,7 @@ def _validate(c, y, s, m, eps, indexed):
             1.0,
             False,
             False,
-            (0.0, 1.0,),
+            (0.0, 1.0),
             True,
         ),
     )

@@ -46,7 +46,10 @@ Reference:
 Example::
 
     >>> import numpy as np
-    >>> value, grads = loss_and_grad(np.array([[-1.0, 1.0, -1.0], [1.0, -1.0, 1.0]]), np.array([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0]]))
+    >>> value, grads = loss_and_grad(
+    ...     np.array([[-1.0, 1.0, -1.0], [1.0, -1.0, 1.0]]),
+    ...     np.array([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0]]),
+    ... )
 """
 
 import numpy as np
@@ -142,7 +145,7 @@ def _validate(c, y, s, m, eps, indexed):
             1.0,
             False,
             False,
-            (0.0, 1.0,),
+            (0.0, 1.0),
             True,
         ),
     )

@@ -98,7 +98,7 @@ def _validate(c, y, indexed):
             1.0,
             False,
             False,
-            (0.0, 1.0,),
+            (0.0, 1.0),
             True,
         ),
     )
@@ -471,8 +471,16 @@ def _arcface_targeted_value_and_grads(c, y, s, m, eps, *, scale=None):
 #: is class indices,
 #: whether its targets' gradients are wanted).
 _EAGER = {
-    ("arcface", False, False): (_arcface_value, _arcface_value_and_grads, ((True, True, ), (), 0)),
-    ("arcface", False, True): (_arcface_targeted_value, _arcface_targeted_value_and_grads, ((True, True, ), (), 0)),
+    ("arcface", False, False): (
+        _arcface_value,
+        _arcface_value_and_grads,
+        ((True, True), (), 0),
+    ),
+    ("arcface", False, True): (
+        _arcface_targeted_value,
+        _arcface_targeted_value_and_grads,
+        ((True, True), (), 0),
+    ),
 }
 _FUSED = {}
 _FUSED_FAILED = set()
@@ -732,8 +740,8 @@ def _both(reduction, fused, indexed, targeted, keep, counts, c, y, s, m, eps):
         eps,
     )
     if not targeted:
-        grad_term_0 = (*grad_term_0, None, )
-    return value, (*grad_term_0,), (_carried_0, )
+        grad_term_0 = (*grad_term_0, None)
+    return value, (*grad_term_0,), (_carried_0,)
 
 
 def _save(
@@ -824,7 +832,7 @@ class _ArcfaceLossFunction(torch.autograd.Function):
         grad_y = None
         if recompute:
             grads = _EAGER[("arcface", False, ctx.targeted)][1](c, y, s, m, eps)[1]
-            grads = grads if ctx.targeted else (*grads, None, )
+            grads = grads if ctx.targeted else (*grads, None)
         else:
             grads = saved[4:6]
         if recompute or ctx.carried[0] is None:
@@ -883,8 +891,17 @@ class _ArcfaceLossTransformedFunction(_ArcfaceLossFunction):
         # (None: class indices)
         ctx.mark_non_differentiable(*(g for g in grads if g is not None))
         ctx.set_materialize_grads(False)
-        _save(ctx, inputs[0], inputs[2], inputs[3], inputs[4], inputs[5], inputs[6:8],
-              inputs[8:], grads)
+        _save(
+            ctx,
+            inputs[0],
+            inputs[2],
+            inputs[3],
+            inputs[4],
+            inputs[5],
+            inputs[6:8],
+            inputs[8:],
+            grads,
+        )
         ctx.save_for_forward(inputs[4], inputs[5], *grads)
 
     @staticmethod
@@ -1109,9 +1126,15 @@ class ArcfaceLoss(torch.nn.Module):
         super().__setattr__(name, value)
 
     def extra_repr(self):
-        return ", ".join([f"reduction={self.reduction!r}", f"s={float(self.s.detach())!r}", f"m={float(self.m.detach())!r}", f"eps={float(self.eps.detach())!r}"]
-                         + (["fused=True"] if self.fused else [])
-                         + ([f"validate={self.validate}"] if self.validate else []))
+        shown = [
+            f"reduction={self.reduction!r}",
+            f"s={float(self.s.detach())!r}",
+            f"m={float(self.m.detach())!r}",
+            f"eps={float(self.eps.detach())!r}",
+        ]
+        shown += ["fused=True"] if self.fused else []
+        shown += [f"validate={self.validate}"] if self.validate else []
+        return ", ".join(shown)
 
     def __prepare_scriptable__(self):
         raise RuntimeError(

@@ -52,7 +52,11 @@ Reference:
 Example::
 
     >>> import jax.numpy as jnp
-    >>> value, grads = loss_and_grad(jnp.array([[0.5, -1.0, 2.0], [1.5, 0.0, -0.5]]), jnp.array([[0.5, -1.0, 2.0], [1.5, 0.0, -0.5]]), jnp.array([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0]]))
+    >>> value, grads = loss_and_grad(
+    ...     jnp.array([[0.5, -1.0, 2.0], [1.5, 0.0, -0.5]]),
+    ...     jnp.array([[0.5, -1.0, 2.0], [1.5, 0.0, -0.5]]),
+    ...     jnp.array([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0]]),
+    ... )
 """
 
 import functools
@@ -176,7 +180,7 @@ def _validate(image, text, target, indexed):
                 1.0,
                 False,
                 False,
-                (0.0, 1.0,),
+                (0.0, 1.0),
                 True,
             ),
         )

@@ -121,7 +121,7 @@ def _validate(image, text, target, indexed):
                 1.0,
                 False,
                 False,
-                (0.0, 1.0,),
+                (0.0, 1.0),
                 True,
             ),
         )
@@ -573,10 +573,26 @@ def _clip_targeted_indexed_value_and_grads(image, text, target, *, scale=None):
 #: is class indices,
 #: whether its targets' gradients are wanted).
 _EAGER = {
-    ("clip", False, False): (_clip_value, _clip_value_and_grads, ((True, True, True, ), (), 0)),
-    ("clip", True, False): (_clip_indexed_value, _clip_indexed_value_and_grads, ((True, True, False, ), (), 0)),
-    ("clip", False, True): (_clip_targeted_value, _clip_targeted_value_and_grads, ((True, True, True, ), (), 0)),
-    ("clip", True, True): (_clip_targeted_indexed_value, _clip_targeted_indexed_value_and_grads, ((True, True, False, ), (), 0)),
+    ("clip", False, False): (
+        _clip_value,
+        _clip_value_and_grads,
+        ((True, True, True), (), 0),
+    ),
+    ("clip", True, False): (
+        _clip_indexed_value,
+        _clip_indexed_value_and_grads,
+        ((True, True, False), (), 0),
+    ),
+    ("clip", False, True): (
+        _clip_targeted_value,
+        _clip_targeted_value_and_grads,
+        ((True, True, True), (), 0),
+    ),
+    ("clip", True, True): (
+        _clip_targeted_indexed_value,
+        _clip_targeted_indexed_value_and_grads,
+        ((True, True, False), (), 0),
+    ),
 }
 _FUSED = {}
 _FUSED_FAILED = set()
@@ -842,8 +858,8 @@ def _both(reduction, fused, indexed, targeted, keep, counts, image, text, target
         target,
     )
     if not targeted:
-        grad_term_0 = (*grad_term_0, None, )
-    return value, (*grad_term_0,), (_carried_0, )
+        grad_term_0 = (*grad_term_0, None)
+    return value, (*grad_term_0,), (_carried_0,)
 
 
 def _save(
@@ -933,8 +949,10 @@ class _ClipLossFunction(torch.autograd.Function):
         grad_text = None
         grad_target = None
         if recompute:
-            grads = _EAGER[("clip", ctx.indexed, ctx.targeted)][1](image, text, target)[1]
-            grads = grads if ctx.targeted else (*grads, None, )
+            grads = _EAGER[("clip", ctx.indexed, ctx.targeted)][1](image, text, target)[
+                1
+            ]
+            grads = grads if ctx.targeted else (*grads, None)
         else:
             grads = saved[5:8]
         if recompute or ctx.carried[0] is None:
@@ -999,8 +1017,17 @@ class _ClipLossTransformedFunction(_ClipLossFunction):
         # (None: class indices)
         ctx.mark_non_differentiable(*(g for g in grads if g is not None))
         ctx.set_materialize_grads(False)
-        _save(ctx, inputs[0], inputs[2], inputs[3], inputs[4], inputs[5], inputs[6:9],
-              inputs[9:], grads)
+        _save(
+            ctx,
+            inputs[0],
+            inputs[2],
+            inputs[3],
+            inputs[4],
+            inputs[5],
+            inputs[6:9],
+            inputs[9:],
+            grads,
+        )
         ctx.save_for_forward(inputs[4], inputs[5], *grads)
 
     @staticmethod
@@ -1101,8 +1128,14 @@ class ClipLoss(torch.nn.Module):
 
         >>> import torch
         >>> criterion = ClipLoss()
-        >>> image = torch.tensor([[0.5, -1.0, 2.0], [1.5, 0.0, -0.5]], requires_grad=True)
-        >>> value = criterion(image, torch.tensor([[0.5, -1.0, 2.0], [1.5, 0.0, -0.5]]), torch.tensor([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0]]))
+        >>> image = torch.tensor(
+        ...     [[0.5, -1.0, 2.0], [1.5, 0.0, -0.5]], requires_grad=True
+        ... )
+        >>> value = criterion(
+        ...     image,
+        ...     torch.tensor([[0.5, -1.0, 2.0], [1.5, 0.0, -0.5]]),
+        ...     torch.tensor([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0]]),
+        ... )
         >>> value.backward()
     """
 
@@ -1158,7 +1191,9 @@ class ClipLoss(torch.nn.Module):
                 target,
                 *params,
             )[0]
-        if torch.is_grad_enabled() and (image.requires_grad or text.requires_grad or targeted):
+        if torch.is_grad_enabled() and (
+            image.requires_grad or text.requires_grad or targeted
+        ):
             return _ClipLossFunction.apply(
                 self.reduction,
                 fused,
@@ -1176,9 +1211,10 @@ class ClipLoss(torch.nn.Module):
         )
 
     def extra_repr(self):
-        return ", ".join([f"reduction={self.reduction!r}"]
-                         + (["fused=True"] if self.fused else [])
-                         + ([f"validate={self.validate}"] if self.validate else []))
+        shown = [f"reduction={self.reduction!r}"]
+        shown += ["fused=True"] if self.fused else []
+        shown += [f"validate={self.validate}"] if self.validate else []
+        return ", ".join(shown)
 
     def __prepare_scriptable__(self):
         raise RuntimeError(

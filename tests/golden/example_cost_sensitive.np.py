@@ -117,7 +117,7 @@ def _validate(p, y, fn_weight, eps, indexed):
         p,
         ("a number in [0, 1], both ends included", 0.0, 1.0, False, False, None, False),
     )
-    _check_domain("y", y, ("0 or 1", 0.0, 1.0, False, False, (0.0, 1.0,), False))
+    _check_domain("y", y, ("0 or 1", 0.0, 1.0, False, False, (0.0, 1.0), False))
     _check_domain(
         "fn_weight",
         fn_weight,

@@ -92,7 +92,7 @@ def _validate(p, y, indexed):
         p,
         ("a number in [0, 1], both ends included", 0.0, 1.0, False, False, None, False),
     )
-    _check_domain("y", y, ("0 or 1", 0.0, 1.0, False, False, (0.0, 1.0,), False))
+    _check_domain("y", y, ("0 or 1", 0.0, 1.0, False, False, (0.0, 1.0), False))
 
 
 def _fill(value, shape, dtype, device):
@@ -363,9 +363,7 @@ def _cost_sensitive_bce_value_and_grads(p, y, fn_weight, eps, *, scale=None):
     _t5 = _t2 * (_t3 >= eps).to(dtype) / _t4
     _t6 = _t1 * (_t0 == p).to(dtype) / _t0
     value = _fill(-_t1 * torch.log(_t0) - _t2 * torch.log(_t4), batch, dtype, device)
-    grads = (
-        _fill(_times(1, _t5 - _t6, scale), p.shape, dtype, device),
-    )
+    grads = (_fill(_times(1, _t5 - _t6, scale), p.shape, dtype, device),)
     return value, grads
 
 
@@ -374,7 +372,11 @@ def _cost_sensitive_bce_value_and_grads(p, y, fn_weight, eps, *, scale=None):
 #: the batch; which array gives the batch shape), by (term, whether the one-hot target
 #: is class indices).
 _EAGER = {
-    ("cost_sensitive_bce", False): (_cost_sensitive_bce_value, _cost_sensitive_bce_value_and_grads, ((False, False, ), (), 0)),
+    ("cost_sensitive_bce", False): (
+        _cost_sensitive_bce_value,
+        _cost_sensitive_bce_value_and_grads,
+        ((False, False), (), 0),
+    ),
 }
 _FUSED = {}
 _FUSED_FAILED = set()
@@ -642,7 +644,7 @@ def _both(reduction, fused, indexed, targeted, keep, counts, p, y, fn_weight, ep
         fn_weight,
         eps,
     )
-    return value, (*grad_term_0,), (_carried_0, )
+    return value, (*grad_term_0,), (_carried_0,)
 
 
 def _save(
@@ -781,8 +783,17 @@ class _CostSensitiveBceLossTransformedFunction(_CostSensitiveBceLossFunction):
         # (None: class indices)
         ctx.mark_non_differentiable(*(g for g in grads if g is not None))
         ctx.set_materialize_grads(False)
-        _save(ctx, inputs[0], inputs[2], inputs[3], inputs[4], inputs[5], inputs[6:8],
-              inputs[8:], grads)
+        _save(
+            ctx,
+            inputs[0],
+            inputs[2],
+            inputs[3],
+            inputs[4],
+            inputs[5],
+            inputs[6:8],
+            inputs[8:],
+            grads,
+        )
         ctx.save_for_forward(inputs[4], inputs[5], *grads)
 
     @staticmethod
@@ -985,9 +996,14 @@ class CostSensitiveBceLoss(torch.nn.Module):
         super().__setattr__(name, value)
 
     def extra_repr(self):
-        return ", ".join([f"reduction={self.reduction!r}", f"fn_weight={float(self.fn_weight.detach())!r}", f"eps={float(self.eps.detach())!r}"]
-                         + (["fused=True"] if self.fused else [])
-                         + ([f"validate={self.validate}"] if not self.validate else []))
+        shown = [
+            f"reduction={self.reduction!r}",
+            f"fn_weight={float(self.fn_weight.detach())!r}",
+            f"eps={float(self.eps.detach())!r}",
+        ]
+        shown += ["fused=True"] if self.fused else []
+        shown += [f"validate={self.validate}"] if not self.validate else []
+        return ", ".join(shown)
 
     def __prepare_scriptable__(self):
         raise RuntimeError(

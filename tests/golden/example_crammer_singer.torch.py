@@ -107,7 +107,7 @@ def _validate(z, y, indexed):
             1.0,
             False,
             False,
-            (0.0, 1.0,),
+            (0.0, 1.0),
             True,
         ),
     )
@@ -419,9 +419,7 @@ def _crammer_singer_value_and_grads(z, y, margin, *, scale=None):
         dtype,
         device,
     )[..., 0]
-    grads = (
-        _fill(_times(1, _share(_t0, _t1) - y, scale), z.shape, dtype, device),
-    )
+    grads = (_fill(_times(1, _share(_t0, _t1) - y, scale), z.shape, dtype, device),)
     return value, grads
 
 
@@ -468,8 +466,16 @@ def _crammer_singer_targeted_value_and_grads(z, y, margin, *, scale=None):
 #: is class indices,
 #: whether its targets' gradients are wanted).
 _EAGER = {
-    ("crammer_singer", False, False): (_crammer_singer_value, _crammer_singer_value_and_grads, ((True, True, ), (), 0)),
-    ("crammer_singer", False, True): (_crammer_singer_targeted_value, _crammer_singer_targeted_value_and_grads, ((True, True, ), (), 0)),
+    ("crammer_singer", False, False): (
+        _crammer_singer_value,
+        _crammer_singer_value_and_grads,
+        ((True, True), (), 0),
+    ),
+    ("crammer_singer", False, True): (
+        _crammer_singer_targeted_value,
+        _crammer_singer_targeted_value_and_grads,
+        ((True, True), (), 0),
+    ),
 }
 _FUSED = {}
 _FUSED_FAILED = set()
@@ -702,7 +708,7 @@ def _run(fused, term, which, reduction, keep, counts, like, *args):
 
 def _loss(reduction, params, fused, indexed, keep, counts, z, y):
     """The reduced loss, value only (no gradient is wanted)."""
-    margin, = params
+    (margin,) = params
     return _run(
         fused,
         ("crammer_singer", False, False),
@@ -736,8 +742,8 @@ def _both(reduction, fused, indexed, targeted, keep, counts, z, y, margin):
         margin,
     )
     if not targeted:
-        grad_term_0 = (*grad_term_0, None, )
-    return value, (*grad_term_0,), (_carried_0, )
+        grad_term_0 = (*grad_term_0, None)
+    return value, (*grad_term_0,), (_carried_0,)
 
 
 def _save(
@@ -817,7 +823,7 @@ class _CrammerSingerLossFunction(torch.autograd.Function):
         saved = ctx.saved_tensors
         z, y = saved[:2]
         keep, counts = saved[2:4]
-        margin, = ctx.params
+        (margin,) = ctx.params
         # create_graph=True: the gradient must be differentiable; and once a saved
         # gradient was handed on as it is (its owner may change it), a later backward
         # (retain_graph=True) computes it again
@@ -826,7 +832,7 @@ class _CrammerSingerLossFunction(torch.autograd.Function):
         grad_y = None
         if recompute:
             grads = _EAGER[("crammer_singer", False, ctx.targeted)][1](z, y, margin)[1]
-            grads = grads if ctx.targeted else (*grads, None, )
+            grads = grads if ctx.targeted else (*grads, None)
         else:
             grads = saved[4:6]
         if recompute or ctx.carried[0] is None:
@@ -885,8 +891,17 @@ class _CrammerSingerLossTransformedFunction(_CrammerSingerLossFunction):
         # (None: class indices)
         ctx.mark_non_differentiable(*(g for g in grads if g is not None))
         ctx.set_materialize_grads(False)
-        _save(ctx, inputs[0], inputs[2], inputs[3], inputs[4], inputs[5], inputs[6:8],
-              inputs[8:], grads)
+        _save(
+            ctx,
+            inputs[0],
+            inputs[2],
+            inputs[3],
+            inputs[4],
+            inputs[5],
+            inputs[6:8],
+            inputs[8:],
+            grads,
+        )
         ctx.save_for_forward(inputs[4], inputs[5], *grads)
 
     @staticmethod
@@ -1092,9 +1107,13 @@ class CrammerSingerLoss(torch.nn.Module):
         super().__setattr__(name, value)
 
     def extra_repr(self):
-        return ", ".join([f"reduction={self.reduction!r}", f"margin={float(self.margin.detach())!r}"]
-                         + (["fused=True"] if self.fused else [])
-                         + ([f"validate={self.validate}"] if self.validate else []))
+        shown = [
+            f"reduction={self.reduction!r}",
+            f"margin={float(self.margin.detach())!r}",
+        ]
+        shown += ["fused=True"] if self.fused else []
+        shown += [f"validate={self.validate}"] if self.validate else []
+        return ", ".join(shown)
 
     def __prepare_scriptable__(self):
         raise RuntimeError(

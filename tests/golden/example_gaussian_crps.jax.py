@@ -45,7 +45,9 @@ Reference:
 Example::
 
     >>> import jax.numpy as jnp
-    >>> value, grads = loss_and_grad(jnp.array([0.5, -1.0]), jnp.array([0.5, -1.0]), jnp.array([0.001, 1000.0]))
+    >>> value, grads = loss_and_grad(
+    ...     jnp.array([0.5, -1.0]), jnp.array([0.5, -1.0]), jnp.array([0.001, 1000.0])
+    ... )
 """
 
 import functools

@@ -417,8 +417,16 @@ def _gaussian_crps_targeted_value_and_grads(mu, y, sigma, *, scale=None):
 #: is class indices,
 #: whether its targets' gradients are wanted).
 _EAGER = {
-    ("gaussian_crps", False, False): (_gaussian_crps_value, _gaussian_crps_value_and_grads, ((False, False, False, ), (), 0)),
-    ("gaussian_crps", False, True): (_gaussian_crps_targeted_value, _gaussian_crps_targeted_value_and_grads, ((False, False, False, ), (), 0)),
+    ("gaussian_crps", False, False): (
+        _gaussian_crps_value,
+        _gaussian_crps_value_and_grads,
+        ((False, False, False), (), 0),
+    ),
+    ("gaussian_crps", False, True): (
+        _gaussian_crps_targeted_value,
+        _gaussian_crps_targeted_value_and_grads,
+        ((False, False, False), (), 0),
+    ),
 }
 _FUSED = {}
 _FUSED_FAILED = set()
@@ -684,8 +692,8 @@ def _both(reduction, fused, indexed, targeted, keep, counts, mu, y, sigma):
         sigma,
     )
     if not targeted:
-        grad_term_0 = (*grad_term_0, None, )
-    return value, (*grad_term_0,), (_carried_0, )
+        grad_term_0 = (*grad_term_0, None)
+    return value, (*grad_term_0,), (_carried_0,)
 
 
 def _save(
@@ -774,7 +782,7 @@ class _GaussianCrpsLossFunction(torch.autograd.Function):
         grad_y = None
         if recompute:
             grads = _EAGER[("gaussian_crps", False, ctx.targeted)][1](mu, y, sigma)[1]
-            grads = grads if ctx.targeted else (*grads, None, )
+            grads = grads if ctx.targeted else (*grads, None)
         else:
             grads = saved[5:8]
         if recompute or ctx.carried[0] is None:
@@ -827,8 +835,17 @@ class _GaussianCrpsLossTransformedFunction(_GaussianCrpsLossFunction):
         # (None: class indices)
         ctx.mark_non_differentiable(*(g for g in grads if g is not None))
         ctx.set_materialize_grads(False)
-        _save(ctx, inputs[0], inputs[2], inputs[3], inputs[4], inputs[5], inputs[6:9],
-              inputs[9:], grads)
+        _save(
+            ctx,
+            inputs[0],
+            inputs[2],
+            inputs[3],
+            inputs[4],
+            inputs[5],
+            inputs[6:9],
+            inputs[9:],
+            grads,
+        )
         ctx.save_for_forward(inputs[4], inputs[5], *grads)
 
     @staticmethod
@@ -923,7 +940,9 @@ class GaussianCrpsLoss(torch.nn.Module):
         >>> import torch
         >>> criterion = GaussianCrpsLoss()
         >>> mu = torch.tensor([0.5, -1.0], requires_grad=True)
-        >>> value = criterion(mu, torch.tensor([0.5, -1.0]), torch.tensor([0.001, 1000.0]))
+        >>> value = criterion(
+        ...     mu, torch.tensor([0.5, -1.0]), torch.tensor([0.001, 1000.0])
+        ... )
         >>> value.backward()
     """
 
@@ -977,7 +996,9 @@ class GaussianCrpsLoss(torch.nn.Module):
                 sigma,
                 *params,
             )[0]
-        if torch.is_grad_enabled() and (mu.requires_grad or sigma.requires_grad or targeted):
+        if torch.is_grad_enabled() and (
+            mu.requires_grad or sigma.requires_grad or targeted
+        ):
             return _GaussianCrpsLossFunction.apply(
                 self.reduction,
                 fused,
@@ -993,9 +1014,10 @@ class GaussianCrpsLoss(torch.nn.Module):
         return _loss(self.reduction, params, fused, indexed, keep, counts, mu, y, sigma)
 
     def extra_repr(self):
-        return ", ".join([f"reduction={self.reduction!r}"]
-                         + (["fused=True"] if self.fused else [])
-                         + ([f"validate={self.validate}"] if self.validate else []))
+        shown = [f"reduction={self.reduction!r}"]
+        shown += ["fused=True"] if self.fused else []
+        shown += [f"validate={self.validate}"] if self.validate else []
+        return ", ".join(shown)
 
     def __prepare_scriptable__(self):
         raise RuntimeError(

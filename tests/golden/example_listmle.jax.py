@@ -40,7 +40,10 @@ Reference:
 Example::
 
     >>> import jax.numpy as jnp
-    >>> value, grads = loss_and_grad(jnp.array([[0.5, -1.0, 2.0], [1.5, 0.0, -0.5]]), jnp.array([[0.5, -1.0, 2.0], [1.5, 0.0, -0.5]]))
+    >>> value, grads = loss_and_grad(
+    ...     jnp.array([[0.5, -1.0, 2.0], [1.5, 0.0, -0.5]]),
+    ...     jnp.array([[0.5, -1.0, 2.0], [1.5, 0.0, -0.5]]),
+    ... )
 """
 
 import functools

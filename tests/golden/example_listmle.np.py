@@ -40,7 +40,10 @@ Reference:
 Example::
 
     >>> import numpy as np
-    >>> value, grads = loss_and_grad(np.array([[0.5, -1.0, 2.0], [1.5, 0.0, -0.5]]), np.array([[0.5, -1.0, 2.0], [1.5, 0.0, -0.5]]))
+    >>> value, grads = loss_and_grad(
+    ...     np.array([[0.5, -1.0, 2.0], [1.5, 0.0, -0.5]]),
+    ...     np.array([[0.5, -1.0, 2.0], [1.5, 0.0, -0.5]]),
+    ... )
 """
 
 import numpy as np

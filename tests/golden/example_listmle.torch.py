@@ -420,9 +420,7 @@ def _listmle_value_and_grads(s, y, *, scale=None):
         dtype,
         device,
     )[..., 0]
-    grads = (
-        _fill(_times(1, _t2 - 1, scale), s.shape, dtype, device),
-    )
+    grads = (_fill(_times(1, _t2 - 1, scale), s.shape, dtype, device),)
     return value, grads
 
 
@@ -467,8 +465,16 @@ def _listmle_targeted_value_and_grads(s, y, *, scale=None):
 #: is class indices,
 #: whether its targets' gradients are wanted).
 _EAGER = {
-    ("listmle", False, False): (_listmle_value, _listmle_value_and_grads, ((True, True, ), (), 0)),
-    ("listmle", False, True): (_listmle_targeted_value, _listmle_targeted_value_and_grads, ((True, True, ), (), 0)),
+    ("listmle", False, False): (
+        _listmle_value,
+        _listmle_value_and_grads,
+        ((True, True), (), 0),
+    ),
+    ("listmle", False, True): (
+        _listmle_targeted_value,
+        _listmle_targeted_value_and_grads,
+        ((True, True), (), 0),
+    ),
 }
 _FUSED = {}
 _FUSED_FAILED = set()
@@ -714,8 +720,8 @@ def _both(reduction, fused, indexed, targeted, keep, counts, s, y):
         fused, ("listmle", False, targeted), 1, reduction, None, None, s, s, y
     )
     if not targeted:
-        grad_term_0 = (*grad_term_0, None, )
-    return value, (*grad_term_0,), (_carried_0, )
+        grad_term_0 = (*grad_term_0, None)
+    return value, (*grad_term_0,), (_carried_0,)
 
 
 def _save(
@@ -794,7 +800,7 @@ class _ListmleLossFunction(torch.autograd.Function):
         grad_y = None
         if recompute:
             grads = _EAGER[("listmle", False, ctx.targeted)][1](s, y)[1]
-            grads = grads if ctx.targeted else (*grads, None, )
+            grads = grads if ctx.targeted else (*grads, None)
         else:
             grads = saved[4:6]
         if recompute or ctx.carried[0] is None:
@@ -851,8 +857,17 @@ class _ListmleLossTransformedFunction(_ListmleLossFunction):
         # (None: class indices)
         ctx.mark_non_differentiable(*(g for g in grads if g is not None))
         ctx.set_materialize_grads(False)
-        _save(ctx, inputs[0], inputs[2], inputs[3], inputs[4], inputs[5], inputs[6:8],
-              inputs[8:], grads)
+        _save(
+            ctx,
+            inputs[0],
+            inputs[2],
+            inputs[3],
+            inputs[4],
+            inputs[5],
+            inputs[6:8],
+            inputs[8:],
+            grads,
+        )
         ctx.save_for_forward(inputs[4], inputs[5], *grads)
 
     @staticmethod
@@ -1000,9 +1015,10 @@ class ListmleLoss(torch.nn.Module):
         return _loss(self.reduction, params, fused, indexed, keep, counts, s, y)
 
     def extra_repr(self):
-        return ", ".join([f"reduction={self.reduction!r}"]
-                         + (["fused=True"] if self.fused else [])
-                         + ([f"validate={self.validate}"] if self.validate else []))
+        shown = [f"reduction={self.reduction!r}"]
+        shown += ["fused=True"] if self.fused else []
+        shown += [f"validate={self.validate}"] if self.validate else []
+        return ", ".join(shown)
 
     def __prepare_scriptable__(self):
         raise RuntimeError(

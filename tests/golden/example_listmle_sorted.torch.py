@@ -380,9 +380,7 @@ def _listmle_sorted_value_and_grads(s, *, scale=None):
         dtype,
         device,
     )[..., 0]
-    grads = (
-        _fill(_times(1, _t2 - 1, scale), s.shape, dtype, device),
-    )
+    grads = (_fill(_times(1, _t2 - 1, scale), s.shape, dtype, device),)
     return value, grads
 
 
@@ -391,7 +389,11 @@ def _listmle_sorted_value_and_grads(s, *, scale=None):
 #: the batch; which array gives the batch shape), by (term, whether the one-hot target
 #: is class indices).
 _EAGER = {
-    ("listmle_sorted", False): (_listmle_sorted_value, _listmle_sorted_value_and_grads, ((True, ), (), 0)),
+    ("listmle_sorted", False): (
+        _listmle_sorted_value,
+        _listmle_sorted_value_and_grads,
+        ((True,), (), 0),
+    ),
 }
 _FUSED = {}
 _FUSED_FAILED = set()
@@ -636,7 +638,7 @@ def _both(reduction, fused, indexed, targeted, keep, counts, s):
     value, grad_term_0, _carried_0 = _run(
         fused, ("listmle_sorted", False), 1, reduction, None, None, s, s
     )
-    return value, (*grad_term_0,), (_carried_0, )
+    return value, (*grad_term_0,), (_carried_0,)
 
 
 def _save(
@@ -703,7 +705,7 @@ class _ListmleSortedLossFunction(torch.autograd.Function):
         if grad_output is None:
             return (None,) * 7
         saved = ctx.saved_tensors
-        s, = saved[:1]
+        (s,) = saved[:1]
         keep, counts = saved[1:3]
         # create_graph=True: the gradient must be differentiable; and once a saved
         # gradient was handed on as it is (its owner may change it), a later backward
@@ -761,8 +763,17 @@ class _ListmleSortedLossTransformedFunction(_ListmleSortedLossFunction):
         # (None: class indices)
         ctx.mark_non_differentiable(*(g for g in grads if g is not None))
         ctx.set_materialize_grads(False)
-        _save(ctx, inputs[0], inputs[2], inputs[3], inputs[4], inputs[5], inputs[6:7],
-              inputs[7:], grads)
+        _save(
+            ctx,
+            inputs[0],
+            inputs[2],
+            inputs[3],
+            inputs[4],
+            inputs[5],
+            inputs[6:7],
+            inputs[7:],
+            grads,
+        )
         ctx.save_for_forward(inputs[4], inputs[5], *grads)
 
     @staticmethod
@@ -899,9 +910,10 @@ class ListmleSortedLoss(torch.nn.Module):
         return _loss(self.reduction, params, fused, indexed, keep, counts, s)
 
     def extra_repr(self):
-        return ", ".join([f"reduction={self.reduction!r}"]
-                         + (["fused=True"] if self.fused else [])
-                         + ([f"validate={self.validate}"] if self.validate else []))
+        shown = [f"reduction={self.reduction!r}"]
+        shown += ["fused=True"] if self.fused else []
+        shown += [f"validate={self.validate}"] if self.validate else []
+        return ", ".join(shown)
 
     def __prepare_scriptable__(self):
         raise RuntimeError(

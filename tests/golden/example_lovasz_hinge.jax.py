@@ -64,7 +64,10 @@ Reference:
 Example::
 
     >>> import jax.numpy as jnp
-    >>> value, grads = loss_and_grad(jnp.array([[0.5, -1.0, 2.0], [1.5, 0.0, -0.5]]), jnp.array([[1.0, 0.0, 1.0], [0.0, 0.0, 1.0]]))
+    >>> value, grads = loss_and_grad(
+    ...     jnp.array([[0.5, -1.0, 2.0], [1.5, 0.0, -0.5]]),
+    ...     jnp.array([[1.0, 0.0, 1.0], [0.0, 0.0, 1.0]]),
+    ... )
 """
 
 import functools
@@ -165,7 +168,7 @@ def _validate(z, y, indexed):
             False,
         ),
     )
-    y = _check_domain("y", y, ("0 or 1", 0.0, 1.0, False, False, (0.0, 1.0,), False))
+    y = _check_domain("y", y, ("0 or 1", 0.0, 1.0, False, False, (0.0, 1.0), False))
     return z, y
 
 

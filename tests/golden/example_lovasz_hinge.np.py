@@ -64,7 +64,10 @@ Reference:
 Example::
 
     >>> import numpy as np
-    >>> value, grads = loss_and_grad(np.array([[0.5, -1.0, 2.0], [1.5, 0.0, -0.5]]), np.array([[1.0, 0.0, 1.0], [0.0, 0.0, 1.0]]))
+    >>> value, grads = loss_and_grad(
+    ...     np.array([[0.5, -1.0, 2.0], [1.5, 0.0, -0.5]]),
+    ...     np.array([[1.0, 0.0, 1.0], [0.0, 0.0, 1.0]]),
+    ... )
 """
 
 import numpy as np
@@ -161,7 +164,7 @@ def _validate(z, y, indexed):
             False,
         ),
     )
-    _check_domain("y", y, ("0 or 1", 0.0, 1.0, False, False, (0.0, 1.0,), False))
+    _check_domain("y", y, ("0 or 1", 0.0, 1.0, False, False, (0.0, 1.0), False))
 
 
 def _fill(value, shape):

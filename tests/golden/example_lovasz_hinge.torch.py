@@ -104,7 +104,7 @@ def _validate(z, y, indexed):
             False,
         ),
     )
-    _check_domain("y", y, ("0 or 1", 0.0, 1.0, False, False, (0.0, 1.0,), False))
+    _check_domain("y", y, ("0 or 1", 0.0, 1.0, False, False, (0.0, 1.0), False))
 
 
 def _fill(value, shape, dtype, device):
@@ -415,9 +415,7 @@ def _lovasz_hinge_value_and_grads(z, y, *, scale=None):
         ...,
         0,
     ]
-    grads = (
-        _fill(_times(-1, _t0 * _t10, scale), z.shape, dtype, device),
-    )
+    grads = (_fill(_times(-1, _t0 * _t10, scale), z.shape, dtype, device),)
     return value, grads
 
 
@@ -426,7 +424,11 @@ def _lovasz_hinge_value_and_grads(z, y, *, scale=None):
 #: the batch; which array gives the batch shape), by (term, whether the one-hot target
 #: is class indices).
 _EAGER = {
-    ("lovasz_hinge", False): (_lovasz_hinge_value, _lovasz_hinge_value_and_grads, ((True, True, ), (), 0)),
+    ("lovasz_hinge", False): (
+        _lovasz_hinge_value,
+        _lovasz_hinge_value_and_grads,
+        ((True, True), (), 0),
+    ),
 }
 _FUSED = {}
 _FUSED_FAILED = set()
@@ -671,7 +673,7 @@ def _both(reduction, fused, indexed, targeted, keep, counts, z, y):
     value, grad_term_0, _carried_0 = _run(
         fused, ("lovasz_hinge", False), 1, reduction, None, None, z, z, y
     )
-    return value, (*grad_term_0,), (_carried_0, )
+    return value, (*grad_term_0,), (_carried_0,)
 
 
 def _save(
@@ -798,8 +800,17 @@ class _LovaszHingeLossTransformedFunction(_LovaszHingeLossFunction):
         # (None: class indices)
         ctx.mark_non_differentiable(*(g for g in grads if g is not None))
         ctx.set_materialize_grads(False)
-        _save(ctx, inputs[0], inputs[2], inputs[3], inputs[4], inputs[5], inputs[6:8],
-              inputs[8:], grads)
+        _save(
+            ctx,
+            inputs[0],
+            inputs[2],
+            inputs[3],
+            inputs[4],
+            inputs[5],
+            inputs[6:8],
+            inputs[8:],
+            grads,
+        )
         ctx.save_for_forward(inputs[4], inputs[5], *grads)
 
     @staticmethod
@@ -963,9 +974,10 @@ class LovaszHingeLoss(torch.nn.Module):
         return _loss(self.reduction, params, fused, indexed, keep, counts, z, y)
 
     def extra_repr(self):
-        return ", ".join([f"reduction={self.reduction!r}"]
-                         + (["fused=True"] if self.fused else [])
-                         + ([f"validate={self.validate}"] if self.validate else []))
+        shown = [f"reduction={self.reduction!r}"]
+        shown += ["fused=True"] if self.fused else []
+        shown += [f"validate={self.validate}"] if self.validate else []
+        return ", ".join(shown)
 
     def __prepare_scriptable__(self):
         raise RuntimeError(

@@ -415,9 +415,7 @@ def _bce_value_and_grads(p, target, weight, eps, *, scale=None):
     _t5 = _t2 * torch.log(_t4) + target * torch.log(_t1)
     _t6 = target * (_t1 == p).to(dtype) / _t1 - _t2 * (_t4 == _t3).to(dtype) / _t4
     value = _fill(-weight * _t5, batch, dtype, device)
-    grads = (
-        _fill(_times(-1, weight * _t6, scale), p.shape, dtype, device),
-    )
+    grads = (_fill(_times(-1, weight * _t6, scale), p.shape, dtype, device),)
     return value, grads
 
 
@@ -444,9 +442,7 @@ def _bce_folded_value_and_grads(p, target, weight, eps, *, scale=None):
     _t5 = target * (_t1 == p).to(dtype) / _t1
     _t6 = _t2 * (_t4 == _t3).to(dtype) / _t4
     value = _fill(-_t2 * torch.log(_t4) - target * torch.log(_t1), batch, dtype, device)
-    grads = (
-        _fill(_times(1, _t6 - _t5, scale), p.shape, dtype, device),
-    )
+    grads = (_fill(_times(1, _t6 - _t5, scale), p.shape, dtype, device),)
     return value, grads
 
 
@@ -533,9 +529,7 @@ def _missed_value_and_grads(p, target, threshold, *, scale=None):
     dtype, device, batch = p.dtype, p.device, p.shape
     _t0 = torch.ceil(torch.clamp(threshold - p, 0.0, 1.0))
     value = _fill(target * _t0, batch, dtype, device)
-    grads = (
-        _fill(_times(0, 1, scale), p.shape, dtype, device),
-    )
+    grads = (_fill(_times(0, 1, scale), p.shape, dtype, device),)
     return value, grads
 
 
@@ -568,12 +562,36 @@ def _missed_targeted_value_and_grads(p, target, threshold, *, scale=None):
 #: whether its tensor params are all absent,
 #: whether its targets' gradients are wanted).
 _EAGER = {
-    ("bce", False, False, False): (_bce_value, _bce_value_and_grads, ((False, False, ), (2, ), 0)),
-    ("bce", False, True, False): (_bce_folded_value, _bce_folded_value_and_grads, ((False, False, ), (2, ), 0)),
-    ("bce", False, False, True): (_bce_targeted_value, _bce_targeted_value_and_grads, ((False, False, ), (2, ), 0)),
-    ("bce", False, True, True): (_bce_targeted_folded_value, _bce_targeted_folded_value_and_grads, ((False, False, ), (2, ), 0)),
-    ("missed", False, False): (_missed_value, _missed_value_and_grads, ((False, False, ), (), 0)),
-    ("missed", False, True): (_missed_targeted_value, _missed_targeted_value_and_grads, ((False, False, ), (), 0)),
+    ("bce", False, False, False): (
+        _bce_value,
+        _bce_value_and_grads,
+        ((False, False), (2,), 0),
+    ),
+    ("bce", False, True, False): (
+        _bce_folded_value,
+        _bce_folded_value_and_grads,
+        ((False, False), (2,), 0),
+    ),
+    ("bce", False, False, True): (
+        _bce_targeted_value,
+        _bce_targeted_value_and_grads,
+        ((False, False), (2,), 0),
+    ),
+    ("bce", False, True, True): (
+        _bce_targeted_folded_value,
+        _bce_targeted_folded_value_and_grads,
+        ((False, False), (2,), 0),
+    ),
+    ("missed", False, False): (
+        _missed_value,
+        _missed_value_and_grads,
+        ((False, False), (), 0),
+    ),
+    ("missed", False, True): (
+        _missed_targeted_value,
+        _missed_targeted_value_and_grads,
+        ((False, False), (), 0),
+    ),
 }
 _FUSED = {}
 _FUSED_FAILED = set()
@@ -866,7 +884,7 @@ def _both(
         eps,
     )
     if not targeted:
-        grad_term_0 = (*grad_term_0, None, )
+        grad_term_0 = (*grad_term_0, None)
     values["bce"] = (1.0, value)
     value, grad_term_1, _carried_1 = _run(
         fused,
@@ -881,12 +899,12 @@ def _both(
         threshold,
     )
     if not targeted:
-        grad_term_1 = (*grad_term_1, None, )
+        grad_term_1 = (*grad_term_1, None)
     values["missed"] = (0.1, value)
     return (
         _total(values, reduction),
-        (*grad_term_0, *grad_term_1,),
-        (_carried_0, _carried_1, ),
+        (*grad_term_0, *grad_term_1),
+        (_carried_0, _carried_1),
     )
 
 
@@ -1004,7 +1022,7 @@ class _MedicalLossFunction(torch.autograd.Function):
                 weight,
                 eps,
             )[1]
-            grads = grads if ctx.targeted else (*grads, None, )
+            grads = grads if ctx.targeted else (*grads, None)
         else:
             grads = saved[4:6]
         if recompute or ctx.carried[0] is None:
@@ -1026,12 +1044,13 @@ class _MedicalLossFunction(torch.autograd.Function):
             grad_target = part if grad_target is None else grad_target + part
         if recompute:
             grads = _EAGER[("missed", False, ctx.targeted)][1](p, target, threshold)[1]
-            grads = grads if ctx.targeted else (*grads, None, )
+            grads = grads if ctx.targeted else (*grads, None)
         else:
             grads = saved[6:8]
         if recompute or ctx.carried[1] is None:
             upstream, handed = (
-                0.1 * _upstream(grad_output, ctx.reduction or "sum", p.shape, None, None),
+                0.1
+                * _upstream(grad_output, ctx.reduction or "sum", p.shape, None, None),
                 False,
             )
         else:  # the gradients carry the reduction's factor already
@@ -1099,8 +1118,17 @@ class _MedicalLossTransformedFunction(_MedicalLossFunction):
         # (None: class indices)
         ctx.mark_non_differentiable(*(g for g in grads if g is not None))
         ctx.set_materialize_grads(False)
-        _save(ctx, inputs[0], inputs[2], inputs[3], inputs[4], inputs[5], inputs[6:8],
-              inputs[8:], grads)
+        _save(
+            ctx,
+            inputs[0],
+            inputs[2],
+            inputs[3],
+            inputs[4],
+            inputs[5],
+            inputs[6:8],
+            inputs[8:],
+            grads,
+        )
         ctx.save_for_forward(inputs[4], inputs[5], *grads)
 
     @staticmethod
@@ -1225,7 +1253,7 @@ _BUFFERS = {
         False,
     ),
 }
-_TENSORS = frozenset(("weight", ))
+_TENSORS = frozenset(("weight",))
 
 
 class MedicalLoss(torch.nn.Module):
@@ -1401,9 +1429,15 @@ class MedicalLoss(torch.nn.Module):
         super().__setattr__(name, value)
 
     def extra_repr(self):
-        return ", ".join([f"reduction={self.reduction!r}", _shown("weight", self.weight), f"eps={float(self.eps.detach())!r}", f"threshold={float(self.threshold.detach())!r}"]
-                         + (["fused=True"] if self.fused else [])
-                         + ([f"validate={self.validate}"] if not self.validate else []))
+        shown = [
+            f"reduction={self.reduction!r}",
+            _shown("weight", self.weight),
+            f"eps={float(self.eps.detach())!r}",
+            f"threshold={float(self.threshold.detach())!r}",
+        ]
+        shown += ["fused=True"] if self.fused else []
+        shown += [f"validate={self.validate}"] if not self.validate else []
+        return ", ".join(shown)
 
     def __prepare_scriptable__(self):
         raise RuntimeError(

@@ -40,7 +40,12 @@ Reference:
 Example::
 
     >>> import numpy as np
-    >>> value, grads = loss_and_grad(np.array([0.5, -1.0]), np.array([0.5, -1.0]), np.array([0.001, 1000.0]), np.array([0.1, 1000.0]))
+    >>> value, grads = loss_and_grad(
+    ...     np.array([0.5, -1.0]),
+    ...     np.array([0.5, -1.0]),
+    ...     np.array([0.001, 1000.0]),
+    ...     np.array([0.1, 1000.0]),
+    ... )
 """
 
 import numpy as np

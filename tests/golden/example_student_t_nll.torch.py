@@ -451,8 +451,16 @@ def _student_t_nll_targeted_value_and_grads(mu, y, sigma, nu, *, scale=None):
 #: is class indices,
 #: whether its targets' gradients are wanted).
 _EAGER = {
-    ("student_t_nll", False, False): (_student_t_nll_value, _student_t_nll_value_and_grads, ((False, False, False, False, ), (), 0)),
-    ("student_t_nll", False, True): (_student_t_nll_targeted_value, _student_t_nll_targeted_value_and_grads, ((False, False, False, False, ), (), 0)),
+    ("student_t_nll", False, False): (
+        _student_t_nll_value,
+        _student_t_nll_value_and_grads,
+        ((False, False, False, False), (), 0),
+    ),
+    ("student_t_nll", False, True): (
+        _student_t_nll_targeted_value,
+        _student_t_nll_targeted_value_and_grads,
+        ((False, False, False, False), (), 0),
+    ),
 }
 _FUSED = {}
 _FUSED_FAILED = set()
@@ -720,8 +728,8 @@ def _both(reduction, fused, indexed, targeted, keep, counts, mu, y, sigma, nu):
         nu,
     )
     if not targeted:
-        grad_term_0 = (*grad_term_0, None, )
-    return value, (*grad_term_0,), (_carried_0, )
+        grad_term_0 = (*grad_term_0, None)
+    return value, (*grad_term_0,), (_carried_0,)
 
 
 def _save(
@@ -812,8 +820,10 @@ class _StudentTNllLossFunction(torch.autograd.Function):
         grad_nu = None
         grad_y = None
         if recompute:
-            grads = _EAGER[("student_t_nll", False, ctx.targeted)][1](mu, y, sigma, nu)[1]
-            grads = grads if ctx.targeted else (*grads, None, )
+            grads = _EAGER[("student_t_nll", False, ctx.targeted)][1](mu, y, sigma, nu)[
+                1
+            ]
+            grads = grads if ctx.targeted else (*grads, None)
         else:
             grads = saved[6:10]
         if recompute or ctx.carried[0] is None:
@@ -868,8 +878,17 @@ class _StudentTNllLossTransformedFunction(_StudentTNllLossFunction):
         # (None: class indices)
         ctx.mark_non_differentiable(*(g for g in grads if g is not None))
         ctx.set_materialize_grads(False)
-        _save(ctx, inputs[0], inputs[2], inputs[3], inputs[4], inputs[5], inputs[6:10],
-              inputs[10:], grads)
+        _save(
+            ctx,
+            inputs[0],
+            inputs[2],
+            inputs[3],
+            inputs[4],
+            inputs[5],
+            inputs[6:10],
+            inputs[10:],
+            grads,
+        )
         ctx.save_for_forward(inputs[4], inputs[5], *grads)
 
     @staticmethod
@@ -962,7 +981,12 @@ class StudentTNllLoss(torch.nn.Module):
         >>> import torch
         >>> criterion = StudentTNllLoss()
         >>> mu = torch.tensor([0.5, -1.0], requires_grad=True)
-        >>> value = criterion(mu, torch.tensor([0.5, -1.0]), torch.tensor([0.001, 1000.0]), torch.tensor([0.1, 1000.0]))
+        >>> value = criterion(
+        ...     mu,
+        ...     torch.tensor([0.5, -1.0]),
+        ...     torch.tensor([0.001, 1000.0]),
+        ...     torch.tensor([0.1, 1000.0]),
+        ... )
         >>> value.backward()
     """
 
@@ -1017,7 +1041,9 @@ class StudentTNllLoss(torch.nn.Module):
                 nu,
                 *params,
             )[0]
-        if torch.is_grad_enabled() and (mu.requires_grad or sigma.requires_grad or nu.requires_grad or targeted):
+        if torch.is_grad_enabled() and (
+            mu.requires_grad or sigma.requires_grad or nu.requires_grad or targeted
+        ):
             return _StudentTNllLossFunction.apply(
                 self.reduction,
                 fused,
@@ -1036,9 +1062,10 @@ class StudentTNllLoss(torch.nn.Module):
         )
 
     def extra_repr(self):
-        return ", ".join([f"reduction={self.reduction!r}"]
-                         + (["fused=True"] if self.fused else [])
-                         + ([f"validate={self.validate}"] if self.validate else []))
+        shown = [f"reduction={self.reduction!r}"]
+        shown += ["fused=True"] if self.fused else []
+        shown += [f"validate={self.validate}"] if self.validate else []
+        return ", ".join(shown)
 
     def __prepare_scriptable__(self):
         raise RuntimeError(

@@ -44,7 +44,12 @@ Reference:
 Example::
 
     >>> import jax.numpy as jnp
-    >>> value, grads = loss_and_grad(jnp.array([0.5, -1.0]), jnp.array([0.5, -1.0]), jnp.array([0.5, -1.0]), jnp.array([1.0, -1.0]))
+    >>> value, grads = loss_and_grad(
+    ...     jnp.array([0.5, -1.0]),
+    ...     jnp.array([0.5, -1.0]),
+    ...     jnp.array([0.5, -1.0]),
+    ...     jnp.array([1.0, -1.0]),
+    ... )
 """
 
 import functools
@@ -172,7 +177,7 @@ def _validate(pred, target, score, sign, s_reg, s_cls, indexed):
         ),
     )
     sign = _check_domain(
-        "sign", sign, ("-1 or +1", -1.0, 1.0, False, False, (-1.0, 1.0,), False)
+        "sign", sign, ("-1 or +1", -1.0, 1.0, False, False, (-1.0, 1.0), False)
     )
     _check_domain(
         "s_reg",

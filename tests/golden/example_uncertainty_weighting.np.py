@@ -44,7 +44,12 @@ Reference:
 Example::
 
     >>> import numpy as np
-    >>> value, grads = loss_and_grad(np.array([0.5, -1.0]), np.array([0.5, -1.0]), np.array([0.5, -1.0]), np.array([1.0, -1.0]))
+    >>> value, grads = loss_and_grad(
+    ...     np.array([0.5, -1.0]),
+    ...     np.array([0.5, -1.0]),
+    ...     np.array([0.5, -1.0]),
+    ...     np.array([1.0, -1.0]),
+    ... )
 """
 
 import numpy as np
@@ -168,7 +173,7 @@ def _validate(pred, target, score, sign, s_reg, s_cls, indexed):
         ),
     )
     _check_domain(
-        "sign", sign, ("-1 or +1", -1.0, 1.0, False, False, (-1.0, 1.0,), False)
+        "sign", sign, ("-1 or +1", -1.0, 1.0, False, False, (-1.0, 1.0), False)
     )
     _check_domain(
         "s_reg",

@@ -127,7 +127,7 @@ def _validate(pred, target, score, sign, indexed):
         ),
     )
     _check_domain(
-        "sign", sign, ("-1 or +1", -1.0, 1.0, False, False, (-1.0, 1.0,), False)
+        "sign", sign, ("-1 or +1", -1.0, 1.0, False, False, (-1.0, 1.0), False)
     )
 
 
@@ -494,8 +494,16 @@ def _uncertainty_weighting_targeted_value_and_grads(
 #: is class indices,
 #: whether its targets' gradients are wanted).
 _EAGER = {
-    ("uncertainty_weighting", False, False): (_uncertainty_weighting_value, _uncertainty_weighting_value_and_grads, ((False, False, False, False, ), (), 0)),
-    ("uncertainty_weighting", False, True): (_uncertainty_weighting_targeted_value, _uncertainty_weighting_targeted_value_and_grads, ((False, False, False, False, ), (), 0)),
+    ("uncertainty_weighting", False, False): (
+        _uncertainty_weighting_value,
+        _uncertainty_weighting_value_and_grads,
+        ((False, False, False, False), (), 0),
+    ),
+    ("uncertainty_weighting", False, True): (
+        _uncertainty_weighting_targeted_value,
+        _uncertainty_weighting_targeted_value_and_grads,
+        ((False, False, False, False), (), 0),
+    ),
 }
 _FUSED = {}
 _FUSED_FAILED = set()
@@ -781,8 +789,8 @@ def _both(
         s_cls,
     )
     if not targeted:
-        grad_term_0 = (*grad_term_0, None, )
-    return value, (*grad_term_0,), (_carried_0, )
+        grad_term_0 = (*grad_term_0, None)
+    return value, (*grad_term_0,), (_carried_0,)
 
 
 def _save(
@@ -906,7 +914,7 @@ class _UncertaintyWeightingLossFunction(torch.autograd.Function):
                 s_reg,
                 s_cls,
             )[1]
-            grads = grads if ctx.targeted else (*grads, None, )
+            grads = grads if ctx.targeted else (*grads, None)
         else:
             grads = saved[6:11]
         if recompute or ctx.carried[0] is None:
@@ -1000,8 +1008,17 @@ class _UncertaintyWeightingLossTransformedFunction(_UncertaintyWeightingLossFunc
         # (None: class indices)
         ctx.mark_non_differentiable(*(g for g in grads if g is not None))
         ctx.set_materialize_grads(False)
-        _save(ctx, inputs[0], inputs[2], inputs[3], inputs[4], inputs[5], inputs[6:10],
-              inputs[10:], grads)
+        _save(
+            ctx,
+            inputs[0],
+            inputs[2],
+            inputs[3],
+            inputs[4],
+            inputs[5],
+            inputs[6:10],
+            inputs[10:],
+            grads,
+        )
         ctx.save_for_forward(inputs[4], inputs[5], *grads)
 
     @staticmethod
@@ -1122,7 +1139,12 @@ class UncertaintyWeightingLoss(torch.nn.Module):
         >>> import torch
         >>> criterion = UncertaintyWeightingLoss()
         >>> pred = torch.tensor([0.5, -1.0], requires_grad=True)
-        >>> value = criterion(pred, torch.tensor([0.5, -1.0]), torch.tensor([0.5, -1.0]), torch.tensor([1.0, -1.0]))
+        >>> value = criterion(
+        ...     pred,
+        ...     torch.tensor([0.5, -1.0]),
+        ...     torch.tensor([0.5, -1.0]),
+        ...     torch.tensor([1.0, -1.0]),
+        ... )
         >>> value.backward()
     """
 
@@ -1251,7 +1273,13 @@ class UncertaintyWeightingLoss(torch.nn.Module):
                 sign,
                 *params,
             )[0]
-        if torch.is_grad_enabled() and (pred.requires_grad or score.requires_grad or self.s_reg.requires_grad or self.s_cls.requires_grad or targeted):
+        if torch.is_grad_enabled() and (
+            pred.requires_grad
+            or score.requires_grad
+            or self.s_reg.requires_grad
+            or self.s_cls.requires_grad
+            or targeted
+        ):
             return _UncertaintyWeightingLossFunction.apply(
                 self.reduction,
                 fused,
@@ -1279,9 +1307,14 @@ class UncertaintyWeightingLoss(torch.nn.Module):
         )
 
     def extra_repr(self):
-        return ", ".join([f"reduction={self.reduction!r}", f"s_reg={float(self.s_reg.detach())!r}", f"s_cls={float(self.s_cls.detach())!r}"]
-                         + (["fused=True"] if self.fused else [])
-                         + ([f"validate={self.validate}"] if self.validate else []))
+        shown = [
+            f"reduction={self.reduction!r}",
+            f"s_reg={float(self.s_reg.detach())!r}",
+            f"s_cls={float(self.s_cls.detach())!r}",
+        ]
+        shown += ["fused=True"] if self.fused else []
+        shown += [f"validate={self.validate}"] if self.validate else []
+        return ", ".join(shown)
 
     def __prepare_scriptable__(self):
         raise RuntimeError(

@@ -369,9 +369,7 @@ def _focal_value_and_grads(logits, target, alpha, gamma, *, scale=None):
     _t11 = _t2 * _t7 * gamma * (_t0 * _t3 * _t4 - _t3 * _t5)
     _t12 = _t1 * _t8 * (_t3 - target)
     value = _fill(_t2 * _t8, batch, dtype, device)
-    grads = (
-        _fill(_times(1, _t12 + _t11, scale), logits.shape, dtype, device),
-    )
+    grads = (_fill(_times(1, _t12 + _t11, scale), logits.shape, dtype, device),)
     return value, grads
 
 
@@ -425,8 +423,16 @@ def _focal_targeted_value_and_grads(logits, target, alpha, gamma, *, scale=None)
 #: is class indices,
 #: whether its targets' gradients are wanted).
 _EAGER = {
-    ("focal", False, False): (_focal_value, _focal_value_and_grads, ((False, False, ), (), 0)),
-    ("focal", False, True): (_focal_targeted_value, _focal_targeted_value_and_grads, ((False, False, ), (), 0)),
+    ("focal", False, False): (
+        _focal_value,
+        _focal_value_and_grads,
+        ((False, False), (), 0),
+    ),
+    ("focal", False, True): (
+        _focal_targeted_value,
+        _focal_targeted_value_and_grads,
+        ((False, False), (), 0),
+    ),
 }
 _FUSED = {}
 _FUSED_FAILED = set()
@@ -697,8 +703,8 @@ def _both(
         gamma,
     )
     if not targeted:
-        grad_term_0 = (*grad_term_0, None, )
-    return value, (*grad_term_0,), (_carried_0, )
+        grad_term_0 = (*grad_term_0, None)
+    return value, (*grad_term_0,), (_carried_0,)
 
 
 def _save(
@@ -813,7 +819,7 @@ class _FocalLossFunction(torch.autograd.Function):
                 alpha,
                 gamma,
             )[1]
-            grads = grads if ctx.targeted else (*grads, None, )
+            grads = grads if ctx.targeted else (*grads, None)
         else:
             grads = saved[4:6]
         if recompute or ctx.carried[0] is None:
@@ -875,8 +881,17 @@ class _FocalLossTransformedFunction(_FocalLossFunction):
         # (None: class indices)
         ctx.mark_non_differentiable(*(g for g in grads if g is not None))
         ctx.set_materialize_grads(False)
-        _save(ctx, inputs[0], inputs[2], inputs[3], inputs[4], inputs[5], inputs[6:8],
-              inputs[8:], grads)
+        _save(
+            ctx,
+            inputs[0],
+            inputs[2],
+            inputs[3],
+            inputs[4],
+            inputs[5],
+            inputs[6:8],
+            inputs[8:],
+            grads,
+        )
         ctx.save_for_forward(inputs[4], inputs[5], *grads)
 
     @staticmethod
@@ -1126,9 +1141,14 @@ class FocalLoss(torch.nn.Module):
         super().__setattr__(name, value)
 
     def extra_repr(self):
-        return ", ".join([f"reduction={self.reduction!r}", f"alpha={float(self.alpha.detach())!r}", f"gamma={float(self.gamma.detach())!r}"]
-                         + (["fused=True"] if self.fused else [])
-                         + ([f"validate={self.validate}"] if self.validate else []))
+        shown = [
+            f"reduction={self.reduction!r}",
+            f"alpha={float(self.alpha.detach())!r}",
+            f"gamma={float(self.gamma.detach())!r}",
+        ]
+        shown += ["fused=True"] if self.fused else []
+        shown += [f"validate={self.validate}"] if self.validate else []
+        return ", ".join(shown)
 
     def __prepare_scriptable__(self):
         raise RuntimeError(

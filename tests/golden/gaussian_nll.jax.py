@@ -48,7 +48,9 @@ Reference:
 Example::
 
     >>> import jax.numpy as jnp
-    >>> value, grads = loss_and_grad(jnp.array([0.5, -1.0]), jnp.array([0.5, -1.0]), jnp.array([0.0, 2.0]))
+    >>> value, grads = loss_and_grad(
+    ...     jnp.array([0.5, -1.0]), jnp.array([0.5, -1.0]), jnp.array([0.0, 2.0])
+    ... )
 """
 
 import functools
@@ -168,7 +170,7 @@ def _validate(mean, target, var, full, eps, indexed):
     var = _check_domain(
         "var", var, ("a real number >= 0", 0.0, float("inf"), False, True, None, False)
     )
-    _check_domain("full", full, ("0 or 1", 0.0, 1.0, False, False, (0.0, 1.0,), False))
+    _check_domain("full", full, ("0 or 1", 0.0, 1.0, False, False, (0.0, 1.0), False))
     _check_domain(
         "eps",
         eps,

@@ -48,7 +48,9 @@ Reference:
 Example::
 
     >>> import numpy as np
-    >>> value, grads = loss_and_grad(np.array([0.5, -1.0]), np.array([0.5, -1.0]), np.array([0.0, 2.0]))
+    >>> value, grads = loss_and_grad(
+    ...     np.array([0.5, -1.0]), np.array([0.5, -1.0]), np.array([0.0, 2.0])
+    ... )
 """
 
 import numpy as np
@@ -164,7 +166,7 @@ def _validate(mean, target, var, full, eps, indexed):
     _check_domain(
         "var", var, ("a real number >= 0", 0.0, float("inf"), False, True, None, False)
     )
-    _check_domain("full", full, ("0 or 1", 0.0, 1.0, False, False, (0.0, 1.0,), False))
+    _check_domain("full", full, ("0 or 1", 0.0, 1.0, False, False, (0.0, 1.0), False))
     _check_domain(
         "eps",
         eps,

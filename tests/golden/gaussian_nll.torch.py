@@ -438,8 +438,16 @@ def _gaussian_nll_targeted_value_and_grads(mean, target, var, full, eps, *, scal
 #: is class indices,
 #: whether its targets' gradients are wanted).
 _EAGER = {
-    ("gaussian_nll", False, False): (_gaussian_nll_value, _gaussian_nll_value_and_grads, ((False, False, False, ), (), 0)),
-    ("gaussian_nll", False, True): (_gaussian_nll_targeted_value, _gaussian_nll_targeted_value_and_grads, ((False, False, False, ), (), 0)),
+    ("gaussian_nll", False, False): (
+        _gaussian_nll_value,
+        _gaussian_nll_value_and_grads,
+        ((False, False, False), (), 0),
+    ),
+    ("gaussian_nll", False, True): (
+        _gaussian_nll_targeted_value,
+        _gaussian_nll_targeted_value_and_grads,
+        ((False, False, False), (), 0),
+    ),
 }
 _FUSED = {}
 _FUSED_FAILED = set()
@@ -712,8 +720,8 @@ def _both(
         eps,
     )
     if not targeted:
-        grad_term_0 = (*grad_term_0, None, )
-    return value, (*grad_term_0,), (_carried_0, )
+        grad_term_0 = (*grad_term_0, None)
+    return value, (*grad_term_0,), (_carried_0,)
 
 
 def _save(
@@ -832,7 +840,7 @@ class _GaussianNLLLossFunction(torch.autograd.Function):
                 full,
                 eps,
             )[1]
-            grads = grads if ctx.targeted else (*grads, None, )
+            grads = grads if ctx.targeted else (*grads, None)
         else:
             grads = saved[5:8]
         if recompute or ctx.carried[0] is None:
@@ -909,8 +917,17 @@ class _GaussianNLLLossTransformedFunction(_GaussianNLLLossFunction):
         # (None: class indices)
         ctx.mark_non_differentiable(*(g for g in grads if g is not None))
         ctx.set_materialize_grads(False)
-        _save(ctx, inputs[0], inputs[2], inputs[3], inputs[4], inputs[5], inputs[6:9],
-              inputs[9:], grads)
+        _save(
+            ctx,
+            inputs[0],
+            inputs[2],
+            inputs[3],
+            inputs[4],
+            inputs[5],
+            inputs[6:9],
+            inputs[9:],
+            grads,
+        )
         ctx.save_for_forward(inputs[4], inputs[5], *grads)
 
     @staticmethod
@@ -982,7 +999,7 @@ def _recheck(module, incompatible_keys):
     """
     if module.validate:
         _check_domain(
-            "full", module.full, ("0 or 1", 0.0, 1.0, False, False, (0.0, 1.0,), False)
+            "full", module.full, ("0 or 1", 0.0, 1.0, False, False, (0.0, 1.0), False)
         )
         _check_domain(
             "eps",
@@ -994,7 +1011,7 @@ def _recheck(module, incompatible_keys):
 #: The params held as buffers, with their domains: what an assignment to one is checked
 #: against.
 _BUFFERS = {
-    "full": ("0 or 1", 0.0, 1.0, False, False, (0.0, 1.0,), False),
+    "full": ("0 or 1", 0.0, 1.0, False, False, (0.0, 1.0), False),
     "eps": ("a real number in [1e-12, 1.0]", 1e-12, 1.0, False, False, None, False),
 }
 
@@ -1125,7 +1142,9 @@ class GaussianNLLLoss(torch.nn.Module):
                 var,
                 *params,
             )[0]
-        if torch.is_grad_enabled() and (mean.requires_grad or var.requires_grad or targeted):
+        if torch.is_grad_enabled() and (
+            mean.requires_grad or var.requires_grad or targeted
+        ):
             return _GaussianNLLLossFunction.apply(
                 self.reduction,
                 fused,
@@ -1153,9 +1172,14 @@ class GaussianNLLLoss(torch.nn.Module):
         super().__setattr__(name, value)
 
     def extra_repr(self):
-        return ", ".join([f"reduction={self.reduction!r}", f"full={float(self.full.detach())!r}", f"eps={float(self.eps.detach())!r}"]
-                         + (["fused=True"] if self.fused else [])
-                         + ([f"validate={self.validate}"] if self.validate else []))
+        shown = [
+            f"reduction={self.reduction!r}",
+            f"full={float(self.full.detach())!r}",
+            f"eps={float(self.eps.detach())!r}",
+        ]
+        shown += ["fused=True"] if self.fused else []
+        shown += [f"validate={self.validate}"] if self.validate else []
+        return ", ".join(shown)
 
     def __prepare_scriptable__(self):
         raise RuntimeError(

@@ -98,7 +98,7 @@ def _validate(score, target, indexed):
         ),
     )
     _check_domain(
-        "target", target, ("-1 or +1", -1.0, 1.0, False, False, (-1.0, 1.0,), False)
+        "target", target, ("-1 or +1", -1.0, 1.0, False, False, (-1.0, 1.0), False)
     )
 
 
@@ -363,9 +363,7 @@ def _hinge_value_and_grads(score, target, margin, *, scale=None):
     _t0 = margin - score * target
     _t1 = torch.ceil(torch.clamp(_t0, 0.0, 1.0))
     value = _fill(torch.clamp(_t0, min=0), batch, dtype, device)
-    grads = (
-        _fill(_times(-1, target * _t1, scale), score.shape, dtype, device),
-    )
+    grads = (_fill(_times(-1, target * _t1, scale), score.shape, dtype, device),)
     return value, grads
 
 
@@ -374,7 +372,7 @@ def _hinge_value_and_grads(score, target, margin, *, scale=None):
 #: the batch; which array gives the batch shape), by (term, whether the one-hot target
 #: is class indices).
 _EAGER = {
-    ("hinge", False): (_hinge_value, _hinge_value_and_grads, ((False, False, ), (), 0)),
+    ("hinge", False): (_hinge_value, _hinge_value_and_grads, ((False, False), (), 0)),
 }
 _FUSED = {}
 _FUSED_FAILED = set()
@@ -607,7 +605,7 @@ def _run(fused, term, which, reduction, keep, counts, like, *args):
 
 def _loss(reduction, params, fused, indexed, keep, counts, score, target):
     """The reduced loss, value only (no gradient is wanted)."""
-    margin, = params
+    (margin,) = params
     return _run(
         fused, ("hinge", False), 0, reduction, None, None, score, score, target, margin
     )
@@ -622,7 +620,7 @@ def _both(reduction, fused, indexed, targeted, keep, counts, score, target, marg
     value, grad_term_0, _carried_0 = _run(
         fused, ("hinge", False), 1, reduction, None, None, score, score, target, margin
     )
-    return value, (*grad_term_0,), (_carried_0, )
+    return value, (*grad_term_0,), (_carried_0,)
 
 
 def _save(
@@ -704,7 +702,7 @@ class _HingeLossFunction(torch.autograd.Function):
         saved = ctx.saved_tensors
         score, target = saved[:2]
         keep, counts = saved[2:4]
-        margin, = ctx.params
+        (margin,) = ctx.params
         # create_graph=True: the gradient must be differentiable; and once a saved
         # gradient was handed on as it is (its owner may change it), a later backward
         # (retain_graph=True) computes it again
@@ -761,8 +759,17 @@ class _HingeLossTransformedFunction(_HingeLossFunction):
         # (None: class indices)
         ctx.mark_non_differentiable(*(g for g in grads if g is not None))
         ctx.set_materialize_grads(False)
-        _save(ctx, inputs[0], inputs[2], inputs[3], inputs[4], inputs[5], inputs[6:8],
-              inputs[8:], grads)
+        _save(
+            ctx,
+            inputs[0],
+            inputs[2],
+            inputs[3],
+            inputs[4],
+            inputs[5],
+            inputs[6:8],
+            inputs[8:],
+            grads,
+        )
         ctx.save_for_forward(inputs[4], inputs[5], *grads)
 
     @staticmethod
@@ -995,9 +1002,13 @@ class HingeLoss(torch.nn.Module):
         super().__setattr__(name, value)
 
     def extra_repr(self):
-        return ", ".join([f"reduction={self.reduction!r}", f"margin={float(self.margin.detach())!r}"]
-                         + (["fused=True"] if self.fused else [])
-                         + ([f"validate={self.validate}"] if self.validate else []))
+        shown = [
+            f"reduction={self.reduction!r}",
+            f"margin={float(self.margin.detach())!r}",
+        ]
+        shown += ["fused=True"] if self.fused else []
+        shown += [f"validate={self.validate}"] if self.validate else []
+        return ", ".join(shown)
 
     def __prepare_scriptable__(self):
         raise RuntimeError(

@@ -144,7 +144,7 @@ def _validate(distance, target, margin, indexed):
         ),
     )
     target = _check_domain(
-        "target", target, ("-1 or +1", -1.0, 1.0, False, False, (-1.0, 1.0,), False)
+        "target", target, ("-1 or +1", -1.0, 1.0, False, False, (-1.0, 1.0), False)
     )
     _check_domain(
         "margin",

@@ -100,7 +100,7 @@ def _validate(distance, target, indexed):
         ),
     )
     _check_domain(
-        "target", target, ("-1 or +1", -1.0, 1.0, False, False, (-1.0, 1.0,), False)
+        "target", target, ("-1 or +1", -1.0, 1.0, False, False, (-1.0, 1.0), False)
     )
 
 
@@ -403,7 +403,11 @@ def _hinge_embedding_value_and_grads(distance, target, margin, *, scale=None):
 #: the batch; which array gives the batch shape), by (term, whether the one-hot target
 #: is class indices).
 _EAGER = {
-    ("hinge_embedding", False): (_hinge_embedding_value, _hinge_embedding_value_and_grads, ((False, False, ), (), 0)),
+    ("hinge_embedding", False): (
+        _hinge_embedding_value,
+        _hinge_embedding_value_and_grads,
+        ((False, False), (), 0),
+    ),
 }
 _FUSED = {}
 _FUSED_FAILED = set()
@@ -636,7 +640,7 @@ def _run(fused, term, which, reduction, keep, counts, like, *args):
 
 def _loss(reduction, params, fused, indexed, keep, counts, distance, target):
     """The reduced loss, value only (no gradient is wanted)."""
-    margin, = params
+    (margin,) = params
     return _run(
         fused,
         ("hinge_embedding", False),
@@ -669,7 +673,7 @@ def _both(reduction, fused, indexed, targeted, keep, counts, distance, target, m
         target,
         margin,
     )
-    return value, (*grad_term_0,), (_carried_0, )
+    return value, (*grad_term_0,), (_carried_0,)
 
 
 def _save(
@@ -751,7 +755,7 @@ class _HingeEmbeddingLossFunction(torch.autograd.Function):
         saved = ctx.saved_tensors
         distance, target = saved[:2]
         keep, counts = saved[2:4]
-        margin, = ctx.params
+        (margin,) = ctx.params
         # create_graph=True: the gradient must be differentiable; and once a saved
         # gradient was handed on as it is (its owner may change it), a later backward
         # (retain_graph=True) computes it again
@@ -808,8 +812,17 @@ class _HingeEmbeddingLossTransformedFunction(_HingeEmbeddingLossFunction):
         # (None: class indices)
         ctx.mark_non_differentiable(*(g for g in grads if g is not None))
         ctx.set_materialize_grads(False)
-        _save(ctx, inputs[0], inputs[2], inputs[3], inputs[4], inputs[5], inputs[6:8],
-              inputs[8:], grads)
+        _save(
+            ctx,
+            inputs[0],
+            inputs[2],
+            inputs[3],
+            inputs[4],
+            inputs[5],
+            inputs[6:8],
+            inputs[8:],
+            grads,
+        )
         ctx.save_for_forward(inputs[4], inputs[5], *grads)
 
     @staticmethod
@@ -1060,9 +1073,13 @@ class HingeEmbeddingLoss(torch.nn.Module):
         super().__setattr__(name, value)
 
     def extra_repr(self):
-        return ", ".join([f"reduction={self.reduction!r}", f"margin={float(self.margin.detach())!r}"]
-                         + (["fused=True"] if self.fused else [])
-                         + ([f"validate={self.validate}"] if self.validate else []))
+        shown = [
+            f"reduction={self.reduction!r}",
+            f"margin={float(self.margin.detach())!r}",
+        ]
+        shown += ["fused=True"] if self.fused else []
+        shown += [f"validate={self.validate}"] if self.validate else []
+        return ", ".join(shown)
 
     def __prepare_scriptable__(self):
         raise RuntimeError(

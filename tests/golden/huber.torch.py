@@ -361,9 +361,7 @@ def _huber_value_and_grads(pred, target, delta, *, scale=None):
     _t0 = pred - target
     _t1 = torch.clamp(_t0, -delta, delta)
     value = _fill((1 / 2) * _t1 * (2 * _t0 - _t1), batch, dtype, device)
-    grads = (
-        _fill(_times(1, _t1, scale), pred.shape, dtype, device),
-    )
+    grads = (_fill(_times(1, _t1, scale), pred.shape, dtype, device),)
     return value, grads
 
 
@@ -397,8 +395,16 @@ def _huber_targeted_value_and_grads(pred, target, delta, *, scale=None):
 #: is class indices,
 #: whether its targets' gradients are wanted).
 _EAGER = {
-    ("huber", False, False): (_huber_value, _huber_value_and_grads, ((False, False, ), (), 0)),
-    ("huber", False, True): (_huber_targeted_value, _huber_targeted_value_and_grads, ((False, False, ), (), 0)),
+    ("huber", False, False): (
+        _huber_value,
+        _huber_value_and_grads,
+        ((False, False), (), 0),
+    ),
+    ("huber", False, True): (
+        _huber_targeted_value,
+        _huber_targeted_value_and_grads,
+        ((False, False), (), 0),
+    ),
 }
 _FUSED = {}
 _FUSED_FAILED = set()
@@ -631,7 +637,7 @@ def _run(fused, term, which, reduction, keep, counts, like, *args):
 
 def _loss(reduction, params, fused, indexed, keep, counts, pred, target):
     """The reduced loss, value only (no gradient is wanted)."""
-    delta, = params
+    (delta,) = params
     return _run(
         fused,
         ("huber", False, False),
@@ -665,8 +671,8 @@ def _both(reduction, fused, indexed, targeted, keep, counts, pred, target, delta
         delta,
     )
     if not targeted:
-        grad_term_0 = (*grad_term_0, None, )
-    return value, (*grad_term_0,), (_carried_0, )
+        grad_term_0 = (*grad_term_0, None)
+    return value, (*grad_term_0,), (_carried_0,)
 
 
 def _save(
@@ -748,7 +754,7 @@ class _HuberLossFunction(torch.autograd.Function):
         saved = ctx.saved_tensors
         pred, target = saved[:2]
         keep, counts = saved[2:4]
-        delta, = ctx.params
+        (delta,) = ctx.params
         # create_graph=True: the gradient must be differentiable; and once a saved
         # gradient was handed on as it is (its owner may change it), a later backward
         # (retain_graph=True) computes it again
@@ -757,7 +763,7 @@ class _HuberLossFunction(torch.autograd.Function):
         grad_target = None
         if recompute:
             grads = _EAGER[("huber", False, ctx.targeted)][1](pred, target, delta)[1]
-            grads = grads if ctx.targeted else (*grads, None, )
+            grads = grads if ctx.targeted else (*grads, None)
         else:
             grads = saved[4:6]
         if recompute or ctx.carried[0] is None:
@@ -808,8 +814,17 @@ class _HuberLossTransformedFunction(_HuberLossFunction):
         # (None: class indices)
         ctx.mark_non_differentiable(*(g for g in grads if g is not None))
         ctx.set_materialize_grads(False)
-        _save(ctx, inputs[0], inputs[2], inputs[3], inputs[4], inputs[5], inputs[6:8],
-              inputs[8:], grads)
+        _save(
+            ctx,
+            inputs[0],
+            inputs[2],
+            inputs[3],
+            inputs[4],
+            inputs[5],
+            inputs[6:8],
+            inputs[8:],
+            grads,
+        )
         ctx.save_for_forward(inputs[4], inputs[5], *grads)
 
     @staticmethod
@@ -1026,9 +1041,13 @@ class HuberLoss(torch.nn.Module):
         super().__setattr__(name, value)
 
     def extra_repr(self):
-        return ", ".join([f"reduction={self.reduction!r}", f"delta={float(self.delta.detach())!r}"]
-                         + (["fused=True"] if self.fused else [])
-                         + ([f"validate={self.validate}"] if self.validate else []))
+        shown = [
+            f"reduction={self.reduction!r}",
+            f"delta={float(self.delta.detach())!r}",
+        ]
+        shown += ["fused=True"] if self.fused else []
+        shown += [f"validate={self.validate}"] if self.validate else []
+        return ", ".join(shown)
 
     def __prepare_scriptable__(self):
         raise RuntimeError(

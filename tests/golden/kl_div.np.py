@@ -151,7 +151,7 @@ def _validate(logq, target, log_target, indexed):
         ("a number in [0, 1], both ends included", 0.0, 1.0, False, False, None, False),
     )
     _check_domain(
-        "log_target", log_target, ("0 or 1", 0.0, 1.0, False, False, (0.0, 1.0,), False)
+        "log_target", log_target, ("0 or 1", 0.0, 1.0, False, False, (0.0, 1.0), False)
     )
 
 

@@ -505,8 +505,16 @@ def _kl_div_targeted_value_and_grads(logq, target, log_target, *, scale=None):
 #: is class indices,
 #: whether its targets' gradients are wanted).
 _EAGER = {
-    ("kl_div", False, False): (_kl_div_value, _kl_div_value_and_grads, ((False, False, ), (), 0)),
-    ("kl_div", False, True): (_kl_div_targeted_value, _kl_div_targeted_value_and_grads, ((False, False, ), (), 0)),
+    ("kl_div", False, False): (
+        _kl_div_value,
+        _kl_div_value_and_grads,
+        ((False, False), (), 0),
+    ),
+    ("kl_div", False, True): (
+        _kl_div_targeted_value,
+        _kl_div_targeted_value_and_grads,
+        ((False, False), (), 0),
+    ),
 }
 _FUSED = {}
 _FUSED_FAILED = set()
@@ -739,7 +747,7 @@ def _run(fused, term, which, reduction, keep, counts, like, *args):
 
 def _loss(reduction, params, fused, indexed, keep, counts, logq, target):
     """The reduced loss, value only (no gradient is wanted)."""
-    log_target, = params
+    (log_target,) = params
     return _run(
         fused,
         ("kl_div", False, False),
@@ -773,8 +781,8 @@ def _both(reduction, fused, indexed, targeted, keep, counts, logq, target, log_t
         log_target,
     )
     if not targeted:
-        grad_term_0 = (*grad_term_0, None, )
-    return value, (*grad_term_0,), (_carried_0, )
+        grad_term_0 = (*grad_term_0, None)
+    return value, (*grad_term_0,), (_carried_0,)
 
 
 def _save(
@@ -856,7 +864,7 @@ class _KLDivLossFunction(torch.autograd.Function):
         saved = ctx.saved_tensors
         logq, target = saved[:2]
         keep, counts = saved[2:4]
-        log_target, = ctx.params
+        (log_target,) = ctx.params
         # create_graph=True: the gradient must be differentiable; and once a saved
         # gradient was handed on as it is (its owner may change it), a later backward
         # (retain_graph=True) computes it again
@@ -869,7 +877,7 @@ class _KLDivLossFunction(torch.autograd.Function):
                 target,
                 log_target,
             )[1]
-            grads = grads if ctx.targeted else (*grads, None, )
+            grads = grads if ctx.targeted else (*grads, None)
         else:
             grads = saved[4:6]
         if recompute or ctx.carried[0] is None:
@@ -922,8 +930,17 @@ class _KLDivLossTransformedFunction(_KLDivLossFunction):
         # (None: class indices)
         ctx.mark_non_differentiable(*(g for g in grads if g is not None))
         ctx.set_materialize_grads(False)
-        _save(ctx, inputs[0], inputs[2], inputs[3], inputs[4], inputs[5], inputs[6:8],
-              inputs[8:], grads)
+        _save(
+            ctx,
+            inputs[0],
+            inputs[2],
+            inputs[3],
+            inputs[4],
+            inputs[5],
+            inputs[6:8],
+            inputs[8:],
+            grads,
+        )
         ctx.save_for_forward(inputs[4], inputs[5], *grads)
 
     @staticmethod
@@ -993,14 +1010,14 @@ def _recheck(module, incompatible_keys):
         _check_domain(
             "log_target",
             module.log_target,
-            ("0 or 1", 0.0, 1.0, False, False, (0.0, 1.0,), False),
+            ("0 or 1", 0.0, 1.0, False, False, (0.0, 1.0), False),
         )
 
 
 #: The params held as buffers, with their domains: what an assignment to one is checked
 #: against.
 _BUFFERS = {
-    "log_target": ("0 or 1", 0.0, 1.0, False, False, (0.0, 1.0,), False),
+    "log_target": ("0 or 1", 0.0, 1.0, False, False, (0.0, 1.0), False),
 }
 
 
@@ -1161,9 +1178,13 @@ class KLDivLoss(torch.nn.Module):
         super().__setattr__(name, value)
 
     def extra_repr(self):
-        return ", ".join([f"reduction={self.reduction!r}", f"log_target={float(self.log_target.detach())!r}"]
-                         + (["fused=True"] if self.fused else [])
-                         + ([f"validate={self.validate}"] if self.validate else []))
+        shown = [
+            f"reduction={self.reduction!r}",
+            f"log_target={float(self.log_target.detach())!r}",
+        ]
+        shown += ["fused=True"] if self.fused else []
+        shown += [f"validate={self.validate}"] if self.validate else []
+        return ", ".join(shown)
 
     def __prepare_scriptable__(self):
         raise RuntimeError(

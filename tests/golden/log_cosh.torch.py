@@ -362,9 +362,7 @@ def _log_cosh_value_and_grads(pred, target, *, scale=None):
     _t1 = torch.abs(_t0)
     _t2 = _t1 + torch.log1p(torch.exp(-2 * _t1))
     value = _fill(_t2 - 0.6931471805599453, batch, dtype, device)
-    grads = (
-        _fill(_times(1, torch.tanh(_t0), scale), pred.shape, dtype, device),
-    )
+    grads = (_fill(_times(1, torch.tanh(_t0), scale), pred.shape, dtype, device),)
     return value, grads
 
 
@@ -400,8 +398,16 @@ def _log_cosh_targeted_value_and_grads(pred, target, *, scale=None):
 #: is class indices,
 #: whether its targets' gradients are wanted).
 _EAGER = {
-    ("log_cosh", False, False): (_log_cosh_value, _log_cosh_value_and_grads, ((False, False, ), (), 0)),
-    ("log_cosh", False, True): (_log_cosh_targeted_value, _log_cosh_targeted_value_and_grads, ((False, False, ), (), 0)),
+    ("log_cosh", False, False): (
+        _log_cosh_value,
+        _log_cosh_value_and_grads,
+        ((False, False), (), 0),
+    ),
+    ("log_cosh", False, True): (
+        _log_cosh_targeted_value,
+        _log_cosh_targeted_value_and_grads,
+        ((False, False), (), 0),
+    ),
 }
 _FUSED = {}
 _FUSED_FAILED = set()
@@ -657,8 +663,8 @@ def _both(reduction, fused, indexed, targeted, keep, counts, pred, target):
         target,
     )
     if not targeted:
-        grad_term_0 = (*grad_term_0, None, )
-    return value, (*grad_term_0,), (_carried_0, )
+        grad_term_0 = (*grad_term_0, None)
+    return value, (*grad_term_0,), (_carried_0,)
 
 
 def _save(
@@ -746,7 +752,7 @@ class _LogCoshLossFunction(torch.autograd.Function):
         grad_target = None
         if recompute:
             grads = _EAGER[("log_cosh", False, ctx.targeted)][1](pred, target)[1]
-            grads = grads if ctx.targeted else (*grads, None, )
+            grads = grads if ctx.targeted else (*grads, None)
         else:
             grads = saved[4:6]
         if recompute or ctx.carried[0] is None:
@@ -797,8 +803,17 @@ class _LogCoshLossTransformedFunction(_LogCoshLossFunction):
         # (None: class indices)
         ctx.mark_non_differentiable(*(g for g in grads if g is not None))
         ctx.set_materialize_grads(False)
-        _save(ctx, inputs[0], inputs[2], inputs[3], inputs[4], inputs[5], inputs[6:8],
-              inputs[8:], grads)
+        _save(
+            ctx,
+            inputs[0],
+            inputs[2],
+            inputs[3],
+            inputs[4],
+            inputs[5],
+            inputs[6:8],
+            inputs[8:],
+            grads,
+        )
         ctx.save_for_forward(inputs[4], inputs[5], *grads)
 
     @staticmethod
@@ -950,9 +965,10 @@ class LogCoshLoss(torch.nn.Module):
         return _loss(self.reduction, params, fused, indexed, keep, counts, pred, target)
 
     def extra_repr(self):
-        return ", ".join([f"reduction={self.reduction!r}"]
-                         + (["fused=True"] if self.fused else [])
-                         + ([f"validate={self.validate}"] if self.validate else []))
+        shown = [f"reduction={self.reduction!r}"]
+        shown += ["fused=True"] if self.fused else []
+        shown += [f"validate={self.validate}"] if self.validate else []
+        return ", ".join(shown)
 
     def __prepare_scriptable__(self):
         raise RuntimeError(

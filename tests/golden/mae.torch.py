@@ -384,9 +384,7 @@ def _mae_value_and_grads(pred, target, *, scale=None):
     dtype, device, batch = pred.dtype, pred.device, pred.shape
     _t0 = pred - target
     value = _fill(torch.abs(_t0), batch, dtype, device)
-    grads = (
-        _fill(_times(1, _sign(_t0), scale), pred.shape, dtype, device),
-    )
+    grads = (_fill(_times(1, _sign(_t0), scale), pred.shape, dtype, device),)
     return value, grads
 
 
@@ -418,8 +416,12 @@ def _mae_targeted_value_and_grads(pred, target, *, scale=None):
 #: is class indices,
 #: whether its targets' gradients are wanted).
 _EAGER = {
-    ("mae", False, False): (_mae_value, _mae_value_and_grads, ((False, False, ), (), 0)),
-    ("mae", False, True): (_mae_targeted_value, _mae_targeted_value_and_grads, ((False, False, ), (), 0)),
+    ("mae", False, False): (_mae_value, _mae_value_and_grads, ((False, False), (), 0)),
+    ("mae", False, True): (
+        _mae_targeted_value,
+        _mae_targeted_value_and_grads,
+        ((False, False), (), 0),
+    ),
 }
 _FUSED = {}
 _FUSED_FAILED = set()
@@ -667,8 +669,8 @@ def _both(reduction, fused, indexed, targeted, keep, counts, pred, target):
         fused, ("mae", False, targeted), 1, reduction, None, None, pred, pred, target
     )
     if not targeted:
-        grad_term_0 = (*grad_term_0, None, )
-    return value, (*grad_term_0,), (_carried_0, )
+        grad_term_0 = (*grad_term_0, None)
+    return value, (*grad_term_0,), (_carried_0,)
 
 
 def _save(
@@ -756,7 +758,7 @@ class _L1LossFunction(torch.autograd.Function):
         grad_target = None
         if recompute:
             grads = _EAGER[("mae", False, ctx.targeted)][1](pred, target)[1]
-            grads = grads if ctx.targeted else (*grads, None, )
+            grads = grads if ctx.targeted else (*grads, None)
         else:
             grads = saved[4:6]
         if recompute or ctx.carried[0] is None:
@@ -807,8 +809,17 @@ class _L1LossTransformedFunction(_L1LossFunction):
         # (None: class indices)
         ctx.mark_non_differentiable(*(g for g in grads if g is not None))
         ctx.set_materialize_grads(False)
-        _save(ctx, inputs[0], inputs[2], inputs[3], inputs[4], inputs[5], inputs[6:8],
-              inputs[8:], grads)
+        _save(
+            ctx,
+            inputs[0],
+            inputs[2],
+            inputs[3],
+            inputs[4],
+            inputs[5],
+            inputs[6:8],
+            inputs[8:],
+            grads,
+        )
         ctx.save_for_forward(inputs[4], inputs[5], *grads)
 
     @staticmethod
@@ -969,9 +980,10 @@ class L1Loss(torch.nn.Module):
         return _loss(self.reduction, params, fused, indexed, keep, counts, pred, target)
 
     def extra_repr(self):
-        return ", ".join([f"reduction={self.reduction!r}"]
-                         + (["fused=True"] if self.fused else [])
-                         + ([f"validate={self.validate}"] if self.validate else []))
+        shown = [f"reduction={self.reduction!r}"]
+        shown += ["fused=True"] if self.fused else []
+        shown += [f"validate={self.validate}"] if self.validate else []
+        return ", ".join(shown)
 
     def __prepare_scriptable__(self):
         raise RuntimeError(

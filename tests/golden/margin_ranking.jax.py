@@ -40,7 +40,9 @@ Reference:
 Example::
 
     >>> import jax.numpy as jnp
-    >>> value, grads = loss_and_grad(jnp.array([0.5, -1.0]), jnp.array([0.5, -1.0]), jnp.array([1.0, -1.0]))
+    >>> value, grads = loss_and_grad(
+    ...     jnp.array([0.5, -1.0]), jnp.array([0.5, -1.0]), jnp.array([1.0, -1.0])
+    ... )
 """
 
 import functools
@@ -155,7 +157,7 @@ def _validate(x1, x2, target, margin, indexed):
         ),
     )
     target = _check_domain(
-        "target", target, ("-1 or +1", -1.0, 1.0, False, False, (-1.0, 1.0,), False)
+        "target", target, ("-1 or +1", -1.0, 1.0, False, False, (-1.0, 1.0), False)
     )
     _check_domain(
         "margin",

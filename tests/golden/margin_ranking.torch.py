@@ -112,7 +112,7 @@ def _validate(x1, x2, target, indexed):
         ),
     )
     _check_domain(
-        "target", target, ("-1 or +1", -1.0, 1.0, False, False, (-1.0, 1.0,), False)
+        "target", target, ("-1 or +1", -1.0, 1.0, False, False, (-1.0, 1.0), False)
     )
 
 
@@ -411,7 +411,11 @@ def _margin_ranking_value_and_grads(x1, x2, target, margin, *, scale=None):
 #: the batch; which array gives the batch shape), by (term, whether the one-hot target
 #: is class indices).
 _EAGER = {
-    ("margin_ranking", False): (_margin_ranking_value, _margin_ranking_value_and_grads, ((False, False, False, ), (), 0)),
+    ("margin_ranking", False): (
+        _margin_ranking_value,
+        _margin_ranking_value_and_grads,
+        ((False, False, False), (), 0),
+    ),
 }
 _FUSED = {}
 _FUSED_FAILED = set()
@@ -644,7 +648,7 @@ def _run(fused, term, which, reduction, keep, counts, like, *args):
 
 def _loss(reduction, params, fused, indexed, keep, counts, x1, x2, target):
     """The reduced loss, value only (no gradient is wanted)."""
-    margin, = params
+    (margin,) = params
     return _run(
         fused,
         ("margin_ranking", False),
@@ -679,7 +683,7 @@ def _both(reduction, fused, indexed, targeted, keep, counts, x1, x2, target, mar
         target,
         margin,
     )
-    return value, (*grad_term_0,), (_carried_0, )
+    return value, (*grad_term_0,), (_carried_0,)
 
 
 def _save(
@@ -761,7 +765,7 @@ class _MarginRankingLossFunction(torch.autograd.Function):
         saved = ctx.saved_tensors
         x1, x2, target = saved[:3]
         keep, counts = saved[3:5]
-        margin, = ctx.params
+        (margin,) = ctx.params
         # create_graph=True: the gradient must be differentiable; and once a saved
         # gradient was handed on as it is (its owner may change it), a later backward
         # (retain_graph=True) computes it again
@@ -821,8 +825,17 @@ class _MarginRankingLossTransformedFunction(_MarginRankingLossFunction):
         # (None: class indices)
         ctx.mark_non_differentiable(*(g for g in grads if g is not None))
         ctx.set_materialize_grads(False)
-        _save(ctx, inputs[0], inputs[2], inputs[3], inputs[4], inputs[5], inputs[6:9],
-              inputs[9:], grads)
+        _save(
+            ctx,
+            inputs[0],
+            inputs[2],
+            inputs[3],
+            inputs[4],
+            inputs[5],
+            inputs[6:9],
+            inputs[9:],
+            grads,
+        )
         ctx.save_for_forward(inputs[4], inputs[5], *grads)
 
     @staticmethod
@@ -1074,9 +1087,13 @@ class MarginRankingLoss(torch.nn.Module):
         super().__setattr__(name, value)
 
     def extra_repr(self):
-        return ", ".join([f"reduction={self.reduction!r}", f"margin={float(self.margin.detach())!r}"]
-                         + (["fused=True"] if self.fused else [])
-                         + ([f"validate={self.validate}"] if self.validate else []))
+        shown = [
+            f"reduction={self.reduction!r}",
+            f"margin={float(self.margin.detach())!r}",
+        ]
+        shown += ["fused=True"] if self.fused else []
+        shown += [f"validate={self.validate}"] if self.validate else []
+        return ", ".join(shown)
 
     def __prepare_scriptable__(self):
         raise RuntimeError(

@@ -376,9 +376,7 @@ def _mse_value_and_grads(pred, target, *, scale=None):
     dtype, device, batch = pred.dtype, pred.device, pred.shape
     _t0 = pred - target
     value = _fill(_t0**2, batch, dtype, device)
-    grads = (
-        _fill(_times(2, _t0, scale), pred.shape, dtype, device),
-    )
+    grads = (_fill(_times(2, _t0, scale), pred.shape, dtype, device),)
     return value, grads
 
 
@@ -409,8 +407,12 @@ def _mse_targeted_value_and_grads(pred, target, *, scale=None):
 #: is class indices,
 #: whether its targets' gradients are wanted).
 _EAGER = {
-    ("mse", False, False): (_mse_value, _mse_value_and_grads, ((False, False, ), (), 0)),
-    ("mse", False, True): (_mse_targeted_value, _mse_targeted_value_and_grads, ((False, False, ), (), 0)),
+    ("mse", False, False): (_mse_value, _mse_value_and_grads, ((False, False), (), 0)),
+    ("mse", False, True): (
+        _mse_targeted_value,
+        _mse_targeted_value_and_grads,
+        ((False, False), (), 0),
+    ),
 }
 _FUSED = {}
 _FUSED_FAILED = set()
@@ -658,8 +660,8 @@ def _both(reduction, fused, indexed, targeted, keep, counts, pred, target):
         fused, ("mse", False, targeted), 1, reduction, None, None, pred, pred, target
     )
     if not targeted:
-        grad_term_0 = (*grad_term_0, None, )
-    return value, (*grad_term_0,), (_carried_0, )
+        grad_term_0 = (*grad_term_0, None)
+    return value, (*grad_term_0,), (_carried_0,)
 
 
 def _save(
@@ -747,7 +749,7 @@ class _MSELossFunction(torch.autograd.Function):
         grad_target = None
         if recompute:
             grads = _EAGER[("mse", False, ctx.targeted)][1](pred, target)[1]
-            grads = grads if ctx.targeted else (*grads, None, )
+            grads = grads if ctx.targeted else (*grads, None)
         else:
             grads = saved[4:6]
         if recompute or ctx.carried[0] is None:
@@ -798,8 +800,17 @@ class _MSELossTransformedFunction(_MSELossFunction):
         # (None: class indices)
         ctx.mark_non_differentiable(*(g for g in grads if g is not None))
         ctx.set_materialize_grads(False)
-        _save(ctx, inputs[0], inputs[2], inputs[3], inputs[4], inputs[5], inputs[6:8],
-              inputs[8:], grads)
+        _save(
+            ctx,
+            inputs[0],
+            inputs[2],
+            inputs[3],
+            inputs[4],
+            inputs[5],
+            inputs[6:8],
+            inputs[8:],
+            grads,
+        )
         ctx.save_for_forward(inputs[4], inputs[5], *grads)
 
     @staticmethod
@@ -960,9 +971,10 @@ class MSELoss(torch.nn.Module):
         return _loss(self.reduction, params, fused, indexed, keep, counts, pred, target)
 
     def extra_repr(self):
-        return ", ".join([f"reduction={self.reduction!r}"]
-                         + (["fused=True"] if self.fused else [])
-                         + ([f"validate={self.validate}"] if self.validate else []))
+        shown = [f"reduction={self.reduction!r}"]
+        shown += ["fused=True"] if self.fused else []
+        shown += [f"validate={self.validate}"] if self.validate else []
+        return ", ".join(shown)
 
     def __prepare_scriptable__(self):
         raise RuntimeError(

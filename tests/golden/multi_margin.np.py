@@ -47,7 +47,10 @@ Reference:
 Example::
 
     >>> import numpy as np
-    >>> value, grads = loss_and_grad(np.array([[0.5, -1.0, 2.0], [1.5, 0.0, -0.5]]), np.array([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0]]))
+    >>> value, grads = loss_and_grad(
+    ...     np.array([[0.5, -1.0, 2.0], [1.5, 0.0, -0.5]]),
+    ...     np.array([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0]]),
+    ... )
 """
 
 import numpy as np
@@ -177,7 +180,7 @@ def _validate(scores, target, p, margin, weight, indexed):
                 1.0,
                 False,
                 False,
-                (0.0, 1.0,),
+                (0.0, 1.0),
                 True,
             ),
         )

@@ -132,7 +132,7 @@ def _validate(scores, target, indexed):
                 1.0,
                 False,
                 False,
-                (0.0, 1.0,),
+                (0.0, 1.0),
                 True,
             ),
         )
@@ -1251,14 +1251,46 @@ def _multi_margin_targeted_folded_indexed_value_and_grads(
 #: whether its tensor params are all absent,
 #: whether its targets' gradients are wanted).
 _EAGER = {
-    ("multi_margin", False, False, False): (_multi_margin_value, _multi_margin_value_and_grads, ((True, True, ), (), 0)),
-    ("multi_margin", True, False, False): (_multi_margin_indexed_value, _multi_margin_indexed_value_and_grads, ((True, False, ), (), 0)),
-    ("multi_margin", False, True, False): (_multi_margin_folded_value, _multi_margin_folded_value_and_grads, ((True, True, ), (), 0)),
-    ("multi_margin", True, True, False): (_multi_margin_folded_indexed_value, _multi_margin_folded_indexed_value_and_grads, ((True, False, ), (), 0)),
-    ("multi_margin", False, False, True): (_multi_margin_targeted_value, _multi_margin_targeted_value_and_grads, ((True, True, ), (), 0)),
-    ("multi_margin", True, False, True): (_multi_margin_targeted_indexed_value, _multi_margin_targeted_indexed_value_and_grads, ((True, False, ), (), 0)),
-    ("multi_margin", False, True, True): (_multi_margin_targeted_folded_value, _multi_margin_targeted_folded_value_and_grads, ((True, True, ), (), 0)),
-    ("multi_margin", True, True, True): (_multi_margin_targeted_folded_indexed_value, _multi_margin_targeted_folded_indexed_value_and_grads, ((True, False, ), (), 0)),
+    ("multi_margin", False, False, False): (
+        _multi_margin_value,
+        _multi_margin_value_and_grads,
+        ((True, True), (), 0),
+    ),
+    ("multi_margin", True, False, False): (
+        _multi_margin_indexed_value,
+        _multi_margin_indexed_value_and_grads,
+        ((True, False), (), 0),
+    ),
+    ("multi_margin", False, True, False): (
+        _multi_margin_folded_value,
+        _multi_margin_folded_value_and_grads,
+        ((True, True), (), 0),
+    ),
+    ("multi_margin", True, True, False): (
+        _multi_margin_folded_indexed_value,
+        _multi_margin_folded_indexed_value_and_grads,
+        ((True, False), (), 0),
+    ),
+    ("multi_margin", False, False, True): (
+        _multi_margin_targeted_value,
+        _multi_margin_targeted_value_and_grads,
+        ((True, True), (), 0),
+    ),
+    ("multi_margin", True, False, True): (
+        _multi_margin_targeted_indexed_value,
+        _multi_margin_targeted_indexed_value_and_grads,
+        ((True, False), (), 0),
+    ),
+    ("multi_margin", False, True, True): (
+        _multi_margin_targeted_folded_value,
+        _multi_margin_targeted_folded_value_and_grads,
+        ((True, True), (), 0),
+    ),
+    ("multi_margin", True, True, True): (
+        _multi_margin_targeted_folded_indexed_value,
+        _multi_margin_targeted_folded_indexed_value_and_grads,
+        ((True, False), (), 0),
+    ),
 }
 _FUSED = {}
 _FUSED_FAILED = set()
@@ -1531,8 +1563,8 @@ def _both(
         weight,
     )
     if not targeted:
-        grad_term_0 = (*grad_term_0, None, )
-    return value, (*grad_term_0,), (_carried_0, )
+        grad_term_0 = (*grad_term_0, None)
+    return value, (*grad_term_0,), (_carried_0,)
 
 
 def _save(
@@ -1643,8 +1675,10 @@ class _MultiMarginLossFunction(torch.autograd.Function):
         grad_scores = None
         grad_target = None
         if recompute:
-            grads = _EAGER[("multi_margin", ctx.indexed, weight is None, ctx.targeted)][1](scores, target, p, margin, weight)[1]
-            grads = grads if ctx.targeted else (*grads, None, )
+            grads = _EAGER[("multi_margin", ctx.indexed, weight is None, ctx.targeted)][
+                1
+            ](scores, target, p, margin, weight)[1]
+            grads = grads if ctx.targeted else (*grads, None)
         else:
             grads = saved[4:6]
         if recompute or ctx.carried[0] is None:
@@ -1737,8 +1771,17 @@ class _MultiMarginLossTransformedFunction(_MultiMarginLossFunction):
         # (None: class indices)
         ctx.mark_non_differentiable(*(g for g in grads if g is not None))
         ctx.set_materialize_grads(False)
-        _save(ctx, inputs[0], inputs[2], inputs[3], inputs[4], inputs[5], inputs[6:8],
-              inputs[8:], grads)
+        _save(
+            ctx,
+            inputs[0],
+            inputs[2],
+            inputs[3],
+            inputs[4],
+            inputs[5],
+            inputs[6:8],
+            inputs[8:],
+            grads,
+        )
         ctx.save_for_forward(inputs[4], inputs[5], *grads)
 
     @staticmethod
@@ -1846,7 +1889,7 @@ _BUFFERS = {
     ),
     "weight": ("a real number >= 0", 0.0, float("inf"), False, True, None, False),
 }
-_TENSORS = frozenset(("weight", ))
+_TENSORS = frozenset(("weight",))
 
 
 class MultiMarginLoss(torch.nn.Module):
@@ -1905,7 +1948,9 @@ class MultiMarginLoss(torch.nn.Module):
 
         >>> import torch
         >>> criterion = MultiMarginLoss()
-        >>> scores = torch.tensor([[0.5, -1.0, 2.0], [1.5, 0.0, -0.5]], requires_grad=True)
+        >>> scores = torch.tensor(
+        ...     [[0.5, -1.0, 2.0], [1.5, 0.0, -0.5]], requires_grad=True
+        ... )
         >>> value = criterion(scores, torch.tensor([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0]]))
         >>> value.backward()
     """
@@ -2019,9 +2064,15 @@ class MultiMarginLoss(torch.nn.Module):
         super().__setattr__(name, value)
 
     def extra_repr(self):
-        return ", ".join([f"reduction={self.reduction!r}", f"p={float(self.p.detach())!r}", f"margin={float(self.margin.detach())!r}", _shown("weight", self.weight)]
-                         + (["fused=True"] if self.fused else [])
-                         + ([f"validate={self.validate}"] if self.validate else []))
+        shown = [
+            f"reduction={self.reduction!r}",
+            f"p={float(self.p.detach())!r}",
+            f"margin={float(self.margin.detach())!r}",
+            _shown("weight", self.weight),
+        ]
+        shown += ["fused=True"] if self.fused else []
+        shown += [f"validate={self.validate}"] if self.validate else []
+        return ", ".join(shown)
 
     def __prepare_scriptable__(self):
         raise RuntimeError(

@@ -45,7 +45,10 @@ Reference:
 Example::
 
     >>> import jax.numpy as jnp
-    >>> value, grads = loss_and_grad(jnp.array([[0.5, -1.0, 2.0], [1.5, 0.0, -0.5]]), jnp.array([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0]]))
+    >>> value, grads = loss_and_grad(
+    ...     jnp.array([[0.5, -1.0, 2.0], [1.5, 0.0, -0.5]]),
+    ...     jnp.array([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0]]),
+    ... )
 """
 
 import functools
@@ -179,7 +182,7 @@ def _validate(logp, target, weight, ignore_index, indexed):
                 1.0,
                 False,
                 False,
-                (0.0, 1.0,),
+                (0.0, 1.0),
                 True,
             ),
         )

@@ -45,7 +45,10 @@ Reference:
 Example::
 
     >>> import numpy as np
-    >>> value, grads = loss_and_grad(np.array([[0.5, -1.0, 2.0], [1.5, 0.0, -0.5]]), np.array([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0]]))
+    >>> value, grads = loss_and_grad(
+    ...     np.array([[0.5, -1.0, 2.0], [1.5, 0.0, -0.5]]),
+    ...     np.array([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0]]),
+    ... )
 """
 
 import numpy as np
@@ -175,7 +178,7 @@ def _validate(logp, target, weight, ignore_index, indexed):
                 1.0,
                 False,
                 False,
-                (0.0, 1.0,),
+                (0.0, 1.0),
                 True,
             ),
         )

@@ -130,7 +130,7 @@ def _validate(logp, target, indexed):
                 1.0,
                 False,
                 False,
-                (0.0, 1.0,),
+                (0.0, 1.0),
                 True,
             ),
         )
@@ -545,9 +545,7 @@ def _nll_value_and_grads(logp, target, weight, ignore_index, *, scale=None):
         dtype,
         device,
     )[..., 0]
-    grads = (
-        _fill(_times(-1, _t0, scale), logp.shape, dtype, device),
-    )
+    grads = (_fill(_times(-1, _t0, scale), logp.shape, dtype, device),)
     return value, grads
 
 
@@ -613,9 +611,7 @@ def _nll_folded_value_and_grads(logp, target, weight, ignore_index, *, scale=Non
         dtype,
         device,
     )[..., 0]
-    grads = (
-        _fill(_times(-1, target, scale), logp.shape, dtype, device),
-    )
+    grads = (_fill(_times(-1, target, scale), logp.shape, dtype, device),)
     return value, grads
 
 
@@ -789,14 +785,46 @@ def _nll_targeted_folded_indexed_value_and_grads(
 #: whether its tensor params are all absent,
 #: whether its targets' gradients are wanted).
 _EAGER = {
-    ("nll", False, False, False): (_nll_value, _nll_value_and_grads, ((True, True, ), (), 0)),
-    ("nll", True, False, False): (_nll_indexed_value, _nll_indexed_value_and_grads, ((True, False, ), (), 0)),
-    ("nll", False, True, False): (_nll_folded_value, _nll_folded_value_and_grads, ((True, True, ), (), 0)),
-    ("nll", True, True, False): (_nll_folded_indexed_value, _nll_folded_indexed_value_and_grads, ((True, False, ), (), 0)),
-    ("nll", False, False, True): (_nll_targeted_value, _nll_targeted_value_and_grads, ((True, True, ), (), 0)),
-    ("nll", True, False, True): (_nll_targeted_indexed_value, _nll_targeted_indexed_value_and_grads, ((True, False, ), (), 0)),
-    ("nll", False, True, True): (_nll_targeted_folded_value, _nll_targeted_folded_value_and_grads, ((True, True, ), (), 0)),
-    ("nll", True, True, True): (_nll_targeted_folded_indexed_value, _nll_targeted_folded_indexed_value_and_grads, ((True, False, ), (), 0)),
+    ("nll", False, False, False): (
+        _nll_value,
+        _nll_value_and_grads,
+        ((True, True), (), 0),
+    ),
+    ("nll", True, False, False): (
+        _nll_indexed_value,
+        _nll_indexed_value_and_grads,
+        ((True, False), (), 0),
+    ),
+    ("nll", False, True, False): (
+        _nll_folded_value,
+        _nll_folded_value_and_grads,
+        ((True, True), (), 0),
+    ),
+    ("nll", True, True, False): (
+        _nll_folded_indexed_value,
+        _nll_folded_indexed_value_and_grads,
+        ((True, False), (), 0),
+    ),
+    ("nll", False, False, True): (
+        _nll_targeted_value,
+        _nll_targeted_value_and_grads,
+        ((True, True), (), 0),
+    ),
+    ("nll", True, False, True): (
+        _nll_targeted_indexed_value,
+        _nll_targeted_indexed_value_and_grads,
+        ((True, False), (), 0),
+    ),
+    ("nll", False, True, True): (
+        _nll_targeted_folded_value,
+        _nll_targeted_folded_value_and_grads,
+        ((True, True), (), 0),
+    ),
+    ("nll", True, True, True): (
+        _nll_targeted_folded_indexed_value,
+        _nll_targeted_folded_indexed_value_and_grads,
+        ((True, False), (), 0),
+    ),
 }
 _FUSED = {}
 _FUSED_FAILED = set()
@@ -1076,8 +1104,8 @@ def _both(
         ignore_index,
     )
     if not targeted:
-        grad_term_0 = (*grad_term_0, None, )
-    return value, (*grad_term_0,), (_carried_0, )
+        grad_term_0 = (*grad_term_0, None)
+    return value, (*grad_term_0,), (_carried_0,)
 
 
 def _save(
@@ -1192,7 +1220,7 @@ class _NLLLossFunction(torch.autograd.Function):
                 weight,
                 ignore_index,
             )[1]
-            grads = grads if ctx.targeted else (*grads, None, )
+            grads = grads if ctx.targeted else (*grads, None)
         else:
             grads = saved[4:6]
         if recompute or ctx.carried[0] is None:
@@ -1271,8 +1299,17 @@ class _NLLLossTransformedFunction(_NLLLossFunction):
         # (None: class indices)
         ctx.mark_non_differentiable(*(g for g in grads if g is not None))
         ctx.set_materialize_grads(False)
-        _save(ctx, inputs[0], inputs[2], inputs[3], inputs[4], inputs[5], inputs[6:8],
-              inputs[8:], grads)
+        _save(
+            ctx,
+            inputs[0],
+            inputs[2],
+            inputs[3],
+            inputs[4],
+            inputs[5],
+            inputs[6:8],
+            inputs[8:],
+            grads,
+        )
         ctx.save_for_forward(inputs[4], inputs[5], *grads)
 
     @staticmethod
@@ -1374,7 +1411,7 @@ _BUFFERS = {
         False,
     ),
 }
-_TENSORS = frozenset(("weight", ))
+_TENSORS = frozenset(("weight",))
 
 
 class NLLLoss(torch.nn.Module):
@@ -1432,7 +1469,9 @@ class NLLLoss(torch.nn.Module):
 
         >>> import torch
         >>> criterion = NLLLoss()
-        >>> logp = torch.tensor([[0.5, -1.0, 2.0], [1.5, 0.0, -0.5]], requires_grad=True)
+        >>> logp = torch.tensor(
+        ...     [[0.5, -1.0, 2.0], [1.5, 0.0, -0.5]], requires_grad=True
+        ... )
         >>> value = criterion(logp, torch.tensor([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0]]))
         >>> value.backward()
     """
@@ -1543,9 +1582,14 @@ class NLLLoss(torch.nn.Module):
         super().__setattr__(name, value)
 
     def extra_repr(self):
-        return ", ".join([f"reduction={self.reduction!r}", _shown("weight", self.weight), f"ignore_index={int(self.ignore_index)}"]
-                         + (["fused=True"] if self.fused else [])
-                         + ([f"validate={self.validate}"] if self.validate else []))
+        shown = [
+            f"reduction={self.reduction!r}",
+            _shown("weight", self.weight),
+            f"ignore_index={int(self.ignore_index)}",
+        ]
+        shown += ["fused=True"] if self.fused else []
+        shown += [f"validate={self.validate}"] if self.validate else []
+        return ", ".join(shown)
 
     def __prepare_scriptable__(self):
         raise RuntimeError(

@@ -160,9 +160,9 @@ def _validate(pred, target, log_input, full, eps, indexed):
         ("a real number >= 0", 0.0, float("inf"), False, True, None, False),
     )
     _check_domain(
-        "log_input", log_input, ("0 or 1", 0.0, 1.0, False, False, (0.0, 1.0,), False)
+        "log_input", log_input, ("0 or 1", 0.0, 1.0, False, False, (0.0, 1.0), False)
     )
-    _check_domain("full", full, ("0 or 1", 0.0, 1.0, False, False, (0.0, 1.0,), False))
+    _check_domain("full", full, ("0 or 1", 0.0, 1.0, False, False, (0.0, 1.0), False))
     _check_domain(
         "eps",
         eps,

@@ -1279,8 +1279,16 @@ def _poisson_nll_targeted_value_and_grads(
 #: is class indices,
 #: whether its targets' gradients are wanted).
 _EAGER = {
-    ("poisson_nll", False, False): (_poisson_nll_value, _poisson_nll_value_and_grads, ((False, False, ), (), 0)),
-    ("poisson_nll", False, True): (_poisson_nll_targeted_value, _poisson_nll_targeted_value_and_grads, ((False, False, ), (), 0)),
+    ("poisson_nll", False, False): (
+        _poisson_nll_value,
+        _poisson_nll_value_and_grads,
+        ((False, False), (), 0),
+    ),
+    ("poisson_nll", False, True): (
+        _poisson_nll_targeted_value,
+        _poisson_nll_targeted_value_and_grads,
+        ((False, False), (), 0),
+    ),
 }
 _FUSED = {}
 _FUSED_FAILED = set()
@@ -1563,8 +1571,8 @@ def _both(
         eps,
     )
     if not targeted:
-        grad_term_0 = (*grad_term_0, None, )
-    return value, (*grad_term_0,), (_carried_0, )
+        grad_term_0 = (*grad_term_0, None)
+    return value, (*grad_term_0,), (_carried_0,)
 
 
 def _save(
@@ -1682,7 +1690,7 @@ class _PoissonNLLLossFunction(torch.autograd.Function):
                 full,
                 eps,
             )[1]
-            grads = grads if ctx.targeted else (*grads, None, )
+            grads = grads if ctx.targeted else (*grads, None)
         else:
             grads = saved[4:6]
         if recompute or ctx.carried[0] is None:
@@ -1767,8 +1775,17 @@ class _PoissonNLLLossTransformedFunction(_PoissonNLLLossFunction):
         # (None: class indices)
         ctx.mark_non_differentiable(*(g for g in grads if g is not None))
         ctx.set_materialize_grads(False)
-        _save(ctx, inputs[0], inputs[2], inputs[3], inputs[4], inputs[5], inputs[6:8],
-              inputs[8:], grads)
+        _save(
+            ctx,
+            inputs[0],
+            inputs[2],
+            inputs[3],
+            inputs[4],
+            inputs[5],
+            inputs[6:8],
+            inputs[8:],
+            grads,
+        )
         ctx.save_for_forward(inputs[4], inputs[5], *grads)
 
     @staticmethod
@@ -1838,10 +1855,10 @@ def _recheck(module, incompatible_keys):
         _check_domain(
             "log_input",
             module.log_input,
-            ("0 or 1", 0.0, 1.0, False, False, (0.0, 1.0,), False),
+            ("0 or 1", 0.0, 1.0, False, False, (0.0, 1.0), False),
         )
         _check_domain(
-            "full", module.full, ("0 or 1", 0.0, 1.0, False, False, (0.0, 1.0,), False)
+            "full", module.full, ("0 or 1", 0.0, 1.0, False, False, (0.0, 1.0), False)
         )
         _check_domain(
             "eps",
@@ -1853,8 +1870,8 @@ def _recheck(module, incompatible_keys):
 #: The params held as buffers, with their domains: what an assignment to one is checked
 #: against.
 _BUFFERS = {
-    "log_input": ("0 or 1", 0.0, 1.0, False, False, (0.0, 1.0,), False),
-    "full": ("0 or 1", 0.0, 1.0, False, False, (0.0, 1.0,), False),
+    "log_input": ("0 or 1", 0.0, 1.0, False, False, (0.0, 1.0), False),
+    "full": ("0 or 1", 0.0, 1.0, False, False, (0.0, 1.0), False),
     "eps": ("a real number in [1e-30, 1.0]", 1e-30, 1.0, False, False, None, False),
 }
 
@@ -2024,9 +2041,15 @@ class PoissonNLLLoss(torch.nn.Module):
         super().__setattr__(name, value)
 
     def extra_repr(self):
-        return ", ".join([f"reduction={self.reduction!r}", f"log_input={float(self.log_input.detach())!r}", f"full={float(self.full.detach())!r}", f"eps={float(self.eps.detach())!r}"]
-                         + (["fused=True"] if self.fused else [])
-                         + ([f"validate={self.validate}"] if self.validate else []))
+        shown = [
+            f"reduction={self.reduction!r}",
+            f"log_input={float(self.log_input.detach())!r}",
+            f"full={float(self.full.detach())!r}",
+            f"eps={float(self.eps.detach())!r}",
+        ]
+        shown += ["fused=True"] if self.fused else []
+        shown += [f"validate={self.validate}"] if self.validate else []
+        return ", ".join(shown)
 
     def __prepare_scriptable__(self):
         raise RuntimeError(

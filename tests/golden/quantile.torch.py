@@ -366,9 +366,7 @@ def _quantile_value_and_grads(pred, target, tau, *, scale=None):
     _t6 = -_t3 * torch.where(_t5, 1 / 2, torch.ceil(torch.clamp(_t0, 0.0, 1.0)))
     _t7 = tau * torch.where(_t5, 1 / 2, torch.ceil(torch.clamp(_t1, 0.0, 1.0)))
     value = _fill(torch.maximum(_t2, _t4), batch, dtype, device)
-    grads = (
-        _fill(_times(1, _t6 - _t7, scale), pred.shape, dtype, device),
-    )
+    grads = (_fill(_times(1, _t6 - _t7, scale), pred.shape, dtype, device),)
     return value, grads
 
 
@@ -408,8 +406,16 @@ def _quantile_targeted_value_and_grads(pred, target, tau, *, scale=None):
 #: is class indices,
 #: whether its targets' gradients are wanted).
 _EAGER = {
-    ("quantile", False, False): (_quantile_value, _quantile_value_and_grads, ((False, False, ), (), 0)),
-    ("quantile", False, True): (_quantile_targeted_value, _quantile_targeted_value_and_grads, ((False, False, ), (), 0)),
+    ("quantile", False, False): (
+        _quantile_value,
+        _quantile_value_and_grads,
+        ((False, False), (), 0),
+    ),
+    ("quantile", False, True): (
+        _quantile_targeted_value,
+        _quantile_targeted_value_and_grads,
+        ((False, False), (), 0),
+    ),
 }
 _FUSED = {}
 _FUSED_FAILED = set()
@@ -642,7 +648,7 @@ def _run(fused, term, which, reduction, keep, counts, like, *args):
 
 def _loss(reduction, params, fused, indexed, keep, counts, pred, target):
     """The reduced loss, value only (no gradient is wanted)."""
-    tau, = params
+    (tau,) = params
     return _run(
         fused,
         ("quantile", False, False),
@@ -676,8 +682,8 @@ def _both(reduction, fused, indexed, targeted, keep, counts, pred, target, tau):
         tau,
     )
     if not targeted:
-        grad_term_0 = (*grad_term_0, None, )
-    return value, (*grad_term_0,), (_carried_0, )
+        grad_term_0 = (*grad_term_0, None)
+    return value, (*grad_term_0,), (_carried_0,)
 
 
 def _save(
@@ -759,7 +765,7 @@ class _QuantileLossFunction(torch.autograd.Function):
         saved = ctx.saved_tensors
         pred, target = saved[:2]
         keep, counts = saved[2:4]
-        tau, = ctx.params
+        (tau,) = ctx.params
         # create_graph=True: the gradient must be differentiable; and once a saved
         # gradient was handed on as it is (its owner may change it), a later backward
         # (retain_graph=True) computes it again
@@ -768,7 +774,7 @@ class _QuantileLossFunction(torch.autograd.Function):
         grad_target = None
         if recompute:
             grads = _EAGER[("quantile", False, ctx.targeted)][1](pred, target, tau)[1]
-            grads = grads if ctx.targeted else (*grads, None, )
+            grads = grads if ctx.targeted else (*grads, None)
         else:
             grads = saved[4:6]
         if recompute or ctx.carried[0] is None:
@@ -819,8 +825,17 @@ class _QuantileLossTransformedFunction(_QuantileLossFunction):
         # (None: class indices)
         ctx.mark_non_differentiable(*(g for g in grads if g is not None))
         ctx.set_materialize_grads(False)
-        _save(ctx, inputs[0], inputs[2], inputs[3], inputs[4], inputs[5], inputs[6:8],
-              inputs[8:], grads)
+        _save(
+            ctx,
+            inputs[0],
+            inputs[2],
+            inputs[3],
+            inputs[4],
+            inputs[5],
+            inputs[6:8],
+            inputs[8:],
+            grads,
+        )
         ctx.save_for_forward(inputs[4], inputs[5], *grads)
 
     @staticmethod
@@ -1047,9 +1062,10 @@ class QuantileLoss(torch.nn.Module):
         super().__setattr__(name, value)
 
     def extra_repr(self):
-        return ", ".join([f"reduction={self.reduction!r}", f"tau={float(self.tau.detach())!r}"]
-                         + (["fused=True"] if self.fused else [])
-                         + ([f"validate={self.validate}"] if self.validate else []))
+        shown = [f"reduction={self.reduction!r}", f"tau={float(self.tau.detach())!r}"]
+        shown += ["fused=True"] if self.fused else []
+        shown += [f"validate={self.validate}"] if self.validate else []
+        return ", ".join(shown)
 
     def __prepare_scriptable__(self):
         raise RuntimeError(

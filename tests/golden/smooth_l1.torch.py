@@ -382,9 +382,7 @@ def _smooth_l1_value_and_grads(pred, target, beta, *, scale=None):
     _t1 = torch.clamp(_t0, -beta, beta)
     _t2 = _t1 / beta
     value = _fill((1 / 2) * _t2 * (2 * _t0 - _t1), batch, dtype, device)
-    grads = (
-        _fill(_times(1, _t2, scale), pred.shape, dtype, device),
-    )
+    grads = (_fill(_times(1, _t2, scale), pred.shape, dtype, device),)
     return value, grads
 
 
@@ -419,8 +417,16 @@ def _smooth_l1_targeted_value_and_grads(pred, target, beta, *, scale=None):
 #: is class indices,
 #: whether its targets' gradients are wanted).
 _EAGER = {
-    ("smooth_l1", False, False): (_smooth_l1_value, _smooth_l1_value_and_grads, ((False, False, ), (), 0)),
-    ("smooth_l1", False, True): (_smooth_l1_targeted_value, _smooth_l1_targeted_value_and_grads, ((False, False, ), (), 0)),
+    ("smooth_l1", False, False): (
+        _smooth_l1_value,
+        _smooth_l1_value_and_grads,
+        ((False, False), (), 0),
+    ),
+    ("smooth_l1", False, True): (
+        _smooth_l1_targeted_value,
+        _smooth_l1_targeted_value_and_grads,
+        ((False, False), (), 0),
+    ),
 }
 _FUSED = {}
 _FUSED_FAILED = set()
@@ -653,7 +659,7 @@ def _run(fused, term, which, reduction, keep, counts, like, *args):
 
 def _loss(reduction, params, fused, indexed, keep, counts, pred, target):
     """The reduced loss, value only (no gradient is wanted)."""
-    beta, = params
+    (beta,) = params
     return _run(
         fused,
         ("smooth_l1", False, False),
@@ -687,8 +693,8 @@ def _both(reduction, fused, indexed, targeted, keep, counts, pred, target, beta)
         beta,
     )
     if not targeted:
-        grad_term_0 = (*grad_term_0, None, )
-    return value, (*grad_term_0,), (_carried_0, )
+        grad_term_0 = (*grad_term_0, None)
+    return value, (*grad_term_0,), (_carried_0,)
 
 
 def _save(
@@ -770,7 +776,7 @@ class _SmoothL1LossFunction(torch.autograd.Function):
         saved = ctx.saved_tensors
         pred, target = saved[:2]
         keep, counts = saved[2:4]
-        beta, = ctx.params
+        (beta,) = ctx.params
         # create_graph=True: the gradient must be differentiable; and once a saved
         # gradient was handed on as it is (its owner may change it), a later backward
         # (retain_graph=True) computes it again
@@ -779,7 +785,7 @@ class _SmoothL1LossFunction(torch.autograd.Function):
         grad_target = None
         if recompute:
             grads = _EAGER[("smooth_l1", False, ctx.targeted)][1](pred, target, beta)[1]
-            grads = grads if ctx.targeted else (*grads, None, )
+            grads = grads if ctx.targeted else (*grads, None)
         else:
             grads = saved[4:6]
         if recompute or ctx.carried[0] is None:
@@ -830,8 +836,17 @@ class _SmoothL1LossTransformedFunction(_SmoothL1LossFunction):
         # (None: class indices)
         ctx.mark_non_differentiable(*(g for g in grads if g is not None))
         ctx.set_materialize_grads(False)
-        _save(ctx, inputs[0], inputs[2], inputs[3], inputs[4], inputs[5], inputs[6:8],
-              inputs[8:], grads)
+        _save(
+            ctx,
+            inputs[0],
+            inputs[2],
+            inputs[3],
+            inputs[4],
+            inputs[5],
+            inputs[6:8],
+            inputs[8:],
+            grads,
+        )
         ctx.save_for_forward(inputs[4], inputs[5], *grads)
 
     @staticmethod
@@ -1060,9 +1075,10 @@ class SmoothL1Loss(torch.nn.Module):
         super().__setattr__(name, value)
 
     def extra_repr(self):
-        return ", ".join([f"reduction={self.reduction!r}", f"beta={float(self.beta.detach())!r}"]
-                         + (["fused=True"] if self.fused else [])
-                         + ([f"validate={self.validate}"] if self.validate else []))
+        shown = [f"reduction={self.reduction!r}", f"beta={float(self.beta.detach())!r}"]
+        shown += ["fused=True"] if self.fused else []
+        shown += [f"validate={self.validate}"] if self.validate else []
+        return ", ".join(shown)
 
     def __prepare_scriptable__(self):
         raise RuntimeError(

@@ -139,7 +139,7 @@ def _validate(score, target, indexed):
         ),
     )
     target = _check_domain(
-        "target", target, ("-1 or +1", -1.0, 1.0, False, False, (-1.0, 1.0,), False)
+        "target", target, ("-1 or +1", -1.0, 1.0, False, False, (-1.0, 1.0), False)
     )
     return score, target
 

@@ -99,7 +99,7 @@ def _validate(score, target, indexed):
         ),
     )
     _check_domain(
-        "target", target, ("-1 or +1", -1.0, 1.0, False, False, (-1.0, 1.0,), False)
+        "target", target, ("-1 or +1", -1.0, 1.0, False, False, (-1.0, 1.0), False)
     )
 
 
@@ -406,7 +406,11 @@ def _soft_margin_value_and_grads(score, target, *, scale=None):
 #: the batch; which array gives the batch shape), by (term, whether the one-hot target
 #: is class indices).
 _EAGER = {
-    ("soft_margin", False): (_soft_margin_value, _soft_margin_value_and_grads, ((False, False, ), (), 0)),
+    ("soft_margin", False): (
+        _soft_margin_value,
+        _soft_margin_value_and_grads,
+        ((False, False), (), 0),
+    ),
 }
 _FUSED = {}
 _FUSED_FAILED = set()
@@ -653,7 +657,7 @@ def _both(reduction, fused, indexed, targeted, keep, counts, score, target):
     value, grad_term_0, _carried_0 = _run(
         fused, ("soft_margin", False), 1, reduction, None, None, score, score, target
     )
-    return value, (*grad_term_0,), (_carried_0, )
+    return value, (*grad_term_0,), (_carried_0,)
 
 
 def _save(
@@ -787,8 +791,17 @@ class _SoftMarginLossTransformedFunction(_SoftMarginLossFunction):
         # (None: class indices)
         ctx.mark_non_differentiable(*(g for g in grads if g is not None))
         ctx.set_materialize_grads(False)
-        _save(ctx, inputs[0], inputs[2], inputs[3], inputs[4], inputs[5], inputs[6:8],
-              inputs[8:], grads)
+        _save(
+            ctx,
+            inputs[0],
+            inputs[2],
+            inputs[3],
+            inputs[4],
+            inputs[5],
+            inputs[6:8],
+            inputs[8:],
+            grads,
+        )
         ctx.save_for_forward(inputs[4], inputs[5], *grads)
 
     @staticmethod
@@ -956,9 +969,10 @@ class SoftMarginLoss(torch.nn.Module):
         )
 
     def extra_repr(self):
-        return ", ".join([f"reduction={self.reduction!r}"]
-                         + (["fused=True"] if self.fused else [])
-                         + ([f"validate={self.validate}"] if self.validate else []))
+        shown = [f"reduction={self.reduction!r}"]
+        shown += ["fused=True"] if self.fused else []
+        shown += [f"validate={self.validate}"] if self.validate else []
+        return ", ".join(shown)
 
     def __prepare_scriptable__(self):
         raise RuntimeError(

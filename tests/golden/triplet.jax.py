@@ -58,7 +58,11 @@ Reference:
 Example::
 
     >>> import jax.numpy as jnp
-    >>> value, grads = loss_and_grad(jnp.array([[0.5, -1.0, 2.0], [1.5, 0.0, -0.5]]), jnp.array([[0.5, -1.0, 2.0], [1.5, 0.0, -0.5]]), jnp.array([[0.5, -1.0, 2.0], [1.5, 0.0, -0.5]]))
+    >>> value, grads = loss_and_grad(
+    ...     jnp.array([[0.5, -1.0, 2.0], [1.5, 0.0, -0.5]]),
+    ...     jnp.array([[0.5, -1.0, 2.0], [1.5, 0.0, -0.5]]),
+    ...     jnp.array([[0.5, -1.0, 2.0], [1.5, 0.0, -0.5]]),
+    ... )
 """
 
 import functools
@@ -206,7 +210,7 @@ def _validate(anchor, positive, negative, margin, p, eps, swap, indexed):
         eps,
         ("a real number in [1e-12, 1.0]", 1e-12, 1.0, False, False, None, False),
     )
-    _check_domain("swap", swap, ("0 or 1", 0.0, 1.0, False, False, (0.0, 1.0,), False))
+    _check_domain("swap", swap, ("0 or 1", 0.0, 1.0, False, False, (0.0, 1.0), False))
     return anchor, positive, negative
 
 

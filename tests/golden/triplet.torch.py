@@ -832,7 +832,11 @@ def _triplet_value_and_grads(
 #: the batch; which array gives the batch shape), by (term, whether the one-hot target
 #: is class indices).
 _EAGER = {
-    ("triplet", False): (_triplet_value, _triplet_value_and_grads, ((True, True, True, ), (), 0)),
+    ("triplet", False): (
+        _triplet_value,
+        _triplet_value_and_grads,
+        ((True, True, True), (), 0),
+    ),
 }
 _FUSED = {}
 _FUSED_FAILED = set()
@@ -1120,7 +1124,7 @@ def _both(
         eps,
         swap,
     )
-    return value, (*grad_term_0,), (_carried_0, )
+    return value, (*grad_term_0,), (_carried_0,)
 
 
 def _save(
@@ -1348,8 +1352,17 @@ class _TripletMarginLossTransformedFunction(_TripletMarginLossFunction):
         # (None: class indices)
         ctx.mark_non_differentiable(*(g for g in grads if g is not None))
         ctx.set_materialize_grads(False)
-        _save(ctx, inputs[0], inputs[2], inputs[3], inputs[4], inputs[5], inputs[6:9],
-              inputs[9:], grads)
+        _save(
+            ctx,
+            inputs[0],
+            inputs[2],
+            inputs[3],
+            inputs[4],
+            inputs[5],
+            inputs[6:9],
+            inputs[9:],
+            grads,
+        )
         ctx.save_for_forward(inputs[4], inputs[5], *grads)
 
     @staticmethod
@@ -1444,7 +1457,7 @@ def _recheck(module, incompatible_keys):
             ("a real number in [1e-12, 1.0]", 1e-12, 1.0, False, False, None, False),
         )
         _check_domain(
-            "swap", module.swap, ("0 or 1", 0.0, 1.0, False, False, (0.0, 1.0,), False)
+            "swap", module.swap, ("0 or 1", 0.0, 1.0, False, False, (0.0, 1.0), False)
         )
 
 
@@ -1462,7 +1475,7 @@ _BUFFERS = {
     ),
     "p": ("a real number in [1.0, 100.0]", 1.0, 100.0, False, False, None, False),
     "eps": ("a real number in [1e-12, 1.0]", 1e-12, 1.0, False, False, None, False),
-    "swap": ("0 or 1", 0.0, 1.0, False, False, (0.0, 1.0,), False),
+    "swap": ("0 or 1", 0.0, 1.0, False, False, (0.0, 1.0), False),
 }
 
 
@@ -1529,8 +1542,14 @@ class TripletMarginLoss(torch.nn.Module):
 
         >>> import torch
         >>> criterion = TripletMarginLoss()
-        >>> anchor = torch.tensor([[0.5, -1.0, 2.0], [1.5, 0.0, -0.5]], requires_grad=True)
-        >>> value = criterion(anchor, torch.tensor([[0.5, -1.0, 2.0], [1.5, 0.0, -0.5]]), torch.tensor([[0.5, -1.0, 2.0], [1.5, 0.0, -0.5]]))
+        >>> anchor = torch.tensor(
+        ...     [[0.5, -1.0, 2.0], [1.5, 0.0, -0.5]], requires_grad=True
+        ... )
+        >>> value = criterion(
+        ...     anchor,
+        ...     torch.tensor([[0.5, -1.0, 2.0], [1.5, 0.0, -0.5]]),
+        ...     torch.tensor([[0.5, -1.0, 2.0], [1.5, 0.0, -0.5]]),
+        ... )
         >>> value.backward()
     """
 
@@ -1616,7 +1635,9 @@ class TripletMarginLoss(torch.nn.Module):
                 negative,
                 *params,
             )[0]
-        if torch.is_grad_enabled() and (anchor.requires_grad or positive.requires_grad or negative.requires_grad):
+        if torch.is_grad_enabled() and (
+            anchor.requires_grad or positive.requires_grad or negative.requires_grad
+        ):
             return _TripletMarginLossFunction.apply(
                 self.reduction,
                 fused,
@@ -1652,9 +1673,16 @@ class TripletMarginLoss(torch.nn.Module):
         super().__setattr__(name, value)
 
     def extra_repr(self):
-        return ", ".join([f"reduction={self.reduction!r}", f"margin={float(self.margin.detach())!r}", f"p={float(self.p.detach())!r}", f"eps={float(self.eps.detach())!r}", f"swap={float(self.swap.detach())!r}"]
-                         + (["fused=True"] if self.fused else [])
-                         + ([f"validate={self.validate}"] if self.validate else []))
+        shown = [
+            f"reduction={self.reduction!r}",
+            f"margin={float(self.margin.detach())!r}",
+            f"p={float(self.p.detach())!r}",
+            f"eps={float(self.eps.detach())!r}",
+            f"swap={float(self.swap.detach())!r}",
+        ]
+        shown += ["fused=True"] if self.fused else []
+        shown += [f"validate={self.validate}"] if self.validate else []
+        return ", ".join(shown)
 
     def __prepare_scriptable__(self):
         raise RuntimeError(

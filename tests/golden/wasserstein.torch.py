@@ -99,7 +99,7 @@ def _validate(score, target, indexed):
         ),
     )
     _check_domain(
-        "target", target, ("-1 or +1", -1.0, 1.0, False, False, (-1.0, 1.0,), False)
+        "target", target, ("-1 or +1", -1.0, 1.0, False, False, (-1.0, 1.0), False)
     )
 
 
@@ -362,9 +362,7 @@ def _wasserstein_value_and_grads(score, target, *, scale=None):
     """
     dtype, device, batch = score.dtype, score.device, score.shape
     value = _fill(-score * target, batch, dtype, device)
-    grads = (
-        _fill(_times(-1, target, scale), score.shape, dtype, device),
-    )
+    grads = (_fill(_times(-1, target, scale), score.shape, dtype, device),)
     return value, grads
 
 
@@ -373,7 +371,11 @@ def _wasserstein_value_and_grads(score, target, *, scale=None):
 #: the batch; which array gives the batch shape), by (term, whether the one-hot target
 #: is class indices).
 _EAGER = {
-    ("wasserstein", False): (_wasserstein_value, _wasserstein_value_and_grads, ((False, False, ), (), 0)),
+    ("wasserstein", False): (
+        _wasserstein_value,
+        _wasserstein_value_and_grads,
+        ((False, False), (), 0),
+    ),
 }
 _FUSED = {}
 _FUSED_FAILED = set()
@@ -620,7 +622,7 @@ def _both(reduction, fused, indexed, targeted, keep, counts, score, target):
     value, grad_term_0, _carried_0 = _run(
         fused, ("wasserstein", False), 1, reduction, None, None, score, score, target
     )
-    return value, (*grad_term_0,), (_carried_0, )
+    return value, (*grad_term_0,), (_carried_0,)
 
 
 def _save(
@@ -754,8 +756,17 @@ class _WassersteinLossTransformedFunction(_WassersteinLossFunction):
         # (None: class indices)
         ctx.mark_non_differentiable(*(g for g in grads if g is not None))
         ctx.set_materialize_grads(False)
-        _save(ctx, inputs[0], inputs[2], inputs[3], inputs[4], inputs[5], inputs[6:8],
-              inputs[8:], grads)
+        _save(
+            ctx,
+            inputs[0],
+            inputs[2],
+            inputs[3],
+            inputs[4],
+            inputs[5],
+            inputs[6:8],
+            inputs[8:],
+            grads,
+        )
         ctx.save_for_forward(inputs[4], inputs[5], *grads)
 
     @staticmethod
@@ -911,9 +922,10 @@ class WassersteinLoss(torch.nn.Module):
         )
 
     def extra_repr(self):
-        return ", ".join([f"reduction={self.reduction!r}"]
-                         + (["fused=True"] if self.fused else [])
-                         + ([f"validate={self.validate}"] if self.validate else []))
+        shown = [f"reduction={self.reduction!r}"]
+        shown += ["fused=True"] if self.fused else []
+        shown += [f"validate={self.validate}"] if self.validate else []
+        return ", ".join(shown)
 
     def __prepare_scriptable__(self):
         raise RuntimeError(
