@@ -96,6 +96,8 @@ class Target:
     array: str = "array"
     example_import: str = "import numpy as np"
     array_call: str = "np.array"
+    #: The type its arrays have, as a type hint of the generated functions spells it.
+    array_type: str = "np.ndarray"
     #: Whether the module's entry point is a class (``Loss``, an ``nn.Module``: the params are its constructor's,
     #: ``compile`` returns it, it pickles by its spec); else the module's ``loss``/``loss_and_grad`` functions.
     module_class: bool = False
@@ -108,8 +110,9 @@ class Target:
 TARGETS = {
     "numpy": Target("numpy", NumpyLossPrinter, "numpy.py.j2"),
     "torch": Target("torch", TorchLossPrinter, "torch.py.j2", array="Tensor", example_import="import torch",
-                    array_call="torch.tensor", module_class=True, learns=True, fused=True),
-    "jax": Target("jax", JaxLossPrinter, "jax.py.j2", example_import="import jax.numpy as jnp", array_call="jnp.array"),
+                    array_call="torch.tensor", array_type="torch.Tensor", module_class=True, learns=True, fused=True),
+    "jax": Target("jax", JaxLossPrinter, "jax.py.j2", example_import="import jax.numpy as jnp", array_call="jnp.array",
+                  array_type="jax.Array"),
 }
 
 
@@ -139,6 +142,10 @@ class Arg:
     def default(self) -> str:
         """Its default as generated code writes it: a tensor param's is None (absent: its value folded in)."""
         return "None" if self.var.tensor else repr(int(self.var.default) if self.index else self.var.default)
+
+    def hint(self, array: str) -> str:
+        """Its type hint as a param (``array`` the target's array type): a tensor param's is that or None."""
+        return f"{array} | None" if self.var.tensor else "int" if self.index else "float"
 
     @property
     def value(self) -> str:
@@ -290,6 +297,29 @@ def constructor(spec: LossSpec, local: dict[str, str]) -> tuple[list[tuple[str, 
         return [("reduction", own["reduction"]), *params.values()], []
     first = [(n, own[n]) if n in own else params[n] for n in spec.torch_args]
     return first, [arg for arg in (*params.values(), ("reduction", own["reduction"])) if arg not in first]
+
+
+def signatures(spec: LossSpec, target: Target, local: dict[str, str]) -> dict[str, str]:
+    """The public functions' parameters with type hints, as source: ``functions`` (the array modules' ``loss``,
+    ``loss_and_grad`` and ``loss_terms``: arrays, ``reduction``, params, then keyword-only ``validate``),
+    ``init`` (the Torch module's constructor, in :func:`constructor`'s order) and ``forward`` (its arrays)."""
+    kind = target.array_type
+    arrays = [f"{local[n]}: {kind}" for n in spec.arrays]
+    reduction = default_reduction(spec)
+    hints = {"reduction": "str | None" if reduction == "None" else "str", "size_average": "bool | None",
+             "reduce": "bool | None"}
+    hints |= {local[n]: Arg(n, local[n], spec.symbols[n], n in spec.class_index_params).hint(kind) for n in spec.params}
+    params = [f"{local[n]}: {hints[local[n]]} = {Arg(n, local[n], spec.symbols[n], n in spec.class_index_params).default}"
+              for n in spec.params]
+    validate = f"validate: bool = {spec.validate}"
+    positional, keyword_only = constructor(spec, local)
+    init = ["self", *(f"{n}: {hints[n]} = {d}" for n, d in positional), "*",
+            *(f"{n}: {hints[n]} = {d}" for n, d in keyword_only), "fused: bool = False", validate]
+    return {
+        "functions": ", ".join([*arrays, f"reduction: {hints['reduction']} = {reduction}", *params, "*", validate]),
+        "init": ", ".join(init),
+        "forward": ", ".join(["self", *arrays]),
+    }
 
 
 def default_reduction(spec: LossSpec) -> str:
@@ -1030,6 +1060,8 @@ def generate(spec: LossSpec, target: str) -> str:
         "index": index,
         "class_name": class_name(spec),
         "constructor": constructor(spec, local),
+        "signature": signatures(spec, tgt, local),
+        "array_type": tgt.array_type,
         "legacy": spec.torch_args is not None and "reduce" in spec.torch_args,
         "helpers": frozenset().union(*(t.all_helpers for t in terms)),
         "imports": sorted(frozenset().union(*(t.all_imports for t in terms))),

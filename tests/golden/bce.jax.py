@@ -476,7 +476,15 @@ def _reduced_bwd(static, residuals, upstream):
 _reduced.defvjp(_reduced_fwd, _reduced_bwd)
 
 
-def loss(p, target, reduction="mean", weight=None, eps=1e-07, *, validate=True):
+def loss(
+    p: jax.Array,
+    target: jax.Array,
+    reduction: str = "mean",
+    weight: jax.Array | None = None,
+    eps: float = 1e-07,
+    *,
+    validate: bool = True,
+) -> jax.Array:
     """bce: the loss, reduced.
 
     A ``jax.custom_vjp`` whose gradient is the derived one. Works under ``jax.jit``,
@@ -495,8 +503,14 @@ def loss(p, target, reduction="mean", weight=None, eps=1e-07, *, validate=True):
 
 
 def loss_and_grad(
-    p, target, reduction="mean", weight=None, eps=1e-07, *, validate=True
-):
+    p: jax.Array,
+    target: jax.Array,
+    reduction: str = "mean",
+    weight: jax.Array | None = None,
+    eps: float = 1e-07,
+    *,
+    validate: bool = True,
+) -> tuple[jax.Array, tuple[jax.Array, ...]]:
     """bce: the reduced loss and its gradient for each input.
 
     Returns ``(value, grads)``; ``grads`` holds one array per input

@@ -352,7 +352,15 @@ _FUNCTIONS = {
 }
 
 
-def loss(p, target, reduction="mean", weight=None, eps=1e-07, *, validate=True):
+def loss(
+    p: np.ndarray,
+    target: np.ndarray,
+    reduction: str = "mean",
+    weight: np.ndarray | None = None,
+    eps: float = 1e-07,
+    *,
+    validate: bool = True,
+) -> np.ndarray:
     """bce: the loss, reduced.
 
     See the module docstring for the formula, arguments and shapes.
@@ -366,8 +374,14 @@ def loss(p, target, reduction="mean", weight=None, eps=1e-07, *, validate=True):
 
 
 def loss_and_grad(
-    p, target, reduction="mean", weight=None, eps=1e-07, *, validate=True
-):
+    p: np.ndarray,
+    target: np.ndarray,
+    reduction: str = "mean",
+    weight: np.ndarray | None = None,
+    eps: float = 1e-07,
+    *,
+    validate: bool = True,
+) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
     """bce: the reduced loss and its gradient for each input.
 
     Returns ``(value, grads)``; ``grads`` holds one array per input

@@ -1113,15 +1113,15 @@ class BCELoss(torch.nn.Module):
 
     def __init__(
         self,
-        weight=None,
-        size_average=None,
-        reduce=None,
-        reduction="mean",
+        weight: torch.Tensor | None = None,
+        size_average: bool | None = None,
+        reduce: bool | None = None,
+        reduction: str = "mean",
         *,
-        eps=1e-07,
-        fused=False,
-        validate=True,
-    ):
+        eps: float = 1e-07,
+        fused: bool = False,
+        validate: bool = True,
+    ) -> None:
         super().__init__()
         reduction = _legacy_reduction(size_average, reduce, reduction)
         _check_reduction(reduction)
@@ -1150,7 +1150,7 @@ class BCELoss(torch.nn.Module):
         # a tensor param as the tensor it is
         return (self.weight, values[2][0])
 
-    def forward(self, p, target):
+    def forward(self, p: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         params = self._params()
         p, target, indexed, keep, counts = _prepare(p, target)
         # as torch's own losses: float32 under autocast (asked per device only where

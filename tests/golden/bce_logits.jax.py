@@ -494,8 +494,14 @@ _reduced.defvjp(_reduced_fwd, _reduced_bwd)
 
 
 def loss(
-    logits, target, reduction="mean", weight=None, pos_weight=None, *, validate=False
-):
+    logits: jax.Array,
+    target: jax.Array,
+    reduction: str = "mean",
+    weight: jax.Array | None = None,
+    pos_weight: jax.Array | None = None,
+    *,
+    validate: bool = False,
+) -> jax.Array:
     """bce_logits: the loss, reduced.
 
     A ``jax.custom_vjp`` whose gradient is the derived one. Works under ``jax.jit``,
@@ -516,8 +522,14 @@ def loss(
 
 
 def loss_and_grad(
-    logits, target, reduction="mean", weight=None, pos_weight=None, *, validate=False
-):
+    logits: jax.Array,
+    target: jax.Array,
+    reduction: str = "mean",
+    weight: jax.Array | None = None,
+    pos_weight: jax.Array | None = None,
+    *,
+    validate: bool = False,
+) -> tuple[jax.Array, tuple[jax.Array, ...]]:
     """bce_logits: the reduced loss and its gradient for each input.
 
     Returns ``(value, grads)``; ``grads`` holds one array per input

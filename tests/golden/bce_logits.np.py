@@ -378,8 +378,14 @@ _FUNCTIONS = {
 
 
 def loss(
-    logits, target, reduction="mean", weight=None, pos_weight=None, *, validate=False
-):
+    logits: np.ndarray,
+    target: np.ndarray,
+    reduction: str = "mean",
+    weight: np.ndarray | None = None,
+    pos_weight: np.ndarray | None = None,
+    *,
+    validate: bool = False,
+) -> np.ndarray:
     """bce_logits: the loss, reduced.
 
     See the module docstring for the formula, arguments and shapes.
@@ -395,8 +401,14 @@ def loss(
 
 
 def loss_and_grad(
-    logits, target, reduction="mean", weight=None, pos_weight=None, *, validate=False
-):
+    logits: np.ndarray,
+    target: np.ndarray,
+    reduction: str = "mean",
+    weight: np.ndarray | None = None,
+    pos_weight: np.ndarray | None = None,
+    *,
+    validate: bool = False,
+) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
     """bce_logits: the reduced loss and its gradient for each input.
 
     Returns ``(value, grads)``; ``grads`` holds one array per input

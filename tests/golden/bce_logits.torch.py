@@ -1158,15 +1158,15 @@ class BCEWithLogitsLoss(torch.nn.Module):
 
     def __init__(
         self,
-        weight=None,
-        size_average=None,
-        reduce=None,
-        reduction="mean",
-        pos_weight=None,
+        weight: torch.Tensor | None = None,
+        size_average: bool | None = None,
+        reduce: bool | None = None,
+        reduction: str = "mean",
+        pos_weight: torch.Tensor | None = None,
         *,
-        fused=False,
-        validate=False,
-    ):
+        fused: bool = False,
+        validate: bool = False,
+    ) -> None:
         super().__init__()
         reduction = _legacy_reduction(size_average, reduce, reduction)
         _check_reduction(reduction)
@@ -1198,7 +1198,7 @@ class BCEWithLogitsLoss(torch.nn.Module):
         # a tensor param as the tensor it is
         return (self.weight, self.pos_weight)
 
-    def forward(self, logits, target):
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         params = self._params()
         logits, target, indexed, keep, counts = _prepare(logits, target)
         # as torch's own losses: float32 under autocast (asked per device only where

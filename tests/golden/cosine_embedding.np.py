@@ -359,7 +359,15 @@ _FUNCTIONS = {
 }
 
 
-def loss(x1, x2, target, reduction="mean", margin=0.0, *, validate=False):
+def loss(
+    x1: np.ndarray,
+    x2: np.ndarray,
+    target: np.ndarray,
+    reduction: str = "mean",
+    margin: float = 0.0,
+    *,
+    validate: bool = False,
+) -> np.ndarray:
     """cosine_embedding: the loss, reduced.
 
     See the module docstring for the formula, arguments and shapes.
@@ -372,7 +380,15 @@ def loss(x1, x2, target, reduction="mean", margin=0.0, *, validate=False):
     return _reduce(value, reduction, None, None)
 
 
-def loss_and_grad(x1, x2, target, reduction="mean", margin=0.0, *, validate=False):
+def loss_and_grad(
+    x1: np.ndarray,
+    x2: np.ndarray,
+    target: np.ndarray,
+    reduction: str = "mean",
+    margin: float = 0.0,
+    *,
+    validate: bool = False,
+) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
     """cosine_embedding: the reduced loss and its gradient for each input.
 
     Returns ``(value, grads)``; ``grads`` holds one array per input

@@ -1038,14 +1038,14 @@ class CosineEmbeddingLoss(torch.nn.Module):
 
     def __init__(
         self,
-        margin=0.0,
-        size_average=None,
-        reduce=None,
-        reduction="mean",
+        margin: float = 0.0,
+        size_average: bool | None = None,
+        reduce: bool | None = None,
+        reduction: str = "mean",
         *,
-        fused=False,
-        validate=False,
-    ):
+        fused: bool = False,
+        validate: bool = False,
+    ) -> None:
         super().__init__()
         reduction = _legacy_reduction(size_average, reduce, reduction)
         _check_reduction(reduction)
@@ -1071,7 +1071,9 @@ class CosineEmbeddingLoss(torch.nn.Module):
             self.__dict__["_values"] = values  # a plain attribute, not module state
         return values[2]
 
-    def forward(self, x1, x2, target):
+    def forward(
+        self, x1: torch.Tensor, x2: torch.Tensor, target: torch.Tensor
+    ) -> torch.Tensor:
         params = self._params()
         x1, x2, target, indexed, keep, counts = _prepare(x1, x2, target)
         # as torch's own losses: float32 under autocast (asked per device only where

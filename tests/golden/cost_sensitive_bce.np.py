@@ -297,7 +297,15 @@ _FUNCTIONS = {
 }
 
 
-def loss(p, target, reduction="mean", fn_weight=5.0, eps=1e-07, *, validate=True):
+def loss(
+    p: np.ndarray,
+    target: np.ndarray,
+    reduction: str = "mean",
+    fn_weight: float = 5.0,
+    eps: float = 1e-07,
+    *,
+    validate: bool = True,
+) -> np.ndarray:
     """cost_sensitive_bce: the loss, reduced.
 
     See the module docstring for the formula, arguments and shapes.
@@ -311,8 +319,14 @@ def loss(p, target, reduction="mean", fn_weight=5.0, eps=1e-07, *, validate=True
 
 
 def loss_and_grad(
-    p, target, reduction="mean", fn_weight=5.0, eps=1e-07, *, validate=True
-):
+    p: np.ndarray,
+    target: np.ndarray,
+    reduction: str = "mean",
+    fn_weight: float = 5.0,
+    eps: float = 1e-07,
+    *,
+    validate: bool = True,
+) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
     """cost_sensitive_bce: the reduced loss and its gradient for each input.
 
     Returns ``(value, grads)``; ``grads`` holds one array per input

@@ -872,15 +872,15 @@ _reduced.defvjp(_reduced_fwd, _reduced_bwd)
 
 
 def loss(
-    logits,
-    target,
-    reduction="mean",
-    weight=None,
-    ignore_index=-100,
-    label_smoothing=0.0,
+    logits: jax.Array,
+    target: jax.Array,
+    reduction: str = "mean",
+    weight: jax.Array | None = None,
+    ignore_index: int = -100,
+    label_smoothing: float = 0.0,
     *,
-    validate=False,
-):
+    validate: bool = False,
+) -> jax.Array:
     """cross_entropy: the loss, reduced.
 
     A ``jax.custom_vjp`` whose gradient is the derived one. Works under ``jax.jit``,
@@ -908,15 +908,15 @@ def loss(
 
 
 def loss_and_grad(
-    logits,
-    target,
-    reduction="mean",
-    weight=None,
-    ignore_index=-100,
-    label_smoothing=0.0,
+    logits: jax.Array,
+    target: jax.Array,
+    reduction: str = "mean",
+    weight: jax.Array | None = None,
+    ignore_index: int = -100,
+    label_smoothing: float = 0.0,
     *,
-    validate=False,
-):
+    validate: bool = False,
+) -> tuple[jax.Array, tuple[jax.Array, ...]]:
     """cross_entropy: the reduced loss and its gradient for each input.
 
     Returns ``(value, grads)``; ``grads`` holds one array per input

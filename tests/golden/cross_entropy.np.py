@@ -681,15 +681,15 @@ _FUNCTIONS = {
 
 
 def loss(
-    logits,
-    target,
-    reduction="mean",
-    weight=None,
-    ignore_index=-100,
-    label_smoothing=0.0,
+    logits: np.ndarray,
+    target: np.ndarray,
+    reduction: str = "mean",
+    weight: np.ndarray | None = None,
+    ignore_index: int = -100,
+    label_smoothing: float = 0.0,
     *,
-    validate=False,
-):
+    validate: bool = False,
+) -> np.ndarray:
     """cross_entropy: the loss, reduced.
 
     See the module docstring for the formula, arguments and shapes.
@@ -707,15 +707,15 @@ def loss(
 
 
 def loss_and_grad(
-    logits,
-    target,
-    reduction="mean",
-    weight=None,
-    ignore_index=-100,
-    label_smoothing=0.0,
+    logits: np.ndarray,
+    target: np.ndarray,
+    reduction: str = "mean",
+    weight: np.ndarray | None = None,
+    ignore_index: int = -100,
+    label_smoothing: float = 0.0,
     *,
-    validate=False,
-):
+    validate: bool = False,
+) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
     """cross_entropy: the reduced loss and its gradient for each input.
 
     Returns ``(value, grads)``; ``grads`` holds one array per input

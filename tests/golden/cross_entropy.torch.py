@@ -2121,16 +2121,16 @@ class CrossEntropyLoss(torch.nn.Module):
 
     def __init__(
         self,
-        weight=None,
-        size_average=None,
-        ignore_index=-100,
-        reduce=None,
-        reduction="mean",
-        label_smoothing=0.0,
+        weight: torch.Tensor | None = None,
+        size_average: bool | None = None,
+        ignore_index: int = -100,
+        reduce: bool | None = None,
+        reduction: str = "mean",
+        label_smoothing: float = 0.0,
         *,
-        fused=False,
-        validate=False,
-    ):
+        fused: bool = False,
+        validate: bool = False,
+    ) -> None:
         super().__init__()
         reduction = _legacy_reduction(size_average, reduce, reduction)
         _check_reduction(reduction)
@@ -2173,7 +2173,7 @@ class CrossEntropyLoss(torch.nn.Module):
         # a tensor param as the tensor it is
         return (self.weight, values[2][0], values[2][1])
 
-    def forward(self, logits, target):
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         params = self._params()
         logits, target, indexed, keep, counts = _prepare(logits, target, params)
         # as torch's own losses: float32 under autocast (asked per device only where

@@ -414,7 +414,14 @@ def _reduced_bwd(static, residuals, upstream):
 _reduced.defvjp(_reduced_fwd, _reduced_bwd)
 
 
-def loss(p, target, reduction="mean", smooth=1.0, *, validate=False):
+def loss(
+    p: jax.Array,
+    target: jax.Array,
+    reduction: str = "mean",
+    smooth: float = 1.0,
+    *,
+    validate: bool = False,
+) -> jax.Array:
     """dice: the loss, reduced.
 
     A ``jax.custom_vjp`` whose gradient is the derived one. Works under ``jax.jit``,
@@ -432,7 +439,14 @@ def loss(p, target, reduction="mean", smooth=1.0, *, validate=False):
     return _reduced(static, (p, target), (), keep, counts)
 
 
-def loss_and_grad(p, target, reduction="mean", smooth=1.0, *, validate=False):
+def loss_and_grad(
+    p: jax.Array,
+    target: jax.Array,
+    reduction: str = "mean",
+    smooth: float = 1.0,
+    *,
+    validate: bool = False,
+) -> tuple[jax.Array, tuple[jax.Array, ...]]:
     """dice: the reduced loss and its gradient for each input.
 
     Returns ``(value, grads)``; ``grads`` holds one array per input

@@ -296,7 +296,14 @@ _FUNCTIONS = {
 }
 
 
-def loss(p, target, reduction="mean", smooth=1.0, *, validate=False):
+def loss(
+    p: np.ndarray,
+    target: np.ndarray,
+    reduction: str = "mean",
+    smooth: float = 1.0,
+    *,
+    validate: bool = False,
+) -> np.ndarray:
     """dice: the loss, reduced.
 
     See the module docstring for the formula, arguments and shapes.
@@ -309,7 +316,14 @@ def loss(p, target, reduction="mean", smooth=1.0, *, validate=False):
     return _reduce(value, reduction, None, None)
 
 
-def loss_and_grad(p, target, reduction="mean", smooth=1.0, *, validate=False):
+def loss_and_grad(
+    p: np.ndarray,
+    target: np.ndarray,
+    reduction: str = "mean",
+    smooth: float = 1.0,
+    *,
+    validate: bool = False,
+) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
     """dice: the reduced loss and its gradient for each input.
 
     Returns ``(value, grads)``; ``grads`` holds one array per input

@@ -953,7 +953,14 @@ class DiceLoss(torch.nn.Module):
         >>> value.backward()
     """
 
-    def __init__(self, reduction="mean", smooth=1.0, *, fused=False, validate=False):
+    def __init__(
+        self,
+        reduction: str = "mean",
+        smooth: float = 1.0,
+        *,
+        fused: bool = False,
+        validate: bool = False,
+    ) -> None:
         super().__init__()
         _check_reduction(reduction)
         self.reduction = reduction
@@ -978,7 +985,7 @@ class DiceLoss(torch.nn.Module):
             self.__dict__["_values"] = values  # a plain attribute, not module state
         return values[2]
 
-    def forward(self, p, target):
+    def forward(self, p: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         params = self._params()
         p, target, indexed, keep, counts = _prepare(p, target)
         # as torch's own losses: float32 under autocast (asked per device only where

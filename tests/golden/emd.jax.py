@@ -408,7 +408,9 @@ def _reduced_bwd(static, residuals, upstream):
 _reduced.defvjp(_reduced_fwd, _reduced_bwd)
 
 
-def loss(p, q, reduction="mean", *, validate=False):
+def loss(
+    p: jax.Array, q: jax.Array, reduction: str = "mean", *, validate: bool = False
+) -> jax.Array:
     """emd: the loss, reduced.
 
     A ``jax.custom_vjp`` whose gradient is the derived one. Works under ``jax.jit``,
@@ -426,7 +428,13 @@ def loss(p, q, reduction="mean", *, validate=False):
     return _reduced(static, (p, q), (), keep, counts)
 
 
-def loss_and_grad(p, q, reduction="mean", *, validate=False):
+def loss_and_grad(
+    p: jax.Array,
+    q: jax.Array,
+    reduction: str = "mean",
+    *,
+    validate: bool = False,
+) -> tuple[jax.Array, tuple[jax.Array, ...]]:
     """emd: the reduced loss and its gradient for each input.
 
     Returns ``(value, grads)``; ``grads`` holds one array per input

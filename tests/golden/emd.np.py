@@ -289,7 +289,9 @@ _FUNCTIONS = {
 }
 
 
-def loss(p, q, reduction="mean", *, validate=False):
+def loss(
+    p: np.ndarray, q: np.ndarray, reduction: str = "mean", *, validate: bool = False
+) -> np.ndarray:
     """emd: the loss, reduced.
 
     See the module docstring for the formula, arguments and shapes.
@@ -302,7 +304,13 @@ def loss(p, q, reduction="mean", *, validate=False):
     return _reduce(value, reduction, None, None)
 
 
-def loss_and_grad(p, q, reduction="mean", *, validate=False):
+def loss_and_grad(
+    p: np.ndarray,
+    q: np.ndarray,
+    reduction: str = "mean",
+    *,
+    validate: bool = False,
+) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
     """emd: the reduced loss and its gradient for each input.
 
     Returns ``(value, grads)``; ``grads`` holds one array per input

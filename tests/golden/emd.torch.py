@@ -902,7 +902,9 @@ class EmdLoss(torch.nn.Module):
         >>> value.backward()
     """
 
-    def __init__(self, reduction="mean", *, fused=False, validate=False):
+    def __init__(
+        self, reduction: str = "mean", *, fused: bool = False, validate: bool = False
+    ) -> None:
         super().__init__()
         _check_reduction(reduction)
         self.reduction = reduction
@@ -917,7 +919,7 @@ class EmdLoss(torch.nn.Module):
         """
         return ()
 
-    def forward(self, p, q):
+    def forward(self, p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
         params = self._params()
         p, q, indexed, keep, counts = _prepare(p, q)
         # as torch's own losses: float32 under autocast (asked per device only where

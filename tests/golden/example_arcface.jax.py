@@ -487,7 +487,16 @@ def _reduced_bwd(static, residuals, upstream):
 _reduced.defvjp(_reduced_fwd, _reduced_bwd)
 
 
-def loss(c, y, reduction="mean", s=64.0, m=0.5, eps=1e-07, *, validate=False):
+def loss(
+    c: jax.Array,
+    y: jax.Array,
+    reduction: str = "mean",
+    s: float = 64.0,
+    m: float = 0.5,
+    eps: float = 1e-07,
+    *,
+    validate: bool = False,
+) -> jax.Array:
     """arcface: the loss, reduced.
 
     A ``jax.custom_vjp`` whose gradient is the derived one. Works under ``jax.jit``,
@@ -505,7 +514,16 @@ def loss(c, y, reduction="mean", s=64.0, m=0.5, eps=1e-07, *, validate=False):
     return _reduced(static, (c, y), (), keep, counts)
 
 
-def loss_and_grad(c, y, reduction="mean", s=64.0, m=0.5, eps=1e-07, *, validate=False):
+def loss_and_grad(
+    c: jax.Array,
+    y: jax.Array,
+    reduction: str = "mean",
+    s: float = 64.0,
+    m: float = 0.5,
+    eps: float = 1e-07,
+    *,
+    validate: bool = False,
+) -> tuple[jax.Array, tuple[jax.Array, ...]]:
     """arcface: the reduced loss and its gradient for each input.
 
     Returns ``(value, grads)``; ``grads`` holds one array per input

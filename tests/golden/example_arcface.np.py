@@ -356,7 +356,16 @@ _FUNCTIONS = {
 }
 
 
-def loss(c, y, reduction="mean", s=64.0, m=0.5, eps=1e-07, *, validate=False):
+def loss(
+    c: np.ndarray,
+    y: np.ndarray,
+    reduction: str = "mean",
+    s: float = 64.0,
+    m: float = 0.5,
+    eps: float = 1e-07,
+    *,
+    validate: bool = False,
+) -> np.ndarray:
     """arcface: the loss, reduced.
 
     See the module docstring for the formula, arguments and shapes.
@@ -369,7 +378,16 @@ def loss(c, y, reduction="mean", s=64.0, m=0.5, eps=1e-07, *, validate=False):
     return _reduce(value, reduction, None, None)
 
 
-def loss_and_grad(c, y, reduction="mean", s=64.0, m=0.5, eps=1e-07, *, validate=False):
+def loss_and_grad(
+    c: np.ndarray,
+    y: np.ndarray,
+    reduction: str = "mean",
+    s: float = 64.0,
+    m: float = 0.5,
+    eps: float = 1e-07,
+    *,
+    validate: bool = False,
+) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
     """arcface: the reduced loss and its gradient for each input.
 
     Returns ``(value, grads)``; ``grads`` holds one array per input

@@ -1049,8 +1049,15 @@ class ArcfaceLoss(torch.nn.Module):
     """
 
     def __init__(
-        self, reduction="mean", s=64.0, m=0.5, eps=1e-07, *, fused=False, validate=False
-    ):
+        self,
+        reduction: str = "mean",
+        s: float = 64.0,
+        m: float = 0.5,
+        eps: float = 1e-07,
+        *,
+        fused: bool = False,
+        validate: bool = False,
+    ) -> None:
         super().__init__()
         _check_reduction(reduction)
         self.reduction = reduction
@@ -1075,7 +1082,7 @@ class ArcfaceLoss(torch.nn.Module):
             self.__dict__["_values"] = values  # a plain attribute, not module state
         return values[2]
 
-    def forward(self, c, y):
+    def forward(self, c: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         params = self._params()
         c, y, indexed, keep, counts = _prepare(c, y)
         # as torch's own losses: float32 under autocast (asked per device only where

@@ -562,7 +562,14 @@ def _reduced_bwd(static, residuals, upstream):
 _reduced.defvjp(_reduced_fwd, _reduced_bwd)
 
 
-def loss(image, text, target, reduction="mean", *, validate=False):
+def loss(
+    image: jax.Array,
+    text: jax.Array,
+    target: jax.Array,
+    reduction: str = "mean",
+    *,
+    validate: bool = False,
+) -> jax.Array:
     """clip: the loss, reduced.
 
     A ``jax.custom_vjp`` whose gradient is the derived one. Works under ``jax.jit``,
@@ -580,7 +587,14 @@ def loss(image, text, target, reduction="mean", *, validate=False):
     return _reduced(static, (image, text, target), (), keep, counts)
 
 
-def loss_and_grad(image, text, target, reduction="mean", *, validate=False):
+def loss_and_grad(
+    image: jax.Array,
+    text: jax.Array,
+    target: jax.Array,
+    reduction: str = "mean",
+    *,
+    validate: bool = False,
+) -> tuple[jax.Array, tuple[jax.Array, ...]]:
     """clip: the reduced loss and its gradient for each input.
 
     Returns ``(value, grads)``; ``grads`` holds one array per input

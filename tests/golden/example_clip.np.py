@@ -437,7 +437,14 @@ _FUNCTIONS = {
 }
 
 
-def loss(image, text, target, reduction="mean", *, validate=False):
+def loss(
+    image: np.ndarray,
+    text: np.ndarray,
+    target: np.ndarray,
+    reduction: str = "mean",
+    *,
+    validate: bool = False,
+) -> np.ndarray:
     """clip: the loss, reduced.
 
     See the module docstring for the formula, arguments and shapes.
@@ -450,7 +457,14 @@ def loss(image, text, target, reduction="mean", *, validate=False):
     return _reduce(value, reduction, None, None)
 
 
-def loss_and_grad(image, text, target, reduction="mean", *, validate=False):
+def loss_and_grad(
+    image: np.ndarray,
+    text: np.ndarray,
+    target: np.ndarray,
+    reduction: str = "mean",
+    *,
+    validate: bool = False,
+) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
     """clip: the reduced loss and its gradient for each input.
 
     Returns ``(value, grads)``; ``grads`` holds one array per input

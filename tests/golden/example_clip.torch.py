@@ -1139,7 +1139,9 @@ class ClipLoss(torch.nn.Module):
         >>> value.backward()
     """
 
-    def __init__(self, reduction="mean", *, fused=False, validate=False):
+    def __init__(
+        self, reduction: str = "mean", *, fused: bool = False, validate: bool = False
+    ) -> None:
         super().__init__()
         _check_reduction(reduction)
         self.reduction = reduction
@@ -1154,7 +1156,9 @@ class ClipLoss(torch.nn.Module):
         """
         return ()
 
-    def forward(self, image, text, target):
+    def forward(
+        self, image: torch.Tensor, text: torch.Tensor, target: torch.Tensor
+    ) -> torch.Tensor:
         params = self._params()
         image, text, target, indexed, keep, counts = _prepare(image, text, target)
         # as torch's own losses: float32 under autocast (asked per device only where

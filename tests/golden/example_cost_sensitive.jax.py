@@ -396,7 +396,15 @@ def _reduced_bwd(static, residuals, upstream):
 _reduced.defvjp(_reduced_fwd, _reduced_bwd)
 
 
-def loss(p, y, reduction="mean", fn_weight=5.0, eps=1e-07, *, validate=True):
+def loss(
+    p: jax.Array,
+    y: jax.Array,
+    reduction: str = "mean",
+    fn_weight: float = 5.0,
+    eps: float = 1e-07,
+    *,
+    validate: bool = True,
+) -> jax.Array:
     """cost_sensitive_bce: the loss, reduced.
 
     A ``jax.custom_vjp`` whose gradient is the derived one. Works under ``jax.jit``,
@@ -414,7 +422,15 @@ def loss(p, y, reduction="mean", fn_weight=5.0, eps=1e-07, *, validate=True):
     return _reduced(static, (p, y), (), keep, counts)
 
 
-def loss_and_grad(p, y, reduction="mean", fn_weight=5.0, eps=1e-07, *, validate=True):
+def loss_and_grad(
+    p: jax.Array,
+    y: jax.Array,
+    reduction: str = "mean",
+    fn_weight: float = 5.0,
+    eps: float = 1e-07,
+    *,
+    validate: bool = True,
+) -> tuple[jax.Array, tuple[jax.Array, ...]]:
     """cost_sensitive_bce: the reduced loss and its gradient for each input.
 
     Returns ``(value, grads)``; ``grads`` holds one array per input

@@ -913,8 +913,14 @@ class CostSensitiveBceLoss(torch.nn.Module):
     """
 
     def __init__(
-        self, reduction="mean", fn_weight=5.0, eps=1e-07, *, fused=False, validate=True
-    ):
+        self,
+        reduction: str = "mean",
+        fn_weight: float = 5.0,
+        eps: float = 1e-07,
+        *,
+        fused: bool = False,
+        validate: bool = True,
+    ) -> None:
         super().__init__()
         _check_reduction(reduction)
         self.reduction = reduction
@@ -941,7 +947,7 @@ class CostSensitiveBceLoss(torch.nn.Module):
             self.__dict__["_values"] = values  # a plain attribute, not module state
         return values[2]
 
-    def forward(self, p, y):
+    def forward(self, p: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         params = self._params()
         p, y, indexed, keep, counts = _prepare(p, y)
         # as torch's own losses: float32 under autocast (asked per device only where

@@ -464,7 +464,14 @@ def _reduced_bwd(static, residuals, upstream):
 _reduced.defvjp(_reduced_fwd, _reduced_bwd)
 
 
-def loss(z, y, reduction="mean", margin=1.0, *, validate=False):
+def loss(
+    z: jax.Array,
+    y: jax.Array,
+    reduction: str = "mean",
+    margin: float = 1.0,
+    *,
+    validate: bool = False,
+) -> jax.Array:
     """crammer_singer: the loss, reduced.
 
     A ``jax.custom_vjp`` whose gradient is the derived one. Works under ``jax.jit``,
@@ -482,7 +489,14 @@ def loss(z, y, reduction="mean", margin=1.0, *, validate=False):
     return _reduced(static, (z, y), (), keep, counts)
 
 
-def loss_and_grad(z, y, reduction="mean", margin=1.0, *, validate=False):
+def loss_and_grad(
+    z: jax.Array,
+    y: jax.Array,
+    reduction: str = "mean",
+    margin: float = 1.0,
+    *,
+    validate: bool = False,
+) -> tuple[jax.Array, tuple[jax.Array, ...]]:
     """crammer_singer: the reduced loss and its gradient for each input.
 
     Returns ``(value, grads)``; ``grads`` holds one array per input

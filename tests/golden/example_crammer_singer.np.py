@@ -332,7 +332,14 @@ _FUNCTIONS = {
 }
 
 
-def loss(z, y, reduction="mean", margin=1.0, *, validate=False):
+def loss(
+    z: np.ndarray,
+    y: np.ndarray,
+    reduction: str = "mean",
+    margin: float = 1.0,
+    *,
+    validate: bool = False,
+) -> np.ndarray:
     """crammer_singer: the loss, reduced.
 
     See the module docstring for the formula, arguments and shapes.
@@ -345,7 +352,14 @@ def loss(z, y, reduction="mean", margin=1.0, *, validate=False):
     return _reduce(value, reduction, None, None)
 
 
-def loss_and_grad(z, y, reduction="mean", margin=1.0, *, validate=False):
+def loss_and_grad(
+    z: np.ndarray,
+    y: np.ndarray,
+    reduction: str = "mean",
+    margin: float = 1.0,
+    *,
+    validate: bool = False,
+) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
     """crammer_singer: the reduced loss and its gradient for each input.
 
     Returns ``(value, grads)``; ``grads`` holds one array per input

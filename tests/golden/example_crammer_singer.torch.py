@@ -1031,7 +1031,14 @@ class CrammerSingerLoss(torch.nn.Module):
         >>> value.backward()
     """
 
-    def __init__(self, reduction="mean", margin=1.0, *, fused=False, validate=False):
+    def __init__(
+        self,
+        reduction: str = "mean",
+        margin: float = 1.0,
+        *,
+        fused: bool = False,
+        validate: bool = False,
+    ) -> None:
         super().__init__()
         _check_reduction(reduction)
         self.reduction = reduction
@@ -1056,7 +1063,7 @@ class CrammerSingerLoss(torch.nn.Module):
             self.__dict__["_values"] = values  # a plain attribute, not module state
         return values[2]
 
-    def forward(self, z, y):
+    def forward(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         params = self._params()
         z, y, indexed, keep, counts = _prepare(z, y)
         # as torch's own losses: float32 under autocast (asked per device only where

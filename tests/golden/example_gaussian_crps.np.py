@@ -313,7 +313,14 @@ _FUNCTIONS = {
 }
 
 
-def loss(mu, y, sigma, reduction="mean", *, validate=False):
+def loss(
+    mu: np.ndarray,
+    y: np.ndarray,
+    sigma: np.ndarray,
+    reduction: str = "mean",
+    *,
+    validate: bool = False,
+) -> np.ndarray:
     """gaussian_crps: the loss, reduced.
 
     See the module docstring for the formula, arguments and shapes.
@@ -326,7 +333,14 @@ def loss(mu, y, sigma, reduction="mean", *, validate=False):
     return _reduce(value, reduction, None, None)
 
 
-def loss_and_grad(mu, y, sigma, reduction="mean", *, validate=False):
+def loss_and_grad(
+    mu: np.ndarray,
+    y: np.ndarray,
+    sigma: np.ndarray,
+    reduction: str = "mean",
+    *,
+    validate: bool = False,
+) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
     """gaussian_crps: the reduced loss and its gradient for each input.
 
     Returns ``(value, grads)``; ``grads`` holds one array per input

@@ -946,7 +946,9 @@ class GaussianCrpsLoss(torch.nn.Module):
         >>> value.backward()
     """
 
-    def __init__(self, reduction="mean", *, fused=False, validate=False):
+    def __init__(
+        self, reduction: str = "mean", *, fused: bool = False, validate: bool = False
+    ) -> None:
         super().__init__()
         _check_reduction(reduction)
         self.reduction = reduction
@@ -961,7 +963,9 @@ class GaussianCrpsLoss(torch.nn.Module):
         """
         return ()
 
-    def forward(self, mu, y, sigma):
+    def forward(
+        self, mu: torch.Tensor, y: torch.Tensor, sigma: torch.Tensor
+    ) -> torch.Tensor:
         params = self._params()
         mu, y, sigma, indexed, keep, counts = _prepare(mu, y, sigma)
         # as torch's own losses: float32 under autocast (asked per device only where

@@ -466,7 +466,9 @@ def _reduced_bwd(static, residuals, upstream):
 _reduced.defvjp(_reduced_fwd, _reduced_bwd)
 
 
-def loss(s, y, reduction="mean", *, validate=False):
+def loss(
+    s: jax.Array, y: jax.Array, reduction: str = "mean", *, validate: bool = False
+) -> jax.Array:
     """listmle: the loss, reduced.
 
     A ``jax.custom_vjp`` whose gradient is the derived one. Works under ``jax.jit``,
@@ -484,7 +486,13 @@ def loss(s, y, reduction="mean", *, validate=False):
     return _reduced(static, (s, y), (), keep, counts)
 
 
-def loss_and_grad(s, y, reduction="mean", *, validate=False):
+def loss_and_grad(
+    s: jax.Array,
+    y: jax.Array,
+    reduction: str = "mean",
+    *,
+    validate: bool = False,
+) -> tuple[jax.Array, tuple[jax.Array, ...]]:
     """listmle: the reduced loss and its gradient for each input.
 
     Returns ``(value, grads)``; ``grads`` holds one array per input

@@ -346,7 +346,9 @@ _FUNCTIONS = {
 }
 
 
-def loss(s, y, reduction="mean", *, validate=False):
+def loss(
+    s: np.ndarray, y: np.ndarray, reduction: str = "mean", *, validate: bool = False
+) -> np.ndarray:
     """listmle: the loss, reduced.
 
     See the module docstring for the formula, arguments and shapes.
@@ -359,7 +361,13 @@ def loss(s, y, reduction="mean", *, validate=False):
     return _reduce(value, reduction, None, None)
 
 
-def loss_and_grad(s, y, reduction="mean", *, validate=False):
+def loss_and_grad(
+    s: np.ndarray,
+    y: np.ndarray,
+    reduction: str = "mean",
+    *,
+    validate: bool = False,
+) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
     """listmle: the reduced loss and its gradient for each input.
 
     Returns ``(value, grads)``; ``grads`` holds one array per input

@@ -959,7 +959,9 @@ class ListmleLoss(torch.nn.Module):
         >>> value.backward()
     """
 
-    def __init__(self, reduction="mean", *, fused=False, validate=False):
+    def __init__(
+        self, reduction: str = "mean", *, fused: bool = False, validate: bool = False
+    ) -> None:
         super().__init__()
         _check_reduction(reduction)
         self.reduction = reduction
@@ -974,7 +976,7 @@ class ListmleLoss(torch.nn.Module):
         """
         return ()
 
-    def forward(self, s, y):
+    def forward(self, s: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         params = self._params()
         s, y, indexed, keep, counts = _prepare(s, y)
         # as torch's own losses: float32 under autocast (asked per device only where

@@ -418,7 +418,7 @@ def _reduced_bwd(static, residuals, upstream):
 _reduced.defvjp(_reduced_fwd, _reduced_bwd)
 
 
-def loss(s, reduction="mean", *, validate=False):
+def loss(s: jax.Array, reduction: str = "mean", *, validate: bool = False) -> jax.Array:
     """listmle_sorted: the loss, reduced.
 
     A ``jax.custom_vjp`` whose gradient is the derived one. Works under ``jax.jit``,
@@ -436,7 +436,12 @@ def loss(s, reduction="mean", *, validate=False):
     return _reduced(static, (s,), (), keep, counts)
 
 
-def loss_and_grad(s, reduction="mean", *, validate=False):
+def loss_and_grad(
+    s: jax.Array,
+    reduction: str = "mean",
+    *,
+    validate: bool = False,
+) -> tuple[jax.Array, tuple[jax.Array, ...]]:
     """listmle_sorted: the reduced loss and its gradient for each input.
 
     Returns ``(value, grads)``; ``grads`` holds one array per input

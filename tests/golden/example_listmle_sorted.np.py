@@ -303,7 +303,9 @@ _FUNCTIONS = {
 }
 
 
-def loss(s, reduction="mean", *, validate=False):
+def loss(
+    s: np.ndarray, reduction: str = "mean", *, validate: bool = False
+) -> np.ndarray:
     """listmle_sorted: the loss, reduced.
 
     See the module docstring for the formula, arguments and shapes.
@@ -316,7 +318,12 @@ def loss(s, reduction="mean", *, validate=False):
     return _reduce(value, reduction, None, None)
 
 
-def loss_and_grad(s, reduction="mean", *, validate=False):
+def loss_and_grad(
+    s: np.ndarray,
+    reduction: str = "mean",
+    *,
+    validate: bool = False,
+) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
     """listmle_sorted: the reduced loss and its gradient for each input.
 
     Returns ``(value, grads)``; ``grads`` holds one array per input

@@ -857,7 +857,9 @@ class ListmleSortedLoss(torch.nn.Module):
         >>> value.backward()
     """
 
-    def __init__(self, reduction="mean", *, fused=False, validate=False):
+    def __init__(
+        self, reduction: str = "mean", *, fused: bool = False, validate: bool = False
+    ) -> None:
         super().__init__()
         _check_reduction(reduction)
         self.reduction = reduction
@@ -872,7 +874,7 @@ class ListmleSortedLoss(torch.nn.Module):
         """
         return ()
 
-    def forward(self, s):
+    def forward(self, s: torch.Tensor) -> torch.Tensor:
         params = self._params()
         s, indexed, keep, counts = _prepare(s)
         # as torch's own losses: float32 under autocast (asked per device only where

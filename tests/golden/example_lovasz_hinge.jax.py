@@ -463,7 +463,9 @@ def _reduced_bwd(static, residuals, upstream):
 _reduced.defvjp(_reduced_fwd, _reduced_bwd)
 
 
-def loss(z, y, reduction="mean", *, validate=False):
+def loss(
+    z: jax.Array, y: jax.Array, reduction: str = "mean", *, validate: bool = False
+) -> jax.Array:
     """lovasz_hinge: the loss, reduced.
 
     A ``jax.custom_vjp`` whose gradient is the derived one. Works under ``jax.jit``,
@@ -481,7 +483,13 @@ def loss(z, y, reduction="mean", *, validate=False):
     return _reduced(static, (z, y), (), keep, counts)
 
 
-def loss_and_grad(z, y, reduction="mean", *, validate=False):
+def loss_and_grad(
+    z: jax.Array,
+    y: jax.Array,
+    reduction: str = "mean",
+    *,
+    validate: bool = False,
+) -> tuple[jax.Array, tuple[jax.Array, ...]]:
     """lovasz_hinge: the reduced loss and its gradient for each input.
 
     Returns ``(value, grads)``; ``grads`` holds one array per input

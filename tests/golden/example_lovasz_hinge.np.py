@@ -345,7 +345,9 @@ _FUNCTIONS = {
 }
 
 
-def loss(z, y, reduction="mean", *, validate=False):
+def loss(
+    z: np.ndarray, y: np.ndarray, reduction: str = "mean", *, validate: bool = False
+) -> np.ndarray:
     """lovasz_hinge: the loss, reduced.
 
     See the module docstring for the formula, arguments and shapes.
@@ -358,7 +360,13 @@ def loss(z, y, reduction="mean", *, validate=False):
     return _reduce(value, reduction, None, None)
 
 
-def loss_and_grad(z, y, reduction="mean", *, validate=False):
+def loss_and_grad(
+    z: np.ndarray,
+    y: np.ndarray,
+    reduction: str = "mean",
+    *,
+    validate: bool = False,
+) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
     """lovasz_hinge: the reduced loss and its gradient for each input.
 
     Returns ``(value, grads)``; ``grads`` holds one array per input

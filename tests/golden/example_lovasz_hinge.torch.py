@@ -914,7 +914,9 @@ class LovaszHingeLoss(torch.nn.Module):
         >>> value.backward()
     """
 
-    def __init__(self, reduction="mean", *, fused=False, validate=False):
+    def __init__(
+        self, reduction: str = "mean", *, fused: bool = False, validate: bool = False
+    ) -> None:
         super().__init__()
         _check_reduction(reduction)
         self.reduction = reduction
@@ -929,7 +931,7 @@ class LovaszHingeLoss(torch.nn.Module):
         """
         return ()
 
-    def forward(self, z, y):
+    def forward(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         params = self._params()
         z, y, indexed, keep, counts = _prepare(z, y)
         # as torch's own losses: float32 under autocast (asked per device only where

@@ -551,8 +551,15 @@ _reduced.defvjp(_reduced_fwd, _reduced_bwd)
 
 
 def loss(
-    p, target, reduction=None, weight=None, eps=1e-07, threshold=0.5, *, validate=True
-):
+    p: jax.Array,
+    target: jax.Array,
+    reduction: str | None = None,
+    weight: jax.Array | None = None,
+    eps: float = 1e-07,
+    threshold: float = 0.5,
+    *,
+    validate: bool = True,
+) -> jax.Array:
     """medical: the loss, reduced.
 
     A ``jax.custom_vjp`` whose gradient is the derived one. Works under ``jax.jit``,
@@ -571,8 +578,15 @@ def loss(
 
 
 def loss_and_grad(
-    p, target, reduction=None, weight=None, eps=1e-07, threshold=0.5, *, validate=True
-):
+    p: jax.Array,
+    target: jax.Array,
+    reduction: str | None = None,
+    weight: jax.Array | None = None,
+    eps: float = 1e-07,
+    threshold: float = 0.5,
+    *,
+    validate: bool = True,
+) -> tuple[jax.Array, tuple[jax.Array, ...]]:
     """medical: the reduced loss and its gradient for each input.
 
     Returns ``(value, grads)``; ``grads`` holds one array per input
@@ -592,8 +606,15 @@ def loss_and_grad(
 
 
 def loss_terms(
-    p, target, reduction=None, weight=None, eps=1e-07, threshold=0.5, *, validate=True
-):
+    p: jax.Array,
+    target: jax.Array,
+    reduction: str | None = None,
+    weight: jax.Array | None = None,
+    eps: float = 1e-07,
+    threshold: float = 0.5,
+    *,
+    validate: bool = True,
+) -> dict[str, jax.Array]:
     """Each term's own reduced loss (before weighting), by term name: for logging."""
     _check_reduction(reduction)
     p, target, indexed, keep, counts = _prepare(p, target)

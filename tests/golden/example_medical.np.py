@@ -394,8 +394,15 @@ _FUNCTIONS = {
 
 
 def loss(
-    p, target, reduction=None, weight=None, eps=1e-07, threshold=0.5, *, validate=True
-):
+    p: np.ndarray,
+    target: np.ndarray,
+    reduction: str | None = None,
+    weight: np.ndarray | None = None,
+    eps: float = 1e-07,
+    threshold: float = 0.5,
+    *,
+    validate: bool = True,
+) -> np.ndarray:
     """medical: the loss, reduced.
 
     See the module docstring for the formula, arguments and shapes.
@@ -428,8 +435,15 @@ def loss(
 
 
 def loss_and_grad(
-    p, target, reduction=None, weight=None, eps=1e-07, threshold=0.5, *, validate=True
-):
+    p: np.ndarray,
+    target: np.ndarray,
+    reduction: str | None = None,
+    weight: np.ndarray | None = None,
+    eps: float = 1e-07,
+    threshold: float = 0.5,
+    *,
+    validate: bool = True,
+) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
     """medical: the reduced loss and its gradient for each input.
 
     Returns ``(value, grads)``; ``grads`` holds one array per input
@@ -456,8 +470,15 @@ def loss_and_grad(
 
 
 def loss_terms(
-    p, target, reduction=None, weight=None, eps=1e-07, threshold=0.5, *, validate=True
-):
+    p: np.ndarray,
+    target: np.ndarray,
+    reduction: str | None = None,
+    weight: np.ndarray | None = None,
+    eps: float = 1e-07,
+    threshold: float = 0.5,
+    *,
+    validate: bool = True,
+) -> dict[str, np.ndarray]:
     """Each term's own reduced loss (before weighting), by term name: for logging."""
     _check_reduction(reduction)
     p, target, indexed, keep, counts = _prepare(p, target)

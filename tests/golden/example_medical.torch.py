@@ -1308,14 +1308,14 @@ class MedicalLoss(torch.nn.Module):
 
     def __init__(
         self,
-        reduction=None,
-        weight=None,
-        eps=1e-07,
-        threshold=0.5,
+        reduction: str | None = None,
+        weight: torch.Tensor | None = None,
+        eps: float = 1e-07,
+        threshold: float = 0.5,
         *,
-        fused=False,
-        validate=True,
-    ):
+        fused: bool = False,
+        validate: bool = True,
+    ) -> None:
         super().__init__()
         _check_reduction(reduction)
         self.reduction = reduction
@@ -1347,7 +1347,7 @@ class MedicalLoss(torch.nn.Module):
         # a tensor param as the tensor it is
         return (self.weight, values[2][0], values[2][1])
 
-    def forward(self, p, target):
+    def forward(self, p: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         params = self._params()
         p, target, indexed, keep, counts = _prepare(p, target)
         # as torch's own losses: float32 under autocast (asked per device only where

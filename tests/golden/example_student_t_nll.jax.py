@@ -451,7 +451,15 @@ def _reduced_bwd(static, residuals, upstream):
 _reduced.defvjp(_reduced_fwd, _reduced_bwd)
 
 
-def loss(mu, y, sigma, nu, reduction="mean", *, validate=False):
+def loss(
+    mu: jax.Array,
+    y: jax.Array,
+    sigma: jax.Array,
+    nu: jax.Array,
+    reduction: str = "mean",
+    *,
+    validate: bool = False,
+) -> jax.Array:
     """student_t_nll: the loss, reduced.
 
     A ``jax.custom_vjp`` whose gradient is the derived one. Works under ``jax.jit``,
@@ -469,7 +477,15 @@ def loss(mu, y, sigma, nu, reduction="mean", *, validate=False):
     return _reduced(static, (mu, y, sigma, nu), (), keep, counts)
 
 
-def loss_and_grad(mu, y, sigma, nu, reduction="mean", *, validate=False):
+def loss_and_grad(
+    mu: jax.Array,
+    y: jax.Array,
+    sigma: jax.Array,
+    nu: jax.Array,
+    reduction: str = "mean",
+    *,
+    validate: bool = False,
+) -> tuple[jax.Array, tuple[jax.Array, ...]]:
     """student_t_nll: the reduced loss and its gradient for each input.
 
     Returns ``(value, grads)``; ``grads`` holds one array per input

@@ -332,7 +332,15 @@ _FUNCTIONS = {
 }
 
 
-def loss(mu, y, sigma, nu, reduction="mean", *, validate=False):
+def loss(
+    mu: np.ndarray,
+    y: np.ndarray,
+    sigma: np.ndarray,
+    nu: np.ndarray,
+    reduction: str = "mean",
+    *,
+    validate: bool = False,
+) -> np.ndarray:
     """student_t_nll: the loss, reduced.
 
     See the module docstring for the formula, arguments and shapes.
@@ -345,7 +353,15 @@ def loss(mu, y, sigma, nu, reduction="mean", *, validate=False):
     return _reduce(value, reduction, None, None)
 
 
-def loss_and_grad(mu, y, sigma, nu, reduction="mean", *, validate=False):
+def loss_and_grad(
+    mu: np.ndarray,
+    y: np.ndarray,
+    sigma: np.ndarray,
+    nu: np.ndarray,
+    reduction: str = "mean",
+    *,
+    validate: bool = False,
+) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
     """student_t_nll: the reduced loss and its gradient for each input.
 
     Returns ``(value, grads)``; ``grads`` holds one array per input

@@ -990,7 +990,9 @@ class StudentTNllLoss(torch.nn.Module):
         >>> value.backward()
     """
 
-    def __init__(self, reduction="mean", *, fused=False, validate=False):
+    def __init__(
+        self, reduction: str = "mean", *, fused: bool = False, validate: bool = False
+    ) -> None:
         super().__init__()
         _check_reduction(reduction)
         self.reduction = reduction
@@ -1005,7 +1007,9 @@ class StudentTNllLoss(torch.nn.Module):
         """
         return ()
 
-    def forward(self, mu, y, sigma, nu):
+    def forward(
+        self, mu: torch.Tensor, y: torch.Tensor, sigma: torch.Tensor, nu: torch.Tensor
+    ) -> torch.Tensor:
         params = self._params()
         mu, y, sigma, nu, indexed, keep, counts = _prepare(mu, y, sigma, nu)
         # as torch's own losses: float32 under autocast (asked per device only where

@@ -486,8 +486,16 @@ _reduced.defvjp(_reduced_fwd, _reduced_bwd)
 
 
 def loss(
-    pred, target, score, sign, reduction="mean", s_reg=0.0, s_cls=0.0, *, validate=False
-):
+    pred: jax.Array,
+    target: jax.Array,
+    score: jax.Array,
+    sign: jax.Array,
+    reduction: str = "mean",
+    s_reg: float = 0.0,
+    s_cls: float = 0.0,
+    *,
+    validate: bool = False,
+) -> jax.Array:
     """uncertainty_weighting: the loss, reduced.
 
     A ``jax.custom_vjp`` whose gradient is the derived one. Works under ``jax.jit``,
@@ -510,8 +518,16 @@ def loss(
 
 
 def loss_and_grad(
-    pred, target, score, sign, reduction="mean", s_reg=0.0, s_cls=0.0, *, validate=False
-):
+    pred: jax.Array,
+    target: jax.Array,
+    score: jax.Array,
+    sign: jax.Array,
+    reduction: str = "mean",
+    s_reg: float = 0.0,
+    s_cls: float = 0.0,
+    *,
+    validate: bool = False,
+) -> tuple[jax.Array, tuple[jax.Array, ...]]:
     """uncertainty_weighting: the reduced loss and its gradient for each input.
 
     Returns ``(value, grads)``; ``grads`` holds one array per input

@@ -366,8 +366,16 @@ _FUNCTIONS = {
 
 
 def loss(
-    pred, target, score, sign, reduction="mean", s_reg=0.0, s_cls=0.0, *, validate=False
-):
+    pred: np.ndarray,
+    target: np.ndarray,
+    score: np.ndarray,
+    sign: np.ndarray,
+    reduction: str = "mean",
+    s_reg: float = 0.0,
+    s_cls: float = 0.0,
+    *,
+    validate: bool = False,
+) -> np.ndarray:
     """uncertainty_weighting: the loss, reduced.
 
     See the module docstring for the formula, arguments and shapes.
@@ -385,8 +393,16 @@ def loss(
 
 
 def loss_and_grad(
-    pred, target, score, sign, reduction="mean", s_reg=0.0, s_cls=0.0, *, validate=False
-):
+    pred: np.ndarray,
+    target: np.ndarray,
+    score: np.ndarray,
+    sign: np.ndarray,
+    reduction: str = "mean",
+    s_reg: float = 0.0,
+    s_cls: float = 0.0,
+    *,
+    validate: bool = False,
+) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
     """uncertainty_weighting: the reduced loss and its gradient for each input.
 
     Returns ``(value, grads)``; ``grads`` holds one array per input

@@ -1149,8 +1149,14 @@ class UncertaintyWeightingLoss(torch.nn.Module):
     """
 
     def __init__(
-        self, reduction="mean", s_reg=0.0, s_cls=0.0, *, fused=False, validate=False
-    ):
+        self,
+        reduction: str = "mean",
+        s_reg: float = 0.0,
+        s_cls: float = 0.0,
+        *,
+        fused: bool = False,
+        validate: bool = False,
+    ) -> None:
         super().__init__()
         _check_reduction(reduction)
         self.reduction = reduction
@@ -1201,7 +1207,13 @@ class UncertaintyWeightingLoss(torch.nn.Module):
         # a learnable param as the tensor it is
         return (self.s_reg, self.s_cls)
 
-    def forward(self, pred, target, score, sign):
+    def forward(
+        self,
+        pred: torch.Tensor,
+        target: torch.Tensor,
+        score: torch.Tensor,
+        sign: torch.Tensor,
+    ) -> torch.Tensor:
         params = self._params()
         pred, target, score, sign, indexed, keep, counts = _prepare(
             pred, target, score, sign

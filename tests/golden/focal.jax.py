@@ -430,7 +430,15 @@ def _reduced_bwd(static, residuals, upstream):
 _reduced.defvjp(_reduced_fwd, _reduced_bwd)
 
 
-def loss(logits, target, reduction="mean", alpha=0.25, gamma=2.0, *, validate=False):
+def loss(
+    logits: jax.Array,
+    target: jax.Array,
+    reduction: str = "mean",
+    alpha: float = 0.25,
+    gamma: float = 2.0,
+    *,
+    validate: bool = False,
+) -> jax.Array:
     """focal: the loss, reduced.
 
     A ``jax.custom_vjp`` whose gradient is the derived one. Works under ``jax.jit``,
@@ -449,8 +457,14 @@ def loss(logits, target, reduction="mean", alpha=0.25, gamma=2.0, *, validate=Fa
 
 
 def loss_and_grad(
-    logits, target, reduction="mean", alpha=0.25, gamma=2.0, *, validate=False
-):
+    logits: jax.Array,
+    target: jax.Array,
+    reduction: str = "mean",
+    alpha: float = 0.25,
+    gamma: float = 2.0,
+    *,
+    validate: bool = False,
+) -> tuple[jax.Array, tuple[jax.Array, ...]]:
     """focal: the reduced loss and its gradient for each input.
 
     Returns ``(value, grads)``; ``grads`` holds one array per input

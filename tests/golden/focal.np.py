@@ -328,7 +328,15 @@ _FUNCTIONS = {
 }
 
 
-def loss(logits, target, reduction="mean", alpha=0.25, gamma=2.0, *, validate=False):
+def loss(
+    logits: np.ndarray,
+    target: np.ndarray,
+    reduction: str = "mean",
+    alpha: float = 0.25,
+    gamma: float = 2.0,
+    *,
+    validate: bool = False,
+) -> np.ndarray:
     """focal: the loss, reduced.
 
     See the module docstring for the formula, arguments and shapes.
@@ -342,8 +350,14 @@ def loss(logits, target, reduction="mean", alpha=0.25, gamma=2.0, *, validate=Fa
 
 
 def loss_and_grad(
-    logits, target, reduction="mean", alpha=0.25, gamma=2.0, *, validate=False
-):
+    logits: np.ndarray,
+    target: np.ndarray,
+    reduction: str = "mean",
+    alpha: float = 0.25,
+    gamma: float = 2.0,
+    *,
+    validate: bool = False,
+) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
     """focal: the reduced loss and its gradient for each input.
 
     Returns ``(value, grads)``; ``grads`` holds one array per input

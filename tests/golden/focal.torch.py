@@ -1049,8 +1049,14 @@ class FocalLoss(torch.nn.Module):
     """
 
     def __init__(
-        self, reduction="mean", alpha=0.25, gamma=2.0, *, fused=False, validate=False
-    ):
+        self,
+        reduction: str = "mean",
+        alpha: float = 0.25,
+        gamma: float = 2.0,
+        *,
+        fused: bool = False,
+        validate: bool = False,
+    ) -> None:
         super().__init__()
         _check_reduction(reduction)
         self.reduction = reduction
@@ -1078,7 +1084,7 @@ class FocalLoss(torch.nn.Module):
             self.__dict__["_values"] = values  # a plain attribute, not module state
         return values[2]
 
-    def forward(self, logits, target):
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         params = self._params()
         logits, target, indexed, keep, counts = _prepare(logits, target)
         # as torch's own losses: float32 under autocast (asked per device only where

@@ -471,7 +471,16 @@ def _reduced_bwd(static, residuals, upstream):
 _reduced.defvjp(_reduced_fwd, _reduced_bwd)
 
 
-def loss(mean, target, var, reduction="mean", full=0.0, eps=1e-06, *, validate=False):
+def loss(
+    mean: jax.Array,
+    target: jax.Array,
+    var: jax.Array,
+    reduction: str = "mean",
+    full: float = 0.0,
+    eps: float = 1e-06,
+    *,
+    validate: bool = False,
+) -> jax.Array:
     """gaussian_nll: the loss, reduced.
 
     A ``jax.custom_vjp`` whose gradient is the derived one. Works under ``jax.jit``,
@@ -497,8 +506,15 @@ def loss(mean, target, var, reduction="mean", full=0.0, eps=1e-06, *, validate=F
 
 
 def loss_and_grad(
-    mean, target, var, reduction="mean", full=0.0, eps=1e-06, *, validate=False
-):
+    mean: jax.Array,
+    target: jax.Array,
+    var: jax.Array,
+    reduction: str = "mean",
+    full: float = 0.0,
+    eps: float = 1e-06,
+    *,
+    validate: bool = False,
+) -> tuple[jax.Array, tuple[jax.Array, ...]]:
     """gaussian_nll: the reduced loss and its gradient for each input.
 
     Returns ``(value, grads)``; ``grads`` holds one array per input

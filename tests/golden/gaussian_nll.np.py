@@ -348,7 +348,16 @@ _FUNCTIONS = {
 }
 
 
-def loss(mean, target, var, reduction="mean", full=0.0, eps=1e-06, *, validate=False):
+def loss(
+    mean: np.ndarray,
+    target: np.ndarray,
+    var: np.ndarray,
+    reduction: str = "mean",
+    full: float = 0.0,
+    eps: float = 1e-06,
+    *,
+    validate: bool = False,
+) -> np.ndarray:
     """gaussian_nll: the loss, reduced.
 
     See the module docstring for the formula, arguments and shapes.
@@ -369,8 +378,15 @@ def loss(mean, target, var, reduction="mean", full=0.0, eps=1e-06, *, validate=F
 
 
 def loss_and_grad(
-    mean, target, var, reduction="mean", full=0.0, eps=1e-06, *, validate=False
-):
+    mean: np.ndarray,
+    target: np.ndarray,
+    var: np.ndarray,
+    reduction: str = "mean",
+    full: float = 0.0,
+    eps: float = 1e-06,
+    *,
+    validate: bool = False,
+) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
     """gaussian_nll: the reduced loss and its gradient for each input.
 
     Returns ``(value, grads)``; ``grads`` holds one array per input

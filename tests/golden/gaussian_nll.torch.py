@@ -1073,8 +1073,14 @@ class GaussianNLLLoss(torch.nn.Module):
     """
 
     def __init__(
-        self, *, full=0.0, eps=1e-06, reduction="mean", fused=False, validate=False
-    ):
+        self,
+        *,
+        full: float = 0.0,
+        eps: float = 1e-06,
+        reduction: str = "mean",
+        fused: bool = False,
+        validate: bool = False,
+    ) -> None:
         super().__init__()
         _check_reduction(reduction)
         self.reduction = reduction
@@ -1100,7 +1106,9 @@ class GaussianNLLLoss(torch.nn.Module):
             self.__dict__["_values"] = values  # a plain attribute, not module state
         return values[2]
 
-    def forward(self, mean, target, var):
+    def forward(
+        self, mean: torch.Tensor, target: torch.Tensor, var: torch.Tensor
+    ) -> torch.Tensor:
         params = self._params()
         mean, target, var, indexed, keep, counts = _prepare(mean, target, var)
         # as torch's own losses: float32 under autocast (asked per device only where

@@ -406,7 +406,14 @@ def _reduced_bwd(static, residuals, upstream):
 _reduced.defvjp(_reduced_fwd, _reduced_bwd)
 
 
-def loss(score, target, reduction="mean", margin=1.0, *, validate=False):
+def loss(
+    score: jax.Array,
+    target: jax.Array,
+    reduction: str = "mean",
+    margin: float = 1.0,
+    *,
+    validate: bool = False,
+) -> jax.Array:
     """hinge: the loss, reduced.
 
     A ``jax.custom_vjp`` whose gradient is the derived one. Works under ``jax.jit``,
@@ -424,7 +431,14 @@ def loss(score, target, reduction="mean", margin=1.0, *, validate=False):
     return _reduced(static, (score, target), (), keep, counts)
 
 
-def loss_and_grad(score, target, reduction="mean", margin=1.0, *, validate=False):
+def loss_and_grad(
+    score: jax.Array,
+    target: jax.Array,
+    reduction: str = "mean",
+    margin: float = 1.0,
+    *,
+    validate: bool = False,
+) -> tuple[jax.Array, tuple[jax.Array, ...]]:
     """hinge: the reduced loss and its gradient for each input.
 
     Returns ``(value, grads)``; ``grads`` holds one array per input

@@ -288,7 +288,14 @@ _FUNCTIONS = {
 }
 
 
-def loss(score, target, reduction="mean", margin=1.0, *, validate=False):
+def loss(
+    score: np.ndarray,
+    target: np.ndarray,
+    reduction: str = "mean",
+    margin: float = 1.0,
+    *,
+    validate: bool = False,
+) -> np.ndarray:
     """hinge: the loss, reduced.
 
     See the module docstring for the formula, arguments and shapes.
@@ -301,7 +308,14 @@ def loss(score, target, reduction="mean", margin=1.0, *, validate=False):
     return _reduce(value, reduction, None, None)
 
 
-def loss_and_grad(score, target, reduction="mean", margin=1.0, *, validate=False):
+def loss_and_grad(
+    score: np.ndarray,
+    target: np.ndarray,
+    reduction: str = "mean",
+    margin: float = 1.0,
+    *,
+    validate: bool = False,
+) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
     """hinge: the reduced loss and its gradient for each input.
 
     Returns ``(value, grads)``; ``grads`` holds one array per input

@@ -910,7 +910,14 @@ class HingeLoss(torch.nn.Module):
         >>> value.backward()
     """
 
-    def __init__(self, reduction="mean", margin=1.0, *, fused=False, validate=False):
+    def __init__(
+        self,
+        reduction: str = "mean",
+        margin: float = 1.0,
+        *,
+        fused: bool = False,
+        validate: bool = False,
+    ) -> None:
         super().__init__()
         _check_reduction(reduction)
         self.reduction = reduction
@@ -935,7 +942,7 @@ class HingeLoss(torch.nn.Module):
             self.__dict__["_values"] = values  # a plain attribute, not module state
         return values[2]
 
-    def forward(self, score, target):
+    def forward(self, score: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         params = self._params()
         score, target, indexed, keep, counts = _prepare(score, target)
         # as torch's own losses: float32 under autocast (asked per device only where

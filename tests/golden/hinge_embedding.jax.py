@@ -421,7 +421,14 @@ def _reduced_bwd(static, residuals, upstream):
 _reduced.defvjp(_reduced_fwd, _reduced_bwd)
 
 
-def loss(distance, target, reduction="mean", margin=1.0, *, validate=False):
+def loss(
+    distance: jax.Array,
+    target: jax.Array,
+    reduction: str = "mean",
+    margin: float = 1.0,
+    *,
+    validate: bool = False,
+) -> jax.Array:
     """hinge_embedding: the loss, reduced.
 
     A ``jax.custom_vjp`` whose gradient is the derived one. Works under ``jax.jit``,
@@ -439,7 +446,14 @@ def loss(distance, target, reduction="mean", margin=1.0, *, validate=False):
     return _reduced(static, (distance, target), (), keep, counts)
 
 
-def loss_and_grad(distance, target, reduction="mean", margin=1.0, *, validate=False):
+def loss_and_grad(
+    distance: jax.Array,
+    target: jax.Array,
+    reduction: str = "mean",
+    margin: float = 1.0,
+    *,
+    validate: bool = False,
+) -> tuple[jax.Array, tuple[jax.Array, ...]]:
     """hinge_embedding: the reduced loss and its gradient for each input.
 
     Returns ``(value, grads)``; ``grads`` holds one array per input

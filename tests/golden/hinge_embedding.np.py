@@ -300,7 +300,14 @@ _FUNCTIONS = {
 }
 
 
-def loss(distance, target, reduction="mean", margin=1.0, *, validate=False):
+def loss(
+    distance: np.ndarray,
+    target: np.ndarray,
+    reduction: str = "mean",
+    margin: float = 1.0,
+    *,
+    validate: bool = False,
+) -> np.ndarray:
     """hinge_embedding: the loss, reduced.
 
     See the module docstring for the formula, arguments and shapes.
@@ -313,7 +320,14 @@ def loss(distance, target, reduction="mean", margin=1.0, *, validate=False):
     return _reduce(value, reduction, None, None)
 
 
-def loss_and_grad(distance, target, reduction="mean", margin=1.0, *, validate=False):
+def loss_and_grad(
+    distance: np.ndarray,
+    target: np.ndarray,
+    reduction: str = "mean",
+    margin: float = 1.0,
+    *,
+    validate: bool = False,
+) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
     """hinge_embedding: the reduced loss and its gradient for each input.
 
     Returns ``(value, grads)``; ``grads`` holds one array per input

@@ -971,14 +971,14 @@ class HingeEmbeddingLoss(torch.nn.Module):
 
     def __init__(
         self,
-        margin=1.0,
-        size_average=None,
-        reduce=None,
-        reduction="mean",
+        margin: float = 1.0,
+        size_average: bool | None = None,
+        reduce: bool | None = None,
+        reduction: str = "mean",
         *,
-        fused=False,
-        validate=False,
-    ):
+        fused: bool = False,
+        validate: bool = False,
+    ) -> None:
         super().__init__()
         reduction = _legacy_reduction(size_average, reduce, reduction)
         _check_reduction(reduction)
@@ -1004,7 +1004,7 @@ class HingeEmbeddingLoss(torch.nn.Module):
             self.__dict__["_values"] = values  # a plain attribute, not module state
         return values[2]
 
-    def forward(self, distance, target):
+    def forward(self, distance: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         params = self._params()
         distance, target, indexed, keep, counts = _prepare(distance, target)
         # as torch's own losses: float32 under autocast (asked per device only where

@@ -416,7 +416,14 @@ def _reduced_bwd(static, residuals, upstream):
 _reduced.defvjp(_reduced_fwd, _reduced_bwd)
 
 
-def loss(pred, target, reduction="mean", delta=1.0, *, validate=False):
+def loss(
+    pred: jax.Array,
+    target: jax.Array,
+    reduction: str = "mean",
+    delta: float = 1.0,
+    *,
+    validate: bool = False,
+) -> jax.Array:
     """huber: the loss, reduced.
 
     A ``jax.custom_vjp`` whose gradient is the derived one. Works under ``jax.jit``,
@@ -434,7 +441,14 @@ def loss(pred, target, reduction="mean", delta=1.0, *, validate=False):
     return _reduced(static, (pred, target), (), keep, counts)
 
 
-def loss_and_grad(pred, target, reduction="mean", delta=1.0, *, validate=False):
+def loss_and_grad(
+    pred: jax.Array,
+    target: jax.Array,
+    reduction: str = "mean",
+    delta: float = 1.0,
+    *,
+    validate: bool = False,
+) -> tuple[jax.Array, tuple[jax.Array, ...]]:
     """huber: the reduced loss and its gradient for each input.
 
     Returns ``(value, grads)``; ``grads`` holds one array per input

@@ -298,7 +298,14 @@ _FUNCTIONS = {
 }
 
 
-def loss(pred, target, reduction="mean", delta=1.0, *, validate=False):
+def loss(
+    pred: np.ndarray,
+    target: np.ndarray,
+    reduction: str = "mean",
+    delta: float = 1.0,
+    *,
+    validate: bool = False,
+) -> np.ndarray:
     """huber: the loss, reduced.
 
     See the module docstring for the formula, arguments and shapes.
@@ -311,7 +318,14 @@ def loss(pred, target, reduction="mean", delta=1.0, *, validate=False):
     return _reduce(value, reduction, None, None)
 
 
-def loss_and_grad(pred, target, reduction="mean", delta=1.0, *, validate=False):
+def loss_and_grad(
+    pred: np.ndarray,
+    target: np.ndarray,
+    reduction: str = "mean",
+    delta: float = 1.0,
+    *,
+    validate: bool = False,
+) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
     """huber: the reduced loss and its gradient for each input.
 
     Returns ``(value, grads)``; ``grads`` holds one array per input

@@ -957,7 +957,14 @@ class HuberLoss(torch.nn.Module):
         >>> value.backward()
     """
 
-    def __init__(self, reduction="mean", delta=1.0, *, fused=False, validate=False):
+    def __init__(
+        self,
+        reduction: str = "mean",
+        delta: float = 1.0,
+        *,
+        fused: bool = False,
+        validate: bool = False,
+    ) -> None:
         super().__init__()
         _check_reduction(reduction)
         self.reduction = reduction
@@ -982,7 +989,7 @@ class HuberLoss(torch.nn.Module):
             self.__dict__["_values"] = values  # a plain attribute, not module state
         return values[2]
 
-    def forward(self, pred, target):
+    def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         params = self._params()
         pred, target, indexed, keep, counts = _prepare(pred, target)
         # as torch's own losses: float32 under autocast (asked per device only where

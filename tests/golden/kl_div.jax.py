@@ -435,7 +435,14 @@ def _reduced_bwd(static, residuals, upstream):
 _reduced.defvjp(_reduced_fwd, _reduced_bwd)
 
 
-def loss(logq, target, reduction="mean", log_target=0.0, *, validate=False):
+def loss(
+    logq: jax.Array,
+    target: jax.Array,
+    reduction: str = "mean",
+    log_target: float = 0.0,
+    *,
+    validate: bool = False,
+) -> jax.Array:
     """kl_div: the loss, reduced.
 
     A ``jax.custom_vjp`` whose gradient is the derived one. Works under ``jax.jit``,
@@ -453,7 +460,14 @@ def loss(logq, target, reduction="mean", log_target=0.0, *, validate=False):
     return _reduced(static, (logq, target), (), keep, counts)
 
 
-def loss_and_grad(logq, target, reduction="mean", log_target=0.0, *, validate=False):
+def loss_and_grad(
+    logq: jax.Array,
+    target: jax.Array,
+    reduction: str = "mean",
+    log_target: float = 0.0,
+    *,
+    validate: bool = False,
+) -> tuple[jax.Array, tuple[jax.Array, ...]]:
     """kl_div: the reduced loss and its gradient for each input.
 
     Returns ``(value, grads)``; ``grads`` holds one array per input

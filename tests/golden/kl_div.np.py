@@ -315,7 +315,14 @@ _FUNCTIONS = {
 }
 
 
-def loss(logq, target, reduction="mean", log_target=0.0, *, validate=False):
+def loss(
+    logq: np.ndarray,
+    target: np.ndarray,
+    reduction: str = "mean",
+    log_target: float = 0.0,
+    *,
+    validate: bool = False,
+) -> np.ndarray:
     """kl_div: the loss, reduced.
 
     See the module docstring for the formula, arguments and shapes.
@@ -328,7 +335,14 @@ def loss(logq, target, reduction="mean", log_target=0.0, *, validate=False):
     return _reduce(value, reduction, None, None)
 
 
-def loss_and_grad(logq, target, reduction="mean", log_target=0.0, *, validate=False):
+def loss_and_grad(
+    logq: np.ndarray,
+    target: np.ndarray,
+    reduction: str = "mean",
+    log_target: float = 0.0,
+    *,
+    validate: bool = False,
+) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
     """kl_div: the reduced loss and its gradient for each input.
 
     Returns ``(value, grads)``; ``grads`` holds one array per input

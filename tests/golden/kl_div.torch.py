@@ -1085,14 +1085,14 @@ class KLDivLoss(torch.nn.Module):
 
     def __init__(
         self,
-        size_average=None,
-        reduce=None,
-        reduction="mean",
-        log_target=0.0,
+        size_average: bool | None = None,
+        reduce: bool | None = None,
+        reduction: str = "mean",
+        log_target: float = 0.0,
         *,
-        fused=False,
-        validate=False,
-    ):
+        fused: bool = False,
+        validate: bool = False,
+    ) -> None:
         super().__init__()
         reduction = _legacy_reduction(size_average, reduce, reduction)
         _check_reduction(reduction)
@@ -1119,7 +1119,7 @@ class KLDivLoss(torch.nn.Module):
             self.__dict__["_values"] = values  # a plain attribute, not module state
         return values[2]
 
-    def forward(self, logq, target):
+    def forward(self, logq: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         params = self._params()
         logq, target, indexed, keep, counts = _prepare(logq, target)
         # as torch's own losses: float32 under autocast (asked per device only where

@@ -290,7 +290,13 @@ _FUNCTIONS = {
 }
 
 
-def loss(pred, target, reduction="mean", *, validate=False):
+def loss(
+    pred: np.ndarray,
+    target: np.ndarray,
+    reduction: str = "mean",
+    *,
+    validate: bool = False,
+) -> np.ndarray:
     """log_cosh: the loss, reduced.
 
     See the module docstring for the formula, arguments and shapes.
@@ -303,7 +309,13 @@ def loss(pred, target, reduction="mean", *, validate=False):
     return _reduce(value, reduction, None, None)
 
 
-def loss_and_grad(pred, target, reduction="mean", *, validate=False):
+def loss_and_grad(
+    pred: np.ndarray,
+    target: np.ndarray,
+    reduction: str = "mean",
+    *,
+    validate: bool = False,
+) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
     """log_cosh: the reduced loss and its gradient for each input.
 
     Returns ``(value, grads)``; ``grads`` holds one array per input

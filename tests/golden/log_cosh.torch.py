@@ -901,7 +901,9 @@ class LogCoshLoss(torch.nn.Module):
         >>> value.backward()
     """
 
-    def __init__(self, reduction="mean", *, fused=False, validate=False):
+    def __init__(
+        self, reduction: str = "mean", *, fused: bool = False, validate: bool = False
+    ) -> None:
         super().__init__()
         _check_reduction(reduction)
         self.reduction = reduction
@@ -916,7 +918,7 @@ class LogCoshLoss(torch.nn.Module):
         """
         return ()
 
-    def forward(self, pred, target):
+    def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         params = self._params()
         pred, target, indexed, keep, counts = _prepare(pred, target)
         # as torch's own losses: float32 under autocast (asked per device only where

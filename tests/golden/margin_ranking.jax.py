@@ -434,7 +434,15 @@ def _reduced_bwd(static, residuals, upstream):
 _reduced.defvjp(_reduced_fwd, _reduced_bwd)
 
 
-def loss(x1, x2, target, reduction="mean", margin=0.0, *, validate=False):
+def loss(
+    x1: jax.Array,
+    x2: jax.Array,
+    target: jax.Array,
+    reduction: str = "mean",
+    margin: float = 0.0,
+    *,
+    validate: bool = False,
+) -> jax.Array:
     """margin_ranking: the loss, reduced.
 
     A ``jax.custom_vjp`` whose gradient is the derived one. Works under ``jax.jit``,
@@ -452,7 +460,15 @@ def loss(x1, x2, target, reduction="mean", margin=0.0, *, validate=False):
     return _reduced(static, (x1, x2, target), (), keep, counts)
 
 
-def loss_and_grad(x1, x2, target, reduction="mean", margin=0.0, *, validate=False):
+def loss_and_grad(
+    x1: jax.Array,
+    x2: jax.Array,
+    target: jax.Array,
+    reduction: str = "mean",
+    margin: float = 0.0,
+    *,
+    validate: bool = False,
+) -> tuple[jax.Array, tuple[jax.Array, ...]]:
     """margin_ranking: the reduced loss and its gradient for each input.
 
     Returns ``(value, grads)``; ``grads`` holds one array per input

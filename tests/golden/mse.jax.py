@@ -397,7 +397,13 @@ def _reduced_bwd(static, residuals, upstream):
 _reduced.defvjp(_reduced_fwd, _reduced_bwd)
 
 
-def loss(pred, target, reduction="mean", *, validate=False):
+def loss(
+    pred: jax.Array,
+    target: jax.Array,
+    reduction: str = "mean",
+    *,
+    validate: bool = False,
+) -> jax.Array:
     """mse: the loss, reduced.
 
     A ``jax.custom_vjp`` whose gradient is the derived one. Works under ``jax.jit``,
@@ -415,7 +421,13 @@ def loss(pred, target, reduction="mean", *, validate=False):
     return _reduced(static, (pred, target), (), keep, counts)
 
 
-def loss_and_grad(pred, target, reduction="mean", *, validate=False):
+def loss_and_grad(
+    pred: jax.Array,
+    target: jax.Array,
+    reduction: str = "mean",
+    *,
+    validate: bool = False,
+) -> tuple[jax.Array, tuple[jax.Array, ...]]:
     """mse: the reduced loss and its gradient for each input.
 
     Returns ``(value, grads)``; ``grads`` holds one array per input

@@ -281,7 +281,13 @@ _FUNCTIONS = {
 }
 
 
-def loss(pred, target, reduction="mean", *, validate=False):
+def loss(
+    pred: np.ndarray,
+    target: np.ndarray,
+    reduction: str = "mean",
+    *,
+    validate: bool = False,
+) -> np.ndarray:
     """mse: the loss, reduced.
 
     See the module docstring for the formula, arguments and shapes.
@@ -294,7 +300,13 @@ def loss(pred, target, reduction="mean", *, validate=False):
     return _reduce(value, reduction, None, None)
 
 
-def loss_and_grad(pred, target, reduction="mean", *, validate=False):
+def loss_and_grad(
+    pred: np.ndarray,
+    target: np.ndarray,
+    reduction: str = "mean",
+    *,
+    validate: bool = False,
+) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
     """mse: the reduced loss and its gradient for each input.
 
     Returns ``(value, grads)``; ``grads`` holds one array per input

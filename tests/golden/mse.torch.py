@@ -900,13 +900,13 @@ class MSELoss(torch.nn.Module):
 
     def __init__(
         self,
-        size_average=None,
-        reduce=None,
-        reduction="mean",
+        size_average: bool | None = None,
+        reduce: bool | None = None,
+        reduction: str = "mean",
         *,
-        fused=False,
-        validate=False,
-    ):
+        fused: bool = False,
+        validate: bool = False,
+    ) -> None:
         super().__init__()
         reduction = _legacy_reduction(size_average, reduce, reduction)
         _check_reduction(reduction)
@@ -922,7 +922,7 @@ class MSELoss(torch.nn.Module):
         """
         return ()
 
-    def forward(self, pred, target):
+    def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         params = self._params()
         pred, target, indexed, keep, counts = _prepare(pred, target)
         # as torch's own losses: float32 under autocast (asked per device only where

@@ -801,8 +801,15 @@ _reduced.defvjp(_reduced_fwd, _reduced_bwd)
 
 
 def loss(
-    scores, target, reduction="mean", p=1.0, margin=1.0, weight=None, *, validate=False
-):
+    scores: jax.Array,
+    target: jax.Array,
+    reduction: str = "mean",
+    p: float = 1.0,
+    margin: float = 1.0,
+    weight: jax.Array | None = None,
+    *,
+    validate: bool = False,
+) -> jax.Array:
     """multi_margin: the loss, reduced.
 
     A ``jax.custom_vjp`` whose gradient is the derived one. Works under ``jax.jit``,
@@ -821,8 +828,15 @@ def loss(
 
 
 def loss_and_grad(
-    scores, target, reduction="mean", p=1.0, margin=1.0, weight=None, *, validate=False
-):
+    scores: jax.Array,
+    target: jax.Array,
+    reduction: str = "mean",
+    p: float = 1.0,
+    margin: float = 1.0,
+    weight: jax.Array | None = None,
+    *,
+    validate: bool = False,
+) -> tuple[jax.Array, tuple[jax.Array, ...]]:
     """multi_margin: the reduced loss and its gradient for each input.
 
     Returns ``(value, grads)``; ``grads`` holds one array per input

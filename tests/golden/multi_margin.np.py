@@ -643,8 +643,15 @@ _FUNCTIONS = {
 
 
 def loss(
-    scores, target, reduction="mean", p=1.0, margin=1.0, weight=None, *, validate=False
-):
+    scores: np.ndarray,
+    target: np.ndarray,
+    reduction: str = "mean",
+    p: float = 1.0,
+    margin: float = 1.0,
+    weight: np.ndarray | None = None,
+    *,
+    validate: bool = False,
+) -> np.ndarray:
     """multi_margin: the loss, reduced.
 
     See the module docstring for the formula, arguments and shapes.
@@ -660,8 +667,15 @@ def loss(
 
 
 def loss_and_grad(
-    scores, target, reduction="mean", p=1.0, margin=1.0, weight=None, *, validate=False
-):
+    scores: np.ndarray,
+    target: np.ndarray,
+    reduction: str = "mean",
+    p: float = 1.0,
+    margin: float = 1.0,
+    weight: np.ndarray | None = None,
+    *,
+    validate: bool = False,
+) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
     """multi_margin: the reduced loss and its gradient for each input.
 
     Returns ``(value, grads)``; ``grads`` holds one array per input

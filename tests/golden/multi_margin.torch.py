@@ -1957,16 +1957,16 @@ class MultiMarginLoss(torch.nn.Module):
 
     def __init__(
         self,
-        p=1.0,
-        margin=1.0,
-        weight=None,
-        size_average=None,
-        reduce=None,
-        reduction="mean",
+        p: float = 1.0,
+        margin: float = 1.0,
+        weight: torch.Tensor | None = None,
+        size_average: bool | None = None,
+        reduce: bool | None = None,
+        reduction: str = "mean",
         *,
-        fused=False,
-        validate=False,
-    ):
+        fused: bool = False,
+        validate: bool = False,
+    ) -> None:
         super().__init__()
         reduction = _legacy_reduction(size_average, reduce, reduction)
         _check_reduction(reduction)
@@ -1998,7 +1998,7 @@ class MultiMarginLoss(torch.nn.Module):
         # a tensor param as the tensor it is
         return (values[2][0], values[2][1], self.weight)
 
-    def forward(self, scores, target):
+    def forward(self, scores: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         params = self._params()
         scores, target, indexed, keep, counts = _prepare(scores, target)
         # as torch's own losses: float32 under autocast (asked per device only where

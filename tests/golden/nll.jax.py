@@ -664,8 +664,14 @@ _reduced.defvjp(_reduced_fwd, _reduced_bwd)
 
 
 def loss(
-    logp, target, reduction="mean", weight=None, ignore_index=-100, *, validate=False
-):
+    logp: jax.Array,
+    target: jax.Array,
+    reduction: str = "mean",
+    weight: jax.Array | None = None,
+    ignore_index: int = -100,
+    *,
+    validate: bool = False,
+) -> jax.Array:
     """nll: the loss, reduced.
 
     A ``jax.custom_vjp`` whose gradient is the derived one. Works under ``jax.jit``,
@@ -684,8 +690,14 @@ def loss(
 
 
 def loss_and_grad(
-    logp, target, reduction="mean", weight=None, ignore_index=-100, *, validate=False
-):
+    logp: jax.Array,
+    target: jax.Array,
+    reduction: str = "mean",
+    weight: jax.Array | None = None,
+    ignore_index: int = -100,
+    *,
+    validate: bool = False,
+) -> tuple[jax.Array, tuple[jax.Array, ...]]:
     """nll: the reduced loss and its gradient for each input.
 
     Returns ``(value, grads)``; ``grads`` holds one array per input

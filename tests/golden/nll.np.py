@@ -505,8 +505,14 @@ _FUNCTIONS = {
 
 
 def loss(
-    logp, target, reduction="mean", weight=None, ignore_index=-100, *, validate=False
-):
+    logp: np.ndarray,
+    target: np.ndarray,
+    reduction: str = "mean",
+    weight: np.ndarray | None = None,
+    ignore_index: int = -100,
+    *,
+    validate: bool = False,
+) -> np.ndarray:
     """nll: the loss, reduced.
 
     See the module docstring for the formula, arguments and shapes.
@@ -522,8 +528,14 @@ def loss(
 
 
 def loss_and_grad(
-    logp, target, reduction="mean", weight=None, ignore_index=-100, *, validate=False
-):
+    logp: np.ndarray,
+    target: np.ndarray,
+    reduction: str = "mean",
+    weight: np.ndarray | None = None,
+    ignore_index: int = -100,
+    *,
+    validate: bool = False,
+) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
     """nll: the reduced loss and its gradient for each input.
 
     Returns ``(value, grads)``; ``grads`` holds one array per input

@@ -1478,15 +1478,15 @@ class NLLLoss(torch.nn.Module):
 
     def __init__(
         self,
-        weight=None,
-        size_average=None,
-        ignore_index=-100,
-        reduce=None,
-        reduction="mean",
+        weight: torch.Tensor | None = None,
+        size_average: bool | None = None,
+        ignore_index: int = -100,
+        reduce: bool | None = None,
+        reduction: str = "mean",
         *,
-        fused=False,
-        validate=False,
-    ):
+        fused: bool = False,
+        validate: bool = False,
+    ) -> None:
         super().__init__()
         reduction = _legacy_reduction(size_average, reduce, reduction)
         _check_reduction(reduction)
@@ -1520,7 +1520,7 @@ class NLLLoss(torch.nn.Module):
         # a tensor param as the tensor it is
         return (self.weight, values[2][0])
 
-    def forward(self, logp, target):
+    def forward(self, logp: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         params = self._params()
         logp, target, indexed, keep, counts = _prepare(logp, target, params)
         # as torch's own losses: float32 under autocast (asked per device only where

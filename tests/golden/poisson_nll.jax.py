@@ -622,15 +622,15 @@ _reduced.defvjp(_reduced_fwd, _reduced_bwd)
 
 
 def loss(
-    pred,
-    target,
-    reduction="mean",
-    log_input=1.0,
-    full=0.0,
-    eps=1e-08,
+    pred: jax.Array,
+    target: jax.Array,
+    reduction: str = "mean",
+    log_input: float = 1.0,
+    full: float = 0.0,
+    eps: float = 1e-08,
     *,
-    validate=False,
-):
+    validate: bool = False,
+) -> jax.Array:
     """poisson_nll: the loss, reduced.
 
     A ``jax.custom_vjp`` whose gradient is the derived one. Works under ``jax.jit``,
@@ -654,15 +654,15 @@ def loss(
 
 
 def loss_and_grad(
-    pred,
-    target,
-    reduction="mean",
-    log_input=1.0,
-    full=0.0,
-    eps=1e-08,
+    pred: jax.Array,
+    target: jax.Array,
+    reduction: str = "mean",
+    log_input: float = 1.0,
+    full: float = 0.0,
+    eps: float = 1e-08,
     *,
-    validate=False,
-):
+    validate: bool = False,
+) -> tuple[jax.Array, tuple[jax.Array, ...]]:
     """poisson_nll: the reduced loss and its gradient for each input.
 
     Returns ``(value, grads)``; ``grads`` holds one array per input

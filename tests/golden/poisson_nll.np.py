@@ -481,15 +481,15 @@ _FUNCTIONS = {
 
 
 def loss(
-    pred,
-    target,
-    reduction="mean",
-    log_input=1.0,
-    full=0.0,
-    eps=1e-08,
+    pred: np.ndarray,
+    target: np.ndarray,
+    reduction: str = "mean",
+    log_input: float = 1.0,
+    full: float = 0.0,
+    eps: float = 1e-08,
     *,
-    validate=False,
-):
+    validate: bool = False,
+) -> np.ndarray:
     """poisson_nll: the loss, reduced.
 
     See the module docstring for the formula, arguments and shapes.
@@ -503,15 +503,15 @@ def loss(
 
 
 def loss_and_grad(
-    pred,
-    target,
-    reduction="mean",
-    log_input=1.0,
-    full=0.0,
-    eps=1e-08,
+    pred: np.ndarray,
+    target: np.ndarray,
+    reduction: str = "mean",
+    log_input: float = 1.0,
+    full: float = 0.0,
+    eps: float = 1e-08,
     *,
-    validate=False,
-):
+    validate: bool = False,
+) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
     """poisson_nll: the reduced loss and its gradient for each input.
 
     Returns ``(value, grads)``; ``grads`` holds one array per input

@@ -1942,16 +1942,16 @@ class PoissonNLLLoss(torch.nn.Module):
 
     def __init__(
         self,
-        log_input=1.0,
-        full=0.0,
-        size_average=None,
-        eps=1e-08,
-        reduce=None,
-        reduction="mean",
+        log_input: float = 1.0,
+        full: float = 0.0,
+        size_average: bool | None = None,
+        eps: float = 1e-08,
+        reduce: bool | None = None,
+        reduction: str = "mean",
         *,
-        fused=False,
-        validate=False,
-    ):
+        fused: bool = False,
+        validate: bool = False,
+    ) -> None:
         super().__init__()
         reduction = _legacy_reduction(size_average, reduce, reduction)
         _check_reduction(reduction)
@@ -1982,7 +1982,7 @@ class PoissonNLLLoss(torch.nn.Module):
             self.__dict__["_values"] = values  # a plain attribute, not module state
         return values[2]
 
-    def forward(self, pred, target):
+    def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         params = self._params()
         pred, target, indexed, keep, counts = _prepare(pred, target)
         # as torch's own losses: float32 under autocast (asked per device only where

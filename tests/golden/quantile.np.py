@@ -300,7 +300,14 @@ _FUNCTIONS = {
 }
 
 
-def loss(pred, target, reduction="mean", tau=0.5, *, validate=False):
+def loss(
+    pred: np.ndarray,
+    target: np.ndarray,
+    reduction: str = "mean",
+    tau: float = 0.5,
+    *,
+    validate: bool = False,
+) -> np.ndarray:
     """quantile: the loss, reduced.
 
     See the module docstring for the formula, arguments and shapes.
@@ -313,7 +320,14 @@ def loss(pred, target, reduction="mean", tau=0.5, *, validate=False):
     return _reduce(value, reduction, None, None)
 
 
-def loss_and_grad(pred, target, reduction="mean", tau=0.5, *, validate=False):
+def loss_and_grad(
+    pred: np.ndarray,
+    target: np.ndarray,
+    reduction: str = "mean",
+    tau: float = 0.5,
+    *,
+    validate: bool = False,
+) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
     """quantile: the reduced loss and its gradient for each input.
 
     Returns ``(value, grads)``; ``grads`` holds one array per input

@@ -980,7 +980,14 @@ class QuantileLoss(torch.nn.Module):
         >>> value.backward()
     """
 
-    def __init__(self, reduction="mean", tau=0.5, *, fused=False, validate=False):
+    def __init__(
+        self,
+        reduction: str = "mean",
+        tau: float = 0.5,
+        *,
+        fused: bool = False,
+        validate: bool = False,
+    ) -> None:
         super().__init__()
         _check_reduction(reduction)
         self.reduction = reduction
@@ -1003,7 +1010,7 @@ class QuantileLoss(torch.nn.Module):
             self.__dict__["_values"] = values  # a plain attribute, not module state
         return values[2]
 
-    def forward(self, pred, target):
+    def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         params = self._params()
         pred, target, indexed, keep, counts = _prepare(pred, target)
         # as torch's own losses: float32 under autocast (asked per device only where

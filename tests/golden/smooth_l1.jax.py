@@ -415,7 +415,14 @@ def _reduced_bwd(static, residuals, upstream):
 _reduced.defvjp(_reduced_fwd, _reduced_bwd)
 
 
-def loss(pred, target, reduction="mean", beta=1.0, *, validate=False):
+def loss(
+    pred: jax.Array,
+    target: jax.Array,
+    reduction: str = "mean",
+    beta: float = 1.0,
+    *,
+    validate: bool = False,
+) -> jax.Array:
     """smooth_l1: the loss, reduced.
 
     A ``jax.custom_vjp`` whose gradient is the derived one. Works under ``jax.jit``,
@@ -433,7 +440,14 @@ def loss(pred, target, reduction="mean", beta=1.0, *, validate=False):
     return _reduced(static, (pred, target), (), keep, counts)
 
 
-def loss_and_grad(pred, target, reduction="mean", beta=1.0, *, validate=False):
+def loss_and_grad(
+    pred: jax.Array,
+    target: jax.Array,
+    reduction: str = "mean",
+    beta: float = 1.0,
+    *,
+    validate: bool = False,
+) -> tuple[jax.Array, tuple[jax.Array, ...]]:
     """smooth_l1: the reduced loss and its gradient for each input.
 
     Returns ``(value, grads)``; ``grads`` holds one array per input

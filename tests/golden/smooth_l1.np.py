@@ -297,7 +297,14 @@ _FUNCTIONS = {
 }
 
 
-def loss(pred, target, reduction="mean", beta=1.0, *, validate=False):
+def loss(
+    pred: np.ndarray,
+    target: np.ndarray,
+    reduction: str = "mean",
+    beta: float = 1.0,
+    *,
+    validate: bool = False,
+) -> np.ndarray:
     """smooth_l1: the loss, reduced.
 
     See the module docstring for the formula, arguments and shapes.
@@ -310,7 +317,14 @@ def loss(pred, target, reduction="mean", beta=1.0, *, validate=False):
     return _reduce(value, reduction, None, None)
 
 
-def loss_and_grad(pred, target, reduction="mean", beta=1.0, *, validate=False):
+def loss_and_grad(
+    pred: np.ndarray,
+    target: np.ndarray,
+    reduction: str = "mean",
+    beta: float = 1.0,
+    *,
+    validate: bool = False,
+) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
     """smooth_l1: the reduced loss and its gradient for each input.
 
     Returns ``(value, grads)``; ``grads`` holds one array per input

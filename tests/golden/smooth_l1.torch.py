@@ -983,14 +983,14 @@ class SmoothL1Loss(torch.nn.Module):
 
     def __init__(
         self,
-        size_average=None,
-        reduce=None,
-        reduction="mean",
-        beta=1.0,
+        size_average: bool | None = None,
+        reduce: bool | None = None,
+        reduction: str = "mean",
+        beta: float = 1.0,
         *,
-        fused=False,
-        validate=False,
-    ):
+        fused: bool = False,
+        validate: bool = False,
+    ) -> None:
         super().__init__()
         reduction = _legacy_reduction(size_average, reduce, reduction)
         _check_reduction(reduction)
@@ -1016,7 +1016,7 @@ class SmoothL1Loss(torch.nn.Module):
             self.__dict__["_values"] = values  # a plain attribute, not module state
         return values[2]
 
-    def forward(self, pred, target):
+    def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         params = self._params()
         pred, target, indexed, keep, counts = _prepare(pred, target)
         # as torch's own losses: float32 under autocast (asked per device only where

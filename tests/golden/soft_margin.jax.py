@@ -393,7 +393,13 @@ def _reduced_bwd(static, residuals, upstream):
 _reduced.defvjp(_reduced_fwd, _reduced_bwd)
 
 
-def loss(score, target, reduction="mean", *, validate=False):
+def loss(
+    score: jax.Array,
+    target: jax.Array,
+    reduction: str = "mean",
+    *,
+    validate: bool = False,
+) -> jax.Array:
     """soft_margin: the loss, reduced.
 
     A ``jax.custom_vjp`` whose gradient is the derived one. Works under ``jax.jit``,
@@ -411,7 +417,13 @@ def loss(score, target, reduction="mean", *, validate=False):
     return _reduced(static, (score, target), (), keep, counts)
 
 
-def loss_and_grad(score, target, reduction="mean", *, validate=False):
+def loss_and_grad(
+    score: jax.Array,
+    target: jax.Array,
+    reduction: str = "mean",
+    *,
+    validate: bool = False,
+) -> tuple[jax.Array, tuple[jax.Array, ...]]:
     """soft_margin: the reduced loss and its gradient for each input.
 
     Returns ``(value, grads)``; ``grads`` holds one array per input

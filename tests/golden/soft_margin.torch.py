@@ -890,13 +890,13 @@ class SoftMarginLoss(torch.nn.Module):
 
     def __init__(
         self,
-        size_average=None,
-        reduce=None,
-        reduction="mean",
+        size_average: bool | None = None,
+        reduce: bool | None = None,
+        reduction: str = "mean",
         *,
-        fused=False,
-        validate=False,
-    ):
+        fused: bool = False,
+        validate: bool = False,
+    ) -> None:
         super().__init__()
         reduction = _legacy_reduction(size_average, reduce, reduction)
         _check_reduction(reduction)
@@ -912,7 +912,7 @@ class SoftMarginLoss(torch.nn.Module):
         """
         return ()
 
-    def forward(self, score, target):
+    def forward(self, score: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         params = self._params()
         score, target, indexed, keep, counts = _prepare(score, target)
         # as torch's own losses: float32 under autocast (asked per device only where

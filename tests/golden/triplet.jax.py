@@ -696,17 +696,17 @@ _reduced.defvjp(_reduced_fwd, _reduced_bwd)
 
 
 def loss(
-    anchor,
-    positive,
-    negative,
-    reduction="mean",
-    margin=1.0,
-    p=2.0,
-    eps=1e-06,
-    swap=0.0,
+    anchor: jax.Array,
+    positive: jax.Array,
+    negative: jax.Array,
+    reduction: str = "mean",
+    margin: float = 1.0,
+    p: float = 2.0,
+    eps: float = 1e-06,
+    swap: float = 0.0,
     *,
-    validate=False,
-):
+    validate: bool = False,
+) -> jax.Array:
     """triplet: the loss, reduced.
 
     A ``jax.custom_vjp`` whose gradient is the derived one. Works under ``jax.jit``,
@@ -734,17 +734,17 @@ def loss(
 
 
 def loss_and_grad(
-    anchor,
-    positive,
-    negative,
-    reduction="mean",
-    margin=1.0,
-    p=2.0,
-    eps=1e-06,
-    swap=0.0,
+    anchor: jax.Array,
+    positive: jax.Array,
+    negative: jax.Array,
+    reduction: str = "mean",
+    margin: float = 1.0,
+    p: float = 2.0,
+    eps: float = 1e-06,
+    swap: float = 0.0,
     *,
-    validate=False,
-):
+    validate: bool = False,
+) -> tuple[jax.Array, tuple[jax.Array, ...]]:
     """triplet: the reduced loss and its gradient for each input.
 
     Returns ``(value, grads)``; ``grads`` holds one array per input

@@ -552,17 +552,17 @@ _FUNCTIONS = {
 
 
 def loss(
-    anchor,
-    positive,
-    negative,
-    reduction="mean",
-    margin=1.0,
-    p=2.0,
-    eps=1e-06,
-    swap=0.0,
+    anchor: np.ndarray,
+    positive: np.ndarray,
+    negative: np.ndarray,
+    reduction: str = "mean",
+    margin: float = 1.0,
+    p: float = 2.0,
+    eps: float = 1e-06,
+    swap: float = 0.0,
     *,
-    validate=False,
-):
+    validate: bool = False,
+) -> np.ndarray:
     """triplet: the loss, reduced.
 
     See the module docstring for the formula, arguments and shapes.
@@ -580,17 +580,17 @@ def loss(
 
 
 def loss_and_grad(
-    anchor,
-    positive,
-    negative,
-    reduction="mean",
-    margin=1.0,
-    p=2.0,
-    eps=1e-06,
-    swap=0.0,
+    anchor: np.ndarray,
+    positive: np.ndarray,
+    negative: np.ndarray,
+    reduction: str = "mean",
+    margin: float = 1.0,
+    p: float = 2.0,
+    eps: float = 1e-06,
+    swap: float = 0.0,
     *,
-    validate=False,
-):
+    validate: bool = False,
+) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
     """triplet: the reduced loss and its gradient for each input.
 
     Returns ``(value, grads)``; ``grads`` holds one array per input

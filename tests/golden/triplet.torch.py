@@ -1555,17 +1555,17 @@ class TripletMarginLoss(torch.nn.Module):
 
     def __init__(
         self,
-        margin=1.0,
-        p=2.0,
-        eps=1e-06,
-        swap=0.0,
-        size_average=None,
-        reduce=None,
-        reduction="mean",
+        margin: float = 1.0,
+        p: float = 2.0,
+        eps: float = 1e-06,
+        swap: float = 0.0,
+        size_average: bool | None = None,
+        reduce: bool | None = None,
+        reduction: str = "mean",
         *,
-        fused=False,
-        validate=False,
-    ):
+        fused: bool = False,
+        validate: bool = False,
+    ) -> None:
         super().__init__()
         reduction = _legacy_reduction(size_average, reduce, reduction)
         _check_reduction(reduction)
@@ -1596,7 +1596,9 @@ class TripletMarginLoss(torch.nn.Module):
             self.__dict__["_values"] = values  # a plain attribute, not module state
         return values[2]
 
-    def forward(self, anchor, positive, negative):
+    def forward(
+        self, anchor: torch.Tensor, positive: torch.Tensor, negative: torch.Tensor
+    ) -> torch.Tensor:
         params = self._params()
         anchor, positive, negative, indexed, keep, counts = _prepare(
             anchor, positive, negative

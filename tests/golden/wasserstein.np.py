@@ -275,7 +275,13 @@ _FUNCTIONS = {
 }
 
 
-def loss(score, target, reduction="mean", *, validate=False):
+def loss(
+    score: np.ndarray,
+    target: np.ndarray,
+    reduction: str = "mean",
+    *,
+    validate: bool = False,
+) -> np.ndarray:
     """wasserstein: the loss, reduced.
 
     See the module docstring for the formula, arguments and shapes.
@@ -288,7 +294,13 @@ def loss(score, target, reduction="mean", *, validate=False):
     return _reduce(value, reduction, None, None)
 
 
-def loss_and_grad(score, target, reduction="mean", *, validate=False):
+def loss_and_grad(
+    score: np.ndarray,
+    target: np.ndarray,
+    reduction: str = "mean",
+    *,
+    validate: bool = False,
+) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
     """wasserstein: the reduced loss and its gradient for each input.
 
     Returns ``(value, grads)``; ``grads`` holds one array per input

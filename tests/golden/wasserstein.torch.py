@@ -850,7 +850,9 @@ class WassersteinLoss(torch.nn.Module):
         >>> value.backward()
     """
 
-    def __init__(self, reduction="mean", *, fused=False, validate=False):
+    def __init__(
+        self, reduction: str = "mean", *, fused: bool = False, validate: bool = False
+    ) -> None:
         super().__init__()
         _check_reduction(reduction)
         self.reduction = reduction
@@ -865,7 +867,7 @@ class WassersteinLoss(torch.nn.Module):
         """
         return ()
 
-    def forward(self, score, target):
+    def forward(self, score: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         params = self._params()
         score, target, indexed, keep, counts = _prepare(score, target)
         # as torch's own losses: float32 under autocast (asked per device only where
