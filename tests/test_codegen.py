@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import doctest
 import hashlib
 import itertools
 import os
@@ -579,9 +580,9 @@ def test_docstring_has_pytorch_shape_and_its_example_runs(name, target):
     for p in s.params:
         kind = "float or " if s.symbols[p].tensor else "int" if p in s.class_index_params else "float"
         assert f"{p} ({kind}" in doc
-    example = [line.strip()[4:] for line in doc.splitlines() if line.strip().startswith(">>> ")]
+    example = [e.source for e in doctest.DocTestParser().get_examples(doc)]  # ">>>", continued with "..."
     namespace = dict(vars(sys.modules[mod_or_cls.__module__] if target == "torch" else mod_or_cls))
-    exec("\n".join(example), namespace)  # our own generated docstring
+    exec("".join(example), namespace)  # our own generated docstring
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")

@@ -211,9 +211,12 @@ def fit(text: str, width: int, room: int, fresh: Callable[[], str], zero: str = 
     spelling = _Spelling(text)  # the nodes keep their places in it: literals keep their text
     lines: list[tuple[str, str]] = []
     while len(text) > width:
-        found = max(_candidates(tree), key=lambda c: len(spelling.of(c[0])), default=None)
-        if found is None:
+        # the largest part that fits a line of its own (a long sum: its longest prefix that fits), else the largest
+        sized = [(len(spelling.of(c[0])), i, c) for i, c in enumerate(_candidates(tree))]
+        if not sized:
             break
+        fitting = [entry for entry in sized if entry[0] <= room - 10]
+        found = max(fitting or sized, key=lambda entry: (entry[0], -entry[1]))[2]
         node, guards = found
         known = {spelling.of(test): side for test, side in guards}
         part = spelling.of(_decided(copy.deepcopy(node), known, spelling))
@@ -280,6 +283,8 @@ def _candidates(node: ast.AST, guards: tuple = (), root: bool = True) -> Iterato
     match node:
         case ast.Lambda() | ast.ListComp() | ast.GeneratorExp() | ast.SetComp() | ast.DictComp():
             return  # may not run (or runs with names of its own)
+        case ast.IfExp() | ast.BoolOp() if guards:
+            return  # Python's truth of a number, which under a compiler the select would make a tensor
         case ast.IfExp(test=test):
             yield from _candidates(test, guards, False)
             return

@@ -389,9 +389,9 @@ def _bce_value(p, target, weight, eps):
     weight = _constant(1.0 if weight is None else weight, dtype, device)
     _broadcasts("weight", weight.shape, batch)
     _t0 = 1 - eps
-    _t2 = (1 - target) * torch.log(torch.clamp(1 - p, eps, _t0))
-    _t1 = target * torch.log(torch.clamp(p, eps, _t0)) + _t2
-    return _fill(-weight * _t1, batch, dtype, device)
+    _t1 = (1 - target) * torch.log(torch.clamp(1 - p, eps, _t0))
+    _t2 = target * torch.log(torch.clamp(p, eps, _t0)) + _t1
+    return _fill(-weight * _t2, batch, dtype, device)
 
 
 def _bce_value_and_grads(p, target, weight, eps, *, scale=None):
@@ -447,9 +447,9 @@ def _bce_targeted_value(p, target, weight, eps):
     weight = _constant(1.0 if weight is None else weight, dtype, device)
     _broadcasts("weight", weight.shape, batch)
     _t0 = 1 - eps
-    _t2 = (1 - target) * torch.log(torch.clamp(1 - p, eps, _t0))
-    _t1 = target * torch.log(torch.clamp(p, eps, _t0)) + _t2
-    return _fill(-weight * _t1, batch, dtype, device)
+    _t1 = (1 - target) * torch.log(torch.clamp(1 - p, eps, _t0))
+    _t2 = target * torch.log(torch.clamp(p, eps, _t0)) + _t1
+    return _fill(-weight * _t2, batch, dtype, device)
 
 
 def _bce_targeted_value_and_grads(p, target, weight, eps, *, scale=None):

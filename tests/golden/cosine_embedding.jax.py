@@ -358,17 +358,13 @@ def _cosine_embedding_value(x1, x2, target, margin):
     _t1 = jnp.sum(x1 * x2, axis=-1, keepdims=True)
     _t2 = jnp.sum(x1**2, axis=-1, keepdims=True) + 1e-12
     _t5 = jnp.sum(x2**2, axis=-1, keepdims=True) + 1e-12
-    _t11 = _t1 / (jnp.sqrt(jnp.where(_t0, 1, _t2)) * jnp.sqrt(jnp.where(_t0, 1, _t5)))
-    _t10 = _t11 - margin
-    _t9 = _t10 < 0
-    _t16 = jnp.sqrt(jnp.where(_t0, 1, jnp.where(_t9, 1, _t2)))
-    _t15 = _t16 * jnp.sqrt(jnp.where(_t0, 1, jnp.where(_t9, 1, _t5)))
-    _t14 = _t1 / _t15
-    _t13 = _t14 - margin
-    _t12 = jnp.where(_t9, 0, _t13)
-    _t18 = _t1 / (jnp.sqrt(jnp.where(_t0, _t2, 1)) * jnp.sqrt(jnp.where(_t0, _t5, 1)))
-    _t17 = 1 - _t18
-    return _fill(jnp.where(_t0, _t17, _t12), batch + (1,), dtype)[..., 0]
+    _t10 = jnp.sqrt(jnp.where(_t0, 1, _t2)) * jnp.sqrt(jnp.where(_t0, 1, _t5))
+    _t9 = _t1 / _t10 - margin < 0
+    _t11 = jnp.sqrt(jnp.where(_t0, _t2, 1)) * jnp.sqrt(jnp.where(_t0, _t5, 1))
+    _t12 = jnp.sqrt(jnp.where(_t0, 1, jnp.where(_t9, 1, _t2)))
+    _t13 = _t1 / (_t12 * jnp.sqrt(jnp.where(_t0, 1, jnp.where(_t9, 1, _t5))))
+    _t14 = jnp.where(_t9, 0, _t13 - margin)
+    return _fill(jnp.where(_t0, 1 - _t1 / _t11, _t14), batch + (1,), dtype)[..., 0]
 
 
 def _cosine_embedding_value_and_grads(x1, x2, target, margin, *, scale=None):
@@ -391,26 +387,23 @@ def _cosine_embedding_value_and_grads(x1, x2, target, margin, *, scale=None):
     _t6 = jnp.where(_t0, _t5, 1)
     _t7 = 1 / jnp.sqrt(_t6)
     _t8 = _t4 * _t7
-    _t17 = _t1 / (jnp.sqrt(jnp.where(_t0, 1, _t2)) * jnp.sqrt(jnp.where(_t0, 1, _t5)))
-    _t16 = _t17 - margin
-    _t9 = _t16 < 0
+    _t16 = jnp.sqrt(jnp.where(_t0, 1, _t2)) * jnp.sqrt(jnp.where(_t0, 1, _t5))
+    _t9 = _t1 / _t16 - margin < 0
     _t10 = jnp.where(_t0, 1, jnp.where(_t9, 1, _t2))
     _t11 = 1 / jnp.sqrt(_t10)
     _t12 = jnp.where(_t0, 1, jnp.where(_t9, 1, _t5))
     _t13 = 1 / jnp.sqrt(_t12)
     _t14 = jnp.where(_t0, -_t8, jnp.where(_t9, 0, _t11 * _t13))
     _t15 = (1 / 2) * _t1
-    _t18 = jnp.where(_t9, 0, _t1 * _t11 * _t13 - margin)
-    _t21 = jnp.where(_t9, 0, -_t13 * _t15 / _t10 ** (3 / 2))
-    _t20 = jnp.where(_t0, _t15 * _t7 / _t3 ** (3 / 2), _t21)
-    _t19 = 2 * x1 * _t20
-    _t24 = jnp.where(_t9, 0, -_t11 * _t15 / _t12 ** (3 / 2))
-    _t23 = jnp.where(_t0, _t15 * _t4 / _t6 ** (3 / 2), _t24)
-    _t22 = 2 * x2 * _t23
-    value = _fill(jnp.where(_t0, 1 - _t1 * _t8, _t18), batch + (1,), dtype)[..., 0]
+    _t17 = jnp.where(_t9, 0, _t1 * _t11 * _t13 - margin)
+    _t18 = jnp.where(_t9, 0, -_t13 * _t15 / _t10 ** (3 / 2))
+    _t19 = 2 * x1 * jnp.where(_t0, _t15 * _t7 / _t3 ** (3 / 2), _t18)
+    _t20 = jnp.where(_t9, 0, -_t11 * _t15 / _t12 ** (3 / 2))
+    _t21 = 2 * x2 * jnp.where(_t0, _t15 * _t4 / _t6 ** (3 / 2), _t20)
+    value = _fill(jnp.where(_t0, 1 - _t1 * _t8, _t17), batch + (1,), dtype)[..., 0]
     grads = (
         _fill(_times(1, _t14 * x2 + _t19, scale), x1.shape, dtype),
-        _fill(_times(1, _t14 * x1 + _t22, scale), x2.shape, dtype),
+        _fill(_times(1, _t14 * x1 + _t21, scale), x2.shape, dtype),
     )
     return value, grads
 

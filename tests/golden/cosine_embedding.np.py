@@ -294,16 +294,12 @@ def _cosine_embedding_value(x1, x2, target, margin):
     _t1 = np.sum(x1 * x2, axis=-1, keepdims=True)
     _t2 = np.sum(x1**2, axis=-1, keepdims=True) + 1e-12
     _t5 = np.sum(x2**2, axis=-1, keepdims=True) + 1e-12
-    _t11 = _t1 / (np.sqrt(np.where(_t0, 1, _t2)) * np.sqrt(np.where(_t0, 1, _t5)))
-    _t10 = _t11 - margin
-    _t9 = _t10 < 0
-    _t16 = np.sqrt(np.where(_t0, 1, np.where(_t9, 1, _t2)))
-    _t15 = _t16 * np.sqrt(np.where(_t0, 1, np.where(_t9, 1, _t5)))
-    _t14 = _t1 / _t15
-    _t13 = _t14 - margin
-    _t12 = np.where(_t9, 0, _t13)
-    _t17 = 1 - _t1 / (np.sqrt(np.where(_t0, _t2, 1)) * np.sqrt(np.where(_t0, _t5, 1)))
-    return _fill(np.where(_t0, _t17, _t12), batch + (1,))[..., 0]
+    _t10 = _t1 / (np.sqrt(np.where(_t0, 1, _t2)) * np.sqrt(np.where(_t0, 1, _t5)))
+    _t9 = _t10 - margin < 0
+    _t11 = _t1 / (np.sqrt(np.where(_t0, _t2, 1)) * np.sqrt(np.where(_t0, _t5, 1)))
+    _t12 = np.sqrt(np.where(_t0, 1, np.where(_t9, 1, _t2)))
+    _t13 = _t1 / (_t12 * np.sqrt(np.where(_t0, 1, np.where(_t9, 1, _t5)))) - margin
+    return _fill(np.where(_t0, 1 - _t11, np.where(_t9, 0, _t13)), batch + (1,))[..., 0]
 
 
 def _cosine_embedding_value_and_grads(x1, x2, target, margin, *, scale=None):
@@ -325,26 +321,23 @@ def _cosine_embedding_value_and_grads(x1, x2, target, margin, *, scale=None):
     _t6 = np.where(_t0, _t5, 1)
     _t7 = 1 / np.sqrt(_t6)
     _t8 = _t4 * _t7
-    _t17 = _t1 / (np.sqrt(np.where(_t0, 1, _t2)) * np.sqrt(np.where(_t0, 1, _t5)))
-    _t16 = _t17 - margin
-    _t9 = _t16 < 0
+    _t16 = _t1 / (np.sqrt(np.where(_t0, 1, _t2)) * np.sqrt(np.where(_t0, 1, _t5)))
+    _t9 = _t16 - margin < 0
     _t10 = np.where(_t0, 1, np.where(_t9, 1, _t2))
     _t11 = 1 / np.sqrt(_t10)
     _t12 = np.where(_t0, 1, np.where(_t9, 1, _t5))
     _t13 = 1 / np.sqrt(_t12)
     _t14 = np.where(_t0, -_t8, np.where(_t9, 0, _t11 * _t13))
     _t15 = (1 / 2) * _t1
-    _t18 = np.where(_t9, 0, _t1 * _t11 * _t13 - margin)
-    _t21 = np.where(_t9, 0, -_t13 * _t15 / _t10 ** (3 / 2))
-    _t20 = np.where(_t0, _t15 * _t7 / _t3 ** (3 / 2), _t21)
-    _t19 = 2 * x1 * _t20
-    _t24 = np.where(_t9, 0, -_t11 * _t15 / _t12 ** (3 / 2))
-    _t23 = np.where(_t0, _t15 * _t4 / _t6 ** (3 / 2), _t24)
-    _t22 = 2 * x2 * _t23
-    value = _fill(np.where(_t0, 1 - _t1 * _t8, _t18), batch + (1,))[..., 0]
+    _t17 = np.where(_t9, 0, _t1 * _t11 * _t13 - margin)
+    _t18 = np.where(_t9, 0, -_t13 * _t15 / _t10 ** (3 / 2))
+    _t19 = 2 * x1 * np.where(_t0, _t15 * _t7 / _t3 ** (3 / 2), _t18)
+    _t20 = np.where(_t9, 0, -_t11 * _t15 / _t12 ** (3 / 2))
+    _t21 = 2 * x2 * np.where(_t0, _t15 * _t4 / _t6 ** (3 / 2), _t20)
+    value = _fill(np.where(_t0, 1 - _t1 * _t8, _t17), batch + (1,))[..., 0]
     grads = (
         _fill(_times(1, _t14 * x2 + _t19, scale), x1.shape),
-        _fill(_times(1, _t14 * x1 + _t22, scale), x2.shape),
+        _fill(_times(1, _t14 * x1 + _t21, scale), x2.shape),
     )
     return value, grads
 

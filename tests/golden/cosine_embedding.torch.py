@@ -395,19 +395,14 @@ def _cosine_embedding_value(x1, x2, target, margin):
     _t1 = torch.sum(x1 * x2, dim=-1, keepdim=True)
     _t2 = torch.sum(x1**2, dim=-1, keepdim=True) + 1e-12
     _t5 = torch.sum(x2**2, dim=-1, keepdim=True) + 1e-12
-    _t12 = torch.sqrt(torch.where(_t0, 1, _t2)) * torch.sqrt(torch.where(_t0, 1, _t5))
-    _t11 = _t1 / _t12
-    _t10 = _t11 - margin
-    _t9 = _t10 < 0
-    _t17 = torch.sqrt(torch.where(_t0, 1, torch.where(_t9, 1, _t2)))
-    _t16 = _t17 * torch.sqrt(torch.where(_t0, 1, torch.where(_t9, 1, _t5)))
-    _t15 = _t1 / _t16
-    _t14 = _t15 - margin
-    _t13 = torch.where(_t9, 0, _t14)
-    _t20 = torch.sqrt(torch.where(_t0, _t2, 1)) * torch.sqrt(torch.where(_t0, _t5, 1))
-    _t19 = _t1 / _t20
-    _t18 = 1 - _t19
-    return _fill(torch.where(_t0, _t18, _t13), batch + (1,), dtype, device)[..., 0]
+    _t10 = torch.sqrt(torch.where(_t0, 1, _t2))
+    _t9 = _t1 / (_t10 * torch.sqrt(torch.where(_t0, 1, _t5))) - margin < 0
+    _t11 = torch.sqrt(torch.where(_t0, 1, torch.where(_t9, 1, _t2)))
+    _t12 = _t1 / (_t11 * torch.sqrt(torch.where(_t0, 1, torch.where(_t9, 1, _t5))))
+    _t13 = torch.sqrt(torch.where(_t0, _t2, 1))
+    _t14 = 1 - _t1 / (_t13 * torch.sqrt(torch.where(_t0, _t5, 1)))
+    _t15 = torch.where(_t9, 0, _t12 - margin)
+    return _fill(torch.where(_t0, _t14, _t15), batch + (1,), dtype, device)[..., 0]
 
 
 def _cosine_embedding_value_and_grads(x1, x2, target, margin, *, scale=None):
@@ -428,30 +423,26 @@ def _cosine_embedding_value_and_grads(x1, x2, target, margin, *, scale=None):
     _t6 = torch.where(_t0, _t5, 1)
     _t7 = 1 / torch.sqrt(_t6)
     _t8 = _t4 * _t7
-    _t18 = torch.sqrt(torch.where(_t0, 1, _t2)) * torch.sqrt(torch.where(_t0, 1, _t5))
-    _t17 = _t1 / _t18
-    _t16 = _t17 - margin
-    _t9 = _t16 < 0
+    _t16 = torch.sqrt(torch.where(_t0, 1, _t2))
+    _t9 = _t1 / (_t16 * torch.sqrt(torch.where(_t0, 1, _t5))) - margin < 0
     _t10 = torch.where(_t0, 1, torch.where(_t9, 1, _t2))
     _t11 = 1 / torch.sqrt(_t10)
     _t12 = torch.where(_t0, 1, torch.where(_t9, 1, _t5))
     _t13 = 1 / torch.sqrt(_t12)
     _t14 = torch.where(_t0, -_t8, torch.where(_t9, 0, _t11 * _t13))
     _t15 = (1 / 2) * _t1
-    _t19 = torch.where(_t9, 0, _t1 * _t11 * _t13 - margin)
-    _t22 = torch.where(_t9, 0, -_t13 * _t15 / _t10 ** (3 / 2))
-    _t21 = torch.where(_t0, _t15 * _t7 / _t3 ** (3 / 2), _t22)
-    _t20 = 2 * x1 * _t21
-    _t25 = torch.where(_t9, 0, -_t11 * _t15 / _t12 ** (3 / 2))
-    _t24 = torch.where(_t0, _t15 * _t4 / _t6 ** (3 / 2), _t25)
-    _t23 = 2 * x2 * _t24
-    value = _fill(torch.where(_t0, 1 - _t1 * _t8, _t19), batch + (1,), dtype, device)[
+    _t17 = torch.where(_t9, 0, _t1 * _t11 * _t13 - margin)
+    _t18 = torch.where(_t9, 0, -_t13 * _t15 / _t10 ** (3 / 2))
+    _t19 = 2 * x1 * torch.where(_t0, _t15 * _t7 / _t3 ** (3 / 2), _t18)
+    _t20 = torch.where(_t9, 0, -_t11 * _t15 / _t12 ** (3 / 2))
+    _t21 = 2 * x2 * torch.where(_t0, _t15 * _t4 / _t6 ** (3 / 2), _t20)
+    value = _fill(torch.where(_t0, 1 - _t1 * _t8, _t17), batch + (1,), dtype, device)[
         ...,
         0,
     ]
     grads = (
-        _fill(_times(1, _t14 * x2 + _t20, scale), x1.shape, dtype, device),
-        _fill(_times(1, _t14 * x1 + _t23, scale), x2.shape, dtype, device),
+        _fill(_times(1, _t14 * x2 + _t19, scale), x1.shape, dtype, device),
+        _fill(_times(1, _t14 * x1 + _t21, scale), x2.shape, dtype, device),
     )
     return value, grads
 

@@ -523,14 +523,13 @@ def _cross_entropy_value(logits, target, weight, ignore_index, label_smoothing):
     _t0 = label_smoothing > 0
     _t2 = jax.nn.logsumexp(logits, axis=-1, keepdims=True)
     _t5 = jnp.sum(target * weight * (_t2 - logits), axis=-1, keepdims=True)
+    _t6 = _choose(_t0, lambda: jnp.mean(weight, axis=-1, keepdims=True), lambda: 0)
     _t9 = _choose(_t0, lambda: logits * weight, lambda: 0)
     _t8 = _choose(_t0, lambda: jnp.mean(_t9, axis=-1, keepdims=True), lambda: 0)
-    _t11 = _choose(_t0, lambda: jnp.mean(weight, axis=-1, keepdims=True), lambda: 0)
-    _t10 = _choose(_t0, lambda: _t2 * _t11, lambda: 0)
-    _t7 = _choose(_t0, lambda: _t10 - _t8, lambda: 0)
-    _t6 = _choose(_t0, lambda: label_smoothing * _t7, lambda: 0)
-    _t12 = _choose(_t0, lambda: _t5 * (1 - label_smoothing), lambda: 0)
-    return _fill(_choose(_t0, lambda: _t12 + _t6, lambda: _t5), batch + (1,), dtype)[
+    _t7 = _choose(_t0, lambda: _t2 * _t6 - _t8, lambda: 0)
+    _t10 = _choose(_t0, lambda: _t5 * (1 - label_smoothing), lambda: 0)
+    _t11 = _choose(_t0, lambda: label_smoothing * _t7, lambda: 0)
+    return _fill(_choose(_t0, lambda: _t10 + _t11, lambda: _t5), batch + (1,), dtype)[
         ...,
         0,
     ]
@@ -560,25 +559,25 @@ def _cross_entropy_value_and_grads(
     _t5 = jnp.sum(_t4 * (_t2 - logits), axis=-1, keepdims=True)
     _t6 = _choose(_t0, lambda: _t3 * _t4, lambda: 0)
     _t7 = _softmax(logits)
-    _t11 = _choose(_t0, lambda: logits * weight, lambda: 0)
-    _t10 = _choose(_t0, lambda: jnp.mean(_t11, axis=-1, keepdims=True), lambda: 0)
-    _t9 = _choose(_t0, lambda: _t1 * _t2 - _t10, lambda: 0)
-    _t8 = _choose(_t0, lambda: label_smoothing * _t9, lambda: 0)
-    _t13 = _choose(_t0, lambda: label_smoothing * weight, lambda: 0)
-    _t12 = _choose(_t0, lambda: _t13 / (logits.shape[-1] or jnp.nan), lambda: 0)
-    _t17 = _choose(_t0, lambda: jnp.sum(_t6, axis=-1, keepdims=True), lambda: 0)
-    _t16 = _choose(_t0, lambda: _t1 * label_smoothing + _t17, lambda: 0)
-    _t15 = _choose(_t0, lambda: _t7 * _t16, lambda: 0)
-    _t14 = _choose(_t0, lambda: _t15 - _t6, lambda: 0)
+    _t10 = _choose(_t0, lambda: logits * weight, lambda: 0)
+    _t9 = _choose(_t0, lambda: jnp.mean(_t10, axis=-1, keepdims=True), lambda: 0)
+    _t8 = _choose(_t0, lambda: _t1 * _t2 - _t9, lambda: 0)
+    _t11 = _choose(_t0, lambda: label_smoothing * _t8, lambda: 0)
+    _t12 = _choose(_t0, lambda: _t3 * _t5, lambda: 0)
+    _t16 = _choose(_t0, lambda: jnp.sum(_t6, axis=-1, keepdims=True), lambda: 0)
+    _t15 = _choose(_t0, lambda: _t1 * label_smoothing + _t16, lambda: 0)
+    _t14 = _choose(_t0, lambda: _t7 * _t15, lambda: 0)
+    _t13 = _choose(_t0, lambda: _t14 - _t6, lambda: 0)
+    _t17 = _choose(_t0, lambda: logits.shape[-1] or jnp.nan, lambda: 0)
     _t18 = _choose(_t0, lambda: 0, lambda: _t7 * jnp.sum(_t4, axis=-1, keepdims=True))
-    value = _fill(
-        _choose(_t0, lambda: _t3 * _t5 + _t8, lambda: _t5),
-        batch + (1,),
-        dtype,
-    )[..., 0]
+    _t19 = _choose(_t0, lambda: label_smoothing * weight / _t17, lambda: 0)
+    value = _fill(_choose(_t0, lambda: _t12 + _t11, lambda: _t5), batch + (1,), dtype)[
+        ...,
+        0,
+    ]
     grads = (
         _fill(
-            _times(1, _choose(_t0, lambda: _t14 - _t12, lambda: _t18 - _t4), scale),
+            _times(1, _choose(_t0, lambda: _t13 - _t19, lambda: _t18 - _t4), scale),
             logits.shape,
             dtype,
         ),
@@ -596,17 +595,17 @@ def _cross_entropy_indexed_value(logits, target, weight, ignore_index, label_smo
     weight = jnp.broadcast_to(weight, weight.shape[:-1] + (logits.shape[-1],))
     _t0 = label_smoothing > 0
     _t4 = _pick(weight, target) * _pick(_log_softmax(logits), target)
+    _t5 = _choose(_t0, lambda: jnp.mean(weight, axis=-1, keepdims=True), lambda: 0)
+    _t6 = _choose(_t0, lambda: _t4 * (1 - label_smoothing), lambda: 0)
     _t8 = _choose(
         _t0, lambda: jax.nn.logsumexp(logits, axis=-1, keepdims=True), lambda: 0
     )
-    _t9 = _choose(_t0, lambda: jnp.mean(weight, axis=-1, keepdims=True), lambda: 0)
-    _t7 = _choose(_t0, lambda: _t8 * _t9, lambda: 0)
+    _t7 = _choose(_t0, lambda: _t8 * _t5, lambda: 0)
     _t11 = _choose(_t0, lambda: logits * weight, lambda: 0)
     _t10 = _choose(_t0, lambda: jnp.mean(_t11, axis=-1, keepdims=True), lambda: 0)
-    _t6 = _choose(_t0, lambda: _t7 - _t10, lambda: 0)
-    _t5 = _choose(_t0, lambda: label_smoothing * _t6, lambda: 0)
-    _t12 = _choose(_t0, lambda: _t4 * (1 - label_smoothing), lambda: 0)
-    return _fill(_choose(_t0, lambda: _t5 - _t12, lambda: -_t4), batch + (1,), dtype)[
+    _t9 = _choose(_t0, lambda: _t7 - _t10, lambda: 0)
+    _t12 = _choose(_t0, lambda: label_smoothing * _t9, lambda: 0)
+    return _fill(_choose(_t0, lambda: _t12 - _t6, lambda: -_t4), batch + (1,), dtype)[
         ...,
         0,
     ]
@@ -635,27 +634,27 @@ def _cross_entropy_indexed_value_and_grads(
     _t4 = _t3 * _pick(_log_softmax(logits), target)
     _t5 = _softmax(logits)
     _t6 = _choose(_t0, lambda: _t2 * _t3, lambda: 0)
-    _t10 = _choose(
+    _t8 = _choose(
         _t0, lambda: jax.nn.logsumexp(logits, axis=-1, keepdims=True), lambda: 0
     )
-    _t9 = _choose(_t0, lambda: _t1 * _t10, lambda: 0)
-    _t12 = _choose(_t0, lambda: logits * weight, lambda: 0)
-    _t11 = _choose(_t0, lambda: jnp.mean(_t12, axis=-1, keepdims=True), lambda: 0)
-    _t8 = _choose(_t0, lambda: _t9 - _t11, lambda: 0)
-    _t7 = _choose(_t0, lambda: label_smoothing * _t8, lambda: 0)
+    _t7 = _choose(_t0, lambda: _t1 * _t8, lambda: 0)
+    _t11 = _choose(_t0, lambda: logits * weight, lambda: 0)
+    _t10 = _choose(_t0, lambda: jnp.mean(_t11, axis=-1, keepdims=True), lambda: 0)
+    _t9 = _choose(_t0, lambda: _t7 - _t10, lambda: 0)
+    _t12 = _choose(_t0, lambda: label_smoothing * _t9, lambda: 0)
     _t13 = _choose(_t0, lambda: _t2 * _t4, lambda: 0)
-    _t16 = _choose(_t0, lambda: label_smoothing * weight, lambda: 0)
-    _t15 = _choose(_t0, lambda: _t16 / (logits.shape[-1] or jnp.nan), lambda: 0)
-    _t17 = _choose(_t0, lambda: _t5 * (_t1 * label_smoothing + _t6), lambda: 0)
-    _t14 = _choose(_t0, lambda: _t17 - _t15, lambda: _t3 * _t5)
-    _t18 = _choose(_t0, lambda: -_t6, lambda: -_t3)
-    value = _fill(_choose(_t0, lambda: _t7 - _t13, lambda: -_t4), batch + (1,), dtype)[
+    _t14 = _choose(_t0, lambda: logits.shape[-1] or jnp.nan, lambda: 0)
+    _t15 = _choose(_t0, lambda: -_t6, lambda: -_t3)
+    _t16 = _choose(_t0, lambda: _t5 * (_t1 * label_smoothing + _t6), lambda: 0)
+    _t17 = _choose(_t0, lambda: label_smoothing * weight / _t14, lambda: 0)
+    _t18 = _choose(_t0, lambda: _t16 - _t17, lambda: _t3 * _t5)
+    value = _fill(_choose(_t0, lambda: _t12 - _t13, lambda: -_t4), batch + (1,), dtype)[
         ...,
         0,
     ]
     grads = (
         _fill(
-            _times(1, _scatter(_t14, _t18, target, logits), scale), logits.shape, dtype
+            _times(1, _scatter(_t18, _t15, target, logits), scale), logits.shape, dtype
         ),
     )
     return value, grads
@@ -699,14 +698,14 @@ def _cross_entropy_folded_value_and_grads(
     _t8 = _choose(_t0, lambda: jnp.mean(logits, axis=-1, keepdims=True), lambda: 0)
     _t7 = _choose(_t0, lambda: -_t1 - _t8, lambda: 0)
     _t6 = _choose(_t0, lambda: label_smoothing * _t7, lambda: 0)
-    _t10 = _choose(_t0, lambda: logits.shape[-1], lambda: 0)
-    _t9 = _choose(_t0, lambda: label_smoothing / (_t10 or jnp.nan), lambda: 0)
-    _t14 = _choose(_t0, lambda: jnp.sum(_t4, axis=-1, keepdims=True), lambda: 0)
-    _t13 = _choose(_t0, lambda: _t14 + label_smoothing, lambda: 0)
-    _t12 = _choose(_t0, lambda: _t5 * _t13, lambda: 0)
-    _t11 = _choose(_t0, lambda: _t12 - _t4, lambda: 0)
-    _t16 = _choose(_t0, lambda: 0, lambda: jnp.sum(target, axis=-1, keepdims=True))
-    _t15 = _choose(_t0, lambda: 0, lambda: _t5 * _t16)
+    _t12 = _choose(_t0, lambda: jnp.sum(_t4, axis=-1, keepdims=True), lambda: 0)
+    _t11 = _choose(_t0, lambda: _t12 + label_smoothing, lambda: 0)
+    _t10 = _choose(_t0, lambda: _t5 * _t11, lambda: 0)
+    _t9 = _choose(_t0, lambda: _t10 - _t4, lambda: 0)
+    _t13 = _choose(_t0, lambda: logits.shape[-1] or jnp.nan, lambda: 0)
+    _t15 = _choose(_t0, lambda: 0, lambda: jnp.sum(target, axis=-1, keepdims=True))
+    _t14 = _choose(_t0, lambda: 0, lambda: _t5 * _t15)
+    _t16 = _choose(_t0, lambda: label_smoothing / _t13, lambda: 0)
     value = _fill(
         _choose(_t0, lambda: _t2 * _t3 + _t6, lambda: _t3),
         batch + (1,),
@@ -714,7 +713,7 @@ def _cross_entropy_folded_value_and_grads(
     )[..., 0]
     grads = (
         _fill(
-            _times(1, _choose(_t0, lambda: _t11 - _t9, lambda: _t15 - target), scale),
+            _times(1, _choose(_t0, lambda: _t9 - _t16, lambda: _t14 - target), scale),
             logits.shape,
             dtype,
         ),
@@ -761,17 +760,16 @@ def _cross_entropy_folded_indexed_value_and_grads(
     _t4 = _choose(_t0, lambda: label_smoothing * _t5, lambda: 0)
     _t3 = _choose(_t0, lambda: -_t1 - _t4, lambda: 0)
     _t6 = _choose(_t0, lambda: label_smoothing * _pick(logits, target), lambda: 0)
-    _t9 = _choose(_t0, lambda: logits.shape[-1], lambda: 0)
-    _t8 = _choose(_t0, lambda: label_smoothing / (_t9 or jnp.nan), lambda: 0)
-    _t7 = _choose(_t0, lambda: _t2 - _t8, lambda: _t2)
-    _t10 = _choose(_t0, lambda: label_smoothing - 1, lambda: -1)
+    _t7 = _choose(_t0, lambda: logits.shape[-1] or jnp.nan, lambda: 0)
+    _t8 = _choose(_t0, lambda: _t2 - label_smoothing / _t7, lambda: _t2)
+    _t9 = _choose(_t0, lambda: label_smoothing - 1, lambda: -1)
     value = _fill(_choose(_t0, lambda: _t3 + _t6, lambda: -_t1), batch + (1,), dtype)[
         ...,
         0,
     ]
     grads = (
         _fill(
-            _times(1, _scatter(_t7, _t10, target, logits), scale), logits.shape, dtype
+            _times(1, _scatter(_t8, _t9, target, logits), scale), logits.shape, dtype
         ),
     )
     return value, grads

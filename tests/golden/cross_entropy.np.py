@@ -464,10 +464,11 @@ def _cross_entropy_value(logits, target, weight, ignore_index, label_smoothing):
     _t0 = label_smoothing > 0
     _t2 = _logsumexp(logits)
     _t5 = np.sum(target * weight * (_t2 - logits), axis=-1, keepdims=True)
-    _t7 = _choose(_t0, lambda: _t2 * _mean(weight) - _mean(logits * weight), lambda: 0)
-    _t6 = _choose(_t0, lambda: label_smoothing * _t7, lambda: 0)
-    _t8 = _choose(_t0, lambda: _t5 * (1 - label_smoothing), lambda: 0)
-    return _fill(_choose(_t0, lambda: _t8 + _t6, lambda: _t5), batch + (1,))[..., 0]
+    _t6 = _choose(_t0, lambda: _t5 * (1 - label_smoothing), lambda: 0)
+    _t7 = _choose(_t0, lambda: _t2 * _mean(weight), lambda: 0)
+    _t9 = _choose(_t0, lambda: _t7 - _mean(logits * weight), lambda: 0)
+    _t8 = _choose(_t0, lambda: label_smoothing * _t9, lambda: 0)
+    return _fill(_choose(_t0, lambda: _t6 + _t8, lambda: _t5), batch + (1,))[..., 0]
 
 
 def _cross_entropy_value_and_grads(
@@ -495,20 +496,20 @@ def _cross_entropy_value_and_grads(
     _t7 = _softmax(logits)
     _t9 = _choose(_t0, lambda: _t1 * _t2 - _mean(logits * weight), lambda: 0)
     _t8 = _choose(_t0, lambda: label_smoothing * _t9, lambda: 0)
-    _t11 = _choose(_t0, lambda: label_smoothing * weight, lambda: 0)
-    _t10 = _choose(_t0, lambda: _t11 / (logits.shape[-1] or np.nan), lambda: 0)
-    _t15 = _choose(_t0, lambda: np.sum(_t6, axis=-1, keepdims=True), lambda: 0)
-    _t14 = _choose(_t0, lambda: _t1 * label_smoothing + _t15, lambda: 0)
-    _t13 = _choose(_t0, lambda: _t7 * _t14, lambda: 0)
-    _t12 = _choose(_t0, lambda: _t13 - _t6, lambda: 0)
-    _t16 = _choose(_t0, lambda: 0, lambda: _t7 * np.sum(_t4, axis=-1, keepdims=True))
+    _t13 = _choose(_t0, lambda: np.sum(_t6, axis=-1, keepdims=True), lambda: 0)
+    _t12 = _choose(_t0, lambda: _t1 * label_smoothing + _t13, lambda: 0)
+    _t11 = _choose(_t0, lambda: _t7 * _t12, lambda: 0)
+    _t10 = _choose(_t0, lambda: _t11 - _t6, lambda: 0)
+    _t14 = _choose(_t0, lambda: logits.shape[-1] or np.nan, lambda: 0)
+    _t15 = _choose(_t0, lambda: 0, lambda: _t7 * np.sum(_t4, axis=-1, keepdims=True))
+    _t16 = _choose(_t0, lambda: label_smoothing * weight / _t14, lambda: 0)
     value = _fill(_choose(_t0, lambda: _t3 * _t5 + _t8, lambda: _t5), batch + (1,))[
         ...,
         0,
     ]
     grads = (
         _fill(
-            _times(1, _choose(_t0, lambda: _t12 - _t10, lambda: _t16 - _t4), scale),
+            _times(1, _choose(_t0, lambda: _t10 - _t16, lambda: _t15 - _t4), scale),
             logits.shape,
         ),
     )
@@ -524,11 +525,11 @@ def _cross_entropy_indexed_value(logits, target, weight, ignore_index, label_smo
     weight = np.broadcast_to(weight, weight.shape[:-1] + (logits.shape[-1],))
     _t0 = label_smoothing > 0
     _t5 = _pick(weight, target) * _pick(_log_softmax(logits), target)
-    _t8 = _choose(_t0, lambda: _logsumexp(logits) * _mean(weight), lambda: 0)
-    _t7 = _choose(_t0, lambda: _t8 - _mean(logits * weight), lambda: 0)
-    _t6 = _choose(_t0, lambda: label_smoothing * _t7, lambda: 0)
-    _t9 = _choose(_t0, lambda: _t5 * (1 - label_smoothing), lambda: 0)
-    return _fill(_choose(_t0, lambda: _t6 - _t9, lambda: -_t5), batch + (1,))[..., 0]
+    _t6 = _choose(_t0, lambda: _logsumexp(logits) * _mean(weight), lambda: 0)
+    _t7 = _choose(_t0, lambda: _t5 * (1 - label_smoothing), lambda: 0)
+    _t9 = _choose(_t0, lambda: _t6 - _mean(logits * weight), lambda: 0)
+    _t8 = _choose(_t0, lambda: label_smoothing * _t9, lambda: 0)
+    return _fill(_choose(_t0, lambda: _t8 - _t7, lambda: -_t5), batch + (1,))[..., 0]
 
 
 def _cross_entropy_indexed_value_and_grads(
@@ -557,14 +558,16 @@ def _cross_entropy_indexed_value_and_grads(
     _t8 = _choose(_t0, lambda: _t9 - _mean(logits * weight), lambda: 0)
     _t7 = _choose(_t0, lambda: label_smoothing * _t8, lambda: 0)
     _t10 = _choose(_t0, lambda: _t2 * _t5, lambda: 0)
-    _t13 = _choose(_t0, lambda: label_smoothing * weight, lambda: 0)
-    _t12 = _choose(_t0, lambda: _t13 / (logits.shape[-1] or np.nan), lambda: 0)
-    _t14 = _choose(_t0, lambda: (_t1 * label_smoothing + _t6) * np.exp(_t4), lambda: 0)
-    _t11 = _choose(_t0, lambda: _t14 - _t12, lambda: _t3 * np.exp(_t4))
-    _t15 = _choose(_t0, lambda: -_t6, lambda: -_t3)
+    _t11 = _choose(_t0, lambda: logits.shape[-1] or np.nan, lambda: 0)
+    _t12 = _choose(_t0, lambda: np.exp(_t4), lambda: 0)
+    _t13 = _choose(_t0, lambda: 0, lambda: np.exp(_t4))
+    _t14 = _choose(_t0, lambda: -_t6, lambda: -_t3)
+    _t15 = _choose(_t0, lambda: (_t1 * label_smoothing + _t6) * _t12, lambda: 0)
+    _t16 = _choose(_t0, lambda: label_smoothing * weight / _t11, lambda: 0)
+    _t17 = _choose(_t0, lambda: _t15 - _t16, lambda: _t3 * _t13)
     value = _fill(_choose(_t0, lambda: _t7 - _t10, lambda: -_t5), batch + (1,))[..., 0]
     grads = (
-        _fill(_times(1, _scatter(_t11, _t15, target, logits), scale), logits.shape),
+        _fill(_times(1, _scatter(_t17, _t14, target, logits), scale), logits.shape),
     )
     return value, grads
 
@@ -598,20 +601,20 @@ def _cross_entropy_folded_value_and_grads(
     _t4 = _choose(_t0, lambda: _t2 * target, lambda: 0)
     _t5 = _softmax(logits)
     _t6 = _choose(_t0, lambda: label_smoothing * (-_t1 - _mean(logits)), lambda: 0)
-    _t8 = _choose(_t0, lambda: logits.shape[-1], lambda: 0)
-    _t7 = _choose(_t0, lambda: label_smoothing / (_t8 or np.nan), lambda: 0)
-    _t12 = _choose(_t0, lambda: np.sum(_t4, axis=-1, keepdims=True), lambda: 0)
-    _t11 = _choose(_t0, lambda: _t12 + label_smoothing, lambda: 0)
-    _t10 = _choose(_t0, lambda: _t5 * _t11, lambda: 0)
-    _t9 = _choose(_t0, lambda: _t10 - _t4, lambda: 0)
-    _t13 = _choose(_t0, lambda: 0, lambda: _t5 * np.sum(target, axis=-1, keepdims=True))
+    _t10 = _choose(_t0, lambda: np.sum(_t4, axis=-1, keepdims=True), lambda: 0)
+    _t9 = _choose(_t0, lambda: _t10 + label_smoothing, lambda: 0)
+    _t8 = _choose(_t0, lambda: _t5 * _t9, lambda: 0)
+    _t7 = _choose(_t0, lambda: _t8 - _t4, lambda: 0)
+    _t11 = _choose(_t0, lambda: logits.shape[-1] or np.nan, lambda: 0)
+    _t12 = _choose(_t0, lambda: 0, lambda: _t5 * np.sum(target, axis=-1, keepdims=True))
+    _t13 = _choose(_t0, lambda: label_smoothing / _t11, lambda: 0)
     value = _fill(_choose(_t0, lambda: _t2 * _t3 + _t6, lambda: _t3), batch + (1,))[
         ...,
         0,
     ]
     grads = (
         _fill(
-            _times(1, _choose(_t0, lambda: _t9 - _t7, lambda: _t13 - target), scale),
+            _times(1, _choose(_t0, lambda: _t7 - _t13, lambda: _t12 - target), scale),
             logits.shape,
         ),
     )
@@ -649,12 +652,13 @@ def _cross_entropy_folded_indexed_value_and_grads(
     _t2 = _pick(_t1, target)
     _t3 = _choose(_t0, lambda: label_smoothing * _pick(logits, target), lambda: 0)
     _t4 = _choose(_t0, lambda: -_t2 - label_smoothing * _mean(logits), lambda: 0)
-    _t7 = _choose(_t0, lambda: logits.shape[-1], lambda: 0)
-    _t6 = _choose(_t0, lambda: label_smoothing / (_t7 or np.nan), lambda: 0)
-    _t5 = _choose(_t0, lambda: np.exp(_t1) - _t6, lambda: np.exp(_t1))
-    _t8 = _choose(_t0, lambda: label_smoothing - 1, lambda: -1)
+    _t5 = _choose(_t0, lambda: logits.shape[-1] or np.nan, lambda: 0)
+    _t6 = _choose(_t0, lambda: label_smoothing - 1, lambda: -1)
+    _t7 = _choose(_t0, lambda: np.exp(_t1), lambda: 0)
+    _t8 = _choose(_t0, lambda: 0, lambda: _t1)
+    _t9 = _choose(_t0, lambda: _t7 - label_smoothing / _t5, lambda: np.exp(_t8))
     value = _fill(_choose(_t0, lambda: _t4 + _t3, lambda: -_t2), batch + (1,))[..., 0]
-    grads = (_fill(_times(1, _scatter(_t5, _t8, target, logits), scale), logits.shape),)
+    grads = (_fill(_times(1, _scatter(_t9, _t6, target, logits), scale), logits.shape),)
     return value, grads
 
 

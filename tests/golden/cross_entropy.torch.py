@@ -540,28 +540,26 @@ def _cross_entropy_value(logits, target, weight, ignore_index, label_smoothing):
     _t0 = label_smoothing > 0
     _t2 = torch.logsumexp(logits, dim=-1, keepdim=True)
     _t5 = torch.sum(target * weight * (_t2 - logits), dim=-1, keepdim=True)
+    _t7 = _choose(_t0, lambda: 1 - label_smoothing, lambda: _constant(0, dtype, device))
+    _t6 = _choose(_t0, lambda: _t5 * _t7, lambda: _constant(0, dtype, device))
     _t9 = _choose(_t0, lambda: logits * weight, lambda: _constant(0, dtype, device))
     _t8 = _choose(
         _t0,
         lambda: torch.mean(_t9, dim=-1, keepdim=True),
         lambda: _constant(0, dtype, device),
     )
-    _t11 = _choose(
+    _t13 = _choose(
         _t0,
         lambda: torch.mean(weight, dim=-1, keepdim=True),
         lambda: _constant(0, dtype, device),
     )
-    _t10 = _choose(_t0, lambda: _t2 * _t11, lambda: _constant(0, dtype, device))
-    _t7 = _choose(_t0, lambda: _t10 - _t8, lambda: _constant(0, dtype, device))
-    _t6 = _choose(
-        _t0, lambda: label_smoothing * _t7, lambda: _constant(0, dtype, device)
+    _t12 = _choose(_t0, lambda: _t2 * _t13, lambda: _constant(0, dtype, device))
+    _t11 = _choose(_t0, lambda: _t12 - _t8, lambda: _constant(0, dtype, device))
+    _t10 = _choose(
+        _t0, lambda: label_smoothing * _t11, lambda: _constant(0, dtype, device)
     )
-    _t13 = _choose(
-        _t0, lambda: 1 - label_smoothing, lambda: _constant(0, dtype, device)
-    )
-    _t12 = _choose(_t0, lambda: _t5 * _t13, lambda: _constant(0, dtype, device))
     return _fill(
-        _choose(_t0, lambda: _t12 + _t6, lambda: _t5),
+        _choose(_t0, lambda: _t6 + _t10, lambda: _t5),
         batch + (1,),
         dtype,
         device,
@@ -594,49 +592,51 @@ def _cross_entropy_value_and_grads(
     _t5 = torch.sum(_t4 * (_t2 - logits), dim=-1, keepdim=True)
     _t6 = _choose(_t0, lambda: _t3 * _t4, lambda: _constant(0, dtype, device))
     _t7 = torch.softmax(logits, dim=-1)
-    _t11 = _choose(_t0, lambda: logits * weight, lambda: _constant(0, dtype, device))
-    _t10 = _choose(
+    _t10 = _choose(_t0, lambda: logits * weight, lambda: _constant(0, dtype, device))
+    _t9 = _choose(
         _t0,
-        lambda: torch.mean(_t11, dim=-1, keepdim=True),
+        lambda: torch.mean(_t10, dim=-1, keepdim=True),
         lambda: _constant(0, dtype, device),
     )
-    _t9 = _choose(_t0, lambda: _t1 * _t2 - _t10, lambda: _constant(0, dtype, device))
-    _t8 = _choose(
-        _t0, lambda: label_smoothing * _t9, lambda: _constant(0, dtype, device)
+    _t8 = _choose(_t0, lambda: _t1 * _t2 - _t9, lambda: _constant(0, dtype, device))
+    _t11 = _choose(
+        _t0, lambda: label_smoothing * _t8, lambda: _constant(0, dtype, device)
     )
-    _t13 = _choose(
-        _t0, lambda: label_smoothing * weight, lambda: _constant(0, dtype, device)
-    )
-    _t14 = _choose(_t0, lambda: logits.shape[-1], lambda: _constant(0, dtype, device))
-    _t12 = _choose(
-        _t0, lambda: _t13 / (_t14 or float("nan")), lambda: _constant(0, dtype, device)
-    )
-    _t18 = _choose(
+    _t12 = _choose(_t0, lambda: _t3 * _t5, lambda: _constant(0, dtype, device))
+    _t16 = _choose(
         _t0,
         lambda: torch.sum(_t6, dim=-1, keepdim=True),
         lambda: _constant(0, dtype, device),
     )
-    _t19 = _choose(
+    _t17 = _choose(
         _t0, lambda: _t1 * label_smoothing, lambda: _constant(0, dtype, device)
     )
-    _t17 = _choose(_t0, lambda: _t19 + _t18, lambda: _constant(0, dtype, device))
-    _t16 = _choose(_t0, lambda: _t7 * _t17, lambda: _constant(0, dtype, device))
-    _t15 = _choose(_t0, lambda: _t16 - _t6, lambda: _constant(0, dtype, device))
-    _t21 = _choose(
+    _t15 = _choose(_t0, lambda: _t17 + _t16, lambda: _constant(0, dtype, device))
+    _t14 = _choose(_t0, lambda: _t7 * _t15, lambda: _constant(0, dtype, device))
+    _t13 = _choose(_t0, lambda: _t14 - _t6, lambda: _constant(0, dtype, device))
+    _t19 = _choose(
         _t0,
         lambda: _constant(0, dtype, device),
         lambda: torch.sum(_t4, dim=-1, keepdim=True),
     )
-    _t20 = _choose(_t0, lambda: _constant(0, dtype, device), lambda: _t7 * _t21)
+    _t18 = _choose(_t0, lambda: _constant(0, dtype, device), lambda: _t7 * _t19)
+    _t20 = _choose(
+        _t0, lambda: label_smoothing * weight, lambda: _constant(0, dtype, device)
+    )
+    _t21 = _choose(
+        _t0,
+        lambda: _t20 / (logits.shape[-1] or float("nan")),
+        lambda: _constant(0, dtype, device),
+    )
     value = _fill(
-        _choose(_t0, lambda: _t3 * _t5 + _t8, lambda: _t5),
+        _choose(_t0, lambda: _t12 + _t11, lambda: _t5),
         batch + (1,),
         dtype,
         device,
     )[..., 0]
     grads = (
         _fill(
-            _times(1, _choose(_t0, lambda: _t15 - _t12, lambda: _t20 - _t4), scale),
+            _times(1, _choose(_t0, lambda: _t13 - _t21, lambda: _t18 - _t4), scale),
             logits.shape,
             dtype,
             device,
@@ -654,33 +654,31 @@ def _cross_entropy_indexed_value(logits, target, weight, ignore_index, label_smo
     weight = weight.expand(weight.shape[:-1] + (logits.shape[-1],))
     _t0 = label_smoothing > 0
     _t5 = _pick(weight, target) * _pick(torch.log_softmax(logits, dim=-1), target)
-    _t9 = _choose(
+    _t7 = _choose(_t0, lambda: 1 - label_smoothing, lambda: _constant(0, dtype, device))
+    _t6 = _choose(_t0, lambda: _t5 * _t7, lambda: _constant(0, dtype, device))
+    _t9 = _choose(_t0, lambda: logits * weight, lambda: _constant(0, dtype, device))
+    _t8 = _choose(
         _t0,
-        lambda: torch.logsumexp(logits, dim=-1, keepdim=True),
+        lambda: torch.mean(_t9, dim=-1, keepdim=True),
         lambda: _constant(0, dtype, device),
     )
     _t10 = _choose(
         _t0,
+        lambda: torch.logsumexp(logits, dim=-1, keepdim=True),
+        lambda: _constant(0, dtype, device),
+    )
+    _t14 = _choose(
+        _t0,
         lambda: torch.mean(weight, dim=-1, keepdim=True),
         lambda: _constant(0, dtype, device),
     )
-    _t8 = _choose(_t0, lambda: _t9 * _t10, lambda: _constant(0, dtype, device))
-    _t12 = _choose(_t0, lambda: logits * weight, lambda: _constant(0, dtype, device))
+    _t13 = _choose(_t0, lambda: _t10 * _t14, lambda: _constant(0, dtype, device))
+    _t12 = _choose(_t0, lambda: _t13 - _t8, lambda: _constant(0, dtype, device))
     _t11 = _choose(
-        _t0,
-        lambda: torch.mean(_t12, dim=-1, keepdim=True),
-        lambda: _constant(0, dtype, device),
+        _t0, lambda: label_smoothing * _t12, lambda: _constant(0, dtype, device)
     )
-    _t7 = _choose(_t0, lambda: _t8 - _t11, lambda: _constant(0, dtype, device))
-    _t6 = _choose(
-        _t0, lambda: label_smoothing * _t7, lambda: _constant(0, dtype, device)
-    )
-    _t14 = _choose(
-        _t0, lambda: 1 - label_smoothing, lambda: _constant(0, dtype, device)
-    )
-    _t13 = _choose(_t0, lambda: _t5 * _t14, lambda: _constant(0, dtype, device))
     return _fill(
-        _choose(_t0, lambda: _t6 - _t13, lambda: -_t5),
+        _choose(_t0, lambda: _t11 - _t6, lambda: -_t5),
         batch + (1,),
         dtype,
         device,
@@ -712,47 +710,49 @@ def _cross_entropy_indexed_value_and_grads(
     _t4 = torch.log_softmax(logits, dim=-1)
     _t5 = _t3 * _pick(_t4, target)
     _t6 = _choose(_t0, lambda: _t2 * _t3, lambda: _constant(0, dtype, device))
-    _t10 = _choose(
+    _t8 = _choose(
         _t0,
         lambda: torch.logsumexp(logits, dim=-1, keepdim=True),
         lambda: _constant(0, dtype, device),
     )
-    _t9 = _choose(_t0, lambda: _t1 * _t10, lambda: _constant(0, dtype, device))
-    _t12 = _choose(_t0, lambda: logits * weight, lambda: _constant(0, dtype, device))
-    _t11 = _choose(
+    _t7 = _choose(_t0, lambda: _t1 * _t8, lambda: _constant(0, dtype, device))
+    _t11 = _choose(_t0, lambda: logits * weight, lambda: _constant(0, dtype, device))
+    _t10 = _choose(
         _t0,
-        lambda: torch.mean(_t12, dim=-1, keepdim=True),
+        lambda: torch.mean(_t11, dim=-1, keepdim=True),
         lambda: _constant(0, dtype, device),
     )
-    _t8 = _choose(_t0, lambda: _t9 - _t11, lambda: _constant(0, dtype, device))
-    _t7 = _choose(
-        _t0, lambda: label_smoothing * _t8, lambda: _constant(0, dtype, device)
+    _t9 = _choose(_t0, lambda: _t7 - _t10, lambda: _constant(0, dtype, device))
+    _t12 = _choose(
+        _t0, lambda: label_smoothing * _t9, lambda: _constant(0, dtype, device)
     )
     _t13 = _choose(_t0, lambda: _t2 * _t5, lambda: _constant(0, dtype, device))
-    _t16 = _choose(
-        _t0, lambda: label_smoothing * weight, lambda: _constant(0, dtype, device)
-    )
-    _t17 = _choose(_t0, lambda: logits.shape[-1], lambda: _constant(0, dtype, device))
-    _t15 = _choose(
-        _t0, lambda: _t16 / (_t17 or float("nan")), lambda: _constant(0, dtype, device)
-    )
-    _t20 = _choose(
+    _t14 = _choose(_t0, lambda: torch.exp(_t4), lambda: _constant(0, dtype, device))
+    _t15 = _choose(_t0, lambda: _constant(0, dtype, device), lambda: torch.exp(_t4))
+    _t16 = _choose(_t0, lambda: -_t6, lambda: -_t3)
+    _t19 = _choose(
         _t0, lambda: _t1 * label_smoothing, lambda: _constant(0, dtype, device)
     )
-    _t19 = _choose(_t0, lambda: _t20 + _t6, lambda: _constant(0, dtype, device))
-    _t21 = _choose(_t0, lambda: torch.exp(_t4), lambda: _constant(0, dtype, device))
-    _t18 = _choose(_t0, lambda: _t19 * _t21, lambda: _constant(0, dtype, device))
-    _t14 = _choose(_t0, lambda: _t18 - _t15, lambda: _t3 * torch.exp(_t4))
-    _t22 = _choose(_t0, lambda: -_t6, lambda: -_t3)
+    _t18 = _choose(_t0, lambda: _t19 + _t6, lambda: _constant(0, dtype, device))
+    _t17 = _choose(_t0, lambda: _t18 * _t14, lambda: _constant(0, dtype, device))
+    _t20 = _choose(
+        _t0, lambda: label_smoothing * weight, lambda: _constant(0, dtype, device)
+    )
+    _t22 = _choose(
+        _t0,
+        lambda: _t20 / (logits.shape[-1] or float("nan")),
+        lambda: _constant(0, dtype, device),
+    )
+    _t21 = _choose(_t0, lambda: _t17 - _t22, lambda: _t3 * _t15)
     value = _fill(
-        _choose(_t0, lambda: _t7 - _t13, lambda: -_t5),
+        _choose(_t0, lambda: _t12 - _t13, lambda: -_t5),
         batch + (1,),
         dtype,
         device,
     )[..., 0]
     grads = (
         _fill(
-            _times(1, _scatter(_t14, _t22, target, logits), scale),
+            _times(1, _scatter(_t21, _t16, target, logits), scale),
             logits.shape,
             dtype,
             device,
@@ -811,28 +811,27 @@ def _cross_entropy_folded_value_and_grads(
     _t6 = _choose(
         _t0, lambda: label_smoothing * _t7, lambda: _constant(0, dtype, device)
     )
-    _t10 = _choose(_t0, lambda: logits.shape[-1], lambda: _constant(0, dtype, device))
-    _t9 = _choose(
-        _t0,
-        lambda: label_smoothing / (_t10 or float("nan")),
-        lambda: _constant(0, dtype, device),
-    )
-    _t14 = _choose(
+    _t12 = _choose(
         _t0,
         lambda: torch.sum(_t4, dim=-1, keepdim=True),
         lambda: _constant(0, dtype, device),
     )
-    _t13 = _choose(
-        _t0, lambda: _t14 + label_smoothing, lambda: _constant(0, dtype, device)
+    _t11 = _choose(
+        _t0, lambda: _t12 + label_smoothing, lambda: _constant(0, dtype, device)
     )
-    _t12 = _choose(_t0, lambda: _t5 * _t13, lambda: _constant(0, dtype, device))
-    _t11 = _choose(_t0, lambda: _t12 - _t4, lambda: _constant(0, dtype, device))
-    _t16 = _choose(
+    _t10 = _choose(_t0, lambda: _t5 * _t11, lambda: _constant(0, dtype, device))
+    _t9 = _choose(_t0, lambda: _t10 - _t4, lambda: _constant(0, dtype, device))
+    _t14 = _choose(
         _t0,
         lambda: _constant(0, dtype, device),
         lambda: torch.sum(target, dim=-1, keepdim=True),
     )
-    _t15 = _choose(_t0, lambda: _constant(0, dtype, device), lambda: _t5 * _t16)
+    _t13 = _choose(_t0, lambda: _constant(0, dtype, device), lambda: _t5 * _t14)
+    _t15 = _choose(
+        _t0,
+        lambda: label_smoothing / (logits.shape[-1] or float("nan")),
+        lambda: _constant(0, dtype, device),
+    )
     value = _fill(
         _choose(_t0, lambda: _t2 * _t3 + _t6, lambda: _t3),
         batch + (1,),
@@ -841,7 +840,7 @@ def _cross_entropy_folded_value_and_grads(
     )[..., 0]
     grads = (
         _fill(
-            _times(1, _choose(_t0, lambda: _t11 - _t9, lambda: _t15 - target), scale),
+            _times(1, _choose(_t0, lambda: _t9 - _t15, lambda: _t13 - target), scale),
             logits.shape,
             dtype,
             device,
@@ -913,14 +912,15 @@ def _cross_entropy_folded_indexed_value_and_grads(
     _t6 = _choose(
         _t0, lambda: label_smoothing * _t7, lambda: _constant(0, dtype, device)
     )
-    _t10 = _choose(_t0, lambda: logits.shape[-1], lambda: _constant(0, dtype, device))
-    _t9 = _choose(
+    _t8 = _choose(_t0, lambda: torch.exp(_t1), lambda: _constant(0, dtype, device))
+    _t9 = _choose(_t0, lambda: _constant(0, dtype, device), lambda: _t1)
+    _t10 = _choose(_t0, lambda: label_smoothing - 1, lambda: -1)
+    _t12 = _choose(
         _t0,
-        lambda: label_smoothing / (_t10 or float("nan")),
+        lambda: label_smoothing / (logits.shape[-1] or float("nan")),
         lambda: _constant(0, dtype, device),
     )
-    _t8 = _choose(_t0, lambda: torch.exp(_t1) - _t9, lambda: torch.exp(_t1))
-    _t11 = _choose(_t0, lambda: label_smoothing - 1, lambda: -1)
+    _t11 = _choose(_t0, lambda: _t8 - _t12, lambda: torch.exp(_t9))
     value = _fill(
         _choose(_t0, lambda: _t3 + _t6, lambda: -_t2),
         batch + (1,),
@@ -929,7 +929,7 @@ def _cross_entropy_folded_indexed_value_and_grads(
     )[..., 0]
     grads = (
         _fill(
-            _times(1, _scatter(_t8, _t11, target, logits), scale),
+            _times(1, _scatter(_t11, _t10, target, logits), scale),
             logits.shape,
             dtype,
             device,
@@ -950,28 +950,26 @@ def _cross_entropy_targeted_value(
     _t0 = label_smoothing > 0
     _t2 = torch.logsumexp(logits, dim=-1, keepdim=True)
     _t6 = torch.sum(target * weight * (_t2 - logits), dim=-1, keepdim=True)
+    _t8 = _choose(_t0, lambda: 1 - label_smoothing, lambda: _constant(0, dtype, device))
+    _t7 = _choose(_t0, lambda: _t6 * _t8, lambda: _constant(0, dtype, device))
     _t10 = _choose(_t0, lambda: logits * weight, lambda: _constant(0, dtype, device))
     _t9 = _choose(
         _t0,
         lambda: torch.mean(_t10, dim=-1, keepdim=True),
         lambda: _constant(0, dtype, device),
     )
-    _t12 = _choose(
+    _t14 = _choose(
         _t0,
         lambda: torch.mean(weight, dim=-1, keepdim=True),
         lambda: _constant(0, dtype, device),
     )
-    _t11 = _choose(_t0, lambda: _t2 * _t12, lambda: _constant(0, dtype, device))
-    _t8 = _choose(_t0, lambda: _t11 - _t9, lambda: _constant(0, dtype, device))
-    _t7 = _choose(
-        _t0, lambda: label_smoothing * _t8, lambda: _constant(0, dtype, device)
+    _t13 = _choose(_t0, lambda: _t2 * _t14, lambda: _constant(0, dtype, device))
+    _t12 = _choose(_t0, lambda: _t13 - _t9, lambda: _constant(0, dtype, device))
+    _t11 = _choose(
+        _t0, lambda: label_smoothing * _t12, lambda: _constant(0, dtype, device)
     )
-    _t14 = _choose(
-        _t0, lambda: 1 - label_smoothing, lambda: _constant(0, dtype, device)
-    )
-    _t13 = _choose(_t0, lambda: _t6 * _t14, lambda: _constant(0, dtype, device))
     return _fill(
-        _choose(_t0, lambda: _t13 + _t7, lambda: _t6),
+        _choose(_t0, lambda: _t7 + _t11, lambda: _t6),
         batch + (1,),
         dtype,
         device,
@@ -1006,50 +1004,51 @@ def _cross_entropy_targeted_value_and_grads(
     _t7 = _choose(_t0, lambda: _t3 * _t5, lambda: _constant(0, dtype, device))
     _t8 = torch.softmax(logits, dim=-1)
     _t9 = _t4 * weight
-    _t13 = _choose(_t0, lambda: logits * weight, lambda: _constant(0, dtype, device))
-    _t12 = _choose(
+    _t12 = _choose(_t0, lambda: logits * weight, lambda: _constant(0, dtype, device))
+    _t11 = _choose(
         _t0,
-        lambda: torch.mean(_t13, dim=-1, keepdim=True),
+        lambda: torch.mean(_t12, dim=-1, keepdim=True),
         lambda: _constant(0, dtype, device),
     )
-    _t11 = _choose(_t0, lambda: _t1 * _t2 - _t12, lambda: _constant(0, dtype, device))
-    _t10 = _choose(
-        _t0, lambda: label_smoothing * _t11, lambda: _constant(0, dtype, device)
+    _t10 = _choose(_t0, lambda: _t1 * _t2 - _t11, lambda: _constant(0, dtype, device))
+    _t13 = _choose(
+        _t0, lambda: label_smoothing * _t10, lambda: _constant(0, dtype, device)
     )
     _t14 = _choose(_t0, lambda: _t3 * _t6, lambda: _constant(0, dtype, device))
-    _t16 = _choose(
-        _t0, lambda: label_smoothing * weight, lambda: _constant(0, dtype, device)
-    )
-    _t17 = _choose(_t0, lambda: logits.shape[-1], lambda: _constant(0, dtype, device))
-    _t15 = _choose(
-        _t0, lambda: _t16 / (_t17 or float("nan")), lambda: _constant(0, dtype, device)
-    )
-    _t21 = _choose(
+    _t18 = _choose(
         _t0,
         lambda: torch.sum(_t7, dim=-1, keepdim=True),
         lambda: _constant(0, dtype, device),
     )
-    _t22 = _choose(
+    _t19 = _choose(
         _t0, lambda: _t1 * label_smoothing, lambda: _constant(0, dtype, device)
     )
-    _t20 = _choose(_t0, lambda: _t22 + _t21, lambda: _constant(0, dtype, device))
-    _t19 = _choose(_t0, lambda: _t8 * _t20, lambda: _constant(0, dtype, device))
-    _t18 = _choose(_t0, lambda: _t19 - _t7, lambda: _constant(0, dtype, device))
-    _t24 = _choose(
+    _t17 = _choose(_t0, lambda: _t19 + _t18, lambda: _constant(0, dtype, device))
+    _t16 = _choose(_t0, lambda: _t8 * _t17, lambda: _constant(0, dtype, device))
+    _t15 = _choose(_t0, lambda: _t16 - _t7, lambda: _constant(0, dtype, device))
+    _t21 = _choose(
         _t0,
         lambda: _constant(0, dtype, device),
         lambda: torch.sum(_t5, dim=-1, keepdim=True),
     )
-    _t23 = _choose(_t0, lambda: _constant(0, dtype, device), lambda: _t8 * _t24)
+    _t20 = _choose(_t0, lambda: _constant(0, dtype, device), lambda: _t8 * _t21)
+    _t22 = _choose(
+        _t0, lambda: label_smoothing * weight, lambda: _constant(0, dtype, device)
+    )
+    _t23 = _choose(
+        _t0,
+        lambda: _t22 / (logits.shape[-1] or float("nan")),
+        lambda: _constant(0, dtype, device),
+    )
     value = _fill(
-        _choose(_t0, lambda: _t14 + _t10, lambda: _t6),
+        _choose(_t0, lambda: _t14 + _t13, lambda: _t6),
         batch + (1,),
         dtype,
         device,
     )[..., 0]
     grads = (
         _fill(
-            _times(1, _choose(_t0, lambda: _t18 - _t15, lambda: _t23 - _t5), scale),
+            _times(1, _choose(_t0, lambda: _t15 - _t23, lambda: _t20 - _t5), scale),
             logits.shape,
             dtype,
             device,
@@ -1076,33 +1075,31 @@ def _cross_entropy_targeted_indexed_value(
     weight = weight.expand(weight.shape[:-1] + (logits.shape[-1],))
     _t0 = label_smoothing > 0
     _t5 = _pick(weight, target) * _pick(torch.log_softmax(logits, dim=-1), target)
-    _t9 = _choose(
+    _t7 = _choose(_t0, lambda: 1 - label_smoothing, lambda: _constant(0, dtype, device))
+    _t6 = _choose(_t0, lambda: _t5 * _t7, lambda: _constant(0, dtype, device))
+    _t9 = _choose(_t0, lambda: logits * weight, lambda: _constant(0, dtype, device))
+    _t8 = _choose(
         _t0,
-        lambda: torch.logsumexp(logits, dim=-1, keepdim=True),
+        lambda: torch.mean(_t9, dim=-1, keepdim=True),
         lambda: _constant(0, dtype, device),
     )
     _t10 = _choose(
         _t0,
+        lambda: torch.logsumexp(logits, dim=-1, keepdim=True),
+        lambda: _constant(0, dtype, device),
+    )
+    _t14 = _choose(
+        _t0,
         lambda: torch.mean(weight, dim=-1, keepdim=True),
         lambda: _constant(0, dtype, device),
     )
-    _t8 = _choose(_t0, lambda: _t9 * _t10, lambda: _constant(0, dtype, device))
-    _t12 = _choose(_t0, lambda: logits * weight, lambda: _constant(0, dtype, device))
+    _t13 = _choose(_t0, lambda: _t10 * _t14, lambda: _constant(0, dtype, device))
+    _t12 = _choose(_t0, lambda: _t13 - _t8, lambda: _constant(0, dtype, device))
     _t11 = _choose(
-        _t0,
-        lambda: torch.mean(_t12, dim=-1, keepdim=True),
-        lambda: _constant(0, dtype, device),
+        _t0, lambda: label_smoothing * _t12, lambda: _constant(0, dtype, device)
     )
-    _t7 = _choose(_t0, lambda: _t8 - _t11, lambda: _constant(0, dtype, device))
-    _t6 = _choose(
-        _t0, lambda: label_smoothing * _t7, lambda: _constant(0, dtype, device)
-    )
-    _t14 = _choose(
-        _t0, lambda: 1 - label_smoothing, lambda: _constant(0, dtype, device)
-    )
-    _t13 = _choose(_t0, lambda: _t5 * _t14, lambda: _constant(0, dtype, device))
     return _fill(
-        _choose(_t0, lambda: _t6 - _t13, lambda: -_t5),
+        _choose(_t0, lambda: _t11 - _t6, lambda: -_t5),
         batch + (1,),
         dtype,
         device,
@@ -1134,47 +1131,49 @@ def _cross_entropy_targeted_indexed_value_and_grads(
     _t4 = torch.log_softmax(logits, dim=-1)
     _t5 = _t3 * _pick(_t4, target)
     _t6 = _choose(_t0, lambda: _t2 * _t3, lambda: _constant(0, dtype, device))
-    _t10 = _choose(
+    _t8 = _choose(
         _t0,
         lambda: torch.logsumexp(logits, dim=-1, keepdim=True),
         lambda: _constant(0, dtype, device),
     )
-    _t9 = _choose(_t0, lambda: _t1 * _t10, lambda: _constant(0, dtype, device))
-    _t12 = _choose(_t0, lambda: logits * weight, lambda: _constant(0, dtype, device))
-    _t11 = _choose(
+    _t7 = _choose(_t0, lambda: _t1 * _t8, lambda: _constant(0, dtype, device))
+    _t11 = _choose(_t0, lambda: logits * weight, lambda: _constant(0, dtype, device))
+    _t10 = _choose(
         _t0,
-        lambda: torch.mean(_t12, dim=-1, keepdim=True),
+        lambda: torch.mean(_t11, dim=-1, keepdim=True),
         lambda: _constant(0, dtype, device),
     )
-    _t8 = _choose(_t0, lambda: _t9 - _t11, lambda: _constant(0, dtype, device))
-    _t7 = _choose(
-        _t0, lambda: label_smoothing * _t8, lambda: _constant(0, dtype, device)
+    _t9 = _choose(_t0, lambda: _t7 - _t10, lambda: _constant(0, dtype, device))
+    _t12 = _choose(
+        _t0, lambda: label_smoothing * _t9, lambda: _constant(0, dtype, device)
     )
     _t13 = _choose(_t0, lambda: _t2 * _t5, lambda: _constant(0, dtype, device))
-    _t16 = _choose(
-        _t0, lambda: label_smoothing * weight, lambda: _constant(0, dtype, device)
-    )
-    _t17 = _choose(_t0, lambda: logits.shape[-1], lambda: _constant(0, dtype, device))
-    _t15 = _choose(
-        _t0, lambda: _t16 / (_t17 or float("nan")), lambda: _constant(0, dtype, device)
-    )
-    _t20 = _choose(
+    _t14 = _choose(_t0, lambda: torch.exp(_t4), lambda: _constant(0, dtype, device))
+    _t15 = _choose(_t0, lambda: _constant(0, dtype, device), lambda: torch.exp(_t4))
+    _t16 = _choose(_t0, lambda: -_t6, lambda: -_t3)
+    _t19 = _choose(
         _t0, lambda: _t1 * label_smoothing, lambda: _constant(0, dtype, device)
     )
-    _t19 = _choose(_t0, lambda: _t20 + _t6, lambda: _constant(0, dtype, device))
-    _t21 = _choose(_t0, lambda: torch.exp(_t4), lambda: _constant(0, dtype, device))
-    _t18 = _choose(_t0, lambda: _t19 * _t21, lambda: _constant(0, dtype, device))
-    _t14 = _choose(_t0, lambda: _t18 - _t15, lambda: _t3 * torch.exp(_t4))
-    _t22 = _choose(_t0, lambda: -_t6, lambda: -_t3)
+    _t18 = _choose(_t0, lambda: _t19 + _t6, lambda: _constant(0, dtype, device))
+    _t17 = _choose(_t0, lambda: _t18 * _t14, lambda: _constant(0, dtype, device))
+    _t20 = _choose(
+        _t0, lambda: label_smoothing * weight, lambda: _constant(0, dtype, device)
+    )
+    _t22 = _choose(
+        _t0,
+        lambda: _t20 / (logits.shape[-1] or float("nan")),
+        lambda: _constant(0, dtype, device),
+    )
+    _t21 = _choose(_t0, lambda: _t17 - _t22, lambda: _t3 * _t15)
     value = _fill(
-        _choose(_t0, lambda: _t7 - _t13, lambda: -_t5),
+        _choose(_t0, lambda: _t12 - _t13, lambda: -_t5),
         batch + (1,),
         dtype,
         device,
     )[..., 0]
     grads = (
         _fill(
-            _times(1, _scatter(_t14, _t22, target, logits), scale),
+            _times(1, _scatter(_t21, _t16, target, logits), scale),
             logits.shape,
             dtype,
             device,
@@ -1237,28 +1236,27 @@ def _cross_entropy_targeted_folded_value_and_grads(
     _t7 = _choose(
         _t0, lambda: label_smoothing * _t8, lambda: _constant(0, dtype, device)
     )
-    _t11 = _choose(_t0, lambda: logits.shape[-1], lambda: _constant(0, dtype, device))
-    _t10 = _choose(
-        _t0,
-        lambda: label_smoothing / (_t11 or float("nan")),
-        lambda: _constant(0, dtype, device),
-    )
-    _t15 = _choose(
+    _t13 = _choose(
         _t0,
         lambda: torch.sum(_t5, dim=-1, keepdim=True),
         lambda: _constant(0, dtype, device),
     )
-    _t14 = _choose(
-        _t0, lambda: _t15 + label_smoothing, lambda: _constant(0, dtype, device)
+    _t12 = _choose(
+        _t0, lambda: _t13 + label_smoothing, lambda: _constant(0, dtype, device)
     )
-    _t13 = _choose(_t0, lambda: _t6 * _t14, lambda: _constant(0, dtype, device))
-    _t12 = _choose(_t0, lambda: _t13 - _t5, lambda: _constant(0, dtype, device))
-    _t17 = _choose(
+    _t11 = _choose(_t0, lambda: _t6 * _t12, lambda: _constant(0, dtype, device))
+    _t10 = _choose(_t0, lambda: _t11 - _t5, lambda: _constant(0, dtype, device))
+    _t15 = _choose(
         _t0,
         lambda: _constant(0, dtype, device),
         lambda: torch.sum(target, dim=-1, keepdim=True),
     )
-    _t16 = _choose(_t0, lambda: _constant(0, dtype, device), lambda: _t6 * _t17)
+    _t14 = _choose(_t0, lambda: _constant(0, dtype, device), lambda: _t6 * _t15)
+    _t16 = _choose(
+        _t0,
+        lambda: label_smoothing / (logits.shape[-1] or float("nan")),
+        lambda: _constant(0, dtype, device),
+    )
     value = _fill(
         _choose(_t0, lambda: _t2 * _t4 + _t7, lambda: _t4),
         batch + (1,),
@@ -1267,7 +1265,7 @@ def _cross_entropy_targeted_folded_value_and_grads(
     )[..., 0]
     grads = (
         _fill(
-            _times(1, _choose(_t0, lambda: _t12 - _t10, lambda: _t16 - target), scale),
+            _times(1, _choose(_t0, lambda: _t10 - _t16, lambda: _t14 - target), scale),
             logits.shape,
             dtype,
             device,
@@ -1346,14 +1344,15 @@ def _cross_entropy_targeted_folded_indexed_value_and_grads(
     _t6 = _choose(
         _t0, lambda: label_smoothing * _t7, lambda: _constant(0, dtype, device)
     )
-    _t10 = _choose(_t0, lambda: logits.shape[-1], lambda: _constant(0, dtype, device))
-    _t9 = _choose(
+    _t8 = _choose(_t0, lambda: torch.exp(_t1), lambda: _constant(0, dtype, device))
+    _t9 = _choose(_t0, lambda: _constant(0, dtype, device), lambda: _t1)
+    _t10 = _choose(_t0, lambda: label_smoothing - 1, lambda: -1)
+    _t12 = _choose(
         _t0,
-        lambda: label_smoothing / (_t10 or float("nan")),
+        lambda: label_smoothing / (logits.shape[-1] or float("nan")),
         lambda: _constant(0, dtype, device),
     )
-    _t8 = _choose(_t0, lambda: torch.exp(_t1) - _t9, lambda: torch.exp(_t1))
-    _t11 = _choose(_t0, lambda: label_smoothing - 1, lambda: -1)
+    _t11 = _choose(_t0, lambda: _t8 - _t12, lambda: torch.exp(_t9))
     value = _fill(
         _choose(_t0, lambda: _t3 + _t6, lambda: -_t2),
         batch + (1,),
@@ -1362,7 +1361,7 @@ def _cross_entropy_targeted_folded_indexed_value_and_grads(
     )[..., 0]
     grads = (
         _fill(
-            _times(1, _scatter(_t8, _t11, target, logits), scale),
+            _times(1, _scatter(_t11, _t10, target, logits), scale),
             logits.shape,
             dtype,
             device,

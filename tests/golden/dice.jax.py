@@ -328,10 +328,10 @@ def _dice_value(p, target, smooth):
     """Per-sample loss."""
     dtype = p.dtype
     batch = p.shape[:-1]
-    _t2 = jnp.sum(p, axis=-1, keepdims=True) + jnp.sum(target, axis=-1, keepdims=True)
-    _t1 = _t2 + smooth
-    _t0 = (2 * jnp.sum(p * target, axis=-1, keepdims=True) + smooth) / _t1
-    return _fill(1 - _t0, batch + (1,), dtype)[..., 0]
+    _t0 = 2 * jnp.sum(p * target, axis=-1, keepdims=True) + smooth
+    _t1 = jnp.sum(target, axis=-1, keepdims=True)
+    _t2 = _t0 / ((jnp.sum(p, axis=-1, keepdims=True) + _t1) + smooth)
+    return _fill(1 - _t2, batch + (1,), dtype)[..., 0]
 
 
 def _dice_value_and_grads(p, target, smooth, *, scale=None):
@@ -345,8 +345,8 @@ def _dice_value_and_grads(p, target, smooth, *, scale=None):
     if scale is not None and jnp.ndim(scale):
         scale = scale[..., None]
     _t0 = 2 * jnp.sum(p * target, axis=-1, keepdims=True) + smooth
-    _t3 = jnp.sum(p, axis=-1, keepdims=True) + jnp.sum(target, axis=-1, keepdims=True)
-    _t1 = _t3 + smooth
+    _t3 = jnp.sum(target, axis=-1, keepdims=True)
+    _t1 = (jnp.sum(p, axis=-1, keepdims=True) + _t3) + smooth
     _t2 = 1 / _t1
     _t4 = _t2 * (_t0 / _t1)
     value = _fill(1 - _t0 * _t2, batch + (1,), dtype)[..., 0]

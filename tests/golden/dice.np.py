@@ -264,10 +264,9 @@ def _prepare(p, target):
 def _dice_value(p, target, smooth):
     """Per-sample loss."""
     batch = p.shape[:-1]
-    _t2 = np.sum(p, axis=-1, keepdims=True) + np.sum(target, axis=-1, keepdims=True)
-    _t1 = _t2 + smooth
-    _t0 = (2 * np.sum(p * target, axis=-1, keepdims=True) + smooth) / _t1
-    return _fill(1 - _t0, batch + (1,))[..., 0]
+    _t0 = np.sum(p, axis=-1, keepdims=True) + np.sum(target, axis=-1, keepdims=True)
+    _t1 = (2 * np.sum(p * target, axis=-1, keepdims=True) + smooth) / (_t0 + smooth)
+    return _fill(1 - _t1, batch + (1,))[..., 0]
 
 
 def _dice_value_and_grads(p, target, smooth, *, scale=None):

@@ -330,10 +330,10 @@ def _prepare(p, target):
 def _dice_value(p, target, smooth):
     """Per-sample loss."""
     dtype, device, batch = p.dtype, p.device, p.shape[:-1]
-    _t2 = torch.sum(p, dim=-1, keepdim=True) + torch.sum(target, dim=-1, keepdim=True)
-    _t1 = _t2 + smooth
-    _t0 = (2 * torch.sum(p * target, dim=-1, keepdim=True) + smooth) / _t1
-    return _fill(1 - _t0, batch + (1,), dtype, device)[..., 0]
+    _t0 = 2 * torch.sum(p * target, dim=-1, keepdim=True) + smooth
+    _t1 = torch.sum(target, dim=-1, keepdim=True)
+    _t2 = _t0 / ((torch.sum(p, dim=-1, keepdim=True) + _t1) + smooth)
+    return _fill(1 - _t2, batch + (1,), dtype, device)[..., 0]
 
 
 def _dice_value_and_grads(p, target, smooth, *, scale=None):
@@ -345,8 +345,8 @@ def _dice_value_and_grads(p, target, smooth, *, scale=None):
     if isinstance(scale, torch.Tensor) and scale.ndim:
         scale = scale[..., None]  # one per sample: along the axis too
     _t0 = 2 * torch.sum(p * target, dim=-1, keepdim=True) + smooth
-    _t3 = torch.sum(p, dim=-1, keepdim=True) + torch.sum(target, dim=-1, keepdim=True)
-    _t1 = _t3 + smooth
+    _t3 = torch.sum(target, dim=-1, keepdim=True)
+    _t1 = (torch.sum(p, dim=-1, keepdim=True) + _t3) + smooth
     _t2 = 1 / _t1
     _t4 = _t2 * (_t0 / _t1)
     value = _fill(1 - _t0 * _t2, batch + (1,), dtype, device)[..., 0]
@@ -357,10 +357,10 @@ def _dice_value_and_grads(p, target, smooth, *, scale=None):
 def _dice_targeted_value(p, target, smooth):
     """Per-sample loss."""
     dtype, device, batch = p.dtype, p.device, p.shape[:-1]
-    _t2 = torch.sum(p, dim=-1, keepdim=True) + torch.sum(target, dim=-1, keepdim=True)
-    _t1 = _t2 + smooth
-    _t0 = (2 * torch.sum(p * target, dim=-1, keepdim=True) + smooth) / _t1
-    return _fill(1 - _t0, batch + (1,), dtype, device)[..., 0]
+    _t0 = 2 * torch.sum(p * target, dim=-1, keepdim=True) + smooth
+    _t1 = torch.sum(target, dim=-1, keepdim=True)
+    _t2 = _t0 / ((torch.sum(p, dim=-1, keepdim=True) + _t1) + smooth)
+    return _fill(1 - _t2, batch + (1,), dtype, device)[..., 0]
 
 
 def _dice_targeted_value_and_grads(p, target, smooth, *, scale=None):
@@ -372,8 +372,8 @@ def _dice_targeted_value_and_grads(p, target, smooth, *, scale=None):
     if isinstance(scale, torch.Tensor) and scale.ndim:
         scale = scale[..., None]  # one per sample: along the axis too
     _t0 = 2 * torch.sum(p * target, dim=-1, keepdim=True) + smooth
-    _t5 = torch.sum(p, dim=-1, keepdim=True) + torch.sum(target, dim=-1, keepdim=True)
-    _t1 = _t5 + smooth
+    _t5 = torch.sum(target, dim=-1, keepdim=True)
+    _t1 = (torch.sum(p, dim=-1, keepdim=True) + _t5) + smooth
     _t2 = 1 / _t1
     _t3 = 2 * _t2
     _t4 = -_t2 * (_t0 / _t1)

@@ -436,12 +436,11 @@ def _clip_value(image, text, target):
     """Per-sample loss."""
     dtype = image.dtype
     batch = image.shape[:-1]
-    _t2 = target * (jax.nn.logsumexp(image, axis=-1, keepdims=True) - image)
-    _t1 = jnp.sum(_t2, axis=-1, keepdims=True)
-    _t4 = target * (jax.nn.logsumexp(text, axis=-1, keepdims=True) - text)
-    _t3 = jnp.sum(_t4, axis=-1, keepdims=True)
-    _t0 = _t1 + _t3
-    return _fill((1 / 2) * _t0, batch + (1,), dtype)[..., 0]
+    _t0 = target * (jax.nn.logsumexp(image, axis=-1, keepdims=True) - image)
+    _t1 = target * (jax.nn.logsumexp(text, axis=-1, keepdims=True) - text)
+    _t2 = jnp.sum(_t0, axis=-1, keepdims=True)
+    _t3 = _t2 + jnp.sum(_t1, axis=-1, keepdims=True)
+    return _fill((1 / 2) * _t3, batch + (1,), dtype)[..., 0]
 
 
 def _clip_value_and_grads(image, text, target, *, scale=None):
@@ -455,17 +454,16 @@ def _clip_value_and_grads(image, text, target, *, scale=None):
     if scale is not None and jnp.ndim(scale):
         scale = scale[..., None]
     _t0 = jnp.sum((1 / 2) * target, axis=-1, keepdims=True)
-    _t3 = target * (jax.nn.logsumexp(image, axis=-1, keepdims=True) - image)
-    _t2 = jnp.sum(_t3, axis=-1, keepdims=True)
-    _t5 = target * (jax.nn.logsumexp(text, axis=-1, keepdims=True) - text)
-    _t4 = jnp.sum(_t5, axis=-1, keepdims=True)
-    _t1 = _t2 + _t4
-    _t6 = 2 * _t0 * _softmax(image)
-    _t7 = 2 * _t0 * _softmax(text)
-    value = _fill((1 / 2) * _t1, batch + (1,), dtype)[..., 0]
+    _t1 = target * (jax.nn.logsumexp(image, axis=-1, keepdims=True) - image)
+    _t2 = target * (jax.nn.logsumexp(text, axis=-1, keepdims=True) - text)
+    _t3 = jnp.sum(_t1, axis=-1, keepdims=True)
+    _t4 = _t3 + jnp.sum(_t2, axis=-1, keepdims=True)
+    _t5 = 2 * _t0 * _softmax(image)
+    _t6 = 2 * _t0 * _softmax(text)
+    value = _fill((1 / 2) * _t4, batch + (1,), dtype)[..., 0]
     grads = (
-        _fill(_times(1 / 2, _t6 - target, scale), image.shape, dtype),
-        _fill(_times(1 / 2, _t7 - target, scale), text.shape, dtype),
+        _fill(_times(1 / 2, _t5 - target, scale), image.shape, dtype),
+        _fill(_times(1 / 2, _t6 - target, scale), text.shape, dtype),
     )
     return value, grads
 

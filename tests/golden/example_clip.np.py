@@ -371,9 +371,9 @@ def _prepare(image, text, target):
 def _clip_value(image, text, target):
     """Per-sample loss."""
     batch = image.shape[:-1]
-    _t1 = np.sum(target * (_logsumexp(image) - image), axis=-1, keepdims=True)
-    _t0 = _t1 + np.sum(target * (_logsumexp(text) - text), axis=-1, keepdims=True)
-    return _fill((1 / 2) * _t0, batch + (1,))[..., 0]
+    _t0 = np.sum(target * (_logsumexp(image) - image), axis=-1, keepdims=True)
+    _t1 = _t0 + np.sum(target * (_logsumexp(text) - text), axis=-1, keepdims=True)
+    return _fill((1 / 2) * _t1, batch + (1,))[..., 0]
 
 
 def _clip_value_and_grads(image, text, target, *, scale=None):
@@ -386,11 +386,11 @@ def _clip_value_and_grads(image, text, target, *, scale=None):
     if scale is not None and np.ndim(scale):
         scale = scale[..., None]
     _t0 = np.sum((1 / 2) * target, axis=-1, keepdims=True)
-    _t2 = np.sum(target * (_logsumexp(image) - image), axis=-1, keepdims=True)
-    _t1 = _t2 + np.sum(target * (_logsumexp(text) - text), axis=-1, keepdims=True)
+    _t1 = np.sum(target * (_logsumexp(image) - image), axis=-1, keepdims=True)
+    _t2 = _t1 + np.sum(target * (_logsumexp(text) - text), axis=-1, keepdims=True)
     _t3 = 2 * _t0 * _softmax(image)
     _t4 = 2 * _t0 * _softmax(text)
-    value = _fill((1 / 2) * _t1, batch + (1,))[..., 0]
+    value = _fill((1 / 2) * _t2, batch + (1,))[..., 0]
     grads = (
         _fill(_times(1 / 2, _t3 - target, scale), image.shape),
         _fill(_times(1 / 2, _t4 - target, scale), text.shape),

@@ -416,12 +416,11 @@ def _prepare(image, text, target):
 def _clip_value(image, text, target):
     """Per-sample loss."""
     dtype, device, batch = image.dtype, image.device, image.shape[:-1]
-    _t2 = target * (torch.logsumexp(image, dim=-1, keepdim=True) - image)
-    _t1 = torch.sum(_t2, dim=-1, keepdim=True)
-    _t4 = target * (torch.logsumexp(text, dim=-1, keepdim=True) - text)
-    _t3 = torch.sum(_t4, dim=-1, keepdim=True)
-    _t0 = _t1 + _t3
-    return _fill((1 / 2) * _t0, batch + (1,), dtype, device)[..., 0]
+    _t0 = target * (torch.logsumexp(image, dim=-1, keepdim=True) - image)
+    _t1 = target * (torch.logsumexp(text, dim=-1, keepdim=True) - text)
+    _t2 = torch.sum(_t0, dim=-1, keepdim=True)
+    _t3 = _t2 + torch.sum(_t1, dim=-1, keepdim=True)
+    return _fill((1 / 2) * _t3, batch + (1,), dtype, device)[..., 0]
 
 
 def _clip_value_and_grads(image, text, target, *, scale=None):
@@ -433,17 +432,16 @@ def _clip_value_and_grads(image, text, target, *, scale=None):
     if isinstance(scale, torch.Tensor) and scale.ndim:
         scale = scale[..., None]  # one per sample: along the axis too
     _t0 = torch.sum((1 / 2) * target, dim=-1, keepdim=True)
-    _t3 = target * (torch.logsumexp(image, dim=-1, keepdim=True) - image)
-    _t2 = torch.sum(_t3, dim=-1, keepdim=True)
-    _t5 = target * (torch.logsumexp(text, dim=-1, keepdim=True) - text)
-    _t4 = torch.sum(_t5, dim=-1, keepdim=True)
-    _t1 = _t2 + _t4
-    _t6 = 2 * _t0 * torch.softmax(image, dim=-1)
-    _t7 = 2 * _t0 * torch.softmax(text, dim=-1)
-    value = _fill((1 / 2) * _t1, batch + (1,), dtype, device)[..., 0]
+    _t1 = target * (torch.logsumexp(image, dim=-1, keepdim=True) - image)
+    _t2 = target * (torch.logsumexp(text, dim=-1, keepdim=True) - text)
+    _t3 = torch.sum(_t1, dim=-1, keepdim=True)
+    _t4 = _t3 + torch.sum(_t2, dim=-1, keepdim=True)
+    _t5 = 2 * _t0 * torch.softmax(image, dim=-1)
+    _t6 = 2 * _t0 * torch.softmax(text, dim=-1)
+    value = _fill((1 / 2) * _t4, batch + (1,), dtype, device)[..., 0]
     grads = (
-        _fill(_times(1 / 2, _t6 - target, scale), image.shape, dtype, device),
-        _fill(_times(1 / 2, _t7 - target, scale), text.shape, dtype, device),
+        _fill(_times(1 / 2, _t5 - target, scale), image.shape, dtype, device),
+        _fill(_times(1 / 2, _t6 - target, scale), text.shape, dtype, device),
     )
     return value, grads
 
@@ -451,9 +449,9 @@ def _clip_value_and_grads(image, text, target, *, scale=None):
 def _clip_indexed_value(image, text, target):
     """Per-sample loss."""
     dtype, device, batch = image.dtype, image.device, image.shape[:-1]
-    _t1 = -_pick(torch.log_softmax(image, dim=-1), target)
-    _t0 = _t1 - _pick(torch.log_softmax(text, dim=-1), target)
-    return _fill((1 / 2) * _t0, batch + (1,), dtype, device)[..., 0]
+    _t0 = -_pick(torch.log_softmax(image, dim=-1), target)
+    _t1 = _t0 - _pick(torch.log_softmax(text, dim=-1), target)
+    return _fill((1 / 2) * _t1, batch + (1,), dtype, device)[..., 0]
 
 
 def _clip_indexed_value_and_grads(image, text, target, *, scale=None):
@@ -492,12 +490,11 @@ def _clip_indexed_value_and_grads(image, text, target, *, scale=None):
 def _clip_targeted_value(image, text, target):
     """Per-sample loss."""
     dtype, device, batch = image.dtype, image.device, image.shape[:-1]
-    _t2 = -target * (image - torch.logsumexp(image, dim=-1, keepdim=True))
-    _t1 = torch.sum(_t2, dim=-1, keepdim=True)
-    _t4 = -target * (text - torch.logsumexp(text, dim=-1, keepdim=True))
-    _t3 = torch.sum(_t4, dim=-1, keepdim=True)
-    _t0 = _t1 + _t3
-    return _fill((1 / 2) * _t0, batch + (1,), dtype, device)[..., 0]
+    _t0 = -target * (image - torch.logsumexp(image, dim=-1, keepdim=True))
+    _t1 = -target * (text - torch.logsumexp(text, dim=-1, keepdim=True))
+    _t2 = torch.sum(_t0, dim=-1, keepdim=True)
+    _t3 = _t2 + torch.sum(_t1, dim=-1, keepdim=True)
+    return _fill((1 / 2) * _t3, batch + (1,), dtype, device)[..., 0]
 
 
 def _clip_targeted_value_and_grads(image, text, target, *, scale=None):
@@ -511,11 +508,11 @@ def _clip_targeted_value_and_grads(image, text, target, *, scale=None):
     _t0 = image - torch.logsumexp(image, dim=-1, keepdim=True)
     _t1 = text - torch.logsumexp(text, dim=-1, keepdim=True)
     _t2 = torch.sum((1 / 2) * target, dim=-1, keepdim=True)
-    _t4 = torch.sum(-_t0 * target, dim=-1, keepdim=True)
-    _t3 = _t4 + torch.sum(-_t1 * target, dim=-1, keepdim=True)
+    _t3 = torch.sum(-_t0 * target, dim=-1, keepdim=True)
+    _t4 = _t3 + torch.sum(-_t1 * target, dim=-1, keepdim=True)
     _t5 = 2 * _t2 * torch.softmax(image, dim=-1)
     _t6 = 2 * _t2 * torch.softmax(text, dim=-1)
-    value = _fill((1 / 2) * _t3, batch + (1,), dtype, device)[..., 0]
+    value = _fill((1 / 2) * _t4, batch + (1,), dtype, device)[..., 0]
     grads = (
         _fill(_times(1 / 2, _t5 - target, scale), image.shape, dtype, device),
         _fill(_times(1 / 2, _t6 - target, scale), text.shape, dtype, device),
@@ -528,9 +525,9 @@ def _clip_targeted_value_and_grads(image, text, target, *, scale=None):
 def _clip_targeted_indexed_value(image, text, target):
     """Per-sample loss."""
     dtype, device, batch = image.dtype, image.device, image.shape[:-1]
-    _t1 = -_pick(torch.log_softmax(image, dim=-1), target)
-    _t0 = _t1 - _pick(torch.log_softmax(text, dim=-1), target)
-    return _fill((1 / 2) * _t0, batch + (1,), dtype, device)[..., 0]
+    _t0 = -_pick(torch.log_softmax(image, dim=-1), target)
+    _t1 = _t0 - _pick(torch.log_softmax(text, dim=-1), target)
+    return _fill((1 / 2) * _t1, batch + (1,), dtype, device)[..., 0]
 
 
 def _clip_targeted_indexed_value_and_grads(image, text, target, *, scale=None):

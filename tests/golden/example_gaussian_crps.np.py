@@ -281,10 +281,9 @@ def _gaussian_crps_value(mu, y, sigma):
     """Per-sample loss."""
     batch = mu.shape
     _t0 = (y - mu) / sigma
-    _t3 = _t0 * scipy.special.erf(0.7071067811865476 * _t0)
-    _t2 = _t3 + 0.7978845608028654 * np.exp(-1 / 2 * _t0**2)
-    _t1 = _t2 - 0.5641895835477563
-    return _fill(sigma * _t1, batch)
+    _t1 = _t0 * scipy.special.erf(0.7071067811865476 * _t0)
+    _t2 = (_t1 + 0.7978845608028654 * np.exp(-1 / 2 * _t0**2)) - 0.5641895835477563
+    return _fill(sigma * _t2, batch)
 
 
 def _gaussian_crps_value_and_grads(mu, y, sigma, *, scale=None):

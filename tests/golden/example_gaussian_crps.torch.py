@@ -356,10 +356,9 @@ def _gaussian_crps_value(mu, y, sigma):
     """Per-sample loss."""
     dtype, device, batch = mu.dtype, mu.device, mu.shape
     _t0 = (y - mu) / sigma
-    _t3 = 0.7978845608028654 * torch.exp(-1 / 2 * _t0**2)
-    _t2 = _t0 * torch.erf(0.7071067811865476 * _t0) + _t3
-    _t1 = _t2 - 0.5641895835477563
-    return _fill(sigma * _t1, batch, dtype, device)
+    _t1 = 0.7978845608028654 * torch.exp(-1 / 2 * _t0**2)
+    _t2 = (_t0 * torch.erf(0.7071067811865476 * _t0) + _t1) - 0.5641895835477563
+    return _fill(sigma * _t2, batch, dtype, device)
 
 
 def _gaussian_crps_value_and_grads(mu, y, sigma, *, scale=None):
@@ -385,10 +384,9 @@ def _gaussian_crps_targeted_value(mu, y, sigma):
     """Per-sample loss."""
     dtype, device, batch = mu.dtype, mu.device, mu.shape
     _t0 = (y - mu) / sigma
-    _t3 = 0.7978845608028654 * torch.exp(-1 / 2 * _t0**2)
-    _t2 = _t0 * torch.erf(0.7071067811865476 * _t0) + _t3
-    _t1 = _t2 - 0.5641895835477563
-    return _fill(sigma * _t1, batch, dtype, device)
+    _t1 = 0.7978845608028654 * torch.exp(-1 / 2 * _t0**2)
+    _t2 = (_t0 * torch.erf(0.7071067811865476 * _t0) + _t1) - 0.5641895835477563
+    return _fill(sigma * _t2, batch, dtype, device)
 
 
 def _gaussian_crps_targeted_value_and_grads(mu, y, sigma, *, scale=None):

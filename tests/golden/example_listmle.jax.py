@@ -385,8 +385,8 @@ def _listmle_value(s, y):
     """Per-sample loss."""
     dtype = s.dtype
     batch = s.shape[:-1]
-    _t0 = jnp.logaddexp.accumulate(jnp.flip(_sort_by(s, y, True), axis=-1), axis=-1) - s
-    return _fill(jnp.sum(_t0, axis=-1, keepdims=True), batch + (1,), dtype)[..., 0]
+    _t0 = jnp.logaddexp.accumulate(jnp.flip(_sort_by(s, y, True), axis=-1), axis=-1)
+    return _fill(jnp.sum(_t0 - s, axis=-1, keepdims=True), batch + (1,), dtype)[..., 0]
 
 
 def _listmle_value_and_grads(s, y, *, scale=None):
@@ -401,10 +401,9 @@ def _listmle_value_and_grads(s, y, *, scale=None):
         scale = scale[..., None]
     _t0 = jnp.flip(_sort_by(s, y, True), axis=-1)
     _t1 = jnp.logaddexp.accumulate(_t0, axis=-1)
-    _t3 = jnp.flip(_logcumsumexp_grad(jnp.ones_like(s), _t0, _t1), axis=-1)
-    _t2 = _unsort(_t3, y, True)
+    _t2 = jnp.flip(_logcumsumexp_grad(jnp.ones_like(s), _t0, _t1), axis=-1)
     value = _fill(jnp.sum(_t1 - s, axis=-1, keepdims=True), batch + (1,), dtype)[..., 0]
-    grads = (_fill(_times(1, _t2 - 1, scale), s.shape, dtype),)
+    grads = (_fill(_times(1, _unsort(_t2, y, True) - 1, scale), s.shape, dtype),)
     return value, grads
 
 

@@ -317,8 +317,8 @@ def _prepare(s, y):
 def _listmle_value(s, y):
     """Per-sample loss."""
     batch = s.shape[:-1]
-    _t0 = np.logaddexp.accumulate(np.flip(_sort_by(s, y, True), axis=-1), axis=-1) - s
-    return _fill(np.sum(_t0, axis=-1, keepdims=True), batch + (1,))[..., 0]
+    _t0 = np.logaddexp.accumulate(np.flip(_sort_by(s, y, True), axis=-1), axis=-1)
+    return _fill(np.sum(_t0 - s, axis=-1, keepdims=True), batch + (1,))[..., 0]
 
 
 def _listmle_value_and_grads(s, y, *, scale=None):
@@ -332,10 +332,9 @@ def _listmle_value_and_grads(s, y, *, scale=None):
         scale = scale[..., None]
     _t0 = np.flip(_sort_by(s, y, True), axis=-1)
     _t1 = np.logaddexp.accumulate(_t0, axis=-1)
-    _t3 = np.flip(_logcumsumexp_grad(np.ones_like(s), _t0, _t1), axis=-1)
-    _t2 = _unsort(_t3, y, True)
+    _t2 = np.flip(_logcumsumexp_grad(np.ones_like(s), _t0, _t1), axis=-1)
     value = _fill(np.sum(_t1 - s, axis=-1, keepdims=True), batch + (1,))[..., 0]
-    grads = (_fill(_times(1, _t2 - 1, scale), s.shape),)
+    grads = (_fill(_times(1, _unsort(_t2, y, True) - 1, scale), s.shape),)
     return value, grads
 
 

@@ -412,15 +412,16 @@ def _listmle_value_and_grads(s, y, *, scale=None):
         scale = scale[..., None]  # one per sample: along the axis too
     _t0 = torch.flip(_sort_by(s, y, True), (-1,))
     _t1 = torch.logcumsumexp(_t0, dim=-1)
-    _t3 = torch.flip(_logcumsumexp_grad(torch.ones_like(s), _t0, _t1), (-1,))
-    _t2 = _unsort(_t3, y, True)
+    _t2 = torch.flip(_logcumsumexp_grad(torch.ones_like(s), _t0, _t1), (-1,))
     value = _fill(
         torch.sum(_t1 - s, dim=-1, keepdim=True),
         batch + (1,),
         dtype,
         device,
     )[..., 0]
-    grads = (_fill(_times(1, _t2 - 1, scale), s.shape, dtype, device),)
+    grads = (
+        _fill(_times(1, _unsort(_t2, y, True) - 1, scale), s.shape, dtype, device),
+    )
     return value, grads
 
 
@@ -444,8 +445,7 @@ def _listmle_targeted_value_and_grads(s, y, *, scale=None):
         scale = scale[..., None]  # one per sample: along the axis too
     _t0 = torch.flip(_sort_by(s, y, True), (-1,))
     _t1 = torch.logcumsumexp(_t0, dim=-1)
-    _t3 = torch.flip(_logcumsumexp_grad(torch.ones_like(s), _t0, _t1), (-1,))
-    _t2 = _unsort(_t3, y, True)
+    _t2 = torch.flip(_logcumsumexp_grad(torch.ones_like(s), _t0, _t1), (-1,))
     value = _fill(
         torch.sum(_t1 - s, dim=-1, keepdim=True),
         batch + (1,),
@@ -453,7 +453,7 @@ def _listmle_targeted_value_and_grads(s, y, *, scale=None):
         device,
     )[..., 0]
     grads = (
-        _fill(_times(1, _t2 - 1, scale), s.shape, dtype, device),
+        _fill(_times(1, _unsort(_t2, y, True) - 1, scale), s.shape, dtype, device),
         _fill(_times(0, 1, scale), y.shape, dtype, device),  # a target's
     )
     return value, grads

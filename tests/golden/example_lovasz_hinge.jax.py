@@ -375,9 +375,9 @@ def _lovasz_hinge_value(z, y):
     _t4 = jnp.cumsum(1 - _t3, axis=-1)
     _t5 = _t4 + jnp.sum(y, axis=-1, keepdims=True)
     _t6 = _t4 + jnp.cumsum(_t3, axis=-1)
-    _t8 = _t6 / jnp.maximum(_t5, 1) - (_t6 - 1) / jnp.maximum((_t3 + _t5) - 1, 1)
-    _t7 = _t8 * jnp.maximum(jnp.flip(jnp.sort(_t1, axis=-1), axis=-1), 0)
-    return _fill(jnp.sum(_t7, axis=-1, keepdims=True), batch + (1,), dtype)[..., 0]
+    _t7 = _t6 / jnp.maximum(_t5, 1) - (_t6 - 1) / jnp.maximum((_t3 + _t5) - 1, 1)
+    _t8 = _t7 * jnp.maximum(jnp.flip(jnp.sort(_t1, axis=-1), axis=-1), 0)
+    return _fill(jnp.sum(_t8, axis=-1, keepdims=True), batch + (1,), dtype)[..., 0]
 
 
 def _lovasz_hinge_value_and_grads(z, y, *, scale=None):

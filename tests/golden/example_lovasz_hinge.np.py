@@ -309,9 +309,9 @@ def _lovasz_hinge_value(z, y):
     _t4 = np.cumsum(1 - _t3, axis=-1)
     _t5 = _t4 + np.sum(y, axis=-1, keepdims=True)
     _t6 = _t4 + np.cumsum(_t3, axis=-1)
-    _t8 = _t6 / np.maximum(_t5, 1) - (_t6 - 1) / np.maximum((_t3 + _t5) - 1, 1)
-    _t7 = _t8 * np.maximum(np.flip(np.sort(_t1, axis=-1), axis=-1), 0)
-    return _fill(np.sum(_t7, axis=-1, keepdims=True), batch + (1,))[..., 0]
+    _t7 = _t6 / np.maximum(_t5, 1) - (_t6 - 1) / np.maximum((_t3 + _t5) - 1, 1)
+    _t8 = _t7 * np.maximum(np.flip(np.sort(_t1, axis=-1), axis=-1), 0)
+    return _fill(np.sum(_t8, axis=-1, keepdims=True), batch + (1,))[..., 0]
 
 
 def _lovasz_hinge_value_and_grads(z, y, *, scale=None):

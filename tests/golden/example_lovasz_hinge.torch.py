@@ -383,10 +383,10 @@ def _lovasz_hinge_value(z, y):
     _t4 = torch.cumsum(1 - _t3, dim=-1)
     _t5 = _t4 + torch.sum(y, dim=-1, keepdim=True)
     _t6 = _t4 + torch.cumsum(_t3, dim=-1)
-    _t9 = (_t6 - 1) / torch.clamp((_t3 + _t5) - 1, min=1)
-    _t8 = _t6 / torch.clamp(_t5, min=1) - _t9
-    _t7 = _t8 * torch.clamp(torch.sort(_t1, dim=-1, descending=True).values, min=0)
-    return _fill(torch.sum(_t7, dim=-1, keepdim=True), batch + (1,), dtype, device)[
+    _t7 = torch.clamp(torch.sort(_t1, dim=-1, descending=True).values, min=0)
+    _t8 = (_t6 - 1) / torch.clamp((_t3 + _t5) - 1, min=1)
+    _t9 = (_t6 / torch.clamp(_t5, min=1) - _t8) * _t7
+    return _fill(torch.sum(_t9, dim=-1, keepdim=True), batch + (1,), dtype, device)[
         ...,
         0,
     ]

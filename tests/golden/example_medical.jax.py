@@ -379,9 +379,9 @@ def _bce_value(p, target, weight, eps):
     weight = jnp.asarray(1.0 if weight is None else weight, dtype)
     _broadcasts("weight", weight.shape, batch)
     _t0 = 1 - eps
-    _t2 = (1 - target) * jnp.log(jnp.clip(1 - p, eps, _t0))
-    _t1 = target * jnp.log(jnp.clip(p, eps, _t0)) + _t2
-    return _fill(-weight * _t1, batch, dtype)
+    _t1 = (1 - target) * jnp.log(jnp.clip(1 - p, eps, _t0))
+    _t2 = target * jnp.log(jnp.clip(p, eps, _t0)) + _t1
+    return _fill(-weight * _t2, batch, dtype)
 
 
 def _bce_value_and_grads(p, target, weight, eps, *, scale=None):
@@ -399,10 +399,10 @@ def _bce_value_and_grads(p, target, weight, eps, *, scale=None):
     _t3 = 1 - p
     _t4 = jnp.clip(_t3, eps, _t0)
     _t5 = _t2 * jnp.log(_t4) + target * jnp.log(_t1)
-    _t7 = target * jnp.where(_t1 == p, 1, 0) / _t1
-    _t6 = _t7 - _t2 * jnp.where(_t4 == _t3, 1, 0) / _t4
+    _t6 = target * jnp.where(_t1 == p, 1, 0) / _t1
+    _t7 = _t6 - _t2 * jnp.where(_t4 == _t3, 1, 0) / _t4
     value = _fill(-weight * _t5, batch, dtype)
-    grads = (_fill(_times(-1, weight * _t6, scale), p.shape, dtype),)
+    grads = (_fill(_times(-1, weight * _t7, scale), p.shape, dtype),)
     return value, grads
 
 

@@ -315,9 +315,9 @@ def _bce_value(p, target, weight, eps):
     weight = np.asarray(1.0 if weight is None else weight, dtype=np.float64)
     _broadcasts("weight", weight.shape, batch)
     _t0 = 1 - eps
-    _t2 = (1 - target) * np.log(np.clip(1 - p, eps, _t0))
-    _t1 = target * np.log(np.clip(p, eps, _t0)) + _t2
-    return _fill(-weight * _t1, batch)
+    _t1 = (1 - target) * np.log(np.clip(1 - p, eps, _t0))
+    _t2 = target * np.log(np.clip(p, eps, _t0)) + _t1
+    return _fill(-weight * _t2, batch)
 
 
 def _bce_value_and_grads(p, target, weight, eps, *, scale=None):
@@ -334,10 +334,10 @@ def _bce_value_and_grads(p, target, weight, eps, *, scale=None):
     _t3 = 1 - p
     _t4 = np.clip(_t3, eps, _t0)
     _t5 = _t2 * np.log(_t4) + target * np.log(_t1)
-    _t7 = target * np.where(_t1 == p, 1, 0) / _t1
-    _t6 = _t7 - _t2 * np.where(_t4 == _t3, 1, 0) / _t4
+    _t6 = target * np.where(_t1 == p, 1, 0) / _t1
+    _t7 = _t6 - _t2 * np.where(_t4 == _t3, 1, 0) / _t4
     value = _fill(-weight * _t5, batch)
-    grads = (_fill(_times(-1, weight * _t6, scale), p.shape),)
+    grads = (_fill(_times(-1, weight * _t7, scale), p.shape),)
     return value, grads
 
 

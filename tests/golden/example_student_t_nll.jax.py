@@ -350,11 +350,11 @@ def _student_t_nll_value(mu, y, sigma, nu):
     dtype = mu.dtype
     batch = mu.shape
     _t1 = nu + 1
-    _t5 = _t1 * jnp.log1p(((y - mu) / sigma) ** 2 / nu) + 2 * jnp.log(sigma)
-    _t4 = _t5 + jnp.log(3.141592653589793 * nu)
-    _t3 = _t4 + 2 * jax.scipy.special.gammaln((1 / 2) * nu)
-    _t2 = _t3 - 2 * jax.scipy.special.gammaln((1 / 2) * _t1)
-    return _fill((1 / 2) * _t2, batch, dtype)
+    _t2 = _t1 * jnp.log1p(((y - mu) / sigma) ** 2 / nu) + 2 * jnp.log(sigma)
+    _t3 = 2 * jax.scipy.special.gammaln((1 / 2) * _t1)
+    _t4 = 2 * jax.scipy.special.gammaln((1 / 2) * nu)
+    _t5 = _t2 + jnp.log(3.141592653589793 * nu) + _t4 - _t3
+    return _fill((1 / 2) * _t5, batch, dtype)
 
 
 def _student_t_nll_value_and_grads(mu, y, sigma, nu, *, scale=None):
@@ -375,12 +375,12 @@ def _student_t_nll_value_and_grads(mu, y, sigma, nu, *, scale=None):
     _t8 = 1 / sigma
     _t9 = _t1 / (_t5 + 1)
     _t10 = _t8 * _t9
-    _t13 = _t1 * _t6 + 2 * jnp.log(sigma) + jnp.log(3.141592653589793 * nu)
-    _t12 = _t13 + 2 * jax.scipy.special.gammaln(_t0)
-    _t11 = _t12 - 2 * jax.scipy.special.gammaln(_t2)
+    _t11 = _t1 * _t6 + 2 * jnp.log(sigma) + jnp.log(3.141592653589793 * nu)
+    _t12 = _t11 + 2 * jax.scipy.special.gammaln(_t0)
+    _t13 = _t12 - 2 * jax.scipy.special.gammaln(_t2)
     _t14 = _t3 + _t6 - _t7**2 * _t9 + jax.scipy.special.digamma(_t0)
     _t15 = jax.scipy.special.digamma(_t2)
-    value = _fill((1 / 2) * _t11, batch, dtype)
+    value = _fill((1 / 2) * _t13, batch, dtype)
     grads = (
         _fill(_times(-1, _t10 * _t7, scale), mu.shape, dtype),
         _fill(_times(1, _t8 - _t10 * _t5, scale), sigma.shape, dtype),

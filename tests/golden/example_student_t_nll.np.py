@@ -287,11 +287,11 @@ def _student_t_nll_value(mu, y, sigma, nu):
     """Per-sample loss."""
     batch = mu.shape
     _t1 = nu + 1
-    _t5 = _t1 * np.log1p(((y - mu) / sigma) ** 2 / nu) + 2 * np.log(sigma)
-    _t4 = _t5 + np.log(3.141592653589793 * nu)
-    _t3 = _t4 + 2 * scipy.special.gammaln((1 / 2) * nu)
-    _t2 = _t3 - 2 * scipy.special.gammaln((1 / 2) * _t1)
-    return _fill((1 / 2) * _t2, batch)
+    _t2 = _t1 * np.log1p(((y - mu) / sigma) ** 2 / nu) + 2 * np.log(sigma)
+    _t3 = 2 * scipy.special.gammaln((1 / 2) * _t1)
+    _t4 = 2 * scipy.special.gammaln((1 / 2) * nu)
+    _t5 = _t2 + np.log(3.141592653589793 * nu) + _t4 - _t3
+    return _fill((1 / 2) * _t5, batch)
 
 
 def _student_t_nll_value_and_grads(mu, y, sigma, nu, *, scale=None):
@@ -311,16 +311,15 @@ def _student_t_nll_value_and_grads(mu, y, sigma, nu, *, scale=None):
     _t8 = 1 / sigma
     _t9 = _t1 / (_t5 + 1)
     _t10 = _t8 * _t9
-    _t13 = _t1 * _t6 + 2 * np.log(sigma) + np.log(3.141592653589793 * nu)
-    _t12 = _t13 + 2 * scipy.special.gammaln(_t0)
-    _t11 = _t12 - 2 * scipy.special.gammaln(_t2)
-    _t14 = _t3 + _t6 - _t7**2 * _t9 + scipy.special.psi(_t0)
-    _t15 = scipy.special.psi(_t2)
-    value = _fill((1 / 2) * _t11, batch)
+    _t11 = _t1 * _t6 + 2 * np.log(sigma) + np.log(3.141592653589793 * nu)
+    _t12 = _t11 + 2 * scipy.special.gammaln(_t0) - 2 * scipy.special.gammaln(_t2)
+    _t13 = _t3 + _t6 - _t7**2 * _t9 + scipy.special.psi(_t0)
+    _t14 = scipy.special.psi(_t2)
+    value = _fill((1 / 2) * _t12, batch)
     grads = (
         _fill(_times(-1, _t10 * _t7, scale), mu.shape),
         _fill(_times(1, _t8 - _t10 * _t5, scale), sigma.shape),
-        _fill(_times(1 / 2, _t14 - _t15, scale), nu.shape),
+        _fill(_times(1 / 2, _t13 - _t14, scale), nu.shape),
     )
     return value, grads
 

@@ -365,11 +365,11 @@ def _student_t_nll_value(mu, y, sigma, nu):
     """Per-sample loss."""
     dtype, device, batch = mu.dtype, mu.device, mu.shape
     _t1 = nu + 1
-    _t5 = _t1 * torch.log1p(((y - mu) / sigma) ** 2 / nu) + 2 * torch.log(sigma)
-    _t4 = _t5 + torch.log(3.141592653589793 * nu)
-    _t3 = _t4 + 2 * torch.lgamma((1 / 2) * nu)
-    _t2 = _t3 - 2 * torch.lgamma((1 / 2) * _t1)
-    return _fill((1 / 2) * _t2, batch, dtype, device)
+    _t2 = _t1 * torch.log1p(((y - mu) / sigma) ** 2 / nu) + 2 * torch.log(sigma)
+    _t3 = _t2 + torch.log(3.141592653589793 * nu) + 2 * torch.lgamma((1 / 2) * nu)
+    return _fill(
+        (1 / 2) * (_t3 - 2 * torch.lgamma((1 / 2) * _t1)), batch, dtype, device
+    )
 
 
 def _student_t_nll_value_and_grads(mu, y, sigma, nu, *, scale=None):
@@ -389,15 +389,14 @@ def _student_t_nll_value_and_grads(mu, y, sigma, nu, *, scale=None):
     _t8 = 1 / sigma
     _t9 = _t1 / (_t5 + 1)
     _t10 = _t8 * _t9
-    _t13 = _t1 * _t6 + 2 * torch.log(sigma) + torch.log(3.141592653589793 * nu)
-    _t12 = _t13 + 2 * torch.lgamma(_t0)
-    _t11 = _t12 - 2 * torch.lgamma(_t2)
-    _t14 = _t3 + _t6 - _t7**2 * _t9 + torch.digamma(_t0)
-    value = _fill((1 / 2) * _t11, batch, dtype, device)
+    _t11 = _t1 * _t6 + 2 * torch.log(sigma) + torch.log(3.141592653589793 * nu)
+    _t12 = _t11 + 2 * torch.lgamma(_t0) - 2 * torch.lgamma(_t2)
+    _t13 = _t3 + _t6 - _t7**2 * _t9 + torch.digamma(_t0)
+    value = _fill((1 / 2) * _t12, batch, dtype, device)
     grads = (
         _fill(_times(-1, _t10 * _t7, scale), mu.shape, dtype, device),
         _fill(_times(1, _t8 - _t10 * _t5, scale), sigma.shape, dtype, device),
-        _fill(_times(1 / 2, _t14 - torch.digamma(_t2), scale), nu.shape, dtype, device),
+        _fill(_times(1 / 2, _t13 - torch.digamma(_t2), scale), nu.shape, dtype, device),
     )
     return value, grads
 
@@ -406,11 +405,11 @@ def _student_t_nll_targeted_value(mu, y, sigma, nu):
     """Per-sample loss."""
     dtype, device, batch = mu.dtype, mu.device, mu.shape
     _t1 = nu + 1
-    _t5 = _t1 * torch.log1p(((y - mu) / sigma) ** 2 / nu) + 2 * torch.log(sigma)
-    _t4 = _t5 + torch.log(3.141592653589793 * nu)
-    _t3 = _t4 + 2 * torch.lgamma((1 / 2) * nu)
-    _t2 = _t3 - 2 * torch.lgamma((1 / 2) * _t1)
-    return _fill((1 / 2) * _t2, batch, dtype, device)
+    _t2 = _t1 * torch.log1p(((y - mu) / sigma) ** 2 / nu) + 2 * torch.log(sigma)
+    _t3 = _t2 + torch.log(3.141592653589793 * nu) + 2 * torch.lgamma((1 / 2) * nu)
+    return _fill(
+        (1 / 2) * (_t3 - 2 * torch.lgamma((1 / 2) * _t1)), batch, dtype, device
+    )
 
 
 def _student_t_nll_targeted_value_and_grads(mu, y, sigma, nu, *, scale=None):
@@ -431,15 +430,14 @@ def _student_t_nll_targeted_value_and_grads(mu, y, sigma, nu, *, scale=None):
     _t9 = _t1 / (_t5 + 1)
     _t10 = _t8 * _t9
     _t11 = _t10 * _t7
-    _t14 = _t1 * _t6 + 2 * torch.log(sigma) + torch.log(3.141592653589793 * nu)
-    _t13 = _t14 + 2 * torch.lgamma(_t0)
-    _t12 = _t13 - 2 * torch.lgamma(_t2)
-    _t15 = _t3 + _t6 - _t7**2 * _t9 + torch.digamma(_t0)
-    value = _fill((1 / 2) * _t12, batch, dtype, device)
+    _t12 = _t1 * _t6 + 2 * torch.log(sigma) + torch.log(3.141592653589793 * nu)
+    _t13 = _t12 + 2 * torch.lgamma(_t0) - 2 * torch.lgamma(_t2)
+    _t14 = _t3 + _t6 - _t7**2 * _t9 + torch.digamma(_t0)
+    value = _fill((1 / 2) * _t13, batch, dtype, device)
     grads = (
         _fill(_times(-1, _t11, scale), mu.shape, dtype, device),
         _fill(_times(1, _t8 - _t10 * _t5, scale), sigma.shape, dtype, device),
-        _fill(_times(1 / 2, _t15 - torch.digamma(_t2), scale), nu.shape, dtype, device),
+        _fill(_times(1 / 2, _t14 - torch.digamma(_t2), scale), nu.shape, dtype, device),
         _fill(_times(1, _t11, scale), y.shape, dtype, device),  # a target's
     )
     return value, grads

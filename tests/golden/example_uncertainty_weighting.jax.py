@@ -374,10 +374,9 @@ def _uncertainty_weighting_value(pred, target, score, sign, s_reg, s_cls):
     """Per-sample loss."""
     dtype = pred.dtype
     batch = pred.shape
-    _t2 = jnp.exp(-s_cls) * jax.nn.softplus(-score * sign)
-    _t1 = (pred - target) ** 2 * jnp.exp(-s_reg) + _t2
-    _t0 = _t1 + s_cls
-    return _fill(_t0 + s_reg, batch, dtype)
+    _t0 = jnp.exp(-s_cls) * jax.nn.softplus(-score * sign)
+    _t1 = ((pred - target) ** 2 * jnp.exp(-s_reg) + _t0) + s_cls
+    return _fill(_t1 + s_reg, batch, dtype)
 
 
 def _uncertainty_weighting_value_and_grads(

@@ -328,10 +328,9 @@ def _prepare(pred, target, score, sign):
 def _uncertainty_weighting_value(pred, target, score, sign, s_reg, s_cls):
     """Per-sample loss."""
     batch = pred.shape
-    _t2 = np.exp(-s_cls) * _softplus(-score * sign)
-    _t1 = (pred - target) ** 2 * np.exp(-s_reg) + _t2
-    _t0 = _t1 + s_cls
-    return _fill(_t0 + s_reg, batch)
+    _t0 = np.exp(-s_cls) * _softplus(-score * sign)
+    _t1 = ((pred - target) ** 2 * np.exp(-s_reg) + _t0) + s_cls
+    return _fill(_t1 + s_reg, batch)
 
 
 def _uncertainty_weighting_value_and_grads(

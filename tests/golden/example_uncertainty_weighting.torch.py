@@ -410,11 +410,10 @@ def _prepare(pred, target, score, sign):
 def _uncertainty_weighting_value(pred, target, score, sign, s_reg, s_cls):
     """Per-sample loss."""
     dtype, device, batch = pred.dtype, pred.device, pred.shape
-    _t3 = torch.nn.functional.softplus(-score * sign, beta=1.0, threshold=40.0)
-    _t2 = torch.exp(_constant(-s_cls, dtype, device)) * _t3
-    _t1 = (pred - target) ** 2 * torch.exp(_constant(-s_reg, dtype, device)) + _t2
-    _t0 = _t1 + s_cls
-    return _fill(_t0 + s_reg, batch, dtype, device)
+    _t0 = torch.nn.functional.softplus(-score * sign, beta=1.0, threshold=40.0)
+    _t1 = (pred - target) ** 2 * torch.exp(_constant(-s_reg, dtype, device))
+    _t2 = (_t1 + torch.exp(_constant(-s_cls, dtype, device)) * _t0) + s_cls
+    return _fill(_t2 + s_reg, batch, dtype, device)
 
 
 def _uncertainty_weighting_value_and_grads(
@@ -449,11 +448,10 @@ def _uncertainty_weighting_value_and_grads(
 def _uncertainty_weighting_targeted_value(pred, target, score, sign, s_reg, s_cls):
     """Per-sample loss."""
     dtype, device, batch = pred.dtype, pred.device, pred.shape
-    _t3 = torch.nn.functional.softplus(-score * sign, beta=1.0, threshold=40.0)
-    _t2 = torch.exp(_constant(-s_cls, dtype, device)) * _t3
-    _t1 = (pred - target) ** 2 * torch.exp(_constant(-s_reg, dtype, device)) + _t2
-    _t0 = _t1 + s_cls
-    return _fill(_t0 + s_reg, batch, dtype, device)
+    _t0 = torch.nn.functional.softplus(-score * sign, beta=1.0, threshold=40.0)
+    _t1 = (pred - target) ** 2 * torch.exp(_constant(-s_reg, dtype, device))
+    _t2 = (_t1 + torch.exp(_constant(-s_cls, dtype, device)) * _t0) + s_cls
+    return _fill(_t2 + s_reg, batch, dtype, device)
 
 
 def _uncertainty_weighting_targeted_value_and_grads(

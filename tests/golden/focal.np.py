@@ -295,9 +295,9 @@ def _focal_value(logits, target, alpha, gamma):
     _t0 = 1 - target
     _t3 = _sigmoid(logits)
     _t6 = _t0 * _t3 + target * (1 - _t3)
-    _t8 = _t6 * (_t0 * (1 - alpha) + alpha * target)
-    _t7 = _t8 * (_softplus(logits) - logits * target)
-    return _fill(_t7 * (_t6 ** (gamma - 1)), batch)
+    _t7 = _t6 * (_t0 * (1 - alpha) + alpha * target)
+    _t8 = _t7 * (_softplus(logits) - logits * target)
+    return _fill(_t8 * (_t6 ** (gamma - 1)), batch)
 
 
 def _focal_value_and_grads(logits, target, alpha, gamma, *, scale=None):

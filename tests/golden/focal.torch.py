@@ -343,10 +343,9 @@ def _focal_value(logits, target, alpha, gamma):
     _t0 = 1 - target
     _t3 = torch.sigmoid(logits)
     _t6 = _t0 * _t3 + target * (1 - _t3)
-    _t9 = torch.nn.functional.softplus(logits, beta=1.0, threshold=40.0)
-    _t8 = _t9 - logits * target
-    _t7 = _t6 * (_t0 * (1 - alpha) + alpha * target) * _t8
-    return _fill(_t7 * (_t6 ** (gamma - 1)), batch, dtype, device)
+    _t7 = torch.nn.functional.softplus(logits, beta=1.0, threshold=40.0)
+    _t8 = _t6 * (_t0 * (1 - alpha) + alpha * target) * (_t7 - logits * target)
+    return _fill(_t8 * (_t6 ** (gamma - 1)), batch, dtype, device)
 
 
 def _focal_value_and_grads(logits, target, alpha, gamma, *, scale=None):
@@ -357,19 +356,18 @@ def _focal_value_and_grads(logits, target, alpha, gamma, *, scale=None):
     dtype, device, batch = logits.dtype, logits.device, logits.shape
     _t0 = 1 - target
     _t1 = _t0 * (1 - alpha) + alpha * target
-    _t10 = torch.nn.functional.softplus(logits, beta=1.0, threshold=40.0)
-    _t9 = _t10 - logits * target
-    _t2 = _t1 * _t9
+    _t9 = torch.nn.functional.softplus(logits, beta=1.0, threshold=40.0)
+    _t2 = _t1 * (_t9 - logits * target)
     _t3 = torch.sigmoid(logits)
     _t4 = 1 - _t3
     _t5 = _t4 * target
     _t6 = _t0 * _t3 + _t5
     _t7 = _t6 ** (gamma - 1)
     _t8 = _t6 * _t7
-    _t11 = _t2 * _t7 * gamma * (_t0 * _t3 * _t4 - _t3 * _t5)
-    _t12 = _t1 * _t8 * (_t3 - target)
+    _t10 = _t2 * _t7 * gamma * (_t0 * _t3 * _t4 - _t3 * _t5)
+    _t11 = _t1 * _t8 * (_t3 - target)
     value = _fill(_t2 * _t8, batch, dtype, device)
-    grads = (_fill(_times(1, _t12 + _t11, scale), logits.shape, dtype, device),)
+    grads = (_fill(_times(1, _t11 + _t10, scale), logits.shape, dtype, device),)
     return value, grads
 
 
@@ -379,10 +377,9 @@ def _focal_targeted_value(logits, target, alpha, gamma):
     _t0 = 1 - target
     _t4 = torch.sigmoid(logits)
     _t7 = _t0 * _t4 + target * (1 - _t4)
-    _t10 = torch.nn.functional.softplus(logits, beta=1.0, threshold=40.0)
-    _t9 = _t10 - logits * target
-    _t8 = _t7 * (_t0 * (1 - alpha) + alpha * target) * _t9
-    return _fill(_t8 * (_t7 ** (gamma - 1)), batch, dtype, device)
+    _t8 = torch.nn.functional.softplus(logits, beta=1.0, threshold=40.0)
+    _t9 = _t7 * (_t0 * (1 - alpha) + alpha * target) * (_t8 - logits * target)
+    return _fill(_t9 * (_t7 ** (gamma - 1)), batch, dtype, device)
 
 
 def _focal_targeted_value_and_grads(logits, target, alpha, gamma, *, scale=None):

@@ -342,13 +342,13 @@ def _kl_div_value(logq, target, log_target):
     dtype = logq.dtype
     batch = logq.shape
     _t0 = log_target > 0
-    _t3 = _choose(_t0, lambda: 0, lambda: jnp.log(jnp.where(target == 0, 1.0, target)))
-    _t2 = _choose(_t0, lambda: 0, lambda: target * _t3)
-    _t1 = _choose(_t0, lambda: 0, lambda: jnp.where(target == 0, 0.0, _t2))
+    _t1 = _choose(_t0, lambda: 0, lambda: jnp.where(target == 0, 1.0, target))
+    _t3 = _choose(_t0, lambda: 0, lambda: target * jnp.log(_t1))
+    _t2 = _choose(_t0, lambda: 0, lambda: jnp.where(target == 0, 0.0, _t3))
     _t4 = _choose(_t0, lambda: jnp.exp(target), lambda: 0)
     _t5 = _choose(_t0, lambda: target - logq, lambda: 0)
     _t6 = _choose(_t0, lambda: 0, lambda: logq * target)
-    return _fill(_choose(_t0, lambda: _t5 * _t4, lambda: _t1 - _t6), batch, dtype)
+    return _fill(_choose(_t0, lambda: _t5 * _t4, lambda: _t2 - _t6), batch, dtype)
 
 
 def _kl_div_value_and_grads(logq, target, log_target, *, scale=None):
@@ -361,12 +361,12 @@ def _kl_div_value_and_grads(logq, target, log_target, *, scale=None):
     _t0 = log_target > 0
     _t1 = -target
     _t2 = _choose(_t0, lambda: jnp.exp(target), lambda: 0)
-    _t5 = _choose(_t0, lambda: 0, lambda: jnp.log(jnp.where(target == 0, 1.0, target)))
-    _t4 = _choose(_t0, lambda: 0, lambda: target * _t5)
-    _t3 = _choose(_t0, lambda: 0, lambda: jnp.where(target == 0, 0.0, _t4))
+    _t3 = _choose(_t0, lambda: 0, lambda: jnp.where(target == 0, 1.0, target))
+    _t5 = _choose(_t0, lambda: 0, lambda: target * jnp.log(_t3))
+    _t4 = _choose(_t0, lambda: 0, lambda: jnp.where(target == 0, 0.0, _t5))
     _t6 = _choose(_t0, lambda: 0, lambda: logq * target)
     _t7 = _choose(_t0, lambda: -_t1 - logq, lambda: 0)
-    value = _fill(_choose(_t0, lambda: _t2 * _t7, lambda: _t3 - _t6), batch, dtype)
+    value = _fill(_choose(_t0, lambda: _t2 * _t7, lambda: _t4 - _t6), batch, dtype)
     grads = (
         _fill(
             _times(1, _choose(_t0, lambda: -_t2, lambda: _t1), scale), logq.shape, dtype

@@ -372,14 +372,15 @@ def _kl_div_value(logq, target, log_target):
     """Per-sample loss."""
     dtype, device, batch = logq.dtype, logq.device, logq.shape
     _t0 = log_target > 0
-    _t1 = _choose(
-        _t0, lambda: _constant(0, dtype, device), lambda: torch.xlogy(target, target)
+    _t1 = _choose(_t0, lambda: _constant(0, dtype, device), lambda: target)
+    _t2 = _choose(
+        _t0, lambda: _constant(0, dtype, device), lambda: torch.xlogy(target, _t1)
     )
-    _t2 = _choose(_t0, lambda: torch.exp(target), lambda: _constant(0, dtype, device))
     _t3 = _choose(_t0, lambda: target - logq, lambda: _constant(0, dtype, device))
     _t4 = _choose(_t0, lambda: _constant(0, dtype, device), lambda: logq * target)
+    _t5 = _choose(_t0, lambda: torch.exp(target), lambda: _constant(0, dtype, device))
     return _fill(
-        _choose(_t0, lambda: _t3 * _t2, lambda: _t1 - _t4), batch, dtype, device
+        _choose(_t0, lambda: _t3 * _t5, lambda: _t2 - _t4), batch, dtype, device
     )
 
 
@@ -392,13 +393,14 @@ def _kl_div_value_and_grads(logq, target, log_target, *, scale=None):
     _t0 = log_target > 0
     _t1 = -target
     _t2 = _choose(_t0, lambda: torch.exp(target), lambda: _constant(0, dtype, device))
-    _t3 = _choose(
-        _t0, lambda: _constant(0, dtype, device), lambda: torch.xlogy(target, target)
+    _t3 = _choose(_t0, lambda: _constant(0, dtype, device), lambda: target)
+    _t4 = _choose(
+        _t0, lambda: _constant(0, dtype, device), lambda: torch.xlogy(target, _t3)
     )
-    _t4 = _choose(_t0, lambda: _constant(0, dtype, device), lambda: logq * target)
-    _t5 = _choose(_t0, lambda: -_t1 - logq, lambda: _constant(0, dtype, device))
+    _t5 = _choose(_t0, lambda: _constant(0, dtype, device), lambda: logq * target)
+    _t6 = _choose(_t0, lambda: -_t1 - logq, lambda: _constant(0, dtype, device))
     value = _fill(
-        _choose(_t0, lambda: _t2 * _t5, lambda: _t3 - _t4), batch, dtype, device
+        _choose(_t0, lambda: _t2 * _t6, lambda: _t4 - _t5), batch, dtype, device
     )
     grads = (
         _fill(
@@ -415,15 +417,9 @@ def _kl_div_targeted_value(logq, target, log_target):
     """Per-sample loss."""
     dtype, device, batch = logq.dtype, logq.device, logq.shape
     _t0 = log_target > 0
-    _t1 = _choose(
-        _t0, lambda: _constant(0, dtype, device), lambda: torch.xlogy(target, target)
-    )
+    _t1 = _choose(_t0, lambda: _constant(0, dtype, device), lambda: target)
     _t2 = _choose(
-        _t0,
-        lambda: _choose(
-            _t0, lambda: torch.exp(target), lambda: _constant(0, dtype, device)
-        ),
-        lambda: _constant(0, dtype, device),
+        _t0, lambda: _constant(0, dtype, device), lambda: torch.xlogy(target, _t1)
     )
     _t3 = _choose(
         _t0,
@@ -433,13 +429,20 @@ def _kl_div_targeted_value(logq, target, log_target):
         lambda: _constant(0, dtype, device),
     )
     _t4 = _choose(_t0, lambda: _constant(0, dtype, device), lambda: logq * target)
+    _t5 = _choose(
+        _t0,
+        lambda: _choose(
+            _t0, lambda: torch.exp(target), lambda: _constant(0, dtype, device)
+        ),
+        lambda: _constant(0, dtype, device),
+    )
     return _fill(
         _choose(
             _t0,
             lambda: _choose(
-                _t0, lambda: _t3 * _t2, lambda: _constant(0, dtype, device)
+                _t0, lambda: _t3 * _t5, lambda: _constant(0, dtype, device)
             ),
-            lambda: _t1 - _t4,
+            lambda: _t2 - _t4,
         ),
         batch,
         dtype,
@@ -460,27 +463,28 @@ def _kl_div_targeted_value_and_grads(logq, target, log_target, *, scale=None):
     _t4 = _choose(
         _t0, lambda: _constant(False, torch.bool, device), lambda: target != 0
     )
-    _t5 = _choose(
-        _t0, lambda: _constant(0, dtype, device), lambda: torch.xlogy(target, target)
+    _t5 = _choose(_t0, lambda: _constant(0, dtype, device), lambda: target)
+    _t6 = _choose(
+        _t0, lambda: _constant(0, dtype, device), lambda: torch.xlogy(target, _t5)
     )
-    _t6 = _choose(_t0, lambda: _constant(0, dtype, device), lambda: logq * target)
-    _t10 = _choose(
-        _t0, lambda: _constant(0, dtype, device), lambda: torch.where(_t4, target, 1)
-    )
-    _t9 = _choose(_t0, lambda: _constant(0, dtype, device), lambda: torch.log(_t10))
-    _t8 = _choose(
-        _t0, lambda: _constant(0, dtype, device), lambda: torch.where(_t4, _t9, 0)
-    )
-    _t7 = _choose(_t0, lambda: _constant(0, dtype, device), lambda: _t8 - logq)
-    _t12 = _choose(
+    _t7 = _choose(_t0, lambda: _constant(0, dtype, device), lambda: logq * target)
+    _t9 = _choose(
         _t0, lambda: _constant(0, dtype, device), lambda: _constant(0, dtype, device)
     )
-    _t11 = _choose(
+    _t8 = _choose(
         _t0,
         lambda: _constant(0, dtype, device),
-        lambda: torch.where(target == 0, _t12, 1),
+        lambda: torch.where(target == 0, _t9, 1),
     )
-    value = _fill(_choose(_t0, lambda: _t3, lambda: _t5 - _t6), batch, dtype, device)
+    _t13 = _choose(
+        _t0, lambda: _constant(0, dtype, device), lambda: torch.where(_t4, target, 1)
+    )
+    _t12 = _choose(_t0, lambda: _constant(0, dtype, device), lambda: torch.log(_t13))
+    _t11 = _choose(
+        _t0, lambda: _constant(0, dtype, device), lambda: torch.where(_t4, _t12, 0)
+    )
+    _t10 = _choose(_t0, lambda: _constant(0, dtype, device), lambda: _t11 - logq)
+    value = _fill(_choose(_t0, lambda: _t3, lambda: _t6 - _t7), batch, dtype, device)
     grads = (
         _fill(
             _times(1, _choose(_t0, lambda: -_t2, lambda: _t1), scale),
@@ -490,7 +494,7 @@ def _kl_div_targeted_value_and_grads(logq, target, log_target, *, scale=None):
         ),
         # a target's
         _fill(
-            _times(1, _choose(_t0, lambda: _t2 + _t3, lambda: _t7 + _t11), scale),
+            _times(1, _choose(_t0, lambda: _t2 + _t3, lambda: _t10 + _t8), scale),
             target.shape,
             dtype,
             device,

@@ -448,11 +448,11 @@ def _multi_margin_value(scores, target, p, margin, weight):
     _t6 = (scores - jnp.sum(scores * target, axis=-1, keepdims=True)) + margin
     _t4 = jnp.maximum(0, _t6)
     _t5 = _t4 * (1 - target)
-    _t8 = _choose(_t0, lambda: 0, lambda: _t5 * _t4 ** (p - 1))
-    _t7 = _choose(_t0, lambda: 0, lambda: jnp.mean(_t8, axis=-1, keepdims=True))
-    _t9 = _choose(_t0, lambda: jnp.mean(_t5, axis=-1, keepdims=True), lambda: 0)
+    _t7 = _choose(_t0, lambda: 0, lambda: _t5 * _t4 ** (p - 1))
+    _t8 = _choose(_t0, lambda: jnp.mean(_t5, axis=-1, keepdims=True), lambda: 0)
+    _t9 = _choose(_t0, lambda: 0, lambda: jnp.mean(_t7, axis=-1, keepdims=True))
     return _fill(
-        _choose(_t0, lambda: _t1 * _t9, lambda: _t1 * _t7),
+        _choose(_t0, lambda: _t1 * _t8, lambda: _t1 * _t9),
         batch + (1,),
         dtype,
     )[..., 0]
@@ -517,13 +517,14 @@ def _multi_margin_indexed_value(scores, target, p, margin, weight):
     _t3 = jnp.maximum(0, (scores - _pick(scores, target)) + margin)
     _t4 = scores.shape[-1] or jnp.nan
     _t6 = _pick(_t3, target)
-    _t9 = _choose(_t0, lambda: 0, lambda: _t3 * _t3 ** (p - 1))
-    _t8 = _choose(_t0, lambda: 0, lambda: jnp.mean(_t9, axis=-1, keepdims=True))
-    _t7 = _choose(_t0, lambda: 0, lambda: _t8 - 1 / _t4 * _t6**p)
-    _t11 = _choose(_t0, lambda: jnp.mean(_t3, axis=-1, keepdims=True), lambda: 0)
-    _t10 = _choose(_t0, lambda: _t11 - _t6 * (1 / _t4), lambda: 0)
+    _t7 = _choose(_t0, lambda: 0, lambda: _t3 * _t3 ** (p - 1))
+    _t8 = _choose(_t0, lambda: _t6 * (1 / _t4), lambda: 0)
+    _t9 = _choose(_t0, lambda: jnp.mean(_t3, axis=-1, keepdims=True) - _t8, lambda: 0)
+    _t10 = _choose(_t0, lambda: 0, lambda: _t6**p)
+    _t11 = _choose(_t0, lambda: 0, lambda: 1 / _t4 * _t10)
+    _t12 = _choose(_t0, lambda: 0, lambda: jnp.mean(_t7, axis=-1, keepdims=True) - _t11)
     return _fill(
-        _choose(_t0, lambda: _t1 * _t10, lambda: _t1 * _t7),
+        _choose(_t0, lambda: _t1 * _t9, lambda: _t1 * _t12),
         batch + (1,),
         dtype,
     )[..., 0]
@@ -557,24 +558,25 @@ def _multi_margin_indexed_value_and_grads(
     _t9 = _t1 * jnp.sign(jnp.maximum(_t2, 0.0))
     _t10 = _choose(_t0, lambda: _t5 * _t9, lambda: 0)
     _t11 = _choose(_t0, lambda: 0, lambda: _t7 * _t8 * _t9 * p)
-    _t13 = _choose(_t0, lambda: 0, lambda: jnp.mean(_t3 * _t8, axis=-1, keepdims=True))
-    _t12 = _choose(_t0, lambda: 0, lambda: _t13 - _t7 * _t6**p)
-    _t15 = _choose(_t0, lambda: jnp.mean(_t3, axis=-1, keepdims=True), lambda: 0)
-    _t14 = _choose(_t0, lambda: _t15 - _t5 * _t6, lambda: 0)
-    _t16 = _choose(
+    _t13 = _choose(_t0, lambda: jnp.mean(_t3, axis=-1, keepdims=True), lambda: 0)
+    _t12 = _choose(_t0, lambda: _t13 - _t5 * _t6, lambda: 0)
+    _t14 = _choose(_t0, lambda: 0, lambda: _t7 * _t6**p)
+    _t16 = _choose(_t0, lambda: 0, lambda: jnp.mean(_t3 * _t8, axis=-1, keepdims=True))
+    _t15 = _choose(_t0, lambda: 0, lambda: _t16 - _t14)
+    _t17 = _choose(_t0, lambda: _t10, lambda: _t11)
+    _t18 = _choose(
         _t0,
         lambda: jnp.sum(-_t10, axis=-1, keepdims=True),
         lambda: jnp.sum(-_t11, axis=-1, keepdims=True),
     )
-    _t17 = _choose(_t0, lambda: _t10, lambda: _t11)
     value = _fill(
-        _choose(_t0, lambda: _t1 * _t14, lambda: _t1 * _t12),
+        _choose(_t0, lambda: _t1 * _t12, lambda: _t1 * _t15),
         batch + (1,),
         dtype,
     )[..., 0]
     grads = (
         _fill(
-            _times(1, _scatter(_t17, _t16, target, scores), scale), scores.shape, dtype
+            _times(1, _scatter(_t17, _t18, target, scores), scale), scores.shape, dtype
         ),
     )
     return value, grads
@@ -589,11 +591,11 @@ def _multi_margin_folded_value(scores, target, p, margin, weight):
     _t6 = (scores - jnp.sum(scores * target, axis=-1, keepdims=True)) + margin
     _t4 = jnp.maximum(0, _t6)
     _t5 = _t4 * (1 - target)
-    _t8 = _choose(_t0, lambda: 0, lambda: _t5 * _t4 ** (p - 1))
-    _t7 = _choose(_t0, lambda: 0, lambda: jnp.mean(_t8, axis=-1, keepdims=True))
-    _t9 = _choose(_t0, lambda: jnp.mean(_t5, axis=-1, keepdims=True), lambda: 0)
+    _t7 = _choose(_t0, lambda: 0, lambda: _t5 * _t4 ** (p - 1))
+    _t8 = _choose(_t0, lambda: jnp.mean(_t5, axis=-1, keepdims=True), lambda: 0)
+    _t9 = _choose(_t0, lambda: 0, lambda: jnp.mean(_t7, axis=-1, keepdims=True))
     return _fill(
-        _choose(_t0, lambda: _t1 * _t9, lambda: _t1 * _t7),
+        _choose(_t0, lambda: _t1 * _t8, lambda: _t1 * _t9),
         batch + (1,),
         dtype,
     )[..., 0]
@@ -651,13 +653,14 @@ def _multi_margin_folded_indexed_value(scores, target, p, margin, weight):
     _t2 = jnp.maximum(0, (scores - _pick(scores, target)) + margin)
     _t3 = scores.shape[-1] or jnp.nan
     _t5 = _pick(_t2, target)
-    _t7 = _choose(_t0, lambda: 0, lambda: _t2 * _t2 ** (p - 1))
-    _t6 = _choose(_t0, lambda: 0, lambda: jnp.mean(_t7, axis=-1, keepdims=True))
-    _t8 = _choose(_t0, lambda: 0, lambda: 1 / _t3 * _t5**p)
-    _t9 = _choose(_t0, lambda: _t5 * (1 / _t3), lambda: 0)
+    _t6 = _choose(_t0, lambda: 0, lambda: _t2 * _t2 ** (p - 1))
+    _t7 = _choose(_t0, lambda: _t5 * (1 / _t3), lambda: 0)
+    _t8 = _choose(_t0, lambda: 0, lambda: _t5**p)
+    _t9 = _choose(_t0, lambda: 0, lambda: 1 / _t3 * _t8)
     _t10 = _choose(_t0, lambda: jnp.mean(_t2, axis=-1, keepdims=True), lambda: 0)
+    _t11 = _choose(_t0, lambda: 0, lambda: jnp.mean(_t6, axis=-1, keepdims=True))
     return _fill(
-        _choose(_t0, lambda: _t10 - _t9, lambda: _t6 - _t8),
+        _choose(_t0, lambda: _t10 - _t7, lambda: _t11 - _t9),
         batch + (1,),
         dtype,
     )[..., 0]
@@ -690,12 +693,12 @@ def _multi_margin_folded_indexed_value_and_grads(
     _t12 = _choose(_t0, lambda: 0, lambda: jnp.mean(_t2 * _t7, axis=-1, keepdims=True))
     _t13 = _choose(_t0, lambda: jnp.mean(_t2, axis=-1, keepdims=True), lambda: 0)
     _t14 = _choose(_t0, lambda: _t4 * _t5, lambda: 0)
-    _t15 = _choose(
+    _t15 = _choose(_t0, lambda: _t9, lambda: _t10)
+    _t16 = _choose(
         _t0,
         lambda: jnp.sum(-_t9, axis=-1, keepdims=True),
         lambda: jnp.sum(-_t10, axis=-1, keepdims=True),
     )
-    _t16 = _choose(_t0, lambda: _t9, lambda: _t10)
     value = _fill(
         _choose(_t0, lambda: _t13 - _t14, lambda: _t12 - _t11),
         batch + (1,),
@@ -703,7 +706,7 @@ def _multi_margin_folded_indexed_value_and_grads(
     )[..., 0]
     grads = (
         _fill(
-            _times(1, _scatter(_t16, _t15, target, scores), scale), scores.shape, dtype
+            _times(1, _scatter(_t15, _t16, target, scores), scale), scores.shape, dtype
         ),
     )
     return value, grads

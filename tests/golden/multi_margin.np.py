@@ -450,10 +450,11 @@ def _multi_margin_indexed_value(scores, target, p, margin, weight):
     _t3 = np.maximum(0, (scores - _pick(scores, target)) + margin)
     _t4 = scores.shape[-1] or np.nan
     _t6 = _pick(_t3, target)
-    _t8 = _choose(_t0, lambda: 0, lambda: _mean(_t3 * _t3 ** (p - 1)))
-    _t7 = _choose(_t0, lambda: 0, lambda: _t8 - 1 / _t4 * _t6**p)
-    _t9 = _choose(_t0, lambda: _mean(_t3) - _t6 * (1 / _t4), lambda: 0)
-    return _fill(_choose(_t0, lambda: _t1 * _t9, lambda: _t1 * _t7), batch + (1,))[
+    _t7 = _choose(_t0, lambda: 0, lambda: _mean(_t3 * _t3 ** (p - 1)))
+    _t8 = _choose(_t0, lambda: _mean(_t3) - _t6 * (1 / _t4), lambda: 0)
+    _t9 = _choose(_t0, lambda: 0, lambda: _t6**p)
+    _t10 = _choose(_t0, lambda: 0, lambda: _t7 - 1 / _t4 * _t9)
+    return _fill(_choose(_t0, lambda: _t1 * _t8, lambda: _t1 * _t10), batch + (1,))[
         ...,
         0,
     ]
@@ -488,18 +489,18 @@ def _multi_margin_indexed_value_and_grads(
     _t11 = _choose(_t0, lambda: 0, lambda: _t7 * _t8 * _t9 * p)
     _t12 = _choose(_t0, lambda: 0, lambda: _mean(_t3 * _t8) - _t7 * _t6**p)
     _t13 = _choose(_t0, lambda: _mean(_t3) - _t5 * _t6, lambda: 0)
-    _t14 = _choose(
+    _t14 = _choose(_t0, lambda: _t10, lambda: _t11)
+    _t15 = _choose(
         _t0,
         lambda: np.sum(-_t10, axis=-1, keepdims=True),
         lambda: np.sum(-_t11, axis=-1, keepdims=True),
     )
-    _t15 = _choose(_t0, lambda: _t10, lambda: _t11)
     value = _fill(_choose(_t0, lambda: _t1 * _t13, lambda: _t1 * _t12), batch + (1,))[
         ...,
         0,
     ]
     grads = (
-        _fill(_times(1, _scatter(_t15, _t14, target, scores), scale), scores.shape),
+        _fill(_times(1, _scatter(_t14, _t15, target, scores), scale), scores.shape),
     )
     return value, grads
 
@@ -568,11 +569,12 @@ def _multi_margin_folded_indexed_value(scores, target, p, margin, weight):
     _t2 = np.maximum(0, (scores - _pick(scores, target)) + margin)
     _t3 = scores.shape[-1] or np.nan
     _t5 = _pick(_t2, target)
-    _t6 = _choose(_t0, lambda: 0, lambda: 1 / _t3 * _t5**p)
-    _t7 = _choose(_t0, lambda: 0, lambda: _mean(_t2 * _t2 ** (p - 1)))
-    _t8 = _choose(_t0, lambda: _t5 * (1 / _t3), lambda: 0)
-    _t9 = _choose(_t0, lambda: _mean(_t2), lambda: 0)
-    return _fill(_choose(_t0, lambda: _t9 - _t8, lambda: _t7 - _t6), batch + (1,))[
+    _t6 = _choose(_t0, lambda: 0, lambda: _mean(_t2 * _t2 ** (p - 1)))
+    _t7 = _choose(_t0, lambda: _t5 * (1 / _t3), lambda: 0)
+    _t8 = _choose(_t0, lambda: 0, lambda: _t5**p)
+    _t9 = _choose(_t0, lambda: 0, lambda: 1 / _t3 * _t8)
+    _t10 = _choose(_t0, lambda: _mean(_t2), lambda: 0)
+    return _fill(_choose(_t0, lambda: _t10 - _t7, lambda: _t6 - _t9), batch + (1,))[
         ...,
         0,
     ]
@@ -604,18 +606,18 @@ def _multi_margin_folded_indexed_value_and_grads(
     _t12 = _choose(_t0, lambda: 0, lambda: _mean(_t2 * _t7))
     _t13 = _choose(_t0, lambda: _mean(_t2), lambda: 0)
     _t14 = _choose(_t0, lambda: _t4 * _t5, lambda: 0)
-    _t15 = _choose(
+    _t15 = _choose(_t0, lambda: _t9, lambda: _t10)
+    _t16 = _choose(
         _t0,
         lambda: np.sum(-_t9, axis=-1, keepdims=True),
         lambda: np.sum(-_t10, axis=-1, keepdims=True),
     )
-    _t16 = _choose(_t0, lambda: _t9, lambda: _t10)
     value = _fill(_choose(_t0, lambda: _t13 - _t14, lambda: _t12 - _t11), batch + (1,))[
         ...,
         0,
     ]
     grads = (
-        _fill(_times(1, _scatter(_t16, _t15, target, scores), scale), scores.shape),
+        _fill(_times(1, _scatter(_t15, _t16, target, scores), scale), scores.shape),
     )
     return value, grads
 

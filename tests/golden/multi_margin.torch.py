@@ -474,12 +474,12 @@ def _multi_margin_value(scores, target, p, margin, weight):
     _t6 = (scores - torch.sum(scores * target, dim=-1, keepdim=True)) + margin
     _t4 = torch.clamp(_t6, min=0)
     _t5 = _t4 * (1 - target)
-    _t9 = _choose(_t0, lambda: _constant(0, dtype, device), lambda: _t4 ** (p - 1))
-    _t8 = _choose(_t0, lambda: _constant(0, dtype, device), lambda: _t5 * _t9)
-    _t7 = _choose(
+    _t7 = _choose(_t0, lambda: _constant(0, dtype, device), lambda: _t4 ** (p - 1))
+    _t9 = _choose(_t0, lambda: _constant(0, dtype, device), lambda: _t5 * _t7)
+    _t8 = _choose(
         _t0,
         lambda: _constant(0, dtype, device),
-        lambda: torch.mean(_t8, dim=-1, keepdim=True),
+        lambda: torch.mean(_t9, dim=-1, keepdim=True),
     )
     _t10 = _choose(
         _t0,
@@ -487,7 +487,7 @@ def _multi_margin_value(scores, target, p, margin, weight):
         lambda: _constant(0, dtype, device),
     )
     return _fill(
-        _choose(_t0, lambda: _t1 * _t10, lambda: _t1 * _t7),
+        _choose(_t0, lambda: _t1 * _t10, lambda: _t1 * _t8),
         batch + (1,),
         dtype,
         device,
@@ -570,24 +570,25 @@ def _multi_margin_indexed_value(scores, target, p, margin, weight):
     _t3 = torch.clamp((scores - _pick(scores, target)) + margin, min=0)
     _t4 = scores.shape[-1] or float("nan")
     _t6 = _pick(_t3, target)
-    _t10 = _choose(_t0, lambda: _constant(0, dtype, device), lambda: _t3 ** (p - 1))
-    _t9 = _choose(_t0, lambda: _constant(0, dtype, device), lambda: _t3 * _t10)
-    _t8 = _choose(
+    _t7 = _choose(_t0, lambda: _constant(0, dtype, device), lambda: _t3 ** (p - 1))
+    _t8 = _choose(_t0, lambda: _t6 * (1 / _t4), lambda: _constant(0, dtype, device))
+    _t9 = _choose(_t0, lambda: _constant(0, dtype, device), lambda: _t6**p)
+    _t10 = _choose(_t0, lambda: _constant(0, dtype, device), lambda: 1 / _t4 * _t9)
+    _t13 = _choose(_t0, lambda: _constant(0, dtype, device), lambda: _t3 * _t7)
+    _t12 = _choose(
         _t0,
         lambda: _constant(0, dtype, device),
-        lambda: torch.mean(_t9, dim=-1, keepdim=True),
+        lambda: torch.mean(_t13, dim=-1, keepdim=True),
     )
-    _t11 = _choose(_t0, lambda: _constant(0, dtype, device), lambda: 1 / _t4 * _t6**p)
-    _t7 = _choose(_t0, lambda: _constant(0, dtype, device), lambda: _t8 - _t11)
-    _t13 = _choose(
+    _t11 = _choose(_t0, lambda: _constant(0, dtype, device), lambda: _t12 - _t10)
+    _t15 = _choose(
         _t0,
         lambda: torch.mean(_t3, dim=-1, keepdim=True),
         lambda: _constant(0, dtype, device),
     )
-    _t14 = _choose(_t0, lambda: _t6 * (1 / _t4), lambda: _constant(0, dtype, device))
-    _t12 = _choose(_t0, lambda: _t13 - _t14, lambda: _constant(0, dtype, device))
+    _t14 = _choose(_t0, lambda: _t15 - _t8, lambda: _constant(0, dtype, device))
     return _fill(
-        _choose(_t0, lambda: _t1 * _t12, lambda: _t1 * _t7),
+        _choose(_t0, lambda: _t1 * _t14, lambda: _t1 * _t11),
         batch + (1,),
         dtype,
         device,
@@ -621,35 +622,35 @@ def _multi_margin_indexed_value_and_grads(
     _t10 = _choose(_t0, lambda: _t5 * _t9, lambda: _constant(0, dtype, device))
     _t12 = _choose(_t0, lambda: _constant(0, dtype, device), lambda: _t7 * _t8 * _t9)
     _t11 = _choose(_t0, lambda: _constant(0, dtype, device), lambda: _t12 * p)
-    _t15 = _choose(_t0, lambda: _constant(0, dtype, device), lambda: _t3 * _t8)
-    _t14 = _choose(
+    _t13 = _choose(_t0, lambda: _constant(0, dtype, device), lambda: _t7 * _t6**p)
+    _t16 = _choose(_t0, lambda: _constant(0, dtype, device), lambda: _t3 * _t8)
+    _t15 = _choose(
         _t0,
         lambda: _constant(0, dtype, device),
-        lambda: torch.mean(_t15, dim=-1, keepdim=True),
+        lambda: torch.mean(_t16, dim=-1, keepdim=True),
     )
-    _t16 = _choose(_t0, lambda: _constant(0, dtype, device), lambda: _t7 * _t6**p)
-    _t13 = _choose(_t0, lambda: _constant(0, dtype, device), lambda: _t14 - _t16)
+    _t14 = _choose(_t0, lambda: _constant(0, dtype, device), lambda: _t15 - _t13)
     _t18 = _choose(
         _t0,
         lambda: torch.mean(_t3, dim=-1, keepdim=True),
         lambda: _constant(0, dtype, device),
     )
     _t17 = _choose(_t0, lambda: _t18 - _t5 * _t6, lambda: _constant(0, dtype, device))
-    _t19 = _choose(
+    _t19 = _choose(_t0, lambda: _t10, lambda: _t11)
+    _t20 = _choose(
         _t0,
         lambda: torch.sum(-_t10, dim=-1, keepdim=True),
         lambda: torch.sum(-_t11, dim=-1, keepdim=True),
     )
-    _t20 = _choose(_t0, lambda: _t10, lambda: _t11)
     value = _fill(
-        _choose(_t0, lambda: _t1 * _t17, lambda: _t1 * _t13),
+        _choose(_t0, lambda: _t1 * _t17, lambda: _t1 * _t14),
         batch + (1,),
         dtype,
         device,
     )[..., 0]
     grads = (
         _fill(
-            _times(1, _scatter(_t20, _t19, target, scores), scale),
+            _times(1, _scatter(_t19, _t20, target, scores), scale),
             scores.shape,
             dtype,
             device,
@@ -666,12 +667,12 @@ def _multi_margin_folded_value(scores, target, p, margin, weight):
     _t6 = (scores - torch.sum(scores * target, dim=-1, keepdim=True)) + margin
     _t4 = torch.clamp(_t6, min=0)
     _t5 = _t4 * (1 - target)
-    _t9 = _choose(_t0, lambda: _constant(0, dtype, device), lambda: _t4 ** (p - 1))
-    _t8 = _choose(_t0, lambda: _constant(0, dtype, device), lambda: _t5 * _t9)
-    _t7 = _choose(
+    _t7 = _choose(_t0, lambda: _constant(0, dtype, device), lambda: _t4 ** (p - 1))
+    _t9 = _choose(_t0, lambda: _constant(0, dtype, device), lambda: _t5 * _t7)
+    _t8 = _choose(
         _t0,
         lambda: _constant(0, dtype, device),
-        lambda: torch.mean(_t8, dim=-1, keepdim=True),
+        lambda: torch.mean(_t9, dim=-1, keepdim=True),
     )
     _t10 = _choose(
         _t0,
@@ -679,7 +680,7 @@ def _multi_margin_folded_value(scores, target, p, margin, weight):
         lambda: _constant(0, dtype, device),
     )
     return _fill(
-        _choose(_t0, lambda: _t1 * _t10, lambda: _t1 * _t7),
+        _choose(_t0, lambda: _t1 * _t10, lambda: _t1 * _t8),
         batch + (1,),
         dtype,
         device,
@@ -755,22 +756,23 @@ def _multi_margin_folded_indexed_value(scores, target, p, margin, weight):
     _t2 = torch.clamp((scores - _pick(scores, target)) + margin, min=0)
     _t3 = scores.shape[-1] or float("nan")
     _t5 = _pick(_t2, target)
-    _t6 = _choose(_t0, lambda: _constant(0, dtype, device), lambda: 1 / _t3 * _t5**p)
-    _t9 = _choose(_t0, lambda: _constant(0, dtype, device), lambda: _t2 ** (p - 1))
-    _t8 = _choose(_t0, lambda: _constant(0, dtype, device), lambda: _t2 * _t9)
-    _t7 = _choose(
+    _t6 = _choose(_t0, lambda: _constant(0, dtype, device), lambda: _t2 ** (p - 1))
+    _t7 = _choose(_t0, lambda: _t5 * (1 / _t3), lambda: _constant(0, dtype, device))
+    _t8 = _choose(_t0, lambda: _constant(0, dtype, device), lambda: _t5**p)
+    _t9 = _choose(_t0, lambda: _constant(0, dtype, device), lambda: 1 / _t3 * _t8)
+    _t11 = _choose(_t0, lambda: _constant(0, dtype, device), lambda: _t2 * _t6)
+    _t10 = _choose(
         _t0,
         lambda: _constant(0, dtype, device),
-        lambda: torch.mean(_t8, dim=-1, keepdim=True),
+        lambda: torch.mean(_t11, dim=-1, keepdim=True),
     )
-    _t10 = _choose(_t0, lambda: _t5 * (1 / _t3), lambda: _constant(0, dtype, device))
-    _t11 = _choose(
+    _t12 = _choose(
         _t0,
         lambda: torch.mean(_t2, dim=-1, keepdim=True),
         lambda: _constant(0, dtype, device),
     )
     return _fill(
-        _choose(_t0, lambda: _t11 - _t10, lambda: _t7 - _t6),
+        _choose(_t0, lambda: _t12 - _t7, lambda: _t10 - _t9),
         batch + (1,),
         dtype,
         device,
@@ -812,12 +814,12 @@ def _multi_margin_folded_indexed_value_and_grads(
         lambda: _constant(0, dtype, device),
     )
     _t16 = _choose(_t0, lambda: _t4 * _t5, lambda: _constant(0, dtype, device))
-    _t17 = _choose(
+    _t17 = _choose(_t0, lambda: _t9, lambda: _t10)
+    _t18 = _choose(
         _t0,
         lambda: torch.sum(-_t9, dim=-1, keepdim=True),
         lambda: torch.sum(-_t10, dim=-1, keepdim=True),
     )
-    _t18 = _choose(_t0, lambda: _t9, lambda: _t10)
     value = _fill(
         _choose(_t0, lambda: _t15 - _t16, lambda: _t13 - _t12),
         batch + (1,),
@@ -826,7 +828,7 @@ def _multi_margin_folded_indexed_value_and_grads(
     )[..., 0]
     grads = (
         _fill(
-            _times(1, _scatter(_t18, _t17, target, scores), scale),
+            _times(1, _scatter(_t17, _t18, target, scores), scale),
             scores.shape,
             dtype,
             device,
@@ -847,12 +849,26 @@ def _multi_margin_targeted_value(scores, target, p, margin, weight):
     _t6 = (scores - torch.sum(scores * target, dim=-1, keepdim=True)) + margin
     _t4 = torch.clamp(_t6, min=0)
     _t5 = _t4 * (1 - target)
-    _t9 = _choose(_t0, lambda: _constant(0, dtype, device), lambda: _t4 ** (p - 1))
-    _t8 = _choose(_t0, lambda: _constant(0, dtype, device), lambda: _t5 * _t9)
     _t7 = _choose(
         _t0,
         lambda: _constant(0, dtype, device),
-        lambda: torch.mean(_t8, dim=-1, keepdim=True),
+        lambda: _choose(
+            _t0,
+            lambda: _constant(0, dtype, device),
+            lambda: _choose(
+                _t0,
+                lambda: _constant(0, dtype, device),
+                lambda: _choose(
+                    _t0, lambda: _constant(0, dtype, device), lambda: p - 1
+                ),
+            ),
+        ),
+    )
+    _t9 = _choose(_t0, lambda: _constant(0, dtype, device), lambda: _t5 * _t4**_t7)
+    _t8 = _choose(
+        _t0,
+        lambda: _constant(0, dtype, device),
+        lambda: torch.mean(_t9, dim=-1, keepdim=True),
     )
     _t10 = _choose(
         _t0,
@@ -860,7 +876,7 @@ def _multi_margin_targeted_value(scores, target, p, margin, weight):
         lambda: _constant(0, dtype, device),
     )
     return _fill(
-        _choose(_t0, lambda: _t1 * _t10, lambda: _t1 * _t7),
+        _choose(_t0, lambda: _t1 * _t10, lambda: _t1 * _t8),
         batch + (1,),
         dtype,
         device,
@@ -962,24 +978,25 @@ def _multi_margin_targeted_indexed_value(scores, target, p, margin, weight):
     _t3 = torch.clamp((scores - _pick(scores, target)) + margin, min=0)
     _t4 = scores.shape[-1] or float("nan")
     _t6 = _pick(_t3, target)
-    _t10 = _choose(_t0, lambda: _constant(0, dtype, device), lambda: _t3 ** (p - 1))
-    _t9 = _choose(_t0, lambda: _constant(0, dtype, device), lambda: _t3 * _t10)
-    _t8 = _choose(
+    _t7 = _choose(_t0, lambda: _constant(0, dtype, device), lambda: _t3 ** (p - 1))
+    _t8 = _choose(_t0, lambda: _t6 * (1 / _t4), lambda: _constant(0, dtype, device))
+    _t9 = _choose(_t0, lambda: _constant(0, dtype, device), lambda: _t6**p)
+    _t10 = _choose(_t0, lambda: _constant(0, dtype, device), lambda: 1 / _t4 * _t9)
+    _t13 = _choose(_t0, lambda: _constant(0, dtype, device), lambda: _t3 * _t7)
+    _t12 = _choose(
         _t0,
         lambda: _constant(0, dtype, device),
-        lambda: torch.mean(_t9, dim=-1, keepdim=True),
+        lambda: torch.mean(_t13, dim=-1, keepdim=True),
     )
-    _t11 = _choose(_t0, lambda: _constant(0, dtype, device), lambda: 1 / _t4 * _t6**p)
-    _t7 = _choose(_t0, lambda: _constant(0, dtype, device), lambda: _t8 - _t11)
-    _t13 = _choose(
+    _t11 = _choose(_t0, lambda: _constant(0, dtype, device), lambda: _t12 - _t10)
+    _t15 = _choose(
         _t0,
         lambda: torch.mean(_t3, dim=-1, keepdim=True),
         lambda: _constant(0, dtype, device),
     )
-    _t14 = _choose(_t0, lambda: _t6 * (1 / _t4), lambda: _constant(0, dtype, device))
-    _t12 = _choose(_t0, lambda: _t13 - _t14, lambda: _constant(0, dtype, device))
+    _t14 = _choose(_t0, lambda: _t15 - _t8, lambda: _constant(0, dtype, device))
     return _fill(
-        _choose(_t0, lambda: _t1 * _t12, lambda: _t1 * _t7),
+        _choose(_t0, lambda: _t1 * _t14, lambda: _t1 * _t11),
         batch + (1,),
         dtype,
         device,
@@ -1013,35 +1030,35 @@ def _multi_margin_targeted_indexed_value_and_grads(
     _t10 = _choose(_t0, lambda: _t5 * _t9, lambda: _constant(0, dtype, device))
     _t12 = _choose(_t0, lambda: _constant(0, dtype, device), lambda: _t7 * _t8 * _t9)
     _t11 = _choose(_t0, lambda: _constant(0, dtype, device), lambda: _t12 * p)
-    _t15 = _choose(_t0, lambda: _constant(0, dtype, device), lambda: _t3 * _t8)
-    _t14 = _choose(
+    _t13 = _choose(_t0, lambda: _constant(0, dtype, device), lambda: _t7 * _t6**p)
+    _t16 = _choose(_t0, lambda: _constant(0, dtype, device), lambda: _t3 * _t8)
+    _t15 = _choose(
         _t0,
         lambda: _constant(0, dtype, device),
-        lambda: torch.mean(_t15, dim=-1, keepdim=True),
+        lambda: torch.mean(_t16, dim=-1, keepdim=True),
     )
-    _t16 = _choose(_t0, lambda: _constant(0, dtype, device), lambda: _t7 * _t6**p)
-    _t13 = _choose(_t0, lambda: _constant(0, dtype, device), lambda: _t14 - _t16)
+    _t14 = _choose(_t0, lambda: _constant(0, dtype, device), lambda: _t15 - _t13)
     _t18 = _choose(
         _t0,
         lambda: torch.mean(_t3, dim=-1, keepdim=True),
         lambda: _constant(0, dtype, device),
     )
     _t17 = _choose(_t0, lambda: _t18 - _t5 * _t6, lambda: _constant(0, dtype, device))
-    _t19 = _choose(
+    _t19 = _choose(_t0, lambda: _t10, lambda: _t11)
+    _t20 = _choose(
         _t0,
         lambda: torch.sum(-_t10, dim=-1, keepdim=True),
         lambda: torch.sum(-_t11, dim=-1, keepdim=True),
     )
-    _t20 = _choose(_t0, lambda: _t10, lambda: _t11)
     value = _fill(
-        _choose(_t0, lambda: _t1 * _t17, lambda: _t1 * _t13),
+        _choose(_t0, lambda: _t1 * _t17, lambda: _t1 * _t14),
         batch + (1,),
         dtype,
         device,
     )[..., 0]
     grads = (
         _fill(
-            _times(1, _scatter(_t20, _t19, target, scores), scale),
+            _times(1, _scatter(_t19, _t20, target, scores), scale),
             scores.shape,
             dtype,
             device,
@@ -1059,12 +1076,26 @@ def _multi_margin_targeted_folded_value(scores, target, p, margin, weight):
     _t6 = (scores - torch.sum(scores * target, dim=-1, keepdim=True)) + margin
     _t4 = torch.clamp(_t6, min=0)
     _t5 = _t4 * (1 - target)
-    _t9 = _choose(_t0, lambda: _constant(0, dtype, device), lambda: _t4 ** (p - 1))
-    _t8 = _choose(_t0, lambda: _constant(0, dtype, device), lambda: _t5 * _t9)
     _t7 = _choose(
         _t0,
         lambda: _constant(0, dtype, device),
-        lambda: torch.mean(_t8, dim=-1, keepdim=True),
+        lambda: _choose(
+            _t0,
+            lambda: _constant(0, dtype, device),
+            lambda: _choose(
+                _t0,
+                lambda: _constant(0, dtype, device),
+                lambda: _choose(
+                    _t0, lambda: _constant(0, dtype, device), lambda: p - 1
+                ),
+            ),
+        ),
+    )
+    _t9 = _choose(_t0, lambda: _constant(0, dtype, device), lambda: _t5 * _t4**_t7)
+    _t8 = _choose(
+        _t0,
+        lambda: _constant(0, dtype, device),
+        lambda: torch.mean(_t9, dim=-1, keepdim=True),
     )
     _t10 = _choose(
         _t0,
@@ -1072,7 +1103,7 @@ def _multi_margin_targeted_folded_value(scores, target, p, margin, weight):
         lambda: _constant(0, dtype, device),
     )
     return _fill(
-        _choose(_t0, lambda: _t1 * _t10, lambda: _t1 * _t7),
+        _choose(_t0, lambda: _t1 * _t10, lambda: _t1 * _t8),
         batch + (1,),
         dtype,
         device,
@@ -1163,22 +1194,23 @@ def _multi_margin_targeted_folded_indexed_value(scores, target, p, margin, weigh
     _t2 = torch.clamp((scores - _pick(scores, target)) + margin, min=0)
     _t3 = scores.shape[-1] or float("nan")
     _t5 = _pick(_t2, target)
-    _t6 = _choose(_t0, lambda: _constant(0, dtype, device), lambda: 1 / _t3 * _t5**p)
-    _t9 = _choose(_t0, lambda: _constant(0, dtype, device), lambda: _t2 ** (p - 1))
-    _t8 = _choose(_t0, lambda: _constant(0, dtype, device), lambda: _t2 * _t9)
-    _t7 = _choose(
+    _t6 = _choose(_t0, lambda: _constant(0, dtype, device), lambda: _t2 ** (p - 1))
+    _t7 = _choose(_t0, lambda: _t5 * (1 / _t3), lambda: _constant(0, dtype, device))
+    _t8 = _choose(_t0, lambda: _constant(0, dtype, device), lambda: _t5**p)
+    _t9 = _choose(_t0, lambda: _constant(0, dtype, device), lambda: 1 / _t3 * _t8)
+    _t11 = _choose(_t0, lambda: _constant(0, dtype, device), lambda: _t2 * _t6)
+    _t10 = _choose(
         _t0,
         lambda: _constant(0, dtype, device),
-        lambda: torch.mean(_t8, dim=-1, keepdim=True),
+        lambda: torch.mean(_t11, dim=-1, keepdim=True),
     )
-    _t10 = _choose(_t0, lambda: _t5 * (1 / _t3), lambda: _constant(0, dtype, device))
-    _t11 = _choose(
+    _t12 = _choose(
         _t0,
         lambda: torch.mean(_t2, dim=-1, keepdim=True),
         lambda: _constant(0, dtype, device),
     )
     return _fill(
-        _choose(_t0, lambda: _t11 - _t10, lambda: _t7 - _t6),
+        _choose(_t0, lambda: _t12 - _t7, lambda: _t10 - _t9),
         batch + (1,),
         dtype,
         device,
@@ -1220,12 +1252,12 @@ def _multi_margin_targeted_folded_indexed_value_and_grads(
         lambda: _constant(0, dtype, device),
     )
     _t16 = _choose(_t0, lambda: _t4 * _t5, lambda: _constant(0, dtype, device))
-    _t17 = _choose(
+    _t17 = _choose(_t0, lambda: _t9, lambda: _t10)
+    _t18 = _choose(
         _t0,
         lambda: torch.sum(-_t9, dim=-1, keepdim=True),
         lambda: torch.sum(-_t10, dim=-1, keepdim=True),
     )
-    _t18 = _choose(_t0, lambda: _t9, lambda: _t10)
     value = _fill(
         _choose(_t0, lambda: _t15 - _t16, lambda: _t13 - _t12),
         batch + (1,),
@@ -1234,7 +1266,7 @@ def _multi_margin_targeted_folded_indexed_value_and_grads(
     )[..., 0]
     grads = (
         _fill(
-            _times(1, _scatter(_t18, _t17, target, scores), scale),
+            _times(1, _scatter(_t17, _t18, target, scores), scale),
             scores.shape,
             dtype,
             device,

@@ -297,77 +297,83 @@ def _poisson_nll_value(pred, target, log_input, full, eps):
     _t6 = _choose(_t1, lambda: np.where(_t3, 1, 3.141592653589793 * _t4), lambda: 0)
     _t7 = _choose(_t1, lambda: np.where(_t3, 1, target), lambda: 0)
     _t8 = _choose(_t0, lambda: 0, lambda: pred + eps)
-    _t16 = _choose(
+    _t10 = _choose(
         _t0,
         lambda: _choose(_t1, lambda: np.where(target == 0, 1.0, _t7), lambda: 0),
         lambda: 0,
     )
-    _t15 = _choose(
-        _t0, lambda: _choose(_t1, lambda: np.log(_t16), lambda: 0), lambda: 0
-    )
-    _t14 = _choose(
-        _t0, lambda: _choose(_t1, lambda: target * _t15, lambda: 0), lambda: 0
-    )
-    _t13 = _choose(
+    _t9 = _choose(_t0, lambda: _choose(_t1, lambda: np.log(_t10), lambda: 0), lambda: 0)
+    _t12 = _choose(
         _t0,
-        lambda: _choose(_t1, lambda: np.where(target == 0, 0.0, _t14), lambda: 0),
         lambda: 0,
+        lambda: _choose(_t1, lambda: np.where(target == 0, 1.0, _t7), lambda: 0),
     )
-    _t12 = _choose(_t0, lambda: _choose(_t1, lambda: 2 * _t13, lambda: 0), lambda: 0)
+    _t11 = _choose(
+        _t0, lambda: 0, lambda: _choose(_t1, lambda: np.log(_t12), lambda: 0)
+    )
+    _t13 = _choose(_t0, lambda: _choose(_t1, lambda: pred, lambda: 0), lambda: 0)
+    _t14 = _choose(_t0, lambda: _choose(_t1, lambda: 0, lambda: pred), lambda: 0)
+    _t15 = _choose(_t0, lambda: 0, lambda: _choose(_t1, lambda: _t8, lambda: 0))
+    _t16 = _choose(_t0, lambda: 0, lambda: _choose(_t1, lambda: 0, lambda: _t8))
     _t18 = _choose(_t0, lambda: _choose(_t1, lambda: np.log(_t6), lambda: 0), lambda: 0)
     _t17 = _choose(_t0, lambda: _choose(_t1, lambda: _t5 + _t18, lambda: 0), lambda: 0)
-    _t11 = _choose(_t0, lambda: _choose(_t1, lambda: _t17 + _t12, lambda: 0), lambda: 0)
-    _t19 = _choose(_t0, lambda: _choose(_t1, lambda: 1 / 2, lambda: 0), lambda: 0)
-    _t10 = _choose(_t0, lambda: _choose(_t1, lambda: _t19 * _t11, lambda: 0), lambda: 0)
-    _t9 = _choose(
-        _t0, lambda: _choose(_t1, lambda: np.where(_t3, 0, _t10), lambda: 0), lambda: 0
+    _t23 = _choose(
+        _t0, lambda: _choose(_t1, lambda: target * _t9, lambda: 0), lambda: 0
     )
-    _t27 = _choose(
+    _t22 = _choose(
+        _t0,
+        lambda: _choose(_t1, lambda: np.where(target == 0, 0.0, _t23), lambda: 0),
+        lambda: 0,
+    )
+    _t21 = _choose(_t0, lambda: _choose(_t1, lambda: 2 * _t22, lambda: 0), lambda: 0)
+    _t20 = _choose(_t0, lambda: _choose(_t1, lambda: _t17 + _t21, lambda: 0), lambda: 0)
+    _t24 = _choose(_t0, lambda: _choose(_t1, lambda: 1 / 2, lambda: 0), lambda: 0)
+    _t19 = _choose(_t0, lambda: _choose(_t1, lambda: _t24 * _t20, lambda: 0), lambda: 0)
+    _t26 = _choose(_t0, lambda: 0, lambda: _choose(_t1, lambda: np.log(_t6), lambda: 0))
+    _t25 = _choose(_t0, lambda: 0, lambda: _choose(_t1, lambda: _t5 + _t26, lambda: 0))
+    _t31 = _choose(
+        _t0, lambda: 0, lambda: _choose(_t1, lambda: target * _t11, lambda: 0)
+    )
+    _t30 = _choose(
         _t0,
         lambda: 0,
-        lambda: _choose(_t1, lambda: np.where(target == 0, 1.0, _t7), lambda: 0),
+        lambda: _choose(_t1, lambda: np.where(target == 0, 0.0, _t31), lambda: 0),
     )
-    _t26 = _choose(
-        _t0, lambda: 0, lambda: _choose(_t1, lambda: np.log(_t27), lambda: 0)
+    _t29 = _choose(_t0, lambda: 0, lambda: _choose(_t1, lambda: 2 * _t30, lambda: 0))
+    _t28 = _choose(_t0, lambda: 0, lambda: _choose(_t1, lambda: _t25 + _t29, lambda: 0))
+    _t32 = _choose(_t0, lambda: 0, lambda: _choose(_t1, lambda: 1 / 2, lambda: 0))
+    _t27 = _choose(_t0, lambda: 0, lambda: _choose(_t1, lambda: _t32 * _t28, lambda: 0))
+    _t35 = _choose(
+        _t0, lambda: 0, lambda: _choose(_t1, lambda: np.log(_t15), lambda: 0)
     )
-    _t25 = _choose(
-        _t0, lambda: 0, lambda: _choose(_t1, lambda: target * _t26, lambda: 0)
-    )
-    _t24 = _choose(
-        _t0,
-        lambda: 0,
-        lambda: _choose(_t1, lambda: np.where(target == 0, 0.0, _t25), lambda: 0),
-    )
-    _t23 = _choose(_t0, lambda: 0, lambda: _choose(_t1, lambda: 2 * _t24, lambda: 0))
-    _t29 = _choose(_t0, lambda: 0, lambda: _choose(_t1, lambda: np.log(_t6), lambda: 0))
-    _t28 = _choose(_t0, lambda: 0, lambda: _choose(_t1, lambda: _t5 + _t29, lambda: 0))
-    _t22 = _choose(_t0, lambda: 0, lambda: _choose(_t1, lambda: _t28 + _t23, lambda: 0))
-    _t30 = _choose(_t0, lambda: 0, lambda: _choose(_t1, lambda: 1 / 2, lambda: 0))
-    _t21 = _choose(_t0, lambda: 0, lambda: _choose(_t1, lambda: _t30 * _t22, lambda: 0))
-    _t20 = _choose(
-        _t0, lambda: 0, lambda: _choose(_t1, lambda: np.where(_t3, 0, _t21), lambda: 0)
-    )
-    _t33 = _choose(_t0, lambda: 0, lambda: _choose(_t1, lambda: np.log(_t8), lambda: 0))
-    _t32 = _choose(
-        _t0, lambda: 0, lambda: _choose(_t1, lambda: target * _t33, lambda: 0)
-    )
-    _t31 = _choose(_t0, lambda: 0, lambda: _choose(_t1, lambda: pred - _t32, lambda: 0))
-    _t35 = _choose(_t0, lambda: 0, lambda: _choose(_t1, lambda: 0, lambda: np.log(_t8)))
     _t34 = _choose(
-        _t0, lambda: 0, lambda: _choose(_t1, lambda: 0, lambda: target * _t35)
+        _t0, lambda: 0, lambda: _choose(_t1, lambda: target * _t35, lambda: 0)
+    )
+    _t33 = _choose(_t0, lambda: 0, lambda: _choose(_t1, lambda: pred - _t34, lambda: 0))
+    _t36 = _choose(
+        _t0, lambda: _choose(_t1, lambda: np.where(_t3, 0, _t19), lambda: 0), lambda: 0
     )
     _t37 = _choose(
-        _t0, lambda: _choose(_t1, lambda: np.exp(pred), lambda: 0), lambda: 0
+        _t0, lambda: 0, lambda: _choose(_t1, lambda: np.where(_t3, 0, _t27), lambda: 0)
     )
-    _t36 = _choose(_t0, lambda: _choose(_t1, lambda: _t37 - _t2, lambda: 0), lambda: 0)
+    _t39 = _choose(
+        _t0, lambda: 0, lambda: _choose(_t1, lambda: 0, lambda: np.log(_t16))
+    )
     _t38 = _choose(
-        _t0, lambda: _choose(_t1, lambda: 0, lambda: np.exp(pred)), lambda: 0
+        _t0, lambda: 0, lambda: _choose(_t1, lambda: 0, lambda: target * _t39)
+    )
+    _t41 = _choose(
+        _t0, lambda: _choose(_t1, lambda: np.exp(_t13), lambda: 0), lambda: 0
+    )
+    _t40 = _choose(_t0, lambda: _choose(_t1, lambda: _t41 - _t2, lambda: 0), lambda: 0)
+    _t42 = _choose(
+        _t0, lambda: _choose(_t1, lambda: 0, lambda: np.exp(_t14)), lambda: 0
     )
     return _fill(
         _choose(
             _t0,
-            lambda: _choose(_t1, lambda: _t36 + _t9, lambda: _t38 - _t2),
-            lambda: _choose(_t1, lambda: _t31 + _t20, lambda: pred - _t34),
+            lambda: _choose(_t1, lambda: _t40 + _t36, lambda: _t42 - _t2),
+            lambda: _choose(_t1, lambda: _t33 + _t37, lambda: pred - _t38),
         ),
         batch,
     )
@@ -388,85 +394,91 @@ def _poisson_nll_value_and_grads(pred, target, log_input, full, eps, *, scale=No
     _t6 = _choose(_t1, lambda: np.where(_t3, 1, 3.141592653589793 * _t4), lambda: 0)
     _t7 = _choose(_t1, lambda: np.where(_t3, 1, target), lambda: 0)
     _t8 = _choose(_t0, lambda: 0, lambda: pred + eps)
-    _t16 = _choose(
+    _t10 = _choose(
         _t0,
         lambda: _choose(_t1, lambda: np.where(target == 0, 1.0, _t7), lambda: 0),
         lambda: 0,
     )
-    _t15 = _choose(
-        _t0, lambda: _choose(_t1, lambda: np.log(_t16), lambda: 0), lambda: 0
-    )
-    _t14 = _choose(
-        _t0, lambda: _choose(_t1, lambda: target * _t15, lambda: 0), lambda: 0
-    )
-    _t13 = _choose(
+    _t9 = _choose(_t0, lambda: _choose(_t1, lambda: np.log(_t10), lambda: 0), lambda: 0)
+    _t12 = _choose(
         _t0,
-        lambda: _choose(_t1, lambda: np.where(target == 0, 0.0, _t14), lambda: 0),
         lambda: 0,
+        lambda: _choose(_t1, lambda: np.where(target == 0, 1.0, _t7), lambda: 0),
     )
-    _t12 = _choose(_t0, lambda: _choose(_t1, lambda: 2 * _t13, lambda: 0), lambda: 0)
+    _t11 = _choose(
+        _t0, lambda: 0, lambda: _choose(_t1, lambda: np.log(_t12), lambda: 0)
+    )
+    _t13 = _choose(_t0, lambda: _choose(_t1, lambda: pred, lambda: 0), lambda: 0)
+    _t14 = _choose(_t0, lambda: _choose(_t1, lambda: 0, lambda: pred), lambda: 0)
+    _t15 = _choose(_t0, lambda: 0, lambda: _choose(_t1, lambda: _t8, lambda: 0))
+    _t16 = _choose(_t0, lambda: 0, lambda: _choose(_t1, lambda: 0, lambda: _t8))
     _t18 = _choose(_t0, lambda: _choose(_t1, lambda: np.log(_t6), lambda: 0), lambda: 0)
     _t17 = _choose(_t0, lambda: _choose(_t1, lambda: _t5 + _t18, lambda: 0), lambda: 0)
-    _t11 = _choose(_t0, lambda: _choose(_t1, lambda: _t17 + _t12, lambda: 0), lambda: 0)
-    _t19 = _choose(_t0, lambda: _choose(_t1, lambda: 1 / 2, lambda: 0), lambda: 0)
-    _t10 = _choose(_t0, lambda: _choose(_t1, lambda: _t19 * _t11, lambda: 0), lambda: 0)
-    _t9 = _choose(
-        _t0, lambda: _choose(_t1, lambda: np.where(_t3, 0, _t10), lambda: 0), lambda: 0
+    _t23 = _choose(
+        _t0, lambda: _choose(_t1, lambda: target * _t9, lambda: 0), lambda: 0
     )
-    _t27 = _choose(
+    _t22 = _choose(
+        _t0,
+        lambda: _choose(_t1, lambda: np.where(target == 0, 0.0, _t23), lambda: 0),
+        lambda: 0,
+    )
+    _t21 = _choose(_t0, lambda: _choose(_t1, lambda: 2 * _t22, lambda: 0), lambda: 0)
+    _t20 = _choose(_t0, lambda: _choose(_t1, lambda: _t17 + _t21, lambda: 0), lambda: 0)
+    _t24 = _choose(_t0, lambda: _choose(_t1, lambda: 1 / 2, lambda: 0), lambda: 0)
+    _t19 = _choose(_t0, lambda: _choose(_t1, lambda: _t24 * _t20, lambda: 0), lambda: 0)
+    _t26 = _choose(_t0, lambda: 0, lambda: _choose(_t1, lambda: np.log(_t6), lambda: 0))
+    _t25 = _choose(_t0, lambda: 0, lambda: _choose(_t1, lambda: _t5 + _t26, lambda: 0))
+    _t31 = _choose(
+        _t0, lambda: 0, lambda: _choose(_t1, lambda: target * _t11, lambda: 0)
+    )
+    _t30 = _choose(
         _t0,
         lambda: 0,
-        lambda: _choose(_t1, lambda: np.where(target == 0, 1.0, _t7), lambda: 0),
+        lambda: _choose(_t1, lambda: np.where(target == 0, 0.0, _t31), lambda: 0),
     )
-    _t26 = _choose(
-        _t0, lambda: 0, lambda: _choose(_t1, lambda: np.log(_t27), lambda: 0)
+    _t29 = _choose(_t0, lambda: 0, lambda: _choose(_t1, lambda: 2 * _t30, lambda: 0))
+    _t28 = _choose(_t0, lambda: 0, lambda: _choose(_t1, lambda: _t25 + _t29, lambda: 0))
+    _t32 = _choose(_t0, lambda: 0, lambda: _choose(_t1, lambda: 1 / 2, lambda: 0))
+    _t27 = _choose(_t0, lambda: 0, lambda: _choose(_t1, lambda: _t32 * _t28, lambda: 0))
+    _t35 = _choose(
+        _t0, lambda: 0, lambda: _choose(_t1, lambda: np.log(_t15), lambda: 0)
     )
-    _t25 = _choose(
-        _t0, lambda: 0, lambda: _choose(_t1, lambda: target * _t26, lambda: 0)
-    )
-    _t24 = _choose(
-        _t0,
-        lambda: 0,
-        lambda: _choose(_t1, lambda: np.where(target == 0, 0.0, _t25), lambda: 0),
-    )
-    _t23 = _choose(_t0, lambda: 0, lambda: _choose(_t1, lambda: 2 * _t24, lambda: 0))
-    _t29 = _choose(_t0, lambda: 0, lambda: _choose(_t1, lambda: np.log(_t6), lambda: 0))
-    _t28 = _choose(_t0, lambda: 0, lambda: _choose(_t1, lambda: _t5 + _t29, lambda: 0))
-    _t22 = _choose(_t0, lambda: 0, lambda: _choose(_t1, lambda: _t28 + _t23, lambda: 0))
-    _t30 = _choose(_t0, lambda: 0, lambda: _choose(_t1, lambda: 1 / 2, lambda: 0))
-    _t21 = _choose(_t0, lambda: 0, lambda: _choose(_t1, lambda: _t30 * _t22, lambda: 0))
-    _t20 = _choose(
-        _t0, lambda: 0, lambda: _choose(_t1, lambda: np.where(_t3, 0, _t21), lambda: 0)
-    )
-    _t33 = _choose(_t0, lambda: 0, lambda: _choose(_t1, lambda: np.log(_t8), lambda: 0))
-    _t32 = _choose(
-        _t0, lambda: 0, lambda: _choose(_t1, lambda: target * _t33, lambda: 0)
-    )
-    _t31 = _choose(_t0, lambda: 0, lambda: _choose(_t1, lambda: pred - _t32, lambda: 0))
-    _t35 = _choose(_t0, lambda: 0, lambda: _choose(_t1, lambda: 0, lambda: np.log(_t8)))
     _t34 = _choose(
-        _t0, lambda: 0, lambda: _choose(_t1, lambda: 0, lambda: target * _t35)
+        _t0, lambda: 0, lambda: _choose(_t1, lambda: target * _t35, lambda: 0)
+    )
+    _t33 = _choose(_t0, lambda: 0, lambda: _choose(_t1, lambda: pred - _t34, lambda: 0))
+    _t36 = _choose(
+        _t0, lambda: _choose(_t1, lambda: np.where(_t3, 0, _t19), lambda: 0), lambda: 0
     )
     _t37 = _choose(
-        _t0, lambda: _choose(_t1, lambda: np.exp(pred), lambda: 0), lambda: 0
+        _t0, lambda: 0, lambda: _choose(_t1, lambda: np.where(_t3, 0, _t27), lambda: 0)
     )
-    _t36 = _choose(_t0, lambda: _choose(_t1, lambda: _t37 - _t2, lambda: 0), lambda: 0)
+    _t39 = _choose(
+        _t0, lambda: 0, lambda: _choose(_t1, lambda: 0, lambda: np.log(_t16))
+    )
     _t38 = _choose(
-        _t0, lambda: _choose(_t1, lambda: 0, lambda: np.exp(pred)), lambda: 0
+        _t0, lambda: 0, lambda: _choose(_t1, lambda: 0, lambda: target * _t39)
     )
-    _t39 = _choose(_t0, lambda: np.exp(pred), lambda: 0)
-    _t40 = _choose(_t0, lambda: 0, lambda: target / _t8)
+    _t41 = _choose(
+        _t0, lambda: _choose(_t1, lambda: np.exp(_t13), lambda: 0), lambda: 0
+    )
+    _t40 = _choose(_t0, lambda: _choose(_t1, lambda: _t41 - _t2, lambda: 0), lambda: 0)
+    _t42 = _choose(
+        _t0, lambda: _choose(_t1, lambda: 0, lambda: np.exp(_t14)), lambda: 0
+    )
+    _t43 = _choose(_t0, lambda: np.exp(pred), lambda: 0)
+    _t44 = _choose(_t0, lambda: 0, lambda: target / _t8)
     value = _fill(
         _choose(
             _t0,
-            lambda: _choose(_t1, lambda: _t36 + _t9, lambda: _t38 - _t2),
-            lambda: _choose(_t1, lambda: _t31 + _t20, lambda: pred - _t34),
+            lambda: _choose(_t1, lambda: _t40 + _t36, lambda: _t42 - _t2),
+            lambda: _choose(_t1, lambda: _t33 + _t37, lambda: pred - _t38),
         ),
         batch,
     )
     grads = (
         _fill(
-            _times(1, _choose(_t0, lambda: _t39 - target, lambda: 1 - _t40), scale),
+            _times(1, _choose(_t0, lambda: _t43 - target, lambda: 1 - _t44), scale),
             pred.shape,
         ),
     )

@@ -398,144 +398,154 @@ def _poisson_nll_value(pred, target, log_input, full, eps):
         _t1, lambda: torch.where(_t3, 1, target), lambda: _constant(0, dtype, device)
     )
     _t8 = _choose(_t0, lambda: _constant(0, dtype, device), lambda: pred + eps)
-    _t14 = _choose(
-        _t0,
-        lambda: _choose(
-            _t1, lambda: torch.xlogy(target, _t7), lambda: _constant(0, dtype, device)
-        ),
-        lambda: _constant(0, dtype, device),
-    )
-    _t13 = _choose(
-        _t0,
-        lambda: _choose(_t1, lambda: 2 * _t14, lambda: _constant(0, dtype, device)),
-        lambda: _constant(0, dtype, device),
-    )
-    _t16 = _choose(
+    _t10 = _choose(
         _t0,
         lambda: _choose(
             _t1, lambda: torch.log(_t6), lambda: _constant(0, dtype, device)
         ),
-        lambda: _constant(0, dtype, device),
-    )
-    _t15 = _choose(
-        _t0,
-        lambda: _choose(_t1, lambda: _t5 + _t16, lambda: _constant(0, dtype, device)),
-        lambda: _constant(0, dtype, device),
-    )
-    _t12 = _choose(
-        _t0,
-        lambda: _choose(_t1, lambda: _t15 + _t13, lambda: _constant(0, dtype, device)),
-        lambda: _constant(0, dtype, device),
-    )
-    _t17 = _choose(
-        _t0,
-        lambda: _choose(_t1, lambda: 1 / 2, lambda: _constant(0, dtype, device)),
         lambda: _constant(0, dtype, device),
     )
     _t11 = _choose(
         _t0,
-        lambda: _choose(_t1, lambda: _t17 * _t12, lambda: _constant(0, dtype, device)),
-        lambda: _constant(0, dtype, device),
-    )
-    _t10 = _choose(
-        _t0,
-        lambda: _choose(
-            _t1, lambda: torch.where(_t3, 0, _t11), lambda: _constant(0, dtype, device)
-        ),
-        lambda: _constant(0, dtype, device),
-    )
-    _t22 = _choose(
-        _t0,
-        lambda: _constant(0, dtype, device),
-        lambda: _choose(
-            _t1, lambda: torch.xlogy(target, _t7), lambda: _constant(0, dtype, device)
-        ),
-    )
-    _t21 = _choose(
-        _t0,
-        lambda: _constant(0, dtype, device),
-        lambda: _choose(_t1, lambda: 2 * _t22, lambda: _constant(0, dtype, device)),
-    )
-    _t24 = _choose(
-        _t0,
         lambda: _constant(0, dtype, device),
         lambda: _choose(
             _t1, lambda: torch.log(_t6), lambda: _constant(0, dtype, device)
         ),
     )
+    _t12 = _choose(
+        _t0,
+        lambda: _choose(_t1, lambda: _t7, lambda: _constant(0, dtype, device)),
+        lambda: _constant(0, dtype, device),
+    )
+    _t13 = _choose(
+        _t0,
+        lambda: _constant(0, dtype, device),
+        lambda: _choose(_t1, lambda: _t7, lambda: _constant(0, dtype, device)),
+    )
+    _t17 = _choose(
+        _t0,
+        lambda: _choose(
+            _t1, lambda: torch.xlogy(target, _t12), lambda: _constant(0, dtype, device)
+        ),
+        lambda: _constant(0, dtype, device),
+    )
+    _t16 = _choose(
+        _t0,
+        lambda: _choose(_t1, lambda: 2 * _t17, lambda: _constant(0, dtype, device)),
+        lambda: _constant(0, dtype, device),
+    )
+    _t18 = _choose(
+        _t0,
+        lambda: _choose(_t1, lambda: _t5 + _t10, lambda: _constant(0, dtype, device)),
+        lambda: _constant(0, dtype, device),
+    )
+    _t15 = _choose(
+        _t0,
+        lambda: _choose(_t1, lambda: _t18 + _t16, lambda: _constant(0, dtype, device)),
+        lambda: _constant(0, dtype, device),
+    )
+    _t19 = _choose(
+        _t0,
+        lambda: _choose(_t1, lambda: 1 / 2, lambda: _constant(0, dtype, device)),
+        lambda: _constant(0, dtype, device),
+    )
+    _t14 = _choose(
+        _t0,
+        lambda: _choose(_t1, lambda: _t19 * _t15, lambda: _constant(0, dtype, device)),
+        lambda: _constant(0, dtype, device),
+    )
     _t23 = _choose(
         _t0,
         lambda: _constant(0, dtype, device),
-        lambda: _choose(_t1, lambda: _t5 + _t24, lambda: _constant(0, dtype, device)),
+        lambda: _choose(
+            _t1, lambda: torch.xlogy(target, _t13), lambda: _constant(0, dtype, device)
+        ),
     )
-    _t20 = _choose(
+    _t22 = _choose(
         _t0,
         lambda: _constant(0, dtype, device),
-        lambda: _choose(_t1, lambda: _t23 + _t21, lambda: _constant(0, dtype, device)),
+        lambda: _choose(_t1, lambda: 2 * _t23, lambda: _constant(0, dtype, device)),
+    )
+    _t24 = _choose(
+        _t0,
+        lambda: _constant(0, dtype, device),
+        lambda: _choose(_t1, lambda: _t5 + _t11, lambda: _constant(0, dtype, device)),
+    )
+    _t21 = _choose(
+        _t0,
+        lambda: _constant(0, dtype, device),
+        lambda: _choose(_t1, lambda: _t24 + _t22, lambda: _constant(0, dtype, device)),
     )
     _t25 = _choose(
         _t0,
         lambda: _constant(0, dtype, device),
         lambda: _choose(_t1, lambda: 1 / 2, lambda: _constant(0, dtype, device)),
     )
-    _t19 = _choose(
+    _t20 = _choose(
         _t0,
         lambda: _constant(0, dtype, device),
-        lambda: _choose(_t1, lambda: _t25 * _t20, lambda: _constant(0, dtype, device)),
+        lambda: _choose(_t1, lambda: _t25 * _t21, lambda: _constant(0, dtype, device)),
     )
-    _t18 = _choose(
+    _t26 = _choose(
+        _t0,
+        lambda: _choose(
+            _t1, lambda: torch.where(_t3, 0, _t14), lambda: _constant(0, dtype, device)
+        ),
+        lambda: _constant(0, dtype, device),
+    )
+    _t27 = _choose(
         _t0,
         lambda: _constant(0, dtype, device),
         lambda: _choose(
-            _t1, lambda: torch.where(_t3, 0, _t19), lambda: _constant(0, dtype, device)
+            _t1, lambda: torch.where(_t3, 0, _t20), lambda: _constant(0, dtype, device)
         ),
     )
-    _t28 = _choose(
+    _t30 = _choose(
         _t0,
         lambda: _constant(0, dtype, device),
         lambda: _choose(
             _t1, lambda: torch.log(_t8), lambda: _constant(0, dtype, device)
         ),
     )
-    _t27 = _choose(
+    _t29 = _choose(
         _t0,
         lambda: _constant(0, dtype, device),
         lambda: _choose(
-            _t1, lambda: target * _t28, lambda: _constant(0, dtype, device)
+            _t1, lambda: target * _t30, lambda: _constant(0, dtype, device)
         ),
     )
-    _t26 = _choose(
+    _t28 = _choose(
         _t0,
         lambda: _constant(0, dtype, device),
-        lambda: _choose(_t1, lambda: pred - _t27, lambda: _constant(0, dtype, device)),
+        lambda: _choose(_t1, lambda: pred - _t29, lambda: _constant(0, dtype, device)),
     )
-    _t30 = _choose(
+    _t32 = _choose(
         _t0,
         lambda: _constant(0, dtype, device),
         lambda: _choose(
             _t1, lambda: _constant(0, dtype, device), lambda: torch.log(_t8)
         ),
     )
-    _t29 = _choose(
+    _t31 = _choose(
         _t0,
         lambda: _constant(0, dtype, device),
         lambda: _choose(
-            _t1, lambda: _constant(0, dtype, device), lambda: target * _t30
+            _t1, lambda: _constant(0, dtype, device), lambda: target * _t32
         ),
     )
-    _t32 = _choose(
+    _t34 = _choose(
         _t0,
         lambda: _choose(
             _t1, lambda: torch.exp(pred), lambda: _constant(0, dtype, device)
         ),
         lambda: _constant(0, dtype, device),
     )
-    _t31 = _choose(
+    _t33 = _choose(
         _t0,
-        lambda: _choose(_t1, lambda: _t32 - _t2, lambda: _constant(0, dtype, device)),
+        lambda: _choose(_t1, lambda: _t34 - _t2, lambda: _constant(0, dtype, device)),
         lambda: _constant(0, dtype, device),
     )
-    _t33 = _choose(
+    _t35 = _choose(
         _t0,
         lambda: _choose(
             _t1, lambda: _constant(0, dtype, device), lambda: torch.exp(pred)
@@ -545,8 +555,8 @@ def _poisson_nll_value(pred, target, log_input, full, eps):
     return _fill(
         _choose(
             _t0,
-            lambda: _choose(_t1, lambda: _t31 + _t10, lambda: _t33 - _t2),
-            lambda: _choose(_t1, lambda: _t26 + _t18, lambda: pred - _t29),
+            lambda: _choose(_t1, lambda: _t33 + _t26, lambda: _t35 - _t2),
+            lambda: _choose(_t1, lambda: _t28 + _t27, lambda: pred - _t31),
         ),
         batch,
         dtype,
@@ -578,157 +588,167 @@ def _poisson_nll_value_and_grads(pred, target, log_input, full, eps, *, scale=No
         _t1, lambda: torch.where(_t3, 1, target), lambda: _constant(0, dtype, device)
     )
     _t8 = _choose(_t0, lambda: _constant(0, dtype, device), lambda: pred + eps)
-    _t14 = _choose(
-        _t0,
-        lambda: _choose(
-            _t1, lambda: torch.xlogy(target, _t7), lambda: _constant(0, dtype, device)
-        ),
-        lambda: _constant(0, dtype, device),
-    )
-    _t13 = _choose(
-        _t0,
-        lambda: _choose(_t1, lambda: 2 * _t14, lambda: _constant(0, dtype, device)),
-        lambda: _constant(0, dtype, device),
-    )
-    _t16 = _choose(
+    _t10 = _choose(
         _t0,
         lambda: _choose(
             _t1, lambda: torch.log(_t6), lambda: _constant(0, dtype, device)
         ),
-        lambda: _constant(0, dtype, device),
-    )
-    _t15 = _choose(
-        _t0,
-        lambda: _choose(_t1, lambda: _t5 + _t16, lambda: _constant(0, dtype, device)),
-        lambda: _constant(0, dtype, device),
-    )
-    _t12 = _choose(
-        _t0,
-        lambda: _choose(_t1, lambda: _t15 + _t13, lambda: _constant(0, dtype, device)),
-        lambda: _constant(0, dtype, device),
-    )
-    _t17 = _choose(
-        _t0,
-        lambda: _choose(_t1, lambda: 1 / 2, lambda: _constant(0, dtype, device)),
         lambda: _constant(0, dtype, device),
     )
     _t11 = _choose(
         _t0,
-        lambda: _choose(_t1, lambda: _t17 * _t12, lambda: _constant(0, dtype, device)),
-        lambda: _constant(0, dtype, device),
-    )
-    _t10 = _choose(
-        _t0,
-        lambda: _choose(
-            _t1, lambda: torch.where(_t3, 0, _t11), lambda: _constant(0, dtype, device)
-        ),
-        lambda: _constant(0, dtype, device),
-    )
-    _t22 = _choose(
-        _t0,
-        lambda: _constant(0, dtype, device),
-        lambda: _choose(
-            _t1, lambda: torch.xlogy(target, _t7), lambda: _constant(0, dtype, device)
-        ),
-    )
-    _t21 = _choose(
-        _t0,
-        lambda: _constant(0, dtype, device),
-        lambda: _choose(_t1, lambda: 2 * _t22, lambda: _constant(0, dtype, device)),
-    )
-    _t24 = _choose(
-        _t0,
         lambda: _constant(0, dtype, device),
         lambda: _choose(
             _t1, lambda: torch.log(_t6), lambda: _constant(0, dtype, device)
         ),
     )
+    _t12 = _choose(
+        _t0,
+        lambda: _choose(_t1, lambda: _t7, lambda: _constant(0, dtype, device)),
+        lambda: _constant(0, dtype, device),
+    )
+    _t13 = _choose(
+        _t0,
+        lambda: _constant(0, dtype, device),
+        lambda: _choose(_t1, lambda: _t7, lambda: _constant(0, dtype, device)),
+    )
+    _t17 = _choose(
+        _t0,
+        lambda: _choose(
+            _t1, lambda: torch.xlogy(target, _t12), lambda: _constant(0, dtype, device)
+        ),
+        lambda: _constant(0, dtype, device),
+    )
+    _t16 = _choose(
+        _t0,
+        lambda: _choose(_t1, lambda: 2 * _t17, lambda: _constant(0, dtype, device)),
+        lambda: _constant(0, dtype, device),
+    )
+    _t18 = _choose(
+        _t0,
+        lambda: _choose(_t1, lambda: _t5 + _t10, lambda: _constant(0, dtype, device)),
+        lambda: _constant(0, dtype, device),
+    )
+    _t15 = _choose(
+        _t0,
+        lambda: _choose(_t1, lambda: _t18 + _t16, lambda: _constant(0, dtype, device)),
+        lambda: _constant(0, dtype, device),
+    )
+    _t19 = _choose(
+        _t0,
+        lambda: _choose(_t1, lambda: 1 / 2, lambda: _constant(0, dtype, device)),
+        lambda: _constant(0, dtype, device),
+    )
+    _t14 = _choose(
+        _t0,
+        lambda: _choose(_t1, lambda: _t19 * _t15, lambda: _constant(0, dtype, device)),
+        lambda: _constant(0, dtype, device),
+    )
     _t23 = _choose(
         _t0,
         lambda: _constant(0, dtype, device),
-        lambda: _choose(_t1, lambda: _t5 + _t24, lambda: _constant(0, dtype, device)),
+        lambda: _choose(
+            _t1, lambda: torch.xlogy(target, _t13), lambda: _constant(0, dtype, device)
+        ),
     )
-    _t20 = _choose(
+    _t22 = _choose(
         _t0,
         lambda: _constant(0, dtype, device),
-        lambda: _choose(_t1, lambda: _t23 + _t21, lambda: _constant(0, dtype, device)),
+        lambda: _choose(_t1, lambda: 2 * _t23, lambda: _constant(0, dtype, device)),
+    )
+    _t24 = _choose(
+        _t0,
+        lambda: _constant(0, dtype, device),
+        lambda: _choose(_t1, lambda: _t5 + _t11, lambda: _constant(0, dtype, device)),
+    )
+    _t21 = _choose(
+        _t0,
+        lambda: _constant(0, dtype, device),
+        lambda: _choose(_t1, lambda: _t24 + _t22, lambda: _constant(0, dtype, device)),
     )
     _t25 = _choose(
         _t0,
         lambda: _constant(0, dtype, device),
         lambda: _choose(_t1, lambda: 1 / 2, lambda: _constant(0, dtype, device)),
     )
-    _t19 = _choose(
+    _t20 = _choose(
         _t0,
         lambda: _constant(0, dtype, device),
-        lambda: _choose(_t1, lambda: _t25 * _t20, lambda: _constant(0, dtype, device)),
+        lambda: _choose(_t1, lambda: _t25 * _t21, lambda: _constant(0, dtype, device)),
     )
-    _t18 = _choose(
+    _t26 = _choose(
+        _t0,
+        lambda: _choose(
+            _t1, lambda: torch.where(_t3, 0, _t14), lambda: _constant(0, dtype, device)
+        ),
+        lambda: _constant(0, dtype, device),
+    )
+    _t27 = _choose(
         _t0,
         lambda: _constant(0, dtype, device),
         lambda: _choose(
-            _t1, lambda: torch.where(_t3, 0, _t19), lambda: _constant(0, dtype, device)
+            _t1, lambda: torch.where(_t3, 0, _t20), lambda: _constant(0, dtype, device)
         ),
     )
-    _t28 = _choose(
+    _t30 = _choose(
         _t0,
         lambda: _constant(0, dtype, device),
         lambda: _choose(
             _t1, lambda: torch.log(_t8), lambda: _constant(0, dtype, device)
         ),
     )
-    _t27 = _choose(
+    _t29 = _choose(
         _t0,
         lambda: _constant(0, dtype, device),
         lambda: _choose(
-            _t1, lambda: target * _t28, lambda: _constant(0, dtype, device)
+            _t1, lambda: target * _t30, lambda: _constant(0, dtype, device)
         ),
     )
-    _t26 = _choose(
+    _t28 = _choose(
         _t0,
         lambda: _constant(0, dtype, device),
-        lambda: _choose(_t1, lambda: pred - _t27, lambda: _constant(0, dtype, device)),
+        lambda: _choose(_t1, lambda: pred - _t29, lambda: _constant(0, dtype, device)),
     )
-    _t30 = _choose(
+    _t32 = _choose(
         _t0,
         lambda: _constant(0, dtype, device),
         lambda: _choose(
             _t1, lambda: _constant(0, dtype, device), lambda: torch.log(_t8)
         ),
     )
-    _t29 = _choose(
+    _t31 = _choose(
         _t0,
         lambda: _constant(0, dtype, device),
         lambda: _choose(
-            _t1, lambda: _constant(0, dtype, device), lambda: target * _t30
+            _t1, lambda: _constant(0, dtype, device), lambda: target * _t32
         ),
     )
-    _t32 = _choose(
+    _t34 = _choose(
         _t0,
         lambda: _choose(
             _t1, lambda: torch.exp(pred), lambda: _constant(0, dtype, device)
         ),
         lambda: _constant(0, dtype, device),
     )
-    _t31 = _choose(
+    _t33 = _choose(
         _t0,
-        lambda: _choose(_t1, lambda: _t32 - _t2, lambda: _constant(0, dtype, device)),
+        lambda: _choose(_t1, lambda: _t34 - _t2, lambda: _constant(0, dtype, device)),
         lambda: _constant(0, dtype, device),
     )
-    _t33 = _choose(
+    _t35 = _choose(
         _t0,
         lambda: _choose(
             _t1, lambda: _constant(0, dtype, device), lambda: torch.exp(pred)
         ),
         lambda: _constant(0, dtype, device),
     )
-    _t34 = _choose(_t0, lambda: torch.exp(pred), lambda: _constant(0, dtype, device))
-    _t35 = _choose(_t0, lambda: _constant(0, dtype, device), lambda: target / _t8)
+    _t36 = _choose(_t0, lambda: torch.exp(pred), lambda: _constant(0, dtype, device))
+    _t37 = _choose(_t0, lambda: _constant(0, dtype, device), lambda: target / _t8)
     value = _fill(
         _choose(
             _t0,
-            lambda: _choose(_t1, lambda: _t31 + _t10, lambda: _t33 - _t2),
-            lambda: _choose(_t1, lambda: _t26 + _t18, lambda: pred - _t29),
+            lambda: _choose(_t1, lambda: _t33 + _t26, lambda: _t35 - _t2),
+            lambda: _choose(_t1, lambda: _t28 + _t27, lambda: pred - _t31),
         ),
         batch,
         dtype,
@@ -736,7 +756,7 @@ def _poisson_nll_value_and_grads(pred, target, log_input, full, eps, *, scale=No
     )
     grads = (
         _fill(
-            _times(1, _choose(_t0, lambda: _t34 - target, lambda: 1 - _t35), scale),
+            _times(1, _choose(_t0, lambda: _t36 - target, lambda: 1 - _t37), scale),
             pred.shape,
             dtype,
             device,
@@ -766,19 +786,7 @@ def _poisson_nll_targeted_value(pred, target, log_input, full, eps):
         _t1, lambda: torch.where(_t3, 1, target), lambda: _constant(0, dtype, device)
     )
     _t9 = _choose(_t0, lambda: _constant(0, dtype, device), lambda: pred + eps)
-    _t15 = _choose(
-        _t0,
-        lambda: _choose(
-            _t1, lambda: torch.xlogy(target, _t7), lambda: _constant(0, dtype, device)
-        ),
-        lambda: _constant(0, dtype, device),
-    )
-    _t14 = _choose(
-        _t0,
-        lambda: _choose(_t1, lambda: 2 * _t15, lambda: _constant(0, dtype, device)),
-        lambda: _constant(0, dtype, device),
-    )
-    _t17 = _choose(
+    _t11 = _choose(
         _t0,
         lambda: _choose(
             _t1, lambda: torch.log(_t6), lambda: _constant(0, dtype, device)
@@ -787,12 +795,24 @@ def _poisson_nll_targeted_value(pred, target, log_input, full, eps):
     )
     _t16 = _choose(
         _t0,
-        lambda: _choose(_t1, lambda: _t5 + _t17, lambda: _constant(0, dtype, device)),
+        lambda: _choose(
+            _t1, lambda: torch.xlogy(target, _t7), lambda: _constant(0, dtype, device)
+        ),
         lambda: _constant(0, dtype, device),
     )
-    _t13 = _choose(
+    _t15 = _choose(
         _t0,
-        lambda: _choose(_t1, lambda: _t16 + _t14, lambda: _constant(0, dtype, device)),
+        lambda: _choose(_t1, lambda: 2 * _t16, lambda: _constant(0, dtype, device)),
+        lambda: _constant(0, dtype, device),
+    )
+    _t17 = _choose(
+        _t0,
+        lambda: _choose(_t1, lambda: _t5 + _t11, lambda: _constant(0, dtype, device)),
+        lambda: _constant(0, dtype, device),
+    )
+    _t14 = _choose(
+        _t0,
+        lambda: _choose(_t1, lambda: _t17 + _t15, lambda: _constant(0, dtype, device)),
         lambda: _constant(0, dtype, device),
     )
     _t18 = _choose(
@@ -800,31 +820,19 @@ def _poisson_nll_targeted_value(pred, target, log_input, full, eps):
         lambda: _choose(_t1, lambda: 1 / 2, lambda: _constant(0, dtype, device)),
         lambda: _constant(0, dtype, device),
     )
+    _t13 = _choose(
+        _t0,
+        lambda: _choose(_t1, lambda: _t18 * _t14, lambda: _constant(0, dtype, device)),
+        lambda: _constant(0, dtype, device),
+    )
     _t12 = _choose(
         _t0,
-        lambda: _choose(_t1, lambda: _t18 * _t13, lambda: _constant(0, dtype, device)),
-        lambda: _constant(0, dtype, device),
-    )
-    _t11 = _choose(
-        _t0,
         lambda: _choose(
-            _t1, lambda: torch.where(_t3, 0, _t12), lambda: _constant(0, dtype, device)
+            _t1, lambda: torch.where(_t3, 0, _t13), lambda: _constant(0, dtype, device)
         ),
         lambda: _constant(0, dtype, device),
     )
-    _t23 = _choose(
-        _t0,
-        lambda: _constant(0, dtype, device),
-        lambda: _choose(
-            _t1, lambda: torch.xlogy(target, _t7), lambda: _constant(0, dtype, device)
-        ),
-    )
-    _t22 = _choose(
-        _t0,
-        lambda: _constant(0, dtype, device),
-        lambda: _choose(_t1, lambda: 2 * _t23, lambda: _constant(0, dtype, device)),
-    )
-    _t25 = _choose(
+    _t19 = _choose(
         _t0,
         lambda: _constant(0, dtype, device),
         lambda: _choose(
@@ -834,110 +842,122 @@ def _poisson_nll_targeted_value(pred, target, log_input, full, eps):
     _t24 = _choose(
         _t0,
         lambda: _constant(0, dtype, device),
-        lambda: _choose(_t1, lambda: _t5 + _t25, lambda: _constant(0, dtype, device)),
+        lambda: _choose(
+            _t1, lambda: torch.xlogy(target, _t7), lambda: _constant(0, dtype, device)
+        ),
     )
-    _t21 = _choose(
+    _t23 = _choose(
         _t0,
         lambda: _constant(0, dtype, device),
-        lambda: _choose(_t1, lambda: _t24 + _t22, lambda: _constant(0, dtype, device)),
+        lambda: _choose(_t1, lambda: 2 * _t24, lambda: _constant(0, dtype, device)),
+    )
+    _t25 = _choose(
+        _t0,
+        lambda: _constant(0, dtype, device),
+        lambda: _choose(_t1, lambda: _t5 + _t19, lambda: _constant(0, dtype, device)),
+    )
+    _t22 = _choose(
+        _t0,
+        lambda: _constant(0, dtype, device),
+        lambda: _choose(_t1, lambda: _t25 + _t23, lambda: _constant(0, dtype, device)),
     )
     _t26 = _choose(
         _t0,
         lambda: _constant(0, dtype, device),
         lambda: _choose(_t1, lambda: 1 / 2, lambda: _constant(0, dtype, device)),
     )
+    _t21 = _choose(
+        _t0,
+        lambda: _constant(0, dtype, device),
+        lambda: _choose(_t1, lambda: _t26 * _t22, lambda: _constant(0, dtype, device)),
+    )
     _t20 = _choose(
         _t0,
         lambda: _constant(0, dtype, device),
-        lambda: _choose(_t1, lambda: _t26 * _t21, lambda: _constant(0, dtype, device)),
-    )
-    _t19 = _choose(
-        _t0,
-        lambda: _constant(0, dtype, device),
         lambda: _choose(
-            _t1, lambda: torch.where(_t3, 0, _t20), lambda: _constant(0, dtype, device)
+            _t1, lambda: torch.where(_t3, 0, _t21), lambda: _constant(0, dtype, device)
         ),
     )
+    _t27 = _choose(
+        _t0,
+        lambda: _constant(0, dtype, device),
+        lambda: _choose(_t1, lambda: _not(_t0), lambda: _constant(0, dtype, device)),
+    )
     _t28 = _choose(
+        _t0,
+        lambda: _constant(0, dtype, device),
+        lambda: _choose(_t1, lambda: _constant(0, dtype, device), lambda: _not(_t0)),
+    )
+    _t29 = _choose(
+        _t0,
+        lambda: _constant(0, dtype, device),
+        lambda: _choose(_t1, lambda: _constant(0, dtype, device), lambda: _not(_t1)),
+    )
+    _t31 = _choose(
         _t0,
         lambda: _choose(
             _t1, lambda: torch.exp(pred), lambda: _constant(0, dtype, device)
         ),
         lambda: _constant(0, dtype, device),
     )
-    _t27 = _choose(
+    _t30 = _choose(
         _t0,
-        lambda: _choose(_t1, lambda: _t28 - _t2, lambda: _constant(0, dtype, device)),
+        lambda: _choose(_t1, lambda: _t31 - _t2, lambda: _constant(0, dtype, device)),
         lambda: _constant(0, dtype, device),
     )
-    _t29 = _choose(
+    _t32 = _choose(
         _t0,
         lambda: _choose(
             _t1, lambda: _constant(0, dtype, device), lambda: torch.exp(pred)
         ),
         lambda: _constant(0, dtype, device),
     )
-    _t33 = _choose(
-        _t0,
-        lambda: _constant(0, dtype, device),
-        lambda: _choose(_t1, lambda: _not(_t0), lambda: _constant(0, dtype, device)),
-    )
-    _t32 = _choose(
-        _t0,
-        lambda: _constant(0, dtype, device),
-        lambda: _choose(
-            _t1,
-            lambda: _choose(
-                _t1 & _t33, lambda: torch.log(_t9), lambda: _constant(0, dtype, device)
-            ),
-            lambda: _constant(0, dtype, device),
-        ),
-    )
-    _t31 = _choose(
-        _t0,
-        lambda: _constant(0, dtype, device),
-        lambda: _choose(
-            _t1, lambda: target * _t32, lambda: _constant(0, dtype, device)
-        ),
-    )
-    _t30 = _choose(
-        _t0,
-        lambda: _constant(0, dtype, device),
-        lambda: _choose(_t1, lambda: pred - _t31, lambda: _constant(0, dtype, device)),
-    )
-    _t36 = _choose(
-        _t0,
-        lambda: _constant(0, dtype, device),
-        lambda: _choose(_t1, lambda: _constant(0, dtype, device), lambda: _not(_t0)),
-    )
-    _t37 = _choose(
-        _t0,
-        lambda: _constant(0, dtype, device),
-        lambda: _choose(_t1, lambda: _constant(0, dtype, device), lambda: _not(_t1)),
-    )
     _t35 = _choose(
         _t0,
         lambda: _constant(0, dtype, device),
         lambda: _choose(
             _t1,
-            lambda: _constant(0, dtype, device),
             lambda: _choose(
-                _t36 & _t37, lambda: torch.log(_t9), lambda: _constant(0, dtype, device)
+                _t1 & _t27, lambda: torch.log(_t9), lambda: _constant(0, dtype, device)
             ),
+            lambda: _constant(0, dtype, device),
         ),
     )
     _t34 = _choose(
         _t0,
         lambda: _constant(0, dtype, device),
         lambda: _choose(
-            _t1, lambda: _constant(0, dtype, device), lambda: target * _t35
+            _t1, lambda: target * _t35, lambda: _constant(0, dtype, device)
+        ),
+    )
+    _t33 = _choose(
+        _t0,
+        lambda: _constant(0, dtype, device),
+        lambda: _choose(_t1, lambda: pred - _t34, lambda: _constant(0, dtype, device)),
+    )
+    _t37 = _choose(
+        _t0,
+        lambda: _constant(0, dtype, device),
+        lambda: _choose(
+            _t1,
+            lambda: _constant(0, dtype, device),
+            lambda: _choose(
+                _t28 & _t29, lambda: torch.log(_t9), lambda: _constant(0, dtype, device)
+            ),
+        ),
+    )
+    _t36 = _choose(
+        _t0,
+        lambda: _constant(0, dtype, device),
+        lambda: _choose(
+            _t1, lambda: _constant(0, dtype, device), lambda: target * _t37
         ),
     )
     return _fill(
         _choose(
             _t0,
-            lambda: _choose(_t1, lambda: _t27 + _t11, lambda: _t29 - _t2),
-            lambda: _choose(_t1, lambda: _t30 + _t19, lambda: pred - _t34),
+            lambda: _choose(_t1, lambda: _t30 + _t12, lambda: _t32 - _t2),
+            lambda: _choose(_t1, lambda: _t33 + _t20, lambda: pred - _t36),
         ),
         batch,
         dtype,
@@ -993,19 +1013,7 @@ def _poisson_nll_targeted_value_and_grads(
     _t15 = _choose(
         _t1, lambda: torch.where(_t3, 1, _t21), lambda: _constant(0, dtype, device)
     )
-    _t26 = _choose(
-        _t0,
-        lambda: _choose(
-            _t1, lambda: torch.xlogy(target, _t7), lambda: _constant(0, dtype, device)
-        ),
-        lambda: _constant(0, dtype, device),
-    )
-    _t25 = _choose(
-        _t0,
-        lambda: _choose(_t1, lambda: 2 * _t26, lambda: _constant(0, dtype, device)),
-        lambda: _constant(0, dtype, device),
-    )
-    _t28 = _choose(
+    _t22 = _choose(
         _t0,
         lambda: _choose(
             _t1, lambda: torch.log(_t6), lambda: _constant(0, dtype, device)
@@ -1014,12 +1022,24 @@ def _poisson_nll_targeted_value_and_grads(
     )
     _t27 = _choose(
         _t0,
-        lambda: _choose(_t1, lambda: _t5 + _t28, lambda: _constant(0, dtype, device)),
+        lambda: _choose(
+            _t1, lambda: torch.xlogy(target, _t7), lambda: _constant(0, dtype, device)
+        ),
         lambda: _constant(0, dtype, device),
     )
-    _t24 = _choose(
+    _t26 = _choose(
         _t0,
-        lambda: _choose(_t1, lambda: _t27 + _t25, lambda: _constant(0, dtype, device)),
+        lambda: _choose(_t1, lambda: 2 * _t27, lambda: _constant(0, dtype, device)),
+        lambda: _constant(0, dtype, device),
+    )
+    _t28 = _choose(
+        _t0,
+        lambda: _choose(_t1, lambda: _t5 + _t22, lambda: _constant(0, dtype, device)),
+        lambda: _constant(0, dtype, device),
+    )
+    _t25 = _choose(
+        _t0,
+        lambda: _choose(_t1, lambda: _t28 + _t26, lambda: _constant(0, dtype, device)),
         lambda: _constant(0, dtype, device),
     )
     _t29 = _choose(
@@ -1027,31 +1047,19 @@ def _poisson_nll_targeted_value_and_grads(
         lambda: _choose(_t1, lambda: 1 / 2, lambda: _constant(0, dtype, device)),
         lambda: _constant(0, dtype, device),
     )
+    _t24 = _choose(
+        _t0,
+        lambda: _choose(_t1, lambda: _t29 * _t25, lambda: _constant(0, dtype, device)),
+        lambda: _constant(0, dtype, device),
+    )
     _t23 = _choose(
         _t0,
-        lambda: _choose(_t1, lambda: _t29 * _t24, lambda: _constant(0, dtype, device)),
-        lambda: _constant(0, dtype, device),
-    )
-    _t22 = _choose(
-        _t0,
         lambda: _choose(
-            _t1, lambda: torch.where(_t3, 0, _t23), lambda: _constant(0, dtype, device)
+            _t1, lambda: torch.where(_t3, 0, _t24), lambda: _constant(0, dtype, device)
         ),
         lambda: _constant(0, dtype, device),
     )
-    _t34 = _choose(
-        _t0,
-        lambda: _constant(0, dtype, device),
-        lambda: _choose(
-            _t1, lambda: torch.xlogy(target, _t7), lambda: _constant(0, dtype, device)
-        ),
-    )
-    _t33 = _choose(
-        _t0,
-        lambda: _constant(0, dtype, device),
-        lambda: _choose(_t1, lambda: 2 * _t34, lambda: _constant(0, dtype, device)),
-    )
-    _t36 = _choose(
+    _t30 = _choose(
         _t0,
         lambda: _constant(0, dtype, device),
         lambda: _choose(
@@ -1061,92 +1069,111 @@ def _poisson_nll_targeted_value_and_grads(
     _t35 = _choose(
         _t0,
         lambda: _constant(0, dtype, device),
-        lambda: _choose(_t1, lambda: _t5 + _t36, lambda: _constant(0, dtype, device)),
+        lambda: _choose(
+            _t1, lambda: torch.xlogy(target, _t7), lambda: _constant(0, dtype, device)
+        ),
     )
-    _t32 = _choose(
+    _t34 = _choose(
         _t0,
         lambda: _constant(0, dtype, device),
-        lambda: _choose(_t1, lambda: _t35 + _t33, lambda: _constant(0, dtype, device)),
+        lambda: _choose(_t1, lambda: 2 * _t35, lambda: _constant(0, dtype, device)),
+    )
+    _t36 = _choose(
+        _t0,
+        lambda: _constant(0, dtype, device),
+        lambda: _choose(_t1, lambda: _t5 + _t30, lambda: _constant(0, dtype, device)),
+    )
+    _t33 = _choose(
+        _t0,
+        lambda: _constant(0, dtype, device),
+        lambda: _choose(_t1, lambda: _t36 + _t34, lambda: _constant(0, dtype, device)),
     )
     _t37 = _choose(
         _t0,
         lambda: _constant(0, dtype, device),
         lambda: _choose(_t1, lambda: 1 / 2, lambda: _constant(0, dtype, device)),
     )
+    _t32 = _choose(
+        _t0,
+        lambda: _constant(0, dtype, device),
+        lambda: _choose(_t1, lambda: _t37 * _t33, lambda: _constant(0, dtype, device)),
+    )
     _t31 = _choose(
         _t0,
         lambda: _constant(0, dtype, device),
-        lambda: _choose(_t1, lambda: _t37 * _t32, lambda: _constant(0, dtype, device)),
-    )
-    _t30 = _choose(
-        _t0,
-        lambda: _constant(0, dtype, device),
         lambda: _choose(
-            _t1, lambda: torch.where(_t3, 0, _t31), lambda: _constant(0, dtype, device)
+            _t1, lambda: torch.where(_t3, 0, _t32), lambda: _constant(0, dtype, device)
         ),
     )
     _t39 = _choose(
-        _t0,
-        lambda: _choose(
-            _t1, lambda: torch.exp(pred), lambda: _constant(0, dtype, device)
-        ),
-        lambda: _constant(0, dtype, device),
-    )
-    _t38 = _choose(
-        _t0,
-        lambda: _choose(_t1, lambda: _t39 - _t2, lambda: _constant(0, dtype, device)),
-        lambda: _constant(0, dtype, device),
-    )
-    _t40 = _choose(
-        _t0,
-        lambda: _choose(
-            _t1, lambda: _constant(0, dtype, device), lambda: torch.exp(pred)
-        ),
-        lambda: _constant(0, dtype, device),
-    )
-    _t42 = _choose(
         _t0,
         lambda: _constant(0, dtype, device),
         lambda: _choose(
             _t1, lambda: _t10 * target, lambda: _constant(0, dtype, device)
         ),
     )
-    _t41 = _choose(
+    _t38 = _choose(
         _t0,
         lambda: _constant(0, dtype, device),
-        lambda: _choose(_t1, lambda: pred - _t42, lambda: _constant(0, dtype, device)),
+        lambda: _choose(_t1, lambda: pred - _t39, lambda: _constant(0, dtype, device)),
     )
-    _t43 = _choose(
+    _t40 = _choose(
         _t0,
         lambda: _constant(0, dtype, device),
         lambda: _choose(
             _t1, lambda: _constant(0, dtype, device), lambda: _t12 * target
         ),
     )
+    _t42 = _choose(
+        _t0,
+        lambda: _choose(
+            _t1, lambda: torch.exp(pred), lambda: _constant(0, dtype, device)
+        ),
+        lambda: _constant(0, dtype, device),
+    )
+    _t41 = _choose(
+        _t0,
+        lambda: _choose(_t1, lambda: _t42 - _t2, lambda: _constant(0, dtype, device)),
+        lambda: _constant(0, dtype, device),
+    )
+    _t43 = _choose(
+        _t0,
+        lambda: _choose(
+            _t1, lambda: _constant(0, dtype, device), lambda: torch.exp(pred)
+        ),
+        lambda: _constant(0, dtype, device),
+    )
     _t44 = _choose(_t0, lambda: torch.exp(pred), lambda: _constant(0, dtype, device))
     _t45 = _choose(_t0, lambda: _constant(0, dtype, device), lambda: target / _t9)
-    _t53 = _choose(
+    _t46 = _choose(
         _t0,
         lambda: _choose(
             _t1, lambda: torch.log(_t15), lambda: _constant(0, dtype, device)
         ),
         lambda: _constant(0, dtype, device),
     )
-    _t52 = _choose(
+    _t47 = _choose(
+        _t0,
+        lambda: _constant(0, dtype, device),
+        lambda: _choose(
+            _t1, lambda: torch.log(_t15), lambda: _constant(0, dtype, device)
+        ),
+    )
+    _t53 = _choose(
         _t0,
         lambda: _choose(
-            _t1, lambda: torch.where(_t14, _t53, 0), lambda: _constant(0, dtype, device)
+            _t1, lambda: torch.where(_t14, _t46, 0), lambda: _constant(0, dtype, device)
         ),
+        lambda: _constant(0, dtype, device),
+    )
+    _t52 = _choose(
+        _t0,
+        lambda: _choose(_t1, lambda: 2 * _t53, lambda: _constant(0, dtype, device)),
         lambda: _constant(0, dtype, device),
     )
     _t51 = _choose(
         _t0,
-        lambda: _choose(_t1, lambda: 2 * _t52, lambda: _constant(0, dtype, device)),
-        lambda: _constant(0, dtype, device),
-    )
-    _t50 = _choose(
-        _t0,
-        lambda: _choose(_t1, lambda: _t13 + _t51, lambda: _constant(0, dtype, device)),
+        lambda: _choose(_t1, lambda: _t13 + _t52, lambda: _constant(0, dtype, device)),
         lambda: _constant(0, dtype, device),
     )
     _t54 = _choose(
@@ -1154,14 +1181,14 @@ def _poisson_nll_targeted_value_and_grads(
         lambda: _choose(_t1, lambda: 1 / _t7, lambda: _constant(0, dtype, device)),
         lambda: _constant(0, dtype, device),
     )
-    _t49 = _choose(
+    _t50 = _choose(
         _t0,
-        lambda: _choose(_t1, lambda: _t50 + _t54, lambda: _constant(0, dtype, device)),
+        lambda: _choose(_t1, lambda: _t51 + _t54, lambda: _constant(0, dtype, device)),
         lambda: _constant(0, dtype, device),
     )
-    _t48 = _choose(
+    _t49 = _choose(
         _t0,
-        lambda: _choose(_t1, lambda: _t49 - 2, lambda: _constant(0, dtype, device)),
+        lambda: _choose(_t1, lambda: _t50 - 2, lambda: _constant(0, dtype, device)),
         lambda: _constant(0, dtype, device),
     )
     _t55 = _choose(
@@ -1169,79 +1196,72 @@ def _poisson_nll_targeted_value_and_grads(
         lambda: _choose(_t1, lambda: 1 / 2, lambda: _constant(0, dtype, device)),
         lambda: _constant(0, dtype, device),
     )
-    _t47 = _choose(
+    _t48 = _choose(
         _t0,
-        lambda: _choose(_t1, lambda: _t55 * _t48, lambda: _constant(0, dtype, device)),
+        lambda: _choose(_t1, lambda: _t55 * _t49, lambda: _constant(0, dtype, device)),
         lambda: _constant(0, dtype, device),
-    )
-    _t46 = _choose(
-        _t0,
-        lambda: _choose(
-            _t1, lambda: torch.where(_t3, 0, _t47), lambda: _constant(0, dtype, device)
-        ),
-        lambda: _constant(0, dtype, device),
-    )
-    _t63 = _choose(
-        _t0,
-        lambda: _constant(0, dtype, device),
-        lambda: _choose(
-            _t1, lambda: torch.log(_t15), lambda: _constant(0, dtype, device)
-        ),
-    )
-    _t62 = _choose(
-        _t0,
-        lambda: _constant(0, dtype, device),
-        lambda: _choose(
-            _t1, lambda: torch.where(_t14, _t63, 0), lambda: _constant(0, dtype, device)
-        ),
     )
     _t61 = _choose(
         _t0,
         lambda: _constant(0, dtype, device),
-        lambda: _choose(_t1, lambda: 2 * _t62, lambda: _constant(0, dtype, device)),
+        lambda: _choose(
+            _t1, lambda: torch.where(_t14, _t47, 0), lambda: _constant(0, dtype, device)
+        ),
     )
     _t60 = _choose(
         _t0,
         lambda: _constant(0, dtype, device),
-        lambda: _choose(_t1, lambda: _t13 + _t61, lambda: _constant(0, dtype, device)),
-    )
-    _t64 = _choose(
-        _t0,
-        lambda: _constant(0, dtype, device),
-        lambda: _choose(_t1, lambda: 1 / _t7, lambda: _constant(0, dtype, device)),
+        lambda: _choose(_t1, lambda: 2 * _t61, lambda: _constant(0, dtype, device)),
     )
     _t59 = _choose(
         _t0,
         lambda: _constant(0, dtype, device),
-        lambda: _choose(_t1, lambda: _t60 + _t64, lambda: _constant(0, dtype, device)),
+        lambda: _choose(_t1, lambda: _t13 + _t60, lambda: _constant(0, dtype, device)),
+    )
+    _t62 = _choose(
+        _t0,
+        lambda: _constant(0, dtype, device),
+        lambda: _choose(_t1, lambda: 1 / _t7, lambda: _constant(0, dtype, device)),
     )
     _t58 = _choose(
         _t0,
         lambda: _constant(0, dtype, device),
-        lambda: _choose(_t1, lambda: _t59 - 2, lambda: _constant(0, dtype, device)),
-    )
-    _t65 = _choose(
-        _t0,
-        lambda: _constant(0, dtype, device),
-        lambda: _choose(_t1, lambda: 1 / 2, lambda: _constant(0, dtype, device)),
+        lambda: _choose(_t1, lambda: _t59 + _t62, lambda: _constant(0, dtype, device)),
     )
     _t57 = _choose(
         _t0,
         lambda: _constant(0, dtype, device),
-        lambda: _choose(_t1, lambda: _t65 * _t58, lambda: _constant(0, dtype, device)),
+        lambda: _choose(_t1, lambda: _t58 - 2, lambda: _constant(0, dtype, device)),
+    )
+    _t63 = _choose(
+        _t0,
+        lambda: _constant(0, dtype, device),
+        lambda: _choose(_t1, lambda: 1 / 2, lambda: _constant(0, dtype, device)),
     )
     _t56 = _choose(
         _t0,
         lambda: _constant(0, dtype, device),
+        lambda: _choose(_t1, lambda: _t63 * _t57, lambda: _constant(0, dtype, device)),
+    )
+    _t64 = _choose(
+        _t0,
         lambda: _choose(
-            _t1, lambda: torch.where(_t3, 0, _t57), lambda: _constant(0, dtype, device)
+            _t1, lambda: torch.where(_t3, 0, _t48), lambda: _constant(0, dtype, device)
+        ),
+        lambda: _constant(0, dtype, device),
+    )
+    _t65 = _choose(
+        _t0,
+        lambda: _constant(0, dtype, device),
+        lambda: _choose(
+            _t1, lambda: torch.where(_t3, 0, _t56), lambda: _constant(0, dtype, device)
         ),
     )
     value = _fill(
         _choose(
             _t0,
-            lambda: _choose(_t1, lambda: _t38 + _t22, lambda: _t40 - _t2),
-            lambda: _choose(_t1, lambda: _t41 + _t30, lambda: pred - _t43),
+            lambda: _choose(_t1, lambda: _t41 + _t23, lambda: _t43 - _t2),
+            lambda: _choose(_t1, lambda: _t38 + _t31, lambda: pred - _t40),
         ),
         batch,
         dtype,
@@ -1260,8 +1280,8 @@ def _poisson_nll_targeted_value_and_grads(
                 1,
                 _choose(
                     _t0,
-                    lambda: _choose(_t1, lambda: _t46 - pred, lambda: -pred),
-                    lambda: _choose(_t1, lambda: _t56 - _t10, lambda: -_t12),
+                    lambda: _choose(_t1, lambda: _t64 - pred, lambda: -pred),
+                    lambda: _choose(_t1, lambda: _t65 - _t10, lambda: -_t12),
                 ),
                 scale,
             ),

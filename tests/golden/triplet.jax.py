@@ -404,64 +404,106 @@ def _triplet_value(anchor, positive, negative, margin, p, eps, swap):
     batch = anchor.shape[:-1]
     _t0 = swap > 0
     _t1 = -positive
-    _t14 = _choose(p == 2, lambda: 0, lambda: jnp.abs((_t1 + anchor) + eps) ** p)
-    _t13 = _choose(p == 2, lambda: 0, lambda: jnp.sum(_t14, axis=-1, keepdims=True))
-    _t16 = _choose(p == 2, lambda: jnp.square((_t1 + anchor) + eps), lambda: 0)
-    _t15 = _choose(p == 2, lambda: jnp.sum(_t16, axis=-1, keepdims=True), lambda: 0)
-    _t12 = _choose(p == 2, lambda: jnp.sqrt(_t15), lambda: _t13 ** (1 / p))
-    _t4 = -_t12
-    _t18 = _choose(p == 2, lambda: 0, lambda: jnp.abs((anchor - negative) + eps) ** p)
-    _t17 = _choose(p == 2, lambda: 0, lambda: jnp.sum(_t18, axis=-1, keepdims=True))
-    _t20 = _choose(p == 2, lambda: jnp.square((anchor - negative) + eps), lambda: 0)
-    _t19 = _choose(p == 2, lambda: jnp.sum(_t20, axis=-1, keepdims=True), lambda: 0)
-    _t6 = _choose(p == 2, lambda: jnp.sqrt(_t19), lambda: _t17 ** (1 / p))
-    _t28 = _choose(
-        _t0, lambda: _choose(p == 2, lambda: 0, lambda: -_t1 - negative), lambda: 0
-    )
-    _t27 = _choose(
-        _t0, lambda: _choose(p == 2, lambda: 0, lambda: _t28 + eps), lambda: 0
-    )
-    _t26 = _choose(
-        _t0, lambda: _choose(p == 2, lambda: 0, lambda: jnp.abs(_t27)), lambda: 0
-    )
-    _t25 = _choose(_t0, lambda: _choose(p == 2, lambda: 0, lambda: _t26**p), lambda: 0)
-    _t24 = _choose(
+    _t13 = _choose(p == 2, lambda: 0, lambda: jnp.abs((_t1 + anchor) + eps) ** p)
+    _t12 = _choose(p == 2, lambda: 0, lambda: jnp.sum(_t13, axis=-1, keepdims=True))
+    _t15 = _choose(p == 2, lambda: jnp.square((_t1 + anchor) + eps), lambda: 0)
+    _t14 = _choose(p == 2, lambda: jnp.sum(_t15, axis=-1, keepdims=True), lambda: 0)
+    _t4 = -_choose(p == 2, lambda: jnp.sqrt(_t14), lambda: _t12 ** (1 / p))
+    _t17 = _choose(p == 2, lambda: 0, lambda: jnp.abs((anchor - negative) + eps) ** p)
+    _t16 = _choose(p == 2, lambda: 0, lambda: jnp.sum(_t17, axis=-1, keepdims=True))
+    _t19 = _choose(p == 2, lambda: jnp.square((anchor - negative) + eps), lambda: 0)
+    _t18 = _choose(p == 2, lambda: jnp.sum(_t19, axis=-1, keepdims=True), lambda: 0)
+    _t6 = _choose(p == 2, lambda: jnp.sqrt(_t18), lambda: _t16 ** (1 / p))
+    _t23 = _choose(
         _t0,
         lambda: _choose(
-            p == 2, lambda: 0, lambda: jnp.sum(_t25, axis=-1, keepdims=True)
+            _t0, lambda: _choose(p == 2, lambda: 0, lambda: -_t1 - negative), lambda: 0
         ),
         lambda: 0,
     )
-    _t32 = _choose(
-        _t0, lambda: _choose(p == 2, lambda: -_t1 - negative, lambda: 0), lambda: 0
+    _t22 = _choose(
+        _t0,
+        lambda: _choose(
+            _t0, lambda: _choose(p == 2, lambda: 0, lambda: _t23 + eps), lambda: 0
+        ),
+        lambda: 0,
     )
-    _t31 = _choose(
-        _t0, lambda: _choose(p == 2, lambda: _t32 + eps, lambda: 0), lambda: 0
+    _t21 = _choose(
+        _t0,
+        lambda: _choose(
+            _t0, lambda: _choose(p == 2, lambda: 0, lambda: jnp.abs(_t22)), lambda: 0
+        ),
+        lambda: 0,
     )
-    _t30 = _choose(
-        _t0, lambda: _choose(p == 2, lambda: jnp.square(_t31), lambda: 0), lambda: 0
+    _t20 = _choose(
+        _t0,
+        lambda: _choose(
+            _t0, lambda: _choose(p == 2, lambda: 0, lambda: _t21**p), lambda: 0
+        ),
+        lambda: 0,
+    )
+    _t26 = _choose(
+        _t0,
+        lambda: _choose(
+            _t0, lambda: _choose(p == 2, lambda: -_t1 - negative, lambda: 0), lambda: 0
+        ),
+        lambda: 0,
+    )
+    _t25 = _choose(
+        _t0,
+        lambda: _choose(
+            _t0, lambda: _choose(p == 2, lambda: _t26 + eps, lambda: 0), lambda: 0
+        ),
+        lambda: 0,
+    )
+    _t24 = _choose(
+        _t0,
+        lambda: _choose(
+            _t0, lambda: _choose(p == 2, lambda: jnp.square(_t25), lambda: 0), lambda: 0
+        ),
+        lambda: 0,
+    )
+    _t27 = _choose(
+        _t0,
+        lambda: _choose(
+            _t0,
+            lambda: _choose(
+                p == 2, lambda: jnp.sum(_t24, axis=-1, keepdims=True), lambda: 0
+            ),
+            lambda: 0,
+        ),
+        lambda: 0,
+    )
+    _t28 = _choose(
+        _t0,
+        lambda: _choose(
+            _t0,
+            lambda: _choose(
+                p == 2, lambda: 0, lambda: jnp.sum(_t20, axis=-1, keepdims=True)
+            ),
+            lambda: 0,
+        ),
+        lambda: 0,
     )
     _t29 = _choose(
         _t0,
         lambda: _choose(
-            p == 2, lambda: jnp.sum(_t30, axis=-1, keepdims=True), lambda: 0
+            _t0, lambda: _choose(p == 2, lambda: 0, lambda: 1 / p), lambda: 0
         ),
         lambda: 0,
     )
-    _t33 = _choose(_t0, lambda: _choose(p == 2, lambda: 0, lambda: 1 / p), lambda: 0)
-    _t23 = _choose(
+    _t31 = _choose(
         _t0,
-        lambda: _choose(p == 2, lambda: jnp.sqrt(_t29), lambda: _t24**_t33),
+        lambda: _choose(p == 2, lambda: jnp.sqrt(_t27), lambda: _t28**_t29),
         lambda: 0,
     )
-    _t22 = _choose(_t0, lambda: jnp.minimum(_t6, _t23), lambda: 0)
-    _t21 = _choose(_t0, lambda: -_t4 - _t22, lambda: 0)
-    _t9 = _choose(_t0, lambda: _t21 + margin, lambda: 0)
+    _t30 = _choose(_t0, lambda: -_t4 - jnp.minimum(_t6, _t31), lambda: 0)
+    _t9 = _choose(_t0, lambda: _t30 + margin, lambda: 0)
     _t11 = _choose(_t0, lambda: 0, lambda: (-_t4 - _t6) + margin)
-    _t34 = _choose(_t0, lambda: _t9 < 0, lambda: 0)
+    _t32 = _choose(_t0, lambda: _t9 < 0, lambda: 0)
     return _fill(
         _choose(
-            _t0, lambda: jnp.where(_t34, 0, _t9), lambda: jnp.where(_t11 < 0, 0, _t11)
+            _t0, lambda: jnp.where(_t32, 0, _t9), lambda: jnp.where(_t11 < 0, 0, _t11)
         ),
         batch + (1,),
         dtype,

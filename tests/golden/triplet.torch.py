@@ -425,142 +425,191 @@ def _triplet_value(anchor, positive, negative, margin, p, eps, swap):
     dtype, device, batch = anchor.dtype, anchor.device, anchor.shape[:-1]
     _t0 = swap > 0
     _t1 = -positive
-    _t17 = _choose(p == 2, lambda: _constant(0, dtype, device), lambda: _t1 + anchor)
-    _t16 = _choose(p == 2, lambda: _constant(0, dtype, device), lambda: _t17 + eps)
-    _t15 = _choose(p == 2, lambda: _constant(0, dtype, device), lambda: torch.abs(_t16))
-    _t14 = _choose(p == 2, lambda: _constant(0, dtype, device), lambda: _t15**p)
-    _t18 = p == 2
-    _t13 = _choose(
-        _t18,
+    _t16 = _choose(p == 2, lambda: _constant(0, dtype, device), lambda: _t1 + anchor)
+    _t15 = _choose(p == 2, lambda: _constant(0, dtype, device), lambda: _t16 + eps)
+    _t14 = _choose(p == 2, lambda: _constant(0, dtype, device), lambda: torch.abs(_t15))
+    _t13 = _choose(p == 2, lambda: _constant(0, dtype, device), lambda: _t14**p)
+    _t17 = p == 2
+    _t12 = _choose(
+        _t17,
         lambda: _constant(0, dtype, device),
-        lambda: torch.sum(_t14, dim=-1, keepdim=True),
+        lambda: torch.sum(_t13, dim=-1, keepdim=True),
     )
-    _t22 = _choose(p == 2, lambda: _t1 + anchor, lambda: _constant(0, dtype, device))
-    _t21 = _choose(p == 2, lambda: _t22 + eps, lambda: _constant(0, dtype, device))
-    _t23 = p == 2
-    _t20 = _choose(
-        _t23, lambda: torch.square(_t21), lambda: _constant(0, dtype, device)
-    )
-    _t24 = p == 2
+    _t21 = _choose(p == 2, lambda: _t1 + anchor, lambda: _constant(0, dtype, device))
+    _t20 = _choose(p == 2, lambda: _t21 + eps, lambda: _constant(0, dtype, device))
+    _t22 = p == 2
     _t19 = _choose(
-        _t24,
-        lambda: torch.sum(_t20, dim=-1, keepdim=True),
+        _t22, lambda: torch.square(_t20), lambda: _constant(0, dtype, device)
+    )
+    _t23 = p == 2
+    _t18 = _choose(
+        _t23,
+        lambda: torch.sum(_t19, dim=-1, keepdim=True),
         lambda: _constant(0, dtype, device),
     )
-    _t12 = _choose(p == 2, lambda: torch.sqrt(_t19), lambda: _t13 ** (1 / p))
-    _t4 = -_t12
+    _t4 = -_choose(p == 2, lambda: torch.sqrt(_t18), lambda: _t12 ** (1 / p))
+    _t29 = p == 2
+    _t28 = _choose(_t29, lambda: _constant(0, dtype, device), lambda: anchor - negative)
+    _t27 = _choose(p == 2, lambda: _constant(0, dtype, device), lambda: _t28 + eps)
+    _t26 = _choose(p == 2, lambda: _constant(0, dtype, device), lambda: torch.abs(_t27))
+    _t25 = _choose(p == 2, lambda: _constant(0, dtype, device), lambda: _t26**p)
     _t30 = p == 2
-    _t29 = _choose(_t30, lambda: _constant(0, dtype, device), lambda: anchor - negative)
-    _t28 = _choose(p == 2, lambda: _constant(0, dtype, device), lambda: _t29 + eps)
-    _t27 = _choose(p == 2, lambda: _constant(0, dtype, device), lambda: torch.abs(_t28))
-    _t26 = _choose(p == 2, lambda: _constant(0, dtype, device), lambda: _t27**p)
-    _t31 = p == 2
-    _t25 = _choose(
-        _t31,
+    _t24 = _choose(
+        _t30,
         lambda: _constant(0, dtype, device),
-        lambda: torch.sum(_t26, dim=-1, keepdim=True),
+        lambda: torch.sum(_t25, dim=-1, keepdim=True),
     )
+    _t35 = p == 2
+    _t34 = _choose(_t35, lambda: anchor - negative, lambda: _constant(0, dtype, device))
+    _t33 = _choose(p == 2, lambda: _t34 + eps, lambda: _constant(0, dtype, device))
     _t36 = p == 2
-    _t35 = _choose(_t36, lambda: anchor - negative, lambda: _constant(0, dtype, device))
-    _t34 = _choose(p == 2, lambda: _t35 + eps, lambda: _constant(0, dtype, device))
-    _t37 = p == 2
-    _t33 = _choose(
-        _t37, lambda: torch.square(_t34), lambda: _constant(0, dtype, device)
-    )
-    _t38 = p == 2
     _t32 = _choose(
-        _t38,
-        lambda: torch.sum(_t33, dim=-1, keepdim=True),
+        _t36, lambda: torch.square(_t33), lambda: _constant(0, dtype, device)
+    )
+    _t37 = p == 2
+    _t31 = _choose(
+        _t37,
+        lambda: torch.sum(_t32, dim=-1, keepdim=True),
         lambda: _constant(0, dtype, device),
     )
-    _t6 = _choose(p == 2, lambda: torch.sqrt(_t32), lambda: _t25 ** (1 / p))
+    _t6 = _choose(p == 2, lambda: torch.sqrt(_t31), lambda: _t24 ** (1 / p))
+    _t38 = _choose(
+        _t0,
+        lambda: _choose(
+            _t0,
+            lambda: _choose(
+                p == 2,
+                lambda: _choose(
+                    _t0, lambda: -_t1 - negative, lambda: _constant(0, dtype, device)
+                ),
+                lambda: _constant(0, dtype, device),
+            ),
+            lambda: _constant(0, dtype, device),
+        ),
+        lambda: _constant(0, dtype, device),
+    )
+    _t39 = _choose(
+        _t0,
+        lambda: _choose(
+            _t0,
+            lambda: _choose(
+                p == 2, lambda: _t38 + eps, lambda: _constant(0, dtype, device)
+            ),
+            lambda: _constant(0, dtype, device),
+        ),
+        lambda: _constant(0, dtype, device),
+    )
+    _t41 = _choose(
+        _t0,
+        lambda: _choose(
+            _t0,
+            lambda: _choose(
+                p == 2, lambda: torch.square(_t39), lambda: _constant(0, dtype, device)
+            ),
+            lambda: _constant(0, dtype, device),
+        ),
+        lambda: _constant(0, dtype, device),
+    )
+    _t40 = _choose(
+        _t0,
+        lambda: _choose(
+            _t0,
+            lambda: _choose(
+                p == 2,
+                lambda: torch.sum(_t41, dim=-1, keepdim=True),
+                lambda: _constant(0, dtype, device),
+            ),
+            lambda: _constant(0, dtype, device),
+        ),
+        lambda: _constant(0, dtype, device),
+    )
+    _t42 = _choose(
+        _t0,
+        lambda: _choose(
+            _t0,
+            lambda: _choose(
+                p == 2,
+                lambda: _constant(0, dtype, device),
+                lambda: _choose(
+                    _t0, lambda: -_t1 - negative, lambda: _constant(0, dtype, device)
+                ),
+            ),
+            lambda: _constant(0, dtype, device),
+        ),
+        lambda: _constant(0, dtype, device),
+    )
+    _t43 = _choose(
+        _t0,
+        lambda: _choose(
+            _t0,
+            lambda: _choose(
+                p == 2, lambda: _constant(0, dtype, device), lambda: _t42 + eps
+            ),
+            lambda: _constant(0, dtype, device),
+        ),
+        lambda: _constant(0, dtype, device),
+    )
     _t46 = _choose(
         _t0,
         lambda: _choose(
-            p == 2, lambda: _constant(0, dtype, device), lambda: -_t1 - negative
+            _t0,
+            lambda: _choose(
+                p == 2, lambda: _constant(0, dtype, device), lambda: torch.abs(_t43)
+            ),
+            lambda: _constant(0, dtype, device),
         ),
         lambda: _constant(0, dtype, device),
     )
     _t45 = _choose(
         _t0,
         lambda: _choose(
-            p == 2, lambda: _constant(0, dtype, device), lambda: _t46 + eps
+            _t0,
+            lambda: _choose(
+                p == 2, lambda: _constant(0, dtype, device), lambda: _t46**p
+            ),
+            lambda: _constant(0, dtype, device),
         ),
         lambda: _constant(0, dtype, device),
     )
     _t44 = _choose(
         _t0,
         lambda: _choose(
-            p == 2, lambda: _constant(0, dtype, device), lambda: torch.abs(_t45)
-        ),
-        lambda: _constant(0, dtype, device),
-    )
-    _t43 = _choose(
-        _t0,
-        lambda: _choose(p == 2, lambda: _constant(0, dtype, device), lambda: _t44**p),
-        lambda: _constant(0, dtype, device),
-    )
-    _t42 = _choose(
-        _t0,
-        lambda: _choose(
-            p == 2,
+            _t0,
+            lambda: _choose(
+                p == 2,
+                lambda: _constant(0, dtype, device),
+                lambda: torch.sum(_t45, dim=-1, keepdim=True),
+            ),
             lambda: _constant(0, dtype, device),
-            lambda: torch.sum(_t43, dim=-1, keepdim=True),
-        ),
-        lambda: _constant(0, dtype, device),
-    )
-    _t50 = _choose(
-        _t0,
-        lambda: _choose(
-            p == 2, lambda: -_t1 - negative, lambda: _constant(0, dtype, device)
-        ),
-        lambda: _constant(0, dtype, device),
-    )
-    _t49 = _choose(
-        _t0,
-        lambda: _choose(
-            p == 2, lambda: _t50 + eps, lambda: _constant(0, dtype, device)
-        ),
-        lambda: _constant(0, dtype, device),
-    )
-    _t48 = _choose(
-        _t0,
-        lambda: _choose(
-            p == 2, lambda: torch.square(_t49), lambda: _constant(0, dtype, device)
         ),
         lambda: _constant(0, dtype, device),
     )
     _t47 = _choose(
         _t0,
         lambda: _choose(
-            p == 2,
-            lambda: torch.sum(_t48, dim=-1, keepdim=True),
+            _t0,
+            lambda: _choose(p == 2, lambda: _constant(0, dtype, device), lambda: 1 / p),
             lambda: _constant(0, dtype, device),
         ),
         lambda: _constant(0, dtype, device),
     )
-    _t51 = _choose(
+    _t49 = _choose(
         _t0,
-        lambda: _choose(p == 2, lambda: _constant(0, dtype, device), lambda: 1 / p),
+        lambda: _choose(p == 2, lambda: torch.sqrt(_t40), lambda: _t44**_t47),
         lambda: _constant(0, dtype, device),
     )
-    _t41 = _choose(
-        _t0,
-        lambda: _choose(p == 2, lambda: torch.sqrt(_t47), lambda: _t42**_t51),
-        lambda: _constant(0, dtype, device),
+    _t50 = _choose(
+        _t0, lambda: torch.minimum(_t6, _t49), lambda: _constant(0, dtype, device)
     )
-    _t40 = _choose(
-        _t0, lambda: torch.minimum(_t6, _t41), lambda: _constant(0, dtype, device)
-    )
-    _t39 = _choose(_t0, lambda: -_t4 - _t40, lambda: _constant(0, dtype, device))
-    _t9 = _choose(_t0, lambda: _t39 + margin, lambda: _constant(0, dtype, device))
-    _t52 = _choose(_t0, lambda: _constant(0, dtype, device), lambda: -_t4 - _t6)
-    _t11 = _choose(_t0, lambda: _constant(0, dtype, device), lambda: _t52 + margin)
-    _t53 = _choose(_t0, lambda: _t9 < 0, lambda: _constant(0, dtype, device))
+    _t48 = _choose(_t0, lambda: -_t4 - _t50, lambda: _constant(0, dtype, device))
+    _t9 = _choose(_t0, lambda: _t48 + margin, lambda: _constant(0, dtype, device))
+    _t51 = _choose(_t0, lambda: _constant(0, dtype, device), lambda: -_t4 - _t6)
+    _t11 = _choose(_t0, lambda: _constant(0, dtype, device), lambda: _t51 + margin)
+    _t52 = _choose(_t0, lambda: _t9 < 0, lambda: _constant(0, dtype, device))
     return _fill(
         _choose(
             _t0,
-            lambda: torch.where(_t53, 0, _t9),
+            lambda: torch.where(_t52, 0, _t9),
             lambda: torch.where(_t11 < 0, 0, _t11),
         ),
         batch + (1,),
