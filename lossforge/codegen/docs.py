@@ -11,6 +11,7 @@ section is written the way each format marks code.
 from __future__ import annotations
 
 import re
+import textwrap
 from dataclasses import dataclass
 
 from ..language import latex_text
@@ -24,28 +25,47 @@ class Section:
     """One section: its title (None: a paragraph of its own), how its lines read, and the lines.
 
     ``kind`` is ``text`` (paragraphs), ``code`` (lines of code), ``items`` (definitions, one per line:
-    ``name (type): ...``), ``bullets`` (a list) or ``block`` (text under a heading).
+    ``name (type): ...``), ``bullets`` (a list) or ``block`` (text under a heading). A ``verbatim`` section
+    holds a spec's own text (its summary, description, formula, stable form or reference): written as given,
+    never rewrapped, so that the docstring holds exactly what its author wrote.
     """
 
     title: str | None
     kind: str
     lines: tuple[str, ...]
+    verbatim: bool = False
 
 
-def as_text(sections: list[Section]) -> str:
-    """The sections as a docstring in the shape of PyTorch's (Google style, ``::`` before code)."""
+def as_text(sections: list[Section], width: int | None = None) -> str:
+    """The sections as a docstring in the shape of PyTorch's (Google style, ``::`` before code); with ``width``,
+    each line that lossforge wrote (not a verbatim one, nor a doctest) wrapped at spaces within it, a
+    continuation indented under its item."""
     parts: list[str] = []
     for section in sections:
         if parts:
             parts.append("")
-        if section.kind == "text":
-            parts += section.lines
-        elif section.kind == "code":
-            parts += [f"{section.title}::", ""] + ["    " + line.replace("\n", "\n    ") for line in section.lines]
-        else:
-            mark = "- " if section.kind == "bullets" else ""
-            parts += [f"{section.title}:"] + ["    " + mark + line.replace("\n", "\n    ") for line in section.lines]
+        if section.kind == "code":
+            parts += [f"{section.title}::", ""]
+        elif section.kind != "text":
+            parts.append(f"{section.title}:")
+        indent = "" if section.kind == "text" else "    "
+        mark = "- " if section.kind == "bullets" else ""
+        # a continuation: under an item's name, a bullet's text, or a line of code
+        more = indent + ("  " if mark else "    " if section.kind != "text" else "")
+        for text in section.lines:
+            first, *rest = text.split("\n")
+            for head, line in [(indent + mark, first), *((indent, line) for line in rest)]:
+                parts += _wrapped(head, line, more, width, section.verbatim)
     return "\n".join(parts)
+
+
+def _wrapped(head: str, line: str, more: str, width: int | None, verbatim: bool) -> list[str]:
+    """``line`` after ``head``, wrapped at spaces within ``width`` and continued at ``more``; as it is if verbatim
+    (a spec's own text), a doctest, or within the width."""
+    if verbatim or width is None or len(head + line) <= width or line.startswith((">>> ", "... ")):
+        return [head + line]
+    return textwrap.wrap(line, width, initial_indent=head, subsequent_indent=more, break_long_words=False,
+                         break_on_hyphens=False)
 
 
 _INLINE = re.compile(r"``(.+?)``")

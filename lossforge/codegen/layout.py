@@ -15,10 +15,12 @@ Three pure functions on generated text, the last step of rendering:
 * :func:`module` splits each remaining line over 88 characters at its brackets,
   one item per line with a trailing comma (ruff keeps such a split: the "magic"
   trailing comma), or, where the brackets end the line and their items fit on
-  one line, those items on one indented line (ruff's own choice there); wraps
-  long comments and docstring lines at spaces. What it cannot split (a long
-  string or name) it leaves, and the tests that run ruff on the generated code
-  say where.
+  one line, those items on one indented line (ruff's own choice there); splits
+  a docstring's long doctest line as code, continued with ``...``, and wraps
+  long comments at spaces. Docstring prose it leaves: lossforge's own is wrapped
+  where it is written, and a spec's own text is kept as its author wrote it.
+  What it cannot split (a long string or name) it leaves, and the tests that
+  run ruff on the generated code say where.
 
 Nothing here reads user text: the input is source the renderer made, whose user
 strings already went through :func:`lossforge.text.inert`.
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 import ast
 import copy
+import heapq
 import io
 import itertools
 import keyword
@@ -65,12 +68,27 @@ class _Spelling:
 
     def __init__(self, source: str):
         self.source = source.strip()
+        self.ascii = self.source.isascii()  # then a node's column offsets (in UTF-8 bytes) index the text
+        self.known: dict[int, tuple[ast.expr, str, int]] = {}  # id(node) -> (node, text, strength)
 
     def of(self, node: ast.expr, least: int = _LAMBDA, operand: bool = False) -> str:
         """``node``'s text, parenthesized if it binds more loosely than ``least``, or if it is an ``operand`` (of an
         operator, not of a call) that its source parenthesized: ``(1/2)*x`` keeps its grouping, as ruff keeps it."""
-        text, strength = self._spell(node)
+        entry = self.known.get(id(node))
+        if entry is None or entry[0] is not node:
+            entry = self.known[id(node)] = (node, *self._spell(node))
+        _, text, strength = entry
         return f"({text})" if strength < least or (operand and self._parenthesized(node)) else text
+
+    def forget(self, nodes: list[ast.AST]) -> None:
+        """Spell ``nodes`` afresh next time (a part of them was replaced)."""
+        for node in nodes:
+            self.known.pop(id(node), None)
+
+    def _segment(self, node: ast.expr) -> str | None:
+        if self.ascii and node.lineno == node.end_lineno == 1:
+            return self.source[node.col_offset:node.end_col_offset]
+        return ast.get_source_segment(self.source, node)
 
     def _parenthesized(self, node: ast.expr) -> bool:
         if getattr(node, "end_col_offset", None) is None or node.lineno != node.end_lineno:
@@ -133,12 +151,12 @@ class _Spelling:
             case ast.Lambda(args=arguments, body=body):
                 head = "lambda" + (f" {ast.unparse(arguments)}" if ast.unparse(arguments) else "")
                 return f"{head}: {self.of(body)}", _LAMBDA
-        return ast.get_source_segment(self.source, node) or ast.unparse(node), _LAMBDA  # kept as written
+        return self._segment(node) or ast.unparse(node), _LAMBDA  # kept as written
 
     def _constant(self, node: ast.Constant, value: object) -> str:
         if value is Ellipsis:
             return "..."
-        written = ast.get_source_segment(self.source, node) or repr(value)
+        written = self._segment(node) or repr(value)
         if isinstance(value, str) and written[:1] == "'" and '"' not in value:
             return '"' + written[1:-1] + '"'  # ruff's double quotes
         return written
@@ -209,14 +227,12 @@ def fit(text: str, width: int, room: int, fresh: Callable[[], str], zero: str = 
         return [], text
     tree = ast.parse(text, mode="eval").body
     spelling = _Spelling(text)  # the nodes keep their places in it: literals keep their text
+    parts = _Parts(tree, spelling, room - 10)
     lines: list[tuple[str, str]] = []
     while len(text) > width:
-        # the largest part that fits a line of its own (a long sum: its longest prefix that fits), else the largest
-        sized = [(len(spelling.of(c[0])), i, c) for i, c in enumerate(_candidates(tree))]
-        if not sized:
+        found = parts.best()  # the largest part that fits a line of its own (a long sum: its longest prefix)
+        if found is None:
             break
-        fitting = [entry for entry in sized if entry[0] <= room - 10]
-        found = max(fitting or sized, key=lambda entry: (entry[0], -entry[1]))[2]
         node, guards = found
         known = {spelling.of(test): side for test, side in guards}
         part = spelling.of(_decided(copy.deepcopy(node), known, spelling))
@@ -226,9 +242,78 @@ def fit(text: str, width: int, room: int, fresh: Callable[[], str], zero: str = 
         name = fresh()
         inner, part = fit(part, room - len(name) - 3, room, fresh, zero)
         lines += [*inner, (name, part)]
-        tree = _Replace(node, name).visit(tree)
+        tree = parts.replace(node, name)
         text = spelling.of(tree)
     return lines, text
+
+
+class _Parts:
+    """The parts of an expression that :func:`fit` may give names, kept as the parts are replaced one by one: a
+    replacement changes only the sizes of the parts above it and removes those within it, so each step costs the
+    depth of the tree, not its size."""
+
+    def __init__(self, tree: ast.expr, spelling: _Spelling, fits: int):
+        self.tree, self.spelling, self.fits = tree, spelling, fits
+        self.parents = {id(child): node for node in ast.walk(tree) for child in ast.iter_child_nodes(node)}
+        self.found = list(_candidates(tree))  # (node, guards), in the order of the walk (ties go to the first)
+        self.place = {id(node): i for i, (node, _) in enumerate(self.found)}
+        self.size = [len(spelling.of(node)) for node, _ in self.found]
+        self.alive = [True] * len(self.found)
+        self.heap = [(-size, i) for i, size in enumerate(self.size) if size <= fits]
+        heapq.heapify(self.heap)
+
+    def best(self) -> tuple[ast.expr, tuple] | None:
+        """The largest part that fits (the first of equals), else the largest of all; None when none is left."""
+        while self.heap:
+            size, i = self.heap[0]
+            if self.alive[i] and -size == self.size[i]:
+                return self.found[i]
+            heapq.heappop(self.heap)  # removed, or smaller now (pushed again at its new size)
+        left = [(self.size[i], -i) for i in range(len(self.found)) if self.alive[i]]
+        return self.found[-max(left)[1]] if left else None
+
+    def replace(self, node: ast.expr, name: str) -> ast.expr:
+        """The tree with ``node`` replaced by the name ``name``."""
+        for inner in ast.walk(node):
+            if id(inner) in self.place:
+                self.alive[self.place[id(inner)]] = False
+        named = ast.Name(id=name, ctx=ast.Load())
+        parent = self.parents.get(id(node))
+        if parent is None:
+            self.tree = named
+            return named
+        _swap(parent, node, named)
+        self.parents[id(named)] = parent
+        above = []
+        while parent is not None:
+            above.append(parent)
+            parent = self.parents.get(id(parent))
+        self.spelling.forget(above)
+        for outer in above:
+            i = self.place.get(id(outer))
+            if i is None or not self.alive[i]:
+                continue
+            if _is_simple(outer):  # x ** _t0: no longer a part of its own
+                self.alive[i] = False
+                continue
+            self.size[i] = len(self.spelling.of(outer))
+            if self.size[i] <= self.fits:
+                heapq.heappush(self.heap, (-self.size[i], i))
+        return self.tree
+
+
+def _swap(parent: ast.AST, old: ast.AST, new: ast.AST) -> None:
+    """``old``, a child of ``parent``, replaced by ``new`` in place."""
+    for field, value in ast.iter_fields(parent):
+        if value is old:
+            setattr(parent, field, new)
+            return
+        if isinstance(value, list):
+            for i, item in enumerate(value):
+                if item is old:
+                    value[i] = new
+                    return
+    raise AssertionError("not a child")
 
 
 def _select(node: ast.AST) -> tuple[ast.expr, ast.expr, ast.expr] | None:
@@ -308,16 +393,6 @@ def _candidates(node: ast.AST, guards: tuple = (), root: bool = True) -> Iterato
             yield from _candidates(child, guards, False)
 
 
-class _Replace(ast.NodeTransformer):
-    def __init__(self, node: ast.AST, name: str):
-        self.node, self.name = node, name
-
-    def visit(self, node: ast.AST) -> ast.AST:
-        if node is self.node:
-            return ast.Name(id=self.name, ctx=ast.Load())
-        return super().visit(node)
-
-
 def counter(names: Iterator[str] | list[str], prefix: str = "_t") -> Callable[[], str]:
     """Fresh names ``_t<n>`` after the largest ``n`` among ``names``."""
     taken = [int(m.group(1)) for n in names if (m := re.fullmatch(re.escape(prefix) + r"(\d+)", n))]
@@ -337,7 +412,7 @@ def module(source: str) -> str:
         if len(line) <= LINE:
             out.append(line)
         elif number in prose:
-            out.extend(_wrap_prose(line))
+            out.extend(_doctest(line))
         elif line.lstrip().startswith("#"):
             out.extend(_wrap_comment(line))
         else:
@@ -354,28 +429,16 @@ def _docstring_lines(source: str) -> set[int]:
     return inside
 
 
-def _wrap_prose(line: str) -> list[str]:
-    """A docstring line within the line length, at spaces: a literal block's continuation four spaces in; a
-    doctest line (``>>>``), or one with no space to break at, left whole."""
+def _doctest(line: str) -> list[str]:
+    """A docstring's doctest line (``>>>``) split as code, continued with ``...``; any other docstring line as it
+    is: the prose lossforge writes is wrapped where it is written (:func:`lossforge.codegen.docs.as_text`), and a
+    spec's own text is never rewrapped."""
     stripped = line.lstrip()
     indent = line[: len(line) - len(stripped)]
-    head = '"""' if stripped.startswith('"""') else ""
-    tail = '"""' if len(stripped) > 3 and stripped.endswith('"""') else ""
-    body = stripped[len(head): len(stripped) - len(tail)]
-    if body.startswith(">>> ") and not head and not tail:  # a doctest: split as code, continued with "..."
-        code = _split(indent + INDENT + body[4:])
-        return [indent + (">>> " if i == 0 else "... ") + piece[len(indent) + 4 :] for i, piece in enumerate(code)]
-    if body.startswith((">>>", "... ")) or " " not in body.strip():
+    if not stripped.startswith(">>> ") or stripped.endswith('"""'):
         return [line]
-    pieces = textwrap.wrap(head + body, LINE - len(indent) - len(tail), break_long_words=False, break_on_hyphens=False,
-                           subsequent_indent=INDENT if not head and _literal(line) else "")
-    pieces[-1] += tail
-    return [indent + p for p in pieces]
-
-
-def _literal(line: str) -> bool:
-    """Whether a docstring line is code in a literal block (indented past the docstring's own margin)."""
-    return len(line) - len(line.lstrip()) > 4 and not line.lstrip().startswith(("-", "*"))
+    code = _split(indent + INDENT + stripped[4:])
+    return [indent + (">>> " if i == 0 else "... ") + piece[len(indent) + 4 :] for i, piece in enumerate(code)]
 
 
 def _wrap_comment(line: str) -> list[str]:

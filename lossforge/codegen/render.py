@@ -827,22 +827,25 @@ def docstring(spec: LossSpec, target: Target, local: dict[str, str]) -> str:
 
     The text is plain: the renderer passes it through :func:`lossforge.text.inert`.
     Expression text is one line (a TOML multi-line expression's line breaks are
-    spaces); free text keeps its lines, indented with the block it sits in.
+    spaces); free text keeps its lines, indented with the block it sits in. What
+    lossforge writes is wrapped within the line length (the Torch class's
+    docstring sits 4 in); a spec's own text is never rewrapped.
     """
-    return docs.as_text(card(spec, target, local))
+    return docs.as_text(card(spec, target, local), layout.LINE - (len(layout.INDENT) if target.module_class else 0))
 
 
 def card(spec: LossSpec, target: Target, local: dict[str, str]) -> list[docs.Section]:
     """The sections of a loss's documentation, in the order PyTorch documents its losses: the text of the
     generated docstring and of ``lossforge doc`` (which adds the gradients, hazards and properties)."""
     head = spec.summary or spec.description or f"The {spec.name} loss."
-    parts = [docs.Section(None, "text", (head,))]
+    parts = [docs.Section(None, "text", (head,), verbatim=bool(spec.summary or spec.description))]
     if spec.description and spec.description != head:
-        parts.append(docs.Section(None, "text", (spec.description,)))
+        parts.append(docs.Section(None, "text", (spec.description,), verbatim=True))
     call = ", ".join(local[n] for n in spec.arrays)
     text = one_line(spec.text)
     formula = spec.formula or text
-    parts.append(docs.Section("The per-sample loss is", "code", (f"{spec.name}({call}) = {formula}",)))
+    parts.append(docs.Section("The per-sample loss is", "code", (f"{spec.name}({call}) = {formula}",),
+                              verbatim=bool(spec.formula)))
     if spec.formula and spec.formula != spec.text:
         parts.append(docs.Section("computed as", "code", (text,)))
     own = spec.term_reductions
@@ -896,9 +899,9 @@ def card(spec: LossSpec, target: Target, local: dict[str, str]) -> list[docs.Sec
     parts.append(docs.Section("Args", "items", tuple(args)))
     parts.append(docs.Section("Shape", "bullets", tuple(_shape_lines(spec, local))))
     if spec.stable_form:
-        parts.append(docs.Section("Stable form", "block", (spec.stable_form,)))
+        parts.append(docs.Section("Stable form", "block", (spec.stable_form,), verbatim=True))
     if spec.reference:
-        parts.append(docs.Section("Reference", "block", (spec.reference,)))
+        parts.append(docs.Section("Reference", "block", (spec.reference,), verbatim=True))
     values = ", ".join(f"{target.array_call}({example_values(spec.symbols[n])})" for n in spec.arrays)
     if not target.module_class:
         example = (
