@@ -8,6 +8,7 @@ term's value for logging.
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Mapping
 
 import sympy
@@ -98,7 +99,8 @@ def combine(
         expr=_expr.to_text(total),
         symbols={**arrays, **params},
         reduction=reduction,
-        description=f"Weighted sum of losses: {description}.",
+        # the first docstring line within ruff's 88 columns (4 in, after the quotes), the rest wrapped as well
+        description="\n".join(textwrap.wrap(f"Weighted sum of losses: {description}.", 81, break_long_words=False)),
         accept=accept,
         terms={t: (w, s.text if isinstance(s.expr, str) else _expr.to_text(s.sympy)) for t, w, s in weighted},
         term_reductions=own,

@@ -203,7 +203,7 @@ def test_forms_are_in_the_generated_code():
         code = src[name].split(f"def _{name}_value_and_grads(")[1].split("return value, grads")[0]
         assert code.count("torch.sigmoid(") == 1 and code.count("functional.softplus(") == 1, name
     joint = src["focal"].split("def _focal_value_and_grads(")[1].split("return value, grads")[0]
-    assert joint.count("**(gamma - 1)") == 1 and "**gamma" not in joint
+    assert joint.count("** (gamma - 1)") == 1 and "**gamma" not in joint and "** gamma" not in joint
     assert "2*(_t0)" not in src["mse"] and "_times(2, _t0, scale)" in src["mse"]  # the factor joins the 2
 
 

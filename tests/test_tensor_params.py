@@ -175,7 +175,7 @@ def test_tensor_is_declared_on_params_only_and_round_trips_through_toml():
     assert 'pos_weight = { role = "param", default = 1.0, domain = "positive", tensor = true }' in text
     assert lf.loads(text) == WEIGHTED_BCE
     assert lf.loads(text.replace(", tensor = true", "")) != WEIGHTED_BCE  # part of the spec's identity
-    docs = lf.compile(WEIGHTED_BCE, "torch").__doc__
+    docs = " ".join(lf.compile(WEIGHTED_BCE, "torch").__doc__.split())  # its lines wrapped within 88 columns
     assert "pos_weight (float or Tensor, optional): domain positive, each element; it broadcasts to the batch" in docs
     assert "Default: ``None`` (absent: as 1.0, with no operation for it in the code)" in docs
     assert "(float or array, optional)" in lf.compile(WEIGHTED_BCE, "numpy").__doc__

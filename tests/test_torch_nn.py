@@ -144,7 +144,8 @@ args = ["gain", "reduction"]
     assert lf.loads(lf.dumps(spec)) == spec and spec.torch_args == ("gain", "reduction")
     cls = lf.compile(spec, "torch")
     assert cls.__name__ == "ScaledL2Loss"
-    assert str(inspect.signature(cls)) == "(gain=2.0, reduction='mean', *, shift=0.0, fused=False, validate=False)"
+    assert str(inspect.signature(cls)) == ("(gain: 'float' = 2.0, reduction: 'str' = 'mean', *, shift: 'float' = 0.0, "
+                                           "fused: 'bool' = False, validate: 'bool' = False) -> 'None'")
     p, t = torch.tensor([1.0, 3.0]), torch.tensor([0.0, 1.0])
     assert cls(3.0, "sum", shift=1.0)(p, t).item() == 3.0 * (1 + 4) + 2 * 1.0
     assert "gain (float, optional)" in cls.__doc__.split("reduction (str")[0]  # documented in that order

@@ -29,7 +29,6 @@ strings already went through :func:`lossforge.text.inert`.
 from __future__ import annotations
 
 import ast
-import copy
 import heapq
 import io
 import itertools
@@ -216,13 +215,13 @@ def _is_simple(node: ast.expr, attributes: bool = True) -> bool:
 # -- fit: an assignment within its width -------------------------------------------------------------------------
 
 
-def fit(text: str, width: int, room: int, fresh: Callable[[], str], zero: str = "0") -> tuple[list[tuple[str, str]], str]:
+def fit(text: str, width: int, room: int, fresh: Callable[[], str]) -> tuple[list[tuple[str, str]], str]:
     """``text`` (a spelled expression) within ``width`` characters: the assignments it needs first, in the order
     they run, each ``name = value`` within ``room`` characters (names from ``fresh``), and what is left of it.
 
-    A part of one branch of ``_choose(cond, lambda: a, lambda: b)`` (the generated select on params, which runs
-    the branch it picks) is computed under the same select, ``zero`` (the target's number 0) on the other side:
-    what only that branch reads is never computed where the select does not run it."""
+    Only what always runs is given a name: nothing from a ``lambda`` (the branches of the generated select on
+    params, ``_choose(cond, lambda: a, lambda: b)``, run only when picked), a conditional's branches or the right
+    of ``and``/``or``. What is left over the width there, :func:`module` splits over lines."""
     if len(text) <= width:
         return [], text
     tree = ast.parse(text, mode="eval").body
@@ -230,21 +229,19 @@ def fit(text: str, width: int, room: int, fresh: Callable[[], str], zero: str = 
     parts = _Parts(tree, spelling, room - 10)
     lines: list[tuple[str, str]] = []
     while len(text) > width:
-        found = parts.best()  # the largest part that fits a line of its own (a long sum: its longest prefix)
-        if found is None:
+        node = parts.best()  # the largest part that fits a line of its own (a long sum: its longest prefix)
+        if node is None:
             break
-        node, guards = found
-        known = {spelling.of(test): side for test, side in guards}
-        part = spelling.of(_decided(copy.deepcopy(node), known, spelling))
-        for test, side in reversed(guards):
-            branches = (part, zero) if side else (zero, part)
-            part = f"_choose({spelling.of(test)}, lambda: {branches[0]}, lambda: {branches[1]})"
         name = fresh()
-        inner, part = fit(part, room - len(name) - 3, room, fresh, zero)
+        inner, part = fit(spelling.of(node), room - len(name) - 3, room, fresh)
         lines += [*inner, (name, part)]
         tree = parts.replace(node, name)
         text = spelling.of(tree)
     return lines, text
+
+
+#: The shortest part worth a line of its own (``p == 2`` is not: what is too long around it is split over lines).
+_WORTH = 16
 
 
 class _Parts:
@@ -255,14 +252,14 @@ class _Parts:
     def __init__(self, tree: ast.expr, spelling: _Spelling, fits: int):
         self.tree, self.spelling, self.fits = tree, spelling, fits
         self.parents = {id(child): node for node in ast.walk(tree) for child in ast.iter_child_nodes(node)}
-        self.found = list(_candidates(tree))  # (node, guards), in the order of the walk (ties go to the first)
-        self.place = {id(node): i for i, (node, _) in enumerate(self.found)}
-        self.size = [len(spelling.of(node)) for node, _ in self.found]
-        self.alive = [True] * len(self.found)
-        self.heap = [(-size, i) for i, size in enumerate(self.size) if size <= fits]
+        self.found = list(_candidates(tree))  # in the order of the walk (of equals, the first is taken)
+        self.place = {id(node): i for i, node in enumerate(self.found)}
+        self.size = [len(spelling.of(node)) for node in self.found]
+        self.alive = [size >= _WORTH for size in self.size]
+        self.heap = [(-size, i) for i, size in enumerate(self.size) if _WORTH <= size <= fits]
         heapq.heapify(self.heap)
 
-    def best(self) -> tuple[ast.expr, tuple] | None:
+    def best(self) -> ast.expr | None:
         """The largest part that fits (the first of equals), else the largest of all; None when none is left."""
         while self.heap:
             size, i = self.heap[0]
@@ -297,7 +294,8 @@ class _Parts:
                 self.alive[i] = False
                 continue
             self.size[i] = len(self.spelling.of(outer))
-            if self.size[i] <= self.fits:
+            self.alive[i] = self.size[i] >= _WORTH
+            if self.alive[i] and self.size[i] <= self.fits:
                 heapq.heappush(self.heap, (-self.size[i], i))
         return self.tree
 
@@ -316,81 +314,36 @@ def _swap(parent: ast.AST, old: ast.AST, new: ast.AST) -> None:
     raise AssertionError("not a child")
 
 
-def _select(node: ast.AST) -> tuple[ast.expr, ast.expr, ast.expr] | None:
-    """``_choose(test, lambda: a, lambda: b)``'s test and branches, or None for any other node."""
-    match node:
-        case ast.Call(func=ast.Name(id="_choose"), args=[test, ast.Lambda() as a, ast.Lambda() as b], keywords=[]):
-            if not (a.args.args or a.args.vararg or b.args.args or b.args.vararg):
-                return test, a.body, b.body
-    return None
-
-
-def _decided(node: ast.expr, known: dict[str, bool], spelling: _Spelling) -> ast.expr:
-    """``node`` with each select whose test ``known`` decides (by its text) replaced by the branch it takes; the
-    branches of the others decide their own test within them."""
-    found = _select(node)
-    if found is not None:
-        test, a, b = found
-        side = known.get(spelling.of(test))
-        if side is not None:
-            return _decided(a if side else b, known, spelling)
-        node.args[1].body = _decided(a, {**known, spelling.of(test): True}, spelling)
-        node.args[2].body = _decided(b, {**known, spelling.of(test): False}, spelling)
-        return node
-    for field, value in ast.iter_fields(node):
-        if isinstance(value, ast.expr):
-            setattr(node, field, _decided(value, known, spelling))
-        elif isinstance(value, list):
-            setattr(node, field, [_decided(v, known, spelling) if isinstance(v, ast.expr) else v for v in value])
-    return node
-
-
-#: What a guarded part may not be: a truth value (its other side would be a number, not false).
-_TRUTHS = (ast.Compare, ast.BoolOp)
-_TRUTH_OPS = (ast.BitAnd, ast.BitOr, ast.BitXor, ast.Not, ast.Invert)
-
-
-def _candidates(node: ast.AST, guards: tuple = (), root: bool = True) -> Iterator[tuple[ast.expr, tuple]]:
-    """The subexpressions of ``node`` that may be computed first, each with the selects it lies under (the test
-    and the side): evaluated always, or under a select; not bare names or numbers, nor a truth value under one."""
-    truth = isinstance(node, _TRUTHS) or isinstance(getattr(node, "op", None), _TRUTH_OPS)
+def _candidates(node: ast.AST, root: bool = True) -> Iterator[ast.expr]:
+    """The subexpressions of ``node`` that always run, and so may be computed first: not bare names or numbers,
+    nor anything within a ``lambda``, a comprehension, a conditional's branches or the right of ``and``/``or``."""
     if not root and isinstance(node, ast.expr) and not isinstance(
-            node, (ast.Name, ast.Constant, ast.Starred, ast.Slice, ast.Lambda)) and not _is_simple(node) and not (
-            guards and truth):
-        yield node, guards
-    select = _select(node)
-    if select is not None:
-        test, a, b = select
-        yield from _candidates(test, guards, False)
-        yield from _candidates(a, (*guards, (test, True)), True)
-        yield from _candidates(b, (*guards, (test, False)), True)
-        return
+            node, (ast.Name, ast.Constant, ast.Starred, ast.Slice, ast.Lambda)) and not _is_simple(node):
+        yield node
     match node:
         case ast.Lambda() | ast.ListComp() | ast.GeneratorExp() | ast.SetComp() | ast.DictComp():
             return  # may not run (or runs with names of its own)
-        case ast.IfExp() | ast.BoolOp() if guards:
-            return  # Python's truth of a number, which under a compiler the select would make a tensor
         case ast.IfExp(test=test):
-            yield from _candidates(test, guards, False)
+            yield from _candidates(test, False)
             return
         case ast.BoolOp(values=[first, *_]):
-            yield from _candidates(first, guards, False)
+            yield from _candidates(first, False)
             return
         case ast.Subscript(value=base, slice=index):
-            yield from _candidates(base, guards, False)
+            yield from _candidates(base, False)
             for part in index.elts if isinstance(index, ast.Tuple) else [index]:
-                yield from _candidates(part, guards, isinstance(part, ast.Slice))
+                yield from _candidates(part, isinstance(part, ast.Slice))
             return
         case ast.Call(func=func):
             children = [*node.args, *(k.value for k in node.keywords)]
             if not isinstance(func, (ast.Name, ast.Attribute)):
                 children.insert(0, func)
             for child in children:
-                yield from _candidates(child, guards, False)
+                yield from _candidates(child, False)
             return
     for child in ast.iter_child_nodes(node):
         if isinstance(child, ast.expr):
-            yield from _candidates(child, guards, False)
+            yield from _candidates(child, False)
 
 
 def counter(names: Iterator[str] | list[str], prefix: str = "_t") -> Callable[[], str]:
@@ -584,18 +537,21 @@ def _expression_lines(indent: str, head: str, expr: str, tail: str) -> list[str]
     tokens = _tokens(expr)
     groups = _groups(expr, tokens)
     kind, cuts, other = _delimiters(tokens)
-    if kind is None:  # names and brackets only: split at a bracket pair
-        if other or not groups:
+    if kind is None:  # names, brackets and unary operators only: split at a bracket pair
+        if not groups:
             return whole
         return _at_bracket(indent, head + expr + tail, _shifted(groups, len(head)), False)
     inner = indent + INDENT
     if not head.strip() and tail == ",":  # an item of a split bracket: broken at its operators, no parentheses
         return [*_chain(indent, kind, cuts, expr)[:-1], _chain(indent, kind, cuts, expr)[-1] + tail]
-    if not head.strip() or head.rstrip().endswith(":"):
-        return whole  # ruff adds no parentheses here (a lambda's body, a dict's value)
+    body_of_lambda = head.endswith("lambda: ")  # ruff parenthesizes a lambda's body as it breaks it
+    if not head.strip() or (head.rstrip().endswith(":") and not body_of_lambda):
+        # ruff adds no parentheses here (a dict's value): at a bracket pair
+        return _at_bracket(indent, head + expr + tail, _shifted(groups, len(head)), False) if groups else whole
     last = groups[-1] if groups else None
     ends = last is not None and last[1] == len(expr) - 1
-    if kind != _COMMA and len(cuts) == 1 and ends and len(indent) + len(head) + last[0] + 1 <= LINE:
+    if (kind != _COMMA and len(cuts) == 1 and ends and not body_of_lambda
+            and len(indent) + len(head) + last[0] + 1 <= LINE):
         return _at_bracket(indent, head + expr + tail, _shifted([last], len(head)), False)  # ruff's choice
     if kind != _COMMA and len(inner) + len(expr) <= LINE:
         body = [inner + expr]  # in parentheses, on a line of its own
@@ -610,7 +566,22 @@ def _chain(indent: str, kind: int, cuts: list[int], expr: str) -> list[str]:
     if kind == _COMMA:
         items = [p.removeprefix(",").strip() for p in pieces]
         return [piece for item in items if item for piece in _split(indent + item + ",")]
-    return [*_split(indent + pieces[0]), *(indent + p for p in pieces[1:])]
+    return [line for piece in pieces for line in _operand(indent, piece)]
+
+
+def _operand(indent: str, piece: str) -> list[str]:
+    """One operand of a split operator chain (after the first, with its operator): as it is if it fits; else at
+    its own operators, on the chain's indent (ruff flattens the chain so), else at a bracket pair."""
+    if len(indent) + len(piece) <= LINE:
+        return [indent + piece]
+    operator = next((o for o in sorted(_ARITHMETIC, key=len, reverse=True) if piece.startswith(o + " ")), "")
+    rest = piece[len(operator):].strip()
+    kind, cuts, _ = _delimiters(_tokens(rest))
+    if kind is None or kind < min(_ARITHMETIC.values()):
+        return _split(indent + piece)
+    pieces = [rest[a:b].strip() for a, b in itertools.pairwise([0, *cuts, len(rest)])]
+    pieces[0] = f"{operator} {pieces[0]}".strip()
+    return [line for part in pieces for line in _operand(indent, part)]
 
 
 def _shifted(groups: list, by: int) -> list:

@@ -395,10 +395,6 @@ class _LossPrinterMixin:
         super().__init__(settings)
         self._free = walk.symbols_of()  # each node's free symbols, asked once per printer
 
-    def zero(self) -> str:
-        """The number 0 as a value of the other side of a select on params (``_choose``) takes it."""
-        return self._print(sympy.S.Zero)
-
     def _print_Float(self, expr):
         return repr(float(expr))
 
@@ -851,9 +847,6 @@ class TorchLossPrinter(_LossPrinterMixin, TorchPrinter):
         if isinstance(expr, sympy.logic.boolalg.BooleanAtom):
             return f"_constant({text}, torch.bool, device)"
         return f"_constant({text}, dtype, device)"
-
-    def zero(self) -> str:
-        return self._tensor(sympy.S.Zero)
 
     def _where(self, cond: str, a, b) -> str:
         if a == 1 and b == 0:  # an indicator (a clamp's or a hinge's slope): the bools as numbers, one kernel for three

@@ -544,11 +544,10 @@ def _code(printer, replacements, exprs, scaled=False) -> tuple[tuple[str, ...], 
     writes it, a line within its width (:func:`lossforge.codegen.layout.fit`)."""
     base = printer.array_names
     fresh = layout.counter([sym.name for sym, _ in replacements])
-    zero = layout.expression(printer.zero())
     lines: list[str] = []
 
     def fitted(text: str, width: int) -> str:
-        hoisted, text = layout.fit(layout.expression(text), width, _ROOM, fresh, zero)
+        hoisted, text = layout.fit(layout.expression(text), width, _ROOM, fresh)
         lines.extend(f"{name} = {part}" for name, part in hoisted)
         return text
 

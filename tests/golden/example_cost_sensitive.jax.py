@@ -7,18 +7,18 @@
 The per-sample loss is::
 
     cost_sensitive_bce(p, y) = -(fn_weight * y * log(clamp(p, eps, 1 - eps)) + (1 - y) *
-    log(clamp(1 - p, eps, 1)))
+        log(clamp(1 - p, eps, 1)))
 
 With ``reduction="mean"`` (the default) the per-sample losses are averaged over every
 element of the batch; ``"sum"`` adds them up; ``"none"`` returns them unreduced.
 
 Args:
     reduction (str, optional): ``"mean"`` | ``"sum"`` | ``"none"`` | ``"batchmean"``
-    (the sum divided by the batch's first dimension). Default: ``"mean"``.
+        (the sum divided by the batch's first dimension). Default: ``"mean"``.
     fn_weight (float, optional): domain positive. Default: ``5.0``.
     eps (float, optional): domain [1e-12, 0.1]. Default: ``1e-07``.
     validate (bool, optional): check every array and param against its declared domain;
-    a ValueError names the first value outside it. Default: ``True``.
+        a ValueError names the first value outside it. Default: ``True``.
 
 Shape:
     - p: ``(*)``, any batch shape; domain probability.

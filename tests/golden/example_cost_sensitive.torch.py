@@ -2,8 +2,10 @@
 # Do not edit.
 # Formula: -(fn_weight * y * log(clamp(p, eps, 1 - eps)) + (1 - y) * log(clamp(1 - p,
 # eps, 1)))
-"""PyTorch module for the cost_sensitive_bce loss, with its derived (analytic)
-backward."""
+"""PyTorch module for the cost_sensitive_bce loss.
+
+Its backward is the gradient lossforge derived symbolically, not autograd's.
+"""
 
 import warnings
 
