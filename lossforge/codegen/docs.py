@@ -59,6 +59,21 @@ def as_text(sections: list[Section], width: int | None = None) -> str:
     return "\n".join(parts)
 
 
+def refilled(text: str, indent: int, width: int, lead: int = 3) -> str:
+    """lossforge's own prose from a template (paragraphs apart by a blank line, names filled in), each paragraph
+    refilled at spaces within ``width``, its lines after the first at ``indent`` spaces; the first line starts
+    ``lead`` characters in (after a docstring's opening quotes)."""
+    margin = " " * indent
+    paragraphs = [" ".join(line.strip() for line in p.split("\n")) for p in text.strip().split("\n\n")]
+    lines = textwrap.wrap(paragraphs[0], width, initial_indent=" " * (indent + lead), subsequent_indent=margin,
+                          break_long_words=False, break_on_hyphens=False)
+    lines[0] = lines[0].lstrip()
+    for paragraph in paragraphs[1:]:
+        lines += ["", *textwrap.wrap(paragraph, width, initial_indent=margin, subsequent_indent=margin,
+                                     break_long_words=False, break_on_hyphens=False)]
+    return "\n".join(lines)
+
+
 def _wrapped(head: str, line: str, more: str, width: int | None, verbatim: bool) -> list[str]:
     """``line`` after ``head``, wrapped at spaces within ``width`` and continued at ``more``; as it is if verbatim
     (a spec's own text), a doctest, or within the width."""

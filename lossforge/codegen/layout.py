@@ -429,6 +429,9 @@ def _split(line: str) -> list[str]:
         return [line]
     stripped = line.lstrip()
     indent = line[: len(line) - len(stripped)]
+    closers = len(stripped) - len(stripped.lstrip(")]}"))
+    if closers:  # the end of a statement its template split (``) and f(x):``): at a bracket after the closers
+        return _after_closers(indent, stripped, closers) or [line]
     try:
         tokens = _tokens(stripped)
     except (tokenize.TokenError, SyntaxError):
@@ -477,6 +480,43 @@ def _statement(code: str, tokens: list[tokenize.TokenInfo]) -> tuple[str, str, s
             break
         head, expr = head + lead, expr[len(lead) :].strip()
     return head, expr, tail
+
+
+def _after_closers(indent: str, code: str, closers: int) -> list[str] | None:
+    """``code``, which starts with ``closers`` closing brackets, split at one of the bracket pairs after them (as
+    :func:`_at_bracket` chooses), or None where it has none."""
+    rest = code[closers:]
+    try:
+        groups = _groups(rest, _tokens(rest))
+    except (tokenize.TokenError, SyntaxError):
+        return None
+    return _at_bracket(indent, code, _shifted(groups, closers), False) if groups else None
+
+
+def _targets(head: str) -> list[str]:
+    """The targets of an assignment's head (``a, b = `` or ``(a, b) = ``), each as written; one if not a tuple."""
+    code = head.rstrip()
+    code = code[: code.rindex(" ")].strip() if " " in code else code  # without its operator
+    tokens = _tokens(code)
+    groups = _groups(code, tokens)
+    if len(groups) == 1 and groups[0][0] == 0 and groups[0][1] == len(code) - 1 and code[0] == "(":
+        return groups[0][2]  # parenthesized: its items
+    cuts = [t.start[1] for t in _outermost(tokens) if t.type == tokenize.OP and t.string == ","]
+    return [i for a, b in itertools.pairwise([-1, *cuts, len(code)]) if (i := code[a + 1 : b].strip())]
+
+
+def _assigned(indent: str, head: str, expr: str, tail: str) -> list[str] | None:
+    """An assignment whose right-hand side cannot be split after its head, as ruff lays it out: the right-hand
+    side in parentheses where ``head (`` fits, else (several targets) the targets one per line in parentheses
+    and the right-hand side after them; None where neither applies."""
+    inner = indent + INDENT
+    if len(indent) + len(head) + 1 <= LINE:
+        return [indent + head + "(", *_split(inner + expr), indent + ")" + tail]
+    targets = _targets(head)
+    if len(targets) < 2:
+        return None
+    operator = head.rstrip().rsplit(" ", 1)[1]
+    return [indent + "(", *(inner + t + "," for t in targets), *_split(f"{indent}) {operator} {expr}{tail}")]
 
 
 def _outermost(tokens: list[tokenize.TokenInfo]) -> Iterator[tokenize.TokenInfo]:
@@ -537,7 +577,16 @@ def _expression_lines(indent: str, head: str, expr: str, tail: str) -> list[str]
     tokens = _tokens(expr)
     groups = _groups(expr, tokens)
     kind, cuts, other = _delimiters(tokens)
+    assignment = head.rstrip().rsplit(" ", 1)[-1] in _ASSIGN
     if kind is None:  # names, brackets and unary operators only: split at a bracket pair
+        opens = any(len(indent) + len(head) + g[0] + 1 <= LINE for g in groups)
+        indexed = len(groups) == 1 and groups[0][1] == len(expr) - 1 and expr[groups[0][0]] == "["
+        if assignment and (not opens or (indexed and len(indent) + len(INDENT) + len(expr) <= LINE)):
+            # ruff's choice: the right-hand side in parentheses when none of its brackets opens within the line,
+            # or when it is a name's subscript that fits there (``saved[:2]``, not ``f(x)[0]``)
+            found = _assigned(indent, head, expr, tail)
+            if found is not None:
+                return found
         if not groups:
             return whole
         return _at_bracket(indent, head + expr + tail, _shifted(groups, len(head)), False)
@@ -553,6 +602,8 @@ def _expression_lines(indent: str, head: str, expr: str, tail: str) -> list[str]
     if (kind != _COMMA and len(cuts) == 1 and ends and not body_of_lambda
             and len(indent) + len(head) + last[0] + 1 <= LINE):
         return _at_bracket(indent, head + expr + tail, _shifted([last], len(head)), False)  # ruff's choice
+    if assignment and len(indent) + len(head) + 1 > LINE and (found := _assigned(indent, head, expr, tail)):
+        return found  # the targets split first
     if kind != _COMMA and len(inner) + len(expr) <= LINE:
         body = [inner + expr]  # in parentheses, on a line of its own
     else:
@@ -608,6 +659,8 @@ def _at_bracket(indent: str, code: str, groups: list, first: bool) -> list[str]:
         body = _split(inner + items[0])  # one argument: no comma may follow a generator
     else:
         body = [piece for item in items for piece in _split(inner + item + ",")]  # kept so by the commas
+    if len(indent) + len(tail) > LINE:  # what follows the pair (``][0](a, b)``) split at a pair of its own
+        return [indent + head, *body, *(_after_closers(indent, tail, 1) or [indent + tail])]
     return [indent + head, *body, indent + tail]
 
 

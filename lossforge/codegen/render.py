@@ -987,6 +987,8 @@ def environment() -> jinja2.Environment:
     # (a target of a continuous domain gets one when it requires grad: Term.targeted)
     # Python's spelling of a tuple of (already source) items, and of the targets of an unpacking: ruff's
     # (``(a,)`` for one, no trailing comma for more, which would keep the tuple split over lines).
+    # lossforge's own docstring prose with names filled in, refilled within the line length
+    env.filters["refilled"] = lambda text, indent: docs.refilled(text, indent, layout.LINE)
     env.filters["pytuple"] = lambda items: _tuple(list(items))
     env.filters["targets"] = lambda items: f"({items[0]},)" if len(items) == 1 else ", ".join(items)
     env.filters["gradient_of"] = lambda arg: f"grad_{arg.local}" if arg.var.differentiable else "None"

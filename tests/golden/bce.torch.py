@@ -330,7 +330,7 @@ _PARAM_DOMAIN = (
 
 
 def _shown(name, value):
-    """A tensor param in the module's repr: its value if it has one, else its shape."""
+    """A param in the repr: its value if it is a number (or absent), else its shape."""
     if value is None or value.ndim == 0:
         return f"{name}={None if value is None else float(value.detach())!r}"
     return f"{name}=<tensor of shape {tuple(value.shape)}>"
@@ -1218,7 +1218,7 @@ class BCELoss(torch.nn.Module):
         shown = [
             f"reduction={self.reduction!r}",
             _shown("weight", self.weight),
-            f"eps={float(self.eps.detach())!r}",
+            _shown("eps", self.eps),
         ]
         shown += ["fused=True"] if self.fused else []
         shown += [f"validate={self.validate}"] if not self.validate else []

@@ -301,6 +301,13 @@ _PARAM_DOMAIN = (
 )
 
 
+def _shown(name, value):
+    """A param in the repr: its value if it is a number (or absent), else its shape."""
+    if value is None or value.ndim == 0:
+        return f"{name}={None if value is None else float(value.detach())!r}"
+    return f"{name}=<tensor of shape {tuple(value.shape)}>"
+
+
 def _param(name, value, domain, validate):
     """A param as module state: a float64 0-d tensor.
 
@@ -1047,8 +1054,8 @@ class CostSensitiveBceLoss(torch.nn.Module):
     def extra_repr(self):
         shown = [
             f"reduction={self.reduction!r}",
-            f"fn_weight={float(self.fn_weight.detach())!r}",
-            f"eps={float(self.eps.detach())!r}",
+            _shown("fn_weight", self.fn_weight),
+            _shown("eps", self.eps),
         ]
         shown += ["fused=True"] if self.fused else []
         shown += [f"validate={self.validate}"] if not self.validate else []

@@ -472,7 +472,7 @@ _PARAM_DOMAIN = (
 
 
 def _shown(name, value):
-    """A tensor param in the module's repr: its value if it has one, else its shape."""
+    """A param in the repr: its value if it is a number (or absent), else its shape."""
     if value is None or value.ndim == 0:
         return f"{name}={None if value is None else float(value.detach())!r}"
     return f"{name}=<tensor of shape {tuple(value.shape)}>"
@@ -2157,7 +2157,7 @@ class CrossEntropyLoss(torch.nn.Module):
             f"reduction={self.reduction!r}",
             _shown("weight", self.weight),
             f"ignore_index={int(self.ignore_index)}",
-            f"label_smoothing={float(self.label_smoothing.detach())!r}",
+            _shown("label_smoothing", self.label_smoothing),
         ]
         shown += ["fused=True"] if self.fused else []
         shown += [f"validate={self.validate}"] if self.validate else []

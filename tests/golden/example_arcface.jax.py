@@ -525,9 +525,9 @@ def loss_and_grad(
 ) -> tuple[jax.Array, tuple[jax.Array, ...]]:
     """arcface: the reduced loss and its gradient for each input.
 
-    Returns ``(value, grads)``; ``grads`` holds one array per input
-    (c), each of its input's shape and already scaled
-    for the reduction (with ``"none"``, the gradient of the sum of the losses).
+    Returns ``(value, grads)``; ``grads`` holds one array per input (c), each of its
+    input's shape and already scaled for the reduction (with ``"none"``, the gradient of
+    the sum of the losses).
     """
     _check_reduction(reduction)
     # the gradients' own shapes (summed back from the batch's)

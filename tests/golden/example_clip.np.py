@@ -465,9 +465,9 @@ def loss_and_grad(
 ) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
     """clip: the reduced loss and its gradient for each input.
 
-    Returns ``(value, grads)``; ``grads`` holds one array per input
-    (image, text), each of its input's shape and already scaled
-    for the reduction (with ``"none"``, the gradient of the sum of the losses).
+    Returns ``(value, grads)``; ``grads`` holds one array per input (image, text), each
+    of its input's shape and already scaled for the reduction (with ``"none"``, the
+    gradient of the sum of the losses).
     """
     _check_reduction(reduction)
     image, text, target, indexed, keep, counts = _prepare(image, text, target)

@@ -308,9 +308,9 @@ def loss_and_grad(
 ) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
     """cost_sensitive_bce: the reduced loss and its gradient for each input.
 
-    Returns ``(value, grads)``; ``grads`` holds one array per input
-    (p), each of its input's shape and already scaled
-    for the reduction (with ``"none"``, the gradient of the sum of the losses).
+    Returns ``(value, grads)``; ``grads`` holds one array per input (p), each of its
+    input's shape and already scaled for the reduction (with ``"none"``, the gradient of
+    the sum of the losses).
     """
     _check_reduction(reduction)
     p, y, indexed, keep, counts = _prepare(p, y)

@@ -362,9 +362,9 @@ def loss_and_grad(
 ) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
     """crammer_singer: the reduced loss and its gradient for each input.
 
-    Returns ``(value, grads)``; ``grads`` holds one array per input
-    (z), each of its input's shape and already scaled
-    for the reduction (with ``"none"``, the gradient of the sum of the losses).
+    Returns ``(value, grads)``; ``grads`` holds one array per input (z), each of its
+    input's shape and already scaled for the reduction (with ``"none"``, the gradient of
+    the sum of the losses).
     """
     _check_reduction(reduction)
     z, y, indexed, keep, counts = _prepare(z, y)

@@ -342,9 +342,9 @@ def loss_and_grad(
 ) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
     """gaussian_crps: the reduced loss and its gradient for each input.
 
-    Returns ``(value, grads)``; ``grads`` holds one array per input
-    (mu, sigma), each of its input's shape and already scaled
-    for the reduction (with ``"none"``, the gradient of the sum of the losses).
+    Returns ``(value, grads)``; ``grads`` holds one array per input (mu, sigma), each of
+    its input's shape and already scaled for the reduction (with ``"none"``, the
+    gradient of the sum of the losses).
     """
     _check_reduction(reduction)
     mu, y, sigma, indexed, keep, counts = _prepare(mu, y, sigma)

@@ -443,9 +443,9 @@ def loss_and_grad(
 ) -> tuple[jax.Array, tuple[jax.Array, ...]]:
     """listmle_sorted: the reduced loss and its gradient for each input.
 
-    Returns ``(value, grads)``; ``grads`` holds one array per input
-    (s), each of its input's shape and already scaled
-    for the reduction (with ``"none"``, the gradient of the sum of the losses).
+    Returns ``(value, grads)``; ``grads`` holds one array per input (s), each of its
+    input's shape and already scaled for the reduction (with ``"none"``, the gradient of
+    the sum of the losses).
     """
     _check_reduction(reduction)
     # the gradients' own shapes (summed back from the batch's)

@@ -332,7 +332,7 @@ _PARAM_DOMAIN = (
 
 
 def _shown(name, value):
-    """A tensor param in the module's repr: its value if it has one, else its shape."""
+    """A param in the repr: its value if it is a number (or absent), else its shape."""
     if value is None or value.ndim == 0:
         return f"{name}={None if value is None else float(value.detach())!r}"
     return f"{name}=<tensor of shape {tuple(value.shape)}>"
@@ -1435,8 +1435,8 @@ class MedicalLoss(torch.nn.Module):
         shown = [
             f"reduction={self.reduction!r}",
             _shown("weight", self.weight),
-            f"eps={float(self.eps.detach())!r}",
-            f"threshold={float(self.threshold.detach())!r}",
+            _shown("eps", self.eps),
+            _shown("threshold", self.threshold),
         ]
         shown += ["fused=True"] if self.fused else []
         shown += [f"validate={self.validate}"] if not self.validate else []

@@ -367,9 +367,9 @@ def loss_and_grad(
 ) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
     """student_t_nll: the reduced loss and its gradient for each input.
 
-    Returns ``(value, grads)``; ``grads`` holds one array per input
-    (mu, sigma, nu), each of its input's shape and already scaled
-    for the reduction (with ``"none"``, the gradient of the sum of the losses).
+    Returns ``(value, grads)``; ``grads`` holds one array per input (mu, sigma, nu),
+    each of its input's shape and already scaled for the reduction (with ``"none"``, the
+    gradient of the sum of the losses).
     """
     _check_reduction(reduction)
     mu, y, sigma, nu, indexed, keep, counts = _prepare(mu, y, sigma, nu)

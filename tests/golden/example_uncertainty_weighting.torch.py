@@ -335,6 +335,13 @@ _PARAM_DOMAIN = (
 )
 
 
+def _shown(name, value):
+    """A param in the repr: its value if it is a number (or absent), else its shape."""
+    if value is None or value.ndim == 0:
+        return f"{name}={None if value is None else float(value.detach())!r}"
+    return f"{name}=<tensor of shape {tuple(value.shape)}>"
+
+
 def _param(name, value, domain, validate):
     """A param as module state: a float64 0-d tensor.
 
@@ -1321,8 +1328,8 @@ class UncertaintyWeightingLoss(torch.nn.Module):
     def extra_repr(self):
         shown = [
             f"reduction={self.reduction!r}",
-            f"s_reg={float(self.s_reg.detach())!r}",
-            f"s_cls={float(self.s_cls.detach())!r}",
+            _shown("s_reg", self.s_reg),
+            _shown("s_cls", self.s_cls),
         ]
         shown += ["fused=True"] if self.fused else []
         shown += [f"validate={self.validate}"] if self.validate else []

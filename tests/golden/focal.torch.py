@@ -296,6 +296,13 @@ _PARAM_DOMAIN = (
 )
 
 
+def _shown(name, value):
+    """A param in the repr: its value if it is a number (or absent), else its shape."""
+    if value is None or value.ndim == 0:
+        return f"{name}={None if value is None else float(value.detach())!r}"
+    return f"{name}=<tensor of shape {tuple(value.shape)}>"
+
+
 def _param(name, value, domain, validate):
     """A param as module state: a float64 0-d tensor.
 
@@ -1150,8 +1157,8 @@ class FocalLoss(torch.nn.Module):
     def extra_repr(self):
         shown = [
             f"reduction={self.reduction!r}",
-            f"alpha={float(self.alpha.detach())!r}",
-            f"gamma={float(self.gamma.detach())!r}",
+            _shown("alpha", self.alpha),
+            _shown("gamma", self.gamma),
         ]
         shown += ["fused=True"] if self.fused else []
         shown += [f"validate={self.validate}"] if self.validate else []

@@ -344,9 +344,9 @@ def loss_and_grad(
 ) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
     """margin_ranking: the reduced loss and its gradient for each input.
 
-    Returns ``(value, grads)``; ``grads`` holds one array per input
-    (x1, x2), each of its input's shape and already scaled
-    for the reduction (with ``"none"``, the gradient of the sum of the losses).
+    Returns ``(value, grads)``; ``grads`` holds one array per input (x1, x2), each of
+    its input's shape and already scaled for the reduction (with ``"none"``, the
+    gradient of the sum of the losses).
     """
     _check_reduction(reduction)
     x1, x2, target, indexed, keep, counts = _prepare(x1, x2, target)

@@ -406,7 +406,7 @@ _PARAM_DOMAIN = (
 
 
 def _shown(name, value):
-    """A tensor param in the module's repr: its value if it has one, else its shape."""
+    """A param in the repr: its value if it is a number (or absent), else its shape."""
     if value is None or value.ndim == 0:
         return f"{name}={None if value is None else float(value.detach())!r}"
     return f"{name}=<tensor of shape {tuple(value.shape)}>"
@@ -2146,8 +2146,8 @@ class MultiMarginLoss(torch.nn.Module):
     def extra_repr(self):
         shown = [
             f"reduction={self.reduction!r}",
-            f"p={float(self.p.detach())!r}",
-            f"margin={float(self.margin.detach())!r}",
+            _shown("p", self.p),
+            _shown("margin", self.margin),
             _shown("weight", self.weight),
         ]
         shown += ["fused=True"] if self.fused else []

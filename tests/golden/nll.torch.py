@@ -457,7 +457,7 @@ _PARAM_DOMAIN = (
 
 
 def _shown(name, value):
-    """A tensor param in the module's repr: its value if it has one, else its shape."""
+    """A param in the repr: its value if it is a number (or absent), else its shape."""
     if value is None or value.ndim == 0:
         return f"{name}={None if value is None else float(value.detach())!r}"
     return f"{name}=<tensor of shape {tuple(value.shape)}>"

@@ -303,6 +303,13 @@ _PARAM_DOMAIN = (
 )
 
 
+def _shown(name, value):
+    """A param in the repr: its value if it is a number (or absent), else its shape."""
+    if value is None or value.ndim == 0:
+        return f"{name}={None if value is None else float(value.detach())!r}"
+    return f"{name}=<tensor of shape {tuple(value.shape)}>"
+
+
 def _param(name, value, domain, validate):
     """A param as module state: a float64 0-d tensor.
 
@@ -1072,7 +1079,7 @@ class QuantileLoss(torch.nn.Module):
         super().__setattr__(name, value)
 
     def extra_repr(self):
-        shown = [f"reduction={self.reduction!r}", f"tau={float(self.tau.detach())!r}"]
+        shown = [f"reduction={self.reduction!r}", _shown("tau", self.tau)]
         shown += ["fused=True"] if self.fused else []
         shown += [f"validate={self.validate}"] if self.validate else []
         return ", ".join(shown)

@@ -367,6 +367,13 @@ _PARAM_DOMAIN = (
 )
 
 
+def _shown(name, value):
+    """A param in the repr: its value if it is a number (or absent), else its shape."""
+    if value is None or value.ndim == 0:
+        return f"{name}={None if value is None else float(value.detach())!r}"
+    return f"{name}=<tensor of shape {tuple(value.shape)}>"
+
+
 def _param(name, value, domain, validate):
     """A param as module state: a float64 0-d tensor.
 
@@ -1547,10 +1554,10 @@ class TripletMarginLoss(torch.nn.Module):
     def extra_repr(self):
         shown = [
             f"reduction={self.reduction!r}",
-            f"margin={float(self.margin.detach())!r}",
-            f"p={float(self.p.detach())!r}",
-            f"eps={float(self.eps.detach())!r}",
-            f"swap={float(self.swap.detach())!r}",
+            _shown("margin", self.margin),
+            _shown("p", self.p),
+            _shown("eps", self.eps),
+            _shown("swap", self.swap),
         ]
         shown += ["fused=True"] if self.fused else []
         shown += [f"validate={self.validate}"] if self.validate else []
