@@ -11,7 +11,7 @@ throughout. Values and gradients are checked to agree (rtol 1e-7, see
 
 from __future__ import annotations
 
-import re
+import ast
 
 import _timing as T
 import numpy as np
@@ -102,12 +102,15 @@ def inputs(name: str, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
 
 
 def signature(name: str) -> str:
-    """The generated ``def loss_and_grad(...)`` line, checked to take the built-in's arrays first."""
+    """The generated ``def loss_and_grad(...)``'s parameters, checked to take the built-in's arrays first."""
     spec = lf.builtin(name)
-    match = re.search(r"^def loss_and_grad\((.*)\):$", lf.generate(spec, "numpy"), re.M)
-    if match is None or [a.strip() for a in match.group(1).split(",")][:2] != list(spec.arrays):
+    tree = ast.parse(lf.generate(spec, "numpy"))
+    found = next((f for f in tree.body if isinstance(f, ast.FunctionDef) and f.name == "loss_and_grad"), None)
+    names = [a.arg for a in found.args.args] if found is not None else []
+    if names[: len(spec.arrays)] != list(spec.arrays):
         T.fail(f"{name}: the generated NumPy module has no loss_and_grad({', '.join(spec.arrays)}, ...)")
-    return f"loss_and_grad({match.group(1)})"
+    keywords = [a.arg for a in found.args.kwonlyargs]
+    return f"loss_and_grad({', '.join(names + (['*', *keywords] if keywords else []))})"
 
 
 def numpy_speed(reps: int) -> None:

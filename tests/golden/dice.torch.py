@@ -399,8 +399,7 @@ def _dice_targeted_value_and_grads(p, target, smooth, *, scale=None):
 #: Each term's (value, value-and-gradients) functions and the layout of their arguments
 #: (which are arrays over the batch, with or without an axis; which params broadcast to
 #: the batch; which array gives the batch shape), by (term, whether the one-hot target
-#: is class indices,
-#: whether its targets' gradients are wanted).
+#: is class indices, whether its targets' gradients are wanted).
 _EAGER = {
     ("dice", False, False): (_dice_value, _dice_value_and_grads, ((True, True), (), 0)),
     ("dice", False, True): (

@@ -420,8 +420,7 @@ def _emd_targeted_value_and_grads(p, q, *, scale=None):
 #: Each term's (value, value-and-gradients) functions and the layout of their arguments
 #: (which are arrays over the batch, with or without an axis; which params broadcast to
 #: the batch; which array gives the batch shape), by (term, whether the one-hot target
-#: is class indices,
-#: whether its targets' gradients are wanted).
+#: is class indices, whether its targets' gradients are wanted).
 _EAGER = {
     ("emd", False, False): (_emd_value, _emd_value_and_grads, ((True, True), (), 0)),
     ("emd", False, True): (

@@ -478,8 +478,7 @@ def _arcface_targeted_value_and_grads(c, y, s, m, eps, *, scale=None):
 #: Each term's (value, value-and-gradients) functions and the layout of their arguments
 #: (which are arrays over the batch, with or without an axis; which params broadcast to
 #: the batch; which array gives the batch shape), by (term, whether the one-hot target
-#: is class indices,
-#: whether its targets' gradients are wanted).
+#: is class indices, whether its targets' gradients are wanted).
 _EAGER = {
     ("arcface", False, False): (
         _arcface_value,

@@ -566,8 +566,7 @@ def _clip_targeted_indexed_value_and_grads(image, text, target, *, scale=None):
 #: Each term's (value, value-and-gradients) functions and the layout of their arguments
 #: (which are arrays over the batch, with or without an axis; which params broadcast to
 #: the batch; which array gives the batch shape), by (term, whether the one-hot target
-#: is class indices,
-#: whether its targets' gradients are wanted).
+#: is class indices, whether its targets' gradients are wanted).
 _EAGER = {
     ("clip", False, False): (
         _clip_value,

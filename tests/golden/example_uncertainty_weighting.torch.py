@@ -498,8 +498,7 @@ def _uncertainty_weighting_targeted_value_and_grads(
 #: Each term's (value, value-and-gradients) functions and the layout of their arguments
 #: (which are arrays over the batch, with or without an axis; which params broadcast to
 #: the batch; which array gives the batch shape), by (term, whether the one-hot target
-#: is class indices,
-#: whether its targets' gradients are wanted).
+#: is class indices, whether its targets' gradients are wanted).
 _EAGER = {
     ("uncertainty_weighting", False, False): (
         _uncertainty_weighting_value,

@@ -445,8 +445,7 @@ def _gaussian_nll_targeted_value_and_grads(mean, target, var, full, eps, *, scal
 #: Each term's (value, value-and-gradients) functions and the layout of their arguments
 #: (which are arrays over the batch, with or without an axis; which params broadcast to
 #: the batch; which array gives the batch shape), by (term, whether the one-hot target
-#: is class indices,
-#: whether its targets' gradients are wanted).
+#: is class indices, whether its targets' gradients are wanted).
 _EAGER = {
     ("gaussian_nll", False, False): (
         _gaussian_nll_value,

@@ -1328,9 +1328,8 @@ def _multi_margin_targeted_folded_indexed_value_and_grads(
 #: Each term's (value, value-and-gradients) functions and the layout of their arguments
 #: (which are arrays over the batch, with or without an axis; which params broadcast to
 #: the batch; which array gives the batch shape), by (term, whether the one-hot target
-#: is class indices,
-#: whether its tensor params are all absent,
-#: whether its targets' gradients are wanted).
+#: is class indices, whether its tensor params are all absent, whether its targets'
+#: gradients are wanted).
 _EAGER = {
     ("multi_margin", False, False, False): (
         _multi_margin_value,

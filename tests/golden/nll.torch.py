@@ -784,9 +784,8 @@ def _nll_targeted_folded_indexed_value_and_grads(
 #: Each term's (value, value-and-gradients) functions and the layout of their arguments
 #: (which are arrays over the batch, with or without an axis; which params broadcast to
 #: the batch; which array gives the batch shape), by (term, whether the one-hot target
-#: is class indices,
-#: whether its tensor params are all absent,
-#: whether its targets' gradients are wanted).
+#: is class indices, whether its tensor params are all absent, whether its targets'
+#: gradients are wanted).
 _EAGER = {
     ("nll", False, False, False): (
         _nll_value,
